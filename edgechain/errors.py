@@ -1,0 +1,163 @@
+"""The one exception hierarchy of edgechain.
+
+Every failure a user can cause raises a subclass of :class:`EdgechainError`. Its ``str()`` is a
+one-line message a user understands, and ``exit_code`` is what the CLI exits with. The CLI prints
+``error: <message>`` and never a traceback for these.
+
+Exit codes (documented in the README):
+
+    0  success
+    1  internal error (a bug: reported with a traceback)
+    2  usage error (bad flag or parameter value)
+    3  input error (missing, truncated or malformed file; bad hash; non-UTF-8 text)
+    4  chain error (no quorum, certificate that does not verify, tampered storage)
+    5  contract rejected the operation
+    6  service error (model not found or retired, fetch failed, hash mismatch)
+    7  generation error (prompt too long, context full, guest trap, timeout)
+"""
+
+from __future__ import annotations
+
+
+class EdgechainError(Exception):
+    """Base class: a failure the user can cause and fix."""
+
+    exit_code: int = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+# --- usage and input -------------------------------------------------------------------------
+
+
+class UsageError(EdgechainError):
+    """A bad command-line flag or parameter value (temperature < 0, top_p outside (0, 1], ...)."""
+
+    exit_code = 2
+
+
+class InvalidParameter(UsageError):
+    """A generation or configuration parameter outside its allowed range."""
+
+
+class InputError(EdgechainError):
+    """A file or text the user supplied cannot be used."""
+
+    exit_code = 3
+
+
+class InvalidCheckpoint(InputError):
+    """A llama2.c checkpoint that is missing, truncated or whose header does not match its size."""
+
+
+class InvalidTokenizer(InputError):
+    """A tokenizer.bin that is missing, truncated or malformed."""
+
+
+class VocabMismatch(InputError):
+    """A tokenizer whose vocabulary size differs from the model's."""
+
+
+class InvalidText(InputError):
+    """Text input that is not valid UTF-8."""
+
+
+# --- chain -------------------------------------------------------------------------------------
+
+
+class ChainError(EdgechainError):
+    """The chain could not certify, verify or store a block."""
+
+    exit_code = 4
+
+
+class QuorumNotReached(ChainError):
+    """Too few validators signed; the message names which failed and how."""
+
+
+class CertificateError(ChainError):
+    """A certificate that does not verify against the committee."""
+
+
+class StorageCorrupted(ChainError):
+    """A stored chain that fails re-verification; the message names the first bad height."""
+
+
+class NetworkNotFound(ChainError):
+    """No network exists in the given directory."""
+
+
+# --- contract ----------------------------------------------------------------------------------
+
+
+class ContractError(EdgechainError):
+    """The contract rejected an operation; nothing was committed."""
+
+    exit_code = 5
+
+
+class OperationRejected(ContractError):
+    """An operation that fails the contract's validation."""
+
+
+class Unauthorized(ContractError):
+    """An operation signed by someone other than the chain owner."""
+
+
+# --- service -----------------------------------------------------------------------------------
+
+
+class ServiceError(EdgechainError):
+    """A service query failed before generation."""
+
+    exit_code = 6
+
+
+class ModelNotFound(ServiceError):
+    """No model of that name (and version) is registered in certified state."""
+
+
+class ModelRetired(ServiceError):
+    """The model was retired on chain."""
+
+
+class FetchError(ServiceError):
+    """Fetching bytes failed: host not allowed, unreachable, too slow, too large, bad status."""
+
+
+class HashMismatch(ServiceError):
+    """Fetched bytes whose BLAKE3 hash differs from the certified one; nothing was kept."""
+
+
+# --- generation --------------------------------------------------------------------------------
+
+
+class GenerationError(EdgechainError):
+    """Generation failed."""
+
+    exit_code = 7
+
+
+class PromptTooLong(GenerationError):
+    """The prompt's tokens do not fit in the model's context."""
+
+
+class ContextFull(GenerationError):
+    """The model's context is full; no more tokens can be generated."""
+
+
+class GuestTrap(GenerationError):
+    """The Wasm guest trapped; the runtime keeps serving other queries."""
+
+
+class Timeout(GenerationError):
+    """A query ran past its wall-clock budget."""
+
+
+class Cancelled(GenerationError):
+    """The caller cancelled a generation."""

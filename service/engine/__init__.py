@@ -1,0 +1,1 @@
+"""The inference engine: one interface, two backends (wasm guest, native module)."""
