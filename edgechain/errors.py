@@ -127,11 +127,42 @@ class ModelRetired(ServiceError):
 
 
 class FetchError(ServiceError):
-    """Fetching bytes failed: host not allowed, unreachable, too slow, too large, bad status."""
+    """Fetching bytes failed: host not allowed, unreachable, too slow, too large, bad status.
+
+    ``url`` is the URL that failed (None when several did: see ``failures``), ``reason`` a short
+    machine-readable cause (``edgechain.service.fetch.FetchReason``), ``failures`` the errors of
+    every URL tried when a fetch with several URLs failed on all of them.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        url: str | None = None,
+        reason: str | None = None,
+        failures: tuple[ServiceError, ...] = (),
+    ) -> None:
+        super().__init__(message)
+        self.url = url
+        self.reason = reason
+        self.failures = failures
 
 
 class HashMismatch(ServiceError):
     """Fetched bytes whose BLAKE3 hash differs from the certified one; nothing was kept."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        url: str | None = None,
+        expected: str | None = None,
+        actual: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.url = url
+        self.expected = expected
+        self.actual = actual
 
 
 # --- generation --------------------------------------------------------------------------------
