@@ -192,3 +192,11 @@ class Timeout(GenerationError):
 
 class Cancelled(GenerationError):
     """The caller cancelled a generation."""
+
+
+class EngineUnavailable(GenerationError):
+    """The chosen engine is not built (no wasm guest, no native module); the message says how."""
+
+
+class EngineInternalError(GenerationError):
+    """The engine failed in a way the user did not cause (a candle error, an unknown handle)."""
