@@ -1,0 +1,312 @@
+"""A content-addressed cache of verified bytes on disk, keyed by BLAKE3.
+
+Layout under the cache directory::
+
+    objects/<64 hex digits>        one file per digest, written once, never modified
+    objects/.<digest>.<random>.tmp a write in progress (renamed into place when complete)
+    locks/<64 hex digits>.lock     fcntl lock file for downloads of that digest
+
+Guarantees:
+
+- :meth:`ContentCache.put` stores only bytes whose digest matches, atomically (temporary file in
+  the same directory, fsync, rename, fsync of the directory): a reader sees the whole file or
+  none of it, even after a crash.
+- :meth:`ContentCache.get` never returns bytes that do not hash to the key. A file that fails
+  the check (disk corruption, a user editing it) is deleted, counted in ``stats.corrupted``,
+  logged, and reported as a miss.
+- :meth:`ContentCache.fetch_verified` downloads a digest at most once at a time: a per-digest
+  lock serializes the threads of this process and an ``fcntl.flock`` on the digest's lock file
+  serializes processes; whoever waited finds the file in place and does not download again.
+
+Re-verification policy (``reverify``). Hashing is cheap next to everything else a query does
+(BLAKE3 runs at several GB/s here, see ``python -m edgechain.service.cache_bench``), but reading
+and hashing a 438 MB model on every query is still ~0.1 s of waste. With the default,
+:attr:`Reverify.ONCE_PER_PROCESS`, a file is hashed on its first use in this process (and after
+every :meth:`put`, the bytes are hashed before they are written); its identity (device, inode,
+size, mtime in ns) is then remembered and later reads of the same, unchanged file skip the hash.
+Any rewrite, replacement or truncation changes that identity and forces a new check. What it
+does not catch: bytes changed in place by something that also restores the mtime, or silent
+media corruption after the first check; use :attr:`Reverify.ALWAYS` where that matters.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import tempfile
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Protocol
+
+import blake3
+
+from edgechain.errors import HashMismatch
+from edgechain.service.fetch import normalize_blake3_hex
+
+__all__ = ["CacheStats", "ContentCache", "Reverify", "SupportsFetchAny", "blake3_hex"]
+
+log = logging.getLogger(__name__)
+
+
+class Reverify(StrEnum):
+    """When :meth:`ContentCache.get` re-hashes a cached file."""
+
+    ALWAYS = "always"
+    ONCE_PER_PROCESS = "once-per-process"
+
+
+class SupportsFetchAny(Protocol):
+    """What :meth:`ContentCache.fetch_verified` needs: :class:`~edgechain.service.fetch.Fetcher`."""
+
+    def fetch_any(
+        self, urls: Sequence[str], *, expected_blake3: str, expected_size: int | None = None
+    ) -> bytes: ...
+
+
+@dataclass
+class CacheStats:
+    """Counters since the cache object was made (this process only)."""
+
+    hits: int = 0
+    misses: int = 0
+    corrupted: int = 0
+    downloads: int = 0
+    hashed_bytes: int = 0
+
+
+def blake3_hex(data: bytes | bytearray | memoryview) -> str:
+    """BLAKE3 of ``data`` as 64 hex digits, using every core for large buffers."""
+    return blake3.blake3(data, max_threads=blake3.blake3.AUTO).hexdigest()
+
+
+_FileIdentity = tuple[int, int, int, int]
+
+
+def _identity(st: os.stat_result) -> _FileIdentity:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+# Threads of one process serialize downloads per (cache directory, digest), whichever
+# ContentCache object they use. Entries are a few bytes each and are never removed.
+_DOWNLOAD_LOCKS: dict[tuple[str, str], threading.Lock] = {}
+_DOWNLOAD_LOCKS_GUARD = threading.Lock()
+
+
+class ContentCache:
+    """Verified bytes on disk, keyed by their BLAKE3 digest (64 hex digits)."""
+
+    def __init__(
+        self, directory: str | Path, *, reverify: Reverify = Reverify.ONCE_PER_PROCESS
+    ) -> None:
+        self.directory = Path(directory).resolve()
+        self.reverify = Reverify(reverify)
+        self.stats = CacheStats()
+        self._objects = self.directory / "objects"
+        self._locks = self.directory / "locks"
+        self._objects.mkdir(parents=True, exist_ok=True)
+        self._locks.mkdir(parents=True, exist_ok=True)
+        self._verified: dict[str, _FileIdentity] = {}
+        self._verified_guard = threading.Lock()
+
+    # --- lookup --------------------------------------------------------------------------------
+
+    def path_for(self, digest: str) -> Path:
+        """Where the bytes of ``digest`` live (whether or not they are cached)."""
+        return self._objects / normalize_blake3_hex(digest)
+
+    def get(self, digest: str) -> bytes | None:
+        """The cached bytes of ``digest``, verified, or None on a miss (or a corrupted file)."""
+        data = self._read_verified(normalize_blake3_hex(digest))
+        if data is None:
+            self.stats.misses += 1
+        else:
+            self.stats.hits += 1
+        return data
+
+    def get_path(self, digest: str) -> Path | None:
+        """The path of the verified file for ``digest``, or None; hashes via mmap, reads nothing.
+
+        The file may change after this returns; callers that cannot tolerate that use
+        :meth:`get`.
+        """
+        key = normalize_blake3_hex(digest)
+        path = self._objects / key
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            self.stats.misses += 1
+            return None
+        if not self._known_good(key, st):
+            hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+            hasher.update_mmap(path)
+            self.stats.hashed_bytes += st.st_size
+            if hasher.hexdigest() != key or _identity(path.stat()) != _identity(st):
+                self._discard_corrupted(key, st, hasher.hexdigest())
+                self.stats.misses += 1
+                return None
+            self._remember(key, st)
+        self.stats.hits += 1
+        return path
+
+    def __contains__(self, digest: str) -> bool:
+        """Whether a file for ``digest`` exists (not verified: use :meth:`get` for that)."""
+        return self.path_for(digest).is_file()
+
+    # --- store ---------------------------------------------------------------------------------
+
+    def put(self, digest: str, data: bytes | bytearray | memoryview) -> Path:
+        """Store ``data`` under ``digest`` atomically; raise HashMismatch if it does not match."""
+        key = normalize_blake3_hex(digest)
+        actual = blake3_hex(data)
+        self.stats.hashed_bytes += len(data)
+        if actual != key:
+            raise HashMismatch(
+                f"refusing to cache bytes under {key}: their BLAKE3 is {actual}",
+                expected=key,
+                actual=actual,
+            )
+        path = self._objects / key
+        fd, tmp_name = tempfile.mkstemp(dir=self._objects, prefix=f".{key}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as tmp:
+                tmp.write(data)
+                tmp.flush()
+                os.fsync(tmp.fileno())
+            os.chmod(tmp_name, 0o644)
+            os.replace(tmp_name, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp_name)
+            raise
+        _fsync_directory(self._objects)
+        self._remember(key, path.stat())
+        return path
+
+    def evict(self, digest: str) -> bool:
+        """Delete the file for ``digest``; return whether there was one."""
+        key = normalize_blake3_hex(digest)
+        with self._verified_guard:
+            self._verified.pop(key, None)
+        try:
+            (self._objects / key).unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    # --- fetch ---------------------------------------------------------------------------------
+
+    def fetch_verified(
+        self,
+        digest: str,
+        size: int | None,
+        urls: Sequence[str],
+        fetcher: SupportsFetchAny,
+    ) -> bytes:
+        """The bytes of ``digest``: from the cache, else downloaded, verified and stored.
+
+        Concurrent calls for one digest, from threads or processes, download it once; the
+        others wait and read the stored file. Raises what ``fetcher.fetch_any`` raises
+        (:class:`~edgechain.errors.FetchError`, :class:`~edgechain.errors.HashMismatch`);
+        nothing is stored then.
+        """
+        key = normalize_blake3_hex(digest)
+        data = self._read_verified(key)
+        if data is not None:
+            self.stats.hits += 1
+            return data
+        self.stats.misses += 1
+        with self._download_lock(key):
+            # Stored by whoever held the lock before us?
+            data = self._read_verified(key, holding_lock=True)
+            if data is not None:
+                return data
+            log.info("cache miss for %s: downloading from %d URL(s)", key, len(urls))
+            data = fetcher.fetch_any(urls, expected_blake3=key, expected_size=size)
+            self.put(key, data)
+            self.stats.downloads += 1
+            return data
+
+    # --- internals -----------------------------------------------------------------------------
+
+    def _read_verified(self, key: str, *, holding_lock: bool = False) -> bytes | None:
+        path = self._objects / key
+        try:
+            f = open(path, "rb")  # noqa: SIM115 (closed below, after a second fstat)
+        except FileNotFoundError:
+            return None
+        with f:
+            before = os.fstat(f.fileno())
+            data = f.read()
+            after = os.fstat(f.fileno())
+        if (
+            _identity(before) == _identity(after)
+            and len(data) == before.st_size
+            and self._known_good(key, before)
+        ):
+            return data
+        actual = blake3_hex(data)
+        self.stats.hashed_bytes += len(data)
+        if actual != key:
+            self._discard_corrupted(key, after, actual, holding_lock=holding_lock)
+            return None
+        if _identity(before) == _identity(after):
+            self._remember(key, after)
+        return data
+
+    def _known_good(self, key: str, st: os.stat_result) -> bool:
+        if self.reverify is Reverify.ALWAYS:
+            return False
+        with self._verified_guard:
+            return self._verified.get(key) == _identity(st)
+
+    def _remember(self, key: str, st: os.stat_result) -> None:
+        with self._verified_guard:
+            self._verified[key] = _identity(st)
+
+    def _discard_corrupted(
+        self, key: str, st: os.stat_result, actual: str, *, holding_lock: bool = False
+    ) -> None:
+        """Delete the corrupted file, unless someone already replaced it with a new one."""
+        self.stats.corrupted += 1
+        with self._verified_guard:
+            self._verified.pop(key, None)
+        path = self._objects / key
+        log.warning(
+            "cache file %s is corrupted (BLAKE3 %s); deleting it and treating it as a miss",
+            path,
+            actual,
+        )
+        # The lock keeps us from deleting a good file that a concurrent put just renamed in.
+        lock = contextlib.nullcontext() if holding_lock else self._download_lock(key)
+        with lock:
+            try:
+                current = path.stat()
+            except FileNotFoundError:
+                return
+            if (current.st_dev, current.st_ino) == (st.st_dev, st.st_ino):
+                path.unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def _download_lock(self, key: str) -> Iterator[None]:
+        with _DOWNLOAD_LOCKS_GUARD:
+            thread_lock = _DOWNLOAD_LOCKS.setdefault((str(self.directory), key), threading.Lock())
+        with thread_lock, open(self._locks / f"{key}.lock", "a+b") as lock_file:
+            fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock_file.fileno(), fcntl.LOCK_UN)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a rename in ``directory`` durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
