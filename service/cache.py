@@ -21,12 +21,13 @@ Guarantees:
 Re-verification policy (``reverify``). Hashing is cheap next to everything else a query does
 (BLAKE3 runs at several GB/s here, see ``python -m edgechain.service.cache_bench``), but reading
 and hashing a 438 MB model on every query is still ~0.1 s of waste. With the default,
-:attr:`Reverify.ONCE_PER_PROCESS`, a file is hashed on its first use in this process (and after
-every :meth:`put`, the bytes are hashed before they are written); its identity (device, inode,
-size, mtime in ns) is then remembered and later reads of the same, unchanged file skip the hash.
-Any rewrite, replacement or truncation changes that identity and forces a new check. What it
-does not catch: bytes changed in place by something that also restores the mtime, or silent
-media corruption after the first check; use :attr:`Reverify.ALWAYS` where that matters.
+:attr:`Reverify.ONCE_PER_PROCESS`, a file is hashed on its first use in this process (and on
+:meth:`put`, the bytes are hashed before they are written); its identity (device, inode, size,
+mtime and ctime in ns) is then remembered, and later reads of the same, unchanged file skip the
+hash. Any rewrite, replacement or truncation changes that identity and forces a new check. What
+it does not catch: an in-place edit within the filesystem's timestamp granularity (a few ms) of
+the check, or silent media corruption after the first check; use :attr:`Reverify.ALWAYS` where
+that matters.
 """
 
 from __future__ import annotations
@@ -84,11 +85,12 @@ def blake3_hex(data: bytes | bytearray | memoryview) -> str:
     return blake3.blake3(data, max_threads=blake3.blake3.AUTO).hexdigest()
 
 
-_FileIdentity = tuple[int, int, int, int]
+_FileIdentity = tuple[int, int, int, int, int]
 
 
 def _identity(st: os.stat_result) -> _FileIdentity:
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    # ctime too: restoring the mtime with utime() after an edit still moves the ctime.
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 # Threads of one process serialize downloads per (cache directory, digest), whichever

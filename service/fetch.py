@@ -64,7 +64,7 @@ class FetchReason(StrEnum):
     BAD_URL = "bad url"
     SCHEME_NOT_ALLOWED = "scheme not allowed"
     HOST_NOT_ALLOWED = "host not allowed"
-    CONNECTION_REFUSED = "connection refused"
+    CONNECTION_FAILED = "connection failed"
     TIMED_OUT = "timed out"
     HTTP_STATUS = "http status"
     TOO_MANY_REDIRECTS = "too many redirects"
@@ -248,7 +248,7 @@ class Fetcher:
                     url, FetchReason.TIMED_OUT, _describe_timeout(exc, self.policy)
                 ) from None
             except httpx.ConnectError as exc:
-                raise _fail(url, FetchReason.CONNECTION_REFUSED, f"{target}: {exc}") from None
+                raise _fail(url, FetchReason.CONNECTION_FAILED, f"{target}: {exc}") from None
             except httpx.RemoteProtocolError as exc:
                 raise _fail(url, FetchReason.TRUNCATED, f"connection closed early: {exc}") from None
             except httpx.TransportError as exc:
