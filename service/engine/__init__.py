@@ -1,1 +1,51 @@
-"""The inference engine: one interface, two backends (wasm guest, native module)."""
+"""The inference engine: one interface, two backends (wasm guest, native module).
+
+engine = open_engine("wasm")            # or "native"
+with engine.load(checkpoint_bytes, tokenizer_bytes) as model:
+    generation = model.generate("Once upon a time", GenerationParams(temperature=0))
+    for token in generation:
+        print(token.text, end="")
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edgechain.errors import InvalidParameter
+from edgechain.service.engine.base import (
+    Engine,
+    Generation,
+    GenerationParams,
+    LoadedModel,
+    ModelInfo,
+    StopReason,
+    Token,
+)
+
+ENGINE_KINDS = ("wasm", "native")
+
+__all__ = [
+    "ENGINE_KINDS",
+    "Engine",
+    "Generation",
+    "GenerationParams",
+    "LoadedModel",
+    "ModelInfo",
+    "StopReason",
+    "Token",
+    "open_engine",
+]
+
+
+def open_engine(kind: str = "wasm", **options: Any) -> Engine:
+    """An engine of the given kind: "wasm" (default; options: guest_path, cache_dir,
+    memory_limit, timeout) or "native" (options: timeout)."""
+    if kind == "wasm":
+        from edgechain.service.engine.wasm import WasmEngine
+
+        return WasmEngine(**options)
+    if kind == "native":
+        from edgechain.service.engine.native import NativeEngine
+
+        return NativeEngine(**options)
+    raise InvalidParameter(f"unknown engine {kind!r}: choose one of {', '.join(ENGINE_KINDS)}")

@@ -1,0 +1,179 @@
+"""``edgechain bench``: load time, time to first token, decode tokens/s and peak RSS per engine.
+
+Synthetic models of the stories shapes are written once into a cache directory and reused. Each
+(shape, engine) measurement runs in a fresh subprocess (edgechain.cli.bench_worker) so its peak
+RSS is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from edgechain.errors import InvalidParameter
+
+NAME = "bench"
+HELP = "benchmark the engines on synthetic stories-shaped models"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register bench's flags."""
+    parser.add_argument(
+        "--shapes", default="15M,42M,110M", help="comma-separated (default %(default)s)"
+    )
+    parser.add_argument(
+        "--engines", default="wasm,native", help="comma-separated (default %(default)s)"
+    )
+    parser.add_argument(
+        "--steps", type=int, default=256, help="positions incl. prompt (default 256)"
+    )
+    parser.add_argument("--seed", type=int, default=1, help="weights and sampling seed (default 1)")
+    parser.add_argument("--prompt", default="Once upon a time", help="prompt (default %(default)r)")
+    parser.add_argument(
+        "--cache-dir", help="where synthetic models are kept (default per-user cache)"
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def default_model_dir() -> Path:
+    """$EDGECHAIN_CACHE_DIR/bench-models, else ~/.cache/edgechain/bench-models."""
+    root = os.environ.get("EDGECHAIN_CACHE_DIR")
+    if root:
+        return Path(root) / "bench-models"
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "edgechain" / "bench-models"
+
+
+def ensure_model(directory: Path, shape_name: str, seed: int) -> tuple[Path, Path]:
+    """The synthetic checkpoint and tokenizer for ``shape_name``, written unless present."""
+    from edgechain.synth import shape_named, synthesize
+
+    shape = shape_named(shape_name)
+    directory.mkdir(parents=True, exist_ok=True)
+    checkpoint = directory / f"synth-{shape_name}-seed{seed}.bin"
+    tokenizer = directory / f"synth-tokenizer-{shape.vocab_size}.bin"
+    if not checkpoint.is_file() or checkpoint.stat().st_size != shape.file_size():
+        print(f"synthesising {shape_name} -> {checkpoint}", file=sys.stderr)
+        synthesize(shape, seed, checkpoint, tokenizer)
+    elif not tokenizer.is_file():
+        synthesize(shape, seed, checkpoint, tokenizer)
+    return checkpoint, tokenizer
+
+
+def _split(value: str, allowed: tuple[str, ...] | None, what: str) -> list[str]:
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if not items:
+        raise InvalidParameter(f"--{what} is empty")
+    if allowed is not None:
+        for item in items:
+            if item not in allowed:
+                raise InvalidParameter(
+                    f"unknown {what[:-1]} {item!r}: choose from {', '.join(allowed)}"
+                )
+    return items
+
+
+def run_worker(
+    engine: str, checkpoint: Path, tokenizer: Path, steps: int, seed: int, prompt: str
+) -> dict[str, object]:
+    """One measurement in a subprocess; an error entry (not an exception) if it fails."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "edgechain.cli.bench_worker",
+        engine,
+        str(checkpoint),
+        str(tokenizer),
+        str(steps),
+        str(seed),
+        prompt,
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+        return {"engine": engine, "error": lines[-1] if lines else f"exit {proc.returncode}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def execute(args: argparse.Namespace) -> int:
+    """Synthesise, measure, print."""
+    from edgechain.synth import SHAPES
+
+    shapes = _split(args.shapes, tuple(SHAPES), "shapes")
+    engines = _split(args.engines, ("wasm", "native"), "engines")
+    if args.steps < 2:
+        raise InvalidParameter(f"--steps must be >= 2, got {args.steps}")
+    directory = Path(args.cache_dir) if args.cache_dir else default_model_dir()
+    if "wasm" in engines:
+        _warm_wasm_cache()
+    results = []
+    for shape in shapes:
+        checkpoint, tokenizer = ensure_model(directory, shape, args.seed)
+        for engine in engines:
+            print(f"measuring {shape} on {engine}", file=sys.stderr)
+            row = run_worker(engine, checkpoint, tokenizer, args.steps, args.seed, args.prompt)
+            row = {"shape": shape, "file_mb": checkpoint.stat().st_size / 2**20, **row}
+            results.append(row)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        print(format_table(results))
+    return 0
+
+
+def _warm_wasm_cache() -> None:
+    """Compile the guest once up front so no measured process pays for Cranelift."""
+    from edgechain.service.engine import open_engine
+
+    try:
+        engine = open_engine("wasm")
+    except Exception as err:  # noqa: BLE001 - the worker will report the same error per row
+        print(f"warning: {err}", file=sys.stderr)
+        return
+    print(
+        f"wasm guest module: {engine.module_source} in {engine.module_seconds:.2f} s",
+        file=sys.stderr,
+    )
+
+
+def _fmt(value: object, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def format_table(results: list[dict[str, object]]) -> str:
+    """A plain-text table, one row per (shape, engine)."""
+    header = ("shape", "engine", "load s", "1st token ms", "decode tok/s", "tokens", "peak RSS MB")
+    rows = [header]
+    for r in results:
+        if "error" in r:
+            rows.append((str(r["shape"]), str(r["engine"]), f"error: {r['error']}", "", "", "", ""))
+            continue
+        first = r.get("first_token_s")
+        rows.append(
+            (
+                str(r["shape"]),
+                str(r["engine"]),
+                _fmt(r.get("load_s"), ".2f"),
+                _fmt(None if first is None else float(first) * 1000, ".0f"),
+                _fmt(r.get("decode_tok_s"), ".1f"),
+                _fmt(r.get("generated_tokens"), "d"),
+                _fmt(r.get("peak_rss_mb"), ".0f"),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows if not row[i].startswith("error")) for i in range(7)]
+    lines = []
+    for row in rows:
+        if row[2].startswith("error"):
+            lines.append(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]}")
+        else:
+            lines.append(
+                "  ".join(
+                    c.rjust(w) if i > 1 else c.ljust(w)
+                    for i, (c, w) in enumerate(zip(row, widths, strict=True))
+                )
+            )
+    return "\n".join(lines)

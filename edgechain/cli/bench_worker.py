@@ -1,0 +1,67 @@
+"""One benchmark measurement, run in its own process so its peak RSS is its own.
+
+    python -m edgechain.cli.bench_worker ENGINE CHECKPOINT TOKENIZER STEPS SEED PROMPT
+
+prints one JSON object on stdout: engine_init_s, load_s, first_token_s, decode_tok_s,
+generated_tokens, prompt_tokens, peak_rss_mb, module_source (wasm only).
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size (VmHWM), in MiB."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure(
+    engine_kind: str, checkpoint: str, tokenizer: str, steps: int, seed: int, prompt: str
+) -> dict[str, object]:
+    """Time engine start, model load, the first token and the decode rate."""
+    from edgechain.service.engine import GenerationParams, open_engine
+
+    t0 = time.perf_counter()
+    engine = open_engine(engine_kind)
+    t1 = time.perf_counter()
+    model = engine.load(Path(checkpoint).read_bytes(), Path(tokenizer).read_bytes())
+    t2 = time.perf_counter()
+    params = GenerationParams(temperature=1.0, top_p=0.9, seed=seed, max_positions=steps)
+    generation = model.generate(prompt, params)
+    first = None
+    for _ in generation:
+        if first is None:
+            first = time.perf_counter()
+    t3 = time.perf_counter()
+    n = generation.generated_tokens
+    result: dict[str, object] = {
+        "engine": engine_kind,
+        "engine_init_s": t1 - t0,
+        "load_s": t2 - t1,
+        "first_token_s": (first - t2) if first is not None else None,
+        "decode_tok_s": (n - 1) / (t3 - first) if first is not None and n > 1 else None,
+        "generated_tokens": n,
+        "prompt_tokens": generation.prompt_tokens,
+        "stop_reason": generation.stop_reason.name if generation.stop_reason else None,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+    if engine_kind == "wasm":
+        result["module_source"] = getattr(engine, "module_source", None)
+    model.close()
+    return result
+
+
+if __name__ == "__main__":
+    kind, ckpt, tok, steps, seed, prompt = sys.argv[1:7]
+    print(json.dumps(measure(kind, ckpt, tok, int(steps), int(seed), prompt)))

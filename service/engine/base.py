@@ -1,0 +1,307 @@
+"""The one public engine interface, shared by the wasm and the native backends.
+
+A backend provides an :class:`Engine` (``load(checkpoint, tokenizer)``) returning a
+:class:`LoadedModel`. Generation is driven by a backend-specific :class:`SessionDriver`; the
+:class:`Generation` iterator around it (text assembly, cancellation, deadline) is shared here so
+both backends behave the same.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import enum
+import json
+import math
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any, Protocol
+
+from edgechain.errors import Cancelled, InvalidParameter, InvalidText, Timeout
+
+_U64_MAX = 2**64 - 1
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """Sampling and stopping parameters; serialises to the ABI's params JSON (rust_guest/ABI.md).
+
+    ``max_positions`` is run.c's ``-n`` (prompt with BOS included, clamped to seq_len);
+    ``max_tokens`` counts generated tokens. When both are None the limit is seq_len.
+    """
+
+    temperature: float = 1.0
+    top_p: float = 0.9
+    seed: int = 0
+    max_tokens: int | None = None
+    max_positions: int | None = None
+    repeat_penalty: float = 1.0
+    repeat_window: int = 64
+    stop: Sequence[str] = ()
+
+    def validate(self) -> GenerationParams:
+        """Raise InvalidParameter naming the first bad value; return self when all are valid."""
+        _check_float("temperature", self.temperature)
+        if self.temperature < 0:
+            raise InvalidParameter(f"temperature must be >= 0, got {self.temperature}")
+        _check_float("top_p", self.top_p)
+        if not 0 < self.top_p <= 1:
+            raise InvalidParameter(f"top_p must be in (0, 1], got {self.top_p}")
+        _check_int("seed", self.seed)
+        if not 0 <= self.seed <= _U64_MAX:
+            raise InvalidParameter(f"seed must be in [0, 2^64 - 1], got {self.seed}")
+        for name in ("max_tokens", "max_positions"):
+            value = getattr(self, name)
+            if value is not None:
+                _check_int(name, value)
+                if not 1 <= value <= 2**31 - 1:
+                    raise InvalidParameter(f"{name} must be >= 1 (or unset), got {value}")
+        _check_float("repeat_penalty", self.repeat_penalty)
+        if self.repeat_penalty < 1.0:
+            raise InvalidParameter(f"repeat_penalty must be >= 1.0, got {self.repeat_penalty}")
+        _check_int("repeat_window", self.repeat_window)
+        if not 0 <= self.repeat_window <= 2**31 - 1:
+            raise InvalidParameter(f"repeat_window must be >= 0, got {self.repeat_window}")
+        if isinstance(self.stop, str):
+            raise InvalidParameter("stop must be a list of strings, not a single string")
+        for s in self.stop:
+            if not isinstance(s, str) or not s:
+                raise InvalidParameter(f"stop strings must be non-empty strings, got {s!r}")
+        return self
+
+    def to_abi_dict(self) -> dict[str, Any]:
+        """The params object of the ABI (validated first)."""
+        self.validate()
+        return {
+            "temperature": float(self.temperature),
+            "top_p": float(self.top_p),
+            "seed": int(self.seed),
+            "max_tokens": self.max_tokens,
+            "max_positions": self.max_positions,
+            "repeat_penalty": float(self.repeat_penalty),
+            "repeat_window": int(self.repeat_window),
+            "stop": list(self.stop),
+        }
+
+    def to_json(self) -> str:
+        """The params JSON the guest and the native module read."""
+        return json.dumps(self.to_abi_dict(), ensure_ascii=False, separators=(",", ":"))
+
+
+def _check_float(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidParameter(f"{name} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise InvalidParameter(f"{name} must be finite, got {value}")
+
+
+def _check_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidParameter(f"{name} must be an integer, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A loaded model's configuration, as the llama2.c header states it."""
+
+    dim: int
+    hidden_dim: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    vocab_size: int
+    seq_len: int
+    shared_classifier: bool
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelInfo:
+        """Build from the guest's info JSON; unknown keys are ignored."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+class StopReason(enum.IntEnum):
+    """Why a generation stopped. Values 1-4 are the ABI's; CANCELLED is set by the host only."""
+
+    END_OF_SEQUENCE = 1
+    MAX_TOKENS = 2
+    STOP_STRING = 3
+    CONTEXT_FULL = 4
+    CANCELLED = 5
+
+
+@dataclass(frozen=True)
+class Token:
+    """One generated token.
+
+    ``text`` is the decoded piece; it is "" while a multi-byte UTF-8 character is incomplete and
+    the character appears with the token that completes it. ``data`` holds the raw bytes the
+    engine produced for this token (what run.c would write).
+    """
+
+    id: int
+    text: str
+    data: bytes = field(default=b"", repr=False)
+
+
+class SessionDriver(Protocol):
+    """What a backend provides for one generation session (internal to the engine package)."""
+
+    def prompt_bytes(self) -> bytes: ...
+
+    def step(self, deadline: float | None) -> tuple[int, bytes] | None: ...
+
+    def stop_reason(self) -> int: ...
+
+    def counts(self) -> tuple[int, int]: ...
+
+    def free(self) -> None: ...
+
+
+class Generation(Iterator[Token]):
+    """An iterator of :class:`Token` for one prompt. Iterate to generate; ``cancel()`` to stop.
+
+    After iteration ends, ``stop_reason`` says why; ``text`` is everything generated so far (the
+    prompt excluded); ``prompt_text`` is the prompt as run.c prints it.
+    """
+
+    def __init__(self, driver: SessionDriver, timeout: float | None = None) -> None:
+        self._driver: SessionDriver | None = driver
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+        self._timeout = timeout
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._pieces: list[str] = []
+        self._lock = threading.Lock()
+        self._cancelled = False
+        self.stop_reason: StopReason | None = None
+        self.prompt_tokens, self.generated_tokens = driver.counts()
+        #: The prompt's bytes exactly as run.c prints them, and the same as text.
+        self.prompt_data: bytes = driver.prompt_bytes()
+        self.prompt_text: str = self.prompt_data.decode("utf-8", errors="replace")
+
+    @property
+    def text(self) -> str:
+        """The generated text so far, prompt excluded."""
+        return "".join(self._pieces)
+
+    def __iter__(self) -> Generation:
+        return self
+
+    def __next__(self) -> Token:
+        with self._lock:
+            driver = self._driver
+            if driver is None:
+                raise StopIteration
+            if self._deadline is not None and time.monotonic() >= self._deadline:
+                self._finish()
+                raise Timeout(f"generation ran past its budget of {self._timeout:g} s")
+            try:
+                produced = driver.step(self._deadline)
+            except BaseException:
+                self._finish()
+                raise
+            self.prompt_tokens, self.generated_tokens = driver.counts()
+            if produced is None:
+                self.stop_reason = StopReason(driver.stop_reason())
+                self._flush_decoder()
+                self._finish()
+                raise StopIteration
+            token_id, data = produced
+            text = self._decoder.decode(data)
+            self._pieces.append(text)
+            return Token(id=token_id, text=text, data=data)
+
+    def cancel(self) -> None:
+        """Stop generating and free the session; iteration ends. Safe to call more than once."""
+        self._cancelled = True
+        with self._lock:
+            if self._driver is not None:
+                self.stop_reason = StopReason.CANCELLED
+                self._flush_decoder()
+                self._finish()
+
+    def raise_if_cancelled(self) -> None:
+        """Raise errors.Cancelled if cancel() was called (for callers that treat it as failure)."""
+        if self._cancelled:
+            raise Cancelled("generation cancelled")
+
+    def _flush_decoder(self) -> None:
+        tail = self._decoder.decode(b"", final=True)
+        if tail:
+            self._pieces.append(tail)
+
+    def _finish(self) -> None:
+        driver, self._driver = self._driver, None
+        if driver is not None:
+            driver.free()
+
+    def __del__(self) -> None:
+        # A generation dropped half-way must not leak its guest session.
+        with contextlib.suppress(Exception):
+            self._finish()
+
+
+class LoadedModel(ABC):
+    """A model and its tokenizer loaded in an engine. Close it (or use ``with``) to free it."""
+
+    info: ModelInfo
+
+    @abstractmethod
+    def encode(self, text: str, bos: bool = True, eos: bool = False) -> list[int]:
+        """run.c's encoder: token ids of ``text`` (BOS first when ``bos``)."""
+
+    @abstractmethod
+    def decode_bytes(self, ids: Sequence[int]) -> bytes:
+        """The bytes the generator would print for ``ids`` (space after BOS stripped)."""
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """The text the generator would print for ``ids`` (invalid UTF-8 replaced)."""
+        return self.decode_bytes(ids).decode("utf-8", errors="replace")
+
+    @abstractmethod
+    def generate(
+        self, prompt: str, params: GenerationParams, timeout: float | None = None
+    ) -> Generation:
+        """Start generating after ``prompt``; ``timeout`` is a wall-clock budget in seconds."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Free the model. Further calls raise."""
+
+    def __enter__(self) -> LoadedModel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Engine(ABC):
+    """An inference backend: loads llama2.c checkpoints with their tokenizer.bin."""
+
+    kind: str
+
+    @abstractmethod
+    def load(self, checkpoint: bytes, tokenizer: bytes) -> LoadedModel:
+        """Parse and load a checkpoint and its tokenizer (raises InvalidCheckpoint, ...)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most engines hold nothing
+        """Release engine-wide resources (models stay usable until closed)."""
+
+
+def check_text(value: object, what: str) -> str:
+    """Return ``value`` if it is a str, else raise InvalidParameter (a caller passed bytes?)."""
+    if not isinstance(value, str):
+        raise InvalidParameter(f"{what} must be text (str), got {type(value).__name__}")
+    return value
+
+
+def text_to_utf8(text: str, what: str) -> bytes:
+    """UTF-8 bytes of ``text``; InvalidText if it holds lone surrogates (undecodable input)."""
+    check_text(text, what)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise InvalidText(f"{what} is not valid UTF-8 text: {err.reason}") from None

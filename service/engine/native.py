@@ -1,0 +1,150 @@
+"""The native backend: the same Rust engine built as the pyo3 module ``edgechain_native``.
+
+Same interface and errors as the wasm backend. A wall-clock budget is checked between tokens
+(native code cannot be interrupted mid-token, unlike the guest).
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import threading
+from collections.abc import Callable, Sequence
+from types import ModuleType
+from typing import Any, TypeVar
+
+from edgechain.errors import EngineInternalError, EngineUnavailable, InvalidParameter
+from edgechain.service.engine.base import (
+    Engine,
+    Generation,
+    GenerationParams,
+    LoadedModel,
+    ModelInfo,
+    check_text,
+    text_to_utf8,
+)
+from edgechain.service.engine.codes import error_from_code
+
+_T = TypeVar("_T")
+
+
+def import_native() -> ModuleType:
+    """The edgechain_native module, or EngineUnavailable saying how to build it."""
+    try:
+        return importlib.import_module("edgechain_native")
+    except ImportError as err:
+        raise EngineUnavailable(
+            f"native engine module edgechain_native is not installed ({err}): "
+            "build it with scripts/build_native.sh"
+        ) from None
+
+
+class NativeEngine(Engine):
+    """Loads models with edgechain_native. ``timeout``: default budget per generation (s)."""
+
+    kind = "native"
+
+    def __init__(self, timeout: float | None = None) -> None:
+        if timeout is not None and not (timeout > 0 and math.isfinite(timeout)):
+            raise InvalidParameter(f"timeout must be a positive number of seconds, got {timeout}")
+        self._native = import_native()
+        self.timeout = timeout
+
+    def load(self, checkpoint: bytes, tokenizer: bytes) -> NativeModel:
+        """Parse the checkpoint and tokenizer into a native model."""
+        native = self._native
+        model = _guarded(native, lambda: native.Model(bytes(checkpoint), bytes(tokenizer)))
+        return NativeModel(self._native, model, self.timeout)
+
+
+def _guarded(native: ModuleType, call: Callable[[], _T]) -> _T:
+    """Run ``call``, turning the module's EngineError(code, message) into edgechain.errors."""
+    try:
+        return call()
+    except native.EngineError as err:
+        code, message = _code_and_message(err)
+        raise error_from_code(code, message) from None
+
+
+def _code_and_message(err: BaseException) -> tuple[int, str]:
+    args = err.args
+    if len(args) >= 2 and isinstance(args[0], int):
+        return args[0], str(args[1])
+    return -9, " ".join(str(a) for a in args)
+
+
+class NativeModel(LoadedModel):
+    """A model held by edgechain_native."""
+
+    def __init__(self, native: ModuleType, model: Any, timeout: float | None) -> None:
+        self._native = native
+        self._model: Any = model
+        self._timeout = timeout
+        self._lock = threading.RLock()
+        self.info = ModelInfo.from_dict(self._call(lambda m: dict(m.info())))
+
+    def _call(self, fn: Callable[[Any], _T]) -> _T:
+        with self._lock:
+            model = self._model
+            if model is None:
+                raise EngineInternalError("model is closed")
+            return _guarded(self._native, lambda: fn(model))
+
+    def encode(self, text: str, bos: bool = True, eos: bool = False) -> list[int]:
+        text_to_utf8(text, "text")
+        return [int(i) for i in self._call(lambda m: m.encode(text, bos, eos))]
+
+    def decode_bytes(self, ids: Sequence[int]) -> bytes:
+        id_list = [int(i) for i in ids]
+        if any(not 0 <= i < 2**32 for i in id_list):
+            raise InvalidParameter("token ids must be in [0, 2^32)")
+        return bytes(self._call(lambda m: m.decode(id_list)))
+
+    def generate(
+        self, prompt: str, params: GenerationParams, timeout: float | None = None
+    ) -> Generation:
+        budget = timeout if timeout is not None else self._timeout
+        if budget is not None and not (budget > 0 and math.isfinite(budget)):
+            raise InvalidParameter(f"timeout must be a positive number of seconds, got {budget}")
+        params_json = params.to_json()
+        check_text(prompt, "prompt")
+        text_to_utf8(prompt, "prompt")
+        session = self._call(lambda m: m.start(prompt, params_json))
+        return Generation(_NativeSession(self, session), timeout=budget)
+
+    def close(self) -> None:
+        with self._lock:
+            self._model = None
+
+
+class _NativeSession:
+    def __init__(self, model: NativeModel, session: Any) -> None:
+        self._model = model
+        self._session: Any = session
+
+    def _call(self, fn: Callable[[Any], _T]) -> _T:
+        with self._model._lock:
+            if self._session is None:
+                raise EngineInternalError("session is closed")
+            session = self._session
+            return _guarded(self._model._native, lambda: fn(session))
+
+    def prompt_bytes(self) -> bytes:
+        return bytes(self._call(lambda s: s.prompt()))
+
+    def step(self, deadline: float | None) -> tuple[int, bytes] | None:
+        produced = self._call(lambda s: s.step())
+        if produced is None:
+            return None
+        token, data = produced
+        return int(token), bytes(data)
+
+    def stop_reason(self) -> int:
+        return int(self._call(lambda s: s.stop_reason))
+
+    def counts(self) -> tuple[int, int]:
+        prompt_tokens, generated = self._call(lambda s: s.counts)
+        return int(prompt_tokens), int(generated)
+
+    def free(self) -> None:
+        self._session = None

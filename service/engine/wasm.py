@@ -1,0 +1,433 @@
+"""The wasm backend: the candle guest (edgechain_guest.wasm) run by wasmtime.
+
+One process-wide wasmtime engine with epoch interruption and a timer thread that ticks its epoch;
+the compiled guest is cached (see module_cache). Every loaded model gets its own Store and guest
+instance, so a trap discards only that model: the engine keeps serving the others. A per-model
+lock serialises calls into its instance (a Store is not thread safe).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import math
+import os
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import wasmtime
+
+from edgechain.errors import (
+    EdgechainError,
+    EngineInternalError,
+    EngineUnavailable,
+    GuestTrap,
+    InvalidParameter,
+    Timeout,
+)
+from edgechain.service.engine.base import (
+    Engine,
+    Generation,
+    GenerationParams,
+    LoadedModel,
+    ModelInfo,
+    text_to_utf8,
+)
+from edgechain.service.engine.codes import error_from_code
+from edgechain.service.engine.module_cache import compiled_module, default_cache_dir
+
+GUEST_ENV = "EDGECHAIN_GUEST_WASM"
+PACKAGED_GUEST = Path(__file__).with_name("edgechain_guest.wasm")
+#: The guest's linear memory may not grow past this unless the caller says otherwise.
+DEFAULT_MEMORY_LIMIT = 3 * 2**30
+#: Epoch tick of the deadline timer; a timeout is detected within about one tick.
+EPOCH_TICK_S = 0.01
+_NO_DEADLINE_TICKS = 1 << 40
+_CONFIG_TAG = "epoch-interruption=1"
+
+_runtime_lock = threading.Lock()
+_runtime: _Runtime | None = None
+
+
+class _Runtime:
+    """The process-wide wasmtime engine and the thread that advances its epoch."""
+
+    def __init__(self) -> None:
+        config = wasmtime.Config()
+        config.epoch_interruption = True
+        self.engine = wasmtime.Engine(config)
+        self._ticker = threading.Thread(target=self._tick, name="edgechain-epoch", daemon=True)
+        self._ticker.start()
+
+    def _tick(self) -> None:
+        while True:
+            time.sleep(EPOCH_TICK_S)
+            self.engine.increment_epoch()
+
+
+def _shared_runtime() -> _Runtime:
+    global _runtime
+    with _runtime_lock:
+        if _runtime is None:
+            _runtime = _Runtime()
+        return _runtime
+
+
+def locate_guest(path: str | os.PathLike[str] | None = None) -> Path:
+    """The guest .wasm: ``path``, else $EDGECHAIN_GUEST_WASM, else the packaged one."""
+    if path is not None:
+        chosen, origin = Path(path), "the given path"
+    elif os.environ.get(GUEST_ENV):
+        chosen, origin = Path(os.environ[GUEST_ENV]), f"${GUEST_ENV}"
+    else:
+        chosen, origin = PACKAGED_GUEST, "the package"
+    if not chosen.is_file():
+        raise EngineUnavailable(
+            f"wasm guest not found at {chosen} (from {origin}): "
+            "build it with scripts/build_guest.sh"
+        )
+    return chosen
+
+
+def _i32(value: int) -> int:
+    """A u32 offset as the signed i32 wasmtime expects."""
+    value &= 0xFFFFFFFF
+    return value - (1 << 32) if value >= 1 << 31 else value
+
+
+def _u32(value: int) -> int:
+    return value & 0xFFFFFFFF
+
+
+class WasmEngine(Engine):
+    """Loads models into fresh instances of the compiled guest.
+
+    ``cache_dir``: where compiled modules are kept across processes (None: the per-user default;
+    pass ``False`` to disable). ``memory_limit``: bytes of guest memory per model.
+    ``timeout``: default wall-clock budget in seconds per generation (None: unlimited).
+    """
+
+    kind = "wasm"
+
+    def __init__(
+        self,
+        guest_path: str | os.PathLike[str] | None = None,
+        cache_dir: str | os.PathLike[str] | None | bool = None,
+        memory_limit: int | None = DEFAULT_MEMORY_LIMIT,
+        timeout: float | None = None,
+    ) -> None:
+        if timeout is not None and not (timeout > 0 and math.isfinite(timeout)):
+            raise InvalidParameter(f"timeout must be a positive number of seconds, got {timeout}")
+        if memory_limit is not None and memory_limit <= 0:
+            raise InvalidParameter(f"memory_limit must be positive, got {memory_limit}")
+        self.guest_path = locate_guest(guest_path)
+        self.memory_limit = memory_limit
+        self.timeout = timeout
+        self._runtime = _shared_runtime()
+        if cache_dir is False:
+            directory = None
+        elif cache_dir is None or cache_dir is True:
+            directory = default_cache_dir()
+        else:
+            directory = Path(cache_dir)
+        started = time.perf_counter()
+        try:
+            compiled = compiled_module(
+                self._runtime.engine, self.guest_path.read_bytes(), _CONFIG_TAG, directory
+            )
+        except wasmtime.WasmtimeError as err:
+            raise EngineUnavailable(
+                f"wasm guest {self.guest_path} does not compile: {_first_line(err)}; "
+                "rebuild it with scripts/build_guest.sh"
+            ) from None
+        self.module = compiled.module
+        #: "memory", "disk" or "compiled": where the compiled guest came from.
+        self.module_source = compiled.source
+        self.module_seconds = time.perf_counter() - started
+
+    def load(self, checkpoint: bytes, tokenizer: bytes) -> WasmModel:
+        """Instantiate the guest and load the checkpoint and tokenizer into it."""
+        store = wasmtime.Store(self._runtime.engine)
+        if self.memory_limit is not None:
+            store.set_limits(memory_size=self.memory_limit)
+        store.set_epoch_deadline(_NO_DEADLINE_TICKS)
+        try:
+            instance = wasmtime.Instance(store, self.module, [])
+        except (wasmtime.Trap, wasmtime.WasmtimeError) as err:
+            raise GuestTrap(f"guest failed to start: {_first_line(err)}") from None
+        guest = _Guest(store, instance)
+        handle = guest.load(checkpoint, tokenizer)
+        return WasmModel(guest, handle, self.timeout)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+class _Guest:
+    """One guest instance: typed calls, memory transfer, error and trap translation.
+
+    Callers hold the owning model's lock. After a trap the instance is poisoned: its memory may
+    be inconsistent, so every later call fails instead of running on it.
+    """
+
+    def __init__(self, store: wasmtime.Store, instance: wasmtime.Instance) -> None:
+        self.store = store
+        exports = instance.exports(store)
+        try:
+            self.memory: wasmtime.Memory = exports["memory"]
+            self._funcs: dict[str, Any] = {
+                name: exports[name]
+                for name in (
+                    "ec_alloc",
+                    "ec_free",
+                    "ec_last_error_ptr",
+                    "ec_last_error_len",
+                    "ec_output_ptr",
+                    "ec_output_len",
+                    "ec_model_load",
+                    "ec_model_info",
+                    "ec_model_free",
+                    "ec_encode",
+                    "ec_decode",
+                    "ec_session_start",
+                    "ec_session_prompt",
+                    "ec_session_step",
+                    "ec_session_token",
+                    "ec_session_stop_reason",
+                    "ec_session_counts",
+                    "ec_session_free",
+                )
+            }
+        except KeyError as err:
+            raise EngineUnavailable(
+                f"wasm guest lacks export {err.args[0]}: rebuild it with scripts/build_guest.sh"
+            ) from None
+        self.poisoned: str | None = None
+        self.timeout_budget: float | None = None
+
+    # --- raw calls ---------------------------------------------------------------------------
+
+    def call(self, name: str, *args: int, deadline: float | None = None) -> int:
+        """Call an export; traps become GuestTrap or Timeout and poison the instance."""
+        if self.poisoned is not None:
+            raise GuestTrap(
+                f"model unusable after an earlier failure ({self.poisoned}); load it again"
+            )
+        if deadline is None:
+            self.store.set_epoch_deadline(_NO_DEADLINE_TICKS)
+        else:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise Timeout(f"generation ran past its budget of {self.timeout_budget:g} s")
+            self.store.set_epoch_deadline(max(1, math.ceil(remaining / EPOCH_TICK_S)))
+        try:
+            return self._funcs[name](self.store, *args)
+        except wasmtime.Trap as trap:
+            if trap.trap_code == wasmtime.TrapCode.INTERRUPT:
+                self.poisoned = "interrupted by its deadline"
+                raise Timeout(
+                    f"generation ran past its budget of {self.timeout_budget:g} s"
+                ) from None
+            self.poisoned = f"guest trap: {_first_line(trap)}"
+            raise GuestTrap(f"guest trapped in {name}: {_first_line(trap)}") from None
+        except wasmtime.WasmtimeError as err:
+            self.poisoned = f"wasmtime error: {_first_line(err)}"
+            raise GuestTrap(f"guest failed in {name}: {_first_line(err)}") from None
+
+    def checked(self, name: str, *args: int, deadline: float | None = None) -> int:
+        """Call an export whose negative result is an ABI error code; raise the mapped error."""
+        result = self.call(name, *args, deadline=deadline)
+        if result < 0:
+            raise self.last_error(result)
+        return result
+
+    def last_error(self, code: int) -> EdgechainError:
+        ptr = _u32(self.call("ec_last_error_ptr"))
+        length = _u32(self.call("ec_last_error_len"))
+        message = self.read(ptr, length).decode("utf-8", errors="replace")
+        return error_from_code(code, message)
+
+    # --- memory ------------------------------------------------------------------------------
+
+    def read(self, ptr: int, length: int) -> bytes:
+        if length == 0:
+            return b""
+        return bytes(self.memory.read(self.store, ptr, ptr + length))
+
+    def output(self) -> bytes:
+        ptr = _u32(self.call("ec_output_ptr"))
+        length = _u32(self.call("ec_output_len"))
+        return self.read(ptr, length)
+
+    def put(self, data: bytes) -> tuple[int, int]:
+        """Copy ``data`` into a fresh guest block; returns (ptr, size) for ``free``."""
+        size = max(1, len(data))
+        ptr = _u32(self.call("ec_alloc", _i32(size)))
+        if ptr == 0:
+            self.poisoned = "out of guest memory"
+            raise GuestTrap(f"guest could not allocate {size} bytes (memory limit reached?)")
+        if data:
+            if ptr + len(data) > self.memory.data_len(self.store):
+                raise EngineInternalError("guest returned a block outside its memory")
+            dst = self.memory.get_buffer_ptr(self.store, len(data), ptr)
+            ctypes.memmove(dst, data, len(data))
+        return ptr, size
+
+    def free(self, block: tuple[int, int]) -> None:
+        if self.poisoned is None:
+            self.call("ec_free", _i32(block[0]), _i32(block[1]))
+
+    # --- the ABI -----------------------------------------------------------------------------
+
+    def load(self, checkpoint: bytes, tokenizer: bytes) -> int:
+        ckpt = self.put(checkpoint)
+        try:
+            tok = self.put(tokenizer)
+            try:
+                return self.checked(
+                    "ec_model_load",
+                    _i32(ckpt[0]),
+                    _i32(len(checkpoint)),
+                    _i32(tok[0]),
+                    _i32(len(tokenizer)),
+                )
+            finally:
+                self.free(tok)
+        finally:
+            self.free(ckpt)
+
+
+class WasmModel(LoadedModel):
+    """A model loaded in its own guest instance."""
+
+    def __init__(self, guest: _Guest, handle: int, timeout: float | None) -> None:
+        self._guest: _Guest | None = guest
+        self._handle = handle
+        self._timeout = timeout
+        self._lock = threading.RLock()
+        with self._lock:
+            guest.checked("ec_model_info", handle)
+            self.info = ModelInfo.from_dict(json.loads(guest.output()))
+
+    def _live(self) -> _Guest:
+        if self._guest is None:
+            raise EngineInternalError("model is closed")
+        return self._guest
+
+    def encode(self, text: str, bos: bool = True, eos: bool = False) -> list[int]:
+        data = text_to_utf8(text, "text")
+        with self._lock:
+            guest = self._live()
+            block = guest.put(data)
+            try:
+                n = guest.checked(
+                    "ec_encode", self._handle, _i32(block[0]), _i32(len(data)), int(bos), int(eos)
+                )
+                raw = guest.output()
+            finally:
+                guest.free(block)
+        return [int.from_bytes(raw[i * 4 : i * 4 + 4], "little") for i in range(n)]
+
+    def decode_bytes(self, ids: Sequence[int]) -> bytes:
+        try:
+            data = b"".join(int(i).to_bytes(4, "little") for i in ids)
+        except OverflowError:
+            raise InvalidParameter("token ids must be in [0, 2^32)") from None
+        with self._lock:
+            guest = self._live()
+            block = guest.put(data)
+            try:
+                guest.checked("ec_decode", self._handle, _i32(block[0]), _i32(len(ids)))
+                return guest.output()
+            finally:
+                guest.free(block)
+
+    def generate(
+        self, prompt: str, params: GenerationParams, timeout: float | None = None
+    ) -> Generation:
+        budget = timeout if timeout is not None else self._timeout
+        if budget is not None and not (budget > 0 and math.isfinite(budget)):
+            raise InvalidParameter(f"timeout must be a positive number of seconds, got {budget}")
+        params_json = params.to_json().encode("utf-8")
+        prompt_bytes = text_to_utf8(prompt, "prompt")
+        with self._lock:
+            guest = self._live()
+            prompt_block = guest.put(prompt_bytes)
+            try:
+                params_block = guest.put(params_json)
+                try:
+                    session = guest.checked(
+                        "ec_session_start",
+                        self._handle,
+                        _i32(prompt_block[0]),
+                        _i32(len(prompt_bytes)),
+                        _i32(params_block[0]),
+                        _i32(len(params_json)),
+                    )
+                finally:
+                    guest.free(params_block)
+            finally:
+                guest.free(prompt_block)
+        return Generation(_WasmSession(self, session, budget), timeout=budget)
+
+    def close(self) -> None:
+        with self._lock:
+            guest, self._guest = self._guest, None
+            if guest is not None and guest.poisoned is None:
+                guest.call("ec_model_free", self._handle)
+
+    @property
+    def discarded(self) -> bool:
+        """True once a trap or timeout has made this model's instance unusable."""
+        return self._guest is None or self._guest.poisoned is not None
+
+
+class _WasmSession:
+    """Drives one ec_session_* handle under the model's lock."""
+
+    def __init__(self, model: WasmModel, handle: int, budget: float | None) -> None:
+        self._model = model
+        self._handle = handle
+        self._budget = budget
+
+    def _guest(self) -> _Guest:
+        guest = self._model._live()
+        guest.timeout_budget = self._budget
+        return guest
+
+    def prompt_bytes(self) -> bytes:
+        with self._model._lock:
+            guest = self._guest()
+            guest.checked("ec_session_prompt", self._handle)
+            return guest.output()
+
+    def step(self, deadline: float | None) -> tuple[int, bytes] | None:
+        with self._model._lock:
+            guest = self._guest()
+            status = guest.checked("ec_session_step", self._handle, deadline=deadline)
+            if status == 1:
+                return None
+            data = guest.output()
+            token = guest.checked("ec_session_token", self._handle)
+            return token, data
+
+    def stop_reason(self) -> int:
+        with self._model._lock:
+            return self._guest().checked("ec_session_stop_reason", self._handle)
+
+    def counts(self) -> tuple[int, int]:
+        with self._model._lock:
+            packed = self._guest().call("ec_session_counts", self._handle)
+        packed &= (1 << 64) - 1
+        return packed >> 32, packed & 0xFFFFFFFF
+
+    def free(self) -> None:
+        with self._model._lock:
+            guest = self._model._guest
+            if guest is not None and guest.poisoned is None:
+                guest.call("ec_session_free", self._handle)
