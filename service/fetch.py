@@ -93,7 +93,6 @@ class FetchPolicy:
     read_timeout: float = 30.0
     total_timeout: float | None = 600.0
     max_redirects: int = 3
-    chunk_size: int = 1 << 20
     user_agent: str = "edgechain-fetch/0.1"
     allowed_hosts_normalized: frozenset[str] = field(init=False, repr=False, compare=False)
 
@@ -102,8 +101,6 @@ class FetchPolicy:
             raise InvalidParameter(f"max_bytes must be >= 0, got {self.max_bytes}")
         if self.max_redirects < 0:
             raise InvalidParameter(f"max_redirects must be >= 0, got {self.max_redirects}")
-        if self.chunk_size <= 0:
-            raise InvalidParameter(f"chunk_size must be > 0, got {self.chunk_size}")
         hosts = frozenset(h.strip().lower().strip("[]") for h in self.allowed_hosts)
         object.__setattr__(self, "allowed_hosts_normalized", hosts)
 
@@ -117,7 +114,6 @@ class FetchPolicy:
             read_timeout=self.read_timeout,
             total_timeout=self.total_timeout,
             max_redirects=self.max_redirects,
-            chunk_size=self.chunk_size,
             user_agent=self.user_agent,
         )
 
@@ -351,7 +347,8 @@ class Fetcher:
             hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
             chunks: list[bytes] = []
             received = 0
-            for chunk in response.iter_bytes(self.policy.chunk_size):
+            # Pieces as they arrive (no re-chunking), so the limit and deadline act promptly.
+            for chunk in response.iter_bytes():
                 received += len(chunk)
                 if received > limit:
                     raise _fail(
