@@ -67,6 +67,10 @@ class InvalidText(InputError):
     """Text input that is not valid UTF-8."""
 
 
+class InvalidEncoding(InputError):
+    """A value with no canonical encoding, or bytes that are not a canonical encoding."""
+
+
 # --- chain -------------------------------------------------------------------------------------
 
 

@@ -1,0 +1,140 @@
+"""Where blocks are certified: send a proposal to all validators, gather votes, certify.
+
+Every validator is asked at once; each vote has ``vote_timeout`` seconds to arrive. Each vote is
+checked on arrival (signature, block, state hash); a validator that signs two different blocks at
+the proposal's height is excluded as equivocating. As soon as a quorum of valid votes agree on
+(block hash, state hash), the certificate is built from exactly a quorum of them. Without a
+quorum, :class:`QuorumNotReached` names every validator that failed and how.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+
+from edgechain.chain.block import Proposal
+from edgechain.chain.certificate import Certificate, Vote
+from edgechain.chain.committee import Committee
+from edgechain.chain.validator import ProposalRefused, Validator, ValidatorUnreachable
+from edgechain.errors import QuorumNotReached
+
+
+@dataclass(frozen=True)
+class ValidatorFailure:
+    """Why one validator's vote did not count."""
+
+    validator: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.validator}: {self.reason}"
+
+
+class ValidatorPool:
+    """One single-threaded request queue per validator, as if each were a remote node."""
+
+    def __init__(self, validators: list[Validator]) -> None:
+        self.validators = validators
+        self._queues = {
+            v.name: ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"validator-{v.name}")
+            for v in validators
+        }
+
+    def submit(self, validator: Validator, proposal: Proposal) -> Future[list[Vote]]:
+        return self._queues[validator.name].submit(validator.handle_proposal, proposal)
+
+    def close(self) -> None:
+        for queue in self._queues.values():
+            queue.shutdown(wait=False, cancel_futures=True)
+
+
+def _short(h: bytes) -> str:
+    return h.hex()[:12]
+
+
+def _judge(
+    name: str, votes: list[Vote], proposal: Proposal, block_hash: bytes, committee: Committee
+) -> Vote | ValidatorFailure:
+    """The one vote of ``name`` that counts, or why none does."""
+    block = proposal.block
+    if any(not v.is_valid(committee) or v.validator != name for v in votes):
+        return ValidatorFailure(name, "bad signature (vote does not verify)")
+    at_height = {
+        v.block_hash for v in votes if (v.chain_id, v.height) == (block.chain_id, block.height)
+    }
+    if len(at_height) > 1:
+        hashes = " and ".join(sorted(_short(h) for h in at_height))
+        return ValidatorFailure(
+            name, f"equivocated (signed blocks {hashes} at height {block.height})"
+        )
+    for vote in votes:
+        if (vote.chain_id, vote.height, vote.block_hash) != (
+            block.chain_id,
+            block.height,
+            block_hash,
+        ):
+            continue
+        if vote.state_hash != block.state_hash:
+            return ValidatorFailure(
+                name,
+                f"wrong state hash (signed {_short(vote.state_hash)}, "
+                f"block has {_short(block.state_hash)})",
+            )
+        return vote
+    return ValidatorFailure(name, "voted for another block")
+
+
+def certify(
+    proposal: Proposal,
+    committee: Committee,
+    pool: ValidatorPool,
+    vote_timeout: float,
+    chain_label: str = "",
+) -> tuple[Certificate, list[ValidatorFailure]]:
+    """Gather votes for ``proposal`` and return its certificate and the failures seen so far.
+
+    Raises :class:`QuorumNotReached` when fewer than a quorum of valid, agreeing votes arrive
+    within ``vote_timeout`` seconds; nothing is committed then.
+    """
+    block = proposal.block
+    block_hash = proposal.block_hash
+    pending = {pool.submit(v, proposal): v.name for v in pool.validators}
+    deadline = time.monotonic() + vote_timeout
+    accepted: dict[str, Vote] = {}
+    failures: list[ValidatorFailure] = []
+    while pending and len(accepted) < committee.quorum:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        done, _ = wait(pending, timeout=remaining, return_when=FIRST_COMPLETED)
+        for future in done:
+            name = pending.pop(future)
+            try:
+                outcome = _judge(name, future.result(), proposal, block_hash, committee)
+            except ValidatorUnreachable:
+                outcome = ValidatorFailure(name, "offline (unreachable)")
+            except ProposalRefused as exc:
+                outcome = ValidatorFailure(name, f"refused: {exc}")
+            if isinstance(outcome, Vote):
+                accepted[name] = outcome
+            else:
+                failures.append(outcome)
+    if len(accepted) < committee.quorum:
+        for name in pending.values():
+            failures.append(ValidatorFailure(name, f"timed out (no vote within {vote_timeout:g}s)"))
+        failures.sort(key=lambda f: committee.index_of(f.validator))
+        where = f" on chain {chain_label}" if chain_label else ""
+        raise QuorumNotReached(
+            f"no quorum at height {block.height}{where}: {len(accepted)} of {committee.size} "
+            f"validators signed, {committee.quorum} needed; " + "; ".join(str(f) for f in failures)
+        )
+    signers = sorted(accepted, key=committee.index_of)[: committee.quorum]
+    certificate = Certificate(
+        block.chain_id,
+        block.height,
+        block_hash,
+        block.state_hash,
+        tuple((name, accepted[name].signature) for name in signers),
+    )
+    return certificate, failures

@@ -1,0 +1,195 @@
+"""The application model: a deterministic contract and a read-only service, per application.
+
+An application kind (e.g. "model-registry") provides:
+
+- a **contract**: ``execute_operation(ctx, state, name, payload)``. It must be deterministic: no
+  clock (read ``ctx.timestamp_us``), no randomness, no I/O. Its state changes only through the
+  :class:`ContractState` it is given, and it rejects an operation by raising a ContractError.
+- a **service** factory: given a :class:`ServiceContext` (read-only certified state plus the
+  certificates), it returns an object answering queries.
+
+An application's id on a chain is ``H("app-id", [chain_id, kind_name])``; its state is the
+namespace of that id in the chain state, so applications never see each other's keys.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from edgechain.chain.block import Operation
+from edgechain.chain.encoding import decode, encode, hash_value
+from edgechain.chain.state import ChainState, WriteSet
+from edgechain.errors import OperationRejected, UsageError
+
+if TYPE_CHECKING:
+    from edgechain.chain.certificate import CertifiedBlock
+    from edgechain.chain.committee import Committee
+
+
+@dataclass(frozen=True)
+class OperationContext:
+    """What a contract may know about the block executing its operation."""
+
+    chain_id: bytes
+    app_id: bytes
+    height: int
+    timestamp_us: int
+    signer: bytes
+    chain_owner: bytes
+
+    @property
+    def signed_by_owner(self) -> bool:
+        return self.signer == self.chain_owner
+
+
+class StateReader:
+    """Read-only view of one application's namespace in a chain state."""
+
+    def __init__(self, base: ChainState, app_id: bytes) -> None:
+        self._base = base
+        self.app_id = app_id
+
+    def get(self, key: str) -> Any:
+        return self._base.get(self.app_id, key)
+
+    def keys(self, prefix: str = "") -> list[str]:
+        return self._base.keys(self.app_id, prefix)
+
+
+class ContractState(StateReader):
+    """One application's namespace during execution: reads see earlier writes of the block."""
+
+    def __init__(self, base: ChainState, app_id: bytes, writes: WriteSet) -> None:
+        super().__init__(base, app_id)
+        self._writes = writes
+
+    def get(self, key: str) -> Any:
+        marker = (self.app_id, key)
+        if marker in self._writes:
+            raw = self._writes[marker]
+            return None if raw is None else decode(raw)
+        return super().get(key)
+
+    def keys(self, prefix: str = "") -> list[str]:
+        found = set(super().keys(prefix))
+        for (app_id, key), raw in self._writes.items():
+            if app_id == self.app_id and key.startswith(prefix):
+                if raw is None:
+                    found.discard(key)
+                else:
+                    found.add(key)
+        return sorted(found, key=lambda k: k.encode("utf-8"))
+
+    def set(self, key: str, value: Any) -> None:
+        if not isinstance(key, str):
+            raise TypeError("state keys are strings")
+        self._writes[(self.app_id, key)] = encode(value)
+
+    def delete(self, key: str) -> None:
+        self._writes[(self.app_id, key)] = None
+
+
+class Contract(Protocol):
+    """The on-chain half of an application."""
+
+    def execute_operation(
+        self, ctx: OperationContext, state: ContractState, name: str, payload: Any
+    ) -> None: ...
+
+
+@dataclass(frozen=True)
+class ServiceContext:
+    """What a service gets: certified state (read-only), the chain's certificates, the committee."""
+
+    chain_id: bytes
+    app_id: bytes
+    state: StateReader
+    committee: Committee
+    certified_block: Callable[[int], CertifiedBlock]
+
+
+@dataclass(frozen=True)
+class ApplicationKind:
+    """A kind of application: its name, its contract and how to build its service."""
+
+    name: str
+    contract: Contract
+    service_factory: Callable[[ServiceContext], Any]
+
+
+class OperationPayload(Protocol):
+    """A typed operation (e.g. RegisterModel) that knows its name and canonical payload."""
+
+    operation_name: str
+
+    def to_payload(self) -> Any: ...
+
+
+_KINDS: dict[str, ApplicationKind] = {}
+# Built-in kinds are imported on first use so that edgechain.chain does not import them eagerly.
+_BUILTIN_MODULES = {"model-registry": "edgechain.contract.registry"}
+
+
+def register_application_kind(kind: ApplicationKind) -> None:
+    """Make ``kind`` available to every chain (by name)."""
+    _KINDS[kind.name] = kind
+
+
+def application_kind(name: str) -> ApplicationKind:
+    """The application kind called ``name``."""
+    if name not in _KINDS and name in _BUILTIN_MODULES:
+        importlib.import_module(_BUILTIN_MODULES[name])
+    try:
+        return _KINDS[name]
+    except KeyError:
+        known = sorted(set(_KINDS) | set(_BUILTIN_MODULES))
+        raise UsageError(f"unknown application {name!r} (known: {', '.join(known)})") from None
+
+
+def known_application_kinds() -> list[str]:
+    return sorted(set(_KINDS) | set(_BUILTIN_MODULES))
+
+
+def application_id(chain_id: bytes, kind_name: str) -> bytes:
+    """The id of application ``kind_name`` on chain ``chain_id``."""
+    return hash_value("app-id", [chain_id, kind_name])
+
+
+def to_operation(app_id: bytes, operation: Operation | OperationPayload) -> Operation:
+    """An :class:`Operation` from a typed operation (or an Operation, returned as is)."""
+    if isinstance(operation, Operation):
+        return operation
+    return Operation(app_id, operation.operation_name, operation.to_payload())
+
+
+def execute_operations(
+    state: ChainState,
+    *,
+    height: int,
+    timestamp_us: int,
+    signer: bytes,
+    chain_owner: bytes,
+    operations: tuple[Operation, ...] | list[Operation],
+) -> WriteSet:
+    """Run every operation of a block through its contract; return the block's write set.
+
+    ``state`` is not modified. A rejected operation rejects the whole block (the contract's
+    ContractError propagates).
+    """
+    writes: WriteSet = {}
+    kinds = {application_id(state.chain_id, name): name for name in known_application_kinds()}
+    for index, op in enumerate(operations):
+        kind_name = kinds.get(op.app_id)
+        if kind_name is None:
+            raise OperationRejected(
+                f"operation {index} targets unknown application {op.app_id.hex()[:16]}"
+            )
+        kind = application_kind(kind_name)
+        ctx = OperationContext(state.chain_id, op.app_id, height, timestamp_us, signer, chain_owner)
+        kind.contract.execute_operation(
+            ctx, ContractState(state, op.app_id, writes), op.name, op.payload
+        )
+    return writes

@@ -1,0 +1,123 @@
+"""Blocks and operations: fields, canonical value, hash, and the owner's proposal signature.
+
+A block's canonical value is a list in this fixed order (docs/chain.md):
+
+    [format_version, chain_id, height, previous_hash | null, timestamp_us,
+     operations, signer, state_hash]
+
+and each operation is ``[app_id, name, payload]``. The block hash is BLAKE3 under the ``block``
+domain; the owner signs ``domain_tag("proposal") || block_hash``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from edgechain.chain.encoding import EncodingError, decode, domain_tag, encode, hash_encoded
+from edgechain.chain.keys import public_bytes
+
+BLOCK_FORMAT_VERSION = 1
+HASH_SIZE = 32
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One operation for one application: the app id, the operation's name and its payload.
+
+    The payload is any canonical value (usually a map); the application's contract decodes it.
+    """
+
+    app_id: bytes
+    name: str
+    payload: Any
+
+    def to_value(self) -> list[Any]:
+        return [self.app_id, self.name, self.payload]
+
+    @classmethod
+    def from_value(cls, value: Any) -> Operation:
+        if not (isinstance(value, list) and len(value) == 3):
+            raise EncodingError("an operation is not a 3-element list")
+        app_id, name, payload = value
+        if not (isinstance(app_id, bytes) and len(app_id) == HASH_SIZE and isinstance(name, str)):
+            raise EncodingError("an operation has a malformed app id or name")
+        return cls(app_id, name, payload)
+
+
+@dataclass(frozen=True)
+class Block:
+    """A proposed or committed block. ``state_hash`` is the state after executing it."""
+
+    chain_id: bytes
+    height: int
+    previous_hash: bytes | None
+    timestamp_us: int
+    operations: tuple[Operation, ...]
+    signer: bytes
+    state_hash: bytes
+
+    def to_value(self) -> list[Any]:
+        return [
+            BLOCK_FORMAT_VERSION,
+            self.chain_id,
+            self.height,
+            self.previous_hash,
+            self.timestamp_us,
+            [op.to_value() for op in self.operations],
+            self.signer,
+            self.state_hash,
+        ]
+
+    def encode(self) -> bytes:
+        """The block's canonical bytes (what storage keeps and the hash covers)."""
+        return encode(self.to_value())
+
+    def hash(self) -> bytes:
+        return hash_encoded("block", self.encode())
+
+    @classmethod
+    def decode(cls, data: bytes) -> Block:
+        value = decode(data)
+        if not (isinstance(value, list) and len(value) == 8):
+            raise EncodingError("a block is not an 8-element list")
+        version, chain_id, height, previous, timestamp, ops, signer, state_hash = value
+        if version != BLOCK_FORMAT_VERSION:
+            raise EncodingError(f"unknown block format version {version!r}")
+        _check_hash(chain_id, "chain id")
+        if previous is not None:
+            _check_hash(previous, "previous hash")
+        _check_hash(signer, "signer")
+        _check_hash(state_hash, "state hash")
+        if not (isinstance(height, int) and isinstance(timestamp, int) and isinstance(ops, list)):
+            raise EncodingError("a block has a malformed height, timestamp or operation list")
+        operations = tuple(Operation.from_value(op) for op in ops)
+        return cls(chain_id, height, previous, timestamp, operations, signer, state_hash)
+
+
+def _check_hash(value: Any, what: str) -> None:
+    if not (isinstance(value, bytes) and len(value) == HASH_SIZE):
+        raise EncodingError(f"a block's {what} is not 32 bytes")
+
+
+def proposal_message(block_hash: bytes) -> bytes:
+    """What the block's signer signs: the ``proposal`` domain tag then the block hash."""
+    return domain_tag("proposal") + block_hash
+
+
+def sign_proposal(block: Block, key: Ed25519PrivateKey) -> bytes:
+    """The signer's signature of ``block`` (``key`` must match ``block.signer``)."""
+    if public_bytes(key) != block.signer:
+        raise ValueError("the signing key does not match the block's signer")
+    return key.sign(proposal_message(block.hash()))
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A block with its signer's signature, as the owner sends it to the validators."""
+
+    block: Block
+    signature: bytes
+    block_hash: bytes

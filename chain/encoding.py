@@ -1,0 +1,183 @@
+"""The canonical encoding: the same bytes for the same value on every machine and Python version.
+
+Every hash and signature in edgechain is computed over these bytes (see docs/chain.md). A value is
+one of: ``None``, ``bool``, ``int`` (signed 64-bit), ``bytes``, ``str``, ``list``/``tuple`` and
+``dict`` with ``str`` keys. Each value starts with a one-byte type tag; lengths and counts are
+unsigned 32-bit big-endian; map entries are sorted by the UTF-8 bytes of their keys. Floats are
+refused: their textual and binary forms are a classic source of cross-platform disagreement.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import blake3
+
+from edgechain.errors import InvalidEncoding
+
+TAG_NULL = 0x00
+TAG_FALSE = 0x01
+TAG_TRUE = 0x02
+TAG_INT = 0x03
+TAG_BYTES = 0x04
+TAG_STR = 0x05
+TAG_LIST = 0x06
+TAG_MAP = 0x07
+
+INT_MIN = -(2**63)
+INT_MAX = 2**63 - 1
+MAX_LENGTH = 2**32 - 1
+
+_U32 = struct.Struct(">I")
+_I64 = struct.Struct(">q")
+
+Value = Any  # None | bool | int | bytes | str | list[Value] | dict[str, Value]
+
+# The short local name keeps the many raise sites readable.
+EncodingError = InvalidEncoding
+
+
+def encode(value: Value) -> bytes:
+    """Return the canonical encoding of ``value``."""
+    out = bytearray()
+    _encode_into(value, out)
+    return bytes(out)
+
+
+def _encode_into(value: Value, out: bytearray) -> None:
+    # bool before int: bool is a subclass of int in Python.
+    if value is None:
+        out.append(TAG_NULL)
+    elif value is True:
+        out.append(TAG_TRUE)
+    elif value is False:
+        out.append(TAG_FALSE)
+    elif isinstance(value, int):
+        if not INT_MIN <= value <= INT_MAX:
+            raise EncodingError(f"integer {value} does not fit in a signed 64-bit integer")
+        out.append(TAG_INT)
+        out += _I64.pack(value)
+    elif isinstance(value, (bytes, bytearray, memoryview)):
+        raw = bytes(value)
+        out.append(TAG_BYTES)
+        out += _length(len(raw))
+        out += raw
+    elif isinstance(value, str):
+        raw = value.encode("utf-8")
+        out.append(TAG_STR)
+        out += _length(len(raw))
+        out += raw
+    elif isinstance(value, (list, tuple)):
+        out.append(TAG_LIST)
+        out += _length(len(value))
+        for item in value:
+            _encode_into(item, out)
+    elif isinstance(value, dict):
+        entries = []
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise EncodingError(f"map key {key!r} is not a string")
+            entries.append((key.encode("utf-8"), item))
+        entries.sort(key=lambda entry: entry[0])
+        out.append(TAG_MAP)
+        out += _length(len(entries))
+        for raw_key, item in entries:
+            out.append(TAG_STR)
+            out += _length(len(raw_key))
+            out += raw_key
+            _encode_into(item, out)
+    else:
+        raise EncodingError(f"a {type(value).__name__} has no canonical encoding")
+
+
+def _length(n: int) -> bytes:
+    if n > MAX_LENGTH:
+        raise EncodingError(f"length {n} exceeds the 32-bit limit")
+    return _U32.pack(n)
+
+
+def decode(data: bytes) -> Value:
+    """Decode canonical bytes; raise :class:`EncodingError` unless they are exactly canonical.
+
+    Lists decode to ``list``, maps to ``dict``. Re-encoding the result gives back ``data``.
+    """
+    value, end = _decode_at(memoryview(data), 0)
+    if end != len(data):
+        raise EncodingError(f"{len(data) - end} trailing bytes after the encoded value")
+    return value
+
+
+def _decode_at(buf: memoryview, pos: int) -> tuple[Value, int]:
+    if pos >= len(buf):
+        raise EncodingError("truncated encoding")
+    tag = buf[pos]
+    pos += 1
+    if tag == TAG_NULL:
+        return None, pos
+    if tag == TAG_TRUE:
+        return True, pos
+    if tag == TAG_FALSE:
+        return False, pos
+    if tag == TAG_INT:
+        _need(buf, pos, 8)
+        return _I64.unpack_from(buf, pos)[0], pos + 8
+    if tag in (TAG_BYTES, TAG_STR):
+        n, pos = _read_length(buf, pos)
+        _need(buf, pos, n)
+        raw = bytes(buf[pos : pos + n])
+        if tag == TAG_BYTES:
+            return raw, pos + n
+        try:
+            return raw.decode("utf-8"), pos + n
+        except UnicodeDecodeError as exc:
+            raise EncodingError("string is not valid UTF-8") from exc
+    if tag == TAG_LIST:
+        n, pos = _read_length(buf, pos)
+        items = []
+        for _ in range(n):
+            item, pos = _decode_at(buf, pos)
+            items.append(item)
+        return items, pos
+    if tag == TAG_MAP:
+        n, pos = _read_length(buf, pos)
+        result: dict[str, Value] = {}
+        previous: bytes | None = None
+        for _ in range(n):
+            if pos >= len(buf) or buf[pos] != TAG_STR:
+                raise EncodingError("map key is not a string")
+            key_len, key_pos = _read_length(buf, pos + 1)
+            _need(buf, key_pos, key_len)
+            raw_key = bytes(buf[key_pos : key_pos + key_len])
+            if previous is not None and raw_key <= previous:
+                raise EncodingError("map keys are not in strictly increasing order")
+            previous = raw_key
+            key, pos = _decode_at(buf, pos)
+            result[key], pos = _decode_at(buf, pos)
+        return result, pos
+    raise EncodingError(f"unknown type tag 0x{tag:02x}")
+
+
+def _read_length(buf: memoryview, pos: int) -> tuple[int, int]:
+    _need(buf, pos, 4)
+    return _U32.unpack_from(buf, pos)[0], pos + 4
+
+
+def _need(buf: memoryview, pos: int, n: int) -> None:
+    if pos + n > len(buf):
+        raise EncodingError("truncated encoding")
+
+
+def domain_tag(name: str) -> bytes:
+    """The domain-separation prefix for hashes and signatures of kind ``name``."""
+    return b"edgechain/" + name.encode("ascii") + b"/v1\x00"
+
+
+def hash_value(domain: str, value: Value) -> bytes:
+    """BLAKE3 (32 bytes) of ``domain_tag(domain) || encode(value)``."""
+    return blake3.blake3(domain_tag(domain) + encode(value)).digest()
+
+
+def hash_encoded(domain: str, encoded: bytes) -> bytes:
+    """Like :func:`hash_value` for bytes that are already canonically encoded."""
+    return blake3.blake3(domain_tag(domain) + encoded).digest()

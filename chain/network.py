@@ -1,0 +1,480 @@
+"""The network facade: a directory holding the committee, keys and chains; chains to add blocks to.
+
+Directory layout::
+
+    <dir>/network.json                 committee (names, public keys), faults, vote timeout
+    <dir>/chain.db                     SQLite (WAL): chains, blocks, certificates, state
+    <dir>/keys/validators/<name>.key   validator private keys (hex, mode 0600)
+    <dir>/keys/chains/<name>.key       chain owners' private keys
+
+Typical use::
+
+    net = Network.create(tmp_path, validators=4, faulty={"v3": "offline"})
+    chain = net.default_chain()
+    app = chain.application("model-registry")
+    cert = chain.execute(app.id, RegisterModel(...))
+    entry = app.query_model("stories260K")
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from edgechain.chain.agreement import ValidatorFailure, ValidatorPool, certify
+from edgechain.chain.application import (
+    OperationPayload,
+    ServiceContext,
+    StateReader,
+    application_id,
+    application_kind,
+    execute_operations,
+    to_operation,
+)
+from edgechain.chain.block import Block, Operation, Proposal, sign_proposal
+from edgechain.chain.certificate import Certificate, CertifiedBlock
+from edgechain.chain.committee import Committee, validator_name
+from edgechain.chain.faults import Fault, FaultMap, format_faults, parse_faults
+from edgechain.chain.keys import generate_key, load_key, public_bytes, save_key
+from edgechain.chain.storage import BlockRow, ChainRecord, Storage
+from edgechain.chain.validator import Validator
+from edgechain.chain.verification import VerifiedChain, chain_id_for, verify_chain
+from edgechain.errors import NetworkNotFound, StorageCorrupted, UsageError
+
+NETWORK_FILE = "network.json"
+DATABASE_FILE = "chain.db"
+NETWORK_FORMAT = "edgechain-network/1"
+DEFAULT_CHAIN = "default"
+DEFAULT_VOTE_TIMEOUT = 1.0
+_CHAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+
+FaultsArg = str | Mapping[str, str | Fault] | None
+
+
+@dataclass(frozen=True)
+class ValidatorStatus:
+    name: str
+    public_key: str  # hex
+    fault: str | None  # e.g. "offline", "slow:0.5"; None when honest
+
+
+@dataclass(frozen=True)
+class ChainStatus:
+    name: str
+    chain_id: str  # hex
+    owner: str  # hex public key
+    height: int  # number of certified blocks (the next block's height)
+    head_hash: str | None  # hex, None before the first block
+    state_hash: str  # hex
+
+
+@dataclass(frozen=True)
+class NetworkStatus:
+    path: str
+    validators: list[ValidatorStatus]
+    validity: int
+    quorum: int
+    tolerated_faults: int
+    vote_timeout: float
+    chains: list[ChainStatus]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """What :meth:`Network.verify` checked."""
+
+    chains: int
+    blocks: int
+    seconds: float
+
+
+class Network:
+    """A local network: a committee of mock validators and the chains they certify."""
+
+    def __init__(
+        self,
+        path: Path,
+        committee: Committee,
+        validator_keys: list[Ed25519PrivateKey],
+        faults: FaultMap,
+        vote_timeout: float,
+        storage: Storage,
+    ) -> None:
+        self.path = path
+        self.committee = committee
+        self.faults = faults
+        self.vote_timeout = vote_timeout
+        self.storage = storage
+        self.validators = [
+            Validator(m.name, key, faults.get(m.name), slow_delay=2 * vote_timeout + 0.01)
+            for m, key in zip(committee.members, validator_keys, strict=True)
+        ]
+        self._pool = ValidatorPool(self.validators)
+        self._chains: dict[str, Chain] = {}
+
+    # --- creating and opening -------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        path: str | Path,
+        validators: int = 4,
+        faulty: FaultsArg = None,
+        vote_timeout: float = DEFAULT_VOTE_TIMEOUT,
+        default_chain: str = DEFAULT_CHAIN,
+    ) -> Network:
+        """Create a network in directory ``path`` (new or empty) with one chain, and open it.
+
+        ``faulty`` (a spec string like ``"v2=offline,v3=wrong-state"`` or a mapping) is saved
+        in the directory and used by later :meth:`open` calls unless they override it.
+        """
+        path = Path(path)
+        if (path / NETWORK_FILE).exists() or (path / DATABASE_FILE).exists():
+            raise UsageError(f"a network already exists in {path}")
+        if not isinstance(validators, int) or not 1 <= validators <= 100:
+            raise UsageError(f"validators must be between 1 and 100, got {validators!r}")
+        _check_timeout(vote_timeout)
+        path.mkdir(parents=True, exist_ok=True)
+        keys = [generate_key() for _ in range(validators)]
+        committee = Committee.from_public_keys([public_bytes(k) for k in keys])
+        faults = parse_faults(faulty, committee.names)
+        for i, key in enumerate(keys):
+            save_key(key, path / "keys" / "validators" / f"{validator_name(i)}.key")
+        _write_config(path, committee, faults, vote_timeout)
+        net = cls(path, committee, keys, faults, vote_timeout, Storage(path / DATABASE_FILE))
+        net.storage.set_meta("committee_hash", committee.hash().hex())
+        net.create_chain(default_chain)
+        return net
+
+    @classmethod
+    def open(
+        cls, path: str | Path, faulty: FaultsArg = None, vote_timeout: float | None = None
+    ) -> Network:
+        """Open the network in ``path`` and re-verify every stored chain.
+
+        ``faulty`` and ``vote_timeout`` override the saved settings for this session only.
+        Raises :class:`NetworkNotFound` or :class:`StorageCorrupted`.
+        """
+        path = Path(path)
+        config_path = path / NETWORK_FILE
+        if not config_path.is_file() or not (path / DATABASE_FILE).is_file():
+            raise NetworkNotFound(f"no edgechain network in {path} (create one first)")
+        try:
+            config = json.loads(config_path.read_text())
+            if config.get("format") != NETWORK_FORMAT:
+                raise ValueError(f"unknown format {config.get('format')!r}")
+            committee = Committee.from_json(config["committee"])
+            saved_faults = config.get("faults", "")
+            saved_timeout = float(config.get("vote_timeout", DEFAULT_VOTE_TIMEOUT))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise StorageCorrupted(f"{config_path} is malformed: {exc}") from exc
+        keys = [load_key(path / "keys" / "validators" / f"{n}.key") for n in committee.names]
+        for member, key in zip(committee.members, keys, strict=True):
+            if public_bytes(key) != member.public_key:
+                raise StorageCorrupted(f"validator {member.name}'s key file does not match")
+        faults = parse_faults(saved_faults if faulty is None else faulty, committee.names)
+        timeout = saved_timeout if vote_timeout is None else vote_timeout
+        _check_timeout(timeout)
+        storage = Storage(path / DATABASE_FILE)
+        if storage.get_meta("committee_hash") != committee.hash().hex():
+            storage.close()
+            raise StorageCorrupted(f"{config_path}: the committee does not match the database")
+        net = cls(path, committee, keys, faults, timeout, storage)
+        try:
+            net._load_chains()
+        except BaseException:
+            net.close()
+            raise
+        return net
+
+    def _load_chains(self) -> None:
+        for record in self.storage.chains():
+            self._attach(verify_chain(self.storage, self.committee, record))
+
+    def _attach(self, verified: VerifiedChain) -> Chain:
+        record = verified.record
+        for validator in self.validators:
+            validator.add_chain(
+                record.chain_id,
+                record.owner,
+                verified.state.copy(),
+                verified.next_height,
+                verified.head_hash,
+                verified.last_timestamp_us,
+            )
+        chain = Chain(self, verified)
+        self._chains[record.name] = chain
+        return chain
+
+    def close(self) -> None:
+        """Stop the validators' queues and close the database."""
+        self._pool.close()
+        self.storage.close()
+
+    def __enter__(self) -> Network:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- chains ---------------------------------------------------------------------------
+
+    def create_chain(self, name: str) -> Chain:
+        """A new, empty chain owned by a fresh key kept in ``keys/chains/<name>.key``."""
+        if not _CHAIN_NAME.match(name):
+            raise UsageError(
+                f"chain name {name!r} must match {_CHAIN_NAME.pattern} (letters, digits, _ -)"
+            )
+        if name in self._chains:
+            raise UsageError(f"a chain named {name!r} already exists")
+        key_path = self.path / "keys" / "chains" / f"{name}.key"
+        if key_path.exists():
+            raise UsageError(f"{key_path} already exists")
+        owner_key = generate_key()
+        owner = public_bytes(owner_key)
+        record = ChainRecord(
+            chain_id_for(self.committee, name, owner), name, owner, time.time_ns() // 1000
+        )
+        save_key(owner_key, key_path)
+        self.storage.add_chain(record)
+        return self._attach(verify_chain(self.storage, self.committee, record))
+
+    def default_chain(self) -> Chain:
+        """The chain created with the network (named "default")."""
+        return self.chain(DEFAULT_CHAIN)
+
+    def chain(self, name_or_id: str | bytes) -> Chain:
+        """A chain by name, by id (bytes) or by hex id (or a unique hex prefix of it)."""
+        if isinstance(name_or_id, str) and name_or_id in self._chains:
+            return self._chains[name_or_id]
+        if isinstance(name_or_id, bytes):
+            matches = [c for c in self._chains.values() if c.id == name_or_id]
+        else:
+            text = name_or_id.lower()
+            matches = [c for c in self._chains.values() if c.id.hex().startswith(text)]
+        if len(matches) != 1 or not name_or_id:
+            raise UsageError(f"no chain {name_or_id!r} (chains: {', '.join(self._chains)})")
+        return matches[0]
+
+    def chains(self) -> list[Chain]:
+        return list(self._chains.values())
+
+    # --- status and verification ----------------------------------------------------------
+
+    def status(self) -> NetworkStatus:
+        """Validators, faults, thresholds, chains and heights (for `net up` / `chain show`)."""
+        return NetworkStatus(
+            path=str(self.path),
+            validators=[
+                ValidatorStatus(
+                    m.name,
+                    m.public_key.hex(),
+                    str(self.faults[m.name]) if m.name in self.faults else None,
+                )
+                for m in self.committee.members
+            ],
+            validity=self.committee.validity,
+            quorum=self.committee.quorum,
+            tolerated_faults=self.committee.tolerated_faults,
+            vote_timeout=self.vote_timeout,
+            chains=[c.status() for c in self._chains.values()],
+        )
+
+    def verify(self) -> VerifyReport:
+        """Re-verify every stored chain from scratch (what `chain verify` runs)."""
+        start = time.perf_counter()
+        blocks = 0
+        records = self.storage.chains()
+        for record in records:
+            blocks += verify_chain(self.storage, self.committee, record).next_height
+        return VerifyReport(len(records), blocks, time.perf_counter() - start)
+
+    def set_faults(self, faulty: FaultsArg, persist: bool = False) -> None:
+        """Change the validators' faults now (and in network.json if ``persist``)."""
+        faults = parse_faults(faulty, self.committee.names)
+        self.faults = faults
+        for validator in self.validators:
+            validator.fault = faults.get(validator.name)
+        if persist:
+            _write_config(self.path, self.committee, faults, self.vote_timeout)
+
+
+class Chain:
+    """One chain of a network: add blocks, read certified state, list certified blocks."""
+
+    def __init__(self, network: Network, verified: VerifiedChain) -> None:
+        self.network = network
+        self.name = verified.record.name
+        self.id = verified.record.chain_id
+        self.owner = verified.record.owner
+        self._state = verified.state  # certified state, as of the last committed block
+        self.height = verified.next_height
+        self.head_hash = verified.head_hash
+        self._last_timestamp_us = verified.last_timestamp_us
+        self._services: dict[str, Any] = {}
+        self.last_failures: list[ValidatorFailure] = []
+
+    def __repr__(self) -> str:
+        return f"Chain(name={self.name!r}, id={self.id.hex()[:16]}, height={self.height})"
+
+    @property
+    def state_hash(self) -> bytes:
+        return self._state.hash()
+
+    def owner_key(self) -> Ed25519PrivateKey:
+        return load_key(self.network.path / "keys" / "chains" / f"{self.name}.key")
+
+    def status(self) -> ChainStatus:
+        return ChainStatus(
+            self.name,
+            self.id.hex(),
+            self.owner.hex(),
+            self.height,
+            None if self.head_hash is None else self.head_hash.hex(),
+            self.state_hash.hex(),
+        )
+
+    # --- applications ---------------------------------------------------------------------
+
+    def app_id(self, kind: str) -> bytes:
+        """The id of application ``kind`` (e.g. "model-registry") on this chain."""
+        application_kind(kind)
+        return application_id(self.id, kind)
+
+    def application(self, kind: str) -> Any:
+        """The service of application ``kind`` on this chain, reading certified state only."""
+        service = self._services.get(kind)
+        if service is None:
+            app_kind = application_kind(kind)
+            app_id = application_id(self.id, kind)
+            context = ServiceContext(
+                chain_id=self.id,
+                app_id=app_id,
+                state=StateReader(self._state, app_id),
+                committee=self.network.committee,
+                certified_block=self.block,
+            )
+            service = self._services[kind] = app_kind.service_factory(context)
+        return service
+
+    # --- adding blocks --------------------------------------------------------------------
+
+    def execute(
+        self,
+        app_id: bytes,
+        *operations: OperationPayload | Operation,
+        signer: Ed25519PrivateKey | None = None,
+    ) -> Certificate:
+        """Propose a block with ``operations`` for application ``app_id``; return its certificate.
+
+        Executes locally first (a contract rejection raises before anything is proposed), then
+        gathers a quorum of votes and commits block, certificate and state in one transaction.
+        """
+        return self.propose([to_operation(app_id, op) for op in operations], signer=signer)
+
+    def propose(
+        self, operations: Sequence[Operation], signer: Ed25519PrivateKey | None = None
+    ) -> Certificate:
+        """Like :meth:`execute` with ready-made operations (possibly for several applications)."""
+        if not operations:
+            raise UsageError("a block needs at least one operation")
+        key = signer if signer is not None else self.owner_key()
+        signer_public = public_bytes(key)
+        timestamp = max(time.time_ns() // 1000, self._last_timestamp_us)
+        writes = execute_operations(
+            self._state,
+            height=self.height,
+            timestamp_us=timestamp,
+            signer=signer_public,
+            chain_owner=self.owner,
+            operations=operations,
+        )
+        block = Block(
+            chain_id=self.id,
+            height=self.height,
+            previous_hash=self.head_hash,
+            timestamp_us=timestamp,
+            operations=tuple(operations),
+            signer=signer_public,
+            state_hash=self._state.hash_with(writes),
+        )
+        encoded = block.encode()
+        block_hash = block.hash()
+        proposal = Proposal(block, sign_proposal(block, key), block_hash)
+        net = self.network
+        certificate, failures = certify(
+            proposal, net.committee, net._pool, net.vote_timeout, chain_label=self.name
+        )
+        self.last_failures = failures
+        net.storage.commit_block(
+            BlockRow(
+                self.id, block.height, block_hash, encoded, proposal.signature, certificate.encode()
+            ),
+            writes,
+        )
+        self._state.apply(writes)
+        self.height += 1
+        self.head_hash = block_hash
+        self._last_timestamp_us = timestamp
+        certified = CertifiedBlock(block, block_hash, proposal.signature, certificate)
+        for validator in net.validators:
+            validator.handle_certificate(certified)
+        return certificate
+
+    # --- reading blocks -------------------------------------------------------------------
+
+    def block(self, height: int) -> CertifiedBlock:
+        """The certified block at ``height``."""
+        row = self.network.storage.block_row(self.id, height)
+        if row is None:
+            raise UsageError(f"chain {self.name!r} has no block at height {height}")
+        return _certified(row)
+
+    def blocks(self, start: int = 0, end: int | None = None) -> Iterator[CertifiedBlock]:
+        """Certified blocks in height order (for `chain show`); signers are in the certificates."""
+        for row in self.network.storage.block_rows(self.id, start, end):
+            yield _certified(row)
+
+    def honest_replicas_agree(self) -> bool:
+        """True when every non-faulty validator is at this chain's height and state hash."""
+        honest = [v for v in self.network.validators if v.fault is None]
+        return all(
+            v.next_height(self.id) == self.height and v.state_hash(self.id) == self.state_hash
+            for v in honest
+        )
+
+
+def _certified(row: BlockRow) -> CertifiedBlock:
+    return CertifiedBlock(
+        Block.decode(row.block),
+        row.block_hash,
+        row.owner_signature,
+        Certificate.decode(row.certificate),
+    )
+
+
+def _check_timeout(timeout: float) -> None:
+    if not isinstance(timeout, (int, float)) or not 0 < timeout <= 600:
+        raise UsageError(f"vote timeout must be in (0, 600] seconds, got {timeout!r}")
+
+
+def _write_config(path: Path, committee: Committee, faults: FaultMap, vote_timeout: float) -> None:
+    config = {
+        "format": NETWORK_FORMAT,
+        "committee": committee.to_json(),
+        "faults": format_faults(faults),
+        "vote_timeout": vote_timeout,
+    }
+    tmp = path / (NETWORK_FILE + ".tmp")
+    tmp.write_text(json.dumps(config, indent=2) + "\n")
+    tmp.replace(path / NETWORK_FILE)

@@ -1,0 +1,208 @@
+"""SQLite storage: one database per network directory, WAL mode, one transaction per block.
+
+A certified block, its certificate and the state writes it produces are committed in a single
+transaction, so a crash (even ``kill -9``) leaves either the whole block or none of it. The schema
+is in docs/chain.md. This module stores and loads; re-verification lives in verification.py.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgechain.chain.state import WriteSet
+from edgechain.errors import ChainError, StorageCorrupted
+
+SCHEMA_VERSION = "1"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS chains (
+    chain_id      BLOB PRIMARY KEY,
+    name          TEXT NOT NULL UNIQUE,
+    owner         BLOB NOT NULL,
+    created_at_us INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS blocks (
+    chain_id        BLOB NOT NULL,
+    height          INTEGER NOT NULL,
+    block_hash      BLOB NOT NULL,
+    block           BLOB NOT NULL,
+    owner_signature BLOB NOT NULL,
+    certificate     BLOB NOT NULL,
+    PRIMARY KEY (chain_id, height)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS state (
+    chain_id BLOB NOT NULL,
+    app_id   BLOB NOT NULL,
+    key      TEXT NOT NULL,
+    value    BLOB NOT NULL,
+    PRIMARY KEY (chain_id, app_id, key)
+) WITHOUT ROWID;
+"""
+
+
+@dataclass(frozen=True)
+class ChainRecord:
+    """A row of the chains table."""
+
+    chain_id: bytes
+    name: str
+    owner: bytes
+    created_at_us: int
+
+
+@dataclass(frozen=True)
+class BlockRow:
+    """A row of the blocks table, undecoded."""
+
+    chain_id: bytes
+    height: int
+    block_hash: bytes
+    block: bytes
+    owner_signature: bytes
+    certificate: bytes
+
+
+class Storage:
+    """The network's SQLite database."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ... COMMIT).
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode survives a process crash (kill -9); only a power loss could
+            # roll back the last transactions, never corrupt the database.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise StorageCorrupted(f"cannot open the chain database {path}: {exc}") from exc
+        version = self.get_meta("schema_version")
+        if version is None:
+            self.set_meta("schema_version", SCHEMA_VERSION)
+        elif version != SCHEMA_VERSION:
+            raise ChainError(f"{path}: unsupported storage schema version {version}")
+
+    def close(self) -> None:
+        self._db.close()
+
+    # --- meta and chains ------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    def add_chain(self, record: ChainRecord) -> None:
+        try:
+            self._db.execute(
+                "INSERT INTO chains (chain_id, name, owner, created_at_us) VALUES (?, ?, ?, ?)",
+                (record.chain_id, record.name, record.owner, record.created_at_us),
+            )
+        except sqlite3.IntegrityError as exc:
+            raise ChainError(f"a chain named {record.name!r} already exists") from exc
+
+    def chains(self) -> list[ChainRecord]:
+        rows = self._db.execute(
+            "SELECT chain_id, name, owner, created_at_us FROM chains ORDER BY created_at_us, name"
+        ).fetchall()
+        return [ChainRecord(*row) for row in rows]
+
+    # --- blocks ---------------------------------------------------------------------------
+
+    def commit_block(self, row: BlockRow, writes: WriteSet) -> None:
+        """Store a certified block and its state writes in one transaction."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute(
+                "INSERT INTO blocks (chain_id, height, block_hash, block, owner_signature, "
+                "certificate) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    row.chain_id,
+                    row.height,
+                    row.block_hash,
+                    row.block,
+                    row.owner_signature,
+                    row.certificate,
+                ),
+            )
+            upserts = [(row.chain_id, a, k, v) for (a, k), v in writes.items() if v is not None]
+            deletes = [(row.chain_id, a, k) for (a, k), v in writes.items() if v is None]
+            db.executemany(
+                "INSERT INTO state (chain_id, app_id, key, value) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(chain_id, app_id, key) DO UPDATE SET value = excluded.value",
+                upserts,
+            )
+            db.executemany(
+                "DELETE FROM state WHERE chain_id = ? AND app_id = ? AND key = ?", deletes
+            )
+        except sqlite3.IntegrityError as exc:
+            db.execute("ROLLBACK")
+            raise ChainError(f"height {row.height} is already committed") from exc
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def block_count(self, chain_id: bytes) -> int:
+        row = self._db.execute(
+            "SELECT COUNT(*) FROM blocks WHERE chain_id = ?", (chain_id,)
+        ).fetchone()
+        return int(row[0])
+
+    def block_row(self, chain_id: bytes, height: int) -> BlockRow | None:
+        row = self._db.execute(
+            "SELECT chain_id, height, block_hash, block, owner_signature, certificate "
+            "FROM blocks WHERE chain_id = ? AND height = ?",
+            (chain_id, height),
+        ).fetchone()
+        return None if row is None else BlockRow(*row)
+
+    def block_rows(
+        self, chain_id: bytes, start: int = 0, end: int | None = None
+    ) -> Iterator[BlockRow]:
+        """Blocks of a chain in height order, from ``start`` up to (excluding) ``end``."""
+        stop = -1 if end is None else end
+        # A fresh cursor: iteration may interleave with other statements on the connection.
+        cursor = self._db.execute(
+            "SELECT chain_id, height, block_hash, block, owner_signature, certificate "
+            "FROM blocks WHERE chain_id = ? AND height >= ? AND (? < 0 OR height < ?) "
+            "ORDER BY height",
+            (chain_id, start, stop, stop),
+        )
+        for row in cursor:
+            yield BlockRow(*row)
+
+    def state_entries(self, chain_id: bytes) -> Iterator[tuple[bytes, str, bytes]]:
+        """Every stored (app_id, key, value) of a chain."""
+        cursor = self._db.execute(
+            "SELECT app_id, key, value FROM state WHERE chain_id = ?", (chain_id,)
+        )
+        yield from cursor
+
+    def size_bytes(self) -> int:
+        """The database's size on disk, WAL included."""
+        total = 0
+        for suffix in ("", "-wal"):
+            p = Path(str(self.path) + suffix)
+            if p.exists():
+                total += p.stat().st_size
+        return total
+
+    def checkpoint(self) -> None:
+        """Fold the WAL into the main file (for size measurements and clean shutdowns)."""
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")

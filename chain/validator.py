@@ -1,0 +1,204 @@
+"""A mock validator: checks a proposal, executes it on its own state copy, votes; maybe faulty.
+
+An honest validator votes for a proposal only if the signer's signature is valid, the block
+extends its head (height, previous hash, timestamp), every operation executes, and the state hash
+it computes equals the one the block claims. A faulty validator (see faults.py) deviates in one
+way. Each validator serves requests one at a time, like a remote node behind a queue.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field, replace
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from edgechain.chain.application import execute_operations
+from edgechain.chain.block import Proposal, proposal_message
+from edgechain.chain.certificate import CertifiedBlock, Vote, vote_message
+from edgechain.chain.encoding import hash_value
+from edgechain.chain.faults import Fault, FaultKind
+from edgechain.chain.state import ChainState, WriteSet
+from edgechain.errors import ChainError, ContractError
+
+
+class ValidatorUnreachable(ChainError):
+    """The validator did not answer at all (offline)."""
+
+
+class ProposalRefused(ChainError):
+    """An honest validator's refusal to vote; the message says why."""
+
+
+@dataclass
+class _Replica:
+    """A validator's copy of one chain."""
+
+    owner: bytes
+    state: ChainState
+    next_height: int = 0
+    head_hash: bytes | None = None
+    last_timestamp_us: int = 0
+    pending: dict[bytes, WriteSet] = field(default_factory=dict)
+
+
+_signer_keys: dict[bytes, Ed25519PublicKey] = {}
+
+
+def _public_key(raw: bytes) -> Ed25519PublicKey:
+    key = _signer_keys.get(raw)
+    if key is None:
+        key = _signer_keys[raw] = Ed25519PublicKey.from_public_bytes(raw)
+    return key
+
+
+def proposal_signature_valid(signer: bytes, signature: bytes, block_hash: bytes) -> bool:
+    """True when ``signature`` by ``signer`` (raw public key) covers ``block_hash``."""
+    try:
+        _public_key(signer).verify(signature, proposal_message(block_hash))
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+class Validator:
+    """One committee member with its own replica of every chain."""
+
+    def __init__(
+        self, name: str, key: Ed25519PrivateKey, fault: Fault | None = None, slow_delay: float = 0.1
+    ) -> None:
+        self.name = name
+        self._key = key
+        self.fault = fault
+        # How long a SLOW validator without an explicit delay waits: set past the vote timeout.
+        self.slow_delay = slow_delay
+        self._replicas: dict[bytes, _Replica] = {}
+        self._lock = threading.Lock()
+
+    # --- replicas -------------------------------------------------------------------------
+
+    def add_chain(
+        self,
+        chain_id: bytes,
+        owner: bytes,
+        state: ChainState,
+        next_height: int = 0,
+        head_hash: bytes | None = None,
+        last_timestamp_us: int = 0,
+    ) -> None:
+        """Start following a chain from a verified state (the validator keeps ``state``)."""
+        with self._lock:
+            self._replicas[chain_id] = _Replica(
+                owner, state, next_height, head_hash, last_timestamp_us
+            )
+
+    def state_hash(self, chain_id: bytes) -> bytes:
+        with self._lock:
+            return self._replicas[chain_id].state.hash()
+
+    def next_height(self, chain_id: bytes) -> int:
+        with self._lock:
+            return self._replicas[chain_id].next_height
+
+    # --- voting ---------------------------------------------------------------------------
+
+    def handle_proposal(self, proposal: Proposal) -> list[Vote]:
+        """Check and execute ``proposal``; return this validator's vote(s) or raise a refusal."""
+        fault = self.fault
+        if fault is not None and fault.kind is FaultKind.OFFLINE:
+            raise ValidatorUnreachable(f"{self.name} is unreachable")
+        with self._lock:
+            votes = self._vote(proposal)
+        if fault is not None and fault.kind is FaultKind.SLOW:
+            # Sleep outside the lock: the validator is slow to answer, not stuck.
+            time.sleep(self.slow_delay if fault.delay is None else fault.delay)
+        return votes
+
+    def _vote(self, proposal: Proposal) -> list[Vote]:
+        block = proposal.block
+        replica = self._replicas.get(block.chain_id)
+        if replica is None:
+            raise ProposalRefused(f"unknown chain {block.chain_id.hex()[:16]}")
+        if block.height != replica.next_height:
+            raise ProposalRefused(f"expected height {replica.next_height}, got {block.height}")
+        if block.previous_hash != replica.head_hash:
+            raise ProposalRefused("the block does not extend the chain's head")
+        if block.timestamp_us < replica.last_timestamp_us:
+            raise ProposalRefused("the block's timestamp is earlier than its predecessor's")
+        block_hash = block.hash()
+        if not proposal_signature_valid(block.signer, proposal.signature, block_hash):
+            raise ProposalRefused("the proposal's signature is not valid")
+        try:
+            writes = execute_operations(
+                replica.state,
+                height=block.height,
+                timestamp_us=block.timestamp_us,
+                signer=block.signer,
+                chain_owner=replica.owner,
+                operations=block.operations,
+            )
+        except ContractError as exc:
+            raise ProposalRefused(f"an operation was rejected: {exc}") from exc
+        state_hash = replica.state.hash_with(writes)
+        if state_hash != block.state_hash:
+            raise ProposalRefused("executing the block gives a different state hash")
+        # Only the latest proposal per height is kept: a new proposal replaces an uncertified one.
+        replica.pending = {block_hash: writes}
+        return self._signed_votes(block.chain_id, block.height, block_hash, state_hash, proposal)
+
+    def _sign(self, chain_id: bytes, height: int, block_hash: bytes, state_hash: bytes) -> Vote:
+        signature = self._key.sign(vote_message(chain_id, height, block_hash, state_hash))
+        return Vote(self.name, chain_id, height, block_hash, state_hash, signature)
+
+    def _signed_votes(
+        self, chain_id: bytes, height: int, block_hash: bytes, state_hash: bytes, p: Proposal
+    ) -> list[Vote]:
+        kind = None if self.fault is None else self.fault.kind
+        if kind is FaultKind.WRONG_STATE:
+            wrong = hash_value("wrong-state", [state_hash])
+            return [self._sign(chain_id, height, block_hash, wrong)]
+        if kind is FaultKind.BAD_SIGNATURE:
+            vote = self._sign(chain_id, height, block_hash, state_hash)
+            return [replace(vote, signature=os.urandom(64))]
+        if kind is FaultKind.EQUIVOCATE:
+            # A conflicting block at the same height: same content, one microsecond later.
+            other = replace(p.block, timestamp_us=p.block.timestamp_us + 1)
+            return [
+                self._sign(chain_id, height, block_hash, state_hash),
+                self._sign(chain_id, height, other.hash(), state_hash),
+            ]
+        return [self._sign(chain_id, height, block_hash, state_hash)]
+
+    # --- commits --------------------------------------------------------------------------
+
+    def handle_certificate(self, certified: CertifiedBlock) -> None:
+        """Apply a certified block to this validator's replica.
+
+        Certificates come from the in-process network, which built them from votes it verified,
+        so the validator does not re-verify the signatures here.
+        """
+        if self.fault is not None and self.fault.kind is FaultKind.OFFLINE:
+            return
+        block = certified.block
+        with self._lock:
+            replica = self._replicas[block.chain_id]
+            if block.height != replica.next_height:
+                return  # already applied, or this replica lags and catches up on reopen
+            writes = replica.pending.pop(certified.block_hash, None)
+            if writes is None:
+                writes = execute_operations(
+                    replica.state,
+                    height=block.height,
+                    timestamp_us=block.timestamp_us,
+                    signer=block.signer,
+                    chain_owner=replica.owner,
+                    operations=block.operations,
+                )
+            replica.state.apply(writes)
+            replica.pending.clear()
+            replica.next_height = block.height + 1
+            replica.head_hash = certified.block_hash
+            replica.last_timestamp_us = block.timestamp_us

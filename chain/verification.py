@@ -1,0 +1,107 @@
+"""Re-verification of stored chains on open: hash links, signatures, certificates, state.
+
+Each block is decoded, re-hashed, linked to its predecessor, its signer's signature and its
+certificate are checked against the committee, and its operations are re-executed: the state hash
+must match the certified one. Finally the stored state table must equal the replayed state. The
+first failure raises :class:`StorageCorrupted` naming the chain and the first bad height.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edgechain.chain.application import execute_operations
+from edgechain.chain.block import Block
+from edgechain.chain.certificate import Certificate, verify_certificate
+from edgechain.chain.committee import Committee
+from edgechain.chain.encoding import hash_encoded, hash_value
+from edgechain.chain.state import ChainState
+from edgechain.chain.storage import ChainRecord, Storage
+from edgechain.chain.validator import proposal_signature_valid
+from edgechain.errors import EdgechainError, StorageCorrupted
+
+
+def chain_id_for(committee: Committee, name: str, owner: bytes) -> bytes:
+    """A chain's id: ``H("chain-id", [committee_hash, name, owner_public_key])``."""
+    return hash_value("chain-id", [committee.hash(), name, owner])
+
+
+@dataclass
+class VerifiedChain:
+    """The result of replaying a chain: its certified state and head."""
+
+    record: ChainRecord
+    state: ChainState
+    next_height: int = 0
+    head_hash: bytes | None = None
+    last_timestamp_us: int = 0
+
+
+def verify_chain(storage: Storage, committee: Committee, record: ChainRecord) -> VerifiedChain:
+    """Replay and check every stored block of ``record``'s chain; return its certified state."""
+    label = f"chain {record.name!r}"
+    if chain_id_for(committee, record.name, record.owner) != record.chain_id:
+        raise StorageCorrupted(
+            f"{label}: its id does not match its name, owner and committee (tampered chains table)"
+        )
+    chain = VerifiedChain(record, ChainState(record.chain_id))
+    for row in storage.block_rows(record.chain_id):
+        height = chain.next_height
+        try:
+            block = _check_row(row, chain, committee)
+        except EdgechainError as exc:
+            raise StorageCorrupted(
+                f"{label}: stored block at height {height} fails verification: {exc}"
+            ) from exc
+        chain.next_height = height + 1
+        chain.head_hash = row.block_hash
+        chain.last_timestamp_us = block.timestamp_us
+    _check_state_table(storage, chain, label)
+    return chain
+
+
+def _check_row(row, chain: VerifiedChain, committee: Committee) -> Block:  # noqa: ANN001
+    height = chain.next_height
+    if row.height != height:
+        raise StorageCorrupted(f"height column says {row.height}")
+    block = Block.decode(row.block)
+    block_hash = hash_encoded("block", row.block)
+    if block_hash != row.block_hash:
+        raise StorageCorrupted("block hash does not match the block's bytes")
+    if (block.chain_id, block.height) != (chain.record.chain_id, height):
+        raise StorageCorrupted("the block's chain id or height does not match its position")
+    if block.previous_hash != chain.head_hash:
+        raise StorageCorrupted("previous-block hash does not link to the block before")
+    if block.timestamp_us < chain.last_timestamp_us:
+        raise StorageCorrupted("timestamp goes backwards")
+    if not proposal_signature_valid(block.signer, row.owner_signature, block_hash):
+        raise StorageCorrupted("the signer's signature is not valid")
+    verify_certificate(Certificate.decode(row.certificate), committee, block)
+    writes = execute_operations(
+        chain.state,
+        height=height,
+        timestamp_us=block.timestamp_us,
+        signer=block.signer,
+        chain_owner=chain.record.owner,
+        operations=block.operations,
+    )
+    if chain.state.hash_with(writes) != block.state_hash:
+        raise StorageCorrupted("re-executing the block gives a different state hash")
+    chain.state.apply(writes)
+    return block
+
+
+def _check_state_table(storage: Storage, chain: VerifiedChain, label: str) -> None:
+    replayed = {(a, k): v for a, k, v in chain.state.entries()}
+    stored = {(a, k): v for a, k, v in storage.state_entries(chain.record.chain_id)}
+    if stored == replayed:
+        return
+    differing = sorted(set(stored) ^ set(replayed)) or sorted(
+        k for k in stored if stored[k] != replayed.get(k)
+    )
+    app_id, key = differing[0]
+    last = chain.next_height - 1
+    raise StorageCorrupted(
+        f"{label}: stored state differs from the state certified at height {last} "
+        f"(application {app_id.hex()[:16]}, key {key!r})"
+    )

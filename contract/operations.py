@@ -1,0 +1,197 @@
+"""The model registry's operations and their validation rules.
+
+- names: ``^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`` (e.g. ``stories260K``)
+- versions: ``^[A-Za-z0-9][A-Za-z0-9._+-]{0,31}$`` (e.g. ``1``, ``1.0.0``)
+- format: ``llama2c``
+- hashes: BLAKE3, 64 lowercase hex digits
+- sizes: integers, 0 < size <= 4 GiB (the wasm32 address-space limit)
+- URLs: 1 to 8 per file, http or https with a host, at most 2048 characters, no whitespace
+- description: at most 1024 characters; license: at most 128 characters
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+from edgechain.errors import OperationRejected
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,31}$")
+HASH_PATTERN = re.compile(r"^[0-9a-f]{64}$")
+FORMATS = ("llama2c",)
+MAX_FILE_SIZE = 4 * 1024**3
+MAX_URLS = 8
+MAX_URL_LENGTH = 2048
+MAX_DESCRIPTION = 1024
+MAX_LICENSE = 128
+
+
+@dataclass(frozen=True)
+class FileRef:
+    """A file the service will fetch: its BLAKE3 hash (hex), its size in bytes, where to get it."""
+
+    blake3: str
+    size: int
+    urls: tuple[str, ...]
+
+    def to_payload(self) -> dict[str, Any]:
+        return {"blake3": self.blake3, "size": self.size, "urls": list(self.urls)}
+
+    @classmethod
+    def from_payload(cls, value: Any, what: str) -> FileRef:
+        fields = _exact_map(value, what, {"blake3", "size", "urls"}, set())
+        urls = fields["urls"]
+        if not isinstance(urls, list):
+            raise OperationRejected(f"{what}.urls must be a list of URLs")
+        return cls(fields["blake3"], fields["size"], tuple(urls))
+
+    def validate(self, what: str) -> None:
+        if not isinstance(self.blake3, str) or not HASH_PATTERN.match(self.blake3):
+            raise OperationRejected(f"{what}.blake3 must be 64 lowercase hex digits")
+        size = self.size
+        if not isinstance(size, int) or isinstance(size, bool):
+            raise OperationRejected(f"{what}.size must be an integer")
+        if not 0 < size <= MAX_FILE_SIZE:
+            raise OperationRejected(
+                f"{what}.size {size} must be > 0 and <= 4 GiB ({MAX_FILE_SIZE})"
+            )
+        if not 1 <= len(self.urls) <= MAX_URLS:
+            raise OperationRejected(f"{what}.urls needs 1 to {MAX_URLS} URLs, got {len(self.urls)}")
+        for url in self.urls:
+            _validate_url(url, what)
+
+
+def _validate_url(url: Any, what: str) -> None:
+    if not isinstance(url, str):
+        raise OperationRejected(f"{what}.urls: {url!r} is not a string")
+    if len(url) > MAX_URL_LENGTH:
+        raise OperationRejected(f"{what}.urls: URL longer than {MAX_URL_LENGTH} characters")
+    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+        raise OperationRejected(f"{what}.urls: {url!r} contains whitespace or control characters")
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:
+        raise OperationRejected(f"{what}.urls: {url!r} is not a valid URL") from None
+    if parts.scheme not in ("http", "https"):
+        raise OperationRejected(f"{what}.urls: {url!r} is not an http or https URL")
+    if not host:
+        raise OperationRejected(f"{what}.urls: {url!r} has no host")
+
+
+def _exact_map(value: Any, what: str, required: set[str], optional: set[str]) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise OperationRejected(f"{what} must be a map")
+    missing = required - value.keys()
+    if missing:
+        raise OperationRejected(f"{what} is missing {', '.join(sorted(missing))}")
+    unknown = value.keys() - required - optional
+    if unknown:
+        raise OperationRejected(f"{what} has unknown fields {', '.join(sorted(unknown))}")
+    return value
+
+
+def _validate_name(name: Any) -> None:
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise OperationRejected(
+            f"model name {name!r} must match {NAME_PATTERN.pattern} "
+            "(letters, digits, . _ -; at most 64 characters)"
+        )
+
+
+def _validate_version(version: Any) -> None:
+    if not isinstance(version, str) or not VERSION_PATTERN.match(version):
+        raise OperationRejected(
+            f"model version {version!r} must match {VERSION_PATTERN.pattern} "
+            "(letters, digits, . _ + -; at most 32 characters)"
+        )
+
+
+@dataclass(frozen=True)
+class RegisterModel:
+    """Register a model (name, version) whose weights and tokenizer have the given hashes."""
+
+    operation_name: ClassVar[str] = "RegisterModel"
+
+    name: str
+    version: str
+    weights: FileRef
+    tokenizer: FileRef
+    format: str = "llama2c"
+    description: str | None = None
+    license: str | None = None
+
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "format": self.format,
+            "weights": self.weights.to_payload(),
+            "tokenizer": self.tokenizer.to_payload(),
+            "description": self.description,
+            "license": self.license,
+        }
+
+    @classmethod
+    def from_payload(cls, payload: Any) -> RegisterModel:
+        fields = _exact_map(
+            payload,
+            "RegisterModel",
+            {"name", "version", "format", "weights", "tokenizer"},
+            {"description", "license"},
+        )
+        return cls(
+            name=fields["name"],
+            version=fields["version"],
+            format=fields["format"],
+            weights=FileRef.from_payload(fields["weights"], "weights"),
+            tokenizer=FileRef.from_payload(fields["tokenizer"], "tokenizer"),
+            description=fields.get("description"),
+            license=fields.get("license"),
+        )
+
+    def validate(self) -> None:
+        """Raise :class:`OperationRejected` with the first rule this operation breaks."""
+        _validate_name(self.name)
+        _validate_version(self.version)
+        if self.format not in FORMATS:
+            raise OperationRejected(
+                f"model format {self.format!r} is not supported (supported: {', '.join(FORMATS)})"
+            )
+        self.weights.validate("weights")
+        self.tokenizer.validate("tokenizer")
+        for field_name, value, limit in (
+            ("description", self.description, MAX_DESCRIPTION),
+            ("license", self.license, MAX_LICENSE),
+        ):
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                raise OperationRejected(f"{field_name} must be a string")
+            if len(value) > limit:
+                raise OperationRejected(f"{field_name} is longer than {limit} characters")
+
+
+@dataclass(frozen=True)
+class RetireModel:
+    """Retire a registered (name, version): services stop serving it."""
+
+    operation_name: ClassVar[str] = "RetireModel"
+
+    name: str
+    version: str
+
+    def to_payload(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version}
+
+    @classmethod
+    def from_payload(cls, payload: Any) -> RetireModel:
+        fields = _exact_map(payload, "RetireModel", {"name", "version"}, set())
+        return cls(fields["name"], fields["version"])
+
+    def validate(self) -> None:
+        _validate_name(self.name)
+        _validate_version(self.version)
