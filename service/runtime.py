@@ -1,0 +1,388 @@
+"""The service runtime: answer a ``generate`` query with exactly the model the chain certified.
+
+For each query the runtime
+
+1. reads the model's entry from certified state only (a :class:`ModelSource`, which verifies the
+   certificate that made the entry current and refuses retired models),
+2. gets the weights and tokenizer from the content-addressed cache, or downloads them with
+   ``fetch_url``, verifying the BLAKE3 hash before a single byte reaches the engine,
+3. loads them once into the engine (a *named model*, scoped to the application, kept across
+   queries),
+4. resolves the seed (the query's own, else derived from the chain id, the certified block hash,
+   the application id and the query), and
+5. streams tokens, then a :class:`GenerationRecord` saying what ran and why it stopped.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from edgechain.errors import GuestTrap, InvalidParameter, Timeout
+from edgechain.service.cache import ContentCache
+from edgechain.service.engine import open_engine
+from edgechain.service.engine.base import (
+    Engine,
+    Generation,
+    GenerationParams,
+    LoadedModel,
+    StopReason,
+    Token,
+)
+from edgechain.service.fetch import Fetcher, FetchPolicy
+from edgechain.service.seed import SeedQuery, resolve_seed
+
+__all__ = [
+    "ArtifactRef",
+    "CertifiedModel",
+    "GenerateQuery",
+    "GenerationRecord",
+    "ModelService",
+    "ModelSource",
+    "QueryStream",
+    "Timings",
+]
+
+#: The longest prompt a query may carry, in bytes (a model's context is far shorter anyway).
+MAX_PROMPT_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class ArtifactRef:
+    """Where a file lives off chain, and the hash and size the chain certified for it."""
+
+    blake3: str
+    size: int
+    urls: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class CertifiedModel:
+    """A registry entry read from certified state, with what made it current."""
+
+    name: str
+    version: str
+    weights: ArtifactRef
+    tokenizer: ArtifactRef
+    chain_id: str
+    application_id: str
+    height: int
+    block_hash: str
+
+
+class ModelSource(Protocol):
+    """Certified registry state, as the service sees it (read-only).
+
+    ``certified_model`` returns the latest active version when ``version`` is None. It raises
+    ``ModelNotFound``, ``ModelRetired`` or ``CertificateError`` (the certificate that made the
+    entry current does not verify against the committee).
+    """
+
+    def certified_model(self, name: str, version: str | None = None) -> CertifiedModel: ...
+
+
+@dataclass(frozen=True)
+class GenerateQuery:
+    """A ``generate`` query. ``seed=None`` derives the seed from certified state and the query."""
+
+    model: str
+    prompt: str
+    version: str | None = None
+    max_tokens: int = 256
+    temperature: float = 0.8
+    top_p: float = 0.9
+    repeat_penalty: float = 1.0
+    repeat_window: int = 64
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    def params(self, seed: int) -> GenerationParams:
+        """The engine parameters of this query, validated."""
+        return GenerationParams(
+            temperature=self.temperature,
+            top_p=self.top_p,
+            seed=seed,
+            max_tokens=self.max_tokens,
+            repeat_penalty=self.repeat_penalty,
+            repeat_window=self.repeat_window,
+            stop=tuple(self.stop),
+        ).validate()
+
+    def seed_query(self, version: str) -> SeedQuery:
+        """What the derived seed covers: model, version, prompt and every parameter but the seed."""
+        return SeedQuery(
+            model=self.model,
+            version=version,
+            prompt=self.prompt,
+            params={
+                "max_tokens": self.max_tokens,
+                "temperature": self.temperature,
+                "top_p": self.top_p,
+                "repeat_penalty": self.repeat_penalty,
+                "repeat_window": self.repeat_window,
+                "stop": list(self.stop),
+            },
+        )
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Where a query's time went, in seconds (``fetch_s`` and ``load_s`` are 0 when warm)."""
+
+    fetch_s: float
+    load_s: float
+    first_token_s: float
+    total_s: float
+    decode_tokens_per_s: float
+
+
+@dataclass(frozen=True)
+class GenerationRecord:
+    """The final record of a query: what ran, on which certified state, and why it stopped."""
+
+    text: str
+    stop_reason: str
+    input_tokens: int
+    output_tokens: int
+    model: CertifiedModel
+    seed: int
+    seed_source: str  # "query" or "derived"
+    timings: Timings
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (for the CLI's --json and the GraphQL layer)."""
+        return asdict(self)
+
+
+_STOP_NAMES = {
+    StopReason.END_OF_SEQUENCE: "end_of_sequence",
+    StopReason.MAX_TOKENS: "max_tokens",
+    StopReason.STOP_STRING: "stop_string",
+    StopReason.CONTEXT_FULL: "context_full",
+}
+
+
+def stop_reason_name(reason: StopReason | None) -> str:
+    """The stable, lower-case name of a stop reason (``cancelled`` for a cancelled query)."""
+    if reason is None:
+        return "unknown"
+    return _STOP_NAMES.get(reason, reason.name.lower())
+
+
+class QueryStream(Iterator[Token]):
+    """The tokens of one query, as they are produced. ``cancel()`` stops it; ``record`` is the
+    final :class:`GenerationRecord`, available once iteration has ended."""
+
+    def __init__(
+        self,
+        generation: Generation,
+        model: CertifiedModel,
+        seed: int,
+        seed_source: str,
+        started: float,
+        fetch_s: float,
+        load_s: float,
+        on_failure: Any,
+    ) -> None:
+        self._generation = generation
+        self._model = model
+        self._seed = seed
+        self._seed_source = seed_source
+        self._started = started
+        self._fetch_s = fetch_s
+        self._load_s = load_s
+        self._first_token_at: float | None = None
+        self._on_failure = on_failure
+        self.record: GenerationRecord | None = None
+        self.seed = seed
+        self.prompt_text = generation.prompt_text
+
+    def __iter__(self) -> QueryStream:
+        return self
+
+    def __next__(self) -> Token:
+        try:
+            token = next(self._generation)
+        except StopIteration:
+            self._finish()
+            raise
+        except (GuestTrap, Timeout):
+            self._on_failure()
+            raise
+        if self._first_token_at is None:
+            self._first_token_at = time.perf_counter()
+        return token
+
+    def cancel(self) -> None:
+        """Stop generating; the record says ``cancelled``."""
+        self._generation.cancel()
+        self._finish()
+
+    def collect(self) -> GenerationRecord:
+        """Run the query to its end and return the record."""
+        for _ in self:
+            pass
+        assert self.record is not None
+        return self.record
+
+    def _finish(self) -> None:
+        if self.record is not None:
+            return
+        now = time.perf_counter()
+        first = self._first_token_at or now
+        gen = self._generation
+        decode_s = now - first
+        decoded = max(gen.generated_tokens - 1, 0)
+        self.record = GenerationRecord(
+            text=gen.text,
+            stop_reason=stop_reason_name(gen.stop_reason),
+            input_tokens=gen.prompt_tokens,
+            output_tokens=gen.generated_tokens,
+            model=self._model,
+            seed=self._seed,
+            seed_source=self._seed_source,
+            timings=Timings(
+                fetch_s=self._fetch_s,
+                load_s=self._load_s,
+                first_token_s=first - self._started,
+                total_s=now - self._started,
+                decode_tokens_per_s=decoded / decode_s if decode_s > 0 else 0.0,
+            ),
+        )
+
+
+@dataclass
+class _NamedModel:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    loaded: LoadedModel | None = None
+
+
+class ModelService:
+    """The registry application's service: ``generate`` over certified state.
+
+    One instance serves one application. Loaded models are *named models* in wasi-nn's sense:
+    kept across queries, keyed by the certified hashes and scoped to this application, so
+    another application (another ``ModelService``) can never reach them.
+    """
+
+    def __init__(
+        self,
+        source: ModelSource,
+        *,
+        cache_dir: str | Path,
+        engine: Engine | None = None,
+        fetch_policy: FetchPolicy | None = None,
+        query_timeout: float | None = 120.0,
+    ) -> None:
+        self.source = source
+        self.cache = ContentCache(cache_dir)
+        self.engine = engine if engine is not None else open_engine("wasm")
+        self.fetcher = Fetcher(fetch_policy)
+        self.query_timeout = query_timeout
+        self._models: dict[tuple[str, str, str], _NamedModel] = {}
+        self._models_lock = threading.Lock()
+
+    # --- queries -------------------------------------------------------------------------------
+
+    def generate(self, query: GenerateQuery) -> QueryStream:
+        """Start a ``generate`` query and return its token stream.
+
+        Raises ModelNotFound, ModelRetired, CertificateError, FetchError, HashMismatch,
+        InvalidParameter or PromptTooLong before any token; GuestTrap, Timeout while streaming.
+        """
+        started = time.perf_counter()
+        if len(query.prompt.encode("utf-8", errors="surrogatepass")) > MAX_PROMPT_BYTES:
+            raise InvalidParameter(f"prompt is longer than {MAX_PROMPT_BYTES} bytes")
+        model = self.source.certified_model(query.model, query.version)
+        if query.seed is None:
+            seed_source = "derived"
+        else:
+            seed_source = "query"
+        seed = resolve_seed(
+            query.seed,
+            model.chain_id,
+            model.block_hash,
+            model.application_id,
+            query.seed_query(model.version),
+        )
+        params = query.params(seed)
+        loaded, fetch_s, load_s = self._named_model(model)
+        try:
+            generation = loaded.generate(query.prompt, params, timeout=self.query_timeout)
+        except GuestTrap:
+            self._discard(model)
+            raise
+        return QueryStream(
+            generation,
+            model,
+            seed,
+            seed_source,
+            started,
+            fetch_s,
+            load_s,
+            on_failure=lambda: self._discard(model),
+        )
+
+    def loaded_models(self) -> list[tuple[str, str]]:
+        """(weights hash, tokenizer hash) of the models loaded in this service."""
+        with self._models_lock:
+            return [(w, t) for (_, w, t), named in self._models.items() if named.loaded]
+
+    def close(self) -> None:
+        """Free every loaded model and the HTTP client."""
+        with self._models_lock:
+            named_models = list(self._models.values())
+            self._models.clear()
+        for named in named_models:
+            with named.lock:
+                if named.loaded is not None:
+                    named.loaded.close()
+                    named.loaded = None
+        self.fetcher.close()
+
+    def __enter__(self) -> ModelService:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- named models --------------------------------------------------------------------------
+
+    @staticmethod
+    def _key(model: CertifiedModel) -> tuple[str, str, str]:
+        return (model.application_id, model.weights.blake3, model.tokenizer.blake3)
+
+    def _named_model(self, model: CertifiedModel) -> tuple[LoadedModel, float, float]:
+        with self._models_lock:
+            named = self._models.setdefault(self._key(model), _NamedModel())
+        # One lock per model: concurrent first queries fetch and load it once.
+        with named.lock:
+            if named.loaded is not None:
+                return named.loaded, 0.0, 0.0
+            t0 = time.perf_counter()
+            weights = self._fetch(model.weights)
+            tokenizer = self._fetch(model.tokenizer)
+            t1 = time.perf_counter()
+            named.loaded = self.engine.load(weights, tokenizer)
+            return named.loaded, t1 - t0, time.perf_counter() - t1
+
+    def _fetch(self, artifact: ArtifactRef) -> bytes:
+        return self.cache.fetch_verified(
+            artifact.blake3, artifact.size, list(artifact.urls), self.fetcher
+        )
+
+    def _discard(self, model: CertifiedModel) -> None:
+        """Forget a model whose guest instance trapped or timed out; the next query reloads it."""
+        with self._models_lock:
+            named = self._models.pop(self._key(model), None)
+        if named is not None and named.loaded is not None:
+            loaded, named.loaded = named.loaded, None
+            try:
+                loaded.close()
+            except Exception:  # noqa: BLE001 - the instance is already broken; dropping it is enough
+                pass
+
