@@ -1,0 +1,51 @@
+"""Helpers for the engine and CLI tests (imported by the tests and conftest.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgechain.service.engine import Engine, LoadedModel
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """A checkpoint and its tokenizer on disk."""
+
+    checkpoint: Path
+    tokenizer: Path
+
+    def load(self, engine: Engine) -> LoadedModel:
+        return engine.load(self.checkpoint.read_bytes(), self.tokenizer.read_bytes())
+
+
+@dataclass(frozen=True)
+class CliResult:
+    returncode: int
+    stdout: bytes
+    stderr: str
+
+
+def run_cli(*args: str | Path, timeout: float = 300) -> CliResult:
+    """Run ``python -m edgechain.cli ARGS`` in a subprocess."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgechain.cli", *map(str, args)],
+        capture_output=True,
+        timeout=timeout,
+        cwd=REPO_ROOT,
+    )
+    return CliResult(proc.returncode, proc.stdout, proc.stderr.decode("utf-8", "replace"))
+
+
+def assert_clean_error(result: CliResult, exit_code: int, *fragments: str) -> None:
+    """A user error: the given exit code, one ``error: ...`` line on stderr, no traceback."""
+    assert result.returncode == exit_code, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(error_lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment.lower() in error_lines[0].lower(), (fragment, error_lines[0])
