@@ -15,6 +15,7 @@ For each query the runtime
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +23,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from edgechain.chain.committee import Committee
+from edgechain.contract.operations import FileRef
+from edgechain.contract.registry import CertifiedModel
 from edgechain.errors import GuestTrap, InvalidParameter, Timeout
 from edgechain.service.cache import ContentCache
 from edgechain.service.engine import open_engine
@@ -37,8 +41,6 @@ from edgechain.service.fetch import Fetcher, FetchPolicy
 from edgechain.service.seed import SeedQuery, resolve_seed
 
 __all__ = [
-    "ArtifactRef",
-    "CertifiedModel",
     "GenerateQuery",
     "GenerationRecord",
     "ModelService",
@@ -51,38 +53,18 @@ __all__ = [
 MAX_PROMPT_BYTES = 64 * 1024
 
 
-@dataclass(frozen=True)
-class ArtifactRef:
-    """Where a file lives off chain, and the hash and size the chain certified for it."""
-
-    blake3: str
-    size: int
-    urls: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class CertifiedModel:
-    """A registry entry read from certified state, with what made it current."""
-
-    name: str
-    version: str
-    weights: ArtifactRef
-    tokenizer: ArtifactRef
-    chain_id: str
-    application_id: str
-    height: int
-    block_hash: str
-
-
 class ModelSource(Protocol):
-    """Certified registry state, as the service sees it (read-only).
+    """Certified registry state, as the service sees it (read-only): the registry
+    application's service (``edgechain.contract.registry.ModelRegistryService``) is one.
 
-    ``certified_model`` returns the latest active version when ``version`` is None. It raises
-    ``ModelNotFound``, ``ModelRetired`` or ``CertificateError`` (the certificate that made the
-    entry current does not verify against the committee).
+    ``query_model`` returns the latest active version when ``version`` is None and raises
+    ``ModelNotFound`` or ``ModelRetired``. ``committee`` is what certificates are checked
+    against.
     """
 
-    def certified_model(self, name: str, version: str | None = None) -> CertifiedModel: ...
+    committee: Committee
+
+    def query_model(self, name: str, version: str | None = None) -> CertifiedModel: ...
 
 
 @dataclass(frozen=True)
@@ -155,7 +137,26 @@ class GenerationRecord:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (for the CLI's --json and the GraphQL layer)."""
-        return asdict(self)
+        entry = self.model.entry
+        return {
+            "text": self.text,
+            "stop_reason": self.stop_reason,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "model": {
+                "name": entry.name,
+                "version": entry.version,
+                "weights_blake3": entry.weights.blake3,
+                "tokenizer_blake3": entry.tokenizer.blake3,
+                "chain_id": self.model.chain_id.hex(),
+                "application_id": self.model.app_id.hex(),
+                "certificate_height": self.model.height,
+                "block_hash": self.model.block_hash.hex(),
+            },
+            "seed": self.seed,
+            "seed_source": self.seed_source,
+            "timings": asdict(self.timings),
+        }
 
 
 _STOP_NAMES = {
@@ -297,17 +298,16 @@ class ModelService:
         started = time.perf_counter()
         if len(query.prompt.encode("utf-8", errors="surrogatepass")) > MAX_PROMPT_BYTES:
             raise InvalidParameter(f"prompt is longer than {MAX_PROMPT_BYTES} bytes")
-        model = self.source.certified_model(query.model, query.version)
-        if query.seed is None:
-            seed_source = "derived"
-        else:
-            seed_source = "query"
+        model = self.source.query_model(query.model, query.version)
+        # Trust nothing the committee did not certify, even from our own storage.
+        model.verify(self.source.committee)
+        seed_source = "derived" if query.seed is None else "query"
         seed = resolve_seed(
             query.seed,
             model.chain_id,
             model.block_hash,
-            model.application_id,
-            query.seed_query(model.version),
+            model.app_id,
+            query.seed_query(model.entry.version),
         )
         params = query.params(seed)
         loaded, fetch_s, load_s = self._named_model(model)
@@ -354,7 +354,8 @@ class ModelService:
 
     @staticmethod
     def _key(model: CertifiedModel) -> tuple[str, str, str]:
-        return (model.application_id, model.weights.blake3, model.tokenizer.blake3)
+        entry = model.entry
+        return (model.app_id.hex(), entry.weights.blake3, entry.tokenizer.blake3)
 
     def _named_model(self, model: CertifiedModel) -> tuple[LoadedModel, float, float]:
         with self._models_lock:
@@ -364,16 +365,14 @@ class ModelService:
             if named.loaded is not None:
                 return named.loaded, 0.0, 0.0
             t0 = time.perf_counter()
-            weights = self._fetch(model.weights)
-            tokenizer = self._fetch(model.tokenizer)
+            weights = self._fetch(model.entry.weights)
+            tokenizer = self._fetch(model.entry.tokenizer)
             t1 = time.perf_counter()
             named.loaded = self.engine.load(weights, tokenizer)
             return named.loaded, t1 - t0, time.perf_counter() - t1
 
-    def _fetch(self, artifact: ArtifactRef) -> bytes:
-        return self.cache.fetch_verified(
-            artifact.blake3, artifact.size, list(artifact.urls), self.fetcher
-        )
+    def _fetch(self, file: FileRef) -> bytes:
+        return self.cache.fetch_verified(file.blake3, file.size, list(file.urls), self.fetcher)
 
     def _discard(self, model: CertifiedModel) -> None:
         """Forget a model whose guest instance trapped or timed out; the next query reloads it."""
@@ -381,8 +380,6 @@ class ModelService:
             named = self._models.pop(self._key(model), None)
         if named is not None and named.loaded is not None:
             loaded, named.loaded = named.loaded, None
-            try:
+            # The instance is already broken: dropping it is all that matters.
+            with contextlib.suppress(Exception):
                 loaded.close()
-            except Exception:  # noqa: BLE001 - the instance is already broken; dropping it is enough
-                pass
-
