@@ -38,6 +38,7 @@ import logging
 import os
 import tempfile
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -114,6 +115,7 @@ class ContentCache:
         self._locks.mkdir(parents=True, exist_ok=True)
         self._verified: dict[str, _FileIdentity] = {}
         self._verified_guard = threading.Lock()
+        self._remove_abandoned_temporaries()
 
     # --- lookup --------------------------------------------------------------------------------
 
@@ -234,6 +236,14 @@ class ContentCache:
             return data
 
     # --- internals -----------------------------------------------------------------------------
+
+    def _remove_abandoned_temporaries(self, max_age_s: float = 24 * 3600) -> None:
+        """Delete temporary files a crashed writer left behind (old enough to be nobody's)."""
+        cutoff = time.time() - max_age_s
+        for tmp in self._objects.glob(".*.tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                if tmp.stat().st_mtime < cutoff:
+                    tmp.unlink()
 
     def _read_verified(self, key: str, *, holding_lock: bool = False) -> bytes | None:
         path = self._objects / key

@@ -196,6 +196,19 @@ def test_readers_never_see_a_partial_file(cache: ContentCache) -> None:
     assert stored_files(cache) == [digest]
 
 
+def test_abandoned_temporary_files_are_removed_when_old(cache: ContentCache) -> None:
+    objects = cache.directory / "objects"
+    old = objects / f".{MODEL_BLAKE3}.crashed.tmp"
+    recent = objects / f".{MODEL_BLAKE3}.writing.tmp"
+    old.write_bytes(b"partial")
+    recent.write_bytes(b"partial")
+    two_days_ago = time.time() - 2 * 24 * 3600
+    os.utime(old, (two_days_ago, two_days_ago))
+    ContentCache(cache.directory)
+    assert not old.exists()
+    assert recent.exists()  # may belong to a writer in another process
+
+
 # --- fetch_verified ------------------------------------------------------------------------------
 
 
