@@ -1,0 +1,277 @@
+"""The developer's entry point to a local network: publish models, query the service, read blocks.
+
+The CLI, the GraphQL node service, the pytest plugin and the examples are thin layers over
+:class:`Client`; nothing they do is done anywhere else. Typical use::
+
+    with Client.up(tmp_path, validators=4) as client:
+        published = client.publish_model(
+            "stories260K", weights="stories260K.bin", tokenizer="tok512.bin",
+            weights_urls=[server.url("stories260K.bin")],
+            tokenizer_urls=[server.url("tok512.bin")],
+        )
+        stream = client.generate(GenerateQuery(model="stories260K", prompt="Once upon a time"))
+        for token in stream:
+            print(token.text, end="")
+        print(stream.record.seed)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import blake3
+
+from edgechain.chain.certificate import Certificate, CertifiedBlock
+from edgechain.chain.network import NETWORK_FILE, Chain, Network, NetworkStatus, VerifyReport
+from edgechain.contract.operations import FileRef, RegisterModel, RetireModel
+from edgechain.contract.registry import APPLICATION_NAME, CertifiedModel, ModelRegistryService
+from edgechain.errors import InputError, UsageError
+from edgechain.service.engine.base import Engine
+from edgechain.service.fetch import Fetcher, FetchPolicy
+from edgechain.service.runtime import GenerateQuery, ModelService, QueryStream
+
+__all__ = ["Client", "HashedFile", "Progress", "default_network_dir", "hash_file"]
+
+#: Environment variable naming the default network directory.
+NETWORK_DIR_ENV = "EDGECHAIN_DIR"
+
+#: Called as ``progress(done_bytes, total_bytes)`` while a file is hashed.
+Progress = Callable[[int, int], None]
+
+_CHUNK = 1 << 20
+
+
+def default_network_dir() -> Path:
+    """``$EDGECHAIN_DIR`` if set, else a per-user directory (``$XDG_DATA_HOME/edgechain/net``)."""
+    explicit = os.environ.get(NETWORK_DIR_ENV)
+    if explicit:
+        return Path(explicit)
+    data_home = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
+    return Path(data_home) / "edgechain" / "net"
+
+
+@dataclass(frozen=True)
+class HashedFile:
+    """A file's BLAKE3 hash (hex) and size, and the bytes when they were downloaded."""
+
+    blake3: str
+    size: int
+    data: bytes | None = None
+
+
+def hash_file(path: str | os.PathLike[str], progress: Progress | None = None) -> HashedFile:
+    """BLAKE3 of a local file, streamed in 1 MiB chunks. Raises InputError if unreadable."""
+    path = Path(path)
+    try:
+        total = path.stat().st_size
+        hasher = blake3.blake3()
+        done = 0
+        with path.open("rb") as f:
+            while chunk := f.read(_CHUNK):
+                hasher.update(chunk)
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, total)
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, not a file") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if done == 0:
+        raise InputError(f"{path}: the file is empty")
+    return HashedFile(hasher.hexdigest(), done)
+
+
+def _is_url(value: str) -> bool:
+    return value.startswith(("http://", "https://"))
+
+
+@dataclass(frozen=True)
+class PublishedModel:
+    """What ``publish_model`` certified: the entry as certified state now holds it."""
+
+    model: CertifiedModel
+    certificate: Certificate
+
+
+class Client:
+    """A local network opened from its directory, with the model registry and its service."""
+
+    def __init__(
+        self,
+        network: Network,
+        *,
+        engine: Engine | None = None,
+        fetch_policy: FetchPolicy | None = None,
+        cache_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.network = network
+        self.fetch_policy = fetch_policy or FetchPolicy()
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else network.path / "cache"
+        self._engine = engine
+        self._service: ModelService | None = None
+
+    # --- opening -------------------------------------------------------------------------------
+
+    @classmethod
+    def up(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        validators: int | None = None,
+        faulty: str | None = None,
+        **options: object,
+    ) -> Client:
+        """Create a network in ``path`` (default 4 validators), or reopen and re-verify the one
+        already there (``validators``, when given, must then match its committee)."""
+        path = Path(path)
+        if (path / NETWORK_FILE).exists():
+            network = Network.open(path, faulty=faulty)
+            size = len(network.committee.members)
+            if validators is not None and validators != size:
+                network.close()
+                raise UsageError(
+                    f"the network in {path} has {size} validators; "
+                    f"it cannot be reopened with {validators}"
+                )
+        else:
+            network = Network.create(path, validators=validators or 4, faulty=faulty)
+        return cls(network, **options)  # type: ignore[arg-type]
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], **options: object) -> Client:
+        """Open the network in ``path`` (NetworkNotFound if there is none)."""
+        faulty = options.pop("faulty", None)
+        return cls(Network.open(Path(path), faulty=faulty), **options)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        """Free loaded models and close the database."""
+        if self._service is not None:
+            self._service.close()
+            self._service = None
+        self.network.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- network and chain ---------------------------------------------------------------------
+
+    @property
+    def chain(self) -> Chain:
+        """The network's default chain, where the model registry lives."""
+        return self.network.default_chain()
+
+    @property
+    def registry(self) -> ModelRegistryService:
+        """The registry application's read-only queries over certified state."""
+        return self.chain.application(APPLICATION_NAME)
+
+    def status(self) -> NetworkStatus:
+        return self.network.status()
+
+    def verify(self) -> VerifyReport:
+        """Re-verify every stored chain (hash links, certificates, state)."""
+        return self.network.verify()
+
+    def blocks(self, start: int = 0, end: int | None = None) -> Iterator[CertifiedBlock]:
+        return self.chain.blocks(start, end)
+
+    # --- the registry's operations -------------------------------------------------------------
+
+    def publish_model(
+        self,
+        name: str,
+        *,
+        weights: str | os.PathLike[str],
+        tokenizer: str | os.PathLike[str],
+        version: str = "1",
+        weights_urls: Sequence[str] = (),
+        tokenizer_urls: Sequence[str] = (),
+        description: str | None = None,
+        license: str | None = None,
+        progress: Callable[[str, int, int], None] | None = None,
+    ) -> PublishedModel:
+        """Hash the weights and tokenizer, register them and wait for the certificate.
+
+        ``weights``/``tokenizer`` are local paths or http(s) URLs. A URL is downloaded to be
+        hashed and is registered as where services fetch the bytes; with a local path,
+        ``*_urls`` say where services will fetch them (the hash still comes from the file).
+        """
+        files = {}
+        for what, source, urls in (
+            ("weights", weights, weights_urls),
+            ("tokenizer", tokenizer, tokenizer_urls),
+        ):
+            files[what] = self._file_ref(what, source, urls, progress)
+        operation = RegisterModel(
+            name=name,
+            version=version,
+            format="llama2c",
+            weights=files["weights"],
+            tokenizer=files["tokenizer"],
+            description=description,
+            license=license,
+        )
+        app_id = self.chain.app_id(APPLICATION_NAME)
+        certificate = self.chain.execute(app_id, operation)
+        return PublishedModel(self.registry.query_model(name, version), certificate)
+
+    def retire_model(self, name: str, version: str) -> Certificate:
+        """Retire a model version; services refuse it from the next query on."""
+        app_id = self.chain.app_id(APPLICATION_NAME)
+        return self.chain.execute(app_id, RetireModel(name=name, version=version))
+
+    def models(self, include_retired: bool = True) -> list[CertifiedModel]:
+        return self.registry.list_models(include_retired=include_retired)
+
+    def model(self, name: str, version: str | None = None) -> CertifiedModel:
+        return self.registry.query_model(name, version)
+
+    def _file_ref(
+        self,
+        what: str,
+        source: str | os.PathLike[str],
+        urls: Sequence[str],
+        progress: Callable[[str, int, int], None] | None,
+    ) -> FileRef:
+        source_str = os.fspath(source)
+        if _is_url(source_str):
+            with Fetcher(self.fetch_policy) as fetcher:
+                data, digest = fetcher.download(source_str)
+            hashed = HashedFile(digest, len(data), data)
+            all_urls = [source_str, *[u for u in urls if u != source_str]]
+        else:
+            on_progress = None if progress is None else (lambda d, t: progress(what, d, t))
+            hashed = hash_file(source_str, on_progress)
+            all_urls = list(urls)
+            if not all_urls:
+                raise UsageError(
+                    f"{what}: {source_str} is a local file; give --{what}-url (the URL services "
+                    "will fetch it from)"
+                )
+        return FileRef(hashed.blake3, hashed.size, tuple(all_urls))
+
+    # --- the service -----------------------------------------------------------------------------
+
+    @property
+    def service(self) -> ModelService:
+        """The registry's service runtime (created on first use; models stay loaded)."""
+        if self._service is None:
+            self._service = ModelService(
+                self.registry,
+                cache_dir=self.cache_dir,
+                engine=self._engine,
+                fetch_policy=self.fetch_policy,
+            )
+        return self._service
+
+    def generate(self, query: GenerateQuery) -> QueryStream:
+        """Run a ``generate`` query on the service; see :meth:`ModelService.generate`."""
+        return self.service.generate(query)
