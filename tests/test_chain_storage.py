@@ -1,0 +1,168 @@
+"""Storage: reopening re-verifies, and tampering with any stored field is named on reopen."""
+
+import json
+import sqlite3
+
+import pytest
+from chain_helpers import register
+
+from edgechain.chain import Network
+from edgechain.contract import RetireModel
+from edgechain.errors import NetworkNotFound, StorageCorrupted
+
+
+@pytest.fixture
+def net_dir(tmp_path):
+    """A network whose default chain holds 4 blocks (heights 0..3)."""
+    path = tmp_path / "net"
+    with Network.create(path, validators=4) as net:
+        chain = net.default_chain()
+        app = chain.application("model-registry")
+        chain.execute(app.id, register(version="1"))
+        chain.execute(app.id, register(version="2"))
+        chain.execute(app.id, register(name="other"))
+        chain.execute(app.id, RetireModel("stories260K", "1"))
+    return path
+
+
+def _sql(path, statement, params=()):
+    db = sqlite3.connect(path / "chain.db")
+    with db:
+        db.execute(statement, params)
+    db.close()
+
+
+def _flip_blob(path, column, height, offset=-5):
+    db = sqlite3.connect(path / "chain.db")
+    (blob,) = db.execute(f"SELECT {column} FROM blocks WHERE height = ?", (height,)).fetchone()
+    blob = bytearray(blob)
+    blob[offset] ^= 0x01
+    with db:
+        db.execute(f"UPDATE blocks SET {column} = ? WHERE height = ?", (bytes(blob), height))
+    db.close()
+
+
+def test_reopen_verifies_and_restores_state(net_dir):
+    with Network.open(net_dir) as net:
+        chain = net.default_chain()
+        assert chain.height == 4
+        app = chain.application("model-registry")
+        assert app.query_model("stories260K").entry.version == "2"
+        report = net.verify()
+        assert (report.chains, report.blocks) == (1, 4)
+        assert [b.height for b in chain.blocks()] == [0, 1, 2, 3]
+        assert chain.honest_replicas_agree()
+
+
+def test_database_uses_wal(net_dir):
+    db = sqlite3.connect(net_dir / "chain.db")
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    db.close()
+
+
+@pytest.mark.parametrize("column", ["block", "block_hash", "owner_signature", "certificate"])
+@pytest.mark.parametrize("offset", [-5, 10])
+def test_tampered_block_column_names_height(net_dir, column, offset):
+    _flip_blob(net_dir, column, 2, offset)
+    with pytest.raises(StorageCorrupted, match="height 2 "):
+        Network.open(net_dir)
+
+
+def test_first_bad_height_is_named(net_dir):
+    _flip_blob(net_dir, "owner_signature", 3)
+    _flip_blob(net_dir, "certificate", 1)
+    with pytest.raises(StorageCorrupted, match="height 1 "):
+        Network.open(net_dir)
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE blocks SET height = 7 WHERE height = 2",
+        "UPDATE blocks SET chain_id = x'00' WHERE height = 2",
+        "DELETE FROM blocks WHERE height = 2",
+    ],
+)
+def test_tampered_block_rows_name_height(net_dir, statement):
+    _sql(net_dir, statement)
+    with pytest.raises(StorageCorrupted, match="height 2 "):
+        Network.open(net_dir)
+
+
+def test_swapped_blocks_are_detected(net_dir):
+    _sql(net_dir, "UPDATE blocks SET height = -1 WHERE height = 1")
+    _sql(net_dir, "UPDATE blocks SET height = 1 WHERE height = 2")
+    _sql(net_dir, "UPDATE blocks SET height = 2 WHERE height = -1")
+    with pytest.raises(StorageCorrupted, match="height 1 "):
+        Network.open(net_dir)
+
+
+@pytest.mark.parametrize(
+    "statement, params",
+    [
+        ("UPDATE state SET value = ? WHERE key = 'model/other/1'", (b"\x00",)),
+        ("DELETE FROM state WHERE key = 'model/other/1'", ()),
+        ("UPDATE state SET key = 'model/other/9' WHERE key = 'model/other/1'", ()),
+        (
+            "INSERT INTO state SELECT chain_id, app_id, 'model/evil/1', value FROM state LIMIT 1",
+            (),
+        ),
+    ],
+)
+def test_tampered_state_table_is_detected(net_dir, statement, params):
+    _sql(net_dir, statement, params)
+    with pytest.raises(StorageCorrupted, match="stored state differs .* height 3"):
+        Network.open(net_dir)
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE chains SET name = 'renamed'",
+        "UPDATE chains SET owner = zeroblob(32)",
+        "UPDATE chains SET chain_id = zeroblob(32)",
+    ],
+)
+def test_tampered_chains_table_is_detected(net_dir, statement):
+    _sql(net_dir, statement)
+    with pytest.raises(StorageCorrupted, match="chains table"):
+        Network.open(net_dir)
+
+
+def test_tampered_committee_is_detected(net_dir):
+    _sql(net_dir, "UPDATE meta SET value = 'ff' WHERE key = 'committee_hash'")
+    with pytest.raises(StorageCorrupted, match="committee does not match"):
+        Network.open(net_dir)
+
+
+def test_swapped_validator_key_in_config_is_detected(net_dir):
+    config_path = net_dir / "network.json"
+    config = json.loads(config_path.read_text())
+    first, second = config["committee"][0], config["committee"][1]
+    first["public_key"], second["public_key"] = second["public_key"], first["public_key"]
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(StorageCorrupted, match="key file does not match"):
+        Network.open(net_dir)
+
+
+def test_missing_network(tmp_path):
+    with pytest.raises(NetworkNotFound):
+        Network.open(tmp_path / "nothing")
+
+
+def test_several_chains_share_the_committee(tmp_path):
+    path = tmp_path / "net"
+    with Network.create(path, validators=4) as net:
+        first = net.default_chain()
+        second = net.create_chain("second")
+        assert first.id != second.id
+        assert first.app_id("model-registry") != second.app_id("model-registry")
+        second.execute(second.app_id("model-registry"), register(name="only-on-second"))
+        first.execute(first.app_id("model-registry"), register())
+    with Network.open(path) as net:
+        heights = {c.name: c.height for c in net.status().chains}
+        assert heights == {"default": 1, "second": 1}
+        second = net.chain("second")
+        assert net.chain(second.id) is second and net.chain(second.id.hex()[:10]) is second
+        models = second.application("model-registry").list_models()
+        assert [m.entry.name for m in models] == ["only-on-second"]
