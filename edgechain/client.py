@@ -163,6 +163,27 @@ class Client:
 
     # --- network and chain ---------------------------------------------------------------------
 
+    def refresh(self) -> bool:
+        """Pick up blocks another process (another CLI call, a node service) committed.
+
+        Returns True when something changed. Loaded models stay loaded: they are keyed by their
+        certified hashes, so a changed registry simply selects another (or the same) model.
+        """
+        network = self.network
+        stored = {
+            c.chain_id: network.storage.block_count(c.chain_id) for c in network.storage.chains()
+        }
+        current = {c.id: c.height for c in network.chains()}
+        if stored == current:
+            return False
+        faults = network.faults
+        path = network.path
+        network.close()
+        self.network = Network.open(path, faulty=faults)
+        if self._service is not None:
+            self._service.source = self.registry
+        return True
+
     @property
     def chain(self) -> Chain:
         """The network's default chain, where the model registry lives."""
