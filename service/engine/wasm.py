@@ -164,8 +164,16 @@ class WasmEngine(Engine):
 
 
 def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
+    """The informative line of a wasmtime error: the "wasm trap: ..." cause, not the backtrace."""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    for line in lines:
+        if line.startswith("wasm trap:"):
+            return line
+    if "Caused by:" in lines:
+        return lines[-1]
+    return lines[0]
 
 
 class _Guest:
@@ -312,7 +320,11 @@ class WasmModel(LoadedModel):
         self._lock = threading.RLock()
         with self._lock:
             guest.checked("ec_model_info", handle)
-            self.info = ModelInfo.from_dict(json.loads(guest.output()))
+            raw = guest.output()
+        try:
+            self.info = ModelInfo.from_dict(json.loads(raw))
+        except (ValueError, TypeError) as err:
+            raise EngineInternalError(f"guest returned unreadable model info: {err}") from None
 
     def _live(self) -> _Guest:
         if self._guest is None:
