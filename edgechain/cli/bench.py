@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from edgechain.errors import InvalidParameter
+from edgechain.errors import GenerationError, InvalidParameter
 
 NAME = "bench"
 HELP = "benchmark the engines on synthetic stories-shaped models"
@@ -95,7 +95,8 @@ def run_worker(
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-        return {"engine": engine, "error": lines[-1] if lines else f"exit {proc.returncode}"}
+        message = lines[-1].removeprefix("error: ") if lines else f"exit {proc.returncode}"
+        return {"engine": engine, "error": message}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -122,7 +123,8 @@ def execute(args: argparse.Namespace) -> int:
         print(json.dumps(results, indent=2))
     else:
         print(format_table(results))
-    return 0
+    # Rows that failed are shown, and the exit code says the run was incomplete.
+    return GenerationError.exit_code if any("error" in r for r in results) else 0
 
 
 def _warm_wasm_cache() -> None:

@@ -62,6 +62,18 @@ def measure(
     return result
 
 
+def main(argv: list[str]) -> int:
+    """Measure and print JSON; a user error is one ``error:`` line and its exit code."""
+    from edgechain.errors import EdgechainError
+
+    kind, ckpt, tok, steps, seed, prompt = argv[:6]
+    try:
+        print(json.dumps(measure(kind, ckpt, tok, int(steps), int(seed), prompt)))
+    except EdgechainError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    return 0
+
+
 if __name__ == "__main__":
-    kind, ckpt, tok, steps, seed, prompt = sys.argv[1:7]
-    print(json.dumps(measure(kind, ckpt, tok, int(steps), int(seed), prompt)))
+    sys.exit(main(sys.argv[1:]))
