@@ -222,6 +222,28 @@ class Fetcher:
         :class:`HashMismatch`; never returns bytes that were not verified.
         """
         expected = normalize_blake3_hex(expected_blake3)
+        data, actual = self._get(url, expected_size)
+        if actual != expected:
+            raise HashMismatch(
+                f"fetch {url}: BLAKE3 mismatch: expected {expected}, got {actual}"
+                f" ({len(data)} bytes discarded)",
+                url=url,
+                expected=expected,
+                actual=actual,
+            )
+        return data
+
+    def download(self, url: str) -> tuple[bytes, str]:
+        """Download ``url`` under the policy with no expected hash: ``(body, blake3 hex)``.
+
+        For a publisher hashing a file it is about to register: the same host checks,
+        redirects, size cap and deadline as :meth:`fetch`, the digest computed as bytes arrive.
+        Raises :class:`FetchError`.
+        """
+        return self._get(url, None)
+
+    def _get(self, url: str, expected_size: int | None) -> tuple[bytes, str]:
+        """Follow redirects under the policy; the whole body and its hex BLAKE3 digest."""
         if expected_size is not None and expected_size < 0:
             raise InvalidParameter(f"expected_size must be >= 0, got {expected_size}")
         limit = self.policy.max_bytes
@@ -249,31 +271,21 @@ class Fetcher:
                 raise _fail(url, FetchReason.TRUNCATED, f"connection closed early: {exc}") from None
             except httpx.TransportError as exc:
                 raise _fail(url, FetchReason.NETWORK, f"{type(exc).__name__}: {exc}") from None
-            if isinstance(outcome, httpx.URL):
-                redirects += 1
-                if redirects > self.policy.max_redirects:
-                    raise _fail(
-                        url,
-                        FetchReason.TOO_MANY_REDIRECTS,
-                        f"more than {self.policy.max_redirects} (last to {outcome})",
-                    )
-                parsed, violation = self.policy._inspect(outcome)
-                if violation is not None:
-                    reason, detail = violation
-                    raise _fail(url, reason, f"redirect to {outcome}: {detail}")
-                assert parsed is not None
-                target = parsed
-                continue
-            data, actual = outcome
-            if actual != expected:
-                raise HashMismatch(
-                    f"fetch {url}: BLAKE3 mismatch: expected {expected}, got {actual}"
-                    f" ({len(data)} bytes discarded)",
-                    url=url,
-                    expected=expected,
-                    actual=actual,
+            if not isinstance(outcome, httpx.URL):
+                return outcome
+            redirects += 1
+            if redirects > self.policy.max_redirects:
+                raise _fail(
+                    url,
+                    FetchReason.TOO_MANY_REDIRECTS,
+                    f"more than {self.policy.max_redirects} (last to {outcome})",
                 )
-            return data
+            parsed, violation = self.policy._inspect(outcome)
+            if violation is not None:
+                reason, detail = violation
+                raise _fail(url, reason, f"redirect to {outcome}: {detail}")
+            assert parsed is not None
+            target = parsed
 
     def fetch_any(
         self, urls: Sequence[str], *, expected_blake3: str, expected_size: int | None = None

@@ -1,0 +1,1 @@
+"""pytest fixtures for testing against a local edgechain network (work in progress)."""
