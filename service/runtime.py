@@ -281,11 +281,19 @@ class ModelService:
     ) -> None:
         self.source = source
         self.cache = ContentCache(cache_dir)
-        self.engine = engine if engine is not None else open_engine("wasm")
+        self._engine = engine
         self.fetcher = Fetcher(fetch_policy)
         self.query_timeout = query_timeout
         self._models: dict[tuple[str, str, str], _NamedModel] = {}
         self._models_lock = threading.Lock()
+
+    @property
+    def engine(self) -> Engine:
+        """The engine models load into (the wasm guest unless one was given), opened lazily so
+        a query that fails before loading never needs it."""
+        if self._engine is None:
+            self._engine = open_engine("wasm")
+        return self._engine
 
     # --- queries -------------------------------------------------------------------------------
 

@@ -1,0 +1,257 @@
+"""The service runtime end to end: certified entry -> verified fetch -> named model -> tokens.
+
+A real 4-validator network in a temporary directory, stories260K served over loopback, the real
+wasm guest (a missing guest fails these tests). Faults come from the weight server's knobs, a
+committee that did not certify the entry, and the WAT stand-in guest for traps and loops.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import wasmtime
+
+from edgechain import errors
+from edgechain.chain.committee import Committee
+from edgechain.chain.keys import generate_key, public_bytes
+from edgechain.client import Client
+from edgechain.service.engine.wasm import WasmEngine
+from edgechain.service.fetch import FetchPolicy
+from edgechain.service.runtime import GenerateQuery, ModelService
+from edgechain.service.weight_server import Fault, WeightServer
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS = REPO.parent / "shared" / "models" / "stories260K"
+WEIGHTS, TOKENIZER = MODELS / "stories260K.bin", MODELS / "tok512.bin"
+GOLDEN = (MODELS / "greedy_once_upon_a_time_256.txt").read_text(encoding="utf-8")
+MOCK_GUEST = REPO / "tests" / "engine" / "mock_guest.wat"
+
+
+@pytest.fixture()
+def server() -> Iterator[WeightServer]:
+    with WeightServer(MODELS) as srv:
+        yield srv
+
+
+@pytest.fixture()
+def client(tmp_path: Path) -> Iterator[Client]:
+    policy = FetchPolicy(read_timeout=0.5, connect_timeout=0.5, total_timeout=5.0)
+    with Client.up(tmp_path / "net", validators=4, fetch_policy=policy) as c:
+        yield c
+
+
+def publish(client: Client, server: WeightServer, name: str = "stories260K", **kw: object) -> None:
+    client.publish_model(
+        name,
+        weights=WEIGHTS,
+        tokenizer=TOKENIZER,
+        weights_urls=[server.url("stories260K.bin")],
+        tokenizer_urls=[server.url("tok512.bin")],
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def greedy(prompt: str = "Once upon a time", max_tokens: int = 120) -> GenerateQuery:
+    return GenerateQuery(model="stories260K", prompt=prompt, max_tokens=max_tokens, temperature=0)
+
+
+def test_greedy_query_reproduces_run_c_and_reports_what_was_verified(
+    client: Client, server: WeightServer
+) -> None:
+    publish(client, server)
+    stream = client.generate(greedy(max_tokens=200))
+    pieces = [t.text for t in stream]
+    record = stream.record
+    assert record is not None
+    assert stream.prompt_text + "".join(pieces) == GOLDEN[: len(stream.prompt_text + record.text)]
+    assert record.text == "".join(pieces) and len(record.text) > 400
+    assert (record.output_tokens, record.stop_reason) == (200, "max_tokens")
+    assert record.input_tokens >= 2  # BOS + the prompt
+    entry = record.model.entry
+    assert entry.weights.blake3 == (
+        "33b6153460934101fae04b6653a29b8b73f6fbc63fb7c7235e1dd384a8466761"
+    )
+    assert record.model.height == 0
+    assert record.seed_source == "derived"
+    assert record.to_dict()["model"]["certificate_height"] == 0
+
+
+def test_same_query_same_state_same_bytes_and_the_seed_is_reported(
+    client: Client, server: WeightServer
+) -> None:
+    publish(client, server)
+    query = GenerateQuery(model="stories260K", prompt="A cat", max_tokens=60, temperature=0.9)
+    first = client.generate(query).collect()
+    second = client.generate(query).collect()
+    assert (first.text, first.seed) == (second.text, second.seed)
+    explicit = client.generate(dataclasses.replace(query, seed=first.seed)).collect()
+    assert explicit.text == first.text and explicit.seed_source == "query"
+    other = client.generate(dataclasses.replace(query, prompt="A dog")).collect()
+    assert other.seed != first.seed
+    assert server.request_count("stories260K.bin") == 1  # cached and loaded once
+
+
+def test_a_changed_byte_is_a_hash_mismatch_and_nothing_is_kept(
+    client: Client, server: WeightServer
+) -> None:
+    publish(client, server)
+    server.inject("stories260K.bin", Fault(corrupt_offset=1000))
+    with pytest.raises(errors.HashMismatch, match="stories260K.bin"):
+        client.generate(greedy())
+    entry = client.model("stories260K").entry
+    assert client.service.cache.get_path(entry.weights.blake3) is None
+    assert client.service.loaded_models() == []
+    server.inject("stories260K.bin", None)
+    assert client.generate(greedy(max_tokens=5)).collect().output_tokens == 5
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [
+        (Fault(truncate_to=1000), "truncated"),
+        (Fault(extra_bytes=10), "too large"),
+        (Fault(extra_bytes=10, chunked=True), "too large"),
+        (Fault(delay=2.0), "timed out"),
+        (Fault(status=500), "500"),
+    ],
+)
+def test_bad_downloads_are_fetch_errors(
+    client: Client, server: WeightServer, fault: Fault, reason: str
+) -> None:
+    publish(client, server)
+    server.inject("stories260K.bin", fault)
+    with pytest.raises(errors.FetchError, match=reason):
+        client.generate(greedy())
+    assert client.service.loaded_models() == []
+
+
+def test_a_host_off_the_allow_list_is_refused_without_a_connection(
+    client: Client, server: WeightServer
+) -> None:
+    client.publish_model(
+        "stories260K",
+        weights=WEIGHTS,
+        tokenizer=TOKENIZER,
+        weights_urls=["http://weights.example.com/stories260K.bin"],
+        tokenizer_urls=[server.url("tok512.bin")],
+    )
+    with pytest.raises(errors.FetchError, match="not allowed"):
+        client.generate(greedy())
+
+
+def test_a_server_that_is_down_is_a_fetch_error(client: Client, server: WeightServer) -> None:
+    publish(client, server)
+    server.stop()
+    with pytest.raises(errors.FetchError):
+        client.generate(greedy())
+
+
+def test_an_entry_whose_certificate_does_not_verify_is_refused(
+    client: Client, server: WeightServer
+) -> None:
+    publish(client, server)
+    registry = client.registry
+    strangers = Committee.from_public_keys([public_bytes(generate_key()) for _ in range(4)])
+
+    class ForgedSource:
+        committee = strangers
+
+        def query_model(self, name: str, version: str | None = None):  # noqa: ANN202
+            return registry.query_model(name, version)
+
+    with (
+        ModelService(ForgedSource(), cache_dir=client.cache_dir) as service,
+        pytest.raises(errors.CertificateError),
+    ):
+        service.generate(greedy())
+    assert server.request_count() == 0  # refused before any fetch
+
+
+def test_a_retired_model_fails_cleanly_even_when_loaded(
+    client: Client, server: WeightServer
+) -> None:
+    publish(client, server)
+    assert client.generate(greedy(max_tokens=3)).collect().output_tokens == 3
+    client.retire_model("stories260K", "1")
+    with pytest.raises(errors.ModelRetired, match="retired"):
+        client.generate(greedy())
+    with pytest.raises(errors.ModelNotFound):
+        client.generate(dataclasses.replace(greedy(), model="nope"))
+
+
+def test_concurrent_queries_download_and_load_once(client: Client, server: WeightServer) -> None:
+    publish(client, server)
+    results: list[str] = []
+    failures: list[BaseException] = []
+
+    def query() -> None:
+        try:
+            results.append(client.generate(greedy(max_tokens=40)).collect().text)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=query) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures
+    assert len(results) == 4 and len(set(results)) == 1
+    assert server.request_count("stories260K.bin") == 1
+    assert server.request_count("tok512.bin") == 1
+    assert len(client.service.loaded_models()) == 1
+
+
+def test_a_corrupted_cache_file_is_detected_and_replaced(
+    client: Client, server: WeightServer, tmp_path: Path
+) -> None:
+    publish(client, server)
+    first = client.generate(greedy(max_tokens=10)).collect()
+    path = client.service.cache.path_for(first.model.entry.weights.blake3)
+    data = bytearray(path.read_bytes())
+    data[500] ^= 0xFF
+    path.write_bytes(bytes(data))
+    # A new service (as in a new process) must not trust the altered file.
+    with ModelService(client.registry, cache_dir=client.cache_dir) as service:
+        again = service.generate(greedy(max_tokens=10)).collect()
+    assert again.text == first.text
+    assert server.request_count("stories260K.bin") == 2
+
+
+@pytest.fixture()
+def mock_engine(tmp_path: Path) -> WasmEngine:
+    wasm = tmp_path / "mock.wasm"
+    wasm.write_bytes(wasmtime.wat2wasm(MOCK_GUEST.read_text()))
+    return WasmEngine(guest_path=wasm, cache_dir=False)
+
+
+def test_a_trapping_or_looping_guest_is_an_error_and_the_service_keeps_serving(
+    client: Client, server: WeightServer, mock_engine: WasmEngine, tmp_path: Path
+) -> None:
+    # The stand-in guest traps on a checkpoint whose first byte is 0xFF, spins on "spin".
+    trap_bytes = b"\xff" + b"\x00" * 63
+    good_bytes = b"\x01" + b"\x00" * 63
+    server.put("trap.bin", trap_bytes)
+    server.put("good.bin", good_bytes)
+    for name, data in (("trap", trap_bytes), ("good", good_bytes)):
+        (tmp_path / f"{name}.bin").write_bytes(data)
+        client.publish_model(
+            name,
+            weights=tmp_path / f"{name}.bin",
+            tokenizer=TOKENIZER,
+            weights_urls=[server.url(f"{name}.bin")],
+            tokenizer_urls=[server.url("tok512.bin")],
+        )
+    with ModelService(
+        client.registry, cache_dir=client.cache_dir, engine=mock_engine, query_timeout=0.3
+    ) as service:
+        with pytest.raises(errors.GuestTrap):
+            service.generate(GenerateQuery(model="trap", prompt="hi"))
+        with pytest.raises(errors.Timeout):
+            service.generate(GenerateQuery(model="good", prompt="spin")).collect()
+        record = service.generate(GenerateQuery(model="good", prompt="hi")).collect()
+        assert record.text == "abcde"
