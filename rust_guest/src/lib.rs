@@ -1,0 +1,18 @@
+//! edgechain's llama2.c inference engine on candle: the checkpoint and tokenizer readers,
+//! run.c's sampler and generation loop, exported as a wasm32 guest (`wasm_abi`, see ABI.md)
+//! and as the `edgechain_native` Python module (`python`, feature "python").
+
+pub mod checkpoint;
+pub mod error;
+pub mod generation;
+pub mod sampler;
+pub mod tokenizer;
+
+#[cfg(target_arch = "wasm32")]
+pub mod wasm_abi;
+
+#[cfg(feature = "python")]
+pub mod python;
+
+pub use error::{EngineError, Result};
+pub use generation::{GenerationParams, Model, Session, StopReason};
