@@ -46,8 +46,26 @@ def encode(value: Value) -> bytes:
 
 
 def _encode_into(value: Value, out: bytearray) -> None:
-    # bool before int: bool is a subclass of int in Python.
-    if value is None:
+    # Exact-type checks first (the hot path), then subclasses; bool before int because bool is
+    # a subclass of int in Python.
+    kind = type(value)
+    if kind is str:
+        raw = value.encode("utf-8")
+        out.append(TAG_STR)
+        out += _length(len(raw))
+        out += raw
+    elif kind is bytes:
+        out.append(TAG_BYTES)
+        out += _length(len(value))
+        out += value
+    elif kind is dict:
+        _encode_map(value, out)
+    elif kind is list or kind is tuple:
+        out.append(TAG_LIST)
+        out += _length(len(value))
+        for item in value:
+            _encode_into(item, out)
+    elif value is None:
         out.append(TAG_NULL)
     elif value is True:
         out.append(TAG_TRUE)
@@ -59,42 +77,54 @@ def _encode_into(value: Value, out: bytearray) -> None:
         out.append(TAG_INT)
         out += _I64.pack(value)
     elif isinstance(value, (bytes, bytearray, memoryview)):
-        raw = bytes(value)
-        out.append(TAG_BYTES)
-        out += _length(len(raw))
-        out += raw
+        _encode_into(bytes(value), out)
     elif isinstance(value, str):
-        raw = value.encode("utf-8")
-        out.append(TAG_STR)
-        out += _length(len(raw))
-        out += raw
+        _encode_into(str(value), out)
     elif isinstance(value, (list, tuple)):
-        out.append(TAG_LIST)
-        out += _length(len(value))
-        for item in value:
-            _encode_into(item, out)
+        _encode_into(list(value), out)
     elif isinstance(value, dict):
-        entries = []
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise EncodingError(f"map key {key!r} is not a string")
-            entries.append((key.encode("utf-8"), item))
-        entries.sort(key=lambda entry: entry[0])
-        out.append(TAG_MAP)
-        out += _length(len(entries))
-        for raw_key, item in entries:
-            out.append(TAG_STR)
-            out += _length(len(raw_key))
-            out += raw_key
-            _encode_into(item, out)
+        _encode_map(value, out)
     else:
         raise EncodingError(f"a {type(value).__name__} has no canonical encoding")
 
 
+def _encode_map(value: dict[str, Value], out: bytearray) -> None:
+    entries = []
+    for key, item in value.items():
+        if not isinstance(key, str):
+            raise EncodingError(f"map key {key!r} is not a string")
+        entries.append((key.encode("utf-8"), item))
+    entries.sort(key=lambda entry: entry[0])
+    out.append(TAG_MAP)
+    out += _length(len(entries))
+    for raw_key, item in entries:
+        out.append(TAG_STR)
+        out += _length(len(raw_key))
+        out += raw_key
+        _encode_into(item, out)
+
+
+def encode_bytes(raw: bytes) -> bytes:
+    """Fast path: the encoding of a ``bytes`` value (same bytes as ``encode(raw)``)."""
+    return b"\x04" + _length(len(raw)) + raw
+
+
+def encode_str(text: str) -> bytes:
+    """Fast path: the encoding of a ``str`` value (same bytes as ``encode(text)``)."""
+    raw = text.encode("utf-8")
+    return b"\x05" + _length(len(raw)) + raw
+
+
+def list_header(count: int) -> bytes:
+    """Fast path: the bytes that open a list of ``count`` items (followed by their encodings)."""
+    return b"\x06" + _length(count)
+
+
 def _length(n: int) -> bytes:
-    if n > MAX_LENGTH:
-        raise EncodingError(f"length {n} exceeds the 32-bit limit")
-    return _U32.pack(n)
+    try:
+        return _U32.pack(n)
+    except struct.error:
+        raise EncodingError(f"length {n} exceeds the 32-bit limit") from None
 
 
 def decode(data: bytes) -> Value:

@@ -18,7 +18,15 @@ from typing import Any
 
 import blake3
 
-from edgechain.chain.encoding import decode, encode, hash_value
+from edgechain.chain.encoding import (
+    decode,
+    encode,
+    encode_bytes,
+    encode_str,
+    hash_encoded,
+    hash_value,
+    list_header,
+)
 
 BUCKETS = 256
 
@@ -30,11 +38,31 @@ def bucket_of(key: str) -> int:
     return blake3.blake3(key.encode("utf-8")).digest()[0]
 
 
-def _bucket_hash(bucket: Mapping[str, bytes]) -> bytes | None:
+# The encodings below are built by hand because they run for every block on every replica;
+# they produce exactly encode(<the value in the comment>) (tests/test_chain_state.py checks).
+
+_PAIR = list_header(2)
+
+
+_EMPTY_BUCKET = b"\x00"  # encode(None)
+
+
+def _bucket_hash(bucket: Mapping[str, bytes]) -> bytes:
+    """encode(bucket hash, or None for an empty bucket), ready to join into the app hash."""
+    # The hash covers encode([[key, value_bytes], ...] sorted by UTF-8 key).
     if not bucket:
-        return None
+        return _EMPTY_BUCKET
     items = sorted(bucket.items(), key=lambda kv: kv[0].encode("utf-8"))
-    return hash_value("state-bucket", [[k, v] for k, v in items])
+    parts = [list_header(len(items))]
+    for key, value in items:
+        parts += (_PAIR, encode_str(key), encode_bytes(value))
+    return encode_bytes(hash_encoded("state-bucket", b"".join(parts)))
+
+
+def _app_hash(app_id: bytes, encoded_bucket_hashes: list[bytes]) -> bytes:
+    # encode([app_id, [bucket hash or null, ...]]), the list items already encoded.
+    header = _PAIR + encode_bytes(app_id) + list_header(len(encoded_bucket_hashes))
+    return hash_encoded("app-state", header + b"".join(encoded_bucket_hashes))
 
 
 class _AppState:
@@ -42,7 +70,7 @@ class _AppState:
 
     def __init__(self) -> None:
         self.buckets: list[dict[str, bytes]] = [{} for _ in range(BUCKETS)]
-        self.bucket_hashes: list[bytes | None] = [None] * BUCKETS
+        self.bucket_hashes: list[bytes] = [_EMPTY_BUCKET] * BUCKETS  # encoded, see _bucket_hash
         self.size = 0
 
 
@@ -118,8 +146,8 @@ class ChainState:
                     else:
                         bucket[key] = value
                 hashes[index] = _bucket_hash(bucket)
-            if any(h is not None for h in hashes):
-                app_hashes.append([app_id, hash_value("app-state", [app_id, hashes])])
+            if any(h != _EMPTY_BUCKET for h in hashes):
+                app_hashes.append([app_id, _app_hash(app_id, hashes)])
         return hash_value("state", [self.chain_id, app_hashes])
 
     def apply(self, writes: WriteSet) -> None:

@@ -35,15 +35,15 @@ CREATE TABLE IF NOT EXISTS blocks (
     block           BLOB NOT NULL,
     owner_signature BLOB NOT NULL,
     certificate     BLOB NOT NULL,
-    PRIMARY KEY (chain_id, height)
-) WITHOUT ROWID;
+    UNIQUE (chain_id, height)
+);
 CREATE TABLE IF NOT EXISTS state (
     chain_id BLOB NOT NULL,
     app_id   BLOB NOT NULL,
     key      TEXT NOT NULL,
     value    BLOB NOT NULL,
-    PRIMARY KEY (chain_id, app_id, key)
-) WITHOUT ROWID;
+    UNIQUE (chain_id, app_id, key)
+);
 """
 
 
