@@ -231,12 +231,33 @@ class Client:
             ("tokenizer", tokenizer, tokenizer_urls),
         ):
             files[what] = self._file_ref(what, source, urls, progress)
+        return self.register_model(
+            name,
+            version=version,
+            weights=files["weights"],
+            tokenizer=files["tokenizer"],
+            description=description,
+            license=license,
+        )
+
+    def register_model(
+        self,
+        name: str,
+        *,
+        weights: FileRef,
+        tokenizer: FileRef,
+        version: str = "1",
+        description: str | None = None,
+        license: str | None = None,
+    ) -> PublishedModel:
+        """Register already-hashed files (what ``publish_model`` does once it has the hashes;
+        the node service's ``publishModel`` mutation calls this directly)."""
         operation = RegisterModel(
             name=name,
             version=version,
             format="llama2c",
-            weights=files["weights"],
-            tokenizer=files["tokenizer"],
+            weights=weights,
+            tokenizer=tokenizer,
             description=description,
             license=license,
         )
