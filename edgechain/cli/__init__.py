@@ -24,6 +24,10 @@ COMMANDS: list[str] = [
     "edgechain.cli.run",
     "edgechain.cli.synth_model",
     "edgechain.cli.bench",
+    "edgechain.cli.net",
+    "edgechain.cli.model",
+    "edgechain.cli.generate",
+    "edgechain.cli.chain",
 ]
 
 

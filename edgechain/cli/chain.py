@@ -1,0 +1,150 @@
+"""``edgechain chain``: read and re-verify the certified blocks of the network's chain."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+from typing import Any
+
+from edgechain.chain.certificate import CertifiedBlock
+from edgechain.cli.network_options import (
+    add_dir_option,
+    add_group,
+    add_json_option,
+    add_subcommand,
+    open_client,
+    print_json,
+    run_subcommand,
+)
+from edgechain.contract.registry import APPLICATION_NAME
+
+NAME = "chain"
+HELP = "show the certified blocks of the network's chain, or re-verify all of them"
+
+execute = run_subcommand
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register ``chain show`` and ``chain verify``."""
+    subparsers = add_group(
+        parser, "  edgechain chain show\n  edgechain chain show 0 --json\n  edgechain chain verify"
+    )
+    show = add_subcommand(
+        subparsers,
+        "show",
+        "list certified blocks: hash, operations and the validators that signed each",
+        "edgechain chain show 1 --json",
+        chain_show,
+    )
+    show.add_argument(
+        "height", nargs="?", type=int, default=None, metavar="HEIGHT", help="one block only"
+    )
+    add_dir_option(show)
+    add_json_option(show)
+
+    verify = add_subcommand(
+        subparsers,
+        "verify",
+        "re-verify every stored block: hash links, certificates against the committee, state",
+        "edgechain chain verify --json",
+        chain_verify,
+    )
+    add_dir_option(verify)
+    add_json_option(verify)
+
+
+def chain_show(args: argparse.Namespace) -> int:
+    with open_client(args) as client:
+        chain = client.chain
+        names = {chain.app_id(APPLICATION_NAME): APPLICATION_NAME}
+        blocks = list(client.blocks()) if args.height is None else [chain.block(args.height)]
+        quorum, n = client.network.committee.quorum, len(client.network.committee.members)
+        if args.json:
+            print_json(
+                {
+                    "chain": chain.name,
+                    "chain_id": chain.id.hex(),
+                    "height": chain.height,
+                    "quorum": quorum,
+                    "validators": n,
+                    "blocks": [_block_json(b, names) for b in blocks],
+                }
+            )
+            return 0
+        print(f"chain {chain.name} ({chain.id.hex()}): {chain.height} certified blocks")
+        for block in blocks:
+            for line in _block_lines(block, names, quorum, n):
+                print(line)
+    return 0
+
+
+def chain_verify(args: argparse.Namespace) -> int:
+    with open_client(args) as client:
+        report = client.verify()
+        if args.json:
+            print_json(
+                {
+                    "ok": True,
+                    "chains": report.chains,
+                    "blocks": report.blocks,
+                    "seconds": report.seconds,
+                }
+            )
+        else:
+            print(
+                f"ok: {report.blocks} blocks on {report.chains} chain(s) verified in "
+                f"{report.seconds:.3f} s (hash links, certificates, state hashes)"
+            )
+    return 0
+
+
+def _block_json(certified: CertifiedBlock, names: dict[bytes, str]) -> dict[str, Any]:
+    block = certified.block
+    return {
+        "height": block.height,
+        "block_hash": certified.block_hash.hex(),
+        "previous_hash": None if block.previous_hash is None else block.previous_hash.hex(),
+        "timestamp_us": block.timestamp_us,
+        "signer": block.signer.hex(),
+        "state_hash": block.state_hash.hex(),
+        "operations": [
+            {
+                "application": names.get(op.app_id, op.app_id.hex()),
+                "application_id": op.app_id.hex(),
+                "name": op.name,
+                "payload": op.payload,
+            }
+            for op in block.operations
+        ],
+        "signers": certified.certificate.signers,
+        "certificate": certified.certificate.to_json(),
+    }
+
+
+def _block_lines(
+    certified: CertifiedBlock, names: dict[bytes, str], quorum: int, validators: int
+) -> list[str]:
+    block = certified.block
+    when = datetime.datetime.fromtimestamp(block.timestamp_us / 1e6, datetime.UTC)
+    lines = [
+        f"block {block.height}  {certified.block_hash.hex()}",
+        f"  time       {when.isoformat(timespec='seconds')}",
+        f"  signed by  {', '.join(certified.certificate.signers)} "
+        f"(quorum {quorum} of {validators})",
+    ]
+    for op in block.operations:
+        app = names.get(op.app_id, op.app_id.hex()[:16])
+        lines.append(f"  operation  {app}: {op.name} {_summary(op.payload)}")
+    return lines
+
+
+def _summary(payload: Any) -> str:
+    """The fields a reader looks for in a registry operation; the rest is in --json."""
+    if not isinstance(payload, dict):
+        return repr(payload)
+    parts = [f"{payload.get('name')} version {payload.get('version')}"]
+    for what in ("weights", "tokenizer"):
+        file = payload.get(what)
+        if isinstance(file, dict):
+            parts.append(f"{what} {file.get('blake3')}")
+    return ", ".join(parts)

@@ -1,0 +1,221 @@
+"""``edgechain model``: publish, list, show and retire models in the registry."""
+
+from __future__ import annotations
+
+import argparse
+
+from edgechain.chain.certificate import Certificate
+from edgechain.cli.network_options import (
+    add_dir_option,
+    add_group,
+    add_json_option,
+    add_subcommand,
+    certificate_line,
+    model_json,
+    model_lines,
+    open_client,
+    print_json,
+    run_subcommand,
+)
+from edgechain.cli.progress import ProgressBar
+from edgechain.client import Client
+from edgechain.contract.registry import CertifiedModel
+from edgechain.errors import ModelNotFound
+from edgechain.service.fetch import FetchPolicy
+
+NAME = "model"
+HELP = "publish, list, show and retire models in the chain's model registry"
+
+execute = run_subcommand
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register ``model publish|list|show|retire``."""
+    subparsers = add_group(
+        parser,
+        "  edgechain model publish stories260K \\\n"
+        "      --weights stories260K.bin --tokenizer tok512.bin \\\n"
+        "      --weights-url http://127.0.0.1:8000/stories260K.bin \\\n"
+        "      --tokenizer-url http://127.0.0.1:8000/tok512.bin\n"
+        "  edgechain model list\n"
+        "  edgechain model show stories260K --json\n"
+        "  edgechain model retire stories260K --version 1",
+    )
+
+    publish = add_subcommand(
+        subparsers,
+        "publish",
+        "hash a model's weights and tokenizer, register them and wait for the certificate",
+        "edgechain model publish stories260K --weights http://127.0.0.1:8000/stories260K.bin "
+        "--tokenizer http://127.0.0.1:8000/tok512.bin --version 2",
+        model_publish,
+    )
+    publish.add_argument("name", metavar="NAME", help="model name, e.g. stories260K")
+    publish.add_argument(
+        "--weights",
+        required=True,
+        metavar="PATH_OR_URL",
+        help="llama2.c checkpoint: a local file, or an http(s) URL (downloaded to be hashed, "
+        "and registered as where services fetch it)",
+    )
+    publish.add_argument(
+        "--tokenizer", required=True, metavar="PATH_OR_URL", help="tokenizer.bin: file or URL"
+    )
+    publish.add_argument("--version", default="1", help="model version (default 1)")
+    publish.add_argument(
+        "--weights-url",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="where services fetch the weights (repeatable; required with a local file)",
+    )
+    publish.add_argument(
+        "--tokenizer-url",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="where services fetch the tokenizer (repeatable; required with a local file)",
+    )
+    publish.add_argument("--description", default=None, help="free text (<= 1024 characters)")
+    publish.add_argument("--license", default=None, help="license name (<= 128 characters)")
+    publish.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="also allow downloading from HOST (only loopback is allowed by default)",
+    )
+    add_dir_option(publish)
+    add_json_option(publish)
+
+    list_ = add_subcommand(
+        subparsers,
+        "list",
+        "list the registered models (active ones; --all adds retired ones)",
+        "edgechain model list --all",
+        model_list,
+    )
+    list_.add_argument("--all", action="store_true", help="include retired versions")
+    add_dir_option(list_)
+    add_json_option(list_)
+
+    show = add_subcommand(
+        subparsers,
+        "show",
+        "show a model's certified entry: hashes, sizes, URLs, status and certificate",
+        "edgechain model show stories260K --version 1",
+        model_show,
+    )
+    show.add_argument("name", metavar="NAME")
+    show.add_argument(
+        "--version", default=None, help="a version (default: the latest active version)"
+    )
+    add_dir_option(show)
+    add_json_option(show)
+
+    retire = add_subcommand(
+        subparsers,
+        "retire",
+        "retire a model version: services refuse it from the next query on",
+        "edgechain model retire stories260K --version 1",
+        model_retire,
+    )
+    retire.add_argument("name", metavar="NAME")
+    retire.add_argument("--version", required=True, help="the version to retire")
+    add_dir_option(retire)
+    add_json_option(retire)
+
+
+def model_publish(args: argparse.Namespace) -> int:
+    policy = FetchPolicy().with_hosts(*args.allow_host)
+    progress = ProgressBar()
+    with open_client(args, fetch_policy=policy) as client:
+        try:
+            published = client.publish_model(
+                args.name,
+                weights=args.weights,
+                tokenizer=args.tokenizer,
+                version=args.version,
+                weights_urls=args.weights_url,
+                tokenizer_urls=args.tokenizer_url,
+                description=args.description,
+                license=args.license,
+                progress=progress,
+            )
+        finally:
+            progress.close()
+        if args.json:
+            print_json(model_json(published.model))
+            return 0
+        print(f"published {args.name} version {args.version}")
+        _print_model(client, published.model)
+    return 0
+
+
+def model_list(args: argparse.Namespace) -> int:
+    with open_client(args) as client:
+        models = client.models(include_retired=args.all)
+    if args.json:
+        print_json([model_json(m) for m in models])
+        return 0
+    if not models:
+        print("no models registered" if args.all else "no active models (--all shows retired)")
+        return 0
+    print(f"{'NAME':<24} {'VERSION':<10} {'STATUS':<8} {'HEIGHT':>6}  WEIGHTS BLAKE3")
+    for m in models:
+        entry = m.entry
+        status = "retired" if entry.retired else "active"
+        print(
+            f"{entry.name:<24} {entry.version:<10} {status:<8} {m.height:>6}  "
+            f"{entry.weights.blake3}"
+        )
+    return 0
+
+
+def model_show(args: argparse.Namespace) -> int:
+    with open_client(args) as client:
+        model = _find(client, args.name, args.version)
+        if args.json:
+            print_json(model_json(model))
+        else:
+            _print_model(client, model)
+    return 0
+
+
+def model_retire(args: argparse.Namespace) -> int:
+    with open_client(args) as client:
+        certificate = client.retire_model(args.name, args.version)
+        if args.json:
+            print_json(
+                {
+                    "name": args.name,
+                    "version": args.version,
+                    "certificate": certificate.to_json(),
+                    "signers": certificate.signers,
+                }
+            )
+            return 0
+        print(f"retired {args.name} version {args.version}")
+        print(f"  certificate  {_certificate_line(client, certificate)}")
+    return 0
+
+
+def _find(client: Client, name: str, version: str | None) -> CertifiedModel:
+    """The latest active version, or the given version even when it is retired."""
+    if version is None:
+        return client.model(name)
+    for model in client.models(include_retired=True):
+        if (model.entry.name, model.entry.version) == (name, version):
+            return model
+    raise ModelNotFound(f"no model {name} version {version} in certified state")
+
+
+def _certificate_line(client: Client, certificate: Certificate) -> str:
+    committee = client.network.committee
+    return certificate_line(certificate, committee.quorum, len(committee.members))
+
+
+def _print_model(client: Client, model: CertifiedModel) -> None:
+    committee = client.network.committee
+    for line in model_lines(model, committee.quorum, len(committee.members)):
+        print(line)

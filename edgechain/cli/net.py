@@ -1,0 +1,111 @@
+"""``edgechain net``: create, reopen and inspect a local network."""
+
+from __future__ import annotations
+
+import argparse
+
+from edgechain.chain.network import NetworkStatus
+from edgechain.cli.network_options import (
+    add_dir_option,
+    add_group,
+    add_json_option,
+    add_subcommand,
+    network_dir,
+    open_client,
+    print_json,
+    run_subcommand,
+)
+from edgechain.client import Client
+
+NAME = "net"
+HELP = "create, reopen and inspect a local network of mock validators"
+
+execute = run_subcommand
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register ``net up`` and ``net status``."""
+    subparsers = add_group(
+        parser,
+        "  edgechain net up --dir ./mynet --validators 4 --faulty v4=offline\n"
+        "  edgechain net status --dir ./mynet --json",
+    )
+    up = add_subcommand(
+        subparsers,
+        "up",
+        "create a network in --dir (or reopen and re-verify the one already there)",
+        "edgechain net up --dir ./mynet --validators 7 --faulty v2=offline,v5=wrong-state",
+        net_up,
+    )
+    add_dir_option(up)
+    up.add_argument(
+        "--validators",
+        type=int,
+        default=None,
+        metavar="N",
+        help="committee size for a new network (default 4; must match when reopening)",
+    )
+    up.add_argument(
+        "--faulty",
+        metavar="SPEC",
+        default=None,
+        help="faulty validators, saved in the network: comma-separated NAME=FAULT with FAULT "
+        "one of offline, slow[:SECONDS], bad-signature, wrong-state, equivocate "
+        "(e.g. v2=offline,v4=slow:0.5); '' makes every validator honest again",
+    )
+    add_json_option(up)
+
+    status = add_subcommand(
+        subparsers,
+        "status",
+        "show the committee, thresholds, faults, chains and registered models",
+        "edgechain net status --dir ./mynet",
+        net_status,
+    )
+    add_dir_option(status)
+    add_json_option(status)
+
+
+def net_up(args: argparse.Namespace) -> int:
+    path = network_dir(args)
+    with Client.up(path, validators=args.validators, faulty=args.faulty) as client:
+        if args.faulty is not None:
+            # Faults given when reopening apply to every later command, not just this one.
+            client.network.set_faults(args.faulty, persist=True)
+        _show(client, args.json)
+    return 0
+
+
+def net_status(args: argparse.Namespace) -> int:
+    with open_client(args) as client:
+        _show(client, args.json)
+    return 0
+
+
+def _show(client: Client, as_json: bool) -> None:
+    status = client.status()
+    models = client.models()
+    retired = sum(1 for m in models if m.entry.retired)
+    if as_json:
+        value = status.to_json()
+        value["models"] = {"active": len(models) - retired, "retired": retired}
+        print_json(value)
+        return
+    for line in _status_lines(status):
+        print(line)
+    print(f"models: {len(models) - retired} active, {retired} retired")
+
+
+def _status_lines(status: NetworkStatus) -> list[str]:
+    n = len(status.validators)
+    lines = [
+        f"network {status.path}",
+        f"validators: {n}; a certificate needs {status.quorum} signatures "
+        f"(tolerates {status.tolerated_faults} faulty); vote timeout {status.vote_timeout:g} s",
+    ]
+    for v in status.validators:
+        lines.append(f"  {v.name:<4} {v.public_key}  {v.fault or 'honest'}")
+    for c in status.chains:
+        head = c.head_hash or "(no blocks yet)"
+        lines.append(f"chain {c.name}: id {c.chain_id}, height {c.height}, head {head}")
+    return lines
