@@ -1,1 +1,195 @@
-"""pytest fixtures for testing against a local edgechain network (work in progress)."""
+"""pytest fixtures for testing code against a local edgechain network.
+
+Installed with the package (entry point ``pytest11: edgechain``), so any project's tests can use
+them without imports::
+
+    def test_my_model(edgechain_network, publish_model, stories260k, service_client):
+        publish_model("stories260K", stories260k.weights, stories260k.tokenizer)
+        record = service_client.generate(
+            GenerateQuery(model="stories260K", prompt="Once upon a time", temperature=0)
+        ).collect()
+        assert record.text.startswith(" there was")
+
+Fixtures (all function-scoped: each test gets a fresh network in its ``tmp_path``):
+
+``edgechain_network``
+    a :class:`~edgechain.client.Client` on a new 4-validator network.
+``weight_server``
+    a running :class:`~edgechain.service.weight_server.WeightServer` serving an (initially
+    empty) directory, ``weight_server_dir``; files dropped there are served at once.
+``publish_model``
+    ``publish_model(name, weights, tokenizer, version="1", **options) -> CertifiedModel``:
+    copies two local files into the weight server's directory, publishes them with their
+    loopback URLs and returns the certified entry (``.certificate`` is its certificate).
+``stories260k``
+    :class:`ModelFiles` of the stories260K pair: ``$EDGECHAIN_MODELS_DIR`` (the directory
+    holding the files, or its parent), else ``<repo>/../shared/models/stories260K``. A test
+    using it fails, with the places it looked, when the files are absent.
+``add_block``
+    ``add_block(*operations, signer=None) -> Certificate``: a block of registry operations
+    (``RegisterModel``, ``RetireModel``) certified on the network's chain.
+``service_client``
+    the registry's service of the network (a
+    :class:`~edgechain.service.runtime.ModelService`): ``service_client.generate(query)``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edgechain.chain.certificate import Certificate
+from edgechain.client import Client
+from edgechain.contract.registry import APPLICATION_NAME, CertifiedModel
+from edgechain.service.runtime import ModelService
+from edgechain.service.weight_server import WeightServer
+
+__all__ = ["MODELS_DIR_ENV", "ModelFiles", "locate_stories260k"]
+
+#: Environment variable naming where the stories260K files are.
+MODELS_DIR_ENV = "EDGECHAIN_MODELS_DIR"
+
+#: The repository checkout this module lives in (an editable install's source tree).
+_REPO_ROOT = Path(__file__).resolve().parents[1]
+
+STORIES260K_WEIGHTS = "stories260K.bin"
+STORIES260K_TOKENIZER = "tok512.bin"
+STORIES260K_WEIGHTS_BLAKE3 = "33b6153460934101fae04b6653a29b8b73f6fbc63fb7c7235e1dd384a8466761"
+STORIES260K_TOKENIZER_BLAKE3 = "bea8bff3631187f72e18431d4c84414bdb0769993347cff30db1d233c8f25fff"
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """A llama2.c model on disk: checkpoint, tokenizer and their known BLAKE3 hashes."""
+
+    weights: Path
+    tokenizer: Path
+    weights_blake3: str
+    tokenizer_blake3: str
+
+    @property
+    def directory(self) -> Path:
+        return self.weights.parent
+
+
+def locate_stories260k(extra_roots: tuple[Path, ...] = ()) -> ModelFiles | list[Path]:
+    """The stories260K files, or the directories searched when they are nowhere to be found.
+
+    Looks in ``$EDGECHAIN_MODELS_DIR`` (or its ``stories260K`` sub-directory), then in
+    ``<root>/../shared/models/stories260K`` for this checkout and each of ``extra_roots``.
+    """
+    candidates: list[Path] = []
+    explicit = os.environ.get(MODELS_DIR_ENV)
+    if explicit:
+        candidates += [Path(explicit), Path(explicit) / "stories260K"]
+    for root in (_REPO_ROOT, *extra_roots):
+        candidates.append(root.parent / "shared" / "models" / "stories260K")
+    for directory in candidates:
+        weights = directory / STORIES260K_WEIGHTS
+        tokenizer = directory / STORIES260K_TOKENIZER
+        if weights.is_file() and tokenizer.is_file():
+            return ModelFiles(
+                weights, tokenizer, STORIES260K_WEIGHTS_BLAKE3, STORIES260K_TOKENIZER_BLAKE3
+            )
+    return candidates
+
+
+@pytest.fixture
+def edgechain_network(tmp_path: Path) -> Iterator[Client]:
+    """A Client on a fresh 4-validator network in ``tmp_path / "edgechain-net"``."""
+    with Client.up(tmp_path / "edgechain-net", validators=4) as client:
+        yield client
+
+
+@pytest.fixture
+def weight_server_dir(tmp_path: Path) -> Path:
+    """The directory the ``weight_server`` fixture serves (empty at first)."""
+    directory = tmp_path / "served"
+    directory.mkdir()
+    return directory
+
+
+@pytest.fixture
+def weight_server(weight_server_dir: Path) -> Iterator[WeightServer]:
+    """A WeightServer on loopback serving ``weight_server_dir``."""
+    with WeightServer(weight_server_dir) as server:
+        yield server
+
+
+PublishModel = Callable[..., CertifiedModel]
+
+
+@pytest.fixture
+def publish_model(
+    edgechain_network: Client, weight_server: WeightServer, weight_server_dir: Path
+) -> PublishModel:
+    """``publish_model(name, weights, tokenizer, version="1", **options) -> CertifiedModel``.
+
+    Serves copies of the two local files from ``weight_server`` and publishes them (``options``
+    go to :meth:`Client.publish_model`, e.g. ``description``); returns the certified entry.
+    """
+
+    def publish(
+        name: str,
+        weights: str | os.PathLike[str],
+        tokenizer: str | os.PathLike[str],
+        version: str = "1",
+        **options: Any,
+    ) -> CertifiedModel:
+        urls = []
+        for source in (Path(weights), Path(tokenizer)):
+            served = f"{name}-{version}-{source.name}"
+            shutil.copyfile(source, weight_server_dir / served)
+            urls.append(weight_server.url(served))
+        published = edgechain_network.publish_model(
+            name,
+            weights=weights,
+            tokenizer=tokenizer,
+            version=version,
+            weights_urls=[urls[0]],
+            tokenizer_urls=[urls[1]],
+            **options,
+        )
+        return published.model
+
+    return publish
+
+
+@pytest.fixture
+def stories260k(request: pytest.FixtureRequest) -> ModelFiles:
+    """The stories260K checkpoint and tokenizer (fails, saying where it looked, if absent)."""
+    found = locate_stories260k((Path(str(request.config.rootpath)),))
+    if isinstance(found, ModelFiles):
+        return found
+    searched = ", ".join(str(p) for p in dict.fromkeys(found))
+    pytest.fail(
+        f"stories260K ({STORIES260K_WEIGHTS}, {STORIES260K_TOKENIZER}) not found; searched "
+        f"{searched}; set ${MODELS_DIR_ENV} to the directory holding them",
+        pytrace=False,
+    )
+
+
+AddBlock = Callable[..., Certificate]
+
+
+@pytest.fixture
+def add_block(edgechain_network: Client) -> AddBlock:
+    """``add_block(*operations, signer=None) -> Certificate`` on the registry application."""
+
+    def add(*operations: Any, signer: Any = None) -> Certificate:
+        chain = edgechain_network.chain  # looked up per call: refresh() replaces the network
+        return chain.execute(chain.app_id(APPLICATION_NAME), *operations, signer=signer)
+
+    return add
+
+
+@pytest.fixture
+def service_client(edgechain_network: Client) -> ModelService:
+    """The network's registry service, to run ``generate`` queries (wasm engine)."""
+    return edgechain_network.service
