@@ -1,0 +1,179 @@
+"""The edgechain story, end to end, in a few seconds.
+
+1. start a local network of mock validators (some of them faulty, if you like),
+2. serve the stories260K files over loopback and publish their BLAKE3 hashes through the
+   registry contract: the validators certify the block,
+3. ask the service for a story: it reads the model's entry from certified state only, fetches
+   the weights and tokenizer, checks their hashes against the certified ones and runs them in
+   the Wasm guest,
+4. print what was verified.
+
+    python examples/story_demo.py
+    python examples/story_demo.py --validators 7 --faulty v2=offline,v5=wrong-state -s 42
+
+Without ``--models-dir`` the files are taken from ``<repo>/../shared/models/stories260K``; when
+that does not exist either, the demo registers the model hub's URLs with the known hashes and
+the service downloads them itself (the hub's hosts are added to its allow-list).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from edgechain.cli import CliParser
+from edgechain.cli.generate import verified_lines
+from edgechain.client import Client
+from edgechain.contract.operations import FileRef, RegisterModel
+from edgechain.contract.registry import APPLICATION_NAME
+from edgechain.errors import EdgechainError
+from edgechain.service.fetch import FetchPolicy
+from edgechain.service.runtime import GenerateQuery
+from edgechain.service.weight_server import WeightServer
+
+MODEL = "stories260K"
+WEIGHTS, TOKENIZER = "stories260K.bin", "tok512.bin"
+REPO_MODELS_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "models" / MODEL
+
+# The published files, for the hub path (sizes and hashes: shared/models/stories260K/README.md).
+HUB_BASE = "https://huggingface.co/karpathy/tinyllamas/resolve/main/stories260K/"
+HUB_FILES = {
+    WEIGHTS: FileRef(
+        "33b6153460934101fae04b6653a29b8b73f6fbc63fb7c7235e1dd384a8466761",
+        1_056_540,
+        (HUB_BASE + WEIGHTS,),
+    ),
+    TOKENIZER: FileRef(
+        "bea8bff3631187f72e18431d4c84414bdb0769993347cff30db1d233c8f25fff",
+        6_227,
+        (HUB_BASE + TOKENIZER,),
+    ),
+}
+# The hub answers with a redirect to its CDN; every hop is checked against the allow-list.
+HUB_HOSTS = ("huggingface.co", "cdn-lfs.huggingface.co", "cdn-lfs.hf.co", "cas-bridge.xethub.hf.co")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = CliParser(prog="story_demo.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models-dir", type=Path, default=None, help="holds the two files")
+    parser.add_argument("--dir", type=Path, default=None, help="network dir (default: temp)")
+    parser.add_argument("--validators", type=int, default=4, help="committee size (default 4)")
+    parser.add_argument(
+        "--faulty", default="v4=offline", help="fault spec (default v4=offline; '' for none)"
+    )
+    parser.add_argument("-i", "--prompt", default="Once upon a time")
+    parser.add_argument("-t", "--temperature", type=float, default=0.8)
+    parser.add_argument("-s", "--seed", type=int, default=None, help="default: derived")
+    parser.add_argument("-n", "--max-tokens", type=int, default=200)
+    return parser.parse_args(argv)
+
+
+def say(text: str) -> None:
+    print(f"\n== {text}", flush=True)
+
+
+@contextlib.contextmanager
+def network_dir(explicit: Path | None) -> Iterator[Path]:
+    if explicit is not None:
+        yield explicit
+        return
+    with tempfile.TemporaryDirectory(prefix="edgechain-demo-") as tmp:
+        yield Path(tmp) / "net"
+
+
+def publish_local(client: Client, models_dir: Path, server: WeightServer) -> None:
+    """Hash the local files and register them with their loopback URLs."""
+    client.publish_model(
+        MODEL,
+        weights=models_dir / WEIGHTS,
+        tokenizer=models_dir / TOKENIZER,
+        weights_urls=[server.url(WEIGHTS)],
+        tokenizer_urls=[server.url(TOKENIZER)],
+        description="Karpathy's stories260K (TinyStories), served over loopback",
+        license="MIT",
+    )
+
+
+def publish_hub(client: Client) -> None:
+    """Register the hub's URLs with the known hashes; nothing is downloaded here."""
+    operation = RegisterModel(
+        name=MODEL,
+        version="1",
+        weights=HUB_FILES[WEIGHTS],
+        tokenizer=HUB_FILES[TOKENIZER],
+        description="Karpathy's stories260K (TinyStories), from the model hub",
+        license="MIT",
+    )
+    client.chain.execute(client.chain.app_id(APPLICATION_NAME), operation)
+
+
+def run(args: argparse.Namespace) -> int:
+    models_dir = args.models_dir
+    if models_dir is None and (REPO_MODELS_DIR / WEIGHTS).is_file():
+        models_dir = REPO_MODELS_DIR
+    policy = FetchPolicy() if models_dir is not None else FetchPolicy().with_hosts(*HUB_HOSTS)
+    with contextlib.ExitStack() as stack:
+        path = stack.enter_context(network_dir(args.dir))
+        client = stack.enter_context(
+            Client.up(path, validators=args.validators, faulty=args.faulty, fetch_policy=policy)
+        )
+        status = client.status()
+        faulty = [f"{v.name}={v.fault}" for v in status.validators if v.fault]
+        say(
+            f"network: {len(status.validators)} validators in {path}; a certificate needs "
+            f"{status.quorum} signatures; faulty: {', '.join(faulty) or 'none'}"
+        )
+        if models_dir is not None:
+            server = stack.enter_context(WeightServer(models_dir))
+            say(f"serving {models_dir} at {server.base_url}")
+            publish_local(client, models_dir, server)
+        else:
+            say(f"no local model files: registering {HUB_BASE} (the service downloads them)")
+            publish_hub(client)
+        model = client.model(MODEL)
+        say(
+            f"published {MODEL} version {model.entry.version}: certified at height "
+            f"{model.height} by {', '.join(model.certificate.signers)}"
+        )
+
+        say("story (the service verified both hashes before running the model)")
+        query = GenerateQuery(
+            model=MODEL,
+            prompt=args.prompt,
+            temperature=args.temperature,
+            seed=args.seed,
+            max_tokens=args.max_tokens,
+        )
+        stream = client.generate(query)
+        out = sys.stdout.buffer
+        out.write(stream.prompt_text.encode())
+        for token in stream:
+            out.write(token.data)
+            out.flush()
+        out.write(b"\n")
+        out.flush()
+        assert stream.record is not None
+
+        say("what was verified")
+        committee = client.network.committee
+        for line in verified_lines(stream.record, committee.quorum, len(committee.members)):
+            print(line)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except EdgechainError as err:
+        sys.stdout.flush()
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
