@@ -14,6 +14,7 @@ namespace of that id in the chain state, so applications never see each other's 
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -153,6 +154,7 @@ def known_application_kinds() -> list[str]:
     return sorted(set(_KINDS) | set(_BUILTIN_MODULES))
 
 
+@functools.lru_cache(maxsize=1024)
 def application_id(chain_id: bytes, kind_name: str) -> bytes:
     """The id of application ``kind_name`` on chain ``chain_id``."""
     return hash_value("app-id", [chain_id, kind_name])

@@ -132,70 +132,71 @@ def decode(data: bytes) -> Value:
 
     Lists decode to ``list``, maps to ``dict``. Re-encoding the result gives back ``data``.
     """
-    value, end = _decode_at(memoryview(data), 0)
+    data = bytes(data)
+    try:
+        value, end = _decode_at(data, 0)
+    except (IndexError, struct.error):
+        raise EncodingError("truncated encoding") from None
     if end != len(data):
         raise EncodingError(f"{len(data) - end} trailing bytes after the encoded value")
     return value
 
 
-def _decode_at(buf: memoryview, pos: int) -> tuple[Value, int]:
-    if pos >= len(buf):
-        raise EncodingError("truncated encoding")
+def _decode_at(buf: bytes, pos: int) -> tuple[Value, int]:
+    # Truncation surfaces as IndexError / struct.error, turned into EncodingError by decode().
     tag = buf[pos]
     pos += 1
+    if tag in (TAG_STR, TAG_BYTES):
+        n = _U32.unpack_from(buf, pos)[0]
+        pos += 4
+        end = pos + n
+        if end > len(buf):
+            raise EncodingError("truncated encoding")
+        if tag == TAG_BYTES:
+            return buf[pos:end], end
+        try:
+            return buf[pos:end].decode("utf-8"), end
+        except UnicodeDecodeError:
+            raise EncodingError("string is not valid UTF-8") from None
+    if tag == TAG_MAP:
+        n = _U32.unpack_from(buf, pos)[0]
+        pos += 4
+        result: dict[str, Value] = {}
+        previous = b""
+        for i in range(n):
+            if buf[pos] != TAG_STR:
+                raise EncodingError("map key is not a string")
+            key_len = _U32.unpack_from(buf, pos + 1)[0]
+            key_end = pos + 5 + key_len
+            if key_end > len(buf):
+                raise EncodingError("truncated encoding")
+            raw_key = buf[pos + 5 : key_end]
+            if i and raw_key <= previous:
+                raise EncodingError("map keys are not in strictly increasing order")
+            previous = raw_key
+            try:
+                key = raw_key.decode("utf-8")
+            except UnicodeDecodeError:
+                raise EncodingError("string is not valid UTF-8") from None
+            result[key], pos = _decode_at(buf, key_end)
+        return result, pos
+    if tag == TAG_LIST:
+        n = _U32.unpack_from(buf, pos)[0]
+        pos += 4
+        items = []
+        for _ in range(n):
+            item, pos = _decode_at(buf, pos)
+            items.append(item)
+        return items, pos
+    if tag == TAG_INT:
+        return _I64.unpack_from(buf, pos)[0], pos + 8
     if tag == TAG_NULL:
         return None, pos
     if tag == TAG_TRUE:
         return True, pos
     if tag == TAG_FALSE:
         return False, pos
-    if tag == TAG_INT:
-        _need(buf, pos, 8)
-        return _I64.unpack_from(buf, pos)[0], pos + 8
-    if tag in (TAG_BYTES, TAG_STR):
-        n, pos = _read_length(buf, pos)
-        _need(buf, pos, n)
-        raw = bytes(buf[pos : pos + n])
-        if tag == TAG_BYTES:
-            return raw, pos + n
-        try:
-            return raw.decode("utf-8"), pos + n
-        except UnicodeDecodeError as exc:
-            raise EncodingError("string is not valid UTF-8") from exc
-    if tag == TAG_LIST:
-        n, pos = _read_length(buf, pos)
-        items = []
-        for _ in range(n):
-            item, pos = _decode_at(buf, pos)
-            items.append(item)
-        return items, pos
-    if tag == TAG_MAP:
-        n, pos = _read_length(buf, pos)
-        result: dict[str, Value] = {}
-        previous: bytes | None = None
-        for _ in range(n):
-            if pos >= len(buf) or buf[pos] != TAG_STR:
-                raise EncodingError("map key is not a string")
-            key_len, key_pos = _read_length(buf, pos + 1)
-            _need(buf, key_pos, key_len)
-            raw_key = bytes(buf[key_pos : key_pos + key_len])
-            if previous is not None and raw_key <= previous:
-                raise EncodingError("map keys are not in strictly increasing order")
-            previous = raw_key
-            key, pos = _decode_at(buf, pos)
-            result[key], pos = _decode_at(buf, pos)
-        return result, pos
     raise EncodingError(f"unknown type tag 0x{tag:02x}")
-
-
-def _read_length(buf: memoryview, pos: int) -> tuple[int, int]:
-    _need(buf, pos, 4)
-    return _U32.unpack_from(buf, pos)[0], pos + 4
-
-
-def _need(buf: memoryview, pos: int, n: int) -> None:
-    if pos + n > len(buf):
-        raise EncodingError("truncated encoding")
 
 
 def domain_tag(name: str) -> bytes:

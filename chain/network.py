@@ -46,7 +46,7 @@ from edgechain.chain.keys import generate_key, load_key, public_bytes, save_key
 from edgechain.chain.storage import BlockRow, ChainRecord, Storage
 from edgechain.chain.validator import Validator
 from edgechain.chain.verification import VerifiedChain, chain_id_for, verify_chain
-from edgechain.errors import NetworkNotFound, StorageCorrupted, UsageError
+from edgechain.errors import ChainError, NetworkNotFound, StorageCorrupted, UsageError
 
 NETWORK_FILE = "network.json"
 DATABASE_FILE = "chain.db"
@@ -218,6 +218,8 @@ class Network:
 
     def close(self) -> None:
         """Stop the validators' queues and close the database."""
+        for validator in self.validators:
+            validator.stop()
         self._pool.close()
         self.storage.close()
 
@@ -388,6 +390,11 @@ class Chain:
         """Like :meth:`execute` with ready-made operations (possibly for several applications)."""
         if not operations:
             raise UsageError("a block needs at least one operation")
+        net = self.network
+        if net.storage.block_count(self.id) != self.height:
+            raise ChainError(
+                f"chain {self.name!r} was extended by another process; reopen the network"
+            )
         key = signer if signer is not None else self.owner_key()
         signer_public = public_bytes(key)
         timestamp = max(time.time_ns() // 1000, self._last_timestamp_us)
@@ -411,7 +418,6 @@ class Chain:
         encoded = block.encode()
         block_hash = block.hash()
         proposal = Proposal(block, sign_proposal(block, key), block_hash)
-        net = self.network
         certificate, failures = certify(
             proposal, net.committee, net._pool, net.vote_timeout, chain_label=self.name
         )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from dataclasses import dataclass, field, replace
 
 from cryptography.exceptions import InvalidSignature
@@ -77,6 +76,7 @@ class Validator:
         self.slow_delay = slow_delay
         self._replicas: dict[bytes, _Replica] = {}
         self._lock = threading.Lock()
+        self._stopped = threading.Event()
 
     # --- replicas -------------------------------------------------------------------------
 
@@ -113,8 +113,9 @@ class Validator:
         with self._lock:
             votes = self._vote(proposal)
         if fault is not None and fault.kind is FaultKind.SLOW:
-            # Sleep outside the lock: the validator is slow to answer, not stuck.
-            time.sleep(self.slow_delay if fault.delay is None else fault.delay)
+            # Wait outside the lock: the validator is slow to answer, not stuck. stop() cuts the
+            # wait short so that closing a network never hangs on a slow validator.
+            self._stopped.wait(self.slow_delay if fault.delay is None else fault.delay)
         return votes
 
     def _vote(self, proposal: Proposal) -> list[Vote]:
@@ -171,6 +172,10 @@ class Validator:
                 self._sign(chain_id, height, other.hash(), state_hash),
             ]
         return [self._sign(chain_id, height, block_hash, state_hash)]
+
+    def stop(self) -> None:
+        """Stop waiting in slow answers (the network is closing)."""
+        self._stopped.set()
 
     # --- commits --------------------------------------------------------------------------
 

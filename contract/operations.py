@@ -24,6 +24,7 @@ HASH_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 FORMATS = ("llama2c",)
 MAX_FILE_SIZE = 4 * 1024**3
 MAX_URLS = 8
+_BAD_URL_CHARACTER = re.compile(r"[\s\x00-\x1f\x7f]")
 MAX_URL_LENGTH = 2048
 MAX_DESCRIPTION = 1024
 MAX_LICENSE = 128
@@ -69,7 +70,7 @@ def _validate_url(url: Any, what: str) -> None:
         raise OperationRejected(f"{what}.urls: {url!r} is not a string")
     if len(url) > MAX_URL_LENGTH:
         raise OperationRejected(f"{what}.urls: URL longer than {MAX_URL_LENGTH} characters")
-    if any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+    if _BAD_URL_CHARACTER.search(url):
         raise OperationRejected(f"{what}.urls: {url!r} contains whitespace or control characters")
     try:
         parts = urlsplit(url)

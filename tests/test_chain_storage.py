@@ -166,3 +166,15 @@ def test_several_chains_share_the_committee(tmp_path):
         assert net.chain(second.id) is second and net.chain(second.id.hex()[:10]) is second
         models = second.application("model-registry").list_models()
         assert [m.entry.name for m in models] == ["only-on-second"]
+
+
+def test_a_second_writer_is_told_to_reopen(net_dir):
+    from edgechain.errors import ChainError
+
+    with Network.open(net_dir) as first, Network.open(net_dir) as second:
+        a, b = first.default_chain(), second.default_chain()
+        a.execute(a.app_id("model-registry"), register(version="9"))
+        with pytest.raises(ChainError, match="extended by another process"):
+            b.execute(b.app_id("model-registry"), register(version="10"))
+    with Network.open(net_dir) as again:
+        assert again.default_chain().height == 5
