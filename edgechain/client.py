@@ -139,7 +139,9 @@ class Client:
                     f"it cannot be reopened with {validators}"
                 )
         else:
-            network = Network.create(path, validators=validators or 4, faulty=faulty)
+            network = Network.create(
+                path, validators=4 if validators is None else validators, faulty=faulty
+            )
         return cls(network, **options)  # type: ignore[arg-type]
 
     @classmethod

@@ -28,9 +28,8 @@ from pathlib import Path
 from edgechain.cli import CliParser
 from edgechain.cli.generate import verified_lines
 from edgechain.client import Client
-from edgechain.contract.operations import FileRef, RegisterModel
-from edgechain.contract.registry import APPLICATION_NAME
-from edgechain.errors import EdgechainError
+from edgechain.contract.operations import FileRef
+from edgechain.errors import EdgechainError, InputError
 from edgechain.service.fetch import FetchPolicy
 from edgechain.service.runtime import GenerateQuery
 from edgechain.service.weight_server import WeightServer
@@ -100,19 +99,19 @@ def publish_local(client: Client, models_dir: Path, server: WeightServer) -> Non
 
 def publish_hub(client: Client) -> None:
     """Register the hub's URLs with the known hashes; nothing is downloaded here."""
-    operation = RegisterModel(
-        name=MODEL,
-        version="1",
+    client.register_model(
+        MODEL,
         weights=HUB_FILES[WEIGHTS],
         tokenizer=HUB_FILES[TOKENIZER],
         description="Karpathy's stories260K (TinyStories), from the model hub",
         license="MIT",
     )
-    client.chain.execute(client.chain.app_id(APPLICATION_NAME), operation)
 
 
 def run(args: argparse.Namespace) -> int:
     models_dir = args.models_dir
+    if models_dir is not None and not models_dir.is_dir():
+        raise InputError(f"--models-dir {models_dir}: no such directory")
     if models_dir is None and (REPO_MODELS_DIR / WEIGHTS).is_file():
         models_dir = REPO_MODELS_DIR
     policy = FetchPolicy() if models_dir is not None else FetchPolicy().with_hosts(*HUB_HOSTS)
