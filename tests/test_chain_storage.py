@@ -8,7 +8,7 @@ from chain_helpers import register
 
 from edgechain.chain import Network
 from edgechain.contract import RetireModel
-from edgechain.errors import NetworkNotFound, StorageCorrupted
+from edgechain.errors import ChainError, NetworkNotFound, StorageCorrupted
 
 
 @pytest.fixture
@@ -169,8 +169,6 @@ def test_several_chains_share_the_committee(tmp_path):
 
 
 def test_a_second_writer_is_told_to_reopen(net_dir):
-    from edgechain.errors import ChainError
-
     with Network.open(net_dir) as first, Network.open(net_dir) as second:
         a, b = first.default_chain(), second.default_chain()
         a.execute(a.app_id("model-registry"), register(version="9"))
