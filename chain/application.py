@@ -14,8 +14,10 @@ namespace of that id in the chain state, so applications never see each other's 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -47,17 +49,26 @@ class OperationContext:
 
 
 class StateReader:
-    """Read-only view of one application's namespace in a chain state."""
+    """Read-only view of one application's namespace in a chain state.
 
-    def __init__(self, base: ChainState, app_id: bytes) -> None:
+    With ``lock``, each read holds it, so that readers in other threads never see a block
+    half-applied (the chain applies certified writes under the same lock).
+    """
+
+    def __init__(
+        self, base: ChainState, app_id: bytes, lock: threading.RLock | None = None
+    ) -> None:
         self._base = base
         self.app_id = app_id
+        self._lock = lock if lock is not None else contextlib.nullcontext()
 
     def get(self, key: str) -> Any:
-        return self._base.get(self.app_id, key)
+        with self._lock:
+            return self._base.get(self.app_id, key)
 
     def keys(self, prefix: str = "") -> list[str]:
-        return self._base.keys(self.app_id, prefix)
+        with self._lock:
+            return self._base.keys(self.app_id, prefix)
 
 
 class ContractState(StateReader):

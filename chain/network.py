@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -320,6 +321,7 @@ class Chain:
         self.id = verified.record.chain_id
         self.owner = verified.record.owner
         self._state = verified.state  # certified state, as of the last committed block
+        self._state_lock = threading.RLock()  # held while a certified block is applied
         self.height = verified.next_height
         self.head_hash = verified.head_hash
         self._last_timestamp_us = verified.last_timestamp_us
@@ -362,7 +364,7 @@ class Chain:
             context = ServiceContext(
                 chain_id=self.id,
                 app_id=app_id,
-                state=StateReader(self._state, app_id),
+                state=StateReader(self._state, app_id, self._state_lock),
                 committee=self.network.committee,
                 certified_block=self.block,
             )
@@ -428,10 +430,11 @@ class Chain:
             ),
             writes,
         )
-        self._state.apply(writes)
-        self.height += 1
-        self.head_hash = block_hash
-        self._last_timestamp_us = timestamp
+        with self._state_lock:
+            self._state.apply(writes)
+            self.height += 1
+            self.head_hash = block_hash
+            self._last_timestamp_us = timestamp
         certified = CertifiedBlock(block, block_hash, proposal.signature, certificate)
         for validator in net.validators:
             validator.handle_certificate(certified)

@@ -8,6 +8,7 @@ is in docs/chain.md. This module stores and loads; re-verification lives in veri
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from edgechain.chain.state import WriteSet
 from edgechain.errors import ChainError, StorageCorrupted
 
 SCHEMA_VERSION = "1"
+_PAGE = 512  # block rows fetched per query when iterating
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -74,6 +76,9 @@ class Storage:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        # One connection shared by the threads of a process (a service answering queries in
+        # parallel): every use of it holds this lock.
+        self._lock = threading.RLock()
         try:
             # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ... COMMIT).
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -91,16 +96,29 @@ class Storage:
             raise ChainError(f"{path}: unsupported storage schema version {version}")
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            self._db.close()
+
+    def _fetchone(self, sql: str, params: tuple[object, ...] = ()) -> tuple[object, ...] | None:
+        with self._lock:
+            return self._db.execute(sql, params).fetchone()
+
+    def _fetchall(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    def _execute(self, sql: str, params: tuple[object, ...] = ()) -> None:
+        with self._lock:
+            self._db.execute(sql, params)
 
     # --- meta and chains ------------------------------------------------------------------
 
     def get_meta(self, key: str) -> str | None:
-        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        row = self._fetchone("SELECT value FROM meta WHERE key = ?", (key,))
         return None if row is None else row[0]
 
     def set_meta(self, key: str, value: str) -> None:
-        self._db.execute(
+        self._execute(
             "INSERT INTO meta (key, value) VALUES (?, ?) "
             "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             (key, value),
@@ -108,7 +126,7 @@ class Storage:
 
     def add_chain(self, record: ChainRecord) -> None:
         try:
-            self._db.execute(
+            self._execute(
                 "INSERT INTO chains (chain_id, name, owner, created_at_us) VALUES (?, ?, ?, ?)",
                 (record.chain_id, record.name, record.owner, record.created_at_us),
             )
@@ -116,15 +134,19 @@ class Storage:
             raise ChainError(f"a chain named {record.name!r} already exists") from exc
 
     def chains(self) -> list[ChainRecord]:
-        rows = self._db.execute(
+        rows = self._fetchall(
             "SELECT chain_id, name, owner, created_at_us FROM chains ORDER BY created_at_us, name"
-        ).fetchall()
+        )
         return [ChainRecord(*row) for row in rows]
 
     # --- blocks ---------------------------------------------------------------------------
 
     def commit_block(self, row: BlockRow, writes: WriteSet) -> None:
         """Store a certified block and its state writes in one transaction."""
+        with self._lock:
+            self._commit_block(row, writes)
+
+    def _commit_block(self, row: BlockRow, writes: WriteSet) -> None:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -159,17 +181,15 @@ class Storage:
         db.execute("COMMIT")
 
     def block_count(self, chain_id: bytes) -> int:
-        row = self._db.execute(
-            "SELECT COUNT(*) FROM blocks WHERE chain_id = ?", (chain_id,)
-        ).fetchone()
+        row = self._fetchone("SELECT COUNT(*) FROM blocks WHERE chain_id = ?", (chain_id,))
         return int(row[0])
 
     def block_row(self, chain_id: bytes, height: int) -> BlockRow | None:
-        row = self._db.execute(
+        row = self._fetchone(
             "SELECT chain_id, height, block_hash, block, owner_signature, certificate "
             "FROM blocks WHERE chain_id = ? AND height = ?",
             (chain_id, height),
-        ).fetchone()
+        )
         return None if row is None else BlockRow(*row)
 
     def block_rows(
@@ -177,22 +197,25 @@ class Storage:
     ) -> Iterator[BlockRow]:
         """Blocks of a chain in height order, from ``start`` up to (excluding) ``end``."""
         stop = -1 if end is None else end
-        # A fresh cursor: iteration may interleave with other statements on the connection.
-        cursor = self._db.execute(
-            "SELECT chain_id, height, block_hash, block, owner_signature, certificate "
-            "FROM blocks WHERE chain_id = ? AND height >= ? AND (? < 0 OR height < ?) "
-            "ORDER BY height",
-            (chain_id, start, stop, stop),
-        )
-        for row in cursor:
-            yield BlockRow(*row)
+        # Pages of rows, each fetched under the lock: no cursor stays open between yields.
+        while True:
+            rows = self._fetchall(
+                "SELECT chain_id, height, block_hash, block, owner_signature, certificate "
+                "FROM blocks WHERE chain_id = ? AND height >= ? AND (? < 0 OR height < ?) "
+                "ORDER BY height LIMIT ?",
+                (chain_id, start, stop, stop, _PAGE),
+            )
+            for row in rows:
+                yield BlockRow(*row)
+            if len(rows) < _PAGE:
+                return
+            start = rows[-1][1] + 1
 
     def state_entries(self, chain_id: bytes) -> Iterator[tuple[bytes, str, bytes]]:
         """Every stored (app_id, key, value) of a chain."""
-        cursor = self._db.execute(
+        yield from self._fetchall(
             "SELECT app_id, key, value FROM state WHERE chain_id = ?", (chain_id,)
         )
-        yield from cursor
 
     def size_bytes(self) -> int:
         """The database's size on disk, WAL included."""
@@ -205,4 +228,4 @@ class Storage:
 
     def checkpoint(self) -> None:
         """Fold the WAL into the main file (for size measurements and clean shutdowns)."""
-        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._execute("PRAGMA wal_checkpoint(TRUNCATE)")
