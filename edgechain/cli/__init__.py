@@ -28,6 +28,7 @@ COMMANDS: list[str] = [
     "edgechain.cli.model",
     "edgechain.cli.generate",
     "edgechain.cli.chain",
+    "edgechain.cli.serve",
 ]
 
 

@@ -1,0 +1,40 @@
+"""``edgechain serve``: the node service over HTTP (GraphQL per application, SSE token streams).
+
+Serves the network in ``--dir`` on loopback until interrupted (Ctrl+C). ``--port 0`` picks a
+free port; the first line on stdout says where it listens.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from edgechain.cli.network_options import add_dir_option, open_client
+
+NAME = "serve"
+HELP = "serve the network's applications over HTTP (GraphQL, SSE token streams)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register serve's flags."""
+    add_dir_option(parser)
+    parser.add_argument("--port", type=int, default=8080, help="TCP port (default 8080; 0 = any)")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
+    parser.add_argument(
+        "--engine", choices=("wasm", "native"), default="wasm", help="backend (default wasm)"
+    )
+
+
+def execute(args: argparse.Namespace) -> int:
+    """Open the network and serve it; returns the exit code."""
+    from edgechain.node.server import bind_listening_socket, serve
+    from edgechain.service.engine import open_engine
+
+    # Fail on a taken port before the (slower) opening and re-verification of the network.
+    bind_listening_socket(args.host, args.port).close()
+    # The wasm engine is opened on the first generate query, so a node without the guest still
+    # serves the registry; an explicitly chosen native engine must exist now.
+    engine = open_engine("native") if args.engine == "native" else None
+    serve(open_client(args, engine=engine), args.host, args.port)
+    return 0

@@ -1,0 +1,58 @@
+"""The node's one :class:`~edgechain.client.Client`, used by one thread at a time.
+
+The client's SQLite connection, network and service are not made for concurrent use, and the
+engine is blocking, so every call runs in a worker thread (the event loop stays free) while a
+lock lets only one of them touch the client. Each call first refreshes the client, so blocks
+that other processes (the CLI) committed are seen by the very next request.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+import anyio.to_thread
+
+from edgechain.client import Client
+from edgechain.service.runtime import GenerateQuery, QueryStream
+
+__all__ = ["ClientGate"]
+
+T = TypeVar("T")
+
+
+class ClientGate:
+    """Serialises access to a :class:`Client` and keeps it up to date with storage."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._lock = threading.Lock()
+        self._closed = False
+
+    async def call(self, fn: Callable[[Client], T]) -> T:
+        """Run ``fn(client)`` in a worker thread, after a refresh, holding the client lock."""
+        return await anyio.to_thread.run_sync(self.call_blocking, fn)
+
+    def call_blocking(self, fn: Callable[[Client], T]) -> T:
+        """``call`` for code already running in a worker thread."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the node is shutting down")
+            self._client.refresh()
+            return fn(self._client)
+
+    def start_generation(self, query: GenerateQuery) -> QueryStream:
+        """Resolve, fetch, verify and load the model and start ``query`` (blocking).
+
+        Only the start holds the client lock: the tokens are produced outside it, so a long
+        generation does not hold up other requests (the engine serialises calls per model).
+        """
+        return self.call_blocking(lambda client: client.generate(query))
+
+    def close(self) -> None:
+        """Close the client once the calls in flight are done."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._client.close()

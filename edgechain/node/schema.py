@@ -1,0 +1,378 @@
+"""The GraphQL schema of the model-registry application, over :class:`~edgechain.client.Client`.
+
+Queries read certified state (``models``, ``model``, ``blocks``) or run the service
+(``generate``); mutations propose blocks (``publishModel``, ``retireModel``). A failure is a
+GraphQL error whose ``extensions.code`` is the EdgechainError class name (``ModelNotFound``,
+``OperationRejected``, ...) and whose message is the error's one-line message.
+
+Hashes, ids and keys are lower-case hex strings. Sizes and seeds are ``U64`` (GraphQL's ``Int``
+is 32-bit); heights and token counts are ``Int``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Awaitable, Callable
+from typing import Any, NewType, TypeVar
+
+import anyio.to_thread
+import strawberry
+from graphql import GraphQLError
+from strawberry.schema.config import StrawberryConfig
+from strawberry.types import Info
+
+from edgechain.chain.application import application_id, known_application_kinds
+from edgechain.chain.certificate import Certificate, CertifiedBlock
+from edgechain.client import Client
+from edgechain.contract.operations import FileRef
+from edgechain.contract.registry import CertifiedModel
+from edgechain.errors import InvalidParameter
+from edgechain.node.gate import ClientGate
+from edgechain.node.typed_errors import error_payload
+from edgechain.service.runtime import GenerateQuery, GenerationRecord
+
+__all__ = ["REGISTRY_SCHEMA", "registry_context"]
+
+T = TypeVar("T")
+
+U64 = NewType("U64", int)
+_U64_MAX = 2**64 - 1
+
+#: GraphQL argument defaults are the service's own query defaults.
+_DEFAULT_QUERY = GenerateQuery(model="", prompt="")
+
+
+def _parse_u64(value: Any) -> int:
+    """An unsigned 64-bit integer from a JSON number or a decimal string."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected an unsigned 64-bit integer, got {value!r}")
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or not 0 <= value <= _U64_MAX:
+        raise ValueError(f"expected an unsigned 64-bit integer, got {value!r}")
+    return value
+
+
+_U64_SCALAR = strawberry.scalar(
+    name="U64",
+    description="An unsigned 64-bit integer (JSON number; a decimal string is accepted as input)",
+    serialize=int,
+    parse_value=_parse_u64,
+)
+
+
+def registry_context(gate: ClientGate) -> dict[str, Any]:
+    """The execution context the resolvers expect."""
+    return {"gate": gate}
+
+
+async def _typed(work: Awaitable[T]) -> T:
+    """Await ``work``; an error becomes a typed GraphQL error (code: the class name)."""
+    try:
+        return await work
+    except Exception as err:  # a non-EdgechainError is logged and typed InternalError
+        payload = error_payload(err)
+        raise GraphQLError(
+            payload["message"],
+            extensions={"code": payload["code"], "exitCode": payload["exitCode"]},
+        ) from err
+
+
+def _gate(info: Info) -> ClientGate:
+    return info.context["gate"]
+
+
+async def _call(info: Info, fn: Callable[[Client], T]) -> T:
+    """Run ``fn`` on the node's client (in a worker thread), with typed errors."""
+    return await _typed(_gate(info).call(fn))
+
+
+# --- output types ----------------------------------------------------------------------------
+
+
+@strawberry.type(description="A file the service fetches: BLAKE3 hash, size in bytes, URLs.")
+class FileInfo:
+    blake3: str
+    size: U64
+    urls: list[str]
+
+    @classmethod
+    def of(cls, ref: FileRef) -> FileInfo:
+        return cls(blake3=ref.blake3, size=U64(ref.size), urls=list(ref.urls))
+
+
+@strawberry.type(description="A registered model version, read from certified state.")
+class Model:
+    name: str
+    version: str
+    format: str
+    description: str | None
+    license: str | None
+    retired: bool
+    registered_height: int
+    retired_height: int | None
+    registered_by: str = strawberry.field(description="public key (hex) that registered it")
+    weights: FileInfo
+    tokenizer: FileInfo
+    chain_id: str
+    application_id: str
+    height: int = strawberry.field(description="height of the block that made the entry current")
+    block_hash: str = strawberry.field(description="hash of that block")
+    signers: list[str] = strawberry.field(description="validators that certified that block")
+
+    @classmethod
+    def of(cls, model: CertifiedModel) -> Model:
+        entry = model.entry
+        return cls(
+            name=entry.name,
+            version=entry.version,
+            format=entry.format,
+            description=entry.description,
+            license=entry.license,
+            retired=entry.retired,
+            registered_height=entry.registered_height,
+            retired_height=entry.retired_height,
+            registered_by=entry.registered_by.hex(),
+            weights=FileInfo.of(entry.weights),
+            tokenizer=FileInfo.of(entry.tokenizer),
+            chain_id=model.chain_id.hex(),
+            application_id=model.app_id.hex(),
+            height=model.height,
+            block_hash=model.block_hash.hex(),
+            signers=model.certificate.signers,
+        )
+
+
+@strawberry.type(description="A certificate: a quorum of validator signatures on a block.")
+class CertificateInfo:
+    chain_id: str
+    height: int
+    block_hash: str
+    state_hash: str
+    signers: list[str]
+
+    @classmethod
+    def of(cls, certificate: Certificate) -> CertificateInfo:
+        return cls(
+            chain_id=certificate.chain_id.hex(),
+            height=certificate.height,
+            block_hash=certificate.block_hash.hex(),
+            state_hash=certificate.state_hash.hex(),
+            signers=certificate.signers,
+        )
+
+
+@strawberry.type(description="One operation of a block, summarised.")
+class OperationSummary:
+    application_id: str
+    application: str | None = strawberry.field(description="the application's kind, if known")
+    name: str
+    summary: str
+
+
+@strawberry.type(description="A certified block of the registry's chain.")
+class BlockInfo:
+    height: int
+    hash: str
+    previous_hash: str | None
+    timestamp: dt.datetime
+    signer: str = strawberry.field(description="public key (hex) of the chain owner who proposed")
+    state_hash: str
+    operations: list[OperationSummary]
+    signers: list[str] = strawberry.field(description="validators whose votes certified it")
+
+    @classmethod
+    def of(cls, certified: CertifiedBlock) -> BlockInfo:
+        block = certified.block
+        kinds = {application_id(block.chain_id, k): k for k in known_application_kinds()}
+        return cls(
+            height=block.height,
+            hash=certified.block_hash.hex(),
+            previous_hash=None if block.previous_hash is None else block.previous_hash.hex(),
+            timestamp=dt.datetime.fromtimestamp(block.timestamp_us / 1e6, tz=dt.UTC),
+            signer=block.signer.hex(),
+            state_hash=block.state_hash.hex(),
+            operations=[
+                OperationSummary(
+                    application_id=op.app_id.hex(),
+                    application=kinds.get(op.app_id),
+                    name=op.name,
+                    summary=_summarise(op.name, op.payload),
+                )
+                for op in block.operations
+            ],
+            signers=certified.certificate.signers,
+        )
+
+
+def _summarise(name: str, payload: Any) -> str:
+    if isinstance(payload, dict) and "name" in payload and "version" in payload:
+        return f"{name} {payload['name']} version {payload['version']}"
+    return name
+
+
+@strawberry.type(description="Where a query's time went, in seconds.")
+class Timings:
+    fetch_s: float
+    load_s: float
+    first_token_s: float
+    total_s: float
+    decode_tokens_per_s: float
+
+
+@strawberry.type(description="The final record of a generate query.")
+class GenerationResult:
+    text: str = strawberry.field(description="the generated text, prompt excluded")
+    stop_reason: str
+    input_tokens: int
+    output_tokens: int
+    seed: U64
+    seed_source: str = strawberry.field(description='"query" or "derived"')
+    model: Model
+    timings: Timings
+
+    @classmethod
+    def of(cls, record: GenerationRecord) -> GenerationResult:
+        t = record.timings
+        return cls(
+            text=record.text,
+            stop_reason=record.stop_reason,
+            input_tokens=record.input_tokens,
+            output_tokens=record.output_tokens,
+            seed=U64(record.seed),
+            seed_source=record.seed_source,
+            model=Model.of(record.model),
+            timings=Timings(
+                fetch_s=t.fetch_s,
+                load_s=t.load_s,
+                first_token_s=t.first_token_s,
+                total_s=t.total_s,
+                decode_tokens_per_s=t.decode_tokens_per_s,
+            ),
+        )
+
+
+# --- input types -----------------------------------------------------------------------------
+
+
+@strawberry.input(description="A file to register: its BLAKE3 hash (hex), size and URLs.")
+class FileInput:
+    blake3: str
+    size: U64
+    urls: list[str]
+
+    def to_ref(self) -> FileRef:
+        return FileRef(self.blake3, int(self.size), tuple(self.urls))
+
+
+# --- root types ------------------------------------------------------------------------------
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="Every registered model version (retired ones too, unless told).")
+    async def models(self, info: Info, include_retired: bool = True) -> list[Model]:
+        models = await _call(info, lambda c: c.models(include_retired=include_retired))
+        return [Model.of(m) for m in models]
+
+    @strawberry.field(description="A model by name: its latest active version, or the version.")
+    async def model(self, info: Info, name: str, version: str | None = None) -> Model:
+        return Model.of(await _call(info, lambda c: c.model(name, version)))
+
+    @strawberry.field(description="Certified blocks from height start up to (excluding) end.")
+    async def blocks(self, info: Info, start: int = 0, end: int | None = None) -> list[BlockInfo]:
+        if start < 0 or (end is not None and end < start):
+            raise GraphQLError(
+                f"blocks: need 0 <= start <= end, got start={start}, end={end}",
+                extensions={"code": InvalidParameter.__name__, "exitCode": 2},
+            )
+        blocks = await _call(info, lambda c: list(c.blocks(start, end)))
+        return [BlockInfo.of(b) for b in blocks]
+
+    @strawberry.field(
+        description="Run a generate query to its end and return the record (the SSE endpoint "
+        "streams the tokens instead)."
+    )
+    async def generate(
+        self,
+        info: Info,
+        model: str,
+        prompt: str,
+        version: str | None = None,
+        max_tokens: int = _DEFAULT_QUERY.max_tokens,
+        temperature: float = _DEFAULT_QUERY.temperature,
+        top_p: float = _DEFAULT_QUERY.top_p,
+        repeat_penalty: float = _DEFAULT_QUERY.repeat_penalty,
+        stop: list[str] | None = None,
+        seed: U64 | None = None,
+    ) -> GenerationResult:
+        query = GenerateQuery(
+            model=model,
+            prompt=prompt,
+            version=version,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            repeat_penalty=repeat_penalty,
+            stop=tuple(stop or ()),
+            seed=None if seed is None else int(seed),
+        )
+        gate = _gate(info)
+        # The client lock is held only to start the query; tokens come outside it.
+        record = await _typed(
+            anyio.to_thread.run_sync(lambda: gate.start_generation(query).collect())
+        )
+        return GenerationResult.of(record)
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation(description="Register a model version; returns it once certified.")
+    async def publish_model(
+        self,
+        info: Info,
+        name: str,
+        weights: FileInput,
+        tokenizer: FileInput,
+        version: str = "1",
+        description: str | None = None,
+        license: str | None = None,
+    ) -> Model:
+        published = await _call(
+            info,
+            lambda c: c.register_model(
+                name,
+                version=version,
+                weights=weights.to_ref(),
+                tokenizer=tokenizer.to_ref(),
+                description=description,
+                license=license,
+            ),
+        )
+        return Model.of(published.model)
+
+    @strawberry.mutation(description="Retire a model version; returns the block's certificate.")
+    async def retire_model(self, info: Info, name: str, version: str) -> CertificateInfo:
+        return CertificateInfo.of(await _call(info, lambda c: c.retire_model(name, version)))
+
+
+class _RegistrySchema(strawberry.Schema):
+    def process_errors(self, errors: list[GraphQLError], execution_context: Any = None) -> None:
+        # Syntax, validation and typed errors are the user's, already reported to them: log only
+        # what escaped the resolvers' typing (a bug).
+        bugs = [
+            e
+            for e in errors
+            if e.original_error is not None and not isinstance(e.original_error, GraphQLError)
+        ]
+        if bugs:
+            super().process_errors(bugs, execution_context)
+
+
+REGISTRY_SCHEMA = _RegistrySchema(
+    query=Query,
+    mutation=Mutation,
+    config=StrawberryConfig(scalar_map={U64: _U64_SCALAR}),
+)

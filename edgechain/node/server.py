@@ -1,0 +1,92 @@
+"""Run the node: bind the port first (a clear error if it is taken), then serve with uvicorn."""
+
+from __future__ import annotations
+
+import errno
+import socket
+import sys
+from types import FrameType
+from typing import TextIO
+
+import uvicorn
+
+from edgechain.client import Client
+from edgechain.contract.registry import APPLICATION_NAME
+from edgechain.errors import UsageError
+from edgechain.node.app import application_path, build_app
+from edgechain.node.gate import ClientGate
+
+__all__ = ["bind_listening_socket", "serve"]
+
+#: How long a shutdown waits for open requests (SSE streams included) before closing them.
+GRACEFUL_SHUTDOWN_S = 3
+
+
+class _NodeServer(uvicorn.Server):
+    """uvicorn's server, but a SIGINT/SIGTERM is a normal stop (exit 0), not re-raised."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        # uvicorn re-raises captured signals after its graceful shutdown, which would turn Ctrl+C
+        # into a KeyboardInterrupt and SIGTERM into death by signal.
+        self._captured_signals.clear()
+
+
+def bind_listening_socket(host: str, port: int) -> socket.socket:
+    """A socket listening on ``host:port``; UsageError (one line) if that is impossible."""
+    if not 0 <= port <= 65535:
+        raise UsageError(f"port must be in [0, 65535], got {port}")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        # Lets a restarted node reuse a port left in TIME_WAIT; on Linux it does not let two
+        # servers listen on the same port.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as err:
+        sock.close()
+        if err.errno == errno.EADDRINUSE:
+            raise UsageError(f"port {port} on {host} is already in use") from None
+        raise UsageError(f"cannot listen on {host} port {port}: {err.strerror or err}") from None
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def serve(client: Client, host: str, port: int, out: TextIO = sys.stdout) -> None:
+    """Serve ``client``'s network on ``host:port`` until interrupted; closes the client.
+
+    Prints one line with the URLs once the port is bound (requests made from then on wait in
+    the listen queue until the server takes them).
+    """
+    try:
+        sock = bind_listening_socket(host, port)
+    except BaseException:
+        client.close()
+        raise
+    with sock:
+        gate = ClientGate(client)
+        try:
+            app = build_app(gate)
+            bound_port = sock.getsockname()[1]
+            shown_host = f"[{host}]" if ":" in host else host
+            base = f"http://{shown_host}:{bound_port}"
+            chain = client.chain
+            path = application_path(chain.id.hex(), chain.app_id(APPLICATION_NAME).hex())
+            print(
+                f"edgechain node serving {client.network.path} at {base}/ "
+                f"(model registry: {base}{path})",
+                file=out,
+                flush=True,
+            )
+            config = uvicorn.Config(
+                app,
+                log_level="warning",
+                lifespan="on",
+                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+            )
+            _NodeServer(config).run(sockets=[sock])
+        finally:
+            gate.close()

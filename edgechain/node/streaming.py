@@ -1,0 +1,123 @@
+"""One generation in a worker thread, its tokens handed to the event loop as they come.
+
+The engine is blocking, so the query runs in its own thread and posts events (``token``, then
+``done`` with the record, or ``error``) to an asyncio queue. When the consumer stops listening
+(the HTTP client went away), the worker cancels the generation before its next token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from edgechain.node.gate import ClientGate
+from edgechain.node.typed_errors import error_payload
+from edgechain.service.engine.base import Token
+from edgechain.service.runtime import GenerateQuery, GenerationRecord
+
+__all__ = ["GenerationCounters", "GenerationEvent", "run_generation", "sse_message"]
+
+
+@dataclass(frozen=True)
+class GenerationEvent:
+    """``kind`` is "token" (``token`` set), "done" (``record`` set) or "error" (``error`` set)."""
+
+    kind: str
+    token: Token | None = None
+    record: GenerationRecord | None = None
+    error: BaseException | None = None
+
+    def sse(self) -> str:
+        """This event as a server-sent event (JSON data)."""
+        if self.kind == "token":
+            assert self.token is not None
+            return sse_message("token", {"id": self.token.id, "text": self.token.text})
+        if self.kind == "done":
+            assert self.record is not None
+            return sse_message("done", self.record.to_dict())
+        assert self.error is not None
+        return sse_message("error", error_payload(self.error))
+
+
+class GenerationCounters:
+    """How many generations are running, finished, failed or were cancelled (for ``/``)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.running = 0
+        self.completed = 0
+        self.failed = 0
+        self.cancelled = 0
+
+    def add(self, field: str, delta: int = 1) -> None:
+        with self._lock:
+            setattr(self, field, getattr(self, field) + delta)
+
+    def to_json(self) -> dict[str, int]:
+        with self._lock:
+            return {
+                "running": self.running,
+                "completed": self.completed,
+                "failed": self.failed,
+                "cancelled": self.cancelled,
+            }
+
+
+def sse_message(event: str, data: Any) -> str:
+    """One SSE message; JSON data is a single line, so it needs one ``data:`` field."""
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+async def run_generation(
+    gate: ClientGate, query: GenerateQuery, counters: GenerationCounters
+) -> AsyncIterator[GenerationEvent]:
+    """Run ``query`` in a worker thread and yield its events; the last is "done" or "error".
+
+    Closing the iterator early (or cancelling its consumer) cancels the generation.
+    """
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[GenerationEvent] = asyncio.Queue()
+    stop = threading.Event()
+
+    def post(event: GenerationEvent) -> None:
+        # The loop may be gone when the server shuts down mid-generation: nobody is listening.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(queue.put_nowait, event)
+
+    def work() -> None:
+        counters.add("running")
+        outcome = "failed"
+        try:
+            stream = gate.start_generation(query)
+            cancelled = False
+            for token in stream:
+                if stop.is_set():
+                    cancelled = True
+                    break
+                post(GenerationEvent("token", token=token))
+            if cancelled:
+                stream.cancel()
+                outcome = "cancelled"
+            else:
+                outcome = "completed"
+                post(GenerationEvent("done", record=stream.record))
+        except BaseException as err:  # the consumer gets every failure as an error event
+            post(GenerationEvent("error", error=err))
+        finally:
+            counters.add("running", -1)
+            counters.add(outcome)
+
+    threading.Thread(target=work, name="edgechain-generate", daemon=True).start()
+    try:
+        while True:
+            event = await queue.get()
+            yield event
+            if event.kind != "token":
+                return
+    finally:
+        stop.set()

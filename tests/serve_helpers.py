@@ -1,0 +1,160 @@
+"""Helpers for the `edgechain serve` tests: run the node as a subprocess, talk GraphQL and SSE."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import blake3
+import httpx
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+STORIES_DIR = REPO_ROOT.parent / "shared" / "models" / "stories260K"
+GOLDEN = STORIES_DIR / "greedy_once_upon_a_time_256.txt"
+START_TIMEOUT_S = 60.0
+
+
+def free_port() -> int:
+    """A port nobody listens on right now (the OS picks it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def serve_command(directory: Path, port: int, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "edgechain.cli", "serve",
+        "--dir", str(directory), "--port", str(port), *extra,
+    ]  # fmt: skip
+
+
+@dataclass
+class NodeProcess:
+    """A running `edgechain serve` and the URLs of its registry application."""
+
+    process: subprocess.Popen[str]
+    base_url: str
+    app_path: str
+    chain_id: str
+    application_id: str
+
+    @property
+    def graphql_url(self) -> str:
+        return self.base_url + self.app_path
+
+    @property
+    def generate_url(self) -> str:
+        return self.graphql_url + "/generate"
+
+    def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        """POST a GraphQL request; the decoded response body (``data``/``errors``)."""
+        response = httpx.post(
+            self.graphql_url, json={"query": query, "variables": variables or {}}, timeout=120
+        )
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def data(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        """POST a GraphQL request that must succeed; its ``data``."""
+        body = self.graphql(query, variables)
+        assert "errors" not in body, body["errors"]
+        return body["data"]
+
+
+def start_node(directory: Path, port: int | None = None) -> NodeProcess:
+    """Start `edgechain serve` on ``directory`` and wait until ``GET /`` answers."""
+    port = port or free_port()
+    process = subprocess.Popen(
+        serve_command(directory, port),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while True:
+        if process.poll() is not None:
+            out, err = process.communicate()
+            raise AssertionError(f"edgechain serve exited {process.returncode}: {err}{out}")
+        try:
+            index = httpx.get(base_url + "/", timeout=5).json()
+            break
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                stop_node(process)
+                raise AssertionError("edgechain serve did not answer in time") from None
+            time.sleep(0.1)
+    chain = index["chains"][0]
+    app = chain["applications"][0]
+    return NodeProcess(process, base_url, app["graphql"], chain["chainId"], app["applicationId"])
+
+
+def stop_node(
+    process: subprocess.Popen[str], sig: signal.Signals = signal.SIGTERM
+) -> tuple[int, str]:
+    """Stop the node with ``sig`` (SIGKILL if it lingers); its exit code and stderr."""
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    _, err = process.communicate()
+    return process.returncode, err
+
+
+def file_input(path: Path, url: str) -> dict[str, Any]:
+    """The GraphQL FileInput of a local file served at ``url``."""
+    data = path.read_bytes()
+    return {"blake3": blake3.blake3(data).hexdigest(), "size": len(data), "urls": [url]}
+
+
+PUBLISH = """
+mutation Publish($name: String!, $version: String!, $w: FileInput!, $t: FileInput!) {
+  publishModel(name: $name, version: $version, weights: $w, tokenizer: $t,
+               description: "tiny stories", license: "MIT") {
+    name version height blockHash signers retired
+    weights { blake3 size urls }
+    tokenizer { blake3 size urls }
+  }
+}
+"""
+
+
+@dataclass(frozen=True)
+class SseEvent:
+    event: str
+    data: Any
+
+
+def sse_events(response: httpx.Response) -> Iterator[SseEvent]:
+    """Parse a text/event-stream response into events (JSON data)."""
+    event, data_lines = "message", []
+    for line in response.iter_lines():
+        if line == "":
+            if data_lines:
+                yield SseEvent(event, json.loads("\n".join(data_lines)))
+            event, data_lines = "message", []
+        elif line.startswith("event:"):
+            event = line[len("event:") :].strip()
+        elif line.startswith("data:"):
+            data_lines.append(line[len("data:") :].lstrip(" "))
+
+
+def stream_generation(node: NodeProcess, **params: Any) -> list[SseEvent]:
+    """Every event of one SSE generation, in order."""
+    with httpx.stream("GET", node.generate_url, params=params, timeout=120) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        return list(sse_events(response))

@@ -1,0 +1,233 @@
+"""`edgechain serve` as a subprocess: the index, the registry's GraphQL schema, typed errors,
+blocks committed by other processes, the port-in-use and missing-network errors."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from serve_helpers import (
+    PUBLISH,
+    STORIES_DIR,
+    NodeProcess,
+    file_input,
+    free_port,
+    serve_command,
+    start_node,
+    stop_node,
+)
+
+from edgechain.client import Client
+from edgechain.contract.operations import FileRef
+
+WEIGHTS_URL = "http://127.0.0.1:9/stories260K.bin"  # registry tests never fetch
+TOKENIZER_URL = "http://127.0.0.1:9/tok512.bin"
+
+
+@pytest.fixture(scope="module")
+def network_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("serve") / "net"
+    Client.up(directory, validators=4).close()
+    return directory
+
+
+@pytest.fixture(scope="module")
+def node(network_dir: Path) -> Iterator[NodeProcess]:
+    node = start_node(network_dir)
+    try:
+        yield node
+    finally:
+        stop_node(node.process)
+
+
+def publish(node: NodeProcess, name: str, version: str = "1") -> dict:
+    variables = {
+        "name": name,
+        "version": version,
+        "w": file_input(STORIES_DIR / "stories260K.bin", WEIGHTS_URL),
+        "t": file_input(STORIES_DIR / "tok512.bin", TOKENIZER_URL),
+    }
+    return node.data(PUBLISH, variables)["publishModel"]
+
+
+def test_index_lists_the_default_chain_and_its_registry(node: NodeProcess) -> None:
+    index = httpx.get(node.base_url + "/").json()
+    [chain] = index["chains"]
+    assert chain["name"] == "default" and len(chain["chainId"]) == 64
+    [app] = chain["applications"]
+    assert app["kind"] == "model-registry"
+    assert app["graphql"] == f"/chains/{chain['chainId']}/applications/{app['applicationId']}"
+    assert app["generate"] == app["graphql"] + "/generate"
+    assert set(index["generations"]) == {"running", "completed", "failed", "cancelled"}
+
+
+def test_publish_model_mutation_certifies_and_models_lists_it(node: NodeProcess) -> None:
+    published = publish(node, "pub-a")
+    assert published["name"] == "pub-a" and published["version"] == "1"
+    assert published["retired"] is False
+    assert len(published["signers"]) >= 3  # a quorum of the 4 validators
+    assert published["weights"]["size"] == (STORIES_DIR / "stories260K.bin").stat().st_size
+    assert published["weights"]["urls"] == [WEIGHTS_URL]
+    names = [(m["name"], m["version"]) for m in node.data("{ models { name version } }")["models"]]
+    assert ("pub-a", "1") in names
+
+
+def test_model_query_returns_hashes_sizes_urls_height_block_and_signers(
+    node: NodeProcess,
+) -> None:
+    published = publish(node, "pub-b", "2")
+    query = """query ($name: String!) { model(name: $name) {
+        name version format description license height blockHash signers chainId
+        applicationId registeredHeight
+        weights { blake3 size urls } tokenizer { blake3 size urls } } }"""
+    model = node.data(query, {"name": "pub-b"})["model"]
+    expected_weights = file_input(STORIES_DIR / "stories260K.bin", WEIGHTS_URL)
+    expected_tokenizer = file_input(STORIES_DIR / "tok512.bin", TOKENIZER_URL)
+    assert model["weights"] == expected_weights
+    assert model["tokenizer"] == expected_tokenizer
+    assert model["version"] == "2" and model["format"] == "llama2c"
+    assert (model["description"], model["license"]) == ("tiny stories", "MIT")
+    assert model["height"] == published["height"] == model["registeredHeight"]
+    assert model["blockHash"] == published["blockHash"] and len(model["blockHash"]) == 64
+    assert model["signers"] == published["signers"]
+    assert (model["chainId"], model["applicationId"]) == (node.chain_id, node.application_id)
+
+
+def test_blocks_list_heights_hashes_operations_and_signers(node: NodeProcess) -> None:
+    published = publish(node, "pub-c")
+    blocks = node.data(
+        """{ blocks(start: 0) { height hash previousHash timestamp signer signers
+             operations { application name summary } } }"""
+    )["blocks"]
+    assert [b["height"] for b in blocks] == list(range(len(blocks)))
+    assert blocks[0]["previousHash"] is None
+    for earlier, later in zip(blocks, blocks[1:], strict=False):
+        assert later["previousHash"] == earlier["hash"]
+    block = blocks[published["height"]]
+    assert block["hash"] == published["blockHash"]
+    assert block["signers"] == published["signers"]
+    assert block["operations"] == [
+        {
+            "application": "model-registry",
+            "name": "RegisterModel",
+            "summary": "RegisterModel pub-c version 1",
+        }
+    ]
+    window = node.data("{ blocks(start: 1, end: 2) { height } }")["blocks"]
+    assert window == [{"height": 1}]
+
+
+def test_unknown_model_is_a_typed_model_not_found_error(node: NodeProcess) -> None:
+    body = node.graphql('{ model(name: "no-such-model") { name } }')
+    [error] = body["errors"]
+    assert error["extensions"]["code"] == "ModelNotFound"
+    assert error["extensions"]["exitCode"] == 6
+    assert error["message"] == "no model named no-such-model in certified state"
+    assert error["path"] == ["model"]
+
+
+def test_a_rejected_publish_is_a_typed_operation_rejected_error(node: NodeProcess) -> None:
+    bad = {"blake3": "not-a-hash", "size": 10, "urls": [WEIGHTS_URL]}
+    body = node.graphql(
+        PUBLISH,
+        {"name": "pub-bad", "version": "1", "w": bad, "t": bad},
+    )
+    [error] = body["errors"]
+    assert error["extensions"]["code"] == "OperationRejected"
+    assert "blake3" in error["message"]
+    assert "pub-bad" not in str(node.data("{ models { name } }"))
+
+
+def test_retire_model_mutation_then_model_is_retired(node: NodeProcess) -> None:
+    publish(node, "pub-r")
+    retired = node.data('mutation { retireModel(name: "pub-r", version: "1") { height signers } }')
+    assert len(retired["retireModel"]["signers"]) >= 3
+    active = node.data("{ models(includeRetired: false) { name } }")["models"]
+    assert "pub-r" not in [m["name"] for m in active]
+    everything = node.data("{ models { name retired retiredHeight } }")["models"]
+    [entry] = [m for m in everything if m["name"] == "pub-r"]
+    assert entry["retired"] is True
+    assert entry["retiredHeight"] == retired["retireModel"]["height"]
+    [error] = node.graphql('{ model(name: "pub-r", version: "1") { name } }')["errors"]
+    assert error["extensions"]["code"] == "ModelRetired"
+
+
+def test_blocks_committed_by_another_process_are_seen(
+    node: NodeProcess, network_dir: Path
+) -> None:
+    ref = FileRef("ab" * 32, 123, (WEIGHTS_URL,))
+    with Client.open(network_dir) as other:  # as the CLI would, from outside the node
+        other.register_model("pub-outside", weights=ref, tokenizer=ref)
+    model = node.data('{ model(name: "pub-outside") { weights { blake3 size } } }')["model"]
+    assert model["weights"] == {"blake3": "ab" * 32, "size": 123}
+    # ... and the node can still commit on top of what the other process added.
+    assert publish(node, "pub-after")["name"] == "pub-after"
+
+
+def test_get_runs_queries_but_refuses_mutations(node: NodeProcess) -> None:
+    ok = httpx.get(node.graphql_url, params={"query": "{ models { name } }"})
+    assert ok.status_code == 200 and "models" in ok.json()["data"]
+    mutation = 'mutation { retireModel(name: "x", version: "1") { height } }'
+    refused = httpx.get(node.graphql_url, params={"query": mutation})
+    assert refused.status_code == 405
+    assert refused.json()["errors"][0]["extensions"]["code"] == "UsageError"
+
+
+def test_get_from_a_browser_returns_the_offline_console(node: NodeProcess) -> None:
+    page = httpx.get(node.graphql_url, headers={"Accept": "text/html"})
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert node.application_id in page.text
+    # Self-contained: no script, style or font is loaded from anywhere else.
+    assert "<script src" not in page.text and "https://" not in page.text
+
+
+def test_unknown_application_is_404(node: NodeProcess) -> None:
+    response = httpx.post(
+        f"{node.base_url}/chains/{node.chain_id}/applications/{'0' * 64}",
+        json={"query": "{ models { name } }"},
+    )
+    assert response.status_code == 404
+    assert "no application" in response.json()["errors"][0]["message"]
+
+
+def test_syntax_errors_are_graphql_errors(node: NodeProcess) -> None:
+    body = node.graphql("{ models { name ")
+    assert body["data"] is None
+    assert "Syntax Error" in body["errors"][0]["message"]
+
+
+def test_second_server_on_the_same_port_exits_with_one_line(
+    node: NodeProcess, network_dir: Path
+) -> None:
+    port = int(node.base_url.rsplit(":", 1)[1])
+    result = subprocess.run(
+        serve_command(network_dir, port), capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode != 0
+    assert result.stderr == f"error: port {port} on 127.0.0.1 is already in use\n"
+    assert result.stdout == ""
+    assert httpx.get(node.base_url + "/").status_code == 200  # the first one is unharmed
+
+
+def test_missing_network_directory_is_network_not_found(tmp_path: Path) -> None:
+    result = subprocess.run(
+        serve_command(tmp_path / "nothing-here", free_port()),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 4  # NetworkNotFound's exit code
+    missing = tmp_path / "nothing-here"
+    assert result.stderr == f"error: no edgechain network in {missing} (create one first)\n"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_the_node_cleanly(network_dir: Path, sig: signal.Signals) -> None:
+    node = start_node(network_dir)
+    code, err = stop_node(node.process, sig)
+    assert code == 0, err
+    assert err == ""
