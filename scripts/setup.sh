@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything edgechain needs on a fresh Debian 12 machine of this kind, idempotently:
-# the Python package (editable) and its dependencies, the wasm32 guest, the native module.
+# the Python package (editable) and its dependencies, chromium and chromedriver, the wasm32
+# guest, the native module.
 # Each step is quick when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,18 @@ step() { printf '\n== %s\n' "$*" >&2; }
 
 step "Python package and dependencies"
 "$PYTHON" -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+
+step "chromium and chromedriver (the node console's browser test)"
+if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then
+    echo "already installed" >&2
+else
+    # CI runs as root with no stdin: no sudo, no prompts.
+    as_root=()
+    [ "$(id -u)" -eq 0 ] || as_root=(sudo)
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq </dev/null
+    "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+        --no-install-recommends chromium chromium-driver </dev/null
+fi
 
 step "wasm32 guest"
 bash scripts/build_guest.sh
