@@ -1,0 +1,164 @@
+"""`edgechain generate` through the CLI: streamed stories, what was verified, failures.
+
+These run the real wasm guest: a missing guest makes them fail (build it with
+scripts/build_guest.sh), never skip.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from network_cli_helpers import edgechain, make_network, serve_copies
+
+from edgechain.client import Client
+from edgechain.pytest_plugin import ModelFiles
+from edgechain.service.weight_server import Fault, WeightServer
+
+PROMPT = "Once upon a time"
+
+
+@pytest.fixture
+def golden(stories260k: ModelFiles) -> str:
+    """run.c's greedy output for PROMPT (256 positions), as text."""
+    return (stories260k.directory / "greedy_once_upon_a_time_256.txt").read_text()
+
+
+@pytest.fixture
+def served(stories260k: ModelFiles, weight_server: WeightServer, weight_server_dir: Path):
+    serve_copies(stories260k, weight_server_dir)
+    return weight_server
+
+
+@pytest.fixture
+def net(tmp_path: Path, served: WeightServer, stories260k: ModelFiles) -> Path:
+    """A network with stories260K published (served over loopback)."""
+    path = make_network(tmp_path / "net")
+    with Client.open(path) as client:
+        client.publish_model(
+            "stories260K",
+            weights=stories260k.weights,
+            tokenizer=stories260k.tokenizer,
+            weights_urls=[served.url("stories260K.bin")],
+            tokenizer_urls=[served.url("tok512.bin")],
+        )
+    return path
+
+
+def generate(net: Path, *args: str):
+    return edgechain("generate", "--model", "stories260K", "--dir", net, *args)
+
+
+def test_greedy_generation_streams_run_c_text_then_what_was_verified(
+    net: Path, golden: str, stories260k: ModelFiles
+) -> None:
+    result = generate(net, "-i", PROMPT, "-t", "0", "-n", "60")
+    assert result.code == 0, result.err
+    assert result.out.startswith(PROMPT + ", there was a little girl named Lily")
+    assert result.out.endswith("\n")
+    assert golden.startswith(result.out[:-1])  # a prefix of run.c's own output
+    err = result.err
+    assert "verified: stories260K version 1" in err
+    assert f"weights      blake3 {stories260k.weights_blake3}" in err
+    assert f"tokenizer    blake3 {stories260k.tokenizer_blake3}" in err
+    assert "certificate  height 0, block " in err and "(quorum 3 of 4)" in err
+    assert "derived from the chain id, block hash, application id and query" in err
+    assert "generated    60 tokens" in err and "tokens/s, stop: max_tokens" in err
+
+
+def test_json_prints_the_final_record(net: Path, stories260k: ModelFiles) -> None:
+    result = generate(net, "-i", PROMPT, "-s", "42", "-n", "20", "--json")
+    assert result.code == 0, result.err
+    record = result.json()
+    assert record["seed"] == 42 and record["seed_source"] == "query"
+    assert record["output_tokens"] == 20 and record["stop_reason"] == "max_tokens"
+    assert record["model"]["weights_blake3"] == stories260k.weights_blake3
+    assert record["model"]["certificate_height"] == 0
+    assert record["timings"]["decode_tokens_per_s"] > 0
+    assert PROMPT not in record["text"]  # the record holds the generated text only
+
+
+def test_the_same_query_on_the_same_state_repeats(net: Path) -> None:
+    derived = [generate(net, "-i", PROMPT, "-n", "30", "--json").json() for _ in range(2)]
+    assert derived[0]["seed_source"] == "derived"
+    assert derived[0]["seed"] == derived[1]["seed"]
+    assert derived[0]["text"] == derived[1]["text"]
+    seeded = [generate(net, "-i", PROMPT, "-n", "30", "-s", "7", "--json").json() for _ in "ab"]
+    assert seeded[0]["text"] == seeded[1]["text"] and seeded[0]["seed"] == 7
+
+
+def test_stop_strings_and_sampling_flags(net: Path) -> None:
+    result = generate(
+        net, "-i", PROMPT, "-t", "0", "--stop", "Lily", "-n", "100", "--repeat-penalty", "1.1",
+        "-p", "0.5", "--json",
+    )  # fmt: skip
+    assert result.code == 0, result.err
+    record = result.json()
+    assert record["stop_reason"] == "stop_string"
+    assert record["text"].endswith("Lily")
+
+
+def test_a_version_can_be_chosen(net: Path) -> None:
+    assert generate(net, "--version", "1", "-n", "3").code == 0
+    generate(net, "--version", "9", "-n", "3").assert_user_error(6, "version 9")
+
+
+def test_unknown_and_retired_models_are_service_errors(net: Path) -> None:
+    edgechain("generate", "--model", "nope", "--dir", net).assert_user_error(
+        6, "no model named nope"
+    )
+    assert edgechain("model", "retire", "stories260K", "--version", "1", "--dir", net).code == 0
+    generate(net, "-i", PROMPT).assert_user_error(6, "retired")
+
+
+@pytest.mark.parametrize(
+    ("flags", "fragment"),
+    [
+        (("-t", "-1"), "temperature"),
+        (("-p", "0"), "top_p"),
+        (("-p", "1.5"), "top_p"),
+        (("-n", "0"), "max_tokens"),
+        (("--repeat-penalty", "0.5"), "repeat_penalty"),
+        (("-t", "warm"), "invalid float value"),
+    ],
+)
+def test_bad_parameters_are_usage_errors(net: Path, flags: tuple[str, ...], fragment: str) -> None:
+    generate(net, "-i", PROMPT, *flags).assert_user_error(2, fragment)
+
+
+def test_bytes_that_do_not_match_the_certified_hash_never_run(
+    net: Path, served: WeightServer
+) -> None:
+    served.inject("stories260K.bin", Fault(corrupt_offset=1000))
+    result = generate(net, "-i", PROMPT)
+    result.assert_user_error(6, "BLAKE3 mismatch")
+    assert result.out == ""  # not even the prompt: nothing ran
+
+
+def test_an_unreachable_weight_server_is_a_service_error(net: Path, served: WeightServer) -> None:
+    served.stop()
+    generate(net, "-i", PROMPT).assert_user_error(6, "connection failed")
+
+
+def test_generate_needs_a_network(tmp_path: Path) -> None:
+    edgechain("generate", "--model", "m", "--dir", tmp_path / "nowhere").assert_user_error(
+        4, "no edgechain network"
+    )
+    edgechain("generate", "--dir", tmp_path).assert_user_error(2, "--model")
+
+
+def test_a_hub_host_is_refused_unless_allowed(tmp_path: Path, stories260k: ModelFiles) -> None:
+    net = make_network(tmp_path / "net")
+    with Client.open(net) as client:
+        client.publish_model(
+            "stories260K",
+            weights=stories260k.weights,
+            tokenizer=stories260k.tokenizer,
+            weights_urls=["https://hub.invalid/stories260K.bin"],
+            tokenizer_urls=["https://hub.invalid/tok512.bin"],
+        )
+    generate(net, "-i", PROMPT).assert_user_error(6, "host not allowed")
+    # Allowed: the fetch is attempted (and fails: .invalid never resolves).
+    allowed = generate(net, "-i", PROMPT, "--allow-host", "hub.invalid")
+    allowed.assert_user_error(6, "hub.invalid")
+    assert "host not allowed" not in allowed.err
