@@ -1,0 +1,115 @@
+"""The pytest plugin's fixtures, used as a user would (they come from the installed plugin)."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import httpx
+import pytest
+
+from edgechain.chain.certificate import verify_certificate
+from edgechain.client import Client
+from edgechain.contract.operations import FileRef, RegisterModel, RetireModel
+from edgechain.errors import ModelRetired, OperationRejected
+from edgechain.pytest_plugin import ModelFiles
+from edgechain.service.runtime import GenerateQuery, ModelService
+from edgechain.service.weight_server import WeightServer
+
+pytest_plugins = ["pytester"]
+
+
+def test_edgechain_network_is_a_fresh_four_validator_network(
+    edgechain_network: Client, tmp_path: Path
+) -> None:
+    status = edgechain_network.status()
+    assert len(status.validators) == 4 and status.quorum == 3
+    assert status.chains[0].height == 0
+    assert Path(status.path).is_relative_to(tmp_path)
+    assert edgechain_network.models() == []
+
+
+def test_weight_server_serves_its_directory(
+    weight_server: WeightServer, weight_server_dir: Path
+) -> None:
+    (weight_server_dir / "hello.bin").write_bytes(b"hello")
+    response = httpx.get(weight_server.url("hello.bin"))
+    assert response.status_code == 200 and response.content == b"hello"
+    assert weight_server.request_count("hello.bin") == 1
+
+
+def test_stories260k_has_the_known_hashes(stories260k: ModelFiles) -> None:
+    import blake3
+
+    assert blake3.blake3(stories260k.weights.read_bytes()).hexdigest() == (
+        stories260k.weights_blake3
+    )
+    assert blake3.blake3(stories260k.tokenizer.read_bytes()).hexdigest() == (
+        stories260k.tokenizer_blake3
+    )
+
+
+def test_publish_model_returns_the_certified_entry(
+    publish_model, stories260k: ModelFiles, edgechain_network: Client, weight_server: WeightServer
+) -> None:
+    model = publish_model(
+        "stories260K", stories260k.weights, stories260k.tokenizer, description="tiny"
+    )
+    assert model.entry.weights.blake3 == stories260k.weights_blake3
+    assert model.entry.tokenizer.size == stories260k.tokenizer.stat().st_size
+    assert model.entry.description == "tiny"
+    verify_certificate(model.certificate, edgechain_network.network.committee)
+    assert edgechain_network.model("stories260K") == model
+    (url,) = model.entry.weights.urls
+    assert httpx.get(url).content == stories260k.weights.read_bytes()
+    assert weight_server.request_count() == 1  # just ours: publishing hashed the local file
+
+
+def test_add_block_executes_registry_operations(add_block, edgechain_network: Client) -> None:
+    file = FileRef("a" * 64, 10, ("http://127.0.0.1:1/w.bin",))
+    certificate = add_block(RegisterModel(name="m", version="1", weights=file, tokenizer=file))
+    assert certificate.height == 0
+    assert edgechain_network.model("m").entry.weights == file
+    add_block(RetireModel(name="m", version="1"))
+    with pytest.raises(ModelRetired):
+        edgechain_network.model("m")
+    with pytest.raises(OperationRejected):
+        add_block(RetireModel(name="m", version="1"))
+    assert edgechain_network.chain.height == 2
+
+
+def test_service_client_generates_with_the_published_model(
+    publish_model, stories260k: ModelFiles, service_client: ModelService
+) -> None:
+    publish_model("stories260K", stories260k.weights, stories260k.tokenizer)
+    query = GenerateQuery(
+        model="stories260K", prompt="Once upon a time", temperature=0, max_tokens=20
+    )
+    stream = service_client.generate(query)
+    record = stream.collect()
+    assert record.text.startswith(", there was a little girl named Lily")
+    assert record.seed_source == "derived"
+    assert service_client.loaded_models() == [
+        (stories260k.weights_blake3, stories260k.tokenizer_blake3)
+    ]
+
+
+def test_stories260k_fails_clearly_when_the_files_are_absent(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    empty = tmp_path / "no-models"
+    empty.mkdir()
+    monkeypatch.setenv("EDGECHAIN_MODELS_DIR", str(empty))
+    monkeypatch.setattr("edgechain.pytest_plugin._REPO_ROOT", tmp_path / "checkout")
+    pytester.makepyfile(
+        textwrap.dedent(
+            """
+            def test_needs_the_model(stories260k):
+                pass
+            """
+        )
+    )
+    result = pytester.runpytest_inprocess()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*stories260K (stories260K.bin, tok512.bin) not found*"])
+    result.stdout.fnmatch_lines([f"*{empty}*EDGECHAIN_MODELS_DIR*"])
