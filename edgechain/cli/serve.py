@@ -24,17 +24,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--engine", choices=("wasm", "native"), default="wasm", help="backend (default wasm)"
     )
+    parser.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="also let the service fetch from HOST (only loopback is allowed by default)",
+    )
 
 
 def execute(args: argparse.Namespace) -> int:
     """Open the network and serve it; returns the exit code."""
     from edgechain.node.server import bind_listening_socket, serve
     from edgechain.service.engine import open_engine
+    from edgechain.service.fetch import FetchPolicy
 
     # Fail on a taken port before the (slower) opening and re-verification of the network.
     bind_listening_socket(args.host, args.port).close()
     # The wasm engine is opened on the first generate query, so a node without the guest still
     # serves the registry; an explicitly chosen native engine must exist now.
     engine = open_engine("native") if args.engine == "native" else None
-    serve(open_client(args, engine=engine), args.host, args.port)
+    policy = FetchPolicy().with_hosts(*args.allow_host)
+    serve(open_client(args, engine=engine, fetch_policy=policy), args.host, args.port)
     return 0

@@ -1,0 +1,212 @@
+"""`edgechain serve` generating with the wasm guest: the SSE stream (tokens, then the record),
+greedy output equal to llama2.c's golden text, the GraphQL ``generate`` field, typed error
+events, and a client disconnect that cancels the generation while the node stays responsive.
+
+These tests need the wasm guest (scripts/build_guest.sh); without it they fail, never skip.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from serve_helpers import (
+    GOLDEN,
+    PUBLISH,
+    STORIES_DIR,
+    NodeProcess,
+    file_input,
+    sse_events,
+    start_node,
+    stop_node,
+    stream_generation,
+)
+
+from edgechain.client import Client
+from edgechain.service.engine.wasm import GUEST_ENV, PACKAGED_GUEST
+from edgechain.service.weight_server import WeightServer
+from edgechain.synth import shape_named, synthesize
+
+PROMPT = "Once upon a time"
+
+
+@pytest.fixture(scope="module")
+def guest() -> Path:
+    path = Path(os.environ.get(GUEST_ENV) or PACKAGED_GUEST)
+    assert path.is_file(), f"the wasm guest {path} is missing: run scripts/build_guest.sh"
+    return path
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WeightServer]:
+    """stories260K and a synthetic stories15M-shaped model (slow enough to disconnect from)."""
+    directory = tmp_path_factory.mktemp("weights")
+    for name in ("stories260K.bin", "tok512.bin"):
+        (directory / name).write_bytes((STORIES_DIR / name).read_bytes())
+    synthesize(shape_named("15M"), 7, directory / "synth15M.bin", directory / "tok32000.bin")
+    with WeightServer(directory) as server:
+        server.directory = directory  # type: ignore[attr-defined]
+        yield server
+
+
+@pytest.fixture(scope="module")
+def node(
+    guest: Path, weights: WeightServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[NodeProcess]:
+    directory = tmp_path_factory.mktemp("serve-generate") / "net"
+    Client.up(directory, validators=4).close()
+    node = start_node(directory)
+    try:
+        files: Path = weights.directory  # type: ignore[attr-defined]
+        for name, checkpoint, tokenizer in (
+            ("stories260K", "stories260K.bin", "tok512.bin"),
+            ("synth15M", "synth15M.bin", "tok32000.bin"),
+        ):
+            node.data(
+                PUBLISH,
+                {
+                    "name": name,
+                    "version": "1",
+                    "w": file_input(files / checkpoint, weights.url(checkpoint)),
+                    "t": file_input(files / tokenizer, weights.url(tokenizer)),
+                },
+            )
+        yield node
+    finally:
+        stop_node(node.process)
+
+
+@pytest.fixture(scope="module")
+def golden_continuation() -> str:
+    """llama2.c's greedy output for the prompt (256 positions), minus the prompt."""
+    text = GOLDEN.read_text(encoding="utf-8")
+    assert text.startswith(PROMPT)
+    return text[len(PROMPT) :]
+
+
+def test_sse_streams_tokens_then_the_record_equal_to_the_golden_text(
+    node: NodeProcess, golden_continuation: str
+) -> None:
+    events = stream_generation(
+        node, model="stories260K", prompt=PROMPT, temperature=0, maxTokens=200
+    )
+    kinds = [e.event for e in events]
+    assert kinds == ["token"] * 200 + ["done"], kinds[-3:]
+    record = events[-1].data
+    streamed = "".join(e.data["text"] for e in events[:-1])
+    assert record["text"] == streamed
+    assert record["output_tokens"] == 200 and record["stop_reason"] == "max_tokens"
+    assert len(streamed) > 400  # 200 tokens of story, not a few characters
+    assert streamed == golden_continuation[: len(streamed)]
+    assert record["model"]["name"] == "stories260K"
+    assert record["model"]["weights_blake3"] == file_input(STORIES_DIR / "stories260K.bin", "")[
+        "blake3"
+    ]
+    assert record["seed_source"] == "derived"
+
+
+def test_the_full_greedy_run_equals_the_golden_file(
+    node: NodeProcess, golden_continuation: str
+) -> None:
+    probe = stream_generation(node, model="stories260K", prompt=PROMPT, temperature=0, maxTokens=1)
+    input_tokens = probe[-1].data["input_tokens"]
+    # The golden file is run.c with -n 256: 256 positions, the prompt's included.
+    events = stream_generation(
+        node, model="stories260K", prompt=PROMPT, temperature=0, maxTokens=256 - input_tokens
+    )
+    record = events[-1].data
+    assert events[-1].event == "done", record
+    assert record["text"] == golden_continuation.rstrip("\n")
+
+
+def test_graphql_generate_returns_the_same_text_as_the_stream(node: NodeProcess) -> None:
+    streamed = stream_generation(
+        node, model="stories260K", prompt=PROMPT, temperature=0, maxTokens=32
+    )[-1].data
+    result = node.data(
+        """{ generate(model: "stories260K", prompt: "Once upon a time", maxTokens: 32,
+                      temperature: 0) {
+              text stopReason inputTokens outputTokens seed seedSource
+              model { name version blockHash signers }
+              timings { totalS decodeTokensPerS } } }"""
+    )["generate"]
+    assert result["text"] == streamed["text"]
+    assert result["outputTokens"] == 32 and result["stopReason"] == "max_tokens"
+    assert result["seed"] == streamed["seed"]  # same query, same certified state: same seed
+    assert result["model"]["blockHash"] == streamed["model"]["block_hash"]
+    assert len(result["model"]["signers"]) >= 3
+    assert result["timings"]["totalS"] > 0
+
+
+def test_a_seeded_sampled_query_is_reproducible(node: NodeProcess) -> None:
+    params = {"model": "stories260K", "prompt": "The dog", "temperature": 0.9, "maxTokens": 40}
+    first = stream_generation(node, **params, seed=12345)[-1].data
+    again = stream_generation(node, **params, seed=12345)[-1].data
+    other = stream_generation(node, **params, seed=54321)[-1].data
+    assert first["seed"] == 12345 and first["seed_source"] == "query"
+    assert first["text"] == again["text"]
+    assert first["text"] != other["text"]
+
+
+def test_stop_strings_end_the_stream(node: NodeProcess) -> None:
+    events = stream_generation(
+        node, model="stories260K", prompt=PROMPT, temperature=0, maxTokens=200, stop="Lily"
+    )
+    record = events[-1].data
+    assert record["stop_reason"] == "stop_string"
+    assert record["output_tokens"] < 200
+
+
+@pytest.mark.parametrize(
+    ("params", "code", "fragment"),
+    [
+        ({"model": "nope", "prompt": PROMPT}, "ModelNotFound", "no model named nope"),
+        ({"model": "stories260K", "prompt": PROMPT, "temperature": -1}, "InvalidParameter", "temp"),
+        ({"model": "stories260K", "prompt": PROMPT, "maxTokens": "many"}, "InvalidParameter",
+         "maxTokens must be an integer"),
+        ({"model": "stories260K", "prompt": PROMPT, "colour": "red"}, "UsageError", "colour"),
+        ({"prompt": PROMPT}, "UsageError", "missing parameter 'model'"),
+    ],
+)  # fmt: skip
+def test_errors_are_one_typed_error_event(
+    node: NodeProcess, params: dict, code: str, fragment: str
+) -> None:
+    events = stream_generation(node, **params)
+    assert [e.event for e in events] == ["error"]
+    assert events[0].data["code"] == code
+    assert fragment in events[0].data["message"]
+
+
+def test_graphql_generate_errors_are_typed(node: NodeProcess) -> None:
+    body = node.graphql('{ generate(model: "stories260K", prompt: "x", topP: 2) { text } }')
+    [error] = body["errors"]
+    assert error["extensions"]["code"] == "InvalidParameter"
+    assert "top_p" in error["message"] or "topP" in error["message"]
+
+
+def generations(node: NodeProcess) -> dict[str, int]:
+    return httpx.get(node.base_url + "/", timeout=10).json()["generations"]
+
+
+def test_a_client_disconnect_cancels_the_generation(node: NodeProcess) -> None:
+    before = generations(node)
+    params = {"model": "synth15M", "prompt": PROMPT, "temperature": 0, "maxTokens": 250}
+    with httpx.stream("GET", node.generate_url, params=params, timeout=120) as response:
+        events = sse_events(response)
+        assert next(events).event == "token"
+        # While tokens stream, the node keeps answering other requests promptly.
+        started = time.monotonic()
+        during = generations(node)
+        assert time.monotonic() - started < 2.0
+        assert during["running"] == before["running"] + 1
+    # The response is closed: the node must cancel the generation, not run it to the end.
+    deadline = time.monotonic() + 30
+    while (now := generations(node))["running"] != before["running"]:
+        assert time.monotonic() < deadline, now
+        time.sleep(0.05)
+    assert now["cancelled"] == before["cancelled"] + 1
+    assert now["completed"] == before["completed"]
