@@ -81,6 +81,7 @@ class ChainState:
         self.chain_id = chain_id
         self._apps: dict[bytes, _AppState] = {}
         self._hash: bytes | None = None
+        self._prepared: tuple[WriteSet, dict, bytes] | None = None
 
     def copy(self) -> ChainState:
         """An independent copy (each validator keeps its own)."""
@@ -134,6 +135,7 @@ class ChainState:
         dirty: dict[bytes, dict[int, dict[str, bytes | None]]] = {}
         for (app_id, key), value in writes.items():
             dirty.setdefault(app_id, {}).setdefault(bucket_of(key), {})[key] = value
+        new_buckets: dict[tuple[bytes, int], tuple[dict[str, bytes], bytes]] = {}
         app_hashes: list[list[bytes]] = []
         for app_id in sorted(set(self._apps) | set(dirty)):
             app = self._apps.get(app_id) or _AppState()
@@ -146,35 +148,47 @@ class ChainState:
                     else:
                         bucket[key] = value
                 hashes[index] = _bucket_hash(bucket)
+                new_buckets[(app_id, index)] = (bucket, hashes[index])
             if any(h != _EMPTY_BUCKET for h in hashes):
                 app_hashes.append([app_id, _app_hash(app_id, hashes)])
-        return hash_value("state", [self.chain_id, app_hashes])
+        result = hash_value("state", [self.chain_id, app_hashes])
+        # Kept so that apply() of the same writes (the usual next step) need not rehash.
+        self._prepared = (dict(writes), new_buckets, result)
+        return result
 
     def apply(self, writes: WriteSet) -> None:
         """Apply a write set (after its block is certified)."""
-        touched: set[tuple[bytes, int]] = set()
+        prepared = self._prepared
+        self._prepared = None
+        if prepared is not None and prepared[0] == writes:
+            self._install(prepared[1])
+            self._hash = prepared[2]
+            return
+        touched: dict[tuple[bytes, int], dict[str, bytes]] = {}
         for (app_id, key), value in writes.items():
             app = self._apps.get(app_id)
-            if app is None:
-                if value is None:
-                    continue
-                app = self._apps[app_id] = _AppState()
             index = bucket_of(key)
-            bucket = app.buckets[index]
+            bucket = touched.get((app_id, index))
+            if bucket is None:
+                bucket = dict(app.buckets[index]) if app is not None else {}
+                touched[(app_id, index)] = bucket
             if value is None:
-                if bucket.pop(key, None) is not None:
-                    app.size -= 1
+                bucket.pop(key, None)
             else:
-                if key not in bucket:
-                    app.size += 1
                 bucket[key] = value
-            touched.add((app_id, index))
-        for app_id, index in touched:
-            app = self._apps[app_id]
-            app.bucket_hashes[index] = _bucket_hash(app.buckets[index])
-        for app_id in [a for a, app in self._apps.items() if app.size == 0]:
-            del self._apps[app_id]
+        self._install({k: (b, _bucket_hash(b)) for k, b in touched.items()})
         self._hash = None
+
+    def _install(self, buckets: dict[tuple[bytes, int], tuple[dict[str, bytes], bytes]]) -> None:
+        for (app_id, index), (bucket, encoded_hash) in buckets.items():
+            app = self._apps.get(app_id)
+            if app is None:
+                app = self._apps[app_id] = _AppState()
+            app.size += len(bucket) - len(app.buckets[index])
+            app.buckets[index] = bucket
+            app.bucket_hashes[index] = encoded_hash
+            if app.size == 0:
+                del self._apps[app_id]
 
 
 def encode_value(value: Any) -> bytes:

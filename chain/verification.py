@@ -16,7 +16,7 @@ from edgechain.chain.certificate import Certificate, verify_certificate
 from edgechain.chain.committee import Committee
 from edgechain.chain.encoding import hash_encoded, hash_value
 from edgechain.chain.state import ChainState
-from edgechain.chain.storage import ChainRecord, Storage
+from edgechain.chain.storage import BlockRow, ChainRecord, Storage
 from edgechain.chain.validator import proposal_signature_valid
 from edgechain.errors import EdgechainError, StorageCorrupted
 
@@ -60,7 +60,7 @@ def verify_chain(storage: Storage, committee: Committee, record: ChainRecord) ->
     return chain
 
 
-def _check_row(row, chain: VerifiedChain, committee: Committee) -> Block:  # noqa: ANN001
+def _check_row(row: BlockRow, chain: VerifiedChain, committee: Committee) -> Block:
     height = chain.next_height
     if row.height != height:
         raise StorageCorrupted(f"height column says {row.height}")
@@ -76,7 +76,14 @@ def _check_row(row, chain: VerifiedChain, committee: Committee) -> Block:  # noq
         raise StorageCorrupted("timestamp goes backwards")
     if not proposal_signature_valid(block.signer, row.owner_signature, block_hash):
         raise StorageCorrupted("the signer's signature is not valid")
-    verify_certificate(Certificate.decode(row.certificate), committee, block)
+    certificate = Certificate.decode(row.certificate)
+    verify_certificate(certificate, committee)
+    # Compared field by field: the block hash is already known, no need to re-encode the block.
+    certified = (certificate.chain_id, certificate.height, certificate.block_hash)
+    if certified != (block.chain_id, height, block_hash):
+        raise StorageCorrupted("the certificate is for another block")
+    if certificate.state_hash != block.state_hash:
+        raise StorageCorrupted("the certificate is for another state hash")
     writes = execute_operations(
         chain.state,
         height=height,
