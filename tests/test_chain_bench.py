@@ -1,0 +1,15 @@
+from edgechain.chain.bench import main, run_chain_benchmark
+
+
+def test_benchmark_reports_every_committee_size(tmp_path):
+    result = run_chain_benchmark((1, 4), blocks=5, reopen_blocks=20, workdir=tmp_path)
+    assert [(r.validators, r.quorum, r.blocks) for r in result.commits] == [(1, 1, 5), (4, 3, 5)]
+    assert all(r.blocks_per_second > 0 and r.db_bytes_per_block > 0 for r in result.commits)
+    assert result.reopen is not None and result.reopen.blocks == 20
+    assert "reopen + re-verify of 20 blocks" in result.format()
+    assert list(tmp_path.iterdir()) == []  # networks are deleted afterwards
+
+
+def test_benchmark_entry_point(capsys):
+    assert main(["--validators", "1", "--blocks", "2", "--reopen-blocks", "0", "--json"]) == 0
+    assert '"blocks_per_second"' in capsys.readouterr().out
