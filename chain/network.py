@@ -245,9 +245,7 @@ class Network:
             raise UsageError(f"{key_path} already exists")
         owner_key = generate_key()
         owner = public_bytes(owner_key)
-        record = ChainRecord(
-            chain_id_for(self.committee, name, owner), name, owner, time.time_ns() // 1000
-        )
+        record = ChainRecord(chain_id_for(self.committee, name, owner), name, owner)
         save_key(owner_key, key_path)
         self.storage.add_chain(record)
         return self._attach(verify_chain(self.storage, self.committee, record))
@@ -326,6 +324,7 @@ class Chain:
         self.head_hash = verified.head_hash
         self._last_timestamp_us = verified.last_timestamp_us
         self._services: dict[str, Any] = {}
+        self._owner_key: Ed25519PrivateKey | None = None
         self.last_failures: list[ValidatorFailure] = []
 
     def __repr__(self) -> str:
@@ -336,7 +335,14 @@ class Chain:
         return self._state.hash()
 
     def owner_key(self) -> Ed25519PrivateKey:
-        return load_key(self.network.path / "keys" / "chains" / f"{self.name}.key")
+        """The chain owner's private key, from ``keys/chains/<name>.key``."""
+        if self._owner_key is None:
+            path = self.network.path / "keys" / "chains" / f"{self.name}.key"
+            key = load_key(path)
+            if public_bytes(key) != self.owner:
+                raise StorageCorrupted(f"{path} does not hold the key of chain {self.name!r}")
+            self._owner_key = key
+        return self._owner_key
 
     def status(self) -> ChainStatus:
         return ChainStatus(

@@ -27,8 +27,7 @@ CREATE TABLE IF NOT EXISTS meta (
 CREATE TABLE IF NOT EXISTS chains (
     chain_id      BLOB PRIMARY KEY,
     name          TEXT NOT NULL UNIQUE,
-    owner         BLOB NOT NULL,
-    created_at_us INTEGER NOT NULL
+    owner         BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS blocks (
     chain_id        BLOB NOT NULL,
@@ -56,7 +55,6 @@ class ChainRecord:
     chain_id: bytes
     name: str
     owner: bytes
-    created_at_us: int
 
 
 @dataclass(frozen=True)
@@ -127,16 +125,14 @@ class Storage:
     def add_chain(self, record: ChainRecord) -> None:
         try:
             self._execute(
-                "INSERT INTO chains (chain_id, name, owner, created_at_us) VALUES (?, ?, ?, ?)",
-                (record.chain_id, record.name, record.owner, record.created_at_us),
+                "INSERT INTO chains (chain_id, name, owner) VALUES (?, ?, ?)",
+                (record.chain_id, record.name, record.owner),
             )
         except sqlite3.IntegrityError as exc:
             raise ChainError(f"a chain named {record.name!r} already exists") from exc
 
     def chains(self) -> list[ChainRecord]:
-        rows = self._fetchall(
-            "SELECT chain_id, name, owner, created_at_us FROM chains ORDER BY created_at_us, name"
-        )
+        rows = self._fetchall("SELECT chain_id, name, owner FROM chains ORDER BY rowid")
         return [ChainRecord(*row) for row in rows]
 
     # --- blocks ---------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import pytest
 from chain_helpers import register
 
 from edgechain.chain import Network
+from edgechain.chain.keys import generate_key, save_key
 from edgechain.contract import RetireModel
 from edgechain.errors import ChainError, NetworkNotFound, StorageCorrupted
 
@@ -176,3 +177,19 @@ def test_a_second_writer_is_told_to_reopen(net_dir):
             b.execute(b.app_id("model-registry"), register(version="10"))
     with Network.open(net_dir) as again:
         assert again.default_chain().height == 5
+
+
+def test_tampered_schema_version_is_refused(net_dir):
+    _sql(net_dir, "UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    with pytest.raises(ChainError, match="unsupported storage schema version 99"):
+        Network.open(net_dir)
+
+
+def test_replaced_owner_key_is_refused(net_dir):
+    key_path = net_dir / "keys" / "chains" / "default.key"
+    key_path.unlink()
+    save_key(generate_key(), key_path)
+    with Network.open(net_dir) as net:
+        chain = net.default_chain()
+        with pytest.raises(StorageCorrupted, match="does not hold the key of chain 'default'"):
+            chain.execute(chain.app_id("model-registry"), register(version="5"))
