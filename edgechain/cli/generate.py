@@ -12,12 +12,14 @@ import argparse
 import sys
 from dataclasses import fields
 
+from edgechain.chain.network import Network
 from edgechain.cli.network_options import (
     add_dir_option,
     certificate_line,
-    open_client,
+    network_dir,
     print_json,
 )
+from edgechain.client import Client
 from edgechain.service.fetch import FetchPolicy
 from edgechain.service.runtime import GenerateQuery, GenerationRecord, QueryStream
 
@@ -118,7 +120,14 @@ def execute(args: argparse.Namespace) -> int:
         **{k: v for k, v in given.items() if v is not None},
     )
     policy = FetchPolicy().with_hosts(*args.allow_host)
-    with open_client(args, fetch_policy=policy, engine=open_engine(args.engine)) as client:
+    # The network first: a missing network is reported before a missing engine.
+    network = Network.open(network_dir(args))
+    try:
+        engine = open_engine(args.engine)
+    except BaseException:
+        network.close()
+        raise
+    with Client(network, engine=engine, fetch_policy=policy) as client:
         stream = client.generate(query)
         if args.json:
             record = stream.collect()
