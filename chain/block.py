@@ -21,6 +21,7 @@ from edgechain.chain.keys import public_bytes
 
 BLOCK_FORMAT_VERSION = 1
 HASH_SIZE = 32
+MAX_BLOCK_BYTES = 1024 * 1024  # Linera testnet's block limit
 
 
 @dataclass(frozen=True)
@@ -107,11 +108,14 @@ def proposal_message(block_hash: bytes) -> bytes:
     return domain_tag("proposal") + block_hash
 
 
-def sign_proposal(block: Block, key: Ed25519PrivateKey) -> bytes:
-    """The signer's signature of ``block`` (``key`` must match ``block.signer``)."""
+def sign_proposal(block: Block, key: Ed25519PrivateKey, block_hash: bytes | None = None) -> bytes:
+    """The signer's signature of ``block`` (``key`` must match ``block.signer``).
+
+    ``block_hash``, when the caller already has it, saves re-encoding the block.
+    """
     if public_bytes(key) != block.signer:
         raise ValueError("the signing key does not match the block's signer")
-    return key.sign(proposal_message(block.hash()))
+    return key.sign(proposal_message(block.hash() if block_hash is None else block_hash))
 
 
 @dataclass(frozen=True)

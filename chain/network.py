@@ -39,9 +39,10 @@ from edgechain.chain.application import (
     execute_operations,
     to_operation,
 )
-from edgechain.chain.block import Block, Operation, Proposal, sign_proposal
+from edgechain.chain.block import MAX_BLOCK_BYTES, Block, Operation, Proposal, sign_proposal
 from edgechain.chain.certificate import Certificate, CertifiedBlock
 from edgechain.chain.committee import Committee, validator_name
+from edgechain.chain.encoding import hash_encoded
 from edgechain.chain.faults import Fault, FaultMap, format_faults, parse_faults
 from edgechain.chain.keys import generate_key, load_key, public_bytes, save_key
 from edgechain.chain.storage import BlockRow, ChainRecord, Storage
@@ -424,8 +425,13 @@ class Chain:
             state_hash=self._state.hash_with(writes),
         )
         encoded = block.encode()
-        block_hash = block.hash()
-        proposal = Proposal(block, sign_proposal(block, key), block_hash)
+        if len(encoded) > MAX_BLOCK_BYTES:
+            raise UsageError(
+                f"the block would be {len(encoded)} bytes; blocks are limited to "
+                f"{MAX_BLOCK_BYTES} bytes: split the operations"
+            )
+        block_hash = hash_encoded("block", encoded)
+        proposal = Proposal(block, sign_proposal(block, key, block_hash), block_hash)
         certificate, failures = certify(
             proposal, net.committee, net._pool, net.vote_timeout, chain_label=self.name
         )

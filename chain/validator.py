@@ -16,9 +16,9 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from edgechain.chain.application import execute_operations
-from edgechain.chain.block import Proposal, proposal_message
+from edgechain.chain.block import MAX_BLOCK_BYTES, Proposal, proposal_message
 from edgechain.chain.certificate import CertifiedBlock, Vote, vote_message
-from edgechain.chain.encoding import hash_value
+from edgechain.chain.encoding import hash_encoded, hash_value
 from edgechain.chain.faults import Fault, FaultKind
 from edgechain.chain.state import ChainState, WriteSet
 from edgechain.errors import ChainError, ContractError
@@ -129,7 +129,10 @@ class Validator:
             raise ProposalRefused("the block does not extend the chain's head")
         if block.timestamp_us < replica.last_timestamp_us:
             raise ProposalRefused("the block's timestamp is earlier than its predecessor's")
-        block_hash = block.hash()
+        encoded = block.encode()
+        if len(encoded) > MAX_BLOCK_BYTES:
+            raise ProposalRefused(f"the block is {len(encoded)} bytes, over {MAX_BLOCK_BYTES}")
+        block_hash = hash_encoded("block", encoded)
         if not proposal_signature_valid(block.signer, proposal.signature, block_hash):
             raise ProposalRefused("the proposal's signature is not valid")
         try:

@@ -17,6 +17,7 @@ from edgechain.errors import (
     OperationRejected,
     QuorumNotReached,
     Unauthorized,
+    UsageError,
 )
 
 
@@ -259,3 +260,11 @@ def test_unknown_models(chain, app):
 def test_register_model_round_trips_its_payload():
     op = register(description="d", license="MIT")
     assert RegisterModel.from_payload(op.to_payload()) == op
+
+
+def test_blocks_over_one_mebibyte_are_refused(chain, app):
+    description = "d" * 1000
+    ops = [register(version=str(i), description=description) for i in range(1100)]
+    with pytest.raises(UsageError, match="limited to 1048576 bytes"):
+        chain.execute(app.id, *ops)
+    assert chain.height == 0
