@@ -400,7 +400,7 @@ class Chain:
         if not operations:
             raise UsageError("a block needs at least one operation")
         net = self.network
-        if net.storage.block_count(self.id) != self.height:
+        if net.storage.next_height(self.id) != self.height:
             raise ChainError(
                 f"chain {self.name!r} was extended by another process; reopen the network"
             )

@@ -176,6 +176,11 @@ class Storage:
             raise
         db.execute("COMMIT")
 
+    def next_height(self, chain_id: bytes) -> int:
+        """One past the highest stored height of a chain (0 when empty); an index lookup."""
+        row = self._fetchone("SELECT MAX(height) FROM blocks WHERE chain_id = ?", (chain_id,))
+        return 0 if row is None or row[0] is None else int(row[0]) + 1
+
     def block_count(self, chain_id: bytes) -> int:
         row = self._fetchone("SELECT COUNT(*) FROM blocks WHERE chain_id = ?", (chain_id,))
         return int(row[0])
