@@ -8,11 +8,12 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import blake3
 import httpx
@@ -42,6 +43,7 @@ class NodeProcess:
     """A running `edgechain serve` and the URLs of its registry application."""
 
     process: subprocess.Popen[str]
+    stderr: IO[str]  # a file, not a pipe: a chatty node must never block on a full pipe
     base_url: str
     app_path: str
     chain_id: str
@@ -70,39 +72,42 @@ class NodeProcess:
         return body["data"]
 
 
-def start_node(directory: Path, port: int | None = None) -> NodeProcess:
-    """Start `edgechain serve` on ``directory`` and wait until ``GET /`` answers."""
-    port = port or free_port()
+def start_node(directory: Path, env: dict[str, str] | None = None) -> NodeProcess:
+    """Start `edgechain serve` on ``directory`` (with ``env`` added to the environment) and
+    wait until ``GET /`` answers."""
+    port = free_port()
+    stderr = tempfile.TemporaryFile("w+")  # noqa: SIM115 (stop_node closes it)
     process = subprocess.Popen(
         serve_command(directory, port),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=stderr,
         text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
     base_url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + START_TIMEOUT_S
     while True:
         if process.poll() is not None:
-            out, err = process.communicate()
-            raise AssertionError(f"edgechain serve exited {process.returncode}: {err}{out}")
+            stderr.seek(0)
+            raise AssertionError(f"edgechain serve exited {process.returncode}: {stderr.read()}")
         try:
             index = httpx.get(base_url + "/", timeout=5).json()
             break
         except httpx.TransportError:
             if time.monotonic() > deadline:
-                stop_node(process)
+                process.kill()
                 raise AssertionError("edgechain serve did not answer in time") from None
             time.sleep(0.1)
     chain = index["chains"][0]
     app = chain["applications"][0]
-    return NodeProcess(process, base_url, app["graphql"], chain["chainId"], app["applicationId"])
+    return NodeProcess(
+        process, stderr, base_url, app["graphql"], chain["chainId"], app["applicationId"]
+    )
 
 
-def stop_node(
-    process: subprocess.Popen[str], sig: signal.Signals = signal.SIGTERM
-) -> tuple[int, str]:
+def stop_node(node: NodeProcess, sig: signal.Signals = signal.SIGTERM) -> tuple[int, str]:
     """Stop the node with ``sig`` (SIGKILL if it lingers); its exit code and stderr."""
+    process = node.process
     if process.poll() is None:
         process.send_signal(sig)
         try:
@@ -110,7 +115,9 @@ def stop_node(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-    _, err = process.communicate()
+    node.stderr.seek(0)
+    err = node.stderr.read()
+    node.stderr.close()
     return process.returncode, err
 
 

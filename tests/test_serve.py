@@ -41,7 +41,7 @@ def node(network_dir: Path) -> Iterator[NodeProcess]:
     try:
         yield node
     finally:
-        stop_node(node.process)
+        stop_node(node)
 
 
 def publish(node: NodeProcess, name: str, version: str = "1") -> dict:
@@ -228,6 +228,6 @@ def test_missing_network_directory_is_network_not_found(tmp_path: Path) -> None:
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_stops_the_node_cleanly(network_dir: Path, sig: signal.Signals) -> None:
     node = start_node(network_dir)
-    code, err = stop_node(node.process, sig)
+    code, err = stop_node(node, sig)
     assert code == 0, err
     assert err == ""

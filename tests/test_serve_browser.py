@@ -31,7 +31,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
     try:
         yield node
     finally:
-        stop_node(node.process)
+        stop_node(node)
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -41,27 +42,32 @@ def guest() -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class ServedFiles:
+    directory: Path
+    server: WeightServer
+
+
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WeightServer]:
+def weights(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedFiles]:
     """stories260K and a synthetic stories15M-shaped model (slow enough to disconnect from)."""
     directory = tmp_path_factory.mktemp("weights")
     for name in ("stories260K.bin", "tok512.bin"):
         (directory / name).write_bytes((STORIES_DIR / name).read_bytes())
     synthesize(shape_named("15M"), 7, directory / "synth15M.bin", directory / "tok32000.bin")
     with WeightServer(directory) as server:
-        server.directory = directory  # type: ignore[attr-defined]
-        yield server
+        yield ServedFiles(directory, server)
 
 
 @pytest.fixture(scope="module")
 def node(
-    guest: Path, weights: WeightServer, tmp_path_factory: pytest.TempPathFactory
+    guest: Path, weights: ServedFiles, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[NodeProcess]:
     directory = tmp_path_factory.mktemp("serve-generate") / "net"
     Client.up(directory, validators=4).close()
     node = start_node(directory)
     try:
-        files: Path = weights.directory  # type: ignore[attr-defined]
+        files = weights.directory
         for name, checkpoint, tokenizer in (
             ("stories260K", "stories260K.bin", "tok512.bin"),
             ("synth15M", "synth15M.bin", "tok32000.bin"),
@@ -71,13 +77,13 @@ def node(
                 {
                     "name": name,
                     "version": "1",
-                    "w": file_input(files / checkpoint, weights.url(checkpoint)),
-                    "t": file_input(files / tokenizer, weights.url(tokenizer)),
+                    "w": file_input(files / checkpoint, weights.server.url(checkpoint)),
+                    "t": file_input(files / tokenizer, weights.server.url(tokenizer)),
                 },
             )
         yield node
     finally:
-        stop_node(node.process)
+        stop_node(node)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,99 @@
+"""`edgechain serve` generating through the real wasm host with the WAT stand-in guest
+(tests/engine/mock_guest.wat: every session emits "abcde" and stops with reason max_tokens; a
+checkpoint starting with 0xFF traps): the SSE and GraphQL paths end to end, and engine errors
+as typed errors, without candle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import blake3
+import pytest
+import wasmtime
+from serve_helpers import (
+    PUBLISH,
+    REPO_ROOT,
+    NodeProcess,
+    start_node,
+    stop_node,
+    stream_generation,
+)
+
+from edgechain.client import Client
+from edgechain.service.engine.wasm import GUEST_ENV
+from edgechain.service.weight_server import WeightServer
+
+FILES = {"ok.bin": b"x" * 40, "trap.bin": b"\xff" * 40, "tok.bin": b"tok"}
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
+    root = tmp_path_factory.mktemp("serve-mock")
+    guest = root / "mock_guest.wasm"
+    wat = (REPO_ROOT / "tests" / "engine" / "mock_guest.wat").read_text()
+    guest.write_bytes(wasmtime.wat2wasm(wat))
+    Client.up(root / "net", validators=4).close()
+    with WeightServer(FILES) as weights:
+        node = start_node(root / "net", env={GUEST_ENV: str(guest)})
+        try:
+            for name, checkpoint in (("mock", "ok.bin"), ("mock-trap", "trap.bin")):
+                node.data(
+                    PUBLISH,
+                    {"name": name, "version": "1", "w": ref(weights, checkpoint),
+                     "t": ref(weights, "tok.bin")},
+                )  # fmt: skip
+            yield node
+        finally:
+            stop_node(node)
+
+
+def ref(weights: WeightServer, name: str) -> dict:
+    data = FILES[name]
+    digest = blake3.blake3(data).hexdigest()
+    return {"blake3": digest, "size": len(data), "urls": [weights.url(name)]}
+
+
+def test_sse_streams_each_token_then_done(node: NodeProcess) -> None:
+    events = stream_generation(node, model="mock", prompt="hi", maxTokens=50)
+    assert [e.event for e in events] == ["token"] * 5 + ["done"]
+    assert [e.data["text"] for e in events[:5]] == list("abcde")
+    assert [e.data["id"] for e in events[:5]] == [100, 101, 102, 103, 104]
+    record = events[-1].data
+    assert record["text"] == "abcde" and record["output_tokens"] == 5
+    assert record["stop_reason"] == "max_tokens"  # the stand-in ends every session so
+    assert record["model"]["name"] == "mock" and record["model"]["version"] == "1"
+    assert record["model"]["weights_blake3"] == blake3.blake3(FILES["ok.bin"]).hexdigest()
+    assert set(record["timings"]) >= {"fetch_s", "load_s", "first_token_s", "total_s"}
+
+
+def test_graphql_generate_returns_the_record(node: NodeProcess) -> None:
+    result = node.data(
+        '{ generate(model: "mock", prompt: "hi", seed: 7) '
+        "{ text stopReason outputTokens seed seedSource model { name } } }"
+    )["generate"]
+    assert result == {
+        "text": "abcde",
+        "stopReason": "max_tokens",
+        "outputTokens": 5,
+        "seed": 7,
+        "seedSource": "query",
+        "model": {"name": "mock"},
+    }
+
+
+def test_a_guest_trap_is_a_typed_error_and_the_node_keeps_serving(node: NodeProcess) -> None:
+    events = stream_generation(node, model="mock-trap", prompt="hi")
+    assert [e.event for e in events] == ["error"]
+    assert events[0].data["code"] == "GuestTrap"
+    [error] = node.graphql('{ generate(model: "mock-trap", prompt: "hi") { text } }')["errors"]
+    assert error["extensions"]["code"] == "GuestTrap"
+    assert stream_generation(node, model="mock", prompt="hi")[-1].event == "done"
+
+
+def test_a_seed_beyond_32_bits_round_trips(node: NodeProcess) -> None:
+    seed = 2**63 + 5
+    record = stream_generation(node, model="mock", prompt="hi", seed=seed)[-1].data
+    assert record["seed"] == seed
+    result = node.data(f'{{ generate(model: "mock", prompt: "hi", seed: "{seed}") {{ seed }} }}')
+    assert result["generate"]["seed"] == seed
