@@ -1,0 +1,299 @@
+//! The wasm32 exports of ABI.md. Every export catches errors and returns a negative code;
+//! nothing here panics on user input. The guest is single-threaded, so the state lives in a
+//! thread-local `RefCell`.
+
+use std::alloc::{alloc, dealloc, Layout};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::error::{EngineError, Result};
+use crate::generation::{GenerationParams, Model, Session};
+
+#[derive(Default)]
+struct State {
+    models: HashMap<i32, Arc<Model>>,
+    sessions: HashMap<i32, Session>,
+    next_handle: i32,
+    output: Vec<u8>,
+    last_error: String,
+}
+
+impl State {
+    fn new_handle(&mut self) -> Result<i32> {
+        self.next_handle = self
+            .next_handle
+            .checked_add(1)
+            .ok_or_else(|| EngineError::Internal("out of handles".into()))?;
+        Ok(self.next_handle)
+    }
+
+    fn model(&self, handle: i32) -> Result<&Arc<Model>> {
+        self.models
+            .get(&handle)
+            .ok_or_else(|| EngineError::InvalidHandle(format!("no model with handle {handle}")))
+    }
+
+    fn session(&mut self, handle: i32) -> Result<&mut Session> {
+        self.sessions
+            .get_mut(&handle)
+            .ok_or_else(|| EngineError::InvalidHandle(format!("no session with handle {handle}")))
+    }
+}
+
+thread_local! {
+    static STATE: RefCell<State> = RefCell::new(State::default());
+}
+
+/// Runs `f` on the state; an error becomes its code, with its message kept for the host.
+fn with_state(f: impl FnOnce(&mut State) -> Result<i32>) -> i32 {
+    STATE.with(|cell| {
+        let mut state = cell.borrow_mut();
+        match f(&mut state) {
+            Ok(value) => value,
+            Err(err) => {
+                state.last_error = err.to_string();
+                err.code()
+            }
+        }
+    })
+}
+
+/// Borrows `len` bytes of guest memory written by the host.
+///
+/// # Safety
+/// The host promises `ptr..ptr+len` is memory it obtained from `ec_alloc` and wrote.
+unsafe fn host_bytes<'a>(ptr: u32, len: u32) -> Result<&'a [u8]> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    if ptr == 0 {
+        return Err(EngineError::InvalidArgument("null pointer with a non-zero length".into()));
+    }
+    Ok(std::slice::from_raw_parts(ptr as usize as *const u8, len as usize))
+}
+
+unsafe fn host_str<'a>(ptr: u32, len: u32, what: &str) -> Result<&'a str> {
+    std::str::from_utf8(host_bytes(ptr, len)?)
+        .map_err(|e| EngineError::InvalidUtf8(format!("{what} is not UTF-8: {e}")))
+}
+
+fn len_i32(len: usize) -> Result<i32> {
+    i32::try_from(len).map_err(|_| EngineError::Internal(format!("output of {len} bytes is too large")))
+}
+
+fn set_output(state: &mut State, bytes: &[u8]) -> Result<i32> {
+    state.output.clear();
+    state.output.extend_from_slice(bytes);
+    len_i32(bytes.len())
+}
+
+fn layout(len: u32) -> Option<Layout> {
+    Layout::from_size_align(len.max(1) as usize, 8).ok()
+}
+
+#[no_mangle]
+pub extern "C" fn ec_alloc(len: u32) -> u32 {
+    match layout(len) {
+        // SAFETY: the layout has a non-zero size.
+        Some(l) => unsafe { alloc(l) as usize as u32 },
+        None => 0,
+    }
+}
+
+/// # Safety
+/// `ptr` must come from `ec_alloc(len)` and not have been freed.
+#[no_mangle]
+pub unsafe extern "C" fn ec_free(ptr: u32, len: u32) {
+    if let (Some(l), true) = (layout(len), ptr != 0) {
+        dealloc(ptr as usize as *mut u8, l);
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn ec_last_error_ptr() -> u32 {
+    STATE.with(|s| s.borrow().last_error.as_ptr() as usize as u32)
+}
+
+#[no_mangle]
+pub extern "C" fn ec_last_error_len() -> u32 {
+    STATE.with(|s| s.borrow().last_error.len() as u32)
+}
+
+#[no_mangle]
+pub extern "C" fn ec_output_ptr() -> u32 {
+    STATE.with(|s| s.borrow().output.as_ptr() as usize as u32)
+}
+
+#[no_mangle]
+pub extern "C" fn ec_output_len() -> u32 {
+    STATE.with(|s| s.borrow().output.len() as u32)
+}
+
+/// # Safety
+/// Both buffers must be host-written memory from `ec_alloc`.
+#[no_mangle]
+pub unsafe extern "C" fn ec_model_load(ckpt_ptr: u32, ckpt_len: u32, tok_ptr: u32, tok_len: u32) -> i32 {
+    with_state(|state| {
+        let model = Model::load(host_bytes(ckpt_ptr, ckpt_len)?, host_bytes(tok_ptr, tok_len)?)?;
+        let handle = state.new_handle()?;
+        state.models.insert(handle, Arc::new(model));
+        Ok(handle)
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn ec_model_info(model: i32) -> i32 {
+    with_state(|state| {
+        let json = state.model(model)?.info_json();
+        set_output(state, json.as_bytes())
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn ec_model_free(model: i32) -> i32 {
+    with_state(|state| {
+        state
+            .models
+            .remove(&model)
+            .map(|_| 0)
+            .ok_or_else(|| EngineError::InvalidHandle(format!("no model with handle {model}")))
+    })
+}
+
+/// # Safety
+/// The text buffer must be host-written memory from `ec_alloc`.
+#[no_mangle]
+pub unsafe extern "C" fn ec_encode(model: i32, text_ptr: u32, text_len: u32, bos: i32, eos: i32) -> i32 {
+    with_state(|state| {
+        let text = host_str(text_ptr, text_len, "text")?;
+        let ids = state.model(model)?.tokenizer().encode(text, bos != 0, eos != 0);
+        state.output.clear();
+        for id in &ids {
+            state.output.extend_from_slice(&id.to_le_bytes());
+        }
+        len_i32(ids.len())
+    })
+}
+
+/// # Safety
+/// The ids buffer must be host-written memory from `ec_alloc` holding `n_ids` u32 values.
+#[no_mangle]
+pub unsafe extern "C" fn ec_decode(model: i32, ids_ptr: u32, n_ids: u32) -> i32 {
+    with_state(|state| {
+        let byte_len = n_ids
+            .checked_mul(4)
+            .ok_or_else(|| EngineError::InvalidArgument(format!("{n_ids} ids is too many")))?;
+        let ids: Vec<u32> = host_bytes(ids_ptr, byte_len)?
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let text = state.model(model)?.tokenizer().decode(&ids);
+        set_output(state, &text)
+    })
+}
+
+/// # Safety
+/// Both buffers must be host-written memory from `ec_alloc`.
+#[no_mangle]
+pub unsafe extern "C" fn ec_session_start(
+    model: i32,
+    prompt_ptr: u32,
+    prompt_len: u32,
+    params_ptr: u32,
+    params_len: u32,
+) -> i32 {
+    with_state(|state| {
+        let prompt = host_str(prompt_ptr, prompt_len, "prompt")?;
+        let params_json = host_str(params_ptr, params_len, "parameters")?;
+        let params = if params_json.trim().is_empty() {
+            GenerationParams::default()
+        } else {
+            GenerationParams::from_json(params_json)?
+        };
+        let model = state.model(model)?.clone();
+        let session = Session::start(model, prompt, &params)?;
+        let handle = state.new_handle()?;
+        state.sessions.insert(handle, session);
+        Ok(handle)
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn ec_session_prompt(session: i32) -> i32 {
+    with_state(|state| {
+        let text = state.session(session)?.prompt_text();
+        set_output(state, &text)
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn ec_session_step(session: i32) -> i32 {
+    with_state(|state| {
+        let produced = state.session(session)?.step()?;
+        match produced {
+            Some((_, bytes)) => set_output(state, &bytes).map(|_| 0),
+            None => {
+                state.output.clear();
+                Ok(1)
+            }
+        }
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn ec_session_token(session: i32) -> i32 {
+    with_state(|state| {
+        let session = state.session(session)?;
+        let token = session
+            .last_token()
+            .ok_or_else(|| EngineError::InvalidArgument("no token produced yet".into()))?;
+        // Token ids are below the vocabulary size (<= 2^20), so they fit.
+        Ok(token as i32)
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn ec_session_stop_reason(session: i32) -> i32 {
+    with_state(|state| Ok(state.session(session)?.stop_reason() as i32))
+}
+
+#[no_mangle]
+pub extern "C" fn ec_session_counts(session: i32) -> i64 {
+    let mut counts = 0i64;
+    let code = with_state(|state| {
+        let s = state.session(session)?;
+        counts = ((s.prompt_tokens() as i64) << 32) | s.generated_tokens() as i64;
+        Ok(0)
+    });
+    if code < 0 {
+        code as i64
+    } else {
+        counts
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn ec_session_free(session: i32) -> i32 {
+    with_state(|state| {
+        state
+            .sessions
+            .remove(&session)
+            .map(|_| 0)
+            .ok_or_else(|| EngineError::InvalidHandle(format!("no session with handle {session}")))
+    })
+}
+
+// getrandom 0.3's custom backend. Nothing in the engine draws OS randomness (the sampler has its
+// own seeded RNG); if a dependency ever asks, it gets a fixed, deterministic stream.
+#[no_mangle]
+unsafe extern "Rust" fn __getrandom_v03_custom(dest: *mut u8, len: usize) -> std::result::Result<(), getrandom::Error> {
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    for i in 0..len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        *dest.add(i) = state as u8;
+    }
+    Ok(())
+}

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Builds the wasm32 guest (rust_guest/) and copies it to service/engine/edgechain_guest.wasm.
+#
+# Toolchain: rustup's, when it has the wasm32-unknown-unknown target installed; otherwise
+# Debian's rustc-web (1.96) building std from source (-Z build-std), installing the Debian
+# packages when missing. See docs/toolchain.md. Idempotent; quick when nothing changed.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CRATE="$ROOT/rust_guest"
+DEST="$ROOT/service/engine/edgechain_guest.wasm"
+TARGET=wasm32-unknown-unknown
+PROFILE=wasm
+DEBIAN_PACKAGES=(rustc-web cargo-web rust-web-src lld-22)
+
+log() { echo "build_guest: $*" >&2; }
+
+have_rustup_target() {
+    command -v rustup >/dev/null 2>&1 &&
+        rustup target list --installed 2>/dev/null | grep -qx "$TARGET"
+}
+
+ensure_debian_packages() {
+    local missing=()
+    for pkg in "${DEBIAN_PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" ||
+            missing+=("$pkg")
+    done
+    if ((${#missing[@]} == 0)); then
+        return
+    fi
+    log "installing Debian packages: ${missing[*]}"
+    local sudo=()
+    if [[ $(id -u) -ne 0 ]]; then
+        sudo=(sudo -n)
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    "${sudo[@]}" apt-get update -q </dev/null
+    "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}" </dev/null
+}
+
+cd "$CRATE"
+if have_rustup_target; then
+    log "toolchain: rustup $(rustc --version) with the $TARGET target"
+    TARGET_DIR="$CRATE/target/wasm-rustup"
+    cargo build --locked --quiet --profile "$PROFILE" --target "$TARGET" --target-dir "$TARGET_DIR" --lib
+else
+    ensure_debian_packages
+    log "toolchain: Debian rustc-web $(/usr/bin/rustc --version) with -Z build-std (no rustup $TARGET target)"
+    TARGET_DIR="$CRATE/target/wasm-debian"
+    RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1 /usr/bin/cargo build \
+        --locked --quiet --profile "$PROFILE" --target "$TARGET" --target-dir "$TARGET_DIR" --lib \
+        -Z build-std=std,panic_abort \
+        --config "target.$TARGET.linker=\"/usr/bin/rust-lld\"" </dev/null
+fi
+
+BUILT="$TARGET_DIR/$TARGET/$PROFILE/edgechain_guest.wasm"
+if [[ ! -f "$BUILT" ]]; then
+    log "build finished but $BUILT is missing"
+    exit 1
+fi
+if cmp -s "$BUILT" "$DEST"; then
+    log "up to date: $DEST"
+else
+    mkdir -p "$(dirname "$DEST")"
+    cp "$BUILT" "$DEST.tmp" && mv "$DEST.tmp" "$DEST"
+    log "wrote $DEST ($(stat -c %s "$DEST") bytes)"
+fi
