@@ -7,7 +7,9 @@ These tests need the wasm guest (scripts/build_guest.sh); without it they fail, 
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -210,6 +212,29 @@ def test_a_client_disconnect_cancels_the_generation(node: NodeProcess) -> None:
         assert time.monotonic() - started < 2.0
         assert during["running"] == before["running"] + 1
     # The response is closed: the node must cancel the generation, not run it to the end.
+    deadline = time.monotonic() + 30
+    while (now := generations(node))["running"] != before["running"]:
+        assert time.monotonic() < deadline, now
+        time.sleep(0.05)
+    assert now["cancelled"] == before["cancelled"] + 1
+    assert now["completed"] == before["completed"]
+
+
+def test_a_graphql_caller_that_disconnects_cancels_its_generation(node: NodeProcess) -> None:
+    before = generations(node)
+    query = '{ generate(model: "synth15M", prompt: "Once", maxTokens: 250) { text } }'
+    body = json.dumps({"query": query}).encode()
+    host, port = node.base_url.removeprefix("http://").split(":")
+    request = (
+        f"POST {node.app_path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    with socket.create_connection((host, int(port)), timeout=30) as caller:
+        caller.sendall(request)
+        deadline = time.monotonic() + 60
+        while generations(node)["running"] == before["running"]:
+            assert time.monotonic() < deadline, "the generation never started"
+            time.sleep(0.02)
     deadline = time.monotonic() + 30
     while (now := generations(node))["running"] != before["running"]:
         assert time.monotonic() < deadline, now

@@ -14,10 +14,11 @@ listed with no applications.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
+import anyio
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
@@ -36,6 +37,8 @@ from edgechain.node.streaming import GenerationCounters, run_generation, sse_mes
 from edgechain.node.typed_errors import error_payload
 
 __all__ = ["application_path", "build_app"]
+
+T = TypeVar("T")
 
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -56,6 +59,36 @@ def _error_response(err: BaseException, status: int | None = None) -> JSONRespon
         user_input = isinstance(err, EdgechainError) and err.exit_code in (2, 3)
         status = 400 if user_input else 500
     return JSONResponse(_errors_body(err), status_code=status)
+
+
+async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T | None:
+    """Await ``work``, or cancel it and return None if the client disconnects first.
+
+    A GraphQL ``generate`` can run for a long time; when its caller gives up, cancelling the
+    resolver cancels the generation (as closing an SSE stream does).
+    """
+    outcome: list[T] = []
+    failure: list[Exception] = []
+    async with anyio.create_task_group() as group:
+
+        async def run() -> None:
+            try:
+                outcome.append(await work)
+            except Exception as err:  # re-raised as itself, not inside an ExceptionGroup
+                failure.append(err)
+            group.cancel_scope.cancel()
+
+        async def watch() -> None:
+            # The body has been read: the next message can only be the disconnect.
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+            group.cancel_scope.cancel()
+
+        group.start_soon(run)
+        group.start_soon(watch)
+    if failure:
+        raise failure[0]
+    return outcome[0] if outcome else None
 
 
 def _index(client: Client) -> dict[str, Any]:
@@ -148,18 +181,21 @@ def build_app(gate: ClientGate) -> Starlette:
         variables = request_body.get("variables")
         if variables is not None and not isinstance(variables, dict):
             return _error_response(UsageError('"variables" must be a JSON object'), 400)
+        execution = REGISTRY_SCHEMA.execute(
+            request_body["query"],
+            variable_values=variables,
+            context_value=registry_context(gate, counters),
+            operation_name=request_body.get("operationName"),
+            allowed_operation_types=allowed,
+        )
         try:
-            result = await REGISTRY_SCHEMA.execute(
-                request_body["query"],
-                variable_values=variables,
-                context_value=registry_context(gate),
-                operation_name=request_body.get("operationName"),
-                allowed_operation_types=allowed,
-            )
+            result = await _unless_disconnected(request, execution)
         except InvalidOperationTypeError as err:
             return _error_response(
                 UsageError(f"a {err.operation_type.value} cannot be sent with GET; use POST"), 405
             )
+        if result is None:  # the client went away; its generation was cancelled
+            return Response(status_code=499)
         body: dict[str, Any] = {"data": result.data}
         if result.errors:
             body["errors"] = [error.formatted for error in result.errors]

@@ -15,7 +15,6 @@ import datetime as dt
 from collections.abc import Awaitable, Callable
 from typing import Any, NewType, TypeVar
 
-import anyio.to_thread
 import strawberry
 from graphql import GraphQLError
 from strawberry.schema.config import StrawberryConfig
@@ -28,6 +27,7 @@ from edgechain.contract.operations import FileRef
 from edgechain.contract.registry import CertifiedModel
 from edgechain.errors import InvalidParameter
 from edgechain.node.gate import ClientGate
+from edgechain.node.streaming import GenerationCounters, run_generation
 from edgechain.node.typed_errors import error_payload
 from edgechain.service.runtime import GenerateQuery, GenerationRecord
 
@@ -63,9 +63,9 @@ _U64_SCALAR = strawberry.scalar(
 )
 
 
-def registry_context(gate: ClientGate) -> dict[str, Any]:
+def registry_context(gate: ClientGate, counters: GenerationCounters) -> dict[str, Any]:
     """The execution context the resolvers expect."""
-    return {"gate": gate}
+    return {"gate": gate, "counters": counters}
 
 
 async def _typed(work: Awaitable[T]) -> T:
@@ -267,6 +267,16 @@ class FileInput:
         return FileRef(self.blake3, int(self.size), tuple(self.urls))
 
 
+async def _final_record(info: Info, query: GenerateQuery) -> GenerationRecord:
+    """Run ``query`` like the SSE endpoint does (so cancelling this request cancels it)."""
+    async for event in run_generation(_gate(info), query, info.context["counters"]):
+        if event.record is not None:
+            return event.record
+        if event.error is not None:
+            raise event.error
+    raise AssertionError("a generation ends with a record or an error")
+
+
 # --- root types ------------------------------------------------------------------------------
 
 
@@ -319,12 +329,7 @@ class Query:
             stop=tuple(stop or ()),
             seed=None if seed is None else int(seed),
         )
-        gate = _gate(info)
-        # The client lock is held only to start the query; tokens come outside it.
-        record = await _typed(
-            anyio.to_thread.run_sync(lambda: gate.start_generation(query).collect())
-        )
-        return GenerationResult.of(record)
+        return GenerationResult.of(await _typed(_final_record(info, query)))
 
 
 @strawberry.type

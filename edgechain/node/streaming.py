@@ -91,7 +91,7 @@ async def run_generation(
 
     def work() -> None:
         counters.add("running")
-        outcome = "failed"
+        outcome, final = "failed", None
         try:
             stream = gate.start_generation(query)
             cancelled = False
@@ -105,12 +105,15 @@ async def run_generation(
                 outcome = "cancelled"
             else:
                 outcome = "completed"
-                post(GenerationEvent("done", record=stream.record))
+                final = GenerationEvent("done", record=stream.record)
         except BaseException as err:  # the consumer gets every failure as an error event
-            post(GenerationEvent("error", error=err))
+            final = GenerationEvent("error", error=err)
         finally:
+            # Counted before the last event is posted: whoever saw it sees the counts too.
             counters.add("running", -1)
             counters.add(outcome)
+            if final is not None:
+                post(final)
 
     threading.Thread(target=work, name="edgechain-generate", daemon=True).start()
     try:
