@@ -81,8 +81,9 @@ def test_max_positions_counts_the_prompt(model_260k: LoadedModel) -> None:
     gen = model_260k.generate("Once upon a time", GenerationParams(temperature=0, max_positions=30))
     tokens = list(gen)
     assert gen.stop_reason is StopReason.MAX_TOKENS
-    # run.c -n 30 prints pieces for positions 0..28: prompt tokens after BOS plus generated ones.
-    assert len(tokens) == 30 - prompt_tokens
+    # run.c -n 30 runs positions 0..29, each printing the next token: the prompt's tokens after
+    # BOS, then generated ones.
+    assert len(tokens) == 30 - (prompt_tokens - 1)
 
 
 def test_stop_string_ends_generation_after_the_matching_token(model_260k: LoadedModel) -> None:
