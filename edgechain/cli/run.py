@@ -76,10 +76,10 @@ def execute(args: argparse.Namespace) -> int:
     tokenizer = read_file(args.tokenizer, "tokenizer", InvalidTokenizer)
 
     engine = open_engine(args.engine)
-    print(f"seed: {seed}", file=sys.stderr)
     out = sys.stdout.buffer
     with engine.load(checkpoint, tokenizer) as model:
         generation = model.generate(prompt, params)
+        print(f"seed: {seed}", file=sys.stderr)
         out.write(generation.prompt_data)
         out.flush()
         first_token_at = None
