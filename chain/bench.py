@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from edgechain.chain.committee import quorum_threshold
+from edgechain.chain.keys import generate_key
 from edgechain.chain.network import Network
 from edgechain.errors import UsageError
 
@@ -37,6 +39,8 @@ class ReopenResult:
     build_seconds: float
     reopen_seconds: float  # Network.open: re-verify every block, certificate and the state
     db_bytes: int
+    signature_checks: int  # ed25519 verifications the reopen needs: (1 + quorum) per block
+    verify_floor_seconds: float  # those checks alone, timed on this machine in the same run
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,10 @@ class ChainBenchmark:
                 f"{r.reopen_seconds:.2f} s ({r.blocks / r.reopen_seconds:.0f} blocks/s; "
                 f"built in {r.build_seconds:.1f} s; database {r.db_bytes / 1e6:.1f} MB)"
             )
+            lines.append(
+                f"  of which {r.signature_checks} ed25519 verifications alone take "
+                f"{r.verify_floor_seconds:.2f} s on this machine now"
+            )
         return "\n".join(lines)
 
 
@@ -74,6 +82,17 @@ def _fill(net: Network, blocks: int) -> float:
     start = time.perf_counter()
     for i in range(blocks):
         chain.execute(app_id, RegisterModel("bench", str(i), weights, tokenizer))
+    return time.perf_counter() - start
+
+
+def _time_verifications(count: int) -> float:
+    key = generate_key()
+    public = key.public_key()
+    message = b"edgechain benchmark"
+    signature = key.sign(message)
+    start = time.perf_counter()
+    for _ in range(count):
+        public.verify(signature, message)
     return time.perf_counter() - start
 
 
@@ -114,8 +133,16 @@ def run_chain_benchmark(
             start = time.perf_counter()
             with Network.open(path) as net:
                 assert net.default_chain().height == reopen_blocks
+            reopen_seconds = time.perf_counter() - start
+            checks = reopen_blocks * (1 + quorum_threshold(reopen_validators))
             reopen = ReopenResult(
-                reopen_validators, reopen_blocks, build, time.perf_counter() - start, size
+                reopen_validators,
+                reopen_blocks,
+                build,
+                reopen_seconds,
+                size,
+                checks,
+                _time_verifications(checks),
             )
     return ChainBenchmark(commits, reopen)
 
