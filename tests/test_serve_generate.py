@@ -122,9 +122,10 @@ def test_the_full_greedy_run_equals_the_golden_file(
 ) -> None:
     probe = stream_generation(node, model="stories260K", prompt=PROMPT, temperature=0, maxTokens=1)
     input_tokens = probe[-1].data["input_tokens"]
-    # The golden file is run.c with -n 256: 256 positions, the prompt's included.
+    # The golden file is run.c with -n 256: it predicts a token at every position from the
+    # prompt's last token (BOS included) to 255, so 256 - input_tokens + 1 tokens.
     events = stream_generation(
-        node, model="stories260K", prompt=PROMPT, temperature=0, maxTokens=256 - input_tokens
+        node, model="stories260K", prompt=PROMPT, temperature=0, maxTokens=257 - input_tokens
     )
     record = events[-1].data
     assert events[-1].event == "done", record
