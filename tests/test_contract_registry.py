@@ -2,6 +2,7 @@
 
 from dataclasses import replace
 
+import blake3
 import pytest
 from chain_helpers import TOKENIZER_HASH, URL, file_ref, register
 
@@ -12,6 +13,7 @@ from edgechain.chain.keys import generate_key, public_bytes
 from edgechain.contract import FileRef, RegisterModel, RetireModel
 from edgechain.contract.operations import MAX_FILE_SIZE
 from edgechain.errors import (
+    InputError,
     ModelNotFound,
     ModelRetired,
     OperationRejected,
@@ -268,3 +270,13 @@ def test_blocks_over_one_mebibyte_are_refused(chain, app):
     with pytest.raises(UsageError, match="limited to 1048576 bytes"):
         chain.execute(app.id, *ops)
     assert chain.height == 0
+
+
+def test_file_ref_from_file(tmp_path):
+    data = bytes(range(256)) * 5000
+    (tmp_path / "model.bin").write_bytes(data)
+    ref = FileRef.from_file(tmp_path / "model.bin", [URL])
+    assert ref == FileRef(blake3.blake3(data).hexdigest(), len(data), (URL,))
+    ref.validate("weights")
+    with pytest.raises(InputError, match="cannot read"):
+        FileRef.from_file(tmp_path / "missing.bin", [URL])
