@@ -15,9 +15,19 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
-from serve_helpers import PUBLISH, STORIES_DIR, NodeProcess, file_input, start_node, stop_node
+from serve_helpers import (
+    GOLDEN,
+    PUBLISH,
+    STORIES_DIR,
+    NodeProcess,
+    file_input,
+    start_node,
+    stop_node,
+)
 
 from edgechain.client import Client
+from edgechain.service.engine.wasm import PACKAGED_GUEST
+from edgechain.service.weight_server import WeightServer
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -88,3 +98,27 @@ def test_console_shows_a_typed_error(node: NodeProcess, browser: webdriver.Chrom
     result = browser.find_element(By.ID, "result")
     WebDriverWait(browser, 30).until(lambda _: "ModelNotFound" in result.text)
     assert "no model named missing in certified state" in result.text
+
+
+def test_console_streams_a_generation(node: NodeProcess, browser: webdriver.Chrome) -> None:
+    """Needs the wasm guest (scripts/build_guest.sh): fails without it."""
+    assert PACKAGED_GUEST.is_file(), "the wasm guest is missing: run scripts/build_guest.sh"
+    with WeightServer(STORIES_DIR) as weights:
+        node.data(
+            PUBLISH,
+            {
+                "name": "stories260K",
+                "version": "1",
+                "w": file_input(STORIES_DIR / "stories260K.bin", weights.url("stories260K.bin")),
+                "t": file_input(STORIES_DIR / "tok512.bin", weights.url("tok512.bin")),
+            },
+        )
+        browser.get(node.graphql_url)
+        browser.find_element(By.ID, "gen-run").click()  # stories260K, greedy, 64 tokens
+        record = browser.find_element(By.ID, "gen-record")
+        WebDriverWait(browser, 60).until(lambda _: "stop_reason" in record.text)
+    output = browser.find_element(By.ID, "gen-output").text
+    golden = GOLDEN.read_text(encoding="utf-8")
+    assert output.startswith("Once upon a time, there was")
+    assert golden.startswith(output)
+    assert '"output_tokens": 64' in record.text
