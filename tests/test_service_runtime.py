@@ -230,22 +230,26 @@ def mock_engine(tmp_path: Path) -> WasmEngine:
 
 
 def test_a_trapping_or_looping_guest_is_an_error_and_the_service_keeps_serving(
-    client: Client, server: WeightServer, mock_engine: WasmEngine, tmp_path: Path
+    client: Client, mock_engine: WasmEngine, tmp_path: Path
 ) -> None:
     # The stand-in guest traps on a checkpoint whose first byte is 0xFF, spins on "spin".
-    trap_bytes = b"\xff" + b"\x00" * 63
-    good_bytes = b"\x01" + b"\x00" * 63
-    server.put("trap.bin", trap_bytes)
-    server.put("good.bin", good_bytes)
-    for name, data in (("trap", trap_bytes), ("good", good_bytes)):
-        (tmp_path / f"{name}.bin").write_bytes(data)
-        client.publish_model(
-            name,
-            weights=tmp_path / f"{name}.bin",
-            tokenizer=TOKENIZER,
-            weights_urls=[server.url(f"{name}.bin")],
-            tokenizer_urls=[server.url("tok512.bin")],
-        )
+    files = {"trap.bin": b"\xff" + b"\x00" * 63, "good.bin": b"\x01" + b"\x00" * 63}
+    files["tok.bin"] = TOKENIZER.read_bytes()
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    with WeightServer(files) as fakes:
+        for name in ("trap", "good"):
+            client.publish_model(
+                name,
+                weights=tmp_path / f"{name}.bin",
+                tokenizer=tmp_path / "tok.bin",
+                weights_urls=[fakes.url(f"{name}.bin")],
+                tokenizer_urls=[fakes.url("tok.bin")],
+            )
+        _trap_then_loop_then_serve(client, mock_engine)
+
+
+def _trap_then_loop_then_serve(client: Client, mock_engine: WasmEngine) -> None:
     with ModelService(
         client.registry, cache_dir=client.cache_dir, engine=mock_engine, query_timeout=0.3
     ) as service:
