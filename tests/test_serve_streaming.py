@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from edgechain.errors import ModelNotFound
-from edgechain.node.streaming import GenerationCounters, GenerationEvent, run_generation
+from edgechain.node.streaming import GenerationEvent, Generations, run_generation
 from edgechain.service.engine.base import Token
 from edgechain.service.runtime import GenerateQuery
 
@@ -59,56 +59,56 @@ def wait_until(predicate, timeout: float = 5.0) -> None:
         time.sleep(0.01)
 
 
-async def collect(gate: FakeGate, counters: GenerationCounters) -> list[GenerationEvent]:
-    return [event async for event in run_generation(gate, QUERY, counters)]  # type: ignore[arg-type]
+async def collect(gate: FakeGate, generations: Generations) -> list[GenerationEvent]:
+    return [event async for event in run_generation(gate, QUERY, generations)]  # type: ignore[arg-type]
 
 
 def test_tokens_arrive_in_order_then_done_with_the_record() -> None:
     stream = FakeStream(limit=5)
-    counters = GenerationCounters()
-    events = asyncio.run(collect(FakeGate(stream), counters))
+    generations = Generations()
+    events = asyncio.run(collect(FakeGate(stream), generations))
     assert [e.kind for e in events] == ["token"] * 5 + ["done"]
     assert "".join(e.token.text for e in events[:-1]) == "t1 t2 t3 t4 t5 "
     assert events[-1].record == {"tokens": 5}
-    assert counters.to_json() == {"running": 0, "completed": 1, "failed": 0, "cancelled": 0}
+    assert generations.to_json() == {"running": 0, "completed": 1, "failed": 0, "cancelled": 0}
 
 
 def test_a_failure_to_start_is_one_typed_error_event() -> None:
-    counters = GenerationCounters()
-    events = asyncio.run(collect(FakeGate(error=ModelNotFound("no model named m")), counters))
+    generations = Generations()
+    events = asyncio.run(collect(FakeGate(error=ModelNotFound("no model named m")), generations))
     [event] = events
     assert event.kind == "error" and isinstance(event.error, ModelNotFound)
     assert event.sse() == (
         'event: error\ndata: {"code": "ModelNotFound", "message": "no model named m", '
         '"exitCode": 6}\n\n'
     )
-    assert counters.to_json()["failed"] == 1
+    assert generations.to_json()["failed"] == 1
 
 
 def test_a_consumer_that_goes_away_cancels_the_generation() -> None:
     stream = FakeStream(limit=10_000, delay=0.01)
-    counters = GenerationCounters()
+    generations = Generations()
 
     async def read_two_then_leave() -> None:
-        events = run_generation(FakeGate(stream), QUERY, counters)  # type: ignore[arg-type]
+        events = run_generation(FakeGate(stream), QUERY, generations)  # type: ignore[arg-type]
         assert (await anext(events)).kind == "token"
         assert (await anext(events)).kind == "token"
         await events.aclose()  # what a client disconnect does to the SSE response
 
     asyncio.run(read_two_then_leave())
     wait_until(stream.cancelled.is_set)
-    wait_until(lambda: counters.to_json()["running"] == 0)
-    assert counters.to_json()["cancelled"] == 1
+    wait_until(lambda: generations.to_json()["running"] == 0)
+    assert generations.to_json()["cancelled"] == 1
     assert stream.produced < 100  # stopped within a token or two, not run to its limit
 
 
 def test_a_cancelled_consumer_task_cancels_the_generation() -> None:
     stream = FakeStream(limit=10_000, delay=0.01)
-    counters = GenerationCounters()
+    generations = Generations()
 
     async def consume_until_cancelled() -> None:
         async def consume() -> None:
-            async for _ in run_generation(FakeGate(stream), QUERY, counters):  # type: ignore[arg-type]
+            async for _ in run_generation(FakeGate(stream), QUERY, generations):  # type: ignore[arg-type]
                 pass
 
         task = asyncio.create_task(consume())
@@ -123,7 +123,7 @@ def test_a_cancelled_consumer_task_cancels_the_generation() -> None:
 
 def test_the_event_loop_keeps_running_while_tokens_are_produced() -> None:
     stream = FakeStream(limit=20, delay=0.02)
-    counters = GenerationCounters()
+    generations = Generations()
 
     async def generate_and_tick() -> tuple[int, int]:
         ticks = 0
@@ -136,7 +136,7 @@ def test_the_event_loop_keeps_running_while_tokens_are_produced() -> None:
                 await asyncio.sleep(0.005)
 
         tick_task = asyncio.create_task(ticker())
-        events = await collect(FakeGate(stream), counters)
+        events = await collect(FakeGate(stream), generations)
         done.set()
         await tick_task
         return ticks, len(events)

@@ -33,7 +33,7 @@ from edgechain.node.console import console_page
 from edgechain.node.gate import ClientGate
 from edgechain.node.query_params import generate_query_from_params
 from edgechain.node.schema import REGISTRY_SCHEMA, registry_context
-from edgechain.node.streaming import GenerationCounters, run_generation, sse_message
+from edgechain.node.streaming import Generations, run_generation, sse_message
 from edgechain.node.typed_errors import error_payload
 
 __all__ = ["application_path", "build_app"]
@@ -120,11 +120,15 @@ def _index(client: Client) -> dict[str, Any]:
 
 
 def build_app(gate: ClientGate) -> Starlette:
-    """The ASGI application serving ``gate``'s network; closes the gate on shutdown."""
+    """The ASGI application serving ``gate``'s network; closes the gate on shutdown.
+
+    ``app.state.generations`` (:class:`Generations`) counts generations; its ``stop_all()``
+    ends them (the server calls it when asked to stop).
+    """
     chain_id, app_id = gate.call_blocking(
         lambda c: (c.chain.id.hex(), c.chain.app_id(APPLICATION_NAME).hex())
     )
-    counters = GenerationCounters()
+    generations = Generations()
 
     def unknown_application(request: Request) -> JSONResponse | None:
         asked = (
@@ -144,7 +148,7 @@ def build_app(gate: ClientGate) -> Starlette:
             body = await gate.call(_index)
         except EdgechainError as err:
             return _error_response(err)
-        body["generations"] = counters.to_json()
+        body["generations"] = generations.to_json()
         return JSONResponse(body)
 
     async def graphql(request: Request) -> Response:
@@ -184,7 +188,7 @@ def build_app(gate: ClientGate) -> Starlette:
         execution = REGISTRY_SCHEMA.execute(
             request_body["query"],
             variable_values=variables,
-            context_value=registry_context(gate, counters),
+            context_value=registry_context(gate, generations),
             operation_name=request_body.get("operationName"),
             allowed_operation_types=allowed,
         )
@@ -214,7 +218,7 @@ def build_app(gate: ClientGate) -> Starlette:
 
         async def events() -> AsyncIterator[str]:
             # A client disconnect cancels this generator, which cancels the generation.
-            async for event in run_generation(gate, query, counters):
+            async for event in run_generation(gate, query, generations):
                 yield event.sse()
 
         return StreamingResponse(events(), media_type="text/event-stream", headers=_SSE_HEADERS)
@@ -225,7 +229,7 @@ def build_app(gate: ClientGate) -> Starlette:
         gate.close()
 
     path = application_path("{chain_id}", "{application_id}")
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/", index, methods=["GET"]),
             Route(path, graphql, methods=["GET", "POST"]),
@@ -233,3 +237,5 @@ def build_app(gate: ClientGate) -> Starlette:
         ],
         lifespan=lifespan,
     )
+    app.state.generations = generations
+    return app

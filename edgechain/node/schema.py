@@ -27,7 +27,7 @@ from edgechain.contract.operations import FileRef
 from edgechain.contract.registry import CertifiedModel
 from edgechain.errors import InvalidParameter
 from edgechain.node.gate import ClientGate
-from edgechain.node.streaming import GenerationCounters, run_generation
+from edgechain.node.streaming import Generations, run_generation
 from edgechain.node.typed_errors import error_payload
 from edgechain.service.runtime import GenerateQuery, GenerationRecord
 
@@ -63,9 +63,9 @@ _U64_SCALAR = strawberry.scalar(
 )
 
 
-def registry_context(gate: ClientGate, counters: GenerationCounters) -> dict[str, Any]:
+def registry_context(gate: ClientGate, generations: Generations) -> dict[str, Any]:
     """The execution context the resolvers expect."""
-    return {"gate": gate, "counters": counters}
+    return {"gate": gate, "generations": generations}
 
 
 async def _typed(work: Awaitable[T]) -> T:
@@ -269,7 +269,7 @@ class FileInput:
 
 async def _final_record(info: Info, query: GenerateQuery) -> GenerationRecord:
     """Run ``query`` like the SSE endpoint does (so cancelling this request cancels it)."""
-    async for event in run_generation(_gate(info), query, info.context["counters"]):
+    async for event in run_generation(_gate(info), query, info.context["generations"]):
         if event.record is not None:
             return event.record
         if event.error is not None:

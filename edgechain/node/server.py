@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import socket
 import sys
+from collections.abc import Callable
 from types import FrameType
 from typing import TextIO
 
@@ -23,9 +24,15 @@ GRACEFUL_SHUTDOWN_S = 3
 
 
 class _NodeServer(uvicorn.Server):
-    """uvicorn's server, but a SIGINT/SIGTERM is a normal stop (exit 0), not re-raised."""
+    """uvicorn's server, but a SIGINT/SIGTERM is a normal stop (exit 0), not re-raised, and it
+    first ends the running generations so their streams close before the graceful timeout."""
+
+    def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_exit = on_exit
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self._on_exit()
         super().handle_exit(sig, frame)
         # uvicorn re-raises captured signals after its graceful shutdown, which would turn Ctrl+C
         # into a KeyboardInterrupt and SIGTERM into death by signal.
@@ -87,6 +94,6 @@ def serve(client: Client, host: str, port: int, out: TextIO = sys.stdout) -> Non
                 lifespan="on",
                 timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
             )
-            _NodeServer(config).run(sockets=[sock])
+            _NodeServer(config, on_exit=app.state.generations.stop_all).run(sockets=[sock])
         finally:
             gate.close()

@@ -2,7 +2,8 @@
 
 The engine is blocking, so the query runs in its own thread and posts events (``token``, then
 ``done`` with the record, or ``error``) to an asyncio queue. When the consumer stops listening
-(the HTTP client went away), the worker cancels the generation before its next token.
+(the HTTP client went away), the worker cancels the generation before its next token; when the
+node shuts down, every generation ends with a ``Cancelled`` error event.
 """
 
 from __future__ import annotations
@@ -15,12 +16,15 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+from edgechain.errors import Cancelled
 from edgechain.node.gate import ClientGate
 from edgechain.node.typed_errors import error_payload
 from edgechain.service.engine.base import Token
 from edgechain.service.runtime import GenerateQuery, GenerationRecord
 
-__all__ = ["GenerationCounters", "GenerationEvent", "run_generation", "sse_message"]
+__all__ = ["GenerationEvent", "Generations", "run_generation", "sse_message"]
+
+_SHUTTING_DOWN = "the node is shutting down; generation cancelled"
 
 
 @dataclass(frozen=True)
@@ -44,8 +48,9 @@ class GenerationEvent:
         return sse_message("error", error_payload(self.error))
 
 
-class GenerationCounters:
-    """How many generations are running, finished, failed or were cancelled (for ``/``)."""
+class Generations:
+    """The node's generations: how many are running, finished, failed or were cancelled (for
+    ``/``), and the node-wide stop that ends them all when the node shuts down."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -53,10 +58,15 @@ class GenerationCounters:
         self.completed = 0
         self.failed = 0
         self.cancelled = 0
+        self.stopping = threading.Event()
 
     def add(self, field: str, delta: int = 1) -> None:
         with self._lock:
             setattr(self, field, getattr(self, field) + delta)
+
+    def stop_all(self) -> None:
+        """End every generation, now and to come, with a ``Cancelled`` error (shutdown)."""
+        self.stopping.set()
 
     def to_json(self) -> dict[str, int]:
         with self._lock:
@@ -74,7 +84,7 @@ def sse_message(event: str, data: Any) -> str:
 
 
 async def run_generation(
-    gate: ClientGate, query: GenerateQuery, counters: GenerationCounters
+    gate: ClientGate, query: GenerateQuery, generations: Generations
 ) -> AsyncIterator[GenerationEvent]:
     """Run ``query`` in a worker thread and yield its events; the last is "done" or "error".
 
@@ -90,19 +100,23 @@ async def run_generation(
             loop.call_soon_threadsafe(queue.put_nowait, event)
 
     def work() -> None:
-        counters.add("running")
+        generations.add("running")
         outcome, final = "failed", None
         try:
+            if generations.stopping.is_set():
+                raise Cancelled(_SHUTTING_DOWN)
             stream = gate.start_generation(query)
             cancelled = False
             for token in stream:
-                if stop.is_set():
+                if stop.is_set() or generations.stopping.is_set():
                     cancelled = True
                     break
                 post(GenerationEvent("token", token=token))
             if cancelled:
                 stream.cancel()
                 outcome = "cancelled"
+                if not stop.is_set():  # the node is stopping, and someone is still listening
+                    final = GenerationEvent("error", error=Cancelled(_SHUTTING_DOWN))
             else:
                 outcome = "completed"
                 final = GenerationEvent("done", record=stream.record)
@@ -110,8 +124,8 @@ async def run_generation(
             final = GenerationEvent("error", error=err)
         finally:
             # Counted before the last event is posted: whoever saw it sees the counts too.
-            counters.add("running", -1)
-            counters.add(outcome)
+            generations.add("running", -1)
+            generations.add(outcome)
             if final is not None:
                 post(final)
 
