@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import time
 from collections.abc import Iterator
@@ -62,12 +63,15 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedFiles]:
 
 
 @pytest.fixture(scope="module")
-def node(
-    guest: Path, weights: ServedFiles, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[NodeProcess]:
+def network_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("serve-generate") / "net"
     Client.up(directory, validators=4).close()
-    node = start_node(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def node(guest: Path, weights: ServedFiles, network_dir: Path) -> Iterator[NodeProcess]:
+    node = start_node(network_dir)
     try:
         files = weights.directory
         for name, checkpoint, tokenizer in (
@@ -242,3 +246,24 @@ def test_a_graphql_caller_that_disconnects_cancels_its_generation(node: NodeProc
         time.sleep(0.05)
     assert now["cancelled"] == before["cancelled"] + 1
     assert now["completed"] == before["completed"]
+
+
+def test_stopping_the_node_ends_a_running_stream_with_a_cancelled_event(
+    node: NodeProcess, network_dir: Path
+) -> None:
+    second = start_node(network_dir)  # its own node on the same network: this test stops it
+    try:
+        params = {"model": "synth15M", "prompt": PROMPT, "maxTokens": 250}
+        with httpx.stream("GET", second.generate_url, params=params, timeout=120) as response:
+            events = sse_events(response)
+            assert next(events).event == "token"
+            second.process.send_signal(signal.SIGTERM)
+            rest = list(events)
+        assert rest[-1].event == "error", rest[-1]
+        assert rest[-1].data["code"] == "Cancelled"
+        assert "shutting down" in rest[-1].data["message"]
+        assert len(rest) < 200  # stopped, not run to the end
+        assert second.process.wait(timeout=15) == 0
+    finally:
+        _, err = stop_node(second)
+    assert err == ""

@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from edgechain.errors import ModelNotFound
+from edgechain.errors import Cancelled, ModelNotFound
 from edgechain.node.streaming import GenerationEvent, Generations, run_generation
 from edgechain.service.engine.base import Token
 from edgechain.service.runtime import GenerateQuery
@@ -144,3 +144,25 @@ def test_the_event_loop_keeps_running_while_tokens_are_produced() -> None:
     ticks, count = asyncio.run(generate_and_tick())
     assert count == 21
     assert ticks > 20  # the loop ran other work during the ~0.4 s of blocking generation
+
+
+def test_stop_all_ends_a_running_generation_with_a_cancelled_error() -> None:
+    stream = FakeStream(limit=10_000, delay=0.01)
+    generations = Generations()
+
+    async def read_then_stop() -> list[GenerationEvent]:
+        events = run_generation(FakeGate(stream), QUERY, generations)  # type: ignore[arg-type]
+        first = await anext(events)
+        generations.stop_all()
+        return [first] + [event async for event in events]
+
+    events = asyncio.run(read_then_stop())
+    assert events[-1].kind == "error" and isinstance(events[-1].error, Cancelled)
+    assert all(e.kind == "token" for e in events[:-1])
+    assert stream.cancelled.is_set() and stream.produced < 100
+    assert generations.to_json()["cancelled"] == 1
+    # ... and a generation asked for after the stop does not start at all.
+    late = FakeStream(limit=5)
+    [event] = asyncio.run(collect(FakeGate(late), generations))
+    assert event.kind == "error" and isinstance(event.error, Cancelled)
+    assert late.produced == 0
