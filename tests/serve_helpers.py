@@ -165,3 +165,21 @@ def stream_generation(node: NodeProcess, **params: Any) -> list[SseEvent]:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         return list(sse_events(response))
+
+
+def subscribe(node: NodeProcess, query: str, path: str | None = None) -> list[dict[str, Any]]:
+    """Run a GraphQL subscription over graphql-transport-ws; every message after the ack, up to
+    and including ``complete`` or ``error``."""
+    from websockets.sync.client import connect
+
+    url = "ws" + node.base_url.removeprefix("http") + (path or node.app_path)
+    with connect(url, subprotocols=["graphql-transport-ws"], open_timeout=30) as ws:
+        ws.send(json.dumps({"type": "connection_init"}))
+        assert json.loads(ws.recv(timeout=30))["type"] == "connection_ack"
+        ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": query}}))
+        messages = []
+        while True:
+            message = json.loads(ws.recv(timeout=120))
+            messages.append(message)
+            if message["type"] in ("complete", "error"):
+                return messages

@@ -267,3 +267,25 @@ def test_stopping_the_node_ends_a_running_stream_with_a_cancelled_event(
     finally:
         _, err = stop_node(second)
     assert err == ""
+
+
+def test_unsubscribing_cancels_the_generation(node: NodeProcess) -> None:
+    from websockets.sync.client import connect
+
+    before = generations(node)
+    query = """subscription { generate(model: "synth15M", prompt: "Once", maxTokens: 250) {
+        ... on TokenUpdate { text } } }"""
+    url = "ws" + node.base_url.removeprefix("http") + node.app_path
+    with connect(url, subprotocols=["graphql-transport-ws"], open_timeout=30) as ws:
+        ws.send(json.dumps({"type": "connection_init"}))
+        assert json.loads(ws.recv(timeout=30))["type"] == "connection_ack"
+        ws.send(json.dumps({"id": "s", "type": "subscribe", "payload": {"query": query}}))
+        first = json.loads(ws.recv(timeout=120))
+        assert first["type"] == "next" and "text" in first["payload"]["data"]["generate"]
+        ws.send(json.dumps({"id": "s", "type": "complete"}))  # unsubscribe
+        deadline = time.monotonic() + 30
+        while (now := generations(node))["running"] != before["running"]:
+            assert time.monotonic() < deadline, now
+            time.sleep(0.05)
+    assert now["cancelled"] == before["cancelled"] + 1
+    assert now["completed"] == before["completed"]

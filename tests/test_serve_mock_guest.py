@@ -18,6 +18,7 @@ from serve_helpers import (
     start_node,
     stop_node,
     stream_generation,
+    subscribe,
 )
 
 from edgechain.client import Client
@@ -97,3 +98,40 @@ def test_a_seed_beyond_32_bits_round_trips(node: NodeProcess) -> None:
     assert record["seed"] == seed
     result = node.data(f'{{ generate(model: "mock", prompt: "hi", seed: "{seed}") {{ seed }} }}')
     assert result["generate"]["seed"] == seed
+
+
+SUBSCRIPTION = """subscription { generate(model: "%s", prompt: "hi") {
+  __typename
+  ... on TokenUpdate { id text }
+  ... on GenerationResult { text outputTokens model { name } } } }"""
+
+
+def test_the_generate_subscription_streams_tokens_then_the_result(node: NodeProcess) -> None:
+    messages = subscribe(node, SUBSCRIPTION % "mock")
+    assert [m["type"] for m in messages] == ["next"] * 6 + ["complete"]
+    updates = [m["payload"]["data"]["generate"] for m in messages[:6]]
+    assert updates[:5] == [
+        {"__typename": "TokenUpdate", "id": 100 + i, "text": c} for i, c in enumerate("abcde")
+    ]
+    assert updates[5] == {
+        "__typename": "GenerationResult",
+        "text": "abcde",
+        "outputTokens": 5,
+        "model": {"name": "mock"},
+    }
+
+
+def test_subscription_errors_are_typed(node: NodeProcess) -> None:
+    messages = subscribe(node, SUBSCRIPTION % "no-such-model")
+    [error] = messages[0]["payload"]["errors"]
+    assert error["extensions"]["code"] == "ModelNotFound"
+    assert messages[-1]["type"] == "complete"
+
+
+def test_a_subscription_to_an_unknown_application_is_refused(node: NodeProcess) -> None:
+    from websockets.exceptions import InvalidStatus
+
+    unknown = f"/chains/{node.chain_id}/applications/{'0' * 64}"
+    with pytest.raises(InvalidStatus) as refused:
+        subscribe(node, SUBSCRIPTION % "mock", path=unknown)
+    assert refused.value.response.status_code == 403

@@ -6,6 +6,8 @@
   ``GET`` from a browser (no ``query``) returns the offline query console.
 - ``GET /chains/{chain_id}/applications/{application_id}/generate?model=..&prompt=..``:
   server-sent events, ``token`` per token, then ``done`` (the record) or ``error``.
+- websocket at the application's URL: GraphQL subscriptions (graphql-transport-ws), e.g.
+  ``subscription { generate(...) { ... on TokenUpdate { text } } }``.
 
 The model registry lives on the network's default chain (see :class:`Client`); other chains are
 listed with no applications.
@@ -14,7 +16,7 @@ listed with no applications.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -22,8 +24,11 @@ import anyio
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.types import Receive, Scope, Send
+from strawberry.asgi import GraphQL
 from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types.graphql import OperationType
 
 from edgechain.client import Client
@@ -89,6 +94,32 @@ async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T | None
     if failure:
         raise failure[0]
     return outcome[0] if outcome else None
+
+
+class _SubscriptionEndpoint(GraphQL):
+    """Strawberry's websocket transport (graphql-transport-ws) for the registry's subscriptions;
+    queries and mutations go through the HTTP endpoint above."""
+
+    def __init__(self, context: dict[str, Any]) -> None:
+        super().__init__(
+            REGISTRY_SCHEMA,
+            graphql_ide=None,
+            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+        )
+        self._context = context
+
+    async def get_context(self, request: Any, response: Any) -> dict[str, Any]:
+        return self._context
+
+
+class _AsgiEndpoint:
+    """Wraps an ASGI function so Starlette routes to it as an app (not as a request handler)."""
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._app(scope, receive, send)
 
 
 def _index(client: Client) -> dict[str, Any]:
@@ -223,6 +254,15 @@ def build_app(gate: ClientGate) -> Starlette:
 
         return StreamingResponse(events(), media_type="text/event-stream", headers=_SSE_HEADERS)
 
+    subscriptions = _SubscriptionEndpoint(registry_context(gate, generations))
+
+    async def subscribe(scope: Scope, receive: Receive, send: Send) -> None:
+        params = scope["path_params"]
+        if (params["chain_id"].lower(), params["application_id"].lower()) != (chain_id, app_id):
+            await send({"type": "websocket.close", "code": 4404})
+            return
+        await subscriptions(scope, receive, send)
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
@@ -234,6 +274,7 @@ def build_app(gate: ClientGate) -> Starlette:
             Route("/", index, methods=["GET"]),
             Route(path, graphql, methods=["GET", "POST"]),
             Route(f"{path}/generate", generate, methods=["GET"]),
+            WebSocketRoute(path, _AsgiEndpoint(subscribe)),
         ],
         lifespan=lifespan,
     )

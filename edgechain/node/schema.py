@@ -12,8 +12,8 @@ is 32-bit); heights and token counts are ``Int``.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Awaitable, Callable
-from typing import Any, NewType, TypeVar
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Annotated, Any, NewType, TypeVar
 
 import strawberry
 from graphql import GraphQLError
@@ -68,16 +68,21 @@ def registry_context(gate: ClientGate, generations: Generations) -> dict[str, An
     return {"gate": gate, "generations": generations}
 
 
+def _typed_error(err: BaseException) -> GraphQLError:
+    """The GraphQL error for ``err``: its message, and its class name as ``extensions.code``."""
+    payload = error_payload(err)
+    return GraphQLError(
+        payload["message"],
+        extensions={"code": payload["code"], "exitCode": payload["exitCode"]},
+    )
+
+
 async def _typed(work: Awaitable[T]) -> T:
     """Await ``work``; an error becomes a typed GraphQL error (code: the class name)."""
     try:
         return await work
     except Exception as err:  # a non-EdgechainError is logged and typed InternalError
-        payload = error_payload(err)
-        raise GraphQLError(
-            payload["message"],
-            extensions={"code": payload["code"], "exitCode": payload["exitCode"]},
-        ) from err
+        raise _typed_error(err) from err
 
 
 def _gate(info: Info) -> ClientGate:
@@ -267,6 +272,30 @@ class FileInput:
         return FileRef(self.blake3, int(self.size), tuple(self.urls))
 
 
+def _generate_query(
+    model: str,
+    prompt: str,
+    version: str | None,
+    max_tokens: int,
+    temperature: float,
+    top_p: float,
+    repeat_penalty: float,
+    stop: list[str] | None,
+    seed: int | None,
+) -> GenerateQuery:
+    return GenerateQuery(
+        model=model,
+        prompt=prompt,
+        version=version,
+        max_tokens=max_tokens,
+        temperature=temperature,
+        top_p=top_p,
+        repeat_penalty=repeat_penalty,
+        stop=tuple(stop or ()),
+        seed=None if seed is None else int(seed),
+    )
+
+
 async def _final_record(info: Info, query: GenerateQuery) -> GenerationRecord:
     """Run ``query`` like the SSE endpoint does (so cancelling this request cancels it)."""
     async for event in run_generation(_gate(info), query, info.context["generations"]):
@@ -318,16 +347,8 @@ class Query:
         stop: list[str] | None = None,
         seed: U64 | None = None,
     ) -> GenerationResult:
-        query = GenerateQuery(
-            model=model,
-            prompt=prompt,
-            version=version,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            repeat_penalty=repeat_penalty,
-            stop=tuple(stop or ()),
-            seed=None if seed is None else int(seed),
+        query = _generate_query(
+            model, prompt, version, max_tokens, temperature, top_p, repeat_penalty, stop, seed
         )
         return GenerationResult.of(await _typed(_final_record(info, query)))
 
@@ -363,6 +384,47 @@ class Mutation:
         return CertificateInfo.of(await _call(info, lambda c: c.retire_model(name, version)))
 
 
+@strawberry.type(description="One generated token (text is empty while a UTF-8 character is "
+                 "incomplete; it comes with the token that completes it).")
+class TokenUpdate:
+    id: int
+    text: str
+
+
+GenerationUpdate = Annotated[TokenUpdate | GenerationResult, strawberry.union("GenerationUpdate")]
+
+
+@strawberry.type
+class Subscription:
+    @strawberry.subscription(
+        description="Stream a generate query (graphql-transport-ws): a TokenUpdate per token, "
+        "then the GenerationResult. Unsubscribing cancels the generation."
+    )
+    async def generate(
+        self,
+        info: Info,
+        model: str,
+        prompt: str,
+        version: str | None = None,
+        max_tokens: int = _DEFAULT_QUERY.max_tokens,
+        temperature: float = _DEFAULT_QUERY.temperature,
+        top_p: float = _DEFAULT_QUERY.top_p,
+        repeat_penalty: float = _DEFAULT_QUERY.repeat_penalty,
+        stop: list[str] | None = None,
+        seed: U64 | None = None,
+    ) -> AsyncGenerator[GenerationUpdate, None]:
+        query = _generate_query(
+            model, prompt, version, max_tokens, temperature, top_p, repeat_penalty, stop, seed
+        )
+        async for event in run_generation(_gate(info), query, info.context["generations"]):
+            if event.token is not None:
+                yield TokenUpdate(id=event.token.id, text=event.token.text)
+            elif event.record is not None:
+                yield GenerationResult.of(event.record)
+            elif event.error is not None:
+                raise _typed_error(event.error)
+
+
 class _RegistrySchema(strawberry.Schema):
     def process_errors(self, errors: list[GraphQLError], execution_context: Any = None) -> None:
         # Syntax, validation and typed errors are the user's, already reported to them: log only
@@ -379,5 +441,6 @@ class _RegistrySchema(strawberry.Schema):
 REGISTRY_SCHEMA = _RegistrySchema(
     query=Query,
     mutation=Mutation,
+    subscription=Subscription,
     config=StrawberryConfig(scalar_map={U64: _U64_SCALAR}),
 )
