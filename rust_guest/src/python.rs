@@ -1,0 +1,126 @@
+//! The `edgechain_native` Python module (feature "python"): the same engine as the wasm guest,
+//! with the same error codes (ABI.md, bottom). Long calls release the GIL.
+
+use std::sync::Arc;
+
+use pyo3::create_exception;
+use pyo3::exceptions::PyException;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
+
+use crate::error::EngineError as RustEngineError;
+use crate::generation::{GenerationParams, Model as RustModel, Session as RustSession};
+
+create_exception!(
+    edgechain_native,
+    EngineError,
+    PyException,
+    "An engine failure; args are (code: int, message: str) with ABI.md's codes."
+);
+
+fn to_py(err: RustEngineError) -> PyErr {
+    EngineError::new_err((err.code(), err.to_string()))
+}
+
+/// A loaded llama2.c checkpoint and tokenizer.
+#[pyclass(module = "edgechain_native", frozen)]
+struct Model {
+    inner: Arc<RustModel>,
+}
+
+#[pymethods]
+impl Model {
+    #[new]
+    fn new(py: Python<'_>, checkpoint: &[u8], tokenizer: &[u8]) -> PyResult<Self> {
+        let (checkpoint, tokenizer) = (checkpoint.to_vec(), tokenizer.to_vec());
+        let model = py.allow_threads(|| RustModel::load(&checkpoint, &tokenizer)).map_err(to_py)?;
+        Ok(Self { inner: Arc::new(model) })
+    }
+
+    /// The model's config: dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len,
+    /// shared_classifier.
+    fn info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let c = self.inner.config();
+        let dict = PyDict::new(py);
+        dict.set_item("dim", c.dim)?;
+        dict.set_item("hidden_dim", c.hidden_dim)?;
+        dict.set_item("n_layers", c.n_layers)?;
+        dict.set_item("n_heads", c.n_heads)?;
+        dict.set_item("n_kv_heads", c.n_kv_heads)?;
+        dict.set_item("vocab_size", c.vocab_size)?;
+        dict.set_item("seq_len", c.seq_len)?;
+        dict.set_item("shared_classifier", c.shared_classifier)?;
+        Ok(dict)
+    }
+
+    /// run.c's encoder.
+    #[pyo3(signature = (text, bos = true, eos = false))]
+    fn encode(&self, text: &str, bos: bool, eos: bool) -> Vec<u32> {
+        self.inner.tokenizer().encode(text, bos, eos)
+    }
+
+    /// The ids as the generator prints them (space after BOS stripped, byte tokens raw).
+    fn decode<'py>(&self, py: Python<'py>, ids: Vec<i64>) -> PyResult<Bound<'py, PyBytes>> {
+        let ids = ids
+            .iter()
+            .map(|&id| {
+                u32::try_from(id).map_err(|_| {
+                    to_py(RustEngineError::InvalidArgument(format!("token id {id} is negative or too large")))
+                })
+            })
+            .collect::<PyResult<Vec<u32>>>()?;
+        Ok(PyBytes::new(py, &self.inner.tokenizer().decode(&ids)))
+    }
+
+    /// Starts a generation session (ABI.md's parameters JSON; "" means all defaults).
+    fn start(&self, prompt: &str, params_json: &str) -> PyResult<Session> {
+        let params = if params_json.trim().is_empty() {
+            GenerationParams::default()
+        } else {
+            GenerationParams::from_json(params_json).map_err(to_py)?
+        };
+        let session = RustSession::start(self.inner.clone(), prompt, &params).map_err(to_py)?;
+        Ok(Session { inner: session })
+    }
+}
+
+/// One generation.
+#[pyclass(module = "edgechain_native")]
+struct Session {
+    inner: RustSession,
+}
+
+#[pymethods]
+impl Session {
+    /// The prompt as run.c prints it.
+    fn prompt<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.inner.prompt_text())
+    }
+
+    /// `(token_id, bytes)` for the next token, or None once stopped.
+    fn step<'py>(&mut self, py: Python<'py>) -> PyResult<Option<(u32, Bound<'py, PyBytes>)>> {
+        let inner = &mut self.inner;
+        let produced = py.allow_threads(|| inner.step()).map_err(to_py)?;
+        Ok(produced.map(|(id, bytes)| (id, PyBytes::new(py, &bytes))))
+    }
+
+    /// 0 running, 1 end of sequence, 2 max tokens/positions, 3 stop string, 4 context full.
+    #[getter]
+    fn stop_reason(&self) -> i32 {
+        self.inner.stop_reason() as i32
+    }
+
+    /// `(prompt_tokens, generated_tokens)`.
+    #[getter]
+    fn counts(&self) -> (usize, usize) {
+        (self.inner.prompt_tokens(), self.inner.generated_tokens())
+    }
+}
+
+#[pymodule]
+fn edgechain_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Model>()?;
+    m.add_class::<Session>()?;
+    m.add("EngineError", m.py().get_type::<EngineError>())?;
+    Ok(())
+}
