@@ -178,4 +178,19 @@ def format_table(results: list[dict[str, object]]) -> str:
                     for i, (c, w) in enumerate(zip(row, widths, strict=True))
                 )
             )
+    lines.extend(_ratios(results))
     return "\n".join(lines)
+
+
+def _ratios(results: list[dict[str, object]]) -> list[str]:
+    """One line per shape measured on both engines: wasm's decode rate relative to native's."""
+    rates: dict[str, dict[str, float]] = {}
+    for r in results:
+        rate = r.get("decode_tok_s")
+        if isinstance(rate, int | float) and rate > 0:
+            rates.setdefault(str(r["shape"]), {})[str(r["engine"])] = float(rate)
+    return [
+        f"{shape}: wasm decodes at {by_engine['wasm'] / by_engine['native']:.2f}x native"
+        for shape, by_engine in rates.items()
+        if {"wasm", "native"} <= by_engine.keys()
+    ]
