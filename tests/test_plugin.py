@@ -100,7 +100,18 @@ def test_stories260k_fails_clearly_when_the_files_are_absent(
     empty = tmp_path / "no-models"
     empty.mkdir()
     monkeypatch.setenv("EDGECHAIN_MODELS_DIR", str(empty))
-    monkeypatch.setattr("edgechain.pytest_plugin._REPO_ROOT", tmp_path / "checkout")
+    # A checkout with no ../shared next to it. (A subprocess: an in-process pytest run would
+    # reset the signal handlers wasmtime relies on for the rest of this session.)
+    pytester.makeconftest(
+        textwrap.dedent(
+            f"""
+            from pathlib import Path
+            import edgechain.pytest_plugin
+
+            edgechain.pytest_plugin._REPO_ROOT = Path({str(tmp_path / "checkout")!r})
+            """
+        )
+    )
     pytester.makepyfile(
         textwrap.dedent(
             """
@@ -109,7 +120,7 @@ def test_stories260k_fails_clearly_when_the_files_are_absent(
             """
         )
     )
-    result = pytester.runpytest_inprocess()
+    result = pytester.runpytest_subprocess()
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*stories260K (stories260K.bin, tok512.bin) not found*"])
     result.stdout.fnmatch_lines([f"*{empty}*EDGECHAIN_MODELS_DIR*"])
