@@ -1,0 +1,143 @@
+"""GraphQL over HTTP and websocket for the registry schema.
+
+HTTP: ``POST`` a JSON body ``{query, variables, operationName}`` (queries and mutations), or
+``GET ?query=&variables=&operationName=`` (queries only: a mutation over GET is refused with
+405). The response is ``{data, errors}``; a caller that disconnects cancels its request (and so
+its generation). Websocket: subscriptions over graphql-transport-ws, served by strawberry.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from strawberry.asgi import GraphQL
+from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.types.graphql import OperationType
+
+from edgechain.errors import EdgechainError, UsageError
+from edgechain.node.schema import REGISTRY_SCHEMA
+from edgechain.node.typed_errors import error_payload
+
+__all__ = ["SubscriptionEndpoint", "error_response", "graphql_response"]
+
+T = TypeVar("T")
+
+#: What a server answers when the client closed the connection first (nginx's convention).
+_CLIENT_CLOSED_REQUEST = 499
+
+
+def error_response(err: BaseException, status: int | None = None) -> JSONResponse:
+    """``{"errors": [{message, extensions: {code, exitCode}}]}`` with an HTTP status (400 for
+    usage and input errors, else 500, unless given)."""
+    if status is None:
+        user_input = isinstance(err, EdgechainError) and err.exit_code in (2, 3)
+        status = 400 if user_input else 500
+    payload = error_payload(err)
+    extensions = {"code": payload["code"], "exitCode": payload["exitCode"]}
+    body = {"errors": [{"message": payload["message"], "extensions": extensions}]}
+    return JSONResponse(body, status_code=status)
+
+
+async def _request_body(request: Request) -> tuple[dict[str, Any], set[OperationType]]:
+    """The GraphQL request and the operation types its HTTP method allows (UsageError if bad)."""
+    if request.method == "GET":
+        params = request.query_params
+        try:
+            variables = json.loads(params.get("variables") or "null")
+        except ValueError:
+            raise UsageError("variables is not valid JSON") from None
+        body: Any = {
+            "query": params.get("query"),
+            "variables": variables,
+            "operationName": params.get("operationName"),
+        }
+        allowed = {OperationType.QUERY}  # GET is safe: mutations must be POSTed
+    else:
+        try:
+            body = await request.json()
+        except ValueError:
+            raise UsageError("the request body is not valid JSON") from None
+        allowed = {OperationType.QUERY, OperationType.MUTATION}
+    if not isinstance(body, dict) or not isinstance(body.get("query"), str):
+        raise UsageError('the request needs a "query" string')
+    if body.get("variables") is not None and not isinstance(body["variables"], dict):
+        raise UsageError('"variables" must be a JSON object')
+    return body, allowed
+
+
+async def graphql_response(request: Request, context: dict[str, Any]) -> Response:
+    """Execute the GraphQL request in ``request`` against the registry schema."""
+    try:
+        body, allowed = await _request_body(request)
+    except UsageError as err:
+        return error_response(err, 400)
+    execution = REGISTRY_SCHEMA.execute(
+        body["query"],
+        variable_values=body.get("variables"),
+        context_value=context,
+        operation_name=body.get("operationName"),
+        allowed_operation_types=allowed,
+    )
+    try:
+        result = await _unless_disconnected(request, execution)
+    except InvalidOperationTypeError as err:
+        message = f"a {err.operation_type.value} cannot be sent with GET; use POST"
+        return error_response(UsageError(message), 405)
+    if result is None:  # the client went away; its generation was cancelled
+        return Response(status_code=_CLIENT_CLOSED_REQUEST)
+    response: dict[str, Any] = {"data": result.data}
+    if result.errors:
+        response["errors"] = [error.formatted for error in result.errors]
+    return JSONResponse(response)
+
+
+async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T | None:
+    """Await ``work``, or cancel it and return None if the client disconnects first.
+
+    A GraphQL ``generate`` can run for a long time; when its caller gives up, cancelling the
+    resolver cancels the generation (as closing an SSE stream does).
+    """
+    outcome: list[T] = []
+    failure: list[Exception] = []
+    async with anyio.create_task_group() as group:
+
+        async def run() -> None:
+            try:
+                outcome.append(await work)
+            except Exception as err:  # re-raised as itself, not inside an ExceptionGroup
+                failure.append(err)
+            group.cancel_scope.cancel()
+
+        async def watch() -> None:
+            # The body has been read: what comes next can only be the disconnect.
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+            group.cancel_scope.cancel()
+
+        group.start_soon(run)
+        group.start_soon(watch)
+    if failure:
+        raise failure[0]
+    return outcome[0] if outcome else None
+
+
+class SubscriptionEndpoint(GraphQL):
+    """Strawberry's websocket transport (graphql-transport-ws) for the registry's
+    subscriptions, with the node's context; an ASGI app."""
+
+    def __init__(self, context: dict[str, Any]) -> None:
+        super().__init__(
+            REGISTRY_SCHEMA,
+            graphql_ide=None,
+            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+        )
+        self._context = context
+
+    async def get_context(self, request: Any, response: Any) -> dict[str, Any]:
+        return self._context
