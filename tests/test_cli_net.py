@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from network_cli_helpers import edgechain, make_network
 
+from edgechain.client import Client
+from edgechain.contract.operations import FileRef
+
+FILE = FileRef("1" * 64, 10, ("http://127.0.0.1:1/m.bin",))
+
 
 def test_net_up_creates_a_network_and_reports_thresholds(tmp_path: Path) -> None:
     result = edgechain("net", "up", "--dir", tmp_path / "net")
     assert result.code == 0, result.err
+    assert result.out.startswith(f"created a network in {tmp_path / 'net'}\n")
     assert (tmp_path / "net" / "network.json").is_file()
     assert "validators: 4; a certificate needs 3 signatures (tolerates 1 faulty)" in result.out
     assert "chain default:" in result.out and "height 0" in result.out
@@ -46,8 +55,26 @@ def test_net_up_reopens_and_reverifies_an_existing_network(tmp_path: Path) -> No
     first = edgechain("net", "status", "--dir", tmp_path, "--json").json()
     again = edgechain("net", "up", "--dir", tmp_path, "--json")
     assert again.code == 0, again.err
-    assert again.json()["chains"] == first["chains"]
+    assert again.json()["chains"] == first["chains"] and again.json()["created"] is False
     assert again.json()["validators"] == first["validators"]
+
+
+def test_net_up_says_how_many_blocks_it_reverified(tmp_path: Path) -> None:
+    with Client.up(make_network(tmp_path)) as client:
+        client.register_model("m", weights=FILE, tokenizer=FILE)
+        client.retire_model("m", "1")
+    result = edgechain("net", "up", "--dir", tmp_path)
+    assert result.code == 0, result.err
+    assert result.out.startswith(f"reopened {tmp_path}: 2 stored blocks re-verified\n")
+    assert "models: 0 active, 1 retired" in result.out
+
+
+def test_the_edgechain_script_is_installed() -> None:
+    script = Path(sys.executable).with_name("edgechain")
+    found = script if script.is_file() else shutil.which("edgechain")
+    assert found is not None, "the edgechain console script is not installed (pip install -e .)"
+    done = subprocess.run([str(found), "net", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and "edgechain net up" in done.stdout
 
 
 def test_net_up_refuses_another_committee_size_when_reopening(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from edgechain.chain.network import NetworkStatus
+from edgechain.chain.network import NETWORK_FILE, NetworkStatus
 from edgechain.cli.network_options import (
     add_dir_option,
     add_group,
@@ -68,11 +68,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def net_up(args: argparse.Namespace) -> int:
     path = network_dir(args)
+    existed = (path / NETWORK_FILE).exists()
     with Client.up(path, validators=args.validators, faulty=args.faulty) as client:
         if args.faulty is not None:
             # Faults given when reopening apply to every later command, not just this one.
             client.network.set_faults(args.faulty, persist=True)
-        _show(client, args.json)
+        if not args.json:
+            blocks = sum(c.height for c in client.network.chains())
+            print(
+                f"reopened {path}: {blocks} stored blocks re-verified"
+                if existed
+                else f"created a network in {path}"
+            )
+        _show(client, args.json, created=not existed)
     return 0
 
 
@@ -82,13 +90,15 @@ def net_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _show(client: Client, as_json: bool) -> None:
+def _show(client: Client, as_json: bool, created: bool | None = None) -> None:
     status = client.status()
     models = client.models()
     retired = sum(1 for m in models if m.entry.retired)
     if as_json:
         value = status.to_json()
         value["models"] = {"active": len(models) - retired, "retired": retired}
+        if created is not None:
+            value["created"] = created
         print_json(value)
         return
     for line in _status_lines(status):
