@@ -121,19 +121,19 @@ pub fn parse_header(bytes: &[u8]) -> Result<CheckpointConfig> {
             return Err(invalid(format!("header field {name} = {value} exceeds {max}")));
         }
     }
-    if cfg.dim % cfg.n_heads != 0 {
+    if !cfg.dim.is_multiple_of(cfg.n_heads) {
         return Err(invalid(format!(
             "dim {} is not a multiple of n_heads {}",
             cfg.dim, cfg.n_heads
         )));
     }
-    if cfg.n_heads % cfg.n_kv_heads != 0 {
+    if !cfg.n_heads.is_multiple_of(cfg.n_kv_heads) {
         return Err(invalid(format!(
             "n_heads {} is not a multiple of n_kv_heads {}",
             cfg.n_heads, cfg.n_kv_heads
         )));
     }
-    if cfg.head_size() % 2 != 0 {
+    if !cfg.head_size().is_multiple_of(2) {
         return Err(invalid(format!("head size {} is odd (RoPE needs pairs)", cfg.head_size())));
     }
     let expected = cfg.expected_bytes();
