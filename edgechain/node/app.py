@@ -16,7 +16,7 @@ listed with no applications.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from typing import Any
 
 from starlette.applications import Starlette
@@ -141,9 +141,12 @@ def build_app(gate: ClientGate) -> Starlette:
             )
 
         async def events() -> AsyncIterator[str]:
-            # A client disconnect cancels this generator, which cancels the generation.
-            async for event in run_generation(gate, query, generations):
-                yield event.sse()
+            # A client disconnect cancels this generator, which closes the run, which cancels
+            # the generation.
+            run = run_generation(gate, query, generations)
+            async with aclosing(run):
+                async for event in run:
+                    yield event.sse()
 
         return StreamingResponse(events(), media_type="text/event-stream", headers=_SSE_HEADERS)
 

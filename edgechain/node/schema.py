@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import aclosing
 from typing import Annotated, Any, NewType, TypeVar
 
 import strawberry
@@ -298,11 +299,13 @@ def _generate_query(
 
 async def _final_record(info: Info, query: GenerateQuery) -> GenerationRecord:
     """Run ``query`` like the SSE endpoint does (so cancelling this request cancels it)."""
-    async for event in run_generation(_gate(info), query, info.context["generations"]):
-        if event.record is not None:
-            return event.record
-        if event.error is not None:
-            raise event.error
+    events = run_generation(_gate(info), query, info.context["generations"])
+    async with aclosing(events):
+        async for event in events:
+            if event.record is not None:
+                return event.record
+            if event.error is not None:
+                raise event.error
     raise AssertionError("a generation ends with a record or an error")
 
 
@@ -323,9 +326,8 @@ class Query:
     @strawberry.field(description="Certified blocks from height start up to (excluding) end.")
     async def blocks(self, info: Info, start: int = 0, end: int | None = None) -> list[BlockInfo]:
         if start < 0 or (end is not None and end < start):
-            raise GraphQLError(
-                f"blocks: need 0 <= start <= end, got start={start}, end={end}",
-                extensions={"code": InvalidParameter.__name__, "exitCode": 2},
+            raise _typed_error(
+                InvalidParameter(f"blocks: need 0 <= start <= end, got start={start}, end={end}")
             )
         blocks = await _call(info, lambda c: list(c.blocks(start, end)))
         return [BlockInfo.of(b) for b in blocks]
@@ -416,13 +418,16 @@ class Subscription:
         query = _generate_query(
             model, prompt, version, max_tokens, temperature, top_p, repeat_penalty, stop, seed
         )
-        async for event in run_generation(_gate(info), query, info.context["generations"]):
-            if event.token is not None:
-                yield TokenUpdate(id=event.token.id, text=event.token.text)
-            elif event.record is not None:
-                yield GenerationResult.of(event.record)
-            elif event.error is not None:
-                raise _typed_error(event.error)
+        events = run_generation(_gate(info), query, info.context["generations"])
+        # Unsubscribing closes this generator, which closes the run, which cancels it.
+        async with aclosing(events):
+            async for event in events:
+                if event.token is not None:
+                    yield TokenUpdate(id=event.token.id, text=event.token.text)
+                elif event.record is not None:
+                    yield GenerationResult.of(event.record)
+                elif event.error is not None:
+                    raise _typed_error(event.error)
 
 
 class _RegistrySchema(strawberry.Schema):
