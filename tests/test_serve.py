@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -231,3 +231,28 @@ def test_a_signal_stops_the_node_cleanly(network_dir: Path, sig: signal.Signals)
     code, err = stop_node(node, sig)
     assert code == 0, err
     assert err == ""
+
+
+def test_a_bad_block_range_is_a_typed_invalid_parameter_error(node: NodeProcess) -> None:
+    [error] = node.graphql("{ blocks(start: 3, end: 1) { height } }")["errors"]
+    assert error["extensions"]["code"] == "InvalidParameter"
+    assert "start=3, end=1" in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("send", "message"),
+    [
+        (lambda url: httpx.get(url), '"query"'),
+        (lambda url: httpx.post(url, content=b"{not json"), "not valid JSON"),
+        (lambda url: httpx.post(url, json={"query": "{ models { name } }", "variables": [1]}),
+         '"variables" must be a JSON object'),
+    ],
+)  # fmt: skip
+def test_malformed_requests_are_400_with_a_usage_error(
+    node: NodeProcess, send: Callable[[str], httpx.Response], message: str
+) -> None:
+    response = send(node.graphql_url)
+    assert response.status_code == 400
+    [error] = response.json()["errors"]
+    assert error["extensions"]["code"] == "UsageError"
+    assert message in error["message"]
