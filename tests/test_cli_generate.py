@@ -162,3 +162,12 @@ def test_a_hub_host_is_refused_unless_allowed(tmp_path: Path, stories260k: Model
     allowed = generate(net, "-i", PROMPT, "--allow-host", "hub.invalid")
     allowed.assert_user_error(6, "hub.invalid")
     assert "host not allowed" not in allowed.err
+
+
+def test_both_engines_tell_the_same_story(net: Path) -> None:
+    records = [
+        generate(net, "-i", PROMPT, "-n", "40", "-s", "3", "--engine", kind, "--json").json()
+        for kind in ("wasm", "native")
+    ]
+    assert records[0]["text"] == records[1]["text"]
+    assert records[0]["output_tokens"] == records[1]["output_tokens"] == 40
