@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import io
+import os
+import pty
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -238,3 +242,42 @@ def test_the_progress_bar_draws_on_a_terminal_only() -> None:
     quiet("weights", 1, 2)
     quiet.close()
     assert pipe.getvalue() == ""
+
+
+def test_publish_draws_the_progress_bar_when_stderr_is_a_terminal(
+    net: Path, served: WeightServer, stories260k: ModelFiles
+) -> None:
+    master, slave = pty.openpty()
+    try:
+        done = subprocess.run(
+            [
+                sys.executable, "-m", "edgechain.cli", "model", "publish", "stories260K",
+                "--dir", str(net),
+                "--weights", str(stories260k.weights), "--tokenizer", str(stories260k.tokenizer),
+                "--weights-url", served.url("stories260K.bin"),
+                "--tokenizer-url", served.url("tok512.bin"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=slave,
+            text=True,
+            timeout=60,
+        )  # fmt: skip
+        os.close(slave)
+        slave = -1
+        drawn = b""
+        while True:
+            try:
+                piece = os.read(master, 4096)
+            except OSError:  # EIO: the terminal's other end is closed and drained
+                break
+            if not piece:
+                break
+            drawn += piece
+    finally:
+        if slave >= 0:
+            os.close(slave)
+        os.close(master)
+    assert done.returncode == 0
+    text = drawn.decode()
+    assert "hashing weights" in text and "hashing tokenizer" in text and "100%" in text
+    assert "hashing" not in done.stdout
