@@ -10,7 +10,8 @@ them without imports::
         ).collect()
         assert record.text.startswith(" there was")
 
-Fixtures (all function-scoped: each test gets a fresh network in its ``tmp_path``):
+Fixtures (all function-scoped: each test gets a fresh network in its ``tmp_path``; the
+service runs the wasm guest, or the native module with ``pytest --edgechain-engine native``):
 
 ``edgechain_network``
     a :class:`~edgechain.client.Client` on a new 4-validator network.
@@ -47,6 +48,7 @@ import pytest
 from edgechain.chain.certificate import Certificate
 from edgechain.client import Client
 from edgechain.contract.registry import APPLICATION_NAME, CertifiedModel
+from edgechain.service.engine import ENGINE_KINDS, open_engine
 from edgechain.service.runtime import ModelService
 from edgechain.service.weight_server import WeightServer
 
@@ -100,10 +102,23 @@ def locate_stories260k(extra_roots: tuple[Path, ...] = ()) -> ModelFiles | list[
     return candidates
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("edgechain")
+    group.addoption(
+        "--edgechain-engine",
+        choices=ENGINE_KINDS,
+        default="wasm",
+        help="engine of the edgechain fixtures' service (default wasm)",
+    )
+
+
 @pytest.fixture
-def edgechain_network(tmp_path: Path) -> Iterator[Client]:
+def edgechain_network(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Client]:
     """A Client on a fresh 4-validator network in ``tmp_path / "edgechain-net"``."""
-    with Client.up(tmp_path / "edgechain-net", validators=4) as client:
+    kind = request.config.getoption("--edgechain-engine")
+    # The wasm engine is opened on the service's first use, so chain-only tests never need it.
+    engine = None if kind == "wasm" else open_engine(kind)
+    with Client.up(tmp_path / "edgechain-net", validators=4, engine=engine) as client:
         yield client
 
 
@@ -191,5 +206,5 @@ def add_block(edgechain_network: Client) -> AddBlock:
 
 @pytest.fixture
 def service_client(edgechain_network: Client) -> ModelService:
-    """The network's registry service, to run ``generate`` queries (wasm engine)."""
+    """The network's registry service, to run ``generate`` queries."""
     return edgechain_network.service

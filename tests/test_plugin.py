@@ -124,3 +124,9 @@ def test_stories260k_fails_clearly_when_the_files_are_absent(
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(["*stories260K (stories260K.bin, tok512.bin) not found*"])
     result.stdout.fnmatch_lines([f"*{empty}*EDGECHAIN_MODELS_DIR*"])
+
+
+def test_service_client_runs_the_engine_chosen_on_the_command_line(
+    service_client: ModelService, request: pytest.FixtureRequest
+) -> None:
+    assert service_client.engine.kind == request.config.getoption("--edgechain-engine")
