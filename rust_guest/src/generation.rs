@@ -184,6 +184,8 @@ pub struct Session {
     generated_text: Vec<u8>,
     utf8: Utf8Stream,
     stop_reason: StopReason,
+    /// Whether `step` has already returned `None` for the current stop.
+    stop_reported: bool,
     last_token: Option<u32>,
 }
 
@@ -226,6 +228,7 @@ impl Session {
             generated_text: Vec::new(),
             utf8: Utf8Stream::default(),
             stop_reason: StopReason::Running,
+            stop_reported: false,
             last_token: None,
             model,
         })
@@ -270,10 +273,15 @@ impl Session {
     }
 
     /// Generates one token: `Some((id, bytes))` (bytes may be empty while a UTF-8 character is
-    /// incomplete), or `None` once stopped. Stepping after a full context is a ContextFull error.
+    /// incomplete), or `None` once stopped. After a stop on a full context has been reported
+    /// (one `None`), stepping again is a ContextFull error.
     pub fn step(&mut self) -> Result<Option<(u32, Vec<u8>)>> {
         match self.stop_reason {
             StopReason::Running => {}
+            _ if !self.stop_reported => {
+                self.stop_reported = true;
+                return Ok(None);
+            }
             StopReason::ContextFull => {
                 return Err(EngineError::ContextFull(format!(
                     "all {} positions of the context are used ({} prompt + {} generated tokens)",
@@ -286,6 +294,7 @@ impl Session {
             // The first sampled token comes out at position prompt_len - 1.
             if self.max_tokens == Some(0) || self.prompt_len > self.position_limit {
                 self.stop_reason = StopReason::MaxTokens;
+                self.stop_reported = true;
                 return Ok(None);
             }
             for pos in 0..self.prompt_len - 1 {
@@ -300,6 +309,7 @@ impl Session {
         self.pos += 1;
         if next == BOS || next == EOS {
             self.stop_reason = StopReason::EndOfSequence;
+            self.stop_reported = true;
             return Ok(None);
         }
         let before = self.generated_text.len();

@@ -187,18 +187,12 @@ fn malformed_tokenizer_is_rejected() {
 
 #[test]
 fn rng_matches_run_c_xorshift() {
-    // Reference values computed by hand from run.c's random_u32 with state 42.
+    // run.c's random_u32 / random_f32 from state 42, computed independently (Python big ints).
     let mut rng = Rng::new(42);
-    let mut state: u64 = 42;
-    for _ in 0..5 {
-        state ^= state >> 12;
-        state ^= state << 25;
-        state ^= state >> 27;
-        let expected = (state.wrapping_mul(0x2545F4914F6CDD1D) >> 32) as u32;
-        assert_eq!(rng.next_u32(), expected);
-    }
-    let f = Rng::new(7).next_f32();
-    assert!((0.0..1.0).contains(&f));
+    assert_eq!([rng.next_u32(), rng.next_u32(), rng.next_u32()], [1456360119, 3359763283, 3393612768]);
+    let mut rng = Rng::new(42);
+    assert_eq!(rng.next_f32(), 0.339_085_22);
+    assert_eq!(rng.next_f32(), 0.782_255_8);
 }
 
 #[test]
@@ -268,15 +262,26 @@ fn limits_and_stop_strings() {
 #[test]
 fn full_context_stops_then_errors() {
     let model = model();
-    let params = GenerationParams::from_json(r#"{"temperature": 0.8, "seed": 3, "max_positions": null}"#).unwrap();
-    let mut session = Session::start(model, "Once upon a time", &params).unwrap();
-    while session.step().unwrap().is_some() {}
-    if session.stop_reason() == StopReason::ContextFull {
-        assert_eq!(session.prompt_tokens() + session.generated_tokens(), 513);
+    // A prompt of 509 tokens (BOS included) leaves positions 508..511 for sampling: 4 tokens.
+    let mut prompt = "Once upon a time ".repeat(100);
+    assert!(model.tokenizer().encode(&prompt, true, false).len() < 509);
+    while model.tokenizer().encode(&prompt, true, false).len() < 509 {
+        prompt.push_str("Once upon a time ");
+        if model.tokenizer().encode(&prompt, true, false).len() > 509 {
+            prompt.truncate(prompt.len() - 17);
+            prompt.push_str("a ");
+        }
+    }
+    let prompt_len = model.tokenizer().encode(&prompt, true, false).len();
+    assert!(prompt_len <= 512, "{prompt_len}");
+    for json in [r#"{"temperature": 0, "max_positions": null}"#, r#"{"temperature": 0, "max_positions": 4096}"#] {
+        let params = GenerationParams::from_json(json).unwrap();
+        let mut session = Session::start(model.clone(), &prompt, &params).unwrap();
+        while session.step().unwrap().is_some() {}
+        assert_eq!(session.stop_reason(), StopReason::ContextFull, "{json}");
+        assert_eq!(session.generated_tokens(), 512 - prompt_len + 1);
         let err = session.step().unwrap_err();
-        assert!(matches!(err, EngineError::ContextFull(_)), "{err:?}");
-    } else {
-        assert_eq!(session.stop_reason(), StopReason::EndOfSequence);
+        assert!(matches!(err, EngineError::ContextFull(ref m) if m.contains("512")), "{err:?}");
     }
 }
 
