@@ -12,7 +12,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if args.len() < 4 {
         return Err("usage: generate <checkpoint> <tokenizer> <prompt> [params-json]".into());
     }
-    let model = Arc::new(Model::load(&std::fs::read(&args[1])?, &std::fs::read(&args[2])?)?);
+    let model = Arc::new(Model::load(
+        &std::fs::read(&args[1])?,
+        &std::fs::read(&args[2])?,
+    )?);
     let params = match args.get(4) {
         Some(json) => GenerationParams::from_json(json)?,
         None => GenerationParams::default(),

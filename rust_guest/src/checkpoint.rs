@@ -39,8 +39,16 @@ impl CheckpointConfig {
 
     /// Number of f32 values after the header, in run.c's order.
     pub fn weight_count(&self) -> u64 {
-        let (dim, hidden, layers) = (self.dim as u64, self.hidden_dim as u64, self.n_layers as u64);
-        let (vocab, seq, kv_dim) = (self.vocab_size as u64, self.seq_len as u64, self.kv_dim() as u64);
+        let (dim, hidden, layers) = (
+            self.dim as u64,
+            self.hidden_dim as u64,
+            self.n_layers as u64,
+        );
+        let (vocab, seq, kv_dim) = (
+            self.vocab_size as u64,
+            self.seq_len as u64,
+            self.kv_dim() as u64,
+        );
         let head = self.head_size() as u64;
         let per_layer = dim // rms_att
             + dim * dim // wq
@@ -48,7 +56,11 @@ impl CheckpointConfig {
             + dim * dim // wo
             + dim // rms_ffn
             + 3 * dim * hidden; // w1, w2, w3
-        let classifier = if self.shared_classifier { 0 } else { vocab * dim };
+        let classifier = if self.shared_classifier {
+            0
+        } else {
+            vocab * dim
+        };
         vocab * dim + layers * per_layer + dim + seq * head + classifier
     }
 
@@ -90,11 +102,25 @@ pub fn parse_header(bytes: &[u8]) -> Result<CheckpointConfig> {
         )));
     }
     let raw: Vec<i32> = (0..7).map(|i| read_i32(bytes, i)).collect();
-    let names = ["dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "seq_len"];
+    let names = [
+        "dim",
+        "hidden_dim",
+        "n_layers",
+        "n_heads",
+        "n_kv_heads",
+        "vocab_size",
+        "seq_len",
+    ];
     for (name, value) in names.iter().zip(&raw) {
-        let ok = if *name == "vocab_size" { *value != 0 && *value != i32::MIN } else { *value > 0 };
+        let ok = if *name == "vocab_size" {
+            *value != 0 && *value != i32::MIN
+        } else {
+            *value > 0
+        };
         if !ok {
-            return Err(invalid(format!("header field {name} = {value} is not positive")));
+            return Err(invalid(format!(
+                "header field {name} = {value} is not positive"
+            )));
         }
     }
     let cfg = CheckpointConfig {
@@ -118,7 +144,9 @@ pub fn parse_header(bytes: &[u8]) -> Result<CheckpointConfig> {
     ];
     for (name, value, max) in limits {
         if value > max {
-            return Err(invalid(format!("header field {name} = {value} exceeds {max}")));
+            return Err(invalid(format!(
+                "header field {name} = {value} exceeds {max}"
+            )));
         }
     }
     if !cfg.dim.is_multiple_of(cfg.n_heads) {
@@ -134,11 +162,18 @@ pub fn parse_header(bytes: &[u8]) -> Result<CheckpointConfig> {
         )));
     }
     if !cfg.head_size().is_multiple_of(2) {
-        return Err(invalid(format!("head size {} is odd (RoPE needs pairs)", cfg.head_size())));
+        return Err(invalid(format!(
+            "head size {} is odd (RoPE needs pairs)",
+            cfg.head_size()
+        )));
     }
     let expected = cfg.expected_bytes();
     if expected != bytes.len() as u64 {
-        let classifier = if cfg.shared_classifier { "shared classifier" } else { "separate classifier" };
+        let classifier = if cfg.shared_classifier {
+            "shared classifier"
+        } else {
+            "separate classifier"
+        };
         return Err(invalid(format!(
             "header implies {expected} bytes ({classifier}) but the file is {} bytes",
             bytes.len()
@@ -166,7 +201,11 @@ impl WeightCursor<'_> {
     }
 
     fn tensor(&mut self, rows: usize, cols: usize, device: &Device) -> Result<Tensor> {
-        Ok(Tensor::from_vec(self.take(rows * cols), (rows, cols), device)?)
+        Ok(Tensor::from_vec(
+            self.take(rows * cols),
+            (rows, cols),
+            device,
+        )?)
     }
 
     fn vector(&mut self, len: usize, device: &Device) -> Result<Tensor> {
@@ -208,7 +247,10 @@ pub fn load_tensors(
 ) -> Result<(CheckpointConfig, HashMap<String, Tensor>)> {
     let cfg = parse_header(bytes)?;
     let (dim, hidden, kv_dim) = (cfg.dim, cfg.hidden_dim, cfg.kv_dim());
-    let mut cur = WeightCursor { bytes, offset: HEADER_BYTES };
+    let mut cur = WeightCursor {
+        bytes,
+        offset: HEADER_BYTES,
+    };
     let mut map = HashMap::new();
     let embedding = cur.tensor(cfg.vocab_size, dim, device)?;
     map.insert("model.embed_tokens.weight".to_string(), embedding.clone());

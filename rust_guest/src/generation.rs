@@ -25,7 +25,9 @@ pub struct Model {
 
 impl std::fmt::Debug for Model {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Model").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Model")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -46,7 +48,12 @@ impl Model {
         let candle_config = config.to_candle();
         let cache_template = Cache::new(true, &candle_config, vb.clone())?;
         let llama = Llama::load(vb, candle_config)?;
-        Ok(Self { llama, cache_template, config, tokenizer })
+        Ok(Self {
+            llama,
+            cache_template,
+            config,
+            tokenizer,
+        })
     }
 
     pub fn config(&self) -> &CheckpointConfig {
@@ -138,7 +145,9 @@ impl GenerationParams {
         let params: Self = serde_json::from_str(json)
             .map_err(|e| EngineError::InvalidArgument(format!("bad parameters JSON: {e}")))?;
         if params.stop.iter().any(String::is_empty) {
-            return Err(EngineError::InvalidArgument("stop strings must not be empty".into()));
+            return Err(EngineError::InvalidArgument(
+                "stop strings must not be empty".into(),
+            ));
         }
         Ok(params)
     }

@@ -33,8 +33,12 @@ impl Model {
     #[new]
     fn new(py: Python<'_>, checkpoint: &[u8], tokenizer: &[u8]) -> PyResult<Self> {
         let (checkpoint, tokenizer) = (checkpoint.to_vec(), tokenizer.to_vec());
-        let model = py.allow_threads(|| RustModel::load(&checkpoint, &tokenizer)).map_err(to_py)?;
-        Ok(Self { inner: Arc::new(model) })
+        let model = py
+            .allow_threads(|| RustModel::load(&checkpoint, &tokenizer))
+            .map_err(to_py)?;
+        Ok(Self {
+            inner: Arc::new(model),
+        })
     }
 
     /// The model's config: dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len,
@@ -65,7 +69,9 @@ impl Model {
             .iter()
             .map(|&id| {
                 u32::try_from(id).map_err(|_| {
-                    to_py(RustEngineError::InvalidArgument(format!("token id {id} is negative or too large")))
+                    to_py(RustEngineError::InvalidArgument(format!(
+                        "token id {id} is negative or too large"
+                    )))
                 })
             })
             .collect::<PyResult<Vec<u32>>>()?;

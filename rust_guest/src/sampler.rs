@@ -15,7 +15,13 @@ pub struct Rng {
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Self { state: if seed == 0 { ZERO_SEED_REPLACEMENT } else { seed } }
+        Self {
+            state: if seed == 0 {
+                ZERO_SEED_REPLACEMENT
+            } else {
+                seed
+            },
+        }
     }
 
     pub fn next_u32(&mut self) -> u32 {
@@ -88,7 +94,10 @@ pub fn argmax(values: &[f32]) -> usize {
 /// run.c's softmax, in place.
 pub fn softmax(values: &mut [f32]) {
     let Some(&first) = values.first() else { return };
-    let max = values.iter().skip(1).fold(first, |m, &v| if v > m { v } else { m });
+    let max = values
+        .iter()
+        .skip(1)
+        .fold(first, |m, &v| if v > m { v } else { m });
     let mut sum = 0.0f32;
     for v in values.iter_mut() {
         *v = libm::expf(*v - max);
@@ -112,14 +121,25 @@ pub fn sample_mult(probs: &[f32], coin: f32) -> usize {
 }
 
 /// run.c's `sample_topp`, with `candidates` as its `probindex` scratch buffer.
-pub fn sample_topp(probs: &[f32], top_p: f32, coin: f32, candidates: &mut Vec<(usize, f32)>) -> usize {
+pub fn sample_topp(
+    probs: &[f32],
+    top_p: f32,
+    coin: f32,
+    candidates: &mut Vec<(usize, f32)>,
+) -> usize {
     let n = probs.len();
     if n == 1 {
         return 0;
     }
     let cutoff = (1.0f32 - top_p) / (n - 1) as f32;
     candidates.clear();
-    candidates.extend(probs.iter().copied().enumerate().filter(|&(_, p)| p >= cutoff));
+    candidates.extend(
+        probs
+            .iter()
+            .copied()
+            .enumerate()
+            .filter(|&(_, p)| p >= cutoff),
+    );
     // Stable, descending by probability (glibc's qsort is a merge sort here, hence stable too).
     candidates.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap_or(std::cmp::Ordering::Equal));
     let mut cumulative = 0.0f32;
@@ -146,7 +166,12 @@ impl Sampler {
     pub fn new(params: SamplerParams) -> Result<Self> {
         params.validate()?;
         let rng = Rng::new(params.seed);
-        Ok(Self { params, rng, candidates: Vec::new(), seen: Vec::new() })
+        Ok(Self {
+            params,
+            rng,
+            candidates: Vec::new(),
+            seen: Vec::new(),
+        })
     }
 
     pub fn params(&self) -> &SamplerParams {
@@ -168,7 +193,11 @@ impl Sampler {
             if t < logits.len() && !self.seen[t] {
                 self.seen[t] = true;
                 let l = &mut logits[t];
-                *l = if *l >= 0.0 { *l / penalty } else { *l * penalty };
+                *l = if *l >= 0.0 {
+                    *l / penalty
+                } else {
+                    *l * penalty
+                };
             }
         }
     }

@@ -35,12 +35,17 @@ impl Tokenizer {
         let bad = |msg: String| EngineError::InvalidTokenizer(msg);
         let read4 = |at: usize, what: &str, index: usize| -> Result<[u8; 4]> {
             let chunk = bytes.get(at..at + 4).ok_or_else(|| {
-                bad(format!("truncated at byte {at} reading the {what} of token {index}"))
+                bad(format!(
+                    "truncated at byte {at} reading the {what} of token {index}"
+                ))
             })?;
             Ok([chunk[0], chunk[1], chunk[2], chunk[3]])
         };
         if bytes.len() < 4 {
-            return Err(bad(format!("file is {} bytes, too short for a header", bytes.len())));
+            return Err(bad(format!(
+                "file is {} bytes, too short for a header",
+                bytes.len()
+            )));
         }
         let max_len = i32::from_le_bytes(read4(0, "header", 0)?);
         if max_len <= 0 || max_len > 1 << 16 {
@@ -60,7 +65,9 @@ impl Tokenizer {
             }
             let start = at + 8;
             let text = bytes.get(start..start + len as usize).ok_or_else(|| {
-                bad(format!("truncated at byte {start} reading the bytes of token {index}"))
+                bad(format!(
+                    "truncated at byte {start} reading the bytes of token {index}"
+                ))
             })?;
             if !score.is_finite() {
                 return Err(bad(format!("token {index} has a non-finite score")));
@@ -70,7 +77,10 @@ impl Tokenizer {
             at = start + len as usize;
         }
         if vocab.len() < 3 {
-            return Err(bad(format!("only {} tokens (need at least <unk>, <s>, </s>)", vocab.len())));
+            return Err(bad(format!(
+                "only {} tokens (need at least <unk>, <s>, </s>)",
+                vocab.len()
+            )));
         }
         let mut lookup = HashMap::with_capacity(vocab.len());
         for (id, text) in vocab.iter().enumerate() {
@@ -84,7 +94,13 @@ impl Tokenizer {
                 None => p.clone(),
             })
             .collect();
-        Ok(Self { vocab, scores, pieces, lookup, max_token_length: max_len as usize })
+        Ok(Self {
+            vocab,
+            scores,
+            pieces,
+            lookup,
+            max_token_length: max_len as usize,
+        })
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -120,7 +136,7 @@ impl Tokenizer {
                 None => tokens.extend(encoded.iter().map(|&b| b as u32 + BYTE_TOKEN_OFFSET)),
             }
         }
-                let mut pair = Vec::with_capacity(2 * self.max_token_length);
+        let mut pair = Vec::with_capacity(2 * self.max_token_length);
         loop {
             let mut best: Option<(f32, u32, usize)> = None;
             for i in 0..tokens.len().saturating_sub(1) {

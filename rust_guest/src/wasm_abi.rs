@@ -68,9 +68,14 @@ unsafe fn host_bytes<'a>(ptr: u32, len: u32) -> Result<&'a [u8]> {
         return Ok(&[]);
     }
     if ptr == 0 {
-        return Err(EngineError::InvalidArgument("null pointer with a non-zero length".into()));
+        return Err(EngineError::InvalidArgument(
+            "null pointer with a non-zero length".into(),
+        ));
     }
-    Ok(std::slice::from_raw_parts(ptr as usize as *const u8, len as usize))
+    Ok(std::slice::from_raw_parts(
+        ptr as usize as *const u8,
+        len as usize,
+    ))
 }
 
 unsafe fn host_str<'a>(ptr: u32, len: u32, what: &str) -> Result<&'a str> {
@@ -79,7 +84,8 @@ unsafe fn host_str<'a>(ptr: u32, len: u32, what: &str) -> Result<&'a str> {
 }
 
 fn len_i32(len: usize) -> Result<i32> {
-    i32::try_from(len).map_err(|_| EngineError::Internal(format!("output of {len} bytes is too large")))
+    i32::try_from(len)
+        .map_err(|_| EngineError::Internal(format!("output of {len} bytes is too large")))
 }
 
 fn set_output(state: &mut State, bytes: &[u8]) -> Result<i32> {
@@ -133,9 +139,17 @@ pub extern "C" fn ec_output_len() -> u32 {
 /// # Safety
 /// Both buffers must be host-written memory from `ec_alloc`.
 #[no_mangle]
-pub unsafe extern "C" fn ec_model_load(ckpt_ptr: u32, ckpt_len: u32, tok_ptr: u32, tok_len: u32) -> i32 {
+pub unsafe extern "C" fn ec_model_load(
+    ckpt_ptr: u32,
+    ckpt_len: u32,
+    tok_ptr: u32,
+    tok_len: u32,
+) -> i32 {
     with_state(|state| {
-        let model = Model::load(host_bytes(ckpt_ptr, ckpt_len)?, host_bytes(tok_ptr, tok_len)?)?;
+        let model = Model::load(
+            host_bytes(ckpt_ptr, ckpt_len)?,
+            host_bytes(tok_ptr, tok_len)?,
+        )?;
         let handle = state.new_handle()?;
         state.models.insert(handle, Arc::new(model));
         Ok(handle)
@@ -164,10 +178,19 @@ pub extern "C" fn ec_model_free(model: i32) -> i32 {
 /// # Safety
 /// The text buffer must be host-written memory from `ec_alloc`.
 #[no_mangle]
-pub unsafe extern "C" fn ec_encode(model: i32, text_ptr: u32, text_len: u32, bos: i32, eos: i32) -> i32 {
+pub unsafe extern "C" fn ec_encode(
+    model: i32,
+    text_ptr: u32,
+    text_len: u32,
+    bos: i32,
+    eos: i32,
+) -> i32 {
     with_state(|state| {
         let text = host_str(text_ptr, text_len, "text")?;
-        let ids = state.model(model)?.tokenizer().encode(text, bos != 0, eos != 0);
+        let ids = state
+            .model(model)?
+            .tokenizer()
+            .encode(text, bos != 0, eos != 0);
         state.output.clear();
         for id in &ids {
             state.output.extend_from_slice(&id.to_le_bytes());
@@ -287,7 +310,10 @@ pub extern "C" fn ec_session_free(session: i32) -> i32 {
 // getrandom 0.3's custom backend. Nothing in the engine draws OS randomness (the sampler has its
 // own seeded RNG); if a dependency ever asks, it gets a fixed, deterministic stream.
 #[no_mangle]
-unsafe extern "Rust" fn __getrandom_v03_custom(dest: *mut u8, len: usize) -> std::result::Result<(), getrandom::Error> {
+unsafe extern "Rust" fn __getrandom_v03_custom(
+    dest: *mut u8,
+    len: usize,
+) -> std::result::Result<(), getrandom::Error> {
     let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
     for i in 0..len {
         state ^= state << 13;
