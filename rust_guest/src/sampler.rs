@@ -142,8 +142,12 @@ pub fn sample_topp(
     );
     // Stable, descending by probability (glibc's qsort is a merge sort here, hence stable too).
     candidates.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap_or(std::cmp::Ordering::Equal));
+    if candidates.is_empty() {
+        // Only possible with NaN probabilities (run.c would read out of bounds): stay deterministic.
+        return argmax(probs);
+    }
     let mut cumulative = 0.0f32;
-    let mut last = candidates.len().saturating_sub(1);
+    let mut last = candidates.len() - 1;
     for (i, &(_, p)) in candidates.iter().enumerate() {
         cumulative += p;
         if cumulative > top_p {

@@ -248,6 +248,25 @@ fn top_p_keeps_the_nucleus() {
 }
 
 #[test]
+fn nan_logits_never_panic() {
+    let mut scratch = Vec::new();
+    assert_eq!(sample_topp(&[f32::NAN; 4], 0.9, 0.5, &mut scratch), 0);
+    for top_p in [0.9, 1.0] {
+        let params = SamplerParams {
+            temperature: 1.0,
+            top_p,
+            seed: 1,
+            repeat_penalty: 1.0,
+            repeat_window: 0,
+        };
+        let token = Sampler::new(params)
+            .unwrap()
+            .sample(&mut [f32::NAN; 4], &[]);
+        assert!(token < 4);
+    }
+}
+
+#[test]
 fn sampler_rejects_bad_parameters() {
     let ok = SamplerParams {
         temperature: 1.0,
