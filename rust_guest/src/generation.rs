@@ -4,21 +4,18 @@
 
 use std::sync::Arc;
 
-use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
-use candle_transformers::models::llama2_c::{Cache, Llama};
+use candle_core::Device;
 use serde::Deserialize;
 
 use crate::checkpoint::{load_tensors, CheckpointConfig};
 use crate::error::{EngineError, Result};
+use crate::model::{KvCache, Transformer};
 use crate::sampler::{Sampler, SamplerParams};
 use crate::tokenizer::{Tokenizer, Utf8Stream, BOS, EOS};
 
 /// A loaded checkpoint and its tokenizer.
 pub struct Model {
-    llama: Llama,
-    /// An empty KV cache holding the RoPE tables; each session clones it.
-    cache_template: Cache,
+    transformer: Transformer,
     config: CheckpointConfig,
     tokenizer: Tokenizer,
 }
@@ -44,13 +41,9 @@ impl Model {
                 config.vocab_size
             )));
         }
-        let vb = VarBuilder::from_tensors(tensors, DType::F32, &device);
-        let candle_config = config.to_candle();
-        let cache_template = Cache::new(true, &candle_config, vb.clone())?;
-        let llama = Llama::load(vb, candle_config)?;
+        let transformer = Transformer::new(config.clone(), tensors)?;
         Ok(Self {
-            llama,
-            cache_template,
+            transformer,
             config,
             tokenizer,
         })
@@ -76,10 +69,8 @@ impl Model {
     }
 
     /// One forward pass of `token` at `pos`; returns the logits.
-    fn forward(&self, token: u32, pos: usize, cache: &mut Cache) -> Result<Vec<f32>> {
-        let input = Tensor::from_slice(&[token], (1, 1), &Device::Cpu)?;
-        let logits = self.llama.forward(&input, pos, cache)?;
-        Ok(logits.flatten_all()?.to_vec1::<f32>()?)
+    fn forward(&self, token: u32, pos: usize, cache: &mut KvCache) -> Result<Vec<f32>> {
+        self.transformer.forward(token, pos, cache)
     }
 }
 
@@ -176,7 +167,7 @@ pub enum StopReason {
 /// One generation: a KV cache, the sampler, and the tokens so far.
 pub struct Session {
     model: Arc<Model>,
-    cache: Cache,
+    cache: KvCache,
     sampler: Sampler,
     tokens: Vec<u32>,
     prompt_len: usize,
@@ -221,7 +212,7 @@ impl Session {
             Some(n) if n > 0 && n <= seq_len => (n, false),
             _ => (seq_len, true),
         };
-        let cache = model.cache_template.clone();
+        let cache = model.transformer.new_cache()?;
         Ok(Self {
             cache,
             sampler,
