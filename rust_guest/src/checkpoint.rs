@@ -68,20 +68,6 @@ impl CheckpointConfig {
     pub fn expected_bytes(&self) -> u64 {
         HEADER_BYTES as u64 + 4 * self.weight_count()
     }
-
-    /// The candle model config (run.c's rmsnorm epsilon).
-    pub fn to_candle(&self) -> candle_transformers::models::llama2_c::Config {
-        candle_transformers::models::llama2_c::Config {
-            dim: self.dim,
-            hidden_dim: self.hidden_dim,
-            n_layers: self.n_layers,
-            n_heads: self.n_heads,
-            n_kv_heads: self.n_kv_heads,
-            vocab_size: self.vocab_size,
-            seq_len: self.seq_len,
-            norm_eps: 1e-5,
-        }
-    }
 }
 
 fn read_i32(bytes: &[u8], index: usize) -> i32 {
@@ -239,7 +225,7 @@ pub fn rope_tables(cfg: &CheckpointConfig, device: &Device) -> Result<(Tensor, T
     ))
 }
 
-/// Parses a whole checkpoint into the tensor names candle's `llama2_c::Llama` loads.
+/// Parses a whole checkpoint into named tensors (Hugging Face llama names, as `model::Transformer` takes them).
 /// The file's freq_cis tables are skipped (run.c recomputes them; so do we, see `rope_tables`).
 pub fn load_tensors(
     bytes: &[u8],
