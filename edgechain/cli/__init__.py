@@ -32,6 +32,20 @@ COMMANDS: list[str] = [
 ]
 
 
+_EPILOG = """\
+a first session (see `edgechain COMMAND --help` for each):
+  edgechain net up --dir D                      a local network of 4 mock validators
+  edgechain model publish NAME --weights F --weights-url URL --tokenizer T --tokenizer-url URL
+  edgechain generate --model NAME -i "Once upon a time"
+  edgechain chain show                          blocks, operations, who signed
+  edgechain serve --port 8080                   GraphQL, query console, SSE token streams
+
+--dir defaults to $EDGECHAIN_DIR, else ~/.local/share/edgechain/net.
+exit codes: 0 ok, 1 internal error, 2 usage, 3 input file or text, 4 chain, 5 contract
+rejected, 6 service (model, fetch, hash), 7 generation (prompt, context, trap, timeout)
+"""
+
+
 class CliParser(argparse.ArgumentParser):
     """An ArgumentParser whose usage errors are one ``error: ...`` line and exit code 2."""
 
@@ -45,6 +59,8 @@ def build_parser() -> CliParser:
     parser = CliParser(
         prog="edgechain",
         description="A Linera-style contract/service simulator for ML at the edge.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"edgechain {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CliParser)
