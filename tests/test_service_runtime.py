@@ -259,3 +259,18 @@ def _trap_then_loop_then_serve(client: Client, mock_engine: WasmEngine) -> None:
             service.generate(GenerateQuery(model="good", prompt="spin")).collect()
         record = service.generate(GenerateQuery(model="good", prompt="hi")).collect()
         assert record.text == "abcde"
+
+
+def test_a_loaded_model_is_scoped_to_its_application(client: Client, server: WeightServer) -> None:
+    publish(client, server)
+    other_chain = client.network.create_chain("other")
+    other_registry = other_chain.application("model-registry")
+    assert other_registry.id != client.registry.id
+    client.generate(greedy(max_tokens=2)).collect()
+    engine = client.service.engine
+    with ModelService(other_registry, cache_dir=client.cache_dir, engine=engine) as other:
+        # Loaded next door, registered next door: still not reachable from this application.
+        with pytest.raises(errors.ModelNotFound):
+            other.generate(greedy())
+        assert other.loaded_models() == []
+    assert len(client.service.loaded_models()) == 1
