@@ -2,12 +2,14 @@
 //! semantics: the prompt is forced token by token, the first sampled token comes out of the
 //! forward pass at position `prompt_len - 1`, and `max_positions` is run.c's `-n`.
 
+use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 
-use candle_core::Device;
+use candle_core::{Device, Tensor};
 use serde::Deserialize;
 
-use crate::checkpoint::{load_tensors, CheckpointConfig};
+use crate::checkpoint::{load_tensors, load_tensors_from_file, CheckpointConfig};
 use crate::error::{EngineError, Result};
 use crate::model::{KvCache, Transformer};
 use crate::sampler::{Sampler, SamplerParams};
@@ -31,8 +33,27 @@ impl std::fmt::Debug for Model {
 impl Model {
     /// Parses a llama2.c checkpoint and tokenizer.bin.
     pub fn load(checkpoint: &[u8], tokenizer: &[u8]) -> Result<Self> {
-        let device = Device::Cpu;
-        let (config, tensors) = load_tensors(checkpoint, &device)?;
+        let (config, tensors) = load_tensors(checkpoint, &Device::Cpu)?;
+        Self::from_tensors(config, tensors, tokenizer)
+    }
+
+    /// Reads a checkpoint file straight into the weights (no copy of the file in memory) and
+    /// a tokenizer.bin file.
+    pub fn from_files(checkpoint: &Path, tokenizer: &Path) -> Result<Self> {
+        // Read the small tokenizer file first: a missing one fails before the weights are read.
+        let tokenizer = std::fs::read(tokenizer).map_err(|e| {
+            EngineError::InvalidTokenizer(format!("cannot read {}: {e}", tokenizer.display()))
+        })?;
+        let (config, tensors) = load_tensors_from_file(checkpoint, &Device::Cpu)?;
+        Self::from_tensors(config, tensors, &tokenizer)
+    }
+
+    /// Builds the model from `checkpoint`'s named tensors and a tokenizer.bin.
+    pub fn from_tensors(
+        config: CheckpointConfig,
+        tensors: HashMap<String, Tensor>,
+        tokenizer: &[u8],
+    ) -> Result<Self> {
         let tokenizer = Tokenizer::from_bytes(tokenizer)?;
         if tokenizer.vocab_size() != config.vocab_size {
             return Err(EngineError::VocabMismatch(format!(
@@ -68,8 +89,8 @@ impl Model {
         .to_string()
     }
 
-    /// One forward pass of `token` at `pos`; returns the logits.
-    fn forward(&self, token: u32, pos: usize, cache: &mut KvCache) -> Result<Vec<f32>> {
+    /// One forward pass of `token` at `pos`; returns the logits (in the cache's buffer).
+    fn forward<'c>(&self, token: u32, pos: usize, cache: &'c mut KvCache) -> Result<&'c mut [f32]> {
         self.transformer.forward(token, pos, cache)
     }
 }
@@ -304,8 +325,8 @@ impl Session {
             self.prefilled = true;
         }
         let current = self.tokens[self.pos];
-        let mut logits = self.model.forward(current, self.pos, &mut self.cache)?;
-        let next = self.sampler.sample(&mut logits, &self.tokens);
+        let logits = self.model.forward(current, self.pos, &mut self.cache)?;
+        let next = self.sampler.sample(logits, &self.tokens);
         self.pos += 1;
         if next == BOS || next == EOS {
             self.stop_reason = StopReason::EndOfSequence;

@@ -32,9 +32,25 @@ struct Model {
 impl Model {
     #[new]
     fn new(py: Python<'_>, checkpoint: &[u8], tokenizer: &[u8]) -> PyResult<Self> {
-        let (checkpoint, tokenizer) = (checkpoint.to_vec(), tokenizer.to_vec());
+        // `&[u8]` borrows an immutable `bytes` object (no copy): safe to read without the GIL.
         let model = py
-            .allow_threads(|| RustModel::load(&checkpoint, &tokenizer))
+            .allow_threads(|| RustModel::load(checkpoint, tokenizer))
+            .map_err(to_py)?;
+        Ok(Self {
+            inner: Arc::new(model),
+        })
+    }
+
+    /// Reads a checkpoint file straight into the weights (no copy of the file in memory) and a
+    /// tokenizer.bin file.
+    #[staticmethod]
+    fn from_files(
+        py: Python<'_>,
+        checkpoint: std::path::PathBuf,
+        tokenizer: std::path::PathBuf,
+    ) -> PyResult<Self> {
+        let model = py
+            .allow_threads(|| RustModel::from_files(&checkpoint, &tokenizer))
             .map_err(to_py)?;
         Ok(Self {
             inner: Arc::new(model),

@@ -7,6 +7,9 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use candle_core::Device;
+
+use crate::checkpoint::WeightLoader;
 use crate::error::{EngineError, Result};
 use crate::generation::{GenerationParams, Model, Session};
 
@@ -17,6 +20,8 @@ struct State {
     next_handle: i32,
     output: Vec<u8>,
     last_error: String,
+    /// The checkpoint being written by the host (`ec_model_begin` .. `ec_model_finish`).
+    pending: Option<WeightLoader>,
 }
 
 impl State {
@@ -32,6 +37,17 @@ impl State {
         self.models
             .get(&handle)
             .ok_or_else(|| EngineError::InvalidHandle(format!("no model with handle {handle}")))
+    }
+
+    fn pending(&mut self) -> Result<&mut WeightLoader> {
+        self.pending.as_mut().ok_or_else(|| {
+            EngineError::InvalidArgument("no checkpoint load in progress (ec_model_begin)".into())
+        })
+    }
+
+    /// The current region's length (0 once the weights are complete) as an i32.
+    fn region_len(&mut self) -> Result<i32> {
+        len_i32(self.pending()?.region().len())
     }
 
     fn session(&mut self, handle: i32) -> Result<&mut Session> {
@@ -153,6 +169,76 @@ pub unsafe extern "C" fn ec_model_load(
         let handle = state.new_handle()?;
         state.models.insert(handle, Arc::new(model));
         Ok(handle)
+    })
+}
+
+/// Starts loading a checkpoint of `file_len` bytes whose first bytes (the 28-byte header) are at
+/// `header_ptr`: validates the header against the size, and returns the length of the first
+/// region the host must fill with the file's bytes after the header (see `ec_model_region_ptr`).
+/// Replaces (and frees) any load in progress.
+///
+/// # Safety
+/// The header buffer must be host-written memory from `ec_alloc`.
+#[no_mangle]
+pub unsafe extern "C" fn ec_model_begin(header_ptr: u32, header_len: u32, file_len: i64) -> i32 {
+    with_state(|state| {
+        state.pending = None;
+        let file_len = u64::try_from(file_len).map_err(|_| {
+            EngineError::InvalidArgument(format!("negative file length {file_len}"))
+        })?;
+        let header = host_bytes(header_ptr, header_len)?;
+        state.pending = Some(WeightLoader::new(header, file_len, &Device::Cpu)?);
+        state.region_len()
+    })
+}
+
+/// Where the host writes the current region's bytes (valid until the next call).
+#[no_mangle]
+pub extern "C" fn ec_model_region_ptr() -> u32 {
+    STATE.with(|s| {
+        let mut state = s.borrow_mut();
+        match state.pending.as_mut() {
+            Some(loader) => loader.region().as_mut_ptr() as usize as u32,
+            None => 0,
+        }
+    })
+}
+
+/// The host wrote `written` bytes (the file's next ones) at the start of the current region.
+/// Returns the next region's length, 0 once every weight is written, or an error code.
+#[no_mangle]
+pub extern "C" fn ec_model_advance(written: u32) -> i32 {
+    with_state(|state| {
+        state.pending()?.advance(written as usize)?;
+        state.region_len()
+    })
+}
+
+/// Completes the load started by `ec_model_begin` with a tokenizer.bin; returns a model handle.
+/// The load is over (freed) whether or not this succeeds.
+///
+/// # Safety
+/// The tokenizer buffer must be host-written memory from `ec_alloc`.
+#[no_mangle]
+pub unsafe extern "C" fn ec_model_finish(tok_ptr: u32, tok_len: u32) -> i32 {
+    with_state(|state| {
+        let loader = state.pending.take().ok_or_else(|| {
+            EngineError::InvalidArgument("no checkpoint load in progress (ec_model_begin)".into())
+        })?;
+        let (config, tensors) = loader.finish()?;
+        let model = Model::from_tensors(config, tensors, host_bytes(tok_ptr, tok_len)?)?;
+        let handle = state.new_handle()?;
+        state.models.insert(handle, Arc::new(model));
+        Ok(handle)
+    })
+}
+
+/// Abandons a load in progress (frees its buffers); 0 even when none is.
+#[no_mangle]
+pub extern "C" fn ec_model_abort() -> i32 {
+    with_state(|state| {
+        state.pending = None;
+        Ok(0)
     })
 }
 
