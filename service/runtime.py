@@ -36,6 +36,7 @@ from edgechain.service.engine.base import (
     LoadedModel,
     StopReason,
     Token,
+    file_identity,
 )
 from edgechain.service.fetch import Fetcher, FetchPolicy
 from edgechain.service.seed import SeedQuery, resolve_seed
@@ -372,12 +373,51 @@ class ModelService:
         with named.lock:
             if named.loaded is not None:
                 return named.loaded, 0.0, 0.0
+            cached = self._load_cached(model.entry.weights, model.entry.tokenizer)
+            if cached is not None:
+                named.loaded = cached[0]
+                return cached
             t0 = time.perf_counter()
             weights = self._fetch(model.entry.weights)
             tokenizer = self._fetch(model.entry.tokenizer)
             t1 = time.perf_counter()
             named.loaded = self.engine.load(weights, tokenizer)
             return named.loaded, t1 - t0, time.perf_counter() - t1
+
+    def _load_cached(
+        self, weights: FileRef, tokenizer: FileRef
+    ) -> tuple[LoadedModel, float, float] | None:
+        """Load both files from the cache by path (the engine reads the weights straight into
+        its memory: one copy of them in the process); None when either is not cached.
+
+        ``get_path`` verified the files' hashes for their current identity (inode, size,
+        mtime, ctime). The cache's files are immutable by design (written once, then renamed
+        into place), so this only guards against tampering: the identities are taken before
+        the load and checked after it (the engine also checks the checkpoint's while
+        reading), and ``get_path`` is asked again, which confirms they are still the verified
+        versions. Any difference discards the model and falls back to the verified bytes.
+        """
+        t0 = time.perf_counter()
+        paths = [self.cache.get_path(weights.blake3), self.cache.get_path(tokenizer.blake3)]
+        weights_path, tokenizer_path = paths
+        if weights_path is None or tokenizer_path is None:
+            return None
+        try:
+            before = [file_identity(p.stat()) for p in (weights_path, tokenizer_path)]
+        except OSError:
+            return None
+        t1 = time.perf_counter()
+        loaded = self.engine.load_files(weights_path, tokenizer_path)
+        load_s = time.perf_counter() - t1
+        try:
+            again = [self.cache.get_path(weights.blake3), self.cache.get_path(tokenizer.blake3)]
+            after = [file_identity(p.stat()) for p in (weights_path, tokenizer_path)]
+        except OSError:
+            again, after = [], []
+        if again != paths or after != before:
+            loaded.close()
+            return None
+        return loaded, t1 - t0, load_s
 
     def _fetch(self, file: FileRef) -> bytes:
         return self.cache.fetch_verified(file.blake3, file.size, list(file.urls), self.fetcher)

@@ -35,7 +35,7 @@ def measure(
     t0 = time.perf_counter()
     engine = open_engine(engine_kind)
     t1 = time.perf_counter()
-    model = engine.load(Path(checkpoint).read_bytes(), Path(tokenizer).read_bytes())
+    model = engine.load_files(Path(checkpoint), Path(tokenizer))
     t2 = time.perf_counter()
     params = GenerationParams(temperature=1.0, top_p=0.9, seed=seed, max_positions=steps)
     generation = model.generate(prompt, params)

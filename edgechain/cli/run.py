@@ -13,8 +13,8 @@ import argparse
 import sys
 import time
 
-from edgechain.cli.common import read_file, read_text_file
-from edgechain.errors import InvalidCheckpoint, InvalidParameter, InvalidTokenizer
+from edgechain.cli.common import read_text_file
+from edgechain.errors import InvalidParameter
 
 NAME = "run"
 HELP = "generate text from a llama2.c checkpoint (run.c's flags)"
@@ -72,12 +72,10 @@ def execute(args: argparse.Namespace) -> int:
     prompt = args.prompt
     if args.prompt_file is not None:
         prompt = read_text_file(args.prompt_file, "prompt file")
-    checkpoint = read_file(args.checkpoint, "checkpoint", InvalidCheckpoint)
-    tokenizer = read_file(args.tokenizer, "tokenizer", InvalidTokenizer)
-
     engine = open_engine(args.engine)
     out = sys.stdout.buffer
-    with engine.load(checkpoint, tokenizer) as model:
+    # Read by the engine straight into its weights: the process never holds the file's bytes.
+    with engine.load_files(args.checkpoint, args.tokenizer) as model:
         generation = model.generate(prompt, params)
         print(f"seed: {seed}", file=sys.stderr)
         out.write(generation.prompt_data)

@@ -1,9 +1,10 @@
 """The one public engine interface, shared by the wasm and the native backends.
 
-A backend provides an :class:`Engine` (``load(checkpoint, tokenizer)``) returning a
-:class:`LoadedModel`. Generation is driven by a backend-specific :class:`SessionDriver`; the
-:class:`Generation` iterator around it (text assembly, cancellation, deadline) is shared here so
-both backends behave the same.
+A backend provides an :class:`Engine` (``load(checkpoint, tokenizer)`` for bytes,
+``load_files(checkpoint_path, tokenizer_path)`` to read the weights straight into the engine)
+returning a :class:`LoadedModel`. Generation is driven by a backend-specific
+:class:`SessionDriver`; the :class:`Generation` iterator around it (text assembly, cancellation,
+deadline) is shared here so both backends behave the same.
 """
 
 from __future__ import annotations
@@ -11,16 +12,27 @@ from __future__ import annotations
 import codecs
 import contextlib
 import enum
+import io
 import json
 import math
+import os
 import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol
 
-from edgechain.errors import Cancelled, InvalidParameter, InvalidText, Timeout
+from edgechain.errors import (
+    Cancelled,
+    InputError,
+    InvalidCheckpoint,
+    InvalidParameter,
+    InvalidText,
+    InvalidTokenizer,
+    Timeout,
+)
 
 _U64_MAX = 2**64 - 1
 
@@ -287,6 +299,23 @@ class Engine(ABC):
     def load(self, checkpoint: bytes, tokenizer: bytes) -> LoadedModel:
         """Parse and load a checkpoint and its tokenizer (raises InvalidCheckpoint, ...)."""
 
+    def load_files(
+        self, checkpoint: str | os.PathLike[str], tokenizer: str | os.PathLike[str]
+    ) -> LoadedModel:
+        """Load a checkpoint file and a tokenizer.bin file; same errors as :meth:`load`, plus
+        InvalidCheckpoint/InvalidTokenizer for a file that cannot be read.
+
+        The backends read the weights straight into the engine, so the process holds one copy
+        of them (this default reads both files into bytes first). The checkpoint must not
+        change while it is read: a changed size, inode or mtime/ctime raises InvalidCheckpoint
+        (callers that verified a file's hash rely on this: see ``ModelService``).
+        """
+        with open_input(checkpoint, "checkpoint", InvalidCheckpoint) as f:
+            before = file_identity(os.fstat(f.fileno()))
+            data = f.readall()
+            check_unchanged(f, before, checkpoint)
+        return self.load(data, read_input(tokenizer, "tokenizer", InvalidTokenizer))
+
     def close(self) -> None:  # noqa: B027 - optional hook, most engines hold nothing
         """Release engine-wide resources (models stay usable until closed)."""
 
@@ -305,3 +334,55 @@ def text_to_utf8(text: str, what: str) -> bytes:
         return text.encode("utf-8")
     except UnicodeEncodeError as err:
         raise InvalidText(f"{what} is not valid UTF-8 text: {err.reason}") from None
+
+
+#: What identifies a file's version: (device, inode, size, mtime_ns, ctime_ns). ctime too:
+#: restoring the mtime with utime() after an edit still moves the ctime.
+FileIdentity = tuple[int, int, int, int, int]
+
+
+def file_identity(st: os.stat_result) -> FileIdentity:
+    """The identity of a file version from its stat."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def open_input(path: str | os.PathLike[str], what: str, error: type[InputError]) -> io.FileIO:
+    """``path`` opened unbuffered for reading; ``error`` (one line naming ``what``) if it cannot
+    be (same messages as the CLI's ``read_file``)."""
+    p = Path(path)
+    try:
+        f = io.FileIO(p, "rb")
+    except FileNotFoundError:
+        raise error(f"{what} not found: {p}") from None
+    except IsADirectoryError:
+        raise error(f"{what} is a directory, not a file: {p}") from None
+    except OSError as err:
+        raise error(f"cannot read {what} {p}: {err.strerror or err}") from None
+    return f
+
+
+def read_input(path: str | os.PathLike[str], what: str, error: type[InputError]) -> bytes:
+    """The bytes of ``path``; ``error`` naming ``what`` if it cannot be read."""
+    with open_input(path, what, error) as f:
+        try:
+            return f.readall()
+        except OSError as err:
+            raise error(f"cannot read {what} {path}: {err.strerror or err}") from None
+
+
+def read_exactly(f: BinaryIO | io.FileIO, size: int) -> bytes:
+    """Up to ``size`` bytes from ``f`` (fewer only at the end of the file)."""
+    chunks = []
+    while size > 0:
+        chunk = f.read(size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def check_unchanged(f: io.FileIO, before: FileIdentity, path: str | os.PathLike[str]) -> None:
+    """InvalidCheckpoint if the open checkpoint ``f`` is no longer the version ``before``."""
+    if file_identity(os.fstat(f.fileno())) != before:
+        raise InvalidCheckpoint(f"checkpoint {path} changed while it was being loaded")

@@ -8,12 +8,19 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
 import threading
 from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any, TypeVar
 
-from edgechain.errors import EngineInternalError, EngineUnavailable, InvalidParameter
+from edgechain.errors import (
+    EngineInternalError,
+    EngineUnavailable,
+    InvalidCheckpoint,
+    InvalidParameter,
+    InvalidTokenizer,
+)
 from edgechain.service.engine.base import (
     Engine,
     Generation,
@@ -21,6 +28,10 @@ from edgechain.service.engine.base import (
     LoadedModel,
     ModelInfo,
     check_text,
+    check_unchanged,
+    file_identity,
+    open_input,
+    read_input,
     text_to_utf8,
 )
 from edgechain.service.engine.codes import error_from_code
@@ -55,6 +66,44 @@ class NativeEngine(Engine):
         native = self._native
         model = _guarded(native, lambda: native.Model(bytes(checkpoint), bytes(tokenizer)))
         return NativeModel(self._native, model, self.timeout)
+
+    def load_files(
+        self, checkpoint: str | os.PathLike[str], tokenizer: str | os.PathLike[str]
+    ) -> NativeModel:
+        """Read the checkpoint file in Rust straight into the weights (one copy of them in the
+        process). See :meth:`Engine.load_files`."""
+        native = self._native
+        if not hasattr(native.Model, "from_files"):  # a module built before from_files
+            return NativeModel(native, self._load_via_bytes(checkpoint, tokenizer), self.timeout)
+        # Opened here for the same missing-file errors as the other backend, and to detect a
+        # checkpoint replaced or modified while Rust reads it by its path.
+        with open_input(checkpoint, "checkpoint", InvalidCheckpoint) as f:
+            before = file_identity(os.fstat(f.fileno()))
+            open_input(tokenizer, "tokenizer", InvalidTokenizer).close()
+            model = _guarded(
+                native, lambda: native.Model.from_files(os.fspath(checkpoint), os.fspath(tokenizer))
+            )
+            check_unchanged(f, before, checkpoint)
+            try:
+                path_now = file_identity(os.stat(checkpoint))
+            except OSError:
+                path_now = None
+            if path_now != before:
+                raise InvalidCheckpoint(
+                    f"checkpoint {checkpoint} changed while it was being loaded"
+                )
+        return NativeModel(native, model, self.timeout)
+
+    def _load_via_bytes(
+        self, checkpoint: str | os.PathLike[str], tokenizer: str | os.PathLike[str]
+    ) -> Any:
+        with open_input(checkpoint, "checkpoint", InvalidCheckpoint) as f:
+            before = file_identity(os.fstat(f.fileno()))
+            data = f.readall()
+            check_unchanged(f, before, checkpoint)
+        tok = read_input(tokenizer, "tokenizer", InvalidTokenizer)
+        native = self._native
+        return _guarded(native, lambda: native.Model(data, tok))
 
 
 def _guarded(native: ModuleType, call: Callable[[], _T]) -> _T:

@@ -9,6 +9,7 @@ lock serialises calls into its instance (a Store is not thread safe).
 from __future__ import annotations
 
 import ctypes
+import io
 import json
 import math
 import os
@@ -25,7 +26,9 @@ from edgechain.errors import (
     EngineInternalError,
     EngineUnavailable,
     GuestTrap,
+    InvalidCheckpoint,
     InvalidParameter,
+    InvalidTokenizer,
     Timeout,
 )
 from edgechain.service.engine.base import (
@@ -34,6 +37,11 @@ from edgechain.service.engine.base import (
     GenerationParams,
     LoadedModel,
     ModelInfo,
+    check_unchanged,
+    file_identity,
+    open_input,
+    read_exactly,
+    read_input,
     text_to_utf8,
 )
 from edgechain.service.engine.codes import error_from_code
@@ -47,6 +55,8 @@ DEFAULT_MEMORY_LIMIT = 3 * 2**30
 EPOCH_TICK_S = 0.01
 _NO_DEADLINE_TICKS = 1 << 40
 _CONFIG_TAG = "epoch-interruption=1"
+#: The llama2.c header: seven i32.
+_HEADER_BYTES = 28
 
 _runtime_lock = threading.Lock()
 _runtime: _Runtime | None = None
@@ -148,8 +158,8 @@ class WasmEngine(Engine):
         self.module_source = compiled.source
         self.module_seconds = time.perf_counter() - started
 
-    def load(self, checkpoint: bytes, tokenizer: bytes) -> WasmModel:
-        """Instantiate the guest and load the checkpoint and tokenizer into it."""
+    def _instantiate(self) -> _Guest:
+        """A fresh guest instance in its own store."""
         store = wasmtime.Store(self._runtime.engine)
         if self.memory_limit is not None:
             store.set_limits(memory_size=self.memory_limit)
@@ -158,9 +168,35 @@ class WasmEngine(Engine):
             instance = wasmtime.Instance(store, self.module, [])
         except (wasmtime.Trap, wasmtime.WasmtimeError) as err:
             raise GuestTrap(f"guest failed to start: {_first_line(err)}") from None
-        guest = _Guest(store, instance)
+        return _Guest(store, instance)
+
+    def load(self, checkpoint: bytes, tokenizer: bytes) -> WasmModel:
+        """Instantiate the guest and load the checkpoint and tokenizer into it."""
+        guest = self._instantiate()
         handle = guest.load(checkpoint, tokenizer)
         return WasmModel(guest, handle, self.timeout)
+
+    def load_files(
+        self, checkpoint: str | os.PathLike[str], tokenizer: str | os.PathLike[str]
+    ) -> WasmModel:
+        """Instantiate the guest and read the checkpoint file straight into its weight buffers
+        (one copy of the weights in the process). See :meth:`Engine.load_files`."""
+        tokenizer_bytes = read_input(tokenizer, "tokenizer", InvalidTokenizer)
+        with open_input(checkpoint, "checkpoint", InvalidCheckpoint) as f:
+            st = os.fstat(f.fileno())
+            guest = self._instantiate()
+            if not guest.streams:
+                data = f.readall()
+                check_unchanged(f, file_identity(st), checkpoint)
+                return WasmModel(guest, guest.load(data, tokenizer_bytes), self.timeout)
+            handle = guest.load_file(f, st.st_size, tokenizer_bytes)
+            model = WasmModel(guest, handle, self.timeout)
+            try:
+                check_unchanged(f, file_identity(st), checkpoint)
+            except InvalidCheckpoint:
+                model.close()
+                raise
+            return model
 
 
 def _first_line(err: BaseException) -> str:
@@ -215,6 +251,13 @@ class _Guest:
             raise EngineUnavailable(
                 f"wasm guest lacks export {err.args[0]}: rebuild it with scripts/build_guest.sh"
             ) from None
+        # The streaming load (ABI.md "Loading a checkpoint from a file"); optional so an older
+        # or test guest without it still loads from bytes.
+        streaming = ("ec_model_begin", "ec_model_region_ptr", "ec_model_advance", "ec_model_finish")
+        streaming += ("ec_model_abort",)
+        self.streams = all(name in exports for name in streaming)
+        if self.streams:
+            self._funcs.update({name: exports[name] for name in streaming})
         self.poisoned: str | None = None
         self.timeout_budget: float | None = None
 
@@ -308,6 +351,46 @@ class _Guest:
                 self.free(tok)
         finally:
             self.free(ckpt)
+
+    def load_file(self, f: io.FileIO, size: int, tokenizer: bytes) -> int:
+        """Stream the checkpoint ``f`` (``size`` bytes, positioned at its start) straight into
+        the guest's weight buffers: the host never holds the weights."""
+        header = read_exactly(f, _HEADER_BYTES)
+        block = self.put(header)
+        try:
+            length = self.checked("ec_model_begin", _i32(block[0]), _i32(len(header)), size)
+        finally:
+            self.free(block)
+        try:
+            while length > 0:
+                ptr = _u32(self.call("ec_model_region_ptr"))
+                if ptr == 0 or ptr + length > self.memory.data_len(self.store):
+                    raise EngineInternalError("guest returned a region outside its memory")
+                # Fetched again for every region: the memory may have moved when it grew.
+                region = memoryview(self.memory.get_buffer_ptr(self.store, length, ptr)).cast("B")
+                try:
+                    written = f.readinto(region)
+                except OSError as err:
+                    raise InvalidCheckpoint(
+                        f"cannot read the checkpoint: {err.strerror or err}"
+                    ) from None
+                finally:
+                    region.release()
+                if not written:
+                    break  # the file shrank: ec_model_finish reports it as truncated
+                length = self.checked("ec_model_advance", written)
+            if length == 0 and f.read(1):
+                raise InvalidCheckpoint(
+                    f"checkpoint is longer than the {size} bytes it had when loading started"
+                )
+            tok = self.put(tokenizer)
+            try:
+                return self.checked("ec_model_finish", _i32(tok[0]), _i32(len(tokenizer)))
+            finally:
+                self.free(tok)
+        finally:
+            if self.poisoned is None:
+                self.call("ec_model_abort")  # frees the buffers of a load that did not finish
 
 
 class WasmModel(LoadedModel):
