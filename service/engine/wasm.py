@@ -352,13 +352,24 @@ class _Guest:
         finally:
             self.free(ckpt)
 
+    def _load_call(self, name: str, *args: int) -> int:
+        """A streaming-load call; its only internal error is a failed weight allocation, the
+        same condition (and error) as ``put`` running out of guest memory."""
+        try:
+            return self.checked(name, *args)
+        except EngineInternalError as err:
+            self.poisoned = "out of guest memory"
+            raise GuestTrap(
+                f"guest could not hold the checkpoint: {err} (memory limit reached?)"
+            ) from None
+
     def load_file(self, f: io.FileIO, size: int, tokenizer: bytes) -> int:
         """Stream the checkpoint ``f`` (``size`` bytes, positioned at its start) straight into
         the guest's weight buffers: the host never holds the weights."""
         header = read_exactly(f, _HEADER_BYTES)
         block = self.put(header)
         try:
-            length = self.checked("ec_model_begin", _i32(block[0]), _i32(len(header)), size)
+            length = self._load_call("ec_model_begin", _i32(block[0]), _i32(len(header)), size)
         finally:
             self.free(block)
         try:
@@ -378,7 +389,7 @@ class _Guest:
                     region.release()
                 if not written:
                     break  # the file shrank: ec_model_finish reports it as truncated
-                length = self.checked("ec_model_advance", written)
+                length = self._load_call("ec_model_advance", written)
             if length == 0 and f.read(1):
                 raise InvalidCheckpoint(
                     f"checkpoint is longer than the {size} bytes it had when loading started"

@@ -135,3 +135,21 @@ def test_a_guest_without_the_streaming_exports_loads_from_bytes(tmp_path: Path) 
     (tmp_path / "tok.bin").write_bytes(b"tok")
     with engine.load_files(tmp_path / "model.bin", tmp_path / "tok.bin") as model:
         assert model.info.vocab_size == 259
+
+
+def test_a_checkpoint_too_big_for_the_guest_memory_limit_is_a_guest_trap(
+    stories260k: ModelFiles, tmp_path: Path
+) -> None:
+    dim, hidden, layers, heads, vocab, seq = 1024, 2048, 1, 8, 32000, 16
+    per_layer = 2 * dim + 4 * dim * dim + 3 * dim * hidden
+    count = vocab * dim + layers * per_layer + dim + seq * (dim // heads)
+    header = b"".join(
+        v.to_bytes(4, "little") for v in (dim, hidden, layers, heads, heads, vocab, seq)
+    )
+    big = tmp_path / "big.bin"
+    with big.open("wb") as f:  # sparse: the size is right, the weights are zeros
+        f.write(header)
+        f.truncate(len(header) + 4 * count)
+    engine = wasm_backend.WasmEngine(memory_limit=64 * 2**20)
+    with pytest.raises(errors.GuestTrap, match="memory limit reached"):
+        engine.load_files(big, stories260k.tokenizer)
