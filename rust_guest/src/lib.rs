@@ -5,6 +5,7 @@
 pub mod checkpoint;
 pub mod error;
 pub mod generation;
+pub mod matvec;
 pub mod model;
 pub mod sampler;
 pub mod tokenizer;

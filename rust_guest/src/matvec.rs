@@ -1,0 +1,328 @@
+//! The decode kernels: matrix-vector product and dot product with a fixed summation order.
+//!
+//! One token at a time, every weight matrix is read once per step, so decoding is a sequence of
+//! matrix-vector products bound by memory bandwidth. These kernels are plain Rust with a layout
+//! the compiler vectorises: each row is summed in [`LANES`] independent lane accumulators
+//! (`acc[j] += w[k + j] * x[k + j]` over chunks of `LANES`), then the lanes are added in a fixed
+//! tree, then the scalar tail in order. No FMA and no reassociation (Rust never contracts or
+//! reorders float operations), so the result is the same bits on every target: SSE/AVX natively,
+//! simd128 f32x4 in the wasm32 guest. Wasm and native logits are therefore identical.
+//!
+//! [`matvec`] walks [`ROWS`] rows at once so each chunk of `x` is loaded once for several rows,
+//! which also gives the CPU independent dependency chains. Blocking changes nothing per row.
+
+/// Accumulator lanes per row: two f32x4 / one f32x8 register.
+pub const LANES: usize = 8;
+/// Rows processed together by [`matvec`].
+pub const ROWS: usize = 1;
+
+/// Adds the lanes in a fixed tree: `(l0 + l4) + (l2 + l6)` + `(l1 + l5) + (l3 + l7)`, the order
+/// a 4-wide register reduction takes (halves added lane-wise, then pairs).
+#[inline(always)]
+fn reduce(acc: [f32; LANES]) -> f32 {
+    let h = [
+        acc[0] + acc[4],
+        acc[1] + acc[5],
+        acc[2] + acc[6],
+        acc[3] + acc[7],
+    ];
+    (h[0] + h[2]) + (h[1] + h[3])
+}
+
+/// The portable definition: `sum(a[i] * b[i])` in the kernels' fixed order (the SIMD paths
+/// compute exactly this; used directly where no SIMD path exists, and by the tests).
+#[cfg_attr(
+    any(
+        target_arch = "x86_64",
+        all(target_arch = "wasm32", target_feature = "simd128")
+    ),
+    allow(dead_code)
+)]
+#[inline(always)]
+fn dot_scalar(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let (ac, bc) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let (at, bt) = (ac.remainder(), bc.remainder());
+    for (a, b) in ac.zip(bc) {
+        for j in 0..LANES {
+            acc[j] += a[j] * b[j];
+        }
+    }
+    let mut sum = reduce(acc);
+    for (a, b) in at.iter().zip(bt) {
+        sum += a * b;
+    }
+    sum
+}
+
+/// 4-wide vector operations: SSE on x86_64 (always present), simd128 on wasm32.
+#[cfg(any(
+    target_arch = "x86_64",
+    all(target_arch = "wasm32", target_feature = "simd128")
+))]
+mod v4 {
+    #[cfg(target_arch = "wasm32")]
+    use core::arch::wasm32::*;
+    #[cfg(target_arch = "x86_64")]
+    use core::arch::x86_64::*;
+
+    #[cfg(target_arch = "x86_64")]
+    pub type V = __m128;
+    #[cfg(target_arch = "wasm32")]
+    pub type V = v128;
+
+    /// # Safety
+    /// `p` must point to 4 readable floats.
+    #[inline(always)]
+    pub unsafe fn load(p: *const f32) -> V {
+        #[cfg(target_arch = "x86_64")]
+        return _mm_loadu_ps(p);
+        #[cfg(target_arch = "wasm32")]
+        return v128_load(p as *const v128);
+    }
+
+    #[inline(always)]
+    pub fn zero() -> V {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: SSE is part of the x86_64 baseline.
+        return unsafe { _mm_setzero_ps() };
+        #[cfg(target_arch = "wasm32")]
+        return f32x4_splat(0.0);
+    }
+
+    /// `acc + a * b` lane-wise, two roundings (no FMA).
+    #[inline(always)]
+    pub fn mul_add(acc: V, a: V, b: V) -> V {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: SSE is part of the x86_64 baseline.
+        return unsafe { _mm_add_ps(acc, _mm_mul_ps(a, b)) };
+        #[cfg(target_arch = "wasm32")]
+        return f32x4_add(acc, f32x4_mul(a, b));
+    }
+
+    /// The 8 lanes `lo ++ hi` as an array.
+    #[inline(always)]
+    pub fn lanes(lo: V, hi: V) -> [f32; 8] {
+        let mut out = [0.0f32; 8];
+        // SAFETY: `out` has room for two 4-float vectors; unaligned stores.
+        unsafe {
+            #[cfg(target_arch = "x86_64")]
+            {
+                _mm_storeu_ps(out.as_mut_ptr(), lo);
+                _mm_storeu_ps(out.as_mut_ptr().add(4), hi);
+            }
+            #[cfg(target_arch = "wasm32")]
+            {
+                v128_store(out.as_mut_ptr() as *mut v128, lo);
+                v128_store(out.as_mut_ptr().add(4) as *mut v128, hi);
+            }
+        }
+        out
+    }
+}
+
+/// `ROWS` dot products against the same `x`, each bit-identical to [`dot_scalar`]: per row
+/// two 4-lane accumulators hold lanes 0-3 and 4-7 of the scalar definition.
+#[cfg(any(
+    target_arch = "x86_64",
+    all(target_arch = "wasm32", target_feature = "simd128")
+))]
+#[inline(always)]
+fn dot_block<const R: usize>(rows: [&[f32]; R], x: &[f32]) -> [f32; R] {
+    let n = x.len() / LANES * LANES;
+    for row in &rows {
+        assert_eq!(row.len(), x.len());
+    }
+    let mut lo = [v4::zero(); R];
+    let mut hi = [v4::zero(); R];
+    let mut k = 0;
+    while k < n {
+        // SAFETY: k + 8 <= n <= x.len() == row.len() for every row.
+        unsafe {
+            let x0 = v4::load(x.as_ptr().add(k));
+            let x1 = v4::load(x.as_ptr().add(k + 4));
+            for r in 0..R {
+                let p = rows[r].as_ptr().add(k);
+                lo[r] = v4::mul_add(lo[r], v4::load(p), x0);
+                hi[r] = v4::mul_add(hi[r], v4::load(p.add(4)), x1);
+            }
+        }
+        k += LANES;
+    }
+    let mut out = [0.0f32; R];
+    for r in 0..R {
+        let mut sum = reduce(v4::lanes(lo[r], hi[r]));
+        for (w, x) in rows[r][n..].iter().zip(&x[n..]) {
+            sum += w * x;
+        }
+        out[r] = sum;
+    }
+    out
+}
+
+#[cfg(not(any(
+    target_arch = "x86_64",
+    all(target_arch = "wasm32", target_feature = "simd128")
+)))]
+#[inline(always)]
+fn dot_block<const R: usize>(rows: [&[f32]; R], x: &[f32]) -> [f32; R] {
+    rows.map(|row| dot_scalar(row, x))
+}
+
+/// `sum(a[i] * b[i])` in the kernels' fixed order. `a` and `b` have the same length.
+///
+/// # Panics
+/// If the lengths differ.
+#[inline]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    dot_block([a], b)[0]
+}
+
+/// [`dot_block`] with one 8-lane AVX accumulator per row (lanes 0-7 of the scalar definition;
+/// the high and low halves are then added as `reduce` does): same bits, half the instructions.
+///
+/// # Safety
+/// The CPU must support AVX.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn dot_block_avx<const R: usize>(rows: [&[f32]; R], x: &[f32]) -> [f32; R] {
+    use core::arch::x86_64::*;
+    let n = x.len() / LANES * LANES;
+    for row in &rows {
+        assert_eq!(row.len(), x.len());
+    }
+    let mut acc = [_mm256_setzero_ps(); R];
+    let mut k = 0;
+    while k < n {
+        // SAFETY: k + 8 <= n <= x.len() == row.len() for every row.
+        let xv = unsafe { _mm256_loadu_ps(x.as_ptr().add(k)) };
+        for r in 0..R {
+            let wv = unsafe { _mm256_loadu_ps(rows[r].as_ptr().add(k)) };
+            acc[r] = _mm256_add_ps(acc[r], _mm256_mul_ps(wv, xv));
+        }
+        k += LANES;
+    }
+    let mut out = [0.0f32; R];
+    for r in 0..R {
+        let mut lanes = [0.0f32; LANES];
+        // SAFETY: `lanes` holds 8 floats.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc[r]) };
+        let mut sum = reduce(lanes);
+        for (w, x) in rows[r][n..].iter().zip(&x[n..]) {
+            sum += w * x;
+        }
+        out[r] = sum;
+    }
+    out
+}
+
+/// `matvec`'s loop compiled for AVX.
+///
+/// # Safety
+/// The CPU must support AVX.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn matvec_avx(out: &mut [f32], w: &[f32], x: &[f32]) {
+    let d = x.len();
+    let mut blocks = w.chunks_exact(ROWS * d);
+    let mut outs = out.chunks_exact_mut(ROWS);
+    for (o, block) in (&mut outs).zip(&mut blocks) {
+        let rows: [&[f32]; ROWS] = std::array::from_fn(|r| &block[r * d..(r + 1) * d]);
+        // SAFETY: the caller checked AVX.
+        o.copy_from_slice(&unsafe { dot_block_avx(rows, x) });
+    }
+    for (o, row) in outs
+        .into_remainder()
+        .iter_mut()
+        .zip(blocks.remainder().chunks_exact(d))
+    {
+        // SAFETY: the caller checked AVX.
+        *o = unsafe { dot_block_avx([row], x) }[0];
+    }
+}
+
+/// `out = W x` for a row-major `W` of `out.len() x x.len()` floats.
+///
+/// # Panics
+/// If `w.len() != out.len() * x.len()`.
+pub fn matvec(out: &mut [f32], w: &[f32], x: &[f32]) {
+    let d = x.len();
+    assert_eq!(w.len(), out.len() * d, "matvec: weight shape mismatch");
+    if d == 0 {
+        out.fill(0.0);
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx") {
+        // SAFETY: AVX is present (checked just above).
+        unsafe { matvec_avx(out, w, x) };
+        return;
+    }
+    let mut blocks = w.chunks_exact(ROWS * d);
+    let mut outs = out.chunks_exact_mut(ROWS);
+    for (o, block) in (&mut outs).zip(&mut blocks) {
+        let rows: [&[f32]; ROWS] = std::array::from_fn(|r| &block[r * d..(r + 1) * d]);
+        o.copy_from_slice(&dot_block(rows, x));
+    }
+    for (o, row) in outs
+        .into_remainder()
+        .iter_mut()
+        .zip(blocks.remainder().chunks_exact(d))
+    {
+        *o = dot(row, x);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lcg(seed: &mut u64) -> f32 {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((*seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+    }
+
+    #[test]
+    fn matvec_rows_match_dot_bit_for_bit() {
+        let mut seed = 7;
+        for (rows, cols) in [
+            (1, 1),
+            (3, 5),
+            (4, 8),
+            (7, 13),
+            (9, 64),
+            (17, 288),
+            (6, 1376),
+        ] {
+            let w: Vec<f32> = (0..rows * cols).map(|_| lcg(&mut seed)).collect();
+            let x: Vec<f32> = (0..cols).map(|_| lcg(&mut seed)).collect();
+            let mut out = vec![f32::NAN; rows];
+            matvec(&mut out, &w, &x);
+            for (r, o) in out.iter().enumerate() {
+                let row = &w[r * cols..][..cols];
+                assert_eq!(
+                    o.to_bits(),
+                    dot(row, &x).to_bits(),
+                    "row {r} of {rows}x{cols}"
+                );
+                let naive: f64 = row.iter().zip(&x).map(|(a, b)| *a as f64 * *b as f64).sum();
+                assert!((*o as f64 - naive).abs() < 1e-4, "{o} vs {naive}");
+            }
+        }
+    }
+
+    #[test]
+    fn dot_follows_the_documented_order() {
+        let a: Vec<f32> = (0..11).map(|i| 1.0 + i as f32 * 1e-3).collect();
+        let b: Vec<f32> = (0..11).map(|i| 3.0 - i as f32 * 7e-4).collect();
+        let l: Vec<f32> = (0..8).map(|j| a[j] * b[j]).collect();
+        let mut expected = ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
+        for k in 8..11 {
+            expected += a[k] * b[k];
+        }
+        assert_eq!(dot(&a, &b).to_bits(), expected.to_bits());
+        assert_eq!(dot_scalar(&a, &b).to_bits(), expected.to_bits());
+    }
+}
