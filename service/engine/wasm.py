@@ -336,6 +336,10 @@ class _Guest:
     # --- the ABI -----------------------------------------------------------------------------
 
     def load(self, checkpoint: bytes, tokenizer: bytes) -> int:
+        if self.streams:
+            # Copied straight into the tensors' buffers: no second copy of the file in the guest.
+            # (BytesIO shares a bytes object's buffer instead of copying it.)
+            return self.load_file(io.BytesIO(checkpoint), len(checkpoint), tokenizer)
         ckpt = self.put(checkpoint)
         try:
             tok = self.put(tokenizer)
@@ -363,7 +367,7 @@ class _Guest:
                 f"guest could not hold the checkpoint: {err} (memory limit reached?)"
             ) from None
 
-    def load_file(self, f: io.FileIO, size: int, tokenizer: bytes) -> int:
+    def load_file(self, f: io.RawIOBase | io.BytesIO, size: int, tokenizer: bytes) -> int:
         """Stream the checkpoint ``f`` (``size`` bytes, positioned at its start) straight into
         the guest's weight buffers: the host never holds the weights."""
         header = read_exactly(f, _HEADER_BYTES)
