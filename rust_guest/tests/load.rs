@@ -157,3 +157,18 @@ fn missing_files_are_reported() {
     let err = Model::from_files(&checkpoint_path(), &missing).unwrap_err();
     assert!(matches!(err, EngineError::InvalidTokenizer(_)), "{err:?}");
 }
+
+#[test]
+fn a_file_longer_than_at_the_start_is_rejected() {
+    let bytes = read(&checkpoint_path());
+    let loader =
+        WeightLoader::new(&bytes[..HEADER_BYTES], bytes.len() as u64, &Device::Cpu).unwrap();
+    let longer = [&bytes[HEADER_BYTES..], &[0u8; 4]].concat();
+    let err = loader.read_from(&mut longer.as_slice()).unwrap_err();
+    assert!(matches!(err, EngineError::InvalidCheckpoint(_)), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("file is longer than the 1056540 bytes its header implies"),
+        "{err}"
+    );
+}

@@ -395,8 +395,11 @@ class _Guest:
                     break  # the file shrank: ec_model_finish reports it as truncated
                 length = self._load_call("ec_model_advance", written)
             if length == 0 and f.read(1):
+                # ec_model_begin checked that the header implies `size` bytes. Same message as
+                # the native reader's.
                 raise InvalidCheckpoint(
-                    f"checkpoint is longer than the {size} bytes it had when loading started"
+                    f"invalid checkpoint: file is longer than the {size} bytes its header "
+                    "implies (did it change while loading?)"
                 )
             tok = self.put(tokenizer)
             try:

@@ -3,6 +3,7 @@ process), on both backends, with the same results and errors as Engine.load(byte
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -153,3 +154,12 @@ def test_a_checkpoint_too_big_for_the_guest_memory_limit_is_a_guest_trap(
     engine = wasm_backend.WasmEngine(memory_limit=64 * 2**20)
     with pytest.raises(errors.GuestTrap, match="memory limit reached"):
         engine.load_files(big, stories260k.tokenizer)
+
+
+def test_a_file_that_grows_while_the_guest_reads_it_is_refused(stories260k: ModelFiles) -> None:
+    engine = wasm_backend.WasmEngine(cache_dir=False)
+    guest = engine._instantiate()
+    data = stories260k.checkpoint.read_bytes()
+    grown = io.BytesIO(data + b"\0" * 4)  # the size given is the size before growing
+    with pytest.raises(errors.InvalidCheckpoint, match="longer than the 1056540 bytes"):
+        guest.load_file(grown, len(data), stories260k.tokenizer.read_bytes())
