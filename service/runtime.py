@@ -378,11 +378,22 @@ class ModelService:
                 named.loaded = cached[0]
                 return cached
             t0 = time.perf_counter()
+            # Downloaded, verified and stored; the bytes are dropped at once so that loading
+            # from the stored file never holds them next to the engine's copy of the weights.
+            self._fetch(model.entry.weights)
+            self._fetch(model.entry.tokenizer)
+            fetch_s = time.perf_counter() - t0
+            cached = self._load_cached(model.entry.weights, model.entry.tokenizer)
+            if cached is not None:
+                named.loaded = cached[0]
+                return named.loaded, fetch_s + cached[1], cached[2]
+            # Not loadable from the cache (not stored, or changed): the verified bytes.
+            t0 = time.perf_counter()
             weights = self._fetch(model.entry.weights)
             tokenizer = self._fetch(model.entry.tokenizer)
             t1 = time.perf_counter()
             named.loaded = self.engine.load(weights, tokenizer)
-            return named.loaded, t1 - t0, time.perf_counter() - t1
+            return named.loaded, fetch_s + t1 - t0, time.perf_counter() - t1
 
     def _load_cached(
         self, weights: FileRef, tokenizer: FileRef

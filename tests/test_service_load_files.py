@@ -37,7 +37,7 @@ class SpyEngine(WasmEngine):
     ) -> LoadedModel:
         self.calls.append(("files", str(checkpoint), str(tokenizer)))
         model = super().load_files(checkpoint, tokenizer)
-        for path in self.tamper:
+        for path in self.tamper:  # every time: the fallback must end in the verified bytes
             data = bytearray(path.read_bytes())
             data[500] ^= 0xFF
             path.write_bytes(bytes(data))
@@ -85,5 +85,19 @@ def test_a_cached_file_changed_during_the_load_falls_back_to_verified_bytes(
     with ModelService(client.registry, cache_dir=client.cache_dir, engine=engine) as service:
         again = service.generate(QUERY).collect()
     assert again.text == first.text
-    assert [c[0] for c in engine.calls] == ["files", "bytes"]
-    assert server.request_count("stories260K.bin") == 2  # the altered file was not trusted
+    # Refused, downloaded again (the altered file is not trusted), that copy altered too: the
+    # bytes are fetched once more (the cache refuses the altered file again) and loaded.
+    assert [c[0] for c in engine.calls] == ["files", "files", "bytes"]
+    assert server.request_count("stories260K.bin") == 3
+
+
+def test_a_downloaded_model_is_loaded_from_the_stored_file(
+    client: Client, server: WeightServer, tmp_path: Path
+) -> None:
+    engine = SpyEngine()
+    with ModelService(client.registry, cache_dir=tmp_path / "fresh", engine=engine) as service:
+        record = service.generate(QUERY).collect()
+        weights = service.cache.path_for(record.model.entry.weights.blake3)
+    assert [c[:2] for c in engine.calls] == [("files", str(weights))]
+    assert server.request_count("stories260K.bin") == 1
+    assert record.text == client.generate(QUERY).collect().text
