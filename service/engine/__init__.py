@@ -1,7 +1,10 @@
 """The inference engine: one interface, two backends (wasm guest, native module).
 
+`load_files` reads the weights straight into the engine (one copy in memory); `load` takes
+bytes the caller already holds.
+
 engine = open_engine("wasm")            # or "native"
-with engine.load(checkpoint_bytes, tokenizer_bytes) as model:
+with engine.load_files("model.bin", "tokenizer.bin") as model:   # or load(bytes, bytes)
     generation = model.generate("Once upon a time", GenerationParams(temperature=0))
     for token in generation:
         print(token.text, end="")
