@@ -1,32 +1,35 @@
 //! The decode kernels: matrix-vector product and dot product with a fixed summation order.
 //!
 //! One token at a time, every weight matrix is read once per step, so decoding is a sequence of
-//! matrix-vector products bound by memory bandwidth. These kernels are plain Rust with a layout
-//! the compiler vectorises: each row is summed in [`LANES`] independent lane accumulators
-//! (`acc[j] += w[k + j] * x[k + j]` over chunks of `LANES`), then the lanes are added in a fixed
-//! tree, then the scalar tail in order. No FMA and no reassociation (Rust never contracts or
-//! reorders float operations), so the result is the same bits on every target: SSE/AVX natively,
-//! simd128 f32x4 in the wasm32 guest. Wasm and native logits are therefore identical.
+//! matrix-vector products bound by memory bandwidth. Each row is summed in [`LANES`] independent
+//! lane accumulators (`acc[j] += w[k + j] * x[k + j]` over chunks of `LANES`), then the lanes are
+//! added in a fixed tree, then the scalar tail in order. [`dot_scalar`] is that definition in
+//! plain Rust; the SIMD paths (SSE or AVX natively, simd128 in the wasm32 guest) compute exactly
+//! the same operations in the same order. No FMA and no reassociation (Rust never contracts or
+//! reorders float operations), so the result is the same bits on every target: wasm and native
+//! logits are identical.
 //!
-//! [`matvec`] walks [`ROWS`] rows at once so each chunk of `x` is loaded once for several rows,
-//! which also gives the CPU independent dependency chains. Blocking changes nothing per row.
+//! Measured choices (docs/toolchain.md, Performance): 32 lanes (8 simd128 or 4 AVX accumulators
+//! per row) beat 8 and 16 in the guest; [`ROWS`] = 1, because walking 4 rows at once (sharing
+//! the loads of `x`) halved the native streaming bandwidth and did not help the guest.
 
-/// Accumulator lanes per row: two f32x4 / one f32x8 register.
-pub const LANES: usize = 8;
-/// Rows processed together by [`matvec`].
+/// Accumulator lanes per row: 8 f32x4 (SSE, simd128) or 4 f32x8 (AVX) registers.
+pub const LANES: usize = 32;
+/// Rows processed together by [`matvec`] (any value gives the same bits).
 pub const ROWS: usize = 1;
 
-/// Adds the lanes in a fixed tree: `(l0 + l4) + (l2 + l6)` + `(l1 + l5) + (l3 + l7)`, the order
-/// a 4-wide register reduction takes (halves added lane-wise, then pairs).
+/// Adds the lanes in a fixed tree: halves added lane-wise (`l[i] + l[i + half]`) until four
+/// lanes `h` remain, then `(h0 + h2) + (h1 + h3)`: the order a vector-register reduction takes.
 #[inline(always)]
-fn reduce(acc: [f32; LANES]) -> f32 {
-    let h = [
-        acc[0] + acc[4],
-        acc[1] + acc[5],
-        acc[2] + acc[6],
-        acc[3] + acc[7],
-    ];
-    (h[0] + h[2]) + (h[1] + h[3])
+fn reduce(mut acc: [f32; LANES]) -> f32 {
+    let mut width = LANES;
+    while width > 4 {
+        width /= 2;
+        for i in 0..width {
+            acc[i] += acc[i + width];
+        }
+    }
+    (acc[0] + acc[2]) + (acc[1] + acc[3])
 }
 
 /// The portable definition: `sum(a[i] * b[i])` in the kernels' fixed order (the SIMD paths
@@ -100,58 +103,54 @@ mod v4 {
         return f32x4_add(acc, f32x4_mul(a, b));
     }
 
-    /// The 8 lanes `lo ++ hi` as an array.
+    /// The accumulators' lanes in order, as an array.
     #[inline(always)]
-    pub fn lanes(lo: V, hi: V) -> [f32; 8] {
-        let mut out = [0.0f32; 8];
-        // SAFETY: `out` has room for two 4-float vectors; unaligned stores.
-        unsafe {
-            #[cfg(target_arch = "x86_64")]
-            {
-                _mm_storeu_ps(out.as_mut_ptr(), lo);
-                _mm_storeu_ps(out.as_mut_ptr().add(4), hi);
-            }
-            #[cfg(target_arch = "wasm32")]
-            {
-                v128_store(out.as_mut_ptr() as *mut v128, lo);
-                v128_store(out.as_mut_ptr().add(4) as *mut v128, hi);
+    pub fn lanes(acc: &[V; super::LANES / 4]) -> [f32; super::LANES] {
+        let mut out = [0.0f32; super::LANES];
+        for (v, chunk) in acc.iter().zip(out.chunks_exact_mut(4)) {
+            // SAFETY: `chunk` has room for one 4-float vector; unaligned store.
+            unsafe {
+                #[cfg(target_arch = "x86_64")]
+                _mm_storeu_ps(chunk.as_mut_ptr(), *v);
+                #[cfg(target_arch = "wasm32")]
+                v128_store(chunk.as_mut_ptr() as *mut v128, *v);
             }
         }
         out
     }
 }
 
-/// `ROWS` dot products against the same `x`, each bit-identical to [`dot_scalar`]: per row
-/// two 4-lane accumulators hold lanes 0-3 and 4-7 of the scalar definition.
+/// `ROWS` dot products against the same `x`, each bit-identical to [`dot_scalar`]: per row,
+/// `LANES / 4` 4-lane accumulators hold lanes `4v..4v+4` of the scalar definition.
 #[cfg(any(
     target_arch = "x86_64",
     all(target_arch = "wasm32", target_feature = "simd128")
 ))]
 #[inline(always)]
 fn dot_block<const R: usize>(rows: [&[f32]; R], x: &[f32]) -> [f32; R] {
+    const NV: usize = LANES / 4;
     let n = x.len() / LANES * LANES;
     for row in &rows {
         assert_eq!(row.len(), x.len());
     }
-    let mut lo = [v4::zero(); R];
-    let mut hi = [v4::zero(); R];
+    let mut acc = [[v4::zero(); NV]; R];
     let mut k = 0;
     while k < n {
-        // SAFETY: k + 8 <= n <= x.len() == row.len() for every row.
+        // SAFETY: k + LANES <= n <= x.len() == row.len() for every row.
         unsafe {
-            let x0 = v4::load(x.as_ptr().add(k));
-            let x1 = v4::load(x.as_ptr().add(k + 4));
+            let xs: [v4::V; NV] = std::array::from_fn(|v| v4::load(x.as_ptr().add(k + 4 * v)));
             for r in 0..R {
                 let p = rows[r].as_ptr().add(k);
-                lo[r] = v4::mul_add(lo[r], v4::load(p), x0);
-                hi[r] = v4::mul_add(hi[r], v4::load(p.add(4)), x1);
+                for v in 0..NV {
+                    acc[r][v] = v4::mul_add(acc[r][v], v4::load(p.add(4 * v)), xs[v]);
+                }
             }
         }
         k += LANES;
     }
     let mut out = [0.0f32; R];
     for r in 0..R {
-        let mut sum = reduce(v4::lanes(lo[r], hi[r]));
+        let mut sum = reduce(v4::lanes(&acc[r]));
         for (w, x) in rows[r][n..].iter().zip(&x[n..]) {
             sum += w * x;
         }
@@ -178,8 +177,8 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     dot_block([a], b)[0]
 }
 
-/// [`dot_block`] with one 8-lane AVX accumulator per row (lanes 0-7 of the scalar definition;
-/// the high and low halves are then added as `reduce` does): same bits, half the instructions.
+/// [`dot_block`] with `LANES / 8` 8-lane AVX accumulators per row (lanes `8v..8v+8` of the
+/// scalar definition): same bits, half the instructions.
 ///
 /// # Safety
 /// The CPU must support AVX.
@@ -187,26 +186,35 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 #[target_feature(enable = "avx")]
 unsafe fn dot_block_avx<const R: usize>(rows: [&[f32]; R], x: &[f32]) -> [f32; R] {
     use core::arch::x86_64::*;
+    const NV: usize = LANES / 8;
     let n = x.len() / LANES * LANES;
     for row in &rows {
         assert_eq!(row.len(), x.len());
     }
-    let mut acc = [_mm256_setzero_ps(); R];
+    let mut acc = [[_mm256_setzero_ps(); NV]; R];
     let mut k = 0;
     while k < n {
-        // SAFETY: k + 8 <= n <= x.len() == row.len() for every row.
-        let xv = unsafe { _mm256_loadu_ps(x.as_ptr().add(k)) };
-        for r in 0..R {
-            let wv = unsafe { _mm256_loadu_ps(rows[r].as_ptr().add(k)) };
-            acc[r] = _mm256_add_ps(acc[r], _mm256_mul_ps(wv, xv));
+        // SAFETY: k + LANES <= n <= x.len() == row.len() for every row.
+        unsafe {
+            let xs: [__m256; NV] =
+                std::array::from_fn(|v| _mm256_loadu_ps(x.as_ptr().add(k + 8 * v)));
+            for r in 0..R {
+                let p = rows[r].as_ptr().add(k);
+                for v in 0..NV {
+                    let w = _mm256_loadu_ps(p.add(8 * v));
+                    acc[r][v] = _mm256_add_ps(acc[r][v], _mm256_mul_ps(w, xs[v]));
+                }
+            }
         }
         k += LANES;
     }
     let mut out = [0.0f32; R];
     for r in 0..R {
         let mut lanes = [0.0f32; LANES];
-        // SAFETY: `lanes` holds 8 floats.
-        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc[r]) };
+        for (v, chunk) in acc[r].iter().zip(lanes.chunks_exact_mut(8)) {
+            // SAFETY: `chunk` holds 8 floats; unaligned store.
+            unsafe { _mm256_storeu_ps(chunk.as_mut_ptr(), *v) };
+        }
         let mut sum = reduce(lanes);
         for (w, x) in rows[r][n..].iter().zip(&x[n..]) {
             sum += w * x;
@@ -315,11 +323,23 @@ mod tests {
 
     #[test]
     fn dot_follows_the_documented_order() {
-        let a: Vec<f32> = (0..11).map(|i| 1.0 + i as f32 * 1e-3).collect();
-        let b: Vec<f32> = (0..11).map(|i| 3.0 - i as f32 * 7e-4).collect();
-        let l: Vec<f32> = (0..8).map(|j| a[j] * b[j]).collect();
-        let mut expected = ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7]));
-        for k in 8..11 {
+        let n = 2 * LANES + 3;
+        let a: Vec<f32> = (0..n).map(|i| 1.0 + i as f32 * 1e-3).collect();
+        let b: Vec<f32> = (0..n).map(|i| 3.0 - i as f32 * 7e-4).collect();
+        // Lane j accumulates a[j] * b[j] + a[j + LANES] * b[j + LANES], in that order.
+        let mut l: Vec<f32> = (0..LANES).map(|j| 0.0 + a[j] * b[j]).collect();
+        for j in 0..LANES {
+            l[j] += a[j + LANES] * b[j + LANES];
+        }
+        let mut width = LANES;
+        while width > 4 {
+            width /= 2;
+            for i in 0..width {
+                l[i] += l[i + width];
+            }
+        }
+        let mut expected = (l[0] + l[2]) + (l[1] + l[3]);
+        for k in 2 * LANES..n {
             expected += a[k] * b[k];
         }
         assert_eq!(dot(&a, &b).to_bits(), expected.to_bits());
