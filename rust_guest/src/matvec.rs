@@ -15,6 +15,9 @@
 
 /// Accumulator lanes per row: 8 f32x4 (SSE, simd128) or 4 f32x8 (AVX) registers.
 pub const LANES: usize = 32;
+/// How far ahead (in floats) the AVX path prefetches weights.
+#[cfg(target_arch = "x86_64")]
+const PREFETCH: usize = 1024;
 /// Rows processed together by [`matvec`] (any value gives the same bits).
 pub const ROWS: usize = 1;
 
@@ -200,6 +203,10 @@ unsafe fn dot_block_avx<const R: usize>(rows: [&[f32]; R], x: &[f32]) -> [f32; R
                 std::array::from_fn(|v| _mm256_loadu_ps(x.as_ptr().add(k + 8 * v)));
             for r in 0..R {
                 let p = rows[r].as_ptr().add(k);
+                // A hint only (no effect on results): fetch PREFETCH floats ahead. Past the
+                // row's end it touches the next row or nothing; prefetches never fault.
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH) as *const i8);
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH + 16) as *const i8);
                 for v in 0..NV {
                     let w = _mm256_loadu_ps(p.add(8 * v));
                     acc[r][v] = _mm256_add_ps(acc[r][v], _mm256_mul_ps(w, xs[v]));
