@@ -8,6 +8,7 @@ lock serialises calls into its instance (a Store is not thread safe).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import io
 import json
@@ -15,7 +16,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -333,6 +334,18 @@ class _Guest:
         if self.poisoned is None:
             self.call("ec_free", _i32(block[0]), _i32(block[1]))
 
+    @contextlib.contextmanager
+    def placed(self, *buffers: bytes) -> Iterator[list[int]]:
+        """Copy ``buffers`` into guest blocks for the duration of a call; yields their
+        pointers and frees every block afterwards, whatever happens."""
+        with contextlib.ExitStack() as blocks:
+            pointers = []
+            for data in buffers:
+                block = self.put(data)
+                blocks.callback(self.free, block)
+                pointers.append(_i32(block[0]))
+            yield pointers
+
     # --- the ABI -----------------------------------------------------------------------------
 
     def load(self, checkpoint: bytes, tokenizer: bytes) -> int:
@@ -340,21 +353,10 @@ class _Guest:
             # Copied straight into the tensors' buffers: no second copy of the file in the guest.
             # (BytesIO shares a bytes object's buffer instead of copying it.)
             return self.load_file(io.BytesIO(checkpoint), len(checkpoint), tokenizer)
-        ckpt = self.put(checkpoint)
-        try:
-            tok = self.put(tokenizer)
-            try:
-                return self.checked(
-                    "ec_model_load",
-                    _i32(ckpt[0]),
-                    _i32(len(checkpoint)),
-                    _i32(tok[0]),
-                    _i32(len(tokenizer)),
-                )
-            finally:
-                self.free(tok)
-        finally:
-            self.free(ckpt)
+        with self.placed(checkpoint, tokenizer) as (ckpt, tok):
+            return self.checked(
+                "ec_model_load", ckpt, _i32(len(checkpoint)), tok, _i32(len(tokenizer))
+            )
 
     def _load_call(self, name: str, *args: int) -> int:
         """A streaming-load call; its only internal error is a failed weight allocation, the
@@ -371,11 +373,8 @@ class _Guest:
         """Stream the checkpoint ``f`` (``size`` bytes, positioned at its start) straight into
         the guest's weight buffers: the host never holds the weights."""
         header = read_exactly(f, _HEADER_BYTES)
-        block = self.put(header)
-        try:
-            length = self._load_call("ec_model_begin", _i32(block[0]), _i32(len(header)), size)
-        finally:
-            self.free(block)
+        with self.placed(header) as (ptr,):
+            length = self._load_call("ec_model_begin", ptr, _i32(len(header)), size)
         try:
             while length > 0:
                 ptr = _u32(self.call("ec_model_region_ptr"))
@@ -401,11 +400,8 @@ class _Guest:
                     f"invalid checkpoint: file is longer than the {size} bytes its header "
                     "implies (did it change while loading?)"
                 )
-            tok = self.put(tokenizer)
-            try:
-                return self.checked("ec_model_finish", _i32(tok[0]), _i32(len(tokenizer)))
-            finally:
-                self.free(tok)
+            with self.placed(tokenizer) as (tok,):
+                return self.checked("ec_model_finish", tok, _i32(len(tokenizer)))
         finally:
             if self.poisoned is None:
                 self.call("ec_model_abort")  # frees the buffers of a load that did not finish
@@ -436,14 +432,11 @@ class WasmModel(LoadedModel):
         data = text_to_utf8(text, "text")
         with self._lock:
             guest = self._live()
-            block = guest.put(data)
-            try:
+            with guest.placed(data) as (ptr,):
                 n = guest.checked(
-                    "ec_encode", self._handle, _i32(block[0]), _i32(len(data)), int(bos), int(eos)
+                    "ec_encode", self._handle, ptr, _i32(len(data)), int(bos), int(eos)
                 )
                 raw = guest.output()
-            finally:
-                guest.free(block)
         return [int.from_bytes(raw[i * 4 : i * 4 + 4], "little") for i in range(n)]
 
     def decode_bytes(self, ids: Sequence[int]) -> bytes:
@@ -453,12 +446,9 @@ class WasmModel(LoadedModel):
             raise InvalidParameter("token ids must be in [0, 2^32)") from None
         with self._lock:
             guest = self._live()
-            block = guest.put(data)
-            try:
-                guest.checked("ec_decode", self._handle, _i32(block[0]), _i32(len(ids)))
+            with guest.placed(data) as (ptr,):
+                guest.checked("ec_decode", self._handle, ptr, _i32(len(ids)))
                 return guest.output()
-            finally:
-                guest.free(block)
 
     def generate(
         self, prompt: str, params: GenerationParams, timeout: float | None = None
@@ -470,22 +460,15 @@ class WasmModel(LoadedModel):
         prompt_bytes = text_to_utf8(prompt, "prompt")
         with self._lock:
             guest = self._live()
-            prompt_block = guest.put(prompt_bytes)
-            try:
-                params_block = guest.put(params_json)
-                try:
-                    session = guest.checked(
-                        "ec_session_start",
-                        self._handle,
-                        _i32(prompt_block[0]),
-                        _i32(len(prompt_bytes)),
-                        _i32(params_block[0]),
-                        _i32(len(params_json)),
-                    )
-                finally:
-                    guest.free(params_block)
-            finally:
-                guest.free(prompt_block)
+            with guest.placed(prompt_bytes, params_json) as (prompt_ptr, params_ptr):
+                session = guest.checked(
+                    "ec_session_start",
+                    self._handle,
+                    prompt_ptr,
+                    _i32(len(prompt_bytes)),
+                    params_ptr,
+                    _i32(len(params_json)),
+                )
         return Generation(_WasmSession(self, session, budget), timeout=budget)
 
     def close(self) -> None:
