@@ -11,7 +11,7 @@ CRATE="$ROOT/rust_guest"
 DEST="$ROOT/service/engine/edgechain_guest.wasm"
 TARGET=wasm32-unknown-unknown
 PROFILE=wasm
-DEBIAN_PACKAGES=(rustc-web cargo-web rust-web-src lld-22)
+DEBIAN_PACKAGES=(rustc-web cargo-web rust-web-src rust-web-llvm lld-22)
 
 log() { echo "build_guest: $*" >&2; }
 
@@ -46,6 +46,12 @@ if have_rustup_target; then
     cargo build --locked --quiet --profile "$PROFILE" --target "$TARGET" --target-dir "$TARGET_DIR" --lib
 else
     ensure_debian_packages
+    for tool in /usr/bin/rustc /usr/bin/cargo /usr/bin/rust-lld; do
+        if [[ ! -x $tool ]]; then
+            log "missing $tool after installing ${DEBIAN_PACKAGES[*]}: run scripts/check_tools.sh"
+            exit 1
+        fi
+    done
     log "toolchain: Debian rustc-web $(/usr/bin/rustc --version) with -Z build-std (no rustup $TARGET target)"
     TARGET_DIR="$CRATE/target/wasm-debian"
     RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1 /usr/bin/cargo build \

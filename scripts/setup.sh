@@ -31,4 +31,7 @@ bash scripts/build_guest.sh
 step "native module"
 bash scripts/build_native.sh
 
+step "tools the build and tests call"
+bash scripts/check_tools.sh
+
 step "setup done"
