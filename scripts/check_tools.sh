@@ -26,7 +26,9 @@ if ! { command -v rustup >/dev/null 2>&1 &&
     rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; }; then
     need /usr/bin/rustc "apt-get install --no-install-recommends rustc-web"
     need /usr/bin/cargo "apt-get install --no-install-recommends cargo-web"
-    need /usr/lib/rustlib/src/rust/library "apt-get install --no-install-recommends rust-web-src"
+    # build-std reads std's source from the compiler's sysroot (/usr for Debian's rustc).
+    sysroot=$(/usr/bin/rustc --print sysroot 2>/dev/null || echo /usr)
+    need "$sysroot/lib/rustlib/src/rust/library" "apt-get install --no-install-recommends rust-web-src"
     need /usr/bin/rust-lld "apt-get install --no-install-recommends rust-web-llvm lld-22"
 fi
 
