@@ -31,7 +31,12 @@ from edgechain.contract.registry import APPLICATION_NAME, CertifiedModel, ModelR
 from edgechain.errors import InputError, UsageError
 from edgechain.service.engine.base import Engine
 from edgechain.service.fetch import Fetcher, FetchPolicy
-from edgechain.service.runtime import GenerateQuery, ModelService, QueryStream
+from edgechain.service.runtime import (
+    DownloadProgress,
+    GenerateQuery,
+    ModelService,
+    QueryStream,
+)
 
 __all__ = ["Client", "HashedFile", "Progress", "default_network_dir", "hash_file"]
 
@@ -316,6 +321,9 @@ class Client:
             )
         return self._service
 
-    def generate(self, query: GenerateQuery) -> QueryStream:
-        """Run a ``generate`` query on the service; see :meth:`ModelService.generate`."""
-        return self.service.generate(query)
+    def generate(
+        self, query: GenerateQuery, *, progress: DownloadProgress | None = None
+    ) -> QueryStream:
+        """Run a ``generate`` query on the service; see :meth:`ModelService.generate`.
+        ``progress(label, done, total)`` hears about the model's download, if one is needed."""
+        return self.service.generate(query, progress=progress)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import sys
+import threading
 from collections.abc import Callable
 from types import FrameType
 from typing import TextIO
@@ -22,6 +24,10 @@ __all__ = ["bind_listening_socket", "serve"]
 #: How long a shutdown waits for open requests (SSE streams included) before closing them.
 GRACEFUL_SHUTDOWN_S = 3
 
+#: How long after SIGINT/SIGTERM the process ends, whatever is still in flight. Storage is
+#: transactional (SQLite) and the cache writes by rename, so ending mid-write loses nothing.
+HARD_STOP_S = 7.0
+
 
 class _NodeServer(uvicorn.Server):
     """uvicorn's server, but a SIGINT/SIGTERM is a normal stop (exit 0), not re-raised, and it
@@ -32,11 +38,22 @@ class _NodeServer(uvicorn.Server):
         self._on_exit = on_exit
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if not self.should_exit:
+            # A download or a worker thread stuck in a read must not keep the node alive.
+            timer = threading.Timer(HARD_STOP_S, _hard_stop)
+            timer.daemon = True
+            timer.start()
         self._on_exit()
         super().handle_exit(sig, frame)
         # uvicorn re-raises captured signals after its graceful shutdown, which would turn Ctrl+C
         # into a KeyboardInterrupt and SIGTERM into death by signal.
         self._captured_signals.clear()
+
+
+def _hard_stop() -> None:
+    print("edgechain node: requests still in flight at the stop deadline; exiting", file=sys.stderr)
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def bind_listening_socket(host: str, port: int) -> socket.socket:
