@@ -45,6 +45,11 @@ class InvalidParameter(UsageError):
     """A generation or configuration parameter outside its allowed range."""
 
 
+class RequestRefused(UsageError):
+    """The node refuses an HTTP request for its Host, Origin, media type or size (a page on
+    another site, DNS rebinding, a form post)."""
+
+
 class InputError(EdgechainError):
     """A file or text the user supplied cannot be used."""
 

@@ -18,6 +18,7 @@ from edgechain.contract.registry import APPLICATION_NAME
 from edgechain.errors import UsageError
 from edgechain.node.app import application_path, build_app
 from edgechain.node.gate import ClientGate
+from edgechain.node.request_guard import RequestGuard
 
 __all__ = ["bind_listening_socket", "serve"]
 
@@ -93,8 +94,8 @@ def serve(client: Client, host: str, port: int, out: TextIO = sys.stdout) -> Non
     with sock:
         gate = ClientGate(client)
         try:
-            app = build_app(gate)
             bound_port = sock.getsockname()[1]
+            app = build_app(gate, RequestGuard.for_listening(host, bound_port))
             shown_host = f"[{host}]" if ":" in host else host
             base = f"http://{shown_host}:{bound_port}"
             chain = client.chain
