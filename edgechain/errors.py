@@ -50,6 +50,14 @@ class RequestRefused(UsageError):
     another site, DNS rebinding, a form post)."""
 
 
+class InvalidQuery(UsageError):
+    """A GraphQL document that does not parse or does not validate against the schema."""
+
+
+class LimitExceeded(UsageError):
+    """A GraphQL request over one of the node's limits (size, depth, aliases, generations)."""
+
+
 class InputError(EdgechainError):
     """A file or text the user supplied cannot be used."""
 

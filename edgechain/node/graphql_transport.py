@@ -21,7 +21,7 @@ from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types.graphql import OperationType
 
-from edgechain.errors import EdgechainError, UsageError
+from edgechain.errors import EdgechainError, InvalidQuery, LimitExceeded, UsageError
 from edgechain.node.schema import REGISTRY_SCHEMA
 from edgechain.node.typed_errors import error_payload
 
@@ -131,8 +131,9 @@ def typed_formatted(error: GraphQLError) -> dict[str, Any]:
     extensions = dict(formatted.get("extensions") or {})
     if "code" not in extensions:
         limit = any(m in error.message for m in _LIMIT_MESSAGES)
-        extensions["code"] = "LimitExceeded" if limit else "InvalidQuery"
-        extensions["exitCode"] = 2
+        kind = LimitExceeded if limit else InvalidQuery
+        extensions["code"] = kind.__name__
+        extensions["exitCode"] = kind.exit_code
     formatted["extensions"] = extensions
     return formatted
 

@@ -39,6 +39,8 @@ from strawberry.extensions import (
     SchemaExtension,
 )
 
+from edgechain.errors import LimitExceeded
+
 __all__ = [
     "MAX_ALIASES",
     "MAX_DEPTH",
@@ -67,7 +69,10 @@ def _default_max_tokens() -> int:
 
 
 def _limit_error(message: str) -> GraphQLError:
-    return GraphQLError(message, extensions={"code": "LimitExceeded", "exitCode": 2})
+    error = LimitExceeded(message)
+    return GraphQLError(
+        message, extensions={"code": type(error).__name__, "exitCode": error.exit_code}
+    )
 
 
 class GenerationBudget(SchemaExtension):
