@@ -76,9 +76,11 @@ def test_concurrent_first_queries_share_one_download(
 ) -> None:
     server.inject("stories260K.bin", Fault(chunk_delay=0.2))  # slow, not stalled
     results: list[int] = []
+    # Resolved here: the client's storage is one thread's; the wait and download are shared.
+    prepared = client.service.prepare(QUERY)
 
     def ask() -> None:
-        results.append(client.service.generate(QUERY).collect().output_tokens)
+        results.append(client.service.start(prepared).collect().output_tokens)
 
     threads = [threading.Thread(target=ask) for _ in range(3)]
     for thread in threads:
@@ -114,16 +116,21 @@ def test_a_waiter_leaving_does_not_cancel_the_download_another_waits_for(
 ) -> None:
     server.inject("stories260K.bin", Fault(chunk_delay=0.3))
     outcome: list[object] = []
+    prepared = client.service.prepare(QUERY)
 
     def patient() -> None:
-        outcome.append(client.service.generate(QUERY).collect().output_tokens)
+        outcome.append(client.service.start(prepared).collect().output_tokens)
 
     waiter = threading.Thread(target=patient)
     waiter.start()
+    deadline = time.monotonic() + 10
+    while not any(loading.waiters for loading in list(client.service._loading.values())):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
     gone = threading.Event()
     threading.Timer(0.5, gone.set).start()
     with pytest.raises(errors.Cancelled):
-        client.service.generate(QUERY, cancelled=gone.is_set)
+        client.service.start(prepared, cancelled=gone.is_set)
     waiter.join(60)
     assert outcome == [4]
     assert server.request_count("stories260K.bin") == 1
