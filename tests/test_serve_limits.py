@@ -179,3 +179,18 @@ def test_the_full_introspection_query_is_within_the_limits(node: NodeProcess) ->
     )
     body = post(node, json.dumps({"query": query})).json()
     assert "errors" not in body and body["data"]["__schema"]["queryType"]["name"] == "Query"
+
+
+def test_a_subscription_over_the_token_budget_is_refused(node: NodeProcess) -> None:
+    from serve_helpers import subscribe
+
+    tokens = limits.MAX_GENERATED_TOKENS + 1
+    messages = subscribe(
+        node,
+        f'subscription {{ generate(model: "m", prompt: "p", maxTokens: {tokens}) '
+        "{ __typename } }",
+    )
+    first = messages[0]
+    errors = first["payload"] if first["type"] == "error" else first["payload"]["errors"]
+    assert errors[0]["extensions"]["code"] == "LimitExceeded", messages
+    assert messages[-1]["type"] in ("complete", "error")

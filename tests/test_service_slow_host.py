@@ -95,19 +95,35 @@ def test_a_download_every_waiter_left_is_cancelled_and_the_next_query_starts_afr
     client: Client, server: WeightServer
 ) -> None:
     server.inject("stories260K.bin", DRIP)
+    prepared = client.service.prepare(QUERY)
     gone = threading.Event()
-    threading.Timer(1.0, gone.set).start()
-    started = time.monotonic()
-    with pytest.raises(errors.Cancelled):
-        client.service.generate(QUERY, cancelled=gone.is_set)
-    assert time.monotonic() - started < 5
-    # The background download notices at its next byte and lets go of the model.
+    failure: list[BaseException] = []
+
+    def leaves() -> None:
+        try:
+            client.service.start(prepared, cancelled=gone.is_set)
+        except BaseException as err:
+            failure.append(err)
+
+    waiter = threading.Thread(target=leaves)
+    waiter.start()
     deadline = time.monotonic() + 10
-    while client.service._loading and time.monotonic() < deadline:
-        time.sleep(0.05)
+    while not (loadings := list(client.service._loading.values())):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    [loading] = loadings
+    time.sleep(1.0)  # into the drip
+    started = time.monotonic()
+    gone.set()
+    waiter.join(5)
+    assert [type(f) for f in failure] == [errors.Cancelled]
+    # The download itself stops at its next byte (every 0.5 s), with Cancelled.
+    assert loading.done.wait(5)
+    print(f"\nwaiter left -> download stopped in {time.monotonic() - started:.2f} s")
+    assert isinstance(loading.error, errors.Cancelled)
     assert not client.service._loading
     server.inject("stories260K.bin", None)
-    assert client.service.generate(QUERY).collect().output_tokens == 4
+    assert client.service.start(prepared).collect().output_tokens == 4
     assert server.request_count("stories260K.bin") == 2  # a new download, not the dropped one
 
 
