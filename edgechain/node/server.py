@@ -84,7 +84,9 @@ def serve(client: Client, host: str, port: int, out: TextIO = sys.stdout) -> Non
     """Serve ``client``'s network on ``host:port`` until interrupted; closes the client.
 
     Prints one line with the URLs once the port is bound (requests made from then on wait in
-    the listen queue until the server takes them).
+    the listen queue until the server takes them). Requests must name the node as their Host
+    (see :mod:`edgechain.node.request_guard`). After SIGINT/SIGTERM the process exits within
+    :data:`HARD_STOP_S` seconds, whatever is still running.
     """
     try:
         sock = bind_listening_socket(host, port)
