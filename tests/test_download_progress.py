@@ -47,8 +47,9 @@ def test_the_bar_draws_on_a_terminal_and_is_quiet_otherwise() -> None:
 def test_download_file_streams_with_bounded_memory() -> None:
     size = 24 << 20
     data = os.urandom(size)
-    with WeightServer({"big.bin": data}) as server:
+    with WeightServer({"big.bin": data, "small.bin": b"warm-up"}) as server:
         seen: list[tuple[int, int | None]] = []
+        download_file(server.url("small.bin"))  # first-use allocations (imports, TLS setup)
         tracemalloc.start()
         try:
             hashed = download_file(
@@ -59,7 +60,7 @@ def test_download_file_streams_with_bounded_memory() -> None:
             tracemalloc.stop()
     assert (hashed.blake3, hashed.size) == (blake3.blake3(data).hexdigest(), size)
     assert hashed.data is None
-    assert peak < size // 4, f"peak {peak} bytes while downloading {size}"
+    assert peak < size // 8, f"peak {peak} bytes while downloading {size}"
     assert seen[-1] == (size, size)
 
 
