@@ -18,6 +18,7 @@ The CLI, the GraphQL node service, the pytest plugin and the examples are thin l
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,9 +32,21 @@ from edgechain.contract.registry import APPLICATION_NAME, CertifiedModel, ModelR
 from edgechain.errors import InputError, UsageError
 from edgechain.service.engine.base import Engine
 from edgechain.service.fetch import Fetcher, FetchPolicy
-from edgechain.service.runtime import GenerateQuery, ModelService, QueryStream
+from edgechain.service.runtime import (
+    DownloadProgress,
+    GenerateQuery,
+    ModelService,
+    QueryStream,
+)
 
-__all__ = ["Client", "HashedFile", "Progress", "default_network_dir", "hash_file"]
+__all__ = [
+    "Client",
+    "HashedFile",
+    "Progress",
+    "default_network_dir",
+    "download_file",
+    "hash_file",
+]
 
 #: Environment variable naming the default network directory.
 NETWORK_DIR_ENV = "EDGECHAIN_DIR"
@@ -55,7 +68,7 @@ def default_network_dir() -> Path:
 
 @dataclass(frozen=True)
 class HashedFile:
-    """A file's BLAKE3 hash (hex) and size, and the bytes when they were downloaded."""
+    """A file's BLAKE3 hash (hex) and size (``data``: its bytes, when a caller keeps them)."""
 
     blake3: str
     size: int
@@ -84,6 +97,29 @@ def hash_file(path: str | os.PathLike[str], progress: Progress | None = None) ->
     if done == 0:
         raise InputError(f"{path}: the file is empty")
     return HashedFile(hasher.hexdigest(), done)
+
+
+def download_file(
+    url: str,
+    policy: FetchPolicy | None = None,
+    progress: Callable[[int, int | None], None] | None = None,
+) -> HashedFile:
+    """BLAKE3 and size of what ``url`` serves, under ``policy`` (host allow-list, size cap,
+    stall rule). The body streams through a temporary file (deleted afterwards), hashed as it
+    arrives, so memory stays bounded whatever the size. Raises FetchError."""
+    with Fetcher(policy) as fetcher, tempfile.TemporaryFile(prefix="edgechain-") as spool:
+        size, digest = fetcher.download_to(url, spool, progress=progress)
+    if size == 0:
+        raise InputError(f"{url}: the file is empty")
+    return HashedFile(digest, size)
+
+
+def _labelled(
+    progress: Callable[[str, int, int | None], None] | None, label: str
+) -> Callable[[int, int | None], None] | None:
+    if progress is None:
+        return None
+    return lambda done, total: progress(label, done, total)
 
 
 def _is_url(value: str) -> bool:
@@ -219,13 +255,15 @@ class Client:
         tokenizer_urls: Sequence[str] = (),
         description: str | None = None,
         license: str | None = None,
-        progress: Callable[[str, int, int], None] | None = None,
+        progress: Callable[[str, int, int | None], None] | None = None,
     ) -> PublishedModel:
         """Hash the weights and tokenizer, register them and wait for the certificate.
 
         ``weights``/``tokenizer`` are local paths or http(s) URLs. A URL is downloaded to be
-        hashed and is registered as where services fetch the bytes; with a local path,
-        ``*_urls`` say where services will fetch them (the hash still comes from the file).
+        hashed (streamed through a temporary file, see :func:`download_file`) and is
+        registered as where services fetch the bytes; with a local path, ``*_urls`` say where
+        services will fetch them (the hash still comes from the file). ``progress(label, done,
+        total)`` hears about each file ("hashing weights", "downloading tokenizer", ...).
         """
         files = {}
         for what, source, urls in (
@@ -283,17 +321,15 @@ class Client:
         what: str,
         source: str | os.PathLike[str],
         urls: Sequence[str],
-        progress: Callable[[str, int, int], None] | None,
+        progress: Callable[[str, int, int | None], None] | None,
     ) -> FileRef:
         source_str = os.fspath(source)
         if _is_url(source_str):
-            with Fetcher(self.fetch_policy) as fetcher:
-                data, digest = fetcher.download(source_str)
-            hashed = HashedFile(digest, len(data), data)
+            on_download = _labelled(progress, f"downloading {what}")
+            hashed = download_file(source_str, self.fetch_policy, on_download)
             all_urls = [source_str, *[u for u in urls if u != source_str]]
         else:
-            on_progress = None if progress is None else (lambda d, t: progress(what, d, t))
-            hashed = hash_file(source_str, on_progress)
+            hashed = hash_file(source_str, _labelled(progress, f"hashing {what}"))
             all_urls = list(urls)
             if not all_urls:
                 raise UsageError(
@@ -316,6 +352,9 @@ class Client:
             )
         return self._service
 
-    def generate(self, query: GenerateQuery) -> QueryStream:
-        """Run a ``generate`` query on the service; see :meth:`ModelService.generate`."""
-        return self.service.generate(query)
+    def generate(
+        self, query: GenerateQuery, *, progress: DownloadProgress | None = None
+    ) -> QueryStream:
+        """Run a ``generate`` query on the service; see :meth:`ModelService.generate`.
+        ``progress(label, done, total)`` hears about the model's download, if one is needed."""
+        return self.service.generate(query, progress=progress)

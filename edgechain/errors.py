@@ -45,6 +45,19 @@ class InvalidParameter(UsageError):
     """A generation or configuration parameter outside its allowed range."""
 
 
+class RequestRefused(UsageError):
+    """The node refuses an HTTP request for its Host, Origin, media type or size (a page on
+    another site, DNS rebinding, a form post)."""
+
+
+class InvalidQuery(UsageError):
+    """A GraphQL document that does not parse or does not validate against the schema."""
+
+
+class LimitExceeded(UsageError):
+    """A GraphQL request over one of the node's limits (size, depth, aliases, generations)."""
+
+
 class InputError(EdgechainError):
     """A file or text the user supplied cannot be used."""
 

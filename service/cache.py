@@ -43,7 +43,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import blake3
 
@@ -66,7 +66,12 @@ class SupportsFetchAny(Protocol):
     """What :meth:`ContentCache.fetch_verified` needs: :class:`~edgechain.service.fetch.Fetcher`."""
 
     def fetch_any(
-        self, urls: Sequence[str], *, expected_blake3: str, expected_size: int | None = None
+        self,
+        urls: Sequence[str],
+        *,
+        expected_blake3: str,
+        expected_size: int | None = None,
+        **options: Any,
     ) -> bytes: ...
 
 
@@ -210,13 +215,16 @@ class ContentCache:
         size: int | None,
         urls: Sequence[str],
         fetcher: SupportsFetchAny,
+        **fetch_options: Any,
     ) -> bytes:
         """The bytes of ``digest``: from the cache, else downloaded, verified and stored.
 
         Concurrent calls for one digest, from threads or processes, download it once; the
         others wait and read the stored file. Raises what ``fetcher.fetch_any`` raises
-        (:class:`~edgechain.errors.FetchError`, :class:`~edgechain.errors.HashMismatch`);
-        nothing is stored then.
+        (:class:`~edgechain.errors.FetchError`, :class:`~edgechain.errors.HashMismatch`,
+        :class:`~edgechain.errors.Cancelled`); nothing is stored then. ``fetch_options`` (such
+        as ``progress`` and ``cancel``, see :class:`~edgechain.service.fetch.Fetcher`) go to
+        ``fetch_any``.
         """
         key = normalize_blake3_hex(digest)
         data = self._read_verified(key)
@@ -230,7 +238,9 @@ class ContentCache:
             if data is not None:
                 return data
             log.info("cache miss for %s: downloading from %d URL(s)", key, len(urls))
-            data = fetcher.fetch_any(urls, expected_blake3=key, expected_size=size)
+            data = fetcher.fetch_any(
+                urls, expected_blake3=key, expected_size=size, **fetch_options
+            )
             self.put(key, data)
             self.stats.downloads += 1
             return data

@@ -8,11 +8,17 @@ The service fetches model weights from URLs written on chain, so every URL is un
   checked again. Proxy settings from the environment are ignored, so loopback means loopback.
 - a size limit: the smaller of the policy's ``max_bytes`` and the expected size. A Content-Length
   over the limit fails before the body is read; a body that grows past it is aborted mid-stream.
-- connect and read timeouts per network operation, and an overall deadline per URL.
+- connect and read timeouts per network operation, an overall deadline per URL, and a minimum
+  transfer rate (a stall rule: fewer than ``min_rate_bytes`` in any ``min_rate_window`` seconds
+  fails), so a host that drips a byte now and then cannot hold a download for long.
 - a bounded number of redirects.
 
 The body is streamed and hashed as it arrives; bytes are returned only once the whole body is in
-and its BLAKE3 digest equals the expected one. Every failure is a
+and its BLAKE3 digest equals the expected one. Every download takes an optional ``progress``
+callback (``progress(done_bytes, total_bytes_or_None)`` per piece received) and an optional
+``cancel`` event, checked per piece: set, the download stops with
+:class:`~edgechain.errors.Cancelled`. :meth:`Fetcher.download_to` streams into a file, so a
+download of any size never sits in memory. Every failure is a
 :class:`~edgechain.errors.FetchError` (with ``url`` and ``reason``) or a
 :class:`~edgechain.errors.HashMismatch` (with ``url``, ``expected`` and ``actual``).
 
@@ -24,16 +30,19 @@ Example::
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from types import TracebackType
+from typing import BinaryIO
 
 import blake3
 import httpx
 
 from edgechain.errors import (
+    Cancelled,
     FetchError,
     HashMismatch,
     InputError,
@@ -44,6 +53,7 @@ from edgechain.errors import (
 __all__ = [
     "DEFAULT_ALLOWED_HOSTS",
     "FetchPolicy",
+    "FetchProgress",
     "FetchReason",
     "Fetcher",
     "fetch_url",
@@ -53,6 +63,9 @@ __all__ = [
 
 #: Hosts a default policy allows: the loopback interface only.
 DEFAULT_ALLOWED_HOSTS: frozenset[str] = frozenset({"127.0.0.1", "::1", "localhost"})
+
+#: Called as ``progress(done_bytes, total_bytes)`` as a body arrives (total None: unknown).
+FetchProgress = Callable[[int, "int | None"], None]
 
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _HEX_DIGITS = frozenset("0123456789abcdef")
@@ -69,6 +82,7 @@ class FetchReason(StrEnum):
     HTTP_STATUS = "http status"
     TOO_MANY_REDIRECTS = "too many redirects"
     TOO_LARGE = "too large"
+    TOO_SLOW = "too slow"
     TRUNCATED = "truncated"
     NETWORK = "network error"
     NO_URLS = "no urls"
@@ -83,7 +97,9 @@ class FetchPolicy:
     ``max_bytes`` caps any single body. Timeouts are in seconds: ``connect_timeout`` and
     ``read_timeout`` bound each network operation (a read timeout fires when the server sends
     nothing for that long); ``total_timeout`` bounds one URL's whole download, redirects
-    included, so a server trickling bytes cannot stall a query forever (None: no bound).
+    included (None: no bound). The stall rule fails a download that receives fewer than
+    ``min_rate_bytes`` in any ``min_rate_window`` seconds (0 bytes: no rule), so a server
+    trickling bytes fails in seconds, not at the total deadline.
     """
 
     allowed_hosts: frozenset[str] = DEFAULT_ALLOWED_HOSTS
@@ -92,6 +108,8 @@ class FetchPolicy:
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
     total_timeout: float | None = 600.0
+    min_rate_bytes: int = 64 << 10
+    min_rate_window: float = 20.0
     max_redirects: int = 3
     user_agent: str = "edgechain-fetch/0.1"
     allowed_hosts_normalized: frozenset[str] = field(init=False, repr=False, compare=False)
@@ -99,6 +117,11 @@ class FetchPolicy:
     def __post_init__(self) -> None:
         if self.max_bytes < 0:
             raise InvalidParameter(f"max_bytes must be >= 0, got {self.max_bytes}")
+        if self.min_rate_bytes < 0 or self.min_rate_window <= 0:
+            raise InvalidParameter(
+                f"need min_rate_bytes >= 0 and min_rate_window > 0, got {self.min_rate_bytes} "
+                f"bytes per {self.min_rate_window} s"
+            )
         if self.max_redirects < 0:
             raise InvalidParameter(f"max_redirects must be >= 0, got {self.max_redirects}")
         hosts = frozenset(h.strip().lower().strip("[]") for h in self.allowed_hosts)
@@ -106,16 +129,7 @@ class FetchPolicy:
 
     def with_hosts(self, *hosts: str) -> FetchPolicy:
         """A copy of this policy that also allows ``hosts``."""
-        return FetchPolicy(
-            allowed_hosts=self.allowed_hosts | frozenset(hosts),
-            allowed_schemes=self.allowed_schemes,
-            max_bytes=self.max_bytes,
-            connect_timeout=self.connect_timeout,
-            read_timeout=self.read_timeout,
-            total_timeout=self.total_timeout,
-            max_redirects=self.max_redirects,
-            user_agent=self.user_agent,
-        )
+        return replace(self, allowed_hosts=self.allowed_hosts | frozenset(hosts))
 
     def check_url(self, url: str | httpx.URL) -> httpx.URL:
         """Parse ``url`` and return it if the policy allows it, else raise :class:`FetchError`.
@@ -169,6 +183,41 @@ class _Deadline:
         return self._end is not None and time.monotonic() > self._end
 
 
+class _RateFloor:
+    """The stall rule: at least ``min_bytes`` in every ``window`` seconds of a body."""
+
+    def __init__(self, min_bytes: int, window: float) -> None:
+        self.min_bytes = min_bytes
+        self.window = window
+        self._start = time.monotonic()
+        self._start_bytes = 0
+
+    def too_slow(self, received: int) -> str | None:
+        """A description of the violation once a window closed short of the floor, else None."""
+        if self.min_bytes <= 0:
+            return None
+        now = time.monotonic()
+        if now - self._start < self.window:
+            return None
+        got = received - self._start_bytes
+        if got < self.min_bytes:
+            return (
+                f"{got} bytes in {now - self._start:.1f} s, below the minimum rate of "
+                f"{self.min_bytes} bytes per {self.window:g} s"
+            )
+        self._start, self._start_bytes = now, received
+        return None
+
+
+@dataclass
+class _Transfer:
+    """Where one download's body goes and who hears about it."""
+
+    sink: Callable[[bytes], object]
+    progress: FetchProgress | None = None
+    cancel: threading.Event | None = None
+
+
 class Fetcher:
     """Downloads and verifies bytes under a :class:`FetchPolicy`; safe to share between threads.
 
@@ -214,15 +263,26 @@ class Fetcher:
         """Close the underlying connection pool."""
         self._client.close()
 
-    def fetch(self, url: str, *, expected_blake3: str, expected_size: int | None = None) -> bytes:
+    def fetch(
+        self,
+        url: str,
+        *,
+        expected_blake3: str,
+        expected_size: int | None = None,
+        progress: FetchProgress | None = None,
+        cancel: threading.Event | None = None,
+    ) -> bytes:
         """Download ``url`` and return its body if its BLAKE3 digest is ``expected_blake3``.
 
         ``expected_size`` (bytes), when given, also bounds the download: a longer body fails
-        as too large, a shorter one as truncated. Raises :class:`FetchError` or
-        :class:`HashMismatch`; never returns bytes that were not verified.
+        as too large, a shorter one as truncated. Raises :class:`FetchError`,
+        :class:`HashMismatch` or (``cancel`` set) :class:`Cancelled`; never returns bytes that
+        were not verified.
         """
         expected = normalize_blake3_hex(expected_blake3)
-        data, actual = self._get(url, expected_size)
+        chunks: list[bytes] = []
+        _, actual = self._get(url, expected_size, _Transfer(chunks.append, progress, cancel))
+        data = b"".join(chunks)
         if actual != expected:
             raise HashMismatch(
                 f"fetch {url}: BLAKE3 mismatch: expected {expected}, got {actual}"
@@ -240,10 +300,31 @@ class Fetcher:
         redirects, size cap and deadline as :meth:`fetch`, the digest computed as bytes arrive.
         Raises :class:`FetchError`.
         """
-        return self._get(url, None)
+        chunks: list[bytes] = []
+        _, digest = self._get(url, None, _Transfer(chunks.append))
+        return b"".join(chunks), digest
 
-    def _get(self, url: str, expected_size: int | None) -> tuple[bytes, str]:
-        """Follow redirects under the policy; the whole body and its hex BLAKE3 digest."""
+    def download_to(
+        self,
+        url: str,
+        out: BinaryIO,
+        *,
+        progress: FetchProgress | None = None,
+        cancel: threading.Event | None = None,
+    ) -> tuple[int, str]:
+        """:meth:`download`, streamed into the binary file ``out``: ``(size, blake3 hex)``.
+
+        Memory stays bounded whatever the size. On a failure ``out`` holds part of a body (or
+        of a body before a redirect's), so the caller discards it.
+        """
+
+        def write(chunk: bytes) -> None:
+            out.write(chunk)
+
+        return self._get(url, None, _Transfer(write, progress, cancel))
+
+    def _get(self, url: str, expected_size: int | None, transfer: _Transfer) -> tuple[int, str]:
+        """Follow redirects under the policy; the body goes to ``transfer``: (size, hex digest)."""
         if expected_size is not None and expected_size < 0:
             raise InvalidParameter(f"expected_size must be >= 0, got {expected_size}")
         limit = self.policy.max_bytes
@@ -260,7 +341,7 @@ class Fetcher:
         redirects = 0
         while True:
             try:
-                outcome = self._download(url, target, limit, expected_size, deadline)
+                outcome = self._download(url, target, limit, expected_size, deadline, transfer)
             except httpx.TimeoutException as exc:
                 raise _fail(
                     url, FetchReason.TIMED_OUT, _describe_timeout(exc, self.policy)
@@ -288,12 +369,19 @@ class Fetcher:
             target = parsed
 
     def fetch_any(
-        self, urls: Sequence[str], *, expected_blake3: str, expected_size: int | None = None
+        self,
+        urls: Sequence[str],
+        *,
+        expected_blake3: str,
+        expected_size: int | None = None,
+        progress: FetchProgress | None = None,
+        cancel: threading.Event | None = None,
     ) -> bytes:
         """Try each of ``urls`` in order; return the first body that verifies.
 
         If none does, raise one error listing every URL's failure: a :class:`HashMismatch`
         if every URL served wrong bytes, else a :class:`FetchError` (``failures`` holds each).
+        A set ``cancel`` stops at once with :class:`Cancelled`.
         """
         if isinstance(urls, str):
             urls = [urls]
@@ -302,7 +390,13 @@ class Fetcher:
         failures: list[ServiceError] = []
         for url in urls:
             try:
-                return self.fetch(url, expected_blake3=expected_blake3, expected_size=expected_size)
+                return self.fetch(
+                    url,
+                    expected_blake3=expected_blake3,
+                    expected_size=expected_size,
+                    progress=progress,
+                    cancel=cancel,
+                )
             except (FetchError, HashMismatch) as exc:
                 failures.append(exc)
         if len(failures) == 1:
@@ -321,8 +415,9 @@ class Fetcher:
         limit: int,
         expected_size: int | None,
         deadline: _Deadline,
-    ) -> httpx.URL | tuple[bytes, str]:
-        """One request: a redirect target, or the whole body and its hex digest."""
+        transfer: _Transfer,
+    ) -> httpx.URL | tuple[int, str]:
+        """One request: a redirect target, or (size, hex digest) of the body it sent on."""
         with self._client.stream("GET", target) as response:
             if response.status_code in _REDIRECT_STATUSES:
                 location = response.headers.get("location")
@@ -357,10 +452,14 @@ class Fetcher:
                         f"Content-Length {declared} is less than the expected {expected_size}",
                     )
             hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
-            chunks: list[bytes] = []
             received = 0
-            # Pieces as they arrive (no re-chunking), so the limit and deadline act promptly.
+            total = expected_size if expected_size is not None else declared
+            floor = _RateFloor(self.policy.min_rate_bytes, self.policy.min_rate_window)
+            # Pieces as they arrive (no re-chunking), so the limit, deadline, stall rule and
+            # cancellation act promptly.
             for chunk in response.iter_bytes():
+                if transfer.cancel is not None and transfer.cancel.is_set():
+                    raise Cancelled(f"fetch {url} cancelled: nobody waits for it any more")
                 received += len(chunk)
                 if received > limit:
                     raise _fail(
@@ -374,15 +473,19 @@ class Fetcher:
                         FetchReason.TIMED_OUT,
                         f"download took longer than {deadline.seconds} s",
                     )
+                if (slow := floor.too_slow(received)) is not None:
+                    raise _fail(url, FetchReason.TOO_SLOW, slow)
                 hasher.update(chunk)
-                chunks.append(chunk)
+                transfer.sink(chunk)
+                if transfer.progress is not None:
+                    transfer.progress(received, total)
             if expected_size is not None and received < expected_size:
                 raise _fail(
                     url,
                     FetchReason.TRUNCATED,
                     f"got {received} bytes, expected {expected_size}",
                 )
-            return b"".join(chunks), hasher.hexdigest()
+            return received, hasher.hexdigest()
 
 
 def _content_length(response: httpx.Response) -> int | None:

@@ -18,15 +18,15 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from edgechain.chain.committee import Committee
 from edgechain.contract.operations import FileRef
 from edgechain.contract.registry import CertifiedModel
-from edgechain.errors import GuestTrap, InvalidParameter, Timeout
+from edgechain.errors import Cancelled, GuestTrap, InvalidParameter, Timeout
 from edgechain.service.cache import ContentCache
 from edgechain.service.engine import open_engine
 from edgechain.service.engine.base import (
@@ -42,10 +42,12 @@ from edgechain.service.fetch import Fetcher, FetchPolicy
 from edgechain.service.seed import SeedQuery, resolve_seed
 
 __all__ = [
+    "DownloadProgress",
     "GenerateQuery",
     "GenerationRecord",
     "ModelService",
     "ModelSource",
+    "PreparedQuery",
     "QueryStream",
     "Timings",
 ]
@@ -257,10 +259,55 @@ class QueryStream(Iterator[Token]):
         )
 
 
-@dataclass
-class _NamedModel:
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    loaded: LoadedModel | None = None
+#: Called as ``progress(label, done_bytes, total_bytes)`` while a model's files download
+#: (label "weights" or "tokenizer"; total None when unknown).
+DownloadProgress = Callable[[str, int, "int | None"], None]
+
+#: How often a query waiting for a model's download checks whether its caller went away (s).
+_WAIT_POLL_S = 0.1
+
+
+@dataclass(frozen=True)
+class PreparedQuery:
+    """A query resolved against certified state: what :meth:`ModelService.start` runs. Holds
+    no reference to storage, so it can start (download, load) outside any lock on it."""
+
+    query: GenerateQuery
+    model: CertifiedModel
+    seed: int
+    seed_source: str
+    params: GenerationParams
+    started: float
+
+
+class _Loading:
+    """One model's download and load, in a background thread, shared by every query waiting
+    for it; cancelled (``abort``) when the last of them goes away."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.abort = threading.Event()
+        self.waiters = 0
+        self.listeners: list[DownloadProgress] = []
+        self.result: tuple[LoadedModel, float, float] | None = None
+        self.error: BaseException | None = None
+        self._guard = threading.Lock()
+
+    def report(self, label: str, done: int, total: int | None) -> None:
+        with self._guard:
+            listeners = list(self.listeners)
+        for listener in listeners:
+            with contextlib.suppress(Exception):  # a broken progress bar never fails a fetch
+                listener(label, done, total)
+
+    def listen(self, listener: DownloadProgress | None, add: bool) -> None:
+        if listener is None:
+            return
+        with self._guard:
+            if add:
+                self.listeners.append(listener)
+            elif listener in self.listeners:
+                self.listeners.remove(listener)
 
 
 class ModelService:
@@ -269,6 +316,11 @@ class ModelService:
     One instance serves one application. Loaded models are *named models* in wasi-nn's sense:
     kept across queries, keyed by the certified hashes and scoped to this application, so
     another application (another ``ModelService``) can never reach them.
+
+    Concurrency: a model's download and load run in a background thread shared by every query
+    for it (one download per model, however many ask); a query waits for it without holding
+    any lock another query needs, and stops waiting when its caller goes away (``cancelled``).
+    When every waiter has gone, the download is cancelled. Thread-safe.
     """
 
     def __init__(
@@ -283,27 +335,43 @@ class ModelService:
         self.source = source
         self.cache = ContentCache(cache_dir)
         self._engine = engine
+        self._engine_lock = threading.Lock()
         self.fetcher = Fetcher(fetch_policy)
         self.query_timeout = query_timeout
-        self._models: dict[tuple[str, str, str], _NamedModel] = {}
+        self._models: dict[tuple[str, str, str], LoadedModel] = {}
+        self._loading: dict[tuple[str, str, str], _Loading] = {}
         self._models_lock = threading.Lock()
+        self._closed = False
 
     @property
     def engine(self) -> Engine:
         """The engine models load into (the wasm guest unless one was given), opened lazily so
         a query that fails before loading never needs it."""
-        if self._engine is None:
-            self._engine = open_engine("wasm")
-        return self._engine
+        with self._engine_lock:
+            if self._engine is None:
+                self._engine = open_engine("wasm")
+            return self._engine
 
     # --- queries -------------------------------------------------------------------------------
 
-    def generate(self, query: GenerateQuery) -> QueryStream:
-        """Start a ``generate`` query and return its token stream.
+    def generate(
+        self,
+        query: GenerateQuery,
+        *,
+        progress: DownloadProgress | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> QueryStream:
+        """Start a ``generate`` query and return its token stream: :meth:`prepare`, then
+        :meth:`start`.
 
         Raises ModelNotFound, ModelRetired, CertificateError, FetchError, HashMismatch,
         InvalidParameter or PromptTooLong before any token; GuestTrap, Timeout while streaming.
         """
+        return self.start(self.prepare(query), progress=progress, cancelled=cancelled)
+
+    def prepare(self, query: GenerateQuery) -> PreparedQuery:
+        """Resolve ``query`` against certified state: the model (certificate verified), the
+        seed and the engine parameters. Quick; the only step that reads storage."""
         started = time.perf_counter()
         if len(query.prompt.encode("utf-8", errors="surrogatepass")) > MAX_PROMPT_BYTES:
             raise InvalidParameter(f"prompt is longer than {MAX_PROMPT_BYTES} bytes")
@@ -318,19 +386,36 @@ class ModelService:
             model.app_id,
             query.seed_query(model.entry.version),
         )
-        params = query.params(seed)
-        loaded, fetch_s, load_s = self._named_model(model)
+        return PreparedQuery(query, model, seed, seed_source, query.params(seed), started)
+
+    def start(
+        self,
+        prepared: PreparedQuery,
+        *,
+        progress: DownloadProgress | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> QueryStream:
+        """Get the model loaded (downloading it if needed) and start generating.
+
+        ``progress`` hears about the download, if one is needed; ``cancelled`` is polled while
+        waiting for it: once it returns True this query stops waiting with
+        :class:`~edgechain.errors.Cancelled`.
+        """
+        model = prepared.model
+        loaded, fetch_s, load_s = self._named_model(model, progress, cancelled)
         try:
-            generation = loaded.generate(query.prompt, params, timeout=self.query_timeout)
+            generation = loaded.generate(
+                prepared.query.prompt, prepared.params, timeout=self.query_timeout
+            )
         except GuestTrap:
             self._discard(model)
             raise
         return QueryStream(
             generation,
             model,
-            seed,
-            seed_source,
-            started,
+            prepared.seed,
+            prepared.seed_source,
+            prepared.started,
             fetch_s,
             load_s,
             on_failure=lambda: self._discard(model),
@@ -339,18 +424,20 @@ class ModelService:
     def loaded_models(self) -> list[tuple[str, str]]:
         """(weights hash, tokenizer hash) of the models loaded in this service."""
         with self._models_lock:
-            return [(w, t) for (_, w, t), named in self._models.items() if named.loaded]
+            return [(w, t) for (_, w, t) in self._models]
 
     def close(self) -> None:
-        """Free every loaded model and the HTTP client."""
+        """Free every loaded model and the HTTP client; cancel downloads in flight (without
+        waiting for them: their threads end at their next received piece)."""
         with self._models_lock:
-            named_models = list(self._models.values())
+            self._closed = True
+            loaded = list(self._models.values())
             self._models.clear()
-        for named in named_models:
-            with named.lock:
-                if named.loaded is not None:
-                    named.loaded.close()
-                    named.loaded = None
+            for loading in self._loading.values():
+                loading.abort.set()
+        for model in loaded:
+            with contextlib.suppress(Exception):
+                model.close()
         self.fetcher.close()
 
     def __enter__(self) -> ModelService:
@@ -366,34 +453,88 @@ class ModelService:
         entry = model.entry
         return (model.app_id.hex(), entry.weights.blake3, entry.tokenizer.blake3)
 
-    def _named_model(self, model: CertifiedModel) -> tuple[LoadedModel, float, float]:
+    def _named_model(
+        self,
+        model: CertifiedModel,
+        progress: DownloadProgress | None,
+        cancelled: Callable[[], bool] | None,
+    ) -> tuple[LoadedModel, float, float]:
+        key = self._key(model)
         with self._models_lock:
-            named = self._models.setdefault(self._key(model), _NamedModel())
-        # One lock per model: concurrent first queries fetch and load it once.
-        with named.lock:
-            if named.loaded is not None:
-                return named.loaded, 0.0, 0.0
-            cached = self._load_cached(model.entry.weights, model.entry.tokenizer)
-            if cached is not None:
-                named.loaded = cached[0]
-                return cached
-            t0 = time.perf_counter()
-            # Downloaded, verified and stored; the bytes are dropped at once so that loading
-            # from the stored file never holds them next to the engine's copy of the weights.
-            self._fetch(model.entry.weights)
-            self._fetch(model.entry.tokenizer)
-            fetch_s = time.perf_counter() - t0
-            cached = self._load_cached(model.entry.weights, model.entry.tokenizer)
-            if cached is not None:
-                named.loaded = cached[0]
-                return named.loaded, fetch_s + cached[1], cached[2]
-            # Not loadable from the cache (not stored, or changed): the verified bytes.
-            t0 = time.perf_counter()
-            weights = self._fetch(model.entry.weights)
-            tokenizer = self._fetch(model.entry.tokenizer)
-            t1 = time.perf_counter()
-            named.loaded = self.engine.load(weights, tokenizer)
-            return named.loaded, fetch_s + t1 - t0, time.perf_counter() - t1
+            if self._closed:
+                raise Cancelled("the service is closed")
+            loaded = self._models.get(key)
+            if loaded is not None:
+                return loaded, 0.0, 0.0
+            loading = self._loading.get(key)
+            if loading is None:
+                loading = self._loading[key] = _Loading()
+                threading.Thread(
+                    target=self._load_in_background,
+                    args=(key, model, loading),
+                    name="edgechain-model-load",
+                    daemon=True,  # a stalled download never keeps the process alive
+                ).start()
+            loading.waiters += 1
+        loading.listen(progress, add=True)
+        try:
+            while not loading.done.wait(_WAIT_POLL_S):
+                if cancelled is not None and cancelled():
+                    raise Cancelled(f"query for {model.entry.name} cancelled while it downloaded")
+        finally:
+            loading.listen(progress, add=False)
+            with self._models_lock:
+                loading.waiters -= 1
+                if loading.waiters == 0 and not loading.done.is_set():
+                    loading.abort.set()
+                    if self._loading.get(key) is loading:
+                        del self._loading[key]  # the next query starts afresh
+        if loading.error is not None:
+            raise loading.error
+        assert loading.result is not None
+        return loading.result
+
+    def _load_in_background(
+        self, key: tuple[str, str, str], model: CertifiedModel, loading: _Loading
+    ) -> None:
+        try:
+            result = self._fetch_and_load(model, loading)
+            with self._models_lock:
+                if self._closed:
+                    result[0].close()
+                    raise Cancelled("the service closed while the model loaded")
+                self._models[key] = result[0]
+            loading.result = result
+        except BaseException as err:  # handed to every waiter
+            loading.error = err
+        finally:
+            with self._models_lock:
+                if self._loading.get(key) is loading:
+                    del self._loading[key]
+            loading.done.set()
+
+    def _fetch_and_load(
+        self, model: CertifiedModel, loading: _Loading
+    ) -> tuple[LoadedModel, float, float]:
+        cached = self._load_cached(model.entry.weights, model.entry.tokenizer)
+        if cached is not None:
+            return cached
+        t0 = time.perf_counter()
+        # Downloaded, verified and stored; the bytes are dropped at once so that loading
+        # from the stored file never holds them next to the engine's copy of the weights.
+        self._fetch(model.entry.weights, "weights", loading)
+        self._fetch(model.entry.tokenizer, "tokenizer", loading)
+        fetch_s = time.perf_counter() - t0
+        cached = self._load_cached(model.entry.weights, model.entry.tokenizer)
+        if cached is not None:
+            return cached[0], fetch_s + cached[1], cached[2]
+        # Not loadable from the cache (not stored, or changed): the verified bytes.
+        t0 = time.perf_counter()
+        weights = self._fetch(model.entry.weights, "weights", loading)
+        tokenizer = self._fetch(model.entry.tokenizer, "tokenizer", loading)
+        t1 = time.perf_counter()
+        loaded = self.engine.load(weights, tokenizer)
+        return loaded, fetch_s + t1 - t0, time.perf_counter() - t1
 
     def _load_cached(
         self, weights: FileRef, tokenizer: FileRef
@@ -430,15 +571,24 @@ class ModelService:
             return None
         return loaded, t1 - t0, load_s
 
-    def _fetch(self, file: FileRef) -> bytes:
-        return self.cache.fetch_verified(file.blake3, file.size, list(file.urls), self.fetcher)
+    def _fetch(self, file: FileRef, label: str, loading: _Loading) -> bytes:
+        def progress(done: int, total: int | None) -> None:
+            loading.report(label, done, total)
+
+        return self.cache.fetch_verified(
+            file.blake3,
+            file.size,
+            list(file.urls),
+            self.fetcher,
+            progress=progress,
+            cancel=loading.abort,
+        )
 
     def _discard(self, model: CertifiedModel) -> None:
         """Forget a model whose guest instance trapped or timed out; the next query reloads it."""
         with self._models_lock:
-            named = self._models.pop(self._key(model), None)
-        if named is not None and named.loaded is not None:
-            loaded, named.loaded = named.loaded, None
+            loaded = self._models.pop(self._key(model), None)
+        if loaded is not None:
             # The instance is already broken: dropping it is all that matters.
             with contextlib.suppress(Exception):
                 loaded.close()

@@ -43,7 +43,8 @@ class Fault:
     - ``extra_bytes``: append this many junk bytes (an oversized body); Content-Length counts them.
     - ``chunked``: send the body with chunked transfer encoding and no Content-Length.
     - ``delay``: sleep this many seconds before the status line (a slow server).
-    - ``chunk_delay``: sleep this many seconds before each 64 KiB chunk (a slow body).
+    - ``chunk_delay``: sleep this many seconds before each chunk (a slow body).
+    - ``chunk_size``: bytes per chunk (default 64 KiB); 1 with a ``chunk_delay`` drips the body.
     - ``times``: apply the fault to this many requests only, then serve normally (None: always).
     """
 
@@ -55,6 +56,7 @@ class Fault:
     chunked: bool = False
     delay: float = 0.0
     chunk_delay: float = 0.0
+    chunk_size: int = _CHUNK
     times: int | None = None
 
 
@@ -253,7 +255,7 @@ def _make_handler(server: WeightServer) -> type[BaseHTTPRequestHandler]:
             self.send_header("Connection", "close")
             self.end_headers()
             try:
-                for chunk in _chunks(body):
+                for chunk in _chunks(body, fault.chunk_size):
                     if fault.chunk_delay:
                         time.sleep(fault.chunk_delay)
                     if fault.chunked:
@@ -271,7 +273,7 @@ def _make_handler(server: WeightServer) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def _chunks(data: bytes) -> Iterator[bytes]:
+def _chunks(data: bytes, size: int = _CHUNK) -> Iterator[bytes]:
     view = memoryview(data)
-    for start in range(0, len(view), _CHUNK):
-        yield bytes(view[start : start + _CHUNK])
+    for start in range(0, len(view), max(size, 1)):
+        yield bytes(view[start : start + max(size, 1)])

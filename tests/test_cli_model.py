@@ -228,9 +228,9 @@ class _Terminal(io.StringIO):
 def test_the_progress_bar_draws_on_a_terminal_only() -> None:
     terminal = _Terminal()
     bar = ProgressBar(terminal)
-    bar("weights", 512, 1024)
-    bar("weights", 1024, 1024)
-    bar("tokenizer", 10, 10)
+    bar("hashing weights", 512, 1024)
+    bar("hashing weights", 1024, 1024)
+    bar("hashing tokenizer", 10, 10)
     bar.close()
     text = terminal.getvalue()
     assert "\rhashing weights" in text and " 50%" in text and "100%" in text
@@ -239,7 +239,7 @@ def test_the_progress_bar_draws_on_a_terminal_only() -> None:
 
     pipe = io.StringIO()
     quiet = ProgressBar(pipe)
-    quiet("weights", 1, 2)
+    quiet("hashing weights", 1, 2)
     quiet.close()
     assert pipe.getvalue() == ""
 

@@ -239,11 +239,14 @@ def test_a_bad_block_range_is_a_typed_invalid_parameter_error(node: NodeProcess)
     assert "start=3, end=1" in error["message"]
 
 
+JSON = {"content-type": "application/json"}
+
+
 @pytest.mark.parametrize(
     ("send", "message"),
     [
         (lambda url: httpx.get(url), '"query"'),
-        (lambda url: httpx.post(url, content=b"{not json"), "not valid JSON"),
+        (lambda url: httpx.post(url, content=b"{not json", headers=JSON), "not valid JSON"),
         (lambda url: httpx.post(url, json={"query": "{ models { name } }", "variables": [1]}),
          '"variables" must be a JSON object'),
     ],

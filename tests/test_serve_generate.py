@@ -231,8 +231,8 @@ def test_a_graphql_caller_that_disconnects_cancels_its_generation(node: NodeProc
     body = json.dumps({"query": query}).encode()
     host, port = node.base_url.removeprefix("http://").split(":")
     request = (
-        f"POST {node.app_path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
+        f"POST {node.app_path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     ).encode() + body
     with socket.create_connection((host, int(port)), timeout=30) as caller:
         caller.sendall(request)

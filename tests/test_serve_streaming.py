@@ -44,7 +44,7 @@ class FakeGate:
     def __init__(self, stream: FakeStream | None = None, error: Exception | None = None) -> None:
         self.stream, self.error = stream, error
 
-    def start_generation(self, query: GenerateQuery) -> FakeStream:
+    def start_generation(self, query: GenerateQuery, cancelled: object = None) -> FakeStream:
         assert query is QUERY
         if self.error is not None:
             raise self.error

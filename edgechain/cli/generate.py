@@ -19,6 +19,7 @@ from edgechain.cli.network_options import (
     network_dir,
     print_json,
 )
+from edgechain.cli.progress import ProgressBar
 from edgechain.client import Client
 from edgechain.service.fetch import FetchPolicy
 from edgechain.service.runtime import GenerateQuery, GenerationRecord, QueryStream
@@ -128,7 +129,11 @@ def execute(args: argparse.Namespace) -> int:
         network.close()
         raise
     with Client(network, engine=engine, fetch_policy=policy) as client:
-        stream = client.generate(query)
+        bar = ProgressBar()  # the model's first download, on a terminal
+        try:
+            stream = client.generate(query, progress=lambda f, d, t: bar(f"downloading {f}", d, t))
+        finally:
+            bar.close()
         if args.json:
             record = stream.collect()
             print_json(record.to_dict())

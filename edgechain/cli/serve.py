@@ -19,7 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dir_option(parser)
     parser.add_argument("--port", type=int, default=8080, help="TCP port (default 8080; 0 = any)")
     parser.add_argument(
-        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1); requests must name it or a loopback "
+        "name (localhost, 127.0.0.1, [::1]) with the port as their Host and Origin",
     )
     parser.add_argument(
         "--engine", choices=("wasm", "native"), default="wasm", help="backend (default wasm)"

@@ -20,6 +20,7 @@ from contextlib import aclosing, asynccontextmanager
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
@@ -36,6 +37,7 @@ from edgechain.node.graphql_transport import (
     graphql_response,
 )
 from edgechain.node.query_params import generate_query_from_params
+from edgechain.node.request_guard import GuardMiddleware, RequestGuard
 from edgechain.node.schema import registry_context
 from edgechain.node.streaming import Generations, run_generation, sse_message
 from edgechain.node.typed_errors import error_payload
@@ -85,11 +87,15 @@ def _index(client: Client) -> dict[str, Any]:
                 "applications": applications,
             }
         )
-    return {"network": str(client.network.path), "chains": chains}
+    # The directory's name, not its path: a page must not learn the user's filesystem layout.
+    return {"network": client.network.path.name, "chains": chains}
 
 
-def build_app(gate: ClientGate) -> Starlette:
+def build_app(gate: ClientGate, guard: RequestGuard | None = None) -> Starlette:
     """The ASGI application serving ``gate``'s network; closes the gate on shutdown.
+
+    ``guard`` (the node's names and port) refuses requests from other sites; the server
+    always passes one (see :mod:`edgechain.node.request_guard`).
 
     ``app.state.generations`` (:class:`Generations`) counts generations; its ``stop_all()``
     ends them (the server calls it when asked to stop).
@@ -172,6 +178,7 @@ def build_app(gate: ClientGate) -> Starlette:
             WebSocketRoute(path, _AsgiApp(subscribe)),
         ],
         lifespan=lifespan,
+        middleware=[] if guard is None else [Middleware(GuardMiddleware, guard=guard)],
     )
     app.state.generations = generations
     return app

@@ -1,9 +1,14 @@
 """The node's one :class:`~edgechain.client.Client`, used by one thread at a time.
 
-The client's SQLite connection, network and service are not made for concurrent use, and the
-engine is blocking, so every call runs in a worker thread (the event loop stays free) while a
-lock lets only one of them touch the client. Each call first refreshes the client, so blocks
-that other processes (the CLI) committed are seen by the very next request.
+The client's SQLite connection and network are not made for concurrent use, and the engine is
+blocking, so every call runs in a worker thread (the event loop stays free) while a lock lets
+only one of them touch the client. Each call first refreshes the client, so blocks that other
+processes (the CLI) committed are seen by the very next request.
+
+The lock is held only for quick reads and writes of storage: a generation holds it just to
+resolve its query against certified state; the download and load of its model, and the tokens,
+happen outside it (see :class:`~edgechain.service.runtime.ModelService`), so a slow weight host
+never holds up another request.
 """
 
 from __future__ import annotations
@@ -42,13 +47,19 @@ class ClientGate:
             self._client.refresh()
             return fn(self._client)
 
-    def start_generation(self, query: GenerateQuery) -> QueryStream:
-        """Resolve, fetch, verify and load the model and start ``query`` (blocking).
+    def start_generation(
+        self, query: GenerateQuery, cancelled: Callable[[], bool] | None = None
+    ) -> QueryStream:
+        """Resolve ``query`` under the client lock, then fetch, verify and load the model and
+        start generating outside it (blocking).
 
-        Only the start holds the client lock: the tokens are produced outside it, so a long
-        generation does not hold up other requests (the engine serialises calls per model).
+        ``cancelled`` is polled while the model downloads: True stops this query's wait (the
+        download goes on while another query waits for it, else it is cancelled too).
         """
-        return self.call_blocking(lambda client: client.generate(query))
+        prepared, service = self.call_blocking(
+            lambda client: (client.service.prepare(query), client.service)
+        )
+        return service.start(prepared, cancelled=cancelled)
 
     def close(self) -> None:
         """Close the client once the calls in flight are done."""

@@ -13,6 +13,7 @@ from collections.abc import Awaitable
 from typing import Any, TypeVar
 
 import anyio
+from graphql import GraphQLError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from strawberry.asgi import GraphQL
@@ -20,7 +21,7 @@ from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types.graphql import OperationType
 
-from edgechain.errors import EdgechainError, UsageError
+from edgechain.errors import EdgechainError, InvalidQuery, LimitExceeded, UsageError
 from edgechain.node.schema import REGISTRY_SCHEMA
 from edgechain.node.typed_errors import error_payload
 
@@ -59,16 +60,33 @@ async def _request_body(request: Request) -> tuple[dict[str, Any], set[Operation
         }
         allowed = {OperationType.QUERY}  # GET is safe: mutations must be POSTed
     else:
+        raw = await request.body()
         try:
-            body = await request.json()
-        except ValueError:
+            body = json.loads(raw)
+        except ValueError:  # not UTF-8 or not JSON
             raise UsageError("the request body is not valid JSON") from None
+        except RecursionError:
+            raise UsageError("the request body is JSON nested too deeply") from None
         allowed = {OperationType.QUERY, OperationType.MUTATION}
     if not isinstance(body, dict) or not isinstance(body.get("query"), str):
         raise UsageError('the request needs a "query" string')
     if body.get("variables") is not None and not isinstance(body["variables"], dict):
         raise UsageError('"variables" must be a JSON object')
+    if body.get("operationName") is not None and not isinstance(body["operationName"], str):
+        raise UsageError('"operationName" must be a string')
+    _check_text(body)
     return body, allowed
+
+
+def _check_text(body: dict[str, Any]) -> None:
+    """UsageError if a string anywhere in the request is not valid Unicode text (a lone
+    surrogate, which JSON's \\u escapes can carry): no text the node handles may hold one."""
+    try:
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError("the request holds a string that is not valid Unicode text") from None
+    except (RecursionError, ValueError):
+        raise UsageError("the request's variables are nested too deeply") from None
 
 
 async def graphql_response(request: Request, context: dict[str, Any]) -> Response:
@@ -93,8 +111,31 @@ async def graphql_response(request: Request, context: dict[str, Any]) -> Respons
         return Response(status_code=_CLIENT_CLOSED_REQUEST)
     response: dict[str, Any] = {"data": result.data}
     if result.errors:
-        response["errors"] = [error.formatted for error in result.errors]
+        response["errors"] = [typed_formatted(error) for error in result.errors]
     return JSONResponse(response)
+
+
+#: Messages of graphql-core's and strawberry's limit checks (see edgechain.node.limits).
+_LIMIT_MESSAGES = (
+    "exceeds maximum operation depth",
+    "aliases found",
+    "Document contains more",
+    "Document is nested too deeply",
+)
+
+
+def typed_formatted(error: GraphQLError) -> dict[str, Any]:
+    """``error`` as JSON, with ``extensions.code`` always set: the resolver's typed code, else
+    ``LimitExceeded`` for a request over a limit, else ``InvalidQuery`` (syntax, validation)."""
+    formatted = dict(error.formatted)
+    extensions = dict(formatted.get("extensions") or {})
+    if "code" not in extensions:
+        limit = any(m in error.message for m in _LIMIT_MESSAGES)
+        kind = LimitExceeded if limit else InvalidQuery
+        extensions["code"] = kind.__name__
+        extensions["exitCode"] = kind.exit_code
+    formatted["extensions"] = extensions
+    return formatted
 
 
 async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T | None:

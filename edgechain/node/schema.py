@@ -28,6 +28,7 @@ from edgechain.contract.operations import FileRef
 from edgechain.contract.registry import CertifiedModel
 from edgechain.errors import InvalidParameter
 from edgechain.node.gate import ClientGate
+from edgechain.node.limits import schema_extensions
 from edgechain.node.streaming import Generations, run_generation
 from edgechain.node.typed_errors import error_payload
 from edgechain.service.runtime import GenerateQuery, GenerationRecord
@@ -448,4 +449,5 @@ REGISTRY_SCHEMA = _RegistrySchema(
     mutation=Mutation,
     subscription=Subscription,
     config=StrawberryConfig(scalar_map={U64: _U64_SCALAR}),
+    extensions=schema_extensions(),
 )

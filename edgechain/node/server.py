@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import errno
+import os
 import socket
 import sys
+import threading
 from collections.abc import Callable
 from types import FrameType
 from typing import TextIO
@@ -16,11 +18,16 @@ from edgechain.contract.registry import APPLICATION_NAME
 from edgechain.errors import UsageError
 from edgechain.node.app import application_path, build_app
 from edgechain.node.gate import ClientGate
+from edgechain.node.request_guard import RequestGuard
 
 __all__ = ["bind_listening_socket", "serve"]
 
 #: How long a shutdown waits for open requests (SSE streams included) before closing them.
 GRACEFUL_SHUTDOWN_S = 3
+
+#: How long after SIGINT/SIGTERM the process ends, whatever is still in flight. Storage is
+#: transactional (SQLite) and the cache writes by rename, so ending mid-write loses nothing.
+HARD_STOP_S = 7.0
 
 
 class _NodeServer(uvicorn.Server):
@@ -32,11 +39,22 @@ class _NodeServer(uvicorn.Server):
         self._on_exit = on_exit
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if not self.should_exit:
+            # A download or a worker thread stuck in a read must not keep the node alive.
+            timer = threading.Timer(HARD_STOP_S, _hard_stop)
+            timer.daemon = True
+            timer.start()
         self._on_exit()
         super().handle_exit(sig, frame)
         # uvicorn re-raises captured signals after its graceful shutdown, which would turn Ctrl+C
         # into a KeyboardInterrupt and SIGTERM into death by signal.
         self._captured_signals.clear()
+
+
+def _hard_stop() -> None:
+    print("edgechain node: requests still in flight at the stop deadline; exiting", file=sys.stderr)
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def bind_listening_socket(host: str, port: int) -> socket.socket:
@@ -66,7 +84,9 @@ def serve(client: Client, host: str, port: int, out: TextIO = sys.stdout) -> Non
     """Serve ``client``'s network on ``host:port`` until interrupted; closes the client.
 
     Prints one line with the URLs once the port is bound (requests made from then on wait in
-    the listen queue until the server takes them).
+    the listen queue until the server takes them). Requests must name the node as their Host
+    (see :mod:`edgechain.node.request_guard`). After SIGINT/SIGTERM the process exits within
+    :data:`HARD_STOP_S` seconds, whatever is still running.
     """
     try:
         sock = bind_listening_socket(host, port)
@@ -76,8 +96,8 @@ def serve(client: Client, host: str, port: int, out: TextIO = sys.stdout) -> Non
     with sock:
         gate = ClientGate(client)
         try:
-            app = build_app(gate)
             bound_port = sock.getsockname()[1]
+            app = build_app(gate, RequestGuard.for_listening(host, bound_port))
             shown_host = f"[{host}]" if ":" in host else host
             base = f"http://{shown_host}:{bound_port}"
             chain = client.chain

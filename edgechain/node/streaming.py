@@ -105,7 +105,9 @@ async def run_generation(
         try:
             if generations.stopping.is_set():
                 raise Cancelled(_SHUTTING_DOWN)
-            stream = gate.start_generation(query)
+            stream = gate.start_generation(
+                query, cancelled=lambda: stop.is_set() or generations.stopping.is_set()
+            )
             cancelled = False
             for token in stream:
                 if stop.is_set() or generations.stopping.is_set():

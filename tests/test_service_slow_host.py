@@ -1,0 +1,165 @@
+"""A slow or dripping weight host: the stall rule, one shared download per model, a download
+nobody waits for any more is cancelled, and download progress is reported.
+
+A real network, stories260K served over loopback by the fault-injecting weight server, the real
+wasm guest (a missing guest fails these tests).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edgechain import errors
+from edgechain.client import Client
+from edgechain.service.fetch import Fetcher, FetchPolicy, FetchReason
+from edgechain.service.runtime import GenerateQuery
+from edgechain.service.weight_server import Fault, WeightServer
+
+MODELS = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "stories260K"
+WEIGHTS, TOKENIZER = MODELS / "stories260K.bin", MODELS / "tok512.bin"
+DRIP = Fault(chunk_size=1, chunk_delay=0.5)  # a byte every half second
+QUERY = GenerateQuery(model="stories260K", prompt="Once", max_tokens=4, temperature=0)
+
+
+@pytest.fixture()
+def server() -> Iterator[WeightServer]:
+    with WeightServer(MODELS) as srv:
+        yield srv
+
+
+@pytest.fixture()
+def client(tmp_path: Path, server: WeightServer) -> Iterator[Client]:
+    with Client.up(tmp_path / "net", validators=4) as c:
+        c.publish_model(
+            "stories260K",
+            weights=WEIGHTS,
+            tokenizer=TOKENIZER,
+            weights_urls=[server.url("stories260K.bin")],
+            tokenizer_urls=[server.url("tok512.bin")],
+        )
+        yield c
+
+
+def test_a_dripping_host_fails_the_stall_rule_naming_the_rate(server: WeightServer) -> None:
+    server.inject("stories260K.bin", DRIP)
+    policy = FetchPolicy(min_rate_bytes=4096, min_rate_window=1.0, read_timeout=30.0)
+    started = time.monotonic()
+    with Fetcher(policy) as fetcher, pytest.raises(errors.FetchError) as caught:
+        fetcher.download(server.url("stories260K.bin"))
+    assert caught.value.reason == FetchReason.TOO_SLOW
+    assert "below the minimum rate of 4096 bytes per 1 s" in str(caught.value)
+    assert time.monotonic() - started < 10  # not the read timeout, not the total deadline
+
+
+def test_the_default_policy_has_a_stall_rule() -> None:
+    policy = FetchPolicy()
+    assert policy.min_rate_bytes > 0 and policy.min_rate_window < policy.read_timeout
+    with pytest.raises(errors.InvalidParameter):
+        FetchPolicy(min_rate_window=0)
+
+
+def test_a_cancel_event_stops_a_download(server: WeightServer) -> None:
+    server.inject("stories260K.bin", DRIP)
+    cancel = threading.Event()
+    threading.Timer(0.5, cancel.set).start()
+    with Fetcher() as fetcher, pytest.raises(errors.Cancelled):
+        fetcher.fetch(server.url("stories260K.bin"), expected_blake3="0" * 64, cancel=cancel)
+
+
+def test_concurrent_first_queries_share_one_download(
+    client: Client, server: WeightServer
+) -> None:
+    server.inject("stories260K.bin", Fault(chunk_delay=0.2))  # slow, not stalled
+    results: list[int] = []
+    # Resolved here: the client's storage is one thread's; the wait and download are shared.
+    prepared = client.service.prepare(QUERY)
+
+    def ask() -> None:
+        results.append(client.service.start(prepared).collect().output_tokens)
+
+    threads = [threading.Thread(target=ask) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert results == [4, 4, 4]
+    assert server.request_count("stories260K.bin") == 1
+
+
+def test_a_download_every_waiter_left_is_cancelled_and_the_next_query_starts_afresh(
+    client: Client, server: WeightServer
+) -> None:
+    server.inject("stories260K.bin", DRIP)
+    prepared = client.service.prepare(QUERY)
+    gone = threading.Event()
+    failure: list[BaseException] = []
+
+    def leaves() -> None:
+        try:
+            client.service.start(prepared, cancelled=gone.is_set)
+        except BaseException as err:
+            failure.append(err)
+
+    waiter = threading.Thread(target=leaves)
+    waiter.start()
+    deadline = time.monotonic() + 10
+    while not (loadings := list(client.service._loading.values())):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    [loading] = loadings
+    time.sleep(1.0)  # into the drip
+    started = time.monotonic()
+    gone.set()
+    waiter.join(5)
+    assert [type(f) for f in failure] == [errors.Cancelled]
+    # The download itself stops at its next byte (every 0.5 s), with Cancelled.
+    assert loading.done.wait(5)
+    print(f"\nwaiter left -> download stopped in {time.monotonic() - started:.2f} s")
+    assert isinstance(loading.error, errors.Cancelled)
+    assert not client.service._loading
+    server.inject("stories260K.bin", None)
+    assert client.service.start(prepared).collect().output_tokens == 4
+    assert server.request_count("stories260K.bin") == 2  # a new download, not the dropped one
+
+
+def test_a_waiter_leaving_does_not_cancel_the_download_another_waits_for(
+    client: Client, server: WeightServer
+) -> None:
+    server.inject("stories260K.bin", Fault(chunk_delay=0.3))
+    outcome: list[object] = []
+    prepared = client.service.prepare(QUERY)
+
+    def patient() -> None:
+        outcome.append(client.service.start(prepared).collect().output_tokens)
+
+    waiter = threading.Thread(target=patient)
+    waiter.start()
+    deadline = time.monotonic() + 10
+    while not any(loading.waiters for loading in list(client.service._loading.values())):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    gone = threading.Event()
+    threading.Timer(0.5, gone.set).start()
+    with pytest.raises(errors.Cancelled):
+        client.service.start(prepared, cancelled=gone.is_set)
+    waiter.join(60)
+    assert outcome == [4]
+    assert server.request_count("stories260K.bin") == 1
+
+
+def test_the_first_generate_reports_download_progress(client: Client) -> None:
+    seen: list[tuple[str, int, int | None]] = []
+    client.generate(QUERY, progress=lambda *event: seen.append(event)).collect()
+    weights = [(done, total) for label, done, total in seen if label == "weights"]
+    size = WEIGHTS.stat().st_size
+    assert weights[-1] == (size, size)
+    assert [d for d, _ in weights] == sorted(d for d, _ in weights)
+    assert any(label == "tokenizer" for label, _, _ in seen)
+    seen.clear()
+    client.generate(QUERY, progress=lambda *event: seen.append(event)).collect()
+    assert seen == []  # loaded: nothing to download
