@@ -26,22 +26,23 @@ from typing import Any, Protocol
 from edgechain.chain.committee import Committee
 from edgechain.contract.operations import FileRef
 from edgechain.contract.registry import CertifiedModel
-from edgechain.errors import GuestTrap, InvalidParameter, Timeout
+from edgechain.errors import GuestTrap, Timeout
 from edgechain.service.cache import ContentCache
 from edgechain.service.engine import open_engine
 from edgechain.service.engine.base import (
     Engine,
     Generation,
-    GenerationParams,
     LoadedModel,
     StopReason,
     Token,
     file_identity,
 )
 from edgechain.service.fetch import Fetcher, FetchPolicy
-from edgechain.service.seed import SeedQuery, resolve_seed
+from edgechain.service.query import MAX_PROMPT_BYTES, GenerateQuery
+from edgechain.service.seed import resolve_seed
 
 __all__ = [
+    "MAX_PROMPT_BYTES",
     "GenerateQuery",
     "GenerationRecord",
     "ModelService",
@@ -49,10 +50,6 @@ __all__ = [
     "QueryStream",
     "Timings",
 ]
-
-#: The longest prompt a query may carry, in bytes (a model's context is far shorter anyway).
-MAX_PROMPT_BYTES = 64 * 1024
-
 
 class ModelSource(Protocol):
     """Certified registry state, as the service sees it (read-only): the registry
@@ -66,50 +63,6 @@ class ModelSource(Protocol):
     committee: Committee
 
     def query_model(self, name: str, version: str | None = None) -> CertifiedModel: ...
-
-
-@dataclass(frozen=True)
-class GenerateQuery:
-    """A ``generate`` query. ``seed=None`` derives the seed from certified state and the query."""
-
-    model: str
-    prompt: str
-    version: str | None = None
-    max_tokens: int = 256
-    temperature: float = 0.8
-    top_p: float = 0.9
-    repeat_penalty: float = 1.0
-    repeat_window: int = 64
-    stop: tuple[str, ...] = ()
-    seed: int | None = None
-
-    def params(self, seed: int) -> GenerationParams:
-        """The engine parameters of this query, validated."""
-        return GenerationParams(
-            temperature=self.temperature,
-            top_p=self.top_p,
-            seed=seed,
-            max_tokens=self.max_tokens,
-            repeat_penalty=self.repeat_penalty,
-            repeat_window=self.repeat_window,
-            stop=tuple(self.stop),
-        ).validate()
-
-    def seed_query(self, version: str) -> SeedQuery:
-        """What the derived seed covers: model, version, prompt and every parameter but the seed."""
-        return SeedQuery(
-            model=self.model,
-            version=version,
-            prompt=self.prompt,
-            params={
-                "max_tokens": self.max_tokens,
-                "temperature": self.temperature,
-                "top_p": self.top_p,
-                "repeat_penalty": self.repeat_penalty,
-                "repeat_window": self.repeat_window,
-                "stop": list(self.stop),
-            },
-        )
 
 
 @dataclass(frozen=True)
@@ -305,8 +258,6 @@ class ModelService:
         InvalidParameter or PromptTooLong before any token; GuestTrap, Timeout while streaming.
         """
         started = time.perf_counter()
-        if len(query.prompt.encode("utf-8", errors="surrogatepass")) > MAX_PROMPT_BYTES:
-            raise InvalidParameter(f"prompt is longer than {MAX_PROMPT_BYTES} bytes")
         model = self.source.query_model(query.model, query.version)
         # Trust nothing the committee did not certify, even from our own storage.
         model.verify(self.source.committee)
