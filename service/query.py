@@ -61,6 +61,8 @@ class Parameter:
     #: token budget, stop strings) do not: a longer budget extends the same text.
     in_seed: bool = True
     max_bytes: int | None = None  # for text
+    #: What the default means, when its value alone does not say (None: derived).
+    default_help: str | None = None
 
     # --- the names of the field at each front door ----------------------------------------
 
@@ -75,9 +77,25 @@ class Parameter:
         """CLI spelling: ``max_tokens`` -> ``--max-tokens``."""
         return "--" + name.replace("_", "-")
 
+    def describe(self, default: Any, show_value: bool = True) -> str:
+        """The help text with the range and the default, for the CLI and GraphQL (whose
+        schema shows default values itself: ``show_value=False``)."""
+        if self.default_help is not None:
+            shown = self.default_help
+        elif not show_value or default is None or default == ():
+            shown = ""
+        else:
+            shown = repr(default) if isinstance(default, str) else str(default)
+        details = [d for d in (self.range_text(), shown and f"default {shown}") if d]
+        return self.help + (f" ({'; '.join(details)})" if details else "")
+
     def range_text(self) -> str:
         """The allowed range for help text (``in (0, 1]``, ``>= 0``), or ''."""
         lo, hi = self.minimum, self.maximum
+        if self.kind == "u64":
+            return "in [0, 2^64 - 1]"
+        if hi is not None and hi >= _I31_MAX:
+            hi = None  # the engine's integer limit, not a meaningful bound
         if lo is not None and hi is not None:
             left = "(" if self.exclusive_minimum else "["
             return f"in {left}{_num(lo)}, {_num(hi)}]"
@@ -175,7 +193,7 @@ class GenerateQuery:
         Parameter("text", "input prompt", short="i", max_bytes=MAX_PROMPT_BYTES),
     )
     version: str | None = _param(
-        None, Parameter("text", "model version (default: the latest active one)")
+        None, Parameter("text", "model version", default_help="the latest active one")
     )
     max_tokens: int = _param(
         256,
@@ -226,8 +244,9 @@ class GenerateQuery:
         None,
         Parameter(
             "u64",
-            "random seed (default: derived from the chain id, the certified block hash, the "
-            "application id and the query, so the same query on the same state repeats)",
+            "random seed",
+            default_help="derived from the chain id, the certified block hash, the application "
+            "id and the query, so the same query on the same state repeats",
             short="s",
             minimum=0,
             maximum=_U64_MAX,

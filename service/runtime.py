@@ -90,7 +90,7 @@ class GenerationRecord:
     timings: Timings
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (for the CLI's --json and the GraphQL layer)."""
+        """A JSON-ready dict (for the CLI's --json and the SSE ``done`` event)."""
         entry = self.model.entry
         return {
             "text": self.text,
@@ -107,7 +107,8 @@ class GenerationRecord:
                 "certificate_height": self.model.height,
                 "block_hash": self.model.block_hash.hex(),
             },
-            "seed": self.seed,
+            # A decimal string: JSON readers that use doubles (JavaScript) round past 2^53.
+            "seed": str(self.seed),
             "seed_source": self.seed_source,
             "timings": asdict(self.timings),
         }
@@ -153,7 +154,10 @@ class QueryStream(Iterator[Token]):
         self._first_token_at: float | None = None
         self._on_failure = on_failure
         self.record: GenerationRecord | None = None
+        #: What runs, known before the first token: the certified entry and the seed.
+        self.model = model
         self.seed = seed
+        self.seed_source = seed_source
         self.prompt_text = generation.prompt_text
 
     def __iter__(self) -> QueryStream:

@@ -70,7 +70,7 @@ def test_json_prints_the_final_record(net: Path, stories260k: ModelFiles) -> Non
     result = generate(net, "-i", PROMPT, "-s", "42", "-n", "20", "--json")
     assert result.code == 0, result.err
     record = result.json()
-    assert record["seed"] == 42 and record["seed_source"] == "query"
+    assert record["seed"] == "42" and record["seed_source"] == "query"  # u64 as a string
     assert record["output_tokens"] == 20 and record["stop_reason"] == "max_tokens"
     assert record["model"]["weights_blake3"] == stories260k.weights_blake3
     assert record["model"]["certificate_height"] == 0
@@ -84,7 +84,7 @@ def test_the_same_query_on_the_same_state_repeats(net: Path) -> None:
     assert derived[0]["seed"] == derived[1]["seed"]
     assert derived[0]["text"] == derived[1]["text"]
     seeded = [generate(net, "-i", PROMPT, "-n", "30", "-s", "7", "--json").json() for _ in "ab"]
-    assert seeded[0]["text"] == seeded[1]["text"] and seeded[0]["seed"] == 7
+    assert seeded[0]["text"] == seeded[1]["text"] and seeded[0]["seed"] == "7"
 
 
 def test_stop_strings_and_sampling_flags(net: Path) -> None:
@@ -119,7 +119,7 @@ def test_unknown_and_retired_models_are_service_errors(net: Path) -> None:
         (("-p", "1.5"), "top_p"),
         (("-n", "0"), "max_tokens"),
         (("--repeat-penalty", "0.5"), "repeat_penalty"),
-        (("-t", "warm"), "invalid float value"),
+        (("-t", "warm"), "temperature must be a number"),
     ],
 )
 def test_bad_parameters_are_usage_errors(net: Path, flags: tuple[str, ...], fragment: str) -> None:

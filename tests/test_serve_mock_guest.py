@@ -77,7 +77,7 @@ def test_graphql_generate_returns_the_record(node: NodeProcess) -> None:
         "text": "abcde",
         "stopReason": "max_tokens",
         "outputTokens": 5,
-        "seed": 7,
+        "seed": "7",  # U64: a decimal string
         "seedSource": "query",
         "model": {"name": "mock"},
     }
@@ -92,12 +92,20 @@ def test_a_guest_trap_is_a_typed_error_and_the_node_keeps_serving(node: NodeProc
     assert stream_generation(node, model="mock", prompt="hi")[-1].event == "done"
 
 
-def test_a_seed_beyond_32_bits_round_trips(node: NodeProcess) -> None:
-    seed = 2**63 + 5
+def test_a_seed_beyond_53_bits_round_trips_as_a_decimal_string(node: NodeProcess) -> None:
+    seed = 2**63 + 5  # a double would round it (to ...808)
     record = stream_generation(node, model="mock", prompt="hi", seed=seed)[-1].data
-    assert record["seed"] == seed
-    result = node.data(f'{{ generate(model: "mock", prompt: "hi", seed: "{seed}") {{ seed }} }}')
-    assert result["generate"]["seed"] == seed
+    assert record["seed"] == str(seed)
+    for literal in (f'"{seed}"', str(seed)):  # a string literal, or an integer literal
+        query = f'{{ generate(model: "mock", prompt: "hi", seed: {literal}) {{ seed }} }}'
+        result = node.data(query)
+        assert result["generate"]["seed"] == str(seed)
+    variables = {"seed": str(seed)}
+    result = node.data(
+        'query($seed: U64) { generate(model: "mock", prompt: "hi", seed: $seed) { seed } }',
+        variables,
+    )
+    assert result["generate"]["seed"] == str(seed)
 
 
 SUBSCRIPTION = """subscription { generate(model: "%s", prompt: "hi") {

@@ -62,8 +62,10 @@ def add_dir_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_json_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+def add_json_option(
+    parser: argparse.ArgumentParser, help: str = "print JSON instead of text"  # noqa: A002
+) -> None:
+    parser.add_argument("--json", action="store_true", help=help)
 
 
 def network_dir(args: argparse.Namespace) -> Path:
