@@ -9,6 +9,7 @@ what was verified goes to stderr (``--json`` prints the final record instead).
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from typing import Any, Protocol
 
@@ -135,10 +136,13 @@ def execute(args: argparse.Namespace) -> int:
 
 def _stream(stream: QueryStream) -> GenerationRecord:
     out = sys.stdout.buffer
-    out.write(stream.prompt_text.encode("utf-8"))
-    out.flush()
     try:
-        for token in stream:
+        # The first step runs the prompt: a failure there (a prompt that does not fit) is
+        # reported before anything is printed, so stdout never holds half a story.
+        first = next(stream, None)
+        out.write(stream.prompt_text.encode("utf-8"))
+        out.flush()
+        for token in itertools.chain([first] if first is not None else [], stream):
             out.write(token.data)
             out.flush()
     except KeyboardInterrupt:
