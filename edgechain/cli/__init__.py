@@ -19,13 +19,14 @@ import contextlib
 import importlib
 import json
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
 from edgechain import __version__
-from edgechain.errors import EdgechainError, UsageError
+from edgechain.errors import EdgechainError, QuorumNotReached, UsageError
 
 #: Module names of the subcommands, in the order ``--help`` lists them.
 COMMANDS: list[str] = [
@@ -148,10 +149,11 @@ def _main(arguments: list[str]) -> int:
     try:
         return int(args.handler(args) or 0)
     except EdgechainError as err:
+        message = str(err) + _what_to_do(err, args)
         if args.json:
-            print_error_json(err.exit_code, type(err).__name__, str(err))
+            print_error_json(err.exit_code, type(err).__name__, message)
         _flush_quietly()
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {message}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         if args.json:
@@ -164,6 +166,17 @@ def _main(arguments: list[str]) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141
+
+
+def _what_to_do(err: EdgechainError, args: argparse.Namespace) -> str:
+    """The command that fixes ``err``, when the CLI knows one ('' otherwise)."""
+    if isinstance(err, QuorumNotReached):
+        where = f" --dir {shlex.quote(str(args.dir))}" if getattr(args, "dir", None) else ""
+        return (
+            "; to make every validator honest again: "
+            f"edgechain net up{where} --faulty ''"
+        )
+    return ""
 
 
 def _flush_quietly() -> None:
