@@ -6,6 +6,8 @@ scripts/build_guest.sh), never skip.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -171,3 +173,30 @@ def test_both_engines_tell_the_same_story(net: Path) -> None:
     ]
     assert records[0]["text"] == records[1]["text"]
     assert records[0]["output_tokens"] == records[1]["output_tokens"] == 40
+
+
+def test_what_was_verified_comes_before_the_story_and_the_counts_after(net: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "edgechain.cli", "generate", "--model", "stories260K",
+         "--dir", str(net), "-i", PROMPT, "-t", "0", "-n", "20"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout
+    out = done.stdout
+    order = [out.index(s) for s in ("verified:", "  seed ", PROMPT, "  generated    20 tokens")]
+    assert order == sorted(order), out
+
+
+def test_a_larger_budget_extends_the_same_story(net: Path) -> None:
+    texts = [
+        generate(net, "-i", "Lily", "-t", "1.0", "-n", str(n), "--json").json()["text"]
+        for n in (20, 60)
+    ]
+    assert texts[1].startswith(texts[0]) and len(texts[1]) > len(texts[0])
+
+
+def test_json_seeds_are_decimal_strings(net: Path) -> None:
+    seed = 2**64 - 1  # a double would make it 18446744073709551616
+    record = generate(net, "-i", PROMPT, "-s", str(seed), "-n", "3", "--json").json()
+    assert record["seed"] == str(seed)
+    assert isinstance(generate(net, "-n", "3", "--json").json()["seed"], str)
