@@ -200,3 +200,10 @@ def test_json_seeds_are_decimal_strings(net: Path) -> None:
     record = generate(net, "-i", PROMPT, "-s", str(seed), "-n", "3", "--json").json()
     assert record["seed"] == str(seed)
     assert isinstance(generate(net, "-n", "3", "--json").json()["seed"], str)
+
+
+def test_a_prompt_too_long_prints_nothing_before_the_error(net: Path) -> None:
+    result = generate(net, "-i", "dog " * 600)
+    result.assert_user_error(7, "prompt too long")
+    assert result.out == ""  # the prompt is not echoed first
+    assert "verified:" not in result.err

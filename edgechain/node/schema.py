@@ -46,7 +46,6 @@ U64 = NewType("U64", int)
 _U64_MAX = 2**64 - 1
 
 
-
 def _parse_u64(value: Any) -> int:
     """An unsigned 64-bit integer from a JSON number or a decimal string."""
     if isinstance(value, bool):
