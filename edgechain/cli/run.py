@@ -22,7 +22,7 @@ from edgechain.errors import InvalidParameter, InvalidText, PromptTooLong
 from edgechain.service.engine.base import GenerationParams, LoadedModel
 
 NAME = "run"
-HELP = "generate text from a llama2.c checkpoint (run.c's flags)"
+HELP = "generate text or chat with a llama2.c checkpoint (run.c's flags and modes)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
