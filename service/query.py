@@ -13,7 +13,8 @@ short flag, if any.
 Constructing a ``GenerateQuery`` validates it (types, ranges, text): a bad value is
 InvalidParameter (exit 2), text that is not valid Unicode (lone surrogates, which is how
 non-UTF-8 bytes on a command line arrive) is InvalidText (exit 3). Values are normalised
-(``stop`` to a tuple, a decimal-string ``seed`` to an int, integral floats stay floats).
+(``stop`` to a tuple, a decimal-string ``seed`` to an int, an int given for a float field to
+a float).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ MAX_PROMPT_BYTES = 64 * 1024
 _U64_MAX = 2**64 - 1
 _I31_MAX = 2**31 - 1
 
-#: The kinds of value a parameter holds, and how each is named in GraphQL.
+#: The kinds of value a parameter holds (each front door maps them to its own types).
 KINDS = ("text", "int", "float", "u64", "texts")
 
 
@@ -186,7 +187,7 @@ class GenerateQuery:
     """
 
     model: str = dataclasses.field(
-        metadata={"parameter": Parameter("text", "registered model name", in_seed=True)}
+        metadata={"parameter": Parameter("text", "registered model name")}
     )
     prompt: str = _param(
         "",
