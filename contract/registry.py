@@ -226,7 +226,10 @@ class ModelRegistryService:
         if version is not None:
             value = state.get(model_key(name, version))
             if value is None:
-                raise ModelNotFound(f"no model {name} version {version} in certified state")
+                versions = [state.get(k)["version"] for k in state.keys(f"{KEY_PREFIX}{name}/")]
+                if not versions:
+                    raise ModelNotFound.unknown_name(name, self._names())
+                raise ModelNotFound.unknown_version(name, version, versions)
             if value["retired_height"] is not None:
                 raise ModelRetired(
                     f"model {name} version {version} was retired at height "
@@ -235,11 +238,16 @@ class ModelRegistryService:
             return self._certified(value)
         values = [state.get(k) for k in state.keys(f"{KEY_PREFIX}{name}/")]
         if not values:
-            raise ModelNotFound(f"no model named {name} in certified state")
+            raise ModelNotFound.unknown_name(name, self._names())
         active = [v for v in values if v["retired_height"] is None]
         if not active:
             raise ModelRetired(f"every version of model {name} is retired")
         return self._certified(max(active, key=lambda v: v["registered_height"]))
+
+    def _names(self) -> list[str]:
+        """Every registered model name (for an error that lists them)."""
+        state = self._ctx.state
+        return [state.get(k)["name"] for k in state.keys(KEY_PREFIX)]
 
     def list_models(self, include_retired: bool = True) -> list[CertifiedModel]:
         """Every registered model version, sorted by name then registration height."""

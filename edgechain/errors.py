@@ -18,6 +18,9 @@ Exit codes (documented in the README):
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class EdgechainError(Exception):
     """Base class: a failure the user can cause and fix."""
@@ -137,6 +140,26 @@ class ServiceError(EdgechainError):
 
 class ModelNotFound(ServiceError):
     """No model of that name (and version) is registered in certified state."""
+
+    @classmethod
+    def unknown_name(cls, name: str, known: Iterable[str]) -> ModelNotFound:
+        """The error for ``name``, naming the close match and the registered names."""
+        names = sorted(set(known))
+        message = f"no model named {name} in certified state"
+        if not names:
+            return cls(f"{message}; none is registered yet (publish one: edgechain model publish)")
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        return cls(f"{message}{hint} (registered: {', '.join(names)})")
+
+    @classmethod
+    def unknown_version(cls, name: str, version: str, known: Iterable[str]) -> ModelNotFound:
+        """The error for ``version`` of ``name``, naming the registered versions."""
+        versions = sorted(set(known))
+        message = f"no model {name} version {version} in certified state"
+        if not versions:
+            return cls.unknown_name(name, ())
+        return cls(f"{message} (versions of {name}: {', '.join(versions)})")
 
 
 class ModelRetired(ServiceError):

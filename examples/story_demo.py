@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from edgechain.cli import CliParser
-from edgechain.cli.generate import verified_lines
+from edgechain.cli.generate import generated_line, verified_lines
 from edgechain.client import Client
 from edgechain.contract.operations import FileRef
 from edgechain.errors import EdgechainError, InputError
@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
             f"{model.height} by {', '.join(model.certificate.signers)}"
         )
 
-        say("story (the service verified both hashes before running the model)")
+        say("what the service verified before running the model, then the story")
         query = GenerateQuery(
             model=MODEL,
             prompt=args.prompt,
@@ -148,6 +148,10 @@ def run(args: argparse.Namespace) -> int:
             max_tokens=args.max_tokens,
         )
         stream = client.generate(query)
+        committee = client.network.committee
+        # Verified before the first token: the hashes, the certificate, the seed.
+        for line in verified_lines(stream, committee.quorum, len(committee.members)):
+            print(line)
         out = sys.stdout.buffer
         out.write(stream.prompt_text.encode())
         for token in stream:
@@ -156,11 +160,7 @@ def run(args: argparse.Namespace) -> int:
         out.write(b"\n")
         out.flush()
         assert stream.record is not None
-
-        say("what was verified")
-        committee = client.network.committee
-        for line in verified_lines(stream.record, committee.quorum, len(committee.members)):
-            print(line)
+        print(generated_line(stream.record))
     return 0
 
 

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from edgechain.chain.committee import Committee
 from edgechain.contract.operations import FileRef
 from edgechain.contract.registry import CertifiedModel
-from edgechain.errors import Cancelled, GuestTrap, InvalidParameter, Timeout
+from edgechain.errors import Cancelled, GuestTrap, Timeout
 from edgechain.service.cache import ContentCache
 from edgechain.service.engine import open_engine
 from edgechain.service.engine.base import (
@@ -39,9 +39,11 @@ from edgechain.service.engine.base import (
     file_identity,
 )
 from edgechain.service.fetch import Fetcher, FetchPolicy
-from edgechain.service.seed import SeedQuery, resolve_seed
+from edgechain.service.query import MAX_PROMPT_BYTES, GenerateQuery
+from edgechain.service.seed import resolve_seed
 
 __all__ = [
+    "MAX_PROMPT_BYTES",
     "DownloadProgress",
     "GenerateQuery",
     "GenerationRecord",
@@ -51,10 +53,6 @@ __all__ = [
     "QueryStream",
     "Timings",
 ]
-
-#: The longest prompt a query may carry, in bytes (a model's context is far shorter anyway).
-MAX_PROMPT_BYTES = 64 * 1024
-
 
 class ModelSource(Protocol):
     """Certified registry state, as the service sees it (read-only): the registry
@@ -68,50 +66,6 @@ class ModelSource(Protocol):
     committee: Committee
 
     def query_model(self, name: str, version: str | None = None) -> CertifiedModel: ...
-
-
-@dataclass(frozen=True)
-class GenerateQuery:
-    """A ``generate`` query. ``seed=None`` derives the seed from certified state and the query."""
-
-    model: str
-    prompt: str
-    version: str | None = None
-    max_tokens: int = 256
-    temperature: float = 0.8
-    top_p: float = 0.9
-    repeat_penalty: float = 1.0
-    repeat_window: int = 64
-    stop: tuple[str, ...] = ()
-    seed: int | None = None
-
-    def params(self, seed: int) -> GenerationParams:
-        """The engine parameters of this query, validated."""
-        return GenerationParams(
-            temperature=self.temperature,
-            top_p=self.top_p,
-            seed=seed,
-            max_tokens=self.max_tokens,
-            repeat_penalty=self.repeat_penalty,
-            repeat_window=self.repeat_window,
-            stop=tuple(self.stop),
-        ).validate()
-
-    def seed_query(self, version: str) -> SeedQuery:
-        """What the derived seed covers: model, version, prompt and every parameter but the seed."""
-        return SeedQuery(
-            model=self.model,
-            version=version,
-            prompt=self.prompt,
-            params={
-                "max_tokens": self.max_tokens,
-                "temperature": self.temperature,
-                "top_p": self.top_p,
-                "repeat_penalty": self.repeat_penalty,
-                "repeat_window": self.repeat_window,
-                "stop": list(self.stop),
-            },
-        )
 
 
 @dataclass(frozen=True)
@@ -139,7 +93,7 @@ class GenerationRecord:
     timings: Timings
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (for the CLI's --json and the GraphQL layer)."""
+        """A JSON-ready dict (for the CLI's --json and the SSE ``done`` event)."""
         entry = self.model.entry
         return {
             "text": self.text,
@@ -156,7 +110,8 @@ class GenerationRecord:
                 "certificate_height": self.model.height,
                 "block_hash": self.model.block_hash.hex(),
             },
-            "seed": self.seed,
+            # A decimal string: JSON readers that use doubles (JavaScript) round past 2^53.
+            "seed": str(self.seed),
             "seed_source": self.seed_source,
             "timings": asdict(self.timings),
         }
@@ -202,7 +157,10 @@ class QueryStream(Iterator[Token]):
         self._first_token_at: float | None = None
         self._on_failure = on_failure
         self.record: GenerationRecord | None = None
+        #: What runs, known before the first token: the certified entry and the seed.
+        self.model = model
         self.seed = seed
+        self.seed_source = seed_source
         self.prompt_text = generation.prompt_text
 
     def __iter__(self) -> QueryStream:
@@ -373,8 +331,6 @@ class ModelService:
         """Resolve ``query`` against certified state: the model (certificate verified), the
         seed and the engine parameters. Quick; the only step that reads storage."""
         started = time.perf_counter()
-        if len(query.prompt.encode("utf-8", errors="surrogatepass")) > MAX_PROMPT_BYTES:
-            raise InvalidParameter(f"prompt is longer than {MAX_PROMPT_BYTES} bytes")
         model = self.source.query_model(query.model, query.version)
         # Trust nothing the committee did not certify, even from our own storage.
         model.verify(self.source.committee)

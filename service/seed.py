@@ -4,10 +4,17 @@ A derived seed makes a query reproducible: the same prompt and parameters agains
 certified block of the same application give the same seed, hence (with the same engine) the
 same text; change any of them and the seed changes.
 
-Encoding (version 1; changing it changes every derived seed, so it gets a new tag)::
+Which parameters enter is the caller's choice: a ``generate`` query
+(``edgechain.service.query.GenerateQuery.seed_query``) passes the sampling parameters
+``temperature``, ``top_p``, ``repeat_penalty`` and ``repeat_window``, and neither the token
+budget (``max_tokens``) nor the ``stop`` strings, which only say where to stop: the same query
+with a larger budget gets the same seed, so its text extends the shorter one.
+
+Encoding (version 2; changing it or what a query passes changes every derived seed, so it gets
+a new tag; v1 also covered ``max_tokens`` and ``stop``)::
 
     seed = u64_le(BLAKE3(encoding)[0:8])
-    encoding = field("edgechain/seed/v1")
+    encoding = field("edgechain/seed/v2")
              ‖ field(chain_id) ‖ field(block_hash) ‖ field(application_id)
              ‖ field(model) ‖ field(version) ‖ field(prompt)
              ‖ u64_le(number of parameters)
@@ -54,7 +61,7 @@ __all__ = [
 ]
 
 #: Domain-separation tag: the first field of every encoding.
-SEED_DOMAIN = "edgechain/seed/v1"
+SEED_DOMAIN = "edgechain/seed/v2"
 
 _U64_MAX = (1 << 64) - 1
 _HEX = re.compile(r"[0-9a-fA-F]+")

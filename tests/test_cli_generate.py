@@ -6,6 +6,8 @@ scripts/build_guest.sh), never skip.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -70,7 +72,7 @@ def test_json_prints_the_final_record(net: Path, stories260k: ModelFiles) -> Non
     result = generate(net, "-i", PROMPT, "-s", "42", "-n", "20", "--json")
     assert result.code == 0, result.err
     record = result.json()
-    assert record["seed"] == 42 and record["seed_source"] == "query"
+    assert record["seed"] == "42" and record["seed_source"] == "query"  # u64 as a string
     assert record["output_tokens"] == 20 and record["stop_reason"] == "max_tokens"
     assert record["model"]["weights_blake3"] == stories260k.weights_blake3
     assert record["model"]["certificate_height"] == 0
@@ -84,7 +86,7 @@ def test_the_same_query_on_the_same_state_repeats(net: Path) -> None:
     assert derived[0]["seed"] == derived[1]["seed"]
     assert derived[0]["text"] == derived[1]["text"]
     seeded = [generate(net, "-i", PROMPT, "-n", "30", "-s", "7", "--json").json() for _ in "ab"]
-    assert seeded[0]["text"] == seeded[1]["text"] and seeded[0]["seed"] == 7
+    assert seeded[0]["text"] == seeded[1]["text"] and seeded[0]["seed"] == "7"
 
 
 def test_stop_strings_and_sampling_flags(net: Path) -> None:
@@ -119,7 +121,7 @@ def test_unknown_and_retired_models_are_service_errors(net: Path) -> None:
         (("-p", "1.5"), "top_p"),
         (("-n", "0"), "max_tokens"),
         (("--repeat-penalty", "0.5"), "repeat_penalty"),
-        (("-t", "warm"), "invalid float value"),
+        (("-t", "warm"), "temperature must be a number"),
     ],
 )
 def test_bad_parameters_are_usage_errors(net: Path, flags: tuple[str, ...], fragment: str) -> None:
@@ -171,3 +173,37 @@ def test_both_engines_tell_the_same_story(net: Path) -> None:
     ]
     assert records[0]["text"] == records[1]["text"]
     assert records[0]["output_tokens"] == records[1]["output_tokens"] == 40
+
+
+def test_what_was_verified_comes_before_the_story_and_the_counts_after(net: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "edgechain.cli", "generate", "--model", "stories260K",
+         "--dir", str(net), "-i", PROMPT, "-t", "0", "-n", "20"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout
+    out = done.stdout
+    order = [out.index(s) for s in ("verified:", "  seed ", PROMPT, "  generated    20 tokens")]
+    assert order == sorted(order), out
+
+
+def test_a_larger_budget_extends_the_same_story(net: Path) -> None:
+    texts = [
+        generate(net, "-i", "Lily", "-t", "1.0", "-n", str(n), "--json").json()["text"]
+        for n in (20, 60)
+    ]
+    assert texts[1].startswith(texts[0]) and len(texts[1]) > len(texts[0])
+
+
+def test_json_seeds_are_decimal_strings(net: Path) -> None:
+    seed = 2**64 - 1  # a double would make it 18446744073709551616
+    record = generate(net, "-i", PROMPT, "-s", str(seed), "-n", "3", "--json").json()
+    assert record["seed"] == str(seed)
+    assert isinstance(generate(net, "-n", "3", "--json").json()["seed"], str)
+
+
+def test_a_prompt_too_long_prints_nothing_before_the_error(net: Path) -> None:
+    result = generate(net, "-i", "dog " * 600)
+    result.assert_user_error(7, "prompt too long")
+    assert result.out == ""  # the prompt is not echoed first
+    assert "verified:" not in result.err

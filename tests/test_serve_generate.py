@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from network_cli_helpers import edgechain
 from serve_helpers import (
     GOLDEN,
     PUBLISH,
@@ -160,7 +161,7 @@ def test_a_seeded_sampled_query_is_reproducible(node: NodeProcess) -> None:
     first = stream_generation(node, **params, seed=12345)[-1].data
     again = stream_generation(node, **params, seed=12345)[-1].data
     other = stream_generation(node, **params, seed=54321)[-1].data
-    assert first["seed"] == 12345 and first["seed_source"] == "query"
+    assert first["seed"] == "12345" and first["seed_source"] == "query"  # u64 as a string
     assert first["text"] == again["text"]
     assert first["text"] != other["text"]
 
@@ -289,3 +290,21 @@ def test_unsubscribing_cancels_the_generation(node: NodeProcess) -> None:
             time.sleep(0.05)
     assert now["cancelled"] == before["cancelled"] + 1
     assert now["completed"] == before["completed"]
+
+
+def test_a_seed_copied_from_the_node_reproduces_the_text_with_the_cli(
+    node: NodeProcess, network_dir: Path
+) -> None:
+    result = node.data(
+        '{ generate(model: "stories260K", prompt: "Lily", temperature: 1.0, maxTokens: 30) '
+        "{ text seed seedSource } }"
+    )["generate"]
+    seed = result["seed"]
+    assert isinstance(seed, str) and result["seedSource"] == "derived"  # exact past 2^53
+    args = ["--model", "stories260K", "-i", "Lily", "-t", "1.0", "-n", "30", "--json"]
+    copied = edgechain("generate", "--dir", network_dir, *args, "-s", seed)
+    assert copied.code == 0, copied.err
+    assert copied.json()["text"] == result["text"]
+    # The CLI derives the same seed from the same certified state.
+    derived = edgechain("generate", "--dir", network_dir, *args).json()
+    assert (derived["seed"], derived["text"]) == (seed, result["text"])

@@ -122,24 +122,24 @@ def test_many_aliases_are_refused(node: NodeProcess) -> None:
 
 
 @pytest.mark.parametrize(
-    ("body", "fragment"),
+    ("body", "code", "fragment"),
     [
-        (b"\xff\xfe not utf-8", "not valid JSON"),
-        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
-        (b'{"query": 5}', '"query" string'),
-        (b'{"query": "{ models { name } }", "operationName": 5}', '"operationName"'),
-        (b'{"query": "{ models { name } }", "variables": "x"}', '"variables"'),
-        (b'{"query": "{ model(name: \\"\\ud800\\") { name } }"}', "not valid Unicode"),
+        (b"\xff\xfe not utf-8", "UsageError", "not valid JSON"),
+        (b"[" * 100_000 + b"]" * 100_000, "UsageError", "nested too deeply"),
+        (b'{"query": 5}', "UsageError", '"query" string'),
+        (b'{"query": "{ models { name } }", "operationName": 5}', "UsageError", '"operationName"'),
+        (b'{"query": "{ models { name } }", "variables": "x"}', "UsageError", '"variables"'),
+        (b'{"query": "{ model(name: \\"\\ud800\\") { name } }"}', "InvalidText", "query is not valid Unicode"),
         (b'{"query": "query($n: String!) { model(name: $n) { name } }", '
-         b'"variables": {"n": "\\udfff"}}', "not valid Unicode"),
-        (b"", "not valid JSON"),
+         b'"variables": {"n": "\\udfff"}}', "InvalidText", "variables.n is not valid Unicode"),
+        (b"", "UsageError", "not valid JSON"),
     ],
 )  # fmt: skip
 def test_malformed_bodies_are_400_with_a_typed_error(
-    node: NodeProcess, body: bytes, fragment: str
+    node: NodeProcess, body: bytes, code: str, fragment: str
 ) -> None:
     error = the_error(post(node, body), 400)
-    assert error["extensions"]["code"] == "UsageError"
+    assert error["extensions"]["code"] == code
     assert fragment in error["message"]
 
 

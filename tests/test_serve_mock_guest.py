@@ -6,9 +6,11 @@ as typed errors, without candle.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import blake3
+import httpx
 import pytest
 import wasmtime
 from serve_helpers import (
@@ -77,7 +79,7 @@ def test_graphql_generate_returns_the_record(node: NodeProcess) -> None:
         "text": "abcde",
         "stopReason": "max_tokens",
         "outputTokens": 5,
-        "seed": 7,
+        "seed": "7",  # U64: a decimal string
         "seedSource": "query",
         "model": {"name": "mock"},
     }
@@ -92,12 +94,20 @@ def test_a_guest_trap_is_a_typed_error_and_the_node_keeps_serving(node: NodeProc
     assert stream_generation(node, model="mock", prompt="hi")[-1].event == "done"
 
 
-def test_a_seed_beyond_32_bits_round_trips(node: NodeProcess) -> None:
-    seed = 2**63 + 5
+def test_a_seed_beyond_53_bits_round_trips_as_a_decimal_string(node: NodeProcess) -> None:
+    seed = 2**63 + 5  # a double would round it (to ...808)
     record = stream_generation(node, model="mock", prompt="hi", seed=seed)[-1].data
-    assert record["seed"] == seed
-    result = node.data(f'{{ generate(model: "mock", prompt: "hi", seed: "{seed}") {{ seed }} }}')
-    assert result["generate"]["seed"] == seed
+    assert record["seed"] == str(seed)
+    for literal in (f'"{seed}"', str(seed)):  # a string literal, or an integer literal
+        query = f'{{ generate(model: "mock", prompt: "hi", seed: {literal}) {{ seed }} }}'
+        result = node.data(query)
+        assert result["generate"]["seed"] == str(seed)
+    variables = {"seed": str(seed)}
+    result = node.data(
+        'query($seed: U64) { generate(model: "mock", prompt: "hi", seed: $seed) { seed } }',
+        variables,
+    )
+    assert result["generate"]["seed"] == str(seed)
 
 
 SUBSCRIPTION = """subscription { generate(model: "%s", prompt: "hi") {
@@ -135,3 +145,58 @@ def test_a_subscription_to_an_unknown_application_is_refused(node: NodeProcess) 
     with pytest.raises(InvalidStatus) as refused:
         subscribe(node, SUBSCRIPTION % "mock", path=unknown)
     assert refused.value.response.status_code == 403
+
+
+# --- the generate request at the node's doors (definition: edgechain/service/query.py) -------
+
+
+def test_every_query_field_is_reachable_at_each_door(node: NodeProcess) -> None:
+    fields = (
+        'model: "mock", prompt: "hi", version: "1", maxTokens: 9, temperature: 0.5, topP: 0.5, '
+        'repeatPenalty: 1.2, repeatWindow: 8, stop: ["z"], seed: "5"'
+    )
+    result = node.data(f"{{ generate({fields}) {{ text seed }} }}")["generate"]
+    assert result == {"text": "abcde", "seed": "5"}
+    messages = subscribe(
+        node, f"subscription {{ generate({fields}) {{ ... on GenerationResult {{ seed }} }} }}"
+    )
+    assert messages[-2]["payload"]["data"]["generate"]["seed"] == "5"
+    events = stream_generation(
+        node, model="mock", prompt="hi", version="1", maxTokens=9, temperature=0.5, topP=0.5,
+        repeatPenalty=1.2, repeatWindow=8, stop="z", seed="5",
+    )  # fmt: skip
+    assert events[-1].event == "done" and events[-1].data["seed"] == "5"
+
+
+@pytest.mark.parametrize(
+    ("graphql_args", "sse_params", "code", "fragment"),
+    [
+        ("repeatWindow: -1", {"repeatWindow": "-1"}, "InvalidParameter", "repeat_window"),
+        ('stop: [""]', {"stop": ""}, "InvalidParameter", "must not be empty"),
+        ("topP: 0", {"topP": "0"}, "InvalidParameter", "top_p must be in (0, 1]"),
+    ],
+)
+def test_bad_values_are_the_same_typed_errors_at_each_door(
+    node: NodeProcess, graphql_args: str, sse_params: dict[str, str], code: str, fragment: str
+) -> None:
+    query = f'{{ generate(model: "mock", {graphql_args}) {{ text }} }}'
+    [error] = node.graphql(query)["errors"]
+    assert error["extensions"]["code"] == code and fragment in error["message"]
+    if sse_params:
+        [event] = stream_generation(node, model="mock", **sse_params)
+        assert event.event == "error" and event.data["code"] == code
+        assert fragment in event.data["message"]
+
+
+def test_a_lone_surrogate_in_the_prompt_is_invalid_text(node: NodeProcess) -> None:
+    # JSON can carry one (GraphQL literals cannot): the node refuses it when it reads the body,
+    # naming where it is.
+    query = 'query($p: String!) { generate(model: "mock", prompt: $p) { text } }'
+    body = json.dumps({"query": query, "variables": {"p": "bad \ud800"}})  # ASCII: \\ud800
+    response = httpx.post(
+        node.graphql_url, content=body, headers={"content-type": "application/json"}
+    )
+    [error] = response.json()["errors"]
+    assert error["extensions"]["code"] == "InvalidText"
+    assert "variables.p is not valid Unicode text" in error["message"]
+    assert error["extensions"]["exitCode"] == 3

@@ -3,7 +3,13 @@
 Subcommands live one per module in this package and are registered in :data:`COMMANDS`: to add
 one, write a module with ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``execute(args) -> int``
 and append its module name there. Errors a user can cause (``EdgechainError``) are printed as one
-line ``error: <message>`` and the process exits with the error's ``exit_code``.
+line ``error: <message>`` and the process exits with the error's ``exit_code``; with ``--json``,
+``{"error": {"code", "class", "message"}}`` is printed on stdout as well.
+
+Global options (``--dir``, ``--json``) are accepted before the subcommand as well as after it:
+``edgechain --dir D net status`` is ``edgechain net status --dir D``. A command declares them
+with ``network_options.add_dir_option`` / ``add_json_option``; one that does not take them
+refuses them in either place.
 """
 
 from __future__ import annotations
@@ -11,13 +17,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import json
 import os
+import shlex
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
 from edgechain import __version__
-from edgechain.errors import EdgechainError, UsageError
+from edgechain.errors import EdgechainError, QuorumNotReached, UsageError
 
 #: Module names of the subcommands, in the order ``--help`` lists them.
 COMMANDS: list[str] = [
@@ -40,18 +49,66 @@ a first session (see `edgechain COMMAND --help` for each):
   edgechain chain show                          blocks, operations, who signed
   edgechain serve --port 8080                   GraphQL, query console, SSE token streams
 
+--dir and --json go before or after the command (`edgechain --dir D net status`).
 --dir defaults to $EDGECHAIN_DIR, else ~/.local/share/edgechain/net.
 exit codes: 0 ok, 1 internal error, 2 usage, 3 input file or text, 4 chain, 5 contract
 rejected, 6 service (model, fetch, hash), 7 generation (prompt, context, trap, timeout)
 """
 
 
+#: Set while ``main`` runs with ``--json`` among its arguments: usage errors are JSON too.
+_json_errors = False
+
+
 class CliParser(argparse.ArgumentParser):
     """An ArgumentParser whose usage errors are one ``error: ...`` line and exit code 2."""
 
     def error(self, message: str) -> NoReturn:
-        print(f"error: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        message = f"{message} (see `{self.prog} --help`)"
+        if _json_errors:
+            print_error_json(UsageError.exit_code, UsageError.__name__, message)
+        print(f"error: {message}", file=sys.stderr)
         sys.exit(UsageError.exit_code)
+
+
+def print_error_json(code: int, kind: str, message: str) -> None:
+    """``{"error": {"code", "class", "message"}}`` on stdout (``--json``'s failure record)."""
+    _flush_quietly()
+    json.dump({"error": {"code": code, "class": kind, "message": message}}, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    _flush_quietly()
+
+
+#: Global options: (flag, the attribute a command that takes it sets). See the module docstring.
+GLOBAL_OPTIONS = {"--dir": "takes_dir", "--json": "takes_json"}
+
+
+def _add_global_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        metavar="D",
+        help="network directory, for the commands that use one (also accepted after them)",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        default=False,
+        help="JSON output, for the commands that have it (also accepted after them); a "
+        'failure prints {"error": {"code", "class", "message"}}',
+    )
+
+
+def _check_global_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse a global option given before a command that does not take it."""
+    given = {"--dir": args.dir is not None, "--json": bool(args.json)}
+    for flag, taken in GLOBAL_OPTIONS.items():
+        if given[flag] and not getattr(args, taken, False):
+            name = " ".join(
+                p for p in (args.command, getattr(args, "subcommand", None)) if p is not None
+            )
+            parser.error(f"`edgechain {name}` takes no {flag} option")
 
 
 def build_parser() -> CliParser:
@@ -63,6 +120,7 @@ def build_parser() -> CliParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"edgechain {__version__}")
+    _add_global_options(parser)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CliParser)
     subparsers.required = True
     for module_name in COMMANDS:
@@ -75,14 +133,31 @@ def build_parser() -> CliParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code (the console script passes it to sys.exit)."""
-    args = build_parser().parse_args(argv)
+    global _json_errors
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    _json_errors = "--json" in arguments
+    try:
+        return _main(arguments)
+    finally:
+        _json_errors = False
+
+
+def _main(arguments: list[str]) -> int:
+    parser = build_parser()
+    args = parser.parse_args(arguments)
+    _check_global_options(parser, args)
     try:
         return int(args.handler(args) or 0)
     except EdgechainError as err:
+        message = str(err) + _what_to_do(err, args)
+        if args.json:
+            print_error_json(err.exit_code, type(err).__name__, message)
         _flush_quietly()
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {message}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
+        if args.json:
+            print_error_json(130, "Interrupted", "interrupted")
         _flush_quietly()
         print("error: interrupted", file=sys.stderr)
         return 130
@@ -91,6 +166,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141
+
+
+def _what_to_do(err: EdgechainError, args: argparse.Namespace) -> str:
+    """The command that fixes ``err``, when the CLI knows one ('' otherwise)."""
+    if isinstance(err, QuorumNotReached):
+        where = f" --dir {shlex.quote(str(args.dir))}" if getattr(args, "dir", None) else ""
+        return (
+            "; to make every validator honest again: "
+            f"edgechain net up{where} --faulty ''"
+        )
+    return ""
 
 
 def _flush_quietly() -> None:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from edgechain.cli.network_options import add_json_option
 from edgechain.errors import GenerationError, InvalidParameter
 
 NAME = "bench"
@@ -36,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cache-dir", help="where synthetic models are kept (default per-user cache)"
     )
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_json_option(parser, "print JSON instead of a table")
 
 
 def default_model_dir() -> Path:

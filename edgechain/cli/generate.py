@@ -9,83 +9,47 @@ what was verified goes to stderr (``--json`` prints the final record instead).
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
-from dataclasses import fields
+from typing import Any, Protocol
 
 from edgechain.chain.network import Network
 from edgechain.cli.network_options import (
     add_dir_option,
+    add_json_option,
     certificate_line,
     network_dir,
     print_json,
 )
 from edgechain.cli.progress import ProgressBar
 from edgechain.client import Client
+from edgechain.contract.registry import CertifiedModel
+from edgechain.errors import InvalidParameter
 from edgechain.service.fetch import FetchPolicy
-from edgechain.service.runtime import GenerateQuery, GenerationRecord, QueryStream
+from edgechain.service.query import GenerateQuery, Parameter, defaults, parameters, required
+from edgechain.service.runtime import GenerationRecord, QueryStream
 
 NAME = "generate"
 HELP = "generate text with a certified model (the service verifies its hashes first)"
-
-_DEFAULTS = {f.name: f.default for f in fields(GenerateQuery)}
 
 _EXAMPLES = """\
 examples:
   edgechain generate --model stories260K -i "Once upon a time" -n 100
   edgechain generate --model stories260K -i "Once upon a time" -t 0 --json
   edgechain generate --model stories260K -i "Lily" -s 42 --stop "." --version 1
+
+-n counts new tokens here (the prompt excluded); `edgechain run -n` counts positions including
+the prompt, as llama2.c's run.c does. The same query with a larger -n extends the same story:
+the token budget and --stop do not enter the derived seed.
 """
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Register generate's flags (run.c's letters where they mean the same)."""
+    """Register generate's flags: one per field of the query (service/query.py), with
+    run.c's letters where they mean the same."""
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = _EXAMPLES
-    parser.add_argument("--model", required=True, metavar="NAME", help="registered model name")
-    parser.add_argument("--version", default=None, help="model version (default latest active)")
-    parser.add_argument("-i", "--prompt", default="", help="input prompt (default empty)")
-    parser.add_argument(
-        "-t",
-        "--temperature",
-        type=float,
-        default=None,
-        help=f"0 = greedy argmax (default {_DEFAULTS['temperature']})",
-    )
-    parser.add_argument(
-        "-p",
-        "--top-p",
-        type=float,
-        default=None,
-        help=f"nucleus sampling in (0, 1] (default {_DEFAULTS['top_p']})",
-    )
-    parser.add_argument(
-        "-s",
-        "--seed",
-        type=int,
-        default=None,
-        help="random seed (default: derived from the chain id, the certified block hash, the "
-        "application id and the query, so the same query on the same state repeats)",
-    )
-    parser.add_argument(
-        "-n",
-        "--max-tokens",
-        type=int,
-        default=None,
-        help=f"tokens to generate at most (default {_DEFAULTS['max_tokens']})",
-    )
-    parser.add_argument(
-        "--stop",
-        action="append",
-        default=[],
-        metavar="S",
-        help="stop when the text contains S (repeatable)",
-    )
-    parser.add_argument(
-        "--repeat-penalty",
-        type=float,
-        default=None,
-        help=f">= 1.0; 1 = off (default {_DEFAULTS['repeat_penalty']})",
-    )
+    add_query_arguments(parser)
     parser.add_argument(
         "--allow-host",
         action="append",
@@ -96,30 +60,57 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--engine", choices=("wasm", "native"), default="wasm", help="backend (default wasm)"
     )
-    parser.add_argument(
-        "--json", action="store_true", help="print the final record as JSON, not the stream"
-    )
+    add_json_option(parser, "print the final record as JSON, not the stream")
     add_dir_option(parser)
 
 
+_METAVARS = {"model": "NAME", "prompt": "TEXT", "stop": "S"}
+
+
+def add_query_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per :class:`GenerateQuery` field; unset flags take the query's defaults."""
+    defaults_ = defaults()
+    for name, spec in parameters().items():
+        flags = ([f"-{spec.short}"] if spec.short else []) + [Parameter.flag(name)]
+        options: dict[str, Any] = {
+            "dest": name,
+            "default": None,
+            "metavar": _METAVARS.get(name, name.split("_")[-1].upper()),
+            "help": spec.describe(defaults_.get(name)),
+        }
+        if name in required():
+            options["required"] = True
+        if spec.kind == "texts":
+            options["action"] = "append"
+        elif spec.kind not in ("text",):
+            options["type"] = _parser(spec, name)
+        parser.add_argument(*flags, **options)
+
+
+def _parser(spec: Parameter, name: str) -> Any:
+    def parse(text: str) -> Any:
+        try:
+            return spec.parse(text, name)
+        except InvalidParameter as err:  # argparse reports it as a usage error (exit 2)
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    parse.__name__ = spec.kind
+    return parse
+
+
+def query_from_args(args: argparse.Namespace) -> GenerateQuery:
+    """The query the flags describe (validated: InvalidParameter, InvalidText)."""
+    given = {name: getattr(args, name) for name in parameters()}
+    if given["stop"] is not None:
+        given["stop"] = tuple(given["stop"])
+    return GenerateQuery(**{k: v for k, v in given.items() if v is not None})
+
+
 def execute(args: argparse.Namespace) -> int:
-    """Run the query, stream it, report what was verified; returns the exit code."""
+    """Run the query, report what was verified, stream it; returns the exit code."""
     from edgechain.service.engine import open_engine
 
-    given = {
-        "version": args.version,
-        "temperature": args.temperature,
-        "top_p": args.top_p,
-        "seed": args.seed,
-        "max_tokens": args.max_tokens,
-        "repeat_penalty": args.repeat_penalty,
-    }
-    query = GenerateQuery(
-        model=args.model,
-        prompt=args.prompt,
-        stop=tuple(args.stop),
-        **{k: v for k, v in given.items() if v is not None},
-    )
+    query = query_from_args(args)
     policy = FetchPolicy().with_hosts(*args.allow_host)
     # The network first: a missing network is reported before a missing engine.
     network = Network.open(network_dir(args))
@@ -138,19 +129,25 @@ def execute(args: argparse.Namespace) -> int:
             record = stream.collect()
             print_json(record.to_dict())
             return 0
-        record = _stream(stream)
         committee = client.network.committee
-        for line in verified_lines(record, committee.quorum, len(committee.members)):
+        # What runs is verified before the first token: say so before the story.
+        for line in verified_lines(stream, committee.quorum, len(committee.members)):
             print(line, file=sys.stderr)
+        sys.stderr.flush()
+        record = _stream(stream)
+        print(generated_line(record), file=sys.stderr)
     return 0
 
 
 def _stream(stream: QueryStream) -> GenerationRecord:
     out = sys.stdout.buffer
-    out.write(stream.prompt_text.encode("utf-8"))
-    out.flush()
     try:
-        for token in stream:
+        # The first step runs the prompt: a failure there (a prompt that does not fit) is
+        # reported before anything is printed, so stdout never holds half a story.
+        first = next(stream, None)
+        out.write(stream.prompt_text.encode("utf-8"))
+        out.flush()
+        for token in itertools.chain([first] if first is not None else [], stream):
             out.write(token.data)
             out.flush()
     except KeyboardInterrupt:
@@ -162,13 +159,20 @@ def _stream(stream: QueryStream) -> GenerationRecord:
     return stream.record
 
 
-def verified_lines(record: GenerationRecord, quorum: int, validators: int) -> list[str]:
-    """What a query ran on and how it went, for a human (the examples print it too)."""
-    model = record.model
+class _Verified(Protocol):
+    model: CertifiedModel
+    seed: int
+    seed_source: str
+
+
+def verified_lines(run: _Verified, quorum: int, validators: int) -> list[str]:
+    """What a query runs on (a :class:`QueryStream` before its first token, or the final
+    :class:`GenerationRecord`), for a human (the examples print it too)."""
+    model = run.model
     entry = model.entry
     how = (
         "given with the query"
-        if record.seed_source == "query"
+        if run.seed_source == "query"
         else "derived from the chain id, block hash, application id and query"
     )
     return [
@@ -176,7 +180,13 @@ def verified_lines(record: GenerationRecord, quorum: int, validators: int) -> li
         f"  weights      blake3 {entry.weights.blake3} ({entry.weights.size:,} bytes)",
         f"  tokenizer    blake3 {entry.tokenizer.blake3} ({entry.tokenizer.size:,} bytes)",
         f"  certificate  {certificate_line(model.certificate, quorum, validators)}",
-        f"  seed         {record.seed} ({how})",
-        f"  generated    {record.output_tokens} tokens after {record.input_tokens} prompt tokens, "
-        f"{record.timings.decode_tokens_per_s:.1f} tokens/s, stop: {record.stop_reason}",
+        f"  seed         {run.seed} ({how})",
     ]
+
+
+def generated_line(record: GenerationRecord) -> str:
+    """How the generation went: token counts, speed, why it stopped."""
+    return (
+        f"  generated    {record.output_tokens} tokens after {record.input_tokens} prompt tokens, "
+        f"{record.timings.decode_tokens_per_s:.1f} tokens/s, stop: {record.stop_reason}"
+    )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import shlex
+from pathlib import Path
 
 from edgechain.chain.network import NETWORK_FILE, NetworkStatus
 from edgechain.cli.network_options import (
@@ -15,7 +17,7 @@ from edgechain.cli.network_options import (
     print_json,
     run_subcommand,
 )
-from edgechain.client import Client
+from edgechain.client import NETWORK_DIR_ENV, Client
 
 NAME = "net"
 HELP = "create, reopen and inspect a local network of mock validators"
@@ -80,8 +82,17 @@ def net_up(args: argparse.Namespace) -> int:
                 if existed
                 else f"created a network in {path}"
             )
-        _show(client, args.json, created=not existed)
+        _show(client, args.json, created=not existed, exports=_exports(path))
+        if not args.json:
+            # As `linera net up` does: the line that points later commands at this network.
+            print("\nto use this network without --dir, run:")
+            for name, value in _exports(path).items():
+                print(f"export {name}={shlex.quote(value)}")
     return 0
+
+
+def _exports(path: Path) -> dict[str, str]:
+    return {NETWORK_DIR_ENV: str(path.resolve())}
 
 
 def net_status(args: argparse.Namespace) -> int:
@@ -90,7 +101,12 @@ def net_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def _show(client: Client, as_json: bool, created: bool | None = None) -> None:
+def _show(
+    client: Client,
+    as_json: bool,
+    created: bool | None = None,
+    exports: dict[str, str] | None = None,
+) -> None:
     status = client.status()
     models = client.models()
     retired = sum(1 for m in models if m.entry.retired)
@@ -99,6 +115,8 @@ def _show(client: Client, as_json: bool, created: bool | None = None) -> None:
         value["models"] = {"active": len(models) - retired, "retired": retired}
         if created is not None:
             value["created"] = created
+        if exports is not None:
+            value["exports"] = exports
         print_json(value)
         return
     for line in _status_lines(status):

@@ -52,23 +52,37 @@ def run_subcommand(args: argparse.Namespace) -> int:
     return int(handler(args) or 0)
 
 
+# --dir and --json are global options (edgechain/cli/__init__.py): the top-level parser sets
+# their defaults, and a command's own copy leaves the value alone unless it is given after the
+# command (SUPPRESS), so `edgechain --dir D net status` and `edgechain net status --dir D` agree.
+
+
 def add_dir_option(parser: argparse.ArgumentParser) -> None:
+    """``--dir D`` (also accepted before the command)."""
     parser.add_argument(
         "--dir",
         type=Path,
-        default=None,
+        default=argparse.SUPPRESS,
         metavar="D",
-        help=f"network directory (default ${NETWORK_DIR_ENV}, else {default_network_dir()})",
+        help=f"network directory (default ${NETWORK_DIR_ENV}, else {default_network_dir()}); "
+        "also accepted before the command",
     )
+    parser.set_defaults(takes_dir=True)
 
 
-def add_json_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+def add_json_option(
+    parser: argparse.ArgumentParser, help: str = "print JSON instead of text"  # noqa: A002
+) -> None:
+    """``--json`` (also accepted before the command); a failure prints
+    ``{"error": {"code", "class", "message"}}`` on stdout."""
+    parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=help)
+    parser.set_defaults(takes_json=True)
 
 
 def network_dir(args: argparse.Namespace) -> Path:
     """The directory given with ``--dir``, else the default one."""
-    return args.dir if args.dir is not None else default_network_dir()
+    given = getattr(args, "dir", None)
+    return given if given is not None else default_network_dir()
 
 
 def open_client(args: argparse.Namespace, **options: Any) -> Client:

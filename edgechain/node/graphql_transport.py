@@ -21,7 +21,13 @@ from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.types.graphql import OperationType
 
-from edgechain.errors import EdgechainError, InvalidQuery, LimitExceeded, UsageError
+from edgechain.errors import (
+    EdgechainError,
+    InvalidQuery,
+    InvalidText,
+    LimitExceeded,
+    UsageError,
+)
 from edgechain.node.schema import REGISTRY_SCHEMA
 from edgechain.node.typed_errors import error_payload
 
@@ -79,21 +85,45 @@ async def _request_body(request: Request) -> tuple[dict[str, Any], set[Operation
 
 
 def _check_text(body: dict[str, Any]) -> None:
-    """UsageError if a string anywhere in the request is not valid Unicode text (a lone
-    surrogate, which JSON's \\u escapes can carry): no text the node handles may hold one."""
+    """InvalidText if a string anywhere in the request is not valid Unicode text (a lone
+    surrogate, which JSON's \\u escapes can carry): no text the node handles may hold one.
+    The message names where the string is (``variables.prompt``)."""
     try:
         json.dumps(body, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
-        raise UsageError("the request holds a string that is not valid Unicode text") from None
+        where = _first_bad_text(body, "") or "the request"
+        raise InvalidText(f"{where} is not valid Unicode text (a lone surrogate)") from None
     except (RecursionError, ValueError):
         raise UsageError("the request's variables are nested too deeply") from None
+
+
+def _first_bad_text(value: Any, path: str) -> str | None:
+    """The JSON path of the first string (key or value) in ``value`` that is not UTF-8 text."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path or "a string"
+        return None
+    items: list[tuple[Any, Any]] = []
+    if isinstance(value, dict):
+        items = list(value.items())
+    elif isinstance(value, list):
+        items = list(enumerate(value))
+    for key, item in items:
+        if isinstance(key, str) and _first_bad_text(key, "") is not None:
+            return f"{path} (a key)" if path else "a key"
+        found = _first_bad_text(item, f"{path}.{key}" if path else str(key))
+        if found is not None:
+            return found
+    return None
 
 
 async def graphql_response(request: Request, context: dict[str, Any]) -> Response:
     """Execute the GraphQL request in ``request`` against the registry schema."""
     try:
         body, allowed = await _request_body(request)
-    except UsageError as err:
+    except (UsageError, InvalidText) as err:
         return error_response(err, 400)
     execution = REGISTRY_SCHEMA.execute(
         body["query"],

@@ -5,13 +5,16 @@ Queries read certified state (``models``, ``model``, ``blocks``) or run the serv
 GraphQL error whose ``extensions.code`` is the EdgechainError class name (``ModelNotFound``,
 ``OperationRejected``, ...) and whose message is the error's one-line message.
 
-Hashes, ids and keys are lower-case hex strings. Sizes and seeds are ``U64`` (GraphQL's ``Int``
-is 32-bit); heights and token counts are ``Int``.
+Hashes, ids and keys are lower-case hex strings. Sizes and seeds are ``U64``, written as decimal
+strings (GraphQL's ``Int`` is 32-bit, and JavaScript rounds JSON numbers past 2^53); heights and
+token counts are ``Int``. The ``generate`` arguments are derived from
+:class:`~edgechain.service.query.GenerateQuery` (one argument per field, camelCase).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import inspect
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from typing import Annotated, Any, NewType, TypeVar
@@ -31,7 +34,10 @@ from edgechain.node.gate import ClientGate
 from edgechain.node.limits import schema_extensions
 from edgechain.node.streaming import Generations, run_generation
 from edgechain.node.typed_errors import error_payload
-from edgechain.service.runtime import GenerateQuery, GenerationRecord
+from edgechain.service.query import GenerateQuery
+from edgechain.service.query import defaults as query_defaults
+from edgechain.service.query import parameters as query_parameters
+from edgechain.service.runtime import GenerationRecord
 
 __all__ = ["REGISTRY_SCHEMA", "registry_context"]
 
@@ -39,9 +45,6 @@ T = TypeVar("T")
 
 U64 = NewType("U64", int)
 _U64_MAX = 2**64 - 1
-
-#: GraphQL argument defaults are the service's own query defaults.
-_DEFAULT_QUERY = GenerateQuery(model="", prompt="")
 
 
 def _parse_u64(value: Any) -> int:
@@ -57,10 +60,15 @@ def _parse_u64(value: Any) -> int:
     return value
 
 
+def _serialize_u64(value: Any) -> str:
+    return str(int(value))
+
+
 _U64_SCALAR = strawberry.scalar(
     name="U64",
-    description="An unsigned 64-bit integer (JSON number; a decimal string is accepted as input)",
-    serialize=int,
+    description="An unsigned 64-bit integer, as a decimal string (JSON numbers lose precision "
+    "past 2^53 in JavaScript); a decimal string or a JSON number is accepted as input",
+    serialize=_serialize_u64,
     parse_value=_parse_u64,
 )
 
@@ -274,28 +282,59 @@ class FileInput:
         return FileRef(self.blake3, int(self.size), tuple(self.urls))
 
 
-def _generate_query(
-    model: str,
-    prompt: str,
-    version: str | None,
-    max_tokens: int,
-    temperature: float,
-    top_p: float,
-    repeat_penalty: float,
-    stop: list[str] | None,
-    seed: int | None,
-) -> GenerateQuery:
-    return GenerateQuery(
-        model=model,
-        prompt=prompt,
-        version=version,
-        max_tokens=max_tokens,
-        temperature=temperature,
-        top_p=top_p,
-        repeat_penalty=repeat_penalty,
-        stop=tuple(stop or ()),
-        seed=None if seed is None else int(seed),
+_GRAPHQL_TYPES: dict[str, Any] = {
+    "text": str,
+    "int": int,
+    "float": float,
+    "u64": U64,
+    "texts": list[str],
+}
+
+
+def _generate_arguments() -> list[inspect.Parameter]:
+    """One GraphQL argument per :class:`GenerateQuery` field: its type, default and help.
+
+    Strawberry reads a resolver's arguments from its signature, so the resolvers below get
+    this one (see :func:`_with_generate_arguments`) instead of a hand-written list.
+    """
+    defaults = query_defaults()
+    arguments = []
+    for name, spec in query_parameters().items():
+        kind: Any = _GRAPHQL_TYPES[spec.kind]
+        default = defaults.get(name, inspect.Parameter.empty)
+        if default is None:
+            kind = kind | None
+        description = spec.describe(None, show_value=False)
+        arguments.append(
+            inspect.Parameter(
+                name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=default,
+                annotation=Annotated[kind, strawberry.argument(description=description)],
+            )
+        )
+    return arguments
+
+
+def _with_generate_arguments(resolver: Callable[..., Any]) -> Callable[..., Any]:
+    """``resolver(self, info, **query_fields)`` with the generate arguments as its signature."""
+    head = [
+        inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        inspect.Parameter("info", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Info),
+    ]
+    returns = inspect.signature(resolver).return_annotation
+    resolver.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        head + _generate_arguments(), return_annotation=returns
     )
+    return resolver
+
+
+def _generate_query(fields: dict[str, Any]) -> GenerateQuery:
+    """The query of a resolver's arguments; a bad value is a typed GraphQL error."""
+    try:
+        return GenerateQuery(**fields)
+    except Exception as err:
+        raise _typed_error(err) from err
 
 
 async def _final_record(info: Info, query: GenerateQuery) -> GenerationRecord:
@@ -337,22 +376,9 @@ class Query:
         description="Run a generate query to its end and return the record (the SSE endpoint "
         "streams the tokens instead)."
     )
-    async def generate(
-        self,
-        info: Info,
-        model: str,
-        prompt: str,
-        version: str | None = None,
-        max_tokens: int = _DEFAULT_QUERY.max_tokens,
-        temperature: float = _DEFAULT_QUERY.temperature,
-        top_p: float = _DEFAULT_QUERY.top_p,
-        repeat_penalty: float = _DEFAULT_QUERY.repeat_penalty,
-        stop: list[str] | None = None,
-        seed: U64 | None = None,
-    ) -> GenerationResult:
-        query = _generate_query(
-            model, prompt, version, max_tokens, temperature, top_p, repeat_penalty, stop, seed
-        )
+    @_with_generate_arguments
+    async def generate(self, info: Info, **fields: Any) -> GenerationResult:
+        query = _generate_query(fields)
         return GenerationResult.of(await _typed(_final_record(info, query)))
 
 
@@ -403,22 +429,11 @@ class Subscription:
         description="Stream a generate query (graphql-transport-ws): a TokenUpdate per token, "
         "then the GenerationResult. Unsubscribing cancels the generation."
     )
+    @_with_generate_arguments
     async def generate(
-        self,
-        info: Info,
-        model: str,
-        prompt: str,
-        version: str | None = None,
-        max_tokens: int = _DEFAULT_QUERY.max_tokens,
-        temperature: float = _DEFAULT_QUERY.temperature,
-        top_p: float = _DEFAULT_QUERY.top_p,
-        repeat_penalty: float = _DEFAULT_QUERY.repeat_penalty,
-        stop: list[str] | None = None,
-        seed: U64 | None = None,
+        self, info: Info, **fields: Any
     ) -> AsyncGenerator[GenerationUpdate, None]:
-        query = _generate_query(
-            model, prompt, version, max_tokens, temperature, top_p, repeat_penalty, stop, seed
-        )
+        query = _generate_query(fields)
         events = run_generation(_gate(info), query, info.context["generations"])
         # Unsubscribing closes this generator, which closes the run, which cancels it.
         async with aclosing(events):

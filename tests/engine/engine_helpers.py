@@ -30,13 +30,14 @@ class CliResult:
     stderr: str
 
 
-def run_cli(*args: str | Path, timeout: float = 300) -> CliResult:
-    """Run ``python -m edgechain.cli ARGS`` in a subprocess."""
+def run_cli(*args: str | Path, timeout: float = 300, stdin: bytes = b"") -> CliResult:
+    """Run ``python -m edgechain.cli ARGS`` in a subprocess (``stdin`` is all it reads)."""
     proc = subprocess.run(
         [sys.executable, "-m", "edgechain.cli", *map(str, args)],
         capture_output=True,
         timeout=timeout,
         cwd=REPO_ROOT,
+        input=stdin,
     )
     return CliResult(proc.returncode, proc.stdout, proc.stderr.decode("utf-8", "replace"))
 
