@@ -45,10 +45,11 @@ from edgechain.chain.committee import Committee, validator_name
 from edgechain.chain.encoding import hash_encoded
 from edgechain.chain.faults import Fault, FaultMap, format_faults, parse_faults
 from edgechain.chain.keys import generate_key, load_key, public_bytes, save_key
-from edgechain.chain.storage import BlockRow, ChainRecord, Storage
+from edgechain.chain.state import WriteSet
+from edgechain.chain.storage import BlockRow, ChainRecord, Snapshot, Storage, WriteTransaction
 from edgechain.chain.validator import Validator
-from edgechain.chain.verification import VerifiedChain, chain_id_for, verify_chain
-from edgechain.errors import ChainError, NetworkNotFound, StorageCorrupted, UsageError
+from edgechain.chain.verification import VerifiedChain, chain_id_for, extend_chain, verify_chain
+from edgechain.errors import NetworkNotFound, StorageCorrupted, UsageError
 
 NETWORK_FILE = "network.json"
 DATABASE_FILE = "chain.db"
@@ -89,6 +90,36 @@ class NetworkStatus:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class ExpectedHead:
+    """A head a user recorded (``HEIGHT:HASH`` from `net status`): the chain must still hold it."""
+
+    height: int
+    block_hash: str  # hex, or a prefix of at least 8 hex digits
+    chain: str = DEFAULT_CHAIN
+
+    @classmethod
+    def parse(cls, text: str, chain: str = DEFAULT_CHAIN) -> ExpectedHead:
+        height, sep, block_hash = text.strip().partition(":")
+        block_hash = block_hash.lower()
+        if (
+            not sep
+            or not height.isascii()
+            or not height.isdigit()
+            or len(height) > 18
+            or not 8 <= len(block_hash) <= 64
+            or not all(c in "0123456789abcdef" for c in block_hash)
+        ):
+            raise UsageError(
+                f"expected head {text!r} must be HEIGHT:HASH as `net status` prints it "
+                "(a height, a colon, the block hash or at least its first 8 hex digits)"
+            )
+        return cls(int(height), block_hash, chain)
+
+    def __str__(self) -> str:
+        return f"{self.height}:{self.block_hash}"
 
 
 @dataclass(frozen=True)
@@ -153,7 +184,8 @@ class Network:
         for i, key in enumerate(keys):
             save_key(key, path / "keys" / "validators" / f"{validator_name(i)}.key")
         _write_config(path, committee, faults, vote_timeout)
-        net = cls(path, committee, keys, faults, vote_timeout, Storage(path / DATABASE_FILE))
+        storage = Storage(path / DATABASE_FILE, create=True)
+        net = cls(path, committee, keys, faults, vote_timeout, storage)
         net.storage.set_meta("committee_hash", committee.hash().hex())
         net.create_chain(default_chain)
         return net
@@ -200,8 +232,27 @@ class Network:
         return net
 
     def _load_chains(self) -> None:
-        for record in self.storage.chains():
-            self._attach(verify_chain(self.storage, self.committee, record))
+        with self.storage.snapshot() as snapshot:
+            for record in snapshot.chains():
+                self._attach(verify_chain(snapshot, self.committee, record))
+
+    def refresh(self) -> bool:
+        """Pick up the blocks (and chains) other processes committed; True if there were any.
+
+        Reads one snapshot, verifies only the new blocks (hash links, certificates, re-executed
+        state hashes) and applies them to the certified state in memory. A chain whose stored
+        head is no longer the one this process saw raises :class:`StorageCorrupted`.
+        """
+        changed = False
+        with self.storage.snapshot() as snapshot:
+            known = {c.id for c in self._chains.values()}
+            for record in snapshot.chains():
+                if record.chain_id in known:
+                    changed |= self.chain(record.chain_id)._catch_up(snapshot)
+                else:
+                    self._attach(verify_chain(snapshot, self.committee, record))
+                    changed = True
+        return changed
 
     def _attach(self, verified: VerifiedChain) -> Chain:
         record = verified.record
@@ -249,7 +300,8 @@ class Network:
         record = ChainRecord(chain_id_for(self.committee, name, owner), name, owner)
         save_key(owner_key, key_path)
         self.storage.add_chain(record)
-        return self._attach(verify_chain(self.storage, self.committee, record))
+        with self.storage.snapshot() as snapshot:
+            return self._attach(verify_chain(snapshot, self.committee, record))
 
     def default_chain(self) -> Chain:
         """The chain created with the network (named "default")."""
@@ -292,13 +344,23 @@ class Network:
             chains=[c.status() for c in self._chains.values()],
         )
 
-    def verify(self) -> VerifyReport:
-        """Re-verify every stored chain from scratch (what `chain verify` runs)."""
+    def verify(self, expect_head: ExpectedHead | None = None) -> VerifyReport:
+        """Re-verify every stored chain from scratch (what `chain verify` runs), in one snapshot.
+
+        With ``expect_head``, the chain must also still hold that block at that height: a chain
+        cut back below a head the user recorded (or rewritten from it) raises
+        :class:`StorageCorrupted`, which re-verification alone cannot see.
+        """
         start = time.perf_counter()
         blocks = 0
-        records = self.storage.chains()
-        for record in records:
-            blocks += verify_chain(self.storage, self.committee, record).next_height
+        with self.storage.snapshot() as snapshot:
+            records = snapshot.chains()
+            verified = {}
+            for record in records:
+                verified[record.name] = verify_chain(snapshot, self.committee, record)
+                blocks += verified[record.name].next_height
+            if expect_head is not None:
+                _check_expected_head(snapshot, verified, expect_head)
         return VerifyReport(len(records), blocks, time.perf_counter() - start)
 
     def set_faults(self, faulty: FaultsArg, persist: bool = False) -> None:
@@ -400,11 +462,31 @@ class Chain:
         if not operations:
             raise UsageError("a block needs at least one operation")
         net = self.network
-        if net.storage.next_height(self.id) != self.height:
-            raise ChainError(
-                f"chain {self.name!r} was extended by another process; reopen the network"
-            )
         key = signer if signer is not None else self.owner_key()
+        # The write lock is held from reading the head to committing: writers of every process
+        # take turns, and each builds on the head it commits over (no "already committed").
+        with net.storage.write_transaction() as txn:
+            self._catch_up(txn)
+            certified, writes = self._certify(operations, key)
+            txn.commit_block(
+                BlockRow(
+                    self.id,
+                    certified.block.height,
+                    certified.block_hash,
+                    certified.block.encode(),
+                    certified.owner_signature,
+                    certified.certificate.encode(),
+                ),
+                writes,
+            )
+        self._apply(certified, writes)
+        return certified.certificate
+
+    def _certify(
+        self, operations: Sequence[Operation], key: Ed25519PrivateKey
+    ) -> tuple[CertifiedBlock, WriteSet]:
+        """Execute ``operations`` on the current head and gather a certificate for the block."""
+        net = self.network
         signer_public = public_bytes(key)
         timestamp = max(time.time_ns() // 1000, self._last_timestamp_us)
         writes = execute_operations(
@@ -436,21 +518,43 @@ class Chain:
             proposal, net.committee, net._pool, net.vote_timeout, chain_label=self.name
         )
         self.last_failures = failures
-        net.storage.commit_block(
-            BlockRow(
-                self.id, block.height, block_hash, encoded, proposal.signature, certificate.encode()
-            ),
-            writes,
-        )
+        return CertifiedBlock(block, block_hash, proposal.signature, certificate), writes
+
+    def _apply(self, certified: CertifiedBlock, writes: WriteSet) -> None:
+        """Make a committed block this process's head (state, height, validators' replicas)."""
         with self._state_lock:
             self._state.apply(writes)
-            self.height += 1
-            self.head_hash = block_hash
-            self._last_timestamp_us = timestamp
-        certified = CertifiedBlock(block, block_hash, proposal.signature, certificate)
-        for validator in net.validators:
+            self.height = certified.block.height + 1
+            self.head_hash = certified.block_hash
+            self._last_timestamp_us = certified.block.timestamp_us
+        for validator in self.network.validators:
             validator.handle_certificate(certified)
-        return certificate
+
+    def _catch_up(self, snapshot: Snapshot | WriteTransaction) -> bool:
+        """Verify and apply the blocks other processes committed after this process's head."""
+        if self.height > 0:
+            row = snapshot.block_row(self.id, self.height - 1)
+            if row is None or row.block_hash != self.head_hash:
+                stored = snapshot.next_height(self.id)
+                raise StorageCorrupted(
+                    f"chain {self.name!r}: the stored chain no longer holds the head this process "
+                    f"saw (height {self.height - 1}, block {_hex(self.head_hash)[:16]}); it now "
+                    f"has {stored} blocks: it was cut back or rewritten"
+                )
+        rows = list(snapshot.block_rows(self.id, self.height))
+        if not rows:
+            return False
+        with self._state_lock:
+            cursor = VerifiedChain(
+                ChainRecord(self.id, self.name, self.owner),
+                self._state.copy(),
+                self.height,
+                self.head_hash,
+                self._last_timestamp_us,
+            )
+        for certified, writes in extend_chain(cursor, rows, self.network.committee):
+            self._apply(certified, writes)
+        return True
 
     # --- reading blocks -------------------------------------------------------------------
 
@@ -472,6 +576,31 @@ class Chain:
         return all(
             v.next_height(self.id) == self.height and v.state_hash(self.id) == self.state_hash
             for v in honest
+        )
+
+
+def _hex(value: bytes | None) -> str:
+    return "none" if value is None else value.hex()
+
+
+def _check_expected_head(
+    snapshot: Snapshot, verified: dict[str, VerifiedChain], expected: ExpectedHead
+) -> None:
+    chain = verified.get(expected.chain)
+    if chain is None:
+        raise UsageError(f"no chain {expected.chain!r} to check the expected head {expected} on")
+    label = f"chain {expected.chain!r}"
+    if chain.next_height <= expected.height:
+        raise StorageCorrupted(
+            f"{label} was cut back: it has {chain.next_height} blocks (head height "
+            f"{chain.next_height - 1}) but the head you recorded is {expected}"
+        )
+    row = snapshot.block_row(chain.record.chain_id, expected.height)
+    stored = "none" if row is None else row.block_hash.hex()
+    if not stored.startswith(expected.block_hash):
+        raise StorageCorrupted(
+            f"{label} was rewritten: the block at height {expected.height} is {stored[:16]}, "
+            f"not the {expected.block_hash[:16]} you recorded"
         )
 
 

@@ -169,14 +169,30 @@ def test_several_chains_share_the_committee(tmp_path):
         assert [m.entry.name for m in models] == ["only-on-second"]
 
 
-def test_a_second_writer_is_told_to_reopen(net_dir):
+def test_a_second_writer_catches_up_and_commits_at_the_next_height(net_dir):
     with Network.open(net_dir) as first, Network.open(net_dir) as second:
         a, b = first.default_chain(), second.default_chain()
+        start = a.height
         a.execute(a.app_id("model-registry"), register(version="9"))
-        with pytest.raises(ChainError, match="extended by another process"):
-            b.execute(b.app_id("model-registry"), register(version="10"))
+        cert = b.execute(b.app_id("model-registry"), register(version="10"))
+        assert cert.height == start + 1 and b.height == start + 2
+        # The second process re-executed on the new head: it sees the first one's model.
+        versions = {m.entry.version for m in b.application("model-registry").list_models()}
+        assert {"9", "10"} <= versions
+        assert b.honest_replicas_agree()
+        assert first.refresh() and a.height == start + 2 and a.state_hash == b.state_hash
+        assert not first.refresh()
     with Network.open(net_dir) as again:
-        assert again.default_chain().height == 5
+        assert again.default_chain().height == start + 2
+
+
+def test_a_chain_cut_back_under_a_running_process_is_refused(net_dir):
+    with Network.open(net_dir) as net:
+        chain = net.default_chain()
+        top = chain.height - 1
+        _sql(net_dir, f"DELETE FROM blocks WHERE height = {top}")
+        with pytest.raises(StorageCorrupted, match="cut back or rewritten"):
+            net.refresh()
 
 
 def test_tampered_schema_version_is_refused(net_dir):
