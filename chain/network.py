@@ -77,6 +77,11 @@ class ChainStatus:
     head_hash: str | None  # hex, None before the first block
     state_hash: str  # hex
 
+    @property
+    def head(self) -> str | None:
+        """``HEIGHT:HASH`` of the head block, what `chain verify --expect-head` takes."""
+        return None if self.head_hash is None else f"{self.height - 1}:{self.head_hash}"
+
 
 @dataclass(frozen=True)
 class NetworkStatus:
@@ -89,7 +94,10 @@ class NetworkStatus:
     chains: list[ChainStatus]
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        value = asdict(self)
+        for chain, status in zip(value["chains"], self.chains, strict=True):
+            chain["head"] = status.head
+        return value
 
 
 @dataclass(frozen=True)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 from pathlib import Path
 
 import pytest
 from network_cli_helpers import edgechain, make_network
 
+from edgechain.chain.encoding import decode, encode
 from edgechain.client import Client
 from edgechain.contract.operations import FileRef
 
@@ -92,3 +94,78 @@ def test_chain_commands_need_a_network(tmp_path: Path) -> None:
         edgechain(*command, "--dir", tmp_path / "nowhere").assert_user_error(
             4, "no edgechain network"
         )
+
+
+# --- rollback: a head the user recorded --------------------------------------------------------
+
+
+def _head(net: Path) -> str:
+    status = edgechain("net", "status", "--dir", net, "--json")
+    assert status.code == 0, status.err
+    return status.json()["chains"][0]["head"]
+
+
+def test_net_status_prints_the_head_as_height_and_hash(net: Path) -> None:
+    head = _head(net)
+    height, block_hash = head.split(":")
+    assert height == "1" and len(block_hash) == 64
+    text = edgechain("net", "status", "--dir", net)
+    assert f"height 2, head {head}" in text.out
+
+
+def test_expect_head_passes_at_and_beyond_the_recorded_head(net: Path) -> None:
+    head = _head(net)
+    ok = edgechain("chain", "verify", "--dir", net, "--expect-head", head)
+    assert ok.code == 0, ok.err
+    assert f"still holds the head {head}" in ok.out
+    with Client.open(net) as client:
+        client.register_model("later", weights=WEIGHTS, tokenizer=TOKENIZER)
+    short = head.split(":")[0] + ":" + head.split(":")[1][:12].upper()
+    beyond = edgechain("chain", "verify", "--dir", net, "--expect-head", short, "--json")
+    assert beyond.code == 0, beyond.err
+    assert beyond.json()["blocks"] == 3
+
+
+@pytest.fixture
+def backup(net: Path, tmp_path: Path) -> Path:
+    """A copy of ``net`` taken when it held only its first block (a restored old backup)."""
+    copy = tmp_path / "backup"
+    with Client.open(net) as client:
+        client.network.storage.checkpoint()  # everything in chain.db, nothing in the WAL
+    shutil.copytree(net, copy)
+    with sqlite3.connect(copy / "chain.db") as db:
+        db.execute("DELETE FROM blocks WHERE height >= 1")
+        # The state as of block 0: the model registered, not yet retired.
+        (value,) = db.execute("SELECT value FROM state").fetchone()
+        entry = decode(value)
+        assert entry["retired_height"] == 1
+        db.execute("UPDATE state SET value = ?", (encode({**entry, "retired_height": None}),))
+    assert edgechain("chain", "verify", "--dir", copy).code == 0
+    return copy
+
+
+def test_expect_head_detects_a_chain_cut_back(net: Path, backup: Path) -> None:
+    head = _head(net)
+    edgechain("chain", "verify", "--dir", backup, "--expect-head", head).assert_user_error(
+        4, "cut back", "1 blocks", head
+    )
+
+
+def test_expect_head_detects_another_block_at_that_height(net: Path, backup: Path) -> None:
+    head = _head(net)
+    with Client.open(backup) as client:
+        client.register_model("other", weights=WEIGHTS, tokenizer=TOKENIZER)
+    plain = edgechain("chain", "verify", "--dir", backup)
+    assert plain.code == 0, plain.err  # a valid chain: only the recorded head tells
+    edgechain("chain", "verify", "--dir", backup, "--expect-head", head).assert_user_error(
+        4, "rewritten", "height 1"
+    )
+
+
+@pytest.mark.parametrize(
+    "bad", ["1", "x:abcdefab", "1:xyz", "1:abc", "-1:abcdefab", "1:" + "a" * 65, "١:abcdefab"]
+)
+def test_expect_head_must_be_height_and_hash(net: Path, bad: str) -> None:
+    edgechain("chain", "verify", "--dir", net, f"--expect-head={bad}").assert_user_error(
+        2, "HEIGHT:HASH"
+    )
