@@ -56,6 +56,7 @@ DATABASE_FILE = "chain.db"
 NETWORK_FORMAT = "edgechain-network/1"
 DEFAULT_CHAIN = "default"
 DEFAULT_VOTE_TIMEOUT = 1.0
+_MAX_HEIGHT = 2**63 - 1  # SQLite's INTEGER range
 _CHAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 FaultsArg = str | Mapping[str, str | Fault] | None
@@ -218,8 +219,10 @@ class Network:
             committee = Committee.from_json(config["committee"])
             saved_faults = config.get("faults", "")
             saved_timeout = float(config.get("vote_timeout", DEFAULT_VOTE_TIMEOUT))
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, UsageError) as exc:
             raise StorageCorrupted(f"{config_path} is malformed: {exc}") from exc
+        except OSError as exc:
+            raise StorageCorrupted(f"cannot read {config_path} ({exc.strerror or exc})") from exc
         keys = [load_key(path / "keys" / "validators" / f"{n}.key") for n in committee.names]
         for member, key in zip(committee.members, keys, strict=True):
             if public_bytes(key) != member.public_key:
@@ -568,13 +571,16 @@ class Chain:
 
     def block(self, height: int) -> CertifiedBlock:
         """The certified block at ``height``."""
-        row = self.network.storage.block_row(self.id, height)
+        # Out of SQLite's integer range there is no block either (and no OverflowError).
+        row = self.network.storage.block_row(self.id, height) if 0 <= height < _MAX_HEIGHT else None
         if row is None:
             raise UsageError(f"chain {self.name!r} has no block at height {height}")
         return _certified(row)
 
     def blocks(self, start: int = 0, end: int | None = None) -> Iterator[CertifiedBlock]:
         """Certified blocks in height order (for `chain show`); signers are in the certificates."""
+        start = min(max(start, 0), _MAX_HEIGHT)
+        end = None if end is None else min(max(end, 0), _MAX_HEIGHT)
         for row in self.network.storage.block_rows(self.id, start, end):
             yield _certified(row)
 

@@ -73,6 +73,7 @@ _BLOCK_COLUMNS = (
 )
 _CHAIN_COLUMNS = (("chain_id", bytes), ("name", str), ("owner", bytes))
 _STATE_COLUMNS = (("app_id", bytes), ("key", str), ("value", bytes))
+_SQL_TYPES = {bytes: "BLOB", str: "TEXT", int: "INTEGER", float: "REAL", type(None): "NULL"}
 _SELECT_BLOCK = (
     "SELECT chain_id, height, block_hash, block, owner_signature, certificate FROM blocks"
 )
@@ -146,13 +147,18 @@ class _Reads:
     def _typed(
         self, row: tuple[object, ...], columns: tuple[tuple[str, type], ...], table: str
     ) -> tuple[object, ...]:
+        """``row`` if every value has its column's type, else :class:`StorageCorrupted`."""
         for value, (column, kind) in zip(row, columns, strict=True):
-            # bool is an int subclass, but SQLite never returns one.
             if not isinstance(value, kind):
+                where = ""
+                if table == "blocks" and isinstance(row[1], int):
+                    where = f" at height {row[1]}"
+                elif table == "state" and isinstance(row[1], str):
+                    where = f" of key {row[1]!r}"
                 raise StorageCorrupted(
-                    f"the chain database {self.path} is damaged: column {table}.{column} holds "
-                    f"{'NULL' if value is None else type(value).__name__}, not "
-                    f"{'BLOB' if kind is bytes else 'TEXT' if kind is str else 'INTEGER'}"
+                    f"the chain database {self.path} is damaged: column {table}.{column}{where} "
+                    f"holds {_SQL_TYPES.get(type(value), type(value).__name__)}, "
+                    f"not {_SQL_TYPES[kind]}"
                 )
         return row
 

@@ -169,3 +169,88 @@ def test_expect_head_must_be_height_and_hash(net: Path, bad: str) -> None:
     edgechain("chain", "verify", "--dir", net, f"--expect-head={bad}").assert_user_error(
         2, "HEIGHT:HASH"
     )
+
+
+# --- damaged storage: exit 4, one line naming what is damaged ----------------------------------
+
+READERS = (("chain", "verify"), ("chain", "show"), ("net", "status"), ("model", "list"))
+
+
+def _damage_pages(db_path: Path) -> None:
+    """Overwrite the b-tree page headers after the first two pages (schema pages intact)."""
+    data = bytearray(db_path.read_bytes())
+    page = int.from_bytes(data[16:18], "big")
+    assert len(data) > 3 * page
+    for offset in range(2 * page, len(data), page):
+        data[offset : offset + 12] = b"\xff" * 12
+    db_path.write_bytes(bytes(data))
+
+
+@pytest.fixture
+def settled(net: Path) -> Path:
+    """``net`` with everything folded into chain.db (no WAL left to hide a damaged page)."""
+    with Client.open(net) as client:
+        for n in range(30):  # enough rows for several pages
+            client.register_model(
+                f"m{n}", weights=WEIGHTS, tokenizer=TOKENIZER, description="x" * 1000
+            )
+        client.network.storage.checkpoint()
+    return net
+
+
+def test_a_corrupt_database_page_is_a_chain_error(settled: Path) -> None:
+    _damage_pages(settled / "chain.db")
+    for command in READERS:
+        edgechain(*command, "--dir", settled).assert_user_error(
+            4, "chain.db is damaged", "malformed"
+        )
+
+
+@pytest.mark.parametrize(
+    ("statement", "fragments"),
+    [
+        ("UPDATE blocks SET block = 'text' WHERE height = 1", ("blocks.block at height 1", "TEXT")),
+        ("UPDATE blocks SET height = 'x' WHERE height = 0", ("blocks.height", "not INTEGER")),
+        ("UPDATE state SET value = 'text'", ("state.value", "holds TEXT, not BLOB")),
+        ("UPDATE chains SET name = x'00'", ("chains.name", "holds BLOB, not TEXT")),
+        ("UPDATE meta SET value = x'31' WHERE key = 'schema_version'", ("meta.value", "BLOB")),
+        ("DROP TABLE state", ("no such table: state",)),
+    ],
+)
+def test_a_wrong_column_type_is_a_chain_error(net: Path, statement: str, fragments) -> None:
+    with sqlite3.connect(net / "chain.db") as db:
+        db.execute(statement)
+    for command in READERS:
+        edgechain(*command, "--dir", net).assert_user_error(4, "chain.db is damaged", *fragments)
+
+
+def test_a_file_that_is_not_a_database_is_a_chain_error(net: Path) -> None:
+    for suffix in ("-wal", "-shm"):
+        (net / f"chain.db{suffix}").unlink(missing_ok=True)
+    (net / "chain.db").write_bytes(b"not a database, just text\n" * 100)
+    for command in READERS:
+        edgechain(*command, "--dir", net).assert_user_error(
+            4, "chain.db is damaged", "not a database"
+        )
+
+
+def test_damaged_files_around_the_database_are_one_line_errors(net: Path) -> None:
+    (net / "chain.db-wal").unlink(missing_ok=True)
+    (net / "chain.db-wal").mkdir()
+    verify = edgechain("chain", "verify", "--dir", net)
+    verify.assert_user_error(4, "cannot open the chain database")
+    (net / "chain.db-wal").rmdir()
+    key = net / "keys" / "chains" / "default.key"
+    key.unlink()
+    key.mkdir()
+    edgechain("model", "retire", "stories260K", "--version", "1", "--dir", net).assert_user_error(
+        3, "cannot read key file"
+    )
+    (net / "network.json").write_text('{"format": "edgechain-network/1", "committee": 5}')
+    edgechain("chain", "verify", "--dir", net).assert_user_error(4, "network.json is malformed")
+
+
+def test_show_a_height_beyond_any_integer(net: Path) -> None:
+    edgechain("chain", "show", "99999999999999999999", "--dir", net).assert_user_error(
+        2, "no block at height 99999999999999999999"
+    )
