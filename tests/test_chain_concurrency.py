@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from network_cli_helpers import REPO_ROOT, edgechain, make_network, serve_copies
-from serve_helpers import start_node, stop_node
+from serve_helpers import PUBLISH, file_input, start_node, stop_node
 
 from edgechain.client import Client
 from edgechain.pytest_plugin import ModelFiles
@@ -23,6 +23,7 @@ from edgechain.service.weight_server import WeightServer
 PUBLISHERS = 2
 PUBLISHES_EACH = 8
 VERIFIERS = 12
+NODE_PUBLISHES = 4
 
 
 @pytest.fixture
@@ -49,7 +50,7 @@ def test_publishers_verifiers_generators_and_a_node_share_one_directory(
     net: Path, stories260k: ModelFiles, weight_server: WeightServer
 ) -> None:
     failures: list[str] = []
-    counts = {"publish": 0, "verify": 0, "generate": 0, "node": 0}
+    counts = {"publish": 0, "verify": 0, "generate": 0, "node": 0, "node-publish": 0}
     lock = threading.Lock()
     publishing = threading.Event()
 
@@ -76,6 +77,15 @@ def test_publishers_verifiers_generators_and_a_node_share_one_directory(
             )
             record("generate", result.code, result.err)
 
+    def node_publisher() -> None:
+        files = {
+            "w": file_input(stories260k.weights, weight_server.url("stories260K.bin")),
+            "t": file_input(stories260k.tokenizer, weight_server.url("tok512.bin")),
+        }
+        for n in range(NODE_PUBLISHES):
+            body = node.graphql(PUBLISH, {"name": f"node-m{n}", "version": "1", **files})
+            record("node-publish", 1 if "errors" in body else 0, str(body.get("errors")))
+
     def node_reader() -> None:
         while publishing.is_set() or counts["node"] < 2:
             body = node.graphql("{ models { name } blocks { height } }")
@@ -85,6 +95,7 @@ def test_publishers_verifiers_generators_and_a_node_share_one_directory(
     try:
         publishing.set()
         publishers = [threading.Thread(target=publisher, args=(i,)) for i in range(PUBLISHERS)]
+        publishers.append(threading.Thread(target=node_publisher))
         others = [threading.Thread(target=generator), threading.Thread(target=node_reader)]
         for thread in publishers + others:
             thread.start()
@@ -117,7 +128,9 @@ def test_publishers_verifiers_generators_and_a_node_share_one_directory(
     assert counts["verify"] == VERIFIERS
     assert counts["generate"] >= 2 and counts["node"] >= 2
     assert "Traceback" not in node_err, node_err
+    assert counts["node-publish"] == NODE_PUBLISHES
     published = {f"p{i}-m{n}" for i in range(PUBLISHERS) for n in range(PUBLISHES_EACH)}
+    published |= {f"node-m{n}" for n in range(NODE_PUBLISHES)}
     assert published <= {m["name"] for m in models}  # the node saw every block
     listed = edgechain("model", "list", "--dir", net, "--json")
     assert listed.code == 0, listed.err
