@@ -282,6 +282,7 @@ class Storage(_Reads):
         # Writers of this process queue here before queueing for SQLite's write lock.
         self._write_lock = threading.Lock()
         self._writer: sqlite3.Connection | None = None
+        self._closed = False
         try:
             self._db = _connect(path, create=create)
             if create:
@@ -300,11 +301,21 @@ class Storage(_Reads):
             raise
 
     def close(self) -> None:
-        with self._lock, self._write_lock:
+        """Close the connections; a write in progress in another thread closes its own when it
+        ends (closing never waits for a writer queued on another process's lock)."""
+        with self._lock:
+            self._closed = True
             self._db.close()
-            if self._writer is not None:
-                self._writer.close()
-                self._writer = None
+        if self._write_lock.acquire(blocking=False):
+            try:
+                self._close_writer()
+            finally:
+                self._write_lock.release()
+
+    def _close_writer(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
     def _rows(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[object, ...]]:
         with self._lock, _mapped(self.path):
@@ -336,24 +347,30 @@ class Storage(_Reads):
         the body returns, rolls back when it raises.
         """
         with self._write_lock:
-            with _mapped(self.path):
-                if self._writer is None:
-                    self._writer = _connect(self.path)
-                db = self._writer
-                db.execute("BEGIN IMMEDIATE")
-            try:
-                yield WriteTransaction(self.path, db)
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    db.execute("ROLLBACK")
-                raise
+            if self._closed:
+                raise ChainError(f"the chain database {self.path} is closed")
             try:
                 with _mapped(self.path):
-                    db.execute("COMMIT")
-            except BaseException:
-                with contextlib.suppress(sqlite3.Error):
-                    db.execute("ROLLBACK")
-                raise
+                    if self._writer is None:
+                        self._writer = _connect(self.path)
+                    db = self._writer
+                    db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield WriteTransaction(self.path, db)
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute("ROLLBACK")
+                    raise
+                try:
+                    with _mapped(self.path):
+                        db.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error):
+                        db.execute("ROLLBACK")
+                    raise
+            finally:
+                if self._closed:  # closed by another thread meanwhile
+                    self._close_writer()
 
     # --- meta and chains ------------------------------------------------------------------
 

@@ -1,12 +1,15 @@
 """Storage: reopening re-verifies, and tampering with any stored field is named on reopen."""
 
+import contextlib
 import json
 import sqlite3
+import threading
 
 import pytest
 from chain_helpers import register
 
 from edgechain.chain import Network
+from edgechain.chain import storage as storage_module
 from edgechain.chain.keys import generate_key, save_key
 from edgechain.contract import RetireModel
 from edgechain.errors import ChainError, NetworkNotFound, StorageCorrupted
@@ -209,3 +212,56 @@ def test_replaced_owner_key_is_refused(net_dir):
         chain = net.default_chain()
         with pytest.raises(StorageCorrupted, match="does not hold the key of chain 'default'"):
             chain.execute(chain.app_id("model-registry"), register(version="5"))
+
+
+def _hold_write_lock(path, seconds):
+    """Another process's writer, as SQLite sees it: a connection holding the write lock."""
+    db = sqlite3.connect(path / "chain.db", isolation_level=None, check_same_thread=False)
+    db.execute("BEGIN IMMEDIATE")
+    timer = threading.Timer(seconds, lambda: (db.execute("COMMIT"), db.close()))
+    timer.start()
+    return timer
+
+
+def test_a_writer_waits_for_another_writer_then_commits(net_dir):
+    with Network.open(net_dir) as net:
+        chain = net.default_chain()
+        timer = _hold_write_lock(net_dir, 0.5)
+        cert = chain.execute(chain.app_id("model-registry"), register(version="7"))
+        timer.join()
+        assert cert.height == 4 and chain.height == 5
+
+
+def test_a_writer_that_waits_too_long_is_told_the_database_is_busy(net_dir, monkeypatch):
+    monkeypatch.setattr(storage_module, "BUSY_TIMEOUT", 0.2)
+    with Network.open(net_dir) as net:
+        chain = net.default_chain()
+        timer = _hold_write_lock(net_dir, 3)
+        try:
+            with pytest.raises(ChainError, match="chain.db is busy"):
+                chain.execute(chain.app_id("model-registry"), register(version="7"))
+        finally:
+            timer.join()
+        assert chain.height == 4  # nothing committed, nothing applied
+        chain.execute(chain.app_id("model-registry"), register(version="7"))
+        assert chain.height == 5 and chain.honest_replicas_agree()
+
+
+def test_verification_reads_blocks_and_state_from_one_snapshot(net_dir):
+    with Network.open(net_dir) as net, Network.open(net_dir) as other:
+        writer = other.default_chain()
+        real = net.storage.snapshot
+
+        @contextlib.contextmanager
+        def snapshot_with_a_commit_in_between():
+            with real() as snapshot:
+                rows = list(snapshot.block_rows(net.default_chain().id))
+                # Another process commits after the blocks were read, before the state is.
+                writer.execute(writer.app_id("model-registry"), register(name="late"))
+                snapshot.block_rows = lambda *a, **k: iter(rows)
+                yield snapshot
+
+        net.storage.snapshot = snapshot_with_a_commit_in_between
+        assert net.verify().blocks == 4  # the snapshot's moment, not the newest
+    with Network.open(net_dir) as net:
+        assert net.verify().blocks == 5
