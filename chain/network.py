@@ -18,7 +18,9 @@ Typical use::
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import threading
 import time
@@ -235,6 +237,7 @@ class Network:
             storage.close()
             raise StorageCorrupted(f"{config_path}: the committee does not match the database")
         net = cls(path, committee, keys, faults, timeout, storage)
+        _remove_abandoned_config_temporaries(path)
         try:
             net._load_chains()
         except BaseException:
@@ -639,6 +642,29 @@ def _write_config(path: Path, committee: Committee, faults: FaultMap, vote_timeo
         "faults": format_faults(faults),
         "vote_timeout": vote_timeout,
     }
-    tmp = path / (NETWORK_FILE + ".tmp")
-    tmp.write_text(json.dumps(config, indent=2) + "\n")
-    tmp.replace(path / NETWORK_FILE)
+    # Named with the pid: two processes saving faults at once never write one temporary.
+    tmp = path / f"{NETWORK_FILE}.{os.getpid()}.tmp"
+    try:
+        tmp.write_text(json.dumps(config, indent=2) + "\n")
+        tmp.replace(path / NETWORK_FILE)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _remove_abandoned_config_temporaries(path: Path) -> None:
+    """Delete the network.json temporaries of processes killed while saving it."""
+    for tmp in path.glob(f"{NETWORK_FILE}.*.tmp"):
+        pid = tmp.name[len(NETWORK_FILE) + 1 : -len(".tmp")]
+        if pid.isascii() and pid.isdigit() and len(pid) < 10 and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -265,3 +265,22 @@ def test_verification_reads_blocks_and_state_from_one_snapshot(net_dir):
         assert net.verify().blocks == 4  # the snapshot's moment, not the newest
     with Network.open(net_dir) as net:
         assert net.verify().blocks == 5
+
+
+def test_a_killed_processes_network_json_temporary_is_removed_on_open(net_dir):
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          check=True, capture_output=True, text=True)  # fmt: skip
+    dead = net_dir / f"network.json.{int(done.stdout)}.tmp"
+    running = net_dir / f"network.json.{os.getpid()}.tmp"
+    dead.write_text("{")
+    running.write_text("{")
+    Network.open(net_dir).close()
+    assert not dead.exists() and running.exists()
+    running.unlink()
+    with Network.open(net_dir) as net:
+        net.set_faults("v2=offline", persist=True)
+    assert sorted(p.name for p in net_dir.glob("network.json*")) == ["network.json"]

@@ -65,7 +65,13 @@ def chain_show(args: argparse.Namespace) -> int:
     with open_client(args) as client:
         chain = client.chain
         names = {chain.app_id(APPLICATION_NAME): APPLICATION_NAME}
-        blocks = list(client.blocks()) if args.height is None else [chain.block(args.height)]
+        # Up to the height verified on open, so the list matches the header even while
+        # another process appends blocks.
+        blocks = (
+            list(client.blocks(0, chain.height))
+            if args.height is None
+            else [chain.block(args.height)]
+        )
         quorum, n = client.network.committee.quorum, len(client.network.committee.members)
         if args.json:
             print_json(
