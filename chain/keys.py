@@ -41,3 +41,5 @@ def load_key(path: Path) -> Ed25519PrivateKey:
         raise InputError(f"key file not found: {path}") from exc
     except ValueError as exc:
         raise InputError(f"malformed key file: {path}") from exc
+    except OSError as exc:
+        raise InputError(f"cannot read key file {path} ({exc.strerror or exc})") from exc

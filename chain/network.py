@@ -18,7 +18,9 @@ Typical use::
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import threading
 import time
@@ -45,16 +47,18 @@ from edgechain.chain.committee import Committee, validator_name
 from edgechain.chain.encoding import hash_encoded
 from edgechain.chain.faults import Fault, FaultMap, format_faults, parse_faults
 from edgechain.chain.keys import generate_key, load_key, public_bytes, save_key
-from edgechain.chain.storage import BlockRow, ChainRecord, Storage
+from edgechain.chain.state import WriteSet
+from edgechain.chain.storage import BlockRow, ChainRecord, Snapshot, Storage, WriteTransaction
 from edgechain.chain.validator import Validator
-from edgechain.chain.verification import VerifiedChain, chain_id_for, verify_chain
-from edgechain.errors import ChainError, NetworkNotFound, StorageCorrupted, UsageError
+from edgechain.chain.verification import VerifiedChain, chain_id_for, extend_chain, verify_chain
+from edgechain.errors import NetworkNotFound, StorageCorrupted, UsageError
 
 NETWORK_FILE = "network.json"
 DATABASE_FILE = "chain.db"
 NETWORK_FORMAT = "edgechain-network/1"
 DEFAULT_CHAIN = "default"
 DEFAULT_VOTE_TIMEOUT = 1.0
+_MAX_HEIGHT = 2**63 - 1  # SQLite's INTEGER range
 _CHAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 FaultsArg = str | Mapping[str, str | Fault] | None
@@ -76,6 +80,11 @@ class ChainStatus:
     head_hash: str | None  # hex, None before the first block
     state_hash: str  # hex
 
+    @property
+    def head(self) -> str | None:
+        """``HEIGHT:HASH`` of the head block, what `chain verify --expect-head` takes."""
+        return None if self.head_hash is None else f"{self.height - 1}:{self.head_hash}"
+
 
 @dataclass(frozen=True)
 class NetworkStatus:
@@ -88,7 +97,40 @@ class NetworkStatus:
     chains: list[ChainStatus]
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        value = asdict(self)
+        for chain, status in zip(value["chains"], self.chains, strict=True):
+            chain["head"] = status.head
+        return value
+
+
+@dataclass(frozen=True)
+class ExpectedHead:
+    """A head a user recorded (``HEIGHT:HASH`` from `net status`): the chain must still hold it."""
+
+    height: int
+    block_hash: str  # hex, or a prefix of at least 8 hex digits
+    chain: str = DEFAULT_CHAIN
+
+    @classmethod
+    def parse(cls, text: str, chain: str = DEFAULT_CHAIN) -> ExpectedHead:
+        height, sep, block_hash = text.strip().partition(":")
+        block_hash = block_hash.lower()
+        if (
+            not sep
+            or not height.isascii()
+            or not height.isdigit()
+            or len(height) > 18
+            or not 8 <= len(block_hash) <= 64
+            or not all(c in "0123456789abcdef" for c in block_hash)
+        ):
+            raise UsageError(
+                f"expected head {text!r} must be HEIGHT:HASH as `net status` prints it "
+                "(a height, a colon, the block hash or at least its first 8 hex digits)"
+            )
+        return cls(int(height), block_hash, chain)
+
+    def __str__(self) -> str:
+        return f"{self.height}:{self.block_hash}"
 
 
 @dataclass(frozen=True)
@@ -153,7 +195,8 @@ class Network:
         for i, key in enumerate(keys):
             save_key(key, path / "keys" / "validators" / f"{validator_name(i)}.key")
         _write_config(path, committee, faults, vote_timeout)
-        net = cls(path, committee, keys, faults, vote_timeout, Storage(path / DATABASE_FILE))
+        storage = Storage(path / DATABASE_FILE, create=True)
+        net = cls(path, committee, keys, faults, vote_timeout, storage)
         net.storage.set_meta("committee_hash", committee.hash().hex())
         net.create_chain(default_chain)
         return net
@@ -178,8 +221,10 @@ class Network:
             committee = Committee.from_json(config["committee"])
             saved_faults = config.get("faults", "")
             saved_timeout = float(config.get("vote_timeout", DEFAULT_VOTE_TIMEOUT))
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, UsageError) as exc:
             raise StorageCorrupted(f"{config_path} is malformed: {exc}") from exc
+        except OSError as exc:
+            raise StorageCorrupted(f"cannot read {config_path} ({exc.strerror or exc})") from exc
         keys = [load_key(path / "keys" / "validators" / f"{n}.key") for n in committee.names]
         for member, key in zip(committee.members, keys, strict=True):
             if public_bytes(key) != member.public_key:
@@ -192,6 +237,7 @@ class Network:
             storage.close()
             raise StorageCorrupted(f"{config_path}: the committee does not match the database")
         net = cls(path, committee, keys, faults, timeout, storage)
+        _remove_abandoned_config_temporaries(path)
         try:
             net._load_chains()
         except BaseException:
@@ -200,8 +246,27 @@ class Network:
         return net
 
     def _load_chains(self) -> None:
-        for record in self.storage.chains():
-            self._attach(verify_chain(self.storage, self.committee, record))
+        with self.storage.snapshot() as snapshot:
+            for record in snapshot.chains():
+                self._attach(verify_chain(snapshot, self.committee, record))
+
+    def refresh(self) -> bool:
+        """Pick up the blocks (and chains) other processes committed; True if there were any.
+
+        Reads one snapshot, verifies only the new blocks (hash links, certificates, re-executed
+        state hashes) and applies them to the certified state in memory. A chain whose stored
+        head is no longer the one this process saw raises :class:`StorageCorrupted`.
+        """
+        changed = False
+        with self.storage.snapshot() as snapshot:
+            known = {c.id for c in self._chains.values()}
+            for record in snapshot.chains():
+                if record.chain_id in known:
+                    changed |= self.chain(record.chain_id)._catch_up(snapshot)
+                else:
+                    self._attach(verify_chain(snapshot, self.committee, record))
+                    changed = True
+        return changed
 
     def _attach(self, verified: VerifiedChain) -> Chain:
         record = verified.record
@@ -249,7 +314,8 @@ class Network:
         record = ChainRecord(chain_id_for(self.committee, name, owner), name, owner)
         save_key(owner_key, key_path)
         self.storage.add_chain(record)
-        return self._attach(verify_chain(self.storage, self.committee, record))
+        with self.storage.snapshot() as snapshot:
+            return self._attach(verify_chain(snapshot, self.committee, record))
 
     def default_chain(self) -> Chain:
         """The chain created with the network (named "default")."""
@@ -292,13 +358,23 @@ class Network:
             chains=[c.status() for c in self._chains.values()],
         )
 
-    def verify(self) -> VerifyReport:
-        """Re-verify every stored chain from scratch (what `chain verify` runs)."""
+    def verify(self, expect_head: ExpectedHead | None = None) -> VerifyReport:
+        """Re-verify every stored chain from scratch (what `chain verify` runs), in one snapshot.
+
+        With ``expect_head``, the chain must also still hold that block at that height: a chain
+        cut back below a head the user recorded (or rewritten from it) raises
+        :class:`StorageCorrupted`, which re-verification alone cannot see.
+        """
         start = time.perf_counter()
         blocks = 0
-        records = self.storage.chains()
-        for record in records:
-            blocks += verify_chain(self.storage, self.committee, record).next_height
+        with self.storage.snapshot() as snapshot:
+            records = snapshot.chains()
+            verified = {}
+            for record in records:
+                verified[record.name] = verify_chain(snapshot, self.committee, record)
+                blocks += verified[record.name].next_height
+            if expect_head is not None:
+                _check_expected_head(snapshot, verified, expect_head)
         return VerifyReport(len(records), blocks, time.perf_counter() - start)
 
     def set_faults(self, faulty: FaultsArg, persist: bool = False) -> None:
@@ -400,11 +476,31 @@ class Chain:
         if not operations:
             raise UsageError("a block needs at least one operation")
         net = self.network
-        if net.storage.next_height(self.id) != self.height:
-            raise ChainError(
-                f"chain {self.name!r} was extended by another process; reopen the network"
-            )
         key = signer if signer is not None else self.owner_key()
+        # The write lock is held from reading the head to committing: writers of every process
+        # take turns, and each builds on the head it commits over (no "already committed").
+        with net.storage.write_transaction() as txn:
+            self._catch_up(txn)
+            certified, writes = self._certify(operations, key)
+            txn.commit_block(
+                BlockRow(
+                    self.id,
+                    certified.block.height,
+                    certified.block_hash,
+                    certified.block.encode(),
+                    certified.owner_signature,
+                    certified.certificate.encode(),
+                ),
+                writes,
+            )
+        self._apply(certified, writes)
+        return certified.certificate
+
+    def _certify(
+        self, operations: Sequence[Operation], key: Ed25519PrivateKey
+    ) -> tuple[CertifiedBlock, WriteSet]:
+        """Execute ``operations`` on the current head and gather a certificate for the block."""
+        net = self.network
         signer_public = public_bytes(key)
         timestamp = max(time.time_ns() // 1000, self._last_timestamp_us)
         writes = execute_operations(
@@ -436,33 +532,58 @@ class Chain:
             proposal, net.committee, net._pool, net.vote_timeout, chain_label=self.name
         )
         self.last_failures = failures
-        net.storage.commit_block(
-            BlockRow(
-                self.id, block.height, block_hash, encoded, proposal.signature, certificate.encode()
-            ),
-            writes,
-        )
+        return CertifiedBlock(block, block_hash, proposal.signature, certificate), writes
+
+    def _apply(self, certified: CertifiedBlock, writes: WriteSet) -> None:
+        """Make a committed block this process's head (state, height, validators' replicas)."""
         with self._state_lock:
             self._state.apply(writes)
-            self.height += 1
-            self.head_hash = block_hash
-            self._last_timestamp_us = timestamp
-        certified = CertifiedBlock(block, block_hash, proposal.signature, certificate)
-        for validator in net.validators:
+            self.height = certified.block.height + 1
+            self.head_hash = certified.block_hash
+            self._last_timestamp_us = certified.block.timestamp_us
+        for validator in self.network.validators:
             validator.handle_certificate(certified)
-        return certificate
+
+    def _catch_up(self, snapshot: Snapshot | WriteTransaction) -> bool:
+        """Verify and apply the blocks other processes committed after this process's head."""
+        if self.height > 0:
+            row = snapshot.block_row(self.id, self.height - 1)
+            if row is None or row.block_hash != self.head_hash:
+                stored = snapshot.next_height(self.id)
+                raise StorageCorrupted(
+                    f"chain {self.name!r}: the stored chain no longer holds the head this process "
+                    f"saw (height {self.height - 1}, block {_hex(self.head_hash)[:16]}); it now "
+                    f"has {stored} blocks: it was cut back or rewritten"
+                )
+        rows = list(snapshot.block_rows(self.id, self.height))
+        if not rows:
+            return False
+        with self._state_lock:
+            cursor = VerifiedChain(
+                ChainRecord(self.id, self.name, self.owner),
+                self._state.copy(),
+                self.height,
+                self.head_hash,
+                self._last_timestamp_us,
+            )
+        for certified, writes in extend_chain(cursor, rows, self.network.committee):
+            self._apply(certified, writes)
+        return True
 
     # --- reading blocks -------------------------------------------------------------------
 
     def block(self, height: int) -> CertifiedBlock:
         """The certified block at ``height``."""
-        row = self.network.storage.block_row(self.id, height)
+        # Out of SQLite's integer range there is no block either (and no OverflowError).
+        row = self.network.storage.block_row(self.id, height) if 0 <= height < _MAX_HEIGHT else None
         if row is None:
             raise UsageError(f"chain {self.name!r} has no block at height {height}")
         return _certified(row)
 
     def blocks(self, start: int = 0, end: int | None = None) -> Iterator[CertifiedBlock]:
         """Certified blocks in height order (for `chain show`); signers are in the certificates."""
+        start = min(max(start, 0), _MAX_HEIGHT)
+        end = None if end is None else min(max(end, 0), _MAX_HEIGHT)
         for row in self.network.storage.block_rows(self.id, start, end):
             yield _certified(row)
 
@@ -472,6 +593,31 @@ class Chain:
         return all(
             v.next_height(self.id) == self.height and v.state_hash(self.id) == self.state_hash
             for v in honest
+        )
+
+
+def _hex(value: bytes | None) -> str:
+    return "none" if value is None else value.hex()
+
+
+def _check_expected_head(
+    snapshot: Snapshot, verified: dict[str, VerifiedChain], expected: ExpectedHead
+) -> None:
+    chain = verified.get(expected.chain)
+    if chain is None:
+        raise UsageError(f"no chain {expected.chain!r} to check the expected head {expected} on")
+    label = f"chain {expected.chain!r}"
+    if chain.next_height <= expected.height:
+        raise StorageCorrupted(
+            f"{label} was cut back: it has {chain.next_height} blocks (head height "
+            f"{chain.next_height - 1}) but the head you recorded is {expected}"
+        )
+    row = snapshot.block_row(chain.record.chain_id, expected.height)
+    stored = "none" if row is None else row.block_hash.hex()
+    if not stored.startswith(expected.block_hash):
+        raise StorageCorrupted(
+            f"{label} was rewritten: the block at height {expected.height} is {stored[:16]}, "
+            f"not the {expected.block_hash[:16]} you recorded"
         )
 
 
@@ -496,6 +642,29 @@ def _write_config(path: Path, committee: Committee, faults: FaultMap, vote_timeo
         "faults": format_faults(faults),
         "vote_timeout": vote_timeout,
     }
-    tmp = path / (NETWORK_FILE + ".tmp")
-    tmp.write_text(json.dumps(config, indent=2) + "\n")
-    tmp.replace(path / NETWORK_FILE)
+    # Named with the pid: two processes saving faults at once never write one temporary.
+    tmp = path / f"{NETWORK_FILE}.{os.getpid()}.tmp"
+    try:
+        tmp.write_text(json.dumps(config, indent=2) + "\n")
+        tmp.replace(path / NETWORK_FILE)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _remove_abandoned_config_temporaries(path: Path) -> None:
+    """Delete the network.json temporaries of processes killed while saving it."""
+    for tmp in path.glob(f"{NETWORK_FILE}.*.tmp"):
+        pid = tmp.name[len(NETWORK_FILE) + 1 : -len(".tmp")]
+        if pid.isascii() and pid.isdigit() and len(pid) < 10 and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

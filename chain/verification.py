@@ -4,19 +4,25 @@ Each block is decoded, re-hashed, linked to its predecessor, its signer's signat
 certificate are checked against the committee, and its operations are re-executed: the state hash
 must match the certified one. Finally the stored state table must equal the replayed state. The
 first failure raises :class:`StorageCorrupted` naming the chain and the first bad height.
+
+Blocks and state must come from one moment: callers pass a
+:class:`~edgechain.chain.storage.Snapshot`
+(one read transaction), never the shared connection, or a block committed by another process
+between the two reads would look like tampering.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from edgechain.chain.application import execute_operations
 from edgechain.chain.block import Block
-from edgechain.chain.certificate import Certificate, verify_certificate
+from edgechain.chain.certificate import Certificate, CertifiedBlock, verify_certificate
 from edgechain.chain.committee import Committee
 from edgechain.chain.encoding import hash_encoded, hash_value
-from edgechain.chain.state import ChainState
-from edgechain.chain.storage import BlockRow, ChainRecord, Storage
+from edgechain.chain.state import ChainState, WriteSet
+from edgechain.chain.storage import BlockRow, ChainRecord, Snapshot
 from edgechain.chain.validator import proposal_signature_valid
 from edgechain.errors import EdgechainError, StorageCorrupted
 
@@ -37,7 +43,7 @@ class VerifiedChain:
     last_timestamp_us: int = 0
 
 
-def verify_chain(storage: Storage, committee: Committee, record: ChainRecord) -> VerifiedChain:
+def verify_chain(snapshot: Snapshot, committee: Committee, record: ChainRecord) -> VerifiedChain:
     """Replay and check every stored block of ``record``'s chain; return its certified state."""
     label = f"chain {record.name!r}"
     if chain_id_for(committee, record.name, record.owner) != record.chain_id:
@@ -45,10 +51,24 @@ def verify_chain(storage: Storage, committee: Committee, record: ChainRecord) ->
             f"{label}: its id does not match its name, owner and committee (tampered chains table)"
         )
     chain = VerifiedChain(record, ChainState(record.chain_id))
-    for row in storage.block_rows(record.chain_id):
+    extend_chain(chain, snapshot.block_rows(record.chain_id), committee)
+    _check_state_table(snapshot, chain, label)
+    return chain
+
+
+def extend_chain(
+    chain: VerifiedChain, rows: Iterable[BlockRow], committee: Committee
+) -> list[tuple[CertifiedBlock, WriteSet]]:
+    """Check ``rows`` (the blocks after ``chain``'s head, in order) and apply them to ``chain``.
+
+    Returns each block with the writes it made, for a copy of the state kept elsewhere.
+    """
+    label = f"chain {chain.record.name!r}"
+    applied = []
+    for row in rows:
         height = chain.next_height
         try:
-            block = _check_row(row, chain, committee)
+            block, certificate, writes = _check_row(row, chain, committee)
         except EdgechainError as exc:
             raise StorageCorrupted(
                 f"{label}: stored block at height {height} fails verification: {exc}"
@@ -56,11 +76,15 @@ def verify_chain(storage: Storage, committee: Committee, record: ChainRecord) ->
         chain.next_height = height + 1
         chain.head_hash = row.block_hash
         chain.last_timestamp_us = block.timestamp_us
-    _check_state_table(storage, chain, label)
-    return chain
+        applied.append(
+            (CertifiedBlock(block, row.block_hash, row.owner_signature, certificate), writes)
+        )
+    return applied
 
 
-def _check_row(row: BlockRow, chain: VerifiedChain, committee: Committee) -> Block:
+def _check_row(
+    row: BlockRow, chain: VerifiedChain, committee: Committee
+) -> tuple[Block, Certificate, WriteSet]:
     height = chain.next_height
     if row.height != height:
         raise StorageCorrupted(f"height column says {row.height}")
@@ -95,12 +119,12 @@ def _check_row(row: BlockRow, chain: VerifiedChain, committee: Committee) -> Blo
     if chain.state.hash_with(writes) != block.state_hash:
         raise StorageCorrupted("re-executing the block gives a different state hash")
     chain.state.apply(writes)
-    return block
+    return block, certificate, writes
 
 
-def _check_state_table(storage: Storage, chain: VerifiedChain, label: str) -> None:
+def _check_state_table(snapshot: Snapshot, chain: VerifiedChain, label: str) -> None:
     replayed = {(a, k): v for a, k, v in chain.state.entries()}
-    stored = {(a, k): v for a, k, v in storage.state_entries(chain.record.chain_id)}
+    stored = {(a, k): v for a, k, v in snapshot.state_entries(chain.record.chain_id)}
     if stored == replayed:
         return
     differing = sorted(set(stored) ^ set(replayed)) or sorted(

@@ -26,7 +26,14 @@ from pathlib import Path
 import blake3
 
 from edgechain.chain.certificate import Certificate, CertifiedBlock
-from edgechain.chain.network import NETWORK_FILE, Chain, Network, NetworkStatus, VerifyReport
+from edgechain.chain.network import (
+    NETWORK_FILE,
+    Chain,
+    ExpectedHead,
+    Network,
+    NetworkStatus,
+    VerifyReport,
+)
 from edgechain.contract.operations import FileRef, RegisterModel, RetireModel
 from edgechain.contract.registry import APPLICATION_NAME, CertifiedModel, ModelRegistryService
 from edgechain.errors import InputError, UsageError
@@ -204,23 +211,12 @@ class Client:
     def refresh(self) -> bool:
         """Pick up blocks another process (another CLI call, a node service) committed.
 
-        Returns True when something changed. Loaded models stay loaded: they are keyed by their
-        certified hashes, so a changed registry simply selects another (or the same) model.
+        Returns True when something changed. Only the new blocks are verified and applied, from
+        one snapshot of the database (see :meth:`Network.refresh`). Loaded models stay loaded:
+        they are keyed by their certified hashes, so a changed registry simply selects another
+        (or the same) model.
         """
-        network = self.network
-        stored = {
-            c.chain_id: network.storage.block_count(c.chain_id) for c in network.storage.chains()
-        }
-        current = {c.id: c.height for c in network.chains()}
-        if stored == current:
-            return False
-        faults = network.faults
-        path = network.path
-        network.close()
-        self.network = Network.open(path, faulty=faults)
-        if self._service is not None:
-            self._service.source = self.registry
-        return True
+        return self.network.refresh()
 
     @property
     def chain(self) -> Chain:
@@ -235,9 +231,10 @@ class Client:
     def status(self) -> NetworkStatus:
         return self.network.status()
 
-    def verify(self) -> VerifyReport:
-        """Re-verify every stored chain (hash links, certificates, state)."""
-        return self.network.verify()
+    def verify(self, expect_head: ExpectedHead | None = None) -> VerifyReport:
+        """Re-verify every stored chain (hash links, certificates, state), and that the chain
+        still holds ``expect_head`` (a head recorded earlier), in one snapshot."""
+        return self.network.verify(expect_head)
 
     def blocks(self, start: int = 0, end: int | None = None) -> Iterator[CertifiedBlock]:
         return self.chain.blocks(start, end)

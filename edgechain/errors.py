@@ -105,7 +105,8 @@ class CertificateError(ChainError):
 
 
 class StorageCorrupted(ChainError):
-    """A stored chain that fails re-verification; the message names the first bad height."""
+    """Damaged storage: a stored chain that fails re-verification (the message names the first
+    bad height), a damaged database or network file, a damaged content cache entry."""
 
 
 class NetworkNotFound(ChainError):

@@ -198,7 +198,7 @@ def add_block(edgechain_network: Client) -> AddBlock:
     """``add_block(*operations, signer=None) -> Certificate`` on the registry application."""
 
     def add(*operations: Any, signer: Any = None) -> Certificate:
-        chain = edgechain_network.chain  # looked up per call: refresh() replaces the network
+        chain = edgechain_network.chain  # looked up per call, never cached
         return chain.execute(chain.app_id(APPLICATION_NAME), *operations, signer=signer)
 
     return add

@@ -2,9 +2,11 @@
 
 Layout under the cache directory::
 
-    objects/<64 hex digits>        one file per digest, written once, never modified
-    objects/.<digest>.<random>.tmp a write in progress (renamed into place when complete)
-    locks/<64 hex digits>.lock     fcntl lock file for downloads of that digest
+    objects/<64 hex digits>              one file per digest, written once, never modified
+    objects/.<digest>.<pid>-<random>.tmp a write in progress by process <pid>, flock-ed while
+                                         written (renamed into place when complete)
+    locks/<64 hex digits>.lock           flock-ed while a process downloads that digest;
+                                         removed by the holder when it is done
 
 Guarantees:
 
@@ -17,6 +19,12 @@ Guarantees:
 - :meth:`ContentCache.fetch_verified` downloads a digest at most once at a time: a per-digest
   lock serializes the threads of this process and an ``fcntl.flock`` on the digest's lock file
   serializes processes; whoever waited finds the file in place and does not download again.
+- Leftovers of killed processes are removed when the next cache object is made on the
+  directory: a temporary or lock file that nobody holds an ``flock`` on, and (for temporaries)
+  whose writer's pid is dead or that is over an hour old, is deleted. Nothing is resumed: the
+  bytes of an unfinished write were never verified.
+- A cached object that cannot be read as a file (a directory in its place, an I/O error) is a
+  miss, logged; storing over it raises :class:`~edgechain.errors.StorageCorrupted` naming it.
 
 Re-verification policy (``reverify``). Hashing is cheap next to everything else a query does
 (BLAKE3 runs at several GB/s here, see ``python -m edgechain.service.cache_bench``), but reading
@@ -36,6 +44,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import stat
 import tempfile
 import threading
 import time
@@ -47,7 +56,7 @@ from typing import Any, Protocol
 
 import blake3
 
-from edgechain.errors import HashMismatch
+from edgechain.errors import HashMismatch, StorageCorrupted
 from edgechain.service.fetch import normalize_blake3_hex
 
 __all__ = ["CacheStats", "ContentCache", "Reverify", "SupportsFetchAny", "blake3_hex"]
@@ -116,11 +125,18 @@ class ContentCache:
         self.stats = CacheStats()
         self._objects = self.directory / "objects"
         self._locks = self.directory / "locks"
-        self._objects.mkdir(parents=True, exist_ok=True)
-        self._locks.mkdir(parents=True, exist_ok=True)
+        try:
+            self._objects.mkdir(parents=True, exist_ok=True)
+            self._locks.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageCorrupted(
+                f"cannot use the content cache {self.directory}: "
+                f"{exc.strerror or exc} ({exc.filename or self.directory})"
+            ) from exc
         self._verified: dict[str, _FileIdentity] = {}
         self._verified_guard = threading.Lock()
         self._remove_abandoned_temporaries()
+        self._remove_abandoned_locks()
 
     # --- lookup --------------------------------------------------------------------------------
 
@@ -152,7 +168,14 @@ class ContentCache:
             return None
         if not self._known_good(key, st):
             hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
-            hasher.update_mmap(path)
+            try:
+                if not stat.S_ISREG(st.st_mode):
+                    raise IsADirectoryError(21, "not a regular file", str(path))
+                hasher.update_mmap(path)
+            except OSError as exc:
+                self._unreadable(path, exc)
+                self.stats.misses += 1
+                return None
             self.stats.hashed_bytes += st.st_size
             if hasher.hexdigest() != key or _identity(path.stat()) != _identity(st):
                 self._discard_corrupted(key, st, hasher.hexdigest())
@@ -180,14 +203,23 @@ class ContentCache:
                 actual=actual,
             )
         path = self._objects / key
-        fd, tmp_name = tempfile.mkstemp(dir=self._objects, prefix=f".{key}.", suffix=".tmp")
+        self._clear_non_file(path)
+        fd, tmp_name = tempfile.mkstemp(
+            dir=self._objects, prefix=f".{key}.{os.getpid()}-", suffix=".tmp"
+        )
         try:
             with os.fdopen(fd, "wb") as tmp:
+                # Held until the file is renamed or deleted: a cache opened meanwhile (another
+                # process starting) sees the temporary is in use and leaves it alone.
+                fcntl.flock(tmp.fileno(), fcntl.LOCK_EX)
                 tmp.write(data)
                 tmp.flush()
                 os.fsync(tmp.fileno())
-            os.chmod(tmp_name, 0o644)
-            os.replace(tmp_name, path)
+                os.chmod(tmp_name, 0o644)
+                try:
+                    os.replace(tmp_name, path)
+                except IsADirectoryError as exc:
+                    raise self._damaged(path) from exc
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp_name)
@@ -247,13 +279,60 @@ class ContentCache:
 
     # --- internals -----------------------------------------------------------------------------
 
-    def _remove_abandoned_temporaries(self, max_age_s: float = 24 * 3600) -> None:
-        """Delete temporary files a crashed writer left behind (old enough to be nobody's)."""
-        cutoff = time.time() - max_age_s
+    def _remove_abandoned_temporaries(
+        self, max_age_s: float = 24 * 3600, unlocked_max_age_s: float = 3600
+    ) -> None:
+        """Delete temporary files killed writers left behind (nobody holds their lock).
+
+        A temporary named with a pid is removed when no one holds its lock and that process is
+        gone (or, a pid being reusable, when it is over ``unlocked_max_age_s`` old); one from an
+        older version, without pid or lock, when it is over ``max_age_s`` old.
+        """
+        now = time.time()
         for tmp in self._objects.glob(".*.tmp"):
-            with contextlib.suppress(FileNotFoundError):
-                if tmp.stat().st_mtime < cutoff:
+            pid = _writer_pid(tmp.name)
+            with contextlib.suppress(OSError), _try_flock(tmp) as free:
+                age = now - tmp.stat().st_mtime
+                if pid is None:
+                    abandoned = age > max_age_s
+                else:
+                    abandoned = free and (not _alive(pid) or age > unlocked_max_age_s)
+                if abandoned:
                     tmp.unlink()
+
+    def _remove_abandoned_locks(self) -> None:
+        """Delete download lock files nobody holds (their holder was killed before removing it)."""
+        for lock in self._locks.glob("*.lock"):
+            with contextlib.suppress(OSError), _try_flock(lock) as free:
+                if free:
+                    lock.unlink()
+
+    def _clear_non_file(self, path: Path) -> None:
+        """Remove an empty directory where a cached object belongs; refuse anything else odd."""
+        try:
+            st = path.lstat()
+        except FileNotFoundError:
+            return
+        if stat.S_ISREG(st.st_mode):
+            return
+        if stat.S_ISDIR(st.st_mode):
+            with contextlib.suppress(OSError):
+                path.rmdir()
+                log.warning("removed an empty directory in place of cached object %s", path)
+                return
+        raise self._damaged(path)
+
+    def _damaged(self, path: Path) -> StorageCorrupted:
+        return StorageCorrupted(
+            f"the content cache is damaged: {path} is not a regular file; remove it"
+        )
+
+    def _unreadable(self, path: Path, exc: OSError) -> None:
+        log.warning(
+            "cannot read cached object %s (%s); treating it as not cached",
+            path,
+            exc.strerror or exc,
+        )
 
     def _read_verified(self, key: str, *, holding_lock: bool = False) -> bytes | None:
         path = self._objects / key
@@ -261,10 +340,17 @@ class ContentCache:
             f = open(path, "rb")  # noqa: SIM115 (closed below, after a second fstat)
         except FileNotFoundError:
             return None
-        with f:
-            before = os.fstat(f.fileno())
-            data = f.read()
-            after = os.fstat(f.fileno())
+        except OSError as exc:  # a directory in its place, permissions, I/O
+            self._unreadable(path, exc)
+            return None
+        try:
+            with f:
+                before = os.fstat(f.fileno())
+                data = f.read()
+                after = os.fstat(f.fileno())
+        except OSError as exc:
+            self._unreadable(path, exc)
+            return None
         if (
             _identity(before) == _identity(after)
             and len(data) == before.st_size
@@ -317,12 +403,73 @@ class ContentCache:
     def _download_lock(self, key: str) -> Iterator[None]:
         with _DOWNLOAD_LOCKS_GUARD:
             thread_lock = _DOWNLOAD_LOCKS.setdefault((str(self.directory), key), threading.Lock())
-        with thread_lock, open(self._locks / f"{key}.lock", "a+b") as lock_file:
-            fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock_file.fileno(), fcntl.LOCK_UN)
+        path = self._locks / f"{key}.lock"
+        with thread_lock:
+            while True:
+                try:
+                    lock_file = open(path, "a+b")  # noqa: SIM115 (closed below)
+                except OSError as exc:
+                    raise StorageCorrupted(
+                        f"the content cache is damaged: cannot open the lock file {path} "
+                        f"({exc.strerror or exc})"
+                    ) from exc
+                with lock_file:
+                    fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX)
+                    # The holder before us removed the file when it was done: our lock is on
+                    # an unlinked inode that no one else will lock. Lock the current file.
+                    if not _same_file(lock_file.fileno(), path):
+                        continue
+                    try:
+                        yield
+                    finally:
+                        # Removed while held, so lock files never outlive their use.
+                        path.unlink(missing_ok=True)
+                        fcntl.flock(lock_file.fileno(), fcntl.LOCK_UN)
+                    return
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        current = path.stat()
+    except FileNotFoundError:
+        return False
+    mine = os.fstat(fd)
+    return (mine.st_dev, mine.st_ino) == (current.st_dev, current.st_ino)
+
+
+@contextlib.contextmanager
+def _try_flock(path: Path) -> Iterator[bool]:
+    """Whether ``path``'s lock is free, holding it (if it was) for the body."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        # A lock file replaced since we opened it is someone else's now.
+        yield _same_file(fd, path)
+    finally:
+        os.close(fd)
+
+
+def _writer_pid(name: str) -> int | None:
+    """The pid in ``.<digest>.<pid>-<random>.tmp``, or None for older names."""
+    parts = name.split(".")
+    if len(parts) != 4:
+        return None
+    pid, dash, _ = parts[2].partition("-")
+    return int(pid) if dash and pid.isascii() and pid.isdigit() and len(pid) < 10 else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return pid != 0
 
 
 def _fsync_directory(directory: Path) -> None:

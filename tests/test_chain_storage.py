@@ -1,12 +1,15 @@
 """Storage: reopening re-verifies, and tampering with any stored field is named on reopen."""
 
+import contextlib
 import json
 import sqlite3
+import threading
 
 import pytest
 from chain_helpers import register
 
 from edgechain.chain import Network
+from edgechain.chain import storage as storage_module
 from edgechain.chain.keys import generate_key, save_key
 from edgechain.contract import RetireModel
 from edgechain.errors import ChainError, NetworkNotFound, StorageCorrupted
@@ -169,14 +172,30 @@ def test_several_chains_share_the_committee(tmp_path):
         assert [m.entry.name for m in models] == ["only-on-second"]
 
 
-def test_a_second_writer_is_told_to_reopen(net_dir):
+def test_a_second_writer_catches_up_and_commits_at_the_next_height(net_dir):
     with Network.open(net_dir) as first, Network.open(net_dir) as second:
         a, b = first.default_chain(), second.default_chain()
+        start = a.height
         a.execute(a.app_id("model-registry"), register(version="9"))
-        with pytest.raises(ChainError, match="extended by another process"):
-            b.execute(b.app_id("model-registry"), register(version="10"))
+        cert = b.execute(b.app_id("model-registry"), register(version="10"))
+        assert cert.height == start + 1 and b.height == start + 2
+        # The second process re-executed on the new head: it sees the first one's model.
+        versions = {m.entry.version for m in b.application("model-registry").list_models()}
+        assert {"9", "10"} <= versions
+        assert b.honest_replicas_agree()
+        assert first.refresh() and a.height == start + 2 and a.state_hash == b.state_hash
+        assert not first.refresh()
     with Network.open(net_dir) as again:
-        assert again.default_chain().height == 5
+        assert again.default_chain().height == start + 2
+
+
+def test_a_chain_cut_back_under_a_running_process_is_refused(net_dir):
+    with Network.open(net_dir) as net:
+        chain = net.default_chain()
+        top = chain.height - 1
+        _sql(net_dir, f"DELETE FROM blocks WHERE height = {top}")
+        with pytest.raises(StorageCorrupted, match="cut back or rewritten"):
+            net.refresh()
 
 
 def test_tampered_schema_version_is_refused(net_dir):
@@ -193,3 +212,75 @@ def test_replaced_owner_key_is_refused(net_dir):
         chain = net.default_chain()
         with pytest.raises(StorageCorrupted, match="does not hold the key of chain 'default'"):
             chain.execute(chain.app_id("model-registry"), register(version="5"))
+
+
+def _hold_write_lock(path, seconds):
+    """Another process's writer, as SQLite sees it: a connection holding the write lock."""
+    db = sqlite3.connect(path / "chain.db", isolation_level=None, check_same_thread=False)
+    db.execute("BEGIN IMMEDIATE")
+    timer = threading.Timer(seconds, lambda: (db.execute("COMMIT"), db.close()))
+    timer.start()
+    return timer
+
+
+def test_a_writer_waits_for_another_writer_then_commits(net_dir):
+    with Network.open(net_dir) as net:
+        chain = net.default_chain()
+        timer = _hold_write_lock(net_dir, 0.5)
+        cert = chain.execute(chain.app_id("model-registry"), register(version="7"))
+        timer.join()
+        assert cert.height == 4 and chain.height == 5
+
+
+def test_a_writer_that_waits_too_long_is_told_the_database_is_busy(net_dir, monkeypatch):
+    monkeypatch.setattr(storage_module, "BUSY_TIMEOUT", 0.2)
+    with Network.open(net_dir) as net:
+        chain = net.default_chain()
+        timer = _hold_write_lock(net_dir, 3)
+        try:
+            with pytest.raises(ChainError, match="chain.db is busy"):
+                chain.execute(chain.app_id("model-registry"), register(version="7"))
+        finally:
+            timer.join()
+        assert chain.height == 4  # nothing committed, nothing applied
+        chain.execute(chain.app_id("model-registry"), register(version="7"))
+        assert chain.height == 5 and chain.honest_replicas_agree()
+
+
+def test_verification_reads_blocks_and_state_from_one_snapshot(net_dir):
+    with Network.open(net_dir) as net, Network.open(net_dir) as other:
+        writer = other.default_chain()
+        real = net.storage.snapshot
+
+        @contextlib.contextmanager
+        def snapshot_with_a_commit_in_between():
+            with real() as snapshot:
+                rows = list(snapshot.block_rows(net.default_chain().id))
+                # Another process commits after the blocks were read, before the state is.
+                writer.execute(writer.app_id("model-registry"), register(name="late"))
+                snapshot.block_rows = lambda *a, **k: iter(rows)
+                yield snapshot
+
+        net.storage.snapshot = snapshot_with_a_commit_in_between
+        assert net.verify().blocks == 4  # the snapshot's moment, not the newest
+    with Network.open(net_dir) as net:
+        assert net.verify().blocks == 5
+
+
+def test_a_killed_processes_network_json_temporary_is_removed_on_open(net_dir):
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          check=True, capture_output=True, text=True)  # fmt: skip
+    dead = net_dir / f"network.json.{int(done.stdout)}.tmp"
+    running = net_dir / f"network.json.{os.getpid()}.tmp"
+    dead.write_text("{")
+    running.write_text("{")
+    Network.open(net_dir).close()
+    assert not dead.exists() and running.exists()
+    running.unlink()
+    with Network.open(net_dir) as net:
+        net.set_faults("v2=offline", persist=True)
+    assert sorted(p.name for p in net_dir.glob("network.json*")) == ["network.json"]

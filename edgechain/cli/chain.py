@@ -7,6 +7,7 @@ import datetime
 from typing import Any
 
 from edgechain.chain.certificate import CertifiedBlock
+from edgechain.chain.network import ExpectedHead
 from edgechain.cli.network_options import (
     add_dir_option,
     add_group,
@@ -49,6 +50,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "edgechain chain verify --json",
         chain_verify,
     )
+    verify.add_argument(
+        "--expect-head",
+        metavar="HEIGHT:HASH",
+        default=None,
+        help="also check the chain still holds this head (as `net status` printed it): "
+        "a chain cut back below it, or with another block at that height, fails (exit 4)",
+    )
     add_dir_option(verify)
     add_json_option(verify)
 
@@ -57,7 +65,13 @@ def chain_show(args: argparse.Namespace) -> int:
     with open_client(args) as client:
         chain = client.chain
         names = {chain.app_id(APPLICATION_NAME): APPLICATION_NAME}
-        blocks = list(client.blocks()) if args.height is None else [chain.block(args.height)]
+        # Up to the height verified on open, so the list matches the header even while
+        # another process appends blocks.
+        blocks = (
+            list(client.blocks(0, chain.height))
+            if args.height is None
+            else [chain.block(args.height)]
+        )
         quorum, n = client.network.committee.quorum, len(client.network.committee.members)
         if args.json:
             print_json(
@@ -79,8 +93,9 @@ def chain_show(args: argparse.Namespace) -> int:
 
 
 def chain_verify(args: argparse.Namespace) -> int:
+    expected = None if args.expect_head is None else ExpectedHead.parse(args.expect_head)
     with open_client(args) as client:
-        report = client.verify()
+        report = client.verify(expected)
         if args.json:
             print_json(
                 {
@@ -88,6 +103,7 @@ def chain_verify(args: argparse.Namespace) -> int:
                     "chains": report.chains,
                     "blocks": report.blocks,
                     "seconds": report.seconds,
+                    "expected_head": None if expected is None else str(expected),
                 }
             )
         else:
@@ -95,6 +111,8 @@ def chain_verify(args: argparse.Namespace) -> int:
                 f"ok: {report.blocks} blocks on {report.chains} chain(s) verified in "
                 f"{report.seconds:.3f} s (hash links, certificates, state hashes)"
             )
+            if expected is not None:
+                print(f"ok: the chain still holds the head {expected}")
     return 0
 
 

@@ -134,6 +134,7 @@ def _status_lines(status: NetworkStatus) -> list[str]:
     for v in status.validators:
         lines.append(f"  {v.name:<4} {v.public_key}  {v.fault or 'honest'}")
     for c in status.chains:
-        head = c.head_hash or "(no blocks yet)"
+        # HEIGHT:HASH, to record and check later with `chain verify --expect-head`.
+        head = c.head or "(no blocks yet)"
         lines.append(f"chain {c.name}: id {c.chain_id}, height {c.height}, head {head}")
     return lines
