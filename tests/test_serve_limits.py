@@ -129,7 +129,8 @@ def test_many_aliases_are_refused(node: NodeProcess) -> None:
         (b'{"query": 5}', "UsageError", '"query" string'),
         (b'{"query": "{ models { name } }", "operationName": 5}', "UsageError", '"operationName"'),
         (b'{"query": "{ models { name } }", "variables": "x"}', "UsageError", '"variables"'),
-        (b'{"query": "{ model(name: \\"\\ud800\\") { name } }"}', "InvalidText", "query is not valid Unicode"),
+        (b'{"query": "{ model(name: \\"\\ud800\\") { name } }"}', "InvalidText",
+         "query is not valid Unicode"),
         (b'{"query": "query($n: String!) { model(name: $n) { name } }", '
          b'"variables": {"n": "\\udfff"}}', "InvalidText", "variables.n is not valid Unicode"),
         (b"", "UsageError", "not valid JSON"),
