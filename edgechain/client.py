@@ -20,17 +20,20 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import blake3
 
 from edgechain.chain.certificate import Certificate, CertifiedBlock
 from edgechain.chain.network import NETWORK_FILE, Chain, Network, NetworkStatus, VerifyReport
-from edgechain.contract.operations import FileRef, RegisterModel, RetireModel
+from edgechain.contract.operations import FileRef, RegisterModel, RetireModel, check_text
 from edgechain.contract.registry import APPLICATION_NAME, CertifiedModel, ModelRegistryService
 from edgechain.errors import InputError, UsageError
 from edgechain.service.engine.base import Engine
 from edgechain.service.fetch import Fetcher, FetchPolicy
+from edgechain.service.model_files import Source, read_checkpoint_header, read_tokenizer
 from edgechain.service.runtime import GenerateQuery, ModelService, QueryStream
 
 __all__ = ["Client", "HashedFile", "Progress", "default_network_dir", "hash_file"]
@@ -42,6 +45,8 @@ NETWORK_DIR_ENV = "EDGECHAIN_DIR"
 Progress = Callable[[int, int], None]
 
 _CHUNK = 1 << 20
+
+_Parsed = TypeVar("_Parsed")
 
 
 def default_network_dir() -> Path:
@@ -226,18 +231,38 @@ class Client:
         ``weights``/``tokenizer`` are local paths or http(s) URLs. A URL is downloaded to be
         hashed and is registered as where services fetch the bytes; with a local path,
         ``*_urls`` say where services will fetch them (the hash still comes from the file).
+
+        Nothing is proposed unless both files parse (service/model_files.py): the checkpoint's
+        header matches its size, the tokenizer walks to its end and has the model's vocabulary
+        size (InvalidCheckpoint, InvalidTokenizer, VocabMismatch otherwise). Text that is not
+        UTF-8 is refused (InvalidText) before any file is read.
         """
-        files = {}
-        for what, source, urls in (
-            ("weights", weights, weights_urls),
-            ("tokenizer", tokenizer, tokenizer_urls),
+        for what, value in (
+            ("model name", name),
+            ("version", version),
+            ("description", description),
+            ("license", license),
+            ("weights", os.fspath(weights) if _is_url(os.fspath(weights)) else None),
+            ("tokenizer", os.fspath(tokenizer) if _is_url(os.fspath(tokenizer)) else None),
+            ("weights URL", list(weights_urls)),
+            ("tokenizer URL", list(tokenizer_urls)),
         ):
-            files[what] = self._file_ref(what, source, urls, progress)
+            check_text(what, value)
+        weights_ref, header = self._file_ref(
+            "weights", weights, weights_urls, progress, read_checkpoint_header
+        )
+        tokenizer_ref, _ = self._file_ref(
+            "tokenizer",
+            tokenizer,
+            tokenizer_urls,
+            progress,
+            partial(read_tokenizer, model_vocab=header.vocab_size),
+        )
         return self.register_model(
             name,
             version=version,
-            weights=files["weights"],
-            tokenizer=files["tokenizer"],
+            weights=weights_ref,
+            tokenizer=tokenizer_ref,
             description=description,
             license=license,
         )
@@ -284,14 +309,19 @@ class Client:
         source: str | os.PathLike[str],
         urls: Sequence[str],
         progress: Callable[[str, int, int], None] | None,
-    ) -> FileRef:
+        parse: Callable[[Source, str], _Parsed],
+    ) -> tuple[FileRef, _Parsed]:
+        """The file's FileRef, and what ``parse(content, label)`` made of it (before hashing a
+        local file; a download is parsed once it is complete)."""
         source_str = os.fspath(source)
         if _is_url(source_str):
             with Fetcher(self.fetch_policy) as fetcher:
                 data, digest = fetcher.download(source_str)
+            parsed = parse(data, source_str)
             hashed = HashedFile(digest, len(data), data)
             all_urls = [source_str, *[u for u in urls if u != source_str]]
         else:
+            parsed = parse(source_str, source_str)
             on_progress = None if progress is None else (lambda d, t: progress(what, d, t))
             hashed = hash_file(source_str, on_progress)
             all_urls = list(urls)
@@ -300,7 +330,7 @@ class Client:
                     f"{what}: {source_str} is a local file; give --{what}-url (the URL services "
                     "will fetch it from)"
                 )
-        return FileRef(hashed.blake3, hashed.size, tuple(all_urls))
+        return FileRef(hashed.blake3, hashed.size, tuple(all_urls)), parsed
 
     # --- the service -----------------------------------------------------------------------------
 
