@@ -76,7 +76,7 @@ def test_bad_hashes(chain, app, digest):
 
 @pytest.mark.parametrize("size", [0, -1, MAX_FILE_SIZE + 1])
 def test_sizes_out_of_range(chain, app, size):
-    _rejected(chain, app, register(weights=file_ref(size=size)), "weights.size .* <= 4 GiB")
+    _rejected(chain, app, register(weights=file_ref(size=size)), "weights.size .* <= 2 GiB")
 
 
 @pytest.mark.parametrize("size", ["10", True])
@@ -86,7 +86,7 @@ def test_sizes_that_are_not_integers(chain, app, size):
 
 def test_size_limit_is_inclusive(chain, app):
     chain.execute(app.id, register(weights=file_ref(size=MAX_FILE_SIZE)))
-    assert app.query_model("stories260K").entry.weights.size == 4 * 1024**3
+    assert app.query_model("stories260K").entry.weights.size == 2 * 1024**3
 
 
 @pytest.mark.parametrize(
