@@ -41,7 +41,7 @@ MAX_DESCRIPTION = 1024
 MAX_LICENSE = 128
 
 
-def check_text(what: str, value: object) -> None:
+def check_utf8(what: str, value: object) -> None:
     """InvalidText unless every string in ``value`` (a string, a sequence of them, or anything
     else, which the operation's validation judges) encodes as UTF-8.
 
@@ -75,8 +75,8 @@ class FileRef:
     urls: tuple[str, ...]
 
     def __post_init__(self) -> None:
-        check_text("blake3", self.blake3)
-        check_text("urls", self.urls)
+        check_utf8("file hash", self.blake3)
+        check_utf8("file URL", self.urls)
 
     def to_payload(self) -> dict[str, Any]:
         return {"blake3": self.blake3, "size": self.size, "urls": list(self.urls)}
@@ -180,8 +180,10 @@ class RegisterModel:
     license: str | None = None
 
     def __post_init__(self) -> None:
-        for field_name in ("name", "version", "format", "description", "license"):
-            check_text(field_name, getattr(self, field_name))
+        check_utf8("model name", self.name)
+        check_utf8("model version", self.version)
+        for field_name in ("format", "description", "license"):
+            check_utf8(field_name, getattr(self, field_name))
 
     def to_payload(self) -> dict[str, Any]:
         return {
@@ -244,8 +246,8 @@ class RetireModel:
     version: str
 
     def __post_init__(self) -> None:
-        check_text("name", self.name)
-        check_text("version", self.version)
+        check_utf8("model name", self.name)
+        check_utf8("model version", self.version)
 
     def to_payload(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version}

@@ -28,7 +28,7 @@ import blake3
 
 from edgechain.chain.certificate import Certificate, CertifiedBlock
 from edgechain.chain.network import NETWORK_FILE, Chain, Network, NetworkStatus, VerifyReport
-from edgechain.contract.operations import FileRef, RegisterModel, RetireModel, check_text
+from edgechain.contract.operations import FileRef, RegisterModel, RetireModel, check_utf8
 from edgechain.contract.registry import APPLICATION_NAME, CertifiedModel, ModelRegistryService
 from edgechain.errors import InputError, UsageError
 from edgechain.service.engine.base import Engine
@@ -239,7 +239,7 @@ class Client:
         """
         for what, value in (
             ("model name", name),
-            ("version", version),
+            ("model version", version),
             ("description", description),
             ("license", license),
             ("weights", os.fspath(weights) if _is_url(os.fspath(weights)) else None),
@@ -247,7 +247,10 @@ class Client:
             ("weights URL", list(weights_urls)),
             ("tokenizer URL", list(tokenizer_urls)),
         ):
-            check_text(what, value)
+            check_utf8(what, value)
+        for what, source in (("weights", weights), ("tokenizer", tokenizer)):
+            if not os.fspath(source):
+                raise UsageError(f"{what}: give a file or an http(s) URL, not an empty string")
         weights_ref, header = self._file_ref(
             "weights", weights, weights_urls, progress, read_checkpoint_header
         )
