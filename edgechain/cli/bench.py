@@ -37,7 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=256,
         help="positions incl. prompt (default 256)",
     )
-    parser.add_argument("--seed", type=int, default=1, help="weights and sampling seed (default 1)")
+    parser.add_argument(
+        "--seed",
+        type=bounded_int(0, 2**64 - 1),
+        default=1,
+        help="weights and sampling seed (default 1)",
+    )
     parser.add_argument("--prompt", default="Once upon a time", help="prompt (default %(default)r)")
     parser.add_argument(
         "--cache-dir", help="where synthetic models are kept (default per-user cache)"

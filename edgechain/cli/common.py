@@ -49,12 +49,14 @@ def bounded_int(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
-def ensure_directory(path: Path, flag: str) -> Path:
-    """``path`` as a directory that exists (created if missing); InputError saying why not."""
+def ensure_directory(path: Path, flag: str, *, create: bool = True) -> Path:
+    """``path`` as a directory: InputError naming ``flag`` and why if it is something else or
+    (with ``create``) cannot be created."""
     try:
         if path.exists() and not path.is_dir():
             raise InputError(f"{flag} {path} is not a directory")
-        path.mkdir(parents=True, exist_ok=True)
+        if create:
+            path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise InputError(f"cannot create {flag} {path}: {err.strerror or err}") from None
     return path

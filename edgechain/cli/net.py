@@ -69,11 +69,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def net_up(args: argparse.Namespace) -> int:
-    path = ensure_directory(network_dir(args), "--dir")
+    # Created by Client.up once the other options are checked, so a refused `net up` leaves
+    # nothing behind.
+    path = ensure_directory(network_dir(args), "--dir", create=False)
     existed = (path / NETWORK_FILE).exists()
     try:
         client = Client.up(path, validators=args.validators, faulty=args.faulty)
-    except OSError as err:  # e.g. a directory that exists but takes no files (/proc/self)
+    except OSError as err:  # a path under a file, under /proc, read-only, ...
         raise InputError(
             f"cannot {'open' if existed else 'create'} a network in --dir {path}: "
             f"{err.strerror or err}"
