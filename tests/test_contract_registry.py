@@ -14,6 +14,7 @@ from edgechain.contract import FileRef, RegisterModel, RetireModel
 from edgechain.contract.operations import MAX_FILE_SIZE
 from edgechain.errors import (
     InputError,
+    InvalidText,
     ModelNotFound,
     ModelRetired,
     OperationRejected,
@@ -280,3 +281,43 @@ def test_file_ref_from_file(tmp_path):
     ref.validate("weights")
     with pytest.raises(InputError, match="cannot read"):
         FileRef.from_file(tmp_path / "missing.bin", [URL])
+
+
+# --- text that is not UTF-8, and the one file-size limit ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("build", "field"),
+    [
+        (lambda: register(name="m\udcff"), "model name"),
+        (lambda: register(version="\ud800"), "model version"),
+        (lambda: register(description="ok \udcff"), "description"),
+        (lambda: register(license="\udfff"), "license"),
+        (lambda: file_ref(url="http://h/\udcff"), "file URL"),
+        (lambda: RetireModel("m", "\udcff"), "model version"),
+        (lambda: RetireModel("\ud800", "1"), "model name"),
+    ],
+)
+def test_text_that_is_not_utf8_is_refused_when_the_operation_is_built(build, field):
+    with pytest.raises(InvalidText, match=f"^{field} is not valid UTF-8 text"):
+        build()
+
+
+def test_undecodable_bytes_are_named_as_bytes_and_surrogates_as_code_points():
+    with pytest.raises(InvalidText, match="undecodable byte 0xff at character 3"):
+        register(name="abc\udcff")
+    with pytest.raises(InvalidText, match="lone surrogate U\\+D800 at character 0"):
+        register(name="\ud800")
+
+
+def test_queries_refuse_text_that_is_not_utf8(app):
+    with pytest.raises(InvalidText, match="model name"):
+        app.query_model("\udcff")
+    with pytest.raises(InvalidText, match="model version"):
+        app.query_model("m", "\ud800")
+
+
+def test_the_fetcher_caps_downloads_at_the_contracts_file_limit():
+    from edgechain.service.fetch import FetchPolicy
+
+    assert FetchPolicy().max_bytes == MAX_FILE_SIZE == 2 * 1024**3

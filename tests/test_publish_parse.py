@@ -13,7 +13,7 @@ import pytest
 from network_cli_helpers import edgechain, make_network
 
 from edgechain.client import Client
-from edgechain.errors import InvalidCheckpoint, InvalidTokenizer, VocabMismatch
+from edgechain.errors import InvalidCheckpoint, InvalidText, InvalidTokenizer, VocabMismatch
 from edgechain.pytest_plugin import ModelFiles
 from edgechain.service.model_files import (
     CheckpointHeader,
@@ -197,3 +197,29 @@ def test_a_good_pair_still_publishes_from_urls(
         )
         assert published.model.entry.weights.size == len(real[0]) + 4 * 512 * 64
         assert client.chain.height == 1
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"description": "\udcff"}, "description"),
+        ({"license": "\ud800"}, "license"),
+        ({"version": "1\udcff"}, "model version"),
+        ({"weights_urls": ["http://h/\udcff"]}, "weights URL"),
+        ({"weights": "http://127.0.0.1:9/\udcff"}, "weights"),
+    ],
+)
+def test_the_library_refuses_odd_text_before_reading_any_file(
+    options: dict[str, object], field: str, tmp_path: Path
+) -> None:
+    arguments: dict[str, object] = {
+        "weights": tmp_path / "absent.bin",
+        "tokenizer": tmp_path / "absent-tok.bin",
+        "weights_urls": ["http://127.0.0.1:9/w"],
+        "tokenizer_urls": ["http://127.0.0.1:9/t"],
+        **options,
+    }
+    with Client.up(tmp_path / "net", validators=4) as client:
+        with pytest.raises(InvalidText, match=f"^{field} is not valid UTF-8 text"):
+            client.publish_model("m", **arguments)  # type: ignore[arg-type]
+        assert client.chain.height == 0
