@@ -95,6 +95,32 @@ def _is_url(value: str) -> bool:
     return value.startswith(("http://", "https://"))
 
 
+def _check_publish_text(
+    name: str,
+    version: str,
+    description: str | None,
+    license: str | None,
+    sources: tuple[str | os.PathLike[str], str | os.PathLike[str]],
+    urls: tuple[Sequence[str], Sequence[str]],
+) -> None:
+    """Refuse what the operation would refuse once built (InvalidText), and empty sources,
+    before anything is read, hashed or downloaded."""
+    for what, value in (
+        ("model name", name),
+        ("model version", version),
+        ("description", description),
+        ("license", license),
+    ):
+        check_utf8(what, value)
+    for what, source, more in zip(("weights", "tokenizer"), sources, urls, strict=True):
+        text = os.fspath(source)
+        if not text:
+            raise UsageError(f"{what}: give a file or an http(s) URL, not an empty string")
+        if _is_url(text):
+            check_utf8(what, text)
+        check_utf8(f"{what} URL", list(more))
+
+
 @dataclass(frozen=True)
 class PublishedModel:
     """What ``publish_model`` certified: the entry as certified state now holds it."""
@@ -237,20 +263,8 @@ class Client:
         size (InvalidCheckpoint, InvalidTokenizer, VocabMismatch otherwise). Text that is not
         UTF-8 is refused (InvalidText) before any file is read.
         """
-        for what, value in (
-            ("model name", name),
-            ("model version", version),
-            ("description", description),
-            ("license", license),
-            ("weights", os.fspath(weights) if _is_url(os.fspath(weights)) else None),
-            ("tokenizer", os.fspath(tokenizer) if _is_url(os.fspath(tokenizer)) else None),
-            ("weights URL", list(weights_urls)),
-            ("tokenizer URL", list(tokenizer_urls)),
-        ):
-            check_utf8(what, value)
-        for what, source in (("weights", weights), ("tokenizer", tokenizer)):
-            if not os.fspath(source):
-                raise UsageError(f"{what}: give a file or an http(s) URL, not an empty string")
+        sources, urls = (weights, tokenizer), (weights_urls, tokenizer_urls)
+        _check_publish_text(name, version, description, license, sources, urls)
         weights_ref, header = self._file_ref(
             "weights", weights, weights_urls, progress, read_checkpoint_header
         )
