@@ -129,6 +129,7 @@ def _validate_url(url: Any, what: str) -> None:
     try:
         parts = urlsplit(url)
         host = parts.hostname
+        parts.port  # noqa: B018 (raises ValueError for a port outside 0..65535 or not a number)
     except ValueError:
         raise OperationRejected(f"{what}.urls: {url!r} is not a valid URL") from None
     if parts.scheme not in ("http", "https"):

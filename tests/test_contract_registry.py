@@ -102,6 +102,8 @@ def test_size_limit_is_inclusive(chain, app):
         (("http://host/" + "a" * 2048,), "longer than 2048"),
         ((42,), "not a string"),
         (("http://[::1/",), "not a valid URL"),
+        (("http://host:99999/m.bin",), "not a valid URL"),
+        (("http://host:port/m.bin",), "not a valid URL"),
     ],
 )
 def test_bad_urls(chain, app, urls, match):
