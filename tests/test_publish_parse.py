@@ -6,7 +6,7 @@ Every refusal is typed (exit 3) and certifies nothing: the chain's height is unc
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +15,8 @@ from network_cli_helpers import edgechain, make_network
 from edgechain.client import Client
 from edgechain.errors import InvalidCheckpoint, InvalidText, InvalidTokenizer, VocabMismatch
 from edgechain.pytest_plugin import ModelFiles
+from edgechain.service.engine import open_engine
+from edgechain.service.engine.base import Engine
 from edgechain.service.model_files import (
     CheckpointHeader,
     check_model_files,
@@ -223,3 +225,30 @@ def test_the_library_refuses_odd_text_before_reading_any_file(
         with pytest.raises(InvalidText, match=f"^{field} is not valid UTF-8 text"):
             client.publish_model("m", **arguments)  # type: ignore[arg-type]
         assert client.chain.height == 0
+
+
+# --- the engine agrees: what publish refuses, the engine would refuse at load -------------------
+
+
+@pytest.fixture(scope="module")
+def native_engine() -> Iterator[Engine]:
+    engine = open_engine("native")
+    yield engine
+    engine.close()
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_the_engine_refuses_the_same_files_with_the_same_error(
+    case: str, real: tuple[bytes, bytes], native_engine: Engine
+) -> None:
+    _, error, _ = CASES[case]
+    with pytest.raises(error):
+        native_engine.load(*CASES[case][0](*real))
+
+
+def test_the_engine_loads_a_separate_classifier_publish_accepts(
+    real: tuple[bytes, bytes], native_engine: Engine
+) -> None:
+    weights = _separate_classifier(real[0])
+    check_model_files(weights, real[1])
+    native_engine.load(weights, real[1]).close()
