@@ -30,8 +30,9 @@ __all__ = [
     "read_tokenizer",
 ]
 
-#: A local path, or bytes already in memory (a downloaded file).
-Source = str | os.PathLike[str] | bytes
+#: A local path, bytes already in memory, or an open seekable binary file (a download spooled to
+#: a temporary file; read from its start, left open).
+Source = str | os.PathLike[str] | bytes | BinaryIO
 
 HEADER_BYTES = 7 * 4
 # The engine's bounds (checkpoint.rs): they reject garbage headers before any size arithmetic.
@@ -218,7 +219,9 @@ def check_model_files(
 
 
 def _label(source: Source, what: str) -> str:
-    return f"downloaded {what}" if isinstance(source, bytes) else os.fspath(source)
+    if isinstance(source, bytes) or hasattr(source, "read"):
+        return f"downloaded {what}"
+    return os.fspath(source)  # type: ignore[arg-type]
 
 
 @contextmanager
@@ -226,6 +229,14 @@ def _open(source: Source, label: str, error: type[InputError]) -> Iterator[tuple
     """A buffered binary stream over ``source`` and its size; ``error`` if it cannot be read."""
     if isinstance(source, bytes):
         yield io.BytesIO(source), len(source)
+        return
+    if hasattr(source, "read"):
+        try:
+            size = source.seek(0, os.SEEK_END)
+            source.seek(0)
+        except OSError as exc:
+            raise error(f"{label}: cannot read ({exc.strerror or exc})") from None
+        yield source, size  # type: ignore[misc]
         return
     try:
         f = open(source, "rb")  # noqa: SIM115 (closed below; errors while open are typed)

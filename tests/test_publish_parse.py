@@ -6,6 +6,7 @@ Every refusal is typed (exit 3) and certifies nothing: the chain's height is unc
 from __future__ import annotations
 
 import struct
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -132,6 +133,25 @@ def test_each_bad_pair_is_refused_from_bytes_and_files(
     w, t = _write(tmp_path, real, case)
     with pytest.raises(error, match=fragment):
         check_model_files(w, t)
+
+
+@pytest.mark.parametrize("case", ["truncated weights", "tokenizer of 32000 tokens"])
+def test_an_open_spooled_file_parses_like_bytes(case: str, real: tuple[bytes, bytes]) -> None:
+    """A download spooled to a temporary file is parsed from its start and left open."""
+    _, error, fragment = CASES[case]
+    weights, tokenizer = CASES[case][0](*real)
+    with tempfile.TemporaryFile() as w, tempfile.TemporaryFile() as t:
+        w.write(weights)
+        t.write(tokenizer)
+        with pytest.raises(error, match=fragment):
+            check_model_files(w, t)
+        with pytest.raises(error, match=fragment):
+            check_model_files(w, t)  # left open, parsed from the start again
+    with tempfile.TemporaryFile() as w, tempfile.TemporaryFile() as t:
+        w.write(real[0])
+        t.write(real[1])
+        assert check_model_files(w, t)[1].vocab_size == 512
+        assert not w.closed
 
 
 def test_missing_files_and_directories_are_typed(tmp_path: Path) -> None:
