@@ -4,9 +4,12 @@
 - versions: ``^[A-Za-z0-9][A-Za-z0-9._+-]{0,31}$`` (e.g. ``1``, ``1.0.0``)
 - format: ``llama2c``
 - hashes: BLAKE3, 64 lowercase hex digits
-- sizes: integers, 0 < size <= 4 GiB (the wasm32 address-space limit)
+- sizes: integers, 0 < size <= 2 GiB (``MAX_FILE_SIZE``; the fetcher's cap is the same constant)
 - URLs: 1 to 8 per file, http or https with a host, at most 2048 characters, no whitespace
 - description: at most 1024 characters; license: at most 128 characters
+- text: every string is valid Unicode text that encodes as UTF-8 (no lone surrogates, which is
+  what undecodable command-line bytes become in Python); checked when an operation is built,
+  raising InvalidText (exit 3) before anything is hashed, encoded or proposed
 """
 
 from __future__ import annotations
@@ -20,18 +23,47 @@ from urllib.parse import urlsplit
 
 import blake3
 
-from edgechain.errors import InputError, OperationRejected
+from edgechain.errors import InputError, InvalidText, OperationRejected
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,31}$")
 HASH_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 FORMATS = ("llama2c",)
-MAX_FILE_SIZE = 4 * 1024**3
+#: The largest file a model may register, and the fetcher's default cap (service/fetch.py). The
+#: wasm guest's memory is capped at 3 GiB (service/engine/wasm.py) and must hold the KV cache and
+#: activations besides the weights, so a larger checkpoint could be certified but never served.
+#: A registered file's fetch cap is its certified size (the fetcher's ``expected_size``).
+MAX_FILE_SIZE = 2 * 1024**3
 MAX_URLS = 8
 _BAD_URL_CHARACTER = re.compile(r"[\s\x00-\x1f\x7f]")
 MAX_URL_LENGTH = 2048
 MAX_DESCRIPTION = 1024
 MAX_LICENSE = 128
+
+
+def check_utf8(what: str, value: object) -> None:
+    """InvalidText unless every string in ``value`` (a string, a sequence of them, or anything
+    else, which the operation's validation judges) encodes as UTF-8.
+
+    Undecodable bytes in argv reach Python as lone surrogates (U+DC80..U+DCFF); JSON can carry
+    lone surrogates too. Neither can be encoded, hashed or stored, so they stop here, by name.
+    """
+    items = value if isinstance(value, list | tuple) else (value,)
+    for item in items:
+        if not isinstance(item, str):
+            continue
+        try:
+            item.encode("utf-8")
+        except UnicodeEncodeError as err:
+            bad = item[err.start]
+            described = (
+                f"the undecodable byte 0x{ord(bad) - 0xDC00:02x}"
+                if 0xDC80 <= ord(bad) <= 0xDCFF
+                else f"the lone surrogate U+{ord(bad):04X}"
+            )
+            raise InvalidText(
+                f"{what} is not valid UTF-8 text: {described} at character {err.start}"
+            ) from None
 
 
 @dataclass(frozen=True)
@@ -41,6 +73,10 @@ class FileRef:
     blake3: str
     size: int
     urls: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        check_utf8("file hash", self.blake3)
+        check_utf8("file URL", self.urls)
 
     def to_payload(self) -> dict[str, Any]:
         return {"blake3": self.blake3, "size": self.size, "urls": list(self.urls)}
@@ -75,7 +111,7 @@ class FileRef:
             raise OperationRejected(f"{what}.size must be an integer")
         if not 0 < size <= MAX_FILE_SIZE:
             raise OperationRejected(
-                f"{what}.size {size} must be > 0 and <= 4 GiB ({MAX_FILE_SIZE})"
+                f"{what}.size {size} must be > 0 and <= {MAX_FILE_SIZE >> 30} GiB ({MAX_FILE_SIZE})"
             )
         if not 1 <= len(self.urls) <= MAX_URLS:
             raise OperationRejected(f"{what}.urls needs 1 to {MAX_URLS} URLs, got {len(self.urls)}")
@@ -93,6 +129,7 @@ def _validate_url(url: Any, what: str) -> None:
     try:
         parts = urlsplit(url)
         host = parts.hostname
+        parts.port  # noqa: B018 (raises ValueError for a port outside 0..65535 or not a number)
     except ValueError:
         raise OperationRejected(f"{what}.urls: {url!r} is not a valid URL") from None
     if parts.scheme not in ("http", "https"):
@@ -142,6 +179,12 @@ class RegisterModel:
     format: str = "llama2c"
     description: str | None = None
     license: str | None = None
+
+    def __post_init__(self) -> None:
+        check_utf8("model name", self.name)
+        check_utf8("model version", self.version)
+        for field_name in ("format", "description", "license"):
+            check_utf8(field_name, getattr(self, field_name))
 
     def to_payload(self) -> dict[str, Any]:
         return {
@@ -202,6 +245,10 @@ class RetireModel:
 
     name: str
     version: str
+
+    def __post_init__(self) -> None:
+        check_utf8("model name", self.name)
+        check_utf8("model version", self.version)
 
     def to_payload(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version}

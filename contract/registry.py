@@ -20,7 +20,7 @@ from edgechain.chain.application import (
 )
 from edgechain.chain.certificate import Certificate, verify_certificate
 from edgechain.chain.committee import Committee
-from edgechain.contract.operations import FileRef, RegisterModel, RetireModel
+from edgechain.contract.operations import FileRef, RegisterModel, RetireModel, check_utf8
 from edgechain.errors import (
     CertificateError,
     ModelNotFound,
@@ -220,8 +220,11 @@ class ModelRegistryService:
         """A model by name (its latest active version) or by name and version.
 
         Raises :class:`ModelNotFound` if nothing matches, :class:`ModelRetired` if the version
-        asked for (or every version of the name) is retired.
+        asked for (or every version of the name) is retired; :class:`InvalidText` for text that
+        no entry could hold (not UTF-8).
         """
+        check_utf8("model name", name)
+        check_utf8("model version", version)
         state = self._ctx.state
         if version is not None:
             value = state.get(model_key(name, version))

@@ -21,7 +21,9 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import BinaryIO, TypeVar
 
 import blake3
 
@@ -34,11 +36,12 @@ from edgechain.chain.network import (
     NetworkStatus,
     VerifyReport,
 )
-from edgechain.contract.operations import FileRef, RegisterModel, RetireModel
+from edgechain.contract.operations import FileRef, RegisterModel, RetireModel, check_utf8
 from edgechain.contract.registry import APPLICATION_NAME, CertifiedModel, ModelRegistryService
 from edgechain.errors import InputError, UsageError
 from edgechain.service.engine.base import Engine
 from edgechain.service.fetch import Fetcher, FetchPolicy
+from edgechain.service.model_files import Source, read_checkpoint_header, read_tokenizer
 from edgechain.service.runtime import (
     DownloadProgress,
     GenerateQuery,
@@ -62,6 +65,8 @@ NETWORK_DIR_ENV = "EDGECHAIN_DIR"
 Progress = Callable[[int, int], None]
 
 _CHUNK = 1 << 20
+
+_Parsed = TypeVar("_Parsed")
 
 
 def default_network_dir() -> Path:
@@ -110,14 +115,19 @@ def download_file(
     url: str,
     policy: FetchPolicy | None = None,
     progress: Callable[[int, int | None], None] | None = None,
+    *,
+    inspect: Callable[[BinaryIO], object] | None = None,
 ) -> HashedFile:
     """BLAKE3 and size of what ``url`` serves, under ``policy`` (host allow-list, size cap,
     stall rule). The body streams through a temporary file (deleted afterwards), hashed as it
-    arrives, so memory stays bounded whatever the size. Raises FetchError."""
+    arrives, so memory stays bounded whatever the size; ``inspect(spool)`` (publish's parser)
+    reads it before it is deleted. Raises FetchError."""
     with Fetcher(policy) as fetcher, tempfile.TemporaryFile(prefix="edgechain-") as spool:
         size, digest = fetcher.download_to(url, spool, progress=progress)
-    if size == 0:
-        raise InputError(f"{url}: the file is empty")
+        if size == 0:
+            raise InputError(f"{url}: the file is empty")
+        if inspect is not None:
+            inspect(spool)
     return HashedFile(digest, size)
 
 
@@ -131,6 +141,32 @@ def _labelled(
 
 def _is_url(value: str) -> bool:
     return value.startswith(("http://", "https://"))
+
+
+def _check_publish_text(
+    name: str,
+    version: str,
+    description: str | None,
+    license: str | None,
+    sources: tuple[str | os.PathLike[str], str | os.PathLike[str]],
+    urls: tuple[Sequence[str], Sequence[str]],
+) -> None:
+    """Refuse what the operation would refuse once built (InvalidText), and empty sources,
+    before anything is read, hashed or downloaded."""
+    for what, value in (
+        ("model name", name),
+        ("model version", version),
+        ("description", description),
+        ("license", license),
+    ):
+        check_utf8(what, value)
+    for what, source, more in zip(("weights", "tokenizer"), sources, urls, strict=True):
+        text = os.fspath(source)
+        if not text:
+            raise UsageError(f"{what}: give a file or an http(s) URL, not an empty string")
+        if _is_url(text):
+            check_utf8(what, text)
+        check_utf8(f"{what} URL", list(more))
 
 
 @dataclass(frozen=True)
@@ -261,18 +297,29 @@ class Client:
         registered as where services fetch the bytes; with a local path, ``*_urls`` say where
         services will fetch them (the hash still comes from the file). ``progress(label, done,
         total)`` hears about each file ("hashing weights", "downloading tokenizer", ...).
+
+        Nothing is proposed unless both files parse (service/model_files.py): the checkpoint's
+        header matches its size, the tokenizer walks to its end and has the model's vocabulary
+        size (InvalidCheckpoint, InvalidTokenizer, VocabMismatch otherwise). Text that is not
+        UTF-8 is refused (InvalidText) before any file is read.
         """
-        files = {}
-        for what, source, urls in (
-            ("weights", weights, weights_urls),
-            ("tokenizer", tokenizer, tokenizer_urls),
-        ):
-            files[what] = self._file_ref(what, source, urls, progress)
+        sources, urls = (weights, tokenizer), (weights_urls, tokenizer_urls)
+        _check_publish_text(name, version, description, license, sources, urls)
+        weights_ref, header = self._file_ref(
+            "weights", weights, weights_urls, progress, read_checkpoint_header
+        )
+        tokenizer_ref, _ = self._file_ref(
+            "tokenizer",
+            tokenizer,
+            tokenizer_urls,
+            progress,
+            partial(read_tokenizer, model_vocab=header.vocab_size),
+        )
         return self.register_model(
             name,
             version=version,
-            weights=files["weights"],
-            tokenizer=files["tokenizer"],
+            weights=weights_ref,
+            tokenizer=tokenizer_ref,
             description=description,
             license=license,
         )
@@ -319,13 +366,24 @@ class Client:
         source: str | os.PathLike[str],
         urls: Sequence[str],
         progress: Callable[[str, int, int | None], None] | None,
-    ) -> FileRef:
+        parse: Callable[[Source, str], _Parsed],
+    ) -> tuple[FileRef, _Parsed]:
+        """The file's FileRef, and what ``parse(content, label)`` made of it (before hashing a
+        local file; a download is parsed from its temporary file once it is complete)."""
         source_str = os.fspath(source)
         if _is_url(source_str):
             on_download = _labelled(progress, f"downloading {what}")
-            hashed = download_file(source_str, self.fetch_policy, on_download)
+            parsed_box: list[_Parsed] = []
+            hashed = download_file(
+                source_str,
+                self.fetch_policy,
+                on_download,
+                inspect=lambda spool: parsed_box.append(parse(spool, source_str)),
+            )
+            parsed = parsed_box[0]
             all_urls = [source_str, *[u for u in urls if u != source_str]]
         else:
+            parsed = parse(source_str, source_str)
             hashed = hash_file(source_str, _labelled(progress, f"hashing {what}"))
             all_urls = list(urls)
             if not all_urls:
@@ -333,7 +391,7 @@ class Client:
                     f"{what}: {source_str} is a local file; give --{what}-url (the URL services "
                     "will fetch it from)"
                 )
-        return FileRef(hashed.blake3, hashed.size, tuple(all_urls))
+        return FileRef(hashed.blake3, hashed.size, tuple(all_urls)), parsed
 
     # --- the service -----------------------------------------------------------------------------
 

@@ -41,6 +41,7 @@ from typing import BinaryIO
 import blake3
 import httpx
 
+from edgechain.contract.operations import MAX_FILE_SIZE
 from edgechain.errors import (
     Cancelled,
     FetchError,
@@ -104,7 +105,7 @@ class FetchPolicy:
 
     allowed_hosts: frozenset[str] = DEFAULT_ALLOWED_HOSTS
     allowed_schemes: frozenset[str] = frozenset({"http", "https"})
-    max_bytes: int = 2 << 30
+    max_bytes: int = MAX_FILE_SIZE
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
     total_timeout: float | None = 600.0

@@ -109,12 +109,15 @@ def test_a_bad_name_is_rejected_by_the_contract(net: Path, served: WeightServer)
 
 
 def test_other_bytes_under_a_registered_version_are_rejected(
-    net: Path, served: WeightServer
+    net: Path, served: WeightServer, weight_server_dir: Path
 ) -> None:
     assert publish_urls(net, served).code == 0
+    other = bytearray((weight_server_dir / "stories260K.bin").read_bytes())
+    other[-1] ^= 1  # still a well-formed checkpoint, other bytes
+    (weight_server_dir / "other.bin").write_bytes(bytes(other))
     result = edgechain(
         "model", "publish", "stories260K", "--dir", net,
-        "--weights", served.url("tok512.bin"), "--tokenizer", served.url("tok512.bin"),
+        "--weights", served.url("other.bin"), "--tokenizer", served.url("tok512.bin"),
     )  # fmt: skip
     result.assert_user_error(5, "already registered with other bytes")
 

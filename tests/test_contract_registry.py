@@ -14,6 +14,7 @@ from edgechain.contract import FileRef, RegisterModel, RetireModel
 from edgechain.contract.operations import MAX_FILE_SIZE
 from edgechain.errors import (
     InputError,
+    InvalidText,
     ModelNotFound,
     ModelRetired,
     OperationRejected,
@@ -76,7 +77,7 @@ def test_bad_hashes(chain, app, digest):
 
 @pytest.mark.parametrize("size", [0, -1, MAX_FILE_SIZE + 1])
 def test_sizes_out_of_range(chain, app, size):
-    _rejected(chain, app, register(weights=file_ref(size=size)), "weights.size .* <= 4 GiB")
+    _rejected(chain, app, register(weights=file_ref(size=size)), "weights.size .* <= 2 GiB")
 
 
 @pytest.mark.parametrize("size", ["10", True])
@@ -86,7 +87,7 @@ def test_sizes_that_are_not_integers(chain, app, size):
 
 def test_size_limit_is_inclusive(chain, app):
     chain.execute(app.id, register(weights=file_ref(size=MAX_FILE_SIZE)))
-    assert app.query_model("stories260K").entry.weights.size == 4 * 1024**3
+    assert app.query_model("stories260K").entry.weights.size == 2 * 1024**3
 
 
 @pytest.mark.parametrize(
@@ -101,6 +102,8 @@ def test_size_limit_is_inclusive(chain, app):
         (("http://host/" + "a" * 2048,), "longer than 2048"),
         ((42,), "not a string"),
         (("http://[::1/",), "not a valid URL"),
+        (("http://host:99999/m.bin",), "not a valid URL"),
+        (("http://host:port/m.bin",), "not a valid URL"),
     ],
 )
 def test_bad_urls(chain, app, urls, match):
@@ -280,3 +283,43 @@ def test_file_ref_from_file(tmp_path):
     ref.validate("weights")
     with pytest.raises(InputError, match="cannot read"):
         FileRef.from_file(tmp_path / "missing.bin", [URL])
+
+
+# --- text that is not UTF-8, and the one file-size limit ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("build", "field"),
+    [
+        (lambda: register(name="m\udcff"), "model name"),
+        (lambda: register(version="\ud800"), "model version"),
+        (lambda: register(description="ok \udcff"), "description"),
+        (lambda: register(license="\udfff"), "license"),
+        (lambda: file_ref(url="http://h/\udcff"), "file URL"),
+        (lambda: RetireModel("m", "\udcff"), "model version"),
+        (lambda: RetireModel("\ud800", "1"), "model name"),
+    ],
+)
+def test_text_that_is_not_utf8_is_refused_when_the_operation_is_built(build, field):
+    with pytest.raises(InvalidText, match=f"^{field} is not valid UTF-8 text"):
+        build()
+
+
+def test_undecodable_bytes_are_named_as_bytes_and_surrogates_as_code_points():
+    with pytest.raises(InvalidText, match="undecodable byte 0xff at character 3"):
+        register(name="abc\udcff")
+    with pytest.raises(InvalidText, match="lone surrogate U\\+D800 at character 0"):
+        register(name="\ud800")
+
+
+def test_queries_refuse_text_that_is_not_utf8(app):
+    with pytest.raises(InvalidText, match="model name"):
+        app.query_model("\udcff")
+    with pytest.raises(InvalidText, match="model version"):
+        app.query_model("m", "\ud800")
+
+
+def test_the_fetcher_caps_downloads_at_the_contracts_file_limit():
+    from edgechain.service.fetch import FetchPolicy
+
+    assert FetchPolicy().max_bytes == MAX_FILE_SIZE == 2 * 1024**3

@@ -19,6 +19,7 @@ from edgechain import errors
 from edgechain.chain.committee import Committee
 from edgechain.chain.keys import generate_key, public_bytes
 from edgechain.client import Client
+from edgechain.contract.operations import FileRef
 from edgechain.service.engine.wasm import WasmEngine
 from edgechain.service.fetch import FetchPolicy
 from edgechain.service.runtime import GenerateQuery, ModelService
@@ -239,12 +240,11 @@ def test_a_trapping_or_looping_guest_is_an_error_and_the_service_keeps_serving(
         (tmp_path / name).write_bytes(data)
     with WeightServer(files) as fakes:
         for name in ("trap", "good"):
-            client.publish_model(
+            # register_model: publish_model would refuse these stand-in checkpoints unparsed
+            client.register_model(
                 name,
-                weights=tmp_path / f"{name}.bin",
-                tokenizer=tmp_path / "tok.bin",
-                weights_urls=[fakes.url(f"{name}.bin")],
-                tokenizer_urls=[fakes.url("tok.bin")],
+                weights=FileRef.from_file(tmp_path / f"{name}.bin", [fakes.url(f"{name}.bin")]),
+                tokenizer=FileRef.from_file(tmp_path / "tok.bin", [fakes.url("tok.bin")]),
             )
         _trap_then_loop_then_serve(client, mock_engine)
 

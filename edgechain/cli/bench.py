@@ -14,8 +14,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from edgechain.cli.common import bounded_int, ensure_directory
 from edgechain.cli.network_options import add_json_option
 from edgechain.errors import GenerationError, InvalidParameter
+from edgechain.service.engine.base import text_to_utf8
+from edgechain.service.model_files import MAX_SEQ_LEN
 
 NAME = "bench"
 HELP = "benchmark the engines on synthetic stories-shaped models"
@@ -30,9 +33,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--engines", default="wasm,native", help="comma-separated (default %(default)s)"
     )
     parser.add_argument(
-        "--steps", type=int, default=256, help="positions incl. prompt (default 256)"
+        "--steps",
+        type=bounded_int(2, MAX_SEQ_LEN),
+        default=256,
+        help="positions incl. prompt (default 256)",
     )
-    parser.add_argument("--seed", type=int, default=1, help="weights and sampling seed (default 1)")
+    parser.add_argument(
+        "--seed",
+        type=bounded_int(0, 2**64 - 1),
+        default=1,
+        help="weights and sampling seed (default 1)",
+    )
     parser.add_argument("--prompt", default="Once upon a time", help="prompt (default %(default)r)")
     parser.add_argument(
         "--cache-dir", help="where synthetic models are kept (default per-user cache)"
@@ -107,9 +118,10 @@ def execute(args: argparse.Namespace) -> int:
 
     shapes = _split(args.shapes, tuple(SHAPES), "shapes")
     engines = _split(args.engines, ("wasm", "native"), "engines")
-    if args.steps < 2:
-        raise InvalidParameter(f"--steps must be >= 2, got {args.steps}")
-    directory = Path(args.cache_dir) if args.cache_dir else default_model_dir()
+    text_to_utf8(args.prompt, "--prompt")  # InvalidText now, not once per measured row
+    directory = ensure_directory(
+        Path(args.cache_dir) if args.cache_dir else default_model_dir(), "--cache-dir"
+    )
     if "wasm" in engines:
         _warm_wasm_cache()
     results = []

@@ -8,6 +8,7 @@ from typing import Any
 
 from edgechain.chain.certificate import CertifiedBlock
 from edgechain.chain.network import ExpectedHead
+from edgechain.cli.common import bounded_int
 from edgechain.cli.network_options import (
     add_dir_option,
     add_group,
@@ -38,7 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         chain_show,
     )
     show.add_argument(
-        "height", nargs="?", type=int, default=None, metavar="HEIGHT", help="one block only"
+        "height",
+        nargs="?",
+        type=bounded_int(0, 2**63 - 1),
+        default=None,
+        metavar="HEIGHT",
+        help="one block only",
     )
     add_dir_option(show)
     add_json_option(show)

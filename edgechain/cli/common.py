@@ -1,7 +1,9 @@
-"""Helpers shared by the subcommands: reading the user's files with clean errors."""
+"""Helpers shared by the subcommands: the user's files, directories and numbers, cleanly refused."""
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Callable
 from pathlib import Path
 
 from edgechain.errors import InputError, InvalidText
@@ -29,3 +31,32 @@ def read_text_file(path: str | Path, what: str) -> str:
         raise InvalidText(
             f"{what} {path} is not valid UTF-8 (byte 0x{data[err.start]:02x} at offset {err.start})"
         ) from None
+
+
+def bounded_int(low: int, high: int) -> Callable[[str], int]:
+    """An argparse ``type``: a decimal integer from ``low`` to ``high`` (a usage error, exit 2,
+    naming both bounds otherwise; SQLite and the engine take 64-bit integers at most)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is outside {low}..{high}")
+        return value
+
+    return parse
+
+
+def ensure_directory(path: Path, flag: str, *, create: bool = True) -> Path:
+    """``path`` as a directory: InputError naming ``flag`` and why if it is something else or
+    (with ``create``) cannot be created."""
+    try:
+        if path.exists() and not path.is_dir():
+            raise InputError(f"{flag} {path} is not a directory")
+        if create:
+            path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(f"cannot create {flag} {path}: {err.strerror or err}") from None
+    return path

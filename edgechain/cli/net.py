@@ -7,6 +7,7 @@ import shlex
 from pathlib import Path
 
 from edgechain.chain.network import NETWORK_FILE, NetworkStatus
+from edgechain.cli.common import ensure_directory
 from edgechain.cli.network_options import (
     add_dir_option,
     add_group,
@@ -18,6 +19,7 @@ from edgechain.cli.network_options import (
     run_subcommand,
 )
 from edgechain.client import NETWORK_DIR_ENV, Client
+from edgechain.errors import InputError
 
 NAME = "net"
 HELP = "create, reopen and inspect a local network of mock validators"
@@ -69,9 +71,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def net_up(args: argparse.Namespace) -> int:
-    path = network_dir(args)
+    # Created by Client.up once the other options are checked, so a refused `net up` leaves
+    # nothing behind.
+    path = ensure_directory(network_dir(args), "--dir", create=False)
     existed = (path / NETWORK_FILE).exists()
-    with Client.up(path, validators=args.validators, faulty=args.faulty) as client:
+    try:
+        client = Client.up(path, validators=args.validators, faulty=args.faulty)
+    except OSError as err:  # a path under a file, under /proc, read-only, ...
+        raise InputError(
+            f"cannot {'open' if existed else 'create'} a network in --dir {path}: "
+            f"{err.strerror or err}"
+        ) from None
+    with client:
         if args.faulty is not None:
             # Faults given when reopening apply to every later command, not just this one.
             client.network.set_faults(args.faulty, persist=True)

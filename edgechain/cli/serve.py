@@ -40,8 +40,10 @@ def execute(args: argparse.Namespace) -> int:
     """Open the network and serve it; returns the exit code."""
     from edgechain.node.server import bind_listening_socket, serve
     from edgechain.service.engine import open_engine
+    from edgechain.service.engine.base import text_to_utf8
     from edgechain.service.fetch import FetchPolicy
 
+    text_to_utf8(args.host, "--host")  # undecodable argv bytes: InvalidText, not a TypeError
     # Fail on a taken port before the (slower) opening and re-verification of the network.
     bind_listening_socket(args.host, args.port).close()
     # The wasm engine is opened on the first generate query, so a node without the guest still
