@@ -252,5 +252,5 @@ def test_damaged_files_around_the_database_are_one_line_errors(net: Path) -> Non
 
 def test_show_a_height_beyond_any_integer(net: Path) -> None:
     edgechain("chain", "show", "99999999999999999999", "--dir", net).assert_user_error(
-        2, "no block at height 99999999999999999999"
+        2, "99999999999999999999 is outside 0..9223372036854775807"
     )
