@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import anyio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from strawberry import Schema
 from strawberry.asgi import GraphQL
 from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
@@ -71,13 +72,16 @@ async def _request_body(request: Request) -> tuple[dict[str, Any], set[Operation
     return body, allowed
 
 
-async def graphql_response(request: Request, context: dict[str, Any]) -> Response:
-    """Execute the GraphQL request in ``request`` against the registry schema."""
+async def graphql_response(
+    request: Request, context: dict[str, Any], schema: Schema = REGISTRY_SCHEMA
+) -> Response:
+    """Execute the GraphQL request in ``request`` against ``schema`` (the registry's unless
+    told)."""
     try:
         body, allowed = await _request_body(request)
     except UsageError as err:
         return error_response(err, 400)
-    execution = REGISTRY_SCHEMA.execute(
+    execution = schema.execute(
         body["query"],
         variable_values=body.get("variables"),
         context_value=context,

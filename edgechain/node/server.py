@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import errno
 import socket
 import sys
 from collections.abc import Callable
 from types import FrameType
-from typing import TextIO
+from typing import Any, TextIO
 
 import uvicorn
 
@@ -62,11 +63,22 @@ def bind_listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(client: Client, host: str, port: int, out: TextIO = sys.stdout) -> None:
+def _log_config() -> dict[str, Any]:
+    """uvicorn's logging, less its start-up chatter: warnings and errors on stderr, and the
+    access log (one line per request, on stdout) unless the server turns it off."""
+    config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    config["loggers"]["uvicorn.error"]["level"] = "WARNING"
+    return config
+
+
+def serve(
+    client: Client, host: str, port: int, out: TextIO = sys.stdout, access_log: bool = True
+) -> None:
     """Serve ``client``'s network on ``host:port`` until interrupted; closes the client.
 
     Prints one line with the URLs once the port is bound (requests made from then on wait in
-    the listen queue until the server takes them).
+    the listen queue until the server takes them), then a line per request unless not
+    ``access_log``.
     """
     try:
         sock = bind_listening_socket(host, port)
@@ -90,7 +102,9 @@ def serve(client: Client, host: str, port: int, out: TextIO = sys.stdout) -> Non
             )
             config = uvicorn.Config(
                 app,
-                log_level="warning",
+                log_config=_log_config(),
+                log_level=None,
+                access_log=access_log,
                 lifespan="on",
                 timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
             )
