@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import errno
+import logging
 import socket
 import sys
 from collections.abc import Callable
@@ -63,11 +64,22 @@ def bind_listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+class _DroppedConnectionNoise(logging.Filter):
+    """Drops asyncio's warning about writes to a connection the client has closed: a token
+    sent in the moment before the server notices a dropped websocket is not a failure."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "socket.send() raised exception."
+
+
 def _log_config() -> dict[str, Any]:
-    """uvicorn's logging, less its start-up chatter: warnings and errors on stderr, and the
-    access log (one line per request, on stdout) unless the server turns it off."""
+    """uvicorn's logging, less its start-up chatter and disconnect noise: warnings and errors
+    on stderr, and the access log (one line per request, on stdout) unless the server turns
+    it off."""
     config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
     config["loggers"]["uvicorn.error"]["level"] = "WARNING"
+    config["filters"] = {"dropped_connection": {"()": _DroppedConnectionNoise}}
+    config["loggers"]["asyncio"] = {"filters": ["dropped_connection"]}
     return config
 
 
