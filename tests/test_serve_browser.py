@@ -1,5 +1,6 @@
 """GraphiQL, served by the node, in headless Chromium (selenium): it loads with no internet
-access (every file from the node), its docs explorer lists the schema, a query runs, the
+access (every file from the node), its docs explorer lists the schema, a query runs (with
+variables; typing offers the schema's fields), the
 ``generate`` subscription streams tokens over graphql-transport-ws, and a seed copied from a
 result in GraphiQL reproduces the same text with the CLI. ``GET /`` links to it.
 
@@ -248,3 +249,32 @@ def test_the_index_page_links_to_each_graphiql(
     [chain] = result["data"]["chains"]
     assert chain["applications"] == [{"graphql": node.app_path}]
     screenshot(browser, screenshots, "graphiql-chains")
+
+
+def test_graphiql_takes_variables_and_autocompletes(
+    node: NodeProcess, browser: webdriver.Chrome
+) -> None:
+    open_graphiql(browser, node.graphql_url)
+    variables = '{"name": "stories260K"}'
+    browser.execute_script(
+        "document.querySelector('.graphiql-editor-tool .CodeMirror').CodeMirror"
+        ".setValue(arguments[0]);",
+        variables,
+    )
+    WebDriverWait(browser, WAIT_S).until(
+        lambda b: b.execute_script("return localStorage.getItem('graphiql:variables')")
+        == variables
+    )
+    run_in_graphiql(browser, "query ($name: String!) { model(name: $name) { name version } }")
+    result = json.loads(wait_for_response(browser, '"version"'))
+    assert result["data"]["model"] == {"name": "stories260K", "version": "1"}
+    # Typing in the editor offers the schema's fields.
+    browser.execute_script(
+        "const cm = document.querySelector('.graphiql-query-editor .CodeMirror').CodeMirror;"
+        "cm.setValue('{ mode'); cm.focus(); cm.setCursor(cm.lineCount(), 0);"
+    )
+    browser.find_element(By.CSS_SELECTOR, ".graphiql-query-editor textarea").send_keys("l")
+    hints = WebDriverWait(browser, WAIT_S).until(
+        lambda b: b.find_element(By.CSS_SELECTOR, ".CodeMirror-hints")
+    )
+    assert "models" in hints.text.split(), hints.text
