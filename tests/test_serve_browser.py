@@ -1,8 +1,8 @@
 """GraphiQL, served by the node, in headless Chromium (selenium): it loads with no internet
 access (every file from the node), its docs explorer lists the schema, a query runs (with
-variables; typing offers the schema's fields), the
-``generate`` subscription streams tokens over graphql-transport-ws, and a seed copied from a
-result in GraphiQL reproduces the same text with the CLI. ``GET /`` links to it.
+variables; typing offers the schema's fields), the ``generate`` subscription streams tokens
+over graphql-transport-ws, and a seed copied from a result in GraphiQL reproduces the same text
+with the CLI. ``GET /`` links to it.
 
 Screenshots go to the test's tmp dir, and also to ``$EDGECHAIN_SCREENSHOTS_DIR`` when set (the
 README's images in docs/screenshots/ are made with it).
