@@ -2,7 +2,7 @@
 access (every file from the node), its docs explorer lists the schema, a query runs (with
 variables; typing offers the schema's fields), the ``generate`` subscription streams tokens
 over graphql-transport-ws, and a seed copied from a result in GraphiQL reproduces the same text
-with the CLI. ``GET /`` links to it.
+with the CLI. ``GET /`` is GraphiQL on the chain-level schema, linking to it.
 
 Screenshots go to the test's tmp dir, and also to ``$EDGECHAIN_SCREENSHOTS_DIR`` when set (the
 README's images in docs/screenshots/ are made with it).
@@ -235,20 +235,20 @@ def test_a_seed_copied_from_graphiql_reproduces_the_text_with_the_cli(
     assert record["text"] == text and str(record["seed"]) == seed
 
 
-def test_the_index_page_links_to_each_graphiql(
+def test_root_is_graphiql_on_the_chains_with_a_link_to_each_application(
     node: NodeProcess, browser: webdriver.Chrome, screenshots: Path
 ) -> None:
-    browser.get(node.base_url + "/")
-    link = browser.find_element(By.CSS_SELECTOR, "a.graphiql")
-    assert link.get_attribute("href") == node.graphql_url
-    screenshot(browser, screenshots, "index")
-    browser.find_element(By.ID, "chain-graphiql").click()
-    open_graphiql(browser, node.base_url + "/graphiql")
+    open_graphiql(browser, node.base_url + "/")
     run_in_graphiql(browser, "{ chains { name height applications { graphql } } }")
     result = json.loads(wait_for_response(browser, '"applications"'))
     [chain] = result["data"]["chains"]
     assert chain["applications"] == [{"graphql": node.app_path}]
     screenshot(browser, screenshots, "graphiql-chains")
+    link = browser.find_element(By.CSS_SELECTOR, "#node-header a.graphiql")
+    assert link.get_attribute("href") == node.graphql_url
+    link.click()
+    open_graphiql(browser, node.graphql_url)
+    assert "model-registry" in browser.find_element(By.ID, "node-header").text
 
 
 def test_graphiql_takes_variables_and_autocompletes(

@@ -1,9 +1,10 @@
 """The node's HTTP application (Starlette), Linera-style paths.
 
-- ``GET /``: the chains this node serves, their heights and their applications' URLs (JSON; a
-  browser gets an HTML page linking to each application's GraphiQL).
+- ``GET /``: the chains this node serves, their heights and their applications' URLs (JSON); a
+  browser gets GraphiQL on the chain-level GraphQL under a line linking to each application's
+  GraphiQL.
 - ``POST /`` (or ``GET /?query=``): the chain-level GraphQL (chains, blocks, certificates,
-  applications); ``GET /graphiql``: GraphiQL for it.
+  applications).
 - ``POST /chains/{chain_id}/applications/{application_id}``: GraphQL (JSON body
   ``{query, variables, operationName}``); ``GET`` with ``?query=`` runs queries (no mutations);
   ``GET`` from a browser (no ``query``) returns GraphiQL, served offline (``/static/graphiql``).
@@ -39,7 +40,7 @@ from edgechain.node.graphql_transport import (
     error_response,
     graphql_response,
 )
-from edgechain.node.index_page import CHAIN_GRAPHIQL_PATH, index_page
+from edgechain.node.page_header import application_header, index_header
 from edgechain.node.query_params import generate_query_from_params
 from edgechain.node.schema import registry_context
 from edgechain.node.streaming import Generations, run_generation, sse_message
@@ -119,19 +120,18 @@ def build_app(gate: ClientGate) -> Starlette:
         except EdgechainError as err:
             return error_response(err)
         if wants_html(request):
-            return HTMLResponse(index_page(body))
+            page = graphiql_page("chains", "/", _CHAIN_QUERY, index_header(body), False)
+            return HTMLResponse(page)
         body["generations"] = generations.to_json()
         return JSONResponse(body)
-
-    async def chain_graphiql(request: Request) -> Response:
-        page = graphiql_page("chains", "/", _CHAIN_QUERY, subscriptions=False)
-        return HTMLResponse(page)
 
     async def graphql(request: Request) -> Response:
         if (missing := unknown_application(request)) is not None:
             return missing
         if wants_html(request):
-            return HTMLResponse(graphiql_page(APPLICATION_NAME, request.url.path, _REGISTRY_QUERY))
+            header = application_header(APPLICATION_NAME, chain_id, app_id)
+            page = graphiql_page(APPLICATION_NAME, request.url.path, _REGISTRY_QUERY, header)
+            return HTMLResponse(page)
         return await graphql_response(request, context)
 
     async def generate(request: Request) -> Response:
@@ -172,7 +172,6 @@ def build_app(gate: ClientGate) -> Starlette:
     app = Starlette(
         routes=[
             Route("/", root, methods=["GET", "POST"]),
-            Route(CHAIN_GRAPHIQL_PATH, chain_graphiql, methods=["GET"]),
             static_mount(),
             Route(path, graphql, methods=["GET", "POST"]),
             Route(f"{path}/generate", generate, methods=["GET"]),

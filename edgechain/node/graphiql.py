@@ -63,12 +63,18 @@ def _script_literal(value: object) -> str:
 
 
 def graphiql_page(
-    title: str, endpoint: str, default_query: str, subscriptions: bool = True
+    title: str,
+    endpoint: str,
+    default_query: str,
+    header_html: str,
+    subscriptions: bool = True,
 ) -> str:
     """GraphiQL's HTML for the GraphQL endpoint at path ``endpoint`` (websocket on the same
-    path when ``subscriptions``), opening with ``default_query`` in the editor."""
+    path when ``subscriptions``), opening with ``default_query`` in the editor, under a line of
+    ``header_html`` (already escaped: the node's links)."""
     page = _template()
     for marker, value in (
+        ("__HEADER__", header_html),
         ("__TITLE__", html.escape(title)),
         ("__STATIC__", STATIC_PATH),
         ("__ENDPOINT__", _script_literal(endpoint)),
