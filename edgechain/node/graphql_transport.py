@@ -17,8 +17,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from strawberry import Schema
 from strawberry.asgi import GraphQL
+from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+)
 from strawberry.types.graphql import OperationType
 
 from edgechain.errors import EdgechainError, UsageError
@@ -131,9 +135,20 @@ async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T | None
     return outcome[0] if outcome else None
 
 
+class _TransportWSHandler(BaseGraphQLTransportWSHandler):
+    """Strawberry's graphql-transport-ws handler, quiet when a client drops its connection
+    while a subscription is sending (the subscription is cancelled all the same)."""
+
+    async def handle_task_exception(self, error: Exception) -> None:
+        if not isinstance(error, WebSocketDisconnected):
+            await super().handle_task_exception(error)
+
+
 class SubscriptionEndpoint(GraphQL):
     """Strawberry's websocket transport (graphql-transport-ws) for the registry's
     subscriptions, with the node's context; an ASGI app."""
+
+    graphql_transport_ws_handler_class = _TransportWSHandler
 
     def __init__(self, context: dict[str, Any]) -> None:
         super().__init__(
