@@ -114,7 +114,7 @@ def drop_a_subscription(node: NodeProcess) -> None:
 
 def test_a_client_dropping_a_stream_leaves_no_traceback(node: NodeProcess) -> None:
     params = {"model": "stories260K", "prompt": PROMPT, "maxTokens": 250, "temperature": 0}
-    for _ in range(8):  # the noise came from a race: give it a few chances to show
+    for _ in range(5):  # the noise came from a race: give it a few chances to show
         with httpx.stream("GET", node.generate_url, params=params, timeout=60) as response:
             assert next(sse_events(response)).event == "token"
         # dropped mid-stream: the node cancels the generation and must stay quiet about it
