@@ -1,7 +1,9 @@
 """pytest fixtures for testing code against a local edgechain network.
 
 Installed with the package (entry point ``pytest11: edgechain``), so any project's tests can use
-them without imports::
+them without imports (the types they use come from ``edgechain``)::
+
+    from edgechain import GenerateQuery
 
     def test_my_model(edgechain_network, publish_model, stories260k, service_client):
         publish_model("stories260K", stories260k.weights, stories260k.tokenizer)
@@ -19,9 +21,22 @@ service runs the wasm guest, or the native module with ``pytest --edgechain-engi
     a running :class:`~edgechain.service.weight_server.WeightServer` serving an (initially
     empty) directory, ``weight_server_dir``; files dropped there are served at once.
 ``publish_model``
-    ``publish_model(name, weights, tokenizer, version="1", **options) -> CertifiedModel``:
+    ``publish_model(name, weights, tokenizer, version="1", **options) -> ServedModel``:
     copies two local files into the weight server's directory, publishes them with their
-    loopback URLs and returns the certified entry (``.certificate`` is its certificate).
+    loopback URLs and returns the certified entry (``.certificate`` is its certificate) with
+    where it is served: ``.weights_url``/``.tokenizer_url`` and the served copies
+    ``.weights_file``/``.tokenizer_file``.
+``tamper_model``
+    ``tamper_model(model, file="weights", offset=0)``: from now on the weight server serves
+    ``model``'s weights (or ``"tokenizer"``) with the byte at ``offset`` flipped, so they no
+    longer match the certified BLAKE3 hash. The content cache answers from the verified bytes
+    it already holds, without fetching: a tamper test must fetch through a service with an
+    empty cache (``empty_cache_client()``, or a network that never ran the model).
+``empty_cache_client``
+    ``empty_cache_client() -> Client``: another :class:`~edgechain.client.Client` on the
+    test's network (as of the call) whose content cache is a new, empty directory
+    (``.cache_dir``) and whose service has loaded no model: its first ``generate`` of a model
+    fetches and verifies the files.
 ``stories260k``
     :class:`ModelFiles` of the stories260K pair: ``$EDGECHAIN_MODELS_DIR`` (the directory
     holding the files, or its parent), else ``<repo>/../shared/models/stories260K``. A test
@@ -39,9 +54,9 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -50,9 +65,9 @@ from edgechain.client import Client
 from edgechain.contract.registry import APPLICATION_NAME, CertifiedModel
 from edgechain.service.engine import ENGINE_KINDS, open_engine
 from edgechain.service.runtime import ModelService
-from edgechain.service.weight_server import WeightServer
+from edgechain.service.weight_server import Fault, WeightServer
 
-__all__ = ["MODELS_DIR_ENV", "ModelFiles", "locate_stories260k"]
+__all__ = ["MODELS_DIR_ENV", "ModelFiles", "ServedModel", "locate_stories260k"]
 
 #: Environment variable naming where the stories260K files are.
 MODELS_DIR_ENV = "EDGECHAIN_MODELS_DIR"
@@ -137,17 +152,40 @@ def weight_server(weight_server_dir: Path) -> Iterator[WeightServer]:
         yield server
 
 
-PublishModel = Callable[..., CertifiedModel]
+@dataclass(frozen=True, eq=False)
+class ServedModel(CertifiedModel):
+    """A model the ``publish_model`` fixture published: the certified entry, and where the
+    fixture's weight server serves its two files.
+
+    It equals the :class:`CertifiedModel` it extends (``client.model(name) == served``): where
+    the files are served is not part of what was certified.
+    """
+
+    weights_url: str
+    tokenizer_url: str
+    weights_file: Path  # the served copy, in ``weight_server_dir``
+    tokenizer_file: Path
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CertifiedModel):
+            return NotImplemented
+        return all(getattr(self, f.name) == getattr(other, f.name) for f in fields(CertifiedModel))
+
+    __hash__ = CertifiedModel.__hash__
+
+
+PublishModel = Callable[..., ServedModel]
 
 
 @pytest.fixture
 def publish_model(
     edgechain_network: Client, weight_server: WeightServer, weight_server_dir: Path
 ) -> PublishModel:
-    """``publish_model(name, weights, tokenizer, version="1", **options) -> CertifiedModel``.
+    """``publish_model(name, weights, tokenizer, version="1", **options) -> ServedModel``.
 
     Serves copies of the two local files from ``weight_server`` and publishes them (``options``
-    go to :meth:`Client.publish_model`, e.g. ``description``); returns the certified entry.
+    go to :meth:`Client.publish_model`, e.g. ``description``); returns the certified entry with
+    the files' URLs and served copies.
     """
 
     def publish(
@@ -156,12 +194,13 @@ def publish_model(
         tokenizer: str | os.PathLike[str],
         version: str = "1",
         **options: Any,
-    ) -> CertifiedModel:
-        urls = []
+    ) -> ServedModel:
+        urls, served_files = [], []
         for source in (Path(weights), Path(tokenizer)):
-            served = f"{name}-{version}-{source.name}"
-            shutil.copyfile(source, weight_server_dir / served)
-            urls.append(weight_server.url(served))
+            served = weight_server_dir / f"{name}-{version}-{source.name}"
+            shutil.copyfile(source, served)
+            served_files.append(served)
+            urls.append(weight_server.url(served.name))
         published = edgechain_network.publish_model(
             name,
             weights=weights,
@@ -171,9 +210,65 @@ def publish_model(
             tokenizer_urls=[urls[1]],
             **options,
         )
-        return published.model
+        model = published.model
+        return ServedModel(
+            **{f.name: getattr(model, f.name) for f in fields(model)},
+            weights_url=urls[0],
+            tokenizer_url=urls[1],
+            weights_file=served_files[0],
+            tokenizer_file=served_files[1],
+        )
 
     return publish
+
+
+TamperModel = Callable[..., None]
+
+
+@pytest.fixture
+def tamper_model(weight_server: WeightServer) -> TamperModel:
+    """``tamper_model(model, file="weights", offset=0)``: serve ``model``'s file (a
+    :class:`ServedModel`) with the byte at ``offset`` flipped from now on.
+
+    The content cache answers from verified bytes it holds without fetching, so the tampered
+    bytes are only seen by a service with an empty cache (``empty_cache_client``).
+    """
+
+    def tamper(
+        model: ServedModel, file: Literal["weights", "tokenizer"] = "weights", offset: int = 0
+    ) -> None:
+        if file not in ("weights", "tokenizer"):
+            raise ValueError(f'file must be "weights" or "tokenizer", got {file!r}')
+        served: Path = getattr(model, f"{file}_file")
+        weight_server.inject(served.name, Fault(corrupt_offset=offset))
+
+    return tamper
+
+
+EmptyCacheClient = Callable[[], Client]
+
+
+@pytest.fixture
+def empty_cache_client(
+    edgechain_network: Client, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[EmptyCacheClient]:
+    """``empty_cache_client() -> Client``: another Client on the test's network, as of now,
+    with its own new, empty content cache and no model loaded (its first ``generate`` of a
+    model fetches the files and checks their hashes). Closed when the test ends."""
+    kind = request.config.getoption("--edgechain-engine")
+    opened: list[Client] = []
+
+    def open_client() -> Client:
+        engine = None if kind == "wasm" else open_engine(kind)
+        cache_dir = tmp_path / f"empty-cache-{len(opened)}"
+        cache_dir.mkdir()
+        client = Client.open(edgechain_network.network.path, engine=engine, cache_dir=cache_dir)
+        opened.append(client)
+        return client
+
+    yield open_client
+    for client in opened:
+        client.close()
 
 
 @pytest.fixture

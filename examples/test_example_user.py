@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from edgechain.errors import ModelRetired
-from edgechain.service.runtime import GenerateQuery
+from edgechain import GenerateQuery, HashMismatch, ModelRetired
 
 
 def test_publish_generate_and_retire(
@@ -30,3 +29,13 @@ def test_publish_generate_and_retire(
     edgechain_network.retire_model("stories260K", "1")
     with pytest.raises(ModelRetired):
         service_client.generate(query)
+
+
+def test_a_tampered_file_is_refused(
+    publish_model, tamper_model, empty_cache_client, stories260k
+) -> None:
+    model = publish_model("stories260K", stories260k.weights, stories260k.tokenizer)
+    tamper_model(model)  # the weight server now flips a byte of model.weights_url's file
+    # A fresh service (empty cache) fetches the file and refuses it before it runs.
+    with pytest.raises(HashMismatch):
+        empty_cache_client().generate(GenerateQuery(model="stories260K", prompt="Once"))

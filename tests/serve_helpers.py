@@ -72,14 +72,19 @@ class NodeProcess:
         return body["data"]
 
 
-def start_node(directory: Path, env: dict[str, str] | None = None) -> NodeProcess:
-    """Start `edgechain serve` on ``directory`` (with ``env`` added to the environment) and
-    wait until ``GET /`` answers."""
+def start_node(
+    directory: Path,
+    env: dict[str, str] | None = None,
+    extra: tuple[str, ...] = (),
+    stdout: IO[str] | None = None,
+) -> NodeProcess:
+    """Start `edgechain serve` on ``directory`` (with ``env`` added to the environment, ``extra``
+    flags, stdout to the ``stdout`` file or nowhere) and wait until ``GET /`` answers."""
     port = free_port()
     stderr = tempfile.TemporaryFile("w+")  # noqa: SIM115 (stop_node closes it)
     process = subprocess.Popen(
-        serve_command(directory, port),
-        stdout=subprocess.DEVNULL,
+        serve_command(directory, port, *extra),
+        stdout=subprocess.DEVNULL if stdout is None else stdout,
         stderr=stderr,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},

@@ -130,3 +130,58 @@ def test_service_client_runs_the_engine_chosen_on_the_command_line(
     service_client: ModelService, request: pytest.FixtureRequest
 ) -> None:
     assert service_client.engine.kind == request.config.getoption("--edgechain-engine")
+
+
+def test_the_public_types_are_importable_from_edgechain() -> None:
+    import edgechain
+    from edgechain import Client as PublicClient
+    from edgechain import GenerateQuery as PublicQuery
+    from edgechain import HashMismatch, ServedModel
+    from edgechain import ModelFiles as PublicFiles
+
+    assert (PublicClient, PublicQuery, PublicFiles) == (Client, GenerateQuery, ModelFiles)
+    assert issubclass(HashMismatch, edgechain.EdgechainError) and HashMismatch.exit_code == 6
+    assert ServedModel.__module__ == "edgechain.pytest_plugin"
+    for name in edgechain.__all__:  # every advertised name resolves
+        assert getattr(edgechain, name) is not None, name
+    with pytest.raises(AttributeError):
+        edgechain.NoSuchThing  # noqa: B018
+
+
+def test_publish_model_exposes_the_served_urls(
+    publish_model, stories260k: ModelFiles, weight_server: WeightServer
+) -> None:
+    model = publish_model("stories260K", stories260k.weights, stories260k.tokenizer)
+    assert model.entry.weights.urls == (model.weights_url,)
+    assert model.entry.tokenizer.urls == (model.tokenizer_url,)
+    assert model.weights_url.startswith(weight_server.base_url)
+    assert httpx.get(model.tokenizer_url).content == stories260k.tokenizer.read_bytes()
+    assert model.weights_file.read_bytes() == stories260k.weights.read_bytes()
+
+
+def test_a_tampered_model_fails_its_hash_check_from_an_empty_cache(
+    publish_model,
+    tamper_model,
+    stories260k: ModelFiles,
+    service_client: ModelService,
+    empty_cache_client,
+) -> None:
+    from edgechain import HashMismatch
+
+    model = publish_model("stories260K", stories260k.weights, stories260k.tokenizer)
+    query = GenerateQuery(model="stories260K", prompt="Once", temperature=0, max_tokens=5)
+    expected = service_client.generate(query).collect().text  # verified bytes now cached
+    tamper_model(model, offset=1000)
+    served, original = httpx.get(model.weights_url).content, stories260k.weights.read_bytes()
+    assert served != original and len(served) == len(original)
+    # The content-addressed cache rightly answers from the verified bytes it holds ...
+    assert service_client.generate(query).collect().text == expected
+    # ... while a service with an empty cache fetches the tampered bytes and refuses them.
+    fresh = empty_cache_client()
+    assert service_client.cache.directory != fresh.cache_dir.resolve()
+    assert list(fresh.cache_dir.iterdir()) == []
+    with pytest.raises(HashMismatch):
+        fresh.generate(query).collect()
+    tamper_model(model, file="tokenizer")
+    with pytest.raises(ValueError):
+        tamper_model(model, file="config")

@@ -3,6 +3,7 @@ blocks committed by other processes, the port-in-use and missing-network errors.
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 from collections.abc import Callable, Iterator
@@ -180,12 +181,29 @@ def test_get_runs_queries_but_refuses_mutations(node: NodeProcess) -> None:
     assert refused.json()["errors"][0]["extensions"]["code"] == "UsageError"
 
 
-def test_get_from_a_browser_returns_the_offline_console(node: NodeProcess) -> None:
+def test_get_from_a_browser_returns_graphiql_served_offline(node: NodeProcess) -> None:
     page = httpx.get(node.graphql_url, headers={"Accept": "text/html"})
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-    assert node.application_id in page.text
-    # Self-contained: no script, style or font is loaded from anywhere else.
-    assert "<script src" not in page.text and "https://" not in page.text
+    assert "GraphiQL" in page.text and node.app_path in page.text
+    # Nothing is loaded from elsewhere: every script and stylesheet is the node's own.
+    sources = re.findall(r'(?:<script src|<link rel="stylesheet" href)="([^"]+)"', page.text)
+    assert sources and all(s.startswith("/static/graphiql/") for s in sources), sources
+    for source in sources:
+        served = httpx.get(node.base_url + source)
+        assert served.status_code == 200 and len(served.content) > 500, source
+
+
+def test_get_root_from_a_browser_is_the_chain_graphiql_linking_each_application(
+    node: NodeProcess,
+) -> None:
+    page = httpx.get(node.base_url + "/", headers={"Accept": "text/html"})
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "GraphiQL" in page.text and "chains" in page.text
+    assert f'href="{node.app_path}"' in page.text
+    app_page = httpx.get(node.graphql_url, headers={"Accept": "text/html"})
+    assert 'href="/"' in app_page.text  # and back
+    # API clients keep the JSON.
+    assert httpx.get(node.base_url + "/").json()["chains"][0]["applications"]
 
 
 def test_unknown_application_is_404(node: NodeProcess) -> None:

@@ -47,7 +47,7 @@ a first session (see `edgechain COMMAND --help` for each):
   edgechain model publish NAME --weights F --weights-url URL --tokenizer T --tokenizer-url URL
   edgechain generate --model NAME -i "Once upon a time"
   edgechain chain show                          blocks, operations, who signed
-  edgechain serve --port 8080                   GraphQL, query console, SSE token streams
+  edgechain serve --port 8080                   GraphQL and GraphiQL, SSE token streams
 
 --dir and --json go before or after the command (`edgechain --dir D net status`).
 --dir defaults to $EDGECHAIN_DIR, else ~/.local/share/edgechain/net.

@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "  edgechain model publish stories260K \\\n"
         "      --weights stories260K.bin --tokenizer tok512.bin \\\n"
         "      --weights-url http://127.0.0.1:8000/stories260K.bin \\\n"
-        "      --tokenizer-url http://127.0.0.1:8000/tok512.bin\n"
+        "      --tokenizer-url http://127.0.0.1:8000/tok512.bin --version 2\n"
         "  edgechain model list\n"
         "  edgechain model show stories260K --json\n"
         "  edgechain model retire stories260K --version 1",

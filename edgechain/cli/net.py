@@ -38,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         subparsers,
         "up",
         "create a network in --dir (or reopen and re-verify the one already there)",
-        "edgechain net up --dir ./mynet --validators 7 --faulty v2=offline,v5=wrong-state",
+        "edgechain net up --dir ./net7 --validators 7 --faulty v2=offline,v5=wrong-state",
         net_up,
     )
     add_dir_option(up)

@@ -1,7 +1,8 @@
 """``edgechain serve``: the node service over HTTP (GraphQL per application, SSE token streams).
 
 Serves the network in ``--dir`` on loopback until interrupted (Ctrl+C). ``--port 0`` picks a
-free port; the first line on stdout says where it listens.
+free port; the first line on stdout says where it listens, then comes the access log (a line
+per request) unless ``--quiet``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="HOST",
         help="also let the service fetch from HOST (only loopback is allowed by default)",
     )
+    parser.add_argument(
+        "--quiet", action="store_true", help="no access log (one line per request on stdout)"
+    )
 
 
 def execute(args: argparse.Namespace) -> int:
@@ -50,5 +54,6 @@ def execute(args: argparse.Namespace) -> int:
     # serves the registry; an explicitly chosen native engine must exist now.
     engine = open_engine("native") if args.engine == "native" else None
     policy = FetchPolicy().with_hosts(*args.allow_host)
-    serve(open_client(args, engine=engine, fetch_policy=policy), args.host, args.port)
+    client = open_client(args, engine=engine, fetch_policy=policy)
+    serve(client, args.host, args.port, access_log=not args.quiet)
     return 0

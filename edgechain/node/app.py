@@ -1,9 +1,13 @@
 """The node's HTTP application (Starlette), Linera-style paths.
 
-- ``GET /``: the chains this node serves, their heights and their applications' URLs (JSON).
+- ``GET /``: the chains this node serves, their heights and their applications' URLs (JSON); a
+  browser gets GraphiQL on the chain-level GraphQL under a line linking to each application's
+  GraphiQL.
+- ``POST /`` (or ``GET /?query=``): the chain-level GraphQL (chains, blocks, certificates,
+  applications).
 - ``POST /chains/{chain_id}/applications/{application_id}``: GraphQL (JSON body
   ``{query, variables, operationName}``); ``GET`` with ``?query=`` runs queries (no mutations);
-  ``GET`` from a browser (no ``query``) returns the offline query console.
+  ``GET`` from a browser (no ``query``) returns GraphiQL, served offline (``/static/graphiql``).
 - ``GET /chains/{chain_id}/applications/{application_id}/generate?model=..&prompt=..``:
   server-sent events, ``token`` per token, then ``done`` (the record) or ``error``.
 - websocket at the application's URL: GraphQL subscriptions (graphql-transport-ws), e.g.
@@ -26,16 +30,18 @@ from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
-from edgechain.client import Client
 from edgechain.contract.registry import APPLICATION_NAME
 from edgechain.errors import EdgechainError, UsageError
-from edgechain.node.console import console_page
+from edgechain.node.chain_schema import CHAIN_SCHEMA
+from edgechain.node.directory import application_path, index
 from edgechain.node.gate import ClientGate
+from edgechain.node.graphiql import graphiql_page, static_mount, wants_html
 from edgechain.node.graphql_transport import (
     SubscriptionEndpoint,
     error_response,
     graphql_response,
 )
+from edgechain.node.page_header import application_header, index_header
 from edgechain.node.query_params import generate_query_from_params
 from edgechain.node.request_guard import GuardMiddleware, RequestGuard
 from edgechain.node.schema import registry_context
@@ -46,10 +52,31 @@ __all__ = ["application_path", "build_app"]
 
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
+#: What GraphiQL's editor opens with (its history keeps what the user ran since).
+_REGISTRY_QUERY = """# The model registry. Run a query (Ctrl+Enter); the docs list every field.
+query Models {
+  models { name version retired weights { blake3 size } }
+}
 
-def application_path(chain_id: str, application_id: str) -> str:
-    """The URL path of an application's GraphQL endpoint."""
-    return f"/chains/{chain_id}/applications/{application_id}"
+# Linera's examples/llm query shape: the latest active model's greedy text.
+query Prompt {
+  prompt(prompt: "Once upon a time")
+}
+
+# Tokens stream in as they are generated (graphql-transport-ws).
+subscription Generate {
+  generate(model: "stories260K", prompt: "Once upon a time", maxTokens: 64) {
+    ... on TokenUpdate { text }
+    ... on GenerationResult { text seed stopReason outputTokens }
+  }
+}
+"""
+
+_CHAIN_QUERY = """# The chains this node serves, their applications, blocks and certificates.
+{
+  chains { name chainId height applications { kind applicationId graphql } }
+}
+"""
 
 
 class _AsgiApp:
@@ -60,35 +87,6 @@ class _AsgiApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._app(scope, receive, send)
-
-
-def _index(client: Client) -> dict[str, Any]:
-    registry_chain = client.chain
-    chains = []
-    for chain in client.network.chains():
-        applications = []
-        if chain.id == registry_chain.id:
-            app_id = chain.app_id(APPLICATION_NAME).hex()
-            path = application_path(chain.id.hex(), app_id)
-            applications.append(
-                {
-                    "kind": APPLICATION_NAME,
-                    "applicationId": app_id,
-                    "graphql": path,
-                    "generate": f"{path}/generate",
-                }
-            )
-        chains.append(
-            {
-                "name": chain.name,
-                "chainId": chain.id.hex(),
-                "height": chain.height,
-                "headHash": None if chain.head_hash is None else chain.head_hash.hex(),
-                "applications": applications,
-            }
-        )
-    # The directory's name, not its path: a page must not learn the user's filesystem layout.
-    return {"network": client.network.path.name, "chains": chains}
 
 
 def build_app(gate: ClientGate, guard: RequestGuard | None = None) -> Starlette:
@@ -119,20 +117,26 @@ def build_app(gate: ClientGate, guard: RequestGuard | None = None) -> Starlette:
         )
         return error_response(err, 404)
 
-    async def index(request: Request) -> Response:
+    async def root(request: Request) -> Response:
+        if request.method == "POST" or "query" in request.query_params:
+            return await graphql_response(request, context, CHAIN_SCHEMA)
         try:
-            body = await gate.call(_index)
+            body = await gate.call(index)
         except EdgechainError as err:
             return error_response(err)
+        if wants_html(request):
+            page = graphiql_page("chains", "/", _CHAIN_QUERY, index_header(body), False)
+            return HTMLResponse(page)
         body["generations"] = generations.to_json()
         return JSONResponse(body)
 
     async def graphql(request: Request) -> Response:
         if (missing := unknown_application(request)) is not None:
             return missing
-        wants_page = "text/html" in request.headers.get("accept", "")
-        if request.method == "GET" and "query" not in request.query_params and wants_page:
-            return HTMLResponse(console_page(APPLICATION_NAME, chain_id, app_id))
+        if wants_html(request):
+            header = application_header(APPLICATION_NAME, chain_id, app_id)
+            page = graphiql_page(APPLICATION_NAME, request.url.path, _REGISTRY_QUERY, header)
+            return HTMLResponse(page)
         return await graphql_response(request, context)
 
     async def generate(request: Request) -> Response:
@@ -172,7 +176,8 @@ def build_app(gate: ClientGate, guard: RequestGuard | None = None) -> Starlette:
     path = application_path("{chain_id}", "{application_id}")
     app = Starlette(
         routes=[
-            Route("/", index, methods=["GET"]),
+            Route("/", root, methods=["GET", "POST"]),
+            static_mount(),
             Route(path, graphql, methods=["GET", "POST"]),
             Route(f"{path}/generate", generate, methods=["GET"]),
             WebSocketRoute(path, _AsgiApp(subscribe)),

@@ -16,9 +16,14 @@ import anyio
 from graphql import GraphQLError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from strawberry import Schema
 from strawberry.asgi import GraphQL
+from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+)
 from strawberry.types.graphql import OperationType
 
 from edgechain.errors import (
@@ -119,13 +124,16 @@ def _first_bad_text(value: Any, path: str) -> str | None:
     return None
 
 
-async def graphql_response(request: Request, context: dict[str, Any]) -> Response:
-    """Execute the GraphQL request in ``request`` against the registry schema."""
+async def graphql_response(
+    request: Request, context: dict[str, Any], schema: Schema = REGISTRY_SCHEMA
+) -> Response:
+    """Execute the GraphQL request in ``request`` against ``schema`` (the registry's unless
+    told)."""
     try:
         body, allowed = await _request_body(request)
     except (UsageError, InvalidText) as err:
         return error_response(err, 400)
-    execution = REGISTRY_SCHEMA.execute(
+    execution = schema.execute(
         body["query"],
         variable_values=body.get("variables"),
         context_value=context,
@@ -198,9 +206,20 @@ async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T | None
     return outcome[0] if outcome else None
 
 
+class _TransportWSHandler(BaseGraphQLTransportWSHandler):
+    """Strawberry's graphql-transport-ws handler, quiet when a client drops its connection
+    while a subscription is sending (the subscription is cancelled all the same)."""
+
+    async def handle_task_exception(self, error: Exception) -> None:
+        if not isinstance(error, WebSocketDisconnected):
+            await super().handle_task_exception(error)
+
+
 class SubscriptionEndpoint(GraphQL):
     """Strawberry's websocket transport (graphql-transport-ws) for the registry's
     subscriptions, with the node's context; an ASGI app."""
+
+    graphql_transport_ws_handler_class = _TransportWSHandler
 
     def __init__(self, context: dict[str, Any]) -> None:
         super().__init__(

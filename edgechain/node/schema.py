@@ -29,7 +29,7 @@ from edgechain.chain.certificate import Certificate, CertifiedBlock
 from edgechain.client import Client
 from edgechain.contract.operations import FileRef
 from edgechain.contract.registry import CertifiedModel
-from edgechain.errors import InvalidParameter
+from edgechain.errors import InvalidParameter, ModelNotFound
 from edgechain.node.gate import ClientGate
 from edgechain.node.limits import schema_extensions
 from edgechain.node.streaming import Generations, run_generation
@@ -380,6 +380,30 @@ class Query:
     async def generate(self, info: Info, **fields: Any) -> GenerationResult:
         query = _generate_query(fields)
         return GenerationResult.of(await _typed(_final_record(info, query)))
+
+    # --- Linera compatibility: examples/llm's query shape, `{ prompt(prompt: "...") }` ---------
+
+    @strawberry.field(
+        description="Linera examples/llm's query: the text generated for prompt (prompt "
+        "excluded) with generate's defaults and the derived seed, by model (default: the "
+        "most recently registered active model)."
+    )
+    async def prompt(self, info: Info, prompt: str, model: str | None = None) -> str:
+        if model is None:
+            model, version = await _call(info, _latest_active_model)
+        else:
+            version = None
+        query = GenerateQuery(model=model, prompt=prompt, version=version)
+        return (await _typed(_final_record(info, query))).text
+
+
+def _latest_active_model(client: Client) -> tuple[str, str]:
+    """The name and version of the most recently registered active model."""
+    active = client.models(include_retired=False)
+    if not active:
+        raise ModelNotFound("no active model is registered; publish one first")
+    latest = max(active, key=lambda m: m.entry.registered_height)
+    return latest.entry.name, latest.entry.version
 
 
 @strawberry.type

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import copy
 import errno
+import logging
 import os
 import socket
 import sys
 import threading
 from collections.abc import Callable
 from types import FrameType
-from typing import TextIO
+from typing import Any, TextIO
 
 import uvicorn
 
@@ -80,12 +82,34 @@ def bind_listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(client: Client, host: str, port: int, out: TextIO = sys.stdout) -> None:
+class _DroppedConnectionNoise(logging.Filter):
+    """Drops asyncio's warning about writes to a connection the client has closed: a token
+    sent in the moment before the server notices a dropped websocket is not a failure."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "socket.send() raised exception."
+
+
+def _log_config() -> dict[str, Any]:
+    """uvicorn's logging, less its start-up chatter and disconnect noise: warnings and errors
+    on stderr, and the access log (one line per request, on stdout) unless the server turns
+    it off."""
+    config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    config["loggers"]["uvicorn.error"]["level"] = "WARNING"
+    config["filters"] = {"dropped_connection": {"()": _DroppedConnectionNoise}}
+    config["loggers"]["asyncio"] = {"filters": ["dropped_connection"]}
+    return config
+
+
+def serve(
+    client: Client, host: str, port: int, out: TextIO = sys.stdout, access_log: bool = True
+) -> None:
     """Serve ``client``'s network on ``host:port`` until interrupted; closes the client.
 
     Prints one line with the URLs once the port is bound (requests made from then on wait in
-    the listen queue until the server takes them). Requests must name the node as their Host
-    (see :mod:`edgechain.node.request_guard`). After SIGINT/SIGTERM the process exits within
+    the listen queue until the server takes them), then a line per request unless not
+    ``access_log``. Requests must name the node as their Host (see
+    :mod:`edgechain.node.request_guard`). After SIGINT/SIGTERM the process exits within
     :data:`HARD_STOP_S` seconds, whatever is still running.
     """
     try:
@@ -110,7 +134,9 @@ def serve(client: Client, host: str, port: int, out: TextIO = sys.stdout) -> Non
             )
             config = uvicorn.Config(
                 app,
-                log_level="warning",
+                log_config=_log_config(),
+                log_level=None,
+                access_log=access_log,
                 lifespan="on",
                 timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
             )

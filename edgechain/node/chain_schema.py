@@ -1,0 +1,106 @@
+"""The node's chain-level GraphQL, at ``/`` (as Linera's node service has one beside each
+application's): the chains the node serves, their applications, certified blocks and
+certificates. Read-only: blocks are proposed through an application's mutations.
+
+A chain is named by its id (hex, or a unique prefix) or its name; an unknown one is a typed
+error (``UsageError``), like every failure of the registry schema.
+"""
+
+from __future__ import annotations
+
+import strawberry
+from strawberry.types import Info
+
+from edgechain.chain.network import Chain
+from edgechain.client import Client
+from edgechain.errors import InvalidParameter
+from edgechain.node.directory import ServedApplication, served_applications
+from edgechain.node.schema import (
+    BlockInfo,
+    CertificateInfo,
+    _call,
+    _RegistrySchema,
+    _typed_error,
+)
+
+__all__ = ["CHAIN_SCHEMA"]
+
+
+@strawberry.type(description="An application served on a chain, and its URL path.")
+class ApplicationInfo:
+    kind: str
+    application_id: str
+    graphql: str = strawberry.field(description="path of its GraphQL endpoint (and GraphiQL)")
+
+    @classmethod
+    def of(cls, app: ServedApplication) -> ApplicationInfo:
+        return cls(kind=app.kind, application_id=app.application_id, graphql=app.path)
+
+
+@strawberry.type(description="A chain of the network, as of its last certified block.")
+class ChainInfo:
+    name: str
+    chain_id: str
+    owner: str = strawberry.field(description="public key (hex) of the chain owner")
+    height: int = strawberry.field(description="number of certified blocks (the next height)")
+    head_hash: str | None
+    state_hash: str
+    applications: list[ApplicationInfo]
+
+    @classmethod
+    def of(cls, client: Client, chain: Chain) -> ChainInfo:
+        status = chain.status()
+        return cls(
+            name=status.name,
+            chain_id=status.chain_id,
+            owner=status.owner,
+            height=status.height,
+            head_hash=status.head_hash,
+            state_hash=status.state_hash,
+            applications=[ApplicationInfo.of(a) for a in served_applications(client, chain)],
+        )
+
+
+def _check_range(start: int, end: int | None) -> None:
+    if start < 0 or (end is not None and end < start):
+        raise _typed_error(
+            InvalidParameter(f"need 0 <= start <= end, got start={start}, end={end}")
+        )
+
+
+@strawberry.type
+class ChainQuery:
+    @strawberry.field(description="Every chain of the network.")
+    async def chains(self, info: Info) -> list[ChainInfo]:
+        return await _call(info, lambda c: [ChainInfo.of(c, ch) for ch in c.network.chains()])
+
+    @strawberry.field(description="A chain by id (hex or unique prefix) or name.")
+    async def chain(self, info: Info, chain_id: str) -> ChainInfo:
+        return await _call(info, lambda c: ChainInfo.of(c, c.network.chain(chain_id)))
+
+    @strawberry.field(description="The applications this node serves on a chain.")
+    async def applications(self, info: Info, chain_id: str) -> list[ApplicationInfo]:
+        apps = await _call(info, lambda c: served_applications(c, c.network.chain(chain_id)))
+        return [ApplicationInfo.of(a) for a in apps]
+
+    @strawberry.field(description="A chain's certified blocks from height start up to "
+                      "(excluding) end.")
+    async def blocks(
+        self, info: Info, chain_id: str, start: int = 0, end: int | None = None
+    ) -> list[BlockInfo]:
+        _check_range(start, end)
+        blocks = await _call(info, lambda c: list(c.network.chain(chain_id).blocks(start, end)))
+        return [BlockInfo.of(b) for b in blocks]
+
+    @strawberry.field(description="The certificates of a chain's blocks from height start up "
+                      "to (excluding) end.")
+    async def certificates(
+        self, info: Info, chain_id: str, start: int = 0, end: int | None = None
+    ) -> list[CertificateInfo]:
+        _check_range(start, end)
+        blocks = await _call(info, lambda c: list(c.network.chain(chain_id).blocks(start, end)))
+        return [CertificateInfo.of(b.certificate) for b in blocks]
+
+
+#: The chain-level schema (queries only). It logs only bugs, as the registry schema does.
+CHAIN_SCHEMA = _RegistrySchema(query=ChainQuery)

@@ -1,0 +1,66 @@
+"""What the node serves, chain by chain: the one listing behind ``GET /`` (JSON and HTML) and
+the chain-level GraphQL's ``chains``/``applications``.
+
+The model registry is served on the network's registry chain (the client's chain); other chains
+are listed with no applications.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from edgechain.chain.network import Chain
+from edgechain.client import Client
+from edgechain.contract.registry import APPLICATION_NAME
+
+__all__ = ["ServedApplication", "application_path", "index", "served_applications"]
+
+
+def application_path(chain_id: str, application_id: str) -> str:
+    """The URL path of an application's GraphQL endpoint."""
+    return f"/chains/{chain_id}/applications/{application_id}"
+
+
+@dataclass(frozen=True)
+class ServedApplication:
+    """An application this node serves: its kind, id and URL path (GraphQL, GraphiQL, ws)."""
+
+    kind: str
+    application_id: str
+    path: str
+
+
+def served_applications(client: Client, chain: Chain) -> list[ServedApplication]:
+    """The applications the node serves on ``chain``."""
+    if chain.id != client.chain.id:
+        return []
+    app_id = chain.app_id(APPLICATION_NAME).hex()
+    return [ServedApplication(APPLICATION_NAME, app_id, application_path(chain.id.hex(), app_id))]
+
+
+def index(client: Client) -> dict[str, Any]:
+    """The JSON of ``GET /``: the network directory's name and, per chain, its height and
+    applications."""
+    chains = []
+    for chain in client.network.chains():
+        applications = [
+            {
+                "kind": app.kind,
+                "applicationId": app.application_id,
+                "graphql": app.path,
+                "generate": f"{app.path}/generate",
+            }
+            for app in served_applications(client, chain)
+        ]
+        chains.append(
+            {
+                "name": chain.name,
+                "chainId": chain.id.hex(),
+                "height": chain.height,
+                "headHash": None if chain.head_hash is None else chain.head_hash.hex(),
+                "applications": applications,
+            }
+        )
+    # The directory's name, not its path: a page must not learn the user's filesystem layout.
+    return {"network": client.network.path.name, "chains": chains}
