@@ -188,10 +188,12 @@ class Network:
         if not isinstance(validators, int) or not 1 <= validators <= 100:
             raise UsageError(f"validators must be between 1 and 100, got {validators!r}")
         _check_timeout(vote_timeout)
-        path.mkdir(parents=True, exist_ok=True)
         keys = [generate_key() for _ in range(validators)]
         committee = Committee.from_public_keys([public_bytes(k) for k in keys])
+        # Every argument is checked before the directory exists: a refused `net up` leaves
+        # nothing behind.
         faults = parse_faults(faulty, committee.names)
+        path.mkdir(parents=True, exist_ok=True)
         for i, key in enumerate(keys):
             save_key(key, path / "keys" / "validators" / f"{validator_name(i)}.key")
         _write_config(path, committee, faults, vote_timeout)

@@ -112,7 +112,7 @@ def test_faults_given_when_reopening_are_saved_and_can_be_cleared(tmp_path: Path
 def test_bad_fault_specs_are_usage_errors(tmp_path: Path, spec: str, fragment: str) -> None:
     result = edgechain("net", "up", "--dir", tmp_path / "net", "--faulty", spec)
     result.assert_user_error(2, fragment)
-    assert not (tmp_path / "net" / "network.json").exists()
+    assert not (tmp_path / "net").exists()  # nothing left behind
 
 
 def test_bad_committee_size_is_a_usage_error(tmp_path: Path) -> None:
