@@ -13,7 +13,7 @@ step() { printf '\n== %s\n' "$*" >&2; }
 step "Python package and dependencies"
 "$PYTHON" -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 
-step "chromium and chromedriver (the node console's browser test)"
+step "chromium and chromedriver (the node's GraphiQL browser tests)"
 if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then
     echo "already installed" >&2
 else
