@@ -15,6 +15,7 @@ from network_cli_helpers import edgechain, make_network
 
 from edgechain.client import Client
 from edgechain.contract.operations import FileRef
+from edgechain.pytest_plugin import ModelFiles
 
 HASH = "ab" * 32
 
@@ -129,13 +130,16 @@ def test_an_empty_registry_says_how_to_publish(tmp_path: Path) -> None:
     )
 
 
-def test_no_quorum_says_how_to_make_validators_honest_again(tmp_path: Path) -> None:
+def test_no_quorum_says_how_to_make_validators_honest_again(
+    tmp_path: Path, stories260k: ModelFiles
+) -> None:
     path = make_network(tmp_path / "faulty", faulty="v1=offline,v2=offline")
-    weights = tmp_path / "w.bin"
-    weights.write_bytes(b"w" * 64)
+    # Real files: publish parses them before it proposes, so the proposal meets no quorum.
     result = edgechain(
-        "model", "publish", "m", "--weights", weights, "--weights-url", "http://127.0.0.1:9/w",
-        "--tokenizer", weights, "--tokenizer-url", "http://127.0.0.1:9/t", "--dir", path,
+        "model", "publish", "m",
+        "--weights", stories260k.weights, "--weights-url", "http://127.0.0.1:9/w",
+        "--tokenizer", stories260k.tokenizer, "--tokenizer-url", "http://127.0.0.1:9/t",
+        "--dir", path,
     )  # fmt: skip
     result.assert_user_error(4, "no quorum", f"edgechain net up --dir {path} --faulty ''")
     # ... and the advice works.

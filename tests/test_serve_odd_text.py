@@ -1,8 +1,8 @@
 """The node's publishModel/retireModel (and model) refuse text that is not UTF-8 with a typed
 error, never an InternalError or HTTP 500, and certify nothing.
 
-The operation (or query) refuses it as InvalidText naming the field; a node that screens request
-bodies first may refuse the whole body instead (HTTP 400, typed): either is a typed refusal.
+The operation (or query) refuses it as InvalidText naming the field; the node screens request
+bodies first and refuses the whole body (HTTP 400, InvalidText naming the variable).
 """
 
 from __future__ import annotations
@@ -56,13 +56,13 @@ def _post(node: NodeProcess, query: str, variables: dict[str, Any]) -> dict[str,
 
 def _refused_as_text(body: dict[str, Any], field: str) -> None:
     [error] = body["errors"]
-    code = error["extensions"]["code"]
-    if code == "InvalidText":  # refused where the operation or query is built
-        assert error["extensions"]["exitCode"] == 3
-        assert field in error["message"] and "not valid UTF-8 text" in error["message"]
-    else:  # refused with the request body, before any resolver ran
-        assert code == "UsageError", error
-        assert "not valid Unicode text" in error["message"]
+    assert error["extensions"]["code"] == "InvalidText", error
+    assert error["extensions"]["exitCode"] == 3
+    message = error["message"]
+    if "not valid UTF-8 text" in message:  # refused where the operation or query is built
+        assert field in message
+    else:  # refused with the request body, before any resolver ran, naming the variable
+        assert "variables." in message and "not valid Unicode text" in message, message
 
 
 @pytest.mark.parametrize(

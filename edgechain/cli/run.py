@@ -19,7 +19,7 @@ import time
 
 from edgechain.cli.common import read_text_file
 from edgechain.errors import InvalidParameter, InvalidText, PromptTooLong
-from edgechain.service.engine.base import GenerationParams, LoadedModel
+from edgechain.service.engine.base import GenerationParams, LoadedModel, text_to_utf8
 
 NAME = "run"
 HELP = "generate text or chat with a llama2.c checkpoint (run.c's flags and modes)"
@@ -94,6 +94,10 @@ def execute(args: argparse.Namespace) -> int:
     prompt = args.prompt
     if args.prompt_file is not None:
         prompt = read_text_file(args.prompt_file, "prompt file")
+    # Odd text is refused before anything is loaded or printed.
+    for what, text in (("prompt", prompt), ("system prompt", args.system_prompt)):
+        if text is not None:
+            text_to_utf8(text, what)
     engine = open_engine(args.engine)
     # Read by the engine straight into its weights: the process never holds the file's bytes.
     with engine.load_files(args.checkpoint, args.tokenizer) as model:
