@@ -8,6 +8,7 @@ import os
 import pty
 import subprocess
 import sys
+import threading
 import tracemalloc
 from pathlib import Path
 
@@ -82,28 +83,34 @@ def test_publish_from_urls_reports_each_download(tmp_path: Path) -> None:
 
 
 def _on_a_terminal(command: list[str]) -> tuple[subprocess.CompletedProcess[str], str]:
-    """Run ``command`` with stderr on a pseudo-terminal; the result and what it drew there."""
+    """Run ``command`` with stderr on a pseudo-terminal; the result and what it drew there.
+
+    The terminal is drained while the command runs: a pty holds only a few KiB, and a slow
+    (loaded) run draws more lines, which would block the command on a full terminal."""
     master, slave = pty.openpty()
-    try:
-        done = subprocess.run(
-            command, stdout=subprocess.PIPE, stderr=slave, text=True, timeout=120
-        )
-        os.close(slave)
-        slave = -1
-        drawn = b""
+    pieces: list[bytes] = []
+
+    def drain() -> None:
         while True:
             try:
                 piece = os.read(master, 4096)
             except OSError:  # EIO: the other end is closed and drained
-                break
+                return
             if not piece:
-                break
-            drawn += piece
+                return
+            pieces.append(piece)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        done = subprocess.run(
+            command, stdout=subprocess.PIPE, stderr=slave, text=True, timeout=120
+        )
     finally:
-        if slave >= 0:
-            os.close(slave)
+        os.close(slave)
+        reader.join(timeout=10)
         os.close(master)
-    return done, drawn.decode(errors="replace")
+    return done, b"".join(pieces).decode(errors="replace")
 
 
 def test_the_cli_draws_download_progress_for_publish_and_the_first_generate(
