@@ -87,6 +87,11 @@ class InvalidEncoding(InputError):
     """A value with no canonical encoding, or bytes that are not a canonical encoding."""
 
 
+class InvalidReceipt(InputError):
+    """A receipt file that is not a well-formed receipt, or whose hash does not match its
+    contents (service/receipt.py)."""
+
+
 # --- chain -------------------------------------------------------------------------------------
 
 
@@ -233,6 +238,11 @@ class Timeout(GenerationError):
 
 class Cancelled(GenerationError):
     """The caller cancelled a generation."""
+
+
+class ReceiptMismatch(GenerationError):
+    """A receipt that disagrees with itself, its seed's inputs, this machine's guest, or its
+    replay: names the field, or the first token that differs (service/receipt.py)."""
 
 
 class EngineUnavailable(GenerationError):

@@ -91,6 +91,8 @@ class GenerationRecord:
     seed: int
     seed_source: str  # "query" or "derived"
     timings: Timings
+    #: Every generated token's id, in order (what a receipt certifies; service/receipt.py).
+    token_ids: tuple[int, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (for the CLI's --json and the SSE ``done`` event)."""
@@ -146,6 +148,7 @@ class QueryStream(Iterator[Token]):
         fetch_s: float,
         load_s: float,
         on_failure: Any,
+        prepared: PreparedQuery | None = None,
     ) -> None:
         self._generation = generation
         self._model = model
@@ -162,6 +165,12 @@ class QueryStream(Iterator[Token]):
         self.seed = seed
         self.seed_source = seed_source
         self.prompt_text = generation.prompt_text
+        #: The resolved query (parameters, seed) this stream runs, for receipts.
+        self.prepared = prepared
+        #: The ids of the tokens produced so far.
+        self.token_ids: list[int] = []
+        #: The decoded piece of each token, in order (what a receipt's text is checked against).
+        self.token_texts: list[str] = []
 
     def __iter__(self) -> QueryStream:
         return self
@@ -177,6 +186,8 @@ class QueryStream(Iterator[Token]):
             raise
         if self._first_token_at is None:
             self._first_token_at = time.perf_counter()
+        self.token_ids.append(token.id)
+        self.token_texts.append(token.text)
         return token
 
     def cancel(self) -> None:
@@ -214,6 +225,7 @@ class QueryStream(Iterator[Token]):
                 total_s=now - self._started,
                 decode_tokens_per_s=decoded / decode_s if decode_s > 0 else 0.0,
             ),
+            token_ids=tuple(self.token_ids),
         )
 
 
@@ -375,6 +387,7 @@ class ModelService:
             fetch_s,
             load_s,
             on_failure=lambda: self._discard(model),
+            prepared=prepared,
         )
 
     def loaded_models(self) -> list[tuple[str, str]]:

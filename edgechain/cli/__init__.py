@@ -36,6 +36,7 @@ COMMANDS: list[str] = [
     "edgechain.cli.net",
     "edgechain.cli.model",
     "edgechain.cli.generate",
+    "edgechain.cli.receipt",
     "edgechain.cli.chain",
     "edgechain.cli.serve",
 ]
