@@ -16,6 +16,7 @@ its inputs, then replays the generation on either engine and compares every toke
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -50,6 +51,7 @@ __all__ = [
     "Receipt",
     "Verification",
     "build_receipt",
+    "receipt_json",
     "engine_identity",
     "token_ids_hash",
     "verify_receipt",
@@ -88,9 +90,16 @@ def _guest_blake3(engine: Engine | None) -> str | None:
 
     try:
         path = locate_guest(getattr(engine, "guest_path", None))
-        return blake3.blake3(path.read_bytes()).hexdigest()
+        stat = path.stat()
+        return _file_blake3(str(path), stat.st_size, stat.st_mtime_ns, stat.st_ino)
     except (EdgechainError, OSError):
         return None
+
+
+@functools.lru_cache(maxsize=8)
+def _file_blake3(path: str, size: int, mtime_ns: int, inode: int) -> str:
+    # Keyed by the file's identity: a node hashes its guest once, not once per receipt.
+    return blake3.blake3(Path(path).read_bytes()).hexdigest()
 
 
 def engine_identity(engine: Engine | None) -> dict[str, Any]:
@@ -209,7 +218,7 @@ class Receipt:
             raise InvalidReceipt(f"parameters: {err}") from None
 
 
-def build_receipt(stream: QueryStream, engine: Engine | None) -> Receipt:
+def build_receipt(stream: QueryStream) -> Receipt:
     """The receipt of a finished query stream (run it to its end first)."""
     record, prepared = stream.record, stream.prepared
     if record is None or prepared is None:
@@ -224,7 +233,7 @@ def build_receipt(stream: QueryStream, engine: Engine | None) -> Receipt:
         "certificate": model.certificate.to_json(),
         "weights_blake3": entry.weights.blake3,
         "tokenizer_blake3": entry.tokenizer.blake3,
-        "engine": engine_identity(engine),
+        "engine": engine_identity(stream.engine),
         "seed": {
             "value": str(prepared.seed),
             "source": prepared.seed_source,
@@ -248,6 +257,14 @@ def build_receipt(stream: QueryStream, engine: Engine | None) -> Receipt:
         },
     }
     return Receipt(body)
+
+
+def receipt_json(stream: QueryStream) -> dict[str, Any] | None:
+    """The receipt file's JSON for a finished stream, or None for a stream that no
+    :class:`~edgechain.service.runtime.ModelService` started (it knows no certified query)."""
+    if getattr(stream, "prepared", None) is None or getattr(stream, "record", None) is None:
+        return None
+    return build_receipt(stream).to_json()
 
 
 # --- schema ------------------------------------------------------------------------------------

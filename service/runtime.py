@@ -149,6 +149,7 @@ class QueryStream(Iterator[Token]):
         load_s: float,
         on_failure: Any,
         prepared: PreparedQuery | None = None,
+        engine: Engine | None = None,
     ) -> None:
         self._generation = generation
         self._model = model
@@ -167,6 +168,8 @@ class QueryStream(Iterator[Token]):
         self.prompt_text = generation.prompt_text
         #: The resolved query (parameters, seed) this stream runs, for receipts.
         self.prepared = prepared
+        #: The engine the tokens come from (a receipt names it).
+        self.engine = engine
         #: The ids of the tokens produced so far.
         self.token_ids: list[int] = []
         #: The decoded piece of each token, in order (what a receipt's text is checked against).
@@ -388,6 +391,7 @@ class ModelService:
             load_s,
             on_failure=lambda: self._discard(model),
             prepared=prepared,
+            engine=self.engine,
         )
 
     def loaded_models(self) -> list[tuple[str, str]]:

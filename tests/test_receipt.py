@@ -52,7 +52,7 @@ def network(tmp_path: Path, served: WeightServer, stories260k: ModelFiles) -> Pa
 def make_receipt(client: Client, **query: Any) -> Receipt:
     stream = client.generate(GenerateQuery(model="stories260K", prompt=PROMPT, **query))
     stream.collect()
-    return build_receipt(stream, client.service.engine)
+    return build_receipt(stream)
 
 
 def test_the_check_generate_then_verify_on_both_engines_and_a_copied_network(

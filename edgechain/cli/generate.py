@@ -134,7 +134,7 @@ def execute(args: argparse.Namespace) -> int:
             bar.close()
         if args.json:
             record = stream.collect()
-            _write_receipt(args, stream, engine)
+            _write_receipt(args, stream)
             print_json(record.to_dict())
             return 0
         committee = client.network.committee
@@ -144,18 +144,18 @@ def execute(args: argparse.Namespace) -> int:
         sys.stderr.flush()
         record = _stream(stream)
         print(generated_line(record), file=sys.stderr)
-        receipt = _write_receipt(args, stream, engine)
+        receipt = _write_receipt(args, stream)
         if receipt is not None:
             print(f"  receipt      {receipt.hash} in {args.receipt}", file=sys.stderr)
     return 0
 
 
-def _write_receipt(args: argparse.Namespace, stream: QueryStream, engine: Any) -> Any:
+def _write_receipt(args: argparse.Namespace, stream: QueryStream) -> Any:
     if args.receipt is None:
         return None
     from edgechain.service.receipt import build_receipt
 
-    receipt = build_receipt(stream, engine)
+    receipt = build_receipt(stream)
     receipt.save(args.receipt)
     return receipt
 

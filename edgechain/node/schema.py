@@ -21,6 +21,7 @@ from typing import Annotated, Any, NewType, TypeVar
 
 import strawberry
 from graphql import GraphQLError
+from strawberry.scalars import JSON
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import Info
 
@@ -247,11 +248,17 @@ class GenerationResult:
     seed_source: str = strawberry.field(description='"query" or "derived"')
     model: Model
     timings: Timings
+    receipt: JSON | None = strawberry.field(
+        default=None,
+        description="the generation's receipt file (format, hash, receipt; docs/receipts.md): "
+        "`edgechain receipt verify` replays it",
+    )
 
     @classmethod
-    def of(cls, record: GenerationRecord) -> GenerationResult:
+    def of(cls, record: GenerationRecord, receipt: Any = None) -> GenerationResult:
         t = record.timings
         return cls(
+            receipt=receipt,
             text=record.text,
             stop_reason=record.stop_reason,
             input_tokens=record.input_tokens,
@@ -337,13 +344,13 @@ def _generate_query(fields: dict[str, Any]) -> GenerateQuery:
         raise _typed_error(err) from err
 
 
-async def _final_record(info: Info, query: GenerateQuery) -> GenerationRecord:
+async def _final_record(info: Info, query: GenerateQuery) -> GenerationResult:
     """Run ``query`` like the SSE endpoint does (so cancelling this request cancels it)."""
     events = run_generation(_gate(info), query, info.context["generations"])
     async with aclosing(events):
         async for event in events:
             if event.record is not None:
-                return event.record
+                return GenerationResult.of(event.record, event.receipt)
             if event.error is not None:
                 raise event.error
     raise AssertionError("a generation ends with a record or an error")
@@ -379,7 +386,7 @@ class Query:
     @_with_generate_arguments
     async def generate(self, info: Info, **fields: Any) -> GenerationResult:
         query = _generate_query(fields)
-        return GenerationResult.of(await _typed(_final_record(info, query)))
+        return await _typed(_final_record(info, query))
 
 
 @strawberry.type
@@ -441,7 +448,7 @@ class Subscription:
                 if event.token is not None:
                     yield TokenUpdate(id=event.token.id, text=event.token.text)
                 elif event.record is not None:
-                    yield GenerationResult.of(event.record)
+                    yield GenerationResult.of(event.record, event.receipt)
                 elif event.error is not None:
                     raise _typed_error(event.error)
 
