@@ -131,6 +131,10 @@ class OperationRejected(ContractError):
     """An operation that fails the contract's validation."""
 
 
+class OracleBudgetExceeded(ContractError):
+    """A block's oracle calls (a story's generation) would run past the per-block budget."""
+
+
 class Unauthorized(ContractError):
     """An operation signed by someone other than the chain owner."""
 

@@ -53,6 +53,8 @@ __all__ = [
     "build_receipt",
     "receipt_json",
     "engine_identity",
+    "query_from_parameters",
+    "query_parameters",
     "token_ids_hash",
     "verify_receipt",
 ]
@@ -75,7 +77,6 @@ ENGINE_SETTINGS: dict[str, Any] = {
 
 _U64_MAX = 2**64 - 1
 _FLOAT_PARAMETERS = ("temperature", "top_p", "repeat_penalty")
-_INT_PARAMETERS = ("max_tokens", "repeat_window")
 
 
 def token_ids_hash(token_ids: Sequence[int]) -> str:
@@ -103,9 +104,10 @@ def _file_blake3(path: str, size: int, mtime_ns: int, inode: int) -> str:
 
 
 def engine_identity(engine: Engine | None) -> dict[str, Any]:
-    """The ``engine`` part of a receipt: which backend ran, the guest module, the settings."""
+    """The ``engine`` part of a receipt: the guest module and the settings. Not which backend
+    ran: both give the same bits, and a receipt's hash must not depend on it (validators on
+    different engines compare receipt hashes, service/oracle.py)."""
     return {
-        "ran_on": engine.kind if engine is not None else "wasm",
         "guest_blake3": _guest_blake3(engine),
         "settings": dict(ENGINE_SETTINGS),
     }
@@ -200,22 +202,48 @@ class Receipt:
 
     def query(self) -> GenerateQuery:
         """The generate query the receipt records, with its seed (what a replay runs)."""
-        params = self.body["parameters"]
         try:
-            return GenerateQuery(
-                model=self.body["model"]["name"],
-                version=self.body["model"]["version"],
-                prompt=self.body["prompt"],
-                max_tokens=params["max_tokens"],
-                temperature=float(params["temperature"]),
-                top_p=float(params["top_p"]),
-                repeat_penalty=float(params["repeat_penalty"]),
-                repeat_window=params["repeat_window"],
-                stop=tuple(params["stop"]),
-                seed=self.seed,
+            return query_from_parameters(
+                self.body["model"]["name"],
+                self.body["model"]["version"],
+                self.body["prompt"],
+                self.body["parameters"],
+                self.seed,
             )
         except InvalidParameter as err:
             raise InvalidReceipt(f"parameters: {err}") from None
+
+
+def query_parameters(query: GenerateQuery) -> dict[str, Any]:
+    """Every sampling parameter of ``query`` as a canonical value (floats as ``repr`` text)."""
+    return {
+        "max_tokens": query.max_tokens,
+        "temperature": repr(float(query.temperature)),
+        "top_p": repr(float(query.top_p)),
+        "repeat_penalty": repr(float(query.repeat_penalty)),
+        "repeat_window": query.repeat_window,
+        "stop": list(query.stop),
+    }
+
+
+def query_from_parameters(
+    model: str, version: str, prompt: str, parameters: dict[str, Any], seed: int | None
+) -> GenerateQuery:
+    """The query :func:`query_parameters` describes (InvalidParameter if a value is bad)."""
+    try:
+        floats = {name: float(parameters[name]) for name in _FLOAT_PARAMETERS}
+    except (TypeError, ValueError) as err:
+        raise InvalidParameter(f"a sampling parameter is not a number: {err}") from None
+    return GenerateQuery(
+        model=model,
+        version=version,
+        prompt=prompt,
+        max_tokens=parameters["max_tokens"],
+        repeat_window=parameters["repeat_window"],
+        stop=tuple(parameters["stop"]),
+        seed=seed,
+        **floats,
+    )
 
 
 def build_receipt(stream: QueryStream) -> Receipt:
@@ -240,14 +268,7 @@ def build_receipt(stream: QueryStream) -> Receipt:
             "derivation": SEED_DOMAIN if prepared.seed_source == "derived" else None,
             "inputs": _seed_inputs(prepared.seed_source),
         },
-        "parameters": {
-            "max_tokens": query.max_tokens,
-            "temperature": repr(float(query.temperature)),
-            "top_p": repr(float(query.top_p)),
-            "repeat_penalty": repr(float(query.repeat_penalty)),
-            "repeat_window": query.repeat_window,
-            "stop": list(query.stop),
-        },
+        "parameters": query_parameters(query),
         "prompt": query.prompt,
         "output": {
             "token_ids": ids,
@@ -325,7 +346,6 @@ _SCHEMA: dict[str, Any] = {
     "weights_blake3": _hex32,
     "tokenizer_blake3": _hex32,
     "engine": {
-        "ran_on": _text,
         "guest_blake3": lambda v: v is None or _hex32(v),
         "settings": lambda v: isinstance(v, dict),
     },

@@ -365,18 +365,22 @@ class ModelService:
         *,
         progress: DownloadProgress | None = None,
         cancelled: Callable[[], bool] | None = None,
+        timeout: float | None = None,
     ) -> QueryStream:
         """Get the model loaded (downloading it if needed) and start generating.
 
         ``progress`` hears about the download, if one is needed; ``cancelled`` is polled while
         waiting for it: once it returns True this query stops waiting with
-        :class:`~edgechain.errors.Cancelled`.
+        :class:`~edgechain.errors.Cancelled`. ``timeout`` replaces the service's query timeout
+        for this generation (an oracle call's share of its block's budget).
         """
         model = prepared.model
         loaded, fetch_s, load_s = self._named_model(model, progress, cancelled)
         try:
             generation = loaded.generate(
-                prepared.query.prompt, prepared.params, timeout=self.query_timeout
+                prepared.query.prompt,
+                prepared.params,
+                timeout=self.query_timeout if timeout is None else timeout,
             )
         except GuestTrap:
             self._discard(model)

@@ -143,7 +143,12 @@ TAMPERINGS = [
     ("tokenizer_blake3", _other_hex, CertificateError, "tokenizer_blake3"),
     ("engine.guest_blake3", _other_hex, ReceiptMismatch, "engine.guest_blake3"),
     ("engine.settings", {"float": "f64"}, ReceiptMismatch, "engine.settings"),
-    ("engine.ran_on", "gpu", ReceiptMismatch, "hash"),
+    (
+        "certificate",
+        lambda c: {**c, "state_hash": _other_hex(c["state_hash"])},
+        CertificateError,
+        "signature",
+    ),
     ("seed.value", lambda v: str(int(v) ^ 1), ReceiptMismatch, "seed.value"),
     ("seed.source", "query", ReceiptMismatch, "seed.inputs"),
     ("seed.inputs", [], ReceiptMismatch, "seed.inputs"),
