@@ -306,10 +306,14 @@ class Network:
                     previous.close()
             if factory is not None:
                 validator.oracle = factory(validator.name)
-            if budget_s is not None:
-                validator.oracle_budget_s = budget_s
         if budget_s is not None:
-            self.oracle_budget_s = budget_s
+            self.set_oracle_budget(budget_s)
+
+    def set_oracle_budget(self, budget_s: float) -> None:
+        """Seconds the oracle calls of one block may take together, for every validator."""
+        self.oracle_budget_s = budget_s
+        for validator in self.validators:
+            validator.oracle_budget_s = budget_s
 
     def __enter__(self) -> Network:
         return self

@@ -37,6 +37,7 @@ COMMANDS: list[str] = [
     "edgechain.cli.model",
     "edgechain.cli.generate",
     "edgechain.cli.receipt",
+    "edgechain.cli.story",
     "edgechain.cli.chain",
     "edgechain.cli.serve",
 ]
