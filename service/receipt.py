@@ -133,7 +133,12 @@ class Receipt:
     """A receipt's body (a canonical value) and the hash its file states."""
 
     body: dict[str, Any]
+    #: The hash the file states (a receipt built here states its own).
     stated_hash: str = field(default="")
+
+    def __post_init__(self) -> None:
+        if not self.stated_hash:
+            object.__setattr__(self, "stated_hash", self.hash)
 
     @property
     def hash(self) -> str:
