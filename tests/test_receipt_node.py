@@ -3,6 +3,7 @@ each one verifies against the node's network directory (replayed in-process)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -84,3 +85,28 @@ def test_graphql_generate_returns_the_receipt(node_and_dir: tuple[NodeProcess, P
     }
     assert receipt["receipt"]["output"]["text"] == data["generate"]["text"]
     assert _verify(receipt, directory) == 12
+
+
+def test_graphql_mints_lists_and_transfers_stories(node_and_dir: tuple[NodeProcess, Path]) -> None:
+    node, directory = node_and_dir
+    minted = node.data(
+        'mutation { mintStory(model: "stories260K", prompt: "Once", maxTokens: 16, seed: "3") '
+        "{ story { id owner text tokens receiptHash seed } certificate { signers } receipt } }"
+    )["mintStory"]
+    story = minted["story"]
+    assert story["tokens"] == 16 and story["seed"] == "3"
+    assert len(minted["certificate"]["signers"]) == 3
+    assert minted["receipt"]["hash"] == story["receiptHash"]
+    assert _verify(minted["receipt"], directory) == 16
+
+    listed = node.data("{ stories { id text } }")["stories"]
+    assert {"id": story["id"], "text": story["text"]} in listed
+    new_owner = "ef" * 32
+    moved = node.data(
+        f'mutation {{ transferStory(id: {story["id"]}, owner: "{new_owner}") {{ owner }} }}'
+    )
+    assert moved["transferStory"]["owner"] == new_owner
+    mine = node.data(f'{{ stories(owner: "{new_owner}") {{ id }} }}')["stories"]
+    assert mine == [{"id": story["id"]}]
+    missing = node.graphql("{ story(id: 999) { id } }")
+    assert "no story 999" in json.dumps(missing)
