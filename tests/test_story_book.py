@@ -240,3 +240,15 @@ def test_kill_9_during_a_mint_leaves_no_partial_story(network: Path) -> None:
     assert verified.code == 0, verified.err
     again = edgechain("story", "mint", "--model", "stories260K", "-n", "10", "--dir", network)
     assert again.code == 0 and "minted story 1" in again.out, again.err
+
+
+def test_the_story_book_demo_runs(stories260k: ModelFiles) -> None:
+    done = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "examples" / "story_book_demo.py"), "-n", "12",
+         "--models-dir", str(stories260k.directory)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "signed by       v1, v2, v3" in done.stdout and "v4: refused" in done.stdout
+    assert "the next mint is refused; stories: [1]" in done.stdout
+    assert "12 tokens replayed on native, every one matches" in done.stdout
