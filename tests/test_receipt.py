@@ -253,3 +253,28 @@ def test_cli_refuses_a_bad_certificate_with_exit_4_and_garbage_with_exit_3(
     edgechain("receipt", "verify", bad, "--dir", network).assert_user_error(3, "not JSON")
     missing = tmp_path / "missing.json"
     edgechain("receipt", "verify", missing, "--dir", network).assert_user_error(3, "receipt")
+
+
+def test_without_a_cache_the_weights_are_fetched_by_their_certified_hash(
+    network: Path, tmp_path: Path, served: WeightServer
+) -> None:
+    receipt_file = tmp_path / "r.json"
+    with Client.open(network) as client:
+        make_receipt(client, temperature=1.0, max_tokens=16).save(receipt_file)
+    copied = tmp_path / "copy"
+    shutil.copytree(network, copied)
+    shutil.rmtree(copied / "cache")
+    result = edgechain("receipt", "verify", receipt_file, "--dir", copied, "--engine", "native")
+    assert result.code == 0, result.err
+    assert (copied / "cache").is_dir()  # fetched, verified and stored
+
+    served.stop()  # nowhere to fetch from, nothing cached: a service error, not a mismatch
+    shutil.rmtree(copied / "cache")
+    edgechain("receipt", "verify", receipt_file, "--dir", copied).assert_user_error(6)
+
+
+def test_a_receipt_of_a_model_retired_since_still_verifies(network: Path) -> None:
+    with Client.open(network) as client:
+        receipt = make_receipt(client, temperature=0.5, max_tokens=10, seed=11)
+        client.retire_model("stories260K", "1")
+        assert verify_receipt(Receipt.from_json(receipt.to_json()), client).tokens == 10
