@@ -252,3 +252,14 @@ def test_the_story_book_demo_runs(stories260k: ModelFiles) -> None:
     assert "signed by       v1, v2, v3" in done.stdout and "v4: refused" in done.stdout
     assert "the next mint is refused; stories: [1]" in done.stdout
     assert "12 tokens replayed on native, every one matches" in done.stdout
+
+
+def test_wrong_output_is_a_fault_net_up_saves(tmp_path: Path) -> None:
+    from edgechain.chain.faults import FaultKind, parse_faults
+
+    assert parse_faults("v4=wrong-output", ["v1", "v2", "v3", "v4"])["v4"].kind is (
+        FaultKind.WRONG_OUTPUT
+    )
+    up = edgechain("net", "up", "--dir", tmp_path / "net", "--faulty", "v2=wrong-output", "--json")
+    assert up.code == 0, up.err
+    assert [v["fault"] for v in up.json()["validators"]] == [None, "wrong-output", None, None]
