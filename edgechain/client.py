@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
+import typing
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,13 +43,15 @@ from edgechain.contract.story_book import Story, StoryBookService
 from edgechain.errors import InputError, OracleBudgetExceeded, Timeout, UsageError
 from edgechain.service.engine.base import Engine
 from edgechain.service.fetch import Fetcher, FetchPolicy
-from edgechain.service.receipt import Receipt
 from edgechain.service.runtime import (
     DownloadProgress,
     GenerateQuery,
     ModelService,
     QueryStream,
 )
+
+if typing.TYPE_CHECKING:
+    from edgechain.service.receipt import Receipt
 
 __all__ = [
     "Client",
