@@ -142,7 +142,10 @@ class OperationPayload(Protocol):
 
 _KINDS: dict[str, ApplicationKind] = {}
 # Built-in kinds are imported on first use so that edgechain.chain does not import them eagerly.
-_BUILTIN_MODULES = {"model-registry": "edgechain.contract.registry"}
+_BUILTIN_MODULES = {
+    "model-registry": "edgechain.contract.registry",
+    "story-book": "edgechain.contract.story_book",
+}
 
 
 def register_application_kind(kind: ApplicationKind) -> None:

@@ -19,6 +19,9 @@ class FaultKind(Enum):
     BAD_SIGNATURE = "bad-signature"  # votes with a signature that does not verify
     WRONG_STATE = "wrong-state"  # signs the block with a state hash it did not compute
     EQUIVOCATE = "equivocate"  # signs the proposal and a conflicting block at the same height
+    # Re-executes a block's oracle calls (a story's generation) with a perturbed result, so it
+    # disagrees with the recorded response and does not sign.
+    WRONG_OUTPUT = "wrong-output"
 
 
 _ALIASES = {
@@ -30,6 +33,7 @@ _ALIASES = {
     "wrong-state-hash": FaultKind.WRONG_STATE,
     "equivocate": FaultKind.EQUIVOCATE,
     "equivocating": FaultKind.EQUIVOCATE,
+    "wrong-output": FaultKind.WRONG_OUTPUT,
 }
 
 

@@ -24,7 +24,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,7 @@ from edgechain.chain.committee import Committee, validator_name
 from edgechain.chain.encoding import hash_encoded
 from edgechain.chain.faults import Fault, FaultMap, format_faults, parse_faults
 from edgechain.chain.keys import generate_key, load_key, public_bytes, save_key
+from edgechain.chain.oracle import DEFAULT_ORACLE_BUDGET_S, Oracle, recorded_response
 from edgechain.chain.state import WriteSet
 from edgechain.chain.storage import BlockRow, ChainRecord, Snapshot, Storage, WriteTransaction
 from edgechain.chain.validator import Validator
@@ -165,6 +166,8 @@ class Network:
         ]
         self._pool = ValidatorPool(self.validators)
         self._chains: dict[str, Chain] = {}
+        #: Seconds a block's oracle calls may take together (validators re-execute them).
+        self.oracle_budget_s = DEFAULT_ORACLE_BUDGET_S
 
     # --- creating and opening -------------------------------------------------------------
 
@@ -286,11 +289,33 @@ class Network:
         return chain
 
     def close(self) -> None:
-        """Stop the validators' queues and close the database."""
+        """Stop the validators' queues, close their oracles and the database."""
         for validator in self.validators:
             validator.stop()
         self._pool.close()
+        self.install_oracles(None)
         self.storage.close()
+
+    def install_oracles(
+        self, factory: Callable[[str], Oracle] | None, budget_s: float | None = None
+    ) -> None:
+        """Give each validator its own oracle (``factory(validator name)``; None removes them)
+        and, if given, the per-block oracle budget in seconds (chain/oracle.py)."""
+        for validator in self.validators:
+            previous, validator.oracle = validator.oracle, None
+            if previous is not None:
+                with contextlib.suppress(Exception):
+                    previous.close()
+            if factory is not None:
+                validator.oracle = factory(validator.name)
+        if budget_s is not None:
+            self.set_oracle_budget(budget_s)
+
+    def set_oracle_budget(self, budget_s: float) -> None:
+        """Seconds the oracle calls of one block may take together, for every validator."""
+        self.oracle_budget_s = budget_s
+        for validator in self.validators:
+            validator.oracle_budget_s = budget_s
 
     def __enter__(self) -> Network:
         return self
@@ -530,8 +555,11 @@ class Chain:
             )
         block_hash = hash_encoded("block", encoded)
         proposal = Proposal(block, sign_proposal(block, key, block_hash), block_hash)
+        timeout = net.vote_timeout
+        if any(recorded_response(op) is not None for op in operations):
+            timeout += net.oracle_budget_s  # validators re-execute the oracle calls first
         certificate, failures = certify(
-            proposal, net.committee, net._pool, net.vote_timeout, chain_label=self.name
+            proposal, net.committee, net._pool, timeout, chain_label=self.name
         )
         self.last_failures = failures
         return CertifiedBlock(block, block_hash, proposal.signature, certificate), writes

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -20,8 +22,9 @@ from edgechain.chain.block import MAX_BLOCK_BYTES, Proposal, proposal_message
 from edgechain.chain.certificate import CertifiedBlock, Vote, vote_message
 from edgechain.chain.encoding import hash_encoded, hash_value
 from edgechain.chain.faults import Fault, FaultKind
+from edgechain.chain.oracle import DEFAULT_ORACLE_BUDGET_S, Oracle, recorded_response
 from edgechain.chain.state import ChainState, WriteSet
-from edgechain.errors import ChainError, ContractError
+from edgechain.errors import ChainError, ContractError, EdgechainError, Timeout
 
 
 class ValidatorUnreachable(ChainError):
@@ -77,6 +80,9 @@ class Validator:
         self._replicas: dict[bytes, _Replica] = {}
         self._lock = threading.Lock()
         self._stopped = threading.Event()
+        #: Recomputes the oracle responses blocks record (None: refuses blocks that have any).
+        self.oracle: Oracle | None = None
+        self.oracle_budget_s = DEFAULT_ORACLE_BUDGET_S
 
     # --- replicas -------------------------------------------------------------------------
 
@@ -135,6 +141,7 @@ class Validator:
         block_hash = hash_encoded("block", encoded)
         if not proposal_signature_valid(block.signer, proposal.signature, block_hash):
             raise ProposalRefused("the proposal's signature is not valid")
+        self._check_oracle_responses(block.chain_id, block.operations)
         try:
             writes = execute_operations(
                 replica.state,
@@ -152,6 +159,36 @@ class Validator:
         # Only the latest proposal per height is kept: a new proposal replaces an uncertified one.
         replica.pending = {block_hash: writes}
         return self._signed_votes(block.chain_id, block.height, block_hash, state_hash, proposal)
+
+    def _check_oracle_responses(self, chain_id: bytes, operations: Any) -> None:
+        """Re-execute every oracle call the block records; refuse unless each gives the
+        recorded response within the block's oracle budget."""
+        started = time.monotonic()
+        for index, operation in enumerate(operations):
+            recorded = recorded_response(operation)
+            if recorded is None:
+                continue
+            if self.oracle is None:
+                raise ProposalRefused(f"operation {index} records an oracle response: no oracle")
+            remaining = self.oracle_budget_s - (time.monotonic() - started)
+            try:
+                if remaining <= 0:
+                    raise Timeout("no time left")
+                response = self.oracle.response(chain_id, operation, timeout=remaining)
+            except Timeout:
+                raise ProposalRefused(
+                    f"operation {index}: re-executing its oracle call ran past the block's "
+                    f"oracle budget of {self.oracle_budget_s:g} s"
+                ) from None
+            except EdgechainError as exc:
+                raise ProposalRefused(f"operation {index}: its oracle call failed: {exc}") from exc
+            if self.fault is not None and self.fault.kind is FaultKind.WRONG_OUTPUT:
+                response = _perturbed(response)
+            if response != recorded:
+                raise ProposalRefused(
+                    f"operation {index}: re-executing its oracle call gave another result "
+                    f"({_digest(response)}, the block records {_digest(recorded)})"
+                )
 
     def _sign(self, chain_id: bytes, height: int, block_hash: bytes, state_hash: bytes) -> Vote:
         signature = self._key.sign(vote_message(chain_id, height, block_hash, state_hash))
@@ -210,3 +247,14 @@ class Validator:
             replica.next_height = block.height + 1
             replica.head_hash = certified.block_hash
             replica.last_timestamp_us = block.timestamp_us
+
+
+def _perturbed(response: Any) -> Any:
+    """A ``wrong-output`` validator's result: the response with its text changed."""
+    if isinstance(response, dict) and isinstance(response.get("text"), str):
+        return {**response, "text": response["text"] + "!"}
+    return {"perturbed": response}
+
+
+def _digest(response: Any) -> str:
+    return hash_value("oracle-response", response).hex()[:12]

@@ -17,8 +17,10 @@ The CLI, the GraphQL node service, the pytest plugin and the examples are thin l
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
+import typing
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -38,7 +40,9 @@ from edgechain.chain.network import (
 )
 from edgechain.contract.operations import FileRef, RegisterModel, RetireModel, check_utf8
 from edgechain.contract.registry import APPLICATION_NAME, CertifiedModel, ModelRegistryService
-from edgechain.errors import InputError, UsageError
+from edgechain.contract.story_book import APPLICATION_NAME as STORY_BOOK
+from edgechain.contract.story_book import Story, StoryBookService
+from edgechain.errors import InputError, OracleBudgetExceeded, Timeout, UsageError
 from edgechain.service.engine.base import Engine
 from edgechain.service.fetch import Fetcher, FetchPolicy
 from edgechain.service.model_files import Source, read_checkpoint_header, read_tokenizer
@@ -49,6 +53,9 @@ from edgechain.service.runtime import (
     QueryStream,
 )
 
+if typing.TYPE_CHECKING:
+    from edgechain.service.receipt import Receipt
+
 __all__ = [
     "Client",
     "HashedFile",
@@ -57,6 +64,10 @@ __all__ = [
     "download_file",
     "hash_file",
 ]
+
+#: Which engine each validator re-executes oracle calls with, by default: alternately the
+#: wasm guest and the native module (v1 wasm, v2 native, ...), so agreement spans both.
+ENGINE_CYCLE = ("wasm", "native")
 
 #: Environment variable naming the default network directory.
 NETWORK_DIR_ENV = "EDGECHAIN_DIR"
@@ -170,6 +181,16 @@ def _check_publish_text(
 
 
 @dataclass(frozen=True)
+class MintedStory:
+    """What ``mint_story`` certified: the story as certified state holds it, the block's
+    certificate and the generation's receipt (``receipt verify`` replays it)."""
+
+    story: Story
+    certificate: Certificate
+    receipt: Receipt
+
+
+@dataclass(frozen=True)
 class PublishedModel:
     """What ``publish_model`` certified: the entry as certified state now holds it."""
 
@@ -193,6 +214,12 @@ class Client:
         self.cache_dir = Path(cache_dir) if cache_dir is not None else network.path / "cache"
         self._engine = engine
         self._service: ModelService | None = None
+        self._oracles_installed = False
+        #: Engine per validator for oracle re-execution (default: ENGINE_CYCLE in turn).
+        self.validator_engines: dict[str, str] = {
+            name: ENGINE_CYCLE[i % len(ENGINE_CYCLE)]
+            for i, name in enumerate(network.committee.names)
+        }
 
     # --- opening -------------------------------------------------------------------------------
 
@@ -413,3 +440,86 @@ class Client:
         """Run a ``generate`` query on the service; see :meth:`ModelService.generate`.
         ``progress(label, done, total)`` hears about the model's download, if one is needed."""
         return self.service.generate(query, progress=progress)
+
+    # --- the story book ----------------------------------------------------------------------
+
+    @property
+    def story_book(self) -> StoryBookService:
+        """The story book application's read-only queries over certified state."""
+        return self.chain.application(STORY_BOOK)
+
+    def stories(self, owner: str | None = None) -> list[Story]:
+        return self.story_book.stories(owner)
+
+    def story(self, story_id: int) -> Story:
+        return self.story_book.story(story_id)
+
+    def mint_story(
+        self, query: GenerateQuery, *, oracle_budget_s: float | None = None
+    ) -> MintedStory:
+        """Generate a story with a certified model and mint it.
+
+        The generation runs here first (the proposer's oracle call, within the block's oracle
+        budget: OracleBudgetExceeded, exit 5, past it); the block records its response and
+        every validator re-executes it with its own engine (``validator_engines``) before
+        voting. Without a quorum of agreeing validators nothing is stored (QuorumNotReached,
+        exit 4).
+        """
+        from edgechain.contract.story_book import MintStory
+        from edgechain.service.oracle import run_generation_oracle
+        from edgechain.service.receipt import query_parameters
+
+        if oracle_budget_s is not None:
+            if not oracle_budget_s > 0:
+                raise UsageError(f"the oracle budget must be > 0 seconds, got {oracle_budget_s}")
+            self.network.set_oracle_budget(oracle_budget_s)
+        budget = self.network.oracle_budget_s
+        version = self.model(query.model, query.version).entry.version
+        query = dataclasses.replace(query, version=version)
+        try:
+            response, receipt = run_generation_oracle(self.service, query, timeout=budget)
+        except Timeout:
+            raise OracleBudgetExceeded(
+                f"generating the story ran past the block's oracle budget of {budget:g} s: "
+                "ask for fewer tokens or a larger budget"
+            ) from None
+        operation = MintStory(
+            model=query.model,
+            version=version,
+            prompt=query.prompt,
+            parameters=query_parameters(query),
+            seed=None if query.seed is None else str(query.seed),
+            oracle=response,
+        )
+        self._install_oracles()
+        certificate = self.chain.execute(self.chain.app_id(STORY_BOOK), operation)
+        minted = [s for s in self.stories() if s.minted_height == certificate.height]
+        return MintedStory(minted[-1], certificate, receipt)
+
+    def transfer_story(self, story_id: int, owner: str) -> Certificate:
+        """Give story ``story_id`` to ``owner`` (a public key, hex); signed by the chain owner,
+        who must own it (Unauthorized, exit 5, otherwise)."""
+        from edgechain.contract.story_book import Transfer
+
+        operation = Transfer(story=story_id, owner=owner.lower())
+        return self.chain.execute(self.chain.app_id(STORY_BOOK), operation)
+
+    def _install_oracles(self) -> None:
+        """Give every validator its oracle (its engine, the shared cache), once."""
+        if self._oracles_installed:
+            return
+        from edgechain.service.oracle import GenerationOracle
+
+        registry = self.registry
+        engines = self.validator_engines
+
+        def oracle_for(name: str) -> GenerationOracle:
+            return GenerationOracle(
+                registry,
+                cache_dir=self.cache_dir,
+                engine_kind=engines.get(name, "wasm"),
+                fetch_policy=self.fetch_policy,
+            )
+
+        self.network.install_oracles(oracle_for)
+        self._oracles_installed = True

@@ -87,6 +87,11 @@ class InvalidEncoding(InputError):
     """A value with no canonical encoding, or bytes that are not a canonical encoding."""
 
 
+class InvalidReceipt(InputError):
+    """A receipt file that is not a well-formed receipt, or whose hash does not match its
+    contents (service/receipt.py)."""
+
+
 # --- chain -------------------------------------------------------------------------------------
 
 
@@ -124,6 +129,10 @@ class ContractError(EdgechainError):
 
 class OperationRejected(ContractError):
     """An operation that fails the contract's validation."""
+
+
+class OracleBudgetExceeded(ContractError):
+    """A block's oracle calls (a story's generation) would run past the per-block budget."""
 
 
 class Unauthorized(ContractError):
@@ -233,6 +242,11 @@ class Timeout(GenerationError):
 
 class Cancelled(GenerationError):
     """The caller cancelled a generation."""
+
+
+class ReceiptMismatch(GenerationError):
+    """A receipt that disagrees with itself, its seed's inputs, this machine's guest, or its
+    replay: names the field, or the first token that differs (service/receipt.py)."""
 
 
 class EngineUnavailable(GenerationError):

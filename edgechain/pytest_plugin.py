@@ -47,6 +47,14 @@ service runs the wasm guest, or the native module with ``pytest --edgechain-engi
 ``service_client``
     the registry's service of the network (a
     :class:`~edgechain.service.runtime.ModelService`): ``service_client.generate(query)``.
+``mint_story``
+    ``mint_story(query, oracle_budget_s=None) -> MintedStory``: a story minted on the story book
+    (validators re-execute its generation, on wasm and native in turn); ``.receipt`` is its
+    receipt.
+``verify_receipt``
+    ``verify_receipt(receipt) -> Verification``: replays a receipt (a
+    :class:`~edgechain.service.receipt.Receipt`, or its file's path or JSON) against the
+    network; raises ReceiptMismatch naming the field or the first diverging token.
 """
 
 from __future__ import annotations
@@ -303,3 +311,25 @@ def add_block(edgechain_network: Client) -> AddBlock:
 def service_client(edgechain_network: Client) -> ModelService:
     """The network's registry service, to run ``generate`` queries."""
     return edgechain_network.service
+
+
+@pytest.fixture
+def mint_story(edgechain_network: Client) -> Callable[..., Any]:
+    """``mint_story(query, oracle_budget_s=None) -> MintedStory`` on the network's story book."""
+    return edgechain_network.mint_story
+
+
+@pytest.fixture
+def verify_receipt(edgechain_network: Client) -> Callable[[Any], Any]:
+    """``verify_receipt(receipt)``: replay a receipt (object, file path or JSON) on the network."""
+    from edgechain.service.receipt import Receipt
+    from edgechain.service.receipt import verify_receipt as verify
+
+    def check(receipt: Any) -> Any:
+        if isinstance(receipt, str | os.PathLike):
+            receipt = Receipt.load(receipt)
+        elif isinstance(receipt, dict):
+            receipt = Receipt.from_json(receipt)
+        return verify(receipt, edgechain_network)
+
+    return check

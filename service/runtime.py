@@ -91,6 +91,8 @@ class GenerationRecord:
     seed: int
     seed_source: str  # "query" or "derived"
     timings: Timings
+    #: Every generated token's id, in order (what a receipt certifies; service/receipt.py).
+    token_ids: tuple[int, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (for the CLI's --json and the SSE ``done`` event)."""
@@ -146,6 +148,8 @@ class QueryStream(Iterator[Token]):
         fetch_s: float,
         load_s: float,
         on_failure: Any,
+        prepared: PreparedQuery | None = None,
+        engine: Engine | None = None,
     ) -> None:
         self._generation = generation
         self._model = model
@@ -162,6 +166,14 @@ class QueryStream(Iterator[Token]):
         self.seed = seed
         self.seed_source = seed_source
         self.prompt_text = generation.prompt_text
+        #: The resolved query (parameters, seed) this stream runs, for receipts.
+        self.prepared = prepared
+        #: The engine the tokens come from (a receipt names it).
+        self.engine = engine
+        #: The ids of the tokens produced so far.
+        self.token_ids: list[int] = []
+        #: The decoded piece of each token, in order (what a receipt's text is checked against).
+        self.token_texts: list[str] = []
 
     def __iter__(self) -> QueryStream:
         return self
@@ -177,6 +189,8 @@ class QueryStream(Iterator[Token]):
             raise
         if self._first_token_at is None:
             self._first_token_at = time.perf_counter()
+        self.token_ids.append(token.id)
+        self.token_texts.append(token.text)
         return token
 
     def cancel(self) -> None:
@@ -214,6 +228,7 @@ class QueryStream(Iterator[Token]):
                 total_s=now - self._started,
                 decode_tokens_per_s=decoded / decode_s if decode_s > 0 else 0.0,
             ),
+            token_ids=tuple(self.token_ids),
         )
 
 
@@ -350,18 +365,22 @@ class ModelService:
         *,
         progress: DownloadProgress | None = None,
         cancelled: Callable[[], bool] | None = None,
+        timeout: float | None = None,
     ) -> QueryStream:
         """Get the model loaded (downloading it if needed) and start generating.
 
         ``progress`` hears about the download, if one is needed; ``cancelled`` is polled while
         waiting for it: once it returns True this query stops waiting with
-        :class:`~edgechain.errors.Cancelled`.
+        :class:`~edgechain.errors.Cancelled`. ``timeout`` replaces the service's query timeout
+        for this generation (an oracle call's share of its block's budget).
         """
         model = prepared.model
         loaded, fetch_s, load_s = self._named_model(model, progress, cancelled)
         try:
             generation = loaded.generate(
-                prepared.query.prompt, prepared.params, timeout=self.query_timeout
+                prepared.query.prompt,
+                prepared.params,
+                timeout=self.query_timeout if timeout is None else timeout,
             )
         except GuestTrap:
             self._discard(model)
@@ -375,6 +394,8 @@ class ModelService:
             fetch_s,
             load_s,
             on_failure=lambda: self._discard(model),
+            prepared=prepared,
+            engine=self.engine,
         )
 
     def loaded_models(self) -> list[tuple[str, str]]:

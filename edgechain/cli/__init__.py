@@ -36,6 +36,8 @@ COMMANDS: list[str] = [
     "edgechain.cli.net",
     "edgechain.cli.model",
     "edgechain.cli.generate",
+    "edgechain.cli.receipt",
+    "edgechain.cli.story",
     "edgechain.cli.chain",
     "edgechain.cli.serve",
 ]
@@ -170,7 +172,8 @@ def _main(arguments: list[str]) -> int:
 
 def _what_to_do(err: EdgechainError, args: argparse.Namespace) -> str:
     """The command that fixes ``err``, when the CLI knows one ('' otherwise)."""
-    if isinstance(err, QuorumNotReached):
+    if isinstance(err, QuorumNotReached) and getattr(args, "faulty", None) is None:
+        # (with --faulty the faults were this command's own: nothing saved to undo)
         where = f" --dir {shlex.quote(str(args.dir))}" if getattr(args, "dir", None) else ""
         return (
             "; to make every validator honest again: "

@@ -60,6 +60,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--engine", choices=("wasm", "native"), default="wasm", help="backend (default wasm)"
     )
+    parser.add_argument(
+        "--receipt",
+        metavar="FILE",
+        default=None,
+        help="also write the generation's receipt to FILE (replay it with `edgechain receipt "
+        "verify FILE`; docs/receipts.md)",
+    )
     add_json_option(parser, "print the final record as JSON, not the stream")
     add_dir_option(parser)
 
@@ -127,6 +134,7 @@ def execute(args: argparse.Namespace) -> int:
             bar.close()
         if args.json:
             record = stream.collect()
+            _write_receipt(args, stream)
             print_json(record.to_dict())
             return 0
         committee = client.network.committee
@@ -136,7 +144,20 @@ def execute(args: argparse.Namespace) -> int:
         sys.stderr.flush()
         record = _stream(stream)
         print(generated_line(record), file=sys.stderr)
+        receipt = _write_receipt(args, stream)
+        if receipt is not None:
+            print(f"  receipt      {receipt.hash} in {args.receipt}", file=sys.stderr)
     return 0
+
+
+def _write_receipt(args: argparse.Namespace, stream: QueryStream) -> Any:
+    if args.receipt is None:
+        return None
+    from edgechain.service.receipt import build_receipt
+
+    receipt = build_receipt(stream)
+    receipt.save(args.receipt)
+    return receipt
 
 
 def _stream(stream: QueryStream) -> GenerationRecord:

@@ -54,7 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SPEC",
         default=None,
         help="faulty validators, saved in the network: comma-separated NAME=FAULT with FAULT "
-        "one of offline, slow[:SECONDS], bad-signature, wrong-state, equivocate "
+        "one of offline, slow[:SECONDS], bad-signature, wrong-state, equivocate, "
+        "wrong-output "
         "(e.g. v2=offline,v4=slow:0.5); '' makes every validator honest again",
     )
     add_json_option(up)

@@ -21,6 +21,7 @@ from typing import Annotated, Any, NewType, TypeVar
 
 import strawberry
 from graphql import GraphQLError
+from strawberry.scalars import JSON
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import Info
 
@@ -247,11 +248,17 @@ class GenerationResult:
     seed_source: str = strawberry.field(description='"query" or "derived"')
     model: Model
     timings: Timings
+    receipt: JSON | None = strawberry.field(
+        default=None,
+        description="the generation's receipt file (format, hash, receipt; docs/receipts.md): "
+        "`edgechain receipt verify` replays it",
+    )
 
     @classmethod
-    def of(cls, record: GenerationRecord) -> GenerationResult:
+    def of(cls, record: GenerationRecord, receipt: Any = None) -> GenerationResult:
         t = record.timings
         return cls(
+            receipt=receipt,
             text=record.text,
             stop_reason=record.stop_reason,
             input_tokens=record.input_tokens,
@@ -267,6 +274,44 @@ class GenerationResult:
                 decode_tokens_per_s=t.decode_tokens_per_s,
             ),
         )
+
+
+@strawberry.type(description="A story minted on the story book application (certified state).")
+class StoryInfo:
+    id: int
+    owner: str = strawberry.field(description="public key (hex)")
+    model: str
+    version: str
+    prompt: str
+    seed: U64 | None = strawberry.field(description="the query's seed; null when derived")
+    text: str
+    tokens: int
+    token_ids_blake3: str
+    receipt_hash: str
+    minted_height: int
+
+    @classmethod
+    def of(cls, story: Any) -> StoryInfo:
+        return cls(
+            id=story.id,
+            owner=story.owner,
+            model=story.model,
+            version=story.version,
+            prompt=story.prompt,
+            seed=None if story.seed is None else U64(int(story.seed)),
+            text=story.text,
+            tokens=story.tokens,
+            token_ids_blake3=story.token_ids_blake3,
+            receipt_hash=story.receipt_hash,
+            minted_height=story.minted_height,
+        )
+
+
+@strawberry.type(description="A minted story, its block's certificate and its receipt.")
+class MintedStoryInfo:
+    story: StoryInfo
+    certificate: CertificateInfo
+    receipt: JSON
 
 
 # --- input types -----------------------------------------------------------------------------
@@ -337,13 +382,13 @@ def _generate_query(fields: dict[str, Any]) -> GenerateQuery:
         raise _typed_error(err) from err
 
 
-async def _final_record(info: Info, query: GenerateQuery) -> GenerationRecord:
+async def _final_record(info: Info, query: GenerateQuery) -> GenerationResult:
     """Run ``query`` like the SSE endpoint does (so cancelling this request cancels it)."""
     events = run_generation(_gate(info), query, info.context["generations"])
     async with aclosing(events):
         async for event in events:
             if event.record is not None:
-                return event.record
+                return GenerationResult.of(event.record, event.receipt)
             if event.error is not None:
                 raise event.error
     raise AssertionError("a generation ends with a record or an error")
@@ -363,6 +408,14 @@ class Query:
     async def model(self, info: Info, name: str, version: str | None = None) -> Model:
         return Model.of(await _call(info, lambda c: c.model(name, version)))
 
+    @strawberry.field(description="The story book's stories, in mint order (or one owner's).")
+    async def stories(self, info: Info, owner: str | None = None) -> list[StoryInfo]:
+        return [StoryInfo.of(s) for s in await _call(info, lambda c: c.stories(owner))]
+
+    @strawberry.field(description="A story of the story book by id.")
+    async def story(self, info: Info, id: int) -> StoryInfo:  # noqa: A002 (GraphQL's name)
+        return StoryInfo.of(await _call(info, lambda c: c.story(id)))
+
     @strawberry.field(description="Certified blocks from height start up to (excluding) end.")
     async def blocks(self, info: Info, start: int = 0, end: int | None = None) -> list[BlockInfo]:
         if start < 0 or (end is not None and end < start):
@@ -379,7 +432,7 @@ class Query:
     @_with_generate_arguments
     async def generate(self, info: Info, **fields: Any) -> GenerationResult:
         query = _generate_query(fields)
-        return GenerationResult.of(await _typed(_final_record(info, query)))
+        return await _typed(_final_record(info, query))
 
     # --- Linera compatibility: examples/llm's query shape, `{ prompt(prompt: "...") }` ---------
 
@@ -436,6 +489,26 @@ class Mutation:
     async def retire_model(self, info: Info, name: str, version: str) -> CertificateInfo:
         return CertificateInfo.of(await _call(info, lambda c: c.retire_model(name, version)))
 
+    @strawberry.mutation(
+        description="Generate a story and mint it on the story book: validators re-execute the "
+        "generation before signing (holds the node's client for the whole mint)."
+    )
+    @_with_generate_arguments
+    async def mint_story(self, info: Info, **fields: Any) -> MintedStoryInfo:
+        query = _generate_query(fields)
+        minted = await _call(info, lambda c: c.mint_story(query))
+        return MintedStoryInfo(
+            story=StoryInfo.of(minted.story),
+            certificate=CertificateInfo.of(minted.certificate),
+            receipt=minted.receipt.to_json(),
+        )
+
+    @strawberry.mutation(description="Give a story the chain owner owns to another public key.")
+    async def transfer_story(self, info: Info, id: int, owner: str) -> StoryInfo:  # noqa: A002
+        return StoryInfo.of(
+            await _call(info, lambda c: (c.transfer_story(id, owner), c.story(id))[1])
+        )
+
 
 @strawberry.type(description="One generated token (text is empty while a UTF-8 character is "
                  "incomplete; it comes with the token that completes it).")
@@ -465,7 +538,7 @@ class Subscription:
                 if event.token is not None:
                     yield TokenUpdate(id=event.token.id, text=event.token.text)
                 elif event.record is not None:
-                    yield GenerationResult.of(event.record)
+                    yield GenerationResult.of(event.record, event.receipt)
                 elif event.error is not None:
                     raise _typed_error(event.error)
 

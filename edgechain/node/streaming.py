@@ -20,6 +20,7 @@ from edgechain.errors import Cancelled
 from edgechain.node.gate import ClientGate
 from edgechain.node.typed_errors import error_payload
 from edgechain.service.engine.base import Token
+from edgechain.service.receipt import receipt_json
 from edgechain.service.runtime import GenerateQuery, GenerationRecord
 
 __all__ = ["GenerationEvent", "Generations", "run_generation", "sse_message"]
@@ -35,6 +36,8 @@ class GenerationEvent:
     token: Token | None = None
     record: GenerationRecord | None = None
     error: BaseException | None = None
+    #: With "done": the generation's receipt file, as JSON (service/receipt.py).
+    receipt: dict[str, Any] | None = None
 
     def sse(self) -> str:
         """This event as a server-sent event (JSON data)."""
@@ -43,7 +46,7 @@ class GenerationEvent:
             return sse_message("token", {"id": self.token.id, "text": self.token.text})
         if self.kind == "done":
             assert self.record is not None
-            return sse_message("done", self.record.to_dict())
+            return sse_message("done", {**self.record.to_dict(), "receipt": self.receipt})
         assert self.error is not None
         return sse_message("error", error_payload(self.error))
 
@@ -121,7 +124,8 @@ async def run_generation(
                     final = GenerationEvent("error", error=Cancelled(_SHUTTING_DOWN))
             else:
                 outcome = "completed"
-                final = GenerationEvent("done", record=stream.record)
+                receipt = receipt_json(stream)
+                final = GenerationEvent("done", record=stream.record, receipt=receipt)
         except BaseException as err:  # the consumer gets every failure as an error event
             final = GenerationEvent("error", error=err)
         finally:

@@ -1,0 +1,112 @@
+"""The node's generations carry receipts: the SSE ``done`` event and GraphQL ``generate``;
+each one verifies against the node's network directory (replayed in-process)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from serve_helpers import (
+    PUBLISH,
+    STORIES_DIR,
+    NodeProcess,
+    file_input,
+    start_node,
+    stop_node,
+    stream_generation,
+)
+
+from edgechain.client import Client
+from edgechain.service.receipt import Receipt, verify_receipt
+from edgechain.service.weight_server import WeightServer
+
+PROMPT = "Once upon a time"
+
+
+@pytest.fixture(scope="module")
+def node_and_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NodeProcess, Path]]:
+    files = tmp_path_factory.mktemp("weights")
+    for name in ("stories260K.bin", "tok512.bin"):
+        (files / name).write_bytes((STORIES_DIR / name).read_bytes())
+    directory = tmp_path_factory.mktemp("receipt-node") / "net"
+    Client.up(directory, validators=4).close()
+    with WeightServer(files) as server:
+        node = start_node(directory)
+        try:
+            node.data(
+                PUBLISH,
+                {
+                    "name": "stories260K",
+                    "version": "1",
+                    "w": file_input(files / "stories260K.bin", server.url("stories260K.bin")),
+                    "t": file_input(files / "tok512.bin", server.url("tok512.bin")),
+                },
+            )
+            yield node, directory
+        finally:
+            stop_node(node)
+
+
+def _verify(data: dict, directory: Path) -> int:
+    with Client.open(directory) as client:
+        return verify_receipt(Receipt.from_json(data), client).tokens
+
+
+def test_the_sse_done_event_carries_a_receipt_that_verifies(
+    node_and_dir: tuple[NodeProcess, Path],
+) -> None:
+    node, directory = node_and_dir
+    events = stream_generation(
+        node, model="stories260K", prompt=PROMPT, temperature=1.0, maxTokens=30
+    )
+    done = events[-1]
+    assert done.event == "done", done.data
+    receipt = done.data["receipt"]
+    assert receipt["receipt"]["output"]["text"] == done.data["text"]
+    assert receipt["receipt"]["output"]["token_ids"] == [e.data["id"] for e in events[:-1]]
+    assert _verify(receipt, directory) == 30
+
+
+def test_graphql_generate_returns_the_receipt(node_and_dir: tuple[NodeProcess, Path]) -> None:
+    node, directory = node_and_dir
+    data = node.data(
+        '{ generate(model: "stories260K", prompt: "Lily", maxTokens: 12, seed: "5") '
+        "{ text receipt } }"
+    )
+    receipt = data["generate"]["receipt"]
+    assert receipt["format"] == "edgechain-receipt/v1"
+    assert receipt["receipt"]["seed"] == {
+        "value": "5",
+        "source": "query",
+        "derivation": None,
+        "inputs": [],
+    }
+    assert receipt["receipt"]["output"]["text"] == data["generate"]["text"]
+    assert _verify(receipt, directory) == 12
+
+
+def test_graphql_mints_lists_and_transfers_stories(node_and_dir: tuple[NodeProcess, Path]) -> None:
+    node, directory = node_and_dir
+    minted = node.data(
+        'mutation { mintStory(model: "stories260K", prompt: "Once", maxTokens: 16, seed: "3") '
+        "{ story { id owner text tokens receiptHash seed } certificate { signers } receipt } }"
+    )["mintStory"]
+    story = minted["story"]
+    assert story["tokens"] == 16 and story["seed"] == "3"
+    assert len(minted["certificate"]["signers"]) == 3
+    assert minted["receipt"]["hash"] == story["receiptHash"]
+    assert _verify(minted["receipt"], directory) == 16
+
+    listed = node.data("{ stories { id text } }")["stories"]
+    assert {"id": story["id"], "text": story["text"]} in listed
+    new_owner = "ef" * 32
+    moved = node.data(
+        f'mutation {{ transferStory(id: {story["id"]}, owner: "{new_owner}") {{ owner }} }}'
+    )
+    assert moved["transferStory"]["owner"] == new_owner
+    mine = node.data(f'{{ stories(owner: "{new_owner}") {{ id }} }}')["stories"]
+    assert mine == [{"id": story["id"]}]
+    missing = node.graphql("{ story(id: 999) { id } }")
+    assert "no story 999" in json.dumps(missing)
