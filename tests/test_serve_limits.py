@@ -121,6 +121,15 @@ def test_many_aliases_are_refused(node: NodeProcess) -> None:
     assert error["extensions"]["code"] == "LimitExceeded"
 
 
+def test_the_chain_level_graphql_has_the_same_limits(node: NodeProcess) -> None:
+    fields = " ".join(f"c{i}: chains {{ name }}" for i in range(limits.MAX_ALIASES + 1))
+    response = httpx.post(
+        node.base_url + "/", content=json.dumps({"query": "{ " + fields + " }"}), headers=JSON
+    )
+    error = the_error(response)
+    assert error["extensions"]["code"] == "LimitExceeded"
+
+
 @pytest.mark.parametrize(
     ("body", "code", "fragment"),
     [

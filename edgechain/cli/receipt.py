@@ -40,7 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         subparsers,
         "verify",
         "check a receipt's certificate and seed, replay it and compare every token",
-        "edgechain receipt verify r.json --dir copy-of-net",
+        "edgechain generate --model stories260K -i Once -n 40 --receipt r.json\n"
+        "  edgechain receipt verify r.json  # also from a copy of the network: --dir COPY",
         receipt_verify,
     )
     verify.add_argument("file", metavar="FILE", help="the receipt (from generate --receipt)")

@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "  edgechain story mint --model stories260K -i Lily --faulty v4=wrong-output\n"
         "  edgechain story list --json\n"
         "  edgechain story show 1\n"
-        "  edgechain story transfer 1 OWNER_PUBLIC_KEY",
+        "  edgechain story transfer 1 " + "ab" * 32,
     )
     mint = add_subcommand(
         subparsers,
@@ -102,7 +102,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_json_option(listing)
 
     show = add_subcommand(
-        subparsers, "show", "one story in full", "edgechain story show 1", story_show
+        subparsers,
+        "show",
+        "one story in full",
+        "edgechain story mint --model stories260K -i Lily -n 20\n  edgechain story show 1",
+        story_show,
     )
     show.add_argument("id", type=int, metavar="ID")
     add_dir_option(show)
@@ -112,7 +116,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         subparsers,
         "transfer",
         "give a story you own to another public key",
-        "edgechain story transfer 1 " + "ab" * 32,
+        "edgechain story mint --model stories260K -i Lily -n 20\n"
+        "  edgechain story transfer 1 " + "ab" * 32,
         story_transfer,
     )
     transfer.add_argument("id", type=int, metavar="ID")

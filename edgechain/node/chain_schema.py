@@ -15,6 +15,7 @@ from edgechain.chain.network import Chain
 from edgechain.client import Client
 from edgechain.errors import InvalidParameter
 from edgechain.node.directory import ServedApplication, served_applications
+from edgechain.node.limits import schema_extensions
 from edgechain.node.schema import (
     BlockInfo,
     CertificateInfo,
@@ -103,4 +104,4 @@ class ChainQuery:
 
 
 #: The chain-level schema (queries only). It logs only bugs, as the registry schema does.
-CHAIN_SCHEMA = _RegistrySchema(query=ChainQuery)
+CHAIN_SCHEMA = _RegistrySchema(query=ChainQuery, extensions=schema_extensions())

@@ -183,9 +183,10 @@ def _int(value: Any, variables: Mapping[str, Any]) -> int | None:
 
 def schema_extensions() -> list[Any]:
     """The limit extensions for the registry schema."""
+    # Factories, not instances: strawberry builds a fresh extension for each request.
     return [
-        MaxTokensLimiter(max_token_count=MAX_TOKENS),
-        QueryDepthLimiter(max_depth=MAX_DEPTH),
-        MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
+        lambda: MaxTokensLimiter(max_token_count=MAX_TOKENS),
+        lambda: QueryDepthLimiter(max_depth=MAX_DEPTH),
+        lambda: MaxAliasesLimiter(max_alias_count=MAX_ALIASES),
         GenerationBudget,
     ]
