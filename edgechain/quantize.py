@@ -19,7 +19,7 @@ from pathlib import Path
 
 from edgechain.errors import InputError, InvalidCheckpoint, InvalidParameter
 
-#: The version-2 magic number: the bytes "42ka" as a little-endian u32 (runq.c's 0x616b3432).
+#: The version-2 magic number: the bytes "24ka" as a little-endian u32 (runq.c's 0x616b3432).
 Q8_MAGIC = 0x616B3432
 Q8_VERSION = 2
 F32_HEADER_BYTES = 28

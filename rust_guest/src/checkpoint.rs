@@ -18,7 +18,7 @@ pub const HEADER_BYTES: usize = 7 * 4;
 pub const Q8_HEADER_BYTES: usize = 256;
 /// Enough of a file's start for either header: what a host passes to [`WeightLoader::new`].
 pub const MAX_HEADER_BYTES: usize = Q8_HEADER_BYTES;
-/// The version-2 magic number, "ak42" read as a little-endian u32 (bytes `42 34 6b 61`).
+/// The version-2 magic number, "ak42" read as a little-endian u32 (bytes `32 34 6b 61`, "24ka").
 pub const Q8_MAGIC: u32 = 0x616b_3432;
 /// The only version of the magic-numbered format we read.
 pub const Q8_VERSION: i32 = 2;
