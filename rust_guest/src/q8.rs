@@ -144,58 +144,65 @@ fn group_dot_simd128(w: &[i8], x: &[i16]) -> i32 {
     sum
 }
 
-/// The group dot product with AVX2: 16 weights widened to i16 and multiplied pairwise into i32
-/// (`vpmaddwd`; exact for every int8 weight, -128 included).
-///
-/// # Safety
-/// The CPU must support AVX2; `w.len() == x.len()`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn group_dot_avx2(w: &[i8], x: &[i16]) -> i32 {
-    use core::arch::x86_64::*;
-    let n = w.len() / 16 * 16;
-    let mut acc = _mm256_setzero_si256();
-    let mut k = 0;
-    while k < n {
-        // SAFETY: k + 16 <= n <= w.len() == x.len().
-        unsafe {
-            let wv = _mm256_cvtepi8_epi16(_mm_loadu_si128(w.as_ptr().add(k) as *const __m128i));
-            let xv = _mm256_loadu_si256(x.as_ptr().add(k) as *const __m256i);
-            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(wv, xv));
-        }
-        k += 16;
-    }
-    let half = _mm_add_epi32(
-        _mm256_castsi256_si128(acc),
-        _mm256_extracti128_si256::<1>(acc),
-    );
-    let quad = _mm_add_epi32(half, _mm_shuffle_epi32::<0b01_00_11_10>(half));
-    let pair = _mm_add_epi32(quad, _mm_shuffle_epi32::<0b10_11_00_01>(quad));
-    let mut sum = _mm_cvtsi128_si32(pair);
-    for (w, x) in w[n..].iter().zip(&x[n..]) {
-        sum += *w as i32 * *x as i32;
-    }
-    sum
-}
-
-/// [`matvec_q8`]'s loop compiled for AVX2.
+/// [`matvec_q8`]'s loop with AVX2: per group, 16 weights at a time widened to i16 and
+/// multiplied pairwise into i32 (`vpmaddwd`; exact for every int8 weight, -128 included), the
+/// lanes summed (exact), then runq.c's float step. Written out in one function so it all
+/// compiles with AVX2.
 ///
 /// # Safety
 /// The CPU must support AVX2; the lengths are checked by the caller.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn matvec_q8_avx2(out: &mut [f32], w: &[i8], ws: &[f32], xq: &[i16], xs: &[f32], gs: usize) {
+unsafe fn matvec_q8_avx2(
+    out: &mut [f32],
+    w: &[i8],
+    ws: &[f32],
+    xq: &[i16],
+    xs: &[f32],
+    gs: usize,
+) {
     use core::arch::x86_64::*;
     let n = xq.len();
+    let simd = gs / 16 * 16;
     for ((o, row), rs) in out
         .iter_mut()
         .zip(w.chunks_exact(n))
         .zip(ws.chunks_exact(n / gs))
     {
-        // A hint only: the next row's start (rows are read in order).
+        // A hint only: a little of the next row (rows are read in order).
         _mm_prefetch::<_MM_HINT_T0>(row.as_ptr().wrapping_add(n + 512));
-        // SAFETY: AVX2 is present (the caller's contract); equal lengths by construction.
-        *o = row_q8(row, rs, xq, xs, gs, |w, x| unsafe { group_dot_avx2(w, x) });
+        let mut val = 0.0f32;
+        for (((w, x), ws), xs) in row
+            .chunks_exact(gs)
+            .zip(xq.chunks_exact(gs))
+            .zip(rs)
+            .zip(xs)
+        {
+            let mut acc = _mm256_setzero_si256();
+            let mut k = 0;
+            while k < simd {
+                // SAFETY: k + 16 <= simd <= gs == w.len() == x.len().
+                unsafe {
+                    let wv =
+                        _mm256_cvtepi8_epi16(_mm_loadu_si128(w.as_ptr().add(k) as *const __m128i));
+                    let xv = _mm256_loadu_si256(x.as_ptr().add(k) as *const __m256i);
+                    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(wv, xv));
+                }
+                k += 16;
+            }
+            let half = _mm_add_epi32(
+                _mm256_castsi256_si128(acc),
+                _mm256_extracti128_si256::<1>(acc),
+            );
+            let quad = _mm_add_epi32(half, _mm_shuffle_epi32::<0b01_00_11_10>(half));
+            let pair = _mm_add_epi32(quad, _mm_shuffle_epi32::<0b10_11_00_01>(quad));
+            let mut dot = _mm_cvtsi128_si32(pair);
+            for (w, x) in w[simd..].iter().zip(&x[simd..]) {
+                dot += *w as i32 * *x as i32;
+            }
+            val += dot as f32 * ws * xs;
+        }
+        *o = val;
     }
 }
 

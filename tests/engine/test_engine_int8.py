@@ -82,7 +82,9 @@ def test_explicit_group_size_is_written_and_must_divide(
     assert b"int8 groups of 2" in result.stdout
     assert parse_header(out.read_bytes()).group_size == 2
     for bad in ("8", "3", "0", "-4"):  # 8 and 3 do not divide hidden_dim 172
-        result = run_cli("quantize", stories260k.checkpoint, tmp_path / "x.bin", "--group-size", bad)
+        result = run_cli(
+            "quantize", stories260k.checkpoint, tmp_path / "x.bin", "--group-size", bad
+        )
         assert_clean_error(result, 2, "group size")
     assert not (tmp_path / "x.bin").exists()
 
