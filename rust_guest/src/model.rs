@@ -322,8 +322,19 @@ impl Transformer {
             {
                 // Query head h reads kv head h / n_rep (run.c).
                 let kv = (h / n_rep) * hd;
-                for (a, k) in att.iter_mut().zip(keys.chunks_exact(kv_dim)) {
-                    *a = dot(q, &k[kv..kv + hd]) * scale;
+                if gs.is_none() {
+                    for (a, k) in att.iter_mut().zip(keys.chunks_exact(kv_dim)) {
+                        *a = dot(q, &k[kv..kv + hd]) * scale;
+                    }
+                } else {
+                    // runq.c's score exactly: a sequential sum divided by sqrt(head_size). The
+                    // int8 path re-quantizes every activation, so a last-bit difference here
+                    // can flip a rounding and, later, a greedy token (seen on the 15M shape).
+                    let root = (hd as f32).sqrt();
+                    for (a, k) in att.iter_mut().zip(keys.chunks_exact(kv_dim)) {
+                        let k = &k[kv..kv + hd];
+                        *a = q.iter().zip(k).fold(0.0f32, |s, (q, k)| s + q * k) / root;
+                    }
                 }
                 softmax(att);
                 out.fill(0.0);

@@ -153,14 +153,7 @@ fn group_dot_simd128(w: &[i8], x: &[i16]) -> i32 {
 /// The CPU must support AVX2; the lengths are checked by the caller.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn matvec_q8_avx2(
-    out: &mut [f32],
-    w: &[i8],
-    ws: &[f32],
-    xq: &[i16],
-    xs: &[f32],
-    gs: usize,
-) {
+unsafe fn matvec_q8_avx2(out: &mut [f32], w: &[i8], ws: &[f32], xq: &[i16], xs: &[f32], gs: usize) {
     use core::arch::x86_64::*;
     let n = xq.len();
     let simd = gs / 16 * 16;

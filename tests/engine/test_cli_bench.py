@@ -40,7 +40,7 @@ def test_bench_rejects_unknown_shapes_and_engines() -> None:
 
 
 def test_bench_int8_rows_quantize_the_synthetic_model_once(tmp_path: Path) -> None:
-    args = ("bench", "--shapes", "260K", "--weights", "f32,int8", "--steps", "12")
+    args = ("bench", "--shapes", "260K", "--weights", "f32,int8", "--steps", "32")
     result = run_cli(*args, "--json", "--cache-dir", tmp_path)
     assert result.returncode == 0, result.stderr
     rows = json.loads(result.stdout)
