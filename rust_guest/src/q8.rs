@@ -116,15 +116,17 @@ fn row_q8(
     val
 }
 
+/// One group's products summed into 4 i32 lanes (16 values per step; `w.len()` a multiple
+/// of 16): exact, so how the lanes are later added does not matter.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 #[inline(always)]
-fn group_dot_simd128(w: &[i8], x: &[i16]) -> i32 {
+fn group_lanes_simd128(w: &[i8], x: &[i16]) -> core::arch::wasm32::v128 {
     use core::arch::wasm32::*;
-    let n = w.len() / 16 * 16;
+    assert!(w.len() == x.len() && w.len().is_multiple_of(16));
     let mut acc = i32x4_splat(0);
     let mut k = 0;
-    while k < n {
-        // SAFETY: k + 16 <= n <= w.len() == x.len(): 16 bytes of `w` and 16 i16 of `x`.
+    while k < w.len() {
+        // SAFETY: k + 16 <= w.len() == x.len(): 16 bytes of `w` and 16 i16 of `x`.
         unsafe {
             let wv = v128_load(w.as_ptr().add(k) as *const v128);
             let x0 = v128_load(x.as_ptr().add(k) as *const v128);
@@ -134,6 +136,15 @@ fn group_dot_simd128(w: &[i8], x: &[i16]) -> i32 {
         }
         k += 16;
     }
+    acc
+}
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+fn group_dot_simd128(w: &[i8], x: &[i16]) -> i32 {
+    use core::arch::wasm32::*;
+    let n = w.len() / 16 * 16;
+    let acc = group_lanes_simd128(&w[..n], &x[..n]);
     let mut sum = i32x4_extract_lane::<0>(acc)
         + i32x4_extract_lane::<1>(acc)
         + i32x4_extract_lane::<2>(acc)
@@ -142,6 +153,55 @@ fn group_dot_simd128(w: &[i8], x: &[i16]) -> i32 {
         sum += *w as i32 * *x as i32;
     }
     sum
+}
+
+/// [`row_q8`] for group sizes that are multiples of 16, four groups at a time: their lane
+/// sums are transposed into one vector of four exact group dots, and
+/// `(dot as f32 * w_scale) * x_scale` is computed lane-wise (the same two roundings per group
+/// as the scalar definition); the four products are then added to the row's sum in group order.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+fn row_q8_simd128(w: &[i8], ws: &[f32], xq: &[i16], xs: &[f32], gs: usize) -> f32 {
+    use core::arch::wasm32::*;
+    let groups = ws.len();
+    let mut val = 0.0f32;
+    let mut g = 0;
+    while g + 4 <= groups {
+        let acc: [v128; 4] = std::array::from_fn(|j| {
+            let at = (g + j) * gs;
+            group_lanes_simd128(&w[at..at + gs], &xq[at..at + gs])
+        });
+        let t0 = i32x4_shuffle::<0, 4, 1, 5>(acc[0], acc[1]);
+        let t1 = i32x4_shuffle::<2, 6, 3, 7>(acc[0], acc[1]);
+        let t2 = i32x4_shuffle::<0, 4, 1, 5>(acc[2], acc[3]);
+        let t3 = i32x4_shuffle::<2, 6, 3, 7>(acc[2], acc[3]);
+        let (s01, s23) = (i32x4_add(t0, t1), i32x4_add(t2, t3));
+        let dots = i32x4_add(
+            i32x4_shuffle::<0, 1, 4, 5>(s01, s23),
+            i32x4_shuffle::<2, 3, 6, 7>(s01, s23),
+        );
+        let (wsv, xsv) = (&ws[g..g + 4], &xs[g..g + 4]);
+        // SAFETY: both slices hold exactly 4 floats; unaligned loads.
+        let p = unsafe {
+            f32x4_mul(
+                f32x4_mul(
+                    f32x4_convert_i32x4(dots),
+                    v128_load(wsv.as_ptr() as *const v128),
+                ),
+                v128_load(xsv.as_ptr() as *const v128),
+            )
+        };
+        val += f32x4_extract_lane::<0>(p);
+        val += f32x4_extract_lane::<1>(p);
+        val += f32x4_extract_lane::<2>(p);
+        val += f32x4_extract_lane::<3>(p);
+        g += 4;
+    }
+    for g in g..groups {
+        let at = g * gs;
+        val += group_dot_simd128(&w[at..at + gs], &xq[at..at + gs]) as f32 * ws[g] * xs[g];
+    }
+    val
 }
 
 /// [`matvec_q8`]'s loop with AVX2: per group, 16 weights at a time widened to i16 and
@@ -216,6 +276,17 @@ pub fn matvec_q8(out: &mut [f32], w: &[i8], ws: &[f32], xq: &[i16], xs: &[f32], 
     if std::is_x86_feature_detected!("avx2") {
         // SAFETY: AVX2 is present (checked just above); shapes checked above.
         unsafe { matvec_q8_avx2(out, w, ws, xq, xs, gs) };
+        return;
+    }
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    if gs.is_multiple_of(16) {
+        for ((o, row), rs) in out
+            .iter_mut()
+            .zip(w.chunks_exact(n))
+            .zip(ws.chunks_exact(n / gs))
+        {
+            *o = row_q8_simd128(row, rs, xq, xs, gs);
+        }
         return;
     }
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
