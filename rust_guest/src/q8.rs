@@ -225,12 +225,60 @@ unsafe fn matvec_q8_avx2(out: &mut [f32], w: &[i8], ws: &[f32], xq: &[i16], xs: 
         // A hint only: a little of the next row (rows are read in order).
         _mm_prefetch::<_MM_HINT_T0>(row.as_ptr().wrapping_add(n + 512));
         let mut val = 0.0f32;
-        for (((w, x), ws), xs) in row
-            .chunks_exact(gs)
-            .zip(xq.chunks_exact(gs))
-            .zip(rs)
-            .zip(xs)
-        {
+        let groups = rs.len();
+        let mut g = 0;
+        if gs.is_multiple_of(16) {
+            // Four groups at a time: lane sums transposed into four exact dots, the scale
+            // step lane-wise (same roundings), the products added in group order.
+            while g + 4 <= groups {
+                let acc: [__m128i; 4] = std::array::from_fn(|j| {
+                    let at = (g + j) * gs;
+                    let (w, x) = (&row[at..at + gs], &xq[at..at + gs]);
+                    let mut acc = _mm256_setzero_si256();
+                    let mut k = 0;
+                    while k < gs {
+                        // SAFETY: k + 16 <= gs == w.len() == x.len().
+                        unsafe {
+                            let wv = _mm256_cvtepi8_epi16(_mm_loadu_si128(
+                                w.as_ptr().add(k) as *const __m128i
+                            ));
+                            let xv = _mm256_loadu_si256(x.as_ptr().add(k) as *const __m256i);
+                            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(wv, xv));
+                        }
+                        k += 16;
+                    }
+                    _mm_add_epi32(
+                        _mm256_castsi256_si128(acc),
+                        _mm256_extracti128_si256::<1>(acc),
+                    )
+                });
+                let t0 = _mm_unpacklo_epi32(acc[0], acc[1]);
+                let t1 = _mm_unpackhi_epi32(acc[0], acc[1]);
+                let t2 = _mm_unpacklo_epi32(acc[2], acc[3]);
+                let t3 = _mm_unpackhi_epi32(acc[2], acc[3]);
+                let (s01, s23) = (_mm_add_epi32(t0, t1), _mm_add_epi32(t2, t3));
+                let dots =
+                    _mm_add_epi32(_mm_unpacklo_epi64(s01, s23), _mm_unpackhi_epi64(s01, s23));
+                let (wsv, xsv) = (&rs[g..g + 4], &xs[g..g + 4]);
+                // SAFETY: both slices hold exactly 4 floats; unaligned loads.
+                let p = unsafe {
+                    _mm_mul_ps(
+                        _mm_mul_ps(_mm_cvtepi32_ps(dots), _mm_loadu_ps(wsv.as_ptr())),
+                        _mm_loadu_ps(xsv.as_ptr()),
+                    )
+                };
+                let mut lanes = [0.0f32; 4];
+                // SAFETY: `lanes` holds 4 floats.
+                unsafe { _mm_storeu_ps(lanes.as_mut_ptr(), p) };
+                for l in lanes {
+                    val += l;
+                }
+                g += 4;
+            }
+        }
+        for g in g..groups {
+            let at = g * gs;
+            let (w, x) = (&row[at..at + gs], &xq[at..at + gs]);
             let mut acc = _mm256_setzero_si256();
             let mut k = 0;
             while k < simd {
@@ -253,7 +301,7 @@ unsafe fn matvec_q8_avx2(out: &mut [f32], w: &[i8], ws: &[f32], xq: &[i16], xs: 
             for (w, x) in w[simd..].iter().zip(&x[simd..]) {
                 dot += *w as i32 * *x as i32;
             }
-            val += dot as f32 * ws * xs;
+            val += dot as f32 * rs[g] * xs[g];
         }
         *o = val;
     }
@@ -316,7 +364,16 @@ mod tests {
     #[test]
     fn matvec_q8_matches_the_scalar_definition() {
         let mut seed = 3;
-        for (rows, cols, gs) in [(1, 4, 4), (3, 48, 16), (5, 64, 32), (7, 96, 48), (4, 40, 5)] {
+        for (rows, cols, gs) in [
+            (1, 4, 4),
+            (3, 48, 16),
+            (5, 64, 32),
+            (7, 96, 48),
+            (4, 40, 5),
+            (3, 288, 32),
+            (2, 768, 64),
+            (3, 112, 16),
+        ] {
             let w: Vec<i8> = (0..rows * cols)
                 .map(|i| {
                     if i % 11 == 0 {
