@@ -159,10 +159,14 @@ fn group_dot_simd128(w: &[i8], x: &[i16]) -> i32 {
 /// sums are transposed into one vector of four exact group dots, and
 /// `(dot as f32 * w_scale) * x_scale` is computed lane-wise (the same two roundings per group
 /// as the scalar definition); the four products are then added to the row's sum in group order.
+///
+/// `G` > 0 is the group size as a constant (the common sizes get fully unrolled inner loops,
+/// without a loop back-edge for wasmtime's epoch check); `G` = 0 reads it from `gs`.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 #[inline(always)]
-fn row_q8_simd128(w: &[i8], ws: &[f32], xq: &[i16], xs: &[f32], gs: usize) -> f32 {
+fn row_q8_simd128<const G: usize>(w: &[i8], ws: &[f32], xq: &[i16], xs: &[f32], gs: usize) -> f32 {
     use core::arch::wasm32::*;
+    let gs = if G > 0 { G } else { gs };
     let groups = ws.len();
     let mut val = 0.0f32;
     let mut g = 0;
@@ -209,12 +213,22 @@ fn row_q8_simd128(w: &[i8], ws: &[f32], xq: &[i16], xs: &[f32], gs: usize) -> f3
 /// lanes summed (exact), then runq.c's float step. Written out in one function so it all
 /// compiles with AVX2.
 ///
+/// `G` > 0 is the group size as a constant (unrolled inner loops); 0 reads it from `gs`.
+///
 /// # Safety
 /// The CPU must support AVX2; the lengths are checked by the caller.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn matvec_q8_avx2(out: &mut [f32], w: &[i8], ws: &[f32], xq: &[i16], xs: &[f32], gs: usize) {
+unsafe fn matvec_q8_avx2<const G: usize>(
+    out: &mut [f32],
+    w: &[i8],
+    ws: &[f32],
+    xq: &[i16],
+    xs: &[f32],
+    gs: usize,
+) {
     use core::arch::x86_64::*;
+    let gs = if G > 0 { G } else { gs };
     let n = xq.len();
     let simd = gs / 16 * 16;
     for ((o, row), rs) in out
@@ -323,17 +337,30 @@ pub fn matvec_q8(out: &mut [f32], w: &[i8], ws: &[f32], xq: &[i16], xs: &[f32], 
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
         // SAFETY: AVX2 is present (checked just above); shapes checked above.
-        unsafe { matvec_q8_avx2(out, w, ws, xq, xs, gs) };
+        unsafe {
+            match gs {
+                16 => matvec_q8_avx2::<16>(out, w, ws, xq, xs, gs),
+                32 => matvec_q8_avx2::<32>(out, w, ws, xq, xs, gs),
+                64 => matvec_q8_avx2::<64>(out, w, ws, xq, xs, gs),
+                _ => matvec_q8_avx2::<0>(out, w, ws, xq, xs, gs),
+            }
+        };
         return;
     }
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
     if gs.is_multiple_of(16) {
-        for ((o, row), rs) in out
+        let row = match gs {
+            16 => row_q8_simd128::<16>,
+            32 => row_q8_simd128::<32>,
+            64 => row_q8_simd128::<64>,
+            _ => row_q8_simd128::<0>,
+        };
+        for ((o, w), rs) in out
             .iter_mut()
             .zip(w.chunks_exact(n))
             .zip(ws.chunks_exact(n / gs))
         {
-            *o = row_q8_simd128(row, rs, xq, xs, gs);
+            *o = row(w, rs, xq, xs, gs);
         }
         return;
     }
