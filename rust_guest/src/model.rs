@@ -330,8 +330,25 @@ impl Transformer {
                     // runq.c's score exactly: a sequential sum divided by sqrt(head_size). The
                     // int8 path re-quantizes every activation, so a last-bit difference here
                     // can flip a rounding and, later, a greedy token (seen on the 15M shape).
+                    // Four positions at a time: four independent sequential sums (same bits
+                    // as one at a time), so the additions' latency overlaps.
                     let root = (hd as f32).sqrt();
-                    for (a, k) in att.iter_mut().zip(keys.chunks_exact(kv_dim)) {
+                    let mut scores = att.chunks_exact_mut(4);
+                    let mut rows = keys.chunks_exact(4 * kv_dim);
+                    for (a4, k4) in (&mut scores).zip(&mut rows) {
+                        let ks: [&[f32]; 4] = std::array::from_fn(|j| &k4[j * kv_dim + kv..][..hd]);
+                        let mut sums = [0.0f32; 4];
+                        for (i, q) in q.iter().enumerate() {
+                            for (sum, k) in sums.iter_mut().zip(&ks) {
+                                *sum += q * k[i];
+                            }
+                        }
+                        for (a, sum) in a4.iter_mut().zip(sums) {
+                            *a = sum / root;
+                        }
+                    }
+                    let rest = scores.into_remainder();
+                    for (a, k) in rest.iter_mut().zip(rows.remainder().chunks_exact(kv_dim)) {
                         let k = &k[kv..kv + hd];
                         *a = q.iter().zip(k).fold(0.0f32, |s, (q, k)| s + q * k) / root;
                     }
