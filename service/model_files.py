@@ -3,7 +3,8 @@
 ``model publish`` runs these checks before it proposes a block, so a file the engine would refuse
 (random bytes, a truncated checkpoint, a tokenizer for another vocabulary) is never certified. The
 rules mirror the engine's readers, which stay the reference: ``rust_guest/src/checkpoint.rs``
-(header fields, bounds, the exact byte count the header implies) and
+(header fields of run.c's f32 and runq.c's int8 formats, bounds, the exact byte count the
+header implies) and
 ``rust_guest/src/tokenizer.rs`` (``max_token_length``, then per token an f32 score, an i32 length
 and that many bytes, to the end of the file). Only the header of a checkpoint is read; a tokenizer
 is walked record by record through a buffered stream, never held whole.
@@ -26,6 +27,7 @@ __all__ = [
     "CheckpointHeader",
     "TokenizerInfo",
     "check_model_files",
+    "parse_checkpoint_header",
     "read_checkpoint_header",
     "read_tokenizer",
 ]
@@ -34,15 +36,19 @@ __all__ = [
 #: a temporary file; read from its start, left open).
 Source = str | os.PathLike[str] | bytes | BinaryIO
 
+#: The run.c (version 0, f32) header: 7 int32.
 HEADER_BYTES = 7 * 4
+#: llama2.c's export.py writes this uint32 ("ak42") first in its versioned formats; version 2 is
+#: runq.c's int8 (Q8_0) format, whose header is padded to 256 bytes.
+Q8_MAGIC = 0x616B3432
+Q8_VERSION = 2
+Q8_HEADER_BYTES = 256
 # The engine's bounds (checkpoint.rs): they reject garbage headers before any size arithmetic.
 MAX_DIM = 1 << 16
 MAX_LAYERS = 1 << 10
 MAX_VOCAB = 1 << 20
 MAX_SEQ_LEN = 1 << 20
 MAX_TOKEN_LENGTH = 1 << 16
-# llama2.c's export.py writes this uint32 first in its versioned formats (v1 fp32, v2 int8 "Q8_0").
-_VERSIONED_MAGIC = 0x616B3432  # "ak42"
 _FIELDS = ("dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "seq_len")
 _HEADER = struct.Struct("<7i")
 _RECORD = struct.Struct("<fi")
@@ -50,7 +56,8 @@ _RECORD = struct.Struct("<fi")
 
 @dataclass(frozen=True)
 class CheckpointHeader:
-    """A llama2.c (run.c, version 0) checkpoint header that matches its file's size."""
+    """A llama2.c checkpoint header: run.c's f32 (version 0, ``group_size`` None) or runq.c's
+    int8 (version 2, Q8_0 in groups of ``group_size``)."""
 
     dim: int
     hidden_dim: int
@@ -60,6 +67,7 @@ class CheckpointHeader:
     vocab_size: int
     seq_len: int
     shared_classifier: bool
+    group_size: int | None = None
 
     @property
     def head_size(self) -> int:
@@ -69,19 +77,26 @@ class CheckpointHeader:
     def kv_dim(self) -> int:
         return self.dim * self.n_kv_heads // self.n_heads
 
+    def matrices(self) -> list[int]:
+        """Value counts of the matrices an int8 file stores in Q8_0, in its order."""
+        d, h, kv, n = self.dim, self.hidden_dim, self.kv_dim, self.n_layers
+        counts = [self.vocab_size * d]
+        for per_layer in (d * d, d * kv, d * kv, d * d, d * h, h * d, d * h):
+            counts += [per_layer] * n
+        if not self.shared_classifier:
+            counts.append(self.vocab_size * d)
+        return counts
+
     @property
     def expected_bytes(self) -> int:
         """The exact file size this header implies (checkpoint.rs ``expected_bytes``)."""
-        dim, hidden, vocab = self.dim, self.hidden_dim, self.vocab_size
+        dim, hidden, vocab, n = self.dim, self.hidden_dim, self.vocab_size, self.n_layers
+        if self.group_size is not None:
+            quantized = sum(c + 4 * (c // self.group_size) for c in self.matrices())
+            return Q8_HEADER_BYTES + 4 * (2 * n + 1) * dim + quantized
         per_layer = 2 * dim + 2 * dim * dim + 2 * dim * self.kv_dim + 3 * dim * hidden
         classifier = 0 if self.shared_classifier else vocab * dim
-        weights = (
-            vocab * dim
-            + self.n_layers * per_layer
-            + dim
-            + self.seq_len * self.head_size
-            + classifier
-        )
+        weights = vocab * dim + n * per_layer + dim + self.seq_len * self.head_size + classifier
         return HEADER_BYTES + 4 * weights
 
 
@@ -94,22 +109,42 @@ class TokenizerInfo:
 
 
 def parse_checkpoint_header(
-    header: bytes, file_size: int, name: str = "checkpoint"
+    header: bytes, file_size: int | None, name: str = "checkpoint"
 ) -> CheckpointHeader:
-    """The header in ``header`` (the file's first bytes), checked against ``file_size``."""
-    if file_size < HEADER_BYTES or len(header) < HEADER_BYTES:
-        raise InvalidCheckpoint(
-            f"{name}: {file_size} bytes, shorter than the {HEADER_BYTES}-byte llama2.c header"
-        )
-    raw = _HEADER.unpack_from(header)
-    if struct.unpack_from("<I", header)[0] == _VERSIONED_MAGIC:
-        version = raw[1]
-        raise InvalidCheckpoint(
-            f"{name}: a llama2.c version-{version} export (magic 'ak42'); only the original "
-            "run.c format (version 0, export.py --version 0) is supported"
-        )
+    """The header in ``header`` (the file's first :data:`Q8_HEADER_BYTES` bytes, or all of a
+    shorter file), checked as the engines check it; against ``file_size`` unless None."""
+    size = len(header) if file_size is None else file_size
+    group_size: int | None = None
+    if len(header) >= 4 and struct.unpack_from("<I", header)[0] == Q8_MAGIC:
+        if size < Q8_HEADER_BYTES or len(header) < Q8_HEADER_BYTES:
+            raise InvalidCheckpoint(
+                f"{name}: {size} bytes, shorter than the {Q8_HEADER_BYTES}-byte int8 (version 2) "
+                "header"
+            )
+        (version,) = struct.unpack_from("<i", header, 4)
+        if version != Q8_VERSION:
+            raise InvalidCheckpoint(
+                f"{name}: a llama2.c version-{version} export (magic 'ak42'); only run.c's "
+                f"format (version 0, f32) and runq.c's (version {Q8_VERSION}, int8) are supported"
+            )
+        raw = _HEADER.unpack_from(header, 8)
+        shared_flag, group_size = struct.unpack_from("<Bi", header, 8 + HEADER_BYTES)
+        if shared_flag not in (0, 1):
+            raise InvalidCheckpoint(
+                f"{name}: header flag shared_classifier = {shared_flag} is neither 0 nor 1"
+            )
+        shared = bool(shared_flag)
+    else:
+        if size < HEADER_BYTES or len(header) < HEADER_BYTES:
+            raise InvalidCheckpoint(
+                f"{name}: {size} bytes, shorter than the {HEADER_BYTES}-byte llama2.c header"
+            )
+        raw = _HEADER.unpack_from(header)
+        shared = raw[5] > 0  # a negative vocab_size: a separate classifier follows
     for field, value in zip(_FIELDS, raw, strict=True):
         ok = value not in (0, -(2**31)) if field == "vocab_size" else value > 0
+        if group_size is not None and field == "vocab_size":
+            ok = value > 0  # version 2 says it with the flag
         if not ok:
             raise InvalidCheckpoint(
                 f"{name}: header field {field} = {value} is not positive "
@@ -117,7 +152,7 @@ def parse_checkpoint_header(
             )
     dim, hidden, layers, heads, kv_heads, vocab, seq_len = raw
     config = CheckpointHeader(
-        dim, hidden, layers, heads, kv_heads, abs(vocab), seq_len, shared_classifier=vocab > 0
+        dim, hidden, layers, heads, kv_heads, abs(vocab), seq_len, shared, group_size
     )
     for field, value, bound in (
         ("dim", dim, MAX_DIM),
@@ -138,11 +173,17 @@ def parse_checkpoint_header(
         )
     if config.head_size % 2:
         raise InvalidCheckpoint(f"{name}: head size {config.head_size} is odd (RoPE needs pairs)")
-    if config.expected_bytes != file_size:
+    if group_size is not None and (group_size <= 0 or dim % group_size or hidden % group_size):
+        raise InvalidCheckpoint(
+            f"{name}: group size {group_size} does not divide dim {dim} and hidden_dim {hidden}"
+        )
+    if file_size is not None and config.expected_bytes != file_size:
+        kind = "int8" if group_size is not None else "f32"
         classifier = "shared" if config.shared_classifier else "separate"
         raise InvalidCheckpoint(
-            f"{name}: the header (dim {dim}, {layers} layers, vocab {abs(vocab)}, {classifier} "
-            f"classifier) implies {config.expected_bytes} bytes but the file is {file_size} bytes"
+            f"{name}: the {kind} header (dim {dim}, {layers} layers, vocab {abs(vocab)}, "
+            f"{classifier} classifier) implies {config.expected_bytes} bytes but the file is "
+            f"{file_size} bytes"
         )
     return config
 
@@ -151,7 +192,7 @@ def read_checkpoint_header(source: Source, name: str | None = None) -> Checkpoin
     """Read and check a checkpoint's header against its size; the weights are not read."""
     label = name or _label(source, "checkpoint")
     with _open(source, label, InvalidCheckpoint) as (stream, size):
-        header = stream.read(HEADER_BYTES)  # a short file is judged by its size below
+        header = stream.read(Q8_HEADER_BYTES)  # a short file is judged by its size below
     return parse_checkpoint_header(header, size, label)
 
 

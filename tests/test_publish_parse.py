@@ -55,10 +55,15 @@ CASES: dict[str, tuple[Case, type[Exception], str]] = {
     "truncated weights": (lambda w, t: (w[: len(w) // 2], t), InvalidCheckpoint, "implies"),
     "weights one byte long": (lambda w, t: (w + b"\0", t), InvalidCheckpoint, "implies"),
     "weights shorter than a header": (lambda w, t: (w[:20], t), InvalidCheckpoint, "header"),
-    "versioned ak42 export": (
+    "ak42 export of version 1": (
+        lambda w, t: (struct.pack("<Ii", 0x616B3432, 1) + w[8:], t),
+        InvalidCheckpoint,
+        "version-1",
+    ),
+    "int8 export with a garbled header": (
         lambda w, t: (struct.pack("<Ii", 0x616B3432, 2) + w[8:], t),
         InvalidCheckpoint,
-        "version-2",
+        "shared_classifier",
     ),
     "tokenizer of 32000 tokens": (
         lambda w, t: (w, _tokenizer(_vocab(32000))),

@@ -32,6 +32,7 @@ from edgechain.errors import EdgechainError, QuorumNotReached, UsageError
 COMMANDS: list[str] = [
     "edgechain.cli.run",
     "edgechain.cli.synth_model",
+    "edgechain.cli.quantize",
     "edgechain.cli.bench",
     "edgechain.cli.net",
     "edgechain.cli.model",

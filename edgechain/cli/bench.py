@@ -16,9 +16,9 @@ from pathlib import Path
 
 from edgechain.cli.common import bounded_int, ensure_directory
 from edgechain.cli.network_options import add_json_option
-from edgechain.errors import GenerationError, InvalidParameter
+from edgechain.errors import GenerationError, InvalidCheckpoint, InvalidParameter
 from edgechain.service.engine.base import text_to_utf8
-from edgechain.service.model_files import MAX_SEQ_LEN
+from edgechain.service.model_files import MAX_SEQ_LEN, read_checkpoint_header
 
 NAME = "bench"
 HELP = "benchmark the engines on synthetic stories-shaped models"
@@ -43,6 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=bounded_int(0, 2**64 - 1),
         default=1,
         help="weights and sampling seed (default 1)",
+    )
+    parser.add_argument(
+        "--weights",
+        default="f32",
+        help="comma-separated f32,int8 (default %(default)s; int8 = the model after "
+        "`edgechain quantize` with its default group size)",
     )
     parser.add_argument("--prompt", default="Once upon a time", help="prompt (default %(default)r)")
     parser.add_argument(
@@ -74,6 +80,21 @@ def ensure_model(directory: Path, shape_name: str, seed: int) -> tuple[Path, Pat
     elif not tokenizer.is_file():
         synthesize(shape, seed, checkpoint, tokenizer)
     return checkpoint, tokenizer
+
+
+def ensure_int8(checkpoint: Path) -> Path:
+    """``checkpoint`` quantized (default group size) next to it, written unless present."""
+    from edgechain.quantize import quantize_checkpoint
+
+    out = checkpoint.with_name(f"{checkpoint.stem}-int8.bin")
+    try:
+        if read_checkpoint_header(out).group_size is not None:
+            return out
+    except InvalidCheckpoint:
+        pass  # absent, or left half-written by an interrupted run: written again
+    print(f"quantizing {checkpoint.name} -> {out}", file=sys.stderr)
+    quantize_checkpoint(checkpoint, out)
+    return out
 
 
 def _split(value: str, allowed: tuple[str, ...] | None, what: str) -> list[str]:
@@ -118,6 +139,7 @@ def execute(args: argparse.Namespace) -> int:
 
     shapes = _split(args.shapes, tuple(SHAPES), "shapes")
     engines = _split(args.engines, ("wasm", "native"), "engines")
+    weights = _split(args.weights, ("f32", "int8"), "weights")
     text_to_utf8(args.prompt, "--prompt")  # InvalidText now, not once per measured row
     directory = ensure_directory(
         Path(args.cache_dir) if args.cache_dir else default_model_dir(), "--cache-dir"
@@ -126,12 +148,14 @@ def execute(args: argparse.Namespace) -> int:
         _warm_wasm_cache()
     results = []
     for shape in shapes:
-        checkpoint, tokenizer = ensure_model(directory, shape, args.seed)
-        for engine in engines:
-            print(f"measuring {shape} on {engine}", file=sys.stderr)
-            row = run_worker(engine, checkpoint, tokenizer, args.steps, args.seed, args.prompt)
-            row = {"shape": shape, "file_mb": checkpoint.stat().st_size / 2**20, **row}
-            results.append(row)
+        f32, tokenizer = ensure_model(directory, shape, args.seed)
+        for kind in weights:
+            checkpoint = ensure_int8(f32) if kind == "int8" else f32
+            for engine in engines:
+                print(f"measuring {shape} {kind} on {engine}", file=sys.stderr)
+                row = run_worker(engine, checkpoint, tokenizer, args.steps, args.seed, args.prompt)
+                size = checkpoint.stat().st_size / 2**20
+                results.append({"shape": shape, "weights": kind, "file_mb": size, **row})
     if args.json:
         print(json.dumps(results, indent=2))
     else:
@@ -160,18 +184,21 @@ def _fmt(value: object, spec: str) -> str:
 
 
 def format_table(results: list[dict[str, object]]) -> str:
-    """A plain-text table, one row per (shape, engine)."""
+    """A plain-text table, one row per (shape, weights, engine)."""
     header = ("shape", "engine", "load s", "1st token ms", "decode tok/s", "tokens", "peak RSS MB")
     rows = [header]
     for r in results:
+        label = str(r["engine"])
+        if r.get("weights", "f32") != "f32":
+            label += f" {r['weights']}"
         if "error" in r:
-            rows.append((str(r["shape"]), str(r["engine"]), f"error: {r['error']}", "", "", "", ""))
+            rows.append((str(r["shape"]), label, f"error: {r['error']}", "", "", "", ""))
             continue
         first = r.get("first_token_s")
         rows.append(
             (
                 str(r["shape"]),
-                str(r["engine"]),
+                label,
                 _fmt(r.get("load_s"), ".2f"),
                 _fmt(None if first is None else float(first) * 1000, ".0f"),
                 _fmt(r.get("decode_tok_s"), ".1f"),
@@ -196,14 +223,23 @@ def format_table(results: list[dict[str, object]]) -> str:
 
 
 def _ratios(results: list[dict[str, object]]) -> list[str]:
-    """One line per shape measured on both engines: wasm's decode rate relative to native's."""
-    rates: dict[str, dict[str, float]] = {}
+    """Per shape: wasm's decode rate relative to native's (per weights kind), and int8's
+    relative to f32's (per engine), where both were measured."""
+    rates: dict[str, dict[tuple[str, str], float]] = {}
     for r in results:
         rate = r.get("decode_tok_s")
         if isinstance(rate, int | float) and rate > 0:
-            rates.setdefault(str(r["shape"]), {})[str(r["engine"])] = float(rate)
-    return [
-        f"{shape}: wasm decodes at {by_engine['wasm'] / by_engine['native']:.2f}x native"
-        for shape, by_engine in rates.items()
-        if {"wasm", "native"} <= by_engine.keys()
-    ]
+            key = (str(r["engine"]), str(r.get("weights", "f32")))
+            rates.setdefault(str(r["shape"]), {})[key] = float(rate)
+    lines = []
+    for shape, by in rates.items():
+        for kind in ("f32", "int8"):
+            if ("wasm", kind) in by and ("native", kind) in by:
+                suffix = "" if kind == "f32" else f" ({kind})"
+                ratio = by[("wasm", kind)] / by[("native", kind)]
+                lines.append(f"{shape}: wasm decodes at {ratio:.2f}x native{suffix}")
+        for engine in ("wasm", "native"):
+            if (engine, "f32") in by and (engine, "int8") in by:
+                ratio = by[(engine, "int8")] / by[(engine, "f32")]
+                lines.append(f"{shape}: {engine} int8 decodes at {ratio:.2f}x its f32")
+    return lines

@@ -1,5 +1,8 @@
-//! Reader for llama2.c checkpoints (`run.c`'s layout), including grouped-query attention
-//! (`n_kv_heads < n_heads`) and a separate classifier (negative `vocab_size`).
+//! Reader for llama2.c checkpoints: run.c's f32 layout ("version 0": a 28-byte header), including
+//! grouped-query attention (`n_kv_heads < n_heads`) and a separate classifier (negative
+//! `vocab_size`), and runq.c's int8 layout ("version 2": a 256-byte header starting with the
+//! magic `ak42`, weights in Q8_0 groups; see ABI.md, "Checkpoint formats"). The magic number
+//! tells them apart: no valid version-0 header starts with it (its `dim` would be 1.6e9).
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -8,8 +11,19 @@ use candle_core::{Device, Tensor};
 
 use crate::error::{EngineError, Result};
 
-/// The header's size: seven little-endian i32.
+/// The f32 (version 0) header's size: seven little-endian i32.
 pub const HEADER_BYTES: usize = 7 * 4;
+/// The int8 (version 2) header's size: magic, version, the seven i32, a shared-classifier byte,
+/// the group size, zero padding.
+pub const Q8_HEADER_BYTES: usize = 256;
+/// Enough of a file's start for either header: what a host passes to [`WeightLoader::new`].
+pub const MAX_HEADER_BYTES: usize = Q8_HEADER_BYTES;
+/// The version-2 magic number, "ak42" read as a little-endian u32 (bytes `32 34 6b 61`, "24ka").
+pub const Q8_MAGIC: u32 = 0x616b_3432;
+/// The only version of the magic-numbered format we read.
+pub const Q8_VERSION: i32 = 2;
+/// The bytes of a version-2 header that carry data (magic .. group size); the rest is padding.
+const Q8_HEADER_USED: usize = 4 + 4 + HEADER_BYTES + 1 + 4;
 /// The largest region [`WeightLoader::region`] hands out, so a region's length fits an i32 and
 /// a host's single read stays moderate.
 pub const MAX_REGION_BYTES: usize = 1 << 24;
@@ -29,8 +43,11 @@ pub struct CheckpointConfig {
     pub n_kv_heads: usize,
     pub vocab_size: usize,
     pub seq_len: usize,
-    /// `true` when the classifier reuses the token embedding (positive `vocab_size` in the file).
+    /// `true` when the classifier reuses the token embedding (positive `vocab_size` in a
+    /// version-0 file, the flag byte in a version-2 file).
     pub shared_classifier: bool,
+    /// `Some(group size)` for an int8 (version 2) checkpoint, `None` for f32.
+    pub group_size: Option<usize>,
 }
 
 impl CheckpointConfig {
@@ -69,15 +86,66 @@ impl CheckpointConfig {
         vocab * dim + layers * per_layer + dim + seq * head + classifier
     }
 
+    /// The number of values of each matrix stored in Q8_0 by a version-2 file, in file order
+    /// (embedding, wq, wk, wv, wo, w1, w2, w3 for every layer, then the classifier if separate).
+    pub fn quantized_counts(&self) -> Vec<u64> {
+        let (dim, hidden, kv_dim) = (
+            self.dim as u64,
+            self.hidden_dim as u64,
+            self.kv_dim() as u64,
+        );
+        let layers = self.n_layers;
+        let vocab = self.vocab_size as u64;
+        let mut counts = vec![vocab * dim];
+        for per_layer in [
+            dim * dim,
+            dim * kv_dim,
+            dim * kv_dim,
+            dim * dim,
+            dim * hidden,
+            hidden * dim,
+            dim * hidden,
+        ] {
+            counts.extend(std::iter::repeat_n(per_layer, layers));
+        }
+        if !self.shared_classifier {
+            counts.push(vocab * dim);
+        }
+        counts
+    }
+
     /// The exact file size this header implies.
     pub fn expected_bytes(&self) -> u64 {
-        HEADER_BYTES as u64 + 4 * self.weight_count()
+        match self.group_size {
+            None => HEADER_BYTES as u64 + 4 * self.weight_count(),
+            Some(gs) => {
+                let norms = (2 * self.n_layers as u64 + 1) * self.dim as u64;
+                let quantized: u64 = self
+                    .quantized_counts()
+                    .iter()
+                    .map(|n| n + 4 * (n / gs as u64))
+                    .sum();
+                Q8_HEADER_BYTES as u64 + 4 * norms + quantized
+            }
+        }
+    }
+
+    /// The header's size in the file: 28 (f32) or 256 (int8).
+    pub fn header_bytes(&self) -> usize {
+        match self.group_size {
+            None => HEADER_BYTES,
+            Some(_) => Q8_HEADER_BYTES,
+        }
     }
 }
 
 fn read_i32(bytes: &[u8], index: usize) -> i32 {
     let at = index * 4;
     i32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+}
+
+fn read_u32(bytes: &[u8], index: usize) -> u32 {
+    read_i32(bytes, index) as u32
 }
 
 fn invalid(msg: String) -> EngineError {
@@ -89,21 +157,99 @@ pub fn parse_header(bytes: &[u8]) -> Result<CheckpointConfig> {
     parse_header_for_size(bytes, bytes.len() as u64)
 }
 
-/// Parses and validates the header (the file's first bytes, at least 28 unless the file is
-/// shorter) against a file of `file_len` bytes.
+/// Whether `bytes` (a file's start) begins with the version-2 magic number.
+pub fn is_q8(bytes: &[u8]) -> bool {
+    bytes.len() >= 4 && read_u32(bytes, 0) == Q8_MAGIC
+}
+
+/// Parses and validates the header (the file's first bytes: at least 28 for an f32 checkpoint,
+/// 256 for an int8 one, unless the file is shorter) against a file of `file_len` bytes.
 pub fn parse_header_for_size(bytes: &[u8], file_len: u64) -> Result<CheckpointConfig> {
+    let cfg = if is_q8(bytes) {
+        parse_q8_header(bytes, file_len)?
+    } else {
+        parse_f32_header(bytes, file_len)?
+    };
+    let expected = cfg.expected_bytes();
+    if expected != file_len {
+        let classifier = if cfg.shared_classifier {
+            "shared classifier"
+        } else {
+            "separate classifier"
+        };
+        let format = match cfg.group_size {
+            None => String::new(),
+            Some(gs) => format!(", int8 groups of {gs}"),
+        };
+        return Err(invalid(format!(
+            "header implies {expected} bytes ({classifier}{format}) but the file is {file_len} bytes"
+        )));
+    }
+    Ok(cfg)
+}
+
+fn header_buffer_too_short(got: usize, need: usize) -> EngineError {
+    EngineError::InvalidArgument(format!("the header buffer holds {got} bytes, not {need}"))
+}
+
+fn parse_f32_header(bytes: &[u8], file_len: u64) -> Result<CheckpointConfig> {
     if file_len < HEADER_BYTES as u64 {
         return Err(invalid(format!(
             "file is {file_len} bytes, shorter than the {HEADER_BYTES}-byte header"
         )));
     }
     if bytes.len() < HEADER_BYTES {
-        return Err(EngineError::InvalidArgument(format!(
-            "the header buffer holds {} bytes, not {HEADER_BYTES}",
-            bytes.len()
+        return Err(header_buffer_too_short(bytes.len(), HEADER_BYTES));
+    }
+    let raw: [i32; 7] = std::array::from_fn(|i| read_i32(bytes, i));
+    if raw[5] == 0 || raw[5] == i32::MIN {
+        return Err(invalid(format!(
+            "header field vocab_size = {} is not positive",
+            raw[5]
         )));
     }
-    let raw: Vec<i32> = (0..7).map(|i| read_i32(bytes, i)).collect();
+    let mut fields = raw;
+    fields[5] = raw[5].saturating_abs();
+    config_from_fields(fields, raw[5] > 0, None)
+}
+
+fn parse_q8_header(bytes: &[u8], file_len: u64) -> Result<CheckpointConfig> {
+    if file_len < Q8_HEADER_BYTES as u64 {
+        return Err(invalid(format!(
+            "file is {file_len} bytes, shorter than the {Q8_HEADER_BYTES}-byte int8 (version 2) header"
+        )));
+    }
+    if bytes.len() < Q8_HEADER_BYTES {
+        return Err(header_buffer_too_short(bytes.len(), Q8_HEADER_BYTES));
+    }
+    let version = read_i32(bytes, 1);
+    if version != Q8_VERSION {
+        return Err(invalid(format!(
+            "checkpoint version {version} is not supported (the ak42 format is read in version {Q8_VERSION}, int8)"
+        )));
+    }
+    let fields: [i32; 7] = std::array::from_fn(|i| read_i32(bytes, 2 + i));
+    let shared = match bytes[HEADER_BYTES + 8] {
+        0 => false,
+        1 => true,
+        other => {
+            return Err(invalid(format!(
+                "header flag shared_classifier = {other} is neither 0 nor 1"
+            )))
+        }
+    };
+    let at = HEADER_BYTES + 9;
+    let group_size = i32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
+    debug_assert_eq!(at + 4, Q8_HEADER_USED);
+    config_from_fields(fields, shared, Some(group_size))
+}
+
+/// Validates the seven header fields (vocab_size already made positive) and the group size.
+fn config_from_fields(
+    raw: [i32; 7],
+    shared_classifier: bool,
+    group_size: Option<i32>,
+) -> Result<CheckpointConfig> {
     let names = [
         "dim",
         "hidden_dim",
@@ -114,12 +260,7 @@ pub fn parse_header_for_size(bytes: &[u8], file_len: u64) -> Result<CheckpointCo
         "seq_len",
     ];
     for (name, value) in names.iter().zip(&raw) {
-        let ok = if *name == "vocab_size" {
-            *value != 0 && *value != i32::MIN
-        } else {
-            *value > 0
-        };
-        if !ok {
+        if *value <= 0 {
             return Err(invalid(format!(
                 "header field {name} = {value} is not positive"
             )));
@@ -131,9 +272,10 @@ pub fn parse_header_for_size(bytes: &[u8], file_len: u64) -> Result<CheckpointCo
         n_layers: raw[2] as usize,
         n_heads: raw[3] as usize,
         n_kv_heads: raw[4] as usize,
-        vocab_size: raw[5].unsigned_abs() as usize,
+        vocab_size: raw[5] as usize,
         seq_len: raw[6] as usize,
-        shared_classifier: raw[5] > 0,
+        shared_classifier,
+        group_size: None,
     };
     let limits = [
         ("dim", cfg.dim, MAX_DIM),
@@ -169,18 +311,24 @@ pub fn parse_header_for_size(bytes: &[u8], file_len: u64) -> Result<CheckpointCo
             cfg.head_size()
         )));
     }
-    let expected = cfg.expected_bytes();
-    if expected != file_len {
-        let classifier = if cfg.shared_classifier {
-            "shared classifier"
-        } else {
-            "separate classifier"
-        };
+    let Some(gs) = group_size else {
+        return Ok(cfg);
+    };
+    // runq.c quantizes the activations (dim and hidden_dim long) in the same groups, so the
+    // group size must divide both; then it divides every matrix's size too.
+    if gs <= 0
+        || !cfg.dim.is_multiple_of(gs as usize)
+        || !cfg.hidden_dim.is_multiple_of(gs as usize)
+    {
         return Err(invalid(format!(
-            "header implies {expected} bytes ({classifier}) but the file is {file_len} bytes"
+            "group size {gs} does not divide dim {} and hidden_dim {}",
+            cfg.dim, cfg.hidden_dim
         )));
     }
-    Ok(cfg)
+    Ok(CheckpointConfig {
+        group_size: Some(gs as usize),
+        ..cfg
+    })
 }
 
 /// run.c's RoPE tables: `freq = 1 / 10000^(i / head_size)` for even `i`, then cos/sin of
@@ -205,37 +353,87 @@ pub fn rope_tables(cfg: &CheckpointConfig, device: &Device) -> Result<(Tensor, T
     ))
 }
 
-/// One run of f32 values of the weight section, in file order.
+/// How one run of the weight section is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    F32,
+    /// Int8 values, kept as a u8 tensor (candle has no i8) and read back as i8.
+    I8,
+}
+
+/// One run of values of the weight section, in file order.
 struct Entry {
     /// `None` for the file's freq_cis tables, which are read and dropped (see `rope_tables`).
     name: Option<String>,
     shape: Vec<usize>,
     count: usize,
+    kind: Kind,
 }
 
-/// The weight section's layout for `cfg`, in run.c's order, with Hugging Face llama names (as
-/// `model::Transformer` takes them).
-fn layout(cfg: &CheckpointConfig) -> Vec<Entry> {
+impl Entry {
+    fn new(name: Option<String>, shape: Vec<usize>, kind: Kind) -> Self {
+        Self {
+            count: shape.iter().product(),
+            name,
+            shape,
+            kind,
+        }
+    }
+
+    fn bytes(&self) -> u64 {
+        match self.kind {
+            Kind::F32 => 4 * self.count as u64,
+            Kind::I8 => self.count as u64,
+        }
+    }
+}
+
+/// The per-layer matrices with their Hugging Face llama names and shapes, in run.c's order.
+fn layer_matrices(cfg: &CheckpointConfig) -> [(&'static str, Vec<usize>); 7] {
     let (dim, hidden, kv_dim) = (cfg.dim, cfg.hidden_dim, cfg.kv_dim());
-    let entry = |name: Option<String>, shape: Vec<usize>| Entry {
-        count: shape.iter().product(),
-        name,
-        shape,
-    };
-    let mut entries = vec![entry(
-        Some("model.embed_tokens.weight".into()),
-        vec![cfg.vocab_size, dim],
-    )];
-    let per_layer: [(&str, Vec<usize>); 9] = [
-        ("input_layernorm", vec![dim]),
+    [
         ("self_attn.q_proj", vec![dim, dim]),
         ("self_attn.k_proj", vec![kv_dim, dim]),
         ("self_attn.v_proj", vec![kv_dim, dim]),
         ("self_attn.o_proj", vec![dim, dim]),
-        ("post_attention_layernorm", vec![dim]),
         ("mlp.gate_proj", vec![hidden, dim]),
         ("mlp.down_proj", vec![dim, hidden]),
         ("mlp.up_proj", vec![hidden, dim]),
+    ]
+}
+
+/// The name of a Q8_0 matrix's scale tensor (one f32 per group of its int8 values).
+pub fn scales_name(weight: &str) -> String {
+    format!("{weight}.scales")
+}
+
+/// The weight section's layout for `cfg`, in file order, with Hugging Face llama names (as
+/// `model::Transformer` takes them).
+fn layout(cfg: &CheckpointConfig) -> Vec<Entry> {
+    match cfg.group_size {
+        None => layout_f32(cfg),
+        Some(gs) => layout_q8(cfg, gs),
+    }
+}
+
+fn layout_f32(cfg: &CheckpointConfig) -> Vec<Entry> {
+    let dim = cfg.dim;
+    let entry = |name: Option<String>, shape: Vec<usize>| Entry::new(name, shape, Kind::F32);
+    let mut entries = vec![entry(
+        Some("model.embed_tokens.weight".into()),
+        vec![cfg.vocab_size, dim],
+    )];
+    let [wq, wk, wv, wo, w1, w2, w3] = layer_matrices(cfg);
+    let per_layer: [(&str, Vec<usize>); 9] = [
+        ("input_layernorm", vec![dim]),
+        wq,
+        wk,
+        wv,
+        wo,
+        ("post_attention_layernorm", vec![dim]),
+        w1,
+        w2,
+        w3,
     ];
     for (name, shape) in per_layer {
         for i in 0..cfg.n_layers {
@@ -257,6 +455,85 @@ fn layout(cfg: &CheckpointConfig) -> Vec<Entry> {
     entries
 }
 
+/// export.py's `version2_export` order: the f32 norms first, then every matrix as its int8
+/// values followed by its f32 group scales. No RoPE tables.
+fn layout_q8(cfg: &CheckpointConfig, gs: usize) -> Vec<Entry> {
+    let dim = cfg.dim;
+    let mut entries = Vec::new();
+    for norm in ["input_layernorm", "post_attention_layernorm"] {
+        for i in 0..cfg.n_layers {
+            entries.push(Entry::new(
+                Some(format!("model.layers.{i}.{norm}.weight")),
+                vec![dim],
+                Kind::F32,
+            ));
+        }
+    }
+    entries.push(Entry::new(
+        Some("model.norm.weight".into()),
+        vec![dim],
+        Kind::F32,
+    ));
+    let mut quantized = |name: String, shape: Vec<usize>| {
+        let groups = shape.iter().product::<usize>() / gs;
+        entries.push(Entry::new(
+            Some(scales_name(&name)),
+            vec![groups],
+            Kind::F32,
+        ));
+        entries.insert(entries.len() - 1, Entry::new(Some(name), shape, Kind::I8));
+    };
+    quantized(
+        "model.embed_tokens.weight".into(),
+        vec![cfg.vocab_size, dim],
+    );
+    for (name, shape) in layer_matrices(cfg) {
+        for i in 0..cfg.n_layers {
+            quantized(format!("model.layers.{i}.{name}.weight"), shape.clone());
+        }
+    }
+    if !cfg.shared_classifier {
+        quantized("lm_head.weight".into(), vec![cfg.vocab_size, dim]);
+    }
+    entries
+}
+
+/// The buffer of the entry being filled.
+enum Buffer {
+    F32(Vec<f32>),
+    U8(Vec<u8>),
+}
+
+impl Buffer {
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        match self {
+            Buffer::F32(v) => bytemuck::cast_slice_mut(v.as_mut_slice()),
+            Buffer::U8(v) => v.as_mut_slice(),
+        }
+    }
+
+    fn byte_len(&self) -> usize {
+        match self {
+            Buffer::F32(v) => 4 * v.len(),
+            Buffer::U8(v) => v.len(),
+        }
+    }
+}
+
+/// A zeroed buffer of `count` elements, or an Internal error when memory runs out.
+fn zeroed<T: Clone + Default>(count: usize) -> Result<Vec<T>> {
+    let mut buffer = Vec::new();
+    buffer.try_reserve_exact(count).map_err(|_| {
+        EngineError::Internal(format!(
+            "cannot allocate {} bytes for the checkpoint's weights",
+            std::mem::size_of::<T>() as u64 * count as u64
+        ))
+    })?;
+    // Zeroed memory from a fresh allocation costs no page until written.
+    buffer.resize(count, T::default());
+    Ok(buffer)
+}
+
 /// Builds the model's tensors from a checkpoint written straight into their buffers, so the
 /// weights exist once: the caller (a file reader, the wasm host, or `load_tensors` for bytes in
 /// memory) asks for the next [`region`](Self::region), writes the file's next bytes into it and
@@ -269,7 +546,7 @@ pub struct WeightLoader {
     /// Index of the entry being filled (`entries.len()` once complete).
     index: usize,
     /// Its buffer, allocated when the entry becomes current.
-    current: Vec<f32>,
+    current: Buffer,
     /// Bytes of `current` written so far.
     filled: usize,
     tensors: HashMap<String, Tensor>,
@@ -287,20 +564,38 @@ impl std::fmt::Debug for WeightLoader {
 }
 
 impl WeightLoader {
-    /// Validates the header (the file's first 28 bytes) against the file's size.
+    /// Validates the header against the file's size. `header` is the file's first bytes: at
+    /// least the header (28 bytes for f32, 256 for int8; [`MAX_HEADER_BYTES`] suffices for
+    /// both) unless the file is shorter. Bytes past the header are taken as the start of the
+    /// weights, so the first [`region`](Self::region) continues right after `header`.
     pub fn new(header: &[u8], file_len: u64, device: &Device) -> Result<Self> {
         let cfg = parse_header_for_size(header, file_len)?;
         let entries = layout(&cfg);
+        let start = cfg.header_bytes();
         let mut loader = Self {
             cfg,
             entries,
             index: 0,
-            current: Vec::new(),
+            current: Buffer::F32(Vec::new()),
             filled: 0,
             tensors: HashMap::new(),
             device: device.clone(),
         };
         loader.start_entry()?;
+        let mut rest = header.get(start..).unwrap_or(&[]);
+        while !rest.is_empty() {
+            let region = loader.region();
+            let n = region.len().min(rest.len());
+            if n == 0 {
+                return Err(invalid(format!(
+                    "file is longer than the {} bytes its header implies",
+                    loader.cfg.expected_bytes()
+                )));
+            }
+            region[..n].copy_from_slice(&rest[..n]);
+            loader.advance(n)?;
+            rest = &rest[n..];
+        }
         Ok(loader)
     }
 
@@ -311,19 +606,9 @@ impl WeightLoader {
     fn start_entry(&mut self) -> Result<()> {
         self.filled = 0;
         self.current = match self.entries.get(self.index) {
-            Some(entry) => {
-                let mut buffer = Vec::new();
-                buffer.try_reserve_exact(entry.count).map_err(|_| {
-                    EngineError::Internal(format!(
-                        "cannot allocate {} bytes for the checkpoint's weights",
-                        4 * entry.count as u64
-                    ))
-                })?;
-                // Zeroed memory from a fresh allocation costs no page until written.
-                buffer.resize(entry.count, 0.0);
-                buffer
-            }
-            None => Vec::new(),
+            Some(entry) if entry.kind == Kind::I8 => Buffer::U8(zeroed(entry.count)?),
+            Some(entry) => Buffer::F32(zeroed(entry.count)?),
+            None => Buffer::F32(Vec::new()),
         };
         Ok(())
     }
@@ -331,7 +616,7 @@ impl WeightLoader {
     /// The next bytes of the file to write (at most [`MAX_REGION_BYTES`]); empty once every
     /// weight has been written.
     pub fn region(&mut self) -> &mut [u8] {
-        let bytes: &mut [u8] = bytemuck::cast_slice_mut(self.current.as_mut_slice());
+        let bytes = self.current.bytes_mut();
         let rest = &mut bytes[self.filled..];
         let len = rest.len().min(MAX_REGION_BYTES);
         &mut rest[..len]
@@ -347,23 +632,29 @@ impl WeightLoader {
             )));
         }
         self.filled += written;
-        if self.filled == 4 * self.current.len() && self.index < self.entries.len() {
+        if self.filled == self.current.byte_len() && self.index < self.entries.len() {
             self.complete_entry()?;
         }
         Ok(())
     }
 
     fn complete_entry(&mut self) -> Result<()> {
-        let mut values = std::mem::take(&mut self.current);
-        // The file is little-endian; the bytes went straight into the f32s.
-        if cfg!(target_endian = "big") {
-            for v in values.iter_mut() {
-                *v = f32::from_bits(u32::from_le(v.to_bits()));
-            }
-        }
+        let buffer = std::mem::replace(&mut self.current, Buffer::F32(Vec::new()));
         let entry = &self.entries[self.index];
         if let Some(name) = &entry.name {
-            let tensor = Tensor::from_vec(values, entry.shape.as_slice(), &self.device)?;
+            let shape = entry.shape.as_slice();
+            let tensor = match buffer {
+                Buffer::F32(mut values) => {
+                    // The file is little-endian; the bytes went straight into the f32s.
+                    if cfg!(target_endian = "big") {
+                        for v in values.iter_mut() {
+                            *v = f32::from_bits(u32::from_le(v.to_bits()));
+                        }
+                    }
+                    Tensor::from_vec(values, shape, &self.device)?
+                }
+                Buffer::U8(values) => Tensor::from_vec(values, shape, &self.device)?,
+            };
             self.tensors.insert(name.clone(), tensor);
         }
         self.index += 1;
@@ -379,10 +670,10 @@ impl WeightLoader {
     /// the embedding tensor itself; the RoPE tables are computed, as run.c does).
     pub fn finish(mut self) -> Result<(CheckpointConfig, HashMap<String, Tensor>)> {
         if !self.is_complete() {
-            let written = HEADER_BYTES as u64
-                + 4 * self.entries[..self.index]
+            let written = self.cfg.header_bytes() as u64
+                + self.entries[..self.index]
                     .iter()
-                    .map(|e| e.count as u64)
+                    .map(Entry::bytes)
                     .sum::<u64>()
                 + self.filled as u64;
             return Err(invalid(format!(
@@ -391,12 +682,19 @@ impl WeightLoader {
             )));
         }
         if self.cfg.shared_classifier {
-            let embedding = self
-                .tensors
-                .get("model.embed_tokens.weight")
-                .ok_or_else(|| EngineError::Internal("embedding missing".into()))?
-                .clone();
-            self.tensors.insert("lm_head.weight".into(), embedding);
+            let mut names = vec!["model.embed_tokens.weight".to_string()];
+            if self.cfg.group_size.is_some() {
+                names.push(scales_name(&names[0]));
+            }
+            for name in names {
+                let shared = self
+                    .tensors
+                    .get(&name)
+                    .ok_or_else(|| EngineError::Internal(format!("{name} missing")))?
+                    .clone();
+                let classifier = name.replace("model.embed_tokens", "lm_head");
+                self.tensors.insert(classifier, shared);
+            }
         }
         let (cos, sin) = rope_tables(&self.cfg, &self.device)?;
         self.tensors.insert("freq_cis_real".into(), cos);
@@ -447,9 +745,9 @@ pub fn load_tensors(
     bytes: &[u8],
     device: &Device,
 ) -> Result<(CheckpointConfig, HashMap<String, Tensor>)> {
-    let header = &bytes[..bytes.len().min(HEADER_BYTES)];
+    let split = bytes.len().min(MAX_HEADER_BYTES);
+    let (header, mut rest) = bytes.split_at(split);
     let loader = WeightLoader::new(header, bytes.len() as u64, device)?;
-    let mut rest = bytes.get(HEADER_BYTES..).unwrap_or(&[]);
     loader.read_from(&mut rest)
 }
 
@@ -461,17 +759,17 @@ pub fn load_tensors_from_file(
     let cannot = |e: std::io::Error| invalid(format!("cannot read {}: {e}", path.display()));
     let mut file = std::fs::File::open(path).map_err(cannot)?;
     let file_len = file.metadata().map_err(cannot)?.len();
-    let mut header = [0u8; HEADER_BYTES];
+    let mut header = [0u8; MAX_HEADER_BYTES];
     let mut got = 0;
-    while got < HEADER_BYTES {
+    while got < MAX_HEADER_BYTES {
         let n = read_some(&mut file, &mut header[got..])?;
         if n == 0 {
             break;
         }
         got += n;
     }
-    // A file shorter than its header: report the bytes actually there.
-    let size = if got < HEADER_BYTES {
+    // A file shorter than the header buffer: report the bytes actually there.
+    let size = if got < MAX_HEADER_BYTES {
         got as u64
     } else {
         file_len

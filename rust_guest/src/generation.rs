@@ -85,6 +85,7 @@ impl Model {
             "dim": c.dim, "hidden_dim": c.hidden_dim, "n_layers": c.n_layers,
             "n_heads": c.n_heads, "n_kv_heads": c.n_kv_heads, "vocab_size": c.vocab_size,
             "seq_len": c.seq_len, "shared_classifier": c.shared_classifier,
+            "group_size": c.group_size,
         })
         .to_string()
     }

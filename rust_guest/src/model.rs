@@ -7,38 +7,50 @@
 //! per-op costs (allocating outputs, dispatch, gemm's setup, rayon) plus gemm's 4-wide simd128
 //! kernels made the wasm guest 3x slower than native (see docs/toolchain.md, Performance).
 //! Every reduction has a fixed order, so wasm and native produce bit-identical logits.
+//!
+//! An int8 (version 2) checkpoint runs runq.c's forward pass: the same steps, but every matrix
+//! is Q8_0 (`q8`), each matrix-vector product's input is quantized first (runq.c's
+//! `quantize`), and the embedding row is dequantized on the fly.
 
 use std::collections::HashMap;
 
 use candle_core::{DType, Storage, Tensor};
 
-use crate::checkpoint::CheckpointConfig;
+use crate::checkpoint::{scales_name, CheckpointConfig};
 use crate::error::{EngineError, Result};
 use crate::matvec::{dot, matvec};
+use crate::q8::{matvec_q8, quantize_activations};
 use crate::sampler::softmax;
 
 /// run.c's rmsnorm epsilon.
 const NORM_EPS: f32 = 1e-5;
 
+/// A weight matrix: f32, or Q8_0 int8 values (a u8 tensor read as i8) with one f32 scale per
+/// group of `group_size` values.
+enum Matrix {
+    F32(Tensor),
+    Q8 { values: Tensor, scales: Tensor },
+}
+
 struct Layer {
     rms_att: Tensor,
-    wq: Tensor,
-    wk: Tensor,
-    wv: Tensor,
-    wo: Tensor,
+    wq: Matrix,
+    wk: Matrix,
+    wv: Matrix,
+    wo: Matrix,
     rms_ffn: Tensor,
-    w1: Tensor,
-    w2: Tensor,
-    w3: Tensor,
+    w1: Matrix,
+    w2: Matrix,
+    w3: Matrix,
 }
 
 /// The weights, ready for decoding.
 pub struct Transformer {
     cfg: CheckpointConfig,
-    embedding: Tensor,
+    embedding: Matrix,
     layers: Vec<Layer>,
     norm: Tensor,
-    classifier: Tensor,
+    classifier: Matrix,
     /// RoPE tables, `seq_len x head_size/2`, row-major.
     cos: Vec<f32>,
     sin: Vec<f32>,
@@ -58,20 +70,65 @@ pub struct KvCache {
     q: Vec<f32>,
     att: Vec<f32>,
     logits: Vec<f32>,
+    /// The quantized input of the next int8 matrix product (runq.c's `xq`/`hq`; empty for f32).
+    xq: Vec<i16>,
+    xs: Vec<f32>,
 }
 
 fn take(map: &mut HashMap<String, Tensor>, name: &str, shape: &[usize]) -> Result<Tensor> {
+    take_typed(map, name, shape, DType::F32)
+}
+
+fn take_typed(
+    map: &mut HashMap<String, Tensor>,
+    name: &str,
+    shape: &[usize],
+    dtype: DType,
+) -> Result<Tensor> {
     let t = map
         .remove(name)
         .ok_or_else(|| EngineError::Internal(format!("checkpoint tensor {name} is missing")))?;
-    if t.dims() != shape || t.dtype() != DType::F32 || !t.is_contiguous() {
+    if t.dims() != shape || t.dtype() != dtype || !t.is_contiguous() {
         return Err(EngineError::Internal(format!(
-            "checkpoint tensor {name} is {:?} {:?}, expected contiguous f32 {shape:?}",
+            "checkpoint tensor {name} is {:?} {:?}, expected contiguous {dtype:?} {shape:?}",
             t.dtype(),
             t.dims()
         )));
     }
     Ok(t)
+}
+
+/// The matrix `name` of `shape`: f32, or int8 values plus scales when `group_size` is set.
+fn take_matrix(
+    map: &mut HashMap<String, Tensor>,
+    name: &str,
+    shape: &[usize],
+    group_size: Option<usize>,
+) -> Result<Matrix> {
+    match group_size {
+        None => Ok(Matrix::F32(take(map, name, shape)?)),
+        Some(gs) => {
+            let groups = shape.iter().product::<usize>() / gs;
+            Ok(Matrix::Q8 {
+                values: take_typed(map, name, shape, DType::U8)?,
+                scales: take(map, &scales_name(name), &[groups])?,
+            })
+        }
+    }
+}
+
+/// Runs `f` on the tensor's contiguous u8 storage (int8 weights; checked in `Transformer::new`).
+fn with_i8<R>(t: &Tensor, f: impl FnOnce(&[i8]) -> R) -> Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    let (start, end) = layout
+        .contiguous_offsets()
+        .ok_or_else(|| EngineError::Internal("weight tensor is not contiguous".into()))?;
+    match &*storage {
+        Storage::Cpu(cpu) => Ok(f(bytemuck::cast_slice(&cpu.as_slice::<u8>()?[start..end]))),
+        _ => Err(EngineError::Internal(
+            "weight tensor is not on the CPU".into(),
+        )),
+    }
 }
 
 /// Runs `f` on the tensor's contiguous f32 storage (checked in `Transformer::new`).
@@ -99,9 +156,27 @@ fn rmsnorm(out: &mut [f32], x: &[f32], weight: &Tensor) -> Result<()> {
     })
 }
 
-/// `out = W x` with `W` a candle tensor.
-fn linear(out: &mut [f32], w: &Tensor, x: &[f32]) -> Result<()> {
-    with_f32(w, |w| matvec(out, w, x))
+/// Prepares `x` as the input of the next matrix products: for an int8 model, runq.c's
+/// quantization into `xq`/`xs` (resized to `x`'s length); nothing for f32.
+fn prepare(group_size: Option<usize>, x: &[f32], xq: &mut Vec<i16>, xs: &mut Vec<f32>) {
+    if let Some(gs) = group_size {
+        xq.resize(x.len(), 0);
+        xs.resize(x.len() / gs, 0.0);
+        quantize_activations(xq, xs, x, gs);
+    }
+}
+
+/// `out = W x`; for an int8 `W`, `x` as [`prepare`] quantized it into `xq`/`xs`.
+fn linear(out: &mut [f32], w: &Matrix, x: &[f32], xq: &[i16], xs: &[f32]) -> Result<()> {
+    match w {
+        Matrix::F32(w) => with_f32(w, |w| matvec(out, w, x)),
+        Matrix::Q8 { values, scales } => with_i8(values, |q| {
+            with_f32(scales, |s| {
+                let gs = xq.len() / xs.len().max(1);
+                matvec_q8(out, q, s, xq, xs, gs)
+            })
+        })?,
+    }
 }
 
 impl Transformer {
@@ -114,22 +189,27 @@ impl Transformer {
                 cfg.n_heads, cfg.n_kv_heads
             )));
         }
+        let gs = cfg.group_size;
+        if let Some(gs) = gs {
+            if gs == 0 || !dim.is_multiple_of(gs) || !hidden.is_multiple_of(gs) {
+                return Err(EngineError::Internal(format!(
+                    "group size {gs} does not divide dim {dim} and hidden_dim {hidden}"
+                )));
+            }
+        }
         let mut layers = Vec::with_capacity(cfg.n_layers);
         for i in 0..cfg.n_layers {
-            let mut get = |name: &str, shape: &[usize]| {
-                take(
-                    &mut tensors,
-                    &format!("model.layers.{i}.{name}.weight"),
-                    shape,
-                )
-            };
+            let name = |name: &str| format!("model.layers.{i}.{name}.weight");
+            let mut norm = |n: &str| take(&mut tensors, &name(n), &[dim]);
+            let (rms_att, rms_ffn) = (norm("input_layernorm")?, norm("post_attention_layernorm")?);
+            let mut get = |n: &str, shape: &[usize]| take_matrix(&mut tensors, &name(n), shape, gs);
             layers.push(Layer {
-                rms_att: get("input_layernorm", &[dim])?,
+                rms_att,
                 wq: get("self_attn.q_proj", &[dim, dim])?,
                 wk: get("self_attn.k_proj", &[kv_dim, dim])?,
                 wv: get("self_attn.v_proj", &[kv_dim, dim])?,
                 wo: get("self_attn.o_proj", &[dim, dim])?,
-                rms_ffn: get("post_attention_layernorm", &[dim])?,
+                rms_ffn,
                 w1: get("mlp.gate_proj", &[hidden, dim])?,
                 w2: get("mlp.down_proj", &[dim, hidden])?,
                 w3: get("mlp.up_proj", &[hidden, dim])?,
@@ -141,9 +221,9 @@ impl Transformer {
         let sin = table(take(&mut tensors, "freq_cis_imag", &[cfg.seq_len, half])?)?;
         let vocab = cfg.vocab_size;
         Ok(Self {
-            embedding: take(&mut tensors, "model.embed_tokens.weight", &[vocab, dim])?,
+            embedding: take_matrix(&mut tensors, "model.embed_tokens.weight", &[vocab, dim], gs)?,
             norm: take(&mut tensors, "model.norm.weight", &[dim])?,
-            classifier: take(&mut tensors, "lm_head.weight", &[vocab, dim])?,
+            classifier: take_matrix(&mut tensors, "lm_head.weight", &[vocab, dim], gs)?,
             layers,
             cos,
             sin,
@@ -166,6 +246,8 @@ impl Transformer {
             q: vec![0.0; c.dim],
             att: vec![0.0; c.seq_len],
             logits: vec![0.0; c.vocab_size],
+            xq: Vec::new(),
+            xs: Vec::new(),
         })
     }
 
@@ -198,17 +280,35 @@ impl Transformer {
                 "forward at position {pos} with token {token} is out of range"
             )));
         }
-        with_f32(&self.embedding, |e| {
-            s.x.copy_from_slice(&e[token as usize * dim..][..dim])
-        })?;
+        let gs = c.group_size;
+        let row = token as usize * dim;
+        match &self.embedding {
+            Matrix::F32(e) => with_f32(e, |e| s.x.copy_from_slice(&e[row..][..dim]))?,
+            // runq.c's dequantize, for one row: q * scale.
+            Matrix::Q8 { values, scales } => with_i8(values, |q| {
+                with_f32(scales, |sc| {
+                    let group = gs.unwrap_or(1);
+                    for (i, x) in s.x.iter_mut().enumerate() {
+                        *x = q[row + i] as f32 * sc[(row + i) / group];
+                    }
+                })
+            })??,
+        }
         for (l, layer) in self.layers.iter().enumerate() {
             rmsnorm(&mut s.xb, &s.x, &layer.rms_att)?;
             // This position's key and value go straight into the cache.
             let layer_off = l * c.seq_len * kv_dim;
             let at = layer_off + pos * kv_dim;
-            linear(&mut s.q, &layer.wq, &s.xb)?;
-            linear(&mut s.keys[at..at + kv_dim], &layer.wk, &s.xb)?;
-            linear(&mut s.values[at..at + kv_dim], &layer.wv, &s.xb)?;
+            prepare(gs, &s.xb, &mut s.xq, &mut s.xs);
+            linear(&mut s.q, &layer.wq, &s.xb, &s.xq, &s.xs)?;
+            linear(&mut s.keys[at..at + kv_dim], &layer.wk, &s.xb, &s.xq, &s.xs)?;
+            linear(
+                &mut s.values[at..at + kv_dim],
+                &layer.wv,
+                &s.xb,
+                &s.xq,
+                &s.xs,
+            )?;
             self.rope(&mut s.q, pos);
             self.rope(&mut s.keys[at..at + kv_dim], pos);
 
@@ -222,8 +322,36 @@ impl Transformer {
             {
                 // Query head h reads kv head h / n_rep (run.c).
                 let kv = (h / n_rep) * hd;
-                for (a, k) in att.iter_mut().zip(keys.chunks_exact(kv_dim)) {
-                    *a = dot(q, &k[kv..kv + hd]) * scale;
+                if gs.is_none() {
+                    for (a, k) in att.iter_mut().zip(keys.chunks_exact(kv_dim)) {
+                        *a = dot(q, &k[kv..kv + hd]) * scale;
+                    }
+                } else {
+                    // runq.c's score exactly: a sequential sum divided by sqrt(head_size). The
+                    // int8 path re-quantizes every activation, so a last-bit difference here
+                    // can flip a rounding and, later, a greedy token (seen on the 15M shape).
+                    // Four positions at a time: four independent sequential sums (same bits
+                    // as one at a time), so the additions' latency overlaps.
+                    let root = (hd as f32).sqrt();
+                    let mut scores = att.chunks_exact_mut(4);
+                    let mut rows = keys.chunks_exact(4 * kv_dim);
+                    for (a4, k4) in (&mut scores).zip(&mut rows) {
+                        let ks: [&[f32]; 4] = std::array::from_fn(|j| &k4[j * kv_dim + kv..][..hd]);
+                        let mut sums = [0.0f32; 4];
+                        for (i, q) in q.iter().enumerate() {
+                            for (sum, k) in sums.iter_mut().zip(&ks) {
+                                *sum += q * k[i];
+                            }
+                        }
+                        for (a, sum) in a4.iter_mut().zip(sums) {
+                            *a = sum / root;
+                        }
+                    }
+                    let rest = scores.into_remainder();
+                    for (a, k) in rest.iter_mut().zip(rows.remainder().chunks_exact(kv_dim)) {
+                        let k = &k[kv..kv + hd];
+                        *a = q.iter().zip(k).fold(0.0f32, |s, (q, k)| s + q * k) / root;
+                    }
                 }
                 softmax(att);
                 out.fill(0.0);
@@ -233,25 +361,29 @@ impl Transformer {
                     }
                 }
             }
-            linear(&mut s.xb2, &layer.wo, &s.xb)?;
+            prepare(gs, &s.xb, &mut s.xq, &mut s.xs);
+            linear(&mut s.xb2, &layer.wo, &s.xb, &s.xq, &s.xs)?;
             for (x, d) in s.x.iter_mut().zip(&s.xb2) {
                 *x += d;
             }
 
             rmsnorm(&mut s.xb, &s.x, &layer.rms_ffn)?;
-            linear(&mut s.hb, &layer.w1, &s.xb)?;
-            linear(&mut s.hb2, &layer.w3, &s.xb)?;
+            prepare(gs, &s.xb, &mut s.xq, &mut s.xs);
+            linear(&mut s.hb, &layer.w1, &s.xb, &s.xq, &s.xs)?;
+            linear(&mut s.hb2, &layer.w3, &s.xb, &s.xq, &s.xs)?;
             for (g, u) in s.hb.iter_mut().zip(&s.hb2) {
                 // SiLU(gate) * up, as run.c; libm's expf gives the same bits on every target.
                 *g = *g * (1.0 / (1.0 + libm::expf(-*g))) * u;
             }
-            linear(&mut s.xb2, &layer.w2, &s.hb)?;
+            prepare(gs, &s.hb, &mut s.xq, &mut s.xs);
+            linear(&mut s.xb2, &layer.w2, &s.hb, &s.xq, &s.xs)?;
             for (x, d) in s.x.iter_mut().zip(&s.xb2) {
                 *x += d;
             }
         }
         rmsnorm(&mut s.xb, &s.x, &self.norm)?;
-        linear(&mut s.logits, &self.classifier, &s.xb)?;
+        prepare(gs, &s.xb, &mut s.xq, &mut s.xs);
+        linear(&mut s.logits, &self.classifier, &s.xb, &s.xq, &s.xs)?;
         Ok(&mut s.logits)
     }
 }

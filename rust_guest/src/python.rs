@@ -58,7 +58,7 @@ impl Model {
     }
 
     /// The model's config: dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len,
-    /// shared_classifier.
+    /// shared_classifier, group_size (None for f32 weights).
     fn info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let c = self.inner.config();
         let dict = PyDict::new(py);
@@ -70,6 +70,7 @@ impl Model {
         dict.set_item("vocab_size", c.vocab_size)?;
         dict.set_item("seq_len", c.seq_len)?;
         dict.set_item("shared_classifier", c.shared_classifier)?;
+        dict.set_item("group_size", c.group_size)?;
         Ok(dict)
     }
 
@@ -139,8 +140,23 @@ impl Session {
     }
 }
 
+/// export.py's Q8_0 quantization of one tensor: `values` are its f32 values (little-endian
+/// bytes), `group_size` divides their count; returns (int8 values, f32 LE scales), as bytes.
+#[pyfunction]
+fn quantize_q80<'py>(
+    py: Python<'py>,
+    values: &[u8],
+    group_size: usize,
+) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)> {
+    let (q, s) = py
+        .allow_threads(|| crate::q8::quantize_bytes(values, group_size))
+        .map_err(to_py)?;
+    Ok((PyBytes::new(py, &q), PyBytes::new(py, &s)))
+}
+
 #[pymodule]
 fn edgechain_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(quantize_q80, m)?)?;
     m.add_class::<Model>()?;
     m.add_class::<Session>()?;
     m.add("EngineError", m.py().get_type::<EngineError>())?;

@@ -117,7 +117,8 @@ def _check_int(name: str, value: object) -> None:
 
 @dataclass(frozen=True)
 class ModelInfo:
-    """A loaded model's configuration, as the llama2.c header states it."""
+    """A loaded model's configuration, as the llama2.c header states it. ``group_size`` is the
+    Q8_0 group size of an int8 (version 2) checkpoint, None for f32 weights."""
 
     dim: int
     hidden_dim: int
@@ -127,6 +128,7 @@ class ModelInfo:
     vocab_size: int
     seq_len: int
     shared_classifier: bool
+    group_size: int | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelInfo:

@@ -56,8 +56,9 @@ DEFAULT_MEMORY_LIMIT = 3 * 2**30
 EPOCH_TICK_S = 0.01
 _NO_DEADLINE_TICKS = 1 << 40
 _CONFIG_TAG = "epoch-interruption=1"
-#: The llama2.c header: seven i32.
-_HEADER_BYTES = 28
+#: Enough of a checkpoint's start for either header: 28 bytes (f32, seven i32) or 256 (int8,
+#: runq.c's "ak42" version 2). The guest takes any bytes past the header as the first weights.
+_HEADER_BYTES = 256
 
 _runtime_lock = threading.Lock()
 _runtime: _Runtime | None = None

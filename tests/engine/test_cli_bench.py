@@ -37,3 +37,20 @@ def test_bench_table_and_model_reuse(tmp_path: Path) -> None:
 def test_bench_rejects_unknown_shapes_and_engines() -> None:
     assert_clean_error(run_cli("bench", "--shapes", "7B"), 2, "7B")
     assert_clean_error(run_cli("bench", "--engines", "gpu"), 2, "gpu")
+
+
+def test_bench_int8_rows_quantize_the_synthetic_model_once(tmp_path: Path) -> None:
+    args = ("bench", "--shapes", "260K", "--weights", "f32,int8", "--steps", "32")
+    result = run_cli(*args, "--json", "--cache-dir", tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert [(r["weights"], r["engine"]) for r in rows] == [
+        ("f32", "wasm"), ("f32", "native"), ("int8", "wasm"), ("int8", "native"),
+    ]  # fmt: skip
+    assert all("error" not in r and r["decode_tok_s"] > 0 for r in rows), rows
+    assert rows[2]["file_mb"] < rows[0]["file_mb"] / 2
+    assert (tmp_path / "synth-260K-seed1-int8.bin").is_file()
+    table = run_cli(*args, "--engines", "native", "--cache-dir", tmp_path)
+    assert table.returncode == 0 and "quantizing" not in table.stderr
+    assert "native int8" in table.stdout.decode()
+    assert "native int8 decodes at" in table.stdout.decode()

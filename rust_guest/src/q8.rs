@@ -1,0 +1,454 @@
+//! Q8_0 arithmetic (llama2.c's runq.c and export.py): int8 values in groups of `gs`, one f32
+//! scale per group, `value = q * scale`.
+//!
+//! The int8 matrix-vector product is runq.c's `matmul`: per row, each group's integer dot
+//! product (exact in i32, so any SIMD order gives the same number), then
+//! `val += (dot as f32 * w_scale) * x_scale` over the groups in order, in f32. That float
+//! chain is sequential on every target, so the wasm guest and the native module produce the
+//! same bits. The activations are stored as i16 (values -127..=127) so the SIMD loops widen only
+//! the weights.
+
+use crate::error::{EngineError, Result};
+
+/// runq.c's `quantize` of an activation vector: per group, `scale = max|x| / 127` and
+/// `q = round(x / scale)` (half away from zero, C's `round`). A group of zeros has scale 0; its
+/// values (0/0) become 0.
+///
+/// # Panics
+/// If the lengths do not match (`q.len() == x.len() == s.len() * gs`).
+pub fn quantize_activations(q: &mut [i16], s: &mut [f32], x: &[f32], gs: usize) {
+    assert!(q.len() == x.len() && s.len() * gs == x.len());
+    for ((q, s), x) in q
+        .chunks_exact_mut(gs)
+        .zip(s.iter_mut())
+        .zip(x.chunks_exact(gs))
+    {
+        let wmax = x
+            .iter()
+            .fold(0.0f32, |m, v| if v.abs() > m { v.abs() } else { m });
+        let scale = wmax / 127.0;
+        *s = scale;
+        for (q, x) in q.iter_mut().zip(x) {
+            // `as` saturates and maps NaN (a zero group) to 0.
+            *q = libm::roundf(x / scale) as i8 as i16;
+        }
+    }
+}
+
+/// export.py's `quantize_q80` of a weight tensor: per group, `scale = max|w| / 127` and
+/// `q = round(w / scale)` with torch's rounding (half to even). A group of zeros has scale 0
+/// and values 0.
+///
+/// # Panics
+/// If the lengths do not match (`q.len() == w.len() == s.len() * gs`).
+pub fn quantize_weights(q: &mut [i8], s: &mut [f32], w: &[f32], gs: usize) {
+    assert!(q.len() == w.len() && s.len() * gs == w.len());
+    for ((q, s), w) in q
+        .chunks_exact_mut(gs)
+        .zip(s.iter_mut())
+        .zip(w.chunks_exact(gs))
+    {
+        let wmax = w
+            .iter()
+            .fold(0.0f32, |m, v| if v.abs() > m { v.abs() } else { m });
+        let scale = wmax / 127.0;
+        *s = scale;
+        for (q, w) in q.iter_mut().zip(w) {
+            *q = (w / scale).round_ties_even() as i8;
+        }
+    }
+}
+
+/// [`quantize_weights`] on a tensor given as f32 little-endian bytes; returns the int8 values
+/// and the scales as little-endian bytes (the file's layout). InvalidArgument when the bytes are
+/// not whole f32s or `gs` does not divide their count.
+pub fn quantize_bytes(values: &[u8], gs: usize) -> Result<(Vec<u8>, Vec<u8>)> {
+    if !values.len().is_multiple_of(4) {
+        return Err(EngineError::InvalidArgument(format!(
+            "{} bytes are not a whole number of f32 values",
+            values.len()
+        )));
+    }
+    let count = values.len() / 4;
+    if gs == 0 || !count.is_multiple_of(gs) {
+        return Err(EngineError::InvalidArgument(format!(
+            "group size {gs} does not divide the tensor's {count} values"
+        )));
+    }
+    let w: Vec<f32> = values
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let (mut q, mut s) = (vec![0i8; count], vec![0f32; count / gs]);
+    quantize_weights(&mut q, &mut s, &w, gs);
+    let q = q.into_iter().map(|v| v as u8).collect();
+    let s = s.iter().flat_map(|v| v.to_le_bytes()).collect();
+    Ok((q, s))
+}
+
+/// The exact integer dot product of one group (the definition the SIMD paths reproduce).
+#[cfg_attr(
+    any(
+        target_arch = "x86_64",
+        all(target_arch = "wasm32", target_feature = "simd128")
+    ),
+    allow(dead_code)
+)]
+#[inline(always)]
+fn group_dot_scalar(w: &[i8], x: &[i16]) -> i32 {
+    w.iter().zip(x).map(|(&w, &x)| w as i32 * x as i32).sum()
+}
+
+/// One row: `sum over groups g of (dot_g as f32 * ws[g]) * xs[g]`, in group order.
+#[inline(always)]
+fn row_q8(
+    w: &[i8],
+    ws: &[f32],
+    xq: &[i16],
+    xs: &[f32],
+    gs: usize,
+    group_dot: impl Fn(&[i8], &[i16]) -> i32,
+) -> f32 {
+    let mut val = 0.0f32;
+    for (((w, x), ws), xs) in w.chunks_exact(gs).zip(xq.chunks_exact(gs)).zip(ws).zip(xs) {
+        val += group_dot(w, x) as f32 * ws * xs;
+    }
+    val
+}
+
+/// One group's products summed into 4 i32 lanes (16 values per step; `w.len()` a multiple
+/// of 16): exact, so how the lanes are later added does not matter.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+fn group_lanes_simd128(w: &[i8], x: &[i16]) -> core::arch::wasm32::v128 {
+    use core::arch::wasm32::*;
+    assert!(w.len() == x.len() && w.len().is_multiple_of(16));
+    let mut acc = i32x4_splat(0);
+    let mut k = 0;
+    while k < w.len() {
+        // SAFETY: k + 16 <= w.len() == x.len(): 16 bytes of `w` and 16 i16 of `x`.
+        unsafe {
+            let wv = v128_load(w.as_ptr().add(k) as *const v128);
+            let x0 = v128_load(x.as_ptr().add(k) as *const v128);
+            let x1 = v128_load(x.as_ptr().add(k + 8) as *const v128);
+            acc = i32x4_add(acc, i32x4_dot_i16x8(i16x8_extend_low_i8x16(wv), x0));
+            acc = i32x4_add(acc, i32x4_dot_i16x8(i16x8_extend_high_i8x16(wv), x1));
+        }
+        k += 16;
+    }
+    acc
+}
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+fn group_dot_simd128(w: &[i8], x: &[i16]) -> i32 {
+    use core::arch::wasm32::*;
+    let n = w.len() / 16 * 16;
+    let acc = group_lanes_simd128(&w[..n], &x[..n]);
+    let mut sum = i32x4_extract_lane::<0>(acc)
+        + i32x4_extract_lane::<1>(acc)
+        + i32x4_extract_lane::<2>(acc)
+        + i32x4_extract_lane::<3>(acc);
+    for (w, x) in w[n..].iter().zip(&x[n..]) {
+        sum += *w as i32 * *x as i32;
+    }
+    sum
+}
+
+/// [`row_q8`] for group sizes that are multiples of 16, four groups at a time: their lane
+/// sums are transposed into one vector of four exact group dots, and
+/// `(dot as f32 * w_scale) * x_scale` is computed lane-wise (the same two roundings per group
+/// as the scalar definition); the four products are then added to the row's sum in group order.
+///
+/// `G` > 0 is the group size as a constant (the common sizes get fully unrolled inner loops,
+/// without a loop back-edge for wasmtime's epoch check); `G` = 0 reads it from `gs`.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+fn row_q8_simd128<const G: usize>(w: &[i8], ws: &[f32], xq: &[i16], xs: &[f32], gs: usize) -> f32 {
+    use core::arch::wasm32::*;
+    let gs = if G > 0 { G } else { gs };
+    let groups = ws.len();
+    let mut val = 0.0f32;
+    let mut g = 0;
+    while g + 4 <= groups {
+        let acc: [v128; 4] = std::array::from_fn(|j| {
+            let at = (g + j) * gs;
+            group_lanes_simd128(&w[at..at + gs], &xq[at..at + gs])
+        });
+        let t0 = i32x4_shuffle::<0, 4, 1, 5>(acc[0], acc[1]);
+        let t1 = i32x4_shuffle::<2, 6, 3, 7>(acc[0], acc[1]);
+        let t2 = i32x4_shuffle::<0, 4, 1, 5>(acc[2], acc[3]);
+        let t3 = i32x4_shuffle::<2, 6, 3, 7>(acc[2], acc[3]);
+        let (s01, s23) = (i32x4_add(t0, t1), i32x4_add(t2, t3));
+        let dots = i32x4_add(
+            i32x4_shuffle::<0, 1, 4, 5>(s01, s23),
+            i32x4_shuffle::<2, 3, 6, 7>(s01, s23),
+        );
+        let (wsv, xsv) = (&ws[g..g + 4], &xs[g..g + 4]);
+        // SAFETY: both slices hold exactly 4 floats; unaligned loads.
+        let p = unsafe {
+            f32x4_mul(
+                f32x4_mul(
+                    f32x4_convert_i32x4(dots),
+                    v128_load(wsv.as_ptr() as *const v128),
+                ),
+                v128_load(xsv.as_ptr() as *const v128),
+            )
+        };
+        val += f32x4_extract_lane::<0>(p);
+        val += f32x4_extract_lane::<1>(p);
+        val += f32x4_extract_lane::<2>(p);
+        val += f32x4_extract_lane::<3>(p);
+        g += 4;
+    }
+    for g in g..groups {
+        let at = g * gs;
+        val += group_dot_simd128(&w[at..at + gs], &xq[at..at + gs]) as f32 * ws[g] * xs[g];
+    }
+    val
+}
+
+/// [`matvec_q8`]'s loop with AVX2: per group, 16 weights at a time widened to i16 and
+/// multiplied pairwise into i32 (`vpmaddwd`; exact for every int8 weight, -128 included), the
+/// lanes summed (exact), then runq.c's float step. Written out in one function so it all
+/// compiles with AVX2.
+///
+/// `G` > 0 is the group size as a constant (unrolled inner loops); 0 reads it from `gs`.
+///
+/// # Safety
+/// The CPU must support AVX2; the lengths are checked by the caller.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn matvec_q8_avx2<const G: usize>(
+    out: &mut [f32],
+    w: &[i8],
+    ws: &[f32],
+    xq: &[i16],
+    xs: &[f32],
+    gs: usize,
+) {
+    use core::arch::x86_64::*;
+    let gs = if G > 0 { G } else { gs };
+    let n = xq.len();
+    let simd = gs / 16 * 16;
+    for ((o, row), rs) in out
+        .iter_mut()
+        .zip(w.chunks_exact(n))
+        .zip(ws.chunks_exact(n / gs))
+    {
+        // A hint only: a little of the next row (rows are read in order).
+        _mm_prefetch::<_MM_HINT_T0>(row.as_ptr().wrapping_add(n + 512));
+        let mut val = 0.0f32;
+        let groups = rs.len();
+        let mut g = 0;
+        if gs.is_multiple_of(16) {
+            // Four groups at a time: lane sums transposed into four exact dots, the scale
+            // step lane-wise (same roundings), the products added in group order.
+            while g + 4 <= groups {
+                let acc: [__m128i; 4] = std::array::from_fn(|j| {
+                    let at = (g + j) * gs;
+                    let (w, x) = (&row[at..at + gs], &xq[at..at + gs]);
+                    let mut acc = _mm256_setzero_si256();
+                    let mut k = 0;
+                    while k < gs {
+                        // SAFETY: k + 16 <= gs == w.len() == x.len().
+                        unsafe {
+                            let wv = _mm256_cvtepi8_epi16(_mm_loadu_si128(
+                                w.as_ptr().add(k) as *const __m128i
+                            ));
+                            let xv = _mm256_loadu_si256(x.as_ptr().add(k) as *const __m256i);
+                            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(wv, xv));
+                        }
+                        k += 16;
+                    }
+                    _mm_add_epi32(
+                        _mm256_castsi256_si128(acc),
+                        _mm256_extracti128_si256::<1>(acc),
+                    )
+                });
+                let t0 = _mm_unpacklo_epi32(acc[0], acc[1]);
+                let t1 = _mm_unpackhi_epi32(acc[0], acc[1]);
+                let t2 = _mm_unpacklo_epi32(acc[2], acc[3]);
+                let t3 = _mm_unpackhi_epi32(acc[2], acc[3]);
+                let (s01, s23) = (_mm_add_epi32(t0, t1), _mm_add_epi32(t2, t3));
+                let dots =
+                    _mm_add_epi32(_mm_unpacklo_epi64(s01, s23), _mm_unpackhi_epi64(s01, s23));
+                let (wsv, xsv) = (&rs[g..g + 4], &xs[g..g + 4]);
+                // SAFETY: both slices hold exactly 4 floats; unaligned loads.
+                let p = unsafe {
+                    _mm_mul_ps(
+                        _mm_mul_ps(_mm_cvtepi32_ps(dots), _mm_loadu_ps(wsv.as_ptr())),
+                        _mm_loadu_ps(xsv.as_ptr()),
+                    )
+                };
+                let mut lanes = [0.0f32; 4];
+                // SAFETY: `lanes` holds 4 floats.
+                unsafe { _mm_storeu_ps(lanes.as_mut_ptr(), p) };
+                for l in lanes {
+                    val += l;
+                }
+                g += 4;
+            }
+        }
+        for g in g..groups {
+            let at = g * gs;
+            let (w, x) = (&row[at..at + gs], &xq[at..at + gs]);
+            let mut acc = _mm256_setzero_si256();
+            let mut k = 0;
+            while k < simd {
+                // SAFETY: k + 16 <= simd <= gs == w.len() == x.len().
+                unsafe {
+                    let wv =
+                        _mm256_cvtepi8_epi16(_mm_loadu_si128(w.as_ptr().add(k) as *const __m128i));
+                    let xv = _mm256_loadu_si256(x.as_ptr().add(k) as *const __m256i);
+                    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(wv, xv));
+                }
+                k += 16;
+            }
+            let half = _mm_add_epi32(
+                _mm256_castsi256_si128(acc),
+                _mm256_extracti128_si256::<1>(acc),
+            );
+            let quad = _mm_add_epi32(half, _mm_shuffle_epi32::<0b01_00_11_10>(half));
+            let pair = _mm_add_epi32(quad, _mm_shuffle_epi32::<0b10_11_00_01>(quad));
+            let mut dot = _mm_cvtsi128_si32(pair);
+            for (w, x) in w[simd..].iter().zip(&x[simd..]) {
+                dot += *w as i32 * *x as i32;
+            }
+            val += dot as f32 * rs[g] * xs[g];
+        }
+        *o = val;
+    }
+}
+
+/// `out = W x` for a Q8_0 matrix `W` (`out.len()` rows of `xq.len()` int8 values, scales `ws`,
+/// one per group of `gs` along each row) and a quantized activation (`xq`, scales `xs`).
+///
+/// # Panics
+/// If the shapes do not match.
+pub fn matvec_q8(out: &mut [f32], w: &[i8], ws: &[f32], xq: &[i16], xs: &[f32], gs: usize) {
+    let n = xq.len();
+    assert!(gs > 0 && n.is_multiple_of(gs) && xs.len() * gs == n);
+    assert!(w.len() == out.len() * n && ws.len() * gs == w.len());
+    if n == 0 {
+        out.fill(0.0);
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 is present (checked just above); shapes checked above.
+        unsafe {
+            match gs {
+                16 => matvec_q8_avx2::<16>(out, w, ws, xq, xs, gs),
+                32 => matvec_q8_avx2::<32>(out, w, ws, xq, xs, gs),
+                64 => matvec_q8_avx2::<64>(out, w, ws, xq, xs, gs),
+                _ => matvec_q8_avx2::<0>(out, w, ws, xq, xs, gs),
+            }
+        };
+        return;
+    }
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    if gs.is_multiple_of(16) {
+        let row = match gs {
+            16 => row_q8_simd128::<16>,
+            32 => row_q8_simd128::<32>,
+            64 => row_q8_simd128::<64>,
+            _ => row_q8_simd128::<0>,
+        };
+        for ((o, w), rs) in out
+            .iter_mut()
+            .zip(w.chunks_exact(n))
+            .zip(ws.chunks_exact(n / gs))
+        {
+            *o = row(w, rs, xq, xs, gs);
+        }
+        return;
+    }
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    let group_dot = group_dot_simd128;
+    #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+    let group_dot = group_dot_scalar;
+    for ((o, row), rs) in out
+        .iter_mut()
+        .zip(w.chunks_exact(n))
+        .zip(ws.chunks_exact(n / gs))
+    {
+        *o = row_q8(row, rs, xq, xs, gs, group_dot);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lcg(seed: &mut u64) -> f32 {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((*seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+    }
+
+    #[test]
+    fn matvec_q8_matches_the_scalar_definition() {
+        let mut seed = 3;
+        for (rows, cols, gs) in [
+            (1, 4, 4),
+            (3, 48, 16),
+            (5, 64, 32),
+            (7, 96, 48),
+            (4, 40, 5),
+            (3, 288, 32),
+            (2, 768, 64),
+            (3, 112, 16),
+        ] {
+            let w: Vec<i8> = (0..rows * cols)
+                .map(|i| {
+                    if i % 11 == 0 {
+                        -128
+                    } else {
+                        (lcg(&mut seed) * 254.0) as i8
+                    }
+                })
+                .collect();
+            let ws: Vec<f32> = (0..rows * cols / gs).map(|_| lcg(&mut seed)).collect();
+            let x: Vec<f32> = (0..cols).map(|_| lcg(&mut seed) * 10.0).collect();
+            let (mut xq, mut xs) = (vec![0i16; cols], vec![0f32; cols / gs]);
+            quantize_activations(&mut xq, &mut xs, &x, gs);
+            let mut out = vec![f32::NAN; rows];
+            matvec_q8(&mut out, &w, &ws, &xq, &xs, gs);
+            for (r, o) in out.iter().enumerate() {
+                let (row, rs) = (&w[r * cols..][..cols], &ws[r * cols / gs..][..cols / gs]);
+                let expected = row_q8(row, rs, &xq, &xs, gs, group_dot_scalar);
+                assert_eq!(
+                    o.to_bits(),
+                    expected.to_bits(),
+                    "row {r} of {rows}x{cols}/{gs}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn activations_round_half_away_and_weights_half_even() {
+        // max 127 -> scale 1: x / scale is x itself.
+        let x = [127.0f32, 2.5, -2.5, 0.5, -0.5, 1.5, 3.49, -126.6];
+        let (mut q, mut s) = ([0i16; 8], [0f32; 1]);
+        quantize_activations(&mut q, &mut s, &x, 8);
+        assert_eq!(s, [1.0]);
+        assert_eq!(q, [127, 3, -3, 1, -1, 2, 3, -127]);
+        let (mut q, mut s) = ([0i8; 8], [0f32; 1]);
+        quantize_weights(&mut q, &mut s, &x, 8);
+        assert_eq!(q, [127, 2, -2, 0, 0, 2, 3, -127]);
+    }
+
+    #[test]
+    fn a_group_of_zeros_quantizes_to_zeros() {
+        let x = [0.0f32; 4];
+        let (mut q, mut s) = ([5i16; 4], [1f32; 1]);
+        quantize_activations(&mut q, &mut s, &x, 4);
+        assert_eq!((q, s), ([0; 4], [0.0]));
+        let (mut q, mut s) = ([5i8; 4], [1f32; 1]);
+        quantize_weights(&mut q, &mut s, &x, 4);
+        assert_eq!((q, s), ([0; 4], [0.0]));
+    }
+}
