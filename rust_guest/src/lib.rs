@@ -10,7 +10,7 @@ pub mod model;
 pub mod sampler;
 pub mod tokenizer;
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "wasm-abi"))]
 pub mod wasm_abi;
 
 #[cfg(feature = "python")]
