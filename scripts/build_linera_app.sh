@@ -5,13 +5,14 @@
 # writes). Idempotent; quick when nothing changed. See docs/linera.md.
 #
 # Toolchain: Debian's rustc-web 1.96 for everything (its cargo, -Z build-std for wasm32, as
-# scripts/build_guest.sh and docs/toolchain.md describe), plus protobuf-compiler (protoc, needed
-# by a build script in linera-sdk's dependency tree). Packages are installed when missing.
+# scripts/build_guest.sh and docs/toolchain.md describe), plus protobuf-compiler and
+# libprotobuf-dev (protoc and google/protobuf/empty.proto, for linera-storage-service's build
+# script in the tests' dependency tree). Packages are installed when missing.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CRATE="$ROOT/linera_app"
-DEBIAN_PACKAGES=(rustc-web cargo-web rust-web-src rust-web-llvm lld-22 protobuf-compiler)
+DEBIAN_PACKAGES=(rustc-web cargo-web rust-web-src rust-web-llvm lld-22 protobuf-compiler libprotobuf-dev)
 RUN_TESTS=0
 [[ ${1:-} == --test ]] && RUN_TESTS=1
 

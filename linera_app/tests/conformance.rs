@@ -18,7 +18,7 @@ use std::{
 
 use axum::{routing::get, Router};
 use edgechain_guest::{GenerationParams, Model, Session};
-use edgechain_linera::{FileRef, Operation, RegistryAbi};
+use edgechain_linera::{validate_register, validate_retire, FileRef, Operation, RegistryAbi};
 use linera_sdk::{
     linera_base_types::AccountSecretKey,
     test::{ActiveChain, HttpServer, TestValidator},
@@ -48,6 +48,25 @@ fn operation(step: &Value, weights: &Value, tokenizer: &Value) -> Operation {
     }
     let op = step["op"].as_str().expect("op");
     serde_json::from_value(json!({ op: payload })).expect("a registry operation")
+}
+
+/// The message of the first validation rule `op` breaks, if any.
+fn rule_error(op: &Operation) -> Option<String> {
+    let checked = match op {
+        Operation::RegisterModel { name, version, format, weights, tokenizer, description, license } => {
+            validate_register(
+                name,
+                version,
+                format,
+                weights,
+                tokenizer,
+                description.as_deref(),
+                license.as_deref(),
+            )
+        }
+        Operation::RetireModel { name, version } => validate_retire(name, version),
+    };
+    checked.err().map(|e| e.0)
 }
 
 /// llama2.c's run (`-t 0 -n 256 -i PROMPT`) on the native engine: the number of generated
@@ -119,7 +138,9 @@ async fn registry_and_generate_conform_to_the_simulator() {
         let error = result.err().map(|e| format!("{e:?}"));
         let expected = step["expect"] == "ok";
         assert_eq!(accepted, expected, "step {step}: {error:?}");
-        steps.push(json!({"accepted": accepted, "error": error}));
+        // A contract panic reaches the client as a bare wasm trap, without its message: check
+        // the validation rules' message here, on the same code natively.
+        steps.push(json!({"accepted": accepted, "error": error, "rule_error": rule_error(&op)}));
     }
 
     let models = query(
