@@ -2,7 +2,8 @@
 # Builds the Linera application (linera_app/): its contract and service for wasm32, and its
 # native tests (linera-sdk's TestValidator, wasmer runtime). With --test, also runs those tests
 # (tests/test_linera_app.py does; EDGECHAIN_CONFORMANCE_OUT names the file the conformance test
-# writes). Idempotent; quick when nothing changed. See docs/linera.md.
+# writes); with --bench, the service's decode speed instead (EDGECHAIN_BENCH_DIR, see
+# linera_app/tests/bench.rs). Idempotent; quick when nothing changed. See docs/linera.md.
 #
 # Toolchain: Debian's rustc-web 1.96 for everything (its cargo, -Z build-std for wasm32, as
 # scripts/build_guest.sh and docs/toolchain.md describe), plus protobuf-compiler and
@@ -15,6 +16,7 @@ CRATE="$ROOT/linera_app"
 DEBIAN_PACKAGES=(rustc-web cargo-web rust-web-src rust-web-llvm lld-22 protobuf-compiler libprotobuf-dev)
 RUN_TESTS=0
 [[ ${1:-} == --test ]] && RUN_TESTS=1
+[[ ${1:-} == --bench ]] && RUN_TESTS=2
 
 log() { echo "build_linera_app: $*" >&2; }
 
@@ -65,7 +67,9 @@ done
 # Native tests: from the repository root, so the crate's wasm32 config does not apply; their
 # own target directory, so the two builds never invalidate each other.
 native=(cargo test --locked --quiet --manifest-path "$CRATE/Cargo.toml" --target-dir "$CRATE/target/native")
-if ((RUN_TESTS)); then
+if ((RUN_TESTS == 2)); then
+    (cd "$ROOT" && "${native[@]}" --test bench -- --ignored --nocapture </dev/null)
+elif ((RUN_TESTS)); then
     (cd "$ROOT" && "${native[@]}" -- --nocapture </dev/null)
 else
     (cd "$ROOT" && "${native[@]}" --no-run </dev/null)
