@@ -397,6 +397,7 @@ impl QueryRoot {
         let engine_error = |e: EngineError| typed(engine_error_code(&e), e.to_string());
         let model = Arc::new(EngineModel::load(&weights, &tokenizer).map_err(engine_error)?);
         drop((weights, tokenizer));
+        #[allow(clippy::needless_update)]
         let params = GenerationParams {
             temperature: args.temperature,
             top_p: args.top_p,
@@ -406,6 +407,8 @@ impl QueryRoot {
             repeat_penalty: args.repeat_penalty,
             repeat_window: args.repeat_window as usize,
             stop: args.stop.clone(),
+            // Fields the engine may gain later keep their defaults.
+            ..GenerationParams::default()
         };
         let mut session = Session::start(model, &args.prompt, &params).map_err(engine_error)?;
         let mut bytes = Vec::new();
