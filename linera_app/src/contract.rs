@@ -135,7 +135,12 @@ impl RegistryContract {
 
     async fn register(&mut self, entry: ModelEntry) -> Result<(), String> {
         let key = model_key(&entry.name, &entry.version);
-        let existing = self.state.models.get(&key).await.expect("registry state unreadable");
+        let existing = self
+            .state
+            .models
+            .get(&key)
+            .await
+            .expect("registry state unreadable");
         if let Some(existing) = existing {
             if !existing.same_files(&entry.weights, &entry.tokenizer) {
                 return Err(format!(
@@ -152,14 +157,22 @@ impl RegistryContract {
             }
             return Ok(()); // same bytes again: nothing changes
         }
-        self.state.models.insert(&key, entry).expect("registry state unwritable");
+        self.state
+            .models
+            .insert(&key, entry)
+            .expect("registry state unwritable");
         Ok(())
     }
 
     async fn retire(&mut self, name: &str, version: &str) -> Result<(), String> {
         let key = model_key(name, version);
         let height = self.runtime.block_height().0;
-        let entry = self.state.models.get_mut(&key).await.expect("registry state unreadable");
+        let entry = self
+            .state
+            .models
+            .get_mut(&key)
+            .await
+            .expect("registry state unreadable");
         let Some(entry) = entry else {
             return Err(format!("model {name} version {version} is not registered"));
         };
@@ -172,7 +185,3 @@ impl RegistryContract {
         Ok(())
     }
 }
-
-
-
-

@@ -84,8 +84,17 @@ impl ModelEntry {
 
     /// What "the same bytes" means: both files' hashes and sizes (URLs may differ).
     pub fn same_files(&self, weights: &FileRef, tokenizer: &FileRef) -> bool {
-        (&self.weights.blake3, self.weights.size, &self.tokenizer.blake3, self.tokenizer.size)
-            == (&weights.blake3, weights.size, &tokenizer.blake3, tokenizer.size)
+        (
+            &self.weights.blake3,
+            self.weights.size,
+            &self.tokenizer.blake3,
+            self.tokenizer.size,
+        ) == (
+            &weights.blake3,
+            weights.size,
+            &tokenizer.blake3,
+            tokenizer.size,
+        )
     }
 }
 

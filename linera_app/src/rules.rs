@@ -31,7 +31,11 @@ fn reject(message: String) -> Checked {
 
 /// Python's `repr` of a string, as the simulator's messages quote values.
 pub fn py_repr(value: &str) -> String {
-    let quote = if value.contains('\'') && !value.contains('"') { '"' } else { '\'' };
+    let quote = if value.contains('\'') && !value.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
     let mut out = String::with_capacity(value.len() + 2);
     out.push(quote);
     for c in value.chars() {
@@ -56,7 +60,9 @@ pub fn py_repr(value: &str) -> String {
 
 fn matches_pattern(value: &str, extra: &[char], max_rest: usize) -> bool {
     let mut chars = value.chars();
-    let Some(first) = chars.next() else { return false };
+    let Some(first) = chars.next() else {
+        return false;
+    };
     if !first.is_ascii_alphanumeric() {
         return false;
     }
@@ -96,7 +102,10 @@ fn split_url(url: &str) -> Result<(String, Option<String>), ()> {
     let (scheme, rest) = match url.find(':') {
         Some(i)
             if i > 0
-                && url[..i].chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+                && url[..i]
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic())
                 && url[..i]
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) =>
@@ -105,7 +114,9 @@ fn split_url(url: &str) -> Result<(String, Option<String>), ()> {
         }
         _ => (String::new(), url),
     };
-    let Some(after) = rest.strip_prefix("//") else { return Ok((scheme, None)) };
+    let Some(after) = rest.strip_prefix("//") else {
+        return Ok((scheme, None));
+    };
     let end = after.find(['/', '?', '#']).unwrap_or(after.len());
     let netloc = &after[..end];
     if netloc.contains('[') != netloc.contains(']') {
@@ -123,9 +134,14 @@ fn split_url(url: &str) -> Result<(String, Option<String>), ()> {
 
 fn validate_url(url: &str, what: &str) -> Checked {
     if url.chars().count() > MAX_URL_LENGTH {
-        return reject(format!("{what}.urls: URL longer than {MAX_URL_LENGTH} characters"));
+        return reject(format!(
+            "{what}.urls: URL longer than {MAX_URL_LENGTH} characters"
+        ));
     }
-    if url.chars().any(|c| c.is_whitespace() || (c as u32) < 0x20 || c as u32 == 0x7f) {
+    if url
+        .chars()
+        .any(|c| c.is_whitespace() || (c as u32) < 0x20 || c as u32 == 0x7f)
+    {
         return reject(format!(
             "{what}.urls: {} contains whitespace or control characters",
             py_repr(url)
@@ -135,7 +151,10 @@ fn validate_url(url: &str, what: &str) -> Checked {
         return reject(format!("{what}.urls: {} is not a valid URL", py_repr(url)));
     };
     if scheme != "http" && scheme != "https" {
-        return reject(format!("{what}.urls: {} is not an http or https URL", py_repr(url)));
+        return reject(format!(
+            "{what}.urls: {} is not an http or https URL",
+            py_repr(url)
+        ));
     }
     if host.is_none() {
         return reject(format!("{what}.urls: {} has no host", py_repr(url)));
@@ -145,7 +164,10 @@ fn validate_url(url: &str, what: &str) -> Checked {
 
 fn validate_file(file: &FileRef, what: &str) -> Checked {
     let hash_ok = file.blake3.len() == 64
-        && file.blake3.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        && file
+            .blake3
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
     if !hash_ok {
         return reject(format!("{what}.blake3 must be 64 lowercase hex digits"));
     }

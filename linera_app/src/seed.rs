@@ -85,7 +85,15 @@ pub fn derive_seed(
     prompt: &str,
     params: &SeedParams,
 ) -> u64 {
-    let input = encode_seed_input(chain_id, block, application_id, model, version, prompt, params);
+    let input = encode_seed_input(
+        chain_id,
+        block,
+        application_id,
+        model,
+        version,
+        prompt,
+        params,
+    );
     let digest = blake3::hash(&input);
     u64::from_le_bytes(digest.as_bytes()[..8].try_into().expect("8 bytes"))
 }

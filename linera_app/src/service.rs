@@ -42,7 +42,10 @@ impl Service for RegistryService {
         let state = RegistryState::load(runtime.root_view_storage_context())
             .await
             .expect("failed to load the registry state");
-        RegistryService { state, runtime: Arc::new(runtime) }
+        RegistryService {
+            state,
+            runtime: Arc::new(runtime),
+        }
     }
 
     async fn handle_query(&self, request: Request) -> Response {
@@ -58,10 +61,19 @@ impl Service for RegistryService {
             .collect();
         let chain_id = self.runtime.chain_id().to_string();
         let application_id = self.runtime.application_id().forget_abi().to_string();
-        let registry = Registry { entries, chain_id, application_id };
+        let registry = Registry {
+            entries,
+            chain_id,
+            application_id,
+        };
         let schema = Schema::build(
-            QueryRoot { registry, runtime: self.runtime.clone() },
-            MutationRoot { runtime: self.runtime.clone() },
+            QueryRoot {
+                registry,
+                runtime: self.runtime.clone(),
+            },
+            MutationRoot {
+                runtime: self.runtime.clone(),
+            },
             EmptySubscription,
         )
         .finish();
@@ -82,10 +94,14 @@ struct U64(u64);
 impl ScalarType for U64 {
     fn parse(value: Value) -> InputValueResult<Self> {
         match &value {
-            Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
-                s.parse().map(U64).map_err(|_| InputValueError::expected_type(value.clone()))
-            }
-            Value::Number(n) => n.as_u64().map(U64).ok_or_else(|| InputValueError::expected_type(value.clone())),
+            Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => s
+                .parse()
+                .map(U64)
+                .map_err(|_| InputValueError::expected_type(value.clone())),
+            Value::Number(n) => n
+                .as_u64()
+                .map(U64)
+                .ok_or_else(|| InputValueError::expected_type(value.clone())),
             _ => Err(InputValueError::expected_type(value)),
         }
     }
@@ -104,7 +120,11 @@ struct FileInfo {
 
 impl From<&FileRef> for FileInfo {
     fn from(file: &FileRef) -> Self {
-        FileInfo { blake3: file.blake3.clone(), size: U64(file.size), urls: file.urls.clone() }
+        FileInfo {
+            blake3: file.blake3.clone(),
+            size: U64(file.size),
+            urls: file.urls.clone(),
+        }
     }
 }
 
@@ -192,7 +212,10 @@ impl Registry {
                 format!("{message}; none is registered yet (publish one: edgechain model publish)"),
             );
         }
-        typed("ModelNotFound", format!("{message} (registered: {})", names.join(", ")))
+        typed(
+            "ModelNotFound",
+            format!("{message} (registered: {})", names.join(", ")),
+        )
     }
 
     /// The simulator's `query_model`: a version, or the name's latest active version.
@@ -204,7 +227,8 @@ impl Registry {
         match version {
             Some(version) => {
                 let Some(entry) = of_name.iter().find(|e| e.version == version) else {
-                    let mut versions: Vec<&str> = of_name.iter().map(|e| e.version.as_str()).collect();
+                    let mut versions: Vec<&str> =
+                        of_name.iter().map(|e| e.version.as_str()).collect();
                     versions.sort();
                     return Err(typed(
                         "ModelNotFound",
@@ -228,7 +252,10 @@ impl Registry {
                 .filter(|e| e.retired_height.is_none())
                 .max_by_key(|e| e.registered_height)
                 .ok_or_else(|| {
-                    typed("ModelRetired", format!("every version of model {name} is retired"))
+                    typed(
+                        "ModelRetired",
+                        format!("every version of model {name} is retired"),
+                    )
                 }),
         }
     }
@@ -258,7 +285,11 @@ impl GenerateArgs {
     fn check(&self) -> Result<(), Error> {
         let bad = |m: String| Err(typed("InvalidParameter", m));
         if !(1..=i32::MAX as i64).contains(&self.max_tokens) {
-            return bad(format!("max_tokens must be between 1 and {}, got {}", i32::MAX, self.max_tokens));
+            return bad(format!(
+                "max_tokens must be between 1 and {}, got {}",
+                i32::MAX,
+                self.max_tokens
+            ));
         }
         for (name, value) in [
             ("temperature", self.temperature),
@@ -270,16 +301,26 @@ impl GenerateArgs {
             }
         }
         if self.temperature < 0.0 {
-            return bad(format!("temperature must be >= 0, got {}", self.temperature));
+            return bad(format!(
+                "temperature must be >= 0, got {}",
+                self.temperature
+            ));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return bad(format!("top_p must be > 0 and <= 1, got {}", self.top_p));
         }
         if self.repeat_penalty < 1.0 {
-            return bad(format!("repeat_penalty must be >= 1, got {}", self.repeat_penalty));
+            return bad(format!(
+                "repeat_penalty must be >= 1, got {}",
+                self.repeat_penalty
+            ));
         }
         if !(0..=i32::MAX as i64).contains(&self.repeat_window) {
-            return bad(format!("repeat_window must be between 0 and {}, got {}", i32::MAX, self.repeat_window));
+            return bad(format!(
+                "repeat_window must be between 0 and {}, got {}",
+                i32::MAX,
+                self.repeat_window
+            ));
         }
         if self.stop.iter().any(String::is_empty) {
             return bad("stop: strings must not be empty".into());
@@ -299,9 +340,16 @@ impl QueryRoot {
             .filter(|e| include_retired || e.retired_height.is_none())
             .collect();
         entries.sort_by(|a, b| {
-            (&a.name, a.registered_height, &a.version).cmp(&(&b.name, b.registered_height, &b.version))
+            (&a.name, a.registered_height, &a.version).cmp(&(
+                &b.name,
+                b.registered_height,
+                &b.version,
+            ))
         });
-        entries.into_iter().map(|e| self.registry.model(e)).collect()
+        entries
+            .into_iter()
+            .map(|e| self.registry.model(e))
+            .collect()
     }
 
     /// A model by name: its latest active version, or the version.
@@ -445,19 +493,29 @@ impl QueryRoot {
             }
             let body = response.body;
             if body.len() as u64 != file.size {
-                failures.push(format!("{url}: {} bytes, expected {}", body.len(), file.size));
+                failures.push(format!(
+                    "{url}: {} bytes, expected {}",
+                    body.len(),
+                    file.size
+                ));
                 continue;
             }
             let hash = blake3::hash(&body).to_hex();
             if hash.as_str() != file.blake3 {
                 return Err(typed(
                     "HashMismatch",
-                    format!("{what} from {url}: BLAKE3 {hash} is not the registered {}", file.blake3),
+                    format!(
+                        "{what} from {url}: BLAKE3 {hash} is not the registered {}",
+                        file.blake3
+                    ),
                 ));
             }
             return Ok(body);
         }
-        Err(typed("FetchError", format!("cannot fetch the {what}: {}", failures.join("; "))))
+        Err(typed(
+            "FetchError",
+            format!("cannot fetch the {what}: {}", failures.join("; ")),
+        ))
     }
 }
 
@@ -491,7 +549,11 @@ impl MutationRoot {
         description: Option<String>,
         license: Option<String>,
     ) -> bool {
-        let file = |f: FileInput| FileRef { blake3: f.blake3, size: f.size.0, urls: f.urls };
+        let file = |f: FileInput| FileRef {
+            blake3: f.blake3,
+            size: f.size.0,
+            urls: f.urls,
+        };
         self.runtime.schedule_operation(&Operation::RegisterModel {
             name,
             version,
@@ -506,7 +568,8 @@ impl MutationRoot {
 
     /// Schedule a `RetireModel` operation in the chain's next block.
     async fn retire_model(&self, name: String, version: String) -> bool {
-        self.runtime.schedule_operation(&Operation::RetireModel { name, version });
+        self.runtime
+            .schedule_operation(&Operation::RetireModel { name, version });
         true
     }
 }

@@ -38,7 +38,9 @@ async fn service_decode_speed() {
         TestValidator::with_current_module::<RegistryAbi, (), ()>().await;
     validator
         .change_resource_control_policy(|policy| {
-            policy.http_request_allow_list.insert("127.0.0.1".to_owned());
+            policy
+                .http_request_allow_list
+                .insert("127.0.0.1".to_owned());
         })
         .await;
     let mut chain = validator.new_chain().await;
@@ -52,10 +54,11 @@ async fn service_decode_speed() {
         description: None,
         license: None,
     };
-    chain.add_block(|block| {
-        block.with_operation(app, op);
-    })
-    .await;
+    chain
+        .add_block(|block| {
+            block.with_operation(app, op);
+        })
+        .await;
     let mut seconds = Vec::new();
     for n in [1, tokens] {
         let q = format!(
@@ -63,7 +66,10 @@ async fn service_decode_speed() {
              maxTokens: {n}) {{ outputTokens }} }}"
         );
         let started = Instant::now();
-        let response = chain.query(app, async_graphql::Request::new(q)).await.response;
+        let response = chain
+            .query(app, async_graphql::Request::new(q))
+            .await
+            .response;
         seconds.push(started.elapsed().as_secs_f64());
         assert!(response.errors.is_empty(), "{:?}", response.errors);
     }

@@ -10,11 +10,7 @@
 
 #![cfg(not(target_arch = "wasm32"))]
 
-use std::{
-    path::PathBuf,
-    sync::Arc,
-    time::Instant,
-};
+use std::{path::PathBuf, sync::Arc, time::Instant};
 
 use axum::{routing::get, Router};
 use edgechain_guest::{GenerationParams, Model, Session};
@@ -28,9 +24,11 @@ use serde_json::{json, Value};
 const PROMPT: &str = "Once upon a time";
 
 fn stories_dir() -> PathBuf {
-    std::env::var_os("EDGECHAIN_STORIES_DIR").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/models/stories260K")
-    })
+    std::env::var_os("EDGECHAIN_STORIES_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/models/stories260K")
+        })
 }
 
 fn file_ref(bytes: &[u8], url: String) -> Value {
@@ -53,17 +51,23 @@ fn operation(step: &Value, weights: &Value, tokenizer: &Value) -> Operation {
 /// The message of the first validation rule `op` breaks, if any.
 fn rule_error(op: &Operation) -> Option<String> {
     let checked = match op {
-        Operation::RegisterModel { name, version, format, weights, tokenizer, description, license } => {
-            validate_register(
-                name,
-                version,
-                format,
-                weights,
-                tokenizer,
-                description.as_deref(),
-                license.as_deref(),
-            )
-        }
+        Operation::RegisterModel {
+            name,
+            version,
+            format,
+            weights,
+            tokenizer,
+            description,
+            license,
+        } => validate_register(
+            name,
+            version,
+            format,
+            weights,
+            tokenizer,
+            description.as_deref(),
+            license.as_deref(),
+        ),
         Operation::RetireModel { name, version } => validate_retire(name, version),
     };
     checked.err().map(|e| e.0)
@@ -83,7 +87,11 @@ fn golden_token_count(weights: &[u8], tokenizer: &[u8]) -> usize {
     session.generated_tokens()
 }
 
-async fn query(chain: &ActiveChain, app: linera_sdk::linera_base_types::ApplicationId<RegistryAbi>, q: &str) -> Value {
+async fn query(
+    chain: &ActiveChain,
+    app: linera_sdk::linera_base_types::ApplicationId<RegistryAbi>,
+    q: &str,
+) -> Value {
     let outcome = chain.query(app, async_graphql::Request::new(q)).await;
     serde_json::to_value(&outcome.response).expect("a GraphQL response as JSON")
 }
@@ -100,9 +108,17 @@ async fn registry_and_generate_conform_to_the_simulator() {
 
     let (served_weights, served_tokenizer) = (weights.clone(), tokenizer.clone());
     let router = Router::new()
-        .route("/stories260K.bin", get(move || async move { served_weights.clone() }))
-        .route("/tok512.bin", get(move || async move { served_tokenizer.clone() }));
-    let server = HttpServer::start(router).await.expect("a loopback HTTP server");
+        .route(
+            "/stories260K.bin",
+            get(move || async move { served_weights.clone() }),
+        )
+        .route(
+            "/tok512.bin",
+            get(move || async move { served_tokenizer.clone() }),
+        );
+    let server = HttpServer::start(router)
+        .await
+        .expect("a loopback HTTP server");
     let base = format!("http://127.0.0.1:{}", server.port());
     let weights_ref = file_ref(&weights, format!("{base}/stories260K.bin"));
     let tokenizer_ref = file_ref(&tokenizer, format!("{base}/tok512.bin"));
@@ -113,7 +129,9 @@ async fn registry_and_generate_conform_to_the_simulator() {
     let build_s = started.elapsed().as_secs_f64();
     validator
         .change_resource_control_policy(|policy| {
-            policy.http_request_allow_list.insert("127.0.0.1".to_owned());
+            policy
+                .http_request_allow_list
+                .insert("127.0.0.1".to_owned());
         })
         .await;
     let mut chain = validator.new_chain().await;
@@ -153,16 +171,29 @@ async fn registry_and_generate_conform_to_the_simulator() {
     .await;
     let mut queries = Vec::new();
     for q in spec["queries"].as_array().expect("queries") {
-        let version = q["version"].as_str().map_or(String::new(), |v| format!(", version: \"{v}\""));
+        let version = q["version"]
+            .as_str()
+            .map_or(String::new(), |v| format!(", version: \"{v}\""));
         let name = q["name"].as_str().expect("name");
-        let response = query(&chain, app, &format!("{{ model(name: \"{name}\"{version}) {{ version }} }}")).await;
+        let response = query(
+            &chain,
+            app,
+            &format!("{{ model(name: \"{name}\"{version}) {{ version }} }}"),
+        )
+        .await;
         if let Some(expected) = q["expect"].as_str() {
-            assert_eq!(response["data"]["model"]["version"], expected, "{q}: {response}");
+            assert_eq!(
+                response["data"]["model"]["version"], expected,
+                "{q}: {response}"
+            );
         } else {
             let error = &response["errors"][0];
             assert_eq!(error["extensions"]["code"], q["code"], "{q}: {response}");
             let message = error["message"].as_str().expect("message");
-            assert!(message.contains(q["error"].as_str().unwrap()), "{q}: {message}");
+            assert!(
+                message.contains(q["error"].as_str().unwrap()),
+                "{q}: {message}"
+            );
         }
         queries.push(response);
     }
@@ -192,8 +223,14 @@ async fn registry_and_generate_conform_to_the_simulator() {
     .await;
     let greedy_s = started.elapsed().as_secs_f64();
     let result = &greedy["data"]["generate"];
-    let text = result["text"].as_str().unwrap_or_else(|| panic!("generate failed: {greedy}"));
-    assert_eq!(format!("{PROMPT}{text}\n"), golden, "greedy generate differs from llama2.c");
+    let text = result["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("generate failed: {greedy}"));
+    assert_eq!(
+        format!("{PROMPT}{text}\n"),
+        golden,
+        "greedy generate differs from llama2.c"
+    );
     assert_eq!(result["outputTokens"], count);
 
     // Sampled, with the seed derived from chain state: the test in Python re-derives it and
@@ -207,9 +244,17 @@ async fn registry_and_generate_conform_to_the_simulator() {
         ),
     )
     .await;
-    assert_eq!(sampled["data"]["generate"]["seedSource"], "derived", "{sampled}");
+    assert_eq!(
+        sampled["data"]["generate"]["seedSource"], "derived",
+        "{sampled}"
+    );
     let llm = query(&chain, app, &format!("{{ prompt(prompt: \"{PROMPT}\") }}")).await;
-    assert!(llm["data"]["prompt"].as_str().is_some_and(|t| !t.is_empty()), "{llm}");
+    assert!(
+        llm["data"]["prompt"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty()),
+        "{llm}"
+    );
 
     // The hash check: a registered file whose bytes differ never reaches the engine.
     let mut bad = tokenizer_ref.clone();
@@ -230,8 +275,16 @@ async fn registry_and_generate_conform_to_the_simulator() {
             );
         })
         .await;
-    let tampered = query(&chain, app, "{ generate(model: \"tampered\", maxTokens: 1) { text } }").await;
-    assert_eq!(tampered["errors"][0]["extensions"]["code"], "HashMismatch", "{tampered}");
+    let tampered = query(
+        &chain,
+        app,
+        "{ generate(model: \"tampered\", maxTokens: 1) { text } }",
+    )
+    .await;
+    assert_eq!(
+        tampered["errors"][0]["extensions"]["code"], "HashMismatch",
+        "{tampered}"
+    );
 
     let out = json!({
         "steps": steps,
