@@ -11,7 +11,7 @@ pub mod q8;
 pub mod sampler;
 pub mod tokenizer;
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "wasm-abi"))]
 pub mod wasm_abi;
 
 #[cfg(feature = "python")]

@@ -1,0 +1,123 @@
+//! edgechain's model registry as a Linera application: the ABI (operations), the rules an
+//! operation must follow (the same as `contract/operations.py` and `contract/registry.py`),
+//! the entry the contract stores, and the seed derivation of `service/seed.py` (v2).
+
+pub mod rules;
+pub mod seed;
+
+use async_graphql::{Request, Response};
+use linera_sdk::linera_base_types::{ContractAbi, ServiceAbi};
+use serde::{Deserialize, Serialize};
+
+pub use rules::{validate_register, validate_retire, RuleError};
+
+/// The application's ABI: registry operations in, nothing out; GraphQL for queries.
+pub struct RegistryAbi;
+
+impl ContractAbi for RegistryAbi {
+    type Operation = Operation;
+    type Response = ();
+}
+
+impl ServiceAbi for RegistryAbi {
+    type Query = Request;
+    type QueryResponse = Response;
+}
+
+/// A file the service will fetch: its BLAKE3 hash (hex), its size in bytes, where to get it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRef {
+    pub blake3: String,
+    pub size: u64,
+    pub urls: Vec<String>,
+}
+
+/// The registry's operations (`RegisterModel` and `RetireModel` of contract/operations.py).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Operation {
+    RegisterModel {
+        name: String,
+        version: String,
+        format: String,
+        weights: FileRef,
+        tokenizer: FileRef,
+        description: Option<String>,
+        license: Option<String>,
+    },
+    RetireModel {
+        name: String,
+        version: String,
+    },
+}
+
+impl Operation {
+    /// The operation's name as the simulator spells it (for messages).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Operation::RegisterModel { .. } => "RegisterModel",
+            Operation::RetireModel { .. } => "RetireModel",
+        }
+    }
+}
+
+/// A registered model version as the contract stores it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelEntry {
+    pub name: String,
+    pub version: String,
+    pub format: String,
+    pub weights: FileRef,
+    pub tokenizer: FileRef,
+    pub description: Option<String>,
+    pub license: Option<String>,
+    pub registered_height: u64,
+    /// The account owner that signed the registering block (Linera's `AccountOwner`).
+    pub registered_by: String,
+    pub retired_height: Option<u64>,
+}
+
+impl ModelEntry {
+    /// The height of the block that made this entry what it is now.
+    pub fn current_height(&self) -> u64 {
+        self.retired_height.unwrap_or(self.registered_height)
+    }
+
+    /// What "the same bytes" means: both files' hashes and sizes (URLs may differ).
+    pub fn same_files(&self, weights: &FileRef, tokenizer: &FileRef) -> bool {
+        (
+            &self.weights.blake3,
+            self.weights.size,
+            &self.tokenizer.blake3,
+            self.tokenizer.size,
+        ) == (
+            &weights.blake3,
+            weights.size,
+            &tokenizer.blake3,
+            tokenizer.size,
+        )
+    }
+}
+
+/// The state key of a model version (the simulator's `model/<name>/<version>`).
+pub fn model_key(name: &str, version: &str) -> String {
+    format!("{name}/{version}")
+}
+
+// getrandom 0.3 (candle's rand) needs a backend on wasm32-unknown-unknown; .cargo/config.toml
+// selects "custom". The engine never draws OS randomness (its sampler has its own seeded RNG);
+// if a dependency ever asks, it gets a fixed stream, so every validator computes the same.
+#[cfg(target_arch = "wasm32")]
+#[no_mangle]
+unsafe extern "Rust" fn __getrandom_v03_custom(
+    dest: *mut u8,
+    len: usize,
+) -> Result<(), getrandom::Error> {
+    let mut state: u64 = 0x2545_F491_4F6C_DD1D;
+    for i in 0..len {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        *dest.add(i) = state as u8;
+    }
+    Ok(())
+}

@@ -1,0 +1,99 @@
+//! The derived seed of a `generate` query: service/seed.py's encoding, version 2.
+//!
+//! `seed = u64_le(BLAKE3(encoding)[0:8])`, where the encoding is the domain tag, the chain,
+//! block and application identifiers, the model, version and prompt, then the sampling
+//! parameters (`repeat_penalty`, `repeat_window`, `temperature`, `top_p`, sorted by name).
+
+pub const SEED_DOMAIN: &str = "edgechain/seed/v2";
+
+/// The sampling parameters that enter the seed (not `max_tokens`, `stop` nor `seed`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SeedParams {
+    pub temperature: f64,
+    pub top_p: f64,
+    pub repeat_penalty: f64,
+    pub repeat_window: u64,
+}
+
+fn field(out: &mut Vec<u8>, data: &[u8]) {
+    out.extend_from_slice(&(data.len() as u64).to_le_bytes());
+    out.extend_from_slice(data);
+}
+
+/// seed.py's identifier rule: a string of hex digits is lowercased, any other used as it is.
+fn identifier(value: &str) -> String {
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_hexdigit()) {
+        value.to_ascii_lowercase()
+    } else {
+        value.to_owned()
+    }
+}
+
+fn integer(out: &mut Vec<u8>, value: i128) {
+    out.push(b'I');
+    field(out, value.to_string().as_bytes());
+}
+
+/// A float as seed.py writes it: an integral value below 2**53 as that integer, else its bits.
+fn float(out: &mut Vec<u8>, value: f64) {
+    if value.fract() == 0.0 && value.abs() < (1u64 << 53) as f64 {
+        integer(out, value as i128);
+    } else {
+        out.push(b'F');
+        out.extend_from_slice(&value.to_le_bytes());
+    }
+}
+
+/// The bytes BLAKE3 hashes (seed.py's `encode_seed_input`). Floats must be finite (the service
+/// checks its arguments first).
+pub fn encode_seed_input(
+    chain_id: &str,
+    block: &str,
+    application_id: &str,
+    model: &str,
+    version: &str,
+    prompt: &str,
+    params: &SeedParams,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    field(&mut out, SEED_DOMAIN.as_bytes());
+    for id in [chain_id, block, application_id] {
+        field(&mut out, identifier(id).as_bytes());
+    }
+    for text in [model, version, prompt] {
+        field(&mut out, text.as_bytes());
+    }
+    out.extend_from_slice(&4u64.to_le_bytes());
+    field(&mut out, b"repeat_penalty");
+    float(&mut out, params.repeat_penalty);
+    field(&mut out, b"repeat_window");
+    integer(&mut out, params.repeat_window as i128);
+    field(&mut out, b"temperature");
+    float(&mut out, params.temperature);
+    field(&mut out, b"top_p");
+    float(&mut out, params.top_p);
+    out
+}
+
+/// seed.py's `derive_seed`.
+pub fn derive_seed(
+    chain_id: &str,
+    block: &str,
+    application_id: &str,
+    model: &str,
+    version: &str,
+    prompt: &str,
+    params: &SeedParams,
+) -> u64 {
+    let input = encode_seed_input(
+        chain_id,
+        block,
+        application_id,
+        model,
+        version,
+        prompt,
+        params,
+    );
+    let digest = blake3::hash(&input);
+    u64::from_le_bytes(digest.as_bytes()[..8].try_into().expect("8 bytes"))
+}

@@ -1,0 +1,309 @@
+//! The registry application on Linera's TestValidator (the application built for wasm32 and run
+//! by wasmer), against tests/conformance.json: the same operations as the simulator, the same
+//! accepted and rejected ones, the same registry and query errors, and greedy `generate` on
+//! stories260K printing llama2.c's text byte for byte. The model files are served over loopback
+//! by linera-sdk's test `HttpServer`, whose host the committee's HTTP allow-list names.
+//!
+//! Environment: `EDGECHAIN_STORIES_DIR` (default ../../shared/models/stories260K) and
+//! `EDGECHAIN_CONFORMANCE_OUT`, a JSON file where the Linera side's outcomes are written for
+//! tests/test_linera_app.py to compare with the simulator's.
+
+#![cfg(not(target_arch = "wasm32"))]
+
+use std::{path::PathBuf, sync::Arc, time::Instant};
+
+use axum::{routing::get, Router};
+use edgechain_guest::{GenerationParams, Model, Session};
+use edgechain_linera::{validate_register, validate_retire, FileRef, Operation, RegistryAbi};
+use linera_sdk::{
+    linera_base_types::AccountSecretKey,
+    test::{ActiveChain, HttpServer, TestValidator},
+};
+use serde_json::{json, Value};
+
+const PROMPT: &str = "Once upon a time";
+
+fn stories_dir() -> PathBuf {
+    std::env::var_os("EDGECHAIN_STORIES_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/models/stories260K")
+        })
+}
+
+fn file_ref(bytes: &[u8], url: String) -> Value {
+    json!({"blake3": blake3::hash(bytes).to_hex().as_str(), "size": bytes.len(), "urls": [url]})
+}
+
+/// The operation of a conformance step, its `$weights`/`$tokenizer` made real.
+fn operation(step: &Value, weights: &Value, tokenizer: &Value) -> Operation {
+    let mut payload = step["payload"].clone();
+    for (key, file) in [("weights", weights), ("tokenizer", tokenizer)] {
+        match payload.get(key).and_then(Value::as_str) {
+            Some("$weights") | Some("$tokenizer") => payload[key] = file.clone(),
+            _ => {}
+        }
+    }
+    let op = step["op"].as_str().expect("op");
+    serde_json::from_value(json!({ op: payload })).expect("a registry operation")
+}
+
+/// The message of the first validation rule `op` breaks, if any.
+fn rule_error(op: &Operation) -> Option<String> {
+    let checked = match op {
+        Operation::RegisterModel {
+            name,
+            version,
+            format,
+            weights,
+            tokenizer,
+            description,
+            license,
+        } => validate_register(
+            name,
+            version,
+            format,
+            weights,
+            tokenizer,
+            description.as_deref(),
+            license.as_deref(),
+        ),
+        Operation::RetireModel { name, version } => validate_retire(name, version),
+    };
+    checked.err().map(|e| e.0)
+}
+
+/// llama2.c's run (`-t 0 -n 256 -i PROMPT`) on the native engine: the number of generated
+/// tokens, so `generate` can be asked for exactly those.
+fn golden_token_count(weights: &[u8], tokenizer: &[u8]) -> usize {
+    let model = Arc::new(Model::load(weights, tokenizer).expect("stories260K loads"));
+    let params = GenerationParams {
+        temperature: 0.0,
+        max_positions: Some(256),
+        ..GenerationParams::default()
+    };
+    let mut session = Session::start(model, PROMPT, &params).expect("session");
+    while session.step().expect("step").is_some() {}
+    session.generated_tokens()
+}
+
+async fn query(
+    chain: &ActiveChain,
+    app: linera_sdk::linera_base_types::ApplicationId<RegistryAbi>,
+    q: &str,
+) -> Value {
+    let outcome = chain.query(app, async_graphql::Request::new(q)).await;
+    serde_json::to_value(&outcome.response).expect("a GraphQL response as JSON")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn registry_and_generate_conform_to_the_simulator() {
+    let spec: Value =
+        serde_json::from_str(include_str!("conformance.json")).expect("conformance.json");
+    let dir = stories_dir();
+    let weights = std::fs::read(dir.join("stories260K.bin")).expect("stories260K.bin");
+    let tokenizer = std::fs::read(dir.join("tok512.bin")).expect("tok512.bin");
+    let golden = std::fs::read_to_string(dir.join("greedy_once_upon_a_time_256.txt"))
+        .expect("the golden text");
+
+    let (served_weights, served_tokenizer) = (weights.clone(), tokenizer.clone());
+    let router = Router::new()
+        .route(
+            "/stories260K.bin",
+            get(move || async move { served_weights.clone() }),
+        )
+        .route(
+            "/tok512.bin",
+            get(move || async move { served_tokenizer.clone() }),
+        );
+    let server = HttpServer::start(router)
+        .await
+        .expect("a loopback HTTP server");
+    let base = format!("http://127.0.0.1:{}", server.port());
+    let weights_ref = file_ref(&weights, format!("{base}/stories260K.bin"));
+    let tokenizer_ref = file_ref(&tokenizer, format!("{base}/tok512.bin"));
+
+    let started = Instant::now();
+    let (mut validator, module_id) =
+        TestValidator::with_current_module::<RegistryAbi, (), ()>().await;
+    let build_s = started.elapsed().as_secs_f64();
+    validator
+        .change_resource_control_policy(|policy| {
+            policy
+                .http_request_allow_list
+                .insert("127.0.0.1".to_owned());
+        })
+        .await;
+    let mut chain = validator.new_chain().await;
+    let app = chain.create_application(module_id, (), (), vec![]).await;
+
+    let owner_key = chain.key_pair().copy();
+    let mut steps = Vec::new();
+    for step in spec["operations"].as_array().expect("operations") {
+        let op = operation(step, &weights_ref, &tokenizer_ref);
+        let stranger = step["signer"] == "other";
+        if stranger {
+            chain.set_key_pair(AccountSecretKey::generate());
+        }
+        let result = chain.try_add_block(|block| {
+            block.with_operation(app, op.clone());
+        });
+        let result = result.await;
+        if stranger {
+            chain.set_key_pair(owner_key.copy());
+        }
+        let accepted = result.is_ok();
+        let error = result.err().map(|e| format!("{e:?}"));
+        let expected = step["expect"] == "ok";
+        assert_eq!(accepted, expected, "step {step}: {error:?}");
+        // A contract panic reaches the client as a bare wasm trap, without its message: check
+        // the validation rules' message here, on the same code natively.
+        steps.push(json!({"accepted": accepted, "error": error, "rule_error": rule_error(&op)}));
+    }
+
+    let models = query(
+        &chain,
+        app,
+        "{ models { name version format description license retired registeredHeight \
+         retiredHeight registeredBy weights { blake3 size urls } tokenizer { blake3 size urls } \
+         chainId applicationId height } }",
+    )
+    .await;
+    let mut queries = Vec::new();
+    for q in spec["queries"].as_array().expect("queries") {
+        let version = q["version"]
+            .as_str()
+            .map_or(String::new(), |v| format!(", version: \"{v}\""));
+        let name = q["name"].as_str().expect("name");
+        let response = query(
+            &chain,
+            app,
+            &format!("{{ model(name: \"{name}\"{version}) {{ version }} }}"),
+        )
+        .await;
+        if let Some(expected) = q["expect"].as_str() {
+            assert_eq!(
+                response["data"]["model"]["version"], expected,
+                "{q}: {response}"
+            );
+        } else {
+            let error = &response["errors"][0];
+            assert_eq!(error["extensions"]["code"], q["code"], "{q}: {response}");
+            let message = error["message"].as_str().expect("message");
+            assert!(
+                message.contains(q["error"].as_str().unwrap()),
+                "{q}: {message}"
+            );
+        }
+        queries.push(response);
+    }
+
+    // Greedy: llama2.c's text, byte for byte. A one-token query first gives the fixed costs
+    // (module compile, fetch, hash, load), so the decode rate is (count - 1) / difference.
+    let count = golden_token_count(&weights, &tokenizer);
+    let started = Instant::now();
+    let one = query(
+        &chain,
+        app,
+        &format!("{{ generate(model: \"stories260K\", prompt: \"{PROMPT}\", temperature: 0, maxTokens: 1) {{ text }} }}"),
+    )
+    .await;
+    let one_s = started.elapsed().as_secs_f64();
+    assert!(one["data"]["generate"]["text"].is_string(), "{one}");
+    let started = Instant::now();
+    let greedy = query(
+        &chain,
+        app,
+        &format!(
+            "{{ generate(model: \"stories260K\", prompt: \"{PROMPT}\", temperature: 0, \
+             maxTokens: {count}) {{ text stopReason inputTokens outputTokens seed seedSource \
+             model {{ version height chainId applicationId }} }} }}"
+        ),
+    )
+    .await;
+    let greedy_s = started.elapsed().as_secs_f64();
+    let result = &greedy["data"]["generate"];
+    let text = result["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("generate failed: {greedy}"));
+    assert_eq!(
+        format!("{PROMPT}{text}\n"),
+        golden,
+        "greedy generate differs from llama2.c"
+    );
+    assert_eq!(result["outputTokens"], count);
+
+    // Sampled, with the seed derived from chain state: the test in Python re-derives it and
+    // runs the simulator's engine with it.
+    let sampled = query(
+        &chain,
+        app,
+        &format!(
+            "{{ generate(model: \"stories260K\", prompt: \"{PROMPT}\", maxTokens: 40) \
+             {{ text seed seedSource outputTokens model {{ version height chainId applicationId }} }} }}"
+        ),
+    )
+    .await;
+    assert_eq!(
+        sampled["data"]["generate"]["seedSource"], "derived",
+        "{sampled}"
+    );
+    let llm = query(&chain, app, &format!("{{ prompt(prompt: \"{PROMPT}\") }}")).await;
+    assert!(
+        llm["data"]["prompt"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty()),
+        "{llm}"
+    );
+
+    // The hash check: a registered file whose bytes differ never reaches the engine.
+    let mut bad = tokenizer_ref.clone();
+    bad["blake3"] = json!("3".repeat(64));
+    chain
+        .add_block(|block| {
+            block.with_operation(
+                app,
+                Operation::RegisterModel {
+                    name: "tampered".into(),
+                    version: "1".into(),
+                    format: "llama2c".into(),
+                    weights: serde_json::from_value::<FileRef>(weights_ref.clone()).unwrap(),
+                    tokenizer: serde_json::from_value::<FileRef>(bad).unwrap(),
+                    description: None,
+                    license: None,
+                },
+            );
+        })
+        .await;
+    let tampered = query(
+        &chain,
+        app,
+        "{ generate(model: \"tampered\", maxTokens: 1) { text } }",
+    )
+    .await;
+    assert_eq!(
+        tampered["errors"][0]["extensions"]["code"], "HashMismatch",
+        "{tampered}"
+    );
+
+    let out = json!({
+        "steps": steps,
+        "models": models["data"]["models"],
+        "queries": queries,
+        "greedy": result,
+        "greedy_seconds": greedy_s,
+        "one_token_seconds": one_s,
+        "decode_tokens_per_second": (count - 1) as f64 / (greedy_s - one_s),
+        "sampled": sampled["data"]["generate"],
+        "build_and_publish_seconds": build_s,
+    });
+    println!(
+        "linera service: greedy {count} tokens in {greedy_s:.2} s, 1 token in {one_s:.2} s, \
+         decode {:.1} tokens/s; wasm build and publish {build_s:.1} s",
+        (count - 1) as f64 / (greedy_s - one_s)
+    );
+    if let Some(path) = std::env::var_os("EDGECHAIN_CONFORMANCE_OUT") {
+        std::fs::write(path, serde_json::to_string_pretty(&out).unwrap()).expect("write output");
+    }
+    drop(server);
+}
