@@ -2,14 +2,14 @@
 //!
 //! - names: `^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`; versions: `^[A-Za-z0-9][A-Za-z0-9._+-]{0,31}$`
 //! - format: `llama2c`; hashes: BLAKE3, 64 lowercase hex digits
-//! - sizes: 0 < size <= 4 GiB; URLs: 1 to 8 per file, http or https with a host, at most 2048
+//! - sizes: 0 < size <= 2 GiB (the fetcher's cap too); URLs: 1 to 8 per file, http or https with a host, at most 2048
 //!   characters, no whitespace or control characters
 //! - description: at most 1024 characters; license: at most 128 characters
 
 use crate::FileRef;
 
 pub const FORMATS: &[&str] = &["llama2c"];
-pub const MAX_FILE_SIZE: u64 = 4 * 1024 * 1024 * 1024;
+pub const MAX_FILE_SIZE: u64 = 2 * 1024 * 1024 * 1024;
 pub const MAX_URLS: usize = 8;
 pub const MAX_URL_LENGTH: usize = 2048;
 pub const MAX_DESCRIPTION: usize = 1024;
@@ -123,11 +123,22 @@ fn split_url(url: &str) -> Result<(String, Option<String>), ()> {
         return Err(());
     }
     let hostport = netloc.rsplit_once('@').map_or(netloc, |(_, h)| h);
-    let host = if let Some(bracketed) = hostport.strip_prefix('[') {
-        bracketed.split(']').next().unwrap_or("")
+    let (host, port) = if let Some(bracketed) = hostport.strip_prefix('[') {
+        let (host, tail) = bracketed.split_once(']').unwrap_or((bracketed, ""));
+        (host, tail.strip_prefix(':'))
     } else {
-        hostport.split(':').next().unwrap_or("")
+        match hostport.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (hostport, None),
+        }
     };
+    // As Python's urlsplit: an empty port is none; otherwise ASCII digits up to 65535.
+    if let Some(port) = port.filter(|p| !p.is_empty()) {
+        let digits = port.chars().all(|c| c.is_ascii_digit());
+        if !digits || port.parse::<u32>().map_or(true, |n| n > 65_535) {
+            return Err(());
+        }
+    }
     let host = (!host.is_empty()).then(|| host.to_lowercase());
     Ok((scheme, host))
 }
@@ -173,7 +184,7 @@ fn validate_file(file: &FileRef, what: &str) -> Checked {
     }
     if !(0 < file.size && file.size <= MAX_FILE_SIZE) {
         return reject(format!(
-            "{what}.size {} must be > 0 and <= 4 GiB ({MAX_FILE_SIZE})",
+            "{what}.size {} must be > 0 and <= 2 GiB ({MAX_FILE_SIZE})",
             file.size
         ));
     }

@@ -96,7 +96,8 @@ def test_quantize_refuses_bad_inputs_cleanly(
     )
     truncated = tmp_path / "short.bin"
     truncated.write_bytes(stories260k.checkpoint.read_bytes()[:-4])
-    assert_clean_error(run_cli("quantize", truncated, tmp_path / "o.bin"), 3, "implies 1056540 bytes")
+    result = run_cli("quantize", truncated, tmp_path / "o.bin")
+    assert_clean_error(result, 3, "implies 1056540 bytes")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["short.bin"]  # nothing partial left
 
 
