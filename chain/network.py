@@ -327,7 +327,7 @@ class Network:
 
     def create_chain(self, name: str) -> Chain:
         """A new, empty chain owned by a fresh key kept in ``keys/chains/<name>.key``."""
-        if not _CHAIN_NAME.match(name):
+        if not _CHAIN_NAME.fullmatch(name):
             raise UsageError(
                 f"chain name {name!r} must match {_CHAIN_NAME.pattern} (letters, digits, _ -)"
             )

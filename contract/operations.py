@@ -104,7 +104,7 @@ class FileRef:
         return cls(fields["blake3"], fields["size"], tuple(urls))
 
     def validate(self, what: str) -> None:
-        if not isinstance(self.blake3, str) or not HASH_PATTERN.match(self.blake3):
+        if not isinstance(self.blake3, str) or not HASH_PATTERN.fullmatch(self.blake3):
             raise OperationRejected(f"{what}.blake3 must be 64 lowercase hex digits")
         size = self.size
         if not isinstance(size, int) or isinstance(size, bool):
@@ -151,7 +151,7 @@ def _exact_map(value: Any, what: str, required: set[str], optional: set[str]) ->
 
 
 def _validate_name(name: Any) -> None:
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise OperationRejected(
             f"model name {name!r} must match {NAME_PATTERN.pattern} "
             "(letters, digits, . _ -; at most 64 characters)"
@@ -159,7 +159,7 @@ def _validate_name(name: Any) -> None:
 
 
 def _validate_version(version: Any) -> None:
-    if not isinstance(version, str) or not VERSION_PATTERN.match(version):
+    if not isinstance(version, str) or not VERSION_PATTERN.fullmatch(version):
         raise OperationRejected(
             f"model version {version!r} must match {VERSION_PATTERN.pattern} "
             "(letters, digits, . _ + -; at most 32 characters)"

@@ -111,9 +111,9 @@ class MintStory:
         return op
 
     def validate(self) -> None:
-        if not isinstance(self.model, str) or not NAME_PATTERN.match(self.model):
+        if not isinstance(self.model, str) or not NAME_PATTERN.fullmatch(self.model):
             raise OperationRejected(f"invalid model name {self.model!r}")
-        if not isinstance(self.version, str) or not VERSION_PATTERN.match(self.version):
+        if not isinstance(self.version, str) or not VERSION_PATTERN.fullmatch(self.version):
             raise OperationRejected(f"invalid model version {self.version!r}")
         if not isinstance(self.prompt, str) or len(self.prompt.encode()) > MAX_PROMPT_BYTES:
             raise OperationRejected(f"the prompt must be text of at most {MAX_PROMPT_BYTES} bytes")
@@ -130,7 +130,7 @@ class MintStory:
             )
         oracle = _check_fields(self.oracle, _ORACLE, "oracle")
         for name in ("token_ids_blake3", "receipt_hash"):
-            if not HASH_PATTERN.match(oracle[name]):
+            if not HASH_PATTERN.fullmatch(oracle[name]):
                 raise OperationRejected(f"oracle.{name} must be 64 lowercase hex digits")
         if len(oracle["text"].encode()) > MAX_TEXT_BYTES:
             raise OperationRejected(f"oracle.text is longer than {MAX_TEXT_BYTES} bytes")
@@ -159,7 +159,7 @@ class Transfer:
     def validate(self) -> None:
         if not isinstance(self.story, int) or isinstance(self.story, bool) or self.story < 1:
             raise OperationRejected(f"story must be a story id (>= 1), got {self.story!r}")
-        if not isinstance(self.owner, str) or not _OWNER.match(self.owner):
+        if not isinstance(self.owner, str) or not _OWNER.fullmatch(self.owner):
             raise OperationRejected("owner must be a public key: 64 lowercase hex digits")
 
 

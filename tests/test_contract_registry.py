@@ -50,7 +50,9 @@ def _rejected(chain, app, op, match):
 # --- validation -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["", "-lead", ".lead", "a" * 65, "has space", "a/b", "é"])
+@pytest.mark.parametrize(
+    "name", ["", "-lead", ".lead", "a" * 65, "has space", "a/b", "é", "trailing\n"]
+)
 def test_bad_names(chain, app, name):
     _rejected(chain, app, register(name=name), "model name")
 
@@ -60,7 +62,7 @@ def test_good_names(chain, app, name):
     assert chain.execute(app.id, register(name=name)).height == chain.height - 1
 
 
-@pytest.mark.parametrize("version", ["", "1 0", "x" * 33, "1/2", "+1"])
+@pytest.mark.parametrize("version", ["", "1 0", "x" * 33, "1/2", "+1", "1\n"])
 def test_bad_versions(chain, app, version):
     _rejected(chain, app, register(version=version), "model version")
 
@@ -69,7 +71,9 @@ def test_bad_format(chain, app):
     _rejected(chain, app, register(format="gguf"), "format 'gguf' is not supported")
 
 
-@pytest.mark.parametrize("digest", ["1" * 63, "1" * 65, "A" * 64, "g" * 64, "", 123])
+@pytest.mark.parametrize(
+    "digest", ["1" * 63, "1" * 65, "A" * 64, "g" * 64, "", 123, "1" * 64 + "\n"]
+)
 def test_bad_hashes(chain, app, digest):
     _rejected(chain, app, register(weights=file_ref(blake3=digest)), "weights.blake3")
     _rejected(chain, app, register(tokenizer=file_ref(blake3=digest)), "tokenizer.blake3")
