@@ -40,9 +40,10 @@ ensure_debian_packages() {
 }
 
 ensure_debian_packages
-for tool in /usr/bin/rustc /usr/bin/cargo /usr/bin/rust-lld /usr/bin/protoc; do
-    if [[ ! -x $tool ]]; then
-        log "missing $tool after installing ${DEBIAN_PACKAGES[*]}: run scripts/check_tools.sh"
+for tool in /usr/bin/rustc /usr/bin/cargo /usr/bin/rust-lld /usr/bin/protoc \
+    /usr/include/google/protobuf/empty.proto; do
+    if [[ ! -e $tool ]]; then
+        log "missing $tool after installing ${DEBIAN_PACKAGES[*]}"
         exit 1
     fi
 done

@@ -32,11 +32,6 @@ if ! { command -v rustup >/dev/null 2>&1 &&
     need /usr/bin/rust-lld "apt-get install --no-install-recommends rust-web-llvm lld-22"
 fi
 
-# The Linera application's tests (linera-storage-service's build script needs protoc and the
-# well-known .proto files).
-need /usr/bin/protoc "apt-get install --no-install-recommends protobuf-compiler"
-need /usr/include/google/protobuf/empty.proto "apt-get install --no-install-recommends libprotobuf-dev"
-
 if ((missing)); then
     echo "check_tools: install what is listed above (scripts/setup.sh does it as root), then retry" >&2
     exit 1

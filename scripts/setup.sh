@@ -31,9 +31,6 @@ bash scripts/build_guest.sh
 step "native module"
 bash scripts/build_native.sh
 
-step "Linera application (linera_app/, docs/linera.md)"
-bash scripts/build_linera_app.sh
-
 step "tools the build and tests call"
 bash scripts/check_tools.sh
 

@@ -3,6 +3,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# Only the tests need the Linera application (linera-sdk: about 28 CPU-minutes cold), so the
+# demo's setup does not build it.
+printf '\n== %s\n' "Linera application (linera_app/, docs/linera.md)" >&2
+bash scripts/build_linera_app.sh
 PYTHON=${PYTHON:-python3}
 "$PYTHON" -m ruff check .
 exec "$PYTHON" -m pytest "$@"

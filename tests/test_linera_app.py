@@ -8,7 +8,7 @@ operations, the same registry, the same query errors, greedy `generate` equal to
 and a sampled `generate` whose seed (derived from Linera chain state with service/seed.py's
 encoding) gives the same text on the simulator's engine.
 
-Needs the crate's toolchain (scripts/build_linera_app.sh, run by scripts/setup.sh): a missing
+Needs the crate's toolchain (scripts/build_linera_app.sh, run by scripts/test.sh): a missing
 build is built here, slowly, rather than skipped.
 """
 
