@@ -20,24 +20,8 @@ have_rustup_target() {
         rustup target list --installed 2>/dev/null | grep -qx "$TARGET"
 }
 
-ensure_debian_packages() {
-    local missing=()
-    for pkg in "${DEBIAN_PACKAGES[@]}"; do
-        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" ||
-            missing+=("$pkg")
-    done
-    if ((${#missing[@]} == 0)); then
-        return
-    fi
-    log "installing Debian packages: ${missing[*]}"
-    local sudo=()
-    if [[ $(id -u) -ne 0 ]]; then
-        sudo=(sudo -n)
-    fi
-    export DEBIAN_FRONTEND=noninteractive
-    "${sudo[@]}" apt-get update -q </dev/null
-    "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}" </dev/null
-}
+# shellcheck source=debian_packages.sh
+source "$ROOT/scripts/debian_packages.sh"
 
 cd "$CRATE"
 if have_rustup_target; then
@@ -45,7 +29,7 @@ if have_rustup_target; then
     TARGET_DIR="$CRATE/target/wasm-rustup"
     cargo build --locked --quiet --profile "$PROFILE" --target "$TARGET" --target-dir "$TARGET_DIR" --lib
 else
-    ensure_debian_packages
+    ensure_debian_packages "${DEBIAN_PACKAGES[@]}"
     for tool in /usr/bin/rustc /usr/bin/cargo /usr/bin/rust-lld; do
         if [[ ! -x $tool ]]; then
             log "missing $tool after installing ${DEBIAN_PACKAGES[*]}: run scripts/check_tools.sh"

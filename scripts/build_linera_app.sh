@@ -20,26 +20,10 @@ RUN_TESTS=0
 
 log() { echo "build_linera_app: $*" >&2; }
 
-ensure_debian_packages() {
-    local missing=()
-    for pkg in "${DEBIAN_PACKAGES[@]}"; do
-        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" ||
-            missing+=("$pkg")
-    done
-    if ((${#missing[@]} == 0)); then
-        return
-    fi
-    log "installing Debian packages: ${missing[*]}"
-    local sudo=()
-    if [[ $(id -u) -ne 0 ]]; then
-        sudo=(sudo -n)
-    fi
-    export DEBIAN_FRONTEND=noninteractive
-    "${sudo[@]}" apt-get update -q </dev/null
-    "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}" </dev/null
-}
+# shellcheck source=debian_packages.sh
+source "$ROOT/scripts/debian_packages.sh"
 
-ensure_debian_packages
+ensure_debian_packages "${DEBIAN_PACKAGES[@]}"
 for tool in /usr/bin/rustc /usr/bin/cargo /usr/bin/rust-lld /usr/bin/protoc \
     /usr/include/google/protobuf/empty.proto; do
     if [[ ! -e $tool ]]; then
