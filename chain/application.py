@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -140,12 +139,9 @@ class OperationPayload(Protocol):
     def to_payload(self) -> Any: ...
 
 
+# Filled by the wiring layer above chain/ (it registers the built-in kinds): chain/ names no
+# application itself.
 _KINDS: dict[str, ApplicationKind] = {}
-# Built-in kinds are imported on first use so that edgechain.chain does not import them eagerly.
-_BUILTIN_MODULES = {
-    "model-registry": "edgechain.contract.registry",
-    "story-book": "edgechain.contract.story_book",
-}
 
 
 def register_application_kind(kind: ApplicationKind) -> None:
@@ -155,17 +151,15 @@ def register_application_kind(kind: ApplicationKind) -> None:
 
 def application_kind(name: str) -> ApplicationKind:
     """The application kind called ``name``."""
-    if name not in _KINDS and name in _BUILTIN_MODULES:
-        importlib.import_module(_BUILTIN_MODULES[name])
     try:
         return _KINDS[name]
     except KeyError:
-        known = sorted(set(_KINDS) | set(_BUILTIN_MODULES))
-        raise UsageError(f"unknown application {name!r} (known: {', '.join(known)})") from None
+        known = ", ".join(known_application_kinds()) or "none registered"
+        raise UsageError(f"unknown application {name!r} (known: {known})") from None
 
 
 def known_application_kinds() -> list[str]:
-    return sorted(set(_KINDS) | set(_BUILTIN_MODULES))
+    return sorted(_KINDS)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -1,5 +1,6 @@
 """The model-registry application: operations (``operations``), contract and service
-(``registry``). Importing this package registers the "model-registry" application kind.
+(``registry``). Its application kind, ``MODEL_REGISTRY``, is registered with the chain layer by
+the wiring layer above (see ARCHITECTURE.md, "Layers"), as is the story book's.
 """
 
 from edgechain.contract.operations import FileRef, RegisterModel, RetireModel

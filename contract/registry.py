@@ -16,7 +16,6 @@ from edgechain.chain.application import (
     ContractState,
     OperationContext,
     ServiceContext,
-    register_application_kind,
 )
 from edgechain.chain.certificate import Certificate, verify_certificate
 from edgechain.chain.committee import Committee
@@ -267,4 +266,3 @@ MODEL_REGISTRY = ApplicationKind(
     contract=ModelRegistryContract(),
     service_factory=ModelRegistryService,
 )
-register_application_kind(MODEL_REGISTRY)

@@ -25,7 +25,6 @@ from edgechain.chain.application import (
     ContractState,
     OperationContext,
     ServiceContext,
-    register_application_kind,
 )
 from edgechain.contract.operations import HASH_PATTERN, NAME_PATTERN, VERSION_PATTERN
 from edgechain.errors import OperationRejected, ServiceError, Unauthorized
@@ -273,4 +272,3 @@ STORY_BOOK = ApplicationKind(
     contract=StoryBookContract(),
     service_factory=StoryBookService,
 )
-register_application_kind(STORY_BOOK)

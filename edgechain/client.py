@@ -29,6 +29,7 @@ from typing import BinaryIO, TypeVar
 
 import blake3
 
+from edgechain.applications import register_applications
 from edgechain.chain.certificate import Certificate, CertifiedBlock
 from edgechain.chain.network import (
     NETWORK_FILE,
@@ -78,6 +79,9 @@ Progress = Callable[[int, int], None]
 _CHUNK = 1 << 20
 
 _Parsed = TypeVar("_Parsed")
+
+# Every network a client opens runs the registry and the story book.
+register_applications()
 
 
 def default_network_dir() -> Path:
@@ -178,6 +182,12 @@ def _check_publish_text(
         if _is_url(text):
             check_utf8(what, text)
         check_utf8(f"{what} URL", list(more))
+
+
+class FileServer(typing.Protocol):
+    """What serves a published model's files (e.g. a loopback WeightServer)."""
+
+    def url(self, name: str) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -349,6 +359,26 @@ class Client:
             tokenizer=tokenizer_ref,
             description=description,
             license=license,
+        )
+
+    def publish_served(
+        self,
+        name: str,
+        *,
+        weights: str | os.PathLike[str],
+        tokenizer: str | os.PathLike[str],
+        server: FileServer,
+        **options: typing.Any,
+    ) -> PublishedModel:
+        """:meth:`publish_model` for two local files that ``server`` serves under their file
+        names (a loopback server over their directory, as in the examples and benchmarks)."""
+        return self.publish_model(
+            name,
+            weights=weights,
+            tokenizer=tokenizer,
+            weights_urls=[server.url(Path(weights).name)],
+            tokenizer_urls=[server.url(Path(tokenizer).name)],
+            **options,
         )
 
     def register_model(

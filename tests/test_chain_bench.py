@@ -1,4 +1,4 @@
-from edgechain.chain.bench import main, run_chain_benchmark
+from edgechain.bench.chain import main, run_chain_benchmark
 
 
 def test_benchmark_reports_every_committee_size(tmp_path):

@@ -11,9 +11,11 @@ from edgechain.chain import Network
 
 WRITER = """
 import sys
+from edgechain.applications import register_applications
 from edgechain.chain import Network
 from edgechain.contract import FileRef, RegisterModel
 
+register_applications()
 net = Network.open(sys.argv[1])
 chain = net.default_chain()
 app = chain.application("model-registry")

@@ -10,10 +10,12 @@ from edgechain.chain import Network
 
 REPLICA = """
 import sys
+from edgechain.applications import register_applications
 from edgechain.chain.application import application_id, execute_operations
 from edgechain.chain.block import Operation
 from edgechain.chain.state import ChainState
 
+register_applications()
 reverse = sys.argv[1] == "reverse"
 chain_id, owner = bytes(range(32)), bytes(range(32, 64))
 app = application_id(chain_id, "model-registry")

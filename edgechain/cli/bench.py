@@ -1,24 +1,17 @@
-"""``edgechain bench``: load time, time to first token, decode tokens/s and peak RSS per engine.
-
-Synthetic models of the stories shapes are written once into a cache directory and reused. Each
-(shape, engine) measurement runs in a fresh subprocess (edgechain.cli.bench_worker) so its peak
-RSS is its own.
-"""
+"""``edgechain bench``: the engine benchmark's options; the measuring is in
+:mod:`edgechain.bench.engine`."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from edgechain.cli.common import bounded_int, ensure_directory
 from edgechain.cli.network_options import add_json_option
-from edgechain.errors import GenerationError, InvalidCheckpoint, InvalidParameter
+from edgechain.errors import GenerationError, InvalidParameter
 from edgechain.service.engine.base import text_to_utf8
-from edgechain.service.model_files import MAX_SEQ_LEN, read_checkpoint_header
+from edgechain.service.model_files import MAX_SEQ_LEN
 
 NAME = "bench"
 HELP = "benchmark the engines on synthetic stories-shaped models"
@@ -57,46 +50,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_json_option(parser, "print JSON instead of a table")
 
 
-def default_model_dir() -> Path:
-    """$EDGECHAIN_CACHE_DIR/bench-models, else ~/.cache/edgechain/bench-models."""
-    root = os.environ.get("EDGECHAIN_CACHE_DIR")
-    if root:
-        return Path(root) / "bench-models"
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg) / "edgechain" / "bench-models"
-
-
-def ensure_model(directory: Path, shape_name: str, seed: int) -> tuple[Path, Path]:
-    """The synthetic checkpoint and tokenizer for ``shape_name``, written unless present."""
-    from edgechain.synth import shape_named, synthesize
-
-    shape = shape_named(shape_name)
-    directory.mkdir(parents=True, exist_ok=True)
-    checkpoint = directory / f"synth-{shape_name}-seed{seed}.bin"
-    tokenizer = directory / f"synth-tokenizer-{shape.vocab_size}.bin"
-    if not checkpoint.is_file() or checkpoint.stat().st_size != shape.file_size():
-        print(f"synthesising {shape_name} -> {checkpoint}", file=sys.stderr)
-        synthesize(shape, seed, checkpoint, tokenizer)
-    elif not tokenizer.is_file():
-        synthesize(shape, seed, checkpoint, tokenizer)
-    return checkpoint, tokenizer
-
-
-def ensure_int8(checkpoint: Path) -> Path:
-    """``checkpoint`` quantized (default group size) next to it, written unless present."""
-    from edgechain.quantize import quantize_checkpoint
-
-    out = checkpoint.with_name(f"{checkpoint.stem}-int8.bin")
-    try:
-        if read_checkpoint_header(out).group_size is not None:
-            return out
-    except InvalidCheckpoint:
-        pass  # absent, or left half-written by an interrupted run: written again
-    print(f"quantizing {checkpoint.name} -> {out}", file=sys.stderr)
-    quantize_checkpoint(checkpoint, out)
-    return out
-
-
 def _split(value: str, allowed: tuple[str, ...] | None, what: str) -> list[str]:
     items = [v.strip() for v in value.split(",") if v.strip()]
     if not items:
@@ -110,31 +63,9 @@ def _split(value: str, allowed: tuple[str, ...] | None, what: str) -> list[str]:
     return items
 
 
-def run_worker(
-    engine: str, checkpoint: Path, tokenizer: Path, steps: int, seed: int, prompt: str
-) -> dict[str, object]:
-    """One measurement in a subprocess; an error entry (not an exception) if it fails."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "edgechain.cli.bench_worker",
-        engine,
-        str(checkpoint),
-        str(tokenizer),
-        str(steps),
-        str(seed),
-        prompt,
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-        message = lines[-1].removeprefix("error: ") if lines else f"exit {proc.returncode}"
-        return {"engine": engine, "error": message}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 def execute(args: argparse.Namespace) -> int:
-    """Synthesise, measure, print."""
+    """Check the options, measure, print."""
+    from edgechain.bench.engine import default_model_dir, format_table, run_engine_benchmark
     from edgechain.synth import SHAPES
 
     shapes = _split(args.shapes, tuple(SHAPES), "shapes")
@@ -144,102 +75,12 @@ def execute(args: argparse.Namespace) -> int:
     directory = ensure_directory(
         Path(args.cache_dir) if args.cache_dir else default_model_dir(), "--cache-dir"
     )
-    if "wasm" in engines:
-        _warm_wasm_cache()
-    results = []
-    for shape in shapes:
-        f32, tokenizer = ensure_model(directory, shape, args.seed)
-        for kind in weights:
-            checkpoint = ensure_int8(f32) if kind == "int8" else f32
-            for engine in engines:
-                print(f"measuring {shape} {kind} on {engine}", file=sys.stderr)
-                row = run_worker(engine, checkpoint, tokenizer, args.steps, args.seed, args.prompt)
-                size = checkpoint.stat().st_size / 2**20
-                results.append({"shape": shape, "weights": kind, "file_mb": size, **row})
+    results = run_engine_benchmark(
+        directory, shapes, engines, weights, steps=args.steps, seed=args.seed, prompt=args.prompt
+    )
     if args.json:
         print(json.dumps(results, indent=2))
     else:
         print(format_table(results))
     # Rows that failed are shown, and the exit code says the run was incomplete.
     return GenerationError.exit_code if any("error" in r for r in results) else 0
-
-
-def _warm_wasm_cache() -> None:
-    """Compile the guest once up front so no measured process pays for Cranelift."""
-    from edgechain.service.engine import open_engine
-
-    try:
-        engine = open_engine("wasm")
-    except Exception as err:  # noqa: BLE001 - the worker will report the same error per row
-        print(f"warning: {err}", file=sys.stderr)
-        return
-    print(
-        f"wasm guest module: {engine.module_source} in {engine.module_seconds:.2f} s",
-        file=sys.stderr,
-    )
-
-
-def _fmt(value: object, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
-def format_table(results: list[dict[str, object]]) -> str:
-    """A plain-text table, one row per (shape, weights, engine)."""
-    header = ("shape", "engine", "load s", "1st token ms", "decode tok/s", "tokens", "peak RSS MB")
-    rows = [header]
-    for r in results:
-        label = str(r["engine"])
-        if r.get("weights", "f32") != "f32":
-            label += f" {r['weights']}"
-        if "error" in r:
-            rows.append((str(r["shape"]), label, f"error: {r['error']}", "", "", "", ""))
-            continue
-        first = r.get("first_token_s")
-        rows.append(
-            (
-                str(r["shape"]),
-                label,
-                _fmt(r.get("load_s"), ".2f"),
-                _fmt(None if first is None else float(first) * 1000, ".0f"),
-                _fmt(r.get("decode_tok_s"), ".1f"),
-                _fmt(r.get("generated_tokens"), "d"),
-                _fmt(r.get("peak_rss_mb"), ".0f"),
-            )
-        )
-    widths = [max(len(row[i]) for row in rows if not row[i].startswith("error")) for i in range(7)]
-    lines = []
-    for row in rows:
-        if row[2].startswith("error"):
-            lines.append(f"{row[0]:<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]}")
-        else:
-            lines.append(
-                "  ".join(
-                    c.rjust(w) if i > 1 else c.ljust(w)
-                    for i, (c, w) in enumerate(zip(row, widths, strict=True))
-                )
-            )
-    lines.extend(_ratios(results))
-    return "\n".join(lines)
-
-
-def _ratios(results: list[dict[str, object]]) -> list[str]:
-    """Per shape: wasm's decode rate relative to native's (per weights kind), and int8's
-    relative to f32's (per engine), where both were measured."""
-    rates: dict[str, dict[tuple[str, str], float]] = {}
-    for r in results:
-        rate = r.get("decode_tok_s")
-        if isinstance(rate, int | float) and rate > 0:
-            key = (str(r["engine"]), str(r.get("weights", "f32")))
-            rates.setdefault(str(r["shape"]), {})[key] = float(rate)
-    lines = []
-    for shape, by in rates.items():
-        for kind in ("f32", "int8"):
-            if ("wasm", kind) in by and ("native", kind) in by:
-                suffix = "" if kind == "f32" else f" ({kind})"
-                ratio = by[("wasm", kind)] / by[("native", kind)]
-                lines.append(f"{shape}: wasm decodes at {ratio:.2f}x native{suffix}")
-        for engine in ("wasm", "native"):
-            if (engine, "f32") in by and (engine, "int8") in by:
-                ratio = by[(engine, "int8")] / by[(engine, "f32")]
-                lines.append(f"{shape}: {engine} int8 decodes at {ratio:.2f}x its f32")
-    return lines

@@ -1,6 +1,6 @@
 """Chain benchmark: certified blocks per second, database bytes per block, reopen time.
 
-Run: ``python -m edgechain.chain.bench [--validators 4,7,10] [--blocks 500]
+Run: ``python -m edgechain.bench.chain [--validators 4,7,10] [--blocks 500]
 [--reopen-blocks 10000]``.
 Each block carries one RegisterModel operation (a new version of one model), so the registry's
 state grows with the chain, as it would in use.
@@ -16,9 +16,11 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from edgechain.applications import register_applications
 from edgechain.chain.committee import quorum_threshold
 from edgechain.chain.keys import generate_key
 from edgechain.chain.network import Network
+from edgechain.contract import FileRef, RegisterModel
 from edgechain.errors import UsageError
 
 
@@ -73,8 +75,6 @@ class ChainBenchmark:
 
 
 def _fill(net: Network, blocks: int) -> float:
-    from edgechain.contract import FileRef, RegisterModel
-
     chain = net.default_chain()
     app_id = chain.app_id("model-registry")
     weights = FileRef("ab" * 32, 1_000_000, ("http://127.0.0.1:8000/model.bin",))
@@ -110,6 +110,7 @@ def run_chain_benchmark(
     """
     if blocks < 1 or reopen_blocks < 0 or any(n < 1 for n in validators):
         raise UsageError("blocks must be >= 1, reopen blocks >= 0, validators >= 1")
+    register_applications()
     with tempfile.TemporaryDirectory(dir=workdir, prefix="edgechain-bench-") as tmp:
         commits = []
         for n in validators:
@@ -148,7 +149,7 @@ def run_chain_benchmark(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m edgechain.chain.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m edgechain.bench.chain", description=__doc__)
     parser.add_argument("--validators", default="4,7,10", help="committee sizes (default 4,7,10)")
     parser.add_argument("--blocks", type=int, default=500, help="blocks per committee size")
     parser.add_argument("--reopen-blocks", type=int, default=10_000, help="0 to skip")

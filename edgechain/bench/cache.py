@@ -1,4 +1,4 @@
-"""How fast the service checks hashes: ``python -m edgechain.service.cache_bench``.
+"""How fast the service checks hashes: ``python -m edgechain.bench.cache``.
 
 For buffers the size of stories15M (61 MB) and stories110M (438 MB) it reports MB/s (10**6 bytes
 per second) of:
@@ -107,7 +107,7 @@ def benchmark_verification(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m edgechain.service.cache_bench", description=__doc__.splitlines()[0]
+        prog="python -m edgechain.bench.cache", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--sizes", default="61,438", help="buffer sizes in MB, comma-separated")
     parser.add_argument("--repeats", type=int, default=3)

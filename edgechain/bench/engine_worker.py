@@ -1,6 +1,6 @@
 """One benchmark measurement, run in its own process so its peak RSS is its own.
 
-    python -m edgechain.cli.bench_worker ENGINE CHECKPOINT TOKENIZER STEPS SEED PROMPT
+    python -m edgechain.bench.engine_worker ENGINE CHECKPOINT TOKENIZER STEPS SEED PROMPT
 
 prints one JSON object on stdout: engine_init_s, load_s, first_token_s, decode_tok_s,
 generated_tokens, prompt_tokens, peak_rss_mb, module_source (wasm only).

@@ -1,0 +1,27 @@
+"""The wiring of applications into chains: the built-in kinds, registered with the chain layer.
+
+chain/ knows an application only as an :class:`~edgechain.chain.application.ApplicationKind`
+registered under its name, so it names no contract. This module is where the built-in ones (the
+model registry and the story book) are registered; :mod:`edgechain.client` calls
+:func:`register_applications` when it is imported, so the CLI, the node, the pytest plugin and
+the examples have them. Code that opens a network with ``edgechain.chain`` alone (a benchmark,
+a test's subprocess) calls it first: a stored chain whose blocks name an unregistered
+application does not re-verify.
+"""
+
+from __future__ import annotations
+
+from edgechain.chain.application import ApplicationKind, register_application_kind
+from edgechain.contract.registry import MODEL_REGISTRY
+from edgechain.contract.story_book import STORY_BOOK
+
+__all__ = ["BUILTIN_APPLICATIONS", "register_applications"]
+
+#: Every application kind a chain runs.
+BUILTIN_APPLICATIONS: tuple[ApplicationKind, ...] = (MODEL_REGISTRY, STORY_BOOK)
+
+
+def register_applications() -> None:
+    """Register the built-in application kinds (idempotent)."""
+    for kind in BUILTIN_APPLICATIONS:
+        register_application_kind(kind)
