@@ -23,7 +23,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import blake3
 
@@ -43,11 +43,14 @@ from edgechain.service.runtime import PreparedQuery, QueryStream
 from edgechain.service.seed import SEED_DOMAIN, SeedQuery, derive_seed
 
 if TYPE_CHECKING:
-    from edgechain.client import Client
+    from edgechain.chain.network import Chain, Network
+    from edgechain.contract.registry import ModelRegistryService
+    from edgechain.service.runtime import ModelService
 
 __all__ = [
     "ENGINE_SETTINGS",
     "FORMAT",
+    "OpenNetwork",
     "Receipt",
     "Verification",
     "build_receipt",
@@ -412,9 +415,25 @@ class Verification:
     seconds: float
 
 
-def verify_receipt(receipt: Receipt, client: Client) -> Verification:
-    """Check ``receipt`` against the network ``client`` opened, then replay it on the
-    client's engine (weights from its cache, else fetched by their certified hash).
+class OpenNetwork(Protocol):
+    """What :func:`verify_receipt` needs of an open network: the wiring layer's client is one."""
+
+    @property
+    def network(self) -> Network: ...
+
+    @property
+    def chain(self) -> Chain: ...
+
+    @property
+    def registry(self) -> ModelRegistryService: ...
+
+    @property
+    def service(self) -> ModelService: ...
+
+
+def verify_receipt(receipt: Receipt, net: OpenNetwork) -> Verification:
+    """Check ``receipt`` against the open network ``net``, then replay it on ``net``'s
+    service engine (weights from its cache, else fetched by their certified hash).
 
     Raises CertificateError (exit 4) when the certificate or the certified entry does not
     hold; ReceiptMismatch (exit 7) naming the field, or the first token that differs; the
@@ -422,13 +441,13 @@ def verify_receipt(receipt: Receipt, client: Client) -> Verification:
     """
     started = time.perf_counter()
     body = receipt.body
-    certificate = _check_certificate(receipt, client)
-    model = _check_entry(receipt, client, certificate)
+    certificate = _check_certificate(receipt, net)
+    model = _check_entry(receipt, net, certificate)
     _check_seed(receipt)
     if token_ids_hash(receipt.token_ids) != body["output"]["token_ids_blake3"]:
         raise ReceiptMismatch("output.token_ids_blake3: not the hash of output.token_ids")
-    _check_engine(receipt, client.service.engine)
-    replay = _replay(receipt, client, model)
+    _check_engine(receipt, net.service.engine)
+    replay = _replay(receipt, net, model)
     _compare_tokens(receipt, replay)
     _compare_text(receipt, replay)
     assert replay.record is not None
@@ -448,18 +467,18 @@ def verify_receipt(receipt: Receipt, client: Client) -> Verification:
         model=body["model"]["name"],
         version=body["model"]["version"],
         tokens=len(receipt.token_ids),
-        engine=client.service.engine.kind,
+        engine=net.service.engine.kind,
         certificate_height=certificate.height,
         signers=certificate.signers,
         seconds=time.perf_counter() - started,
     )
 
 
-def _check_certificate(receipt: Receipt, client: Client) -> Certificate:
+def _check_certificate(receipt: Receipt, net: OpenNetwork) -> Certificate:
     body = receipt.body
     certificate = Certificate.from_json(body["certificate"])
-    verify_certificate(certificate, client.network.committee)
-    chain = client.chain
+    verify_certificate(certificate, net.network.committee)
+    chain = net.chain
     if certificate.chain_id.hex() != body["chain_id"]:
         raise CertificateError("chain_id: the certificate is for another chain")
     if chain.id.hex() != body["chain_id"]:
@@ -485,12 +504,12 @@ def _check_certificate(receipt: Receipt, client: Client) -> Certificate:
     return certificate
 
 
-def _check_entry(receipt: Receipt, client: Client, certificate: Certificate) -> CertifiedModel:
+def _check_entry(receipt: Receipt, net: OpenNetwork, certificate: Certificate) -> CertifiedModel:
     body = receipt.body
     name, version = body["model"]["name"], body["model"]["version"]
     matches = [
         m
-        for m in client.registry.list_models(include_retired=True)
+        for m in net.registry.list_models(include_retired=True)
         if (m.entry.name, m.entry.version) == (name, version)
     ]
     if not matches:
@@ -554,7 +573,7 @@ def _check_engine(receipt: Receipt, engine: Engine) -> None:
         )
 
 
-def _replay(receipt: Receipt, client: Client, model: CertifiedModel) -> QueryStream:
+def _replay(receipt: Receipt, net: OpenNetwork, model: CertifiedModel) -> QueryStream:
     query = receipt.query()
     seed = receipt.seed
     prepared = PreparedQuery(
@@ -565,7 +584,7 @@ def _replay(receipt: Receipt, client: Client, model: CertifiedModel) -> QueryStr
         query.params(seed),
         time.perf_counter(),
     )
-    stream = client.service.start(prepared)
+    stream = net.service.start(prepared)
     stream.collect()
     return stream
 

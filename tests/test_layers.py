@@ -1,0 +1,101 @@
+"""The layer rule (ARCHITECTURE.md, "Layers"): chain/ names nothing above it, contract/ names
+no service, and service/ names no client, applications wiring, CLI, node, benchmark or test
+code. "Names" is an import anywhere in a module (also under TYPE_CHECKING or in a function) or
+a string holding a module's dotted name (``importlib.import_module("edgechain.contract...")``,
+a docstring cross-reference)."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: folder -> (its package, the top-level edgechain modules it may name besides its own).
+LAYERS = {
+    "chain": ("edgechain.chain", {"chain", "errors"}),
+    "contract": ("edgechain.contract", {"chain", "contract", "errors"}),
+    "service": ("edgechain.service", {"chain", "contract", "service", "errors"}),
+}
+
+_DOTTED = re.compile(r"\bedgechain\.([A-Za-z_][A-Za-z0-9_]*)")
+
+
+def _module_name(package: str, folder: Path, path: Path) -> str:
+    parts = list(path.relative_to(folder).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join([package, *parts])
+
+
+def _imported(node: ast.Import | ast.ImportFrom, module: str, is_package: bool) -> list[str]:
+    """The absolute module names an import statement reaches."""
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    if node.level:
+        base = module.split(".")
+        base = base[: len(base) - node.level + (1 if is_package else 0)]
+        target = ".".join(base + ([node.module] if node.module else []))
+    else:
+        target = node.module or ""
+    # ``from edgechain import errors`` reaches edgechain.errors.
+    return [f"{target}.{alias.name}" for alias in node.names] if target == "edgechain" else [target]
+
+
+def violations(source: str, module: str, allowed: set[str], is_package: bool = False) -> list[str]:
+    """Each place ``source`` (module ``module``) names an edgechain module outside ``allowed``."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            for name in _imported(node, module, is_package):
+                parts = name.split(".")
+                if parts[0] == "edgechain" and (len(parts) < 2 or parts[1] not in allowed):
+                    found.append(f"line {node.lineno}: imports {name}")
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            for match in _DOTTED.finditer(node.value):
+                if match.group(1) not in allowed:
+                    found.append(f"line {node.lineno}: names {match.group(0)}")
+    return found
+
+
+@pytest.mark.parametrize("folder", sorted(LAYERS))
+def test_a_layer_names_nothing_above_it(folder: str) -> None:
+    package, allowed = LAYERS[folder]
+    files = sorted((ROOT / folder).rglob("*.py"))
+    assert files, f"no Python files under {folder}/"
+    problems = []
+    for path in files:
+        module = _module_name(package, ROOT / folder, path)
+        source = path.read_text(encoding="utf-8")
+        for problem in violations(source, module, allowed, path.name == "__init__.py"):
+            problems.append(f"{path.relative_to(ROOT)} {problem}")
+    assert problems == []
+
+
+def test_the_check_finds_each_kind_of_upward_edge() -> None:
+    source = '''
+"""See :class:`~edgechain.client.Client`."""
+import importlib
+from typing import TYPE_CHECKING
+from edgechain.chain.block import Block
+from edgechain import errors, client
+from .. import contract
+if TYPE_CHECKING:
+    from edgechain.node.app import App
+
+def kind():
+    from edgechain.service.runtime import ModelService
+    return importlib.import_module("edgechain.contract.registry")
+'''
+    found = violations(source, "edgechain.chain.application", {"chain", "errors"})
+    assert sorted(f.split(": ", 1)[1] for f in found) == [
+        "imports edgechain.client",  # from edgechain import errors, client: only client
+        "imports edgechain.contract",  # the relative import
+        "imports edgechain.node.app",  # under TYPE_CHECKING
+        "imports edgechain.service.runtime",  # inside a function
+        "names edgechain.client",  # the docstring
+        "names edgechain.contract",  # importlib's argument
+    ]
