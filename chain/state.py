@@ -20,7 +20,6 @@ import blake3
 
 from edgechain.chain.encoding import (
     decode,
-    encode,
     encode_bytes,
     encode_str,
     hash_encoded,
@@ -189,8 +188,3 @@ class ChainState:
             app.bucket_hashes[index] = encoded_hash
             if app.size == 0:
                 del self._apps[app_id]
-
-
-def encode_value(value: Any) -> bytes:
-    """The encoded form a write set holds."""
-    return encode(value)

@@ -183,9 +183,6 @@ class _Reads:
             return 0
         return int(self._typed((top,), (("height", int),), "blocks")[0]) + 1  # type: ignore[call-overload]
 
-    def block_count(self, chain_id: bytes) -> int:
-        return int(self._rows("SELECT COUNT(*) FROM blocks WHERE chain_id = ?", (chain_id,))[0][0])  # type: ignore[call-overload]
-
     def block_row(self, chain_id: bytes, height: int) -> BlockRow | None:
         rows = self._rows(f"{_SELECT_BLOCK} WHERE chain_id = ? AND height = ?", (chain_id, height))
         return self._block(rows[0]) if rows else None

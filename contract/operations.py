@@ -15,15 +15,11 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-import blake3
-
-from edgechain.errors import InputError, InvalidText, OperationRejected
+from edgechain.errors import InvalidText, OperationRejected
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,31}$")
@@ -80,20 +76,6 @@ class FileRef:
 
     def to_payload(self) -> dict[str, Any]:
         return {"blake3": self.blake3, "size": self.size, "urls": list(self.urls)}
-
-    @classmethod
-    def from_file(cls, path: str | Path, urls: Sequence[str]) -> FileRef:
-        """Hash and measure a local file (client side, for `model publish`; never on chain)."""
-        hasher = blake3.blake3()
-        size = 0
-        try:
-            with open(path, "rb") as f:
-                while chunk := f.read(1 << 20):
-                    hasher.update(chunk)
-                    size += len(chunk)
-        except OSError as exc:
-            raise InputError(f"cannot read {path}: {exc.strerror}") from exc
-        return cls(hasher.hexdigest(), size, tuple(urls))
 
     @classmethod
     def from_payload(cls, value: Any, what: str) -> FileRef:

@@ -35,12 +35,11 @@ def main(argv: list[str] | None = None) -> int:
             WeightServer(files) as server,
             Client.up(Path(tmp) / "net", validators=4, faulty="v4=wrong-output") as client,
         ):
-            client.publish_model(
+            client.publish_served(
                 "stories260K",
                 weights=files / "stories260K.bin",
                 tokenizer=files / "tok512.bin",
-                weights_urls=[server.url("stories260K.bin")],
-                tokenizer_urls=[server.url("tok512.bin")],
+                server=server,
             )
             query = GenerateQuery(
                 model="stories260K", prompt=args.prompt, temperature=1.0, max_tokens=args.max_tokens

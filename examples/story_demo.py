@@ -86,12 +86,11 @@ def network_dir(explicit: Path | None) -> Iterator[Path]:
 
 def publish_local(client: Client, models_dir: Path, server: WeightServer) -> None:
     """Hash the local files and register them with their loopback URLs."""
-    client.publish_model(
+    client.publish_served(
         MODEL,
         weights=models_dir / WEIGHTS,
         tokenizer=models_dir / TOKENIZER,
-        weights_urls=[server.url(WEIGHTS)],
-        tokenizer_urls=[server.url(TOKENIZER)],
+        server=server,
         description="Karpathy's stories260K (TinyStories), served over loopback",
         license="MIT",
     )

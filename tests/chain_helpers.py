@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from edgechain.client import hash_file
 from edgechain.contract import FileRef, RegisterModel
 
 WEIGHTS_HASH = "1" * 64
@@ -12,6 +15,12 @@ FAST_TIMEOUT = 0.2  # seconds per vote: long enough for an honest vote on a busy
 
 def file_ref(blake3: str = WEIGHTS_HASH, size: int = 1024, url: str = URL) -> FileRef:
     return FileRef(blake3, size, (url,))
+
+
+def local_file_ref(path: Path, url: str) -> FileRef:
+    """The FileRef of a local file, built as ``Client.publish_model`` builds it."""
+    hashed = hash_file(path)
+    return FileRef(hashed.blake3, hashed.size, (url,))
 
 
 def register(name: str = "stories260K", version: str = "1", **changes) -> RegisterModel:

@@ -4,7 +4,7 @@ from dataclasses import replace
 
 import blake3
 import pytest
-from chain_helpers import TOKENIZER_HASH, URL, file_ref, register
+from chain_helpers import TOKENIZER_HASH, URL, file_ref, local_file_ref, register
 
 from edgechain.chain import Network, Operation
 from edgechain.chain.agreement import certify
@@ -279,14 +279,14 @@ def test_blocks_over_one_mebibyte_are_refused(chain, app):
     assert chain.height == 0
 
 
-def test_file_ref_from_file(tmp_path):
+def test_a_file_ref_of_a_local_file_as_publish_builds_it(tmp_path):
     data = bytes(range(256)) * 5000
     (tmp_path / "model.bin").write_bytes(data)
-    ref = FileRef.from_file(tmp_path / "model.bin", [URL])
+    ref = local_file_ref(tmp_path / "model.bin", URL)
     assert ref == FileRef(blake3.blake3(data).hexdigest(), len(data), (URL,))
     ref.validate("weights")
-    with pytest.raises(InputError, match="cannot read"):
-        FileRef.from_file(tmp_path / "missing.bin", [URL])
+    with pytest.raises(InputError, match="no such file"):
+        local_file_ref(tmp_path / "missing.bin", URL)
 
 
 # --- text that is not UTF-8, and the one file-size limit ----------------------------------------

@@ -23,10 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from chain_helpers import local_file_ref
 
 from edgechain.chain.keys import generate_key
 from edgechain.client import Client
-from edgechain.contract import FileRef, RegisterModel, RetireModel
+from edgechain.contract import RegisterModel, RetireModel
 from edgechain.errors import EdgechainError
 from edgechain.service.runtime import GenerateQuery
 from edgechain.service.seed import SeedQuery, derive_seed
@@ -68,8 +69,8 @@ def simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Client
 def _operation(step: dict[str, Any], server: WeightServer) -> RegisterModel | RetireModel:
     payload = dict(step["payload"])
     files = {
-        "$weights": FileRef.from_file(WEIGHTS, [server.url("stories260K.bin")]),
-        "$tokenizer": FileRef.from_file(TOKENIZER, [server.url("tok512.bin")]),
+        "$weights": local_file_ref(WEIGHTS, server.url("stories260K.bin")),
+        "$tokenizer": local_file_ref(TOKENIZER, server.url("tok512.bin")),
     }
     for key in ("weights", "tokenizer"):
         if isinstance(payload.get(key), str):

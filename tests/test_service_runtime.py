@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 import wasmtime
+from chain_helpers import local_file_ref
 
 from edgechain import errors
 from edgechain.chain.committee import Committee
 from edgechain.chain.keys import generate_key, public_bytes
 from edgechain.client import Client
-from edgechain.contract.operations import FileRef
 from edgechain.service.engine.wasm import WasmEngine
 from edgechain.service.fetch import FetchPolicy
 from edgechain.service.runtime import GenerateQuery, ModelService
@@ -243,8 +243,8 @@ def test_a_trapping_or_looping_guest_is_an_error_and_the_service_keeps_serving(
             # register_model: publish_model would refuse these stand-in checkpoints unparsed
             client.register_model(
                 name,
-                weights=FileRef.from_file(tmp_path / f"{name}.bin", [fakes.url(f"{name}.bin")]),
-                tokenizer=FileRef.from_file(tmp_path / "tok.bin", [fakes.url("tok.bin")]),
+                weights=local_file_ref(tmp_path / f"{name}.bin", fakes.url(f"{name}.bin")),
+                tokenizer=local_file_ref(tmp_path / "tok.bin", fakes.url("tok.bin")),
             )
         _trap_then_loop_then_serve(client, mock_engine)
 

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from edgechain.errors import (
-    Cancelled,
     InputError,
     InvalidCheckpoint,
     InvalidParameter,
@@ -189,7 +188,6 @@ class Generation(Iterator[Token]):
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._pieces: list[str] = []
         self._lock = threading.Lock()
-        self._cancelled = False
         self.stop_reason: StopReason | None = None
         self.prompt_tokens, self.generated_tokens = driver.counts()
         #: The prompt's bytes exactly as run.c prints them, and the same as text.
@@ -230,17 +228,11 @@ class Generation(Iterator[Token]):
 
     def cancel(self) -> None:
         """Stop generating and free the session; iteration ends. Safe to call more than once."""
-        self._cancelled = True
         with self._lock:
             if self._driver is not None:
                 self.stop_reason = StopReason.CANCELLED
                 self._flush_decoder()
                 self._finish()
-
-    def raise_if_cancelled(self) -> None:
-        """Raise errors.Cancelled if cancel() was called (for callers that treat it as failure)."""
-        if self._cancelled:
-            raise Cancelled("generation cancelled")
 
     def _flush_decoder(self) -> None:
         tail = self._decoder.decode(b"", final=True)
