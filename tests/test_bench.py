@@ -1,0 +1,66 @@
+"""The service benchmarks (edgechain/bench/) on tiny inputs: each runs and reports what it says."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from edgechain.bench import cache, query, story
+from edgechain.bench.network import BENCH_MODEL, synthetic_model_network
+
+
+def test_the_cache_benchmark_reports_every_measurement(tmp_path: Path) -> None:
+    results = cache.benchmark_verification((1,), repeats=1, directory=str(tmp_path))
+    assert [r.what for r in results] == [
+        "hash 1 thread",
+        "hash all cores",
+        "hash streamed",
+        "cache get, first",
+        "cache get, again",
+        "cache get, always",
+        "cache get_path",
+    ]
+    assert all(r.size_bytes == 1_000_000 and r.mb_per_s > 0 for r in results)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_synthetic_network_publishes_the_bench_model_and_cleans_up() -> None:
+    with synthetic_model_network("260K", 3, validators=1) as client:
+        model = client.model(BENCH_MODEL)
+        assert model.entry.weights.urls[0].startswith("http://127.0.0.1:")
+        assert model.entry.weights.urls[0].endswith("/model.bin")
+        root = client.network.path.parent
+        assert root.name.startswith("edgechain-bench-")
+        assert Path(root).parent == Path(tempfile.gettempdir())
+    assert not root.exists()
+
+
+def test_the_query_benchmark_times_a_cold_then_warm_queries() -> None:
+    rows = query.run("260K", 4, "wasm")
+    assert [r["query"] for r in rows] == ["cold, 1 token", "warm, 1 token", "warm, 4 tokens"]
+    cold, warm, longer = rows
+    assert cold["fetch_ms"] > 0 and cold["load_ms"] > 0  # the cold query fetched and loaded
+    assert warm["fetch_ms"] == 0 and warm["load_ms"] == 0  # the warm ones did neither
+    assert longer["decode_tok_s"] > 0
+
+
+def test_the_story_benchmark_mints_the_generated_story(capsys) -> None:
+    assert story.main(["--shape", "260K", "--tokens", "8", "--validators", "1"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["tokens"] == 8 and result["stop_reason"] == "max_tokens"
+    assert result["validators"] == 1 and result["validator_engines"] == {"v1": "wasm"}
+    assert result["generate_s"] > 0 and result["mint_s"] > 0
+
+
+def test_the_chain_benchmark_runs_on_its_own() -> None:
+    # A fresh process (no pytest plugin, no client imported): the benchmark registers the
+    # application kinds it executes itself.
+    args = ["--validators", "1", "--blocks", "2", "--reopen-blocks", "2", "--json"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "edgechain.bench.chain", *args], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["reopen"]["blocks"] == 2
