@@ -59,6 +59,7 @@ if typing.TYPE_CHECKING:
 
 __all__ = [
     "Client",
+    "FileServer",
     "HashedFile",
     "Progress",
     "default_network_dir",
