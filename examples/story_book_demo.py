@@ -17,7 +17,7 @@ from edgechain.errors import EdgechainError, QuorumNotReached
 from edgechain.service.engine import open_engine
 from edgechain.service.query import GenerateQuery
 from edgechain.service.receipt import Receipt, verify_receipt
-from edgechain.service.weight_server import WeightServer
+from edgechain.testing.weight_server import WeightServer
 
 DEFAULT_MODELS = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "stories260K"
 

@@ -32,7 +32,7 @@ from edgechain.contract.operations import FileRef
 from edgechain.errors import EdgechainError, InputError
 from edgechain.service.fetch import FetchPolicy
 from edgechain.service.runtime import GenerateQuery
-from edgechain.service.weight_server import WeightServer
+from edgechain.testing.weight_server import WeightServer
 
 MODEL = "stories260K"
 WEIGHTS, TOKENIZER = "stories260K.bin", "tok512.bin"

@@ -3,7 +3,7 @@
     python -m edgechain.service.query_bench [--shape 15M] [--tokens 64] [--engine wasm]
 
 A deterministic synthetic model of the shape is written to a temporary directory, served by
-:class:`~edgechain.service.weight_server.WeightServer`, published on a fresh 4-validator network
+:class:`~edgechain.testing.weight_server.WeightServer`, published on a fresh 4-validator network
 and queried through :class:`~edgechain.client.Client`. "Cold" uses an empty content cache and a
 new service (the compiled guest may come from the on-disk module cache, as it would in a second
 process); "warm" is the same query again on the loaded model.
@@ -20,8 +20,8 @@ from pathlib import Path
 from edgechain.client import Client
 from edgechain.service.engine import open_engine
 from edgechain.service.runtime import GenerateQuery, GenerationRecord
-from edgechain.service.weight_server import WeightServer
-from edgechain.synth import shape_named, synthesize
+from edgechain.testing.synth import shape_named, synthesize
+from edgechain.testing.weight_server import WeightServer
 
 
 def _row(label: str, wall_s: float, record: GenerationRecord) -> dict[str, float | str]:

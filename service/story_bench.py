@@ -21,8 +21,8 @@ from pathlib import Path
 
 from edgechain.client import Client
 from edgechain.service.query import GenerateQuery
-from edgechain.service.weight_server import WeightServer
-from edgechain.synth import shape_named, synthesize
+from edgechain.testing.synth import shape_named, synthesize
+from edgechain.testing.weight_server import WeightServer
 
 
 def run(shape_name: str, tokens: int, validators: int, engines: str | None) -> dict[str, object]:

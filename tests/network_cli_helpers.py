@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from edgechain.client import Client
-from edgechain.pytest_plugin import ModelFiles
+from edgechain.testing.models import ModelFiles
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

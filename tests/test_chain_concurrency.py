@@ -17,8 +17,8 @@ from network_cli_helpers import REPO_ROOT, edgechain, make_network, serve_copies
 from serve_helpers import PUBLISH, file_input, start_node, stop_node
 
 from edgechain.client import Client
-from edgechain.pytest_plugin import ModelFiles
-from edgechain.service.weight_server import WeightServer
+from edgechain.testing.models import ModelFiles
+from edgechain.testing.weight_server import WeightServer
 
 PUBLISHERS = 2
 PUBLISHES_EACH = 8

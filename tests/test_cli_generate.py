@@ -14,8 +14,8 @@ import pytest
 from network_cli_helpers import edgechain, make_network, serve_copies
 
 from edgechain.client import Client
-from edgechain.pytest_plugin import ModelFiles
-from edgechain.service.weight_server import Fault, WeightServer
+from edgechain.testing.models import ModelFiles
+from edgechain.testing.weight_server import Fault, WeightServer
 
 PROMPT = "Once upon a time"
 

@@ -13,8 +13,8 @@ import pytest
 from network_cli_helpers import edgechain, make_network, serve_copies
 
 from edgechain.cli.progress import ProgressBar
-from edgechain.pytest_plugin import ModelFiles
-from edgechain.service.weight_server import WeightServer
+from edgechain.testing.models import ModelFiles
+from edgechain.testing.weight_server import WeightServer
 
 
 @pytest.fixture

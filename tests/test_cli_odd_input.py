@@ -14,7 +14,7 @@ import sys
 import pytest
 from network_cli_helpers import REPO_ROOT, make_network
 
-from edgechain.pytest_plugin import locate_stories260k
+from edgechain.testing.models import locate_stories260k
 
 # (id, argv (split on spaces; {placeholders} filled in per test), exit code, part of the error)
 FILES = "--dir {net} --weights {w} --tokenizer {t} --weights-url {u} --tokenizer-url {u}"

@@ -17,7 +17,7 @@ import blake3
 from edgechain.cli.progress import ProgressBar, render
 from edgechain.client import Client, download_file
 from edgechain.service.fetch import FetchPolicy
-from edgechain.service.weight_server import WeightServer
+from edgechain.testing.weight_server import WeightServer
 
 MODELS = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "stories260K"
 

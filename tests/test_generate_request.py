@@ -35,7 +35,7 @@ from edgechain.service.query import (
     parameters,
     seed_parameters,
 )
-from edgechain.service.weight_server import WeightServer
+from edgechain.testing.weight_server import WeightServer
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO.parent / "shared" / "models" / "stories260K"

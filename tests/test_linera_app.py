@@ -30,7 +30,7 @@ from edgechain.contract import FileRef, RegisterModel, RetireModel
 from edgechain.errors import EdgechainError
 from edgechain.service.runtime import GenerateQuery
 from edgechain.service.seed import SeedQuery, derive_seed
-from edgechain.service.weight_server import WeightServer
+from edgechain.testing.weight_server import WeightServer
 
 REPO = Path(__file__).resolve().parents[1]
 CRATE = REPO / "linera_app"

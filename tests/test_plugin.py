@@ -12,9 +12,9 @@ from edgechain.chain.certificate import verify_certificate
 from edgechain.client import Client
 from edgechain.contract.operations import FileRef, RegisterModel, RetireModel
 from edgechain.errors import ModelRetired, OperationRejected
-from edgechain.pytest_plugin import ModelFiles
 from edgechain.service.runtime import GenerateQuery, ModelService
-from edgechain.service.weight_server import WeightServer
+from edgechain.testing.models import ModelFiles
+from edgechain.testing.weight_server import WeightServer
 
 pytest_plugins = ["pytester"]
 
@@ -106,9 +106,9 @@ def test_stories260k_fails_clearly_when_the_files_are_absent(
         textwrap.dedent(
             f"""
             from pathlib import Path
-            import edgechain.pytest_plugin
+            import edgechain.testing.models
 
-            edgechain.pytest_plugin._REPO_ROOT = Path({str(tmp_path / "checkout")!r})
+            edgechain.testing.models._REPO_ROOT = Path({str(tmp_path / "checkout")!r})
             """
         )
     )
@@ -141,7 +141,7 @@ def test_the_public_types_are_importable_from_edgechain() -> None:
 
     assert (PublicClient, PublicQuery, PublicFiles) == (Client, GenerateQuery, ModelFiles)
     assert issubclass(HashMismatch, edgechain.EdgechainError) and HashMismatch.exit_code == 6
-    assert ServedModel.__module__ == "edgechain.pytest_plugin"
+    assert ServedModel.__module__ == "edgechain.testing.pytest_plugin"
     for name in edgechain.__all__:  # every advertised name resolves
         assert getattr(edgechain, name) is not None, name
     with pytest.raises(AttributeError):

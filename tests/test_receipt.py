@@ -19,11 +19,11 @@ from network_cli_helpers import edgechain, make_network, serve_copies
 from edgechain.chain.encoding import decode, encode
 from edgechain.client import Client
 from edgechain.errors import CertificateError, InvalidReceipt, ReceiptMismatch
-from edgechain.pytest_plugin import ModelFiles
 from edgechain.service.engine import open_engine
 from edgechain.service.query import GenerateQuery
 from edgechain.service.receipt import Receipt, build_receipt, token_ids_hash, verify_receipt
-from edgechain.service.weight_server import WeightServer
+from edgechain.testing.models import ModelFiles
+from edgechain.testing.weight_server import WeightServer
 
 PROMPT = "Once upon a time"
 

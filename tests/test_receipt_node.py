@@ -20,7 +20,7 @@ from serve_helpers import (
 
 from edgechain.client import Client
 from edgechain.service.receipt import Receipt, verify_receipt
-from edgechain.service.weight_server import WeightServer
+from edgechain.testing.weight_server import WeightServer
 
 PROMPT = "Once upon a time"
 

@@ -39,7 +39,7 @@ from serve_helpers import (
 
 from edgechain.client import Client
 from edgechain.service.engine.wasm import PACKAGED_GUEST
-from edgechain.service.weight_server import WeightServer
+from edgechain.testing.weight_server import WeightServer
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")

@@ -33,8 +33,8 @@ from serve_helpers import (
 
 from edgechain.client import Client
 from edgechain.service.engine.wasm import GUEST_ENV, PACKAGED_GUEST
-from edgechain.service.weight_server import WeightServer
-from edgechain.synth import shape_named, synthesize
+from edgechain.testing.synth import shape_named, synthesize
+from edgechain.testing.weight_server import WeightServer
 
 PROMPT = "Once upon a time"
 

@@ -23,7 +23,7 @@ from serve_helpers import (
 
 from edgechain.client import Client
 from edgechain.service.engine.wasm import PACKAGED_GUEST
-from edgechain.service.weight_server import WeightServer
+from edgechain.testing.weight_server import WeightServer
 
 PROMPT = "Once upon a time"
 

@@ -28,8 +28,8 @@ from serve_helpers import (
 )
 
 from edgechain.client import Client
-from edgechain.service.weight_server import Fault, WeightServer
-from edgechain.synth import shape_named, synthesize
+from edgechain.testing.synth import shape_named, synthesize
+from edgechain.testing.weight_server import Fault, WeightServer
 
 BAR_S = 5.0
 STOP_BAR_S = 10.0

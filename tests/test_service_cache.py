@@ -16,7 +16,7 @@ import pytest
 from edgechain.errors import FetchError, HashMismatch, InputError
 from edgechain.service.cache import ContentCache, Reverify, blake3_hex
 from edgechain.service.fetch import Fetcher
-from edgechain.service.weight_server import Fault, WeightServer
+from edgechain.testing.weight_server import Fault, WeightServer
 
 MODELS = Path("/work/shared/models/stories260K")
 MODEL = "stories260K.bin"

@@ -19,7 +19,7 @@ from edgechain.service.fetch import (
     fetch_any,
     fetch_url,
 )
-from edgechain.service.weight_server import Fault, WeightServer
+from edgechain.testing.weight_server import Fault, WeightServer
 
 MODELS = Path("/work/shared/models/stories260K")
 MODEL = "stories260K.bin"

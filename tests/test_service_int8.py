@@ -12,7 +12,7 @@ from edgechain.client import Client
 from edgechain.quantize import quantize_checkpoint
 from edgechain.service.fetch import FetchPolicy
 from edgechain.service.runtime import GenerateQuery
-from edgechain.service.weight_server import WeightServer
+from edgechain.testing.weight_server import WeightServer
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO.parent / "shared" / "models" / "stories260K"

@@ -14,7 +14,7 @@ from edgechain.service.engine.base import LoadedModel
 from edgechain.service.engine.wasm import WasmEngine
 from edgechain.service.fetch import FetchPolicy
 from edgechain.service.runtime import GenerateQuery, ModelService
-from edgechain.service.weight_server import WeightServer
+from edgechain.testing.weight_server import WeightServer
 
 MODELS = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "stories260K"
 QUERY = GenerateQuery(model="stories260K", prompt="Once upon a time", max_tokens=20, temperature=0)

@@ -23,7 +23,7 @@ from edgechain.contract.operations import FileRef
 from edgechain.service.engine.wasm import WasmEngine
 from edgechain.service.fetch import FetchPolicy
 from edgechain.service.runtime import GenerateQuery, ModelService
-from edgechain.service.weight_server import Fault, WeightServer
+from edgechain.testing.weight_server import Fault, WeightServer
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO.parent / "shared" / "models" / "stories260K"

@@ -18,7 +18,7 @@ from edgechain import errors
 from edgechain.client import Client
 from edgechain.service.fetch import Fetcher, FetchPolicy, FetchReason
 from edgechain.service.runtime import GenerateQuery
-from edgechain.service.weight_server import Fault, WeightServer
+from edgechain.testing.weight_server import Fault, WeightServer
 
 MODELS = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "stories260K"
 WEIGHTS, TOKENIZER = MODELS / "stories260K.bin", MODELS / "tok512.bin"

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from edgechain.service.weight_server import Fault, WeightServer
+from edgechain.testing.weight_server import Fault, WeightServer
 
 MODELS = Path("/work/shared/models/stories260K")
 TOKENIZER = "tok512.bin"

@@ -68,7 +68,7 @@ def default_model_dir() -> Path:
 
 def ensure_model(directory: Path, shape_name: str, seed: int) -> tuple[Path, Path]:
     """The synthetic checkpoint and tokenizer for ``shape_name``, written unless present."""
-    from edgechain.synth import shape_named, synthesize
+    from edgechain.testing.synth import shape_named, synthesize
 
     shape = shape_named(shape_name)
     directory.mkdir(parents=True, exist_ok=True)
@@ -135,7 +135,7 @@ def run_worker(
 
 def execute(args: argparse.Namespace) -> int:
     """Synthesise, measure, print."""
-    from edgechain.synth import SHAPES
+    from edgechain.testing.synth import SHAPES
 
     shapes = _split(args.shapes, tuple(SHAPES), "shapes")
     engines = _split(args.engines, ("wasm", "native"), "engines")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from engine_helpers import ModelFiles, assert_clean_error, run_cli
 
-from edgechain.synth import write_tokenizer
+from edgechain.testing.synth import write_tokenizer
 
 ENGINES = ["wasm", "native"]
 

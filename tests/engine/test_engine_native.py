@@ -11,7 +11,7 @@ from engine_helpers import ModelFiles
 
 from edgechain import errors
 from edgechain.service.engine import Engine, GenerationParams, open_engine
-from edgechain.synth import shape_named, synthesize
+from edgechain.testing.synth import shape_named, synthesize
 
 
 def test_missing_module_says_how_to_build_it(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,7 +14,7 @@ from engine_helpers import REPO_ROOT, ModelFiles
 from edgechain import errors
 from edgechain.service.engine import Engine, GenerationParams, open_engine
 from edgechain.service.engine.wasm import PACKAGED_GUEST, WasmEngine, locate_guest
-from edgechain.synth import shape_named, synthesize
+from edgechain.testing.synth import shape_named, synthesize
 
 GREEDY = GenerationParams(temperature=0, max_tokens=30)
 

@@ -11,7 +11,7 @@ from engine_helpers import ModelFiles, run_cli
 
 from edgechain.errors import InvalidParameter
 from edgechain.service.engine import Engine, GenerationParams
-from edgechain.synth import SHAPES, shape_named, synthesize, tokenizer_pieces
+from edgechain.testing.synth import SHAPES, shape_named, synthesize, tokenizer_pieces
 
 
 def _hash(path: Path) -> str:
