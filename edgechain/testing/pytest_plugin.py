@@ -17,6 +17,9 @@ service runs the wasm guest, or the native module with ``pytest --edgechain-engi
 
 ``edgechain_network``
     a :class:`~edgechain.client.Client` on a new 4-validator network.
+``edgechain_fetch_policy``
+    the :class:`~edgechain.service.fetch.FetchPolicy` of the fixtures' clients (``None``: the
+    default); override it in a test module for another.
 ``weight_server``
     a running :class:`~edgechain.testing.weight_server.WeightServer` serving an (initially
     empty) directory, ``weight_server_dir``; files dropped there are served at once.
@@ -73,6 +76,7 @@ from edgechain.chain.certificate import Certificate
 from edgechain.client import Client
 from edgechain.contract.registry import APPLICATION_NAME, CertifiedModel
 from edgechain.service.engine import ENGINE_KINDS, open_engine
+from edgechain.service.fetch import FetchPolicy
 from edgechain.service.runtime import ModelService
 from edgechain.testing import models
 from edgechain.testing.models import ModelFiles
@@ -92,12 +96,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 @pytest.fixture
-def edgechain_network(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Client]:
+def edgechain_fetch_policy() -> FetchPolicy | None:
+    """The fetch policy of the fixtures' clients: None, the default. A test module overrides
+    this fixture for another (e.g. short timeouts, for tests of stalled downloads)."""
+    return None
+
+
+@pytest.fixture
+def edgechain_network(
+    tmp_path: Path, request: pytest.FixtureRequest, edgechain_fetch_policy: FetchPolicy | None
+) -> Iterator[Client]:
     """A Client on a fresh 4-validator network in ``tmp_path / "edgechain-net"``."""
     kind = request.config.getoption("--edgechain-engine")
     # The wasm engine is opened on the service's first use, so chain-only tests never need it.
     engine = None if kind == "wasm" else open_engine(kind)
-    with Client.up(tmp_path / "edgechain-net", validators=4, engine=engine) as client:
+    with Client.up(
+        tmp_path / "edgechain-net", validators=4, engine=engine, fetch_policy=edgechain_fetch_policy
+    ) as client:
         yield client
 
 
@@ -214,7 +229,10 @@ EmptyCacheClient = Callable[[], Client]
 
 @pytest.fixture
 def empty_cache_client(
-    edgechain_network: Client, tmp_path: Path, request: pytest.FixtureRequest
+    edgechain_network: Client,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    edgechain_fetch_policy: FetchPolicy | None,
 ) -> Iterator[EmptyCacheClient]:
     """``empty_cache_client() -> Client``: another Client on the test's network, as of now,
     with its own new, empty content cache and no model loaded (its first ``generate`` of a
@@ -226,7 +244,12 @@ def empty_cache_client(
         engine = None if kind == "wasm" else open_engine(kind)
         cache_dir = tmp_path / f"empty-cache-{len(opened)}"
         cache_dir.mkdir()
-        client = Client.open(edgechain_network.network.path, engine=engine, cache_dir=cache_dir)
+        client = Client.open(
+            edgechain_network.network.path,
+            engine=engine,
+            cache_dir=cache_dir,
+            fetch_policy=edgechain_fetch_policy,
+        )
         opened.append(client)
         return client
 

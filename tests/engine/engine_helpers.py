@@ -7,20 +7,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgechain.service.engine import Engine, LoadedModel
-
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-@dataclass(frozen=True)
-class ModelFiles:
-    """A checkpoint and its tokenizer on disk."""
-
-    checkpoint: Path
-    tokenizer: Path
-
-    def load(self, engine: Engine) -> LoadedModel:
-        return engine.load(self.checkpoint.read_bytes(), self.tokenizer.read_bytes())
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,10 @@ import threading
 from pathlib import Path
 
 import pytest
-from engine_helpers import ModelFiles
 
 from edgechain import errors
 from edgechain.service.engine import Engine, GenerationParams, open_engine
+from edgechain.testing.models import ModelFiles
 from edgechain.testing.synth import shape_named, synthesize
 
 
@@ -24,14 +24,14 @@ def test_engine_errors_keep_their_code_class_and_message(
     stories260k: ModelFiles, native_engine: Engine
 ) -> None:
     with pytest.raises(errors.InvalidCheckpoint, match="header implies"):
-        native_engine.load(stories260k.checkpoint.read_bytes()[:5000], b"")
+        native_engine.load(stories260k.weights.read_bytes()[:5000], b"")
     with pytest.raises(errors.InvalidTokenizer):
-        native_engine.load(stories260k.checkpoint.read_bytes(), b"\x01\x00")
+        native_engine.load(stories260k.weights.read_bytes(), b"\x01\x00")
 
 
 def test_budget_is_enforced_between_tokens(tmp_path: Path) -> None:
     files = ModelFiles(tmp_path / "m.bin", tmp_path / "t.bin")
-    synthesize(shape_named("15M"), 2, files.checkpoint, files.tokenizer)
+    synthesize(shape_named("15M"), 2, files.weights, files.tokenizer)
     with files.load(open_engine("native", timeout=0.05)) as model:
         gen = model.generate("Once upon a time", GenerationParams(max_positions=256))
         with pytest.raises(errors.Timeout, match="budget of 0.05 s"):

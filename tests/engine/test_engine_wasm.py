@@ -9,11 +9,12 @@ import threading
 from pathlib import Path
 
 import pytest
-from engine_helpers import REPO_ROOT, ModelFiles
+from engine_helpers import REPO_ROOT
 
 from edgechain import errors
 from edgechain.service.engine import Engine, GenerationParams, open_engine
 from edgechain.service.engine.wasm import PACKAGED_GUEST, WasmEngine, locate_guest
+from edgechain.testing.models import ModelFiles
 from edgechain.testing.synth import shape_named, synthesize
 
 GREEDY = GenerationParams(temperature=0, max_tokens=30)
@@ -92,7 +93,7 @@ def test_memory_limit_traps_that_model_only(stories260k: ModelFiles, wasm_engine
 def synthetic_15m(tmp_path_factory: pytest.TempPathFactory) -> ModelFiles:
     directory = tmp_path_factory.mktemp("synth15m")
     files = ModelFiles(directory / "m.bin", directory / "t.bin")
-    synthesize(shape_named("15M"), 1, files.checkpoint, files.tokenizer)
+    synthesize(shape_named("15M"), 1, files.weights, files.tokenizer)
     return files
 
 
