@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from network_cli_helpers import make_network, serve_copies
 
+from edgechain.client import Client
 from edgechain.service.fetch import Fetcher
 from edgechain.testing.models import ModelFiles
 from edgechain.testing.weight_server import WeightServer
@@ -23,3 +26,28 @@ def fetcher() -> Iterator[Fetcher]:
     """A Fetcher with the default policy."""
     with Fetcher() as fetcher:
         yield fetcher
+
+
+@pytest.fixture
+def served(
+    stories260k: ModelFiles, weight_server: WeightServer, weight_server_dir: Path
+) -> WeightServer:
+    """The plugin's weight server, serving copies of stories260K.bin and tok512.bin."""
+    serve_copies(stories260k, weight_server_dir)
+    return weight_server
+
+
+@pytest.fixture
+def stories_net(tmp_path: Path, served: WeightServer, stories260k: ModelFiles) -> Path:
+    """A network directory with stories260K published (served over loopback by ``served``),
+    closed again so that CLI subprocesses and nodes open it themselves."""
+    path = make_network(tmp_path / "net")
+    with Client.open(path) as client:
+        client.publish_model(
+            "stories260K",
+            weights=stories260k.weights,
+            tokenizer=stories260k.tokenizer,
+            weights_urls=[served.url(stories260k.weights.name)],
+            tokenizer_urls=[served.url(stories260k.tokenizer.name)],
+        )
+    return path

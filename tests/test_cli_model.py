@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from network_cli_helpers import edgechain, make_network, serve_copies
+from network_cli_helpers import edgechain, make_network
 
 from edgechain.cli.progress import ProgressBar
 from edgechain.testing.models import ModelFiles
@@ -20,12 +20,6 @@ from edgechain.testing.weight_server import WeightServer
 @pytest.fixture
 def net(tmp_path: Path) -> Path:
     return make_network(tmp_path / "net")
-
-
-@pytest.fixture
-def served(stories260k: ModelFiles, weight_server: WeightServer, weight_server_dir: Path):
-    serve_copies(stories260k, weight_server_dir)
-    return weight_server
 
 
 def publish_urls(net: Path, server: WeightServer, *extra: str, name: str = "stories260K"):
