@@ -9,8 +9,10 @@ import pytest
 from network_cli_helpers import make_network, serve_copies
 
 from edgechain.client import Client
+from edgechain.service.cache import ContentCache
 from edgechain.service.fetch import Fetcher
 from edgechain.testing.models import ModelFiles
+from edgechain.testing.pytest_plugin import PublishModel, ServedModel
 from edgechain.testing.weight_server import WeightServer
 
 
@@ -51,3 +53,15 @@ def stories_net(tmp_path: Path, served: WeightServer, stories260k: ModelFiles) -
             tokenizer_urls=[served.url(stories260k.tokenizer.name)],
         )
     return path
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> ContentCache:
+    """An empty ContentCache in ``tmp_path / "cache"``."""
+    return ContentCache(tmp_path / "cache")
+
+
+@pytest.fixture
+def published(publish_model: PublishModel, stories260k: ModelFiles) -> ServedModel:
+    """stories260K published on the plugin's network, served by the plugin's weight server."""
+    return publish_model("stories260K", stories260k.weights, stories260k.tokenizer)

@@ -41,18 +41,12 @@ def client(edgechain_network: Client) -> Client:
     return edgechain_network
 
 
-@pytest.fixture()
-def served(publish_model, stories260k: ModelFiles) -> ServedModel:  # noqa: ANN001
-    """stories260K published on the plugin's network, served by its weight server."""
-    return publish_model("stories260K", stories260k.weights, stories260k.tokenizer)
-
-
 def greedy(prompt: str = "Once upon a time", max_tokens: int = 120) -> GenerateQuery:
     return GenerateQuery(model="stories260K", prompt=prompt, max_tokens=max_tokens, temperature=0)
 
 
 def test_greedy_query_reproduces_run_c_and_reports_what_was_verified(
-    client: Client, served: ServedModel
+    client: Client, published: ServedModel
 ) -> None:
     stream = client.generate(greedy(max_tokens=200))
     pieces = [t.text for t in stream]
@@ -73,7 +67,7 @@ def test_greedy_query_reproduces_run_c_and_reports_what_was_verified(
 
 
 def test_same_query_same_state_same_bytes_and_the_seed_is_reported(
-    client: Client, served: ServedModel, weight_server: WeightServer
+    client: Client, published: ServedModel, weight_server: WeightServer
 ) -> None:
     query = GenerateQuery(model="stories260K", prompt="A cat", max_tokens=60, temperature=0.9)
     first = client.generate(query).collect()
@@ -83,19 +77,19 @@ def test_same_query_same_state_same_bytes_and_the_seed_is_reported(
     assert explicit.text == first.text and explicit.seed_source == "query"
     other = client.generate(dataclasses.replace(query, prompt="A dog")).collect()
     assert other.seed != first.seed
-    assert weight_server.request_count(served.weights_file.name) == 1  # cached and loaded once
+    assert weight_server.request_count(published.weights_file.name) == 1  # cached and loaded once
 
 
 def test_a_changed_byte_is_a_hash_mismatch_and_nothing_is_kept(
-    client: Client, served: ServedModel, weight_server: WeightServer
+    client: Client, published: ServedModel, weight_server: WeightServer
 ) -> None:
-    weight_server.inject(served.weights_file.name, Fault(corrupt_offset=1000))
+    weight_server.inject(published.weights_file.name, Fault(corrupt_offset=1000))
     with pytest.raises(errors.HashMismatch, match="stories260K.bin"):
         client.generate(greedy())
     entry = client.model("stories260K").entry
     assert client.service.cache.get_path(entry.weights.blake3) is None
     assert client.service.loaded_models() == []
-    weight_server.inject(served.weights_file.name, None)
+    weight_server.inject(published.weights_file.name, None)
     assert client.generate(greedy(max_tokens=5)).collect().output_tokens == 5
 
 
@@ -110,9 +104,9 @@ def test_a_changed_byte_is_a_hash_mismatch_and_nothing_is_kept(
     ],
 )
 def test_bad_downloads_are_fetch_errors(
-    client: Client, served: ServedModel, weight_server: WeightServer, fault: Fault, reason: str
+    client: Client, published: ServedModel, weight_server: WeightServer, fault: Fault, reason: str
 ) -> None:
-    weight_server.inject(served.weights_file.name, fault)
+    weight_server.inject(published.weights_file.name, fault)
     with pytest.raises(errors.FetchError, match=reason):
         client.generate(greedy())
     assert client.service.loaded_models() == []
@@ -134,7 +128,7 @@ def test_a_host_off_the_allow_list_is_refused_without_a_connection(
 
 
 def test_a_server_that_is_down_is_a_fetch_error(
-    client: Client, served: ServedModel, weight_server: WeightServer
+    client: Client, published: ServedModel, weight_server: WeightServer
 ) -> None:
     weight_server.stop()
     with pytest.raises(errors.FetchError):
@@ -142,7 +136,7 @@ def test_a_server_that_is_down_is_a_fetch_error(
 
 
 def test_an_entry_whose_certificate_does_not_verify_is_refused(
-    client: Client, served: ServedModel, weight_server: WeightServer
+    client: Client, published: ServedModel, weight_server: WeightServer
 ) -> None:
     registry = client.registry
     strangers = Committee.from_public_keys([public_bytes(generate_key()) for _ in range(4)])
@@ -162,7 +156,7 @@ def test_an_entry_whose_certificate_does_not_verify_is_refused(
 
 
 def test_a_retired_model_fails_cleanly_even_when_loaded(
-    client: Client, served: ServedModel
+    client: Client, published: ServedModel
 ) -> None:
     assert client.generate(greedy(max_tokens=3)).collect().output_tokens == 3
     client.retire_model("stories260K", "1")
@@ -173,20 +167,20 @@ def test_a_retired_model_fails_cleanly_even_when_loaded(
 
 
 def test_concurrent_queries_download_and_load_once(
-    client: Client, served: ServedModel, weight_server: WeightServer
+    client: Client, published: ServedModel, weight_server: WeightServer
 ) -> None:
     results, failures = run_in_threads(
         lambda: client.generate(greedy(max_tokens=40)).collect().text, 4
     )
     assert not failures
     assert len(results) == 4 and len(set(results)) == 1
-    assert weight_server.request_count(served.weights_file.name) == 1
-    assert weight_server.request_count(served.tokenizer_file.name) == 1
+    assert weight_server.request_count(published.weights_file.name) == 1
+    assert weight_server.request_count(published.tokenizer_file.name) == 1
     assert len(client.service.loaded_models()) == 1
 
 
 def test_a_corrupted_cache_file_is_detected_and_replaced(
-    client: Client, served: ServedModel, weight_server: WeightServer, tmp_path: Path
+    client: Client, published: ServedModel, weight_server: WeightServer, tmp_path: Path
 ) -> None:
     first = client.generate(greedy(max_tokens=10)).collect()
     path = client.service.cache.path_for(first.model.entry.weights.blake3)
@@ -197,7 +191,7 @@ def test_a_corrupted_cache_file_is_detected_and_replaced(
     with ModelService(client.registry, cache_dir=client.cache_dir) as service:
         again = service.generate(greedy(max_tokens=10)).collect()
     assert again.text == first.text
-    assert weight_server.request_count(served.weights_file.name) == 2
+    assert weight_server.request_count(published.weights_file.name) == 2
 
 
 @pytest.fixture()
@@ -245,7 +239,9 @@ def _trap_then_loop_then_serve(client: Client, mock_engine: WasmEngine) -> None:
         assert record.text == "abcde"
 
 
-def test_a_loaded_model_is_scoped_to_its_application(client: Client, served: ServedModel) -> None:
+def test_a_loaded_model_is_scoped_to_its_application(
+    client: Client, published: ServedModel
+) -> None:
     other_chain = client.network.create_chain("other")
     other_registry = other_chain.application("model-registry")
     assert other_registry.id != client.registry.id
