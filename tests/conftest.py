@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from network_cli_helpers import make_network, serve_copies
+from service_helpers import publish_stories
 
 from edgechain.client import Client
 from edgechain.service.cache import ContentCache
@@ -45,13 +46,7 @@ def stories_net(tmp_path: Path, served: WeightServer, stories260k: ModelFiles) -
     closed again so that CLI subprocesses and nodes open it themselves."""
     path = make_network(tmp_path / "net")
     with Client.open(path) as client:
-        client.publish_model(
-            "stories260K",
-            weights=stories260k.weights,
-            tokenizer=stories260k.tokenizer,
-            weights_urls=[served.url(stories260k.weights.name)],
-            tokenizer_urls=[served.url(stories260k.tokenizer.name)],
-        )
+        publish_stories(client, served.base_url)
     return path
 
 

@@ -18,9 +18,11 @@ from typing import IO, Any
 import blake3
 import httpx
 
+from edgechain.testing.models import STORIES260K_GOLDEN, stories260k
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-STORIES_DIR = REPO_ROOT.parent / "shared" / "models" / "stories260K"
-GOLDEN = STORIES_DIR / "greedy_once_upon_a_time_256.txt"
+STORIES_DIR = stories260k().directory
+GOLDEN = STORIES_DIR / STORIES260K_GOLDEN
 START_TIMEOUT_S = 60.0
 
 

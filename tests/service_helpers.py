@@ -1,5 +1,5 @@
-"""Helpers for the service tests: the stories260K files as constants, a quick fetch policy, and
-running one call in several threads at once."""
+"""Helpers for the service tests: the stories260K files as constants, publishing them, a quick
+fetch policy, and running one call in several threads at once."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
+from edgechain.client import Client, PublishedModel
 from edgechain.service.fetch import FetchPolicy
 from edgechain.testing.models import stories260k
 
@@ -22,6 +23,21 @@ TOKENIZER_BLAKE3 = STORIES.tokenizer_blake3
 
 #: Short timeouts: a stalled download fails the test in seconds, not minutes.
 FAST_FETCH = FetchPolicy(read_timeout=0.5, connect_timeout=0.5, total_timeout=5.0)
+
+
+def publish_stories(
+    client: Client, base_url: str, name: str = "stories260K", **options: object
+) -> PublishedModel:
+    """Publish the stories260K files as ``name`` on ``client``'s network, with the URLs a server
+    at ``base_url`` serves them at (under their own names: ``stories260K.bin``, ``tok512.bin``)."""
+    return client.publish_model(
+        name,
+        weights=STORIES.weights,
+        tokenizer=STORIES.tokenizer,
+        weights_urls=[f"{base_url}/{MODEL}"],
+        tokenizer_urls=[f"{base_url}/{TOKENIZER}"],
+        **options,  # type: ignore[arg-type]
+    )
 
 
 def run_in_threads(

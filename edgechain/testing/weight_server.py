@@ -2,7 +2,7 @@
 
 ::
 
-    with WeightServer("/work/shared/models/stories260K") as srv:
+    with WeightServer("../shared/models/stories260K") as srv:
         url = srv.url("stories260K.bin")
         srv.inject("stories260K.bin", Fault(corrupt_offset=100))  # the next GETs are corrupted
         ...
