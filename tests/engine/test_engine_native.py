@@ -1,9 +1,9 @@
-"""The native backend's own duties: a clear error when unbuilt, budgets, thread safety."""
+"""The native backend's own duties: a clear error when unbuilt, its errors, budgets (thread
+safety, shared with the wasm engine, is in test_engine_parity.py)."""
 
 from __future__ import annotations
 
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -40,22 +40,3 @@ def test_budget_is_enforced_between_tokens(tmp_path: Path) -> None:
         # Unlike an interrupted guest, the native model stays usable.
         assert len(list(model.generate("Once", GenerationParams(max_tokens=3), timeout=60))) == 3
 
-
-def test_concurrent_generations_match_sequential_ones(
-    stories260k: ModelFiles, native_engine: Engine
-) -> None:
-    prompts = ["Lily", "Tom", "The cat", "Once upon a time"]
-    params = GenerationParams(temperature=0.9, seed=11, max_tokens=60)
-    with stories260k.load(native_engine) as model:
-        expected = {p: [t.id for t in model.generate(p, params)] for p in prompts}
-        got: dict[str, list[int]] = {}
-
-        def work(prompt: str) -> None:
-            got[prompt] = [t.id for t in model.generate(prompt, params)]
-
-        threads = [threading.Thread(target=work, args=(p,)) for p in prompts]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    assert got == expected

@@ -1,11 +1,11 @@
-"""The wasm backend's runtime duties: module cache, memory limit, deadline, traps, threads."""
+"""The wasm backend's runtime duties: module cache, memory limit, deadline, traps (thread
+safety, shared with the native engine, is in test_engine_parity.py)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -120,26 +120,6 @@ def test_engine_wide_timeout_default(synthetic_15m: ModelFiles) -> None:
     engine = WasmEngine(timeout=0.05)
     with synthetic_15m.load(engine) as model, pytest.raises(errors.Timeout):
         list(model.generate("Once", GenerationParams(max_positions=256)))
-
-
-def test_concurrent_generations_on_one_model_match_sequential_ones(
-    stories260k: ModelFiles, wasm_engine: Engine
-) -> None:
-    prompts = ["Lily", "Tom", "The cat", "Once upon a time"]
-    params = GenerationParams(temperature=0.9, seed=11, max_tokens=60)
-    with stories260k.load(wasm_engine) as model:
-        expected = {p: [t.id for t in model.generate(p, params)] for p in prompts}
-        got: dict[str, list[int]] = {}
-
-        def work(prompt: str) -> None:
-            got[prompt] = [t.id for t in model.generate(prompt, params)]
-
-        threads = [threading.Thread(target=work, args=(p,)) for p in prompts]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    assert got == expected
 
 
 def test_a_closed_model_refuses_calls(stories260k: ModelFiles, wasm_engine: Engine) -> None:
