@@ -8,13 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from network_cli_helpers import make_network
 from serve_helpers import (
-    PUBLISH,
     STORIES_DIR,
     NodeProcess,
-    file_input,
-    start_node,
-    stop_node,
+    publish_files,
+    running_node,
     stream_generation,
 )
 
@@ -30,23 +29,11 @@ def node_and_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Nod
     files = tmp_path_factory.mktemp("weights")
     for name in ("stories260K.bin", "tok512.bin"):
         (files / name).write_bytes((STORIES_DIR / name).read_bytes())
-    directory = tmp_path_factory.mktemp("receipt-node") / "net"
-    Client.up(directory, validators=4).close()
-    with WeightServer(files) as server:
-        node = start_node(directory)
-        try:
-            node.data(
-                PUBLISH,
-                {
-                    "name": "stories260K",
-                    "version": "1",
-                    "w": file_input(files / "stories260K.bin", server.url("stories260K.bin")),
-                    "t": file_input(files / "tok512.bin", server.url("tok512.bin")),
-                },
-            )
-            yield node, directory
-        finally:
-            stop_node(node)
+    directory = make_network(tmp_path_factory.mktemp("receipt-node") / "net")
+    with WeightServer(files) as server, running_node(directory) as node:
+        weights, tokenizer = files / "stories260K.bin", files / "tok512.bin"
+        publish_files(node, "stories260K", weights, tokenizer, server.base_url)
+        yield node, directory
 
 
 def _verify(data: dict, directory: Path) -> int:

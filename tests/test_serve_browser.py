@@ -23,21 +23,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from network_cli_helpers import make_network
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 from serve_helpers import (
     GOLDEN,
-    PUBLISH,
     STORIES_DIR,
     NodeProcess,
-    file_input,
-    start_node,
-    stop_node,
+    publish_files,
+    running_node,
 )
 
-from edgechain.client import Client
 from edgechain.service.engine.wasm import PACKAGED_GUEST
 from edgechain.testing.weight_server import WeightServer
 
@@ -50,29 +48,16 @@ WEIGHTS = "stories260K.bin"
 
 @pytest.fixture(scope="module")
 def network_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("serve-browser") / "net"
-    Client.up(directory, validators=4).close()
-    return directory
+    return make_network(tmp_path_factory.mktemp("serve-browser") / "net")
 
 
 @pytest.fixture(scope="module")
 def node(network_dir: Path) -> Iterator[NodeProcess]:
     assert PACKAGED_GUEST.is_file(), "the wasm guest is missing: run scripts/build_guest.sh"
-    with WeightServer(STORIES_DIR) as weights:
-        node = start_node(network_dir)
-        try:
-            node.data(
-                PUBLISH,
-                {
-                    "name": "stories260K",
-                    "version": "1",
-                    "w": file_input(STORIES_DIR / "stories260K.bin", weights.url(WEIGHTS)),
-                    "t": file_input(STORIES_DIR / "tok512.bin", weights.url("tok512.bin")),
-                },
-            )
-            yield node
-        finally:
-            stop_node(node)
+    with WeightServer(STORIES_DIR) as weights, running_node(network_dir) as node:
+        tokenizer = STORIES_DIR / "tok512.bin"
+        publish_files(node, "stories260K", STORIES_DIR / WEIGHTS, tokenizer, weights.base_url)
+        yield node
 
 
 @pytest.fixture(scope="module")

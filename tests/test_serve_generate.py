@@ -18,20 +18,20 @@ from pathlib import Path
 
 import httpx
 import pytest
-from network_cli_helpers import edgechain
+from network_cli_helpers import edgechain, make_network
 from serve_helpers import (
     GOLDEN,
-    PUBLISH,
     STORIES_DIR,
     NodeProcess,
     file_input,
+    publish_files,
+    running_node,
     sse_events,
     start_node,
     stop_node,
     stream_generation,
 )
 
-from edgechain.client import Client
 from edgechain.service.engine.wasm import GUEST_ENV, PACKAGED_GUEST
 from edgechain.testing.synth import shape_named, synthesize
 from edgechain.testing.weight_server import WeightServer
@@ -65,32 +65,19 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedFiles]:
 
 @pytest.fixture(scope="module")
 def network_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("serve-generate") / "net"
-    Client.up(directory, validators=4).close()
-    return directory
+    return make_network(tmp_path_factory.mktemp("serve-generate") / "net")
 
 
 @pytest.fixture(scope="module")
 def node(guest: Path, weights: ServedFiles, network_dir: Path) -> Iterator[NodeProcess]:
-    node = start_node(network_dir)
-    try:
-        files = weights.directory
+    with running_node(network_dir) as node:
+        files, base_url = weights.directory, weights.server.base_url
         for name, checkpoint, tokenizer in (
             ("stories260K", "stories260K.bin", "tok512.bin"),
             ("synth15M", "synth15M.bin", "tok32000.bin"),
         ):
-            node.data(
-                PUBLISH,
-                {
-                    "name": name,
-                    "version": "1",
-                    "w": file_input(files / checkpoint, weights.server.url(checkpoint)),
-                    "t": file_input(files / tokenizer, weights.server.url(tokenizer)),
-                },
-            )
+            publish_files(node, name, files / checkpoint, files / tokenizer, base_url)
         yield node
-    finally:
-        stop_node(node)
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from serve_helpers import NodeProcess, start_node, stop_node
+from network_cli_helpers import make_network
+from serve_helpers import (
+    NodeProcess,
+    running_node,
+)
 
-from edgechain.client import Client
 from edgechain.node.request_guard import MAX_BODY_BYTES, RequestGuard
 
 RETIRE = 'mutation { retireModel(name: "x", version: "1") { height } }'
@@ -21,16 +24,13 @@ MODELS = {"query": "{ models { name } }"}
 
 @pytest.fixture(scope="module")
 def network_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("guard") / "net"
-    Client.up(directory, validators=4).close()
-    return directory
+    return make_network(tmp_path_factory.mktemp("guard") / "net")
 
 
 @pytest.fixture(scope="module")
 def node(network_dir: Path) -> Iterator[NodeProcess]:
-    node = start_node(network_dir)
-    yield node
-    stop_node(node)
+    with running_node(network_dir) as node:
+        yield node
 
 
 def port(node: NodeProcess) -> int:
