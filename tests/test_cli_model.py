@@ -117,23 +117,16 @@ def test_other_bytes_under_a_registered_version_are_rejected(
 
 
 def test_unreachable_and_forbidden_urls_fail_the_download(net: Path, served: WeightServer) -> None:
-    result = edgechain(
-        "model", "publish", "m", "--dir", net,
-        "--weights", "http://127.0.0.1:9/stories260K.bin",
-        "--tokenizer", served.url("tok512.bin"),
-    )  # fmt: skip
-    result.assert_user_error(6, "connection failed")
-    result = edgechain(
-        "model", "publish", "m", "--dir", net,
-        "--weights", "http://example.com/stories260K.bin",
-        "--tokenizer", served.url("tok512.bin"),
-    )  # fmt: skip
-    result.assert_user_error(6, "host not allowed")
-    result = edgechain(
-        "model", "publish", "m", "--dir", net,
-        "--weights", served.url("missing.bin"), "--tokenizer", served.url("tok512.bin"),
-    )  # fmt: skip
-    result.assert_user_error(6, "404")
+    for weights_url, fragment in (
+        ("http://127.0.0.1:9/stories260K.bin", "connection failed"),
+        ("http://example.com/stories260K.bin", "host not allowed"),
+        (served.url("missing.bin"), "404"),
+    ):
+        result = edgechain(
+            "model", "publish", "m", "--dir", net,
+            "--weights", weights_url, "--tokenizer", served.url("tok512.bin"),
+        )  # fmt: skip
+        result.assert_user_error(6, fragment)
 
 
 def test_bad_local_files_are_input_errors(net: Path, tmp_path: Path, served: WeightServer) -> None:

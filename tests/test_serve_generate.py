@@ -194,6 +194,17 @@ def generations(node: NodeProcess) -> dict[str, int]:
     return httpx.get(node.base_url + "/", timeout=10).json()["generations"]
 
 
+def assert_one_more_cancelled(node: NodeProcess, before: dict[str, int]) -> None:
+    """Once as many generations run as ``before`` (30 s at most): one more was cancelled, and
+    none more completed."""
+    deadline = time.monotonic() + 30
+    while (now := generations(node))["running"] != before["running"]:
+        assert time.monotonic() < deadline, now
+        time.sleep(0.05)
+    assert now["cancelled"] == before["cancelled"] + 1
+    assert now["completed"] == before["completed"]
+
+
 def test_a_client_disconnect_cancels_the_generation(node: NodeProcess) -> None:
     before = generations(node)
     params = {"model": "synth15M", "prompt": PROMPT, "temperature": 0, "maxTokens": 250}
@@ -206,12 +217,7 @@ def test_a_client_disconnect_cancels_the_generation(node: NodeProcess) -> None:
         assert time.monotonic() - started < 2.0
         assert during["running"] == before["running"] + 1
     # The response is closed: the node must cancel the generation, not run it to the end.
-    deadline = time.monotonic() + 30
-    while (now := generations(node))["running"] != before["running"]:
-        assert time.monotonic() < deadline, now
-        time.sleep(0.05)
-    assert now["cancelled"] == before["cancelled"] + 1
-    assert now["completed"] == before["completed"]
+    assert_one_more_cancelled(node, before)
 
 
 def test_a_graphql_caller_that_disconnects_cancels_its_generation(node: NodeProcess) -> None:
@@ -229,12 +235,7 @@ def test_a_graphql_caller_that_disconnects_cancels_its_generation(node: NodeProc
         while generations(node)["running"] == before["running"]:
             assert time.monotonic() < deadline, "the generation never started"
             time.sleep(0.02)
-    deadline = time.monotonic() + 30
-    while (now := generations(node))["running"] != before["running"]:
-        assert time.monotonic() < deadline, now
-        time.sleep(0.05)
-    assert now["cancelled"] == before["cancelled"] + 1
-    assert now["completed"] == before["completed"]
+    assert_one_more_cancelled(node, before)
 
 
 def test_stopping_the_node_ends_a_running_stream_with_a_cancelled_event(
@@ -272,12 +273,7 @@ def test_unsubscribing_cancels_the_generation(node: NodeProcess) -> None:
         first = json.loads(ws.recv(timeout=120))
         assert first["type"] == "next" and "text" in first["payload"]["data"]["generate"]
         ws.send(json.dumps({"id": "s", "type": "complete"}))  # unsubscribe
-        deadline = time.monotonic() + 30
-        while (now := generations(node))["running"] != before["running"]:
-            assert time.monotonic() < deadline, now
-            time.sleep(0.05)
-    assert now["cancelled"] == before["cancelled"] + 1
-    assert now["completed"] == before["completed"]
+        assert_one_more_cancelled(node, before)
 
 
 def test_a_seed_copied_from_the_node_reproduces_the_text_with_the_cli(
