@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from network_cli_helpers import run_edgechain
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -19,13 +19,7 @@ class CliResult:
 
 def run_cli(*args: str | Path, timeout: float = 300, stdin: bytes = b"") -> CliResult:
     """Run ``python -m edgechain.cli ARGS`` in a subprocess (``stdin`` is all it reads)."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "edgechain.cli", *map(str, args)],
-        capture_output=True,
-        timeout=timeout,
-        cwd=REPO_ROOT,
-        input=stdin,
-    )
+    proc = run_edgechain(args, stdin=stdin, timeout=timeout)
     return CliResult(proc.returncode, proc.stdout, proc.stderr.decode("utf-8", "replace"))
 
 
