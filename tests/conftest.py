@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from network_cli_helpers import make_network, serve_copies
@@ -15,6 +16,9 @@ from edgechain.service.fetch import Fetcher
 from edgechain.testing.models import ModelFiles
 from edgechain.testing.pytest_plugin import PublishModel, ServedModel
 from edgechain.testing.weight_server import WeightServer
+
+if TYPE_CHECKING:
+    from serve_helpers import NodeProcess
 
 
 @pytest.fixture
@@ -60,3 +64,19 @@ def cache(tmp_path: Path) -> ContentCache:
 def published(publish_model: PublishModel, stories260k: ModelFiles) -> ServedModel:
     """stories260K published on the plugin's network, served by the plugin's weight server."""
     return publish_model("stories260K", stories260k.weights, stories260k.tokenizer)
+
+
+@pytest.fixture(scope="module")
+def network_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A new 4-validator network for the test module's node (closed: the node opens it)."""
+    return make_network(tmp_path_factory.mktemp("node") / "net")
+
+
+@pytest.fixture(scope="module")
+def node(network_dir: Path) -> Iterator[NodeProcess]:
+    """`edgechain serve` on ``network_dir``, nothing published (a module that needs models
+    overrides this fixture)."""
+    from serve_helpers import running_node  # finds stories260K on import
+
+    with running_node(network_dir) as node:
+        yield node

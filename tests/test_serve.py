@@ -6,12 +6,11 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
-from network_cli_helpers import make_network
 from serve_helpers import (
     PUBLISH,
     STORIES_DIR,
@@ -19,7 +18,6 @@ from serve_helpers import (
     file_input,
     free_port,
     publish_files,
-    running_node,
     serve_command,
     start_node,
     stop_node,
@@ -31,17 +29,6 @@ from edgechain.contract.operations import FileRef
 UNUSED_BASE_URL = "http://127.0.0.1:9"  # registry tests never fetch
 WEIGHTS_URL = f"{UNUSED_BASE_URL}/stories260K.bin"
 TOKENIZER_URL = f"{UNUSED_BASE_URL}/tok512.bin"
-
-
-@pytest.fixture(scope="module")
-def network_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_network(tmp_path_factory.mktemp("serve") / "net")
-
-
-@pytest.fixture(scope="module")
-def node(network_dir: Path) -> Iterator[NodeProcess]:
-    with running_node(network_dir) as node:
-        yield node
 
 
 def publish(node: NodeProcess, name: str, version: str = "1") -> dict:

@@ -23,7 +23,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from network_cli_helpers import make_network
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -44,11 +43,6 @@ CHROMEDRIVER = Path("/usr/bin/chromedriver")
 SCREENSHOTS_ENV = "EDGECHAIN_SCREENSHOTS_DIR"
 WAIT_S = 60
 WEIGHTS = "stories260K.bin"
-
-
-@pytest.fixture(scope="module")
-def network_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_network(tmp_path_factory.mktemp("serve-browser") / "net")
 
 
 @pytest.fixture(scope="module")

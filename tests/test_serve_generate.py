@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from network_cli_helpers import edgechain, make_network
+from network_cli_helpers import edgechain
 from serve_helpers import (
     GOLDEN,
     STORIES_DIR,
@@ -61,11 +61,6 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedFiles]:
     synthesize(shape_named("15M"), 7, directory / "synth15M.bin", directory / "tok32000.bin")
     with WeightServer(directory) as server:
         yield ServedFiles(directory, server)
-
-
-@pytest.fixture(scope="module")
-def network_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_network(tmp_path_factory.mktemp("serve-generate") / "net")
 
 
 @pytest.fixture(scope="module")

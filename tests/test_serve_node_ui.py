@@ -11,7 +11,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from network_cli_helpers import make_network
 from serve_helpers import (
     STORIES_DIR,
     NodeProcess,
@@ -33,11 +32,6 @@ PROMPT = "Once upon a time"
 def weights() -> Iterator[WeightServer]:
     with WeightServer(STORIES_DIR) as server:
         yield server
-
-
-@pytest.fixture(scope="module")
-def network_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_network(tmp_path_factory.mktemp("serve-node-ui") / "net")
 
 
 def publish(node: NodeProcess, weights: WeightServer, name: str = "stories260K") -> None:

@@ -5,32 +5,18 @@ upgrades get the same Origin check. ``GET /`` shows no filesystem path."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from network_cli_helpers import make_network
 from serve_helpers import (
     NodeProcess,
-    running_node,
 )
 
 from edgechain.node.request_guard import MAX_BODY_BYTES, RequestGuard
 
 RETIRE = 'mutation { retireModel(name: "x", version: "1") { height } }'
 MODELS = {"query": "{ models { name } }"}
-
-
-@pytest.fixture(scope="module")
-def network_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_network(tmp_path_factory.mktemp("guard") / "net")
-
-
-@pytest.fixture(scope="module")
-def node(network_dir: Path) -> Iterator[NodeProcess]:
-    with running_node(network_dir) as node:
-        yield node
 
 
 def port(node: NodeProcess) -> int:
