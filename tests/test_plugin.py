@@ -12,8 +12,10 @@ from edgechain.chain.certificate import verify_certificate
 from edgechain.client import Client
 from edgechain.contract.operations import FileRef, RegisterModel, RetireModel
 from edgechain.errors import ModelRetired, OperationRejected
+from edgechain.service.fetch import FetchPolicy
 from edgechain.service.runtime import GenerateQuery, ModelService
 from edgechain.testing.models import ModelFiles
+from edgechain.testing.pytest_plugin import EmptyCacheClient
 from edgechain.testing.weight_server import WeightServer
 
 pytest_plugins = ["pytester"]
@@ -185,3 +187,21 @@ def test_a_tampered_model_fails_its_hash_check_from_an_empty_cache(
     tamper_model(model, file="tokenizer")
     with pytest.raises(ValueError):
         tamper_model(model, file="config")
+
+
+QUICK = FetchPolicy(read_timeout=0.5, connect_timeout=0.5, total_timeout=5.0)
+
+
+def test_the_fetch_policy_is_the_library_default_unless_overridden(
+    edgechain_network: Client, edgechain_fetch_policy: FetchPolicy | None
+) -> None:
+    assert edgechain_fetch_policy is None
+    assert edgechain_network.fetch_policy == FetchPolicy()
+
+
+@pytest.mark.parametrize("edgechain_fetch_policy", [QUICK])  # overrides the fixture's value
+def test_an_overridden_fetch_policy_reaches_every_client(
+    edgechain_network: Client, empty_cache_client: EmptyCacheClient
+) -> None:
+    assert edgechain_network.fetch_policy == QUICK
+    assert empty_cache_client().fetch_policy == QUICK
