@@ -14,6 +14,7 @@ from edgechain.contract.operations import FileRef, RegisterModel, RetireModel
 from edgechain.errors import ModelRetired, OperationRejected
 from edgechain.service.fetch import FetchPolicy
 from edgechain.service.runtime import GenerateQuery, ModelService
+from edgechain.testing import models
 from edgechain.testing.models import ModelFiles
 from edgechain.testing.pytest_plugin import EmptyCacheClient
 from edgechain.testing.weight_server import WeightServer
@@ -205,3 +206,17 @@ def test_an_overridden_fetch_policy_reaches_every_client(
 ) -> None:
     assert edgechain_network.fetch_policy == QUICK
     assert empty_cache_client().fetch_policy == QUICK
+
+
+def test_the_model_locator_names_the_places_it_searched(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, stories260k: ModelFiles
+) -> None:
+    monkeypatch.setattr(models, "_REPO_ROOT", tmp_path / "checkout")
+    monkeypatch.setenv(models.MODELS_DIR_ENV, str(tmp_path / "none"))
+    with pytest.raises(FileNotFoundError) as info:
+        models.stories260k()
+    assert str(tmp_path / "none") in str(info.value)
+    assert str(tmp_path / "shared" / "models" / "stories260K") in str(info.value)
+    monkeypatch.setenv(models.MODELS_DIR_ENV, str(stories260k.directory.parent))  # the parent
+    assert models.stories260k() == stories260k
+    assert models.stories260k_golden().startswith(b"Once upon a time")
