@@ -12,8 +12,9 @@ them without imports (the types they use come from ``edgechain``)::
         ).collect()
         assert record.text.startswith(" there was")
 
-Fixtures (all function-scoped: each test gets a fresh network in its ``tmp_path``; the
-service runs the wasm guest, or the native module with ``pytest --edgechain-engine native``):
+Fixtures (function-scoped, but for ``stories260k``: each test gets a fresh network in its
+``tmp_path``; the service runs the wasm guest, or the native module with
+``pytest --edgechain-engine native``):
 
 ``edgechain_network``
     a :class:`~edgechain.client.Client` on a new 4-validator network.
