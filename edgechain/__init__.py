@@ -38,10 +38,10 @@ PUBLIC_TYPES: dict[str, str] = {
     "RegisterModel": "edgechain.contract.operations",
     "RetireModel": "edgechain.contract.operations",
     "Certificate": "edgechain.chain.certificate",
-    "WeightServer": "edgechain.service.weight_server",
-    "Fault": "edgechain.service.weight_server",
-    "ModelFiles": "edgechain.pytest_plugin",
-    "ServedModel": "edgechain.pytest_plugin",
+    "WeightServer": "edgechain.testing.weight_server",
+    "Fault": "edgechain.testing.weight_server",
+    "ModelFiles": "edgechain.testing.models",
+    "ServedModel": "edgechain.testing.pytest_plugin",
 }
 
 _ERRORS = {

@@ -17,18 +17,23 @@ from edgechain.errors import EdgechainError, QuorumNotReached
 from edgechain.service.engine import open_engine
 from edgechain.service.query import GenerateQuery
 from edgechain.service.receipt import Receipt, verify_receipt
-from edgechain.service.weight_server import WeightServer
-
-DEFAULT_MODELS = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "stories260K"
+from edgechain.testing.models import stories260k
+from edgechain.testing.weight_server import WeightServer
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS)
+    parser.add_argument(
+        "--models-dir", type=Path, help="holds the two files (default: edgechain.testing.models)"
+    )
     parser.add_argument("-i", "--prompt", default="Once upon a time")
     parser.add_argument("-n", "--max-tokens", type=int, default=60)
     args = parser.parse_args(argv)
-    files = args.models_dir
+    try:
+        files = args.models_dir or stories260k().directory
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 3
     try:
         with (
             tempfile.TemporaryDirectory() as tmp,

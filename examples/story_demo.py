@@ -11,8 +11,9 @@
     python examples/story_demo.py
     python examples/story_demo.py --validators 7 --faulty v2=offline,v5=wrong-state -s 42
 
-Without ``--models-dir`` the files are taken from ``<repo>/../shared/models/stories260K``; when
-that does not exist either, the demo registers the model hub's URLs with the known hashes and
+Without ``--models-dir`` the files are taken from where :mod:`edgechain.testing.models` finds
+them (``$EDGECHAIN_MODELS_DIR``, else ``<repo>/../shared/models/stories260K``); when they are
+not there either, the demo registers the model hub's URLs with the known hashes and
 the service downloads them itself (the hub's hosts are added to its allow-list).
 """
 
@@ -32,22 +33,30 @@ from edgechain.contract.operations import FileRef
 from edgechain.errors import EdgechainError, InputError
 from edgechain.service.fetch import FetchPolicy
 from edgechain.service.runtime import GenerateQuery
-from edgechain.service.weight_server import WeightServer
+from edgechain.testing.models import (
+    STORIES260K,
+    STORIES260K_TOKENIZER,
+    STORIES260K_TOKENIZER_BLAKE3,
+    STORIES260K_WEIGHTS,
+    STORIES260K_WEIGHTS_BLAKE3,
+    ModelFiles,
+    locate_stories260k,
+)
+from edgechain.testing.weight_server import WeightServer
 
-MODEL = "stories260K"
-WEIGHTS, TOKENIZER = "stories260K.bin", "tok512.bin"
-REPO_MODELS_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "models" / MODEL
+MODEL = STORIES260K
+WEIGHTS, TOKENIZER = STORIES260K_WEIGHTS, STORIES260K_TOKENIZER
 
 # The published files, for the hub path (sizes and hashes: shared/models/stories260K/README.md).
 HUB_BASE = "https://huggingface.co/karpathy/tinyllamas/resolve/main/stories260K/"
 HUB_FILES = {
     WEIGHTS: FileRef(
-        "33b6153460934101fae04b6653a29b8b73f6fbc63fb7c7235e1dd384a8466761",
+        STORIES260K_WEIGHTS_BLAKE3,
         1_056_540,
         (HUB_BASE + WEIGHTS,),
     ),
     TOKENIZER: FileRef(
-        "bea8bff3631187f72e18431d4c84414bdb0769993347cff30db1d233c8f25fff",
+        STORIES260K_TOKENIZER_BLAKE3,
         6_227,
         (HUB_BASE + TOKENIZER,),
     ),
@@ -111,8 +120,9 @@ def run(args: argparse.Namespace) -> int:
     models_dir = args.models_dir
     if models_dir is not None and not models_dir.is_dir():
         raise InputError(f"--models-dir {models_dir}: no such directory")
-    if models_dir is None and (REPO_MODELS_DIR / WEIGHTS).is_file():
-        models_dir = REPO_MODELS_DIR
+    if models_dir is None:
+        found = locate_stories260k()
+        models_dir = found.directory if isinstance(found, ModelFiles) else None
     policy = FetchPolicy() if models_dir is not None else FetchPolicy().with_hosts(*HUB_HOSTS)
     with contextlib.ExitStack() as stack:
         path = stack.enter_context(network_dir(args.dir))

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from edgechain.client import Client
-from edgechain.pytest_plugin import ModelFiles
+from edgechain.testing.models import ModelFiles
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,18 +35,33 @@ class Result:
             assert fragment in lines[-1], f"{fragment!r} not in {lines[-1]!r}"
 
 
-def edgechain(*args: str | os.PathLike[str], env: dict[str, str] | None = None) -> Result:
-    """``python -m edgechain.cli ARGS`` with a clean network default ($EDGECHAIN_DIR unset)."""
+def run_edgechain(
+    args: tuple[str | os.PathLike[str], ...],
+    *,
+    env: dict[str, str] | None = None,
+    stdin: bytes | None = None,
+    text: bool = False,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[Any]:
+    """``python -m edgechain.cli ARGS`` from the checkout with ``env`` added and no network
+    default ($EDGECHAIN_DIR unset); ``stdin`` is all it reads (None: this process's stdin);
+    its output as bytes, or as text when ``text``."""
     environment = {k: v for k, v in os.environ.items() if k != "EDGECHAIN_DIR"}
     environment.update(env or {})
-    done = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-m", "edgechain.cli", *map(str, args)],
         capture_output=True,
-        text=True,
+        text=text,
         env=environment,
         cwd=REPO_ROOT,
-        timeout=120,
+        timeout=timeout,
+        input=stdin,
     )
+
+
+def edgechain(*args: str | os.PathLike[str], env: dict[str, str] | None = None) -> Result:
+    """``python -m edgechain.cli ARGS`` (see run_edgechain), its output as text."""
+    done = run_edgechain(args, env=env, text=True)
     return Result(done.returncode, done.stdout, done.stderr)
 
 

@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -18,9 +19,11 @@ from typing import IO, Any
 import blake3
 import httpx
 
+from edgechain.testing.models import STORIES260K_GOLDEN, stories260k
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-STORIES_DIR = REPO_ROOT.parent / "shared" / "models" / "stories260K"
-GOLDEN = STORIES_DIR / "greedy_once_upon_a_time_256.txt"
+STORIES_DIR = stories260k().directory
+GOLDEN = STORIES_DIR / STORIES260K_GOLDEN
 START_TIMEOUT_S = 60.0
 
 
@@ -126,10 +129,33 @@ def stop_node(node: NodeProcess, sig: signal.Signals = signal.SIGTERM) -> tuple[
     return process.returncode, err
 
 
+@contextmanager
+def running_node(directory: Path, **options: Any) -> Iterator[NodeProcess]:
+    """A node started on ``directory`` (``options`` as for start_node), stopped on exit."""
+    node = start_node(directory, **options)
+    try:
+        yield node
+    finally:
+        stop_node(node)
+
+
 def file_input(path: Path, url: str) -> dict[str, Any]:
     """The GraphQL FileInput of a local file served at ``url``."""
     data = path.read_bytes()
     return {"blake3": blake3.blake3(data).hexdigest(), "size": len(data), "urls": [url]}
+
+
+def publish_files(
+    node: NodeProcess, name: str, weights: Path, tokenizer: Path, base_url: str, version: str = "1"
+) -> dict[str, Any]:
+    """The node's ``publishModel`` of two local files, served at ``base_url/<file name>``."""
+    variables = {
+        "name": name,
+        "version": version,
+        "w": file_input(weights, f"{base_url}/{weights.name}"),
+        "t": file_input(tokenizer, f"{base_url}/{tokenizer.name}"),
+    }
+    return node.data(PUBLISH, variables)["publishModel"]
 
 
 PUBLISH = """

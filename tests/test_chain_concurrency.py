@@ -12,13 +12,11 @@ import sys
 import threading
 from pathlib import Path
 
-import pytest
-from network_cli_helpers import REPO_ROOT, edgechain, make_network, serve_copies
+from network_cli_helpers import REPO_ROOT, edgechain
 from serve_helpers import PUBLISH, file_input, start_node, stop_node
 
-from edgechain.client import Client
-from edgechain.pytest_plugin import ModelFiles
-from edgechain.service.weight_server import WeightServer
+from edgechain.testing.models import ModelFiles
+from edgechain.testing.weight_server import WeightServer
 
 PUBLISHERS = 2
 PUBLISHES_EACH = 8
@@ -26,28 +24,12 @@ VERIFIERS = 12
 NODE_PUBLISHES = 4
 
 
-@pytest.fixture
-def net(tmp_path: Path, stories260k: ModelFiles, weight_server: WeightServer, weight_server_dir):
-    """A network with stories260K published (for the generators), served over loopback."""
-    serve_copies(stories260k, weight_server_dir)
-    path = make_network(tmp_path / "net")
-    with Client.open(path) as client:
-        client.publish_model(
-            "stories260K",
-            weights=stories260k.weights,
-            tokenizer=stories260k.tokenizer,
-            weights_urls=[weight_server.url("stories260K.bin")],
-            tokenizer_urls=[weight_server.url("tok512.bin")],
-        )
-    return path
-
-
 def _cli(*args: object) -> list[str]:
     return [sys.executable, "-m", "edgechain.cli", *map(str, args)]
 
 
 def test_publishers_verifiers_generators_and_a_node_share_one_directory(
-    net: Path, stories260k: ModelFiles, weight_server: WeightServer
+    stories_net: Path, stories260k: ModelFiles, weight_server: WeightServer
 ) -> None:
     failures: list[str] = []
     counts = {"publish": 0, "verify": 0, "generate": 0, "node": 0, "node-publish": 0}
@@ -63,7 +45,7 @@ def test_publishers_verifiers_generators_and_a_node_share_one_directory(
     def publisher(index: int) -> None:
         for n in range(PUBLISHES_EACH):
             result = edgechain(
-                "model", "publish", f"p{index}-m{n}", "--dir", net,
+                "model", "publish", f"p{index}-m{n}", "--dir", stories_net,
                 "--weights", stories260k.weights, "--tokenizer", stories260k.tokenizer,
                 "--weights-url", weight_server.url("stories260K.bin"),
                 "--tokenizer-url", weight_server.url("tok512.bin"),
@@ -73,7 +55,7 @@ def test_publishers_verifiers_generators_and_a_node_share_one_directory(
     def generator() -> None:
         while publishing.is_set() or counts["generate"] < 2:
             result = edgechain(
-                "generate", "--model", "stories260K", "--dir", net, "-i", "Once", "-n", "4"
+                "generate", "--model", "stories260K", "--dir", stories_net, "-i", "Once", "-n", "4"
             )
             record("generate", result.code, result.err)
 
@@ -91,7 +73,7 @@ def test_publishers_verifiers_generators_and_a_node_share_one_directory(
             body = node.graphql("{ models { name } blocks { height } }")
             record("node", 1 if "errors" in body else 0, str(body.get("errors")))
 
-    node = start_node(net)
+    node = start_node(stories_net)
     try:
         publishing.set()
         publishers = [threading.Thread(target=publisher, args=(i,)) for i in range(PUBLISHERS)]
@@ -102,7 +84,7 @@ def test_publishers_verifiers_generators_and_a_node_share_one_directory(
         # Twelve verifications at once, while the publishers run.
         verifiers = [
             subprocess.Popen(
-                _cli("chain", "verify", "--dir", net),
+                _cli("chain", "verify", "--dir", stories_net),
                 cwd=REPO_ROOT,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -132,9 +114,9 @@ def test_publishers_verifiers_generators_and_a_node_share_one_directory(
     published = {f"p{i}-m{n}" for i in range(PUBLISHERS) for n in range(PUBLISHES_EACH)}
     published |= {f"node-m{n}" for n in range(NODE_PUBLISHES)}
     assert published <= {m["name"] for m in models}  # the node saw every block
-    listed = edgechain("model", "list", "--dir", net, "--json")
+    listed = edgechain("model", "list", "--dir", stories_net, "--json")
     assert listed.code == 0, listed.err
     assert published <= {m["name"] for m in listed.json()}
     assert len(listed.json()) == len(published) + 1
-    verify = edgechain("chain", "verify", "--dir", net, "--json")
+    verify = edgechain("chain", "verify", "--dir", stories_net, "--json")
     assert verify.code == 0 and verify.json()["blocks"] == len(published) + 1

@@ -11,11 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from network_cli_helpers import edgechain, make_network, serve_copies
+from network_cli_helpers import edgechain, make_network
 
 from edgechain.client import Client
-from edgechain.pytest_plugin import ModelFiles
-from edgechain.service.weight_server import Fault, WeightServer
+from edgechain.testing.models import ModelFiles, stories260k_golden
+from edgechain.testing.weight_server import Fault, WeightServer
 
 PROMPT = "Once upon a time"
 
@@ -23,28 +23,7 @@ PROMPT = "Once upon a time"
 @pytest.fixture
 def golden(stories260k: ModelFiles) -> str:
     """run.c's greedy output for PROMPT (256 positions), as text."""
-    return (stories260k.directory / "greedy_once_upon_a_time_256.txt").read_text()
-
-
-@pytest.fixture
-def served(stories260k: ModelFiles, weight_server: WeightServer, weight_server_dir: Path):
-    serve_copies(stories260k, weight_server_dir)
-    return weight_server
-
-
-@pytest.fixture
-def net(tmp_path: Path, served: WeightServer, stories260k: ModelFiles) -> Path:
-    """A network with stories260K published (served over loopback)."""
-    path = make_network(tmp_path / "net")
-    with Client.open(path) as client:
-        client.publish_model(
-            "stories260K",
-            weights=stories260k.weights,
-            tokenizer=stories260k.tokenizer,
-            weights_urls=[served.url("stories260K.bin")],
-            tokenizer_urls=[served.url("tok512.bin")],
-        )
-    return path
+    return stories260k_golden(stories260k).decode("utf-8")
 
 
 def generate(net: Path, *args: str):
@@ -52,9 +31,9 @@ def generate(net: Path, *args: str):
 
 
 def test_greedy_generation_streams_run_c_text_then_what_was_verified(
-    net: Path, golden: str, stories260k: ModelFiles
+    stories_net: Path, golden: str, stories260k: ModelFiles
 ) -> None:
-    result = generate(net, "-i", PROMPT, "-t", "0", "-n", "60")
+    result = generate(stories_net, "-i", PROMPT, "-t", "0", "-n", "60")
     assert result.code == 0, result.err
     assert result.out.startswith(PROMPT + ", there was a little girl named Lily")
     assert result.out.endswith("\n")
@@ -68,8 +47,8 @@ def test_greedy_generation_streams_run_c_text_then_what_was_verified(
     assert "generated    60 tokens" in err and "tokens/s, stop: max_tokens" in err
 
 
-def test_json_prints_the_final_record(net: Path, stories260k: ModelFiles) -> None:
-    result = generate(net, "-i", PROMPT, "-s", "42", "-n", "20", "--json")
+def test_json_prints_the_final_record(stories_net: Path, stories260k: ModelFiles) -> None:
+    result = generate(stories_net, "-i", PROMPT, "-s", "42", "-n", "20", "--json")
     assert result.code == 0, result.err
     record = result.json()
     assert record["seed"] == "42" and record["seed_source"] == "query"  # u64 as a string
@@ -80,19 +59,21 @@ def test_json_prints_the_final_record(net: Path, stories260k: ModelFiles) -> Non
     assert PROMPT not in record["text"]  # the record holds the generated text only
 
 
-def test_the_same_query_on_the_same_state_repeats(net: Path) -> None:
-    derived = [generate(net, "-i", PROMPT, "-n", "30", "--json").json() for _ in range(2)]
+def test_the_same_query_on_the_same_state_repeats(stories_net: Path) -> None:
+    derived = [generate(stories_net, "-i", PROMPT, "-n", "30", "--json").json() for _ in range(2)]
     assert derived[0]["seed_source"] == "derived"
     assert derived[0]["seed"] == derived[1]["seed"]
     assert derived[0]["text"] == derived[1]["text"]
-    seeded = [generate(net, "-i", PROMPT, "-n", "30", "-s", "7", "--json").json() for _ in "ab"]
+    seeded = [
+        generate(stories_net, "-i", PROMPT, "-n", "30", "-s", "7", "--json").json() for _ in "ab"
+    ]
     assert seeded[0]["text"] == seeded[1]["text"] and seeded[0]["seed"] == "7"
 
 
-def test_stop_strings_and_sampling_flags(net: Path) -> None:
+def test_stop_strings_and_sampling_flags(stories_net: Path) -> None:
     result = generate(
-        net, "-i", PROMPT, "-t", "0", "--stop", "Lily", "-n", "100", "--repeat-penalty", "1.1",
-        "-p", "0.5", "--json",
+        stories_net, "-i", PROMPT, "-t", "0", "--stop", "Lily", "-n", "100",
+        "--repeat-penalty", "1.1", "-p", "0.5", "--json",
     )  # fmt: skip
     assert result.code == 0, result.err
     record = result.json()
@@ -100,17 +81,18 @@ def test_stop_strings_and_sampling_flags(net: Path) -> None:
     assert record["text"].endswith("Lily")
 
 
-def test_a_version_can_be_chosen(net: Path) -> None:
-    assert generate(net, "--version", "1", "-n", "3").code == 0
-    generate(net, "--version", "9", "-n", "3").assert_user_error(6, "version 9")
+def test_a_version_can_be_chosen(stories_net: Path) -> None:
+    assert generate(stories_net, "--version", "1", "-n", "3").code == 0
+    generate(stories_net, "--version", "9", "-n", "3").assert_user_error(6, "version 9")
 
 
-def test_unknown_and_retired_models_are_service_errors(net: Path) -> None:
-    edgechain("generate", "--model", "nope", "--dir", net).assert_user_error(
+def test_unknown_and_retired_models_are_service_errors(stories_net: Path) -> None:
+    edgechain("generate", "--model", "nope", "--dir", stories_net).assert_user_error(
         6, "no model named nope"
     )
-    assert edgechain("model", "retire", "stories260K", "--version", "1", "--dir", net).code == 0
-    generate(net, "-i", PROMPT).assert_user_error(6, "retired")
+    retired = edgechain("model", "retire", "stories260K", "--version", "1", "--dir", stories_net)
+    assert retired.code == 0
+    generate(stories_net, "-i", PROMPT).assert_user_error(6, "retired")
 
 
 @pytest.mark.parametrize(
@@ -124,22 +106,26 @@ def test_unknown_and_retired_models_are_service_errors(net: Path) -> None:
         (("-t", "warm"), "temperature must be a number"),
     ],
 )
-def test_bad_parameters_are_usage_errors(net: Path, flags: tuple[str, ...], fragment: str) -> None:
-    generate(net, "-i", PROMPT, *flags).assert_user_error(2, fragment)
+def test_bad_parameters_are_usage_errors(
+    stories_net: Path, flags: tuple[str, ...], fragment: str
+) -> None:
+    generate(stories_net, "-i", PROMPT, *flags).assert_user_error(2, fragment)
 
 
 def test_bytes_that_do_not_match_the_certified_hash_never_run(
-    net: Path, served: WeightServer
+    stories_net: Path, served: WeightServer
 ) -> None:
     served.inject("stories260K.bin", Fault(corrupt_offset=1000))
-    result = generate(net, "-i", PROMPT)
+    result = generate(stories_net, "-i", PROMPT)
     result.assert_user_error(6, "BLAKE3 mismatch")
     assert result.out == ""  # not even the prompt: nothing ran
 
 
-def test_an_unreachable_weight_server_is_a_service_error(net: Path, served: WeightServer) -> None:
+def test_an_unreachable_weight_server_is_a_service_error(
+    stories_net: Path, served: WeightServer
+) -> None:
     served.stop()
-    generate(net, "-i", PROMPT).assert_user_error(6, "connection failed")
+    generate(stories_net, "-i", PROMPT).assert_user_error(6, "connection failed")
 
 
 def test_generate_needs_a_network(tmp_path: Path) -> None:
@@ -166,19 +152,20 @@ def test_a_hub_host_is_refused_unless_allowed(tmp_path: Path, stories260k: Model
     assert "host not allowed" not in allowed.err
 
 
-def test_both_engines_tell_the_same_story(net: Path) -> None:
+def test_both_engines_tell_the_same_story(stories_net: Path) -> None:
     records = [
-        generate(net, "-i", PROMPT, "-n", "40", "-s", "3", "--engine", kind, "--json").json()
+        generate(stories_net, "-i", PROMPT, "-n", "40", "-s", "3", "--engine", kind, "--json")
+        .json()
         for kind in ("wasm", "native")
     ]
     assert records[0]["text"] == records[1]["text"]
     assert records[0]["output_tokens"] == records[1]["output_tokens"] == 40
 
 
-def test_what_was_verified_comes_before_the_story_and_the_counts_after(net: Path) -> None:
+def test_what_was_verified_comes_before_the_story_and_the_counts_after(stories_net: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "edgechain.cli", "generate", "--model", "stories260K",
-         "--dir", str(net), "-i", PROMPT, "-t", "0", "-n", "20"],
+         "--dir", str(stories_net), "-i", PROMPT, "-t", "0", "-n", "20"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout
@@ -187,23 +174,23 @@ def test_what_was_verified_comes_before_the_story_and_the_counts_after(net: Path
     assert order == sorted(order), out
 
 
-def test_a_larger_budget_extends_the_same_story(net: Path) -> None:
+def test_a_larger_budget_extends_the_same_story(stories_net: Path) -> None:
     texts = [
-        generate(net, "-i", "Lily", "-t", "1.0", "-n", str(n), "--json").json()["text"]
+        generate(stories_net, "-i", "Lily", "-t", "1.0", "-n", str(n), "--json").json()["text"]
         for n in (20, 60)
     ]
     assert texts[1].startswith(texts[0]) and len(texts[1]) > len(texts[0])
 
 
-def test_json_seeds_are_decimal_strings(net: Path) -> None:
+def test_json_seeds_are_decimal_strings(stories_net: Path) -> None:
     seed = 2**64 - 1  # a double would make it 18446744073709551616
-    record = generate(net, "-i", PROMPT, "-s", str(seed), "-n", "3", "--json").json()
+    record = generate(stories_net, "-i", PROMPT, "-s", str(seed), "-n", "3", "--json").json()
     assert record["seed"] == str(seed)
-    assert isinstance(generate(net, "-n", "3", "--json").json()["seed"], str)
+    assert isinstance(generate(stories_net, "-n", "3", "--json").json()["seed"], str)
 
 
-def test_a_prompt_too_long_prints_nothing_before_the_error(net: Path) -> None:
-    result = generate(net, "-i", "dog " * 600)
+def test_a_prompt_too_long_prints_nothing_before_the_error(stories_net: Path) -> None:
+    result = generate(stories_net, "-i", "dog " * 600)
     result.assert_user_error(7, "prompt too long")
     assert result.out == ""  # the prompt is not echoed first
     assert "verified:" not in result.err

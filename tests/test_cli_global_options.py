@@ -15,7 +15,7 @@ from network_cli_helpers import edgechain, make_network
 
 from edgechain.client import Client
 from edgechain.contract.operations import FileRef
-from edgechain.pytest_plugin import ModelFiles
+from edgechain.testing.models import ModelFiles
 
 HASH = "ab" * 32
 

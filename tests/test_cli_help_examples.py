@@ -25,6 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 from serve_helpers import STORIES_DIR
+from service_helpers import publish_stories
 
 from edgechain.cli import build_parser
 from edgechain.client import Client
@@ -110,14 +111,7 @@ def published_network(tmp_path_factory: pytest.TempPathFactory, weights_http_ser
     directory = tmp_path_factory.mktemp("examples") / "template-net"
     with Client.up(directory, validators=4) as client:
         for name in ("stories260K", "tiny"):
-            client.publish_model(
-                name,
-                weights=STORIES_DIR / "stories260K.bin",
-                tokenizer=STORIES_DIR / "tok512.bin",
-                version="1",
-                weights_urls=[f"{weights_http_server}/stories260K.bin"],
-                tokenizer_urls=[f"{weights_http_server}/tok512.bin"],
-            )
+            publish_stories(client, weights_http_server, name, version="1")
     return directory
 
 

@@ -10,22 +10,16 @@ import sys
 from pathlib import Path
 
 import pytest
-from network_cli_helpers import edgechain, make_network, serve_copies
+from network_cli_helpers import edgechain, make_network
 
 from edgechain.cli.progress import ProgressBar
-from edgechain.pytest_plugin import ModelFiles
-from edgechain.service.weight_server import WeightServer
+from edgechain.testing.models import ModelFiles
+from edgechain.testing.weight_server import WeightServer
 
 
 @pytest.fixture
 def net(tmp_path: Path) -> Path:
     return make_network(tmp_path / "net")
-
-
-@pytest.fixture
-def served(stories260k: ModelFiles, weight_server: WeightServer, weight_server_dir: Path):
-    serve_copies(stories260k, weight_server_dir)
-    return weight_server
 
 
 def publish_urls(net: Path, server: WeightServer, *extra: str, name: str = "stories260K"):
@@ -123,23 +117,16 @@ def test_other_bytes_under_a_registered_version_are_rejected(
 
 
 def test_unreachable_and_forbidden_urls_fail_the_download(net: Path, served: WeightServer) -> None:
-    result = edgechain(
-        "model", "publish", "m", "--dir", net,
-        "--weights", "http://127.0.0.1:9/stories260K.bin",
-        "--tokenizer", served.url("tok512.bin"),
-    )  # fmt: skip
-    result.assert_user_error(6, "connection failed")
-    result = edgechain(
-        "model", "publish", "m", "--dir", net,
-        "--weights", "http://example.com/stories260K.bin",
-        "--tokenizer", served.url("tok512.bin"),
-    )  # fmt: skip
-    result.assert_user_error(6, "host not allowed")
-    result = edgechain(
-        "model", "publish", "m", "--dir", net,
-        "--weights", served.url("missing.bin"), "--tokenizer", served.url("tok512.bin"),
-    )  # fmt: skip
-    result.assert_user_error(6, "404")
+    for weights_url, fragment in (
+        ("http://127.0.0.1:9/stories260K.bin", "connection failed"),
+        ("http://example.com/stories260K.bin", "host not allowed"),
+        (served.url("missing.bin"), "404"),
+    ):
+        result = edgechain(
+            "model", "publish", "m", "--dir", net,
+            "--weights", weights_url, "--tokenizer", served.url("tok512.bin"),
+        )  # fmt: skip
+        result.assert_user_error(6, fragment)
 
 
 def test_bad_local_files_are_input_errors(net: Path, tmp_path: Path, served: WeightServer) -> None:

@@ -14,7 +14,7 @@ import sys
 import pytest
 from network_cli_helpers import REPO_ROOT, make_network
 
-from edgechain.pytest_plugin import locate_stories260k
+from edgechain.testing.models import stories260k
 
 # (id, argv (split on spaces; {placeholders} filled in per test), exit code, part of the error)
 FILES = "--dir {net} --weights {w} --tokenizer {t} --weights-url {u} --tokenizer-url {u}"
@@ -97,8 +97,7 @@ CASES: list[tuple[str, str, int, str]] = [
 def places(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     tmp = tmp_path_factory.mktemp("odd")
     (tmp / "afile").write_text("x")
-    found = locate_stories260k((REPO_ROOT,))
-    assert not isinstance(found, list), f"stories260K not found in {found}"
+    found = stories260k((REPO_ROOT,))
     return {
         "net": str(make_network(tmp / "net")),
         "file": str(tmp / "afile"),

@@ -13,13 +13,12 @@ import tracemalloc
 from pathlib import Path
 
 import blake3
+from service_helpers import MODELS
 
 from edgechain.cli.progress import ProgressBar, render
 from edgechain.client import Client, download_file
 from edgechain.service.fetch import FetchPolicy
-from edgechain.service.weight_server import WeightServer
-
-MODELS = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "stories260K"
+from edgechain.testing.weight_server import WeightServer
 
 
 def test_the_line_shows_bytes_rate_and_time_left() -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from graphql import GraphQLSchema
+from service_helpers import publish_stories
 from starlette.datastructures import QueryParams
 
 from edgechain.cli import build_parser
@@ -35,10 +36,9 @@ from edgechain.service.query import (
     parameters,
     seed_parameters,
 )
-from edgechain.service.weight_server import WeightServer
+from edgechain.testing.weight_server import WeightServer
 
 REPO = Path(__file__).resolve().parents[1]
-MODELS = REPO.parent / "shared" / "models" / "stories260K"
 
 # --- the definition reaches every door -----------------------------------------------------
 
@@ -204,24 +204,12 @@ def test_the_seed_covers_sampling_not_stopping() -> None:
     assert seed_parameters() == ("temperature", "top_p", "repeat_penalty", "repeat_window")
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[WeightServer]:
-    with WeightServer(MODELS) as srv:
-        yield srv
-
-
 @pytest.fixture(params=["wasm", "native"])
 def client(
-    request: pytest.FixtureRequest, tmp_path: Path, server: WeightServer
+    request: pytest.FixtureRequest, tmp_path: Path, stories_server: WeightServer
 ) -> Iterator[Client]:
     with Client.up(tmp_path / "net", engine=open_engine(request.param)) as c:
-        c.publish_model(
-            "stories260K",
-            weights=MODELS / "stories260K.bin",
-            tokenizer=MODELS / "tok512.bin",
-            weights_urls=[server.url("stories260K.bin")],
-            tokenizer_urls=[server.url("tok512.bin")],
-        )
+        publish_stories(c, stories_server.base_url)
         yield c
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 from chain_helpers import local_file_ref
+from service_helpers import MODELS, STORIES
 
 from edgechain.chain.keys import generate_key
 from edgechain.client import Client
@@ -31,13 +32,13 @@ from edgechain.contract import RegisterModel, RetireModel
 from edgechain.errors import EdgechainError
 from edgechain.service.runtime import GenerateQuery
 from edgechain.service.seed import SeedQuery, derive_seed
-from edgechain.service.weight_server import WeightServer
+from edgechain.testing.models import stories260k_golden
+from edgechain.testing.weight_server import WeightServer
 
 REPO = Path(__file__).resolve().parents[1]
 CRATE = REPO / "linera_app"
-MODELS = REPO.parent / "shared" / "models" / "stories260K"
-WEIGHTS, TOKENIZER = MODELS / "stories260K.bin", MODELS / "tok512.bin"
-GOLDEN = (MODELS / "greedy_once_upon_a_time_256.txt").read_text(encoding="utf-8")
+WEIGHTS, TOKENIZER = STORIES.weights, STORIES.tokenizer
+GOLDEN = stories260k_golden(STORIES).decode("utf-8")
 SPEC = json.loads((CRATE / "tests" / "conformance.json").read_text(encoding="utf-8"))
 PROMPT = "Once upon a time"
 

@@ -12,9 +12,12 @@ from edgechain.chain.certificate import verify_certificate
 from edgechain.client import Client
 from edgechain.contract.operations import FileRef, RegisterModel, RetireModel
 from edgechain.errors import ModelRetired, OperationRejected
-from edgechain.pytest_plugin import ModelFiles
+from edgechain.service.fetch import FetchPolicy
 from edgechain.service.runtime import GenerateQuery, ModelService
-from edgechain.service.weight_server import WeightServer
+from edgechain.testing import models
+from edgechain.testing.models import ModelFiles
+from edgechain.testing.pytest_plugin import EmptyCacheClient
+from edgechain.testing.weight_server import WeightServer
 
 pytest_plugins = ["pytester"]
 
@@ -106,9 +109,9 @@ def test_stories260k_fails_clearly_when_the_files_are_absent(
         textwrap.dedent(
             f"""
             from pathlib import Path
-            import edgechain.pytest_plugin
+            import edgechain.testing.models
 
-            edgechain.pytest_plugin._REPO_ROOT = Path({str(tmp_path / "checkout")!r})
+            edgechain.testing.models._REPO_ROOT = Path({str(tmp_path / "checkout")!r})
             """
         )
     )
@@ -141,7 +144,7 @@ def test_the_public_types_are_importable_from_edgechain() -> None:
 
     assert (PublicClient, PublicQuery, PublicFiles) == (Client, GenerateQuery, ModelFiles)
     assert issubclass(HashMismatch, edgechain.EdgechainError) and HashMismatch.exit_code == 6
-    assert ServedModel.__module__ == "edgechain.pytest_plugin"
+    assert ServedModel.__module__ == "edgechain.testing.pytest_plugin"
     for name in edgechain.__all__:  # every advertised name resolves
         assert getattr(edgechain, name) is not None, name
     with pytest.raises(AttributeError):
@@ -185,3 +188,35 @@ def test_a_tampered_model_fails_its_hash_check_from_an_empty_cache(
     tamper_model(model, file="tokenizer")
     with pytest.raises(ValueError):
         tamper_model(model, file="config")
+
+
+QUICK = FetchPolicy(read_timeout=0.5, connect_timeout=0.5, total_timeout=5.0)
+
+
+def test_the_fetch_policy_is_the_library_default_unless_overridden(
+    edgechain_network: Client, edgechain_fetch_policy: FetchPolicy | None
+) -> None:
+    assert edgechain_fetch_policy is None
+    assert edgechain_network.fetch_policy == FetchPolicy()
+
+
+@pytest.mark.parametrize("edgechain_fetch_policy", [QUICK])  # overrides the fixture's value
+def test_an_overridden_fetch_policy_reaches_every_client(
+    edgechain_network: Client, empty_cache_client: EmptyCacheClient
+) -> None:
+    assert edgechain_network.fetch_policy == QUICK
+    assert empty_cache_client().fetch_policy == QUICK
+
+
+def test_the_model_locator_names_the_places_it_searched(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, stories260k: ModelFiles
+) -> None:
+    monkeypatch.setattr(models, "_REPO_ROOT", tmp_path / "checkout")
+    monkeypatch.setenv(models.MODELS_DIR_ENV, str(tmp_path / "none"))
+    with pytest.raises(FileNotFoundError) as info:
+        models.stories260k()
+    assert str(tmp_path / "none") in str(info.value)
+    assert str(tmp_path / "shared" / "models" / "stories260K") in str(info.value)
+    monkeypatch.setenv(models.MODELS_DIR_ENV, str(stories260k.directory.parent))  # the parent
+    assert models.stories260k() == stories260k
+    assert models.stories260k_golden().startswith(b"Once upon a time")

@@ -15,7 +15,6 @@ from network_cli_helpers import edgechain, make_network
 
 from edgechain.client import Client
 from edgechain.errors import InvalidCheckpoint, InvalidText, InvalidTokenizer, VocabMismatch
-from edgechain.pytest_plugin import ModelFiles
 from edgechain.service.engine import open_engine
 from edgechain.service.engine.base import Engine
 from edgechain.service.model_files import (
@@ -25,8 +24,9 @@ from edgechain.service.model_files import (
     read_checkpoint_header,
     read_tokenizer,
 )
-from edgechain.service.weight_server import WeightServer
-from edgechain.synth import SHAPES
+from edgechain.testing.models import ModelFiles
+from edgechain.testing.synth import SHAPES
+from edgechain.testing.weight_server import WeightServer
 
 
 def _tokenizer(tokens: list[bytes], max_len: int | None = None, score: float = 0.0) -> bytes:

@@ -14,39 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from network_cli_helpers import edgechain, make_network, serve_copies
+from network_cli_helpers import edgechain
 
 from edgechain.chain.encoding import decode, encode
 from edgechain.client import Client
 from edgechain.errors import CertificateError, InvalidReceipt, ReceiptMismatch
-from edgechain.pytest_plugin import ModelFiles
 from edgechain.service.engine import open_engine
 from edgechain.service.query import GenerateQuery
 from edgechain.service.receipt import Receipt, build_receipt, token_ids_hash, verify_receipt
-from edgechain.service.weight_server import WeightServer
+from edgechain.testing.weight_server import WeightServer
 
 PROMPT = "Once upon a time"
-
-
-@pytest.fixture
-def served(stories260k: ModelFiles, weight_server: WeightServer, weight_server_dir: Path):
-    serve_copies(stories260k, weight_server_dir)
-    return weight_server
-
-
-@pytest.fixture
-def network(tmp_path: Path, served: WeightServer, stories260k: ModelFiles) -> Path:
-    """A network with stories260K published (served over loopback)."""
-    path = make_network(tmp_path / "net")
-    with Client.open(path) as client:
-        client.publish_model(
-            "stories260K",
-            weights=stories260k.weights,
-            tokenizer=stories260k.tokenizer,
-            weights_urls=[served.url("stories260K.bin")],
-            tokenizer_urls=[served.url("tok512.bin")],
-        )
-    return path
 
 
 def make_receipt(client: Client, **query: Any) -> Receipt:
@@ -56,12 +34,12 @@ def make_receipt(client: Client, **query: Any) -> Receipt:
 
 
 def test_the_check_generate_then_verify_on_both_engines_and_a_copied_network(
-    network: Path, tmp_path: Path
+    stories_net: Path, tmp_path: Path
 ) -> None:
     receipt_file = tmp_path / "r.json"
     made = edgechain(
         "generate", "--model", "stories260K", "-i", PROMPT, "-t", "1.0", "-n", "40",
-        "--receipt", receipt_file, "--dir", network,
+        "--receipt", receipt_file, "--dir", stories_net,
     )  # fmt: skip
     assert made.code == 0, made.err
     assert "receipt " in made.err
@@ -71,12 +49,14 @@ def test_the_check_generate_then_verify_on_both_engines_and_a_copied_network(
     assert made.out.rstrip("\n").endswith(data["receipt"]["output"]["text"])
 
     for engine in ("wasm", "native"):
-        result = edgechain("receipt", "verify", receipt_file, "--engine", engine, "--dir", network)
+        result = edgechain(
+            "receipt", "verify", receipt_file, "--engine", engine, "--dir", stories_net
+        )
         assert result.code == 0, result.err
         assert "40 tokens on " + engine in result.out
 
     copied = tmp_path / "copy"
-    shutil.copytree(network, copied)
+    shutil.copytree(stories_net, copied)
     result = edgechain("receipt", "verify", receipt_file, "--dir", copied, "--json")
     assert result.code == 0, result.err
     assert result.json()["tokens"] == 40 and result.json()["receipt_hash"] == data["hash"]
@@ -87,25 +67,25 @@ def test_the_check_generate_then_verify_on_both_engines_and_a_copied_network(
     changed = "x" if text[at] != "x" else "y"
     data["receipt"]["output"]["text"] = text[:at] + changed + text[at + 1 :]
     receipt_file.write_text(json.dumps(data))
-    refused = edgechain("receipt", "verify", receipt_file, "--dir", network)
+    refused = edgechain("receipt", "verify", receipt_file, "--dir", stories_net)
     refused.assert_user_error(7, "token ")
 
 
-def test_a_receipt_is_canonical_and_replays_on_native_after_wasm(network: Path) -> None:
-    with Client.open(network) as client:
+def test_a_receipt_is_canonical_and_replays_on_native_after_wasm(stories_net: Path) -> None:
+    with Client.open(stories_net) as client:
         receipt = make_receipt(client, temperature=1.0, max_tokens=30)
     assert decode(encode(receipt.body)) == receipt.body
     assert Receipt.from_json(json.loads(receipt.dumps())).body == receipt.body
     assert receipt.body["seed"]["source"] == "derived"
     assert receipt.body["output"]["token_ids_blake3"] == token_ids_hash(receipt.token_ids)
-    with Client.open(network, engine=open_engine("native")) as client:
+    with Client.open(stories_net, engine=open_engine("native")) as client:
         result = verify_receipt(Receipt.from_json(receipt.to_json()), client)
     assert result.tokens == 30 and result.engine == "native"
 
 
 @pytest.fixture
-def receipt_and_client(network: Path) -> Iterator[tuple[Receipt, Client]]:
-    with Client.open(network) as client:
+def receipt_and_client(stories_net: Path) -> Iterator[tuple[Receipt, Client]]:
+    with Client.open(stories_net) as client:
         yield make_receipt(client, temperature=1.0, max_tokens=24), client
 
 
@@ -240,7 +220,7 @@ def test_malformed_receipts_are_input_errors(
 
 
 def test_cli_refuses_a_bad_certificate_with_exit_4_and_garbage_with_exit_3(
-    receipt_and_client: tuple[Receipt, Client], tmp_path: Path, network: Path
+    receipt_and_client: tuple[Receipt, Client], tmp_path: Path, stories_net: Path
 ) -> None:
     receipt, _ = receipt_and_client
     data = copy.deepcopy(receipt.to_json())
@@ -248,21 +228,21 @@ def test_cli_refuses_a_bad_certificate_with_exit_4_and_garbage_with_exit_3(
     signature["signature"] = _other_hex(signature["signature"])
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(data))
-    edgechain("receipt", "verify", bad, "--dir", network).assert_user_error(4, "signature")
+    edgechain("receipt", "verify", bad, "--dir", stories_net).assert_user_error(4, "signature")
     bad.write_text("not json")
-    edgechain("receipt", "verify", bad, "--dir", network).assert_user_error(3, "not JSON")
+    edgechain("receipt", "verify", bad, "--dir", stories_net).assert_user_error(3, "not JSON")
     missing = tmp_path / "missing.json"
-    edgechain("receipt", "verify", missing, "--dir", network).assert_user_error(3, "receipt")
+    edgechain("receipt", "verify", missing, "--dir", stories_net).assert_user_error(3, "receipt")
 
 
 def test_without_a_cache_the_weights_are_fetched_by_their_certified_hash(
-    network: Path, tmp_path: Path, served: WeightServer
+    stories_net: Path, tmp_path: Path, served: WeightServer
 ) -> None:
     receipt_file = tmp_path / "r.json"
-    with Client.open(network) as client:
+    with Client.open(stories_net) as client:
         make_receipt(client, temperature=1.0, max_tokens=16).save(receipt_file)
     copied = tmp_path / "copy"
-    shutil.copytree(network, copied)
+    shutil.copytree(stories_net, copied)
     shutil.rmtree(copied / "cache")
     result = edgechain("receipt", "verify", receipt_file, "--dir", copied, "--engine", "native")
     assert result.code == 0, result.err
@@ -273,8 +253,8 @@ def test_without_a_cache_the_weights_are_fetched_by_their_certified_hash(
     edgechain("receipt", "verify", receipt_file, "--dir", copied).assert_user_error(6)
 
 
-def test_a_receipt_of_a_model_retired_since_still_verifies(network: Path) -> None:
-    with Client.open(network) as client:
+def test_a_receipt_of_a_model_retired_since_still_verifies(stories_net: Path) -> None:
+    with Client.open(stories_net) as client:
         receipt = make_receipt(client, temperature=0.5, max_tokens=10, seed=11)
         client.retire_model("stories260K", "1")
         assert verify_receipt(Receipt.from_json(receipt.to_json()), client).tokens == 10

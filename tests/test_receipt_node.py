@@ -9,44 +9,27 @@ from pathlib import Path
 
 import pytest
 from serve_helpers import (
-    PUBLISH,
     STORIES_DIR,
     NodeProcess,
-    file_input,
-    start_node,
-    stop_node,
+    publish_files,
+    running_node,
     stream_generation,
 )
 
 from edgechain.client import Client
 from edgechain.service.receipt import Receipt, verify_receipt
-from edgechain.service.weight_server import WeightServer
+from edgechain.testing.weight_server import WeightServer
 
 PROMPT = "Once upon a time"
 
 
 @pytest.fixture(scope="module")
-def node_and_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NodeProcess, Path]]:
-    files = tmp_path_factory.mktemp("weights")
-    for name in ("stories260K.bin", "tok512.bin"):
-        (files / name).write_bytes((STORIES_DIR / name).read_bytes())
-    directory = tmp_path_factory.mktemp("receipt-node") / "net"
-    Client.up(directory, validators=4).close()
-    with WeightServer(files) as server:
-        node = start_node(directory)
-        try:
-            node.data(
-                PUBLISH,
-                {
-                    "name": "stories260K",
-                    "version": "1",
-                    "w": file_input(files / "stories260K.bin", server.url("stories260K.bin")),
-                    "t": file_input(files / "tok512.bin", server.url("tok512.bin")),
-                },
-            )
-            yield node, directory
-        finally:
-            stop_node(node)
+def node(network_dir: Path) -> Iterator[NodeProcess]:
+    """The node, with stories260K published."""
+    with WeightServer(STORIES_DIR) as server, running_node(network_dir) as node:
+        weights, tokenizer = STORIES_DIR / "stories260K.bin", STORIES_DIR / "tok512.bin"
+        publish_files(node, "stories260K", weights, tokenizer, server.base_url)
+        yield node
 
 
 def _verify(data: dict, directory: Path) -> int:
@@ -55,9 +38,9 @@ def _verify(data: dict, directory: Path) -> int:
 
 
 def test_the_sse_done_event_carries_a_receipt_that_verifies(
-    node_and_dir: tuple[NodeProcess, Path],
+    node: NodeProcess,
+    network_dir: Path,
 ) -> None:
-    node, directory = node_and_dir
     events = stream_generation(
         node, model="stories260K", prompt=PROMPT, temperature=1.0, maxTokens=30
     )
@@ -66,11 +49,10 @@ def test_the_sse_done_event_carries_a_receipt_that_verifies(
     receipt = done.data["receipt"]
     assert receipt["receipt"]["output"]["text"] == done.data["text"]
     assert receipt["receipt"]["output"]["token_ids"] == [e.data["id"] for e in events[:-1]]
-    assert _verify(receipt, directory) == 30
+    assert _verify(receipt, network_dir) == 30
 
 
-def test_graphql_generate_returns_the_receipt(node_and_dir: tuple[NodeProcess, Path]) -> None:
-    node, directory = node_and_dir
+def test_graphql_generate_returns_the_receipt(node: NodeProcess, network_dir: Path) -> None:
     data = node.data(
         '{ generate(model: "stories260K", prompt: "Lily", maxTokens: 12, seed: "5") '
         "{ text receipt } }"
@@ -84,11 +66,10 @@ def test_graphql_generate_returns_the_receipt(node_and_dir: tuple[NodeProcess, P
         "inputs": [],
     }
     assert receipt["receipt"]["output"]["text"] == data["generate"]["text"]
-    assert _verify(receipt, directory) == 12
+    assert _verify(receipt, network_dir) == 12
 
 
-def test_graphql_mints_lists_and_transfers_stories(node_and_dir: tuple[NodeProcess, Path]) -> None:
-    node, directory = node_and_dir
+def test_graphql_mints_lists_and_transfers_stories(node: NodeProcess, network_dir: Path) -> None:
     minted = node.data(
         'mutation { mintStory(model: "stories260K", prompt: "Once", maxTokens: 16, seed: "3") '
         "{ story { id owner text tokens receiptHash seed } certificate { signers } receipt } }"
@@ -97,7 +78,7 @@ def test_graphql_mints_lists_and_transfers_stories(node_and_dir: tuple[NodeProce
     assert story["tokens"] == 16 and story["seed"] == "3"
     assert len(minted["certificate"]["signers"]) == 3
     assert minted["receipt"]["hash"] == story["receiptHash"]
-    assert _verify(minted["receipt"], directory) == 16
+    assert _verify(minted["receipt"], network_dir) == 16
 
     listed = node.data("{ stories { id text } }")["stories"]
     assert {"id": story["id"], "text": story["text"]} in listed

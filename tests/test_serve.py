@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -17,6 +17,7 @@ from serve_helpers import (
     NodeProcess,
     file_input,
     free_port,
+    publish_files,
     serve_command,
     start_node,
     stop_node,
@@ -25,34 +26,14 @@ from serve_helpers import (
 from edgechain.client import Client
 from edgechain.contract.operations import FileRef
 
-WEIGHTS_URL = "http://127.0.0.1:9/stories260K.bin"  # registry tests never fetch
-TOKENIZER_URL = "http://127.0.0.1:9/tok512.bin"
-
-
-@pytest.fixture(scope="module")
-def network_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("serve") / "net"
-    Client.up(directory, validators=4).close()
-    return directory
-
-
-@pytest.fixture(scope="module")
-def node(network_dir: Path) -> Iterator[NodeProcess]:
-    node = start_node(network_dir)
-    try:
-        yield node
-    finally:
-        stop_node(node)
+UNUSED_BASE_URL = "http://127.0.0.1:9"  # registry tests never fetch
+WEIGHTS_URL = f"{UNUSED_BASE_URL}/stories260K.bin"
+TOKENIZER_URL = f"{UNUSED_BASE_URL}/tok512.bin"
 
 
 def publish(node: NodeProcess, name: str, version: str = "1") -> dict:
-    variables = {
-        "name": name,
-        "version": version,
-        "w": file_input(STORIES_DIR / "stories260K.bin", WEIGHTS_URL),
-        "t": file_input(STORIES_DIR / "tok512.bin", TOKENIZER_URL),
-    }
-    return node.data(PUBLISH, variables)["publishModel"]
+    weights, tokenizer = STORIES_DIR / "stories260K.bin", STORIES_DIR / "tok512.bin"
+    return publish_files(node, name, weights, tokenizer, UNUSED_BASE_URL, version)
 
 
 def test_index_lists_the_default_chain_and_its_registry(node: NodeProcess) -> None:

@@ -29,17 +29,14 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 from serve_helpers import (
     GOLDEN,
-    PUBLISH,
     STORIES_DIR,
     NodeProcess,
-    file_input,
-    start_node,
-    stop_node,
+    publish_files,
+    running_node,
 )
 
-from edgechain.client import Client
 from edgechain.service.engine.wasm import PACKAGED_GUEST
-from edgechain.service.weight_server import WeightServer
+from edgechain.testing.weight_server import WeightServer
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -49,30 +46,12 @@ WEIGHTS = "stories260K.bin"
 
 
 @pytest.fixture(scope="module")
-def network_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("serve-browser") / "net"
-    Client.up(directory, validators=4).close()
-    return directory
-
-
-@pytest.fixture(scope="module")
 def node(network_dir: Path) -> Iterator[NodeProcess]:
     assert PACKAGED_GUEST.is_file(), "the wasm guest is missing: run scripts/build_guest.sh"
-    with WeightServer(STORIES_DIR) as weights:
-        node = start_node(network_dir)
-        try:
-            node.data(
-                PUBLISH,
-                {
-                    "name": "stories260K",
-                    "version": "1",
-                    "w": file_input(STORIES_DIR / "stories260K.bin", weights.url(WEIGHTS)),
-                    "t": file_input(STORIES_DIR / "tok512.bin", weights.url("tok512.bin")),
-                },
-            )
-            yield node
-        finally:
-            stop_node(node)
+    with WeightServer(STORIES_DIR) as weights, running_node(network_dir) as node:
+        tokenizer = STORIES_DIR / "tok512.bin"
+        publish_files(node, "stories260K", STORIES_DIR / WEIGHTS, tokenizer, weights.base_url)
+        yield node
 
 
 @pytest.fixture(scope="module")

@@ -21,20 +21,20 @@ import pytest
 from network_cli_helpers import edgechain
 from serve_helpers import (
     GOLDEN,
-    PUBLISH,
     STORIES_DIR,
     NodeProcess,
     file_input,
+    publish_files,
+    running_node,
     sse_events,
     start_node,
     stop_node,
     stream_generation,
 )
 
-from edgechain.client import Client
 from edgechain.service.engine.wasm import GUEST_ENV, PACKAGED_GUEST
-from edgechain.service.weight_server import WeightServer
-from edgechain.synth import shape_named, synthesize
+from edgechain.testing.synth import shape_named, synthesize
+from edgechain.testing.weight_server import WeightServer
 
 PROMPT = "Once upon a time"
 
@@ -64,33 +64,15 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedFiles]:
 
 
 @pytest.fixture(scope="module")
-def network_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("serve-generate") / "net"
-    Client.up(directory, validators=4).close()
-    return directory
-
-
-@pytest.fixture(scope="module")
 def node(guest: Path, weights: ServedFiles, network_dir: Path) -> Iterator[NodeProcess]:
-    node = start_node(network_dir)
-    try:
-        files = weights.directory
+    with running_node(network_dir) as node:
+        files, base_url = weights.directory, weights.server.base_url
         for name, checkpoint, tokenizer in (
             ("stories260K", "stories260K.bin", "tok512.bin"),
             ("synth15M", "synth15M.bin", "tok32000.bin"),
         ):
-            node.data(
-                PUBLISH,
-                {
-                    "name": name,
-                    "version": "1",
-                    "w": file_input(files / checkpoint, weights.server.url(checkpoint)),
-                    "t": file_input(files / tokenizer, weights.server.url(tokenizer)),
-                },
-            )
+            publish_files(node, name, files / checkpoint, files / tokenizer, base_url)
         yield node
-    finally:
-        stop_node(node)
 
 
 @pytest.fixture(scope="module")
@@ -199,11 +181,23 @@ def test_graphql_generate_errors_are_typed(node: NodeProcess) -> None:
     body = node.graphql('{ generate(model: "stories260K", prompt: "x", topP: 2) { text } }')
     [error] = body["errors"]
     assert error["extensions"]["code"] == "InvalidParameter"
-    assert "top_p" in error["message"] or "topP" in error["message"]
+    # GenerateQuery's own message, passed through unchanged: it names the Python field.
+    assert error["message"].startswith("top_p must be in (0, 1], got 2")
 
 
 def generations(node: NodeProcess) -> dict[str, int]:
     return httpx.get(node.base_url + "/", timeout=10).json()["generations"]
+
+
+def assert_one_more_cancelled(node: NodeProcess, before: dict[str, int]) -> None:
+    """Once as many generations run as ``before`` (30 s at most): one more was cancelled, and
+    none more completed."""
+    deadline = time.monotonic() + 30
+    while (now := generations(node))["running"] != before["running"]:
+        assert time.monotonic() < deadline, now
+        time.sleep(0.05)
+    assert now["cancelled"] == before["cancelled"] + 1
+    assert now["completed"] == before["completed"]
 
 
 def test_a_client_disconnect_cancels_the_generation(node: NodeProcess) -> None:
@@ -218,12 +212,7 @@ def test_a_client_disconnect_cancels_the_generation(node: NodeProcess) -> None:
         assert time.monotonic() - started < 2.0
         assert during["running"] == before["running"] + 1
     # The response is closed: the node must cancel the generation, not run it to the end.
-    deadline = time.monotonic() + 30
-    while (now := generations(node))["running"] != before["running"]:
-        assert time.monotonic() < deadline, now
-        time.sleep(0.05)
-    assert now["cancelled"] == before["cancelled"] + 1
-    assert now["completed"] == before["completed"]
+    assert_one_more_cancelled(node, before)
 
 
 def test_a_graphql_caller_that_disconnects_cancels_its_generation(node: NodeProcess) -> None:
@@ -241,12 +230,7 @@ def test_a_graphql_caller_that_disconnects_cancels_its_generation(node: NodeProc
         while generations(node)["running"] == before["running"]:
             assert time.monotonic() < deadline, "the generation never started"
             time.sleep(0.02)
-    deadline = time.monotonic() + 30
-    while (now := generations(node))["running"] != before["running"]:
-        assert time.monotonic() < deadline, now
-        time.sleep(0.05)
-    assert now["cancelled"] == before["cancelled"] + 1
-    assert now["completed"] == before["completed"]
+    assert_one_more_cancelled(node, before)
 
 
 def test_stopping_the_node_ends_a_running_stream_with_a_cancelled_event(
@@ -284,12 +268,7 @@ def test_unsubscribing_cancels_the_generation(node: NodeProcess) -> None:
         first = json.loads(ws.recv(timeout=120))
         assert first["type"] == "next" and "text" in first["payload"]["data"]["generate"]
         ws.send(json.dumps({"id": "s", "type": "complete"}))  # unsubscribe
-        deadline = time.monotonic() + 30
-        while (now := generations(node))["running"] != before["running"]:
-            assert time.monotonic() < deadline, now
-            time.sleep(0.05)
-    assert now["cancelled"] == before["cancelled"] + 1
-    assert now["completed"] == before["completed"]
+        assert_one_more_cancelled(node, before)
 
 
 def test_a_seed_copied_from_the_node_reproduces_the_text_with_the_cli(

@@ -25,7 +25,7 @@ from serve_helpers import (
 
 from edgechain.client import Client
 from edgechain.service.engine.wasm import GUEST_ENV
-from edgechain.service.weight_server import WeightServer
+from edgechain.testing.weight_server import WeightServer
 
 FILES = {"ok.bin": b"x" * 40, "trap.bin": b"\xff" * 40, "tok.bin": b"tok"}
 

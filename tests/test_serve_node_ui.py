@@ -12,10 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 from serve_helpers import (
-    PUBLISH,
     STORIES_DIR,
     NodeProcess,
-    file_input,
+    publish_files,
+    running_node,
     sse_events,
     start_node,
     stop_node,
@@ -23,7 +23,7 @@ from serve_helpers import (
 
 from edgechain.client import Client
 from edgechain.service.engine.wasm import PACKAGED_GUEST
-from edgechain.service.weight_server import WeightServer
+from edgechain.testing.weight_server import WeightServer
 
 PROMPT = "Once upon a time"
 
@@ -34,36 +34,21 @@ def weights() -> Iterator[WeightServer]:
         yield server
 
 
-@pytest.fixture(scope="module")
-def network_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("serve-node-ui") / "net"
-    Client.up(directory, validators=4).close()
-    return directory
-
-
 def publish(node: NodeProcess, weights: WeightServer, name: str = "stories260K") -> None:
-    node.data(
-        PUBLISH,
-        {
-            "name": name,
-            "version": "1",
-            "w": file_input(STORIES_DIR / "stories260K.bin", weights.url("stories260K.bin")),
-            "t": file_input(STORIES_DIR / "tok512.bin", weights.url("tok512.bin")),
-        },
-    )
+    checkpoint, tokenizer = STORIES_DIR / "stories260K.bin", STORIES_DIR / "tok512.bin"
+    publish_files(node, name, checkpoint, tokenizer, weights.base_url)
 
 
 @pytest.fixture(scope="module")
 def node(network_dir: Path, weights: WeightServer) -> Iterator[NodeProcess]:
     assert PACKAGED_GUEST.is_file(), "the wasm guest is missing: run scripts/build_guest.sh"
-    with tempfile.TemporaryFile("w+") as stdout:
-        node = start_node(network_dir, stdout=stdout)
+    with (
+        tempfile.TemporaryFile("w+") as stdout,
+        running_node(network_dir, stdout=stdout) as node,
+    ):
         node.stdout = stdout  # type: ignore[attr-defined]
-        try:
-            publish(node, weights)
-            yield node
-        finally:
-            stop_node(node)
+        publish(node, weights)
+        yield node
 
 
 def read(stream) -> str:  # noqa: ANN001 (a text file the node writes to)

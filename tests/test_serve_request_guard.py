@@ -5,32 +5,18 @@ upgrades get the same Origin check. ``GET /`` shows no filesystem path."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from serve_helpers import NodeProcess, start_node, stop_node
+from serve_helpers import (
+    NodeProcess,
+)
 
-from edgechain.client import Client
 from edgechain.node.request_guard import MAX_BODY_BYTES, RequestGuard
 
 RETIRE = 'mutation { retireModel(name: "x", version: "1") { height } }'
 MODELS = {"query": "{ models { name } }"}
-
-
-@pytest.fixture(scope="module")
-def network_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("guard") / "net"
-    Client.up(directory, validators=4).close()
-    return directory
-
-
-@pytest.fixture(scope="module")
-def node(network_dir: Path) -> Iterator[NodeProcess]:
-    node = start_node(network_dir)
-    yield node
-    stop_node(node)
 
 
 def port(node: NodeProcess) -> int:

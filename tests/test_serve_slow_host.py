@@ -17,10 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 from serve_helpers import (
-    PUBLISH,
     STORIES_DIR,
     NodeProcess,
-    file_input,
+    publish_files,
     sse_events,
     start_node,
     stop_node,
@@ -28,8 +27,8 @@ from serve_helpers import (
 )
 
 from edgechain.client import Client
-from edgechain.service.weight_server import Fault, WeightServer
-from edgechain.synth import shape_named, synthesize
+from edgechain.testing.synth import shape_named, synthesize
+from edgechain.testing.weight_server import Fault, WeightServer
 
 BAR_S = 5.0
 STOP_BAR_S = 10.0
@@ -57,15 +56,7 @@ def node(tmp_path: Path, served: tuple[Path, WeightServer]) -> Iterator[NodeProc
             ("stories260K", "stories260K.bin", "tok512.bin"),
             ("dripping", "drip.bin", "drip_tok.bin"),
         ):
-            node.data(
-                PUBLISH,
-                {
-                    "name": name,
-                    "version": "1",
-                    "w": file_input(directory / weights, server.url(weights)),
-                    "t": file_input(directory / tokenizer, server.url(tokenizer)),
-                },
-            )
+            publish_files(node, name, directory / weights, directory / tokenizer, server.base_url)
         yield node
     finally:
         stop_node(node, signal.SIGKILL)

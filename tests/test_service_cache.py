@@ -8,38 +8,17 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from service_helpers import MODEL, MODEL_BLAKE3, MODEL_SIZE, MODELS, run_in_threads
 
 from edgechain.errors import FetchError, HashMismatch, InputError
 from edgechain.service.cache import ContentCache, Reverify, blake3_hex
 from edgechain.service.fetch import Fetcher
-from edgechain.service.weight_server import Fault, WeightServer
+from edgechain.testing.weight_server import Fault, WeightServer
 
-MODELS = Path("/work/shared/models/stories260K")
-MODEL = "stories260K.bin"
-MODEL_BLAKE3 = "33b6153460934101fae04b6653a29b8b73f6fbc63fb7c7235e1dd384a8466761"
-MODEL_SIZE = 1_056_540
 MODEL_BYTES = (MODELS / MODEL).read_bytes()
-
-
-@pytest.fixture
-def server() -> Iterator[WeightServer]:
-    with WeightServer(MODELS) as srv:
-        yield srv
-
-
-@pytest.fixture
-def fetcher() -> Iterator[Fetcher]:
-    with Fetcher() as f:
-        yield f
-
-
-@pytest.fixture
-def cache(tmp_path: Path) -> ContentCache:
-    return ContentCache(tmp_path / "cache")
 
 
 def stored_files(cache: ContentCache) -> list[str]:
@@ -213,76 +192,62 @@ def test_abandoned_temporary_files_are_removed_when_old(cache: ContentCache) -> 
 
 
 def test_fetch_verified_downloads_once_then_hits(
-    cache: ContentCache, server: WeightServer, fetcher: Fetcher
+    cache: ContentCache, stories_server: WeightServer, fetcher: Fetcher
 ) -> None:
-    urls = [server.url(MODEL)]
+    urls = [stories_server.url(MODEL)]
     assert cache.fetch_verified(MODEL_BLAKE3, MODEL_SIZE, urls, fetcher) == MODEL_BYTES
     assert cache.fetch_verified(MODEL_BLAKE3, MODEL_SIZE, urls, fetcher) == MODEL_BYTES
     other = ContentCache(cache.directory)  # a new service process, same cache directory
     assert other.fetch_verified(MODEL_BLAKE3, MODEL_SIZE, urls, fetcher) == MODEL_BYTES
-    assert server.request_count(MODEL) == 1
+    assert stories_server.request_count(MODEL) == 1
     assert cache.stats.downloads == 1 and cache.stats.hits == 1
     assert other.stats.downloads == 0 and other.stats.hits == 1
 
 
-def test_a_corrupted_download_is_not_cached(
-    cache: ContentCache, server: WeightServer, fetcher: Fetcher
+@pytest.mark.parametrize(
+    ("fault", "error"),
+    [(Fault(corrupt_offset=7), HashMismatch), (Fault(truncate_to=500_000), FetchError)],
+    ids=["corrupted", "truncated"],
+)
+def test_a_bad_download_is_not_cached(
+    cache: ContentCache,
+    stories_server: WeightServer,
+    fetcher: Fetcher,
+    fault: Fault,
+    error: type[Exception],
 ) -> None:
-    server.inject(MODEL, Fault(corrupt_offset=7))
-    with pytest.raises(HashMismatch):
-        cache.fetch_verified(MODEL_BLAKE3, MODEL_SIZE, [server.url(MODEL)], fetcher)
+    stories_server.inject(MODEL, fault)
+    with pytest.raises(error):
+        cache.fetch_verified(MODEL_BLAKE3, MODEL_SIZE, [stories_server.url(MODEL)], fetcher)
     assert stored_files(cache) == []
-    server.inject(MODEL, None)
-    assert cache.fetch_verified(MODEL_BLAKE3, MODEL_SIZE, [server.url(MODEL)], fetcher)
-    assert server.request_count(MODEL) == 2
-
-
-def test_a_failed_download_is_not_cached(
-    cache: ContentCache, server: WeightServer, fetcher: Fetcher
-) -> None:
-    server.inject(MODEL, Fault(truncate_to=500_000))
-    with pytest.raises(FetchError):
-        cache.fetch_verified(MODEL_BLAKE3, MODEL_SIZE, [server.url(MODEL)], fetcher)
-    assert stored_files(cache) == []
+    stories_server.inject(MODEL, None)
+    assert cache.fetch_verified(MODEL_BLAKE3, MODEL_SIZE, [stories_server.url(MODEL)], fetcher)
+    assert stories_server.request_count(MODEL) == 2
 
 
 def test_a_corrupted_cache_file_is_fetched_again(
-    cache: ContentCache, server: WeightServer, fetcher: Fetcher
+    cache: ContentCache, stories_server: WeightServer, fetcher: Fetcher
 ) -> None:
-    urls = [server.url(MODEL)]
+    urls = [stories_server.url(MODEL)]
     cache.fetch_verified(MODEL_BLAKE3, MODEL_SIZE, urls, fetcher)
     corrupt_in_place(cache.path_for(MODEL_BLAKE3))
     assert cache.fetch_verified(MODEL_BLAKE3, MODEL_SIZE, urls, fetcher) == MODEL_BYTES
-    assert server.request_count(MODEL) == 2
+    assert stories_server.request_count(MODEL) == 2
     assert cache.stats.corrupted == 1
     assert cache.path_for(MODEL_BLAKE3).read_bytes() == MODEL_BYTES
 
 
 def test_concurrent_threads_download_once(
-    cache: ContentCache, server: WeightServer, fetcher: Fetcher
+    cache: ContentCache, stories_server: WeightServer, fetcher: Fetcher
 ) -> None:
-    server.inject(MODEL, Fault(delay=0.3))  # keep the first download in flight
-    barrier = threading.Barrier(8)
-    results: list[bytes] = []
-    errors: list[BaseException] = []
-
-    def query() -> None:
-        barrier.wait()
-        try:
-            results.append(
-                cache.fetch_verified(MODEL_BLAKE3, MODEL_SIZE, [server.url(MODEL)], fetcher)
-            )
-        except BaseException as exc:  # reported below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=query) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    stories_server.inject(MODEL, Fault(delay=0.3))  # keep the first download in flight
+    urls = [stories_server.url(MODEL)]
+    results, errors = run_in_threads(
+        lambda: cache.fetch_verified(MODEL_BLAKE3, MODEL_SIZE, urls, fetcher), 8, barrier=True
+    )
     assert errors == []
     assert len(results) == 8 and all(r == MODEL_BYTES for r in results)
-    assert server.request_count(MODEL) == 1
+    assert stories_server.request_count(MODEL) == 1
     assert cache.stats.downloads == 1
 
 
@@ -299,9 +264,11 @@ _CHILD = textwrap.dedent(
 )
 
 
-def test_concurrent_processes_download_once(cache: ContentCache, server: WeightServer) -> None:
-    server.inject(MODEL, Fault(delay=1.0))  # longer than a child's start-up
-    args = [str(cache.directory), server.url(MODEL), MODEL_BLAKE3, str(MODEL_SIZE)]
+def test_concurrent_processes_download_once(
+    cache: ContentCache, stories_server: WeightServer
+) -> None:
+    stories_server.inject(MODEL, Fault(delay=1.0))  # longer than a child's start-up
+    args = [str(cache.directory), stories_server.url(MODEL), MODEL_BLAKE3, str(MODEL_SIZE)]
     children = [
         subprocess.Popen([sys.executable, "-c", _CHILD, *args], stdout=subprocess.PIPE, text=True)
         for _ in range(3)
@@ -309,4 +276,4 @@ def test_concurrent_processes_download_once(cache: ContentCache, server: WeightS
     outputs = [child.communicate(timeout=60)[0].strip() for child in children]
     assert [child.returncode for child in children] == [0, 0, 0]
     assert outputs == [str(MODEL_SIZE)] * 3
-    assert server.request_count(MODEL) == 1
+    assert stories_server.request_count(MODEL) == 1

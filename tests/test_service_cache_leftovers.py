@@ -8,32 +8,17 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from service_helpers import MODEL, MODEL_BLAKE3, MODEL_SIZE, MODELS
 
 from edgechain.errors import StorageCorrupted
 from edgechain.service.cache import ContentCache
 from edgechain.service.fetch import Fetcher
-from edgechain.service.weight_server import Fault, WeightServer
+from edgechain.testing.weight_server import Fault, WeightServer
 
-MODELS = Path("/work/shared/models/stories260K")
-MODEL = "stories260K.bin"
-MODEL_BLAKE3 = "33b6153460934101fae04b6653a29b8b73f6fbc63fb7c7235e1dd384a8466761"
-MODEL_SIZE = 1_056_540
 MODEL_BYTES = (MODELS / MODEL).read_bytes()
-
-
-@pytest.fixture
-def server() -> Iterator[WeightServer]:
-    with WeightServer(MODELS) as srv:
-        yield srv
-
-
-@pytest.fixture
-def cache(tmp_path: Path) -> ContentCache:
-    return ContentCache(tmp_path / "cache")
 
 
 def _wait_for(condition, what: str, timeout: float = 60.0) -> None:
@@ -64,7 +49,7 @@ _WRITER = textwrap.dedent(
     """
 )
 
-# A download from a server that drips: killed while the download lock is held.
+# A download from a stories_server that drips: killed while the download lock is held.
 _DOWNLOADER = textwrap.dedent(
     """
     import sys
@@ -115,36 +100,43 @@ def test_a_dead_pids_unlocked_temporary_is_removed_but_a_live_recent_one_stays(
 
 
 def test_a_download_killed_midway_leaves_nothing_after_the_next_start(
-    cache: ContentCache, server: WeightServer
+    cache: ContentCache, stories_server: WeightServer
 ) -> None:
-    server.inject(MODEL, Fault(chunk_delay=0.5))  # 17 chunks: ~8 s for the whole file
-    url = server.url(MODEL)
+    stories_server.inject(MODEL, Fault(chunk_delay=0.5))  # 17 chunks: ~8 s for the whole file
+    url = stories_server.url(MODEL)
     locks = cache.directory / "locks"
     downloader = subprocess.Popen(
         [sys.executable, "-c", _DOWNLOADER, cache.directory, MODEL_BLAKE3, url]
     )
     try:
-        _wait_for(lambda: server.request_count(MODEL) == 1, "the download to start")
+        _wait_for(lambda: stories_server.request_count(MODEL) == 1, "the download to start")
         assert [p.name for p in locks.iterdir()] == [f"{MODEL_BLAKE3}.lock"]
     finally:
         _kill(downloader)
     assert list(locks.iterdir())  # the killed process could not clean up
     fresh = ContentCache(cache.directory)
     assert list(locks.iterdir()) == [] and list((cache.directory / "objects").iterdir()) == []
-    server.inject(MODEL, None)
+    stories_server.inject(MODEL, None)
     with Fetcher() as fetcher:
         assert fresh.fetch_verified(MODEL_BLAKE3, MODEL_SIZE, [url], fetcher) == MODEL_BYTES
     assert list(locks.iterdir()) == []  # a finished download removes its lock file
     assert [p.name for p in (cache.directory / "objects").iterdir()] == [MODEL_BLAKE3]
 
 
-def test_a_held_lock_file_is_not_removed(cache: ContentCache, server: WeightServer) -> None:
-    server.inject(MODEL, Fault(chunk_delay=0.5))
+def test_a_held_lock_file_is_not_removed(cache: ContentCache, stories_server: WeightServer) -> None:
+    stories_server.inject(MODEL, Fault(chunk_delay=0.5))
     downloader = subprocess.Popen(
-        [sys.executable, "-c", _DOWNLOADER, cache.directory, MODEL_BLAKE3, server.url(MODEL)]
+        [
+            sys.executable,
+            "-c",
+            _DOWNLOADER,
+            cache.directory,
+            MODEL_BLAKE3,
+            stories_server.url(MODEL),
+        ]
     )
     try:
-        _wait_for(lambda: server.request_count(MODEL) == 1, "the download to start")
+        _wait_for(lambda: stories_server.request_count(MODEL) == 1, "the download to start")
         ContentCache(cache.directory)
         assert [p.name for p in (cache.directory / "locks").iterdir()] == [f"{MODEL_BLAKE3}.lock"]
     finally:
@@ -155,18 +147,18 @@ def test_a_held_lock_file_is_not_removed(cache: ContentCache, server: WeightServ
 
 
 def test_an_empty_directory_in_place_of_an_object_is_a_miss_then_replaced(
-    cache: ContentCache, server: WeightServer
+    cache: ContentCache, stories_server: WeightServer
 ) -> None:
     cache.path_for(MODEL_BLAKE3).mkdir()
     assert cache.get(MODEL_BLAKE3) is None
     assert cache.get_path(MODEL_BLAKE3) is None
     with Fetcher() as fetcher:
-        data = cache.fetch_verified(MODEL_BLAKE3, MODEL_SIZE, [server.url(MODEL)], fetcher)
+        data = cache.fetch_verified(MODEL_BLAKE3, MODEL_SIZE, [stories_server.url(MODEL)], fetcher)
     assert data == MODEL_BYTES and cache.path_for(MODEL_BLAKE3).is_file()
 
 
 def test_a_non_empty_directory_in_place_of_an_object_is_a_typed_error(
-    cache: ContentCache, server: WeightServer
+    cache: ContentCache, stories_server: WeightServer
 ) -> None:
     (cache.path_for(MODEL_BLAKE3) / "something").mkdir(parents=True)
     assert cache.get(MODEL_BLAKE3) is None
@@ -174,7 +166,7 @@ def test_a_non_empty_directory_in_place_of_an_object_is_a_typed_error(
     with pytest.raises(StorageCorrupted, match=f"objects/{MODEL_BLAKE3} is not a regular file"):
         cache.put(MODEL_BLAKE3, MODEL_BYTES)
     with Fetcher() as fetcher, pytest.raises(StorageCorrupted, match="content cache is damaged"):
-        cache.fetch_verified(MODEL_BLAKE3, MODEL_SIZE, [server.url(MODEL)], fetcher)
+        cache.fetch_verified(MODEL_BLAKE3, MODEL_SIZE, [stories_server.url(MODEL)], fetcher)
     assert list((cache.directory / "objects").glob(".*")) == []  # no temporary left
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import blake3
 import httpx
 import pytest
+from service_helpers import MODEL, MODEL_BLAKE3, MODEL_SIZE, MODELS, TOKENIZER, TOKENIZER_BLAKE3
 
 from edgechain.errors import FetchError, HashMismatch, InputError
 from edgechain.service.fetch import (
@@ -19,30 +19,19 @@ from edgechain.service.fetch import (
     fetch_any,
     fetch_url,
 )
-from edgechain.service.weight_server import Fault, WeightServer
-
-MODELS = Path("/work/shared/models/stories260K")
-MODEL = "stories260K.bin"
-MODEL_BLAKE3 = "33b6153460934101fae04b6653a29b8b73f6fbc63fb7c7235e1dd384a8466761"
-MODEL_SIZE = 1_056_540
-TOKENIZER = "tok512.bin"
-TOKENIZER_BLAKE3 = "bea8bff3631187f72e18431d4c84414bdb0769993347cff30db1d233c8f25fff"
-
-
-@pytest.fixture
-def server() -> Iterator[WeightServer]:
-    with WeightServer(MODELS) as srv:
-        yield srv
-
-
-@pytest.fixture
-def fetcher() -> Iterator[Fetcher]:
-    with Fetcher() as f:
-        yield f
+from edgechain.testing.weight_server import Fault, WeightServer
 
 
 def fetch_model(fetcher: Fetcher, url: str, size: int | None = MODEL_SIZE) -> bytes:
     return fetcher.fetch(url, expected_blake3=MODEL_BLAKE3, expected_size=size)
+
+
+def failed_fetch(server: WeightServer, fetcher: Fetcher, fault: Fault) -> FetchError:
+    """The FetchError of fetching the model from ``server`` while it misbehaves with ``fault``."""
+    server.inject(MODEL, fault)
+    with pytest.raises(FetchError) as info:
+        fetch_model(fetcher, server.url(MODEL))
+    return info.value
 
 
 class CountingStream(httpx.SyncByteStream):
@@ -65,61 +54,65 @@ def mock_fetcher(handler, policy: FetchPolicy | None = None) -> Fetcher:
 # --- the happy path ------------------------------------------------------------------------------
 
 
-def test_fetch_returns_the_verified_model_bytes(server: WeightServer, fetcher: Fetcher) -> None:
-    data = fetch_model(fetcher, server.url(MODEL))
+def test_fetch_returns_the_verified_model_bytes(
+    stories_server: WeightServer, fetcher: Fetcher
+) -> None:
+    data = fetch_model(fetcher, stories_server.url(MODEL))
     assert data == (MODELS / MODEL).read_bytes()
-    assert server.request_count(MODEL) == 1
+    assert stories_server.request_count(MODEL) == 1
 
 
 def test_fetch_url_works_without_expected_size_and_with_uppercase_hash(
-    server: WeightServer,
+    stories_server: WeightServer,
 ) -> None:
-    data = fetch_url(server.url(TOKENIZER), expected_blake3=TOKENIZER_BLAKE3.upper())
+    data = fetch_url(stories_server.url(TOKENIZER), expected_blake3=TOKENIZER_BLAKE3.upper())
     assert blake3.blake3(data).hexdigest() == TOKENIZER_BLAKE3
 
 
 def test_chunked_body_without_content_length_is_accepted(
-    server: WeightServer, fetcher: Fetcher
+    stories_server: WeightServer, fetcher: Fetcher
 ) -> None:
-    server.inject(MODEL, Fault(chunked=True))
-    assert fetch_model(fetcher, server.url(MODEL)) == (MODELS / MODEL).read_bytes()
+    stories_server.inject(MODEL, Fault(chunked=True))
+    assert fetch_model(fetcher, stories_server.url(MODEL)) == (MODELS / MODEL).read_bytes()
 
 
-def test_localhost_name_is_allowed_by_default(server: WeightServer, fetcher: Fetcher) -> None:
-    url = f"http://localhost:{server.port}/{MODEL}"
+def test_localhost_name_is_allowed_by_default(
+    stories_server: WeightServer, fetcher: Fetcher
+) -> None:
+    url = f"http://localhost:{stories_server.port}/{MODEL}"
     assert len(fetch_model(fetcher, url)) == MODEL_SIZE
 
 
 # --- wrong bytes ---------------------------------------------------------------------------------
 
 
-def test_one_changed_byte_raises_hash_mismatch(server: WeightServer, fetcher: Fetcher) -> None:
-    server.inject(MODEL, Fault(corrupt_offset=MODEL_SIZE // 2))
+def test_one_changed_byte_raises_hash_mismatch(
+    stories_server: WeightServer, fetcher: Fetcher
+) -> None:
+    stories_server.inject(MODEL, Fault(corrupt_offset=MODEL_SIZE // 2))
     with pytest.raises(HashMismatch) as info:
-        fetch_model(fetcher, server.url(MODEL))
+        fetch_model(fetcher, stories_server.url(MODEL))
     err = info.value
     assert err.expected == MODEL_BLAKE3
     assert err.actual is not None and err.actual != MODEL_BLAKE3
-    assert err.url == server.url(MODEL)
+    assert err.url == stories_server.url(MODEL)
     assert MODEL_BLAKE3 in str(err) and err.actual in str(err)
     assert err.exit_code == 6
 
 
 def test_truncated_body_under_a_full_content_length_fails_as_truncated(
-    server: WeightServer, fetcher: Fetcher
+    stories_server: WeightServer, fetcher: Fetcher
 ) -> None:
-    server.inject(MODEL, Fault(truncate_to=1000))
-    with pytest.raises(FetchError) as info:
-        fetch_model(fetcher, server.url(MODEL))
-    assert info.value.reason == FetchReason.TRUNCATED
-    assert info.value.url == server.url(MODEL)
+    error = failed_fetch(stories_server, fetcher, Fault(truncate_to=1000))
+    assert error.reason == FetchReason.TRUNCATED
+    assert error.url == stories_server.url(MODEL)
 
 
-def test_truncated_chunked_body_fails_as_truncated(server: WeightServer, fetcher: Fetcher) -> None:
-    server.inject(MODEL, Fault(truncate_to=70_000, chunked=True))
-    with pytest.raises(FetchError) as info:
-        fetch_model(fetcher, server.url(MODEL))
-    assert info.value.reason == FetchReason.TRUNCATED
+def test_truncated_chunked_body_fails_as_truncated(
+    stories_server: WeightServer, fetcher: Fetcher
+) -> None:
+    error = failed_fetch(stories_server, fetcher, Fault(truncate_to=70_000, chunked=True))
+    assert error.reason == FetchReason.TRUNCATED
 
 
 def test_short_file_fails_as_truncated_before_reading_its_body() -> None:
@@ -176,27 +169,23 @@ def test_body_growing_past_the_limit_is_aborted_mid_stream() -> None:
 
 
 def test_oversized_response_with_content_length_from_a_real_server(
-    server: WeightServer, fetcher: Fetcher
+    stories_server: WeightServer, fetcher: Fetcher
 ) -> None:
-    server.inject(MODEL, Fault(extra_bytes=1))
-    with pytest.raises(FetchError) as info:
-        fetch_model(fetcher, server.url(MODEL))
-    assert info.value.reason == FetchReason.TOO_LARGE
+    error = failed_fetch(stories_server, fetcher, Fault(extra_bytes=1))
+    assert error.reason == FetchReason.TOO_LARGE
 
 
 def test_oversized_chunked_response_from_a_real_server(
-    server: WeightServer, fetcher: Fetcher
+    stories_server: WeightServer, fetcher: Fetcher
 ) -> None:
-    server.inject(MODEL, Fault(extra_bytes=5_000_000, chunked=True))
-    with pytest.raises(FetchError) as info:
-        fetch_model(fetcher, server.url(MODEL))
-    assert info.value.reason == FetchReason.TOO_LARGE
-    assert "body exceeds the limit of 1056540 bytes" in str(info.value)
+    error = failed_fetch(stories_server, fetcher, Fault(extra_bytes=5_000_000, chunked=True))
+    assert error.reason == FetchReason.TOO_LARGE
+    assert "body exceeds the limit of 1056540 bytes" in str(error)
 
 
-def test_policy_cap_applies_without_an_expected_size(server: WeightServer) -> None:
+def test_policy_cap_applies_without_an_expected_size(stories_server: WeightServer) -> None:
     with Fetcher(FetchPolicy(max_bytes=1000)) as fetcher, pytest.raises(FetchError) as info:
-        fetch_model(fetcher, server.url(MODEL), size=None)
+        fetch_model(fetcher, stories_server.url(MODEL), size=None)
     assert info.value.reason == FetchReason.TOO_LARGE
 
 
@@ -292,66 +281,66 @@ def test_server_down_is_a_connection_failure() -> None:
     assert "refused" in str(info.value).lower()
 
 
-def test_a_server_that_does_not_answer_times_out(server: WeightServer) -> None:
-    server.inject(MODEL, Fault(delay=1.5))
+def test_a_server_that_does_not_answer_times_out(stories_server: WeightServer) -> None:
+    stories_server.inject(MODEL, Fault(delay=1.5))
     policy = FetchPolicy(read_timeout=0.3)
     start = time.monotonic()
     with Fetcher(policy) as fetcher, pytest.raises(FetchError) as info:
-        fetch_model(fetcher, server.url(MODEL))
+        fetch_model(fetcher, stories_server.url(MODEL))
     assert time.monotonic() - start < 1.2
     assert info.value.reason == FetchReason.TIMED_OUT
     assert "0.3 s" in str(info.value)
 
 
-def test_a_trickling_body_hits_the_total_deadline(server: WeightServer) -> None:
+def test_a_trickling_body_hits_the_total_deadline(stories_server: WeightServer) -> None:
     # Each 64 KiB chunk arrives within the read timeout, but the whole body would take ~1.7 s.
-    server.inject(MODEL, Fault(chunk_delay=0.1))
+    stories_server.inject(MODEL, Fault(chunk_delay=0.1))
     policy = FetchPolicy(read_timeout=0.5, total_timeout=0.3)
     start = time.monotonic()
     with Fetcher(policy) as fetcher, pytest.raises(FetchError) as info:
-        fetch_model(fetcher, server.url(MODEL))
+        fetch_model(fetcher, stories_server.url(MODEL))
     assert time.monotonic() - start < 1.0
     assert info.value.reason == FetchReason.TIMED_OUT
 
 
-def test_http_error_status_is_reported(server: WeightServer, fetcher: Fetcher) -> None:
-    server.inject(MODEL, Fault(status=500))
-    with pytest.raises(FetchError) as info:
-        fetch_model(fetcher, server.url(MODEL))
-    assert info.value.reason == FetchReason.HTTP_STATUS
-    assert "500" in str(info.value)
+def test_http_error_status_is_reported(stories_server: WeightServer, fetcher: Fetcher) -> None:
+    error = failed_fetch(stories_server, fetcher, Fault(status=500))
+    assert error.reason == FetchReason.HTTP_STATUS
+    assert "500" in str(error)
 
 
 # --- redirects -----------------------------------------------------------------------------------
 
 
-def test_redirects_within_the_limit_are_followed(server: WeightServer, fetcher: Fetcher) -> None:
-    server.inject("a", Fault(redirect_to="/b"))
-    server.inject("b", Fault(redirect_to=server.url("c")))  # absolute
-    server.inject("c", Fault(redirect_to=f"/{MODEL}"))
-    assert fetch_model(fetcher, server.url("a")) == (MODELS / MODEL).read_bytes()
-    assert [server.request_count(n) for n in ("a", "b", "c", MODEL)] == [1, 1, 1, 1]
+def test_redirects_within_the_limit_are_followed(
+    stories_server: WeightServer, fetcher: Fetcher
+) -> None:
+    stories_server.inject("a", Fault(redirect_to="/b"))
+    stories_server.inject("b", Fault(redirect_to=stories_server.url("c")))  # absolute
+    stories_server.inject("c", Fault(redirect_to=f"/{MODEL}"))
+    assert fetch_model(fetcher, stories_server.url("a")) == (MODELS / MODEL).read_bytes()
+    assert [stories_server.request_count(n) for n in ("a", "b", "c", MODEL)] == [1, 1, 1, 1]
 
 
-def test_too_many_redirects_fail(server: WeightServer) -> None:
-    server.inject("loop", Fault(redirect_to="/loop"))
+def test_too_many_redirects_fail(stories_server: WeightServer) -> None:
+    stories_server.inject("loop", Fault(redirect_to="/loop"))
     with Fetcher(FetchPolicy(max_redirects=2)) as fetcher, pytest.raises(FetchError) as info:
-        fetch_model(fetcher, server.url("loop"))
+        fetch_model(fetcher, stories_server.url("loop"))
     assert info.value.reason == FetchReason.TOO_MANY_REDIRECTS
-    assert server.request_count("loop") == 3  # the first request and two redirects
+    assert stories_server.request_count("loop") == 3  # the first request and two redirects
 
 
-def test_redirects_can_be_disabled(server: WeightServer) -> None:
-    server.inject("a", Fault(redirect_to=f"/{MODEL}"))
+def test_redirects_can_be_disabled(stories_server: WeightServer) -> None:
+    stories_server.inject("a", Fault(redirect_to=f"/{MODEL}"))
     with Fetcher(FetchPolicy(max_redirects=0)) as fetcher, pytest.raises(FetchError) as info:
-        fetch_model(fetcher, server.url("a"))
+        fetch_model(fetcher, stories_server.url("a"))
     assert info.value.reason == FetchReason.TOO_MANY_REDIRECTS
 
 
 def test_redirect_off_the_allow_list_is_rejected_before_following(
-    server: WeightServer, fetcher: Fetcher, monkeypatch: pytest.MonkeyPatch
+    stories_server: WeightServer, fetcher: Fetcher, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    server.inject("a", Fault(redirect_to="http://example.com/stolen.bin"))
+    stories_server.inject("a", Fault(redirect_to="http://example.com/stolen.bin"))
     resolved: list[object] = []
     real_getaddrinfo = socket.getaddrinfo
 
@@ -361,7 +350,7 @@ def test_redirect_off_the_allow_list_is_rejected_before_following(
 
     monkeypatch.setattr(socket, "getaddrinfo", recording_getaddrinfo)
     with pytest.raises(FetchError) as info:
-        fetch_model(fetcher, server.url("a"))
+        fetch_model(fetcher, stories_server.url("a"))
     assert info.value.reason == FetchReason.HOST_NOT_ALLOWED
     assert "redirect to http://example.com/stolen.bin" in str(info.value)
     assert "example.com" not in resolved
@@ -370,17 +359,23 @@ def test_redirect_off_the_allow_list_is_rejected_before_following(
 # --- several URLs --------------------------------------------------------------------------------
 
 
-def test_fetch_any_falls_back_to_the_next_url(server: WeightServer, fetcher: Fetcher) -> None:
-    server.inject("broken.bin", Fault(status=503))
-    urls = ["http://example.com/m.bin", server.url("broken.bin"), server.url(MODEL)]
+def test_fetch_any_falls_back_to_the_next_url(
+    stories_server: WeightServer, fetcher: Fetcher
+) -> None:
+    stories_server.inject("broken.bin", Fault(status=503))
+    urls = ["http://example.com/m.bin", stories_server.url("broken.bin"), stories_server.url(MODEL)]
     data = fetcher.fetch_any(urls, expected_blake3=MODEL_BLAKE3, expected_size=MODEL_SIZE)
     assert len(data) == MODEL_SIZE
-    assert server.request_count("broken.bin") == 1
+    assert stories_server.request_count("broken.bin") == 1
 
 
-def test_fetch_any_reports_every_failure(server: WeightServer) -> None:
-    server.inject(MODEL, Fault(corrupt_offset=0))
-    urls = ["http://example.com/m.bin", f"http://127.0.0.1:{unused_port()}/m", server.url(MODEL)]
+def test_fetch_any_reports_every_failure(stories_server: WeightServer) -> None:
+    stories_server.inject(MODEL, Fault(corrupt_offset=0))
+    urls = [
+        "http://example.com/m.bin",
+        f"http://127.0.0.1:{unused_port()}/m",
+        stories_server.url(MODEL),
+    ]
     with pytest.raises(FetchError) as info:
         fetch_any(urls, expected_blake3=MODEL_BLAKE3)
     err = info.value
@@ -390,10 +385,12 @@ def test_fetch_any_reports_every_failure(server: WeightServer) -> None:
         assert url in str(err)
 
 
-def test_fetch_any_with_only_wrong_bytes_is_a_hash_mismatch(server: WeightServer) -> None:
-    server.inject(MODEL, Fault(corrupt_offset=1))
+def test_fetch_any_with_only_wrong_bytes_is_a_hash_mismatch(stories_server: WeightServer) -> None:
+    stories_server.inject(MODEL, Fault(corrupt_offset=1))
     with pytest.raises(HashMismatch):
-        fetch_any([server.url(MODEL), server.url(MODEL)], expected_blake3=MODEL_BLAKE3)
+        fetch_any(
+            [stories_server.url(MODEL), stories_server.url(MODEL)], expected_blake3=MODEL_BLAKE3
+        )
 
 
 def test_fetch_any_without_urls_fails() -> None:

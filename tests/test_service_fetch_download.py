@@ -9,7 +9,7 @@ import pytest
 
 from edgechain.errors import FetchError
 from edgechain.service.fetch import Fetcher, FetchPolicy, FetchReason
-from edgechain.service.weight_server import Fault, WeightServer
+from edgechain.testing.weight_server import Fault, WeightServer
 
 BODY = bytes(range(256)) * 1000
 

@@ -4,7 +4,6 @@ process) and falls back to the verified bytes when a cached file changes under i
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,11 +11,10 @@ import pytest
 from edgechain.client import Client
 from edgechain.service.engine.base import LoadedModel
 from edgechain.service.engine.wasm import WasmEngine
-from edgechain.service.fetch import FetchPolicy
 from edgechain.service.runtime import GenerateQuery, ModelService
-from edgechain.service.weight_server import WeightServer
+from edgechain.testing.pytest_plugin import ServedModel
+from edgechain.testing.weight_server import WeightServer
 
-MODELS = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "stories260K"
 QUERY = GenerateQuery(model="stories260K", prompt="Once upon a time", max_tokens=20, temperature=0)
 
 
@@ -45,26 +43,14 @@ class SpyEngine(WasmEngine):
 
 
 @pytest.fixture()
-def client(tmp_path: Path) -> Iterator[Client]:
-    policy = FetchPolicy(read_timeout=0.5, connect_timeout=0.5, total_timeout=5.0)
-    with Client.up(tmp_path / "net", validators=4, fetch_policy=policy) as c:
-        yield c
+def client(edgechain_network: Client, published: ServedModel) -> Client:
+    """The plugin's network, with stories260K published (``published``)."""
+    return edgechain_network
 
 
-@pytest.fixture()
-def server(client: Client) -> Iterator[WeightServer]:
-    with WeightServer(MODELS) as srv:
-        client.publish_model(
-            "stories260K",
-            weights=MODELS / "stories260K.bin",
-            tokenizer=MODELS / "tok512.bin",
-            weights_urls=[srv.url("stories260K.bin")],
-            tokenizer_urls=[srv.url("tok512.bin")],
-        )
-        yield srv
-
-
-def test_a_cached_model_is_loaded_from_its_verified_path(client: Client, server: WeightServer):
+def test_a_cached_model_is_loaded_from_its_verified_path(
+    client: Client, published: ServedModel, weight_server: WeightServer
+):
     first = client.generate(QUERY).collect()
     weights = client.service.cache.path_for(first.model.entry.weights.blake3)
     engine = SpyEngine()
@@ -72,11 +58,11 @@ def test_a_cached_model_is_loaded_from_its_verified_path(client: Client, server:
         again = service.generate(QUERY).collect()
     assert again.text == first.text
     assert [c[:2] for c in engine.calls] == [("files", str(weights))]
-    assert server.request_count("stories260K.bin") == 1
+    assert weight_server.request_count(published.weights_file.name) == 1
 
 
 def test_a_cached_file_changed_during_the_load_falls_back_to_verified_bytes(
-    client: Client, server: WeightServer
+    client: Client, published: ServedModel, weight_server: WeightServer
 ) -> None:
     first = client.generate(QUERY).collect()
     weights = client.service.cache.path_for(first.model.entry.weights.blake3)
@@ -88,16 +74,16 @@ def test_a_cached_file_changed_during_the_load_falls_back_to_verified_bytes(
     # Refused, downloaded again (the altered file is not trusted), that copy altered too: the
     # bytes are fetched once more (the cache refuses the altered file again) and loaded.
     assert [c[0] for c in engine.calls] == ["files", "files", "bytes"]
-    assert server.request_count("stories260K.bin") == 3
+    assert weight_server.request_count(published.weights_file.name) == 3
 
 
 def test_a_downloaded_model_is_loaded_from_the_stored_file(
-    client: Client, server: WeightServer, tmp_path: Path
+    client: Client, published: ServedModel, weight_server: WeightServer, tmp_path: Path
 ) -> None:
     engine = SpyEngine()
     with ModelService(client.registry, cache_dir=tmp_path / "fresh", engine=engine) as service:
         record = service.generate(QUERY).collect()
         weights = service.cache.path_for(record.model.entry.weights.blake3)
     assert [c[:2] for c in engine.calls] == [("files", str(weights))]
-    assert server.request_count("stories260K.bin") == 1
+    assert weight_server.request_count(published.weights_file.name) == 1
     assert record.text == client.generate(QUERY).collect().text

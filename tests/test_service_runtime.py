@@ -1,6 +1,6 @@
 """The service runtime end to end: certified entry -> verified fetch -> named model -> tokens.
 
-A real 4-validator network in a temporary directory, stories260K served over loopback, the real
+The plugin's 4-validator network and weight server (stories260K served over loopback), the real
 wasm guest (a missing guest fails these tests). Faults come from the weight server's knobs, a
 committee that did not certify the entry, and the WAT stand-in guest for traps and loops.
 """
@@ -8,13 +8,13 @@ committee that did not certify the entry, and the WAT stand-in guest for traps a
 from __future__ import annotations
 
 import dataclasses
-import threading
-from collections.abc import Iterator
+import shutil
 from pathlib import Path
 
 import pytest
 import wasmtime
 from chain_helpers import local_file_ref
+from service_helpers import FAST_FETCH, run_in_threads
 
 from edgechain import errors
 from edgechain.chain.committee import Committee
@@ -23,37 +23,22 @@ from edgechain.client import Client
 from edgechain.service.engine.wasm import WasmEngine
 from edgechain.service.fetch import FetchPolicy
 from edgechain.service.runtime import GenerateQuery, ModelService
-from edgechain.service.weight_server import Fault, WeightServer
+from edgechain.testing.models import ModelFiles, stories260k_golden
+from edgechain.testing.pytest_plugin import ServedModel
+from edgechain.testing.weight_server import Fault, WeightServer
 
-REPO = Path(__file__).resolve().parents[1]
-MODELS = REPO.parent / "shared" / "models" / "stories260K"
-WEIGHTS, TOKENIZER = MODELS / "stories260K.bin", MODELS / "tok512.bin"
-GOLDEN = (MODELS / "greedy_once_upon_a_time_256.txt").read_text(encoding="utf-8")
-MOCK_GUEST = REPO / "tests" / "engine" / "mock_guest.wat"
+MOCK_GUEST = Path(__file__).resolve().parent / "engine" / "mock_guest.wat"
 
 
 @pytest.fixture()
-def server() -> Iterator[WeightServer]:
-    with WeightServer(MODELS) as srv:
-        yield srv
+def edgechain_fetch_policy() -> FetchPolicy:
+    return FAST_FETCH
 
 
 @pytest.fixture()
-def client(tmp_path: Path) -> Iterator[Client]:
-    policy = FetchPolicy(read_timeout=0.5, connect_timeout=0.5, total_timeout=5.0)
-    with Client.up(tmp_path / "net", validators=4, fetch_policy=policy) as c:
-        yield c
-
-
-def publish(client: Client, server: WeightServer, name: str = "stories260K", **kw: object) -> None:
-    client.publish_model(
-        name,
-        weights=WEIGHTS,
-        tokenizer=TOKENIZER,
-        weights_urls=[server.url("stories260K.bin")],
-        tokenizer_urls=[server.url("tok512.bin")],
-        **kw,  # type: ignore[arg-type]
-    )
+def client(edgechain_network: Client) -> Client:
+    """The plugin's network (with the quick fetch policy above)."""
+    return edgechain_network
 
 
 def greedy(prompt: str = "Once upon a time", max_tokens: int = 120) -> GenerateQuery:
@@ -61,14 +46,14 @@ def greedy(prompt: str = "Once upon a time", max_tokens: int = 120) -> GenerateQ
 
 
 def test_greedy_query_reproduces_run_c_and_reports_what_was_verified(
-    client: Client, server: WeightServer
+    client: Client, published: ServedModel
 ) -> None:
-    publish(client, server)
     stream = client.generate(greedy(max_tokens=200))
     pieces = [t.text for t in stream]
     record = stream.record
     assert record is not None
-    assert stream.prompt_text + "".join(pieces) == GOLDEN[: len(stream.prompt_text + record.text)]
+    golden = stories260k_golden().decode("utf-8")
+    assert stream.prompt_text + "".join(pieces) == golden[: len(stream.prompt_text + record.text)]
     assert record.text == "".join(pieces) and len(record.text) > 400
     assert (record.output_tokens, record.stop_reason) == (200, "max_tokens")
     assert record.input_tokens >= 2  # BOS + the prompt
@@ -82,9 +67,8 @@ def test_greedy_query_reproduces_run_c_and_reports_what_was_verified(
 
 
 def test_same_query_same_state_same_bytes_and_the_seed_is_reported(
-    client: Client, server: WeightServer
+    client: Client, published: ServedModel, weight_server: WeightServer
 ) -> None:
-    publish(client, server)
     query = GenerateQuery(model="stories260K", prompt="A cat", max_tokens=60, temperature=0.9)
     first = client.generate(query).collect()
     second = client.generate(query).collect()
@@ -93,20 +77,19 @@ def test_same_query_same_state_same_bytes_and_the_seed_is_reported(
     assert explicit.text == first.text and explicit.seed_source == "query"
     other = client.generate(dataclasses.replace(query, prompt="A dog")).collect()
     assert other.seed != first.seed
-    assert server.request_count("stories260K.bin") == 1  # cached and loaded once
+    assert weight_server.request_count(published.weights_file.name) == 1  # cached and loaded once
 
 
 def test_a_changed_byte_is_a_hash_mismatch_and_nothing_is_kept(
-    client: Client, server: WeightServer
+    client: Client, published: ServedModel, weight_server: WeightServer
 ) -> None:
-    publish(client, server)
-    server.inject("stories260K.bin", Fault(corrupt_offset=1000))
+    weight_server.inject(published.weights_file.name, Fault(corrupt_offset=1000))
     with pytest.raises(errors.HashMismatch, match="stories260K.bin"):
         client.generate(greedy())
     entry = client.model("stories260K").entry
     assert client.service.cache.get_path(entry.weights.blake3) is None
     assert client.service.loaded_models() == []
-    server.inject("stories260K.bin", None)
+    weight_server.inject(published.weights_file.name, None)
     assert client.generate(greedy(max_tokens=5)).collect().output_tokens == 5
 
 
@@ -121,40 +104,40 @@ def test_a_changed_byte_is_a_hash_mismatch_and_nothing_is_kept(
     ],
 )
 def test_bad_downloads_are_fetch_errors(
-    client: Client, server: WeightServer, fault: Fault, reason: str
+    client: Client, published: ServedModel, weight_server: WeightServer, fault: Fault, reason: str
 ) -> None:
-    publish(client, server)
-    server.inject("stories260K.bin", fault)
+    weight_server.inject(published.weights_file.name, fault)
     with pytest.raises(errors.FetchError, match=reason):
         client.generate(greedy())
     assert client.service.loaded_models() == []
 
 
 def test_a_host_off_the_allow_list_is_refused_without_a_connection(
-    client: Client, server: WeightServer
+    client: Client, stories260k: ModelFiles, weight_server: WeightServer, weight_server_dir: Path
 ) -> None:
+    shutil.copy(stories260k.tokenizer, weight_server_dir)
     client.publish_model(
         "stories260K",
-        weights=WEIGHTS,
-        tokenizer=TOKENIZER,
+        weights=stories260k.weights,
+        tokenizer=stories260k.tokenizer,
         weights_urls=["http://weights.example.com/stories260K.bin"],
-        tokenizer_urls=[server.url("tok512.bin")],
+        tokenizer_urls=[weight_server.url(stories260k.tokenizer.name)],
     )
     with pytest.raises(errors.FetchError, match="not allowed"):
         client.generate(greedy())
 
 
-def test_a_server_that_is_down_is_a_fetch_error(client: Client, server: WeightServer) -> None:
-    publish(client, server)
-    server.stop()
+def test_a_server_that_is_down_is_a_fetch_error(
+    client: Client, published: ServedModel, weight_server: WeightServer
+) -> None:
+    weight_server.stop()
     with pytest.raises(errors.FetchError):
         client.generate(greedy())
 
 
 def test_an_entry_whose_certificate_does_not_verify_is_refused(
-    client: Client, server: WeightServer
+    client: Client, published: ServedModel, weight_server: WeightServer
 ) -> None:
-    publish(client, server)
     registry = client.registry
     strangers = Committee.from_public_keys([public_bytes(generate_key()) for _ in range(4)])
 
@@ -169,13 +152,12 @@ def test_an_entry_whose_certificate_does_not_verify_is_refused(
         pytest.raises(errors.CertificateError),
     ):
         service.generate(greedy())
-    assert server.request_count() == 0  # refused before any fetch
+    assert weight_server.request_count() == 0  # refused before any fetch
 
 
 def test_a_retired_model_fails_cleanly_even_when_loaded(
-    client: Client, server: WeightServer
+    client: Client, published: ServedModel
 ) -> None:
-    publish(client, server)
     assert client.generate(greedy(max_tokens=3)).collect().output_tokens == 3
     client.retire_model("stories260K", "1")
     with pytest.raises(errors.ModelRetired, match="retired"):
@@ -184,33 +166,22 @@ def test_a_retired_model_fails_cleanly_even_when_loaded(
         client.generate(dataclasses.replace(greedy(), model="nope"))
 
 
-def test_concurrent_queries_download_and_load_once(client: Client, server: WeightServer) -> None:
-    publish(client, server)
-    results: list[str] = []
-    failures: list[BaseException] = []
-
-    def query() -> None:
-        try:
-            results.append(client.generate(greedy(max_tokens=40)).collect().text)
-        except BaseException as exc:  # noqa: BLE001 - reported below
-            failures.append(exc)
-
-    threads = [threading.Thread(target=query) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+def test_concurrent_queries_download_and_load_once(
+    client: Client, published: ServedModel, weight_server: WeightServer
+) -> None:
+    results, failures = run_in_threads(
+        lambda: client.generate(greedy(max_tokens=40)).collect().text, 4
+    )
     assert not failures
     assert len(results) == 4 and len(set(results)) == 1
-    assert server.request_count("stories260K.bin") == 1
-    assert server.request_count("tok512.bin") == 1
+    assert weight_server.request_count(published.weights_file.name) == 1
+    assert weight_server.request_count(published.tokenizer_file.name) == 1
     assert len(client.service.loaded_models()) == 1
 
 
 def test_a_corrupted_cache_file_is_detected_and_replaced(
-    client: Client, server: WeightServer, tmp_path: Path
+    client: Client, published: ServedModel, weight_server: WeightServer, tmp_path: Path
 ) -> None:
-    publish(client, server)
     first = client.generate(greedy(max_tokens=10)).collect()
     path = client.service.cache.path_for(first.model.entry.weights.blake3)
     data = bytearray(path.read_bytes())
@@ -220,7 +191,7 @@ def test_a_corrupted_cache_file_is_detected_and_replaced(
     with ModelService(client.registry, cache_dir=client.cache_dir) as service:
         again = service.generate(greedy(max_tokens=10)).collect()
     assert again.text == first.text
-    assert server.request_count("stories260K.bin") == 2
+    assert weight_server.request_count(published.weights_file.name) == 2
 
 
 @pytest.fixture()
@@ -231,22 +202,27 @@ def mock_engine(tmp_path: Path) -> WasmEngine:
 
 
 def test_a_trapping_or_looping_guest_is_an_error_and_the_service_keeps_serving(
-    client: Client, mock_engine: WasmEngine, tmp_path: Path
+    client: Client,
+    mock_engine: WasmEngine,
+    stories260k: ModelFiles,
+    weight_server: WeightServer,
+    weight_server_dir: Path,
 ) -> None:
     # The stand-in guest traps on a checkpoint whose first byte is 0xFF, spins on "spin".
     files = {"trap.bin": b"\xff" + b"\x00" * 63, "good.bin": b"\x01" + b"\x00" * 63}
-    files["tok.bin"] = TOKENIZER.read_bytes()
+    files["tok.bin"] = stories260k.tokenizer.read_bytes()
     for name, data in files.items():
-        (tmp_path / name).write_bytes(data)
-    with WeightServer(files) as fakes:
-        for name in ("trap", "good"):
-            # register_model: publish_model would refuse these stand-in checkpoints unparsed
-            client.register_model(
-                name,
-                weights=local_file_ref(tmp_path / f"{name}.bin", fakes.url(f"{name}.bin")),
-                tokenizer=local_file_ref(tmp_path / "tok.bin", fakes.url("tok.bin")),
-            )
-        _trap_then_loop_then_serve(client, mock_engine)
+        (weight_server_dir / name).write_bytes(data)
+    for name in ("trap", "good"):
+        # register_model: publish_model would refuse these stand-in checkpoints unparsed
+        client.register_model(
+            name,
+            weights=local_file_ref(
+                weight_server_dir / f"{name}.bin", weight_server.url(f"{name}.bin")
+            ),
+            tokenizer=local_file_ref(weight_server_dir / "tok.bin", weight_server.url("tok.bin")),
+        )
+    _trap_then_loop_then_serve(client, mock_engine)
 
 
 def _trap_then_loop_then_serve(client: Client, mock_engine: WasmEngine) -> None:
@@ -261,8 +237,9 @@ def _trap_then_loop_then_serve(client: Client, mock_engine: WasmEngine) -> None:
         assert record.text == "abcde"
 
 
-def test_a_loaded_model_is_scoped_to_its_application(client: Client, server: WeightServer) -> None:
-    publish(client, server)
+def test_a_loaded_model_is_scoped_to_its_application(
+    client: Client, published: ServedModel
+) -> None:
     other_chain = client.network.create_chain("other")
     other_registry = other_chain.application("model-registry")
     assert other_registry.id != client.registry.id

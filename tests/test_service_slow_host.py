@@ -9,48 +9,33 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from service_helpers import MODEL
 
 from edgechain import errors
 from edgechain.client import Client
 from edgechain.service.fetch import Fetcher, FetchPolicy, FetchReason
 from edgechain.service.runtime import GenerateQuery
-from edgechain.service.weight_server import Fault, WeightServer
+from edgechain.testing.pytest_plugin import ServedModel
+from edgechain.testing.weight_server import Fault, WeightServer
 
-MODELS = Path(__file__).resolve().parents[1].parent / "shared" / "models" / "stories260K"
-WEIGHTS, TOKENIZER = MODELS / "stories260K.bin", MODELS / "tok512.bin"
 DRIP = Fault(chunk_size=1, chunk_delay=0.5)  # a byte every half second
 QUERY = GenerateQuery(model="stories260K", prompt="Once", max_tokens=4, temperature=0)
 
 
 @pytest.fixture()
-def server() -> Iterator[WeightServer]:
-    with WeightServer(MODELS) as srv:
-        yield srv
+def client(edgechain_network: Client, published: ServedModel) -> Client:
+    """The plugin's network, with stories260K published (``published``)."""
+    return edgechain_network
 
 
-@pytest.fixture()
-def client(tmp_path: Path, server: WeightServer) -> Iterator[Client]:
-    with Client.up(tmp_path / "net", validators=4) as c:
-        c.publish_model(
-            "stories260K",
-            weights=WEIGHTS,
-            tokenizer=TOKENIZER,
-            weights_urls=[server.url("stories260K.bin")],
-            tokenizer_urls=[server.url("tok512.bin")],
-        )
-        yield c
-
-
-def test_a_dripping_host_fails_the_stall_rule_naming_the_rate(server: WeightServer) -> None:
-    server.inject("stories260K.bin", DRIP)
+def test_a_dripping_host_fails_the_stall_rule_naming_the_rate(stories_server: WeightServer) -> None:
+    stories_server.inject(MODEL, DRIP)
     policy = FetchPolicy(min_rate_bytes=4096, min_rate_window=1.0, read_timeout=30.0)
     started = time.monotonic()
     with Fetcher(policy) as fetcher, pytest.raises(errors.FetchError) as caught:
-        fetcher.download(server.url("stories260K.bin"))
+        fetcher.download(stories_server.url(MODEL))
     assert caught.value.reason == FetchReason.TOO_SLOW
     assert "below the minimum rate of 4096 bytes per 1 s" in str(caught.value)
     assert time.monotonic() - started < 10  # not the read timeout, not the total deadline
@@ -63,18 +48,18 @@ def test_the_default_policy_has_a_stall_rule() -> None:
         FetchPolicy(min_rate_window=0)
 
 
-def test_a_cancel_event_stops_a_download(server: WeightServer) -> None:
-    server.inject("stories260K.bin", DRIP)
+def test_a_cancel_event_stops_a_download(stories_server: WeightServer) -> None:
+    stories_server.inject(MODEL, DRIP)
     cancel = threading.Event()
     threading.Timer(0.5, cancel.set).start()
     with Fetcher() as fetcher, pytest.raises(errors.Cancelled):
-        fetcher.fetch(server.url("stories260K.bin"), expected_blake3="0" * 64, cancel=cancel)
+        fetcher.fetch(stories_server.url(MODEL), expected_blake3="0" * 64, cancel=cancel)
 
 
 def test_concurrent_first_queries_share_one_download(
-    client: Client, server: WeightServer
+    client: Client, published: ServedModel, weight_server: WeightServer
 ) -> None:
-    server.inject("stories260K.bin", Fault(chunk_delay=0.2))  # slow, not stalled
+    weight_server.inject(published.weights_file.name, Fault(chunk_delay=0.2))  # slow, not stalled
     results: list[int] = []
     # Resolved here: the client's storage is one thread's; the wait and download are shared.
     prepared = client.service.prepare(QUERY)
@@ -88,13 +73,13 @@ def test_concurrent_first_queries_share_one_download(
     for thread in threads:
         thread.join(60)
     assert results == [4, 4, 4]
-    assert server.request_count("stories260K.bin") == 1
+    assert weight_server.request_count(published.weights_file.name) == 1
 
 
 def test_a_download_every_waiter_left_is_cancelled_and_the_next_query_starts_afresh(
-    client: Client, server: WeightServer
+    client: Client, published: ServedModel, weight_server: WeightServer
 ) -> None:
-    server.inject("stories260K.bin", DRIP)
+    weight_server.inject(published.weights_file.name, DRIP)
     prepared = client.service.prepare(QUERY)
     gone = threading.Event()
     failure: list[BaseException] = []
@@ -122,15 +107,17 @@ def test_a_download_every_waiter_left_is_cancelled_and_the_next_query_starts_afr
     print(f"\nwaiter left -> download stopped in {time.monotonic() - started:.2f} s")
     assert isinstance(loading.error, errors.Cancelled)
     assert not client.service._loading
-    server.inject("stories260K.bin", None)
+    weight_server.inject(published.weights_file.name, None)
     assert client.service.start(prepared).collect().output_tokens == 4
-    assert server.request_count("stories260K.bin") == 2  # a new download, not the dropped one
+    assert (
+        weight_server.request_count(published.weights_file.name) == 2
+    )  # a new download, not the dropped one
 
 
 def test_a_waiter_leaving_does_not_cancel_the_download_another_waits_for(
-    client: Client, server: WeightServer
+    client: Client, published: ServedModel, weight_server: WeightServer
 ) -> None:
-    server.inject("stories260K.bin", Fault(chunk_delay=0.3))
+    weight_server.inject(published.weights_file.name, Fault(chunk_delay=0.3))
     outcome: list[object] = []
     prepared = client.service.prepare(QUERY)
 
@@ -149,14 +136,16 @@ def test_a_waiter_leaving_does_not_cancel_the_download_another_waits_for(
         client.service.start(prepared, cancelled=gone.is_set)
     waiter.join(60)
     assert outcome == [4]
-    assert server.request_count("stories260K.bin") == 1
+    assert weight_server.request_count(published.weights_file.name) == 1
 
 
-def test_the_first_generate_reports_download_progress(client: Client) -> None:
+def test_the_first_generate_reports_download_progress(
+    client: Client, published: ServedModel
+) -> None:
     seen: list[tuple[str, int, int | None]] = []
     client.generate(QUERY, progress=lambda *event: seen.append(event)).collect()
     weights = [(done, total) for label, done, total in seen if label == "weights"]
-    size = WEIGHTS.stat().st_size
+    size = published.weights_file.stat().st_size
     assert weights[-1] == (size, size)
     assert [d for d, _ in weights] == sorted(d for d, _ in weights)
     assert any(label == "tokenizer" for label, _, _ in seen)

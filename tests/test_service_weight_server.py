@@ -8,11 +8,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from service_helpers import MODELS, TOKENIZER
 
-from edgechain.service.weight_server import Fault, WeightServer
+from edgechain.testing.weight_server import Fault, WeightServer
 
-MODELS = Path("/work/shared/models/stories260K")
-TOKENIZER = "tok512.bin"
 TOKENIZER_BYTES = (MODELS / TOKENIZER).read_bytes()
 
 

@@ -20,9 +20,9 @@ from edgechain.chain.block import Operation
 from edgechain.client import Client
 from edgechain.contract.story_book import APPLICATION_NAME, MintStory, StoryNotFound
 from edgechain.errors import OperationRejected, OracleBudgetExceeded, QuorumNotReached, Unauthorized
-from edgechain.pytest_plugin import ModelFiles
 from edgechain.service.query import GenerateQuery
 from edgechain.service.receipt import query_parameters
+from edgechain.testing.models import ModelFiles
 
 PROMPT = "Once upon a time"
 

@@ -13,7 +13,7 @@ import blake3
 import pytest
 
 from edgechain.client import Client
-from edgechain.pytest_plugin import ModelFiles
+from edgechain.testing.models import ModelFiles
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEMO = REPO_ROOT / "examples" / "story_demo.py"

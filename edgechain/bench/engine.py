@@ -36,7 +36,7 @@ def default_model_dir() -> Path:
 
 def ensure_model(directory: Path, shape_name: str, seed: int) -> tuple[Path, Path]:
     """The synthetic checkpoint and tokenizer for ``shape_name``, written unless present."""
-    from edgechain.synth import shape_named, synthesize
+    from edgechain.testing.synth import shape_named, synthesize
 
     shape = shape_named(shape_name)
     directory.mkdir(parents=True, exist_ok=True)

@@ -66,7 +66,7 @@ def _split(value: str, allowed: tuple[str, ...] | None, what: str) -> list[str]:
 def execute(args: argparse.Namespace) -> int:
     """Check the options, measure, print."""
     from edgechain.bench.engine import default_model_dir, format_table, run_engine_benchmark
-    from edgechain.synth import SHAPES
+    from edgechain.testing.synth import SHAPES
 
     shapes = _split(args.shapes, tuple(SHAPES), "shapes")
     engines = _split(args.engines, ("wasm", "native"), "engines")

@@ -13,7 +13,7 @@ HELP = "write a deterministic random llama2.c checkpoint (and tokenizer) of a st
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register synth-model's flags."""
-    from edgechain.synth import SHAPES
+    from edgechain.testing.synth import SHAPES
 
     parser.add_argument(
         "--shape", required=True, help=f"one of {', '.join(SHAPES)} (the stories models' shapes)"
@@ -29,7 +29,7 @@ def execute(args: argparse.Namespace) -> int:
     """Write the files and print their sizes and BLAKE3 hashes."""
     import blake3
 
-    from edgechain.synth import shape_named, synthesize
+    from edgechain.testing.synth import shape_named, synthesize
 
     shape = shape_named(args.shape)
     if not 0 <= args.seed < 2**64:

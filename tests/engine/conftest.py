@@ -1,4 +1,5 @@
-"""Fixtures for the engine and CLI tests: the shared stories260K pair, both engines, the CLI.
+"""Fixtures for the engine and CLI tests: both engines, stories260K loaded in each, its golden
+output (the stories260K files themselves are the plugin's ``stories260k`` fixture).
 
 The engines are required: a missing guest or native module makes these tests fail (with the
 build script to run), never skip.
@@ -7,35 +8,16 @@ build script to run), never skip.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from engine_helpers import REPO_ROOT, ModelFiles
 
 from edgechain.service.engine import Engine, LoadedModel, open_engine
+from edgechain.testing.models import ModelFiles, stories260k_golden
 
 
 @pytest.fixture(scope="session")
-def shared_models() -> Path:
-    """repo_root/../shared/models (the read-only material next to the checkout)."""
-    path = REPO_ROOT.parent / "shared" / "models"
-    assert path.is_dir(), f"shared models not found at {path}"
-    return path
-
-
-@pytest.fixture(scope="session")
-def stories260k(shared_models: Path) -> ModelFiles:
-    files = ModelFiles(
-        shared_models / "stories260K" / "stories260K.bin",
-        shared_models / "stories260K" / "tok512.bin",
-    )
-    assert files.checkpoint.is_file() and files.tokenizer.is_file()
-    return files
-
-
-@pytest.fixture(scope="session")
-def golden_once_upon_a_time(shared_models: Path) -> bytes:
-    return (shared_models / "stories260K" / "greedy_once_upon_a_time_256.txt").read_bytes()
+def golden_once_upon_a_time(stories260k: ModelFiles) -> bytes:
+    return stories260k_golden(stories260k)
 
 
 @pytest.fixture(scope="session")

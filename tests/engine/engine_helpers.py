@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgechain.service.engine import Engine, LoadedModel
+from network_cli_helpers import run_edgechain
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-@dataclass(frozen=True)
-class ModelFiles:
-    """A checkpoint and its tokenizer on disk."""
-
-    checkpoint: Path
-    tokenizer: Path
-
-    def load(self, engine: Engine) -> LoadedModel:
-        return engine.load(self.checkpoint.read_bytes(), self.tokenizer.read_bytes())
 
 
 @dataclass(frozen=True)
@@ -32,13 +19,7 @@ class CliResult:
 
 def run_cli(*args: str | Path, timeout: float = 300, stdin: bytes = b"") -> CliResult:
     """Run ``python -m edgechain.cli ARGS`` in a subprocess (``stdin`` is all it reads)."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "edgechain.cli", *map(str, args)],
-        capture_output=True,
-        timeout=timeout,
-        cwd=REPO_ROOT,
-        input=stdin,
-    )
+    proc = run_edgechain(args, stdin=stdin, timeout=timeout)
     return CliResult(proc.returncode, proc.stdout, proc.stderr.decode("utf-8", "replace"))
 
 

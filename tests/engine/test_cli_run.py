@@ -6,15 +6,16 @@ import struct
 from pathlib import Path
 
 import pytest
-from engine_helpers import ModelFiles, assert_clean_error, run_cli
+from engine_helpers import assert_clean_error, run_cli
 
-from edgechain.synth import write_tokenizer
+from edgechain.testing.models import ModelFiles
+from edgechain.testing.synth import write_tokenizer
 
 ENGINES = ["wasm", "native"]
 
 
 def _run(files: ModelFiles, *args: str | int | Path, engine: str = "wasm"):
-    return run_cli("run", files.checkpoint, "-z", files.tokenizer, "--engine", engine, *args)
+    return run_cli("run", files.weights, "-z", files.tokenizer, "--engine", engine, *args)
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -31,7 +32,7 @@ def test_long_flags_and_the_console_script_name_give_the_same_output(
     stories260k: ModelFiles, golden_once_upon_a_time: bytes
 ) -> None:
     result = run_cli(
-        "run", stories260k.checkpoint, "--tokenizer", stories260k.tokenizer,
+        "run", stories260k.weights, "--tokenizer", stories260k.tokenizer,
         "--temperature", "0", "--steps", "256", "--prompt", "Once upon a time",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -86,14 +87,14 @@ def test_missing_checkpoint(engine: str, stories260k: ModelFiles, tmp_path: Path
 
 
 def test_missing_tokenizer(stories260k: ModelFiles, tmp_path: Path) -> None:
-    files = ModelFiles(stories260k.checkpoint, tmp_path / "nope.bin")
+    files = ModelFiles(stories260k.weights, tmp_path / "nope.bin")
     assert_clean_error(_run(files), 3, "tokenizer not found")
 
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_truncated_checkpoint(engine: str, stories260k: ModelFiles, tmp_path: Path) -> None:
     bad = tmp_path / "truncated.bin"
-    bad.write_bytes(stories260k.checkpoint.read_bytes()[:100_000])
+    bad.write_bytes(stories260k.weights.read_bytes()[:100_000])
     assert_clean_error(_run(ModelFiles(bad, stories260k.tokenizer), engine=engine), 3)
 
 
@@ -111,7 +112,7 @@ def test_checkpoint_shorter_than_a_header(
 def test_header_not_matching_the_file_size(
     engine: str, n_layers: int, stories260k: ModelFiles, tmp_path: Path
 ) -> None:
-    data = bytearray(stories260k.checkpoint.read_bytes())
+    data = bytearray(stories260k.weights.read_bytes())
     struct.pack_into("<i", data, 8, n_layers)  # the real file has 5 layers
     bad = tmp_path / f"layers{n_layers}.bin"
     bad.write_bytes(bytes(data))
@@ -122,7 +123,7 @@ def test_header_not_matching_the_file_size(
 def test_truncated_tokenizer(engine: str, stories260k: ModelFiles, tmp_path: Path) -> None:
     bad = tmp_path / "tok.bin"
     bad.write_bytes(stories260k.tokenizer.read_bytes()[:3000])
-    assert_clean_error(_run(ModelFiles(stories260k.checkpoint, bad), engine=engine), 3)
+    assert_clean_error(_run(ModelFiles(stories260k.weights, bad), engine=engine), 3)
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -133,7 +134,7 @@ def test_tokenizer_vocab_differs_from_the_model(
     tok = tmp_path / f"tok{vocab}.bin"
     with open(tok, "wb") as f:
         write_tokenizer(f, vocab)
-    result = _run(ModelFiles(stories260k.checkpoint, tok), engine=engine)
+    result = _run(ModelFiles(stories260k.weights, tok), engine=engine)
     assert_clean_error(result, 3)
 
 

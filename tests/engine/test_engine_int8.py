@@ -8,12 +8,13 @@ import struct
 from pathlib import Path
 
 import pytest
-from engine_helpers import REPO_ROOT, ModelFiles, assert_clean_error, run_cli
+from engine_helpers import REPO_ROOT, assert_clean_error, run_cli
 
 from edgechain.errors import InvalidCheckpoint, InvalidParameter
 from edgechain.quantize import default_group_size, quantize_checkpoint
 from edgechain.service.engine import Engine, GenerationParams
 from edgechain.service.model_files import Q8_HEADER_BYTES, Q8_MAGIC, parse_checkpoint_header
+from edgechain.testing.models import ModelFiles
 
 GOLDEN = REPO_ROOT / "tests" / "engine" / "golden"
 ENGINES = ["wasm", "native"]
@@ -23,7 +24,7 @@ ENGINES = ["wasm", "native"]
 def q8_260k(stories260k: ModelFiles, tmp_path_factory: pytest.TempPathFactory) -> ModelFiles:
     """stories260K quantized with the default group size."""
     out = tmp_path_factory.mktemp("int8") / "stories260K_q8.bin"
-    quantize_checkpoint(stories260k.checkpoint, out)
+    quantize_checkpoint(stories260k.weights, out)
     return ModelFiles(out, stories260k.tokenizer)
 
 
@@ -33,7 +34,7 @@ def q8_260k(stories260k: ModelFiles, tmp_path_factory: pytest.TempPathFactory) -
 def test_quantize_writes_runq_c_header_and_exact_size(
     stories260k: ModelFiles, q8_260k: ModelFiles
 ) -> None:
-    data = q8_260k.checkpoint.read_bytes()
+    data = q8_260k.weights.read_bytes()
     magic, version = struct.unpack_from("<Ii", data)
     assert (magic, version) == (Q8_MAGIC, 2)
     assert data[:4] == b"24ka"
@@ -43,12 +44,12 @@ def test_quantize_writes_runq_c_header_and_exact_size(
     header = parse_checkpoint_header(data, None)
     assert header.group_size == 4 and header.shared_classifier
     assert header.expected_bytes == len(data)
-    f32 = parse_checkpoint_header(stories260k.checkpoint.read_bytes(), None)
+    f32 = parse_checkpoint_header(stories260k.weights.read_bytes(), None)
     assert f32.group_size is None
     assert (f32.dim, f32.hidden_dim, f32.vocab_size) == (header.dim, 172, 512)
     # The rmsnorm weights come first, unchanged: layer 0's attention norm is the f32 file's
     # first float after the embedding.
-    f32_data = stories260k.checkpoint.read_bytes()
+    f32_data = stories260k.weights.read_bytes()
     norm_at = 28 + 4 * 512 * 64
     assert data[256 : 256 + 4 * 64] == f32_data[norm_at : norm_at + 4 * 64]
 
@@ -72,13 +73,13 @@ def test_explicit_group_size_is_written_and_must_divide(
     stories260k: ModelFiles, tmp_path: Path
 ) -> None:
     out = tmp_path / "q2.bin"
-    result = run_cli("quantize", stories260k.checkpoint, out, "--group-size", "2")
+    result = run_cli("quantize", stories260k.weights, out, "--group-size", "2")
     assert result.returncode == 0, result.stderr
     assert b"int8 groups of 2" in result.stdout
     assert parse_checkpoint_header(out.read_bytes(), None).group_size == 2
     for bad in ("8", "3", "0", "-4"):  # 8 and 3 do not divide hidden_dim 172
         result = run_cli(
-            "quantize", stories260k.checkpoint, tmp_path / "x.bin", "--group-size", bad
+            "quantize", stories260k.weights, tmp_path / "x.bin", "--group-size", bad
         )
         assert_clean_error(result, 2, "group size")
     assert not (tmp_path / "x.bin").exists()
@@ -88,14 +89,14 @@ def test_quantize_refuses_bad_inputs_cleanly(
     stories260k: ModelFiles, q8_260k: ModelFiles, tmp_path: Path
 ) -> None:
     assert_clean_error(
-        run_cli("quantize", q8_260k.checkpoint, tmp_path / "again.bin"), 3, "already an int8"
+        run_cli("quantize", q8_260k.weights, tmp_path / "again.bin"), 3, "already an int8"
     )
     assert_clean_error(run_cli("quantize", tmp_path / "missing.bin", tmp_path / "o.bin"), 3)
     assert_clean_error(
-        run_cli("quantize", stories260k.checkpoint, tmp_path / "no" / "o.bin"), 3, "directory"
+        run_cli("quantize", stories260k.weights, tmp_path / "no" / "o.bin"), 3, "directory"
     )
     truncated = tmp_path / "short.bin"
-    truncated.write_bytes(stories260k.checkpoint.read_bytes()[:-4])
+    truncated.write_bytes(stories260k.weights.read_bytes()[:-4])
     result = run_cli("quantize", truncated, tmp_path / "o.bin")
     assert_clean_error(result, 3, "implies 1056540 bytes")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["short.bin"]  # nothing partial left
@@ -107,7 +108,7 @@ def test_quantize_refuses_bad_inputs_cleanly(
 @pytest.mark.parametrize("engine", ENGINES)
 def test_greedy_int8_output_matches_runq_c_byte_for_byte(engine: str, q8_260k: ModelFiles) -> None:
     result = run_cli(
-        "run", q8_260k.checkpoint, "-z", q8_260k.tokenizer, "--engine", engine,
+        "run", q8_260k.weights, "-z", q8_260k.tokenizer, "--engine", engine,
         "-t", "0", "-n", "256", "-i", "Once upon a time",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -116,7 +117,7 @@ def test_greedy_int8_output_matches_runq_c_byte_for_byte(engine: str, q8_260k: M
 
 
 def _sampled(engine: Engine, files: ModelFiles, seed: int) -> tuple[list[int], object]:
-    with engine.load_files(files.checkpoint, files.tokenizer) as model:
+    with engine.load_files(files.weights, files.tokenizer) as model:
         params = GenerationParams(temperature=1.0, top_p=1.0, seed=seed, max_positions=200)
         return [t.id for t in model.generate("Once upon a time", params)], model.info
 
@@ -141,7 +142,7 @@ def test_a_truncated_int8_checkpoint_is_an_invalid_checkpoint(
     tmp_path: Path,
 ) -> None:  # fmt: skip
     engine = wasm_engine if engine_kind == "wasm" else native_engine
-    data = q8_260k.checkpoint.read_bytes()
+    data = q8_260k.weights.read_bytes()
     for size, fragment in ((len(data) - 1, "header implies"), (200, "256-byte")):
         short = tmp_path / f"short{size}.bin"
         short.write_bytes(data[:size])
@@ -156,7 +157,7 @@ def test_a_truncated_int8_checkpoint_is_an_invalid_checkpoint(
 
 
 def test_parse_header_rejects_malformed_int8_headers(q8_260k: ModelFiles) -> None:
-    data = q8_260k.checkpoint.read_bytes()[:Q8_HEADER_BYTES]
+    data = q8_260k.weights.read_bytes()[:Q8_HEADER_BYTES]
     cases = {
         "version": (4, struct.pack("<i", 1)),
         "shared_classifier": (36, b"\x02"),

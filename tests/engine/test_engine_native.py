@@ -1,17 +1,17 @@
-"""The native backend's own duties: a clear error when unbuilt, budgets, thread safety."""
+"""The native backend's own duties: a clear error when unbuilt, its errors, budgets (thread
+safety, shared with the wasm engine, is in test_engine_parity.py)."""
 
 from __future__ import annotations
 
 import sys
-import threading
 from pathlib import Path
 
 import pytest
-from engine_helpers import ModelFiles
 
 from edgechain import errors
 from edgechain.service.engine import Engine, GenerationParams, open_engine
-from edgechain.synth import shape_named, synthesize
+from edgechain.testing.models import ModelFiles
+from edgechain.testing.synth import shape_named, synthesize
 
 
 def test_missing_module_says_how_to_build_it(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -24,14 +24,14 @@ def test_engine_errors_keep_their_code_class_and_message(
     stories260k: ModelFiles, native_engine: Engine
 ) -> None:
     with pytest.raises(errors.InvalidCheckpoint, match="header implies"):
-        native_engine.load(stories260k.checkpoint.read_bytes()[:5000], b"")
+        native_engine.load(stories260k.weights.read_bytes()[:5000], b"")
     with pytest.raises(errors.InvalidTokenizer):
-        native_engine.load(stories260k.checkpoint.read_bytes(), b"\x01\x00")
+        native_engine.load(stories260k.weights.read_bytes(), b"\x01\x00")
 
 
 def test_budget_is_enforced_between_tokens(tmp_path: Path) -> None:
     files = ModelFiles(tmp_path / "m.bin", tmp_path / "t.bin")
-    synthesize(shape_named("15M"), 2, files.checkpoint, files.tokenizer)
+    synthesize(shape_named("15M"), 2, files.weights, files.tokenizer)
     with files.load(open_engine("native", timeout=0.05)) as model:
         gen = model.generate("Once upon a time", GenerationParams(max_positions=256))
         with pytest.raises(errors.Timeout, match="budget of 0.05 s"):
@@ -40,22 +40,3 @@ def test_budget_is_enforced_between_tokens(tmp_path: Path) -> None:
         # Unlike an interrupted guest, the native model stays usable.
         assert len(list(model.generate("Once", GenerationParams(max_tokens=3), timeout=60))) == 3
 
-
-def test_concurrent_generations_match_sequential_ones(
-    stories260k: ModelFiles, native_engine: Engine
-) -> None:
-    prompts = ["Lily", "Tom", "The cat", "Once upon a time"]
-    params = GenerationParams(temperature=0.9, seed=11, max_tokens=60)
-    with stories260k.load(native_engine) as model:
-        expected = {p: [t.id for t in model.generate(p, params)] for p in prompts}
-        got: dict[str, list[int]] = {}
-
-        def work(prompt: str) -> None:
-            got[prompt] = [t.id for t in model.generate(prompt, params)]
-
-        threads = [threading.Thread(target=work, args=(p,)) for p in prompts]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    assert got == expected

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from edgechain import errors
-from edgechain.service.engine import GenerationParams, LoadedModel, StopReason
+from edgechain.service.engine import Engine, GenerationParams, LoadedModel, StopReason
+from edgechain.testing.models import ModelFiles
 
 
 def _ids(model: LoadedModel, prompt: str, params: GenerationParams) -> list[int]:
@@ -119,3 +122,23 @@ def test_lone_surrogates_are_invalid_text(model_260k: LoadedModel) -> None:
         model_260k.encode("bad \udc80")
     with pytest.raises(errors.InvalidText):
         model_260k.generate("bad \udc80", GenerationParams())
+
+
+def test_concurrent_generations_on_one_model_match_sequential_ones(
+    stories260k: ModelFiles, engine: Engine
+) -> None:
+    prompts = ["Lily", "Tom", "The cat", "Once upon a time"]
+    params = GenerationParams(temperature=0.9, seed=11, max_tokens=60)
+    with stories260k.load(engine) as model:
+        expected = {p: [t.id for t in model.generate(p, params)] for p in prompts}
+        got: dict[str, list[int]] = {}
+
+        def work(prompt: str) -> None:
+            got[prompt] = [t.id for t in model.generate(prompt, params)]
+
+        threads = [threading.Thread(target=work, args=(p,)) for p in prompts]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert got == expected

@@ -1,20 +1,21 @@
-"""The wasm backend's runtime duties: module cache, memory limit, deadline, traps, threads."""
+"""The wasm backend's runtime duties: module cache, memory limit, deadline, traps (thread
+safety, shared with the native engine, is in test_engine_parity.py)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
-from engine_helpers import REPO_ROOT, ModelFiles
+from engine_helpers import REPO_ROOT
 
 from edgechain import errors
 from edgechain.service.engine import Engine, GenerationParams, open_engine
 from edgechain.service.engine.wasm import PACKAGED_GUEST, WasmEngine, locate_guest
-from edgechain.synth import shape_named, synthesize
+from edgechain.testing.models import ModelFiles
+from edgechain.testing.synth import shape_named, synthesize
 
 GREEDY = GenerationParams(temperature=0, max_tokens=30)
 
@@ -92,7 +93,7 @@ def test_memory_limit_traps_that_model_only(stories260k: ModelFiles, wasm_engine
 def synthetic_15m(tmp_path_factory: pytest.TempPathFactory) -> ModelFiles:
     directory = tmp_path_factory.mktemp("synth15m")
     files = ModelFiles(directory / "m.bin", directory / "t.bin")
-    synthesize(shape_named("15M"), 1, files.checkpoint, files.tokenizer)
+    synthesize(shape_named("15M"), 1, files.weights, files.tokenizer)
     return files
 
 
@@ -119,26 +120,6 @@ def test_engine_wide_timeout_default(synthetic_15m: ModelFiles) -> None:
     engine = WasmEngine(timeout=0.05)
     with synthetic_15m.load(engine) as model, pytest.raises(errors.Timeout):
         list(model.generate("Once", GenerationParams(max_positions=256)))
-
-
-def test_concurrent_generations_on_one_model_match_sequential_ones(
-    stories260k: ModelFiles, wasm_engine: Engine
-) -> None:
-    prompts = ["Lily", "Tom", "The cat", "Once upon a time"]
-    params = GenerationParams(temperature=0.9, seed=11, max_tokens=60)
-    with stories260k.load(wasm_engine) as model:
-        expected = {p: [t.id for t in model.generate(p, params)] for p in prompts}
-        got: dict[str, list[int]] = {}
-
-        def work(prompt: str) -> None:
-            got[prompt] = [t.id for t in model.generate(prompt, params)]
-
-        threads = [threading.Thread(target=work, args=(p,)) for p in prompts]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    assert got == expected
 
 
 def test_a_closed_model_refuses_calls(stories260k: ModelFiles, wasm_engine: Engine) -> None:

@@ -10,16 +10,16 @@ from typing import Any
 
 import pytest
 import wasmtime
-from engine_helpers import ModelFiles
 
 from edgechain import errors
 from edgechain.service.engine import Engine, GenerationParams
 from edgechain.service.engine import wasm as wasm_backend
 from edgechain.service.engine.native import NativeEngine
+from edgechain.testing.models import ModelFiles
 
 
 def greedy_text(engine: Engine, files: ModelFiles) -> bytes:
-    with engine.load_files(files.checkpoint, files.tokenizer) as model:
+    with engine.load_files(files.weights, files.tokenizer) as model:
         generation = model.generate(
             "Once upon a time", GenerationParams(temperature=0, max_positions=256)
         )
@@ -33,7 +33,7 @@ def test_golden_output_through_load_files(
 
 
 def test_load_files_accepts_str_paths(engine: Engine, stories260k: ModelFiles) -> None:
-    with engine.load_files(str(stories260k.checkpoint), str(stories260k.tokenizer)) as model:
+    with engine.load_files(str(stories260k.weights), str(stories260k.tokenizer)) as model:
         assert model.info.vocab_size == 512 and model.info.n_kv_heads == 4
 
 
@@ -51,7 +51,7 @@ BAD_PAIRS += ["vocab_mismatch"]
 
 
 def _bad_pair(case: str, files: ModelFiles) -> tuple[bytes, bytes, type[Exception]]:
-    ckpt, tok = files.checkpoint.read_bytes(), files.tokenizer.read_bytes()
+    ckpt, tok = files.weights.read_bytes(), files.tokenizer.read_bytes()
     return {
         "truncated": (ckpt[:-4], tok, errors.InvalidCheckpoint),
         "extra_bytes": (ckpt + b"\0" * 8, tok, errors.InvalidCheckpoint),
@@ -80,7 +80,7 @@ def test_missing_files_name_the_file(engine: Engine, stories260k: ModelFiles, tm
     with pytest.raises(errors.InvalidCheckpoint, match="checkpoint not found: .*nope.bin"):
         engine.load_files(tmp_path / "nope.bin", stories260k.tokenizer)
     with pytest.raises(errors.InvalidTokenizer, match="tokenizer not found: .*nope.tok"):
-        engine.load_files(stories260k.checkpoint, tmp_path / "nope.tok")
+        engine.load_files(stories260k.weights, tmp_path / "nope.tok")
     with pytest.raises(errors.InvalidCheckpoint, match="is a directory"):
         engine.load_files(tmp_path, stories260k.tokenizer)
 
@@ -92,7 +92,7 @@ def test_a_checkpoint_changed_while_the_guest_reads_it_is_refused(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     copy = tmp_path / "model.bin"
-    copy.write_bytes(stories260k.checkpoint.read_bytes())
+    copy.write_bytes(stories260k.weights.read_bytes())
     real = wasm_backend._Guest.load_file
 
     def load_then_touch(self: Any, f: Any, size: int, tokenizer: bytes) -> int:
@@ -110,7 +110,7 @@ def test_a_checkpoint_changed_while_rust_reads_it_is_refused(
     native_engine: NativeEngine, stories260k: ModelFiles, tmp_path: Path
 ) -> None:
     copy = tmp_path / "model.bin"
-    copy.write_bytes(stories260k.checkpoint.read_bytes())
+    copy.write_bytes(stories260k.weights.read_bytes())
     real = native_engine._native
 
     class ReplacingModel:
@@ -159,7 +159,7 @@ def test_a_checkpoint_too_big_for_the_guest_memory_limit_is_a_guest_trap(
 def test_a_file_that_grows_while_the_guest_reads_it_is_refused(stories260k: ModelFiles) -> None:
     engine = wasm_backend.WasmEngine(cache_dir=False)
     guest = engine._instantiate()
-    data = stories260k.checkpoint.read_bytes()
+    data = stories260k.weights.read_bytes()
     grown = io.BytesIO(data + b"\0" * 4)  # the size given is the size before growing
     with pytest.raises(errors.InvalidCheckpoint, match="longer than the 1056540 bytes"):
         guest.load_file(grown, len(data), stories260k.tokenizer.read_bytes())

@@ -7,10 +7,11 @@ runs to its end, and that both engines say the same thing.
 from __future__ import annotations
 
 import pytest
-from engine_helpers import ModelFiles, assert_clean_error, run_cli
+from engine_helpers import assert_clean_error, run_cli
 
 from edgechain.service.engine import GenerationParams, LoadedModel
 from edgechain.service.engine.chat import ChatSession, render_turn
+from edgechain.testing.models import ModelFiles
 
 GREEDY = GenerationParams(temperature=0.0, seed=1, max_positions=512)
 
@@ -43,7 +44,7 @@ def test_the_first_turn_is_bos_then_the_rendered_template(model_260k: LoadedMode
 def chats(stories260k: ModelFiles) -> dict[str, object]:
     def chat(engine: str):
         return run_cli(
-            "run", stories260k.checkpoint, "-z", stories260k.tokenizer, "--engine", engine,
+            "run", stories260k.weights, "-z", stories260k.tokenizer, "--engine", engine,
             "-m", "chat", "-y", "You tell stories", "-i", "Hello", "-t", "0", "-n", "0",
             stdin=b"Tell me about the dog\n",
         )  # fmt: skip
@@ -68,7 +69,7 @@ def test_chat_is_the_same_on_both_engines(chats: dict[str, object]) -> None:
 
 def test_chat_asks_for_the_system_prompt_when_not_given(stories260k: ModelFiles) -> None:
     result = run_cli(
-        "run", stories260k.checkpoint, "-z", stories260k.tokenizer, "-m", "chat", "-t", "0",
+        "run", stories260k.weights, "-z", stories260k.tokenizer, "-m", "chat", "-t", "0",
         "-n", "64", stdin=b"\nHi\n",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -78,7 +79,7 @@ def test_chat_asks_for_the_system_prompt_when_not_given(stories260k: ModelFiles)
 
 def test_a_first_turn_that_does_not_fit_is_a_generation_error(stories260k: ModelFiles) -> None:
     result = run_cli(
-        "run", stories260k.checkpoint, "-z", stories260k.tokenizer, "-m", "chat", "-y", "",
+        "run", stories260k.weights, "-z", stories260k.tokenizer, "-m", "chat", "-y", "",
         "-i", "dog " * 600,
     )  # fmt: skip
     assert_clean_error(result, 7, "prompt too long")
@@ -89,7 +90,7 @@ def test_generate_mode_prints_nothing_before_a_prompt_too_long_error(
     stories260k: ModelFiles,
 ) -> None:
     result = run_cli(
-        "run", stories260k.checkpoint, "-z", stories260k.tokenizer, "-i", "dog " * 600
+        "run", stories260k.weights, "-z", stories260k.tokenizer, "-i", "dog " * 600
     )
     assert_clean_error(result, 7, "prompt too long")
     assert result.stdout == b""

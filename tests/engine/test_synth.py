@@ -7,11 +7,12 @@ from pathlib import Path
 
 import blake3
 import pytest
-from engine_helpers import ModelFiles, run_cli
+from engine_helpers import run_cli
 
 from edgechain.errors import InvalidParameter
 from edgechain.service.engine import Engine, GenerationParams
-from edgechain.synth import SHAPES, shape_named, synthesize, tokenizer_pieces
+from edgechain.testing.models import ModelFiles
+from edgechain.testing.synth import SHAPES, shape_named, synthesize, tokenizer_pieces
 
 
 def _hash(path: Path) -> str:
@@ -19,7 +20,7 @@ def _hash(path: Path) -> str:
 
 
 def test_260k_shape_has_the_real_files_size(stories260k: ModelFiles) -> None:
-    assert SHAPES["260K"].file_size() == stories260k.checkpoint.stat().st_size
+    assert SHAPES["260K"].file_size() == stories260k.weights.stat().st_size
     # stories15M.bin as published is 60,816,028 bytes.
     assert SHAPES["15M"].file_size() == 60_816_028
 
@@ -66,7 +67,7 @@ def test_synthetic_260k_loads_and_generates_the_same_on_both_engines(
     tmp_path: Path, wasm_engine: Engine, native_engine: Engine
 ) -> None:
     files = ModelFiles(tmp_path / "m.bin", tmp_path / "t.bin")
-    synthesize(shape_named("260K"), 1, files.checkpoint, files.tokenizer)
+    synthesize(shape_named("260K"), 1, files.weights, files.tokenizer)
     params = GenerationParams(temperature=0.8, seed=5, max_tokens=40)
     ids = {}
     for engine in (wasm_engine, native_engine):

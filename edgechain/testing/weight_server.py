@@ -2,7 +2,7 @@
 
 ::
 
-    with WeightServer("/work/shared/models/stories260K") as srv:
+    with WeightServer("../shared/models/stories260K") as srv:
         url = srv.url("stories260K.bin")
         srv.inject("stories260K.bin", Fault(corrupt_offset=100))  # the next GETs are corrupted
         ...
@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
 
 __all__ = ["Fault", "WeightServer"]
 
@@ -116,12 +115,7 @@ class WeightServer:
     def __enter__(self) -> WeightServer:
         return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
     # --- addresses -----------------------------------------------------------------------------

@@ -12,13 +12,17 @@ them without imports (the types they use come from ``edgechain``)::
         ).collect()
         assert record.text.startswith(" there was")
 
-Fixtures (all function-scoped: each test gets a fresh network in its ``tmp_path``; the
-service runs the wasm guest, or the native module with ``pytest --edgechain-engine native``):
+Fixtures (function-scoped, but for ``stories260k``: each test gets a fresh network in its
+``tmp_path``; the service runs the wasm guest, or the native module with
+``pytest --edgechain-engine native``):
 
 ``edgechain_network``
     a :class:`~edgechain.client.Client` on a new 4-validator network.
+``edgechain_fetch_policy``
+    the :class:`~edgechain.service.fetch.FetchPolicy` of the fixtures' clients (``None``: the
+    default); override it in a test module for another.
 ``weight_server``
-    a running :class:`~edgechain.service.weight_server.WeightServer` serving an (initially
+    a running :class:`~edgechain.testing.weight_server.WeightServer` serving an (initially
     empty) directory, ``weight_server_dir``; files dropped there are served at once.
 ``publish_model``
     ``publish_model(name, weights, tokenizer, version="1", **options) -> ServedModel``:
@@ -38,9 +42,10 @@ service runs the wasm guest, or the native module with ``pytest --edgechain-engi
     (``.cache_dir``) and whose service has loaded no model: its first ``generate`` of a model
     fetches and verifies the files.
 ``stories260k``
-    :class:`ModelFiles` of the stories260K pair: ``$EDGECHAIN_MODELS_DIR`` (the directory
-    holding the files, or its parent), else ``<repo>/../shared/models/stories260K``. A test
-    using it fails, with the places it looked, when the files are absent.
+    :class:`~edgechain.testing.models.ModelFiles` of the stories260K pair (session-scoped),
+    found by :func:`edgechain.testing.models.stories260k`: ``$EDGECHAIN_MODELS_DIR`` (the
+    directory holding the files, or its parent), else ``<repo>/../shared/models/stories260K``.
+    A test using it fails, with the places it looked, when the files are absent.
 ``add_block``
     ``add_block(*operations, signer=None) -> Certificate``: a block of registry operations
     (``RegisterModel``, ``RetireModel``) certified on the network's chain.
@@ -72,57 +77,13 @@ from edgechain.chain.certificate import Certificate
 from edgechain.client import Client
 from edgechain.contract.registry import APPLICATION_NAME, CertifiedModel
 from edgechain.service.engine import ENGINE_KINDS, open_engine
+from edgechain.service.fetch import FetchPolicy
 from edgechain.service.runtime import ModelService
-from edgechain.service.weight_server import Fault, WeightServer
+from edgechain.testing import models
+from edgechain.testing.models import ModelFiles
+from edgechain.testing.weight_server import Fault, WeightServer
 
-__all__ = ["MODELS_DIR_ENV", "ModelFiles", "ServedModel", "locate_stories260k"]
-
-#: Environment variable naming where the stories260K files are.
-MODELS_DIR_ENV = "EDGECHAIN_MODELS_DIR"
-
-#: The repository checkout this module lives in (an editable install's source tree).
-_REPO_ROOT = Path(__file__).resolve().parents[1]
-
-STORIES260K_WEIGHTS = "stories260K.bin"
-STORIES260K_TOKENIZER = "tok512.bin"
-STORIES260K_WEIGHTS_BLAKE3 = "33b6153460934101fae04b6653a29b8b73f6fbc63fb7c7235e1dd384a8466761"
-STORIES260K_TOKENIZER_BLAKE3 = "bea8bff3631187f72e18431d4c84414bdb0769993347cff30db1d233c8f25fff"
-
-
-@dataclass(frozen=True)
-class ModelFiles:
-    """A llama2.c model on disk: checkpoint, tokenizer and their known BLAKE3 hashes."""
-
-    weights: Path
-    tokenizer: Path
-    weights_blake3: str
-    tokenizer_blake3: str
-
-    @property
-    def directory(self) -> Path:
-        return self.weights.parent
-
-
-def locate_stories260k(extra_roots: tuple[Path, ...] = ()) -> ModelFiles | list[Path]:
-    """The stories260K files, or the directories searched when they are nowhere to be found.
-
-    Looks in ``$EDGECHAIN_MODELS_DIR`` (or its ``stories260K`` sub-directory), then in
-    ``<root>/../shared/models/stories260K`` for this checkout and each of ``extra_roots``.
-    """
-    candidates: list[Path] = []
-    explicit = os.environ.get(MODELS_DIR_ENV)
-    if explicit:
-        candidates += [Path(explicit), Path(explicit) / "stories260K"]
-    for root in (_REPO_ROOT, *extra_roots):
-        candidates.append(root.parent / "shared" / "models" / "stories260K")
-    for directory in candidates:
-        weights = directory / STORIES260K_WEIGHTS
-        tokenizer = directory / STORIES260K_TOKENIZER
-        if weights.is_file() and tokenizer.is_file():
-            return ModelFiles(
-                weights, tokenizer, STORIES260K_WEIGHTS_BLAKE3, STORIES260K_TOKENIZER_BLAKE3
-            )
-    return candidates
+__all__ = ["ModelFiles", "ServedModel"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -136,12 +97,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 @pytest.fixture
-def edgechain_network(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Client]:
+def edgechain_fetch_policy() -> FetchPolicy | None:
+    """The fetch policy of the fixtures' clients: None, the default. A test module overrides
+    this fixture for another (e.g. short timeouts, for tests of stalled downloads)."""
+    return None
+
+
+@pytest.fixture
+def edgechain_network(
+    tmp_path: Path, request: pytest.FixtureRequest, edgechain_fetch_policy: FetchPolicy | None
+) -> Iterator[Client]:
     """A Client on a fresh 4-validator network in ``tmp_path / "edgechain-net"``."""
     kind = request.config.getoption("--edgechain-engine")
     # The wasm engine is opened on the service's first use, so chain-only tests never need it.
     engine = None if kind == "wasm" else open_engine(kind)
-    with Client.up(tmp_path / "edgechain-net", validators=4, engine=engine) as client:
+    with Client.up(
+        tmp_path / "edgechain-net", validators=4, engine=engine, fetch_policy=edgechain_fetch_policy
+    ) as client:
         yield client
 
 
@@ -258,7 +230,10 @@ EmptyCacheClient = Callable[[], Client]
 
 @pytest.fixture
 def empty_cache_client(
-    edgechain_network: Client, tmp_path: Path, request: pytest.FixtureRequest
+    edgechain_network: Client,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    edgechain_fetch_policy: FetchPolicy | None,
 ) -> Iterator[EmptyCacheClient]:
     """``empty_cache_client() -> Client``: another Client on the test's network, as of now,
     with its own new, empty content cache and no model loaded (its first ``generate`` of a
@@ -270,7 +245,12 @@ def empty_cache_client(
         engine = None if kind == "wasm" else open_engine(kind)
         cache_dir = tmp_path / f"empty-cache-{len(opened)}"
         cache_dir.mkdir()
-        client = Client.open(edgechain_network.network.path, engine=engine, cache_dir=cache_dir)
+        client = Client.open(
+            edgechain_network.network.path,
+            engine=engine,
+            cache_dir=cache_dir,
+            fetch_policy=edgechain_fetch_policy,
+        )
         opened.append(client)
         return client
 
@@ -279,18 +259,13 @@ def empty_cache_client(
         client.close()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def stories260k(request: pytest.FixtureRequest) -> ModelFiles:
     """The stories260K checkpoint and tokenizer (fails, saying where it looked, if absent)."""
-    found = locate_stories260k((Path(str(request.config.rootpath)),))
-    if isinstance(found, ModelFiles):
-        return found
-    searched = ", ".join(str(p) for p in dict.fromkeys(found))
-    pytest.fail(
-        f"stories260K ({STORIES260K_WEIGHTS}, {STORIES260K_TOKENIZER}) not found; searched "
-        f"{searched}; set ${MODELS_DIR_ENV} to the directory holding them",
-        pytrace=False,
-    )
+    try:
+        return models.stories260k((Path(str(request.config.rootpath)),))
+    except FileNotFoundError as err:
+        pytest.fail(str(err), pytrace=False)
 
 
 AddBlock = Callable[..., Certificate]
