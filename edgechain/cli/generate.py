@@ -27,7 +27,7 @@ from edgechain.contract.registry import CertifiedModel
 from edgechain.errors import InvalidParameter
 from edgechain.service.fetch import FetchPolicy
 from edgechain.service.query import GenerateQuery, Parameter, defaults, parameters, required
-from edgechain.service.runtime import GenerationRecord, QueryStream
+from edgechain.service.records import GenerationRecord, QueryStream
 
 NAME = "generate"
 HELP = "generate text with a certified model (the service verifies its hashes first)"

@@ -38,7 +38,7 @@ from edgechain.node.typed_errors import error_payload
 from edgechain.service.query import GenerateQuery
 from edgechain.service.query import defaults as query_defaults
 from edgechain.service.query import parameters as query_parameters
-from edgechain.service.runtime import GenerationRecord
+from edgechain.service.records import GenerationRecord
 
 __all__ = ["REGISTRY_SCHEMA", "registry_context"]
 
