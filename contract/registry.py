@@ -194,6 +194,31 @@ class CertifiedModel:
                 f"the certificate does not certify model {self.entry.name} at height {self.height}"
             )
 
+    def to_json(self) -> dict[str, Any]:
+        """The one JSON shape of a certified model (the CLI's ``--json``, the node's SSE
+        ``done`` record; GraphQL's ``Model`` has the same fields, camelCase, with ``height``
+        for ``certificate_height`` and ``retired`` for ``status``): the entry, files as
+        ``{"blake3", "size", "urls"}``, and the certificate that made it current."""
+        entry = self.entry
+        return {
+            "name": entry.name,
+            "version": entry.version,
+            "format": entry.format,
+            "description": entry.description,
+            "license": entry.license,
+            "weights": entry.weights.to_payload(),
+            "tokenizer": entry.tokenizer.to_payload(),
+            "registered_height": entry.registered_height,
+            "registered_by": entry.registered_by.hex(),
+            "retired_height": entry.retired_height,
+            "status": "retired" if entry.retired else "active",
+            "chain_id": self.chain_id.hex(),
+            "application_id": self.app_id.hex(),
+            "certificate_height": self.height,
+            "block_hash": self.block_hash.hex(),
+            "signers": list(self.certificate.signers),
+        }
+
 
 class ModelRegistryService:
     """Read-only queries over the registry's certified state."""

@@ -62,22 +62,12 @@ class GenerationRecord:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (for the CLI's --json and the SSE ``done`` event)."""
-        entry = self.model.entry
         return {
             "text": self.text,
             "stop_reason": self.stop_reason,
             "input_tokens": self.input_tokens,
             "output_tokens": self.output_tokens,
-            "model": {
-                "name": entry.name,
-                "version": entry.version,
-                "weights_blake3": entry.weights.blake3,
-                "tokenizer_blake3": entry.tokenizer.blake3,
-                "chain_id": self.model.chain_id.hex(),
-                "application_id": self.model.app_id.hex(),
-                "certificate_height": self.model.height,
-                "block_hash": self.model.block_hash.hex(),
-            },
+            "model": self.model.to_json(),
             # A decimal string: JSON readers that use doubles (JavaScript) round past 2^53.
             "seed": str(self.seed),
             "seed_source": self.seed_source,

@@ -8,8 +8,8 @@ line ``error: <message>`` and the process exits with the error's ``exit_code``; 
 
 Global options (``--dir``, ``--json``) are accepted before the subcommand as well as after it:
 ``edgechain --dir D net status`` is ``edgechain net status --dir D``. A command declares them
-with ``network_options.add_dir_option`` / ``add_json_option``; one that does not take them
-refuses them in either place.
+with ``network_options.add_dir_option`` / ``add_json_option`` (a network command's
+``add_subcommand`` adds both); one that does not take them refuses them in either place.
 """
 
 from __future__ import annotations

@@ -9,15 +9,13 @@ from pathlib import Path
 from edgechain.chain.network import NETWORK_FILE, NetworkStatus
 from edgechain.cli.common import ensure_directory
 from edgechain.cli.network_options import (
-    add_dir_option,
     add_group,
-    add_json_option,
     add_subcommand,
     network_dir,
     open_client,
-    print_json,
     run_subcommand,
 )
+from edgechain.cli.render import print_json
 from edgechain.client import NETWORK_DIR_ENV, Client
 from edgechain.errors import InputError
 
@@ -41,7 +39,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "edgechain net up --dir ./net7 --validators 7 --faulty v2=offline,v5=wrong-state",
         net_up,
     )
-    add_dir_option(up)
     up.add_argument(
         "--validators",
         type=int,
@@ -58,17 +55,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "wrong-output "
         "(e.g. v2=offline,v4=slow:0.5); '' makes every validator honest again",
     )
-    add_json_option(up)
 
-    status = add_subcommand(
+    add_subcommand(
         subparsers,
         "status",
         "show the committee, thresholds, faults, chains and registered models",
         "edgechain net status --dir ./mynet",
         net_status,
     )
-    add_dir_option(status)
-    add_json_option(status)
 
 
 def net_up(args: argparse.Namespace) -> int:
