@@ -62,14 +62,18 @@ class ModelEntry:
         return self.registered_height if self.retired_height is None else self.retired_height
 
     def to_value(self) -> dict[str, Any]:
+        # The registration's fields as its operation's payload has them, and the chain's.
+        registration = RegisterModel(
+            self.name,
+            self.version,
+            self.weights,
+            self.tokenizer,
+            self.format,
+            self.description,
+            self.license,
+        )
         return {
-            "name": self.name,
-            "version": self.version,
-            "format": self.format,
-            "weights": self.weights.to_payload(),
-            "tokenizer": self.tokenizer.to_payload(),
-            "description": self.description,
-            "license": self.license,
+            **registration.to_payload(),
             "registered_height": self.registered_height,
             "registered_by": self.registered_by,
             "retired_height": self.retired_height,
