@@ -9,21 +9,19 @@ from typing import Any
 from edgechain.chain.certificate import CertifiedBlock
 from edgechain.chain.network import ExpectedHead
 from edgechain.cli.common import bounded_int
-from edgechain.cli.network_options import add_group, add_subcommand, open_client, run_subcommand
+from edgechain.cli.network_options import add_subcommand, open_client
 from edgechain.cli.render import print_json
 from edgechain.contract.registry import APPLICATION_NAME
 
 NAME = "chain"
 HELP = "show the certified blocks of the network's chain, or re-verify all of them"
+EXAMPLES = (
+    "  edgechain chain show\n  edgechain chain show 0 --json\n  edgechain chain verify"
+)
 
-execute = run_subcommand
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_subcommands(subparsers: Any) -> None:
     """Register ``chain show`` and ``chain verify``."""
-    subparsers = add_group(
-        parser, "  edgechain chain show\n  edgechain chain show 0 --json\n  edgechain chain verify"
-    )
     show = add_subcommand(
         subparsers,
         "show",

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from edgechain.chain.certificate import Certificate
 from edgechain.cli.network_options import (
     add_allow_host_option,
-    add_group,
     add_subcommand,
     fetch_policy,
     open_client,
-    run_subcommand,
 )
 from edgechain.cli.progress import ProgressBar
 from edgechain.cli.render import certificate_line, model_lines, print_json
@@ -21,22 +20,19 @@ from edgechain.errors import ModelNotFound
 
 NAME = "model"
 HELP = "publish, list, show and retire models in the chain's model registry"
+EXAMPLES = (
+    "  edgechain model publish stories260K \\\n"
+    "      --weights stories260K.bin --tokenizer tok512.bin \\\n"
+    "      --weights-url http://127.0.0.1:8000/stories260K.bin \\\n"
+    "      --tokenizer-url http://127.0.0.1:8000/tok512.bin --version 2\n"
+    "  edgechain model list\n"
+    "  edgechain model show stories260K --json\n"
+    "  edgechain model retire stories260K --version 1"
+)
 
-execute = run_subcommand
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_subcommands(subparsers: Any) -> None:
     """Register ``model publish|list|show|retire``."""
-    subparsers = add_group(
-        parser,
-        "  edgechain model publish stories260K \\\n"
-        "      --weights stories260K.bin --tokenizer tok512.bin \\\n"
-        "      --weights-url http://127.0.0.1:8000/stories260K.bin \\\n"
-        "      --tokenizer-url http://127.0.0.1:8000/tok512.bin --version 2\n"
-        "  edgechain model list\n"
-        "  edgechain model show stories260K --json\n"
-        "  edgechain model retire stories260K --version 1",
-    )
 
     publish = add_subcommand(
         subparsers,

@@ -5,15 +5,14 @@ from __future__ import annotations
 import argparse
 import shlex
 from pathlib import Path
+from typing import Any
 
 from edgechain.chain.network import NETWORK_FILE, NetworkStatus
 from edgechain.cli.common import ensure_directory
 from edgechain.cli.network_options import (
-    add_group,
     add_subcommand,
     network_dir,
     open_client,
-    run_subcommand,
 )
 from edgechain.cli.render import print_json
 from edgechain.client import NETWORK_DIR_ENV, Client
@@ -21,17 +20,14 @@ from edgechain.errors import InputError
 
 NAME = "net"
 HELP = "create, reopen and inspect a local network of mock validators"
+EXAMPLES = (
+    "  edgechain net up --dir ./mynet --validators 4 --faulty v4=offline\n"
+    "  edgechain net status --dir ./mynet --json"
+)
 
-execute = run_subcommand
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_subcommands(subparsers: Any) -> None:
     """Register ``net up`` and ``net status``."""
-    subparsers = add_group(
-        parser,
-        "  edgechain net up --dir ./mynet --validators 4 --faulty v4=offline\n"
-        "  edgechain net status --dir ./mynet --json",
-    )
     up = add_subcommand(
         subparsers,
         "up",

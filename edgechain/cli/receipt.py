@@ -9,30 +9,26 @@ first token that differs (service/receipt.py; the file format: docs/receipts.md)
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from edgechain.cli.network_options import (
     add_allow_host_option,
     add_engine_option,
-    add_group,
     add_subcommand,
     open_engine_client,
-    run_subcommand,
 )
 from edgechain.cli.render import print_json
 
 NAME = "receipt"
 HELP = "verify a generation receipt by replaying it on a certified model"
+EXAMPLES = (
+    "  edgechain generate --model stories260K -i 'Once' -t 1.0 -n 40 --receipt r.json\n"
+    "  edgechain receipt verify r.json --engine native"
+)
 
-execute = run_subcommand
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_subcommands(subparsers: Any) -> None:
     """Register ``receipt verify``."""
-    subparsers = add_group(
-        parser,
-        "  edgechain generate --model stories260K -i 'Once' -t 1.0 -n 40 --receipt r.json\n"
-        "  edgechain receipt verify r.json --engine native",
-    )
     verify = add_subcommand(
         subparsers,
         "verify",
