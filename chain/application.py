@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from edgechain.chain.block import Operation
+from edgechain.chain.block import Block, Operation
 from edgechain.chain.encoding import decode, encode, hash_value
 from edgechain.chain.state import ChainState, WriteSet
 from edgechain.errors import OperationRejected, UsageError
@@ -203,3 +203,16 @@ def execute_operations(
             ctx, ContractState(state, op.app_id, writes), op.name, op.payload
         )
     return writes
+
+
+def execute_block(state: ChainState, block: Block, chain_owner: bytes) -> WriteSet:
+    """:func:`execute_operations` for a proposed or stored block (its height, timestamp,
+    signer and operations), as a validator or a re-verification replays it."""
+    return execute_operations(
+        state,
+        height=block.height,
+        timestamp_us=block.timestamp_us,
+        signer=block.signer,
+        chain_owner=chain_owner,
+        operations=block.operations,
+    )

@@ -48,6 +48,7 @@ from edgechain.chain.encoding import hash_encoded
 from edgechain.chain.faults import Fault, FaultMap, format_faults, parse_faults
 from edgechain.chain.keys import generate_key, load_key, public_bytes, save_key
 from edgechain.chain.oracle import DEFAULT_ORACLE_BUDGET_S, Oracle, recorded_response
+from edgechain.chain.processes import process_alive
 from edgechain.chain.state import WriteSet
 from edgechain.chain.storage import BlockRow, ChainRecord, Snapshot, Storage, WriteTransaction
 from edgechain.chain.validator import Validator
@@ -685,16 +686,7 @@ def _remove_abandoned_config_temporaries(path: Path) -> None:
     """Delete the network.json temporaries of processes killed while saving it."""
     for tmp in path.glob(f"{NETWORK_FILE}.*.tmp"):
         pid = tmp.name[len(NETWORK_FILE) + 1 : -len(".tmp")]
-        if pid.isascii() and pid.isdigit() and len(pid) < 10 and not _alive(int(pid)):
+        if pid.isascii() and pid.isdigit() and len(pid) < 10 and not process_alive(int(pid)):
             with contextlib.suppress(OSError):
                 tmp.unlink()
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

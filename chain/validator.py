@@ -17,7 +17,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from edgechain.chain.application import execute_operations
+from edgechain.chain.application import execute_block
 from edgechain.chain.block import MAX_BLOCK_BYTES, Proposal, proposal_message
 from edgechain.chain.certificate import CertifiedBlock, Vote, vote_message
 from edgechain.chain.encoding import hash_encoded, hash_value
@@ -143,14 +143,7 @@ class Validator:
             raise ProposalRefused("the proposal's signature is not valid")
         self._check_oracle_responses(block.chain_id, block.operations)
         try:
-            writes = execute_operations(
-                replica.state,
-                height=block.height,
-                timestamp_us=block.timestamp_us,
-                signer=block.signer,
-                chain_owner=replica.owner,
-                operations=block.operations,
-            )
+            writes = execute_block(replica.state, block, replica.owner)
         except ContractError as exc:
             raise ProposalRefused(f"an operation was rejected: {exc}") from exc
         state_hash = replica.state.hash_with(writes)
@@ -234,14 +227,7 @@ class Validator:
                 return  # already applied, or this replica lags and catches up on reopen
             writes = replica.pending.pop(certified.block_hash, None)
             if writes is None:
-                writes = execute_operations(
-                    replica.state,
-                    height=block.height,
-                    timestamp_us=block.timestamp_us,
-                    signer=block.signer,
-                    chain_owner=replica.owner,
-                    operations=block.operations,
-                )
+                writes = execute_block(replica.state, block, replica.owner)
             replica.state.apply(writes)
             replica.pending.clear()
             replica.next_height = block.height + 1

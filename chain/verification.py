@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from edgechain.chain.application import execute_operations
+from edgechain.chain.application import execute_block
 from edgechain.chain.block import Block
 from edgechain.chain.certificate import Certificate, CertifiedBlock, verify_certificate
 from edgechain.chain.committee import Committee
@@ -108,14 +108,7 @@ def _check_row(
         raise StorageCorrupted("the certificate is for another block")
     if certificate.state_hash != block.state_hash:
         raise StorageCorrupted("the certificate is for another state hash")
-    writes = execute_operations(
-        chain.state,
-        height=height,
-        timestamp_us=block.timestamp_us,
-        signer=block.signer,
-        chain_owner=chain.record.owner,
-        operations=block.operations,
-    )
+    writes = execute_block(chain.state, block, chain.record.owner)  # its height checked above
     if chain.state.hash_with(writes) != block.state_hash:
         raise StorageCorrupted("re-executing the block gives a different state hash")
     chain.state.apply(writes)

@@ -61,14 +61,18 @@ class ModelEntry:
         return self.registered_height if self.retired_height is None else self.retired_height
 
     def to_value(self) -> dict[str, Any]:
+        # The registration's fields as its operation's payload has them, and the chain's.
+        registration = RegisterModel(
+            self.name,
+            self.version,
+            self.weights,
+            self.tokenizer,
+            self.format,
+            self.description,
+            self.license,
+        )
         return {
-            "name": self.name,
-            "version": self.version,
-            "format": self.format,
-            "weights": self.weights.to_payload(),
-            "tokenizer": self.tokenizer.to_payload(),
-            "description": self.description,
-            "license": self.license,
+            **registration.to_payload(),
             "registered_height": self.registered_height,
             "registered_by": self.registered_by,
             "retired_height": self.retired_height,
@@ -192,6 +196,31 @@ class CertifiedModel:
             raise CertificateError(
                 f"the certificate does not certify model {self.entry.name} at height {self.height}"
             )
+
+    def to_json(self) -> dict[str, Any]:
+        """The one JSON shape of a certified model (the CLI's ``--json``, the node's SSE
+        ``done`` record; GraphQL's ``Model`` has the same fields, camelCase, with ``height``
+        for ``certificate_height`` and ``retired`` for ``status``): the entry, files as
+        ``{"blake3", "size", "urls"}``, and the certificate that made it current."""
+        entry = self.entry
+        return {
+            "name": entry.name,
+            "version": entry.version,
+            "format": entry.format,
+            "description": entry.description,
+            "license": entry.license,
+            "weights": entry.weights.to_payload(),
+            "tokenizer": entry.tokenizer.to_payload(),
+            "registered_height": entry.registered_height,
+            "registered_by": entry.registered_by.hex(),
+            "retired_height": entry.retired_height,
+            "status": "retired" if entry.retired else "active",
+            "chain_id": self.chain_id.hex(),
+            "application_id": self.app_id.hex(),
+            "certificate_height": self.height,
+            "block_hash": self.block_hash.hex(),
+            "signers": list(self.certificate.signers),
+        }
 
 
 class ModelRegistryService:

@@ -17,7 +17,7 @@ Stories are numbered from 1 in mint order. Queries: a story by id, the stories o
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
 from edgechain.chain.application import (
@@ -87,14 +87,8 @@ class MintStory:
     oracle: dict[str, Any] | None = None
 
     def to_payload(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "version": self.version,
-            "prompt": self.prompt,
-            "parameters": self.parameters,
-            "seed": self.seed,
-            "oracle": self.oracle,
-        }
+        """Every field by name (what :meth:`from_payload` takes back)."""
+        return asdict(self)
 
     @classmethod
     def from_payload(cls, payload: Any) -> MintStory:
@@ -180,20 +174,8 @@ class Story:
     minted_height: int
 
     def to_value(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "owner": self.owner,
-            "model": self.model,
-            "version": self.version,
-            "prompt": self.prompt,
-            "parameters": self.parameters,
-            "seed": self.seed,
-            "text": self.text,
-            "tokens": self.tokens,
-            "token_ids_blake3": self.token_ids_blake3,
-            "receipt_hash": self.receipt_hash,
-            "minted_height": self.minted_height,
-        }
+        """Every field by name (what :meth:`from_value` takes back)."""
+        return asdict(self)
 
     @classmethod
     def from_value(cls, value: dict[str, Any]) -> Story:

@@ -28,9 +28,9 @@ __version__ = "0.1.0"
 PUBLIC_TYPES: dict[str, str] = {
     "Client": "edgechain.client",
     "PublishedModel": "edgechain.client",
-    "GenerateQuery": "edgechain.service.runtime",
-    "GenerationRecord": "edgechain.service.runtime",
-    "QueryStream": "edgechain.service.runtime",
+    "GenerateQuery": "edgechain.service.query",
+    "GenerationRecord": "edgechain.service.records",
+    "QueryStream": "edgechain.service.records",
     "ModelService": "edgechain.service.runtime",
     "CertifiedModel": "edgechain.contract.registry",
     "ModelEntry": "edgechain.contract.registry",

@@ -47,12 +47,9 @@ from edgechain.errors import InputError, OracleBudgetExceeded, Timeout, UsageErr
 from edgechain.service.engine.base import Engine
 from edgechain.service.fetch import Fetcher, FetchPolicy
 from edgechain.service.model_files import Source, read_checkpoint_header, read_tokenizer
-from edgechain.service.runtime import (
-    DownloadProgress,
-    GenerateQuery,
-    ModelService,
-    QueryStream,
-)
+from edgechain.service.query import GenerateQuery
+from edgechain.service.records import QueryStream
+from edgechain.service.runtime import DownloadProgress, ModelService
 
 if typing.TYPE_CHECKING:
     from edgechain.service.receipt import Receipt

@@ -56,6 +56,7 @@ from typing import Any, Protocol
 
 import blake3
 
+from edgechain.chain.processes import process_alive
 from edgechain.errors import HashMismatch, StorageCorrupted
 from edgechain.service.fetch import normalize_blake3_hex
 
@@ -296,7 +297,7 @@ class ContentCache:
                 if pid is None:
                     abandoned = age > max_age_s
                 else:
-                    abandoned = free and (not _alive(pid) or age > unlocked_max_age_s)
+                    abandoned = free and (not process_alive(pid) or age > unlocked_max_age_s)
                 if abandoned:
                     tmp.unlink()
 
@@ -461,15 +462,6 @@ def _writer_pid(name: str) -> int | None:
     pid, dash, _ = parts[2].partition("-")
     return int(pid) if dash and pid.isascii() and pid.isdigit() and len(pid) < 10 else None
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process
-    return pid != 0
 
 
 def _fsync_directory(directory: Path) -> None:

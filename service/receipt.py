@@ -39,7 +39,7 @@ from edgechain.errors import (
 )
 from edgechain.service.engine.base import Engine
 from edgechain.service.query import GenerateQuery, seed_parameters
-from edgechain.service.runtime import PreparedQuery, QueryStream
+from edgechain.service.records import PreparedQuery, QueryStream
 from edgechain.service.seed import SEED_DOMAIN, SeedQuery, derive_seed
 
 if TYPE_CHECKING:

@@ -53,7 +53,7 @@ def test_json_prints_the_final_record(stories_net: Path, stories260k: ModelFiles
     record = result.json()
     assert record["seed"] == "42" and record["seed_source"] == "query"  # u64 as a string
     assert record["output_tokens"] == 20 and record["stop_reason"] == "max_tokens"
-    assert record["model"]["weights_blake3"] == stories260k.weights_blake3
+    assert record["model"]["weights"]["blake3"] == stories260k.weights_blake3
     assert record["model"]["certificate_height"] == 0
     assert record["timings"]["decode_tokens_per_s"] > 0
     assert PROMPT not in record["text"]  # the record holds the generated text only

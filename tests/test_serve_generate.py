@@ -98,7 +98,7 @@ def test_sse_streams_tokens_then_the_record_equal_to_the_golden_text(
     assert len(streamed) > 400  # 200 tokens of story, not a few characters
     assert streamed == golden_continuation[: len(streamed)]
     assert record["model"]["name"] == "stories260K"
-    assert record["model"]["weights_blake3"] == file_input(STORIES_DIR / "stories260K.bin", "")[
+    assert record["model"]["weights"]["blake3"] == file_input(STORIES_DIR / "stories260K.bin", "")[
         "blake3"
     ]
     assert record["seed_source"] == "derived"

@@ -66,7 +66,7 @@ def test_sse_streams_each_token_then_done(node: NodeProcess) -> None:
     assert record["text"] == "abcde" and record["output_tokens"] == 5
     assert record["stop_reason"] == "max_tokens"  # the stand-in ends every session so
     assert record["model"]["name"] == "mock" and record["model"]["version"] == "1"
-    assert record["model"]["weights_blake3"] == blake3.blake3(FILES["ok.bin"]).hexdigest()
+    assert record["model"]["weights"]["blake3"] == blake3.blake3(FILES["ok.bin"]).hexdigest()
     assert set(record["timings"]) >= {"fetch_s", "load_s", "first_token_s", "total_s"}
 
 

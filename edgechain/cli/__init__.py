@@ -2,14 +2,18 @@
 
 Subcommands live one per module in this package and are registered in :data:`COMMANDS`: to add
 one, write a module with ``NAME``, ``HELP``, ``add_arguments(parser)`` and ``execute(args) -> int``
-and append its module name there. Errors a user can cause (``EdgechainError``) are printed as one
-line ``error: <message>`` and the process exits with the error's ``exit_code``; with ``--json``,
-``{"error": {"code", "class", "message"}}`` is printed on stdout as well.
+and append its module name there. A group of sub-subcommands (``net up``, ``model show``) has
+``EXAMPLES`` and ``add_subcommands(subparsers)`` instead (``network_options.add_subcommand``
+registers each one with its handler).
+
+Errors a user can cause (``EdgechainError``) are printed as one line ``error: <message>`` and
+the process exits with the error's ``exit_code``; with ``--json``, ``{"error": {"code",
+"class", "message"}}`` is printed on stdout as well.
 
 Global options (``--dir``, ``--json``) are accepted before the subcommand as well as after it:
 ``edgechain --dir D net status`` is ``edgechain net status --dir D``. A command declares them
-with ``network_options.add_dir_option`` / ``add_json_option``; one that does not take them
-refuses them in either place.
+with ``network_options.add_dir_option`` / ``add_json_option`` (a network command's
+``add_subcommand`` adds both); one that does not take them refuses them in either place.
 """
 
 from __future__ import annotations
@@ -126,11 +130,17 @@ def build_parser() -> CliParser:
     _add_global_options(parser)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CliParser)
     subparsers.required = True
+    from edgechain.cli.network_options import add_group, run_subcommand
+
     for module_name in COMMANDS:
         module = importlib.import_module(module_name)
         sub = subparsers.add_parser(module.NAME, help=module.HELP, description=module.HELP)
-        module.add_arguments(sub)
-        sub.set_defaults(handler=module.execute)
+        if hasattr(module, "add_subcommands"):
+            module.add_subcommands(add_group(sub, module.EXAMPLES))
+            sub.set_defaults(handler=run_subcommand)
+        else:
+            module.add_arguments(sub)
+            sub.set_defaults(handler=module.execute)
     return parser
 
 

@@ -9,28 +9,19 @@ from typing import Any
 from edgechain.chain.certificate import CertifiedBlock
 from edgechain.chain.network import ExpectedHead
 from edgechain.cli.common import bounded_int
-from edgechain.cli.network_options import (
-    add_dir_option,
-    add_group,
-    add_json_option,
-    add_subcommand,
-    open_client,
-    print_json,
-    run_subcommand,
-)
+from edgechain.cli.network_options import add_subcommand, open_client
+from edgechain.cli.render import print_json
 from edgechain.contract.registry import APPLICATION_NAME
 
 NAME = "chain"
 HELP = "show the certified blocks of the network's chain, or re-verify all of them"
+EXAMPLES = (
+    "  edgechain chain show\n  edgechain chain show 0 --json\n  edgechain chain verify"
+)
 
-execute = run_subcommand
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_subcommands(subparsers: Any) -> None:
     """Register ``chain show`` and ``chain verify``."""
-    subparsers = add_group(
-        parser, "  edgechain chain show\n  edgechain chain show 0 --json\n  edgechain chain verify"
-    )
     show = add_subcommand(
         subparsers,
         "show",
@@ -46,8 +37,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="HEIGHT",
         help="one block only",
     )
-    add_dir_option(show)
-    add_json_option(show)
 
     verify = add_subcommand(
         subparsers,
@@ -63,8 +52,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also check the chain still holds this head (as `net status` printed it): "
         "a chain cut back below it, or with another block at that height, fails (exit 4)",
     )
-    add_dir_option(verify)
-    add_json_option(verify)
 
 
 def chain_show(args: argparse.Namespace) -> int:

@@ -13,21 +13,19 @@ import itertools
 import sys
 from typing import Any, Protocol
 
-from edgechain.chain.network import Network
 from edgechain.cli.network_options import (
+    add_allow_host_option,
     add_dir_option,
+    add_engine_option,
     add_json_option,
-    certificate_line,
-    network_dir,
-    print_json,
+    open_engine_client,
 )
 from edgechain.cli.progress import ProgressBar
-from edgechain.client import Client
+from edgechain.cli.render import certificate_line, print_json
 from edgechain.contract.registry import CertifiedModel
 from edgechain.errors import InvalidParameter
-from edgechain.service.fetch import FetchPolicy
 from edgechain.service.query import GenerateQuery, Parameter, defaults, parameters, required
-from edgechain.service.runtime import GenerationRecord, QueryStream
+from edgechain.service.records import GenerationRecord, QueryStream
 
 NAME = "generate"
 HELP = "generate text with a certified model (the service verifies its hashes first)"
@@ -50,16 +48,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = _EXAMPLES
     add_query_arguments(parser)
-    parser.add_argument(
-        "--allow-host",
-        action="append",
-        default=[],
-        metavar="HOST",
-        help="also let the service fetch from HOST (only loopback is allowed by default)",
-    )
-    parser.add_argument(
-        "--engine", choices=("wasm", "native"), default="wasm", help="backend (default wasm)"
-    )
+    add_allow_host_option(parser)
+    add_engine_option(parser)
     parser.add_argument(
         "--receipt",
         metavar="FILE",
@@ -115,18 +105,8 @@ def query_from_args(args: argparse.Namespace) -> GenerateQuery:
 
 def execute(args: argparse.Namespace) -> int:
     """Run the query, report what was verified, stream it; returns the exit code."""
-    from edgechain.service.engine import open_engine
-
     query = query_from_args(args)
-    policy = FetchPolicy().with_hosts(*args.allow_host)
-    # The network first: a missing network is reported before a missing engine.
-    network = Network.open(network_dir(args))
-    try:
-        engine = open_engine(args.engine)
-    except BaseException:
-        network.close()
-        raise
-    with Client(network, engine=engine, fetch_policy=policy) as client:
+    with open_engine_client(args) as client:
         bar = ProgressBar()  # the model's first download, on a terminal
         try:
             stream = client.generate(query, progress=lambda f, d, t: bar(f"downloading {f}", d, t))

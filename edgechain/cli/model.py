@@ -3,44 +3,36 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from edgechain.chain.certificate import Certificate
 from edgechain.cli.network_options import (
-    add_dir_option,
-    add_group,
-    add_json_option,
+    add_allow_host_option,
     add_subcommand,
-    certificate_line,
-    model_json,
-    model_lines,
+    fetch_policy,
     open_client,
-    print_json,
-    run_subcommand,
 )
 from edgechain.cli.progress import ProgressBar
+from edgechain.cli.render import certificate_line, model_lines, print_json
 from edgechain.client import Client
 from edgechain.contract.registry import CertifiedModel
 from edgechain.errors import ModelNotFound
-from edgechain.service.fetch import FetchPolicy
 
 NAME = "model"
 HELP = "publish, list, show and retire models in the chain's model registry"
+EXAMPLES = (
+    "  edgechain model publish stories260K \\\n"
+    "      --weights stories260K.bin --tokenizer tok512.bin \\\n"
+    "      --weights-url http://127.0.0.1:8000/stories260K.bin \\\n"
+    "      --tokenizer-url http://127.0.0.1:8000/tok512.bin --version 2\n"
+    "  edgechain model list\n"
+    "  edgechain model show stories260K --json\n"
+    "  edgechain model retire stories260K --version 1"
+)
 
-execute = run_subcommand
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_subcommands(subparsers: Any) -> None:
     """Register ``model publish|list|show|retire``."""
-    subparsers = add_group(
-        parser,
-        "  edgechain model publish stories260K \\\n"
-        "      --weights stories260K.bin --tokenizer tok512.bin \\\n"
-        "      --weights-url http://127.0.0.1:8000/stories260K.bin \\\n"
-        "      --tokenizer-url http://127.0.0.1:8000/tok512.bin --version 2\n"
-        "  edgechain model list\n"
-        "  edgechain model show stories260K --json\n"
-        "  edgechain model retire stories260K --version 1",
-    )
 
     publish = add_subcommand(
         subparsers,
@@ -78,15 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     publish.add_argument("--description", default=None, help="free text (<= 1024 characters)")
     publish.add_argument("--license", default=None, help="license name (<= 128 characters)")
-    publish.add_argument(
-        "--allow-host",
-        action="append",
-        default=[],
-        metavar="HOST",
-        help="also allow downloading from HOST (only loopback is allowed by default)",
-    )
-    add_dir_option(publish)
-    add_json_option(publish)
+    add_allow_host_option(publish, "also allow downloading from HOST")
 
     list_ = add_subcommand(
         subparsers,
@@ -96,8 +80,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         model_list,
     )
     list_.add_argument("--all", action="store_true", help="include retired versions")
-    add_dir_option(list_)
-    add_json_option(list_)
 
     show = add_subcommand(
         subparsers,
@@ -110,8 +92,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     show.add_argument(
         "--version", default=None, help="a version (default: the latest active version)"
     )
-    add_dir_option(show)
-    add_json_option(show)
 
     retire = add_subcommand(
         subparsers,
@@ -122,14 +102,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     retire.add_argument("name", metavar="NAME")
     retire.add_argument("--version", required=True, help="the version to retire")
-    add_dir_option(retire)
-    add_json_option(retire)
 
 
 def model_publish(args: argparse.Namespace) -> int:
-    policy = FetchPolicy().with_hosts(*args.allow_host)
     progress = ProgressBar()
-    with open_client(args, fetch_policy=policy) as client:
+    with open_client(args, fetch_policy=fetch_policy(args)) as client:
         try:
             published = client.publish_model(
                 args.name,
@@ -145,7 +122,7 @@ def model_publish(args: argparse.Namespace) -> int:
         finally:
             progress.close()
         if args.json:
-            print_json(model_json(published.model))
+            print_json(published.model.to_json())
             return 0
         print(f"published {args.name} version {args.version}")
         _print_model(client, published.model)
@@ -156,7 +133,7 @@ def model_list(args: argparse.Namespace) -> int:
     with open_client(args) as client:
         models = client.models(include_retired=args.all)
     if args.json:
-        print_json([model_json(m) for m in models])
+        print_json([m.to_json() for m in models])
         return 0
     if not models:
         print("no models registered" if args.all else "no active models (--all shows retired)")
@@ -176,7 +153,7 @@ def model_show(args: argparse.Namespace) -> int:
     with open_client(args) as client:
         model = _find(client, args.name, args.version)
         if args.json:
-            print_json(model_json(model))
+            print_json(model.to_json())
         else:
             _print_model(client, model)
     return 0

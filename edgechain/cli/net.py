@@ -5,35 +5,29 @@ from __future__ import annotations
 import argparse
 import shlex
 from pathlib import Path
+from typing import Any
 
 from edgechain.chain.network import NETWORK_FILE, NetworkStatus
 from edgechain.cli.common import ensure_directory
 from edgechain.cli.network_options import (
-    add_dir_option,
-    add_group,
-    add_json_option,
     add_subcommand,
     network_dir,
     open_client,
-    print_json,
-    run_subcommand,
 )
+from edgechain.cli.render import print_json
 from edgechain.client import NETWORK_DIR_ENV, Client
 from edgechain.errors import InputError
 
 NAME = "net"
 HELP = "create, reopen and inspect a local network of mock validators"
+EXAMPLES = (
+    "  edgechain net up --dir ./mynet --validators 4 --faulty v4=offline\n"
+    "  edgechain net status --dir ./mynet --json"
+)
 
-execute = run_subcommand
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_subcommands(subparsers: Any) -> None:
     """Register ``net up`` and ``net status``."""
-    subparsers = add_group(
-        parser,
-        "  edgechain net up --dir ./mynet --validators 4 --faulty v4=offline\n"
-        "  edgechain net status --dir ./mynet --json",
-    )
     up = add_subcommand(
         subparsers,
         "up",
@@ -41,7 +35,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "edgechain net up --dir ./net7 --validators 7 --faulty v2=offline,v5=wrong-state",
         net_up,
     )
-    add_dir_option(up)
     up.add_argument(
         "--validators",
         type=int,
@@ -58,17 +51,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "wrong-output "
         "(e.g. v2=offline,v4=slow:0.5); '' makes every validator honest again",
     )
-    add_json_option(up)
 
-    status = add_subcommand(
+    add_subcommand(
         subparsers,
         "status",
         "show the committee, thresholds, faults, chains and registered models",
         "edgechain net status --dir ./mynet",
         net_status,
     )
-    add_dir_option(status)
-    add_json_option(status)
 
 
 def net_up(args: argparse.Namespace) -> int:

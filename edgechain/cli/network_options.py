@@ -1,19 +1,19 @@
-"""What the network commands (net, model, generate, chain) share: ``--dir``, ``--json``,
-opening the :class:`~edgechain.client.Client`, sub-subcommands with examples, JSON output."""
+"""The options the commands share and what they open: ``--dir``, ``--json``, ``--engine``,
+``--allow-host``, sub-subcommands with examples, the :class:`~edgechain.client.Client`.
+
+How results are printed is in :mod:`edgechain.cli.render`.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edgechain.chain.certificate import Certificate
+from edgechain.chain.network import Network
 from edgechain.client import NETWORK_DIR_ENV, Client, default_network_dir
-from edgechain.contract.operations import FileRef
-from edgechain.contract.registry import CertifiedModel
+from edgechain.service.fetch import FetchPolicy
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -25,7 +25,8 @@ def add_subcommand(
     example: str,
     handler: Handler,
 ) -> argparse.ArgumentParser:
-    """A sub-subcommand whose ``--help`` says what it does and shows ``example``."""
+    """A sub-subcommand of a network command (``net up``, ``model show``...): its ``--help``
+    says what it does and shows ``example``; it takes ``--dir`` and ``--json``."""
     parser: argparse.ArgumentParser = subparsers.add_parser(
         name,
         help=help,
@@ -34,6 +35,8 @@ def add_subcommand(
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.set_defaults(subcommand_handler=handler)
+    add_dir_option(parser)
+    add_json_option(parser)
     return parser
 
 
@@ -79,6 +82,31 @@ def add_json_option(
     parser.set_defaults(takes_json=True)
 
 
+def add_engine_option(
+    parser: argparse.ArgumentParser, help: str = "backend (default wasm)"  # noqa: A002
+) -> None:
+    """``--engine wasm|native`` (default wasm)."""
+    parser.add_argument("--engine", choices=("wasm", "native"), default="wasm", help=help)
+
+
+def add_allow_host_option(
+    parser: argparse.ArgumentParser, allows: str = "also let the service fetch from HOST"
+) -> None:
+    """``--allow-host HOST`` (repeatable): a host to fetch from besides loopback."""
+    parser.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help=f"{allows} (only loopback is allowed by default)",
+    )
+
+
+def fetch_policy(args: argparse.Namespace) -> FetchPolicy:
+    """The default fetch policy, with ``--allow-host``'s hosts."""
+    return FetchPolicy().with_hosts(*args.allow_host)
+
+
 def network_dir(args: argparse.Namespace) -> Path:
     """The directory given with ``--dir``, else the default one."""
     given = getattr(args, "dir", None)
@@ -90,70 +118,17 @@ def open_client(args: argparse.Namespace, **options: Any) -> Client:
     return Client.open(network_dir(args), **options)
 
 
-def print_json(value: Any) -> None:
-    """``value`` as indented JSON on stdout (bytes as hex)."""
-    json.dump(value, sys.stdout, indent=2, default=_json_default)
-    sys.stdout.write("\n")
+def open_engine_client(args: argparse.Namespace, faulty: str | None = None) -> Client:
+    """The network in ``--dir`` with the ``--engine`` backend and ``--allow-host``'s policy.
 
+    The network is opened first, so a missing network is reported before a missing engine.
+    """
+    from edgechain.service.engine import open_engine
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.hex()
-    if isinstance(value, tuple):
-        return list(value)
-    raise TypeError(f"cannot encode {type(value).__name__} as JSON")
-
-
-# --- how models and certificates are shown -------------------------------------------------
-
-
-def file_json(file: FileRef) -> dict[str, Any]:
-    return {"blake3": file.blake3, "size": file.size, "urls": list(file.urls)}
-
-
-def model_json(model: CertifiedModel) -> dict[str, Any]:
-    """A certified registry entry with the certificate that made it current."""
-    entry = model.entry
-    return {
-        "name": entry.name,
-        "version": entry.version,
-        "format": entry.format,
-        "description": entry.description,
-        "license": entry.license,
-        "weights": file_json(entry.weights),
-        "tokenizer": file_json(entry.tokenizer),
-        "registered_height": entry.registered_height,
-        "registered_by": entry.registered_by.hex(),
-        "retired_height": entry.retired_height,
-        "status": "retired" if entry.retired else "active",
-        "chain_id": model.chain_id.hex(),
-        "application_id": model.app_id.hex(),
-        "certificate_height": model.height,
-        "block_hash": model.block_hash.hex(),
-        "signers": model.certificate.signers,
-    }
-
-
-def certificate_line(certificate: Certificate, quorum: int, validators: int) -> str:
-    """``height 3, block 5f…, signed by v1, v2, v3 (quorum 3 of 4)``."""
-    return (
-        f"height {certificate.height}, block {certificate.block_hash.hex()}, signed by "
-        f"{', '.join(certificate.signers)} (quorum {quorum} of {validators})"
-    )
-
-
-def model_lines(model: CertifiedModel, quorum: int, validators: int) -> list[str]:
-    """A certified entry as indented text lines (hashes in full: users compare them)."""
-    entry = model.entry
-    lines = [f"{entry.name} version {entry.version} ({entry.format})"]
-    if entry.description:
-        lines.append(f"  description  {entry.description}")
-    if entry.license:
-        lines.append(f"  license      {entry.license}")
-    for what, file in (("weights", entry.weights), ("tokenizer", entry.tokenizer)):
-        lines.append(f"  {what:<12} blake3 {file.blake3}  {file.size:,} bytes")
-        lines.extend(f"  {'':<12} {url}" for url in file.urls)
-    status = f"retired at height {entry.retired_height}" if entry.retired else "active"
-    lines.append(f"  status       {status} (registered at height {entry.registered_height})")
-    lines.append(f"  certificate  {certificate_line(model.certificate, quorum, validators)}")
-    return lines
+    network = Network.open(network_dir(args), faulty=faulty)
+    try:
+        engine = open_engine(args.engine)
+    except BaseException:
+        network.close()
+        raise
+    return Client(network, engine=engine, fetch_policy=fetch_policy(args))

@@ -9,33 +9,26 @@ first token that differs (service/receipt.py; the file format: docs/receipts.md)
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
-from edgechain.chain.network import Network
 from edgechain.cli.network_options import (
-    add_dir_option,
-    add_group,
-    add_json_option,
+    add_allow_host_option,
+    add_engine_option,
     add_subcommand,
-    network_dir,
-    print_json,
-    run_subcommand,
+    open_engine_client,
 )
-from edgechain.client import Client
-from edgechain.service.fetch import FetchPolicy
+from edgechain.cli.render import print_json
 
 NAME = "receipt"
 HELP = "verify a generation receipt by replaying it on a certified model"
+EXAMPLES = (
+    "  edgechain generate --model stories260K -i 'Once' -t 1.0 -n 40 --receipt r.json\n"
+    "  edgechain receipt verify r.json --engine native"
+)
 
-execute = run_subcommand
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_subcommands(subparsers: Any) -> None:
     """Register ``receipt verify``."""
-    subparsers = add_group(
-        parser,
-        "  edgechain generate --model stories260K -i 'Once' -t 1.0 -n 40 --receipt r.json\n"
-        "  edgechain receipt verify r.json --engine native",
-    )
     verify = add_subcommand(
         subparsers,
         "verify",
@@ -45,33 +38,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         receipt_verify,
     )
     verify.add_argument("file", metavar="FILE", help="the receipt (from generate --receipt)")
-    verify.add_argument(
-        "--engine", choices=("wasm", "native"), default="wasm", help="replay on (default wasm)"
-    )
-    verify.add_argument(
-        "--allow-host",
-        action="append",
-        default=[],
-        metavar="HOST",
-        help="also let the service fetch from HOST (only loopback is allowed by default)",
-    )
-    add_dir_option(verify)
-    add_json_option(verify)
+    add_engine_option(verify, "replay on (default wasm)")
+    add_allow_host_option(verify)
 
 
 def receipt_verify(args: argparse.Namespace) -> int:
-    from edgechain.service.engine import open_engine
     from edgechain.service.receipt import Receipt, verify_receipt
 
     receipt = Receipt.load(args.file)
-    network = Network.open(network_dir(args))
-    try:
-        engine = open_engine(args.engine)
-    except BaseException:
-        network.close()
-        raise
-    policy = FetchPolicy().with_hosts(*args.allow_host)
-    with Client(network, engine=engine, fetch_policy=policy) as client:
+    with open_engine_client(args) as client:
         result = verify_receipt(receipt, client)
     if args.json:
         print_json(

@@ -16,10 +16,12 @@ import argparse
 import itertools
 import sys
 import time
+from collections.abc import Iterable
+from typing import BinaryIO
 
 from edgechain.cli.common import read_text_file
 from edgechain.errors import InvalidParameter, InvalidText, PromptTooLong
-from edgechain.service.engine.base import GenerationParams, LoadedModel, text_to_utf8
+from edgechain.service.engine.base import GenerationParams, LoadedModel, Token, text_to_utf8
 
 NAME = "run"
 HELP = "generate text or chat with a llama2.c checkpoint (run.c's flags and modes)"
@@ -126,17 +128,27 @@ def _generate(
         first = next(generation, None)
         out.write(generation.prompt_data)
         out.flush()
-        for token in itertools.chain([first] if first is not None else [], generation):
-            if first_token_at is None:
-                first_token_at = time.perf_counter()
-            out.write(token.data)
-            out.flush()
+        tokens = itertools.chain([first] if first is not None else [], generation)
+        first_token_at = _write_tokens(tokens, out, first_token_at)
     finally:
         generation.cancel()
     finished_at = time.perf_counter()
     out.write(b"\n")
     out.flush()
     return generation.generated_tokens, first_token_at, finished_at
+
+
+def _write_tokens(
+    tokens: Iterable[Token], out: BinaryIO, first_token_at: float | None
+) -> float | None:
+    """Write each token's bytes as it comes; returns when the first token came (or the
+    ``first_token_at`` already known)."""
+    for token in tokens:
+        if first_token_at is None:
+            first_token_at = time.perf_counter()
+        out.write(token.data)
+        out.flush()
+    return first_token_at
 
 
 def _chat(
@@ -167,11 +179,7 @@ def _chat(
         out.write(b"Assistant: ")
         out.flush()
         try:
-            for token in generation:
-                if first_token_at is None:
-                    first_token_at = time.perf_counter()
-                out.write(token.data)
-                out.flush()
+            first_token_at = _write_tokens(generation, out, first_token_at)
         finally:
             generation.cancel()
         generated += generation.generated_tokens

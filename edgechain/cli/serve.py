@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import argparse
 
-from edgechain.cli.network_options import add_dir_option, open_client
+from edgechain.cli.network_options import (
+    add_allow_host_option,
+    add_dir_option,
+    add_engine_option,
+    fetch_policy,
+    open_client,
+)
 
 NAME = "serve"
 HELP = "serve the network's applications over HTTP (GraphQL, SSE token streams)"
@@ -25,16 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="address to listen on (default 127.0.0.1); requests must name it or a loopback "
         "name (localhost, 127.0.0.1, [::1]) with the port as their Host and Origin",
     )
-    parser.add_argument(
-        "--engine", choices=("wasm", "native"), default="wasm", help="backend (default wasm)"
-    )
-    parser.add_argument(
-        "--allow-host",
-        action="append",
-        default=[],
-        metavar="HOST",
-        help="also let the service fetch from HOST (only loopback is allowed by default)",
-    )
+    add_engine_option(parser)
+    add_allow_host_option(parser)
     parser.add_argument(
         "--quiet", action="store_true", help="no access log (one line per request on stdout)"
     )
@@ -45,7 +43,6 @@ def execute(args: argparse.Namespace) -> int:
     from edgechain.node.server import bind_listening_socket, serve
     from edgechain.service.engine import open_engine
     from edgechain.service.engine.base import text_to_utf8
-    from edgechain.service.fetch import FetchPolicy
 
     text_to_utf8(args.host, "--host")  # undecodable argv bytes: InvalidText, not a TypeError
     # Fail on a taken port before the (slower) opening and re-verification of the network.
@@ -53,7 +50,6 @@ def execute(args: argparse.Namespace) -> int:
     # The wasm engine is opened on the first generate query, so a node without the guest still
     # serves the registry; an explicitly chosen native engine must exist now.
     engine = open_engine("native") if args.engine == "native" else None
-    policy = FetchPolicy().with_hosts(*args.allow_host)
-    client = open_client(args, engine=engine, fetch_policy=policy)
+    client = open_client(args, engine=engine, fetch_policy=fetch_policy(args))
     serve(client, args.host, args.port, access_log=not args.quiet)
     return 0

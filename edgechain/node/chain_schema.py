@@ -8,20 +8,22 @@ error (``UsageError``), like every failure of the registry schema.
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import strawberry
 from strawberry.types import Info
 
+from edgechain.chain.certificate import CertifiedBlock
 from edgechain.chain.network import Chain
 from edgechain.client import Client
-from edgechain.errors import InvalidParameter
 from edgechain.node.directory import ServedApplication, served_applications
 from edgechain.node.limits import schema_extensions
 from edgechain.node.schema import (
     BlockInfo,
     CertificateInfo,
     _call,
+    _check_block_range,
     _RegistrySchema,
-    _typed_error,
 )
 
 __all__ = ["CHAIN_SCHEMA"]
@@ -50,23 +52,17 @@ class ChainInfo:
 
     @classmethod
     def of(cls, client: Client, chain: Chain) -> ChainInfo:
-        status = chain.status()
         return cls(
-            name=status.name,
-            chain_id=status.chain_id,
-            owner=status.owner,
-            height=status.height,
-            head_hash=status.head_hash,
-            state_hash=status.state_hash,
+            **asdict(chain.status()),
             applications=[ApplicationInfo.of(a) for a in served_applications(client, chain)],
         )
 
 
-def _check_range(start: int, end: int | None) -> None:
-    if start < 0 or (end is not None and end < start):
-        raise _typed_error(
-            InvalidParameter(f"need 0 <= start <= end, got start={start}, end={end}")
-        )
+async def _blocks(
+    info: Info, field: str, chain_id: str, start: int, end: int | None
+) -> list[CertifiedBlock]:
+    _check_block_range(field, start, end)
+    return await _call(info, lambda c: list(c.network.chain(chain_id).blocks(start, end)))
 
 
 @strawberry.type
@@ -89,17 +85,14 @@ class ChainQuery:
     async def blocks(
         self, info: Info, chain_id: str, start: int = 0, end: int | None = None
     ) -> list[BlockInfo]:
-        _check_range(start, end)
-        blocks = await _call(info, lambda c: list(c.network.chain(chain_id).blocks(start, end)))
-        return [BlockInfo.of(b) for b in blocks]
+        return [BlockInfo.of(b) for b in await _blocks(info, "blocks", chain_id, start, end)]
 
     @strawberry.field(description="The certificates of a chain's blocks from height start up "
                       "to (excluding) end.")
     async def certificates(
         self, info: Info, chain_id: str, start: int = 0, end: int | None = None
     ) -> list[CertificateInfo]:
-        _check_range(start, end)
-        blocks = await _call(info, lambda c: list(c.network.chain(chain_id).blocks(start, end)))
+        blocks = await _blocks(info, "certificates", chain_id, start, end)
         return [CertificateInfo.of(b.certificate) for b in blocks]
 
 

@@ -20,7 +20,8 @@ from typing import TypeVar
 import anyio.to_thread
 
 from edgechain.client import Client
-from edgechain.service.runtime import GenerateQuery, QueryStream
+from edgechain.service.query import GenerateQuery
+from edgechain.service.records import QueryStream
 
 __all__ = ["ClientGate"]
 

@@ -63,7 +63,7 @@ _MAX_TOKENS_ARG = "maxTokens"
 
 
 def _default_max_tokens() -> int:
-    from edgechain.service.runtime import GenerateQuery
+    from edgechain.service.query import GenerateQuery
 
     return int(GenerateQuery(model="", prompt="").max_tokens)
 

@@ -17,6 +17,7 @@ import datetime as dt
 import inspect
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
+from dataclasses import asdict
 from typing import Annotated, Any, NewType, TypeVar
 
 import strawberry
@@ -38,7 +39,7 @@ from edgechain.node.typed_errors import error_payload
 from edgechain.service.query import GenerateQuery
 from edgechain.service.query import defaults as query_defaults
 from edgechain.service.query import parameters as query_parameters
-from edgechain.service.runtime import GenerationRecord
+from edgechain.service.records import GenerationRecord
 
 __all__ = ["REGISTRY_SCHEMA", "registry_context"]
 
@@ -103,6 +104,14 @@ def _gate(info: Info) -> ClientGate:
 async def _call(info: Info, fn: Callable[[Client], T]) -> T:
     """Run ``fn`` on the node's client (in a worker thread), with typed errors."""
     return await _typed(_gate(info).call(fn))
+
+
+def _check_block_range(field: str, start: int, end: int | None) -> None:
+    """A typed InvalidParameter unless ``0 <= start <= end`` (``end`` None: the head)."""
+    if start < 0 or (end is not None and end < start):
+        raise _typed_error(
+            InvalidParameter(f"{field}: need 0 <= start <= end, got start={start}, end={end}")
+        )
 
 
 # --- output types ----------------------------------------------------------------------------
@@ -256,7 +265,6 @@ class GenerationResult:
 
     @classmethod
     def of(cls, record: GenerationRecord, receipt: Any = None) -> GenerationResult:
-        t = record.timings
         return cls(
             receipt=receipt,
             text=record.text,
@@ -266,13 +274,7 @@ class GenerationResult:
             seed=U64(record.seed),
             seed_source=record.seed_source,
             model=Model.of(record.model),
-            timings=Timings(
-                fetch_s=t.fetch_s,
-                load_s=t.load_s,
-                first_token_s=t.first_token_s,
-                total_s=t.total_s,
-                decode_tokens_per_s=t.decode_tokens_per_s,
-            ),
+            timings=Timings(**asdict(record.timings)),
         )
 
 
@@ -418,10 +420,7 @@ class Query:
 
     @strawberry.field(description="Certified blocks from height start up to (excluding) end.")
     async def blocks(self, info: Info, start: int = 0, end: int | None = None) -> list[BlockInfo]:
-        if start < 0 or (end is not None and end < start):
-            raise _typed_error(
-                InvalidParameter(f"blocks: need 0 <= start <= end, got start={start}, end={end}")
-            )
+        _check_block_range("blocks", start, end)
         blocks = await _call(info, lambda c: list(c.blocks(start, end)))
         return [BlockInfo.of(b) for b in blocks]
 

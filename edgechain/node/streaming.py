@@ -20,8 +20,9 @@ from edgechain.errors import Cancelled
 from edgechain.node.gate import ClientGate
 from edgechain.node.typed_errors import error_payload
 from edgechain.service.engine.base import Token
+from edgechain.service.query import GenerateQuery
 from edgechain.service.receipt import receipt_json
-from edgechain.service.runtime import GenerateQuery, GenerationRecord
+from edgechain.service.records import GenerationRecord
 
 __all__ = ["GenerationEvent", "Generations", "run_generation", "sse_message"]
 
