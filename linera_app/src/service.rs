@@ -15,7 +15,7 @@ use async_graphql::{
     EmptySubscription, Error, ErrorExtensions, InputObject, InputValueError, InputValueResult,
     Object, Request, Response, Scalar, ScalarType, Schema, SimpleObject, Value,
 };
-use edgechain_guest::{EngineError, GenerationParams, Model as EngineModel, Session, StopReason};
+use edgechain_guest::{EngineError, GenerationParams, LoadedModel, Session, StopReason};
 use edgechain_linera::{
     seed::{derive_seed, SeedParams},
     FileRef, ModelEntry, Operation, RegistryAbi,
@@ -443,7 +443,7 @@ impl QueryRoot {
         let weights = self.fetch(&entry.weights, "weights")?;
         let tokenizer = self.fetch(&entry.tokenizer, "tokenizer")?;
         let engine_error = |e: EngineError| typed(engine_error_code(&e), e.to_string());
-        let model = Arc::new(EngineModel::load(&weights, &tokenizer).map_err(engine_error)?);
+        let model = Arc::new(LoadedModel::load(&weights, &tokenizer).map_err(engine_error)?);
         drop((weights, tokenizer));
         #[allow(clippy::needless_update)]
         let params = GenerationParams {

@@ -13,7 +13,7 @@
 use std::{path::PathBuf, sync::Arc, time::Instant};
 
 use axum::{routing::get, Router};
-use edgechain_guest::{GenerationParams, Model, Session};
+use edgechain_guest::{GenerationParams, LoadedModel, Session};
 use edgechain_linera::{validate_register, validate_retire, FileRef, Operation, RegistryAbi};
 use linera_sdk::{
     linera_base_types::AccountSecretKey,
@@ -76,7 +76,7 @@ fn rule_error(op: &Operation) -> Option<String> {
 /// llama2.c's run (`-t 0 -n 256 -i PROMPT`) on the native engine: the number of generated
 /// tokens, so `generate` can be asked for exactly those.
 fn golden_token_count(weights: &[u8], tokenizer: &[u8]) -> usize {
-    let model = Arc::new(Model::load(weights, tokenizer).expect("stories260K loads"));
+    let model = Arc::new(LoadedModel::load(weights, tokenizer).expect("stories260K loads"));
     let params = GenerationParams {
         temperature: 0.0,
         max_positions: Some(256),

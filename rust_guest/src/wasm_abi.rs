@@ -11,11 +11,12 @@ use candle_core::Device;
 
 use crate::checkpoint::WeightLoader;
 use crate::error::{EngineError, Result};
-use crate::generation::{GenerationParams, Model, Session};
+use crate::generation::{GenerationParams, Session};
+use crate::loaded_model::LoadedModel;
 
 #[derive(Default)]
 struct State {
-    models: HashMap<i32, Arc<Model>>,
+    models: HashMap<i32, Arc<LoadedModel>>,
     sessions: HashMap<i32, Session>,
     next_handle: i32,
     output: Vec<u8>,
@@ -33,7 +34,7 @@ impl State {
         Ok(self.next_handle)
     }
 
-    fn model(&self, handle: i32) -> Result<&Arc<Model>> {
+    fn model(&self, handle: i32) -> Result<&Arc<LoadedModel>> {
         self.models
             .get(&handle)
             .ok_or_else(|| EngineError::InvalidHandle(format!("no model with handle {handle}")))
@@ -162,7 +163,7 @@ pub unsafe extern "C" fn ec_model_load(
     tok_len: u32,
 ) -> i32 {
     with_state(|state| {
-        let model = Model::load(
+        let model = LoadedModel::load(
             host_bytes(ckpt_ptr, ckpt_len)?,
             host_bytes(tok_ptr, tok_len)?,
         )?;
@@ -225,8 +226,8 @@ pub unsafe extern "C" fn ec_model_finish(tok_ptr: u32, tok_len: u32) -> i32 {
         let loader = state.pending.take().ok_or_else(|| {
             EngineError::InvalidArgument("no checkpoint load in progress (ec_model_begin)".into())
         })?;
-        let (config, tensors) = loader.finish()?;
-        let model = Model::from_tensors(config, tensors, host_bytes(tok_ptr, tok_len)?)?;
+        let (config, weights) = loader.finish()?;
+        let model = LoadedModel::from_weights(config, weights, host_bytes(tok_ptr, tok_len)?)?;
         let handle = state.new_handle()?;
         state.models.insert(handle, Arc::new(model));
         Ok(handle)
@@ -391,21 +392,4 @@ pub extern "C" fn ec_session_free(session: i32) -> i32 {
             .map(|_| 0)
             .ok_or_else(|| EngineError::InvalidHandle(format!("no session with handle {session}")))
     })
-}
-
-// getrandom 0.3's custom backend. Nothing in the engine draws OS randomness (the sampler has its
-// own seeded RNG); if a dependency ever asks, it gets a fixed, deterministic stream.
-#[no_mangle]
-unsafe extern "Rust" fn __getrandom_v03_custom(
-    dest: *mut u8,
-    len: usize,
-) -> std::result::Result<(), getrandom::Error> {
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-    for i in 0..len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        *dest.add(i) = state as u8;
-    }
-    Ok(())
 }
