@@ -161,14 +161,24 @@ class Token:
     data: bytes = field(default=b"", repr=False)
 
 
+@dataclass(frozen=True)
+class Step:
+    """One step of a session, all a backend reports per token: the token produced as
+    ``(id, bytes)`` (None once the session has stopped), the stop reason (0 while running) and
+    the counts after the step."""
+
+    produced: tuple[int, bytes] | None
+    stop_reason: int
+    prompt_tokens: int
+    generated_tokens: int
+
+
 class SessionDriver(Protocol):
     """What a backend provides for one generation session (internal to the engine package)."""
 
     def prompt_bytes(self) -> bytes: ...
 
-    def step(self, deadline: float | None) -> tuple[int, bytes] | None: ...
-
-    def stop_reason(self) -> int: ...
+    def step(self, deadline: float | None) -> Step: ...
 
     def counts(self) -> tuple[int, int]: ...
 
@@ -213,17 +223,17 @@ class Generation(Iterator[Token]):
                 self._finish()
                 raise Timeout(f"generation ran past its budget of {self._timeout:g} s")
             try:
-                produced = driver.step(self._deadline)
+                step = driver.step(self._deadline)
             except BaseException:
                 self._finish()
                 raise
-            self.prompt_tokens, self.generated_tokens = driver.counts()
-            if produced is None:
-                self.stop_reason = StopReason(driver.stop_reason())
+            self.prompt_tokens, self.generated_tokens = step.prompt_tokens, step.generated_tokens
+            if step.produced is None:
+                self.stop_reason = StopReason(step.stop_reason)
                 self._flush_decoder()
                 self._finish()
                 raise StopIteration
-            token_id, data = produced
+            token_id, data = step.produced
             text = self._decoder.decode(data)
             self._pieces.append(text)
             return Token(id=token_id, text=text, data=data)

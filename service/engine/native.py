@@ -27,6 +27,7 @@ from edgechain.service.engine.base import (
     GenerationParams,
     LoadedModel,
     ModelInfo,
+    Step,
     check_text,
     check_unchanged,
     file_identity,
@@ -181,15 +182,17 @@ class _NativeSession:
     def prompt_bytes(self) -> bytes:
         return bytes(self._call(lambda s: s.prompt()))
 
-    def step(self, deadline: float | None) -> tuple[int, bytes] | None:
-        produced = self._call(lambda s: s.step())
-        if produced is None:
-            return None
-        token, data = produced
-        return int(token), bytes(data)
+    def step(self, deadline: float | None) -> Step:
+        # In-process calls cost nothing like a guest call, so the step reads its outcome from
+        # the session's getters.
+        def run(s: Any) -> Step:
+            produced = s.step()
+            if produced is not None:
+                produced = int(produced[0]), bytes(produced[1])
+            prompt_tokens, generated = s.counts
+            return Step(produced, int(s.stop_reason), int(prompt_tokens), int(generated))
 
-    def stop_reason(self) -> int:
-        return int(self._call(lambda s: s.stop_reason))
+        return self._call(run)
 
     def counts(self) -> tuple[int, int]:
         prompt_tokens, generated = self._call(lambda s: s.counts)

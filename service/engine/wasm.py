@@ -14,6 +14,7 @@ import io
 import json
 import math
 import os
+import struct
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -38,6 +39,7 @@ from edgechain.service.engine.base import (
     GenerationParams,
     LoadedModel,
     ModelInfo,
+    Step,
     check_unchanged,
     file_identity,
     open_input,
@@ -243,8 +245,6 @@ class _Guest:
                     "ec_session_start",
                     "ec_session_prompt",
                     "ec_session_step",
-                    "ec_session_token",
-                    "ec_session_stop_reason",
                     "ec_session_counts",
                     "ec_session_free",
                 )
@@ -484,6 +484,14 @@ class WasmModel(LoadedModel):
         return self._guest is None or self._guest.poisoned is not None
 
 
+#: A step record (ABI.md, "Generation"): token (0xFFFFFFFF: none), stop reason, prompt
+#: tokens, generated tokens, byte count; the token's bytes follow when they fit the buffer.
+_STEP_HEADER = struct.Struct("<5I")
+_NO_TOKEN = 0xFFFFFFFF
+#: The per-session buffer the guest writes step records into; a token's piece is a few bytes.
+_STEP_BUFFER_BYTES = 4096
+
+
 class _WasmSession:
     """Drives one ec_session_* handle under the model's lock."""
 
@@ -491,6 +499,8 @@ class _WasmSession:
         self._model = model
         self._handle = handle
         self._budget = budget
+        with model._lock:
+            self._buffer: tuple[int, int] | None = model._live().put(bytes(_STEP_BUFFER_BYTES))
 
     def _guest(self) -> _Guest:
         guest = self._model._live()
@@ -503,19 +513,27 @@ class _WasmSession:
             guest.checked("ec_session_prompt", self._handle)
             return guest.output()
 
-    def step(self, deadline: float | None) -> tuple[int, bytes] | None:
+    def step(self, deadline: float | None) -> Step:
         with self._model._lock:
             guest = self._guest()
-            status = guest.checked("ec_session_step", self._handle, deadline=deadline)
-            if status == 1:
-                return None
-            data = guest.output()
-            token = guest.checked("ec_session_token", self._handle)
-            return token, data
-
-    def stop_reason(self) -> int:
-        with self._model._lock:
-            return self._guest().checked("ec_session_stop_reason", self._handle)
+            if self._buffer is None:
+                raise EngineInternalError("session is closed")
+            ptr, cap = self._buffer
+            n = guest.checked(
+                "ec_session_step", self._handle, _i32(ptr), _i32(cap), deadline=deadline
+            )
+            record = guest.read(ptr, min(n, cap))
+            if len(record) < _STEP_HEADER.size:
+                raise EngineInternalError(f"guest wrote a step record of {n} bytes")
+            token, reason, prompt_tokens, generated, length = _STEP_HEADER.unpack_from(record)
+            if n <= cap:
+                data = record[_STEP_HEADER.size :]
+            else:  # too long for the buffer: the bytes are in the output buffer
+                data = guest.output()
+            if len(data) != length:
+                raise EngineInternalError("guest step record and bytes disagree")
+        produced = None if token == _NO_TOKEN else (token, data)
+        return Step(produced, reason, prompt_tokens, generated)
 
     def counts(self) -> tuple[int, int]:
         with self._model._lock:
@@ -526,5 +544,8 @@ class _WasmSession:
     def free(self) -> None:
         with self._model._lock:
             guest = self._model._guest
+            buffer, self._buffer = self._buffer, None
             if guest is not None and guest.poisoned is None:
+                if buffer is not None:
+                    guest.free(buffer)
                 guest.call("ec_session_free", self._handle)
