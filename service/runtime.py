@@ -36,8 +36,8 @@ from edgechain.service.engine.base import (
     LoadedModel,
     StopReason,
     Token,
-    file_identity,
 )
+from edgechain.service.engine.files import file_identity
 from edgechain.service.fetch import Fetcher, FetchPolicy
 from edgechain.service.query import MAX_PROMPT_BYTES, GenerateQuery
 from edgechain.service.seed import resolve_seed

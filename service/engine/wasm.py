@@ -35,19 +35,14 @@ from edgechain.errors import (
 )
 from edgechain.service.engine.base import (
     Engine,
-    Generation,
-    GenerationParams,
     LoadedModel,
     ModelInfo,
     Step,
-    check_unchanged,
-    file_identity,
-    open_input,
-    read_exactly,
-    read_input,
+    check_timeout,
     text_to_utf8,
 )
 from edgechain.service.engine.codes import error_from_code
+from edgechain.service.engine.files import read_exactly, read_input, unchanged_checkpoint
 from edgechain.service.engine.module_cache import compiled_module, default_cache_dir
 
 GUEST_ENV = "EDGECHAIN_GUEST_WASM"
@@ -133,8 +128,7 @@ class WasmEngine(Engine):
         memory_limit: int | None = DEFAULT_MEMORY_LIMIT,
         timeout: float | None = None,
     ) -> None:
-        if timeout is not None and not (timeout > 0 and math.isfinite(timeout)):
-            raise InvalidParameter(f"timeout must be a positive number of seconds, got {timeout}")
+        check_timeout(timeout)
         if memory_limit is not None and memory_limit <= 0:
             raise InvalidParameter(f"memory_limit must be positive, got {memory_limit}")
         self.guest_path = locate_guest(guest_path)
@@ -186,21 +180,20 @@ class WasmEngine(Engine):
         """Instantiate the guest and read the checkpoint file straight into its weight buffers
         (one copy of the weights in the process). See :meth:`Engine.load_files`."""
         tokenizer_bytes = read_input(tokenizer, "tokenizer", InvalidTokenizer)
-        with open_input(checkpoint, "checkpoint", InvalidCheckpoint) as f:
-            st = os.fstat(f.fileno())
-            guest = self._instantiate()
-            if not guest.streams:
-                data = f.readall()
-                check_unchanged(f, file_identity(st), checkpoint)
-                return WasmModel(guest, guest.load(data, tokenizer_bytes), self.timeout)
-            handle = guest.load_file(f, st.st_size, tokenizer_bytes)
-            model = WasmModel(guest, handle, self.timeout)
-            try:
-                check_unchanged(f, file_identity(st), checkpoint)
-            except InvalidCheckpoint:
+        model: WasmModel | None = None
+        try:
+            with unchanged_checkpoint(checkpoint) as f:
+                guest = self._instantiate()
+                if guest.streams:
+                    handle = guest.load_file(f, os.fstat(f.fileno()).st_size, tokenizer_bytes)
+                else:
+                    handle = guest.load(f.readall(), tokenizer_bytes)
+                model = WasmModel(guest, handle, self.timeout)
+        except InvalidCheckpoint:
+            if model is not None:
                 model.close()
-                raise
-            return model
+            raise
+        return model
 
 
 def _first_line(err: BaseException) -> str:
@@ -451,26 +444,22 @@ class WasmModel(LoadedModel):
                 guest.checked("ec_decode", self._handle, ptr, _i32(len(ids)))
                 return guest.output()
 
-    def generate(
-        self, prompt: str, params: GenerationParams, timeout: float | None = None
-    ) -> Generation:
-        budget = timeout if timeout is not None else self._timeout
-        if budget is not None and not (budget > 0 and math.isfinite(budget)):
-            raise InvalidParameter(f"timeout must be a positive number of seconds, got {budget}")
-        params_json = params.to_json().encode("utf-8")
-        prompt_bytes = text_to_utf8(prompt, "prompt")
+    def _start(
+        self, prompt: str, prompt_bytes: bytes, params_json: str, budget: float | None
+    ) -> _WasmSession:
+        params_bytes = params_json.encode("utf-8")
         with self._lock:
             guest = self._live()
-            with guest.placed(prompt_bytes, params_json) as (prompt_ptr, params_ptr):
+            with guest.placed(prompt_bytes, params_bytes) as (prompt_ptr, params_ptr):
                 session = guest.checked(
                     "ec_session_start",
                     self._handle,
                     prompt_ptr,
                     _i32(len(prompt_bytes)),
                     params_ptr,
-                    _i32(len(params_json)),
+                    _i32(len(params_bytes)),
                 )
-        return Generation(_WasmSession(self, session, budget), timeout=budget)
+            return _WasmSession(self, session, budget)
 
     def close(self) -> None:
         with self._lock:
@@ -526,10 +515,8 @@ class _WasmSession:
             if len(record) < _STEP_HEADER.size:
                 raise EngineInternalError(f"guest wrote a step record of {n} bytes")
             token, reason, prompt_tokens, generated, length = _STEP_HEADER.unpack_from(record)
-            if n <= cap:
-                data = record[_STEP_HEADER.size :]
-            else:  # too long for the buffer: the bytes are in the output buffer
-                data = guest.output()
+            # A record longer than the buffer leaves the bytes in the output buffer.
+            data = record[_STEP_HEADER.size :] if n <= cap else guest.output()
             if len(data) != length:
                 raise EngineInternalError("guest step record and bytes disagree")
         produced = None if token == _NO_TOKEN else (token, data)
