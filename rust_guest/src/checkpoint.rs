@@ -194,19 +194,25 @@ pub fn parse_header_for_size(bytes: &[u8], file_len: u64) -> Result<CheckpointCo
     Ok(cfg)
 }
 
-fn header_buffer_too_short(got: usize, need: usize) -> EngineError {
-    EngineError::InvalidArgument(format!("the header buffer holds {got} bytes, not {need}"))
+/// Whether the file (`file_len`) and the host's buffer (`bytes`) both hold a `need`-byte header
+/// (`kind` names it in the message, e.g. "int8 (version 2) ").
+fn check_header_len(bytes: &[u8], file_len: u64, need: usize, kind: &str) -> Result<()> {
+    if file_len < need as u64 {
+        return Err(invalid(format!(
+            "file is {file_len} bytes, shorter than the {need}-byte {kind}header"
+        )));
+    }
+    if bytes.len() < need {
+        return Err(EngineError::InvalidArgument(format!(
+            "the header buffer holds {} bytes, not {need}",
+            bytes.len()
+        )));
+    }
+    Ok(())
 }
 
 fn parse_f32_header(bytes: &[u8], file_len: u64) -> Result<CheckpointConfig> {
-    if file_len < HEADER_BYTES as u64 {
-        return Err(invalid(format!(
-            "file is {file_len} bytes, shorter than the {HEADER_BYTES}-byte header"
-        )));
-    }
-    if bytes.len() < HEADER_BYTES {
-        return Err(header_buffer_too_short(bytes.len(), HEADER_BYTES));
-    }
+    check_header_len(bytes, file_len, HEADER_BYTES, "")?;
     let raw: [i32; 7] = std::array::from_fn(|i| read_i32(bytes, i));
     if raw[5] == 0 || raw[5] == i32::MIN {
         return Err(invalid(format!(
@@ -220,14 +226,7 @@ fn parse_f32_header(bytes: &[u8], file_len: u64) -> Result<CheckpointConfig> {
 }
 
 fn parse_q8_header(bytes: &[u8], file_len: u64) -> Result<CheckpointConfig> {
-    if file_len < Q8_HEADER_BYTES as u64 {
-        return Err(invalid(format!(
-            "file is {file_len} bytes, shorter than the {Q8_HEADER_BYTES}-byte int8 (version 2) header"
-        )));
-    }
-    if bytes.len() < Q8_HEADER_BYTES {
-        return Err(header_buffer_too_short(bytes.len(), Q8_HEADER_BYTES));
-    }
+    check_header_len(bytes, file_len, Q8_HEADER_BYTES, "int8 (version 2) ")?;
     let version = read_i32(bytes, 1);
     if version != Q8_VERSION {
         return Err(invalid(format!(

@@ -13,7 +13,7 @@ pub mod tokenizer;
 pub mod transformer;
 pub mod weights;
 
-#[cfg(all(target_arch = "wasm32", feature = "wasm-abi"))]
+#[cfg(all(target_arch = "wasm32", feature = "getrandom-custom"))]
 pub mod random;
 #[cfg(all(target_arch = "wasm32", feature = "wasm-abi"))]
 pub mod wasm_abi;

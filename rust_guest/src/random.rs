@@ -1,9 +1,11 @@
 //! getrandom 0.3's custom backend for wasm32-unknown-unknown (selected by
 //! `--cfg getrandom_backend="custom"` in .cargo/config.toml): the target has no OS randomness
-//! without JavaScript or WASI, and candle's `rand` pulls getrandom in.
+//! without JavaScript or WASI, and candle's `rand` pulls getrandom in. Feature
+//! "getrandom-custom" (on with "wasm-abi"; linera_app turns it on for its contract and service).
 
-// getrandom 0.3's custom backend. Nothing in the engine draws OS randomness (the sampler has its
-// own seeded RNG); if a dependency ever asks, it gets a fixed, deterministic stream.
+// Nothing in the engine draws OS randomness (the sampler has its own seeded RNG); if a
+// dependency ever asks, it gets a fixed, deterministic stream, so every validator computes the
+// same.
 #[no_mangle]
 unsafe extern "Rust" fn __getrandom_v03_custom(
     dest: *mut u8,
