@@ -17,7 +17,7 @@ use async_graphql::{
 };
 use edgechain_guest::{EngineError, GenerationParams, LoadedModel, Session, StopReason};
 use edgechain_linera::{
-    seed::{derive_seed, SeedParams},
+    seed::{SeedInput, SeedParams},
     FileRef, ModelEntry, Operation, RegistryAbi,
 };
 use linera_sdk::{http, linera_base_types::WithServiceAbi, views::View, Service, ServiceRuntime};
@@ -428,15 +428,16 @@ impl QueryRoot {
                     repeat_penalty: args.repeat_penalty,
                     repeat_window: args.repeat_window as u64,
                 };
-                let seed = derive_seed(
-                    &self.registry.chain_id,
-                    &block,
-                    &self.registry.application_id,
-                    &entry.name,
-                    &entry.version,
-                    &args.prompt,
-                    &params,
-                );
+                let seed = SeedInput {
+                    chain_id: &self.registry.chain_id,
+                    block: &block,
+                    application_id: &self.registry.application_id,
+                    model: &entry.name,
+                    version: &entry.version,
+                    prompt: &args.prompt,
+                    params,
+                }
+                .derive_seed();
                 (seed, "derived")
             }
         };
