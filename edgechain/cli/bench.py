@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -59,11 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def default_model_dir() -> Path:
     """$EDGECHAIN_CACHE_DIR/bench-models, else ~/.cache/edgechain/bench-models."""
-    root = os.environ.get("EDGECHAIN_CACHE_DIR")
-    if root:
-        return Path(root) / "bench-models"
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg) / "edgechain" / "bench-models"
+    from edgechain.service.engine.module_cache import user_cache_dir
+
+    return user_cache_dir("bench-models")
 
 
 def ensure_model(directory: Path, shape_name: str, seed: int) -> tuple[Path, Path]:
