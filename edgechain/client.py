@@ -45,6 +45,7 @@ from edgechain.contract.story_book import APPLICATION_NAME as STORY_BOOK
 from edgechain.contract.story_book import Story, StoryBookService
 from edgechain.errors import InputError, OracleBudgetExceeded, Timeout, UsageError
 from edgechain.service.engine.base import Engine
+from edgechain.service.engine.files import input_errors
 from edgechain.service.fetch import Fetcher, FetchPolicy
 from edgechain.service.model_files import Source, read_checkpoint_header, read_tokenizer
 from edgechain.service.query import GenerateQuery
@@ -103,7 +104,7 @@ class HashedFile:
 def hash_file(path: str | os.PathLike[str], progress: Progress | None = None) -> HashedFile:
     """BLAKE3 of a local file, streamed in 1 MiB chunks. Raises InputError if unreadable."""
     path = Path(path)
-    try:
+    with input_errors(path):
         total = path.stat().st_size
         hasher = blake3.blake3()
         done = 0
@@ -113,12 +114,6 @@ def hash_file(path: str | os.PathLike[str], progress: Progress | None = None) ->
                 done += len(chunk)
                 if progress is not None:
                     progress(done, total)
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, not a file") from None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if done == 0:
         raise InputError(f"{path}: the file is empty")
     return HashedFile(hasher.hexdigest(), done)

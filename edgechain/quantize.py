@@ -99,9 +99,7 @@ def _q8_order(spans: dict[str, list[tuple[int, int]]]) -> Iterator[tuple[bool, t
 def q8_header_bytes(h: CheckpointHeader, group_size: int) -> bytes:
     """export.py's 256-byte version-2 header for ``h`` quantized in groups of ``group_size``."""
     head = struct.pack("<Ii", Q8_MAGIC, Q8_VERSION)
-    head += struct.pack(
-        "<7i", h.dim, h.hidden_dim, h.n_layers, h.n_heads, h.n_kv_heads, h.vocab_size, h.seq_len
-    )
+    head += struct.pack("<7i", *h.i32_values())
     head += struct.pack("<Bi", int(h.shared_classifier), group_size)
     return head + b"\0" * (Q8_HEADER_BYTES - len(head))
 
@@ -116,7 +114,7 @@ def quantize_checkpoint(
     renamed). Errors: InvalidCheckpoint (bad or already int8 input), InputError (cannot write),
     EngineUnavailable (edgechain_native not built).
     """
-    from edgechain.service.engine.base import open_input, read_exactly
+    from edgechain.service.engine.files import open_input, read_exactly
     from edgechain.service.engine.native import import_native
 
     native = import_native()

@@ -32,6 +32,9 @@ if ! { command -v rustup >/dev/null 2>&1 &&
     need /usr/bin/rust-lld "apt-get install --no-install-recommends rust-web-llvm lld-22"
 fi
 
+# The Rust lints of the test command (scripts/test_rust.sh): Debian's clippy for rustc-web.
+need /usr/bin/cargo-clippy "apt-get install --no-install-recommends rust-web-clippy"
+
 if ((missing)); then
     echo "check_tools: install what is listed above (scripts/setup.sh does it as root), then retry" >&2
     exit 1

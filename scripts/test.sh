@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The README's test command: set up (idempotent), lint, then run the whole test suite.
+# The README's test command: set up (idempotent), the Rust crate's tests and lints, the Python
+# lint, then the whole Python test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -7,6 +8,8 @@ bash scripts/setup.sh
 # demo's setup does not build it.
 printf '\n== %s\n' "Linera application (linera_app/, docs/linera.md)" >&2
 bash scripts/build_linera_app.sh
+printf '\n== %s\n' "Rust tests and clippy (rust_guest/, scripts/test_rust.sh)" >&2
+bash scripts/test_rust.sh
 PYTHON=${PYTHON:-python3}
 "$PYTHON" -m ruff check .
 exec "$PYTHON" -m pytest "$@"

@@ -58,6 +58,7 @@ import blake3
 
 from edgechain.chain.processes import process_alive
 from edgechain.errors import HashMismatch, StorageCorrupted
+from edgechain.service.engine.files import FileIdentity, file_identity
 from edgechain.service.fetch import normalize_blake3_hex
 
 __all__ = ["CacheStats", "ContentCache", "Reverify", "SupportsFetchAny", "blake3_hex"]
@@ -101,14 +102,6 @@ def blake3_hex(data: bytes | bytearray | memoryview) -> str:
     return blake3.blake3(data, max_threads=blake3.blake3.AUTO).hexdigest()
 
 
-_FileIdentity = tuple[int, int, int, int, int]
-
-
-def _identity(st: os.stat_result) -> _FileIdentity:
-    # ctime too: restoring the mtime with utime() after an edit still moves the ctime.
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-
 # Threads of one process serialize downloads per (cache directory, digest), whichever
 # ContentCache object they use. Entries are a few bytes each and are never removed.
 _DOWNLOAD_LOCKS: dict[tuple[str, str], threading.Lock] = {}
@@ -134,7 +127,7 @@ class ContentCache:
                 f"cannot use the content cache {self.directory}: "
                 f"{exc.strerror or exc} ({exc.filename or self.directory})"
             ) from exc
-        self._verified: dict[str, _FileIdentity] = {}
+        self._verified: dict[str, FileIdentity] = {}
         self._verified_guard = threading.Lock()
         self._remove_abandoned_temporaries()
         self._remove_abandoned_locks()
@@ -178,7 +171,7 @@ class ContentCache:
                 self.stats.misses += 1
                 return None
             self.stats.hashed_bytes += st.st_size
-            if hasher.hexdigest() != key or _identity(path.stat()) != _identity(st):
+            if hasher.hexdigest() != key or file_identity(path.stat()) != file_identity(st):
                 self._discard_corrupted(key, st, hasher.hexdigest())
                 self.stats.misses += 1
                 return None
@@ -353,7 +346,7 @@ class ContentCache:
             self._unreadable(path, exc)
             return None
         if (
-            _identity(before) == _identity(after)
+            file_identity(before) == file_identity(after)
             and len(data) == before.st_size
             and self._known_good(key, before)
         ):
@@ -363,7 +356,7 @@ class ContentCache:
         if actual != key:
             self._discard_corrupted(key, after, actual, holding_lock=holding_lock)
             return None
-        if _identity(before) == _identity(after):
+        if file_identity(before) == file_identity(after):
             self._remember(key, after)
         return data
 
@@ -371,11 +364,11 @@ class ContentCache:
         if self.reverify is Reverify.ALWAYS:
             return False
         with self._verified_guard:
-            return self._verified.get(key) == _identity(st)
+            return self._verified.get(key) == file_identity(st)
 
     def _remember(self, key: str, st: os.stat_result) -> None:
         with self._verified_guard:
-            self._verified[key] = _identity(st)
+            self._verified[key] = file_identity(st)
 
     def _discard_corrupted(
         self, key: str, st: os.stat_result, actual: str, *, holding_lock: bool = False

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from edgechain.errors import InputError, InvalidCheckpoint, InvalidTokenizer, VocabMismatch
+from edgechain.service.checkpoint_header import HEADER_I32_FIELDS, HeaderFields
+from edgechain.service.engine.files import input_errors
 
 __all__ = [
     "CheckpointHeader",
@@ -49,33 +51,14 @@ MAX_LAYERS = 1 << 10
 MAX_VOCAB = 1 << 20
 MAX_SEQ_LEN = 1 << 20
 MAX_TOKEN_LENGTH = 1 << 16
-_FIELDS = ("dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "seq_len")
 _HEADER = struct.Struct("<7i")
 _RECORD = struct.Struct("<fi")
 
 
 @dataclass(frozen=True)
-class CheckpointHeader:
+class CheckpointHeader(HeaderFields):
     """A llama2.c checkpoint header: run.c's f32 (version 0, ``group_size`` None) or runq.c's
     int8 (version 2, Q8_0 in groups of ``group_size``)."""
-
-    dim: int
-    hidden_dim: int
-    n_layers: int
-    n_heads: int
-    n_kv_heads: int
-    vocab_size: int
-    seq_len: int
-    shared_classifier: bool
-    group_size: int | None = None
-
-    @property
-    def head_size(self) -> int:
-        return self.dim // self.n_heads
-
-    @property
-    def kv_dim(self) -> int:
-        return self.dim * self.n_kv_heads // self.n_heads
 
     def matrices(self) -> list[int]:
         """Value counts of the matrices an int8 file stores in Q8_0, in its order."""
@@ -141,7 +124,7 @@ def parse_checkpoint_header(
             )
         raw = _HEADER.unpack_from(header)
         shared = raw[5] > 0  # a negative vocab_size: a separate classifier follows
-    for field, value in zip(_FIELDS, raw, strict=True):
+    for field, value in zip(HEADER_I32_FIELDS, raw, strict=True):
         ok = value not in (0, -(2**31)) if field == "vocab_size" else value > 0
         if group_size is not None and field == "vocab_size":
             ok = value > 0  # version 2 says it with the flag
@@ -272,27 +255,15 @@ def _open(source: Source, label: str, error: type[InputError]) -> Iterator[tuple
         yield io.BytesIO(source), len(source)
         return
     if hasattr(source, "read"):
-        try:
+        with input_errors(label, error):
             size = source.seek(0, os.SEEK_END)
             source.seek(0)
-        except OSError as exc:
-            raise error(f"{label}: cannot read ({exc.strerror or exc})") from None
         yield source, size  # type: ignore[misc]
         return
-    try:
+    with input_errors(label, error):
         f = open(source, "rb")  # noqa: SIM115 (closed below; errors while open are typed)
-    except FileNotFoundError:
-        raise error(f"{label}: no such file") from None
-    except IsADirectoryError:
-        raise error(f"{label}: is a directory, not a file") from None
-    except OSError as exc:
-        raise error(f"{label}: cannot read ({exc.strerror or exc})") from None
-    with f:
-        try:
-            size = os.fstat(f.fileno()).st_size
-            yield f, size
-        except OSError as exc:
-            raise error(f"{label}: cannot read ({exc.strerror or exc})") from None
+    with f, input_errors(label, error):
+        yield f, os.fstat(f.fileno()).st_size
 
 
 def _read(stream: BinaryIO, n: int, label: str, error: type[InputError]) -> bytes:

@@ -28,7 +28,8 @@ from edgechain.contract.registry import CertifiedModel
 from edgechain.errors import Cancelled, GuestTrap
 from edgechain.service.cache import ContentCache
 from edgechain.service.engine import open_engine
-from edgechain.service.engine.base import Engine, LoadedModel, file_identity
+from edgechain.service.engine.base import Engine, LoadedModel
+from edgechain.service.engine.files import file_identity
 from edgechain.service.fetch import Fetcher, FetchPolicy
 from edgechain.service.query import MAX_PROMPT_BYTES, GenerateQuery
 from edgechain.service.records import GenerationRecord, PreparedQuery, QueryStream, Timings

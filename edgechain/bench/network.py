@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from edgechain.client import Client
-from edgechain.testing.weight_server import WeightServer
 from edgechain.testing.synth import shape_named, synthesize
+from edgechain.testing.weight_server import WeightServer
 
 __all__ = ["BENCH_MODEL", "synthetic_model_network"]
 

@@ -7,19 +7,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edgechain.errors import InputError, InvalidText
+from edgechain.service.engine.files import input_errors
 
 
 def read_file(path: str | Path, what: str, error: type[InputError] = InputError) -> bytes:
     """The bytes of ``path``; ``error`` (one line naming ``what`` and the path) if unreadable."""
     p = Path(path)
-    try:
+    with input_errors(p, error, what):
         return p.read_bytes()
-    except FileNotFoundError:
-        raise error(f"{what} not found: {p}") from None
-    except IsADirectoryError:
-        raise error(f"{what} is a directory, not a file: {p}") from None
-    except OSError as err:
-        raise error(f"cannot read {what} {p}: {err.strerror or err}") from None
 
 
 def read_text_file(path: str | Path, what: str) -> str:

@@ -25,27 +25,12 @@ from typing import BinaryIO
 import blake3
 
 from edgechain.errors import InvalidParameter
+from edgechain.service.checkpoint_header import HeaderDims
 
 
 @dataclass(frozen=True)
-class ModelShape:
+class ModelShape(HeaderDims):
     """A llama2.c header (vocab_size positive: shared classifier)."""
-
-    dim: int
-    hidden_dim: int
-    n_layers: int
-    n_heads: int
-    n_kv_heads: int
-    vocab_size: int
-    seq_len: int
-
-    @property
-    def head_size(self) -> int:
-        return self.dim // self.n_heads
-
-    @property
-    def kv_dim(self) -> int:
-        return self.dim * self.n_kv_heads // self.n_heads
 
     def tensors(self) -> list[tuple[str, int, str]]:
         """(name, float count, kind) in llama2.c's file order (legacy format, shared classifier)."""
@@ -120,16 +105,7 @@ def _rope_chunk(shape: ModelShape, part: str) -> bytes:
 
 def write_checkpoint(out: BinaryIO, shape: ModelShape, seed: int) -> int:
     """Write a llama2.c checkpoint of ``shape``, weights derived from ``seed``; bytes written."""
-    header = (
-        shape.dim,
-        shape.hidden_dim,
-        shape.n_layers,
-        shape.n_heads,
-        shape.n_kv_heads,
-        shape.vocab_size,
-        shape.seq_len,
-    )
-    written = out.write(struct.pack("<7i", *header))
+    written = out.write(struct.pack("<7i", *shape.i32_values()))
     for name, count, kind in shape.tensors():
         if kind in ("rope_real", "rope_imag"):
             chunk = _rope_chunk(shape, kind)

@@ -6,9 +6,7 @@
 
 mod state;
 
-use edgechain_linera::{
-    model_key, validate_register, validate_retire, ModelEntry, Operation, RegistryAbi,
-};
+use edgechain_linera::{model_key, validate_operation, ModelEntry, Operation, RegistryAbi};
 use linera_sdk::{
     linera_base_types::{AccountOwner, WithContractAbi},
     views::{RootView, View},
@@ -51,26 +49,18 @@ impl Contract for RegistryContract {
 
     async fn execute_operation(&mut self, operation: Operation) {
         let signer = self.check_owner(operation.kind());
-        let outcome = match operation {
-            Operation::RegisterModel {
-                name,
-                version,
-                format,
-                weights,
-                tokenizer,
-                description,
-                license,
-            } => match validate_register(
-                &name,
-                &version,
-                &format,
-                &weights,
-                &tokenizer,
-                description.as_deref(),
-                license.as_deref(),
-            ) {
-                Err(rule) => Err(rule.0),
-                Ok(()) => {
+        let outcome = match validate_operation(&operation) {
+            Err(rule) => Err(rule.0),
+            Ok(()) => match operation {
+                Operation::RegisterModel {
+                    name,
+                    version,
+                    format,
+                    weights,
+                    tokenizer,
+                    description,
+                    license,
+                } => {
                     let entry = ModelEntry {
                         name,
                         version,
@@ -85,10 +75,7 @@ impl Contract for RegistryContract {
                     };
                     self.register(entry).await
                 }
-            },
-            Operation::RetireModel { name, version } => match validate_retire(&name, &version) {
-                Err(rule) => Err(rule.0),
-                Ok(()) => self.retire(&name, &version).await,
+                Operation::RetireModel { name, version } => self.retire(&name, &version).await,
             },
         };
         if let Err(message) = outcome {

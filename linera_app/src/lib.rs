@@ -9,7 +9,7 @@ use async_graphql::{Request, Response};
 use linera_sdk::linera_base_types::{ContractAbi, ServiceAbi};
 use serde::{Deserialize, Serialize};
 
-pub use rules::{validate_register, validate_retire, RuleError};
+pub use rules::{validate_operation, validate_register, validate_retire, RuleError};
 
 /// The application's ABI: registry operations in, nothing out; GraphQL for queries.
 pub struct RegistryAbi;
@@ -101,23 +101,4 @@ impl ModelEntry {
 /// The state key of a model version (the simulator's `model/<name>/<version>`).
 pub fn model_key(name: &str, version: &str) -> String {
     format!("{name}/{version}")
-}
-
-// getrandom 0.3 (candle's rand) needs a backend on wasm32-unknown-unknown; .cargo/config.toml
-// selects "custom". The engine never draws OS randomness (its sampler has its own seeded RNG);
-// if a dependency ever asks, it gets a fixed stream, so every validator computes the same.
-#[cfg(target_arch = "wasm32")]
-#[no_mangle]
-unsafe extern "Rust" fn __getrandom_v03_custom(
-    dest: *mut u8,
-    len: usize,
-) -> Result<(), getrandom::Error> {
-    let mut state: u64 = 0x2545_F491_4F6C_DD1D;
-    for i in 0..len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        *dest.add(i) = state as u8;
-    }
-    Ok(())
 }

@@ -6,7 +6,7 @@
 //!   characters, no whitespace or control characters
 //! - description: at most 1024 characters; license: at most 128 characters
 
-use crate::FileRef;
+use crate::{FileRef, Operation};
 
 pub const FORMATS: &[&str] = &["llama2c"];
 pub const MAX_FILE_SIZE: u64 = 2 * 1024 * 1024 * 1024;
@@ -234,6 +234,30 @@ pub fn validate_register(
 pub fn validate_retire(name: &str, version: &str) -> Checked {
     validate_name(name)?;
     validate_version(version)
+}
+
+/// The first rule `op` breaks, whichever operation it is (`validate` of operations.py).
+pub fn validate_operation(op: &Operation) -> Checked {
+    match op {
+        Operation::RegisterModel {
+            name,
+            version,
+            format,
+            weights,
+            tokenizer,
+            description,
+            license,
+        } => validate_register(
+            name,
+            version,
+            format,
+            weights,
+            tokenizer,
+            description.as_deref(),
+            license.as_deref(),
+        ),
+        Operation::RetireModel { name, version } => validate_retire(name, version),
+    }
 }
 
 #[cfg(test)]

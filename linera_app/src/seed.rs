@@ -44,56 +44,46 @@ fn float(out: &mut Vec<u8>, value: f64) {
     }
 }
 
-/// The bytes BLAKE3 hashes (seed.py's `encode_seed_input`). Floats must be finite (the service
-/// checks its arguments first).
-pub fn encode_seed_input(
-    chain_id: &str,
-    block: &str,
-    application_id: &str,
-    model: &str,
-    version: &str,
-    prompt: &str,
-    params: &SeedParams,
-) -> Vec<u8> {
-    let mut out = Vec::new();
-    field(&mut out, SEED_DOMAIN.as_bytes());
-    for id in [chain_id, block, application_id] {
-        field(&mut out, identifier(id).as_bytes());
-    }
-    for text in [model, version, prompt] {
-        field(&mut out, text.as_bytes());
-    }
-    out.extend_from_slice(&4u64.to_le_bytes());
-    field(&mut out, b"repeat_penalty");
-    float(&mut out, params.repeat_penalty);
-    field(&mut out, b"repeat_window");
-    integer(&mut out, params.repeat_window as i128);
-    field(&mut out, b"temperature");
-    float(&mut out, params.temperature);
-    field(&mut out, b"top_p");
-    float(&mut out, params.top_p);
-    out
+/// What a query's seed is derived from: where it runs, what it asks, and how it samples.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SeedInput<'a> {
+    pub chain_id: &'a str,
+    pub block: &'a str,
+    pub application_id: &'a str,
+    pub model: &'a str,
+    pub version: &'a str,
+    pub prompt: &'a str,
+    pub params: SeedParams,
 }
 
-/// seed.py's `derive_seed`.
-pub fn derive_seed(
-    chain_id: &str,
-    block: &str,
-    application_id: &str,
-    model: &str,
-    version: &str,
-    prompt: &str,
-    params: &SeedParams,
-) -> u64 {
-    let input = encode_seed_input(
-        chain_id,
-        block,
-        application_id,
-        model,
-        version,
-        prompt,
-        params,
-    );
-    let digest = blake3::hash(&input);
-    u64::from_le_bytes(digest.as_bytes()[..8].try_into().expect("8 bytes"))
+impl SeedInput<'_> {
+    /// The bytes BLAKE3 hashes (seed.py's `encode_seed_input`). Floats must be finite (the
+    /// service checks its arguments first).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        field(&mut out, SEED_DOMAIN.as_bytes());
+        for id in [self.chain_id, self.block, self.application_id] {
+            field(&mut out, identifier(id).as_bytes());
+        }
+        for text in [self.model, self.version, self.prompt] {
+            field(&mut out, text.as_bytes());
+        }
+        let params = &self.params;
+        out.extend_from_slice(&4u64.to_le_bytes());
+        field(&mut out, b"repeat_penalty");
+        float(&mut out, params.repeat_penalty);
+        field(&mut out, b"repeat_window");
+        integer(&mut out, params.repeat_window as i128);
+        field(&mut out, b"temperature");
+        float(&mut out, params.temperature);
+        field(&mut out, b"top_p");
+        float(&mut out, params.top_p);
+        out
+    }
+
+    /// seed.py's `derive_seed`.
+    pub fn derive_seed(&self) -> u64 {
+        let digest = blake3::hash(&self.encode());
+        u64::from_le_bytes(digest.as_bytes()[..8].try_into().expect("8 bytes"))
+    }
 }

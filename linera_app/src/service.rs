@@ -15,9 +15,9 @@ use async_graphql::{
     EmptySubscription, Error, ErrorExtensions, InputObject, InputValueError, InputValueResult,
     Object, Request, Response, Scalar, ScalarType, Schema, SimpleObject, Value,
 };
-use edgechain_guest::{EngineError, GenerationParams, Model as EngineModel, Session, StopReason};
+use edgechain_guest::{EngineError, GenerationParams, LoadedModel, Session, StopReason};
 use edgechain_linera::{
-    seed::{derive_seed, SeedParams},
+    seed::{SeedInput, SeedParams},
     FileRef, ModelEntry, Operation, RegistryAbi,
 };
 use linera_sdk::{http, linera_base_types::WithServiceAbi, views::View, Service, ServiceRuntime};
@@ -428,22 +428,23 @@ impl QueryRoot {
                     repeat_penalty: args.repeat_penalty,
                     repeat_window: args.repeat_window as u64,
                 };
-                let seed = derive_seed(
-                    &self.registry.chain_id,
-                    &block,
-                    &self.registry.application_id,
-                    &entry.name,
-                    &entry.version,
-                    &args.prompt,
-                    &params,
-                );
+                let seed = SeedInput {
+                    chain_id: &self.registry.chain_id,
+                    block: &block,
+                    application_id: &self.registry.application_id,
+                    model: &entry.name,
+                    version: &entry.version,
+                    prompt: &args.prompt,
+                    params,
+                }
+                .derive_seed();
                 (seed, "derived")
             }
         };
         let weights = self.fetch(&entry.weights, "weights")?;
         let tokenizer = self.fetch(&entry.tokenizer, "tokenizer")?;
         let engine_error = |e: EngineError| typed(engine_error_code(&e), e.to_string());
-        let model = Arc::new(EngineModel::load(&weights, &tokenizer).map_err(engine_error)?);
+        let model = Arc::new(LoadedModel::load(&weights, &tokenizer).map_err(engine_error)?);
         drop((weights, tokenizer));
         #[allow(clippy::needless_update)]
         let params = GenerationParams {

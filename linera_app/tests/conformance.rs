@@ -13,8 +13,8 @@
 use std::{path::PathBuf, sync::Arc, time::Instant};
 
 use axum::{routing::get, Router};
-use edgechain_guest::{GenerationParams, Model, Session};
-use edgechain_linera::{validate_register, validate_retire, FileRef, Operation, RegistryAbi};
+use edgechain_guest::{GenerationParams, LoadedModel, Session};
+use edgechain_linera::{validate_operation, FileRef, Operation, RegistryAbi};
 use linera_sdk::{
     linera_base_types::AccountSecretKey,
     test::{ActiveChain, HttpServer, TestValidator},
@@ -50,33 +50,13 @@ fn operation(step: &Value, weights: &Value, tokenizer: &Value) -> Operation {
 
 /// The message of the first validation rule `op` breaks, if any.
 fn rule_error(op: &Operation) -> Option<String> {
-    let checked = match op {
-        Operation::RegisterModel {
-            name,
-            version,
-            format,
-            weights,
-            tokenizer,
-            description,
-            license,
-        } => validate_register(
-            name,
-            version,
-            format,
-            weights,
-            tokenizer,
-            description.as_deref(),
-            license.as_deref(),
-        ),
-        Operation::RetireModel { name, version } => validate_retire(name, version),
-    };
-    checked.err().map(|e| e.0)
+    validate_operation(op).err().map(|e| e.0)
 }
 
 /// llama2.c's run (`-t 0 -n 256 -i PROMPT`) on the native engine: the number of generated
 /// tokens, so `generate` can be asked for exactly those.
 fn golden_token_count(weights: &[u8], tokenizer: &[u8]) -> usize {
-    let model = Arc::new(Model::load(weights, tokenizer).expect("stories260K loads"));
+    let model = Arc::new(LoadedModel::load(weights, tokenizer).expect("stories260K loads"));
     let params = GenerationParams {
         temperature: 0.0,
         max_positions: Some(256),

@@ -5,14 +5,14 @@ use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
-use edgechain_guest::{GenerationParams, Model, Session};
+use edgechain_guest::{GenerationParams, LoadedModel, Session};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 4 {
         return Err("usage: generate <checkpoint> <tokenizer> <prompt> [params-json]".into());
     }
-    let model = Arc::new(Model::load(
+    let model = Arc::new(LoadedModel::load(
         &std::fs::read(&args[1])?,
         &std::fs::read(&args[2])?,
     )?);

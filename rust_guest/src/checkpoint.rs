@@ -4,12 +4,13 @@
 //! magic `ak42`, weights in Q8_0 groups; see ABI.md, "Checkpoint formats"). The magic number
 //! tells them apart: no valid version-0 header starts with it (its `dim` would be 1.6e9).
 
-use std::collections::HashMap;
 use std::io::Read;
 
 use candle_core::{Device, Tensor};
+use serde::Serialize;
 
 use crate::error::{EngineError, Result};
+use crate::weights::{LayerMatrix, LayerWeights, Matrix, TransformerWeights};
 
 /// The f32 (version 0) header's size: seven little-endian i32.
 pub const HEADER_BYTES: usize = 7 * 4;
@@ -33,8 +34,21 @@ const MAX_LAYERS: usize = 1 << 10;
 const MAX_VOCAB: usize = 1 << 20;
 const MAX_SEQ_LEN: usize = 1 << 20;
 
-/// The checkpoint's header, validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The names of the header's seven i32 fields, in file order (the first seven fields of
+/// [`CheckpointConfig`]).
+pub const HEADER_FIELDS: [&str; 7] = [
+    "dim",
+    "hidden_dim",
+    "n_layers",
+    "n_heads",
+    "n_kv_heads",
+    "vocab_size",
+    "seq_len",
+];
+
+/// The checkpoint's header, validated: the one declaration of its fields. Serialised as is for
+/// the wasm ABI's `ec_model_info` JSON and the native module's `Model.info()` dict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CheckpointConfig {
     pub dim: usize,
     pub hidden_dim: usize,
@@ -51,6 +65,11 @@ pub struct CheckpointConfig {
 }
 
 impl CheckpointConfig {
+    /// The header as the JSON object of ABI.md's `ec_model_info`.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a config always serialises")
+    }
+
     pub fn head_size(&self) -> usize {
         self.dim / self.n_heads
     }
@@ -89,27 +108,14 @@ impl CheckpointConfig {
     /// The number of values of each matrix stored in Q8_0 by a version-2 file, in file order
     /// (embedding, wq, wk, wv, wo, w1, w2, w3 for every layer, then the classifier if separate).
     pub fn quantized_counts(&self) -> Vec<u64> {
-        let (dim, hidden, kv_dim) = (
-            self.dim as u64,
-            self.hidden_dim as u64,
-            self.kv_dim() as u64,
-        );
-        let layers = self.n_layers;
         let vocab = self.vocab_size as u64;
-        let mut counts = vec![vocab * dim];
-        for per_layer in [
-            dim * dim,
-            dim * kv_dim,
-            dim * kv_dim,
-            dim * dim,
-            dim * hidden,
-            hidden * dim,
-            dim * hidden,
-        ] {
-            counts.extend(std::iter::repeat_n(per_layer, layers));
+        let mut counts = vec![vocab * self.dim as u64];
+        for m in LayerMatrix::ALL {
+            let [rows, cols] = m.shape(self);
+            counts.extend(std::iter::repeat_n((rows * cols) as u64, self.n_layers));
         }
         if !self.shared_classifier {
-            counts.push(vocab * dim);
+            counts.push(vocab * self.dim as u64);
         }
         counts
     }
@@ -188,19 +194,25 @@ pub fn parse_header_for_size(bytes: &[u8], file_len: u64) -> Result<CheckpointCo
     Ok(cfg)
 }
 
-fn header_buffer_too_short(got: usize, need: usize) -> EngineError {
-    EngineError::InvalidArgument(format!("the header buffer holds {got} bytes, not {need}"))
+/// Whether the file (`file_len`) and the host's buffer (`bytes`) both hold a `need`-byte header
+/// (`kind` names it in the message, e.g. "int8 (version 2) ").
+fn check_header_len(bytes: &[u8], file_len: u64, need: usize, kind: &str) -> Result<()> {
+    if file_len < need as u64 {
+        return Err(invalid(format!(
+            "file is {file_len} bytes, shorter than the {need}-byte {kind}header"
+        )));
+    }
+    if bytes.len() < need {
+        return Err(EngineError::InvalidArgument(format!(
+            "the header buffer holds {} bytes, not {need}",
+            bytes.len()
+        )));
+    }
+    Ok(())
 }
 
 fn parse_f32_header(bytes: &[u8], file_len: u64) -> Result<CheckpointConfig> {
-    if file_len < HEADER_BYTES as u64 {
-        return Err(invalid(format!(
-            "file is {file_len} bytes, shorter than the {HEADER_BYTES}-byte header"
-        )));
-    }
-    if bytes.len() < HEADER_BYTES {
-        return Err(header_buffer_too_short(bytes.len(), HEADER_BYTES));
-    }
+    check_header_len(bytes, file_len, HEADER_BYTES, "")?;
     let raw: [i32; 7] = std::array::from_fn(|i| read_i32(bytes, i));
     if raw[5] == 0 || raw[5] == i32::MIN {
         return Err(invalid(format!(
@@ -214,14 +226,7 @@ fn parse_f32_header(bytes: &[u8], file_len: u64) -> Result<CheckpointConfig> {
 }
 
 fn parse_q8_header(bytes: &[u8], file_len: u64) -> Result<CheckpointConfig> {
-    if file_len < Q8_HEADER_BYTES as u64 {
-        return Err(invalid(format!(
-            "file is {file_len} bytes, shorter than the {Q8_HEADER_BYTES}-byte int8 (version 2) header"
-        )));
-    }
-    if bytes.len() < Q8_HEADER_BYTES {
-        return Err(header_buffer_too_short(bytes.len(), Q8_HEADER_BYTES));
-    }
+    check_header_len(bytes, file_len, Q8_HEADER_BYTES, "int8 (version 2) ")?;
     let version = read_i32(bytes, 1);
     if version != Q8_VERSION {
         return Err(invalid(format!(
@@ -250,16 +255,7 @@ fn config_from_fields(
     shared_classifier: bool,
     group_size: Option<i32>,
 ) -> Result<CheckpointConfig> {
-    let names = [
-        "dim",
-        "hidden_dim",
-        "n_layers",
-        "n_heads",
-        "n_kv_heads",
-        "vocab_size",
-        "seq_len",
-    ];
-    for (name, value) in names.iter().zip(&raw) {
+    for (name, value) in HEADER_FIELDS.iter().zip(&raw) {
         if *value <= 0 {
             return Err(invalid(format!(
                 "header field {name} = {value} is not positive"
@@ -331,28 +327,6 @@ fn config_from_fields(
     })
 }
 
-/// run.c's RoPE tables: `freq = 1 / 10000^(i / head_size)` for even `i`, then cos/sin of
-/// `pos * freq`. Computed with the pure-Rust `libm` so every target gets the same bits.
-pub fn rope_tables(cfg: &CheckpointConfig, device: &Device) -> Result<(Tensor, Tensor)> {
-    let head = cfg.head_size();
-    let half = head / 2;
-    let mut cos = Vec::with_capacity(cfg.seq_len * half);
-    let mut sin = Vec::with_capacity(cfg.seq_len * half);
-    for pos in 0..cfg.seq_len {
-        for pair in 0..half {
-            let head_dim = (2 * pair) as f32;
-            let freq = 1.0f32 / libm::powf(10000.0f32, head_dim / head as f32);
-            let val = pos as f32 * freq;
-            cos.push(libm::cosf(val));
-            sin.push(libm::sinf(val));
-        }
-    }
-    Ok((
-        Tensor::from_vec(cos, (cfg.seq_len, half), device)?,
-        Tensor::from_vec(sin, (cfg.seq_len, half), device)?,
-    ))
-}
-
 /// How one run of the weight section is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -361,23 +335,42 @@ enum Kind {
     I8,
 }
 
+/// Where a run of the weight section goes in [`TransformerWeights`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Embedding,
+    AttNorm(usize),
+    FfnNorm(usize),
+    Layer(usize, LayerMatrix),
+    FinalNorm,
+    Classifier,
+}
+
 /// One run of values of the weight section, in file order.
 struct Entry {
-    /// `None` for the file's freq_cis tables, which are read and dropped (see `rope_tables`).
-    name: Option<String>,
+    /// `None` for the file's freq_cis tables, which are read and dropped (the transformer
+    /// recomputes them, as run.c does).
+    slot: Option<Slot>,
+    /// Whether this run is the f32 group scales of an int8 matrix (its values come just before).
+    scales: bool,
     shape: Vec<usize>,
     count: usize,
     kind: Kind,
 }
 
 impl Entry {
-    fn new(name: Option<String>, shape: Vec<usize>, kind: Kind) -> Self {
+    fn new(slot: Option<Slot>, shape: Vec<usize>, kind: Kind) -> Self {
         Self {
             count: shape.iter().product(),
-            name,
+            slot,
+            scales: false,
             shape,
             kind,
         }
+    }
+
+    fn f32(slot: Slot, shape: Vec<usize>) -> Self {
+        Self::new(Some(slot), shape, Kind::F32)
     }
 
     fn bytes(&self) -> u64 {
@@ -388,27 +381,12 @@ impl Entry {
     }
 }
 
-/// The per-layer matrices with their Hugging Face llama names and shapes, in run.c's order.
-fn layer_matrices(cfg: &CheckpointConfig) -> [(&'static str, Vec<usize>); 7] {
-    let (dim, hidden, kv_dim) = (cfg.dim, cfg.hidden_dim, cfg.kv_dim());
-    [
-        ("self_attn.q_proj", vec![dim, dim]),
-        ("self_attn.k_proj", vec![kv_dim, dim]),
-        ("self_attn.v_proj", vec![kv_dim, dim]),
-        ("self_attn.o_proj", vec![dim, dim]),
-        ("mlp.gate_proj", vec![hidden, dim]),
-        ("mlp.down_proj", vec![dim, hidden]),
-        ("mlp.up_proj", vec![hidden, dim]),
-    ]
+/// The shape of each layer matrix, in run.c's order.
+fn layer_matrices(cfg: &CheckpointConfig) -> [(LayerMatrix, Vec<usize>); 7] {
+    LayerMatrix::ALL.map(|m| (m, m.shape(cfg).to_vec()))
 }
 
-/// The name of a Q8_0 matrix's scale tensor (one f32 per group of its int8 values).
-pub fn scales_name(weight: &str) -> String {
-    format!("{weight}.scales")
-}
-
-/// The weight section's layout for `cfg`, in file order, with Hugging Face llama names (as
-/// `model::Transformer` takes them).
+/// The weight section's layout for `cfg`, in file order.
 fn layout(cfg: &CheckpointConfig) -> Vec<Entry> {
     match cfg.group_size {
         None => layout_f32(cfg),
@@ -417,40 +395,26 @@ fn layout(cfg: &CheckpointConfig) -> Vec<Entry> {
 }
 
 fn layout_f32(cfg: &CheckpointConfig) -> Vec<Entry> {
-    let dim = cfg.dim;
-    let entry = |name: Option<String>, shape: Vec<usize>| Entry::new(name, shape, Kind::F32);
-    let mut entries = vec![entry(
-        Some("model.embed_tokens.weight".into()),
-        vec![cfg.vocab_size, dim],
-    )];
+    let (dim, layers) = (cfg.dim, cfg.n_layers);
+    let mut entries = vec![Entry::f32(Slot::Embedding, vec![cfg.vocab_size, dim])];
     let [wq, wk, wv, wo, w1, w2, w3] = layer_matrices(cfg);
-    let per_layer: [(&str, Vec<usize>); 9] = [
-        ("input_layernorm", vec![dim]),
-        wq,
-        wk,
-        wv,
-        wo,
-        ("post_attention_layernorm", vec![dim]),
-        w1,
-        w2,
-        w3,
-    ];
-    for (name, shape) in per_layer {
-        for i in 0..cfg.n_layers {
-            entries.push(entry(
-                Some(format!("model.layers.{i}.{name}.weight")),
-                shape.clone(),
-            ));
-        }
+    entries.extend((0..layers).map(|i| Entry::f32(Slot::AttNorm(i), vec![dim])));
+    for (m, shape) in [wq, wk, wv, wo] {
+        entries.extend((0..layers).map(|i| Entry::f32(Slot::Layer(i, m), shape.clone())));
     }
-    entries.push(entry(Some("model.norm.weight".into()), vec![dim]));
+    entries.extend((0..layers).map(|i| Entry::f32(Slot::FfnNorm(i), vec![dim])));
+    for (m, shape) in [w1, w2, w3] {
+        entries.extend((0..layers).map(|i| Entry::f32(Slot::Layer(i, m), shape.clone())));
+    }
+    entries.push(Entry::f32(Slot::FinalNorm, vec![dim]));
     // freq_cis_real + freq_cis_imag (seq_len x head_size/2 each).
-    entries.push(entry(None, vec![cfg.seq_len * cfg.head_size()]));
+    entries.push(Entry::new(
+        None,
+        vec![cfg.seq_len * cfg.head_size()],
+        Kind::F32,
+    ));
     if !cfg.shared_classifier {
-        entries.push(entry(
-            Some("lm_head.weight".into()),
-            vec![cfg.vocab_size, dim],
-        ));
+        entries.push(Entry::f32(Slot::Classifier, vec![cfg.vocab_size, dim]));
     }
     entries
 }
@@ -458,44 +422,126 @@ fn layout_f32(cfg: &CheckpointConfig) -> Vec<Entry> {
 /// export.py's `version2_export` order: the f32 norms first, then every matrix as its int8
 /// values followed by its f32 group scales. No RoPE tables.
 fn layout_q8(cfg: &CheckpointConfig, gs: usize) -> Vec<Entry> {
-    let dim = cfg.dim;
-    let mut entries = Vec::new();
-    for norm in ["input_layernorm", "post_attention_layernorm"] {
-        for i in 0..cfg.n_layers {
-            entries.push(Entry::new(
-                Some(format!("model.layers.{i}.{norm}.weight")),
-                vec![dim],
-                Kind::F32,
-            ));
-        }
-    }
-    entries.push(Entry::new(
-        Some("model.norm.weight".into()),
-        vec![dim],
-        Kind::F32,
-    ));
-    let mut quantized = |name: String, shape: Vec<usize>| {
+    let (dim, layers) = (cfg.dim, cfg.n_layers);
+    let mut entries: Vec<Entry> = (0..layers)
+        .map(|i| Entry::f32(Slot::AttNorm(i), vec![dim]))
+        .chain((0..layers).map(|i| Entry::f32(Slot::FfnNorm(i), vec![dim])))
+        .collect();
+    entries.push(Entry::f32(Slot::FinalNorm, vec![dim]));
+    let mut quantized = |slot: Slot, shape: Vec<usize>| {
         let groups = shape.iter().product::<usize>() / gs;
-        entries.push(Entry::new(
-            Some(scales_name(&name)),
-            vec![groups],
-            Kind::F32,
-        ));
-        entries.insert(entries.len() - 1, Entry::new(Some(name), shape, Kind::I8));
+        entries.push(Entry::new(Some(slot), shape, Kind::I8));
+        entries.push(Entry {
+            scales: true,
+            ..Entry::f32(slot, vec![groups])
+        });
     };
-    quantized(
-        "model.embed_tokens.weight".into(),
-        vec![cfg.vocab_size, dim],
-    );
-    for (name, shape) in layer_matrices(cfg) {
-        for i in 0..cfg.n_layers {
-            quantized(format!("model.layers.{i}.{name}.weight"), shape.clone());
+    quantized(Slot::Embedding, vec![cfg.vocab_size, dim]);
+    for (m, shape) in layer_matrices(cfg) {
+        for i in 0..layers {
+            quantized(Slot::Layer(i, m), shape.clone());
         }
     }
     if !cfg.shared_classifier {
-        quantized("lm_head.weight".into(), vec![cfg.vocab_size, dim]);
+        quantized(Slot::Classifier, vec![cfg.vocab_size, dim]);
     }
     entries
+}
+
+/// A matrix's tensors as they arrive: the values, then (int8) the scales.
+#[derive(Default)]
+struct MatrixParts {
+    values: Option<Tensor>,
+    scales: Option<Tensor>,
+}
+
+impl MatrixParts {
+    fn set(&mut self, scales: bool, tensor: Tensor) {
+        if scales {
+            self.scales = Some(tensor);
+        } else {
+            self.values = Some(tensor);
+        }
+    }
+
+    fn build(self, quantized: bool) -> Result<Matrix> {
+        let missing = || EngineError::Internal("a checkpoint matrix is missing".into());
+        let values = self.values.ok_or_else(missing)?;
+        Ok(if quantized {
+            Matrix::Q8 {
+                values,
+                scales: self.scales.ok_or_else(missing)?,
+            }
+        } else {
+            Matrix::F32(values)
+        })
+    }
+}
+
+/// The tensors loaded so far, in their typed places.
+#[derive(Default)]
+struct Parts {
+    embedding: MatrixParts,
+    att_norms: Vec<Option<Tensor>>,
+    ffn_norms: Vec<Option<Tensor>>,
+    layers: Vec<[MatrixParts; 7]>,
+    norm: Option<Tensor>,
+    classifier: MatrixParts,
+}
+
+impl Parts {
+    fn new(layers: usize) -> Self {
+        Self {
+            att_norms: vec![None; layers],
+            ffn_norms: vec![None; layers],
+            layers: (0..layers).map(|_| Default::default()).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn set(&mut self, slot: Slot, scales: bool, tensor: Tensor) {
+        match slot {
+            Slot::Embedding => self.embedding.set(scales, tensor),
+            Slot::AttNorm(i) => self.att_norms[i] = Some(tensor),
+            Slot::FfnNorm(i) => self.ffn_norms[i] = Some(tensor),
+            Slot::Layer(i, m) => self.layers[i][m as usize].set(scales, tensor),
+            Slot::FinalNorm => self.norm = Some(tensor),
+            Slot::Classifier => self.classifier.set(scales, tensor),
+        }
+    }
+
+    fn build(self, cfg: &CheckpointConfig) -> Result<TransformerWeights> {
+        let q8 = cfg.group_size.is_some();
+        let missing = || EngineError::Internal("a checkpoint norm is missing".into());
+        let embedding = self.embedding.build(q8)?;
+        let classifier = if cfg.shared_classifier {
+            embedding.clone()
+        } else {
+            self.classifier.build(q8)?
+        };
+        let mut layers = Vec::with_capacity(self.layers.len());
+        let norms = self.att_norms.into_iter().zip(self.ffn_norms);
+        for ((rms_att, rms_ffn), matrices) in norms.zip(self.layers) {
+            let [wq, wk, wv, wo, w1, w2, w3] = matrices.map(|m| m.build(q8));
+            layers.push(LayerWeights {
+                rms_att: rms_att.ok_or_else(missing)?,
+                wq: wq?,
+                wk: wk?,
+                wv: wv?,
+                wo: wo?,
+                rms_ffn: rms_ffn.ok_or_else(missing)?,
+                w1: w1?,
+                w2: w2?,
+                w3: w3?,
+            });
+        }
+        Ok(TransformerWeights {
+            embedding,
+            layers,
+            norm: self.norm.ok_or_else(missing)?,
+            classifier,
+        })
+    }
 }
 
 /// The buffer of the entry being filled.
@@ -535,7 +581,7 @@ fn zeroed<T: Clone + Default>(count: usize) -> Result<Vec<T>> {
 }
 
 /// Builds the model's tensors from a checkpoint written straight into their buffers, so the
-/// weights exist once: the caller (a file reader, the wasm host, or `load_tensors` for bytes in
+/// weights exist once: the caller (a file reader, the wasm host, or `load_weights` for bytes in
 /// memory) asks for the next [`region`](Self::region), writes the file's next bytes into it and
 /// reports them with [`advance`](Self::advance), until the region is empty; then
 /// [`finish`](Self::finish). Each tensor owns its buffer (`Tensor::from_vec` takes the Vec
@@ -549,7 +595,7 @@ pub struct WeightLoader {
     current: Buffer,
     /// Bytes of `current` written so far.
     filled: usize,
-    tensors: HashMap<String, Tensor>,
+    parts: Parts,
     device: Device,
 }
 
@@ -573,12 +619,12 @@ impl WeightLoader {
         let entries = layout(&cfg);
         let start = cfg.header_bytes();
         let mut loader = Self {
+            parts: Parts::new(cfg.n_layers),
             cfg,
             entries,
             index: 0,
             current: Buffer::F32(Vec::new()),
             filled: 0,
-            tensors: HashMap::new(),
             device: device.clone(),
         };
         loader.start_entry()?;
@@ -641,7 +687,7 @@ impl WeightLoader {
     fn complete_entry(&mut self) -> Result<()> {
         let buffer = std::mem::replace(&mut self.current, Buffer::F32(Vec::new()));
         let entry = &self.entries[self.index];
-        if let Some(name) = &entry.name {
+        if let Some(slot) = entry.slot {
             let shape = entry.shape.as_slice();
             let tensor = match buffer {
                 Buffer::F32(mut values) => {
@@ -655,7 +701,7 @@ impl WeightLoader {
                 }
                 Buffer::U8(values) => Tensor::from_vec(values, shape, &self.device)?,
             };
-            self.tensors.insert(name.clone(), tensor);
+            self.parts.set(slot, entry.scales, tensor);
         }
         self.index += 1;
         self.start_entry()
@@ -666,9 +712,8 @@ impl WeightLoader {
         self.index == self.entries.len()
     }
 
-    /// The config and the named tensors `model::Transformer` takes (the shared classifier is
-    /// the embedding tensor itself; the RoPE tables are computed, as run.c does).
-    pub fn finish(mut self) -> Result<(CheckpointConfig, HashMap<String, Tensor>)> {
+    /// The config and the typed weights (a shared classifier is the embedding's tensors).
+    pub fn finish(self) -> Result<(CheckpointConfig, TransformerWeights)> {
         if !self.is_complete() {
             let written = self.cfg.header_bytes() as u64
                 + self.entries[..self.index]
@@ -681,25 +726,8 @@ impl WeightLoader {
                 self.cfg.expected_bytes()
             )));
         }
-        if self.cfg.shared_classifier {
-            let mut names = vec!["model.embed_tokens.weight".to_string()];
-            if self.cfg.group_size.is_some() {
-                names.push(scales_name(&names[0]));
-            }
-            for name in names {
-                let shared = self
-                    .tensors
-                    .get(&name)
-                    .ok_or_else(|| EngineError::Internal(format!("{name} missing")))?
-                    .clone();
-                let classifier = name.replace("model.embed_tokens", "lm_head");
-                self.tensors.insert(classifier, shared);
-            }
-        }
-        let (cos, sin) = rope_tables(&self.cfg, &self.device)?;
-        self.tensors.insert("freq_cis_real".into(), cos);
-        self.tensors.insert("freq_cis_imag".into(), sin);
-        Ok((self.cfg, self.tensors))
+        let weights = self.parts.build(&self.cfg)?;
+        Ok((self.cfg, weights))
     }
 
     /// Reads the rest of the file (after the header) from `reader` into the weights; a file
@@ -707,7 +735,7 @@ impl WeightLoader {
     pub fn read_from(
         mut self,
         reader: &mut impl Read,
-    ) -> Result<(CheckpointConfig, HashMap<String, Tensor>)> {
+    ) -> Result<(CheckpointConfig, TransformerWeights)> {
         loop {
             let region = self.region();
             if region.is_empty() {
@@ -740,11 +768,11 @@ fn read_some(reader: &mut impl Read, buf: &mut [u8]) -> Result<usize> {
     }
 }
 
-/// Parses a whole checkpoint in memory into named tensors (see [`WeightLoader::finish`]).
-pub fn load_tensors(
+/// Parses a whole checkpoint in memory into its weights (see [`WeightLoader::finish`]).
+pub fn load_weights(
     bytes: &[u8],
     device: &Device,
-) -> Result<(CheckpointConfig, HashMap<String, Tensor>)> {
+) -> Result<(CheckpointConfig, TransformerWeights)> {
     let split = bytes.len().min(MAX_HEADER_BYTES);
     let (header, mut rest) = bytes.split_at(split);
     let loader = WeightLoader::new(header, bytes.len() as u64, device)?;
@@ -752,10 +780,10 @@ pub fn load_tensors(
 }
 
 /// Reads a checkpoint file straight into the tensors' buffers (the weights exist once).
-pub fn load_tensors_from_file(
+pub fn load_weights_from_file(
     path: &std::path::Path,
     device: &Device,
-) -> Result<(CheckpointConfig, HashMap<String, Tensor>)> {
+) -> Result<(CheckpointConfig, TransformerWeights)> {
     let cannot = |e: std::io::Error| invalid(format!("cannot read {}: {e}", path.display()));
     let mut file = std::fs::File::open(path).map_err(cannot)?;
     let file_len = file.metadata().map_err(cannot)?.len();

@@ -1,100 +1,15 @@
-//! The model (candle's llama2.c transformer + tokenizer) and generation sessions with run.c's
-//! semantics: the prompt is forced token by token, the first sampled token comes out of the
+//! Generation sessions over a [`LoadedModel`] with run.c's semantics: the prompt is forced token by token, the first sampled token comes out of the
 //! forward pass at position `prompt_len - 1`, and `max_positions` is run.c's `-n`.
 
-use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 
-use candle_core::{Device, Tensor};
 use serde::Deserialize;
 
-use crate::checkpoint::{load_tensors, load_tensors_from_file, CheckpointConfig};
 use crate::error::{EngineError, Result};
-use crate::model::{KvCache, Transformer};
+use crate::loaded_model::LoadedModel;
 use crate::sampler::{Sampler, SamplerParams};
-use crate::tokenizer::{Tokenizer, Utf8Stream, BOS, EOS};
-
-/// A loaded checkpoint and its tokenizer.
-pub struct Model {
-    transformer: Transformer,
-    config: CheckpointConfig,
-    tokenizer: Tokenizer,
-}
-
-impl std::fmt::Debug for Model {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Model")
-            .field("config", &self.config)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Model {
-    /// Parses a llama2.c checkpoint and tokenizer.bin.
-    pub fn load(checkpoint: &[u8], tokenizer: &[u8]) -> Result<Self> {
-        let (config, tensors) = load_tensors(checkpoint, &Device::Cpu)?;
-        Self::from_tensors(config, tensors, tokenizer)
-    }
-
-    /// Reads a checkpoint file straight into the weights (no copy of the file in memory) and
-    /// a tokenizer.bin file.
-    pub fn from_files(checkpoint: &Path, tokenizer: &Path) -> Result<Self> {
-        // Read the small tokenizer file first: a missing one fails before the weights are read.
-        let tokenizer = std::fs::read(tokenizer).map_err(|e| {
-            EngineError::InvalidTokenizer(format!("cannot read {}: {e}", tokenizer.display()))
-        })?;
-        let (config, tensors) = load_tensors_from_file(checkpoint, &Device::Cpu)?;
-        Self::from_tensors(config, tensors, &tokenizer)
-    }
-
-    /// Builds the model from `checkpoint`'s named tensors and a tokenizer.bin.
-    pub fn from_tensors(
-        config: CheckpointConfig,
-        tensors: HashMap<String, Tensor>,
-        tokenizer: &[u8],
-    ) -> Result<Self> {
-        let tokenizer = Tokenizer::from_bytes(tokenizer)?;
-        if tokenizer.vocab_size() != config.vocab_size {
-            return Err(EngineError::VocabMismatch(format!(
-                "tokenizer has {} tokens, the model's vocab_size is {}",
-                tokenizer.vocab_size(),
-                config.vocab_size
-            )));
-        }
-        let transformer = Transformer::new(config.clone(), tensors)?;
-        Ok(Self {
-            transformer,
-            config,
-            tokenizer,
-        })
-    }
-
-    pub fn config(&self) -> &CheckpointConfig {
-        &self.config
-    }
-
-    pub fn tokenizer(&self) -> &Tokenizer {
-        &self.tokenizer
-    }
-
-    /// The config as the JSON object of ABI.md's `ec_model_info`.
-    pub fn info_json(&self) -> String {
-        let c = &self.config;
-        serde_json::json!({
-            "dim": c.dim, "hidden_dim": c.hidden_dim, "n_layers": c.n_layers,
-            "n_heads": c.n_heads, "n_kv_heads": c.n_kv_heads, "vocab_size": c.vocab_size,
-            "seq_len": c.seq_len, "shared_classifier": c.shared_classifier,
-            "group_size": c.group_size,
-        })
-        .to_string()
-    }
-
-    /// One forward pass of `token` at `pos`; returns the logits (in the cache's buffer).
-    fn forward<'c>(&self, token: u32, pos: usize, cache: &'c mut KvCache) -> Result<&'c mut [f32]> {
-        self.transformer.forward(token, pos, cache)
-    }
-}
+use crate::tokenizer::{Utf8Stream, BOS, EOS};
+use crate::transformer::KvCache;
 
 fn default_temperature() -> f64 {
     1.0
@@ -188,7 +103,7 @@ pub enum StopReason {
 
 /// One generation: a KV cache, the sampler, and the tokens so far.
 pub struct Session {
-    model: Arc<Model>,
+    model: Arc<LoadedModel>,
     cache: KvCache,
     sampler: Sampler,
     tokens: Vec<u32>,
@@ -213,17 +128,17 @@ pub struct Session {
 
 impl Session {
     /// Encodes the prompt (BOS first) and checks the parameters; does not run the model.
-    pub fn start(model: Arc<Model>, prompt: &str, params: &GenerationParams) -> Result<Self> {
+    pub fn start(model: Arc<LoadedModel>, prompt: &str, params: &GenerationParams) -> Result<Self> {
         let sampler = Sampler::new(params.sampler_params())?;
-        let seq_len = model.config.seq_len;
-        let tokens = model.tokenizer.encode(prompt, true, false);
+        let seq_len = model.config().seq_len;
+        let tokens = model.tokenizer().encode(prompt, true, false);
         if tokens.len() > seq_len {
             return Err(EngineError::PromptTooLong(format!(
                 "the prompt is {} tokens (BOS included) but the model's context is {seq_len} positions",
                 tokens.len()
             )));
         }
-        let vocab = model.config.vocab_size as u32;
+        let vocab = model.config().vocab_size as u32;
         if let Some(bad) = tokens.iter().find(|&&t| t >= vocab) {
             return Err(EngineError::InvalidArgument(format!(
                 "the prompt needs byte-fallback token {bad}, outside the vocabulary of {vocab}"
@@ -234,7 +149,7 @@ impl Session {
             Some(n) if n > 0 && n <= seq_len => (n, false),
             _ => (seq_len, true),
         };
-        let cache = model.transformer.new_cache()?;
+        let cache = model.new_cache()?;
         Ok(Self {
             cache,
             sampler,
@@ -260,7 +175,7 @@ impl Session {
     pub fn prompt_text(&self) -> Vec<u8> {
         let mut out = Vec::new();
         for pair in self.tokens[..self.prompt_len].windows(2) {
-            out.extend_from_slice(self.model.tokenizer.piece(pair[0], pair[1]));
+            out.extend_from_slice(self.model.tokenizer().piece(pair[0], pair[1]));
         }
         out
     }
@@ -335,7 +250,7 @@ impl Session {
             return Ok(None);
         }
         let before = self.generated_text.len();
-        let mut out = self.utf8.push(self.model.tokenizer.piece(current, next));
+        let mut out = self.utf8.push(self.model.tokenizer().piece(current, next));
         self.tokens.push(next);
         self.generated += 1;
         self.last_token = Some(next);

@@ -5,12 +5,16 @@
 pub mod checkpoint;
 pub mod error;
 pub mod generation;
+pub mod loaded_model;
 pub mod matvec;
-pub mod model;
 pub mod q8;
 pub mod sampler;
 pub mod tokenizer;
+pub mod transformer;
+pub mod weights;
 
+#[cfg(all(target_arch = "wasm32", feature = "getrandom-custom"))]
+pub mod random;
 #[cfg(all(target_arch = "wasm32", feature = "wasm-abi"))]
 pub mod wasm_abi;
 
@@ -18,4 +22,5 @@ pub mod wasm_abi;
 pub mod python;
 
 pub use error::{EngineError, Result};
-pub use generation::{GenerationParams, Model, Session, StopReason};
+pub use generation::{GenerationParams, Session, StopReason};
+pub use loaded_model::LoadedModel;

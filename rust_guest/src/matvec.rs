@@ -289,10 +289,11 @@ pub fn matvec(out: &mut [f32], w: &[f32], x: &[f32]) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn lcg(seed: &mut u64) -> f32 {
+    /// A reproducible value in [-0.5, 0.5) (also used by the q8 tests).
+    pub(crate) fn lcg(seed: &mut u64) -> f32 {
         *seed = seed
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);

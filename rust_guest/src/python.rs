@@ -9,7 +9,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
 use crate::error::EngineError as RustEngineError;
-use crate::generation::{GenerationParams, Model as RustModel, Session as RustSession};
+use crate::generation::{GenerationParams, Session as RustSession};
+use crate::loaded_model::LoadedModel;
 
 create_exception!(
     edgechain_native,
@@ -25,7 +26,7 @@ fn to_py(err: RustEngineError) -> PyErr {
 /// A loaded llama2.c checkpoint and tokenizer.
 #[pyclass(module = "edgechain_native", frozen)]
 struct Model {
-    inner: Arc<RustModel>,
+    inner: Arc<LoadedModel>,
 }
 
 #[pymethods]
@@ -34,7 +35,7 @@ impl Model {
     fn new(py: Python<'_>, checkpoint: &[u8], tokenizer: &[u8]) -> PyResult<Self> {
         // `&[u8]` borrows an immutable `bytes` object (no copy): safe to read without the GIL.
         let model = py
-            .allow_threads(|| RustModel::load(checkpoint, tokenizer))
+            .allow_threads(|| LoadedModel::load(checkpoint, tokenizer))
             .map_err(to_py)?;
         Ok(Self {
             inner: Arc::new(model),
@@ -50,27 +51,26 @@ impl Model {
         tokenizer: std::path::PathBuf,
     ) -> PyResult<Self> {
         let model = py
-            .allow_threads(|| RustModel::from_files(&checkpoint, &tokenizer))
+            .allow_threads(|| LoadedModel::from_files(&checkpoint, &tokenizer))
             .map_err(to_py)?;
         Ok(Self {
             inner: Arc::new(model),
         })
     }
 
-    /// The model's config: dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len,
-    /// shared_classifier, group_size (None for f32 weights).
+    /// The model's config (the checkpoint header's fields, as `CheckpointConfig` declares
+    /// them): dim, hidden_dim, ..., shared_classifier, group_size (None for f32 weights).
     fn info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let c = self.inner.config();
         let dict = PyDict::new(py);
-        dict.set_item("dim", c.dim)?;
-        dict.set_item("hidden_dim", c.hidden_dim)?;
-        dict.set_item("n_layers", c.n_layers)?;
-        dict.set_item("n_heads", c.n_heads)?;
-        dict.set_item("n_kv_heads", c.n_kv_heads)?;
-        dict.set_item("vocab_size", c.vocab_size)?;
-        dict.set_item("seq_len", c.seq_len)?;
-        dict.set_item("shared_classifier", c.shared_classifier)?;
-        dict.set_item("group_size", c.group_size)?;
+        let value = serde_json::to_value(self.inner.config())
+            .map_err(|e| to_py(RustEngineError::Internal(e.to_string())))?;
+        for (key, value) in value.as_object().into_iter().flatten() {
+            match value {
+                serde_json::Value::Bool(b) => dict.set_item(key, b)?,
+                serde_json::Value::Number(n) => dict.set_item(key, n.as_u64())?,
+                _ => dict.set_item(key, py.None())?,
+            }
+        }
         Ok(dict)
     }
 

@@ -17,22 +17,8 @@ use crate::error::{EngineError, Result};
 /// # Panics
 /// If the lengths do not match (`q.len() == x.len() == s.len() * gs`).
 pub fn quantize_activations(q: &mut [i16], s: &mut [f32], x: &[f32], gs: usize) {
-    assert!(q.len() == x.len() && s.len() * gs == x.len());
-    for ((q, s), x) in q
-        .chunks_exact_mut(gs)
-        .zip(s.iter_mut())
-        .zip(x.chunks_exact(gs))
-    {
-        let wmax = x
-            .iter()
-            .fold(0.0f32, |m, v| if v.abs() > m { v.abs() } else { m });
-        let scale = wmax / 127.0;
-        *s = scale;
-        for (q, x) in q.iter_mut().zip(x) {
-            // `as` saturates and maps NaN (a zero group) to 0.
-            *q = libm::roundf(x / scale) as i8 as i16;
-        }
-    }
+    // `as` saturates and maps NaN (a zero group) to 0.
+    quantize_groups(q, s, x, gs, |v| libm::roundf(v) as i8 as i16);
 }
 
 /// export.py's `quantize_q80` of a weight tensor: per group, `scale = max|w| / 127` and
@@ -42,19 +28,24 @@ pub fn quantize_activations(q: &mut [i16], s: &mut [f32], x: &[f32], gs: usize) 
 /// # Panics
 /// If the lengths do not match (`q.len() == w.len() == s.len() * gs`).
 pub fn quantize_weights(q: &mut [i8], s: &mut [f32], w: &[f32], gs: usize) {
-    assert!(q.len() == w.len() && s.len() * gs == w.len());
-    for ((q, s), w) in q
+    quantize_groups(q, s, w, gs, |v| v.round_ties_even() as i8);
+}
+
+/// Q8_0 in groups of `gs`: per group `scale = max|x| / 127` into `s`, `round(x / scale)` into `q`.
+fn quantize_groups<T>(q: &mut [T], s: &mut [f32], x: &[f32], gs: usize, round: impl Fn(f32) -> T) {
+    assert!(q.len() == x.len() && s.len() * gs == x.len());
+    for ((q, s), x) in q
         .chunks_exact_mut(gs)
         .zip(s.iter_mut())
-        .zip(w.chunks_exact(gs))
+        .zip(x.chunks_exact(gs))
     {
-        let wmax = w
+        let xmax = x
             .iter()
             .fold(0.0f32, |m, v| if v.abs() > m { v.abs() } else { m });
-        let scale = wmax / 127.0;
+        let scale = xmax / 127.0;
         *s = scale;
-        for (q, w) in q.iter_mut().zip(w) {
-            *q = (w / scale).round_ties_even() as i8;
+        for (q, x) in q.iter_mut().zip(x) {
+            *q = round(x / scale);
         }
     }
 }
@@ -381,12 +372,7 @@ pub fn matvec_q8(out: &mut [f32], w: &[i8], ws: &[f32], xq: &[i16], xs: &[f32], 
 mod tests {
     use super::*;
 
-    fn lcg(seed: &mut u64) -> f32 {
-        *seed = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((*seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
-    }
+    use crate::matvec::tests::lcg;
 
     #[test]
     fn matvec_q8_matches_the_scalar_definition() {

@@ -11,11 +11,12 @@ use candle_core::Device;
 
 use crate::checkpoint::WeightLoader;
 use crate::error::{EngineError, Result};
-use crate::generation::{GenerationParams, Model, Session};
+use crate::generation::{GenerationParams, Session};
+use crate::loaded_model::LoadedModel;
 
 #[derive(Default)]
 struct State {
-    models: HashMap<i32, Arc<Model>>,
+    models: HashMap<i32, Arc<LoadedModel>>,
     sessions: HashMap<i32, Session>,
     next_handle: i32,
     output: Vec<u8>,
@@ -33,7 +34,7 @@ impl State {
         Ok(self.next_handle)
     }
 
-    fn model(&self, handle: i32) -> Result<&Arc<Model>> {
+    fn model(&self, handle: i32) -> Result<&Arc<LoadedModel>> {
         self.models
             .get(&handle)
             .ok_or_else(|| EngineError::InvalidHandle(format!("no model with handle {handle}")))
@@ -162,7 +163,7 @@ pub unsafe extern "C" fn ec_model_load(
     tok_len: u32,
 ) -> i32 {
     with_state(|state| {
-        let model = Model::load(
+        let model = LoadedModel::load(
             host_bytes(ckpt_ptr, ckpt_len)?,
             host_bytes(tok_ptr, tok_len)?,
         )?;
@@ -225,8 +226,8 @@ pub unsafe extern "C" fn ec_model_finish(tok_ptr: u32, tok_len: u32) -> i32 {
         let loader = state.pending.take().ok_or_else(|| {
             EngineError::InvalidArgument("no checkpoint load in progress (ec_model_begin)".into())
         })?;
-        let (config, tensors) = loader.finish()?;
-        let model = Model::from_tensors(config, tensors, host_bytes(tok_ptr, tok_len)?)?;
+        let (config, weights) = loader.finish()?;
+        let model = LoadedModel::from_weights(config, weights, host_bytes(tok_ptr, tok_len)?)?;
         let handle = state.new_handle()?;
         state.models.insert(handle, Arc::new(model));
         Ok(handle)
@@ -250,15 +251,16 @@ pub extern "C" fn ec_model_info(model: i32) -> i32 {
     })
 }
 
+/// Drops `handle` from `map`: 0, or InvalidHandle naming `what` when it is unknown.
+fn free_handle<T>(map: &mut HashMap<i32, T>, handle: i32, what: &str) -> Result<i32> {
+    map.remove(&handle)
+        .map(|_| 0)
+        .ok_or_else(|| EngineError::InvalidHandle(format!("no {what} with handle {handle}")))
+}
+
 #[no_mangle]
 pub extern "C" fn ec_model_free(model: i32) -> i32 {
-    with_state(|state| {
-        state
-            .models
-            .remove(&model)
-            .map(|_| 0)
-            .ok_or_else(|| EngineError::InvalidHandle(format!("no model with handle {model}")))
-    })
+    with_state(|state| free_handle(&mut state.models, model, "model"))
 }
 
 /// # Safety
@@ -336,35 +338,48 @@ pub extern "C" fn ec_session_prompt(session: i32) -> i32 {
     })
 }
 
+/// The fixed start of a step record: five u32 (ABI.md, "Generation").
+const STEP_HEADER_BYTES: usize = 5 * 4;
+/// The record's token field when no token was produced (the session has stopped).
+const NO_TOKEN: u32 = u32::MAX;
+
+/// Advances the session by one token and writes the whole outcome (token, stop reason, counts,
+/// bytes) into the host's buffer, so a step is one call; returns the record's length.
+///
+/// # Safety
+/// The buffer must be host-owned memory from `ec_alloc` of at least `buf_cap` bytes.
 #[no_mangle]
-pub extern "C" fn ec_session_step(session: i32) -> i32 {
+pub unsafe extern "C" fn ec_session_step(session: i32, buf_ptr: u32, buf_cap: u32) -> i32 {
     with_state(|state| {
-        let produced = state.session(session)?.step()?;
-        match produced {
-            Some((_, bytes)) => set_output(state, &bytes).map(|_| 0),
-            None => {
-                state.output.clear();
-                Ok(1)
-            }
+        if (buf_cap as usize) < STEP_HEADER_BYTES || buf_ptr == 0 {
+            return Err(EngineError::InvalidArgument(format!(
+                "the step buffer must hold at least {STEP_HEADER_BYTES} bytes"
+            )));
         }
+        let s = state.session(session)?;
+        let (token, bytes) = s.step()?.unwrap_or((NO_TOKEN, Vec::new()));
+        // Counts are below seq_len (<= 2^20) and token pieces are short, so all fit a u32.
+        let header = [
+            token,
+            s.stop_reason() as u32,
+            s.prompt_tokens() as u32,
+            s.generated_tokens() as u32,
+            bytes.len() as u32,
+        ];
+        let total = STEP_HEADER_BYTES + bytes.len();
+        // SAFETY: the host gave `buf_cap` bytes of its own block (checked non-null above).
+        let buf = std::slice::from_raw_parts_mut(buf_ptr as usize as *mut u8, buf_cap as usize);
+        for (field, value) in buf.chunks_exact_mut(4).zip(header) {
+            field.copy_from_slice(&value.to_le_bytes());
+        }
+        if total <= buf.len() {
+            buf[STEP_HEADER_BYTES..total].copy_from_slice(&bytes);
+            state.output.clear();
+        } else {
+            set_output(state, &bytes)?;
+        }
+        len_i32(total)
     })
-}
-
-#[no_mangle]
-pub extern "C" fn ec_session_token(session: i32) -> i32 {
-    with_state(|state| {
-        let session = state.session(session)?;
-        let token = session
-            .last_token()
-            .ok_or_else(|| EngineError::InvalidArgument("no token produced yet".into()))?;
-        // Token ids are below the vocabulary size (<= 2^20), so they fit.
-        Ok(token as i32)
-    })
-}
-
-#[no_mangle]
-pub extern "C" fn ec_session_stop_reason(session: i32) -> i32 {
-    with_state(|state| Ok(state.session(session)?.stop_reason() as i32))
 }
 
 #[no_mangle]
@@ -384,28 +399,5 @@ pub extern "C" fn ec_session_counts(session: i32) -> i64 {
 
 #[no_mangle]
 pub extern "C" fn ec_session_free(session: i32) -> i32 {
-    with_state(|state| {
-        state
-            .sessions
-            .remove(&session)
-            .map(|_| 0)
-            .ok_or_else(|| EngineError::InvalidHandle(format!("no session with handle {session}")))
-    })
-}
-
-// getrandom 0.3's custom backend. Nothing in the engine draws OS randomness (the sampler has its
-// own seeded RNG); if a dependency ever asks, it gets a fixed, deterministic stream.
-#[no_mangle]
-unsafe extern "Rust" fn __getrandom_v03_custom(
-    dest: *mut u8,
-    len: usize,
-) -> std::result::Result<(), getrandom::Error> {
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-    for i in 0..len {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        *dest.add(i) = state as u8;
-    }
-    Ok(())
+    with_state(|state| free_handle(&mut state.sessions, session, "session"))
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use edgechain_guest::checkpoint::parse_header;
 use edgechain_guest::sampler::{argmax, sample_topp, Rng, Sampler, SamplerParams};
 use edgechain_guest::tokenizer::{Tokenizer, Utf8Stream};
-use edgechain_guest::{EngineError, GenerationParams, Model, Session, StopReason};
+use edgechain_guest::{EngineError, GenerationParams, LoadedModel, Session, StopReason};
 
 fn models_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/models/stories260K")
@@ -17,15 +17,18 @@ fn read(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 
-fn model() -> Arc<Model> {
-    Arc::new(Model::load(&read("stories260K.bin"), &read("tok512.bin")).expect("stories260K loads"))
+fn model() -> Arc<LoadedModel> {
+    Arc::new(
+        LoadedModel::load(&read("stories260K.bin"), &read("tok512.bin"))
+            .expect("stories260K loads"),
+    )
 }
 
 fn header(values: [i32; 7]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
-fn generate(model: &Arc<Model>, prompt: &str, json: &str) -> (Vec<u32>, Vec<u8>, StopReason) {
+fn generate(model: &Arc<LoadedModel>, prompt: &str, json: &str) -> (Vec<u32>, Vec<u8>, StopReason) {
     let params = GenerationParams::from_json(json).expect("params parse");
     let mut session = Session::start(model.clone(), prompt, &params).expect("session starts");
     let (mut ids, mut text) = (Vec::new(), Vec::new());
@@ -141,9 +144,9 @@ fn vocab_mismatch_is_reported() {
         at += 8 + len;
     }
     let short = &tok[..*starts.last().unwrap()];
-    let err = Model::load(&read("stories260K.bin"), short).unwrap_err();
+    let err = LoadedModel::load(&read("stories260K.bin"), short).unwrap_err();
     assert!(matches!(err, EngineError::VocabMismatch(_)), "{err:?}");
-    let err = Model::load(&read("stories260K.bin"), &tok[..tok.len() - 1]).unwrap_err();
+    let err = LoadedModel::load(&read("stories260K.bin"), &tok[..tok.len() - 1]).unwrap_err();
     assert!(matches!(err, EngineError::InvalidTokenizer(_)), "{err:?}");
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use candle_core::Device;
 use edgechain_guest::checkpoint::{WeightLoader, HEADER_BYTES, MAX_REGION_BYTES};
-use edgechain_guest::{EngineError, GenerationParams, Model, Session};
+use edgechain_guest::{EngineError, GenerationParams, LoadedModel, Session};
 
 fn models_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/models/stories260K")
@@ -24,7 +24,7 @@ fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 
-fn greedy(model: Model) -> Vec<u32> {
+fn greedy(model: LoadedModel) -> Vec<u32> {
     let params = GenerationParams::from_json(r#"{"temperature": 0, "max_tokens": 40}"#).unwrap();
     let mut session = Session::start(Arc::new(model), "Once upon a time", &params).unwrap();
     let mut ids = Vec::new();
@@ -54,8 +54,9 @@ impl Drop for TempFile {
 
 #[test]
 fn from_files_matches_bytes() {
-    let from_bytes = Model::load(&read(&checkpoint_path()), &read(&tokenizer_path())).unwrap();
-    let from_files = Model::from_files(&checkpoint_path(), &tokenizer_path()).unwrap();
+    let from_bytes =
+        LoadedModel::load(&read(&checkpoint_path()), &read(&tokenizer_path())).unwrap();
+    let from_files = LoadedModel::from_files(&checkpoint_path(), &tokenizer_path()).unwrap();
     assert_eq!(from_files.info_json(), from_bytes.info_json());
     let ids = greedy(from_files);
     assert_eq!(ids.len(), 40);
@@ -81,9 +82,9 @@ fn streamed_in_odd_pieces_matches_bytes() {
     }
     assert_eq!(at, bytes.len());
     assert!(loader.is_complete());
-    let (config, tensors) = loader.finish().unwrap();
-    let model = Model::from_tensors(config, tensors, &read(&tokenizer_path())).unwrap();
-    let reference = Model::load(&bytes, &read(&tokenizer_path())).unwrap();
+    let (config, weights) = loader.finish().unwrap();
+    let model = LoadedModel::from_weights(config, weights, &read(&tokenizer_path())).unwrap();
+    let reference = LoadedModel::load(&bytes, &read(&tokenizer_path())).unwrap();
     assert_eq!(greedy(model), greedy(reference));
 }
 
@@ -123,10 +124,10 @@ fn file_errors_match_the_bytes_errors() {
         ("empty_tok", bytes.clone(), vec![1, 0]),
     ];
     for (name, ckpt, tokenizer) in cases {
-        let from_bytes = Model::load(&ckpt, &tokenizer).unwrap_err();
+        let from_bytes = LoadedModel::load(&ckpt, &tokenizer).unwrap_err();
         let ckpt_file = TempFile::new(&format!("{name}.bin"), &ckpt);
         let tok_file = TempFile::new(&format!("{name}.tok"), &tokenizer);
-        let from_files = Model::from_files(&ckpt_file.0, &tok_file.0).unwrap_err();
+        let from_files = LoadedModel::from_files(&ckpt_file.0, &tok_file.0).unwrap_err();
         assert_eq!(from_files.code(), from_bytes.code(), "{name}");
         assert_eq!(from_files.to_string(), from_bytes.to_string(), "{name}");
     }
@@ -144,17 +145,17 @@ fn vocab_mismatch_from_files() {
         at += 8 + len;
     }
     let short = TempFile::new("short.tok", &tok[..last]);
-    let err = Model::from_files(&checkpoint_path(), &short.0).unwrap_err();
+    let err = LoadedModel::from_files(&checkpoint_path(), &short.0).unwrap_err();
     assert!(matches!(err, EngineError::VocabMismatch(_)), "{err:?}");
 }
 
 #[test]
 fn missing_files_are_reported() {
     let missing = models_dir().join("no-such-file.bin");
-    let err = Model::from_files(&missing, &tokenizer_path()).unwrap_err();
+    let err = LoadedModel::from_files(&missing, &tokenizer_path()).unwrap_err();
     assert!(matches!(err, EngineError::InvalidCheckpoint(_)), "{err:?}");
     assert!(err.to_string().contains("no-such-file.bin"), "{err}");
-    let err = Model::from_files(&checkpoint_path(), &missing).unwrap_err();
+    let err = LoadedModel::from_files(&checkpoint_path(), &missing).unwrap_err();
     assert!(matches!(err, EngineError::InvalidTokenizer(_)), "{err:?}");
 }
 

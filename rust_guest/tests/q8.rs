@@ -7,6 +7,7 @@ use candle_core::Device;
 use edgechain_guest::checkpoint::{
     parse_header, parse_header_for_size, WeightLoader, MAX_HEADER_BYTES, Q8_HEADER_BYTES,
 };
+use edgechain_guest::weights::Matrix;
 use edgechain_guest::EngineError;
 
 /// dim 8, hidden 16, 1 layer, 2 heads, 1 kv head, vocab 4, seq_len 4.
@@ -156,17 +157,23 @@ fn the_streaming_loader_reads_an_int8_file_and_reports_truncation() {
     );
 
     let loader = WeightLoader::new(head, bytes.len() as u64, &Device::Cpu).unwrap();
-    let (cfg, tensors) = loader
+    let (cfg, weights) = loader
         .read_from(&mut &bytes[MAX_HEADER_BYTES..])
         .expect("complete file loads");
     assert_eq!(cfg.group_size, Some(8));
-    let embedding = &tensors["model.embed_tokens.weight"];
-    assert_eq!(embedding.dims(), &[4, 8]);
-    assert_eq!(
-        tensors["model.embed_tokens.weight.scales"].dims(),
-        &[4 * 8 / 8]
-    );
+    let Matrix::Q8 { values, scales } = &weights.embedding else {
+        panic!("the embedding of an int8 file is int8");
+    };
+    assert_eq!(values.dims(), &[4, 8]);
+    assert_eq!(scales.dims(), &[4 * 8 / 8]);
     // The shared classifier is the embedding (values and scales).
-    assert!(tensors.contains_key("lm_head.weight"));
-    assert!(tensors.contains_key("lm_head.weight.scales"));
+    let Matrix::Q8 {
+        values: cls_values,
+        scales: cls_scales,
+    } = &weights.classifier
+    else {
+        panic!("the shared classifier of an int8 file is int8");
+    };
+    assert_eq!(cls_values.id(), values.id());
+    assert_eq!(cls_scales.id(), scales.id());
 }

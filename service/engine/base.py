@@ -12,7 +12,6 @@ from __future__ import annotations
 import codecs
 import contextlib
 import enum
-import io
 import json
 import math
 import os
@@ -20,18 +19,17 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, fields
-from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from edgechain.errors import (
-    InputError,
-    InvalidCheckpoint,
     InvalidParameter,
     InvalidText,
     InvalidTokenizer,
     Timeout,
 )
+from edgechain.service.checkpoint_header import HeaderFields
+from edgechain.service.engine.files import read_input, unchanged_checkpoint
 
 _U64_MAX = 2**64 - 1
 
@@ -115,25 +113,10 @@ def _check_int(name: str, value: object) -> None:
 
 
 @dataclass(frozen=True)
-class ModelInfo:
-    """A loaded model's configuration, as the llama2.c header states it. ``group_size`` is the
-    Q8_0 group size of an int8 (version 2) checkpoint, None for f32 weights."""
-
-    dim: int
-    hidden_dim: int
-    n_layers: int
-    n_heads: int
-    n_kv_heads: int
-    vocab_size: int
-    seq_len: int
-    shared_classifier: bool
-    group_size: int | None = None
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelInfo:
-        """Build from the guest's info JSON; unknown keys are ignored."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+class ModelInfo(HeaderFields):
+    """A loaded model's configuration, as the llama2.c header states it (fields:
+    :class:`~edgechain.service.checkpoint_header.HeaderFields`; ``from_dict`` reads the engines'
+    info dict)."""
 
 
 class StopReason(enum.IntEnum):
@@ -160,14 +143,24 @@ class Token:
     data: bytes = field(default=b"", repr=False)
 
 
+@dataclass(frozen=True)
+class Step:
+    """One step of a session, all a backend reports per token: the token produced as
+    ``(id, bytes)`` (None once the session has stopped), the stop reason (0 while running) and
+    the counts after the step."""
+
+    produced: tuple[int, bytes] | None
+    stop_reason: int
+    prompt_tokens: int
+    generated_tokens: int
+
+
 class SessionDriver(Protocol):
     """What a backend provides for one generation session (internal to the engine package)."""
 
     def prompt_bytes(self) -> bytes: ...
 
-    def step(self, deadline: float | None) -> tuple[int, bytes] | None: ...
-
-    def stop_reason(self) -> int: ...
+    def step(self, deadline: float | None) -> Step: ...
 
     def counts(self) -> tuple[int, int]: ...
 
@@ -211,17 +204,17 @@ class Generation(Iterator[Token]):
                 self._finish()
                 raise Timeout(f"generation ran past its budget of {self._timeout:g} s")
             try:
-                produced = driver.step(self._deadline)
+                step = driver.step(self._deadline)
             except BaseException:
                 self._finish()
                 raise
-            self.prompt_tokens, self.generated_tokens = driver.counts()
-            if produced is None:
-                self.stop_reason = StopReason(driver.stop_reason())
+            self.prompt_tokens, self.generated_tokens = step.prompt_tokens, step.generated_tokens
+            if step.produced is None:
+                self.stop_reason = StopReason(step.stop_reason)
                 self._flush_decoder()
                 self._finish()
                 raise StopIteration
-            token_id, data = produced
+            token_id, data = step.produced
             text = self._decoder.decode(data)
             self._pieces.append(text)
             return Token(id=token_id, text=text, data=data)
@@ -254,6 +247,8 @@ class LoadedModel(ABC):
     """A model and its tokenizer loaded in an engine. Close it (or use ``with``) to free it."""
 
     info: ModelInfo
+    #: The default wall-clock budget of a generation in seconds (None: unlimited).
+    _timeout: float | None = None
 
     @abstractmethod
     def encode(self, text: str, bos: bool = True, eos: bool = False) -> list[int]:
@@ -267,11 +262,21 @@ class LoadedModel(ABC):
         """The text the generator would print for ``ids`` (invalid UTF-8 replaced)."""
         return self.decode_bytes(ids).decode("utf-8", errors="replace")
 
-    @abstractmethod
     def generate(
         self, prompt: str, params: GenerationParams, timeout: float | None = None
     ) -> Generation:
-        """Start generating after ``prompt``; ``timeout`` is a wall-clock budget in seconds."""
+        """Start generating after ``prompt``; ``timeout`` is a wall-clock budget in seconds
+        (default: the engine's)."""
+        budget = check_timeout(timeout if timeout is not None else self._timeout)
+        params_json = params.to_json()
+        prompt_bytes = text_to_utf8(prompt, "prompt")
+        return Generation(self._start(prompt, prompt_bytes, params_json, budget), timeout=budget)
+
+    @abstractmethod
+    def _start(
+        self, prompt: str, prompt_bytes: bytes, params_json: str, budget: float | None
+    ) -> SessionDriver:
+        """The backend's session for a checked prompt (also as UTF-8) and params JSON."""
 
     @abstractmethod
     def close(self) -> None:
@@ -304,14 +309,19 @@ class Engine(ABC):
         change while it is read: a changed size, inode or mtime/ctime raises InvalidCheckpoint
         (callers that verified a file's hash rely on this: see ``ModelService``).
         """
-        with open_input(checkpoint, "checkpoint", InvalidCheckpoint) as f:
-            before = file_identity(os.fstat(f.fileno()))
+        with unchanged_checkpoint(checkpoint) as f:
             data = f.readall()
-            check_unchanged(f, before, checkpoint)
         return self.load(data, read_input(tokenizer, "tokenizer", InvalidTokenizer))
 
     def close(self) -> None:  # noqa: B027 - optional hook, most engines hold nothing
         """Release engine-wide resources (models stay usable until closed)."""
+
+
+def check_timeout(timeout: float | None) -> float | None:
+    """``timeout`` if it is None or a positive finite number of seconds, else InvalidParameter."""
+    if timeout is not None and not (timeout > 0 and math.isfinite(timeout)):
+        raise InvalidParameter(f"timeout must be a positive number of seconds, got {timeout}")
+    return timeout
 
 
 def check_text(value: object, what: str) -> str:
@@ -328,55 +338,3 @@ def text_to_utf8(text: str, what: str) -> bytes:
         return text.encode("utf-8")
     except UnicodeEncodeError as err:
         raise InvalidText(f"{what} is not valid UTF-8 text: {err.reason}") from None
-
-
-#: What identifies a file's version: (device, inode, size, mtime_ns, ctime_ns). ctime too:
-#: restoring the mtime with utime() after an edit still moves the ctime.
-FileIdentity = tuple[int, int, int, int, int]
-
-
-def file_identity(st: os.stat_result) -> FileIdentity:
-    """The identity of a file version from its stat."""
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-
-
-def open_input(path: str | os.PathLike[str], what: str, error: type[InputError]) -> io.FileIO:
-    """``path`` opened unbuffered for reading; ``error`` (one line naming ``what``) if it cannot
-    be (same messages as the CLI's ``read_file``)."""
-    p = Path(path)
-    try:
-        f = io.FileIO(p, "rb")
-    except FileNotFoundError:
-        raise error(f"{what} not found: {p}") from None
-    except IsADirectoryError:
-        raise error(f"{what} is a directory, not a file: {p}") from None
-    except OSError as err:
-        raise error(f"cannot read {what} {p}: {err.strerror or err}") from None
-    return f
-
-
-def read_input(path: str | os.PathLike[str], what: str, error: type[InputError]) -> bytes:
-    """The bytes of ``path``; ``error`` naming ``what`` if it cannot be read."""
-    with open_input(path, what, error) as f:
-        try:
-            return f.readall()
-        except OSError as err:
-            raise error(f"cannot read {what} {path}: {err.strerror or err}") from None
-
-
-def read_exactly(f: BinaryIO | io.FileIO, size: int) -> bytes:
-    """Up to ``size`` bytes from ``f`` (fewer only at the end of the file)."""
-    chunks = []
-    while size > 0:
-        chunk = f.read(size)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size -= len(chunk)
-    return b"".join(chunks)
-
-
-def check_unchanged(f: io.FileIO, before: FileIdentity, path: str | os.PathLike[str]) -> None:
-    """InvalidCheckpoint if the open checkpoint ``f`` is no longer the version ``before``."""
-    if file_identity(os.fstat(f.fileno())) != before:
-        raise InvalidCheckpoint(f"checkpoint {path} changed while it was being loaded")

@@ -33,13 +33,18 @@ class CompiledModule:
     key: str
 
 
-def default_cache_dir() -> Path:
-    """$EDGECHAIN_CACHE_DIR/wasm-modules, else $XDG_CACHE_HOME (~/.cache)/edgechain/wasm-modules."""
+def user_cache_dir(name: str) -> Path:
+    """$EDGECHAIN_CACHE_DIR/<name>, else $XDG_CACHE_HOME (~/.cache)/edgechain/<name>."""
     root = os.environ.get("EDGECHAIN_CACHE_DIR")
     if root:
-        return Path(root) / "wasm-modules"
+        return Path(root) / name
     xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg) / "edgechain" / "wasm-modules"
+    return Path(xdg) / "edgechain" / name
+
+
+def default_cache_dir() -> Path:
+    """Where compiled guests are kept: :func:`user_cache_dir` ``wasm-modules``."""
+    return user_cache_dir("wasm-modules")
 
 
 def module_key(wasm: bytes, config_tag: str) -> str:

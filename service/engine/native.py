@@ -7,7 +7,6 @@ Same interface and errors as the wasm backend. A wall-clock budget is checked be
 from __future__ import annotations
 
 import importlib
-import math
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -17,24 +16,19 @@ from typing import Any, TypeVar
 from edgechain.errors import (
     EngineInternalError,
     EngineUnavailable,
-    InvalidCheckpoint,
     InvalidParameter,
     InvalidTokenizer,
 )
 from edgechain.service.engine.base import (
     Engine,
-    Generation,
-    GenerationParams,
     LoadedModel,
     ModelInfo,
-    check_text,
-    check_unchanged,
-    file_identity,
-    open_input,
-    read_input,
+    Step,
+    check_timeout,
     text_to_utf8,
 )
 from edgechain.service.engine.codes import error_from_code
+from edgechain.service.engine.files import open_input, read_input, unchanged_checkpoint
 
 _T = TypeVar("_T")
 
@@ -56,8 +50,7 @@ class NativeEngine(Engine):
     kind = "native"
 
     def __init__(self, timeout: float | None = None) -> None:
-        if timeout is not None and not (timeout > 0 and math.isfinite(timeout)):
-            raise InvalidParameter(f"timeout must be a positive number of seconds, got {timeout}")
+        check_timeout(timeout)
         self._native = import_native()
         self.timeout = timeout
 
@@ -77,30 +70,18 @@ class NativeEngine(Engine):
             return NativeModel(native, self._load_via_bytes(checkpoint, tokenizer), self.timeout)
         # Opened here for the same missing-file errors as the other backend, and to detect a
         # checkpoint replaced or modified while Rust reads it by its path.
-        with open_input(checkpoint, "checkpoint", InvalidCheckpoint) as f:
-            before = file_identity(os.fstat(f.fileno()))
+        with unchanged_checkpoint(checkpoint, by_path=True):
             open_input(tokenizer, "tokenizer", InvalidTokenizer).close()
             model = _guarded(
                 native, lambda: native.Model.from_files(os.fspath(checkpoint), os.fspath(tokenizer))
             )
-            check_unchanged(f, before, checkpoint)
-            try:
-                path_now = file_identity(os.stat(checkpoint))
-            except OSError:
-                path_now = None
-            if path_now != before:
-                raise InvalidCheckpoint(
-                    f"checkpoint {checkpoint} changed while it was being loaded"
-                )
         return NativeModel(native, model, self.timeout)
 
     def _load_via_bytes(
         self, checkpoint: str | os.PathLike[str], tokenizer: str | os.PathLike[str]
     ) -> Any:
-        with open_input(checkpoint, "checkpoint", InvalidCheckpoint) as f:
-            before = file_identity(os.fstat(f.fileno()))
+        with unchanged_checkpoint(checkpoint) as f:
             data = f.readall()
-            check_unchanged(f, before, checkpoint)
         tok = read_input(tokenizer, "tokenizer", InvalidTokenizer)
         native = self._native
         return _guarded(native, lambda: native.Model(data, tok))
@@ -149,17 +130,10 @@ class NativeModel(LoadedModel):
             raise InvalidParameter("token ids must be in [0, 2^32)")
         return bytes(self._call(lambda m: m.decode(id_list)))
 
-    def generate(
-        self, prompt: str, params: GenerationParams, timeout: float | None = None
-    ) -> Generation:
-        budget = timeout if timeout is not None else self._timeout
-        if budget is not None and not (budget > 0 and math.isfinite(budget)):
-            raise InvalidParameter(f"timeout must be a positive number of seconds, got {budget}")
-        params_json = params.to_json()
-        check_text(prompt, "prompt")
-        text_to_utf8(prompt, "prompt")
-        session = self._call(lambda m: m.start(prompt, params_json))
-        return Generation(_NativeSession(self, session), timeout=budget)
+    def _start(
+        self, prompt: str, prompt_bytes: bytes, params_json: str, budget: float | None
+    ) -> _NativeSession:
+        return _NativeSession(self, self._call(lambda m: m.start(prompt, params_json)))
 
     def close(self) -> None:
         with self._lock:
@@ -181,15 +155,17 @@ class _NativeSession:
     def prompt_bytes(self) -> bytes:
         return bytes(self._call(lambda s: s.prompt()))
 
-    def step(self, deadline: float | None) -> tuple[int, bytes] | None:
-        produced = self._call(lambda s: s.step())
-        if produced is None:
-            return None
-        token, data = produced
-        return int(token), bytes(data)
+    def step(self, deadline: float | None) -> Step:
+        # In-process calls cost nothing like a guest call, so the step reads its outcome from
+        # the session's getters.
+        def run(s: Any) -> Step:
+            produced = s.step()
+            if produced is not None:
+                produced = int(produced[0]), bytes(produced[1])
+            prompt_tokens, generated = s.counts
+            return Step(produced, int(s.stop_reason), int(prompt_tokens), int(generated))
 
-    def stop_reason(self) -> int:
-        return int(self._call(lambda s: s.stop_reason))
+        return self._call(run)
 
     def counts(self) -> tuple[int, int]:
         prompt_tokens, generated = self._call(lambda s: s.counts)

@@ -14,6 +14,7 @@ import io
 import json
 import math
 import os
+import struct
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -34,18 +35,14 @@ from edgechain.errors import (
 )
 from edgechain.service.engine.base import (
     Engine,
-    Generation,
-    GenerationParams,
     LoadedModel,
     ModelInfo,
-    check_unchanged,
-    file_identity,
-    open_input,
-    read_exactly,
-    read_input,
+    Step,
+    check_timeout,
     text_to_utf8,
 )
 from edgechain.service.engine.codes import error_from_code
+from edgechain.service.engine.files import read_exactly, read_input, unchanged_checkpoint
 from edgechain.service.engine.module_cache import compiled_module, default_cache_dir
 
 GUEST_ENV = "EDGECHAIN_GUEST_WASM"
@@ -131,8 +128,7 @@ class WasmEngine(Engine):
         memory_limit: int | None = DEFAULT_MEMORY_LIMIT,
         timeout: float | None = None,
     ) -> None:
-        if timeout is not None and not (timeout > 0 and math.isfinite(timeout)):
-            raise InvalidParameter(f"timeout must be a positive number of seconds, got {timeout}")
+        check_timeout(timeout)
         if memory_limit is not None and memory_limit <= 0:
             raise InvalidParameter(f"memory_limit must be positive, got {memory_limit}")
         self.guest_path = locate_guest(guest_path)
@@ -184,21 +180,20 @@ class WasmEngine(Engine):
         """Instantiate the guest and read the checkpoint file straight into its weight buffers
         (one copy of the weights in the process). See :meth:`Engine.load_files`."""
         tokenizer_bytes = read_input(tokenizer, "tokenizer", InvalidTokenizer)
-        with open_input(checkpoint, "checkpoint", InvalidCheckpoint) as f:
-            st = os.fstat(f.fileno())
-            guest = self._instantiate()
-            if not guest.streams:
-                data = f.readall()
-                check_unchanged(f, file_identity(st), checkpoint)
-                return WasmModel(guest, guest.load(data, tokenizer_bytes), self.timeout)
-            handle = guest.load_file(f, st.st_size, tokenizer_bytes)
-            model = WasmModel(guest, handle, self.timeout)
-            try:
-                check_unchanged(f, file_identity(st), checkpoint)
-            except InvalidCheckpoint:
+        model: WasmModel | None = None
+        try:
+            with unchanged_checkpoint(checkpoint) as f:
+                guest = self._instantiate()
+                if guest.streams:
+                    handle = guest.load_file(f, os.fstat(f.fileno()).st_size, tokenizer_bytes)
+                else:
+                    handle = guest.load(f.readall(), tokenizer_bytes)
+                model = WasmModel(guest, handle, self.timeout)
+        except InvalidCheckpoint:
+            if model is not None:
                 model.close()
-                raise
-            return model
+            raise
+        return model
 
 
 def _first_line(err: BaseException) -> str:
@@ -243,8 +238,6 @@ class _Guest:
                     "ec_session_start",
                     "ec_session_prompt",
                     "ec_session_step",
-                    "ec_session_token",
-                    "ec_session_stop_reason",
                     "ec_session_counts",
                     "ec_session_free",
                 )
@@ -451,26 +444,22 @@ class WasmModel(LoadedModel):
                 guest.checked("ec_decode", self._handle, ptr, _i32(len(ids)))
                 return guest.output()
 
-    def generate(
-        self, prompt: str, params: GenerationParams, timeout: float | None = None
-    ) -> Generation:
-        budget = timeout if timeout is not None else self._timeout
-        if budget is not None and not (budget > 0 and math.isfinite(budget)):
-            raise InvalidParameter(f"timeout must be a positive number of seconds, got {budget}")
-        params_json = params.to_json().encode("utf-8")
-        prompt_bytes = text_to_utf8(prompt, "prompt")
+    def _start(
+        self, prompt: str, prompt_bytes: bytes, params_json: str, budget: float | None
+    ) -> _WasmSession:
+        params_bytes = params_json.encode("utf-8")
         with self._lock:
             guest = self._live()
-            with guest.placed(prompt_bytes, params_json) as (prompt_ptr, params_ptr):
+            with guest.placed(prompt_bytes, params_bytes) as (prompt_ptr, params_ptr):
                 session = guest.checked(
                     "ec_session_start",
                     self._handle,
                     prompt_ptr,
                     _i32(len(prompt_bytes)),
                     params_ptr,
-                    _i32(len(params_json)),
+                    _i32(len(params_bytes)),
                 )
-        return Generation(_WasmSession(self, session, budget), timeout=budget)
+            return _WasmSession(self, session, budget)
 
     def close(self) -> None:
         with self._lock:
@@ -484,6 +473,14 @@ class WasmModel(LoadedModel):
         return self._guest is None or self._guest.poisoned is not None
 
 
+#: A step record (ABI.md, "Generation"): token (0xFFFFFFFF: none), stop reason, prompt
+#: tokens, generated tokens, byte count; the token's bytes follow when they fit the buffer.
+_STEP_HEADER = struct.Struct("<5I")
+_NO_TOKEN = 0xFFFFFFFF
+#: The per-session buffer the guest writes step records into; a token's piece is a few bytes.
+_STEP_BUFFER_BYTES = 4096
+
+
 class _WasmSession:
     """Drives one ec_session_* handle under the model's lock."""
 
@@ -491,6 +488,8 @@ class _WasmSession:
         self._model = model
         self._handle = handle
         self._budget = budget
+        with model._lock:
+            self._buffer: tuple[int, int] | None = model._live().put(bytes(_STEP_BUFFER_BYTES))
 
     def _guest(self) -> _Guest:
         guest = self._model._live()
@@ -503,19 +502,25 @@ class _WasmSession:
             guest.checked("ec_session_prompt", self._handle)
             return guest.output()
 
-    def step(self, deadline: float | None) -> tuple[int, bytes] | None:
+    def step(self, deadline: float | None) -> Step:
         with self._model._lock:
             guest = self._guest()
-            status = guest.checked("ec_session_step", self._handle, deadline=deadline)
-            if status == 1:
-                return None
-            data = guest.output()
-            token = guest.checked("ec_session_token", self._handle)
-            return token, data
-
-    def stop_reason(self) -> int:
-        with self._model._lock:
-            return self._guest().checked("ec_session_stop_reason", self._handle)
+            if self._buffer is None:
+                raise EngineInternalError("session is closed")
+            ptr, cap = self._buffer
+            n = guest.checked(
+                "ec_session_step", self._handle, _i32(ptr), _i32(cap), deadline=deadline
+            )
+            record = guest.read(ptr, min(n, cap))
+            if len(record) < _STEP_HEADER.size:
+                raise EngineInternalError(f"guest wrote a step record of {n} bytes")
+            token, reason, prompt_tokens, generated, length = _STEP_HEADER.unpack_from(record)
+            # A record longer than the buffer leaves the bytes in the output buffer.
+            data = record[_STEP_HEADER.size :] if n <= cap else guest.output()
+            if len(data) != length:
+                raise EngineInternalError("guest step record and bytes disagree")
+        produced = None if token == _NO_TOKEN else (token, data)
+        return Step(produced, reason, prompt_tokens, generated)
 
     def counts(self) -> tuple[int, int]:
         with self._model._lock:
@@ -526,5 +531,8 @@ class _WasmSession:
     def free(self) -> None:
         with self._model._lock:
             guest = self._model._guest
+            buffer, self._buffer = self._buffer, None
             if guest is not None and guest.poisoned is None:
+                if buffer is not None:
+                    guest.free(buffer)
                 guest.call("ec_session_free", self._handle)

@@ -8,6 +8,7 @@ import pytest
 
 from edgechain import errors
 from edgechain.service.engine import Generation, StopReason
+from edgechain.service.engine.base import Step
 
 
 class FakeSession:
@@ -23,15 +24,12 @@ class FakeSession:
     def prompt_bytes(self) -> bytes:
         return b"Once"
 
-    def step(self, deadline: float | None) -> tuple[int, bytes] | None:
+    def step(self, deadline: float | None) -> Step:
         time.sleep(self.delay)
         if not self.steps:
-            return None
+            return Step(None, self.reason, 3, self.generated)
         self.generated += 1
-        return self.steps.pop(0)
-
-    def stop_reason(self) -> int:
-        return self.reason
+        return Step(self.steps.pop(0), 0, 3, self.generated)
 
     def counts(self) -> tuple[int, int]:
         return 3, self.generated

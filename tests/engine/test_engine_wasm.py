@@ -13,6 +13,7 @@ from engine_helpers import REPO_ROOT
 
 from edgechain import errors
 from edgechain.service.engine import Engine, GenerationParams, open_engine
+from edgechain.service.engine import wasm as wasm_module
 from edgechain.service.engine.wasm import PACKAGED_GUEST, WasmEngine, locate_guest
 from edgechain.testing.models import ModelFiles
 from edgechain.testing.synth import shape_named, synthesize
@@ -127,3 +128,15 @@ def test_a_closed_model_refuses_calls(stories260k: ModelFiles, wasm_engine: Engi
     model.close()
     with pytest.raises(errors.EdgechainError, match="closed"):
         model.encode("x")
+
+
+def test_token_bytes_too_long_for_the_step_buffer_come_through_the_output_buffer(
+    stories260k: ModelFiles, wasm_engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with stories260k.load(wasm_engine) as model:
+        expected = [(t.id, t.data) for t in model.generate("Once upon a time", GREEDY)]
+        # Room for the record's head only: every token's bytes overflow into the output buffer.
+        monkeypatch.setattr(wasm_module, "_STEP_BUFFER_BYTES", 20)
+        gen = model.generate("Once upon a time", GREEDY)
+        assert [(t.id, t.data) for t in gen] == expected
+        assert len(expected) == 30 and gen.generated_tokens == 30

@@ -12,45 +12,22 @@
 //! is Q8_0 (`q8`), each matrix-vector product's input is quantized first (runq.c's
 //! `quantize`), and the embedding row is dequantized on the fly.
 
-use std::collections::HashMap;
+use candle_core::Tensor;
 
-use candle_core::{DType, Storage, Tensor};
-
-use crate::checkpoint::{scales_name, CheckpointConfig};
+use crate::checkpoint::CheckpointConfig;
 use crate::error::{EngineError, Result};
 use crate::matvec::{dot, matvec};
 use crate::q8::{matvec_q8, quantize_activations};
 use crate::sampler::softmax;
+use crate::weights::{with_f32, with_i8, Matrix, TransformerWeights};
 
 /// run.c's rmsnorm epsilon.
 const NORM_EPS: f32 = 1e-5;
 
-/// A weight matrix: f32, or Q8_0 int8 values (a u8 tensor read as i8) with one f32 scale per
-/// group of `group_size` values.
-enum Matrix {
-    F32(Tensor),
-    Q8 { values: Tensor, scales: Tensor },
-}
-
-struct Layer {
-    rms_att: Tensor,
-    wq: Matrix,
-    wk: Matrix,
-    wv: Matrix,
-    wo: Matrix,
-    rms_ffn: Tensor,
-    w1: Matrix,
-    w2: Matrix,
-    w3: Matrix,
-}
-
 /// The weights, ready for decoding.
 pub struct Transformer {
     cfg: CheckpointConfig,
-    embedding: Matrix,
-    layers: Vec<Layer>,
-    norm: Tensor,
-    classifier: Matrix,
+    weights: TransformerWeights,
     /// RoPE tables, `seq_len x head_size/2`, row-major.
     cos: Vec<f32>,
     sin: Vec<f32>,
@@ -75,74 +52,23 @@ pub struct KvCache {
     xs: Vec<f32>,
 }
 
-fn take(map: &mut HashMap<String, Tensor>, name: &str, shape: &[usize]) -> Result<Tensor> {
-    take_typed(map, name, shape, DType::F32)
-}
-
-fn take_typed(
-    map: &mut HashMap<String, Tensor>,
-    name: &str,
-    shape: &[usize],
-    dtype: DType,
-) -> Result<Tensor> {
-    let t = map
-        .remove(name)
-        .ok_or_else(|| EngineError::Internal(format!("checkpoint tensor {name} is missing")))?;
-    if t.dims() != shape || t.dtype() != dtype || !t.is_contiguous() {
-        return Err(EngineError::Internal(format!(
-            "checkpoint tensor {name} is {:?} {:?}, expected contiguous {dtype:?} {shape:?}",
-            t.dtype(),
-            t.dims()
-        )));
-    }
-    Ok(t)
-}
-
-/// The matrix `name` of `shape`: f32, or int8 values plus scales when `group_size` is set.
-fn take_matrix(
-    map: &mut HashMap<String, Tensor>,
-    name: &str,
-    shape: &[usize],
-    group_size: Option<usize>,
-) -> Result<Matrix> {
-    match group_size {
-        None => Ok(Matrix::F32(take(map, name, shape)?)),
-        Some(gs) => {
-            let groups = shape.iter().product::<usize>() / gs;
-            Ok(Matrix::Q8 {
-                values: take_typed(map, name, shape, DType::U8)?,
-                scales: take(map, &scales_name(name), &[groups])?,
-            })
+/// run.c's RoPE tables: `freq = 1 / 10000^(i / head_size)` for even `i`, then cos/sin of
+/// `pos * freq`. Computed with the pure-Rust `libm` so every target gets the same bits.
+fn rope_tables(cfg: &CheckpointConfig) -> (Vec<f32>, Vec<f32>) {
+    let head = cfg.head_size();
+    let half = head / 2;
+    let mut cos = Vec::with_capacity(cfg.seq_len * half);
+    let mut sin = Vec::with_capacity(cfg.seq_len * half);
+    for pos in 0..cfg.seq_len {
+        for pair in 0..half {
+            let head_dim = (2 * pair) as f32;
+            let freq = 1.0f32 / libm::powf(10000.0f32, head_dim / head as f32);
+            let val = pos as f32 * freq;
+            cos.push(libm::cosf(val));
+            sin.push(libm::sinf(val));
         }
     }
-}
-
-/// Runs `f` on the tensor's contiguous u8 storage (int8 weights; checked in `Transformer::new`).
-fn with_i8<R>(t: &Tensor, f: impl FnOnce(&[i8]) -> R) -> Result<R> {
-    let (storage, layout) = t.storage_and_layout();
-    let (start, end) = layout
-        .contiguous_offsets()
-        .ok_or_else(|| EngineError::Internal("weight tensor is not contiguous".into()))?;
-    match &*storage {
-        Storage::Cpu(cpu) => Ok(f(bytemuck::cast_slice(&cpu.as_slice::<u8>()?[start..end]))),
-        _ => Err(EngineError::Internal(
-            "weight tensor is not on the CPU".into(),
-        )),
-    }
-}
-
-/// Runs `f` on the tensor's contiguous f32 storage (checked in `Transformer::new`).
-fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
-    let (storage, layout) = t.storage_and_layout();
-    let (start, end) = layout
-        .contiguous_offsets()
-        .ok_or_else(|| EngineError::Internal("weight tensor is not contiguous".into()))?;
-    match &*storage {
-        Storage::Cpu(cpu) => Ok(f(&cpu.as_slice::<f32>()?[start..end])),
-        _ => Err(EngineError::Internal(
-            "weight tensor is not on the CPU".into(),
-        )),
-    }
+    (cos, sin)
 }
 
 /// run.c's `rmsnorm`: `out = weight * x / sqrt(mean(x^2) + eps)`, summed in order.
@@ -180,51 +106,26 @@ fn linear(out: &mut [f32], w: &Matrix, x: &[f32], xq: &[i16], xs: &[f32]) -> Res
 }
 
 impl Transformer {
-    /// Builds the model from `checkpoint::load_tensors`' named tensors.
-    pub fn new(cfg: CheckpointConfig, mut tensors: HashMap<String, Tensor>) -> Result<Self> {
-        let (dim, hidden, kv_dim) = (cfg.dim, cfg.hidden_dim, cfg.n_kv_heads * cfg.head_size());
+    /// Builds the model from `checkpoint`'s weights.
+    pub fn new(cfg: CheckpointConfig, weights: TransformerWeights) -> Result<Self> {
+        let (dim, hidden) = (cfg.dim, cfg.hidden_dim);
         if cfg.n_kv_heads == 0 || !cfg.n_heads.is_multiple_of(cfg.n_kv_heads) {
             return Err(EngineError::Internal(format!(
                 "n_heads {} is not a multiple of n_kv_heads {}",
                 cfg.n_heads, cfg.n_kv_heads
             )));
         }
-        let gs = cfg.group_size;
-        if let Some(gs) = gs {
+        if let Some(gs) = cfg.group_size {
             if gs == 0 || !dim.is_multiple_of(gs) || !hidden.is_multiple_of(gs) {
                 return Err(EngineError::Internal(format!(
                     "group size {gs} does not divide dim {dim} and hidden_dim {hidden}"
                 )));
             }
         }
-        let mut layers = Vec::with_capacity(cfg.n_layers);
-        for i in 0..cfg.n_layers {
-            let name = |name: &str| format!("model.layers.{i}.{name}.weight");
-            let mut norm = |n: &str| take(&mut tensors, &name(n), &[dim]);
-            let (rms_att, rms_ffn) = (norm("input_layernorm")?, norm("post_attention_layernorm")?);
-            let mut get = |n: &str, shape: &[usize]| take_matrix(&mut tensors, &name(n), shape, gs);
-            layers.push(Layer {
-                rms_att,
-                wq: get("self_attn.q_proj", &[dim, dim])?,
-                wk: get("self_attn.k_proj", &[kv_dim, dim])?,
-                wv: get("self_attn.v_proj", &[kv_dim, dim])?,
-                wo: get("self_attn.o_proj", &[dim, dim])?,
-                rms_ffn,
-                w1: get("mlp.gate_proj", &[hidden, dim])?,
-                w2: get("mlp.down_proj", &[dim, hidden])?,
-                w3: get("mlp.up_proj", &[hidden, dim])?,
-            });
-        }
-        let half = cfg.head_size() / 2;
-        let table = |t: Tensor| t.flatten_all()?.to_vec1::<f32>();
-        let cos = table(take(&mut tensors, "freq_cis_real", &[cfg.seq_len, half])?)?;
-        let sin = table(take(&mut tensors, "freq_cis_imag", &[cfg.seq_len, half])?)?;
-        let vocab = cfg.vocab_size;
+        weights.check(&cfg)?;
+        let (cos, sin) = rope_tables(&cfg);
         Ok(Self {
-            embedding: take_matrix(&mut tensors, "model.embed_tokens.weight", &[vocab, dim], gs)?,
-            norm: take(&mut tensors, "model.norm.weight", &[dim])?,
-            classifier: take_matrix(&mut tensors, "lm_head.weight", &[vocab, dim], gs)?,
-            layers,
+            weights,
             cos,
             sin,
             cfg,
@@ -282,7 +183,7 @@ impl Transformer {
         }
         let gs = c.group_size;
         let row = token as usize * dim;
-        match &self.embedding {
+        match &self.weights.embedding {
             Matrix::F32(e) => with_f32(e, |e| s.x.copy_from_slice(&e[row..][..dim]))?,
             // runq.c's dequantize, for one row: q * scale.
             Matrix::Q8 { values, scales } => with_i8(values, |q| {
@@ -294,7 +195,7 @@ impl Transformer {
                 })
             })??,
         }
-        for (l, layer) in self.layers.iter().enumerate() {
+        for (l, layer) in self.weights.layers.iter().enumerate() {
             rmsnorm(&mut s.xb, &s.x, &layer.rms_att)?;
             // This position's key and value go straight into the cache.
             let layer_off = l * c.seq_len * kv_dim;
@@ -381,9 +282,9 @@ impl Transformer {
                 *x += d;
             }
         }
-        rmsnorm(&mut s.xb, &s.x, &self.norm)?;
+        rmsnorm(&mut s.xb, &s.x, &self.weights.norm)?;
         prepare(gs, &s.xb, &mut s.xq, &mut s.xs);
-        linear(&mut s.logits, &self.classifier, &s.xb, &s.xq, &s.xs)?;
+        linear(&mut s.logits, &self.weights.classifier, &s.xb, &s.xq, &s.xs)?;
         Ok(&mut s.logits)
     }
 }

@@ -1,0 +1,96 @@
+//! A loaded model: the llama2.c transformer with its weights, its header config and its
+//! tokenizer, checked against each other (what a generation session runs on).
+
+use std::path::Path;
+
+use candle_core::Device;
+
+use crate::checkpoint::{load_weights, load_weights_from_file, CheckpointConfig};
+use crate::error::{EngineError, Result};
+use crate::tokenizer::Tokenizer;
+use crate::transformer::{KvCache, Transformer};
+use crate::weights::TransformerWeights;
+
+/// A loaded checkpoint and its tokenizer.
+pub struct LoadedModel {
+    transformer: Transformer,
+    config: CheckpointConfig,
+    tokenizer: Tokenizer,
+}
+
+impl std::fmt::Debug for LoadedModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedModel")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LoadedModel {
+    /// Parses a llama2.c checkpoint and tokenizer.bin.
+    pub fn load(checkpoint: &[u8], tokenizer: &[u8]) -> Result<Self> {
+        let (config, weights) = load_weights(checkpoint, &Device::Cpu)?;
+        Self::from_weights(config, weights, tokenizer)
+    }
+
+    /// Reads a checkpoint file straight into the weights (no copy of the file in memory) and
+    /// a tokenizer.bin file.
+    pub fn from_files(checkpoint: &Path, tokenizer: &Path) -> Result<Self> {
+        // Read the small tokenizer file first: a missing one fails before the weights are read.
+        let tokenizer = std::fs::read(tokenizer).map_err(|e| {
+            EngineError::InvalidTokenizer(format!("cannot read {}: {e}", tokenizer.display()))
+        })?;
+        let (config, weights) = load_weights_from_file(checkpoint, &Device::Cpu)?;
+        Self::from_weights(config, weights, &tokenizer)
+    }
+
+    /// Builds the model from a checkpoint's weights and a tokenizer.bin.
+    pub fn from_weights(
+        config: CheckpointConfig,
+        weights: TransformerWeights,
+        tokenizer: &[u8],
+    ) -> Result<Self> {
+        let tokenizer = Tokenizer::from_bytes(tokenizer)?;
+        if tokenizer.vocab_size() != config.vocab_size {
+            return Err(EngineError::VocabMismatch(format!(
+                "tokenizer has {} tokens, the model's vocab_size is {}",
+                tokenizer.vocab_size(),
+                config.vocab_size
+            )));
+        }
+        let transformer = Transformer::new(config.clone(), weights)?;
+        Ok(Self {
+            transformer,
+            config,
+            tokenizer,
+        })
+    }
+
+    pub fn config(&self) -> &CheckpointConfig {
+        &self.config
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// The config as the JSON object of ABI.md's `ec_model_info`.
+    pub fn info_json(&self) -> String {
+        self.config.to_json()
+    }
+
+    /// One forward pass of `token` at `pos`; returns the logits (in the cache's buffer).
+    pub(crate) fn forward<'c>(
+        &self,
+        token: u32,
+        pos: usize,
+        cache: &'c mut KvCache,
+    ) -> Result<&'c mut [f32]> {
+        self.transformer.forward(token, pos, cache)
+    }
+
+    /// A fresh KV cache and activation buffers for one session.
+    pub(crate) fn new_cache(&self) -> Result<KvCache> {
+        self.transformer.new_cache()
+    }
+}

@@ -1,0 +1,113 @@
+"""Reading the user's model files: one-line input errors, and a file's identity across a load.
+
+A file that cannot be opened or read becomes one :class:`~edgechain.errors.InputError` line (the
+subclass the caller names) instead of an OSError; a checkpoint read by an engine must still be the
+version it was when opened (size, inode, mtime, ctime), or the load is an InvalidCheckpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from edgechain.errors import InputError, InvalidCheckpoint
+
+#: What identifies a file's version: (device, inode, size, mtime_ns, ctime_ns). ctime too:
+#: restoring the mtime with utime() after an edit still moves the ctime.
+FileIdentity = tuple[int, int, int, int, int]
+
+
+def input_error(
+    err: OSError, path: str | os.PathLike[str], error: type[InputError], what: str | None = None
+) -> InputError:
+    """The one-line ``error`` for ``path`` that could not be read: "<what> not found: <path>"
+    style when ``what`` names the file's role, "<path>: no such file" style otherwise."""
+    reason = err.strerror or err
+    if what is None:
+        if isinstance(err, FileNotFoundError):
+            return error(f"{path}: no such file")
+        if isinstance(err, IsADirectoryError):
+            return error(f"{path}: is a directory, not a file")
+        return error(f"{path}: cannot read ({reason})")
+    if isinstance(err, FileNotFoundError):
+        return error(f"{what} not found: {path}")
+    if isinstance(err, IsADirectoryError):
+        return error(f"{what} is a directory, not a file: {path}")
+    return error(f"cannot read {what} {path}: {reason}")
+
+
+@contextlib.contextmanager
+def input_errors(
+    path: str | os.PathLike[str], error: type[InputError] = InputError, what: str | None = None
+) -> Iterator[None]:
+    """Turns an OSError raised in the block into :func:`input_error`'s one line."""
+    try:
+        yield
+    except OSError as err:
+        raise input_error(err, path, error, what) from None
+
+
+def open_input(path: str | os.PathLike[str], what: str, error: type[InputError]) -> io.FileIO:
+    """``path`` opened unbuffered for reading; ``error`` (one line naming ``what``) if it cannot
+    be (same messages as the CLI's ``read_file``)."""
+    p = Path(path)
+    with input_errors(p, error, what):
+        return io.FileIO(p, "rb")
+
+
+def read_input(path: str | os.PathLike[str], what: str, error: type[InputError]) -> bytes:
+    """The bytes of ``path``; ``error`` naming ``what`` if it cannot be read."""
+    with open_input(path, what, error) as f, input_errors(path, error, what):
+        return f.readall()
+
+
+def read_exactly(f: BinaryIO | io.FileIO, size: int) -> bytes:
+    """Up to ``size`` bytes from ``f`` (fewer only at the end of the file)."""
+    chunks = []
+    while size > 0:
+        chunk = f.read(size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def file_identity(st: os.stat_result) -> FileIdentity:
+    """The identity of a file version from its stat."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def check_unchanged(f: io.FileIO, before: FileIdentity, path: str | os.PathLike[str]) -> None:
+    """InvalidCheckpoint if the open checkpoint ``f`` is no longer the version ``before``."""
+    if file_identity(os.fstat(f.fileno())) != before:
+        raise _changed(path)
+
+
+def _changed(path: str | os.PathLike[str]) -> InvalidCheckpoint:
+    return InvalidCheckpoint(f"checkpoint {path} changed while it was being loaded")
+
+
+@contextlib.contextmanager
+def unchanged_checkpoint(
+    path: str | os.PathLike[str], *, by_path: bool = False
+) -> Iterator[io.FileIO]:
+    """The checkpoint ``path`` opened for the block, which loads it; when the block ends, an
+    InvalidCheckpoint if the file changed meanwhile (callers that verified a file's hash rely
+    on this). ``by_path``: the engine read the file by its path, not through this handle, so
+    the path must still name the same version too."""
+    with open_input(path, "checkpoint", InvalidCheckpoint) as f:
+        before = file_identity(os.fstat(f.fileno()))
+        yield f
+        check_unchanged(f, before, path)
+        if by_path:
+            try:
+                now: FileIdentity | None = file_identity(os.stat(path))
+            except OSError:
+                now = None
+            if now != before:
+                raise _changed(path)
