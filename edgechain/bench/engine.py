@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from edgechain.errors import InvalidCheckpoint
-from edgechain.service.engine.module_cache import default_cache_dir
+from edgechain.service.engine.module_cache import user_cache_dir
 from edgechain.service.model_files import read_checkpoint_header
 
 __all__ = [
@@ -29,9 +29,8 @@ __all__ = [
 
 
 def default_model_dir() -> Path:
-    """``bench-models`` next to the compiled guest cache: $EDGECHAIN_CACHE_DIR/bench-models,
-    else $XDG_CACHE_HOME (~/.cache)/edgechain/bench-models."""
-    return default_cache_dir().with_name("bench-models")
+    """$EDGECHAIN_CACHE_DIR/bench-models, else $XDG_CACHE_HOME (~/.cache)/edgechain/bench-models."""
+    return user_cache_dir("bench-models")
 
 
 def ensure_model(directory: Path, shape_name: str, seed: int) -> tuple[Path, Path]:
