@@ -18,6 +18,7 @@ from edgechain.chain.application import (
     ServiceContext,
     register_application_kind,
 )
+from edgechain.chain.blobs import published_record, register_blob_references
 from edgechain.chain.certificate import Certificate, verify_certificate
 from edgechain.chain.committee import Committee
 from edgechain.contract.operations import FileRef, RegisterModel, RetireModel, check_utf8
@@ -110,6 +111,7 @@ class ModelRegistryContract:
             )
         op.validate()
         if isinstance(op, RegisterModel):
+            _check_chunks_published(state, op)
             self._register(ctx, state, op)
         else:
             self._retire(ctx, state, op)
@@ -158,6 +160,37 @@ class ModelRegistryContract:
         value = entry.to_value()
         value["retired_height"] = ctx.height
         state.set(key, value)
+
+
+def _check_chunks_published(state: ContractState, op: RegisterModel) -> None:
+    """A manifest is certified only once every chunk it names is (chain/blobs.py)."""
+    for what, file in (("weights", op.weights), ("tokenizer", op.tokenizer)):
+        for index, (blob, size) in enumerate(file.chunks):
+            record = published_record(state, blob)
+            if record is None:
+                raise OperationRejected(
+                    f"{what}.chunks[{index}]: blob {blob.hex()[:16]} is not published on this chain"
+                )
+            if record["size"] != size:
+                raise OperationRejected(
+                    f"{what}.chunks[{index}]: blob {blob.hex()[:16]} was published with "
+                    f"{record['size']} bytes, not {size}"
+                )
+
+
+def _manifest_blobs(payload: Any) -> list[bytes]:
+    """The blobs a RegisterModel's manifests name (validators must hold them to vote)."""
+    found = []
+    for what in ("weights", "tokenizer"):
+        file = payload.get(what) if isinstance(payload, dict) else None
+        chunks = file.get("chunks") if isinstance(file, dict) else None
+        for chunk in chunks if isinstance(chunks, list) else []:
+            if isinstance(chunk, list) and chunk and isinstance(chunk[0], bytes):
+                found.append(chunk[0])
+    return found
+
+
+register_blob_references(RegisterModel.operation_name, _manifest_blobs)
 
 
 def _file_identity(model: ModelEntry | RegisterModel) -> tuple[str, int, str, int]:

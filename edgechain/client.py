@@ -38,6 +38,8 @@ from edgechain.chain.network import (
     NetworkStatus,
     VerifyReport,
 )
+from edgechain.chain.policy import ResourcePolicy
+from edgechain.contract.manifest import BlobPublication, plan_file, publish_chunks
 from edgechain.contract.operations import FileRef, RegisterModel, RetireModel, check_utf8
 from edgechain.contract.registry import APPLICATION_NAME, CertifiedModel, ModelRegistryService
 from edgechain.contract.story_book import APPLICATION_NAME as STORY_BOOK
@@ -196,6 +198,8 @@ class PublishedModel:
 
     model: CertifiedModel
     certificate: Certificate
+    #: With ``blobs=True``: the chunks, blobs and blocks the publish needed (contract/manifest.py).
+    blobs: BlobPublication | None = None
 
 
 class Client:
@@ -230,10 +234,12 @@ class Client:
         *,
         validators: int | None = None,
         faulty: str | None = None,
+        policy: str | None = None,
         **options: object,
     ) -> Client:
         """Create a network in ``path`` (default 4 validators), or reopen and re-verify the one
-        already there (``validators``, when given, must then match its committee)."""
+        already there (``validators``, when given, must then match its committee; ``policy``,
+        a preset name or a JSON file (chain/policy.py), must match the saved one)."""
         path = Path(path)
         if (path / NETWORK_FILE).exists():
             network = Network.open(path, faulty=faulty)
@@ -244,9 +250,18 @@ class Client:
                     f"the network in {path} has {size} validators; "
                     f"it cannot be reopened with {validators}"
                 )
+            if policy is not None and ResourcePolicy.resolve(policy) != network.policy:
+                network.close()
+                raise UsageError(
+                    f"the network in {path} has the {network.policy.name} policy; "
+                    f"it cannot be reopened with {policy}"
+                )
         else:
             network = Network.create(
-                path, validators=4 if validators is None else validators, faulty=faulty
+                path,
+                validators=4 if validators is None else validators,
+                faulty=faulty,
+                policy=policy,
             )
         return cls(network, **options)  # type: ignore[arg-type]
 
@@ -316,8 +331,14 @@ class Client:
         description: str | None = None,
         license: str | None = None,
         progress: Callable[[str, int, int | None], None] | None = None,
+        blobs: bool = False,
     ) -> PublishedModel:
         """Hash the weights and tokenizer, register them and wait for the certificate.
+
+        With ``blobs``, the files (local paths) are stored on chain instead: cut into blobs
+        within the network's resource policy, published in as many blocks as it needs, then
+        registered with their manifests (docs/blobs.md); ``*_urls`` are optional then. A publish
+        interrupted at any point resumes after the last certified chunk when run again.
 
         ``weights``/``tokenizer`` are local paths or http(s) URLs. A URL is downloaded to be
         hashed (streamed through a temporary file, see :func:`download_file`) and is
@@ -332,6 +353,10 @@ class Client:
         """
         sources, urls = (weights, tokenizer), (weights_urls, tokenizer_urls)
         _check_publish_text(name, version, description, license, sources, urls)
+        if blobs:
+            return self._publish_blobs(
+                name, sources, urls, version, description, license, progress
+            )
         weights_ref, header = self._file_ref(
             "weights", weights, weights_urls, progress, read_checkpoint_header
         )
@@ -350,6 +375,38 @@ class Client:
             description=description,
             license=license,
         )
+
+    def _publish_blobs(
+        self,
+        name: str,
+        sources: tuple[str | os.PathLike[str], str | os.PathLike[str]],
+        urls: tuple[Sequence[str], Sequence[str]],
+        version: str,
+        description: str | None,
+        license: str | None,
+        progress: Callable[[str, int, int | None], None] | None,
+    ) -> PublishedModel:
+        for what, source in zip(("weights", "tokenizer"), sources, strict=True):
+            if _is_url(os.fspath(source)):
+                raise UsageError(f"{what}: --blobs publishes local files, not a URL")
+            hash_file(source)  # the same one-line errors as a URL publish (missing, empty ...)
+        header = read_checkpoint_header(os.fspath(sources[0]), os.fspath(sources[0]))
+        read_tokenizer(os.fspath(sources[1]), os.fspath(sources[1]), model_vocab=header.vocab_size)
+        policy = self.network.policy
+        planned = [
+            plan_file(source, policy.chunk_size, more, _labelled(progress, f"hashing {what}"))
+            for what, source, more in zip(("weights", "tokenizer"), sources, urls, strict=True)
+        ]
+        publication = publish_chunks(self.chain, planned, policy, progress)
+        published = self.register_model(
+            name,
+            version=version,
+            weights=planned[0].ref,
+            tokenizer=planned[1].ref,
+            description=description,
+            license=license,
+        )
+        return dataclasses.replace(published, blobs=publication)
 
     def register_model(
         self,
@@ -431,6 +488,7 @@ class Client:
                 cache_dir=self.cache_dir,
                 engine=self._engine,
                 fetch_policy=self.fetch_policy,
+                blobs=self.network,
             )
         return self._service
 
@@ -519,6 +577,7 @@ class Client:
                 cache_dir=self.cache_dir,
                 engine_kind=engines.get(name, "wasm"),
                 fetch_policy=self.fetch_policy,
+                blobs=self.network,
             )
 
         self.network.install_oracles(oracle_for)

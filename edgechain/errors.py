@@ -139,6 +139,18 @@ class Unauthorized(ContractError):
     """An operation signed by someone other than the chain owner."""
 
 
+class ResourceLimitExceeded(ContractError):
+    """A block, blob or oracle call past a limit of the network's resource policy
+    (chain/policy.py); ``limit`` is the policy field, ``value`` what was asked, ``allowance``
+    what the policy allows."""
+
+    def __init__(self, message: str, *, limit: str, value: int, allowance: int) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.value = value
+        self.allowance = allowance
+
+
 # --- service -----------------------------------------------------------------------------------
 
 
@@ -213,6 +225,10 @@ class HashMismatch(ServiceError):
         self.url = url
         self.expected = expected
         self.actual = actual
+
+
+class BlobUnavailable(ServiceError):
+    """No reachable validator holds a blob a model's manifest names."""
 
 
 # --- generation --------------------------------------------------------------------------------

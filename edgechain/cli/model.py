@@ -76,6 +76,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="where services fetch the tokenizer (repeatable; required with a local file)",
     )
+    publish.add_argument(
+        "--blobs",
+        action="store_true",
+        help="store the files on chain as blobs (local files; split within the network's "
+        "resource policy; the URL options become optional; an interrupted publish resumes)",
+    )
     publish.add_argument("--description", default=None, help="free text (<= 1024 characters)")
     publish.add_argument("--license", default=None, help="license name (<= 128 characters)")
     publish.add_argument(
@@ -141,6 +147,7 @@ def model_publish(args: argparse.Namespace) -> int:
                 description=args.description,
                 license=args.license,
                 progress=progress,
+                blobs=args.blobs,
             )
         finally:
             progress.close()
@@ -148,6 +155,12 @@ def model_publish(args: argparse.Namespace) -> int:
             print_json(model_json(published.model))
             return 0
         print(f"published {args.name} version {args.version}")
+        if published.blobs is not None:
+            b = published.blobs
+            print(
+                f"  blobs        {b.chunks} chunks, {b.published} published now in "
+                f"{b.blocks} blocks (the rest were on chain already)"
+            )
         _print_model(client, published.model)
     return 0
 

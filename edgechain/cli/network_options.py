@@ -108,7 +108,10 @@ def _json_default(value: Any) -> Any:
 
 
 def file_json(file: FileRef) -> dict[str, Any]:
-    return {"blake3": file.blake3, "size": file.size, "urls": list(file.urls)}
+    value: dict[str, Any] = {"blake3": file.blake3, "size": file.size, "urls": list(file.urls)}
+    if file.chunks:
+        value["chunks"] = [{"blob": blob.hex(), "size": size} for blob, size in file.chunks]
+    return value
 
 
 def model_json(model: CertifiedModel) -> dict[str, Any]:
