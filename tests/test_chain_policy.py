@@ -101,14 +101,17 @@ def _publish(net: Network, blobs: dict[bytes, bytes]):
 
 def _network(tmp_path: Path, name: str, **limits: int) -> Network:
     policy = ResourcePolicy(name="test", **limits)
-    return Network.create(tmp_path / name, validators=4, vote_timeout=5 * FAST_TIMEOUT, policy=policy)
+    return Network.create(
+        tmp_path / name, validators=4, vote_timeout=5 * FAST_TIMEOUT, policy=policy
+    )
 
 
 def _measured(tmp_path: Path, limit: str, blobs: dict[bytes, bytes]) -> int:
     """What the block measures for ``limit`` (from the error of a policy allowing 1)."""
-    with _network(tmp_path, "probe", **{limit: 1}) as net, pytest.raises(
-        ResourceLimitExceeded
-    ) as caught:
+    with (
+        _network(tmp_path, "probe", **{limit: 1}) as net,
+        pytest.raises(ResourceLimitExceeded) as caught,
+    ):
         _publish(net, blobs)
     assert caught.value.limit == limit and caught.value.allowance == 1
     return caught.value.value
@@ -149,7 +152,9 @@ def test_validators_enforce_the_policy_too(tmp_path: Path) -> None:
         net.policy = NO_FEES  # the proposer's own check is skipped; validators keep theirs
         with pytest.raises(QuorumNotReached) as caught:
             _publish(net, blobs)
-        assert str(caught.value).count("refused: maximum_published_blobs: the block publishes 2") == 4
+        assert (
+            str(caught.value).count("refused: maximum_published_blobs: the block publishes 2") == 4
+        )
 
 
 def test_the_oracle_time_limit_caps_the_budget(tmp_path: Path) -> None:
