@@ -95,7 +95,6 @@ class Validator:
         self.policy: ResourcePolicy = NO_FEES
         #: Ids of the blobs this validator stores (their bytes are in the network's database).
         self.held_blobs: set[bytes] = set()
-        self._pending_blobs: dict[bytes, set[bytes]] = {}
 
     # --- replicas -------------------------------------------------------------------------
 
@@ -164,7 +163,7 @@ class Validator:
         block_hash = hash_encoded("block", encoded)
         if not proposal_signature_valid(block.signer, proposal.signature, block_hash):
             raise ProposalRefused("the proposal's signature is not valid")
-        carried = self._check_blobs(proposal)
+        self._check_blobs(proposal)
         self._check_oracle_responses(block.chain_id, block.operations)
         try:
             writes = execute_operations(
@@ -191,12 +190,11 @@ class Validator:
             raise ProposalRefused("executing the block gives a different state hash")
         # Only the latest proposal per height is kept: a new proposal replaces an uncertified one.
         replica.pending = {block_hash: writes}
-        self._pending_blobs = {block_hash: carried}
         return self._signed_votes(block.chain_id, block.height, block_hash, state_hash, proposal)
 
-    def _check_blobs(self, proposal: Proposal) -> set[bytes]:
+    def _check_blobs(self, proposal: Proposal) -> None:
         """Refuse unless every blob the block references is held here or carried (and intact)
-        by the proposal; return the ids of the carried ones this validator will store."""
+        by the proposal."""
         keeps = self.fault is None or self.fault.kind is not FaultKind.MISSING_BLOBS
         for published in published_blobs(proposal.block.operations):
             data = proposal.blobs.get(published.blob)
@@ -211,7 +209,6 @@ class Validator:
         for blob in referenced_blobs(proposal.block.operations):
             if not keeps or (blob not in self.held_blobs and blob not in carried):
                 raise ProposalRefused(f"missing blob {blob.hex()[:16]}: it does not hold it")
-        return carried
 
     def _check_oracle_responses(self, chain_id: bytes, operations: Any) -> None:
         """Re-execute every oracle call the block records; refuse unless each gives the
@@ -297,8 +294,10 @@ class Validator:
                 )
             replica.state.apply(writes)
             replica.pending.clear()
-            self.held_blobs |= self._pending_blobs.pop(certified.block_hash, set())
-            self._pending_blobs.clear()
+            if self.fault is None or self.fault.kind is not FaultKind.MISSING_BLOBS:
+                # A certified block's blobs come with its certificate (whether or not this
+                # validator's vote was among the quorum's): it stores them.
+                self.held_blobs.update(b.blob for b in published_blobs(block.operations))
             replica.next_height = block.height + 1
             replica.head_hash = certified.block_hash
             replica.last_timestamp_us = block.timestamp_us
