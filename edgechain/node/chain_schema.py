@@ -14,6 +14,7 @@ from strawberry.types import Info
 from edgechain.chain.network import Chain
 from edgechain.client import Client
 from edgechain.errors import InvalidParameter
+from edgechain.node.blob_schema import BlobInfo, chain_blobs
 from edgechain.node.directory import ServedApplication, served_applications
 from edgechain.node.limits import schema_extensions
 from edgechain.node.schema import (
@@ -92,6 +93,10 @@ class ChainQuery:
         _check_range(start, end)
         blocks = await _call(info, lambda c: list(c.network.chain(chain_id).blocks(start, end)))
         return [BlockInfo.of(b) for b in blocks]
+
+    @strawberry.field(description="The blobs a chain published (size, height, holders).")
+    async def blobs(self, info: Info, chain_id: str) -> list[BlobInfo]:
+        return await _call(info, lambda c: chain_blobs(c.network.chain(chain_id)))
 
     @strawberry.field(description="The certificates of a chain's blocks from height start up "
                       "to (excluding) end.")
