@@ -537,8 +537,13 @@ class Client:
         try:
             response, receipt = run_generation_oracle(self.service, query, timeout=budget)
         except Timeout:
+            policy = self.network.policy
+            limit = policy.maximum_service_oracle_execution_ms
+            cap = "" if limit is None else (
+                f" (the {policy.name} policy's maximum_service_oracle_execution_ms is {limit})"
+            )
             raise OracleBudgetExceeded(
-                f"generating the story ran past the block's oracle budget of {budget:g} s: "
+                f"generating the story ran past the block's oracle budget of {budget:g} s{cap}: "
                 "ask for fewer tokens or a larger budget"
             ) from None
         operation = MintStory(

@@ -16,7 +16,7 @@ from network_cli_helpers import REPO_ROOT, edgechain
 
 from edgechain.chain.blobs import blob_id
 from edgechain.chain.network import Network
-from edgechain.chain.policy import ResourcePolicy
+from edgechain.chain.policy import TESTNET, ResourcePolicy
 from edgechain.client import Client
 from edgechain.contract.manifest import plan_file, publish_chunks
 from edgechain.contract.operations import FileRef, RegisterModel
@@ -24,6 +24,7 @@ from edgechain.errors import (
     BlobUnavailable,
     HashMismatch,
     OperationRejected,
+    OracleBudgetExceeded,
     QuorumNotReached,
     StorageCorrupted,
 )
@@ -189,3 +190,22 @@ def test_an_interrupted_publish_resumes_after_kill_9(
         assert resumed.blobs.published == total - done_before == resumed.blobs.blocks
         assert client.chain.height == total + 1
         assert client.verify().blobs == total
+
+
+def test_a_story_minted_from_a_blob_model_within_the_oracle_limit(
+    tmp_path: Path, stories260k: ModelFiles
+) -> None:
+    """Validators re-execute the mint's generation reading the model from blobs (no URL), within
+    testnet's 10 s; past a 1 ms policy, the proposer refuses it naming the limit."""
+    with _client(tmp_path / "n", policy=TESTNET) as client:
+        _publish(client, stories260k)
+        minted = client.mint_story(
+            GenerateQuery("stories260K", PROMPT, temperature=0, max_tokens=8)
+        )
+        assert minted.certificate.height == 2 and minted.story.text
+    hasty = ResourcePolicy(name="hasty", maximum_service_oracle_execution_ms=1)
+    with _client(tmp_path / "h", policy=hasty) as client:
+        _publish(client, stories260k)
+        with pytest.raises(OracleBudgetExceeded, match="maximum_service_oracle_execution_ms is 1"):
+            client.mint_story(GenerateQuery("stories260K", PROMPT, max_tokens=200))
+        assert client.chain.height == 2  # blobs and manifest; no story
