@@ -209,3 +209,12 @@ def test_a_story_minted_from_a_blob_model_within_the_oracle_limit(
         with pytest.raises(OracleBudgetExceeded, match="maximum_service_oracle_execution_ms is 1"):
             client.mint_story(GenerateQuery("stories260K", PROMPT, max_tokens=200))
         assert client.chain.height == 2  # blobs and manifest; no story
+
+
+def test_the_blob_benchmark_reports_its_figures(tmp_path: Path) -> None:
+    from edgechain.chain.blob_bench import run
+
+    result = run("260K", "testnet", tmp_path)
+    assert (result.chunks, result.blocks) == (3, 2)  # two weight chunks, a tokenizer; a manifest
+    assert 1.0 <= result.db_bytes_per_weight_byte < 1.5
+    assert result.read_gb_per_s > 0 and result.first_query_seconds > 0
