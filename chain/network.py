@@ -55,10 +55,10 @@ from edgechain.chain.encoding import hash_encoded
 from edgechain.chain.faults import Fault, FaultMap, format_faults, parse_faults
 from edgechain.chain.keys import generate_key, load_key, public_bytes, save_key
 from edgechain.chain.oracle import DEFAULT_ORACLE_BUDGET_S, Oracle, recorded_response
-from edgechain.chain.policy import NO_FEES, ResourcePolicy
+from edgechain.chain.policy import NO_FEES, ResourcePolicy, written_bytes
 from edgechain.chain.state import WriteSet
 from edgechain.chain.storage import BlockRow, ChainRecord, Snapshot, Storage, WriteTransaction
-from edgechain.chain.validator import Validator, written_bytes
+from edgechain.chain.validator import Validator
 from edgechain.chain.verification import VerifiedChain, chain_id_for, extend_chain, verify_chain
 from edgechain.errors import NetworkNotFound, StorageCorrupted, UsageError
 

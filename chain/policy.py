@@ -21,10 +21,11 @@ Where each limit is enforced (docs/blobs.md):
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from edgechain.chain.state import WriteSet
 from edgechain.errors import InputError, ResourceLimitExceeded, UsageError
 
 #: Blob size used when the policy sets no maximum (a row of SQLite, a chunk of a file).
@@ -152,7 +153,7 @@ class ResourcePolicy:
         published_blobs: int,
         bytes_written: int,
     ) -> None:
-        """Every per-block limit, in the order Linera meets them."""
+        """Every per-block limit (the first one broken raises)."""
         for size in blob_sizes:
             self.check("maximum_blob_size", size, f"a blob is {size} bytes")
         self.check(
@@ -192,8 +193,11 @@ class ResourcePolicy:
                 allowance=ms,
             )
 
-    def renamed(self, name: str) -> ResourcePolicy:
-        return replace(self, name=name)
+
+def written_bytes(writes: WriteSet) -> int:
+    """State bytes a block writes (keys and encoded values), what
+    ``maximum_bytes_written_per_block`` measures."""
+    return sum(len(key.encode()) + len(value or b"") for (_, key), value in writes.items())
 
 
 NO_FEES = ResourcePolicy()

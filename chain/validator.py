@@ -24,7 +24,7 @@ from edgechain.chain.certificate import CertifiedBlock, Vote, vote_message
 from edgechain.chain.encoding import hash_encoded, hash_value
 from edgechain.chain.faults import Fault, FaultKind
 from edgechain.chain.oracle import DEFAULT_ORACLE_BUDGET_S, Oracle, recorded_response
-from edgechain.chain.policy import NO_FEES, ResourcePolicy
+from edgechain.chain.policy import NO_FEES, ResourcePolicy, written_bytes
 from edgechain.chain.state import ChainState, WriteSet
 from edgechain.errors import (
     ChainError,
@@ -301,12 +301,6 @@ class Validator:
             replica.next_height = block.height + 1
             replica.head_hash = certified.block_hash
             replica.last_timestamp_us = block.timestamp_us
-
-
-def written_bytes(writes: WriteSet) -> int:
-    """State bytes a block writes (keys and encoded values), for the policy's
-    ``maximum_bytes_written_per_block``."""
-    return sum(len(key.encode()) + len(value or b"") for (_, key), value in writes.items())
 
 
 def _perturbed(response: Any) -> Any:
