@@ -23,9 +23,6 @@ import blake3
 
 from edgechain.chain.application import (
     ApplicationKind,
-    ContractState,
-    OperationContext,
-    ServiceContext,
     application_id,
     register_application_kind,
 )
@@ -34,6 +31,7 @@ from edgechain.chain.encoding import domain_tag
 from edgechain.errors import OperationRejected, StorageCorrupted, Unauthorized
 
 if TYPE_CHECKING:
+    from edgechain.chain.application import ContractState, OperationContext, ServiceContext
     from edgechain.chain.state import ChainState
     from edgechain.chain.storage import Snapshot
 
