@@ -60,3 +60,21 @@ def test_testnet_blob_model_generates_run_c_greedy_text(
     assert verified.code == 0, verified.err
     assert "ok: 2 blocks on 1 chain(s) verified" in verified.out
     assert "ok: 3 stored blobs match their ids" in verified.out
+
+
+def test_blobs_publish_local_files_only(tmp_path: Path, stories260k: ModelFiles) -> None:
+    net = tmp_path / "net"
+    assert edgechain("net", "up", "--dir", net, "--validators", "1").code == 0
+    result = edgechain(
+        "model", "publish", "m", "--dir", net, "--blobs",
+        "--weights", "http://127.0.0.1:9/stories260K.bin", "--tokenizer", stories260k.tokenizer,
+    )  # fmt: skip
+    result.assert_user_error(2, "weights: --blobs publishes local files, not a URL")
+    tiny = tmp_path / "tiny.json"
+    tiny.write_text('{"maximum_block_proposal_size": 70000}')
+    assert edgechain("net", "up", "--dir", tmp_path / "t", "--policy", tiny).code == 0
+    result = edgechain(
+        "model", "publish", "m", "--dir", tmp_path / "t", "--blobs",
+        "--weights", stories260k.weights, "--tokenizer", stories260k.tokenizer,
+    )  # fmt: skip
+    result.assert_user_error(5, "maximum_block_proposal_size", "allowance of 70000")
