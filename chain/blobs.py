@@ -28,7 +28,7 @@ from edgechain.chain.application import (
 )
 from edgechain.chain.block import Operation
 from edgechain.chain.encoding import domain_tag
-from edgechain.errors import OperationRejected, StorageCorrupted, Unauthorized
+from edgechain.errors import OperationRejected, StorageCorrupted, Unauthorized, UsageError
 
 if TYPE_CHECKING:
     from edgechain.chain.application import ContractState, OperationContext, ServiceContext
@@ -179,6 +179,32 @@ def published_blobs(operations: Iterable[Operation]) -> list[PublishDataBlob]:
             except OperationRejected:
                 continue
     return found
+
+
+def check_blobs_at_hand(
+    published: list[PublishDataBlob],
+    referenced: list[bytes],
+    blobs: dict[bytes, bytes],
+    stored_ids: Callable[[], set[bytes]],
+) -> None:
+    """The proposer's own check: the bytes carried for a published blob match its id and size,
+    every blob carried is published, every other referenced blob is already stored (UsageError
+    otherwise: a caller's mistake, caught before anything is proposed)."""
+    for item in published:
+        data = blobs.get(item.blob)
+        if data is not None and (len(data) != item.size or blob_id(data) != item.blob):
+            raise UsageError(f"blob {item.blob.hex()[:16]}: the bytes given do not match it")
+    stored = None
+    for blob in referenced:
+        if blob in blobs:
+            continue
+        if stored is None:
+            stored = stored_ids()
+        if blob not in stored:
+            raise UsageError(f"the block references blob {blob.hex()[:16]}, which is not stored")
+    extra = set(blobs) - {p.blob for p in published}
+    if extra:
+        raise UsageError(f"blob {min(extra).hex()[:16]} is carried but no operation publishes it")
 
 
 # --- verification ---------------------------------------------------------------------------

@@ -42,8 +42,7 @@ from edgechain.chain.application import (
     to_operation,
 )
 from edgechain.chain.blobs import (
-    PublishDataBlob,
-    blob_id,
+    check_blobs_at_hand,
     published_blobs,
     referenced_blobs,
     verify_blobs,
@@ -597,7 +596,7 @@ class Chain:
             published_blobs=len(published),
             bytes_written=written_bytes(writes),
         )
-        _check_blobs_at_hand(published, referenced_blobs(operations), blobs, net.storage)
+        check_blobs_at_hand(published, referenced_blobs(operations), blobs, net.storage.blob_ids)
         block_hash = hash_encoded("block", encoded)
         proposal = Proposal(block, sign_proposal(block, key, block_hash), block_hash, blobs)
         timeout = net.vote_timeout
@@ -669,31 +668,6 @@ class Chain:
             v.next_height(self.id) == self.height and v.state_hash(self.id) == self.state_hash
             for v in honest
         )
-
-
-def _check_blobs_at_hand(
-    published: list[PublishDataBlob],
-    referenced: list[bytes],
-    blobs: dict[bytes, bytes],
-    storage: Storage,
-) -> None:
-    """The proposer's own check: every blob the block publishes is carried and matches its id
-    and size, every other referenced blob is already stored."""
-    for item in published:
-        data = blobs.get(item.blob)
-        if data is not None and (len(data) != item.size or blob_id(data) != item.blob):
-            raise UsageError(f"blob {item.blob.hex()[:16]}: the bytes given do not match it")
-    stored = None
-    for blob in referenced:
-        if blob in blobs:
-            continue
-        if stored is None:
-            stored = storage.blob_ids()
-        if blob not in stored:
-            raise UsageError(f"the block references blob {blob.hex()[:16]}, which is not stored")
-    extra = set(blobs) - {p.blob for p in published}
-    if extra:
-        raise UsageError(f"blob {min(extra).hex()[:16]} is carried but no operation publishes it")
 
 
 def _hex(value: bytes | None) -> str:

@@ -14,7 +14,7 @@ import pytest
 from chain_helpers import FAST_TIMEOUT
 from network_cli_helpers import REPO_ROOT, edgechain
 
-from edgechain.chain.blobs import blob_id
+from edgechain.chain.blobs import PublishDataBlob, blob_id
 from edgechain.chain.network import Network
 from edgechain.chain.policy import TESTNET, ResourcePolicy
 from edgechain.client import Client
@@ -27,6 +27,7 @@ from edgechain.errors import (
     OracleBudgetExceeded,
     QuorumNotReached,
     StorageCorrupted,
+    UsageError,
 )
 from edgechain.pytest_plugin import ModelFiles
 from edgechain.service.query import GenerateQuery
@@ -218,3 +219,20 @@ def test_the_blob_benchmark_reports_its_figures(tmp_path: Path) -> None:
     assert (result.chunks, result.blocks) == (3, 2)  # two weight chunks, a tokenizer; a manifest
     assert 1.0 <= result.db_bytes_per_weight_byte < 1.5
     assert result.read_gb_per_s > 0 and result.first_query_seconds > 0
+
+
+def test_the_proposer_checks_the_blobs_it_carries(tmp_path: Path) -> None:
+    with _client(tmp_path / "n") as client:
+        chain = client.chain
+        data = b"chunk bytes"
+        publish = PublishDataBlob(blob_id(data), len(data)).operation(chain.id)
+        with pytest.raises(UsageError, match="the bytes given do not match it"):
+            chain.propose([publish], blobs={blob_id(data): b"other bytes"})
+        with pytest.raises(UsageError, match="is carried but no operation publishes it"):
+            chain.propose([publish], blobs={blob_id(data): data, blob_id(b"x"): b"x"})
+        with pytest.raises(UsageError, match="references blob .* which is not stored"):
+            chain.propose([publish])  # published without its bytes, and never stored
+        assert chain.height == 0
+        chain.propose([publish], blobs={blob_id(data): data})
+        chain.propose([publish])  # published again: stored already, nothing to carry
+        assert chain.height == 2 and client.network.storage.blob(blob_id(data)) == data
