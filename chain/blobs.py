@@ -28,7 +28,13 @@ from edgechain.chain.application import (
 )
 from edgechain.chain.block import Operation
 from edgechain.chain.encoding import domain_tag
-from edgechain.errors import OperationRejected, StorageCorrupted, Unauthorized, UsageError
+from edgechain.errors import (
+    BlobCorrupted,
+    OperationRejected,
+    StorageCorrupted,
+    Unauthorized,
+    UsageError,
+)
 
 if TYPE_CHECKING:
     from edgechain.chain.application import ContractState, OperationContext, ServiceContext
@@ -226,9 +232,10 @@ def verify_blobs(snapshot: Snapshot, states: Iterable[ChainState]) -> int:
         if blob in published:
             where = f" (published at height {published[blob][1]})"
         if size != len(data) or blob_id(data) != blob:
-            raise StorageCorrupted(
+            raise BlobCorrupted(
                 f"stored blob {blob.hex()}{where} is damaged: its {len(data)} bytes hash to "
-                f"{blob_id(data).hex()[:16]}, not to its id"
+                f"{blob_id(data).hex()[:16]}, not to its id",
+                blob=blob,
             )
         if blob in published and published[blob][0] != size:
             raise StorageCorrupted(f"stored blob {blob.hex()}{where} has another size")

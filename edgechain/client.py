@@ -44,7 +44,13 @@ from edgechain.contract.operations import FileRef, RegisterModel, RetireModel, c
 from edgechain.contract.registry import APPLICATION_NAME, CertifiedModel, ModelRegistryService
 from edgechain.contract.story_book import APPLICATION_NAME as STORY_BOOK
 from edgechain.contract.story_book import Story, StoryBookService
-from edgechain.errors import InputError, OracleBudgetExceeded, Timeout, UsageError
+from edgechain.errors import (
+    BlobCorrupted,
+    InputError,
+    OracleBudgetExceeded,
+    Timeout,
+    UsageError,
+)
 from edgechain.service.engine.base import Engine
 from edgechain.service.fetch import Fetcher, FetchPolicy
 from edgechain.service.model_files import Source, read_checkpoint_header, read_tokenizer
@@ -311,8 +317,21 @@ class Client:
 
     def verify(self, expect_head: ExpectedHead | None = None) -> VerifyReport:
         """Re-verify every stored chain (hash links, certificates, state), and that the chain
-        still holds ``expect_head`` (a head recorded earlier), in one snapshot."""
-        return self.network.verify(expect_head)
+        still holds ``expect_head`` (a head recorded earlier), in one snapshot. A damaged
+        stored blob is named with the model chunks it holds."""
+        try:
+            return self.network.verify(expect_head)
+        except BlobCorrupted as exc:
+            chunks = [
+                f"chunk {index} of {m.entry.name} version {m.entry.version} {what}"
+                for m in self.models()
+                for what, file in (("weights", m.entry.weights), ("tokenizer", m.entry.tokenizer))
+                for index, (blob, _) in enumerate(file.chunks)
+                if blob == exc.blob
+            ]
+            if not chunks:
+                raise
+            raise BlobCorrupted(f"{exc} ({'; '.join(chunks)})", blob=exc.blob) from exc
 
     def blocks(self, start: int = 0, end: int | None = None) -> Iterator[CertifiedBlock]:
         return self.chain.blocks(start, end)

@@ -114,6 +114,14 @@ class StorageCorrupted(ChainError):
     bad height), a damaged database or network file, a damaged content cache entry."""
 
 
+class BlobCorrupted(StorageCorrupted):
+    """A stored blob whose bytes do not match its id; ``blob`` is the id."""
+
+    def __init__(self, message: str, *, blob: bytes) -> None:
+        super().__init__(message)
+        self.blob = blob
+
+
 class NetworkNotFound(ChainError):
     """No network exists in the given directory."""
 

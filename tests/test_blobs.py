@@ -148,7 +148,12 @@ def test_a_tampered_stored_chunk_is_detected_and_named(
         with pytest.raises(HashMismatch, match=f"chunk 5 \\(blob {chunk.hex()[:16]}\\)"):
             client.generate(query).collect()
     result = edgechain("chain", "verify", "--dir", path)
-    result.assert_user_error(4, f"stored blob {chunk.hex()}", "published at height 0")
+    result.assert_user_error(
+        4,
+        f"stored blob {chunk.hex()}",
+        "published at height 0",
+        "chunk 5 of stories260K version 1 weights",
+    )
 
 
 _PUBLISH_SCRIPT = """
