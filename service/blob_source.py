@@ -5,7 +5,8 @@ from a validator that holds it (reachable, its blob storage intact), checked aga
 size before anything else sees it, and written into one buffer; the whole file is then checked
 against the manifest's BLAKE3. :class:`BlobFetcher` has the URL fetcher's ``fetch_any``
 signature, so the content cache stores a blob-stored file exactly as a downloaded one, and the
-engine loads it from there.
+engine loads it from there. A file that also names URLs is fetched from them when no reachable
+validator holds one of its chunks.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import blake3
 from edgechain.chain.blobs import blob_id
 from edgechain.contract.operations import FileRef
 from edgechain.errors import BlobUnavailable, Cancelled, HashMismatch
+from edgechain.service.cache import SupportsFetchAny
 
 
 class BlobHolder(Protocol):
@@ -41,9 +43,12 @@ class BlobStorage(Protocol):
 class BlobFetcher:
     """Reads one manifest's chunks from the validators' blob storage, verifying as it goes."""
 
-    def __init__(self, storage: BlobStorage, file: FileRef) -> None:
+    def __init__(
+        self, storage: BlobStorage, file: FileRef, fallback: SupportsFetchAny | None = None
+    ) -> None:
         self._storage = storage
         self._file = file
+        self._fallback = fallback
 
     def fetch_any(
         self,
@@ -54,7 +59,27 @@ class BlobFetcher:
         progress: Callable[[int, int | None], None] | None = None,
         cancel: threading.Event | None = None,
     ) -> bytes:
-        """The file's bytes, every chunk verified (``urls`` are not used)."""
+        """The file's bytes, every chunk verified; from ``urls`` (with the fallback fetcher)
+        only when a chunk is unavailable."""
+        try:
+            return self._read(expected_blake3, progress, cancel)
+        except BlobUnavailable:
+            if not urls or self._fallback is None:
+                raise
+        return self._fallback.fetch_any(
+            urls,
+            expected_blake3=expected_blake3,
+            expected_size=expected_size,
+            progress=progress,
+            cancel=cancel,
+        )
+
+    def _read(
+        self,
+        expected_blake3: str,
+        progress: Callable[[int, int | None], None] | None,
+        cancel: threading.Event | None,
+    ) -> bytes:
         file = self._file
         buffer = bytearray(file.size)
         whole = blake3.blake3()

@@ -558,7 +558,7 @@ class ModelService:
 
         fetcher: SupportsFetchAny = self.fetcher
         if file.chunks and self.blobs is not None:
-            fetcher = BlobFetcher(self.blobs, file)
+            fetcher = BlobFetcher(self.blobs, file, fallback=self.fetcher)
         return self.cache.fetch_verified(
             file.blake3,
             file.size,

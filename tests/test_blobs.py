@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from chain_helpers import FAST_TIMEOUT
-from network_cli_helpers import REPO_ROOT, edgechain
+from network_cli_helpers import REPO_ROOT, edgechain, serve_copies
 
 from edgechain.chain.blobs import PublishDataBlob, blob_id
 from edgechain.chain.network import Network
@@ -31,6 +31,7 @@ from edgechain.errors import (
 )
 from edgechain.pytest_plugin import ModelFiles
 from edgechain.service.query import GenerateQuery
+from edgechain.service.weight_server import WeightServer
 
 #: Small blobs, so that stories260K (1,056,540 + 6,227 bytes) needs 12 of them in 2 blocks.
 SMALL = ResourcePolicy(name="small", maximum_blob_size=100_000, maximum_published_blobs=10)
@@ -241,3 +242,25 @@ def test_the_proposer_checks_the_blobs_it_carries(tmp_path: Path) -> None:
         chain.propose([publish], blobs={blob_id(data): data})
         chain.propose([publish])  # published again: stored already, nothing to carry
         assert chain.height == 2 and client.network.storage.blob(blob_id(data)) == data
+
+
+def test_urls_stay_an_option_beside_blobs(
+    tmp_path: Path, stories260k: ModelFiles, weight_server: WeightServer, weight_server_dir: Path
+) -> None:
+    """A manifest may also name URLs: they serve the file when no validator holds a chunk."""
+    serve_copies(stories260k, weight_server_dir)
+    with _client(tmp_path / "n") as client:
+        published = client.publish_model(
+            "stories260K",
+            weights=stories260k.weights,
+            tokenizer=stories260k.tokenizer,
+            weights_urls=[weight_server.url("stories260K.bin")],
+            tokenizer_urls=[weight_server.url("tok512.bin")],
+            blobs=True,
+        )
+        assert published.model.entry.weights.urls == (weight_server.url("stories260K.bin"),)
+        assert len(published.model.entry.weights.chunks) == 11
+        client.network.set_faults(",".join(f"v{i}=missing-blobs" for i in range(1, 5)))
+        query = GenerateQuery("stories260K", PROMPT, temperature=0, max_tokens=5)
+        assert client.generate(query).collect().output_tokens == 5
+        assert weight_server.request_count("stories260K.bin") == 1
