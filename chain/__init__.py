@@ -13,6 +13,8 @@ Where things live (one job per module):
 - ``storage``       SQLite schema and one-transaction commits
 - ``verification``  re-verification of stored chains on open
 - ``network``       the facade: ``Network.create/open``, ``Chain.execute``
+- ``policy``        resource policies: Linera's limits on blocks, blobs and oracle time
+- ``blobs``         data blobs: ids, the ``blobs`` system application, stored-blob checks
 """
 
 from edgechain.chain.application import (

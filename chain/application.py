@@ -102,6 +102,15 @@ class ContractState(StateReader):
     def delete(self, key: str) -> None:
         self._writes[(self.app_id, key)] = None
 
+    @property
+    def chain_id(self) -> bytes:
+        return self._base.chain_id
+
+    def view_of(self, app_id: bytes) -> ContractState:
+        """Another application's namespace as this block sees it, for reading system records
+        (published blobs, chain/blobs.py); contracts never write through it."""
+        return ContractState(self._base, app_id, self._writes)
+
 
 class Contract(Protocol):
     """The on-chain half of an application."""

@@ -11,7 +11,7 @@ domain; the owner signs ``domain_tag("proposal") || block_hash``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -125,3 +125,6 @@ class Proposal:
     block: Block
     signature: bytes
     block_hash: bytes
+    #: The bytes of the blobs the block publishes, by blob id (chain/blobs.py): they travel
+    #: beside the block, which holds their ids only.
+    blobs: dict[bytes, bytes] = field(default_factory=dict)

@@ -22,6 +22,9 @@ class FaultKind(Enum):
     # Re-executes a block's oracle calls (a story's generation) with a perturbed result, so it
     # disagrees with the recorded response and does not sign.
     WRONG_OUTPUT = "wrong-output"
+    # Keeps no blobs (its blob storage is lost): it cannot vote for a block that publishes or
+    # references one, and serves none (chain/blobs.py).
+    MISSING_BLOBS = "missing-blobs"
 
 
 _ALIASES = {
@@ -34,6 +37,7 @@ _ALIASES = {
     "equivocate": FaultKind.EQUIVOCATE,
     "equivocating": FaultKind.EQUIVOCATE,
     "wrong-output": FaultKind.WRONG_OUTPUT,
+    "missing-blobs": FaultKind.MISSING_BLOBS,
 }
 
 

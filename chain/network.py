@@ -41,6 +41,12 @@ from edgechain.chain.application import (
     execute_operations,
     to_operation,
 )
+from edgechain.chain.blobs import (
+    check_blobs_at_hand,
+    published_blobs,
+    referenced_blobs,
+    verify_blobs,
+)
 from edgechain.chain.block import MAX_BLOCK_BYTES, Block, Operation, Proposal, sign_proposal
 from edgechain.chain.certificate import Certificate, CertifiedBlock
 from edgechain.chain.committee import Committee, validator_name
@@ -48,6 +54,7 @@ from edgechain.chain.encoding import hash_encoded
 from edgechain.chain.faults import Fault, FaultMap, format_faults, parse_faults
 from edgechain.chain.keys import generate_key, load_key, public_bytes, save_key
 from edgechain.chain.oracle import DEFAULT_ORACLE_BUDGET_S, Oracle, recorded_response
+from edgechain.chain.policy import NO_FEES, ResourcePolicy, written_bytes
 from edgechain.chain.processes import process_alive
 from edgechain.chain.state import WriteSet
 from edgechain.chain.storage import BlockRow, ChainRecord, Snapshot, Storage, WriteTransaction
@@ -97,6 +104,7 @@ class NetworkStatus:
     tolerated_faults: int
     vote_timeout: float
     chains: list[ChainStatus]
+    policy: dict[str, Any] | None = None  # the resource policy: name and limits (None: unlimited)
 
     def to_json(self) -> dict[str, Any]:
         value = asdict(self)
@@ -142,6 +150,7 @@ class VerifyReport:
     chains: int
     blocks: int
     seconds: float
+    blobs: int = 0  # stored blobs whose bytes were re-hashed
 
 
 class Network:
@@ -155,8 +164,10 @@ class Network:
         faults: FaultMap,
         vote_timeout: float,
         storage: Storage,
+        policy: ResourcePolicy = NO_FEES,
     ) -> None:
         self.path = path
+        self.policy = policy
         self.committee = committee
         self.faults = faults
         self.vote_timeout = vote_timeout
@@ -168,7 +179,12 @@ class Network:
         self._pool = ValidatorPool(self.validators)
         self._chains: dict[str, Chain] = {}
         #: Seconds a block's oracle calls may take together (validators re-execute them).
-        self.oracle_budget_s = DEFAULT_ORACLE_BUDGET_S
+        self.oracle_budget_s = policy.oracle_budget_s(DEFAULT_ORACLE_BUDGET_S)
+        held = storage.blob_ids()
+        for validator in self.validators:
+            validator.policy = policy
+            validator.oracle_budget_s = self.oracle_budget_s
+            validator.held_blobs = set(held)
 
     # --- creating and opening -------------------------------------------------------------
 
@@ -180,6 +196,7 @@ class Network:
         faulty: FaultsArg = None,
         vote_timeout: float = DEFAULT_VOTE_TIMEOUT,
         default_chain: str = DEFAULT_CHAIN,
+        policy: str | ResourcePolicy | None = None,
     ) -> Network:
         """Create a network in directory ``path`` (new or empty) with one chain, and open it.
 
@@ -197,12 +214,13 @@ class Network:
         # Every argument is checked before the directory exists: a refused `net up` leaves
         # nothing behind.
         faults = parse_faults(faulty, committee.names)
+        resolved = ResourcePolicy.resolve(policy)
         path.mkdir(parents=True, exist_ok=True)
         for i, key in enumerate(keys):
             save_key(key, path / "keys" / "validators" / f"{validator_name(i)}.key")
-        _write_config(path, committee, faults, vote_timeout)
+        _write_config(path, committee, faults, vote_timeout, resolved)
         storage = Storage(path / DATABASE_FILE, create=True)
-        net = cls(path, committee, keys, faults, vote_timeout, storage)
+        net = cls(path, committee, keys, faults, vote_timeout, storage, resolved)
         net.storage.set_meta("committee_hash", committee.hash().hex())
         net.create_chain(default_chain)
         return net
@@ -227,6 +245,7 @@ class Network:
             committee = Committee.from_json(config["committee"])
             saved_faults = config.get("faults", "")
             saved_timeout = float(config.get("vote_timeout", DEFAULT_VOTE_TIMEOUT))
+            policy = ResourcePolicy.from_json(config.get("policy", NO_FEES.to_json()))
         except (ValueError, KeyError, TypeError, UsageError) as exc:
             raise StorageCorrupted(f"{config_path} is malformed: {exc}") from exc
         except OSError as exc:
@@ -242,7 +261,7 @@ class Network:
         if storage.get_meta("committee_hash") != committee.hash().hex():
             storage.close()
             raise StorageCorrupted(f"{config_path}: the committee does not match the database")
-        net = cls(path, committee, keys, faults, timeout, storage)
+        net = cls(path, committee, keys, faults, timeout, storage, policy)
         _remove_abandoned_config_temporaries(path)
         try:
             net._load_chains()
@@ -313,7 +332,9 @@ class Network:
             self.set_oracle_budget(budget_s)
 
     def set_oracle_budget(self, budget_s: float) -> None:
-        """Seconds the oracle calls of one block may take together, for every validator."""
+        """Seconds the oracle calls of one block may take together, for every validator
+        (ResourceLimitExceeded past the policy's ``maximum_service_oracle_execution_ms``)."""
+        self.policy.check_oracle_budget(budget_s)
         self.oracle_budget_s = budget_s
         for validator in self.validators:
             validator.oracle_budget_s = budget_s
@@ -384,6 +405,7 @@ class Network:
             tolerated_faults=self.committee.tolerated_faults,
             vote_timeout=self.vote_timeout,
             chains=[c.status() for c in self._chains.values()],
+            policy=self.policy.to_json(),
         )
 
     def verify(self, expect_head: ExpectedHead | None = None) -> VerifyReport:
@@ -403,7 +425,12 @@ class Network:
                 blocks += verified[record.name].next_height
             if expect_head is not None:
                 _check_expected_head(snapshot, verified, expect_head)
-        return VerifyReport(len(records), blocks, time.perf_counter() - start)
+            checked = verify_blobs(snapshot, [v.state for v in verified.values()])
+        return VerifyReport(len(records), blocks, time.perf_counter() - start, checked)
+
+    def read_blob(self, blob: bytes) -> bytes | None:
+        """A stored blob's bytes (what the validators holding it serve)."""
+        return self.storage.blob(blob)
 
     def set_faults(self, faulty: FaultsArg, persist: bool = False) -> None:
         """Change the validators' faults now (and in network.json if ``persist``)."""
@@ -412,7 +439,7 @@ class Network:
         for validator in self.validators:
             validator.fault = faults.get(validator.name)
         if persist:
-            _write_config(self.path, self.committee, faults, self.vote_timeout)
+            _write_config(self.path, self.committee, faults, self.vote_timeout, self.policy)
 
 
 class Chain:
@@ -498,9 +525,17 @@ class Chain:
         return self.propose([to_operation(app_id, op) for op in operations], signer=signer)
 
     def propose(
-        self, operations: Sequence[Operation], signer: Ed25519PrivateKey | None = None
+        self,
+        operations: Sequence[Operation],
+        signer: Ed25519PrivateKey | None = None,
+        blobs: Mapping[bytes, bytes] | None = None,
     ) -> Certificate:
-        """Like :meth:`execute` with ready-made operations (possibly for several applications)."""
+        """Like :meth:`execute` with ready-made operations (possibly for several applications).
+
+        ``blobs``: the bytes of the blobs the operations publish, by id (chain/blobs.py); they
+        are stored with the block, in its transaction.
+        """
+        blobs = dict(blobs or {})
         if not operations:
             raise UsageError("a block needs at least one operation")
         net = self.network
@@ -509,7 +544,7 @@ class Chain:
         # take turns, and each builds on the head it commits over (no "already committed").
         with net.storage.write_transaction() as txn:
             self._catch_up(txn)
-            certified, writes = self._certify(operations, key)
+            certified, writes = self._certify(operations, key, blobs)
             txn.commit_block(
                 BlockRow(
                     self.id,
@@ -521,11 +556,12 @@ class Chain:
                 ),
                 writes,
             )
+            txn.store_blobs(blobs)
         self._apply(certified, writes)
         return certified.certificate
 
     def _certify(
-        self, operations: Sequence[Operation], key: Ed25519PrivateKey
+        self, operations: Sequence[Operation], key: Ed25519PrivateKey, blobs: dict[bytes, bytes]
     ) -> tuple[CertifiedBlock, WriteSet]:
         """Execute ``operations`` on the current head and gather a certificate for the block."""
         net = self.network
@@ -554,8 +590,16 @@ class Chain:
                 f"the block would be {len(encoded)} bytes; blocks are limited to "
                 f"{MAX_BLOCK_BYTES} bytes: split the operations"
             )
+        published = published_blobs(operations)
+        net.policy.check_block(
+            block_bytes=len(encoded),
+            blob_sizes=[len(data) for data in blobs.values()],
+            published_blobs=len(published),
+            bytes_written=written_bytes(writes),
+        )
+        check_blobs_at_hand(published, referenced_blobs(operations), blobs, net.storage.blob_ids)
         block_hash = hash_encoded("block", encoded)
-        proposal = Proposal(block, sign_proposal(block, key, block_hash), block_hash)
+        proposal = Proposal(block, sign_proposal(block, key, block_hash), block_hash, blobs)
         timeout = net.vote_timeout
         if any(recorded_response(op) is not None for op in operations):
             timeout += net.oracle_budget_s  # validators re-execute the oracle calls first
@@ -666,12 +710,19 @@ def _check_timeout(timeout: float) -> None:
         raise UsageError(f"vote timeout must be in (0, 600] seconds, got {timeout!r}")
 
 
-def _write_config(path: Path, committee: Committee, faults: FaultMap, vote_timeout: float) -> None:
+def _write_config(
+    path: Path,
+    committee: Committee,
+    faults: FaultMap,
+    vote_timeout: float,
+    policy: ResourcePolicy = NO_FEES,
+) -> None:
     config = {
         "format": NETWORK_FORMAT,
         "committee": committee.to_json(),
         "faults": format_faults(faults),
         "vote_timeout": vote_timeout,
+        "policy": policy.to_json(),
     }
     # Named with the pid: two processes saving faults at once never write one temporary.
     tmp = path / f"{NETWORK_FILE}.{os.getpid()}.tmp"

@@ -61,7 +61,14 @@ CREATE TABLE IF NOT EXISTS state (
     value    BLOB NOT NULL,
     UNIQUE (chain_id, app_id, key)
 );
+""" + """
+CREATE TABLE IF NOT EXISTS blobs (
+    blob_id BLOB PRIMARY KEY,
+    size    INTEGER NOT NULL,
+    data    BLOB NOT NULL
+);
 """
+_BLOBS_TABLE = _SCHEMA.rsplit(";", 2)[-2] + ";"  # added to databases made before blobs existed
 
 _BLOCK_COLUMNS = (
     ("chain_id", bytes),
@@ -73,6 +80,7 @@ _BLOCK_COLUMNS = (
 )
 _CHAIN_COLUMNS = (("chain_id", bytes), ("name", str), ("owner", bytes))
 _STATE_COLUMNS = (("app_id", bytes), ("key", str), ("value", bytes))
+_BLOB_COLUMNS = (("blob_id", bytes), ("size", int), ("data", bytes))
 _SQL_TYPES = {bytes: "BLOB", str: "TEXT", int: "INTEGER", float: "REAL", type(None): "NULL"}
 _SELECT_BLOCK = (
     "SELECT chain_id, height, block_hash, block, owner_signature, certificate FROM blocks"
@@ -208,6 +216,32 @@ class _Reads:
                 return
             start = blocks[-1].height + 1
 
+    def blob(self, blob_id: bytes) -> bytes | None:
+        """A stored blob's bytes (chain/blobs.py), None when it is not stored."""
+        rows = self._rows("SELECT data FROM blobs WHERE blob_id = ?", (blob_id,))
+        return self._typed(rows[0], (("data", bytes),), "blobs")[0] if rows else None  # type: ignore[return-value]
+
+    def blob_rows(self) -> Iterator[tuple[bytes, int, bytes]]:
+        """Every stored blob as (id, size column, bytes), in id order, a page at a time."""
+        last = b""
+        while True:
+            rows = self._rows(
+                "SELECT blob_id, size, data FROM blobs WHERE blob_id > ? ORDER BY blob_id LIMIT 16",
+                (last,),
+            )
+            for row in rows:
+                yield self._typed(row, _BLOB_COLUMNS, "blobs")  # type: ignore[misc]
+            if len(rows) < 16:
+                return
+            last = rows[-1][0]  # type: ignore[assignment]
+
+    def blob_ids(self) -> set[bytes]:
+        return {r[0] for r in self._rows("SELECT blob_id FROM blobs")}  # type: ignore[misc]
+
+    def blob_bytes(self) -> int:
+        """The stored blobs' total size."""
+        return int(self._rows("SELECT COALESCE(SUM(size), 0) FROM blobs")[0][0])  # type: ignore[call-overload]
+
     def state_entries(self, chain_id: bytes) -> Iterator[tuple[bytes, str, bytes]]:
         """Every stored (app_id, key, value) of a chain."""
         rows = self._rows("SELECT app_id, key, value FROM state WHERE chain_id = ?", (chain_id,))
@@ -229,6 +263,10 @@ class Snapshot(_Reads):
 
 class WriteTransaction(Snapshot):
     """A snapshot holding the database's write lock: it reads the newest head and may commit."""
+
+    def store_blobs(self, blobs: dict[bytes, bytes]) -> None:
+        """Store the blobs a certified block publishes, in the block's transaction."""
+        _store_blobs(self.path, self._db, blobs)
 
     def commit_block(self, row: BlockRow, writes: WriteSet) -> None:
         """Add a certified block and its state writes (committed when the transaction ends)."""
@@ -268,6 +306,15 @@ class WriteTransaction(Snapshot):
             raise
 
 
+def _store_blobs(path: Path, db: sqlite3.Connection, blobs: dict[bytes, bytes]) -> None:
+    # Content-addressed: a blob stored before (an identical chunk) is kept once.
+    with _mapped(path):
+        db.executemany(
+            "INSERT OR IGNORE INTO blobs (blob_id, size, data) VALUES (?, ?, ?)",
+            [(k, len(v), v) for k, v in blobs.items()],
+        )
+
+
 class Storage(_Reads):
     """The network's SQLite database."""
 
@@ -285,6 +332,10 @@ class Storage(_Reads):
             if create:
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.executescript(_SCHEMA)
+            elif not self._db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'blobs'"
+            ).fetchall():
+                self._db.execute(_BLOBS_TABLE)
         except sqlite3.Error as exc:
             raise storage_error(path, exc) from exc
         try:

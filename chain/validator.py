@@ -18,13 +18,21 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from edgechain.chain.application import execute_block
+from edgechain.chain.blobs import blob_id, published_blobs, referenced_blobs
 from edgechain.chain.block import MAX_BLOCK_BYTES, Proposal, proposal_message
 from edgechain.chain.certificate import CertifiedBlock, Vote, vote_message
 from edgechain.chain.encoding import hash_encoded, hash_value
 from edgechain.chain.faults import Fault, FaultKind
 from edgechain.chain.oracle import DEFAULT_ORACLE_BUDGET_S, Oracle, recorded_response
+from edgechain.chain.policy import NO_FEES, ResourcePolicy, written_bytes
 from edgechain.chain.state import ChainState, WriteSet
-from edgechain.errors import ChainError, ContractError, EdgechainError, Timeout
+from edgechain.errors import (
+    ChainError,
+    ContractError,
+    EdgechainError,
+    ResourceLimitExceeded,
+    Timeout,
+)
 
 
 class ValidatorUnreachable(ChainError):
@@ -83,6 +91,10 @@ class Validator:
         #: Recomputes the oracle responses blocks record (None: refuses blocks that have any).
         self.oracle: Oracle | None = None
         self.oracle_budget_s = DEFAULT_ORACLE_BUDGET_S
+        #: The network's resource policy, checked before voting (chain/policy.py).
+        self.policy: ResourcePolicy = NO_FEES
+        #: Ids of the blobs this validator stores (their bytes are in the network's database).
+        self.held_blobs: set[bytes] = set()
 
     # --- replicas -------------------------------------------------------------------------
 
@@ -108,6 +120,16 @@ class Validator:
     def next_height(self, chain_id: bytes) -> int:
         with self._lock:
             return self._replicas[chain_id].next_height
+
+    def holds(self, blob: bytes) -> bool:
+        """True when this validator can serve ``blob`` (stores it, and is reachable)."""
+        if self.fault is not None and self.fault.kind in (
+            FaultKind.OFFLINE,
+            FaultKind.MISSING_BLOBS,
+        ):
+            return False
+        with self._lock:
+            return blob in self.held_blobs
 
     # --- voting ---------------------------------------------------------------------------
 
@@ -141,17 +163,45 @@ class Validator:
         block_hash = hash_encoded("block", encoded)
         if not proposal_signature_valid(block.signer, proposal.signature, block_hash):
             raise ProposalRefused("the proposal's signature is not valid")
+        self._check_blobs(proposal)
         self._check_oracle_responses(block.chain_id, block.operations)
         try:
             writes = execute_block(replica.state, block, replica.owner)
         except ContractError as exc:
             raise ProposalRefused(f"an operation was rejected: {exc}") from exc
+        try:
+            self.policy.check_block(
+                block_bytes=len(encoded),
+                blob_sizes=[len(data) for data in proposal.blobs.values()],
+                published_blobs=len(published_blobs(block.operations)),
+                bytes_written=written_bytes(writes),
+            )
+        except ResourceLimitExceeded as exc:
+            raise ProposalRefused(str(exc)) from exc
         state_hash = replica.state.hash_with(writes)
         if state_hash != block.state_hash:
             raise ProposalRefused("executing the block gives a different state hash")
         # Only the latest proposal per height is kept: a new proposal replaces an uncertified one.
         replica.pending = {block_hash: writes}
         return self._signed_votes(block.chain_id, block.height, block_hash, state_hash, proposal)
+
+    def _check_blobs(self, proposal: Proposal) -> None:
+        """Refuse unless every blob the block references is held here or carried (and intact)
+        by the proposal."""
+        keeps = self.fault is None or self.fault.kind is not FaultKind.MISSING_BLOBS
+        for published in published_blobs(proposal.block.operations):
+            data = proposal.blobs.get(published.blob)
+            if data is None:
+                continue
+            if len(data) != published.size or blob_id(data) != published.blob:
+                raise ProposalRefused(
+                    f"blob {published.blob.hex()[:16]} carried by the proposal does not match "
+                    "its id and size"
+                )
+        carried = set(proposal.blobs) if keeps else set()
+        for blob in referenced_blobs(proposal.block.operations):
+            if not keeps or (blob not in self.held_blobs and blob not in carried):
+                raise ProposalRefused(f"missing blob {blob.hex()[:16]}: it does not hold it")
 
     def _check_oracle_responses(self, chain_id: bytes, operations: Any) -> None:
         """Re-execute every oracle call the block records; refuse unless each gives the
@@ -230,6 +280,10 @@ class Validator:
                 writes = execute_block(replica.state, block, replica.owner)
             replica.state.apply(writes)
             replica.pending.clear()
+            if self.fault is None or self.fault.kind is not FaultKind.MISSING_BLOBS:
+                # A certified block's blobs come with its certificate (whether or not this
+                # validator's vote was among the quorum's): it stores them.
+                self.held_blobs.update(b.blob for b in published_blobs(block.operations))
             replica.next_height = block.height + 1
             replica.head_hash = certified.block_hash
             replica.last_timestamp_us = block.timestamp_us

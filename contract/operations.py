@@ -5,7 +5,11 @@
 - format: ``llama2c``
 - hashes: BLAKE3, 64 lowercase hex digits
 - sizes: integers, 0 < size <= 2 GiB (``MAX_FILE_SIZE``; the fetcher's cap is the same constant)
-- URLs: 1 to 8 per file, http or https with a host, at most 2048 characters, no whitespace
+- URLs: 1 to 8 per file, http or https with a host, at most 2048 characters, no whitespace;
+  0 to 8 for a file stored as blobs
+- chunks (a file stored as on-chain blobs, docs/blobs.md): 1 to ``MAX_CHUNKS`` pairs
+  ``[blob id, size]`` whose sizes add up to the file's size, each blob published (certified)
+  before the manifest that names it
 - description: at most 1024 characters; license: at most 128 characters
 - text: every string is valid Unicode text that encodes as UTF-8 (no lone surrogates, which is
   what undecodable command-line bytes become in Python); checked when an operation is built,
@@ -35,6 +39,8 @@ _BAD_URL_CHARACTER = re.compile(r"[\s\x00-\x1f\x7f]")
 MAX_URL_LENGTH = 2048
 MAX_DESCRIPTION = 1024
 MAX_LICENSE = 128
+#: Chunks a file stored as blobs may have (2 GiB in 1 MB blobs needs 2148).
+MAX_CHUNKS = 4096
 
 
 def check_utf8(what: str, value: object) -> None:
@@ -69,21 +75,43 @@ class FileRef:
     blake3: str
     size: int
     urls: tuple[str, ...]
+    #: The manifest of a file stored as blobs: (blob id, size) per chunk, in file order.
+    chunks: tuple[tuple[bytes, int], ...] = ()
 
     def __post_init__(self) -> None:
         check_utf8("file hash", self.blake3)
         check_utf8("file URL", self.urls)
 
     def to_payload(self) -> dict[str, Any]:
-        return {"blake3": self.blake3, "size": self.size, "urls": list(self.urls)}
+        payload: dict[str, Any] = {
+            "blake3": self.blake3,
+            "size": self.size,
+            "urls": list(self.urls),
+        }
+        if self.chunks:  # absent for URL-only files: their payload (and hashes) stay as they were
+            payload["chunks"] = [[blob, size] for blob, size in self.chunks]
+        return payload
+
+    def to_json(self) -> dict[str, Any]:
+        """The file as JSON: ``{"blake3", "size", "urls"}``, and ``"chunks"`` as
+        ``[{"blob": hex, "size"}]`` for a blob-stored file."""
+        value: dict[str, Any] = {"blake3": self.blake3, "size": self.size, "urls": list(self.urls)}
+        if self.chunks:
+            value["chunks"] = [{"blob": blob.hex(), "size": size} for blob, size in self.chunks]
+        return value
 
     @classmethod
     def from_payload(cls, value: Any, what: str) -> FileRef:
-        fields = _exact_map(value, what, {"blake3", "size", "urls"}, set())
+        fields = _exact_map(value, what, {"blake3", "size", "urls"}, {"chunks"})
         urls = fields["urls"]
         if not isinstance(urls, list):
             raise OperationRejected(f"{what}.urls must be a list of URLs")
-        return cls(fields["blake3"], fields["size"], tuple(urls))
+        chunks = fields.get("chunks", [])
+        if not isinstance(chunks, list) or not all(
+            isinstance(c, list) and len(c) == 2 for c in chunks
+        ):
+            raise OperationRejected(f"{what}.chunks must be a list of [blob id, size] pairs")
+        return cls(fields["blake3"], fields["size"], tuple(urls), tuple(map(tuple, chunks)))
 
     def validate(self, what: str) -> None:
         if not isinstance(self.blake3, str) or not HASH_PATTERN.fullmatch(self.blake3):
@@ -95,10 +123,30 @@ class FileRef:
             raise OperationRejected(
                 f"{what}.size {size} must be > 0 and <= {MAX_FILE_SIZE >> 30} GiB ({MAX_FILE_SIZE})"
             )
-        if not 1 <= len(self.urls) <= MAX_URLS:
-            raise OperationRejected(f"{what}.urls needs 1 to {MAX_URLS} URLs, got {len(self.urls)}")
+        fewest = 0 if self.chunks else 1
+        if not fewest <= len(self.urls) <= MAX_URLS:
+            raise OperationRejected(
+                f"{what}.urls needs {fewest} to {MAX_URLS} URLs, got {len(self.urls)}"
+            )
         for url in self.urls:
             _validate_url(url, what)
+        self._validate_chunks(what)
+
+    def _validate_chunks(self, what: str) -> None:
+        if not self.chunks:
+            return
+        if len(self.chunks) > MAX_CHUNKS:
+            raise OperationRejected(f"{what}.chunks: at most {MAX_CHUNKS}, got {len(self.chunks)}")
+        for index, (blob, size) in enumerate(self.chunks):
+            if not (isinstance(blob, bytes) and len(blob) == 32):
+                raise OperationRejected(f"{what}.chunks[{index}]: the blob id is not 32 bytes")
+            if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+                raise OperationRejected(f"{what}.chunks[{index}]: the size must be > 0")
+        total = sum(size for _, size in self.chunks)
+        if total != self.size:
+            raise OperationRejected(
+                f"{what}.chunks add up to {total} bytes, not the file's size {self.size}"
+            )
 
 
 def _validate_url(url: Any, what: str) -> None:

@@ -17,6 +17,7 @@ from edgechain.chain.application import (
     OperationContext,
     ServiceContext,
 )
+from edgechain.chain.blobs import published_record, register_blob_references
 from edgechain.chain.certificate import Certificate, verify_certificate
 from edgechain.chain.committee import Committee
 from edgechain.contract.operations import FileRef, RegisterModel, RetireModel, check_utf8
@@ -113,6 +114,7 @@ class ModelRegistryContract:
             )
         op.validate()
         if isinstance(op, RegisterModel):
+            _check_chunks_published(state, op)
             self._register(ctx, state, op)
         else:
             self._retire(ctx, state, op)
@@ -163,6 +165,37 @@ class ModelRegistryContract:
         state.set(key, value)
 
 
+def _check_chunks_published(state: ContractState, op: RegisterModel) -> None:
+    """A manifest is certified only once every chunk it names is (chain/blobs.py)."""
+    for what, file in (("weights", op.weights), ("tokenizer", op.tokenizer)):
+        for index, (blob, size) in enumerate(file.chunks):
+            record = published_record(state, blob)
+            if record is None:
+                raise OperationRejected(
+                    f"{what}.chunks[{index}]: blob {blob.hex()[:16]} is not published on this chain"
+                )
+            if record["size"] != size:
+                raise OperationRejected(
+                    f"{what}.chunks[{index}]: blob {blob.hex()[:16]} was published with "
+                    f"{record['size']} bytes, not {size}"
+                )
+
+
+def _manifest_blobs(payload: Any) -> list[bytes]:
+    """The blobs a RegisterModel's manifests name (validators must hold them to vote)."""
+    found = []
+    for what in ("weights", "tokenizer"):
+        file = payload.get(what) if isinstance(payload, dict) else None
+        chunks = file.get("chunks") if isinstance(file, dict) else None
+        for chunk in chunks if isinstance(chunks, list) else []:
+            if isinstance(chunk, list) and chunk and isinstance(chunk[0], bytes):
+                found.append(chunk[0])
+    return found
+
+
+register_blob_references(RegisterModel.operation_name, _manifest_blobs)
+
+
 def _file_identity(model: ModelEntry | RegisterModel) -> tuple[str, int, str, int]:
     """What "the same bytes" means: both files' hashes and sizes (URLs may differ)."""
     w, t = model.weights, model.tokenizer
@@ -201,7 +234,7 @@ class CertifiedModel:
         """The one JSON shape of a certified model (the CLI's ``--json``, the node's SSE
         ``done`` record; GraphQL's ``Model`` has the same fields, camelCase, with ``height``
         for ``certificate_height`` and ``retired`` for ``status``): the entry, files as
-        ``{"blake3", "size", "urls"}``, and the certificate that made it current."""
+        ``FileRef.to_json``, and the certificate that made it current."""
         entry = self.entry
         return {
             "name": entry.name,
@@ -209,8 +242,8 @@ class CertifiedModel:
             "format": entry.format,
             "description": entry.description,
             "license": entry.license,
-            "weights": entry.weights.to_payload(),
-            "tokenizer": entry.tokenizer.to_payload(),
+            "weights": entry.weights.to_json(),
+            "tokenizer": entry.tokenizer.to_json(),
             "registered_height": entry.registered_height,
             "registered_by": entry.registered_by.hex(),
             "retired_height": entry.retired_height,

@@ -1,8 +1,8 @@
 """The wiring of applications into chains: the built-in kinds, registered with the chain layer.
 
 chain/ knows an application only as an :class:`~edgechain.chain.application.ApplicationKind`
-registered under its name, so it names no contract. This module is where the built-in ones (the
-model registry and the story book) are registered; :mod:`edgechain.client` calls
+registered under its name, so it names no contract. This module is where the built-in ones (blob
+publication, the model registry and the story book) are registered; :mod:`edgechain.client` calls
 :func:`register_applications` when it is imported, so the CLI, the node, the pytest plugin and
 the examples have them. Code that opens a network with ``edgechain.chain`` alone (a benchmark,
 a test's subprocess) calls it first: a stored chain whose blocks name an unregistered
@@ -12,13 +12,14 @@ application does not re-verify.
 from __future__ import annotations
 
 from edgechain.chain.application import ApplicationKind, register_application_kind
+from edgechain.chain.blobs import BLOBS
 from edgechain.contract.registry import MODEL_REGISTRY
 from edgechain.contract.story_book import STORY_BOOK
 
 __all__ = ["BUILTIN_APPLICATIONS", "register_applications"]
 
 #: Every application kind a chain runs.
-BUILTIN_APPLICATIONS: tuple[ApplicationKind, ...] = (MODEL_REGISTRY, STORY_BOOK)
+BUILTIN_APPLICATIONS: tuple[ApplicationKind, ...] = (BLOBS, MODEL_REGISTRY, STORY_BOOK)
 
 
 def register_applications() -> None:

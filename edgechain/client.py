@@ -39,11 +39,19 @@ from edgechain.chain.network import (
     NetworkStatus,
     VerifyReport,
 )
+from edgechain.chain.policy import ResourcePolicy
+from edgechain.contract.manifest import BlobPublication, plan_file, publish_chunks
 from edgechain.contract.operations import FileRef, RegisterModel, RetireModel, check_utf8
 from edgechain.contract.registry import APPLICATION_NAME, CertifiedModel, ModelRegistryService
 from edgechain.contract.story_book import APPLICATION_NAME as STORY_BOOK
 from edgechain.contract.story_book import Story, StoryBookService
-from edgechain.errors import InputError, OracleBudgetExceeded, Timeout, UsageError
+from edgechain.errors import (
+    BlobCorrupted,
+    InputError,
+    OracleBudgetExceeded,
+    Timeout,
+    UsageError,
+)
 from edgechain.service.engine.base import Engine
 from edgechain.service.engine.files import input_errors
 from edgechain.service.fetch import Fetcher, FetchPolicy
@@ -199,6 +207,8 @@ class PublishedModel:
 
     model: CertifiedModel
     certificate: Certificate
+    #: With ``blobs=True``: the chunks, blobs and blocks the publish needed (contract/manifest.py).
+    blobs: BlobPublication | None = None
 
 
 class Client:
@@ -233,10 +243,12 @@ class Client:
         *,
         validators: int | None = None,
         faulty: str | None = None,
+        policy: str | None = None,
         **options: object,
     ) -> Client:
         """Create a network in ``path`` (default 4 validators), or reopen and re-verify the one
-        already there (``validators``, when given, must then match its committee)."""
+        already there (``validators``, when given, must then match its committee; ``policy``,
+        a preset name or a JSON file (chain/policy.py), must match the saved one)."""
         path = Path(path)
         if (path / NETWORK_FILE).exists():
             network = Network.open(path, faulty=faulty)
@@ -247,9 +259,18 @@ class Client:
                     f"the network in {path} has {size} validators; "
                     f"it cannot be reopened with {validators}"
                 )
+            if policy is not None and ResourcePolicy.resolve(policy) != network.policy:
+                network.close()
+                raise UsageError(
+                    f"the network in {path} has the {network.policy.name} policy; "
+                    f"it cannot be reopened with {policy}"
+                )
         else:
             network = Network.create(
-                path, validators=4 if validators is None else validators, faulty=faulty
+                path,
+                validators=4 if validators is None else validators,
+                faulty=faulty,
+                policy=policy,
             )
         return cls(network, **options)  # type: ignore[arg-type]
 
@@ -299,8 +320,21 @@ class Client:
 
     def verify(self, expect_head: ExpectedHead | None = None) -> VerifyReport:
         """Re-verify every stored chain (hash links, certificates, state), and that the chain
-        still holds ``expect_head`` (a head recorded earlier), in one snapshot."""
-        return self.network.verify(expect_head)
+        still holds ``expect_head`` (a head recorded earlier), in one snapshot. A damaged
+        stored blob is named with the model chunks it holds."""
+        try:
+            return self.network.verify(expect_head)
+        except BlobCorrupted as exc:
+            chunks = [
+                f"chunk {index} of {m.entry.name} version {m.entry.version} {what}"
+                for m in self.models()
+                for what, file in (("weights", m.entry.weights), ("tokenizer", m.entry.tokenizer))
+                for index, (blob, _) in enumerate(file.chunks)
+                if blob == exc.blob
+            ]
+            if not chunks:
+                raise
+            raise BlobCorrupted(f"{exc} ({'; '.join(chunks)})", blob=exc.blob) from exc
 
     def blocks(self, start: int = 0, end: int | None = None) -> Iterator[CertifiedBlock]:
         return self.chain.blocks(start, end)
@@ -319,8 +353,14 @@ class Client:
         description: str | None = None,
         license: str | None = None,
         progress: Callable[[str, int, int | None], None] | None = None,
+        blobs: bool = False,
     ) -> PublishedModel:
         """Hash the weights and tokenizer, register them and wait for the certificate.
+
+        With ``blobs``, the files (local paths) are stored on chain instead: cut into blobs
+        within the network's resource policy, published in as many blocks as it needs, then
+        registered with their manifests (docs/blobs.md); ``*_urls`` are optional then. A publish
+        interrupted at any point resumes after the last certified chunk when run again.
 
         ``weights``/``tokenizer`` are local paths or http(s) URLs. A URL is downloaded to be
         hashed (streamed through a temporary file, see :func:`download_file`) and is
@@ -335,6 +375,10 @@ class Client:
         """
         sources, urls = (weights, tokenizer), (weights_urls, tokenizer_urls)
         _check_publish_text(name, version, description, license, sources, urls)
+        if blobs:
+            return self._publish_blobs(
+                name, sources, urls, version, description, license, progress
+            )
         weights_ref, header = self._file_ref(
             "weights", weights, weights_urls, progress, read_checkpoint_header
         )
@@ -373,6 +417,38 @@ class Client:
             tokenizer_urls=[server.url(Path(tokenizer).name)],
             **options,
         )
+
+    def _publish_blobs(
+        self,
+        name: str,
+        sources: tuple[str | os.PathLike[str], str | os.PathLike[str]],
+        urls: tuple[Sequence[str], Sequence[str]],
+        version: str,
+        description: str | None,
+        license: str | None,
+        progress: Callable[[str, int, int | None], None] | None,
+    ) -> PublishedModel:
+        for what, source in zip(("weights", "tokenizer"), sources, strict=True):
+            if _is_url(os.fspath(source)):
+                raise UsageError(f"{what}: --blobs publishes local files, not a URL")
+            hash_file(source)  # the same one-line errors as a URL publish (missing, empty ...)
+        header = read_checkpoint_header(os.fspath(sources[0]), os.fspath(sources[0]))
+        read_tokenizer(os.fspath(sources[1]), os.fspath(sources[1]), model_vocab=header.vocab_size)
+        policy = self.network.policy
+        planned = [
+            plan_file(source, policy.chunk_size, more, _labelled(progress, f"hashing {what}"))
+            for what, source, more in zip(("weights", "tokenizer"), sources, urls, strict=True)
+        ]
+        publication = publish_chunks(self.chain, planned, policy, progress)
+        published = self.register_model(
+            name,
+            version=version,
+            weights=planned[0].ref,
+            tokenizer=planned[1].ref,
+            description=description,
+            license=license,
+        )
+        return dataclasses.replace(published, blobs=publication)
 
     def register_model(
         self,
@@ -454,6 +530,7 @@ class Client:
                 cache_dir=self.cache_dir,
                 engine=self._engine,
                 fetch_policy=self.fetch_policy,
+                blobs=self.network,
             )
         return self._service
 
@@ -502,8 +579,13 @@ class Client:
         try:
             response, receipt = run_generation_oracle(self.service, query, timeout=budget)
         except Timeout:
+            policy = self.network.policy
+            limit = policy.maximum_service_oracle_execution_ms
+            cap = "" if limit is None else (
+                f" (the {policy.name} policy's maximum_service_oracle_execution_ms is {limit})"
+            )
             raise OracleBudgetExceeded(
-                f"generating the story ran past the block's oracle budget of {budget:g} s: "
+                f"generating the story ran past the block's oracle budget of {budget:g} s{cap}: "
                 "ask for fewer tokens or a larger budget"
             ) from None
         operation = MintStory(
@@ -542,6 +624,7 @@ class Client:
                 cache_dir=self.cache_dir,
                 engine_kind=engines.get(name, "wasm"),
                 fetch_policy=self.fetch_policy,
+                blobs=self.network,
             )
 
         self.network.install_oracles(oracle_for)

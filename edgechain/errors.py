@@ -114,6 +114,14 @@ class StorageCorrupted(ChainError):
     bad height), a damaged database or network file, a damaged content cache entry."""
 
 
+class BlobCorrupted(StorageCorrupted):
+    """A stored blob whose bytes do not match its id; ``blob`` is the id."""
+
+    def __init__(self, message: str, *, blob: bytes) -> None:
+        super().__init__(message)
+        self.blob = blob
+
+
 class NetworkNotFound(ChainError):
     """No network exists in the given directory."""
 
@@ -137,6 +145,18 @@ class OracleBudgetExceeded(ContractError):
 
 class Unauthorized(ContractError):
     """An operation signed by someone other than the chain owner."""
+
+
+class ResourceLimitExceeded(ContractError):
+    """A block, blob or oracle call past a limit of the network's resource policy
+    (chain/policy.py); ``limit`` is the policy field, ``value`` what was asked, ``allowance``
+    what the policy allows."""
+
+    def __init__(self, message: str, *, limit: str, value: int, allowance: int) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.value = value
+        self.allowance = allowance
 
 
 # --- service -----------------------------------------------------------------------------------
@@ -213,6 +233,10 @@ class HashMismatch(ServiceError):
         self.url = url
         self.expected = expected
         self.actual = actual
+
+
+class BlobUnavailable(ServiceError):
+    """No reachable validator holds a blob a model's manifest names."""
 
 
 # --- generation --------------------------------------------------------------------------------

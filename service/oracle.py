@@ -12,6 +12,7 @@ import os
 from typing import Any
 
 from edgechain.chain.block import Operation
+from edgechain.service.blob_source import BlobStorage
 from edgechain.service.engine import open_engine
 from edgechain.service.fetch import FetchPolicy
 from edgechain.service.query import GenerateQuery
@@ -62,6 +63,7 @@ class GenerationOracle:
         cache_dir: str | os.PathLike[str],
         engine_kind: str,
         fetch_policy: FetchPolicy | None = None,
+        blobs: BlobStorage | None = None,
     ) -> None:
         self.engine_kind = engine_kind
         self.service = ModelService(
@@ -69,6 +71,7 @@ class GenerationOracle:
             cache_dir=cache_dir,
             engine=open_engine(engine_kind),
             fetch_policy=fetch_policy,
+            blobs=blobs,
         )
 
     def response(self, chain_id: bytes, operation: Operation, timeout: float) -> Any:

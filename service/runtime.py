@@ -26,7 +26,8 @@ from edgechain.chain.committee import Committee
 from edgechain.contract.operations import FileRef
 from edgechain.contract.registry import CertifiedModel
 from edgechain.errors import Cancelled, GuestTrap
-from edgechain.service.cache import ContentCache
+from edgechain.service.blob_source import BlobFetcher, BlobStorage
+from edgechain.service.cache import ContentCache, SupportsFetchAny
 from edgechain.service.engine import open_engine
 from edgechain.service.engine.base import Engine, LoadedModel
 from edgechain.service.engine.files import file_identity
@@ -124,8 +125,11 @@ class ModelService:
         engine: Engine | None = None,
         fetch_policy: FetchPolicy | None = None,
         query_timeout: float | None = 120.0,
+        blobs: BlobStorage | None = None,
     ) -> None:
         self.source = source
+        #: Where files stored as blobs are read (service/blob_source.py); None: URLs only.
+        self.blobs = blobs
         self.cache = ContentCache(cache_dir)
         self._engine = engine
         self._engine_lock = threading.Lock()
@@ -372,11 +376,14 @@ class ModelService:
         def progress(done: int, total: int | None) -> None:
             loading.report(label, done, total)
 
+        fetcher: SupportsFetchAny = self.fetcher
+        if file.chunks and self.blobs is not None:
+            fetcher = BlobFetcher(self.blobs, file, fallback=self.fetcher)
         return self.cache.fetch_verified(
             file.blake3,
             file.size,
             list(file.urls),
-            self.fetcher,
+            fetcher,
             progress=progress,
             cancel=loading.abort,
         )

@@ -6,6 +6,8 @@ import argparse
 import datetime
 from typing import Any
 
+from edgechain.chain.blobs import APPLICATION_NAME as BLOBS
+from edgechain.chain.blobs import PublishDataBlob, published_blobs
 from edgechain.chain.certificate import CertifiedBlock
 from edgechain.chain.network import ExpectedHead
 from edgechain.cli.common import bounded_int
@@ -57,7 +59,10 @@ def add_subcommands(subparsers: Any) -> None:
 def chain_show(args: argparse.Namespace) -> int:
     with open_client(args) as client:
         chain = client.chain
-        names = {chain.app_id(APPLICATION_NAME): APPLICATION_NAME}
+        names = {
+            chain.app_id(APPLICATION_NAME): APPLICATION_NAME,
+            chain.app_id(BLOBS): BLOBS,
+        }
         # Up to the height verified on open, so the list matches the header even while
         # another process appends blocks.
         blocks = (
@@ -96,6 +101,7 @@ def chain_verify(args: argparse.Namespace) -> int:
                     "chains": report.chains,
                     "blocks": report.blocks,
                     "seconds": report.seconds,
+                    "blobs": report.blobs,
                     "expected_head": None if expected is None else str(expected),
                 }
             )
@@ -104,6 +110,8 @@ def chain_verify(args: argparse.Namespace) -> int:
                 f"ok: {report.blocks} blocks on {report.chains} chain(s) verified in "
                 f"{report.seconds:.3f} s (hash links, certificates, state hashes)"
             )
+            if report.blobs:
+                print(f"ok: {report.blobs} stored blobs match their ids")
             if expected is not None:
                 print(f"ok: the chain still holds the head {expected}")
     return 0
@@ -127,6 +135,9 @@ def _block_json(certified: CertifiedBlock, names: dict[bytes, str]) -> dict[str,
             }
             for op in block.operations
         ],
+        "blobs": [
+            {"blob": b.blob.hex(), "size": b.size} for b in published_blobs(block.operations)
+        ],
         "signers": certified.certificate.signers,
         "certificate": certified.certificate.to_json(),
     }
@@ -143,7 +154,14 @@ def _block_lines(
         f"  signed by  {', '.join(certified.certificate.signers)} "
         f"(quorum {quorum} of {validators})",
     ]
+    blobs = published_blobs(block.operations)
+    if blobs:
+        size = sum(b.size for b in blobs)
+        lines.append(f"  blobs      {len(blobs)} published ({size} bytes)")
+        lines.extend(f"    {b.blob.hex()}  {b.size} bytes" for b in blobs)
     for op in block.operations:
+        if op.name == PublishDataBlob.operation_name:
+            continue
         app = names.get(op.app_id, op.app_id.hex()[:16])
         lines.append(f"  operation  {app}: {op.name} {_summary(op.payload)}")
     return lines

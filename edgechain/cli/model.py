@@ -68,6 +68,12 @@ def add_subcommands(subparsers: Any) -> None:
         metavar="URL",
         help="where services fetch the tokenizer (repeatable; required with a local file)",
     )
+    publish.add_argument(
+        "--blobs",
+        action="store_true",
+        help="store the files on chain as blobs (local files; split within the network's "
+        "resource policy; the URL options become optional; an interrupted publish resumes)",
+    )
     publish.add_argument("--description", default=None, help="free text (<= 1024 characters)")
     publish.add_argument("--license", default=None, help="license name (<= 128 characters)")
     add_allow_host_option(publish, "also allow downloading from HOST")
@@ -118,6 +124,7 @@ def model_publish(args: argparse.Namespace) -> int:
                 description=args.description,
                 license=args.license,
                 progress=progress,
+                blobs=args.blobs,
             )
         finally:
             progress.close()
@@ -125,6 +132,12 @@ def model_publish(args: argparse.Namespace) -> int:
             print_json(published.model.to_json())
             return 0
         print(f"published {args.name} version {args.version}")
+        if published.blobs is not None:
+            b = published.blobs
+            print(
+                f"  blobs        {b.chunks} chunks, {b.published} published now in "
+                f"{b.blocks} blocks (the rest were on chain already)"
+            )
         _print_model(client, published.model)
     return 0
 

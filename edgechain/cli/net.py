@@ -48,8 +48,15 @@ def add_subcommands(subparsers: Any) -> None:
         default=None,
         help="faulty validators, saved in the network: comma-separated NAME=FAULT with FAULT "
         "one of offline, slow[:SECONDS], bad-signature, wrong-state, equivocate, "
-        "wrong-output "
+        "wrong-output, missing-blobs "
         "(e.g. v2=offline,v4=slow:0.5); '' makes every validator honest again",
+    )
+    up.add_argument(
+        "--policy",
+        metavar="NAME_OR_FILE",
+        default=None,
+        help="resource policy of a new network: no-fees (default, unlimited), testnet "
+        "(Linera's testnet limits) or a JSON file of limits (docs/blobs.md)",
     )
 
     add_subcommand(
@@ -67,7 +74,9 @@ def net_up(args: argparse.Namespace) -> int:
     path = ensure_directory(network_dir(args), "--dir", create=False)
     existed = (path / NETWORK_FILE).exists()
     try:
-        client = Client.up(path, validators=args.validators, faulty=args.faulty)
+        client = Client.up(
+            path, validators=args.validators, faulty=args.faulty, policy=args.policy
+        )
     except OSError as err:  # a path under a file, under /proc, read-only, ...
         raise InputError(
             f"cannot {'open' if existed else 'create'} a network in --dir {path}: "
@@ -126,6 +135,13 @@ def _show(
     print(f"models: {len(models) - retired} active, {retired} retired")
 
 
+def policy_line(policy: dict[str, Any] | None) -> str:
+    """``policy testnet: maximum_blob_size 1000000, ...`` (unlimited fields left out)."""
+    policy = policy or {"name": "no-fees"}
+    limits = [f"{k} {v}" for k, v in policy.items() if k != "name" and v is not None]
+    return f"policy {policy['name']}: " + (", ".join(limits) if limits else "no limits")
+
+
 def _status_lines(status: NetworkStatus) -> list[str]:
     n = len(status.validators)
     lines = [
@@ -135,6 +151,7 @@ def _status_lines(status: NetworkStatus) -> list[str]:
     ]
     for v in status.validators:
         lines.append(f"  {v.name:<4} {v.public_key}  {v.fault or 'honest'}")
+    lines.append(policy_line(status.policy))
     for c in status.chains:
         # HEIGHT:HASH, to record and check later with `chain verify --expect-head`.
         head = c.head or "(no blocks yet)"

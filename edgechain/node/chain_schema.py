@@ -16,6 +16,7 @@ from strawberry.types import Info
 from edgechain.chain.certificate import CertifiedBlock
 from edgechain.chain.network import Chain
 from edgechain.client import Client
+from edgechain.node.blob_schema import BlobInfo, chain_blobs
 from edgechain.node.directory import ServedApplication, served_applications
 from edgechain.node.limits import schema_extensions
 from edgechain.node.schema import (
@@ -86,6 +87,10 @@ class ChainQuery:
         self, info: Info, chain_id: str, start: int = 0, end: int | None = None
     ) -> list[BlockInfo]:
         return [BlockInfo.of(b) for b in await _blocks(info, "blocks", chain_id, start, end)]
+
+    @strawberry.field(description="The blobs a chain published (size, height, holders).")
+    async def blobs(self, info: Info, chain_id: str) -> list[BlobInfo]:
+        return await _call(info, lambda c: chain_blobs(c.network.chain(chain_id)))
 
     @strawberry.field(description="The certificates of a chain's blocks from height start up "
                       "to (excluding) end.")

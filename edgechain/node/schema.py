@@ -32,6 +32,7 @@ from edgechain.client import Client
 from edgechain.contract.operations import FileRef
 from edgechain.contract.registry import CertifiedModel
 from edgechain.errors import InvalidParameter, ModelNotFound
+from edgechain.node.blob_schema import BlobRef
 from edgechain.node.gate import ClientGate
 from edgechain.node.limits import schema_extensions
 from edgechain.node.streaming import Generations, run_generation
@@ -122,10 +123,13 @@ class FileInfo:
     blake3: str
     size: U64
     urls: list[str]
+    chunks: list[BlobRef] = strawberry.field(description="the manifest of a file stored as blobs")
 
     @classmethod
     def of(cls, ref: FileRef) -> FileInfo:
-        return cls(blake3=ref.blake3, size=U64(ref.size), urls=list(ref.urls))
+        return cls(
+            blake3=ref.blake3, size=U64(ref.size), urls=list(ref.urls), chunks=BlobRef.chunks(ref)
+        )
 
 
 @strawberry.type(description="A registered model version, read from certified state.")
@@ -207,6 +211,7 @@ class BlockInfo:
     state_hash: str
     operations: list[OperationSummary]
     signers: list[str] = strawberry.field(description="validators whose votes certified it")
+    blobs: list[BlobRef] = strawberry.field(description="the blobs the block publishes")
 
     @classmethod
     def of(cls, certified: CertifiedBlock) -> BlockInfo:
@@ -229,6 +234,7 @@ class BlockInfo:
                 for op in block.operations
             ],
             signers=certified.certificate.signers,
+            blobs=BlobRef.published_by(block),
         )
 
 
