@@ -29,7 +29,7 @@ from edgechain.errors import (
     StorageCorrupted,
     UsageError,
 )
-from edgechain.pytest_plugin import ModelFiles
+from edgechain.testing.models import ModelFiles
 from edgechain.service.query import GenerateQuery
 from edgechain.testing.weight_server import WeightServer
 

@@ -9,7 +9,7 @@ import httpx
 from serve_helpers import start_node, stop_node
 
 from edgechain.client import Client
-from edgechain.pytest_plugin import ModelFiles
+from edgechain.testing.models import ModelFiles
 
 
 def test_graphql_exposes_blobs_and_manifests(tmp_path: Path, stories260k: ModelFiles) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from network_cli_helpers import edgechain
 
-from edgechain.pytest_plugin import ModelFiles
+from edgechain.testing.models import ModelFiles
 
 PROMPT = "Once upon a time"
 
