@@ -511,9 +511,11 @@ def fetch_url(
     expected_size: int | None = None,
     policy: FetchPolicy | None = None,
 ) -> bytes:
-    """Fetch one URL with a one-off :class:`Fetcher`; see :meth:`Fetcher.fetch`."""
-    with Fetcher(policy) as fetcher:
-        return fetcher.fetch(url, expected_blake3=expected_blake3, expected_size=expected_size)
+    """Fetch one URL with a one-off :class:`Fetcher`; see :meth:`Fetcher.fetch` (the errors are
+    its own: :meth:`Fetcher.fetch_any` raises a lone URL's failure as it is)."""
+    return fetch_any(
+        [url], expected_blake3=expected_blake3, expected_size=expected_size, policy=policy
+    )
 
 
 def fetch_any(

@@ -294,6 +294,11 @@ class Engine(ABC):
 
     kind: str
 
+    def __init__(self, timeout: float | None = None) -> None:
+        #: Default budget per generation in seconds (None: unlimited), checked here for every
+        #: backend.
+        self.timeout = check_timeout(timeout)
+
     @abstractmethod
     def load(self, checkpoint: bytes, tokenizer: bytes) -> LoadedModel:
         """Parse and load a checkpoint and its tokenizer (raises InvalidCheckpoint, ...)."""

@@ -24,7 +24,6 @@ from edgechain.service.engine.base import (
     LoadedModel,
     ModelInfo,
     Step,
-    check_timeout,
     text_to_utf8,
 )
 from edgechain.service.engine.codes import error_from_code
@@ -50,9 +49,8 @@ class NativeEngine(Engine):
     kind = "native"
 
     def __init__(self, timeout: float | None = None) -> None:
-        check_timeout(timeout)
+        super().__init__(timeout)
         self._native = import_native()
-        self.timeout = timeout
 
     def load(self, checkpoint: bytes, tokenizer: bytes) -> NativeModel:
         """Parse the checkpoint and tokenizer into a native model."""

@@ -38,7 +38,6 @@ from edgechain.service.engine.base import (
     LoadedModel,
     ModelInfo,
     Step,
-    check_timeout,
     text_to_utf8,
 )
 from edgechain.service.engine.codes import error_from_code
@@ -128,12 +127,11 @@ class WasmEngine(Engine):
         memory_limit: int | None = DEFAULT_MEMORY_LIMIT,
         timeout: float | None = None,
     ) -> None:
-        check_timeout(timeout)
+        super().__init__(timeout)
         if memory_limit is not None and memory_limit <= 0:
             raise InvalidParameter(f"memory_limit must be positive, got {memory_limit}")
         self.guest_path = locate_guest(guest_path)
         self.memory_limit = memory_limit
-        self.timeout = timeout
         self._runtime = _shared_runtime()
         if cache_dir is False:
             directory = None
