@@ -6,5 +6,6 @@
 - ``cache``         ``python -m edgechain.bench.cache``: hash-check throughput of the cache
 - ``query``         ``python -m edgechain.bench.query``: a service query, cold and warm
 - ``story``         ``python -m edgechain.bench.story``: certifying a story vs generating it
+- ``blobs``         ``python -m edgechain.bench.blobs``: publish as blobs, read back
 - ``network``       the synthetic model on a fresh network that ``query`` and ``story`` measure
 """
