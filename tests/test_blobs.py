@@ -29,8 +29,8 @@ from edgechain.errors import (
     StorageCorrupted,
     UsageError,
 )
-from edgechain.testing.models import ModelFiles
 from edgechain.service.query import GenerateQuery
+from edgechain.testing.models import ModelFiles
 from edgechain.testing.weight_server import WeightServer
 
 #: Small blobs, so that stories260K (1,056,540 + 6,227 bytes) needs 12 of them in 2 blocks.
