@@ -58,7 +58,7 @@ from edgechain.service.fetch import Fetcher, FetchPolicy
 from edgechain.service.model_files import Source, read_checkpoint_header, read_tokenizer
 from edgechain.service.query import GenerateQuery
 from edgechain.service.records import QueryStream
-from edgechain.service.runtime import DownloadProgress, ModelService
+from edgechain.service.runtime import DownloadProgress, ModelService, PreparedQuery
 
 if typing.TYPE_CHECKING:
     from edgechain.service.receipt import Receipt
@@ -199,6 +199,41 @@ class MintedStory:
     story: Story
     certificate: Certificate
     receipt: Receipt
+
+
+@dataclass(frozen=True)
+class GeneratedStory:
+    """A mint's generation (the proposer's oracle call): its query, response and receipt."""
+
+    query: GenerateQuery
+    response: dict[str, typing.Any]
+    receipt: Receipt
+
+
+@dataclass(frozen=True)
+class PendingMint:
+    """A mint resolved against certified state (:meth:`Client.prepare_mint`), to generate."""
+
+    query: GenerateQuery
+    prepared: PreparedQuery
+    service: ModelService
+    budget_s: float
+    #: The policy's cap on the budget, for the error message ("" when it has none).
+    budget_cap: str
+
+    def generate(self) -> GeneratedStory:
+        """Run the generation (slow: needs no client lock; OracleBudgetExceeded past the
+        block's oracle budget)."""
+        from edgechain.service.oracle import run_prepared_oracle
+
+        try:
+            response, receipt = run_prepared_oracle(self.service, self.prepared, self.budget_s)
+        except Timeout:
+            raise OracleBudgetExceeded(
+                "generating the story ran past the block's oracle budget of "
+                f"{self.budget_s:g} s{self.budget_cap}: ask for fewer tokens or a larger budget"
+            ) from None
+        return GeneratedStory(self.query, response, receipt)
 
 
 @dataclass(frozen=True)
@@ -563,43 +598,55 @@ class Client:
         budget: OracleBudgetExceeded, exit 5, past it); the block records its response and
         every validator re-executes it with its own engine (``validator_engines``) before
         voting. Without a quorum of agreeing validators nothing is stored (QuorumNotReached,
-        exit 4).
+        exit 4). The three steps are :meth:`prepare_mint`, :meth:`PendingMint.generate` and
+        :meth:`certify_mint`; a caller that shares this client between threads (the node) runs
+        the generation without holding the client.
         """
-        from edgechain.contract.story_book import MintStory
-        from edgechain.service.oracle import run_generation_oracle
-        from edgechain.service.receipt import query_parameters
+        pending = self.prepare_mint(query, oracle_budget_s=oracle_budget_s)
+        return self.certify_mint(pending.generate())
 
+    def prepare_mint(
+        self, query: GenerateQuery, *, oracle_budget_s: float | None = None
+    ) -> PendingMint:
+        """Resolve a mint's query against certified state (quick): the model version, the
+        seed and the block's oracle budget (``oracle_budget_s``, if given, becomes it)."""
         if oracle_budget_s is not None:
             if not oracle_budget_s > 0:
                 raise UsageError(f"the oracle budget must be > 0 seconds, got {oracle_budget_s}")
             self.network.set_oracle_budget(oracle_budget_s)
-        budget = self.network.oracle_budget_s
         version = self.model(query.model, query.version).entry.version
         query = dataclasses.replace(query, version=version)
-        try:
-            response, receipt = run_generation_oracle(self.service, query, timeout=budget)
-        except Timeout:
-            policy = self.network.policy
-            limit = policy.maximum_service_oracle_execution_ms
-            cap = "" if limit is None else (
-                f" (the {policy.name} policy's maximum_service_oracle_execution_ms is {limit})"
-            )
-            raise OracleBudgetExceeded(
-                f"generating the story ran past the block's oracle budget of {budget:g} s{cap}: "
-                "ask for fewer tokens or a larger budget"
-            ) from None
+        policy = self.network.policy
+        limit = policy.maximum_service_oracle_execution_ms
+        cap = "" if limit is None else (
+            f" (the {policy.name} policy's maximum_service_oracle_execution_ms is {limit})"
+        )
+        return PendingMint(
+            query,
+            self.service.prepare(query),
+            self.service,
+            self.network.oracle_budget_s,
+            cap,
+        )
+
+    def certify_mint(self, generated: GeneratedStory) -> MintedStory:
+        """Propose the MintStory block recording ``generated`` (validators re-execute it)."""
+        from edgechain.contract.story_book import MintStory
+        from edgechain.service.receipt import query_parameters
+
+        query = generated.query
         operation = MintStory(
             model=query.model,
-            version=version,
+            version=query.version or "",
             prompt=query.prompt,
             parameters=query_parameters(query),
             seed=None if query.seed is None else str(query.seed),
-            oracle=response,
+            oracle=generated.response,
         )
         self._install_oracles()
         certificate = self.chain.execute(self.chain.app_id(STORY_BOOK), operation)
         minted = [s for s in self.stories() if s.minted_height == certificate.height]
-        return MintedStory(minted[-1], certificate, receipt)
+        return MintedStory(minted[-1], certificate, generated.receipt)
 
     def transfer_story(self, story_id: int, owner: str) -> Certificate:
         """Give story ``story_id`` to ``owner`` (a public key, hex); signed by the chain owner,

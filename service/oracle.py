@@ -17,9 +17,9 @@ from edgechain.service.engine import open_engine
 from edgechain.service.fetch import FetchPolicy
 from edgechain.service.query import GenerateQuery
 from edgechain.service.receipt import Receipt, build_receipt, query_from_parameters
-from edgechain.service.runtime import ModelService, ModelSource
+from edgechain.service.runtime import ModelService, ModelSource, PreparedQuery
 
-__all__ = ["GenerationOracle", "mint_query", "run_generation_oracle"]
+__all__ = ["GenerationOracle", "mint_query", "run_generation_oracle", "run_prepared_oracle"]
 
 
 def mint_query(payload: dict[str, Any]) -> GenerateQuery:
@@ -39,7 +39,15 @@ def run_generation_oracle(
 ) -> tuple[dict[str, Any], Receipt]:
     """Run ``query`` to its end (Timeout past ``timeout`` seconds of generation); return the
     oracle response and the receipt."""
-    stream = service.start(service.prepare(query), timeout=timeout)
+    return run_prepared_oracle(service, service.prepare(query), timeout)
+
+
+def run_prepared_oracle(
+    service: ModelService, prepared: PreparedQuery, timeout: float | None
+) -> tuple[dict[str, Any], Receipt]:
+    """:func:`run_generation_oracle` for a query ``service.prepare`` already resolved (so a
+    caller may resolve it under a lock and generate outside it)."""
+    stream = service.start(prepared, timeout=timeout)
     stream.collect()
     receipt = build_receipt(stream)
     output = receipt.body["output"]

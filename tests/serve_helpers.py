@@ -43,7 +43,8 @@ def serve_command(directory: Path, port: int, *extra: str) -> list[str]:
 
 @dataclass
 class NodeProcess:
-    """A running `edgechain serve` and the URLs of its registry application."""
+    """A running `edgechain serve` and the URLs of its registry application (and of its story
+    book application: ``story_path``)."""
 
     process: subprocess.Popen[str]
     stderr: IO[str]  # a file, not a pipe: a chatty node must never block on a full pipe
@@ -51,6 +52,7 @@ class NodeProcess:
     app_path: str
     chain_id: str
     application_id: str
+    story_path: str
 
     @property
     def graphql_url(self) -> str:
@@ -60,19 +62,30 @@ class NodeProcess:
     def generate_url(self) -> str:
         return self.graphql_url + "/generate"
 
-    def graphql(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-        """POST a GraphQL request; the decoded response body (``data``/``errors``)."""
+    def graphql(
+        self, query: str, variables: dict[str, Any] | None = None, path: str | None = None
+    ) -> dict[str, Any]:
+        """POST a GraphQL request to the registry (or to ``path``); the decoded response body
+        (``data``/``errors``)."""
         response = httpx.post(
-            self.graphql_url, json={"query": query, "variables": variables or {}}, timeout=120
+            self.base_url + (path or self.app_path),
+            json={"query": query, "variables": variables or {}},
+            timeout=120,
         )
         assert response.status_code == 200, response.text
         return response.json()
 
-    def data(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+    def data(
+        self, query: str, variables: dict[str, Any] | None = None, path: str | None = None
+    ) -> dict[str, Any]:
         """POST a GraphQL request that must succeed; its ``data``."""
-        body = self.graphql(query, variables)
+        body = self.graphql(query, variables, path)
         assert "errors" not in body, body["errors"]
         return body["data"]
+
+    def story_data(self, query: str) -> dict[str, Any]:
+        """``data`` of a request to the story book application."""
+        return self.data(query, path=self.story_path)
 
 
 def start_node(
@@ -107,9 +120,16 @@ def start_node(
                 raise AssertionError("edgechain serve did not answer in time") from None
             time.sleep(0.1)
     chain = index["chains"][0]
-    app = chain["applications"][0]
+    apps = {app["kind"]: app for app in chain["applications"]}
+    app = apps["model-registry"]
     return NodeProcess(
-        process, stderr, base_url, app["graphql"], chain["chainId"], app["applicationId"]
+        process,
+        stderr,
+        base_url,
+        app["graphql"],
+        chain["chainId"],
+        app["applicationId"],
+        apps["story-book"]["graphql"],
     )
 
 

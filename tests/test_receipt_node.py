@@ -69,8 +69,10 @@ def test_graphql_generate_returns_the_receipt(node: NodeProcess, network_dir: Pa
     assert _verify(receipt, network_dir) == 12
 
 
-def test_graphql_mints_lists_and_transfers_stories(node: NodeProcess, network_dir: Path) -> None:
-    minted = node.data(
+def test_the_story_book_application_mints_lists_and_transfers_stories(
+    node: NodeProcess, network_dir: Path
+) -> None:
+    minted = node.story_data(
         'mutation { mintStory(model: "stories260K", prompt: "Once", maxTokens: 16, seed: "3") '
         "{ story { id owner text tokens receiptHash seed } certificate { signers } receipt } }"
     )["mintStory"]
@@ -80,14 +82,14 @@ def test_graphql_mints_lists_and_transfers_stories(node: NodeProcess, network_di
     assert minted["receipt"]["hash"] == story["receiptHash"]
     assert _verify(minted["receipt"], network_dir) == 16
 
-    listed = node.data("{ stories { id text } }")["stories"]
+    listed = node.story_data("{ stories { id text } }")["stories"]
     assert {"id": story["id"], "text": story["text"]} in listed
     new_owner = "ef" * 32
-    moved = node.data(
+    moved = node.story_data(
         f'mutation {{ transferStory(id: {story["id"]}, owner: "{new_owner}") {{ owner }} }}'
     )
     assert moved["transferStory"]["owner"] == new_owner
-    mine = node.data(f'{{ stories(owner: "{new_owner}") {{ id }} }}')["stories"]
+    mine = node.story_data(f'{{ stories(owner: "{new_owner}") {{ id }} }}')["stories"]
     assert mine == [{"id": story["id"]}]
-    missing = node.graphql("{ story(id: 999) { id } }")
+    missing = node.graphql("{ story(id: 999) { id } }", path=node.story_path)
     assert "no story 999" in json.dumps(missing)

@@ -36,14 +36,17 @@ def publish(node: NodeProcess, name: str, version: str = "1") -> dict:
     return publish_files(node, name, weights, tokenizer, UNUSED_BASE_URL, version)
 
 
-def test_index_lists_the_default_chain_and_its_registry(node: NodeProcess) -> None:
+def test_index_lists_the_default_chain_its_registry_and_story_book(node: NodeProcess) -> None:
     index = httpx.get(node.base_url + "/").json()
     [chain] = index["chains"]
     assert chain["name"] == "default" and len(chain["chainId"]) == 64
-    [app] = chain["applications"]
+    app, book = chain["applications"]
     assert app["kind"] == "model-registry"
     assert app["graphql"] == f"/chains/{chain['chainId']}/applications/{app['applicationId']}"
     assert app["generate"] == app["graphql"] + "/generate"
+    assert book["kind"] == "story-book" and book["applicationId"] != app["applicationId"]
+    assert book["graphql"] == f"/chains/{chain['chainId']}/applications/{book['applicationId']}"
+    assert "generate" not in book  # only the registry streams generations
     assert set(index["generations"]) == {"running", "completed", "failed", "cancelled"}
 
 

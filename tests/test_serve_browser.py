@@ -221,7 +221,7 @@ def test_root_is_graphiql_on_the_chains_with_a_link_to_each_application(
     run_in_graphiql(browser, "{ chains { name height applications { graphql } } }")
     result = json.loads(wait_for_response(browser, '"applications"'))
     [chain] = result["data"]["chains"]
-    assert chain["applications"] == [{"graphql": node.app_path}]
+    assert chain["applications"] == [{"graphql": node.app_path}, {"graphql": node.story_path}]
     screenshot(browser, screenshots, "graphiql-chains")
     link = browser.find_element(By.CSS_SELECTOR, "#node-header a.graphiql")
     assert link.get_attribute("href") == node.graphql_url

@@ -128,7 +128,12 @@ def test_the_chain_graphql_lists_chains_blocks_certificates_and_applications(
     [chain] = data["chains"]
     assert chain["chainId"] == node.chain_id and chain["height"] >= 1
     assert chain["applications"] == [
-        {"kind": "model-registry", "applicationId": node.application_id, "graphql": node.app_path}
+        {"kind": "model-registry", "applicationId": node.application_id, "graphql": node.app_path},
+        {
+            "kind": "story-book",
+            "applicationId": node.story_path.rsplit("/", 1)[-1],
+            "graphql": node.story_path,
+        },
     ]
     prefix = node.chain_id[:12]
     body = chain_graphql(
@@ -142,7 +147,10 @@ def test_the_chain_graphql_lists_chains_blocks_certificates_and_applications(
     [certificate] = body["certificates"]
     assert certificate["blockHash"] == body["blocks"][0]["hash"]
     assert len(certificate["signers"]) >= 3  # a quorum of the 4 validators
-    assert body["applications"] == [{"applicationId": node.application_id}]
+    assert body["applications"] == [
+        {"applicationId": node.application_id},
+        {"applicationId": node.story_path.rsplit("/", 1)[-1]},
+    ]
     assert body["chain"]["height"] == chain["height"]
 
 

@@ -1,8 +1,8 @@
 """What the node serves, chain by chain: the one listing behind ``GET /`` (JSON and HTML) and
 the chain-level GraphQL's ``chains``/``applications``.
 
-The model registry is served on the network's registry chain (the client's chain); other chains
-are listed with no applications.
+The model registry and the story book are served on the network's registry chain (the client's
+chain), each at its own application URL; other chains are listed with no applications.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from typing import Any
 from edgechain.chain.network import Chain
 from edgechain.client import Client
 from edgechain.contract.registry import APPLICATION_NAME
+from edgechain.contract.story_book import APPLICATION_NAME as STORY_BOOK
 
-__all__ = ["ServedApplication", "application_path", "index", "served_applications"]
+__all__ = ["SERVED_KINDS", "ServedApplication", "application_path", "index", "served_applications"]
 
 
 def application_path(chain_id: str, application_id: str) -> str:
@@ -30,13 +31,25 @@ class ServedApplication:
     application_id: str
     path: str
 
+    @property
+    def streams(self) -> bool:
+        """True when it has a ``generate`` SSE endpoint and subscriptions (the registry)."""
+        return self.kind == APPLICATION_NAME
+
+
+#: What the node serves on the registry chain, in the order it lists them.
+SERVED_KINDS = (APPLICATION_NAME, STORY_BOOK)
+
 
 def served_applications(client: Client, chain: Chain) -> list[ServedApplication]:
     """The applications the node serves on ``chain``."""
     if chain.id != client.chain.id:
         return []
-    app_id = chain.app_id(APPLICATION_NAME).hex()
-    return [ServedApplication(APPLICATION_NAME, app_id, application_path(chain.id.hex(), app_id))]
+    served = []
+    for kind in SERVED_KINDS:
+        app_id = chain.app_id(kind).hex()
+        served.append(ServedApplication(kind, app_id, application_path(chain.id.hex(), app_id)))
+    return served
 
 
 def index(client: Client) -> dict[str, Any]:
@@ -49,7 +62,7 @@ def index(client: Client) -> dict[str, Any]:
                 "kind": app.kind,
                 "applicationId": app.application_id,
                 "graphql": app.path,
-                "generate": f"{app.path}/generate",
+                **({"generate": f"{app.path}/generate"} if app.streams else {}),
             }
             for app in served_applications(client, chain)
         ]

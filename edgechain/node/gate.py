@@ -8,7 +8,7 @@ processes (the CLI) committed are seen by the very next request.
 The lock is held only for quick reads and writes of storage: a generation holds it just to
 resolve its query against certified state; the download and load of its model, and the tokens,
 happen outside it (see :class:`~edgechain.service.runtime.ModelService`), so a slow weight host
-never holds up another request.
+never holds up another request. A story's mint generates outside it the same way.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import TypeVar
 
 import anyio.to_thread
 
-from edgechain.client import Client
+from edgechain.client import Client, MintedStory
 from edgechain.service.query import GenerateQuery
 from edgechain.service.records import QueryStream
 
@@ -61,6 +61,17 @@ class ClientGate:
             lambda client: (client.service.prepare(query), client.service)
         )
         return service.start(prepared, cancelled=cancelled)
+
+    async def mint_story(self, query: GenerateQuery) -> MintedStory:
+        """Mint a story in a worker thread (see :meth:`mint_story_blocking`)."""
+        return await anyio.to_thread.run_sync(self.mint_story_blocking, query)
+
+    def mint_story_blocking(self, query: GenerateQuery) -> MintedStory:
+        """Mint a story: resolve the query under the client lock, generate outside it (the
+        slow part, as :meth:`start_generation` does), then propose the block under it."""
+        pending = self.call_blocking(lambda client: client.prepare_mint(query))
+        generated = pending.generate()
+        return self.call_blocking(lambda client: client.certify_mint(generated))
 
     def close(self) -> None:
         """Close the client once the calls in flight are done."""

@@ -284,44 +284,6 @@ class GenerationResult:
         )
 
 
-@strawberry.type(description="A story minted on the story book application (certified state).")
-class StoryInfo:
-    id: int
-    owner: str = strawberry.field(description="public key (hex)")
-    model: str
-    version: str
-    prompt: str
-    seed: U64 | None = strawberry.field(description="the query's seed; null when derived")
-    text: str
-    tokens: int
-    token_ids_blake3: str
-    receipt_hash: str
-    minted_height: int
-
-    @classmethod
-    def of(cls, story: Any) -> StoryInfo:
-        return cls(
-            id=story.id,
-            owner=story.owner,
-            model=story.model,
-            version=story.version,
-            prompt=story.prompt,
-            seed=None if story.seed is None else U64(int(story.seed)),
-            text=story.text,
-            tokens=story.tokens,
-            token_ids_blake3=story.token_ids_blake3,
-            receipt_hash=story.receipt_hash,
-            minted_height=story.minted_height,
-        )
-
-
-@strawberry.type(description="A minted story, its block's certificate and its receipt.")
-class MintedStoryInfo:
-    story: StoryInfo
-    certificate: CertificateInfo
-    receipt: JSON
-
-
 # --- input types -----------------------------------------------------------------------------
 
 
@@ -416,14 +378,6 @@ class Query:
     async def model(self, info: Info, name: str, version: str | None = None) -> Model:
         return Model.of(await _call(info, lambda c: c.model(name, version)))
 
-    @strawberry.field(description="The story book's stories, in mint order (or one owner's).")
-    async def stories(self, info: Info, owner: str | None = None) -> list[StoryInfo]:
-        return [StoryInfo.of(s) for s in await _call(info, lambda c: c.stories(owner))]
-
-    @strawberry.field(description="A story of the story book by id.")
-    async def story(self, info: Info, id: int) -> StoryInfo:  # noqa: A002 (GraphQL's name)
-        return StoryInfo.of(await _call(info, lambda c: c.story(id)))
-
     @strawberry.field(description="Certified blocks from height start up to (excluding) end.")
     async def blocks(self, info: Info, start: int = 0, end: int | None = None) -> list[BlockInfo]:
         _check_block_range("blocks", start, end)
@@ -494,26 +448,6 @@ class Mutation:
     async def retire_model(self, info: Info, name: str, version: str) -> CertificateInfo:
         return CertificateInfo.of(await _call(info, lambda c: c.retire_model(name, version)))
 
-    @strawberry.mutation(
-        description="Generate a story and mint it on the story book: validators re-execute the "
-        "generation before signing (holds the node's client for the whole mint)."
-    )
-    @_with_generate_arguments
-    async def mint_story(self, info: Info, **fields: Any) -> MintedStoryInfo:
-        query = _generate_query(fields)
-        minted = await _call(info, lambda c: c.mint_story(query))
-        return MintedStoryInfo(
-            story=StoryInfo.of(minted.story),
-            certificate=CertificateInfo.of(minted.certificate),
-            receipt=minted.receipt.to_json(),
-        )
-
-    @strawberry.mutation(description="Give a story the chain owner owns to another public key.")
-    async def transfer_story(self, info: Info, id: int, owner: str) -> StoryInfo:  # noqa: A002
-        return StoryInfo.of(
-            await _call(info, lambda c: (c.transfer_story(id, owner), c.story(id))[1])
-        )
-
 
 @strawberry.type(description="One generated token (text is empty while a UTF-8 character is "
                  "incomplete; it comes with the token that completes it).")
@@ -561,10 +495,15 @@ class _RegistrySchema(strawberry.Schema):
             super().process_errors(bugs, execution_context)
 
 
+def _config() -> StrawberryConfig:
+    """The application schemas' configuration: U64 is the decimal-string scalar."""
+    return StrawberryConfig(scalar_map={U64: _U64_SCALAR})
+
+
 REGISTRY_SCHEMA = _RegistrySchema(
     query=Query,
     mutation=Mutation,
     subscription=Subscription,
-    config=StrawberryConfig(scalar_map={U64: _U64_SCALAR}),
+    config=_config(),
     extensions=schema_extensions(),
 )
