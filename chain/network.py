@@ -178,6 +178,11 @@ class Network:
         ]
         self._pool = ValidatorPool(self.validators)
         self._chains: dict[str, Chain] = {}
+        # Held while this process's heads move (a refresh, a catch-up, a commit and its apply):
+        # a thread proposing a block may certify it while others refresh and read, but a
+        # refresh must never see a block committed and not yet applied (it would apply it too).
+        # Taken after the storage's write locks, never before them.
+        self.head_lock = threading.RLock()
         #: Seconds a block's oracle calls may take together (validators re-execute them).
         self.oracle_budget_s = policy.oracle_budget_s(DEFAULT_ORACLE_BUDGET_S)
         held = storage.blob_ids()
@@ -283,7 +288,7 @@ class Network:
         head is no longer the one this process saw raises :class:`StorageCorrupted`.
         """
         changed = False
-        with self.storage.snapshot() as snapshot:
+        with self.head_lock, self.storage.snapshot() as snapshot:
             known = {c.id for c in self._chains.values()}
             for record in snapshot.chains():
                 if record.chain_id in known:
@@ -542,22 +547,25 @@ class Chain:
         key = signer if signer is not None else self.owner_key()
         # The write lock is held from reading the head to committing: writers of every process
         # take turns, and each builds on the head it commits over (no "already committed").
-        with net.storage.write_transaction() as txn:
-            self._catch_up(txn)
-            certified, writes = self._certify(operations, key, blobs)
-            txn.commit_block(
-                BlockRow(
-                    self.id,
-                    certified.block.height,
-                    certified.block_hash,
-                    certified.block.encode(),
-                    certified.owner_signature,
-                    certified.certificate.encode(),
-                ),
-                writes,
-            )
-            txn.store_blobs(blobs)
-        self._apply(certified, writes)
+        with contextlib.ExitStack() as moving_head:
+            with net.storage.write_transaction() as txn:
+                self._catch_up(txn)
+                certified, writes = self._certify(operations, key, blobs)
+                txn.commit_block(
+                    BlockRow(
+                        self.id,
+                        certified.block.height,
+                        certified.block_hash,
+                        certified.block.encode(),
+                        certified.owner_signature,
+                        certified.certificate.encode(),
+                    ),
+                    writes,
+                )
+                txn.store_blobs(blobs)
+                # From the commit to the apply, no refresh of this process (Network.head_lock).
+                moving_head.enter_context(net.head_lock)
+            self._apply(certified, writes)
         return certified.certificate
 
     def _certify(
@@ -621,6 +629,10 @@ class Chain:
 
     def _catch_up(self, snapshot: Snapshot | WriteTransaction) -> bool:
         """Verify and apply the blocks other processes committed after this process's head."""
+        with self.network.head_lock:
+            return self._catch_up_locked(snapshot)
+
+    def _catch_up_locked(self, snapshot: Snapshot | WriteTransaction) -> bool:
         if self.height > 0:
             row = snapshot.block_row(self.id, self.height - 1)
             if row is None or row.block_hash != self.head_hash:

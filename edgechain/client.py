@@ -621,6 +621,7 @@ class Client:
         cap = "" if limit is None else (
             f" (the {policy.name} policy's maximum_service_oracle_execution_ms is {limit})"
         )
+        self._install_oracles()
         return PendingMint(
             query,
             self.service.prepare(query),
@@ -630,7 +631,10 @@ class Client:
         )
 
     def certify_mint(self, generated: GeneratedStory) -> MintedStory:
-        """Propose the MintStory block recording ``generated`` (validators re-execute it)."""
+        """Propose the MintStory block recording ``generated`` (validators re-execute it).
+
+        Touches the client only through its chain, so it may run while other threads refresh
+        and read the client (the node does; see docs/chain.md, "Concurrency")."""
         from edgechain.contract.story_book import MintStory
         from edgechain.service.receipt import query_parameters
 
@@ -643,7 +647,6 @@ class Client:
             seed=None if query.seed is None else str(query.seed),
             oracle=generated.response,
         )
-        self._install_oracles()
         certificate = self.chain.execute(self.chain.app_id(STORY_BOOK), operation)
         minted = [s for s in self.stories() if s.minted_height == certificate.height]
         return MintedStory(minted[-1], certificate, generated.receipt)
