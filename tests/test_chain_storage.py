@@ -4,6 +4,7 @@ import contextlib
 import json
 import sqlite3
 import threading
+import time
 
 import pytest
 from chain_helpers import register
@@ -273,3 +274,45 @@ def test_a_killed_processes_network_json_temporary_is_removed_on_open(net_dir):
     with Network.open(net_dir) as net:
         net.set_faults("v2=offline", persist=True)
     assert sorted(p.name for p in net_dir.glob("network.json*")) == ["network.json"]
+
+
+def test_a_refresh_while_this_process_proposes_never_applies_a_block_twice(net_dir, monkeypatch):
+    """The node certifies a mint outside its client lock while other requests refresh: a
+    refresh must wait for the commit and its apply, never apply the new block itself too."""
+    from edgechain.chain.network import Chain
+
+    applied: list[int] = []
+    original = Chain._apply
+
+    def slow_apply(self, certified, writes):
+        applied.append(certified.block.height)
+        time.sleep(0.02)  # widen the window between a commit and its apply
+        original(self, certified, writes)
+
+    monkeypatch.setattr(Chain, "_apply", slow_apply)
+    errors: list[BaseException] = []
+    with Network.open(net_dir) as net:
+        chain = net.default_chain()
+        app = chain.application("model-registry")
+        proposing = threading.Event()
+        proposing.set()
+
+        def refresher() -> None:
+            while proposing.is_set():
+                try:
+                    net.refresh()
+                except BaseException as exc:  # reported below, with the heights
+                    errors.append(exc)
+                    return
+
+        thread = threading.Thread(target=refresher)
+        thread.start()
+        try:
+            for n in range(10):
+                chain.execute(app.id, register(name=f"m{n}"))
+        finally:
+            proposing.clear()
+            thread.join()
+        assert not errors, errors
+        assert applied == list(range(4, 14))  # each new block applied once, in order
+        assert chain.height == 14 and chain.honest_replicas_agree()
