@@ -20,6 +20,7 @@ import blake3
 import httpx
 
 from edgechain.testing.models import STORIES260K_GOLDEN, stories260k
+from edgechain.testing.synth import shape_named, synthesize
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STORIES_DIR = stories260k().directory
@@ -234,3 +235,21 @@ def subscribe(node: NodeProcess, query: str, path: str | None = None) -> list[di
             messages.append(message)
             if message["type"] in ("complete", "error"):
                 return messages
+
+
+def stories_and_synthetic(directory: Path, name: str, seed: int) -> None:
+    """Put stories260K's files in ``directory``, and a synthetic 260K-shaped model ``name``
+    (``<name>.bin``, ``<name>_tok.bin``; ``seed`` picks its weights)."""
+    for file in ("stories260K.bin", "tok512.bin"):
+        (directory / file).write_bytes((STORIES_DIR / file).read_bytes())
+    synthesize(shape_named("260K"), seed, directory / f"{name}.bin", directory / f"{name}_tok.bin")
+
+
+def publish_stories_and_synthetic(
+    node: NodeProcess, directory: Path, base_url: str, name: str
+) -> None:
+    """Publish the two models :func:`stories_and_synthetic` wrote, served at ``base_url``."""
+    publish_files(
+        node, "stories260K", directory / "stories260K.bin", directory / "tok512.bin", base_url
+    )
+    publish_files(node, name, directory / f"{name}.bin", directory / f"{name}_tok.bin", base_url)

@@ -17,17 +17,16 @@ from pathlib import Path
 import httpx
 import pytest
 from serve_helpers import (
-    STORIES_DIR,
     NodeProcess,
-    publish_files,
+    publish_stories_and_synthetic,
     sse_events,
     start_node,
     stop_node,
+    stories_and_synthetic,
     stream_generation,
 )
 
 from edgechain.client import Client
-from edgechain.testing.synth import shape_named, synthesize
 from edgechain.testing.weight_server import Fault, WeightServer
 
 BAR_S = 5.0
@@ -38,9 +37,7 @@ STOP_BAR_S = 10.0
 def served(tmp_path: Path) -> Iterator[tuple[Path, WeightServer]]:
     directory = tmp_path / "weights"
     directory.mkdir()
-    for name in ("stories260K.bin", "tok512.bin"):
-        (directory / name).write_bytes((STORIES_DIR / name).read_bytes())
-    synthesize(shape_named("260K"), 11, directory / "drip.bin", directory / "drip_tok.bin")
+    stories_and_synthetic(directory, "drip", 11)
     with WeightServer(directory) as server:
         server.inject("drip.bin", Fault(chunk_size=1, chunk_delay=2.0))
         yield directory, server
@@ -52,11 +49,7 @@ def node(tmp_path: Path, served: tuple[Path, WeightServer]) -> Iterator[NodeProc
     Client.up(tmp_path / "net", validators=4).close()
     node = start_node(tmp_path / "net")
     try:
-        for name, weights, tokenizer in (
-            ("stories260K", "stories260K.bin", "tok512.bin"),
-            ("dripping", "drip.bin", "drip_tok.bin"),
-        ):
-            publish_files(node, name, directory / weights, directory / tokenizer, server.base_url)
+        publish_stories_and_synthetic(node, directory, server.base_url, "drip")
         yield node
     finally:
         stop_node(node, signal.SIGKILL)
@@ -66,7 +59,7 @@ def _start_dripping_generation(node: NodeProcess, server: WeightServer) -> threa
     """A generate for the dripping model, left waiting in a background thread."""
 
     def wait_for_it() -> None:
-        params = {"model": "dripping", "prompt": "Once", "maxTokens": 4}
+        params = {"model": "drip", "prompt": "Once", "maxTokens": 4}
         try:
             with httpx.stream("GET", node.generate_url, params=params, timeout=120) as response:
                 list(sse_events(response))
@@ -99,7 +92,7 @@ def test_the_node_answers_others_while_one_download_drips_and_stops_on_sigterm(
     assert index.status_code == 200 and index.json()["generations"]["running"] == 1
 
     models_s, models = _timed(lambda: node.data("{ models { name } }"))
-    assert {m["name"] for m in models["models"]} == {"stories260K", "dripping"}
+    assert {m["name"] for m in models["models"]} == {"stories260K", "drip"}
 
     generate_s, generated = _timed(
         lambda: node.data(

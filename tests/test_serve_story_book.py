@@ -15,10 +15,15 @@ from typing import Any
 
 import httpx
 import pytest
-from serve_helpers import STORIES_DIR, NodeProcess, publish_files, start_node, stop_node
+from serve_helpers import (
+    NodeProcess,
+    publish_stories_and_synthetic,
+    start_node,
+    stop_node,
+    stories_and_synthetic,
+)
 
 from edgechain.client import Client
-from edgechain.testing.synth import shape_named, synthesize
 from edgechain.testing.weight_server import Fault, WeightServer
 
 #: How long the weight host waits before answering the first request for the slow model, and
@@ -32,9 +37,7 @@ ANSWER_BOUND_S = 5.0
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, WeightServer]]:
     directory = tmp_path_factory.mktemp("weights")
-    for name in ("stories260K.bin", "tok512.bin"):
-        (directory / name).write_bytes((STORIES_DIR / name).read_bytes())
-    synthesize(shape_named("260K"), 17, directory / "slow.bin", directory / "slow_tok.bin")
+    stories_and_synthetic(directory, "slow", 17)
     with WeightServer(directory) as server:
         yield directory, server
 
@@ -50,11 +53,7 @@ def node(
     Client.up(net, validators=4, faulty=f"v3=slow:{VALIDATOR_DELAY_S:g},v4=wrong-output").close()
     node = start_node(net)
     try:
-        for name, weights, tokenizer in (
-            ("stories260K", "stories260K.bin", "tok512.bin"),
-            ("slow", "slow.bin", "slow_tok.bin"),
-        ):
-            publish_files(node, name, directory / weights, directory / tokenizer, server.base_url)
+        publish_stories_and_synthetic(node, directory, server.base_url, "slow")
         yield node
     finally:
         stop_node(node, signal.SIGKILL)
