@@ -18,13 +18,12 @@ from edgechain.chain.network import Chain
 from edgechain.client import Client
 from edgechain.node.blob_schema import BlobInfo, chain_blobs
 from edgechain.node.directory import ServedApplication, served_applications
-from edgechain.node.limits import schema_extensions
 from edgechain.node.schema import (
     BlockInfo,
     CertificateInfo,
     _call,
     _check_block_range,
-    _RegistrySchema,
+    application_schema,
 )
 
 __all__ = ["CHAIN_SCHEMA"]
@@ -102,4 +101,4 @@ class ChainQuery:
 
 
 #: The chain-level schema (queries only). It logs only bugs, as the registry schema does.
-CHAIN_SCHEMA = _RegistrySchema(query=ChainQuery, extensions=schema_extensions())
+CHAIN_SCHEMA = application_schema(ChainQuery)

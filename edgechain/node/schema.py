@@ -42,7 +42,7 @@ from edgechain.service.query import defaults as query_defaults
 from edgechain.service.query import parameters as query_parameters
 from edgechain.service.records import GenerationRecord
 
-__all__ = ["REGISTRY_SCHEMA", "registry_context"]
+__all__ = ["REGISTRY_SCHEMA", "application_schema", "registry_context"]
 
 T = TypeVar("T")
 
@@ -495,15 +495,18 @@ class _RegistrySchema(strawberry.Schema):
             super().process_errors(bugs, execution_context)
 
 
-def _config() -> StrawberryConfig:
-    """The application schemas' configuration: U64 is the decimal-string scalar."""
-    return StrawberryConfig(scalar_map={U64: _U64_SCALAR})
+def application_schema(
+    query: type, mutation: type | None = None, subscription: type | None = None
+) -> strawberry.Schema:
+    """A schema of the node: U64 as the decimal-string scalar, the node's limits, bugs alone
+    logged (the registry's, the story book's, the chain-level one)."""
+    return _RegistrySchema(
+        query=query,
+        mutation=mutation,
+        subscription=subscription,
+        config=StrawberryConfig(scalar_map={U64: _U64_SCALAR}),
+        extensions=schema_extensions(),
+    )
 
 
-REGISTRY_SCHEMA = _RegistrySchema(
-    query=Query,
-    mutation=Mutation,
-    subscription=Subscription,
-    config=_config(),
-    extensions=schema_extensions(),
-)
+REGISTRY_SCHEMA = application_schema(Query, Mutation, Subscription)

@@ -14,17 +14,15 @@ from strawberry.scalars import JSON
 from strawberry.types import Info
 
 from edgechain.contract.story_book import Story
-from edgechain.node.limits import schema_extensions
 from edgechain.node.schema import (
     U64,
     CertificateInfo,
     _call,
-    _config,
     _gate,
     _generate_query,
-    _RegistrySchema,
     _typed,
     _with_generate_arguments,
+    application_schema,
 )
 
 __all__ = ["STORY_SCHEMA"]
@@ -102,9 +100,4 @@ class StoryMutation:
         )
 
 
-STORY_SCHEMA = _RegistrySchema(
-    query=StoryQuery,
-    mutation=StoryMutation,
-    config=_config(),
-    extensions=schema_extensions(),
-)
+STORY_SCHEMA = application_schema(StoryQuery, StoryMutation)
