@@ -8,8 +8,8 @@ processes (the CLI) committed are seen by the very next request.
 The lock is held only for quick reads and writes of storage: a generation holds it just to
 resolve its query against certified state; the download and load of its model, and the tokens,
 happen outside it (see :class:`~edgechain.service.runtime.ModelService`), so a slow weight host
-never holds up another request. A story's mint generates, and has its block certified, outside
-it (:meth:`ClientGate.mint_story_blocking`).
+never holds up another request. Blocks are proposed and certified outside it too
+(:meth:`ClientGate.propose`), a story's generation with them.
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ class ClientGate:
         self._client = client
         self._lock = threading.Lock()
         self._closed = False
-        # Blocks being certified outside the lock (a mint's); close waits for them.
-        self._certifying = 0
-        self._certified = threading.Condition(self._lock)
+        # Blocks being proposed outside the lock (see propose); close waits for them.
+        self._proposing = 0
+        self._proposed = threading.Condition(self._lock)
 
     async def call(self, fn: Callable[[Client], T]) -> T:
         """Run ``fn(client)`` in a worker thread, after a refresh, holding the client lock."""
@@ -51,6 +51,32 @@ class ClientGate:
                 raise RuntimeError("the node is shutting down")
             self._client.refresh()
             return fn(self._client)
+
+    async def propose(self, fn: Callable[[Client], T]) -> T:
+        """Run ``fn(client)``, which proposes a block, in a worker thread without the client
+        lock (see :meth:`propose_blocking`)."""
+        return await anyio.to_thread.run_sync(self.propose_blocking, fn)
+
+    def propose_blocking(self, fn: Callable[[Client], T]) -> T:
+        """Run ``fn(client)``, which proposes a block and reads certified state, without the
+        client lock: certifying a block (validators voting, re-executing a story) must not
+        hold up the node's queries.
+
+        It is safe because the chain holds the storage's write lock from reading its head to
+        its commit, so no block lands under the proposal, and a refresh meanwhile waits only
+        for the commit and apply (``Network.head_lock``); proposals queue on the write lock.
+        No refresh first: the proposal catches up on its own.
+        """
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the node is shutting down")
+            self._proposing += 1
+        try:
+            return fn(self._client)
+        finally:
+            with self._lock:
+                self._proposing -= 1
+                self._proposed.notify_all()
 
     def start_generation(
         self, query: GenerateQuery, cancelled: Callable[[], bool] | None = None
@@ -71,32 +97,18 @@ class ClientGate:
         return await anyio.to_thread.run_sync(self.mint_story_blocking, query)
 
     def mint_story_blocking(self, query: GenerateQuery) -> MintedStory:
-        """Mint a story: resolve the query under the client lock, then generate and have the
-        block certified outside it (the slow parts: the proposer's generation, as
-        :meth:`start_generation` does, and the validators' re-execution).
-
-        Certifying needs no client lock: the chain holds the storage's write lock from its
-        head to its commit, so no block can land under it, and a refresh meanwhile waits only
-        for the commit and apply (``Network.head_lock``). Other proposals queue behind it.
-        """
+        """Mint a story: resolve the query under the client lock, then generate (as
+        :meth:`start_generation` does) and propose the block (validators re-execute the
+        generation; :meth:`propose_blocking`) outside it."""
         pending = self.call_blocking(lambda client: client.prepare_mint(query))
         generated = pending.generate()
-        with self._lock:
-            if self._closed:
-                raise RuntimeError("the node is shutting down")
-            self._certifying += 1
-        try:
-            return self._client.certify_mint(generated)
-        finally:
-            with self._lock:
-                self._certifying -= 1
-                self._certified.notify_all()
+        return self.propose_blocking(lambda client: client.certify_mint(generated))
 
     def close(self) -> None:
         """Close the client once the calls in flight are done."""
         with self._lock:
-            while self._certifying:
-                self._certified.wait()
+            while self._proposing:
+                self._proposed.wait()
             if not self._closed:
                 self._closed = True
                 self._client.close()

@@ -107,6 +107,12 @@ async def _call(info: Info, fn: Callable[[Client], T]) -> T:
     return await _typed(_gate(info).call(fn))
 
 
+async def _propose(info: Info, fn: Callable[[Client], T]) -> T:
+    """Run ``fn``, which proposes a block, on the node's client without its lock (queries go
+    on meanwhile), with typed errors."""
+    return await _typed(_gate(info).propose(fn))
+
+
 def _check_block_range(field: str, start: int, end: int | None) -> None:
     """A typed InvalidParameter unless ``0 <= start <= end`` (``end`` None: the head)."""
     if start < 0 or (end is not None and end < start):
@@ -431,7 +437,7 @@ class Mutation:
         description: str | None = None,
         license: str | None = None,
     ) -> Model:
-        published = await _call(
+        published = await _propose(
             info,
             lambda c: c.register_model(
                 name,
@@ -446,7 +452,7 @@ class Mutation:
 
     @strawberry.mutation(description="Retire a model version; returns the block's certificate.")
     async def retire_model(self, info: Info, name: str, version: str) -> CertificateInfo:
-        return CertificateInfo.of(await _call(info, lambda c: c.retire_model(name, version)))
+        return CertificateInfo.of(await _propose(info, lambda c: c.retire_model(name, version)))
 
 
 @strawberry.type(description="One generated token (text is empty while a UTF-8 character is "

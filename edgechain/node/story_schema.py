@@ -20,6 +20,7 @@ from edgechain.node.schema import (
     _call,
     _gate,
     _generate_query,
+    _propose,
     _typed,
     _with_generate_arguments,
     application_schema,
@@ -81,7 +82,7 @@ class StoryQuery:
 class StoryMutation:
     @strawberry.mutation(
         description="Generate a story and mint it: validators re-execute the generation before "
-        "signing. The node's other requests go on while the proposer generates."
+        "signing. The node's queries are answered meanwhile."
     )
     @_with_generate_arguments
     async def mint_story(self, info: Info, **fields: Any) -> MintedStoryInfo:
@@ -96,7 +97,7 @@ class StoryMutation:
     @strawberry.mutation(description="Give a story the chain owner owns to another public key.")
     async def transfer_story(self, info: Info, id: int, owner: str) -> StoryInfo:  # noqa: A002
         return StoryInfo.of(
-            await _call(info, lambda c: (c.transfer_story(id, owner), c.story(id))[1])
+            await _propose(info, lambda c: (c.transfer_story(id, owner), c.story(id))[1])
         )
 
 
