@@ -469,7 +469,8 @@ class Chain:
 
     @property
     def state_hash(self) -> bytes:
-        return self._state.hash()
+        with self._state_lock:  # not half-way through a block's apply in another thread
+            return self._state.hash()
 
     def owner_key(self) -> Ed25519PrivateKey:
         """The chain owner's private key, from ``keys/chains/<name>.key``."""
@@ -482,14 +483,15 @@ class Chain:
         return self._owner_key
 
     def status(self) -> ChainStatus:
-        return ChainStatus(
-            self.name,
-            self.id.hex(),
-            self.owner.hex(),
-            self.height,
-            None if self.head_hash is None else self.head_hash.hex(),
-            self.state_hash.hex(),
-        )
+        with self._state_lock:  # height, head and state of one block
+            return ChainStatus(
+                self.name,
+                self.id.hex(),
+                self.owner.hex(),
+                self.height,
+                None if self.head_hash is None else self.head_hash.hex(),
+                self.state_hash.hex(),
+            )
 
     # --- applications ---------------------------------------------------------------------
 
