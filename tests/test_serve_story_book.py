@@ -132,3 +132,45 @@ def test_the_registry_answers_while_validators_re_execute_a_mint(
 ) -> None:
     # stories260K's weights come at once: the mint spends its time waiting for v3's vote.
     _answers_during_a_mint(node, served[1], "stories260K")
+
+
+class _FakeClient:
+    """What ClientGate uses of a Client: refresh and close."""
+
+    def __init__(self) -> None:
+        self.closed = threading.Event()
+
+    def refresh(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self.closed.set()
+
+
+def test_closing_the_gate_waits_for_a_proposal_outside_its_lock_and_refuses_new_ones() -> None:
+    from edgechain.node.gate import ClientGate
+
+    client = _FakeClient()
+    gate = ClientGate(client)  # type: ignore[arg-type]
+    certifying, finish = threading.Event(), threading.Event()
+
+    def slow_proposal(_: object) -> str:
+        certifying.set()
+        finish.wait(30)
+        return "certified"
+
+    results: list[str] = []
+    proposer = threading.Thread(target=lambda: results.append(gate.propose_blocking(slow_proposal)))
+    proposer.start()
+    assert certifying.wait(30)
+    assert gate.call_blocking(lambda _: "answered") == "answered"  # the lock is free meanwhile
+    closer = threading.Thread(target=gate.close)
+    closer.start()
+    closer.join(0.5)
+    assert closer.is_alive() and not client.closed.is_set()  # waits for the proposal
+    finish.set()
+    proposer.join(30)
+    closer.join(30)
+    assert results == ["certified"] and client.closed.is_set()
+    with pytest.raises(RuntimeError, match="shutting down"):
+        gate.propose_blocking(slow_proposal)

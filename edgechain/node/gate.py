@@ -107,8 +107,9 @@ class ClientGate:
     def close(self) -> None:
         """Close the client once the calls in flight are done."""
         with self._lock:
+            if self._closed:
+                return
+            self._closed = True  # refuses new calls and proposals from now on
             while self._proposing:
                 self._proposed.wait()
-            if not self._closed:
-                self._closed = True
-                self._client.close()
+            self._client.close()
