@@ -18,13 +18,8 @@ from edgechain.chain.network import Chain
 from edgechain.client import Client
 from edgechain.node.blob_schema import BlobInfo, chain_blobs
 from edgechain.node.directory import ServedApplication, served_applications
-from edgechain.node.schema import (
-    BlockInfo,
-    CertificateInfo,
-    _call,
-    _check_block_range,
-    application_schema,
-)
+from edgechain.node.resolvers import call, check_block_range
+from edgechain.node.schema import BlockInfo, CertificateInfo, application_schema
 
 __all__ = ["CHAIN_SCHEMA"]
 
@@ -61,23 +56,23 @@ class ChainInfo:
 async def _blocks(
     info: Info, field: str, chain_id: str, start: int, end: int | None
 ) -> list[CertifiedBlock]:
-    _check_block_range(field, start, end)
-    return await _call(info, lambda c: list(c.network.chain(chain_id).blocks(start, end)))
+    check_block_range(field, start, end)
+    return await call(info, lambda c: list(c.network.chain(chain_id).blocks(start, end)))
 
 
 @strawberry.type
 class ChainQuery:
     @strawberry.field(description="Every chain of the network.")
     async def chains(self, info: Info) -> list[ChainInfo]:
-        return await _call(info, lambda c: [ChainInfo.of(c, ch) for ch in c.network.chains()])
+        return await call(info, lambda c: [ChainInfo.of(c, ch) for ch in c.network.chains()])
 
     @strawberry.field(description="A chain by id (hex or unique prefix) or name.")
     async def chain(self, info: Info, chain_id: str) -> ChainInfo:
-        return await _call(info, lambda c: ChainInfo.of(c, c.network.chain(chain_id)))
+        return await call(info, lambda c: ChainInfo.of(c, c.network.chain(chain_id)))
 
     @strawberry.field(description="The applications this node serves on a chain.")
     async def applications(self, info: Info, chain_id: str) -> list[ApplicationInfo]:
-        apps = await _call(info, lambda c: served_applications(c, c.network.chain(chain_id)))
+        apps = await call(info, lambda c: served_applications(c, c.network.chain(chain_id)))
         return [ApplicationInfo.of(a) for a in apps]
 
     @strawberry.field(description="A chain's certified blocks from height start up to "
@@ -89,7 +84,7 @@ class ChainQuery:
 
     @strawberry.field(description="The blobs a chain published (size, height, holders).")
     async def blobs(self, info: Info, chain_id: str) -> list[BlobInfo]:
-        return await _call(info, lambda c: chain_blobs(c.network.chain(chain_id)))
+        return await call(info, lambda c: chain_blobs(c.network.chain(chain_id)))
 
     @strawberry.field(description="The certificates of a chain's blocks from height start up "
                       "to (excluding) end.")

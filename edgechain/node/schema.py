@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import inspect
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import asdict
 from typing import Annotated, Any, NewType, TypeVar
@@ -31,18 +31,23 @@ from edgechain.chain.certificate import Certificate, CertifiedBlock
 from edgechain.client import Client
 from edgechain.contract.operations import FileRef
 from edgechain.contract.registry import CertifiedModel
-from edgechain.errors import InvalidParameter, ModelNotFound
+from edgechain.errors import ModelNotFound
 from edgechain.node.blob_schema import BlobRef
 from edgechain.node.gate import ClientGate
 from edgechain.node.limits import schema_extensions
+from edgechain.node.resolvers import call, check_block_range, gate, propose, typed, typed_error
 from edgechain.node.streaming import Generations, run_generation
-from edgechain.node.typed_errors import error_payload
 from edgechain.service.query import GenerateQuery
 from edgechain.service.query import defaults as query_defaults
 from edgechain.service.query import parameters as query_parameters
 from edgechain.service.records import GenerationRecord
 
-__all__ = ["REGISTRY_SCHEMA", "application_schema", "registry_context"]
+__all__ = [
+    "REGISTRY_SCHEMA",
+    "application_schema",
+    "registry_context",
+    "with_generate_arguments",
+]
 
 T = TypeVar("T")
 
@@ -76,49 +81,9 @@ _U64_SCALAR = strawberry.scalar(
 )
 
 
-def registry_context(gate: ClientGate, generations: Generations) -> dict[str, Any]:
+def registry_context(client_gate: ClientGate, generations: Generations) -> dict[str, Any]:
     """The execution context the resolvers expect."""
-    return {"gate": gate, "generations": generations}
-
-
-def _typed_error(err: BaseException) -> GraphQLError:
-    """The GraphQL error for ``err``: its message, and its class name as ``extensions.code``."""
-    payload = error_payload(err)
-    return GraphQLError(
-        payload["message"],
-        extensions={"code": payload["code"], "exitCode": payload["exitCode"]},
-    )
-
-
-async def _typed(work: Awaitable[T]) -> T:
-    """Await ``work``; an error becomes a typed GraphQL error (code: the class name)."""
-    try:
-        return await work
-    except Exception as err:  # a non-EdgechainError is logged and typed InternalError
-        raise _typed_error(err) from err
-
-
-def _gate(info: Info) -> ClientGate:
-    return info.context["gate"]
-
-
-async def _call(info: Info, fn: Callable[[Client], T]) -> T:
-    """Run ``fn`` on the node's client (in a worker thread), with typed errors."""
-    return await _typed(_gate(info).call(fn))
-
-
-async def _propose(info: Info, fn: Callable[[Client], T]) -> T:
-    """Run ``fn``, which proposes a block, on the node's client without its lock (queries go
-    on meanwhile), with typed errors."""
-    return await _typed(_gate(info).propose(fn))
-
-
-def _check_block_range(field: str, start: int, end: int | None) -> None:
-    """A typed InvalidParameter unless ``0 <= start <= end`` (``end`` None: the head)."""
-    if start < 0 or (end is not None and end < start):
-        raise _typed_error(
-            InvalidParameter(f"{field}: need 0 <= start <= end, got start={start}, end={end}")
-        )
+    return {"gate": client_gate, "generations": generations}
 
 
 # --- output types ----------------------------------------------------------------------------
@@ -316,7 +281,7 @@ def _generate_arguments() -> list[inspect.Parameter]:
     """One GraphQL argument per :class:`GenerateQuery` field: its type, default and help.
 
     Strawberry reads a resolver's arguments from its signature, so the resolvers below get
-    this one (see :func:`_with_generate_arguments`) instead of a hand-written list.
+    this one (see :func:`with_generate_arguments`) instead of a hand-written list.
     """
     defaults = query_defaults()
     arguments = []
@@ -337,17 +302,34 @@ def _generate_arguments() -> list[inspect.Parameter]:
     return arguments
 
 
-def _with_generate_arguments(resolver: Callable[..., Any]) -> Callable[..., Any]:
-    """``resolver(self, info, **query_fields)`` with the generate arguments as its signature."""
+def with_generate_arguments(resolver: Callable[..., Any]) -> Callable[..., Any]:
+    """``resolver(self, info, query)`` as a resolver taking the generate arguments: strawberry
+    sees one argument per :class:`GenerateQuery` field (the signature set here); the resolver
+    gets the query they make, a bad value being a typed GraphQL error before it runs."""
+    if inspect.isasyncgenfunction(resolver):
+
+        async def resolve(self: Any, info: Info, **fields: Any) -> Any:
+            async for item in resolver(self, info, _generate_query(fields)):
+                yield item
+
+    else:
+
+        async def resolve(self: Any, info: Info, **fields: Any) -> Any:
+            return await resolver(self, info, _generate_query(fields))
+
     head = [
         inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD),
         inspect.Parameter("info", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Info),
     ]
     returns = inspect.signature(resolver).return_annotation
-    resolver.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    resolve.__name__ = resolver.__name__
+    resolve.__qualname__ = resolver.__qualname__
+    resolve.__module__ = resolver.__module__
+    resolve.__doc__ = resolver.__doc__
+    resolve.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
         head + _generate_arguments(), return_annotation=returns
     )
-    return resolver
+    return resolve
 
 
 def _generate_query(fields: dict[str, Any]) -> GenerateQuery:
@@ -355,12 +337,12 @@ def _generate_query(fields: dict[str, Any]) -> GenerateQuery:
     try:
         return GenerateQuery(**fields)
     except Exception as err:
-        raise _typed_error(err) from err
+        raise typed_error(err) from err
 
 
 async def _final_record(info: Info, query: GenerateQuery) -> GenerationResult:
     """Run ``query`` like the SSE endpoint does (so cancelling this request cancels it)."""
-    events = run_generation(_gate(info), query, info.context["generations"])
+    events = run_generation(gate(info), query, info.context["generations"])
     async with aclosing(events):
         async for event in events:
             if event.record is not None:
@@ -377,27 +359,26 @@ async def _final_record(info: Info, query: GenerateQuery) -> GenerationResult:
 class Query:
     @strawberry.field(description="Every registered model version (retired ones too, unless told).")
     async def models(self, info: Info, include_retired: bool = True) -> list[Model]:
-        models = await _call(info, lambda c: c.models(include_retired=include_retired))
+        models = await call(info, lambda c: c.models(include_retired=include_retired))
         return [Model.of(m) for m in models]
 
     @strawberry.field(description="A model by name: its latest active version, or the version.")
     async def model(self, info: Info, name: str, version: str | None = None) -> Model:
-        return Model.of(await _call(info, lambda c: c.model(name, version)))
+        return Model.of(await call(info, lambda c: c.model(name, version)))
 
     @strawberry.field(description="Certified blocks from height start up to (excluding) end.")
     async def blocks(self, info: Info, start: int = 0, end: int | None = None) -> list[BlockInfo]:
-        _check_block_range("blocks", start, end)
-        blocks = await _call(info, lambda c: list(c.blocks(start, end)))
+        check_block_range("blocks", start, end)
+        blocks = await call(info, lambda c: list(c.blocks(start, end)))
         return [BlockInfo.of(b) for b in blocks]
 
     @strawberry.field(
         description="Run a generate query to its end and return the record (the SSE endpoint "
         "streams the tokens instead)."
     )
-    @_with_generate_arguments
-    async def generate(self, info: Info, **fields: Any) -> GenerationResult:
-        query = _generate_query(fields)
-        return await _typed(_final_record(info, query))
+    @with_generate_arguments
+    async def generate(self, info: Info, query: GenerateQuery) -> GenerationResult:
+        return await typed(_final_record(info, query))
 
     # --- Linera compatibility: examples/llm's query shape, `{ prompt(prompt: "...") }` ---------
 
@@ -408,11 +389,11 @@ class Query:
     )
     async def prompt(self, info: Info, prompt: str, model: str | None = None) -> str:
         if model is None:
-            model, version = await _call(info, _latest_active_model)
+            model, version = await call(info, _latest_active_model)
         else:
             version = None
         query = GenerateQuery(model=model, prompt=prompt, version=version)
-        return (await _typed(_final_record(info, query))).text
+        return (await typed(_final_record(info, query))).text
 
 
 def _latest_active_model(client: Client) -> tuple[str, str]:
@@ -437,7 +418,7 @@ class Mutation:
         description: str | None = None,
         license: str | None = None,
     ) -> Model:
-        published = await _propose(
+        published = await propose(
             info,
             lambda c: c.register_model(
                 name,
@@ -452,7 +433,7 @@ class Mutation:
 
     @strawberry.mutation(description="Retire a model version; returns the block's certificate.")
     async def retire_model(self, info: Info, name: str, version: str) -> CertificateInfo:
-        return CertificateInfo.of(await _propose(info, lambda c: c.retire_model(name, version)))
+        return CertificateInfo.of(await propose(info, lambda c: c.retire_model(name, version)))
 
 
 @strawberry.type(description="One generated token (text is empty while a UTF-8 character is "
@@ -471,12 +452,11 @@ class Subscription:
         description="Stream a generate query (graphql-transport-ws): a TokenUpdate per token, "
         "then the GenerationResult. Unsubscribing cancels the generation."
     )
-    @_with_generate_arguments
+    @with_generate_arguments
     async def generate(
-        self, info: Info, **fields: Any
+        self, info: Info, query: GenerateQuery
     ) -> AsyncGenerator[GenerationUpdate, None]:
-        query = _generate_query(fields)
-        events = run_generation(_gate(info), query, info.context["generations"])
+        events = run_generation(gate(info), query, info.context["generations"])
         # Unsubscribing closes this generator, which closes the run, which cancels it.
         async with aclosing(events):
             async for event in events:
@@ -485,7 +465,7 @@ class Subscription:
                 elif event.record is not None:
                     yield GenerationResult.of(event.record, event.receipt)
                 elif event.error is not None:
-                    raise _typed_error(event.error)
+                    raise typed_error(event.error)
 
 
 class _RegistrySchema(strawberry.Schema):

@@ -7,24 +7,21 @@ Queries read certified state (``stories``, ``story``); mutations propose blocks 
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
 
 import strawberry
 from strawberry.scalars import JSON
 from strawberry.types import Info
 
 from edgechain.contract.story_book import Story
+from edgechain.node.resolvers import call, gate, propose, typed
 from edgechain.node.schema import (
     U64,
     CertificateInfo,
-    _call,
-    _gate,
-    _generate_query,
-    _propose,
-    _typed,
-    _with_generate_arguments,
     application_schema,
+    with_generate_arguments,
 )
+from edgechain.service.query import GenerateQuery
 
 __all__ = ["STORY_SCHEMA"]
 
@@ -45,19 +42,10 @@ class StoryInfo:
 
     @classmethod
     def of(cls, story: Story) -> StoryInfo:
-        return cls(
-            id=story.id,
-            owner=story.owner,
-            model=story.model,
-            version=story.version,
-            prompt=story.prompt,
-            seed=None if story.seed is None else U64(int(story.seed)),
-            text=story.text,
-            tokens=story.tokens,
-            token_ids_blake3=story.token_ids_blake3,
-            receipt_hash=story.receipt_hash,
-            minted_height=story.minted_height,
-        )
+        """Every field of ``story`` but its parameters (JSON, in the receipt); the seed as U64."""
+        fields = {f.name: getattr(story, f.name) for f in dataclasses.fields(cls)}
+        fields["seed"] = None if story.seed is None else U64(int(story.seed))
+        return cls(**fields)
 
 
 @strawberry.type(description="A minted story, its block's certificate and its receipt.")
@@ -71,11 +59,11 @@ class MintedStoryInfo:
 class StoryQuery:
     @strawberry.field(description="The stories, in mint order (or one owner's).")
     async def stories(self, info: Info, owner: str | None = None) -> list[StoryInfo]:
-        return [StoryInfo.of(s) for s in await _call(info, lambda c: c.stories(owner))]
+        return [StoryInfo.of(s) for s in await call(info, lambda c: c.stories(owner))]
 
     @strawberry.field(description="A story by id.")
     async def story(self, info: Info, id: int) -> StoryInfo:  # noqa: A002 (GraphQL's name)
-        return StoryInfo.of(await _call(info, lambda c: c.story(id)))
+        return StoryInfo.of(await call(info, lambda c: c.story(id)))
 
 
 @strawberry.type
@@ -84,10 +72,9 @@ class StoryMutation:
         description="Generate a story and mint it: validators re-execute the generation before "
         "signing. The node's queries are answered meanwhile."
     )
-    @_with_generate_arguments
-    async def mint_story(self, info: Info, **fields: Any) -> MintedStoryInfo:
-        query = _generate_query(fields)
-        minted = await _typed(_gate(info).mint_story(query))
+    @with_generate_arguments
+    async def mint_story(self, info: Info, query: GenerateQuery) -> MintedStoryInfo:
+        minted = await typed(gate(info).mint_story(query))
         return MintedStoryInfo(
             story=StoryInfo.of(minted.story),
             certificate=CertificateInfo.of(minted.certificate),
@@ -97,7 +84,7 @@ class StoryMutation:
     @strawberry.mutation(description="Give a story the chain owner owns to another public key.")
     async def transfer_story(self, info: Info, id: int, owner: str) -> StoryInfo:  # noqa: A002
         return StoryInfo.of(
-            await _propose(info, lambda c: (c.transfer_story(id, owner), c.story(id))[1])
+            await propose(info, lambda c: (c.transfer_story(id, owner), c.story(id))[1])
         )
 
 
