@@ -1,8 +1,10 @@
 """One benchmark measurement, run in its own process so its peak RSS is its own.
 
-    python -m edgechain.bench.engine_worker ENGINE CHECKPOINT TOKENIZER STEPS SEED PROMPT
+    python -m edgechain.bench.engine_worker ENGINE CHECKPOINT TOKENIZER STEPS SEED PROMPT [TEMP]
 
-prints one JSON object on stdout: engine_init_s, load_s, first_token_s, decode_tok_s,
+ENGINE is wasm, native or wasm-noepoch (the guest without epoch interruption: what the deadline
+checks cost); TEMP is the sampling temperature (default 1.0, top-p 0.9; 0 is greedy). Prints
+one JSON object on stdout: engine_init_s, load_s, first_token_s, decode_tok_s,
 generated_tokens, prompt_tokens, peak_rss_mb, module_source (wasm only).
 """
 
@@ -26,18 +28,33 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+#: Engine labels the worker accepts, and the open_engine arguments of each.
+ENGINE_OPTIONS: dict[str, tuple[str, dict[str, object]]] = {
+    "wasm": ("wasm", {}),
+    "native": ("native", {}),
+    "wasm-noepoch": ("wasm", {"epoch_interruption": False}),
+}
+
+
 def measure(
-    engine_kind: str, checkpoint: str, tokenizer: str, steps: int, seed: int, prompt: str
+    engine_kind: str,
+    checkpoint: str,
+    tokenizer: str,
+    steps: int,
+    seed: int,
+    prompt: str,
+    temperature: float = 1.0,
 ) -> dict[str, object]:
     """Time engine start, model load, the first token and the decode rate."""
     from edgechain.service.engine import GenerationParams, open_engine
 
+    kind, options = ENGINE_OPTIONS[engine_kind]
     t0 = time.perf_counter()
-    engine = open_engine(engine_kind)
+    engine = open_engine(kind, **options)
     t1 = time.perf_counter()
     model = engine.load_files(Path(checkpoint), Path(tokenizer))
     t2 = time.perf_counter()
-    params = GenerationParams(temperature=1.0, top_p=0.9, seed=seed, max_positions=steps)
+    params = GenerationParams(temperature=temperature, top_p=0.9, seed=seed, max_positions=steps)
     generation = model.generate(prompt, params)
     first = None
     for _ in generation:
@@ -56,7 +73,7 @@ def measure(
         "stop_reason": generation.stop_reason.name if generation.stop_reason else None,
         "peak_rss_mb": peak_rss_mb(),
     }
-    if engine_kind == "wasm":
+    if kind == "wasm":
         result["module_source"] = getattr(engine, "module_source", None)
     model.close()
     return result
@@ -67,8 +84,9 @@ def main(argv: list[str]) -> int:
     from edgechain.errors import EdgechainError
 
     kind, ckpt, tok, steps, seed, prompt = argv[:6]
+    temperature = float(argv[6]) if len(argv) > 6 else 1.0
     try:
-        print(json.dumps(measure(kind, ckpt, tok, int(steps), int(seed), prompt)))
+        print(json.dumps(measure(kind, ckpt, tok, int(steps), int(seed), prompt, temperature)))
     except EdgechainError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code

@@ -51,24 +51,29 @@ DEFAULT_MEMORY_LIMIT = 3 * 2**30
 #: Epoch tick of the deadline timer; a timeout is detected within about one tick.
 EPOCH_TICK_S = 0.01
 _NO_DEADLINE_TICKS = 1 << 40
-_CONFIG_TAG = "epoch-interruption=1"
 #: Enough of a checkpoint's start for either header: 28 bytes (f32, seven i32) or 256 (int8,
 #: runq.c's "ak42" version 2). The guest takes any bytes past the header as the first weights.
 _HEADER_BYTES = 256
 
 _runtime_lock = threading.Lock()
-_runtime: _Runtime | None = None
+_runtimes: dict[bool, _Runtime] = {}
 
 
 class _Runtime:
-    """The process-wide wasmtime engine and the thread that advances its epoch."""
+    """The process-wide wasmtime engine and the thread that advances its epoch.
 
-    def __init__(self) -> None:
+    Without epoch interruption (``epochs=False``, for the benchmark only: it measures what the
+    deadline checks cost) there is no ticker and no way to stop a running guest."""
+
+    def __init__(self, epochs: bool) -> None:
         config = wasmtime.Config()
-        config.epoch_interruption = True
+        config.epoch_interruption = epochs
+        self.epochs = epochs
+        self.config_tag = f"epoch-interruption={int(epochs)}"
         self.engine = wasmtime.Engine(config)
-        self._ticker = threading.Thread(target=self._tick, name="edgechain-epoch", daemon=True)
-        self._ticker.start()
+        if epochs:
+            ticker = threading.Thread(target=self._tick, name="edgechain-epoch", daemon=True)
+            ticker.start()
 
     def _tick(self) -> None:
         while True:
@@ -76,12 +81,11 @@ class _Runtime:
             self.engine.increment_epoch()
 
 
-def _shared_runtime() -> _Runtime:
-    global _runtime
+def _shared_runtime(epochs: bool = True) -> _Runtime:
     with _runtime_lock:
-        if _runtime is None:
-            _runtime = _Runtime()
-        return _runtime
+        if epochs not in _runtimes:
+            _runtimes[epochs] = _Runtime(epochs)
+        return _runtimes[epochs]
 
 
 def locate_guest(path: str | os.PathLike[str] | None = None) -> Path:
@@ -116,6 +120,8 @@ class WasmEngine(Engine):
     ``cache_dir``: where compiled modules are kept across processes (None: the per-user default;
     pass ``False`` to disable). ``memory_limit``: bytes of guest memory per model.
     ``timeout``: default wall-clock budget in seconds per generation (None: unlimited).
+    ``epoch_interruption``: False only to measure its cost (``edgechain bench``): such an
+    engine cannot enforce a timeout, so it refuses one (InvalidParameter).
     """
 
     kind = "wasm"
@@ -126,13 +132,16 @@ class WasmEngine(Engine):
         cache_dir: str | os.PathLike[str] | None | bool = None,
         memory_limit: int | None = DEFAULT_MEMORY_LIMIT,
         timeout: float | None = None,
+        epoch_interruption: bool = True,
     ) -> None:
         super().__init__(timeout)
         if memory_limit is not None and memory_limit <= 0:
             raise InvalidParameter(f"memory_limit must be positive, got {memory_limit}")
+        if not epoch_interruption and timeout is not None:
+            raise InvalidParameter("a timeout needs epoch interruption")
         self.guest_path = locate_guest(guest_path)
         self.memory_limit = memory_limit
-        self._runtime = _shared_runtime()
+        self._runtime = _shared_runtime(epoch_interruption)
         if cache_dir is False:
             directory = None
         elif cache_dir is None or cache_dir is True:
@@ -142,7 +151,10 @@ class WasmEngine(Engine):
         started = time.perf_counter()
         try:
             compiled = compiled_module(
-                self._runtime.engine, self.guest_path.read_bytes(), _CONFIG_TAG, directory
+                self._runtime.engine,
+                self.guest_path.read_bytes(),
+                self._runtime.config_tag,
+                directory,
             )
         except wasmtime.WasmtimeError as err:
             raise EngineUnavailable(
@@ -159,12 +171,13 @@ class WasmEngine(Engine):
         store = wasmtime.Store(self._runtime.engine)
         if self.memory_limit is not None:
             store.set_limits(memory_size=self.memory_limit)
-        store.set_epoch_deadline(_NO_DEADLINE_TICKS)
+        if self._runtime.epochs:
+            store.set_epoch_deadline(_NO_DEADLINE_TICKS)
         try:
             instance = wasmtime.Instance(store, self.module, [])
         except (wasmtime.Trap, wasmtime.WasmtimeError) as err:
             raise GuestTrap(f"guest failed to start: {_first_line(err)}") from None
-        return _Guest(store, instance)
+        return _Guest(store, instance, self._runtime.epochs)
 
     def load(self, checkpoint: bytes, tokenizer: bytes) -> WasmModel:
         """Instantiate the guest and load the checkpoint and tokenizer into it."""
@@ -214,8 +227,9 @@ class _Guest:
     be inconsistent, so every later call fails instead of running on it.
     """
 
-    def __init__(self, store: wasmtime.Store, instance: wasmtime.Instance) -> None:
+    def __init__(self, store: wasmtime.Store, instance: wasmtime.Instance, epochs: bool) -> None:
         self.store = store
+        self.epochs = epochs
         exports = instance.exports(store)
         try:
             self.memory: wasmtime.Memory = exports["memory"]
@@ -262,7 +276,10 @@ class _Guest:
             raise GuestTrap(
                 f"model unusable after an earlier failure ({self.poisoned}); load it again"
             )
-        if deadline is None:
+        if not self.epochs:
+            if deadline is not None:
+                raise InvalidParameter("a timeout needs epoch interruption")
+        elif deadline is None:
             self.store.set_epoch_deadline(_NO_DEADLINE_TICKS)
         else:
             remaining = deadline - time.monotonic()
