@@ -5,6 +5,7 @@
 ENGINE is wasm, native or wasm-noepoch (the guest without epoch interruption: what the deadline
 checks cost); TEMP is the sampling temperature (default 1.0, top-p 0.9; 0 is greedy). Prints
 one JSON object on stdout: engine_init_s, load_s, first_token_s, decode_tok_s,
+decode_cpu_tok_s (per second of this process's CPU time: steadier on a shared machine),
 generated_tokens, prompt_tokens, peak_rss_mb, module_source (wasm only).
 """
 
@@ -56,11 +57,11 @@ def measure(
     t2 = time.perf_counter()
     params = GenerationParams(temperature=temperature, top_p=0.9, seed=seed, max_positions=steps)
     generation = model.generate(prompt, params)
-    first = None
+    first, first_cpu = None, 0.0
     for _ in generation:
         if first is None:
-            first = time.perf_counter()
-    t3 = time.perf_counter()
+            first, first_cpu = time.perf_counter(), time.process_time()
+    t3, t3_cpu = time.perf_counter(), time.process_time()
     n = generation.generated_tokens
     result: dict[str, object] = {
         "engine": engine_kind,
@@ -68,6 +69,9 @@ def measure(
         "load_s": t2 - t1,
         "first_token_s": (first - t2) if first is not None else None,
         "decode_tok_s": (n - 1) / (t3 - first) if first is not None and n > 1 else None,
+        "decode_cpu_tok_s": (
+            (n - 1) / (t3_cpu - first_cpu) if first is not None and n > 1 else None
+        ),
         "generated_tokens": n,
         "prompt_tokens": generation.prompt_tokens,
         "stop_reason": generation.stop_reason.name if generation.stop_reason else None,

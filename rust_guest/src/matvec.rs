@@ -137,9 +137,9 @@ fn dot_block<const R: usize>(rows: [&[f32]; R], x: &[f32]) -> [f32; R] {
         assert_eq!(row.len(), x.len());
     }
     let mut acc = [[v4::zero(); NV]; R];
-    let mut k = 0;
-    while k < n {
-        // SAFETY: k + LANES <= n <= x.len() == row.len() for every row.
+    // One chunk of LANES values: every accumulator takes its next product.
+    let chunk = |acc: &mut [[v4::V; NV]; R], k: usize| {
+        // SAFETY: k + LANES <= n <= x.len() == row.len() for every row (callers below).
         unsafe {
             let xs: [v4::V; NV] = std::array::from_fn(|v| v4::load(x.as_ptr().add(k + 4 * v)));
             for r in 0..R {
@@ -149,7 +149,17 @@ fn dot_block<const R: usize>(rows: [&[f32]; R], x: &[f32]) -> [f32; R] {
                 }
             }
         }
-        k += LANES;
+    };
+    // Two chunks per iteration (the same products in the same order): half the loop
+    // back-edges, each of which costs the guest an epoch check under wasmtime.
+    let mut k = 0;
+    while k + 2 * LANES <= n {
+        chunk(&mut acc, k);
+        chunk(&mut acc, k + LANES);
+        k += 2 * LANES;
+    }
+    if k < n {
+        chunk(&mut acc, k);
     }
     let mut out = [0.0f32; R];
     for r in 0..R {

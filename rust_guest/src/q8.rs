@@ -108,7 +108,8 @@ fn row_q8(
 }
 
 /// One group's products summed into 4 i32 lanes (16 values per step; `w.len()` a multiple
-/// of 16): exact, so how the lanes are later added does not matter.
+/// of 16): exact, so how the lanes are later added does not matter. The weights are
+/// sign-extended to i16 as they are loaded (`v128.load8x8_s`: no shuffle for the high half).
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 #[inline(always)]
 fn group_lanes_simd128(w: &[i8], x: &[i16]) -> core::arch::wasm32::v128 {
@@ -119,11 +120,12 @@ fn group_lanes_simd128(w: &[i8], x: &[i16]) -> core::arch::wasm32::v128 {
     while k < w.len() {
         // SAFETY: k + 16 <= w.len() == x.len(): 16 bytes of `w` and 16 i16 of `x`.
         unsafe {
-            let wv = v128_load(w.as_ptr().add(k) as *const v128);
+            let w0 = i16x8_load_extend_i8x8(w.as_ptr().add(k));
+            let w1 = i16x8_load_extend_i8x8(w.as_ptr().add(k + 8));
             let x0 = v128_load(x.as_ptr().add(k) as *const v128);
             let x1 = v128_load(x.as_ptr().add(k + 8) as *const v128);
-            acc = i32x4_add(acc, i32x4_dot_i16x8(i16x8_extend_low_i8x16(wv), x0));
-            acc = i32x4_add(acc, i32x4_dot_i16x8(i16x8_extend_high_i8x16(wv), x1));
+            let d = i32x4_add(i32x4_dot_i16x8(w0, x0), i32x4_dot_i16x8(w1, x1));
+            acc = i32x4_add(acc, d);
         }
         k += 16;
     }
@@ -146,6 +148,22 @@ fn group_dot_simd128(w: &[i8], x: &[i16]) -> i32 {
     sum
 }
 
+/// Four vectors of i32 lane sums -> one vector of their four (exact) totals, in input order.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+fn sum_lanes4(acc: [core::arch::wasm32::v128; 4]) -> core::arch::wasm32::v128 {
+    use core::arch::wasm32::*;
+    let t0 = i32x4_shuffle::<0, 4, 1, 5>(acc[0], acc[1]);
+    let t1 = i32x4_shuffle::<2, 6, 3, 7>(acc[0], acc[1]);
+    let t2 = i32x4_shuffle::<0, 4, 1, 5>(acc[2], acc[3]);
+    let t3 = i32x4_shuffle::<2, 6, 3, 7>(acc[2], acc[3]);
+    let (s01, s23) = (i32x4_add(t0, t1), i32x4_add(t2, t3));
+    i32x4_add(
+        i32x4_shuffle::<0, 1, 4, 5>(s01, s23),
+        i32x4_shuffle::<2, 3, 6, 7>(s01, s23),
+    )
+}
+
 /// [`row_q8`] for group sizes that are multiples of 16, four groups at a time: their lane
 /// sums are transposed into one vector of four exact group dots, and
 /// `(dot as f32 * w_scale) * x_scale` is computed lane-wise (the same two roundings per group
@@ -162,30 +180,7 @@ fn row_q8_simd128<const G: usize>(w: &[i8], ws: &[f32], xq: &[i16], xs: &[f32], 
     let mut val = 0.0f32;
     let mut g = 0;
     while g + 4 <= groups {
-        let acc: [v128; 4] = std::array::from_fn(|j| {
-            let at = (g + j) * gs;
-            group_lanes_simd128(&w[at..at + gs], &xq[at..at + gs])
-        });
-        let t0 = i32x4_shuffle::<0, 4, 1, 5>(acc[0], acc[1]);
-        let t1 = i32x4_shuffle::<2, 6, 3, 7>(acc[0], acc[1]);
-        let t2 = i32x4_shuffle::<0, 4, 1, 5>(acc[2], acc[3]);
-        let t3 = i32x4_shuffle::<2, 6, 3, 7>(acc[2], acc[3]);
-        let (s01, s23) = (i32x4_add(t0, t1), i32x4_add(t2, t3));
-        let dots = i32x4_add(
-            i32x4_shuffle::<0, 1, 4, 5>(s01, s23),
-            i32x4_shuffle::<2, 3, 6, 7>(s01, s23),
-        );
-        let (wsv, xsv) = (&ws[g..g + 4], &xs[g..g + 4]);
-        // SAFETY: both slices hold exactly 4 floats; unaligned loads.
-        let p = unsafe {
-            f32x4_mul(
-                f32x4_mul(
-                    f32x4_convert_i32x4(dots),
-                    v128_load(wsv.as_ptr() as *const v128),
-                ),
-                v128_load(xsv.as_ptr() as *const v128),
-            )
-        };
+        let p = group_products4_simd128::<G>(w, ws, xq, xs, gs, g);
         val += f32x4_extract_lane::<0>(p);
         val += f32x4_extract_lane::<1>(p);
         val += f32x4_extract_lane::<2>(p);
@@ -197,6 +192,120 @@ fn row_q8_simd128<const G: usize>(w: &[i8], ws: &[f32], xq: &[i16], xs: &[f32], 
         val += group_dot_simd128(&w[at..at + gs], &xq[at..at + gs]) as f32 * ws[g] * xs[g];
     }
     val
+}
+
+/// Groups `g..g + 4` of one row: `(dot as f32 * w_scale) * x_scale` per group, lane-wise.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+fn group_products4_simd128<const G: usize>(
+    w: &[i8],
+    ws: &[f32],
+    xq: &[i16],
+    xs: &[f32],
+    gs: usize,
+    g: usize,
+) -> core::arch::wasm32::v128 {
+    use core::arch::wasm32::*;
+    let gs = if G > 0 { G } else { gs };
+    let acc: [v128; 4] = std::array::from_fn(|j| {
+        let at = (g + j) * gs;
+        group_lanes_simd128(&w[at..at + gs], &xq[at..at + gs])
+    });
+    let (wsv, xsv) = (&ws[g..g + 4], &xs[g..g + 4]);
+    // SAFETY: both slices hold exactly 4 floats; unaligned loads.
+    unsafe {
+        f32x4_mul(
+            f32x4_mul(
+                f32x4_convert_i32x4(sum_lanes4(acc)),
+                v128_load(wsv.as_ptr() as *const v128),
+            ),
+            v128_load(xsv.as_ptr() as *const v128),
+        )
+    }
+}
+
+/// [`row_q8_simd128`] for four consecutive rows (`w`: 4 rows of `xq.len()` values, `ws`: their
+/// scales), returning the four row sums as one vector. Each lane is one row's sum and receives
+/// that row's group products in group order, one vector add per group: the same additions as
+/// the scalar definition, without extracting lanes, and one loop back-edge (wasmtime's epoch
+/// check) per 16 row-groups.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+fn rows4_q8_simd128<const G: usize>(
+    w: &[i8],
+    ws: &[f32],
+    xq: &[i16],
+    xs: &[f32],
+    gs: usize,
+) -> core::arch::wasm32::v128 {
+    use core::arch::wasm32::*;
+    let gs = if G > 0 { G } else { gs };
+    let n = xq.len();
+    let groups = n / gs;
+    assert!(w.len() == 4 * n && ws.len() == 4 * groups && xs.len() == groups);
+    let rows: [&[i8]; 4] = std::array::from_fn(|r| &w[r * n..(r + 1) * n]);
+    let scales: [&[f32]; 4] = std::array::from_fn(|r| &ws[r * groups..(r + 1) * groups]);
+    let mut val = f32x4_splat(0.0);
+    let mut g = 0;
+    while g + 4 <= groups {
+        // p[r]: row r's products for groups g..g+4; transposed so each vector is one group.
+        let p: [v128; 4] =
+            std::array::from_fn(|r| group_products4_simd128::<G>(rows[r], scales[r], xq, xs, gs, g));
+        let t0 = i32x4_shuffle::<0, 4, 1, 5>(p[0], p[1]);
+        let t1 = i32x4_shuffle::<2, 6, 3, 7>(p[0], p[1]);
+        let t2 = i32x4_shuffle::<0, 4, 1, 5>(p[2], p[3]);
+        let t3 = i32x4_shuffle::<2, 6, 3, 7>(p[2], p[3]);
+        val = f32x4_add(val, i32x4_shuffle::<0, 1, 4, 5>(t0, t2));
+        val = f32x4_add(val, i32x4_shuffle::<2, 3, 6, 7>(t0, t2));
+        val = f32x4_add(val, i32x4_shuffle::<0, 1, 4, 5>(t1, t3));
+        val = f32x4_add(val, i32x4_shuffle::<2, 3, 6, 7>(t1, t3));
+        g += 4;
+    }
+    for g in g..groups {
+        let at = g * gs;
+        let acc: [v128; 4] =
+            std::array::from_fn(|r| group_lanes_simd128(&rows[r][at..at + gs], &xq[at..at + gs]));
+        let wsv = f32x4(scales[0][g], scales[1][g], scales[2][g], scales[3][g]);
+        let p = f32x4_mul(
+            f32x4_mul(f32x4_convert_i32x4(sum_lanes4(acc)), wsv),
+            f32x4_splat(xs[g]),
+        );
+        val = f32x4_add(val, p);
+    }
+    val
+}
+
+/// The guest's [`matvec_q8`] for group sizes that are multiples of 16: four rows at a time,
+/// then the remaining rows one by one.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+fn matvec_q8_simd128<const G: usize>(
+    out: &mut [f32],
+    w: &[i8],
+    ws: &[f32],
+    xq: &[i16],
+    xs: &[f32],
+    gs: usize,
+) {
+    use core::arch::wasm32::*;
+    let n = xq.len();
+    let groups = n / gs;
+    let mut outs = out.chunks_exact_mut(4);
+    let mut blocks = w.chunks_exact(4 * n);
+    let mut scales = ws.chunks_exact(4 * groups);
+    for ((o, w), s) in (&mut outs).zip(&mut blocks).zip(&mut scales) {
+        let v = rows4_q8_simd128::<G>(w, s, xq, xs, gs);
+        // SAFETY: `o` holds exactly 4 floats; unaligned store.
+        unsafe { v128_store(o.as_mut_ptr() as *mut v128, v) };
+    }
+    for ((o, w), s) in outs
+        .into_remainder()
+        .iter_mut()
+        .zip(blocks.remainder().chunks_exact(n))
+        .zip(scales.remainder().chunks_exact(groups))
+    {
+        *o = row_q8_simd128::<G>(w, s, xq, xs, gs);
+    }
 }
 
 /// [`matvec_q8`]'s loop with AVX2: per group, 16 weights at a time widened to i16 and
@@ -340,18 +449,11 @@ pub fn matvec_q8(out: &mut [f32], w: &[i8], ws: &[f32], xq: &[i16], xs: &[f32], 
     }
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
     if gs.is_multiple_of(16) {
-        let row = match gs {
-            16 => row_q8_simd128::<16>,
-            32 => row_q8_simd128::<32>,
-            64 => row_q8_simd128::<64>,
-            _ => row_q8_simd128::<0>,
-        };
-        for ((o, w), rs) in out
-            .iter_mut()
-            .zip(w.chunks_exact(n))
-            .zip(ws.chunks_exact(n / gs))
-        {
-            *o = row(w, rs, xq, xs, gs);
+        match gs {
+            16 => matvec_q8_simd128::<16>(out, w, ws, xq, xs, gs),
+            32 => matvec_q8_simd128::<32>(out, w, ws, xq, xs, gs),
+            64 => matvec_q8_simd128::<64>(out, w, ws, xq, xs, gs),
+            _ => matvec_q8_simd128::<0>(out, w, ws, xq, xs, gs),
         }
         return;
     }
