@@ -3,15 +3,18 @@ tokens/s and peak RSS per (shape, weights, engine).
 
 Synthetic models of the stories shapes are written once into a cache directory and reused. Each
 measurement runs in a fresh subprocess (:mod:`edgechain.bench.engine_worker`) so its peak RSS is
-its own.
+its own. With a directory of llama2.c builds, the same run measures them too
+(:mod:`edgechain.bench.references`); with ``repeat`` > 1 every row is measured that many times,
+interleaved, and the medians are reported (a shared machine's load drifts between rows).
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from edgechain.errors import InvalidCheckpoint
@@ -65,20 +68,17 @@ def ensure_int8(checkpoint: Path) -> Path:
 
 
 def run_worker(
-    engine: str, checkpoint: Path, tokenizer: Path, steps: int, seed: int, prompt: str
+    engine: str,
+    checkpoint: Path,
+    tokenizer: Path,
+    steps: int,
+    seed: int,
+    prompt: str,
+    temperature: float = 1.0,
 ) -> dict[str, object]:
     """One measurement in a subprocess; an error entry (not an exception) if it fails."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "edgechain.bench.engine_worker",
-        engine,
-        str(checkpoint),
-        str(tokenizer),
-        str(steps),
-        str(seed),
-        prompt,
-    ]
+    cmd = [sys.executable, "-m", "edgechain.bench.engine_worker", engine, str(checkpoint)]
+    cmd += [str(tokenizer), str(steps), str(seed), prompt, str(temperature)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
@@ -96,22 +96,65 @@ def run_engine_benchmark(
     steps: int,
     seed: int,
     prompt: str,
+    temperature: float = 1.0,
+    references: Path | None = None,
+    repeat: int = 1,
 ) -> list[dict[str, object]]:
-    """One row per (shape, weights kind, engine): the worker's figures plus ``shape``,
-    ``weights`` and ``file_mb``, or an ``error`` entry for a measurement that failed."""
-    if "wasm" in engines:
+    """One row per (shape, weights kind, engine), then per reference program found in
+    ``references``: the worker's figures plus ``shape``, ``weights`` and ``file_mb``, or an
+    ``error`` entry for a measurement that failed. With ``repeat`` > 1, the median of each
+    figure over that many interleaved measurements (``repeats``: how many succeeded)."""
+    from edgechain.bench.references import available_references, run_reference
+
+    if "wasm" in engines or "wasm-noepoch" in engines:
         _warm_wasm_cache()
-    results: list[dict[str, object]] = []
+    refs = available_references(references) if references is not None else []
+    plan: list[tuple[dict[str, object], Callable[[], dict[str, object]]]] = []
     for shape in shapes:
         f32, tokenizer = ensure_model(directory, shape, seed)
-        for kind in weights:
-            checkpoint = ensure_int8(f32) if kind == "int8" else f32
+        files = {kind: ensure_int8(f32) if kind == "int8" else f32 for kind in weights}
+        for kind, checkpoint in files.items():
             for engine in engines:
-                print(f"measuring {shape} {kind} on {engine}", file=sys.stderr)
-                row = run_worker(engine, checkpoint, tokenizer, steps, seed, prompt)
-                size = checkpoint.stat().st_size / 2**20
-                results.append({"shape": shape, "weights": kind, "file_mb": size, **row})
-    return results
+                args = (engine, checkpoint, tokenizer, steps, seed, prompt, temperature)
+                key = _row_key(shape, kind, checkpoint, engine)
+                plan.append((key, lambda a=args: run_worker(*a)))
+        for ref in refs:
+            checkpoint = files.get(ref.weights) or (
+                ensure_int8(f32) if ref.weights == "int8" else f32
+            )
+            args2 = (ref, checkpoint, tokenizer, steps, seed, prompt, temperature)
+            key = _row_key(shape, ref.weights, checkpoint, ref.label)
+            plan.append((key, lambda a=args2: run_reference(*a)))
+    runs: list[list[dict[str, object]]] = [[] for _ in plan]
+    for rep in range(repeat):
+        for (key, measure), done in zip(plan, runs, strict=True):
+            note = f" ({rep + 1}/{repeat})" if repeat > 1 else ""
+            what = f"{key['shape']} {key['weights']} on {key['engine']}"
+            print(f"measuring {what}{note}", file=sys.stderr)
+            done.append({**key, **measure()})
+    return [_median_row(rows) for rows in runs]
+
+
+def _row_key(shape: str, kind: str, checkpoint: Path, engine: str) -> dict[str, object]:
+    size = checkpoint.stat().st_size / 2**20
+    return {"shape": shape, "weights": kind, "file_mb": size, "engine": engine}
+
+
+def _median_row(rows: list[dict[str, object]]) -> dict[str, object]:
+    """The first successful row with every numeric figure replaced by its median over the
+    successful rows; the last error if none succeeded."""
+    ok = [r for r in rows if "error" not in r]
+    if not ok:
+        return rows[-1]
+    if len(rows) == 1:
+        return ok[0]
+    merged = dict(ok[0])
+    for name, value in ok[0].items():
+        if isinstance(value, float):
+            values = [r[name] for r in ok if isinstance(r.get(name), int | float)]
+            merged[name] = statistics.median(values)  # type: ignore[arg-type]
+    merged["repeats"] = len(ok)
+    return merged
 
 
 def _warm_wasm_cache() -> None:
@@ -172,9 +215,30 @@ def format_table(results: list[dict[str, object]]) -> str:
     return "\n".join(lines)
 
 
+#: (numerator, denominator, what the ratio says), as (engine, weights) pairs; shown when both
+#: rows were measured. The references' rows come from ``edgechain.bench.references``.
+_REFERENCE_RATIOS = (
+    (("wasm", "int8"), ("run.c", "f32"), "wasm int8 decodes at {:.2f}x run.c f32 native"),
+    (("native", "int8"), ("runq.c", "int8"), "native int8 decodes at {:.2f}x runq.c"),
+    (("native", "f32"), ("run.c", "f32"), "native f32 decodes at {:.2f}x run.c"),
+    (
+        ("wasm", "f32"),
+        ("run.c wasm-noepoch", "f32"),
+        "wasm f32 decodes at {:.2f}x run.c wasm without epoch interruption",
+    ),
+    (("wasm", "f32"), ("wasm-noepoch", "f32"), "epoch interruption: wasm f32 at {:.2f}x"),
+    (("wasm", "int8"), ("wasm-noepoch", "int8"), "epoch interruption: wasm int8 at {:.2f}x"),
+    (
+        ("run.c wasm", "f32"),
+        ("run.c wasm-noepoch", "f32"),
+        "epoch interruption: run.c wasm at {:.2f}x",
+    ),
+)
+
+
 def _ratios(results: list[dict[str, object]]) -> list[str]:
-    """Per shape: wasm's decode rate relative to native's (per weights kind), and int8's
-    relative to f32's (per engine), where both were measured."""
+    """Per shape: wasm's decode rate relative to native's (per weights kind), int8's relative
+    to f32's (per engine), and the reference comparisons, where both rows were measured."""
     rates: dict[str, dict[tuple[str, str], float]] = {}
     for r in results:
         rate = r.get("decode_tok_s")
@@ -192,4 +256,7 @@ def _ratios(results: list[dict[str, object]]) -> list[str]:
             if (engine, "f32") in by and (engine, "int8") in by:
                 ratio = by[(engine, "int8")] / by[(engine, "f32")]
                 lines.append(f"{shape}: {engine} int8 decodes at {ratio:.2f}x its f32")
+        for top, bottom, text in _REFERENCE_RATIOS:
+            if top in by and bottom in by:
+                lines.append(f"{shape}: " + text.format(by[top] / by[bottom]))
     return lines

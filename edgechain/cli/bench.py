@@ -23,7 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--shapes", default="15M,42M,110M", help="comma-separated (default %(default)s)"
     )
     parser.add_argument(
-        "--engines", default="wasm,native", help="comma-separated (default %(default)s)"
+        "--engines",
+        default="wasm,native",
+        help="comma-separated wasm, native, wasm-noepoch (the guest without epoch interruption, "
+        "to measure its cost) (default %(default)s)",
     )
     parser.add_argument(
         "--steps",
@@ -44,6 +47,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "`edgechain quantize` with its default group size)",
     )
     parser.add_argument("--prompt", default="Once upon a time", help="prompt (default %(default)r)")
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=1.0,
+        help="sampling temperature, top-p 0.9 (default %(default)s; 0: greedy)",
+    )
+    parser.add_argument(
+        "--references",
+        metavar="DIR",
+        help="also measure llama2.c's run, runq and run.wasm found in DIR "
+        "(built by scripts/build_references.sh)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=bounded_int(1, 100),
+        default=1,
+        help="measure every row this many times, interleaved; report medians (default 1)",
+    )
     parser.add_argument(
         "--cache-dir", help="where synthetic models are kept (default per-user cache)"
     )
@@ -69,14 +90,32 @@ def execute(args: argparse.Namespace) -> int:
     from edgechain.testing.synth import SHAPES
 
     shapes = _split(args.shapes, tuple(SHAPES), "shapes")
-    engines = _split(args.engines, ("wasm", "native"), "engines")
+    engines = _split(args.engines, ("wasm", "native", "wasm-noepoch"), "engines")
     weights = _split(args.weights, ("f32", "int8"), "weights")
     text_to_utf8(args.prompt, "--prompt")  # InvalidText now, not once per measured row
     directory = ensure_directory(
         Path(args.cache_dir) if args.cache_dir else default_model_dir(), "--cache-dir"
     )
+    if not args.temperature >= 0.0 or args.temperature == float("inf"):
+        raise InvalidParameter(
+            f"--temperature must be a finite number >= 0, got {args.temperature}"
+        )
+    references = None
+    if args.references is not None:
+        references = Path(args.references)
+        if not references.is_dir():
+            raise InvalidParameter(f"--references: no such directory: {references}")
     results = run_engine_benchmark(
-        directory, shapes, engines, weights, steps=args.steps, seed=args.seed, prompt=args.prompt
+        directory,
+        shapes,
+        engines,
+        weights,
+        steps=args.steps,
+        seed=args.seed,
+        prompt=args.prompt,
+        temperature=args.temperature,
+        references=references,
+        repeat=args.repeat,
     )
     if args.json:
         print(json.dumps(results, indent=2))
