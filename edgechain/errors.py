@@ -71,6 +71,11 @@ class InvalidCheckpoint(InputError):
     """A llama2.c checkpoint that is missing, truncated or whose header does not match its size."""
 
 
+class CheckpointTooLarge(InvalidCheckpoint):
+    """A checkpoint whose header declares more than the wasm guest can hold (wasm32 addresses
+    4 GiB; the engine's memory limit may be lower): refused before its weights are read."""
+
+
 class InvalidTokenizer(InputError):
     """A tokenizer.bin that is missing, truncated or malformed."""
 

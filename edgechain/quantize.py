@@ -7,7 +7,8 @@ rust_guest/ABI.md, "Checkpoint formats"). The per-group arithmetic
 runs in Rust (``edgechain_native.quantize_q80``, the engine's own ``q8`` module): pure Python
 would spend about a microsecond per weight (minutes for 110M); here Python only moves each
 tensor from its place in the f32 file to its place in the int8 file, one tensor in memory at a
-time.
+time, and a large tensor in pieces of whole groups (the 1.1B shape's embedding table is 262 MB
+of f32), so memory stays bounded by :data:`CHUNK_BYTES` whatever the model's size.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from edgechain.service.model_files import (
 
 #: The default group size is the largest power of two up to this that divides dim and hidden_dim.
 MAX_DEFAULT_GROUP = 64
+#: At most this many bytes of f32 weights are read and quantized at once.
+CHUNK_BYTES = 16 * 2**20
 
 
 def default_group_size(dim: int, hidden_dim: int) -> int:
@@ -139,17 +142,23 @@ def quantize_checkpoint(
         try:
             with open(partial, "wb") as out:
                 out.write(q8_header_bytes(h, group_size))
+                # Whole groups per piece: the same values and scales as one call per tensor.
+                piece = max(1, CHUNK_BYTES // (4 * group_size)) * 4 * group_size
                 for quantized, (offset, length) in _q8_order(_f32_tensors(h)):
                     f.seek(offset)
-                    data = read_exactly(f, length)
-                    if len(data) != length:
-                        raise InvalidCheckpoint(f"{src_path} changed while it was being read")
-                    if quantized:
-                        values, scales = native.quantize_q80(data, group_size)
-                        out.write(values)
-                        out.write(scales)
-                    else:
-                        out.write(data)
+                    scales = bytearray()
+                    for at in range(0, length, piece if quantized else length):
+                        want = min(piece if quantized else length, length - at)
+                        data = read_exactly(f, want)
+                        if len(data) != want:
+                            raise InvalidCheckpoint(f"{src_path} changed while it was being read")
+                        if quantized:
+                            values, group_scales = native.quantize_q80(data, group_size)
+                            out.write(values)
+                            scales += group_scales
+                        else:
+                            out.write(data)
+                    out.write(scales)
             os.replace(partial, dst_path)
         except OSError as err:
             raise InputError(f"cannot write {dst_path}: {err.strerror or err}") from None

@@ -24,6 +24,7 @@ from typing import Any
 import wasmtime
 
 from edgechain.errors import (
+    CheckpointTooLarge,
     EdgechainError,
     EngineInternalError,
     EngineUnavailable,
@@ -43,11 +44,17 @@ from edgechain.service.engine.base import (
 from edgechain.service.engine.codes import error_from_code
 from edgechain.service.engine.files import read_exactly, read_input, unchanged_checkpoint
 from edgechain.service.engine.module_cache import compiled_module, default_cache_dir
+from edgechain.service.model_files import parse_checkpoint_header
 
 GUEST_ENV = "EDGECHAIN_GUEST_WASM"
 PACKAGED_GUEST = Path(__file__).with_name("edgechain_guest.wasm")
 #: The guest's linear memory may not grow past this unless the caller says otherwise.
 DEFAULT_MEMORY_LIMIT = 3 * 2**30
+#: A wasm32 linear memory addresses at most 4 GiB, whatever the limit.
+WASM32_MEMORY = 4 * 2**30
+#: What the guest needs besides weights and KV cache (code, stack, tokenizer, activations,
+#: allocator slack), counted when deciding up front whether a model can fit.
+_GUEST_OVERHEAD = 64 * 2**20
 #: Epoch tick of the deadline timer; a timeout is detected within about one tick.
 EPOCH_TICK_S = 0.01
 _NO_DEADLINE_TICKS = 1 << 40
@@ -177,7 +184,7 @@ class WasmEngine(Engine):
             instance = wasmtime.Instance(store, self.module, [])
         except (wasmtime.Trap, wasmtime.WasmtimeError) as err:
             raise GuestTrap(f"guest failed to start: {_first_line(err)}") from None
-        return _Guest(store, instance, self._runtime.epochs)
+        return _Guest(store, instance, self._runtime.epochs, self.memory_limit)
 
     def load(self, checkpoint: bytes, tokenizer: bytes) -> WasmModel:
         """Instantiate the guest and load the checkpoint and tokenizer into it."""
@@ -207,6 +214,36 @@ class WasmEngine(Engine):
         return model
 
 
+def check_fits(header: bytes, memory_limit: int | None) -> None:
+    """CheckpointTooLarge when the model ``header`` declares (its weights, one session's KV
+    cache and the guest's own overhead) cannot fit the guest's memory: said before any weight
+    is read. A header that does not parse is left to the guest, which reports it."""
+    try:
+        h = parse_checkpoint_header(header, None)
+    except InvalidCheckpoint:
+        return
+    limit = min(memory_limit or WASM32_MEMORY, WASM32_MEMORY)
+    kv_cache = 2 * h.n_layers * h.seq_len * h.kv_dim * 4
+    need = h.expected_bytes + kv_cache + _GUEST_OVERHEAD
+    if need <= limit:
+        return
+    kind = "int8" if h.group_size is not None else "f32"
+    which = (
+        "the wasm32 address space"
+        if limit == WASM32_MEMORY
+        else "the engine's memory limit; wasm32 addresses at most 4 GiB"
+    )
+    advice = (
+        "quantize it with `edgechain quantize` (int8 needs about a quarter)"
+        if h.group_size is None
+        else "use the native engine"
+    )
+    raise CheckpointTooLarge(
+        f"checkpoint too large for the wasm guest: its {kind} weights and KV cache need "
+        f"{need / 2**30:.2f} GiB, over {limit / 2**30:.1f} GiB ({which}); {advice}"
+    )
+
+
 def _first_line(err: BaseException) -> str:
     """The informative line of a wasmtime error: the "wasm trap: ..." cause, not the backtrace."""
     lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
@@ -227,9 +264,16 @@ class _Guest:
     be inconsistent, so every later call fails instead of running on it.
     """
 
-    def __init__(self, store: wasmtime.Store, instance: wasmtime.Instance, epochs: bool) -> None:
+    def __init__(
+        self,
+        store: wasmtime.Store,
+        instance: wasmtime.Instance,
+        epochs: bool,
+        memory_limit: int | None = None,
+    ) -> None:
         self.store = store
         self.epochs = epochs
+        self.memory_limit = memory_limit
         exports = instance.exports(store)
         try:
             self.memory: wasmtime.Memory = exports["memory"]
@@ -382,6 +426,7 @@ class _Guest:
         """Stream the checkpoint ``f`` (``size`` bytes, positioned at its start) straight into
         the guest's weight buffers: the host never holds the weights."""
         header = read_exactly(f, _HEADER_BYTES)
+        check_fits(header, self.memory_limit)
         with self.placed(header) as (ptr,):
             length = self._load_call("ec_model_begin", ptr, _i32(len(header)), size)
         try:
