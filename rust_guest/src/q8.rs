@@ -120,12 +120,11 @@ fn group_lanes_simd128(w: &[i8], x: &[i16]) -> core::arch::wasm32::v128 {
     while k < w.len() {
         // SAFETY: k + 16 <= w.len() == x.len(): 16 bytes of `w` and 16 i16 of `x`.
         unsafe {
-            let w0 = i16x8_load_extend_i8x8(w.as_ptr().add(k));
-            let w1 = i16x8_load_extend_i8x8(w.as_ptr().add(k + 8));
+            let wv = v128_load(w.as_ptr().add(k) as *const v128);
             let x0 = v128_load(x.as_ptr().add(k) as *const v128);
             let x1 = v128_load(x.as_ptr().add(k + 8) as *const v128);
-            let d = i32x4_add(i32x4_dot_i16x8(w0, x0), i32x4_dot_i16x8(w1, x1));
-            acc = i32x4_add(acc, d);
+            acc = i32x4_add(acc, i32x4_dot_i16x8(i16x8_extend_low_i8x16(wv), x0));
+            acc = i32x4_add(acc, i32x4_dot_i16x8(i16x8_extend_high_i8x16(wv), x1));
         }
         k += 16;
     }
@@ -207,10 +206,16 @@ fn group_products4_simd128<const G: usize>(
 ) -> core::arch::wasm32::v128 {
     use core::arch::wasm32::*;
     let gs = if G > 0 { G } else { gs };
-    let acc: [v128; 4] = std::array::from_fn(|j| {
-        let at = (g + j) * gs;
-        group_lanes_simd128(&w[at..at + gs], &xq[at..at + gs])
-    });
+    // Written out, not `array::from_fn`: LLVM left that closure out of line for G = 64,
+    // where it lost the constant group size (and a call per group costs the guest).
+    let at = g * gs;
+    let (w, x) = (&w[at..at + 4 * gs], &xq[at..at + 4 * gs]);
+    let acc = [
+        group_lanes_simd128(&w[..gs], &x[..gs]),
+        group_lanes_simd128(&w[gs..2 * gs], &x[gs..2 * gs]),
+        group_lanes_simd128(&w[2 * gs..3 * gs], &x[2 * gs..3 * gs]),
+        group_lanes_simd128(&w[3 * gs..], &x[3 * gs..]),
+    ];
     let (wsv, xsv) = (&ws[g..g + 4], &xs[g..g + 4]);
     // SAFETY: both slices hold exactly 4 floats; unaligned loads.
     unsafe {
@@ -224,11 +229,17 @@ fn group_products4_simd128<const G: usize>(
     }
 }
 
+/// Four-group blocks a row may have for [`rows4_q8_simd128`] (its products are buffered on
+/// the stack); longer rows go one at a time.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+const MAX_BLOCKS: usize = 64;
+
 /// [`row_q8_simd128`] for four consecutive rows (`w`: 4 rows of `xq.len()` values, `ws`: their
-/// scales), returning the four row sums as one vector. Each lane is one row's sum and receives
-/// that row's group products in group order, one vector add per group: the same additions as
-/// the scalar definition, without extracting lanes, and one loop back-edge (wasmtime's epoch
-/// check) per 16 row-groups.
+/// scales), returning the four row sums as one vector. The rows are read one after the other
+/// (one memory stream: reading four rows side by side was slower on DRAM-bound shapes), each
+/// row's four-group products buffered; then each lane, one row's sum, receives that row's
+/// group products in group order, one vector add per group: the same additions as the scalar
+/// definition, without extracting lanes.
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 #[inline(always)]
 fn rows4_q8_simd128<const G: usize>(
@@ -242,15 +253,39 @@ fn rows4_q8_simd128<const G: usize>(
     let gs = if G > 0 { G } else { gs };
     let n = xq.len();
     let groups = n / gs;
+    let blocks = groups / 4;
     assert!(w.len() == 4 * n && ws.len() == 4 * groups && xs.len() == groups);
-    let rows: [&[i8]; 4] = std::array::from_fn(|r| &w[r * n..(r + 1) * n]);
-    let scales: [&[f32]; 4] = std::array::from_fn(|r| &ws[r * groups..(r + 1) * groups]);
+    assert!(blocks <= MAX_BLOCKS);
+    // Not zeroed (4 KiB per four rows would cost as much as reading them): every slot read
+    // below is written first.
+    let mut products = [[std::mem::MaybeUninit::<v128>::uninit(); MAX_BLOCKS]; 4];
+    // The products of the last `groups % 4` groups, per row (scalar: the same roundings).
+    let mut tails = [[0.0f32; 4]; 3];
+    for (r, (buffer, (row, scales))) in products
+        .iter_mut()
+        .zip(w.chunks_exact(n).zip(ws.chunks_exact(groups)))
+        .enumerate()
+    {
+        for (b, p) in buffer[..blocks].iter_mut().enumerate() {
+            p.write(group_products4_simd128::<G>(row, scales, xq, xs, gs, 4 * b));
+        }
+        for (t, g) in (4 * blocks..groups).enumerate() {
+            let at = g * gs;
+            let dot = group_dot_simd128(&row[at..at + gs], &xq[at..at + gs]);
+            tails[t][r] = dot as f32 * scales[g] * xs[g];
+        }
+    }
     let mut val = f32x4_splat(0.0);
-    let mut g = 0;
-    while g + 4 <= groups {
-        // p[r]: row r's products for groups g..g+4; transposed so each vector is one group.
-        let p: [v128; 4] =
-            std::array::from_fn(|r| group_products4_simd128::<G>(rows[r], scales[r], xq, xs, gs, g));
+    for b in 0..blocks {
+        // SAFETY: slots 0..blocks of every row were written above.
+        let p = unsafe {
+            [
+                products[0][b].assume_init(),
+                products[1][b].assume_init(),
+                products[2][b].assume_init(),
+                products[3][b].assume_init(),
+            ]
+        };
         let t0 = i32x4_shuffle::<0, 4, 1, 5>(p[0], p[1]);
         let t1 = i32x4_shuffle::<2, 6, 3, 7>(p[0], p[1]);
         let t2 = i32x4_shuffle::<0, 4, 1, 5>(p[2], p[3]);
@@ -259,18 +294,10 @@ fn rows4_q8_simd128<const G: usize>(
         val = f32x4_add(val, i32x4_shuffle::<2, 3, 6, 7>(t0, t2));
         val = f32x4_add(val, i32x4_shuffle::<0, 1, 4, 5>(t1, t3));
         val = f32x4_add(val, i32x4_shuffle::<2, 3, 6, 7>(t1, t3));
-        g += 4;
     }
-    for g in g..groups {
-        let at = g * gs;
-        let acc: [v128; 4] =
-            std::array::from_fn(|r| group_lanes_simd128(&rows[r][at..at + gs], &xq[at..at + gs]));
-        let wsv = f32x4(scales[0][g], scales[1][g], scales[2][g], scales[3][g]);
-        let p = f32x4_mul(
-            f32x4_mul(f32x4_convert_i32x4(sum_lanes4(acc)), wsv),
-            f32x4_splat(xs[g]),
-        );
-        val = f32x4_add(val, p);
+    for tail in &tails[..groups - 4 * blocks] {
+        // SAFETY: `tail` holds exactly 4 floats; unaligned load.
+        val = f32x4_add(val, unsafe { v128_load(tail.as_ptr() as *const v128) });
     }
     val
 }
@@ -290,19 +317,23 @@ fn matvec_q8_simd128<const G: usize>(
     use core::arch::wasm32::*;
     let n = xq.len();
     let groups = n / gs;
-    let mut outs = out.chunks_exact_mut(4);
-    let mut blocks = w.chunks_exact(4 * n);
-    let mut scales = ws.chunks_exact(4 * groups);
-    for ((o, w), s) in (&mut outs).zip(&mut blocks).zip(&mut scales) {
+    let blocked = if groups / 4 <= MAX_BLOCKS { out.len() / 4 * 4 } else { 0 };
+    let (out4, out1) = out.split_at_mut(blocked);
+    let (w4, w1) = w.split_at(blocked * n);
+    let (s4, s1) = ws.split_at(blocked * groups);
+    for ((o, w), s) in out4
+        .chunks_exact_mut(4)
+        .zip(w4.chunks_exact(4 * n))
+        .zip(s4.chunks_exact(4 * groups))
+    {
         let v = rows4_q8_simd128::<G>(w, s, xq, xs, gs);
         // SAFETY: `o` holds exactly 4 floats; unaligned store.
         unsafe { v128_store(o.as_mut_ptr() as *mut v128, v) };
     }
-    for ((o, w), s) in outs
-        .into_remainder()
+    for ((o, w), s) in out1
         .iter_mut()
-        .zip(blocks.remainder().chunks_exact(n))
-        .zip(scales.remainder().chunks_exact(groups))
+        .zip(w1.chunks_exact(n))
+        .zip(s1.chunks_exact(groups))
     {
         *o = row_q8_simd128::<G>(w, s, xq, xs, gs);
     }
