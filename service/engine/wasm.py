@@ -222,17 +222,17 @@ def check_fits(header: bytes, memory_limit: int | None) -> None:
         h = parse_checkpoint_header(header, None)
     except InvalidCheckpoint:
         return
-    limit = min(memory_limit or WASM32_MEMORY, WASM32_MEMORY)
     kv_cache = 2 * h.n_layers * h.seq_len * h.kv_dim * 4
-    need = h.expected_bytes + kv_cache + _GUEST_OVERHEAD
-    if need <= limit:
+    need = h.expected_bytes + kv_cache
+    # Against a configured limit, only what is certain (a tight limit still loads and traps,
+    # as before); against the address space, with the guest's own overhead.
+    if memory_limit is not None and memory_limit < WASM32_MEMORY and need > memory_limit:
+        limit, which = memory_limit, "the engine's memory limit; wasm32 addresses at most 4 GiB"
+    elif need + _GUEST_OVERHEAD > WASM32_MEMORY:
+        limit, which = WASM32_MEMORY, "the wasm32 address space"
+    else:
         return
     kind = "int8" if h.group_size is not None else "f32"
-    which = (
-        "the wasm32 address space"
-        if limit == WASM32_MEMORY
-        else "the engine's memory limit; wasm32 addresses at most 4 GiB"
-    )
     advice = (
         "quantize it with `edgechain quantize` (int8 needs about a quarter)"
         if h.group_size is None
