@@ -4,7 +4,9 @@ A backend provides an :class:`Engine` (``load(checkpoint, tokenizer)`` for bytes
 ``load_files(checkpoint_path, tokenizer_path)`` to read the weights straight into the engine)
 returning a :class:`LoadedModel`. Generation is driven by a backend-specific
 :class:`SessionDriver`; the :class:`Generation` iterator around it (text assembly, cancellation,
-deadline) is shared here so both backends behave the same.
+deadline) is shared here so both backends behave the same. A model's generations step through its
+:class:`~edgechain.service.engine.batcher.StepBatcher`, which combines concurrent steps into one
+``step_batch`` call (continuous batching).
 """
 
 from __future__ import annotations
@@ -20,18 +22,22 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from edgechain.errors import (
+    EdgechainError,
     InvalidParameter,
     InvalidText,
     InvalidTokenizer,
     Timeout,
 )
 from edgechain.service.checkpoint_header import HeaderFields
+from edgechain.service.engine.batcher import StepBatcher
 from edgechain.service.engine.files import read_input, unchanged_checkpoint
 
 _U64_MAX = 2**64 - 1
+#: Guards the lazy creation of a model's batcher.
+_BATCHER_GUARD = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -153,6 +159,13 @@ class Step:
     stop_reason: int
     prompt_tokens: int
     generated_tokens: int
+    #: Set in a batched step when this session's step failed (the others' steps stand).
+    error: BaseException | None = None
+
+    @classmethod
+    def failed(cls, error: BaseException) -> Step:
+        """The step of a session whose step raised ``error``, in a batch that went on."""
+        return cls(None, 0, 0, 0, error)
 
 
 class SessionDriver(Protocol):
@@ -174,8 +187,16 @@ class Generation(Iterator[Token]):
     prompt excluded); ``prompt_text`` is the prompt as run.c prints it.
     """
 
-    def __init__(self, driver: SessionDriver, timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        driver: SessionDriver,
+        timeout: float | None = None,
+        batcher: StepBatcher | None = None,
+    ) -> None:
         self._driver: SessionDriver | None = driver
+        #: Steps go through the model's batcher (combined with other generations' steps); None:
+        #: the driver steps alone.
+        self._batcher = batcher
         self._deadline = None if timeout is None else time.monotonic() + timeout
         self._timeout = timeout
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -186,6 +207,8 @@ class Generation(Iterator[Token]):
         #: The prompt's bytes exactly as run.c prints them, and the same as text.
         self.prompt_data: bytes = driver.prompt_bytes()
         self.prompt_text: str = self.prompt_data.decode("utf-8", errors="replace")
+        if batcher is not None:
+            batcher.join()
 
     @property
     def text(self) -> str:
@@ -201,13 +224,17 @@ class Generation(Iterator[Token]):
             if driver is None:
                 raise StopIteration
             if self._deadline is not None and time.monotonic() >= self._deadline:
-                self._finish()
-                raise Timeout(f"generation ran past its budget of {self._timeout:g} s")
+                self._timed_out()
             try:
-                step = driver.step(self._deadline)
+                if self._batcher is None:
+                    step: Step | None = driver.step(self._deadline)
+                else:
+                    step = self._batcher.step(driver, self._deadline)
             except BaseException:
                 self._finish()
                 raise
+            if step is None:  # the deadline passed while the step waited for its batch
+                self._timed_out()
             self.prompt_tokens, self.generated_tokens = step.prompt_tokens, step.generated_tokens
             if step.produced is None:
                 self.stop_reason = StopReason(step.stop_reason)
@@ -227,6 +254,10 @@ class Generation(Iterator[Token]):
                 self._flush_decoder()
                 self._finish()
 
+    def _timed_out(self) -> NoReturn:
+        self._finish()
+        raise Timeout(f"generation ran past its budget of {self._timeout:g} s")
+
     def _flush_decoder(self) -> None:
         tail = self._decoder.decode(b"", final=True)
         if tail:
@@ -235,7 +266,11 @@ class Generation(Iterator[Token]):
     def _finish(self) -> None:
         driver, self._driver = self._driver, None
         if driver is not None:
-            driver.free()
+            try:
+                driver.free()
+            finally:
+                if self._batcher is not None:
+                    self._batcher.leave()
 
     def __del__(self) -> None:
         # A generation dropped half-way must not leak its guest session.
@@ -270,7 +305,31 @@ class LoadedModel(ABC):
         budget = check_timeout(timeout if timeout is not None else self._timeout)
         params_json = params.to_json()
         prompt_bytes = text_to_utf8(prompt, "prompt")
-        return Generation(self._start(prompt, prompt_bytes, params_json, budget), timeout=budget)
+        driver = self._start(prompt, prompt_bytes, params_json, budget)
+        return Generation(driver, timeout=budget, batcher=self._step_batcher())
+
+    def step_batch(self, drivers: Sequence[Any], deadline: float | None) -> list[Step]:
+        """Advance each of this model's sessions ``drivers`` by one step; one Step each, in
+        order. A session whose step fails gets ``Step.failed(error)`` and the others go on; an
+        exception means the whole call failed. ``deadline`` (monotonic) is a backstop only
+        (see batcher.py). This default steps them one by one; a backend that batches (one
+        weight pass for all) overrides it, with the same results bit for bit."""
+        steps = []
+        for driver in drivers:
+            try:
+                steps.append(driver.step(deadline))
+            except EdgechainError as err:
+                steps.append(Step.failed(err))
+        return steps
+
+    def _step_batcher(self) -> StepBatcher:
+        """This model's batcher, made on first use: every generation of the model steps
+        through it (service/engine/batcher.py)."""
+        with _BATCHER_GUARD:
+            batcher = self.__dict__.get("_batcher")
+            if batcher is None:
+                batcher = self.__dict__["_batcher"] = StepBatcher(self.step_batch)
+            return batcher
 
     @abstractmethod
     def _start(
