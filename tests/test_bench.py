@@ -64,3 +64,22 @@ def test_the_chain_benchmark_runs_on_its_own() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["reopen"]["blocks"] == 2
+
+
+def test_the_streams_benchmark_runs_streams_together_with_their_solo_tokens() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "edgechain.cli", "bench", "--shapes", "260K", "--streams", "4"]
+        + ["--steps", "16", "--json"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert [(r["shape"], r["engine"], r["streams"]) for r in rows] == [
+        ("260K", "wasm", 4),
+        ("260K", "native", 4),
+    ]
+    for row in rows:
+        assert row["identical"] is True, row
+        assert row["solo_tok_s"] > 0 and row["concurrent_tok_s"] > 0
+        assert row["mean_batch"] > 1  # the streams did share engine calls
