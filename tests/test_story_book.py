@@ -18,7 +18,12 @@ from network_cli_helpers import REPO_ROOT, edgechain
 
 from edgechain.chain.block import Operation
 from edgechain.client import Client
-from edgechain.contract.story_book import APPLICATION_NAME, MintStory, StoryNotFound
+from edgechain.contract.story_book import (
+    APPLICATION_NAME,
+    MintStory,
+    StoryNotFound,
+    token_ids_hash,
+)
 from edgechain.errors import OperationRejected, OracleBudgetExceeded, QuorumNotReached, Unauthorized
 from edgechain.service.query import GenerateQuery
 from edgechain.service.receipt import query_parameters
@@ -85,6 +90,7 @@ def test_honest_validators_refuse_a_proposer_that_records_another_output(
         parameters=query_parameters(query()),
         seed=None,
         oracle={
+            "token_ids": honest.receipt.token_ids,
             "token_ids_blake3": forged["token_ids_blake3"],
             "text": forged["text"] + " The end.",
             "tokens": forged["tokens"],
@@ -95,6 +101,48 @@ def test_honest_validators_refuse_a_proposer_that_records_another_output(
     with pytest.raises(QuorumNotReached, match="0 of 4 validators signed"):
         chain.execute(chain.app_id(APPLICATION_NAME), operation)
     assert len(client.stories()) == 1
+
+
+def test_recorded_token_ids_are_only_hints_a_false_claim_is_refused(
+    client: Client, mint_story: Any
+) -> None:
+    """Validators re-execute with the block's token ids as hints; a claim whose last token
+    differs (its hash made to match) still gets the honest generation, so nobody signs."""
+    honest = mint_story(query())
+    ids = honest.receipt.token_ids
+    claimed = [*ids[:-1], (ids[-1] + 1) % 512]
+    operation = MintStory(
+        model="stories260K",
+        version="1",
+        prompt=PROMPT,
+        parameters=query_parameters(query()),
+        seed=None,
+        oracle={
+            "token_ids": claimed,
+            "token_ids_blake3": token_ids_hash(claimed),
+            "text": honest.story.text,
+            "tokens": len(claimed),
+            "receipt_hash": honest.story.receipt_hash,
+        },
+    )
+    chain = client.chain
+    with pytest.raises(QuorumNotReached, match="0 of 4 .*oracle call gave another result"):
+        chain.execute(chain.app_id(APPLICATION_NAME), operation)
+    assert len(client.stories()) == 1
+
+
+def test_the_recorded_token_ids_must_match_their_hash_and_count() -> None:
+    mint = MintStory
+    fields = {"text": "x", "receipt_hash": "0" * 64}
+    good = {"token_ids": [1, 2], "token_ids_blake3": token_ids_hash([1, 2]), "tokens": 2}
+    for oracle, error in (
+        ({**good, "token_ids_blake3": token_ids_hash([1, 3])}, "not the hash of"),
+        ({**good, "tokens": 3}, "number of oracle.token_ids"),
+        ({**good, "token_ids": [1, -2], "token_ids_blake3": token_ids_hash([1, -2])}, "ids"),
+    ):
+        with pytest.raises(OperationRejected, match=error):
+            mint("m", "1", "p", query_parameters(query()), None, {**fields, **oracle}).validate()
+    mint("m", "1", "p", query_parameters(query()), None, {**fields, **good}).validate()
 
 
 def test_the_oracle_budget_rejects_a_mint_that_would_exceed_it(
@@ -119,6 +167,7 @@ def test_a_validator_past_the_budget_does_not_sign(client: Client) -> None:
             "parameters": query_parameters(query()),
             "seed": None,
             "oracle": {
+                "token_ids": minted.receipt.token_ids,
                 "token_ids_blake3": minted.story.token_ids_blake3,
                 "text": minted.story.text,
                 "tokens": minted.story.tokens,

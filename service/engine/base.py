@@ -298,10 +298,19 @@ class LoadedModel(ABC):
         return self.decode_bytes(ids).decode("utf-8", errors="replace")
 
     def generate(
-        self, prompt: str, params: GenerationParams, timeout: float | None = None
+        self,
+        prompt: str,
+        params: GenerationParams,
+        timeout: float | None = None,
+        *,
+        hint: Sequence[int] | None = None,
     ) -> Generation:
         """Start generating after ``prompt``; ``timeout`` is a wall-clock budget in seconds
-        (default: the engine's)."""
+        (default: the engine's). ``hint``: the tokens this generation is claimed to produce (a
+        replay's, a validator's); a backend may run them through one batched pass and use them
+        while they match, but the tokens are always exactly those of the generation without
+        hints (this default ignores them)."""
+        del hint  # only makes a correct claim faster; backends that can use it override this
         budget = check_timeout(timeout if timeout is not None else self._timeout)
         params_json = params.to_json()
         prompt_bytes = text_to_utf8(prompt, "prompt")
