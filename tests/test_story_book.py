@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from network_cli_helpers import REPO_ROOT, edgechain
+from service_helpers import record_hints
 
 from edgechain.chain.block import Operation
 from edgechain.client import Client
@@ -58,6 +59,17 @@ def test_a_story_is_certified_by_validators_on_both_engines_and_its_receipt_veri
     assert client.stories() == [story] and client.story(1) == story
     with pytest.raises(StoryNotFound):
         client.story(2)
+
+
+def test_validators_re_execute_with_the_recorded_token_ids_as_hints(
+    client: Client, mint_story: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hints = record_hints(monkeypatch)
+    minted = mint_story(query())
+    ids = minted.receipt.token_ids
+    assert len(ids) == 30
+    # The proposer generates without hints; each of the 4 validators replays the block's ids.
+    assert sorted(hints, key=lambda h: h is not None) == [None, ids, ids, ids, ids]
 
 
 def test_wrong_output_is_tolerated_up_to_f_and_past_f_nothing_is_stored(
