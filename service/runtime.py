@@ -232,6 +232,17 @@ class ModelService:
         with self._models_lock:
             return [(w, t) for (_, w, t) in self._models]
 
+    def batching(self) -> dict[str, int]:
+        """Continuous batching so far, over this service's loaded models: ``engine_calls``
+        batched engine calls made, ``steps`` generation steps they served (service/engine/
+        batcher.py; more steps than calls: concurrent generations shared weight passes)."""
+        with self._models_lock:
+            batchers = [m._step_batcher() for m in self._models.values()]  # noqa: SLF001
+        return {
+            "engine_calls": sum(b.calls for b in batchers),
+            "steps": sum(b.steps for b in batchers),
+        }
+
     def close(self) -> None:
         """Free every loaded model and the HTTP client; cancel downloads in flight (without
         waiting for them: their threads end at their next received piece)."""
