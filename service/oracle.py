@@ -28,7 +28,6 @@ __all__ = [
     "GenerationOracle",
     "mint_query",
     "recorded_token_ids",
-    "run_generation_oracle",
     "run_prepared_oracle",
 ]
 
@@ -45,26 +44,16 @@ def mint_query(payload: dict[str, Any]) -> GenerateQuery:
     )
 
 
-def run_generation_oracle(
-    service: ModelService,
-    query: GenerateQuery,
-    timeout: float | None,
-    hint: Sequence[int] | None = None,
-) -> tuple[dict[str, Any], Receipt]:
-    """Run ``query`` to its end (Timeout past ``timeout`` seconds of generation); return the
-    oracle response and the receipt. ``hint``: the token ids a block records (a validator's
-    re-execution), which only make it faster."""
-    return run_prepared_oracle(service, service.prepare(query), timeout, hint)
-
-
 def run_prepared_oracle(
     service: ModelService,
     prepared: PreparedQuery,
     timeout: float | None,
     hint: Sequence[int] | None = None,
 ) -> tuple[dict[str, Any], Receipt]:
-    """:func:`run_generation_oracle` for a query ``service.prepare`` already resolved (so a
-    caller may resolve it under a lock and generate outside it)."""
+    """Run a query ``service.prepare`` resolved (a caller may resolve it under a lock and
+    generate outside it) to its end (Timeout past ``timeout`` seconds of generation); return
+    the oracle response and the receipt. ``hint``: the token ids a block records (a
+    validator's re-execution), which only make it faster."""
     stream = service.start(prepared, timeout=timeout, hint=hint)
     stream.collect()
     receipt = build_receipt(stream)
@@ -114,9 +103,9 @@ class GenerationOracle:
     def response(self, chain_id: bytes, operation: Operation, timeout: float) -> Any:
         """The response the MintStory ``operation`` records, recomputed here, with the token
         ids it records as hints."""
-        return run_generation_oracle(
-            self.service, mint_query(operation.payload), timeout, recorded_token_ids(operation)
-        )[0]
+        prepared = self.service.prepare(mint_query(operation.payload))
+        hint = recorded_token_ids(operation)
+        return run_prepared_oracle(self.service, prepared, timeout, hint)[0]
 
     def close(self) -> None:
         self.service.close()

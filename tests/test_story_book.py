@@ -90,25 +90,25 @@ def test_wrong_output_is_tolerated_up_to_f_and_past_f_nothing_is_stored(
     assert client.verify().blocks == height
 
 
+def forged_mint(honest: Any, **oracle: Any) -> MintStory:
+    """The honest mint's operation with its oracle response changed by ``oracle``."""
+    ids = honest.receipt.token_ids
+    response = {
+        "token_ids": ids,
+        "token_ids_blake3": token_ids_hash(ids),
+        "text": honest.story.text,
+        "tokens": len(ids),
+        "receipt_hash": honest.story.receipt_hash,
+        **oracle,
+    }
+    return MintStory("stories260K", "1", PROMPT, query_parameters(query()), None, response)
+
+
 def test_honest_validators_refuse_a_proposer_that_records_another_output(
     client: Client, mint_story: Any
 ) -> None:
     honest = mint_story(query())
-    forged = {**honest.story.to_value()}
-    operation = MintStory(
-        model="stories260K",
-        version="1",
-        prompt=PROMPT,
-        parameters=query_parameters(query()),
-        seed=None,
-        oracle={
-            "token_ids": honest.receipt.token_ids,
-            "token_ids_blake3": forged["token_ids_blake3"],
-            "text": forged["text"] + " The end.",
-            "tokens": forged["tokens"],
-            "receipt_hash": forged["receipt_hash"],
-        },
-    )
+    operation = forged_mint(honest, text=honest.story.text + " The end.")
     chain = client.chain
     with pytest.raises(QuorumNotReached, match="0 of 4 validators signed"):
         chain.execute(chain.app_id(APPLICATION_NAME), operation)
@@ -123,20 +123,7 @@ def test_recorded_token_ids_are_only_hints_a_false_claim_is_refused(
     honest = mint_story(query())
     ids = honest.receipt.token_ids
     claimed = [*ids[:-1], (ids[-1] + 1) % 512]
-    operation = MintStory(
-        model="stories260K",
-        version="1",
-        prompt=PROMPT,
-        parameters=query_parameters(query()),
-        seed=None,
-        oracle={
-            "token_ids": claimed,
-            "token_ids_blake3": token_ids_hash(claimed),
-            "text": honest.story.text,
-            "tokens": len(claimed),
-            "receipt_hash": honest.story.receipt_hash,
-        },
-    )
+    operation = forged_mint(honest, token_ids=claimed, token_ids_blake3=token_ids_hash(claimed))
     chain = client.chain
     with pytest.raises(QuorumNotReached, match="0 of 4 .*oracle call gave another result"):
         chain.execute(chain.app_id(APPLICATION_NAME), operation)
