@@ -234,6 +234,11 @@ impl Session {
         self.last_token
     }
 
+    /// The model the session runs on.
+    pub fn model(&self) -> &Arc<LoadedModel> {
+        &self.model
+    }
+
     /// All tokens so far: BOS, the prompt, the generated tokens.
     pub fn tokens(&self) -> &[u32] {
         &self.tokens
