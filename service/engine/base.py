@@ -306,15 +306,14 @@ class LoadedModel(ABC):
         hint: Sequence[int] | None = None,
     ) -> Generation:
         """Start generating after ``prompt``; ``timeout`` is a wall-clock budget in seconds
-        (default: the engine's). ``hint``: the tokens this generation is claimed to produce (a
-        replay's, a validator's); a backend may run them through one batched pass and use them
-        while they match, but the tokens are always exactly those of the generation without
-        hints (this default ignores them)."""
-        del hint  # only makes a correct claim faster; backends that can use it override this
+        (default: the engine's). ``hint``: the token ids the generation is claimed to produce
+        (a receipt's or a block's, when replaying it); the output is the same with or without
+        them, they only make it faster while they are right (rust_guest/ABI.md, "Hint
+        tokens")."""
         budget = check_timeout(timeout if timeout is not None else self._timeout)
         params_json = params.to_json()
         prompt_bytes = text_to_utf8(prompt, "prompt")
-        driver = self._start(prompt, prompt_bytes, params_json, budget)
+        driver = self._start(prompt, prompt_bytes, params_json, budget, check_hint(hint))
         return Generation(driver, timeout=budget, batcher=self._step_batcher())
 
     def step_batch(self, drivers: Sequence[Any], deadline: float | None) -> list[Step]:
@@ -342,9 +341,15 @@ class LoadedModel(ABC):
 
     @abstractmethod
     def _start(
-        self, prompt: str, prompt_bytes: bytes, params_json: str, budget: float | None
+        self,
+        prompt: str,
+        prompt_bytes: bytes,
+        params_json: str,
+        budget: float | None,
+        hint: Sequence[int] = (),
     ) -> SessionDriver:
-        """The backend's session for a checked prompt (also as UTF-8) and params JSON."""
+        """The backend's session for a checked prompt (also as UTF-8), params JSON and hint
+        ids (checked: :func:`check_hint`; :func:`params_with_hint` adds them to the JSON)."""
 
     @abstractmethod
     def close(self) -> None:
@@ -395,6 +400,32 @@ def check_timeout(timeout: float | None) -> float | None:
     if timeout is not None and not (timeout > 0 and math.isfinite(timeout)):
         raise InvalidParameter(f"timeout must be a positive number of seconds, got {timeout}")
     return timeout
+
+
+def check_hint(hint: Sequence[int] | None) -> tuple[int, ...]:
+    """The hint ids as a tuple: InvalidParameter unless a sequence of integers; an id outside
+    [0, 2^32) can never be sampled, so the hints end before it."""
+    if hint is None:
+        return ()
+    if isinstance(hint, str | bytes) or not isinstance(hint, Sequence):
+        raise InvalidParameter(f"hint must be a list of token ids, got {type(hint).__name__}")
+    ids: list[int] = []
+    for value in hint:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidParameter(f"hint token ids must be integers, got {value!r}")
+        if not 0 <= value < 2**32:
+            break
+        ids.append(value)
+    return tuple(ids)
+
+
+def params_with_hint(params_json: str, hint: Sequence[int]) -> str:
+    """The params JSON with the ABI's ``hint`` array added (unchanged when there is none)."""
+    if not hint:
+        return params_json
+    params = json.loads(params_json)
+    params["hint"] = list(hint)
+    return json.dumps(params, ensure_ascii=False, separators=(",", ":"))
 
 
 def check_text(value: object, what: str) -> str:
