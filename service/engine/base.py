@@ -18,20 +18,24 @@ import os
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from edgechain.errors import (
+    EdgechainError,
     InvalidParameter,
     InvalidText,
     InvalidTokenizer,
     Timeout,
 )
 from edgechain.service.checkpoint_header import HeaderFields
+from edgechain.service.engine.codes import error_from_code
 from edgechain.service.engine.files import read_input, unchanged_checkpoint
 
 _U64_MAX = 2**64 - 1
+#: Hint token ids (``LoadedModel.generate``'s ``hint``), as the backends receive them.
+Hint = Sequence[int]
 
 
 @dataclass(frozen=True)
@@ -153,6 +157,28 @@ class Step:
     stop_reason: int
     prompt_tokens: int
     generated_tokens: int
+
+
+#: One session's outcome of a batch step as the backends report it: (status: 0 or a negative
+#: ABI error code, token id or None, the token's bytes or the error message, stop reason,
+#: prompt tokens, generated tokens).
+BatchOutcome = tuple[int, int | None, bytes, int, int, int]
+
+
+def batch_steps(outcomes: Iterable[BatchOutcome]) -> list[Step]:
+    """The steps of a batch step's outcomes; the first failed session's error is raised once
+    every outcome is read (rust_guest/ABI.md, ``ec_batch_step``)."""
+    steps: list[Step] = []
+    failure: EdgechainError | None = None
+    for status, token, data, reason, prompt_tokens, generated in outcomes:
+        if status != 0:
+            failure = failure or error_from_code(status, data.decode("utf-8", "replace"))
+            continue
+        produced = None if token is None else (int(token), bytes(data))
+        steps.append(Step(produced, int(reason), int(prompt_tokens), int(generated)))
+    if failure is not None:
+        raise failure
+    return steps
 
 
 class SessionDriver(Protocol):
@@ -282,12 +308,7 @@ class LoadedModel(ABC):
 
     @abstractmethod
     def _start(
-        self,
-        prompt: str,
-        prompt_bytes: bytes,
-        params_json: str,
-        budget: float | None,
-        hint: Sequence[int] = (),
+        self, prompt: str, prompt_bytes: bytes, params_json: str, budget: float | None, hint: Hint
     ) -> SessionDriver:
         """The backend's session for a checked prompt (also as UTF-8), params JSON and hint
         ids (checked: :func:`check_hint`; :func:`params_with_hint` adds them to the JSON)."""
