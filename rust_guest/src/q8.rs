@@ -370,29 +370,26 @@ pub fn matvec_q8(out: &mut [f32], w: &[i8], ws: &[f32], xq: &[i16], xs: &[f32], 
 
 /// `out[b] = W xs[b]` for a batch of `batch` quantized inputs: `xq` is `batch x n` values
 /// (each row quantized on its own, as [`quantize_activations`] does a vector), `xs` their
-/// `batch x n / gs` scales, `out` is `batch x rows`. Each output element is bit-for-bit
-/// [`matvec_q8`]'s for that input: `matvec_q8` runs on a tile of rows for every input in turn,
-/// so a weight row is read from memory once for the whole batch.
+/// `batch x n / gs` scales (which give the group size `gs`), `out` is `batch x rows`. Each
+/// output element is bit-for-bit [`matvec_q8`]'s for that input: `matvec_q8` runs on a tile of
+/// rows for every input in turn, so a weight row is read from memory once for the whole batch.
 ///
 /// # Panics
 /// If the shapes do not match.
-pub fn matmul_q8(
-    out: &mut [f32],
-    w: &[i8],
-    ws: &[f32],
-    xq: &[i16],
-    xs: &[f32],
-    gs: usize,
-    batch: usize,
-) {
-    if batch <= 1 {
-        return matvec_q8(out, w, ws, xq, xs, gs);
-    }
+pub fn matmul_q8(out: &mut [f32], w: &[i8], ws: &[f32], xq: &[i16], xs: &[f32], batch: usize) {
+    let batch = batch.max(1);
     assert!(xq.len().is_multiple_of(batch) && xs.len().is_multiple_of(batch));
     assert!(out.len().is_multiple_of(batch));
-    let (n, d) = (xq.len() / batch, out.len() / batch);
-    assert!(gs > 0 && n.is_multiple_of(gs) && w.len() == d * n && ws.len() * gs == w.len());
-    let groups = n / gs;
+    let (n, d, groups) = (xq.len() / batch, out.len() / batch, xs.len() / batch);
+    assert!(
+        groups > 0 && n.is_multiple_of(groups),
+        "matmul_q8: bad scales"
+    );
+    let gs = n / groups;
+    if batch == 1 {
+        return matvec_q8(out, w, ws, xq, xs, gs);
+    }
+    assert!(w.len() == d * n && ws.len() * gs == w.len());
     let tile = crate::matvec::tile_rows(n);
     for r0 in (0..d).step_by(tile) {
         let r1 = (r0 + tile).min(d);
@@ -480,14 +477,15 @@ mod tests {
     #[test]
     fn matmul_q8_rows_match_matvec_q8_bit_for_bit() {
         let mut seed = 5;
-        for (rows, cols, gs) in [
+        // Batches over one tile of rows and over several (`tile_rows`), odd group sizes.
+        let shapes = [
             (1, 4, 4),
-            (3, 48, 16),
-            (7, 96, 48),
-            (4, 40, 5),
-            (70, 288, 32),
-            (3, 768, 64),
-        ] {
+            (5, 40, 5),
+            (9, 112, 16),
+            (300, 288, 32),
+            (50, 768, 64),
+        ];
+        for (rows, cols, gs) in shapes {
             let w: Vec<i8> = (0..rows * cols)
                 .map(|_| (lcg(&mut seed) * 254.0) as i8)
                 .collect();
@@ -503,7 +501,7 @@ mod tests {
                     quantize_activations(q, s, x, gs);
                 }
                 let mut out = vec![f32::NAN; batch * rows];
-                matmul_q8(&mut out, &w, &ws, &xq, &xs, gs, batch);
+                matmul_q8(&mut out, &w, &ws, &xq, &xs, batch);
                 for b in 0..batch {
                     let mut single = vec![f32::NAN; rows];
                     let (q, s) = (&xq[b * cols..][..cols], &xs[b * cols / gs..][..cols / gs]);

@@ -153,10 +153,7 @@ fn linear(
     match w {
         Matrix::F32(w) => with_f32(w, |w| matmul(out, w, x, batch)),
         Matrix::Q8 { values, scales } => with_i8(values, |q| {
-            with_f32(scales, |s| {
-                let gs = xq.len() / xs.len().max(1);
-                matmul_q8(out, q, s, xq, xs, gs, batch)
-            })
+            with_f32(scales, |s| matmul_q8(out, q, s, xq, xs, batch))
         })?,
     }
 }

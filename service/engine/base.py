@@ -20,7 +20,7 @@ import os
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, Protocol
 
@@ -33,11 +33,14 @@ from edgechain.errors import (
 )
 from edgechain.service.checkpoint_header import HeaderFields
 from edgechain.service.engine.batcher import StepBatcher
+from edgechain.service.engine.codes import error_from_code
 from edgechain.service.engine.files import read_input, unchanged_checkpoint
 
 _U64_MAX = 2**64 - 1
 #: Guards the lazy creation of a model's batcher.
 _BATCHER_GUARD = threading.Lock()
+#: Hint token ids (``LoadedModel.generate``'s ``hint``), as the backends receive them.
+Hint = Sequence[int]
 
 
 @dataclass(frozen=True)
@@ -166,6 +169,26 @@ class Step:
     def failed(cls, error: BaseException) -> Step:
         """The step of a session whose step raised ``error``, in a batch that went on."""
         return cls(None, 0, 0, 0, error)
+
+
+#: One session's outcome of a batch step as the backends report it: (status: 0 or a negative
+#: ABI error code, token id or None, the token's bytes or the error message, stop reason,
+#: prompt tokens, generated tokens).
+BatchOutcome = tuple[int, int | None, bytes, int, int, int]
+
+
+def batch_steps(outcomes: Iterable[BatchOutcome]) -> list[Step]:
+    """The steps of a batch step's outcomes (rust_guest/ABI.md, ``ec_batch_step``); a failed
+    session's step is ``Step.failed(its error)``, the others' steps stand (the batcher hands
+    each session its own outcome)."""
+    steps: list[Step] = []
+    for status, token, data, reason, prompt_tokens, generated in outcomes:
+        if status != 0:
+            steps.append(Step.failed(error_from_code(status, data.decode("utf-8", "replace"))))
+            continue
+        produced = None if token is None else (int(token), bytes(data))
+        steps.append(Step(produced, int(reason), int(prompt_tokens), int(generated)))
+    return steps
 
 
 class SessionDriver(Protocol):
@@ -341,12 +364,7 @@ class LoadedModel(ABC):
 
     @abstractmethod
     def _start(
-        self,
-        prompt: str,
-        prompt_bytes: bytes,
-        params_json: str,
-        budget: float | None,
-        hint: Sequence[int] = (),
+        self, prompt: str, prompt_bytes: bytes, params_json: str, budget: float | None, hint: Hint
     ) -> SessionDriver:
         """The backend's session for a checked prompt (also as UTF-8), params JSON and hint
         ids (checked: :func:`check_hint`; :func:`params_with_hint` adds them to the JSON)."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib
 import os
 import threading
-import time
 from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any, TypeVar
@@ -19,13 +18,14 @@ from edgechain.errors import (
     EngineUnavailable,
     InvalidParameter,
     InvalidTokenizer,
-    Timeout,
 )
 from edgechain.service.engine.base import (
     Engine,
+    Hint,
     LoadedModel,
     ModelInfo,
     Step,
+    batch_steps,
     params_with_hint,
     text_to_utf8,
 )
@@ -132,12 +132,7 @@ class NativeModel(LoadedModel):
         return bytes(self._call(lambda m: m.decode(id_list)))
 
     def _start(
-        self,
-        prompt: str,
-        prompt_bytes: bytes,
-        params_json: str,
-        budget: float | None,
-        hint: Sequence[int] = (),
+        self, prompt: str, prompt_bytes: bytes, params_json: str, budget: float | None, hint: Hint
     ) -> _NativeSession:
         params_json = params_with_hint(params_json, hint)
         return _NativeSession(self, self._call(lambda m: m.start(prompt, params_json)))
@@ -145,10 +140,9 @@ class NativeModel(LoadedModel):
     def step_batch(self, drivers: Sequence[_NativeSession], deadline: float | None) -> list[Step]:
         """One step of every session (drivers from :meth:`generate` on this model), one weight
         pass for those plainly decoding; each step is what ``driver.step`` would give. A
-        session's own failure is its ``Step.failed(error)``, the others' steps stand. The
-        deadline is checked before the call (native code cannot be interrupted mid-step)."""
-        if deadline is not None and time.monotonic() >= deadline:
-            raise Timeout("generation ran past its budget")
+        session's own failure is its ``Step.failed(error)``, the others' steps stand. As for one
+        session, ``deadline`` is the caller's to check between steps (native code cannot be
+        interrupted mid-step)."""
         if not drivers:
             return []
         with self._lock:
@@ -156,15 +150,7 @@ class NativeModel(LoadedModel):
             if len({id(s) for s in sessions}) != len(sessions):
                 raise InvalidParameter("a session appears twice in one batch step")
             results = self._call(lambda m: m.step_batch(sessions))
-        steps: list[Step] = []
-        for code, token, data, reason, prompt_tokens, generated in results:
-            if code != 0:
-                message = bytes(data).decode("utf-8", "replace")
-                steps.append(Step.failed(error_from_code(code, message)))
-                continue
-            produced = None if token is None else (int(token), bytes(data))
-            steps.append(Step(produced, int(reason), int(prompt_tokens), int(generated)))
-        return steps
+        return batch_steps((c, t, bytes(d), r, p, g) for c, t, d, r, p, g in results)
 
     def close(self) -> None:
         with self._lock:

@@ -35,9 +35,11 @@ from edgechain.errors import (
 )
 from edgechain.service.engine.base import (
     Engine,
+    Hint,
     LoadedModel,
     ModelInfo,
     Step,
+    batch_steps,
     params_with_hint,
     text_to_utf8,
 )
@@ -450,12 +452,7 @@ class WasmModel(LoadedModel):
                 return guest.output()
 
     def _start(
-        self,
-        prompt: str,
-        prompt_bytes: bytes,
-        params_json: str,
-        budget: float | None,
-        hint: Sequence[int] = (),
+        self, prompt: str, prompt_bytes: bytes, params_json: str, budget: float | None, hint: Hint
     ) -> _WasmSession:
         params_bytes = params_with_hint(params_json, hint).encode("utf-8")
         with self._lock:
@@ -503,7 +500,7 @@ class WasmModel(LoadedModel):
             records = guest.read(ptr, n) if n <= cap else guest.output()
         if len(records) != n:
             raise EngineInternalError(f"guest wrote batch records of {len(records)}, not {n} bytes")
-        steps: list[Step] = []
+        outcomes = []
         at = 0
         for _ in handles:
             if at + _BATCH_HEADER.size > n:
@@ -514,12 +511,9 @@ class WasmModel(LoadedModel):
             at += _BATCH_HEADER.size
             data = records[at : at + length]
             at += length
-            if status != 0:
-                steps.append(Step.failed(error_from_code(status, data.decode("utf-8", "replace"))))
-                continue
-            produced = None if token == _NO_TOKEN else (token, data)
-            steps.append(Step(produced, reason, prompt_tokens, generated))
-        return steps
+            produced = None if token == _NO_TOKEN else token
+            outcomes.append((status, produced, data, reason, prompt_tokens, generated))
+        return batch_steps(outcomes)
 
     def close(self) -> None:
         with self._lock:
