@@ -2,7 +2,8 @@
 
 Directory layout::
 
-    <dir>/network.json                 committee (names, public keys), faults, vote timeout
+    <dir>/network.json                 committee (names, public keys), faults, vote timeout,
+                                       policy, oracle budget, validators' oracle engines
     <dir>/chain.db                     SQLite (WAL): chains, blocks, certificates, state
     <dir>/keys/validators/<name>.key   validator private keys (hex, mode 0600)
     <dir>/keys/chains/<name>.key       chain owners' private keys
@@ -20,12 +21,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +55,12 @@ from edgechain.chain.committee import Committee, validator_name
 from edgechain.chain.encoding import hash_encoded
 from edgechain.chain.faults import Fault, FaultMap, format_faults, parse_faults
 from edgechain.chain.keys import generate_key, load_key, public_bytes, save_key
-from edgechain.chain.oracle import DEFAULT_ORACLE_BUDGET_S, Oracle, recorded_response
+from edgechain.chain.oracle import (
+    DEFAULT_ORACLE_BUDGET_S,
+    Oracle,
+    parse_validator_engines,
+    recorded_response,
+)
 from edgechain.chain.policy import NO_FEES, ResourcePolicy, written_bytes
 from edgechain.chain.processes import process_alive
 from edgechain.chain.state import WriteSet
@@ -105,6 +112,10 @@ class NetworkStatus:
     vote_timeout: float
     chains: list[ChainStatus]
     policy: dict[str, Any] | None = None  # the resource policy: name and limits (None: unlimited)
+    #: Seconds a block's oracle calls may take together (network.json, else the default).
+    oracle_budget_s: float = DEFAULT_ORACLE_BUDGET_S
+    #: The engine each validator re-executes oracle calls with.
+    validator_engines: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         value = asdict(self)
@@ -165,6 +176,7 @@ class Network:
         vote_timeout: float,
         storage: Storage,
         policy: ResourcePolicy = NO_FEES,
+        settings: OracleSettings | None = None,
     ) -> None:
         self.path = path
         self.policy = policy
@@ -183,8 +195,17 @@ class Network:
         # refresh must never see a block committed and not yet applied (it would apply it too).
         # Taken after the storage's write locks, never before them.
         self.head_lock = threading.RLock()
+        settings = settings or OracleSettings()
+        #: The budget network.json saves (None: the policy's default), kept to save it again.
+        self._saved_budget_s = settings.budget_s
         #: Seconds a block's oracle calls may take together (validators re-execute them).
-        self.oracle_budget_s = policy.oracle_budget_s(DEFAULT_ORACLE_BUDGET_S)
+        self.oracle_budget_s = (
+            policy.oracle_budget_s(DEFAULT_ORACLE_BUDGET_S)
+            if settings.budget_s is None
+            else settings.budget_s
+        )
+        #: The engine each validator re-executes oracle calls with (saved in network.json).
+        self.validator_engines = parse_validator_engines(settings.engines, committee.names)
         held = storage.blob_ids()
         for validator in self.validators:
             validator.policy = policy
@@ -202,11 +223,15 @@ class Network:
         vote_timeout: float = DEFAULT_VOTE_TIMEOUT,
         default_chain: str = DEFAULT_CHAIN,
         policy: str | ResourcePolicy | None = None,
+        oracle_budget_s: float | None = None,
+        validator_engines: str | dict[str, str] | None = None,
     ) -> Network:
         """Create a network in directory ``path`` (new or empty) with one chain, and open it.
 
         ``faulty`` (a spec string like ``"v2=offline,v3=wrong-state"`` or a mapping) is saved
-        in the directory and used by later :meth:`open` calls unless they override it.
+        in the directory and used by later :meth:`open` calls unless they override it; so are
+        the oracle budget (None: the policy's default) and the validators' engines (a spec
+        like ``"v1=native"`` or a mapping; unnamed validators: wasm and native in turn).
         """
         path = Path(path)
         if (path / NETWORK_FILE).exists() or (path / DATABASE_FILE).exists():
@@ -220,12 +245,16 @@ class Network:
         # nothing behind.
         faults = parse_faults(faulty, committee.names)
         resolved = ResourcePolicy.resolve(policy)
+        settings = OracleSettings(
+            _checked_budget(oracle_budget_s, resolved),
+            parse_validator_engines(validator_engines, committee.names),
+        )
         path.mkdir(parents=True, exist_ok=True)
         for i, key in enumerate(keys):
             save_key(key, path / "keys" / "validators" / f"{validator_name(i)}.key")
-        _write_config(path, committee, faults, vote_timeout, resolved)
+        _write_config(path, committee, faults, vote_timeout, resolved, settings)
         storage = Storage(path / DATABASE_FILE, create=True)
-        net = cls(path, committee, keys, faults, vote_timeout, storage, resolved)
+        net = cls(path, committee, keys, faults, vote_timeout, storage, resolved, settings)
         net.storage.set_meta("committee_hash", committee.hash().hex())
         net.create_chain(default_chain)
         return net
@@ -251,6 +280,7 @@ class Network:
             saved_faults = config.get("faults", "")
             saved_timeout = float(config.get("vote_timeout", DEFAULT_VOTE_TIMEOUT))
             policy = ResourcePolicy.from_json(config.get("policy", NO_FEES.to_json()))
+            settings = OracleSettings.from_config(config, committee.names)
         except (ValueError, KeyError, TypeError, UsageError) as exc:
             raise StorageCorrupted(f"{config_path} is malformed: {exc}") from exc
         except OSError as exc:
@@ -266,7 +296,7 @@ class Network:
         if storage.get_meta("committee_hash") != committee.hash().hex():
             storage.close()
             raise StorageCorrupted(f"{config_path}: the committee does not match the database")
-        net = cls(path, committee, keys, faults, timeout, storage, policy)
+        net = cls(path, committee, keys, faults, timeout, storage, policy, settings)
         _remove_abandoned_config_temporaries(path)
         try:
             net._load_chains()
@@ -336,13 +366,17 @@ class Network:
         if budget_s is not None:
             self.set_oracle_budget(budget_s)
 
-    def set_oracle_budget(self, budget_s: float) -> None:
+    def set_oracle_budget(self, budget_s: float, persist: bool = False) -> None:
         """Seconds the oracle calls of one block may take together, for every validator
-        (ResourceLimitExceeded past the policy's ``maximum_service_oracle_execution_ms``)."""
-        self.policy.check_oracle_budget(budget_s)
+        (ResourceLimitExceeded past the policy's ``maximum_service_oracle_execution_ms``), in
+        network.json too if ``persist``."""
+        _checked_budget(budget_s, self.policy)
         self.oracle_budget_s = budget_s
         for validator in self.validators:
             validator.oracle_budget_s = budget_s
+        if persist:
+            self._saved_budget_s = float(budget_s)
+            self._save_config()
 
     def __enter__(self) -> Network:
         return self
@@ -411,6 +445,8 @@ class Network:
             vote_timeout=self.vote_timeout,
             chains=[c.status() for c in self._chains.values()],
             policy=self.policy.to_json(),
+            oracle_budget_s=self.oracle_budget_s,
+            validator_engines=dict(self.validator_engines),
         )
 
     def verify(self, expect_head: ExpectedHead | None = None) -> VerifyReport:
@@ -444,7 +480,24 @@ class Network:
         for validator in self.validators:
             validator.fault = faults.get(validator.name)
         if persist:
-            _write_config(self.path, self.committee, faults, self.vote_timeout, self.policy)
+            self._save_config()
+
+    def set_validator_engines(
+        self, engines: str | dict[str, str] | None, persist: bool = False
+    ) -> None:
+        """Change the validators' oracle engines (a spec like ``"v1=native"`` or a mapping;
+        validators it does not name keep theirs), in network.json too if ``persist``."""
+        self.validator_engines = parse_validator_engines(
+            engines, self.committee.names, base=self.validator_engines
+        )
+        if persist:
+            self._save_config()
+
+    def _save_config(self) -> None:
+        settings = OracleSettings(self._saved_budget_s, dict(self.validator_engines))
+        _write_config(
+            self.path, self.committee, self.faults, self.vote_timeout, self.policy, settings
+        )
 
 
 class Chain:
@@ -724,19 +777,58 @@ def _check_timeout(timeout: float) -> None:
         raise UsageError(f"vote timeout must be in (0, 600] seconds, got {timeout!r}")
 
 
+@dataclass(frozen=True)
+class OracleSettings:
+    """The oracle settings network.json keeps: the block's oracle budget in seconds (None: the
+    policy's default) and each validator's engine (None: the default, wasm and native in turn)."""
+
+    budget_s: float | None = None
+    engines: dict[str, str] | None = None
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], names: list[str]) -> OracleSettings:
+        """Read from network.json (older files have neither: the defaults)."""
+        budget = config.get("oracle_budget_s")
+        if budget is not None and (isinstance(budget, bool) or not _positive(budget)):
+            raise ValueError(f"oracle_budget_s must be a positive number, got {budget!r}")
+        engines = config.get("validator_engines")
+        if engines is not None and not isinstance(engines, dict):
+            raise ValueError("validator_engines must be a map of validator to engine")
+        return cls(budget, parse_validator_engines(engines, names, option="validator_engines"))
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value) and value > 0
+
+
+def _checked_budget(budget_s: float | None, policy: ResourcePolicy) -> float | None:
+    """``budget_s`` if None or a positive number within ``policy``'s cap (UsageError or
+    ResourceLimitExceeded otherwise)."""
+    if budget_s is None:
+        return None
+    if isinstance(budget_s, bool) or not _positive(budget_s):
+        raise UsageError(f"the oracle budget must be > 0 seconds, got {budget_s}")
+    policy.check_oracle_budget(budget_s)
+    return float(budget_s)
+
+
 def _write_config(
     path: Path,
     committee: Committee,
     faults: FaultMap,
     vote_timeout: float,
     policy: ResourcePolicy = NO_FEES,
+    settings: OracleSettings | None = None,
 ) -> None:
+    settings = settings or OracleSettings()
     config = {
         "format": NETWORK_FORMAT,
         "committee": committee.to_json(),
         "faults": format_faults(faults),
         "vote_timeout": vote_timeout,
         "policy": policy.to_json(),
+        "oracle_budget_s": settings.budget_s,
+        "validator_engines": settings.engines or {},
     }
     # Named with the pid: two processes saving faults at once never write one temporary.
     tmp = path / f"{NETWORK_FILE}.{os.getpid()}.tmp"

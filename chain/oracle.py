@@ -11,14 +11,59 @@ response and needs no oracle. A block's oracle calls share a time budget
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from edgechain.chain.block import Operation
+from edgechain.errors import UsageError
 
-__all__ = ["DEFAULT_ORACLE_BUDGET_S", "Oracle", "recorded_response"]
+__all__ = [
+    "DEFAULT_ORACLE_BUDGET_S",
+    "ENGINE_CYCLE",
+    "ORACLE_ENGINES",
+    "Oracle",
+    "default_validator_engines",
+    "parse_validator_engines",
+    "recorded_response",
+]
 
 #: Seconds the oracle calls of one block may take, together.
 DEFAULT_ORACLE_BUDGET_S = 60.0
+#: The engines a validator may re-execute oracle calls with.
+ORACLE_ENGINES = ("wasm", "native")
+#: Which engine each validator re-executes oracle calls with, by default: alternately the
+#: wasm guest and the native module (v1 wasm, v2 native, ...), so agreement spans both.
+ENGINE_CYCLE = ORACLE_ENGINES
+
+
+def default_validator_engines(names: Sequence[str]) -> dict[str, str]:
+    """The default engine of each validator: :data:`ENGINE_CYCLE` in turn."""
+    return {name: ENGINE_CYCLE[i % len(ENGINE_CYCLE)] for i, name in enumerate(names)}
+
+
+def parse_validator_engines(
+    spec: str | Mapping[str, str] | None,
+    names: Sequence[str],
+    *,
+    base: Mapping[str, str] | None = None,
+    option: str = "--engines",
+) -> dict[str, str]:
+    """The engines ``spec`` gives (``"v1=wasm,v2=native"`` or a mapping); validators it does
+    not name keep their engine in ``base`` (default: :func:`default_validator_engines`).
+    UsageError naming ``option`` for an unknown validator or engine."""
+    engines = dict(base) if base is not None else default_validator_engines(names)
+    items = spec.items() if isinstance(spec, Mapping) else (
+        item.partition("=")[::2] for item in (spec or "").split(",") if item.strip()
+    )
+    for name, kind in items:
+        name, kind = name.strip(), kind.strip()
+        if name not in names or kind not in ORACLE_ENGINES:
+            raise UsageError(
+                f"{option}: {name}={kind} is not VALIDATOR=wasm|native "
+                f"(validators: {', '.join(names)})"
+            )
+        engines[name] = kind
+    return engines
 
 
 class Oracle(Protocol):

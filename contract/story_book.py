@@ -5,7 +5,8 @@ Operations:
 
 - ``MintStory{model, version, prompt, parameters, seed?, oracle}``: the proposer runs the
   generation (the registry's service, as an oracle, service/oracle.py) and records its response
-  in ``oracle``: the token ids' hash, the text, the number of tokens and the receipt's hash.
+  in ``oracle``: the token ids (validators re-execute with them as hints), their hash, the text,
+  the number of tokens and the receipt's hash.
   Every validator re-executes the call with its own engine before voting and does not sign when
   its result differs (chain/validator.py); the contract itself only stores what the block
   records, so replaying the chain never needs a model.
@@ -17,6 +18,7 @@ Stories are numbered from 1 in mint order. Queries: a story by id, the stories o
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
@@ -26,6 +28,7 @@ from edgechain.chain.application import (
     OperationContext,
     ServiceContext,
 )
+from edgechain.chain.encoding import hash_value
 from edgechain.contract.operations import HASH_PATTERN, NAME_PATTERN, VERSION_PATTERN
 from edgechain.errors import OperationRejected, ServiceError, Unauthorized
 
@@ -50,7 +53,15 @@ _PARAMETERS = {
     "repeat_window": int,
     "stop": list,
 }
-_ORACLE = {"token_ids_blake3": str, "text": str, "tokens": int, "receipt_hash": str}
+_ORACLE = {
+    "token_ids": list,
+    "token_ids_blake3": str,
+    "text": str,
+    "tokens": int,
+    "receipt_hash": str,
+}
+#: The hash domain of a token id list (a receipt's, a recorded oracle response's).
+TOKENS_DOMAIN = "receipt-tokens"
 MAX_PROMPT_BYTES = 64 * 1024
 MAX_TEXT_BYTES = 256 * 1024
 
@@ -61,6 +72,11 @@ class StoryNotFound(ServiceError):
 
 def _story_key(story_id: int) -> str:
     return f"{_STORY_PREFIX}{story_id:020d}"
+
+
+def token_ids_hash(token_ids: Sequence[int]) -> str:
+    """BLAKE3 (hex) of the canonical encoding of the token id list."""
+    return hash_value(TOKENS_DOMAIN, list(token_ids)).hex()
 
 
 def _check_fields(value: Any, spec: dict[str, type], what: str) -> dict[str, Any]:
@@ -127,6 +143,13 @@ class MintStory:
                 raise OperationRejected(f"oracle.{name} must be 64 lowercase hex digits")
         if len(oracle["text"].encode()) > MAX_TEXT_BYTES:
             raise OperationRejected(f"oracle.text is longer than {MAX_TEXT_BYTES} bytes")
+        ids = oracle["token_ids"]
+        if not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < 2**31 for i in ids):
+            raise OperationRejected("oracle.token_ids must be token ids (integers >= 0)")
+        if len(ids) != oracle["tokens"]:
+            raise OperationRejected("oracle.tokens must be the number of oracle.token_ids")
+        if token_ids_hash(ids) != oracle["token_ids_blake3"]:
+            raise OperationRejected("oracle.token_ids_blake3 is not the hash of oracle.token_ids")
 
 
 @dataclass(frozen=True)

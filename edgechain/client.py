@@ -39,6 +39,7 @@ from edgechain.chain.network import (
     NetworkStatus,
     VerifyReport,
 )
+from edgechain.chain.oracle import ENGINE_CYCLE as ORACLE_ENGINE_CYCLE
 from edgechain.chain.policy import ResourcePolicy
 from edgechain.contract.manifest import BlobPublication, plan_file, publish_chunks
 from edgechain.contract.operations import FileRef, RegisterModel, RetireModel, check_utf8
@@ -73,9 +74,8 @@ __all__ = [
     "hash_file",
 ]
 
-#: Which engine each validator re-executes oracle calls with, by default: alternately the
-#: wasm guest and the native module (v1 wasm, v2 native, ...), so agreement spans both.
-ENGINE_CYCLE = ("wasm", "native")
+# Which engine each validator re-executes oracle calls with, by default (chain/oracle.py).
+ENGINE_CYCLE = ORACLE_ENGINE_CYCLE
 
 #: Environment variable naming the default network directory.
 NETWORK_DIR_ENV = "EDGECHAIN_DIR"
@@ -263,11 +263,9 @@ class Client:
         self._engine = engine
         self._service: ModelService | None = None
         self._oracles_installed = False
-        #: Engine per validator for oracle re-execution (default: ENGINE_CYCLE in turn).
-        self.validator_engines: dict[str, str] = {
-            name: ENGINE_CYCLE[i % len(ENGINE_CYCLE)]
-            for i, name in enumerate(network.committee.names)
-        }
+        #: Engine per validator for oracle re-execution: network.json's (chosen at `net up`;
+        #: default ENGINE_CYCLE in turn). Changing it here lasts for this client only.
+        self.validator_engines: dict[str, str] = dict(network.validator_engines)
 
     # --- opening -------------------------------------------------------------------------------
 
@@ -279,11 +277,16 @@ class Client:
         validators: int | None = None,
         faulty: str | None = None,
         policy: str | None = None,
+        oracle_budget_s: float | None = None,
+        validator_engines: str | None = None,
         **options: object,
     ) -> Client:
         """Create a network in ``path`` (default 4 validators), or reopen and re-verify the one
         already there (``validators``, when given, must then match its committee; ``policy``,
-        a preset name or a JSON file (chain/policy.py), must match the saved one)."""
+        a preset name or a JSON file (chain/policy.py), must match the saved one).
+        ``oracle_budget_s`` and ``validator_engines`` (``"v1=native,..."``), when given, are
+        saved in network.json (a new network's, or the reopened one's) for every later
+        command."""
         path = Path(path)
         if (path / NETWORK_FILE).exists():
             network = Network.open(path, faulty=faulty)
@@ -300,12 +303,22 @@ class Client:
                     f"the network in {path} has the {network.policy.name} policy; "
                     f"it cannot be reopened with {policy}"
                 )
+            try:
+                if oracle_budget_s is not None:
+                    network.set_oracle_budget(oracle_budget_s, persist=True)
+                if validator_engines is not None:
+                    network.set_validator_engines(validator_engines, persist=True)
+            except BaseException:
+                network.close()
+                raise
         else:
             network = Network.create(
                 path,
                 validators=4 if validators is None else validators,
                 faulty=faulty,
                 policy=policy,
+                oracle_budget_s=oracle_budget_s,
+                validator_engines=validator_engines,
             )
         return cls(network, **options)  # type: ignore[arg-type]
 

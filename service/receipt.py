@@ -20,7 +20,6 @@ import functools
 import json
 import os
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -30,6 +29,7 @@ import blake3
 from edgechain.chain.certificate import Certificate, verify_certificate
 from edgechain.chain.encoding import hash_value
 from edgechain.contract.registry import APPLICATION_NAME, CertifiedModel
+from edgechain.contract.story_book import token_ids_hash
 from edgechain.errors import (
     CertificateError,
     EdgechainError,
@@ -66,7 +66,6 @@ __all__ = [
 FORMAT = "edgechain-receipt/v1"
 #: Hash domains (chain/encoding.py ``domain_tag``).
 RECEIPT_DOMAIN = "receipt"
-TOKENS_DOMAIN = "receipt-tokens"
 
 #: The engine settings the output's bits depend on (docs/determinism.md): both engines run
 #: the same crate with these, so a receipt made on one replays on the other.
@@ -80,11 +79,6 @@ ENGINE_SETTINGS: dict[str, Any] = {
 
 _U64_MAX = 2**64 - 1
 _FLOAT_PARAMETERS = ("temperature", "top_p", "repeat_penalty")
-
-
-def token_ids_hash(token_ids: Sequence[int]) -> str:
-    """BLAKE3 (hex) of the canonical encoding of the token id list."""
-    return hash_value(TOKENS_DOMAIN, list(token_ids)).hex()
 
 
 def _guest_blake3(engine: Engine | None) -> str | None:
@@ -584,7 +578,9 @@ def _replay(receipt: Receipt, net: OpenNetwork, model: CertifiedModel) -> QueryS
         query.params(seed),
         time.perf_counter(),
     )
-    stream = net.service.start(prepared)
+    # The receipt's tokens as hints: a true receipt replays in batched passes, and a false one
+    # still replays as the honest generation, which the comparison below then reports.
+    stream = net.service.start(prepared, hint=receipt.token_ids)
     stream.collect()
     return stream
 

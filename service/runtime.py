@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -190,13 +190,17 @@ class ModelService:
         progress: DownloadProgress | None = None,
         cancelled: Callable[[], bool] | None = None,
         timeout: float | None = None,
+        hint: Sequence[int] | None = None,
     ) -> QueryStream:
         """Get the model loaded (downloading it if needed) and start generating.
 
         ``progress`` hears about the download, if one is needed; ``cancelled`` is polled while
         waiting for it: once it returns True this query stops waiting with
         :class:`~edgechain.errors.Cancelled`. ``timeout`` replaces the service's query timeout
-        for this generation (an oracle call's share of its block's budget).
+        for this generation (an oracle call's share of its block's budget). ``hint``: the
+        tokens the generation is claimed to produce (a validator's or a receipt's replay): the
+        engine checks them in a batch and is fast when they are right; the tokens are the
+        honest generation's whatever the hint (``LoadedModel.generate``).
         """
         model = prepared.model
         loaded, fetch_s, load_s = self._named_model(model, progress, cancelled)
@@ -205,6 +209,7 @@ class ModelService:
                 prepared.query.prompt,
                 prepared.params,
                 timeout=self.query_timeout if timeout is None else timeout,
+                hint=hint,
             )
         except GuestTrap:
             self._discard(model)
@@ -226,6 +231,17 @@ class ModelService:
         """(weights hash, tokenizer hash) of the models loaded in this service."""
         with self._models_lock:
             return [(w, t) for (_, w, t) in self._models]
+
+    def batching(self) -> dict[str, int]:
+        """Continuous batching so far, over this service's loaded models: ``engine_calls``
+        batched engine calls made, ``steps`` generation steps they served (service/engine/
+        batcher.py; more steps than calls: concurrent generations shared weight passes)."""
+        with self._models_lock:
+            batchers = [m._step_batcher() for m in self._models.values()]  # noqa: SLF001
+        return {
+            "engine_calls": sum(b.calls for b in batchers),
+            "steps": sum(b.steps for b in batchers),
+        }
 
     def close(self) -> None:
         """Free every loaded model and the HTTP client; cancel downloads in flight (without

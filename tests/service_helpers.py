@@ -1,13 +1,16 @@
 """Helpers for the service tests: the stories260K files as constants, publishing them, a quick
-fetch policy, and running one call in several threads at once."""
+fetch policy, running one call in several threads at once, recording the engine's hints."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
+
+import pytest
 
 from edgechain.client import Client, PublishedModel
+from edgechain.service.engine import LoadedModel
 from edgechain.service.fetch import FetchPolicy
 from edgechain.testing.models import stories260k
 
@@ -63,3 +66,16 @@ def run_in_threads(
     for thread in threads:
         thread.join()
     return results, failures
+
+
+def record_hints(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The ``hint`` of every generation started from now on, in order."""
+    hints: list[Any] = []
+    original = LoadedModel.generate
+
+    def generate(self: LoadedModel, *args: Any, hint: Any = None, **kwargs: Any) -> Any:
+        hints.append(None if hint is None else list(hint))
+        return original(self, *args, hint=hint, **kwargs)
+
+    monkeypatch.setattr(LoadedModel, "generate", generate)
+    return hints

@@ -8,6 +8,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import pytest
+
 from edgechain.bench import cache, query, story
 from edgechain.bench.network import BENCH_MODEL, synthetic_model_network
 
@@ -47,12 +49,17 @@ def test_the_query_benchmark_times_a_cold_then_warm_queries() -> None:
     assert longer["decode_tok_s"] > 0
 
 
-def test_the_story_benchmark_mints_the_generated_story(capsys) -> None:
-    assert story.main(["--shape", "260K", "--tokens", "8", "--validators", "1"]) == 0
-    result = json.loads(capsys.readouterr().out)
-    assert result["tokens"] == 8 and result["stop_reason"] == "max_tokens"
-    assert result["validators"] == 1 and result["validator_engines"] == {"v1": "wasm"}
-    assert result["generate_s"] > 0 and result["mint_s"] > 0
+def test_the_story_benchmark_mints_the_generated_story_on_each_engine(capsys) -> None:
+    args = ["--shape", "260K", "--tokens", "8", "--validators", "2", "--engines", "wasm,native"]
+    assert story.main(args) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["engines"] for r in rows] == ["wasm", "native"]
+    for row, engine in zip(rows, ("wasm", "native"), strict=True):
+        assert row["tokens"] == 8 and row["stop_reason"] == "max_tokens"
+        assert row["validators"] == 2 and row["signers"] == 2
+        assert row["validator_engines"] == {"v1": engine, "v2": engine}
+        assert row["generate_s"] > 0 and row["proposer_s"] > 0 and row["certify_s"] > 0
+        assert row["mint_s"] == pytest.approx(row["proposer_s"] + row["certify_s"], abs=0.002)
 
 
 def test_the_chain_benchmark_runs_on_its_own() -> None:
@@ -64,3 +71,22 @@ def test_the_chain_benchmark_runs_on_its_own() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["reopen"]["blocks"] == 2
+
+
+def test_the_streams_benchmark_runs_streams_together_with_their_solo_tokens() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "edgechain.cli", "bench", "--shapes", "260K", "--streams", "4"]
+        + ["--steps", "16", "--json"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    assert [(r["shape"], r["engine"], r["streams"]) for r in rows] == [
+        ("260K", "wasm", 4),
+        ("260K", "native", 4),
+    ]
+    for row in rows:
+        assert row["identical"] is True, row
+        assert row["solo_tok_s"] > 0 and row["concurrent_tok_s"] > 0
+        assert row["mean_batch"] > 1  # the streams did share engine calls

@@ -47,7 +47,14 @@ def test_index_lists_the_default_chain_its_registry_and_story_book(node: NodePro
     assert book["kind"] == "story-book" and book["applicationId"] != app["applicationId"]
     assert book["graphql"] == f"/chains/{chain['chainId']}/applications/{book['applicationId']}"
     assert "generate" not in book  # only the registry streams generations
-    assert set(index["generations"]) == {"running", "completed", "failed", "cancelled"}
+    assert set(index["generations"]) == {
+        "running",
+        "completed",
+        "failed",
+        "cancelled",
+        "engine_calls",
+        "steps",
+    }
 
 
 def test_publish_model_mutation_certifies_and_models_lists_it(node: NodeProcess) -> None:

@@ -13,6 +13,7 @@ import signal
 import socket
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -287,3 +288,26 @@ def test_a_seed_copied_from_the_node_reproduces_the_text_with_the_cli(
     # The CLI derives the same seed from the same certified state.
     derived = edgechain("generate", "--dir", network_dir, *args).json()
     assert (derived["seed"], derived["text"]) == (seed, result["text"])
+
+
+def test_concurrent_streams_share_engine_calls_and_each_gets_its_solo_text(
+    node: NodeProcess,
+) -> None:
+    def text(seed: int) -> str:
+        events = stream_generation(
+            node, model="stories260K", prompt=PROMPT, temperature=1.0, seed=seed, maxTokens=60
+        )
+        assert events[-1].event == "done", events[-1]
+        return "".join(e.data["text"] for e in events[:-1])
+
+    seeds = list(range(1, 7))
+    solo = [text(seed) for seed in seeds]
+    assert len(set(solo)) == len(seeds)
+    before = generations(node)
+    with ThreadPoolExecutor(len(seeds)) as pool:
+        together = list(pool.map(text, seeds))
+    after = generations(node)
+    assert together == solo
+    steps, calls = after["steps"] - before["steps"], after["engine_calls"] - before["engine_calls"]
+    assert steps == len(seeds) * 61  # 60 tokens and the stop, each stream
+    assert calls < steps  # streams that overlapped were stepped in one engine call

@@ -15,10 +15,16 @@ from typing import Any
 
 import pytest
 from network_cli_helpers import REPO_ROOT, edgechain
+from service_helpers import record_hints
 
 from edgechain.chain.block import Operation
 from edgechain.client import Client
-from edgechain.contract.story_book import APPLICATION_NAME, MintStory, StoryNotFound
+from edgechain.contract.story_book import (
+    APPLICATION_NAME,
+    MintStory,
+    StoryNotFound,
+    token_ids_hash,
+)
 from edgechain.errors import OperationRejected, OracleBudgetExceeded, QuorumNotReached, Unauthorized
 from edgechain.service.query import GenerateQuery
 from edgechain.service.receipt import query_parameters
@@ -55,6 +61,17 @@ def test_a_story_is_certified_by_validators_on_both_engines_and_its_receipt_veri
         client.story(2)
 
 
+def test_validators_re_execute_with_the_recorded_token_ids_as_hints(
+    client: Client, mint_story: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hints = record_hints(monkeypatch)
+    minted = mint_story(query())
+    ids = minted.receipt.token_ids
+    assert len(ids) == 30
+    # The proposer generates without hints; each of the 4 validators replays the block's ids.
+    assert sorted(hints, key=lambda h: h is not None) == [None, ids, ids, ids, ids]
+
+
 def test_wrong_output_is_tolerated_up_to_f_and_past_f_nothing_is_stored(
     client: Client, mint_story: Any
 ) -> None:
@@ -73,28 +90,58 @@ def test_wrong_output_is_tolerated_up_to_f_and_past_f_nothing_is_stored(
     assert client.verify().blocks == height
 
 
+def forged_mint(honest: Any, **oracle: Any) -> MintStory:
+    """The honest mint's operation with its oracle response changed by ``oracle``."""
+    ids = honest.receipt.token_ids
+    response = {
+        "token_ids": ids,
+        "token_ids_blake3": token_ids_hash(ids),
+        "text": honest.story.text,
+        "tokens": len(ids),
+        "receipt_hash": honest.story.receipt_hash,
+        **oracle,
+    }
+    return MintStory("stories260K", "1", PROMPT, query_parameters(query()), None, response)
+
+
 def test_honest_validators_refuse_a_proposer_that_records_another_output(
     client: Client, mint_story: Any
 ) -> None:
     honest = mint_story(query())
-    forged = {**honest.story.to_value()}
-    operation = MintStory(
-        model="stories260K",
-        version="1",
-        prompt=PROMPT,
-        parameters=query_parameters(query()),
-        seed=None,
-        oracle={
-            "token_ids_blake3": forged["token_ids_blake3"],
-            "text": forged["text"] + " The end.",
-            "tokens": forged["tokens"],
-            "receipt_hash": forged["receipt_hash"],
-        },
-    )
+    operation = forged_mint(honest, text=honest.story.text + " The end.")
     chain = client.chain
     with pytest.raises(QuorumNotReached, match="0 of 4 validators signed"):
         chain.execute(chain.app_id(APPLICATION_NAME), operation)
     assert len(client.stories()) == 1
+
+
+def test_recorded_token_ids_are_only_hints_a_false_claim_is_refused(
+    client: Client, mint_story: Any
+) -> None:
+    """Validators re-execute with the block's token ids as hints; a claim whose last token
+    differs (its hash made to match) still gets the honest generation, so nobody signs."""
+    honest = mint_story(query())
+    ids = honest.receipt.token_ids
+    claimed = [*ids[:-1], (ids[-1] + 1) % 512]
+    operation = forged_mint(honest, token_ids=claimed, token_ids_blake3=token_ids_hash(claimed))
+    chain = client.chain
+    with pytest.raises(QuorumNotReached, match="0 of 4 .*oracle call gave another result"):
+        chain.execute(chain.app_id(APPLICATION_NAME), operation)
+    assert len(client.stories()) == 1
+
+
+def test_the_recorded_token_ids_must_match_their_hash_and_count() -> None:
+    mint = MintStory
+    fields = {"text": "x", "receipt_hash": "0" * 64}
+    good = {"token_ids": [1, 2], "token_ids_blake3": token_ids_hash([1, 2]), "tokens": 2}
+    for oracle, error in (
+        ({**good, "token_ids_blake3": token_ids_hash([1, 3])}, "not the hash of"),
+        ({**good, "tokens": 3}, "number of oracle.token_ids"),
+        ({**good, "token_ids": [1, -2], "token_ids_blake3": token_ids_hash([1, -2])}, "ids"),
+    ):
+        with pytest.raises(OperationRejected, match=error):
+            mint("m", "1", "p", query_parameters(query()), None, {**fields, **oracle}).validate()
+    mint("m", "1", "p", query_parameters(query()), None, {**fields, **good}).validate()
 
 
 def test_the_oracle_budget_rejects_a_mint_that_would_exceed_it(
@@ -119,6 +166,7 @@ def test_a_validator_past_the_budget_does_not_sign(client: Client) -> None:
             "parameters": query_parameters(query()),
             "seed": None,
             "oracle": {
+                "token_ids": minted.receipt.token_ids,
                 "token_ids_blake3": minted.story.token_ids_blake3,
                 "text": minted.story.text,
                 "tokens": minted.story.tokens,

@@ -68,6 +68,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cache-dir", help="where synthetic models are kept (default per-user cache)"
     )
+    parser.add_argument(
+        "--streams",
+        type=bounded_int(2, 256),
+        help="instead of the engine rows: N concurrent generations through the service against "
+        "one at a time (continuous batching; --steps counts tokens per stream)",
+    )
     add_json_option(parser, "print JSON instead of a table")
 
 
@@ -93,6 +99,12 @@ def execute(args: argparse.Namespace) -> int:
     engines = _split(args.engines, ("wasm", "native", "wasm-noepoch"), "engines")
     weights = _split(args.weights, ("f32", "int8"), "weights")
     text_to_utf8(args.prompt, "--prompt")  # InvalidText now, not once per measured row
+    if args.streams is not None:
+        from edgechain.bench.streams import format_streams_table, run_streams_benchmark
+
+        rows = run_streams_benchmark(shapes, engines, args.streams, args.steps, args.prompt)
+        print(json.dumps(rows, indent=2) if args.json else format_streams_table(rows))
+        return GenerationError.exit_code if any("error" in r for r in rows) else 0
     directory = ensure_directory(
         Path(args.cache_dir) if args.cache_dir else default_model_dir(), "--cache-dir"
     )

@@ -58,6 +58,21 @@ def add_subcommands(subparsers: Any) -> None:
         help="resource policy of a new network: no-fees (default, unlimited), testnet "
         "(Linera's testnet limits) or a JSON file of limits (docs/blobs.md)",
     )
+    up.add_argument(
+        "--oracle-budget",
+        type=float,
+        metavar="S",
+        default=None,
+        help="seconds a block's oracle calls (story mints) may take together, saved in the "
+        "network (default 60, or the policy's cap)",
+    )
+    up.add_argument(
+        "--engines",
+        metavar="SPEC",
+        default=None,
+        help="engine each validator re-executes oracle calls with, saved in the network, e.g. "
+        "v1=native,v2=native (default: wasm and native in turn)",
+    )
 
     add_subcommand(
         subparsers,
@@ -75,7 +90,12 @@ def net_up(args: argparse.Namespace) -> int:
     existed = (path / NETWORK_FILE).exists()
     try:
         client = Client.up(
-            path, validators=args.validators, faulty=args.faulty, policy=args.policy
+            path,
+            validators=args.validators,
+            faulty=args.faulty,
+            policy=args.policy,
+            oracle_budget_s=args.oracle_budget,
+            validator_engines=args.engines,
         )
     except OSError as err:  # a path under a file, under /proc, read-only, ...
         raise InputError(
@@ -149,9 +169,12 @@ def _status_lines(status: NetworkStatus) -> list[str]:
         f"validators: {n}; a certificate needs {status.quorum} signatures "
         f"(tolerates {status.tolerated_faults} faulty); vote timeout {status.vote_timeout:g} s",
     ]
+    engines = status.validator_engines
     for v in status.validators:
-        lines.append(f"  {v.name:<4} {v.public_key}  {v.fault or 'honest'}")
+        engine = f"  oracle on {engines[v.name]}" if v.name in engines else ""
+        lines.append(f"  {v.name:<4} {v.public_key}  {v.fault or 'honest'}{engine}")
     lines.append(policy_line(status.policy))
+    lines.append(f"oracle budget {status.oracle_budget_s:g} s per block")
     for c in status.chains:
         # HEIGHT:HASH, to record and check later with `chain verify --expect-head`.
         head = c.head or "(no blocks yet)"

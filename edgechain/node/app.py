@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing, asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -51,6 +51,9 @@ from edgechain.node.schema import REGISTRY_SCHEMA, registry_context
 from edgechain.node.story_schema import STORY_SCHEMA
 from edgechain.node.streaming import Generations, run_generation, sse_message
 from edgechain.node.typed_errors import error_payload
+
+if TYPE_CHECKING:
+    from edgechain.client import Client
 
 __all__ = ["application_path", "build_app"]
 
@@ -148,13 +151,13 @@ def build_app(gate: ClientGate, guard: RequestGuard | None = None) -> Starlette:
         if request.method == "POST" or "query" in request.query_params:
             return await graphql_response(request, context, CHAIN_SCHEMA)
         try:
-            body = await gate.call(index)
+            body, batching = await gate.call(_index_and_batching)
         except EdgechainError as err:
             return error_response(err)
         if wants_html(request):
             page = graphiql_page("chains", "/", _CHAIN_QUERY, index_header(body), False)
             return HTMLResponse(page)
-        body["generations"] = generations.to_json()
+        body["generations"] = {**generations.to_json(), **batching}
         return JSONResponse(body)
 
     async def graphql(request: Request) -> Response:
@@ -215,3 +218,8 @@ def build_app(gate: ClientGate, guard: RequestGuard | None = None) -> Starlette:
     )
     app.state.generations = generations
     return app
+
+
+def _index_and_batching(client: Client) -> tuple[dict[str, Any], dict[str, int]]:
+    """``/``'s body and the service's batching counts (``ModelService.batching``)."""
+    return index(client), client.service.batching()

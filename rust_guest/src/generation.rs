@@ -1,5 +1,11 @@
-//! Generation sessions over a [`LoadedModel`] with run.c's semantics: the prompt is forced token by token, the first sampled token comes out of the
-//! forward pass at position `prompt_len - 1`, and `max_positions` is run.c's `-n`.
+//! Generation sessions over a [`LoadedModel`] with run.c's semantics: the prompt is forced (its
+//! tokens are fed, not sampled), the first sampled token comes out of the forward pass at
+//! position `prompt_len - 1`, and `max_positions` is run.c's `-n`.
+//!
+//! The prompt goes through the model in batches of [`CHUNK`] positions (prefill), with the
+//! same bits as token by token (`Transformer::forward_batch`). Hint tokens extend the batches
+//! past the prompt: while the sampled tokens equal the hints, their logits are already there.
+//! Sessions of one model can also advance together, one weight pass per step ([`step_batch`]).
 
 use std::sync::Arc;
 
@@ -9,7 +15,14 @@ use crate::error::{EngineError, Result};
 use crate::loaded_model::LoadedModel;
 use crate::sampler::{Sampler, SamplerParams};
 use crate::tokenizer::{Utf8Stream, BOS, EOS};
-use crate::transformer::KvCache;
+use crate::transformer::{BatchItem, KvCache, Scratch};
+
+/// Positions per prefill or look-ahead batch: bounds the activations and the look-ahead's
+/// logits (`CHUNK x vocab_size` floats) and keeps a batch's activations in cache.
+pub const CHUNK: usize = 32;
+
+/// One step's outcome: the token produced and its bytes, or None once stopped.
+pub type Produced = Option<(u32, Vec<u8>)>;
 
 fn default_temperature() -> f64 {
     1.0
@@ -50,6 +63,11 @@ pub struct GenerationParams {
     pub repeat_window: usize,
     #[serde(default)]
     pub stop: Vec<String>,
+    /// Hint tokens: the tokens the generation is claimed to produce after the prompt. They
+    /// never change the output, only its speed: positions the hints cover are computed ahead in
+    /// batches, and the look-ahead is dropped at the first sampled token that differs.
+    #[serde(default)]
+    pub hint: Vec<u32>,
 }
 
 impl Default for GenerationParams {
@@ -63,6 +81,7 @@ impl Default for GenerationParams {
             repeat_penalty: default_repeat_penalty(),
             repeat_window: default_repeat_window(),
             stop: Vec::new(),
+            hint: Vec::new(),
         }
     }
 }
@@ -105,12 +124,23 @@ pub enum StopReason {
 pub struct Session {
     model: Arc<LoadedModel>,
     cache: KvCache,
+    scratch: Scratch,
     sampler: Sampler,
     tokens: Vec<u32>,
     prompt_len: usize,
     /// The next position to run the model on.
     pos: usize,
     prefilled: bool,
+    /// Positions `0..kv_len` of the cache hold the keys and values of `tokens` (or, past `pos`,
+    /// of hints not yet contradicted).
+    kv_len: usize,
+    /// Hint tokens still believed: `hint[i]` is claimed for position `prompt_len + i`.
+    hint: Vec<u32>,
+    /// Logits computed ahead: `ahead_len` rows of `vocab_size`, for positions from
+    /// `ahead_start` on.
+    ahead: Vec<f32>,
+    ahead_start: usize,
+    ahead_len: usize,
     /// Positions are used up when `pos` reaches this (min of max_positions and seq_len).
     position_limit: usize,
     /// Whether reaching `position_limit` means the context is full (no smaller user limit).
@@ -149,14 +179,22 @@ impl Session {
             Some(n) if n > 0 && n <= seq_len => (n, false),
             _ => (seq_len, true),
         };
+        // A hint outside the vocabulary can never be sampled: the hints end there.
+        let hint_len = params.hint.iter().take_while(|&&t| t < vocab).count();
         let cache = model.new_cache()?;
         Ok(Self {
             cache,
+            scratch: Scratch::default(),
             sampler,
             prompt_len: tokens.len(),
             tokens,
             pos: 0,
             prefilled: false,
+            kv_len: 0,
+            hint: params.hint[..hint_len].to_vec(),
+            ahead: Vec::new(),
+            ahead_start: 0,
+            ahead_len: 0,
             position_limit,
             limit_is_context,
             max_tokens: params.max_tokens,
@@ -196,6 +234,11 @@ impl Session {
         self.last_token
     }
 
+    /// The model the session runs on.
+    pub fn model(&self) -> &Arc<LoadedModel> {
+        &self.model
+    }
+
     /// All tokens so far: BOS, the prompt, the generated tokens.
     pub fn tokens(&self) -> &[u32] {
         &self.tokens
@@ -212,12 +255,21 @@ impl Session {
     /// Generates one token: `Some((id, bytes))` (bytes may be empty while a UTF-8 character is
     /// incomplete), or `None` once stopped. After a stop on a full context has been reported
     /// (one `None`), stepping again is a ContextFull error.
-    pub fn step(&mut self) -> Result<Option<(u32, Vec<u8>)>> {
+    pub fn step(&mut self) -> Result<Produced> {
+        match self.begin()? {
+            Some(outcome) => Ok(outcome),
+            None => self.advance(),
+        }
+    }
+
+    /// The part of a step that needs no model: a stop to report (`Some(outcome)`), else
+    /// `None` with the position of the next forward pass set (`pos`).
+    fn begin(&mut self) -> Result<Option<Produced>> {
         match self.stop_reason {
             StopReason::Running => {}
             _ if !self.stop_reported => {
                 self.stop_reported = true;
-                return Ok(None);
+                return Ok(Some(None));
             }
             StopReason::ContextFull => {
                 return Err(EngineError::ContextFull(format!(
@@ -225,25 +277,137 @@ impl Session {
                     self.pos, self.prompt_len, self.generated
                 )))
             }
-            _ => return Ok(None),
+            _ => return Ok(Some(None)),
         }
         if !self.prefilled {
             // The first sampled token comes out at position prompt_len - 1.
             if self.max_tokens == Some(0) || self.prompt_len > self.position_limit {
                 self.stop_reason = StopReason::MaxTokens;
                 self.stop_reported = true;
-                return Ok(None);
-            }
-            for pos in 0..self.prompt_len - 1 {
-                self.model.forward(self.tokens[pos], pos, &mut self.cache)?;
+                return Ok(Some(None));
             }
             self.pos = self.prompt_len - 1;
             self.prefilled = true;
         }
+        Ok(None)
+    }
+
+    /// Whether the logits at `pos` were computed ahead.
+    fn ready(&self) -> bool {
+        (self.ahead_start..self.ahead_start + self.ahead_len).contains(&self.pos)
+    }
+
+    /// How many hinted positions after `pos` to compute with it: as many believed hints as
+    /// fit the chunk, the positions and the token budget.
+    fn look_ahead(&self) -> usize {
+        let first = self.pos + 1 - self.prompt_len;
+        let hints = self.hint.len().saturating_sub(first);
+        let positions = self.position_limit - 1 - self.pos;
+        // The logits at pos + j give generated token number generated + 1 + j.
+        let budget = self
+            .max_tokens
+            .map_or(usize::MAX, |m| m.saturating_sub(self.generated + 1));
+        hints.min(positions).min(budget).min(CHUNK - 1)
+    }
+
+    /// The token at position `q` (a fed token up to `pos`, a hint after it).
+    fn token_at(&self, q: usize) -> u32 {
+        if q < self.tokens.len() {
+            self.tokens[q]
+        } else {
+            self.hint[q - self.prompt_len]
+        }
+    }
+
+    /// When the next forward pass is one plain decoding step (no prefill, no look-ahead), its
+    /// batch item for cache `cache`.
+    fn plain_item(&self, cache: usize) -> Option<BatchItem> {
+        (!self.ready() && self.kv_len == self.pos && self.look_ahead() == 0).then(|| BatchItem {
+            cache,
+            token: self.tokens[self.pos],
+            pos: self.pos,
+            logits: true,
+        })
+    }
+
+    /// The rest of a step after [`Self::begin`]: the forward passes it needs, then sampling.
+    fn advance(&mut self) -> Result<Produced> {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let result = self.advance_with(&mut scratch);
+        self.scratch = scratch;
+        result
+    }
+
+    fn advance_with(&mut self, scratch: &mut Scratch) -> Result<Produced> {
+        if let Some(item) = self.plain_item(0) {
+            let logits = self
+                .model
+                .forward_batch(&mut [&mut self.cache], &[item], scratch)?;
+            return self.accept(logits);
+        }
+        if !self.ready() {
+            self.compute_ahead(scratch)?;
+        }
+        let vocab = self.model.config().vocab_size;
+        let mut ahead = std::mem::take(&mut self.ahead);
+        let row = (self.pos - self.ahead_start) * vocab;
+        let result = self.accept(&mut ahead[row..row + vocab]);
+        self.ahead = ahead;
+        result
+    }
+
+    /// Runs the positions from `kv_len` through `pos` and the look-ahead in batches of
+    /// [`CHUNK`], keeping the logits of `pos` and after in `ahead`.
+    fn compute_ahead(&mut self, scratch: &mut Scratch) -> Result<()> {
+        let (p, vocab) = (self.pos, self.model.config().vocab_size);
+        if self.kv_len > p {
+            return Err(EngineError::Internal(format!(
+                "cache holds {} positions before position {p}",
+                self.kv_len
+            )));
+        }
+        let last = p + self.look_ahead();
+        self.ahead.resize((last + 1 - p) * vocab, 0.0);
+        self.ahead_start = p;
+        self.ahead_len = 0;
+        let mut items = Vec::with_capacity(CHUNK);
+        let mut from = self.kv_len;
+        while from <= last {
+            let to = (from + CHUNK).min(last + 1);
+            items.clear();
+            items.extend((from..to).map(|q| BatchItem {
+                cache: 0,
+                token: self.token_at(q),
+                pos: q,
+                logits: q >= p,
+            }));
+            let logits = self
+                .model
+                .forward_batch(&mut [&mut self.cache], &items, scratch)?;
+            let at = from.max(p) - p;
+            self.ahead[at * vocab..at * vocab + logits.len()].copy_from_slice(logits);
+            self.kv_len = to;
+            from = to;
+        }
+        self.ahead_len = last + 1 - p;
+        Ok(())
+    }
+
+    /// Samples from the logits at `pos` and takes the token: run.c's step after its forward.
+    fn accept(&mut self, logits: &mut [f32]) -> Result<Produced> {
         let current = self.tokens[self.pos];
-        let logits = self.model.forward(current, self.pos, &mut self.cache)?;
         let next = self.sampler.sample(logits, &self.tokens);
+        self.kv_len = self.kv_len.max(self.pos + 1);
         self.pos += 1;
+        // A hint contradicted: it and everything computed from it are dropped (the cache
+        // entries past pos are overwritten before anything reads them).
+        if let Some(i) = self.pos.checked_sub(self.prompt_len) {
+            if i < self.hint.len() && self.hint[i] != next {
+                self.hint.truncate(i);
+                self.kv_len = self.kv_len.min(self.pos);
+                self.ahead_len = self.ahead_len.min(self.pos - self.ahead_start);
+            }
+        }
         if next == BOS || next == EOS {
             self.stop_reason = StopReason::EndOfSequence;
             self.stop_reported = true;
@@ -277,5 +441,354 @@ impl Session {
             let from = before.saturating_sub(s.len() - 1);
             text[from..].windows(s.len()).any(|w| w == s.as_slice())
         })
+    }
+}
+
+/// Advances every session by one step, as [`Session::step`] would, with one weight pass for all
+/// of them that are plainly decoding (sessions still prefilling, or with hints computed ahead,
+/// step on their own). Each session's outcome is its own: identical to stepping it alone.
+/// `scratch` holds the batch's activations (reused across calls). All sessions must run on
+/// the same model (else InvalidArgument).
+pub fn step_batch(
+    sessions: &mut [&mut Session],
+    scratch: &mut Scratch,
+) -> Result<Vec<Result<Produced>>> {
+    let Some(model) = sessions.first().map(|s| s.model.clone()) else {
+        return Ok(Vec::new());
+    };
+    if sessions.iter().any(|s| !Arc::ptr_eq(&s.model, &model)) {
+        return Err(EngineError::InvalidArgument(
+            "sessions of one batch step must run on the same model".into(),
+        ));
+    }
+    let mut outcomes: Vec<Option<Result<Produced>>> = Vec::with_capacity(sessions.len());
+    let mut items = Vec::new();
+    let mut batched = Vec::new();
+    for (i, s) in sessions.iter_mut().enumerate() {
+        let outcome = match s.begin() {
+            Err(e) => Some(Err(e)),
+            Ok(Some(produced)) => Some(Ok(produced)),
+            Ok(None) => match s.plain_item(items.len()) {
+                Some(item) => {
+                    items.push(item);
+                    batched.push(i);
+                    None
+                }
+                None => Some(s.advance()),
+            },
+        };
+        outcomes.push(outcome);
+    }
+    if !items.is_empty() {
+        let vocab = model.config().vocab_size;
+        let logits = {
+            let mut caches: Vec<&mut KvCache> = Vec::with_capacity(batched.len());
+            let mut next = batched.iter().peekable();
+            for (i, s) in sessions.iter_mut().enumerate() {
+                if next.peek() == Some(&&i) {
+                    next.next();
+                    caches.push(&mut s.cache);
+                }
+            }
+            model.forward_batch(&mut caches, &items, scratch)?
+        };
+        for (row, &i) in logits.chunks_exact_mut(vocab).zip(&batched) {
+            outcomes[i] = Some(sessions[i].accept(row));
+        }
+    }
+    outcomes
+        .into_iter()
+        .map(|o| {
+            o.ok_or_else(|| EngineError::Internal("a session of the batch did not step".into()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::transformer::BatchItem;
+
+    fn read(name: &str) -> Vec<u8> {
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../shared/models/stories260K/"
+        );
+        std::fs::read(format!("{dir}{name}")).expect("stories260K is in ../shared/models")
+    }
+
+    /// stories260K's f32 checkpoint written as a version-2 int8 one (export.py's order).
+    fn int8_checkpoint(f32_file: &[u8], gs: usize) -> Vec<u8> {
+        let field =
+            |i: usize| i32::from_le_bytes(f32_file[4 * i..4 * i + 4].try_into().unwrap()) as usize;
+        let (d, hid, n, heads, kv_heads, vocab, seq) = (
+            field(0),
+            field(1),
+            field(2),
+            field(3),
+            field(4),
+            field(5),
+            field(6),
+        );
+        let kv = d * kv_heads / heads;
+        let mut at = 28;
+        let mut spans = std::collections::HashMap::new();
+        let mut take = |kind: &'static str, count: usize, times: usize| {
+            for _ in 0..times {
+                spans
+                    .entry(kind)
+                    .or_insert_with(Vec::new)
+                    .push(at..at + 4 * count);
+                at += 4 * count;
+            }
+        };
+        take("embedding", vocab * d, 1);
+        take("rms_att", d, n);
+        take("wq", d * d, n);
+        take("wk", d * kv, n);
+        take("wv", d * kv, n);
+        take("wo", d * d, n);
+        take("rms_ffn", d, n);
+        take("w1", d * hid, n);
+        take("w2", hid * d, n);
+        take("w3", d * hid, n);
+        take("rms_final", d, 1);
+        let mut out = Vec::new();
+        out.extend_from_slice(&0x616b_3432u32.to_le_bytes());
+        out.extend_from_slice(&2i32.to_le_bytes());
+        out.extend_from_slice(&f32_file[..28]);
+        out.push(1);
+        out.extend_from_slice(&(gs as i32).to_le_bytes());
+        out.resize(256, 0);
+        for kind in ["rms_att", "rms_ffn", "rms_final"] {
+            for span in &spans[kind] {
+                out.extend_from_slice(&f32_file[span.clone()]);
+            }
+        }
+        for kind in ["embedding", "wq", "wk", "wv", "wo", "w1", "w2", "w3"] {
+            for span in &spans[kind] {
+                let (q, s) = crate::q8::quantize_bytes(&f32_file[span.clone()], gs).unwrap();
+                out.extend_from_slice(&q);
+                out.extend_from_slice(&s);
+            }
+        }
+        let _ = seq;
+        out
+    }
+
+    fn models() -> Vec<(&'static str, Arc<LoadedModel>)> {
+        let (ckpt, tok) = (read("stories260K.bin"), read("tok512.bin"));
+        let int8 = int8_checkpoint(&ckpt, 4);
+        vec![
+            ("f32", Arc::new(LoadedModel::load(&ckpt, &tok).unwrap())),
+            ("int8", Arc::new(LoadedModel::load(&int8, &tok).unwrap())),
+        ]
+    }
+
+    fn tokens(n: usize, vocab: usize) -> Vec<u32> {
+        let mut seed = 99u64;
+        (0..n)
+            .map(|_| {
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+                ((seed >> 33) as usize % vocab) as u32
+            })
+            .collect()
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
+    #[test]
+    fn batched_forward_equals_token_by_token_bit_for_bit() {
+        for (kind, model) in models() {
+            let vocab = model.config().vocab_size;
+            for n in [1, 2, 63, 64, 65, 200] {
+                let ids = tokens(n, vocab);
+                let (mut one, mut s1) = (model.new_cache().unwrap(), Scratch::default());
+                let mut expected = Vec::new();
+                for (pos, &t) in ids.iter().enumerate() {
+                    let item = BatchItem {
+                        cache: 0,
+                        token: t,
+                        pos,
+                        logits: true,
+                    };
+                    let l = model
+                        .forward_batch(&mut [&mut one], &[item], &mut s1)
+                        .unwrap();
+                    expected.push(bits(l));
+                }
+                for chunk in [7, CHUNK, 64] {
+                    let (mut many, mut s2) = (model.new_cache().unwrap(), Scratch::default());
+                    let mut got = Vec::new();
+                    for (c, part) in ids.chunks(chunk).enumerate() {
+                        let items: Vec<BatchItem> = part
+                            .iter()
+                            .enumerate()
+                            .map(|(i, &t)| BatchItem {
+                                cache: 0,
+                                token: t,
+                                pos: c * chunk + i,
+                                // Every other position, so the gathering of wanted rows is tested.
+                                logits: (c * chunk + i) % 2 == 0 || c * chunk + i == n - 1,
+                            })
+                            .collect();
+                        let l = model
+                            .forward_batch(&mut [&mut many], &items, &mut s2)
+                            .unwrap();
+                        got.extend(l.chunks_exact(vocab).map(bits));
+                    }
+                    let want: Vec<Vec<u32>> = expected
+                        .iter()
+                        .enumerate()
+                        .filter(|(p, _)| p % 2 == 0 || *p == n - 1)
+                        .map(|(_, l)| l.clone())
+                        .collect();
+                    assert!(got == want, "{kind}: {n} tokens in chunks of {chunk}");
+                    assert!(
+                        bits(&many.keys) == bits(&one.keys),
+                        "{kind} keys, {n}/{chunk}"
+                    );
+                    assert!(bits(&many.values) == bits(&one.values), "{kind} values");
+                }
+            }
+        }
+    }
+
+    fn run(
+        model: &Arc<LoadedModel>,
+        prompt: &str,
+        params: &GenerationParams,
+    ) -> (Vec<Produced>, StopReason) {
+        let mut s = Session::start(model.clone(), prompt, params).unwrap();
+        let mut out = Vec::new();
+        loop {
+            let step = s.step().unwrap();
+            out.push(step.clone());
+            if step.is_none() {
+                return (out, s.stop_reason());
+            }
+        }
+    }
+
+    fn produced_ids(steps: &[Produced]) -> Vec<u32> {
+        steps.iter().flatten().map(|(id, _)| *id).collect()
+    }
+
+    #[test]
+    fn hints_never_change_the_output() {
+        for (kind, model) in models() {
+            for temperature in [0.0, 1.0] {
+                let base = GenerationParams {
+                    temperature,
+                    seed: 7,
+                    max_positions: Some(300),
+                    ..GenerationParams::default()
+                };
+                let prompt = "Once upon a time, there was a little girl named Lily.";
+                let (plain, reason) = run(&model, prompt, &base);
+                let ids = produced_ids(&plain);
+                assert!(ids.len() > 100, "{kind}: a long generation");
+                let mut cases: Vec<Vec<u32>> = vec![
+                    ids.clone(),
+                    ids[..10].to_vec(),
+                    [ids.clone(), tokens(50, 512)].concat(),
+                    Vec::new(),
+                    vec![600, 1, 2],
+                ];
+                for wrong in [0, ids.len() / 2, ids.len() - 1] {
+                    let mut h = ids.clone();
+                    h[wrong] = (h[wrong] + 1) % 512;
+                    cases.push(h);
+                }
+                for (i, hint) in cases.into_iter().enumerate() {
+                    let params = GenerationParams {
+                        hint,
+                        ..base.clone()
+                    };
+                    let (hinted, r) = run(&model, prompt, &params);
+                    assert!(
+                        hinted == plain && r == reason,
+                        "{kind} t={temperature} case {i}"
+                    );
+                }
+                for (max_tokens, stop) in [(Some(5), vec![]), (None, vec!["Lily".to_string()])] {
+                    let limited = GenerationParams {
+                        max_tokens,
+                        stop,
+                        ..base.clone()
+                    };
+                    let (plain, reason) = run(&model, prompt, &limited);
+                    let params = GenerationParams {
+                        hint: ids.clone(),
+                        ..limited.clone()
+                    };
+                    let (hinted, r) = run(&model, prompt, &params);
+                    assert!(hinted == plain && r == reason, "{kind}: limits with hints");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn sessions_stepped_together_produce_their_solo_outputs() {
+        for (kind, model) in models() {
+            let prompts = ["Once upon a time", "Lily", "The cat sat on the mat and", ""];
+            let params: Vec<GenerationParams> = (0..4)
+                .map(|i| GenerationParams {
+                    temperature: [0.0, 1.0, 0.8, 1.0][i],
+                    seed: 11 + i as u64,
+                    max_tokens: [Some(40), None, Some(3), Some(25)][i],
+                    max_positions: [Some(256), Some(60), None, Some(512)][i],
+                    hint: if i == 3 { tokens(10, 512) } else { Vec::new() },
+                    ..GenerationParams::default()
+                })
+                .collect();
+            let solo: Vec<Vec<Produced>> = (0..4)
+                .map(|i| run(&model, prompts[i], &params[i]).0)
+                .collect();
+            // Session 2 joins at step 5; session 0 leaves (is dropped) after 12 steps.
+            let mut live: Vec<(usize, Session)> = vec![
+                (
+                    0,
+                    Session::start(model.clone(), prompts[0], &params[0]).unwrap(),
+                ),
+                (
+                    1,
+                    Session::start(model.clone(), prompts[1], &params[1]).unwrap(),
+                ),
+                (
+                    3,
+                    Session::start(model.clone(), prompts[3], &params[3]).unwrap(),
+                ),
+            ];
+            let mut got: Vec<Vec<Produced>> = vec![Vec::new(); 4];
+            let mut scratch = Scratch::default();
+            for step in 0..80 {
+                if step == 5 {
+                    live.push((
+                        2,
+                        Session::start(model.clone(), prompts[2], &params[2]).unwrap(),
+                    ));
+                }
+                if step == 12 {
+                    live.retain(|(i, _)| *i != 0);
+                }
+                let mut refs: Vec<&mut Session> = live.iter_mut().map(|(_, s)| s).collect();
+                let outcomes = step_batch(&mut refs, &mut scratch).unwrap();
+                for ((i, _), o) in live.iter().zip(outcomes) {
+                    if got[*i].last().is_some_and(|p| p.is_none()) {
+                        continue;
+                    }
+                    got[*i].push(o.unwrap());
+                }
+            }
+            assert_eq!(got[0][..], solo[0][..12], "{kind}: session 0 until it left");
+            for i in 1..4 {
+                assert!(got[i] == solo[i], "{kind}: session {i}");
+            }
+        }
     }
 }

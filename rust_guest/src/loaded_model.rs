@@ -8,7 +8,7 @@ use candle_core::Device;
 use crate::checkpoint::{load_weights, load_weights_from_file, CheckpointConfig};
 use crate::error::{EngineError, Result};
 use crate::tokenizer::Tokenizer;
-use crate::transformer::{KvCache, Transformer};
+use crate::transformer::{BatchItem, KvCache, Scratch, Transformer};
 use crate::weights::TransformerWeights;
 
 /// A loaded checkpoint and its tokenizer.
@@ -79,17 +79,18 @@ impl LoadedModel {
         self.config.to_json()
     }
 
-    /// One forward pass of `token` at `pos`; returns the logits (in the cache's buffer).
-    pub(crate) fn forward<'c>(
+    /// One pass of a batch of tokens through the layers (see [`Transformer::forward_batch`]);
+    /// returns the wanted logits (in the scratch buffer).
+    pub(crate) fn forward_batch<'s>(
         &self,
-        token: u32,
-        pos: usize,
-        cache: &'c mut KvCache,
-    ) -> Result<&'c mut [f32]> {
-        self.transformer.forward(token, pos, cache)
+        caches: &mut [&mut KvCache],
+        items: &[BatchItem],
+        scratch: &'s mut Scratch,
+    ) -> Result<&'s mut [f32]> {
+        self.transformer.forward_batch(caches, items, scratch)
     }
 
-    /// A fresh KV cache and activation buffers for one session.
+    /// A fresh KV cache for one session.
     pub(crate) fn new_cache(&self) -> Result<KvCache> {
         self.transformer.new_cache()
     }

@@ -298,6 +298,40 @@ pub fn matvec(out: &mut [f32], w: &[f32], x: &[f32]) {
     }
 }
 
+/// Bytes of weights a batched product keeps hot while it applies them to every input: the
+/// row tile stays in L1/L2 across the batch, so each weight is read from memory once per call.
+pub const TILE_BYTES: usize = 32 * 1024;
+
+/// Rows per tile for rows of `row_bytes` bytes (at least one).
+pub(crate) fn tile_rows(row_bytes: usize) -> usize {
+    (TILE_BYTES / row_bytes.max(1)).max(1)
+}
+
+/// `out[b] = W xs[b]` for a batch of `batch` inputs: `xs` is `batch x n` and `out` is
+/// `batch x d` (row-major), for a row-major `W` of `d x n` floats. Each output element is
+/// bit-for-bit [`matvec`]'s for that input: the batch applies `matvec` itself to a tile of
+/// rows for every input in turn, so a weight row is read from memory once for the whole
+/// batch and each row's sum keeps its order.
+///
+/// # Panics
+/// If the shapes do not match.
+pub fn matmul(out: &mut [f32], w: &[f32], xs: &[f32], batch: usize) {
+    if batch <= 1 {
+        return matvec(out, w, xs);
+    }
+    assert!(xs.len().is_multiple_of(batch) && out.len().is_multiple_of(batch));
+    let (n, d) = (xs.len() / batch, out.len() / batch);
+    assert_eq!(w.len(), d * n, "matmul: weight shape mismatch");
+    let tile = tile_rows(n * 4);
+    for r0 in (0..d).step_by(tile) {
+        let r1 = (r0 + tile).min(d);
+        let rows = &w[r0 * n..r1 * n];
+        for (o, x) in out.chunks_exact_mut(d).zip(xs.chunks_exact(n)) {
+            matvec(&mut o[r0..r1], rows, x);
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -362,5 +396,28 @@ pub(crate) mod tests {
         }
         assert_eq!(dot(&a, &b).to_bits(), expected.to_bits());
         assert_eq!(dot_scalar(&a, &b).to_bits(), expected.to_bits());
+    }
+
+    #[test]
+    fn matmul_rows_match_matvec_bit_for_bit() {
+        let mut seed = 11;
+        for (rows, cols) in [(1, 1), (3, 5), (7, 13), (17, 288), (300, 37), (6, 1376)] {
+            let w: Vec<f32> = (0..rows * cols).map(|_| lcg(&mut seed)).collect();
+            for batch in [1, 2, 3, 7, 16] {
+                let xs: Vec<f32> = (0..batch * cols).map(|_| lcg(&mut seed)).collect();
+                let mut out = vec![f32::NAN; batch * rows];
+                matmul(&mut out, &w, &xs, batch);
+                for b in 0..batch {
+                    let mut single = vec![f32::NAN; rows];
+                    matvec(&mut single, &w, &xs[b * cols..][..cols]);
+                    let got: Vec<u32> = out[b * rows..][..rows]
+                        .iter()
+                        .map(|v| v.to_bits())
+                        .collect();
+                    let want: Vec<u32> = single.iter().map(|v| v.to_bits()).collect();
+                    assert_eq!(got, want, "input {b} of {batch}, {rows}x{cols}");
+                }
+            }
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! The `edgechain_native` Python module (feature "python"): the same engine as the wasm guest,
 //! with the same error codes (ABI.md, bottom). Long calls release the GIL.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
@@ -9,8 +9,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
 use crate::error::EngineError as RustEngineError;
-use crate::generation::{GenerationParams, Session as RustSession};
+use crate::generation::{step_batch, GenerationParams, Session as RustSession};
 use crate::loaded_model::LoadedModel;
+use crate::transformer::Scratch;
 
 create_exception!(
     edgechain_native,
@@ -27,6 +28,8 @@ fn to_py(err: RustEngineError) -> PyErr {
 #[pyclass(module = "edgechain_native", frozen)]
 struct Model {
     inner: Arc<LoadedModel>,
+    /// The activations of `step_batch`, reused from call to call.
+    scratch: Mutex<Scratch>,
 }
 
 #[pymethods]
@@ -39,6 +42,7 @@ impl Model {
             .map_err(to_py)?;
         Ok(Self {
             inner: Arc::new(model),
+            scratch: Mutex::default(),
         })
     }
 
@@ -55,6 +59,7 @@ impl Model {
             .map_err(to_py)?;
         Ok(Self {
             inner: Arc::new(model),
+            scratch: Mutex::default(),
         })
     }
 
@@ -95,6 +100,51 @@ impl Model {
         Ok(PyBytes::new(py, &self.inner.tokenizer().decode(&ids)))
     }
 
+    /// Advances every session by one step with one weight pass for those plainly decoding
+    /// (ABI.md's `ec_batch_step`). One tuple per session, in order: `(code, token, data,
+    /// stop_reason, prompt_tokens, generated_tokens)`, `code` 0 with `token` None once stopped
+    /// and `data` the token's bytes, or a negative error code with `data` its message.
+    fn step_batch<'py>(
+        &self,
+        py: Python<'py>,
+        mut sessions: Vec<PyRefMut<'py, Session>>,
+    ) -> PyResult<Vec<BatchStep<'py>>> {
+        let mut refs: Vec<&mut RustSession> = sessions.iter_mut().map(|s| &mut s.inner).collect();
+        if refs.iter().any(|s| !Arc::ptr_eq(s.model(), &self.inner)) {
+            return Err(to_py(RustEngineError::InvalidArgument(
+                "the sessions of a batch step must belong to this model".into(),
+            )));
+        }
+        let scratch = &self.scratch;
+        let outcomes = py
+            .allow_threads(|| {
+                // A panic elsewhere cannot leave the scratch half-valid: it is only reused space.
+                let mut scratch = scratch.lock().unwrap_or_else(|e| e.into_inner());
+                step_batch(&mut refs, &mut scratch)
+            })
+            .map_err(to_py)?;
+        Ok(sessions
+            .iter()
+            .zip(outcomes)
+            .map(|(s, outcome)| {
+                let s = &s.inner;
+                let (code, token, data) = match outcome {
+                    Ok(Some((id, bytes))) => (0, Some(id), bytes),
+                    Ok(None) => (0, None, Vec::new()),
+                    Err(err) => (err.code(), None, err.to_string().into_bytes()),
+                };
+                (
+                    code,
+                    token,
+                    PyBytes::new(py, &data),
+                    s.stop_reason() as i32,
+                    s.prompt_tokens(),
+                    s.generated_tokens(),
+                )
+            })
+            .collect())
+    }
+
     /// Starts a generation session (ABI.md's parameters JSON; "" means all defaults).
     fn start(&self, prompt: &str, params_json: &str) -> PyResult<Session> {
         let params = if params_json.trim().is_empty() {
@@ -106,6 +156,9 @@ impl Model {
         Ok(Session { inner: session })
     }
 }
+
+/// One session's outcome in `Model.step_batch`.
+type BatchStep<'py> = (i32, Option<u32>, Bound<'py, PyBytes>, i32, usize, usize);
 
 /// One generation.
 #[pyclass(module = "edgechain_native")]

@@ -501,6 +501,42 @@ pub fn matvec_q8(out: &mut [f32], w: &[i8], ws: &[f32], xq: &[i16], xs: &[f32], 
     }
 }
 
+/// `out[b] = W xs[b]` for a batch of `batch` quantized inputs: `xq` is `batch x n` values
+/// (each row quantized on its own, as [`quantize_activations`] does a vector), `xs` their
+/// `batch x n / gs` scales (which give the group size `gs`), `out` is `batch x rows`. Each
+/// output element is bit-for-bit [`matvec_q8`]'s for that input: `matvec_q8` runs on a tile of
+/// rows for every input in turn, so a weight row is read from memory once for the whole batch.
+///
+/// # Panics
+/// If the shapes do not match.
+pub fn matmul_q8(out: &mut [f32], w: &[i8], ws: &[f32], xq: &[i16], xs: &[f32], batch: usize) {
+    let batch = batch.max(1);
+    assert!(xq.len().is_multiple_of(batch) && xs.len().is_multiple_of(batch));
+    assert!(out.len().is_multiple_of(batch));
+    let (n, d, groups) = (xq.len() / batch, out.len() / batch, xs.len() / batch);
+    assert!(
+        groups > 0 && n.is_multiple_of(groups),
+        "matmul_q8: bad scales"
+    );
+    let gs = n / groups;
+    if batch == 1 {
+        return matvec_q8(out, w, ws, xq, xs, gs);
+    }
+    assert!(w.len() == d * n && ws.len() * gs == w.len());
+    let tile = crate::matvec::tile_rows(n);
+    for r0 in (0..d).step_by(tile) {
+        let r1 = (r0 + tile).min(d);
+        let (rows, scales) = (&w[r0 * n..r1 * n], &ws[r0 * groups..r1 * groups]);
+        for ((o, q), s) in out
+            .chunks_exact_mut(d)
+            .zip(xq.chunks_exact(n))
+            .zip(xs.chunks_exact(groups))
+        {
+            matvec_q8(&mut o[r0..r1], rows, scales, q, s, gs);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -569,5 +605,48 @@ mod tests {
         let (mut q, mut s) = ([5i8; 4], [1f32; 1]);
         quantize_weights(&mut q, &mut s, &x, 4);
         assert_eq!((q, s), ([0; 4], [0.0]));
+    }
+
+    #[test]
+    fn matmul_q8_rows_match_matvec_q8_bit_for_bit() {
+        let mut seed = 5;
+        // Batches over one tile of rows and over several (`tile_rows`), odd group sizes.
+        let shapes = [
+            (1, 4, 4),
+            (5, 40, 5),
+            (9, 112, 16),
+            (300, 288, 32),
+            (50, 768, 64),
+        ];
+        for (rows, cols, gs) in shapes {
+            let w: Vec<i8> = (0..rows * cols)
+                .map(|_| (lcg(&mut seed) * 254.0) as i8)
+                .collect();
+            let ws: Vec<f32> = (0..rows * cols / gs).map(|_| lcg(&mut seed)).collect();
+            for batch in [1, 2, 3, 7, 16] {
+                let x: Vec<f32> = (0..batch * cols).map(|_| lcg(&mut seed) * 10.0).collect();
+                let (mut xq, mut xs) = (vec![0i16; batch * cols], vec![0f32; batch * cols / gs]);
+                for ((q, s), x) in xq
+                    .chunks_exact_mut(cols)
+                    .zip(xs.chunks_exact_mut(cols / gs))
+                    .zip(x.chunks_exact(cols))
+                {
+                    quantize_activations(q, s, x, gs);
+                }
+                let mut out = vec![f32::NAN; batch * rows];
+                matmul_q8(&mut out, &w, &ws, &xq, &xs, batch);
+                for b in 0..batch {
+                    let mut single = vec![f32::NAN; rows];
+                    let (q, s) = (&xq[b * cols..][..cols], &xs[b * cols / gs..][..cols / gs]);
+                    matvec_q8(&mut single, &w, &ws, q, s, gs);
+                    let got: Vec<u32> = out[b * rows..][..rows]
+                        .iter()
+                        .map(|v| v.to_bits())
+                        .collect();
+                    let want: Vec<u32> = single.iter().map(|v| v.to_bits()).collect();
+                    assert_eq!(got, want, "input {b} of {batch}, {rows}x{cols}/{gs}");
+                }
+            }
+        }
     }
 }

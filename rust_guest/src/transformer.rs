@@ -16,8 +16,8 @@ use candle_core::Tensor;
 
 use crate::checkpoint::CheckpointConfig;
 use crate::error::{EngineError, Result};
-use crate::matvec::{dot, matvec};
-use crate::q8::{matvec_q8, quantize_activations};
+use crate::matvec::{dot, matmul};
+use crate::q8::{matmul_q8, quantize_activations};
 use crate::sampler::softmax;
 use crate::weights::{with_f32, with_i8, Matrix, TransformerWeights};
 
@@ -33,23 +33,69 @@ pub struct Transformer {
     sin: Vec<f32>,
 }
 
-/// One session's state (run.c's `RunState`): the KV cache, per layer `seq_len x kv_dim` keys and
-/// values, and the activation buffers reused by every step.
+/// One session's KV cache (run.c's `RunState` keys and values): per layer `seq_len x kv_dim`.
 #[derive(Clone)]
 pub struct KvCache {
-    keys: Vec<f32>,
-    values: Vec<f32>,
+    pub(crate) keys: Vec<f32>,
+    pub(crate) values: Vec<f32>,
+}
+
+/// One token of a [`Transformer::forward_batch`]: which of the call's caches it extends, the
+/// token and its position, and whether its logits are wanted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchItem {
+    pub cache: usize,
+    pub token: u32,
+    pub pos: usize,
+    pub logits: bool,
+}
+
+/// The activations of a batch (run.c's `RunState` buffers, one row per item), reused from call
+/// to call: grown when a larger batch comes, never per layer or per item.
+#[derive(Clone, Default)]
+pub struct Scratch {
+    /// Items the buffers hold rows for.
+    rows: usize,
     x: Vec<f32>,
     xb: Vec<f32>,
     xb2: Vec<f32>,
     hb: Vec<f32>,
     hb2: Vec<f32>,
     q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
     att: Vec<f32>,
     logits: Vec<f32>,
-    /// The quantized input of the next int8 matrix product (runq.c's `xq`/`hq`; empty for f32).
+    /// The quantized input of the next int8 matrix product, one row per item (runq.c's
+    /// `xq`/`hq`; unused for f32).
     xq: Vec<i16>,
     xs: Vec<f32>,
+}
+
+impl Scratch {
+    /// Room for `rows` items of `cfg`'s sizes (and `wanted` rows of logits).
+    fn ensure(&mut self, cfg: &CheckpointConfig, rows: usize, wanted: usize) {
+        if rows > self.rows {
+            let (dim, hidden, kv) = (cfg.dim, cfg.hidden_dim, cfg.kv_dim());
+            for (buf, width) in [
+                (&mut self.x, dim),
+                (&mut self.xb, dim),
+                (&mut self.xb2, dim),
+                (&mut self.q, dim),
+                (&mut self.hb, hidden),
+                (&mut self.hb2, hidden),
+                (&mut self.k, kv),
+                (&mut self.v, kv),
+            ] {
+                buf.resize(rows * width, 0.0);
+            }
+            self.att.resize(cfg.seq_len, 0.0);
+            self.rows = rows;
+        }
+        if self.logits.len() < wanted * cfg.vocab_size {
+            self.logits.resize(wanted * cfg.vocab_size, 0.0);
+        }
+    }
 }
 
 /// run.c's RoPE tables: `freq = 1 / 10000^(i / head_size)` for even `i`, then cos/sin of
@@ -82,8 +128,10 @@ fn rmsnorm(out: &mut [f32], x: &[f32], weight: &Tensor) -> Result<()> {
     })
 }
 
-/// Prepares `x` as the input of the next matrix products: for an int8 model, runq.c's
-/// quantization into `xq`/`xs` (resized to `x`'s length); nothing for f32.
+/// Prepares `x` (`batch` rows) as the input of the next matrix products: for an int8 model,
+/// runq.c's quantization of each row into `xq`/`xs` (resized to `x`'s length); nothing for f32.
+/// Groups never cross a row (the group size divides the row), so quantizing the rows as one
+/// vector gives each row's own quantization.
 fn prepare(group_size: Option<usize>, x: &[f32], xq: &mut Vec<i16>, xs: &mut Vec<f32>) {
     if let Some(gs) = group_size {
         xq.resize(x.len(), 0);
@@ -92,15 +140,20 @@ fn prepare(group_size: Option<usize>, x: &[f32], xq: &mut Vec<i16>, xs: &mut Vec
     }
 }
 
-/// `out = W x`; for an int8 `W`, `x` as [`prepare`] quantized it into `xq`/`xs`.
-fn linear(out: &mut [f32], w: &Matrix, x: &[f32], xq: &[i16], xs: &[f32]) -> Result<()> {
+/// `out[b] = W x[b]` for `batch` rows; for an int8 `W`, `x` as [`prepare`] quantized it into
+/// `xq`/`xs`.
+fn linear(
+    out: &mut [f32],
+    w: &Matrix,
+    x: &[f32],
+    xq: &[i16],
+    xs: &[f32],
+    batch: usize,
+) -> Result<()> {
     match w {
-        Matrix::F32(w) => with_f32(w, |w| matvec(out, w, x)),
+        Matrix::F32(w) => with_f32(w, |w| matmul(out, w, x, batch)),
         Matrix::Q8 { values, scales } => with_i8(values, |q| {
-            with_f32(scales, |s| {
-                let gs = xq.len() / xs.len().max(1);
-                matvec_q8(out, q, s, xq, xs, gs)
-            })
+            with_f32(scales, |s| matmul_q8(out, q, s, xq, xs, batch))
         })?,
     }
 }
@@ -132,23 +185,13 @@ impl Transformer {
         })
     }
 
-    /// A fresh state for one session (`n_layers x 2 x seq_len x kv_dim` floats of cache).
+    /// A fresh KV cache for one session (`n_layers x 2 x seq_len x kv_dim` floats).
     pub fn new_cache(&self) -> Result<KvCache> {
         let c = &self.cfg;
-        let cache = c.n_layers * c.seq_len * c.n_kv_heads * c.head_size();
+        let cache = c.n_layers * c.seq_len * c.kv_dim();
         Ok(KvCache {
             keys: vec![0.0; cache],
             values: vec![0.0; cache],
-            x: vec![0.0; c.dim],
-            xb: vec![0.0; c.dim],
-            xb2: vec![0.0; c.dim],
-            hb: vec![0.0; c.hidden_dim],
-            hb2: vec![0.0; c.hidden_dim],
-            q: vec![0.0; c.dim],
-            att: vec![0.0; c.seq_len],
-            logits: vec![0.0; c.vocab_size],
-            xq: Vec::new(),
-            xs: Vec::new(),
         })
     }
 
@@ -168,123 +211,223 @@ impl Transformer {
         }
     }
 
-    /// Logits for `token` at `pos` (`pos < seq_len`, `token < vocab_size`), updating the cache.
-    /// The logits live in the cache's buffer until the next step.
-    pub fn forward<'s>(&self, token: u32, pos: usize, s: &'s mut KvCache) -> Result<&'s mut [f32]> {
+    /// Logits for `token` at `pos` (`pos < seq_len`, `token < vocab_size`), updating `cache`:
+    /// a batch of one. The logits live in the scratch buffer until its next use.
+    pub fn forward<'s>(
+        &self,
+        token: u32,
+        pos: usize,
+        cache: &mut KvCache,
+        s: &'s mut Scratch,
+    ) -> Result<&'s mut [f32]> {
+        let item = BatchItem {
+            cache: 0,
+            token,
+            pos,
+            logits: true,
+        };
+        self.forward_batch(&mut [cache], &[item], s)
+    }
+
+    /// One pass through the layers for every item: each item's token at its position goes
+    /// into its cache (`caches[item.cache]`), and the logits of the items that want them are
+    /// returned in item order (`vocab_size` floats each; in `s` until its next use).
+    ///
+    /// Every weight matrix is applied to all items at once ([`matmul`]: each weight read once),
+    /// while every item's numbers are exactly those of a pass on it alone: the same kernels
+    /// per row, and attention per item over its own cache's positions `0..=pos`. All items'
+    /// keys and values are written before any attention reads, so a prompt's consecutive
+    /// positions in one cache (prefill) see each other causally, as token by token.
+    pub fn forward_batch<'s>(
+        &self,
+        caches: &mut [&mut KvCache],
+        items: &[BatchItem],
+        s: &'s mut Scratch,
+    ) -> Result<&'s mut [f32]> {
         let c = &self.cfg;
-        let (dim, hd) = (c.dim, c.head_size());
-        let kv_dim = c.n_kv_heads * hd;
+        let (dim, hidden, hd) = (c.dim, c.hidden_dim, c.head_size());
+        let kv_dim = c.kv_dim();
         let n_rep = c.n_heads / c.n_kv_heads;
         let scale = 1.0 / (hd as f32).sqrt();
-        if pos >= c.seq_len || token as usize >= c.vocab_size {
-            return Err(EngineError::Internal(format!(
-                "forward at position {pos} with token {token} is out of range"
-            )));
-        }
-        let gs = c.group_size;
-        let row = token as usize * dim;
-        match &self.weights.embedding {
-            Matrix::F32(e) => with_f32(e, |e| s.x.copy_from_slice(&e[row..][..dim]))?,
-            // runq.c's dequantize, for one row: q * scale.
-            Matrix::Q8 { values, scales } => with_i8(values, |q| {
-                with_f32(scales, |sc| {
-                    let group = gs.unwrap_or(1);
-                    for (i, x) in s.x.iter_mut().enumerate() {
-                        *x = q[row + i] as f32 * sc[(row + i) / group];
-                    }
-                })
-            })??,
-        }
-        for (l, layer) in self.weights.layers.iter().enumerate() {
-            rmsnorm(&mut s.xb, &s.x, &layer.rms_att)?;
-            // This position's key and value go straight into the cache.
-            let layer_off = l * c.seq_len * kv_dim;
-            let at = layer_off + pos * kv_dim;
-            prepare(gs, &s.xb, &mut s.xq, &mut s.xs);
-            linear(&mut s.q, &layer.wq, &s.xb, &s.xq, &s.xs)?;
-            linear(&mut s.keys[at..at + kv_dim], &layer.wk, &s.xb, &s.xq, &s.xs)?;
-            linear(
-                &mut s.values[at..at + kv_dim],
-                &layer.wv,
-                &s.xb,
-                &s.xq,
-                &s.xs,
-            )?;
-            self.rope(&mut s.q, pos);
-            self.rope(&mut s.keys[at..at + kv_dim], pos);
-
-            let keys = &s.keys[layer_off..at + kv_dim];
-            let values = &s.values[layer_off..at + kv_dim];
-            let att = &mut s.att[..=pos];
-            for (h, (q, out)) in
-                s.q.chunks_exact(hd)
-                    .zip(s.xb.chunks_exact_mut(hd))
-                    .enumerate()
+        let b = items.len();
+        for item in items {
+            if item.pos >= c.seq_len
+                || item.token as usize >= c.vocab_size
+                || item.cache >= caches.len()
             {
-                // Query head h reads kv head h / n_rep (run.c).
-                let kv = (h / n_rep) * hd;
-                if gs.is_none() {
-                    for (a, k) in att.iter_mut().zip(keys.chunks_exact(kv_dim)) {
-                        *a = dot(q, &k[kv..kv + hd]) * scale;
-                    }
-                } else {
-                    // runq.c's score exactly: a sequential sum divided by sqrt(head_size). The
-                    // int8 path re-quantizes every activation, so a last-bit difference here
-                    // can flip a rounding and, later, a greedy token (seen on the 15M shape).
-                    // Four positions at a time: four independent sequential sums (same bits
-                    // as one at a time), so the additions' latency overlaps.
-                    let root = (hd as f32).sqrt();
-                    let mut scores = att.chunks_exact_mut(4);
-                    let mut rows = keys.chunks_exact(4 * kv_dim);
-                    for (a4, k4) in (&mut scores).zip(&mut rows) {
-                        let ks: [&[f32]; 4] = std::array::from_fn(|j| &k4[j * kv_dim + kv..][..hd]);
-                        let mut sums = [0.0f32; 4];
-                        for (i, q) in q.iter().enumerate() {
-                            for (sum, k) in sums.iter_mut().zip(&ks) {
-                                *sum += q * k[i];
-                            }
-                        }
-                        for (a, sum) in a4.iter_mut().zip(sums) {
-                            *a = sum / root;
-                        }
-                    }
-                    let rest = scores.into_remainder();
-                    for (a, k) in rest.iter_mut().zip(rows.remainder().chunks_exact(kv_dim)) {
-                        let k = &k[kv..kv + hd];
-                        *a = q.iter().zip(k).fold(0.0f32, |s, (q, k)| s + q * k) / root;
-                    }
-                }
-                softmax(att);
-                out.fill(0.0);
-                for (a, v) in att.iter().zip(values.chunks_exact(kv_dim)) {
-                    for (o, v) in out.iter_mut().zip(&v[kv..kv + hd]) {
-                        *o += a * v;
-                    }
-                }
+                return Err(EngineError::Internal(format!(
+                    "forward at position {} with token {} (cache {} of {}) is out of range",
+                    item.pos,
+                    item.token,
+                    item.cache,
+                    caches.len()
+                )));
             }
-            prepare(gs, &s.xb, &mut s.xq, &mut s.xs);
-            linear(&mut s.xb2, &layer.wo, &s.xb, &s.xq, &s.xs)?;
-            for (x, d) in s.x.iter_mut().zip(&s.xb2) {
+        }
+        let wanted = items.iter().filter(|i| i.logits).count();
+        s.ensure(c, b, wanted);
+        let gs = c.group_size;
+        for (item, x) in items.iter().zip(s.x.chunks_exact_mut(dim)) {
+            let row = item.token as usize * dim;
+            match &self.weights.embedding {
+                Matrix::F32(e) => with_f32(e, |e| x.copy_from_slice(&e[row..][..dim]))?,
+                // runq.c's dequantize, for one row: q * scale.
+                Matrix::Q8 { values, scales } => with_i8(values, |q| {
+                    with_f32(scales, |sc| {
+                        let group = gs.unwrap_or(1);
+                        for (i, x) in x.iter_mut().enumerate() {
+                            *x = q[row + i] as f32 * sc[(row + i) / group];
+                        }
+                    })
+                })??,
+            }
+        }
+        let (x, xb, xb2) = (
+            &mut s.x[..b * dim],
+            &mut s.xb[..b * dim],
+            &mut s.xb2[..b * dim],
+        );
+        let (hb, hb2) = (&mut s.hb[..b * hidden], &mut s.hb2[..b * hidden]);
+        let (q, k, v) = (
+            &mut s.q[..b * dim],
+            &mut s.k[..b * kv_dim],
+            &mut s.v[..b * kv_dim],
+        );
+        let (xq, xs) = (&mut s.xq, &mut s.xs);
+        for (l, layer) in self.weights.layers.iter().enumerate() {
+            for (o, x) in xb.chunks_exact_mut(dim).zip(x.chunks_exact(dim)) {
+                rmsnorm(o, x, &layer.rms_att)?;
+            }
+            prepare(gs, xb, xq, xs);
+            linear(q, &layer.wq, xb, xq, xs, b)?;
+            linear(k, &layer.wk, xb, xq, xs, b)?;
+            linear(v, &layer.wv, xb, xq, xs, b)?;
+            // Every item's key and value go into its cache before any attention reads.
+            let layer_off = l * c.seq_len * kv_dim;
+            for (i, item) in items.iter().enumerate() {
+                self.rope(&mut q[i * dim..][..dim], item.pos);
+                let key = &mut k[i * kv_dim..][..kv_dim];
+                self.rope(key, item.pos);
+                let at = layer_off + item.pos * kv_dim;
+                let cache = &mut *caches[item.cache];
+                cache.keys[at..at + kv_dim].copy_from_slice(key);
+                cache.values[at..at + kv_dim].copy_from_slice(&v[i * kv_dim..][..kv_dim]);
+            }
+            for (i, item) in items.iter().enumerate() {
+                let cache = &*caches[item.cache];
+                let end = layer_off + (item.pos + 1) * kv_dim;
+                let keys = &cache.keys[layer_off..end];
+                let values = &cache.values[layer_off..end];
+                let att = &mut s.att[..=item.pos];
+                let (q, out) = (&q[i * dim..][..dim], &mut xb[i * dim..][..dim]);
+                attention(
+                    q,
+                    out,
+                    keys,
+                    values,
+                    att,
+                    hd,
+                    kv_dim,
+                    n_rep,
+                    scale,
+                    gs.is_some(),
+                );
+            }
+            prepare(gs, xb, xq, xs);
+            linear(xb2, &layer.wo, xb, xq, xs, b)?;
+            for (x, d) in x.iter_mut().zip(xb2.iter()) {
                 *x += d;
             }
 
-            rmsnorm(&mut s.xb, &s.x, &layer.rms_ffn)?;
-            prepare(gs, &s.xb, &mut s.xq, &mut s.xs);
-            linear(&mut s.hb, &layer.w1, &s.xb, &s.xq, &s.xs)?;
-            linear(&mut s.hb2, &layer.w3, &s.xb, &s.xq, &s.xs)?;
-            for (g, u) in s.hb.iter_mut().zip(&s.hb2) {
+            for (o, x) in xb.chunks_exact_mut(dim).zip(x.chunks_exact(dim)) {
+                rmsnorm(o, x, &layer.rms_ffn)?;
+            }
+            prepare(gs, xb, xq, xs);
+            linear(hb, &layer.w1, xb, xq, xs, b)?;
+            linear(hb2, &layer.w3, xb, xq, xs, b)?;
+            for (g, u) in hb.iter_mut().zip(hb2.iter()) {
                 // SiLU(gate) * up, as run.c; libm's expf gives the same bits on every target.
                 *g = *g * (1.0 / (1.0 + libm::expf(-*g))) * u;
             }
-            prepare(gs, &s.hb, &mut s.xq, &mut s.xs);
-            linear(&mut s.xb2, &layer.w2, &s.hb, &s.xq, &s.xs)?;
-            for (x, d) in s.x.iter_mut().zip(&s.xb2) {
+            prepare(gs, hb, xq, xs);
+            linear(xb2, &layer.w2, hb, xq, xs, b)?;
+            for (x, d) in x.iter_mut().zip(xb2.iter()) {
                 *x += d;
             }
         }
-        rmsnorm(&mut s.xb, &s.x, &self.weights.norm)?;
-        prepare(gs, &s.xb, &mut s.xq, &mut s.xs);
-        linear(&mut s.logits, &self.weights.classifier, &s.xb, &s.xq, &s.xs)?;
-        Ok(&mut s.logits)
+        // The classifier only for the items whose logits are wanted, gathered in order.
+        let mut row = 0;
+        for (item, x) in items.iter().zip(x.chunks_exact(dim)) {
+            if item.logits {
+                rmsnorm(&mut xb[row * dim..][..dim], x, &self.weights.norm)?;
+                row += 1;
+            }
+        }
+        let xb = &xb[..wanted * dim];
+        prepare(gs, xb, xq, xs);
+        let logits = &mut s.logits[..wanted * c.vocab_size];
+        if wanted > 0 {
+            linear(logits, &self.weights.classifier, xb, xq, xs, wanted)?;
+        }
+        Ok(logits)
+    }
+}
+
+/// One item's multi-head attention (run.c's): `out` (dim) from its query `q` (dim) over the
+/// cached `keys` and `values` of positions `0..=pos` (`att` has `pos + 1` entries).
+#[allow(clippy::too_many_arguments)]
+fn attention(
+    q: &[f32],
+    out: &mut [f32],
+    keys: &[f32],
+    values: &[f32],
+    att: &mut [f32],
+    hd: usize,
+    kv_dim: usize,
+    n_rep: usize,
+    scale: f32,
+    int8: bool,
+) {
+    for (h, (q, out)) in q.chunks_exact(hd).zip(out.chunks_exact_mut(hd)).enumerate() {
+        // Query head h reads kv head h / n_rep (run.c).
+        let kv = (h / n_rep) * hd;
+        if !int8 {
+            for (a, k) in att.iter_mut().zip(keys.chunks_exact(kv_dim)) {
+                *a = dot(q, &k[kv..kv + hd]) * scale;
+            }
+        } else {
+            // runq.c's score exactly: a sequential sum divided by sqrt(head_size). The
+            // int8 path re-quantizes every activation, so a last-bit difference here
+            // can flip a rounding and, later, a greedy token (seen on the 15M shape).
+            // Four positions at a time: four independent sequential sums (same bits
+            // as one at a time), so the additions' latency overlaps.
+            let root = (hd as f32).sqrt();
+            let mut scores = att.chunks_exact_mut(4);
+            let mut rows = keys.chunks_exact(4 * kv_dim);
+            for (a4, k4) in (&mut scores).zip(&mut rows) {
+                let ks: [&[f32]; 4] = std::array::from_fn(|j| &k4[j * kv_dim + kv..][..hd]);
+                let mut sums = [0.0f32; 4];
+                for (i, q) in q.iter().enumerate() {
+                    for (sum, k) in sums.iter_mut().zip(&ks) {
+                        *sum += q * k[i];
+                    }
+                }
+                for (a, sum) in a4.iter_mut().zip(sums) {
+                    *a = sum / root;
+                }
+            }
+            let rest = scores.into_remainder();
+            for (a, k) in rest.iter_mut().zip(rows.remainder().chunks_exact(kv_dim)) {
+                let k = &k[kv..kv + hd];
+                *a = q.iter().zip(k).fold(0.0f32, |s, (q, k)| s + q * k) / root;
+            }
+        }
+        softmax(att);
+        out.fill(0.0);
+        for (a, v) in att.iter().zip(values.chunks_exact(kv_dim)) {
+            for (o, v) in out.iter_mut().zip(&v[kv..kv + hd]) {
+                *o += a * v;
+            }
+        }
     }
 }

@@ -11,8 +11,9 @@ use candle_core::Device;
 
 use crate::checkpoint::WeightLoader;
 use crate::error::{EngineError, Result};
-use crate::generation::{GenerationParams, Session};
+use crate::generation::{step_batch, GenerationParams, Produced, Session};
 use crate::loaded_model::LoadedModel;
+use crate::transformer::Scratch;
 
 #[derive(Default)]
 struct State {
@@ -23,6 +24,8 @@ struct State {
     last_error: String,
     /// The checkpoint being written by the host (`ec_model_begin` .. `ec_model_finish`).
     pending: Option<WeightLoader>,
+    /// The activations of `ec_batch_step`, reused from call to call.
+    scratch: Scratch,
 }
 
 impl State {
@@ -340,8 +343,44 @@ pub extern "C" fn ec_session_prompt(session: i32) -> i32 {
 
 /// The fixed start of a step record: five u32 (ABI.md, "Generation").
 const STEP_HEADER_BYTES: usize = 5 * 4;
+/// A batch record's head: a status (i32) and a step record's head.
+const BATCH_HEADER_BYTES: usize = 4 + STEP_HEADER_BYTES;
 /// The record's token field when no token was produced (the session has stopped).
 const NO_TOKEN: u32 = u32::MAX;
+
+/// A step record's head: token (NO_TOKEN when none), stop reason, counts, byte count.
+fn step_header(s: &Session, token: u32, bytes: usize) -> [u32; 5] {
+    // Counts are below seq_len (<= 2^20) and token pieces are short, so all fit a u32.
+    [
+        token,
+        s.stop_reason() as u32,
+        s.prompt_tokens() as u32,
+        s.generated_tokens() as u32,
+        bytes as u32,
+    ]
+}
+
+fn put_u32s(out: &mut Vec<u8>, values: &[u32]) {
+    for value in values {
+        out.extend_from_slice(&value.to_le_bytes());
+    }
+}
+
+/// Borrows the host's step buffer (at least `min` bytes, non-null).
+///
+/// # Safety
+/// The buffer must be host-owned memory from `ec_alloc` of at least `buf_cap` bytes.
+unsafe fn host_buffer<'a>(buf_ptr: u32, buf_cap: u32, min: usize) -> Result<&'a mut [u8]> {
+    if (buf_cap as usize) < min || buf_ptr == 0 {
+        return Err(EngineError::InvalidArgument(format!(
+            "the step buffer must hold at least {min} bytes"
+        )));
+    }
+    Ok(std::slice::from_raw_parts_mut(
+        buf_ptr as usize as *mut u8,
+        buf_cap as usize,
+    ))
+}
 
 /// Advances the session by one token and writes the whole outcome (token, stop reason, counts,
 /// bytes) into the host's buffer, so a step is one call; returns the record's length.
@@ -351,24 +390,11 @@ const NO_TOKEN: u32 = u32::MAX;
 #[no_mangle]
 pub unsafe extern "C" fn ec_session_step(session: i32, buf_ptr: u32, buf_cap: u32) -> i32 {
     with_state(|state| {
-        if (buf_cap as usize) < STEP_HEADER_BYTES || buf_ptr == 0 {
-            return Err(EngineError::InvalidArgument(format!(
-                "the step buffer must hold at least {STEP_HEADER_BYTES} bytes"
-            )));
-        }
+        let buf = host_buffer(buf_ptr, buf_cap, STEP_HEADER_BYTES)?;
         let s = state.session(session)?;
         let (token, bytes) = s.step()?.unwrap_or((NO_TOKEN, Vec::new()));
-        // Counts are below seq_len (<= 2^20) and token pieces are short, so all fit a u32.
-        let header = [
-            token,
-            s.stop_reason() as u32,
-            s.prompt_tokens() as u32,
-            s.generated_tokens() as u32,
-            bytes.len() as u32,
-        ];
+        let header = step_header(s, token, bytes.len());
         let total = STEP_HEADER_BYTES + bytes.len();
-        // SAFETY: the host gave `buf_cap` bytes of its own block (checked non-null above).
-        let buf = std::slice::from_raw_parts_mut(buf_ptr as usize as *mut u8, buf_cap as usize);
         for (field, value) in buf.chunks_exact_mut(4).zip(header) {
             field.copy_from_slice(&value.to_le_bytes());
         }
@@ -380,6 +406,88 @@ pub unsafe extern "C" fn ec_session_step(session: i32, buf_ptr: u32, buf_cap: u3
         }
         len_i32(total)
     })
+}
+
+/// Takes the sessions `ids` out of the state (all or none): InvalidHandle for an unknown one,
+/// InvalidArgument for one named twice.
+fn take_sessions(state: &mut State, ids: &[i32]) -> Result<Vec<Session>> {
+    let mut taken: Vec<Session> = Vec::with_capacity(ids.len());
+    for (i, &id) in ids.iter().enumerate() {
+        match state.sessions.remove(&id) {
+            Some(s) => taken.push(s),
+            None => {
+                let err = if ids[..i].contains(&id) {
+                    EngineError::InvalidArgument(format!("session {id} is named twice"))
+                } else {
+                    EngineError::InvalidHandle(format!("no session with handle {id}"))
+                };
+                for (&id, s) in ids.iter().zip(taken) {
+                    state.sessions.insert(id, s);
+                }
+                return Err(err);
+            }
+        }
+    }
+    Ok(taken)
+}
+
+/// Advances the `n` sessions whose handles (i32 LE) are at `ids_ptr` by one step each, with
+/// one weight pass for those plainly decoding (ABI.md, "Generation"), and writes one record
+/// per session, in order: a 24-byte head of six u32 (`status`: 0, or the session's negative
+/// error code; then `ec_session_step`'s five fields), then its bytes (the token's bytes, or
+/// the error message). Returns the records' total length; when it exceeds `buf_cap` the
+/// records are in the output buffer instead.
+///
+/// # Safety
+/// `ids_ptr` must hold `n` i32 written by the host; the buffer must be host-owned memory from
+/// `ec_alloc` of at least `buf_cap` bytes.
+#[no_mangle]
+pub unsafe extern "C" fn ec_batch_step(ids_ptr: u32, n: u32, buf_ptr: u32, buf_cap: u32) -> i32 {
+    with_state(|state| {
+        let buf = host_buffer(buf_ptr, buf_cap, BATCH_HEADER_BYTES)?;
+        let byte_len = n
+            .checked_mul(4)
+            .ok_or_else(|| EngineError::InvalidArgument(format!("{n} sessions is too many")))?;
+        let ids: Vec<i32> = host_bytes(ids_ptr, byte_len)?
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let mut sessions = take_sessions(state, &ids)?;
+        let outcomes = {
+            let mut refs: Vec<&mut Session> = sessions.iter_mut().collect();
+            step_batch(&mut refs, &mut state.scratch)
+        };
+        let records = outcomes.map(|outcomes| batch_records(&sessions, outcomes));
+        for (&id, s) in ids.iter().zip(sessions) {
+            state.sessions.insert(id, s);
+        }
+        let records = records?;
+        if records.len() <= buf.len() {
+            buf[..records.len()].copy_from_slice(&records);
+            state.output.clear();
+            len_i32(records.len())
+        } else {
+            set_output(state, &records)
+        }
+    })
+}
+
+/// `ec_batch_step`'s records for the sessions' outcomes.
+fn batch_records(sessions: &[Session], outcomes: Vec<Result<Produced>>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (s, outcome) in sessions.iter().zip(outcomes) {
+        let (status, token, bytes) = match outcome {
+            Ok(produced) => {
+                let (token, bytes) = produced.unwrap_or((NO_TOKEN, Vec::new()));
+                (0, token, bytes)
+            }
+            Err(err) => (err.code(), NO_TOKEN, err.to_string().into_bytes()),
+        };
+        out.extend_from_slice(&status.to_le_bytes());
+        put_u32s(&mut out, &step_header(s, token, bytes.len()));
+        out.extend_from_slice(&bytes);
+    }
+    out
 }
 
 #[no_mangle]

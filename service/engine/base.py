@@ -4,7 +4,9 @@ A backend provides an :class:`Engine` (``load(checkpoint, tokenizer)`` for bytes
 ``load_files(checkpoint_path, tokenizer_path)`` to read the weights straight into the engine)
 returning a :class:`LoadedModel`. Generation is driven by a backend-specific
 :class:`SessionDriver`; the :class:`Generation` iterator around it (text assembly, cancellation,
-deadline) is shared here so both backends behave the same.
+deadline) is shared here so both backends behave the same. A model's generations step through its
+:class:`~edgechain.service.engine.batcher.StepBatcher`, which combines concurrent steps into one
+``step_batch`` call (continuous batching).
 """
 
 from __future__ import annotations
@@ -18,20 +20,27 @@ import os
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from edgechain.errors import (
+    EdgechainError,
     InvalidParameter,
     InvalidText,
     InvalidTokenizer,
     Timeout,
 )
 from edgechain.service.checkpoint_header import HeaderFields
+from edgechain.service.engine.batcher import StepBatcher
+from edgechain.service.engine.codes import error_from_code
 from edgechain.service.engine.files import read_input, unchanged_checkpoint
 
 _U64_MAX = 2**64 - 1
+#: Guards the lazy creation of a model's batcher.
+_BATCHER_GUARD = threading.Lock()
+#: Hint token ids (``LoadedModel.generate``'s ``hint``), as the backends receive them.
+Hint = Sequence[int]
 
 
 @dataclass(frozen=True)
@@ -153,6 +162,33 @@ class Step:
     stop_reason: int
     prompt_tokens: int
     generated_tokens: int
+    #: Set in a batched step when this session's step failed (the others' steps stand).
+    error: BaseException | None = None
+
+    @classmethod
+    def failed(cls, error: BaseException) -> Step:
+        """The step of a session whose step raised ``error``, in a batch that went on."""
+        return cls(None, 0, 0, 0, error)
+
+
+#: One session's outcome of a batch step as the backends report it: (status: 0 or a negative
+#: ABI error code, token id or None, the token's bytes or the error message, stop reason,
+#: prompt tokens, generated tokens).
+BatchOutcome = tuple[int, int | None, bytes, int, int, int]
+
+
+def batch_steps(outcomes: Iterable[BatchOutcome]) -> list[Step]:
+    """The steps of a batch step's outcomes (rust_guest/ABI.md, ``ec_batch_step``); a failed
+    session's step is ``Step.failed(its error)``, the others' steps stand (the batcher hands
+    each session its own outcome)."""
+    steps: list[Step] = []
+    for status, token, data, reason, prompt_tokens, generated in outcomes:
+        if status != 0:
+            steps.append(Step.failed(error_from_code(status, data.decode("utf-8", "replace"))))
+            continue
+        produced = None if token is None else (int(token), bytes(data))
+        steps.append(Step(produced, int(reason), int(prompt_tokens), int(generated)))
+    return steps
 
 
 class SessionDriver(Protocol):
@@ -174,8 +210,16 @@ class Generation(Iterator[Token]):
     prompt excluded); ``prompt_text`` is the prompt as run.c prints it.
     """
 
-    def __init__(self, driver: SessionDriver, timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        driver: SessionDriver,
+        timeout: float | None = None,
+        batcher: StepBatcher | None = None,
+    ) -> None:
         self._driver: SessionDriver | None = driver
+        #: Steps go through the model's batcher (combined with other generations' steps); None:
+        #: the driver steps alone.
+        self._batcher = batcher
         self._deadline = None if timeout is None else time.monotonic() + timeout
         self._timeout = timeout
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -186,6 +230,8 @@ class Generation(Iterator[Token]):
         #: The prompt's bytes exactly as run.c prints them, and the same as text.
         self.prompt_data: bytes = driver.prompt_bytes()
         self.prompt_text: str = self.prompt_data.decode("utf-8", errors="replace")
+        if batcher is not None:
+            batcher.join()
 
     @property
     def text(self) -> str:
@@ -201,13 +247,17 @@ class Generation(Iterator[Token]):
             if driver is None:
                 raise StopIteration
             if self._deadline is not None and time.monotonic() >= self._deadline:
-                self._finish()
-                raise Timeout(f"generation ran past its budget of {self._timeout:g} s")
+                self._timed_out()
             try:
-                step = driver.step(self._deadline)
+                if self._batcher is None:
+                    step: Step | None = driver.step(self._deadline)
+                else:
+                    step = self._batcher.step(driver, self._deadline)
             except BaseException:
                 self._finish()
                 raise
+            if step is None:  # the deadline passed while the step waited for its batch
+                self._timed_out()
             self.prompt_tokens, self.generated_tokens = step.prompt_tokens, step.generated_tokens
             if step.produced is None:
                 self.stop_reason = StopReason(step.stop_reason)
@@ -227,6 +277,10 @@ class Generation(Iterator[Token]):
                 self._flush_decoder()
                 self._finish()
 
+    def _timed_out(self) -> NoReturn:
+        self._finish()
+        raise Timeout(f"generation ran past its budget of {self._timeout:g} s")
+
     def _flush_decoder(self) -> None:
         tail = self._decoder.decode(b"", final=True)
         if tail:
@@ -235,7 +289,11 @@ class Generation(Iterator[Token]):
     def _finish(self) -> None:
         driver, self._driver = self._driver, None
         if driver is not None:
-            driver.free()
+            try:
+                driver.free()
+            finally:
+                if self._batcher is not None:
+                    self._batcher.leave()
 
     def __del__(self) -> None:
         # A generation dropped half-way must not leak its guest session.
@@ -263,20 +321,53 @@ class LoadedModel(ABC):
         return self.decode_bytes(ids).decode("utf-8", errors="replace")
 
     def generate(
-        self, prompt: str, params: GenerationParams, timeout: float | None = None
+        self,
+        prompt: str,
+        params: GenerationParams,
+        timeout: float | None = None,
+        *,
+        hint: Sequence[int] | None = None,
     ) -> Generation:
         """Start generating after ``prompt``; ``timeout`` is a wall-clock budget in seconds
-        (default: the engine's)."""
+        (default: the engine's). ``hint``: the token ids the generation is claimed to produce
+        (a receipt's or a block's, when replaying it); the output is the same with or without
+        them, they only make it faster while they are right (rust_guest/ABI.md, "Hint
+        tokens")."""
         budget = check_timeout(timeout if timeout is not None else self._timeout)
         params_json = params.to_json()
         prompt_bytes = text_to_utf8(prompt, "prompt")
-        return Generation(self._start(prompt, prompt_bytes, params_json, budget), timeout=budget)
+        driver = self._start(prompt, prompt_bytes, params_json, budget, check_hint(hint))
+        return Generation(driver, timeout=budget, batcher=self._step_batcher())
+
+    def step_batch(self, drivers: Sequence[Any], deadline: float | None) -> list[Step]:
+        """Advance each of this model's sessions ``drivers`` by one step; one Step each, in
+        order. A session whose step fails gets ``Step.failed(error)`` and the others go on; an
+        exception means the whole call failed. ``deadline`` (monotonic) is a backstop only
+        (see batcher.py). This default steps them one by one; a backend that batches (one
+        weight pass for all) overrides it, with the same results bit for bit."""
+        steps = []
+        for driver in drivers:
+            try:
+                steps.append(driver.step(deadline))
+            except EdgechainError as err:
+                steps.append(Step.failed(err))
+        return steps
+
+    def _step_batcher(self) -> StepBatcher:
+        """This model's batcher, made on first use: every generation of the model steps
+        through it (service/engine/batcher.py)."""
+        with _BATCHER_GUARD:
+            batcher = self.__dict__.get("_batcher")
+            if batcher is None:
+                batcher = self.__dict__["_batcher"] = StepBatcher(self.step_batch)
+            return batcher
 
     @abstractmethod
     def _start(
-        self, prompt: str, prompt_bytes: bytes, params_json: str, budget: float | None
+        self, prompt: str, prompt_bytes: bytes, params_json: str, budget: float | None, hint: Hint
     ) -> SessionDriver:
-        """The backend's session for a checked prompt (also as UTF-8) and params JSON."""
+        """The backend's session for a checked prompt (also as UTF-8), params JSON and hint
+        ids (checked: :func:`check_hint`; :func:`params_with_hint` adds them to the JSON)."""
 
     @abstractmethod
     def close(self) -> None:
@@ -327,6 +418,32 @@ def check_timeout(timeout: float | None) -> float | None:
     if timeout is not None and not (timeout > 0 and math.isfinite(timeout)):
         raise InvalidParameter(f"timeout must be a positive number of seconds, got {timeout}")
     return timeout
+
+
+def check_hint(hint: Sequence[int] | None) -> tuple[int, ...]:
+    """The hint ids as a tuple: InvalidParameter unless a sequence of integers; an id outside
+    [0, 2^32) can never be sampled, so the hints end before it."""
+    if hint is None:
+        return ()
+    if isinstance(hint, str | bytes) or not isinstance(hint, Sequence):
+        raise InvalidParameter(f"hint must be a list of token ids, got {type(hint).__name__}")
+    ids: list[int] = []
+    for value in hint:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidParameter(f"hint token ids must be integers, got {value!r}")
+        if not 0 <= value < 2**32:
+            break
+        ids.append(value)
+    return tuple(ids)
+
+
+def params_with_hint(params_json: str, hint: Sequence[int]) -> str:
+    """The params JSON with the ABI's ``hint`` array added (unchanged when there is none)."""
+    if not hint:
+        return params_json
+    params = json.loads(params_json)
+    params["hint"] = list(hint)
+    return json.dumps(params, ensure_ascii=False, separators=(",", ":"))
 
 
 def check_text(value: object, what: str) -> str:

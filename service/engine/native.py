@@ -21,9 +21,12 @@ from edgechain.errors import (
 )
 from edgechain.service.engine.base import (
     Engine,
+    Hint,
     LoadedModel,
     ModelInfo,
     Step,
+    batch_steps,
+    params_with_hint,
     text_to_utf8,
 )
 from edgechain.service.engine.codes import error_from_code
@@ -129,9 +132,25 @@ class NativeModel(LoadedModel):
         return bytes(self._call(lambda m: m.decode(id_list)))
 
     def _start(
-        self, prompt: str, prompt_bytes: bytes, params_json: str, budget: float | None
+        self, prompt: str, prompt_bytes: bytes, params_json: str, budget: float | None, hint: Hint
     ) -> _NativeSession:
+        params_json = params_with_hint(params_json, hint)
         return _NativeSession(self, self._call(lambda m: m.start(prompt, params_json)))
+
+    def step_batch(self, drivers: Sequence[_NativeSession], deadline: float | None) -> list[Step]:
+        """One step of every session (drivers from :meth:`generate` on this model), one weight
+        pass for those plainly decoding; each step is what ``driver.step`` would give. A
+        session's own failure is its ``Step.failed(error)``, the others' steps stand. As for one
+        session, ``deadline`` is the caller's to check between steps (native code cannot be
+        interrupted mid-step)."""
+        if not drivers:
+            return []
+        with self._lock:
+            sessions = [d._live() for d in drivers]
+            if len({id(s) for s in sessions}) != len(sessions):
+                raise InvalidParameter("a session appears twice in one batch step")
+            results = self._call(lambda m: m.step_batch(sessions))
+        return batch_steps((c, t, bytes(d), r, p, g) for c, t, d, r, p, g in results)
 
     def close(self) -> None:
         with self._lock:
@@ -149,6 +168,11 @@ class _NativeSession:
                 raise EngineInternalError("session is closed")
             session = self._session
             return _guarded(self._model._native, lambda: fn(session))
+
+    def _live(self) -> Any:
+        if self._session is None:
+            raise EngineInternalError("session is closed")
+        return self._session
 
     def prompt_bytes(self) -> bytes:
         return bytes(self._call(lambda s: s.prompt()))

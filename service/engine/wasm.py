@@ -36,9 +36,12 @@ from edgechain.errors import (
 )
 from edgechain.service.engine.base import (
     Engine,
+    Hint,
     LoadedModel,
     ModelInfo,
     Step,
+    batch_steps,
+    params_with_hint,
     text_to_utf8,
 )
 from edgechain.service.engine.codes import error_from_code
@@ -309,6 +312,10 @@ class _Guest:
         self.streams = all(name in exports for name in streaming)
         if self.streams:
             self._funcs.update({name: exports[name] for name in streaming})
+        # The multi-session step (ABI.md); without it a batch steps its sessions one by one.
+        self.batches = "ec_batch_step" in exports
+        if self.batches:
+            self._funcs["ec_batch_step"] = exports["ec_batch_step"]
         self.poisoned: str | None = None
         self.timeout_budget: float | None = None
 
@@ -469,6 +476,8 @@ class WasmModel(LoadedModel):
         self._handle = handle
         self._timeout = timeout
         self._lock = threading.RLock()
+        #: The guest block ec_batch_step writes its records into (allocated on first use).
+        self._batch_buffer: tuple[int, int] | None = None
         with self._lock:
             guest.checked("ec_model_info", handle)
             raw = guest.output()
@@ -505,9 +514,9 @@ class WasmModel(LoadedModel):
                 return guest.output()
 
     def _start(
-        self, prompt: str, prompt_bytes: bytes, params_json: str, budget: float | None
+        self, prompt: str, prompt_bytes: bytes, params_json: str, budget: float | None, hint: Hint
     ) -> _WasmSession:
-        params_bytes = params_json.encode("utf-8")
+        params_bytes = params_with_hint(params_json, hint).encode("utf-8")
         with self._lock:
             guest = self._live()
             with guest.placed(prompt_bytes, params_bytes) as (prompt_ptr, params_ptr):
@@ -520,6 +529,53 @@ class WasmModel(LoadedModel):
                     _i32(len(params_bytes)),
                 )
             return _WasmSession(self, session, budget)
+
+    def step_batch(self, drivers: Sequence[_WasmSession], deadline: float | None) -> list[Step]:
+        """One step of every session (drivers from :meth:`generate` on this model) in one guest
+        call, one weight pass for those plainly decoding (``ec_batch_step``); each step is what
+        ``driver.step`` would give. A session's own failure is its ``Step.failed(error)``, the
+        others' steps stand; a timeout or trap discards the model's instance, as for one
+        session."""
+        if not drivers:
+            return []
+        with self._lock:
+            guest = self._live()
+            if not guest.batches:
+                return [d.step(deadline) for d in drivers]
+            handles = [d._live_handle(self) for d in drivers]
+            if len(set(handles)) != len(handles):
+                raise InvalidParameter("a session appears twice in one batch step")
+            guest.timeout_budget = max((d._budget or 0.0 for d in drivers), default=0.0)
+            ids = struct.pack(f"<{len(handles)}i", *handles)
+            if self._batch_buffer is None:
+                self._batch_buffer = guest.put(bytes(_BATCH_BUFFER_BYTES))
+            ptr, cap = self._batch_buffer
+            with guest.placed(ids) as (ids_ptr,):
+                n = guest.checked(
+                    "ec_batch_step",
+                    ids_ptr,
+                    len(handles),
+                    _i32(ptr),
+                    _i32(cap),
+                    deadline=deadline,
+                )
+            records = guest.read(ptr, n) if n <= cap else guest.output()
+        if len(records) != n:
+            raise EngineInternalError(f"guest wrote batch records of {len(records)}, not {n} bytes")
+        outcomes = []
+        at = 0
+        for _ in handles:
+            if at + _BATCH_HEADER.size > n:
+                raise EngineInternalError("guest batch records are truncated")
+            status, token, reason, prompt_tokens, generated, length = _BATCH_HEADER.unpack_from(
+                records, at
+            )
+            at += _BATCH_HEADER.size
+            data = records[at : at + length]
+            at += length
+            produced = None if token == _NO_TOKEN else token
+            outcomes.append((status, produced, data, reason, prompt_tokens, generated))
+        return batch_steps(outcomes)
 
     def close(self) -> None:
         with self._lock:
@@ -539,6 +595,11 @@ _STEP_HEADER = struct.Struct("<5I")
 _NO_TOKEN = 0xFFFFFFFF
 #: The per-session buffer the guest writes step records into; a token's piece is a few bytes.
 _STEP_BUFFER_BYTES = 4096
+#: A batch record (ABI.md, ``ec_batch_step``): a status (0 or a negative error code), then a
+#: step record's head; the token's bytes (or the error message) follow.
+_BATCH_HEADER = struct.Struct("<i5I")
+#: The per-model buffer of ec_batch_step's records (larger ones come in the output buffer).
+_BATCH_BUFFER_BYTES = 65536
 
 
 class _WasmSession:
@@ -550,6 +611,14 @@ class _WasmSession:
         self._budget = budget
         with model._lock:
             self._buffer: tuple[int, int] | None = model._live().put(bytes(_STEP_BUFFER_BYTES))
+
+    def _live_handle(self, model: WasmModel) -> int:
+        """This session's handle, checking it is open and belongs to ``model``."""
+        if self._buffer is None:
+            raise EngineInternalError("session is closed")
+        if self._model is not model:
+            raise InvalidParameter("a batch step's sessions must belong to its model")
+        return self._handle
 
     def _guest(self) -> _Guest:
         guest = self._model._live()

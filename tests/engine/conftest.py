@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from edgechain.quantize import quantize_checkpoint
 from edgechain.service.engine import Engine, LoadedModel, open_engine
 from edgechain.testing.models import ModelFiles, stories260k_golden
 
@@ -52,3 +53,11 @@ def native_260k(native_engine: Engine, stories260k: ModelFiles) -> Iterator[Load
 def model_260k(request: pytest.FixtureRequest) -> LoadedModel:
     """stories260K loaded in each engine in turn."""
     return request.getfixturevalue(f"{request.param}_260k")
+
+
+@pytest.fixture(scope="session")
+def q8_260k(stories260k: ModelFiles, tmp_path_factory: pytest.TempPathFactory) -> ModelFiles:
+    """stories260K quantized with the default group size."""
+    out = tmp_path_factory.mktemp("int8") / "stories260K_q8.bin"
+    quantize_checkpoint(stories260k.weights, out)
+    return ModelFiles(out, stories260k.tokenizer)

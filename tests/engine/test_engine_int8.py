@@ -11,21 +11,13 @@ import pytest
 from engine_helpers import REPO_ROOT, assert_clean_error, run_cli
 
 from edgechain.errors import InvalidCheckpoint, InvalidParameter
-from edgechain.quantize import default_group_size, quantize_checkpoint
+from edgechain.quantize import default_group_size
 from edgechain.service.engine import Engine, GenerationParams
 from edgechain.service.model_files import Q8_HEADER_BYTES, Q8_MAGIC, parse_checkpoint_header
 from edgechain.testing.models import ModelFiles
 
 GOLDEN = REPO_ROOT / "tests" / "engine" / "golden"
 ENGINES = ["wasm", "native"]
-
-
-@pytest.fixture(scope="session")
-def q8_260k(stories260k: ModelFiles, tmp_path_factory: pytest.TempPathFactory) -> ModelFiles:
-    """stories260K quantized with the default group size."""
-    out = tmp_path_factory.mktemp("int8") / "stories260K_q8.bin"
-    quantize_checkpoint(stories260k.weights, out)
-    return ModelFiles(out, stories260k.tokenizer)
 
 
 # ---- quantize ----
