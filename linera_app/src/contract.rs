@@ -52,27 +52,9 @@ impl Contract for RegistryContract {
         let outcome = match validate_operation(&operation) {
             Err(rule) => Err(rule.0),
             Ok(()) => match operation {
-                Operation::RegisterModel {
-                    name,
-                    version,
-                    format,
-                    weights,
-                    tokenizer,
-                    description,
-                    license,
-                } => {
-                    let entry = ModelEntry {
-                        name,
-                        version,
-                        format,
-                        weights,
-                        tokenizer,
-                        description,
-                        license,
-                        registered_height: self.runtime.block_height().0,
-                        registered_by: signer.to_string(),
-                        retired_height: None,
-                    };
+                Operation::RegisterModel(registration) => {
+                    let height = self.runtime.block_height().0;
+                    let entry = ModelEntry::registered(registration, height, signer.to_string());
                     self.register(entry).await
                 }
                 Operation::RetireModel { name, version } => self.retire(&name, &version).await,

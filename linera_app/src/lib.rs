@@ -32,18 +32,23 @@ pub struct FileRef {
     pub urls: Vec<String>,
 }
 
+/// What `RegisterModel` asks to register (the fields of contract/operations.py's operation).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    pub name: String,
+    pub version: String,
+    pub format: String,
+    pub weights: FileRef,
+    pub tokenizer: FileRef,
+    pub description: Option<String>,
+    pub license: Option<String>,
+}
+
 /// The registry's operations (`RegisterModel` and `RetireModel` of contract/operations.py).
+/// As JSON, `{"RegisterModel": {"name": ..., ...}}` and `{"RetireModel": {...}}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Operation {
-    RegisterModel {
-        name: String,
-        version: String,
-        format: String,
-        weights: FileRef,
-        tokenizer: FileRef,
-        description: Option<String>,
-        license: Option<String>,
-    },
+    RegisterModel(Registration),
     RetireModel {
         name: String,
         version: String,
@@ -54,7 +59,7 @@ impl Operation {
     /// The operation's name as the simulator spells it (for messages).
     pub fn kind(&self) -> &'static str {
         match self {
-            Operation::RegisterModel { .. } => "RegisterModel",
+            Operation::RegisterModel(_) => "RegisterModel",
             Operation::RetireModel { .. } => "RetireModel",
         }
     }
@@ -77,6 +82,22 @@ pub struct ModelEntry {
 }
 
 impl ModelEntry {
+    /// The entry a valid registration makes, in the block at `height` signed by `owner`.
+    pub fn registered(registration: Registration, height: u64, owner: String) -> Self {
+        ModelEntry {
+            name: registration.name,
+            version: registration.version,
+            format: registration.format,
+            weights: registration.weights,
+            tokenizer: registration.tokenizer,
+            description: registration.description,
+            license: registration.license,
+            registered_height: height,
+            registered_by: owner,
+            retired_height: None,
+        }
+    }
+
     /// The height of the block that made this entry what it is now.
     pub fn current_height(&self) -> u64 {
         self.retired_height.unwrap_or(self.registered_height)

@@ -18,7 +18,7 @@ use async_graphql::{
 use edgechain_guest::{EngineError, GenerationParams, LoadedModel, Session, StopReason};
 use edgechain_linera::{
     seed::{SeedInput, SeedParams},
-    FileRef, ModelEntry, Operation, RegistryAbi,
+    FileRef, ModelEntry, Operation, Registration, RegistryAbi,
 };
 use linera_sdk::{http, linera_base_types::WithServiceAbi, views::View, Service, ServiceRuntime};
 
@@ -555,15 +555,16 @@ impl MutationRoot {
             size: f.size.0,
             urls: f.urls,
         };
-        self.runtime.schedule_operation(&Operation::RegisterModel {
-            name,
-            version,
-            format: "llama2c".into(),
-            weights: file(weights),
-            tokenizer: file(tokenizer),
-            description,
-            license,
-        });
+        self.runtime
+            .schedule_operation(&Operation::RegisterModel(Registration {
+                name,
+                version,
+                format: "llama2c".into(),
+                weights: file(weights),
+                tokenizer: file(tokenizer),
+                description,
+                license,
+            }));
         true
     }
 
