@@ -53,8 +53,12 @@ impl Contract for RegistryContract {
             Err(rule) => Err(rule.0),
             Ok(()) => match operation {
                 Operation::RegisterModel(registration) => {
-                    let height = self.runtime.block_height().0;
-                    let entry = ModelEntry::registered(registration, height, signer.to_string());
+                    let entry = ModelEntry {
+                        registration,
+                        registered_height: self.runtime.block_height().0,
+                        registered_by: signer.to_string(),
+                        retired_height: None,
+                    };
                     self.register(entry).await
                 }
                 Operation::RetireModel { name, version } => self.retire(&name, &version).await,
@@ -103,7 +107,7 @@ impl RegistryContract {
     }
 
     async fn register(&mut self, entry: ModelEntry) -> Result<(), String> {
-        let key = model_key(&entry.name, &entry.version);
+        let key = model_key(&entry.registration.name, &entry.registration.version);
         let existing = self
             .state
             .models
@@ -111,17 +115,17 @@ impl RegistryContract {
             .await
             .expect("registry state unreadable");
         if let Some(existing) = existing {
-            if !existing.same_files(&entry.weights, &entry.tokenizer) {
+            if !existing.same_files(&entry.registration.weights, &entry.registration.tokenizer) {
                 return Err(format!(
                     "model {} version {} is already registered with other bytes; register a new \
                      version",
-                    entry.name, entry.version
+                    entry.registration.name, entry.registration.version
                 ));
             }
             if let Some(height) = existing.retired_height {
                 return Err(format!(
                     "model {} version {} was retired at height {height}; register a new version",
-                    entry.name, entry.version
+                    entry.registration.name, entry.registration.version
                 ));
             }
             return Ok(()); // same bytes again: nothing changes

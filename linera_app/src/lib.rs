@@ -49,10 +49,7 @@ pub struct Registration {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Operation {
     RegisterModel(Registration),
-    RetireModel {
-        name: String,
-        version: String,
-    },
+    RetireModel { name: String, version: String },
 }
 
 impl Operation {
@@ -68,13 +65,8 @@ impl Operation {
 /// A registered model version as the contract stores it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelEntry {
-    pub name: String,
-    pub version: String,
-    pub format: String,
-    pub weights: FileRef,
-    pub tokenizer: FileRef,
-    pub description: Option<String>,
-    pub license: Option<String>,
+    /// What the `RegisterModel` operation asked for.
+    pub registration: Registration,
     pub registered_height: u64,
     /// The account owner that signed the registering block (Linera's `AccountOwner`).
     pub registered_by: String,
@@ -82,22 +74,6 @@ pub struct ModelEntry {
 }
 
 impl ModelEntry {
-    /// The entry a valid registration makes, in the block at `height` signed by `owner`.
-    pub fn registered(registration: Registration, height: u64, owner: String) -> Self {
-        ModelEntry {
-            name: registration.name,
-            version: registration.version,
-            format: registration.format,
-            weights: registration.weights,
-            tokenizer: registration.tokenizer,
-            description: registration.description,
-            license: registration.license,
-            registered_height: height,
-            registered_by: owner,
-            retired_height: None,
-        }
-    }
-
     /// The height of the block that made this entry what it is now.
     pub fn current_height(&self) -> u64 {
         self.retired_height.unwrap_or(self.registered_height)
@@ -106,10 +82,10 @@ impl ModelEntry {
     /// What "the same bytes" means: both files' hashes and sizes (URLs may differ).
     pub fn same_files(&self, weights: &FileRef, tokenizer: &FileRef) -> bool {
         (
-            &self.weights.blake3,
-            self.weights.size,
-            &self.tokenizer.blake3,
-            self.tokenizer.size,
+            &self.registration.weights.blake3,
+            self.registration.weights.size,
+            &self.registration.tokenizer.blake3,
+            self.registration.tokenizer.size,
         ) == (
             &weights.blake3,
             weights.size,

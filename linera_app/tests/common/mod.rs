@@ -28,7 +28,10 @@ pub async fn serve(files: Vec<(&str, Vec<u8>)>) -> (HttpServer, Vec<FileRef>) {
     let mut router = Router::new();
     for (name, bytes) in &files {
         let bytes = bytes.clone();
-        router = router.route(&format!("/{name}"), get(move || async move { bytes.clone() }));
+        router = router.route(
+            &format!("/{name}"),
+            get(move || async move { bytes.clone() }),
+        );
     }
     let server = HttpServer::start(router)
         .await
