@@ -82,6 +82,7 @@ BASE="http://127.0.0.1:$HTTP_PORT"
 # The network: one validator, one shard, no fees, a fixed key seed; HTTP requests allowed to
 # 127.0.0.1 only. `net up` prints the wallet's environment on stdout, then READY on stderr.
 export NO_COLOR=1
+unset LINERA_WALLET LINERA_KEYSTORE LINERA_STORAGE # net up makes its own
 mkdir -p "$WORK/net"
 log "starting the network in $WORK/net ($($LINERA --version 2>/dev/null | head -1))"
 started="$(now)"
@@ -114,6 +115,7 @@ for _ in $(seq 240); do
     kill -0 "${PIDS[-1]}" 2>/dev/null || { tail -20 "$WORK/service.log" >&2; fail "linera service exited"; }
     sleep 0.25
 done
+curl -sf "http://127.0.0.1:$SERVICE_PORT/ready" >/dev/null || fail "linera service not ready after 60 s ($WORK/service.log)"
 
 # gql URL QUERY [PYTHON-EXPRESSION on `d`, the response's "data"]: POSTs a GraphQL query and
 # prints the expression (default: the whole data as JSON); fails on GraphQL errors.
