@@ -3,7 +3,8 @@
 # native tests (linera-sdk's TestValidator, wasmer runtime). With --test, also runs those tests
 # (tests/test_linera_app.py does; EDGECHAIN_CONFORMANCE_OUT names the file the conformance test
 # writes); with --bench, the service's decode speed instead (EDGECHAIN_BENCH_DIR, see
-# linera_app/tests/bench.rs). Idempotent; quick when nothing changed. See docs/linera.md.
+# linera_app/tests/bench.rs); with --wasm, only the wasm32 modules (scripts/linera_net_demo.sh).
+# Idempotent; quick when nothing changed. See docs/linera.md.
 #
 # Toolchain: Debian's rustc-web 1.96 for everything (its cargo, -Z build-std for wasm32, as
 # scripts/build_guest.sh and docs/toolchain.md describe), plus protobuf-compiler and
@@ -17,6 +18,8 @@ DEBIAN_PACKAGES=(rustc-web cargo-web rust-web-src rust-web-llvm lld-22 protobuf-
 RUN_TESTS=0
 [[ ${1:-} == --test ]] && RUN_TESTS=1
 [[ ${1:-} == --bench ]] && RUN_TESTS=2
+WASM_ONLY=0
+[[ ${1:-} == --wasm ]] && WASM_ONLY=1
 
 log() { echo "build_linera_app: $*" >&2; }
 
@@ -48,6 +51,7 @@ for bin in contract service; do
     [[ -f $wasm ]] || { log "build finished but $wasm is missing"; exit 1; }
     log "$bin: $wasm ($(stat -c %s "$wasm") bytes)"
 done
+if ((WASM_ONLY)); then exit 0; fi
 
 # Native tests: from the repository root, so the crate's wasm32 config does not apply; their
 # own target directory, so the two builds never invalidate each other.

@@ -52,23 +52,9 @@ impl Contract for RegistryContract {
         let outcome = match validate_operation(&operation) {
             Err(rule) => Err(rule.0),
             Ok(()) => match operation {
-                Operation::RegisterModel {
-                    name,
-                    version,
-                    format,
-                    weights,
-                    tokenizer,
-                    description,
-                    license,
-                } => {
+                Operation::RegisterModel(registration) => {
                     let entry = ModelEntry {
-                        name,
-                        version,
-                        format,
-                        weights,
-                        tokenizer,
-                        description,
-                        license,
+                        registration,
                         registered_height: self.runtime.block_height().0,
                         registered_by: signer.to_string(),
                         retired_height: None,
@@ -121,7 +107,7 @@ impl RegistryContract {
     }
 
     async fn register(&mut self, entry: ModelEntry) -> Result<(), String> {
-        let key = model_key(&entry.name, &entry.version);
+        let key = model_key(&entry.registration.name, &entry.registration.version);
         let existing = self
             .state
             .models
@@ -129,17 +115,17 @@ impl RegistryContract {
             .await
             .expect("registry state unreadable");
         if let Some(existing) = existing {
-            if !existing.same_files(&entry.weights, &entry.tokenizer) {
+            if !existing.same_files(&entry.registration.weights, &entry.registration.tokenizer) {
                 return Err(format!(
                     "model {} version {} is already registered with other bytes; register a new \
                      version",
-                    entry.name, entry.version
+                    entry.registration.name, entry.registration.version
                 ));
             }
             if let Some(height) = existing.retired_height {
                 return Err(format!(
                     "model {} version {} was retired at height {height}; register a new version",
-                    entry.name, entry.version
+                    entry.registration.name, entry.registration.version
                 ));
             }
             return Ok(()); // same bytes again: nothing changes

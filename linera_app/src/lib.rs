@@ -32,29 +32,31 @@ pub struct FileRef {
     pub urls: Vec<String>,
 }
 
+/// What `RegisterModel` asks to register (the fields of contract/operations.py's operation).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    pub name: String,
+    pub version: String,
+    pub format: String,
+    pub weights: FileRef,
+    pub tokenizer: FileRef,
+    pub description: Option<String>,
+    pub license: Option<String>,
+}
+
 /// The registry's operations (`RegisterModel` and `RetireModel` of contract/operations.py).
+/// As JSON, `{"RegisterModel": {"name": ..., ...}}` and `{"RetireModel": {...}}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Operation {
-    RegisterModel {
-        name: String,
-        version: String,
-        format: String,
-        weights: FileRef,
-        tokenizer: FileRef,
-        description: Option<String>,
-        license: Option<String>,
-    },
-    RetireModel {
-        name: String,
-        version: String,
-    },
+    RegisterModel(Registration),
+    RetireModel { name: String, version: String },
 }
 
 impl Operation {
     /// The operation's name as the simulator spells it (for messages).
     pub fn kind(&self) -> &'static str {
         match self {
-            Operation::RegisterModel { .. } => "RegisterModel",
+            Operation::RegisterModel(_) => "RegisterModel",
             Operation::RetireModel { .. } => "RetireModel",
         }
     }
@@ -63,13 +65,8 @@ impl Operation {
 /// A registered model version as the contract stores it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelEntry {
-    pub name: String,
-    pub version: String,
-    pub format: String,
-    pub weights: FileRef,
-    pub tokenizer: FileRef,
-    pub description: Option<String>,
-    pub license: Option<String>,
+    /// What the `RegisterModel` operation asked for.
+    pub registration: Registration,
     pub registered_height: u64,
     /// The account owner that signed the registering block (Linera's `AccountOwner`).
     pub registered_by: String,
@@ -85,10 +82,10 @@ impl ModelEntry {
     /// What "the same bytes" means: both files' hashes and sizes (URLs may differ).
     pub fn same_files(&self, weights: &FileRef, tokenizer: &FileRef) -> bool {
         (
-            &self.weights.blake3,
-            self.weights.size,
-            &self.tokenizer.blake3,
-            self.tokenizer.size,
+            &self.registration.weights.blake3,
+            self.registration.weights.size,
+            &self.registration.tokenizer.blake3,
+            self.registration.tokenizer.size,
         ) == (
             &weights.blake3,
             weights.size,

@@ -6,7 +6,7 @@
 //!   characters, no whitespace or control characters
 //! - description: at most 1024 characters; license: at most 128 characters
 
-use crate::{FileRef, Operation};
+use crate::{FileRef, Operation, Registration};
 
 pub const FORMATS: &[&str] = &["llama2c"];
 pub const MAX_FILE_SIZE: u64 = 2 * 1024 * 1024 * 1024;
@@ -197,19 +197,11 @@ fn validate_file(file: &FileRef, what: &str) -> Checked {
     file.urls.iter().try_for_each(|url| validate_url(url, what))
 }
 
-/// `RegisterModel.validate`: the first rule the operation breaks.
-#[allow(clippy::too_many_arguments)]
-pub fn validate_register(
-    name: &str,
-    version: &str,
-    format: &str,
-    weights: &FileRef,
-    tokenizer: &FileRef,
-    description: Option<&str>,
-    license: Option<&str>,
-) -> Checked {
-    validate_name(name)?;
-    validate_version(version)?;
+/// `RegisterModel.validate`: the first rule the registration breaks.
+pub fn validate_register(registration: &Registration) -> Checked {
+    validate_name(&registration.name)?;
+    validate_version(&registration.version)?;
+    let format = registration.format.as_str();
     if !FORMATS.contains(&format) {
         return reject(format!(
             "model format {} is not supported (supported: {})",
@@ -217,13 +209,13 @@ pub fn validate_register(
             FORMATS.join(", ")
         ));
     }
-    validate_file(weights, "weights")?;
-    validate_file(tokenizer, "tokenizer")?;
+    validate_file(&registration.weights, "weights")?;
+    validate_file(&registration.tokenizer, "tokenizer")?;
     for (field, value, limit) in [
-        ("description", description, MAX_DESCRIPTION),
-        ("license", license, MAX_LICENSE),
+        ("description", &registration.description, MAX_DESCRIPTION),
+        ("license", &registration.license, MAX_LICENSE),
     ] {
-        if value.is_some_and(|v| v.chars().count() > limit) {
+        if value.as_ref().is_some_and(|v| v.chars().count() > limit) {
             return reject(format!("{field} is longer than {limit} characters"));
         }
     }
@@ -239,23 +231,7 @@ pub fn validate_retire(name: &str, version: &str) -> Checked {
 /// The first rule `op` breaks, whichever operation it is (`validate` of operations.py).
 pub fn validate_operation(op: &Operation) -> Checked {
     match op {
-        Operation::RegisterModel {
-            name,
-            version,
-            format,
-            weights,
-            tokenizer,
-            description,
-            license,
-        } => validate_register(
-            name,
-            version,
-            format,
-            weights,
-            tokenizer,
-            description.as_deref(),
-            license.as_deref(),
-        ),
+        Operation::RegisterModel(registration) => validate_register(registration),
         Operation::RetireModel { name, version } => validate_retire(name, version),
     }
 }

@@ -18,7 +18,7 @@ use async_graphql::{
 use edgechain_guest::{EngineError, GenerationParams, LoadedModel, Session, StopReason};
 use edgechain_linera::{
     seed::{SeedInput, SeedParams},
-    FileRef, ModelEntry, Operation, RegistryAbi,
+    FileRef, ModelEntry, Operation, Registration, RegistryAbi,
 };
 use linera_sdk::{http, linera_base_types::WithServiceAbi, views::View, Service, ServiceRuntime};
 
@@ -177,17 +177,17 @@ struct Registry {
 impl Registry {
     fn model(&self, entry: &ModelEntry) -> Model {
         Model {
-            name: entry.name.clone(),
-            version: entry.version.clone(),
-            format: entry.format.clone(),
-            description: entry.description.clone(),
-            license: entry.license.clone(),
+            name: entry.registration.name.clone(),
+            version: entry.registration.version.clone(),
+            format: entry.registration.format.clone(),
+            description: entry.registration.description.clone(),
+            license: entry.registration.license.clone(),
             retired: entry.retired_height.is_some(),
             registered_height: entry.registered_height,
             retired_height: entry.retired_height,
             registered_by: entry.registered_by.clone(),
-            weights: (&entry.weights).into(),
-            tokenizer: (&entry.tokenizer).into(),
+            weights: (&entry.registration.weights).into(),
+            tokenizer: (&entry.registration.tokenizer).into(),
             chain_id: self.chain_id.clone(),
             application_id: self.application_id.clone(),
             height: entry.current_height(),
@@ -197,7 +197,11 @@ impl Registry {
     }
 
     fn names(&self) -> Vec<&str> {
-        let mut names: Vec<&str> = self.entries.iter().map(|e| e.name.as_str()).collect();
+        let mut names: Vec<&str> = self
+            .entries
+            .iter()
+            .map(|e| e.registration.name.as_str())
+            .collect();
         names.sort();
         names.dedup();
         names
@@ -220,15 +224,21 @@ impl Registry {
 
     /// The simulator's `query_model`: a version, or the name's latest active version.
     fn find(&self, name: &str, version: Option<&str>) -> Result<&ModelEntry, Error> {
-        let of_name: Vec<&ModelEntry> = self.entries.iter().filter(|e| e.name == name).collect();
+        let of_name: Vec<&ModelEntry> = self
+            .entries
+            .iter()
+            .filter(|e| e.registration.name == name)
+            .collect();
         if of_name.is_empty() {
             return Err(self.unknown_name(name));
         }
         match version {
             Some(version) => {
-                let Some(entry) = of_name.iter().find(|e| e.version == version) else {
-                    let mut versions: Vec<&str> =
-                        of_name.iter().map(|e| e.version.as_str()).collect();
+                let Some(entry) = of_name.iter().find(|e| e.registration.version == version) else {
+                    let mut versions: Vec<&str> = of_name
+                        .iter()
+                        .map(|e| e.registration.version.as_str())
+                        .collect();
                     versions.sort();
                     return Err(typed(
                         "ModelNotFound",
@@ -340,11 +350,16 @@ impl QueryRoot {
             .filter(|e| include_retired || e.retired_height.is_none())
             .collect();
         entries.sort_by(|a, b| {
-            (&a.name, a.registered_height, &a.version).cmp(&(
-                &b.name,
-                b.registered_height,
-                &b.version,
-            ))
+            (
+                &a.registration.name,
+                a.registered_height,
+                &a.registration.version,
+            )
+                .cmp(&(
+                    &b.registration.name,
+                    b.registered_height,
+                    &b.registration.version,
+                ))
         });
         entries
             .into_iter()
@@ -398,9 +413,9 @@ impl QueryRoot {
             .max_by_key(|e| e.registered_height)
             .ok_or_else(|| typed("ModelNotFound", "no active model is registered"))?;
         let args = GenerateArgs {
-            model: latest.name.clone(),
+            model: latest.registration.name.clone(),
             prompt,
-            version: Some(latest.version.clone()),
+            version: Some(latest.registration.version.clone()),
             max_tokens: 256,
             temperature: 0.8,
             top_p: 0.9,
@@ -432,8 +447,8 @@ impl QueryRoot {
                     chain_id: &self.registry.chain_id,
                     block: &block,
                     application_id: &self.registry.application_id,
-                    model: &entry.name,
-                    version: &entry.version,
+                    model: &entry.registration.name,
+                    version: &entry.registration.version,
                     prompt: &args.prompt,
                     params,
                 }
@@ -441,8 +456,8 @@ impl QueryRoot {
                 (seed, "derived")
             }
         };
-        let weights = self.fetch(&entry.weights, "weights")?;
-        let tokenizer = self.fetch(&entry.tokenizer, "tokenizer")?;
+        let weights = self.fetch(&entry.registration.weights, "weights")?;
+        let tokenizer = self.fetch(&entry.registration.tokenizer, "tokenizer")?;
         let engine_error = |e: EngineError| typed(engine_error_code(&e), e.to_string());
         let model = Arc::new(LoadedModel::load(&weights, &tokenizer).map_err(engine_error)?);
         drop((weights, tokenizer));
@@ -555,15 +570,16 @@ impl MutationRoot {
             size: f.size.0,
             urls: f.urls,
         };
-        self.runtime.schedule_operation(&Operation::RegisterModel {
-            name,
-            version,
-            format: "llama2c".into(),
-            weights: file(weights),
-            tokenizer: file(tokenizer),
-            description,
-            license,
-        });
+        self.runtime
+            .schedule_operation(&Operation::RegisterModel(Registration {
+                name,
+                version,
+                format: "llama2c".into(),
+                weights: file(weights),
+                tokenizer: file(tokenizer),
+                description,
+                license,
+            }));
         true
     }
 

@@ -10,15 +10,13 @@
 
 #![cfg(not(target_arch = "wasm32"))]
 
+mod common;
+
 use std::{path::PathBuf, sync::Arc, time::Instant};
 
-use axum::{routing::get, Router};
 use edgechain_guest::{GenerationParams, LoadedModel, Session};
-use edgechain_linera::{validate_operation, FileRef, Operation, RegistryAbi};
-use linera_sdk::{
-    linera_base_types::AccountSecretKey,
-    test::{ActiveChain, HttpServer, TestValidator},
-};
+use edgechain_linera::{validate_operation, FileRef, Operation, Registration, RegistryAbi};
+use linera_sdk::{linera_base_types::AccountSecretKey, test::ActiveChain};
 use serde_json::{json, Value};
 
 const PROMPT: &str = "Once upon a time";
@@ -29,10 +27,6 @@ fn stories_dir() -> PathBuf {
         .unwrap_or_else(|| {
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/models/stories260K")
         })
-}
-
-fn file_ref(bytes: &[u8], url: String) -> Value {
-    json!({"blake3": blake3::hash(bytes).to_hex().as_str(), "size": bytes.len(), "urls": [url]})
 }
 
 /// The operation of a conformance step, its `$weights`/`$tokenizer` made real.
@@ -86,36 +80,20 @@ async fn registry_and_generate_conform_to_the_simulator() {
     let golden = std::fs::read_to_string(dir.join("greedy_once_upon_a_time_256.txt"))
         .expect("the golden text");
 
-    let (served_weights, served_tokenizer) = (weights.clone(), tokenizer.clone());
-    let router = Router::new()
-        .route(
-            "/stories260K.bin",
-            get(move || async move { served_weights.clone() }),
-        )
-        .route(
-            "/tok512.bin",
-            get(move || async move { served_tokenizer.clone() }),
-        );
-    let server = HttpServer::start(router)
-        .await
-        .expect("a loopback HTTP server");
-    let base = format!("http://127.0.0.1:{}", server.port());
-    let weights_ref = file_ref(&weights, format!("{base}/stories260K.bin"));
-    let tokenizer_ref = file_ref(&tokenizer, format!("{base}/tok512.bin"));
+    let (server, refs) = common::serve(vec![
+        ("stories260K.bin", weights.clone()),
+        ("tok512.bin", tokenizer.clone()),
+    ])
+    .await;
+    let weights_ref = serde_json::to_value(&refs[0]).expect("a file reference as JSON");
+    let tokenizer_ref = serde_json::to_value(&refs[1]).expect("a file reference as JSON");
 
-    let started = Instant::now();
-    let (mut validator, module_id) =
-        TestValidator::with_current_module::<RegistryAbi, (), ()>().await;
-    let build_s = started.elapsed().as_secs_f64();
-    validator
-        .change_resource_control_policy(|policy| {
-            policy
-                .http_request_allow_list
-                .insert("127.0.0.1".to_owned());
-        })
-        .await;
-    let mut chain = validator.new_chain().await;
-    let app = chain.create_application(module_id, (), (), vec![]).await;
+    let common::Registry {
+        mut chain,
+        app,
+        publish_seconds: build_s,
+        ..
+    } = common::registry_on_validator().await;
 
     let owner_key = chain.key_pair().copy();
     let mut steps = Vec::new();
@@ -243,15 +221,15 @@ async fn registry_and_generate_conform_to_the_simulator() {
         .add_block(|block| {
             block.with_operation(
                 app,
-                Operation::RegisterModel {
+                Operation::RegisterModel(Registration {
                     name: "tampered".into(),
                     version: "1".into(),
                     format: "llama2c".into(),
-                    weights: serde_json::from_value::<FileRef>(weights_ref.clone()).unwrap(),
+                    weights: refs[0].clone(),
                     tokenizer: serde_json::from_value::<FileRef>(bad).unwrap(),
                     description: None,
                     license: None,
-                },
+                }),
             );
         })
         .await;
