@@ -16,7 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from edgechain.testing.synth import SHAPES
 
     parser.add_argument(
-        "--shape", required=True, help=f"one of {', '.join(SHAPES)} (the stories models' shapes)"
+        "--shape",
+        required=True,
+        help=f"one of {', '.join(SHAPES)} (the stories models' shapes, TinyLlama's 1.1B)",
     )
     parser.add_argument("--seed", type=int, default=0, help="weights seed (default 0)")
     parser.add_argument("out", metavar="OUT.bin", help="checkpoint to write")

@@ -55,9 +55,6 @@ PACKAGED_GUEST = Path(__file__).with_name("edgechain_guest.wasm")
 DEFAULT_MEMORY_LIMIT = 3 * 2**30
 #: A wasm32 linear memory addresses at most 4 GiB, whatever the limit.
 WASM32_MEMORY = 4 * 2**30
-#: What the guest needs besides weights and KV cache (code, stack, tokenizer, activations,
-#: allocator slack), counted when deciding up front whether a model can fit.
-_GUEST_OVERHEAD = 64 * 2**20
 #: Epoch tick of the deadline timer; a timeout is detected within about one tick.
 EPOCH_TICK_S = 0.01
 _NO_DEADLINE_TICKS = 1 << 40
@@ -218,22 +215,20 @@ class WasmEngine(Engine):
 
 
 def check_fits(header: bytes, memory_limit: int | None) -> None:
-    """CheckpointTooLarge when the model ``header`` declares (its weights, one session's KV
-    cache and the guest's own overhead) cannot fit the guest's memory: said before any weight
-    is read. A header that does not parse is left to the guest, which reports it."""
+    """CheckpointTooLarge when the weights and one session's KV cache that ``header`` declares
+    exceed the guest's memory limit (at most wasm32's 4 GiB): said before any weight is read,
+    instead of a trap once the limit is reached. A header that does not parse is left to the
+    guest, which reports it."""
     try:
         h = parse_checkpoint_header(header, None)
     except InvalidCheckpoint:
         return
-    kv_cache = 2 * h.n_layers * h.seq_len * h.kv_dim * 4
-    need = h.expected_bytes + kv_cache
-    # Against a configured limit, only what is certain (a tight limit still loads and traps,
-    # as before); against the address space, with the guest's own overhead.
-    if memory_limit is not None and memory_limit < WASM32_MEMORY and need > memory_limit:
+    need = h.expected_bytes + 2 * h.n_layers * h.seq_len * h.kv_dim * 4
+    if memory_limit is not None and memory_limit < WASM32_MEMORY:
         limit, which = memory_limit, "the engine's memory limit; wasm32 addresses at most 4 GiB"
-    elif need + _GUEST_OVERHEAD > WASM32_MEMORY:
-        limit, which = WASM32_MEMORY, "the wasm32 address space"
     else:
+        limit, which = WASM32_MEMORY, "the wasm32 address space"
+    if need <= limit:
         return
     kind = "int8" if h.group_size is not None else "f32"
     advice = (

@@ -138,7 +138,7 @@ def test_a_guest_without_the_streaming_exports_loads_from_bytes(tmp_path: Path) 
         assert model.info.vocab_size == 259
 
 
-def test_a_checkpoint_too_big_for_the_guest_memory_limit_is_a_guest_trap(
+def test_a_checkpoint_too_big_for_the_guest_memory_limit_is_refused_from_its_header(
     stories260k: ModelFiles, tmp_path: Path
 ) -> None:
     dim, hidden, layers, heads, vocab, seq = 1024, 2048, 1, 8, 32000, 16
@@ -152,7 +152,7 @@ def test_a_checkpoint_too_big_for_the_guest_memory_limit_is_a_guest_trap(
         f.write(header)
         f.truncate(len(header) + 4 * count)
     engine = wasm_backend.WasmEngine(memory_limit=64 * 2**20)
-    with pytest.raises(errors.GuestTrap, match="memory limit reached"):
+    with pytest.raises(errors.CheckpointTooLarge, match="the engine's memory limit"):
         engine.load_files(big, stories260k.tokenizer)
 
 
