@@ -58,9 +58,16 @@ def run_streams(
         barrier = threading.Barrier(streams + 1)
 
         def one(i: int) -> None:
-            barrier.wait()
+            # Every generation is started (a member of the model's batcher) before any steps,
+            # so the first steps already wait for each other instead of racing the starts.
             try:
                 stream = service.start(prepared[i])
+            except BaseException as err:  # reported in the row
+                results[i] = err
+                barrier.wait()
+                return
+            barrier.wait()
+            try:
                 stream.collect()
                 results[i] = list(stream.token_ids)
             except BaseException as err:  # reported in the row
