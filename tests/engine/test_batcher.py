@@ -96,9 +96,10 @@ def test_concurrent_generations_each_get_their_solo_text_in_fewer_engine_calls(
     expected = [solo(fresh, p, params(i)) for i, p in enumerate(PROMPTS)]
     counted: Counted = fresh.counted  # type: ignore[attr-defined]
     counted.reset()
-    results = run_threads(
-        [lambda i=i, p=p: consume(fresh.generate(p, params(i))) for i, p in enumerate(PROMPTS)]
-    )
+    # Started before any thread steps, so every step already waits for the others (started in
+    # the threads, a fast engine may finish one generation before the next has begun).
+    gens = [fresh.generate(p, params(i)) for i, p in enumerate(PROMPTS)]
+    results = run_threads([lambda g=g: consume(g) for g in gens])
     assert results == expected
     steps = sum(counted.sizes)
     assert steps == sum(len(ids) + 1 for ids, _ in expected)  # each token, then its stop
@@ -118,10 +119,11 @@ def test_sessions_join_and_leave_between_steps(fresh: LoadedModel) -> None:
     def join_later(n: int) -> None:
         # A new short generation joins every 15 tokens of the long one, and leaves soon.
         if n % 15 == 0 and n // 15 <= len(expected_short):
-            prompt = PROMPTS[n // 15]
+            # Joined here, between two steps of the long generation; consumed in its thread.
+            gen = fresh.generate(PROMPTS[n // 15], short_p)
 
             def short() -> None:
-                joined.append(consume(fresh.generate(prompt, short_p)))
+                joined.append(consume(gen))
 
             started.append(threading.Thread(target=short))
             started[-1].start()
@@ -139,15 +141,20 @@ def test_a_generation_cancelled_mid_batch_leaves_the_others_untouched(
     expected = [solo(fresh, p, params(i, 60)) for i, p in enumerate(PROMPTS[:3])]
     gens = [fresh.generate(p, params(i, 60)) for i, p in enumerate(PROMPTS[:3])]
     five = threading.Event()
+    cancelled = threading.Event()
     victim: list[int] = []
 
     def watch(n: int) -> None:
         if n == 5:
             five.set()
+            # The victim pauses until another thread has cancelled it, so the cancel cannot
+            # lose a race with the victim's last token (a fast engine finishes 60 in a blink).
+            cancelled.wait(30)
 
     def cancel_it() -> None:
         five.wait(30)
         gens[1].cancel()
+        cancelled.set()
 
     jobs = [
         lambda: consume(gens[0]),
