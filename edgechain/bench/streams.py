@@ -3,9 +3,9 @@ against one at a time, through the service (``edgechain bench --streams N``, or
 ``python -m edgechain.bench.streams``).
 
 A deterministic synthetic model of the shape is served over loopback and published on a fresh
-network; the service loads it once (not timed). Each of N queries (temperature 1.0, its own seed)
-runs alone, one after the other, then all N at once, each in its own thread as the node runs its
-streams. ``solo_tok_s`` is the solo runs' total tokens over their total time, ``concurrent_tok_s``
+network; the service loads it once (not timed). Each of N queries (`--temperature`, default
+1.0, its own seed) runs alone, one after the other, then all N at once, each in its own thread as
+the node runs its streams. ``solo_tok_s`` is the solo runs' total tokens over their total time, ``concurrent_tok_s``
 the concurrent runs' total tokens over the wall time; ``identical`` says every concurrent stream's
 token ids equal its solo run's; ``mean_batch`` is the model's steps per engine call while they ran.
 """
@@ -34,7 +34,12 @@ def _tokens(service: ModelService, query: GenerateQuery) -> list[int]:
 
 
 def run_streams(
-    shape_name: str, engine: str, streams: int, tokens: int, prompt: str = "Once upon a time"
+    shape_name: str,
+    engine: str,
+    streams: int,
+    tokens: int,
+    prompt: str = "Once upon a time",
+    temperature: float = 1.0,
 ) -> dict[str, object]:
     """One row: ``streams`` queries run one by one, then all at once, on ``engine``."""
     with synthetic_model_network(shape_name, 1, validators=1, engine=open_engine(engine)) as c:
@@ -43,7 +48,7 @@ def run_streams(
             GenerateQuery(
                 model=BENCH_MODEL,
                 prompt=prompt,
-                temperature=1.0,
+                temperature=temperature,
                 seed=1000 + i,
                 max_tokens=tokens,
             )
@@ -111,13 +116,14 @@ def run_streams_benchmark(
     streams: int,
     tokens: int,
     prompt: str = "Once upon a time",
+    temperature: float = 1.0,
 ) -> list[dict[str, object]]:
     """One row per (shape, engine); a row that failed has an ``error`` entry."""
     rows: list[dict[str, object]] = []
     for shape in shapes:
         for engine in engines:
             try:
-                rows.append(run_streams(shape, engine, streams, tokens, prompt))
+                rows.append(run_streams(shape, engine, streams, tokens, prompt, temperature))
             except Exception as err:  # noqa: BLE001 - shown in the row, the others go on
                 rows.append({"shape": shape, "engine": engine, "error": str(err)})
     return rows

@@ -99,19 +99,21 @@ def execute(args: argparse.Namespace) -> int:
     engines = _split(args.engines, ("wasm", "native", "wasm-noepoch"), "engines")
     weights = _split(args.weights, ("f32", "int8"), "weights")
     text_to_utf8(args.prompt, "--prompt")  # InvalidText now, not once per measured row
+    if not args.temperature >= 0.0 or args.temperature == float("inf"):
+        raise InvalidParameter(
+            f"--temperature must be a finite number >= 0, got {args.temperature}"
+        )
     if args.streams is not None:
         from edgechain.bench.streams import format_streams_table, run_streams_benchmark
 
-        rows = run_streams_benchmark(shapes, engines, args.streams, args.steps, args.prompt)
+        rows = run_streams_benchmark(
+            shapes, engines, args.streams, args.steps, args.prompt, args.temperature
+        )
         print(json.dumps(rows, indent=2) if args.json else format_streams_table(rows))
         return GenerationError.exit_code if any("error" in r for r in rows) else 0
     directory = ensure_directory(
         Path(args.cache_dir) if args.cache_dir else default_model_dir(), "--cache-dir"
     )
-    if not args.temperature >= 0.0 or args.temperature == float("inf"):
-        raise InvalidParameter(
-            f"--temperature must be a finite number >= 0, got {args.temperature}"
-        )
     references = None
     if args.references is not None:
         references = Path(args.references)
