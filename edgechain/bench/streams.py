@@ -5,9 +5,10 @@ against one at a time, through the service (``edgechain bench --streams N``, or
 A deterministic synthetic model of the shape is served over loopback and published on a fresh
 network; the service loads it once (not timed). Each of N queries (`--temperature`, default
 1.0, its own seed) runs alone, one after the other, then all N at once, each in its own thread as
-the node runs its streams. ``solo_tok_s`` is the solo runs' total tokens over their total time, ``concurrent_tok_s``
-the concurrent runs' total tokens over the wall time; ``identical`` says every concurrent stream's
-token ids equal its solo run's; ``mean_batch`` is the model's steps per engine call while they ran.
+the node runs its streams. ``solo_tok_s`` is the solo runs' total tokens over their total time,
+``concurrent_tok_s`` the concurrent runs' total tokens over the wall time; ``identical`` says
+every concurrent stream's token ids equal its solo run's; ``mean_batch`` is the model's steps per
+engine call while they ran.
 """
 
 from __future__ import annotations
