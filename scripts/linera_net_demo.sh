@@ -84,7 +84,8 @@ BASE="http://127.0.0.1:$HTTP_PORT"
 export NO_COLOR=1
 unset LINERA_WALLET LINERA_KEYSTORE LINERA_STORAGE # net up makes its own
 mkdir -p "$WORK/net"
-log "starting the network in $WORK/net ($($LINERA --version 2>/dev/null | head -1))"
+# `linera --version` prints "linera " first (no git hash in a crates.io build), then the protocol.
+log "starting the network in $WORK/net ($($LINERA --version 2>/dev/null | grep -m1 '^Linera protocol' || true))"
 started="$(now)"
 "$LINERA" net up --path "$WORK/net" --testing-prng-seed 37 --policy-config no-fees \
     --http-request-allow-list 127.0.0.1 >"$WORK/net-up.out" 2>"$WORK/net-up.log" &
