@@ -1,7 +1,7 @@
 """Applications users write: modules published as blobs, applications created from them.
 
 As in Linera, an application is first published as a **module** (its code, here the Python
-source files of an ``edgechain.sdk`` application, each stored as a data blob; the module id is
+source files of an application written with the SDK, each stored as a data blob; the module id is
 the hash of its file list), then **created**: a ``CreateApplication`` operation names the
 module, the application's parameters and its instantiation argument, and the application id
 comes from the creating block (``H(module, chain, height, operation index)``). Both operations

@@ -78,7 +78,8 @@ def add_subcommands(subparsers: Any) -> None:
         subparsers,
         "show",
         "show an application: its module, parameters and files",
-        "edgechain app new gauge && edgechain app create gauge && edgechain app show gauge",
+        "edgechain app new gauge && edgechain app create gauge --argument 0 && "
+        "edgechain app show gauge",
         app_show,
     )
     _add_app_argument(show)
