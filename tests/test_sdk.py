@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from network_cli_helpers import edgechain, make_network
 
@@ -204,3 +205,28 @@ def test_app_new_refuses_a_bad_name_or_an_existing_directory(tmp_path: Path) -> 
     new_project("counter", tmp_path)
     with pytest.raises(InputError, match="already exists"):
         new_project("counter", tmp_path)
+
+
+def test_the_node_serves_a_created_application(net: Path, project: Path) -> None:
+    from serve_helpers import running_node
+
+    with Client.open(net) as client:
+        module = client.publish_module(project).module_id
+        app = client.create_application(module, argument=2).application_id.hex()
+    with running_node(net) as node:
+        listed = httpx.get(node.base_url + "/").json()["chains"][0]["applications"]
+        assert {"kind": "application", "applicationId": app} in [
+            {k: a[k] for k in ("kind", "applicationId")} for a in listed
+        ]
+        path = f"/chains/default/applications/{app[:12]}"
+        assert node.data("{ value }", path=path) == {"value": 2}
+        mutated = httpx.post(
+            node.base_url + path, json={"query": "mutation { increment(value: 3) }"}, timeout=60
+        ).json()
+        assert mutated["data"] == {"increment": True} and mutated["certificate"]["signers"]
+        assert node.data("{ value steps }", path=path) == {"value": 5, "steps": [3]}
+        mutation = {"query": "mutation { increment(value: 1) }"}
+        refused = httpx.get(node.base_url + path, params=mutation)
+        assert refused.status_code == 405
+        page = httpx.get(node.base_url + path, headers={"accept": "text/html"})
+        assert page.status_code == 200 and "GraphiQL" in page.text
