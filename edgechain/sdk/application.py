@@ -67,7 +67,7 @@ class Service:
         """The application's GraphQL schema (built once per class)."""
         schema = Service._schemas.get(cls)
         if schema is None:
-            schema = strawberry.Schema(query=cls.query, mutation=cls.mutation)
+            schema = _Schema(query=cls.query, mutation=cls.mutation)
             Service._schemas[cls] = schema
         return schema
 
@@ -83,6 +83,14 @@ class Service:
         if result.errors:
             body["errors"] = [{"message": error.message} for error in result.errors]
         return body
+
+
+class _Schema(strawberry.Schema):
+    """A schema that returns its errors in the response only: a resolver's exception is the
+    application's answer to a bad request, not a crash to print a traceback for."""
+
+    def process_errors(self, errors: Any, execution_context: Any = None) -> None:
+        pass
 
 
 def service_of(info: Info) -> Any:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.abc
 import importlib.util
+import linecache
 import sys
 import types
 from dataclasses import dataclass
@@ -39,8 +40,12 @@ class _SourceLoader(importlib.abc.Loader):
         return None
 
     def exec_module(self, module: types.ModuleType) -> None:
-        code = compile(self._sources[self._path], f"<{self._package}>/{self._path}", "exec")
-        exec(code, module.__dict__)  # noqa: S102 (the module's certified code)
+        filename = f"<{self._package}>/{self._path}"
+        source = self._sources[self._path]
+        # Tracebacks through the module's code show its lines, as for files on disk.
+        text = source.decode("utf-8", errors="replace")
+        linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
+        exec(compile(source, filename, "exec"), module.__dict__)  # noqa: S102 (certified code)
 
 
 class _SourceFinder(importlib.abc.MetaPathFinder):
