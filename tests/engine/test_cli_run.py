@@ -173,3 +173,17 @@ def test_missing_prompt_file(stories260k: ModelFiles, tmp_path: Path) -> None:
 
 def test_unknown_engine_is_a_usage_error(stories260k: ModelFiles) -> None:
     assert_clean_error(_run(stories260k, engine="gpu"), 2, "invalid choice")
+
+
+@pytest.mark.parametrize(
+    ("flags", "fragment"),
+    [
+        (("-t", "1e308"), "temperature must be >= 0 and <= 3.4028234663852886e+38, got 1e+308"),
+        (("--repeat-penalty", "1e39"), "repeat_penalty must be >= 1.0 and <= 3.4028234663852886e"),
+    ],
+)
+def test_a_float_past_f32_names_the_real_range(
+    flags: tuple[str, ...], fragment: str, stories260k: ModelFiles
+) -> None:
+    # Issue 26: the guest samples in f32, where these arrived as inf ("got inf").
+    assert_clean_error(_run(stories260k, *flags), 2, fragment)
