@@ -62,12 +62,12 @@ from edgechain.chain.oracle import (
     recorded_response,
 )
 from edgechain.chain.policy import NO_FEES, ResourcePolicy, written_bytes
-from edgechain.chain.processes import process_alive
 from edgechain.chain.state import WriteSet
 from edgechain.chain.storage import BlockRow, ChainRecord, Snapshot, Storage, WriteTransaction
 from edgechain.chain.validator import Validator
 from edgechain.chain.verification import VerifiedChain, chain_id_for, extend_chain, verify_chain
 from edgechain.errors import NetworkNotFound, StorageCorrupted, UsageError
+from edgechain.processes import process_alive
 
 NETWORK_FILE = "network.json"
 DATABASE_FILE = "chain.db"

@@ -39,7 +39,6 @@ from edgechain.chain.network import (
     NetworkStatus,
     VerifyReport,
 )
-from edgechain.chain.oracle import ENGINE_CYCLE as ORACLE_ENGINE_CYCLE
 from edgechain.chain.policy import ResourcePolicy
 from edgechain.contract.manifest import BlobPublication, plan_file, publish_chunks
 from edgechain.contract.operations import FileRef, RegisterModel, RetireModel, check_utf8
@@ -53,10 +52,11 @@ from edgechain.errors import (
     Timeout,
     UsageError,
 )
+from edgechain.service.engine import ENGINE_KINDS
 from edgechain.service.engine.base import Engine
 from edgechain.service.engine.files import input_errors
+from edgechain.service.engine.model_files import Source, read_checkpoint_header, read_tokenizer
 from edgechain.service.fetch import Fetcher, FetchPolicy
-from edgechain.service.model_files import Source, read_checkpoint_header, read_tokenizer
 from edgechain.service.query import GenerateQuery
 from edgechain.service.records import QueryStream
 from edgechain.service.runtime import DownloadProgress, ModelService, PreparedQuery
@@ -74,8 +74,9 @@ __all__ = [
     "hash_file",
 ]
 
-# Which engine each validator re-executes oracle calls with, by default (chain/oracle.py).
-ENGINE_CYCLE = ORACLE_ENGINE_CYCLE
+# Which engine each validator re-executes oracle calls with, by default: the engine kinds in
+# turn (registered with chain/oracle.py by edgechain/applications.py).
+ENGINE_CYCLE = ENGINE_KINDS
 
 #: Environment variable naming the default network directory.
 NETWORK_DIR_ENV = "EDGECHAIN_DIR"
@@ -416,10 +417,10 @@ class Client:
         services will fetch them (the hash still comes from the file). ``progress(label, done,
         total)`` hears about each file ("hashing weights", "downloading tokenizer", ...).
 
-        Nothing is proposed unless both files parse (service/model_files.py): the checkpoint's
-        header matches its size, the tokenizer walks to its end and has the model's vocabulary
-        size (InvalidCheckpoint, InvalidTokenizer, VocabMismatch otherwise). Text that is not
-        UTF-8 is refused (InvalidText) before any file is read.
+        Nothing is proposed unless both files parse (service/engine/model_files.py): the
+        checkpoint's header matches its size, the tokenizer walks to its end and has the model's
+        vocabulary size (InvalidCheckpoint, InvalidTokenizer, VocabMismatch otherwise). Text
+        that is not UTF-8 is refused (InvalidText) before any file is read.
         """
         sources, urls = (weights, tokenizer), (weights_urls, tokenizer_urls)
         _check_publish_text(name, version, description, license, sources, urls)

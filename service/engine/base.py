@@ -31,8 +31,8 @@ from edgechain.errors import (
     InvalidTokenizer,
     Timeout,
 )
-from edgechain.service.checkpoint_header import HeaderFields
 from edgechain.service.engine.batcher import StepBatcher
+from edgechain.service.engine.checkpoint_header import HeaderFields
 from edgechain.service.engine.codes import error_from_code
 from edgechain.service.engine.files import read_input, unchanged_checkpoint
 
@@ -135,7 +135,7 @@ def _check_count(name: str, value: object, minimum: int, unset: str = "") -> Non
 @dataclass(frozen=True)
 class ModelInfo(HeaderFields):
     """A loaded model's configuration, as the llama2.c header states it (fields:
-    :class:`~edgechain.service.checkpoint_header.HeaderFields`; ``from_dict`` reads the
+    :class:`~edgechain.service.engine.checkpoint_header.HeaderFields`; ``from_dict`` reads the
     engines' info dict)."""
 
 
