@@ -30,7 +30,7 @@ PUBLIC_TYPES: dict[str, str] = {
     "PublishedModel": "edgechain.client",
     "GenerateQuery": "edgechain.service.query",
     "GenerationRecord": "edgechain.service.records",
-    "QueryStream": "edgechain.service.records",
+    "QueryStream": "edgechain.service.query_stream",
     "ModelService": "edgechain.service.runtime",
     "CertifiedModel": "edgechain.contract.registry",
     "ModelEntry": "edgechain.contract.registry",

@@ -58,7 +58,7 @@ from edgechain.service.engine.files import input_errors
 from edgechain.service.engine.model_files import Source, read_checkpoint_header, read_tokenizer
 from edgechain.service.fetch import Fetcher, FetchPolicy
 from edgechain.service.query import GenerateQuery
-from edgechain.service.records import QueryStream
+from edgechain.service.query_stream import QueryStream
 from edgechain.service.runtime import DownloadProgress, ModelService, PreparedQuery
 
 if typing.TYPE_CHECKING:

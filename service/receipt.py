@@ -41,7 +41,8 @@ from edgechain.errors import (
 )
 from edgechain.service.engine.base import Engine
 from edgechain.service.query import GenerateQuery, seed_parameters
-from edgechain.service.records import PreparedQuery, QueryStream
+from edgechain.service.query_stream import QueryStream
+from edgechain.service.records import PreparedQuery
 from edgechain.service.seed import SEED_DOMAIN, derive_seed
 
 if TYPE_CHECKING:

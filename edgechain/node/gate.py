@@ -22,7 +22,7 @@ import anyio.to_thread
 
 from edgechain.client import Client, MintedStory
 from edgechain.service.query import GenerateQuery
-from edgechain.service.records import QueryStream
+from edgechain.service.query_stream import QueryStream
 
 __all__ = ["ClientGate"]
 
