@@ -60,7 +60,7 @@ from edgechain.chain.block import (
 from edgechain.chain.certificate import Certificate, CertifiedBlock
 from edgechain.chain.committee import Committee, validator_name
 from edgechain.chain.encoding import hash_encoded
-from edgechain.chain.faults import Fault, FaultMap, format_faults, parse_faults
+from edgechain.chain.faults import FaultMap, ValidatorFault, format_faults, parse_faults
 from edgechain.chain.keys import generate_key, load_key, public_bytes, save_key
 from edgechain.chain.oracle import (
     DEFAULT_ORACLE_BUDGET_S,
@@ -84,7 +84,7 @@ DEFAULT_VOTE_TIMEOUT = 1.0
 _MAX_HEIGHT = 2**63 - 1  # SQLite's INTEGER range
 _CHAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
-FaultsArg = str | Mapping[str, str | Fault] | None
+FaultsArg = str | Mapping[str, str | ValidatorFault] | None
 
 
 @dataclass(frozen=True)

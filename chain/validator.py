@@ -28,7 +28,7 @@ from edgechain.chain.block import (
 )
 from edgechain.chain.certificate import CertifiedBlock, Vote, vote_message
 from edgechain.chain.encoding import hash_encoded, hash_value
-from edgechain.chain.faults import Fault, FaultKind
+from edgechain.chain.faults import FaultKind, ValidatorFault
 from edgechain.chain.oracle import DEFAULT_ORACLE_BUDGET_S, Oracle, recorded_response
 from edgechain.chain.policy import NO_FEES, ResourcePolicy, written_bytes
 from edgechain.chain.state import ChainState, WriteSet
@@ -85,7 +85,7 @@ class Validator:
         self,
         name: str,
         key: Ed25519PrivateKey,
-        fault: Fault | None = None,
+        fault: ValidatorFault | None = None,
         slow_delay: float = 0.1,
     ) -> None:
         self.name = name
