@@ -39,6 +39,7 @@ __all__ = [
     "check_publish_text",
     "download_file",
     "hash_file",
+    "is_url",
     "url_file_refs",
 ]
 
@@ -114,7 +115,8 @@ def _labelled(
     return lambda done, total: progress(label, done, total)
 
 
-def _is_url(value: str) -> bool:
+def is_url(value: str) -> bool:
+    """Whether a publish source is a URL (else a local path)."""
     return value.startswith(("http://", "https://"))
 
 
@@ -139,7 +141,7 @@ def check_publish_text(
         text = os.fspath(source)
         if not text:
             raise UsageError(f"{what}: give a file or an http(s) URL, not an empty string")
-        if _is_url(text):
+        if is_url(text):
             check_utf8(what, text)
         check_utf8(f"{what} URL", list(more))
 
@@ -175,7 +177,7 @@ def blob_file_refs(
     """Store two local files as blobs on ``chain`` (resuming after the last certified chunk),
     once both parse; their FileRefs (manifests) and what was published."""
     for what, source in zip(_WHAT, sources, strict=True):
-        if _is_url(os.fspath(source)):
+        if is_url(os.fspath(source)):
             raise UsageError(f"{what}: --blobs publishes local files, not a URL")
         _check_readable(source)  # the same one-line errors as a URL publish (missing, empty ...)
     header = read_checkpoint_header(os.fspath(sources[0]), os.fspath(sources[0]))
@@ -209,7 +211,7 @@ def _file_ref(
     """The file's FileRef, and what ``parse(content, label)`` made of it (before hashing a
     local file; a download is parsed from its temporary file once it is complete)."""
     source_str = os.fspath(source)
-    if _is_url(source_str):
+    if is_url(source_str):
         on_download = _labelled(progress, f"downloading {what}")
         parsed_box: list[_Parsed] = []
         hashed = download_file(

@@ -107,4 +107,5 @@ class QueryStream(Iterator[Token]):
                 decode_tokens_per_s=decoded / decode_s if decode_s > 0 else 0.0,
             ),
             token_ids=tuple(self.token_ids),
+            prompt=self.prompt_text,
         )

@@ -29,7 +29,10 @@ from edgechain.service.query_stream import QueryStream
 from edgechain.service.records import GenerationRecord
 
 NAME = "generate"
-HELP = "generate text with a certified model (the service verifies its hashes first)"
+HELP = (
+    "generate text with a certified model (the service verifies its hashes first; -n counts "
+    "new tokens, the prompt's excluded)"
+)
 
 _EXAMPLES = """\
 examples:
