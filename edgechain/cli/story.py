@@ -73,7 +73,11 @@ def add_subcommands(subparsers: Any) -> None:
     add_allow_host_option(mint, "also let the services fetch from HOST")
 
     listing = add_subcommand(
-        subparsers, "list", "list minted stories", "edgechain story list --owner KEY", story_list
+        subparsers,
+        "list",
+        "list minted stories",
+        "edgechain story list --owner 376f65255ea4bdbd",
+        story_list,
     )
     listing.add_argument(
         "--owner",
