@@ -40,10 +40,10 @@ class GenerateQuery(GenerationRequest):
     """A ``generate`` query: a :class:`GenerationRequest` the service runs."""
 
     def params(self, seed: int) -> GenerationParams:
-        """The engine parameters of this query (already checked at the door; the engine's
-        guard checks them again, its own way)."""
+        """The engine parameters of this query (checked at the door, when the query was built;
+        the engine's own guard checks them again when it serialises them)."""
         sampling = {name: getattr(self, name) for name in sampling_parameters()}
-        return GenerationParams(seed=seed, **sampling).validate()
+        return GenerationParams(seed=seed, **sampling)
 
     def seed_query(self, version: str) -> SeedQuery:
         """What the derived seed covers: model, version, prompt and the sampling parameters
