@@ -34,7 +34,7 @@ from edgechain.chain.committee import (
     tolerated_faults,
     validity_threshold,
 )
-from edgechain.chain.faults import Fault, FaultKind, format_faults, parse_faults
+from edgechain.chain.faults import FaultKind, ValidatorFault, format_faults, parse_faults
 from edgechain.chain.network import (
     Chain,
     ChainStatus,
@@ -53,7 +53,7 @@ __all__ = [
     "ChainStatus",
     "Committee",
     "ContractState",
-    "Fault",
+    "ValidatorFault",
     "FaultKind",
     "Network",
     "NetworkStatus",

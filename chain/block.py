@@ -128,3 +128,23 @@ class Proposal:
     #: The bytes of the blobs the block publishes, by blob id (chain/blobs.py): they travel
     #: beside the block, which holds their ids only.
     blobs: dict[bytes, bytes] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ChainHead:
+    """Where a chain stands: the height its next block takes, the hash of its last block (None
+    before the first) and that block's timestamp (the next block's may not be earlier). The
+    network, each validator's replica and a re-verification each keep one."""
+
+    next_height: int = 0
+    block_hash: bytes | None = None
+    timestamp_us: int = 0
+
+    @classmethod
+    def of(cls, block: Block, block_hash: bytes) -> ChainHead:
+        """The head once ``block`` (whose hash is ``block_hash``) is the last block."""
+        return cls(block.height + 1, block_hash, block.timestamp_us)
+
+
+#: The head of a chain with no block yet.
+GENESIS_HEAD = ChainHead()

@@ -42,7 +42,7 @@ _ALIASES = {
 
 
 @dataclass(frozen=True)
-class Fault:
+class ValidatorFault:
     """One validator's fault. ``delay`` (seconds) applies to SLOW; None means 'past the timeout'."""
 
     kind: FaultKind
@@ -54,7 +54,7 @@ class Fault:
         return self.kind.value
 
     @classmethod
-    def parse(cls, text: str) -> Fault:
+    def parse(cls, text: str) -> ValidatorFault:
         name, _, arg = text.strip().lower().partition(":")
         kind = _ALIASES.get(name)
         if kind is None:
@@ -73,17 +73,17 @@ class Fault:
         return cls(kind, delay)
 
 
-FaultMap = dict[str, Fault]
+FaultMap = dict[str, ValidatorFault]
 
 
 def parse_faults(
-    spec: str | Mapping[str, str | Fault] | None, validators: Iterable[str]
+    spec: str | Mapping[str, str | ValidatorFault] | None, validators: Iterable[str]
 ) -> FaultMap:
-    """Parse a spec string or mapping into {validator name: Fault}, checking the names."""
+    """Parse a spec string or mapping into {validator name: ValidatorFault}, checking the names."""
     if spec is None:
         return {}
     names = list(validators)
-    pairs: list[tuple[str, str | Fault]] = []
+    pairs: list[tuple[str, str | ValidatorFault]] = []
     if isinstance(spec, str):
         for item in filter(None, (part.strip() for part in spec.split(","))):
             name, sep, fault = item.partition("=")
@@ -98,10 +98,10 @@ def parse_faults(
             raise UsageError(f"fault for unknown validator {name!r} (validators: {names})")
         if name in faults:
             raise UsageError(f"two faults given for validator {name!r}")
-        faults[name] = fault if isinstance(fault, Fault) else Fault.parse(fault)
+        faults[name] = fault if isinstance(fault, ValidatorFault) else ValidatorFault.parse(fault)
     return faults
 
 
-def format_faults(faults: Mapping[str, Fault]) -> str:
+def format_faults(faults: Mapping[str, ValidatorFault]) -> str:
     """The spec string of ``faults`` (inverse of :func:`parse_faults`)."""
     return ",".join(f"{name}={fault}" for name, fault in faults.items())

@@ -53,11 +53,18 @@ from edgechain.chain.blobs import (
     referenced_blobs,
     verify_blobs,
 )
-from edgechain.chain.block import MAX_BLOCK_BYTES, Block, Operation, Proposal, sign_proposal
+from edgechain.chain.block import (
+    MAX_BLOCK_BYTES,
+    Block,
+    ChainHead,
+    Operation,
+    Proposal,
+    sign_proposal,
+)
 from edgechain.chain.certificate import Certificate, CertifiedBlock
 from edgechain.chain.committee import Committee, validator_name
 from edgechain.chain.encoding import hash_encoded
-from edgechain.chain.faults import Fault, FaultMap, format_faults, parse_faults
+from edgechain.chain.faults import FaultMap, ValidatorFault, format_faults, parse_faults
 from edgechain.chain.keys import generate_key, load_key, public_bytes, save_key
 from edgechain.chain.modules import register_blob_source, unregister_blob_source
 from edgechain.chain.oracle import (
@@ -67,12 +74,12 @@ from edgechain.chain.oracle import (
     recorded_response,
 )
 from edgechain.chain.policy import NO_FEES, ResourcePolicy, written_bytes
-from edgechain.chain.processes import process_alive
 from edgechain.chain.state import WriteSet
 from edgechain.chain.storage import BlockRow, ChainRecord, Snapshot, Storage, WriteTransaction
 from edgechain.chain.validator import Validator
 from edgechain.chain.verification import VerifiedChain, chain_id_for, extend_chain, verify_chain
 from edgechain.errors import NetworkNotFound, StorageCorrupted, UsageError
+from edgechain.processes import process_alive
 
 NETWORK_FILE = "network.json"
 DATABASE_FILE = "chain.db"
@@ -82,7 +89,7 @@ DEFAULT_VOTE_TIMEOUT = 1.0
 _MAX_HEIGHT = 2**63 - 1  # SQLite's INTEGER range
 _CHAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
-FaultsArg = str | Mapping[str, str | Fault] | None
+FaultsArg = str | Mapping[str, str | ValidatorFault] | None
 
 
 @dataclass(frozen=True)
@@ -350,9 +357,7 @@ class Network:
                 record.chain_id,
                 record.owner,
                 verified.state.copy(),
-                verified.next_height,
-                verified.head_hash,
-                verified.last_timestamp_us,
+                verified.head,
             )
         chain = Chain(self, verified)
         self._chains[record.name] = chain
@@ -479,7 +484,7 @@ class Network:
             verified = {}
             for record in records:
                 verified[record.name] = verify_chain(snapshot, self.committee, record)
-                blocks += verified[record.name].next_height
+                blocks += verified[record.name].head.next_height
             if expect_head is not None:
                 _check_expected_head(snapshot, verified, expect_head)
             checked = verify_blobs(snapshot, [v.state for v in verified.values()])
@@ -526,9 +531,8 @@ class Chain:
         self.owner = verified.record.owner
         self._state = verified.state  # certified state, as of the last committed block
         self._state_lock = threading.RLock()  # held while a certified block is applied
-        self.height = verified.next_height
-        self.head_hash = verified.head_hash
-        self._last_timestamp_us = verified.last_timestamp_us
+        #: This process's head of the chain (as of the last committed block it applied).
+        self.head = verified.head
         self._services: dict[str, Any] = {}
         self._owner_key: Ed25519PrivateKey | None = None
         self.last_failures: list[ValidatorFailure] = []
@@ -536,6 +540,16 @@ class Chain:
 
     def __repr__(self) -> str:
         return f"Chain(name={self.name!r}, id={self.id.hex()[:16]}, height={self.height})"
+
+    @property
+    def height(self) -> int:
+        """The height the next block takes (the number of blocks)."""
+        return self.head.next_height
+
+    @property
+    def head_hash(self) -> bytes | None:
+        """The last block's hash (None before the first)."""
+        return self.head.block_hash
 
     @property
     def state_hash(self) -> bytes:
@@ -657,7 +671,7 @@ class Chain:
         """Execute ``operations`` on the current head and gather a certificate for the block."""
         net = self.network
         signer_public = public_bytes(key)
-        timestamp = max(time.time_ns() // 1000, self._last_timestamp_us)
+        timestamp = max(time.time_ns() // 1000, self.head.timestamp_us)
         responses: list[Any] = []
         writes = execute_operations(
             self._state,
@@ -708,9 +722,7 @@ class Chain:
         """Make a committed block this process's head (state, height, validators' replicas)."""
         with self._state_lock:
             self._state.apply(writes)
-            self.height = certified.block.height + 1
-            self.head_hash = certified.block_hash
-            self._last_timestamp_us = certified.block.timestamp_us
+            self.head = ChainHead.of(certified.block, certified.block_hash)
         for validator in self.network.validators:
             validator.handle_certificate(certified)
 
@@ -736,9 +748,7 @@ class Chain:
             cursor = VerifiedChain(
                 ChainRecord(self.id, self.name, self.owner),
                 self._state.copy(),
-                self.height,
-                self.head_hash,
-                self._last_timestamp_us,
+                self.head,
             )
         for certified, writes in extend_chain(cursor, rows, self.network.committee):
             self._apply(certified, writes)
@@ -781,10 +791,11 @@ def _check_expected_head(
     if chain is None:
         raise UsageError(f"no chain {expected.chain!r} to check the expected head {expected} on")
     label = f"chain {expected.chain!r}"
-    if chain.next_height <= expected.height:
+    stored_blocks = chain.head.next_height
+    if stored_blocks <= expected.height:
         raise StorageCorrupted(
-            f"{label} was cut back: it has {chain.next_height} blocks (head height "
-            f"{chain.next_height - 1}) but the head you recorded is {expected}"
+            f"{label} was cut back: it has {stored_blocks} blocks (head height "
+            f"{stored_blocks - 1}) but the head you recorded is {expected}"
         )
     row = snapshot.block_row(chain.record.chain_id, expected.height)
     stored = "none" if row is None else row.block_hash.hex()

@@ -19,26 +19,39 @@ from edgechain.errors import UsageError
 
 __all__ = [
     "DEFAULT_ORACLE_BUDGET_S",
-    "ENGINE_CYCLE",
-    "ORACLE_ENGINES",
     "Oracle",
     "default_validator_engines",
+    "engine_kinds",
     "parse_validator_engines",
     "recorded_response",
+    "register_engine_kinds",
 ]
 
 #: Seconds the oracle calls of one block may take, together.
 DEFAULT_ORACLE_BUDGET_S = 60.0
-#: The engines a validator may re-execute oracle calls with.
-ORACLE_ENGINES = ("wasm", "native")
-#: Which engine each validator re-executes oracle calls with, by default: alternately the
-#: wasm guest and the native module (v1 wasm, v2 native, ...), so agreement spans both.
-ENGINE_CYCLE = ORACLE_ENGINES
+#: The engines a validator may re-execute oracle calls with, in the order validators take
+#: them by default (v1 the first, v2 the second, ...: agreement spans every engine). The chain
+#: layer knows an engine only as a name registered here, by the wiring layer above.
+_ENGINE_KINDS: list[str] = []
+
+
+def register_engine_kinds(kinds: Sequence[str]) -> None:
+    """Name the engines validators may run oracle calls with (idempotent)."""
+    _ENGINE_KINDS[:] = list(kinds)
+
+
+def engine_kinds() -> tuple[str, ...]:
+    """The registered engine kinds (UsageError when none are: the wiring layer registers them,
+    with the application kinds)."""
+    if not _ENGINE_KINDS:
+        raise UsageError("no oracle engine kinds are registered (register the applications)")
+    return tuple(_ENGINE_KINDS)
 
 
 def default_validator_engines(names: Sequence[str]) -> dict[str, str]:
-    """The default engine of each validator: :data:`ENGINE_CYCLE` in turn."""
-    return {name: ENGINE_CYCLE[i % len(ENGINE_CYCLE)] for i, name in enumerate(names)}
+    """The default engine of each validator: the registered kinds in turn."""
+    cycle = engine_kinds()
+    return {name: cycle[i % len(cycle)] for i, name in enumerate(names)}
 
 
 def parse_validator_engines(
@@ -55,11 +68,12 @@ def parse_validator_engines(
     items = spec.items() if isinstance(spec, Mapping) else (
         item.partition("=")[::2] for item in (spec or "").split(",") if item.strip()
     )
+    kinds = engine_kinds()
     for name, kind in items:
         name, kind = name.strip(), kind.strip()
-        if name not in names or kind not in ORACLE_ENGINES:
+        if name not in names or kind not in kinds:
             raise UsageError(
-                f"{option}: {name}={kind} is not VALIDATOR=wasm|native "
+                f"{option}: {name}={kind} is not VALIDATOR={'|'.join(kinds)} "
                 f"(validators: {', '.join(names)})"
             )
         engines[name] = kind

@@ -19,10 +19,16 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from edgechain.chain.application import execute_block
 from edgechain.chain.blobs import blob_id, published_blobs, referenced_blobs
-from edgechain.chain.block import MAX_BLOCK_BYTES, Proposal, proposal_message
+from edgechain.chain.block import (
+    GENESIS_HEAD,
+    MAX_BLOCK_BYTES,
+    ChainHead,
+    Proposal,
+    proposal_message,
+)
 from edgechain.chain.certificate import CertifiedBlock, Vote, vote_message
 from edgechain.chain.encoding import hash_encoded, hash_value
-from edgechain.chain.faults import Fault, FaultKind
+from edgechain.chain.faults import FaultKind, ValidatorFault
 from edgechain.chain.oracle import DEFAULT_ORACLE_BUDGET_S, Oracle, recorded_response
 from edgechain.chain.policy import NO_FEES, ResourcePolicy, written_bytes
 from edgechain.chain.state import ChainState, WriteSet
@@ -49,9 +55,7 @@ class _Replica:
 
     owner: bytes
     state: ChainState
-    next_height: int = 0
-    head_hash: bytes | None = None
-    last_timestamp_us: int = 0
+    head: ChainHead = GENESIS_HEAD
     pending: dict[bytes, WriteSet] = field(default_factory=dict)
 
 
@@ -78,7 +82,11 @@ class Validator:
     """One committee member with its own replica of every chain."""
 
     def __init__(
-        self, name: str, key: Ed25519PrivateKey, fault: Fault | None = None, slow_delay: float = 0.1
+        self,
+        name: str,
+        key: Ed25519PrivateKey,
+        fault: ValidatorFault | None = None,
+        slow_delay: float = 0.1,
     ) -> None:
         self.name = name
         self._key = key
@@ -103,15 +111,12 @@ class Validator:
         chain_id: bytes,
         owner: bytes,
         state: ChainState,
-        next_height: int = 0,
-        head_hash: bytes | None = None,
-        last_timestamp_us: int = 0,
+        head: ChainHead = GENESIS_HEAD,
     ) -> None:
-        """Start following a chain from a verified state (the validator keeps ``state``)."""
+        """Start following a chain from a verified state and head (the validator keeps
+        ``state``)."""
         with self._lock:
-            self._replicas[chain_id] = _Replica(
-                owner, state, next_height, head_hash, last_timestamp_us
-            )
+            self._replicas[chain_id] = _Replica(owner, state, head)
 
     def state_hash(self, chain_id: bytes) -> bytes:
         with self._lock:
@@ -119,7 +124,7 @@ class Validator:
 
     def next_height(self, chain_id: bytes) -> int:
         with self._lock:
-            return self._replicas[chain_id].next_height
+            return self._replicas[chain_id].head.next_height
 
     def holds(self, blob: bytes) -> bool:
         """True when this validator can serve ``blob`` (stores it, and is reachable)."""
@@ -151,11 +156,12 @@ class Validator:
         replica = self._replicas.get(block.chain_id)
         if replica is None:
             raise ProposalRefused(f"unknown chain {block.chain_id.hex()[:16]}")
-        if block.height != replica.next_height:
-            raise ProposalRefused(f"expected height {replica.next_height}, got {block.height}")
-        if block.previous_hash != replica.head_hash:
+        head = replica.head
+        if block.height != head.next_height:
+            raise ProposalRefused(f"expected height {head.next_height}, got {block.height}")
+        if block.previous_hash != head.block_hash:
             raise ProposalRefused("the block does not extend the chain's head")
-        if block.timestamp_us < replica.last_timestamp_us:
+        if block.timestamp_us < head.timestamp_us:
             raise ProposalRefused("the block's timestamp is earlier than its predecessor's")
         encoded = block.encode()
         if len(encoded) > MAX_BLOCK_BYTES:
@@ -273,7 +279,7 @@ class Validator:
         block = certified.block
         with self._lock:
             replica = self._replicas[block.chain_id]
-            if block.height != replica.next_height:
+            if block.height != replica.head.next_height:
                 return  # already applied, or this replica lags and catches up on reopen
             writes = replica.pending.pop(certified.block_hash, None)
             if writes is None:
@@ -284,9 +290,7 @@ class Validator:
                 # A certified block's blobs come with its certificate (whether or not this
                 # validator's vote was among the quorum's): it stores them.
                 self.held_blobs.update(b.blob for b in published_blobs(block.operations))
-            replica.next_height = block.height + 1
-            replica.head_hash = certified.block_hash
-            replica.last_timestamp_us = block.timestamp_us
+            replica.head = ChainHead.of(block, certified.block_hash)
 
 
 def _perturbed(response: Any) -> Any:

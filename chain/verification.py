@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from edgechain.chain.application import execute_block
-from edgechain.chain.block import Block
+from edgechain.chain.block import GENESIS_HEAD, Block, ChainHead
 from edgechain.chain.certificate import Certificate, CertifiedBlock, verify_certificate
 from edgechain.chain.committee import Committee
 from edgechain.chain.encoding import hash_encoded, hash_value
@@ -38,9 +38,7 @@ class VerifiedChain:
 
     record: ChainRecord
     state: ChainState
-    next_height: int = 0
-    head_hash: bytes | None = None
-    last_timestamp_us: int = 0
+    head: ChainHead = GENESIS_HEAD
 
 
 def verify_chain(snapshot: Snapshot, committee: Committee, record: ChainRecord) -> VerifiedChain:
@@ -66,16 +64,14 @@ def extend_chain(
     label = f"chain {chain.record.name!r}"
     applied = []
     for row in rows:
-        height = chain.next_height
+        height = chain.head.next_height
         try:
             block, certificate, writes = _check_row(row, chain, committee)
         except EdgechainError as exc:
             raise StorageCorrupted(
                 f"{label}: stored block at height {height} fails verification: {exc}"
             ) from exc
-        chain.next_height = height + 1
-        chain.head_hash = row.block_hash
-        chain.last_timestamp_us = block.timestamp_us
+        chain.head = ChainHead.of(block, row.block_hash)
         applied.append(
             (CertifiedBlock(block, row.block_hash, row.owner_signature, certificate), writes)
         )
@@ -85,7 +81,7 @@ def extend_chain(
 def _check_row(
     row: BlockRow, chain: VerifiedChain, committee: Committee
 ) -> tuple[Block, Certificate, WriteSet]:
-    height = chain.next_height
+    height = chain.head.next_height
     if row.height != height:
         raise StorageCorrupted(f"height column says {row.height}")
     block = Block.decode(row.block)
@@ -94,9 +90,9 @@ def _check_row(
         raise StorageCorrupted("block hash does not match the block's bytes")
     if (block.chain_id, block.height) != (chain.record.chain_id, height):
         raise StorageCorrupted("the block's chain id or height does not match its position")
-    if block.previous_hash != chain.head_hash:
+    if block.previous_hash != chain.head.block_hash:
         raise StorageCorrupted("previous-block hash does not link to the block before")
-    if block.timestamp_us < chain.last_timestamp_us:
+    if block.timestamp_us < chain.head.timestamp_us:
         raise StorageCorrupted("timestamp goes backwards")
     if not proposal_signature_valid(block.signer, row.owner_signature, block_hash):
         raise StorageCorrupted("the signer's signature is not valid")
@@ -124,7 +120,7 @@ def _check_state_table(snapshot: Snapshot, chain: VerifiedChain, label: str) -> 
         k for k in stored if stored[k] != replayed.get(k)
     )
     app_id, key = differing[0]
-    last = chain.next_height - 1
+    last = chain.head.next_height - 1
     raise StorageCorrupted(
         f"{label}: stored state differs from the state certified at height {last} "
         f"(application {app_id.hex()[:16]}, key {key!r})"

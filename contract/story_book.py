@@ -29,6 +29,7 @@ from edgechain.chain.application import (
     ServiceContext,
 )
 from edgechain.chain.encoding import hash_value
+from edgechain.contract.generation_request import MAX_PROMPT_BYTES, parameters_problem
 from edgechain.contract.operations import HASH_PATTERN, NAME_PATTERN, VERSION_PATTERN
 from edgechain.errors import OperationRejected, ServiceError, Unauthorized
 
@@ -45,14 +46,6 @@ APPLICATION_NAME = "story-book"
 _NEXT_KEY = "next"
 _STORY_PREFIX = "story/"
 _OWNER = re.compile(r"^[0-9a-f]{64}$")
-_PARAMETERS = {
-    "max_tokens": int,
-    "temperature": str,
-    "top_p": str,
-    "repeat_penalty": str,
-    "repeat_window": int,
-    "stop": list,
-}
 _ORACLE = {
     "token_ids": list,
     "token_ids_blake3": str,
@@ -62,7 +55,6 @@ _ORACLE = {
 }
 #: The hash domain of a token id list (a receipt's, a recorded oracle response's).
 TOKENS_DOMAIN = "receipt-tokens"
-MAX_PROMPT_BYTES = 64 * 1024
 MAX_TEXT_BYTES = 256 * 1024
 
 
@@ -126,9 +118,11 @@ class MintStory:
             raise OperationRejected(f"invalid model version {self.version!r}")
         if not isinstance(self.prompt, str) or len(self.prompt.encode()) > MAX_PROMPT_BYTES:
             raise OperationRejected(f"the prompt must be text of at most {MAX_PROMPT_BYTES} bytes")
-        params = _check_fields(self.parameters, _PARAMETERS, "parameters")
-        if not all(isinstance(s, str) for s in params["stop"]):
-            raise OperationRejected("parameters.stop must be a list of strings")
+        # The types of the request's sampling fields (contract/generation_request.py); their
+        # ranges are the oracle's to check, when validators re-execute the generation.
+        problem = parameters_problem(self.parameters, canonical=False)
+        if problem is not None:
+            raise OperationRejected(problem)
         if self.seed is not None and not (
             isinstance(self.seed, str) and self.seed.isdigit() and int(self.seed) < 2**64
         ):

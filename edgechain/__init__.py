@@ -30,7 +30,7 @@ PUBLIC_TYPES: dict[str, str] = {
     "PublishedModel": "edgechain.client",
     "GenerateQuery": "edgechain.service.query",
     "GenerationRecord": "edgechain.service.records",
-    "QueryStream": "edgechain.service.records",
+    "QueryStream": "edgechain.service.query_stream",
     "ModelService": "edgechain.service.runtime",
     "CertifiedModel": "edgechain.contract.registry",
     "ModelEntry": "edgechain.contract.registry",
@@ -39,7 +39,7 @@ PUBLIC_TYPES: dict[str, str] = {
     "RetireModel": "edgechain.contract.operations",
     "Certificate": "edgechain.chain.certificate",
     "WeightServer": "edgechain.testing.weight_server",
-    "Fault": "edgechain.testing.weight_server",
+    "HostFault": "edgechain.testing.weight_server",
     "ModelFiles": "edgechain.testing.models",
     "ServedModel": "edgechain.testing.pytest_plugin",
 }

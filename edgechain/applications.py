@@ -1,4 +1,5 @@
-"""The wiring of applications into chains: the built-in kinds, registered with the chain layer.
+"""The wiring of applications into chains: the built-in kinds and the engine kinds, registered
+with the chain layer.
 
 chain/ knows an application only as an :class:`~edgechain.chain.application.ApplicationKind`
 registered under its name, so it names no contract. This module is where the built-in ones (blob
@@ -14,8 +15,10 @@ from __future__ import annotations
 from edgechain.chain.application import ApplicationKind, register_application_kind
 from edgechain.chain.blobs import BLOBS
 from edgechain.chain.modules import APPLICATIONS, LoadedModule, register_module_loader
+from edgechain.chain.oracle import register_engine_kinds
 from edgechain.contract.registry import MODEL_REGISTRY
 from edgechain.contract.story_book import STORY_BOOK
+from edgechain.service.engine import ENGINE_KINDS
 
 __all__ = ["BUILTIN_APPLICATIONS", "register_applications"]
 
@@ -29,10 +32,11 @@ BUILTIN_APPLICATIONS: tuple[ApplicationKind, ...] = (
 
 
 def register_applications() -> None:
-    """Register the built-in application kinds and the loader of user applications' code
-    (idempotent)."""
+    """Register the built-in application kinds, the engines validators re-execute oracle
+    calls with and the loader of user applications' code (idempotent)."""
     for kind in BUILTIN_APPLICATIONS:
         register_application_kind(kind)
+    register_engine_kinds(ENGINE_KINDS)
     register_module_loader(_load_sdk_module)
 
 

@@ -22,17 +22,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 import typing
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
-
-import blake3
+from typing import Any
 
 from edgechain.applications import register_applications
+from edgechain.blob_publishing import BlobPublication
 from edgechain.chain.certificate import Certificate, CertifiedBlock
 from edgechain.chain.network import (
     NETWORK_FILE,
@@ -42,64 +39,66 @@ from edgechain.chain.network import (
     NetworkStatus,
     VerifyReport,
 )
-from edgechain.chain.oracle import ENGINE_CYCLE as ORACLE_ENGINE_CYCLE
 from edgechain.chain.policy import ResourcePolicy
-from edgechain.contract.manifest import BlobPublication, plan_file, publish_chunks
-from edgechain.contract.operations import FileRef, RegisterModel, RetireModel, check_utf8
+from edgechain.contract.operations import FileRef, RegisterModel, RetireModel
 from edgechain.contract.registry import APPLICATION_NAME, CertifiedModel, ModelRegistryService
 from edgechain.contract.story_book import APPLICATION_NAME as STORY_BOOK
 from edgechain.contract.story_book import Story, StoryBookService
-from edgechain.errors import (
-    BlobCorrupted,
-    InputError,
-    InvalidParameter,
-    OracleBudgetExceeded,
-    Timeout,
-    UsageError,
+from edgechain.errors import BlobCorrupted, InputError, InvalidParameter, UsageError
+from edgechain.publishing import (
+    FileServer,
+    HashedFile,
+    Progress,
+    blob_file_refs,
+    check_publish_text,
+    download_file,
+    hash_file,
+    is_url,
+    url_file_refs,
 )
 from edgechain.service.cache import object_path
+from edgechain.service.engine import ENGINE_KINDS
 from edgechain.service.engine.base import Engine
-from edgechain.service.engine.files import input_errors
-from edgechain.service.fetch import Fetcher, FetchPolicy
-from edgechain.service.model_files import (
-    Q8_HEADER_BYTES,
-    Source,
-    parse_checkpoint_header,
-    read_checkpoint_header,
-    read_tokenizer,
-)
+from edgechain.service.engine.model_files import Q8_HEADER_BYTES, parse_checkpoint_header
+from edgechain.service.fetch import FetchPolicy
 from edgechain.service.query import GenerateQuery
-from edgechain.service.records import QueryStream
+from edgechain.service.query_stream import QueryStream
 from edgechain.service.runtime import DownloadProgress, ModelService, PreparedQuery
+from edgechain.story_mint import (
+    GeneratedStory,
+    MintedStory,
+    PendingMint,
+    certify_mint,
+    install_oracles,
+    prepare_mint,
+)
 from edgechain.url_check import UrlCheck, check_urls
 
 if typing.TYPE_CHECKING:
     from edgechain.chain.modules import CreatedApplication
-    from edgechain.service.receipt import Receipt
     from edgechain.user_applications import CreatedApp, PublishedModule
 
 __all__ = [
     "Client",
     "FileServer",
+    "GeneratedStory",
     "HashedFile",
+    "MintedStory",
+    "PendingGeneration",
+    "PendingMint",
     "Progress",
+    "PublishedModel",
     "default_network_dir",
     "download_file",
     "hash_file",
 ]
 
-# Which engine each validator re-executes oracle calls with, by default (chain/oracle.py).
-ENGINE_CYCLE = ORACLE_ENGINE_CYCLE
+# Which engine each validator re-executes oracle calls with, by default: the engine kinds in
+# turn (registered with chain/oracle.py by edgechain/applications.py).
+ENGINE_CYCLE = ENGINE_KINDS
 
 #: Environment variable naming the default network directory.
 NETWORK_DIR_ENV = "EDGECHAIN_DIR"
-
-#: Called as ``progress(done_bytes, total_bytes)`` while a file is hashed.
-Progress = Callable[[int, int], None]
-
-_CHUNK = 1 << 20
-
-_Parsed = TypeVar("_Parsed")
 
 # Every network a client opens runs the registry and the story book.
 register_applications()
@@ -115,94 +114,21 @@ def default_network_dir() -> Path:
 
 
 @dataclass(frozen=True)
-class HashedFile:
-    """A file's BLAKE3 hash (hex) and size (``data``: its bytes, when a caller keeps them)."""
+class PendingGeneration:
+    """A query resolved against certified state (:meth:`Client.prepare_generation`), to start."""
 
-    blake3: str
-    size: int
-    data: bytes | None = None
+    prepared: PreparedQuery
+    service: ModelService
 
-
-def hash_file(path: str | os.PathLike[str], progress: Progress | None = None) -> HashedFile:
-    """BLAKE3 of a local file, streamed in 1 MiB chunks. Raises InputError if unreadable."""
-    path = Path(path)
-    with input_errors(path):
-        total = path.stat().st_size
-        hasher = blake3.blake3()
-        done = 0
-        with path.open("rb") as f:
-            while chunk := f.read(_CHUNK):
-                hasher.update(chunk)
-                done += len(chunk)
-                if progress is not None:
-                    progress(done, total)
-    if done == 0:
-        raise InputError(f"{path}: the file is empty")
-    return HashedFile(hasher.hexdigest(), done)
-
-
-def download_file(
-    url: str,
-    policy: FetchPolicy | None = None,
-    progress: Callable[[int, int | None], None] | None = None,
-    *,
-    inspect: Callable[[BinaryIO], object] | None = None,
-) -> HashedFile:
-    """BLAKE3 and size of what ``url`` serves, under ``policy`` (host allow-list, size cap,
-    stall rule). The body streams through a temporary file (deleted afterwards), hashed as it
-    arrives, so memory stays bounded whatever the size; ``inspect(spool)`` (publish's parser)
-    reads it before it is deleted. Raises FetchError."""
-    with Fetcher(policy) as fetcher, tempfile.TemporaryFile(prefix="edgechain-") as spool:
-        size, digest = fetcher.download_to(url, spool, progress=progress)
-        if size == 0:
-            raise InputError(f"{url}: the file is empty")
-        if inspect is not None:
-            inspect(spool)
-    return HashedFile(digest, size)
-
-
-def _labelled(
-    progress: Callable[[str, int, int | None], None] | None, label: str
-) -> Callable[[int, int | None], None] | None:
-    if progress is None:
-        return None
-    return lambda done, total: progress(label, done, total)
-
-
-def _is_url(value: str) -> bool:
-    return value.startswith(("http://", "https://"))
-
-
-def _check_publish_text(
-    name: str,
-    version: str,
-    description: str | None,
-    license: str | None,
-    sources: tuple[str | os.PathLike[str], str | os.PathLike[str]],
-    urls: tuple[Sequence[str], Sequence[str]],
-) -> None:
-    """Refuse what the operation would refuse once built (InvalidText), and empty sources,
-    before anything is read, hashed or downloaded."""
-    for what, value in (
-        ("model name", name),
-        ("model version", version),
-        ("description", description),
-        ("license", license),
-    ):
-        check_utf8(what, value)
-    for what, source, more in zip(("weights", "tokenizer"), sources, urls, strict=True):
-        text = os.fspath(source)
-        if not text:
-            raise UsageError(f"{what}: give a file or an http(s) URL, not an empty string")
-        if _is_url(text):
-            check_utf8(what, text)
-        check_utf8(f"{what} URL", list(more))
-
-
-class FileServer(typing.Protocol):
-    """What serves a published model's files (e.g. a loopback WeightServer)."""
-
-    def url(self, name: str) -> str: ...
+    def start(
+        self,
+        *,
+        progress: DownloadProgress | None = None,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> QueryStream:
+        """Fetch, verify and load the model and start generating (slow: needs no client
+        lock); see :meth:`ModelService.start`."""
+        return self.service.start(self.prepared, progress=progress, cancelled=cancelled)
 
 
 def _hex_id(text: str, what: str) -> bytes:
@@ -232,57 +158,13 @@ def _same_bytes(a: FileRef, b: FileRef) -> bool:
 
 
 @dataclass(frozen=True)
-class MintedStory:
-    """What ``mint_story`` certified: the story as certified state holds it, the block's
-    certificate and the generation's receipt (``receipt verify`` replays it)."""
-
-    story: Story
-    certificate: Certificate
-    receipt: Receipt
-
-
-@dataclass(frozen=True)
-class GeneratedStory:
-    """A mint's generation (the proposer's oracle call): its query, response and receipt."""
-
-    query: GenerateQuery
-    response: dict[str, typing.Any]
-    receipt: Receipt
-
-
-@dataclass(frozen=True)
-class PendingMint:
-    """A mint resolved against certified state (:meth:`Client.prepare_mint`), to generate."""
-
-    query: GenerateQuery
-    prepared: PreparedQuery
-    service: ModelService
-    budget_s: float
-    #: The policy's cap on the budget, for the error message ("" when it has none).
-    budget_cap: str
-
-    def generate(self) -> GeneratedStory:
-        """Run the generation (slow: needs no client lock; OracleBudgetExceeded past the
-        block's oracle budget)."""
-        from edgechain.service.oracle import run_prepared_oracle
-
-        try:
-            response, receipt = run_prepared_oracle(self.service, self.prepared, self.budget_s)
-        except Timeout:
-            raise OracleBudgetExceeded(
-                "generating the story ran past the block's oracle budget of "
-                f"{self.budget_s:g} s{self.budget_cap}: ask for fewer tokens or a larger budget"
-            ) from None
-        return GeneratedStory(self.query, response, receipt)
-
-
-@dataclass(frozen=True)
 class PublishedModel:
     """What ``publish_model`` certified: the entry as certified state now holds it."""
 
     model: CertifiedModel
     certificate: Certificate
-    #: With ``blobs=True``: the chunks, blobs and blocks the publish needed (contract/manifest.py).
+    #: With ``blobs=True``: the chunks, blobs and blocks the publish needed
+    #: (edgechain/blob_publishing.py).
     blobs: BlobPublication | None = None
     #: Every URL the entry certifies, each checked to serve the hashed bytes (empty when the
     #: check was skipped, or nothing was certified).
@@ -463,10 +345,10 @@ class Client:
         services will fetch them (the hash still comes from the file). ``progress(label, done,
         total)`` hears about each file ("hashing weights", "downloading tokenizer", ...).
 
-        Nothing is proposed unless both files parse (service/model_files.py): the checkpoint's
-        header matches its size, the tokenizer walks to its end and has the model's vocabulary
-        size (InvalidCheckpoint, InvalidTokenizer, VocabMismatch otherwise). Text that is not
-        UTF-8 is refused (InvalidText) before any file is read.
+        Nothing is proposed unless both files parse (service/engine/model_files.py): the
+        checkpoint's header matches its size, the tokenizer walks to its end and has the model's
+        vocabulary size (InvalidCheckpoint, InvalidTokenizer, VocabMismatch otherwise). Text
+        that is not UTF-8 is refused (InvalidText) before any file is read.
 
         Before proposing, each URL the entry will certify is fetched under the client's fetch
         policy and must serve exactly the hashed bytes (edgechain/url_check.py; FetchError or
@@ -475,21 +357,16 @@ class Client:
         certified state already holds adds no block: the result has ``unchanged=True``.
         """
         sources, urls = (weights, tokenizer), (weights_urls, tokenizer_urls)
-        _check_publish_text(name, version, description, license, sources, urls)
+        check_publish_text(name, version, description, license, sources, urls)
         options = _CertifyOptions(description, license, check_urls, progress)
         if blobs:
-            return self._publish_blobs(name, sources, urls, version, options)
-        weights_ref, header = self._file_ref(
-            "weights", weights, weights_urls, progress, read_checkpoint_header
-        )
-        tokenizer_ref, _ = self._file_ref(
-            "tokenizer",
-            tokenizer,
-            tokenizer_urls,
-            progress,
-            partial(read_tokenizer, model_vocab=header.vocab_size),
-        )
-        downloaded = frozenset(os.fspath(s) for s in sources if _is_url(os.fspath(s)))
+            weights_ref, tokenizer_ref, publication = blob_file_refs(
+                self.chain, self.network.policy, sources, urls, progress
+            )
+            published = self._certify(name, version, weights_ref, tokenizer_ref, options)
+            return dataclasses.replace(published, blobs=publication)
+        weights_ref, tokenizer_ref = url_file_refs(sources, urls, self.fetch_policy, progress)
+        downloaded = frozenset(os.fspath(s) for s in sources if is_url(os.fspath(s)))
         return self._certify(name, version, weights_ref, tokenizer_ref, options, downloaded)
 
     def _certify(
@@ -564,30 +441,6 @@ class Client:
             **options,
         )
 
-    def _publish_blobs(
-        self,
-        name: str,
-        sources: tuple[str | os.PathLike[str], str | os.PathLike[str]],
-        urls: tuple[Sequence[str], Sequence[str]],
-        version: str,
-        options: _CertifyOptions,
-    ) -> PublishedModel:
-        progress = options.progress
-        for what, source in zip(("weights", "tokenizer"), sources, strict=True):
-            if _is_url(os.fspath(source)):
-                raise UsageError(f"{what}: --blobs publishes local files, not a URL")
-            hash_file(source)  # the same one-line errors as a URL publish (missing, empty ...)
-        header = read_checkpoint_header(os.fspath(sources[0]), os.fspath(sources[0]))
-        read_tokenizer(os.fspath(sources[1]), os.fspath(sources[1]), model_vocab=header.vocab_size)
-        policy = self.network.policy
-        planned = [
-            plan_file(source, policy.chunk_size, more, _labelled(progress, f"hashing {what}"))
-            for what, source, more in zip(("weights", "tokenizer"), sources, urls, strict=True)
-        ]
-        publication = publish_chunks(self.chain, planned, policy, progress)
-        published = self._certify(name, version, planned[0].ref, planned[1].ref, options)
-        return dataclasses.replace(published, blobs=publication)
-
     def register_model(
         self,
         name: str,
@@ -647,39 +500,6 @@ class Client:
     def model(self, name: str, version: str | None = None) -> CertifiedModel:
         return self.registry.query_model(name, version)
 
-    def _file_ref(
-        self,
-        what: str,
-        source: str | os.PathLike[str],
-        urls: Sequence[str],
-        progress: Callable[[str, int, int | None], None] | None,
-        parse: Callable[[Source, str], _Parsed],
-    ) -> tuple[FileRef, _Parsed]:
-        """The file's FileRef, and what ``parse(content, label)`` made of it (before hashing a
-        local file; a download is parsed from its temporary file once it is complete)."""
-        source_str = os.fspath(source)
-        if _is_url(source_str):
-            on_download = _labelled(progress, f"downloading {what}")
-            parsed_box: list[_Parsed] = []
-            hashed = download_file(
-                source_str,
-                self.fetch_policy,
-                on_download,
-                inspect=lambda spool: parsed_box.append(parse(spool, source_str)),
-            )
-            parsed = parsed_box[0]
-            all_urls = [source_str, *[u for u in urls if u != source_str]]
-        else:
-            parsed = parse(source_str, source_str)
-            hashed = hash_file(source_str, _labelled(progress, f"hashing {what}"))
-            all_urls = list(urls)
-            if not all_urls:
-                raise UsageError(
-                    f"{what}: {source_str} is a local file; give --{what}-url (the URL services "
-                    "will fetch it from)"
-                )
-        return FileRef(hashed.blake3, hashed.size, tuple(all_urls)), parsed
-
     # --- the service -----------------------------------------------------------------------------
 
     @property
@@ -701,6 +521,16 @@ class Client:
         """Run a ``generate`` query on the service; see :meth:`ModelService.generate`.
         ``progress(label, done, total)`` hears about the model's download, if one is needed."""
         return self.service.generate(query, progress=progress)
+
+    def prepare_generation(self, query: GenerateQuery) -> PendingGeneration:
+        """Resolve ``query`` against certified state (quick: the model entry, its certificate,
+        the seed); :meth:`PendingGeneration.start` then does the slow part, without this
+        client (a caller sharing the client between threads holds its lock only here)."""
+        return PendingGeneration(self.service.prepare(query), self.service)
+
+    def batching(self) -> dict[str, int]:
+        """Continuous batching so far (see :meth:`ModelService.batching`)."""
+        return self.service.batching()
 
     # --- applications users write (edgechain.sdk; edgechain/user_applications.py) -------------
 
@@ -812,46 +642,15 @@ class Client:
     ) -> PendingMint:
         """Resolve a mint's query against certified state (quick): the model version, the
         seed and the block's oracle budget (``oracle_budget_s``, if given, becomes it)."""
-        if oracle_budget_s is not None:
-            if not oracle_budget_s > 0:
-                raise UsageError(f"the oracle budget must be > 0 seconds, got {oracle_budget_s}")
-            self.network.set_oracle_budget(oracle_budget_s)
-        version = self.model(query.model, query.version).entry.version
-        query = dataclasses.replace(query, version=version)
-        policy = self.network.policy
-        limit = policy.maximum_service_oracle_execution_ms
-        cap = "" if limit is None else (
-            f" (the {policy.name} policy's maximum_service_oracle_execution_ms is {limit})"
-        )
         self._install_oracles()
-        return PendingMint(
-            query,
-            self.service.prepare(query),
-            self.service,
-            self.network.oracle_budget_s,
-            cap,
-        )
+        return prepare_mint(self.network, self.registry, self.service, query, oracle_budget_s)
 
     def certify_mint(self, generated: GeneratedStory) -> MintedStory:
         """Propose the MintStory block recording ``generated`` (validators re-execute it).
 
         Touches the client only through its chain, so it may run while other threads refresh
         and read the client (the node does; see docs/chain.md, "Concurrency")."""
-        from edgechain.contract.story_book import MintStory
-        from edgechain.service.receipt import query_parameters
-
-        query = generated.query
-        operation = MintStory(
-            model=query.model,
-            version=query.version or "",
-            prompt=query.prompt,
-            parameters=query_parameters(query),
-            seed=None if query.seed is None else str(query.seed),
-            oracle=generated.response,
-        )
-        certificate = self.chain.execute(self.chain.app_id(STORY_BOOK), operation)
-        minted = [s for s in self.stories() if s.minted_height == certificate.height]
-        return MintedStory(minted[-1], certificate, generated.receipt)
+        return certify_mint(self.chain, generated)
 
     def transfer_story(self, story_id: int, owner: str) -> Certificate:
         """Give story ``story_id`` to ``owner`` (a public key, hex); signed by the chain owner,
@@ -865,19 +664,12 @@ class Client:
         """Give every validator its oracle (its engine, the shared cache), once."""
         if self._oracles_installed:
             return
-        from edgechain.service.oracle import GenerationOracle
-
-        registry = self.registry
-        engines = self.validator_engines
-
-        def oracle_for(name: str) -> GenerationOracle:
-            return GenerationOracle(
-                registry,
-                cache_dir=self.cache_dir,
-                engine_kind=engines.get(name, "wasm"),
-                fetch_policy=self.fetch_policy,
-                blobs=self.network,
-            )
-
-        self.network.install_oracles(oracle_for)
+        install_oracles(
+            self.network,
+            self.registry,
+            self.validator_engines,
+            cache_dir=self.cache_dir,
+            fetch_policy=self.fetch_policy,
+            blobs=self.network,
+        )
         self._oracles_installed = True

@@ -2,7 +2,7 @@
 
 :func:`quantize_checkpoint` converts an f32 llama2.c checkpoint into it the way llama2.c's
 ``export.py`` (``version2_export``) does; both headers are read and checked by
-:func:`edgechain.service.model_files.parse_checkpoint_header` (the layout is documented in
+:func:`edgechain.service.engine.model_files.parse_checkpoint_header` (the layout is documented in
 rust_guest/ABI.md, "Checkpoint formats"). The per-group arithmetic
 runs in Rust (``edgechain_native.quantize_q80``, the engine's own ``q8`` module): pure Python
 would spend about a microsecond per weight (minutes for 110M); here Python only moves each
@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edgechain.errors import InputError, InvalidCheckpoint, InvalidParameter
-from edgechain.service.model_files import (
+from edgechain.service.engine.model_files import (
     HEADER_BYTES,
     Q8_HEADER_BYTES,
     Q8_MAGIC,

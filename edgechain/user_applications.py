@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgechain.blob_publishing import BLOCK_OVERHEAD
 from edgechain.chain.blobs import APPLICATION_NAME as BLOBS
 from edgechain.chain.blobs import PublishDataBlob, blob_id
 from edgechain.chain.block import Operation
@@ -33,7 +34,6 @@ from edgechain.chain.modules import (
     load_module,
     module_id,
 )
-from edgechain.contract.manifest import BLOCK_OVERHEAD
 from edgechain.errors import InputError, InvalidParameter, OperationRejected, UsageError
 from edgechain.sdk.abi import encode
 from edgechain.sdk.loader import SdkModule, inspect_module

@@ -56,8 +56,8 @@ from typing import Any, Protocol
 
 import blake3
 
-from edgechain.chain.processes import process_alive
 from edgechain.errors import HashMismatch, StorageCorrupted
+from edgechain.processes import process_alive
 from edgechain.service.engine.files import FileIdentity, file_identity
 from edgechain.service.fetch import normalize_blake3_hex
 

@@ -28,6 +28,8 @@ import blake3
 
 from edgechain.chain.certificate import Certificate, verify_certificate
 from edgechain.chain.encoding import hash_value
+from edgechain.contract.generation_request import decode_parameters, sampling_parameters
+from edgechain.contract.generation_request import parameters as request_parameters
 from edgechain.contract.registry import APPLICATION_NAME, CertifiedModel
 from edgechain.contract.story_book import token_ids_hash
 from edgechain.errors import (
@@ -39,8 +41,9 @@ from edgechain.errors import (
 )
 from edgechain.service.engine.base import Engine
 from edgechain.service.query import GenerateQuery, seed_parameters
-from edgechain.service.records import PreparedQuery, QueryStream
-from edgechain.service.seed import SEED_DOMAIN, SeedQuery, derive_seed
+from edgechain.service.query_stream import QueryStream
+from edgechain.service.records import PreparedQuery
+from edgechain.service.seed import SEED_DOMAIN, derive_seed
 
 if TYPE_CHECKING:
     from edgechain.chain.network import Chain, Network
@@ -78,7 +81,6 @@ ENGINE_SETTINGS: dict[str, Any] = {
 }
 
 _U64_MAX = 2**64 - 1
-_FLOAT_PARAMETERS = ("temperature", "top_p", "repeat_penalty")
 
 
 def _guest_blake3(engine: Engine | None) -> str | None:
@@ -217,34 +219,17 @@ class Receipt:
 
 
 def query_parameters(query: GenerateQuery) -> dict[str, Any]:
-    """Every sampling parameter of ``query`` as a canonical value (floats as ``repr`` text)."""
-    return {
-        "max_tokens": query.max_tokens,
-        "temperature": repr(float(query.temperature)),
-        "top_p": repr(float(query.top_p)),
-        "repeat_penalty": repr(float(query.repeat_penalty)),
-        "repeat_window": query.repeat_window,
-        "stop": list(query.stop),
-    }
+    """Every sampling parameter of ``query`` in canonical encoding
+    (contract/generation_request.py: floats as ``repr`` text)."""
+    return query.encoded_parameters()
 
 
 def query_from_parameters(
     model: str, version: str, prompt: str, parameters: dict[str, Any], seed: int | None
 ) -> GenerateQuery:
     """The query :func:`query_parameters` describes (InvalidParameter if a value is bad)."""
-    try:
-        floats = {name: float(parameters[name]) for name in _FLOAT_PARAMETERS}
-    except (TypeError, ValueError) as err:
-        raise InvalidParameter(f"a sampling parameter is not a number: {err}") from None
     return GenerateQuery(
-        model=model,
-        version=version,
-        prompt=prompt,
-        max_tokens=parameters["max_tokens"],
-        repeat_window=parameters["repeat_window"],
-        stop=tuple(parameters["stop"]),
-        seed=seed,
-        **floats,
+        model=model, version=version, prompt=prompt, seed=seed, **decode_parameters(parameters)
     )
 
 
@@ -315,14 +300,6 @@ def _int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _float_text(value: Any) -> bool:
-    # The shortest round-trip spelling only, so one number has one canonical encoding.
-    try:
-        return isinstance(value, str) and repr(float(value)) == value
-    except ValueError:
-        return False
-
-
 def _u64_text(value: Any) -> bool:
     return (
         isinstance(value, str)
@@ -358,12 +335,9 @@ _SCHEMA: dict[str, Any] = {
         "inputs": _texts,
     },
     "parameters": {
-        "max_tokens": _int,
-        "temperature": _float_text,
-        "top_p": _float_text,
-        "repeat_penalty": _float_text,
-        "repeat_window": _int,
-        "stop": _texts,
+        name: spec.is_canonical
+        for name, spec in request_parameters().items()
+        if name in sampling_parameters()
     },
     "prompt": _text,
     "output": {
@@ -539,12 +513,7 @@ def _check_seed(receipt: Receipt) -> None:
         body["chain_id"],
         body["certificate"]["block_hash"],
         body["application_id"],
-        SeedQuery(
-            model=query.model,
-            version=body["model"]["version"],
-            prompt=query.prompt,
-            params={name: getattr(query, name) for name in seed_parameters()},
-        ),
+        query.seed_query(body["model"]["version"]),
     )
     if derived != receipt.seed:
         raise ReceiptMismatch(

@@ -33,7 +33,8 @@ from edgechain.service.engine.base import Engine, LoadedModel
 from edgechain.service.engine.files import file_identity
 from edgechain.service.fetch import Fetcher, FetchPolicy
 from edgechain.service.query import MAX_PROMPT_BYTES, GenerateQuery
-from edgechain.service.records import GenerationRecord, PreparedQuery, QueryStream, Timings
+from edgechain.service.query_stream import QueryStream
+from edgechain.service.records import GenerationRecord, PreparedQuery, Timings
 from edgechain.service.seed import resolve_seed
 
 __all__ = [
@@ -215,15 +216,11 @@ class ModelService:
             self._discard(model)
             raise
         return QueryStream(
+            prepared,
             generation,
-            model,
-            prepared.seed,
-            prepared.seed_source,
-            prepared.started,
-            fetch_s,
-            load_s,
+            fetch_s=fetch_s,
+            load_s=load_s,
             on_failure=lambda: self._discard(model),
-            prepared=prepared,
             engine=self.engine,
         )
 

@@ -14,11 +14,11 @@ import pytest
 from chain_helpers import FAST_TIMEOUT
 from network_cli_helpers import REPO_ROOT, edgechain, serve_copies
 
+from edgechain.blob_publishing import plan_file, publish_chunks
 from edgechain.chain.blobs import PublishDataBlob, blob_id
 from edgechain.chain.network import Network
 from edgechain.chain.policy import TESTNET, ResourcePolicy
 from edgechain.client import Client
-from edgechain.contract.manifest import plan_file, publish_chunks
 from edgechain.contract.operations import FileRef, RegisterModel
 from edgechain.errors import (
     BlobUnavailable,

@@ -1,7 +1,7 @@
 import pytest
 
 from edgechain.chain import Committee, parse_faults, quorum_threshold, validity_threshold
-from edgechain.chain.faults import Fault, FaultKind, format_faults
+from edgechain.chain.faults import FaultKind, ValidatorFault, format_faults
 from edgechain.chain.keys import generate_key, public_bytes
 from edgechain.errors import UsageError
 
@@ -46,9 +46,9 @@ def test_committee_json_round_trip_keeps_hash():
 def test_fault_spec_string():
     faults = parse_faults("v2=offline, v3=wrong-state,v4=slow:0.5", ["v1", "v2", "v3", "v4"])
     assert faults == {
-        "v2": Fault(FaultKind.OFFLINE),
-        "v3": Fault(FaultKind.WRONG_STATE),
-        "v4": Fault(FaultKind.SLOW, 0.5),
+        "v2": ValidatorFault(FaultKind.OFFLINE),
+        "v3": ValidatorFault(FaultKind.WRONG_STATE),
+        "v4": ValidatorFault(FaultKind.SLOW, 0.5),
     }
     assert format_faults(faults) == "v2=offline,v3=wrong-state,v4=slow:0.5"
 

@@ -15,7 +15,7 @@ from network_cli_helpers import edgechain, make_network
 
 from edgechain.client import Client
 from edgechain.testing.models import ModelFiles, stories260k_golden
-from edgechain.testing.weight_server import Fault, WeightServer
+from edgechain.testing.weight_server import HostFault, WeightServer
 
 PROMPT = "Once upon a time"
 
@@ -122,7 +122,7 @@ def test_bad_parameters_are_usage_errors(
 def test_bytes_that_do_not_match_the_certified_hash_never_run(
     stories_net: Path, served: WeightServer
 ) -> None:
-    served.inject("stories260K.bin", Fault(corrupt_offset=1000))
+    served.inject("stories260K.bin", HostFault(corrupt_offset=1000))
     result = generate(stories_net, "-i", PROMPT)
     result.assert_user_error(6, "BLAKE3 mismatch")
     assert result.out == ""  # not even the prompt: nothing ran

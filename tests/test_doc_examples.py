@@ -102,9 +102,9 @@ def _fetch_context(tmp_path: Path) -> Iterator[dict[str, Any]]:
 def _weight_server_context(tmp_path: Path) -> Iterator[dict[str, Any]]:
     import httpx
 
-    from edgechain.testing.weight_server import Fault
+    from edgechain.testing.weight_server import HostFault
 
-    yield {"WeightServer": WeightServer, "Fault": Fault, "httpx": httpx, "Path": Path}
+    yield {"WeightServer": WeightServer, "HostFault": HostFault, "httpx": httpx, "Path": Path}
 
 
 def _no_context(tmp_path: Path) -> Iterator[dict[str, Any]]:

@@ -15,13 +15,16 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 #: folder -> (its package, the top-level edgechain modules it may name besides its own).
+#: The modules below every layer, which any layer may name (and which name no other).
+SHARED = {"errors", "processes"}
 LAYERS = {
-    "chain": ("edgechain.chain", {"chain", "errors"}),
-    "contract": ("edgechain.contract", {"chain", "contract", "errors"}),
-    "service": ("edgechain.service", {"chain", "contract", "service", "errors"}),
+    "chain": ("edgechain.chain", {"chain"} | SHARED),
+    "contract": ("edgechain.contract", {"chain", "contract"} | SHARED),
+    "service": ("edgechain.service", {"chain", "contract", "service"} | SHARED),
 }
 
 _DOTTED = re.compile(r"\bedgechain\.([A-Za-z_][A-Za-z0-9_]*)")
+_FULL_DOTTED = re.compile(r"\bedgechain(?:\.[A-Za-z_][A-Za-z0-9_]*)+")
 
 
 def _module_name(package: str, folder: Path, path: Path) -> str:
@@ -124,3 +127,35 @@ def test_only_the_bench_command_names_the_benchmarks() -> None:
             if _top(name) == "bench":
                 problems.append(f"{relative} line {line}: {how} {name}")
     assert problems == []
+
+
+def test_the_engine_is_a_leaf() -> None:
+    """service/engine/ names only itself and the shared modules: not the rest of service/,
+    nor contract/ or chain/ (its callers hand it bytes, paths and parameters)."""
+    folder = ROOT / "service" / "engine"
+    problems = []
+    for path in sorted(folder.rglob("*.py")):
+        module = _module_name("edgechain.service.engine", folder, path)
+        source = path.read_text(encoding="utf-8")
+        found = [
+            (line, how, name)
+            for line, how, name in named(source, module, path.name == "__init__.py")
+            if how == "imports"
+        ]
+        for node in ast.walk(ast.parse(source)):  # dotted names in strings, in full
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                found += [(node.lineno, "names", m) for m in _FULL_DOTTED.findall(node.value)]
+        for line, how, name in found:
+            inside = name == "edgechain.service.engine" or name.startswith(
+                "edgechain.service.engine."
+            )
+            if not inside and _top(name) not in SHARED:
+                problems.append(f"{path.relative_to(ROOT)} line {line}: {how} {name}")
+    assert problems == []
+
+
+@pytest.mark.parametrize("shared", sorted(SHARED))
+def test_the_shared_modules_import_no_other_edgechain_module(shared: str) -> None:
+    path = ROOT / "edgechain" / f"{shared}.py"
+    found = named(path.read_text(encoding="utf-8"), f"edgechain.{shared}")
+    assert [n for _, how, n in found if how == "imports" and _top(n) != shared] == []

@@ -12,7 +12,7 @@ from service_helpers import publish_stories
 from edgechain.client import Client
 from edgechain.errors import FetchError, HashMismatch
 from edgechain.testing.models import ModelFiles
-from edgechain.testing.weight_server import Fault, WeightServer
+from edgechain.testing.weight_server import HostFault, WeightServer
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ def test_a_url_that_serves_other_bytes_is_refused(
     net: Path, served: WeightServer, stories260k: ModelFiles
 ) -> None:
     # The right size is not enough: one flipped byte and the URL is refused.
-    served.inject("tok512.bin", Fault(corrupt_offset=3))
+    served.inject("tok512.bin", HostFault(corrupt_offset=3))
     result = publish(net, stories260k, served.url("stories260K.bin"), served.url("tok512.bin"))
     result.assert_user_error(6, "tokenizer URL", "serves other bytes")
     assert blocks(net) == 0
@@ -86,7 +86,7 @@ def test_the_library_checks_urls_too(
                 weights_urls=[served.url("typo.bin")],
                 tokenizer_urls=[served.url("tok512.bin")],
             )
-        served.inject("stories260K.bin", Fault(corrupt_offset=0))
+        served.inject("stories260K.bin", HostFault(corrupt_offset=0))
         with pytest.raises(HashMismatch):
             publish_stories(client, served.base_url)
         assert client.status().chains[0].blocks == 0

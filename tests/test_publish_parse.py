@@ -1,4 +1,5 @@
-"""`model publish` parses the checkpoint and tokenizer before it proposes (service/model_files.py).
+"""`model publish` parses the checkpoint and tokenizer before it proposes
+(service/engine/model_files.py).
 
 Every refusal is typed (exit 3) and certifies nothing: the chain's height is unchanged.
 """
@@ -17,7 +18,7 @@ from edgechain.client import Client
 from edgechain.errors import InvalidCheckpoint, InvalidText, InvalidTokenizer, VocabMismatch
 from edgechain.service.engine import open_engine
 from edgechain.service.engine.base import Engine
-from edgechain.service.model_files import (
+from edgechain.service.engine.model_files import (
     CheckpointHeader,
     check_model_files,
     parse_checkpoint_header,

@@ -27,7 +27,7 @@ from serve_helpers import (
 )
 
 from edgechain.client import Client
-from edgechain.testing.weight_server import Fault, WeightServer
+from edgechain.testing.weight_server import HostFault, WeightServer
 
 BAR_S = 5.0
 STOP_BAR_S = 10.0
@@ -39,7 +39,7 @@ def served(tmp_path: Path) -> Iterator[tuple[Path, WeightServer]]:
     directory.mkdir()
     stories_and_synthetic(directory, "drip", 11)
     with WeightServer(directory) as server:
-        server.inject("drip.bin", Fault(chunk_size=1, chunk_delay=2.0))
+        server.inject("drip.bin", HostFault(chunk_size=1, chunk_delay=2.0))
         yield directory, server
 
 

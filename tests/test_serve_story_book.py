@@ -24,7 +24,7 @@ from serve_helpers import (
 )
 
 from edgechain.client import Client
-from edgechain.testing.weight_server import Fault, WeightServer
+from edgechain.testing.weight_server import HostFault, WeightServer
 
 #: How long the weight host waits before answering the first request for the slow model, and
 #: how long validator v3 waits before it answers a proposal.
@@ -123,7 +123,7 @@ def test_the_registry_answers_while_the_proposer_generates(
     node: NodeProcess, served: tuple[Path, WeightServer]
 ) -> None:
     _, server = served
-    server.inject("slow.bin", Fault(delay=HOST_DELAY_S, times=1))
+    server.inject("slow.bin", HostFault(delay=HOST_DELAY_S, times=1))
     _answers_during_a_mint(node, server, "slow")
 
 

@@ -16,7 +16,7 @@ from service_helpers import MODEL, MODEL_BLAKE3, MODEL_SIZE, MODELS, run_in_thre
 from edgechain.errors import FetchError, HashMismatch, InputError
 from edgechain.service.cache import ContentCache, Reverify, blake3_hex
 from edgechain.service.fetch import Fetcher
-from edgechain.testing.weight_server import Fault, WeightServer
+from edgechain.testing.weight_server import HostFault, WeightServer
 
 MODEL_BYTES = (MODELS / MODEL).read_bytes()
 
@@ -206,14 +206,14 @@ def test_fetch_verified_downloads_once_then_hits(
 
 @pytest.mark.parametrize(
     ("fault", "error"),
-    [(Fault(corrupt_offset=7), HashMismatch), (Fault(truncate_to=500_000), FetchError)],
+    [(HostFault(corrupt_offset=7), HashMismatch), (HostFault(truncate_to=500_000), FetchError)],
     ids=["corrupted", "truncated"],
 )
 def test_a_bad_download_is_not_cached(
     cache: ContentCache,
     stories_server: WeightServer,
     fetcher: Fetcher,
-    fault: Fault,
+    fault: HostFault,
     error: type[Exception],
 ) -> None:
     stories_server.inject(MODEL, fault)
@@ -240,7 +240,7 @@ def test_a_corrupted_cache_file_is_fetched_again(
 def test_concurrent_threads_download_once(
     cache: ContentCache, stories_server: WeightServer, fetcher: Fetcher
 ) -> None:
-    stories_server.inject(MODEL, Fault(delay=0.3))  # keep the first download in flight
+    stories_server.inject(MODEL, HostFault(delay=0.3))  # keep the first download in flight
     urls = [stories_server.url(MODEL)]
     results, errors = run_in_threads(
         lambda: cache.fetch_verified(MODEL_BLAKE3, MODEL_SIZE, urls, fetcher), 8, barrier=True
@@ -267,7 +267,7 @@ _CHILD = textwrap.dedent(
 def test_concurrent_processes_download_once(
     cache: ContentCache, stories_server: WeightServer
 ) -> None:
-    stories_server.inject(MODEL, Fault(delay=1.0))  # longer than a child's start-up
+    stories_server.inject(MODEL, HostFault(delay=1.0))  # longer than a child's start-up
     args = [str(cache.directory), stories_server.url(MODEL), MODEL_BLAKE3, str(MODEL_SIZE)]
     children = [
         subprocess.Popen([sys.executable, "-c", _CHILD, *args], stdout=subprocess.PIPE, text=True)

@@ -16,7 +16,7 @@ from service_helpers import MODEL, MODEL_BLAKE3, MODEL_SIZE, MODELS
 from edgechain.errors import StorageCorrupted
 from edgechain.service.cache import ContentCache
 from edgechain.service.fetch import Fetcher
-from edgechain.testing.weight_server import Fault, WeightServer
+from edgechain.testing.weight_server import HostFault, WeightServer
 
 MODEL_BYTES = (MODELS / MODEL).read_bytes()
 
@@ -102,7 +102,7 @@ def test_a_dead_pids_unlocked_temporary_is_removed_but_a_live_recent_one_stays(
 def test_a_download_killed_midway_leaves_nothing_after_the_next_start(
     cache: ContentCache, stories_server: WeightServer
 ) -> None:
-    stories_server.inject(MODEL, Fault(chunk_delay=0.5))  # 17 chunks: ~8 s for the whole file
+    stories_server.inject(MODEL, HostFault(chunk_delay=0.5))  # 17 chunks: ~8 s for the whole file
     url = stories_server.url(MODEL)
     locks = cache.directory / "locks"
     downloader = subprocess.Popen(
@@ -124,7 +124,7 @@ def test_a_download_killed_midway_leaves_nothing_after_the_next_start(
 
 
 def test_a_held_lock_file_is_not_removed(cache: ContentCache, stories_server: WeightServer) -> None:
-    stories_server.inject(MODEL, Fault(chunk_delay=0.5))
+    stories_server.inject(MODEL, HostFault(chunk_delay=0.5))
     downloader = subprocess.Popen(
         [
             sys.executable,

@@ -19,14 +19,14 @@ from edgechain.service.fetch import (
     fetch_any,
     fetch_url,
 )
-from edgechain.testing.weight_server import Fault, WeightServer
+from edgechain.testing.weight_server import HostFault, WeightServer
 
 
 def fetch_model(fetcher: Fetcher, url: str, size: int | None = MODEL_SIZE) -> bytes:
     return fetcher.fetch(url, expected_blake3=MODEL_BLAKE3, expected_size=size)
 
 
-def failed_fetch(server: WeightServer, fetcher: Fetcher, fault: Fault) -> FetchError:
+def failed_fetch(server: WeightServer, fetcher: Fetcher, fault: HostFault) -> FetchError:
     """The FetchError of fetching the model from ``server`` while it misbehaves with ``fault``."""
     server.inject(MODEL, fault)
     with pytest.raises(FetchError) as info:
@@ -72,7 +72,7 @@ def test_fetch_url_works_without_expected_size_and_with_uppercase_hash(
 def test_chunked_body_without_content_length_is_accepted(
     stories_server: WeightServer, fetcher: Fetcher
 ) -> None:
-    stories_server.inject(MODEL, Fault(chunked=True))
+    stories_server.inject(MODEL, HostFault(chunked=True))
     assert fetch_model(fetcher, stories_server.url(MODEL)) == (MODELS / MODEL).read_bytes()
 
 
@@ -89,7 +89,7 @@ def test_localhost_name_is_allowed_by_default(
 def test_one_changed_byte_raises_hash_mismatch(
     stories_server: WeightServer, fetcher: Fetcher
 ) -> None:
-    stories_server.inject(MODEL, Fault(corrupt_offset=MODEL_SIZE // 2))
+    stories_server.inject(MODEL, HostFault(corrupt_offset=MODEL_SIZE // 2))
     with pytest.raises(HashMismatch) as info:
         fetch_model(fetcher, stories_server.url(MODEL))
     err = info.value
@@ -103,7 +103,7 @@ def test_one_changed_byte_raises_hash_mismatch(
 def test_truncated_body_under_a_full_content_length_fails_as_truncated(
     stories_server: WeightServer, fetcher: Fetcher
 ) -> None:
-    error = failed_fetch(stories_server, fetcher, Fault(truncate_to=1000))
+    error = failed_fetch(stories_server, fetcher, HostFault(truncate_to=1000))
     assert error.reason == FetchReason.TRUNCATED
     assert error.url == stories_server.url(MODEL)
 
@@ -111,7 +111,7 @@ def test_truncated_body_under_a_full_content_length_fails_as_truncated(
 def test_truncated_chunked_body_fails_as_truncated(
     stories_server: WeightServer, fetcher: Fetcher
 ) -> None:
-    error = failed_fetch(stories_server, fetcher, Fault(truncate_to=70_000, chunked=True))
+    error = failed_fetch(stories_server, fetcher, HostFault(truncate_to=70_000, chunked=True))
     assert error.reason == FetchReason.TRUNCATED
 
 
@@ -136,7 +136,7 @@ def test_short_file_without_an_expected_size_is_a_hash_mismatch() -> None:
 
 def test_short_chunked_body_is_truncated_against_the_expected_size() -> None:
     with WeightServer({"m.bin": b"abc"}) as srv, Fetcher() as fetcher:
-        srv.inject("m.bin", Fault(chunked=True))
+        srv.inject("m.bin", HostFault(chunked=True))
         with pytest.raises(FetchError) as info:
             fetcher.fetch(srv.url("m.bin"), expected_blake3=MODEL_BLAKE3, expected_size=4)
     assert info.value.reason == FetchReason.TRUNCATED
@@ -171,14 +171,14 @@ def test_body_growing_past_the_limit_is_aborted_mid_stream() -> None:
 def test_oversized_response_with_content_length_from_a_real_server(
     stories_server: WeightServer, fetcher: Fetcher
 ) -> None:
-    error = failed_fetch(stories_server, fetcher, Fault(extra_bytes=1))
+    error = failed_fetch(stories_server, fetcher, HostFault(extra_bytes=1))
     assert error.reason == FetchReason.TOO_LARGE
 
 
 def test_oversized_chunked_response_from_a_real_server(
     stories_server: WeightServer, fetcher: Fetcher
 ) -> None:
-    error = failed_fetch(stories_server, fetcher, Fault(extra_bytes=5_000_000, chunked=True))
+    error = failed_fetch(stories_server, fetcher, HostFault(extra_bytes=5_000_000, chunked=True))
     assert error.reason == FetchReason.TOO_LARGE
     assert "body exceeds the limit of 1056540 bytes" in str(error)
 
@@ -282,7 +282,7 @@ def test_server_down_is_a_connection_failure() -> None:
 
 
 def test_a_server_that_does_not_answer_times_out(stories_server: WeightServer) -> None:
-    stories_server.inject(MODEL, Fault(delay=1.5))
+    stories_server.inject(MODEL, HostFault(delay=1.5))
     policy = FetchPolicy(read_timeout=0.3)
     start = time.monotonic()
     with Fetcher(policy) as fetcher, pytest.raises(FetchError) as info:
@@ -294,7 +294,7 @@ def test_a_server_that_does_not_answer_times_out(stories_server: WeightServer) -
 
 def test_a_trickling_body_hits_the_total_deadline(stories_server: WeightServer) -> None:
     # Each 64 KiB chunk arrives within the read timeout, but the whole body would take ~1.7 s.
-    stories_server.inject(MODEL, Fault(chunk_delay=0.1))
+    stories_server.inject(MODEL, HostFault(chunk_delay=0.1))
     policy = FetchPolicy(read_timeout=0.5, total_timeout=0.3)
     start = time.monotonic()
     with Fetcher(policy) as fetcher, pytest.raises(FetchError) as info:
@@ -304,7 +304,7 @@ def test_a_trickling_body_hits_the_total_deadline(stories_server: WeightServer) 
 
 
 def test_http_error_status_is_reported(stories_server: WeightServer, fetcher: Fetcher) -> None:
-    error = failed_fetch(stories_server, fetcher, Fault(status=500))
+    error = failed_fetch(stories_server, fetcher, HostFault(status=500))
     assert error.reason == FetchReason.HTTP_STATUS
     assert "500" in str(error)
 
@@ -315,15 +315,15 @@ def test_http_error_status_is_reported(stories_server: WeightServer, fetcher: Fe
 def test_redirects_within_the_limit_are_followed(
     stories_server: WeightServer, fetcher: Fetcher
 ) -> None:
-    stories_server.inject("a", Fault(redirect_to="/b"))
-    stories_server.inject("b", Fault(redirect_to=stories_server.url("c")))  # absolute
-    stories_server.inject("c", Fault(redirect_to=f"/{MODEL}"))
+    stories_server.inject("a", HostFault(redirect_to="/b"))
+    stories_server.inject("b", HostFault(redirect_to=stories_server.url("c")))  # absolute
+    stories_server.inject("c", HostFault(redirect_to=f"/{MODEL}"))
     assert fetch_model(fetcher, stories_server.url("a")) == (MODELS / MODEL).read_bytes()
     assert [stories_server.request_count(n) for n in ("a", "b", "c", MODEL)] == [1, 1, 1, 1]
 
 
 def test_too_many_redirects_fail(stories_server: WeightServer) -> None:
-    stories_server.inject("loop", Fault(redirect_to="/loop"))
+    stories_server.inject("loop", HostFault(redirect_to="/loop"))
     with Fetcher(FetchPolicy(max_redirects=2)) as fetcher, pytest.raises(FetchError) as info:
         fetch_model(fetcher, stories_server.url("loop"))
     assert info.value.reason == FetchReason.TOO_MANY_REDIRECTS
@@ -331,7 +331,7 @@ def test_too_many_redirects_fail(stories_server: WeightServer) -> None:
 
 
 def test_redirects_can_be_disabled(stories_server: WeightServer) -> None:
-    stories_server.inject("a", Fault(redirect_to=f"/{MODEL}"))
+    stories_server.inject("a", HostFault(redirect_to=f"/{MODEL}"))
     with Fetcher(FetchPolicy(max_redirects=0)) as fetcher, pytest.raises(FetchError) as info:
         fetch_model(fetcher, stories_server.url("a"))
     assert info.value.reason == FetchReason.TOO_MANY_REDIRECTS
@@ -340,7 +340,7 @@ def test_redirects_can_be_disabled(stories_server: WeightServer) -> None:
 def test_redirect_off_the_allow_list_is_rejected_before_following(
     stories_server: WeightServer, fetcher: Fetcher, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    stories_server.inject("a", Fault(redirect_to="http://example.com/stolen.bin"))
+    stories_server.inject("a", HostFault(redirect_to="http://example.com/stolen.bin"))
     resolved: list[object] = []
     real_getaddrinfo = socket.getaddrinfo
 
@@ -362,7 +362,7 @@ def test_redirect_off_the_allow_list_is_rejected_before_following(
 def test_fetch_any_falls_back_to_the_next_url(
     stories_server: WeightServer, fetcher: Fetcher
 ) -> None:
-    stories_server.inject("broken.bin", Fault(status=503))
+    stories_server.inject("broken.bin", HostFault(status=503))
     urls = ["http://example.com/m.bin", stories_server.url("broken.bin"), stories_server.url(MODEL)]
     data = fetcher.fetch_any(urls, expected_blake3=MODEL_BLAKE3, expected_size=MODEL_SIZE)
     assert len(data) == MODEL_SIZE
@@ -370,7 +370,7 @@ def test_fetch_any_falls_back_to_the_next_url(
 
 
 def test_fetch_any_reports_every_failure(stories_server: WeightServer) -> None:
-    stories_server.inject(MODEL, Fault(corrupt_offset=0))
+    stories_server.inject(MODEL, HostFault(corrupt_offset=0))
     urls = [
         "http://example.com/m.bin",
         f"http://127.0.0.1:{unused_port()}/m",
@@ -386,7 +386,7 @@ def test_fetch_any_reports_every_failure(stories_server: WeightServer) -> None:
 
 
 def test_fetch_any_with_only_wrong_bytes_is_a_hash_mismatch(stories_server: WeightServer) -> None:
-    stories_server.inject(MODEL, Fault(corrupt_offset=1))
+    stories_server.inject(MODEL, HostFault(corrupt_offset=1))
     with pytest.raises(HashMismatch):
         fetch_any(
             [stories_server.url(MODEL), stories_server.url(MODEL)], expected_blake3=MODEL_BLAKE3

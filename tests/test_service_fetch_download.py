@@ -9,7 +9,7 @@ import pytest
 
 from edgechain.errors import FetchError
 from edgechain.service.fetch import Fetcher, FetchPolicy, FetchReason
-from edgechain.testing.weight_server import Fault, WeightServer
+from edgechain.testing.weight_server import HostFault, WeightServer
 
 BODY = bytes(range(256)) * 1000
 
@@ -28,19 +28,19 @@ def test_download_returns_the_body_and_its_blake3(server: WeightServer) -> None:
 
 
 def test_download_follows_redirects_and_checks_each_hop(server: WeightServer) -> None:
-    server.inject("w.bin", Fault(redirect_to="/other.bin"))
+    server.inject("w.bin", HostFault(redirect_to="/other.bin"))
     with Fetcher() as fetcher:
         data, digest = fetcher.download(server.url("w.bin"))
     assert (data, digest) == (b"other", blake3.blake3(b"other").hexdigest())
 
-    server.inject("w.bin", Fault(redirect_to="http://example.com/w.bin"))
+    server.inject("w.bin", HostFault(redirect_to="http://example.com/w.bin"))
     with Fetcher() as fetcher, pytest.raises(FetchError) as info:
         fetcher.download(server.url("w.bin"))
     assert info.value.reason == FetchReason.HOST_NOT_ALLOWED
 
 
 def test_download_enforces_the_size_cap_mid_stream(server: WeightServer) -> None:
-    server.inject("w.bin", Fault(chunked=True))  # no Content-Length: the cap acts on the body
+    server.inject("w.bin", HostFault(chunked=True))  # no Content-Length: the cap acts on the body
     with Fetcher(FetchPolicy(max_bytes=1000)) as fetcher, pytest.raises(FetchError) as info:
         fetcher.download(server.url("w.bin"))
     assert info.value.reason == FetchReason.TOO_LARGE

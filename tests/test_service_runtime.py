@@ -25,7 +25,7 @@ from edgechain.service.fetch import FetchPolicy
 from edgechain.service.runtime import GenerateQuery, ModelService
 from edgechain.testing.models import ModelFiles, stories260k_golden
 from edgechain.testing.pytest_plugin import ServedModel
-from edgechain.testing.weight_server import Fault, WeightServer
+from edgechain.testing.weight_server import HostFault, WeightServer
 
 MOCK_GUEST = Path(__file__).resolve().parent / "engine" / "mock_guest.wat"
 
@@ -83,7 +83,7 @@ def test_same_query_same_state_same_bytes_and_the_seed_is_reported(
 def test_a_changed_byte_is_a_hash_mismatch_and_nothing_is_kept(
     client: Client, published: ServedModel, weight_server: WeightServer
 ) -> None:
-    weight_server.inject(published.weights_file.name, Fault(corrupt_offset=1000))
+    weight_server.inject(published.weights_file.name, HostFault(corrupt_offset=1000))
     with pytest.raises(errors.HashMismatch, match="stories260K.bin"):
         client.generate(greedy())
     entry = client.model("stories260K").entry
@@ -96,15 +96,19 @@ def test_a_changed_byte_is_a_hash_mismatch_and_nothing_is_kept(
 @pytest.mark.parametrize(
     ("fault", "reason"),
     [
-        (Fault(truncate_to=1000), "truncated"),
-        (Fault(extra_bytes=10), "too large"),
-        (Fault(extra_bytes=10, chunked=True), "too large"),
-        (Fault(delay=2.0), "timed out"),
-        (Fault(status=500), "500"),
+        (HostFault(truncate_to=1000), "truncated"),
+        (HostFault(extra_bytes=10), "too large"),
+        (HostFault(extra_bytes=10, chunked=True), "too large"),
+        (HostFault(delay=2.0), "timed out"),
+        (HostFault(status=500), "500"),
     ],
 )
 def test_bad_downloads_are_fetch_errors(
-    client: Client, published: ServedModel, weight_server: WeightServer, fault: Fault, reason: str
+    client: Client,
+    published: ServedModel,
+    weight_server: WeightServer,
+    fault: HostFault,
+    reason: str,
 ) -> None:
     weight_server.inject(published.weights_file.name, fault)
     with pytest.raises(errors.FetchError, match=reason):

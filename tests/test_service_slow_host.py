@@ -18,9 +18,9 @@ from edgechain.client import Client
 from edgechain.service.fetch import Fetcher, FetchPolicy, FetchReason
 from edgechain.service.runtime import GenerateQuery
 from edgechain.testing.pytest_plugin import ServedModel
-from edgechain.testing.weight_server import Fault, WeightServer
+from edgechain.testing.weight_server import HostFault, WeightServer
 
-DRIP = Fault(chunk_size=1, chunk_delay=0.5)  # a byte every half second
+DRIP = HostFault(chunk_size=1, chunk_delay=0.5)  # a byte every half second
 QUERY = GenerateQuery(model="stories260K", prompt="Once", max_tokens=4, temperature=0)
 
 
@@ -59,7 +59,8 @@ def test_a_cancel_event_stops_a_download(stories_server: WeightServer) -> None:
 def test_concurrent_first_queries_share_one_download(
     client: Client, published: ServedModel, weight_server: WeightServer
 ) -> None:
-    weight_server.inject(published.weights_file.name, Fault(chunk_delay=0.2))  # slow, not stalled
+    # Slow, not stalled.
+    weight_server.inject(published.weights_file.name, HostFault(chunk_delay=0.2))
     results: list[int] = []
     # Resolved here: the client's storage is one thread's; the wait and download are shared.
     prepared = client.service.prepare(QUERY)
@@ -117,7 +118,7 @@ def test_a_download_every_waiter_left_is_cancelled_and_the_next_query_starts_afr
 def test_a_waiter_leaving_does_not_cancel_the_download_another_waits_for(
     client: Client, published: ServedModel, weight_server: WeightServer
 ) -> None:
-    weight_server.inject(published.weights_file.name, Fault(chunk_delay=0.3))
+    weight_server.inject(published.weights_file.name, HostFault(chunk_delay=0.3))
     outcome: list[object] = []
     prepared = client.service.prepare(QUERY)
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from service_helpers import MODELS, TOKENIZER
 
-from edgechain.testing.weight_server import Fault, WeightServer
+from edgechain.testing.weight_server import HostFault, WeightServer
 
 TOKENIZER_BYTES = (MODELS / TOKENIZER).read_bytes()
 
@@ -62,7 +62,7 @@ def test_stop_releases_the_port() -> None:
 
 def test_corrupt_flips_one_byte() -> None:
     with WeightServer(MODELS) as srv:
-        srv.inject(TOKENIZER, Fault(corrupt_offset=10))
+        srv.inject(TOKENIZER, HostFault(corrupt_offset=10))
         body = get(srv.url(TOKENIZER)).content
     diff = [i for i, (a, b) in enumerate(zip(body, TOKENIZER_BYTES, strict=True)) if a != b]
     assert diff == [10]
@@ -70,7 +70,7 @@ def test_corrupt_flips_one_byte() -> None:
 
 def test_extra_bytes_and_chunked_encoding() -> None:
     with WeightServer({"a": b"abc"}) as srv:
-        srv.inject("a", Fault(extra_bytes=2, chunked=True))
+        srv.inject("a", HostFault(extra_bytes=2, chunked=True))
         response = get(srv.url("a"))
     assert response.content == b"abc\xa5\xa5"
     assert "content-length" not in response.headers
@@ -79,17 +79,17 @@ def test_extra_bytes_and_chunked_encoding() -> None:
 
 def test_truncate_announces_the_full_length_then_closes() -> None:
     with WeightServer({"a": b"x" * 1000}) as srv:
-        srv.inject("a", Fault(truncate_to=10))
+        srv.inject("a", HostFault(truncate_to=10))
         with pytest.raises(httpx.RemoteProtocolError):
             get(srv.url("a"))
 
 
 def test_status_redirect_and_times() -> None:
     with WeightServer({"a": b"abc", "b": b"bee"}) as srv:
-        srv.inject("a", Fault(status=503, times=1))
+        srv.inject("a", HostFault(status=503, times=1))
         assert get(srv.url("a")).status_code == 503
         assert get(srv.url("a")).content == b"abc"  # the fault was used up
-        srv.inject("a", Fault(redirect_to="/b"))
+        srv.inject("a", HostFault(redirect_to="/b"))
         response = get(srv.url("a"))
         assert response.status_code == 302 and response.headers["location"] == "/b"
         assert get(srv.url("a"), follow_redirects=True).content == b"bee"
@@ -99,7 +99,7 @@ def test_status_redirect_and_times() -> None:
 
 def test_delay_holds_the_response() -> None:
     with WeightServer({"a": b"abc"}) as srv:
-        srv.inject("a", Fault(delay=0.3))
+        srv.inject("a", HostFault(delay=0.3))
         start = time.monotonic()
         assert get(srv.url("a")).content == b"abc"
         assert time.monotonic() - start >= 0.3

@@ -18,8 +18,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from edgechain.errors import InvalidCheckpoint
+from edgechain.service.engine import ENGINE_KINDS
+from edgechain.service.engine.model_files import read_checkpoint_header
 from edgechain.service.engine.module_cache import user_cache_dir
-from edgechain.service.model_files import read_checkpoint_header
 
 __all__ = [
     "default_model_dir",
@@ -252,7 +253,7 @@ def _ratios(results: list[dict[str, object]]) -> list[str]:
                 suffix = "" if kind == "f32" else f" ({kind})"
                 ratio = by[("wasm", kind)] / by[("native", kind)]
                 lines.append(f"{shape}: wasm decodes at {ratio:.2f}x native{suffix}")
-        for engine in ("wasm", "native"):
+        for engine in ENGINE_KINDS:
             if (engine, "f32") in by and (engine, "int8") in by:
                 ratio = by[(engine, "int8")] / by[(engine, "f32")]
                 lines.append(f"{shape}: {engine} int8 decodes at {ratio:.2f}x its f32")

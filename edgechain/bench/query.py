@@ -17,7 +17,7 @@ import json
 import time
 
 from edgechain.bench.network import BENCH_MODEL, synthetic_model_network
-from edgechain.service.engine import open_engine
+from edgechain.service.engine import ENGINE_KINDS, open_engine
 from edgechain.service.query import GenerateQuery
 from edgechain.service.runtime import GenerationRecord
 
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", default="15M")
     parser.add_argument("--tokens", type=int, default=64)
-    parser.add_argument("--engine", default="wasm", choices=["wasm", "native"])
+    parser.add_argument("--engine", default="wasm", choices=ENGINE_KINDS)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     rows = run(args.shape, args.tokens, args.engine)

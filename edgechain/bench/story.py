@@ -23,19 +23,19 @@ import os
 import time
 
 from edgechain.bench.network import BENCH_MODEL, synthetic_model_network
-from edgechain.service.engine import open_engine
+from edgechain.service.engine import ENGINE_KINDS, open_engine
 from edgechain.service.query import GenerateQuery
 
 __all__ = ["run", "run_rows"]
 
-ENGINE_CHOICES = ("wasm", "native", "mixed")
+ENGINE_CHOICES = (*ENGINE_KINDS, "mixed")
 
 
 def run(shape_name: str, tokens: int, validators: int, engines: str | None) -> dict[str, object]:
     """Time one plain generation and one certified mint of the same query; ``engines``: the
     engine of the proposer and every validator (None or "mixed": wasm proposer, validators
     wasm and native in turn)."""
-    single = engines if engines in ("wasm", "native") else None
+    single = engines if engines in ENGINE_KINDS else None
     options: dict[str, object] = {"validators": validators}
     if single is not None:
         options["engine"] = open_engine(single)

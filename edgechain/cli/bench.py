@@ -11,7 +11,7 @@ from edgechain.cli.common import bounded_int, ensure_directory
 from edgechain.cli.network_options import add_json_option
 from edgechain.errors import GenerationError, InvalidParameter
 from edgechain.service.engine.base import text_to_utf8
-from edgechain.service.model_files import MAX_SEQ_LEN
+from edgechain.service.engine.model_files import MAX_SEQ_LEN
 
 NAME = "bench"
 HELP = "benchmark the engines on synthetic stories-shaped models"

@@ -25,7 +25,8 @@ from edgechain.cli.render import certificate_line, print_json
 from edgechain.contract.registry import CertifiedModel
 from edgechain.errors import InvalidParameter
 from edgechain.service.query import GenerateQuery, Parameter, defaults, parameters, required
-from edgechain.service.records import GenerationRecord, QueryStream
+from edgechain.service.query_stream import QueryStream
+from edgechain.service.records import GenerationRecord
 
 NAME = "generate"
 HELP = (

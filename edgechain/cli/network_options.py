@@ -13,6 +13,7 @@ from typing import Any
 
 from edgechain.chain.network import Network
 from edgechain.client import NETWORK_DIR_ENV, Client, default_network_dir
+from edgechain.service.engine import ENGINE_KINDS
 from edgechain.service.fetch import FetchPolicy
 
 Handler = Callable[[argparse.Namespace], int]
@@ -86,7 +87,7 @@ def add_engine_option(
     parser: argparse.ArgumentParser, help: str = "backend (default wasm)"  # noqa: A002
 ) -> None:
     """``--engine wasm|native`` (default wasm)."""
-    parser.add_argument("--engine", choices=("wasm", "native"), default="wasm", help=help)
+    parser.add_argument("--engine", choices=ENGINE_KINDS, default="wasm", help=help)
 
 
 def add_allow_host_option(

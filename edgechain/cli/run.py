@@ -21,6 +21,7 @@ from typing import BinaryIO
 
 from edgechain.cli.common import read_text_file
 from edgechain.errors import InvalidParameter, InvalidText, PromptTooLong
+from edgechain.service.engine import ENGINE_KINDS
 from edgechain.service.engine.base import GenerationParams, LoadedModel, Token, text_to_utf8
 
 NAME = "run"
@@ -59,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     prompt.add_argument("-f", "--prompt-file", metavar="FILE", help="read the prompt (UTF-8)")
     parser.add_argument(
-        "--engine", choices=("wasm", "native"), default="wasm", help="backend (default wasm)"
+        "--engine", choices=ENGINE_KINDS, default="wasm", help="backend (default wasm)"
     )
     parser.add_argument(
         "--repeat-penalty", type=float, default=1.0, help=">= 1.0; 1 = off (default)"

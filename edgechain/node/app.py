@@ -251,4 +251,4 @@ def build_app(gate: ClientGate, guard: RequestGuard | None = None) -> Starlette:
 
 def _index_and_batching(client: Client) -> tuple[dict[str, Any], dict[str, int]]:
     """``/``'s body and the service's batching counts (``ModelService.batching``)."""
-    return index(client), client.service.batching()
+    return index(client), client.batching()

@@ -22,7 +22,7 @@ import anyio.to_thread
 
 from edgechain.client import Client, MintedStory
 from edgechain.service.query import GenerateQuery
-from edgechain.service.records import QueryStream
+from edgechain.service.query_stream import QueryStream
 
 __all__ = ["ClientGate"]
 
@@ -87,10 +87,8 @@ class ClientGate:
         ``cancelled`` is polled while the model downloads: True stops this query's wait (the
         download goes on while another query waits for it, else it is cancelled too).
         """
-        prepared, service = self.call_blocking(
-            lambda client: (client.service.prepare(query), client.service)
-        )
-        return service.start(prepared, cancelled=cancelled)
+        pending = self.call_blocking(lambda client: client.prepare_generation(query))
+        return pending.start(cancelled=cancelled)
 
     async def mint_story(self, query: GenerateQuery) -> MintedStory:
         """Mint a story in a worker thread (see :meth:`mint_story_blocking`)."""

@@ -13,8 +13,10 @@ token counts are ``Int``. The ``generate`` arguments are derived from
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import inspect
+import typing
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import asdict
@@ -37,6 +39,7 @@ from edgechain.node.gate import ClientGate
 from edgechain.node.limits import schema_extensions
 from edgechain.node.resolvers import call, check_block_range, gate, propose, typed, typed_error
 from edgechain.node.streaming import Generations, run_generation
+from edgechain.service import records
 from edgechain.service.query import GenerateQuery
 from edgechain.service.query import defaults as query_defaults
 from edgechain.service.query import parameters as query_parameters
@@ -215,13 +218,16 @@ def _summarise(name: str, payload: Any) -> str:
     return name
 
 
-@strawberry.type(description="Where a query's time went, in seconds.")
-class Timings:
-    fetch_s: float
-    load_s: float
-    first_token_s: float
-    total_s: float
-    decode_tokens_per_s: float
+def _graphql_type(record: type, description: str) -> Any:
+    """A GraphQL object type with ``record``'s fields (a dataclass of plain values), so the
+    two cannot drift."""
+    hints = typing.get_type_hints(record)
+    fields = [(f.name, hints[f.name]) for f in dataclasses.fields(record)]
+    declared = dataclasses.make_dataclass(record.__name__, fields)
+    return strawberry.type(declared, description=description)
+
+
+Timings = _graphql_type(records.Timings, "Where a query's time went, in seconds.")
 
 
 @strawberry.type(description="The final record of a generate query.")

@@ -88,7 +88,7 @@ from edgechain.service.fetch import FetchPolicy
 from edgechain.service.runtime import ModelService
 from edgechain.testing import models
 from edgechain.testing.models import ModelFiles
-from edgechain.testing.weight_server import Fault, WeightServer
+from edgechain.testing.weight_server import HostFault, WeightServer
 
 __all__ = ["ModelFiles", "ServedModel"]
 
@@ -227,7 +227,7 @@ def tamper_model(weight_server: WeightServer) -> TamperModel:
         if file not in ("weights", "tokenizer"):
             raise ValueError(f'file must be "weights" or "tokenizer", got {file!r}')
         served: Path = getattr(model, f"{file}_file")
-        weight_server.inject(served.name, Fault(corrupt_offset=offset))
+        weight_server.inject(served.name, HostFault(corrupt_offset=offset))
 
     return tamper
 

@@ -25,7 +25,7 @@ from typing import BinaryIO
 import blake3
 
 from edgechain.errors import InvalidParameter
-from edgechain.service.checkpoint_header import HeaderDims
+from edgechain.service.engine.checkpoint_header import HeaderDims
 
 
 @dataclass(frozen=True)

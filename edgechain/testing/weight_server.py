@@ -4,7 +4,7 @@
 
     with WeightServer("../shared/models/stories260K") as srv:
         url = srv.url("stories260K.bin")
-        srv.inject("stories260K.bin", Fault(corrupt_offset=100))  # the next GETs are corrupted
+        srv.inject("stories260K.bin", HostFault(corrupt_offset=100))  # the next GETs are corrupted
         corrupted = httpx.get(url).content
         assert corrupted != Path("../shared/models/stories260K/stories260K.bin").read_bytes()
         assert srv.request_count("stories260K.bin") == 1
@@ -26,13 +26,13 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-__all__ = ["Fault", "WeightServer"]
+__all__ = ["HostFault", "WeightServer"]
 
 _CHUNK = 64 * 1024
 
 
 @dataclass(frozen=True)
-class Fault:
+class HostFault:
     """How to misbehave when serving one path. Fields combine; the defaults are harmless.
 
     - ``status``: answer with this HTTP status and a short text body instead of the file.
@@ -64,7 +64,7 @@ class WeightServer:
     """Serves ``source`` (a directory or a name -> bytes mapping) over HTTP on loopback.
 
     Start with :meth:`start` or a ``with`` block; :meth:`url` builds a URL for a name;
-    :meth:`inject` sets a :class:`Fault` for a name; :meth:`request_count` counts GETs of a name
+    :meth:`inject` sets a :class:`HostFault` for a name; :meth:`request_count` counts GETs of a name
     (faulty ones included).
     """
 
@@ -81,7 +81,7 @@ class WeightServer:
                 raise NotADirectoryError(str(self._directory))
         self._host = host
         self._lock = threading.Lock()
-        self._faults: dict[str, Fault] = {}
+        self._faults: dict[str, HostFault] = {}
         self._fault_uses: Counter[str] = Counter()
         self._requests: Counter[str] = Counter()
         self._server: ThreadingHTTPServer | None = None
@@ -138,7 +138,7 @@ class WeightServer:
 
     # --- test knobs ----------------------------------------------------------------------------
 
-    def inject(self, name: str, fault: Fault | None) -> None:
+    def inject(self, name: str, fault: HostFault | None) -> None:
         """Misbehave on ``name`` as ``fault`` says (None: behave again)."""
         key = name.lstrip("/")
         with self._lock:
@@ -169,7 +169,7 @@ class WeightServer:
 
     # --- serving (called from handler threads) -------------------------------------------------
 
-    def _begin(self, name: str) -> Fault | None:
+    def _begin(self, name: str) -> HostFault | None:
         """Count a request for ``name`` and return the fault to apply to it, if any."""
         with self._lock:
             self._requests[name] += 1
@@ -203,7 +203,7 @@ def _make_handler(server: WeightServer) -> type[BaseHTTPRequestHandler]:
         def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
             self.close_connection = True
             name = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path).lstrip("/")
-            fault = server._begin(name) or Fault()
+            fault = server._begin(name) or HostFault()
             if fault.delay:
                 time.sleep(fault.delay)
             if fault.status is not None:
@@ -231,7 +231,7 @@ def _make_handler(server: WeightServer) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
-        def _send_body(self, body: bytes, fault: Fault) -> None:
+        def _send_body(self, body: bytes, fault: HostFault) -> None:
             if fault.corrupt_offset is not None and 0 <= fault.corrupt_offset < len(body):
                 mutable = bytearray(body)
                 mutable[fault.corrupt_offset] ^= 0xFF

@@ -24,14 +24,16 @@ pub const CHUNK: usize = 32;
 /// One step's outcome: the token produced and its bytes, or None once stopped.
 pub type Produced = Option<(u32, Vec<u8>)>;
 
+// The sampling defaults are the generation request's (contract/generation_request.py;
+// tests/test_generation_request_fronts.py holds them to it).
 fn default_temperature() -> f64 {
-    1.0
+    0.8
 }
 fn default_top_p() -> f64 {
     0.9
 }
 fn default_seed() -> u64 {
-    42
+    0
 }
 fn default_max_positions() -> Option<usize> {
     Some(256)

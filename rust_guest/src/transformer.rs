@@ -1,4 +1,6 @@
-//! The llama2.c transformer for single-token decoding, written as run.c's `forward`.
+//! The llama2.c transformer, written as run.c's `forward` over a batch of positions
+//! (`forward_batch`: a prompt's prefill, hint look-ahead, sessions stepped together; one token
+//! is a batch of one).
 //!
 //! The weights stay candle tensors (loaded by `checkpoint`); decoding borrows their contiguous
 //! f32 storage and runs our own kernels (`matvec`) on it, with the activations and the KV cache

@@ -21,7 +21,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, NoReturn, Protocol
 
 from edgechain.errors import (
@@ -31,12 +31,15 @@ from edgechain.errors import (
     InvalidTokenizer,
     Timeout,
 )
-from edgechain.service.checkpoint_header import HeaderFields
 from edgechain.service.engine.batcher import StepBatcher
+from edgechain.service.engine.checkpoint_header import HeaderFields
 from edgechain.service.engine.codes import error_from_code
 from edgechain.service.engine.files import read_input, unchanged_checkpoint
 
 _U64_MAX = 2**64 - 1
+_I31_MAX = 2**31 - 1
+#: The largest finite f32, the guest's float.
+_F32_MAX = 3.4028234663852886e38
 #: Guards the lazy creation of a model's batcher.
 _BATCHER_GUARD = threading.Lock()
 #: Hint token ids (``LoadedModel.generate``'s ``hint``), as the backends receive them.
@@ -47,11 +50,15 @@ Hint = Sequence[int]
 class GenerationParams:
     """Sampling and stopping parameters; serialises to the ABI's params JSON (rust_guest/ABI.md).
 
-    ``max_positions`` is run.c's ``-n`` (prompt with BOS included, clamped to seq_len);
-    ``max_tokens`` counts generated tokens. When both are None the limit is seq_len.
+    The sampling fields and their defaults are the generation request's
+    (contract/generation_request.py; tests/test_generation_request_fronts.py holds them to it);
+    the engine is a leaf and keeps its own copy and its own guard, with its real limits (i32
+    counts, f32 floats). ``max_positions`` is run.c's ``-n`` (prompt with BOS included, clamped
+    to seq_len); ``max_tokens`` counts generated tokens. When both are None the limit is
+    seq_len.
     """
 
-    temperature: float = 1.0
+    temperature: float = 0.8
     top_p: float = 0.9
     seed: int = 0
     max_tokens: int | None = None
@@ -61,28 +68,21 @@ class GenerationParams:
     stop: Sequence[str] = ()
 
     def validate(self) -> GenerationParams:
-        """Raise InvalidParameter naming the first bad value; return self when all are valid."""
-        _check_float("temperature", self.temperature)
-        if self.temperature < 0:
-            raise InvalidParameter(f"temperature must be >= 0, got {self.temperature}")
-        _check_float("top_p", self.top_p)
-        if not 0 < self.top_p <= 1:
-            raise InvalidParameter(f"top_p must be in (0, 1], got {self.top_p}")
+        """Raise InvalidParameter naming the first bad value and its range; return self when
+        all are valid."""
+        _check_float("temperature", self.temperature, self.temperature >= 0.0, ">= 0")
+        _check_float("top_p", self.top_p, 0 < self.top_p <= 1, "in (0, 1]", limited=False)
         _check_int("seed", self.seed)
         if not 0 <= self.seed <= _U64_MAX:
             raise InvalidParameter(f"seed must be in [0, 2^64 - 1], got {self.seed}")
         for name in ("max_tokens", "max_positions"):
             value = getattr(self, name)
             if value is not None:
-                _check_int(name, value)
-                if not 1 <= value <= 2**31 - 1:
-                    raise InvalidParameter(f"{name} must be >= 1 (or unset), got {value}")
-        _check_float("repeat_penalty", self.repeat_penalty)
-        if self.repeat_penalty < 1.0:
-            raise InvalidParameter(f"repeat_penalty must be >= 1.0, got {self.repeat_penalty}")
-        _check_int("repeat_window", self.repeat_window)
-        if not 0 <= self.repeat_window <= 2**31 - 1:
-            raise InvalidParameter(f"repeat_window must be >= 0, got {self.repeat_window}")
+                _check_count(name, value, 1, " (or unset)")
+        _check_float(
+            "repeat_penalty", self.repeat_penalty, self.repeat_penalty >= 1.0, ">= 1.0"
+        )
+        _check_count("repeat_window", self.repeat_window, 0)
         if isinstance(self.stop, str):
             raise InvalidParameter("stop must be a list of strings, not a single string")
         for s in self.stop:
@@ -93,27 +93,28 @@ class GenerationParams:
     def to_abi_dict(self) -> dict[str, Any]:
         """The params object of the ABI (validated first)."""
         self.validate()
-        return {
-            "temperature": float(self.temperature),
-            "top_p": float(self.top_p),
-            "seed": int(self.seed),
-            "max_tokens": self.max_tokens,
-            "max_positions": self.max_positions,
-            "repeat_penalty": float(self.repeat_penalty),
-            "repeat_window": int(self.repeat_window),
-            "stop": list(self.stop),
-        }
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["stop"] = list(self.stop)
+        for name in ("temperature", "top_p", "repeat_penalty"):
+            out[name] = float(out[name])
+        return out
 
     def to_json(self) -> str:
         """The params JSON the guest and the native module read."""
         return json.dumps(self.to_abi_dict(), ensure_ascii=False, separators=(",", ":"))
 
 
-def _check_float(name: str, value: object) -> None:
+def _check_float(
+    name: str, value: object, in_range: bool, bound: str, *, limited: bool = True
+) -> None:
+    # The guest samples in f32: a larger float would arrive there as inf.
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidParameter(f"{name} must be a number, got {value!r}")
     if not math.isfinite(value):
         raise InvalidParameter(f"{name} must be finite, got {value}")
+    if not in_range or (limited and value > _F32_MAX):
+        limit = f" and <= {_F32_MAX!r}" if limited else ""
+        raise InvalidParameter(f"{name} must be {bound}{limit}, got {value}")
 
 
 def _check_int(name: str, value: object) -> None:
@@ -121,11 +122,21 @@ def _check_int(name: str, value: object) -> None:
         raise InvalidParameter(f"{name} must be an integer, got {value!r}")
 
 
+def _check_count(name: str, value: object, minimum: int, unset: str = "") -> None:
+    # The guest counts in i32.
+    _check_int(name, value)
+    assert isinstance(value, int)
+    if not minimum <= value <= _I31_MAX:
+        raise InvalidParameter(
+            f"{name} must be >= {minimum} and <= {_I31_MAX}{unset}, got {value}"
+        )
+
+
 @dataclass(frozen=True)
 class ModelInfo(HeaderFields):
     """A loaded model's configuration, as the llama2.c header states it (fields:
-    :class:`~edgechain.service.checkpoint_header.HeaderFields`; ``from_dict`` reads the engines'
-    info dict)."""
+    :class:`~edgechain.service.engine.checkpoint_header.HeaderFields`; ``from_dict`` reads the
+    engines' info dict)."""
 
 
 class StopReason(enum.IntEnum):

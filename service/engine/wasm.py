@@ -46,8 +46,8 @@ from edgechain.service.engine.base import (
 )
 from edgechain.service.engine.codes import error_from_code
 from edgechain.service.engine.files import read_exactly, read_input, unchanged_checkpoint
+from edgechain.service.engine.model_files import parse_checkpoint_header
 from edgechain.service.engine.module_cache import compiled_module, default_cache_dir
-from edgechain.service.model_files import parse_checkpoint_header
 
 GUEST_ENV = "EDGECHAIN_GUEST_WASM"
 PACKAGED_GUEST = Path(__file__).with_name("edgechain_guest.wasm")

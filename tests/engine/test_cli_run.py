@@ -153,6 +153,9 @@ def test_prompt_longer_than_seq_len(engine: str, stories260k: ModelFiles) -> Non
         (("-p", "1.5"), "top_p"),
         (("-n", "-1"), "steps"),
         (("-t", "warm"), "invalid float"),
+        # Issue 26: the guest samples in f32, where these arrived as inf ("got inf").
+        (("-t", "1e308"), "temperature must be >= 0 and <= 3.4028234663852886e+38, got 1e+308"),
+        (("--repeat-penalty", "1e39"), "repeat_penalty must be >= 1.0 and <= 3.40282346638"),
     ],
 )
 def test_bad_parameters_are_usage_errors(
@@ -173,3 +176,4 @@ def test_missing_prompt_file(stories260k: ModelFiles, tmp_path: Path) -> None:
 
 def test_unknown_engine_is_a_usage_error(stories260k: ModelFiles) -> None:
     assert_clean_error(_run(stories260k, engine="gpu"), 2, "invalid choice")
+

@@ -13,7 +13,7 @@ from engine_helpers import REPO_ROOT, assert_clean_error, run_cli
 from edgechain.errors import InvalidCheckpoint, InvalidParameter
 from edgechain.quantize import default_group_size
 from edgechain.service.engine import Engine, GenerationParams
-from edgechain.service.model_files import Q8_HEADER_BYTES, Q8_MAGIC, parse_checkpoint_header
+from edgechain.service.engine.model_files import Q8_HEADER_BYTES, Q8_MAGIC, parse_checkpoint_header
 from edgechain.testing.models import ModelFiles
 
 GOLDEN = REPO_ROOT / "tests" / "engine" / "golden"

@@ -13,7 +13,7 @@ from edgechain.service.engine.codes import ERROR_CLASSES, error_from_code
 
 def test_defaults_serialise_to_the_abi_json() -> None:
     assert json.loads(GenerationParams().to_json()) == {
-        "temperature": 1.0,
+        "temperature": 0.8,
         "top_p": 0.9,
         "seed": 0,
         "max_tokens": None,

@@ -12,8 +12,8 @@ from engine_helpers import assert_clean_error, run_cli
 import edgechain.quantize as quantize
 from edgechain.errors import CheckpointTooLarge
 from edgechain.service.engine import Engine
+from edgechain.service.engine.model_files import parse_checkpoint_header
 from edgechain.service.engine.wasm import DEFAULT_MEMORY_LIMIT, check_fits
-from edgechain.service.model_files import parse_checkpoint_header
 from edgechain.testing.models import ModelFiles
 from edgechain.testing.synth import SHAPES, shape_named
 

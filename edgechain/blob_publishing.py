@@ -1,5 +1,7 @@
-"""Files stored as on-chain blobs: cutting a file into chunks, publishing the chunks in as many
-blocks as the resource policy needs, and the manifest (a :class:`FileRef` with ``chunks``).
+"""Files stored as on-chain blobs: cutting a local file into chunks, publishing the chunks in
+as many blocks as the resource policy needs, and the manifest (a :class:`FileRef` with
+``chunks``, contract/operations.py). Client work (reading the user's files, proposing blocks),
+so it lives beside the client, not in the deterministic contract layer.
 
 A manifest lists, in file order, each chunk's blob id (chain/blobs.py) and size, beside the whole
 file's BLAKE3 and size. Publishing is resumable: a chunk already published on the chain (a

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from edgechain.errors import InputError, InvalidCheckpoint, InvalidTokenizer, VocabMismatch
-from edgechain.service.checkpoint_header import HEADER_I32_FIELDS, HeaderFields
+from edgechain.service.engine.checkpoint_header import HEADER_I32_FIELDS, HeaderFields
 from edgechain.service.engine.files import input_errors
 
 __all__ = [

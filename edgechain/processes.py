@@ -1,5 +1,7 @@
 """Whether the process that left a temporary file behind still runs (the network's and the
-cache's temporaries are named with their writer's pid, so a killed writer's can be removed)."""
+cache's temporaries are named with their writer's pid, so a killed writer's can be removed).
+
+Shared by every layer, like ``edgechain.errors``: it names no other edgechain module."""
 
 from __future__ import annotations
 
