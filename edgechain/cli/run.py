@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from typing import BinaryIO
 
 from edgechain.cli.common import read_text_file
+from edgechain.files import PROMPT_FILE_MAX_BYTES
 from edgechain.errors import InvalidParameter, InvalidText, PromptTooLong
 from edgechain.service.engine.base import GenerationParams, LoadedModel, Token, text_to_utf8
 
@@ -95,7 +96,7 @@ def execute(args: argparse.Namespace) -> int:
     ).validate()
     prompt = args.prompt
     if args.prompt_file is not None:
-        prompt = read_text_file(args.prompt_file, "prompt file")
+        prompt = read_text_file(args.prompt_file, "prompt file", PROMPT_FILE_MAX_BYTES)
     # Odd text is refused before anything is loaded or printed.
     for what, text in (("prompt", prompt), ("system prompt", args.system_prompt)):
         if text is not None:
