@@ -19,6 +19,7 @@ from edgechain.errors import UsageError
 
 __all__ = [
     "DEFAULT_ORACLE_BUDGET_S",
+    "MAX_ORACLE_BUDGET_S",
     "ENGINE_CYCLE",
     "ORACLE_ENGINES",
     "Oracle",
@@ -29,6 +30,8 @@ __all__ = [
 
 #: Seconds the oracle calls of one block may take, together.
 DEFAULT_ORACLE_BUDGET_S = 60.0
+#: The largest budget a network accepts (a day): past it, waits overflow the platform's timers.
+MAX_ORACLE_BUDGET_S = 86_400.0
 #: The engines a validator may re-execute oracle calls with.
 ORACLE_ENGINES = ("wasm", "native")
 #: Which engine each validator re-executes oracle calls with, by default: alternately the

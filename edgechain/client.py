@@ -54,7 +54,7 @@ from edgechain.errors import (
     UsageError,
 )
 from edgechain.service.engine.base import Engine
-from edgechain.service.engine.files import input_errors
+from edgechain.files import input_errors, open_regular
 from edgechain.service.fetch import Fetcher, FetchPolicy
 from edgechain.service.model_files import Source, read_checkpoint_header, read_tokenizer
 from edgechain.service.query import GenerateQuery
@@ -112,16 +112,15 @@ class HashedFile:
 def hash_file(path: str | os.PathLike[str], progress: Progress | None = None) -> HashedFile:
     """BLAKE3 of a local file, streamed in 1 MiB chunks. Raises InputError if unreadable."""
     path = Path(path)
-    with input_errors(path):
-        total = path.stat().st_size
+    with open_regular(path) as f, input_errors(path):
+        total = os.fstat(f.fileno()).st_size
         hasher = blake3.blake3()
         done = 0
-        with path.open("rb") as f:
-            while chunk := f.read(_CHUNK):
-                hasher.update(chunk)
-                done += len(chunk)
-                if progress is not None:
-                    progress(done, total)
+        while chunk := f.read(_CHUNK):
+            hasher.update(chunk)
+            done += len(chunk)
+            if progress is not None:
+                progress(done, total)
     if done == 0:
         raise InputError(f"{path}: the file is empty")
     return HashedFile(hasher.hexdigest(), done)
@@ -289,7 +288,7 @@ class Client:
         command."""
         path = Path(path)
         if (path / NETWORK_FILE).exists():
-            network = Network.open(path, faulty=faulty)
+            network = Network.open(path, faulty=faulty, lazy=True)
             size = len(network.committee.members)
             if validators is not None and validators != size:
                 network.close()
@@ -324,9 +323,11 @@ class Client:
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], **options: object) -> Client:
-        """Open the network in ``path`` (NetworkNotFound if there is none)."""
+        """Open the network in ``path`` (NetworkNotFound if there is none), verifying what a
+        command relies on (``Network.open(lazy=True)``; :meth:`verify` checks everything)."""
         faulty = options.pop("faulty", None)
-        return cls(Network.open(Path(path), faulty=faulty), **options)  # type: ignore[arg-type]
+        network = Network.open(Path(path), faulty=faulty, lazy=True)
+        return cls(network, **options)  # type: ignore[arg-type]
 
     def close(self) -> None:
         """Free loaded models and close the database."""
@@ -624,9 +625,7 @@ class Client:
         """Resolve a mint's query against certified state (quick): the model version, the
         seed and the block's oracle budget (``oracle_budget_s``, if given, becomes it)."""
         if oracle_budget_s is not None:
-            if not oracle_budget_s > 0:
-                raise UsageError(f"the oracle budget must be > 0 seconds, got {oracle_budget_s}")
-            self.network.set_oracle_budget(oracle_budget_s)
+            self.network.set_oracle_budget(oracle_budget_s)  # its range checked there
         version = self.model(query.model, query.version).entry.version
         query = dataclasses.replace(query, version=version)
         policy = self.network.policy
