@@ -41,6 +41,7 @@ from edgechain.chain.application import (
     application_id,
     application_kind,
     execute_operations,
+    remember_execution,
     to_operation,
 )
 from edgechain.chain.blobs import (
@@ -687,6 +688,7 @@ class Chain:
         net = self.network
         signer_public = public_bytes(key)
         timestamp = max(time.time_ns() // 1000, self._last_timestamp_us)
+        state_before = self._state.hash()  # before hash_with(), which prepares the apply
         writes = execute_operations(
             self._state,
             height=self.height,
@@ -719,13 +721,18 @@ class Chain:
         )
         check_blobs_at_hand(published, referenced_blobs(operations), blobs, net.storage.blob_ids)
         block_hash = hash_encoded("block", encoded)
+        # The validators, whose replicas hold this same state, reuse this execution.
+        remember_execution(state_before, block_hash, self.owner, writes)
         proposal = Proposal(block, sign_proposal(block, key, block_hash), block_hash, blobs)
         timeout = net.vote_timeout
-        if any(recorded_response(op) is not None for op in operations):
+        oracle_calls = any(recorded_response(op) is not None for op in operations)
+        if oracle_calls:
             timeout += net.oracle_budget_s  # validators re-execute the oracle calls first
         certificate, failures = certify(
-            proposal, net.committee, net._pool, timeout, chain_label=self.name
-        )
+            # Re-executing oracle calls takes the validators seconds each: in parallel then.
+            proposal, net.committee, net._pool, timeout, chain_label=self.name,
+            inline=not oracle_calls,
+        )  # fmt: skip
         self.last_failures = failures
         return CertifiedBlock(block, block_hash, proposal.signature, certificate), writes
 

@@ -81,7 +81,11 @@ class ResourcePolicy:
         if path.suffix != ".json" and not path.exists():
             return cls.preset(spec)
         try:
-            value = json.loads(read_regular(path, "policy file", InputError, CONFIG_MAX_BYTES))
+            raw = read_regular(path, None, InputError, CONFIG_MAX_BYTES)
+        except InputError as exc:
+            raise InputError(f"cannot read policy file {exc}") from None
+        try:
+            value = json.loads(raw)
         except (ValueError, RecursionError) as exc:
             raise InputError(f"policy file {path} is not JSON: {exc}") from exc
         return cls.from_json(value, default_name=path.stem)

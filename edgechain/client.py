@@ -53,8 +53,8 @@ from edgechain.errors import (
     Timeout,
     UsageError,
 )
-from edgechain.service.engine.base import Engine
 from edgechain.files import input_errors, open_regular
+from edgechain.service.engine.base import Engine
 from edgechain.service.fetch import Fetcher, FetchPolicy
 from edgechain.service.model_files import Source, read_checkpoint_header, read_tokenizer
 from edgechain.service.query import GenerateQuery

@@ -106,7 +106,7 @@ def open_regular(
             raise input_error(IsADirectoryError(), path, error, what)
         if not stat.S_ISREG(info.st_mode):
             raise error(
-                f"{_named(path, what)} is {file_kind(info.st_mode)}, not a regular file"
+                f"{_named(path, what)}: is {file_kind(info.st_mode)}, not a regular file"
             )
         if max_bytes is not None and info.st_size > max_bytes:
             raise error(_too_large(path, what, info.st_size, max_bytes))
@@ -137,7 +137,7 @@ def read_regular(
 
 
 def _too_large(path: str | os.PathLike[str], what: str | None, size: int, cap: int) -> str:
-    return f"{_named(path, what)} is over the {_bytes(cap)} limit ({size} bytes or more)"
+    return f"{_named(path, what)}: over the {_bytes(cap)} limit ({size} bytes or more)"
 
 
 def _bytes(n: int) -> str:
@@ -160,7 +160,8 @@ def write_atomically(
     mode = _replaceable_mode(target, path, what, error)
     temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}-{os.urandom(4).hex()}")
     try:
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 if mode is None else 0o600)
+        created = 0o666 if mode is None else 0o600  # a new file gets the umask's permissions
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, created)
         with open(fd, "wb") as out:
             if isinstance(content, bytes):
                 out.write(content)

@@ -16,9 +16,9 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Iterator
-from typing import BinaryIO
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import BinaryIO
 
 from edgechain.errors import InputError, InvalidCheckpoint, InvalidParameter
 from edgechain.files import write_atomically

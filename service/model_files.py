@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from edgechain.errors import InputError, InvalidCheckpoint, InvalidTokenizer, VocabMismatch
-from edgechain.service.checkpoint_header import HEADER_I32_FIELDS, HeaderFields
 from edgechain.files import TOKENIZER_MAX_BYTES, input_errors, open_regular
+from edgechain.service.checkpoint_header import HEADER_I32_FIELDS, HeaderFields
 
 __all__ = [
     "CheckpointHeader",

@@ -30,7 +30,6 @@ from edgechain.chain.certificate import Certificate, verify_certificate
 from edgechain.chain.encoding import hash_value
 from edgechain.contract.registry import APPLICATION_NAME, CertifiedModel
 from edgechain.contract.story_book import token_ids_hash
-from edgechain.files import RECEIPT_MAX_BYTES, read_regular, write_atomically
 from edgechain.errors import (
     CertificateError,
     EdgechainError,
@@ -38,6 +37,7 @@ from edgechain.errors import (
     InvalidReceipt,
     ReceiptMismatch,
 )
+from edgechain.files import RECEIPT_MAX_BYTES, read_regular, write_atomically
 from edgechain.service.engine.base import Engine
 from edgechain.service.query import GenerateQuery, seed_parameters
 from edgechain.service.records import PreparedQuery, QueryStream

@@ -20,8 +20,8 @@ from collections.abc import Iterable
 from typing import BinaryIO
 
 from edgechain.cli.common import read_text_file
-from edgechain.files import PROMPT_FILE_MAX_BYTES
 from edgechain.errors import InvalidParameter, InvalidText, PromptTooLong
+from edgechain.files import PROMPT_FILE_MAX_BYTES
 from edgechain.service.engine.base import GenerationParams, LoadedModel, Token, text_to_utf8
 
 NAME = "run"

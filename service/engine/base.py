@@ -28,7 +28,6 @@ from edgechain.errors import (
     EdgechainError,
     InvalidParameter,
     InvalidText,
-    InvalidTokenizer,
     Timeout,
 )
 from edgechain.service.checkpoint_header import HeaderFields

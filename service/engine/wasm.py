@@ -31,7 +31,6 @@ from edgechain.errors import (
     GuestTrap,
     InvalidCheckpoint,
     InvalidParameter,
-    InvalidTokenizer,
     Timeout,
 )
 from edgechain.service.engine.base import (
