@@ -16,9 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: folder -> (its package, the top-level edgechain modules it may name besides its own).
 LAYERS = {
-    "chain": ("edgechain.chain", {"chain", "errors"}),
-    "contract": ("edgechain.contract", {"chain", "contract", "errors"}),
-    "service": ("edgechain.service", {"chain", "contract", "service", "errors"}),
+    "chain": ("edgechain.chain", {"chain", "errors", "files"}),
+    "contract": ("edgechain.contract", {"chain", "contract", "errors", "files"}),
+    "service": ("edgechain.service", {"chain", "contract", "service", "errors", "files"}),
 }
 
 _DOTTED = re.compile(r"\bedgechain\.([A-Za-z_][A-Za-z0-9_]*)")
