@@ -471,14 +471,13 @@ class Storage(_Reads):
 
     def try_record_verified_heads(self, heads: dict[bytes, VerifiedHead]) -> bool:
         """Record verified heads unless another process holds the write lock right now (a
-        reader never waits for a writer to save it work next time); True if recorded."""
+        reader never waits for a writer to save it work next time) or the database cannot be
+        written; True if recorded. The reads before it were verified either way."""
         try:
             with self.write_transaction(wait=False) as txn:
                 for chain_id, head in heads.items():
                     txn.record_verified_head(chain_id, head)
-        except StorageCorrupted:
-            raise
-        except ChainError:  # busy, or closed meanwhile
+        except ChainError:  # busy, closed meanwhile, a read-only copy: the next open verifies
             return False
         return True
 
