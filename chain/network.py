@@ -60,6 +60,7 @@ from edgechain.chain.committee import Committee, validator_name
 from edgechain.chain.encoding import hash_encoded
 from edgechain.chain.faults import Fault, FaultMap, format_faults, parse_faults
 from edgechain.chain.keys import generate_key, load_key, public_bytes, save_key
+from edgechain.chain.modules import register_blob_source, unregister_blob_source
 from edgechain.chain.oracle import (
     DEFAULT_ORACLE_BUDGET_S,
     MAX_ORACLE_BUDGET_S,
@@ -214,6 +215,8 @@ class Network:
         self.faults = faults
         self.vote_timeout = vote_timeout
         self.storage = storage
+        # Applications users created run code from this network's blobs (chain/modules.py).
+        register_blob_source(self.read_blob)
         self.validators = [
             Validator(m.name, key, faults.get(m.name), slow_delay=2 * vote_timeout + 0.01)
             for m, key in zip(committee.members, validator_keys, strict=True)
@@ -413,6 +416,7 @@ class Network:
             validator.stop()
         self._pool.close()
         self.install_oracles(None)
+        unregister_blob_source(self.read_blob)
         self.storage.close()
 
     def install_oracles(
@@ -580,6 +584,7 @@ class Chain:
         self._services: dict[str, Any] = {}
         self._owner_key: Ed25519PrivateKey | None = None
         self.last_failures: list[ValidatorFailure] = []
+        self.last_responses: list[Any] = []
         #: Rows read and verified by height (Chain.block: a model's certificate per query).
         self._checked_rows: dict[int, tuple[BlockRow, CertifiedBlock]] = {}
 
@@ -634,6 +639,17 @@ class Chain:
             )
             service = self._services[kind] = app_kind.service_factory(context)
         return service
+
+    def service_context(self, app_id: bytes) -> ServiceContext:
+        """What a service of application ``app_id`` reads: this chain's certified state in
+        its namespace (for applications users created: chain/modules.py)."""
+        return ServiceContext(
+            chain_id=self.id,
+            app_id=app_id,
+            state=StateReader(self._state, app_id, self._state_lock),
+            committee=self.network.committee,
+            certified_block=self.block,
+        )
 
     # --- adding blocks --------------------------------------------------------------------
 
@@ -701,6 +717,7 @@ class Chain:
         signer_public = public_bytes(key)
         timestamp = max(time.time_ns() // 1000, self._last_timestamp_us)
         state_before = self._state.hash()  # before hash_with(), which prepares the apply
+        responses: list[Any] = []
         writes = execute_operations(
             self._state,
             height=self.height,
@@ -708,7 +725,10 @@ class Chain:
             signer=signer_public,
             chain_owner=self.owner,
             operations=operations,
+            responses=responses,
         )
+        #: Each operation's response in the last block this chain proposed (not stored).
+        self.last_responses = responses
         block = Block(
             chain_id=self.id,
             height=self.height,
