@@ -1,6 +1,10 @@
 """Where blocks are certified: send a proposal to all validators, gather votes, certify.
 
-Every validator is asked at once; each vote has ``vote_timeout`` seconds to arrive. Each vote is
+Every validator is asked at once; each vote has ``vote_timeout`` seconds to arrive. A block
+without oracle calls is quick to check, so with ``inline`` the honest validators (no fault
+configured) are asked first, in committee order, in the proposer's thread, until a quorum has
+voted; only if they do not make a quorum are the others asked through their queues. Handing a
+small block to N threads and back costs more than checking it. Each vote is
 checked on arrival (signature, block, state hash); a validator that signs two different blocks at
 the proposal's height is excluded as equivocating. As soon as a quorum of valid votes agree on
 (block hash, state hash), the certificate is built from exactly a quorum of them. Without a
@@ -85,24 +89,63 @@ def _judge(
     return ValidatorFailure(name, "voted for another block")
 
 
+def _outcome(
+    name: str, answer: Future[list[Vote]], proposal: Proposal, committee: Committee
+) -> Vote | ValidatorFailure:
+    try:
+        return _judge(name, answer.result(), proposal, proposal.block_hash, committee)
+    except ValidatorUnreachable:
+        return ValidatorFailure(name, "offline (unreachable)")
+    except ProposalRefused as exc:
+        return ValidatorFailure(name, f"refused: {exc}")
+
+
+def _asked_inline(validator: Validator, proposal: Proposal) -> Future[list[Vote]]:
+    answer: Future[list[Vote]] = Future()
+    try:
+        answer.set_result(validator.handle_proposal(proposal))
+    except (ValidatorUnreachable, ProposalRefused) as exc:
+        answer.set_exception(exc)
+    return answer
+
+
 def certify(
     proposal: Proposal,
     committee: Committee,
     pool: ValidatorPool,
     vote_timeout: float,
     chain_label: str = "",
+    inline: bool = False,
 ) -> tuple[Certificate, list[ValidatorFailure]]:
     """Gather votes for ``proposal`` and return its certificate and the failures seen so far.
 
     Raises :class:`QuorumNotReached` when fewer than a quorum of valid, agreeing votes arrive
-    within ``vote_timeout`` seconds; nothing is committed then.
+    within ``vote_timeout`` seconds; nothing is committed then. ``inline``: ask the honest
+    validators in this thread first (the module's docstring).
     """
     block = proposal.block
-    block_hash = proposal.block_hash
-    pending = {pool.submit(v, proposal): v.name for v in pool.validators}
     deadline = time.monotonic() + vote_timeout
     accepted: dict[str, Vote] = {}
     failures: list[ValidatorFailure] = []
+    asked: set[str] = set()
+    if inline:
+        for validator in pool.validators:
+            if len(accepted) >= committee.quorum:
+                break
+            if validator.fault is None:
+                asked.add(validator.name)
+                outcome = _outcome(
+                    validator.name, _asked_inline(validator, proposal), proposal, committee
+                )
+                if isinstance(outcome, Vote):
+                    accepted[validator.name] = outcome
+                else:
+                    failures.append(outcome)
+    pending: dict[Future[list[Vote]], str] = {}
+    if len(accepted) < committee.quorum:
+        pending = {
+            pool.submit(v, proposal): v.name for v in pool.validators if v.name not in asked
+        }
     while pending and len(accepted) < committee.quorum:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -110,12 +153,7 @@ def certify(
         done, _ = wait(pending, timeout=remaining, return_when=FIRST_COMPLETED)
         for future in done:
             name = pending.pop(future)
-            try:
-                outcome = _judge(name, future.result(), proposal, block_hash, committee)
-            except ValidatorUnreachable:
-                outcome = ValidatorFailure(name, "offline (unreachable)")
-            except ProposalRefused as exc:
-                outcome = ValidatorFailure(name, f"refused: {exc}")
+            outcome = _outcome(name, future, proposal, committee)
             if isinstance(outcome, Vote):
                 accepted[name] = outcome
             else:
@@ -133,7 +171,7 @@ def certify(
     certificate = Certificate(
         block.chain_id,
         block.height,
-        block_hash,
+        proposal.block_hash,
         block.state_hash,
         tuple((name, accepted[name].signature) for name in signers),
     )

@@ -282,10 +282,40 @@ def execute_operations(
     return writes
 
 
-def execute_block(state: ChainState, block: Block, chain_owner: bytes) -> WriteSet:
+#: Write sets of blocks executed in this process, by (state hash before, block hash, chain
+#: owner). Execution is a pure function of those (contracts are deterministic), so the
+#: in-process validators, each holding an equal copy of the state, share one execution of a
+#: proposal; a replica whose state differs has another state hash and executes for itself.
+_EXECUTED: dict[tuple[bytes, bytes, bytes], WriteSet] = {}
+_EXECUTED_MAX = 64
+_executed_lock = threading.Lock()
+
+
+def remember_execution(
+    state_hash: bytes, block_hash: bytes, chain_owner: bytes, writes: WriteSet
+) -> None:
+    """Record that the block ``block_hash`` executed on a state of hash ``state_hash`` writes
+    ``writes`` (which nobody may change afterwards)."""
+    with _executed_lock:
+        if len(_EXECUTED) >= _EXECUTED_MAX:
+            del _EXECUTED[next(iter(_EXECUTED))]
+        _EXECUTED[(state_hash, block_hash, chain_owner)] = writes
+
+
+def execute_block(
+    state: ChainState, block: Block, chain_owner: bytes, block_hash: bytes | None = None
+) -> WriteSet:
     """:func:`execute_operations` for a proposed or stored block (its height, timestamp,
-    signer and operations), as a validator or a re-verification replays it."""
-    return execute_operations(
+    signer and operations), as a validator or a re-verification replays it. With the block's
+    hash, a block this process executed on an equal state gives its remembered write set
+    (read-only: the callers only apply it)."""
+    key = None
+    if block_hash is not None:
+        key = (state.hash(), block_hash, chain_owner)
+        known = _EXECUTED.get(key)
+        if known is not None:
+            return known
+    writes = execute_operations(
         state,
         height=block.height,
         timestamp_us=block.timestamp_us,
@@ -293,3 +323,6 @@ def execute_block(state: ChainState, block: Block, chain_owner: bytes) -> WriteS
         chain_owner=chain_owner,
         operations=block.operations,
     )
+    if key is not None:
+        remember_execution(*key, writes)
+    return writes

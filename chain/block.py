@@ -11,11 +11,13 @@ domain; the owner signs ``domain_tag("proposal") || block_hash``.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from edgechain.chain import signatures
 from edgechain.chain.encoding import EncodingError, decode, domain_tag, encode, hash_encoded
 from edgechain.chain.keys import public_bytes
 
@@ -73,7 +75,13 @@ class Block:
         ]
 
     def encode(self) -> bytes:
-        """The block's canonical bytes (what storage keeps and the hash covers)."""
+        """The block's canonical bytes (what storage keeps and the hash covers); computed once
+        per block (the proposer, every validator and the commit all need them)."""
+        return self._encoded
+
+    @functools.cached_property
+    def _encoded(self) -> bytes:
+        # A block is immutable once built (its payloads are never changed after a proposal).
         return encode(self.to_value())
 
     def hash(self) -> bytes:
@@ -115,7 +123,8 @@ def sign_proposal(block: Block, key: Ed25519PrivateKey, block_hash: bytes | None
     """
     if public_bytes(key) != block.signer:
         raise ValueError("the signing key does not match the block's signer")
-    return key.sign(proposal_message(block.hash() if block_hash is None else block_hash))
+    message = proposal_message(block.hash() if block_hash is None else block_hash)
+    return signatures.sign(key, block.signer, message)
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from edgechain.chain import signatures
 from edgechain.chain.encoding import hash_value
 from edgechain.errors import UsageError
 
@@ -64,6 +64,7 @@ class Committee:
     _keys: dict[str, Ed25519PublicKey] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
+    _raw: dict[str, bytes] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         names = [m.name for m in self.members]
@@ -76,6 +77,7 @@ class Committee:
                 raise UsageError(f"validator {member.name}: public key is not 32 bytes")
             # Parsing a key costs about as much as a verification: do it once per committee.
             self._keys[member.name] = Ed25519PublicKey.from_public_bytes(member.public_key)
+            self._raw[member.name] = member.public_key
 
     @classmethod
     def from_public_keys(cls, public_keys: list[bytes]) -> Committee:
@@ -115,11 +117,7 @@ class Committee:
         key = self._keys.get(name)
         if key is None or len(signature) != SIGNATURE_SIZE:
             return False
-        try:
-            key.verify(signature, message)
-        except InvalidSignature:
-            return False
-        return True
+        return signatures.verify(key, self._raw[name], signature, message)
 
     def to_value(self) -> list[list[object]]:
         """The canonical value of the committee: ``[[name, public_key], ...]`` in order."""

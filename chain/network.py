@@ -45,6 +45,7 @@ from edgechain.chain.application import (
     application_id,
     application_kind,
     execute_operations,
+    remember_execution,
     to_operation,
 )
 from edgechain.chain.blobs import (
@@ -69,16 +70,32 @@ from edgechain.chain.keys import generate_key, load_key, public_bytes, save_key
 from edgechain.chain.modules import register_blob_source, unregister_blob_source
 from edgechain.chain.oracle import (
     DEFAULT_ORACLE_BUDGET_S,
+    MAX_ORACLE_BUDGET_S,
     Oracle,
     parse_validator_engines,
     recorded_response,
 )
 from edgechain.chain.policy import NO_FEES, ResourcePolicy, written_bytes
 from edgechain.chain.state import WriteSet
-from edgechain.chain.storage import BlockRow, ChainRecord, Snapshot, Storage, WriteTransaction
+from edgechain.chain.storage import (
+    BlockRow,
+    ChainRecord,
+    Snapshot,
+    Storage,
+    VerifiedHead,
+    WriteTransaction,
+)
 from edgechain.chain.validator import Validator
-from edgechain.chain.verification import VerifiedChain, chain_id_for, extend_chain, verify_chain
-from edgechain.errors import NetworkNotFound, StorageCorrupted, UsageError
+from edgechain.chain.verification import (
+    VerifiedChain,
+    chain_id_for,
+    check_block_row,
+    extend_chain,
+    open_chain,
+    verify_chain,
+)
+from edgechain.errors import EdgechainError, NetworkNotFound, StorageCorrupted, UsageError
+from edgechain.files import CONFIG_MAX_BYTES, read_regular
 from edgechain.processes import process_alive
 
 NETWORK_FILE = "network.json"
@@ -87,6 +104,7 @@ NETWORK_FORMAT = "edgechain-network/1"
 DEFAULT_CHAIN = "default"
 DEFAULT_VOTE_TIMEOUT = 1.0
 _MAX_HEIGHT = 2**63 - 1  # SQLite's INTEGER range
+_CHECKED_ROWS = 4096  # verified block rows a chain remembers
 _CHAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 FaultsArg = str | Mapping[str, str | ValidatorFault] | None
@@ -212,6 +230,8 @@ class Network:
         ]
         self._pool = ValidatorPool(self.validators)
         self._chains: dict[str, Chain] = {}
+        #: Opened lazily (Network.open): blocks below the verified head are checked when read.
+        self._lazy = False
         # Held while this process's heads move (a refresh, a catch-up, a commit and its apply):
         # a thread proposing a block may certify it while others refresh and read, but a
         # refresh must never see a block committed and not yet applied (it would apply it too).
@@ -283,9 +303,17 @@ class Network:
 
     @classmethod
     def open(
-        cls, path: str | Path, faulty: FaultsArg = None, vote_timeout: float | None = None
+        cls,
+        path: str | Path,
+        faulty: FaultsArg = None,
+        vote_timeout: float | None = None,
+        *,
+        lazy: bool = False,
     ) -> Network:
-        """Open the network in ``path`` and re-verify every stored chain.
+        """Open the network in ``path`` and re-verify every stored chain (with ``lazy``, only
+        what a command relies on: the blocks after the head verified before, the head's
+        certificate and the state against it; other blocks when they are read; see
+        chain/verification.py). `chain verify` (:meth:`verify`) checks everything either way.
 
         ``faulty`` and ``vote_timeout`` override the saved settings for this session only.
         Raises :class:`NetworkNotFound` or :class:`StorageCorrupted`.
@@ -294,31 +322,40 @@ class Network:
         config_path = path / NETWORK_FILE
         if not config_path.is_file() or not (path / DATABASE_FILE).is_file():
             raise NetworkNotFound(f"no edgechain network in {path} (create one first)")
+        raw = read_regular(config_path, None, StorageCorrupted, CONFIG_MAX_BYTES)
         try:
-            config = json.loads(config_path.read_text())
+            config = json.loads(raw)
+            if not isinstance(config, dict):
+                raise ValueError(f"expected a JSON object, got {type(config).__name__}")
             if config.get("format") != NETWORK_FORMAT:
                 raise ValueError(f"unknown format {config.get('format')!r}")
             committee = Committee.from_json(config["committee"])
             saved_faults = config.get("faults", "")
-            saved_timeout = float(config.get("vote_timeout", DEFAULT_VOTE_TIMEOUT))
+            if not isinstance(saved_faults, str):
+                raise ValueError(f"faults must be a string, got {saved_faults!r}")
+            saved_faults = parse_faults(saved_faults, committee.names)
+            saved_timeout = config.get("vote_timeout", DEFAULT_VOTE_TIMEOUT)
+            if isinstance(saved_timeout, bool) or not isinstance(saved_timeout, int | float):
+                raise ValueError(f"vote_timeout must be a number, got {saved_timeout!r}")
             policy = ResourcePolicy.from_json(config.get("policy", NO_FEES.to_json()))
             settings = OracleSettings.from_config(config, committee.names)
-        except (ValueError, KeyError, TypeError, UsageError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError, UsageError) as exc:
             raise StorageCorrupted(f"{config_path} is malformed: {exc}") from exc
-        except OSError as exc:
-            raise StorageCorrupted(f"cannot read {config_path} ({exc.strerror or exc})") from exc
+        except RecursionError:
+            raise StorageCorrupted(f"{config_path} is malformed: nested too deeply") from None
         keys = [load_key(path / "keys" / "validators" / f"{n}.key") for n in committee.names]
         for member, key in zip(committee.members, keys, strict=True):
             if public_bytes(key) != member.public_key:
                 raise StorageCorrupted(f"validator {member.name}'s key file does not match")
-        faults = parse_faults(saved_faults if faulty is None else faulty, committee.names)
-        timeout = saved_timeout if vote_timeout is None else vote_timeout
+        faults = saved_faults if faulty is None else parse_faults(faulty, committee.names)
+        timeout = float(saved_timeout) if vote_timeout is None else vote_timeout
         _check_timeout(timeout)
         storage = Storage(path / DATABASE_FILE)
         if storage.get_meta("committee_hash") != committee.hash().hex():
             storage.close()
             raise StorageCorrupted(f"{config_path}: the committee does not match the database")
         net = cls(path, committee, keys, faults, timeout, storage, policy, settings)
+        net._lazy = lazy
         _remove_abandoned_config_temporaries(path)
         try:
             net._load_chains()
@@ -328,9 +365,24 @@ class Network:
         return net
 
     def _load_chains(self) -> None:
+        unrecorded: dict[bytes, VerifiedHead] = {}
         with self.storage.snapshot() as snapshot:
             for record in snapshot.chains():
-                self._attach(verify_chain(snapshot, self.committee, record))
+                verified = self._open_chain(snapshot, record)
+                self._attach(verified)
+                if verified.head_hash is not None:
+                    head = VerifiedHead(verified.next_height - 1, verified.head_hash)
+                    if snapshot.verified_head(record.chain_id) != head:
+                        unrecorded[record.chain_id] = head
+        if unrecorded:
+            # The next open starts from here (skipped if a writer holds the lock right now).
+            self.storage.try_record_verified_heads(unrecorded)
+
+    def _open_chain(self, snapshot: Snapshot, record: ChainRecord) -> VerifiedChain:
+        if not self._lazy:
+            return verify_chain(snapshot, self.committee, record)
+        recorded = snapshot.verified_head(record.chain_id)
+        return open_chain(snapshot, self.committee, record, recorded)
 
     def refresh(self) -> bool:
         """Pick up the blocks (and chains) other processes committed; True if there were any.
@@ -346,7 +398,7 @@ class Network:
                 if record.chain_id in known:
                     changed |= self.chain(record.chain_id)._catch_up(snapshot)
                 else:
-                    self._attach(verify_chain(snapshot, self.committee, record))
+                    self._attach(self._open_chain(snapshot, record))
                     changed = True
         return changed
 
@@ -537,6 +589,8 @@ class Chain:
         self._owner_key: Ed25519PrivateKey | None = None
         self.last_failures: list[ValidatorFailure] = []
         self.last_responses: list[Any] = []
+        #: Rows read and verified by height (Chain.block: a model's certificate per query).
+        self._checked_rows: dict[int, tuple[BlockRow, CertifiedBlock]] = {}
 
     def __repr__(self) -> str:
         return f"Chain(name={self.name!r}, id={self.id.hex()[:16]}, height={self.height})"
@@ -660,6 +714,10 @@ class Chain:
                     writes,
                 )
                 txn.store_blobs(blobs)
+                # Certified here on the head verified above: the next open starts from it.
+                txn.record_verified_head(
+                    self.id, VerifiedHead(certified.block.height, certified.block_hash)
+                )
                 # From the commit to the apply, no refresh of this process (Network.head_lock).
                 moving_head.enter_context(net.head_lock)
             self._apply(certified, writes)
@@ -672,6 +730,7 @@ class Chain:
         net = self.network
         signer_public = public_bytes(key)
         timestamp = max(time.time_ns() // 1000, self.head.timestamp_us)
+        state_before = self._state.hash()  # before hash_with(), which prepares the apply
         responses: list[Any] = []
         writes = execute_operations(
             self._state,
@@ -708,13 +767,18 @@ class Chain:
         )
         check_blobs_at_hand(published, referenced_blobs(operations), blobs, net.storage.blob_ids)
         block_hash = hash_encoded("block", encoded)
+        # The validators, whose replicas hold this same state, reuse this execution.
+        remember_execution(state_before, block_hash, self.owner, writes)
         proposal = Proposal(block, sign_proposal(block, key, block_hash), block_hash, blobs)
         timeout = net.vote_timeout
-        if any(recorded_response(op) is not None for op in operations):
+        oracle_calls = any(recorded_response(op) is not None for op in operations)
+        if oracle_calls:
             timeout += net.oracle_budget_s  # validators re-execute the oracle calls first
         certificate, failures = certify(
-            proposal, net.committee, net._pool, timeout, chain_label=self.name
-        )
+            # Re-executing oracle calls takes the validators seconds each: in parallel then.
+            proposal, net.committee, net._pool, timeout, chain_label=self.name,
+            inline=not oracle_calls,
+        )  # fmt: skip
         self.last_failures = failures
         return CertifiedBlock(block, block_hash, proposal.signature, certificate), writes
 
@@ -757,19 +821,46 @@ class Chain:
     # --- reading blocks -------------------------------------------------------------------
 
     def block(self, height: int) -> CertifiedBlock:
-        """The certified block at ``height``."""
+        """The certified block at ``height``, verified (StorageCorrupted if it fails)."""
         # Out of SQLite's integer range there is no block either (and no OverflowError).
         row = self.network.storage.block_row(self.id, height) if 0 <= height < _MAX_HEIGHT else None
         if row is None:
             raise UsageError(f"chain {self.name!r} has no block at height {height}")
-        return _certified(row)
+        return self._checked(row, height)
 
     def blocks(self, start: int = 0, end: int | None = None) -> Iterator[CertifiedBlock]:
-        """Certified blocks in height order (for `chain show`); signers are in the certificates."""
+        """Certified blocks in height order (for `chain show`), each verified and linked to the
+        one before; signers are in the certificates."""
         start = min(max(start, 0), _MAX_HEIGHT)
         end = None if end is None else min(max(end, 0), _MAX_HEIGHT)
-        for row in self.network.storage.block_rows(self.id, start, end):
-            yield _certified(row)
+        previous: CertifiedBlock | None = None
+        for height, row in enumerate(self.network.storage.block_rows(self.id, start, end), start):
+            certified = self._checked(row, height)
+            if previous is not None and certified.block.previous_hash != previous.block_hash:
+                raise StorageCorrupted(
+                    f"chain {self.name!r}: stored block at height {height} fails verification: "
+                    "previous-block hash does not link to the block before"
+                )
+            previous = certified
+            yield certified
+
+    def _checked(self, row: BlockRow, height: int) -> CertifiedBlock:
+        """``row`` as a certified block once it passes check_block_row (remembered: a row read
+        again unchanged is not checked twice)."""
+        known = self._checked_rows.get(height)
+        if known is not None and known[0] == row:
+            return known[1]
+        try:
+            block, certificate = check_block_row(row, self.id, height, self.network.committee)
+        except EdgechainError as exc:
+            raise StorageCorrupted(
+                f"chain {self.name!r}: stored block at height {height} fails verification: {exc}"
+            ) from exc
+        certified = CertifiedBlock(block, row.block_hash, row.owner_signature, certificate)
+        if len(self._checked_rows) >= _CHECKED_ROWS:
+            self._checked_rows.clear()
+        self._checked_rows[height] = (row, certified)
+        return certified
 
     def honest_replicas_agree(self) -> bool:
         """True when every non-faulty validator is at this chain's height and state hash."""
@@ -806,15 +897,6 @@ def _check_expected_head(
         )
 
 
-def _certified(row: BlockRow) -> CertifiedBlock:
-    return CertifiedBlock(
-        Block.decode(row.block),
-        row.block_hash,
-        row.owner_signature,
-        Certificate.decode(row.certificate),
-    )
-
-
 def _check_timeout(timeout: float) -> None:
     if not isinstance(timeout, (int, float)) or not 0 < timeout <= 600:
         raise UsageError(f"vote timeout must be in (0, 600] seconds, got {timeout!r}")
@@ -832,16 +914,23 @@ class OracleSettings:
     def from_config(cls, config: dict[str, Any], names: list[str]) -> OracleSettings:
         """Read from network.json (older files have neither: the defaults)."""
         budget = config.get("oracle_budget_s")
-        if budget is not None and (isinstance(budget, bool) or not _positive(budget)):
-            raise ValueError(f"oracle_budget_s must be a positive number, got {budget!r}")
+        if budget is not None and not _budget_in_range(budget):
+            raise ValueError(
+                f"oracle_budget_s must be a number in (0, {MAX_ORACLE_BUDGET_S:g}], got {budget!r}"
+            )
         engines = config.get("validator_engines")
         if engines is not None and not isinstance(engines, dict):
             raise ValueError("validator_engines must be a map of validator to engine")
         return cls(budget, parse_validator_engines(engines, names, option="validator_engines"))
 
 
-def _positive(value: Any) -> bool:
-    return isinstance(value, int | float) and math.isfinite(value) and value > 0
+def _budget_in_range(value: Any) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and 0 < value <= MAX_ORACLE_BUDGET_S
+    )
 
 
 def _checked_budget(budget_s: float | None, policy: ResourcePolicy) -> float | None:
@@ -849,8 +938,11 @@ def _checked_budget(budget_s: float | None, policy: ResourcePolicy) -> float | N
     ResourceLimitExceeded otherwise)."""
     if budget_s is None:
         return None
-    if isinstance(budget_s, bool) or not _positive(budget_s):
-        raise UsageError(f"the oracle budget must be > 0 seconds, got {budget_s}")
+    if not _budget_in_range(budget_s):
+        raise UsageError(
+            f"the oracle budget must be > 0 seconds and at most {MAX_ORACLE_BUDGET_S:g} (a day), "
+            f"got {budget_s}"
+        )
     policy.check_oracle_budget(budget_s)
     return float(budget_s)
 

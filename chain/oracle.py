@@ -19,6 +19,7 @@ from edgechain.errors import UsageError
 
 __all__ = [
     "DEFAULT_ORACLE_BUDGET_S",
+    "MAX_ORACLE_BUDGET_S",
     "Oracle",
     "default_validator_engines",
     "engine_kinds",
@@ -29,6 +30,9 @@ __all__ = [
 
 #: Seconds the oracle calls of one block may take, together.
 DEFAULT_ORACLE_BUDGET_S = 60.0
+#: The largest budget a network accepts (a day): past it, waits overflow the platform's timers.
+MAX_ORACLE_BUDGET_S = 86_400.0
+
 #: The engines a validator may re-execute oracle calls with, in the order validators take
 #: them by default (v1 the first, v2 the second, ...: agreement spans every engine). The chain
 #: layer knows an engine only as a name registered here, by the wiring layer above.

@@ -27,6 +27,7 @@ from typing import Any
 
 from edgechain.chain.state import WriteSet
 from edgechain.errors import InputError, ResourceLimitExceeded, UsageError
+from edgechain.files import CONFIG_MAX_BYTES, read_regular
 
 #: Blob size used when the policy sets no maximum (a row of SQLite, a chunk of a file).
 DEFAULT_CHUNK_SIZE = 1_000_000
@@ -80,10 +81,12 @@ class ResourcePolicy:
         if path.suffix != ".json" and not path.exists():
             return cls.preset(spec)
         try:
-            value = json.loads(path.read_text())
-        except OSError as exc:
-            raise InputError(f"cannot read policy file {path}: {exc.strerror or exc}") from exc
-        except ValueError as exc:
+            raw = read_regular(path, None, InputError, CONFIG_MAX_BYTES)
+        except InputError as exc:
+            raise InputError(f"cannot read policy file {exc}") from None
+        try:
+            value = json.loads(raw)
+        except (ValueError, RecursionError) as exc:
             raise InputError(f"policy file {path} is not JSON: {exc}") from exc
         return cls.from_json(value, default_name=path.stem)
 

@@ -108,6 +108,21 @@ class BlockRow:
     certificate: bytes
 
 
+@dataclass(frozen=True)
+class VerifiedHead:
+    """A chain's head as last verified (chain/verification.py), kept in the meta table."""
+
+    height: int
+    block_hash: bytes
+
+    def to_text(self) -> str:
+        return f"{self.height}:{self.block_hash.hex()}"
+
+
+def _verified_head_key(chain_id: bytes) -> str:
+    return f"verified_head:{chain_id.hex()}"
+
+
 def storage_error(path: Path, exc: sqlite3.Error) -> ChainError:
     """The one-line error for an SQLite failure on the database at ``path``."""
     text = str(exc) or type(exc).__name__
@@ -159,9 +174,9 @@ class _Reads:
         for value, (column, kind) in zip(row, columns, strict=True):
             if not isinstance(value, kind):
                 where = ""
-                if table == "blocks" and isinstance(row[1], int):
+                if table == "blocks" and len(row) > 1 and isinstance(row[1], int):
                     where = f" at height {row[1]}"
-                elif table == "state" and isinstance(row[1], str):
+                elif table == "state" and len(row) > 1 and isinstance(row[1], str):
                     where = f" of key {row[1]!r}"
                 raise StorageCorrupted(
                     f"the chain database {self.path} is damaged: column {table}.{column}{where} "
@@ -178,6 +193,23 @@ class _Reads:
         if not rows:
             return None
         return self._typed(rows[0], (("value", str),), "meta")[0]  # type: ignore[return-value]
+
+    def verified_head(self, chain_id: bytes) -> VerifiedHead | None:
+        """The head of ``chain_id`` recorded as verified, None if none is."""
+        text = self.get_meta(_verified_head_key(chain_id))
+        if text is None:
+            return None
+        height, _, block_hash = text.partition(":")
+        try:
+            head = VerifiedHead(int(height), bytes.fromhex(block_hash))
+        except ValueError:
+            head = None
+        if head is None or head.height < 0 or len(head.block_hash) != 32:
+            raise StorageCorrupted(
+                f"the chain database {self.path} is damaged: meta {_verified_head_key(chain_id)} "
+                f"holds {text[:80]!r}, not HEIGHT:HASH"
+            )
+        return head
 
     def chains(self) -> list[ChainRecord]:
         rows = self._rows("SELECT chain_id, name, owner FROM chains ORDER BY rowid")
@@ -267,6 +299,15 @@ class WriteTransaction(Snapshot):
     def store_blobs(self, blobs: dict[bytes, bytes]) -> None:
         """Store the blobs a certified block publishes, in the block's transaction."""
         _store_blobs(self.path, self._db, blobs)
+
+    def record_verified_head(self, chain_id: bytes, head: VerifiedHead) -> None:
+        """Record ``head`` as ``chain_id``'s verified head (committed with the transaction)."""
+        with _mapped(self.path):
+            self._db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (_verified_head_key(chain_id), head.to_text()),
+            )
 
     def commit_block(self, row: BlockRow, writes: WriteSet) -> None:
         """Add a certified block and its state writes (committed when the transaction ends)."""
@@ -388,11 +429,12 @@ class Storage(_Reads):
             db.close()  # ends the read transaction; nothing to commit
 
     @contextlib.contextmanager
-    def write_transaction(self) -> Iterator[WriteTransaction]:
+    def write_transaction(self, *, wait: bool = True) -> Iterator[WriteTransaction]:
         """The database's write lock, held until the block is committed (or abandoned).
 
-        Waits up to :data:`BUSY_TIMEOUT` seconds for writers of other processes. Commits when
-        the body returns, rolls back when it raises.
+        Waits up to :data:`BUSY_TIMEOUT` seconds for writers of other processes (not at all
+        unless ``wait``: a busy ChainError at once). Commits when the body returns, rolls back
+        when it raises.
         """
         with self._write_lock:
             if self._closed:
@@ -402,7 +444,14 @@ class Storage(_Reads):
                     if self._writer is None:
                         self._writer = _connect(self.path)
                     db = self._writer
-                    db.execute("BEGIN IMMEDIATE")
+                    if wait:
+                        db.execute("BEGIN IMMEDIATE")
+                    else:
+                        db.execute("PRAGMA busy_timeout = 0")
+                        try:
+                            db.execute("BEGIN IMMEDIATE")
+                        finally:
+                            db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
                 try:
                     yield WriteTransaction(self.path, db)
                 except BaseException:
@@ -419,6 +468,18 @@ class Storage(_Reads):
             finally:
                 if self._closed:  # closed by another thread meanwhile
                     self._close_writer()
+
+    def try_record_verified_heads(self, heads: dict[bytes, VerifiedHead]) -> bool:
+        """Record verified heads unless another process holds the write lock right now (a
+        reader never waits for a writer to save it work next time) or the database cannot be
+        written; True if recorded. The reads before it were verified either way."""
+        try:
+            with self.write_transaction(wait=False) as txn:
+                for chain_id, head in heads.items():
+                    txn.record_verified_head(chain_id, head)
+        except ChainError:  # busy, closed meanwhile, a read-only copy: the next open verifies
+            return False
+        return True
 
     # --- meta and chains ------------------------------------------------------------------
 

@@ -14,9 +14,9 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from edgechain.chain import signatures
 from edgechain.chain.application import execute_block
 from edgechain.chain.blobs import blob_id, published_blobs, referenced_blobs
 from edgechain.chain.block import (
@@ -29,6 +29,7 @@ from edgechain.chain.block import (
 from edgechain.chain.certificate import CertifiedBlock, Vote, vote_message
 from edgechain.chain.encoding import hash_encoded, hash_value
 from edgechain.chain.faults import FaultKind, ValidatorFault
+from edgechain.chain.keys import public_bytes
 from edgechain.chain.oracle import DEFAULT_ORACLE_BUDGET_S, Oracle, recorded_response
 from edgechain.chain.policy import NO_FEES, ResourcePolicy, written_bytes
 from edgechain.chain.state import ChainState, WriteSet
@@ -72,10 +73,10 @@ def _public_key(raw: bytes) -> Ed25519PublicKey:
 def proposal_signature_valid(signer: bytes, signature: bytes, block_hash: bytes) -> bool:
     """True when ``signature`` by ``signer`` (raw public key) covers ``block_hash``."""
     try:
-        _public_key(signer).verify(signature, proposal_message(block_hash))
-    except (InvalidSignature, ValueError):
+        key = _public_key(signer)
+    except ValueError:
         return False
-    return True
+    return signatures.verify(key, signer, signature, proposal_message(block_hash))
 
 
 class Validator:
@@ -90,6 +91,7 @@ class Validator:
     ) -> None:
         self.name = name
         self._key = key
+        self._public = public_bytes(key)
         self.fault = fault
         # How long a SLOW validator without an explicit delay waits: set past the vote timeout.
         self.slow_delay = slow_delay
@@ -172,7 +174,7 @@ class Validator:
         self._check_blobs(proposal)
         self._check_oracle_responses(block.chain_id, block.operations)
         try:
-            writes = execute_block(replica.state, block, replica.owner)
+            writes = execute_block(replica.state, block, replica.owner, block_hash)
         except ContractError as exc:
             raise ProposalRefused(f"an operation was rejected: {exc}") from exc
         try:
@@ -240,7 +242,8 @@ class Validator:
                 )
 
     def _sign(self, chain_id: bytes, height: int, block_hash: bytes, state_hash: bytes) -> Vote:
-        signature = self._key.sign(vote_message(chain_id, height, block_hash, state_hash))
+        message = vote_message(chain_id, height, block_hash, state_hash)
+        signature = signatures.sign(self._key, self._public, message)
         return Vote(self.name, chain_id, height, block_hash, state_hash, signature)
 
     def _signed_votes(
@@ -283,7 +286,9 @@ class Validator:
                 return  # already applied, or this replica lags and catches up on reopen
             writes = replica.pending.pop(certified.block_hash, None)
             if writes is None:
-                writes = execute_block(replica.state, block, replica.owner)
+                writes = execute_block(
+                    replica.state, block, replica.owner, certified.block_hash
+                )
             replica.state.apply(writes)
             replica.pending.clear()
             if self.fault is None or self.fault.kind is not FaultKind.MISSING_BLOBS:

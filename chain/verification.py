@@ -1,9 +1,20 @@
-"""Re-verification of stored chains on open: hash links, signatures, certificates, state.
+"""Verification of stored chains: in full (`chain verify`), on open, and block by block when read.
 
-Each block is decoded, re-hashed, linked to its predecessor, its signer's signature and its
-certificate are checked against the committee, and its operations are re-executed: the state hash
-must match the certified one. Finally the stored state table must equal the replayed state. The
-first failure raises :class:`StorageCorrupted` naming the chain and the first bad height.
+In full (:func:`verify_chain`): each block is decoded, re-hashed, linked to its predecessor, its
+signer's signature and its certificate are checked against the committee, and its operations are
+re-executed: the state hash must match the certified one. Finally the stored state table must
+equal the replayed state. The first failure raises :class:`StorageCorrupted` naming the chain and
+the first bad height.
+
+On open (:func:`open_chain`), what a command relies on, at a cost independent of the chain's
+length: the blocks after the last head verified before (recorded in the meta table by the
+writer that committed it, or by an earlier open; docs/chain.md, "Opening a network"), each
+checked as above but without re-execution and linked back to that head; the head's certificate;
+and the stored state, whose hash must be the state hash the head's certificate certifies. Without
+a record (a network made by an older version), or with one the stored chain no longer holds at
+its height (cut back, rewritten, a restored backup), the chain is verified in full. A block below
+the recorded head is verified when it is read (:func:`check_block_row`: hash, signature,
+certificate for its chain and height).
 
 Blocks and state must come from one moment: callers pass a
 :class:`~edgechain.chain.storage.Snapshot`
@@ -22,7 +33,7 @@ from edgechain.chain.certificate import Certificate, CertifiedBlock, verify_cert
 from edgechain.chain.committee import Committee
 from edgechain.chain.encoding import hash_encoded, hash_value
 from edgechain.chain.state import ChainState, WriteSet
-from edgechain.chain.storage import BlockRow, ChainRecord, Snapshot
+from edgechain.chain.storage import BlockRow, ChainRecord, Snapshot, VerifiedHead
 from edgechain.chain.validator import proposal_signature_valid
 from edgechain.errors import EdgechainError, StorageCorrupted
 
@@ -52,6 +63,95 @@ def verify_chain(snapshot: Snapshot, committee: Committee, record: ChainRecord) 
     extend_chain(chain, snapshot.block_rows(record.chain_id), committee)
     _check_state_table(snapshot, chain, label)
     return chain
+
+
+def open_chain(
+    snapshot: Snapshot, committee: Committee, record: ChainRecord, verified: VerifiedHead | None
+) -> VerifiedChain:
+    """``record``'s chain as of ``snapshot``, checked as far as a command relies on it (the
+    module's docstring); ``verified`` is the head recorded as verified (None: verify in full)."""
+    label = f"chain {record.name!r}"
+    if verified is None or not _still_holds(snapshot, record.chain_id, verified):
+        # No record, or one the stored chain no longer matches (cut back, rewritten, a
+        # restored backup): everything is verified, as `chain verify` would.
+        return verify_chain(snapshot, committee, record)
+    if chain_id_for(committee, record.name, record.owner) != record.chain_id:
+        raise StorageCorrupted(
+            f"{label}: its id does not match its name, owner and committee (tampered chains table)"
+        )
+    stored = snapshot.next_height(record.chain_id)
+    chain = VerifiedChain(record, ChainState(record.chain_id), verified.height, None, 0)
+    head: Block | None = None
+    for row in snapshot.block_rows(record.chain_id, verified.height):
+        height = chain.next_height
+        try:
+            block, _ = check_block_row(row, chain.record.chain_id, height, committee)
+            if height > verified.height:
+                _check_link(block, chain)
+        except EdgechainError as exc:
+            raise StorageCorrupted(
+                f"{label}: stored block at height {height} fails verification: {exc}"
+            ) from exc
+        chain.next_height = height + 1
+        chain.head_hash = row.block_hash
+        chain.last_timestamp_us = block.timestamp_us
+        head = block
+    if head is None or chain.next_height != stored:
+        raise StorageCorrupted(f"{label}: stored block at height {chain.next_height} is missing")
+    chain.state = _stored_state(snapshot, record.chain_id)
+    if chain.state.hash() != head.state_hash:
+        raise StorageCorrupted(
+            f"{label}: stored state differs from the state certified at height "
+            f"{chain.next_height - 1} (its hash is not the certified state hash)"
+        )
+    return chain
+
+
+def _still_holds(snapshot: Snapshot, chain_id: bytes, verified: VerifiedHead) -> bool:
+    row = snapshot.block_row(chain_id, verified.height)
+    return row is not None and row.block_hash == verified.block_hash
+
+
+def _stored_state(snapshot: Snapshot, chain_id: bytes) -> ChainState:
+    state = ChainState(chain_id)
+    state.apply({(app_id, key): value for app_id, key, value in snapshot.state_entries(chain_id)})
+    return state
+
+
+def check_block_row(
+    row: BlockRow, chain_id: bytes, height: int, committee: Committee
+) -> tuple[Block, Certificate]:
+    """A stored block read on its own: at its place (chain, height), its bytes match its hash,
+    its signer signed it, and a quorum of the committee certified it there. Raises
+    :class:`StorageCorrupted` or :class:`CertificateError` (the caller names chain and height)."""
+    if row.height != height or row.chain_id != chain_id:
+        raise StorageCorrupted(f"height column says {row.height}")
+    block = Block.decode(row.block)
+    block_hash = hash_encoded("block", row.block)
+    if block_hash != row.block_hash:
+        raise StorageCorrupted("block hash does not match the block's bytes")
+    if (block.chain_id, block.height) != (chain_id, height):
+        raise StorageCorrupted("the block's chain id or height does not match its position")
+    if not proposal_signature_valid(block.signer, row.owner_signature, block_hash):
+        raise StorageCorrupted("the signer's signature is not valid")
+    certificate = Certificate.decode(row.certificate)
+    verify_certificate(certificate, committee)
+    if (certificate.chain_id, certificate.height, certificate.block_hash) != (
+        chain_id,
+        height,
+        block_hash,
+    ):
+        raise StorageCorrupted("the certificate is for another block")
+    if certificate.state_hash != block.state_hash:
+        raise StorageCorrupted("the certificate is for another state hash")
+    return block, certificate
+
+
+def _check_link(block: Block, chain: VerifiedChain) -> None:
+    if block.previous_hash != chain.head_hash:
+        raise StorageCorrupted("previous-block hash does not link to the block before")
+    if block.timestamp_us < chain.last_timestamp_us:
+        raise StorageCorrupted("timestamp goes backwards")
 
 
 def extend_chain(

@@ -25,6 +25,7 @@ from edgechain.chain.network import Chain
 from edgechain.chain.policy import ResourcePolicy
 from edgechain.contract.operations import FileRef
 from edgechain.errors import InputError
+from edgechain.files import open_regular
 
 #: A generous estimate of a block's own bytes when it publishes blobs (ids, sizes, signatures).
 BLOCK_OVERHEAD = 64 * 1024
@@ -43,7 +44,7 @@ class Chunk:
 
     def read(self) -> bytes:
         try:
-            with open(self.path, "rb") as f:
+            with open_regular(self.path) as f:
                 f.seek(self.offset)
                 data = f.read(self.size)
         except OSError as exc:
@@ -73,8 +74,8 @@ def plan_file(
     chunks = []
     offset = 0
     try:
-        total = path.stat().st_size
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
+            total = os.fstat(f.fileno()).st_size
             while data := f.read(chunk_size):
                 whole.update(data)
                 chunks.append(Chunk(path, offset, len(data), blob_id(data)))

@@ -217,7 +217,7 @@ class Client:
         command."""
         path = Path(path)
         if (path / NETWORK_FILE).exists():
-            network = Network.open(path, faulty=faulty)
+            network = Network.open(path, faulty=faulty, lazy=True)
             size = len(network.committee.members)
             if validators is not None and validators != size:
                 network.close()
@@ -252,9 +252,11 @@ class Client:
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], **options: object) -> Client:
-        """Open the network in ``path`` (NetworkNotFound if there is none)."""
+        """Open the network in ``path`` (NetworkNotFound if there is none), verifying what a
+        command relies on (``Network.open(lazy=True)``; :meth:`verify` checks everything)."""
         faulty = options.pop("faulty", None)
-        return cls(Network.open(Path(path), faulty=faulty), **options)  # type: ignore[arg-type]
+        network = Network.open(Path(path), faulty=faulty, lazy=True)
+        return cls(network, **options)  # type: ignore[arg-type]
 
     def close(self) -> None:
         """Free loaded models and close the database."""

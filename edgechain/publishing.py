@@ -26,7 +26,7 @@ from edgechain.chain.network import Chain
 from edgechain.chain.policy import ResourcePolicy
 from edgechain.contract.operations import FileRef, check_utf8
 from edgechain.errors import InputError, UsageError
-from edgechain.service.engine.files import input_errors
+from edgechain.files import input_errors, open_regular
 from edgechain.service.engine.model_files import Source, read_checkpoint_header, read_tokenizer
 from edgechain.service.fetch import Fetcher, FetchPolicy
 
@@ -72,16 +72,15 @@ class FileServer(typing.Protocol):
 def hash_file(path: str | os.PathLike[str], progress: Progress | None = None) -> HashedFile:
     """BLAKE3 of a local file, streamed in 1 MiB chunks. Raises InputError if unreadable."""
     path = Path(path)
-    with input_errors(path):
-        total = path.stat().st_size
+    with open_regular(path) as f, input_errors(path):
+        total = os.fstat(f.fileno()).st_size
         hasher = blake3.blake3()
         done = 0
-        with path.open("rb") as f:
-            while chunk := f.read(_CHUNK):
-                hasher.update(chunk)
-                done += len(chunk)
-                if progress is not None:
-                    progress(done, total)
+        while chunk := f.read(_CHUNK):
+            hasher.update(chunk)
+            done += len(chunk)
+            if progress is not None:
+                progress(done, total)
     if done == 0:
         raise InputError(f"{path}: the file is empty")
     return HashedFile(hasher.hexdigest(), done)
@@ -194,7 +193,7 @@ def _check_readable(path: str | os.PathLike[str]) -> None:
     """InputError (as :func:`hash_file` words it) unless ``path`` is a readable, non-empty
     file; reads one byte, so the file is hashed once, by the publish itself."""
     path = Path(path)
-    with input_errors(path), path.open("rb") as f:
+    with open_regular(path) as f, input_errors(path):
         empty = not f.read(1)
     if empty:
         raise InputError(f"{path}: the file is empty")

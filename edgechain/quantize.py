@@ -18,8 +18,10 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import BinaryIO
 
 from edgechain.errors import InputError, InvalidCheckpoint, InvalidParameter
+from edgechain.files import write_atomically
 from edgechain.service.engine.model_files import (
     HEADER_BYTES,
     Q8_HEADER_BYTES,
@@ -138,31 +140,27 @@ def quantize_checkpoint(
             raise InputError(f"output directory does not exist: {dst_path.parent}")
         if dst_path.exists() and dst_path.resolve() == src_path.resolve():
             raise InvalidParameter("the output would overwrite the input checkpoint")
-        partial = dst_path.with_name(f".{dst_path.name}.partial-{os.getpid()}")
-        try:
-            with open(partial, "wb") as out:
-                out.write(q8_header_bytes(h, group_size))
-                # Whole groups per piece: the same values and scales as one call per tensor.
-                piece = max(1, CHUNK_BYTES // (4 * group_size)) * 4 * group_size
-                for quantized, (offset, length) in _q8_order(_f32_tensors(h)):
-                    f.seek(offset)
-                    scales = bytearray()
-                    for at in range(0, length, piece if quantized else length):
-                        want = min(piece if quantized else length, length - at)
-                        data = read_exactly(f, want)
-                        if len(data) != want:
-                            raise InvalidCheckpoint(f"{src_path} changed while it was being read")
-                        if quantized:
-                            values, group_scales = native.quantize_q80(data, group_size)
-                            out.write(values)
-                            scales += group_scales
-                        else:
-                            out.write(data)
-                    out.write(scales)
-            os.replace(partial, dst_path)
-        except OSError as err:
-            raise InputError(f"cannot write {dst_path}: {err.strerror or err}") from None
-        finally:
-            partial.unlink(missing_ok=True)
+
+        def write(out: BinaryIO) -> None:
+            out.write(q8_header_bytes(h, group_size))
+            # Whole groups per piece: the same values and scales as one call per tensor.
+            piece = max(1, CHUNK_BYTES // (4 * group_size)) * 4 * group_size
+            for quantized, (offset, length) in _q8_order(_f32_tensors(h)):
+                f.seek(offset)
+                scales = bytearray()
+                for at in range(0, length, piece if quantized else length):
+                    want = min(piece if quantized else length, length - at)
+                    data = read_exactly(f, want)
+                    if len(data) != want:
+                        raise InvalidCheckpoint(f"{src_path} changed while it was being read")
+                    if quantized:
+                        values, group_scales = native.quantize_q80(data, group_size)
+                        out.write(values)
+                        scales += group_scales
+                    else:
+                        out.write(data)
+                out.write(scales)
+
+        write_atomically(dst_path, write, "output checkpoint", InputError)
     written = replace(h, group_size=group_size)
     return QuantizeResult(dst_path, written, size, dst_path.stat().st_size)

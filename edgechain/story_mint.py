@@ -25,7 +25,7 @@ from edgechain.chain.network import Chain, Network
 from edgechain.contract.registry import ModelRegistryService
 from edgechain.contract.story_book import APPLICATION_NAME as STORY_BOOK
 from edgechain.contract.story_book import MintStory, Story, StoryBookService
-from edgechain.errors import OracleBudgetExceeded, Timeout, UsageError
+from edgechain.errors import OracleBudgetExceeded, Timeout
 from edgechain.service.blob_source import BlobStorage
 from edgechain.service.fetch import FetchPolicy
 from edgechain.service.query import GenerateQuery
@@ -101,9 +101,7 @@ def prepare_mint(
     and the block's oracle budget (``oracle_budget_s``, if given, becomes it). The caller has
     installed the validators' oracles (:func:`install_oracles`)."""
     if oracle_budget_s is not None:
-        if not oracle_budget_s > 0:
-            raise UsageError(f"the oracle budget must be > 0 seconds, got {oracle_budget_s}")
-        network.set_oracle_budget(oracle_budget_s)
+        network.set_oracle_budget(oracle_budget_s)  # its range checked there
     version = registry.query_model(query.model, query.version).entry.version
     query = dataclasses.replace(query, version=version)
     policy = network.policy

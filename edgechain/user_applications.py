@@ -35,6 +35,7 @@ from edgechain.chain.modules import (
     module_id,
 )
 from edgechain.errors import InputError, InvalidParameter, OperationRejected, UsageError
+from edgechain.files import read_regular
 from edgechain.sdk.abi import encode
 from edgechain.sdk.loader import SdkModule, inspect_module
 
@@ -94,7 +95,7 @@ def module_files(path: str | os.PathLike[str]) -> dict[str, bytes]:
             raise InputError(f"{file}: not a regular file")
         if file.stat().st_size > MAX_SOURCE_BYTES:
             raise InputError(f"{file}: over {MAX_SOURCE_BYTES} bytes; a module holds source code")
-        sources[relative] = file.read_bytes()
+        sources[relative] = read_regular(file, None, InputError, MAX_SOURCE_BYTES)
     if "__init__.py" not in sources:
         raise InputError(f"{root}: no __init__.py (is this an application's package?)")
     if len(sources) > MAX_MODULE_FILES:

@@ -39,6 +39,7 @@ from edgechain.errors import (
     InvalidReceipt,
     ReceiptMismatch,
 )
+from edgechain.files import RECEIPT_MAX_BYTES, read_regular, write_atomically
 from edgechain.service.engine.base import Engine
 from edgechain.service.query import GenerateQuery, seed_parameters
 from edgechain.service.query_stream import QueryStream
@@ -153,14 +154,7 @@ class Receipt:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the file (through a temporary name, so a reader never sees half of it)."""
-        target = Path(path)
-        temporary = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        try:
-            temporary.write_text(self.dumps(), encoding="utf-8")
-            os.replace(temporary, target)
-        except OSError as err:
-            temporary.unlink(missing_ok=True)
-            raise InvalidReceipt(f"cannot write receipt {target}: {err.strerror or err}") from None
+        write_atomically(path, self.dumps().encode("utf-8"), "receipt", InvalidReceipt)
 
     @classmethod
     def from_json(cls, data: Any) -> Receipt:
@@ -180,10 +174,7 @@ class Receipt:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Receipt:
-        try:
-            raw = Path(path).read_bytes()
-        except OSError as err:
-            raise InvalidReceipt(f"cannot read receipt {path}: {err.strerror or err}") from None
+        raw = read_regular(path, "receipt", InvalidReceipt, RECEIPT_MAX_BYTES)
         try:
             data = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as err:

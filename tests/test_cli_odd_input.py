@@ -33,7 +33,7 @@ CASES: list[tuple[str, str, int, str]] = [
     ("publish --weights URL", P_URL + " http://127.0.0.1:9/{X}", 3, "weights is not valid UTF-8"),
     ("publish --weights empty", P_FILE + " {empty}", 2, "not an empty string"),
     ("publish --weights odd file", P_FILE + " {tmp}/{X}", 3, "no such file"),
-    ("publish --weights /dev/null", P_FILE + " /dev/null", 3, "28-byte"),
+    ("publish --weights /dev/null", P_FILE + " /dev/null", 3, "character device, not a regular"),
     ("publish --weights a directory", P_FILE + " {tmp}", 3, "directory"),
     ("publish empty --version", P + " --version {empty}", 5, "model version"),
     ("publish long --license", P + " --license {long}", 5, "longer than 128"),

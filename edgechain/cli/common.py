@@ -7,19 +7,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edgechain.errors import InputError, InvalidText
-from edgechain.service.engine.files import input_errors
+from edgechain.files import read_regular
 
 
-def read_file(path: str | Path, what: str, error: type[InputError] = InputError) -> bytes:
-    """The bytes of ``path``; ``error`` (one line naming ``what`` and the path) if unreadable."""
-    p = Path(path)
-    with input_errors(p, error, what):
-        return p.read_bytes()
-
-
-def read_text_file(path: str | Path, what: str) -> str:
-    """The UTF-8 text of ``path``; InvalidText naming the first bad byte if it is not UTF-8."""
-    data = read_file(path, what)
+def read_text_file(path: str | Path, what: str, max_bytes: int) -> str:
+    """The UTF-8 text of the regular file ``path`` (at most ``max_bytes``); InputError naming
+    ``what`` if it cannot be read, InvalidText naming the first bad byte if it is not UTF-8."""
+    data = read_regular(path, what, InputError, max_bytes)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as err:

@@ -126,7 +126,7 @@ def open_engine_client(args: argparse.Namespace, faulty: str | None = None) -> C
     """
     from edgechain.service.engine import open_engine
 
-    network = Network.open(network_dir(args), faulty=faulty)
+    network = Network.open(network_dir(args), faulty=faulty, lazy=True)
     try:
         engine = open_engine(args.engine)
     except BaseException:

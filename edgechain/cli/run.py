@@ -21,6 +21,7 @@ from typing import BinaryIO
 
 from edgechain.cli.common import read_text_file
 from edgechain.errors import InvalidParameter, InvalidText, PromptTooLong
+from edgechain.files import PROMPT_FILE_MAX_BYTES
 from edgechain.service.engine import ENGINE_KINDS
 from edgechain.service.engine.base import GenerationParams, LoadedModel, Token, text_to_utf8
 
@@ -99,7 +100,7 @@ def execute(args: argparse.Namespace) -> int:
     ).validate()
     prompt = args.prompt
     if args.prompt_file is not None:
-        prompt = read_text_file(args.prompt_file, "prompt file")
+        prompt = read_text_file(args.prompt_file, "prompt file", PROMPT_FILE_MAX_BYTES)
     # Odd text is refused before anything is loaded or printed.
     for what, text in (("prompt", prompt), ("system prompt", args.system_prompt)):
         if text is not None:

@@ -51,7 +51,7 @@ from edgechain.node.graphql_transport import (
     graphql_response,
 )
 from edgechain.node.page_header import application_header, index_header
-from edgechain.node.query_params import generate_query_from_params
+from edgechain.node.query_params import check_utf8_query_string, generate_query_from_params
 from edgechain.node.request_guard import GuardMiddleware, RequestGuard
 from edgechain.node.schema import REGISTRY_SCHEMA, registry_context
 from edgechain.node.story_schema import STORY_SCHEMA
@@ -203,6 +203,7 @@ def build_app(gate: ClientGate, guard: RequestGuard | None = None) -> Starlette:
         if served_at(request.path_params, streaming=True) is None:
             return unknown_application(request)
         try:
+            check_utf8_query_string(request.scope["query_string"])
             query = generate_query_from_params(request.query_params)
         except EdgechainError as err:
             message = sse_message("error", error_payload(err))

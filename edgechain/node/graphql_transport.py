@@ -208,11 +208,38 @@ async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T | None
 
 class _TransportWSHandler(BaseGraphQLTransportWSHandler):
     """Strawberry's graphql-transport-ws handler, quiet when a client drops its connection
-    while a subscription is sending (the subscription is cancelled all the same)."""
+    while a subscription is sending (the subscription is cancelled all the same), and closing
+    with 4400 (the protocol's "invalid message") on a message of the wrong shape, where
+    strawberry would raise and drop the connection without a close code."""
+
+    async def handle_message(self, message: Any) -> None:
+        problem = _malformed(message)
+        if problem is not None:
+            await self.handle_invalid_message(problem)
+            return
+        await super().handle_message(message)
 
     async def handle_task_exception(self, error: Exception) -> None:
         if not isinstance(error, WebSocketDisconnected):
             await super().handle_task_exception(error)
+
+
+def _malformed(message: Any) -> str | None:
+    """Why a graphql-transport-ws message has the wrong shape, or None."""
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        return "a message must be a JSON object with a string \"type\""
+    if message["type"] != "subscribe":
+        return None
+    payload = message.get("payload")
+    if not isinstance(message.get("id"), str):
+        return "a subscribe message needs a string \"id\""
+    if not isinstance(payload, dict) or not isinstance(payload.get("query"), str):
+        return "a subscribe message's payload must be an object with a \"query\" string"
+    if payload.get("variables") is not None and not isinstance(payload["variables"], dict):
+        return "a subscribe message's \"variables\" must be an object"
+    if payload.get("operationName") is not None and not isinstance(payload["operationName"], str):
+        return "a subscribe message's \"operationName\" must be a string"
+    return None
 
 
 class SubscriptionEndpoint(GraphQL):

@@ -13,7 +13,8 @@ rebinding). The node therefore refuses, with a typed JSON error (``RequestRefuse
   ``application/json`` or GraphQL-over-HTTP's ``application/graphql-response+json`` /
   ``application/graphql+json``. A browser cannot send those cross-origin without a CORS
   preflight, which the node never approves;
-- a body over :data:`MAX_BODY_BYTES` (413).
+- a body over :data:`MAX_BODY_BYTES` (413), whether it declares its length or is chunked (the
+  body is read, up to the cap, before the application sees the request).
 """
 
 from __future__ import annotations
@@ -131,8 +132,8 @@ class RequestGuard:
 
 class GuardMiddleware:
     """ASGI middleware: ``app`` behind ``guard``. A refused request gets a JSON error (a
-    websocket, a close before the handshake, which the server answers with 403); bodies are
-    cut at MAX_BODY_BYTES."""
+    websocket, a close before the handshake, which the server answers with 403); a body over
+    MAX_BODY_BYTES gets 413."""
 
     def __init__(self, app: App, guard: RequestGuard) -> None:
         self.app = app
@@ -143,9 +144,15 @@ class GuardMiddleware:
             await self.app(scope, receive, send)
             return
         refusal = self.guard.refusal(scope)
-        if refusal is None:
-            if scope["type"] == "http":
-                receive = _capped(receive)
+        if refusal is None and scope["type"] == "http":
+            body, complete = await _read_body(receive)
+            if not complete:
+                await _send_error(
+                    send, _refuse(413, f"the request body is over {MAX_BODY_BYTES} bytes")
+                )
+                return
+            await self.app(scope, _replayed(body, receive), send)
+        elif refusal is None:
             await self.app(scope, receive, send)
         elif scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008})
@@ -153,20 +160,34 @@ class GuardMiddleware:
             await _send_error(send, refusal)
 
 
-def _capped(receive: Receive) -> Receive:
-    """``receive`` that reports a disconnect once a body (chunked, say) grows past the cap."""
+async def _read_body(receive: Receive) -> tuple[list[Message], bool]:
+    """The request's body messages, read up to :data:`MAX_BODY_BYTES`; False when the body
+    (chunked, or longer than it declared) goes past the cap."""
+    messages: list[Message] = []
     seen = 0
-
-    async def capped() -> Message:
-        nonlocal seen
+    while True:
         message = await receive()
-        if message["type"] == "http.request":
-            seen += len(message.get("body", b""))
-            if seen > MAX_BODY_BYTES:
-                return {"type": "http.disconnect"}
-        return message
+        messages.append(message)
+        if message["type"] != "http.request":  # the client went away: the app sees it too
+            return messages, True
+        seen += len(message.get("body", b""))
+        if seen > MAX_BODY_BYTES:
+            return messages, False
+        if not message.get("more_body", False):
+            return messages, True
 
-    return capped
+
+def _replayed(messages: list[Message], receive: Receive) -> Receive:
+    """``receive`` that first hands out ``messages`` (the body already read), then waits on the
+    connection (for its disconnect)."""
+    pending = list(messages)
+
+    async def replay() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replay
 
 
 async def _send_error(send: Send, refusal: Refusal) -> None:

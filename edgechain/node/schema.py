@@ -58,16 +58,20 @@ U64 = NewType("U64", int)
 _U64_MAX = 2**64 - 1
 
 
+class InvalidU64(ValueError):
+    """A U64 argument that is not one: the user's error, reported to them, not logged."""
+
+
 def _parse_u64(value: Any) -> int:
     """An unsigned 64-bit integer from a JSON number or a decimal string."""
     if isinstance(value, bool):
-        raise ValueError(f"expected an unsigned 64-bit integer, got {value!r}")
+        raise InvalidU64(f"expected an unsigned 64-bit integer, got {value!r}")
     if isinstance(value, str) and value.isdigit():
         value = int(value)
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if not isinstance(value, int) or not 0 <= value <= _U64_MAX:
-        raise ValueError(f"expected an unsigned 64-bit integer, got {value!r}")
+        raise InvalidU64(f"expected an unsigned 64-bit integer, got {value!r}")
     return value
 
 
@@ -485,7 +489,8 @@ class _RegistrySchema(strawberry.Schema):
         bugs = [
             e
             for e in errors
-            if e.original_error is not None and not isinstance(e.original_error, GraphQLError)
+            if e.original_error is not None
+            and not isinstance(e.original_error, GraphQLError | InvalidU64)
         ]
         if bugs:
             super().process_errors(bugs, execution_context)

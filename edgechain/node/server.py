@@ -18,9 +18,10 @@ import uvicorn
 from edgechain.client import Client
 from edgechain.errors import UsageError
 from edgechain.node.app import build_app
+from edgechain.node.connection_deadline import REQUEST_HEAD_TIMEOUT_S, head_deadline_protocol
 from edgechain.node.directory import served_applications
 from edgechain.node.gate import ClientGate
-from edgechain.node.request_guard import RequestGuard
+from edgechain.node.request_guard import MAX_BODY_BYTES, RequestGuard
 
 __all__ = ["bind_listening_socket", "serve"]
 
@@ -139,6 +140,9 @@ def serve(
                 access_log=access_log,
                 lifespan="on",
                 timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+                # A slow-header client is cut off; websocket messages stop where bodies do.
+                http=head_deadline_protocol(REQUEST_HEAD_TIMEOUT_S),
+                ws_max_size=MAX_BODY_BYTES,
             )
             _NodeServer(config, on_exit=app.state.generations.stop_all).run(sockets=[sock])
         finally:

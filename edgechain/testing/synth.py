@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,7 +23,8 @@ from typing import BinaryIO
 
 import blake3
 
-from edgechain.errors import InvalidParameter
+from edgechain.errors import InputError, InvalidParameter
+from edgechain.files import write_atomically
 from edgechain.service.engine.checkpoint_header import HeaderDims
 
 
@@ -184,11 +184,4 @@ def synthesize(
 
 
 def _atomic_write(path: Path, writer: Callable[[BinaryIO], int]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            writer(f)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_atomically(path, writer, "output file", InputError)

@@ -28,13 +28,12 @@ from edgechain.errors import (
     EdgechainError,
     InvalidParameter,
     InvalidText,
-    InvalidTokenizer,
     Timeout,
 )
 from edgechain.service.engine.batcher import StepBatcher
 from edgechain.service.engine.checkpoint_header import HeaderFields
 from edgechain.service.engine.codes import error_from_code
-from edgechain.service.engine.files import read_input, unchanged_checkpoint
+from edgechain.service.engine.files import read_tokenizer_file, unchanged_checkpoint
 
 _U64_MAX = 2**64 - 1
 _I31_MAX = 2**31 - 1
@@ -418,7 +417,7 @@ class Engine(ABC):
         """
         with unchanged_checkpoint(checkpoint) as f:
             data = f.readall()
-        return self.load(data, read_input(tokenizer, "tokenizer", InvalidTokenizer))
+        return self.load(data, read_tokenizer_file(tokenizer))
 
     def close(self) -> None:  # noqa: B027 - optional hook, most engines hold nothing
         """Release engine-wide resources (models stay usable until closed)."""

@@ -11,58 +11,39 @@ import contextlib
 import io
 import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import BinaryIO
 
-from edgechain.errors import InputError, InvalidCheckpoint
+from edgechain.errors import InputError, InvalidCheckpoint, InvalidTokenizer
+from edgechain.files import TOKENIZER_MAX_BYTES, input_errors, open_regular, read_regular
+
+__all__ = [
+    "TOKENIZER_MAX_BYTES",
+    "input_errors",
+    "open_input",
+    "read_exactly",
+    "read_tokenizer_file",
+    "unchanged_checkpoint",
+]
 
 #: What identifies a file's version: (device, inode, size, mtime_ns, ctime_ns). ctime too:
 #: restoring the mtime with utime() after an edit still moves the ctime.
 FileIdentity = tuple[int, int, int, int, int]
 
 
-def input_error(
-    err: OSError, path: str | os.PathLike[str], error: type[InputError], what: str | None = None
-) -> InputError:
-    """The one-line ``error`` for ``path`` that could not be read: "<what> not found: <path>"
-    style when ``what`` names the file's role, "<path>: no such file" style otherwise."""
-    reason = err.strerror or err
-    if what is None:
-        if isinstance(err, FileNotFoundError):
-            return error(f"{path}: no such file")
-        if isinstance(err, IsADirectoryError):
-            return error(f"{path}: is a directory, not a file")
-        return error(f"{path}: cannot read ({reason})")
-    if isinstance(err, FileNotFoundError):
-        return error(f"{what} not found: {path}")
-    if isinstance(err, IsADirectoryError):
-        return error(f"{what} is a directory, not a file: {path}")
-    return error(f"cannot read {what} {path}: {reason}")
+def open_input(
+    path: str | os.PathLike[str],
+    what: str,
+    error: type[InputError],
+    max_bytes: int | None = None,
+) -> io.FileIO:
+    """``path`` opened unbuffered for reading if it is a regular file (of at most
+    ``max_bytes``); ``error`` (one line naming ``what``) if not (never blocks on a FIFO)."""
+    return open_regular(path, what, error, max_bytes)
 
 
-@contextlib.contextmanager
-def input_errors(
-    path: str | os.PathLike[str], error: type[InputError] = InputError, what: str | None = None
-) -> Iterator[None]:
-    """Turns an OSError raised in the block into :func:`input_error`'s one line."""
-    try:
-        yield
-    except OSError as err:
-        raise input_error(err, path, error, what) from None
-
-
-def open_input(path: str | os.PathLike[str], what: str, error: type[InputError]) -> io.FileIO:
-    """``path`` opened unbuffered for reading; ``error`` (one line naming ``what``) if it cannot
-    be (same messages as the CLI's ``read_file``)."""
-    p = Path(path)
-    with input_errors(p, error, what):
-        return io.FileIO(p, "rb")
-
-
-def read_input(path: str | os.PathLike[str], what: str, error: type[InputError]) -> bytes:
-    """The bytes of ``path``; ``error`` naming ``what`` if it cannot be read."""
-    with open_input(path, what, error) as f, input_errors(path, error, what):
-        return f.readall()
+def read_tokenizer_file(path: str | os.PathLike[str]) -> bytes:
+    """A tokenizer's bytes (a regular file of at most :data:`TOKENIZER_MAX_BYTES`)."""
+    return read_regular(path, "tokenizer", InvalidTokenizer, TOKENIZER_MAX_BYTES)
 
 
 def read_exactly(f: BinaryIO | io.FileIO, size: int) -> bytes:

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from edgechain.errors import InputError, InvalidCheckpoint, InvalidTokenizer, VocabMismatch
+from edgechain.files import TOKENIZER_MAX_BYTES, input_errors, open_regular
 from edgechain.service.engine.checkpoint_header import HEADER_I32_FIELDS, HeaderFields
-from edgechain.service.engine.files import input_errors
 
 __all__ = [
     "CheckpointHeader",
@@ -260,8 +260,8 @@ def _open(source: Source, label: str, error: type[InputError]) -> Iterator[tuple
             source.seek(0)
         yield source, size  # type: ignore[misc]
         return
-    with input_errors(label, error):
-        f = open(source, "rb")  # noqa: SIM115 (closed below; errors while open are typed)
+    cap = TOKENIZER_MAX_BYTES if error is InvalidTokenizer else None
+    f = open_regular(source, None, error, cap)  # type: ignore[arg-type]
     with f, input_errors(label, error):
         yield f, os.fstat(f.fileno()).st_size
 

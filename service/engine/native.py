@@ -30,7 +30,12 @@ from edgechain.service.engine.base import (
     text_to_utf8,
 )
 from edgechain.service.engine.codes import error_from_code
-from edgechain.service.engine.files import open_input, read_input, unchanged_checkpoint
+from edgechain.service.engine.files import (
+    TOKENIZER_MAX_BYTES,
+    open_input,
+    read_tokenizer_file,
+    unchanged_checkpoint,
+)
 
 _T = TypeVar("_T")
 
@@ -72,7 +77,7 @@ class NativeEngine(Engine):
         # Opened here for the same missing-file errors as the other backend, and to detect a
         # checkpoint replaced or modified while Rust reads it by its path.
         with unchanged_checkpoint(checkpoint, by_path=True):
-            open_input(tokenizer, "tokenizer", InvalidTokenizer).close()
+            open_input(tokenizer, "tokenizer", InvalidTokenizer, TOKENIZER_MAX_BYTES).close()
             model = _guarded(
                 native, lambda: native.Model.from_files(os.fspath(checkpoint), os.fspath(tokenizer))
             )
@@ -83,7 +88,7 @@ class NativeEngine(Engine):
     ) -> Any:
         with unchanged_checkpoint(checkpoint) as f:
             data = f.readall()
-        tok = read_input(tokenizer, "tokenizer", InvalidTokenizer)
+        tok = read_tokenizer_file(tokenizer)
         native = self._native
         return _guarded(native, lambda: native.Model(data, tok))
 

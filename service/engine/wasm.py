@@ -31,7 +31,6 @@ from edgechain.errors import (
     GuestTrap,
     InvalidCheckpoint,
     InvalidParameter,
-    InvalidTokenizer,
     Timeout,
 )
 from edgechain.service.engine.base import (
@@ -45,7 +44,11 @@ from edgechain.service.engine.base import (
     text_to_utf8,
 )
 from edgechain.service.engine.codes import error_from_code
-from edgechain.service.engine.files import read_exactly, read_input, unchanged_checkpoint
+from edgechain.service.engine.files import (
+    read_exactly,
+    read_tokenizer_file,
+    unchanged_checkpoint,
+)
 from edgechain.service.engine.model_files import parse_checkpoint_header
 from edgechain.service.engine.module_cache import compiled_module, default_cache_dir
 
@@ -197,7 +200,7 @@ class WasmEngine(Engine):
     ) -> WasmModel:
         """Instantiate the guest and read the checkpoint file straight into its weight buffers
         (one copy of the weights in the process). See :meth:`Engine.load_files`."""
-        tokenizer_bytes = read_input(tokenizer, "tokenizer", InvalidTokenizer)
+        tokenizer_bytes = read_tokenizer_file(tokenizer)
         model: WasmModel | None = None
         try:
             with unchanged_checkpoint(checkpoint) as f:
