@@ -370,8 +370,8 @@ class Network:
             for record in snapshot.chains():
                 verified = self._open_chain(snapshot, record)
                 self._attach(verified)
-                if verified.head_hash is not None:
-                    head = VerifiedHead(verified.next_height - 1, verified.head_hash)
+                if verified.head.block_hash is not None:
+                    head = VerifiedHead(verified.head.next_height - 1, verified.head.block_hash)
                     if snapshot.verified_head(record.chain_id) != head:
                         unrecorded[record.chain_id] = head
         if unrecorded:

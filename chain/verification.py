@@ -80,10 +80,10 @@ def open_chain(
             f"{label}: its id does not match its name, owner and committee (tampered chains table)"
         )
     stored = snapshot.next_height(record.chain_id)
-    chain = VerifiedChain(record, ChainState(record.chain_id), verified.height, None, 0)
+    chain = VerifiedChain(record, ChainState(record.chain_id), ChainHead(verified.height))
     head: Block | None = None
     for row in snapshot.block_rows(record.chain_id, verified.height):
-        height = chain.next_height
+        height = chain.head.next_height
         try:
             block, _ = check_block_row(row, chain.record.chain_id, height, committee)
             if height > verified.height:
@@ -92,17 +92,17 @@ def open_chain(
             raise StorageCorrupted(
                 f"{label}: stored block at height {height} fails verification: {exc}"
             ) from exc
-        chain.next_height = height + 1
-        chain.head_hash = row.block_hash
-        chain.last_timestamp_us = block.timestamp_us
+        chain.head = ChainHead.of(block, row.block_hash)
         head = block
-    if head is None or chain.next_height != stored:
-        raise StorageCorrupted(f"{label}: stored block at height {chain.next_height} is missing")
+    if head is None or chain.head.next_height != stored:
+        raise StorageCorrupted(
+            f"{label}: stored block at height {chain.head.next_height} is missing"
+        )
     chain.state = _stored_state(snapshot, record.chain_id)
     if chain.state.hash() != head.state_hash:
         raise StorageCorrupted(
             f"{label}: stored state differs from the state certified at height "
-            f"{chain.next_height - 1} (its hash is not the certified state hash)"
+            f"{chain.head.next_height - 1} (its hash is not the certified state hash)"
         )
     return chain
 
@@ -148,9 +148,9 @@ def check_block_row(
 
 
 def _check_link(block: Block, chain: VerifiedChain) -> None:
-    if block.previous_hash != chain.head_hash:
+    if block.previous_hash != chain.head.block_hash:
         raise StorageCorrupted("previous-block hash does not link to the block before")
-    if block.timestamp_us < chain.last_timestamp_us:
+    if block.timestamp_us < chain.head.timestamp_us:
         raise StorageCorrupted("timestamp goes backwards")
 
 

@@ -98,7 +98,7 @@ def append_blocks(net: Network, count: int) -> None:
     state = chain._state.copy()
     app_id = chain.app_id("model-registry")
     height, head = chain.height, chain.head_hash
-    timestamp = max(time.time_ns() // 1000, chain._last_timestamp_us)
+    timestamp = max(time.time_ns() // 1000, chain.head.timestamp_us)
     with net.storage.write_transaction() as txn:
         for _ in range(count):
             operations = (to_operation(app_id, _operation(chain, height)),)
