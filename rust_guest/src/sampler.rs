@@ -76,7 +76,7 @@ impl SamplerParams {
 pub struct Sampler {
     params: SamplerParams,
     rng: Rng,
-    candidates: Vec<u64>,
+    candidates: Candidates,
     seen: Vec<bool>,
 }
 
@@ -120,12 +120,13 @@ pub fn sample_mult(probs: &[f32], coin: f32) -> usize {
     probs.len() - 1
 }
 
-/// How many candidates [`sample_topp`] orders first; each further round orders four times more.
+/// How many candidates [`sample_topp`] selects and sorts first (enough for a peaked
+/// distribution's nucleus); when their sum has not exceeded top_p, the rest is radix-sorted.
 const FIRST_ROUND: usize = 64;
 
 /// A top-p candidate as one sortable key: ascending keys are run.c's order after its qsort,
 /// probability descending and, for equal probabilities, index ascending (glibc's qsort is a
-/// merge sort, stable, and run.c fills the candidates in index order).
+/// merge sort, stable, and run.c fills the candidates in index order). Keys are unique.
 ///
 /// Only probabilities that passed `p >= cutoff` (with `cutoff > 0`) become keys: positive,
 /// never NaN, so their bits are the same on every target and order as their values do.
@@ -141,17 +142,65 @@ fn key_prob(key: u64) -> f32 {
     f32::from_bits(u32::MAX - (key >> 32) as u32)
 }
 
-/// run.c's `sample_topp`, exactly (the same token for the same coin), without sorting every
-/// candidate: only the prefix of run.c's sorted order that its cumulative sums read is put in
-/// order, found by selection in rounds (the first [`FIRST_ROUND`] candidates, then four times
-/// more, ...). The keys' order is total, so that prefix is run.c's, element for element, and
-/// the sums are taken in the same order with the same floats. `candidates` is scratch.
-pub fn sample_topp(probs: &[f32], top_p: f32, coin: f32, candidates: &mut Vec<u64>) -> usize {
+/// The scratch buffers of [`sample_topp`] (run.c's `probindex`, and room for a radix sort).
+#[derive(Debug, Clone, Default)]
+pub struct Candidates {
+    keys: Vec<u64>,
+    spare: Vec<u64>,
+}
+
+/// Sorts `keys` ascending: a least-significant-digit radix sort, 8 bits a pass, skipping the
+/// digits every key shares (the high bytes of the index, most of a probability's exponent).
+/// Linear in the keys, where a comparison sort of a flat distribution's ~30,000 candidates
+/// costs more than the rest of the sampler.
+fn radix_sort(keys: &mut [u64], spare: &mut Vec<u64>) {
+    let n = keys.len();
+    let mut counts = [[0usize; 256]; 8];
+    for &key in keys.iter() {
+        for (digit, count) in counts.iter_mut().enumerate() {
+            count[((key >> (8 * digit)) & 0xFF) as usize] += 1;
+        }
+    }
+    spare.clear();
+    spare.resize(n, 0);
+    let (mut from, mut to): (&mut [u64], &mut [u64]) = (keys, &mut spare[..]);
+    let mut in_spare = false;
+    for (digit, count) in counts.iter().enumerate() {
+        if count.iter().any(|&c| c == n) {
+            continue;
+        }
+        let mut next = [0usize; 256];
+        let mut total = 0;
+        for (slot, &c) in next.iter_mut().zip(count.iter()) {
+            *slot = total;
+            total += c;
+        }
+        for &key in from.iter() {
+            let bucket = &mut next[((key >> (8 * digit)) & 0xFF) as usize];
+            to[*bucket] = key;
+            *bucket += 1;
+        }
+        std::mem::swap(&mut from, &mut to);
+        in_spare = !in_spare;
+    }
+    if in_spare {
+        to.copy_from_slice(from);
+    }
+}
+
+/// run.c's `sample_topp`, exactly (the same token for the same coin), without sorting the
+/// whole vocabulary by comparisons: only the prefix of run.c's sorted order that its
+/// cumulative sums read is put in order. The first [`FIRST_ROUND`] candidates are found by
+/// selection and sorted; a peaked distribution's nucleus ends there. Otherwise the rest is put
+/// in order by a radix sort. The keys' order is total, so the prefix read is run.c's element
+/// for element, and the sums are taken in the same order with the same floats.
+pub fn sample_topp(probs: &[f32], top_p: f32, coin: f32, scratch: &mut Candidates) -> usize {
     let n = probs.len();
     if n == 1 {
         return 0;
     }
     let cutoff = (1.0f32 - top_p) / (n - 1) as f32;
+    let candidates = &mut scratch.keys;
     candidates.clear();
     if cutoff > 0.0 {
         candidates.extend(
@@ -170,27 +219,30 @@ pub fn sample_topp(probs: &[f32], top_p: f32, coin: f32, candidates: &mut Vec<u6
     // run.c's truncation: the first position where the cumulative sum exceeds top_p, else all.
     let mut cumulative = 0.0f32;
     let mut last = n0 - 1;
-    let (mut ordered, mut round) = (0, FIRST_ROUND);
-    'rounds: while ordered < n0 {
+    let mut ordered = 0;
+    while ordered < n0 {
         let rest = &mut candidates[ordered..];
-        // Ordering more than half of what is left costs as much as ordering all of it.
-        let end = if round >= rest.len() / 2 {
-            rest.sort_unstable();
-            n0
+        let end = if ordered == 0 && rest.len() > 2 * FIRST_ROUND {
+            rest.select_nth_unstable(FIRST_ROUND - 1);
+            rest[..FIRST_ROUND].sort_unstable();
+            FIRST_ROUND
         } else {
-            rest.select_nth_unstable(round - 1);
-            rest[..round].sort_unstable();
-            ordered + round
-        };
-        for (i, &key) in candidates.iter().enumerate().take(end).skip(ordered) {
-            cumulative += key_prob(key);
-            if cumulative > top_p {
-                last = i;
-                break 'rounds;
+            if rest.len() > 2 * FIRST_ROUND {
+                radix_sort(rest, &mut scratch.spare);
+            } else {
+                rest.sort_unstable();
             }
+            n0
+        };
+        let crossed = candidates[ordered..end].iter().position(|&key| {
+            cumulative += key_prob(key);
+            cumulative > top_p
+        });
+        if let Some(at) = crossed {
+            last = ordered + at;
+            break;
         }
         ordered = end;
-        round *= 4;
     }
     let r = coin * cumulative;
     let mut cdf = 0.0f32;
@@ -210,7 +262,7 @@ impl Sampler {
         Ok(Self {
             params,
             rng,
-            candidates: Vec::new(),
+            candidates: Candidates::default(),
             seen: Vec::new(),
         })
     }
@@ -326,7 +378,7 @@ mod tests {
     #[test]
     fn selection_picks_the_full_sorts_token_on_random_distributions() {
         let mut rng = Rng::new(2024);
-        let mut scratch = Vec::new();
+        let mut scratch = Candidates::default();
         let mut checked = 0;
         for case in 0..3000u32 {
             let n = match case % 6 {
@@ -358,8 +410,28 @@ mod tests {
     }
 
     #[test]
+    fn the_radix_sort_orders_keys_as_a_comparison_sort() {
+        let mut rng = Rng::new(9);
+        let mut spare = Vec::new();
+        for n in [0, 1, 2, 3, 200, 5000] {
+            for spread in [1u32, 7, u32::MAX] {
+                let mut keys: Vec<u64> = (0..n)
+                    .map(|i| {
+                        let high = u64::from(rng.next_u32() % spread.max(1));
+                        (high << 32) | i as u64
+                    })
+                    .collect();
+                let mut want = keys.clone();
+                want.sort_unstable();
+                radix_sort(&mut keys, &mut spare);
+                assert_eq!(keys, want, "n {n}, spread {spread}");
+            }
+        }
+    }
+
+    #[test]
     fn selection_handles_nan_and_degenerate_distributions_as_before() {
-        let mut scratch = Vec::new();
+        let mut scratch = Candidates::default();
         for probs in [
             vec![f32::NAN; 5],
             vec![0.0, 0.0, 1.0],
