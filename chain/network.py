@@ -10,11 +10,15 @@ Directory layout::
 
 Typical use::
 
-    net = Network.create(tmp_path, validators=4, faulty={"v3": "offline"})
+    register_applications()  # the application kinds, as the client registers them
+    net = Network.create(tmp_path, validators=4, faulty="v3=offline")
     chain = net.default_chain()
-    app = chain.application("model-registry")
-    cert = chain.execute(app.id, RegisterModel(...))
-    entry = app.query_model("stories260K")
+    weights = FileRef("ab" * 32, 1_000_000, ("http://127.0.0.1:8000/stories260K.bin",))
+    tokenizer = FileRef("cd" * 32, 6_000, ("http://127.0.0.1:8000/tok512.bin",))
+    operation = RegisterModel("stories260K", "1", weights=weights, tokenizer=tokenizer)
+    cert = chain.execute(chain.app_id("model-registry"), operation)
+    model = chain.application("model-registry").query_model("stories260K")
+    assert model.height == cert.height == 0 and len(cert.signers) == 3
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ from edgechain.chain.committee import Committee, validator_name
 from edgechain.chain.encoding import hash_encoded
 from edgechain.chain.faults import Fault, FaultMap, format_faults, parse_faults
 from edgechain.chain.keys import generate_key, load_key, public_bytes, save_key
+from edgechain.chain.modules import register_blob_source, unregister_blob_source
 from edgechain.chain.oracle import (
     DEFAULT_ORACLE_BUDGET_S,
     Oracle,
@@ -92,14 +97,21 @@ class ChainStatus:
     name: str
     chain_id: str  # hex
     owner: str  # hex public key
-    height: int  # number of certified blocks (the next block's height)
+    # Two words, never mixed: ``blocks`` counts the certified blocks (so it is also the next
+    # block's height); a height is always one block's position, the head's is ``head_height``.
+    blocks: int
     head_hash: str | None  # hex, None before the first block
     state_hash: str  # hex
 
     @property
+    def head_height(self) -> int | None:
+        """The head block's height (``blocks - 1``), None before the first block."""
+        return None if self.head_hash is None else self.blocks - 1
+
+    @property
     def head(self) -> str | None:
         """``HEIGHT:HASH`` of the head block, what `chain verify --expect-head` takes."""
-        return None if self.head_hash is None else f"{self.height - 1}:{self.head_hash}"
+        return None if self.head_hash is None else f"{self.head_height}:{self.head_hash}"
 
 
 @dataclass(frozen=True)
@@ -120,6 +132,7 @@ class NetworkStatus:
     def to_json(self) -> dict[str, Any]:
         value = asdict(self)
         for chain, status in zip(value["chains"], self.chains, strict=True):
+            chain["head_height"] = status.head_height
             chain["head"] = status.head
         return value
 
@@ -184,6 +197,8 @@ class Network:
         self.faults = faults
         self.vote_timeout = vote_timeout
         self.storage = storage
+        # Applications users created run code from this network's blobs (chain/modules.py).
+        register_blob_source(self.read_blob)
         self.validators = [
             Validator(m.name, key, faults.get(m.name), slow_delay=2 * vote_timeout + 0.01)
             for m, key in zip(committee.members, validator_keys, strict=True)
@@ -349,6 +364,7 @@ class Network:
             validator.stop()
         self._pool.close()
         self.install_oracles(None)
+        unregister_blob_source(self.read_blob)
         self.storage.close()
 
     def install_oracles(
@@ -516,6 +532,7 @@ class Chain:
         self._services: dict[str, Any] = {}
         self._owner_key: Ed25519PrivateKey | None = None
         self.last_failures: list[ValidatorFailure] = []
+        self.last_responses: list[Any] = []
 
     def __repr__(self) -> str:
         return f"Chain(name={self.name!r}, id={self.id.hex()[:16]}, height={self.height})"
@@ -568,6 +585,17 @@ class Chain:
             )
             service = self._services[kind] = app_kind.service_factory(context)
         return service
+
+    def service_context(self, app_id: bytes) -> ServiceContext:
+        """What a service of application ``app_id`` reads: this chain's certified state in
+        its namespace (for applications users created: chain/modules.py)."""
+        return ServiceContext(
+            chain_id=self.id,
+            app_id=app_id,
+            state=StateReader(self._state, app_id, self._state_lock),
+            committee=self.network.committee,
+            certified_block=self.block,
+        )
 
     # --- adding blocks --------------------------------------------------------------------
 
@@ -630,6 +658,7 @@ class Chain:
         net = self.network
         signer_public = public_bytes(key)
         timestamp = max(time.time_ns() // 1000, self._last_timestamp_us)
+        responses: list[Any] = []
         writes = execute_operations(
             self._state,
             height=self.height,
@@ -637,7 +666,10 @@ class Chain:
             signer=signer_public,
             chain_owner=self.owner,
             operations=operations,
+            responses=responses,
         )
+        #: Each operation's response in the last block this chain proposed (not stored).
+        self.last_responses = responses
         block = Block(
             chain_id=self.id,
             height=self.height,

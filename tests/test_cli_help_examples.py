@@ -155,3 +155,27 @@ def test_every_help_example_runs_as_written(published_network: Path, tmp_path: P
                 failures.append(f"`{command} --help`: {line}\n  exit {code}: {output[-600:]}")
     assert not failures, "\n".join(failures)
     assert ran >= 15
+
+
+def test_run_and_generate_say_what_n_counts_on_their_first_help_line() -> None:
+    pages = dict(help_pages())
+    first_line = {
+        command: pages[f"edgechain {command}"].split("\n\n")[1].replace("\n", " ")
+        for command in ("run", "generate")
+    }
+    assert "-n counts positions, the prompt's included" in first_line["run"]
+    assert "-n counts new tokens, the prompt's excluded" in first_line["generate"]
+
+
+def test_every_positional_argument_has_help() -> None:
+    def walk(parser: argparse.ArgumentParser, path: str) -> Iterator[tuple[str, argparse.Action]]:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from walk(sub, f"{path} {name}")
+            elif not action.option_strings:
+                yield path, action
+
+    missing = [f"{path}: {action.metavar or action.dest}" for path, action in
+               walk(build_parser(), "edgechain") if not action.help]  # fmt: skip
+    assert missing == []

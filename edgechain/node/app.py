@@ -36,7 +36,13 @@ from edgechain.contract.registry import APPLICATION_NAME
 from edgechain.contract.story_book import APPLICATION_NAME as STORY_BOOK
 from edgechain.errors import EdgechainError, UsageError
 from edgechain.node.chain_schema import CHAIN_SCHEMA
-from edgechain.node.directory import ServedApplication, application_path, index, served_applications
+from edgechain.node.directory import (
+    SERVED_KINDS,
+    ServedApplication,
+    application_path,
+    index,
+    served_applications,
+)
 from edgechain.node.gate import ClientGate
 from edgechain.node.graphiql import graphiql_page, static_mount, wants_html
 from edgechain.node.graphql_transport import (
@@ -51,6 +57,7 @@ from edgechain.node.schema import REGISTRY_SCHEMA, registry_context
 from edgechain.node.story_schema import STORY_SCHEMA
 from edgechain.node.streaming import Generations, run_generation, sse_message
 from edgechain.node.typed_errors import error_payload
+from edgechain.node.user_apps import created_application, user_application_response
 
 if TYPE_CHECKING:
     from edgechain.client import Client
@@ -100,7 +107,7 @@ _SCHEMAS = {
 
 _CHAIN_QUERY = """# The chains this node serves, their applications, blocks and certificates.
 {
-  chains { name chainId height applications { kind applicationId graphql } }
+  chains { name chainId blocks head applications { kind applicationId graphql } }
 }
 """
 
@@ -115,6 +122,17 @@ class _AsgiApp:
         await self._app(scope, receive, send)
 
 
+def _named_application(
+    applications: list[ServedApplication], text: str
+) -> ServedApplication | None:
+    """The application ``text`` names: its kind, its id or the one id it is a prefix of."""
+    for app in applications:
+        if text in (app.kind, app.application_id):
+            return app
+    matches = [app for app in applications if app.application_id.startswith(text)]
+    return matches[0] if len(matches) == 1 else None
+
+
 def build_app(gate: ClientGate, guard: RequestGuard | None = None) -> Starlette:
     """The ASGI application serving ``gate``'s network; closes the gate on shutdown.
 
@@ -124,17 +142,22 @@ def build_app(gate: ClientGate, guard: RequestGuard | None = None) -> Starlette:
     ``app.state.generations`` (:class:`Generations`) counts generations; its ``stop_all()``
     ends them (the server calls it when asked to stop).
     """
-    chain_id, applications = gate.call_blocking(
-        lambda c: (c.chain.id.hex(), served_applications(c, c.chain))
+    chain_id, chain_name, applications = gate.call_blocking(
+        lambda c: (c.chain.id.hex(), c.chain.name, served_applications(c, c.chain))
     )
-    served = {a.application_id: a for a in applications}
+    # The built-in applications' schemas are the node's; created ones are looked up per
+    # request (they may be created while the node runs: edgechain/node/user_apps.py).
+    applications = [a for a in applications if a.kind in SERVED_KINDS]
     generations = Generations()
     context = registry_context(gate, generations)
 
     def served_at(params: dict[str, Any], *, streaming: bool = False) -> ServedApplication | None:
-        if params["chain_id"].lower() != chain_id:
+        # As the CLI names chains: the id, a unique prefix of it or the name; an application
+        # by its id, a unique prefix or its kind ("story-book").
+        chain = params["chain_id"].lower()
+        if chain != chain_name and not chain_id.startswith(chain):
             return None
-        app = served.get(params["application_id"].lower())
+        app = _named_application(applications, params["application_id"].lower())
         return None if app is None or (streaming and not app.streams) else app
 
     def unknown_application(request: Request) -> JSONResponse:
@@ -162,7 +185,13 @@ def build_app(gate: ClientGate, guard: RequestGuard | None = None) -> Starlette:
 
     async def graphql(request: Request) -> Response:
         if (app := served_at(request.path_params)) is None:
-            return unknown_application(request)
+            params = request.path_params
+            created = await gate.call(
+                lambda c: created_application(c, params["chain_id"], params["application_id"])
+            )
+            if created is None:
+                return unknown_application(request)
+            return await user_application_response(request, gate, created, chain_id)
         schema, opening_query = _SCHEMAS[app.kind]
         if wants_html(request):
             header = application_header(app.kind, chain_id, app.application_id)
