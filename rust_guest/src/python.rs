@@ -159,7 +159,12 @@ impl Model {
 
     /// Starts verifying `claimed` token ids against a generation of `prompt` with the
     /// parameters (ABI.md, "Verification"); `Verifier.run` does the work.
-    fn verify_start(&self, prompt: &str, params_json: &str, claimed: Vec<u32>) -> PyResult<Verifier> {
+    fn verify_start(
+        &self,
+        prompt: &str,
+        params_json: &str,
+        claimed: Vec<u32>,
+    ) -> PyResult<Verifier> {
         let params = if params_json.trim().is_empty() {
             GenerationParams::default()
         } else {

@@ -144,11 +144,7 @@ mod tests {
     /// The verdict a full replay gives `claimed`: the first position where the claim and the
     /// generation differ, and the generation's token there.
     fn replay_verdict(ids: &[u32], claimed: &[u32]) -> (bool, usize, Option<u32>) {
-        let matched = ids
-            .iter()
-            .zip(claimed)
-            .take_while(|(a, b)| a == b)
-            .count();
+        let matched = ids.iter().zip(claimed).take_while(|(a, b)| a == b).count();
         (ids == claimed, matched, ids.get(matched).copied())
     }
 
