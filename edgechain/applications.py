@@ -13,10 +13,9 @@ from __future__ import annotations
 
 from edgechain.chain.application import ApplicationKind, register_application_kind
 from edgechain.chain.blobs import BLOBS
-from edgechain.chain.modules import APPLICATIONS, register_module_loader
+from edgechain.chain.modules import APPLICATIONS, LoadedModule, register_module_loader
 from edgechain.contract.registry import MODEL_REGISTRY
 from edgechain.contract.story_book import STORY_BOOK
-from edgechain.sdk.loader import load as load_sdk_module
 
 __all__ = ["BUILTIN_APPLICATIONS", "register_applications"]
 
@@ -34,4 +33,11 @@ def register_applications() -> None:
     (idempotent)."""
     for kind in BUILTIN_APPLICATIONS:
         register_application_kind(kind)
-    register_module_loader(load_sdk_module)
+    register_module_loader(_load_sdk_module)
+
+
+def _load_sdk_module(module_id: bytes, sources: dict[str, bytes]) -> LoadedModule:
+    # Imported on first use: the SDK brings strawberry, which most commands never need.
+    from edgechain.sdk.loader import load
+
+    return load(module_id, sources)

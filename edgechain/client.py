@@ -32,10 +32,8 @@ from typing import Any, BinaryIO, TypeVar
 
 import blake3
 
-from edgechain import user_applications
 from edgechain.applications import register_applications
 from edgechain.chain.certificate import Certificate, CertifiedBlock
-from edgechain.chain.modules import CreatedApplication
 from edgechain.chain.network import (
     NETWORK_FILE,
     Chain,
@@ -74,10 +72,11 @@ from edgechain.service.query import GenerateQuery
 from edgechain.service.records import QueryStream
 from edgechain.service.runtime import DownloadProgress, ModelService, PreparedQuery
 from edgechain.url_check import UrlCheck, check_urls
-from edgechain.user_applications import CreatedApp, PublishedModule
 
 if typing.TYPE_CHECKING:
+    from edgechain.chain.modules import CreatedApplication
     from edgechain.service.receipt import Receipt
+    from edgechain.user_applications import CreatedApp, PublishedModule
 
 __all__ = [
     "Client",
@@ -708,6 +707,9 @@ class Client:
     def publish_module(self, path: str | os.PathLike[str]) -> PublishedModule:
         """Publish the application project at ``path`` (its package directory) as a module:
         checked to load as validators will load it, its files as blobs, its id certified."""
+
+        from edgechain import user_applications  # the SDK, imported when first used
+
         return user_applications.publish_module(self, path)
 
     def create_application(
@@ -715,25 +717,40 @@ class Client:
     ) -> CreatedApp:
         """Create an application from a published module (id as bytes or hex)."""
         module_id = module if isinstance(module, bytes) else _hex_id(module, "module id")
+
+        from edgechain import user_applications  # the SDK, imported when first used
+
         return user_applications.create_application(self, module_id, parameters, argument)
 
     def applications(self) -> list[CreatedApplication]:
         """The applications created on this chain, oldest first."""
+
+        from edgechain import user_applications  # the SDK, imported when first used
+
         return user_applications.applications(self)
 
     def application(self, app: str | bytes) -> CreatedApplication:
         """A created application by id, or a unique prefix of its hex id."""
         text = app.hex() if isinstance(app, bytes) else app
+
+        from edgechain import user_applications  # the SDK, imported when first used
+
         return user_applications.find_application(self, text)
 
     def call_application(self, app: str | bytes, operation: Any) -> tuple[Any, Certificate]:
         """Propose ``operation`` (``{"Name": {fields}}``) to a created application: its
         response and the block's certificate."""
+
+        from edgechain import user_applications  # the SDK, imported when first used
+
         return user_applications.call_application(self, self.application(app), operation)
 
     def query_application(self, app: str | bytes, request: dict[str, Any]) -> dict[str, Any]:
         """A GraphQL request to a created application's service (mutations' operations are
         proposed afterwards)."""
+
+        from edgechain import user_applications  # the SDK, imported when first used
+
         return user_applications.query_application(self, self.application(app), request)
 
     # --- the story book ----------------------------------------------------------------------
