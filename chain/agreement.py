@@ -48,6 +48,12 @@ class ValidatorPool:
     def submit(self, validator: Validator, proposal: Proposal) -> Future[list[Vote]]:
         return self._queues[validator.name].submit(validator.handle_proposal, proposal)
 
+    def abandon(self, name: str, block_hash: bytes) -> None:
+        """Tell validator ``name`` its vote on ``block_hash`` is no longer needed."""
+        for validator in self.validators:
+            if validator.name == name:
+                validator.abandon(block_hash)
+
     def close(self) -> None:
         for queue in self._queues.values():
             queue.shutdown(wait=False, cancel_futures=True)
@@ -167,6 +173,9 @@ def certify(
             f"no quorum at height {block.height}{where}: {len(accepted)} of {committee.size} "
             f"validators signed, {committee.quorum} needed; " + "; ".join(str(f) for f in failures)
         )
+    # The quorum has signed: the others' votes are not needed, their checks stop.
+    for name in pending.values():
+        pool.abandon(name, proposal.block_hash)
     signers = sorted(accepted, key=committee.index_of)[: committee.quorum]
     certificate = Certificate(
         block.chain_id,

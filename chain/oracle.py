@@ -11,6 +11,7 @@ response and needs no oracle. A block's oracle calls share a time budget
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -87,9 +88,16 @@ def parse_validator_engines(
 class Oracle(Protocol):
     """Recomputes an operation's oracle response (a validator's own service)."""
 
-    def response(self, chain_id: bytes, operation: Operation, timeout: float) -> Any:
+    def response(
+        self,
+        chain_id: bytes,
+        operation: Operation,
+        timeout: float,
+        cancel: threading.Event | None = None,
+    ) -> Any:
         """The response ``operation``'s oracle call gives here, within ``timeout`` seconds
-        (raises ``Timeout`` past it, an ``EdgechainError`` when the call fails)."""
+        (raises ``Timeout`` past it, an ``EdgechainError`` when the call fails). Once
+        ``cancel`` is set the answer is not needed: it may stop early (``Cancelled``)."""
         ...
 
     def close(self) -> None: ...

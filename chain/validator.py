@@ -98,6 +98,10 @@ class Validator:
         self._replicas: dict[bytes, _Replica] = {}
         self._lock = threading.Lock()
         self._stopped = threading.Event()
+        #: Per proposed block hash, set once this validator's vote on it is no longer needed
+        #: (the block has its quorum): its oracle check stops (:meth:`abandon`).
+        self._abandoned: dict[bytes, threading.Event] = {}
+        self._abandoned_lock = threading.Lock()
         #: Recomputes the oracle responses blocks record (None: refuses blocks that have any).
         self.oracle: Oracle | None = None
         self.oracle_budget_s = DEFAULT_ORACLE_BUDGET_S
@@ -172,7 +176,8 @@ class Validator:
         if not proposal_signature_valid(block.signer, proposal.signature, block_hash):
             raise ProposalRefused("the proposal's signature is not valid")
         self._check_blobs(proposal)
-        self._check_oracle_responses(block.chain_id, block.operations)
+        abandoned = self._abandon_event(block_hash)
+        self._check_oracle_responses(block.chain_id, block.operations, abandoned)
         try:
             writes = execute_block(replica.state, block, replica.owner, block_hash)
         except ContractError as exc:
@@ -211,9 +216,21 @@ class Validator:
             if not keeps or (blob not in self.held_blobs and blob not in carried):
                 raise ProposalRefused(f"missing blob {blob.hex()[:16]}: it does not hold it")
 
-    def _check_oracle_responses(self, chain_id: bytes, operations: Any) -> None:
+    def _abandon_event(self, block_hash: bytes) -> threading.Event:
+        with self._abandoned_lock:
+            return self._abandoned.setdefault(block_hash, threading.Event())
+
+    def abandon(self, block_hash: bytes) -> None:
+        """The proposal of ``block_hash`` has its quorum without this validator's vote: stop
+        re-executing its oracle calls (a queued proposal stops at its first one)."""
+        self._abandon_event(block_hash).set()
+
+    def _check_oracle_responses(
+        self, chain_id: bytes, operations: Any, cancel: threading.Event | None = None
+    ) -> None:
         """Re-execute every oracle call the block records; refuse unless each gives the
-        recorded response within the block's oracle budget."""
+        recorded response within the block's oracle budget. ``cancel`` set: the vote is not
+        needed any more, the check stops (a refusal nobody waits for)."""
         started = time.monotonic()
         for index, operation in enumerate(operations):
             recorded = recorded_response(operation)
@@ -222,10 +239,14 @@ class Validator:
             if self.oracle is None:
                 raise ProposalRefused(f"operation {index} records an oracle response: no oracle")
             remaining = self.oracle_budget_s - (time.monotonic() - started)
+            if cancel is not None and cancel.is_set():
+                raise ProposalRefused(f"operation {index}: the block has its quorum, check stopped")
             try:
                 if remaining <= 0:
                     raise Timeout("no time left")
-                response = self.oracle.response(chain_id, operation, timeout=remaining)
+                response = self.oracle.response(
+                    chain_id, operation, timeout=remaining, cancel=cancel
+                )
             except Timeout:
                 raise ProposalRefused(
                     f"operation {index}: re-executing its oracle call ran past the block's "
@@ -296,6 +317,8 @@ class Validator:
                 # validator's vote was among the quorum's): it stores them.
                 self.held_blobs.update(b.blob for b in published_blobs(block.operations))
             replica.head = ChainHead.of(block, certified.block_hash)
+        with self._abandoned_lock:
+            self._abandoned.clear()
 
 
 def _perturbed(response: Any) -> Any:

@@ -4,14 +4,17 @@ every validator with its own engine (chain/oracle.py says how blocks record the 
 The response is what the block records: the token ids, their hash, the text, the number of
 tokens and the hash of the generation's receipt (service/receipt.py); the story book stores all
 but the ids. The receipt does not name the backend, so validators on the wasm and the native
-engine agree on it. A validator re-executes with the recorded token ids as hints
-(``LoadedModel.generate``): a correct claim is checked in batched passes instead of token by
-token, and its result is the honest generation's whatever the claim.
+engine agree on it. A validator re-executes by verifying the recorded token ids
+(``ModelService.verify``, ``LoadedModel.verify_claim``): prompt and claim go through batched
+forward passes and every position is checked against the sampler's rule, with the verdict a full
+replay would give; a true claim then yields the response (text, receipt) without decoding token
+by token, a false one a response that names where the claim first differs.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -21,7 +24,8 @@ from edgechain.service.blob_source import BlobStorage
 from edgechain.service.engine import open_engine
 from edgechain.service.fetch import FetchPolicy
 from edgechain.service.query import GenerateQuery
-from edgechain.service.receipt import Receipt, build_receipt, query_from_parameters
+from edgechain.service.receipt import Receipt, build_receipt, query_from_parameters, receipt_of
+from edgechain.service.records import stop_reason_name
 from edgechain.service.runtime import ModelService, ModelSource, PreparedQuery
 
 __all__ = [
@@ -29,6 +33,7 @@ __all__ = [
     "mint_query",
     "recorded_token_ids",
     "run_prepared_oracle",
+    "verify_prepared_oracle",
 ]
 
 
@@ -57,15 +62,47 @@ def run_prepared_oracle(
     stream = service.start(prepared, timeout=timeout, hint=hint)
     stream.collect()
     receipt = build_receipt(stream)
+    return oracle_response(receipt), receipt
+
+
+def oracle_response(receipt: Receipt) -> dict[str, Any]:
+    """The response a block records for the generation ``receipt`` describes."""
     output = receipt.body["output"]
-    response = {
+    return {
         "token_ids": list(output["token_ids"]),
         "token_ids_blake3": output["token_ids_blake3"],
         "text": output["text"],
         "tokens": len(output["token_ids"]),
         "receipt_hash": receipt.hash,
     }
-    return response, receipt
+
+
+def verify_prepared_oracle(
+    service: ModelService,
+    prepared: PreparedQuery,
+    claimed_ids: Sequence[int],
+    timeout: float | None,
+    cancel: threading.Event | None = None,
+) -> dict[str, Any]:
+    """The oracle response of ``prepared`` when ``claimed_ids`` are its generation's tokens
+    (checked by ``service.verify``, not replayed); when they are not, a response saying where
+    the claim first differs and what the model has there (never equal to a recorded one)."""
+    verdict = service.verify(prepared, claimed_ids, timeout=timeout, cancel=cancel)
+    if not verdict.valid:
+        stops = None if verdict.expected is not None else stop_reason_name(verdict.stop_reason)
+        return {
+            "claim_differs_at": verdict.matched,
+            "model_token": verdict.expected,
+            "model_stops": stops,
+        }
+    receipt = receipt_of(
+        prepared,
+        service.engine,
+        claimed_ids,
+        verdict.text,
+        stop_reason_name(verdict.stop_reason),
+    )
+    return oracle_response(receipt)
 
 
 def recorded_token_ids(operation: Operation) -> list[int] | None:
@@ -100,12 +137,21 @@ class GenerationOracle:
             blobs=blobs,
         )
 
-    def response(self, chain_id: bytes, operation: Operation, timeout: float) -> Any:
-        """The response the MintStory ``operation`` records, recomputed here, with the token
-        ids it records as hints."""
+    def response(
+        self,
+        chain_id: bytes,
+        operation: Operation,
+        timeout: float,
+        cancel: threading.Event | None = None,
+    ) -> Any:
+        """The response the MintStory ``operation`` records, recomputed here by verifying the
+        token ids it records (a full generation when it records none); a set ``cancel`` stops
+        the check (Cancelled: the validator's vote is no longer needed)."""
         prepared = self.service.prepare(mint_query(operation.payload))
-        hint = recorded_token_ids(operation)
-        return run_prepared_oracle(self.service, prepared, timeout, hint)[0]
+        claimed = recorded_token_ids(operation)
+        if claimed is None:
+            return run_prepared_oracle(self.service, prepared, timeout)[0]
+        return verify_prepared_oracle(self.service, prepared, claimed, timeout, cancel)
 
     def close(self) -> None:
         self.service.close()

@@ -11,7 +11,8 @@ file format is in docs/receipts.md.
 
 :func:`verify_receipt` checks a receipt against a network directory (its own, or a copy):
 the certificate against the committee, the entry against certified state, the seed against
-its inputs, then replays the generation on either engine and compares every token.
+its inputs, then verifies the recorded tokens as a claim on either engine (the verdict of a full
+replay, at prefill speed) and compares the text and stop reason.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import functools
 import json
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -43,7 +45,7 @@ from edgechain.files import RECEIPT_MAX_BYTES, read_regular, write_atomically
 from edgechain.service.engine.base import Engine
 from edgechain.service.query import GenerateQuery, seed_parameters
 from edgechain.service.query_stream import QueryStream
-from edgechain.service.records import PreparedQuery
+from edgechain.service.records import PreparedQuery, stop_reason_name
 from edgechain.service.seed import SEED_DOMAIN, derive_seed
 
 if TYPE_CHECKING:
@@ -59,6 +61,7 @@ __all__ = [
     "Verification",
     "build_receipt",
     "receipt_json",
+    "receipt_of",
     "engine_identity",
     "query_from_parameters",
     "query_parameters",
@@ -229,9 +232,21 @@ def build_receipt(stream: QueryStream) -> Receipt:
     record, prepared = stream.record, stream.prepared
     if record is None or prepared is None:
         raise ValueError("a receipt is built from a query stream that has finished")
+    return receipt_of(prepared, stream.engine, record.token_ids, record.text, record.stop_reason)
+
+
+def receipt_of(
+    prepared: PreparedQuery,
+    engine: Engine | None,
+    token_ids: Sequence[int],
+    text: str,
+    stop_reason: str,
+) -> Receipt:
+    """The receipt of ``prepared``'s generation, whose output (ids, text, stop reason's name)
+    was generated or verified (``ModelService.verify``) on ``engine``."""
     model, query = prepared.model, prepared.query
     entry = model.entry
-    ids = list(record.token_ids)
+    ids = list(token_ids)
     body = {
         "chain_id": model.chain_id.hex(),
         "application_id": model.app_id.hex(),
@@ -239,7 +254,7 @@ def build_receipt(stream: QueryStream) -> Receipt:
         "certificate": model.certificate.to_json(),
         "weights_blake3": entry.weights.blake3,
         "tokenizer_blake3": entry.tokenizer.blake3,
-        "engine": engine_identity(stream.engine),
+        "engine": engine_identity(engine),
         "seed": {
             "value": str(prepared.seed),
             "source": prepared.seed_source,
@@ -251,8 +266,8 @@ def build_receipt(stream: QueryStream) -> Receipt:
         "output": {
             "token_ids": ids,
             "token_ids_blake3": token_ids_hash(ids),
-            "text": record.text,
-            "stop_reason": record.stop_reason,
+            "text": text,
+            "stop_reason": stop_reason,
         },
     }
     return Receipt(body)
@@ -406,15 +421,7 @@ def verify_receipt(receipt: Receipt, net: OpenNetwork) -> Verification:
     if token_ids_hash(receipt.token_ids) != body["output"]["token_ids_blake3"]:
         raise ReceiptMismatch("output.token_ids_blake3: not the hash of output.token_ids")
     _check_engine(receipt, net.service.engine)
-    replay = _replay(receipt, net, model)
-    _compare_tokens(receipt, replay)
-    _compare_text(receipt, replay)
-    assert replay.record is not None
-    if replay.record.stop_reason != body["output"]["stop_reason"]:
-        raise ReceiptMismatch(
-            f"output.stop_reason: the receipt says {body['output']['stop_reason']!r}, "
-            f"the replay stopped with {replay.record.stop_reason!r}"
-        )
+    _check_output(receipt, net, model)
     # Last: every field above matched its own check; any other change shows here.
     if receipt.stated_hash != receipt.hash:
         raise ReceiptMismatch(
@@ -527,10 +534,10 @@ def _check_engine(receipt: Receipt, engine: Engine) -> None:
         )
 
 
-def _replay(receipt: Receipt, net: OpenNetwork, model: CertifiedModel) -> QueryStream:
+def _prepared(receipt: Receipt, model: CertifiedModel) -> PreparedQuery:
     query = receipt.query()
     seed = receipt.seed
-    prepared = PreparedQuery(
+    return PreparedQuery(
         query,
         model,
         seed,
@@ -538,9 +545,37 @@ def _replay(receipt: Receipt, net: OpenNetwork, model: CertifiedModel) -> QueryS
         query.params(seed),
         time.perf_counter(),
     )
-    # The receipt's tokens as hints: a true receipt replays in batched passes, and a false one
-    # still replays as the honest generation, which the comparison below then reports.
-    stream = net.service.start(prepared, hint=receipt.token_ids)
+
+
+def _check_output(receipt: Receipt, net: OpenNetwork, model: CertifiedModel) -> None:
+    """The receipt's output is its query's generation: its token ids verified as a claim
+    (``ModelService.verify``, at prefill speed, the verdict of a full replay), then its text
+    and stop reason against the verified ones. Only a receipt that fails is replayed, to name
+    the first token that differs and its text."""
+    output = receipt.body["output"]
+    verdict = net.service.verify(_prepared(receipt, model), receipt.token_ids)
+    if (
+        verdict.valid
+        and verdict.text == output["text"]
+        and stop_reason_name(verdict.stop_reason) == output["stop_reason"]
+    ):
+        return
+    replay = _replay(receipt, net, model)
+    _compare_tokens(receipt, replay)
+    _compare_text(receipt, replay)
+    assert replay.record is not None
+    if replay.record.stop_reason != output["stop_reason"]:
+        raise ReceiptMismatch(
+            f"output.stop_reason: the receipt says {output['stop_reason']!r}, "
+            f"the replay stopped with {replay.record.stop_reason!r}"
+        )
+    raise ReceiptMismatch("output: the verification and the replay disagree (engine fault)")
+
+
+def _replay(receipt: Receipt, net: OpenNetwork, model: CertifiedModel) -> QueryStream:
+    # The receipt's tokens as hints: a false receipt replays as the honest generation, which
+    # the comparisons then report.
+    stream = net.service.start(_prepared(receipt, model), hint=receipt.token_ids)
     stream.collect()
     return stream
 

@@ -29,7 +29,7 @@ from edgechain.errors import Cancelled, GuestTrap
 from edgechain.service.blob_source import BlobFetcher, BlobStorage
 from edgechain.service.cache import ContentCache, SupportsFetchAny
 from edgechain.service.engine import open_engine
-from edgechain.service.engine.base import Engine, LoadedModel
+from edgechain.service.engine.base import ClaimVerdict, Engine, LoadedModel
 from edgechain.service.engine.files import file_identity
 from edgechain.service.fetch import Fetcher, FetchPolicy
 from edgechain.service.query import MAX_PROMPT_BYTES, GenerateQuery
@@ -223,6 +223,33 @@ class ModelService:
             on_failure=lambda: self._discard(model),
             engine=self.engine,
         )
+
+    def verify(
+        self,
+        prepared: PreparedQuery,
+        claimed_ids: Sequence[int],
+        *,
+        timeout: float | None = None,
+        cancel: threading.Event | None = None,
+    ) -> ClaimVerdict:
+        """Whether ``claimed_ids`` are exactly what :meth:`start` would generate for
+        ``prepared`` (``LoadedModel.verify_claim``: at prefill speed, the verdict a full replay
+        gives). ``timeout`` as in :meth:`start`; a set ``cancel`` stops it (Cancelled), also
+        while the model downloads."""
+        model = prepared.model
+        cancelled = None if cancel is None else cancel.is_set
+        loaded, _, _ = self._named_model(model, None, cancelled)
+        try:
+            return loaded.verify_claim(
+                prepared.query.prompt,
+                prepared.params,
+                claimed_ids,
+                timeout=self.query_timeout if timeout is None else timeout,
+                cancel=cancel,
+            )
+        except GuestTrap:
+            self._discard(model)
+            raise
 
     def loaded_models(self) -> list[tuple[str, str]]:
         """(weights hash, tokenizer hash) of the models loaded in this service."""

@@ -79,3 +79,16 @@ def record_hints(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 
     monkeypatch.setattr(LoadedModel, "generate", generate)
     return hints
+
+
+def record_claims(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
+    """The claimed ids of every ``verify_claim`` started from now on, in order."""
+    claims: list[list[int]] = []
+    original = LoadedModel.verify_claim
+
+    def verify_claim(self: LoadedModel, prompt: Any, params: Any, claimed: Any, **kw: Any) -> Any:
+        claims.append(list(claimed))
+        return original(self, prompt, params, claimed, **kw)
+
+    monkeypatch.setattr(LoadedModel, "verify_claim", verify_claim)
+    return claims

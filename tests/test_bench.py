@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edgechain.bench import cache, query, story
+from edgechain.bench import cache, query, story, verify
 from edgechain.bench.network import BENCH_MODEL, synthetic_model_network
 
 
@@ -90,3 +90,15 @@ def test_the_streams_benchmark_runs_streams_together_with_their_solo_tokens() ->
         assert row["identical"] is True, row
         assert row["solo_tok_s"] > 0 and row["concurrent_tok_s"] > 0
         assert row["mean_batch"] > 1  # the streams did share engine calls
+
+
+def test_the_verify_benchmark_verifies_the_claim_it_generated(capsys) -> None:
+    args = ["--shapes", "260K", "--tokens", "20", "--repeats", "1", "--engines", "wasm,native"]
+    assert verify.main(args) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["engine"] for r in rows] == ["wasm", "native"]
+    for row in rows:
+        assert row["valid"] is True and row["tokens"] == 20 and row["temperature"] == 0.8
+        assert row["generate_s"] > 0 and row["verify_s"] > 0
+        ratio = row["verify_s"] / row["generate_s"]
+        assert row["ratio"] == pytest.approx(ratio, rel=0.05, abs=0.01)

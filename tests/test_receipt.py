@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from network_cli_helpers import edgechain
-from service_helpers import record_hints
+from service_helpers import record_claims, record_hints
 
 from edgechain.chain.encoding import decode, encode
 from edgechain.client import Client
@@ -165,10 +165,11 @@ def test_each_field_tampered_is_refused_naming_it(
 def test_token_ids_changed_with_their_hash_name_the_diverging_token(
     receipt_and_client: tuple[Receipt, Client], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The replay gets the receipt's (false) token ids as hints and still replays the honest
-    generation, so the divergence is named as without hints."""
+    """The receipt's token ids are verified as a claim; a false one is then replayed (with them
+    as hints, which change nothing) to name the diverging token. A true one is never replayed."""
     receipt, client = receipt_and_client
     hints = record_hints(monkeypatch)
+    claims = record_claims(monkeypatch)
     ids = receipt.token_ids
     ids[5] = (ids[5] + 1) % 512
     data = copy.deepcopy(receipt.to_json())
@@ -176,9 +177,9 @@ def test_token_ids_changed_with_their_hash_name_the_diverging_token(
     data["receipt"]["output"]["token_ids_blake3"] = token_ids_hash(ids)
     with pytest.raises(ReceiptMismatch, match=f"token 5: the receipt has id {ids[5]}, the replay"):
         verify_receipt(Receipt.from_json(data), client)
-    assert hints == [ids]
+    assert hints == [ids] and claims == [ids]
     assert verify_receipt(receipt, client).tokens == 24
-    assert hints == [ids, receipt.token_ids]
+    assert hints == [ids] and claims == [ids, receipt.token_ids]
 
 
 def test_a_consistent_forgery_of_a_query_seed_still_diverges(

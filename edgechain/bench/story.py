@@ -8,7 +8,7 @@ A deterministic synthetic model of the shape is served over loopback and publish
 network; each validator's oracle loads it once in a warm-up mint (not timed). Then the same
 query (temperature 1.0, a fixed seed) runs as a plain ``generate`` and as a mint, in one run:
 ``proposer_s`` is the mint's generation, ``certify_s`` the block's certification (every
-validator re-executes the story, with the block's token ids as hints, in parallel threads), and
+validator checks the story, verifying the block's token ids as a claim, in parallel threads), and
 ``ratio`` is (proposer + certify) / generate (issue 10's goal: at most 2.5 with 4 validators on
 2 cores). A row's engine runs the proposer and every validator; ``mixed`` is the default
 assignment (wasm and native in turn). With fewer cores than validators their runs share the

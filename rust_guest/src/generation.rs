@@ -507,7 +507,7 @@ pub fn step_batch(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     use crate::transformer::BatchItem;
@@ -579,7 +579,7 @@ mod tests {
         out
     }
 
-    fn models() -> Vec<(&'static str, Arc<LoadedModel>)> {
+    pub(crate) fn models() -> Vec<(&'static str, Arc<LoadedModel>)> {
         let (ckpt, tok) = (read("stories260K.bin"), read("tok512.bin"));
         let int8 = int8_checkpoint(&ckpt, 4);
         vec![

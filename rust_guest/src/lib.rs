@@ -11,6 +11,7 @@ pub mod q8;
 pub mod sampler;
 pub mod tokenizer;
 pub mod transformer;
+pub mod verification;
 pub mod weights;
 
 #[cfg(all(target_arch = "wasm32", feature = "getrandom-custom"))]
@@ -24,3 +25,4 @@ pub mod python;
 pub use error::{EngineError, Result};
 pub use generation::{GenerationParams, Session, StopReason};
 pub use loaded_model::LoadedModel;
+pub use verification::{verify_claim, Verdict, Verifier};

@@ -12,6 +12,7 @@ use crate::error::EngineError as RustEngineError;
 use crate::generation::{step_batch, GenerationParams, Session as RustSession};
 use crate::loaded_model::LoadedModel;
 use crate::transformer::Scratch;
+use crate::verification::Verifier as RustVerifier;
 
 create_exception!(
     edgechain_native,
@@ -155,6 +156,54 @@ impl Model {
         let session = RustSession::start(self.inner.clone(), prompt, &params).map_err(to_py)?;
         Ok(Session { inner: session })
     }
+
+    /// Starts verifying `claimed` token ids against a generation of `prompt` with the
+    /// parameters (ABI.md, "Verification"); `Verifier.run` does the work.
+    fn verify_start(
+        &self,
+        prompt: &str,
+        params_json: &str,
+        claimed: Vec<u32>,
+    ) -> PyResult<Verifier> {
+        let params = if params_json.trim().is_empty() {
+            GenerationParams::default()
+        } else {
+            GenerationParams::from_json(params_json).map_err(to_py)?
+        };
+        let verifier =
+            RustVerifier::start(self.inner.clone(), prompt, &params, &claimed).map_err(to_py)?;
+        Ok(Verifier { inner: verifier })
+    }
+}
+
+/// A verdict: `(valid, matched, expected | None, stop_reason, prompt_tokens, text)`.
+type VerdictTuple<'py> = (bool, usize, Option<u32>, i32, usize, Bound<'py, PyBytes>);
+
+/// A claim's verification in progress.
+#[pyclass(module = "edgechain_native")]
+struct Verifier {
+    inner: RustVerifier,
+}
+
+#[pymethods]
+impl Verifier {
+    /// Checks up to `steps` more positions; the verdict once known, else None.
+    fn run<'py>(&mut self, py: Python<'py>, steps: usize) -> PyResult<Option<VerdictTuple<'py>>> {
+        let inner = &mut self.inner;
+        let verdict = py
+            .allow_threads(|| inner.run(steps).map(|v| v.cloned()))
+            .map_err(to_py)?;
+        Ok(verdict.map(|v| {
+            (
+                v.valid,
+                v.matched,
+                v.expected,
+                v.stop_reason as i32,
+                v.prompt_tokens,
+                PyBytes::new(py, &v.text),
+            )
+        }))
+    }
 }
 
 /// One session's outcome in `Model.step_batch`.
@@ -212,6 +261,7 @@ fn edgechain_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(quantize_q80, m)?)?;
     m.add_class::<Model>()?;
     m.add_class::<Session>()?;
+    m.add_class::<Verifier>()?;
     m.add("EngineError", m.py().get_type::<EngineError>())?;
     Ok(())
 }

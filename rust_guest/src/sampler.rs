@@ -76,7 +76,7 @@ impl SamplerParams {
 pub struct Sampler {
     params: SamplerParams,
     rng: Rng,
-    candidates: Vec<(usize, f32)>,
+    candidates: Candidates,
     seen: Vec<bool>,
 }
 
@@ -120,50 +120,139 @@ pub fn sample_mult(probs: &[f32], coin: f32) -> usize {
     probs.len() - 1
 }
 
-/// run.c's `sample_topp`, with `candidates` as its `probindex` scratch buffer.
-pub fn sample_topp(
-    probs: &[f32],
-    top_p: f32,
-    coin: f32,
-    candidates: &mut Vec<(usize, f32)>,
-) -> usize {
+/// How many candidates [`sample_topp`] selects and sorts first (enough for a peaked
+/// distribution's nucleus); when their sum has not exceeded top_p, the rest is radix-sorted.
+const FIRST_ROUND: usize = 64;
+
+/// A top-p candidate as one sortable key: ascending keys are run.c's order after its qsort,
+/// probability descending and, for equal probabilities, index ascending (glibc's qsort is a
+/// merge sort, stable, and run.c fills the candidates in index order). Keys are unique.
+///
+/// Only probabilities that passed `p >= cutoff` (with `cutoff > 0`) become keys: positive,
+/// never NaN, so their bits are the same on every target and order as their values do.
+fn candidate_key(index: usize, p: f32) -> u64 {
+    (u64::from(u32::MAX - p.to_bits()) << 32) | index as u64
+}
+
+fn key_index(key: u64) -> usize {
+    (key & u64::from(u32::MAX)) as usize
+}
+
+fn key_prob(key: u64) -> f32 {
+    f32::from_bits(u32::MAX - (key >> 32) as u32)
+}
+
+/// The scratch buffers of [`sample_topp`] (run.c's `probindex`, and room for a radix sort).
+#[derive(Debug, Clone, Default)]
+pub struct Candidates {
+    keys: Vec<u64>,
+    spare: Vec<u64>,
+}
+
+/// Sorts `keys` ascending: a least-significant-digit radix sort, 8 bits a pass, skipping the
+/// digits every key shares (the high bytes of the index, most of a probability's exponent).
+/// Linear in the keys, where a comparison sort of a flat distribution's ~30,000 candidates
+/// costs more than the rest of the sampler.
+fn radix_sort(keys: &mut [u64], spare: &mut Vec<u64>) {
+    let n = keys.len();
+    let mut counts = [[0usize; 256]; 8];
+    for &key in keys.iter() {
+        for (digit, count) in counts.iter_mut().enumerate() {
+            count[((key >> (8 * digit)) & 0xFF) as usize] += 1;
+        }
+    }
+    spare.clear();
+    spare.resize(n, 0);
+    let (mut from, mut to): (&mut [u64], &mut [u64]) = (keys, &mut spare[..]);
+    let mut in_spare = false;
+    for (digit, count) in counts.iter().enumerate() {
+        if count.iter().any(|&c| c == n) {
+            continue;
+        }
+        let mut next = [0usize; 256];
+        let mut total = 0;
+        for (slot, &c) in next.iter_mut().zip(count.iter()) {
+            *slot = total;
+            total += c;
+        }
+        for &key in from.iter() {
+            let bucket = &mut next[((key >> (8 * digit)) & 0xFF) as usize];
+            to[*bucket] = key;
+            *bucket += 1;
+        }
+        std::mem::swap(&mut from, &mut to);
+        in_spare = !in_spare;
+    }
+    if in_spare {
+        to.copy_from_slice(from);
+    }
+}
+
+/// run.c's `sample_topp`, exactly (the same token for the same coin), without sorting the
+/// whole vocabulary by comparisons: only the prefix of run.c's sorted order that its
+/// cumulative sums read is put in order. The first [`FIRST_ROUND`] candidates are found by
+/// selection and sorted; a peaked distribution's nucleus ends there. Otherwise the rest is put
+/// in order by a radix sort. The keys' order is total, so the prefix read is run.c's element
+/// for element, and the sums are taken in the same order with the same floats.
+pub fn sample_topp(probs: &[f32], top_p: f32, coin: f32, scratch: &mut Candidates) -> usize {
     let n = probs.len();
     if n == 1 {
         return 0;
     }
     let cutoff = (1.0f32 - top_p) / (n - 1) as f32;
+    let candidates = &mut scratch.keys;
     candidates.clear();
-    candidates.extend(
-        probs
-            .iter()
-            .copied()
-            .enumerate()
-            .filter(|&(_, p)| p >= cutoff),
-    );
-    // Stable, descending by probability (glibc's qsort is a merge sort here, hence stable too).
-    candidates.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap_or(std::cmp::Ordering::Equal));
+    if cutoff > 0.0 {
+        candidates.extend(
+            probs
+                .iter()
+                .enumerate()
+                .filter(|&(_, &p)| p >= cutoff)
+                .map(|(i, &p)| candidate_key(i, p)),
+        );
+    }
     if candidates.is_empty() {
         // Only possible with NaN probabilities (run.c would read out of bounds): stay deterministic.
         return argmax(probs);
     }
+    let n0 = candidates.len();
+    // run.c's truncation: the first position where the cumulative sum exceeds top_p, else all.
     let mut cumulative = 0.0f32;
-    let mut last = candidates.len() - 1;
-    for (i, &(_, p)) in candidates.iter().enumerate() {
-        cumulative += p;
-        if cumulative > top_p {
-            last = i;
+    let mut last = n0 - 1;
+    let mut ordered = 0;
+    while ordered < n0 {
+        let rest = &mut candidates[ordered..];
+        let end = if ordered == 0 && rest.len() > 2 * FIRST_ROUND {
+            rest.select_nth_unstable(FIRST_ROUND - 1);
+            rest[..FIRST_ROUND].sort_unstable();
+            FIRST_ROUND
+        } else {
+            if rest.len() > 2 * FIRST_ROUND {
+                radix_sort(rest, &mut scratch.spare);
+            } else {
+                rest.sort_unstable();
+            }
+            n0
+        };
+        let crossed = candidates[ordered..end].iter().position(|&key| {
+            cumulative += key_prob(key);
+            cumulative > top_p
+        });
+        if let Some(at) = crossed {
+            last = ordered + at;
             break;
         }
+        ordered = end;
     }
     let r = coin * cumulative;
     let mut cdf = 0.0f32;
-    for &(index, p) in &candidates[..=last] {
-        cdf += p;
+    for &key in &candidates[..=last] {
+        cdf += key_prob(key);
         if r < cdf {
-            return index;
+            return key_index(key);
         }
     }
-    candidates.get(last).map_or(0, |c| c.0)
+    key_index(candidates[last])
 }
 
 impl Sampler {
@@ -173,7 +262,7 @@ impl Sampler {
         Ok(Self {
             params,
             rng,
-            candidates: Vec::new(),
+            candidates: Candidates::default(),
             seen: Vec::new(),
         })
     }
@@ -225,5 +314,138 @@ impl Sampler {
             sample_topp(logits, top_p, coin, &mut self.candidates)
         };
         index as u32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sampler before selection: run.c's `sample_topp` as written, with a full stable sort.
+    fn sample_topp_by_full_sort(probs: &[f32], top_p: f32, coin: f32) -> usize {
+        let n = probs.len();
+        if n == 1 {
+            return 0;
+        }
+        let cutoff = (1.0f32 - top_p) / (n - 1) as f32;
+        let mut candidates: Vec<(usize, f32)> = probs
+            .iter()
+            .copied()
+            .enumerate()
+            .filter(|&(_, p)| p >= cutoff)
+            .collect();
+        candidates.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap_or(std::cmp::Ordering::Equal));
+        if candidates.is_empty() {
+            return argmax(probs);
+        }
+        let mut cumulative = 0.0f32;
+        let mut last = candidates.len() - 1;
+        for (i, &(_, p)) in candidates.iter().enumerate() {
+            cumulative += p;
+            if cumulative > top_p {
+                last = i;
+                break;
+            }
+        }
+        let r = coin * cumulative;
+        let mut cdf = 0.0f32;
+        for &(index, p) in &candidates[..=last] {
+            cdf += p;
+            if r < cdf {
+                return index;
+            }
+        }
+        candidates[last].0
+    }
+
+    /// Logits of many shapes: flat, peaked, heavy-tailed, and coarse (many exact ties).
+    fn logits(rng: &mut Rng, n: usize, shape: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| {
+                let u = rng.next_f32();
+                match shape {
+                    0 => u * 0.01,
+                    1 => u * 4.0,
+                    2 => u * 30.0,
+                    3 => (u * 8.0).floor(),
+                    4 => -(i as f32) * 0.01 + u * 0.001,
+                    _ => (u * 3.0).floor() * 5.0,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn selection_picks_the_full_sorts_token_on_random_distributions() {
+        let mut rng = Rng::new(2024);
+        let mut scratch = Candidates::default();
+        let mut checked = 0;
+        for case in 0..3000u32 {
+            let n = match case % 6 {
+                0 => 2,
+                1 => 1 + (rng.next_u32() % 600) as usize,
+                2 => 512,
+                3 => 4096,
+                4 => 32000,
+                _ => 2 + (rng.next_u32() % 50) as usize,
+            };
+            if n >= 4096 && case % 5 != 0 {
+                continue;
+            }
+            let mut probs = logits(&mut rng, n, case % 6);
+            let t = [0.3f32, 0.8, 1.0, 1.7][(case / 6 % 4) as usize];
+            for p in probs.iter_mut() {
+                *p /= t;
+            }
+            softmax(&mut probs);
+            for top_p in [0.05f32, 0.5, 0.9, 0.95, 0.999_999] {
+                let coin = rng.next_f32();
+                let want = sample_topp_by_full_sort(&probs, top_p, coin);
+                let got = sample_topp(&probs, top_p, coin, &mut scratch);
+                assert_eq!(got, want, "case {case}: n {n}, top_p {top_p}, coin {coin}");
+                checked += 1;
+            }
+        }
+        assert!(checked > 10_000, "{checked} draws");
+    }
+
+    #[test]
+    fn the_radix_sort_orders_keys_as_a_comparison_sort() {
+        let mut rng = Rng::new(9);
+        let mut spare = Vec::new();
+        for n in [0, 1, 2, 3, 200, 5000] {
+            for spread in [1u32, 7, u32::MAX] {
+                let mut keys: Vec<u64> = (0..n)
+                    .map(|i| {
+                        let high = u64::from(rng.next_u32() % spread.max(1));
+                        (high << 32) | i as u64
+                    })
+                    .collect();
+                let mut want = keys.clone();
+                want.sort_unstable();
+                radix_sort(&mut keys, &mut spare);
+                assert_eq!(keys, want, "n {n}, spread {spread}");
+            }
+        }
+    }
+
+    #[test]
+    fn selection_handles_nan_and_degenerate_distributions_as_before() {
+        let mut scratch = Candidates::default();
+        for probs in [
+            vec![f32::NAN; 5],
+            vec![0.0, 0.0, 1.0],
+            vec![0.25; 4],
+            vec![1.0],
+            vec![0.5, f32::NAN, 0.5],
+        ] {
+            for coin in [0.0f32, 0.3, 0.999] {
+                assert_eq!(
+                    sample_topp(&probs, 0.9, coin, &mut scratch),
+                    sample_topp_by_full_sort(&probs, 0.9, coin),
+                    "{probs:?}"
+                );
+            }
+        }
     }
 }

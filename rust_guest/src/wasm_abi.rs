@@ -14,11 +14,13 @@ use crate::error::{EngineError, Result};
 use crate::generation::{step_batch, GenerationParams, Produced, Session};
 use crate::loaded_model::LoadedModel;
 use crate::transformer::Scratch;
+use crate::verification::{Verdict, Verifier};
 
 #[derive(Default)]
 struct State {
     models: HashMap<i32, Arc<LoadedModel>>,
     sessions: HashMap<i32, Session>,
+    verifiers: HashMap<i32, Verifier>,
     next_handle: i32,
     output: Vec<u8>,
     last_error: String,
@@ -508,4 +510,85 @@ pub extern "C" fn ec_session_counts(session: i32) -> i64 {
 #[no_mangle]
 pub extern "C" fn ec_session_free(session: i32) -> i32 {
     with_state(|state| free_handle(&mut state.sessions, session, "session"))
+}
+
+/// Starts verifying the `n_ids` claimed token ids (u32 LE at `ids_ptr`) against a generation
+/// of the prompt with the parameters (as `ec_session_start`); returns a verifier handle.
+///
+/// # Safety
+/// The buffers must be host-written memory from `ec_alloc` (`ids_ptr`: `n_ids` u32).
+#[no_mangle]
+pub unsafe extern "C" fn ec_verify_start(
+    model: i32,
+    prompt_ptr: u32,
+    prompt_len: u32,
+    params_ptr: u32,
+    params_len: u32,
+    ids_ptr: u32,
+    n_ids: u32,
+) -> i32 {
+    with_state(|state| {
+        let prompt = host_str(prompt_ptr, prompt_len, "prompt")?;
+        let params_json = host_str(params_ptr, params_len, "parameters")?;
+        let params = if params_json.trim().is_empty() {
+            GenerationParams::default()
+        } else {
+            GenerationParams::from_json(params_json)?
+        };
+        let byte_len = n_ids
+            .checked_mul(4)
+            .ok_or_else(|| EngineError::InvalidArgument(format!("{n_ids} ids is too many")))?;
+        let claimed: Vec<u32> = host_bytes(ids_ptr, byte_len)?
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let model = state.model(model)?.clone();
+        let verifier = Verifier::start(model, prompt, &params, &claimed)?;
+        let handle = state.new_handle()?;
+        state.verifiers.insert(handle, verifier);
+        Ok(handle)
+    })
+}
+
+/// A verdict record's head: six u32 (ABI.md, "Verification").
+const VERDICT_HEADER_BYTES: usize = 6 * 4;
+
+fn verdict_record(v: &Verdict) -> Vec<u8> {
+    let mut out = Vec::with_capacity(VERDICT_HEADER_BYTES + v.text.len());
+    put_u32s(
+        &mut out,
+        &[
+            u32::from(v.valid),
+            v.matched as u32,
+            v.expected.unwrap_or(NO_TOKEN),
+            v.stop_reason as u32,
+            v.prompt_tokens as u32,
+            v.text.len() as u32,
+        ],
+    );
+    out.extend_from_slice(&v.text);
+    out
+}
+
+/// Checks up to `steps` more positions of the verification; 0 while it goes on, else the
+/// verdict record's length (the record is in the output buffer).
+#[no_mangle]
+pub extern "C" fn ec_verify_run(verifier: i32, steps: u32) -> i32 {
+    with_state(|state| {
+        let v = state.verifiers.get_mut(&verifier).ok_or_else(|| {
+            EngineError::InvalidHandle(format!("no verifier with handle {verifier}"))
+        })?;
+        match v.run(steps as usize)? {
+            None => Ok(0),
+            Some(verdict) => {
+                let record = verdict_record(verdict);
+                set_output(state, &record)
+            }
+        }
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn ec_verify_free(verifier: i32) -> i32 {
+    with_state(|state| free_handle(&mut state.verifiers, verifier, "verifier"))
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use edgechain_guest::checkpoint::parse_header;
-use edgechain_guest::sampler::{argmax, sample_topp, Rng, Sampler, SamplerParams};
+use edgechain_guest::sampler::{argmax, sample_topp, Candidates, Rng, Sampler, SamplerParams};
 use edgechain_guest::tokenizer::{Tokenizer, Utf8Stream};
 use edgechain_guest::{EngineError, GenerationParams, LoadedModel, Session, StopReason};
 
@@ -244,7 +244,7 @@ fn argmax_ties_go_to_the_lowest_index() {
 #[test]
 fn top_p_keeps_the_nucleus() {
     let probs = [0.05, 0.6, 0.3, 0.05];
-    let mut scratch = Vec::new();
+    let mut scratch = Candidates::default();
     // coin 0 -> most probable; coin just below 1 -> last member of the 0.9 nucleus (index 2).
     assert_eq!(sample_topp(&probs, 0.8, 0.0, &mut scratch), 1);
     assert_eq!(sample_topp(&probs, 0.8, 0.999, &mut scratch), 2);
@@ -252,7 +252,7 @@ fn top_p_keeps_the_nucleus() {
 
 #[test]
 fn nan_logits_never_panic() {
-    let mut scratch = Vec::new();
+    let mut scratch = Candidates::default();
     assert_eq!(sample_topp(&[f32::NAN; 4], 0.9, 0.5, &mut scratch), 0);
     for top_p in [0.9, 1.0] {
         let params = SamplerParams {

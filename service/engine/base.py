@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, NoReturn, Protocol
 
 from edgechain.errors import (
+    Cancelled,
     EdgechainError,
     InvalidParameter,
     InvalidText,
@@ -43,6 +44,12 @@ _F32_MAX = 3.4028234663852886e38
 _BATCHER_GUARD = threading.Lock()
 #: Hint token ids (``LoadedModel.generate``'s ``hint``), as the backends receive them.
 Hint = Sequence[int]
+#: A claimed id that can never be produced (outside every vocabulary), standing for an id
+#: outside [0, 2^32) in a claim handed to a backend.
+NEVER_PRODUCED = 2**32 - 1
+#: Positions a verification checks per engine call: one prefill chunk (rust_guest CHUNK); a
+#: deadline or a cancellation is seen between calls.
+VERIFY_SLICE = 32
 
 
 @dataclass(frozen=True)
@@ -201,6 +208,51 @@ def batch_steps(outcomes: Iterable[BatchOutcome]) -> list[Step]:
     return steps
 
 
+@dataclass(frozen=True)
+class ClaimVerdict:
+    """What :meth:`LoadedModel.verify_claim` established (rust_guest/ABI.md, "Verification").
+
+    ``valid``: the claim is exactly the generation. Otherwise ``matched`` is the position of
+    the first claimed token that differs and ``expected`` the token the generation produces
+    there (None: it has stopped before, ``stop_reason`` says why). ``data`` holds the
+    confirmed tokens' output bytes (the generation's text of a valid claim).
+    """
+
+    valid: bool
+    matched: int
+    expected: int | None
+    stop_reason: StopReason | None
+    prompt_tokens: int
+    data: bytes = field(default=b"", repr=False)
+
+    @property
+    def text(self) -> str:
+        """The confirmed tokens' text, as a :class:`Generation` assembles it."""
+        return self.data.decode("utf-8", errors="replace")
+
+    @classmethod
+    def from_tuple(cls, verdict: tuple[Any, ...]) -> ClaimVerdict:
+        """From a backend's ``(valid, matched, expected | None, stop_reason, prompt_tokens,
+        bytes)``."""
+        valid, matched, expected, reason, prompt_tokens, data = verdict
+        return cls(
+            bool(valid),
+            int(matched),
+            None if expected is None else int(expected),
+            StopReason(reason) if reason else None,
+            int(prompt_tokens),
+            bytes(data),
+        )
+
+
+class VerifierDriver(Protocol):
+    """What a backend provides for one verification (internal to the engine package)."""
+
+    def run(self, steps: int, deadline: float | None) -> ClaimVerdict | None: ...
+
+    def free(self) -> None: ...
+
+
 class SessionDriver(Protocol):
     """What a backend provides for one generation session (internal to the engine package)."""
 
@@ -349,6 +401,44 @@ class LoadedModel(ABC):
         driver = self._start(prompt, prompt_bytes, params_json, budget, check_hint(hint))
         return Generation(driver, timeout=budget, batcher=self._step_batcher())
 
+    def verify_claim(
+        self,
+        prompt: str,
+        params: GenerationParams,
+        claimed_ids: Sequence[int],
+        timeout: float | None = None,
+        *,
+        cancel: threading.Event | None = None,
+    ) -> ClaimVerdict:
+        """Whether ``claimed_ids`` are exactly the tokens ``generate(prompt, params)`` produces
+        (every one, and it stops after the last), checked at prefill speed: the prompt and
+        the claim go through the batched forward pass, and each position's token is decided
+        by the sampler's rule on those logits with the same random draw (docs/determinism.md,
+        "Verifying a claim"). The verdict is always a full replay's. ``timeout``: wall-clock
+        budget in seconds (Timeout past it); a set ``cancel`` stops it with Cancelled."""
+        budget = check_timeout(timeout if timeout is not None else self._timeout)
+        deadline = None if budget is None else time.monotonic() + budget
+        params_json = params.to_json()
+        prompt_bytes = text_to_utf8(prompt, "prompt")
+        driver = self._start_verifier(prompt, prompt_bytes, params_json, check_claim(claimed_ids))
+        try:
+            while True:
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled("the verification was cancelled: its answer is not needed")
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise Timeout(f"verification ran past its budget of {budget:g} s")
+                verdict = driver.run(VERIFY_SLICE, deadline)
+                if verdict is not None:
+                    return verdict
+        finally:
+            driver.free()
+
+    def _start_verifier(
+        self, prompt: str, prompt_bytes: bytes, params_json: str, claimed: tuple[int, ...]
+    ) -> VerifierDriver:
+        """The backend's verification of a checked claim (:func:`check_claim`)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot verify claims")
+
     def step_batch(self, drivers: Sequence[Any], deadline: float | None) -> list[Step]:
         """Advance each of this model's sessions ``drivers`` by one step; one Step each, in
         order. A session whose step fails gets ``Step.failed(error)`` and the others go on; an
@@ -444,6 +534,22 @@ def check_hint(hint: Sequence[int] | None) -> tuple[int, ...]:
         if not 0 <= value < 2**32:
             break
         ids.append(value)
+    return tuple(ids)
+
+
+def check_claim(claimed: Sequence[int]) -> tuple[int, ...]:
+    """Claimed token ids as a backend takes them: InvalidParameter unless a sequence of
+    integers; an id outside [0, 2^32) is never produced, so it becomes :data:`NEVER_PRODUCED`
+    (the verdict then differs there at the latest)."""
+    if isinstance(claimed, str | bytes) or not isinstance(claimed, Sequence):
+        raise InvalidParameter(
+            f"claimed ids must be a list of token ids, got {type(claimed).__name__}"
+        )
+    ids: list[int] = []
+    for value in claimed:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise InvalidParameter(f"claimed token ids must be integers, got {value!r}")
+        ids.append(value if 0 <= value < NEVER_PRODUCED else NEVER_PRODUCED)
     return tuple(ids)
 
 

@@ -20,6 +20,7 @@ from edgechain.errors import (
     InvalidTokenizer,
 )
 from edgechain.service.engine.base import (
+    ClaimVerdict,
     Engine,
     Hint,
     LoadedModel,
@@ -142,6 +143,12 @@ class NativeModel(LoadedModel):
         params_json = params_with_hint(params_json, hint)
         return _NativeSession(self, self._call(lambda m: m.start(prompt, params_json)))
 
+    def _start_verifier(
+        self, prompt: str, prompt_bytes: bytes, params_json: str, claimed: tuple[int, ...]
+    ) -> _NativeVerifier:
+        ids = list(claimed)
+        return _NativeVerifier(self, self._call(lambda m: m.verify_start(prompt, params_json, ids)))
+
     def step_batch(self, drivers: Sequence[_NativeSession], deadline: float | None) -> list[Step]:
         """One step of every session (drivers from :meth:`generate` on this model), one weight
         pass for those plainly decoding; each step is what ``driver.step`` would give. A
@@ -200,3 +207,23 @@ class _NativeSession:
 
     def free(self) -> None:
         self._session = None
+
+
+class _NativeVerifier:
+    """One claim's verification, run in slices under the model's lock."""
+
+    def __init__(self, model: NativeModel, verifier: Any) -> None:
+        self._model = model
+        self._verifier: Any = verifier
+
+    def run(self, steps: int, deadline: float | None) -> ClaimVerdict | None:
+        # ``deadline`` is checked by the caller between slices (native code runs a slice whole).
+        with self._model._lock:
+            verifier = self._verifier
+            if verifier is None:
+                raise EngineInternalError("verifier is closed")
+            verdict = _guarded(self._model._native, lambda: verifier.run(steps))
+        return None if verdict is None else ClaimVerdict.from_tuple(verdict)
+
+    def free(self) -> None:
+        self._verifier = None

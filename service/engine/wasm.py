@@ -34,6 +34,7 @@ from edgechain.errors import (
     Timeout,
 )
 from edgechain.service.engine.base import (
+    ClaimVerdict,
     Engine,
     Hint,
     LoadedModel,
@@ -314,6 +315,11 @@ class _Guest:
         self.batches = "ec_batch_step" in exports
         if self.batches:
             self._funcs["ec_batch_step"] = exports["ec_batch_step"]
+        # Claim verification (ABI.md, "Verification"); optional for an older or test guest.
+        verifying = ("ec_verify_start", "ec_verify_run", "ec_verify_free")
+        self.verifies = all(name in exports for name in verifying)
+        if self.verifies:
+            self._funcs.update({name: exports[name] for name in verifying})
         self.poisoned: str | None = None
         self.timeout_budget: float | None = None
 
@@ -528,6 +534,31 @@ class WasmModel(LoadedModel):
                 )
             return _WasmSession(self, session, budget)
 
+    def _start_verifier(
+        self, prompt: str, prompt_bytes: bytes, params_json: str, claimed: tuple[int, ...]
+    ) -> _WasmVerifier:
+        params_bytes = params_json.encode("utf-8")
+        ids = struct.pack(f"<{len(claimed)}I", *claimed)
+        with self._lock:
+            guest = self._live()
+            if not guest.verifies:
+                raise EngineUnavailable(
+                    "this wasm guest cannot verify claims (no ec_verify_start): rebuild it "
+                    "with scripts/build_guest.sh"
+                )
+            with guest.placed(prompt_bytes, params_bytes, ids) as (prompt_ptr, params_ptr, ids_ptr):
+                handle = guest.checked(
+                    "ec_verify_start",
+                    self._handle,
+                    prompt_ptr,
+                    _i32(len(prompt_bytes)),
+                    params_ptr,
+                    _i32(len(params_bytes)),
+                    ids_ptr,
+                    _i32(len(claimed)),
+                )
+            return _WasmVerifier(self, handle)
+
     def step_batch(self, drivers: Sequence[_WasmSession], deadline: float | None) -> list[Step]:
         """One step of every session (drivers from :meth:`generate` on this model) in one guest
         call, one weight pass for those plainly decoding (``ec_batch_step``); each step is what
@@ -663,3 +694,45 @@ class _WasmSession:
                 if buffer is not None:
                     guest.free(buffer)
                 guest.call("ec_session_free", self._handle)
+
+
+#: A verdict record (ABI.md, "Verification"): valid, matched, expected (0xFFFFFFFF: none),
+#: stop reason, prompt tokens, byte count; the confirmed tokens' bytes follow.
+_VERDICT_HEADER = struct.Struct("<6I")
+
+
+class _WasmVerifier:
+    """Drives one ec_verify_* handle under the model's lock."""
+
+    def __init__(self, model: WasmModel, handle: int) -> None:
+        self._model = model
+        self._handle: int | None = handle
+
+    def run(self, steps: int, deadline: float | None) -> ClaimVerdict | None:
+        with self._model._lock:
+            guest = self._model._live()
+            if self._handle is None:
+                raise EngineInternalError("verifier is closed")
+            if deadline is not None:
+                guest.timeout_budget = max(deadline - time.monotonic(), 0.0)
+            n = guest.checked("ec_verify_run", self._handle, steps, deadline=deadline)
+            if n == 0:
+                return None
+            record = guest.output()
+        if len(record) != n or n < _VERDICT_HEADER.size:
+            raise EngineInternalError(f"guest wrote a verdict record of {len(record)} bytes")
+        valid, matched, expected, reason, prompt_tokens, length = _VERDICT_HEADER.unpack_from(
+            record
+        )
+        data = record[_VERDICT_HEADER.size :]
+        if len(data) != length:
+            raise EngineInternalError("guest verdict record and bytes disagree")
+        produced = None if expected == _NO_TOKEN else expected
+        return ClaimVerdict.from_tuple((valid, matched, produced, reason, prompt_tokens, data))
+
+    def free(self) -> None:
+        with self._model._lock:
+            guest = self._model._guest
+            handle, self._handle = self._handle, None
+            if handle is not None and guest is not None and guest.poisoned is None:
+                guest.call("ec_verify_free", handle)
