@@ -10,11 +10,15 @@ Directory layout::
 
 Typical use::
 
-    net = Network.create(tmp_path, validators=4, faulty={"v3": "offline"})
+    register_applications()  # the application kinds, as the client registers them
+    net = Network.create(tmp_path, validators=4, faulty="v3=offline")
     chain = net.default_chain()
-    app = chain.application("model-registry")
-    cert = chain.execute(app.id, RegisterModel(...))
-    entry = app.query_model("stories260K")
+    weights = FileRef("ab" * 32, 1_000_000, ("http://127.0.0.1:8000/stories260K.bin",))
+    tokenizer = FileRef("cd" * 32, 6_000, ("http://127.0.0.1:8000/tok512.bin",))
+    operation = RegisterModel("stories260K", "1", weights=weights, tokenizer=tokenizer)
+    cert = chain.execute(chain.app_id("model-registry"), operation)
+    model = chain.application("model-registry").query_model("stories260K")
+    assert model.height == cert.height == 0 and len(cert.signers) == 3
 """
 
 from __future__ import annotations
@@ -92,14 +96,21 @@ class ChainStatus:
     name: str
     chain_id: str  # hex
     owner: str  # hex public key
-    height: int  # number of certified blocks (the next block's height)
+    # Two words, never mixed: ``blocks`` counts the certified blocks (so it is also the next
+    # block's height); a height is always one block's position, the head's is ``head_height``.
+    blocks: int
     head_hash: str | None  # hex, None before the first block
     state_hash: str  # hex
 
     @property
+    def head_height(self) -> int | None:
+        """The head block's height (``blocks - 1``), None before the first block."""
+        return None if self.head_hash is None else self.blocks - 1
+
+    @property
     def head(self) -> str | None:
         """``HEIGHT:HASH`` of the head block, what `chain verify --expect-head` takes."""
-        return None if self.head_hash is None else f"{self.height - 1}:{self.head_hash}"
+        return None if self.head_hash is None else f"{self.head_height}:{self.head_hash}"
 
 
 @dataclass(frozen=True)
@@ -120,6 +131,7 @@ class NetworkStatus:
     def to_json(self) -> dict[str, Any]:
         value = asdict(self)
         for chain, status in zip(value["chains"], self.chains, strict=True):
+            chain["head_height"] = status.head_height
             chain["head"] = status.head
         return value
 

@@ -3,9 +3,12 @@
 The CLI, the GraphQL node service, the pytest plugin and the examples are thin layers over
 :class:`Client`; nothing they do is done anywhere else. Typical use::
 
-    with Client.up(tmp_path, validators=4) as client:
+    models = Path("../shared/models/stories260K")
+    with Client.up(tmp_path, validators=4) as client, WeightServer(models) as server:
         published = client.publish_model(
-            "stories260K", weights="stories260K.bin", tokenizer="tok512.bin",
+            "stories260K",
+            weights=models / "stories260K.bin",
+            tokenizer=models / "tok512.bin",
             weights_urls=[server.url("stories260K.bin")],
             tokenizer_urls=[server.url("tok512.bin")],
         )
@@ -49,17 +52,26 @@ from edgechain.contract.story_book import Story, StoryBookService
 from edgechain.errors import (
     BlobCorrupted,
     InputError,
+    InvalidParameter,
     OracleBudgetExceeded,
     Timeout,
     UsageError,
 )
+from edgechain.service.cache import object_path
 from edgechain.service.engine.base import Engine
 from edgechain.service.engine.files import input_errors
 from edgechain.service.fetch import Fetcher, FetchPolicy
-from edgechain.service.model_files import Source, read_checkpoint_header, read_tokenizer
+from edgechain.service.model_files import (
+    Q8_HEADER_BYTES,
+    Source,
+    parse_checkpoint_header,
+    read_checkpoint_header,
+    read_tokenizer,
+)
 from edgechain.service.query import GenerateQuery
 from edgechain.service.records import QueryStream
 from edgechain.service.runtime import DownloadProgress, ModelService, PreparedQuery
+from edgechain.url_check import UrlCheck, check_urls
 
 if typing.TYPE_CHECKING:
     from edgechain.service.receipt import Receipt
@@ -192,6 +204,22 @@ class FileServer(typing.Protocol):
 
 
 @dataclass(frozen=True)
+class _CertifyOptions:
+    """What a publish passes from its arguments to the step that certifies the entry."""
+
+    description: str | None
+    license: str | None
+    check_urls: bool
+    progress: Callable[[str, int, int | None], None] | None
+
+
+def _same_bytes(a: FileRef, b: FileRef) -> bool:
+    """The registry's notion of "the same file" (contract/registry.py): hash and size; a
+    registration that differs only in URLs changes nothing there either."""
+    return (a.blake3, a.size) == (b.blake3, b.size)
+
+
+@dataclass(frozen=True)
 class MintedStory:
     """What ``mint_story`` certified: the story as certified state holds it, the block's
     certificate and the generation's receipt (``receipt verify`` replays it)."""
@@ -244,6 +272,12 @@ class PublishedModel:
     certificate: Certificate
     #: With ``blobs=True``: the chunks, blobs and blocks the publish needed (contract/manifest.py).
     blobs: BlobPublication | None = None
+    #: Every URL the entry certifies, each checked to serve the hashed bytes (empty when the
+    #: check was skipped, or nothing was certified).
+    checked_urls: tuple[UrlCheck, ...] = ()
+    #: True when certified state already held this name and version with the same bytes, so
+    #: no block was added (``certificate`` is then the one that made the entry current).
+    unchanged: bool = False
 
 
 class Client:
@@ -402,6 +436,7 @@ class Client:
         license: str | None = None,
         progress: Callable[[str, int, int | None], None] | None = None,
         blobs: bool = False,
+        check_urls: bool = True,
     ) -> PublishedModel:
         """Hash the weights and tokenizer, register them and wait for the certificate.
 
@@ -420,13 +455,18 @@ class Client:
         header matches its size, the tokenizer walks to its end and has the model's vocabulary
         size (InvalidCheckpoint, InvalidTokenizer, VocabMismatch otherwise). Text that is not
         UTF-8 is refused (InvalidText) before any file is read.
+
+        Before proposing, each URL the entry will certify is fetched under the client's fetch
+        policy and must serve exactly the hashed bytes (edgechain/url_check.py; FetchError or
+        HashMismatch otherwise, nothing proposed); ``check_urls=False`` skips that, for hosts
+        that are not up yet. Publishing the same bytes again under a name and version that
+        certified state already holds adds no block: the result has ``unchanged=True``.
         """
         sources, urls = (weights, tokenizer), (weights_urls, tokenizer_urls)
         _check_publish_text(name, version, description, license, sources, urls)
+        options = _CertifyOptions(description, license, check_urls, progress)
         if blobs:
-            return self._publish_blobs(
-                name, sources, urls, version, description, license, progress
-            )
+            return self._publish_blobs(name, sources, urls, version, options)
         weights_ref, header = self._file_ref(
             "weights", weights, weights_urls, progress, read_checkpoint_header
         )
@@ -437,14 +477,60 @@ class Client:
             progress,
             partial(read_tokenizer, model_vocab=header.vocab_size),
         )
-        return self.register_model(
+        downloaded = frozenset(os.fspath(s) for s in sources if _is_url(os.fspath(s)))
+        return self._certify(name, version, weights_ref, tokenizer_ref, options, downloaded)
+
+    def _certify(
+        self,
+        name: str,
+        version: str,
+        weights: FileRef,
+        tokenizer: FileRef,
+        options: _CertifyOptions,
+        downloaded: frozenset[str] = frozenset(),
+    ) -> PublishedModel:
+        """Register hashed files, unless certified state already holds the same bytes under
+        that name and version; check their URLs first (``downloaded``: just hashed)."""
+        current = self._registered(name, version)
+        if current is not None and _same_bytes(current.entry.weights, weights) and _same_bytes(
+            current.entry.tokenizer, tokenizer
+        ):
+            return PublishedModel(current, current.certificate, unchanged=True)
+        # The contract's own rules first (names, URL syntax, sizes): no download for an
+        # operation it would refuse anyway.
+        RegisterModel(
+            name=name,
+            version=version,
+            format="llama2c",
+            weights=weights,
+            tokenizer=tokenizer,
+            description=options.description,
+            license=options.license,
+        ).validate()
+        checks: list[UrlCheck] = []
+        if options.check_urls:
+            checks = check_urls(
+                (("weights", weights), ("tokenizer", tokenizer)),
+                self.fetch_policy,
+                already_checked=downloaded,
+                progress=options.progress,
+            )
+        published = self.register_model(
             name,
             version=version,
-            weights=weights_ref,
-            tokenizer=tokenizer_ref,
-            description=description,
-            license=license,
+            weights=weights,
+            tokenizer=tokenizer,
+            description=options.description,
+            license=options.license,
         )
+        return dataclasses.replace(published, checked_urls=tuple(checks))
+
+    def _registered(self, name: str, version: str) -> CertifiedModel | None:
+        """The active entry certified state holds for ``name`` ``version``, if any."""
+        for model in self.models(include_retired=False):
+            if (model.entry.name, model.entry.version) == (name, version):
+                return model
+        return None
 
     def publish_served(
         self,
@@ -472,10 +558,9 @@ class Client:
         sources: tuple[str | os.PathLike[str], str | os.PathLike[str]],
         urls: tuple[Sequence[str], Sequence[str]],
         version: str,
-        description: str | None,
-        license: str | None,
-        progress: Callable[[str, int, int | None], None] | None,
+        options: _CertifyOptions,
     ) -> PublishedModel:
+        progress = options.progress
         for what, source in zip(("weights", "tokenizer"), sources, strict=True):
             if _is_url(os.fspath(source)):
                 raise UsageError(f"{what}: --blobs publishes local files, not a URL")
@@ -488,14 +573,7 @@ class Client:
             for what, source, more in zip(("weights", "tokenizer"), sources, urls, strict=True)
         ]
         publication = publish_chunks(self.chain, planned, policy, progress)
-        published = self.register_model(
-            name,
-            version=version,
-            weights=planned[0].ref,
-            tokenizer=planned[1].ref,
-            description=description,
-            license=license,
-        )
+        published = self._certify(name, version, planned[0].ref, planned[1].ref, options)
         return dataclasses.replace(published, blobs=publication)
 
     def register_model(
@@ -527,6 +605,29 @@ class Client:
         """Retire a model version; services refuse it from the next query on."""
         app_id = self.chain.app_id(APPLICATION_NAME)
         return self.chain.execute(app_id, RetireModel(name=name, version=version))
+
+    def weights_format(self, model: CertifiedModel) -> str | None:
+        """``"f32"`` or ``"int8 (Q8_0, group size N)"``, read from the header of the weights
+        when this machine holds them (the content cache, or the chain's blobs); None when it
+        does not (the registry records hashes, not formats: nothing is downloaded to tell)."""
+        weights = model.entry.weights
+        head: bytes | None = None
+        if weights.chunks:
+            head = self.network.read_blob(weights.chunks[0][0])
+        else:
+            cached = object_path(self.cache_dir, weights.blake3)
+            if cached.is_file():
+                with cached.open("rb") as f:
+                    head = f.read(Q8_HEADER_BYTES)
+        if head is None:
+            return None
+        try:
+            header = parse_checkpoint_header(head[:Q8_HEADER_BYTES], None)
+        except InputError:
+            return None
+        if header.group_size is None:
+            return "f32"
+        return f"int8 (Q8_0, group size {header.group_size})"
 
     def models(self, include_retired: bool = True) -> list[CertifiedModel]:
         return self.registry.list_models(include_retired=include_retired)
@@ -597,7 +698,32 @@ class Client:
         return self.chain.application(STORY_BOOK)
 
     def stories(self, owner: str | None = None) -> list[Story]:
-        return self.story_book.stories(owner)
+        """Every story in mint order, or those of ``owner``: a public key (hex) or a unique
+        prefix of one (``story list`` prints 16-digit prefixes); InvalidParameter for text
+        that is not hex or a prefix several keys share."""
+        if owner is None:
+            return self.story_book.stories()
+        return self.story_book.stories(self.resolve_owner(owner))
+
+    def resolve_owner(self, owner: str) -> str:
+        """The full public key (hex) ``owner`` names: the key itself, or the one key among the
+        chain owner's and the stories' owners that starts with it (a prefix no known key has is
+        returned as given: that owner has nothing here)."""
+        text = owner.strip().lower()
+        if not 1 <= len(text) <= 64 or any(c not in "0123456789abcdef" for c in text):
+            raise InvalidParameter(
+                f"owner {owner!r} is not a public key: give its 64 hex digits or a unique prefix"
+            )
+        if len(text) == 64:
+            return text
+        known = {self.chain.owner.hex(), *(s.owner for s in self.story_book.stories())}
+        matches = sorted(key for key in known if key.startswith(text))
+        if len(matches) > 1:
+            shown = ", ".join(key[:16] for key in matches)
+            raise InvalidParameter(
+                f"owner prefix {text} names {len(matches)} keys ({shown}): give more digits"
+            )
+        return matches[0] if matches else text
 
     def story(self, story_id: int) -> Story:
         return self.story_book.story(story_id)

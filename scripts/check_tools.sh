@@ -1,8 +1,18 @@
 #!/usr/bin/env bash
-# Checks that every tool the build and the tests call exists; for each one missing, names the
-# Debian package (or the command) that provides it. Exit 1 when anything is missing.
-# Called by scripts/setup.sh after it installs; runnable alone: `bash scripts/check_tools.sh`.
+# Checks that every tool the build calls exists (with --tests, also what only the test command
+# uses); for each one missing, names the Debian package (or the command) that provides it.
+# Exit 1 when anything is missing.
+# scripts/setup.sh (shared by the demo and the test command) calls it without --tests after it
+# installs: the demo must not demand a tool that only scripts/test_rust.sh installs.
+# Runnable alone: `bash scripts/check_tools.sh [--tests]`.
 set -uo pipefail
+
+tests=0
+case "${1:-}" in
+    --tests) tests=1 ;;
+    "") ;;
+    *) echo "usage: check_tools.sh [--tests]" >&2; exit 2 ;;
+esac
 
 missing=0
 need() { # need PATH-OR-COMMAND HOW-TO-GET-IT
@@ -32,8 +42,11 @@ if ! { command -v rustup >/dev/null 2>&1 &&
     need /usr/bin/rust-lld "apt-get install --no-install-recommends rust-web-llvm lld-22"
 fi
 
-# The Rust lints of the test command (scripts/test_rust.sh): Debian's clippy for rustc-web.
-need /usr/bin/cargo-clippy "apt-get install --no-install-recommends rust-web-clippy"
+# The Rust lints of the test command: Debian's clippy for rustc-web, which scripts/test_rust.sh
+# installs before it runs them.
+if ((tests)); then
+    need /usr/bin/cargo-clippy "apt-get install --no-install-recommends rust-web-clippy"
+fi
 
 if ((missing)); then
     echo "check_tools: install what is listed above (scripts/setup.sh does it as root), then retry" >&2

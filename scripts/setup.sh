@@ -8,7 +8,9 @@ cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 
-step() { printf '\n== %s\n' "$*" >&2; }
+# Each step's line says how long setup has run so far: on a new machine most of it is the first
+# guest and native builds (README, "The two commands").
+step() { printf '\n== %s (%d s so far)\n' "$*" "$SECONDS" >&2; }
 
 step "Python package and dependencies"
 "$PYTHON" -m pip install --quiet --disable-pip-version-check -e '.[dev]'

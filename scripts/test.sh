@@ -3,13 +3,15 @@
 # lint, then the whole Python test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+step() { printf '\n== %s (%d s so far)\n' "$*" "$SECONDS" >&2; }
 bash scripts/setup.sh
 # Only the tests need the Linera application (linera-sdk: about 28 CPU-minutes cold), so the
 # demo's setup does not build it.
-printf '\n== %s\n' "Linera application (linera_app/, docs/linera.md)" >&2
+step "Linera application (linera_app/, docs/linera.md)"
 bash scripts/build_linera_app.sh
-printf '\n== %s\n' "Rust tests and clippy (rust_guest/, scripts/test_rust.sh)" >&2
+step "Rust tests and clippy (rust_guest/, scripts/test_rust.sh)"
 bash scripts/test_rust.sh
 PYTHON=${PYTHON:-python3}
+step "ruff, then the Python test suite"
 "$PYTHON" -m ruff check .
 exec "$PYTHON" -m pytest "$@"

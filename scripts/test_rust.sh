@@ -24,7 +24,7 @@ cargo test --locked --release --quiet </dev/null
 
 ensure_debian_packages "${DEBIAN_PACKAGES[@]}"
 if [[ ! -x /usr/bin/cargo-clippy ]]; then
-    log "missing /usr/bin/cargo-clippy after installing ${DEBIAN_PACKAGES[*]}: run scripts/check_tools.sh"
+    log "missing /usr/bin/cargo-clippy after installing ${DEBIAN_PACKAGES[*]}: run scripts/check_tools.sh --tests"
     exit 1
 fi
 log "clippy, warnings as errors ($(/usr/bin/cargo-clippy --version 2>/dev/null || echo Debian clippy))"

@@ -61,7 +61,14 @@ from edgechain.errors import HashMismatch, StorageCorrupted
 from edgechain.service.engine.files import FileIdentity, file_identity
 from edgechain.service.fetch import normalize_blake3_hex
 
-__all__ = ["CacheStats", "ContentCache", "Reverify", "SupportsFetchAny", "blake3_hex"]
+__all__ = [
+    "CacheStats",
+    "ContentCache",
+    "Reverify",
+    "SupportsFetchAny",
+    "blake3_hex",
+    "object_path",
+]
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +115,13 @@ _DOWNLOAD_LOCKS: dict[tuple[str, str], threading.Lock] = {}
 _DOWNLOAD_LOCKS_GUARD = threading.Lock()
 
 
+def object_path(directory: str | Path, digest: str) -> Path:
+    """Where a cache in ``directory`` keeps the bytes of ``digest``, without opening the cache
+    (a reader that must not create or tidy anything; the bytes are verified on every use only
+    through :class:`ContentCache`)."""
+    return Path(directory).resolve() / "objects" / normalize_blake3_hex(digest)
+
+
 class ContentCache:
     """Verified bytes on disk, keyed by their BLAKE3 digest (64 hex digits)."""
 
@@ -136,7 +150,7 @@ class ContentCache:
 
     def path_for(self, digest: str) -> Path:
         """Where the bytes of ``digest`` live (whether or not they are cached)."""
-        return self._objects / normalize_blake3_hex(digest)
+        return object_path(self.directory, digest)
 
     def get(self, digest: str) -> bytes | None:
         """The cached bytes of ``digest``, verified, or None on a miss (or a corrupted file)."""

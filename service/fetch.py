@@ -304,19 +304,21 @@ class Fetcher:
         url: str,
         out: BinaryIO,
         *,
+        expected_size: int | None = None,
         progress: FetchProgress | None = None,
         cancel: threading.Event | None = None,
     ) -> tuple[int, str]:
         """:meth:`download`, streamed into the binary file ``out``: ``(size, blake3 hex)``.
 
-        Memory stays bounded whatever the size. On a failure ``out`` holds part of a body (or
-        of a body before a redirect's), so the caller discards it.
+        ``expected_size``, when given, bounds the body as :meth:`fetch` does. Memory stays
+        bounded whatever the size. On a failure ``out`` holds part of a body (or of a body
+        before a redirect's), so the caller discards it.
         """
 
         def write(chunk: bytes) -> None:
             out.write(chunk)
 
-        return self._get(url, None, _Transfer(write, progress, cancel))
+        return self._get(url, expected_size, _Transfer(write, progress, cancel))
 
     def _get(self, url: str, expected_size: int | None, transfer: _Transfer) -> tuple[int, str]:
         """Follow redirects under the policy; the body goes to ``transfer``: (size, hex digest)."""

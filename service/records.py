@@ -47,7 +47,11 @@ class Timings:
 
 @dataclass(frozen=True)
 class GenerationRecord:
-    """The final record of a query: what ran, on which certified state, and why it stopped."""
+    """The final record of a query: what ran, on which certified state, and why it stopped.
+
+    ``text`` is the continuation alone, ``prompt`` the prompt it continues (as run.c prints
+    it); the whole story is ``prompt + text``, which is what the CLI's stream prints. Every
+    front has both fields under these names (``--json``, SSE ``done``, GraphQL)."""
 
     text: str
     stop_reason: str
@@ -59,10 +63,12 @@ class GenerationRecord:
     timings: Timings
     #: Every generated token's id, in order (what a receipt certifies; service/receipt.py).
     token_ids: tuple[int, ...] = ()
+    prompt: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (for the CLI's --json and the SSE ``done`` event)."""
         return {
+            "prompt": self.prompt,
             "text": self.text,
             "stop_reason": self.stop_reason,
             "input_tokens": self.input_tokens,
@@ -185,4 +191,5 @@ class QueryStream(Iterator[Token]):
                 decode_tokens_per_s=decoded / decode_s if decode_s > 0 else 0.0,
             ),
             token_ids=tuple(self.token_ids),
+            prompt=self.prompt_text,
         )

@@ -41,7 +41,7 @@ def test_show_json_links_the_blocks(net: Path) -> None:
     result = edgechain("chain", "show", "--dir", net, "--json")
     assert result.code == 0, result.err
     shown = result.json()
-    assert shown["height"] == 2 and shown["quorum"] == 3 and shown["validators"] == 4
+    assert shown["head_height"] == 1 and shown["quorum"] == 3 and shown["validators"] == 4
     first, second = shown["blocks"]
     assert first["previous_hash"] is None
     assert second["previous_hash"] == first["block_hash"]
@@ -110,7 +110,7 @@ def test_net_status_prints_the_head_as_height_and_hash(net: Path) -> None:
     height, block_hash = head.split(":")
     assert height == "1" and len(block_hash) == 64
     text = edgechain("net", "status", "--dir", net)
-    assert f"height 2, head {head}" in text.out
+    assert f"2 blocks, head {head}" in text.out
 
 
 def test_expect_head_passes_at_and_beyond_the_recorded_head(net: Path) -> None:

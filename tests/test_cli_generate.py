@@ -59,6 +59,13 @@ def test_json_prints_the_final_record(stories_net: Path, stories260k: ModelFiles
     assert PROMPT not in record["text"]  # the record holds the generated text only
 
 
+def test_json_has_the_prompt_and_the_text_the_stream_prints_both(stories_net: Path) -> None:
+    streamed = generate(stories_net, "-i", PROMPT, "-t", "0", "-n", "12")
+    record = generate(stories_net, "-i", PROMPT, "-t", "0", "-n", "12", "--json").json()
+    assert record["prompt"] == PROMPT and record["text"].startswith(", there was")
+    assert streamed.out == record["prompt"] + record["text"] + "\n"
+
+
 def test_the_same_query_on_the_same_state_repeats(stories_net: Path) -> None:
     derived = [generate(stories_net, "-i", PROMPT, "-n", "30", "--json").json() for _ in range(2)]
     assert derived[0]["seed_source"] == "derived"
@@ -144,6 +151,7 @@ def test_a_hub_host_is_refused_unless_allowed(tmp_path: Path, stories260k: Model
             tokenizer=stories260k.tokenizer,
             weights_urls=["https://hub.invalid/stories260K.bin"],
             tokenizer_urls=["https://hub.invalid/tok512.bin"],
+            check_urls=False,  # the point: a host no service may reach
         )
     generate(net, "-i", PROMPT).assert_user_error(6, "host not allowed")
     # Allowed: the fetch is attempted (and fails: .invalid never resolves).

@@ -155,3 +155,25 @@ def test_every_help_example_runs_as_written(published_network: Path, tmp_path: P
                 failures.append(f"`{command} --help`: {line}\n  exit {code}: {output[-600:]}")
     assert not failures, "\n".join(failures)
     assert ran >= 15
+
+
+def test_run_and_generate_say_what_n_counts_on_their_first_help_line() -> None:
+    pages = dict(help_pages())
+    first_line = {
+        command: pages[f"edgechain {command}"].split("\n\n")[1].replace("\n", " ")
+        for command in ("run", "generate")
+    }
+    assert "-n counts positions, the prompt's included" in first_line["run"]
+    assert "-n counts new tokens, the prompt's excluded" in first_line["generate"]
+
+
+def test_every_positional_argument_has_help() -> None:
+    for command, page in help_pages():
+        positional = page.split("positional arguments:")[1].split("\n\n")[0] if (
+            "positional arguments:" in page
+        ) else ""
+        for line in positional.splitlines():
+            words = line.split()
+            # "  ID   the story's number ..." : a name alone on its line has no help
+            if len(words) == 1 and not words[0].startswith("{"):
+                raise AssertionError(f"{command}: {words[0]} has no help")

@@ -47,7 +47,9 @@ def test_publish_local_files_prints_hashes_height_and_signers(
     assert f"blake3 {stories260k.tokenizer_blake3}  6,227 bytes" in result.out
     assert "certificate  height 0, block " in result.out
     assert "signed by v1, v2, v3" in result.out and "(quorum 3 of 4)" in result.out
-    assert served.request_count() == 0  # local files: hashed from disk, nothing downloaded
+    # Local files are hashed from disk; each URL is fetched once, to check it serves them.
+    assert served.request_count("stories260K.bin") == served.request_count("tok512.bin") == 1
+    assert f"checked      {served.url('stories260K.bin')} serves the weights" in result.out
     assert "hashing" not in result.err  # stderr is not a tty: no progress bar
 
 
@@ -271,3 +273,27 @@ def test_publish_draws_the_progress_bar_when_stderr_is_a_terminal(
     text = drawn.decode()
     assert "hashing weights" in text and "hashing tokenizer" in text and "100%" in text
     assert "hashing" not in done.stdout
+
+
+def test_show_names_the_weight_format_once_this_machine_holds_the_weights(
+    net: Path, served: WeightServer, tmp_path: Path, stories260k: ModelFiles
+) -> None:
+    assert publish_urls(net, served).code == 0
+    before = edgechain("model", "show", "stories260K", "--dir", net)
+    assert "weights as   not known here yet" in before.out
+    generated = edgechain("generate", "--model", "stories260K", "-n", "2", "--dir", net)
+    assert generated.code == 0, generated.err
+    after = edgechain("model", "show", "stories260K", "--dir", net)
+    assert "weights as   f32\n" in after.out and "stored on chain" not in after.out
+    int8 = tmp_path / "stories260K_q8.bin"
+    assert edgechain("quantize", stories260k.weights, int8).code == 0
+    on_chain = edgechain(
+        "model", "publish", "q8", "--dir", net, "--weights", int8,
+        "--tokenizer", stories260k.tokenizer, "--blobs",
+    )  # fmt: skip
+    assert on_chain.code == 0, on_chain.err
+    assert "weights as   int8 (Q8_0, group size 4)" in on_chain.out
+    assert "stored on chain as 1 blob\n" in on_chain.out
+    # What the README says of the size: (1 + 4/N)/4 of f32, so half at stories260K's N = 4.
+    ratio = int8.stat().st_size / stories260k.weights.stat().st_size
+    assert 0.49 < ratio < 0.52, ratio

@@ -22,7 +22,8 @@ def test_net_up_creates_a_network_and_reports_thresholds(tmp_path: Path) -> None
     assert result.out.startswith(f"created a network in {tmp_path / 'net'}\n")
     assert (tmp_path / "net" / "network.json").is_file()
     assert "validators: 4; a certificate needs 3 signatures (tolerates 1 faulty)" in result.out
-    assert "chain default:" in result.out and "height 0" in result.out
+    assert "chain default:" in result.out and "0 blocks, head (no blocks yet)" in result.out
+    assert "height" not in result.out  # one word for the count, another for a position
     assert "models: 0 active, 0 retired" in result.out
 
 
@@ -46,7 +47,8 @@ def test_net_up_json_has_the_committee_and_faults(tmp_path: Path) -> None:
         "v5": "slow:0.1",
     }
     assert status["quorum"] == 5 and status["tolerated_faults"] == 2
-    assert status["chains"][0]["height"] == 0
+    assert status["chains"][0]["blocks"] == 0
+    assert status["chains"][0]["head_height"] is None and status["chains"][0]["head"] is None
     assert status["models"] == {"active": 0, "retired": 0}
 
 

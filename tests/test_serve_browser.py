@@ -98,6 +98,21 @@ def open_graphiql(browser: webdriver.Chrome, url: str) -> None:
     )
 
 
+def stored(browser: webdriver.Chrome, name: str) -> str | None:
+    """GraphiQL's saved ``name`` (query, variables, ...) for the page open in ``browser``: each
+    endpoint's page keeps its editor state under its own prefix."""
+    return browser.execute_script(
+        "return localStorage.getItem(window.edgechainStoragePrefix + 'graphiql:' + arguments[0])",
+        name,
+    )
+
+
+def editor_text(browser: webdriver.Chrome) -> str:
+    return browser.execute_script(
+        "return document.querySelector('.graphiql-query-editor .CodeMirror').CodeMirror.getValue();"
+    )
+
+
 def run_in_graphiql(browser: webdriver.Chrome, query: str) -> None:
     """Put ``query`` in GraphiQL's editor (replacing what is there) and press run."""
     # Through CodeMirror's API (typing would auto-close brackets); GraphiQL takes an edit in a
@@ -108,7 +123,7 @@ def run_in_graphiql(browser: webdriver.Chrome, query: str) -> None:
         query,
     )
     WebDriverWait(browser, WAIT_S).until(
-        lambda b: b.execute_script("return localStorage.getItem('graphiql:query')") == query
+        lambda b: stored(b, "query") == query
     )
     # A found button can go stale (GraphiQL re-renders it): click it from the page.
     browser.execute_script("document.querySelector('.graphiql-execute-button').click();")
@@ -218,7 +233,7 @@ def test_root_is_graphiql_on_the_chains_with_a_link_to_each_application(
     node: NodeProcess, browser: webdriver.Chrome, screenshots: Path
 ) -> None:
     open_graphiql(browser, node.base_url + "/")
-    run_in_graphiql(browser, "{ chains { name height applications { graphql } } }")
+    run_in_graphiql(browser, "{ chains { name blocks applications { graphql } } }")
     result = json.loads(wait_for_response(browser, '"applications"'))
     [chain] = result["data"]["chains"]
     assert chain["applications"] == [{"graphql": node.app_path}, {"graphql": node.story_path}]
@@ -241,8 +256,7 @@ def test_graphiql_takes_variables_and_autocompletes(
         variables,
     )
     WebDriverWait(browser, WAIT_S).until(
-        lambda b: b.execute_script("return localStorage.getItem('graphiql:variables')")
-        == variables
+        lambda b: stored(b, "variables") == variables
     )
     run_in_graphiql(browser, "query ($name: String!) { model(name: $name) { name version } }")
     result = json.loads(wait_for_response(browser, '"version"'))
@@ -257,3 +271,27 @@ def test_graphiql_takes_variables_and_autocompletes(
         lambda b: b.find_element(By.CSS_SELECTOR, ".CodeMirror-hints")
     )
     assert "models" in hints.text.split(), hints.text
+
+
+def test_each_application_page_keeps_its_own_editor_state(
+    node: NodeProcess, browser: webdriver.Chrome
+) -> None:
+    story_query = "{ stories { id owner } }"
+    open_graphiql(browser, node.base_url + node.story_path)
+    run_in_graphiql(browser, story_query)
+    wait_for_response(browser, '"stories"')
+    # The registry's page opens with its own document, not the story book's (which it could not
+    # run: the registry has no `stories` field), and the chains' page with its own.
+    for path in (node.app_path, "/"):
+        open_graphiql(browser, node.base_url + path)
+        assert editor_text(browser) != story_query
+        registry_query = '{ model(name: "stories260K") { name } }' if path != "/" else (
+            "{ chains { name } }"
+        )
+        run_in_graphiql(browser, registry_query)
+        wait_for_response(browser, '"name"')
+    # Back on the story book's page, its last query is still there.
+    open_graphiql(browser, node.base_url + node.story_path)
+    assert editor_text(browser) == story_query
+    open_graphiql(browser, node.graphql_url)
+    assert editor_text(browser) == '{ model(name: "stories260K") { name } }'

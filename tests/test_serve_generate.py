@@ -127,11 +127,14 @@ def test_graphql_generate_returns_the_same_text_as_the_stream(node: NodeProcess)
     result = node.data(
         """{ generate(model: "stories260K", prompt: "Once upon a time", maxTokens: 32,
                       temperature: 0) {
-              text stopReason inputTokens outputTokens seed seedSource
+              prompt text stopReason inputTokens outputTokens seed seedSource
               model { name version blockHash signers }
               timings { totalS decodeTokensPerS } } }"""
     )["generate"]
     assert result["text"] == streamed["text"]
+    # One rule on every front: text is the continuation, prompt the prompt it continues.
+    assert result["prompt"] == streamed["prompt"] == PROMPT
+    assert not result["text"].startswith(PROMPT)
     assert result["outputTokens"] == 32 and result["stopReason"] == "max_tokens"
     assert result["seed"] == streamed["seed"]  # same query, same certified state: same seed
     assert result["model"]["blockHash"] == streamed["model"]["block_hash"]

@@ -123,10 +123,12 @@ def test_the_chain_graphql_lists_chains_blocks_certificates_and_applications(
     node: NodeProcess,
 ) -> None:
     data = chain_graphql(
-        node, "{ chains { name chainId height applications { kind applicationId graphql } } }"
+        node,
+        "{ chains { name chainId blocks headHash"
+        " applications { kind applicationId graphql } } }",
     )["data"]
     [chain] = data["chains"]
-    assert chain["chainId"] == node.chain_id and chain["height"] >= 1
+    assert chain["chainId"] == node.chain_id and chain["blocks"] >= 1
     assert chain["applications"] == [
         {"kind": "model-registry", "applicationId": node.application_id, "graphql": node.app_path},
         {
@@ -141,7 +143,7 @@ def test_the_chain_graphql_lists_chains_blocks_certificates_and_applications(
         f'{{ blocks(chainId: "{prefix}") {{ height hash operations {{ name }} }}'
         f' certificates(chainId: "{prefix}", start: 0, end: 1) {{ height blockHash signers }}'
         f' applications(chainId: "default") {{ applicationId }}'
-        f' chain(chainId: "{prefix}") {{ name height }} }}',
+        f' chain(chainId: "{prefix}") {{ name blocks headHeight head }} }}',
     )["data"]
     assert body["blocks"][0]["operations"][0]["name"] == "RegisterModel"
     [certificate] = body["certificates"]
@@ -151,7 +153,9 @@ def test_the_chain_graphql_lists_chains_blocks_certificates_and_applications(
         {"applicationId": node.application_id},
         {"applicationId": node.story_path.rsplit("/", 1)[-1]},
     ]
-    assert body["chain"]["height"] == chain["height"]
+    assert body["chain"]["blocks"] == chain["blocks"]
+    assert body["chain"]["headHeight"] == chain["blocks"] - 1
+    assert body["chain"]["head"] == f"{chain['blocks'] - 1}:{chain['headHash']}"
 
 
 def test_the_chain_graphql_types_its_errors_and_answers_get(node: NodeProcess) -> None:
@@ -200,3 +204,26 @@ def test_prompt_uses_the_latest_registered_model(
         assert text == newer["generate"]["text"] != older["generate"]["text"]
     finally:
         stop_node(second)
+
+
+def test_the_startup_line_names_every_application(node: NodeProcess) -> None:
+    [line] = read(node.stdout).splitlines()[:1]  # type: ignore[attr-defined]
+    assert f"model-registry: {node.base_url}{node.app_path}" in line
+    assert f"story-book: {node.base_url}{node.story_path}" in line
+
+
+def test_an_application_url_takes_its_name_or_a_unique_prefix(node: NodeProcess) -> None:
+    story_id = node.story_path.rsplit("/", 1)[-1]
+    chain_prefix = node.chain_id[:10]
+    canonical = node.data("{ stories { id } }", path=node.story_path)
+    for path in (
+        "/chains/default/applications/story-book",
+        f"/chains/{chain_prefix}/applications/{story_id[:12]}",
+    ):
+        assert node.data("{ stories { id } }", path=path) == canonical, path
+    registry = node.data('{ models { name } }', path="/chains/default/applications/model-registry")
+    assert registry["models"][0]["name"] == "stories260K"
+    missing = httpx.post(
+        node.base_url + "/chains/default/applications/no-such-app", json={"query": "{ x }"}
+    )
+    assert missing.status_code == 404 and "serves no application no-such-app" in missing.text

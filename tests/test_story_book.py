@@ -311,3 +311,27 @@ def test_wrong_output_is_a_fault_net_up_saves(tmp_path: Path) -> None:
     up = edgechain("net", "up", "--dir", tmp_path / "net", "--faulty", "v2=wrong-output", "--json")
     assert up.code == 0, up.err
     assert [v["fault"] for v in up.json()["validators"]] == [None, "wrong-output", None, None]
+
+
+def test_story_list_takes_an_owner_prefix_and_refuses_what_is_not_a_key(network: Path) -> None:
+    minted = edgechain(
+        "story", "mint", "--model", "stories260K", "-i", "Lily", "-n", "8", "--dir", network
+    )
+    assert minted.code == 0, minted.err
+    listed = edgechain("story", "list", "--dir", network)
+    assert listed.code == 0, listed.err
+    prefix = listed.out.split()[1]  # the 16-digit owner prefix the listing prints
+    assert len(prefix) == 16
+    status = edgechain("net", "status", "--dir", network, "--json").json()
+    assert status["you"].startswith(prefix)  # `net status` says who "you" are
+    text_status = edgechain("net", "status", "--dir", network)
+    assert f"you: {status['you']}" in text_status.out
+    for owner in (prefix, prefix.upper(), status["you"]):
+        mine = edgechain("story", "list", "--owner", owner, "--dir", network, "--json")
+        assert [s["id"] for s in mine.json()] == [1], owner
+    others = edgechain("story", "list", "--owner", "0" * 64, "--dir", network)
+    assert others.code == 0 and others.out.strip() == f"no stories owned by {'0' * 64}"
+    for bad in ("nothex", "", "a" * 65):
+        edgechain("story", "list", "--owner", bad, "--dir", network).assert_user_error(
+            2, "is not a public key"
+        )

@@ -76,7 +76,9 @@ def chain_show(args: argparse.Namespace) -> int:
                 {
                     "chain": chain.name,
                     "chain_id": chain.id.hex(),
-                    "height": chain.height,
+                    # One word each: a height is a block's position (the head's here); the
+                    # count of blocks is the length of the list when it is not narrowed.
+                    "head_height": chain.height - 1 if chain.height else None,
                     "quorum": quorum,
                     "validators": n,
                     "blocks": [_block_json(b, names) for b in blocks],

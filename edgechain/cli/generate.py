@@ -28,7 +28,10 @@ from edgechain.service.query import GenerateQuery, Parameter, defaults, paramete
 from edgechain.service.records import GenerationRecord, QueryStream
 
 NAME = "generate"
-HELP = "generate text with a certified model (the service verifies its hashes first)"
+HELP = (
+    "generate text with a certified model (the service verifies its hashes first; -n counts "
+    "new tokens, the prompt's excluded)"
+)
 
 _EXAMPLES = """\
 examples:

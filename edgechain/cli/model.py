@@ -76,7 +76,14 @@ def add_subcommands(subparsers: Any) -> None:
     )
     publish.add_argument("--description", default=None, help="free text (<= 1024 characters)")
     publish.add_argument("--license", default=None, help="license name (<= 128 characters)")
-    add_allow_host_option(publish, "also allow downloading from HOST")
+    publish.add_argument(
+        "--no-check-urls",
+        dest="check_urls",
+        action="store_false",
+        help="certify the URLs without first fetching each one to check it serves the hashed "
+        "bytes (for a host that is not up yet)",
+    )
+    add_allow_host_option(publish, "also allow downloading (and checking URLs) from HOST")
 
     list_ = add_subcommand(
         subparsers,
@@ -125,13 +132,31 @@ def model_publish(args: argparse.Namespace) -> int:
                 license=args.license,
                 progress=progress,
                 blobs=args.blobs,
+                check_urls=args.check_urls,
             )
         finally:
             progress.close()
         if args.json:
-            print_json(published.model.to_json())
+            value = published.model.to_json()
+            value["unchanged"] = published.unchanged
+            value["checked_urls"] = [check.url for check in published.checked_urls]
+            print_json(value)
+            return 0
+        if published.unchanged:
+            print(
+                f"{args.name} version {args.version} is already certified with these bytes "
+                f"(block {published.model.height}): nothing to publish"
+            )
+            _print_model(client, published.model)
             return 0
         print(f"published {args.name} version {args.version}")
+        for check in published.checked_urls:
+            print(
+                f"  checked      {check.url} serves the {check.what} "
+                f"({check.size:,} bytes, BLAKE3 matches)"
+            )
+        if args.check_urls is False:
+            print("  not checked  its URLs (--no-check-urls)")
         if published.blobs is not None:
             b = published.blobs
             print(
@@ -207,5 +232,10 @@ def _certificate_line(client: Client, certificate: Certificate) -> str:
 
 def _print_model(client: Client, model: CertifiedModel) -> None:
     committee = client.network.committee
-    for line in model_lines(model, committee.quorum, len(committee.members)):
+    lines = model_lines(model, committee.quorum, len(committee.members))
+    weights_format = client.weights_format(model)
+    lines.insert(1, "  weights as   " + (
+        weights_format or "not known here yet (read from the header once fetched)"
+    ))
+    for line in lines:
         print(line)

@@ -7,7 +7,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from edgechain.chain.network import NETWORK_FILE, NetworkStatus
+from edgechain.chain.network import DEFAULT_CHAIN, NETWORK_FILE, NetworkStatus
 from edgechain.cli.common import ensure_directory
 from edgechain.cli.network_options import (
     add_subcommand,
@@ -107,7 +107,7 @@ def net_up(args: argparse.Namespace) -> int:
             # Faults given when reopening apply to every later command, not just this one.
             client.network.set_faults(args.faulty, persist=True)
         if not args.json:
-            blocks = sum(c.height for c in client.network.chains())
+            blocks = sum(c.status().blocks for c in client.network.chains())
             print(
                 f"reopened {path}: {blocks} stored blocks re-verified"
                 if existed
@@ -143,6 +143,7 @@ def _show(
     retired = sum(1 for m in models if m.entry.retired)
     if as_json:
         value = status.to_json()
+        value["you"] = _you(status)
         value["models"] = {"active": len(models) - retired, "retired": retired}
         if created is not None:
             value["created"] = created
@@ -178,5 +179,16 @@ def _status_lines(status: NetworkStatus) -> list[str]:
     for c in status.chains:
         # HEIGHT:HASH, to record and check later with `chain verify --expect-head`.
         head = c.head or "(no blocks yet)"
-        lines.append(f"chain {c.name}: id {c.chain_id}, height {c.height}, head {head}")
+        count = f"{c.blocks} block" + ("" if c.blocks == 1 else "s")
+        lines.append(f"chain {c.name}: id {c.chain_id}, {count}, head {head}")
+        lines.append(f"  owner {c.owner}")
+    you = _you(status)
+    if you is not None:
+        lines.append(f"you: {you} (the default chain's owner: you sign its blocks and own what "
+                     "you mint; `story list --owner` takes a prefix of it)")
     return lines
+
+
+def _you(status: NetworkStatus) -> str | None:
+    """The user's public key: the owner of the default chain, whose key this directory holds."""
+    return next((c.owner for c in status.chains if c.name == DEFAULT_CHAIN), None)

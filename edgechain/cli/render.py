@@ -44,6 +44,9 @@ def model_lines(model: CertifiedModel, quorum: int, validators: int) -> list[str
         lines.append(f"  license      {entry.license}")
     for what, file in (("weights", entry.weights), ("tokenizer", entry.tokenizer)):
         lines.append(f"  {what:<12} blake3 {file.blake3}  {file.size:,} bytes")
+        if file.chunks:
+            blobs = len(file.chunks)
+            lines.append(f"  {'':<12} stored on chain as {blobs} blob{'s' * (blobs != 1)}")
         lines.extend(f"  {'':<12} {url}" for url in file.urls)
     status = f"retired at height {entry.retired_height}" if entry.retired else "active"
     lines.append(f"  status       {status} (registered at height {entry.registered_height})")

@@ -24,7 +24,10 @@ from edgechain.errors import InvalidParameter, InvalidText, PromptTooLong
 from edgechain.service.engine.base import GenerationParams, LoadedModel, Token, text_to_utf8
 
 NAME = "run"
-HELP = "generate text or chat with a llama2.c checkpoint (run.c's flags and modes)"
+HELP = (
+    "generate text or chat with a llama2.c checkpoint (run.c's flags and modes: -n counts "
+    "positions, the prompt's included)"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

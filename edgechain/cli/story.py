@@ -73,9 +73,19 @@ def add_subcommands(subparsers: Any) -> None:
     add_allow_host_option(mint, "also let the services fetch from HOST")
 
     listing = add_subcommand(
-        subparsers, "list", "list minted stories", "edgechain story list --owner KEY", story_list
+        subparsers,
+        "list",
+        "list minted stories",
+        "edgechain story list --owner 376f65255ea4bdbd",
+        story_list,
     )
-    listing.add_argument("--owner", metavar="KEY", default=None, help="only this owner's")
+    listing.add_argument(
+        "--owner",
+        metavar="KEY",
+        default=None,
+        help="only this owner's: a public key (hex) or a unique prefix, as `story list` prints "
+        "(`net status` shows yours)",
+    )
 
     show = add_subcommand(
         subparsers,
@@ -84,7 +94,9 @@ def add_subcommands(subparsers: Any) -> None:
         "edgechain story mint --model stories260K -i Lily -n 20\n  edgechain story show 1",
         story_show,
     )
-    show.add_argument("id", type=int, metavar="ID")
+    show.add_argument(
+        "id", type=int, metavar="ID", help="the story's number, as `story list` prints it"
+    )
 
     transfer = add_subcommand(
         subparsers,
@@ -94,8 +106,10 @@ def add_subcommands(subparsers: Any) -> None:
         "  edgechain story transfer 1 " + "ab" * 32,
         story_transfer,
     )
-    transfer.add_argument("id", type=int, metavar="ID")
-    transfer.add_argument("owner", metavar="OWNER", help="the new owner's public key (hex)")
+    transfer.add_argument(
+        "id", type=int, metavar="ID", help="the story's number, as `story list` prints it"
+    )
+    transfer.add_argument("owner", metavar="OWNER", help="the new owner's public key (64 hex)")
 
 
 def story_json(story: Story) -> dict[str, Any]:
@@ -147,7 +161,7 @@ def story_list(args: argparse.Namespace) -> int:
         print_json([story_json(s) for s in stories])
         return 0
     if not stories:
-        print("no stories")
+        print("no stories" if args.owner is None else f"no stories owned by {args.owner}")
         return 0
     for s in stories:
         preview = (s.prompt + s.text).replace("\n", " ")

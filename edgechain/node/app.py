@@ -100,7 +100,7 @@ _SCHEMAS = {
 
 _CHAIN_QUERY = """# The chains this node serves, their applications, blocks and certificates.
 {
-  chains { name chainId height applications { kind applicationId graphql } }
+  chains { name chainId blocks head applications { kind applicationId graphql } }
 }
 """
 
@@ -115,6 +115,17 @@ class _AsgiApp:
         await self._app(scope, receive, send)
 
 
+def _named_application(
+    applications: list[ServedApplication], text: str
+) -> ServedApplication | None:
+    """The application ``text`` names: its kind, its id or the one id it is a prefix of."""
+    for app in applications:
+        if text in (app.kind, app.application_id):
+            return app
+    matches = [app for app in applications if app.application_id.startswith(text)]
+    return matches[0] if len(matches) == 1 else None
+
+
 def build_app(gate: ClientGate, guard: RequestGuard | None = None) -> Starlette:
     """The ASGI application serving ``gate``'s network; closes the gate on shutdown.
 
@@ -124,17 +135,19 @@ def build_app(gate: ClientGate, guard: RequestGuard | None = None) -> Starlette:
     ``app.state.generations`` (:class:`Generations`) counts generations; its ``stop_all()``
     ends them (the server calls it when asked to stop).
     """
-    chain_id, applications = gate.call_blocking(
-        lambda c: (c.chain.id.hex(), served_applications(c, c.chain))
+    chain_id, chain_name, applications = gate.call_blocking(
+        lambda c: (c.chain.id.hex(), c.chain.name, served_applications(c, c.chain))
     )
-    served = {a.application_id: a for a in applications}
     generations = Generations()
     context = registry_context(gate, generations)
 
     def served_at(params: dict[str, Any], *, streaming: bool = False) -> ServedApplication | None:
-        if params["chain_id"].lower() != chain_id:
+        # As the CLI names chains: the id, a unique prefix of it or the name; an application
+        # by its id, a unique prefix or its kind ("story-book").
+        chain = params["chain_id"].lower()
+        if chain != chain_name and not chain_id.startswith(chain):
             return None
-        app = served.get(params["application_id"].lower())
+        app = _named_application(applications, params["application_id"].lower())
         return None if app is None or (streaming and not app.streams) else app
 
     def unknown_application(request: Request) -> JSONResponse:

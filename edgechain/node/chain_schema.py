@@ -40,15 +40,31 @@ class ChainInfo:
     name: str
     chain_id: str
     owner: str = strawberry.field(description="public key (hex) of the chain owner")
-    height: int = strawberry.field(description="number of certified blocks (the next height)")
+    blocks: int = strawberry.field(description="number of certified blocks (the next height)")
+    head_height: int | None = strawberry.field(
+        description="height of the head block (blocks - 1), null before the first block"
+    )
     head_hash: str | None
+    head: str | None = strawberry.field(
+        description="HEIGHT:HASH of the head block, as `chain verify --expect-head` takes it"
+    )
     state_hash: str
     applications: list[ApplicationInfo]
 
+    @strawberry.field(
+        description="number of certified blocks",
+        deprecation_reason="ambiguous: use blocks (the count) or headHeight",
+    )
+    def height(self) -> int:
+        return self.blocks
+
     @classmethod
     def of(cls, client: Client, chain: Chain) -> ChainInfo:
+        status = chain.status()
         return cls(
-            **asdict(chain.status()),
+            **asdict(status),
+            head_height=status.head_height,
+            head=status.head,
             applications=[ApplicationInfo.of(a) for a in served_applications(client, chain)],
         )
 

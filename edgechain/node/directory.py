@@ -66,12 +66,14 @@ def index(client: Client) -> dict[str, Any]:
             }
             for app in served_applications(client, chain)
         ]
+        status = chain.status()
         chains.append(
             {
                 "name": chain.name,
                 "chainId": chain.id.hex(),
-                "height": chain.height,
-                "headHash": None if chain.head_hash is None else chain.head_hash.hex(),
+                "blocks": status.blocks,
+                "headHeight": status.head_height,
+                "headHash": status.head_hash,
                 "applications": applications,
             }
         )

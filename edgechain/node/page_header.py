@@ -14,7 +14,7 @@ def _short(hex_id: str) -> str:
 
 
 def index_header(listing: dict[str, Any]) -> str:
-    """For ``/``: the network, and per chain its height and applications' GraphiQL links
+    """For ``/``: the network, and per chain its blocks and applications' GraphiQL links
     (``listing`` is the JSON body of ``GET /``). GraphiQL below runs the chain-level schema."""
     chains = []
     for chain in listing["chains"]:
@@ -24,7 +24,8 @@ def index_header(listing: dict[str, Any]) -> str:
         )
         chains.append(
             f"chain <b>{escape(chain['name'])}</b> {_short(chain['chainId'])} "
-            f"height {chain['height']}: {apps or 'no applications'}"
+            f"{chain['blocks']} block{'s' * (chain['blocks'] != 1)}: "
+            f"{apps or 'no applications'}"
         )
     return (
         f"<b>edgechain node</b> · network <code>{escape(listing['network'])}</code> · "

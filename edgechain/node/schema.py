@@ -226,7 +226,10 @@ class Timings:
 
 @strawberry.type(description="The final record of a generate query.")
 class GenerationResult:
-    text: str = strawberry.field(description="the generated text, prompt excluded")
+    prompt: str = strawberry.field(description="the prompt, as the engine read it")
+    text: str = strawberry.field(
+        description="the generated text, prompt excluded (the whole story is prompt + text)"
+    )
     stop_reason: str
     input_tokens: int
     output_tokens: int
@@ -244,6 +247,7 @@ class GenerationResult:
     def of(cls, record: GenerationRecord, receipt: Any = None) -> GenerationResult:
         return cls(
             receipt=receipt,
+            prompt=record.prompt,
             text=record.text,
             stop_reason=record.stop_reason,
             input_tokens=record.input_tokens,

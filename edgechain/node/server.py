@@ -16,9 +16,9 @@ from typing import Any, TextIO
 import uvicorn
 
 from edgechain.client import Client
-from edgechain.contract.registry import APPLICATION_NAME
 from edgechain.errors import UsageError
-from edgechain.node.app import application_path, build_app
+from edgechain.node.app import build_app
+from edgechain.node.directory import served_applications
 from edgechain.node.gate import ClientGate
 from edgechain.node.request_guard import RequestGuard
 
@@ -124,11 +124,11 @@ def serve(
             app = build_app(gate, RequestGuard.for_listening(host, bound_port))
             shown_host = f"[{host}]" if ":" in host else host
             base = f"http://{shown_host}:{bound_port}"
-            chain = client.chain
-            path = application_path(chain.id.hex(), chain.app_id(APPLICATION_NAME).hex())
+            apps = ", ".join(
+                f"{app.kind}: {base}{app.path}" for app in served_applications(client, client.chain)
+            )
             print(
-                f"edgechain node serving {client.network.path} at {base}/ "
-                f"(model registry: {base}{path})",
+                f"edgechain node serving {client.network.path} at {base}/ ({apps})",
                 file=out,
                 flush=True,
             )

@@ -10,7 +10,8 @@ them without imports (the types they use come from ``edgechain``)::
         record = service_client.generate(
             GenerateQuery(model="stories260K", prompt="Once upon a time", temperature=0)
         ).collect()
-        assert record.text.startswith(" there was")
+        assert record.prompt == "Once upon a time"
+        assert record.text.startswith(", there was a little girl")
 
 Fixtures (function-scoped, but for ``stories260k``: each test gets a fresh network in its
 ``tmp_path``; the service runs the wasm guest, or the native module with

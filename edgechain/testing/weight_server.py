@@ -5,7 +5,8 @@
     with WeightServer("../shared/models/stories260K") as srv:
         url = srv.url("stories260K.bin")
         srv.inject("stories260K.bin", Fault(corrupt_offset=100))  # the next GETs are corrupted
-        ...
+        corrupted = httpx.get(url).content
+        assert corrupted != Path("../shared/models/stories260K/stories260K.bin").read_bytes()
         assert srv.request_count("stories260K.bin") == 1
 
 It serves the files of a directory (read on each request, so a test may change them) or a
