@@ -259,8 +259,10 @@ def _ratios(results: list[dict[str, object]]) -> list[str]:
         for kind in ("f32", "int8"):
             one = by.get(("native-t1", kind))
             for (engine, k), rate in sorted(by.items()):
-                if one and k == kind and engine.startswith("native-t") and engine != "native-t1":
-                    threads = engine.removeprefix("native-t")
+                if not one or k != kind or engine == "native-t1":
+                    continue
+                if engine.startswith("native-t") or engine == "native":
+                    threads = engine.removeprefix("native-t") if engine != "native" else "default"
                     lines.append(
                         f"{shape}: native {kind} with {threads} threads decodes at "
                         f"{rate / one:.2f}x one thread"
