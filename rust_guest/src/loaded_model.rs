@@ -7,8 +7,8 @@ use candle_core::Device;
 
 use crate::checkpoint::{load_weights, load_weights_from_file, CheckpointConfig};
 use crate::error::{EngineError, Result};
-use crate::tokenizer::Tokenizer;
 use crate::parallel::Threads;
+use crate::tokenizer::Tokenizer;
 use crate::transformer::{BatchItem, KvCache, Scratch, Transformer};
 use crate::weights::TransformerWeights;
 

@@ -423,7 +423,15 @@ impl Transformer {
         prepare(gs, xb, xq, xs);
         let logits = &mut s.logits[..wanted * c.vocab_size];
         if wanted > 0 {
-            linear(threads, logits, &self.weights.classifier, xb, xq, xs, wanted)?;
+            linear(
+                threads,
+                logits,
+                &self.weights.classifier,
+                xb,
+                xq,
+                xs,
+                wanted,
+            )?;
         }
         Ok(logits)
     }
