@@ -41,6 +41,10 @@ class OperationContext:
     timestamp_us: int
     signer: bytes
     chain_owner: bytes
+    #: The operation's position in its block (an application created there takes its id from it).
+    index: int = 0
+    #: The application's parameters, fixed when it was created (built-in kinds have none).
+    parameters: Any = None
 
     @property
     def signed_by_owner(self) -> bool:
@@ -68,6 +72,13 @@ class StateReader:
     def keys(self, prefix: str = "") -> list[str]:
         with self._lock:
             return self._base.keys(self.app_id, prefix)
+
+    def reader_of(self, app_id: bytes) -> StateReader:
+        """Another application's namespace, read-only, under the same lock (a service reading
+        the model registry's certified entries)."""
+        reader = StateReader(self._base, app_id)
+        reader._lock = self._lock
+        return reader
 
 
 class ContractState(StateReader):
@@ -113,11 +124,12 @@ class ContractState(StateReader):
 
 
 class Contract(Protocol):
-    """The on-chain half of an application."""
+    """The on-chain half of an application. What it returns is the operation's response (to
+    the proposer; it is not part of the block)."""
 
     def execute_operation(
         self, ctx: OperationContext, state: ContractState, name: str, payload: Any
-    ) -> None: ...
+    ) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -171,6 +183,28 @@ def known_application_kinds() -> list[str]:
     return sorted(_KINDS)
 
 
+#: Finds an application that is not a registered kind (one a block created: chain/modules.py):
+#: ``resolver(state, app_id) -> (kind, parameters)`` or None when it knows no such application.
+CreatedApplications = Callable[["ContractState", bytes], "tuple[ApplicationKind, Any] | None"]
+_RESOLVERS: list[CreatedApplications] = []
+
+
+def register_application_resolver(resolver: CreatedApplications) -> None:
+    """Let :func:`execute_operations` find applications created on chain (idempotent)."""
+    if resolver not in _RESOLVERS:
+        _RESOLVERS.append(resolver)
+
+
+def _created_application(
+    state: ChainState, writes: WriteSet, app_id: bytes
+) -> tuple[ApplicationKind, Any] | None:
+    for resolver in _RESOLVERS:
+        found = resolver(ContractState(state, app_id, writes), app_id)
+        if found is not None:
+            return found
+    return None
+
+
 @functools.lru_cache(maxsize=1024)
 def application_id(chain_id: bytes, kind_name: str) -> bytes:
     """The id of application ``kind_name`` on chain ``chain_id``."""
@@ -184,6 +218,30 @@ def to_operation(app_id: bytes, operation: Operation | OperationPayload) -> Oper
     return Operation(app_id, operation.operation_name, operation.to_payload())
 
 
+def _kind_for(state: ChainState, writes: WriteSet, app_id: bytes) -> tuple[ApplicationKind, Any]:
+    for name in known_application_kinds():
+        if application_id(state.chain_id, name) == app_id:
+            return application_kind(name), None
+    created = _created_application(state, writes, app_id)
+    if created is None:
+        raise OperationRejected(f"no application {app_id.hex()[:16]} on this chain")
+    return created
+
+
+def call_application(
+    ctx: OperationContext, state: ContractState, target: bytes, name: str, payload: Any
+) -> Any:
+    """Execute an operation of application ``target`` from inside another one's operation, in
+    the same block and with its signer (Linera's ``call_application``); its response."""
+    writes = state._writes
+    kind, parameters = _kind_for(state._base, writes, target)
+    target_ctx = OperationContext(
+        ctx.chain_id, target, ctx.height, ctx.timestamp_us, ctx.signer, ctx.chain_owner,
+        ctx.index, parameters,
+    )  # fmt: skip
+    return kind.contract.execute_operation(target_ctx, state.view_of(target), name, payload)
+
+
 def execute_operations(
     state: ChainState,
     *,
@@ -192,25 +250,35 @@ def execute_operations(
     signer: bytes,
     chain_owner: bytes,
     operations: tuple[Operation, ...] | list[Operation],
+    responses: list[Any] | None = None,
 ) -> WriteSet:
     """Run every operation of a block through its contract; return the block's write set.
 
     ``state`` is not modified. A rejected operation rejects the whole block (the contract's
-    ContractError propagates).
+    ContractError propagates). Each operation's response is appended to ``responses``.
     """
     writes: WriteSet = {}
     kinds = {application_id(state.chain_id, name): name for name in known_application_kinds()}
     for index, op in enumerate(operations):
         kind_name = kinds.get(op.app_id)
-        if kind_name is None:
-            raise OperationRejected(
-                f"operation {index} targets unknown application {op.app_id.hex()[:16]}"
-            )
-        kind = application_kind(kind_name)
-        ctx = OperationContext(state.chain_id, op.app_id, height, timestamp_us, signer, chain_owner)
-        kind.contract.execute_operation(
+        parameters = None
+        if kind_name is not None:
+            kind = application_kind(kind_name)
+        else:
+            created = _created_application(state, writes, op.app_id)
+            if created is None:
+                raise OperationRejected(
+                    f"operation {index} targets unknown application {op.app_id.hex()[:16]}"
+                )
+            kind, parameters = created
+        ctx = OperationContext(
+            state.chain_id, op.app_id, height, timestamp_us, signer, chain_owner, index, parameters
+        )
+        response = kind.contract.execute_operation(
             ctx, ContractState(state, op.app_id, writes), op.name, op.payload
         )
+        if responses is not None:
+            responses.append(response)
     return writes
 
 

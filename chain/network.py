@@ -59,6 +59,7 @@ from edgechain.chain.committee import Committee, validator_name
 from edgechain.chain.encoding import hash_encoded
 from edgechain.chain.faults import Fault, FaultMap, format_faults, parse_faults
 from edgechain.chain.keys import generate_key, load_key, public_bytes, save_key
+from edgechain.chain.modules import register_blob_source, unregister_blob_source
 from edgechain.chain.oracle import (
     DEFAULT_ORACLE_BUDGET_S,
     Oracle,
@@ -196,6 +197,8 @@ class Network:
         self.faults = faults
         self.vote_timeout = vote_timeout
         self.storage = storage
+        # Applications users created run code from this network's blobs (chain/modules.py).
+        register_blob_source(self.read_blob)
         self.validators = [
             Validator(m.name, key, faults.get(m.name), slow_delay=2 * vote_timeout + 0.01)
             for m, key in zip(committee.members, validator_keys, strict=True)
@@ -361,6 +364,7 @@ class Network:
             validator.stop()
         self._pool.close()
         self.install_oracles(None)
+        unregister_blob_source(self.read_blob)
         self.storage.close()
 
     def install_oracles(
@@ -528,6 +532,7 @@ class Chain:
         self._services: dict[str, Any] = {}
         self._owner_key: Ed25519PrivateKey | None = None
         self.last_failures: list[ValidatorFailure] = []
+        self.last_responses: list[Any] = []
 
     def __repr__(self) -> str:
         return f"Chain(name={self.name!r}, id={self.id.hex()[:16]}, height={self.height})"
@@ -580,6 +585,17 @@ class Chain:
             )
             service = self._services[kind] = app_kind.service_factory(context)
         return service
+
+    def service_context(self, app_id: bytes) -> ServiceContext:
+        """What a service of application ``app_id`` reads: this chain's certified state in
+        its namespace (for applications users created: chain/modules.py)."""
+        return ServiceContext(
+            chain_id=self.id,
+            app_id=app_id,
+            state=StateReader(self._state, app_id, self._state_lock),
+            committee=self.network.committee,
+            certified_block=self.block,
+        )
 
     # --- adding blocks --------------------------------------------------------------------
 
@@ -642,6 +658,7 @@ class Chain:
         net = self.network
         signer_public = public_bytes(key)
         timestamp = max(time.time_ns() // 1000, self._last_timestamp_us)
+        responses: list[Any] = []
         writes = execute_operations(
             self._state,
             height=self.height,
@@ -649,7 +666,10 @@ class Chain:
             signer=signer_public,
             chain_owner=self.owner,
             operations=operations,
+            responses=responses,
         )
+        #: Each operation's response in the last block this chain proposed (not stored).
+        self.last_responses = responses
         block = Block(
             chain_id=self.id,
             height=self.height,

@@ -13,16 +13,31 @@ from __future__ import annotations
 
 from edgechain.chain.application import ApplicationKind, register_application_kind
 from edgechain.chain.blobs import BLOBS
+from edgechain.chain.modules import APPLICATIONS, LoadedModule, register_module_loader
 from edgechain.contract.registry import MODEL_REGISTRY
 from edgechain.contract.story_book import STORY_BOOK
 
 __all__ = ["BUILTIN_APPLICATIONS", "register_applications"]
 
-#: Every application kind a chain runs.
-BUILTIN_APPLICATIONS: tuple[ApplicationKind, ...] = (BLOBS, MODEL_REGISTRY, STORY_BOOK)
+#: Every application kind a chain runs (applications users create run beside them).
+BUILTIN_APPLICATIONS: tuple[ApplicationKind, ...] = (
+    BLOBS,
+    APPLICATIONS,
+    MODEL_REGISTRY,
+    STORY_BOOK,
+)
 
 
 def register_applications() -> None:
-    """Register the built-in application kinds (idempotent)."""
+    """Register the built-in application kinds and the loader of user applications' code
+    (idempotent)."""
     for kind in BUILTIN_APPLICATIONS:
         register_application_kind(kind)
+    register_module_loader(_load_sdk_module)
+
+
+def _load_sdk_module(module_id: bytes, sources: dict[str, bytes]) -> LoadedModule:
+    # Imported on first use: the SDK brings strawberry, which most commands never need.
+    from edgechain.sdk.loader import load
+
+    return load(module_id, sources)

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import blake3
 
@@ -74,7 +74,9 @@ from edgechain.service.runtime import DownloadProgress, ModelService, PreparedQu
 from edgechain.url_check import UrlCheck, check_urls
 
 if typing.TYPE_CHECKING:
+    from edgechain.chain.modules import CreatedApplication
     from edgechain.service.receipt import Receipt
+    from edgechain.user_applications import CreatedApp, PublishedModule
 
 __all__ = [
     "Client",
@@ -201,6 +203,16 @@ class FileServer(typing.Protocol):
     """What serves a published model's files (e.g. a loopback WeightServer)."""
 
     def url(self, name: str) -> str: ...
+
+
+def _hex_id(text: str, what: str) -> bytes:
+    try:
+        value = bytes.fromhex(text.strip())
+    except ValueError:
+        value = b""
+    if len(value) != 32:
+        raise InvalidParameter(f"{what} {text!r}: 64 hex digits")
+    return value
 
 
 @dataclass(frozen=True)
@@ -689,6 +701,57 @@ class Client:
         """Run a ``generate`` query on the service; see :meth:`ModelService.generate`.
         ``progress(label, done, total)`` hears about the model's download, if one is needed."""
         return self.service.generate(query, progress=progress)
+
+    # --- applications users write (edgechain.sdk; edgechain/user_applications.py) -------------
+
+    def publish_module(self, path: str | os.PathLike[str]) -> PublishedModule:
+        """Publish the application project at ``path`` (its package directory) as a module:
+        checked to load as validators will load it, its files as blobs, its id certified."""
+
+        from edgechain import user_applications  # the SDK, imported when first used
+
+        return user_applications.publish_module(self, path)
+
+    def create_application(
+        self, module: bytes | str, parameters: Any = None, argument: Any = None
+    ) -> CreatedApp:
+        """Create an application from a published module (id as bytes or hex)."""
+        module_id = module if isinstance(module, bytes) else _hex_id(module, "module id")
+
+        from edgechain import user_applications  # the SDK, imported when first used
+
+        return user_applications.create_application(self, module_id, parameters, argument)
+
+    def applications(self) -> list[CreatedApplication]:
+        """The applications created on this chain, oldest first."""
+
+        from edgechain import user_applications  # the SDK, imported when first used
+
+        return user_applications.applications(self)
+
+    def application(self, app: str | bytes) -> CreatedApplication:
+        """A created application by id, or a unique prefix of its hex id."""
+        text = app.hex() if isinstance(app, bytes) else app
+
+        from edgechain import user_applications  # the SDK, imported when first used
+
+        return user_applications.find_application(self, text)
+
+    def call_application(self, app: str | bytes, operation: Any) -> tuple[Any, Certificate]:
+        """Propose ``operation`` (``{"Name": {fields}}``) to a created application: its
+        response and the block's certificate."""
+
+        from edgechain import user_applications  # the SDK, imported when first used
+
+        return user_applications.call_application(self, self.application(app), operation)
+
+    def query_application(self, app: str | bytes, request: dict[str, Any]) -> dict[str, Any]:
+        """A GraphQL request to a created application's service (mutations' operations are
+        proposed afterwards)."""
+
+        from edgechain import user_applications  # the SDK, imported when first used
+
+        return user_applications.query_application(self, self.application(app), request)
 
     # --- the story book ----------------------------------------------------------------------
 

@@ -154,7 +154,7 @@ def test_several_chains_share_the_committee(tmp_path):
         second.execute(second.app_id("model-registry"), register(name="only-on-second"))
         first.execute(first.app_id("model-registry"), register())
     with Network.open(path) as net:
-        heights = {c.name: c.height for c in net.status().chains}
+        heights = {c.name: c.blocks for c in net.status().chains}
         assert heights == {"default": 1, "second": 1}
         second = net.chain("second")
         assert net.chain(second.id) is second and net.chain(second.id.hex()[:10]) is second

@@ -139,7 +139,7 @@ def test_no_quorum_says_how_to_make_validators_honest_again(
         "model", "publish", "m",
         "--weights", stories260k.weights, "--weights-url", "http://127.0.0.1:9/w",
         "--tokenizer", stories260k.tokenizer, "--tokenizer-url", "http://127.0.0.1:9/t",
-        "--dir", path,
+        "--no-check-urls", "--dir", path,
     )  # fmt: skip
     result.assert_user_error(4, "no quorum", f"edgechain net up --dir {path} --faulty ''")
     # ... and the advice works.

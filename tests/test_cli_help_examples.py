@@ -168,12 +168,14 @@ def test_run_and_generate_say_what_n_counts_on_their_first_help_line() -> None:
 
 
 def test_every_positional_argument_has_help() -> None:
-    for command, page in help_pages():
-        positional = page.split("positional arguments:")[1].split("\n\n")[0] if (
-            "positional arguments:" in page
-        ) else ""
-        for line in positional.splitlines():
-            words = line.split()
-            # "  ID   the story's number ..." : a name alone on its line has no help
-            if len(words) == 1 and not words[0].startswith("{"):
-                raise AssertionError(f"{command}: {words[0]} has no help")
+    def walk(parser: argparse.ArgumentParser, path: str) -> Iterator[tuple[str, argparse.Action]]:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from walk(sub, f"{path} {name}")
+            elif not action.option_strings:
+                yield path, action
+
+    missing = [f"{path}: {action.metavar or action.dest}" for path, action in
+               walk(build_parser(), "edgechain") if not action.help]  # fmt: skip
+    assert missing == []

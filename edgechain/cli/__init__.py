@@ -43,6 +43,7 @@ COMMANDS: list[str] = [
     "edgechain.cli.generate",
     "edgechain.cli.receipt",
     "edgechain.cli.story",
+    "edgechain.cli.app",
     "edgechain.cli.chain",
     "edgechain.cli.serve",
 ]

@@ -101,7 +101,7 @@ def add_subcommands(subparsers: Any) -> None:
         "edgechain model show stories260K --version 1",
         model_show,
     )
-    show.add_argument("name", metavar="NAME")
+    show.add_argument("name", metavar="NAME", help="the model's name, as `model list` prints it")
     show.add_argument(
         "--version", default=None, help="a version (default: the latest active version)"
     )
@@ -113,7 +113,7 @@ def add_subcommands(subparsers: Any) -> None:
         "edgechain model retire stories260K --version 1",
         model_retire,
     )
-    retire.add_argument("name", metavar="NAME")
+    retire.add_argument("name", metavar="NAME", help="the model's name")
     retire.add_argument("--version", required=True, help="the version to retire")
 
 

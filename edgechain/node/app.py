@@ -36,7 +36,13 @@ from edgechain.contract.registry import APPLICATION_NAME
 from edgechain.contract.story_book import APPLICATION_NAME as STORY_BOOK
 from edgechain.errors import EdgechainError, UsageError
 from edgechain.node.chain_schema import CHAIN_SCHEMA
-from edgechain.node.directory import ServedApplication, application_path, index, served_applications
+from edgechain.node.directory import (
+    SERVED_KINDS,
+    ServedApplication,
+    application_path,
+    index,
+    served_applications,
+)
 from edgechain.node.gate import ClientGate
 from edgechain.node.graphiql import graphiql_page, static_mount, wants_html
 from edgechain.node.graphql_transport import (
@@ -51,6 +57,7 @@ from edgechain.node.schema import REGISTRY_SCHEMA, registry_context
 from edgechain.node.story_schema import STORY_SCHEMA
 from edgechain.node.streaming import Generations, run_generation, sse_message
 from edgechain.node.typed_errors import error_payload
+from edgechain.node.user_apps import created_application, user_application_response
 
 if TYPE_CHECKING:
     from edgechain.client import Client
@@ -138,6 +145,9 @@ def build_app(gate: ClientGate, guard: RequestGuard | None = None) -> Starlette:
     chain_id, chain_name, applications = gate.call_blocking(
         lambda c: (c.chain.id.hex(), c.chain.name, served_applications(c, c.chain))
     )
+    # The built-in applications' schemas are the node's; created ones are looked up per
+    # request (they may be created while the node runs: edgechain/node/user_apps.py).
+    applications = [a for a in applications if a.kind in SERVED_KINDS]
     generations = Generations()
     context = registry_context(gate, generations)
 
@@ -175,7 +185,13 @@ def build_app(gate: ClientGate, guard: RequestGuard | None = None) -> Starlette:
 
     async def graphql(request: Request) -> Response:
         if (app := served_at(request.path_params)) is None:
-            return unknown_application(request)
+            params = request.path_params
+            created = await gate.call(
+                lambda c: created_application(c, params["chain_id"], params["application_id"])
+            )
+            if created is None:
+                return unknown_application(request)
+            return await user_application_response(request, gate, created, chain_id)
         schema, opening_query = _SCHEMAS[app.kind]
         if wants_html(request):
             header = application_header(app.kind, chain_id, app.application_id)

@@ -37,8 +37,10 @@ class ServedApplication:
         return self.kind == APPLICATION_NAME
 
 
-#: What the node serves on the registry chain, in the order it lists them.
+#: What the node serves on the registry chain, in the order it lists them (then the
+#: applications users created, each of kind USER_APPLICATION).
 SERVED_KINDS = (APPLICATION_NAME, STORY_BOOK)
+USER_APPLICATION = "application"
 
 
 def served_applications(client: Client, chain: Chain) -> list[ServedApplication]:
@@ -49,6 +51,10 @@ def served_applications(client: Client, chain: Chain) -> list[ServedApplication]
     for kind in SERVED_KINDS:
         app_id = chain.app_id(kind).hex()
         served.append(ServedApplication(kind, app_id, application_path(chain.id.hex(), app_id)))
+    for created in client.applications():  # applications users wrote (edgechain.sdk)
+        app_id = created.app_id.hex()
+        path = application_path(chain.id.hex(), app_id)
+        served.append(ServedApplication(USER_APPLICATION, app_id, path))
     return served
 
 

@@ -61,6 +61,12 @@ Fixtures (function-scoped, but for ``stories260k``: each test gets a fresh netwo
     ``verify_receipt(receipt) -> Verification``: replays a receipt (a
     :class:`~edgechain.service.receipt.Receipt`, or its file's path or JSON) against the
     network; raises ReceiptMismatch naming the field or the first diverging token.
+``edgechain_application``
+    ``edgechain_application(path, parameters=None, argument=None) -> ApplicationHandle``:
+    publishes the application project at ``path`` (edgechain.sdk) and creates it on the test's
+    network; the handle's ``call(operation)`` proposes ``{"Name": {fields}}`` and returns the
+    response, ``query(graphql, variables=None)`` returns the service's ``data`` (mutations'
+    operations proposed afterwards; GraphQL errors raise InvalidQuery).
 """
 
 from __future__ import annotations
@@ -309,3 +315,40 @@ def verify_receipt(edgechain_network: Client) -> Callable[[Any], Any]:
         return verify(receipt, edgechain_network)
 
     return check
+
+
+@dataclass(frozen=True)
+class ApplicationHandle:
+    """A created application on the test's network (the ``edgechain_application`` fixture)."""
+
+    client: Client
+    application_id: bytes
+    module_id: bytes
+
+    def call(self, operation: Any) -> Any:
+        """Propose ``operation`` (``{"Name": {fields}}``); its response."""
+        response, _ = self.client.call_application(self.application_id, operation)
+        return response
+
+    def query(self, graphql: str, variables: dict[str, Any] | None = None) -> Any:
+        """The service's ``data`` for a GraphQL request (InvalidQuery on errors)."""
+        from edgechain.errors import InvalidQuery
+
+        body = self.client.query_application(
+            self.application_id, {"query": graphql, "variables": variables}
+        )
+        if "errors" in body:
+            raise InvalidQuery("; ".join(error["message"] for error in body["errors"]))
+        return body["data"]
+
+
+@pytest.fixture
+def edgechain_application(edgechain_network: Client) -> Callable[..., ApplicationHandle]:
+    def create(
+        path: str | os.PathLike[str], parameters: Any = None, argument: Any = None
+    ) -> ApplicationHandle:
+        module = edgechain_network.publish_module(path).module_id
+        created = edgechain_network.create_application(module, parameters, argument)
+        return ApplicationHandle(edgechain_network, created.application_id, module)
+
+    return create

@@ -1,0 +1,253 @@
+"""``edgechain app``: applications you write with edgechain.sdk: new, publish, create, list,
+show, call, query (Linera's ``project new``, ``publish-module``, ``create-application``,
+``publish-and-create``; docs/sdk.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from edgechain.chain.modules import CreatedApplication, module_id
+from edgechain.cli.network_options import add_subcommand, open_client
+from edgechain.cli.render import certificate_line, print_json
+from edgechain.client import Client
+from edgechain.errors import InvalidQuery, UsageError
+from edgechain.sdk.project import new_project
+from edgechain.user_applications import file_list, module_files, parse_json
+
+NAME = "app"
+HELP = "applications you write (edgechain.sdk): new, publish, create, list, show, call, query"
+EXAMPLES = (
+    "  edgechain app new counter\n"
+    "  edgechain app create counter --argument 1\n"
+    "  edgechain app call counter '{\"Increment\": {\"value\": 2}}'\n"
+    "  edgechain app query counter '{ value steps }'\n"
+    "  edgechain app list"
+)
+
+
+def add_subcommands(subparsers: Any) -> None:
+    """Register ``app new|publish|create|list|show|call|query``."""
+    new = add_subcommand(
+        subparsers,
+        "new",
+        "write a new application project (ABI, state, contract, service and a test)",
+        "edgechain app new tally",
+        app_new,
+    )
+    new.add_argument("name", metavar="NAME", help="the project's name (a Python identifier)")
+    new.add_argument(
+        "--path", metavar="DIR", default=".", help="where to write it (default: here)"
+    )
+
+    publish = add_subcommand(
+        subparsers,
+        "publish",
+        "check a project loads as validators will load it, then publish it as a module",
+        "edgechain app new board && edgechain app publish board",
+        app_publish,
+    )
+    publish.add_argument("path", metavar="PATH", help="the project's package directory")
+
+    create = add_subcommand(
+        subparsers,
+        "create",
+        "create an application from a module id, or from a project (published first if needed)",
+        "edgechain app new meter && edgechain app create meter --parameters "
+        "'{\"max_step\": 5}' --argument 0",
+        app_create,
+    )
+    create.add_argument(
+        "module", metavar="MODULE_OR_PATH", help="a module id (hex) or a project directory"
+    )
+    create.add_argument(
+        "--parameters", metavar="JSON", default=None, help="the application's parameters"
+    )
+    create.add_argument(
+        "--argument", metavar="JSON", default=None, help="the instantiation argument"
+    )
+
+    add_subcommand(
+        subparsers, "list", "list the applications created on the chain",
+        "edgechain app list --json", app_list,
+    )  # fmt: skip
+
+    show = add_subcommand(
+        subparsers,
+        "show",
+        "show an application: its module, parameters and files",
+        "edgechain app new gauge && edgechain app create gauge --argument 0 && "
+        "edgechain app show gauge",
+        app_show,
+    )
+    _add_app_argument(show)
+
+    call = add_subcommand(
+        subparsers,
+        "call",
+        "propose an operation to an application; prints its response",
+        "edgechain app new clicks && edgechain app create clicks --argument 0 && "
+        "edgechain app call clicks '{\"Increment\": {\"value\": 1}}'",
+        app_call,
+    )
+    _add_app_argument(call)
+    call.add_argument("operation", metavar="JSON", help='the operation: {"Name": {fields}}')
+
+    query = add_subcommand(
+        subparsers,
+        "query",
+        "send a GraphQL request to an application's service (mutations schedule operations)",
+        "edgechain app new score && edgechain app create score --argument 3 && "
+        "edgechain app query score '{ value }'",
+        app_query,
+    )
+    _add_app_argument(query)
+    query.add_argument("graphql", metavar="GRAPHQL", help="the GraphQL query or mutation")
+    query.add_argument("--variables", metavar="JSON", default=None, help="its variables")
+
+
+def _add_app_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "app",
+        metavar="APP",
+        help="an application id, a unique prefix of one, or a project directory (its module's "
+        "latest application)",
+    )
+
+
+def _resolve(client: Client, text: str) -> CreatedApplication:
+    """APP: a project directory names the latest application of its module."""
+    if Path(text).is_dir():
+        module = module_id(file_list(module_files(text)))
+        created = [a for a in client.applications() if a.module == module]
+        if not created:
+            raise UsageError(
+                f"no application of the project {text} yet: `edgechain app create {text}`"
+            )
+        return created[-1]
+    return client.application(text)
+
+
+def app_new(args: argparse.Namespace) -> int:
+    root = new_project(args.name, args.path)
+    if args.json:
+        print_json({"path": str(root)})
+        return 0
+    print(f"wrote {root}/ (__init__.py: the ABI; state.py, contract.py, service.py; tests/)")
+    print(f"next: edgechain app create {root} --argument 0   (or: pytest {root}/tests)")
+    return 0
+
+
+def app_publish(args: argparse.Namespace) -> int:
+    with open_client(args) as client:
+        published = client.publish_module(args.path)
+    if args.json:
+        print_json(
+            {
+                "module_id": published.module_id.hex(),
+                "files": [path for path, _, _ in published.files],
+                "blocks": published.blocks,
+                "unchanged": published.unchanged,
+            }
+        )
+        return 0
+    state = (
+        "already published" if published.unchanged else f"published in {published.blocks} blocks"
+    )
+    print(f"module {published.module_id.hex()} ({state})")
+    for path, blob, size in published.files:
+        print(f"  {path:<24} blob {blob.hex()[:16]}  {size:,} bytes")
+    return 0
+
+
+def app_create(args: argparse.Namespace) -> int:
+    parameters = parse_json(args.parameters, "--parameters")
+    argument = parse_json(args.argument, "--argument")
+    with open_client(args) as client:
+        module: bytes | str = args.module
+        if Path(args.module).is_dir():
+            module = client.publish_module(args.module).module_id
+        created = client.create_application(module, parameters, argument)
+        committee = client.network.committee
+        line = certificate_line(created.certificate, committee.quorum, len(committee.members))
+    if args.json:
+        print_json(
+            {
+                "application_id": created.application_id.hex(),
+                "module_id": created.module_id.hex(),
+                "certificate": created.certificate.to_json(),
+            }
+        )
+        return 0
+    print(f"application {created.application_id.hex()}")
+    print(f"  module       {created.module_id.hex()}")
+    print(f"  certificate  {line}")
+    return 0
+
+
+def _app_json(app: CreatedApplication) -> dict[str, Any]:
+    return {
+        "application_id": app.app_id.hex(),
+        "module_id": app.module.hex(),
+        "parameters": app.parameters,
+        "created_height": app.height,
+    }
+
+
+def app_list(args: argparse.Namespace) -> int:
+    with open_client(args) as client:
+        apps = client.applications()
+    if args.json:
+        print_json([_app_json(a) for a in apps])
+        return 0
+    if not apps:
+        print("no applications created yet (`edgechain app new NAME`, then `app create NAME`)")
+        return 0
+    for app in apps:
+        print(f"{app.app_id.hex()}  module {app.module.hex()[:16]}  created at {app.height}")
+    return 0
+
+
+def app_show(args: argparse.Namespace) -> int:
+    with open_client(args) as client:
+        app = _resolve(client, args.app)
+        files = client.chain.application("applications").module_files(app.module) or []
+    if args.json:
+        print_json({**_app_json(app), "files": [path for path, _, _ in files]})
+        return 0
+    print(f"application {app.app_id.hex()}")
+    print(f"  module       {app.module.hex()}")
+    print(f"  created at   height {app.height}")
+    print(f"  parameters   {json.dumps(app.parameters)}")
+    for path, blob, size in files:
+        print(f"  file         {path:<20} blob {blob.hex()[:16]}  {size:,} bytes")
+    return 0
+
+
+def app_call(args: argparse.Namespace) -> int:
+    operation = parse_json(args.operation, "the operation")
+    with open_client(args) as client:
+        app = _resolve(client, args.app)
+        response, certificate = client.call_application(app.app_id, operation)
+        committee = client.network.committee
+        line = certificate_line(certificate, committee.quorum, len(committee.members))
+    if args.json:
+        print_json({"response": response, "certificate": certificate.to_json()})
+        return 0
+    print(json.dumps(response))
+    print(f"  certificate  {line}")
+    return 0
+
+
+def app_query(args: argparse.Namespace) -> int:
+    variables = parse_json(args.variables, "--variables")
+    with open_client(args) as client:
+        app = _resolve(client, args.app)
+        request = {"query": args.graphql, "variables": variables}
+        body = client.query_application(app.app_id, request)
+    if "errors" in body:
+        raise InvalidQuery("; ".join(error["message"] for error in body["errors"]))
+    print(json.dumps(body, indent=None if args.json else 2))
+    return 0

@@ -1,0 +1,173 @@
+"""The runtime: an application's only door to the outside (Linera's ``ContractRuntime`` and
+``ServiceRuntime``).
+
+A contract sees the block that executes it (chain, height, the block's timestamp, who signed)
+and its creation parameters, and may call another application of the same chain in the same
+block and read the model registry's certified entries. Nothing else: no clock, no randomness,
+no I/O (docs/sdk.md). A service reads certified state and may do what a query may: fetch a URL
+under the allow-list, list certified models, run ``generate``, and schedule operations for the
+next block (what a GraphQL mutation does).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from edgechain.chain.application import ContractState, OperationContext, call_application
+from edgechain.chain.application import application_id as builtin_application_id
+from edgechain.contract.registry import APPLICATION_NAME as REGISTRY
+from edgechain.contract.registry import KEY_PREFIX as MODEL_PREFIX
+from edgechain.contract.registry import ModelEntry
+from edgechain.sdk.abi import Abi, decode, encode
+
+__all__ = ["CertifiedModelInfo", "ContractRuntime", "ServiceHost", "ServiceRuntime"]
+
+
+@dataclass(frozen=True)
+class CertifiedModelInfo:
+    """A model version as the registry's certified state holds it."""
+
+    name: str
+    version: str
+    weights_blake3: str
+    tokenizer_blake3: str
+    retired: bool
+
+
+def _models(state: Any) -> list[CertifiedModelInfo]:
+    found = []
+    for key in state.keys(MODEL_PREFIX):
+        entry = ModelEntry.from_value(state.get(key))
+        found.append(
+            CertifiedModelInfo(
+                entry.name, entry.version, entry.weights.blake3, entry.tokenizer.blake3,
+                entry.retired,
+            )
+        )  # fmt: skip
+    return found
+
+
+class ContractRuntime:
+    """What a contract may know and do while its block executes."""
+
+    def __init__(self, ctx: OperationContext, state: ContractState, abi: Abi) -> None:
+        self._ctx = ctx
+        self._state = state
+        self._abi = abi
+
+    @property
+    def chain_id(self) -> str:
+        return self._ctx.chain_id.hex()
+
+    @property
+    def block_height(self) -> int:
+        return self._ctx.height
+
+    @property
+    def system_time_us(self) -> int:
+        """The block's timestamp (microseconds): the one clock every validator agrees on."""
+        return self._ctx.timestamp_us
+
+    @property
+    def authenticated_signer(self) -> str:
+        """Who signed the block (hex public key)."""
+        return self._ctx.signer.hex()
+
+    @property
+    def chain_owner(self) -> str:
+        return self._ctx.chain_owner.hex()
+
+    @property
+    def application_id(self) -> str:
+        return self._ctx.app_id.hex()
+
+    @property
+    def application_parameters(self) -> Any:
+        return decode(self._abi.parameters, self._ctx.parameters, "parameters")
+
+    def call_application(self, application: str | bytes, operation: Any) -> Any:
+        """Execute ``operation`` (its dataclass) on another application of this chain, in this
+        block, signed as this block is (Linera's ``call_application``); its response."""
+        target = application if isinstance(application, bytes) else bytes.fromhex(application)
+        return call_application(
+            self._ctx, self._state, target, type(operation).__name__, encode(operation)
+        )
+
+    def certified_models(self) -> list[CertifiedModelInfo]:
+        """The model registry's entries as this block sees them."""
+        registry = builtin_application_id(self._ctx.chain_id, REGISTRY)
+        return _models(self._state.view_of(registry))
+
+    def certified_model(self, name: str, version: str) -> CertifiedModelInfo | None:
+        return next(
+            (m for m in self.certified_models() if (m.name, m.version) == (name, version)), None
+        )
+
+
+class ServiceHost(Protocol):
+    """What the client gives a service: the registry's certified models, generation, fetches."""
+
+    def models(self) -> list[Any]: ...
+
+    def generate_text(self, model: str, prompt: str, **parameters: Any) -> Any: ...
+
+    def fetch(self, url: str, expected_blake3: str) -> bytes: ...
+
+
+class ServiceRuntime:
+    """What a service may know and do while it answers a query (read-only)."""
+
+    def __init__(
+        self,
+        chain_id: bytes,
+        app_id: bytes,
+        parameters: Any,
+        abi: Abi,
+        host: ServiceHost | None,
+        registry_state: Any,
+    ) -> None:
+        self._chain_id = chain_id
+        self._app_id = app_id
+        self._parameters = parameters
+        self._abi = abi
+        self._host = host
+        self._registry_state = registry_state
+        #: Operations a mutation scheduled: the client proposes them in one block afterwards.
+        self.scheduled: list[Any] = []
+
+    @property
+    def chain_id(self) -> str:
+        return self._chain_id.hex()
+
+    @property
+    def application_id(self) -> str:
+        return self._app_id.hex()
+
+    @property
+    def application_parameters(self) -> Any:
+        return decode(self._abi.parameters, self._parameters, "parameters")
+
+    def schedule_operation(self, operation: Any) -> None:
+        """Have ``operation`` (one of the ABI's) executed in a block after this query."""
+        self._abi.operation_type(type(operation).__name__)
+        self.scheduled.append(operation)
+
+    def certified_models(self) -> list[CertifiedModelInfo]:
+        return _models(self._registry_state)
+
+    def generate(self, model: str, prompt: str, **parameters: Any) -> Any:
+        """Run the model registry's ``generate`` (certified model, verified weights, derived
+        seed unless given): the final GenerationRecord (``.text``, ``.prompt``, ``.seed``)."""
+        return self._need_host().generate_text(model, prompt, **parameters)
+
+    def fetch_url(self, url: str, expected_blake3: str) -> bytes:
+        """Bytes of ``url`` under the allow-list, only if their BLAKE3 is ``expected_blake3``."""
+        return self._need_host().fetch(url, expected_blake3)
+
+    def _need_host(self) -> ServiceHost:
+        if self._host is None:
+            from edgechain.errors import UsageError
+
+            raise UsageError("this service runs without a host: generate and fetch_url need one")
+        return self._host
