@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The Rust half of the README's test command (scripts/test.sh): the engine crate's own tests
-# (rust_guest/tests, the run.c golden test among them) and its lints, warnings as errors.
+# (rust_guest/tests, the run.c golden test among them), its lints, warnings as errors, and the
+# native engine's instruction budget (scripts/instruction_budget.sh, valgrind's callgrind).
 #
 # Tests: rustup's cargo, as scripts/build_native.sh builds. Lints: Debian's rust-web-clippy
 # (the clippy of the rustc-web toolchain scripts/build_guest.sh installs; rustup here has no
@@ -34,4 +35,5 @@ clippy() {
 }
 clippy --all-targets
 clippy --all-targets --features python
+bash "$ROOT/scripts/instruction_budget.sh"
 log "passed"

@@ -257,6 +257,17 @@ def _ratios(results: list[dict[str, object]]) -> list[str]:
             if (engine, "f32") in by and (engine, "int8") in by:
                 ratio = by[(engine, "int8")] / by[(engine, "f32")]
                 lines.append(f"{shape}: {engine} int8 decodes at {ratio:.2f}x its f32")
+        for kind in ("f32", "int8"):
+            one = by.get(("native-t1", kind))
+            for (engine, k), rate in sorted(by.items()):
+                if not one or k != kind or engine == "native-t1":
+                    continue
+                if engine.startswith("native-t") or engine == "native":
+                    threads = engine.removeprefix("native-t") if engine != "native" else "default"
+                    lines.append(
+                        f"{shape}: native {kind} with {threads} threads decodes at "
+                        f"{rate / one:.2f}x one thread"
+                    )
         for top, bottom, text in _REFERENCE_RATIOS:
             if top in by and bottom in by:
                 lines.append(f"{shape}: " + text.format(by[top] / by[bottom]))

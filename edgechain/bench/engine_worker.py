@@ -2,9 +2,10 @@
 
     python -m edgechain.bench.engine_worker ENGINE CHECKPOINT TOKENIZER STEPS SEED PROMPT [TEMP]
 
-ENGINE is wasm, native or wasm-noepoch (the guest without epoch interruption: what the deadline
-checks cost); TEMP is the sampling temperature (default 1.0, top-p 0.9; 0 is greedy). Prints
-one JSON object on stdout: engine_init_s, load_s, first_token_s, decode_tok_s,
+ENGINE is wasm, native, native-tN (the native engine with N threads; plain native uses
+$EDGECHAIN_THREADS, else the cores) or wasm-noepoch (the guest without epoch interruption: what
+the deadline checks cost); TEMP is the sampling temperature (default 1.0, top-p 0.9; 0 is
+greedy). Prints one JSON object on stdout: engine_init_s, load_s, first_token_s, decode_tok_s,
 decode_cpu_tok_s (per second of this process's CPU time: steadier on a shared machine),
 generated_tokens, prompt_tokens, peak_rss_mb, module_source (wasm only).
 """
@@ -12,6 +13,7 @@ generated_tokens, prompt_tokens, peak_rss_mb, module_source (wasm only).
 from __future__ import annotations
 
 import json
+import re
 import resource
 import sys
 import time
@@ -35,6 +37,18 @@ ENGINE_OPTIONS: dict[str, tuple[str, dict[str, object]]] = {
     "native": ("native", {}),
     "wasm-noepoch": ("wasm", {"epoch_interruption": False}),
 }
+#: ``native-tN``: the native engine with N threads.
+_NATIVE_THREADS = re.compile(r"native-t([1-9][0-9]{0,2})")
+
+
+def engine_options(label: str) -> tuple[str, dict[str, object]] | None:
+    """The open_engine kind and options an engine label stands for, or None if unknown."""
+    if label in ENGINE_OPTIONS:
+        return ENGINE_OPTIONS[label]
+    match = _NATIVE_THREADS.fullmatch(label)
+    if match:
+        return "native", {"threads": int(match.group(1))}
+    return None
 
 
 def measure(
@@ -47,9 +61,13 @@ def measure(
     temperature: float = 1.0,
 ) -> dict[str, object]:
     """Time engine start, model load, the first token and the decode rate."""
+    from edgechain.errors import InvalidParameter
     from edgechain.service.engine import GenerationParams, open_engine
 
-    kind, options = ENGINE_OPTIONS[engine_kind]
+    known = engine_options(engine_kind)
+    if known is None:
+        raise InvalidParameter(f"unknown engine {engine_kind!r}")
+    kind, options = known
     t0 = time.perf_counter()
     engine = open_engine(kind, **options)
     t1 = time.perf_counter()
@@ -77,6 +95,8 @@ def measure(
         "stop_reason": generation.stop_reason.name if generation.stop_reason else None,
         "peak_rss_mb": peak_rss_mb(),
     }
+    if kind == "native":
+        result["threads"] = getattr(model, "threads", None)
     if kind == "wasm":
         result["module_source"] = getattr(engine, "module_source", None)
     model.close()

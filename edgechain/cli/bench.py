@@ -25,8 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--engines",
         default="wasm,native",
-        help="comma-separated wasm, native, wasm-noepoch (the guest without epoch interruption, "
-        "to measure its cost) (default %(default)s)",
+        help="comma-separated wasm, native, native-tN (N threads; native alone: "
+        "$EDGECHAIN_THREADS, else the cores), wasm-noepoch (the guest without epoch "
+        "interruption, to measure its cost) (default %(default)s)",
     )
     parser.add_argument(
         "--steps",
@@ -93,10 +94,16 @@ def _split(value: str, allowed: tuple[str, ...] | None, what: str) -> list[str]:
 def execute(args: argparse.Namespace) -> int:
     """Check the options, measure, print."""
     from edgechain.bench.engine import default_model_dir, format_table, run_engine_benchmark
+    from edgechain.bench.engine_worker import engine_options
     from edgechain.testing.synth import SHAPES
 
     shapes = _split(args.shapes, tuple(SHAPES), "shapes")
-    engines = _split(args.engines, ("wasm", "native", "wasm-noepoch"), "engines")
+    engines = _split(args.engines, None, "engines")
+    for engine in engines:
+        if engine_options(engine) is None:
+            raise InvalidParameter(
+                f"unknown engine {engine!r}: choose from wasm, native, native-tN, wasm-noepoch"
+            )
     weights = _split(args.weights, ("f32", "int8"), "weights")
     text_to_utf8(args.prompt, "--prompt")  # InvalidText now, not once per measured row
     if not args.temperature >= 0.0 or args.temperature == float("inf"):

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from edgechain.errors import InputError, InvalidText
+from edgechain.errors import InputError, InvalidParameter, InvalidText
 from edgechain.files import read_regular
 
 
@@ -49,3 +50,26 @@ def ensure_directory(path: Path, flag: str, *, create: bool = True) -> Path:
     except OSError as err:
         raise InputError(f"cannot create {flag} {path}: {err.strerror or err}") from None
     return path
+
+
+def add_threads_option(parser: argparse.ArgumentParser) -> None:
+    """``--threads N``: the native engine's threads."""
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="threads splitting the native engine's matrix products (default "
+        "$EDGECHAIN_THREADS, else the cores; the text is the same for any N)",
+    )
+
+
+def engine_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``open_engine``'s options from ``--engine`` and ``--threads`` (InvalidParameter for
+    ``--threads`` with the wasm guest, which runs one thread)."""
+    threads = getattr(args, "threads", None)
+    if threads is None:
+        return {}
+    if args.engine != "native":
+        raise InvalidParameter("--threads applies to the native engine (--engine native)")
+    return {"threads": threads}

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from edgechain.chain.network import Network
+from edgechain.cli.common import add_threads_option, engine_options
 from edgechain.client import NETWORK_DIR_ENV, Client, default_network_dir
 from edgechain.service.engine import ENGINE_KINDS
 from edgechain.service.fetch import FetchPolicy
@@ -86,8 +87,9 @@ def add_json_option(
 def add_engine_option(
     parser: argparse.ArgumentParser, help: str = "backend (default wasm)"  # noqa: A002
 ) -> None:
-    """``--engine wasm|native`` (default wasm)."""
+    """``--engine wasm|native`` (default wasm) and ``--threads N`` (native only)."""
     parser.add_argument("--engine", choices=ENGINE_KINDS, default="wasm", help=help)
+    add_threads_option(parser)
 
 
 def add_allow_host_option(
@@ -128,7 +130,7 @@ def open_engine_client(args: argparse.Namespace, faulty: str | None = None) -> C
 
     network = Network.open(network_dir(args), faulty=faulty, lazy=True)
     try:
-        engine = open_engine(args.engine)
+        engine = open_engine(args.engine, **engine_options(args))
     except BaseException:
         network.close()
         raise

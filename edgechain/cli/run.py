@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterable
 from typing import BinaryIO
 
-from edgechain.cli.common import read_text_file
+from edgechain.cli.common import add_threads_option, engine_options, read_text_file
 from edgechain.errors import InvalidParameter, InvalidText, PromptTooLong
 from edgechain.files import PROMPT_FILE_MAX_BYTES
 from edgechain.service.engine import ENGINE_KINDS
@@ -63,6 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--engine", choices=ENGINE_KINDS, default="wasm", help="backend (default wasm)"
     )
+    add_threads_option(parser)
     parser.add_argument(
         "--repeat-penalty", type=float, default=1.0, help=">= 1.0; 1 = off (default)"
     )
@@ -105,7 +106,7 @@ def execute(args: argparse.Namespace) -> int:
     for what, text in (("prompt", prompt), ("system prompt", args.system_prompt)):
         if text is not None:
             text_to_utf8(text, what)
-    engine = open_engine(args.engine)
+    engine = open_engine(args.engine, **engine_options(args))
     # Read by the engine straight into its weights: the process never holds the file's bytes.
     with engine.load_files(args.checkpoint, args.tokenizer) as model:
         print(f"seed: {seed}", file=sys.stderr)

@@ -13,6 +13,7 @@ from edgechain.cli.network_options import (
     add_allow_host_option,
     add_dir_option,
     add_engine_option,
+    engine_options,
     fetch_policy,
     open_client,
 )
@@ -49,7 +50,8 @@ def execute(args: argparse.Namespace) -> int:
     bind_listening_socket(args.host, args.port).close()
     # The wasm engine is opened on the first generate query, so a node without the guest still
     # serves the registry; an explicitly chosen native engine must exist now.
-    engine = open_engine("native") if args.engine == "native" else None
+    options = engine_options(args)
+    engine = open_engine("native", **options) if args.engine == "native" else None
     client = open_client(args, engine=engine, fetch_policy=fetch_policy(args))
     serve(client, args.host, args.port, access_log=not args.quiet)
     return 0

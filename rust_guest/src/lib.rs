@@ -7,6 +7,7 @@ pub mod error;
 pub mod generation;
 pub mod loaded_model;
 pub mod matvec;
+pub mod parallel;
 pub mod q8;
 pub mod sampler;
 pub mod tokenizer;

@@ -7,6 +7,7 @@ use candle_core::Device;
 
 use crate::checkpoint::{load_weights, load_weights_from_file, CheckpointConfig};
 use crate::error::{EngineError, Result};
+use crate::parallel::Threads;
 use crate::tokenizer::Tokenizer;
 use crate::transformer::{BatchItem, KvCache, Scratch, Transformer};
 use crate::weights::TransformerWeights;
@@ -64,6 +65,18 @@ impl LoadedModel {
             config,
             tokenizer,
         })
+    }
+
+    /// The same model, its matrix products split across `threads` (identical outputs for any
+    /// count; one thread unless asked).
+    pub fn with_threads(mut self, threads: Threads) -> Self {
+        self.transformer.set_threads(threads);
+        self
+    }
+
+    /// The threads the products use.
+    pub fn threads(&self) -> &Threads {
+        self.transformer.threads()
     }
 
     pub fn config(&self) -> &CheckpointConfig {

@@ -11,6 +11,7 @@ use pyo3::types::{PyBytes, PyDict};
 use crate::error::EngineError as RustEngineError;
 use crate::generation::{step_batch, GenerationParams, Session as RustSession};
 use crate::loaded_model::LoadedModel;
+use crate::parallel::Threads;
 use crate::transformer::Scratch;
 use crate::verification::Verifier as RustVerifier;
 
@@ -35,33 +36,45 @@ struct Model {
 
 #[pymethods]
 impl Model {
+    /// `threads`: how many threads split the matrix products (None: the cores); the outputs
+    /// are the same bits for any count.
     #[new]
-    fn new(py: Python<'_>, checkpoint: &[u8], tokenizer: &[u8]) -> PyResult<Self> {
+    #[pyo3(signature = (checkpoint, tokenizer, threads = None))]
+    fn new(
+        py: Python<'_>,
+        checkpoint: &[u8],
+        tokenizer: &[u8],
+        threads: Option<usize>,
+    ) -> PyResult<Self> {
+        let threads = threads_or_cores(threads)?;
         // `&[u8]` borrows an immutable `bytes` object (no copy): safe to read without the GIL.
         let model = py
             .allow_threads(|| LoadedModel::load(checkpoint, tokenizer))
             .map_err(to_py)?;
-        Ok(Self {
-            inner: Arc::new(model),
-            scratch: Mutex::default(),
-        })
+        Ok(Self::wrap(model.with_threads(threads)))
     }
 
     /// Reads a checkpoint file straight into the weights (no copy of the file in memory) and a
-    /// tokenizer.bin file.
+    /// tokenizer.bin file; `threads` as for the constructor.
     #[staticmethod]
+    #[pyo3(signature = (checkpoint, tokenizer, threads = None))]
     fn from_files(
         py: Python<'_>,
         checkpoint: std::path::PathBuf,
         tokenizer: std::path::PathBuf,
+        threads: Option<usize>,
     ) -> PyResult<Self> {
+        let threads = threads_or_cores(threads)?;
         let model = py
             .allow_threads(|| LoadedModel::from_files(&checkpoint, &tokenizer))
             .map_err(to_py)?;
-        Ok(Self {
-            inner: Arc::new(model),
-            scratch: Mutex::default(),
-        })
+        Ok(Self::wrap(model.with_threads(threads)))
+    }
+
+    /// How many threads split the matrix products.
+    #[getter]
+    fn threads(&self) -> usize {
+        self.inner.threads().count()
     }
 
     /// The model's config (the checkpoint header's fields, as `CheckpointConfig` declares
@@ -204,6 +217,22 @@ impl Verifier {
             )
         }))
     }
+}
+
+impl Model {
+    fn wrap(model: LoadedModel) -> Self {
+        Self {
+            inner: Arc::new(model),
+            scratch: Mutex::default(),
+        }
+    }
+}
+
+/// `count` threads, or as many as the cores when None (InvalidArgument for 0 or too many).
+fn threads_or_cores(count: Option<usize>) -> PyResult<Threads> {
+    count
+        .map_or_else(Threads::available, Threads::new)
+        .map_err(to_py)
 }
 
 /// One session's outcome in `Model.step_batch`.

@@ -19,9 +19,10 @@ use candle_core::Tensor;
 use crate::checkpoint::CheckpointConfig;
 use crate::error::{EngineError, Result};
 use crate::matvec::{dot, matmul};
+use crate::parallel::Threads;
 use crate::q8::{matmul_q8, quantize_activations};
 use crate::sampler::softmax;
-use crate::weights::{with_f32, with_i8, Matrix, TransformerWeights};
+use crate::weights::{with_f32, with_i8, LayerMatrix, Matrix, TransformerWeights};
 
 /// run.c's rmsnorm epsilon.
 const NORM_EPS: f32 = 1e-5;
@@ -33,6 +34,8 @@ pub struct Transformer {
     /// RoPE tables, `seq_len x head_size/2`, row-major.
     cos: Vec<f32>,
     sin: Vec<f32>,
+    /// The threads the matrix products' rows are split across (`parallel`).
+    threads: Threads,
 }
 
 /// One session's KV cache (run.c's `RunState` keys and values): per layer `seq_len x kv_dim`.
@@ -143,8 +146,10 @@ fn prepare(group_size: Option<usize>, x: &[f32], xq: &mut Vec<i16>, xs: &mut Vec
 }
 
 /// `out[b] = W x[b]` for `batch` rows; for an int8 `W`, `x` as [`prepare`] quantized it into
-/// `xq`/`xs`.
+/// `xq`/`xs`. The rows of `W` are split across `threads` (each output is the same kernel's
+/// for that row, whichever thread computes it).
 fn linear(
+    threads: &Threads,
     out: &mut [f32],
     w: &Matrix,
     x: &[f32],
@@ -152,10 +157,24 @@ fn linear(
     xs: &[f32],
     batch: usize,
 ) -> Result<()> {
+    let n = x.len() / batch.max(1);
     match w {
-        Matrix::F32(w) => with_f32(w, |w| matmul(out, w, x, batch)),
+        Matrix::F32(w) => with_f32(w, |w| {
+            threads.split_rows(out, batch, n, |r0, rows, o| {
+                matmul(o, &w[r0 * n..(r0 + rows) * n], x, batch)
+            })
+        }),
         Matrix::Q8 { values, scales } => with_i8(values, |q| {
-            with_f32(scales, |s| matmul_q8(out, q, s, xq, xs, batch))
+            with_f32(scales, |s| {
+                let groups = xs.len() / batch.max(1);
+                threads.split_rows(out, batch, n, |r0, rows, o| {
+                    let (w, s) = (
+                        &q[r0 * n..(r0 + rows) * n],
+                        &s[r0 * groups..(r0 + rows) * groups],
+                    );
+                    matmul_q8(o, w, s, xq, xs, batch)
+                })
+            })
         })?,
     }
 }
@@ -184,7 +203,29 @@ impl Transformer {
             cos,
             sin,
             cfg,
+            threads: Threads::one(),
         })
+    }
+
+    /// Splits the matrix products' rows across `threads` from now on (same outputs, bit for
+    /// bit, for any count).
+    pub fn set_threads(&mut self, threads: Threads) {
+        self.threads = threads;
+    }
+
+    pub fn threads(&self) -> &Threads {
+        &self.threads
+    }
+
+    /// Weights of the largest matrix product of a forward pass (rows x columns).
+    fn largest_product(&self) -> usize {
+        let c = &self.cfg;
+        let layer = LayerMatrix::ALL
+            .iter()
+            .map(|m| m.shape(c).iter().product::<usize>())
+            .max()
+            .unwrap_or(0);
+        layer.max(c.vocab_size * c.dim)
     }
 
     /// A fresh KV cache for one session (`n_layers x 2 x seq_len x kv_dim` floats).
@@ -246,7 +287,22 @@ impl Transformer {
         items: &[BatchItem],
         s: &'s mut Scratch,
     ) -> Result<&'s mut [f32]> {
+        // On the pool only when some product is split: a model too small for that (stories260K)
+        // pays nothing for threads.
+        let parallel = self.threads.splits(self.largest_product());
+        self.threads
+            .run(parallel, || self.forward_layers(caches, items, s))
+    }
+
+    /// [`Self::forward_batch`]'s pass, on the thread it runs on.
+    fn forward_layers<'s>(
+        &self,
+        caches: &mut [&mut KvCache],
+        items: &[BatchItem],
+        s: &'s mut Scratch,
+    ) -> Result<&'s mut [f32]> {
         let c = &self.cfg;
+        let threads = &self.threads;
         let (dim, hidden, hd) = (c.dim, c.hidden_dim, c.head_size());
         let kv_dim = c.kv_dim();
         let n_rep = c.n_heads / c.n_kv_heads;
@@ -301,9 +357,9 @@ impl Transformer {
                 rmsnorm(o, x, &layer.rms_att)?;
             }
             prepare(gs, xb, xq, xs);
-            linear(q, &layer.wq, xb, xq, xs, b)?;
-            linear(k, &layer.wk, xb, xq, xs, b)?;
-            linear(v, &layer.wv, xb, xq, xs, b)?;
+            linear(threads, q, &layer.wq, xb, xq, xs, b)?;
+            linear(threads, k, &layer.wk, xb, xq, xs, b)?;
+            linear(threads, v, &layer.wv, xb, xq, xs, b)?;
             // Every item's key and value go into its cache before any attention reads.
             let layer_off = l * c.seq_len * kv_dim;
             for (i, item) in items.iter().enumerate() {
@@ -336,7 +392,7 @@ impl Transformer {
                 );
             }
             prepare(gs, xb, xq, xs);
-            linear(xb2, &layer.wo, xb, xq, xs, b)?;
+            linear(threads, xb2, &layer.wo, xb, xq, xs, b)?;
             for (x, d) in x.iter_mut().zip(xb2.iter()) {
                 *x += d;
             }
@@ -345,14 +401,14 @@ impl Transformer {
                 rmsnorm(o, x, &layer.rms_ffn)?;
             }
             prepare(gs, xb, xq, xs);
-            linear(hb, &layer.w1, xb, xq, xs, b)?;
-            linear(hb2, &layer.w3, xb, xq, xs, b)?;
+            linear(threads, hb, &layer.w1, xb, xq, xs, b)?;
+            linear(threads, hb2, &layer.w3, xb, xq, xs, b)?;
             for (g, u) in hb.iter_mut().zip(hb2.iter()) {
                 // SiLU(gate) * up, as run.c; libm's expf gives the same bits on every target.
                 *g = *g * (1.0 / (1.0 + libm::expf(-*g))) * u;
             }
             prepare(gs, hb, xq, xs);
-            linear(xb2, &layer.w2, hb, xq, xs, b)?;
+            linear(threads, xb2, &layer.w2, hb, xq, xs, b)?;
             for (x, d) in x.iter_mut().zip(xb2.iter()) {
                 *x += d;
             }
@@ -369,7 +425,15 @@ impl Transformer {
         prepare(gs, xb, xq, xs);
         let logits = &mut s.logits[..wanted * c.vocab_size];
         if wanted > 0 {
-            linear(logits, &self.weights.classifier, xb, xq, xs, wanted)?;
+            linear(
+                threads,
+                logits,
+                &self.weights.classifier,
+                xb,
+                xq,
+                xs,
+                wanted,
+            )?;
         }
         Ok(logits)
     }
@@ -429,6 +493,127 @@ fn attention(
         for (a, v) in att.iter().zip(values.chunks_exact(kv_dim)) {
             for (o, v) in out.iter_mut().zip(&v[kv..kv + hd]) {
                 *o += a * v;
+            }
+        }
+    }
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use candle_core::{Device, Tensor};
+
+    use super::*;
+    use crate::checkpoint::load_weights;
+    use crate::q8::quantize_weights;
+    use crate::weights::LayerWeights;
+
+    fn read(name: &str) -> Vec<u8> {
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../shared/models/stories260K/"
+        );
+        std::fs::read(format!("{dir}{name}")).expect("stories260K is in ../shared/models")
+    }
+
+    /// An f32 matrix as Q8_0 (export.py's quantization) in groups of `gs`.
+    fn to_q8(m: &Matrix, gs: usize) -> Matrix {
+        let Matrix::F32(t) = m else {
+            panic!("already int8")
+        };
+        let w: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+        let (mut q, mut s) = (vec![0i8; w.len()], vec![0f32; w.len() / gs]);
+        quantize_weights(&mut q, &mut s, &w, gs);
+        let values: Vec<u8> = q.iter().map(|&v| v as u8).collect();
+        Matrix::Q8 {
+            values: Tensor::from_vec(values, t.dims(), &Device::Cpu).unwrap(),
+            scales: Tensor::from_vec(s, w.len() / gs, &Device::Cpu).unwrap(),
+        }
+    }
+
+    /// stories260K in f32 and quantized in groups of 4.
+    fn models() -> Vec<(&'static str, CheckpointConfig, TransformerWeights)> {
+        let (cfg, w) = load_weights(&read("stories260K.bin"), &Device::Cpu).unwrap();
+        let gs = 4;
+        let layers = w
+            .layers
+            .iter()
+            .map(|l| LayerWeights {
+                rms_att: l.rms_att.clone(),
+                wq: to_q8(&l.wq, gs),
+                wk: to_q8(&l.wk, gs),
+                wv: to_q8(&l.wv, gs),
+                wo: to_q8(&l.wo, gs),
+                rms_ffn: l.rms_ffn.clone(),
+                w1: to_q8(&l.w1, gs),
+                w2: to_q8(&l.w2, gs),
+                w3: to_q8(&l.w3, gs),
+            })
+            .collect();
+        let q8 = TransformerWeights {
+            embedding: to_q8(&w.embedding, gs),
+            classifier: to_q8(&w.classifier, gs),
+            layers,
+            norm: w.norm.clone(),
+        };
+        let q8_cfg = CheckpointConfig {
+            group_size: Some(gs),
+            ..cfg.clone()
+        };
+        vec![("f32", cfg, w), ("int8", q8_cfg, q8)]
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
+    /// Every position's logits for a fixed token sequence: token by token, then in batches of
+    /// 5 positions of two caches at once (the second cache a copy of the first's sequence).
+    fn logits(model: &Transformer) -> (Vec<Vec<u32>>, Vec<Vec<u32>>) {
+        let vocab = model.cfg.vocab_size;
+        let ids: Vec<u32> = (0..40).map(|i| (i * 37 + 11) % vocab as u32).collect();
+        let (mut cache, mut s) = (model.new_cache().unwrap(), Scratch::default());
+        let single = ids
+            .iter()
+            .enumerate()
+            .map(|(pos, &t)| bits(model.forward(t, pos, &mut cache, &mut s).unwrap()))
+            .collect();
+        let (mut a, mut b) = (model.new_cache().unwrap(), model.new_cache().unwrap());
+        let mut batched = Vec::new();
+        for (c, part) in ids.chunks(5).enumerate() {
+            let items: Vec<BatchItem> = (0..2)
+                .flat_map(|cache| {
+                    part.iter().enumerate().map(move |(i, &token)| BatchItem {
+                        cache,
+                        token,
+                        pos: c * 5 + i,
+                        logits: true,
+                    })
+                })
+                .collect();
+            let l = model
+                .forward_batch(&mut [&mut a, &mut b], &items, &mut s)
+                .unwrap();
+            batched.extend(l.chunks_exact(vocab).map(bits));
+        }
+        (single, batched)
+    }
+
+    #[test]
+    fn logits_are_identical_for_one_two_and_three_threads() {
+        for (kind, cfg, weights) in models() {
+            let mut model = Transformer::new(cfg, weights).unwrap();
+            let (single, batched) = logits(&model);
+            // Each cache's rows of a batch are its token-by-token logits.
+            for (c, chunk) in batched.chunks(10).enumerate() {
+                assert!(chunk[..5] == single[c * 5..c * 5 + 5], "{kind} batch {c}");
+                assert!(chunk[5..] == single[c * 5..c * 5 + 5], "{kind} batch {c}");
+            }
+            for count in [2, 3] {
+                // Every product split (stories260K's are all below the usual threshold).
+                model.set_threads(Threads::new(count).unwrap().with_min_weights(0));
+                let got = logits(&model);
+                assert!(got.0 == single, "{kind}, {count} threads, token by token");
+                assert!(got.1 == batched, "{kind}, {count} threads, batched");
             }
         }
     }

@@ -42,7 +42,7 @@ __all__ = [
 
 def open_engine(kind: str = "wasm", **options: Any) -> Engine:
     """An engine of the given kind: "wasm" (default; options: guest_path, cache_dir,
-    memory_limit, timeout) or "native" (options: timeout)."""
+    memory_limit, timeout) or "native" (options: timeout, threads)."""
     if kind == "wasm":
         from edgechain.service.engine.wasm import WasmEngine
 

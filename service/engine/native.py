@@ -52,19 +52,51 @@ def import_native() -> ModuleType:
         ) from None
 
 
+#: Environment variable giving the native engine's default thread count.
+THREADS_ENV = "EDGECHAIN_THREADS"
+#: The most threads a model may use (the module's own limit).
+MAX_THREADS = 256
+
+
+def resolve_threads(threads: int | None) -> int | None:
+    """The thread count to open models with: ``threads`` if given, else ``$EDGECHAIN_THREADS``,
+    else None (the module's default: the cores). InvalidParameter for anything but an integer
+    in 1..MAX_THREADS."""
+    what = "threads"
+    if threads is None:
+        value = os.environ.get(THREADS_ENV, "").strip()
+        if not value:
+            return None
+        what = THREADS_ENV
+        try:
+            threads = int(value)
+        except ValueError:
+            raise InvalidParameter(f"{what} must be an integer, got {value!r}") from None
+    if isinstance(threads, bool) or not isinstance(threads, int):
+        raise InvalidParameter(f"{what} must be an integer, got {threads!r}")
+    if not 1 <= threads <= MAX_THREADS:
+        raise InvalidParameter(f"{what} must be between 1 and {MAX_THREADS}, got {threads}")
+    return threads
+
+
 class NativeEngine(Engine):
-    """Loads models with edgechain_native. ``timeout``: default budget per generation (s)."""
+    """Loads models with edgechain_native. ``timeout``: default budget per generation (s);
+    ``threads``: how many threads split each matrix product's rows (default
+    ``$EDGECHAIN_THREADS``, else the cores; the output is the same bits for any count)."""
 
     kind = "native"
 
-    def __init__(self, timeout: float | None = None) -> None:
+    def __init__(self, timeout: float | None = None, threads: int | None = None) -> None:
         super().__init__(timeout)
+        self.threads = resolve_threads(threads)
         self._native = import_native()
 
     def load(self, checkpoint: bytes, tokenizer: bytes) -> NativeModel:
         """Parse the checkpoint and tokenizer into a native model."""
-        native = self._native
-        model = _guarded(native, lambda: native.Model(bytes(checkpoint), bytes(tokenizer)))
+        native, threads = self._native, self.threads
+        model = _guarded(
+            native, lambda: native.Model(bytes(checkpoint), bytes(tokenizer), threads=threads)
+        )
         return NativeModel(self._native, model, self.timeout)
 
     def load_files(
@@ -79,8 +111,12 @@ class NativeEngine(Engine):
         # checkpoint replaced or modified while Rust reads it by its path.
         with unchanged_checkpoint(checkpoint, by_path=True):
             open_input(tokenizer, "tokenizer", InvalidTokenizer, TOKENIZER_MAX_BYTES).close()
+            threads = self.threads
             model = _guarded(
-                native, lambda: native.Model.from_files(os.fspath(checkpoint), os.fspath(tokenizer))
+                native,
+                lambda: native.Model.from_files(
+                    os.fspath(checkpoint), os.fspath(tokenizer), threads=threads
+                ),
             )
         return NativeModel(native, model, self.timeout)
 
@@ -90,8 +126,8 @@ class NativeEngine(Engine):
         with unchanged_checkpoint(checkpoint) as f:
             data = f.readall()
         tok = read_tokenizer_file(tokenizer)
-        native = self._native
-        return _guarded(native, lambda: native.Model(data, tok))
+        native, threads = self._native, self.threads
+        return _guarded(native, lambda: native.Model(data, tok, threads=threads))
 
 
 def _guarded(native: ModuleType, call: Callable[[], _T]) -> _T:
@@ -119,6 +155,8 @@ class NativeModel(LoadedModel):
         self._timeout = timeout
         self._lock = threading.RLock()
         self.info = ModelInfo.from_dict(self._call(lambda m: dict(m.info())))
+        #: How many threads split the model's matrix products.
+        self.threads = int(model.threads)
 
     def _call(self, fn: Callable[[Any], _T]) -> _T:
         with self._lock:

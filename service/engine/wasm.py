@@ -387,12 +387,16 @@ class _Guest:
         if ptr == 0:
             self.poisoned = "out of guest memory"
             raise GuestTrap(f"guest could not allocate {size} bytes (memory limit reached?)")
+        self.write(ptr, data)
+        return ptr, size
+
+    def write(self, ptr: int, data: bytes) -> None:
+        """Copy ``data`` into guest memory at ``ptr`` (a block the guest gave)."""
         if data:
             if ptr + len(data) > self.memory.data_len(self.store):
                 raise EngineInternalError("guest returned a block outside its memory")
             dst = self.memory.get_buffer_ptr(self.store, len(data), ptr)
             ctypes.memmove(dst, data, len(data))
-        return ptr, size
 
     def free(self, block: tuple[int, int]) -> None:
         if self.poisoned is None:
@@ -482,6 +486,9 @@ class WasmModel(LoadedModel):
         self._lock = threading.RLock()
         #: The guest block ec_batch_step writes its records into (allocated on first use).
         self._batch_buffer: tuple[int, int] | None = None
+        #: The guest block holding a batch step's session handles, kept from step to step (a
+        #: block per step cost two more guest calls per token: ec_alloc and ec_free).
+        self._batch_ids: tuple[int, int] | None = None
         with self._lock:
             guest.checked("ec_model_info", handle)
             raw = guest.output()
@@ -579,15 +586,21 @@ class WasmModel(LoadedModel):
             if self._batch_buffer is None:
                 self._batch_buffer = guest.put(bytes(_BATCH_BUFFER_BYTES))
             ptr, cap = self._batch_buffer
-            with guest.placed(ids) as (ids_ptr,):
-                n = guest.checked(
-                    "ec_batch_step",
-                    ids_ptr,
-                    len(handles),
-                    _i32(ptr),
-                    _i32(cap),
-                    deadline=deadline,
-                )
+            if self._batch_ids is None or self._batch_ids[1] < len(ids):
+                if self._batch_ids is not None:
+                    guest.free(self._batch_ids)
+                    self._batch_ids = None
+                self._batch_ids = guest.put(bytes(max(len(ids), _BATCH_IDS_BYTES)))
+            ids_ptr = self._batch_ids[0]
+            guest.write(ids_ptr, ids)
+            n = guest.checked(
+                "ec_batch_step",
+                _i32(ids_ptr),
+                len(handles),
+                _i32(ptr),
+                _i32(cap),
+                deadline=deadline,
+            )
             records = guest.read(ptr, n) if n <= cap else guest.output()
         if len(records) != n:
             raise EngineInternalError(f"guest wrote batch records of {len(records)}, not {n} bytes")
@@ -629,6 +642,8 @@ _STEP_BUFFER_BYTES = 4096
 _BATCH_HEADER = struct.Struct("<i5I")
 #: The per-model buffer of ec_batch_step's records (larger ones come in the output buffer).
 _BATCH_BUFFER_BYTES = 65536
+#: Room for this many bytes of session handles (16 sessions) in the kept handles block.
+_BATCH_IDS_BYTES = 64
 
 
 class _WasmSession:

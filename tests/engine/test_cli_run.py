@@ -177,3 +177,28 @@ def test_missing_prompt_file(stories260k: ModelFiles, tmp_path: Path) -> None:
 def test_unknown_engine_is_a_usage_error(stories260k: ModelFiles) -> None:
     assert_clean_error(_run(stories260k, engine="gpu"), 2, "invalid choice")
 
+
+@pytest.mark.parametrize("threads", ["1", "3"])
+def test_native_threads_give_run_c_output(
+    stories260k: ModelFiles, golden_once_upon_a_time: bytes, threads: str
+) -> None:
+    result = _run(
+        stories260k, "-t", "0", "-n", "256", "-i", "Once upon a time", "--threads", threads,
+        engine="native",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == golden_once_upon_a_time
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (("--threads", "2"), "--threads applies to the native engine"),
+        (("--engine", "native", "--threads", "0"), "threads must be between 1 and 256, got 0"),
+    ],
+)
+def test_bad_threads_are_one_clear_error(
+    stories260k: ModelFiles, args: tuple[str, ...], fragment: str
+) -> None:
+    result = run_cli("run", stories260k.weights, "-z", stories260k.tokenizer, "-n", "8", *args)
+    assert_clean_error(result, 2, fragment)

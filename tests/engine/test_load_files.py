@@ -115,8 +115,8 @@ def test_a_checkpoint_changed_while_rust_reads_it_is_refused(
 
     class ReplacingModel:
         @staticmethod
-        def from_files(checkpoint: str, tokenizer: str) -> Any:
-            model = real.Model.from_files(checkpoint, tokenizer)
+        def from_files(checkpoint: str, tokenizer: str, threads: int | None = None) -> Any:
+            model = real.Model.from_files(checkpoint, tokenizer, threads=threads)
             replacement = tmp_path / "other.bin"
             replacement.write_bytes(copy.read_bytes())
             replacement.replace(copy)  # a new inode under the same path
