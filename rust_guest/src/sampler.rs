@@ -166,7 +166,7 @@ fn radix_sort(keys: &mut [u64], spare: &mut Vec<u64>) {
     let (mut from, mut to): (&mut [u64], &mut [u64]) = (keys, &mut spare[..]);
     let mut in_spare = false;
     for (digit, count) in counts.iter().enumerate() {
-        if count.iter().any(|&c| c == n) {
+        if count.contains(&n) {
             continue;
         }
         let mut next = [0usize; 256];
