@@ -150,6 +150,9 @@ class ApplicationKind:
     name: str
     contract: Contract
     service_factory: Callable[[ServiceContext], Any]
+    #: True for a kind that runs code users wrote (chain/modules.py creates applications and
+    #: runs their instantiate): such blocks are executed by each validator itself.
+    runs_user_code: bool = False
 
 
 class OperationPayload(Protocol):
@@ -302,6 +305,18 @@ def remember_execution(
         _EXECUTED[(state_hash, block_hash, chain_owner)] = writes
 
 
+def _built_in_only(state: ChainState, block: Block) -> bool:
+    """True when every operation runs a built-in kind's code, which is deterministic by
+    construction, so one execution may serve every replica on an equal state. Code users wrote
+    is executed by each validator for itself: a nondeterministic contract then shows as
+    validators that disagree, and its block is not certified (docs/sdk.md)."""
+    kinds = {application_id(state.chain_id, name): _KINDS[name] for name in _KINDS}
+    return all(
+        (kind := kinds.get(op.app_id)) is not None and not kind.runs_user_code
+        for op in block.operations
+    )
+
+
 def execute_block(
     state: ChainState, block: Block, chain_owner: bytes, block_hash: bytes | None = None
 ) -> WriteSet:
@@ -310,7 +325,7 @@ def execute_block(
     hash, a block this process executed on an equal state gives its remembered write set
     (read-only: the callers only apply it)."""
     key = None
-    if block_hash is not None:
+    if block_hash is not None and _built_in_only(state, block):
         key = (state.hash(), block_hash, chain_owner)
         known = _EXECUTED.get(key)
         if known is not None:

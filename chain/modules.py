@@ -316,7 +316,10 @@ class ApplicationsService:
 
 
 APPLICATIONS = ApplicationKind(
-    name=APPLICATION_NAME, contract=ApplicationsContract(), service_factory=ApplicationsService
+    name=APPLICATION_NAME,
+    contract=ApplicationsContract(),
+    service_factory=ApplicationsService,
+    runs_user_code=True,  # CreateApplication runs the new application's instantiate
 )
 
 
