@@ -171,6 +171,7 @@ _KINDS: dict[str, ApplicationKind] = {}
 def register_application_kind(kind: ApplicationKind) -> None:
     """Make ``kind`` available to every chain (by name)."""
     _KINDS[kind.name] = kind
+    _kinds_by_id.cache_clear()
 
 
 def application_kind(name: str) -> ApplicationKind:
@@ -305,12 +306,19 @@ def remember_execution(
         _EXECUTED[(state_hash, block_hash, chain_owner)] = writes
 
 
+@functools.lru_cache(maxsize=1024)
+def _kinds_by_id(chain_id: bytes) -> dict[bytes, ApplicationKind]:
+    """The registered kinds on ``chain_id`` by application id, built once per chain (a
+    registration clears it); callers only read it."""
+    return {application_id(chain_id, name): kind for name, kind in _KINDS.items()}
+
+
 def _built_in_only(state: ChainState, block: Block) -> bool:
     """True when every operation runs a built-in kind's code, which is deterministic by
     construction, so one execution may serve every replica on an equal state. Code users wrote
     is executed by each validator for itself: a nondeterministic contract then shows as
     validators that disagree, and its block is not certified (docs/sdk.md)."""
-    kinds = {application_id(state.chain_id, name): _KINDS[name] for name in _KINDS}
+    kinds = _kinds_by_id(state.chain_id)
     return all(
         (kind := kinds.get(op.app_id)) is not None and not kind.runs_user_code
         for op in block.operations
