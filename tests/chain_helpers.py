@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
+from edgechain.chain import Network
 from edgechain.client import hash_file
-from edgechain.contract import FileRef, RegisterModel
+from edgechain.contract import FileRef, RegisterModel, RetireModel
 
 WEIGHTS_HASH = "1" * 64
 TOKENIZER_HASH = "2" * 64
@@ -32,3 +34,34 @@ def register(name: str = "stories260K", version: str = "1", **changes) -> Regist
     }
     fields.update(changes)
     return RegisterModel(**fields)
+
+
+def create_four_block_network(tmp_path: Path) -> Path:
+    """A network whose default chain holds 4 blocks (heights 0..3): stories260K versions 1 and
+    2, "other", then version 1 retired."""
+    path = tmp_path / "net"
+    with Network.create(path, validators=4) as net:
+        chain = net.default_chain()
+        app = chain.application("model-registry")
+        chain.execute(app.id, register(version="1"))
+        chain.execute(app.id, register(version="2"))
+        chain.execute(app.id, register(name="other"))
+        chain.execute(app.id, RetireModel("stories260K", "1"))
+    return path
+
+
+def run_sql(path: Path, statement: str, params: tuple[object, ...] = ()) -> list[tuple]:
+    """Runs one statement on the network's chain.db behind its back (tampering); its rows."""
+    db = sqlite3.connect(path / "chain.db")
+    with db:
+        rows = db.execute(statement, params).fetchall()
+    db.close()
+    return rows
+
+
+def flip_block_byte(path: Path, column: str, height: int, offset: int = -5) -> None:
+    """Flips one bit of the stored block's ``column`` at ``offset``."""
+    [(blob,)] = run_sql(path, f"SELECT {column} FROM blocks WHERE height = ?", (height,))
+    changed = bytearray(blob)
+    changed[offset] ^= 0x01
+    run_sql(path, f"UPDATE blocks SET {column} = ? WHERE height = ?", (bytes(changed), height))

@@ -4,53 +4,27 @@ block when it is read. Tampering with anything a command reads is still caught b
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import pytest
-from chain_helpers import register
+from chain_helpers import create_four_block_network, flip_block_byte, run_sql
 
 from edgechain.chain import Network
 from edgechain.client import Client
-from edgechain.contract import RetireModel
 from edgechain.errors import StorageCorrupted
 
 
 @pytest.fixture
 def net_dir(tmp_path: Path) -> Path:
-    """A network whose default chain holds 4 blocks (heights 0..3)."""
-    path = tmp_path / "net"
-    with Network.create(path, validators=4) as net:
-        chain = net.default_chain()
-        app = chain.application("model-registry")
-        chain.execute(app.id, register(version="1"))
-        chain.execute(app.id, register(version="2"))
-        chain.execute(app.id, register(name="other"))
-        chain.execute(app.id, RetireModel("stories260K", "1"))
-    return path
-
-
-def _sql(path: Path, statement: str, params: tuple[object, ...] = ()) -> list[tuple]:
-    db = sqlite3.connect(path / "chain.db")
-    with db:
-        rows = db.execute(statement, params).fetchall()
-    db.close()
-    return rows
-
-
-def _flip(path: Path, column: str, height: int) -> None:
-    [(blob,)] = _sql(path, f"SELECT {column} FROM blocks WHERE height = ?", (height,))
-    changed = bytearray(blob)
-    changed[-5] ^= 0x01
-    _sql(path, f"UPDATE blocks SET {column} = ? WHERE height = ?", (bytes(changed), height))
+    return create_four_block_network(tmp_path)
 
 
 def _record(path: Path, value: str) -> None:
-    _sql(path, "UPDATE meta SET value = ? WHERE key LIKE 'verified_head:%'", (value,))
+    run_sql(path, "UPDATE meta SET value = ? WHERE key LIKE 'verified_head:%'", (value,))
 
 
 def _recorded(path: Path) -> list[str]:
-    return [v for (v,) in _sql(path, "SELECT value FROM meta WHERE key LIKE 'verified_head:%'")]
+    return [v for (v,) in run_sql(path, "SELECT value FROM meta WHERE key LIKE 'verified_head:%'")]
 
 
 def test_each_commit_records_the_verified_head(net_dir: Path) -> None:
@@ -62,7 +36,7 @@ def test_each_commit_records_the_verified_head(net_dir: Path) -> None:
 
 
 def test_an_old_block_is_not_read_on_open_but_is_checked_when_read(net_dir: Path) -> None:
-    _flip(net_dir, "certificate", 1)
+    flip_block_byte(net_dir, "certificate", 1)
     with Network.open(net_dir, lazy=True) as net:  # block 1 is not what opening relies on
         chain = net.default_chain()
         assert chain.height == 4
@@ -77,7 +51,7 @@ def test_an_old_block_is_not_read_on_open_but_is_checked_when_read(net_dir: Path
 
 
 def test_a_model_lookup_checks_the_block_that_certified_the_model(net_dir: Path) -> None:
-    _flip(net_dir, "owner_signature", 1)  # the block registering stories260K version 2
+    flip_block_byte(net_dir, "owner_signature", 1)  # the block registering stories260K version 2
     with Client.open(net_dir) as client:
         assert client.model("other").entry.name == "other"
         with pytest.raises(StorageCorrupted, match="height 1 fails verification"):
@@ -86,7 +60,7 @@ def test_a_model_lookup_checks_the_block_that_certified_the_model(net_dir: Path)
 
 @pytest.mark.parametrize("column", ["block", "block_hash", "owner_signature", "certificate"])
 def test_a_tampered_head_is_caught_on_open(net_dir: Path, column: str) -> None:
-    _flip(net_dir, column, 3)
+    flip_block_byte(net_dir, column, 3)
     with pytest.raises(StorageCorrupted, match="height 3 "):
         Network.open(net_dir, lazy=True)
 
@@ -100,21 +74,21 @@ def test_a_tampered_head_is_caught_on_open(net_dir: Path, column: str) -> None:
     ],
 )
 def test_tampered_state_is_caught_on_open(net_dir: Path, statement: str) -> None:
-    _sql(net_dir, statement)
+    run_sql(net_dir, statement)
     with pytest.raises(StorageCorrupted, match="stored state differs .* height 3"):
         Network.open(net_dir, lazy=True)
 
 
 def test_blocks_after_the_recorded_head_are_verified_on_open(net_dir: Path) -> None:
-    [(head_1,)] = _sql(net_dir, "SELECT block_hash FROM blocks WHERE height = 1")
+    [(head_1,)] = run_sql(net_dir, "SELECT block_hash FROM blocks WHERE height = 1")
     _record(net_dir, f"1:{head_1.hex()}")
-    _flip(net_dir, "certificate", 2)
+    flip_block_byte(net_dir, "certificate", 2)
     with pytest.raises(StorageCorrupted, match="height 2 "):
         Network.open(net_dir, lazy=True)
 
 
 def test_an_open_moves_a_lagging_record_to_the_head(net_dir: Path) -> None:
-    [(head_1,)] = _sql(net_dir, "SELECT block_hash FROM blocks WHERE height = 1")
+    [(head_1,)] = run_sql(net_dir, "SELECT block_hash FROM blocks WHERE height = 1")
     _record(net_dir, f"1:{head_1.hex()}")
     with Network.open(net_dir, lazy=True) as net:
         head = net.default_chain().head_hash
@@ -124,15 +98,15 @@ def test_an_open_moves_a_lagging_record_to_the_head(net_dir: Path) -> None:
 def test_without_a_record_the_chain_is_verified_in_full(net_dir: Path) -> None:
     """A network made before the record existed, or whose record the stored chain no longer
     holds (a restored backup): everything is checked, as before."""
-    _sql(net_dir, "DELETE FROM meta WHERE key LIKE 'verified_head:%'")
-    _flip(net_dir, "certificate", 1)
+    run_sql(net_dir, "DELETE FROM meta WHERE key LIKE 'verified_head:%'")
+    flip_block_byte(net_dir, "certificate", 1)
     with pytest.raises(StorageCorrupted, match="height 1 "):
         Network.open(net_dir, lazy=True)
 
 
 def test_a_record_the_chain_no_longer_holds_means_a_full_verification(net_dir: Path) -> None:
     _record(net_dir, "9:" + "00" * 32)
-    _flip(net_dir, "certificate", 1)
+    flip_block_byte(net_dir, "certificate", 1)
     with pytest.raises(StorageCorrupted, match="height 1 "):
         Network.open(net_dir, lazy=True)
 

@@ -7,44 +7,17 @@ import threading
 import time
 
 import pytest
-from chain_helpers import register
+from chain_helpers import create_four_block_network, flip_block_byte, register, run_sql
 
 from edgechain.chain import Network
 from edgechain.chain import storage as storage_module
 from edgechain.chain.keys import generate_key, save_key
-from edgechain.contract import RetireModel
 from edgechain.errors import ChainError, NetworkNotFound, StorageCorrupted
 
 
 @pytest.fixture
 def net_dir(tmp_path):
-    """A network whose default chain holds 4 blocks (heights 0..3)."""
-    path = tmp_path / "net"
-    with Network.create(path, validators=4) as net:
-        chain = net.default_chain()
-        app = chain.application("model-registry")
-        chain.execute(app.id, register(version="1"))
-        chain.execute(app.id, register(version="2"))
-        chain.execute(app.id, register(name="other"))
-        chain.execute(app.id, RetireModel("stories260K", "1"))
-    return path
-
-
-def _sql(path, statement, params=()):
-    db = sqlite3.connect(path / "chain.db")
-    with db:
-        db.execute(statement, params)
-    db.close()
-
-
-def _flip_blob(path, column, height, offset=-5):
-    db = sqlite3.connect(path / "chain.db")
-    (blob,) = db.execute(f"SELECT {column} FROM blocks WHERE height = ?", (height,)).fetchone()
-    blob = bytearray(blob)
-    blob[offset] ^= 0x01
-    with db:
-        db.execute(f"UPDATE blocks SET {column} = ? WHERE height = ?", (bytes(blob), height))
-    db.close()
+    return create_four_block_network(tmp_path)
 
 
 def test_reopen_verifies_and_restores_state(net_dir):
@@ -68,22 +41,22 @@ def test_database_uses_wal(net_dir):
 @pytest.mark.parametrize("column", ["block", "block_hash", "owner_signature", "certificate"])
 @pytest.mark.parametrize("offset", [-5, 10])
 def test_tampered_block_column_names_height(net_dir, column, offset):
-    _flip_blob(net_dir, column, 2, offset)
+    flip_block_byte(net_dir, column, 2, offset)
     with pytest.raises(StorageCorrupted, match="height 2 "):
         Network.open(net_dir)
 
 
 def test_first_bad_height_is_named(net_dir):
-    _flip_blob(net_dir, "owner_signature", 3)
-    _flip_blob(net_dir, "certificate", 1)
+    flip_block_byte(net_dir, "owner_signature", 3)
+    flip_block_byte(net_dir, "certificate", 1)
     with pytest.raises(StorageCorrupted, match="height 1 "):
         Network.open(net_dir)
 
 
 def test_swapped_blocks_are_detected(net_dir):
-    _sql(net_dir, "UPDATE blocks SET height = -1 WHERE height = 1")
-    _sql(net_dir, "UPDATE blocks SET height = 1 WHERE height = 2")
-    _sql(net_dir, "UPDATE blocks SET height = 2 WHERE height = -1")
+    run_sql(net_dir, "UPDATE blocks SET height = -1 WHERE height = 1")
+    run_sql(net_dir, "UPDATE blocks SET height = 1 WHERE height = 2")
+    run_sql(net_dir, "UPDATE blocks SET height = 2 WHERE height = -1")
     with pytest.raises(StorageCorrupted, match="height 1 "):
         Network.open(net_dir)
 
@@ -118,13 +91,13 @@ def test_swapped_blocks_are_detected(net_dir):
 def test_a_tampered_row_is_detected_naming_what_differs(net_dir, statement, params, message):
     """Block rows name the height, state rows the height whose state differs, chain rows the
     chains table."""
-    _sql(net_dir, statement, params)
+    run_sql(net_dir, statement, params)
     with pytest.raises(StorageCorrupted, match=message):
         Network.open(net_dir)
 
 
 def test_tampered_committee_is_detected(net_dir):
-    _sql(net_dir, "UPDATE meta SET value = 'ff' WHERE key = 'committee_hash'")
+    run_sql(net_dir, "UPDATE meta SET value = 'ff' WHERE key = 'committee_hash'")
     with pytest.raises(StorageCorrupted, match="committee does not match"):
         Network.open(net_dir)
 
@@ -183,13 +156,13 @@ def test_a_chain_cut_back_under_a_running_process_is_refused(net_dir):
     with Network.open(net_dir) as net:
         chain = net.default_chain()
         top = chain.height - 1
-        _sql(net_dir, f"DELETE FROM blocks WHERE height = {top}")
+        run_sql(net_dir, f"DELETE FROM blocks WHERE height = {top}")
         with pytest.raises(StorageCorrupted, match="cut back or rewritten"):
             net.refresh()
 
 
 def test_tampered_schema_version_is_refused(net_dir):
-    _sql(net_dir, "UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    run_sql(net_dir, "UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     with pytest.raises(ChainError, match="unsupported storage schema version 99"):
         Network.open(net_dir)
 
