@@ -18,6 +18,10 @@ import resource
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edgechain.service.engine import Engine
 
 
 def peak_rss_mb() -> float:
@@ -51,6 +55,20 @@ def engine_options(label: str) -> tuple[str, dict[str, object]] | None:
     return None
 
 
+def open_labelled_engine(label: str) -> Engine:
+    """The engine an engine label stands for, opened (InvalidParameter if the label is unknown).
+    Imported here, not at the top, so that a parent process importing this module for its
+    labels loads no engine."""
+    from edgechain.errors import InvalidParameter
+    from edgechain.service.engine import open_engine
+
+    known = engine_options(label)
+    if known is None:
+        raise InvalidParameter(f"unknown engine {label!r}")
+    kind, options = known
+    return open_engine(kind, **options)
+
+
 def measure(
     engine_kind: str,
     checkpoint: str,
@@ -61,15 +79,10 @@ def measure(
     temperature: float = 1.0,
 ) -> dict[str, object]:
     """Time engine start, model load, the first token and the decode rate."""
-    from edgechain.errors import InvalidParameter
-    from edgechain.service.engine import GenerationParams, open_engine
+    from edgechain.service.engine import GenerationParams
 
-    known = engine_options(engine_kind)
-    if known is None:
-        raise InvalidParameter(f"unknown engine {engine_kind!r}")
-    kind, options = known
     t0 = time.perf_counter()
-    engine = open_engine(kind, **options)
+    engine = open_labelled_engine(engine_kind)
     t1 = time.perf_counter()
     model = engine.load_files(Path(checkpoint), Path(tokenizer))
     t2 = time.perf_counter()
@@ -95,9 +108,9 @@ def measure(
         "stop_reason": generation.stop_reason.name if generation.stop_reason else None,
         "peak_rss_mb": peak_rss_mb(),
     }
-    if kind == "native":
+    if engine.kind == "native":
         result["threads"] = getattr(model, "threads", None)
-    if kind == "wasm":
+    if engine.kind == "wasm":
         result["module_source"] = getattr(engine, "module_source", None)
     model.close()
     return result

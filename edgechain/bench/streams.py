@@ -20,10 +20,8 @@ import threading
 import time
 from collections.abc import Sequence
 
-from edgechain.bench.engine_worker import engine_options
+from edgechain.bench.engine_worker import open_labelled_engine
 from edgechain.bench.network import BENCH_MODEL, synthetic_model_network
-from edgechain.errors import InvalidParameter
-from edgechain.service.engine import open_engine
 from edgechain.service.query import GenerateQuery
 from edgechain.service.runtime import ModelService
 
@@ -45,11 +43,7 @@ def run_streams(
     temperature: float = 1.0,
 ) -> dict[str, object]:
     """One row: ``streams`` queries run one by one, then all at once, on ``engine``."""
-    known = engine_options(engine)
-    if known is None:
-        raise InvalidParameter(f"unknown engine {engine!r}")
-    kind, options = known
-    opened = open_engine(kind, **options)
+    opened = open_labelled_engine(engine)
     with synthetic_model_network(shape_name, 1, validators=1, engine=opened) as c:
         service = c.service
         queries = [
