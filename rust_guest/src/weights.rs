@@ -1,9 +1,9 @@
 //! The transformer's weights as a typed struct: one field per tensor, one [`LayerWeights`] per
-//! layer, in place of tensors looked up by name. `checkpoint` fills it; `transformer` reads it.
+//! layer, in place of tensors looked up by name. `checkpoint::loader` fills it; `transformer` reads it.
 
 use candle_core::{DType, Storage, Tensor};
 
-use crate::checkpoint::CheckpointConfig;
+use crate::checkpoint::header::CheckpointConfig;
 use crate::error::{EngineError, Result};
 
 /// A weight matrix: f32, or Q8_0 int8 values (a u8 tensor read as i8) with one f32 scale per
@@ -39,13 +39,7 @@ impl LayerMatrix {
 
     /// The matrix's shape (rows x columns) for `cfg`.
     pub fn shape(self, cfg: &CheckpointConfig) -> [usize; 2] {
-        let (dim, hidden, kv_dim) = (cfg.dim, cfg.hidden_dim, cfg.kv_dim());
-        match self {
-            LayerMatrix::Wq | LayerMatrix::Wo => [dim, dim],
-            LayerMatrix::Wk | LayerMatrix::Wv => [kv_dim, dim],
-            LayerMatrix::W1 | LayerMatrix::W3 => [hidden, dim],
-            LayerMatrix::W2 => [dim, hidden],
-        }
+        cfg.layer_matrix_shapes()[self as usize]
     }
 }
 

@@ -1,5 +1,5 @@
 """The fields of a llama2.c checkpoint header, declared once on the Python side (the engine's
-declaration is ``CheckpointConfig`` in rust_guest/src/checkpoint.rs, which serialises the same
+declaration is ``CheckpointConfig`` in rust_guest/src/checkpoint/header.rs, which serialises the same
 names for ``ec_model_info`` and ``Model.info()``).
 """
 

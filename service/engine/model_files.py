@@ -2,7 +2,7 @@
 
 ``model publish`` runs these checks before it proposes a block, so a file the engine would refuse
 (random bytes, a truncated checkpoint, a tokenizer for another vocabulary) is never certified. The
-rules mirror the engine's readers, which stay the reference: ``rust_guest/src/checkpoint.rs``
+rules mirror the engine's readers, which stay the reference: ``rust_guest/src/checkpoint/header.rs``
 (header fields of run.c's f32 and runq.c's int8 formats, bounds, the exact byte count the
 header implies) and
 ``rust_guest/src/tokenizer.rs`` (``max_token_length``, then per token an f32 score, an i32 length
@@ -45,7 +45,7 @@ HEADER_BYTES = 7 * 4
 Q8_MAGIC = 0x616B3432
 Q8_VERSION = 2
 Q8_HEADER_BYTES = 256
-# The engine's bounds (checkpoint.rs): they reject garbage headers before any size arithmetic.
+# The engine's bounds (checkpoint/header.rs): they reject garbage headers before any size arithmetic.
 MAX_DIM = 1 << 16
 MAX_LAYERS = 1 << 10
 MAX_VOCAB = 1 << 20
@@ -72,7 +72,7 @@ class CheckpointHeader(HeaderFields):
 
     @property
     def expected_bytes(self) -> int:
-        """The exact file size this header implies (checkpoint.rs ``expected_bytes``)."""
+        """The exact file size this header implies (checkpoint/header.rs ``expected_bytes``)."""
         dim, hidden, vocab, n = self.dim, self.hidden_dim, self.vocab_size, self.n_layers
         if self.group_size is not None:
             quantized = sum(c + 4 * (c // self.group_size) for c in self.matrices())
