@@ -9,7 +9,6 @@ state grows with the chain, as it would in use.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from collections.abc import Sequence
@@ -17,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from edgechain.applications import register_applications
+from edgechain.bench.arguments import comma_separated, print_result
 from edgechain.chain.committee import quorum_threshold
 from edgechain.chain.keys import generate_key
 from edgechain.chain.network import Network
@@ -155,9 +155,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--reopen-blocks", type=int, default=10_000, help="0 to skip")
     parser.add_argument("--json", action="store_true", help="print JSON")
     args = parser.parse_args(argv)
-    sizes = [int(part) for part in args.validators.split(",") if part.strip()]
+    sizes = [int(part) for part in comma_separated(args.validators)]
     result = run_chain_benchmark(sizes, args.blocks, args.reopen_blocks)
-    print(json.dumps(result.to_json(), indent=2) if args.json else result.format())
+    print_result(result, args.json)
     return 0
 
 

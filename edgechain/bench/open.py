@@ -20,7 +20,6 @@ result (the benchmark checks it at the smallest length).
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from collections.abc import Sequence
@@ -28,6 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from edgechain.applications import register_applications
+from edgechain.bench.arguments import comma_separated, print_result
 from edgechain.chain.application import execute_operations, to_operation
 from edgechain.chain.block import Block, sign_proposal
 from edgechain.chain.certificate import Certificate, vote_message
@@ -201,9 +201,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--validators", type=int, default=4)
     parser.add_argument("--json", action="store_true", help="print JSON")
     args = parser.parse_args(argv)
-    lengths = [int(part) for part in args.lengths.split(",") if part.strip()]
+    lengths = [int(part) for part in comma_separated(args.lengths)]
     result = run_open_benchmark(lengths, args.full_up_to, args.validators)
-    print(json.dumps(result.to_json(), indent=2) if args.json else result.format())
+    print_result(result, args.json)
     return 0
 
 

@@ -22,6 +22,7 @@ import json
 import os
 import time
 
+from edgechain.bench.arguments import comma_separated
 from edgechain.bench.network import BENCH_MODEL, synthetic_model_network
 from edgechain.service.engine import ENGINE_KINDS, open_engine
 from edgechain.service.query import GenerateQuery
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         "(default %(default)s)",
     )
     args = parser.parse_args(argv)
-    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    engines = comma_separated(args.engines)
     unknown = [e for e in engines if e not in ENGINE_CHOICES]
     if unknown or not engines:
         parser.error(f"--engines: choose from {', '.join(ENGINE_CHOICES)}")

@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from edgechain.bench.arguments import comma_separated
 from edgechain.service.engine import GenerationParams, LoadedModel, open_engine
 from edgechain.testing.synth import shape_named, synthesize
 
@@ -97,13 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top-p", type=float, default=0.9)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
-    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    engines = comma_separated(args.engines)
     if not engines or any(e not in ("wasm", "native") for e in engines):
         parser.error("--engines: choose from wasm, native")
     params = GenerationParams(
         temperature=args.temperature, top_p=args.top_p, seed=7, max_tokens=args.tokens
     )
-    shapes = [s.strip() for s in args.shapes.split(",") if s.strip()]
+    shapes = comma_separated(args.shapes)
     rows = run_rows(shapes, engines, params, max(1, args.repeats))
     print(json.dumps(rows, indent=2))
     return 1 if any("error" in r for r in rows) else 0
