@@ -105,6 +105,34 @@ unsafe fn host_str<'a>(ptr: u32, len: u32, what: &str) -> Result<&'a str> {
         .map_err(|e| EngineError::InvalidUtf8(format!("{what} is not UTF-8: {e}")))
 }
 
+/// Reads `n` little-endian 32-bit words written by the host (`what` names them in the message:
+/// "ids", "sessions").
+///
+/// # Safety
+/// As [`host_bytes`], for `4 * n` bytes.
+unsafe fn host_u32s(ptr: u32, n: u32, what: &str) -> Result<Vec<u32>> {
+    let byte_len = n
+        .checked_mul(4)
+        .ok_or_else(|| EngineError::InvalidArgument(format!("{n} {what} is too many")))?;
+    Ok(host_bytes(ptr, byte_len)?
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect())
+}
+
+/// The generation parameters' JSON written by the host (empty: the defaults).
+///
+/// # Safety
+/// As [`host_bytes`].
+unsafe fn host_params(ptr: u32, len: u32) -> Result<GenerationParams> {
+    let params_json = host_str(ptr, len, "parameters")?;
+    if params_json.trim().is_empty() {
+        Ok(GenerationParams::default())
+    } else {
+        GenerationParams::from_json(params_json)
+    }
+}
+
 fn len_i32(len: usize) -> Result<i32> {
     i32::try_from(len)
         .map_err(|_| EngineError::Internal(format!("output of {len} bytes is too large")))
@@ -138,24 +166,24 @@ pub unsafe extern "C" fn ec_free(ptr: u32, len: u32) {
     }
 }
 
-#[no_mangle]
-pub extern "C" fn ec_last_error_ptr() -> u32 {
-    STATE.with(|s| s.borrow().last_error.as_ptr() as usize as u32)
+/// Exports the address and the length of each of the state's buffers the host reads.
+macro_rules! export_buffers {
+    ($($field:ident: $ptr:ident, $len:ident;)*) => {$(
+        #[no_mangle]
+        pub extern "C" fn $ptr() -> u32 {
+            STATE.with(|s| s.borrow().$field.as_ptr() as usize as u32)
+        }
+
+        #[no_mangle]
+        pub extern "C" fn $len() -> u32 {
+            STATE.with(|s| s.borrow().$field.len() as u32)
+        }
+    )*};
 }
 
-#[no_mangle]
-pub extern "C" fn ec_last_error_len() -> u32 {
-    STATE.with(|s| s.borrow().last_error.len() as u32)
-}
-
-#[no_mangle]
-pub extern "C" fn ec_output_ptr() -> u32 {
-    STATE.with(|s| s.borrow().output.as_ptr() as usize as u32)
-}
-
-#[no_mangle]
-pub extern "C" fn ec_output_len() -> u32 {
-    STATE.with(|s| s.borrow().output.len() as u32)
+export_buffers! {
+    last_error: ec_last_error_ptr, ec_last_error_len;
+    output: ec_output_ptr, ec_output_len;
 }
 
 /// # Safety
@@ -297,13 +325,7 @@ pub unsafe extern "C" fn ec_encode(
 #[no_mangle]
 pub unsafe extern "C" fn ec_decode(model: i32, ids_ptr: u32, n_ids: u32) -> i32 {
     with_state(|state| {
-        let byte_len = n_ids
-            .checked_mul(4)
-            .ok_or_else(|| EngineError::InvalidArgument(format!("{n_ids} ids is too many")))?;
-        let ids: Vec<u32> = host_bytes(ids_ptr, byte_len)?
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
+        let ids = host_u32s(ids_ptr, n_ids, "ids")?;
         let text = state.model(model)?.tokenizer().decode(&ids);
         set_output(state, &text)
     })
@@ -321,12 +343,7 @@ pub unsafe extern "C" fn ec_session_start(
 ) -> i32 {
     with_state(|state| {
         let prompt = host_str(prompt_ptr, prompt_len, "prompt")?;
-        let params_json = host_str(params_ptr, params_len, "parameters")?;
-        let params = if params_json.trim().is_empty() {
-            GenerationParams::default()
-        } else {
-            GenerationParams::from_json(params_json)?
-        };
+        let params = host_params(params_ptr, params_len)?;
         let model = state.model(model)?.clone();
         let session = Session::start(model, prompt, &params)?;
         let handle = state.new_handle()?;
@@ -447,12 +464,10 @@ fn take_sessions(state: &mut State, ids: &[i32]) -> Result<Vec<Session>> {
 pub unsafe extern "C" fn ec_batch_step(ids_ptr: u32, n: u32, buf_ptr: u32, buf_cap: u32) -> i32 {
     with_state(|state| {
         let buf = host_buffer(buf_ptr, buf_cap, BATCH_HEADER_BYTES)?;
-        let byte_len = n
-            .checked_mul(4)
-            .ok_or_else(|| EngineError::InvalidArgument(format!("{n} sessions is too many")))?;
-        let ids: Vec<i32> = host_bytes(ids_ptr, byte_len)?
-            .chunks_exact(4)
-            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        // Handles are i32 in the same little-endian words.
+        let ids: Vec<i32> = host_u32s(ids_ptr, n, "sessions")?
+            .into_iter()
+            .map(|w| w as i32)
             .collect();
         let mut sessions = take_sessions(state, &ids)?;
         let outcomes = {
@@ -529,19 +544,8 @@ pub unsafe extern "C" fn ec_verify_start(
 ) -> i32 {
     with_state(|state| {
         let prompt = host_str(prompt_ptr, prompt_len, "prompt")?;
-        let params_json = host_str(params_ptr, params_len, "parameters")?;
-        let params = if params_json.trim().is_empty() {
-            GenerationParams::default()
-        } else {
-            GenerationParams::from_json(params_json)?
-        };
-        let byte_len = n_ids
-            .checked_mul(4)
-            .ok_or_else(|| EngineError::InvalidArgument(format!("{n_ids} ids is too many")))?;
-        let claimed: Vec<u32> = host_bytes(ids_ptr, byte_len)?
-            .chunks_exact(4)
-            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
+        let params = host_params(params_ptr, params_len)?;
+        let claimed = host_u32s(ids_ptr, n_ids, "ids")?;
         let model = state.model(model)?.clone();
         let verifier = Verifier::start(model, prompt, &params, &claimed)?;
         let handle = state.new_handle()?;
