@@ -113,18 +113,23 @@ def editor_text(browser: webdriver.Chrome) -> str:
     )
 
 
-def run_in_graphiql(browser: webdriver.Chrome, query: str) -> None:
-    """Put ``query`` in GraphiQL's editor (replacing what is there) and press run."""
+def set_editor(browser: webdriver.Chrome, editor: str, key: str, text: str) -> None:
+    """Put ``text`` in the GraphiQL editor under CSS selector ``editor`` and wait until GraphiQL
+    has taken it in (stored under ``key``)."""
     # Through CodeMirror's API (typing would auto-close brackets); GraphiQL takes an edit in a
     # little later (debounced), and saves it in localStorage when it has.
     browser.execute_script(
-        "document.querySelector('.graphiql-query-editor .CodeMirror').CodeMirror"
-        ".setValue(arguments[0]);",
-        query,
+        "document.querySelector(arguments[0] + ' .CodeMirror').CodeMirror"
+        ".setValue(arguments[1]);",
+        editor,
+        text,
     )
-    WebDriverWait(browser, WAIT_S).until(
-        lambda b: stored(b, "query") == query
-    )
+    WebDriverWait(browser, WAIT_S).until(lambda b: stored(b, key) == text)
+
+
+def run_in_graphiql(browser: webdriver.Chrome, query: str) -> None:
+    """Put ``query`` in GraphiQL's editor (replacing what is there) and press run."""
+    set_editor(browser, ".graphiql-query-editor", "query", query)
     # A found button can go stale (GraphiQL re-renders it): click it from the page.
     browser.execute_script("document.querySelector('.graphiql-execute-button').click();")
 
@@ -250,14 +255,7 @@ def test_graphiql_takes_variables_and_autocompletes(
 ) -> None:
     open_graphiql(browser, node.graphql_url)
     variables = '{"name": "stories260K"}'
-    browser.execute_script(
-        "document.querySelector('.graphiql-editor-tool .CodeMirror').CodeMirror"
-        ".setValue(arguments[0]);",
-        variables,
-    )
-    WebDriverWait(browser, WAIT_S).until(
-        lambda b: stored(b, "variables") == variables
-    )
+    set_editor(browser, ".graphiql-editor-tool", "variables", variables)
     run_in_graphiql(browser, "query ($name: String!) { model(name: $name) { name version } }")
     result = json.loads(wait_for_response(browser, '"version"'))
     assert result["data"]["model"] == {"name": "stories260K", "version": "1"}
