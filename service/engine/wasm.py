@@ -414,6 +414,16 @@ class _Guest:
                 pointers.append(_i32(block[0]))
             yield pointers
 
+    def checked_with(self, name: str, *args: int | bytes) -> int:
+        """:meth:`checked` with each ``bytes`` argument copied into a guest block for the call
+        and passed as the ABI's pointer and byte length."""
+        with self.placed(*(a for a in args if isinstance(a, bytes))) as pointers:
+            blocks = iter(pointers)
+            flat: list[int] = []
+            for arg in args:
+                flat += [next(blocks), _i32(len(arg))] if isinstance(arg, bytes) else [arg]
+            return self.checked(name, *flat)
+
     # --- the ABI -----------------------------------------------------------------------------
 
     def load(self, checkpoint: bytes, tokenizer: bytes) -> int:
@@ -421,10 +431,7 @@ class _Guest:
             # Copied straight into the tensors' buffers: no second copy of the file in the guest.
             # (BytesIO shares a bytes object's buffer instead of copying it.)
             return self.load_file(io.BytesIO(checkpoint), len(checkpoint), tokenizer)
-        with self.placed(checkpoint, tokenizer) as (ckpt, tok):
-            return self.checked(
-                "ec_model_load", ckpt, _i32(len(checkpoint)), tok, _i32(len(tokenizer))
-            )
+        return self.checked_with("ec_model_load", checkpoint, tokenizer)
 
     def _load_call(self, name: str, *args: int) -> int:
         """A streaming-load call; its only internal error is a failed weight allocation, the
@@ -469,8 +476,7 @@ class _Guest:
                     f"invalid checkpoint: file is longer than the {size} bytes its header "
                     "implies (did it change while loading?)"
                 )
-            with self.placed(tokenizer) as (tok,):
-                return self.checked("ec_model_finish", tok, _i32(len(tokenizer)))
+            return self.checked_with("ec_model_finish", tokenizer)
         finally:
             if self.poisoned is None:
                 self.call("ec_model_abort")  # frees the buffers of a load that did not finish
@@ -530,15 +536,9 @@ class WasmModel(LoadedModel):
         params_bytes = params_with_hint(params_json, hint).encode("utf-8")
         with self._lock:
             guest = self._live()
-            with guest.placed(prompt_bytes, params_bytes) as (prompt_ptr, params_ptr):
-                session = guest.checked(
-                    "ec_session_start",
-                    self._handle,
-                    prompt_ptr,
-                    _i32(len(prompt_bytes)),
-                    params_ptr,
-                    _i32(len(params_bytes)),
-                )
+            session = guest.checked_with(
+                "ec_session_start", self._handle, prompt_bytes, params_bytes
+            )
             return _WasmSession(self, session, budget)
 
     def _start_verifier(
@@ -553,14 +553,13 @@ class WasmModel(LoadedModel):
                     "this wasm guest cannot verify claims (no ec_verify_start): rebuild it "
                     "with scripts/build_guest.sh"
                 )
-            with guest.placed(prompt_bytes, params_bytes, ids) as (prompt_ptr, params_ptr, ids_ptr):
-                handle = guest.checked(
+            # The ids go with their count, not their byte length.
+            with guest.placed(ids) as (ids_ptr,):
+                handle = guest.checked_with(
                     "ec_verify_start",
                     self._handle,
-                    prompt_ptr,
-                    _i32(len(prompt_bytes)),
-                    params_ptr,
-                    _i32(len(params_bytes)),
+                    prompt_bytes,
+                    params_bytes,
                     ids_ptr,
                     _i32(len(claimed)),
                 )
