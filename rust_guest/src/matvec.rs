@@ -37,13 +37,7 @@ fn reduce(mut acc: [f32; LANES]) -> f32 {
 
 /// The portable definition: `sum(a[i] * b[i])` in the kernels' fixed order (the SIMD paths
 /// compute exactly this; used directly where no SIMD path exists, and by the tests).
-#[cfg_attr(
-    any(
-        target_arch = "x86_64",
-        all(target_arch = "wasm32", target_feature = "simd128")
-    ),
-    allow(dead_code)
-)]
+#[cfg_attr(simd_kernels, allow(dead_code))]
 #[inline(always)]
 fn dot_scalar(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; LANES];

@@ -77,14 +77,22 @@ pub fn quantize_bytes(values: &[u8], gs: usize) -> Result<(Vec<u8>, Vec<u8>)> {
     Ok((q, s))
 }
 
+/// Calls `kernel::<G>(args)` with the group size `gs` as a constant where it is a common one
+/// (16, 32, 64: each group's loop unrolled), else `kernel::<0>` (the size read at run time).
+#[cfg(simd_kernels)]
+macro_rules! with_group_size {
+    ($kernel:ident, $gs:expr, ($($arg:expr),*)) => {
+        match $gs {
+            16 => $kernel::<16>($($arg),*),
+            32 => $kernel::<32>($($arg),*),
+            64 => $kernel::<64>($($arg),*),
+            _ => $kernel::<0>($($arg),*),
+        }
+    };
+}
+
 /// The exact integer dot product of one group (the definition the SIMD paths reproduce).
-#[cfg_attr(
-    any(
-        target_arch = "x86_64",
-        all(target_arch = "wasm32", target_feature = "simd128")
-    ),
-    allow(dead_code)
-)]
+#[cfg_attr(simd_kernels, allow(dead_code))]
 #[inline(always)]
 fn group_dot_scalar(w: &[i8], x: &[i16]) -> i32 {
     w.iter().zip(x).map(|(&w, &x)| w as i32 * x as i32).sum()
@@ -469,23 +477,13 @@ pub fn matvec_q8(out: &mut [f32], w: &[i8], ws: &[f32], xq: &[i16], xs: &[f32], 
     if std::is_x86_feature_detected!("avx2") {
         // SAFETY: AVX2 is present (checked just above); shapes checked above.
         unsafe {
-            match gs {
-                16 => matvec_q8_avx2::<16>(out, w, ws, xq, xs, gs),
-                32 => matvec_q8_avx2::<32>(out, w, ws, xq, xs, gs),
-                64 => matvec_q8_avx2::<64>(out, w, ws, xq, xs, gs),
-                _ => matvec_q8_avx2::<0>(out, w, ws, xq, xs, gs),
-            }
+            with_group_size!(matvec_q8_avx2, gs, (out, w, ws, xq, xs, gs))
         };
         return;
     }
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
     if gs.is_multiple_of(16) {
-        match gs {
-            16 => matvec_q8_simd128::<16>(out, w, ws, xq, xs, gs),
-            32 => matvec_q8_simd128::<32>(out, w, ws, xq, xs, gs),
-            64 => matvec_q8_simd128::<64>(out, w, ws, xq, xs, gs),
-            _ => matvec_q8_simd128::<0>(out, w, ws, xq, xs, gs),
-        }
+        with_group_size!(matvec_q8_simd128, gs, (out, w, ws, xq, xs, gs));
         return;
     }
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
