@@ -8,4 +8,5 @@
 - ``story``         ``python -m edgechain.bench.story``: certifying a story vs generating it
 - ``blobs``         ``python -m edgechain.bench.blobs``: publish as blobs, read back
 - ``network``       the synthetic model on a fresh network that ``query`` and ``story`` measure
+- ``arguments``     what their command lines share: comma-separated lists, text or JSON results
 """

@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from edgechain.bench.engine_worker import Measurement
 from edgechain.errors import InvalidCheckpoint
 from edgechain.service.engine import ENGINE_KINDS
 from edgechain.service.engine.model_files import read_checkpoint_header
@@ -68,23 +69,14 @@ def ensure_int8(checkpoint: Path) -> Path:
     return out
 
 
-def run_worker(
-    engine: str,
-    checkpoint: Path,
-    tokenizer: Path,
-    steps: int,
-    seed: int,
-    prompt: str,
-    temperature: float = 1.0,
-) -> dict[str, object]:
+def run_worker(run: Measurement) -> dict[str, object]:
     """One measurement in a subprocess; an error entry (not an exception) if it fails."""
-    cmd = [sys.executable, "-m", "edgechain.bench.engine_worker", engine, str(checkpoint)]
-    cmd += [str(tokenizer), str(steps), str(seed), prompt, str(temperature)]
+    cmd = [sys.executable, "-m", "edgechain.bench.engine_worker", *run.to_argv()]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
         message = lines[-1].removeprefix("error: ") if lines else f"exit {proc.returncode}"
-        return {"engine": engine, "error": message}
+        return {"engine": run.engine, "error": message}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -116,9 +108,9 @@ def run_engine_benchmark(
         files = {kind: ensure_int8(f32) if kind == "int8" else f32 for kind in weights}
         for kind, checkpoint in files.items():
             for engine in engines:
-                args = (engine, checkpoint, tokenizer, steps, seed, prompt, temperature)
+                run = Measurement(engine, checkpoint, tokenizer, steps, seed, prompt, temperature)
                 key = _row_key(shape, kind, checkpoint, engine)
-                plan.append((key, lambda a=args: run_worker(*a)))
+                plan.append((key, lambda r=run: run_worker(r)))
         for ref in refs:
             checkpoint = files.get(ref.weights) or (
                 ensure_int8(f32) if ref.weights == "int8" else f32

@@ -17,6 +17,8 @@ import re
 import resource
 import sys
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -69,25 +71,44 @@ def open_labelled_engine(label: str) -> Engine:
     return open_engine(kind, **options)
 
 
-def measure(
-    engine_kind: str,
-    checkpoint: str,
-    tokenizer: str,
-    steps: int,
-    seed: int,
-    prompt: str,
-    temperature: float = 1.0,
-) -> dict[str, object]:
+@dataclass(frozen=True)
+class Measurement:
+    """What one measurement runs: the worker's command line (``to_argv``, ``from_argv``)."""
+
+    engine: str
+    checkpoint: Path
+    tokenizer: Path
+    steps: int
+    seed: int
+    prompt: str
+    temperature: float = 1.0
+
+    def to_argv(self) -> list[str]:
+        fields = (self.engine, self.checkpoint, self.tokenizer, self.steps, self.seed)
+        return [*map(str, fields), self.prompt, str(self.temperature)]
+
+    @classmethod
+    def from_argv(cls, argv: Sequence[str]) -> Measurement:
+        engine, checkpoint, tokenizer, steps, seed, prompt = argv[:6]
+        temperature = float(argv[6]) if len(argv) > 6 else 1.0
+        return cls(
+            engine, Path(checkpoint), Path(tokenizer), int(steps), int(seed), prompt, temperature
+        )
+
+
+def measure(run: Measurement) -> dict[str, object]:
     """Time engine start, model load, the first token and the decode rate."""
     from edgechain.service.engine import GenerationParams
 
     t0 = time.perf_counter()
-    engine = open_labelled_engine(engine_kind)
+    engine = open_labelled_engine(run.engine)
     t1 = time.perf_counter()
-    model = engine.load_files(Path(checkpoint), Path(tokenizer))
+    model = engine.load_files(run.checkpoint, run.tokenizer)
     t2 = time.perf_counter()
-    params = GenerationParams(temperature=temperature, top_p=0.9, seed=seed, max_positions=steps)
-    generation = model.generate(prompt, params)
+    params = GenerationParams(
+        temperature=run.temperature, top_p=0.9, seed=run.seed, max_positions=run.steps
+    )
+    generation = model.generate(run.prompt, params)
     first, first_cpu = None, 0.0
     for _ in generation:
         if first is None:
@@ -95,7 +116,7 @@ def measure(
     t3, t3_cpu = time.perf_counter(), time.process_time()
     n = generation.generated_tokens
     result: dict[str, object] = {
-        "engine": engine_kind,
+        "engine": run.engine,
         "engine_init_s": t1 - t0,
         "load_s": t2 - t1,
         "first_token_s": (first - t2) if first is not None else None,
@@ -120,10 +141,8 @@ def main(argv: list[str]) -> int:
     """Measure and print JSON; a user error is one ``error:`` line and its exit code."""
     from edgechain.errors import EdgechainError
 
-    kind, ckpt, tok, steps, seed, prompt = argv[:6]
-    temperature = float(argv[6]) if len(argv) > 6 else 1.0
     try:
-        print(json.dumps(measure(kind, ckpt, tok, int(steps), int(seed), prompt, temperature)))
+        print(json.dumps(measure(Measurement.from_argv(argv))))
     except EdgechainError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
