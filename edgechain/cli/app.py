@@ -5,7 +5,9 @@ show, call, query (Linera's ``project new``, ``publish-module``, ``create-applic
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +132,13 @@ def _resolve(client: Client, text: str) -> CreatedApplication:
     return client.application(text)
 
 
+@contextlib.contextmanager
+def _open_app(args: argparse.Namespace) -> Iterator[tuple[Client, CreatedApplication]]:
+    """The client and the application ``args.app`` names (show, call and query)."""
+    with open_client(args) as client:
+        yield client, _resolve(client, args.app)
+
+
 def app_new(args: argparse.Namespace) -> int:
     root = new_project(args.name, args.path)
     if args.json:
@@ -211,8 +220,7 @@ def app_list(args: argparse.Namespace) -> int:
 
 
 def app_show(args: argparse.Namespace) -> int:
-    with open_client(args) as client:
-        app = _resolve(client, args.app)
+    with _open_app(args) as (client, app):
         files = client.chain.application("applications").module_files(app.module) or []
     if args.json:
         print_json({**_app_json(app), "files": [path for path, _, _ in files]})
@@ -228,8 +236,7 @@ def app_show(args: argparse.Namespace) -> int:
 
 def app_call(args: argparse.Namespace) -> int:
     operation = parse_json(args.operation, "the operation")
-    with open_client(args) as client:
-        app = _resolve(client, args.app)
+    with _open_app(args) as (client, app):
         response, certificate = client.call_application(app.app_id, operation)
         committee = client.network.committee
         line = certificate_line(certificate, committee.quorum, len(committee.members))
@@ -243,8 +250,7 @@ def app_call(args: argparse.Namespace) -> int:
 
 def app_query(args: argparse.Namespace) -> int:
     variables = parse_json(args.variables, "--variables")
-    with open_client(args) as client:
-        app = _resolve(client, args.app)
+    with _open_app(args) as (client, app):
         request = {"query": args.graphql, "variables": variables}
         body = client.query_application(app.app_id, request)
     if "errors" in body:
