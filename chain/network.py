@@ -67,6 +67,14 @@ from edgechain.chain.committee import Committee, validator_name
 from edgechain.chain.encoding import hash_encoded
 from edgechain.chain.faults import FaultMap, ValidatorFault, format_faults, parse_faults
 from edgechain.chain.keys import generate_key, load_key, public_bytes, save_key
+from edgechain.chain.messages import (
+    INBOX_PREFIX,
+    MAX_INCOMING_BUNDLES,
+    IncomingBundle,
+    Message,
+    bundle_for,
+    messaging_id,
+)
 from edgechain.chain.modules import register_blob_source, unregister_blob_source
 from edgechain.chain.oracle import (
     DEFAULT_ORACLE_BUDGET_S,
@@ -250,6 +258,7 @@ class Network:
         self.validator_engines = parse_validator_engines(settings.engines, committee.names)
         held = storage.blob_ids()
         for validator in self.validators:
+            validator.messages = self  # certified blocks of other chains, for incoming bundles
             validator.policy = policy
             validator.oracle_budget_s = self.oracle_budget_s
             validator.held_blobs = set(held)
@@ -546,6 +555,27 @@ class Network:
         """A stored blob's bytes (what the validators holding it serve)."""
         return self.storage.blob(blob)
 
+    def certified_outgoing(
+        self, chain_id: bytes, height: int
+    ) -> tuple[bytes, tuple[Message, ...]] | None:
+        """The hash and outgoing messages of chain ``chain_id``'s certified block at ``height``
+        (checked against its certificate), None if there is none: what validators check an
+        incoming bundle against (chain/messages.py)."""
+        row = self.storage.block_row(chain_id, height) if 0 <= height < _MAX_HEIGHT else None
+        if row is None:
+            return None
+        try:
+            block, _ = check_block_row(row, chain_id, height, self.committee)
+        except EdgechainError:
+            return None
+        return row.block_hash, block.outgoing
+
+    def has_chain(self, chain_id: bytes) -> bool:
+        """True when a chain with this id exists (in this network's storage)."""
+        return any(c.id == chain_id for c in self._chains.values()) or self.storage.has_chain(
+            chain_id
+        )
+
     def set_faults(self, faulty: FaultsArg, persist: bool = False) -> None:
         """Change the validators' faults now (and in network.json if ``persist``)."""
         faults = parse_faults(faulty, self.committee.names)
@@ -692,8 +722,6 @@ class Chain:
         are stored with the block, in its transaction.
         """
         blobs = dict(blobs or {})
-        if not operations:
-            raise UsageError("a block needs at least one operation")
         net = self.network
         key = signer if signer is not None else self.owner_key()
         # The write lock is held from reading the head to committing: writers of every process
@@ -701,7 +729,11 @@ class Chain:
         with contextlib.ExitStack() as moving_head:
             with net.storage.write_transaction() as txn:
                 self._catch_up(txn)
-                certified, writes = self._certify(operations, key, blobs)
+                # The owner's blocks take what waits in the inbox (as Linera's client does).
+                incoming = self._pending_bundles(txn) if public_bytes(key) == self.owner else []
+                if not operations and not incoming:
+                    raise UsageError("a block needs at least one operation or incoming message")
+                certified, writes = self._certify(operations, key, blobs, incoming)
                 txn.commit_block(
                     BlockRow(
                         self.id,
@@ -712,6 +744,7 @@ class Chain:
                         certified.certificate.encode(),
                     ),
                     writes,
+                    [(m.recipient, m.seq) for m in certified.block.outgoing],
                 )
                 txn.store_blobs(blobs)
                 # Certified here on the head verified above: the next open starts from it.
@@ -723,15 +756,54 @@ class Chain:
             self._apply(certified, writes)
         return certified.certificate
 
+    def process_inbox(self) -> Certificate | None:
+        """Propose a block that only takes this chain's incoming messages (None when its inbox
+        is empty); only the owner may (Unauthorized otherwise)."""
+        if not self.inbox():
+            return None
+        return self.propose([])
+
+    def inbox(self) -> list[IncomingBundle]:
+        """The bundles of certified messages waiting for this chain's next block, in order."""
+        with self.network.storage.snapshot() as snapshot:
+            return self._pending_bundles(snapshot)
+
+    def _pending_bundles(self, snapshot: Snapshot | WriteTransaction) -> list[IncomingBundle]:
+        with self._state_lock:
+            counters = StateReader(self._state, messaging_id(self.id))
+            taken: dict[bytes, int] = {}
+            blocks: list[tuple[bytes, int]] = []
+            for origin, seq, height in snapshot.sent_messages(self.id):
+                if origin not in taken:
+                    taken[origin] = counters.get(f"{INBOX_PREFIX}{origin.hex()}") or 0
+                if seq >= taken[origin] and (origin, height) not in blocks:
+                    blocks.append((origin, height))
+        bundles = []
+        for origin, height in blocks[:MAX_INCOMING_BUNDLES]:
+            row = snapshot.block_row(origin, height)
+            if row is None:
+                raise StorageCorrupted(f"a message names block {height} of a chain that lacks it")
+            block = Block.decode(row.block)
+            bundle = bundle_for(origin, height, row.block_hash, block.outgoing, self.id)
+            if bundle is not None:
+                bundles.append(bundle)
+        return bundles
+
     def _certify(
-        self, operations: Sequence[Operation], key: Ed25519PrivateKey, blobs: dict[bytes, bytes]
+        self,
+        operations: Sequence[Operation],
+        key: Ed25519PrivateKey,
+        blobs: dict[bytes, bytes],
+        incoming: Sequence[IncomingBundle] = (),
     ) -> tuple[CertifiedBlock, WriteSet]:
-        """Execute ``operations`` on the current head and gather a certificate for the block."""
+        """Execute ``incoming`` and ``operations`` on the current head and gather a certificate
+        for the block."""
         net = self.network
         signer_public = public_bytes(key)
         timestamp = max(time.time_ns() // 1000, self.head.timestamp_us)
         state_before = self._state.hash()  # before hash_with(), which prepares the apply
         responses: list[Any] = []
+        sent: list[Message] = []
         writes = execute_operations(
             self._state,
             height=self.height,
@@ -740,7 +812,15 @@ class Chain:
             chain_owner=self.owner,
             operations=operations,
             responses=responses,
+            incoming=incoming,
+            outgoing=sent,
         )
+        for message in sent:
+            if not net.has_chain(message.recipient):
+                raise UsageError(
+                    f"a message to chain {message.recipient.hex()[:16]}, which does not exist "
+                    "(`edgechain net status` lists the chains)"
+                )
         #: Each operation's response in the last block this chain proposed (not stored).
         self.last_responses = responses
         block = Block(
@@ -751,6 +831,8 @@ class Chain:
             operations=tuple(operations),
             signer=signer_public,
             state_hash=self._state.hash_with(writes),
+            incoming=tuple(incoming),
+            outgoing=tuple(sent),
         )
         encoded = block.encode()
         if len(encoded) > MAX_BLOCK_BYTES:
@@ -768,7 +850,7 @@ class Chain:
         check_blobs_at_hand(published, referenced_blobs(operations), blobs, net.storage.blob_ids)
         block_hash = hash_encoded("block", encoded)
         # The validators, whose replicas hold this same state, reuse this execution.
-        remember_execution(state_before, block_hash, self.owner, writes)
+        remember_execution(state_before, block_hash, self.owner, writes, tuple(sent))
         proposal = Proposal(block, sign_proposal(block, key, block_hash), block_hash, blobs)
         timeout = net.vote_timeout
         oracle_calls = any(recorded_response(op) is not None for op in operations)
@@ -814,7 +896,7 @@ class Chain:
                 self._state.copy(),
                 self.head,
             )
-        for certified, writes in extend_chain(cursor, rows, self.network.committee):
+        for certified, writes in extend_chain(cursor, rows, self.network.committee, snapshot):
             self._apply(certified, writes)
         return True
 
@@ -981,4 +1063,3 @@ def _remove_abandoned_config_temporaries(path: Path) -> None:
         if pid.isascii() and pid.isdigit() and len(pid) < 10 and not process_alive(int(pid)):
             with contextlib.suppress(OSError):
                 tmp.unlink()
-
