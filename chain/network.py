@@ -102,7 +102,13 @@ from edgechain.chain.verification import (
     open_chain,
     verify_chain,
 )
-from edgechain.errors import EdgechainError, NetworkNotFound, StorageCorrupted, UsageError
+from edgechain.errors import (
+    EdgechainError,
+    NetworkNotFound,
+    StorageCorrupted,
+    Unauthorized,
+    UsageError,
+)
 from edgechain.files import CONFIG_MAX_BYTES, read_regular
 from edgechain.processes import process_alive
 
@@ -468,8 +474,10 @@ class Network:
 
     # --- chains ---------------------------------------------------------------------------
 
-    def create_chain(self, name: str) -> Chain:
-        """A new, empty chain owned by a fresh key kept in ``keys/chains/<name>.key``."""
+    def create_chain(self, name: str, owner: bytes | None = None) -> Chain:
+        """A new, empty chain owned by a fresh key kept in ``keys/chains/<name>.key`` (the
+        wallet's), or by ``owner`` (a public key whose private key is held elsewhere: this
+        directory cannot propose the chain's blocks)."""
         if not _CHAIN_NAME.fullmatch(name):
             raise UsageError(
                 f"chain name {name!r} must match {_CHAIN_NAME.pattern} (letters, digits, _ -)"
@@ -479,11 +487,21 @@ class Network:
         key_path = self.path / "keys" / "chains" / f"{name}.key"
         if key_path.exists():
             raise UsageError(f"{key_path} already exists")
-        owner_key = generate_key()
-        owner = public_bytes(owner_key)
+        if owner is not None and not (isinstance(owner, bytes) and len(owner) == 32):
+            raise UsageError("a chain's owner is a 32-byte Ed25519 public key")
+        owner_key = generate_key() if owner is None else None
+        if owner_key is not None:
+            owner = public_bytes(owner_key)
+        assert owner is not None
         record = ChainRecord(chain_id_for(self.committee, name, owner), name, owner)
-        save_key(owner_key, key_path)
-        self.storage.add_chain(record)
+        if owner_key is not None:
+            save_key(owner_key, key_path)
+        try:
+            self.storage.add_chain(record)
+        except BaseException:
+            if owner_key is not None:  # another process took the name: no stray key
+                key_path.unlink(missing_ok=True)
+            raise
         with self.storage.snapshot() as snapshot:
             return self._attach(verify_chain(snapshot, self.committee, record))
 
@@ -644,6 +662,12 @@ class Chain:
         """The chain owner's private key, from ``keys/chains/<name>.key``."""
         if self._owner_key is None:
             path = self.network.path / "keys" / "chains" / f"{self.name}.key"
+            if not path.exists():
+                raise Unauthorized(
+                    f"you do not own chain {self.name!r}: its owner is "
+                    f"{self.owner.hex()[:16]}, and this wallet holds no key for it (only a "
+                    "chain's owner proposes its blocks)"
+                )
             key = load_key(path)
             if public_bytes(key) != self.owner:
                 raise StorageCorrupted(f"{path} does not hold the key of chain {self.name!r}")
