@@ -1,6 +1,6 @@
 """The fields of a llama2.c checkpoint header, declared once on the Python side (the engine's
-declaration is ``CheckpointConfig`` in rust_guest/src/checkpoint/header.rs, which serialises the same
-names for ``ec_model_info`` and ``Model.info()``).
+declaration is ``CheckpointConfig`` in rust_guest/src/checkpoint/header.rs, which serialises the
+same names for ``ec_model_info`` and ``Model.info()``).
 """
 
 from __future__ import annotations

@@ -45,7 +45,8 @@ HEADER_BYTES = 7 * 4
 Q8_MAGIC = 0x616B3432
 Q8_VERSION = 2
 Q8_HEADER_BYTES = 256
-# The engine's bounds (checkpoint/header.rs): they reject garbage headers before any size arithmetic.
+# The engine's bounds (checkpoint/header.rs): they reject garbage headers before any size
+# arithmetic.
 MAX_DIM = 1 << 16
 MAX_LAYERS = 1 << 10
 MAX_VOCAB = 1 << 20
