@@ -214,3 +214,28 @@ def test_a_kill_between_send_and_execution_loses_and_duplicates_nothing(
         bob.process_inbox()
         assert bob.inbox() == []
         assert mine + _balance(bob, app)["balance"] == 100
+
+
+def test_a_chain_follows_an_event_stream_past_events_first_then_new_ones(net: Path) -> None:
+    with Client.open(net) as alice:
+        app, bob_id = _setup(alice)  # the Mint of 100 is event 0 of alice's "mints"
+        alice.call_application(app, {"Transfer": {"to_chain": bob_id, "amount": 10}})
+        alice_chain = alice.chain.id.hex()
+    with Client.open(net, chain="bob") as bob:
+        bob.process_inbox()  # bob learns the application from the transfer
+        bob.call_application(app, {"Follow": {"chain": alice_chain}})
+    with Client.open(net) as alice:
+        alice.process_inbox()  # takes bob's subscription: event 0 goes to bob
+        alice.call_application(app, {"Mint": {"amount": 5}})  # event 1, to its follower
+        alice.call_application(app, {"Mint": {"amount": 6}})  # event 2
+    with Client.open(net, chain="bob") as bob:
+        bob.process_inbox()
+        body = bob.query_application(app, {"query": "{ followed }"})
+        assert "errors" not in body, body
+        followed = body["data"]["followed"]
+        assert followed == [
+            [alice_chain, "0", "100"],
+            [alice_chain, "1", "5"],
+            [alice_chain, "2", "6"],
+        ]
+    assert edgechain("chain", "verify", "--dir", net).code == 0

@@ -16,7 +16,7 @@ from strawberry.types import Info
 
 from edgechain.errors import OperationRejected
 from edgechain.sdk.abi import Abi
-from edgechain.sdk.runtime import ContractRuntime, ServiceRuntime
+from edgechain.sdk.runtime import ContractRuntime, ServiceRuntime, StreamUpdate
 from edgechain.sdk.views import RootView
 
 __all__ = ["Contract", "Service", "service_of"]
@@ -48,6 +48,10 @@ class Contract:
         """Execute one of the ABI's messages, sent by this application on another chain (or
         bouncing back: ``runtime.message_is_bouncing``). Raising rejects the message only."""
         raise OperationRejected(f"{type(self).__name__} takes no messages")
+
+    def process_streams(self, updates: list[StreamUpdate]) -> None:
+        """New events of streams this application follows (``runtime.subscribe_to_events``),
+        in order. The default ignores them."""
 
 
 class Service:

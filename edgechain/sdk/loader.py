@@ -19,13 +19,14 @@ from typing import Any
 
 from edgechain.chain.application import ContractState, OperationContext, ServiceContext
 from edgechain.chain.application import application_id as builtin_application_id
+from edgechain.chain.messages import StreamUpdate as ChainStreamUpdate
 from edgechain.chain.modules import LoadedModule
 from edgechain.contract.registry import APPLICATION_NAME as REGISTRY
 from edgechain.errors import ContractError, EdgechainError, InputError, OperationRejected
 from edgechain.sdk.abi import Abi, decode, encode
 from edgechain.sdk.application import Contract, Service
 from edgechain.sdk.rules import check_sources
-from edgechain.sdk.runtime import ContractRuntime, ServiceHost, ServiceRuntime
+from edgechain.sdk.runtime import ContractRuntime, ServiceHost, ServiceRuntime, StreamUpdate
 
 __all__ = ["SdkModule", "inspect_module", "load"]
 
@@ -127,6 +128,12 @@ class _ContractAdapter:
         except EdgechainError as exc:
             raise OperationRejected(str(exc)) from None
         _guarded(lambda: self._instance(ctx, state).execute_message(message))
+
+    def process_streams(
+        self, ctx: OperationContext, state: ContractState, updates: list[ChainStreamUpdate]
+    ) -> None:
+        mine = [StreamUpdate(u.chain.hex(), u.stream, u.index, u.value) for u in updates]
+        _guarded(lambda: self._instance(ctx, state).process_streams(mine))
 
     def instantiate(self, ctx: OperationContext, state: ContractState, argument: Any) -> None:
         abi = self._contract.abi

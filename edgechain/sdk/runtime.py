@@ -18,7 +18,9 @@ from edgechain.chain.application import (
     ContractState,
     OperationContext,
     call_application,
+    emit,
     send_message,
+    subscribe_to_events,
 )
 from edgechain.chain.application import application_id as builtin_application_id
 from edgechain.contract.registry import APPLICATION_NAME as REGISTRY
@@ -27,7 +29,13 @@ from edgechain.contract.registry import ModelEntry
 from edgechain.errors import OperationRejected
 from edgechain.sdk.abi import Abi, decode, encode
 
-__all__ = ["CertifiedModelInfo", "ContractRuntime", "ServiceHost", "ServiceRuntime"]
+__all__ = [
+    "CertifiedModelInfo",
+    "ContractRuntime",
+    "ServiceHost",
+    "ServiceRuntime",
+    "StreamUpdate",
+]
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,17 @@ def _models(state: Any) -> list[CertifiedModelInfo]:
             )
         )  # fmt: skip
     return found
+
+
+@dataclass(frozen=True)
+class StreamUpdate:
+    """One event of a stream this application follows: the ``index``-th of ``stream``, emitted
+    by this application on chain ``chain_id``."""
+
+    chain_id: str
+    stream: str
+    index: int
+    value: Any
 
 
 class ContractRuntime:
@@ -115,14 +134,24 @@ class ContractRuntime:
         ``execute_message`` when that chain takes its inbox. ``tracked``: if the recipient
         rejects it, it comes back here with :attr:`message_is_bouncing` set; ``authenticated``:
         the recipient sees this block's signer as :attr:`authenticated_signer`."""
-        try:
-            chain = destination if isinstance(destination, bytes) else bytes.fromhex(destination)
-        except ValueError:
-            raise OperationRejected(f"send_message: {destination!r} is not a chain id") from None
+        chain = _chain_bytes(destination, "send_message")
         payload = self._abi.encode_message(message)
         send_message(
             self._ctx, self._state, chain, payload, tracked=tracked, authenticated=authenticated
         )
+
+    def emit(self, stream: str, value: Any) -> int:
+        """Append ``value`` (a dataclass of the ABI, or plain data) to this application's event
+        stream ``stream`` on this chain; every chain following it receives it in its
+        ``process_streams``, in order. The event's index in the stream."""
+        return emit(self._ctx, self._state, stream, encode(value))
+
+    def subscribe_to_events(self, chain_id: str | bytes, stream: str) -> None:
+        """Follow this application's stream ``stream`` on chain ``chain_id``: every event of
+        it, the past ones first, then each new one, reaches this chain's ``process_streams``
+        (once that chain has taken the request from its inbox, and this chain the events)."""
+        emitter = _chain_bytes(chain_id, "subscribe_to_events")
+        subscribe_to_events(self._ctx, self._state, emitter, stream)
 
     @property
     def message_origin_chain_id(self) -> str | None:
@@ -146,6 +175,13 @@ class ContractRuntime:
         return next(
             (m for m in self.certified_models() if (m.name, m.version) == (name, version)), None
         )
+
+
+def _chain_bytes(chain: str | bytes, what: str) -> bytes:
+    try:
+        return chain if isinstance(chain, bytes) else bytes.fromhex(chain)
+    except (ValueError, TypeError):
+        raise OperationRejected(f"{what}: {chain!r} is not a chain id") from None
 
 
 class ServiceHost(Protocol):
