@@ -769,6 +769,7 @@ class Chain:
                     ),
                     writes,
                     [(m.recipient, m.seq) for m in certified.block.outgoing],
+                    [(b.origin, b.messages[-1].seq + 1) for b in certified.block.incoming],
                 )
                 txn.store_blobs(blobs)
                 # Certified here on the head verified above: the next open starts from it.
