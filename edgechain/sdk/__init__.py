@@ -16,7 +16,7 @@ The names follow linera-sdk: :class:`Contract` (``instantiate``, ``execute_opera
 """
 
 from edgechain.errors import OperationRejected
-from edgechain.sdk.abi import Abi
+from edgechain.sdk.abi import Abi, crypto_hash
 from edgechain.sdk.application import Contract, Service, service_of
 from edgechain.sdk.runtime import CertifiedModelInfo, ContractRuntime, ServiceRuntime
 from edgechain.sdk.views import LogView, MapView, QueueView, RegisterView, RootView
@@ -34,5 +34,6 @@ __all__ = [
     "RootView",
     "Service",
     "ServiceRuntime",
+    "crypto_hash",
     "service_of",
 ]
