@@ -13,10 +13,17 @@ import pytest
 
 from edgechain.applications import MODEL_REGISTRY, STORY_BOOK
 from edgechain.client import Client
-from edgechain.contract.registry import ModelRegistryContract, ModelRegistryService, RegistryState
+from edgechain.contract.registry import (
+    APPLICATION_NAME,
+    KEY_PREFIX,
+    ModelRegistryContract,
+    ModelRegistryService,
+    RegistryState,
+)
 from edgechain.contract.story_book import StoryBookContract, StoryBookService, StoryNotFound
 from edgechain.errors import ModelRetired, Unauthorized
 from edgechain.sdk import Contract, Service
+from edgechain.sdk import runtime
 from edgechain.sdk.loader import SdkModule
 
 FIXTURE = Path(__file__).parent / "fixtures" / "network_before_builtins_on_sdk.tar.xz"
@@ -41,6 +48,8 @@ def test_the_built_ins_are_a_contract_and_a_service_of_the_sdk() -> None:
         "RegisterModel",
         "RetireModel",
     ]
+    # The SDK's runtime reads the registry's entries where the registry stores them.
+    assert (runtime.REGISTRY, runtime._MODEL_PREFIX) == (APPLICATION_NAME, KEY_PREFIX)
 
 
 def test_a_network_made_before_re_executes_to_the_same_state_hashes(old_net: Path) -> None:

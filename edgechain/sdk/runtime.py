@@ -38,22 +38,20 @@ class CertifiedModelInfo:
     retired: bool
 
 
-#: The model registry's kind name (contract/registry.py is an SDK application: importing it
-#: here would be circular).
+#: The model registry's kind name and where its state keeps an entry (contract/registry.py, an
+#: SDK application itself: the SDK reads its stored entry maps rather than import it).
 REGISTRY = "model-registry"
+_MODEL_PREFIX = "model/"
 
 
 def _models(state: Any) -> list[CertifiedModelInfo]:
-    from edgechain.contract.registry import KEY_PREFIX as MODEL_PREFIX
-    from edgechain.contract.registry import ModelEntry
-
     found = []
-    for key in state.keys(MODEL_PREFIX):
-        entry = ModelEntry.from_value(state.get(key))
+    for key in state.keys(_MODEL_PREFIX):
+        entry = state.get(key)
         found.append(
             CertifiedModelInfo(
-                entry.name, entry.version, entry.weights.blake3, entry.tokenizer.blake3,
-                entry.retired,
+                entry["name"], entry["version"], entry["weights"]["blake3"],
+                entry["tokenizer"]["blake3"], entry["retired_height"] is not None,
             )
         )  # fmt: skip
     return found
