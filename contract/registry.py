@@ -254,7 +254,8 @@ class ModelRegistryService(Service):
     def _versions(self, name: str) -> list[ModelEntry]:
         prefix = f"{name}/"
         models = self.state.model
-        return [models.get(key) for key in models.keys() if key.startswith(prefix)]
+        keys = models.keys()
+        return [models.get(key) for key in keys if key.startswith(prefix)]
 
     def query_model(self, name: str, version: str | None = None) -> CertifiedModel:
         """A model by name (its latest active version) or by name and version.

@@ -22,8 +22,7 @@ from edgechain.contract.registry import (
 )
 from edgechain.contract.story_book import StoryBookContract, StoryBookService, StoryNotFound
 from edgechain.errors import ModelRetired, Unauthorized
-from edgechain.sdk import Contract, Service
-from edgechain.sdk import runtime
+from edgechain.sdk import Contract, Service, runtime
 from edgechain.sdk.loader import SdkModule
 
 FIXTURE = Path(__file__).parent / "fixtures" / "network_before_builtins_on_sdk.tar.xz"

@@ -1,9 +1,9 @@
 """The layer rule (ARCHITECTURE.md, "Layers"): chain/ names nothing above it, the SDK
 (edgechain/sdk/) names only the chain, contract/ names no service, and service/ names no client,
 applications wiring, CLI, node, benchmark or test code; the built-in applications name nothing of
-the chain but the SDK. "Names" is an import anywhere in a module (also under TYPE_CHECKING or in a function) or
-a string holding a module's dotted name (``importlib.import_module("edgechain.contract...")``,
-a docstring cross-reference)."""
+the chain but the SDK. "Names" is an import anywhere in a module (also under TYPE_CHECKING or
+in a function) or a string holding a module's dotted name
+(``importlib.import_module("edgechain.contract...")``, a docstring cross-reference)."""
 
 from __future__ import annotations
 

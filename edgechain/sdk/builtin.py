@@ -27,4 +27,4 @@ def builtin_application(
     def service_factory(context: ServiceContext) -> Service:
         return module.service(context, None)
 
-    return ApplicationKind(name=name, contract=module.contract(None), service_factory=service_factory)
+    return ApplicationKind(name, module.contract(None), service_factory)
