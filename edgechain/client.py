@@ -584,36 +584,50 @@ class Client:
 
         return user_applications.create_application(self, module_id, parameters, argument)
 
-    def applications(self) -> list[CreatedApplication]:
-        """The applications created on this chain, oldest first."""
+    def applications(self, chain: str | None = None) -> list[CreatedApplication]:
+        """The applications this chain (or ``chain``) knows, oldest first: created there, or
+        learnt from a message."""
 
         from edgechain import user_applications  # the SDK, imported when first used
 
-        return user_applications.applications(self)
+        return user_applications.applications(self, self._chain_named(chain))
 
-    def application(self, app: str | bytes) -> CreatedApplication:
+    def application(self, app: str | bytes, chain: str | None = None) -> CreatedApplication:
         """A created application by id, or a unique prefix of its hex id."""
         text = app.hex() if isinstance(app, bytes) else app
 
         from edgechain import user_applications  # the SDK, imported when first used
 
-        return user_applications.find_application(self, text)
+        return user_applications.find_application(self, text, self._chain_named(chain))
 
-    def call_application(self, app: str | bytes, operation: Any) -> tuple[Any, Certificate]:
+    def call_application(
+        self, app: str | bytes, operation: Any, chain: str | None = None
+    ) -> tuple[Any, Certificate]:
         """Propose ``operation`` (``{"Name": {fields}}``) to a created application: its
         response and the block's certificate."""
 
         from edgechain import user_applications  # the SDK, imported when first used
 
-        return user_applications.call_application(self, self.application(app), operation)
+        on = self._chain_named(chain)
+        return user_applications.call_application(
+            self, self.application(app, chain), operation, on
+        )
 
-    def query_application(self, app: str | bytes, request: dict[str, Any]) -> dict[str, Any]:
+    def query_application(
+        self, app: str | bytes, request: dict[str, Any], chain: str | None = None
+    ) -> dict[str, Any]:
         """A GraphQL request to a created application's service (mutations' operations are
         proposed afterwards)."""
 
         from edgechain import user_applications  # the SDK, imported when first used
 
-        return user_applications.query_application(self, self.application(app), request)
+        on = self._chain_named(chain)
+        return user_applications.query_application(
+            self, self.application(app, chain), request, on
+        )
+
+    def _chain_named(self, chain: str | None) -> Chain:
+        return self.chain if chain is None else self.network.chain(chain)
 
     # --- the story book ----------------------------------------------------------------------
 
