@@ -16,7 +16,7 @@ The names follow linera-sdk: :class:`Contract` (``instantiate``, ``execute_opera
 """
 
 from edgechain.errors import OperationRejected
-from edgechain.sdk.abi import Abi
+from edgechain.sdk.abi import Abi, crypto_hash
 from edgechain.sdk.application import Contract, Service, service_of
 from edgechain.sdk.runtime import (
     CertifiedModelInfo,
@@ -40,5 +40,6 @@ __all__ = [
     "Service",
     "ServiceRuntime",
     "StreamUpdate",
+    "crypto_hash",
     "service_of",
 ]

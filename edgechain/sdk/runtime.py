@@ -17,15 +17,14 @@ from typing import Any, Protocol
 from edgechain.chain.application import (
     ContractState,
     OperationContext,
+    ServiceContext,
     call_application,
     emit,
     send_message,
     subscribe_to_events,
 )
 from edgechain.chain.application import application_id as builtin_application_id
-from edgechain.contract.registry import APPLICATION_NAME as REGISTRY
-from edgechain.contract.registry import KEY_PREFIX as MODEL_PREFIX
-from edgechain.contract.registry import ModelEntry
+from edgechain.chain.blobs import published_record
 from edgechain.errors import OperationRejected
 from edgechain.sdk.abi import Abi, decode, encode
 
@@ -49,14 +48,20 @@ class CertifiedModelInfo:
     retired: bool
 
 
+#: The model registry's kind name and where its state keeps an entry (contract/registry.py, an
+#: SDK application itself: the SDK reads its stored entry maps rather than import it).
+REGISTRY = "model-registry"
+_MODEL_PREFIX = "model/"
+
+
 def _models(state: Any) -> list[CertifiedModelInfo]:
     found = []
-    for key in state.keys(MODEL_PREFIX):
-        entry = ModelEntry.from_value(state.get(key))
+    for key in state.keys(_MODEL_PREFIX):
+        entry = state.get(key)
         found.append(
             CertifiedModelInfo(
-                entry.name, entry.version, entry.weights.blake3, entry.tokenizer.blake3,
-                entry.retired,
+                entry["name"], entry["version"], entry["weights"]["blake3"],
+                entry["tokenizer"]["blake3"], entry["retired_height"] is not None,
             )
         )  # fmt: skip
     return found
@@ -76,10 +81,13 @@ class StreamUpdate:
 class ContractRuntime:
     """What a contract may know and do while its block executes."""
 
-    def __init__(self, ctx: OperationContext, state: ContractState, abi: Abi) -> None:
+    def __init__(
+        self, ctx: OperationContext, state: ContractState, abi: Abi, payload: Any = None
+    ) -> None:
         self._ctx = ctx
         self._state = state
         self._abi = abi
+        self._payload = payload
 
     @property
     def chain_id(self) -> str:
@@ -119,6 +127,21 @@ class ContractRuntime:
         return call_application(
             self._ctx, self._state, target, type(operation).__name__, encode(operation)
         )
+
+    def data_blob_size(self, blob_id: bytes) -> int | None:
+        """The size of data blob ``blob_id`` if it is published on this chain, as this block
+        sees it (Linera's ``assert_data_blob_exists``); None if it is not."""
+        record = published_record(self._state, blob_id)
+        return None if record is None else record["size"]
+
+    def oracle_response(self) -> Any:
+        """The model oracle's response for the operation being executed (Linera's
+        ``query_service``, as the block records it): the proposer ran the generation and
+        every validator re-executed or verified it with its own engine before voting
+        (chain/oracle.py), so the contract stores it without running a model. None when the
+        operation records none."""
+        payload = self._payload
+        return payload.get("oracle") if isinstance(payload, dict) else None
 
     def send_message(
         self,
@@ -205,6 +228,7 @@ class ServiceRuntime:
         abi: Abi,
         host: ServiceHost | None,
         registry_state: Any,
+        context: ServiceContext | None = None,
     ) -> None:
         self._chain_id = chain_id
         self._app_id = app_id
@@ -212,6 +236,7 @@ class ServiceRuntime:
         self._abi = abi
         self._host = host
         self._registry_state = registry_state
+        self._context = context
         #: Operations a mutation scheduled: the client proposes them in one block afterwards.
         self.scheduled: list[Any] = []
 
@@ -226,6 +251,23 @@ class ServiceRuntime:
     @property
     def application_parameters(self) -> Any:
         return decode(self._abi.parameters, self._parameters, "parameters")
+
+    def certified_block(self, height: int) -> Any:
+        """The certified block at ``height`` (``.block_hash``, ``.certificate``): what a
+        service shows beside the state a block made (the model registry's entries)."""
+        return self._need_context().certified_block(height)
+
+    @property
+    def committee(self) -> Any:
+        """The chain's committee (who certifies its blocks)."""
+        return self._need_context().committee
+
+    def _need_context(self) -> ServiceContext:
+        if self._context is None:
+            from edgechain.errors import UsageError
+
+            raise UsageError("this service runtime has no chain context")
+        return self._context
 
     def schedule_operation(self, operation: Any) -> None:
         """Have ``operation`` (one of the ABI's) executed in a block after this query."""
