@@ -14,13 +14,14 @@ map written by :meth:`ModelEntry.to_value`, as before the registry ran on the SD
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, ClassVar
 
 from edgechain.contract.certified_model import CertifiedModel
 from edgechain.contract.operations import FileRef, RegisterModel, RetireModel, check_utf8
 from edgechain.errors import ModelNotFound, ModelRetired, OperationRejected, Unauthorized
-from edgechain.sdk import Abi, Contract, MapView, RootView, Service
+from edgechain.sdk import Abi, Contract, MapView, RegisterView, RootView, Service
 
 __all__ = [
     "ABI",
@@ -114,12 +115,59 @@ class ModelEntry:
         return cls.from_value(value)
 
 
-ABI = Abi(operations=(RegisterModel, RetireModel))
+@dataclass(frozen=True)
+class FollowRegistry:
+    """Follow the registry of chain ``chain`` (hex id): every model it has certified, and each
+    it registers or retires from then on, is certified on this chain too, so this chain's
+    service answers ``generate`` for them from its own certified state."""
+
+    operation_name: ClassVar[str] = "FollowRegistry"
+
+    chain: str
+
+    def to_payload(self) -> dict[str, Any]:
+        return {"chain": self.chain}
+
+    @classmethod
+    def from_payload(cls, payload: Any) -> FollowRegistry:
+        if not (isinstance(payload, dict) and set(payload) == {"chain"}):
+            raise OperationRejected("FollowRegistry takes chain")
+        return cls(payload["chain"])
+
+    def validate(self) -> None:
+        if not (isinstance(self.chain, str) and _CHAIN_ID.fullmatch(self.chain)):
+            raise OperationRejected("FollowRegistry.chain must be a chain id (64 hex digits)")
+
+
+@dataclass(frozen=True)
+class Follow:
+    """The message a following registry sends to the one it follows."""
+
+
+@dataclass(frozen=True)
+class ModelUpdate:
+    """The message a followed registry sends each follower: one entry as it now stands (its
+    registration, or its retirement)."""
+
+    entry: dict[str, Any]
+
+
+ABI = Abi(
+    operations=(RegisterModel, RetireModel, FollowRegistry), messages=(Follow, ModelUpdate)
+)
+_CHAIN_ID = re.compile(r"^[0-9a-f]{64}$")
+#: The registry's stream, in the docs' words: one ModelUpdate per registration and retirement,
+#: sent to every follower (as messages, so chains made before it keep their state hashes).
+STREAM = "models"
 
 
 class RegistryState(RootView):
     #: Every registered version, keyed ``<name>/<version>`` (stored at ``model/<name>/<version>``).
     model = MapView(ModelEntry)
+    #: The chains following this registry: hex id -> the height this registry took the request.
+    followers = MapView(int)
+    #: The chain whose registry this one follows (hex id; empty: none).
+    following = RegisterView(str, default="")
 
 
 class ModelRegistryContract(Contract):
@@ -130,7 +178,7 @@ class ModelRegistryContract(Contract):
     state_type = RegistryState
     state: RegistryState
 
-    def execute_operation(self, operation: RegisterModel | RetireModel) -> None:
+    def execute_operation(self, operation: RegisterModel | RetireModel | FollowRegistry) -> None:
         runtime = self.runtime
         signer, owner = runtime.authenticated_signer, runtime.chain_owner
         if signer != owner:
@@ -142,8 +190,48 @@ class ModelRegistryContract(Contract):
         if isinstance(operation, RegisterModel):
             self._check_chunks_published(operation)
             self._register(operation)
-        else:
+        elif isinstance(operation, RetireModel):
             self._retire(operation)
+        else:
+            self._follow(operation)
+
+    def execute_message(self, message: Follow | ModelUpdate) -> None:
+        origin = self.runtime.message_origin_chain_id or ""
+        if isinstance(message, Follow):
+            if not self.state.followers.contains(origin):
+                self.state.followers.insert(origin, self.runtime.block_height)
+                for _, entry in self.state.model.items():  # what it has certified so far
+                    self.runtime.send_message(origin, ModelUpdate(entry.to_value()))
+            return
+        if origin != self.state.following.get():
+            raise OperationRejected(f"this registry does not follow chain {origin[:16]}")
+        self._certify_update(ModelEntry.from_value(message.entry))
+
+    def _follow(self, op: FollowRegistry) -> None:
+        if op.chain == self.runtime.chain_id:
+            raise OperationRejected("a registry cannot follow its own chain")
+        if self.state.following.get():
+            raise OperationRejected(
+                f"this registry already follows chain {self.state.following.get()[:16]}"
+            )
+        self.state.following.set(op.chain)
+        self.runtime.send_message(op.chain, Follow())
+
+    def _certify_update(self, update: ModelEntry) -> None:
+        """A followed registry's entry, certified here by this block: its heights are this
+        chain's (the block that certifies it here)."""
+        key = _map_key(update.name, update.version)
+        here = self.state.model.get(key)
+        height = self.runtime.block_height
+        if here is None:
+            here = replace(update, registered_height=height, retired_height=None)
+        if update.retired and not here.retired:
+            here = replace(here, retired_height=height)
+        self.state.model.insert(key, here)
+
+    def _announce(self, entry: ModelEntry) -> None:
+        for follower, _ in self.state.followers.items():
+            self.runtime.send_message(follower, ModelUpdate(entry.to_value()))
 
     def _register(self, op: RegisterModel) -> None:
         key = _map_key(op.name, op.version)
@@ -172,6 +260,7 @@ class ModelRegistryContract(Contract):
             registered_by=bytes.fromhex(self.runtime.authenticated_signer),
         )
         self.state.model.insert(key, entry)
+        self._announce(entry)
 
     def _retire(self, op: RetireModel) -> None:
         key = _map_key(op.name, op.version)
@@ -183,7 +272,9 @@ class ModelRegistryContract(Contract):
                 f"model {op.name} version {op.version} is already retired "
                 f"(height {entry.retired_height})"
             )
-        self.state.model.insert(key, replace(entry, retired_height=self.runtime.block_height))
+        retired = replace(entry, retired_height=self.runtime.block_height)
+        self.state.model.insert(key, retired)
+        self._announce(retired)
 
     def _check_chunks_published(self, op: RegisterModel) -> None:
         """A manifest is certified only once every chunk it names is (chain/blobs.py)."""

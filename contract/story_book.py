@@ -11,7 +11,11 @@ Operations:
   its result differs (chain/validator.py); the contract reads the response through the SDK's
   oracle door (``runtime.oracle_response()``, Linera's ``query_service``) and stores what the
   block records, so replaying the chain never needs a model.
-- ``Transfer{story, owner}``: the story's owner (the block's signer) gives it to ``owner``.
+- ``Transfer{story, owner, chain?}``: the story's owner (the block's signer) gives it to
+  ``owner``; with ``chain`` (another chain's id), the story leaves this chain in a tracked
+  ``StoryMoves`` message and is the recipient chain's once it takes its inbox (a new id there).
+  A chain whose registry does not certify the story's model refuses it, and the story bounces
+  back to its sender, under its old id.
 
 Stories are numbered from 1 in mint order. Queries: a story by id, the stories of an owner.
 
@@ -42,6 +46,7 @@ __all__ = [
     "StoryBookContract",
     "StoryBookService",
     "StoryBookState",
+    "StoryMoves",
     "StoryNotFound",
     "Transfer",
 ]
@@ -151,21 +156,30 @@ class MintStory:
 
 @dataclass(frozen=True)
 class Transfer:
-    """Give story ``story`` to ``owner`` (a public key, 64 hex digits)."""
+    """Give story ``story`` to ``owner`` (a public key, 64 hex digits), on ``chain`` (a chain
+    id, 64 hex digits; None: this chain)."""
 
     operation_name: ClassVar[str] = "Transfer"
 
     story: int
     owner: str
+    chain: str | None = None
 
     def to_payload(self) -> dict[str, Any]:
-        return {"story": self.story, "owner": self.owner}
+        # Without a chain, the bytes a transfer had before stories moved between chains.
+        payload: dict[str, Any] = {"story": self.story, "owner": self.owner}
+        if self.chain is not None:
+            payload["chain"] = self.chain
+        return payload
 
     @classmethod
     def from_payload(cls, payload: Any) -> Transfer:
-        if not isinstance(payload, dict) or set(payload) != {"story", "owner"}:
-            raise OperationRejected("Transfer takes story and owner")
-        op = cls(payload["story"], payload["owner"])
+        if not isinstance(payload, dict) or set(payload) not in (
+            {"story", "owner"},
+            {"story", "owner", "chain"},
+        ):
+            raise OperationRejected("Transfer takes story, owner and optionally chain")
+        op = cls(payload["story"], payload["owner"], payload.get("chain"))
         op.validate()
         return op
 
@@ -174,6 +188,10 @@ class Transfer:
             raise OperationRejected(f"story must be a story id (>= 1), got {self.story!r}")
         if not isinstance(self.owner, str) or not _OWNER.fullmatch(self.owner):
             raise OperationRejected("owner must be a public key: 64 lowercase hex digits")
+        if self.chain is not None and not (
+            isinstance(self.chain, str) and _OWNER.fullmatch(self.chain)
+        ):
+            raise OperationRejected("chain must be a chain id: 64 lowercase hex digits")
 
 
 @dataclass(frozen=True)
@@ -210,7 +228,16 @@ class Story:
         return cls.from_value(value)
 
 
-ABI = Abi(operations=(MintStory, Transfer))
+@dataclass(frozen=True)
+class StoryMoves:
+    """The message a transfer to another chain sends: the story as it was here (its id and
+    owner, to restore if it bounces) and its new owner there."""
+
+    story: Story
+    to_owner: str
+
+
+ABI = Abi(operations=(MintStory, Transfer), messages=(StoryMoves,))
 
 
 class StoryBookState(RootView):
@@ -269,7 +296,25 @@ class StoryBookContract(Contract):
             raise Unauthorized(
                 f"story {op.story} belongs to {story.owner[:16]}, not to the signer {signer[:16]}"
             )
-        self.state.story.insert(_story_key(op.story), replace(story, owner=op.owner))
+        if op.chain is None or op.chain == self.runtime.chain_id:
+            self.state.story.insert(_story_key(op.story), replace(story, owner=op.owner))
+            return
+        self.state.story.remove(_story_key(op.story))
+        self.runtime.send_message(op.chain, StoryMoves(story, op.owner), tracked=True)
+
+    def execute_message(self, message: StoryMoves) -> None:
+        story = message.story
+        if self.runtime.message_is_bouncing:  # refused there: back to its owner, same id
+            self.state.story.insert(_story_key(story.id), story)
+            return
+        if self.runtime.certified_model(story.model, story.version) is None:
+            raise OperationRejected(
+                f"this chain's registry does not certify {story.model} version {story.version}"
+            )
+        story_id = self.state.next.get()
+        arrived = replace(story, id=story_id, owner=message.to_owner)
+        self.state.story.insert(_story_key(story_id), arrived)
+        self.state.next.set(story_id + 1)
 
 
 class StoryBookService(Service):

@@ -498,6 +498,17 @@ class Client:
         certificate = self.chain.execute(app_id, operation)
         return PublishedModel(self.registry.query_model(name, version), certificate)
 
+    def follow_registry(self, chain: str) -> Certificate:
+        """Make this chain's registry follow the registry of ``chain`` (name, id or prefix):
+        once that chain has taken the request from its inbox and this one the models it sends,
+        every model certified there is certified here too, and ``generate`` on this chain
+        serves it (docs/chain.md, "Microchains")."""
+        from edgechain.contract.registry import FollowRegistry
+
+        source = self.network.chain(chain)
+        app_id = self.chain.app_id(APPLICATION_NAME)
+        return self.chain.execute(app_id, FollowRegistry(source.id.hex()))
+
     def retire_model(self, name: str, version: str) -> Certificate:
         """Retire a model version; services refuse it from the next query on."""
         app_id = self.chain.app_id(APPLICATION_NAME)
@@ -698,12 +709,15 @@ class Client:
         and read the client (the node does; see docs/chain.md, "Concurrency")."""
         return certify_mint(self.chain, generated)
 
-    def transfer_story(self, story_id: int, owner: str) -> Certificate:
+    def transfer_story(self, story_id: int, owner: str, chain: str | None = None) -> Certificate:
         """Give story ``story_id`` to ``owner`` (a public key, hex); signed by the chain owner,
-        who must own it (Unauthorized, exit 5, otherwise)."""
+        who must own it (Unauthorized, exit 5, otherwise). With ``chain`` (another chain's name
+        or id), the story moves there: it is that chain's once it takes its inbox, or comes
+        back if that chain's registry does not certify the story's model."""
         from edgechain.contract.story_book import Transfer
 
-        operation = Transfer(story=story_id, owner=owner.lower())
+        target = None if chain is None else self.network.chain(chain).id.hex()
+        operation = Transfer(story=story_id, owner=owner.lower(), chain=target)
         return self.chain.execute(self.chain.app_id(STORY_BOOK), operation)
 
     def _install_oracles(self) -> None:

@@ -61,6 +61,7 @@ def test_the_built_ins_are_a_contract_and_a_service_of_the_sdk() -> None:
     assert [t.__name__ for t in module.contract_class.abi.operations] == [
         "RegisterModel",
         "RetireModel",
+        "FollowRegistry",
     ]
     # The SDK's runtime reads the registry's entries where the registry stores them.
     assert (runtime.REGISTRY, runtime._MODEL_PREFIX) == (APPLICATION_NAME, KEY_PREFIX)
