@@ -46,8 +46,10 @@ from edgechain.service.engine.base import (
 )
 from edgechain.service.engine.codes import error_from_code
 from edgechain.service.engine.files import (
+    GGUF_MAGIC,
+    is_gguf,
     read_exactly,
-    read_tokenizer_file,
+    tokenizer_for,
     unchanged_checkpoint,
 )
 from edgechain.service.engine.model_files import parse_checkpoint_header
@@ -197,16 +199,18 @@ class WasmEngine(Engine):
         return WasmModel(guest, handle, self.timeout)
 
     def load_files(
-        self, checkpoint: str | os.PathLike[str], tokenizer: str | os.PathLike[str]
+        self, checkpoint: str | os.PathLike[str], tokenizer: str | os.PathLike[str] | None
     ) -> WasmModel:
         """Instantiate the guest and read the checkpoint file straight into its weight buffers
-        (one copy of the weights in the process). See :meth:`Engine.load_files`."""
-        tokenizer_bytes = read_tokenizer_file(tokenizer)
+        (one copy of the weights in the process); a GGUF file is passed whole (its tokenizer
+        inside). See :meth:`Engine.load_files`."""
         model: WasmModel | None = None
         try:
             with unchanged_checkpoint(checkpoint) as f:
+                gguf = is_gguf(f)
+                tokenizer_bytes = tokenizer_for(gguf, tokenizer)
                 guest = self._instantiate()
-                if guest.streams:
+                if guest.streams and not gguf:
                     handle = guest.load_file(f, os.fstat(f.fileno()).st_size, tokenizer_bytes)
                 else:
                     handle = guest.load(f.readall(), tokenizer_bytes)
@@ -417,7 +421,9 @@ class _Guest:
     # --- the ABI -----------------------------------------------------------------------------
 
     def load(self, checkpoint: bytes, tokenizer: bytes) -> int:
-        if self.streams:
+        # A GGUF file goes in whole (ec_model_load; the guest parses its header, then its
+        # tensors): the streaming ABI reads llama2.c's fixed layout.
+        if self.streams and checkpoint[: len(GGUF_MAGIC)] != GGUF_MAGIC:
             # Copied straight into the tensors' buffers: no second copy of the file in the guest.
             # (BytesIO shares a bytes object's buffer instead of copying it.)
             return self.load_file(io.BytesIO(checkpoint), len(checkpoint), tokenizer)
