@@ -23,8 +23,17 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from edgechain.chain.block import Block, Operation
 from edgechain.chain.encoding import decode, encode, hash_value
+from edgechain.chain.messages import (
+    INBOX_PREFIX,
+    MAX_OUTGOING,
+    OUTBOX_PREFIX,
+    IncomingBundle,
+    Message,
+    MessageContext,
+    messaging_id,
+)
 from edgechain.chain.state import ChainState, WriteSet
-from edgechain.errors import OperationRejected, UsageError
+from edgechain.errors import ContractError, OperationRejected, UsageError
 
 if TYPE_CHECKING:
     from edgechain.chain.certificate import CertifiedBlock
@@ -45,6 +54,11 @@ class OperationContext:
     index: int = 0
     #: The application's parameters, fixed when it was created (built-in kinds have none).
     parameters: Any = None
+    #: Where the messages this execution sends go (the block's outgoing list; chain/messages.py).
+    outbox: list[Message] | None = None
+    #: The message being executed (None for an operation). For a message, ``signer`` is the
+    #: sending block's signer if the message is authenticated, else empty.
+    message: MessageContext | None = None
 
     @property
     def signed_by_owner(self) -> bool:
@@ -125,7 +139,8 @@ class ContractState(StateReader):
 
 class Contract(Protocol):
     """The on-chain half of an application. What it returns is the operation's response (to
-    the proposer; it is not part of the block)."""
+    the proposer; it is not part of the block). A contract that receives cross-chain messages
+    also has ``execute_message(ctx, state, payload)`` (``ctx.message`` says where from)."""
 
     def execute_operation(
         self, ctx: OperationContext, state: ContractState, name: str, payload: Any
@@ -187,22 +202,40 @@ def known_application_kinds() -> list[str]:
 
 
 #: Finds an application that is not a registered kind (one a block created: chain/modules.py):
-#: ``resolver(state, app_id) -> (kind, parameters)`` or None when it knows no such application.
-CreatedApplications = Callable[["ContractState", bytes], "tuple[ApplicationKind, Any] | None"]
+#: ``resolver(state, app_id, description) -> (kind, parameters)`` or None when it knows no such
+#: application. ``description`` (from a message, else None) lets it learn an application created
+#: on another chain; it records what it learns in ``state``.
+CreatedApplications = Callable[["ContractState", bytes, Any], "tuple[ApplicationKind, Any] | None"]
+#: ``describer(state, app_id) -> description | None``: what a message carries so that another
+#: chain can learn the application (chain/modules.py).
+ApplicationDescriber = Callable[["ContractState", bytes], Any]
 _RESOLVERS: list[CreatedApplications] = []
+_DESCRIBERS: list[ApplicationDescriber] = []
 
 
-def register_application_resolver(resolver: CreatedApplications) -> None:
+def register_application_resolver(
+    resolver: CreatedApplications, describer: ApplicationDescriber | None = None
+) -> None:
     """Let :func:`execute_operations` find applications created on chain (idempotent)."""
     if resolver not in _RESOLVERS:
         _RESOLVERS.append(resolver)
+    if describer is not None and describer not in _DESCRIBERS:
+        _DESCRIBERS.append(describer)
 
 
 def _created_application(
-    state: ChainState, writes: WriteSet, app_id: bytes
+    state: ChainState, writes: WriteSet, app_id: bytes, description: Any = None
 ) -> tuple[ApplicationKind, Any] | None:
     for resolver in _RESOLVERS:
-        found = resolver(ContractState(state, app_id, writes), app_id)
+        found = resolver(ContractState(state, app_id, writes), app_id, description)
+        if found is not None:
+            return found
+    return None
+
+
+def _description(state: ContractState, app_id: bytes) -> Any:
+    for describer in _DESCRIBERS:
+        found = describer(state, app_id)
         if found is not None:
             return found
     return None
@@ -240,9 +273,118 @@ def call_application(
     kind, parameters = _kind_for(state._base, writes, target)
     target_ctx = OperationContext(
         ctx.chain_id, target, ctx.height, ctx.timestamp_us, ctx.signer, ctx.chain_owner,
-        ctx.index, parameters,
+        ctx.index, parameters, ctx.outbox,
     )  # fmt: skip
     return kind.contract.execute_operation(target_ctx, state.view_of(target), name, payload)
+
+
+def send_message(
+    ctx: OperationContext,
+    state: ContractState,
+    recipient: bytes,
+    payload: Any,
+    *,
+    tracked: bool = False,
+    authenticated: bool = False,
+) -> None:
+    """Send ``payload`` to this application on chain ``recipient`` (Linera's ``send_message``):
+    it leaves with this block once certified (chain/messages.py). ``tracked``: if the
+    recipient rejects it, it bounces back to this application's ``execute_message``;
+    ``authenticated``: it carries this block's signer."""
+    if ctx.outbox is None:
+        raise OperationRejected("messages can only be sent while a block executes")
+    if not (isinstance(recipient, bytes) and len(recipient) == 32):
+        raise OperationRejected("a message's recipient is a 32-byte chain id")
+    if len(ctx.outbox) >= MAX_OUTGOING:
+        raise OperationRejected(f"a block sends at most {MAX_OUTGOING} messages")
+    encode(payload)  # refuse what has no canonical encoding now, not when the block is built
+    signer = None
+    if authenticated:
+        signer = ctx.message.signer if ctx.message is not None else ctx.signer
+    ctx.outbox.append(
+        _numbered(state, ctx.chain_id, Message(
+            recipient, 0, ctx.app_id, payload, tracked, False, signer or None,
+            _description(state, ctx.app_id),
+        ))
+    )  # fmt: skip
+
+
+def _numbered(state: ContractState, chain_id: bytes, message: Message) -> Message:
+    """``message`` with the next sequence number from this chain to its recipient."""
+    counters = state.view_of(messaging_id(chain_id))
+    key = f"{OUTBOX_PREFIX}{message.recipient.hex()}"
+    seq = counters.get(key) or 0
+    counters.set(key, seq + 1)
+    return Message(
+        message.recipient, seq, message.app_id, message.payload, message.tracked,
+        message.bouncing, message.signer, message.description,
+    )  # fmt: skip
+
+
+def _receiving_kind(
+    state: ChainState, writes: WriteSet, origin: bytes, message: Message
+) -> tuple[ApplicationKind, Any, bytes]:
+    """The application a message from ``origin`` is for on this chain: a built-in kind is the
+    same kind here (its id is per chain), a created application has the same id everywhere."""
+    for name in known_application_kinds():
+        if message.app_id in (application_id(origin, name), application_id(state.chain_id, name)):
+            return application_kind(name), None, application_id(state.chain_id, name)
+    created = _created_application(state, writes, message.app_id, message.description)
+    if created is None:
+        raise OperationRejected(f"no application {message.app_id.hex()[:16]} on this chain")
+    return created[0], created[1], message.app_id
+
+
+def _execute_bundle(
+    state: ChainState,
+    writes: WriteSet,
+    bundle: IncomingBundle,
+    ctx: OperationContext,
+) -> None:
+    """Execute one incoming bundle's messages in order, each exactly once (its number is the
+    next expected from its origin). A message its application rejects changes nothing but the
+    counter; a tracked one bounces back."""
+    chain_id = state.chain_id
+    counters = ContractState(state, messaging_id(chain_id), writes)
+    key = f"{INBOX_PREFIX}{bundle.origin.hex()}"
+    expected = counters.get(key) or 0
+    origin = bundle.origin.hex()[:16]
+    for message in bundle.messages:
+        if message.recipient != chain_id:
+            raise OperationRejected(f"a bundle from {origin} holds a message for another chain")
+        if message.seq != expected:
+            raise OperationRejected(
+                f"the bundle from {origin} (height {bundle.height}) has message {message.seq} "
+                f"where {expected} is next: bundles are taken in order, each once"
+            )
+        expected += 1
+        counters.set(key, expected)
+        trial: WriteSet = dict(writes)
+        sent: list[Message] = []
+        try:
+            kind, parameters, app_id = _receiving_kind(state, trial, bundle.origin, message)
+            execute = getattr(kind.contract, "execute_message", None)
+            if execute is None:
+                raise OperationRejected(f"application {app_id.hex()[:16]} takes no messages")
+            info = MessageContext(bundle.origin, bundle.height, message.bouncing, message.signer)
+            message_ctx = OperationContext(
+                chain_id, app_id, ctx.height, ctx.timestamp_us, message.signer or b"",
+                ctx.chain_owner, ctx.index, parameters, sent, info,
+            )  # fmt: skip
+            execute(message_ctx, ContractState(state, app_id, trial), message.payload)
+        except ContractError:
+            if message.tracked and not message.bouncing:
+                bounced = Message(
+                    bundle.origin, 0, message.app_id, message.payload, False, True,
+                    message.signer, message.description,
+                )  # fmt: skip
+                assert ctx.outbox is not None
+                ctx.outbox.append(_numbered(counters, chain_id, bounced))
+            continue
+        writes.clear()
+        writes.update(trial)
+        assert ctx.outbox is not None
+        ctx.outbox.extend(sent)
 
 
 def execute_operations(
@@ -254,13 +396,23 @@ def execute_operations(
     chain_owner: bytes,
     operations: tuple[Operation, ...] | list[Operation],
     responses: list[Any] | None = None,
+    incoming: tuple[IncomingBundle, ...] | list[IncomingBundle] = (),
+    outgoing: list[Message] | None = None,
 ) -> WriteSet:
-    """Run every operation of a block through its contract; return the block's write set.
+    """Run a block: its incoming bundles' messages (chain/messages.py), then every operation
+    through its contract; return the block's write set.
 
     ``state`` is not modified. A rejected operation rejects the whole block (the contract's
-    ContractError propagates). Each operation's response is appended to ``responses``.
+    ContractError propagates); a rejected message does not (it bounces if tracked). Each
+    operation's response is appended to ``responses``, each message sent to ``outgoing``.
     """
     writes: WriteSet = {}
+    outbox: list[Message] = [] if outgoing is None else outgoing
+    block_ctx = OperationContext(
+        state.chain_id, b"", height, timestamp_us, signer, chain_owner, 0, None, outbox
+    )
+    for bundle in incoming:
+        _execute_bundle(state, writes, bundle, block_ctx)
     kinds = {application_id(state.chain_id, name): name for name in known_application_kinds()}
     for index, op in enumerate(operations):
         kind_name = kinds.get(op.app_id)
@@ -275,8 +427,9 @@ def execute_operations(
                 )
             kind, parameters = created
         ctx = OperationContext(
-            state.chain_id, op.app_id, height, timestamp_us, signer, chain_owner, index, parameters
-        )
+            state.chain_id, op.app_id, height, timestamp_us, signer, chain_owner, index,
+            parameters, outbox,
+        )  # fmt: skip
         response = kind.contract.execute_operation(
             ctx, ContractState(state, op.app_id, writes), op.name, op.payload
         )
@@ -285,24 +438,29 @@ def execute_operations(
     return writes
 
 
-#: Write sets of blocks executed in this process, by (state hash before, block hash, chain
-#: owner). Execution is a pure function of those (contracts are deterministic), so the
-#: in-process validators, each holding an equal copy of the state, share one execution of a
-#: proposal; a replica whose state differs has another state hash and executes for itself.
-_EXECUTED: dict[tuple[bytes, bytes, bytes], WriteSet] = {}
+#: Write sets (and messages sent) of blocks executed in this process, by (state hash before,
+#: block hash, chain owner). Execution is a pure function of those (contracts are
+#: deterministic), so the in-process validators, each holding an equal copy of the state, share
+#: one execution of a proposal; a replica whose state differs has another state hash and
+#: executes for itself.
+_EXECUTED: dict[tuple[bytes, bytes, bytes], tuple[WriteSet, tuple[Message, ...]]] = {}
 _EXECUTED_MAX = 64
 _executed_lock = threading.Lock()
 
 
 def remember_execution(
-    state_hash: bytes, block_hash: bytes, chain_owner: bytes, writes: WriteSet
+    state_hash: bytes,
+    block_hash: bytes,
+    chain_owner: bytes,
+    writes: WriteSet,
+    sent: tuple[Message, ...] = (),
 ) -> None:
     """Record that the block ``block_hash`` executed on a state of hash ``state_hash`` writes
-    ``writes`` (which nobody may change afterwards)."""
+    ``writes`` and sends ``sent`` (which nobody may change afterwards)."""
     with _executed_lock:
         if len(_EXECUTED) >= _EXECUTED_MAX:
             del _EXECUTED[next(iter(_EXECUTED))]
-        _EXECUTED[(state_hash, block_hash, chain_owner)] = writes
+        _EXECUTED[(state_hash, block_hash, chain_owner)] = (writes, sent)
 
 
 def _built_in_only(state: ChainState, block: Block) -> bool:
@@ -325,11 +483,13 @@ def execute_block(
     hash, a block this process executed on an equal state gives its remembered write set
     (read-only: the callers only apply it)."""
     key = None
-    if block_hash is not None and _built_in_only(state, block):
+    if block_hash is not None and not block.incoming and _built_in_only(state, block):
         key = (state.hash(), block_hash, chain_owner)
         known = _EXECUTED.get(key)
         if known is not None:
-            return known
+            _check_sent(known[1], block)
+            return known[0]
+    sent: list[Message] = []
     writes = execute_operations(
         state,
         height=block.height,
@@ -337,7 +497,18 @@ def execute_block(
         signer=block.signer,
         chain_owner=chain_owner,
         operations=block.operations,
+        incoming=block.incoming,
+        outgoing=sent,
     )
+    _check_sent(tuple(sent), block)
     if key is not None:
-        remember_execution(*key, writes)
+        remember_execution(*key, writes, tuple(sent))
     return writes
+
+
+def _check_sent(sent: tuple[Message, ...], block: Block) -> None:
+    if sent != block.outgoing:
+        raise OperationRejected(
+            f"executing the block sends {len(sent)} messages, not the {len(block.outgoing)} "
+            "it records (or other ones)"
+        )

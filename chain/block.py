@@ -5,7 +5,14 @@ A block's canonical value is a list in this fixed order (docs/chain.md):
     [format_version, chain_id, height, previous_hash | null, timestamp_us,
      operations, signer, state_hash]
 
-and each operation is ``[app_id, name, payload]``. The block hash is BLAKE3 under the ``block``
+and each operation is ``[app_id, name, payload]``. A block that receives or sends cross-chain
+messages (chain/messages.py) is format 2, two lists longer:
+
+    [2, chain_id, height, previous_hash | null, timestamp_us, operations, signer, state_hash,
+     incoming_bundles, outgoing_messages]
+
+(a block without messages keeps format 1, so every block made before messages existed keeps
+its bytes and hash). The block hash is BLAKE3 under the ``block``
 domain; the owner signs ``domain_tag("proposal") || block_hash``.
 """
 
@@ -20,8 +27,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from edgechain.chain import signatures
 from edgechain.chain.encoding import EncodingError, decode, domain_tag, encode, hash_encoded
 from edgechain.chain.keys import public_bytes
+from edgechain.chain.messages import IncomingBundle, Message
 
 BLOCK_FORMAT_VERSION = 1
+#: The format of a block with incoming bundles or outgoing messages.
+MESSAGES_FORMAT_VERSION = 2
 HASH_SIZE = 32
 MAX_BLOCK_BYTES = 1024 * 1024  # Linera testnet's block limit
 
@@ -61,9 +71,13 @@ class Block:
     operations: tuple[Operation, ...]
     signer: bytes
     state_hash: bytes
+    #: The bundles of messages this block takes from its inbox, executed before its operations.
+    incoming: tuple[IncomingBundle, ...] = ()
+    #: The messages executing it sends (re-computed by every validator, like the state hash).
+    outgoing: tuple[Message, ...] = ()
 
     def to_value(self) -> list[Any]:
-        return [
+        value = [
             BLOCK_FORMAT_VERSION,
             self.chain_id,
             self.height,
@@ -73,6 +87,11 @@ class Block:
             self.signer,
             self.state_hash,
         ]
+        if self.incoming or self.outgoing:
+            value[0] = MESSAGES_FORMAT_VERSION
+            value.append([bundle.to_value() for bundle in self.incoming])
+            value.append([message.to_value() for message in self.outgoing])
+        return value
 
     def encode(self) -> bytes:
         """The block's canonical bytes (what storage keeps and the hash covers); computed once
@@ -90,11 +109,24 @@ class Block:
     @classmethod
     def decode(cls, data: bytes) -> Block:
         value = decode(data)
-        if not (isinstance(value, list) and len(value) == 8):
-            raise EncodingError("a block is not an 8-element list")
-        version, chain_id, height, previous, timestamp, ops, signer, state_hash = value
-        if version != BLOCK_FORMAT_VERSION:
+        version = value[0] if isinstance(value, list) and value else None
+        incoming: tuple[IncomingBundle, ...] = ()
+        outgoing: tuple[Message, ...] = ()
+        if version == MESSAGES_FORMAT_VERSION and len(value) == 10:
+            bundles, messages = value[8], value[9]
+            if not (isinstance(bundles, list) and isinstance(messages, list)):
+                raise EncodingError("a block's incoming bundles or outgoing messages are not lists")
+            if not (bundles or messages):
+                raise EncodingError("a format-2 block without messages (it is format 1)")
+            incoming = tuple(IncomingBundle.from_value(b) for b in bundles)
+            outgoing = tuple(Message.from_value(m) for m in messages)
+            value = value[:8]
+        elif version == BLOCK_FORMAT_VERSION:
+            if len(value) != 8:
+                raise EncodingError("a block is not an 8-element list")
+        else:
             raise EncodingError(f"unknown block format version {version!r}")
+        _, chain_id, height, previous, timestamp, ops, signer, state_hash = value
         _check_hash(chain_id, "chain id")
         if previous is not None:
             _check_hash(previous, "previous hash")
@@ -103,7 +135,10 @@ class Block:
         if not (isinstance(height, int) and isinstance(timestamp, int) and isinstance(ops, list)):
             raise EncodingError("a block has a malformed height, timestamp or operation list")
         operations = tuple(Operation.from_value(op) for op in ops)
-        return cls(chain_id, height, previous, timestamp, operations, signer, state_hash)
+        return cls(
+            chain_id, height, previous, timestamp, operations, signer, state_hash, incoming,
+            outgoing,
+        )  # fmt: skip
 
 
 def _check_hash(value: Any, what: str) -> None:

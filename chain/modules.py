@@ -323,8 +323,46 @@ APPLICATIONS = ApplicationKind(
 )
 
 
-def _resolve(state: ContractState, app_id: bytes) -> tuple[ApplicationKind, Any] | None:
+def _describe(state: ContractState, app_id: bytes) -> dict[str, Any] | None:
+    """What a message from application ``app_id`` carries so that a chain that has never seen
+    it can run it: its module's files and its parameters (certified with the sending block)."""
     record = application_record(state, app_id)
+    if record is None:
+        return None
+    module = module_record(state, record["module"])
+    if module is None:
+        return None
+    return {
+        "module": record["module"],
+        "files": module["files"],
+        "parameters": record["parameters"],
+    }
+
+
+def _learn(state: ContractState, app_id: bytes, description: Any) -> dict[str, Any] | None:
+    """Record an application created on another chain, from a message's description."""
+    if not (
+        isinstance(description, dict) and set(description) == {"module", "files", "parameters"}
+    ):
+        return None
+    module = PublishModule.from_payload({"files": description["files"]})
+    if module.id != description["module"]:
+        raise OperationRejected("a message describes an application whose files are not its module")
+    records = state.view_of(applications_app_id(state.chain_id))
+    key = f"{MODULE_PREFIX}{module.id.hex()}"
+    if records.get(key) is None:
+        records.set(key, {"files": description["files"], "height": -1})
+    record = {"module": module.id, "parameters": description["parameters"], "height": -1}
+    records.set(f"{APP_PREFIX}{app_id.hex()}", record)
+    return record
+
+
+def _resolve(
+    state: ContractState, app_id: bytes, description: Any = None
+) -> tuple[ApplicationKind, Any] | None:
+    record = application_record(state, app_id)
+    if record is None and description is not None:
+        record = _learn(state, app_id, description)
     if record is None:
         return None
     module = module_record(state, record["module"])
@@ -339,7 +377,7 @@ def _resolve(state: ContractState, app_id: bytes) -> tuple[ApplicationKind, Any]
     return kind, record["parameters"]
 
 
-register_application_resolver(_resolve)
+register_application_resolver(_resolve, _describe)
 
 
 def _module_blobs(payload: Any) -> list[bytes]:

@@ -67,6 +67,14 @@ from edgechain.chain.committee import Committee, validator_name
 from edgechain.chain.encoding import hash_encoded
 from edgechain.chain.faults import FaultMap, ValidatorFault, format_faults, parse_faults
 from edgechain.chain.keys import generate_key, load_key, public_bytes, save_key
+from edgechain.chain.messages import (
+    INBOX_PREFIX,
+    MAX_INCOMING_BUNDLES,
+    IncomingBundle,
+    Message,
+    bundle_for,
+    messaging_id,
+)
 from edgechain.chain.modules import register_blob_source, unregister_blob_source
 from edgechain.chain.oracle import (
     DEFAULT_ORACLE_BUDGET_S,
@@ -94,7 +102,13 @@ from edgechain.chain.verification import (
     open_chain,
     verify_chain,
 )
-from edgechain.errors import EdgechainError, NetworkNotFound, StorageCorrupted, UsageError
+from edgechain.errors import (
+    EdgechainError,
+    NetworkNotFound,
+    StorageCorrupted,
+    Unauthorized,
+    UsageError,
+)
 from edgechain.files import CONFIG_MAX_BYTES, read_regular
 from edgechain.processes import process_alive
 
@@ -250,6 +264,7 @@ class Network:
         self.validator_engines = parse_validator_engines(settings.engines, committee.names)
         held = storage.blob_ids()
         for validator in self.validators:
+            validator.messages = self  # certified blocks of other chains, for incoming bundles
             validator.policy = policy
             validator.oracle_budget_s = self.oracle_budget_s
             validator.held_blobs = set(held)
@@ -459,8 +474,10 @@ class Network:
 
     # --- chains ---------------------------------------------------------------------------
 
-    def create_chain(self, name: str) -> Chain:
-        """A new, empty chain owned by a fresh key kept in ``keys/chains/<name>.key``."""
+    def create_chain(self, name: str, owner: bytes | None = None) -> Chain:
+        """A new, empty chain owned by a fresh key kept in ``keys/chains/<name>.key`` (the
+        wallet's), or by ``owner`` (a public key whose private key is held elsewhere: this
+        directory cannot propose the chain's blocks)."""
         if not _CHAIN_NAME.fullmatch(name):
             raise UsageError(
                 f"chain name {name!r} must match {_CHAIN_NAME.pattern} (letters, digits, _ -)"
@@ -470,11 +487,21 @@ class Network:
         key_path = self.path / "keys" / "chains" / f"{name}.key"
         if key_path.exists():
             raise UsageError(f"{key_path} already exists")
-        owner_key = generate_key()
-        owner = public_bytes(owner_key)
+        if owner is not None and not (isinstance(owner, bytes) and len(owner) == 32):
+            raise UsageError("a chain's owner is a 32-byte Ed25519 public key")
+        owner_key = generate_key() if owner is None else None
+        if owner_key is not None:
+            owner = public_bytes(owner_key)
+        assert owner is not None
         record = ChainRecord(chain_id_for(self.committee, name, owner), name, owner)
-        save_key(owner_key, key_path)
-        self.storage.add_chain(record)
+        if owner_key is not None:
+            save_key(owner_key, key_path)
+        try:
+            self.storage.add_chain(record)
+        except BaseException:
+            if owner_key is not None:  # another process took the name: no stray key
+                key_path.unlink(missing_ok=True)
+            raise
         with self.storage.snapshot() as snapshot:
             return self._attach(verify_chain(snapshot, self.committee, record))
 
@@ -546,6 +573,27 @@ class Network:
         """A stored blob's bytes (what the validators holding it serve)."""
         return self.storage.blob(blob)
 
+    def certified_outgoing(
+        self, chain_id: bytes, height: int
+    ) -> tuple[bytes, tuple[Message, ...]] | None:
+        """The hash and outgoing messages of chain ``chain_id``'s certified block at ``height``
+        (checked against its certificate), None if there is none: what validators check an
+        incoming bundle against (chain/messages.py)."""
+        row = self.storage.block_row(chain_id, height) if 0 <= height < _MAX_HEIGHT else None
+        if row is None:
+            return None
+        try:
+            block, _ = check_block_row(row, chain_id, height, self.committee)
+        except EdgechainError:
+            return None
+        return row.block_hash, block.outgoing
+
+    def has_chain(self, chain_id: bytes) -> bool:
+        """True when a chain with this id exists (in this network's storage)."""
+        return any(c.id == chain_id for c in self._chains.values()) or self.storage.has_chain(
+            chain_id
+        )
+
     def set_faults(self, faulty: FaultsArg, persist: bool = False) -> None:
         """Change the validators' faults now (and in network.json if ``persist``)."""
         faults = parse_faults(faulty, self.committee.names)
@@ -614,6 +662,12 @@ class Chain:
         """The chain owner's private key, from ``keys/chains/<name>.key``."""
         if self._owner_key is None:
             path = self.network.path / "keys" / "chains" / f"{self.name}.key"
+            if not path.exists():
+                raise Unauthorized(
+                    f"you do not own chain {self.name!r}: its owner is "
+                    f"{self.owner.hex()[:16]}, and this wallet holds no key for it (only a "
+                    "chain's owner proposes its blocks)"
+                )
             key = load_key(path)
             if public_bytes(key) != self.owner:
                 raise StorageCorrupted(f"{path} does not hold the key of chain {self.name!r}")
@@ -692,8 +746,6 @@ class Chain:
         are stored with the block, in its transaction.
         """
         blobs = dict(blobs or {})
-        if not operations:
-            raise UsageError("a block needs at least one operation")
         net = self.network
         key = signer if signer is not None else self.owner_key()
         # The write lock is held from reading the head to committing: writers of every process
@@ -701,7 +753,11 @@ class Chain:
         with contextlib.ExitStack() as moving_head:
             with net.storage.write_transaction() as txn:
                 self._catch_up(txn)
-                certified, writes = self._certify(operations, key, blobs)
+                # The owner's blocks take what waits in the inbox (as Linera's client does).
+                incoming = self._pending_bundles(txn) if public_bytes(key) == self.owner else []
+                if not operations and not incoming:
+                    raise UsageError("a block needs at least one operation or incoming message")
+                certified, writes = self._certify(operations, key, blobs, incoming)
                 txn.commit_block(
                     BlockRow(
                         self.id,
@@ -712,6 +768,7 @@ class Chain:
                         certified.certificate.encode(),
                     ),
                     writes,
+                    [(m.recipient, m.seq) for m in certified.block.outgoing],
                 )
                 txn.store_blobs(blobs)
                 # Certified here on the head verified above: the next open starts from it.
@@ -723,15 +780,54 @@ class Chain:
             self._apply(certified, writes)
         return certified.certificate
 
+    def process_inbox(self) -> Certificate | None:
+        """Propose a block that only takes this chain's incoming messages (None when its inbox
+        is empty); only the owner may (Unauthorized otherwise)."""
+        if not self.inbox():
+            return None
+        return self.propose([])
+
+    def inbox(self) -> list[IncomingBundle]:
+        """The bundles of certified messages waiting for this chain's next block, in order."""
+        with self.network.storage.snapshot() as snapshot:
+            return self._pending_bundles(snapshot)
+
+    def _pending_bundles(self, snapshot: Snapshot | WriteTransaction) -> list[IncomingBundle]:
+        with self._state_lock:
+            counters = StateReader(self._state, messaging_id(self.id))
+            taken: dict[bytes, int] = {}
+            blocks: list[tuple[bytes, int]] = []
+            for origin, seq, height in snapshot.sent_messages(self.id):
+                if origin not in taken:
+                    taken[origin] = counters.get(f"{INBOX_PREFIX}{origin.hex()}") or 0
+                if seq >= taken[origin] and (origin, height) not in blocks:
+                    blocks.append((origin, height))
+        bundles = []
+        for origin, height in blocks[:MAX_INCOMING_BUNDLES]:
+            row = snapshot.block_row(origin, height)
+            if row is None:
+                raise StorageCorrupted(f"a message names block {height} of a chain that lacks it")
+            block = Block.decode(row.block)
+            bundle = bundle_for(origin, height, row.block_hash, block.outgoing, self.id)
+            if bundle is not None:
+                bundles.append(bundle)
+        return bundles
+
     def _certify(
-        self, operations: Sequence[Operation], key: Ed25519PrivateKey, blobs: dict[bytes, bytes]
+        self,
+        operations: Sequence[Operation],
+        key: Ed25519PrivateKey,
+        blobs: dict[bytes, bytes],
+        incoming: Sequence[IncomingBundle] = (),
     ) -> tuple[CertifiedBlock, WriteSet]:
-        """Execute ``operations`` on the current head and gather a certificate for the block."""
+        """Execute ``incoming`` and ``operations`` on the current head and gather a certificate
+        for the block."""
         net = self.network
         signer_public = public_bytes(key)
         timestamp = max(time.time_ns() // 1000, self.head.timestamp_us)
         state_before = self._state.hash()  # before hash_with(), which prepares the apply
         responses: list[Any] = []
+        sent: list[Message] = []
         writes = execute_operations(
             self._state,
             height=self.height,
@@ -740,7 +836,15 @@ class Chain:
             chain_owner=self.owner,
             operations=operations,
             responses=responses,
+            incoming=incoming,
+            outgoing=sent,
         )
+        for message in sent:
+            if not net.has_chain(message.recipient):
+                raise UsageError(
+                    f"a message to chain {message.recipient.hex()[:16]}, which does not exist "
+                    "(`edgechain net status` lists the chains)"
+                )
         #: Each operation's response in the last block this chain proposed (not stored).
         self.last_responses = responses
         block = Block(
@@ -751,6 +855,8 @@ class Chain:
             operations=tuple(operations),
             signer=signer_public,
             state_hash=self._state.hash_with(writes),
+            incoming=tuple(incoming),
+            outgoing=tuple(sent),
         )
         encoded = block.encode()
         if len(encoded) > MAX_BLOCK_BYTES:
@@ -768,7 +874,7 @@ class Chain:
         check_blobs_at_hand(published, referenced_blobs(operations), blobs, net.storage.blob_ids)
         block_hash = hash_encoded("block", encoded)
         # The validators, whose replicas hold this same state, reuse this execution.
-        remember_execution(state_before, block_hash, self.owner, writes)
+        remember_execution(state_before, block_hash, self.owner, writes, tuple(sent))
         proposal = Proposal(block, sign_proposal(block, key, block_hash), block_hash, blobs)
         timeout = net.vote_timeout
         oracle_calls = any(recorded_response(op) is not None for op in operations)
@@ -814,7 +920,7 @@ class Chain:
                 self._state.copy(),
                 self.head,
             )
-        for certified, writes in extend_chain(cursor, rows, self.network.committee):
+        for certified, writes in extend_chain(cursor, rows, self.network.committee, snapshot):
             self._apply(certified, writes)
         return True
 
@@ -981,4 +1087,3 @@ def _remove_abandoned_config_temporaries(path: Path) -> None:
         if pid.isascii() and pid.isdigit() and len(pid) < 10 and not process_alive(int(pid)):
             with contextlib.suppress(OSError):
                 tmp.unlink()
-

@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,14 +61,24 @@ CREATE TABLE IF NOT EXISTS state (
     value    BLOB NOT NULL,
     UNIQUE (chain_id, app_id, key)
 );
-""" + """
+CREATE TABLE IF NOT EXISTS messages (
+    recipient BLOB NOT NULL,
+    origin    BLOB NOT NULL,
+    seq       INTEGER NOT NULL,
+    height    INTEGER NOT NULL,
+    UNIQUE (recipient, origin, seq)
+);
 CREATE TABLE IF NOT EXISTS blobs (
     blob_id BLOB PRIMARY KEY,
     size    INTEGER NOT NULL,
     data    BLOB NOT NULL
 );
 """
-_BLOBS_TABLE = _SCHEMA.rsplit(";", 2)[-2] + ";"  # added to databases made before blobs existed
+#: Tables added since the first schema, created in databases made before them (by name).
+_LATER_TABLES = {
+    name: next(t for t in _SCHEMA.split(";") if f"EXISTS {name} (" in t) + ";"
+    for name in ("messages", "blobs")
+}
 
 _BLOCK_COLUMNS = (
     ("chain_id", bytes),
@@ -274,6 +284,18 @@ class _Reads:
         """The stored blobs' total size."""
         return int(self._rows("SELECT COALESCE(SUM(size), 0) FROM blobs")[0][0])  # type: ignore[call-overload]
 
+    def has_chain(self, chain_id: bytes) -> bool:
+        return bool(self._rows("SELECT 1 FROM chains WHERE chain_id = ?", (chain_id,)))
+
+    def sent_messages(self, recipient: bytes) -> list[tuple[bytes, int, int]]:
+        """Every certified message sent to ``recipient``: (origin, seq, height), in order per
+        origin (the recipient's state says which it has taken)."""
+        rows = self._rows(
+            "SELECT origin, seq, height FROM messages WHERE recipient = ? ORDER BY origin, seq",
+            (recipient,),
+        )
+        return [(bytes(o), int(q), int(h)) for o, q, h in rows]  # type: ignore[arg-type]
+
     def state_entries(self, chain_id: bytes) -> Iterator[tuple[bytes, str, bytes]]:
         """Every stored (app_id, key, value) of a chain."""
         rows = self._rows("SELECT app_id, key, value FROM state WHERE chain_id = ?", (chain_id,))
@@ -309,9 +331,19 @@ class WriteTransaction(Snapshot):
                 (_verified_head_key(chain_id), head.to_text()),
             )
 
-    def commit_block(self, row: BlockRow, writes: WriteSet) -> None:
-        """Add a certified block and its state writes (committed when the transaction ends)."""
+    def commit_block(
+        self, row: BlockRow, writes: WriteSet, sent: Sequence[tuple[bytes, int]] = ()
+    ) -> None:
+        """Add a certified block and its state writes (committed when the transaction ends);
+        ``sent``: the (recipient, seq) of each message it sends, for the recipients' inboxes."""
         db = self._db
+        if sent:
+            with _mapped(self.path):
+                db.executemany(
+                    "INSERT OR IGNORE INTO messages (recipient, origin, seq, height) "
+                    "VALUES (?, ?, ?, ?)",
+                    [(recipient, row.chain_id, seq, row.height) for recipient, seq in sent],
+                )
         upserts = [(row.chain_id, a, k, v) for (a, k), v in writes.items() if v is not None]
         deletes = [(row.chain_id, a, k) for (a, k), v in writes.items() if v is None]
         try:
@@ -373,10 +405,12 @@ class Storage(_Reads):
             if create:
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.executescript(_SCHEMA)
-            elif not self._db.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'blobs'"
-            ).fetchall():
-                self._db.execute(_BLOBS_TABLE)
+            else:
+                for name, table in _LATER_TABLES.items():
+                    if not self._db.execute(
+                        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+                    ).fetchall():
+                        self._db.execute(table)
         except sqlite3.Error as exc:
             raise storage_error(path, exc) from exc
         try:

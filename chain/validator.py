@@ -12,7 +12,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -30,6 +30,7 @@ from edgechain.chain.certificate import CertifiedBlock, Vote, vote_message
 from edgechain.chain.encoding import hash_encoded, hash_value
 from edgechain.chain.faults import FaultKind, ValidatorFault
 from edgechain.chain.keys import public_bytes
+from edgechain.chain.messages import BundleRefused, Message, check_bundle_origin
 from edgechain.chain.oracle import DEFAULT_ORACLE_BUDGET_S, Oracle, recorded_response
 from edgechain.chain.policy import NO_FEES, ResourcePolicy, written_bytes
 from edgechain.chain.state import ChainState, WriteSet
@@ -79,6 +80,16 @@ def proposal_signature_valid(signer: bytes, signature: bytes, block_hash: bytes)
     return signatures.verify(key, signer, signature, proposal_message(block_hash))
 
 
+class CertifiedMessages(Protocol):
+    """Where a validator reads other chains' certified blocks (the network's storage)."""
+
+    def certified_outgoing(
+        self, chain_id: bytes, height: int
+    ) -> tuple[bytes, tuple[Message, ...]] | None: ...
+
+    def has_chain(self, chain_id: bytes) -> bool: ...
+
+
 class Validator:
     """One committee member with its own replica of every chain."""
 
@@ -109,6 +120,8 @@ class Validator:
         self.policy: ResourcePolicy = NO_FEES
         #: Ids of the blobs this validator stores (their bytes are in the network's database).
         self.held_blobs: set[bytes] = set()
+        #: Other chains' certified blocks, for incoming bundles (None: refuses blocks with any).
+        self.messages: CertifiedMessages | None = None
 
     # --- replicas -------------------------------------------------------------------------
 
@@ -176,6 +189,7 @@ class Validator:
         if not proposal_signature_valid(block.signer, proposal.signature, block_hash):
             raise ProposalRefused("the proposal's signature is not valid")
         self._check_blobs(proposal)
+        self._check_messages(proposal, replica.owner)
         abandoned = self._abandon_event(block_hash)
         self._check_oracle_responses(block.chain_id, block.operations, abandoned)
         try:
@@ -215,6 +229,28 @@ class Validator:
         for blob in referenced_blobs(proposal.block.operations):
             if not keeps or (blob not in self.held_blobs and blob not in carried):
                 raise ProposalRefused(f"missing blob {blob.hex()[:16]}: it does not hold it")
+
+    def _check_messages(self, proposal: Proposal, owner: bytes) -> None:
+        """Refuse a block that takes a bundle no certified block sent here, that anyone but the
+        chain's owner proposes with incoming messages, or that sends to a chain that does not
+        exist. (Order and exactly-once are execution's: chain/application.py.)"""
+        block = proposal.block
+        if not (block.incoming or block.outgoing):
+            return
+        if self.messages is None:
+            raise ProposalRefused("the block carries messages: this validator reads no other chain")
+        if block.incoming and block.signer != owner:
+            raise ProposalRefused("only the chain's owner takes messages from its inbox")
+        for bundle in block.incoming:
+            try:
+                check_bundle_origin(bundle, block.chain_id, self.messages.certified_outgoing)
+            except BundleRefused as exc:
+                raise ProposalRefused(str(exc)) from None
+        for message in block.outgoing:
+            if not self.messages.has_chain(message.recipient):
+                raise ProposalRefused(
+                    f"a message to chain {message.recipient.hex()[:16]}, which does not exist"
+                )
 
     def _abandon_event(self, block_hash: bytes) -> threading.Event:
         with self._abandoned_lock:
@@ -307,9 +343,7 @@ class Validator:
                 return  # already applied, or this replica lags and catches up on reopen
             writes = replica.pending.pop(certified.block_hash, None)
             if writes is None:
-                writes = execute_block(
-                    replica.state, block, replica.owner, certified.block_hash
-                )
+                writes = execute_block(replica.state, block, replica.owner, certified.block_hash)
             replica.state.apply(writes)
             replica.pending.clear()
             if self.fault is None or self.fault.kind is not FaultKind.MISSING_BLOBS:

@@ -32,6 +32,7 @@ from edgechain.chain.block import GENESIS_HEAD, Block, ChainHead
 from edgechain.chain.certificate import Certificate, CertifiedBlock, verify_certificate
 from edgechain.chain.committee import Committee
 from edgechain.chain.encoding import hash_encoded, hash_value
+from edgechain.chain.messages import BundleRefused, Message, check_bundle_origin
 from edgechain.chain.state import ChainState, WriteSet
 from edgechain.chain.storage import BlockRow, ChainRecord, Snapshot, VerifiedHead
 from edgechain.chain.validator import proposal_signature_valid
@@ -60,7 +61,7 @@ def verify_chain(snapshot: Snapshot, committee: Committee, record: ChainRecord) 
             f"{label}: its id does not match its name, owner and committee (tampered chains table)"
         )
     chain = VerifiedChain(record, ChainState(record.chain_id))
-    extend_chain(chain, snapshot.block_rows(record.chain_id), committee)
+    extend_chain(chain, snapshot.block_rows(record.chain_id), committee, snapshot)
     _check_state_table(snapshot, chain, label)
     return chain
 
@@ -155,9 +156,14 @@ def _check_link(block: Block, chain: VerifiedChain) -> None:
 
 
 def extend_chain(
-    chain: VerifiedChain, rows: Iterable[BlockRow], committee: Committee
+    chain: VerifiedChain,
+    rows: Iterable[BlockRow],
+    committee: Committee,
+    snapshot: Snapshot | None = None,
 ) -> list[tuple[CertifiedBlock, WriteSet]]:
     """Check ``rows`` (the blocks after ``chain``'s head, in order) and apply them to ``chain``.
+    With ``snapshot``, a block's incoming bundles are also checked against the certified blocks
+    of their origins (chain/messages.py); without it a block that has any fails.
 
     Returns each block with the writes it made, for a copy of the state kept elsewhere.
     """
@@ -166,7 +172,7 @@ def extend_chain(
     for row in rows:
         height = chain.head.next_height
         try:
-            block, certificate, writes = _check_row(row, chain, committee)
+            block, certificate, writes = _check_row(row, chain, committee, snapshot)
         except EdgechainError as exc:
             raise StorageCorrupted(
                 f"{label}: stored block at height {height} fails verification: {exc}"
@@ -179,7 +185,7 @@ def extend_chain(
 
 
 def _check_row(
-    row: BlockRow, chain: VerifiedChain, committee: Committee
+    row: BlockRow, chain: VerifiedChain, committee: Committee, snapshot: Snapshot | None = None
 ) -> tuple[Block, Certificate, WriteSet]:
     height = chain.head.next_height
     if row.height != height:
@@ -204,11 +210,34 @@ def _check_row(
         raise StorageCorrupted("the certificate is for another block")
     if certificate.state_hash != block.state_hash:
         raise StorageCorrupted("the certificate is for another state hash")
+    _check_incoming(block, committee, snapshot)
     writes = execute_block(chain.state, block, chain.record.owner)  # its height checked above
     if chain.state.hash_with(writes) != block.state_hash:
         raise StorageCorrupted("re-executing the block gives a different state hash")
     chain.state.apply(writes)
     return block, certificate, writes
+
+
+def _check_incoming(block: Block, committee: Committee, snapshot: Snapshot | None) -> None:
+    if not block.incoming:
+        return
+    if snapshot is None:
+        raise StorageCorrupted("it takes incoming messages, which cannot be checked here")
+
+    def certified_outgoing(
+        chain_id: bytes, height: int
+    ) -> tuple[bytes, tuple[Message, ...]] | None:
+        row = snapshot.block_row(chain_id, height)
+        if row is None:
+            return None
+        origin, _ = check_block_row(row, chain_id, height, committee)
+        return row.block_hash, origin.outgoing
+
+    for bundle in block.incoming:
+        try:
+            check_bundle_origin(bundle, block.chain_id, certified_outgoing)
+        except BundleRefused as exc:
+            raise StorageCorrupted(str(exc)) from None
 
 
 def _check_state_table(snapshot: Snapshot, chain: VerifiedChain, label: str) -> None:

@@ -28,9 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgechain import wallet
 from edgechain.applications import register_applications
 from edgechain.blob_publishing import BlobPublication
 from edgechain.chain.certificate import Certificate, CertifiedBlock
+from edgechain.chain.messages import IncomingBundle
 from edgechain.chain.network import (
     NETWORK_FILE,
     Chain,
@@ -186,8 +188,12 @@ class Client:
         engine: Engine | None = None,
         fetch_policy: FetchPolicy | None = None,
         cache_dir: str | os.PathLike[str] | None = None,
+        chain: str | None = None,
     ) -> None:
         self.network = network
+        #: The chain this client's commands act on (``--chain``; default: the wallet's).
+        self.chain_name = chain if chain is not None else wallet.default_chain(network.path)
+        network.chain(self.chain_name)  # UsageError, naming the chains, if there is none
         self.fetch_policy = fetch_policy or FetchPolicy()
         self.cache_dir = Path(cache_dir) if cache_dir is not None else network.path / "cache"
         self._engine = engine
@@ -258,7 +264,11 @@ class Client:
         command relies on (``Network.open(lazy=True)``; :meth:`verify` checks everything)."""
         faulty = options.pop("faulty", None)
         network = Network.open(Path(path), faulty=faulty, lazy=True)
-        return cls(network, **options)  # type: ignore[arg-type]
+        try:
+            return cls(network, **options)  # type: ignore[arg-type]
+        except BaseException:
+            network.close()
+            raise
 
     def close(self) -> None:
         """Free loaded models and close the database."""
@@ -287,8 +297,28 @@ class Client:
 
     @property
     def chain(self) -> Chain:
-        """The network's default chain, where the model registry lives."""
-        return self.network.default_chain()
+        """The chain this client acts on (``chain=`` when opened, else the wallet's default,
+        else the network's first chain, "default")."""
+        return self.network.chain(self.chain_name)
+
+    # --- chains and their messages (docs/chain.md, "Microchains") -----------------------------
+
+    def open_chain(self, name: str, owner: str | None = None) -> Chain:
+        """A new chain named ``name``, owned by a new key the wallet keeps, or by ``owner`` (a
+        hex public key: someone else's chain, whose blocks this wallet cannot propose)."""
+        owner_key = _hex_id(owner, "owner key") if owner is not None else None
+        return self.network.create_chain(name, owner_key)
+
+    def inbox(self) -> list[IncomingBundle]:
+        """The certified messages waiting for this chain's next block, bundle by bundle."""
+        return self.chain.inbox()
+
+    def process_inbox(self) -> Certificate | None:
+        """Certify a block that takes this chain's inbox (None when it is empty). Only the
+        chain's owner may (Unauthorized otherwise)."""
+        chain = self.chain
+        chain.owner_key()  # Unauthorized, one line, when the wallet holds no key for it
+        return chain.process_inbox()
 
     @property
     def registry(self) -> ModelRegistryService:

@@ -40,6 +40,7 @@ COMMANDS: list[str] = [
     "edgechain.cli.convert",
     "edgechain.cli.bench",
     "edgechain.cli.net",
+    "edgechain.cli.wallet",
     "edgechain.cli.model",
     "edgechain.cli.generate",
     "edgechain.cli.receipt",
@@ -89,7 +90,7 @@ def print_error_json(code: int, kind: str, message: str) -> None:
 
 
 #: Global options: (flag, the attribute a command that takes it sets). See the module docstring.
-GLOBAL_OPTIONS = {"--dir": "takes_dir", "--json": "takes_json"}
+GLOBAL_OPTIONS = {"--dir": "takes_dir", "--chain": "takes_dir", "--json": "takes_json"}
 
 
 def _add_global_options(parser: argparse.ArgumentParser) -> None:
@@ -99,6 +100,13 @@ def _add_global_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="D",
         help="network directory, for the commands that use one (also accepted after them)",
+    )
+    parser.add_argument(
+        "--chain",
+        default=None,
+        metavar="CHAIN",
+        help="the chain a network command acts on (name, id or id prefix; default: the "
+        "wallet's default chain); also accepted after the command",
     )
     parser.add_argument(
         "--json",
@@ -111,7 +119,11 @@ def _add_global_options(parser: argparse.ArgumentParser) -> None:
 
 def _check_global_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Refuse a global option given before a command that does not take it."""
-    given = {"--dir": args.dir is not None, "--json": bool(args.json)}
+    given = {
+        "--dir": args.dir is not None,
+        "--chain": args.chain is not None,
+        "--json": bool(args.json),
+    }
     for flag, taken in GLOBAL_OPTIONS.items():
         if given[flag] and not getattr(args, taken, False):
             name = " ".join(

@@ -1,4 +1,4 @@
-"""``edgechain chain``: read and re-verify the certified blocks of the network's chain."""
+"""``edgechain chain``: open chains, take their inboxes, read and re-verify certified blocks."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 from edgechain.chain.blobs import APPLICATION_NAME as BLOBS
 from edgechain.chain.blobs import PublishDataBlob, published_blobs
 from edgechain.chain.certificate import CertifiedBlock
+from edgechain.chain.messages import IncomingBundle, Message
 from edgechain.chain.network import ExpectedHead
 from edgechain.cli.common import bounded_int
 from edgechain.cli.network_options import add_subcommand, open_client
@@ -16,14 +17,46 @@ from edgechain.cli.render import print_json
 from edgechain.contract.registry import APPLICATION_NAME
 
 NAME = "chain"
-HELP = "show the certified blocks of the network's chain, or re-verify all of them"
+HELP = "open chains, take their inboxes, show their certified blocks, re-verify all of them"
 EXAMPLES = (
+    "  edgechain chain open bob\n"
+    "  edgechain chain inbox --chain bob\n"
+    "  edgechain chain process-inbox --chain bob\n"
     "  edgechain chain show\n  edgechain chain show 0 --json\n  edgechain chain verify"
 )
 
 
 def add_subcommands(subparsers: Any) -> None:
-    """Register ``chain show`` and ``chain verify``."""
+    """Register ``chain open``, ``inbox``, ``process-inbox``, ``show`` and ``verify``."""
+    opened = add_subcommand(
+        subparsers,
+        "open",
+        "open a new chain, owned by a new key the wallet keeps (or by --owner)",
+        "edgechain chain open bob",
+        chain_open,
+    )
+    opened.add_argument("name", metavar="NAME", help="the chain's name (letters, digits, _ -)")
+    opened.add_argument(
+        "--owner",
+        metavar="KEY",
+        default=None,
+        help="someone else's public key (64 hex digits): the chain is theirs, this wallet "
+        "cannot propose its blocks",
+    )
+    add_subcommand(
+        subparsers,
+        "inbox",
+        "list the certified messages waiting for the chain's next block",
+        "edgechain chain inbox --chain bob --json",
+        chain_inbox,
+    )
+    add_subcommand(
+        subparsers,
+        "process-inbox",
+        "certify a block that takes the chain's inbox (its owner only)",
+        "edgechain chain process-inbox --chain bob",
+        chain_process_inbox,
+    )
     show = add_subcommand(
         subparsers,
         "show",
@@ -54,6 +87,89 @@ def add_subcommands(subparsers: Any) -> None:
         help="also check the chain still holds this head (as `net status` printed it): "
         "a chain cut back below it, or with another block at that height, fails (exit 4)",
     )
+
+
+def chain_open(args: argparse.Namespace) -> int:
+    with open_client(args) as client:
+        chain = client.open_chain(args.name, args.owner)
+        record = {"chain": chain.name, "chain_id": chain.id.hex(), "owner": chain.owner.hex()}
+        if args.json:
+            print_json(record)
+        else:
+            print(f"opened chain {chain.name} ({chain.id.hex()})")
+            print(f"  owner {chain.owner.hex()}")
+            print(f"  act on it with --chain {chain.name}")
+    return 0
+
+
+def chain_inbox(args: argparse.Namespace) -> int:
+    with open_client(args) as client:
+        bundles = client.inbox()
+        names = {c.id: c.name for c in client.network.chains()}
+        if args.json:
+            print_json([_bundle_json(b, names) for b in bundles])
+            return 0
+        count = sum(len(b.messages) for b in bundles)
+        print(f"chain {client.chain.name}: {count} message(s) waiting in {len(bundles)} bundle(s)")
+        for bundle in bundles:
+            origin = names.get(bundle.origin, bundle.origin.hex()[:16])
+            print(f"  from {origin} block {bundle.height}: {len(bundle.messages)} message(s)")
+    return 0
+
+
+def chain_process_inbox(args: argparse.Namespace) -> int:
+    with open_client(args) as client:
+        taken = client.inbox()
+        certificate = client.process_inbox()
+        if args.json:
+            print_json(
+                {
+                    "chain": client.chain.name,
+                    "bundles": len(taken) if certificate is not None else 0,
+                    "height": None if certificate is None else certificate.height,
+                    "signers": [] if certificate is None else certificate.signers,
+                }
+            )
+        elif certificate is None:
+            print(f"chain {client.chain.name}: the inbox is empty, no block added")
+        else:
+            print(
+                f"chain {client.chain.name}: block {certificate.height} took {len(taken)} "
+                f"bundle(s), signed by {', '.join(certificate.signers)}"
+            )
+    return 0
+
+
+def _bundle_json(bundle: IncomingBundle, names: dict[bytes, str]) -> dict[str, Any]:
+    return {
+        "origin": bundle.origin.hex(),
+        "origin_chain": names.get(bundle.origin),
+        "height": bundle.height,
+        "block_hash": bundle.block_hash.hex(),
+        "messages": [_message_json(m) for m in bundle.messages],
+    }
+
+
+def _message_json(message: Message) -> dict[str, Any]:
+    return {
+        "recipient": message.recipient.hex(),
+        "seq": message.seq,
+        "application_id": message.app_id.hex(),
+        "tracked": message.tracked,
+        "bouncing": message.bouncing,
+        "authenticated_signer": None if message.signer is None else message.signer.hex(),
+        "payload": _jsonable(message.payload),
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return value
 
 
 def chain_show(args: argparse.Namespace) -> int:
@@ -140,6 +256,8 @@ def _block_json(certified: CertifiedBlock, names: dict[bytes, str]) -> dict[str,
         "blobs": [
             {"blob": b.blob.hex(), "size": b.size} for b in published_blobs(block.operations)
         ],
+        "incoming_bundles": [_bundle_json(b, {}) for b in block.incoming],
+        "outgoing_messages": [_message_json(m) for m in block.outgoing],
         "signers": certified.certificate.signers,
         "certificate": certified.certificate.to_json(),
     }
@@ -161,6 +279,14 @@ def _block_lines(
         size = sum(b.size for b in blobs)
         lines.append(f"  blobs      {len(blobs)} published ({size} bytes)")
         lines.extend(f"    {b.blob.hex()}  {b.size} bytes" for b in blobs)
+    for bundle in block.incoming:
+        lines.append(
+            f"  received   {len(bundle.messages)} message(s) from "
+            f"{bundle.origin.hex()[:16]} block {bundle.height}"
+        )
+    for message in block.outgoing:
+        kind = "bounce" if message.bouncing else "message"
+        lines.append(f"  sent       {kind} {message.seq} to {message.recipient.hex()[:16]}")
     for op in block.operations:
         if op.name == PublishDataBlob.operation_name:
             continue

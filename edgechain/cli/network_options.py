@@ -72,6 +72,12 @@ def add_dir_option(parser: argparse.ArgumentParser) -> None:
         help=f"network directory (default ${NETWORK_DIR_ENV}, else {default_network_dir()}); "
         "also accepted before the command",
     )
+    parser.add_argument(
+        "--chain",
+        default=argparse.SUPPRESS,
+        metavar="CHAIN",
+        help="the chain to act on (name, id or id prefix; default: the wallet's default chain)",
+    )
     parser.set_defaults(takes_dir=True)
 
 
@@ -117,8 +123,9 @@ def network_dir(args: argparse.Namespace) -> Path:
 
 
 def open_client(args: argparse.Namespace, **options: Any) -> Client:
-    """The network in ``--dir`` (NetworkNotFound, exit 4, when there is none)."""
-    return Client.open(network_dir(args), **options)
+    """The network in ``--dir`` (NetworkNotFound, exit 4, when there is none), acting on
+    ``--chain``."""
+    return Client.open(network_dir(args), chain=getattr(args, "chain", None), **options)
 
 
 def open_engine_client(args: argparse.Namespace, faulty: str | None = None) -> Client:
@@ -134,4 +141,13 @@ def open_engine_client(args: argparse.Namespace, faulty: str | None = None) -> C
     except BaseException:
         network.close()
         raise
-    return Client(network, engine=engine, fetch_policy=fetch_policy(args))
+    try:
+        return Client(
+            network,
+            engine=engine,
+            fetch_policy=fetch_policy(args),
+            chain=getattr(args, "chain", None),
+        )
+    except BaseException:
+        network.close()
+        raise

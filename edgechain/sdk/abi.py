@@ -34,6 +34,8 @@ class Abi:
     parameters: Any = type(None)
     #: The type of the instantiation argument.
     instantiation_argument: Any = type(None)
+    #: The message types (dataclasses) the contract sends to itself on other chains.
+    messages: tuple[type, ...] = ()
 
     def operation_type(self, name: str) -> type:
         for op_type in self.operations:
@@ -41,6 +43,24 @@ class Abi:
                 return op_type
         known = ", ".join(t.__name__ for t in self.operations) or "none"
         raise InvalidParameter(f"no operation {name!r} (operations: {known})")
+
+    def message_type(self, name: str) -> type:
+        for message_type in self.messages:
+            if message_type.__name__ == name:
+                return message_type
+        known = ", ".join(t.__name__ for t in self.messages) or "none"
+        raise InvalidParameter(f"no message {name!r} (messages: {known})")
+
+    def encode_message(self, message: Any) -> list[Any]:
+        """A message as it travels: ``[its class name, its fields]``."""
+        name = type(message).__name__
+        self.message_type(name)  # one of the ABI's messages
+        return [name, encode(message)]
+
+    def decode_message(self, payload: Any) -> Any:
+        if not (isinstance(payload, list) and len(payload) == 2 and isinstance(payload[0], str)):
+            raise InvalidParameter("a message travels as [name, fields]")
+        return decode(self.message_type(payload[0]), payload[1], payload[0])
 
     def operation_from_json(self, value: Any) -> Any:
         """``{"Name": {fields}}`` -> the operation's dataclass."""

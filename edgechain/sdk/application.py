@@ -44,6 +44,11 @@ class Contract:
         """Execute one of the ABI's operations; the return value is the operation's response."""
         raise OperationRejected(f"{type(self).__name__} takes no operations")
 
+    def execute_message(self, message: Any) -> None:
+        """Execute one of the ABI's messages, sent by this application on another chain (or
+        bouncing back: ``runtime.message_is_bouncing``). Raising rejects the message only."""
+        raise OperationRejected(f"{type(self).__name__} takes no messages")
+
 
 class Service:
     """The off-chain half: answers GraphQL queries over certified state, read-only.

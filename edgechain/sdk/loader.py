@@ -121,6 +121,13 @@ class _ContractAdapter:
             raise OperationRejected(str(exc)) from None
         return _guarded(lambda: encode(self._instance(ctx, state).execute_operation(operation)))
 
+    def execute_message(self, ctx: OperationContext, state: ContractState, payload: Any) -> None:
+        try:
+            message = self._contract.abi.decode_message(payload)
+        except EdgechainError as exc:
+            raise OperationRejected(str(exc)) from None
+        _guarded(lambda: self._instance(ctx, state).execute_message(message))
+
     def instantiate(self, ctx: OperationContext, state: ContractState, argument: Any) -> None:
         abi = self._contract.abi
         try:

@@ -14,11 +14,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from edgechain.chain.application import ContractState, OperationContext, call_application
+from edgechain.chain.application import (
+    ContractState,
+    OperationContext,
+    call_application,
+    send_message,
+)
 from edgechain.chain.application import application_id as builtin_application_id
 from edgechain.contract.registry import APPLICATION_NAME as REGISTRY
 from edgechain.contract.registry import KEY_PREFIX as MODEL_PREFIX
 from edgechain.contract.registry import ModelEntry
+from edgechain.errors import OperationRejected
 from edgechain.sdk.abi import Abi, decode, encode
 
 __all__ = ["CertifiedModelInfo", "ContractRuntime", "ServiceHost", "ServiceRuntime"]
@@ -70,9 +76,10 @@ class ContractRuntime:
         return self._ctx.timestamp_us
 
     @property
-    def authenticated_signer(self) -> str:
-        """Who signed the block (hex public key)."""
-        return self._ctx.signer.hex()
+    def authenticated_signer(self) -> str | None:
+        """Who signed the block (hex public key); for a message, the sending block's signer if
+        the message is authenticated, else None."""
+        return self._ctx.signer.hex() or None
 
     @property
     def chain_owner(self) -> str:
@@ -93,6 +100,42 @@ class ContractRuntime:
         return call_application(
             self._ctx, self._state, target, type(operation).__name__, encode(operation)
         )
+
+    def send_message(
+        self,
+        destination: str | bytes,
+        message: Any,
+        *,
+        tracked: bool = False,
+        authenticated: bool = False,
+    ) -> None:
+        """Send ``message`` (one of the ABI's messages) to this application on chain
+        ``destination`` (Linera's ``prepare_message(m).with_tracking().with_authentication()
+        .send_to(chain)``). It leaves once this block is certified and runs in the recipient's
+        ``execute_message`` when that chain takes its inbox. ``tracked``: if the recipient
+        rejects it, it comes back here with :attr:`message_is_bouncing` set; ``authenticated``:
+        the recipient sees this block's signer as :attr:`authenticated_signer`."""
+        try:
+            chain = destination if isinstance(destination, bytes) else bytes.fromhex(destination)
+        except ValueError:
+            raise OperationRejected(f"send_message: {destination!r} is not a chain id") from None
+        payload = self._abi.encode_message(message)
+        send_message(
+            self._ctx, self._state, chain, payload, tracked=tracked, authenticated=authenticated
+        )
+
+    @property
+    def message_origin_chain_id(self) -> str | None:
+        """While a message executes: the chain that sent it (else None)."""
+        info = self._ctx.message
+        return None if info is None else info.origin.hex()
+
+    @property
+    def message_is_bouncing(self) -> bool | None:
+        """While a message executes: True when it is one this application sent, coming back
+        rejected (else False; None outside a message)."""
+        info = self._ctx.message
+        return None if info is None else info.is_bouncing
 
     def certified_models(self) -> list[CertifiedModelInfo]:
         """The model registry's entries as this block sees them."""

@@ -1,0 +1,59 @@
+"""``edgechain wallet``: the chains whose keys this network directory holds, and the default."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from edgechain import wallet
+from edgechain.cli.network_options import add_subcommand, open_client
+from edgechain.cli.render import print_json
+
+NAME = "wallet"
+HELP = "show the chains your wallet owns, or choose the one commands act on by default"
+EXAMPLES = "  edgechain wallet show\n  edgechain wallet set-default bob"
+
+
+def add_subcommands(subparsers: Any) -> None:
+    """Register ``wallet show`` and ``wallet set-default``."""
+    add_subcommand(
+        subparsers,
+        "show",
+        "list the network's chains: which the wallet owns, the default, each head",
+        "edgechain wallet show --json",
+        wallet_show,
+    )
+    chosen = add_subcommand(
+        subparsers,
+        "set-default",
+        "make a chain the wallet owns the one commands act on without --chain",
+        "edgechain wallet set-default bob",
+        wallet_set_default,
+    )
+    chosen.add_argument("name", metavar="CHAIN", help="a chain's name, id or id prefix")
+
+
+def wallet_show(args: argparse.Namespace) -> int:
+    with open_client(args) as client:
+        chains = wallet.show(client.network)
+        if args.json:
+            print_json([c.to_json() for c in chains])
+            return 0
+        for c in chains:
+            mark = "*" if c.default else " "
+            whose = "yours" if c.owned else f"owner {c.owner[:16]} (not yours)"
+            head = c.head or "no blocks yet"
+            print(f"{mark} {c.name:<12} {c.chain_id[:16]}  {whose}; {c.blocks} blocks, {head}")
+        print("(* the default chain: commands act on it without --chain)")
+    return 0
+
+
+def wallet_set_default(args: argparse.Namespace) -> int:
+    with open_client(args) as client:
+        wallet.set_default_chain(client.network, args.name)
+        chain = client.network.chain(args.name)
+        if args.json:
+            print_json({"default_chain": chain.name})
+        else:
+            print(f"commands now act on chain {chain.name} without --chain")
+    return 0

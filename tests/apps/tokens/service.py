@@ -1,0 +1,28 @@
+"""The tokens service: balances over certified state."""
+
+import strawberry
+from strawberry.types import Info
+
+from edgechain.sdk import Service, service_of
+
+from .state import TokensState
+
+
+@strawberry.type
+class Query:
+    @strawberry.field
+    def balance(self, info: Info) -> int:
+        return service_of(info).state.balance.get()
+
+    @strawberry.field
+    def received(self, info: Info) -> list[int]:
+        return service_of(info).state.received.read()
+
+    @strawberry.field
+    def bounced(self, info: Info) -> int:
+        return service_of(info).state.bounced.get()
+
+
+class TokensService(Service):
+    state_type = TokensState
+    query = Query

@@ -1,0 +1,10 @@
+"""The tokens application's state on each chain."""
+
+from edgechain.sdk import LogView, RegisterView, RootView
+
+
+class TokensState(RootView):
+    balance = RegisterView(int, default=0)
+    received = LogView(int)
+    bounced = RegisterView(int, default=0)
+    last_sender = RegisterView(str, default="")
