@@ -382,3 +382,68 @@ pub fn tensor_data<'a>(h: &GgufHeader, t: &TensorInfo, file: &'a [u8]) -> Result
         .and_then(|(s, e)| file.get(s..e))
         .ok_or_else(|| invalid(format!("tensor {} runs past the end of the file", t.name)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A header with `kvs` metadata entries (key, type id, value bytes) and no tensors.
+    fn header(n_tensors: u64, kvs: &[(&str, u32, Vec<u8>)]) -> Vec<u8> {
+        let mut b = b"GGUF".to_vec();
+        b.extend_from_slice(&VERSION.to_le_bytes());
+        b.extend_from_slice(&n_tensors.to_le_bytes());
+        b.extend_from_slice(&(kvs.len() as u64).to_le_bytes());
+        for (key, kind, value) in kvs {
+            b.extend_from_slice(&(key.len() as u64).to_le_bytes());
+            b.extend_from_slice(key.as_bytes());
+            b.extend_from_slice(&kind.to_le_bytes());
+            b.extend_from_slice(value);
+        }
+        b
+    }
+
+    fn error(bytes: &[u8]) -> String {
+        match parse_header(bytes, bytes.len() as u64) {
+            Ok(h) => panic!("parsed {h:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn garbage_counts_and_lengths_are_errors_not_allocations() {
+        assert!(error(&header(u64::MAX, &[])).contains("tensor count"));
+        let mut huge_kv = header(0, &[]);
+        huge_kv[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(error(&huge_kv).contains("metadata count"));
+        let long_string = (u64::MAX - 3).to_le_bytes().to_vec();
+        assert!(error(&header(0, &[("k", 8, long_string)])).contains("truncated"));
+        let mut huge_array = 4u32.to_le_bytes().to_vec();
+        huge_array.extend_from_slice(&u64::MAX.to_le_bytes());
+        assert!(error(&header(0, &[("a", 9, huge_array)])).contains("does not fit"));
+        let zero = 0u32.to_le_bytes().to_vec();
+        assert!(error(&header(0, &[("general.alignment", 4, zero)])).contains("power of two"));
+        assert!(error(b"GGUF\x02\0\0\0").contains("version 2"));
+        assert!(error(b"GGML").contains("no GGUF magic"));
+    }
+
+    #[test]
+    fn metadata_and_alignment_are_read_in_order() {
+        let align = 64u32.to_le_bytes().to_vec();
+        let mut name = 4u64.to_le_bytes().to_vec();
+        name.extend_from_slice(b"tiny");
+        let bytes = header(0, &[("general.alignment", 4, align), ("general.name", 8, name)]);
+        let h = parse_header(&bytes, bytes.len() as u64).expect("a valid header");
+        assert_eq!(h.alignment, 64);
+        assert_eq!(h.data_offset, bytes.len().div_ceil(64) as u64 * 64);
+        assert_eq!(h.metadata[1].0, "general.name");
+        assert_eq!(h.get("general.name").and_then(Value::as_str), Some("tiny"));
+    }
+
+    #[test]
+    fn type_names_are_llama_cpp_s() {
+        assert_eq!(GgmlType(12).name(), "Q4_K");
+        assert_eq!(GgmlType(14).name(), "Q6_K");
+        assert_eq!(GgmlType(30).name(), "BF16");
+        assert_eq!(GgmlType(99).name(), "type 99");
+    }
+}
