@@ -3,9 +3,10 @@
 The GGUF file has llama.cpp's ``llama`` architecture and tensor names, the config as
 ``llama.*`` metadata and the SentencePiece-style vocabulary as ``tokenizer.ggml.*`` (tokens with
 ``▁`` for a space, their scores, token types, BOS 1 and EOS 2), so the engine (and llama.cpp)
-reads weights and tokenizer from the one file. ``f32`` keeps every tensor; ``q8_0`` stores each
-matrix whose rows are whole blocks of 32 in llama.cpp's Q8_0 (the rest, and the norms, stay
-f32, as llama.cpp's converter does). The bytes are deterministic. Writer:
+reads weights and tokenizer from the one file. ``f32`` keeps every tensor; ``f16`` stores the
+matrices in half precision; ``q8_0`` and ``q4_0`` store each matrix whose rows are whole blocks
+of 32 in llama.cpp's Q8_0 or Q4_0 (the rest, and the norms, stay f32, as llama.cpp's converter
+does). The bytes are deterministic. Writer:
 :mod:`edgechain.service.engine.gguf_writer`; reader: rust_guest/src/gguf.rs.
 """
 
@@ -30,9 +31,10 @@ from edgechain.service.engine.model_files import (
 )
 
 #: The ``--type`` choices.
-TYPES = ("f32", "q8_0")
-#: llama.cpp's ``general.file_type`` for each (LLAMA_FTYPE_ALL_F32, LLAMA_FTYPE_MOSTLY_Q8_0).
-_FILE_TYPES = {"f32": 0, "q8_0": 7}
+TYPES = ("f32", "f16", "q8_0", "q4_0")
+#: llama.cpp's ``general.file_type`` for each (LLAMA_FTYPE_ALL_F32, MOSTLY_F16, MOSTLY_Q8_0,
+#: MOSTLY_Q4_0).
+_FILE_TYPES = {"f32": 0, "f16": 1, "q8_0": 7, "q4_0": 2}
 #: llama.cpp's token types.
 _NORMAL, _UNKNOWN, _CONTROL, _BYTE = 1, 2, 3, 6
 
@@ -45,6 +47,7 @@ class ConvertResult:
     header: CheckpointHeader
     kind: str
     output_bytes: int
+    #: Matrices stored in the file's type (F16, Q8_0 or Q4_0), and those kept F32.
     quantized: int
     kept_f32: int
 
@@ -107,15 +110,21 @@ def _f32_spans(h: CheckpointHeader) -> dict[str, list[tuple[int, int]]]:
 
 
 def _tensor(name: str, dims: tuple[int, ...], raw: bytes, kind: str) -> gw.Tensor:
-    """``raw`` (little-endian f32) as an F32 tensor, or Q8_0 when asked and its rows are whole
-    blocks."""
-    if kind == "q8_0" and len(dims) == 2 and dims[1] % gw.Q8_0_BLOCK == 0:
-        values = array("f")
-        values.frombytes(raw)
-        if values.itemsize != 4 or struct.pack("=I", 1) != struct.pack("<I", 1):
-            values.byteswap()
-        return gw.Tensor(name, dims, gw.GGML_Q8_0, gw.quantize_q8_0(values.tolist()))
-    return gw.Tensor(name, dims, gw.GGML_F32, raw)
+    """``raw`` (little-endian f32) as the tensor of a ``kind`` file: norms stay F32; a matrix
+    is F16, or Q8_0/Q4_0 when its rows are whole blocks of 32 (else F32)."""
+    if kind == "f32" or len(dims) != 2:
+        return gw.Tensor(name, dims, gw.GGML_F32, raw)
+    values = array("f")
+    values.frombytes(raw)
+    if struct.pack("=I", 1) != struct.pack("<I", 1):
+        values.byteswap()
+    if kind == "f16":
+        return gw.Tensor(name, dims, gw.GGML_F16, gw.to_f16(values.tolist()))
+    if dims[1] % gw.Q8_0_BLOCK:
+        return gw.Tensor(name, dims, gw.GGML_F32, raw)
+    if kind == "q4_0":
+        return gw.Tensor(name, dims, gw.GGML_Q4_0, gw.quantize_q4_0(values.tolist()))
+    return gw.Tensor(name, dims, gw.GGML_Q8_0, gw.quantize_q8_0(values.tolist()))
 
 
 def _metadata(h: CheckpointHeader, kind: str, name: str, tokens: list[tuple[str, float]]) -> list:
@@ -181,7 +190,7 @@ def convert_to_gguf(
         written = gw.write_gguf(out, metadata, tensors)
 
     write_atomically(dst_path, write, "GGUF file")
-    quantized = sum(t.kind == gw.GGML_Q8_0 for t in tensors)
+    quantized = sum(t.kind in (gw.GGML_Q8_0, gw.GGML_Q4_0, gw.GGML_F16) for t in tensors)
     matrices = sum(len(t.dims) == 2 for t in tensors)
     return ConvertResult(dst_path, h, kind, written, quantized, matrices - quantized)
 

@@ -19,7 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--type",
         choices=TYPES,
         default="f32",
-        help="tensor type of the matrices (q8_0: those whose rows are whole blocks of 32)",
+        help="tensor type of the matrices (q8_0, q4_0: those whose rows are whole blocks of 32; "
+        "the others and the norms stay f32)",
     )
 
 
@@ -30,6 +31,6 @@ def execute(args: argparse.Namespace) -> int:
     result = convert_to_gguf(args.src, args.tokenizer, args.dst, args.type)
     print(
         f"{result.path}: {result.output_bytes} bytes, GGUF llama, {result.kind} "
-        f"({result.quantized} matrices in Q8_0, {result.kept_f32} in F32)"
+        f"({result.quantized} matrices in {result.kind.upper()}, {result.kept_f32} in F32)"
     )
     return 0

@@ -89,6 +89,7 @@ pub struct GgmlType(pub u32);
 impl GgmlType {
     pub const F32: GgmlType = GgmlType(0);
     pub const F16: GgmlType = GgmlType(1);
+    pub const Q4_0: GgmlType = GgmlType(2);
     pub const Q8_0: GgmlType = GgmlType(8);
 
     /// llama.cpp's name for the type ("Q4_K"), or "type N" for an id it does not know.
@@ -110,6 +111,7 @@ impl GgmlType {
         match self {
             GgmlType::F32 => Some((1, 4)),
             GgmlType::F16 => Some((1, 2)),
+            GgmlType::Q4_0 => Some((32, 18)),
             GgmlType::Q8_0 => Some((32, 34)),
             _ => None,
         }

@@ -17,7 +17,12 @@ use crate::weights::{LayerMatrix, LayerWeights, Matrix, TransformerWeights};
 /// The architectures the engine runs.
 pub const ARCHITECTURES: [&str; 1] = ["llama"];
 /// The tensor types the engine runs.
-pub const TENSOR_TYPES: [GgmlType; 3] = [GgmlType::F32, GgmlType::F16, GgmlType::Q8_0];
+pub const TENSOR_TYPES: [GgmlType; 4] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::Q4_0,
+    GgmlType::Q8_0,
+];
 /// Q8_0's block: the int8 path's group size.
 const Q8_0_GROUP: usize = 32;
 /// Upper bounds (as llama2.c's reader's) that keep size computations far from overflow.
@@ -120,7 +125,7 @@ pub fn inspect(bytes: &[u8], file_len: u64) -> Result<GgufSpec> {
         group_size: h
             .tensors
             .iter()
-            .any(|t| t.kind == GgmlType::Q8_0)
+            .any(|t| is_blocked(t.kind))
             .then_some(Q8_0_GROUP),
     };
     check_config(&config)?;
@@ -201,7 +206,7 @@ fn check_tensors(h: &GgufHeader, cfg: &CheckpointConfig) -> Result<()> {
                 t.name
             )));
         };
-        if !TENSOR_TYPES.contains(&t.kind) || (!matrix && t.kind == GgmlType::Q8_0) {
+        if !TENSOR_TYPES.contains(&t.kind) || (!matrix && is_blocked(t.kind)) {
             let names: Vec<String> = TENSOR_TYPES.iter().map(|k| k.name()).collect();
             return Err(unsupported(format!(
                 "GGUF tensor {} is {}; supported tensor types: {}",
@@ -231,6 +236,11 @@ fn check_tensors(h: &GgufHeader, cfg: &CheckpointConfig) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether the type is stored in blocks of 32 with a scale each (run on the int8 path).
+fn is_blocked(kind: GgmlType) -> bool {
+    kind == GgmlType::Q8_0 || kind == GgmlType::Q4_0
 }
 
 /// IEEE half to single precision (exact: every f16 is an f32).
@@ -273,17 +283,30 @@ fn f32_tensor(t: &TensorInfo, data: &[u8], device: &Device) -> Result<Tensor> {
     Ok(Tensor::from_vec(values, shape, device)?)
 }
 
+/// A matrix of F32/F16 as f32; of Q8_0 or Q4_0 as int8 values with one f32 scale per block of
+/// 32 (the int8 path's groups). A Q4_0 value is its nibble minus 8 (ggml's `dequantize_row_q4_0`:
+/// the low nibbles of a block's 16 bytes are values 0..16, the high ones 16..32), exactly
+/// representable in int8, so the int8 kernel computes Q4_0's products without approximation
+/// (at one byte per weight in memory instead of half).
 fn matrix(t: &TensorInfo, data: &[u8], device: &Device) -> Result<Matrix> {
-    if t.kind != GgmlType::Q8_0 {
-        return Ok(Matrix::F32(f32_tensor(t, data, device)?));
-    }
-    // A block: the f16 scale, then 32 int8 values.
-    let blocks = data.len() / 34;
-    let mut values = Vec::with_capacity(blocks * Q8_0_GROUP);
+    let block_bytes = match t.kind {
+        GgmlType::Q8_0 => 34,
+        GgmlType::Q4_0 => 18,
+        _ => return Ok(Matrix::F32(f32_tensor(t, data, device)?)),
+    };
+    let blocks = data.len() / block_bytes;
+    let mut values: Vec<u8> = Vec::with_capacity(blocks * Q8_0_GROUP);
     let mut scales = Vec::with_capacity(blocks);
-    for block in data.chunks_exact(34) {
+    for block in data.chunks_exact(block_bytes) {
         scales.push(f16_to_f32(u16::from_le_bytes([block[0], block[1]])));
-        values.extend_from_slice(&block[2..]);
+        let quants = &block[2..];
+        if t.kind == GgmlType::Q8_0 {
+            values.extend_from_slice(quants);
+        } else {
+            let nibble = |q: u8| (q as i8 - 8) as u8;
+            values.extend(quants.iter().map(|q| nibble(q & 0x0f)));
+            values.extend(quants.iter().map(|q| nibble(q >> 4)));
+        }
     }
     let shape: Vec<usize> = t.dims.iter().map(|d| *d as usize).collect();
     Ok(Matrix::Q8 {

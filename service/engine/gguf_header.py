@@ -1,7 +1,7 @@
 """Check a GGUF file's header without reading its tensors: what ``model publish`` runs before it
 proposes, so a file the engine would refuse is never certified. The engine's reader stays the
 reference (rust_guest/src/gguf.rs, the container; rust_guest/src/gguf_model.rs, what it runs):
-version 3, the ``llama`` architecture, tensor types F32, F16 and Q8_0, every tensor inside the
+version 3, the ``llama`` architecture, tensor types F32, F16, Q4_0 and Q8_0, every tensor inside the
 file, the ``llama`` tokenizer with one token per embedding row. The metadata is walked through a
 buffered stream; its arrays (the vocabulary) are counted and checked, not kept.
 """
@@ -21,10 +21,10 @@ DEFAULT_ALIGNMENT = 32
 #: The engine's architectures and tensor types (gguf_model.rs).
 ARCHITECTURES = ("llama",)
 #: ggml type id -> (name, values per block, bytes per block) of the types the engine runs.
-TENSOR_TYPES = {0: ("F32", 1, 4), 1: ("F16", 1, 2), 8: ("Q8_0", 32, 34)}
+TENSOR_TYPES = {0: ("F32", 1, 4), 1: ("F16", 1, 2), 2: ("Q4_0", 32, 18), 8: ("Q8_0", 32, 34)}
 #: llama.cpp's names of the other type ids, for the refusal's message.
 _OTHER_TYPES = {
-    2: "Q4_0", 3: "Q4_1", 6: "Q5_0", 7: "Q5_1", 9: "Q8_1", 10: "Q2_K", 11: "Q3_K", 12: "Q4_K",
+    3: "Q4_1", 6: "Q5_0", 7: "Q5_1", 9: "Q8_1", 10: "Q2_K", 11: "Q3_K", 12: "Q4_K",
     13: "Q5_K", 14: "Q6_K", 15: "Q8_K", 30: "BF16",
 }  # fmt: skip
 _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q"}
@@ -187,7 +187,7 @@ def _header_fields(
         raise InvalidCheckpoint(
             f"{label}: GGUF vocabulary has {n} tokens, the embedding {vocab} rows"
         )
-    q8 = any(t[2] == 8 for t in tensors.values())
+    q8 = any(t[2] in (2, 8) for t in tensors.values())
     return HeaderFields(
         dim=count("embedding_length"),
         hidden_dim=count("feed_forward_length"),

@@ -15,6 +15,7 @@ _U32, _I32, _F32, _BOOL, _STRING, _ARRAY = 4, 5, 6, 7, 8, 9
 #: ggml tensor type ids.
 GGML_F32 = 0
 GGML_F16 = 1
+GGML_Q4_0 = 2
 GGML_Q8_0 = 8
 #: Values per Q8_0 block (an f16 scale and 32 int8 values: 34 bytes).
 Q8_0_BLOCK = 32
@@ -120,3 +121,27 @@ def quantize_q8_0(values: list[float]) -> bytes:
         out += struct.pack("<e", d)
         out += struct.pack("<32b", *(_round_half_away(_f32(v * inv)) for v in block))
     return bytes(out)
+
+
+def quantize_q4_0(values: list[float]) -> bytes:
+    """llama.cpp's reference Q4_0 (``quantize_row_q4_0_ref``): per block of 32, ``d = m / -8``
+    where ``m`` is the value of largest magnitude, ``q = min(15, trunc(x / d + 8.5))`` in f32,
+    ``d`` stored as f16; byte ``j`` holds value ``j`` (low nibble) and ``j + 16`` (high)."""
+    out = bytearray()
+    for start in range(0, len(values), Q8_0_BLOCK):
+        block = values[start : start + Q8_0_BLOCK]
+        peak = 0.0
+        for v in block:
+            if abs(v) > abs(peak):
+                peak = v
+        d = _f32(peak / -8.0)
+        inv = _f32(1.0 / d) if d else 0.0
+        q = [min(15, int(_f32(_f32(v * inv) + 8.5))) for v in block]
+        out += struct.pack("<e", d)
+        out += bytes(lo | (hi << 4) for lo, hi in zip(q[:16], q[16:], strict=True))
+    return bytes(out)
+
+
+def to_f16(values: list[float]) -> bytes:
+    """IEEE half precision, rounded to nearest even (struct's ``e``)."""
+    return struct.pack(f"<{len(values)}e", *values)
