@@ -12,9 +12,16 @@ import pytest
 from engine_helpers import REPO_ROOT, assert_clean_error, run_cli
 
 from edgechain.convert import convert_to_gguf
-from edgechain.errors import InvalidCheckpoint, InvalidParameter, InvalidTokenizer, UnsupportedModel
+from edgechain.errors import (
+    CheckpointTooLarge,
+    InvalidCheckpoint,
+    InvalidParameter,
+    InvalidTokenizer,
+    UnsupportedModel,
+)
 from edgechain.service.engine import Engine, GenerationParams
 from edgechain.service.engine import gguf_writer as gw
+from edgechain.service.engine.wasm import WasmEngine
 from edgechain.testing.models import ModelFiles
 
 GOLDEN = REPO_ROOT / "tests" / "engine" / "golden"
@@ -212,3 +219,10 @@ def test_cli_convert_and_its_errors(stories260k: ModelFiles, tmp_path: Path) -> 
     assert_clean_error(bad, InvalidCheckpoint.exit_code, "header")
     with pytest.raises(InvalidParameter):
         convert_to_gguf(stories260k.weights, stories260k.tokenizer, out, "q4_k")
+
+
+def test_a_gguf_too_large_for_the_guest_is_refused_before_loading(gguf_f32: Path) -> None:
+    # The file (1 MB), the tensors built from it (1 MB) and the KV cache exceed 2 MiB.
+    small = WasmEngine(memory_limit=2 * 2**20)
+    with pytest.raises(CheckpointTooLarge, match=r"GGUF weights .* use the native engine"):
+        small.load_files(gguf_f32, None)
