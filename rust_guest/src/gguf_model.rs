@@ -129,6 +129,13 @@ pub fn inspect(bytes: &[u8], file_len: u64) -> Result<GgufSpec> {
             .then_some(Q8_0_GROUP),
     };
     check_config(&config)?;
+    // The int8 path quantizes dim-long inputs in blocks (the embedding and classifier rows).
+    if config.group_size.is_some() && !config.dim.is_multiple_of(Q8_0_GROUP) {
+        return Err(invalid(format!(
+            "embedding_length {} is not a multiple of {Q8_0_GROUP}, as Q8_0/Q4_0 tensors need",
+            config.dim
+        )));
+    }
     if let Some(rope_dims) = meta_usize(&h, &key("rope.dimension_count"))? {
         if rope_dims != config.head_size() {
             return Err(unsupported(format!(
