@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,13 +25,19 @@ from typing import TYPE_CHECKING, Any, Protocol
 from edgechain.chain.block import Block, Operation
 from edgechain.chain.encoding import decode, encode, hash_value
 from edgechain.chain.messages import (
+    EVENT,
     INBOX_PREFIX,
     MAX_OUTGOING,
     OUTBOX_PREFIX,
+    SUBSCRIBE,
+    SUBSCRIBERS_PREFIX,
+    USER,
     IncomingBundle,
     Message,
     MessageContext,
+    StreamUpdate,
     messaging_id,
+    stream_key,
 )
 from edgechain.chain.state import ChainState, WriteSet
 from edgechain.errors import ContractError, OperationRejected, UsageError
@@ -309,6 +316,79 @@ def send_message(
     )  # fmt: skip
 
 
+_STREAM_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def _check_stream(stream: Any) -> str:
+    if not (isinstance(stream, str) and _STREAM_NAME.fullmatch(stream)):
+        raise OperationRejected(f"stream name {stream!r}: 1 to 64 letters, digits, '_', '.' or '-'")
+    return stream
+
+
+def emit(ctx: OperationContext, state: ContractState, stream: str, value: Any) -> int:
+    """Append ``value`` to this application's event stream ``stream`` on this chain (Linera's
+    ``emit``); every chain that follows the stream receives it, in order. Its index."""
+    if ctx.outbox is None:
+        raise OperationRejected("events can only be emitted while a block executes")
+    _check_stream(stream)
+    encode(value)
+    system = state.view_of(messaging_id(ctx.chain_id))
+    key = stream_key(ctx.app_id, stream)
+    index = system.get(key) or 0
+    system.set(key, index + 1)
+    system.set(f"{key}/{index}", value)
+    for follower in system.get(f"{SUBSCRIBERS_PREFIX}{ctx.app_id.hex()}/{stream}") or []:
+        _send_event(ctx, system, follower, ctx.app_id, stream, index, value)
+    return index
+
+
+def _send_event(
+    ctx: OperationContext,
+    system: ContractState,
+    follower: bytes,
+    app_id: bytes,
+    stream: str,
+    index: int,
+    value: Any,
+) -> None:
+    if ctx.outbox is None or len(ctx.outbox) >= MAX_OUTGOING:
+        raise OperationRejected(f"a block sends at most {MAX_OUTGOING} messages")
+    event = Message(follower, 0, app_id, [stream, index, value], kind=EVENT)
+    ctx.outbox.append(_numbered(system, ctx.chain_id, event))
+
+
+def subscribe_to_events(
+    ctx: OperationContext, state: ContractState, chain: bytes, stream: str
+) -> None:
+    """Follow this application's stream ``stream`` on chain ``chain`` (Linera's
+    ``subscribe_to_events``): once that chain takes the request, every event of the stream,
+    the past ones first, comes to this chain's ``process_streams``."""
+    if ctx.outbox is None:
+        raise OperationRejected("a subscription can only be made while a block executes")
+    _check_stream(stream)
+    if not (isinstance(chain, bytes) and len(chain) == 32) or chain == ctx.chain_id:
+        raise OperationRejected("a subscription is to another chain's 32-byte id")
+    request = Message(chain, 0, ctx.app_id, stream, kind=SUBSCRIBE)
+    ctx.outbox.append(_numbered(state, ctx.chain_id, request))
+
+
+def _subscribe(
+    state: ChainState, writes: WriteSet, ctx: OperationContext, origin: bytes, app_id: bytes,
+    stream: Any,
+) -> None:  # fmt: skip
+    """On the emitting chain: record ``origin`` as a follower and send it the past events."""
+    _check_stream(stream)
+    system = ContractState(state, messaging_id(state.chain_id), writes)
+    followers_key = f"{SUBSCRIBERS_PREFIX}{app_id.hex()}/{stream}"
+    followers = list(system.get(followers_key) or [])
+    if origin in followers:
+        return
+    system.set(followers_key, [*followers, origin])
+    key = stream_key(app_id, stream)
+    for index in range(system.get(key) or 0):
+        _send_event(ctx, system, origin, app_id, stream, index, system.get(f"{key}/{index}"))
+
+
 def _numbered(state: ContractState, chain_id: bytes, message: Message) -> Message:
     """``message`` with the next sequence number from this chain to its recipient."""
     counters = state.view_of(messaging_id(chain_id))
@@ -317,7 +397,7 @@ def _numbered(state: ContractState, chain_id: bytes, message: Message) -> Messag
     counters.set(key, seq + 1)
     return Message(
         message.recipient, seq, message.app_id, message.payload, message.tracked,
-        message.bouncing, message.signer, message.description,
+        message.bouncing, message.signer, message.description, message.kind,
     )  # fmt: skip
 
 
@@ -363,15 +443,20 @@ def _execute_bundle(
         sent: list[Message] = []
         try:
             kind, parameters, app_id = _receiving_kind(state, trial, bundle.origin, message)
-            execute = getattr(kind.contract, "execute_message", None)
-            if execute is None:
-                raise OperationRejected(f"application {app_id.hex()[:16]} takes no messages")
-            info = MessageContext(bundle.origin, bundle.height, message.bouncing, message.signer)
+            user = message.kind == USER
+            info = MessageContext(
+                bundle.origin, bundle.height, message.bouncing, message.signer if user else None
+            )
             message_ctx = OperationContext(
-                chain_id, app_id, ctx.height, ctx.timestamp_us, message.signer or b"",
+                chain_id, app_id, ctx.height, ctx.timestamp_us, info.signer or b"",
                 ctx.chain_owner, ctx.index, parameters, sent, info,
             )  # fmt: skip
-            execute(message_ctx, ContractState(state, app_id, trial), message.payload)
+            if not user:
+                _execute_system_message(state, trial, message_ctx, kind, bundle.origin, message)
+            elif (execute := getattr(kind.contract, "execute_message", None)) is None:
+                raise OperationRejected(f"application {app_id.hex()[:16]} takes no messages")
+            else:
+                execute(message_ctx, ContractState(state, app_id, trial), message.payload)
         except ContractError:
             if message.tracked and not message.bouncing:
                 bounced = Message(
@@ -385,6 +470,26 @@ def _execute_bundle(
         writes.update(trial)
         assert ctx.outbox is not None
         ctx.outbox.extend(sent)
+
+
+def _execute_system_message(
+    state: ChainState,
+    writes: WriteSet,
+    ctx: OperationContext,
+    kind: ApplicationKind,
+    origin: bytes,
+    message: Message,
+) -> None:
+    if message.kind == SUBSCRIBE:
+        _subscribe(state, writes, ctx, origin, ctx.app_id, message.payload)
+        return
+    payload = message.payload
+    if not (isinstance(payload, list) and len(payload) == 3 and isinstance(payload[1], int)):
+        raise OperationRejected("an event message is [stream, index, value]")
+    process = getattr(kind.contract, "process_streams", None)
+    if process is not None:  # an application that follows no stream ignores events
+        update = StreamUpdate(origin, _check_stream(payload[0]), payload[1], payload[2])
+        process(ctx, ContractState(state, ctx.app_id, writes), [update])
 
 
 def execute_operations(

@@ -32,6 +32,15 @@ HASH_SIZE = 32
 MESSAGING_NAME = "messaging"
 OUTBOX_PREFIX = "outbox/"
 INBOX_PREFIX = "inbox/"
+#: An application's event streams on its chain: ``events/<app>/<stream>`` holds the count,
+#: ``events/<app>/<stream>/<index>`` each value; ``subscribers/<app>/<stream>`` the chains
+#: that follow it.
+EVENTS_PREFIX = "events/"
+SUBSCRIBERS_PREFIX = "subscribers/"
+#: What a message is: an application's own (``user``), a chain's request to follow an event
+#: stream (``subscribe``), or one event of a stream it follows (``event``).
+USER, SUBSCRIBE, EVENT = "user", "subscribe", "event"
+MESSAGE_KINDS = (USER, SUBSCRIBE, EVENT)
 #: Messages one block may send, and bundles one block may take in: a block stays small.
 MAX_OUTGOING = 256
 MAX_INCOMING_BUNDLES = 64
@@ -61,12 +70,16 @@ class Message:
     bouncing: bool = False
     signer: bytes | None = None
     description: Any = None
+    #: USER, or a system message of event streams: SUBSCRIBE (payload: the stream's name) or
+    #: EVENT (payload: ``[stream, index, value]``).
+    kind: str = USER
 
     def to_value(self) -> list[Any]:
         return [
             self.recipient,
             self.seq,
             self.app_id,
+            self.kind,
             self.tracked,
             self.bouncing,
             self.signer,
@@ -76,9 +89,11 @@ class Message:
 
     @classmethod
     def from_value(cls, value: Any) -> Message:
-        if not (isinstance(value, list) and len(value) == 8):
-            raise EncodingError("a message is not an 8-element list")
-        recipient, seq, app_id, tracked, bouncing, signer, description, payload = value
+        if not (isinstance(value, list) and len(value) == 9):
+            raise EncodingError("a message is not a 9-element list")
+        recipient, seq, app_id, kind, tracked, bouncing, signer, description, payload = value
+        if kind not in MESSAGE_KINDS:
+            raise EncodingError(f"a message's kind is not one of {', '.join(MESSAGE_KINDS)}")
         if not (_is_hash(recipient) and _is_hash(app_id)):
             raise EncodingError("a message's recipient or application is not 32 bytes")
         if not (isinstance(seq, int) and not isinstance(seq, bool) and seq >= 0):
@@ -87,7 +102,7 @@ class Message:
             raise EncodingError("a message's tracked and bouncing flags are not booleans")
         if signer is not None and not _is_hash(signer):
             raise EncodingError("a message's signer is not 32 bytes")
-        return cls(recipient, seq, app_id, payload, tracked, bouncing, signer, description)
+        return cls(recipient, seq, app_id, payload, tracked, bouncing, signer, description, kind)
 
 
 @dataclass(frozen=True)
@@ -115,6 +130,21 @@ class IncomingBundle:
         if not (isinstance(messages, list) and messages):
             raise EncodingError("a bundle holds no messages")
         return cls(origin, height, block_hash, tuple(Message.from_value(m) for m in messages))
+
+
+@dataclass(frozen=True)
+class StreamUpdate:
+    """One event of a stream a chain follows: emitted on ``chain`` by the same application,
+    the ``index``-th of ``stream``."""
+
+    chain: bytes
+    stream: str
+    index: int
+    value: Any
+
+
+def stream_key(app_id: bytes, stream: str) -> str:
+    return f"{EVENTS_PREFIX}{app_id.hex()}/{stream}"
 
 
 @dataclass(frozen=True)

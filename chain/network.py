@@ -343,7 +343,11 @@ class Network:
             if not isinstance(config, dict):
                 raise ValueError(f"expected a JSON object, got {type(config).__name__}")
             if config.get("format") != NETWORK_FORMAT:
-                raise ValueError(f"unknown format {config.get('format')!r}")
+                raise ValueError(
+                    f"unknown format {config.get('format')!r} (this edgechain reads "
+                    f"{NETWORK_FORMAT}): open it with the edgechain that made it, or start a "
+                    "new network with `edgechain net up --dir NEW`"
+                )
             committee = Committee.from_json(config["committee"])
             saved_faults = config.get("faults", "")
             if not isinstance(saved_faults, str):
@@ -769,6 +773,7 @@ class Chain:
                     ),
                     writes,
                     [(m.recipient, m.seq) for m in certified.block.outgoing],
+                    [(b.origin, b.messages[-1].seq + 1) for b in certified.block.incoming],
                 )
                 txn.store_blobs(blobs)
                 # Certified here on the head verified above: the next open starts from it.

@@ -288,8 +288,8 @@ class _Reads:
         return bool(self._rows("SELECT 1 FROM chains WHERE chain_id = ?", (chain_id,)))
 
     def sent_messages(self, recipient: bytes) -> list[tuple[bytes, int, int]]:
-        """Every certified message sent to ``recipient``: (origin, seq, height), in order per
-        origin (the recipient's state says which it has taken)."""
+        """The certified messages waiting for ``recipient``: (origin, seq, height), in order
+        per origin (a block that takes messages removes them in its transaction)."""
         rows = self._rows(
             "SELECT origin, seq, height FROM messages WHERE recipient = ? ORDER BY origin, seq",
             (recipient,),
@@ -332,18 +332,26 @@ class WriteTransaction(Snapshot):
             )
 
     def commit_block(
-        self, row: BlockRow, writes: WriteSet, sent: Sequence[tuple[bytes, int]] = ()
+        self,
+        row: BlockRow,
+        writes: WriteSet,
+        sent: Sequence[tuple[bytes, int]] = (),
+        taken: Sequence[tuple[bytes, int]] = (),
     ) -> None:
-        """Add a certified block and its state writes (committed when the transaction ends);
-        ``sent``: the (recipient, seq) of each message it sends, for the recipients' inboxes."""
+        """Add a certified block and its state writes (committed when the transaction ends).
+        The ``messages`` table is the chains' inboxes: ``sent`` (recipient, seq) of each message
+        the block sends are added, ``taken`` (origin, next seq) remove what it took from its own."""
         db = self._db
-        if sent:
-            with _mapped(self.path):
-                db.executemany(
-                    "INSERT OR IGNORE INTO messages (recipient, origin, seq, height) "
-                    "VALUES (?, ?, ?, ?)",
-                    [(recipient, row.chain_id, seq, row.height) for recipient, seq in sent],
-                )
+        with _mapped(self.path):
+            db.executemany(
+                "INSERT OR IGNORE INTO messages (recipient, origin, seq, height) "
+                "VALUES (?, ?, ?, ?)",
+                [(recipient, row.chain_id, seq, row.height) for recipient, seq in sent],
+            )
+            db.executemany(
+                "DELETE FROM messages WHERE recipient = ? AND origin = ? AND seq < ?",
+                [(row.chain_id, origin, next_seq) for origin, next_seq in taken],
+            )
         upserts = [(row.chain_id, a, k, v) for (a, k), v in writes.items() if v is not None]
         deletes = [(row.chain_id, a, k) for (a, k), v in writes.items() if v is None]
         try:

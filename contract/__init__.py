@@ -1,6 +1,7 @@
 """The model-registry application: operations (``operations``), contract and service
-(``registry``). Its application kind, ``MODEL_REGISTRY``, is registered with the chain layer by
-the wiring layer above (see ARCHITECTURE.md, "Layers"), as is the story book's.
+(``registry``), written with edgechain.sdk like the story book (``story_book``); the wiring layer
+above runs both as the chain's built-in kinds (edgechain/applications.py; ARCHITECTURE.md,
+"Layers").
 """
 
 from edgechain.contract.operations import FileRef, RegisterModel, RetireModel

@@ -1,33 +1,40 @@
-"""The model-registry application: its contract (on chain) and its service (certified reads).
+"""The model-registry application, written with edgechain.sdk like any user's application:
+its ABI (:data:`ABI`: ``RegisterModel``, ``RetireModel``, contract/operations.py), its state
+(:class:`RegistryState`), its contract (:class:`ModelRegistryContract`) and its service
+(:class:`ModelRegistryService`, certified reads). The wiring layer runs it as the chain's
+``model-registry`` kind (edgechain/applications.py); tests/test_layers.py checks that it names
+nothing of the chain layer but the SDK.
 
 State layout (in the application's namespace): one key per model version,
-``model/<name>/<version>``, holding the entry map written by :meth:`ModelEntry.to_value`.
+``model/<name>/<version>`` (the ``model`` map, keyed ``<name>/<version>``), holding the entry
+map written by :meth:`ModelEntry.to_value`, as before the registry ran on the SDK.
 
 "Latest active version" of a name is its non-retired version registered at the greatest height.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import re
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar
 
-from edgechain.chain.application import (
-    ApplicationKind,
-    ContractState,
-    OperationContext,
-    ServiceContext,
-)
-from edgechain.chain.blobs import published_record, register_blob_references
-from edgechain.chain.certificate import Certificate, verify_certificate
-from edgechain.chain.committee import Committee
+from edgechain.contract.certified_model import CertifiedModel
 from edgechain.contract.operations import FileRef, RegisterModel, RetireModel, check_utf8
-from edgechain.errors import (
-    CertificateError,
-    ModelNotFound,
-    ModelRetired,
-    OperationRejected,
-    Unauthorized,
-)
+from edgechain.errors import ModelNotFound, ModelRetired, OperationRejected, Unauthorized
+from edgechain.sdk import Abi, Contract, MapView, RegisterView, RootView, Service
+
+__all__ = [
+    "ABI",
+    "APPLICATION_NAME",
+    "CertifiedModel",
+    "KEY_PREFIX",
+    "ModelEntry",
+    "ModelRegistryContract",
+    "ModelRegistryService",
+    "RegistryState",
+    "manifest_blobs",
+    "model_key",
+]
 
 APPLICATION_NAME = "model-registry"
 KEY_PREFIX = "model/"
@@ -35,6 +42,10 @@ KEY_PREFIX = "model/"
 
 def model_key(name: str, version: str) -> str:
     return f"{KEY_PREFIX}{name}/{version}"
+
+
+def _map_key(name: str, version: str) -> str:
+    return f"{name}/{version}"
 
 
 @dataclass(frozen=True)
@@ -94,38 +105,139 @@ class ModelEntry:
             retired_height=value["retired_height"],
         )
 
+    # The SDK's own-encoding hook (edgechain.sdk.abi): an entry is stored as it was before
+    # the registry ran on the SDK, so existing chains keep their state hashes.
+    def to_payload(self) -> dict[str, Any]:
+        return self.to_value()
 
-class ModelRegistryContract:
-    """Deterministic: reads only its state and the operation context."""
+    @classmethod
+    def from_payload(cls, value: Any) -> ModelEntry:
+        return cls.from_value(value)
 
-    def execute_operation(
-        self, ctx: OperationContext, state: ContractState, name: str, payload: Any
-    ) -> None:
-        if name == RegisterModel.operation_name:
-            op: RegisterModel | RetireModel = RegisterModel.from_payload(payload)
-        elif name == RetireModel.operation_name:
-            op = RetireModel.from_payload(payload)
-        else:
-            raise OperationRejected(f"model-registry has no operation {name!r}")
-        if not ctx.signed_by_owner:
+
+@dataclass(frozen=True)
+class FollowRegistry:
+    """Follow the registry of chain ``chain`` (hex id): every model it has certified, and each
+    it registers or retires from then on, is certified on this chain too, so this chain's
+    service answers ``generate`` for them from its own certified state."""
+
+    operation_name: ClassVar[str] = "FollowRegistry"
+
+    chain: str
+
+    def to_payload(self) -> dict[str, Any]:
+        return {"chain": self.chain}
+
+    @classmethod
+    def from_payload(cls, payload: Any) -> FollowRegistry:
+        if not (isinstance(payload, dict) and set(payload) == {"chain"}):
+            raise OperationRejected("FollowRegistry takes chain")
+        return cls(payload["chain"])
+
+    def validate(self) -> None:
+        if not (isinstance(self.chain, str) and _CHAIN_ID.fullmatch(self.chain)):
+            raise OperationRejected("FollowRegistry.chain must be a chain id (64 hex digits)")
+
+
+@dataclass(frozen=True)
+class Follow:
+    """The message a following registry sends to the one it follows."""
+
+
+@dataclass(frozen=True)
+class ModelUpdate:
+    """The message a followed registry sends each follower: one entry as it now stands (its
+    registration, or its retirement)."""
+
+    entry: dict[str, Any]
+
+
+ABI = Abi(
+    operations=(RegisterModel, RetireModel, FollowRegistry), messages=(Follow, ModelUpdate)
+)
+_CHAIN_ID = re.compile(r"^[0-9a-f]{64}$")
+#: The registry's stream, in the docs' words: one ModelUpdate per registration and retirement,
+#: sent to every follower (as messages, so chains made before it keep their state hashes).
+STREAM = "models"
+
+
+class RegistryState(RootView):
+    #: Every registered version, keyed ``<name>/<version>`` (stored at ``model/<name>/<version>``).
+    model = MapView(ModelEntry)
+    #: The chains following this registry: hex id -> the height this registry took the request.
+    followers = MapView(int)
+    #: The chain whose registry this one follows (hex id; empty: none).
+    following = RegisterView(str, default="")
+
+
+class ModelRegistryContract(Contract):
+    """Deterministic: reads only its state and the runtime (the block, its signer, the blobs
+    published on the chain)."""
+
+    abi = ABI
+    state_type = RegistryState
+    state: RegistryState
+
+    def execute_operation(self, operation: RegisterModel | RetireModel | FollowRegistry) -> None:
+        runtime = self.runtime
+        signer, owner = runtime.authenticated_signer, runtime.chain_owner
+        if signer != owner:
             raise Unauthorized(
-                f"{name} must be signed by the chain owner {ctx.chain_owner.hex()[:16]}, "
-                f"not {ctx.signer.hex()[:16]}"
+                f"{type(operation).__name__} must be signed by the chain owner {owner[:16]}, "
+                f"not {signer[:16]}"
             )
-        op.validate()
-        if isinstance(op, RegisterModel):
-            _check_chunks_published(state, op)
-            self._register(ctx, state, op)
+        operation.validate()
+        if isinstance(operation, RegisterModel):
+            self._check_chunks_published(operation)
+            self._register(operation)
+        elif isinstance(operation, RetireModel):
+            self._retire(operation)
         else:
-            self._retire(ctx, state, op)
+            self._follow(operation)
 
-    def _register(self, ctx: OperationContext, state: ContractState, op: RegisterModel) -> None:
-        key = model_key(op.name, op.version)
-        existing = state.get(key)
-        if existing is not None:
-            entry = ModelEntry.from_value(existing)
-            same_bytes = _file_identity(entry) == _file_identity(op)
-            if not same_bytes:
+    def execute_message(self, message: Follow | ModelUpdate) -> None:
+        origin = self.runtime.message_origin_chain_id or ""
+        if isinstance(message, Follow):
+            if not self.state.followers.contains(origin):
+                self.state.followers.insert(origin, self.runtime.block_height)
+                for _, entry in self.state.model.items():  # what it has certified so far
+                    self.runtime.send_message(origin, ModelUpdate(entry.to_value()))
+            return
+        if origin != self.state.following.get():
+            raise OperationRejected(f"this registry does not follow chain {origin[:16]}")
+        self._certify_update(ModelEntry.from_value(message.entry))
+
+    def _follow(self, op: FollowRegistry) -> None:
+        if op.chain == self.runtime.chain_id:
+            raise OperationRejected("a registry cannot follow its own chain")
+        if self.state.following.get():
+            raise OperationRejected(
+                f"this registry already follows chain {self.state.following.get()[:16]}"
+            )
+        self.state.following.set(op.chain)
+        self.runtime.send_message(op.chain, Follow())
+
+    def _certify_update(self, update: ModelEntry) -> None:
+        """A followed registry's entry, certified here by this block: its heights are this
+        chain's (the block that certifies it here)."""
+        key = _map_key(update.name, update.version)
+        here = self.state.model.get(key)
+        height = self.runtime.block_height
+        if here is None:
+            here = replace(update, registered_height=height, retired_height=None)
+        if update.retired and not here.retired:
+            here = replace(here, retired_height=height)
+        self.state.model.insert(key, here)
+
+    def _announce(self, entry: ModelEntry) -> None:
+        for follower, _ in self.state.followers.items():
+            self.runtime.send_message(follower, ModelUpdate(entry.to_value()))
+
+    def _register(self, op: RegisterModel) -> None:
+        key = _map_key(op.name, op.version)
+        entry = self.state.model.get(key)
+        if entry is not None:
+            if _file_identity(entry) != _file_identity(op):
                 raise OperationRejected(
                     f"model {op.name} version {op.version} is already registered with other "
                     "bytes; register a new version"
@@ -144,44 +256,44 @@ class ModelRegistryContract:
             tokenizer=op.tokenizer,
             description=op.description,
             license=op.license,
-            registered_height=ctx.height,
-            registered_by=ctx.signer,
+            registered_height=self.runtime.block_height,
+            registered_by=bytes.fromhex(self.runtime.authenticated_signer),
         )
-        state.set(key, entry.to_value())
+        self.state.model.insert(key, entry)
+        self._announce(entry)
 
-    def _retire(self, ctx: OperationContext, state: ContractState, op: RetireModel) -> None:
-        key = model_key(op.name, op.version)
-        existing = state.get(key)
-        if existing is None:
+    def _retire(self, op: RetireModel) -> None:
+        key = _map_key(op.name, op.version)
+        entry = self.state.model.get(key)
+        if entry is None:
             raise OperationRejected(f"model {op.name} version {op.version} is not registered")
-        entry = ModelEntry.from_value(existing)
         if entry.retired:
             raise OperationRejected(
                 f"model {op.name} version {op.version} is already retired "
                 f"(height {entry.retired_height})"
             )
-        value = entry.to_value()
-        value["retired_height"] = ctx.height
-        state.set(key, value)
+        retired = replace(entry, retired_height=self.runtime.block_height)
+        self.state.model.insert(key, retired)
+        self._announce(retired)
+
+    def _check_chunks_published(self, op: RegisterModel) -> None:
+        """A manifest is certified only once every chunk it names is (chain/blobs.py)."""
+        for what, file in (("weights", op.weights), ("tokenizer", op.tokenizer)):
+            for index, (blob, size) in enumerate(file.chunks):
+                published = self.runtime.data_blob_size(blob)
+                if published is None:
+                    raise OperationRejected(
+                        f"{what}.chunks[{index}]: blob {blob.hex()[:16]} is not published on "
+                        "this chain"
+                    )
+                if published != size:
+                    raise OperationRejected(
+                        f"{what}.chunks[{index}]: blob {blob.hex()[:16]} was published with "
+                        f"{published} bytes, not {size}"
+                    )
 
 
-def _check_chunks_published(state: ContractState, op: RegisterModel) -> None:
-    """A manifest is certified only once every chunk it names is (chain/blobs.py)."""
-    for what, file in (("weights", op.weights), ("tokenizer", op.tokenizer)):
-        for index, (blob, size) in enumerate(file.chunks):
-            record = published_record(state, blob)
-            if record is None:
-                raise OperationRejected(
-                    f"{what}.chunks[{index}]: blob {blob.hex()[:16]} is not published on this chain"
-                )
-            if record["size"] != size:
-                raise OperationRejected(
-                    f"{what}.chunks[{index}]: blob {blob.hex()[:16]} was published with "
-                    f"{record['size']} bytes, not {size}"
-                )
-
-
-def _manifest_blobs(payload: Any) -> list[bytes]:
+def manifest_blobs(payload: Any) -> list[bytes]:
     """The blobs a RegisterModel's manifests name (validators must hold them to vote)."""
     found = []
     for what in ("weights", "tokenizer"):
@@ -193,81 +305,34 @@ def _manifest_blobs(payload: Any) -> list[bytes]:
     return found
 
 
-register_blob_references(RegisterModel.operation_name, _manifest_blobs)
-
-
 def _file_identity(model: ModelEntry | RegisterModel) -> tuple[str, int, str, int]:
     """What "the same bytes" means: both files' hashes and sizes (URLs may differ)."""
     w, t = model.weights, model.tokenizer
     return (w.blake3, w.size, t.blake3, t.size)
 
 
-@dataclass(frozen=True)
-class CertifiedModel:
-    """A model entry read from certified state, with the block and certificate behind it.
 
-    ``height``/``block_hash``/``certificate`` are those of the block that made the entry current
-    (its registration, or its retirement). A service derives seeds from ``chain_id``,
-    ``block_hash`` and ``app_id``.
-    """
+class ModelRegistryService(Service):
+    """Read-only queries over the registry's certified state (the node's GraphQL for it is
+    edgechain/node/schema.py, over the client)."""
 
-    entry: ModelEntry
-    chain_id: bytes
-    app_id: bytes
-    height: int
-    block_hash: bytes
-    certificate: Certificate
+    state_type = RegistryState
+    state: RegistryState
 
-    def verify(self, committee: Committee) -> None:
-        """Check the certificate against ``committee`` and that it certifies ``block_hash``."""
-        verify_certificate(self.certificate, committee)
-        if (self.certificate.block_hash, self.certificate.height, self.certificate.chain_id) != (
-            self.block_hash,
-            self.height,
-            self.chain_id,
-        ):
-            raise CertificateError(
-                f"the certificate does not certify model {self.entry.name} at height {self.height}"
-            )
+    @property
+    def id(self) -> bytes:
+        return bytes.fromhex(self.runtime.application_id)
 
-    def to_json(self) -> dict[str, Any]:
-        """The one JSON shape of a certified model (the CLI's ``--json``, the node's SSE
-        ``done`` record; GraphQL's ``Model`` has the same fields, camelCase, with ``height``
-        for ``certificate_height`` and ``retired`` for ``status``): the entry, files as
-        ``FileRef.to_json``, and the certificate that made it current."""
-        entry = self.entry
-        return {
-            "name": entry.name,
-            "version": entry.version,
-            "format": entry.format,
-            "description": entry.description,
-            "license": entry.license,
-            "weights": entry.weights.to_json(),
-            "tokenizer": entry.tokenizer.to_json(),
-            "registered_height": entry.registered_height,
-            "registered_by": entry.registered_by.hex(),
-            "retired_height": entry.retired_height,
-            "status": "retired" if entry.retired else "active",
-            "chain_id": self.chain_id.hex(),
-            "application_id": self.app_id.hex(),
-            "certificate_height": self.height,
-            "block_hash": self.block_hash.hex(),
-            "signers": list(self.certificate.signers),
-        }
+    @property
+    def chain_id(self) -> bytes:
+        return bytes.fromhex(self.runtime.chain_id)
 
+    @property
+    def committee(self) -> Any:
+        return self.runtime.committee
 
-class ModelRegistryService:
-    """Read-only queries over the registry's certified state."""
-
-    def __init__(self, context: ServiceContext) -> None:
-        self._ctx = context
-        self.id = context.app_id
-        self.chain_id = context.chain_id
-        self.committee = context.committee
-
-    def _certified(self, value: dict[str, Any]) -> CertifiedModel:
-        entry = ModelEntry.from_value(value)
-        certified = self._ctx.certified_block(entry.current_height)
+    def _certified(self, entry: ModelEntry) -> CertifiedModel:
+        certified = self.runtime.certified_block(entry.current_height)
         return CertifiedModel(
             entry,
             self.chain_id,
@@ -276,6 +341,12 @@ class ModelRegistryService:
             certified.block_hash,
             certified.certificate,
         )
+
+    def _versions(self, name: str) -> list[ModelEntry]:
+        prefix = f"{name}/"
+        models = self.state.model
+        keys = models.keys()
+        return [models.get(key) for key in keys if key.startswith(prefix)]
 
     def query_model(self, name: str, version: str | None = None) -> CertifiedModel:
         """A model by name (its latest active version) or by name and version.
@@ -286,45 +357,34 @@ class ModelRegistryService:
         """
         check_utf8("model name", name)
         check_utf8("model version", version)
-        state = self._ctx.state
         if version is not None:
-            value = state.get(model_key(name, version))
-            if value is None:
-                versions = [state.get(k)["version"] for k in state.keys(f"{KEY_PREFIX}{name}/")]
+            entry = self.state.model.get(_map_key(name, version))
+            if entry is None:
+                versions = [e.version for e in self._versions(name)]
                 if not versions:
                     raise ModelNotFound.unknown_name(name, self._names())
                 raise ModelNotFound.unknown_version(name, version, versions)
-            if value["retired_height"] is not None:
+            if entry.retired:
                 raise ModelRetired(
-                    f"model {name} version {version} was retired at height "
-                    f"{value['retired_height']}"
+                    f"model {name} version {version} was retired at height {entry.retired_height}"
                 )
-            return self._certified(value)
-        values = [state.get(k) for k in state.keys(f"{KEY_PREFIX}{name}/")]
-        if not values:
+            return self._certified(entry)
+        entries = self._versions(name)
+        if not entries:
             raise ModelNotFound.unknown_name(name, self._names())
-        active = [v for v in values if v["retired_height"] is None]
+        active = [e for e in entries if not e.retired]
         if not active:
             raise ModelRetired(f"every version of model {name} is retired")
-        return self._certified(max(active, key=lambda v: v["registered_height"]))
+        return self._certified(max(active, key=lambda e: e.registered_height))
 
     def _names(self) -> list[str]:
         """Every registered model name (for an error that lists them)."""
-        state = self._ctx.state
-        return [state.get(k)["name"] for k in state.keys(KEY_PREFIX)]
+        return [entry.name for _, entry in self.state.model.items()]
 
     def list_models(self, include_retired: bool = True) -> list[CertifiedModel]:
         """Every registered model version, sorted by name then registration height."""
-        state = self._ctx.state
-        values = [state.get(k) for k in state.keys(KEY_PREFIX)]
+        entries = [entry for _, entry in self.state.model.items()]
         if not include_retired:
-            values = [v for v in values if v["retired_height"] is None]
-        values.sort(key=lambda v: (v["name"], v["registered_height"], v["version"]))
-        return [self._certified(v) for v in values]
-
-
-MODEL_REGISTRY = ApplicationKind(
-    name=APPLICATION_NAME,
-    contract=ModelRegistryContract(),
-    service_factory=ModelRegistryService,
-)
+            entries = [e for e in entries if not e.retired]
+        entries.sort(key=lambda e: (e.name, e.registered_height, e.version))
+        return [self._certified(e) for e in entries]

@@ -8,43 +8,50 @@ Operations:
   in ``oracle``: the token ids (validators re-execute with them as hints), their hash, the text,
   the number of tokens and the receipt's hash.
   Every validator re-executes the call with its own engine before voting and does not sign when
-  its result differs (chain/validator.py); the contract itself only stores what the block
-  records, so replaying the chain never needs a model.
-- ``Transfer{story, owner}``: the story's owner (the block's signer) gives it to ``owner``.
+  its result differs (chain/validator.py); the contract reads the response through the SDK's
+  oracle door (``runtime.oracle_response()``, Linera's ``query_service``) and stores what the
+  block records, so replaying the chain never needs a model.
+- ``Transfer{story, owner, chain?}``: the story's owner (the block's signer) gives it to
+  ``owner``; with ``chain`` (another chain's id), the story leaves this chain in a tracked
+  ``StoryMoves`` message and is the recipient chain's once it takes its inbox (a new id there).
+  A chain whose registry does not certify the story's model refuses it, and the story bounces
+  back to its sender, under its old id.
 
 Stories are numbered from 1 in mint order. Queries: a story by id, the stories of an owner.
+
+An edgechain.sdk application like any user's: its ABI (:data:`ABI`), state
+(:class:`StoryBookState`: the ``next`` register and the ``story`` map, keyed by the zero-padded
+id, as stored before the story book ran on the SDK), contract and service. The wiring layer
+runs it as the chain's ``story-book`` kind (edgechain/applications.py); tests/test_layers.py
+checks that it names nothing of the chain layer but the SDK.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, ClassVar
 
-from edgechain.chain.application import (
-    ApplicationKind,
-    ContractState,
-    OperationContext,
-    ServiceContext,
-)
-from edgechain.chain.encoding import hash_value
 from edgechain.contract.generation_request import MAX_PROMPT_BYTES, parameters_problem
 from edgechain.contract.operations import HASH_PATTERN, NAME_PATTERN, VERSION_PATTERN
 from edgechain.errors import OperationRejected, ServiceError, Unauthorized
+from edgechain.sdk import Abi, Contract, MapView, RegisterView, RootView, Service, crypto_hash
 
 __all__ = [
+    "ABI",
     "APPLICATION_NAME",
     "MintStory",
     "Story",
+    "StoryBookContract",
     "StoryBookService",
+    "StoryBookState",
+    "StoryMoves",
     "StoryNotFound",
     "Transfer",
 ]
 
 APPLICATION_NAME = "story-book"
-_NEXT_KEY = "next"
-_STORY_PREFIX = "story/"
 _OWNER = re.compile(r"^[0-9a-f]{64}$")
 _ORACLE = {
     "token_ids": list,
@@ -63,12 +70,13 @@ class StoryNotFound(ServiceError):
 
 
 def _story_key(story_id: int) -> str:
-    return f"{_STORY_PREFIX}{story_id:020d}"
+    """The ``story`` map's key of ``story_id`` (zero-padded: keys sort in mint order)."""
+    return f"{story_id:020d}"
 
 
 def token_ids_hash(token_ids: Sequence[int]) -> str:
     """BLAKE3 (hex) of the canonical encoding of the token id list."""
-    return hash_value(TOKENS_DOMAIN, list(token_ids)).hex()
+    return crypto_hash(TOKENS_DOMAIN, list(token_ids)).hex()
 
 
 def _check_fields(value: Any, spec: dict[str, type], what: str) -> dict[str, Any]:
@@ -148,21 +156,30 @@ class MintStory:
 
 @dataclass(frozen=True)
 class Transfer:
-    """Give story ``story`` to ``owner`` (a public key, 64 hex digits)."""
+    """Give story ``story`` to ``owner`` (a public key, 64 hex digits), on ``chain`` (a chain
+    id, 64 hex digits; None: this chain)."""
 
     operation_name: ClassVar[str] = "Transfer"
 
     story: int
     owner: str
+    chain: str | None = None
 
     def to_payload(self) -> dict[str, Any]:
-        return {"story": self.story, "owner": self.owner}
+        # Without a chain, the bytes a transfer had before stories moved between chains.
+        payload: dict[str, Any] = {"story": self.story, "owner": self.owner}
+        if self.chain is not None:
+            payload["chain"] = self.chain
+        return payload
 
     @classmethod
     def from_payload(cls, payload: Any) -> Transfer:
-        if not isinstance(payload, dict) or set(payload) != {"story", "owner"}:
-            raise OperationRejected("Transfer takes story and owner")
-        op = cls(payload["story"], payload["owner"])
+        if not isinstance(payload, dict) or set(payload) not in (
+            {"story", "owner"},
+            {"story", "owner", "chain"},
+        ):
+            raise OperationRejected("Transfer takes story, owner and optionally chain")
+        op = cls(payload["story"], payload["owner"], payload.get("chain"))
         op.validate()
         return op
 
@@ -171,6 +188,10 @@ class Transfer:
             raise OperationRejected(f"story must be a story id (>= 1), got {self.story!r}")
         if not isinstance(self.owner, str) or not _OWNER.fullmatch(self.owner):
             raise OperationRejected("owner must be a public key: 64 lowercase hex digits")
+        if self.chain is not None and not (
+            isinstance(self.chain, str) and _OWNER.fullmatch(self.chain)
+        ):
+            raise OperationRejected("chain must be a chain id: 64 lowercase hex digits")
 
 
 @dataclass(frozen=True)
@@ -198,76 +219,127 @@ class Story:
     def from_value(cls, value: dict[str, Any]) -> Story:
         return cls(**value)
 
+    # The SDK's own-encoding hook (edgechain.sdk.abi): stored as before the SDK.
+    def to_payload(self) -> dict[str, Any]:
+        return self.to_value()
 
-class StoryBookContract:
-    """Deterministic: stores what the block records; never runs a model."""
+    @classmethod
+    def from_payload(cls, value: Any) -> Story:
+        return cls.from_value(value)
 
-    def execute_operation(
-        self, ctx: OperationContext, state: ContractState, name: str, payload: Any
-    ) -> None:
-        if name == MintStory.operation_name:
-            self._mint(ctx, state, MintStory.from_payload(payload))
-        elif name == Transfer.operation_name:
-            self._transfer(ctx, state, Transfer.from_payload(payload))
+
+@dataclass(frozen=True)
+class StoryMoves:
+    """The message a transfer to another chain sends: the story as it was here (its id and
+    owner, to restore if it bounces) and its new owner there."""
+
+    story: Story
+    to_owner: str
+
+
+ABI = Abi(operations=(MintStory, Transfer), messages=(StoryMoves,))
+
+
+class StoryBookState(RootView):
+    #: The id the next minted story gets.
+    next = RegisterView(int, default=1)
+    #: Every story, keyed by its zero-padded id (stored at ``story/<id>``).
+    story = MapView(Story)
+
+
+class StoryBookContract(Contract):
+    """Deterministic: stores what the block records (the oracle's response); never runs a
+    model."""
+
+    abi = ABI
+    state_type = StoryBookState
+    state: StoryBookState
+
+    def execute_operation(self, operation: MintStory | Transfer) -> None:
+        if isinstance(operation, MintStory):
+            self._mint(operation)
         else:
-            raise OperationRejected(f"story-book has no operation {name!r}")
+            self._transfer(operation)
 
-    def _mint(self, ctx: OperationContext, state: ContractState, op: MintStory) -> None:
-        assert op.oracle is not None
-        story_id = int(state.get(_NEXT_KEY) or 1)
+    def _mint(self, op: MintStory) -> None:
+        # What validators re-executed (or verified) before voting; MintStory's decoding checked
+        # its fields.
+        response = self.runtime.oracle_response()
+        if response is None:
+            raise OperationRejected(
+                "MintStory needs the oracle response (the generation the proposer ran)"
+            )
+        story_id = self.state.next.get()
         story = Story(
             id=story_id,
-            owner=ctx.signer.hex(),
+            owner=self.runtime.authenticated_signer,
             model=op.model,
             version=op.version,
             prompt=op.prompt,
             parameters=op.parameters,
             seed=op.seed,
-            text=op.oracle["text"],
-            tokens=op.oracle["tokens"],
-            token_ids_blake3=op.oracle["token_ids_blake3"],
-            receipt_hash=op.oracle["receipt_hash"],
-            minted_height=ctx.height,
+            text=response["text"],
+            tokens=response["tokens"],
+            token_ids_blake3=response["token_ids_blake3"],
+            receipt_hash=response["receipt_hash"],
+            minted_height=self.runtime.block_height,
         )
-        state.set(_story_key(story_id), story.to_value())
-        state.set(_NEXT_KEY, story_id + 1)
+        self.state.story.insert(_story_key(story_id), story)
+        self.state.next.set(story_id + 1)
 
-    def _transfer(self, ctx: OperationContext, state: ContractState, op: Transfer) -> None:
-        value = state.get(_story_key(op.story))
-        if value is None:
+    def _transfer(self, op: Transfer) -> None:
+        story = self.state.story.get(_story_key(op.story))
+        if story is None:
             raise OperationRejected(f"there is no story {op.story}")
-        if value["owner"] != ctx.signer.hex():
+        signer = self.runtime.authenticated_signer
+        if story.owner != signer:
             raise Unauthorized(
-                f"story {op.story} belongs to {value['owner'][:16]}, not to the signer "
-                f"{ctx.signer.hex()[:16]}"
+                f"story {op.story} belongs to {story.owner[:16]}, not to the signer {signer[:16]}"
             )
-        state.set(_story_key(op.story), {**value, "owner": op.owner})
+        if op.chain is None or op.chain == self.runtime.chain_id:
+            self.state.story.insert(_story_key(op.story), replace(story, owner=op.owner))
+            return
+        self.state.story.remove(_story_key(op.story))
+        self.runtime.send_message(op.chain, StoryMoves(story, op.owner), tracked=True)
+
+    def execute_message(self, message: StoryMoves) -> None:
+        story = message.story
+        if self.runtime.message_is_bouncing:  # refused there: back to its owner, same id
+            self.state.story.insert(_story_key(story.id), story)
+            return
+        if self.runtime.certified_model(story.model, story.version) is None:
+            raise OperationRejected(
+                f"this chain's registry does not certify {story.model} version {story.version}"
+            )
+        story_id = self.state.next.get()
+        arrived = replace(story, id=story_id, owner=message.to_owner)
+        self.state.story.insert(_story_key(story_id), arrived)
+        self.state.next.set(story_id + 1)
 
 
-class StoryBookService:
-    """Read-only queries over the story book's certified state."""
+class StoryBookService(Service):
+    """Read-only queries over the story book's certified state (the node's GraphQL for it is
+    edgechain/node/story_schema.py, over the client)."""
 
-    def __init__(self, context: ServiceContext) -> None:
-        self._ctx = context
-        self.id = context.app_id
-        self.chain_id = context.chain_id
+    state_type = StoryBookState
+    state: StoryBookState
+
+    @property
+    def id(self) -> bytes:
+        return bytes.fromhex(self.runtime.application_id)
+
+    @property
+    def chain_id(self) -> bytes:
+        return bytes.fromhex(self.runtime.chain_id)
 
     def story(self, story_id: int) -> Story:
         """The story ``story_id``; StoryNotFound (exit 6) if there is none."""
-        value = self._ctx.state.get(_story_key(story_id)) if story_id >= 1 else None
-        if value is None:
+        found = self.state.story.get(_story_key(story_id)) if story_id >= 1 else None
+        if found is None:
             raise StoryNotFound(f"there is no story {story_id}")
-        return Story.from_value(value)
+        return found
 
     def stories(self, owner: str | None = None) -> list[Story]:
         """Every story in mint order, or those of ``owner`` (a public key, hex)."""
-        state = self._ctx.state
-        found = [Story.from_value(state.get(key)) for key in state.keys(_STORY_PREFIX)]
+        found = [story for _, story in self.state.story.items()]
         return [s for s in found if owner is None or s.owner == owner.lower()]
-
-
-STORY_BOOK = ApplicationKind(
-    name=APPLICATION_NAME,
-    contract=StoryBookContract(),
-    service_factory=StoryBookService,
-)

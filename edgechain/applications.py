@@ -13,14 +13,23 @@ application does not re-verify.
 from __future__ import annotations
 
 from edgechain.chain.application import ApplicationKind, register_application_kind
-from edgechain.chain.blobs import BLOBS
+from edgechain.chain.blobs import BLOBS, register_blob_references
 from edgechain.chain.modules import APPLICATIONS, LoadedModule, register_module_loader
 from edgechain.chain.oracle import register_engine_kinds
-from edgechain.contract.registry import MODEL_REGISTRY
-from edgechain.contract.story_book import STORY_BOOK
+from edgechain.contract import registry, story_book
+from edgechain.contract.operations import RegisterModel
+from edgechain.sdk.builtin import builtin_application
 from edgechain.service.engine import ENGINE_KINDS
 
 __all__ = ["BUILTIN_APPLICATIONS", "register_applications"]
+
+#: The model registry and the story book: SDK applications, run as built-in kinds.
+MODEL_REGISTRY = builtin_application(
+    registry.APPLICATION_NAME, registry.ModelRegistryContract, registry.ModelRegistryService
+)
+STORY_BOOK = builtin_application(
+    story_book.APPLICATION_NAME, story_book.StoryBookContract, story_book.StoryBookService
+)
 
 #: Every application kind a chain runs (applications users create run beside them).
 BUILTIN_APPLICATIONS: tuple[ApplicationKind, ...] = (
@@ -38,10 +47,11 @@ def register_applications() -> None:
         register_application_kind(kind)
     register_engine_kinds(ENGINE_KINDS)
     register_module_loader(_load_sdk_module)
+    # Validators must hold the blobs a RegisterModel's manifests name before they vote.
+    register_blob_references(RegisterModel.operation_name, registry.manifest_blobs)
 
 
 def _load_sdk_module(module_id: bytes, sources: dict[str, bytes]) -> LoadedModule:
-    # Imported on first use: the SDK brings strawberry, which most commands never need.
     from edgechain.sdk.loader import load
 
     return load(module_id, sources)

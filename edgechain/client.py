@@ -512,6 +512,17 @@ class Client:
         certificate = self.chain.execute(app_id, operation)
         return PublishedModel(self.registry.query_model(name, version), certificate)
 
+    def follow_registry(self, chain: str) -> Certificate:
+        """Make this chain's registry follow the registry of ``chain`` (name, id or prefix):
+        once that chain has taken the request from its inbox and this one the models it sends,
+        every model certified there is certified here too, and ``generate`` on this chain
+        serves it (docs/chain.md, "Microchains")."""
+        from edgechain.contract.registry import FollowRegistry
+
+        source = self.network.chain(chain)
+        app_id = self.chain.app_id(APPLICATION_NAME)
+        return self.chain.execute(app_id, FollowRegistry(source.id.hex()))
+
     def retire_model(self, name: str, version: str) -> Certificate:
         """Retire a model version; services refuse it from the next query on."""
         app_id = self.chain.app_id(APPLICATION_NAME)
@@ -601,36 +612,50 @@ class Client:
 
         return user_applications.create_application(self, module_id, parameters, argument)
 
-    def applications(self) -> list[CreatedApplication]:
-        """The applications created on this chain, oldest first."""
+    def applications(self, chain: str | None = None) -> list[CreatedApplication]:
+        """The applications this chain (or ``chain``) knows, oldest first: created there, or
+        learnt from a message."""
 
         from edgechain import user_applications  # the SDK, imported when first used
 
-        return user_applications.applications(self)
+        return user_applications.applications(self, self._chain_named(chain))
 
-    def application(self, app: str | bytes) -> CreatedApplication:
+    def application(self, app: str | bytes, chain: str | None = None) -> CreatedApplication:
         """A created application by id, or a unique prefix of its hex id."""
         text = app.hex() if isinstance(app, bytes) else app
 
         from edgechain import user_applications  # the SDK, imported when first used
 
-        return user_applications.find_application(self, text)
+        return user_applications.find_application(self, text, self._chain_named(chain))
 
-    def call_application(self, app: str | bytes, operation: Any) -> tuple[Any, Certificate]:
+    def call_application(
+        self, app: str | bytes, operation: Any, chain: str | None = None
+    ) -> tuple[Any, Certificate]:
         """Propose ``operation`` (``{"Name": {fields}}``) to a created application: its
         response and the block's certificate."""
 
         from edgechain import user_applications  # the SDK, imported when first used
 
-        return user_applications.call_application(self, self.application(app), operation)
+        on = self._chain_named(chain)
+        return user_applications.call_application(
+            self, self.application(app, chain), operation, on
+        )
 
-    def query_application(self, app: str | bytes, request: dict[str, Any]) -> dict[str, Any]:
+    def query_application(
+        self, app: str | bytes, request: dict[str, Any], chain: str | None = None
+    ) -> dict[str, Any]:
         """A GraphQL request to a created application's service (mutations' operations are
         proposed afterwards)."""
 
         from edgechain import user_applications  # the SDK, imported when first used
 
-        return user_applications.query_application(self, self.application(app), request)
+        on = self._chain_named(chain)
+        return user_applications.query_application(
+            self, self.application(app, chain), request, on
+        )
+
+    def _chain_named(self, chain: str | None) -> Chain:
+        return self.chain if chain is None else self.network.chain(chain)
 
     # --- the story book ----------------------------------------------------------------------
 
@@ -701,12 +726,15 @@ class Client:
         and read the client (the node does; see docs/chain.md, "Concurrency")."""
         return certify_mint(self.chain, generated)
 
-    def transfer_story(self, story_id: int, owner: str) -> Certificate:
+    def transfer_story(self, story_id: int, owner: str, chain: str | None = None) -> Certificate:
         """Give story ``story_id`` to ``owner`` (a public key, hex); signed by the chain owner,
-        who must own it (Unauthorized, exit 5, otherwise)."""
+        who must own it (Unauthorized, exit 5, otherwise). With ``chain`` (another chain's name
+        or id), the story moves there: it is that chain's once it takes its inbox, or comes
+        back if that chain's registry does not certify the story's model."""
         from edgechain.contract.story_book import Transfer
 
-        operation = Transfer(story=story_id, owner=owner.lower())
+        target = None if chain is None else self.network.chain(chain).id.hex()
+        operation = Transfer(story=story_id, owner=owner.lower(), chain=target)
         return self.chain.execute(self.chain.app_id(STORY_BOOK), operation)
 
     def _install_oracles(self) -> None:

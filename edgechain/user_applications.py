@@ -40,6 +40,7 @@ from edgechain.sdk.abi import encode
 from edgechain.sdk.loader import SdkModule, inspect_module
 
 if TYPE_CHECKING:
+    from edgechain.chain.network import Chain
     from edgechain.client import Client
 
 __all__ = [
@@ -135,8 +136,8 @@ def publish_module(client: Client, path: str | os.PathLike[str]) -> PublishedMod
     return PublishedModule(module, files, blocks + 1, unchanged=False)
 
 
-def _loaded(client: Client, module: bytes) -> SdkModule:
-    files = client.chain.application(APPLICATIONS).module_files(module)
+def _loaded(client: Client, module: bytes, chain: Chain | None = None) -> SdkModule:
+    files = (chain or client.chain).application(APPLICATIONS).module_files(module)
     if files is None:
         raise UsageError(f"module {module.hex()[:16]} is not published on this chain")
     loaded = load_module(module, files)
@@ -171,14 +172,16 @@ def create_application(
     return CreatedApp(app_id, module, certificate)
 
 
-def applications(client: Client) -> list[CreatedApplication]:
-    return client.chain.application(APPLICATIONS).applications()
+def applications(client: Client, chain: Chain | None = None) -> list[CreatedApplication]:
+    """The applications ``chain`` (default: the client's) knows: created there, or learnt from
+    a message (chain/modules.py)."""
+    return (chain or client.chain).application(APPLICATIONS).applications()
 
 
-def find_application(client: Client, text: str) -> CreatedApplication:
+def find_application(client: Client, text: str, chain: Chain | None = None) -> CreatedApplication:
     """The created application ``text`` names: its id or a unique prefix of it."""
     text = text.strip().lower()
-    found = [a for a in applications(client) if a.app_id.hex().startswith(text)]
+    found = [a for a in applications(client, chain) if a.app_id.hex().startswith(text)]
     if len(found) == 1 and text:
         return found[0]
     if not found:
@@ -187,38 +190,41 @@ def find_application(client: Client, text: str) -> CreatedApplication:
 
 
 def call_application(
-    client: Client, app: CreatedApplication, operation: Any
+    client: Client, app: CreatedApplication, operation: Any, chain: Chain | None = None
 ) -> tuple[Any, Certificate]:
     """Propose a block with ``operation`` (``{"Name": {fields}}``); its response, certificate."""
-    abi = _loaded(client, app.module).contract_class.abi
+    abi = _loaded(client, app.module, chain).contract_class.abi
     op = abi.operation_from_json(operation)
-    return _propose(client, app.app_id, [op])
+    return _propose(chain or client.chain, app.app_id, [op])
 
 
-def _propose(client: Client, app_id: bytes, operations: Sequence[Any]) -> tuple[Any, Certificate]:
-    chain = client.chain
+def _propose(chain: Chain, app_id: bytes, operations: Sequence[Any]) -> tuple[Any, Certificate]:
     ops = [Operation(app_id, type(op).__name__, encode(op)) for op in operations]
     certificate = chain.propose(ops)
     responses = chain.last_responses
     return (responses[-1] if responses else None), certificate
 
 
-def service_of(client: Client, app: CreatedApplication) -> Any:
+def service_of(client: Client, app: CreatedApplication, chain: Chain | None = None) -> Any:
     """The application's service over certified state, with the client as its host."""
-    context = client.chain.service_context(app.app_id)
-    return _loaded(client, app.module).service(context, app.parameters, host=_Host(client))
+    chain = chain or client.chain
+    context = chain.service_context(app.app_id)
+    return _loaded(client, app.module, chain).service(
+        context, app.parameters, host=_Host(client)
+    )
 
 
 def query_application(
-    client: Client, app: CreatedApplication, request: dict[str, Any]
+    client: Client, app: CreatedApplication, request: dict[str, Any], chain: Chain | None = None
 ) -> dict[str, Any]:
     """Answer a GraphQL request on the application's service; operations its mutations
     scheduled are then proposed in one block (as ``linera service`` does)."""
-    service = service_of(client, app)
+    chain = chain or client.chain
+    service = service_of(client, app, chain)
     body = service.handle_query(request)
     scheduled = service.runtime.scheduled
     if scheduled and "errors" not in body:
-        _, certificate = _propose(client, app.app_id, scheduled)
+        _, certificate = _propose(chain, app.app_id, scheduled)
         body["certificate"] = {"height": certificate.height, "signers": certificate.signers}
     return body
 

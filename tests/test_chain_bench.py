@@ -13,3 +13,11 @@ def test_benchmark_reports_every_committee_size(tmp_path):
 def test_benchmark_entry_point(capsys):
     assert main(["--validators", "1", "--blocks", "2", "--reopen-blocks", "0", "--json"]) == 0
     assert '"blocks_per_second"' in capsys.readouterr().out
+
+
+def test_chains_benchmark_runs_each_chain_in_its_own_process(capsys):
+    assert main(["--chains", "2", "--blocks", "3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("chains")
+    assert [line.split()[:2] for line in lines[1:]] == [["1", "3"], ["2", "3"]]
+    assert lines[1].endswith("1.00x")  # the one-chain row, added when not asked for

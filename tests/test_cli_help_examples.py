@@ -107,11 +107,12 @@ def weights_http_server() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def published_network(tmp_path_factory: pytest.TempPathFactory, weights_http_server: str) -> Path:
     """A network with stories260K version 1 published (and a second model, so it has two
-    blocks), served by the http.server."""
+    blocks), served by the http.server, and a second chain, bob's."""
     directory = tmp_path_factory.mktemp("examples") / "template-net"
     with Client.up(directory, validators=4) as client:
         for name in ("stories260K", "tiny"):
             publish_stories(client, weights_http_server, name, version="1")
+        client.open_chain("bob")
     return directory
 
 

@@ -1,8 +1,9 @@
-"""The layer rule (ARCHITECTURE.md, "Layers"): chain/ names nothing above it, contract/ names
-no service, and service/ names no client, applications wiring, CLI, node, benchmark or test
-code. "Names" is an import anywhere in a module (also under TYPE_CHECKING or in a function) or
-a string holding a module's dotted name (``importlib.import_module("edgechain.contract...")``,
-a docstring cross-reference)."""
+"""The layer rule (ARCHITECTURE.md, "Layers"): chain/ names nothing above it, the SDK
+(edgechain/sdk/) names only the chain, contract/ names no service, and service/ names no client,
+applications wiring, CLI, node, benchmark or test code; the built-in applications name nothing of
+the chain but the SDK. "Names" is an import anywhere in a module (also under TYPE_CHECKING or
+in a function) or a string holding a module's dotted name
+(``importlib.import_module("edgechain.contract...")``, a docstring cross-reference)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,21 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = {"errors", "files", "processes"}
 LAYERS = {
     "chain": ("edgechain.chain", {"chain"} | SHARED),
-    "contract": ("edgechain.contract", {"chain", "contract"} | SHARED),
-    "service": ("edgechain.service", {"chain", "contract", "service"} | SHARED),
+    "edgechain/sdk": ("edgechain.sdk", {"chain", "sdk"} | SHARED),
+    "contract": ("edgechain.contract", {"chain", "sdk", "contract"} | SHARED),
+    "service": ("edgechain.service", {"chain", "sdk", "contract", "service"} | SHARED),
+}
+
+#: The built-in applications (issue 21): SDK applications like a user's, so besides the SDK and
+#: the shared modules they name only the contract layer's data (operations, the generation
+#: request, a certified model), never the chain layer or another application's internals.
+BUILT_IN_APPLICATIONS = ("contract/registry.py", "contract/story_book.py")
+BUILT_INS_MAY_NAME = {
+    "edgechain.sdk",
+    "edgechain.errors",
+    "edgechain.contract.operations",
+    "edgechain.contract.generation_request",
+    "edgechain.contract.certified_model",
 }
 
 _DOTTED = re.compile(r"\bedgechain\.([A-Za-z_][A-Za-z0-9_]*)")
@@ -88,6 +102,37 @@ def test_a_layer_names_nothing_above_it(folder: str) -> None:
         for problem in violations(source, module, allowed, path.name == "__init__.py"):
             problems.append(f"{path.relative_to(ROOT)} {problem}")
     assert problems == []
+
+
+@pytest.mark.parametrize("path", BUILT_IN_APPLICATIONS)
+def test_the_built_in_applications_name_only_the_sdk_and_contract_data(path: str) -> None:
+    source = (ROOT / path).read_text(encoding="utf-8")
+    module = _module_name("edgechain.contract", ROOT / "contract", ROOT / path)
+    assert "edgechain.sdk" in {name for _, _, name in named(source, module)}  # written with it
+    assert outside_the_built_ins_rule(source, module) == []
+
+
+def outside_the_built_ins_rule(source: str, module: str) -> list[str]:
+    """The modules ``source`` names that a built-in application may not."""
+    return sorted(
+        name
+        for _, _, name in named(source, module)
+        if not any(name == ok or name.startswith(ok + ".") for ok in BUILT_INS_MAY_NAME)
+    )
+
+
+def test_the_built_in_check_catches_the_chain_and_other_contract_modules() -> None:
+    source = (
+        "from edgechain.chain.application import ContractState\n"
+        "from edgechain.sdk import Abi\n"
+        "from . import story_book\n"
+        '"""uses edgechain.chain.encoding"""\n'
+    )
+    assert outside_the_built_ins_rule(source, "edgechain.contract.registry") == [
+        "edgechain.chain",  # the docstring (strings are read to their top-level module)
+        "edgechain.chain.application",
+        "edgechain.contract",  # from . import story_book
+    ]
 
 
 def test_the_check_finds_each_kind_of_upward_edge() -> None:

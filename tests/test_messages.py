@@ -6,6 +6,9 @@ every chain re-verifies with its messages."""
 from __future__ import annotations
 
 import dataclasses
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -177,3 +180,62 @@ def test_a_contract_cannot_send_outside_a_block() -> None:
     ctx = OperationContext(b"c" * 32, b"a" * 32, 0, 0, b"s" * 32, b"s" * 32)
     with pytest.raises(OperationRejected, match="only be sent while a block executes"):
         send_message(ctx, None, b"r" * 32, 1)  # type: ignore[arg-type]
+
+
+def _in_flight(client: Client, chain: str) -> int:
+    """The credits waiting in ``chain``'s inbox."""
+    return sum(
+        m.payload[1]["amount"] for b in client.network.chain(chain).inbox() for m in b.messages
+    )
+
+
+@pytest.mark.parametrize("lines_before_kill", [1, 2, 5])
+def test_a_kill_between_send_and_execution_loses_and_duplicates_nothing(
+    net: Path, lines_before_kill: int
+) -> None:
+    with Client.open(net) as alice:
+        app, bob_id = _setup(alice)
+    worker = subprocess.Popen(
+        [sys.executable, str(Path(__file__).parent / "message_worker.py"), str(net), app, bob_id],
+        stdout=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert worker.stdout is not None
+    for _ in range(lines_before_kill):
+        assert worker.stdout.readline()  # it got this far; the kill lands in the next step
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    assert edgechain("chain", "verify", "--dir", net).code == 0
+    with Client.open(net) as alice:
+        mine = _balance(alice, app)["balance"]
+        waiting = _in_flight(alice, "bob")
+    with Client.open(net, chain="bob") as bob:
+        theirs = _balance(bob, app)["balance"] if bob.applications() else 0
+        assert mine + waiting + theirs == 100  # every token somewhere, once
+        bob.process_inbox()
+        assert bob.inbox() == []
+        assert mine + _balance(bob, app)["balance"] == 100
+
+
+def test_a_chain_follows_an_event_stream_past_events_first_then_new_ones(net: Path) -> None:
+    with Client.open(net) as alice:
+        app, bob_id = _setup(alice)  # the Mint of 100 is event 0 of alice's "mints"
+        alice.call_application(app, {"Transfer": {"to_chain": bob_id, "amount": 10}})
+        alice_chain = alice.chain.id.hex()
+    with Client.open(net, chain="bob") as bob:
+        bob.process_inbox()  # bob learns the application from the transfer
+        bob.call_application(app, {"Follow": {"chain": alice_chain}})
+    with Client.open(net) as alice:
+        alice.process_inbox()  # takes bob's subscription: event 0 goes to bob
+        alice.call_application(app, {"Mint": {"amount": 5}})  # event 1, to its follower
+        alice.call_application(app, {"Mint": {"amount": 6}})  # event 2
+    with Client.open(net, chain="bob") as bob:
+        bob.process_inbox()
+        body = bob.query_application(app, {"query": "{ followed }"})
+        assert "errors" not in body, body
+        followed = body["data"]["followed"]
+        assert followed == [
+            [alice_chain, "0", "100"],
+            [alice_chain, "1", "5"],
+            [alice_chain, "2", "6"],
+        ]
+    assert edgechain("chain", "verify", "--dir", net).code == 0

@@ -1,7 +1,8 @@
 """Chain benchmark: certified blocks per second, database bytes per block, reopen time.
 
 Run: ``python -m edgechain.bench.chain [--validators 4,7,10] [--blocks 500]
-[--reopen-blocks 10000]``.
+[--reopen-blocks 10000]``; with ``--chains 1,2,4,8``, several chains proposing at once from
+separate processes instead (edgechain/bench/chains.py).
 Each block carries one RegisterModel operation (a new version of one model), so the registry's
 state grows with the chain, as it would in use.
 """
@@ -153,8 +154,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--validators", default="4,7,10", help="committee sizes (default 4,7,10)")
     parser.add_argument("--blocks", type=int, default=500, help="blocks per committee size")
     parser.add_argument("--reopen-blocks", type=int, default=10_000, help="0 to skip")
+    parser.add_argument(
+        "--chains",
+        default=None,
+        help="instead: N chains proposing --blocks blocks each at once, one process per chain "
+        "(e.g. 1,2,4,8), beside one chain",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON")
     args = parser.parse_args(argv)
+    if args.chains is not None:
+        from edgechain.bench import chains
+
+        counts = [int(part) for part in args.chains.split(",") if part.strip()]
+        if not counts or counts[0] != 1:
+            counts = [1, *counts]  # the one-chain row every other is compared with
+        rows = chains.measure(counts, args.blocks)
+        print(
+            json.dumps([asdict(r) for r in rows], indent=2)
+            if args.json
+            else chains.format_results(rows)
+        )
+        return 0
     sizes = [int(part) for part in args.validators.split(",") if part.strip()]
     result = run_chain_benchmark(sizes, args.blocks, args.reopen_blocks)
     print(json.dumps(result.to_json(), indent=2) if args.json else result.format())

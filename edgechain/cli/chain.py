@@ -19,7 +19,7 @@ from edgechain.contract.registry import APPLICATION_NAME
 NAME = "chain"
 HELP = "open chains, take their inboxes, show their certified blocks, re-verify all of them"
 EXAMPLES = (
-    "  edgechain chain open bob\n"
+    "  edgechain chain open carol\n"
     "  edgechain chain inbox --chain bob\n"
     "  edgechain chain process-inbox --chain bob\n"
     "  edgechain chain show\n  edgechain chain show 0 --json\n  edgechain chain verify"
@@ -32,7 +32,7 @@ def add_subcommands(subparsers: Any) -> None:
         subparsers,
         "open",
         "open a new chain, owned by a new key the wallet keeps (or by --owner)",
-        "edgechain chain open bob",
+        "edgechain chain open carol",
         chain_open,
     )
     opened.add_argument("name", metavar="NAME", help="the chain's name (letters, digits, _ -)")

@@ -19,7 +19,7 @@ from edgechain.contract.registry import CertifiedModel
 from edgechain.errors import ModelNotFound
 
 NAME = "model"
-HELP = "publish, list, show and retire models in the chain's model registry"
+HELP = "publish, list, show and retire models in the chain's model registry, or follow another's"
 EXAMPLES = (
     "  edgechain model publish stories260K \\\n"
     "      --weights stories260K.bin --tokenizer tok512.bin \\\n"
@@ -27,7 +27,8 @@ EXAMPLES = (
     "      --tokenizer-url http://127.0.0.1:8000/tok512.bin --version 2\n"
     "  edgechain model list\n"
     "  edgechain model show stories260K --json\n"
-    "  edgechain model retire stories260K --version 1"
+    "  edgechain model retire stories260K --version 1\n"
+    "  edgechain model follow default --chain bob"
 )
 
 
@@ -118,6 +119,16 @@ def add_subcommands(subparsers: Any) -> None:
     )
     retire.add_argument("name", metavar="NAME", help="the model's name")
     retire.add_argument("--version", required=True, help="the version to retire")
+
+    follow = add_subcommand(
+        subparsers,
+        "follow",
+        "make this chain's registry follow another chain's: its models are certified here too "
+        "once both chains have taken their inboxes",
+        "edgechain model follow default --chain bob",
+        model_follow,
+    )
+    follow.add_argument("source", metavar="CHAIN", help="the chain to follow (name, id, prefix)")
 
 
 def model_publish(args: argparse.Namespace) -> int:
@@ -218,6 +229,24 @@ def model_retire(args: argparse.Namespace) -> int:
     return 0
 
 
+def model_follow(args: argparse.Namespace) -> int:
+    with open_client(args) as client:
+        certificate = client.follow_registry(args.source)
+        source = client.network.chain(args.source)
+        if args.json:
+            print_json(
+                {"chain": client.chain.name, "follows": source.name, "height": certificate.height}
+            )
+            return 0
+        print(f"chain {client.chain.name}'s registry follows chain {source.name}'s")
+        print(f"  certificate  {_certificate_line(client, certificate)}")
+        print(
+            f"next: `edgechain chain process-inbox --chain {source.name}`, then "
+            f"`edgechain chain process-inbox --chain {client.chain.name}`"
+        )
+    return 0
+
+
 def _find(client: Client, name: str, version: str | None) -> CertifiedModel:
     """The latest active version, or the given version even when it is retired."""
     if version is None:
@@ -237,8 +266,10 @@ def _print_model(client: Client, model: CertifiedModel) -> None:
     committee = client.network.committee
     lines = model_lines(model, committee.quorum, len(committee.members))
     weights_format = client.weights_format(model)
-    lines.insert(1, "  weights as   " + (
-        weights_format or "not known here yet (read from the header once fetched)"
-    ))
+    lines.insert(
+        1,
+        "  weights as   "
+        + (weights_format or "not known here yet (read from the header once fetched)"),
+    )
     for line in lines:
         print(line)

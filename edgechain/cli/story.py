@@ -101,7 +101,7 @@ def add_subcommands(subparsers: Any) -> None:
     transfer = add_subcommand(
         subparsers,
         "transfer",
-        "give a story you own to another public key",
+        "give a story you own to another public key, on this chain or another (OWNER@CHAIN)",
         "edgechain story mint --model stories260K -i Lily -n 20\n"
         "  edgechain story transfer 1 " + "ab" * 32,
         story_transfer,
@@ -109,7 +109,12 @@ def add_subcommands(subparsers: Any) -> None:
     transfer.add_argument(
         "id", type=int, metavar="ID", help="the story's number, as `story list` prints it"
     )
-    transfer.add_argument("owner", metavar="OWNER", help="the new owner's public key (64 hex)")
+    transfer.add_argument(
+        "owner",
+        metavar="OWNER[@CHAIN]",
+        help="the new owner's public key (64 hex); @CHAIN (a chain's name or id) sends the story "
+        "there: it is theirs once that chain takes its inbox",
+    )
 
 
 def story_json(story: Story) -> dict[str, Any]:
@@ -191,8 +196,22 @@ def story_show(args: argparse.Namespace) -> int:
 
 
 def story_transfer(args: argparse.Namespace) -> int:
+    owner, _, chain = args.owner.partition("@")
     with open_client(args) as client:
-        certificate = client.transfer_story(args.id, args.owner)
+        if chain and client.network.chain(chain).id != client.chain.id:
+            target = client.network.chain(chain)
+            certificate = client.transfer_story(args.id, owner, target.name)
+            if args.json:
+                record = {"story": args.id, "owner": owner.lower(), "chain": target.name}
+                print_json({**record, "certificate": certificate.to_json()})
+                return 0
+            print(
+                f"story {args.id} left chain {client.chain.name} for {owner.lower()[:16]} on "
+                f"chain {target.name} (height {certificate.height}); it is theirs once "
+                f"`edgechain chain process-inbox --chain {target.name}` runs"
+            )
+            return 0
+        certificate = client.transfer_story(args.id, owner)
         story = client.story(args.id)
     if args.json:
         print_json({"story": story_json(story), "certificate": certificate.to_json()})

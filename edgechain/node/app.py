@@ -106,6 +106,7 @@ _SCHEMAS = {
 }
 
 _CHAIN_QUERY = """# The chains this node serves, their applications, blocks and certificates.
+# Each new block of a chain: subscription { notifications(chainId: "default") { height hash } }
 {
   chains { name chainId blocks head applications { kind applicationId graphql } }
 }
@@ -178,7 +179,7 @@ def build_app(gate: ClientGate, guard: RequestGuard | None = None) -> Starlette:
         except EdgechainError as err:
             return error_response(err)
         if wants_html(request):
-            page = graphiql_page("chains", "/", _CHAIN_QUERY, index_header(body), False)
+            page = graphiql_page("chains", "/", _CHAIN_QUERY, index_header(body))
             return HTMLResponse(page)
         body["generations"] = {**generations.to_json(), **batching}
         return JSONResponse(body)
@@ -191,7 +192,7 @@ def build_app(gate: ClientGate, guard: RequestGuard | None = None) -> Starlette:
             )
             if created is None:
                 return unknown_application(request)
-            return await user_application_response(request, gate, created, chain_id)
+            return await user_application_response(request, gate, created[1], created[0])
         schema, opening_query = _SCHEMAS[app.kind]
         if wants_html(request):
             header = application_header(app.kind, chain_id, app.application_id)
@@ -222,6 +223,7 @@ def build_app(gate: ClientGate, guard: RequestGuard | None = None) -> Starlette:
         return StreamingResponse(events(), media_type="text/event-stream", headers=_SSE_HEADERS)
 
     subscriptions = SubscriptionEndpoint(context)
+    notifications = SubscriptionEndpoint(context, CHAIN_SCHEMA)
 
     async def subscribe(scope: Scope, receive: Receive, send: Send) -> None:
         if served_at(scope["path_params"], streaming=True) is None:
@@ -238,6 +240,7 @@ def build_app(gate: ClientGate, guard: RequestGuard | None = None) -> Starlette:
     app = Starlette(
         routes=[
             Route("/", root, methods=["GET", "POST"]),
+            WebSocketRoute("/", _AsgiApp(notifications)),
             static_mount(),
             Route(path, graphql, methods=["GET", "POST"]),
             Route(f"{path}/generate", generate, methods=["GET"]),

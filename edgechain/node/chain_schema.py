@@ -1,6 +1,7 @@
 """The node's chain-level GraphQL, at ``/`` (as Linera's node service has one beside each
 application's): the chains the node serves, their applications, certified blocks and
-certificates. Read-only: blocks are proposed through an application's mutations.
+certificates, and the ``notifications(chainId)`` subscription (each new block). Read-only:
+blocks are proposed through an application's mutations.
 
 A chain is named by its id (hex, or a unique prefix) or its name; an unknown one is a typed
 error (``UsageError``), like every failure of the registry schema.
@@ -8,6 +9,9 @@ error (``UsageError``), like every failure of the registry schema.
 
 from __future__ import annotations
 
+import asyncio
+import functools
+from collections.abc import AsyncGenerator
 from dataclasses import asdict
 
 import strawberry
@@ -111,5 +115,52 @@ class ChainQuery:
         return [CertificateInfo.of(b.certificate) for b in blocks]
 
 
-#: The chain-level schema (queries only). It logs only bugs, as the registry schema does.
-CHAIN_SCHEMA = application_schema(ChainQuery)
+@strawberry.type(description="A new certified block on a chain (Linera's NewBlock notification).")
+class Notification:
+    chain_id: str
+    height: int
+    hash: str
+    reason: str = strawberry.field(default="NewBlock", description="always NewBlock here")
+
+
+#: How often a notifications subscription looks for blocks other processes committed.
+NOTIFICATION_POLL_S = 0.2
+
+
+def _blocks_from(client: Client, chain_id: str, start: int | None) -> tuple[str, int, list]:
+    """The chain's id, the next height to notify from, and its certified blocks from ``start``
+    (None: from the head on, none yet), after picking up other processes' blocks."""
+    client.refresh()
+    chain = client.network.chain(chain_id)
+    start = chain.height if start is None else start
+    blocks = [(b.block.height, b.block_hash.hex()) for b in chain.blocks(start, chain.height)]
+    return chain.id.hex(), start, blocks
+
+
+@strawberry.type
+class ChainSubscription:
+    @strawberry.subscription(
+        description="Each certified block of a chain as it is committed, by this node or any "
+        "other process (Linera's notifications): from height `since` (default: the next "
+        "block), in height order, none missed."
+    )
+    async def notifications(
+        self, info: Info, chain_id: str, since: int | None = None
+    ) -> AsyncGenerator[Notification, None]:
+        if since is not None:
+            check_block_range("notifications", since, None)
+        next_height = since
+        while True:
+            chain, start, blocks = await call(
+                info, functools.partial(_blocks_from, chain_id=chain_id, start=next_height)
+            )
+            next_height = start
+            for height, block_hash in blocks:
+                yield Notification(chain_id=chain, height=height, hash=block_hash)
+                next_height = height + 1
+            if not blocks:
+                await asyncio.sleep(NOTIFICATION_POLL_S)
+
+
+#: The chain-level schema. It logs only bugs, as the registry schema does.
+CHAIN_SCHEMA = application_schema(ChainQuery, subscription=ChainSubscription)

@@ -2,7 +2,8 @@
 the chain-level GraphQL's ``chains``/``applications``.
 
 The model registry and the story book are served on the network's registry chain (the client's
-chain), each at its own application URL; other chains are listed with no applications.
+chain), each at its own application URL; the applications users wrote on every chain that knows
+them.
 """
 
 from __future__ import annotations
@@ -44,14 +45,15 @@ USER_APPLICATION = "application"
 
 
 def served_applications(client: Client, chain: Chain) -> list[ServedApplication]:
-    """The applications the node serves on ``chain``."""
-    if chain.id != client.chain.id:
-        return []
+    """The applications the node serves on ``chain``: the built-in ones on the client's chain,
+    and on every chain the applications users wrote that it knows."""
     served = []
-    for kind in SERVED_KINDS:
-        app_id = chain.app_id(kind).hex()
-        served.append(ServedApplication(kind, app_id, application_path(chain.id.hex(), app_id)))
-    for created in client.applications():  # applications users wrote (edgechain.sdk)
+    if chain.id == client.chain.id:
+        for kind in SERVED_KINDS:
+            app_id = chain.app_id(kind).hex()
+            path = application_path(chain.id.hex(), app_id)
+            served.append(ServedApplication(kind, app_id, path))
+    for created in client.applications(chain.name):  # applications users wrote (edgechain.sdk)
         app_id = created.app_id.hex()
         path = application_path(chain.id.hex(), app_id)
         served.append(ServedApplication(USER_APPLICATION, app_id, path))

@@ -243,14 +243,14 @@ def _malformed(message: Any) -> str | None:
 
 
 class SubscriptionEndpoint(GraphQL):
-    """Strawberry's websocket transport (graphql-transport-ws) for the registry's
-    subscriptions, with the node's context; an ASGI app."""
+    """Strawberry's websocket transport (graphql-transport-ws) for ``schema``'s subscriptions
+    (the registry's, or the chain-level notifications), with the node's context; an ASGI app."""
 
     graphql_transport_ws_handler_class = _TransportWSHandler
 
-    def __init__(self, context: dict[str, Any]) -> None:
+    def __init__(self, context: dict[str, Any], schema: Schema = REGISTRY_SCHEMA) -> None:
         super().__init__(
-            REGISTRY_SCHEMA,
+            schema,
             graphql_ide=None,
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
         )

@@ -87,5 +87,19 @@ class StoryMutation:
             await propose(info, lambda c: (c.transfer_story(id, owner), c.story(id))[1])
         )
 
+    @strawberry.mutation(
+        description="Send a story the chain owner owns to a public key on another chain (name "
+        "or id): it is theirs once that chain takes its inbox, or comes back if that chain's "
+        "registry does not certify its model. The certificate of the sending block."
+    )
+    async def send_story(
+        self,
+        info: Info,
+        id: int,  # noqa: A002
+        owner: str,
+        chain: str,
+    ) -> CertificateInfo:
+        return CertificateInfo.of(await propose(info, lambda c: c.transfer_story(id, owner, chain)))
+
 
 STORY_SCHEMA = application_schema(StoryQuery, StoryMutation)

@@ -27,13 +27,15 @@ __all__ = ["created_application", "user_application_response"]
 _OPENING_QUERY = "# This application's GraphQL: see the docs explorer (top left).\n{ __typename }\n"
 
 
-def created_application(client: Client, chain: str, app: str) -> CreatedApplication | None:
-    """The created application the URL names on the client's chain (None: no such one)."""
-    own = client.chain
-    if chain.lower() != own.name and not own.id.hex().startswith(chain.lower()):
-        return None
+def created_application(
+    client: Client, chain: str, app: str
+) -> tuple[str, CreatedApplication] | None:
+    """The chain (its hex id) and the created application the URL names (None: no such one).
+    Every chain of the network is served: an application has the same id on each chain that
+    knows it, with that chain's state."""
     try:
-        return client.application(app)
+        on = client.network.chain(chain.lower())
+        return on.id.hex(), client.application(app, on.name)
     except EdgechainError:
         return None
 
@@ -53,7 +55,7 @@ async def user_application_response(
         if request.method == "GET" and _has_mutation(body["query"]):
             return error_response(UsageError("a mutation cannot be sent with GET; use POST"), 405)
         answer: dict[str, Any] = await gate.call(
-            lambda client: client.query_application(app.app_id, body)
+            lambda client: client.query_application(app.app_id, body, chain_id)
         )
     except EdgechainError as err:
         return error_response(err)

@@ -16,9 +16,14 @@ The names follow linera-sdk: :class:`Contract` (``instantiate``, ``execute_opera
 """
 
 from edgechain.errors import OperationRejected
-from edgechain.sdk.abi import Abi
+from edgechain.sdk.abi import Abi, crypto_hash
 from edgechain.sdk.application import Contract, Service, service_of
-from edgechain.sdk.runtime import CertifiedModelInfo, ContractRuntime, ServiceRuntime
+from edgechain.sdk.runtime import (
+    CertifiedModelInfo,
+    ContractRuntime,
+    ServiceRuntime,
+    StreamUpdate,
+)
 from edgechain.sdk.views import LogView, MapView, QueueView, RegisterView, RootView
 
 __all__ = [
@@ -34,5 +39,7 @@ __all__ = [
     "RootView",
     "Service",
     "ServiceRuntime",
+    "StreamUpdate",
+    "crypto_hash",
     "service_of",
 ]

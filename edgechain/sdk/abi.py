@@ -7,7 +7,10 @@ An operation travels as ``Operation(app, name=<its class name>, payload=<its fie
 CLI and GraphQL take it as JSON, Linera's way: ``{"Increment": {"value": 3}}``.
 
 :func:`decode` checks every field against its declared type and names the field that does not
-fit, so a bad JSON argument gets one clear line.
+fit, so a bad JSON argument gets one clear line. A type that defines its own encoding, a
+``to_payload()`` method and a ``from_payload(value)`` classmethod (the built-in applications'
+operations and state values: their stored bytes predate the SDK), is encoded and decoded with
+them.
 """
 
 from __future__ import annotations
@@ -19,9 +22,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from edgechain.chain.encoding import hash_value
 from edgechain.errors import InvalidParameter
 
-__all__ = ["Abi", "decode", "encode"]
+__all__ = ["Abi", "crypto_hash", "decode", "encode"]
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,8 @@ class Abi:
 
 def encode(value: Any) -> Any:
     """``value`` as canonically encodable data: dataclasses become dicts of their fields."""
+    if _own_encoding(type(value)):
+        return value.to_payload()
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, list | tuple):
@@ -90,6 +96,8 @@ def decode(tp: Any, value: Any, where: str = "value") -> Any:
     """``value`` (encoded data or JSON) as type ``tp``; InvalidParameter names the field."""
     if tp is Any:
         return value
+    if _own_encoding(tp):
+        return tp.from_payload(value)
     if tp is None or tp is type(None):
         if value is not None:
             raise InvalidParameter(f"{where}: expected null, got {_shown(value)}")
@@ -145,6 +153,16 @@ def decode(tp: Any, value: Any, where: str = "value") -> Any:
                 pass
         raise InvalidParameter(f"{where}: expected hex bytes, got {_shown(value)}")
     raise InvalidParameter(f"{where}: the ABI declares {tp!r}, which has no canonical encoding")
+
+
+def _own_encoding(tp: Any) -> bool:
+    return isinstance(tp, type) and hasattr(tp, "to_payload") and hasattr(tp, "from_payload")
+
+
+def crypto_hash(domain: str, value: Any) -> bytes:
+    """The chain's hash (BLAKE3) of ``value``'s canonical encoding, in ``domain`` (Linera's
+    ``CryptoHash``): deterministic, so contracts may use it."""
+    return hash_value(domain, encode(value))
 
 
 def _decode_dataclass(tp: type, value: Any, where: str) -> Any:

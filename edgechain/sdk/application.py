@@ -9,15 +9,17 @@ the ABI (:class:`~edgechain.sdk.abi.Abi` and its dataclasses), ``state.py`` the 
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
-
-import strawberry
-from strawberry.types import Info
+import functools
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from edgechain.errors import OperationRejected
 from edgechain.sdk.abi import Abi
-from edgechain.sdk.runtime import ContractRuntime, ServiceRuntime
+from edgechain.sdk.runtime import ContractRuntime, ServiceRuntime, StreamUpdate
 from edgechain.sdk.views import RootView
+
+if TYPE_CHECKING:
+    import strawberry
+    from strawberry.types import Info
 
 __all__ = ["Contract", "Service", "service_of"]
 
@@ -49,6 +51,10 @@ class Contract:
         bouncing back: ``runtime.message_is_bouncing``). Raising rejects the message only."""
         raise OperationRejected(f"{type(self).__name__} takes no messages")
 
+    def process_streams(self, updates: list[StreamUpdate]) -> None:
+        """New events of streams this application follows (``runtime.subscribe_to_events``),
+        in order. The default ignores them."""
+
 
 class Service:
     """The off-chain half: answers GraphQL queries over certified state, read-only.
@@ -61,7 +67,7 @@ class Service:
     state_type: ClassVar[type[RootView]] = RootView
     query: ClassVar[type]
     mutation: ClassVar[type | None] = None
-    _schemas: ClassVar[dict[type, strawberry.Schema]] = {}
+    _schemas: ClassVar[dict[type, Any]] = {}
 
     def __init__(self, state: RootView, runtime: ServiceRuntime) -> None:
         self.state = state
@@ -72,7 +78,7 @@ class Service:
         """The application's GraphQL schema (built once per class)."""
         schema = Service._schemas.get(cls)
         if schema is None:
-            schema = _Schema(query=cls.query, mutation=cls.mutation)
+            schema = _schema_type()(query=cls.query, mutation=cls.mutation)
             Service._schemas[cls] = schema
         return schema
 
@@ -90,12 +96,20 @@ class Service:
         return body
 
 
-class _Schema(strawberry.Schema):
-    """A schema that returns its errors in the response only: a resolver's exception is the
-    application's answer to a bad request, not a crash to print a traceback for."""
+@functools.cache
+def _schema_type() -> type[strawberry.Schema]:
+    # strawberry is imported on first use: the built-in applications are SDK applications
+    # too, and most commands never build a schema.
+    import strawberry
 
-    def process_errors(self, errors: Any, execution_context: Any = None) -> None:
-        pass
+    class _Schema(strawberry.Schema):
+        """A schema that returns its errors in the response only: a resolver's exception is
+        the application's answer to a bad request, not a crash to print a traceback for."""
+
+        def process_errors(self, errors: Any, execution_context: Any = None) -> None:
+            pass
+
+    return _Schema
 
 
 def service_of(info: Info) -> Any:

@@ -19,13 +19,19 @@ from typing import Any
 
 from edgechain.chain.application import ContractState, OperationContext, ServiceContext
 from edgechain.chain.application import application_id as builtin_application_id
+from edgechain.chain.messages import StreamUpdate as ChainStreamUpdate
 from edgechain.chain.modules import LoadedModule
-from edgechain.contract.registry import APPLICATION_NAME as REGISTRY
 from edgechain.errors import ContractError, EdgechainError, InputError, OperationRejected
 from edgechain.sdk.abi import Abi, decode, encode
 from edgechain.sdk.application import Contract, Service
 from edgechain.sdk.rules import check_sources
-from edgechain.sdk.runtime import ContractRuntime, ServiceHost, ServiceRuntime
+from edgechain.sdk.runtime import (
+    REGISTRY,
+    ContractRuntime,
+    ServiceHost,
+    ServiceRuntime,
+    StreamUpdate,
+)
 
 __all__ = ["SdkModule", "inspect_module", "load"]
 
@@ -107,9 +113,11 @@ class _ContractAdapter:
     def __init__(self, contract: type[Contract]) -> None:
         self._contract = contract
 
-    def _instance(self, ctx: OperationContext, state: ContractState) -> Contract:
+    def _instance(
+        self, ctx: OperationContext, state: ContractState, payload: Any = None
+    ) -> Contract:
         cls = self._contract
-        return cls(cls.state_type(state), ContractRuntime(ctx, state, cls.abi))
+        return cls(cls.state_type(state), ContractRuntime(ctx, state, cls.abi, payload))
 
     def execute_operation(
         self, ctx: OperationContext, state: ContractState, name: str, payload: Any
@@ -119,7 +127,8 @@ class _ContractAdapter:
             operation = decode(abi.operation_type(name), payload, name)
         except EdgechainError as exc:
             raise OperationRejected(str(exc)) from None
-        return _guarded(lambda: encode(self._instance(ctx, state).execute_operation(operation)))
+        contract = self._instance(ctx, state, payload)
+        return _guarded(lambda: encode(contract.execute_operation(operation)))
 
     def execute_message(self, ctx: OperationContext, state: ContractState, payload: Any) -> None:
         try:
@@ -127,6 +136,12 @@ class _ContractAdapter:
         except EdgechainError as exc:
             raise OperationRejected(str(exc)) from None
         _guarded(lambda: self._instance(ctx, state).execute_message(message))
+
+    def process_streams(
+        self, ctx: OperationContext, state: ContractState, updates: list[ChainStreamUpdate]
+    ) -> None:
+        mine = [StreamUpdate(u.chain.hex(), u.stream, u.index, u.value) for u in updates]
+        _guarded(lambda: self._instance(ctx, state).process_streams(mine))
 
     def instantiate(self, ctx: OperationContext, state: ContractState, argument: Any) -> None:
         abi = self._contract.abi
@@ -166,8 +181,9 @@ class SdkModule(LoadedModule):
         cls = self.service_class
         registry = context.state.reader_of(builtin_application_id(context.chain_id, REGISTRY))
         runtime = ServiceRuntime(
-            context.chain_id, context.app_id, parameters, self.contract_class.abi, host, registry
-        )
+            context.chain_id, context.app_id, parameters, self.contract_class.abi, host, registry,
+            context,
+        )  # fmt: skip
         return cls(cls.state_type(context.state), runtime)
 
 

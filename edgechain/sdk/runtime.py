@@ -17,17 +17,24 @@ from typing import Any, Protocol
 from edgechain.chain.application import (
     ContractState,
     OperationContext,
+    ServiceContext,
     call_application,
+    emit,
     send_message,
+    subscribe_to_events,
 )
 from edgechain.chain.application import application_id as builtin_application_id
-from edgechain.contract.registry import APPLICATION_NAME as REGISTRY
-from edgechain.contract.registry import KEY_PREFIX as MODEL_PREFIX
-from edgechain.contract.registry import ModelEntry
+from edgechain.chain.blobs import published_record
 from edgechain.errors import OperationRejected
 from edgechain.sdk.abi import Abi, decode, encode
 
-__all__ = ["CertifiedModelInfo", "ContractRuntime", "ServiceHost", "ServiceRuntime"]
+__all__ = [
+    "CertifiedModelInfo",
+    "ContractRuntime",
+    "ServiceHost",
+    "ServiceRuntime",
+    "StreamUpdate",
+]
 
 
 @dataclass(frozen=True)
@@ -41,26 +48,46 @@ class CertifiedModelInfo:
     retired: bool
 
 
+#: The model registry's kind name and where its state keeps an entry (contract/registry.py, an
+#: SDK application itself: the SDK reads its stored entry maps rather than import it).
+REGISTRY = "model-registry"
+_MODEL_PREFIX = "model/"
+
+
 def _models(state: Any) -> list[CertifiedModelInfo]:
     found = []
-    for key in state.keys(MODEL_PREFIX):
-        entry = ModelEntry.from_value(state.get(key))
+    for key in state.keys(_MODEL_PREFIX):
+        entry = state.get(key)
         found.append(
             CertifiedModelInfo(
-                entry.name, entry.version, entry.weights.blake3, entry.tokenizer.blake3,
-                entry.retired,
+                entry["name"], entry["version"], entry["weights"]["blake3"],
+                entry["tokenizer"]["blake3"], entry["retired_height"] is not None,
             )
         )  # fmt: skip
     return found
 
 
+@dataclass(frozen=True)
+class StreamUpdate:
+    """One event of a stream this application follows: the ``index``-th of ``stream``, emitted
+    by this application on chain ``chain_id``."""
+
+    chain_id: str
+    stream: str
+    index: int
+    value: Any
+
+
 class ContractRuntime:
     """What a contract may know and do while its block executes."""
 
-    def __init__(self, ctx: OperationContext, state: ContractState, abi: Abi) -> None:
+    def __init__(
+        self, ctx: OperationContext, state: ContractState, abi: Abi, payload: Any = None
+    ) -> None:
         self._ctx = ctx
         self._state = state
         self._abi = abi
+        self._payload = payload
 
     @property
     def chain_id(self) -> str:
@@ -101,6 +128,21 @@ class ContractRuntime:
             self._ctx, self._state, target, type(operation).__name__, encode(operation)
         )
 
+    def data_blob_size(self, blob_id: bytes) -> int | None:
+        """The size of data blob ``blob_id`` if it is published on this chain, as this block
+        sees it (Linera's ``assert_data_blob_exists``); None if it is not."""
+        record = published_record(self._state, blob_id)
+        return None if record is None else record["size"]
+
+    def oracle_response(self) -> Any:
+        """The model oracle's response for the operation being executed (Linera's
+        ``query_service``, as the block records it): the proposer ran the generation and
+        every validator re-executed or verified it with its own engine before voting
+        (chain/oracle.py), so the contract stores it without running a model. None when the
+        operation records none."""
+        payload = self._payload
+        return payload.get("oracle") if isinstance(payload, dict) else None
+
     def send_message(
         self,
         destination: str | bytes,
@@ -115,14 +157,24 @@ class ContractRuntime:
         ``execute_message`` when that chain takes its inbox. ``tracked``: if the recipient
         rejects it, it comes back here with :attr:`message_is_bouncing` set; ``authenticated``:
         the recipient sees this block's signer as :attr:`authenticated_signer`."""
-        try:
-            chain = destination if isinstance(destination, bytes) else bytes.fromhex(destination)
-        except ValueError:
-            raise OperationRejected(f"send_message: {destination!r} is not a chain id") from None
+        chain = _chain_bytes(destination, "send_message")
         payload = self._abi.encode_message(message)
         send_message(
             self._ctx, self._state, chain, payload, tracked=tracked, authenticated=authenticated
         )
+
+    def emit(self, stream: str, value: Any) -> int:
+        """Append ``value`` (a dataclass of the ABI, or plain data) to this application's event
+        stream ``stream`` on this chain; every chain following it receives it in its
+        ``process_streams``, in order. The event's index in the stream."""
+        return emit(self._ctx, self._state, stream, encode(value))
+
+    def subscribe_to_events(self, chain_id: str | bytes, stream: str) -> None:
+        """Follow this application's stream ``stream`` on chain ``chain_id``: every event of
+        it, the past ones first, then each new one, reaches this chain's ``process_streams``
+        (once that chain has taken the request from its inbox, and this chain the events)."""
+        emitter = _chain_bytes(chain_id, "subscribe_to_events")
+        subscribe_to_events(self._ctx, self._state, emitter, stream)
 
     @property
     def message_origin_chain_id(self) -> str | None:
@@ -148,6 +200,13 @@ class ContractRuntime:
         )
 
 
+def _chain_bytes(chain: str | bytes, what: str) -> bytes:
+    try:
+        return chain if isinstance(chain, bytes) else bytes.fromhex(chain)
+    except (ValueError, TypeError):
+        raise OperationRejected(f"{what}: {chain!r} is not a chain id") from None
+
+
 class ServiceHost(Protocol):
     """What the client gives a service: the registry's certified models, generation, fetches."""
 
@@ -169,6 +228,7 @@ class ServiceRuntime:
         abi: Abi,
         host: ServiceHost | None,
         registry_state: Any,
+        context: ServiceContext | None = None,
     ) -> None:
         self._chain_id = chain_id
         self._app_id = app_id
@@ -176,6 +236,7 @@ class ServiceRuntime:
         self._abi = abi
         self._host = host
         self._registry_state = registry_state
+        self._context = context
         #: Operations a mutation scheduled: the client proposes them in one block afterwards.
         self.scheduled: list[Any] = []
 
@@ -190,6 +251,23 @@ class ServiceRuntime:
     @property
     def application_parameters(self) -> Any:
         return decode(self._abi.parameters, self._parameters, "parameters")
+
+    def certified_block(self, height: int) -> Any:
+        """The certified block at ``height`` (``.block_hash``, ``.certificate``): what a
+        service shows beside the state a block made (the model registry's entries)."""
+        return self._need_context().certified_block(height)
+
+    @property
+    def committee(self) -> Any:
+        """The chain's committee (who certifies its blocks)."""
+        return self._need_context().committee
+
+    def _need_context(self) -> ServiceContext:
+        if self._context is None:
+            from edgechain.errors import UsageError
+
+            raise UsageError("this service runtime has no chain context")
+        return self._context
 
     def schedule_operation(self, operation: Any) -> None:
         """Have ``operation`` (one of the ABI's) executed in a block after this query."""

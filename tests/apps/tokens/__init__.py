@@ -1,5 +1,5 @@
-"""A token moved between chains by tracked messages (Linera's fungible example in small): the
-ABI. Used by tests/test_messages.py."""
+"""A token moved between chains by tracked messages (Linera's fungible example in small), whose
+mints are an event stream other chains follow: the ABI. Used by tests/test_messages.py."""
 
 from dataclasses import dataclass
 
@@ -21,9 +21,25 @@ class Transfer:
 
 
 @dataclass(frozen=True)
+class Follow:
+    """Follow the ``mints`` stream of this application on chain ``chain`` (hex id)."""
+
+    chain: str
+
+
+@dataclass(frozen=True)
 class Credit:
     """The message: credit ``amount`` on the receiving chain."""
 
+    amount: int
+
+
+@dataclass(frozen=True)
+class Followed:
+    """A mint seen on a followed chain."""
+
+    chain: str
+    index: int
     amount: int
 
 
@@ -33,4 +49,4 @@ class Parameters:
     max_credit: int = 50
 
 
-ABI = Abi(operations=(Mint, Transfer), parameters=Parameters, messages=(Credit,))
+ABI = Abi(operations=(Mint, Transfer, Follow), parameters=Parameters, messages=(Credit,))

@@ -1,8 +1,8 @@
 """The tokens contract: transfers leave as messages, credits arrive as messages."""
 
-from edgechain.sdk import Contract, OperationRejected
+from edgechain.sdk import Contract, OperationRejected, StreamUpdate
 
-from . import ABI, Credit, Mint, Transfer
+from . import ABI, Credit, Follow, Followed, Mint, Transfer
 from .state import TokensState
 
 
@@ -10,9 +10,13 @@ class TokensContract(Contract):
     abi = ABI
     state_type = TokensState
 
-    def execute_operation(self, operation: Mint | Transfer) -> int:
+    def execute_operation(self, operation: Mint | Transfer | Follow) -> int:
         if isinstance(operation, Mint):
             self.state.balance.set(self.state.balance.get() + operation.amount)
+            self.runtime.emit("mints", operation.amount)
+            return self.state.balance.get()
+        if isinstance(operation, Follow):
+            self.runtime.subscribe_to_events(operation.chain, "mints")
             return self.state.balance.get()
         if not 0 < operation.amount <= self.state.balance.get():
             raise OperationRejected(f"cannot send {operation.amount}")
@@ -33,3 +37,7 @@ class TokensContract(Contract):
         self.state.balance.set(self.state.balance.get() + message.amount)
         self.state.received.push(message.amount)
         self.state.last_sender.set(self.runtime.authenticated_signer or "")
+
+    def process_streams(self, updates: list[StreamUpdate]) -> None:
+        for update in updates:
+            self.state.followed.push(Followed(update.chain_id, update.index, update.value))

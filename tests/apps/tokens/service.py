@@ -22,6 +22,11 @@ class Query:
     def bounced(self, info: Info) -> int:
         return service_of(info).state.bounced.get()
 
+    @strawberry.field(description="Mints seen on followed chains: chain id, index, amount.")
+    def followed(self, info: Info) -> list[list[str]]:
+        seen = service_of(info).state.followed.read()
+        return [[f.chain, str(f.index), str(f.amount)] for f in seen]
+
 
 class TokensService(Service):
     state_type = TokensState

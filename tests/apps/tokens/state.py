@@ -2,9 +2,13 @@
 
 from edgechain.sdk import LogView, RegisterView, RootView
 
+from . import Followed
+
 
 class TokensState(RootView):
     balance = RegisterView(int, default=0)
     received = LogView(int)
     bounced = RegisterView(int, default=0)
     last_sender = RegisterView(str, default="")
+    #: The mints seen on followed chains.
+    followed = LogView(Followed)
