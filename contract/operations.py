@@ -2,7 +2,7 @@
 
 - names: ``^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`` (e.g. ``stories260K``)
 - versions: ``^[A-Za-z0-9][A-Za-z0-9._+-]{0,31}$`` (e.g. ``1``, ``1.0.0``)
-- format: ``llama2c``
+- format: ``llama2c``, or ``gguf`` (one GGUF file: its tokenizer ref is its weights ref)
 - hashes: BLAKE3, 64 lowercase hex digits
 - sizes: integers, 0 < size <= 2 GiB (``MAX_FILE_SIZE``; the fetcher's cap is the same constant)
 - URLs: 1 to 8 per file, http or https with a host, at most 2048 characters, no whitespace;
@@ -28,7 +28,7 @@ from edgechain.errors import InvalidText, OperationRejected
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,31}$")
 HASH_PATTERN = re.compile(r"^[0-9a-f]{64}$")
-FORMATS = ("llama2c",)
+FORMATS = ("llama2c", "gguf")
 #: The largest file a model may register, and the fetcher's default cap (service/fetch.py). The
 #: wasm guest's memory is capped at 3 GiB (service/engine/wasm.py) and must hold the KV cache and
 #: activations besides the weights, so a larger checkpoint could be certified but never served.
@@ -255,6 +255,12 @@ class RegisterModel:
             )
         self.weights.validate("weights")
         self.tokenizer.validate("tokenizer")
+        # A GGUF file carries its tokenizer: the entry names the one file twice, so services,
+        # receipts and caches treat it as they treat any model (one download: same hash).
+        if self.format == "gguf" and self.tokenizer != self.weights:
+            raise OperationRejected(
+                "a gguf model's tokenizer is its weights file: the two references must be equal"
+            )
         for field_name, value, limit in (
             ("description", self.description, MAX_DESCRIPTION),
             ("license", self.license, MAX_LICENSE),

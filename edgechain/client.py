@@ -151,6 +151,8 @@ class _CertifyOptions:
     license: str | None
     check_urls: bool
     progress: Callable[[str, int, int | None], None] | None
+    #: RegisterModel's format: "llama2c", or "gguf" (the tokenizer is in the weights file).
+    format: str = "llama2c"
 
 
 def _same_bytes(a: FileRef, b: FileRef) -> bool:
@@ -354,7 +356,7 @@ class Client:
         name: str,
         *,
         weights: str | os.PathLike[str],
-        tokenizer: str | os.PathLike[str],
+        tokenizer: str | os.PathLike[str] | None = None,
         version: str = "1",
         weights_urls: Sequence[str] = (),
         tokenizer_urls: Sequence[str] = (),
@@ -371,7 +373,9 @@ class Client:
         registered with their manifests (docs/blobs.md); ``*_urls`` are optional then. A publish
         interrupted at any point resumes after the last certified chunk when run again.
 
-        ``weights``/``tokenizer`` are local paths or http(s) URLs. A URL is downloaded to be
+        ``weights``/``tokenizer`` are local paths or http(s) URLs. A GGUF file (docs/models.md)
+        carries its tokenizer: ``tokenizer`` is then None, and the entry's tokenizer is the
+        file itself (same hash, same URLs; format ``gguf``). A URL is downloaded to be
         hashed (streamed through a temporary file, see :func:`download_file`) and is
         registered as where services fetch the bytes; with a local path, ``*_urls`` say where
         services will fetch them (the hash still comes from the file). ``progress(label, done,
@@ -392,13 +396,17 @@ class Client:
         check_publish_text(name, version, description, license, sources, urls)
         options = _CertifyOptions(description, license, check_urls, progress)
         if blobs:
-            weights_ref, tokenizer_ref, publication = blob_file_refs(
+            weights_ref, tokenizer_ref, publication, fmt = blob_file_refs(
                 self.chain, self.network.policy, sources, urls, progress
             )
+            options = dataclasses.replace(options, format=fmt)
             published = self._certify(name, version, weights_ref, tokenizer_ref, options)
             return dataclasses.replace(published, blobs=publication)
-        weights_ref, tokenizer_ref = url_file_refs(sources, urls, self.fetch_policy, progress)
-        downloaded = frozenset(os.fspath(s) for s in sources if is_url(os.fspath(s)))
+        weights_ref, tokenizer_ref, fmt = url_file_refs(sources, urls, self.fetch_policy, progress)
+        options = dataclasses.replace(options, format=fmt)
+        downloaded = frozenset(
+            os.fspath(s) for s in sources if s is not None and is_url(os.fspath(s))
+        )
         return self._certify(name, version, weights_ref, tokenizer_ref, options, downloaded)
 
     def _certify(
@@ -422,16 +430,19 @@ class Client:
         RegisterModel(
             name=name,
             version=version,
-            format="llama2c",
+            format=options.format,
             weights=weights,
             tokenizer=tokenizer,
             description=options.description,
             license=options.license,
         ).validate()
         checks: list[UrlCheck] = []
+        files = [("weights", weights)]
+        if tokenizer != weights:  # a GGUF file is its own tokenizer: checked once
+            files.append(("tokenizer", tokenizer))
         if options.check_urls:
             checks = check_urls(
-                (("weights", weights), ("tokenizer", tokenizer)),
+                files,
                 self.fetch_policy,
                 already_checked=downloaded,
                 progress=options.progress,
@@ -443,6 +454,7 @@ class Client:
             tokenizer=tokenizer,
             description=options.description,
             license=options.license,
+            format=options.format,
         )
         return dataclasses.replace(published, checked_urls=tuple(checks))
 
@@ -482,13 +494,15 @@ class Client:
         version: str = "1",
         description: str | None = None,
         license: str | None = None,
+        format: str = "llama2c",
     ) -> PublishedModel:
         """Register already-hashed files (what ``publish_model`` does once it has the hashes;
-        the node service's ``publishModel`` mutation calls this directly)."""
+        the node service's ``publishModel`` mutation calls this directly). ``format``:
+        "llama2c", or "gguf" (``tokenizer`` is then the weights' own ref)."""
         operation = RegisterModel(
             name=name,
             version=version,
-            format="llama2c",
+            format=format,
             weights=weights,
             tokenizer=tokenizer,
             description=description,
@@ -517,7 +531,10 @@ class Client:
     def weights_format(self, model: CertifiedModel) -> str | None:
         """``"f32"`` or ``"int8 (Q8_0, group size N)"``, read from the header of the weights
         when this machine holds them (the content cache, or the chain's blobs); None when it
-        does not (the registry records hashes, not formats: nothing is downloaded to tell)."""
+        does not (the registry records hashes, not formats: nothing is downloaded to tell).
+        A GGUF entry says so (its format is certified; its tensor types are in its header)."""
+        if model.entry.format == "gguf":
+            return "GGUF (weights and tokenizer in one file)"
         weights = model.entry.weights
         head: bytes | None = None
         if weights.chunks:

@@ -76,6 +76,11 @@ class CheckpointTooLarge(InvalidCheckpoint):
     4 GiB; the engine's memory limit may be lower): refused before its weights are read."""
 
 
+class UnsupportedModel(InvalidCheckpoint):
+    """A well-formed model file the engine does not run (a GGUF architecture, tensor type or
+    tokenizer model it does not support): refused from its header, naming what."""
+
+
 class InvalidTokenizer(InputError):
     """A tokenizer.bin that is missing, truncated or malformed."""
 

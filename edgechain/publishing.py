@@ -27,7 +27,13 @@ from edgechain.chain.policy import ResourcePolicy
 from edgechain.contract.operations import FileRef, check_utf8
 from edgechain.errors import InputError, UsageError
 from edgechain.files import input_errors, open_regular
-from edgechain.service.engine.model_files import Source, read_checkpoint_header, read_tokenizer
+from edgechain.service.engine.gguf_header import GgufInfo
+from edgechain.service.engine.model_files import (
+    CheckpointHeader,
+    Source,
+    read_model_header,
+    read_tokenizer,
+)
 from edgechain.service.fetch import Fetcher, FetchPolicy
 
 __all__ = [
@@ -124,7 +130,7 @@ def check_publish_text(
     version: str,
     description: str | None,
     license: str | None,
-    sources: tuple[str | os.PathLike[str], str | os.PathLike[str]],
+    sources: tuple[str | os.PathLike[str], str | os.PathLike[str] | None],
     urls: tuple[Sequence[str], Sequence[str]],
 ) -> None:
     """Refuse what the operation would refuse once built (InvalidText), and empty sources,
@@ -137,6 +143,8 @@ def check_publish_text(
     ):
         check_utf8(what, value)
     for what, source, more in zip(_WHAT, sources, urls, strict=True):
+        if source is None:  # a GGUF file's tokenizer is inside it (checked once it is read)
+            continue
         text = os.fspath(source)
         if not text:
             raise UsageError(f"{what}: give a file or an http(s) URL, not an empty string")
@@ -145,48 +153,83 @@ def check_publish_text(
         check_utf8(f"{what} URL", list(more))
 
 
+#: RegisterModel's ``format`` for each kind of weights file.
+LLAMA2C_FORMAT = "llama2c"
+GGUF_FORMAT = "gguf"
+
+
+def _tokenizer_source(
+    parsed: CheckpointHeader | GgufInfo,
+    sources: tuple[str | os.PathLike[str], str | os.PathLike[str] | None],
+    urls: tuple[Sequence[str], Sequence[str]],
+) -> str | os.PathLike[str] | None:
+    """The tokenizer to publish beside the weights: none for a GGUF file (its tokenizer is
+    inside: naming one is a UsageError), the given tokenizer.bin for a llama2.c checkpoint."""
+    if isinstance(parsed, GgufInfo):
+        if sources[1] is not None or urls[1]:
+            raise UsageError(
+                "tokenizer: a GGUF file carries its own tokenizer; publish it without one"
+            )
+        return None
+    if sources[1] is None:
+        raise UsageError("tokenizer: a llama2.c checkpoint needs its tokenizer.bin (--tokenizer)")
+    return sources[1]
+
+
 def url_file_refs(
-    sources: tuple[str | os.PathLike[str], str | os.PathLike[str]],
+    sources: tuple[str | os.PathLike[str], str | os.PathLike[str] | None],
     urls: tuple[Sequence[str], Sequence[str]],
     fetch_policy: FetchPolicy,
     progress: LabelledProgress | None,
-) -> tuple[FileRef, FileRef]:
-    """The weights' and tokenizer's FileRefs for a publish by URL, once both files parse."""
+) -> tuple[FileRef, FileRef, str]:
+    """The weights' and tokenizer's FileRefs for a publish by URL, once both files parse, and
+    the registration's format. A GGUF file is its own tokenizer: both refs are the file's."""
     weights_ref, header = _file_ref(
-        "weights", sources[0], urls[0], fetch_policy, progress, read_checkpoint_header
+        "weights", sources[0], urls[0], fetch_policy, progress, read_model_header
     )
+    tokenizer_source = _tokenizer_source(header, sources, urls)
+    if tokenizer_source is None:
+        return weights_ref, weights_ref, GGUF_FORMAT
     tokenizer_ref, _ = _file_ref(
         "tokenizer",
-        sources[1],
+        tokenizer_source,
         urls[1],
         fetch_policy,
         progress,
         partial(read_tokenizer, model_vocab=header.vocab_size),
     )
-    return weights_ref, tokenizer_ref
+    return weights_ref, tokenizer_ref, LLAMA2C_FORMAT
 
 
 def blob_file_refs(
     chain: Chain,
     policy: ResourcePolicy,
-    sources: tuple[str | os.PathLike[str], str | os.PathLike[str]],
+    sources: tuple[str | os.PathLike[str], str | os.PathLike[str] | None],
     urls: tuple[Sequence[str], Sequence[str]],
     progress: LabelledProgress | None,
-) -> tuple[FileRef, FileRef, BlobPublication]:
-    """Store two local files as blobs on ``chain`` (resuming after the last certified chunk),
-    once both parse; their FileRefs (manifests) and what was published."""
+) -> tuple[FileRef, FileRef, BlobPublication, str]:
+    """Store the local files as blobs on ``chain`` (resuming after the last certified chunk),
+    once they parse; their FileRefs (manifests), what was published and the registration's
+    format. A GGUF file is stored once and is its own tokenizer."""
     for what, source in zip(_WHAT, sources, strict=True):
+        if source is None:
+            continue
         if is_url(os.fspath(source)):
             raise UsageError(f"{what}: --blobs publishes local files, not a URL")
         _check_readable(source)  # the same one-line errors as a URL publish (missing, empty ...)
-    header = read_checkpoint_header(os.fspath(sources[0]), os.fspath(sources[0]))
-    read_tokenizer(os.fspath(sources[1]), os.fspath(sources[1]), model_vocab=header.vocab_size)
+    header = read_model_header(os.fspath(sources[0]), os.fspath(sources[0]))
+    tokenizer = _tokenizer_source(header, sources, urls)
+    if tokenizer is not None:
+        read_tokenizer(os.fspath(tokenizer), os.fspath(tokenizer), model_vocab=header.vocab_size)
+    files = [(w, s, u) for w, s, u in zip(_WHAT, sources, urls, strict=True) if s is not None]
     planned = [
         plan_file(source, policy.chunk_size, more, _labelled(progress, f"hashing {what}"))
-        for what, source, more in zip(_WHAT, sources, urls, strict=True)
+        for what, source, more in files
     ]
     publication = publish_chunks(chain, planned, policy, progress)
-    return planned[0].ref, planned[1].ref, publication
+    if tokenizer is None:
+        return planned[0].ref, planned[0].ref, publication, GGUF_FORMAT
+    return planned[0].ref, planned[1].ref, publication, LLAMA2C_FORMAT
 
 
 def _check_readable(path: str | os.PathLike[str]) -> None:

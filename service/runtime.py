@@ -357,28 +357,32 @@ class ModelService:
     def _fetch_and_load(
         self, model: CertifiedModel, loading: _Loading
     ) -> tuple[LoadedModel, float, float]:
-        cached = self._load_cached(model.entry.weights, model.entry.tokenizer)
+        # A GGUF entry's tokenizer is its weights file (contract/operations.py): one file to
+        # fetch, loaded with no separate tokenizer.
+        gguf = model.entry.format == "gguf"
+        cached = self._load_cached(model.entry.weights, model.entry.tokenizer, gguf)
         if cached is not None:
             return cached
         t0 = time.perf_counter()
         # Downloaded, verified and stored; the bytes are dropped at once so that loading
         # from the stored file never holds them next to the engine's copy of the weights.
         self._fetch(model.entry.weights, "weights", loading)
-        self._fetch(model.entry.tokenizer, "tokenizer", loading)
+        if not gguf:
+            self._fetch(model.entry.tokenizer, "tokenizer", loading)
         fetch_s = time.perf_counter() - t0
-        cached = self._load_cached(model.entry.weights, model.entry.tokenizer)
+        cached = self._load_cached(model.entry.weights, model.entry.tokenizer, gguf)
         if cached is not None:
             return cached[0], fetch_s + cached[1], cached[2]
         # Not loadable from the cache (not stored, or changed): the verified bytes.
         t0 = time.perf_counter()
         weights = self._fetch(model.entry.weights, "weights", loading)
-        tokenizer = self._fetch(model.entry.tokenizer, "tokenizer", loading)
+        tokenizer = b"" if gguf else self._fetch(model.entry.tokenizer, "tokenizer", loading)
         t1 = time.perf_counter()
         loaded = self.engine.load(weights, tokenizer)
         return loaded, fetch_s + t1 - t0, time.perf_counter() - t1
 
     def _load_cached(
-        self, weights: FileRef, tokenizer: FileRef
+        self, weights: FileRef, tokenizer: FileRef, gguf: bool = False
     ) -> tuple[LoadedModel, float, float] | None:
         """Load both files from the cache by path (the engine reads the weights straight into
         its memory: one copy of them in the process); None when either is not cached.
@@ -400,7 +404,7 @@ class ModelService:
         except OSError:
             return None
         t1 = time.perf_counter()
-        loaded = self.engine.load_files(weights_path, tokenizer_path)
+        loaded = self.engine.load_files(weights_path, None if gguf else tokenizer_path)
         load_s = time.perf_counter() - t1
         try:
             again = [self.cache.get_path(weights.blake3), self.cache.get_path(tokenizer.blake3)]

@@ -68,7 +68,12 @@ def test_bad_versions(chain, app, version):
 
 
 def test_bad_format(chain, app):
-    _rejected(chain, app, register(format="gguf"), "format 'gguf' is not supported")
+    _rejected(chain, app, register(format="safetensors"), "format 'safetensors' is not supported")
+
+
+def test_a_gguf_registration_names_one_file_for_weights_and_tokenizer(chain, app):
+    # A GGUF file carries its tokenizer: the two references must be the same file.
+    _rejected(chain, app, register(format="gguf"), "the two references must be equal")
 
 
 @pytest.mark.parametrize(

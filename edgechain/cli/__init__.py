@@ -37,6 +37,7 @@ COMMANDS: list[str] = [
     "edgechain.cli.run",
     "edgechain.cli.synth_model",
     "edgechain.cli.quantize",
+    "edgechain.cli.convert",
     "edgechain.cli.bench",
     "edgechain.cli.net",
     "edgechain.cli.wallet",

@@ -48,11 +48,14 @@ def add_subcommands(subparsers: Any) -> None:
         "--weights",
         required=True,
         metavar="PATH_OR_URL",
-        help="llama2.c checkpoint: a local file, or an http(s) URL (downloaded to be hashed, "
-        "and registered as where services fetch it)",
+        help="llama2.c checkpoint or GGUF file: a local file, or an http(s) URL (downloaded "
+        "to be hashed, and registered as where services fetch it)",
     )
     publish.add_argument(
-        "--tokenizer", required=True, metavar="PATH_OR_URL", help="tokenizer.bin: file or URL"
+        "--tokenizer",
+        metavar="PATH_OR_URL",
+        help="tokenizer.bin: file or URL (required with a llama2.c checkpoint; none with a "
+        "GGUF file, which carries its tokenizer)",
     )
     publish.add_argument("--version", default="1", help="model version (default 1)")
     publish.add_argument(

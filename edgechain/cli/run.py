@@ -34,9 +34,14 @@ HELP = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register run's flags."""
-    parser.add_argument("checkpoint", metavar="MODEL.bin", help="llama2.c checkpoint")
     parser.add_argument(
-        "-z", "--tokenizer", required=True, metavar="TOKENIZER.bin", help="llama2.c tokenizer.bin"
+        "checkpoint", metavar="MODEL", help="llama2.c checkpoint, or a GGUF file (tokenizer inside)"
+    )
+    parser.add_argument(
+        "-z",
+        "--tokenizer",
+        metavar="TOKENIZER.bin",
+        help="llama2.c tokenizer.bin (required for a llama2.c checkpoint; none for GGUF)",
     )
     parser.add_argument(
         "-t", "--temperature", type=float, default=1.0, help="0 = greedy argmax (default 1.0)"

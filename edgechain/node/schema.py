@@ -427,20 +427,31 @@ class Mutation:
         info: Info,
         name: str,
         weights: FileInput,
-        tokenizer: FileInput,
+        tokenizer: FileInput | None = None,
         version: str = "1",
         description: str | None = None,
         license: str | None = None,
+        format: Annotated[
+            str,
+            strawberry.argument(
+                description='"llama2c", or "gguf": one file holds weights and tokenizer (give '
+                "no tokenizer)"
+            ),
+        ] = "llama2c",
     ) -> Model:
+        # A GGUF file is its own tokenizer (contract/operations.py checks the two refs agree).
+        weights_ref = weights.to_ref()
+        tokenizer_ref = weights_ref if tokenizer is None else tokenizer.to_ref()
         published = await propose(
             info,
             lambda c: c.register_model(
                 name,
                 version=version,
-                weights=weights.to_ref(),
-                tokenizer=tokenizer.to_ref(),
+                weights=weights_ref,
+                tokenizer=tokenizer_ref,
                 description=description,
                 license=license,
+                format=format,
             ),
         )
         return Model.of(published.model)

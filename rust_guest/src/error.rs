@@ -21,6 +21,10 @@ pub enum EngineError {
     InvalidUtf8(String),
     #[error("internal error: {0}")]
     Internal(String),
+    /// A well-formed model file the engine does not run (a GGUF architecture or tensor type),
+    /// refused from its header alone.
+    #[error("unsupported model: {0}")]
+    UnsupportedModel(String),
 }
 
 impl EngineError {
@@ -36,6 +40,7 @@ impl EngineError {
             EngineError::InvalidHandle(_) => -7,
             EngineError::InvalidUtf8(_) => -8,
             EngineError::Internal(_) => -9,
+            EngineError::UnsupportedModel(_) => -10,
         }
     }
 }

@@ -5,8 +5,11 @@
 pub mod checkpoint;
 pub mod error;
 pub mod generation;
+pub mod gguf;
+pub mod gguf_model;
 pub mod loaded_model;
 pub mod matvec;
+pub mod model_parts;
 pub mod parallel;
 pub mod q8;
 pub mod sampler;

@@ -7,6 +7,8 @@ use candle_core::Device;
 
 use crate::checkpoint::{load_weights, load_weights_from_file, CheckpointConfig};
 use crate::error::{EngineError, Result};
+use crate::gguf::is_gguf;
+use crate::model_parts::ModelParts;
 use crate::parallel::Threads;
 use crate::tokenizer::Tokenizer;
 use crate::transformer::{BatchItem, KvCache, Scratch, Transformer};
@@ -28,8 +30,17 @@ impl std::fmt::Debug for LoadedModel {
 }
 
 impl LoadedModel {
-    /// Parses a llama2.c checkpoint and tokenizer.bin.
+    /// Parses a llama2.c checkpoint and tokenizer.bin, or a GGUF file (which carries its
+    /// tokenizer: `tokenizer` must then be empty).
     pub fn load(checkpoint: &[u8], tokenizer: &[u8]) -> Result<Self> {
+        if is_gguf(checkpoint) {
+            if !tokenizer.is_empty() {
+                return Err(EngineError::InvalidArgument(
+                    "a GGUF file carries its own tokenizer: pass none".into(),
+                ));
+            }
+            return Self::from_parts(crate::gguf_model::load(checkpoint, &Device::Cpu)?);
+        }
         let (config, weights) = load_weights(checkpoint, &Device::Cpu)?;
         Self::from_weights(config, weights, tokenizer)
     }
@@ -43,6 +54,37 @@ impl LoadedModel {
         })?;
         let (config, weights) = load_weights_from_file(checkpoint, &Device::Cpu)?;
         Self::from_weights(config, weights, &tokenizer)
+    }
+
+    /// Builds the model from a file's parts (see `model_parts`).
+    pub fn from_parts(parts: ModelParts) -> Result<Self> {
+        let ModelParts {
+            config,
+            weights,
+            tokenizer,
+            hyper,
+        } = parts;
+        if tokenizer.vocab_size() != config.vocab_size {
+            return Err(EngineError::VocabMismatch(format!(
+                "tokenizer has {} tokens, the model's vocab_size is {}",
+                tokenizer.vocab_size(),
+                config.vocab_size
+            )));
+        }
+        let transformer = Transformer::with_hyper(config.clone(), weights, hyper)?;
+        Ok(Self {
+            transformer,
+            config,
+            tokenizer,
+        })
+    }
+
+    /// Reads a whole GGUF file (weights and tokenizer).
+    pub fn from_gguf_file(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| {
+            EngineError::InvalidCheckpoint(format!("cannot read {}: {e}", path.display()))
+        })?;
+        Self::load(&bytes, &[])
     }
 
     /// Builds the model from a checkpoint's weights and a tokenizer.bin.

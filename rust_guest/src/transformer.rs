@@ -19,13 +19,11 @@ use candle_core::Tensor;
 use crate::checkpoint::CheckpointConfig;
 use crate::error::{EngineError, Result};
 use crate::matvec::{dot, matmul};
+use crate::model_parts::ModelHyper;
 use crate::parallel::Threads;
 use crate::q8::{matmul_q8, quantize_activations};
 use crate::sampler::softmax;
 use crate::weights::{with_f32, with_i8, LayerMatrix, Matrix, TransformerWeights};
-
-/// run.c's rmsnorm epsilon.
-const NORM_EPS: f32 = 1e-5;
 
 /// The weights, ready for decoding.
 pub struct Transformer {
@@ -36,6 +34,8 @@ pub struct Transformer {
     sin: Vec<f32>,
     /// The threads the matrix products' rows are split across (`parallel`).
     threads: Threads,
+    /// rmsnorm's epsilon (run.c's 1e-5 unless the file says).
+    norm_eps: f32,
 }
 
 /// One session's KV cache (run.c's `RunState` keys and values): per layer `seq_len x kv_dim`.
@@ -103,9 +103,10 @@ impl Scratch {
     }
 }
 
-/// run.c's RoPE tables: `freq = 1 / 10000^(i / head_size)` for even `i`, then cos/sin of
-/// `pos * freq`. Computed with the pure-Rust `libm` so every target gets the same bits.
-fn rope_tables(cfg: &CheckpointConfig) -> (Vec<f32>, Vec<f32>) {
+/// run.c's RoPE tables: `freq = 1 / base^(i / head_size)` for even `i` (run.c's base is
+/// 10000), then cos/sin of `pos * freq`. Computed with the pure-Rust `libm` so every target
+/// gets the same bits.
+fn rope_tables(cfg: &CheckpointConfig, base: f32) -> (Vec<f32>, Vec<f32>) {
     let head = cfg.head_size();
     let half = head / 2;
     let mut cos = Vec::with_capacity(cfg.seq_len * half);
@@ -113,7 +114,7 @@ fn rope_tables(cfg: &CheckpointConfig) -> (Vec<f32>, Vec<f32>) {
     for pos in 0..cfg.seq_len {
         for pair in 0..half {
             let head_dim = (2 * pair) as f32;
-            let freq = 1.0f32 / libm::powf(10000.0f32, head_dim / head as f32);
+            let freq = 1.0f32 / libm::powf(base, head_dim / head as f32);
             let val = pos as f32 * freq;
             cos.push(libm::cosf(val));
             sin.push(libm::sinf(val));
@@ -123,8 +124,8 @@ fn rope_tables(cfg: &CheckpointConfig) -> (Vec<f32>, Vec<f32>) {
 }
 
 /// run.c's `rmsnorm`: `out = weight * x / sqrt(mean(x^2) + eps)`, summed in order.
-fn rmsnorm(out: &mut [f32], x: &[f32], weight: &Tensor) -> Result<()> {
-    let ss = x.iter().fold(0.0f32, |s, v| s + v * v) / x.len() as f32 + NORM_EPS;
+fn rmsnorm(out: &mut [f32], x: &[f32], weight: &Tensor, eps: f32) -> Result<()> {
+    let ss = x.iter().fold(0.0f32, |s, v| s + v * v) / x.len() as f32 + eps;
     let inv = 1.0 / ss.sqrt();
     with_f32(weight, |w| {
         for ((o, x), w) in out.iter_mut().zip(x).zip(w) {
@@ -136,9 +137,17 @@ fn rmsnorm(out: &mut [f32], x: &[f32], weight: &Tensor) -> Result<()> {
 /// Prepares `x` (`batch` rows) as the input of the next matrix products: for an int8 model,
 /// runq.c's quantization of each row into `xq`/`xs` (resized to `x`'s length); nothing for f32.
 /// Groups never cross a row (the group size divides the row), so quantizing the rows as one
-/// vector gives each row's own quantization.
-fn prepare(group_size: Option<usize>, x: &[f32], xq: &mut Vec<i16>, xs: &mut Vec<f32>) {
-    if let Some(gs) = group_size {
+/// vector gives each row's own quantization. Rows (`row` long) the group size does not divide
+/// are left alone: only f32 matrices take them (a GGUF file keeps such matrices unquantized;
+/// `TransformerWeights::check` holds every int8 matrix's columns to the group size).
+fn prepare(
+    group_size: Option<usize>,
+    row: usize,
+    x: &[f32],
+    xq: &mut Vec<i16>,
+    xs: &mut Vec<f32>,
+) {
+    if let Some(gs) = group_size.filter(|gs| row.is_multiple_of(*gs)) {
         xq.resize(x.len(), 0);
         xs.resize(x.len() / gs, 0.0);
         quantize_activations(xq, xs, x, gs);
@@ -182,7 +191,16 @@ fn linear(
 impl Transformer {
     /// Builds the model from `checkpoint`'s weights.
     pub fn new(cfg: CheckpointConfig, weights: TransformerWeights) -> Result<Self> {
-        let (dim, hidden) = (cfg.dim, cfg.hidden_dim);
+        Self::with_hyper(cfg, weights, ModelHyper::default())
+    }
+
+    /// Builds the model with a file's RoPE base and rmsnorm epsilon.
+    pub fn with_hyper(
+        cfg: CheckpointConfig,
+        weights: TransformerWeights,
+        hyper: ModelHyper,
+    ) -> Result<Self> {
+        let dim = cfg.dim;
         if cfg.n_kv_heads == 0 || !cfg.n_heads.is_multiple_of(cfg.n_kv_heads) {
             return Err(EngineError::Internal(format!(
                 "n_heads {} is not a multiple of n_kv_heads {}",
@@ -190,20 +208,23 @@ impl Transformer {
             )));
         }
         if let Some(gs) = cfg.group_size {
-            if gs == 0 || !dim.is_multiple_of(gs) || !hidden.is_multiple_of(gs) {
+            // The embedding and classifier are int8 in such a model (hidden-long inputs may be
+            // f32 products: `prepare`).
+            if gs == 0 || !dim.is_multiple_of(gs) {
                 return Err(EngineError::Internal(format!(
-                    "group size {gs} does not divide dim {dim} and hidden_dim {hidden}"
+                    "group size {gs} does not divide dim {dim}"
                 )));
             }
         }
         weights.check(&cfg)?;
-        let (cos, sin) = rope_tables(&cfg);
+        let (cos, sin) = rope_tables(&cfg, hyper.rope_base);
         Ok(Self {
             weights,
             cos,
             sin,
             cfg,
             threads: Threads::one(),
+            norm_eps: hyper.norm_eps,
         })
     }
 
@@ -354,9 +375,9 @@ impl Transformer {
         let (xq, xs) = (&mut s.xq, &mut s.xs);
         for (l, layer) in self.weights.layers.iter().enumerate() {
             for (o, x) in xb.chunks_exact_mut(dim).zip(x.chunks_exact(dim)) {
-                rmsnorm(o, x, &layer.rms_att)?;
+                rmsnorm(o, x, &layer.rms_att, self.norm_eps)?;
             }
-            prepare(gs, xb, xq, xs);
+            prepare(gs, dim, xb, xq, xs);
             linear(threads, q, &layer.wq, xb, xq, xs, b)?;
             linear(threads, k, &layer.wk, xb, xq, xs, b)?;
             linear(threads, v, &layer.wv, xb, xq, xs, b)?;
@@ -391,23 +412,23 @@ impl Transformer {
                     gs.is_some(),
                 );
             }
-            prepare(gs, xb, xq, xs);
+            prepare(gs, dim, xb, xq, xs);
             linear(threads, xb2, &layer.wo, xb, xq, xs, b)?;
             for (x, d) in x.iter_mut().zip(xb2.iter()) {
                 *x += d;
             }
 
             for (o, x) in xb.chunks_exact_mut(dim).zip(x.chunks_exact(dim)) {
-                rmsnorm(o, x, &layer.rms_ffn)?;
+                rmsnorm(o, x, &layer.rms_ffn, self.norm_eps)?;
             }
-            prepare(gs, xb, xq, xs);
+            prepare(gs, dim, xb, xq, xs);
             linear(threads, hb, &layer.w1, xb, xq, xs, b)?;
             linear(threads, hb2, &layer.w3, xb, xq, xs, b)?;
             for (g, u) in hb.iter_mut().zip(hb2.iter()) {
                 // SiLU(gate) * up, as run.c; libm's expf gives the same bits on every target.
                 *g = *g * (1.0 / (1.0 + libm::expf(-*g))) * u;
             }
-            prepare(gs, hb, xq, xs);
+            prepare(gs, hidden, hb, xq, xs);
             linear(threads, xb2, &layer.w2, hb, xq, xs, b)?;
             for (x, d) in x.iter_mut().zip(xb2.iter()) {
                 *x += d;
@@ -417,12 +438,12 @@ impl Transformer {
         let mut row = 0;
         for (item, x) in items.iter().zip(x.chunks_exact(dim)) {
             if item.logits {
-                rmsnorm(&mut xb[row * dim..][..dim], x, &self.weights.norm)?;
+                rmsnorm(&mut xb[row * dim..][..dim], x, &self.weights.norm, self.norm_eps)?;
                 row += 1;
             }
         }
         let xb = &xb[..wanted * dim];
-        prepare(gs, xb, xq, xs);
+        prepare(gs, dim, xb, xq, xs);
         let logits = &mut s.logits[..wanted * c.vocab_size];
         if wanted > 0 {
             linear(

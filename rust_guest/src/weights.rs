@@ -126,8 +126,15 @@ fn check_tensor(t: &Tensor, shape: &[usize], dtype: DType, what: &str) -> Result
 
 fn check_matrix(m: &Matrix, shape: &[usize], group_size: Option<usize>, what: &str) -> Result<()> {
     match (m, group_size) {
-        (Matrix::F32(t), None) => check_tensor(t, shape, DType::F32, what),
+        // An f32 matrix in an int8 model: a GGUF file keeps matrices whose rows are not
+        // whole Q8_0 blocks unquantized.
+        (Matrix::F32(t), _) => check_tensor(t, shape, DType::F32, what),
         (Matrix::Q8 { values, scales }, Some(gs)) => {
+            if !shape.last().is_some_and(|cols| cols.is_multiple_of(gs)) {
+                return Err(EngineError::Internal(format!(
+                    "{what} rows of {shape:?} are not whole groups of {gs}"
+                )));
+            }
             check_tensor(values, shape, DType::U8, what)?;
             let groups = shape.iter().product::<usize>() / gs;
             check_tensor(scales, &[groups], DType::F32, what)

@@ -34,7 +34,7 @@ from edgechain.errors import (
 from edgechain.service.engine.batcher import StepBatcher
 from edgechain.service.engine.checkpoint_header import HeaderFields
 from edgechain.service.engine.codes import error_from_code
-from edgechain.service.engine.files import read_tokenizer_file, unchanged_checkpoint
+from edgechain.service.engine.files import is_gguf, tokenizer_for, unchanged_checkpoint
 
 _U64_MAX = 2**64 - 1
 _I31_MAX = 2**31 - 1
@@ -495,9 +495,10 @@ class Engine(ABC):
         """Parse and load a checkpoint and its tokenizer (raises InvalidCheckpoint, ...)."""
 
     def load_files(
-        self, checkpoint: str | os.PathLike[str], tokenizer: str | os.PathLike[str]
+        self, checkpoint: str | os.PathLike[str], tokenizer: str | os.PathLike[str] | None
     ) -> LoadedModel:
-        """Load a checkpoint file and a tokenizer.bin file; same errors as :meth:`load`, plus
+        """Load a checkpoint file and a tokenizer.bin file, or a GGUF file (``tokenizer``
+        None: the file carries it); same errors as :meth:`load`, plus
         InvalidCheckpoint/InvalidTokenizer for a file that cannot be read.
 
         The backends read the weights straight into the engine, so the process holds one copy
@@ -506,8 +507,9 @@ class Engine(ABC):
         (callers that verified a file's hash rely on this: see ``ModelService``).
         """
         with unchanged_checkpoint(checkpoint) as f:
+            gguf = is_gguf(f)
             data = f.readall()
-        return self.load(data, read_tokenizer_file(tokenizer))
+        return self.load(data, tokenizer_for(gguf, tokenizer))
 
     def close(self) -> None:  # noqa: B027 - optional hook, most engines hold nothing
         """Release engine-wide resources (models stay usable until closed)."""

@@ -15,6 +15,7 @@ ERROR_CLASSES: dict[int, type[errors.EdgechainError]] = {
     -7: errors.EngineInternalError,  # InvalidHandle: a host bug, not the user's doing
     -8: errors.InvalidText,  # InvalidUtf8
     -9: errors.EngineInternalError,  # Internal (a candle error)
+    -10: errors.UnsupportedModel,
 }
 
 

@@ -41,6 +41,29 @@ def open_input(
     return open_regular(path, what, error, max_bytes)
 
 
+#: A GGUF file's first bytes (it carries weights and tokenizer in one file).
+GGUF_MAGIC = b"GGUF"
+
+
+def is_gguf(f: io.FileIO) -> bool:
+    """Whether the open file ``f`` starts with the GGUF magic (its position is unchanged)."""
+    return os.pread(f.fileno(), len(GGUF_MAGIC), 0) == GGUF_MAGIC
+
+
+def tokenizer_for(gguf: bool, tokenizer: str | os.PathLike[str] | None) -> bytes:
+    """The tokenizer bytes to load with a model file: none for a GGUF file (it carries its
+    own; naming one is an error), the tokenizer.bin's for a llama2.c checkpoint."""
+    if gguf:
+        if tokenizer is not None:
+            raise InvalidTokenizer(
+                f"a GGUF file carries its own tokenizer: do not pass one ({tokenizer})"
+            )
+        return b""
+    if tokenizer is None:
+        raise InvalidTokenizer("a llama2.c checkpoint needs its tokenizer.bin")
+    return read_tokenizer_file(tokenizer)
+
+
 def read_tokenizer_file(path: str | os.PathLike[str]) -> bytes:
     """A tokenizer's bytes (a regular file of at most :data:`TOKENIZER_MAX_BYTES`)."""
     return read_regular(path, "tokenizer", InvalidTokenizer, TOKENIZER_MAX_BYTES)

@@ -24,6 +24,7 @@ from typing import BinaryIO
 from edgechain.errors import InputError, InvalidCheckpoint, InvalidTokenizer, VocabMismatch
 from edgechain.files import TOKENIZER_MAX_BYTES, input_errors, open_regular
 from edgechain.service.engine.checkpoint_header import HEADER_I32_FIELDS, HeaderFields
+from edgechain.service.engine.gguf_header import GgufInfo, is_gguf, read_gguf_header
 
 __all__ = [
     "CheckpointHeader",
@@ -31,6 +32,7 @@ __all__ = [
     "check_model_files",
     "parse_checkpoint_header",
     "read_checkpoint_header",
+    "read_model_header",
     "read_tokenizer",
 ]
 
@@ -178,6 +180,25 @@ def read_checkpoint_header(source: Source, name: str | None = None) -> Checkpoin
     with _open(source, label, InvalidCheckpoint) as (stream, size):
         header = stream.read(Q8_HEADER_BYTES)  # a short file is judged by its size below
     return parse_checkpoint_header(header, size, label)
+
+
+def read_model_header(source: Source, name: str | None = None) -> CheckpointHeader | GgufInfo:
+    """A llama2.c checkpoint's header (:func:`read_checkpoint_header`), or a GGUF file's
+    (:func:`edgechain.service.engine.gguf_header.read_gguf_header`: weights and tokenizer in
+    one file), told apart by the first four bytes."""
+    label = name or _label(source, "checkpoint")
+    with _open(source, label, InvalidCheckpoint) as (stream, size):
+        head = stream.read(4)
+        stream.seek(0)
+        if is_gguf(head):
+            if not isinstance(stream, io.RawIOBase):
+                return read_gguf_header(stream, size, label)
+            buffered = io.BufferedReader(stream)  # the metadata is many small fields
+            try:
+                return read_gguf_header(buffered, size, label)
+            finally:
+                buffered.detach()
+    return read_checkpoint_header(source, name)
 
 
 def read_tokenizer(

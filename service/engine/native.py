@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from edgechain.errors import (
     EngineInternalError,
     EngineUnavailable,
+    InvalidCheckpoint,
     InvalidParameter,
     InvalidTokenizer,
 )
@@ -33,8 +34,9 @@ from edgechain.service.engine.base import (
 from edgechain.service.engine.codes import error_from_code
 from edgechain.service.engine.files import (
     TOKENIZER_MAX_BYTES,
+    is_gguf,
     open_input,
-    read_tokenizer_file,
+    tokenizer_for,
     unchanged_checkpoint,
 )
 
@@ -100,13 +102,17 @@ class NativeEngine(Engine):
         return NativeModel(self._native, model, self.timeout)
 
     def load_files(
-        self, checkpoint: str | os.PathLike[str], tokenizer: str | os.PathLike[str]
+        self, checkpoint: str | os.PathLike[str], tokenizer: str | os.PathLike[str] | None
     ) -> NativeModel:
         """Read the checkpoint file in Rust straight into the weights (one copy of them in the
         process). See :meth:`Engine.load_files`."""
         native = self._native
-        if not hasattr(native.Model, "from_files"):  # a module built before from_files
+        with open_input(checkpoint, "checkpoint", InvalidCheckpoint) as f:
+            gguf = is_gguf(f)
+        if gguf or not hasattr(native.Model, "from_files"):  # GGUF: parsed in memory
             return NativeModel(native, self._load_via_bytes(checkpoint, tokenizer), self.timeout)
+        if tokenizer is None:
+            tokenizer_for(False, None)  # the one error for a missing tokenizer.bin
         # Opened here for the same missing-file errors as the other backend, and to detect a
         # checkpoint replaced or modified while Rust reads it by its path.
         with unchanged_checkpoint(checkpoint, by_path=True):
@@ -121,11 +127,12 @@ class NativeEngine(Engine):
         return NativeModel(native, model, self.timeout)
 
     def _load_via_bytes(
-        self, checkpoint: str | os.PathLike[str], tokenizer: str | os.PathLike[str]
+        self, checkpoint: str | os.PathLike[str], tokenizer: str | os.PathLike[str] | None
     ) -> Any:
         with unchanged_checkpoint(checkpoint) as f:
+            gguf = is_gguf(f)
             data = f.readall()
-        tok = read_tokenizer_file(tokenizer)
+        tok = tokenizer_for(gguf, tokenizer)
         native, threads = self._native, self.threads
         return _guarded(native, lambda: native.Model(data, tok, threads=threads))
 

@@ -46,10 +46,13 @@ from edgechain.service.engine.base import (
 )
 from edgechain.service.engine.codes import error_from_code
 from edgechain.service.engine.files import (
+    GGUF_MAGIC,
+    is_gguf,
     read_exactly,
-    read_tokenizer_file,
+    tokenizer_for,
     unchanged_checkpoint,
 )
+from edgechain.service.engine.gguf_header import read_gguf_header
 from edgechain.service.engine.model_files import parse_checkpoint_header
 from edgechain.service.engine.module_cache import compiled_module, default_cache_dir
 
@@ -197,16 +200,20 @@ class WasmEngine(Engine):
         return WasmModel(guest, handle, self.timeout)
 
     def load_files(
-        self, checkpoint: str | os.PathLike[str], tokenizer: str | os.PathLike[str]
+        self, checkpoint: str | os.PathLike[str], tokenizer: str | os.PathLike[str] | None
     ) -> WasmModel:
         """Instantiate the guest and read the checkpoint file straight into its weight buffers
-        (one copy of the weights in the process). See :meth:`Engine.load_files`."""
-        tokenizer_bytes = read_tokenizer_file(tokenizer)
+        (one copy of the weights in the process); a GGUF file is passed whole (its tokenizer
+        inside). See :meth:`Engine.load_files`."""
         model: WasmModel | None = None
         try:
             with unchanged_checkpoint(checkpoint) as f:
+                gguf = is_gguf(f)
+                tokenizer_bytes = tokenizer_for(gguf, tokenizer)
+                if gguf:
+                    check_gguf_fits(f, os.fstat(f.fileno()).st_size, self.memory_limit)
                 guest = self._instantiate()
-                if guest.streams:
+                if guest.streams and not gguf:
                     handle = guest.load_file(f, os.fstat(f.fileno()).st_size, tokenizer_bytes)
                 else:
                     handle = guest.load(f.readall(), tokenizer_bytes)
@@ -228,18 +235,38 @@ def check_fits(header: bytes, memory_limit: int | None) -> None:
     except InvalidCheckpoint:
         return
     need = h.expected_bytes + 2 * h.n_layers * h.seq_len * h.kv_dim * 4
-    if memory_limit is not None and memory_limit < WASM32_MEMORY:
-        limit, which = memory_limit, "the engine's memory limit; wasm32 addresses at most 4 GiB"
-    else:
-        limit, which = WASM32_MEMORY, "the wasm32 address space"
-    if need <= limit:
-        return
     kind = "int8" if h.group_size is not None else "f32"
     advice = (
         "quantize it with `edgechain quantize` (int8 needs about a quarter)"
         if h.group_size is None
         else "use the native engine"
     )
+    _check_need(need, kind, advice, memory_limit)
+
+
+def check_gguf_fits(f: io.FileIO, size: int, memory_limit: int | None) -> None:
+    """:func:`check_fits` for a GGUF file (``f``, ``size`` bytes): the guest holds the file
+    and the tensors built from it, and one session's KV cache. ``f`` is left at its start."""
+    buffered = io.BufferedReader(f)
+    try:
+        info = read_gguf_header(buffered, size, "checkpoint")
+    except InvalidCheckpoint:
+        return  # the guest reports it, naming what
+    finally:
+        buffered.detach()
+        f.seek(0)
+    h = info.header
+    need = info.engine_bytes + 2 * h.n_layers * h.seq_len * h.kv_dim * 4
+    _check_need(need, "GGUF", "use the native engine", memory_limit)
+
+
+def _check_need(need: int, kind: str, advice: str, memory_limit: int | None) -> None:
+    if memory_limit is not None and memory_limit < WASM32_MEMORY:
+        limit, which = memory_limit, "the engine's memory limit; wasm32 addresses at most 4 GiB"
+    else:
+        limit, which = WASM32_MEMORY, "the wasm32 address space"
+    if need <= limit:
+        return
     raise CheckpointTooLarge(
         f"checkpoint too large for the wasm guest: its {kind} weights and KV cache need "
         f"{need / 2**30:.2f} GiB, over {limit / 2**30:.1f} GiB ({which}); {advice}"
@@ -427,7 +454,9 @@ class _Guest:
     # --- the ABI -----------------------------------------------------------------------------
 
     def load(self, checkpoint: bytes, tokenizer: bytes) -> int:
-        if self.streams:
+        # A GGUF file goes in whole (ec_model_load; the guest parses its header, then its
+        # tensors): the streaming ABI reads llama2.c's fixed layout.
+        if self.streams and checkpoint[: len(GGUF_MAGIC)] != GGUF_MAGIC:
             # Copied straight into the tensors' buffers: no second copy of the file in the guest.
             # (BytesIO shares a bytes object's buffer instead of copying it.)
             return self.load_file(io.BytesIO(checkpoint), len(checkpoint), tokenizer)

@@ -1,0 +1,235 @@
+"""``edgechain convert``: a llama2.c checkpoint and its tokenizer.bin as one GGUF file.
+
+The GGUF file has llama.cpp's ``llama`` architecture and tensor names, the config as
+``llama.*`` metadata and the SentencePiece-style vocabulary as ``tokenizer.ggml.*`` (tokens with
+``▁`` for a space, their scores, token types, BOS 1 and EOS 2), so the engine (and llama.cpp)
+reads weights and tokenizer from the one file. ``f32`` keeps every tensor; ``f16`` stores the
+matrices in half precision; ``q8_0`` and ``q4_0`` store each matrix whose rows are whole blocks
+of 32 in llama.cpp's Q8_0 or Q4_0 (the rest, and the norms, stay f32, as llama.cpp's converter
+does). The bytes are deterministic. Writer:
+:mod:`edgechain.service.engine.gguf_writer`; reader: rust_guest/src/gguf.rs.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from array import array
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from edgechain.errors import InputError, InvalidCheckpoint, InvalidParameter, InvalidTokenizer
+from edgechain.files import write_atomically
+from edgechain.service.engine import gguf_writer as gw
+from edgechain.service.engine.model_files import (
+    HEADER_BYTES,
+    Q8_HEADER_BYTES,
+    CheckpointHeader,
+    parse_checkpoint_header,
+    read_tokenizer,
+)
+
+#: The ``--type`` choices.
+TYPES = ("f32", "f16", "q8_0", "q4_0")
+#: llama.cpp's ``general.file_type`` for each (LLAMA_FTYPE_ALL_F32, MOSTLY_F16, MOSTLY_Q8_0,
+#: MOSTLY_Q4_0).
+_FILE_TYPES = {"f32": 0, "f16": 1, "q8_0": 7, "q4_0": 2}
+#: llama.cpp's token types.
+_NORMAL, _UNKNOWN, _CONTROL, _BYTE = 1, 2, 3, 6
+
+
+@dataclass(frozen=True)
+class ConvertResult:
+    """What :func:`convert_to_gguf` wrote."""
+
+    path: Path
+    header: CheckpointHeader
+    kind: str
+    output_bytes: int
+    #: Matrices stored in the file's type (F16, Q8_0 or Q4_0), and those kept F32.
+    quantized: int
+    kept_f32: int
+
+
+def _read_tokens(path: Path, vocab_size: int) -> list[tuple[str, float]]:
+    """The (piece, score) records of a llama2.c tokenizer.bin, as SentencePiece pieces."""
+    read_tokenizer(path, model_vocab=vocab_size)  # the engine's rules, one-line errors
+    data = path.read_bytes()
+    at, out = 4, []
+    while at < len(data):
+        score, length = struct.unpack_from("<fi", data, at)
+        raw = data[at + 8 : at + 8 + length]
+        at += 8 + length
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidTokenizer(f"{path}: token {len(out)} is not UTF-8") from None
+        out.append((text, score))
+    # llama2.c writes <s> and </s> between newlines and SentencePiece's ▁ as a space.
+    pieces = []
+    for i, (text, score) in enumerate(out):
+        text = {1: "<s>", 2: "</s>"}.get(i, text.replace(" ", "\u2581"))
+        pieces.append((text, score))
+    return pieces
+
+
+def _token_type(index: int, text: str) -> int:
+    if index == 0:
+        return _UNKNOWN
+    if index in (1, 2):
+        return _CONTROL
+    if len(text) == 6 and text.startswith("<0x") and text.endswith(">"):
+        return _BYTE
+    return _NORMAL
+
+
+def _f32_spans(h: CheckpointHeader) -> dict[str, list[tuple[int, int]]]:
+    d, hid, kv, n = h.dim, h.hidden_dim, h.kv_dim, h.n_layers
+    at = HEADER_BYTES
+    spans: dict[str, list[tuple[int, int]]] = {}
+    for kind, count, times in (
+        ("embedding", h.vocab_size * d, 1),
+        ("rms_att", d, n),
+        ("wq", d * d, n),
+        ("wk", d * kv, n),
+        ("wv", d * kv, n),
+        ("wo", d * d, n),
+        ("rms_ffn", d, n),
+        ("w1", d * hid, n),
+        ("w2", hid * d, n),
+        ("w3", d * hid, n),
+        ("rms_final", d, 1),
+        ("freq_cis", h.seq_len * h.head_size, 1),
+        ("classifier", h.vocab_size * d, 0 if h.shared_classifier else 1),
+    ):
+        for _ in range(times):
+            spans.setdefault(kind, []).append((at, 4 * count))
+            at += 4 * count
+    return spans
+
+
+def _tensor(name: str, dims: tuple[int, ...], raw: bytes, kind: str) -> gw.Tensor:
+    """``raw`` (little-endian f32) as the tensor of a ``kind`` file: norms stay F32; a matrix
+    is F16, or Q8_0/Q4_0 when its rows are whole blocks of 32 (else F32)."""
+    if kind == "f32" or len(dims) != 2:
+        return gw.Tensor(name, dims, gw.GGML_F32, raw)
+    values = array("f")
+    values.frombytes(raw)
+    if struct.pack("=I", 1) != struct.pack("<I", 1):
+        values.byteswap()
+    if kind == "f16":
+        return gw.Tensor(name, dims, gw.GGML_F16, gw.to_f16(values.tolist()))
+    if dims[1] % gw.Q8_0_BLOCK:
+        return gw.Tensor(name, dims, gw.GGML_F32, raw)
+    if kind == "q4_0":
+        return gw.Tensor(name, dims, gw.GGML_Q4_0, gw.quantize_q4_0(values.tolist()))
+    return gw.Tensor(name, dims, gw.GGML_Q8_0, gw.quantize_q8_0(values.tolist()))
+
+
+def _metadata(h: CheckpointHeader, kind: str, name: str, tokens: list[tuple[str, float]]) -> list:
+    return [
+        ("general.architecture", "llama"),
+        ("general.name", name),
+        ("general.file_type", _FILE_TYPES[kind]),
+        ("llama.context_length", h.seq_len),
+        ("llama.embedding_length", h.dim),
+        ("llama.block_count", h.n_layers),
+        ("llama.feed_forward_length", h.hidden_dim),
+        ("llama.rope.dimension_count", h.head_size),
+        ("llama.attention.head_count", h.n_heads),
+        ("llama.attention.head_count_kv", h.n_kv_heads),
+        ("llama.attention.layer_norm_rms_epsilon", 1e-5),
+        ("llama.rope.freq_base", 10000.0),
+        ("tokenizer.ggml.model", "llama"),
+        ("tokenizer.ggml.tokens", [t for t, _ in tokens]),
+        ("tokenizer.ggml.scores", [float(s) for _, s in tokens]),
+        (
+            "tokenizer.ggml.token_type",
+            [gw.I32(_token_type(i, t)) for i, (t, _) in enumerate(tokens)],
+        ),
+        ("tokenizer.ggml.bos_token_id", 1),
+        ("tokenizer.ggml.eos_token_id", 2),
+        ("tokenizer.ggml.unknown_token_id", 0),
+        ("tokenizer.ggml.add_bos_token", True),
+        ("tokenizer.ggml.add_eos_token", False),
+    ]
+
+
+def convert_to_gguf(
+    src: str | os.PathLike[str],
+    tokenizer: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    kind: str = "f32",
+) -> ConvertResult:
+    """Write the f32 llama2.c checkpoint ``src`` and its ``tokenizer`` as the GGUF file ``dst``
+    (``kind``: "f32" or "q8_0"). ``dst`` appears only once complete. Errors: InvalidParameter
+    (kind), InvalidCheckpoint (bad or int8 input), InvalidTokenizer/VocabMismatch, InputError
+    (cannot write)."""
+    from edgechain.service.engine.files import open_input
+
+    if kind not in TYPES:
+        raise InvalidParameter(f"--type must be one of {', '.join(TYPES)}, got {kind!r}")
+    src_path, dst_path = Path(src), Path(dst)
+    with open_input(src_path, "checkpoint", InvalidCheckpoint) as f:
+        size = os.fstat(f.fileno()).st_size
+        h = parse_checkpoint_header(f.read(Q8_HEADER_BYTES), size, str(src_path))
+        if h.group_size is not None:
+            raise InvalidCheckpoint(
+                f"{src_path} is an int8 (version 2) checkpoint: convert the f32 one"
+            )
+        tokens = _read_tokens(Path(tokenizer), h.vocab_size)
+        tensors = _tensors(f, h, kind)
+    if not dst_path.parent.is_dir():
+        raise InputError(f"output directory does not exist: {dst_path.parent}")
+    metadata = _metadata(h, kind, src_path.stem, tokens)
+    written = 0
+
+    def write(out: BinaryIO) -> None:
+        nonlocal written
+        written = gw.write_gguf(out, metadata, tensors)
+
+    write_atomically(dst_path, write, "GGUF file")
+    quantized = sum(t.kind in (gw.GGML_Q8_0, gw.GGML_Q4_0, gw.GGML_F16) for t in tensors)
+    matrices = sum(len(t.dims) == 2 for t in tensors)
+    return ConvertResult(dst_path, h, kind, written, quantized, matrices - quantized)
+
+
+def _tensors(f: BinaryIO, h: CheckpointHeader, kind: str) -> list[gw.Tensor]:
+    spans = _f32_spans(h)
+
+    def raw(span: tuple[int, int]) -> bytes:
+        f.seek(span[0])
+        data = f.read(span[1])
+        if len(data) != span[1]:
+            raise InvalidCheckpoint("checkpoint changed while it was read")
+        return data
+
+    d, hid, kv = h.dim, h.hidden_dim, h.kv_dim
+    shapes = {
+        "wq": ("attn_q", (d, d)),
+        "wk": ("attn_k", (kv, d)),
+        "wv": ("attn_v", (kv, d)),
+        "wo": ("attn_output", (d, d)),
+        "w1": ("ffn_gate", (hid, d)),
+        "w2": ("ffn_down", (d, hid)),
+        "w3": ("ffn_up", (hid, d)),
+    }
+    out = [_tensor("token_embd.weight", (h.vocab_size, d), raw(spans["embedding"][0]), kind)]
+    for layer in range(h.n_layers):
+        out.append(
+            _tensor(f"blk.{layer}.attn_norm.weight", (d,), raw(spans["rms_att"][layer]), kind)
+        )
+        for key in ("wq", "wk", "wv", "wo"):
+            short, dims = shapes[key]
+            out.append(_tensor(f"blk.{layer}.{short}.weight", dims, raw(spans[key][layer]), kind))
+        out.append(
+            _tensor(f"blk.{layer}.ffn_norm.weight", (d,), raw(spans["rms_ffn"][layer]), kind)
+        )
+        for key in ("w1", "w2", "w3"):
+            short, dims = shapes[key]
+            out.append(_tensor(f"blk.{layer}.{short}.weight", dims, raw(spans[key][layer]), kind))
+    out.append(_tensor("output_norm.weight", (d,), raw(spans["rms_final"][0]), kind))
+    if not h.shared_classifier:
+        out.append(_tensor("output.weight", (h.vocab_size, d), raw(spans["classifier"][0]), kind))
+    return out

@@ -1,0 +1,463 @@
+//! A GGUF file of the `llama` architecture as the engine's model: config and hyperparameters
+//! from the metadata, llama.cpp's tensor names mapped onto the typed weights (F32 as is, F16
+//! widened to f32 exactly, Q8_0 blocks of 32 as int8 values + f32 scales on the int8 path),
+//! and the SentencePiece-style vocabulary of `tokenizer.ggml.*` as llama2.c's tokenizer.
+//! Everything unsupported (another architecture, RoPE scaling, a tensor type, an unknown
+//! tensor, another tokenizer model) is refused from the header alone, naming it.
+
+use candle_core::{Device, Tensor};
+
+use crate::checkpoint::CheckpointConfig;
+use crate::error::{EngineError, Result};
+use crate::gguf::{self, GgmlType, GgufHeader, TensorInfo, Value};
+use crate::model_parts::{ModelHyper, ModelParts};
+use crate::tokenizer::{Tokenizer, BOS, EOS};
+use crate::weights::{LayerMatrix, LayerWeights, Matrix, TransformerWeights};
+
+/// The architectures the engine runs.
+pub const ARCHITECTURES: [&str; 1] = ["llama"];
+/// The tensor types the engine runs.
+pub const TENSOR_TYPES: [GgmlType; 4] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::Q4_0,
+    GgmlType::Q8_0,
+];
+/// Q8_0's block: the int8 path's group size.
+const Q8_0_GROUP: usize = 32;
+/// Upper bounds (as llama2.c's reader's) that keep size computations far from overflow.
+const MAX_DIM: usize = 1 << 16;
+const MAX_LAYERS: usize = 1 << 10;
+const MAX_VOCAB: usize = 1 << 20;
+const MAX_SEQ_LEN: usize = 1 << 20;
+
+fn unsupported(msg: String) -> EngineError {
+    EngineError::UnsupportedModel(msg)
+}
+
+fn invalid(msg: String) -> EngineError {
+    EngineError::InvalidCheckpoint(format!("GGUF: {msg}"))
+}
+
+/// llama.cpp's name of a layer matrix.
+fn layer_name(layer: usize, m: LayerMatrix) -> String {
+    let short = match m {
+        LayerMatrix::Wq => "attn_q",
+        LayerMatrix::Wk => "attn_k",
+        LayerMatrix::Wv => "attn_v",
+        LayerMatrix::Wo => "attn_output",
+        LayerMatrix::W1 => "ffn_gate",
+        LayerMatrix::W2 => "ffn_down",
+        LayerMatrix::W3 => "ffn_up",
+    };
+    format!("blk.{layer}.{short}.weight")
+}
+
+/// The model a GGUF header describes, checked: what [`load`] builds.
+#[derive(Debug, Clone)]
+pub struct GgufSpec {
+    pub header: GgufHeader,
+    pub config: CheckpointConfig,
+    pub hyper: ModelHyper,
+}
+
+fn meta_usize(h: &GgufHeader, key: &str) -> Result<Option<usize>> {
+    match h.get(key) {
+        None => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .and_then(|v| usize::try_from(v).ok())
+            .map(Some)
+            .ok_or_else(|| invalid(format!("{key} is {v:?}, not a count"))),
+    }
+}
+
+fn need_usize(h: &GgufHeader, key: &str) -> Result<usize> {
+    meta_usize(h, key)?.ok_or_else(|| invalid(format!("metadata {key} is missing")))
+}
+
+fn meta_f32(h: &GgufHeader, key: &str, default: f32) -> Result<f32> {
+    match h.get(key) {
+        None => Ok(default),
+        Some(v) => v
+            .as_f32()
+            .filter(|f| f.is_finite() && *f > 0.0)
+            .ok_or_else(|| invalid(format!("{key} is {v:?}, not a positive number"))),
+    }
+}
+
+/// Reads and checks the header of a GGUF file (`bytes`: the file, or at least its header;
+/// `file_len`: its size): the architecture, the config, every tensor's name, type and shape.
+pub fn inspect(bytes: &[u8], file_len: u64) -> Result<GgufSpec> {
+    let h = gguf::parse_header(bytes, file_len)?;
+    let arch = h
+        .get("general.architecture")
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid("metadata general.architecture is missing".into()))?;
+    if !ARCHITECTURES.contains(&arch) {
+        return Err(unsupported(format!(
+            "GGUF architecture '{arch}' is not supported (supported: {})",
+            ARCHITECTURES.join(", ")
+        )));
+    }
+    let key = |k: &str| format!("{arch}.{k}");
+    if let Some(v) = h.get(&key("rope.scaling.type")) {
+        if v.as_str() != Some("none") {
+            return Err(unsupported(format!(
+                "{arch} RoPE scaling {v:?} is not supported"
+            )));
+        }
+    }
+    let embd = h
+        .tensor("token_embd.weight")
+        .ok_or_else(|| invalid("tensor token_embd.weight is missing".into()))?;
+    let dim = need_usize(&h, &key("embedding_length"))?;
+    let n_heads = need_usize(&h, &key("attention.head_count"))?;
+    let config = CheckpointConfig {
+        dim,
+        hidden_dim: need_usize(&h, &key("feed_forward_length"))?,
+        n_layers: need_usize(&h, &key("block_count"))?,
+        n_heads,
+        n_kv_heads: meta_usize(&h, &key("attention.head_count_kv"))?.unwrap_or(n_heads),
+        vocab_size: embd.dims.first().map_or(0, |v| *v as usize),
+        seq_len: need_usize(&h, &key("context_length"))?,
+        shared_classifier: h.tensor("output.weight").is_none(),
+        group_size: h
+            .tensors
+            .iter()
+            .any(|t| is_blocked(t.kind))
+            .then_some(Q8_0_GROUP),
+    };
+    check_config(&config)?;
+    // The int8 path quantizes dim-long inputs in blocks (the embedding and classifier rows).
+    if config.group_size.is_some() && !config.dim.is_multiple_of(Q8_0_GROUP) {
+        return Err(invalid(format!(
+            "embedding_length {} is not a multiple of {Q8_0_GROUP}, as Q8_0/Q4_0 tensors need",
+            config.dim
+        )));
+    }
+    if let Some(rope_dims) = meta_usize(&h, &key("rope.dimension_count"))? {
+        if rope_dims != config.head_size() {
+            return Err(unsupported(format!(
+                "partial RoPE ({rope_dims} of {} head dimensions) is not supported",
+                config.head_size()
+            )));
+        }
+    }
+    let hyper = ModelHyper {
+        rope_base: meta_f32(&h, &key("rope.freq_base"), 10000.0)?,
+        norm_eps: meta_f32(&h, &key("attention.layer_norm_rms_epsilon"), 1e-5)?,
+    };
+    check_tensors(&h, &config)?;
+    Ok(GgufSpec {
+        header: h,
+        config,
+        hyper,
+    })
+}
+
+fn check_config(cfg: &CheckpointConfig) -> Result<()> {
+    let limits = [
+        ("embedding_length", cfg.dim, MAX_DIM),
+        ("feed_forward_length", cfg.hidden_dim, 4 * MAX_DIM),
+        ("block_count", cfg.n_layers, MAX_LAYERS),
+        ("attention.head_count", cfg.n_heads, cfg.dim),
+        ("attention.head_count_kv", cfg.n_kv_heads, cfg.n_heads),
+        ("vocabulary (token_embd rows)", cfg.vocab_size, MAX_VOCAB),
+        ("context_length", cfg.seq_len, MAX_SEQ_LEN),
+    ];
+    for (name, value, max) in limits {
+        if value == 0 || value > max {
+            return Err(invalid(format!("{name} = {value} is not in 1..={max}")));
+        }
+    }
+    if !cfg.dim.is_multiple_of(cfg.n_heads)
+        || !cfg.n_heads.is_multiple_of(cfg.n_kv_heads)
+        || !cfg.head_size().is_multiple_of(2)
+    {
+        return Err(invalid(format!(
+            "dim {}, {} heads and {} kv heads do not make even, equal heads",
+            cfg.dim, cfg.n_heads, cfg.n_kv_heads
+        )));
+    }
+    Ok(())
+}
+
+/// The tensors the config implies, with their row-major shapes and whether they are matrices.
+fn expected_tensors(cfg: &CheckpointConfig) -> Vec<(String, Vec<u64>, bool)> {
+    let (dim, vocab) = (cfg.dim as u64, cfg.vocab_size as u64);
+    let mut out = vec![
+        ("token_embd.weight".to_string(), vec![vocab, dim], true),
+        ("output_norm.weight".to_string(), vec![dim], false),
+    ];
+    if !cfg.shared_classifier {
+        out.push(("output.weight".to_string(), vec![vocab, dim], true));
+    }
+    for l in 0..cfg.n_layers {
+        out.push((format!("blk.{l}.attn_norm.weight"), vec![dim], false));
+        out.push((format!("blk.{l}.ffn_norm.weight"), vec![dim], false));
+        for m in LayerMatrix::ALL {
+            let shape = m.shape(cfg).map(|d| d as u64).to_vec();
+            out.push((layer_name(l, m), shape, true));
+        }
+    }
+    out
+}
+
+fn check_tensors(h: &GgufHeader, cfg: &CheckpointConfig) -> Result<()> {
+    let expected = expected_tensors(cfg);
+    for t in &h.tensors {
+        let Some((_, shape, matrix)) = expected.iter().find(|(n, _, _)| *n == t.name) else {
+            return Err(unsupported(format!(
+                "GGUF tensor {} is not one the llama architecture uses here",
+                t.name
+            )));
+        };
+        if !TENSOR_TYPES.contains(&t.kind) || (!matrix && is_blocked(t.kind)) {
+            let names: Vec<String> = TENSOR_TYPES.iter().map(|k| k.name()).collect();
+            return Err(unsupported(format!(
+                "GGUF tensor {} is {}; supported tensor types: {}",
+                t.name,
+                t.kind.name(),
+                names.join(", ")
+            )));
+        }
+        if t.dims != *shape {
+            return Err(invalid(format!(
+                "tensor {} has shape {:?}, the metadata implies {shape:?}",
+                t.name, t.dims
+            )));
+        }
+        if gguf::tensor_bytes(t).is_none() {
+            return Err(invalid(format!(
+                "tensor {} ({}) rows of {} are not whole blocks",
+                t.name,
+                t.kind.name(),
+                shape.last().copied().unwrap_or(0)
+            )));
+        }
+    }
+    for (name, _, _) in &expected {
+        if h.tensor(name).is_none() {
+            return Err(invalid(format!("tensor {name} is missing")));
+        }
+    }
+    Ok(())
+}
+
+/// Whether the type is stored in blocks of 32 with a scale each (run on the int8 path).
+fn is_blocked(kind: GgmlType) -> bool {
+    kind == GgmlType::Q8_0 || kind == GgmlType::Q4_0
+}
+
+/// IEEE half to single precision (exact: every f16 is an f32).
+fn f16_to_f32(bits: u16) -> f32 {
+    let sign = u32::from(bits >> 15) << 31;
+    let exp = u32::from((bits >> 10) & 0x1f);
+    let mant = u32::from(bits & 0x3ff);
+    let out = match (exp, mant) {
+        (0, 0) => sign,
+        (0, m) => {
+            // Subnormal: m * 2^-24, exact in f32.
+            let v = m as f32 * (1.0 / 16_777_216.0);
+            return if sign != 0 { -v } else { v };
+        }
+        (0x1f, m) => sign | 0x7f80_0000 | (m << 13),
+        (e, m) => sign | ((e + 112) << 23) | (m << 13),
+    };
+    f32::from_bits(out)
+}
+
+fn f32_tensor(t: &TensorInfo, data: &[u8], device: &Device) -> Result<Tensor> {
+    let values: Vec<f32> = match t.kind {
+        GgmlType::F32 => data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        GgmlType::F16 => data
+            .chunks_exact(2)
+            .map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]])))
+            .collect(),
+        other => {
+            return Err(unsupported(format!(
+                "tensor {} is {}",
+                t.name,
+                other.name()
+            )))
+        }
+    };
+    let shape: Vec<usize> = t.dims.iter().map(|d| *d as usize).collect();
+    Ok(Tensor::from_vec(values, shape, device)?)
+}
+
+/// A matrix of F32/F16 as f32; of Q8_0 or Q4_0 as int8 values with one f32 scale per block of
+/// 32 (the int8 path's groups). A Q4_0 value is its nibble minus 8 (ggml's `dequantize_row_q4_0`:
+/// the low nibbles of a block's 16 bytes are values 0..16, the high ones 16..32), exactly
+/// representable in int8, so the int8 kernel computes Q4_0's products without approximation
+/// (at one byte per weight in memory instead of half).
+fn matrix(t: &TensorInfo, data: &[u8], device: &Device) -> Result<Matrix> {
+    let block_bytes = match t.kind {
+        GgmlType::Q8_0 => 34,
+        GgmlType::Q4_0 => 18,
+        _ => return Ok(Matrix::F32(f32_tensor(t, data, device)?)),
+    };
+    let blocks = data.len() / block_bytes;
+    let mut values: Vec<u8> = Vec::with_capacity(blocks * Q8_0_GROUP);
+    let mut scales = Vec::with_capacity(blocks);
+    for block in data.chunks_exact(block_bytes) {
+        scales.push(f16_to_f32(u16::from_le_bytes([block[0], block[1]])));
+        let quants = &block[2..];
+        if t.kind == GgmlType::Q8_0 {
+            values.extend_from_slice(quants);
+        } else {
+            let nibble = |q: u8| (q as i8 - 8) as u8;
+            values.extend(quants.iter().map(|q| nibble(q & 0x0f)));
+            values.extend(quants.iter().map(|q| nibble(q >> 4)));
+        }
+    }
+    let shape: Vec<usize> = t.dims.iter().map(|d| *d as usize).collect();
+    Ok(Matrix::Q8 {
+        values: Tensor::from_vec(values, shape, device)?,
+        scales: Tensor::from_vec(scales, blocks, device)?,
+    })
+}
+
+/// The `llama` tokenizer of `tokenizer.ggml.*` as llama2.c's tokenizer.bin (what
+/// [`Tokenizer::from_bytes`] reads): SentencePiece's `▁` as a space, `<s>`/`</s>` as
+/// llama2.c writes them, the scores as they are.
+fn tokenizer(h: &GgufHeader) -> Result<Tokenizer> {
+    let model = h
+        .get("tokenizer.ggml.model")
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid("metadata tokenizer.ggml.model is missing".into()))?;
+    if model != "llama" {
+        return Err(unsupported(format!(
+            "GGUF tokenizer model '{model}' is not supported (supported: llama)"
+        )));
+    }
+    let bad = |msg: String| EngineError::InvalidTokenizer(format!("GGUF: {msg}"));
+    let tokens = h
+        .get("tokenizer.ggml.tokens")
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad("tokenizer.ggml.tokens is missing".into()))?;
+    let scores = h.get("tokenizer.ggml.scores").and_then(Value::as_array);
+    for (key, want) in [
+        ("tokenizer.ggml.bos_token_id", BOS),
+        ("tokenizer.ggml.eos_token_id", EOS),
+    ] {
+        if let Some(id) = h.get(key).and_then(Value::as_u64) {
+            if id != u64::from(want) {
+                return Err(unsupported(format!(
+                    "{key} = {id} (the engine's llama tokenizer has BOS 1 and EOS 2)"
+                )));
+            }
+        }
+    }
+    let mut pieces = Vec::with_capacity(tokens.len());
+    for (id, token) in tokens.iter().enumerate() {
+        let text = token
+            .as_str()
+            .ok_or_else(|| bad(format!("token {id} is not a string")))?;
+        let piece = match id as u32 {
+            BOS => "\n<s>\n".to_string(),
+            EOS => "\n</s>\n".to_string(),
+            _ => text.replace('\u{2581}', " "),
+        };
+        let score = match scores {
+            None => 0.0,
+            Some(s) => s
+                .get(id)
+                .and_then(Value::as_f32)
+                .ok_or_else(|| bad(format!("token {id} has no f32 score")))?,
+        };
+        pieces.push((piece.into_bytes(), score));
+    }
+    for byte in 0..=255u32 {
+        let want = format!("<0x{byte:02X}>");
+        if pieces.get(3 + byte as usize).map(|p| p.0.as_slice()) != Some(want.as_bytes()) {
+            return Err(unsupported(format!(
+                "the vocabulary's byte tokens are not at ids 3..=258 ({want} expected at {})",
+                3 + byte
+            )));
+        }
+    }
+    let max_len = pieces.iter().map(|p| p.0.len()).max().unwrap_or(1).max(1);
+    let mut bin = Vec::new();
+    bin.extend_from_slice(&(max_len as i32).to_le_bytes());
+    for (piece, score) in &pieces {
+        bin.extend_from_slice(&score.to_le_bytes());
+        bin.extend_from_slice(&(piece.len() as i32).to_le_bytes());
+        bin.extend_from_slice(piece);
+    }
+    Tokenizer::from_bytes(&bin)
+}
+
+/// Builds the model of a whole GGUF file in memory.
+pub fn load(file: &[u8], device: &Device) -> Result<ModelParts> {
+    let spec = inspect(file, file.len() as u64)?;
+    let h = &spec.header;
+    let cfg = &spec.config;
+    let tokenizer = tokenizer(h)?;
+    let tensor = |name: &str| -> Result<(&TensorInfo, &[u8])> {
+        let t = h
+            .tensor(name)
+            .ok_or_else(|| invalid(format!("tensor {name} is missing")))?;
+        Ok((t, gguf::tensor_data(h, t, file)?))
+    };
+    let norm = |name: &str| -> Result<Tensor> {
+        let (t, data) = tensor(name)?;
+        f32_tensor(t, data, device)
+    };
+    let mat = |name: &str| -> Result<Matrix> {
+        let (t, data) = tensor(name)?;
+        matrix(t, data, device)
+    };
+    let embedding = mat("token_embd.weight")?;
+    let classifier = if cfg.shared_classifier {
+        embedding.clone()
+    } else {
+        mat("output.weight")?
+    };
+    let mut layers = Vec::with_capacity(cfg.n_layers);
+    for l in 0..cfg.n_layers {
+        let m = |which| mat(&layer_name(l, which));
+        layers.push(LayerWeights {
+            rms_att: norm(&format!("blk.{l}.attn_norm.weight"))?,
+            wq: m(LayerMatrix::Wq)?,
+            wk: m(LayerMatrix::Wk)?,
+            wv: m(LayerMatrix::Wv)?,
+            wo: m(LayerMatrix::Wo)?,
+            rms_ffn: norm(&format!("blk.{l}.ffn_norm.weight"))?,
+            w1: m(LayerMatrix::W1)?,
+            w2: m(LayerMatrix::W2)?,
+            w3: m(LayerMatrix::W3)?,
+        });
+    }
+    let weights = TransformerWeights {
+        embedding,
+        layers,
+        norm: norm("output_norm.weight")?,
+        classifier,
+    };
+    Ok(ModelParts {
+        config: spec.config,
+        weights,
+        tokenizer,
+        hyper: spec.hyper,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::f16_to_f32;
+
+    #[test]
+    fn f16_widening_is_exact() {
+        assert_eq!(f16_to_f32(0x3c00), 1.0);
+        assert_eq!(f16_to_f32(0xc000), -2.0);
+        assert_eq!(f16_to_f32(0x0001), 2f32.powi(-24));
+        assert_eq!(f16_to_f32(0x7bff), 65504.0);
+        assert!(f16_to_f32(0x7c00).is_infinite());
+        assert_eq!(f16_to_f32(0x3555), 0.333_251_95);
+    }
+}
