@@ -320,14 +320,6 @@ class ModelRegistryService(Service):
     state: RegistryState
 
     @property
-    def id(self) -> bytes:
-        return bytes.fromhex(self.runtime.application_id)
-
-    @property
-    def chain_id(self) -> bytes:
-        return bytes.fromhex(self.runtime.chain_id)
-
-    @property
     def committee(self) -> Any:
         return self.runtime.committee
 

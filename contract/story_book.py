@@ -324,14 +324,6 @@ class StoryBookService(Service):
     state_type = StoryBookState
     state: StoryBookState
 
-    @property
-    def id(self) -> bytes:
-        return bytes.fromhex(self.runtime.application_id)
-
-    @property
-    def chain_id(self) -> bytes:
-        return bytes.fromhex(self.runtime.chain_id)
-
     def story(self, story_id: int) -> Story:
         """The story ``story_id``; StoryNotFound (exit 6) if there is none."""
         found = self.state.story.get(_story_key(story_id)) if story_id >= 1 else None

@@ -73,6 +73,16 @@ class Service:
         self.state = state
         self.runtime = runtime
 
+    @property
+    def id(self) -> bytes:
+        """This application's id (``runtime.application_id`` as bytes)."""
+        return bytes.fromhex(self.runtime.application_id)
+
+    @property
+    def chain_id(self) -> bytes:
+        """The id of the chain whose certified state this service reads."""
+        return bytes.fromhex(self.runtime.chain_id)
+
     @classmethod
     def schema(cls) -> strawberry.Schema:
         """The application's GraphQL schema (built once per class)."""
