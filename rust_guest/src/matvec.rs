@@ -37,7 +37,7 @@ fn reduce(mut acc: [f32; LANES]) -> f32 {
 
 /// The portable definition: `sum(a[i] * b[i])` in the kernels' fixed order (the SIMD paths
 /// compute exactly this; used directly where no SIMD path exists, and by the tests).
-#[cfg_attr(simd_kernels, allow(dead_code))]
+#[allow(dead_code)] // only the tests call it where a SIMD path exists
 #[inline(always)]
 fn dot_scalar(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0.0f32; LANES];

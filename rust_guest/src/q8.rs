@@ -79,7 +79,9 @@ pub fn quantize_bytes(values: &[u8], gs: usize) -> Result<(Vec<u8>, Vec<u8>)> {
 
 /// Calls `kernel::<G>(args)` with the group size `gs` as a constant where it is a common one
 /// (16, 32, 64: each group's loop unrolled), else `kernel::<0>` (the size read at run time).
-#[cfg(simd_kernels)]
+// Unused where no SIMD path exists. Defined everywhere: linera_app turns simd128 on for this
+// crate alone (a per-package profile flag, which build scripts and target cfgs do not see).
+#[allow(unused_macros)]
 macro_rules! with_group_size {
     ($kernel:ident, $gs:expr, ($($arg:expr),*)) => {
         match $gs {
@@ -92,7 +94,7 @@ macro_rules! with_group_size {
 }
 
 /// The exact integer dot product of one group (the definition the SIMD paths reproduce).
-#[cfg_attr(simd_kernels, allow(dead_code))]
+#[allow(dead_code)] // only the tests call it where a SIMD path exists
 #[inline(always)]
 fn group_dot_scalar(w: &[i8], x: &[i16]) -> i32 {
     w.iter().zip(x).map(|(&w, &x)| w as i32 * x as i32).sum()
