@@ -1,14 +1,14 @@
 //! The registry's validation rules, with the simulator's messages (contract/operations.py):
 //!
 //! - names: `^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`; versions: `^[A-Za-z0-9][A-Za-z0-9._+-]{0,31}$`
-//! - format: `llama2c`; hashes: BLAKE3, 64 lowercase hex digits
+//! - format: `llama2c` or `gguf` (whose tokenizer ref is its weights ref); hashes: BLAKE3, 64 lowercase hex digits
 //! - sizes: 0 < size <= 2 GiB (the fetcher's cap too); URLs: 1 to 8 per file, http or https with a host, at most 2048
 //!   characters, no whitespace or control characters
 //! - description: at most 1024 characters; license: at most 128 characters
 
 use crate::{FileRef, Operation, Registration};
 
-pub const FORMATS: &[&str] = &["llama2c"];
+pub const FORMATS: &[&str] = &["llama2c", "gguf"];
 pub const MAX_FILE_SIZE: u64 = 2 * 1024 * 1024 * 1024;
 pub const MAX_URLS: usize = 8;
 pub const MAX_URL_LENGTH: usize = 2048;
@@ -211,6 +211,13 @@ pub fn validate_register(registration: &Registration) -> Checked {
     }
     validate_file(&registration.weights, "weights")?;
     validate_file(&registration.tokenizer, "tokenizer")?;
+    // A GGUF file carries its tokenizer: the entry names the one file twice.
+    if format == "gguf" && registration.tokenizer != registration.weights {
+        return reject(
+            "a gguf model's tokenizer is its weights file: the two references must be equal"
+                .to_string(),
+        );
+    }
     for (field, value, limit) in [
         ("description", &registration.description, MAX_DESCRIPTION),
         ("license", &registration.license, MAX_LICENSE),
