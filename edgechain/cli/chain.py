@@ -158,18 +158,8 @@ def _message_json(message: Message) -> dict[str, Any]:
         "tracked": message.tracked,
         "bouncing": message.bouncing,
         "authenticated_signer": None if message.signer is None else message.signer.hex(),
-        "payload": _jsonable(message.payload),
+        "payload": message.payload,  # print_json writes its bytes as hex
     }
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.hex()
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    return value
 
 
 def chain_show(args: argparse.Namespace) -> int:
