@@ -118,6 +118,8 @@ NETWORK_FORMAT = "edgechain-network/1"
 DEFAULT_CHAIN = "default"
 DEFAULT_VOTE_TIMEOUT = 1.0
 _MAX_HEIGHT = 2**63 - 1  # SQLite's INTEGER range
+#: Certified blocks whose outgoing messages a network keeps checked (oldest dropped first).
+_OUTGOING_CACHE_BLOCKS = 256
 _CHECKED_ROWS = 4096  # verified block rows a chain remembers
 _CHAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
@@ -244,6 +246,10 @@ class Network:
         ]
         self._pool = ValidatorPool(self.validators)
         self._chains: dict[str, Chain] = {}
+        # Certified blocks' outgoing messages, checked once against their certificates: every
+        # validator checks each incoming bundle, and a certified block never changes.
+        self._outgoing: dict[tuple[bytes, int], tuple[bytes, tuple[Message, ...]]] = {}
+        self._outgoing_lock = threading.Lock()
         #: Opened lazily (Network.open): blocks below the verified head are checked when read.
         self._lazy = False
         # Held while this process's heads move (a refresh, a catch-up, a commit and its apply):
@@ -583,14 +589,21 @@ class Network:
         """The hash and outgoing messages of chain ``chain_id``'s certified block at ``height``
         (checked against its certificate), None if there is none: what validators check an
         incoming bundle against (chain/messages.py)."""
-        row = self.storage.block_row(chain_id, height) if 0 <= height < _MAX_HEIGHT else None
-        if row is None:
-            return None
-        try:
-            block, _ = check_block_row(row, chain_id, height, self.committee)
-        except EdgechainError:
-            return None
-        return row.block_hash, block.outgoing
+        with self._outgoing_lock:
+            known = self._outgoing.get((chain_id, height))
+            if known is not None:
+                return known
+            row = self.storage.block_row(chain_id, height) if 0 <= height < _MAX_HEIGHT else None
+            if row is None:
+                return None
+            try:
+                block, _ = check_block_row(row, chain_id, height, self.committee)
+            except EdgechainError:
+                return None
+            if len(self._outgoing) >= _OUTGOING_CACHE_BLOCKS:
+                del self._outgoing[next(iter(self._outgoing))]
+            known = self._outgoing[(chain_id, height)] = (row.block_hash, block.outgoing)
+            return known
 
     def has_chain(self, chain_id: bytes) -> bool:
         """True when a chain with this id exists (in this network's storage)."""
@@ -749,7 +762,17 @@ class Chain:
         ``blobs``: the bytes of the blobs the operations publish, by id (chain/blobs.py); they
         are stored with the block, in its transaction.
         """
-        blobs = dict(blobs or {})
+        certificate = self._propose(operations, signer, dict(blobs or {}), inbox_only=False)
+        assert certificate is not None  # an empty block raises instead (inbox_only=False)
+        return certificate
+
+    def _propose(
+        self,
+        operations: Sequence[Operation],
+        signer: Ed25519PrivateKey | None,
+        blobs: dict[bytes, bytes],
+        inbox_only: bool,
+    ) -> Certificate | None:
         net = self.network
         key = signer if signer is not None else self.owner_key()
         # The write lock is held from reading the head to committing: writers of every process
@@ -760,6 +783,8 @@ class Chain:
                 # The owner's blocks take what waits in the inbox (as Linera's client does).
                 incoming = self._pending_bundles(txn) if public_bytes(key) == self.owner else []
                 if not operations and not incoming:
+                    if inbox_only:
+                        return None
                     raise UsageError("a block needs at least one operation or incoming message")
                 certified, writes = self._certify(operations, key, blobs, incoming)
                 txn.commit_block(
@@ -788,9 +813,7 @@ class Chain:
     def process_inbox(self) -> Certificate | None:
         """Propose a block that only takes this chain's incoming messages (None when its inbox
         is empty); only the owner may (Unauthorized otherwise)."""
-        if not self.inbox():
-            return None
-        return self.propose([])
+        return self._propose([], None, {}, inbox_only=True)
 
     def inbox(self) -> list[IncomingBundle]:
         """The bundles of certified messages waiting for this chain's next block, in order."""
@@ -801,14 +824,14 @@ class Chain:
         with self._state_lock:
             counters = StateReader(self._state, messaging_id(self.id))
             taken: dict[bytes, int] = {}
-            blocks: list[tuple[bytes, int]] = []
+            blocks: dict[tuple[bytes, int], None] = {}  # ordered, without repeats
             for origin, seq, height in snapshot.sent_messages(self.id):
                 if origin not in taken:
                     taken[origin] = counters.get(f"{INBOX_PREFIX}{origin.hex()}") or 0
-                if seq >= taken[origin] and (origin, height) not in blocks:
-                    blocks.append((origin, height))
+                if seq >= taken[origin]:
+                    blocks[(origin, height)] = None
         bundles = []
-        for origin, height in blocks[:MAX_INCOMING_BUNDLES]:
+        for origin, height in list(blocks)[:MAX_INCOMING_BUNDLES]:
             row = snapshot.block_row(origin, height)
             if row is None:
                 raise StorageCorrupted(f"a message names block {height} of a chain that lacks it")
