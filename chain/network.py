@@ -118,8 +118,8 @@ NETWORK_FORMAT = "edgechain-network/1"
 DEFAULT_CHAIN = "default"
 DEFAULT_VOTE_TIMEOUT = 1.0
 _MAX_HEIGHT = 2**63 - 1  # SQLite's INTEGER range
-#: Certified blocks whose outgoing messages a network keeps checked (oldest dropped first).
-_OUTGOING_CACHE_BLOCKS = 256
+#: Certified blocks a network keeps checked for its validators (oldest dropped first).
+_CERTIFIED_CACHE_BLOCKS = 256
 _CHECKED_ROWS = 4096  # verified block rows a chain remembers
 _CHAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
@@ -246,10 +246,10 @@ class Network:
         ]
         self._pool = ValidatorPool(self.validators)
         self._chains: dict[str, Chain] = {}
-        # Certified blocks' outgoing messages, checked once against their certificates: every
-        # validator checks each incoming bundle, and a certified block never changes.
-        self._outgoing: dict[tuple[bytes, int], tuple[bytes, tuple[Message, ...]]] = {}
-        self._outgoing_lock = threading.Lock()
+        # Other chains' certified blocks, checked once against their certificates: every
+        # validator checks each incoming bundle against one, and a certified block never changes.
+        self._certified: dict[tuple[bytes, int], tuple[bytes, Block]] = {}
+        self._certified_lock = threading.Lock()
         #: Opened lazily (Network.open): blocks below the verified head are checked when read.
         self._lazy = False
         # Held while this process's heads move (a refresh, a catch-up, a commit and its apply):
@@ -583,14 +583,12 @@ class Network:
         """A stored blob's bytes (what the validators holding it serve)."""
         return self.storage.blob(blob)
 
-    def certified_outgoing(
-        self, chain_id: bytes, height: int
-    ) -> tuple[bytes, tuple[Message, ...]] | None:
-        """The hash and outgoing messages of chain ``chain_id``'s certified block at ``height``
-        (checked against its certificate), None if there is none: what validators check an
-        incoming bundle against (chain/messages.py)."""
-        with self._outgoing_lock:
-            known = self._outgoing.get((chain_id, height))
+    def certified_block(self, chain_id: bytes, height: int) -> tuple[bytes, Block] | None:
+        """The hash and block of chain ``chain_id``'s certified block at ``height`` (checked
+        against its certificate), None if there is none: what validators check incoming
+        bundles (chain/messages.py) and used applications (chain/modules.py) against."""
+        with self._certified_lock:
+            known = self._certified.get((chain_id, height))
             if known is not None:
                 return known
             row = self.storage.block_row(chain_id, height) if 0 <= height < _MAX_HEIGHT else None
@@ -600,9 +598,9 @@ class Network:
                 block, _ = check_block_row(row, chain_id, height, self.committee)
             except EdgechainError:
                 return None
-            if len(self._outgoing) >= _OUTGOING_CACHE_BLOCKS:
-                del self._outgoing[next(iter(self._outgoing))]
-            known = self._outgoing[(chain_id, height)] = (row.block_hash, block.outgoing)
+            if len(self._certified) >= _CERTIFIED_CACHE_BLOCKS:
+                del self._certified[next(iter(self._certified))]
+            known = self._certified[(chain_id, height)] = (row.block_hash, block)
             return known
 
     def has_chain(self, chain_id: bytes) -> bool:

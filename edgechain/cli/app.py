@@ -139,6 +139,11 @@ def _open_app(args: argparse.Namespace) -> Iterator[tuple[Client, CreatedApplica
         yield client, _resolve(client, args.app)
 
 
+def _origin(app: CreatedApplication) -> str:
+    # Applications learnt from another chain (a message, UseApplication) record height -1.
+    return f"created at {app.height}" if app.height >= 0 else "created on another chain"
+
+
 def app_new(args: argparse.Namespace) -> int:
     root = new_project(args.name, args.path)
     if args.json:
@@ -215,7 +220,7 @@ def app_list(args: argparse.Namespace) -> int:
         print("no applications created yet (`edgechain app new NAME`, then `app create NAME`)")
         return 0
     for app in apps:
-        print(f"{app.app_id.hex()}  module {app.module.hex()[:16]}  created at {app.height}")
+        print(f"{app.app_id.hex()}  module {app.module.hex()[:16]}  {_origin(app)}")
     return 0
 
 
@@ -227,7 +232,7 @@ def app_show(args: argparse.Namespace) -> int:
         return 0
     print(f"application {app.app_id.hex()}")
     print(f"  module       {app.module.hex()}")
-    print(f"  created at   height {app.height}")
+    print(f"  origin       {_origin(app)}")
     print(f"  parameters   {json.dumps(app.parameters)}")
     for path, blob, size in files:
         print(f"  file         {path:<20} blob {blob.hex()[:16]}  {size:,} bytes")
@@ -236,8 +241,10 @@ def app_show(args: argparse.Namespace) -> int:
 
 def app_call(args: argparse.Namespace) -> int:
     operation = parse_json(args.operation, "the operation")
-    with _open_app(args) as (client, app):
-        response, certificate = client.call_application(app.app_id, operation)
+    with open_client(args) as client:
+        # An id may name an application created on another chain: the call brings it here.
+        target = _resolve(client, args.app).app_id if Path(args.app).is_dir() else args.app
+        response, certificate = client.call_application(target, operation)
         committee = client.network.committee
         line = certificate_line(certificate, committee.quorum, len(committee.members))
     if args.json:
