@@ -865,6 +865,12 @@ class Chain:
             incoming=incoming,
             outgoing=sent,
         )
+        if signer_public != self.owner:
+            # After executing, so an application's own refusal (its message) comes first.
+            raise Unauthorized(
+                f"only chain {self.name!r}'s owner ({self.owner.hex()[:16]}) proposes its "
+                f"blocks; this one is signed by {signer_public.hex()[:16]}"
+            )
         for message in sent:
             if not net.has_chain(message.recipient):
                 raise UsageError(

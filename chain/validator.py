@@ -191,8 +191,10 @@ class Validator:
         block_hash = hash_encoded("block", encoded)
         if not proposal_signature_valid(block.signer, proposal.signature, block_hash):
             raise ProposalRefused("the proposal's signature is not valid")
+        if block.signer != replica.owner:
+            raise ProposalRefused("the block is not signed by the chain's owner")
         self._check_blobs(proposal)
-        self._check_messages(proposal, replica.owner)
+        self._check_messages(proposal)
         abandoned = self._abandon_event(block_hash)
         self._check_oracle_responses(block.chain_id, block.operations, abandoned)
         try:
@@ -233,18 +235,16 @@ class Validator:
             if not keeps or (blob not in self.held_blobs and blob not in carried):
                 raise ProposalRefused(f"missing blob {blob.hex()[:16]}: it does not hold it")
 
-    def _check_messages(self, proposal: Proposal, owner: bytes) -> None:
+    def _check_messages(self, proposal: Proposal) -> None:
         """Refuse a block that takes a bundle no certified block sent here or uses an
-        application no certified block created as described (chain/other_chains.py), that
-        anyone but the chain's owner proposes with incoming messages, or that sends to a chain
-        that does not exist. (Order and exactly-once are execution's: chain/application.py.)"""
+        application no certified block created as described (chain/other_chains.py), or that
+        sends to a chain that does not exist. (Order and exactly-once are execution's:
+        chain/application.py.)"""
         block = proposal.block
         if not (block.outgoing or takes_from_other_chains(block)):
             return
         if self.messages is None:
             raise ProposalRefused("the block refers to other chains: this validator reads none")
-        if block.incoming and block.signer != owner:
-            raise ProposalRefused("only the chain's owner takes messages from its inbox")
         try:
             check_other_chains(block, self.messages.certified_block)
         except NotCertifiedElsewhere as exc:

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from network_cli_helpers import edgechain, make_network
 
-from edgechain.chain.block import Block, Proposal, sign_proposal
+from edgechain.chain.block import Block, Operation, Proposal, sign_proposal
+from edgechain.chain.keys import generate_key
 from edgechain.chain.messages import IncomingBundle, Message
 from edgechain.chain.validator import ProposalRefused
 from edgechain.client import Client
@@ -144,6 +145,18 @@ def _propose_raw(
     )  # fmt: skip
     proposal = Proposal(block, sign_proposal(block, key), block.hash())
     client.network.validators[0].handle_proposal(proposal)
+
+
+def test_only_a_chains_owner_proposes_its_blocks(net: Path) -> None:
+    with Client.open(net) as alice:
+        app, _ = _setup(alice)
+        chain = alice.network.chain("default")
+        height = chain.height
+        mint = Operation(bytes.fromhex(app), "Mint", {"amount": 5})
+        with pytest.raises(Unauthorized, match="only chain 'default''s owner"):
+            chain.propose([mint], signer=generate_key())  # the tokens contract itself lets anyone
+        assert chain.height == height
+        assert _balance(alice, app)["balance"] == 100
 
 
 def test_validators_refuse_invented_skipped_reordered_and_repeated_bundles(net: Path) -> None:
