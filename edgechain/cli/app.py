@@ -119,11 +119,19 @@ def _add_app_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _resolve(client: Client, text: str) -> CreatedApplication:
-    """APP: a project directory names the latest application of its module."""
+def _resolve(client: Client, text: str, elsewhere: bool = False) -> CreatedApplication:
+    """APP: a project directory names the latest application of its module (``elsewhere``: on
+    this chain, else created on another)."""
     if Path(text).is_dir():
         module = module_id(file_list(module_files(text)))
         created = [a for a in client.applications() if a.module == module]
+        if not created and elsewhere:
+            created = [
+                a
+                for chain in client.network.chains()
+                for a in client.applications(chain=chain.name)
+                if a.module == module and a.height >= 0
+            ]
         if not created:
             raise UsageError(
                 f"no application of the project {text} yet: `edgechain app create {text}`"
@@ -243,7 +251,7 @@ def app_call(args: argparse.Namespace) -> int:
     operation = parse_json(args.operation, "the operation")
     with open_client(args) as client:
         # An id may name an application created on another chain: the call brings it here.
-        target = _resolve(client, args.app).app_id if Path(args.app).is_dir() else args.app
+        target = _resolve(client, args.app, elsewhere=True).app_id
         response, certificate = client.call_application(target, operation)
         committee = client.network.committee
         line = certificate_line(certificate, committee.quorum, len(committee.members))
