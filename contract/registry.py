@@ -15,7 +15,7 @@ map written by :meth:`ModelEntry.to_value`, as before the registry ran on the SD
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any, ClassVar
 
 from edgechain.contract.certified_model import CertifiedModel
@@ -48,6 +48,11 @@ def _map_key(name: str, version: str) -> str:
     return f"{name}/{version}"
 
 
+def _registration_fields(record: Any) -> dict[str, Any]:
+    """The fields an entry shares with the operation that registered it (RegisterModel's)."""
+    return {field.name: getattr(record, field.name) for field in fields(RegisterModel)}
+
+
 @dataclass(frozen=True)
 class ModelEntry:
     """A registered model version as certified state holds it."""
@@ -72,19 +77,31 @@ class ModelEntry:
         """The height of the block that made this entry what it is now."""
         return self.registered_height if self.retired_height is None else self.retired_height
 
+    @classmethod
+    def registered(
+        cls,
+        registration: RegisterModel,
+        height: int,
+        by: bytes,
+        retired_height: int | None = None,
+    ) -> ModelEntry:
+        """The entry ``registration`` makes in the block at ``height`` signed by ``by``."""
+        return cls(
+            **_registration_fields(registration),
+            registered_height=height,
+            registered_by=by,
+            retired_height=retired_height,
+        )
+
+    @property
+    def registration(self) -> RegisterModel:
+        """The operation that registered this entry."""
+        return RegisterModel(**_registration_fields(self))
+
     def to_value(self) -> dict[str, Any]:
         # The registration's fields as its operation's payload has them, and the chain's.
-        registration = RegisterModel(
-            self.name,
-            self.version,
-            self.weights,
-            self.tokenizer,
-            self.format,
-            self.description,
-            self.license,
-        )
         return {
-            **registration.to_payload(),
+            **self.registration.to_payload(),
             "registered_height": self.registered_height,
             "registered_by": self.registered_by,
             "retired_height": self.retired_height,
@@ -92,17 +109,12 @@ class ModelEntry:
 
     @classmethod
     def from_value(cls, value: dict[str, Any]) -> ModelEntry:
-        return cls(
-            name=value["name"],
-            version=value["version"],
-            format=value["format"],
-            weights=FileRef.from_payload(value["weights"], "weights"),
-            tokenizer=FileRef.from_payload(value["tokenizer"], "tokenizer"),
-            description=value["description"],
-            license=value["license"],
-            registered_height=value["registered_height"],
-            registered_by=value["registered_by"],
-            retired_height=value["retired_height"],
+        registration = {field.name: value[field.name] for field in fields(RegisterModel)}
+        return cls.registered(
+            RegisterModel.from_payload(registration),
+            value["registered_height"],
+            value["registered_by"],
+            value["retired_height"],
         )
 
     # The SDK's own-encoding hook (edgechain.sdk.abi): an entry is stored as it was before
@@ -248,16 +260,8 @@ class ModelRegistryContract(Contract):
                     f"{entry.retired_height}; register a new version"
                 )
             return  # same bytes again: nothing changes
-        entry = ModelEntry(
-            name=op.name,
-            version=op.version,
-            format=op.format,
-            weights=op.weights,
-            tokenizer=op.tokenizer,
-            description=op.description,
-            license=op.license,
-            registered_height=self.runtime.block_height,
-            registered_by=bytes.fromhex(self.runtime.authenticated_signer),
+        entry = ModelEntry.registered(
+            op, self.runtime.block_height, bytes.fromhex(self.runtime.authenticated_signer)
         )
         self.state.model.insert(key, entry)
         self._announce(entry)
