@@ -7,7 +7,7 @@ nothing of the chain layer but the SDK.
 
 State layout (in the application's namespace): one key per model version,
 ``model/<name>/<version>`` (the ``model`` map, keyed ``<name>/<version>``), holding the entry
-map written by :meth:`ModelEntry.to_value`, as before the registry ran on the SDK.
+map written by :meth:`ModelEntry.to_payload`, as before the registry ran on the SDK.
 
 "Latest active version" of a name is its non-retired version registered at the greatest height.
 """
@@ -98,7 +98,9 @@ class ModelEntry:
         """The operation that registered this entry."""
         return RegisterModel(**_registration_fields(self))
 
-    def to_value(self) -> dict[str, Any]:
+    # The SDK's own-encoding hook (edgechain.sdk.abi): an entry is stored as it was before
+    # the registry ran on the SDK, so existing chains keep their state hashes.
+    def to_payload(self) -> dict[str, Any]:
         # The registration's fields as its operation's payload has them, and the chain's.
         return {
             **self.registration.to_payload(),
@@ -108,7 +110,7 @@ class ModelEntry:
         }
 
     @classmethod
-    def from_value(cls, value: dict[str, Any]) -> ModelEntry:
+    def from_payload(cls, value: dict[str, Any]) -> ModelEntry:
         registration = {field.name: value[field.name] for field in fields(RegisterModel)}
         return cls.registered(
             RegisterModel.from_payload(registration),
@@ -116,15 +118,6 @@ class ModelEntry:
             value["registered_by"],
             value["retired_height"],
         )
-
-    # The SDK's own-encoding hook (edgechain.sdk.abi): an entry is stored as it was before
-    # the registry ran on the SDK, so existing chains keep their state hashes.
-    def to_payload(self) -> dict[str, Any]:
-        return self.to_value()
-
-    @classmethod
-    def from_payload(cls, value: Any) -> ModelEntry:
-        return cls.from_value(value)
 
 
 @dataclass(frozen=True)
@@ -213,11 +206,11 @@ class ModelRegistryContract(Contract):
             if not self.state.followers.contains(origin):
                 self.state.followers.insert(origin, self.runtime.block_height)
                 for _, entry in self.state.model.items():  # what it has certified so far
-                    self.runtime.send_message(origin, ModelUpdate(entry.to_value()))
+                    self.runtime.send_message(origin, ModelUpdate(entry.to_payload()))
             return
         if origin != self.state.following.get():
             raise OperationRejected(f"this registry does not follow chain {origin[:16]}")
-        self._certify_update(ModelEntry.from_value(message.entry))
+        self._certify_update(ModelEntry.from_payload(message.entry))
 
     def _follow(self, op: FollowRegistry) -> None:
         if op.chain == self.runtime.chain_id:
@@ -243,7 +236,7 @@ class ModelRegistryContract(Contract):
 
     def _announce(self, entry: ModelEntry) -> None:
         for follower, _ in self.state.followers.items():
-            self.runtime.send_message(follower, ModelUpdate(entry.to_value()))
+            self.runtime.send_message(follower, ModelUpdate(entry.to_payload()))
 
     def _register(self, op: RegisterModel) -> None:
         key = _map_key(op.name, op.version)

@@ -118,7 +118,7 @@ def add_subcommands(subparsers: Any) -> None:
 
 
 def story_json(story: Story) -> dict[str, Any]:
-    return story.to_value()
+    return story.to_payload()
 
 
 def story_mint(args: argparse.Namespace) -> int:
