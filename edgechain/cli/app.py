@@ -179,8 +179,7 @@ def app_create(args: argparse.Namespace) -> int:
         if Path(args.module).is_dir():
             module = client.publish_module(args.module).module_id
         created = client.create_application(module, parameters, argument)
-        committee = client.network.committee
-        line = certificate_line(created.certificate, committee.quorum, len(committee.members))
+        line = certificate_line(created.certificate, client.network.committee)
     if args.json:
         print_json(
             {
@@ -238,8 +237,7 @@ def app_call(args: argparse.Namespace) -> int:
     operation = parse_json(args.operation, "the operation")
     with _open_app(args) as (client, app):
         response, certificate = client.call_application(app.app_id, operation)
-        committee = client.network.committee
-        line = certificate_line(certificate, committee.quorum, len(committee.members))
+        line = certificate_line(certificate, client.network.committee)
     if args.json:
         print_json({"response": response, "certificate": certificate.to_json()})
         return 0
