@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 from edgechain.chain.application import (
     ApplicationKind,
+    BuiltInService,
     ContractState,
     OperationContext,
     ServiceContext,
@@ -363,12 +364,8 @@ class CreatedApplication:
     height: int
 
 
-class ApplicationsService:
+class ApplicationsService(BuiltInService):
     """Certified reads: the chain's modules and created applications."""
-
-    def __init__(self, context: ServiceContext) -> None:
-        self._ctx = context
-        self.id = context.app_id
 
     def applications(self) -> list[CreatedApplication]:
         state = self._ctx.state

@@ -39,6 +39,11 @@ def _setup(client: Client) -> tuple[str, str]:
     return app, bob.id.hex()
 
 
+def _transfer(client: Client, app: str, to_chain: str, amount: int, **options: object) -> None:
+    """``client``'s chain sends ``amount`` of the tokens app to chain ``to_chain`` (hex id)."""
+    client.call_application(app, {"Transfer": {"to_chain": to_chain, "amount": amount, **options}})
+
+
 def _balance(client: Client, app: str) -> dict:
     return client.query_application(app, {"query": "{ balance received bounced }"})["data"]
 
@@ -46,7 +51,7 @@ def _balance(client: Client, app: str) -> dict:
 def test_a_transfer_waits_in_the_inbox_then_executes_once(net: Path) -> None:
     with Client.open(net) as alice:
         app, bob_id = _setup(alice)
-        alice.call_application(app, {"Transfer": {"to_chain": bob_id, "amount": 30}})
+        _transfer(alice, app, bob_id, 30)
         assert _balance(alice, app)["balance"] == 70
     with Client.open(net, chain="bob") as bob:
         [bundle] = bob.inbox()
@@ -64,8 +69,8 @@ def test_a_transfer_waits_in_the_inbox_then_executes_once(net: Path) -> None:
 def test_a_refused_tracked_message_bounces_back_to_its_sender(net: Path) -> None:
     with Client.open(net) as alice:
         app, bob_id = _setup(alice)
-        alice.call_application(app, {"Transfer": {"to_chain": bob_id, "amount": 20}})
-        alice.call_application(app, {"Transfer": {"to_chain": bob_id, "amount": 60}})
+        _transfer(alice, app, bob_id, 20)
+        _transfer(alice, app, bob_id, 60)
     with Client.open(net, chain="bob") as bob:
         bob.process_inbox()  # takes both bundles: 20 accepted, 60 refused (over max_credit)
         assert _balance(bob, app) == {"balance": 20, "received": [20], "bounced": 0}
@@ -81,8 +86,7 @@ def test_a_refused_tracked_message_bounces_back_to_its_sender(net: Path) -> None
 def test_an_untracked_refused_message_is_lost_not_bounced(net: Path) -> None:
     with Client.open(net) as alice:
         app, bob_id = _setup(alice)
-        transfer = {"to_chain": bob_id, "amount": 60, "tracked": False}
-        alice.call_application(app, {"Transfer": transfer})
+        _transfer(alice, app, bob_id, 60, tracked=False)
     with Client.open(net, chain="bob") as bob:
         bob.process_inbox()
         assert bob.chain.block(0).block.outgoing == ()
@@ -93,11 +97,11 @@ def test_an_untracked_refused_message_is_lost_not_bounced(net: Path) -> None:
 def test_the_owners_next_block_takes_the_inbox_with_its_operations(net: Path) -> None:
     with Client.open(net) as alice:
         app, bob_id = _setup(alice)
-        alice.call_application(app, {"Transfer": {"to_chain": bob_id, "amount": 10}})
-        alice.call_application(app, {"Transfer": {"to_chain": bob_id, "amount": 5}})
+        _transfer(alice, app, bob_id, 10)
+        _transfer(alice, app, bob_id, 5)
     with Client.open(net, chain="bob") as bob:
         bob.process_inbox()
-        bob.call_application(app, {"Transfer": {"to_chain": alice_id(net), "amount": 15}})
+        _transfer(bob, app, alice_id(net), 15)
     with Client.open(net) as alice:
         alice.call_application(app, {"Mint": {"amount": 1}})  # takes bob's transfer too
         assert _balance(alice, app)["balance"] == 100 - 15 + 15 + 1
@@ -114,7 +118,7 @@ def test_a_message_to_a_chain_that_does_not_exist_stores_nothing(net: Path) -> N
         app, _ = _setup(alice)
         height = alice.chain.height
         with pytest.raises(UsageError, match="which does not exist"):
-            alice.call_application(app, {"Transfer": {"to_chain": "ab" * 32, "amount": 1}})
+            _transfer(alice, app, "ab" * 32, 1)
         assert alice.chain.height == height
         assert _balance(alice, app)["balance"] == 100
 
@@ -163,7 +167,7 @@ def test_validators_refuse_invented_skipped_reordered_and_repeated_bundles(net: 
     with Client.open(net) as alice:
         app, bob_id = _setup(alice)
         for amount in (30, 10):
-            alice.call_application(app, {"Transfer": {"to_chain": bob_id, "amount": amount}})
+            _transfer(alice, app, bob_id, amount)
         first, second = alice.network.chain("bob").inbox()
         more = dataclasses.replace(first.messages[0], payload=["Credit", {"amount": 1000}])
         with pytest.raises(ProposalRefused, match="not the ones that block sent here"):
@@ -277,7 +281,7 @@ def test_a_kill_between_send_and_execution_loses_and_duplicates_nothing(
 def test_a_chain_follows_an_event_stream_past_events_first_then_new_ones(net: Path) -> None:
     with Client.open(net) as alice:
         app, bob_id = _setup(alice)  # the Mint of 100 is event 0 of alice's "mints"
-        alice.call_application(app, {"Transfer": {"to_chain": bob_id, "amount": 10}})
+        _transfer(alice, app, bob_id, 10)
         alice_chain = alice.chain.id.hex()
     with Client.open(net, chain="bob") as bob:
         bob.process_inbox()  # bob learns the application from the transfer

@@ -192,8 +192,7 @@ def app_create(args: argparse.Namespace) -> int:
         if Path(args.module).is_dir():
             module = client.publish_module(args.module).module_id
         created = client.create_application(module, parameters, argument)
-        committee = client.network.committee
-        line = certificate_line(created.certificate, committee.quorum, len(committee.members))
+        line = certificate_line(created.certificate, client.network.committee)
     if args.json:
         print_json(
             {
@@ -251,10 +250,10 @@ def app_call(args: argparse.Namespace) -> int:
     operation = parse_json(args.operation, "the operation")
     with open_client(args) as client:
         # An id may name an application created on another chain: the call brings it here.
-        target = _resolve(client, args.app, elsewhere=True).app_id
+        is_project = Path(args.app).is_dir()
+        target = _resolve(client, args.app, elsewhere=True).app_id if is_project else args.app
         response, certificate = client.call_application(target, operation)
-        committee = client.network.committee
-        line = certificate_line(certificate, committee.quorum, len(committee.members))
+        line = certificate_line(certificate, client.network.committee)
     if args.json:
         print_json({"response": response, "certificate": certificate.to_json()})
         return 0
