@@ -134,7 +134,7 @@ def run_engine_benchmark(
 
     if "wasm" in engines or "wasm-noepoch" in engines:
         _warm_wasm_cache()
-    refs = available_references(references) if references is not None else []
+    refs = available_references(references, weights) if references is not None else []
     plan: list[tuple[dict[str, object], Callable[[], dict[str, object]]]] = []
     for shape in shapes:
         f32, tokenizer = ensure_model(directory, shape, seed)
@@ -294,6 +294,11 @@ def _ratios(results: list[dict[str, object]]) -> list[str]:
                         f"{shape}: native {kind} with {threads} threads decodes at "
                         f"{rate / one:.2f}x one thread"
                     )
+        for engine, kind in list(by):
+            if kind.startswith("gguf-") and engine in ENGINE_KINDS and ("llama.cpp", kind) in by:
+                ratio = by[(engine, kind)] / by[("llama.cpp", kind)]
+                what = f"{engine} {kind} decodes at {ratio:.2f}x llama.cpp (one thread)"
+                lines.append(f"{shape}: {what}")
         for top, bottom, text in _REFERENCE_RATIOS:
             if top in by and bottom in by:
                 lines.append(f"{shape}: " + text.format(by[top] / by[bottom]))
