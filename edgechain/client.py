@@ -632,14 +632,15 @@ class Client:
         self, app: str | bytes, operation: Any, chain: str | None = None
     ) -> tuple[Any, Certificate]:
         """Propose ``operation`` (``{"Name": {fields}}``) to a created application: its
-        response and the block's certificate."""
+        response and the block's certificate. An application created on another chain is
+        brought to this one by the same block (its state here starts empty)."""
 
         from edgechain import user_applications  # the SDK, imported when first used
 
         on = self._chain_named(chain)
-        return user_applications.call_application(
-            self, self.application(app, chain), operation, on
-        )
+        text = app.hex() if isinstance(app, bytes) else app
+        found = user_applications.find_application(self, text, on, elsewhere=True)
+        return user_applications.call_application(self, found, operation, on)
 
     def query_application(
         self, app: str | bytes, request: dict[str, Any], chain: str | None = None

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from network_cli_helpers import edgechain, make_network
 
-from edgechain.chain.block import Block, Proposal, sign_proposal
+from edgechain.chain.block import Block, Operation, Proposal, sign_proposal
+from edgechain.chain.keys import generate_key
 from edgechain.chain.messages import IncomingBundle, Message
 from edgechain.chain.validator import ProposalRefused
 from edgechain.client import Client
@@ -139,16 +140,31 @@ def test_only_the_owner_processes_a_chains_inbox(net: Path) -> None:
     assert "Traceback" not in result.err
 
 
-def _propose_raw(client: Client, chain_name: str, incoming: tuple) -> None:
-    """Ask the validators to vote on a block with ``incoming`` built by hand (no client checks)."""
+def _propose_raw(
+    client: Client, chain_name: str, incoming: tuple, operations: tuple = ()
+) -> None:
+    """Ask the validators to vote on a block with ``incoming`` and ``operations`` built by hand
+    (no client checks)."""
     chain = client.network.chain(chain_name)
     key = chain.owner_key()
     block = Block(
-        chain.id, chain.height, chain.head_hash, chain.head.timestamp_us + 1, (),
+        chain.id, chain.height, chain.head_hash, chain.head.timestamp_us + 1, operations,
         key.public_key().public_bytes_raw(), chain.state_hash, incoming, (),
     )  # fmt: skip
     proposal = Proposal(block, sign_proposal(block, key), block.hash())
     client.network.validators[0].handle_proposal(proposal)
+
+
+def test_only_a_chains_owner_proposes_its_blocks(net: Path) -> None:
+    with Client.open(net) as alice:
+        app, _ = _setup(alice)
+        chain = alice.network.chain("default")
+        height = chain.height
+        mint = Operation(bytes.fromhex(app), "Mint", {"amount": 5})
+        with pytest.raises(Unauthorized, match="only chain 'default''s owner"):
+            chain.propose([mint], signer=generate_key())  # the tokens contract itself lets anyone
+        assert chain.height == height
+        assert _balance(alice, app)["balance"] == 100
 
 
 def test_validators_refuse_invented_skipped_reordered_and_repeated_bundles(net: Path) -> None:
@@ -170,6 +186,48 @@ def test_validators_refuse_invented_skipped_reordered_and_repeated_bundles(net: 
         alice.network.chain("bob").process_inbox()
         with pytest.raises(ProposalRefused, match="has message 0 where 2 is next"):
             _propose_raw(alice, "bob", (first,))  # taken again
+
+
+def test_an_application_created_on_alices_chain_runs_on_bobs_with_its_own_state(
+    net: Path,
+) -> None:
+    with Client.open(net) as alice:
+        app, _ = _setup(alice)
+        # bob has never heard of it: the call's block brings it (UseApplication) and runs Mint.
+        response, _ = alice.call_application(app, {"Mint": {"amount": 7}}, chain="bob")
+        assert response == 7
+        bob = alice.network.chain("bob")
+        names = [op.name for op in bob.block(0).block.operations]
+        assert names == ["UseApplication", "Mint"]
+        assert [a.app_id.hex() for a in alice.applications(chain="bob")] == [app]
+        alice.call_application(app, {"Mint": {"amount": 1}}, chain="bob")  # known now
+        assert [op.name for op in bob.block(1).block.operations] == ["Mint"]
+        assert _balance(alice, app)["balance"] == 100
+        on_bob = alice.query_application(app, {"query": "{ balance }"}, chain="bob")
+        assert on_bob["data"]["balance"] == 8
+        assert alice.verify().chains == 2
+    result = edgechain("app", "call", app[:12], '{"Mint": {"amount": 2}}', "--chain", "bob",
+                       "--dir", net)  # fmt: skip
+    assert result.code == 0 and result.out.splitlines()[0] == "10", result.err
+    listed = edgechain("app", "list", "--chain", "bob", "--dir", net)
+    assert "created on another chain" in listed.out
+
+
+def test_validators_refuse_an_application_described_otherwise_than_created(net: Path) -> None:
+    with Client.open(net) as alice:
+        app, _ = _setup(alice)
+        alice.call_application(app, {"Mint": {"amount": 1}}, chain="bob")
+        honest = alice.network.chain("bob").block(0).block.operations[0]
+        forged = dataclasses.replace(
+            honest, payload={**honest.payload, "parameters": {"max_credit": 10**9}}
+        )
+        bob = alice.network.chain("bob")
+        with pytest.raises(ProposalRefused, match="module or parameters are not the ones created"):
+            _propose_raw(alice, "bob", (), (forged,))
+        elsewhere = dataclasses.replace(honest, payload={**honest.payload, "height": 0})
+        with pytest.raises(ProposalRefused, match="not the application's description"):
+            _propose_raw(alice, "bob", (), (elsewhere,))
+        assert bob.height == 1
 
 
 def test_blocks_without_messages_keep_their_format_and_hash() -> None:
