@@ -44,6 +44,16 @@ def _transfer(client: Client, app: str, to_chain: str, amount: int, **options: o
     client.call_application(app, {"Transfer": {"to_chain": to_chain, "amount": amount, **options}})
 
 
+def _alice_sends_bob(net: Path, *amounts: int) -> str:
+    """Set up (``_setup``), then alice's chain sends bob's each of ``amounts`` in its own
+    block. Returns the app id (hex)."""
+    with Client.open(net) as alice:
+        app, bob_id = _setup(alice)
+        for amount in amounts:
+            _transfer(alice, app, bob_id, amount)
+    return app
+
+
 def _balance(client: Client, app: str) -> dict:
     return client.query_application(app, {"query": "{ balance received bounced }"})["data"]
 
@@ -67,10 +77,7 @@ def test_a_transfer_waits_in_the_inbox_then_executes_once(net: Path) -> None:
 
 
 def test_a_refused_tracked_message_bounces_back_to_its_sender(net: Path) -> None:
-    with Client.open(net) as alice:
-        app, bob_id = _setup(alice)
-        _transfer(alice, app, bob_id, 20)
-        _transfer(alice, app, bob_id, 60)
+    app = _alice_sends_bob(net, 20, 60)
     with Client.open(net, chain="bob") as bob:
         bob.process_inbox()  # takes both bundles: 20 accepted, 60 refused (over max_credit)
         assert _balance(bob, app) == {"balance": 20, "received": [20], "bounced": 0}
@@ -95,10 +102,7 @@ def test_an_untracked_refused_message_is_lost_not_bounced(net: Path) -> None:
 
 
 def test_the_owners_next_block_takes_the_inbox_with_its_operations(net: Path) -> None:
-    with Client.open(net) as alice:
-        app, bob_id = _setup(alice)
-        _transfer(alice, app, bob_id, 10)
-        _transfer(alice, app, bob_id, 5)
+    app = _alice_sends_bob(net, 10, 5)
     with Client.open(net, chain="bob") as bob:
         bob.process_inbox()
         _transfer(bob, app, alice_id(net), 15)

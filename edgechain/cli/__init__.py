@@ -10,7 +10,8 @@ Errors a user can cause (``EdgechainError``) are printed as one line ``error: <m
 the process exits with the error's ``exit_code``; with ``--json``, ``{"error": {"code",
 "class", "message"}}`` is printed on stdout as well.
 
-Global options (``--dir``, ``--json``) are accepted before the subcommand as well as after it:
+Global options (``--dir``, ``--chain``, ``--json``; declared once in
+:mod:`edgechain.cli.global_options`) are accepted before the subcommand as well as after it:
 ``edgechain --dir D net status`` is ``edgechain net status --dir D``. A command declares them
 with ``network_options.add_dir_option`` / ``add_json_option`` (a network command's
 ``add_subcommand`` adds both); one that does not take them refuses them in either place.
@@ -26,10 +27,10 @@ import os
 import shlex
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import NoReturn
 
 from edgechain import __version__
+from edgechain.cli.global_options import add_global_options, refused
 from edgechain.errors import EdgechainError, QuorumNotReached, UsageError
 
 #: Module names of the subcommands, in the order ``--help`` lists them.
@@ -89,47 +90,14 @@ def print_error_json(code: int, kind: str, message: str) -> None:
     _flush_quietly()
 
 
-#: Global options: (flag, the attribute a command that takes it sets). See the module docstring.
-GLOBAL_OPTIONS = {"--dir": "takes_dir", "--chain": "takes_dir", "--json": "takes_json"}
-
-
-def _add_global_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--dir",
-        type=Path,
-        default=None,
-        metavar="D",
-        help="network directory, for the commands that use one (also accepted after them)",
-    )
-    parser.add_argument(
-        "--chain",
-        default=None,
-        metavar="CHAIN",
-        help="the chain a network command acts on (name, id or id prefix; default: the "
-        "wallet's default chain); also accepted after the command",
-    )
-    parser.add_argument(
-        "--json",
-        action="store_true",
-        default=False,
-        help="JSON output, for the commands that have it (also accepted after them); a "
-        'failure prints {"error": {"code", "class", "message"}}',
-    )
-
-
 def _check_global_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Refuse a global option given before a command that does not take it."""
-    given = {
-        "--dir": args.dir is not None,
-        "--chain": args.chain is not None,
-        "--json": bool(args.json),
-    }
-    for flag, taken in GLOBAL_OPTIONS.items():
-        if given[flag] and not getattr(args, taken, False):
-            name = " ".join(
-                p for p in (args.command, getattr(args, "subcommand", None)) if p is not None
-            )
-            parser.error(f"`edgechain {name}` takes no {flag} option")
+    flag = refused(args)
+    if flag is not None:
+        name = " ".join(
+            p for p in (args.command, getattr(args, "subcommand", None)) if p is not None
+        )
+        parser.error(f"`edgechain {name}` takes no {flag} option")
 
 
 def build_parser() -> CliParser:
@@ -141,7 +109,7 @@ def build_parser() -> CliParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"edgechain {__version__}")
-    _add_global_options(parser)
+    add_global_options(parser)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CliParser)
     subparsers.required = True
     from edgechain.cli.network_options import add_group, run_subcommand

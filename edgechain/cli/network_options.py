@@ -13,6 +13,7 @@ from typing import Any
 
 from edgechain.chain.network import Network
 from edgechain.cli.common import add_threads_option, engine_options
+from edgechain.cli.global_options import CHAIN, DIR, JSON
 from edgechain.client import NETWORK_DIR_ENV, Client, default_network_dir
 from edgechain.service.engine import ENGINE_KINDS
 from edgechain.service.fetch import FetchPolicy
@@ -57,37 +58,25 @@ def run_subcommand(args: argparse.Namespace) -> int:
     return int(handler(args) or 0)
 
 
-# --dir and --json are global options (edgechain/cli/__init__.py): the top-level parser sets
-# their defaults, and a command's own copy leaves the value alone unless it is given after the
-# command (SUPPRESS), so `edgechain --dir D net status` and `edgechain net status --dir D` agree.
-
-
 def add_dir_option(parser: argparse.ArgumentParser) -> None:
-    """``--dir D`` (also accepted before the command)."""
-    parser.add_argument(
-        "--dir",
-        type=Path,
-        default=argparse.SUPPRESS,
-        metavar="D",
-        help=f"network directory (default ${NETWORK_DIR_ENV}, else {default_network_dir()}); "
+    """``--dir D`` and ``--chain CHAIN`` (global options: also accepted before the command)."""
+    DIR.add_after(
+        parser,
+        f"network directory (default ${NETWORK_DIR_ENV}, else {default_network_dir()}); "
         "also accepted before the command",
     )
-    parser.add_argument(
-        "--chain",
-        default=argparse.SUPPRESS,
-        metavar="CHAIN",
-        help="the chain to act on (name, id or id prefix; default: the wallet's default chain)",
+    CHAIN.add_after(
+        parser,
+        "the chain to act on (name, id or id prefix; default: the wallet's default chain)",
     )
-    parser.set_defaults(takes_dir=True)
 
 
 def add_json_option(
     parser: argparse.ArgumentParser, help: str = "print JSON instead of text"  # noqa: A002
 ) -> None:
-    """``--json`` (also accepted before the command); a failure prints
+    """``--json`` (a global option: also accepted before the command); a failure prints
     ``{"error": {"code", "class", "message"}}`` on stdout."""
-    parser.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=help)
-    parser.set_defaults(takes_json=True)
+    JSON.add_after(parser, help)
 
 
 def add_engine_option(
