@@ -443,6 +443,8 @@ def test_a_story_bounces_off_carol_and_moves_to_bob_on_both(linera, simulated_ch
     assert sent["alice"] == []  # in flight
     assert refused["carol"] == [] and [s["owner"] for s in refused["alice"]] == ["alice"]
     assert refused["carol_took_its_inbox"] and refused["alice_took_the_bounce"]
+    # On Linera, carol's block cannot accept it: her client rejects the bundle, which bounces.
+    assert linera["chains"]["carol_could_accept"] is False
     assert arrived["alice"] == [] and [s["owner"] for s in arrived["bob"]] == ["bob"]
     [story] = given["bob"]
     assert (story["id"], story["owner"], story["tokens"]) == ("1", "alice", 24)

@@ -20,7 +20,7 @@ use edgechain_guest::{GenerationParams, LoadedModel, Session};
 use edgechain_linera::{validate_operation, FileRef, Mint, Operation, Registration, RegistryAbi};
 use linera_sdk::{
     linera_base_types::{AccountOwner, AccountSecretKey, ApplicationId},
-    test::{ActiveChain, TestValidator},
+    test::{ActiveChain, MessageAction, TestValidator},
 };
 use serde_json::{json, Value};
 
@@ -412,13 +412,31 @@ async fn cross_chain(
     step(&mut steps, "a stranger transfers alice's story", alice, app, to(1, 1, None)).await;
     alice.set_key_pair(alice_key.copy());
 
-    step(&mut steps, "alice sends story 1 to carol", alice, app, to(1, 2, Some(&carol))).await;
+    let sent = alice
+        .try_add_block(|block| {
+            block.with_operation(app, to(1, 2, Some(&carol)));
+        })
+        .await;
+    steps.push(json!({"step": "alice sends story 1 to carol", "accepted": sent.is_ok()}));
+    let (sent, _) = sent.expect("the transfer to carol");
     let mut snapshots = vec![json!({"at": "sent to carol", "alice": stories(alice, app, &names).await})];
-    let refused = carol.handle_received_messages().await.is_some();
+    // carol's block cannot accept the bundle (her registry refuses the story); her client then
+    // rejects it, as Linera's client does with a bundle that fails, and the message bounces.
+    let carol_could_accept = carol
+        .try_add_block(|block| {
+            block.with_messages_from(&sent);
+        })
+        .await
+        .is_ok();
+    carol
+        .add_block(|block| {
+            block.with_messages_from_by_action(&sent, MessageAction::Reject);
+        })
+        .await;
     let bounced = alice.handle_received_messages().await.is_some();
     snapshots.push(json!({
         "at": "carol refused",
-        "carol_took_its_inbox": refused,
+        "carol_took_its_inbox": true,
         "alice_took_the_bounce": bounced,
         "alice": stories(alice, app, &names).await,
         "carol": stories(&carol, app, &names).await,
@@ -441,6 +459,7 @@ async fn cross_chain(
         "bob_models_followed": followed,
         "bob_models": bob_models,
         "bob_queries": bob_queries,
+        "carol_could_accept": carol_could_accept,
         "bob_following_alice": query(&bob, app, "{ following }").await["data"]["following"]
             == json!(alice.id().to_string()),
         "stories": snapshots,
