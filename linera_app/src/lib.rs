@@ -104,7 +104,10 @@ pub struct Story {
 pub enum Message {
     /// A story leaving its chain (sent tracked): the story as it was there (its id and owner,
     /// restored if it bounces) and its owner on the recipient chain.
-    StoryMoves { story: Story, to_owner: AccountOwner },
+    StoryMoves {
+        story: Story,
+        to_owner: AccountOwner,
+    },
 }
 
 /// The registry's event stream (contract/registry.py's `STREAM`): one [`ModelEntry`] per

@@ -401,7 +401,14 @@ async fn cross_chain(
         })
     };
     step(&mut steps, "alice mints a story", alice, app, mint("2")).await;
-    step(&mut steps, "alice mints with a retired version", alice, app, mint("3")).await;
+    step(
+        &mut steps,
+        "alice mints with a retired version",
+        alice,
+        app,
+        mint("3"),
+    )
+    .await;
 
     let to = |story: u64, owner: usize, chain: Option<&ActiveChain>| Operation::Transfer {
         story,
@@ -409,7 +416,14 @@ async fn cross_chain(
         chain: chain.map(ActiveChain::id),
     };
     alice.set_key_pair(AccountSecretKey::generate());
-    step(&mut steps, "a stranger transfers alice's story", alice, app, to(1, 1, None)).await;
+    step(
+        &mut steps,
+        "a stranger transfers alice's story",
+        alice,
+        app,
+        to(1, 1, None),
+    )
+    .await;
     alice.set_key_pair(alice_key.copy());
 
     let sent = alice
@@ -419,7 +433,8 @@ async fn cross_chain(
         .await;
     steps.push(json!({"step": "alice sends story 1 to carol", "accepted": sent.is_ok()}));
     let (sent, _) = sent.expect("the transfer to carol");
-    let mut snapshots = vec![json!({"at": "sent to carol", "alice": stories(alice, app, &names).await})];
+    let mut snapshots =
+        vec![json!({"at": "sent to carol", "alice": stories(alice, app, &names).await})];
     // carol's block cannot accept the bundle (her registry refuses the story); her client then
     // rejects it, as Linera's client does with a bundle that fails, and the message bounces.
     let carol_could_accept = carol
@@ -442,7 +457,14 @@ async fn cross_chain(
         "carol": stories(&carol, app, &names).await,
     }));
 
-    step(&mut steps, "alice sends story 1 to bob", alice, app, to(1, 1, Some(&bob))).await;
+    step(
+        &mut steps,
+        "alice sends story 1 to bob",
+        alice,
+        app,
+        to(1, 1, Some(&bob)),
+    )
+    .await;
     let arrived = bob.handle_received_messages().await.is_some();
     snapshots.push(json!({
         "at": "bob took it",
@@ -450,8 +472,22 @@ async fn cross_chain(
         "alice": stories(alice, app, &names).await,
         "bob": stories(&bob, app, &names).await,
     }));
-    step(&mut steps, "alice sends story 1 again", alice, app, to(1, 1, Some(&bob))).await;
-    step(&mut steps, "bob gives it to alice on his chain", &bob, app, to(1, 0, None)).await;
+    step(
+        &mut steps,
+        "alice sends story 1 again",
+        alice,
+        app,
+        to(1, 1, Some(&bob)),
+    )
+    .await;
+    step(
+        &mut steps,
+        "bob gives it to alice on his chain",
+        &bob,
+        app,
+        to(1, 0, None),
+    )
+    .await;
     snapshots.push(json!({"at": "bob gave it", "bob": stories(&bob, app, &names).await}));
 
     json!({
