@@ -6,7 +6,7 @@
 //!   characters, no whitespace or control characters
 //! - description: at most 1024 characters; license: at most 128 characters
 
-use crate::{FileRef, Operation, Registration};
+use crate::{FileRef, Mint, Operation, Registration};
 
 pub const FORMATS: &[&str] = &["llama2c", "gguf"];
 pub const MAX_FILE_SIZE: u64 = 2 * 1024 * 1024 * 1024;
@@ -14,6 +14,8 @@ pub const MAX_URLS: usize = 8;
 pub const MAX_URL_LENGTH: usize = 2048;
 pub const MAX_DESCRIPTION: usize = 1024;
 pub const MAX_LICENSE: usize = 128;
+/// contract/generation_request.py's `MAX_PROMPT_BYTES`.
+pub const MAX_PROMPT_BYTES: usize = 64 * 1024;
 
 const NAME_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$";
 const VERSION_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._+-]{0,31}$";
@@ -229,6 +231,22 @@ pub fn validate_register(registration: &Registration) -> Checked {
     Ok(())
 }
 
+/// `MintStory.validate`'s rules for what this application records (model, version, prompt).
+pub fn validate_mint(mint: &Mint) -> Checked {
+    if !matches_pattern(&mint.model, &['.', '_', '-'], 63) {
+        return reject(format!("invalid model name {}", py_repr(&mint.model)));
+    }
+    if !matches_pattern(&mint.version, &['.', '_', '+', '-'], 31) {
+        return reject(format!("invalid model version {}", py_repr(&mint.version)));
+    }
+    if mint.prompt.len() > MAX_PROMPT_BYTES {
+        return reject(format!(
+            "the prompt must be text of at most {MAX_PROMPT_BYTES} bytes"
+        ));
+    }
+    Ok(())
+}
+
 /// `RetireModel.validate`.
 pub fn validate_retire(name: &str, version: &str) -> Checked {
     validate_name(name)?;
@@ -240,6 +258,14 @@ pub fn validate_operation(op: &Operation) -> Checked {
     match op {
         Operation::RegisterModel(registration) => validate_register(registration),
         Operation::RetireModel { name, version } => validate_retire(name, version),
+        Operation::FollowRegistry { .. } => Ok(()),
+        Operation::MintStory(mint) => validate_mint(mint),
+        Operation::Transfer { story, .. } => {
+            if *story < 1 {
+                return reject(format!("story must be a story id (>= 1), got {story}"));
+            }
+            Ok(())
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! The registry's service: the node's registry GraphQL for models (`models`, `model`), the
-//! project's `generate`, and Linera's llm example's `prompt(prompt:)`.
+//! project's `generate`, Linera's llm example's `prompt(prompt:)`, and the story book's
+//! `stories(owner:)` and the registry's `following`.
 //!
 //! `generate` fetches the model's files with Linera's HTTP request API (the committee's
 //! allow-list applies), checks each file's BLAKE3 and size before the engine sees a byte, and
@@ -18,7 +19,7 @@ use async_graphql::{
 use edgechain_guest::{EngineError, GenerationParams, LoadedModel, Session, StopReason};
 use edgechain_linera::{
     seed::{SeedInput, SeedParams},
-    FileRef, ModelEntry, Operation, Registration, RegistryAbi,
+    FileRef, ModelEntry, Operation, Registration, RegistryAbi, Story,
 };
 use linera_sdk::{http, linera_base_types::WithServiceAbi, views::View, Service, ServiceRuntime};
 
@@ -66,9 +67,22 @@ impl Service for RegistryService {
             chain_id,
             application_id,
         };
+        let mut stories: Vec<Story> = self
+            .state
+            .stories
+            .index_values()
+            .await
+            .expect("story state unreadable")
+            .into_iter()
+            .map(|(_, story)| story)
+            .collect();
+        stories.sort_by_key(|story| story.id);
+        let following = self.state.following.get().map(|chain| chain.to_string());
         let schema = Schema::build(
             QueryRoot {
                 registry,
+                stories,
+                following,
                 runtime: self.runtime.clone(),
             },
             MutationRoot {
@@ -273,6 +287,9 @@ impl Registry {
 
 struct QueryRoot {
     registry: Registry,
+    /// This chain's stories, in id order.
+    stories: Vec<Story>,
+    following: Option<String>,
     runtime: Arc<ServiceRuntime<RegistryService>>,
 }
 
@@ -339,8 +356,50 @@ impl GenerateArgs {
     }
 }
 
+/// The node's `Story` (contract/story_book.py's fields this application records).
+#[derive(SimpleObject)]
+struct StoryInfo {
+    id: U64,
+    owner: String,
+    model: String,
+    version: String,
+    prompt: String,
+    text: String,
+    tokens: u32,
+    minted_height: U64,
+}
+
+impl From<&Story> for StoryInfo {
+    fn from(story: &Story) -> Self {
+        StoryInfo {
+            id: U64(story.id),
+            owner: story.owner.to_string(),
+            model: story.model.clone(),
+            version: story.version.clone(),
+            prompt: story.prompt.clone(),
+            text: story.text.clone(),
+            tokens: story.tokens,
+            minted_height: U64(story.minted_height),
+        }
+    }
+}
+
 #[Object]
 impl QueryRoot {
+    /// The stories on this chain in id order, or those of `owner`.
+    async fn stories(&self, owner: Option<String>) -> Vec<StoryInfo> {
+        self.stories
+            .iter()
+            .filter(|story| owner.as_ref().is_none_or(|o| *o == story.owner.to_string()))
+            .map(StoryInfo::from)
+            .collect()
+    }
+
+    /// The chain whose registry this one follows, if any.
+    async fn following(&self) -> Option<String> {
+        self.following.clone()
+    }
+
     /// Every registered model version (retired ones too, unless told).
     async fn models(&self, #[graphql(default = true)] include_retired: bool) -> Vec<Model> {
         let mut entries: Vec<&ModelEntry> = self

@@ -1,7 +1,9 @@
 //! The registry application on Linera's TestValidator (the application built for wasm32 and run
 //! by wasmer), against tests/conformance.json: the same operations as the simulator, the same
 //! accepted and rejected ones, the same registry and query errors, and greedy `generate` on
-//! stories260K printing llama2.c's text byte for byte. The model files are served over loopback
+//! stories260K printing llama2.c's text byte for byte. Then on two more chains ([`cross_chain`]):
+//! bob's registry following this one's event stream, a story moving to bob's chain, and one
+//! bouncing off carol's, whose registry does not certify its model. The model files are served over loopback
 //! by linera-sdk's test `HttpServer`, whose host the committee's HTTP allow-list names.
 //!
 //! Environment: `EDGECHAIN_STORIES_DIR` (default ../../shared/models/stories260K) and
@@ -15,8 +17,11 @@ mod common;
 use std::{path::PathBuf, sync::Arc, time::Instant};
 
 use edgechain_guest::{GenerationParams, LoadedModel, Session};
-use edgechain_linera::{validate_operation, FileRef, Operation, Registration, RegistryAbi};
-use linera_sdk::{linera_base_types::AccountSecretKey, test::ActiveChain};
+use edgechain_linera::{validate_operation, FileRef, Mint, Operation, Registration, RegistryAbi};
+use linera_sdk::{
+    linera_base_types::{AccountOwner, AccountSecretKey, ApplicationId},
+    test::{ActiveChain, MessageAction, TestValidator},
+};
 use serde_json::{json, Value};
 
 const PROMPT: &str = "Once upon a time";
@@ -89,10 +94,10 @@ async fn registry_and_generate_conform_to_the_simulator() {
     let tokenizer_ref = serde_json::to_value(&refs[1]).expect("a file reference as JSON");
 
     let common::Registry {
+        validator,
         mut chain,
         app,
         publish_seconds: build_s,
-        ..
     } = common::registry_on_validator().await;
 
     let owner_key = chain.key_pair().copy();
@@ -214,6 +219,8 @@ async fn registry_and_generate_conform_to_the_simulator() {
         "{llm}"
     );
 
+    let chains = cross_chain(&validator, &mut chain, app, &refs).await;
+
     // The hash check: a registered file whose bytes differ never reaches the engine.
     let mut bad = tokenizer_ref.clone();
     bad["blake3"] = json!("3".repeat(64));
@@ -254,6 +261,7 @@ async fn registry_and_generate_conform_to_the_simulator() {
         "decode_tokens_per_second": (count - 1) as f64 / (greedy_s - one_s),
         "sampled": sampled["data"]["generate"],
         "build_and_publish_seconds": build_s,
+        "chains": chains,
     });
     println!(
         "linera service: greedy {count} tokens in {greedy_s:.2} s, 1 token in {one_s:.2} s, \
@@ -264,4 +272,234 @@ async fn registry_and_generate_conform_to_the_simulator() {
         std::fs::write(path, serde_json::to_string_pretty(&out).unwrap()).expect("write output");
     }
     drop(server);
+}
+
+/// The prompt and length of the story the cross-chain scenario mints (greedy).
+const STORY_TOKENS: u32 = 24;
+
+/// One step of the cross-chain scenario: its name, and whether the block was accepted.
+async fn step(
+    steps: &mut Vec<Value>,
+    name: &str,
+    chain: &ActiveChain,
+    app: ApplicationId<RegistryAbi>,
+    op: Operation,
+) {
+    let accepted = chain
+        .try_add_block(|block| {
+            block.with_operation(app, op);
+        })
+        .await
+        .is_ok();
+    steps.push(json!({"step": name, "accepted": accepted}));
+}
+
+/// A chain's stories, their owners named by role (`names`: owner, role).
+async fn stories(
+    chain: &ActiveChain,
+    app: ApplicationId<RegistryAbi>,
+    names: &[(AccountOwner, &str)],
+) -> Value {
+    let response = query(
+        chain,
+        app,
+        "{ stories { id owner model version prompt text tokens } }",
+    )
+    .await;
+    let mut stories = response["data"]["stories"].clone();
+    for story in stories.as_array_mut().expect("stories") {
+        let owner = story["owner"].as_str().expect("owner").to_owned();
+        let role = names
+            .iter()
+            .find(|(o, _)| o.to_string() == owner)
+            .map_or("someone else", |(_, role)| role);
+        story["owner"] = json!(role);
+    }
+    stories
+}
+
+/// The follower's registry, as the node's `models` lists it.
+async fn models(chain: &ActiveChain, app: ApplicationId<RegistryAbi>) -> Value {
+    let response = query(
+        chain,
+        app,
+        "{ models { name version description retired weights { blake3 size } \
+         tokenizer { blake3 size } } }",
+    )
+    .await;
+    response["data"]["models"].clone()
+}
+
+/// Issue 22 on Linera: bob's registry follows alice's (this chain's) `models` stream; alice
+/// registers and retires a version, which bob certifies too; alice mints a story, a transfer to
+/// carol (whose registry certifies nothing) bounces back, a transfer to bob arrives. What each
+/// step and each chain shows, for tests/test_linera_app.py to compare with the simulator's.
+async fn cross_chain(
+    validator: &TestValidator,
+    alice: &mut ActiveChain,
+    app: ApplicationId<RegistryAbi>,
+    refs: &[FileRef],
+) -> Value {
+    let bob = validator.new_chain().await;
+    let carol = validator.new_chain().await;
+    let alice_key = alice.key_pair().copy();
+    let names = [
+        (AccountOwner::from(alice.public_key()), "alice"),
+        (AccountOwner::from(bob.public_key()), "bob"),
+        (AccountOwner::from(carol.public_key()), "carol"),
+    ];
+    let mut steps = Vec::new();
+    let follow = Operation::FollowRegistry { chain: alice.id() };
+    step(&mut steps, "bob follows alice", &bob, app, follow.clone()).await;
+    step(&mut steps, "bob follows alice again", &bob, app, follow).await;
+    let own = Operation::FollowRegistry { chain: carol.id() };
+    step(&mut steps, "carol follows carol", &carol, app, own).await;
+    bob.handle_new_events().await;
+    let followed = models(&bob, app).await;
+
+    let third = Operation::RegisterModel(Registration {
+        name: "stories260K".into(),
+        version: "3".into(),
+        format: "llama2c".into(),
+        weights: refs[0].clone(),
+        tokenizer: refs[1].clone(),
+        description: Some("third version".into()),
+        license: None,
+    });
+    step(&mut steps, "alice registers version 3", alice, app, third).await;
+    let retire = Operation::RetireModel {
+        name: "stories260K".into(),
+        version: "3".into(),
+    };
+    step(&mut steps, "alice retires version 3", alice, app, retire).await;
+    bob.handle_new_events().await;
+    let bob_models = models(&bob, app).await;
+    let mut bob_queries = Vec::new();
+    for version in ["", ", version: \"3\""] {
+        let q = format!("{{ model(name: \"stories260K\"{version}) {{ version }} }}");
+        bob_queries.push(query(&bob, app, &q).await);
+    }
+
+    // The proposer's generation, recorded by the block (the simulator's oracle response).
+    let generated = query(
+        alice,
+        app,
+        &format!(
+            "{{ generate(model: \"stories260K\", version: \"2\", prompt: \"{PROMPT}\", \
+             temperature: 0, maxTokens: {STORY_TOKENS}) {{ text outputTokens }} }}"
+        ),
+    )
+    .await;
+    let generated = &generated["data"]["generate"];
+    let mint = |version: &str| {
+        Operation::MintStory(Mint {
+            model: "stories260K".into(),
+            version: version.into(),
+            prompt: PROMPT.into(),
+            text: generated["text"].as_str().expect("text").to_owned(),
+            tokens: generated["outputTokens"].as_u64().expect("tokens") as u32,
+        })
+    };
+    step(&mut steps, "alice mints a story", alice, app, mint("2")).await;
+    step(
+        &mut steps,
+        "alice mints with a retired version",
+        alice,
+        app,
+        mint("3"),
+    )
+    .await;
+
+    let to = |story: u64, owner: usize, chain: Option<&ActiveChain>| Operation::Transfer {
+        story,
+        owner: names[owner].0,
+        chain: chain.map(ActiveChain::id),
+    };
+    alice.set_key_pair(AccountSecretKey::generate());
+    step(
+        &mut steps,
+        "a stranger transfers alice's story",
+        alice,
+        app,
+        to(1, 1, None),
+    )
+    .await;
+    alice.set_key_pair(alice_key.copy());
+
+    let sent = alice
+        .try_add_block(|block| {
+            block.with_operation(app, to(1, 2, Some(&carol)));
+        })
+        .await;
+    steps.push(json!({"step": "alice sends story 1 to carol", "accepted": sent.is_ok()}));
+    let (sent, _) = sent.expect("the transfer to carol");
+    let mut snapshots =
+        vec![json!({"at": "sent to carol", "alice": stories(alice, app, &names).await})];
+    // carol's block cannot accept the bundle (her registry refuses the story); her client then
+    // rejects it, as Linera's client does with a bundle that fails, and the message bounces.
+    let carol_could_accept = carol
+        .try_add_block(|block| {
+            block.with_messages_from(&sent);
+        })
+        .await
+        .is_ok();
+    if !carol_could_accept {
+        carol
+            .add_block(|block| {
+                block.with_messages_from_by_action(&sent, MessageAction::Reject);
+            })
+            .await;
+    }
+    let bounced = alice.handle_received_messages().await.is_some();
+    snapshots.push(json!({
+        "at": "carol refused",
+        "carol_took_its_inbox": true,
+        "alice_took_the_bounce": bounced,
+        "alice": stories(alice, app, &names).await,
+        "carol": stories(&carol, app, &names).await,
+    }));
+
+    step(
+        &mut steps,
+        "alice sends story 1 to bob",
+        alice,
+        app,
+        to(1, 1, Some(&bob)),
+    )
+    .await;
+    let arrived = bob.handle_received_messages().await.is_some();
+    snapshots.push(json!({
+        "at": "bob took it",
+        "bob_took_its_inbox": arrived,
+        "alice": stories(alice, app, &names).await,
+        "bob": stories(&bob, app, &names).await,
+    }));
+    step(
+        &mut steps,
+        "alice sends story 1 again",
+        alice,
+        app,
+        to(1, 1, Some(&bob)),
+    )
+    .await;
+    step(
+        &mut steps,
+        "bob gives it to alice on his chain",
+        &bob,
+        app,
+        to(1, 0, None),
+    )
+    .await;
+    snapshots.push(json!({"at": "bob gave it", "bob": stories(&bob, app, &names).await}));
+
+    json!({
+        "steps": steps,
+        "bob_models_followed": followed,
+        "bob_models": bob_models,
+        "bob_queries": bob_queries,
+        "carol_could_accept": carol_could_accept,
+        "bob_following_alice": query(&bob, app, "{ following }").await["data"]["following"]
+            == json!(alice.id().to_string()),
+        "stories": snapshots,
+    })
 }
