@@ -10,6 +10,9 @@ use candle_core::{Device, Tensor};
 use crate::checkpoint::CheckpointConfig;
 use crate::error::{EngineError, Result};
 use crate::gguf::{self, GgmlType, GgufHeader, TensorInfo, Value};
+use crate::kquants::{
+    decode_q4_k, decode_q6_k, f16_to_f32, Q4_K_BYTES, Q4_K_GROUP, Q6_K_BYTES, Q6_K_GROUP, QK_K,
+};
 use crate::model_parts::{ModelHyper, ModelParts};
 use crate::tokenizer::{Tokenizer, BOS, EOS};
 use crate::weights::{LayerMatrix, LayerWeights, Matrix, TransformerWeights};
@@ -17,11 +20,13 @@ use crate::weights::{LayerMatrix, LayerWeights, Matrix, TransformerWeights};
 /// The architectures the engine runs.
 pub const ARCHITECTURES: [&str; 1] = ["llama"];
 /// The tensor types the engine runs.
-pub const TENSOR_TYPES: [GgmlType; 4] = [
+pub const TENSOR_TYPES: [GgmlType; 6] = [
     GgmlType::F32,
     GgmlType::F16,
     GgmlType::Q4_0,
     GgmlType::Q8_0,
+    GgmlType::Q4_K,
+    GgmlType::Q6_K,
 ];
 /// Q8_0's block: the int8 path's group size.
 const Q8_0_GROUP: usize = 32;
@@ -122,19 +127,17 @@ pub fn inspect(bytes: &[u8], file_len: u64) -> Result<GgufSpec> {
         vocab_size: embd.dims.first().map_or(0, |v| *v as usize),
         seq_len: need_usize(&h, &key("context_length"))?,
         shared_classifier: h.tensor("output.weight").is_none(),
-        group_size: h
-            .tensors
-            .iter()
-            .any(|t| is_blocked(t.kind))
-            .then_some(Q8_0_GROUP),
+        group_size: group_size(&h),
     };
     check_config(&config)?;
     // The int8 path quantizes dim-long inputs in blocks (the embedding and classifier rows).
-    if config.group_size.is_some() && !config.dim.is_multiple_of(Q8_0_GROUP) {
-        return Err(invalid(format!(
-            "embedding_length {} is not a multiple of {Q8_0_GROUP}, as Q8_0/Q4_0 tensors need",
-            config.dim
-        )));
+    if let Some(gs) = config.group_size {
+        if !config.dim.is_multiple_of(Q8_0_GROUP) {
+            return Err(invalid(format!(
+                "embedding_length {} is not a multiple of {Q8_0_GROUP}, as quantized tensors need (groups of {gs})",
+                config.dim
+            )));
+        }
     }
     if let Some(rope_dims) = meta_usize(&h, &key("rope.dimension_count"))? {
         if rope_dims != config.head_size() {
@@ -245,27 +248,30 @@ fn check_tensors(h: &GgufHeader, cfg: &CheckpointConfig) -> Result<()> {
     Ok(())
 }
 
-/// Whether the type is stored in blocks of 32 with a scale each (run on the int8 path).
+/// Whether the type is stored in blocks with scales (run on the int8 path).
 fn is_blocked(kind: GgmlType) -> bool {
-    kind == GgmlType::Q8_0 || kind == GgmlType::Q4_0
+    [
+        GgmlType::Q8_0,
+        GgmlType::Q4_0,
+        GgmlType::Q4_K,
+        GgmlType::Q6_K,
+    ]
+    .contains(&kind)
 }
 
-/// IEEE half to single precision (exact: every f16 is an f32).
-fn f16_to_f32(bits: u16) -> f32 {
-    let sign = u32::from(bits >> 15) << 31;
-    let exp = u32::from((bits >> 10) & 0x1f);
-    let mant = u32::from(bits & 0x3ff);
-    let out = match (exp, mant) {
-        (0, 0) => sign,
-        (0, m) => {
-            // Subnormal: m * 2^-24, exact in f32.
-            let v = m as f32 * (1.0 / 16_777_216.0);
-            return if sign != 0 { -v } else { v };
-        }
-        (0x1f, m) => sign | 0x7f80_0000 | (m << 13),
-        (e, m) => sign | ((e + 112) << 23) | (m << 13),
-    };
-    f32::from_bits(out)
+/// The int8 path's group size for the file: 16 when a Q6_K tensor is present (its scales
+/// cover 16 values; Q8_0, Q4_0 and Q4_K groups of 32 become two groups of 16 with the same
+/// scale, exactly), 32 when only the other quantized types are, none for an f32/f16 file.
+/// The activations are quantized in groups of that size for every int8 matrix.
+fn group_size(h: &GgufHeader) -> Option<usize> {
+    if h.tensors.iter().any(|t| t.kind == GgmlType::Q6_K) {
+        Some(Q6_K_GROUP)
+    } else {
+        h.tensors
+            .iter()
+            .any(|t| is_blocked(t.kind))
+            .then_some(Q8_0_GROUP)
+    }
 }
 
 fn f32_tensor(t: &TensorInfo, data: &[u8], device: &Device) -> Result<Tensor> {
@@ -290,35 +296,77 @@ fn f32_tensor(t: &TensorInfo, data: &[u8], device: &Device) -> Result<Tensor> {
     Ok(Tensor::from_vec(values, shape, device)?)
 }
 
-/// A matrix of F32/F16 as f32; of Q8_0 or Q4_0 as int8 values with one f32 scale per block of
-/// 32 (the int8 path's groups). A Q4_0 value is its nibble minus 8 (ggml's `dequantize_row_q4_0`:
-/// the low nibbles of a block's 16 bytes are values 0..16, the high ones 16..32), exactly
-/// representable in int8, so the int8 kernel computes Q4_0's products without approximation
-/// (at one byte per weight in memory instead of half).
-fn matrix(t: &TensorInfo, data: &[u8], device: &Device) -> Result<Matrix> {
-    let block_bytes = match t.kind {
-        GgmlType::Q8_0 => 34,
-        GgmlType::Q4_0 => 18,
+/// A matrix of F32/F16 as f32; of a quantized type as int8 values with one f32 scale per group
+/// of `gs` (and, for Q4_K, one offset). A Q4_0 value is its nibble minus 8 (ggml's
+/// `dequantize_row_q4_0`: the low nibbles of a block's 16 bytes are values 0..16, the high ones
+/// 16..32), exactly representable in int8, so the int8 kernel computes Q4_0's products without
+/// approximation (at one byte per weight in memory instead of half). Q6_K and Q4_K: see
+/// [`crate::kquants`]. A block's scale covers a multiple of `gs` values; it is repeated per group.
+fn matrix(t: &TensorInfo, data: &[u8], gs: usize, device: &Device) -> Result<Matrix> {
+    let (block_bytes, block_values, block_group) = match t.kind {
+        GgmlType::Q8_0 => (34, 32, 32),
+        GgmlType::Q4_0 => (18, 32, 32),
+        GgmlType::Q4_K => (Q4_K_BYTES, QK_K, Q4_K_GROUP),
+        GgmlType::Q6_K => (Q6_K_BYTES, QK_K, Q6_K_GROUP),
         _ => return Ok(Matrix::F32(f32_tensor(t, data, device)?)),
     };
+    if gs == 0 || !block_group.is_multiple_of(gs) {
+        return Err(EngineError::Internal(format!(
+            "tensor {} ({}) in groups of {gs}",
+            t.name,
+            t.kind.name()
+        )));
+    }
+    let repeat = block_group / gs;
     let blocks = data.len() / block_bytes;
-    let mut values: Vec<u8> = Vec::with_capacity(blocks * Q8_0_GROUP);
-    let mut scales = Vec::with_capacity(blocks);
+    let groups_per_block = block_values / block_group;
+    let mut values: Vec<u8> = Vec::with_capacity(blocks * block_values);
+    let mut scales = Vec::with_capacity(blocks * block_values / gs);
+    let mut offsets = Vec::new();
+    let (mut q, mut bs, mut bm) = ([0u8; QK_K], [0f32; 16], [0f32; 16]);
     for block in data.chunks_exact(block_bytes) {
-        scales.push(f16_to_f32(u16::from_le_bytes([block[0], block[1]])));
-        let quants = &block[2..];
-        if t.kind == GgmlType::Q8_0 {
-            values.extend_from_slice(quants);
-        } else {
-            let nibble = |q: u8| (q as i8 - 8) as u8;
-            values.extend(quants.iter().map(|q| nibble(q & 0x0f)));
-            values.extend(quants.iter().map(|q| nibble(q >> 4)));
+        match t.kind {
+            GgmlType::Q8_0 => {
+                bs[0] = f16_to_f32(u16::from_le_bytes([block[0], block[1]]));
+                q[..32].copy_from_slice(&block[2..]);
+            }
+            GgmlType::Q4_0 => {
+                bs[0] = f16_to_f32(u16::from_le_bytes([block[0], block[1]]));
+                let nibble = |q: u8| (q as i8 - 8) as u8;
+                for (j, b) in block[2..].iter().enumerate() {
+                    q[j] = nibble(b & 0x0f);
+                    q[j + 16] = nibble(b >> 4);
+                }
+            }
+            GgmlType::Q4_K => {
+                decode_q4_k(block, &mut q, &mut bs[..8], &mut bm[..8]);
+                for m in &bm[..8] {
+                    offsets.extend(std::iter::repeat_n(*m, repeat));
+                }
+            }
+            _ => {
+                let mut signed = [0i8; QK_K];
+                decode_q6_k(block, &mut signed, &mut bs);
+                for (q, s) in q.iter_mut().zip(signed) {
+                    *q = s as u8;
+                }
+            }
+        }
+        values.extend_from_slice(&q[..block_values]);
+        for s in &bs[..groups_per_block] {
+            scales.extend(std::iter::repeat_n(*s, repeat));
         }
     }
     let shape: Vec<usize> = t.dims.iter().map(|d| *d as usize).collect();
+    let groups = scales.len();
     Ok(Matrix::Q8 {
         values: Tensor::from_vec(values, shape, device)?,
-        scales: Tensor::from_vec(scales, blocks, device)?,
+        scales: Tensor::from_vec(scales, groups, device)?,
+        offsets: if t.kind == GgmlType::Q4_K {
+            Some(Tensor::from_vec(offsets, groups, device)?)
+        } else {
+            None
+        },
     })
 }
 
@@ -408,9 +456,10 @@ pub fn load(file: &[u8], device: &Device) -> Result<ModelParts> {
         let (t, data) = tensor(name)?;
         f32_tensor(t, data, device)
     };
+    let gs = cfg.group_size.unwrap_or(Q8_0_GROUP);
     let mat = |name: &str| -> Result<Matrix> {
         let (t, data) = tensor(name)?;
-        matrix(t, data, device)
+        matrix(t, data, gs, device)
     };
     let embedding = mat("token_embd.weight")?;
     let classifier = if cfg.shared_classifier {
@@ -449,7 +498,7 @@ pub fn load(file: &[u8], device: &Device) -> Result<ModelParts> {
 
 #[cfg(test)]
 mod tests {
-    use super::f16_to_f32;
+    use crate::kquants::f16_to_f32;
 
     #[test]
     fn f16_widening_is_exact() {

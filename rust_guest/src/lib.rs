@@ -7,6 +7,7 @@ pub mod error;
 pub mod generation;
 pub mod gguf;
 pub mod gguf_model;
+pub mod kquants;
 pub mod loaded_model;
 pub mod matvec;
 pub mod model_parts;

@@ -35,6 +35,7 @@ impl MatrixParts {
             Matrix::Q8 {
                 values,
                 scales: self.scales.ok_or_else(missing)?,
+                offsets: None,
             }
         } else {
             Matrix::F32(values)
