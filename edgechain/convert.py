@@ -28,6 +28,7 @@ from typing import BinaryIO
 from edgechain.errors import InputError, InvalidCheckpoint, InvalidParameter, InvalidTokenizer
 from edgechain.files import write_atomically
 from edgechain.service.engine import gguf_writer as gw
+from edgechain.service.engine.checkpoint_header import HeaderDims
 from edgechain.service.engine.model_files import (
     HEADER_BYTES,
     Q8_HEADER_BYTES,
@@ -66,22 +67,15 @@ def _read_tokens(path: Path, vocab_size: int) -> list[tuple[str, float]]:
     """The (piece, score) records of a llama2.c tokenizer.bin, as SentencePiece pieces."""
     read_tokenizer(path, model_vocab=vocab_size)  # the engine's rules, one-line errors
     data = path.read_bytes()
-    at, out = 4, []
+    at, records = 4, []
     while at < len(data):
         score, length = struct.unpack_from("<fi", data, at)
-        raw = data[at + 8 : at + 8 + length]
+        records.append((data[at + 8 : at + 8 + length], score))
         at += 8 + length
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise InvalidTokenizer(f"{path}: token {len(out)} is not UTF-8") from None
-        out.append((text, score))
-    # llama2.c writes <s> and </s> between newlines and SentencePiece's ▁ as a space.
-    pieces = []
-    for i, (text, score) in enumerate(out):
-        text = {1: "<s>", 2: "</s>"}.get(i, text.replace(" ", "\u2581"))
-        pieces.append((text, score))
-    return pieces
+    try:
+        return llama2c_pieces(records)
+    except InvalidTokenizer as err:
+        raise InvalidTokenizer(f"{path}: {err}") from None
 
 
 def _token_type(index: int, text: str) -> int:
@@ -166,20 +160,36 @@ def _tensor(name: str, dims: tuple[int, ...], raw: bytes, kind: str, n_layers: i
     return gw.Tensor(name, dims, gw.GGML_Q8_0, gw.quantize_q8_0(values.tolist()))
 
 
-def _metadata(h: CheckpointHeader, kind: str, name: str, tokens: list[tuple[str, float]]) -> list:
+def model_metadata(
+    arch: str,
+    h: HeaderDims,
+    *,
+    kind: str,
+    name: str,
+    norm_eps: float = 1e-5,
+    rope_base: float = 10000.0,
+) -> list[tuple[str, object]]:
+    """The ``general.*`` and ``ARCH.*`` metadata of a model of dims ``h`` stored as ``kind``."""
     return [
-        ("general.architecture", "llama"),
+        ("general.architecture", arch),
         ("general.name", name),
         ("general.file_type", _FILE_TYPES[kind]),
-        ("llama.context_length", h.seq_len),
-        ("llama.embedding_length", h.dim),
-        ("llama.block_count", h.n_layers),
-        ("llama.feed_forward_length", h.hidden_dim),
-        ("llama.rope.dimension_count", h.head_size),
-        ("llama.attention.head_count", h.n_heads),
-        ("llama.attention.head_count_kv", h.n_kv_heads),
-        ("llama.attention.layer_norm_rms_epsilon", 1e-5),
-        ("llama.rope.freq_base", 10000.0),
+        (f"{arch}.context_length", h.seq_len),
+        (f"{arch}.embedding_length", h.dim),
+        (f"{arch}.block_count", h.n_layers),
+        (f"{arch}.feed_forward_length", h.hidden_dim),
+        (f"{arch}.rope.dimension_count", h.head_size),
+        (f"{arch}.attention.head_count", h.n_heads),
+        (f"{arch}.attention.head_count_kv", h.n_kv_heads),
+        (f"{arch}.attention.layer_norm_rms_epsilon", norm_eps),
+        (f"{arch}.rope.freq_base", rope_base),
+    ]
+
+
+def tokenizer_metadata(tokens: list[tuple[str, float]]) -> list[tuple[str, object]]:
+    """``tokenizer.ggml.*`` for a SentencePiece-style (``llama``) vocabulary of (piece, score):
+    ``▁`` for a space, <unk> 0, BOS 1, EOS 2, byte tokens typed as such."""
+    return [
         ("tokenizer.ggml.model", "llama"),
         ("tokenizer.ggml.tokens", [t for t, _ in tokens]),
         ("tokenizer.ggml.scores", [float(s) for _, s in tokens]),
@@ -193,6 +203,26 @@ def _metadata(h: CheckpointHeader, kind: str, name: str, tokens: list[tuple[str,
         ("tokenizer.ggml.add_bos_token", True),
         ("tokenizer.ggml.add_eos_token", False),
     ]
+
+
+def llama2c_pieces(pieces: list[tuple[bytes, float]]) -> list[tuple[str, float]]:
+    """A llama2.c tokenizer.bin's (piece, score) records as SentencePiece pieces: llama2.c
+    writes <s> and </s> between newlines and SentencePiece's ▁ as a space."""
+    out = []
+    for i, (raw, score) in enumerate(pieces):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidTokenizer(f"token {i} is not UTF-8") from None
+        out.append(({1: "<s>", 2: "</s>"}.get(i, text.replace(" ", "\u2581")), score))
+    return out
+
+
+def quantized_tensor(
+    name: str, dims: tuple[int, ...], raw: bytes, kind: str, n_layers: int
+) -> gw.Tensor:
+    """The tensor ``name`` (f32 little-endian ``raw``) as a ``kind`` file stores it."""
+    return _tensor(name, dims, raw, kind, n_layers)
 
 
 def convert_to_gguf(
@@ -222,7 +252,8 @@ def convert_to_gguf(
         tensors = _tensors(f, h, kind)
     if not dst_path.parent.is_dir():
         raise InputError(f"output directory does not exist: {dst_path.parent}")
-    metadata = _metadata(h, kind, src_path.stem, tokens)
+    metadata = model_metadata("llama", h, kind=kind, name=src_path.stem)
+    metadata += tokenizer_metadata(tokens)
     written = 0
 
     def write(out: BinaryIO) -> None:

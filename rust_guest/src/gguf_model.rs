@@ -15,10 +15,11 @@ use crate::kquants::{
 };
 use crate::model_parts::{ModelHyper, ModelParts};
 use crate::tokenizer::{Tokenizer, BOS, EOS};
-use crate::weights::{LayerMatrix, LayerWeights, Matrix, TransformerWeights};
+use crate::weights::{LayerExtras, LayerMatrix, LayerWeights, Matrix, TransformerWeights};
 
-/// The architectures the engine runs.
-pub const ARCHITECTURES: [&str; 1] = ["llama"];
+/// The architectures the engine runs: llama, and Qwen's two (llama's layers plus q/k/v biases
+/// for qwen2, per-head q/k RMSNorm for qwen3; NEOX-style RoPE for both).
+pub const ARCHITECTURES: [&str; 3] = ["llama", "qwen2", "qwen3"];
 /// The tensor types the engine runs.
 pub const TENSOR_TYPES: [GgmlType; 6] = [
     GgmlType::F32,
@@ -139,6 +140,16 @@ pub fn inspect(bytes: &[u8], file_len: u64) -> Result<GgufSpec> {
             )));
         }
     }
+    for what in ["key_length", "value_length"] {
+        if let Some(len) = meta_usize(&h, &key(&format!("attention.{what}")))? {
+            if len != config.head_size() {
+                return Err(unsupported(format!(
+                    "{arch} attention.{what} {len} differs from embedding_length / head_count = {} (not supported)",
+                    config.head_size()
+                )));
+            }
+        }
+    }
     if let Some(rope_dims) = meta_usize(&h, &key("rope.dimension_count"))? {
         if rope_dims != config.head_size() {
             return Err(unsupported(format!(
@@ -150,8 +161,12 @@ pub fn inspect(bytes: &[u8], file_len: u64) -> Result<GgufSpec> {
     let hyper = ModelHyper {
         rope_base: meta_f32(&h, &key("rope.freq_base"), 10000.0)?,
         norm_eps: meta_f32(&h, &key("attention.layer_norm_rms_epsilon"), 1e-5)?,
+        // llama.cpp's rope type: NORM for llama (its converter permutes q/k for it), NEOX for
+        // qwen2 and qwen3.
+        rope_neox: arch != "llama",
     };
-    check_tensors(&h, &config)?;
+    let arch = arch.to_string();
+    check_tensors(&h, &config, &arch)?;
     Ok(GgufSpec {
         header: h,
         config,
@@ -187,7 +202,7 @@ fn check_config(cfg: &CheckpointConfig) -> Result<()> {
 }
 
 /// The tensors the config implies, with their row-major shapes and whether they are matrices.
-fn expected_tensors(cfg: &CheckpointConfig) -> Vec<(String, Vec<u64>, bool)> {
+fn expected_tensors(cfg: &CheckpointConfig, arch: &str) -> Vec<(String, Vec<u64>, bool)> {
     let (dim, vocab) = (cfg.dim as u64, cfg.vocab_size as u64);
     let mut out = vec![
         ("token_embd.weight".to_string(), vec![vocab, dim], true),
@@ -203,16 +218,29 @@ fn expected_tensors(cfg: &CheckpointConfig) -> Vec<(String, Vec<u64>, bool)> {
             let shape = m.shape(cfg).map(|d| d as u64).to_vec();
             out.push((layer_name(l, m), shape, true));
         }
+        let (kv, hd) = (cfg.kv_dim() as u64, cfg.head_size() as u64);
+        let extras: &[(&str, u64)] = match arch {
+            "qwen2" => &[
+                ("attn_q.bias", dim),
+                ("attn_k.bias", kv),
+                ("attn_v.bias", kv),
+            ],
+            "qwen3" => &[("attn_q_norm.weight", hd), ("attn_k_norm.weight", hd)],
+            _ => &[],
+        };
+        for (name, len) in extras {
+            out.push((format!("blk.{l}.{name}"), vec![*len], false));
+        }
     }
     out
 }
 
-fn check_tensors(h: &GgufHeader, cfg: &CheckpointConfig) -> Result<()> {
-    let expected = expected_tensors(cfg);
+fn check_tensors(h: &GgufHeader, cfg: &CheckpointConfig, arch: &str) -> Result<()> {
+    let expected = expected_tensors(cfg, arch);
     for t in &h.tensors {
         let Some((_, shape, matrix)) = expected.iter().find(|(n, _, _)| *n == t.name) else {
             return Err(unsupported(format!(
-                "GGUF tensor {} is not one the llama architecture uses here",
+                "GGUF tensor {} is not one the {arch} architecture uses here",
                 t.name
             )));
         };
@@ -467,6 +495,19 @@ pub fn load(file: &[u8], device: &Device) -> Result<ModelParts> {
     } else {
         mat("output.weight")?
     };
+    // The architecture's extra attention tensors (`check_tensors` requires them for it).
+    let optional = |name: String| -> Result<Option<Tensor>> {
+        h.tensor(&name).map(|_| norm(&name)).transpose()
+    };
+    let extras = |l: usize| -> Result<LayerExtras> {
+        Ok(LayerExtras {
+            q_bias: optional(format!("blk.{l}.attn_q.bias"))?,
+            k_bias: optional(format!("blk.{l}.attn_k.bias"))?,
+            v_bias: optional(format!("blk.{l}.attn_v.bias"))?,
+            q_norm: optional(format!("blk.{l}.attn_q_norm.weight"))?,
+            k_norm: optional(format!("blk.{l}.attn_k_norm.weight"))?,
+        })
+    };
     let mut layers = Vec::with_capacity(cfg.n_layers);
     for l in 0..cfg.n_layers {
         let m = |which| mat(&layer_name(l, which));
@@ -480,6 +521,7 @@ pub fn load(file: &[u8], device: &Device) -> Result<ModelParts> {
             w1: m(LayerMatrix::W1)?,
             w2: m(LayerMatrix::W2)?,
             w3: m(LayerMatrix::W3)?,
+            extras: extras(l)?,
         });
     }
     let weights = TransformerWeights {

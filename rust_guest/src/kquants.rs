@@ -7,7 +7,7 @@
 //! (`d * scale`, exact: 11 by 8 significant bits), the int8 path's own form. A Q4_K block is
 //! values `q` (0..=15) with, per 32, a scale `d * sc` and an offset `dmin * m` (both exact):
 //! `value = scale * q - offset`. The offset's share of a dot product, `offset * sum(x)` per
-//! group, is what [`crate::weights::Matrix::Q8`]'s `mins` carries.
+//! group, is what [`crate::weights::Matrix::Q8`]'s `offsets` carry.
 
 /// Values per super-block.
 pub const QK_K: usize = 256;

@@ -159,6 +159,14 @@ impl Model {
             .collect())
     }
 
+    /// The logits (f32 little-endian bytes) after `tokens` fed one by one from position 0.
+    fn logits<'py>(&self, py: Python<'py>, tokens: Vec<u32>) -> PyResult<Bound<'py, PyBytes>> {
+        let inner = &self.inner;
+        let logits = py.allow_threads(|| inner.logits(&tokens)).map_err(to_py)?;
+        let bytes: Vec<u8> = logits.iter().flat_map(|v| v.to_le_bytes()).collect();
+        Ok(PyBytes::new(py, &bytes))
+    }
+
     /// Starts a generation session (ABI.md's parameters JSON; "" means all defaults).
     fn start(&self, prompt: &str, params_json: &str) -> PyResult<Session> {
         let params = if params_json.trim().is_empty() {

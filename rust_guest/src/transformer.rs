@@ -23,7 +23,7 @@ use crate::model_parts::ModelHyper;
 use crate::parallel::Threads;
 use crate::q8::{matmul_q8, quantize_activations};
 use crate::sampler::softmax;
-use crate::weights::{with_f32, with_i8, LayerMatrix, Matrix, TransformerWeights};
+use crate::weights::{with_f32, with_i8, LayerExtras, LayerMatrix, Matrix, TransformerWeights};
 
 /// The weights, ready for decoding.
 pub struct Transformer {
@@ -36,6 +36,7 @@ pub struct Transformer {
     threads: Threads,
     /// rmsnorm's epsilon (run.c's 1e-5 unless the file says).
     norm_eps: f32,
+    rope_neox: bool,
 }
 
 /// One session's KV cache (run.c's `RunState` keys and values): per layer `seq_len x kv_dim`.
@@ -130,6 +131,17 @@ fn rmsnorm(out: &mut [f32], x: &[f32], weight: &Tensor, eps: f32) -> Result<()> 
     with_f32(weight, |w| {
         for ((o, x), w) in out.iter_mut().zip(x).zip(w) {
             *o = w * (inv * x);
+        }
+    })
+}
+
+/// [`rmsnorm`] with `out` = `x` (the same arithmetic).
+fn rmsnorm_in_place(x: &mut [f32], weight: &Tensor, eps: f32) -> Result<()> {
+    let ss = x.iter().fold(0.0f32, |s, v| s + v * v) / x.len() as f32 + eps;
+    let inv = 1.0 / ss.sqrt();
+    with_f32(weight, |w| {
+        for (x, w) in x.iter_mut().zip(w) {
+            *x = w * (inv * *x);
         }
     })
 }
@@ -266,6 +278,7 @@ impl Transformer {
             cfg,
             threads: Threads::one(),
             norm_eps: hyper.norm_eps,
+            rope_neox: hyper.rope_neox,
         })
     }
 
@@ -300,13 +313,25 @@ impl Transformer {
         })
     }
 
-    /// run.c's RoPE on one position: pairs (2i, 2i+1) of every head rotated by the table row.
+    /// run.c's RoPE on one position: pairs (2i, 2i+1) of every head rotated by the table row
+    /// (pairs (i, i + head_size/2) for a NEOX-style model, the same angles).
     fn rope(&self, values: &mut [f32], pos: usize) {
         let half = self.cfg.head_size() / 2;
         let (cos, sin) = (
             &self.cos[pos * half..][..half],
             &self.sin[pos * half..][..half],
         );
+        if self.rope_neox {
+            for head in values.chunks_exact_mut(2 * half) {
+                let (a, b) = head.split_at_mut(half);
+                for (i, (v0, v1)) in a.iter_mut().zip(b.iter_mut()).enumerate() {
+                    let (x0, x1) = (*v0, *v1);
+                    *v0 = x0 * cos[i] - x1 * sin[i];
+                    *v1 = x0 * sin[i] + x1 * cos[i];
+                }
+            }
+            return;
+        }
         for head in values.chunks_exact_mut(2 * half) {
             for (i, pair) in head.chunks_exact_mut(2).enumerate() {
                 let (v0, v1) = (pair[0], pair[1]);
@@ -314,6 +339,31 @@ impl Transformer {
                 pair[1] = v0 * sin[i] + v1 * cos[i];
             }
         }
+    }
+
+    /// qwen2's q/k/v biases and qwen3's per-head q/k RMSNorm, on one item's projections
+    /// (nothing for llama).
+    fn attention_extras(
+        &self,
+        e: &LayerExtras,
+        q: &mut [f32],
+        k: &mut [f32],
+        v: &mut [f32],
+    ) -> Result<()> {
+        for (bias, x) in [(&e.q_bias, &mut *q), (&e.k_bias, &mut *k), (&e.v_bias, v)] {
+            if let Some(b) = bias {
+                with_f32(b, |b| x.iter_mut().zip(b).for_each(|(x, b)| *x += b))?;
+            }
+        }
+        let hd = self.cfg.head_size();
+        for (norm, x) in [(&e.q_norm, q), (&e.k_norm, k)] {
+            if let Some(w) = norm {
+                for head in x.chunks_exact_mut(hd) {
+                    rmsnorm_in_place(head, w, self.norm_eps)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Logits for `token` at `pos` (`pos < seq_len`, `token < vocab_size`), updating `cache`:
@@ -437,8 +487,11 @@ impl Transformer {
             // Every item's key and value go into its cache before any attention reads.
             let layer_off = l * c.seq_len * kv_dim;
             for (i, item) in items.iter().enumerate() {
-                self.rope(&mut q[i * dim..][..dim], item.pos);
+                let query = &mut q[i * dim..][..dim];
                 let key = &mut k[i * kv_dim..][..kv_dim];
+                let value = &mut v[i * kv_dim..][..kv_dim];
+                self.attention_extras(&layer.extras, query, key, value)?;
+                self.rope(query, item.pos);
                 self.rope(key, item.pos);
                 let at = layer_off + item.pos * kv_dim;
                 let cache = &mut *caches[item.cache];
@@ -627,6 +680,7 @@ mod tests {
                 w1: to_q8(&l.w1, gs),
                 w2: to_q8(&l.w2, gs),
                 w3: to_q8(&l.w3, gs),
+                extras: Default::default(),
             })
             .collect();
         let q8 = TransformerWeights {

@@ -48,6 +48,18 @@ impl LayerMatrix {
     }
 }
 
+/// The attention tensors some architectures add to llama's (all f32): qwen2's q/k/v biases
+/// (added after the projections) and qwen3's per-head q/k RMSNorm weights (`head_size` each,
+/// applied to every head before RoPE).
+#[derive(Debug, Clone, Default)]
+pub struct LayerExtras {
+    pub q_bias: Option<Tensor>,
+    pub k_bias: Option<Tensor>,
+    pub v_bias: Option<Tensor>,
+    pub q_norm: Option<Tensor>,
+    pub k_norm: Option<Tensor>,
+}
+
 /// One layer: the attention and feed-forward matrices and their rmsnorm weights.
 #[derive(Debug, Clone)]
 pub struct LayerWeights {
@@ -61,6 +73,7 @@ pub struct LayerWeights {
     pub w1: Matrix,
     pub w2: Matrix,
     pub w3: Matrix,
+    pub extras: LayerExtras,
 }
 
 impl LayerWeights {
@@ -105,6 +118,19 @@ impl TransformerWeights {
         for layer in &self.layers {
             check_tensor(&layer.rms_att, &[cfg.dim], DType::F32, "attention norm")?;
             check_tensor(&layer.rms_ffn, &[cfg.dim], DType::F32, "ffn norm")?;
+            let e = &layer.extras;
+            let kv = cfg.kv_dim();
+            for (t, len, what) in [
+                (&e.q_bias, cfg.dim, "q bias"),
+                (&e.k_bias, kv, "k bias"),
+                (&e.v_bias, kv, "v bias"),
+                (&e.q_norm, cfg.head_size(), "q norm"),
+                (&e.k_norm, cfg.head_size(), "k norm"),
+            ] {
+                if let Some(t) = t {
+                    check_tensor(t, &[len], DType::F32, what)?;
+                }
+            }
             for m in LayerMatrix::ALL {
                 check_matrix(
                     layer.matrix(m),

@@ -19,7 +19,7 @@ MAGIC = b"GGUF"
 VERSION = 3
 DEFAULT_ALIGNMENT = 32
 #: The engine's architectures and tensor types (gguf_model.rs).
-ARCHITECTURES = ("llama",)
+ARCHITECTURES = ("llama", "qwen2", "qwen3")
 #: ggml type id -> (name, values per block, bytes per block) of the types the engine runs.
 TENSOR_TYPES = {
     0: ("F32", 1, 4), 1: ("F16", 1, 2), 2: ("Q4_0", 32, 18), 8: ("Q8_0", 32, 34),

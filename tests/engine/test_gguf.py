@@ -186,8 +186,8 @@ def test_unsupported_architecture_and_tensor_type_are_named(
     engine: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     eng = request.getfixturevalue(f"{engine}_engine")
-    with pytest.raises(UnsupportedModel, match="architecture 'qwen3' is not supported"):
-        eng.load_files(_tiny_gguf(tmp_path / "a.gguf", arch="qwen3"), None)
+    with pytest.raises(UnsupportedModel, match="architecture 'gemma3' is not supported"):
+        eng.load_files(_tiny_gguf(tmp_path / "a.gguf", arch="gemma3"), None)
     with pytest.raises(UnsupportedModel, match=r"blk\.0\.attn_q\.weight is Q5_K; supported"):
         eng.load_files(_tiny_gguf(tmp_path / "b.gguf", kind=13), None)
     scaled = (("llama.rope.scaling.type", "yarn"),)

@@ -98,6 +98,7 @@ impl Parts {
                 w1: w1?,
                 w2: w2?,
                 w3: w3?,
+                extras: Default::default(),
             });
         }
         Ok(TransformerWeights {
