@@ -2,13 +2,19 @@
 ``qwen2``, ``qwen3``), for tests and references: the synthetic llama2.c weights' scheme
 (:mod:`edgechain.testing.synth`: BLAKE3 bytes keyed by the seed, one stream per tensor, matrices
 in +-[2^-7, 2^-5), norm weights in [0.5, 2)) under llama.cpp's tensor names, the synthetic
-SentencePiece-style vocabulary as ``tokenizer.ggml.*``, and each architecture's own parts:
+vocabulary as ``tokenizer.ggml.*``, and each architecture's own parts:
 
-- ``llama``: tied output (no ``output.weight``), RoPE base 10000, rmsnorm epsilon 1e-5;
+- ``llama``: tied output (no ``output.weight``), RoPE base 10000, rmsnorm epsilon 1e-5, the
+  synthetic SentencePiece-style (``llama``) vocabulary;
 - ``qwen2``: q/k/v biases (matrix-range values), tied output, RoPE base 1e6, epsilon 1e-6
-  (Qwen2.5's);
+  (Qwen2.5's), a byte-level BPE (``gpt2``, pre-tokenizer ``qwen2``) vocabulary;
 - ``qwen3``: per-head q/k RMSNorm weights, a separate ``output.weight``, RoPE base 1e6,
-  epsilon 1e-6, ``attention.key_length``/``value_length`` = head size.
+  epsilon 1e-6, ``attention.key_length``/``value_length`` = head size, the ``gpt2`` vocabulary.
+
+The ``gpt2`` vocabulary: the 256 byte tokens (GPT-2's byte-to-character map), then a merge per
+synthetic piece (" t", "th", " th", "the", ... as the llama vocabulary's, each the merge of its
+prefix and last character), then Qwen's special tokens ``<|endoftext|>`` (BOS),
+``<|im_start|>`` and ``<|im_end|>`` (EOS), control tokens; no BOS added to a prompt.
 
 Matrices may be stored quantized (``kind`` as ``edgechain convert --type``). Same seed, shape,
 architecture and kind: the same bytes on every machine.
@@ -49,13 +55,71 @@ class ArchTraits:
     tied_output: bool
     rope_base: float
     norm_eps: float
+    #: ``tokenizer.ggml.model``: "llama" or "gpt2".
+    tokenizer: str
 
 
 TRAITS = {
-    "llama": ArchTraits(False, False, True, 10000.0, 1e-5),
-    "qwen2": ArchTraits(True, False, True, 1e6, 1e-6),
-    "qwen3": ArchTraits(False, True, False, 1e6, 1e-6),
+    "llama": ArchTraits(False, False, True, 10000.0, 1e-5, "llama"),
+    "qwen2": ArchTraits(True, False, True, 1e6, 1e-6, "gpt2"),
+    "qwen3": ArchTraits(False, True, False, 1e6, 1e-6, "gpt2"),
 }
+#: Qwen's special tokens, the last ids of the ``gpt2`` vocabulary.
+SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+
+
+def byte_level(data: bytes) -> str:
+    """GPT-2's byte-level spelling of ``data`` (``bytes_to_unicode``)."""
+    printable = [*range(33, 127), *range(161, 173), *range(174, 256)]
+    table = {b: chr(b) for b in printable}
+    extra = 256
+    for b in range(256):
+        if b not in table:
+            table[b] = chr(extra)
+            extra += 1
+    return "".join(table[b] for b in data)
+
+
+def gpt2_vocabulary(vocab_size: int) -> tuple[list[str], list[str]]:
+    """The synthetic ``gpt2`` tokens (byte-level strings, specials last) and merges."""
+    from edgechain.testing.synth import _merge_pieces
+
+    tokens = [byte_level(bytes([b])) for b in range(256)]
+    known = set(tokens)
+    merges: list[str] = []
+    room = vocab_size - len(SPECIALS)
+    if room < 256:
+        raise InvalidParameter(f"vocab_size must be at least {256 + len(SPECIALS)}")
+    for piece in _merge_pieces():
+        if len(tokens) == room:
+            break
+        whole = byte_level(piece.encode())
+        left, right = byte_level(piece[:-1].encode()), byte_level(piece[-1].encode())
+        if len(piece) < 2 or whole in known or left not in known:
+            continue
+        tokens.append(whole)
+        known.add(whole)
+        merges.append(f"{left} {right}")
+    if len(tokens) != room:
+        raise InvalidParameter(f"vocab_size {vocab_size} is larger than the synthetic vocabulary")
+    return tokens + list(SPECIALS), merges
+
+
+def gpt2_tokenizer_metadata(vocab_size: int) -> list[tuple[str, object]]:
+    """``tokenizer.ggml.*`` of the synthetic ``gpt2`` vocabulary (pre-tokenizer qwen2)."""
+    tokens, merges = gpt2_vocabulary(vocab_size)
+    first_special = vocab_size - len(SPECIALS)
+    types = [gw.I32(3 if i >= first_special else 1) for i in range(vocab_size)]
+    return [
+        ("tokenizer.ggml.model", "gpt2"),
+        ("tokenizer.ggml.pre", "qwen2"),
+        ("tokenizer.ggml.tokens", tokens),
+        ("tokenizer.ggml.token_type", types),
+        ("tokenizer.ggml.merges", merges),
+        ("tokenizer.ggml.bos_token_id", first_special),
+        ("tokenizer.ggml.eos_token_id", first_special + 2),
+        ("tokenizer.ggml.add_bos_token", False),
+    ]
 
 
 def _random(seed: int, name: str, count: int, high: bytes) -> bytes:
@@ -107,6 +171,8 @@ def gguf_metadata(shape: ModelShape, arch: str, kind: str, name: str) -> list[tu
             ("qwen3.attention.key_length", shape.head_size),
             ("qwen3.attention.value_length", shape.head_size),
         ]
+    if t.tokenizer == "gpt2":
+        return meta + gpt2_tokenizer_metadata(shape.vocab_size)
     return meta + tokenizer_metadata(llama2c_pieces(tokenizer_pieces(shape.vocab_size)))
 
 

