@@ -165,6 +165,15 @@ class ServiceContext:
     certified_block: Callable[[int], CertifiedBlock]
 
 
+class BuiltInService:
+    """A built-in application's service: certified reads through its context; ``id`` is its
+    application's id."""
+
+    def __init__(self, context: ServiceContext) -> None:
+        self._ctx = context
+        self.id = context.app_id
+
+
 @dataclass(frozen=True)
 class ApplicationKind:
     """A kind of application: its name, its contract and how to build its service."""

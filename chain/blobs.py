@@ -23,6 +23,7 @@ import blake3
 
 from edgechain.chain.application import (
     ApplicationKind,
+    BuiltInService,
     application_id,
 )
 from edgechain.chain.block import Operation
@@ -36,7 +37,7 @@ from edgechain.errors import (
 )
 
 if TYPE_CHECKING:
-    from edgechain.chain.application import ContractState, OperationContext, ServiceContext
+    from edgechain.chain.application import ContractState, OperationContext
     from edgechain.chain.state import ChainState
     from edgechain.chain.storage import Snapshot
 
@@ -112,12 +113,8 @@ class PublishedBlob:
     height: int
 
 
-class BlobsService:
+class BlobsService(BuiltInService):
     """Certified reads: which blobs the chain has published."""
-
-    def __init__(self, context: ServiceContext) -> None:
-        self._ctx = context
-        self.id = context.app_id
 
     def published(self, blob: bytes) -> PublishedBlob | None:
         value = self._ctx.state.get(blob_key(blob))

@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 from edgechain.chain.application import (
     ApplicationKind,
+    BuiltInService,
     ContractState,
     OperationContext,
     ServiceContext,
@@ -31,6 +32,7 @@ from edgechain.chain.application import (
     register_application_resolver,
 )
 from edgechain.chain.blobs import blob_id, published_record, register_blob_references
+from edgechain.chain.block import Block
 from edgechain.chain.encoding import hash_value
 from edgechain.errors import OperationRejected, StorageCorrupted, Unauthorized
 
@@ -140,6 +142,79 @@ class CreateApplication:
         return cls(module, payload["parameters"], payload["argument"])
 
 
+@dataclass(frozen=True)
+class UseApplication:
+    """Let this chain run an application created on another chain (Linera loads it from its
+    description blob): the block carries the description, which execution checks against the
+    application's id, and validators against the creator's certified block
+    (:func:`check_used_application`). The application's state here starts empty; it is not
+    instantiated again."""
+
+    operation_name: ClassVar[str] = "UseApplication"
+
+    application: bytes
+    creator: bytes  # the chain whose block created it
+    height: int
+    index: int  # the creating operation's position in that block
+    files: tuple[tuple[str, bytes, int], ...]
+    parameters: Any = None
+
+    @property
+    def module(self) -> bytes:
+        return module_id(self.files)
+
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "application": self.application,
+            "creator": self.creator,
+            "height": self.height,
+            "index": self.index,
+            "files": [[path, blob, size] for path, blob, size in self.files],
+            "parameters": self.parameters,
+        }
+
+    @classmethod
+    def from_payload(cls, payload: Any) -> UseApplication:
+        fields = {"application", "creator", "height", "index", "files", "parameters"}
+        if not (isinstance(payload, dict) and set(payload) == fields):
+            raise OperationRejected(f"UseApplication needs exactly {', '.join(sorted(fields))}")
+        ids = (payload["application"], payload["creator"])
+        if not all(isinstance(v, bytes) and len(v) == 32 for v in ids):
+            raise OperationRejected("UseApplication.application and .creator are 32-byte ids")
+        numbers = (payload["height"], payload["index"])
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in numbers):
+            raise OperationRejected("UseApplication.height and .index are integers >= 0")
+        files = PublishModule.from_payload({"files": payload["files"]}).files
+        used = cls(*ids, *numbers, files, payload["parameters"])
+        if created_application_id(used.module, used.creator, used.height, used.index) != (
+            used.application
+        ):
+            raise OperationRejected("UseApplication: that is not the application's description")
+        return used
+
+
+def check_used_application(
+    payload: Any, certified_block: Callable[[bytes, int], Block | None]
+) -> None:
+    """Raise OperationRejected unless a UseApplication ``payload`` describes the application
+    its creator's certified block created (same module, same parameters).
+    ``certified_block(chain, height)`` gives a block checked against its certificate."""
+    used = UseApplication.from_payload(payload)
+    block = certified_block(used.creator, used.height)
+    label = f"application {used.application.hex()[:16]}"
+    if block is None or used.index >= len(block.operations):
+        raise OperationRejected(f"{label}: its creator has no such certified block or operation")
+    creating = block.operations[used.index]
+    if (creating.app_id, creating.name) != (
+        applications_app_id(used.creator),
+        CreateApplication.operation_name,
+    ):
+        raise OperationRejected(f"{label}: that operation does not create an application")
+    created = CreateApplication.from_payload(creating.payload)
+    if (created.module, created.parameters) != (used.module, used.parameters):
+        raise OperationRejected(f"{label}: its module or parameters are not the ones created")
+
+
 # --- loading code ------------------------------------------------------------------------------
 
 #: ``loader(module id, {path: source bytes}) -> LoadedModule``, registered by the SDK.
@@ -238,6 +313,8 @@ class ApplicationsContract:
             return self._publish(ctx, state, PublishModule.from_payload(payload))
         if name == CreateApplication.operation_name:
             return self._create(ctx, state, CreateApplication.from_payload(payload))
+        if name == UseApplication.operation_name:
+            return self._use(state, UseApplication.from_payload(payload))
         raise OperationRejected(f"applications has no operation {name!r}")
 
     def _publish(self, ctx: OperationContext, state: ContractState, op: PublishModule) -> bytes:
@@ -251,6 +328,13 @@ class ApplicationsContract:
         if state.get(key) is None:
             state.set(key, {"files": op.to_payload()["files"], "height": ctx.height})
         return op.id
+
+    def _use(self, state: ContractState, op: UseApplication) -> bytes:
+        if state.get(f"{APP_PREFIX}{op.application.hex()}") is None:
+            description = {"module": op.module, "files": op.to_payload()["files"],
+                           "parameters": op.parameters}  # fmt: skip
+            _learn(state, op.application, description)
+        return op.application
 
     def _create(self, ctx: OperationContext, state: ContractState, op: CreateApplication) -> bytes:
         record = state.get(f"{MODULE_PREFIX}{op.module.hex()}")
@@ -280,12 +364,8 @@ class CreatedApplication:
     height: int
 
 
-class ApplicationsService:
+class ApplicationsService(BuiltInService):
     """Certified reads: the chain's modules and created applications."""
-
-    def __init__(self, context: ServiceContext) -> None:
-        self._ctx = context
-        self.id = context.app_id
 
     def applications(self) -> list[CreatedApplication]:
         state = self._ctx.state
@@ -390,3 +470,4 @@ def _module_blobs(payload: Any) -> list[bytes]:
 
 
 register_blob_references(PublishModule.operation_name, _module_blobs)
+register_blob_references(UseApplication.operation_name, _module_blobs)

@@ -118,6 +118,8 @@ NETWORK_FORMAT = "edgechain-network/1"
 DEFAULT_CHAIN = "default"
 DEFAULT_VOTE_TIMEOUT = 1.0
 _MAX_HEIGHT = 2**63 - 1  # SQLite's INTEGER range
+#: Certified blocks a network keeps checked for its validators (oldest dropped first).
+_CERTIFIED_CACHE_BLOCKS = 256
 _CHECKED_ROWS = 4096  # verified block rows a chain remembers
 _CHAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
@@ -244,6 +246,10 @@ class Network:
         ]
         self._pool = ValidatorPool(self.validators)
         self._chains: dict[str, Chain] = {}
+        # Other chains' certified blocks, checked once against their certificates: every
+        # validator checks each incoming bundle against one, and a certified block never changes.
+        self._certified: dict[tuple[bytes, int], tuple[bytes, Block]] = {}
+        self._certified_lock = threading.Lock()
         #: Opened lazily (Network.open): blocks below the verified head are checked when read.
         self._lazy = False
         # Held while this process's heads move (a refresh, a catch-up, a commit and its apply):
@@ -577,20 +583,25 @@ class Network:
         """A stored blob's bytes (what the validators holding it serve)."""
         return self.storage.blob(blob)
 
-    def certified_outgoing(
-        self, chain_id: bytes, height: int
-    ) -> tuple[bytes, tuple[Message, ...]] | None:
-        """The hash and outgoing messages of chain ``chain_id``'s certified block at ``height``
-        (checked against its certificate), None if there is none: what validators check an
-        incoming bundle against (chain/messages.py)."""
-        row = self.storage.block_row(chain_id, height) if 0 <= height < _MAX_HEIGHT else None
-        if row is None:
-            return None
-        try:
-            block, _ = check_block_row(row, chain_id, height, self.committee)
-        except EdgechainError:
-            return None
-        return row.block_hash, block.outgoing
+    def certified_block(self, chain_id: bytes, height: int) -> tuple[bytes, Block] | None:
+        """The hash and block of chain ``chain_id``'s certified block at ``height`` (checked
+        against its certificate), None if there is none: what validators check incoming
+        bundles (chain/messages.py) and used applications (chain/modules.py) against."""
+        with self._certified_lock:
+            known = self._certified.get((chain_id, height))
+            if known is not None:
+                return known
+            row = self.storage.block_row(chain_id, height) if 0 <= height < _MAX_HEIGHT else None
+            if row is None:
+                return None
+            try:
+                block, _ = check_block_row(row, chain_id, height, self.committee)
+            except EdgechainError:
+                return None
+            if len(self._certified) >= _CERTIFIED_CACHE_BLOCKS:
+                del self._certified[next(iter(self._certified))]
+            known = self._certified[(chain_id, height)] = (row.block_hash, block)
+            return known
 
     def has_chain(self, chain_id: bytes) -> bool:
         """True when a chain with this id exists (in this network's storage)."""
@@ -749,7 +760,17 @@ class Chain:
         ``blobs``: the bytes of the blobs the operations publish, by id (chain/blobs.py); they
         are stored with the block, in its transaction.
         """
-        blobs = dict(blobs or {})
+        certificate = self._propose(operations, signer, dict(blobs or {}), inbox_only=False)
+        assert certificate is not None  # an empty block raises instead (inbox_only=False)
+        return certificate
+
+    def _propose(
+        self,
+        operations: Sequence[Operation],
+        signer: Ed25519PrivateKey | None,
+        blobs: dict[bytes, bytes],
+        inbox_only: bool,
+    ) -> Certificate | None:
         net = self.network
         key = signer if signer is not None else self.owner_key()
         # The write lock is held from reading the head to committing: writers of every process
@@ -760,6 +781,8 @@ class Chain:
                 # The owner's blocks take what waits in the inbox (as Linera's client does).
                 incoming = self._pending_bundles(txn) if public_bytes(key) == self.owner else []
                 if not operations and not incoming:
+                    if inbox_only:
+                        return None
                     raise UsageError("a block needs at least one operation or incoming message")
                 certified, writes = self._certify(operations, key, blobs, incoming)
                 txn.commit_block(
@@ -788,9 +811,7 @@ class Chain:
     def process_inbox(self) -> Certificate | None:
         """Propose a block that only takes this chain's incoming messages (None when its inbox
         is empty); only the owner may (Unauthorized otherwise)."""
-        if not self.inbox():
-            return None
-        return self.propose([])
+        return self._propose([], None, {}, inbox_only=True)
 
     def inbox(self) -> list[IncomingBundle]:
         """The bundles of certified messages waiting for this chain's next block, in order."""
@@ -801,14 +822,14 @@ class Chain:
         with self._state_lock:
             counters = StateReader(self._state, messaging_id(self.id))
             taken: dict[bytes, int] = {}
-            blocks: list[tuple[bytes, int]] = []
+            blocks: dict[tuple[bytes, int], None] = {}  # ordered, without repeats
             for origin, seq, height in snapshot.sent_messages(self.id):
                 if origin not in taken:
                     taken[origin] = counters.get(f"{INBOX_PREFIX}{origin.hex()}") or 0
-                if seq >= taken[origin] and (origin, height) not in blocks:
-                    blocks.append((origin, height))
+                if seq >= taken[origin]:
+                    blocks[(origin, height)] = None
         bundles = []
-        for origin, height in blocks[:MAX_INCOMING_BUNDLES]:
+        for origin, height in list(blocks)[:MAX_INCOMING_BUNDLES]:
             row = snapshot.block_row(origin, height)
             if row is None:
                 raise StorageCorrupted(f"a message names block {height} of a chain that lacks it")
@@ -844,6 +865,12 @@ class Chain:
             incoming=incoming,
             outgoing=sent,
         )
+        if signer_public != self.owner:
+            # After executing, so an application's own refusal (its message) comes first.
+            raise Unauthorized(
+                f"only chain {self.name!r}'s owner ({self.owner.hex()[:16]}) proposes its "
+                f"blocks; this one is signed by {signer_public.hex()[:16]}"
+            )
         for message in sent:
             if not net.has_chain(message.recipient):
                 raise UsageError(

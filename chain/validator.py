@@ -22,6 +22,7 @@ from edgechain.chain.blobs import blob_id, published_blobs, referenced_blobs
 from edgechain.chain.block import (
     GENESIS_HEAD,
     MAX_BLOCK_BYTES,
+    Block,
     ChainHead,
     Proposal,
     proposal_message,
@@ -30,8 +31,12 @@ from edgechain.chain.certificate import CertifiedBlock, Vote, vote_message
 from edgechain.chain.encoding import hash_encoded, hash_value
 from edgechain.chain.faults import FaultKind, ValidatorFault
 from edgechain.chain.keys import public_bytes
-from edgechain.chain.messages import BundleRefused, Message, check_bundle_origin
 from edgechain.chain.oracle import DEFAULT_ORACLE_BUDGET_S, Oracle, recorded_response
+from edgechain.chain.other_chains import (
+    NotCertifiedElsewhere,
+    check_other_chains,
+    takes_from_other_chains,
+)
 from edgechain.chain.policy import NO_FEES, ResourcePolicy, written_bytes
 from edgechain.chain.state import ChainState, WriteSet
 from edgechain.errors import (
@@ -83,9 +88,7 @@ def proposal_signature_valid(signer: bytes, signature: bytes, block_hash: bytes)
 class CertifiedMessages(Protocol):
     """Where a validator reads other chains' certified blocks (the network's storage)."""
 
-    def certified_outgoing(
-        self, chain_id: bytes, height: int
-    ) -> tuple[bytes, tuple[Message, ...]] | None: ...
+    def certified_block(self, chain_id: bytes, height: int) -> tuple[bytes, Block] | None: ...
 
     def has_chain(self, chain_id: bytes) -> bool: ...
 
@@ -188,8 +191,10 @@ class Validator:
         block_hash = hash_encoded("block", encoded)
         if not proposal_signature_valid(block.signer, proposal.signature, block_hash):
             raise ProposalRefused("the proposal's signature is not valid")
+        if block.signer != replica.owner:
+            raise ProposalRefused("the block is not signed by the chain's owner")
         self._check_blobs(proposal)
-        self._check_messages(proposal, replica.owner)
+        self._check_messages(proposal)
         abandoned = self._abandon_event(block_hash)
         self._check_oracle_responses(block.chain_id, block.operations, abandoned)
         try:
@@ -230,22 +235,20 @@ class Validator:
             if not keeps or (blob not in self.held_blobs and blob not in carried):
                 raise ProposalRefused(f"missing blob {blob.hex()[:16]}: it does not hold it")
 
-    def _check_messages(self, proposal: Proposal, owner: bytes) -> None:
-        """Refuse a block that takes a bundle no certified block sent here, that anyone but the
-        chain's owner proposes with incoming messages, or that sends to a chain that does not
-        exist. (Order and exactly-once are execution's: chain/application.py.)"""
+    def _check_messages(self, proposal: Proposal) -> None:
+        """Refuse a block that takes a bundle no certified block sent here or uses an
+        application no certified block created as described (chain/other_chains.py), or that
+        sends to a chain that does not exist. (Order and exactly-once are execution's:
+        chain/application.py.)"""
         block = proposal.block
-        if not (block.incoming or block.outgoing):
+        if not (block.outgoing or takes_from_other_chains(block)):
             return
         if self.messages is None:
-            raise ProposalRefused("the block carries messages: this validator reads no other chain")
-        if block.incoming and block.signer != owner:
-            raise ProposalRefused("only the chain's owner takes messages from its inbox")
-        for bundle in block.incoming:
-            try:
-                check_bundle_origin(bundle, block.chain_id, self.messages.certified_outgoing)
-            except BundleRefused as exc:
-                raise ProposalRefused(str(exc)) from None
+            raise ProposalRefused("the block refers to other chains: this validator reads none")
+        try:
+            check_other_chains(block, self.messages.certified_block)
+        except NotCertifiedElsewhere as exc:
+            raise ProposalRefused(str(exc)) from None
         for message in block.outgoing:
             if not self.messages.has_chain(message.recipient):
                 raise ProposalRefused(

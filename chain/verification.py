@@ -32,7 +32,11 @@ from edgechain.chain.block import GENESIS_HEAD, Block, ChainHead
 from edgechain.chain.certificate import Certificate, CertifiedBlock, verify_certificate
 from edgechain.chain.committee import Committee
 from edgechain.chain.encoding import hash_encoded, hash_value
-from edgechain.chain.messages import BundleRefused, Message, check_bundle_origin
+from edgechain.chain.other_chains import (
+    NotCertifiedElsewhere,
+    check_other_chains,
+    takes_from_other_chains,
+)
 from edgechain.chain.state import ChainState, WriteSet
 from edgechain.chain.storage import BlockRow, ChainRecord, Snapshot, VerifiedHead
 from edgechain.chain.validator import proposal_signature_valid
@@ -219,25 +223,22 @@ def _check_row(
 
 
 def _check_incoming(block: Block, committee: Committee, snapshot: Snapshot | None) -> None:
-    if not block.incoming:
+    if not takes_from_other_chains(block):
         return
     if snapshot is None:
-        raise StorageCorrupted("it takes incoming messages, which cannot be checked here")
+        raise StorageCorrupted("it refers to other chains, which cannot be checked here")
 
-    def certified_outgoing(
-        chain_id: bytes, height: int
-    ) -> tuple[bytes, tuple[Message, ...]] | None:
+    def certified_block(chain_id: bytes, height: int) -> tuple[bytes, Block] | None:
         row = snapshot.block_row(chain_id, height)
         if row is None:
             return None
         origin, _ = check_block_row(row, chain_id, height, committee)
-        return row.block_hash, origin.outgoing
+        return row.block_hash, origin
 
-    for bundle in block.incoming:
-        try:
-            check_bundle_origin(bundle, block.chain_id, certified_outgoing)
-        except BundleRefused as exc:
-            raise StorageCorrupted(str(exc)) from None
+    try:
+        check_other_chains(block, certified_block)
+    except NotCertifiedElsewhere as exc:
+        raise StorageCorrupted(str(exc)) from None
 
 
 def _check_state_table(snapshot: Snapshot, chain: VerifiedChain, label: str) -> None:

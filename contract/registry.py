@@ -7,7 +7,7 @@ nothing of the chain layer but the SDK.
 
 State layout (in the application's namespace): one key per model version,
 ``model/<name>/<version>`` (the ``model`` map, keyed ``<name>/<version>``), holding the entry
-map written by :meth:`ModelEntry.to_value`, as before the registry ran on the SDK.
+map written by :meth:`ModelEntry.to_payload`, as before the registry ran on the SDK.
 
 "Latest active version" of a name is its non-retired version registered at the greatest height.
 """
@@ -15,7 +15,7 @@ map written by :meth:`ModelEntry.to_value`, as before the registry ran on the SD
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any, ClassVar
 
 from edgechain.contract.certified_model import CertifiedModel
@@ -48,6 +48,11 @@ def _map_key(name: str, version: str) -> str:
     return f"{name}/{version}"
 
 
+def _registration_fields(record: Any) -> dict[str, Any]:
+    """The fields an entry shares with the operation that registered it (RegisterModel's)."""
+    return {field.name: getattr(record, field.name) for field in fields(RegisterModel)}
+
+
 @dataclass(frozen=True)
 class ModelEntry:
     """A registered model version as certified state holds it."""
@@ -72,47 +77,47 @@ class ModelEntry:
         """The height of the block that made this entry what it is now."""
         return self.registered_height if self.retired_height is None else self.retired_height
 
-    def to_value(self) -> dict[str, Any]:
-        # The registration's fields as its operation's payload has them, and the chain's.
-        registration = RegisterModel(
-            self.name,
-            self.version,
-            self.weights,
-            self.tokenizer,
-            self.format,
-            self.description,
-            self.license,
+    @classmethod
+    def registered(
+        cls,
+        registration: RegisterModel,
+        height: int,
+        by: bytes,
+        retired_height: int | None = None,
+    ) -> ModelEntry:
+        """The entry ``registration`` makes in the block at ``height`` signed by ``by``."""
+        return cls(
+            **_registration_fields(registration),
+            registered_height=height,
+            registered_by=by,
+            retired_height=retired_height,
         )
+
+    @property
+    def registration(self) -> RegisterModel:
+        """The operation that registered this entry."""
+        return RegisterModel(**_registration_fields(self))
+
+    # The SDK's own-encoding hook (edgechain.sdk.abi): an entry is stored as it was before
+    # the registry ran on the SDK, so existing chains keep their state hashes.
+    def to_payload(self) -> dict[str, Any]:
+        # The registration's fields as its operation's payload has them, and the chain's.
         return {
-            **registration.to_payload(),
+            **self.registration.to_payload(),
             "registered_height": self.registered_height,
             "registered_by": self.registered_by,
             "retired_height": self.retired_height,
         }
 
     @classmethod
-    def from_value(cls, value: dict[str, Any]) -> ModelEntry:
-        return cls(
-            name=value["name"],
-            version=value["version"],
-            format=value["format"],
-            weights=FileRef.from_payload(value["weights"], "weights"),
-            tokenizer=FileRef.from_payload(value["tokenizer"], "tokenizer"),
-            description=value["description"],
-            license=value["license"],
-            registered_height=value["registered_height"],
-            registered_by=value["registered_by"],
-            retired_height=value["retired_height"],
+    def from_payload(cls, value: dict[str, Any]) -> ModelEntry:
+        registration = {field.name: value[field.name] for field in fields(RegisterModel)}
+        return cls.registered(
+            RegisterModel.from_payload(registration),
+            value["registered_height"],
+            value["registered_by"],
+            value["retired_height"],
         )
-
-    # The SDK's own-encoding hook (edgechain.sdk.abi): an entry is stored as it was before
-    # the registry ran on the SDK, so existing chains keep their state hashes.
-    def to_payload(self) -> dict[str, Any]:
-        return self.to_value()
-
-    @classmethod
-    def from_payload(cls, value: Any) -> ModelEntry:
-        return cls.from_value(value)
 
 
 @dataclass(frozen=True)
@@ -201,11 +206,11 @@ class ModelRegistryContract(Contract):
             if not self.state.followers.contains(origin):
                 self.state.followers.insert(origin, self.runtime.block_height)
                 for _, entry in self.state.model.items():  # what it has certified so far
-                    self.runtime.send_message(origin, ModelUpdate(entry.to_value()))
+                    self.runtime.send_message(origin, ModelUpdate(entry.to_payload()))
             return
         if origin != self.state.following.get():
             raise OperationRejected(f"this registry does not follow chain {origin[:16]}")
-        self._certify_update(ModelEntry.from_value(message.entry))
+        self._certify_update(ModelEntry.from_payload(message.entry))
 
     def _follow(self, op: FollowRegistry) -> None:
         if op.chain == self.runtime.chain_id:
@@ -231,7 +236,7 @@ class ModelRegistryContract(Contract):
 
     def _announce(self, entry: ModelEntry) -> None:
         for follower, _ in self.state.followers.items():
-            self.runtime.send_message(follower, ModelUpdate(entry.to_value()))
+            self.runtime.send_message(follower, ModelUpdate(entry.to_payload()))
 
     def _register(self, op: RegisterModel) -> None:
         key = _map_key(op.name, op.version)
@@ -248,16 +253,8 @@ class ModelRegistryContract(Contract):
                     f"{entry.retired_height}; register a new version"
                 )
             return  # same bytes again: nothing changes
-        entry = ModelEntry(
-            name=op.name,
-            version=op.version,
-            format=op.format,
-            weights=op.weights,
-            tokenizer=op.tokenizer,
-            description=op.description,
-            license=op.license,
-            registered_height=self.runtime.block_height,
-            registered_by=bytes.fromhex(self.runtime.authenticated_signer),
+        entry = ModelEntry.registered(
+            op, self.runtime.block_height, bytes.fromhex(self.runtime.authenticated_signer)
         )
         self.state.model.insert(key, entry)
         self._announce(entry)

@@ -211,21 +211,14 @@ class Story:
     receipt_hash: str
     minted_height: int
 
-    def to_value(self) -> dict[str, Any]:
-        """Every field by name (what :meth:`from_value` takes back)."""
+    # The SDK's own-encoding hook (edgechain.sdk.abi): stored as before the SDK.
+    def to_payload(self) -> dict[str, Any]:
+        """Every field by name (what :meth:`from_payload` takes back)."""
         return asdict(self)
 
     @classmethod
-    def from_value(cls, value: dict[str, Any]) -> Story:
-        return cls(**value)
-
-    # The SDK's own-encoding hook (edgechain.sdk.abi): stored as before the SDK.
-    def to_payload(self) -> dict[str, Any]:
-        return self.to_value()
-
-    @classmethod
     def from_payload(cls, value: Any) -> Story:
-        return cls.from_value(value)
+        return cls(**value)
 
 
 @dataclass(frozen=True)

@@ -427,7 +427,7 @@ class Client:
             return PublishedModel(current, current.certificate, unchanged=True)
         # The contract's own rules first (names, URL syntax, sizes): no download for an
         # operation it would refuse anyway.
-        RegisterModel(
+        registration = RegisterModel(
             name=name,
             version=version,
             format=options.format,
@@ -435,7 +435,8 @@ class Client:
             tokenizer=tokenizer,
             description=options.description,
             license=options.license,
-        ).validate()
+        )
+        registration.validate()
         checks: list[UrlCheck] = []
         files = [("weights", weights)]
         if tokenizer != weights:  # a GGUF file is its own tokenizer: checked once
@@ -447,15 +448,7 @@ class Client:
                 already_checked=downloaded,
                 progress=options.progress,
             )
-        published = self.register_model(
-            name,
-            version=version,
-            weights=weights,
-            tokenizer=tokenizer,
-            description=options.description,
-            license=options.license,
-            format=options.format,
-        )
+        published = self._register(registration)
         return dataclasses.replace(published, checked_urls=tuple(checks))
 
     def _registered(self, name: str, version: str) -> CertifiedModel | None:
@@ -499,18 +492,25 @@ class Client:
         """Register already-hashed files (what ``publish_model`` does once it has the hashes;
         the node service's ``publishModel`` mutation calls this directly). ``format``:
         "llama2c", or "gguf" (``tokenizer`` is then the weights' own ref)."""
-        operation = RegisterModel(
-            name=name,
-            version=version,
-            format=format,
-            weights=weights,
-            tokenizer=tokenizer,
-            description=description,
-            license=license,
+        return self._register(
+            RegisterModel(
+                name=name,
+                version=version,
+                format=format,
+                weights=weights,
+                tokenizer=tokenizer,
+                description=description,
+                license=license,
+            )
         )
+
+    def _register(self, registration: RegisterModel) -> PublishedModel:
+        """Propose ``registration`` and wait for its certificate."""
         app_id = self.chain.app_id(APPLICATION_NAME)
-        certificate = self.chain.execute(app_id, operation)
-        return PublishedModel(self.registry.query_model(name, version), certificate)
+        certificate = self.chain.execute(app_id, registration)
+        return PublishedModel(
+            self.registry.query_model(registration.name, registration.version), certificate
+        )
 
     def follow_registry(self, chain: str) -> Certificate:
         """Make this chain's registry follow the registry of ``chain`` (name, id or prefix):
@@ -632,14 +632,15 @@ class Client:
         self, app: str | bytes, operation: Any, chain: str | None = None
     ) -> tuple[Any, Certificate]:
         """Propose ``operation`` (``{"Name": {fields}}``) to a created application: its
-        response and the block's certificate."""
+        response and the block's certificate. An application created on another chain is
+        brought to this one by the same block (its state here starts empty)."""
 
         from edgechain import user_applications  # the SDK, imported when first used
 
         on = self._chain_named(chain)
-        return user_applications.call_application(
-            self, self.application(app, chain), operation, on
-        )
+        text = app.hex() if isinstance(app, bytes) else app
+        found = user_applications.find_application(self, text, on, elsewhere=True)
+        return user_applications.call_application(self, found, operation, on)
 
     def query_application(
         self, app: str | bytes, request: dict[str, Any], chain: str | None = None

@@ -29,6 +29,7 @@ from edgechain.chain.modules import (
     CreateApplication,
     CreatedApplication,
     PublishModule,
+    UseApplication,
     check_module_path,
     created_application_id,
     load_module,
@@ -178,10 +179,30 @@ def applications(client: Client, chain: Chain | None = None) -> list[CreatedAppl
     return (chain or client.chain).application(APPLICATIONS).applications()
 
 
-def find_application(client: Client, text: str, chain: Chain | None = None) -> CreatedApplication:
-    """The created application ``text`` names: its id or a unique prefix of it."""
+def find_application(
+    client: Client, text: str, chain: Chain | None = None, elsewhere: bool = False
+) -> CreatedApplication:
+    """The created application ``text`` names: its id or a unique prefix of it, on ``chain``
+    (default: the client's), or if ``elsewhere`` on the chain that created it."""
     text = text.strip().lower()
-    found = [a for a in applications(client, chain) if a.app_id.hex().startswith(text)]
+    here = chain or client.chain
+    found = [a for a in applications(client, here) if a.app_id.hex().startswith(text)]
+    if not found and text:
+        created = [
+            (c, a)
+            for c in client.network.chains()
+            if c.id != here.id
+            for a in applications(client, c)
+            if a.height >= 0 and a.app_id.hex().startswith(text)
+        ]
+        if elsewhere and len(created) == 1:
+            return created[0][1]
+        if created:
+            names = ", ".join(repr(c.name) for c, _ in created)
+            raise UsageError(
+                f"application {text!r} is not on chain {here.name!r} yet (created on {names}): "
+                "its first operation there (`edgechain app call`) or message brings it"
+            )
     if len(found) == 1 and text:
         return found[0]
     if not found:
@@ -192,14 +213,45 @@ def find_application(client: Client, text: str, chain: Chain | None = None) -> C
 def call_application(
     client: Client, app: CreatedApplication, operation: Any, chain: Chain | None = None
 ) -> tuple[Any, Certificate]:
-    """Propose a block with ``operation`` (``{"Name": {fields}}``); its response, certificate."""
-    abi = _loaded(client, app.module, chain).contract_class.abi
+    """Propose a block with ``operation`` (``{"Name": {fields}}``); its response, certificate.
+    An application created on another chain is brought to this one by the same block
+    (``UseApplication``: its description, which validators check against its creator's block)."""
+    chain = chain or client.chain
+    if any(a.app_id == app.app_id for a in applications(client, chain)):
+        abi = _loaded(client, app.module, chain).contract_class.abi
+        return _propose(chain, app.app_id, [abi.operation_from_json(operation)])
+    abi = _loaded(client, app.module, _creator(client, app)).contract_class.abi
     op = abi.operation_from_json(operation)
-    return _propose(chain or client.chain, app.app_id, [op])
+    return _propose(chain, app.app_id, [op], first=_use_operation(client, app, chain))
 
 
-def _propose(chain: Chain, app_id: bytes, operations: Sequence[Any]) -> tuple[Any, Certificate]:
+def _creator(client: Client, app: CreatedApplication) -> Chain:
+    for chain in client.network.chains():
+        if any(a.app_id == app.app_id and a.height >= 0 for a in applications(client, chain)):
+            return chain
+    raise UsageError(f"no chain here created application {app.app_id.hex()[:16]}")
+
+
+def _use_operation(client: Client, app: CreatedApplication, chain: Chain) -> Operation:
+    creator = _creator(client, app)
+    operations = creator.block(app.height).block.operations
+    index = next(
+        i
+        for i in range(len(operations))
+        if created_application_id(app.module, creator.id, app.height, i) == app.app_id
+    )
+    files = creator.application(APPLICATIONS).module_files(app.module)
+    assert files is not None  # the creator's state records the module it created from
+    use = UseApplication(app.app_id, creator.id, app.height, index, tuple(files), app.parameters)
+    return Operation(chain.app_id(APPLICATIONS), use.operation_name, use.to_payload())
+
+
+def _propose(
+    chain: Chain, app_id: bytes, operations: Sequence[Any], first: Operation | None = None
+) -> tuple[Any, Certificate]:
     ops = [Operation(app_id, type(op).__name__, encode(op)) for op in operations]
+    if first is not None:
+        ops.insert(0, first)
     certificate = chain.propose(ops)
     responses = chain.last_responses
     return (responses[-1] if responses else None), certificate

@@ -159,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
         stream = client.generate(query)
         committee = client.network.committee
         # Verified before the first token: the hashes, the certificate, the seed.
-        for line in verified_lines(stream, committee.quorum, len(committee.members)):
+        for line in verified_lines(stream, committee):
             print(line)
         out = sys.stdout.buffer
         out.write(stream.prompt_text.encode())

@@ -179,20 +179,30 @@ def test_only_the_owner_may_register_or_retire(chain, app, op):
     assert chain.height == 0
 
 
-def test_validators_refuse_a_block_the_contract_rejects(net, chain, app):
-    # Bypass the owner's local check: the validators execute the block and refuse it themselves.
-    stranger = generate_key()
+def _raw_proposal(chain, app, op, key):
+    """A block built and signed by hand: no local execution, no client check."""
     block = Block(
         chain.id,
         0,
         None,
         1,
-        (Operation(app.id, "RegisterModel", register().to_payload()),),
-        public_bytes(stranger),
+        (Operation(app.id, op.operation_name, op.to_payload()),),
+        public_bytes(key),
         chain.state_hash,
     )
-    proposal = Proposal(block, sign_proposal(block, stranger), block.hash())
+    return Proposal(block, sign_proposal(block, key), block.hash())
+
+
+def test_validators_refuse_a_block_the_contract_rejects(net, chain, app):
+    # Bypass the owner's local check: the validators execute the block and refuse it themselves.
+    proposal = _raw_proposal(chain, app, register(version="bad version"), chain.owner_key())
     with pytest.raises(QuorumNotReached, match="v1: refused: an operation was rejected"):
+        certify(proposal, net.committee, net._pool, vote_timeout=1.0)
+
+
+def test_validators_refuse_a_block_anyone_but_the_owner_signs(net, chain, app):
+    proposal = _raw_proposal(chain, app, register(), generate_key())
+    with pytest.raises(QuorumNotReached, match="v1: refused: the block is not signed by"):
         certify(proposal, net.committee, net._pool, vote_timeout=1.0)
 
 

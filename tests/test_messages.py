@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from network_cli_helpers import edgechain, make_network
 
-from edgechain.chain.block import Block, Proposal, sign_proposal
+from edgechain.chain.block import Block, Operation, Proposal, sign_proposal
+from edgechain.chain.keys import generate_key
 from edgechain.chain.messages import IncomingBundle, Message
 from edgechain.chain.validator import ProposalRefused
 from edgechain.client import Client
@@ -38,6 +39,11 @@ def _setup(client: Client) -> tuple[str, str]:
     return app, bob.id.hex()
 
 
+def _transfer(client: Client, app: str, to_chain: str, amount: int, **options: object) -> None:
+    """``client``'s chain sends ``amount`` of the tokens app to chain ``to_chain`` (hex id)."""
+    client.call_application(app, {"Transfer": {"to_chain": to_chain, "amount": amount, **options}})
+
+
 def _balance(client: Client, app: str) -> dict:
     return client.query_application(app, {"query": "{ balance received bounced }"})["data"]
 
@@ -45,7 +51,7 @@ def _balance(client: Client, app: str) -> dict:
 def test_a_transfer_waits_in_the_inbox_then_executes_once(net: Path) -> None:
     with Client.open(net) as alice:
         app, bob_id = _setup(alice)
-        alice.call_application(app, {"Transfer": {"to_chain": bob_id, "amount": 30}})
+        _transfer(alice, app, bob_id, 30)
         assert _balance(alice, app)["balance"] == 70
     with Client.open(net, chain="bob") as bob:
         [bundle] = bob.inbox()
@@ -63,8 +69,8 @@ def test_a_transfer_waits_in_the_inbox_then_executes_once(net: Path) -> None:
 def test_a_refused_tracked_message_bounces_back_to_its_sender(net: Path) -> None:
     with Client.open(net) as alice:
         app, bob_id = _setup(alice)
-        alice.call_application(app, {"Transfer": {"to_chain": bob_id, "amount": 20}})
-        alice.call_application(app, {"Transfer": {"to_chain": bob_id, "amount": 60}})
+        _transfer(alice, app, bob_id, 20)
+        _transfer(alice, app, bob_id, 60)
     with Client.open(net, chain="bob") as bob:
         bob.process_inbox()  # takes both bundles: 20 accepted, 60 refused (over max_credit)
         assert _balance(bob, app) == {"balance": 20, "received": [20], "bounced": 0}
@@ -80,8 +86,7 @@ def test_a_refused_tracked_message_bounces_back_to_its_sender(net: Path) -> None
 def test_an_untracked_refused_message_is_lost_not_bounced(net: Path) -> None:
     with Client.open(net) as alice:
         app, bob_id = _setup(alice)
-        transfer = {"to_chain": bob_id, "amount": 60, "tracked": False}
-        alice.call_application(app, {"Transfer": transfer})
+        _transfer(alice, app, bob_id, 60, tracked=False)
     with Client.open(net, chain="bob") as bob:
         bob.process_inbox()
         assert bob.chain.block(0).block.outgoing == ()
@@ -92,11 +97,11 @@ def test_an_untracked_refused_message_is_lost_not_bounced(net: Path) -> None:
 def test_the_owners_next_block_takes_the_inbox_with_its_operations(net: Path) -> None:
     with Client.open(net) as alice:
         app, bob_id = _setup(alice)
-        alice.call_application(app, {"Transfer": {"to_chain": bob_id, "amount": 10}})
-        alice.call_application(app, {"Transfer": {"to_chain": bob_id, "amount": 5}})
+        _transfer(alice, app, bob_id, 10)
+        _transfer(alice, app, bob_id, 5)
     with Client.open(net, chain="bob") as bob:
         bob.process_inbox()
-        bob.call_application(app, {"Transfer": {"to_chain": alice_id(net), "amount": 15}})
+        _transfer(bob, app, alice_id(net), 15)
     with Client.open(net) as alice:
         alice.call_application(app, {"Mint": {"amount": 1}})  # takes bob's transfer too
         assert _balance(alice, app)["balance"] == 100 - 15 + 15 + 1
@@ -113,7 +118,7 @@ def test_a_message_to_a_chain_that_does_not_exist_stores_nothing(net: Path) -> N
         app, _ = _setup(alice)
         height = alice.chain.height
         with pytest.raises(UsageError, match="which does not exist"):
-            alice.call_application(app, {"Transfer": {"to_chain": "ab" * 32, "amount": 1}})
+            _transfer(alice, app, "ab" * 32, 1)
         assert alice.chain.height == height
         assert _balance(alice, app)["balance"] == 100
 
@@ -131,23 +136,38 @@ def test_only_the_owner_processes_a_chains_inbox(net: Path) -> None:
     assert "Traceback" not in result.err
 
 
-def _propose_raw(client: Client, chain_name: str, incoming: tuple) -> None:
-    """Ask the validators to vote on a block with ``incoming`` built by hand (no client checks)."""
+def _propose_raw(
+    client: Client, chain_name: str, incoming: tuple, operations: tuple = ()
+) -> None:
+    """Ask the validators to vote on a block with ``incoming`` and ``operations`` built by hand
+    (no client checks)."""
     chain = client.network.chain(chain_name)
     key = chain.owner_key()
     block = Block(
-        chain.id, chain.height, chain.head_hash, chain.head.timestamp_us + 1, (),
+        chain.id, chain.height, chain.head_hash, chain.head.timestamp_us + 1, operations,
         key.public_key().public_bytes_raw(), chain.state_hash, incoming, (),
     )  # fmt: skip
     proposal = Proposal(block, sign_proposal(block, key), block.hash())
     client.network.validators[0].handle_proposal(proposal)
 
 
+def test_only_a_chains_owner_proposes_its_blocks(net: Path) -> None:
+    with Client.open(net) as alice:
+        app, _ = _setup(alice)
+        chain = alice.network.chain("default")
+        height = chain.height
+        mint = Operation(bytes.fromhex(app), "Mint", {"amount": 5})
+        with pytest.raises(Unauthorized, match="only chain 'default''s owner"):
+            chain.propose([mint], signer=generate_key())  # the tokens contract itself lets anyone
+        assert chain.height == height
+        assert _balance(alice, app)["balance"] == 100
+
+
 def test_validators_refuse_invented_skipped_reordered_and_repeated_bundles(net: Path) -> None:
     with Client.open(net) as alice:
         app, bob_id = _setup(alice)
         for amount in (30, 10):
-            alice.call_application(app, {"Transfer": {"to_chain": bob_id, "amount": amount}})
+            _transfer(alice, app, bob_id, amount)
         first, second = alice.network.chain("bob").inbox()
         more = dataclasses.replace(first.messages[0], payload=["Credit", {"amount": 1000}])
         with pytest.raises(ProposalRefused, match="not the ones that block sent here"):
@@ -162,6 +182,48 @@ def test_validators_refuse_invented_skipped_reordered_and_repeated_bundles(net: 
         alice.network.chain("bob").process_inbox()
         with pytest.raises(ProposalRefused, match="has message 0 where 2 is next"):
             _propose_raw(alice, "bob", (first,))  # taken again
+
+
+def test_an_application_created_on_alices_chain_runs_on_bobs_with_its_own_state(
+    net: Path,
+) -> None:
+    with Client.open(net) as alice:
+        app, _ = _setup(alice)
+        # bob has never heard of it: the call's block brings it (UseApplication) and runs Mint.
+        response, _ = alice.call_application(app, {"Mint": {"amount": 7}}, chain="bob")
+        assert response == 7
+        bob = alice.network.chain("bob")
+        names = [op.name for op in bob.block(0).block.operations]
+        assert names == ["UseApplication", "Mint"]
+        assert [a.app_id.hex() for a in alice.applications(chain="bob")] == [app]
+        alice.call_application(app, {"Mint": {"amount": 1}}, chain="bob")  # known now
+        assert [op.name for op in bob.block(1).block.operations] == ["Mint"]
+        assert _balance(alice, app)["balance"] == 100
+        on_bob = alice.query_application(app, {"query": "{ balance }"}, chain="bob")
+        assert on_bob["data"]["balance"] == 8
+        assert alice.verify().chains == 2
+    result = edgechain("app", "call", app[:12], '{"Mint": {"amount": 2}}', "--chain", "bob",
+                       "--dir", net)  # fmt: skip
+    assert result.code == 0 and result.out.splitlines()[0] == "10", result.err
+    listed = edgechain("app", "list", "--chain", "bob", "--dir", net)
+    assert "created on another chain" in listed.out
+
+
+def test_validators_refuse_an_application_described_otherwise_than_created(net: Path) -> None:
+    with Client.open(net) as alice:
+        app, _ = _setup(alice)
+        alice.call_application(app, {"Mint": {"amount": 1}}, chain="bob")
+        honest = alice.network.chain("bob").block(0).block.operations[0]
+        forged = dataclasses.replace(
+            honest, payload={**honest.payload, "parameters": {"max_credit": 10**9}}
+        )
+        bob = alice.network.chain("bob")
+        with pytest.raises(ProposalRefused, match="module or parameters are not the ones created"):
+            _propose_raw(alice, "bob", (), (forged,))
+        elsewhere = dataclasses.replace(honest, payload={**honest.payload, "height": 0})
+        with pytest.raises(ProposalRefused, match="not the application's description"):
+            _propose_raw(alice, "bob", (), (elsewhere,))
+        assert bob.height == 1
 
 
 def test_blocks_without_messages_keep_their_format_and_hash() -> None:
@@ -219,7 +281,7 @@ def test_a_kill_between_send_and_execution_loses_and_duplicates_nothing(
 def test_a_chain_follows_an_event_stream_past_events_first_then_new_ones(net: Path) -> None:
     with Client.open(net) as alice:
         app, bob_id = _setup(alice)  # the Mint of 100 is event 0 of alice's "mints"
-        alice.call_application(app, {"Transfer": {"to_chain": bob_id, "amount": 10}})
+        _transfer(alice, app, bob_id, 10)
         alice_chain = alice.chain.id.hex()
     with Client.open(net, chain="bob") as bob:
         bob.process_inbox()  # bob learns the application from the transfer

@@ -119,11 +119,19 @@ def _add_app_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _resolve(client: Client, text: str) -> CreatedApplication:
-    """APP: a project directory names the latest application of its module."""
+def _resolve(client: Client, text: str, elsewhere: bool = False) -> CreatedApplication:
+    """APP: a project directory names the latest application of its module (``elsewhere``: on
+    this chain, else created on another)."""
     if Path(text).is_dir():
         module = module_id(file_list(module_files(text)))
         created = [a for a in client.applications() if a.module == module]
+        if not created and elsewhere:
+            created = [
+                a
+                for chain in client.network.chains()
+                for a in client.applications(chain=chain.name)
+                if a.module == module and a.height >= 0
+            ]
         if not created:
             raise UsageError(
                 f"no application of the project {text} yet: `edgechain app create {text}`"
@@ -137,6 +145,11 @@ def _open_app(args: argparse.Namespace) -> Iterator[tuple[Client, CreatedApplica
     """The client and the application ``args.app`` names (show, call and query)."""
     with open_client(args) as client:
         yield client, _resolve(client, args.app)
+
+
+def _origin(app: CreatedApplication) -> str:
+    # Applications learnt from another chain (a message, UseApplication) record height -1.
+    return f"created at {app.height}" if app.height >= 0 else "created on another chain"
 
 
 def app_new(args: argparse.Namespace) -> int:
@@ -179,8 +192,7 @@ def app_create(args: argparse.Namespace) -> int:
         if Path(args.module).is_dir():
             module = client.publish_module(args.module).module_id
         created = client.create_application(module, parameters, argument)
-        committee = client.network.committee
-        line = certificate_line(created.certificate, committee.quorum, len(committee.members))
+        line = certificate_line(created.certificate, client.network.committee)
     if args.json:
         print_json(
             {
@@ -215,7 +227,7 @@ def app_list(args: argparse.Namespace) -> int:
         print("no applications created yet (`edgechain app new NAME`, then `app create NAME`)")
         return 0
     for app in apps:
-        print(f"{app.app_id.hex()}  module {app.module.hex()[:16]}  created at {app.height}")
+        print(f"{app.app_id.hex()}  module {app.module.hex()[:16]}  {_origin(app)}")
     return 0
 
 
@@ -227,7 +239,7 @@ def app_show(args: argparse.Namespace) -> int:
         return 0
     print(f"application {app.app_id.hex()}")
     print(f"  module       {app.module.hex()}")
-    print(f"  created at   height {app.height}")
+    print(f"  origin       {_origin(app)}")
     print(f"  parameters   {json.dumps(app.parameters)}")
     for path, blob, size in files:
         print(f"  file         {path:<20} blob {blob.hex()[:16]}  {size:,} bytes")
@@ -236,10 +248,12 @@ def app_show(args: argparse.Namespace) -> int:
 
 def app_call(args: argparse.Namespace) -> int:
     operation = parse_json(args.operation, "the operation")
-    with _open_app(args) as (client, app):
-        response, certificate = client.call_application(app.app_id, operation)
-        committee = client.network.committee
-        line = certificate_line(certificate, committee.quorum, len(committee.members))
+    with open_client(args) as client:
+        # An id may name an application created on another chain: the call brings it here.
+        is_project = Path(args.app).is_dir()
+        target = _resolve(client, args.app, elsewhere=True).app_id if is_project else args.app
+        response, certificate = client.call_application(target, operation)
+        line = certificate_line(certificate, client.network.committee)
     if args.json:
         print_json({"response": response, "certificate": certificate.to_json()})
         return 0

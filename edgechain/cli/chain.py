@@ -158,18 +158,8 @@ def _message_json(message: Message) -> dict[str, Any]:
         "tracked": message.tracked,
         "bouncing": message.bouncing,
         "authenticated_signer": None if message.signer is None else message.signer.hex(),
-        "payload": _jsonable(message.payload),
+        "payload": message.payload,  # print_json writes its bytes as hex
     }
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.hex()
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    return value
 
 
 def chain_show(args: argparse.Namespace) -> int:
@@ -291,7 +281,7 @@ def _block_lines(
         if op.name == PublishDataBlob.operation_name:
             continue
         app = names.get(op.app_id, op.app_id.hex()[:16])
-        lines.append(f"  operation  {app}: {op.name} {_summary(op.payload)}")
+        lines.append(f"  operation  {app}: {op.name} {_summary(op.payload)}".rstrip())
     return lines
 
 
@@ -299,6 +289,8 @@ def _summary(payload: Any) -> str:
     """The fields a reader looks for in a registry operation; the rest is in --json."""
     if not isinstance(payload, dict):
         return repr(payload)
+    if "name" not in payload or "version" not in payload:
+        return ""  # another application's operation: its name says what it is
     parts = [f"{payload.get('name')} version {payload.get('version')}"]
     for what in ("weights", "tokenizer"):
         file = payload.get(what)

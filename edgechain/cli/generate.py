@@ -13,6 +13,7 @@ import itertools
 import sys
 from typing import Any, Protocol
 
+from edgechain.chain.committee import Committee
 from edgechain.cli.network_options import (
     add_allow_host_option,
     add_dir_option,
@@ -121,9 +122,8 @@ def execute(args: argparse.Namespace) -> int:
             _write_receipt(args, stream)
             print_json(record.to_dict())
             return 0
-        committee = client.network.committee
         # What runs is verified before the first token: say so before the story.
-        for line in verified_lines(stream, committee.quorum, len(committee.members)):
+        for line in verified_lines(stream, client.network.committee):
             print(line, file=sys.stderr)
         sys.stderr.flush()
         record = _stream(stream)
@@ -170,7 +170,7 @@ class _Verified(Protocol):
     seed_source: str
 
 
-def verified_lines(run: _Verified, quorum: int, validators: int) -> list[str]:
+def verified_lines(run: _Verified, committee: Committee) -> list[str]:
     """What a query runs on (a :class:`QueryStream` before its first token, or the final
     :class:`GenerationRecord`), for a human (the examples print it too)."""
     model = run.model
@@ -184,7 +184,7 @@ def verified_lines(run: _Verified, quorum: int, validators: int) -> list[str]:
         f"verified: {entry.name} version {entry.version}",
         f"  weights      blake3 {entry.weights.blake3} ({entry.weights.size:,} bytes)",
         f"  tokenizer    blake3 {entry.tokenizer.blake3} ({entry.tokenizer.size:,} bytes)",
-        f"  certificate  {certificate_line(model.certificate, quorum, validators)}",
+        f"  certificate  {certificate_line(model.certificate, committee)}",
         f"  seed         {run.seed} ({how})",
     ]
 

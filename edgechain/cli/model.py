@@ -258,13 +258,11 @@ def _find(client: Client, name: str, version: str | None) -> CertifiedModel:
 
 
 def _certificate_line(client: Client, certificate: Certificate) -> str:
-    committee = client.network.committee
-    return certificate_line(certificate, committee.quorum, len(committee.members))
+    return certificate_line(certificate, client.network.committee)
 
 
 def _print_model(client: Client, model: CertifiedModel) -> None:
-    committee = client.network.committee
-    lines = model_lines(model, committee.quorum, len(committee.members))
+    lines = model_lines(model, client.network.committee)
     weights_format = client.weights_format(model)
     lines.insert(
         1,

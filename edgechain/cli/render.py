@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from edgechain.chain.certificate import Certificate
+from edgechain.chain.committee import Committee
 from edgechain.contract.registry import CertifiedModel
 
 
@@ -26,15 +27,16 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot encode {type(value).__name__} as JSON")
 
 
-def certificate_line(certificate: Certificate, quorum: int, validators: int) -> str:
+def certificate_line(certificate: Certificate, committee: Committee) -> str:
     """``height 3, block 5f…, signed by v1, v2, v3 (quorum 3 of 4)``."""
     return (
         f"height {certificate.height}, block {certificate.block_hash.hex()}, signed by "
-        f"{', '.join(certificate.signers)} (quorum {quorum} of {validators})"
+        f"{', '.join(certificate.signers)} (quorum {committee.quorum} of "
+        f"{len(committee.members)})"
     )
 
 
-def model_lines(model: CertifiedModel, quorum: int, validators: int) -> list[str]:
+def model_lines(model: CertifiedModel, committee: Committee) -> list[str]:
     """A certified entry as indented text lines (hashes in full: users compare them)."""
     entry = model.entry
     lines = [f"{entry.name} version {entry.version} ({entry.format})"]
@@ -50,5 +52,5 @@ def model_lines(model: CertifiedModel, quorum: int, validators: int) -> list[str
         lines.extend(f"  {'':<12} {url}" for url in file.urls)
     status = f"retired at height {entry.retired_height}" if entry.retired else "active"
     lines.append(f"  status       {status} (registered at height {entry.registered_height})")
-    lines.append(f"  certificate  {certificate_line(model.certificate, quorum, validators)}")
+    lines.append(f"  certificate  {certificate_line(model.certificate, committee)}")
     return lines

@@ -118,7 +118,7 @@ def add_subcommands(subparsers: Any) -> None:
 
 
 def story_json(story: Story) -> dict[str, Any]:
-    return story.to_value()
+    return story.to_payload()
 
 
 def story_mint(args: argparse.Namespace) -> int:
@@ -146,7 +146,7 @@ def story_mint(args: argparse.Namespace) -> int:
         )
         return 0
     story = minted.story
-    line = certificate_line(minted.certificate, committee.quorum, len(committee.members))
+    line = certificate_line(minted.certificate, committee)
     print(f"minted story {story.id}: {story.model} version {story.version}, {story.tokens} tokens")
     print(f"  certificate  {line}")
     print("  re-executed  " + ", ".join(f"{name} on {kind}" for name, kind in engines_used.items()))

@@ -14,6 +14,7 @@ never holds up another request. Blocks are proposed and certified outside it too
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable
 from typing import TypeVar
@@ -39,6 +40,10 @@ class ClientGate:
         # Blocks being proposed outside the lock (see propose); close waits for them.
         self._proposing = 0
         self._proposed = threading.Condition(self._lock)
+        # Set (then replaced) when a block lands: a local proposal, or a refresh that picked up
+        # another process's; notification subscribers wait on it (see blocks_landed).
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._blocks_landed = asyncio.Event()
 
     async def call(self, fn: Callable[[Client], T]) -> T:
         """Run ``fn(client)`` in a worker thread, after a refresh, holding the client lock."""
@@ -49,7 +54,8 @@ class ClientGate:
         with self._lock:
             if self._closed:
                 raise RuntimeError("the node is shutting down")
-            self._client.refresh()
+            if self._client.refresh():
+                self._signal_blocks()
             return fn(self._client)
 
     async def propose(self, fn: Callable[[Client], T]) -> T:
@@ -77,6 +83,23 @@ class ClientGate:
             with self._lock:
                 self._proposing -= 1
                 self._proposed.notify_all()
+            self._signal_blocks()
+
+    def blocks_landed(self) -> asyncio.Event:
+        """An event set when the next block lands: proposed here, or picked up from another
+        process by any call's refresh. Take it before reading the chain, so a block landing
+        during the read is not missed. Call from the event loop."""
+        self._loop = asyncio.get_running_loop()
+        return self._blocks_landed
+
+    def _signal_blocks(self) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._wake_waiters)
+
+    def _wake_waiters(self) -> None:
+        landed, self._blocks_landed = self._blocks_landed, asyncio.Event()
+        landed.set()
 
     def start_generation(
         self, query: GenerateQuery, cancelled: Callable[[], bool] | None = None

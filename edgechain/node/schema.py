@@ -110,6 +110,20 @@ class FileInfo:
         )
 
 
+# The registry entry's fields (and property) that GraphQL shows unchanged: the others are
+# hex, files or the certificate's.
+_ENTRY_FIELDS_AS_THEY_ARE = (
+    "name",
+    "version",
+    "format",
+    "description",
+    "license",
+    "retired",
+    "registered_height",
+    "retired_height",
+)
+
+
 @strawberry.type(description="A registered model version, read from certified state.")
 class Model:
     name: str
@@ -133,14 +147,7 @@ class Model:
     def of(cls, model: CertifiedModel) -> Model:
         entry = model.entry
         return cls(
-            name=entry.name,
-            version=entry.version,
-            format=entry.format,
-            description=entry.description,
-            license=entry.license,
-            retired=entry.retired,
-            registered_height=entry.registered_height,
-            retired_height=entry.retired_height,
+            **{name: getattr(entry, name) for name in _ENTRY_FIELDS_AS_THEY_ARE},
             registered_by=entry.registered_by.hex(),
             weights=FileInfo.of(entry.weights),
             tokenizer=FileInfo.of(entry.tokenizer),

@@ -28,6 +28,16 @@ from edgechain.errors import InvalidParameter
 __all__ = ["Abi", "crypto_hash", "decode", "encode"]
 
 
+def _named(candidates: tuple[type, ...], name: str, kind: str) -> type:
+    """The type among ``candidates`` whose class name is ``name`` (InvalidParameter listing
+    them otherwise)."""
+    for candidate in candidates:
+        if candidate.__name__ == name:
+            return candidate
+    known = ", ".join(t.__name__ for t in candidates) or "none"
+    raise InvalidParameter(f"no {kind} {name!r} ({kind}s: {known})")
+
+
 @dataclass(frozen=True)
 class Abi:
     """What an application's contract takes and returns."""
@@ -42,18 +52,10 @@ class Abi:
     messages: tuple[type, ...] = ()
 
     def operation_type(self, name: str) -> type:
-        for op_type in self.operations:
-            if op_type.__name__ == name:
-                return op_type
-        known = ", ".join(t.__name__ for t in self.operations) or "none"
-        raise InvalidParameter(f"no operation {name!r} (operations: {known})")
+        return _named(self.operations, name, "operation")
 
     def message_type(self, name: str) -> type:
-        for message_type in self.messages:
-            if message_type.__name__ == name:
-                return message_type
-        known = ", ".join(t.__name__ for t in self.messages) or "none"
-        raise InvalidParameter(f"no message {name!r} (messages: {known})")
+        return _named(self.messages, name, "message")
 
     def encode_message(self, message: Any) -> list[Any]:
         """A message as it travels: ``[its class name, its fields]``."""

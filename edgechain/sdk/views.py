@@ -126,6 +126,18 @@ def _key(key: str) -> str:
     return key
 
 
+class _Numbered:
+    """Values at ``<prefix>/<index, 12 digits>`` beside one bookkeeping value at ``<prefix>``
+    (a log's count, a queue's bounds)."""
+
+    def __init__(self, store: Store, prefix: str, value_type: Any) -> None:
+        self._store, self._meta_key, self._type = store, prefix, value_type
+        self._prefix = prefix + "/"
+
+    def _entry_key(self, index: int) -> str:
+        return f"{self._prefix}{index:012d}"
+
+
 class LogView(_View[T]):
     """An append-only list."""
 
@@ -133,24 +145,22 @@ class LogView(_View[T]):
         return _Log(store, prefix, self.value_type)
 
 
-class _Log:
-    def __init__(self, store: Store, prefix: str, value_type: Any) -> None:
-        self._store, self._count_key, self._type = store, prefix, value_type
-        self._prefix = prefix + "/"
+class _Log(_Numbered):
+    """The bookkeeping value is the count."""
 
     def count(self) -> int:
-        return self._store.get(self._count_key) or 0
+        return self._store.get(self._meta_key) or 0
 
     def push(self, value: Any) -> None:
         count = self.count()
-        _write(self._store, f"{self._prefix}{count:012d}", encode(value))
-        _write(self._store, self._count_key, count + 1)
+        _write(self._store, self._entry_key(count), encode(value))
+        _write(self._store, self._meta_key, count + 1)
 
     def get(self, index: int) -> Any:
         if not 0 <= index < self.count():
             raise IndexError(index)
-        raw = self._store.get(f"{self._prefix}{index:012d}")
-        return decode(self._type, raw, f"{self._count_key}[{index}]")
+        raw = self._store.get(self._entry_key(index))
+        return decode(self._type, raw, f"{self._meta_key}[{index}]")
 
     def read(self, start: int = 0, end: int | None = None) -> list[Any]:
         stop = self.count() if end is None else min(end, self.count())
@@ -164,32 +174,30 @@ class QueueView(_View[T]):
         return _Queue(store, prefix, self.value_type)
 
 
-class _Queue:
-    def __init__(self, store: Store, prefix: str, value_type: Any) -> None:
-        self._store, self._bounds_key, self._type = store, prefix, value_type
-        self._prefix = prefix + "/"
+class _Queue(_Numbered):
+    """The bookkeeping value is ``[front, back)``, the indices still queued."""
 
     def _bounds(self) -> tuple[int, int]:
-        front, back = self._store.get(self._bounds_key) or [0, 0]
+        front, back = self._store.get(self._meta_key) or [0, 0]
         return front, back
 
     def push_back(self, value: Any) -> None:
         front, back = self._bounds()
-        _write(self._store, f"{self._prefix}{back:012d}", encode(value))
-        _write(self._store, self._bounds_key, [front, back + 1])
+        _write(self._store, self._entry_key(back), encode(value))
+        _write(self._store, self._meta_key, [front, back + 1])
 
     def front(self) -> Any:
         front, back = self._bounds()
         if front == back:
             return None
-        return decode(self._type, self._store.get(f"{self._prefix}{front:012d}"))
+        return decode(self._type, self._store.get(self._entry_key(front)))
 
     def delete_front(self) -> None:
         front, back = self._bounds()
         if front == back:
             raise IndexError("the queue is empty")
-        _delete(self._store, f"{self._prefix}{front:012d}")
-        _write(self._store, self._bounds_key, [front + 1, back])
+        _delete(self._store, self._entry_key(front))
+        _write(self._store, self._meta_key, [front + 1, back])
 
     def count(self) -> int:
         front, back = self._bounds()
@@ -197,10 +205,7 @@ class _Queue:
 
     def elements(self) -> list[Any]:
         front, back = self._bounds()
-        return [
-            decode(self._type, self._store.get(f"{self._prefix}{i:012d}"))
-            for i in range(front, back)
-        ]
+        return [decode(self._type, self._store.get(self._entry_key(i))) for i in range(front, back)]
 
 
 class RootView:

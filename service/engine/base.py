@@ -42,8 +42,6 @@ _I31_MAX = 2**31 - 1
 _F32_MAX = 3.4028234663852886e38
 #: Guards the lazy creation of a model's batcher.
 _BATCHER_GUARD = threading.Lock()
-#: Hint token ids (``LoadedModel.generate``'s ``hint``), as the backends receive them.
-Hint = Sequence[int]
 #: A claimed id that can never be produced (outside every vocabulary), standing for an id
 #: outside [0, 2^32) in a claim handed to a backend.
 NEVER_PRODUCED = 2**32 - 1
@@ -370,9 +368,13 @@ class LoadedModel(ABC):
     #: The default wall-clock budget of a generation in seconds (None: unlimited).
     _timeout: float | None = None
 
-    @abstractmethod
     def encode(self, text: str, bos: bool = True, eos: bool = False) -> list[int]:
         """run.c's encoder: token ids of ``text`` (BOS first when ``bos``)."""
+        return self._encode(text, text_to_utf8(text, "text"), bos, eos)
+
+    @abstractmethod
+    def _encode(self, text: str, data: bytes, bos: bool, eos: bool) -> list[int]:
+        """The backend's encoder for a checked text (also as UTF-8)."""
 
     @abstractmethod
     def decode_bytes(self, ids: Sequence[int]) -> bytes:
@@ -396,9 +398,9 @@ class LoadedModel(ABC):
         them, they only make it faster while they are right (rust_guest/ABI.md, "Hint
         tokens")."""
         budget = check_timeout(timeout if timeout is not None else self._timeout)
-        params_json = params.to_json()
+        params_json = params_with_hint(params.to_json(), check_hint(hint))
         prompt_bytes = text_to_utf8(prompt, "prompt")
-        driver = self._start(prompt, prompt_bytes, params_json, budget, check_hint(hint))
+        driver = self._start(prompt, prompt_bytes, params_json, budget)
         return Generation(driver, timeout=budget, batcher=self._step_batcher())
 
     def verify_claim(
@@ -464,10 +466,10 @@ class LoadedModel(ABC):
 
     @abstractmethod
     def _start(
-        self, prompt: str, prompt_bytes: bytes, params_json: str, budget: float | None, hint: Hint
+        self, prompt: str, prompt_bytes: bytes, params_json: str, budget: float | None
     ) -> SessionDriver:
-        """The backend's session for a checked prompt (also as UTF-8), params JSON and hint
-        ids (checked: :func:`check_hint`; :func:`params_with_hint` adds them to the JSON)."""
+        """The backend's session for a checked prompt (also as UTF-8) and params JSON (with
+        the checked hint ids: :func:`check_hint`, :func:`params_with_hint`)."""
 
     @abstractmethod
     def close(self) -> None:

@@ -11,7 +11,7 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from types import ModuleType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from edgechain.errors import (
     EngineInternalError,
@@ -23,13 +23,10 @@ from edgechain.errors import (
 from edgechain.service.engine.base import (
     ClaimVerdict,
     Engine,
-    Hint,
     LoadedModel,
     ModelInfo,
     Step,
     batch_steps,
-    params_with_hint,
-    text_to_utf8,
 )
 from edgechain.service.engine.codes import error_from_code
 from edgechain.service.engine.files import (
@@ -110,7 +107,7 @@ class NativeEngine(Engine):
         with open_input(checkpoint, "checkpoint", InvalidCheckpoint) as f:
             gguf = is_gguf(f)
         if gguf or not hasattr(native.Model, "from_files"):  # GGUF: parsed in memory
-            return NativeModel(native, self._load_via_bytes(checkpoint, tokenizer), self.timeout)
+            return cast(NativeModel, super().load_files(checkpoint, tokenizer))
         if tokenizer is None:
             tokenizer_for(False, None)  # the one error for a missing tokenizer.bin
         # Opened here for the same missing-file errors as the other backend, and to detect a
@@ -125,16 +122,6 @@ class NativeEngine(Engine):
                 ),
             )
         return NativeModel(native, model, self.timeout)
-
-    def _load_via_bytes(
-        self, checkpoint: str | os.PathLike[str], tokenizer: str | os.PathLike[str] | None
-    ) -> Any:
-        with unchanged_checkpoint(checkpoint) as f:
-            gguf = is_gguf(f)
-            data = f.readall()
-        tok = tokenizer_for(gguf, tokenizer)
-        native, threads = self._native, self.threads
-        return _guarded(native, lambda: native.Model(data, tok, threads=threads))
 
 
 def _guarded(native: ModuleType, call: Callable[[], _T]) -> _T:
@@ -172,8 +159,7 @@ class NativeModel(LoadedModel):
                 raise EngineInternalError("model is closed")
             return _guarded(self._native, lambda: fn(model))
 
-    def encode(self, text: str, bos: bool = True, eos: bool = False) -> list[int]:
-        text_to_utf8(text, "text")
+    def _encode(self, text: str, data: bytes, bos: bool, eos: bool) -> list[int]:
         return [int(i) for i in self._call(lambda m: m.encode(text, bos, eos))]
 
     def decode_bytes(self, ids: Sequence[int]) -> bytes:
@@ -183,9 +169,8 @@ class NativeModel(LoadedModel):
         return bytes(self._call(lambda m: m.decode(id_list)))
 
     def _start(
-        self, prompt: str, prompt_bytes: bytes, params_json: str, budget: float | None, hint: Hint
+        self, prompt: str, prompt_bytes: bytes, params_json: str, budget: float | None
     ) -> _NativeSession:
-        params_json = params_with_hint(params_json, hint)
         return _NativeSession(self, self._call(lambda m: m.start(prompt, params_json)))
 
     def _start_verifier(

@@ -36,13 +36,10 @@ from edgechain.errors import (
 from edgechain.service.engine.base import (
     ClaimVerdict,
     Engine,
-    Hint,
     LoadedModel,
     ModelInfo,
     Step,
     batch_steps,
-    params_with_hint,
-    text_to_utf8,
 )
 from edgechain.service.engine.codes import error_from_code
 from edgechain.service.engine.files import (
@@ -537,8 +534,7 @@ class WasmModel(LoadedModel):
             raise EngineInternalError("model is closed")
         return self._guest
 
-    def encode(self, text: str, bos: bool = True, eos: bool = False) -> list[int]:
-        data = text_to_utf8(text, "text")
+    def _encode(self, text: str, data: bytes, bos: bool, eos: bool) -> list[int]:
         with self._lock:
             guest = self._live()
             with guest.placed(data) as (ptr,):
@@ -560,9 +556,9 @@ class WasmModel(LoadedModel):
                 return guest.output()
 
     def _start(
-        self, prompt: str, prompt_bytes: bytes, params_json: str, budget: float | None, hint: Hint
+        self, prompt: str, prompt_bytes: bytes, params_json: str, budget: float | None
     ) -> _WasmSession:
-        params_bytes = params_with_hint(params_json, hint).encode("utf-8")
+        params_bytes = params_json.encode("utf-8")
         with self._lock:
             guest = self._live()
             session = guest.checked_with(

@@ -7,7 +7,11 @@ from pathlib import Path
 
 from network_cli_helpers import run_edgechain
 
+from edgechain.service.engine import Engine, GenerationParams
+from edgechain.service.engine.base import ModelInfo
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
+SAMPLING_PROMPT = "Once upon a time"
 
 
 @dataclass(frozen=True)
@@ -31,3 +35,28 @@ def assert_clean_error(result: CliResult, exit_code: int, *fragments: str) -> No
     assert len(error_lines) == 1, result.stderr
     for fragment in fragments:
         assert fragment.lower() in error_lines[0].lower(), (fragment, error_lines[0])
+
+
+def sampled(
+    engine: Engine, weights: Path, tokenizer: Path | None, seed: int
+) -> tuple[list[int], ModelInfo]:
+    """The tokens plain sampling (temperature 1, top-p 1) gives after SAMPLING_PROMPT, and the
+    model's info."""
+    with engine.load_files(weights, tokenizer) as model:
+        params = GenerationParams(temperature=1.0, top_p=1.0, seed=seed, max_positions=200)
+        return [t.id for t in model.generate(SAMPLING_PROMPT, params)], model.info
+
+
+def assert_engines_sample_alike(
+    wasm_engine: Engine, native_engine: Engine, weights: Path, tokenizer: Path | None
+) -> ModelInfo:
+    """Both engines sample the same tokens (more than 50) for seeds 1 to 3 and read the same
+    model info, which is returned. Plain sampling at temperature 1 turns any difference in the
+    logits' bits into a different token sooner or later."""
+    for seed in (1, 2, 3):
+        wasm_ids, wasm_info = sampled(wasm_engine, weights, tokenizer, seed)
+        native_ids, native_info = sampled(native_engine, weights, tokenizer, seed)
+        assert wasm_ids == native_ids
+        assert len(wasm_ids) > 50
+    assert wasm_info == native_info
+    return wasm_info

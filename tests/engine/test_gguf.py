@@ -9,7 +9,13 @@ import struct
 from pathlib import Path
 
 import pytest
-from engine_helpers import REPO_ROOT, assert_clean_error, run_cli
+from engine_helpers import (
+    REPO_ROOT,
+    assert_clean_error,
+    assert_engines_sample_alike,
+    run_cli,
+    sampled,
+)
 
 from edgechain.convert import convert_to_gguf
 from edgechain.errors import (
@@ -19,7 +25,7 @@ from edgechain.errors import (
     InvalidTokenizer,
     UnsupportedModel,
 )
-from edgechain.service.engine import Engine, GenerationParams
+from edgechain.service.engine import Engine
 from edgechain.service.engine import gguf_writer as gw
 from edgechain.service.engine.wasm import WasmEngine
 from edgechain.testing.models import ModelFiles
@@ -106,34 +112,21 @@ def test_f16_and_q4_0_gguf_are_identical_on_both_engines(
     assert _common_prefix(wasm, golden_once_upon_a_time) == same_bytes
 
 
-def _sampled(engine: Engine, path: Path, seed: int) -> tuple[list[int], object]:
-    with engine.load_files(path, None) as model:
-        params = GenerationParams(temperature=1.0, top_p=1.0, seed=seed, max_positions=200)
-        return [t.id for t in model.generate(PROMPT, params)], model.info
-
-
 @pytest.mark.parametrize("which", ["gguf_f32", "gguf_q8"])
 def test_gguf_wasm_and_native_sample_the_same_tokens(
     which: str, request: pytest.FixtureRequest, wasm_engine: Engine, native_engine: Engine
 ) -> None:
     path = request.getfixturevalue(which)
-    for seed in (1, 2, 3):
-        wasm_ids, wasm_info = _sampled(wasm_engine, path, seed)
-        native_ids, native_info = _sampled(native_engine, path, seed)
-        assert wasm_ids == native_ids
-        assert len(wasm_ids) > 50
-    assert wasm_info == native_info
+    info = assert_engines_sample_alike(wasm_engine, native_engine, path, None)
     expected_group = 32 if which == "gguf_q8" else None
-    assert getattr(wasm_info, "group_size", None) == expected_group
+    assert getattr(info, "group_size", None) == expected_group
 
 
 def test_gguf_f32_samples_as_the_llama2c_checkpoint(
     native_engine: Engine, gguf_f32: Path, stories260k: ModelFiles
 ) -> None:
-    ids, _ = _sampled(native_engine, gguf_f32, 7)
-    with native_engine.load_files(stories260k.weights, stories260k.tokenizer) as model:
-        params = GenerationParams(temperature=1.0, top_p=1.0, seed=7, max_positions=200)
-        assert ids == [t.id for t in model.generate(PROMPT, params)]
+    ids, _ = sampled(native_engine, gguf_f32, None, 7)
+    assert ids == sampled(native_engine, stories260k.weights, stories260k.tokenizer, 7)[0]
 
 
 # ---- refusals ----
