@@ -1,9 +1,11 @@
-//! A GGUF file of the `llama` architecture as the engine's model: config and hyperparameters
-//! from the metadata, llama.cpp's tensor names mapped onto the typed weights (F32 as is, F16
-//! widened to f32 exactly, Q8_0 blocks of 32 as int8 values + f32 scales on the int8 path),
-//! and the SentencePiece-style vocabulary of `tokenizer.ggml.*` as llama2.c's tokenizer.
-//! Everything unsupported (another architecture, RoPE scaling, a tensor type, an unknown
-//! tensor, another tokenizer model) is refused from the header alone, naming it.
+//! A GGUF file of the `llama`, `qwen2` or `qwen3` architecture as the engine's model: config and
+//! hyperparameters from the metadata, llama.cpp's tensor names mapped onto the typed weights
+//! (F32 as is, F16 widened to f32 exactly, Q8_0/Q4_0/Q4_K/Q6_K blocks as int8 values + f32
+//! scales, and offsets for Q4_K, on the int8 path; qwen's biases and q/k norms as
+//! [`LayerExtras`]), and the vocabulary of `tokenizer.ggml.*`: SentencePiece-style as llama2.c's
+//! tokenizer, or byte-level BPE ([`crate::bpe`]). Everything unsupported (another architecture,
+//! RoPE scaling, a tensor type, an unknown tensor, another tokenizer model or pre-tokenizer) is
+//! refused from the header alone, naming it.
 
 use candle_core::{Device, Tensor};
 
