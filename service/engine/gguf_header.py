@@ -188,6 +188,14 @@ def _header_fields(
     if embd is None:
         raise InvalidCheckpoint(f"{label}: GGUF tensor token_embd.weight is missing")
     heads = count("attention.head_count")
+    head_size = count("embedding_length") // heads
+    for what in ("key_length", "value_length"):
+        length = meta.get(f"{arch}.attention.{what}", head_size)
+        if length != head_size:
+            raise UnsupportedModel(
+                f"{label}: GGUF {arch} attention.{what} {length} differs from embedding_length "
+                f"/ head_count = {head_size} (not supported)"
+            )
     vocab = embd[1][0]
     model = meta.get("tokenizer.ggml.model")
     if model not in ("llama", "gpt2"):

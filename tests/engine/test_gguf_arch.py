@@ -15,6 +15,7 @@ from engine_helpers import run_cli
 
 from edgechain.errors import UnsupportedModel
 from edgechain.service.engine import Engine, GenerationParams
+from edgechain.service.engine.gguf_header import read_gguf_header
 from edgechain.service.engine.native import import_native
 from edgechain.testing.synth import shape_named
 from edgechain.testing.synth_gguf import synthesize_gguf
@@ -282,3 +283,5 @@ def test_a_head_size_other_than_dim_over_heads_is_refused(
     eng = request.getfixturevalue(f"{engine}_engine")
     with pytest.raises(UnsupportedModel, match="qwen3 attention.key_length 16 differs"):
         eng.load_files(path, None)
+    with pytest.raises(UnsupportedModel, match="qwen3 attention.key_length 16 differs"):
+        read_gguf_header(path.open("rb"), path.stat().st_size, str(path))  # publish's check
