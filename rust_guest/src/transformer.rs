@@ -135,6 +135,20 @@ fn rmsnorm(out: &mut [f32], x: &[f32], weight: &Tensor, eps: f32) -> Result<()> 
     })
 }
 
+/// NEOX-style RoPE: pairs (i, i + half) of every head rotated by the table row's angles.
+#[inline(never)]
+fn rope_neox(values: &mut [f32], cos: &[f32], sin: &[f32]) {
+    let half = cos.len();
+    for head in values.chunks_exact_mut(2 * half) {
+        let (a, b) = head.split_at_mut(half);
+        for (i, (v0, v1)) in a.iter_mut().zip(b.iter_mut()).enumerate() {
+            let (x0, x1) = (*v0, *v1);
+            *v0 = x0 * cos[i] - x1 * sin[i];
+            *v1 = x0 * sin[i] + x1 * cos[i];
+        }
+    }
+}
+
 /// [`rmsnorm`] with `out` = `x` (the same arithmetic).
 fn rmsnorm_in_place(x: &mut [f32], weight: &Tensor, eps: f32) -> Result<()> {
     let ss = x.iter().fold(0.0f32, |s, v| s + v * v) / x.len() as f32 + eps;
@@ -214,6 +228,7 @@ fn with_optional_f32<R>(t: Option<&Tensor>, f: impl FnOnce(Option<&[f32]>) -> R)
 }
 
 /// Per group of each quantized input: `sum(xq) as f32 * xs` (the integer sum is exact).
+#[inline(never)]
 fn group_sums(xq: &[i16], xs: &[f32]) -> Vec<f32> {
     let gs = xq.len() / xs.len().max(1);
     xq.chunks_exact(gs.max(1))
@@ -226,6 +241,7 @@ fn group_sums(xq: &[i16], xs: &[f32]) -> Vec<f32> {
 /// int8 products: `out[b][r] -= sum over g of offsets[r][g] * sums[b][g]`, summed in group
 /// order by scalar code, so every build (and every thread split) computes the same bits.
 /// `out` is `batch x rows`, `offsets` `rows x groups`, `sums` `batch x groups`.
+#[inline(never)]
 fn subtract_offsets(out: &mut [f32], offsets: &[f32], sums: &[f32], rows: usize, groups: usize) {
     if rows == 0 || groups == 0 {
         return;
@@ -322,15 +338,7 @@ impl Transformer {
             &self.sin[pos * half..][..half],
         );
         if self.rope_neox {
-            for head in values.chunks_exact_mut(2 * half) {
-                let (a, b) = head.split_at_mut(half);
-                for (i, (v0, v1)) in a.iter_mut().zip(b.iter_mut()).enumerate() {
-                    let (x0, x1) = (*v0, *v1);
-                    *v0 = x0 * cos[i] - x1 * sin[i];
-                    *v1 = x0 * sin[i] + x1 * cos[i];
-                }
-            }
-            return;
+            return rope_neox(values, cos, sin);
         }
         for head in values.chunks_exact_mut(2 * half) {
             for (i, pair) in head.chunks_exact_mut(2).enumerate() {
@@ -342,7 +350,10 @@ impl Transformer {
     }
 
     /// qwen2's q/k/v biases and qwen3's per-head q/k RMSNorm, on one item's projections
-    /// (nothing for llama).
+    /// (nothing for llama). Out of line, as the other architectures' code below: inlined, it
+    /// made the layer loop large enough that LLVM stopped inlining `expf` there (+1.5%
+    /// instructions on the llama2.c budget run).
+    #[inline(never)]
     fn attention_extras(
         &self,
         e: &LayerExtras,
