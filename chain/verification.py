@@ -214,7 +214,7 @@ def _check_row(
         raise StorageCorrupted("the certificate is for another block")
     if certificate.state_hash != block.state_hash:
         raise StorageCorrupted("the certificate is for another state hash")
-    _check_incoming(block, committee, snapshot)
+    _check_other_chains(block, committee, snapshot)
     writes = execute_block(chain.state, block, chain.record.owner)  # its height checked above
     if chain.state.hash_with(writes) != block.state_hash:
         raise StorageCorrupted("re-executing the block gives a different state hash")
@@ -222,7 +222,7 @@ def _check_row(
     return block, certificate, writes
 
 
-def _check_incoming(block: Block, committee: Committee, snapshot: Snapshot | None) -> None:
+def _check_other_chains(block: Block, committee: Committee, snapshot: Snapshot | None) -> None:
     if not takes_from_other_chains(block):
         return
     if snapshot is None:

@@ -105,3 +105,17 @@ def test_the_verify_benchmark_verifies_the_claim_it_generated(capsys) -> None:
         low = max(row["verify_s"] - 0.0005, 0) / (row["generate_s"] + 0.0005)
         high = (row["verify_s"] + 0.0005) / max(row["generate_s"] - 0.0005, 1e-9)
         assert low - 0.0005 <= row["ratio"] <= high + 0.0005, row
+
+
+def test_the_engine_benchmark_measures_gguf_rows_beside_the_checkpoints(tmp_path: Path) -> None:
+    from edgechain.bench.engine import format_table, run_engine_benchmark
+
+    rows = run_engine_benchmark(
+        tmp_path, ["15M"], ["native"], ["f32", "gguf-q8_0"],
+        steps=12, seed=1, prompt="Once upon a time", temperature=0.0,
+    )  # fmt: skip
+    assert [r["weights"] for r in rows] == ["f32", "gguf-q8_0"]
+    assert all("error" not in r for r in rows), rows
+    assert rows[0]["generated_tokens"] == rows[1]["generated_tokens"] > 0
+    assert (tmp_path / "synth-15M-seed1-q8_0.gguf").is_file()
+    assert "15M: native gguf-q8_0 decodes at" in format_table(rows)

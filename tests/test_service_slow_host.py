@@ -98,7 +98,9 @@ def test_a_download_every_waiter_left_is_cancelled_and_the_next_query_starts_afr
         assert time.monotonic() < deadline
         time.sleep(0.01)
     [loading] = loadings
-    time.sleep(1.0)  # into the drip
+    while weight_server.request_count(published.weights_file.name) < 1:  # into the drip
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
     started = time.monotonic()
     gone.set()
     waiter.join(5)

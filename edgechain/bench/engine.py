@@ -25,7 +25,10 @@ from edgechain.service.engine.module_cache import user_cache_dir
 
 __all__ = [
     "default_model_dir",
+    "ensure_gguf",
     "ensure_int8",
+    "ensure_weights",
+    "weight_kinds",
     "ensure_model",
     "format_table",
     "run_engine_benchmark",
@@ -69,6 +72,36 @@ def ensure_int8(checkpoint: Path) -> Path:
     return out
 
 
+#: The weights a row may read: the synthetic f32 checkpoint, its runq.c int8 quantization, or
+#: the same model converted to a GGUF file of each type `edgechain convert` writes.
+def weight_kinds() -> tuple[str, ...]:
+    from edgechain.convert import TYPES
+
+    return ("f32", "int8", *(f"gguf-{kind}" for kind in TYPES))
+
+
+def ensure_gguf(checkpoint: Path, tokenizer: Path, kind: str) -> Path:
+    """``checkpoint`` and ``tokenizer`` as one GGUF file of type ``kind`` next to them,
+    written unless present (the converter writes atomically: a file there is complete)."""
+    from edgechain.convert import convert_to_gguf
+
+    out = checkpoint.with_name(f"{checkpoint.stem}-{kind}.gguf")
+    if not out.is_file():
+        print(f"converting {checkpoint.name} -> {out}", file=sys.stderr)
+        convert_to_gguf(checkpoint, tokenizer, out, kind)
+    return out
+
+
+def ensure_weights(f32: Path, tokenizer: Path, kind: str) -> tuple[Path, Path | None]:
+    """The model file for weights ``kind`` and the tokenizer to load with it (None: a GGUF
+    file carries its own)."""
+    if kind == "f32":
+        return f32, tokenizer
+    if kind == "int8":
+        return ensure_int8(f32), tokenizer
+    return ensure_gguf(f32, tokenizer, kind.removeprefix("gguf-")), None
+
+
 def run_worker(run: Measurement) -> dict[str, object]:
     """One measurement in a subprocess; an error entry (not an exception) if it fails."""
     cmd = [sys.executable, "-m", "edgechain.bench.engine_worker", *run.to_argv()]
@@ -101,20 +134,20 @@ def run_engine_benchmark(
 
     if "wasm" in engines or "wasm-noepoch" in engines:
         _warm_wasm_cache()
-    refs = available_references(references) if references is not None else []
+    refs = available_references(references, weights) if references is not None else []
     plan: list[tuple[dict[str, object], Callable[[], dict[str, object]]]] = []
     for shape in shapes:
         f32, tokenizer = ensure_model(directory, shape, seed)
-        files = {kind: ensure_int8(f32) if kind == "int8" else f32 for kind in weights}
-        for kind, checkpoint in files.items():
+        files = {kind: ensure_weights(f32, tokenizer, kind) for kind in weights}
+        for kind, (checkpoint, its_tokenizer) in files.items():
             for engine in engines:
-                run = Measurement(engine, checkpoint, tokenizer, steps, seed, prompt, temperature)
+                run = Measurement(
+                    engine, checkpoint, its_tokenizer, steps, seed, prompt, temperature
+                )
                 key = _row_key(shape, kind, checkpoint, engine)
                 plan.append((key, lambda r=run: run_worker(r)))
         for ref in refs:
-            checkpoint = files.get(ref.weights) or (
-                ensure_int8(f32) if ref.weights == "int8" else f32
-            )
+            checkpoint, _ = files.get(ref.weights) or ensure_weights(f32, tokenizer, ref.weights)
             args2 = (ref, checkpoint, tokenizer, steps, seed, prompt, temperature)
             key = _row_key(shape, ref.weights, checkpoint, ref.label)
             plan.append((key, lambda a=args2: run_reference(*a)))
@@ -240,15 +273,16 @@ def _ratios(results: list[dict[str, object]]) -> list[str]:
             rates.setdefault(str(r["shape"]), {})[key] = float(rate)
     lines = []
     for shape, by in rates.items():
-        for kind in ("f32", "int8"):
+        for kind in dict.fromkeys(k for _, k in by):
             if ("wasm", kind) in by and ("native", kind) in by:
                 suffix = "" if kind == "f32" else f" ({kind})"
                 ratio = by[("wasm", kind)] / by[("native", kind)]
                 lines.append(f"{shape}: wasm decodes at {ratio:.2f}x native{suffix}")
         for engine in ENGINE_KINDS:
-            if (engine, "f32") in by and (engine, "int8") in by:
-                ratio = by[(engine, "int8")] / by[(engine, "f32")]
-                lines.append(f"{shape}: {engine} int8 decodes at {ratio:.2f}x its f32")
+            for kind in dict.fromkeys(k for _, k in by):
+                if kind != "f32" and (engine, "f32") in by and (engine, kind) in by:
+                    ratio = by[(engine, kind)] / by[(engine, "f32")]
+                    lines.append(f"{shape}: {engine} {kind} decodes at {ratio:.2f}x its f32")
         for kind in ("f32", "int8"):
             one = by.get(("native-t1", kind))
             for (engine, k), rate in sorted(by.items()):
@@ -260,6 +294,11 @@ def _ratios(results: list[dict[str, object]]) -> list[str]:
                         f"{shape}: native {kind} with {threads} threads decodes at "
                         f"{rate / one:.2f}x one thread"
                     )
+        for engine, kind in list(by):
+            if kind.startswith("gguf-") and engine in ENGINE_KINDS and ("llama.cpp", kind) in by:
+                ratio = by[(engine, kind)] / by[("llama.cpp", kind)]
+                what = f"{engine} {kind} decodes at {ratio:.2f}x llama.cpp (one thread)"
+                lines.append(f"{shape}: {what}")
         for top, bottom, text in _REFERENCE_RATIOS:
             if top in by and bottom in by:
                 lines.append(f"{shape}: " + text.format(by[top] / by[bottom]))

@@ -77,14 +77,15 @@ class Measurement:
 
     engine: str
     checkpoint: Path
-    tokenizer: Path
+    tokenizer: Path | None  # None: a GGUF file, which carries its own
     steps: int
     seed: int
     prompt: str
     temperature: float = 1.0
 
     def to_argv(self) -> list[str]:
-        fields = (self.engine, self.checkpoint, self.tokenizer, self.steps, self.seed)
+        tokenizer = "-" if self.tokenizer is None else self.tokenizer
+        fields = (self.engine, self.checkpoint, tokenizer, self.steps, self.seed)
         return [*map(str, fields), self.prompt, str(self.temperature)]
 
     @classmethod
@@ -92,7 +93,13 @@ class Measurement:
         engine, checkpoint, tokenizer, steps, seed, prompt = argv[:6]
         temperature = float(argv[6]) if len(argv) > 6 else 1.0
         return cls(
-            engine, Path(checkpoint), Path(tokenizer), int(steps), int(seed), prompt, temperature
+            engine,
+            Path(checkpoint),
+            None if tokenizer == "-" else Path(tokenizer),
+            int(steps),
+            int(seed),
+            prompt,
+            temperature,
         )
 
 

@@ -4,8 +4,10 @@ within one run are meaningful).
 
 DIR holds what ``scripts/build_references.sh`` builds: ``run`` (run.c f32, native), ``runq``
 (runq.c int8, native) and ``run.wasm`` (run.c for wasm32-wasi, run here in wasmtime-py with and
-without epoch interruption). A missing program is skipped. Each row runs in its own process,
-so its peak RSS is its own; the decode rate is the program's own "achieved tok/s" line.
+without epoch interruption), and what ``scripts/build_llamacpp_reference.sh`` builds:
+``llama-bench`` (llama.cpp, one thread, on each GGUF file measured: its own decode of ``steps``
+tokens without a prompt, so no sampling). A missing program is skipped. Each row runs in its own
+process, so its peak RSS is its own; the decode rate is the program's own "achieved tok/s" line.
 
     python -m edgechain.bench.references wasm|wasm-noepoch RUN_WASM CHECKPOINT TOKENIZER STEPS
         SEED PROMPT TEMP
@@ -23,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,13 +39,15 @@ class Reference:
     """One reference row: its label, the weights it reads and how it runs."""
 
     label: str
-    weights: str  # "f32" or "int8"
+    weights: str  # "f32", "int8" or "gguf-TYPE"
     program: Path
     wasm_epochs: bool | None = None  # None: a native program
+    llama_bench: bool = False  # llama.cpp's llama-bench rather than a llama2.c program
 
 
-def available_references(directory: Path) -> list[Reference]:
-    """The reference programs present in ``directory``, in the table's column order."""
+def available_references(directory: Path, weights: Sequence[str] = ()) -> list[Reference]:
+    """The reference programs present in ``directory``, in the table's column order (llama.cpp
+    once per GGUF kind of ``weights``)."""
     found = []
     if (directory / "run").is_file():
         found.append(Reference("run.c", "f32", directory / "run"))
@@ -52,6 +57,10 @@ def available_references(directory: Path) -> list[Reference]:
         wasm = directory / "run.wasm"
         found.append(Reference("run.c wasm-noepoch", "f32", wasm, wasm_epochs=False))
         found.append(Reference("run.c wasm", "f32", wasm, wasm_epochs=True))
+    bench = directory / "llama-bench"
+    if bench.is_file():
+        gguf = [kind for kind in weights if kind.startswith("gguf-")]
+        found.extend(Reference("llama.cpp", kind, bench, llama_bench=True) for kind in gguf)
     return found
 
 
@@ -80,6 +89,8 @@ def run_reference(
 ) -> dict[str, object]:
     """One measurement in a subprocess: decode_tok_s and peak_rss_mb, or an ``error`` entry."""
     args = _args(str(checkpoint), str(tokenizer), steps, seed, prompt, temperature)
+    if ref.llama_bench:
+        return _run_llama_bench(ref, checkpoint, steps)
     if ref.wasm_epochs is None:
         cmd = [str(ref.program), *args]
     else:
@@ -105,6 +116,19 @@ def run_reference(
     if "error" not in row:
         row["peak_rss_mb"] = rss
     return row
+
+
+def _run_llama_bench(ref: Reference, model: Path, steps: int) -> dict[str, object]:
+    cmd = [str(ref.program), "-m", str(model), "-t", "1", "-p", "0", "-n", str(steps),
+           "-r", "1", "-o", "json"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    try:
+        tests = json.loads(proc.stdout)
+        rate = next(float(t["avg_ts"]) for t in tests if t.get("n_gen", 0) > 0)
+    except (ValueError, StopIteration, KeyError, TypeError):
+        lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+        return {"engine": ref.label, "error": lines[-1] if lines else f"exit {proc.returncode}"}
+    return {"engine": ref.label, "decode_tok_s": rate}
 
 
 def _run_wasm(argv: list[str]) -> dict[str, object]:

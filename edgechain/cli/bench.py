@@ -44,8 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--weights",
         default="f32",
-        help="comma-separated f32,int8 (default %(default)s; int8 = the model after "
-        "`edgechain quantize` with its default group size)",
+        help="comma-separated f32, int8, gguf-f32, gguf-f16, gguf-q8_0, gguf-q4_0, ... "
+        "(default %(default)s; int8 = the model after `edgechain quantize` with its default "
+        "group size; gguf-TYPE = the model after `edgechain convert --type TYPE`)",
     )
     parser.add_argument("--prompt", default="Once upon a time", help="prompt (default %(default)r)")
     parser.add_argument(
@@ -93,7 +94,12 @@ def _split(value: str, allowed: tuple[str, ...] | None, what: str) -> list[str]:
 
 def execute(args: argparse.Namespace) -> int:
     """Check the options, measure, print."""
-    from edgechain.bench.engine import default_model_dir, format_table, run_engine_benchmark
+    from edgechain.bench.engine import (
+        default_model_dir,
+        format_table,
+        run_engine_benchmark,
+        weight_kinds,
+    )
     from edgechain.bench.engine_worker import engine_options
     from edgechain.testing.synth import SHAPES
 
@@ -104,7 +110,7 @@ def execute(args: argparse.Namespace) -> int:
             raise InvalidParameter(
                 f"unknown engine {engine!r}: choose from wasm, native, native-tN, wasm-noepoch"
             )
-    weights = _split(args.weights, ("f32", "int8"), "weights")
+    weights = _split(args.weights, weight_kinds(), "weights")
     text_to_utf8(args.prompt, "--prompt")  # InvalidText now, not once per measured row
     if not args.temperature >= 0.0 or args.temperature == float("inf"):
         raise InvalidParameter(
