@@ -6,8 +6,14 @@ The GGUF file has llama.cpp's ``llama`` architecture and tensor names, the confi
 reads weights and tokenizer from the one file. ``f32`` keeps every tensor; ``f16`` stores the
 matrices in half precision; ``q8_0`` and ``q4_0`` store each matrix whose rows are whole blocks
 of 32 in llama.cpp's Q8_0 or Q4_0 (the rest, and the norms, stay f32, as llama.cpp's converter
-does). The bytes are deterministic. Writer:
-:mod:`edgechain.service.engine.gguf_writer`; reader: rust_guest/src/gguf.rs.
+does). ``q4_k`` is llama.cpp's Q4_K_M mix (Q4_K, with Q6_K for ``output.weight`` and for
+``attn_v``/``ffn_down`` in the layers llama.cpp's ``use_more_bits`` picks); ``q6_k`` is Q6_K
+throughout. K-quants need rows of whole 256-value super-blocks: a matrix whose rows are not
+falls back per tensor as llama.cpp's quantizer does (its Q6_K -> Q8_0; its Q4_K -> Q5_0, which
+the engine does not run, so Q8_0 here), and to f32 when the rows are not whole blocks of 32
+either (llama.cpp: F16). The K-quant arithmetic is llama.cpp's reference quantizers in Rust
+(``edgechain_native.quantize_k``, rust_guest/src/kquants.rs). The bytes are deterministic.
+Writer: :mod:`edgechain.service.engine.gguf_writer`; reader: rust_guest/src/gguf.rs.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from typing import BinaryIO
 from edgechain.errors import InputError, InvalidCheckpoint, InvalidParameter, InvalidTokenizer
 from edgechain.files import write_atomically
 from edgechain.service.engine import gguf_writer as gw
+from edgechain.service.engine.checkpoint_header import HeaderDims
 from edgechain.service.engine.model_files import (
     HEADER_BYTES,
     Q8_HEADER_BYTES,
@@ -31,10 +38,12 @@ from edgechain.service.engine.model_files import (
 )
 
 #: The ``--type`` choices.
-TYPES = ("f32", "f16", "q8_0", "q4_0")
+TYPES = ("f32", "f16", "q8_0", "q4_0", "q4_k", "q6_k")
 #: llama.cpp's ``general.file_type`` for each (LLAMA_FTYPE_ALL_F32, MOSTLY_F16, MOSTLY_Q8_0,
-#: MOSTLY_Q4_0).
-_FILE_TYPES = {"f32": 0, "f16": 1, "q8_0": 7, "q4_0": 2}
+#: MOSTLY_Q4_0, MOSTLY_Q4_K_M, MOSTLY_Q6_K).
+_FILE_TYPES = {"f32": 0, "f16": 1, "q8_0": 7, "q4_0": 2, "q4_k": 15, "q6_k": 18}
+#: Values per K-quant super-block.
+QK_K = 256
 #: llama.cpp's token types.
 _NORMAL, _UNKNOWN, _CONTROL, _BYTE = 1, 2, 3, 6
 
@@ -47,31 +56,26 @@ class ConvertResult:
     header: CheckpointHeader
     kind: str
     output_bytes: int
-    #: Matrices stored in the file's type (F16, Q8_0 or Q4_0), and those kept F32.
+    #: Matrices stored in a 16-bit or quantized type, and those kept F32.
     quantized: int
     kept_f32: int
+    #: How many tensors of each type the file holds ("Q4_K": 12, ...).
+    type_counts: dict[str, int]
 
 
 def _read_tokens(path: Path, vocab_size: int) -> list[tuple[str, float]]:
     """The (piece, score) records of a llama2.c tokenizer.bin, as SentencePiece pieces."""
     read_tokenizer(path, model_vocab=vocab_size)  # the engine's rules, one-line errors
     data = path.read_bytes()
-    at, out = 4, []
+    at, records = 4, []
     while at < len(data):
         score, length = struct.unpack_from("<fi", data, at)
-        raw = data[at + 8 : at + 8 + length]
+        records.append((data[at + 8 : at + 8 + length], score))
         at += 8 + length
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise InvalidTokenizer(f"{path}: token {len(out)} is not UTF-8") from None
-        out.append((text, score))
-    # llama2.c writes <s> and </s> between newlines and SentencePiece's ▁ as a space.
-    pieces = []
-    for i, (text, score) in enumerate(out):
-        text = {1: "<s>", 2: "</s>"}.get(i, text.replace(" ", "\u2581"))
-        pieces.append((text, score))
-    return pieces
+    try:
+        return llama2c_pieces(records)
+    except InvalidTokenizer as err:
+        raise InvalidTokenizer(f"{path}: {err}") from None
 
 
 def _token_type(index: int, text: str) -> int:
@@ -109,38 +113,83 @@ def _f32_spans(h: CheckpointHeader) -> dict[str, list[tuple[int, int]]]:
     return spans
 
 
-def _tensor(name: str, dims: tuple[int, ...], raw: bytes, kind: str) -> gw.Tensor:
+def _use_more_bits(layer: int, n_layers: int) -> bool:
+    """llama.cpp's ``use_more_bits``: the first and last eighth of the layers and every third
+    one between them get Q6_K for ``attn_v``/``ffn_down`` in a Q4_K_M file."""
+    eighth = n_layers // 8
+    return layer < eighth or layer >= 7 * n_layers // 8 or (layer - eighth) % 3 == 2
+
+
+def _target_type(name: str, kind: str, n_layers: int) -> str:
+    """The type llama.cpp's quantizer picks for matrix ``name`` in a ``kind`` file, before any
+    fallback for its row length."""
+    if kind == "q4_k":
+        if name == "output.weight":
+            return "q6_k"
+        parts = name.split(".")
+        more_bits = len(parts) == 4 and parts[2] in ("attn_v", "ffn_down")
+        if more_bits and _use_more_bits(int(parts[1]), n_layers):
+            return "q6_k"
+    return kind
+
+
+def _tensor(name: str, dims: tuple[int, ...], raw: bytes, kind: str, n_layers: int) -> gw.Tensor:
     """``raw`` (little-endian f32) as the tensor of a ``kind`` file: norms stay F32; a matrix
-    is F16, or Q8_0/Q4_0 when its rows are whole blocks of 32 (else F32)."""
+    is F16, or quantized when its rows are whole blocks (else the fallback, else F32)."""
     if kind == "f32" or len(dims) != 2:
         return gw.Tensor(name, dims, gw.GGML_F32, raw)
+    target = _target_type(name, kind, n_layers)
+    if target in ("q4_k", "q6_k"):
+        if dims[1] % QK_K == 0:
+            from edgechain.service.engine.native import import_native
+
+            data = import_native().quantize_k(target, raw)
+            ggml = gw.GGML_Q4_K if target == "q4_k" else gw.GGML_Q6_K
+            return gw.Tensor(name, dims, ggml, data)
+        target = "q8_0"
     values = array("f")
     values.frombytes(raw)
     if struct.pack("=I", 1) != struct.pack("<I", 1):
         values.byteswap()
-    if kind == "f16":
+    if target == "f16":
         return gw.Tensor(name, dims, gw.GGML_F16, gw.to_f16(values.tolist()))
     if dims[1] % gw.Q8_0_BLOCK:
         return gw.Tensor(name, dims, gw.GGML_F32, raw)
-    if kind == "q4_0":
+    if target == "q4_0":
         return gw.Tensor(name, dims, gw.GGML_Q4_0, gw.quantize_q4_0(values.tolist()))
     return gw.Tensor(name, dims, gw.GGML_Q8_0, gw.quantize_q8_0(values.tolist()))
 
 
-def _metadata(h: CheckpointHeader, kind: str, name: str, tokens: list[tuple[str, float]]) -> list:
+def model_metadata(
+    arch: str,
+    h: HeaderDims,
+    *,
+    kind: str,
+    name: str,
+    norm_eps: float = 1e-5,
+    rope_base: float = 10000.0,
+) -> list[tuple[str, object]]:
+    """The ``general.*`` and ``ARCH.*`` metadata of a model of dims ``h`` stored as ``kind``."""
     return [
-        ("general.architecture", "llama"),
+        ("general.architecture", arch),
         ("general.name", name),
         ("general.file_type", _FILE_TYPES[kind]),
-        ("llama.context_length", h.seq_len),
-        ("llama.embedding_length", h.dim),
-        ("llama.block_count", h.n_layers),
-        ("llama.feed_forward_length", h.hidden_dim),
-        ("llama.rope.dimension_count", h.head_size),
-        ("llama.attention.head_count", h.n_heads),
-        ("llama.attention.head_count_kv", h.n_kv_heads),
-        ("llama.attention.layer_norm_rms_epsilon", 1e-5),
-        ("llama.rope.freq_base", 10000.0),
+        (f"{arch}.context_length", h.seq_len),
+        (f"{arch}.embedding_length", h.dim),
+        (f"{arch}.block_count", h.n_layers),
+        (f"{arch}.feed_forward_length", h.hidden_dim),
+        (f"{arch}.rope.dimension_count", h.head_size),
+        (f"{arch}.attention.head_count", h.n_heads),
+        (f"{arch}.attention.head_count_kv", h.n_kv_heads),
+        (f"{arch}.attention.layer_norm_rms_epsilon", norm_eps),
+        (f"{arch}.rope.freq_base", rope_base),
+    ]
+
+
+def tokenizer_metadata(tokens: list[tuple[str, float]]) -> list[tuple[str, object]]:
+    """``tokenizer.ggml.*`` for a SentencePiece-style (``llama``) vocabulary of (piece, score):
+    ``▁`` for a space, <unk> 0, BOS 1, EOS 2, byte tokens typed as such."""
+    return [
         ("tokenizer.ggml.model", "llama"),
         ("tokenizer.ggml.tokens", [t for t, _ in tokens]),
         ("tokenizer.ggml.scores", [float(s) for _, s in tokens]),
@@ -156,6 +205,26 @@ def _metadata(h: CheckpointHeader, kind: str, name: str, tokens: list[tuple[str,
     ]
 
 
+def llama2c_pieces(pieces: list[tuple[bytes, float]]) -> list[tuple[str, float]]:
+    """A llama2.c tokenizer.bin's (piece, score) records as SentencePiece pieces: llama2.c
+    writes <s> and </s> between newlines and SentencePiece's ▁ as a space."""
+    out = []
+    for i, (raw, score) in enumerate(pieces):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidTokenizer(f"token {i} is not UTF-8") from None
+        out.append(({1: "<s>", 2: "</s>"}.get(i, text.replace(" ", "\u2581")), score))
+    return out
+
+
+def quantized_tensor(
+    name: str, dims: tuple[int, ...], raw: bytes, kind: str, n_layers: int
+) -> gw.Tensor:
+    """The tensor ``name`` (f32 little-endian ``raw``) as a ``kind`` file stores it."""
+    return _tensor(name, dims, raw, kind, n_layers)
+
+
 def convert_to_gguf(
     src: str | os.PathLike[str],
     tokenizer: str | os.PathLike[str],
@@ -163,9 +232,10 @@ def convert_to_gguf(
     kind: str = "f32",
 ) -> ConvertResult:
     """Write the f32 llama2.c checkpoint ``src`` and its ``tokenizer`` as the GGUF file ``dst``
-    (``kind``: "f32" or "q8_0"). ``dst`` appears only once complete. Errors: InvalidParameter
-    (kind), InvalidCheckpoint (bad or int8 input), InvalidTokenizer/VocabMismatch, InputError
-    (cannot write)."""
+    (``kind``: one of :data:`TYPES`). ``dst`` appears only once complete. Errors:
+    InvalidParameter (kind), InvalidCheckpoint (bad or int8 input),
+    InvalidTokenizer/VocabMismatch, InputError (cannot write), EngineUnavailable (q4_k/q6_k
+    without edgechain_native)."""
     from edgechain.service.engine.files import open_input
 
     if kind not in TYPES:
@@ -182,7 +252,8 @@ def convert_to_gguf(
         tensors = _tensors(f, h, kind)
     if not dst_path.parent.is_dir():
         raise InputError(f"output directory does not exist: {dst_path.parent}")
-    metadata = _metadata(h, kind, src_path.stem, tokens)
+    metadata = model_metadata("llama", h, kind=kind, name=src_path.stem)
+    metadata += tokenizer_metadata(tokens)
     written = 0
 
     def write(out: BinaryIO) -> None:
@@ -190,9 +261,13 @@ def convert_to_gguf(
         written = gw.write_gguf(out, metadata, tensors)
 
     write_atomically(dst_path, write, "GGUF file")
-    quantized = sum(t.kind in (gw.GGML_Q8_0, gw.GGML_Q4_0, gw.GGML_F16) for t in tensors)
-    matrices = sum(len(t.dims) == 2 for t in tensors)
-    return ConvertResult(dst_path, h, kind, written, quantized, matrices - quantized)
+    matrices = [t for t in tensors if len(t.dims) == 2]
+    quantized = sum(t.kind != gw.GGML_F32 for t in matrices)
+    counts: dict[str, int] = {}
+    for t in tensors:
+        counts[gw.TYPE_NAMES[t.kind]] = counts.get(gw.TYPE_NAMES[t.kind], 0) + 1
+    kept = len(matrices) - quantized
+    return ConvertResult(dst_path, h, kind, written, quantized, kept, dict(sorted(counts.items())))
 
 
 def _tensors(f: BinaryIO, h: CheckpointHeader, kind: str) -> list[gw.Tensor]:
@@ -215,21 +290,22 @@ def _tensors(f: BinaryIO, h: CheckpointHeader, kind: str) -> list[gw.Tensor]:
         "w2": ("ffn_down", (d, hid)),
         "w3": ("ffn_up", (hid, d)),
     }
-    out = [_tensor("token_embd.weight", (h.vocab_size, d), raw(spans["embedding"][0]), kind)]
+    n = h.n_layers
+
+    def tensor(name: str, dims: tuple[int, ...], span: tuple[int, int]) -> gw.Tensor:
+        return _tensor(name, dims, raw(span), kind, n)
+
+    out = [tensor("token_embd.weight", (h.vocab_size, d), spans["embedding"][0])]
     for layer in range(h.n_layers):
-        out.append(
-            _tensor(f"blk.{layer}.attn_norm.weight", (d,), raw(spans["rms_att"][layer]), kind)
-        )
+        out.append(tensor(f"blk.{layer}.attn_norm.weight", (d,), spans["rms_att"][layer]))
         for key in ("wq", "wk", "wv", "wo"):
             short, dims = shapes[key]
-            out.append(_tensor(f"blk.{layer}.{short}.weight", dims, raw(spans[key][layer]), kind))
-        out.append(
-            _tensor(f"blk.{layer}.ffn_norm.weight", (d,), raw(spans["rms_ffn"][layer]), kind)
-        )
+            out.append(tensor(f"blk.{layer}.{short}.weight", dims, spans[key][layer]))
+        out.append(tensor(f"blk.{layer}.ffn_norm.weight", (d,), spans["rms_ffn"][layer]))
         for key in ("w1", "w2", "w3"):
             short, dims = shapes[key]
-            out.append(_tensor(f"blk.{layer}.{short}.weight", dims, raw(spans[key][layer]), kind))
-    out.append(_tensor("output_norm.weight", (d,), raw(spans["rms_final"][0]), kind))
+            out.append(tensor(f"blk.{layer}.{short}.weight", dims, spans[key][layer]))
+    out.append(tensor("output_norm.weight", (d,), spans["rms_final"][0]))
     if not h.shared_classifier:
-        out.append(_tensor("output.weight", (h.vocab_size, d), raw(spans["classifier"][0]), kind))
+        out.append(tensor("output.weight", (h.vocab_size, d), spans["classifier"][0]))
     return out

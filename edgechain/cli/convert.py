@@ -20,7 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=TYPES,
         default="f32",
         help="tensor type of the matrices (q8_0, q4_0: those whose rows are whole blocks of 32; "
-        "the others and the norms stay f32)",
+        "q4_k: llama.cpp's Q4_K_M mix, q6_k: Q6_K, for rows of whole 256-value blocks, else "
+        "Q8_0; the others and the norms stay f32)",
     )
 
 
@@ -29,8 +30,6 @@ def execute(args: argparse.Namespace) -> int:
     from edgechain.convert import convert_to_gguf
 
     result = convert_to_gguf(args.src, args.tokenizer, args.dst, args.type)
-    print(
-        f"{result.path}: {result.output_bytes} bytes, GGUF llama, {result.kind} "
-        f"({result.quantized} matrices in {result.kind.upper()}, {result.kept_f32} in F32)"
-    )
+    types = "tensors: " + ", ".join(f"{n} {name}" for name, n in result.type_counts.items())
+    print(f"{result.path}: {result.output_bytes} bytes, GGUF llama, {result.kind} ({types})")
     return 0

@@ -1,4 +1,5 @@
-"""``edgechain synth-model``: a deterministic random checkpoint of a real stories shape."""
+"""``edgechain synth-model``: a deterministic random model of a real stories shape, as a
+llama2.c checkpoint (and tokenizer.bin) or as a GGUF file of one of the engine's architectures."""
 
 from __future__ import annotations
 
@@ -8,22 +9,43 @@ from pathlib import Path
 from edgechain.errors import InputError, InvalidParameter
 
 NAME = "synth-model"
-HELP = "write a deterministic random llama2.c checkpoint (and tokenizer) of a stories shape"
+HELP = "write a deterministic random model (llama2.c checkpoint + tokenizer, or GGUF) of a shape"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register synth-model's flags."""
+    from edgechain.convert import TYPES
     from edgechain.testing.synth import SHAPES
+    from edgechain.testing.synth_gguf import ARCHITECTURES
 
     parser.add_argument(
         "--shape",
         required=True,
-        help=f"one of {', '.join(SHAPES)} (the stories models' shapes, TinyLlama's 1.1B)",
+        help=f"one of {', '.join(SHAPES)} (the stories models' shapes, TinyLlama's 1.1B, "
+        "1.3M: the smallest with rows of whole K-quant blocks)",
     )
     parser.add_argument("--seed", type=int, default=0, help="weights seed (default 0)")
-    parser.add_argument("out", metavar="OUT.bin", help="checkpoint to write")
+    parser.add_argument("out", metavar="OUT", help="checkpoint (.bin) or GGUF file to write")
     parser.add_argument(
         "--tokenizer", metavar="OUT_TOK.bin", help="also write a matching synthetic tokenizer.bin"
+    )
+    parser.add_argument(
+        "--format",
+        choices=("llama2c", "gguf"),
+        default="llama2c",
+        help="llama2c (default): checkpoint + tokenizer.bin; gguf: one file with the tokenizer",
+    )
+    parser.add_argument(
+        "--arch",
+        choices=ARCHITECTURES,
+        default="llama",
+        help="GGUF architecture (--format gguf): llama, qwen2 (q/k/v biases), qwen3 (q/k norms)",
+    )
+    parser.add_argument(
+        "--type",
+        choices=TYPES,
+        default="f32",
+        help="GGUF matrices' tensor type (--format gguf), as `edgechain convert --type`",
     )
 
 
@@ -32,17 +54,26 @@ def execute(args: argparse.Namespace) -> int:
     import blake3
 
     from edgechain.testing.synth import shape_named, synthesize
+    from edgechain.testing.synth_gguf import synthesize_gguf
 
     shape = shape_named(args.shape)
     if not 0 <= args.seed < 2**64:
         raise InvalidParameter(f"seed must be in [0, 2^64), got {args.seed}")
+    gguf = args.format == "gguf"
+    if gguf and args.tokenizer:
+        raise InvalidParameter("--tokenizer: a GGUF file carries its own tokenizer")
+    if not gguf and (args.arch != "llama" or args.type != "f32"):
+        raise InvalidParameter("--arch and --type apply to --format gguf only")
     out = Path(args.out)
     tokenizer = Path(args.tokenizer) if args.tokenizer else None
     for path in (out, tokenizer):
         if path is not None and not path.parent.is_dir():
             raise InputError(f"output directory does not exist: {path.parent}")
     try:
-        synthesize(shape, args.seed, out, tokenizer)
+        if gguf:
+            synthesize_gguf(shape, args.arch, args.seed, out, args.type)
+        else:
+            synthesize(shape, args.seed, out, tokenizer)
     except OSError as err:
         raise InputError(f"cannot write {err.filename or out}: {err.strerror or err}") from None
     for path in (out, tokenizer):

@@ -66,6 +66,9 @@ SHAPES: dict[str, ModelShape] = {
     # TinyLlama 1.1B's shape (grouped-query attention): 4.4 GB in f32, more than the wasm32
     # guest can address, so the guest runs it only in int8 (1.2 GB).
     "1.1B": ModelShape(2048, 5632, 22, 32, 4, 32000, 2048),
+    # Not a stories model: the smallest shape whose every matrix has rows of whole 256-value
+    # K-quant super-blocks (Q4_K, Q6_K), with grouped-query attention (4 heads, 2 kv heads).
+    "1.3M": ModelShape(256, 512, 2, 4, 2, 512, 128),
 }
 
 _CHUNK_FLOATS = 1 << 20

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use crate::error::{EngineError, Result};
 use crate::loaded_model::LoadedModel;
 use crate::sampler::{Sampler, SamplerParams};
-use crate::tokenizer::{Utf8Stream, BOS, EOS};
+use crate::tokenizer::Utf8Stream;
 use crate::transformer::{BatchItem, KvCache, Scratch};
 
 /// Positions per prefill or look-ahead batch: bounds the activations and the look-ahead's
@@ -213,9 +213,17 @@ impl Session {
 
     /// The prompt as run.c prints it: the pieces after BOS, the first one's leading space stripped.
     pub fn prompt_text(&self) -> Vec<u8> {
+        let tokenizer = self.model.tokenizer();
+        let prompt = &self.tokens[..self.prompt_len];
+        // The pieces after a leading BOS (all of them when the tokenizer adds none).
+        let (mut prev, rest) = match prompt.split_first() {
+            Some((&first, rest)) if first == tokenizer.bos() => (first, rest),
+            _ => (tokenizer.bos(), prompt),
+        };
         let mut out = Vec::new();
-        for pair in self.tokens[..self.prompt_len].windows(2) {
-            out.extend_from_slice(self.model.tokenizer().piece(pair[0], pair[1]));
+        for &t in rest {
+            out.extend_from_slice(tokenizer.piece(prev, t));
+            prev = t;
         }
         out
     }
@@ -410,7 +418,7 @@ impl Session {
                 self.ahead_len = self.ahead_len.min(self.pos - self.ahead_start);
             }
         }
-        if next == BOS || next == EOS {
+        if self.model.tokenizer().is_end(next) {
             self.stop_reason = StopReason::EndOfSequence;
             self.stop_reported = true;
             return Ok(None);

@@ -91,6 +91,8 @@ impl GgmlType {
     pub const F16: GgmlType = GgmlType(1);
     pub const Q4_0: GgmlType = GgmlType(2);
     pub const Q8_0: GgmlType = GgmlType(8);
+    pub const Q4_K: GgmlType = GgmlType(12);
+    pub const Q6_K: GgmlType = GgmlType(14);
 
     /// llama.cpp's name for the type ("Q4_K"), or "type N" for an id it does not know.
     pub fn name(self) -> String {
@@ -113,6 +115,8 @@ impl GgmlType {
             GgmlType::F16 => Some((1, 2)),
             GgmlType::Q4_0 => Some((32, 18)),
             GgmlType::Q8_0 => Some((32, 34)),
+            GgmlType::Q4_K => Some((256, 144)),
+            GgmlType::Q6_K => Some((256, 210)),
             _ => None,
         }
     }
@@ -433,7 +437,10 @@ mod tests {
         let align = 64u32.to_le_bytes().to_vec();
         let mut name = 4u64.to_le_bytes().to_vec();
         name.extend_from_slice(b"tiny");
-        let bytes = header(0, &[("general.alignment", 4, align), ("general.name", 8, name)]);
+        let bytes = header(
+            0,
+            &[("general.alignment", 4, align), ("general.name", 8, name)],
+        );
         let h = parse_header(&bytes, bytes.len() as u64).expect("a valid header");
         assert_eq!(h.alignment, 64);
         assert_eq!(h.data_offset, bytes.len().div_ceil(64) as u64 * 64);

@@ -1,27 +1,36 @@
-//! A GGUF file of the `llama` architecture as the engine's model: config and hyperparameters
-//! from the metadata, llama.cpp's tensor names mapped onto the typed weights (F32 as is, F16
-//! widened to f32 exactly, Q8_0 blocks of 32 as int8 values + f32 scales on the int8 path),
-//! and the SentencePiece-style vocabulary of `tokenizer.ggml.*` as llama2.c's tokenizer.
-//! Everything unsupported (another architecture, RoPE scaling, a tensor type, an unknown
-//! tensor, another tokenizer model) is refused from the header alone, naming it.
+//! A GGUF file of the `llama`, `qwen2` or `qwen3` architecture as the engine's model: config and
+//! hyperparameters from the metadata, llama.cpp's tensor names mapped onto the typed weights
+//! (F32 as is, F16 widened to f32 exactly, Q8_0/Q4_0/Q4_K/Q6_K blocks as int8 values + f32
+//! scales, and offsets for Q4_K, on the int8 path; qwen's biases and q/k norms as
+//! [`LayerExtras`]), and the vocabulary of `tokenizer.ggml.*`: SentencePiece-style as llama2.c's
+//! tokenizer, or byte-level BPE ([`crate::bpe`]). Everything unsupported (another architecture,
+//! RoPE scaling, a tensor type, an unknown tensor, another tokenizer model or pre-tokenizer) is
+//! refused from the header alone, naming it.
 
 use candle_core::{Device, Tensor};
 
+use crate::bpe::PreTokenizer;
 use crate::checkpoint::CheckpointConfig;
 use crate::error::{EngineError, Result};
 use crate::gguf::{self, GgmlType, GgufHeader, TensorInfo, Value};
+use crate::kquants::{
+    decode_q4_k, decode_q6_k, f16_to_f32, Q4_K_BYTES, Q4_K_GROUP, Q6_K_BYTES, Q6_K_GROUP, QK_K,
+};
 use crate::model_parts::{ModelHyper, ModelParts};
 use crate::tokenizer::{Tokenizer, BOS, EOS};
-use crate::weights::{LayerMatrix, LayerWeights, Matrix, TransformerWeights};
+use crate::weights::{LayerExtras, LayerMatrix, LayerWeights, Matrix, TransformerWeights};
 
-/// The architectures the engine runs.
-pub const ARCHITECTURES: [&str; 1] = ["llama"];
+/// The architectures the engine runs: llama, and Qwen's two (llama's layers plus q/k/v biases
+/// for qwen2, per-head q/k RMSNorm for qwen3; NEOX-style RoPE for both).
+pub const ARCHITECTURES: [&str; 3] = ["llama", "qwen2", "qwen3"];
 /// The tensor types the engine runs.
-pub const TENSOR_TYPES: [GgmlType; 4] = [
+pub const TENSOR_TYPES: [GgmlType; 6] = [
     GgmlType::F32,
     GgmlType::F16,
     GgmlType::Q4_0,
     GgmlType::Q8_0,
+    GgmlType::Q4_K,
+    GgmlType::Q6_K,
 ];
 /// Q8_0's block: the int8 path's group size.
 const Q8_0_GROUP: usize = 32;
@@ -122,19 +131,27 @@ pub fn inspect(bytes: &[u8], file_len: u64) -> Result<GgufSpec> {
         vocab_size: embd.dims.first().map_or(0, |v| *v as usize),
         seq_len: need_usize(&h, &key("context_length"))?,
         shared_classifier: h.tensor("output.weight").is_none(),
-        group_size: h
-            .tensors
-            .iter()
-            .any(|t| is_blocked(t.kind))
-            .then_some(Q8_0_GROUP),
+        group_size: group_size(&h),
     };
     check_config(&config)?;
     // The int8 path quantizes dim-long inputs in blocks (the embedding and classifier rows).
-    if config.group_size.is_some() && !config.dim.is_multiple_of(Q8_0_GROUP) {
-        return Err(invalid(format!(
-            "embedding_length {} is not a multiple of {Q8_0_GROUP}, as Q8_0/Q4_0 tensors need",
-            config.dim
-        )));
+    if let Some(gs) = config.group_size {
+        if !config.dim.is_multiple_of(Q8_0_GROUP) {
+            return Err(invalid(format!(
+                "embedding_length {} is not a multiple of {Q8_0_GROUP}, as quantized tensors need (groups of {gs})",
+                config.dim
+            )));
+        }
+    }
+    for what in ["key_length", "value_length"] {
+        if let Some(len) = meta_usize(&h, &key(&format!("attention.{what}")))? {
+            if len != config.head_size() {
+                return Err(unsupported(format!(
+                    "{arch} attention.{what} {len} differs from embedding_length / head_count = {} (not supported)",
+                    config.head_size()
+                )));
+            }
+        }
     }
     if let Some(rope_dims) = meta_usize(&h, &key("rope.dimension_count"))? {
         if rope_dims != config.head_size() {
@@ -147,8 +164,12 @@ pub fn inspect(bytes: &[u8], file_len: u64) -> Result<GgufSpec> {
     let hyper = ModelHyper {
         rope_base: meta_f32(&h, &key("rope.freq_base"), 10000.0)?,
         norm_eps: meta_f32(&h, &key("attention.layer_norm_rms_epsilon"), 1e-5)?,
+        // llama.cpp's rope type: NORM for llama (its converter permutes q/k for it), NEOX for
+        // qwen2 and qwen3.
+        rope_neox: arch != "llama",
     };
-    check_tensors(&h, &config)?;
+    let arch = arch.to_string();
+    check_tensors(&h, &config, &arch)?;
     Ok(GgufSpec {
         header: h,
         config,
@@ -184,7 +205,7 @@ fn check_config(cfg: &CheckpointConfig) -> Result<()> {
 }
 
 /// The tensors the config implies, with their row-major shapes and whether they are matrices.
-fn expected_tensors(cfg: &CheckpointConfig) -> Vec<(String, Vec<u64>, bool)> {
+fn expected_tensors(cfg: &CheckpointConfig, arch: &str) -> Vec<(String, Vec<u64>, bool)> {
     let (dim, vocab) = (cfg.dim as u64, cfg.vocab_size as u64);
     let mut out = vec![
         ("token_embd.weight".to_string(), vec![vocab, dim], true),
@@ -200,16 +221,29 @@ fn expected_tensors(cfg: &CheckpointConfig) -> Vec<(String, Vec<u64>, bool)> {
             let shape = m.shape(cfg).map(|d| d as u64).to_vec();
             out.push((layer_name(l, m), shape, true));
         }
+        let (kv, hd) = (cfg.kv_dim() as u64, cfg.head_size() as u64);
+        let extras: &[(&str, u64)] = match arch {
+            "qwen2" => &[
+                ("attn_q.bias", dim),
+                ("attn_k.bias", kv),
+                ("attn_v.bias", kv),
+            ],
+            "qwen3" => &[("attn_q_norm.weight", hd), ("attn_k_norm.weight", hd)],
+            _ => &[],
+        };
+        for (name, len) in extras {
+            out.push((format!("blk.{l}.{name}"), vec![*len], false));
+        }
     }
     out
 }
 
-fn check_tensors(h: &GgufHeader, cfg: &CheckpointConfig) -> Result<()> {
-    let expected = expected_tensors(cfg);
+fn check_tensors(h: &GgufHeader, cfg: &CheckpointConfig, arch: &str) -> Result<()> {
+    let expected = expected_tensors(cfg, arch);
     for t in &h.tensors {
         let Some((_, shape, matrix)) = expected.iter().find(|(n, _, _)| *n == t.name) else {
             return Err(unsupported(format!(
-                "GGUF tensor {} is not one the llama architecture uses here",
+                "GGUF tensor {} is not one the {arch} architecture uses here",
                 t.name
             )));
         };
@@ -245,27 +279,30 @@ fn check_tensors(h: &GgufHeader, cfg: &CheckpointConfig) -> Result<()> {
     Ok(())
 }
 
-/// Whether the type is stored in blocks of 32 with a scale each (run on the int8 path).
+/// Whether the type is stored in blocks with scales (run on the int8 path).
 fn is_blocked(kind: GgmlType) -> bool {
-    kind == GgmlType::Q8_0 || kind == GgmlType::Q4_0
+    [
+        GgmlType::Q8_0,
+        GgmlType::Q4_0,
+        GgmlType::Q4_K,
+        GgmlType::Q6_K,
+    ]
+    .contains(&kind)
 }
 
-/// IEEE half to single precision (exact: every f16 is an f32).
-fn f16_to_f32(bits: u16) -> f32 {
-    let sign = u32::from(bits >> 15) << 31;
-    let exp = u32::from((bits >> 10) & 0x1f);
-    let mant = u32::from(bits & 0x3ff);
-    let out = match (exp, mant) {
-        (0, 0) => sign,
-        (0, m) => {
-            // Subnormal: m * 2^-24, exact in f32.
-            let v = m as f32 * (1.0 / 16_777_216.0);
-            return if sign != 0 { -v } else { v };
-        }
-        (0x1f, m) => sign | 0x7f80_0000 | (m << 13),
-        (e, m) => sign | ((e + 112) << 23) | (m << 13),
-    };
-    f32::from_bits(out)
+/// The int8 path's group size for the file: 16 when a Q6_K tensor is present (its scales
+/// cover 16 values; Q8_0, Q4_0 and Q4_K groups of 32 become two groups of 16 with the same
+/// scale, exactly), 32 when only the other quantized types are, none for an f32/f16 file.
+/// The activations are quantized in groups of that size for every int8 matrix.
+fn group_size(h: &GgufHeader) -> Option<usize> {
+    if h.tensors.iter().any(|t| t.kind == GgmlType::Q6_K) {
+        Some(Q6_K_GROUP)
+    } else {
+        h.tensors
+            .iter()
+            .any(|t| is_blocked(t.kind))
+            .then_some(Q8_0_GROUP)
+    }
 }
 
 fn f32_tensor(t: &TensorInfo, data: &[u8], device: &Device) -> Result<Tensor> {
@@ -290,35 +327,77 @@ fn f32_tensor(t: &TensorInfo, data: &[u8], device: &Device) -> Result<Tensor> {
     Ok(Tensor::from_vec(values, shape, device)?)
 }
 
-/// A matrix of F32/F16 as f32; of Q8_0 or Q4_0 as int8 values with one f32 scale per block of
-/// 32 (the int8 path's groups). A Q4_0 value is its nibble minus 8 (ggml's `dequantize_row_q4_0`:
-/// the low nibbles of a block's 16 bytes are values 0..16, the high ones 16..32), exactly
-/// representable in int8, so the int8 kernel computes Q4_0's products without approximation
-/// (at one byte per weight in memory instead of half).
-fn matrix(t: &TensorInfo, data: &[u8], device: &Device) -> Result<Matrix> {
-    let block_bytes = match t.kind {
-        GgmlType::Q8_0 => 34,
-        GgmlType::Q4_0 => 18,
+/// A matrix of F32/F16 as f32; of a quantized type as int8 values with one f32 scale per group
+/// of `gs` (and, for Q4_K, one offset). A Q4_0 value is its nibble minus 8 (ggml's
+/// `dequantize_row_q4_0`: the low nibbles of a block's 16 bytes are values 0..16, the high ones
+/// 16..32), exactly representable in int8, so the int8 kernel computes Q4_0's products without
+/// approximation (at one byte per weight in memory instead of half). Q6_K and Q4_K: see
+/// [`crate::kquants`]. A block's scale covers a multiple of `gs` values; it is repeated per group.
+fn matrix(t: &TensorInfo, data: &[u8], gs: usize, device: &Device) -> Result<Matrix> {
+    let (block_bytes, block_values, block_group) = match t.kind {
+        GgmlType::Q8_0 => (34, 32, 32),
+        GgmlType::Q4_0 => (18, 32, 32),
+        GgmlType::Q4_K => (Q4_K_BYTES, QK_K, Q4_K_GROUP),
+        GgmlType::Q6_K => (Q6_K_BYTES, QK_K, Q6_K_GROUP),
         _ => return Ok(Matrix::F32(f32_tensor(t, data, device)?)),
     };
+    if gs == 0 || !block_group.is_multiple_of(gs) {
+        return Err(EngineError::Internal(format!(
+            "tensor {} ({}) in groups of {gs}",
+            t.name,
+            t.kind.name()
+        )));
+    }
+    let repeat = block_group / gs;
     let blocks = data.len() / block_bytes;
-    let mut values: Vec<u8> = Vec::with_capacity(blocks * Q8_0_GROUP);
-    let mut scales = Vec::with_capacity(blocks);
+    let groups_per_block = block_values / block_group;
+    let mut values: Vec<u8> = Vec::with_capacity(blocks * block_values);
+    let mut scales = Vec::with_capacity(blocks * block_values / gs);
+    let mut offsets = Vec::new();
+    let (mut q, mut bs, mut bm) = ([0u8; QK_K], [0f32; 16], [0f32; 16]);
     for block in data.chunks_exact(block_bytes) {
-        scales.push(f16_to_f32(u16::from_le_bytes([block[0], block[1]])));
-        let quants = &block[2..];
-        if t.kind == GgmlType::Q8_0 {
-            values.extend_from_slice(quants);
-        } else {
-            let nibble = |q: u8| (q as i8 - 8) as u8;
-            values.extend(quants.iter().map(|q| nibble(q & 0x0f)));
-            values.extend(quants.iter().map(|q| nibble(q >> 4)));
+        match t.kind {
+            GgmlType::Q8_0 => {
+                bs[0] = f16_to_f32(u16::from_le_bytes([block[0], block[1]]));
+                q[..32].copy_from_slice(&block[2..]);
+            }
+            GgmlType::Q4_0 => {
+                bs[0] = f16_to_f32(u16::from_le_bytes([block[0], block[1]]));
+                let nibble = |q: u8| (q as i8 - 8) as u8;
+                for (j, b) in block[2..].iter().enumerate() {
+                    q[j] = nibble(b & 0x0f);
+                    q[j + 16] = nibble(b >> 4);
+                }
+            }
+            GgmlType::Q4_K => {
+                decode_q4_k(block, &mut q, &mut bs[..8], &mut bm[..8]);
+                for m in &bm[..8] {
+                    offsets.extend(std::iter::repeat_n(*m, repeat));
+                }
+            }
+            _ => {
+                let mut signed = [0i8; QK_K];
+                decode_q6_k(block, &mut signed, &mut bs);
+                for (q, s) in q.iter_mut().zip(signed) {
+                    *q = s as u8;
+                }
+            }
+        }
+        values.extend_from_slice(&q[..block_values]);
+        for s in &bs[..groups_per_block] {
+            scales.extend(std::iter::repeat_n(*s, repeat));
         }
     }
     let shape: Vec<usize> = t.dims.iter().map(|d| *d as usize).collect();
+    let groups = scales.len();
     Ok(Matrix::Q8 {
         values: Tensor::from_vec(values, shape, device)?,
-        scales: Tensor::from_vec(scales, blocks, device)?,
+        scales: Tensor::from_vec(scales, groups, device)?,
+        offsets: if t.kind == GgmlType::Q4_K {
+            Some(Tensor::from_vec(offsets, groups, device)?)
+        } else {
+            None
+        },
     })
 }
 
@@ -330,9 +409,12 @@ fn tokenizer(h: &GgufHeader) -> Result<Tokenizer> {
         .get("tokenizer.ggml.model")
         .and_then(Value::as_str)
         .ok_or_else(|| invalid("metadata tokenizer.ggml.model is missing".into()))?;
+    if model == "gpt2" {
+        return bpe_tokenizer(h);
+    }
     if model != "llama" {
         return Err(unsupported(format!(
-            "GGUF tokenizer model '{model}' is not supported (supported: llama)"
+            "GGUF tokenizer model '{model}' is not supported (supported: llama, gpt2)"
         )));
     }
     let bad = |msg: String| EngineError::InvalidTokenizer(format!("GGUF: {msg}"));
@@ -392,6 +474,65 @@ fn tokenizer(h: &GgufHeader) -> Result<Tokenizer> {
     Tokenizer::from_bytes(&bin)
 }
 
+/// The strings of array `key` (InvalidTokenizer when missing or not strings).
+fn strings(h: &GgufHeader, key: &str) -> Result<Vec<String>> {
+    let bad = |msg: String| EngineError::InvalidTokenizer(format!("GGUF: {msg}"));
+    h.get(key)
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad(format!("{key} is missing")))?
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            v.as_str()
+                .map(str::to_string)
+                .ok_or_else(|| bad(format!("{key}[{i}] is not a string")))
+        })
+        .collect()
+}
+
+/// A `gpt2` (byte-level BPE) vocabulary with its merges and the pre-tokenizer
+/// `tokenizer.ggml.pre` names (qwen2, llama-bpe; others refused by name).
+fn bpe_tokenizer(h: &GgufHeader) -> Result<Tokenizer> {
+    let pre_name = h
+        .get("tokenizer.ggml.pre")
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    let pre = PreTokenizer::from_name(pre_name).ok_or_else(|| {
+        unsupported(format!(
+            "GGUF gpt2 pre-tokenizer '{pre_name}' is not supported (supported: qwen2, llama-bpe)"
+        ))
+    })?;
+    let tokens = strings(h, "tokenizer.ggml.tokens")?;
+    let merges = strings(h, "tokenizer.ggml.merges")?;
+    let types: Vec<i32> = h
+        .get("tokenizer.ggml.token_type")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .map(|v| v.as_u64().map_or(1, |v| v as i32))
+                .collect()
+        })
+        .unwrap_or_default();
+    let id = |key: &str| -> Result<Option<u32>> {
+        match h.get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .and_then(|v| u32::try_from(v).ok())
+                .map(Some)
+                .ok_or_else(|| invalid(format!("{key} is {v:?}, not a token id"))),
+        }
+    };
+    let eos = id("tokenizer.ggml.eos_token_id")?
+        .ok_or_else(|| invalid("metadata tokenizer.ggml.eos_token_id is missing".into()))?;
+    let bos = id("tokenizer.ggml.bos_token_id")?.unwrap_or(eos);
+    let add_bos = matches!(
+        h.get("tokenizer.ggml.add_bos_token"),
+        Some(Value::Bool(true))
+    );
+    Tokenizer::from_bpe(pre, &tokens, &types, &merges, bos, eos, add_bos)
+}
+
 /// Builds the model of a whole GGUF file in memory.
 pub fn load(file: &[u8], device: &Device) -> Result<ModelParts> {
     let spec = inspect(file, file.len() as u64)?;
@@ -408,15 +549,29 @@ pub fn load(file: &[u8], device: &Device) -> Result<ModelParts> {
         let (t, data) = tensor(name)?;
         f32_tensor(t, data, device)
     };
+    let gs = cfg.group_size.unwrap_or(Q8_0_GROUP);
     let mat = |name: &str| -> Result<Matrix> {
         let (t, data) = tensor(name)?;
-        matrix(t, data, device)
+        matrix(t, data, gs, device)
     };
     let embedding = mat("token_embd.weight")?;
     let classifier = if cfg.shared_classifier {
         embedding.clone()
     } else {
         mat("output.weight")?
+    };
+    // The architecture's extra attention tensors (`check_tensors` requires them for it).
+    let optional = |name: String| -> Result<Option<Tensor>> {
+        h.tensor(&name).map(|_| norm(&name)).transpose()
+    };
+    let extras = |l: usize| -> Result<LayerExtras> {
+        Ok(LayerExtras {
+            q_bias: optional(format!("blk.{l}.attn_q.bias"))?,
+            k_bias: optional(format!("blk.{l}.attn_k.bias"))?,
+            v_bias: optional(format!("blk.{l}.attn_v.bias"))?,
+            q_norm: optional(format!("blk.{l}.attn_q_norm.weight"))?,
+            k_norm: optional(format!("blk.{l}.attn_k_norm.weight"))?,
+        })
     };
     let mut layers = Vec::with_capacity(cfg.n_layers);
     for l in 0..cfg.n_layers {
@@ -431,6 +586,7 @@ pub fn load(file: &[u8], device: &Device) -> Result<ModelParts> {
             w1: m(LayerMatrix::W1)?,
             w2: m(LayerMatrix::W2)?,
             w3: m(LayerMatrix::W3)?,
+            extras: extras(l)?,
         });
     }
     let weights = TransformerWeights {
@@ -449,7 +605,7 @@ pub fn load(file: &[u8], device: &Device) -> Result<ModelParts> {
 
 #[cfg(test)]
 mod tests {
-    use super::f16_to_f32;
+    use crate::kquants::f16_to_f32;
 
     #[test]
     fn f16_widening_is_exact() {

@@ -2,11 +2,13 @@
 //! run.c's sampler and generation loop, exported as a wasm32 guest (`wasm_abi`, see ABI.md)
 //! and as the `edgechain_native` Python module (`python`, feature "python").
 
+pub mod bpe;
 pub mod checkpoint;
 pub mod error;
 pub mod generation;
 pub mod gguf;
 pub mod gguf_model;
+pub mod kquants;
 pub mod loaded_model;
 pub mod matvec;
 pub mod model_parts;

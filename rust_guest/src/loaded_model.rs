@@ -145,6 +145,34 @@ impl LoadedModel {
         self.transformer.forward_batch(caches, items, scratch)
     }
 
+    /// The logits after feeding `tokens` one at a time from position 0 (a fresh cache): what
+    /// tests compare with a reference forward pass. InvalidArgument for an empty, too long or
+    /// out-of-vocabulary sequence.
+    pub fn logits(&self, tokens: &[u32]) -> Result<Vec<f32>> {
+        let c = &self.config;
+        if tokens.is_empty()
+            || tokens.len() > c.seq_len
+            || tokens.iter().any(|t| *t as usize >= c.vocab_size)
+        {
+            return Err(EngineError::InvalidArgument(format!(
+                "logits need 1..={} token ids below {}",
+                c.seq_len, c.vocab_size
+            )));
+        }
+        let mut cache = self.new_cache()?;
+        let mut scratch = Scratch::default();
+        let mut out = Vec::new();
+        for (pos, &token) in tokens.iter().enumerate() {
+            let logits = self
+                .transformer
+                .forward(token, pos, &mut cache, &mut scratch)?;
+            if pos + 1 == tokens.len() {
+                out = logits.to_vec();
+            }
+        }
+        Ok(out)
+    }
+
     /// A fresh KV cache for one session.
     pub(crate) fn new_cache(&self) -> Result<KvCache> {
         self.transformer.new_cache()

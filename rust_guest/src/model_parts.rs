@@ -14,6 +14,10 @@ pub struct ModelHyper {
     pub rope_base: f32,
     /// rmsnorm's epsilon.
     pub norm_eps: f32,
+    /// RoPE's pairing: `false` rotates pairs (2i, 2i+1) of a head (run.c, llama.cpp's
+    /// `LLAMA_ROPE_TYPE_NORM` for `llama`), `true` pairs (i, i + head_size/2) (llama.cpp's
+    /// `LLAMA_ROPE_TYPE_NEOX`, which `qwen2` and `qwen3` use).
+    pub rope_neox: bool,
 }
 
 impl Default for ModelHyper {
@@ -21,6 +25,7 @@ impl Default for ModelHyper {
         Self {
             rope_base: 10000.0,
             norm_eps: 1e-5,
+            rope_neox: false,
         }
     }
 }

@@ -159,6 +159,14 @@ impl Model {
             .collect())
     }
 
+    /// The logits (f32 little-endian bytes) after `tokens` fed one by one from position 0.
+    fn logits<'py>(&self, py: Python<'py>, tokens: Vec<u32>) -> PyResult<Bound<'py, PyBytes>> {
+        let inner = &self.inner;
+        let logits = py.allow_threads(|| inner.logits(&tokens)).map_err(to_py)?;
+        let bytes: Vec<u8> = logits.iter().flat_map(|v| v.to_le_bytes()).collect();
+        Ok(PyBytes::new(py, &bytes))
+    }
+
     /// Starts a generation session (ABI.md's parameters JSON; "" means all defaults).
     fn start(&self, prompt: &str, params_json: &str) -> PyResult<Session> {
         let params = if params_json.trim().is_empty() {
@@ -285,9 +293,57 @@ fn quantize_q80<'py>(
     Ok((PyBytes::new(py, &q), PyBytes::new(py, &s)))
 }
 
+fn k_quant(kind: &str) -> PyResult<crate::kquants::KQuant> {
+    match kind {
+        "q4_k" => Ok(crate::kquants::KQuant::Q4K),
+        "q6_k" => Ok(crate::kquants::KQuant::Q6K),
+        other => Err(to_py(RustEngineError::InvalidArgument(format!(
+            "K-quant type must be q4_k or q6_k, got {other:?}"
+        )))),
+    }
+}
+
+/// llama.cpp's reference Q4_K or Q6_K quantization (`kind` "q4_k" or "q6_k") of f32 values
+/// (little-endian bytes, a multiple of 256 of them): the GGUF tensor's bytes.
+#[pyfunction]
+fn quantize_k<'py>(py: Python<'py>, kind: &str, values: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+    let kind = k_quant(kind)?;
+    if !values.len().is_multiple_of(4 * crate::kquants::QK_K) {
+        return Err(to_py(RustEngineError::InvalidArgument(format!(
+            "{} bytes are not whole blocks of 256 f32 values",
+            values.len()
+        ))));
+    }
+    let x: Vec<f32> = values
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let out = py.allow_threads(|| crate::kquants::quantize(kind, &x));
+    Ok(PyBytes::new(py, &out))
+}
+
+/// The values Q4_K or Q6_K blocks stand for as the engine decodes them, as f32 LE bytes.
+#[pyfunction]
+fn dequantize_k<'py>(py: Python<'py>, kind: &str, data: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+    let kind = k_quant(kind)?;
+    if !data.len().is_multiple_of(kind.block_bytes()) {
+        return Err(to_py(RustEngineError::InvalidArgument(format!(
+            "{} bytes are not whole blocks",
+            data.len()
+        ))));
+    }
+    let out: Vec<u8> = crate::kquants::dequantize(kind, data)
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    Ok(PyBytes::new(py, &out))
+}
+
 #[pymodule]
 fn edgechain_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(quantize_q80, m)?)?;
+    m.add_function(wrap_pyfunction!(quantize_k, m)?)?;
+    m.add_function(wrap_pyfunction!(dequantize_k, m)?)?;
     m.add_class::<Model>()?;
     m.add_class::<Session>()?;
     m.add_class::<Verifier>()?;

@@ -1,7 +1,9 @@
-//! llama2.c's `tokenizer.bin`: reader, run.c's encoder, and a streaming UTF-8-safe decoder.
+//! llama2.c's `tokenizer.bin`: reader, run.c's encoder, and a streaming UTF-8-safe decoder; or,
+//! from a GGUF file's `gpt2` vocabulary, byte-level BPE ([`crate::bpe`]) behind the same API.
 
 use std::collections::HashMap;
 
+use crate::bpe::{Bpe, PreTokenizer};
 use crate::error::{EngineError, Result};
 
 pub const BOS: u32 = 1;
@@ -18,6 +20,14 @@ pub struct Tokenizer {
     pieces: Vec<Vec<u8>>,
     lookup: HashMap<Vec<u8>, u32>,
     max_token_length: usize,
+    /// Byte-level BPE (a GGUF `gpt2` vocabulary) in place of run.c's encoder.
+    bpe: Option<Box<Bpe>>,
+    bos: u32,
+    eos: u32,
+    /// Whether `encode(.., bos = true, ..)` puts BOS first (a `gpt2` file may say no).
+    add_bos: bool,
+    /// Tokens that end a generation (BOS and EOS; a `gpt2` file's control tokens).
+    ends: Vec<u32>,
 }
 
 fn parse_byte_piece(piece: &[u8]) -> Option<u8> {
@@ -100,7 +110,79 @@ impl Tokenizer {
             pieces,
             lookup,
             max_token_length: max_len as usize,
+            bpe: None,
+            bos: BOS,
+            eos: EOS,
+            add_bos: true,
+            ends: vec![BOS, EOS],
         })
+    }
+
+    /// A byte-level BPE tokenizer: `tokens` (GPT-2's byte-level strings), their GGUF token
+    /// types (3: control, 4: user-defined; both matched literally in text, control tokens print
+    /// nothing and end a generation), `merges`, BOS and EOS ids, whether BOS is added.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_bpe(
+        pre: PreTokenizer,
+        tokens: &[String],
+        types: &[i32],
+        merges: &[String],
+        bos: u32,
+        eos: u32,
+        add_bos: bool,
+    ) -> Result<Self> {
+        let bad = |msg: String| EngineError::InvalidTokenizer(format!("GGUF: {msg}"));
+        if bos as usize >= tokens.len() || eos as usize >= tokens.len() {
+            return Err(bad(format!(
+                "BOS {bos} or EOS {eos} is outside the vocabulary of {}",
+                tokens.len()
+            )));
+        }
+        let kind = |id: usize| types.get(id).copied().unwrap_or(1);
+        let specials: Vec<u32> = (0..tokens.len())
+            .filter(|&id| matches!(kind(id), 3 | 4))
+            .map(|id| id as u32)
+            .collect();
+        let bpe = Bpe::new(pre, tokens, merges, &specials).map_err(bad)?;
+        let mut ends: Vec<u32> = (0..tokens.len())
+            .filter(|&id| kind(id) == 3)
+            .map(|id| id as u32)
+            .collect();
+        ends.extend([bos, eos]);
+        ends.sort_unstable();
+        ends.dedup();
+        let pieces: Vec<Vec<u8>> = tokens
+            .iter()
+            .enumerate()
+            .map(|(id, t)| match kind(id) {
+                3 => Vec::new(),
+                4 => t.as_bytes().to_vec(),
+                _ => bpe.token_bytes(t),
+            })
+            .collect();
+        let max_len = pieces.iter().map(Vec::len).max().unwrap_or(1).max(1);
+        Ok(Self {
+            vocab: pieces.clone(),
+            scores: vec![0.0; tokens.len()],
+            pieces,
+            lookup: HashMap::new(),
+            max_token_length: max_len,
+            bpe: Some(Box::new(bpe)),
+            bos,
+            eos,
+            add_bos,
+            ends,
+        })
+    }
+
+    /// The token a sequence starts with.
+    pub fn bos(&self) -> u32 {
+        self.bos
+    }
+
+    /// Whether sampling `token` ends a generation.
+    pub fn is_end(&self, token: u32) -> bool {
+        self.ends.binary_search(&token).is_ok()
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -119,6 +201,21 @@ impl Tokenizer {
     /// run.c's encoder: optional BOS, dummy-prefix space, codepoint lookup with `<0xNN>` byte
     /// fallback, then greedy merges of the best-scoring adjacent pair, optional EOS.
     pub fn encode(&self, text: &str, bos: bool, eos: bool) -> Vec<u32> {
+        if let Some(bpe) = &self.bpe {
+            let mut tokens = Vec::with_capacity(text.len() / 2 + 2);
+            if bos && self.add_bos {
+                tokens.push(self.bos);
+            }
+            bpe.encode(text, &mut tokens);
+            if bos && tokens.is_empty() {
+                // A sequence needs a first token: an empty prompt starts from BOS.
+                tokens.push(self.bos);
+            }
+            if eos {
+                tokens.push(self.eos);
+            }
+            return tokens;
+        }
         let mut tokens: Vec<u32> = Vec::with_capacity(text.len() + 3);
         if bos {
             tokens.push(BOS);
@@ -174,7 +271,7 @@ impl Tokenizer {
         let Some(piece) = self.pieces.get(token as usize) else {
             return &[];
         };
-        if prev == BOS && piece.first() == Some(&b' ') {
+        if self.bpe.is_none() && prev == BOS && piece.first() == Some(&b' ') {
             &piece[1..]
         } else {
             piece
@@ -185,9 +282,9 @@ impl Tokenizer {
     /// it is BOS itself; BOS/EOS print nothing).
     pub fn decode(&self, ids: &[u32]) -> Vec<u8> {
         let mut out = Vec::new();
-        let mut prev = BOS;
+        let mut prev = self.bos;
         for &id in ids {
-            if id != BOS && id != EOS {
+            if !self.is_end(id) {
                 out.extend_from_slice(self.piece(prev, id));
             }
             prev = id;

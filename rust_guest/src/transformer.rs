@@ -23,7 +23,7 @@ use crate::model_parts::ModelHyper;
 use crate::parallel::Threads;
 use crate::q8::{matmul_q8, quantize_activations};
 use crate::sampler::softmax;
-use crate::weights::{with_f32, with_i8, LayerMatrix, Matrix, TransformerWeights};
+use crate::weights::{with_f32, with_i8, LayerExtras, LayerMatrix, Matrix, TransformerWeights};
 
 /// The weights, ready for decoding.
 pub struct Transformer {
@@ -36,6 +36,7 @@ pub struct Transformer {
     threads: Threads,
     /// rmsnorm's epsilon (run.c's 1e-5 unless the file says).
     norm_eps: f32,
+    rope_neox: bool,
 }
 
 /// One session's KV cache (run.c's `RunState` keys and values): per layer `seq_len x kv_dim`.
@@ -134,19 +135,38 @@ fn rmsnorm(out: &mut [f32], x: &[f32], weight: &Tensor, eps: f32) -> Result<()> 
     })
 }
 
+/// NEOX-style RoPE: pairs (i, i + half) of every head rotated by the table row's angles.
+#[inline(never)]
+fn rope_neox(values: &mut [f32], cos: &[f32], sin: &[f32]) {
+    let half = cos.len();
+    for head in values.chunks_exact_mut(2 * half) {
+        let (a, b) = head.split_at_mut(half);
+        for (i, (v0, v1)) in a.iter_mut().zip(b.iter_mut()).enumerate() {
+            let (x0, x1) = (*v0, *v1);
+            *v0 = x0 * cos[i] - x1 * sin[i];
+            *v1 = x0 * sin[i] + x1 * cos[i];
+        }
+    }
+}
+
+/// [`rmsnorm`] with `out` = `x` (the same arithmetic).
+fn rmsnorm_in_place(x: &mut [f32], weight: &Tensor, eps: f32) -> Result<()> {
+    let ss = x.iter().fold(0.0f32, |s, v| s + v * v) / x.len() as f32 + eps;
+    let inv = 1.0 / ss.sqrt();
+    with_f32(weight, |w| {
+        for (x, w) in x.iter_mut().zip(w) {
+            *x = w * (inv * *x);
+        }
+    })
+}
+
 /// Prepares `x` (`batch` rows) as the input of the next matrix products: for an int8 model,
 /// runq.c's quantization of each row into `xq`/`xs` (resized to `x`'s length); nothing for f32.
 /// Groups never cross a row (the group size divides the row), so quantizing the rows as one
 /// vector gives each row's own quantization. Rows (`row` long) the group size does not divide
 /// are left alone: only f32 matrices take them (a GGUF file keeps such matrices unquantized;
 /// `TransformerWeights::check` holds every int8 matrix's columns to the group size).
-fn prepare(
-    group_size: Option<usize>,
-    row: usize,
-    x: &[f32],
-    xq: &mut Vec<i16>,
-    xs: &mut Vec<f32>,
-) {
+fn prepare(group_size: Option<usize>, row: usize, x: &[f32], xq: &mut Vec<i16>, xs: &mut Vec<f32>) {
     if let Some(gs) = group_size.filter(|gs| row.is_multiple_of(*gs)) {
         xq.resize(x.len(), 0);
         xs.resize(x.len() / gs, 0.0);
@@ -173,18 +193,67 @@ fn linear(
                 matmul(o, &w[r0 * n..(r0 + rows) * n], x, batch)
             })
         }),
-        Matrix::Q8 { values, scales } => with_i8(values, |q| {
+        Matrix::Q8 {
+            values,
+            scales,
+            offsets,
+        } => with_i8(values, |q| {
             with_f32(scales, |s| {
-                let groups = xs.len() / batch.max(1);
-                threads.split_rows(out, batch, n, |r0, rows, o| {
-                    let (w, s) = (
-                        &q[r0 * n..(r0 + rows) * n],
-                        &s[r0 * groups..(r0 + rows) * groups],
-                    );
-                    matmul_q8(o, w, s, xq, xs, batch)
+                with_optional_f32(offsets.as_ref(), |offsets| {
+                    let groups = xs.len() / batch.max(1);
+                    let sums = offsets.map(|_| group_sums(xq, xs));
+                    threads.split_rows(out, batch, n, |r0, rows, o| {
+                        let (w, s) = (
+                            &q[r0 * n..(r0 + rows) * n],
+                            &s[r0 * groups..(r0 + rows) * groups],
+                        );
+                        matmul_q8(o, w, s, xq, xs, batch);
+                        if let (Some(m), Some(sums)) = (offsets, &sums) {
+                            let m = &m[r0 * groups..(r0 + rows) * groups];
+                            subtract_offsets(o, m, sums, rows, groups);
+                        }
+                    })
                 })
             })
-        })?,
+        })??,
+    }
+}
+
+/// [`with_f32`] on a tensor that may be absent.
+fn with_optional_f32<R>(t: Option<&Tensor>, f: impl FnOnce(Option<&[f32]>) -> R) -> Result<R> {
+    match t {
+        Some(t) => with_f32(t, |s| f(Some(s))),
+        None => Ok(f(None)),
+    }
+}
+
+/// Per group of each quantized input: `sum(xq) as f32 * xs` (the integer sum is exact).
+#[inline(never)]
+fn group_sums(xq: &[i16], xs: &[f32]) -> Vec<f32> {
+    let gs = xq.len() / xs.len().max(1);
+    xq.chunks_exact(gs.max(1))
+        .zip(xs)
+        .map(|(q, s)| q.iter().map(|&v| i32::from(v)).sum::<i32>() as f32 * s)
+        .collect()
+}
+
+/// The offsets' share of `W x` for a matrix of `value = q * scale - offset` (Q4_K), after the
+/// int8 products: `out[b][r] -= sum over g of offsets[r][g] * sums[b][g]`, summed in group
+/// order by scalar code, so every build (and every thread split) computes the same bits.
+/// `out` is `batch x rows`, `offsets` `rows x groups`, `sums` `batch x groups`.
+#[inline(never)]
+fn subtract_offsets(out: &mut [f32], offsets: &[f32], sums: &[f32], rows: usize, groups: usize) {
+    if rows == 0 || groups == 0 {
+        return;
+    }
+    for (o, sums) in out.chunks_exact_mut(rows).zip(sums.chunks_exact(groups)) {
+        for (o, m) in o.iter_mut().zip(offsets.chunks_exact(groups)) {
+            let mut c = 0.0f32;
+            for (m, s) in m.iter().zip(sums) {
+                c += m * s;
+            }
+            *o -= c;
+        }
     }
 }
 
@@ -225,6 +294,7 @@ impl Transformer {
             cfg,
             threads: Threads::one(),
             norm_eps: hyper.norm_eps,
+            rope_neox: hyper.rope_neox,
         })
     }
 
@@ -259,13 +329,17 @@ impl Transformer {
         })
     }
 
-    /// run.c's RoPE on one position: pairs (2i, 2i+1) of every head rotated by the table row.
+    /// run.c's RoPE on one position: pairs (2i, 2i+1) of every head rotated by the table row
+    /// (pairs (i, i + head_size/2) for a NEOX-style model, the same angles).
     fn rope(&self, values: &mut [f32], pos: usize) {
         let half = self.cfg.head_size() / 2;
         let (cos, sin) = (
             &self.cos[pos * half..][..half],
             &self.sin[pos * half..][..half],
         );
+        if self.rope_neox {
+            return rope_neox(values, cos, sin);
+        }
         for head in values.chunks_exact_mut(2 * half) {
             for (i, pair) in head.chunks_exact_mut(2).enumerate() {
                 let (v0, v1) = (pair[0], pair[1]);
@@ -273,6 +347,34 @@ impl Transformer {
                 pair[1] = v0 * sin[i] + v1 * cos[i];
             }
         }
+    }
+
+    /// qwen2's q/k/v biases and qwen3's per-head q/k RMSNorm, on one item's projections
+    /// (nothing for llama). Out of line, as the other architectures' code below: inlined, it
+    /// made the layer loop large enough that LLVM stopped inlining `expf` there (+1.5%
+    /// instructions on the llama2.c budget run).
+    #[inline(never)]
+    fn attention_extras(
+        &self,
+        e: &LayerExtras,
+        q: &mut [f32],
+        k: &mut [f32],
+        v: &mut [f32],
+    ) -> Result<()> {
+        for (bias, x) in [(&e.q_bias, &mut *q), (&e.k_bias, &mut *k), (&e.v_bias, v)] {
+            if let Some(b) = bias {
+                with_f32(b, |b| x.iter_mut().zip(b).for_each(|(x, b)| *x += b))?;
+            }
+        }
+        let hd = self.cfg.head_size();
+        for (norm, x) in [(&e.q_norm, q), (&e.k_norm, k)] {
+            if let Some(w) = norm {
+                for head in x.chunks_exact_mut(hd) {
+                    rmsnorm_in_place(head, w, self.norm_eps)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Logits for `token` at `pos` (`pos < seq_len`, `token < vocab_size`), updating `cache`:
@@ -351,7 +453,7 @@ impl Transformer {
             match &self.weights.embedding {
                 Matrix::F32(e) => with_f32(e, |e| x.copy_from_slice(&e[row..][..dim]))?,
                 // runq.c's dequantize, for one row: q * scale.
-                Matrix::Q8 { values, scales } => with_i8(values, |q| {
+                Matrix::Q8 { values, scales, .. } => with_i8(values, |q| {
                     with_f32(scales, |sc| {
                         let group = gs.unwrap_or(1);
                         for (i, x) in x.iter_mut().enumerate() {
@@ -359,6 +461,18 @@ impl Transformer {
                         }
                     })
                 })??,
+            }
+            if let Matrix::Q8 {
+                offsets: Some(m), ..
+            } = &self.weights.embedding
+            {
+                // Q4_K: value = q * scale - offset.
+                let group = gs.unwrap_or(1);
+                with_f32(m, |m| {
+                    for (i, x) in x.iter_mut().enumerate() {
+                        *x -= m[(row + i) / group];
+                    }
+                })?;
             }
         }
         let (x, xb, xb2) = (
@@ -384,8 +498,11 @@ impl Transformer {
             // Every item's key and value go into its cache before any attention reads.
             let layer_off = l * c.seq_len * kv_dim;
             for (i, item) in items.iter().enumerate() {
-                self.rope(&mut q[i * dim..][..dim], item.pos);
+                let query = &mut q[i * dim..][..dim];
                 let key = &mut k[i * kv_dim..][..kv_dim];
+                let value = &mut v[i * kv_dim..][..kv_dim];
+                self.attention_extras(&layer.extras, query, key, value)?;
+                self.rope(query, item.pos);
                 self.rope(key, item.pos);
                 let at = layer_off + item.pos * kv_dim;
                 let cache = &mut *caches[item.cache];
@@ -438,7 +555,12 @@ impl Transformer {
         let mut row = 0;
         for (item, x) in items.iter().zip(x.chunks_exact(dim)) {
             if item.logits {
-                rmsnorm(&mut xb[row * dim..][..dim], x, &self.weights.norm, self.norm_eps)?;
+                rmsnorm(
+                    &mut xb[row * dim..][..dim],
+                    x,
+                    &self.weights.norm,
+                    self.norm_eps,
+                )?;
                 row += 1;
             }
         }
@@ -548,6 +670,7 @@ mod tests {
         Matrix::Q8 {
             values: Tensor::from_vec(values, t.dims(), &Device::Cpu).unwrap(),
             scales: Tensor::from_vec(s, w.len() / gs, &Device::Cpu).unwrap(),
+            offsets: None,
         }
     }
 
@@ -568,6 +691,7 @@ mod tests {
                 w1: to_q8(&l.w1, gs),
                 w2: to_q8(&l.w2, gs),
                 w3: to_q8(&l.w3, gs),
+                extras: Default::default(),
             })
             .collect();
         let q8 = TransformerWeights {
@@ -637,5 +761,70 @@ mod tests {
                 assert!(got.1 == batched, "{kind}, {count} threads, batched");
             }
         }
+    }
+
+    /// A Q4_K matrix (int8 values, scales and offsets, groups of 16 as beside Q6_K) through
+    /// `linear`: close to the f32 product of its decoded values, and the same bits for every
+    /// thread split and batch position.
+    #[test]
+    fn q4_k_linear_matches_its_decoded_values_and_every_split() {
+        use crate::kquants::{decode_q4_k, dequantize, quantize, KQuant, QK_K};
+        let (rows, n, gs) = (24, 2 * QK_K, 16);
+        let mut seed = 11u32;
+        let mut next = move || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) as f32 / (1 << 24) as f32 - 0.3
+        };
+        let w: Vec<f32> = (0..rows * n).map(|_| next()).collect();
+        let data = quantize(KQuant::Q4K, &w);
+        let decoded = dequantize(KQuant::Q4K, &data);
+        let (mut values, mut scales, mut offsets) = (Vec::new(), Vec::new(), Vec::new());
+        for block in data.chunks_exact(crate::kquants::Q4_K_BYTES) {
+            let (mut q, mut s, mut m) = ([0u8; QK_K], [0f32; 8], [0f32; 8]);
+            decode_q4_k(block, &mut q, &mut s, &mut m);
+            values.extend_from_slice(&q);
+            scales.extend(s.iter().flat_map(|v| [*v, *v]));
+            offsets.extend(m.iter().flat_map(|v| [*v, *v]));
+        }
+        let groups = scales.len();
+        let matrix = Matrix::Q8 {
+            values: Tensor::from_vec(values, (rows, n), &Device::Cpu).unwrap(),
+            scales: Tensor::from_vec(scales, groups, &Device::Cpu).unwrap(),
+            offsets: Some(Tensor::from_vec(offsets, groups, &Device::Cpu).unwrap()),
+        };
+        let batch = 3;
+        let x: Vec<f32> = (0..batch * n).map(|_| next() * 4.0).collect();
+        let (mut xq, mut xs) = (Vec::new(), Vec::new());
+        prepare(Some(gs), n, &x, &mut xq, &mut xs);
+        let run = |threads: &Threads, x: &[f32], xq: &[i16], xs: &[f32], b: usize| {
+            let mut out = vec![f32::NAN; b * rows];
+            linear(threads, &mut out, &matrix, x, xq, xs, b).unwrap();
+            out
+        };
+        let one = run(&Threads::one(), &x, &xq, &xs, batch);
+        for (b, out) in one.chunks_exact(rows).enumerate() {
+            let x = &x[b * n..][..n];
+            for (r, o) in out.iter().enumerate() {
+                let want: f64 = decoded[r * n..][..n]
+                    .iter()
+                    .zip(x)
+                    .map(|(w, x)| f64::from(*w) * f64::from(*x))
+                    .sum();
+                // Only the activations' int8 rounding separates the two.
+                assert!(
+                    (f64::from(*o) - want).abs() < 0.02 * (1.0 + want.abs()),
+                    "{b} {r}"
+                );
+            }
+            let g = n / gs;
+            let single = run(&Threads::one(), x, &xq[b * n..][..n], &xs[b * g..][..g], 1);
+            assert_eq!(bits_of(&single), bits_of(out), "input {b} alone");
+        }
+        let three = Threads::new(3).unwrap().with_min_weights(0);
+        assert_eq!(bits_of(&run(&three, &x, &xq, &xs, batch)), bits_of(&one));
+    }
+
+    fn bits_of(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|v| v.to_bits()).collect()
     }
 }

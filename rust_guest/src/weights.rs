@@ -6,12 +6,17 @@ use candle_core::{DType, Storage, Tensor};
 use crate::checkpoint::header::CheckpointConfig;
 use crate::error::{EngineError, Result};
 
-/// A weight matrix: f32, or Q8_0 int8 values (a u8 tensor read as i8) with one f32 scale per
-/// group of `group_size` values.
+/// A weight matrix: f32, or int8 values (a u8 tensor read as i8) with one f32 scale per
+/// group of `group_size` values (Q8_0, Q4_0, Q6_K) and, for Q4_K, one f32 offset per group
+/// too: `value = q * scale - offset`.
 #[derive(Debug, Clone)]
 pub enum Matrix {
     F32(Tensor),
-    Q8 { values: Tensor, scales: Tensor },
+    Q8 {
+        values: Tensor,
+        scales: Tensor,
+        offsets: Option<Tensor>,
+    },
 }
 
 /// The seven matrices of a layer, in run.c's file order.
@@ -43,6 +48,18 @@ impl LayerMatrix {
     }
 }
 
+/// The attention tensors some architectures add to llama's (all f32): qwen2's q/k/v biases
+/// (added after the projections) and qwen3's per-head q/k RMSNorm weights (`head_size` each,
+/// applied to every head before RoPE).
+#[derive(Debug, Clone, Default)]
+pub struct LayerExtras {
+    pub q_bias: Option<Tensor>,
+    pub k_bias: Option<Tensor>,
+    pub v_bias: Option<Tensor>,
+    pub q_norm: Option<Tensor>,
+    pub k_norm: Option<Tensor>,
+}
+
 /// One layer: the attention and feed-forward matrices and their rmsnorm weights.
 #[derive(Debug, Clone)]
 pub struct LayerWeights {
@@ -56,6 +73,7 @@ pub struct LayerWeights {
     pub w1: Matrix,
     pub w2: Matrix,
     pub w3: Matrix,
+    pub extras: LayerExtras,
 }
 
 impl LayerWeights {
@@ -100,6 +118,19 @@ impl TransformerWeights {
         for layer in &self.layers {
             check_tensor(&layer.rms_att, &[cfg.dim], DType::F32, "attention norm")?;
             check_tensor(&layer.rms_ffn, &[cfg.dim], DType::F32, "ffn norm")?;
+            let e = &layer.extras;
+            let kv = cfg.kv_dim();
+            for (t, len, what) in [
+                (&e.q_bias, cfg.dim, "q bias"),
+                (&e.k_bias, kv, "k bias"),
+                (&e.v_bias, kv, "v bias"),
+                (&e.q_norm, cfg.head_size(), "q norm"),
+                (&e.k_norm, cfg.head_size(), "k norm"),
+            ] {
+                if let Some(t) = t {
+                    check_tensor(t, &[len], DType::F32, what)?;
+                }
+            }
             for m in LayerMatrix::ALL {
                 check_matrix(
                     layer.matrix(m),
@@ -129,7 +160,14 @@ fn check_matrix(m: &Matrix, shape: &[usize], group_size: Option<usize>, what: &s
         // An f32 matrix in an int8 model: a GGUF file keeps matrices whose rows are not
         // whole Q8_0 blocks unquantized.
         (Matrix::F32(t), _) => check_tensor(t, shape, DType::F32, what),
-        (Matrix::Q8 { values, scales }, Some(gs)) => {
+        (
+            Matrix::Q8 {
+                values,
+                scales,
+                offsets,
+            },
+            Some(gs),
+        ) => {
             if !shape.last().is_some_and(|cols| cols.is_multiple_of(gs)) {
                 return Err(EngineError::Internal(format!(
                     "{what} rows of {shape:?} are not whole groups of {gs}"
@@ -137,6 +175,9 @@ fn check_matrix(m: &Matrix, shape: &[usize], group_size: Option<usize>, what: &s
             }
             check_tensor(values, shape, DType::U8, what)?;
             let groups = shape.iter().product::<usize>() / gs;
+            if let Some(offsets) = offsets {
+                check_tensor(offsets, &[groups], DType::F32, what)?;
+            }
             check_tensor(scales, &[groups], DType::F32, what)
         }
         _ => Err(EngineError::Internal(format!(

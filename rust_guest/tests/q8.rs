@@ -161,7 +161,7 @@ fn the_streaming_loader_reads_an_int8_file_and_reports_truncation() {
         .read_from(&mut &bytes[MAX_HEADER_BYTES..])
         .expect("complete file loads");
     assert_eq!(cfg.group_size, Some(8));
-    let Matrix::Q8 { values, scales } = &weights.embedding else {
+    let Matrix::Q8 { values, scales, .. } = &weights.embedding else {
         panic!("the embedding of an int8 file is int8");
     };
     assert_eq!(values.dims(), &[4, 8]);
@@ -170,6 +170,7 @@ fn the_streaming_loader_reads_an_int8_file_and_reports_truncation() {
     let Matrix::Q8 {
         values: cls_values,
         scales: cls_scales,
+        ..
     } = &weights.classifier
     else {
         panic!("the shared classifier of an int8 file is int8");

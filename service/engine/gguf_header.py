@@ -1,8 +1,9 @@
 """Check a GGUF file's header without reading its tensors: what ``model publish`` runs before it
 proposes, so a file the engine would refuse is never certified. The engine's reader stays the
 reference (rust_guest/src/gguf.rs, the container; rust_guest/src/gguf_model.rs, what it runs):
-version 3, the ``llama`` architecture, tensor types F32, F16, Q4_0 and Q8_0, every tensor inside the
-file, the ``llama`` tokenizer with one token per embedding row. The metadata is walked through a
+version 3, the ``llama``, ``qwen2`` and ``qwen3`` architectures, tensor types F32, F16, Q4_0,
+Q8_0, Q4_K and Q6_K, every tensor inside the file, the ``llama`` or ``gpt2`` (pre-tokenizer qwen2
+or llama-bpe) tokenizer with one token per embedding row. The metadata is walked through a
 buffered stream; its arrays (the vocabulary) are counted and checked, not kept.
 """
 
@@ -19,13 +20,20 @@ MAGIC = b"GGUF"
 VERSION = 3
 DEFAULT_ALIGNMENT = 32
 #: The engine's architectures and tensor types (gguf_model.rs).
-ARCHITECTURES = ("llama",)
+ARCHITECTURES = ("llama", "qwen2", "qwen3")
 #: ggml type id -> (name, values per block, bytes per block) of the types the engine runs.
-TENSOR_TYPES = {0: ("F32", 1, 4), 1: ("F16", 1, 2), 2: ("Q4_0", 32, 18), 8: ("Q8_0", 32, 34)}
+TENSOR_TYPES = {
+    0: ("F32", 1, 4), 1: ("F16", 1, 2), 2: ("Q4_0", 32, 18), 8: ("Q8_0", 32, 34),
+    12: ("Q4_K", 256, 144), 14: ("Q6_K", 256, 210),
+}  # fmt: skip
+#: The ``tokenizer.ggml.pre`` values of a ``gpt2`` vocabulary the engine splits text by.
+GPT2_PRE_TOKENIZERS = ("qwen2", "llama-bpe")
+#: The int8 path's group size when a Q6_K tensor is present (else 32 for any quantized type).
+Q6_K_GROUP = 16
 #: llama.cpp's names of the other type ids, for the refusal's message.
 _OTHER_TYPES = {
-    3: "Q4_1", 6: "Q5_0", 7: "Q5_1", 9: "Q8_1", 10: "Q2_K", 11: "Q3_K", 12: "Q4_K",
-    13: "Q5_K", 14: "Q6_K", 15: "Q8_K", 30: "BF16",
+    3: "Q4_1", 6: "Q5_0", 7: "Q5_1", 9: "Q8_1", 10: "Q2_K", 11: "Q3_K",
+    13: "Q5_K", 15: "Q8_K", 30: "BF16",
 }  # fmt: skip
 _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q"}
 _SCALARS |= {11: "<q", 12: "<d"}
@@ -35,13 +43,15 @@ _STRING, _ARRAY = 8, 9
 @dataclass(frozen=True)
 class GgufInfo:
     """What a GGUF header declares: the model's dimensions as llama2.c's header fields
-    (``group_size`` 32 when some matrix is Q8_0), the architecture and the tensor types."""
+    (``group_size`` 16 when some matrix is Q6_K, else 32 when some matrix is quantized), the
+    architecture and the tensor types."""
 
     header: HeaderFields
     architecture: str
     tensor_types: tuple[str, ...]
-    #: Bytes of the tensors as the engine holds them (Q8_0: int8 values + f32 scales; F16
-    #: widened to f32) plus the file's own copy the engine parses them from.
+    #: Bytes of the tensors as the engine holds them (quantized: int8 values + f32 scales per
+    #: group, and f32 offsets for Q4_K; F16 widened to f32) plus the file's own copy the
+    #: engine parses them from.
     engine_bytes: int
 
 
@@ -137,6 +147,7 @@ def read_gguf_header(stream: BinaryIO, size: int, label: str) -> GgufInfo:
         raise InvalidCheckpoint(f"{label}: GGUF general.alignment {alignment!r}")
     data_offset = -(-r.at // alignment) * alignment
     engine_bytes = size
+    group = _group_size([t[2] for t in tensors]) or 1
     types = []
     for name, dims, kind, offset in tensors:
         type_name, per_block, block_bytes = TENSOR_TYPES[kind]
@@ -151,9 +162,11 @@ def read_gguf_header(stream: BinaryIO, size: int, label: str) -> GgufInfo:
             raise InvalidCheckpoint(
                 f"{label}: GGUF tensor {name} runs past the end of the {size}-byte file"
             )
-        engine_bytes += count * (4 if per_block == 1 else 1) + (count // per_block) * 4 * (
-            per_block > 1
-        )
+        if per_block == 1:
+            engine_bytes += count * 4
+        else:
+            # int8 values, an f32 scale per group, and for Q4_K an f32 offset per group.
+            engine_bytes += count + (count // group) * 4 * (2 if kind == 12 else 1)
     return GgufInfo(
         _header_fields(meta, dict((t[0], t) for t in tensors), arch, label),
         arch,
@@ -175,11 +188,25 @@ def _header_fields(
     if embd is None:
         raise InvalidCheckpoint(f"{label}: GGUF tensor token_embd.weight is missing")
     heads = count("attention.head_count")
+    head_size = count("embedding_length") // heads
+    for what in ("key_length", "value_length"):
+        length = meta.get(f"{arch}.attention.{what}", head_size)
+        if length != head_size:
+            raise UnsupportedModel(
+                f"{label}: GGUF {arch} attention.{what} {length} differs from embedding_length "
+                f"/ head_count = {head_size} (not supported)"
+            )
     vocab = embd[1][0]
-    if meta.get("tokenizer.ggml.model") != "llama":
+    model = meta.get("tokenizer.ggml.model")
+    if model not in ("llama", "gpt2"):
         raise UnsupportedModel(
-            f"{label}: GGUF tokenizer model {meta.get('tokenizer.ggml.model')!r} is not "
-            "supported (supported: llama)"
+            f"{label}: GGUF tokenizer model {model!r} is not supported (supported: llama, gpt2)"
+        )
+    pre = meta.get("tokenizer.ggml.pre", "default")
+    if model == "gpt2" and pre not in GPT2_PRE_TOKENIZERS:
+        raise UnsupportedModel(
+            f"{label}: GGUF gpt2 pre-tokenizer {pre!r} is not supported "
+            f"(supported: {', '.join(GPT2_PRE_TOKENIZERS)})"
         )
     tokens = meta.get("tokenizer.ggml.tokens")
     if not isinstance(tokens, list) or len(tokens) != vocab:
@@ -187,7 +214,6 @@ def _header_fields(
         raise InvalidCheckpoint(
             f"{label}: GGUF vocabulary has {n} tokens, the embedding {vocab} rows"
         )
-    q8 = any(t[2] in (2, 8) for t in tensors.values())
     return HeaderFields(
         dim=count("embedding_length"),
         hidden_dim=count("feed_forward_length"),
@@ -197,5 +223,12 @@ def _header_fields(
         vocab_size=vocab,
         seq_len=count("context_length"),
         shared_classifier="output.weight" not in tensors,
-        group_size=32 if q8 else None,
+        group_size=_group_size([t[2] for t in tensors.values()]),
     )
+
+
+def _group_size(kinds: list[int]) -> int | None:
+    """The int8 path's group size for a file of these tensor types (gguf_model.rs's rule)."""
+    if 14 in kinds:
+        return Q6_K_GROUP
+    return 32 if any(TENSOR_TYPES[k][1] > 1 for k in kinds) else None

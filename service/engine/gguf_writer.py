@@ -17,6 +17,11 @@ GGML_F32 = 0
 GGML_F16 = 1
 GGML_Q4_0 = 2
 GGML_Q8_0 = 8
+GGML_Q4_K = 12
+GGML_Q6_K = 14
+#: llama.cpp's names of the types written here.
+TYPE_NAMES = {GGML_F32: "F32", GGML_F16: "F16", GGML_Q4_0: "Q4_0", GGML_Q8_0: "Q8_0"}
+TYPE_NAMES |= {GGML_Q4_K: "Q4_K", GGML_Q6_K: "Q6_K"}
 #: Values per Q8_0 block (an f16 scale and 32 int8 values: 34 bytes).
 Q8_0_BLOCK = 32
 ALIGNMENT = 32

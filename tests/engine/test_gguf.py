@@ -179,10 +179,10 @@ def test_unsupported_architecture_and_tensor_type_are_named(
     engine: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     eng = request.getfixturevalue(f"{engine}_engine")
-    with pytest.raises(UnsupportedModel, match="architecture 'qwen3' is not supported"):
-        eng.load_files(_tiny_gguf(tmp_path / "a.gguf", arch="qwen3"), None)
-    with pytest.raises(UnsupportedModel, match=r"blk\.0\.attn_q\.weight is Q4_K; supported"):
-        eng.load_files(_tiny_gguf(tmp_path / "b.gguf", kind=12), None)
+    with pytest.raises(UnsupportedModel, match="architecture 'gemma3' is not supported"):
+        eng.load_files(_tiny_gguf(tmp_path / "a.gguf", arch="gemma3"), None)
+    with pytest.raises(UnsupportedModel, match=r"blk\.0\.attn_q\.weight is Q5_K; supported"):
+        eng.load_files(_tiny_gguf(tmp_path / "b.gguf", kind=13), None)
     scaled = (("llama.rope.scaling.type", "yarn"),)
     with pytest.raises(UnsupportedModel, match="RoPE scaling"):
         eng.load_files(_tiny_gguf(tmp_path / "c.gguf", extra=scaled), None)
@@ -207,11 +207,11 @@ def test_cli_convert_and_its_errors(stories260k: ModelFiles, tmp_path: Path) -> 
         "convert", stories260k.weights, "--tokenizer", stories260k.tokenizer, "--type", "q8_0", out
     )
     assert result.returncode == 0, result.stderr
-    assert b"31 matrices in Q8_0, 5 in F32" in result.stdout
+    assert b"(tensors: 16 F32, 31 Q8_0)" in result.stdout
     bad = run_cli("convert", stories260k.tokenizer, "--tokenizer", stories260k.tokenizer, out)
     assert_clean_error(bad, InvalidCheckpoint.exit_code, "header")
     with pytest.raises(InvalidParameter):
-        convert_to_gguf(stories260k.weights, stories260k.tokenizer, out, "q4_k")
+        convert_to_gguf(stories260k.weights, stories260k.tokenizer, out, "q5_k")
 
 
 def test_a_gguf_too_large_for_the_guest_is_refused_before_loading(gguf_f32: Path) -> None:

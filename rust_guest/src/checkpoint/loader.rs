@@ -35,6 +35,7 @@ impl MatrixParts {
             Matrix::Q8 {
                 values,
                 scales: self.scales.ok_or_else(missing)?,
+                offsets: None,
             }
         } else {
             Matrix::F32(values)
@@ -97,6 +98,7 @@ impl Parts {
                 w1: w1?,
                 w2: w2?,
                 w3: w3?,
+                extras: Default::default(),
             });
         }
         Ok(TransformerWeights {
