@@ -121,7 +121,9 @@ def run_reference(
 def _run_llama_bench(ref: Reference, model: Path, steps: int) -> dict[str, object]:
     cmd = [str(ref.program), "-m", str(model), "-t", "1", "-p", "0", "-n", str(steps),
            "-r", "1", "-o", "json"]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    # A shared-library build keeps its libraries beside the program.
+    env = {**os.environ, "LD_LIBRARY_PATH": str(ref.program.parent)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     try:
         tests = json.loads(proc.stdout)
         rate = next(float(t["avg_ts"]) for t in tests if t.get("n_gen", 0) > 0)
