@@ -144,35 +144,8 @@ def _heights_out(text: str) -> str:
 def test_the_registries_are_the_same(linera, simulator, simulated):
     client, _ = simulator
     app = client.network.default_chain().application("model-registry")
-    ours = sorted(
-        (
-            m.entry.name,
-            m.entry.version,
-            m.entry.weights.blake3,
-            m.entry.weights.size,
-            m.entry.tokenizer.blake3,
-            m.entry.tokenizer.size,
-            m.entry.description,
-            m.entry.license,
-            m.entry.retired,
-        )
-        for m in app.list_models()
-    )
-    theirs = sorted(
-        (
-            m["name"],
-            m["version"],
-            m["weights"]["blake3"],
-            int(m["weights"]["size"]),
-            m["tokenizer"]["blake3"],
-            int(m["tokenizer"]["size"]),
-            m["description"],
-            m["license"],
-            m["retired"],
-        )
-        for m in linera["models"]
-    )
-    assert ours == theirs
+    ours = _model_rows(app.list_models(), with_license=True)
+    assert ours == _linera_model_rows(linera["models"], with_license=True)
     assert len(ours) == 3
 
 
@@ -238,23 +211,28 @@ def _replay(client: Client, server: WeightServer) -> None:
             chain.execute(app.id, _operation(step, server), signer=signer)
 
 
-def _model_rows(models: Any) -> list[tuple[Any, ...]]:
-    return sorted(
+def _model_rows(models: Any, with_license: bool = False) -> list[tuple[Any, ...]]:
+    """The simulator's certified entries as comparable rows (the license where both sides
+    keep it)."""
+    return _linera_model_rows(
         (
-            m.entry.name,
-            m.entry.version,
-            m.entry.weights.blake3,
-            m.entry.weights.size,
-            m.entry.tokenizer.blake3,
-            m.entry.tokenizer.size,
-            m.entry.description,
-            m.entry.retired,
-        )
-        for m in models
+            {
+                "name": m.entry.name,
+                "version": m.entry.version,
+                "weights": {"blake3": m.entry.weights.blake3, "size": m.entry.weights.size},
+                "tokenizer": {"blake3": m.entry.tokenizer.blake3, "size": m.entry.tokenizer.size},
+                "description": m.entry.description,
+                "license": m.entry.license,
+                "retired": m.entry.retired,
+            }
+            for m in models
+        ),
+        with_license,
     )
 
 
-def _linera_model_rows(models: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+def _linera_model_rows(models: Any, with_license: bool = False) -> list[tuple[Any, ...]]:
+    """Entries as Linera's service answers them (JSON), as comparable rows."""
     return sorted(
         (
             m["name"],
@@ -264,6 +242,7 @@ def _linera_model_rows(models: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
             m["tokenizer"]["blake3"],
             int(m["tokenizer"]["size"]),
             m["description"],
+            *([m["license"]] if with_license else []),
             m["retired"],
         )
         for m in models

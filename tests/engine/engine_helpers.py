@@ -47,6 +47,21 @@ def sampled(
         return [t.id for t in model.generate(SAMPLING_PROMPT, params)], model.info
 
 
+def greedy_text(path: Path, engine: str, positions: int, prompt: str) -> bytes:
+    """What ``edgechain run`` prints for a greedy run of the GGUF file ``path`` on ``engine``."""
+    result = run_cli("run", path, "--engine", engine, "-t", "0", "-n", str(positions), "-i", prompt)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def sampled_ids(engine: Engine, path: Path, seed: int, prompt: str) -> list[int]:
+    """The tokens plain sampling gives for ``prompt`` with the GGUF file ``path`` (60
+    positions)."""
+    with engine.load_files(path, None) as model:
+        params = GenerationParams(temperature=1.0, top_p=1.0, seed=seed, max_positions=60)
+        return [t.id for t in model.generate(prompt, params)]
+
+
 def assert_engines_sample_alike(
     wasm_engine: Engine, native_engine: Engine, weights: Path, tokenizer: Path | None
 ) -> ModelInfo:

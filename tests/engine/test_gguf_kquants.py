@@ -11,10 +11,10 @@ import struct
 from pathlib import Path
 
 import pytest
-from engine_helpers import run_cli
+from engine_helpers import greedy_text, run_cli, sampled_ids
 
 from edgechain.convert import convert_to_gguf
-from edgechain.service.engine import Engine, GenerationParams
+from edgechain.service.engine import Engine
 from edgechain.service.engine.gguf_header import read_gguf_header
 from edgechain.service.engine.native import import_native
 from edgechain.testing.models import ModelFiles
@@ -201,15 +201,11 @@ def test_convert_q4_k_is_llama_cpps_q4_k_m_mix_and_deterministic(
 
 
 def _greedy(path: Path, engine: str) -> bytes:
-    result = run_cli("run", path, "--engine", engine, "-t", "0", "-n", "48", "-i", PROMPT)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
+    return greedy_text(path, engine, 48, PROMPT)
 
 
 def _sampled(engine: Engine, path: Path, seed: int) -> list[int]:
-    with engine.load_files(path, None) as model:
-        params = GenerationParams(temperature=1.0, top_p=1.0, seed=seed, max_positions=60)
-        return [t.id for t in model.generate(PROMPT, params)]
+    return sampled_ids(engine, path, seed, PROMPT)
 
 
 @pytest.mark.parametrize("kind", ["q4_k", "q6_k"])
