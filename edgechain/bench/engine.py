@@ -295,7 +295,8 @@ def _ratios(results: list[dict[str, object]]) -> list[str]:
                         f"{rate / one:.2f}x one thread"
                     )
         for engine, kind in list(by):
-            if kind.startswith("gguf-") and engine in ENGINE_KINDS and ("llama.cpp", kind) in by:
+            ours = engine in ENGINE_KINDS or engine.startswith("native-t")
+            if kind.startswith("gguf-") and ours and ("llama.cpp", kind) in by:
                 ratio = by[(engine, kind)] / by[("llama.cpp", kind)]
                 what = f"{engine} {kind} decodes at {ratio:.2f}x llama.cpp (one thread)"
                 lines.append(f"{shape}: {what}")
