@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from edgechain.chain.block import Operation
@@ -22,6 +23,7 @@ __all__ = [
     "DEFAULT_ORACLE_BUDGET_S",
     "MAX_ORACLE_BUDGET_S",
     "Oracle",
+    "OracleCall",
     "default_validator_engines",
     "engine_kinds",
     "parse_validator_engines",
@@ -85,19 +87,24 @@ def parse_validator_engines(
     return engines
 
 
+@dataclass(frozen=True)
+class OracleCall:
+    """One oracle call a validator re-executes: the operation that records it, on chain
+    ``chain_id``, within ``timeout`` seconds; once ``cancel`` is set the answer is not needed."""
+
+    chain_id: bytes
+    operation: Operation
+    timeout: float
+    cancel: threading.Event | None = None
+
+
 class Oracle(Protocol):
     """Recomputes an operation's oracle response (a validator's own service)."""
 
-    def response(
-        self,
-        chain_id: bytes,
-        operation: Operation,
-        timeout: float,
-        cancel: threading.Event | None = None,
-    ) -> Any:
-        """The response ``operation``'s oracle call gives here, within ``timeout`` seconds
-        (raises ``Timeout`` past it, an ``EdgechainError`` when the call fails). Once
-        ``cancel`` is set the answer is not needed: it may stop early (``Cancelled``)."""
+    def response(self, call: OracleCall) -> Any:
+        """The response ``call.operation``'s oracle call gives here, within ``call.timeout``
+        seconds (raises ``Timeout`` past it, an ``EdgechainError`` when the call fails). Once
+        ``call.cancel`` is set the answer is not needed: it may stop early (``Cancelled``)."""
         ...
 
     def close(self) -> None: ...

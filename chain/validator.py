@@ -31,7 +31,12 @@ from edgechain.chain.certificate import CertifiedBlock, Vote, vote_message
 from edgechain.chain.encoding import hash_encoded, hash_value
 from edgechain.chain.faults import FaultKind, ValidatorFault
 from edgechain.chain.keys import public_bytes
-from edgechain.chain.oracle import DEFAULT_ORACLE_BUDGET_S, Oracle, recorded_response
+from edgechain.chain.oracle import (
+    DEFAULT_ORACLE_BUDGET_S,
+    Oracle,
+    OracleCall,
+    recorded_response,
+)
 from edgechain.chain.other_chains import (
     NotCertifiedElsewhere,
     check_other_chains,
@@ -284,7 +289,7 @@ class Validator:
                 if remaining <= 0:
                     raise Timeout("no time left")
                 response = self.oracle.response(
-                    chain_id, operation, timeout=remaining, cancel=cancel
+                    OracleCall(chain_id, operation, timeout=remaining, cancel=cancel)
                 )
             except Timeout:
                 raise ProposalRefused(

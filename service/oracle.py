@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from edgechain.chain.block import Operation
-from edgechain.chain.oracle import recorded_response
+from edgechain.chain.oracle import OracleCall, recorded_response
 from edgechain.service.blob_source import BlobStorage
 from edgechain.service.engine import open_engine
 from edgechain.service.fetch import FetchPolicy
@@ -137,21 +137,15 @@ class GenerationOracle:
             blobs=blobs,
         )
 
-    def response(
-        self,
-        chain_id: bytes,
-        operation: Operation,
-        timeout: float,
-        cancel: threading.Event | None = None,
-    ) -> Any:
-        """The response the MintStory ``operation`` records, recomputed here by verifying the
-        token ids it records (a full generation when it records none); a set ``cancel`` stops
-        the check (Cancelled: the validator's vote is no longer needed)."""
-        prepared = self.service.prepare(mint_query(operation.payload))
-        claimed = recorded_token_ids(operation)
+    def response(self, call: OracleCall) -> Any:
+        """The response the MintStory ``call.operation`` records, recomputed here by verifying
+        the token ids it records (a full generation when it records none); a set
+        ``call.cancel`` stops the check (Cancelled: the validator's vote is no longer needed)."""
+        prepared = self.service.prepare(mint_query(call.operation.payload))
+        claimed = recorded_token_ids(call.operation)
         if claimed is None:
-            return run_prepared_oracle(self.service, prepared, timeout)[0]
-        return verify_prepared_oracle(self.service, prepared, claimed, timeout, cancel)
+            return run_prepared_oracle(self.service, prepared, call.timeout)[0]
+        return verify_prepared_oracle(self.service, prepared, claimed, call.timeout, call.cancel)
 
     def close(self) -> None:
         self.service.close()

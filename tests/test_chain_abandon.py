@@ -10,6 +10,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edgechain.chain.block import Operation
+from edgechain.chain.oracle import OracleCall
 from edgechain.chain.validator import ProposalRefused, Validator
 from edgechain.errors import Cancelled
 
@@ -24,12 +25,10 @@ class WaitingOracle:
         self.started = threading.Event()
         self.calls = 0
 
-    def response(
-        self, chain_id: bytes, operation: Operation, timeout: float, cancel: Any = None
-    ) -> Any:
+    def response(self, call: OracleCall) -> Any:
         self.calls += 1
         self.started.set()
-        if cancel is not None and cancel.wait(60):
+        if call.cancel is not None and call.cancel.wait(60):
             raise Cancelled("not needed")
         return {"text": "x"}
 
