@@ -246,7 +246,10 @@ class ClaimVerdict:
 class VerifierDriver(Protocol):
     """What a backend provides for one verification (internal to the engine package)."""
 
-    def run(self, steps: int, deadline: float | None) -> ClaimVerdict | None: ...
+    def run(self, steps: int, deadline: float | None) -> tuple[Any, ...] | None:
+        """Verify up to ``steps`` more positions: None while unfinished, else the verdict as
+        :meth:`ClaimVerdict.from_tuple` reads it."""
+        ...
 
     def free(self) -> None: ...
 
@@ -431,7 +434,7 @@ class LoadedModel(ABC):
                     raise Timeout(f"verification ran past its budget of {budget:g} s")
                 verdict = driver.run(VERIFY_SLICE, deadline)
                 if verdict is not None:
-                    return verdict
+                    return ClaimVerdict.from_tuple(verdict)
         finally:
             driver.free()
 

@@ -20,14 +20,7 @@ from edgechain.errors import (
     InvalidParameter,
     InvalidTokenizer,
 )
-from edgechain.service.engine.base import (
-    ClaimVerdict,
-    Engine,
-    LoadedModel,
-    ModelInfo,
-    Step,
-    batch_steps,
-)
+from edgechain.service.engine.base import Engine, LoadedModel, ModelInfo, Step, batch_steps
 from edgechain.service.engine.codes import error_from_code
 from edgechain.service.engine.files import (
     TOKENIZER_MAX_BYTES,
@@ -246,14 +239,14 @@ class _NativeVerifier:
         self._model = model
         self._verifier: Any = verifier
 
-    def run(self, steps: int, deadline: float | None) -> ClaimVerdict | None:
+    def run(self, steps: int, deadline: float | None) -> tuple[Any, ...] | None:
         # ``deadline`` is checked by the caller between slices (native code runs a slice whole).
         with self._model._lock:
             verifier = self._verifier
             if verifier is None:
                 raise EngineInternalError("verifier is closed")
             verdict = _guarded(self._model._native, lambda: verifier.run(steps))
-        return None if verdict is None else ClaimVerdict.from_tuple(verdict)
+        return None if verdict is None else tuple(verdict)
 
     def free(self) -> None:
         self._verifier = None

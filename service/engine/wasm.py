@@ -33,14 +33,7 @@ from edgechain.errors import (
     InvalidParameter,
     Timeout,
 )
-from edgechain.service.engine.base import (
-    ClaimVerdict,
-    Engine,
-    LoadedModel,
-    ModelInfo,
-    Step,
-    batch_steps,
-)
+from edgechain.service.engine.base import Engine, LoadedModel, ModelInfo, Step, batch_steps
 from edgechain.service.engine.codes import error_from_code
 from edgechain.service.engine.files import (
     GGUF_MAGIC,
@@ -747,7 +740,7 @@ class _WasmVerifier:
         self._model = model
         self._handle: int | None = handle
 
-    def run(self, steps: int, deadline: float | None) -> ClaimVerdict | None:
+    def run(self, steps: int, deadline: float | None) -> tuple[Any, ...] | None:
         with self._model._lock:
             guest = self._model._live()
             if self._handle is None:
@@ -767,7 +760,7 @@ class _WasmVerifier:
         if len(data) != length:
             raise EngineInternalError("guest verdict record and bytes disagree")
         produced = None if expected == _NO_TOKEN else expected
-        return ClaimVerdict.from_tuple((valid, matched, produced, reason, prompt_tokens, data))
+        return valid, matched, produced, reason, prompt_tokens, data
 
     def free(self) -> None:
         with self._model._lock:
