@@ -16,7 +16,7 @@ from service_helpers import MODEL
 from edgechain import errors
 from edgechain.client import Client
 from edgechain.service.fetch import Fetcher, FetchPolicy, FetchReason
-from edgechain.service.runtime import GenerateQuery
+from edgechain.service.runtime import GenerateQuery, PreparedQuery
 from edgechain.testing.pytest_plugin import ServedModel
 from edgechain.testing.weight_server import HostFault, WeightServer
 
@@ -28,6 +28,26 @@ QUERY = GenerateQuery(model="stories260K", prompt="Once", max_tokens=4, temperat
 def client(edgechain_network: Client, published: ServedModel) -> Client:
     """The plugin's network, with stories260K published (``published``)."""
     return edgechain_network
+
+
+def _prepared_behind(
+    fault: HostFault, client: Client, published: ServedModel, weight_server: WeightServer
+) -> PreparedQuery:
+    """QUERY resolved on ``client`` (in this thread: the client's storage is one thread's),
+    with the weights' host behaving as ``fault`` says."""
+    weight_server.inject(published.weights_file.name, fault)
+    return client.service.prepare(QUERY)
+
+
+def _generating_thread(
+    client: Client, prepared: PreparedQuery, tokens: list[int]
+) -> threading.Thread:
+    """A thread that runs ``prepared`` to its end and appends its output token count."""
+
+    def generate() -> None:
+        tokens.append(client.service.start(prepared).collect().output_tokens)
+
+    return threading.Thread(target=generate)
 
 
 def test_a_dripping_host_fails_the_stall_rule_naming_the_rate(stories_server: WeightServer) -> None:
@@ -59,16 +79,10 @@ def test_a_cancel_event_stops_a_download(stories_server: WeightServer) -> None:
 def test_concurrent_first_queries_share_one_download(
     client: Client, published: ServedModel, weight_server: WeightServer
 ) -> None:
-    # Slow, not stalled.
-    weight_server.inject(published.weights_file.name, HostFault(chunk_delay=0.2))
+    # Slow, not stalled; the wait and the download are shared.
+    prepared = _prepared_behind(HostFault(chunk_delay=0.2), client, published, weight_server)
     results: list[int] = []
-    # Resolved here: the client's storage is one thread's; the wait and download are shared.
-    prepared = client.service.prepare(QUERY)
-
-    def ask() -> None:
-        results.append(client.service.start(prepared).collect().output_tokens)
-
-    threads = [threading.Thread(target=ask) for _ in range(3)]
+    threads = [_generating_thread(client, prepared, results) for _ in range(3)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -80,8 +94,7 @@ def test_concurrent_first_queries_share_one_download(
 def test_a_download_every_waiter_left_is_cancelled_and_the_next_query_starts_afresh(
     client: Client, published: ServedModel, weight_server: WeightServer
 ) -> None:
-    weight_server.inject(published.weights_file.name, DRIP)
-    prepared = client.service.prepare(QUERY)
+    prepared = _prepared_behind(DRIP, client, published, weight_server)
     gone = threading.Event()
     failure: list[BaseException] = []
 
@@ -120,14 +133,9 @@ def test_a_download_every_waiter_left_is_cancelled_and_the_next_query_starts_afr
 def test_a_waiter_leaving_does_not_cancel_the_download_another_waits_for(
     client: Client, published: ServedModel, weight_server: WeightServer
 ) -> None:
-    weight_server.inject(published.weights_file.name, HostFault(chunk_delay=0.3))
-    outcome: list[object] = []
-    prepared = client.service.prepare(QUERY)
-
-    def patient() -> None:
-        outcome.append(client.service.start(prepared).collect().output_tokens)
-
-    waiter = threading.Thread(target=patient)
+    prepared = _prepared_behind(HostFault(chunk_delay=0.3), client, published, weight_server)
+    outcome: list[int] = []
+    waiter = _generating_thread(client, prepared, outcome)
     waiter.start()
     deadline = time.monotonic() + 10
     while not any(loading.waiters for loading in list(client.service._loading.values())):
