@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import blake3
 
-from edgechain.bench.arguments import comma_separated
+from edgechain.bench.arguments import comma_separated_ints
 from edgechain.service.cache import ContentCache, Reverify, blake3_hex
 
 __all__ = ["BenchResult", "benchmark_verification", "main"]
@@ -110,13 +110,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m edgechain.bench.cache", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("--sizes", default="61,438", help="buffer sizes in MB, comma-separated")
+    parser.add_argument(
+        "--sizes",
+        type=comma_separated_ints,
+        default="61,438",
+        help="buffer sizes in MB, comma-separated",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dir", default=None, help="where to put the temporary cache")
     args = parser.parse_args(argv)
-    sizes = [int(s) for s in comma_separated(args.sizes)]
     print(f"{'what':<20} {'size MB':>8} {'seconds':>9} {'MB/s':>9}  (cpus: {os.cpu_count()})")
-    for r in benchmark_verification(sizes, repeats=args.repeats, directory=args.dir):
+    for r in benchmark_verification(args.sizes, repeats=args.repeats, directory=args.dir):
         print(f"{r.what:<20} {r.size_bytes / 1e6:>8.0f} {r.seconds:>9.4f} {r.mb_per_s:>9.0f}")
     return 0
 

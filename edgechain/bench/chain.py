@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from edgechain.applications import register_applications
-from edgechain.bench.arguments import comma_separated, print_result
+from edgechain.bench.arguments import comma_separated_ints, print_result
 from edgechain.chain.committee import quorum_threshold
 from edgechain.chain.keys import generate_key
 from edgechain.chain.network import Network
@@ -152,11 +152,17 @@ def run_chain_benchmark(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m edgechain.bench.chain", description=__doc__)
-    parser.add_argument("--validators", default="4,7,10", help="committee sizes (default 4,7,10)")
+    parser.add_argument(
+        "--validators",
+        type=comma_separated_ints,
+        default="4,7,10",
+        help="committee sizes (default 4,7,10)",
+    )
     parser.add_argument("--blocks", type=int, default=500, help="blocks per committee size")
     parser.add_argument("--reopen-blocks", type=int, default=10_000, help="0 to skip")
     parser.add_argument(
         "--chains",
+        type=comma_separated_ints,
         default=None,
         help="instead: N chains proposing --blocks blocks each at once, one process per chain "
         "(e.g. 1,2,4,8), beside one chain",
@@ -166,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.chains is not None:
         from edgechain.bench import chains
 
-        counts = [int(part) for part in comma_separated(args.chains)]
+        counts = args.chains
         if not counts or counts[0] != 1:
             counts = [1, *counts]  # the one-chain row every other is compared with
         rows = chains.measure(counts, args.blocks)
@@ -176,8 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             else chains.format_results(rows)
         )
         return 0
-    sizes = [int(part) for part in comma_separated(args.validators)]
-    result = run_chain_benchmark(sizes, args.blocks, args.reopen_blocks)
+    result = run_chain_benchmark(args.validators, args.blocks, args.reopen_blocks)
     print_result(result, args.json)
     return 0
 

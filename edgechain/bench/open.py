@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from edgechain.applications import register_applications
-from edgechain.bench.arguments import comma_separated, print_result
+from edgechain.bench.arguments import comma_separated_ints, print_result
 from edgechain.chain.application import execute_operations, to_operation
 from edgechain.chain.block import Block, sign_proposal
 from edgechain.chain.certificate import Certificate, vote_message
@@ -194,15 +194,16 @@ def run_open_benchmark(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m edgechain.bench.open", description=__doc__)
-    parser.add_argument("--lengths", default="1000,10000,100000", help="chain lengths")
+    parser.add_argument(
+        "--lengths", type=comma_separated_ints, default="1000,10000,100000", help="chain lengths"
+    )
     parser.add_argument(
         "--full-up-to", type=int, default=10_000, help="time the full re-verification up to here"
     )
     parser.add_argument("--validators", type=int, default=4)
     parser.add_argument("--json", action="store_true", help="print JSON")
     args = parser.parse_args(argv)
-    lengths = [int(part) for part in comma_separated(args.lengths)]
-    result = run_open_benchmark(lengths, args.full_up_to, args.validators)
+    result = run_open_benchmark(args.lengths, args.full_up_to, args.validators)
     print_result(result, args.json)
     return 0
 
