@@ -489,18 +489,33 @@ pub(crate) mod tests {
         ((*seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
     }
 
+    /// Asserts `got` and `want` hold the same bits, value for value (also used by the q8
+    /// tests: a batched kernel must give each input exactly what the one-input kernel gives).
+    pub(crate) fn assert_same_bits(got: &[f32], want: &[f32], what: std::fmt::Arguments) {
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<u32>>();
+        assert_eq!(bits(got), bits(want), "{what}");
+    }
+
+    /// The (rows, cols) the f32 kernels are checked on: one lane, partial lanes, whole
+    /// 8-lane blocks, remainders, and more rows than one tile.
+    const SHAPES: [(usize, usize); 11] = [
+        (1, 1),
+        (3, 5),
+        (4, 8),
+        (7, 13),
+        (9, 64),
+        (17, 288),
+        (6, 1376),
+        (300, 37),
+        (5, 31),
+        (9, 95),
+        (301, 288),
+    ];
+
     #[test]
     fn matvec_rows_match_dot_bit_for_bit() {
         let mut seed = 7;
-        for (rows, cols) in [
-            (1, 1),
-            (3, 5),
-            (4, 8),
-            (7, 13),
-            (9, 64),
-            (17, 288),
-            (6, 1376),
-        ] {
+        for (rows, cols) in SHAPES {
             let w: Vec<f32> = (0..rows * cols).map(|_| lcg(&mut seed)).collect();
             let x: Vec<f32> = (0..cols).map(|_| lcg(&mut seed)).collect();
             let mut out = vec![f32::NAN; rows];
@@ -546,17 +561,7 @@ pub(crate) mod tests {
     #[test]
     fn matmul_rows_match_matvec_bit_for_bit() {
         let mut seed = 11;
-        for (rows, cols) in [
-            (1, 1),
-            (3, 5),
-            (7, 13),
-            (17, 288),
-            (300, 37),
-            (6, 1376),
-            (5, 31),
-            (9, 95),
-            (301, 288),
-        ] {
+        for (rows, cols) in SHAPES {
             let w: Vec<f32> = (0..rows * cols).map(|_| lcg(&mut seed)).collect();
             for batch in [1, 2, 3, 4, 5, 7, 9, 16] {
                 let xs: Vec<f32> = (0..batch * cols).map(|_| lcg(&mut seed)).collect();
@@ -565,17 +570,16 @@ pub(crate) mod tests {
                 // The path without AVX (the guest's) gives the same bits as well.
                 let mut portable = vec![f32::NAN; batch * rows];
                 matmul_portable(&mut portable, &w, &xs, cols, rows);
-                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<u32>>();
-                assert_eq!(bits(&portable), bits(&out), "{batch} x {rows}x{cols}");
+                assert_same_bits(&portable, &out, format_args!("{batch} x {rows}x{cols}"));
                 for b in 0..batch {
                     let mut single = vec![f32::NAN; rows];
                     matvec(&mut single, &w, &xs[b * cols..][..cols]);
-                    let got: Vec<u32> = out[b * rows..][..rows]
-                        .iter()
-                        .map(|v| v.to_bits())
-                        .collect();
-                    let want: Vec<u32> = single.iter().map(|v| v.to_bits()).collect();
-                    assert_eq!(got, want, "input {b} of {batch}, {rows}x{cols}");
+                    let got = &out[b * rows..][..rows];
+                    assert_same_bits(
+                        got,
+                        &single,
+                        format_args!("input {b} of {batch}, {rows}x{cols}"),
+                    );
                 }
             }
         }

@@ -541,7 +541,7 @@ pub fn matmul_q8(out: &mut [f32], w: &[i8], ws: &[f32], xq: &[i16], xs: &[f32], 
 mod tests {
     use super::*;
 
-    use crate::matvec::tests::lcg;
+    use crate::matvec::tests::{assert_same_bits, lcg};
 
     #[test]
     fn matvec_q8_matches_the_scalar_definition() {
@@ -639,12 +639,12 @@ mod tests {
                     let mut single = vec![f32::NAN; rows];
                     let (q, s) = (&xq[b * cols..][..cols], &xs[b * cols / gs..][..cols / gs]);
                     matvec_q8(&mut single, &w, &ws, q, s, gs);
-                    let got: Vec<u32> = out[b * rows..][..rows]
-                        .iter()
-                        .map(|v| v.to_bits())
-                        .collect();
-                    let want: Vec<u32> = single.iter().map(|v| v.to_bits()).collect();
-                    assert_eq!(got, want, "input {b} of {batch}, {rows}x{cols}/{gs}");
+                    let got = &out[b * rows..][..rows];
+                    assert_same_bits(
+                        got,
+                        &single,
+                        format_args!("input {b} of {batch}, {rows}x{cols}/{gs}"),
+                    );
                 }
             }
         }
