@@ -315,9 +315,9 @@ class Network:
         path.mkdir(parents=True, exist_ok=True)
         for i, key in enumerate(keys):
             save_key(key, path / "keys" / "validators" / f"{validator_name(i)}.key")
-        _write_config(path, committee, faults, vote_timeout, resolved, settings)
         storage = Storage(path / DATABASE_FILE, create=True)
         net = cls(path, committee, keys, faults, vote_timeout, storage, resolved, settings)
+        net._save_config()
         net.storage.set_meta("committee_hash", committee.hash().hex())
         net.create_chain(default_chain)
         return net
@@ -630,10 +630,24 @@ class Network:
             self._save_config()
 
     def _save_config(self) -> None:
-        settings = OracleSettings(self._saved_budget_s, dict(self.validator_engines))
-        _write_config(
-            self.path, self.committee, self.faults, self.vote_timeout, self.policy, settings
-        )
+        """Write network.json: what :meth:`open` reads back (the committee, faults, vote
+        timeout, policy, oracle budget and validator engines)."""
+        config = {
+            "format": NETWORK_FORMAT,
+            "committee": self.committee.to_json(),
+            "faults": format_faults(self.faults),
+            "vote_timeout": self.vote_timeout,
+            "policy": self.policy.to_json(),
+            "oracle_budget_s": self._saved_budget_s,
+            "validator_engines": dict(self.validator_engines),
+        }
+        # Named with the pid: two processes saving faults at once never write one temporary.
+        tmp = self.path / f"{NETWORK_FILE}.{os.getpid()}.tmp"
+        try:
+            tmp.write_text(json.dumps(config, indent=2) + "\n")
+            tmp.replace(self.path / NETWORK_FILE)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 class Chain:
@@ -1083,33 +1097,6 @@ def _checked_budget(budget_s: float | None, policy: ResourcePolicy) -> float | N
         )
     policy.check_oracle_budget(budget_s)
     return float(budget_s)
-
-
-def _write_config(
-    path: Path,
-    committee: Committee,
-    faults: FaultMap,
-    vote_timeout: float,
-    policy: ResourcePolicy = NO_FEES,
-    settings: OracleSettings | None = None,
-) -> None:
-    settings = settings or OracleSettings()
-    config = {
-        "format": NETWORK_FORMAT,
-        "committee": committee.to_json(),
-        "faults": format_faults(faults),
-        "vote_timeout": vote_timeout,
-        "policy": policy.to_json(),
-        "oracle_budget_s": settings.budget_s,
-        "validator_engines": settings.engines or {},
-    }
-    # Named with the pid: two processes saving faults at once never write one temporary.
-    tmp = path / f"{NETWORK_FILE}.{os.getpid()}.tmp"
-    try:
-        tmp.write_text(json.dumps(config, indent=2) + "\n")
-        tmp.replace(path / NETWORK_FILE)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _remove_abandoned_config_temporaries(path: Path) -> None:
