@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgechain.chain.application import ContractState, OperationContext, ServiceContext
-from edgechain.chain.application import application_id as builtin_application_id
 from edgechain.chain.messages import StreamUpdate as ChainStreamUpdate
 from edgechain.chain.modules import LoadedModule
 from edgechain.errors import ContractError, EdgechainError, InputError, OperationRejected
@@ -26,7 +25,6 @@ from edgechain.sdk.abi import Abi, decode, encode
 from edgechain.sdk.application import Contract, Service
 from edgechain.sdk.rules import check_sources
 from edgechain.sdk.runtime import (
-    REGISTRY,
     ContractRuntime,
     ServiceHost,
     ServiceRuntime,
@@ -179,11 +177,7 @@ class SdkModule(LoadedModule):
         self, context: ServiceContext, parameters: Any, host: ServiceHost | None = None
     ) -> Service:
         cls = self.service_class
-        registry = context.state.reader_of(builtin_application_id(context.chain_id, REGISTRY))
-        runtime = ServiceRuntime(
-            context.chain_id, context.app_id, parameters, self.contract_class.abi, host, registry,
-            context,
-        )  # fmt: skip
+        runtime = ServiceRuntime(context, parameters, self.contract_class.abi, host)
         return cls(cls.state_type(context.state), runtime)
 
 

@@ -221,32 +221,22 @@ class ServiceRuntime:
     """What a service may know and do while it answers a query (read-only)."""
 
     def __init__(
-        self,
-        chain_id: bytes,
-        app_id: bytes,
-        parameters: Any,
-        abi: Abi,
-        host: ServiceHost | None,
-        registry_state: Any,
-        context: ServiceContext | None = None,
+        self, context: ServiceContext, parameters: Any, abi: Abi, host: ServiceHost | None
     ) -> None:
-        self._chain_id = chain_id
-        self._app_id = app_id
+        self._context = context
         self._parameters = parameters
         self._abi = abi
         self._host = host
-        self._registry_state = registry_state
-        self._context = context
         #: Operations a mutation scheduled: the client proposes them in one block afterwards.
         self.scheduled: list[Any] = []
 
     @property
     def chain_id(self) -> str:
-        return self._chain_id.hex()
+        return self._context.chain_id.hex()
 
     @property
     def application_id(self) -> str:
-        return self._app_id.hex()
+        return self._context.app_id.hex()
 
     @property
     def application_parameters(self) -> Any:
@@ -255,19 +245,12 @@ class ServiceRuntime:
     def certified_block(self, height: int) -> Any:
         """The certified block at ``height`` (``.block_hash``, ``.certificate``): what a
         service shows beside the state a block made (the model registry's entries)."""
-        return self._need_context().certified_block(height)
+        return self._context.certified_block(height)
 
     @property
     def committee(self) -> Any:
         """The chain's committee (who certifies its blocks)."""
-        return self._need_context().committee
-
-    def _need_context(self) -> ServiceContext:
-        if self._context is None:
-            from edgechain.errors import UsageError
-
-            raise UsageError("this service runtime has no chain context")
-        return self._context
+        return self._context.committee
 
     def schedule_operation(self, operation: Any) -> None:
         """Have ``operation`` (one of the ABI's) executed in a block after this query."""
@@ -275,7 +258,9 @@ class ServiceRuntime:
         self.scheduled.append(operation)
 
     def certified_models(self) -> list[CertifiedModelInfo]:
-        return _models(self._registry_state)
+        """The model registry's certified entries on this chain."""
+        registry = builtin_application_id(self._context.chain_id, REGISTRY)
+        return _models(self._context.state.reader_of(registry))
 
     def generate(self, model: str, prompt: str, **parameters: Any) -> Any:
         """Run the model registry's ``generate`` (certified model, verified weights, derived
