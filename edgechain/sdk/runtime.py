@@ -78,20 +78,43 @@ class StreamUpdate:
     value: Any
 
 
-class ContractRuntime:
+class _ApplicationRuntime:
+    """What both runtimes say about the application they run: its chain, its id and its
+    parameters (decoded with its ABI)."""
+
+    def __init__(self, chain_id: bytes, app_id: bytes, parameters: Any, abi: Abi) -> None:
+        self._chain_id = chain_id
+        self._app_id = app_id
+        self._parameters = parameters
+        self._abi = abi
+
+    @property
+    def chain_id(self) -> str:
+        return self._chain_id.hex()
+
+    @property
+    def application_id(self) -> str:
+        return self._app_id.hex()
+
+    @property
+    def application_parameters(self) -> Any:
+        return decode(self._abi.parameters, self._parameters, "parameters")
+
+    def _registry_id(self) -> bytes:
+        """The id of this chain's model registry (whose entries both runtimes read)."""
+        return builtin_application_id(self._chain_id, REGISTRY)
+
+
+class ContractRuntime(_ApplicationRuntime):
     """What a contract may know and do while its block executes."""
 
     def __init__(
         self, ctx: OperationContext, state: ContractState, abi: Abi, payload: Any = None
     ) -> None:
+        super().__init__(ctx.chain_id, ctx.app_id, ctx.parameters, abi)
         self._ctx = ctx
         self._state = state
-        self._abi = abi
         self._payload = payload
-
-    @property
-    def chain_id(self) -> str:
-        return self._ctx.chain_id.hex()
 
     @property
     def block_height(self) -> int:
@@ -111,14 +134,6 @@ class ContractRuntime:
     @property
     def chain_owner(self) -> str:
         return self._ctx.chain_owner.hex()
-
-    @property
-    def application_id(self) -> str:
-        return self._ctx.app_id.hex()
-
-    @property
-    def application_parameters(self) -> Any:
-        return decode(self._abi.parameters, self._ctx.parameters, "parameters")
 
     def call_application(self, application: str | bytes, operation: Any) -> Any:
         """Execute ``operation`` (its dataclass) on another application of this chain, in this
@@ -191,8 +206,7 @@ class ContractRuntime:
 
     def certified_models(self) -> list[CertifiedModelInfo]:
         """The model registry's entries as this block sees them."""
-        registry = builtin_application_id(self._ctx.chain_id, REGISTRY)
-        return _models(self._state.view_of(registry))
+        return _models(self._state.view_of(self._registry_id()))
 
     def certified_model(self, name: str, version: str) -> CertifiedModelInfo | None:
         return next(
@@ -217,30 +231,17 @@ class ServiceHost(Protocol):
     def fetch(self, url: str, expected_blake3: str) -> bytes: ...
 
 
-class ServiceRuntime:
+class ServiceRuntime(_ApplicationRuntime):
     """What a service may know and do while it answers a query (read-only)."""
 
     def __init__(
         self, context: ServiceContext, parameters: Any, abi: Abi, host: ServiceHost | None
     ) -> None:
+        super().__init__(context.chain_id, context.app_id, parameters, abi)
         self._context = context
-        self._parameters = parameters
-        self._abi = abi
         self._host = host
         #: Operations a mutation scheduled: the client proposes them in one block afterwards.
         self.scheduled: list[Any] = []
-
-    @property
-    def chain_id(self) -> str:
-        return self._context.chain_id.hex()
-
-    @property
-    def application_id(self) -> str:
-        return self._context.app_id.hex()
-
-    @property
-    def application_parameters(self) -> Any:
-        return decode(self._abi.parameters, self._parameters, "parameters")
 
     def certified_block(self, height: int) -> Any:
         """The certified block at ``height`` (``.block_hash``, ``.certificate``): what a
@@ -259,8 +260,7 @@ class ServiceRuntime:
 
     def certified_models(self) -> list[CertifiedModelInfo]:
         """The model registry's certified entries on this chain."""
-        registry = builtin_application_id(self._context.chain_id, REGISTRY)
-        return _models(self._context.state.reader_of(registry))
+        return _models(self._context.state.reader_of(self._registry_id()))
 
     def generate(self, model: str, prompt: str, **parameters: Any) -> Any:
         """Run the model registry's ``generate`` (certified model, verified weights, derived
