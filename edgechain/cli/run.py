@@ -23,7 +23,13 @@ from edgechain.cli.common import add_threads_option, engine_options, read_text_f
 from edgechain.errors import ContextFull, InvalidParameter, InvalidText
 from edgechain.files import PROMPT_FILE_MAX_BYTES
 from edgechain.service.engine import ENGINE_KINDS
-from edgechain.service.engine.base import GenerationParams, LoadedModel, Token, text_to_utf8
+from edgechain.service.engine.base import (
+    GenerationParams,
+    LoadedModel,
+    StopReason,
+    Token,
+    text_to_utf8,
+)
 
 NAME = "run"
 HELP = (
@@ -193,7 +199,8 @@ def _chat(
             generation.cancel()
             raise
         generated += generation.generated_tokens
-        out.write(b"\n")
+        if generation.stop_reason == StopReason.END_OF_SEQUENCE:
+            out.write(b"\n")  # run.c ends an answer's line when it samples the end token
         out.flush()
     chat.close()
     out.write(b"\n")

@@ -1,12 +1,15 @@
 """`edgechain run -m chat`: run.c's chat mode (Llama 2's [INST] template, user turns on stdin).
 
-There is no golden output for chat: these check the template's tokens, that a conversation
-runs to its end, and that both engines say the same thing.
+The first turn is pinned by run.c's own chat output (golden/chat, greedy and sampled); later
+turns by a greedy chat recomputed from whole-dialogue logits, by both engines agreeing, and by
+rust_guest's test that writes run.c's chat loop out.
 """
 
 from __future__ import annotations
 
+import re
 import struct
+from pathlib import Path
 
 import pytest
 from engine_helpers import assert_clean_error, run_cli
@@ -202,3 +205,28 @@ def test_a_follow_up_is_refused_outside_a_chat_mid_answer_and_past_the_positions
         token.id for token in again.follow_up("[INST] Why? [/INST]")
     ]
     assert len(first) == 3
+
+
+CHAT_GOLDENS = sorted((Path(__file__).parent / "golden" / "chat").glob("*.txt"))
+CHAT_NAME = re.compile(r"stories260K_chat_t([0-9.]+)_p([0-9.]+)_s([0-9]+)_hello_128\.txt")
+
+
+def test_the_chat_goldens_are_there() -> None:
+    assert len(CHAT_GOLDENS) == 3
+
+
+@pytest.mark.parametrize("engine", ["wasm", "native"])
+@pytest.mark.parametrize("golden", CHAT_GOLDENS, ids=lambda p: p.stem)
+def test_chat_prints_run_c_s_chat_byte_for_byte(
+    engine: str, golden: Path, stories260k: ModelFiles
+) -> None:
+    match = CHAT_NAME.fullmatch(golden.name)
+    assert match is not None, golden.name
+    temperature, top_p, seed = match.groups()
+    result = run_cli(
+        "run", stories260k.weights, "-z", stories260k.tokenizer, "--engine", engine,
+        "-m", "chat", "-t", temperature, "-p", top_p, "-s", seed, "-n", "128",
+        "-y", "Be nice", "-i", "Hello", stdin=b"",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == golden.read_bytes()
