@@ -247,6 +247,19 @@ class ClaimVerdict:
         )
 
 
+@dataclass(frozen=True)
+class SessionStart:
+    """What a backend starts a session from: a checked prompt (also as UTF-8), the params JSON
+    (with the checked hint ids: :func:`check_hint`, :func:`params_with_hint`), the wall-clock
+    budget in seconds, and whether it is a chat session (turns that keep the KV cache)."""
+
+    prompt: str
+    prompt_bytes: bytes
+    params_json: str
+    budget: float | None
+    chat: bool = False
+
+
 class VerifierDriver(Protocol):
     """What a backend provides for one verification (internal to the engine package)."""
 
@@ -447,7 +460,7 @@ class LoadedModel(ABC):
         budget = check_timeout(timeout if timeout is not None else self._timeout)
         params_json = params_with_hint(params.to_json(), check_hint(hint))
         prompt_bytes = text_to_utf8(prompt, "prompt")
-        driver = self._start(prompt, prompt_bytes, params_json, budget)
+        driver = self._start(SessionStart(prompt, prompt_bytes, params_json, budget))
         return Generation(driver, timeout=budget, batcher=self._step_batcher())
 
     def chat(self, turn: str, params: GenerationParams, timeout: float | None = None) -> Generation:
@@ -458,7 +471,7 @@ class LoadedModel(ABC):
         sampled answers are run.c's; ``max_positions`` bounds the whole dialogue."""
         budget = check_timeout(timeout if timeout is not None else self._timeout)
         turn_bytes = text_to_utf8(turn, "turn")
-        driver = self._start(turn, turn_bytes, params.to_json(), budget, chat=True)
+        driver = self._start(SessionStart(turn, turn_bytes, params.to_json(), budget, chat=True))
         return Generation(driver, timeout=budget, batcher=self._step_batcher(), chat=True)
 
     def verify_claim(
@@ -523,16 +536,8 @@ class LoadedModel(ABC):
             return batcher
 
     @abstractmethod
-    def _start(
-        self,
-        prompt: str,
-        prompt_bytes: bytes,
-        params_json: str,
-        budget: float | None,
-        chat: bool = False,
-    ) -> SessionDriver:
-        """The backend's session for a checked prompt (also as UTF-8) and params JSON (with
-        the checked hint ids: :func:`check_hint`, :func:`params_with_hint`)."""
+    def _start(self, start: SessionStart) -> SessionDriver:
+        """The backend's session for ``start``."""
 
     @abstractmethod
     def close(self) -> None:

@@ -20,7 +20,14 @@ from edgechain.errors import (
     InvalidParameter,
     InvalidTokenizer,
 )
-from edgechain.service.engine.base import Engine, LoadedModel, ModelInfo, Step, batch_steps
+from edgechain.service.engine.base import (
+    Engine,
+    LoadedModel,
+    ModelInfo,
+    SessionStart,
+    Step,
+    batch_steps,
+)
 from edgechain.service.engine.codes import error_from_code
 from edgechain.service.engine.files import (
     TOKENIZER_MAX_BYTES,
@@ -161,15 +168,9 @@ class NativeModel(LoadedModel):
             raise InvalidParameter("token ids must be in [0, 2^32)")
         return bytes(self._call(lambda m: m.decode(id_list)))
 
-    def _start(
-        self,
-        prompt: str,
-        prompt_bytes: bytes,
-        params_json: str,
-        budget: float | None,
-        chat: bool = False,
-    ) -> _NativeSession:
-        if chat:
+    def _start(self, start: SessionStart) -> _NativeSession:
+        prompt, params_json = start.prompt, start.params_json
+        if start.chat:
             return _NativeSession(self, self._call(lambda m: m.start_chat(prompt, params_json)))
         return _NativeSession(self, self._call(lambda m: m.start(prompt, params_json)))
 

@@ -33,7 +33,14 @@ from edgechain.errors import (
     InvalidParameter,
     Timeout,
 )
-from edgechain.service.engine.base import Engine, LoadedModel, ModelInfo, Step, batch_steps
+from edgechain.service.engine.base import (
+    Engine,
+    LoadedModel,
+    ModelInfo,
+    SessionStart,
+    Step,
+    batch_steps,
+)
 from edgechain.service.engine.codes import error_from_code
 from edgechain.service.engine.files import (
     GGUF_MAGIC,
@@ -553,26 +560,19 @@ class WasmModel(LoadedModel):
                 guest.checked("ec_decode", self._handle, ptr, _i32(len(ids)))
                 return guest.output()
 
-    def _start(
-        self,
-        prompt: str,
-        prompt_bytes: bytes,
-        params_json: str,
-        budget: float | None,
-        chat: bool = False,
-    ) -> _WasmSession:
-        params_bytes = params_json.encode("utf-8")
+    def _start(self, start: SessionStart) -> _WasmSession:
+        params_bytes = start.params_json.encode("utf-8")
         with self._lock:
             guest = self._live()
-            if chat and not guest.chats:
+            if start.chat and not guest.chats:
                 raise EngineUnavailable("this wasm guest has no chat sessions: rebuild it")
             session = guest.checked_with(
-                "ec_session_start_chat" if chat else "ec_session_start",
+                "ec_session_start_chat" if start.chat else "ec_session_start",
                 self._handle,
-                prompt_bytes,
+                start.prompt_bytes,
                 params_bytes,
             )
-            return _WasmSession(self, session, budget)
+            return _WasmSession(self, session, start.budget)
 
     def _start_verifier(
         self, prompt: str, prompt_bytes: bytes, params_json: str, claimed: tuple[int, ...]
