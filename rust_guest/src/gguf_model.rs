@@ -7,6 +7,8 @@
 //! RoPE scaling, a tensor type, an unknown tensor, another tokenizer model or pre-tokenizer) is
 //! refused from the header alone, naming it.
 
+use std::sync::Arc;
+
 use candle_core::{Device, Tensor};
 
 use crate::bpe::PreTokenizer;
@@ -17,6 +19,7 @@ use crate::kquants::{
     decode_q4_k, decode_q6_k, f16_to_f32, Q4_K_BYTES, Q4_K_GROUP, Q6_K_BYTES, Q6_K_GROUP, QK_K,
 };
 use crate::model_parts::{ModelHyper, ModelParts};
+use crate::q4k_kernel::PackedQ4K;
 use crate::tokenizer::{Tokenizer, BOS, EOS};
 use crate::weights::{LayerExtras, LayerMatrix, LayerWeights, Matrix, TransformerWeights};
 
@@ -347,6 +350,16 @@ fn matrix(t: &TensorInfo, data: &[u8], gs: usize, device: &Device) -> Result<Mat
             t.name,
             t.kind.name()
         )));
+    }
+    if t.kind == GgmlType::Q4_K {
+        // Kept packed, multiplied from its nibbles (`q4k_kernel`: the same bits as decoded).
+        let (rows, cols) = match t.dims[..] {
+            [rows, cols] => (rows as usize, cols as usize),
+            _ => return Err(invalid(format!("tensor {} is not a matrix", t.name))),
+        };
+        return Ok(Matrix::Q4K(Arc::new(PackedQ4K::from_blocks(
+            data, rows, cols,
+        )?)));
     }
     let repeat = block_group / gs;
     let blocks = data.len() / block_bytes;
