@@ -351,7 +351,7 @@ fn matrix(t: &TensorInfo, data: &[u8], gs: usize, device: &Device) -> Result<Mat
             t.kind.name()
         )));
     }
-    if t.kind == GgmlType::Q4_K {
+    if t.kind == GgmlType::Q4_K && crate::q4k_kernel::PACKED {
         // Kept packed, multiplied from its nibbles (`q4k_kernel`: the same bits as decoded).
         let (rows, cols) = match t.dims[..] {
             [rows, cols] => (rows as usize, cols as usize),
