@@ -1,7 +1,8 @@
 //! A GGUF file of the `llama`, `qwen2` or `qwen3` architecture as the engine's model: config and
 //! hyperparameters from the metadata, llama.cpp's tensor names mapped onto the typed weights
 //! (F32 as is, F16 widened to f32 exactly, Q8_0/Q4_0/Q4_K/Q6_K blocks as int8 values + f32
-//! scales, and offsets for Q4_K, on the int8 path; qwen's biases and q/k norms as
+//! scales, and offsets for Q4_K, on the int8 path, except Q4_K on x86_64, kept packed for
+//! [`crate::q4k_kernel`] (the same products, bit for bit); qwen's biases and q/k norms as
 //! [`LayerExtras`]), and the vocabulary of `tokenizer.ggml.*`: SentencePiece-style as llama2.c's
 //! tokenizer, or byte-level BPE ([`crate::bpe`]). Everything unsupported (another architecture,
 //! RoPE scaling, a tensor type, an unknown tensor, another tokenizer model or pre-tokenizer) is
