@@ -189,8 +189,8 @@ unsafe fn rows4_avx2<const G: usize>(
         // Each row's 8 scales (then mins) as f32, d * s exactly, transposed to 4 rows a j.
         let mut sc = [_mm256_setzero_ps(); 4];
         let mut mn = [_mm256_setzero_ps(); 4];
-        for r in 0..4 {
-            let blk = &rows[r][b * PACKED_BYTES..][..PACKED_BYTES];
+        for (r, row) in rows.iter().enumerate() {
+            let blk = &row[b * PACKED_BYTES..][..PACKED_BYTES];
             let (d, dmin) = head(blk);
             // SAFETY: 8 bytes at 8 and at 16 inside the block.
             let (s8, m8) = unsafe {
@@ -224,9 +224,9 @@ unsafe fn rows4_avx2<const G: usize>(
             };
             let mut pl = [_mm256_setzero_si256(); 4];
             let mut ph = [_mm256_setzero_si256(); 4];
-            for r in 0..4 {
-                let lo = _mm256_and_si256(v[r], mask);
-                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v[r]), mask);
+            for (r, v) in v.iter().enumerate() {
+                let lo = _mm256_and_si256(*v, mask);
+                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(*v), mask);
                 pl[r] = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, xa), ones);
                 ph[r] = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, xb), ones);
             }
@@ -339,10 +339,10 @@ fn matvec(
                 None
             }
         };
-        for i in 0..count {
-            out[r + i] = match four {
+        for (i, (o, row)) in out[r..r + count].iter_mut().zip(rows).enumerate() {
+            *o = match four {
                 Some(v) => v[i],
-                None => row_scalar(rows[i], xq, xs, sums, gs),
+                None => row_scalar(row, xq, xs, sums, gs),
             };
         }
         r += count;
