@@ -1,11 +1,14 @@
 //! A GGUF file of the `llama`, `qwen2` or `qwen3` architecture as the engine's model: config and
 //! hyperparameters from the metadata, llama.cpp's tensor names mapped onto the typed weights
 //! (F32 as is, F16 widened to f32 exactly, Q8_0/Q4_0/Q4_K/Q6_K blocks as int8 values + f32
-//! scales, and offsets for Q4_K, on the int8 path; qwen's biases and q/k norms as
+//! scales, and offsets for Q4_K, on the int8 path, except Q4_K on x86_64, kept packed for
+//! [`crate::q4k_kernel`] (the same products, bit for bit); qwen's biases and q/k norms as
 //! [`LayerExtras`]), and the vocabulary of `tokenizer.ggml.*`: SentencePiece-style as llama2.c's
 //! tokenizer, or byte-level BPE ([`crate::bpe`]). Everything unsupported (another architecture,
 //! RoPE scaling, a tensor type, an unknown tensor, another tokenizer model or pre-tokenizer) is
 //! refused from the header alone, naming it.
+
+use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 
@@ -17,6 +20,7 @@ use crate::kquants::{
     decode_q4_k, decode_q6_k, f16_to_f32, Q4_K_BYTES, Q4_K_GROUP, Q6_K_BYTES, Q6_K_GROUP, QK_K,
 };
 use crate::model_parts::{ModelHyper, ModelParts};
+use crate::q4k_kernel::PackedQ4K;
 use crate::tokenizer::{Tokenizer, BOS, EOS};
 use crate::weights::{LayerExtras, LayerMatrix, LayerWeights, Matrix, TransformerWeights};
 
@@ -347,6 +351,16 @@ fn matrix(t: &TensorInfo, data: &[u8], gs: usize, device: &Device) -> Result<Mat
             t.name,
             t.kind.name()
         )));
+    }
+    if t.kind == GgmlType::Q4_K && crate::q4k_kernel::PACKED {
+        // Kept packed, multiplied from its nibbles (`q4k_kernel`: the same bits as decoded).
+        let (rows, cols) = match t.dims[..] {
+            [rows, cols] => (rows as usize, cols as usize),
+            _ => return Err(invalid(format!("tensor {} is not a matrix", t.name))),
+        };
+        return Ok(Matrix::Q4K(Arc::new(PackedQ4K::from_blocks(
+            data, rows, cols,
+        )?)));
     }
     let repeat = block_group / gs;
     let blocks = data.len() / block_bytes;

@@ -13,6 +13,7 @@ pub mod loaded_model;
 pub mod matvec;
 pub mod model_parts;
 pub mod parallel;
+pub mod q4k_kernel;
 pub mod q8;
 pub mod sampler;
 pub mod tokenizer;

@@ -21,6 +21,7 @@ use crate::error::{EngineError, Result};
 use crate::matvec::{dot, matmul};
 use crate::model_parts::ModelHyper;
 use crate::parallel::Threads;
+use crate::q4k_kernel::matmul_q4k;
 use crate::q8::{matmul_q8, quantize_activations};
 use crate::sampler::softmax;
 use crate::weights::{with_f32, with_i8, LayerExtras, LayerMatrix, Matrix, TransformerWeights};
@@ -216,6 +217,14 @@ fn linear(
                 })
             })
         })??,
+        Matrix::Q4K(p) => {
+            let sums = group_sums(xq, xs);
+            threads.split_rows(out, batch, n, |r0, rows, o| {
+                debug_assert_eq!(o.len(), rows * batch.max(1));
+                matmul_q4k(o, p, r0, xq, xs, &sums, batch)
+            });
+            Ok(())
+        }
     }
 }
 
@@ -461,6 +470,7 @@ impl Transformer {
                         }
                     })
                 })??,
+                Matrix::Q4K(p) => p.dequantize_row(item.token as usize, x),
             }
             if let Matrix::Q8 {
                 offsets: Some(m), ..
@@ -822,6 +832,99 @@ mod tests {
         }
         let three = Threads::new(3).unwrap().with_min_weights(0);
         assert_eq!(bits_of(&run(&three, &x, &xq, &xs, batch)), bits_of(&one));
+    }
+
+    /// The packed Q4_K kernel (`q4k_kernel`) against the decoded int8 path it replaces, through
+    /// `linear`: the same bits for random blocks (quantized values, and raw bytes with every
+    /// 6-bit scale and nibble possible), row counts around the kernel's four-row steps, groups
+    /// of 16 and 32, batches of 1, 3 and CHUNK, one and three threads; and the same embedding
+    /// rows.
+    #[test]
+    fn packed_q4_k_is_bit_for_bit_the_decoded_int8_path() {
+        use crate::generation::CHUNK;
+        use crate::kquants::{decode_q4_k, f32_to_f16, quantize, KQuant, Q4_K_BYTES, QK_K};
+        use crate::q4k_kernel::PackedQ4K;
+        let mut seed = 29u32;
+        let mut next = move || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            seed
+        };
+        for (case, (rows, blocks, gs)) in [
+            (1, 1, 16),
+            (3, 2, 16),
+            (4, 1, 32),
+            (5, 3, 16),
+            (7, 2, 32),
+            (37, 2, 16),
+            (13, 8, 32),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let n = blocks * QK_K;
+            let data: Vec<u8> = if case % 2 == 0 {
+                let w: Vec<f32> = (0..rows * n)
+                    .map(|_| (next() >> 8) as f32 / (1 << 24) as f32 - 0.3)
+                    .collect();
+                quantize(KQuant::Q4K, &w)
+            } else {
+                let mut d = vec![0u8; rows * n / QK_K * Q4_K_BYTES];
+                for block in d.chunks_exact_mut(Q4_K_BYTES) {
+                    for b in block.iter_mut() {
+                        *b = next() as u8;
+                    }
+                    let scale = |v: u32| f32_to_f16((v >> 8) as f32 / (1u32 << 24) as f32 * 0.01);
+                    block[0..2].copy_from_slice(&scale(next()).to_le_bytes());
+                    block[2..4].copy_from_slice(&scale(next()).to_le_bytes());
+                }
+                d
+            };
+            let (mut values, mut scales, mut offsets) = (Vec::new(), Vec::new(), Vec::new());
+            for block in data.chunks_exact(Q4_K_BYTES) {
+                let (mut q, mut s, mut m) = ([0u8; QK_K], [0f32; 8], [0f32; 8]);
+                decode_q4_k(block, &mut q, &mut s, &mut m);
+                values.extend_from_slice(&q);
+                scales.extend(s.iter().flat_map(|v| std::iter::repeat_n(*v, 32 / gs)));
+                offsets.extend(m.iter().flat_map(|v| std::iter::repeat_n(*v, 32 / gs)));
+            }
+            let groups = scales.len();
+            let decoded = Matrix::Q8 {
+                values: Tensor::from_vec(values, (rows, n), &Device::Cpu).unwrap(),
+                scales: Tensor::from_vec(scales, groups, &Device::Cpu).unwrap(),
+                offsets: Some(Tensor::from_vec(offsets, groups, &Device::Cpu).unwrap()),
+            };
+            let packed = PackedQ4K::from_blocks(&data, rows, n).unwrap();
+            for r in 0..rows {
+                let mut row = vec![0f32; n];
+                packed.dequantize_row(r, &mut row);
+                let want: Vec<f32> = crate::kquants::dequantize(
+                    KQuant::Q4K,
+                    &data[r * blocks * Q4_K_BYTES..][..blocks * Q4_K_BYTES],
+                );
+                assert_eq!(bits_of(&row), bits_of(&want), "case {case} row {r}");
+            }
+            let packed = Matrix::Q4K(std::sync::Arc::new(packed));
+            for batch in [1, 3, CHUNK] {
+                let x: Vec<f32> = (0..batch * n)
+                    .map(|_| ((next() >> 8) as f32 / (1 << 24) as f32 - 0.5) * 8.0)
+                    .collect();
+                let (mut xq, mut xs) = (Vec::new(), Vec::new());
+                prepare(Some(gs), n, &x, &mut xq, &mut xs);
+                for threads in [Threads::one(), Threads::new(3).unwrap().with_min_weights(0)] {
+                    let run = |m: &Matrix| {
+                        let mut out = vec![f32::NAN; batch * rows];
+                        linear(&threads, &mut out, m, &x, &xq, &xs, batch).unwrap();
+                        bits_of(&out)
+                    };
+                    assert_eq!(
+                        run(&packed),
+                        run(&decoded),
+                        "case {case}: {rows} x {n} in groups of {gs}, batch {batch}, {} threads",
+                        threads.count()
+                    );
+                }
+            }
+        }
     }
 
     fn bits_of(v: &[f32]) -> Vec<u32> {

@@ -1,14 +1,17 @@
 //! The transformer's weights as a typed struct: one field per tensor, one [`LayerWeights`] per
 //! layer, in place of tensors looked up by name. `checkpoint::loader` fills it; `transformer` reads it.
 
+use std::sync::Arc;
+
 use candle_core::{DType, Storage, Tensor};
 
 use crate::checkpoint::header::CheckpointConfig;
 use crate::error::{EngineError, Result};
+use crate::q4k_kernel::PackedQ4K;
 
 /// A weight matrix: f32, or int8 values (a u8 tensor read as i8) with one f32 scale per
 /// group of `group_size` values (Q8_0, Q4_0, Q6_K) and, for Q4_K, one f32 offset per group
-/// too: `value = q * scale - offset`.
+/// too: `value = q * scale - offset`; or Q4_K kept packed ([`PackedQ4K`], the same products).
 #[derive(Debug, Clone)]
 pub enum Matrix {
     F32(Tensor),
@@ -17,6 +20,7 @@ pub enum Matrix {
         scales: Tensor,
         offsets: Option<Tensor>,
     },
+    Q4K(Arc<PackedQ4K>),
 }
 
 /// The seven matrices of a layer, in run.c's file order.
@@ -179,6 +183,16 @@ fn check_matrix(m: &Matrix, shape: &[usize], group_size: Option<usize>, what: &s
                 check_tensor(offsets, &[groups], DType::F32, what)?;
             }
             check_tensor(scales, &[groups], DType::F32, what)
+        }
+        (Matrix::Q4K(p), Some(gs)) => {
+            if [p.rows(), p.cols()] != shape || !32usize.is_multiple_of(gs) {
+                return Err(EngineError::Internal(format!(
+                    "{what} is a {} x {} Q4_K matrix in groups of {gs}, expected {shape:?}",
+                    p.rows(),
+                    p.cols()
+                )));
+            }
+            Ok(())
         }
         _ => Err(EngineError::Internal(format!(
             "{what} is not stored as the config's group size says"
