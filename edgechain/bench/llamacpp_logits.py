@@ -248,6 +248,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--shape", default="1.3M", help="synth-model shape (default 1.3M)")
     parser.add_argument("--steps", type=int, default=24, help="llama.cpp's greedy tokens")
     parser.add_argument("--seed", type=int, default=3)
+    parser.add_argument(
+        "--head-dim",
+        type=int,
+        default=128,
+        help="also qwen3 with heads of this size instead of dim / heads (Qwen3-0.6B's 128; 0: not)",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per row")
     args = parser.parse_args(argv)
     driver = args.references / DRIVER
@@ -265,18 +271,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     shape = shape_named(args.shape)
     rows: list[Comparison] = []
     same_bits: dict[tuple[str, str], bool] = {}
+    cases: list[tuple[str, str, int | None]] = [(a, a, None) for a in archs]
+    if args.head_dim and "qwen3" in archs:
+        cases.append((f"qwen3 hd{args.head_dim}", "qwen3", args.head_dim))
     with tempfile.TemporaryDirectory() as tmp:
-        for arch in archs:
+        for label, arch, head_dim in cases:
             for kind in kinds:
-                model = Path(tmp) / f"{arch}-{kind}.gguf"
-                synthesize_gguf(shape, arch, args.seed, model, kind)
+                model = Path(tmp) / f"{label.replace(' ', '-')}-{kind}.gguf"
+                synthesize_gguf(shape, arch, args.seed, model, kind, head_dim)
                 try:
-                    found, same = compare_file(driver, model, arch, kind, engines, args.steps)
+                    found, same = compare_file(driver, model, label, kind, engines, args.steps)
                 except RuntimeError as err:
-                    print(f"{arch} {kind}: llama.cpp failed: {err}", file=sys.stderr)
+                    print(f"{label} {kind}: llama.cpp failed: {err}", file=sys.stderr)
                     return 1
                 rows.extend(found)
-                same_bits[(arch, kind)] = same
+                same_bits[(label, kind)] = same
                 if args.json:
                     for r in found:
                         print(json.dumps({**asdict(r), "passed": r.passed, "same_bits": same}))

@@ -253,7 +253,7 @@ def check_gguf_fits(f: io.FileIO, size: int, memory_limit: int | None) -> None:
         buffered.detach()
         f.seek(0)
     h = info.header
-    need = info.engine_bytes + 2 * h.n_layers * h.seq_len * h.kv_dim * 4
+    need = info.engine_bytes + 2 * h.n_layers * h.seq_len * info.kv_dim * 4
     _check_need(need, "GGUF", "use the native engine", memory_limit)
 
 
