@@ -191,7 +191,7 @@ fn head_dim(h: &GgufHeader, arch: &str, dim: usize, n_heads: usize) -> Result<Op
             "attention.key_length = {len} is not in 1..={MAX_DIM}"
         )));
     }
-    Ok((n_heads == 0 || dim % n_heads != 0 || len != dim / n_heads).then_some(len))
+    Ok((n_heads == 0 || !dim.is_multiple_of(n_heads) || len != dim / n_heads).then_some(len))
 }
 
 fn check_config(cfg: &CheckpointConfig) -> Result<()> {
