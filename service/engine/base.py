@@ -388,7 +388,7 @@ class LoadedModel(ABC):
     def position_logits(self, ids: Sequence[int]) -> list[list[float]]:
         """The logits at every position of ``ids`` fed one by one from position 0 (a fresh
         cache): one row of ``vocab_size`` floats per id, the engine's f32 values. What the
-        llama.cpp comparison reads (``python -m edgechain.bench.llamacpp_logits``);
+        llama.cpp comparison reads (docs/models.md, "Compared with llama.cpp");
         InvalidParameter for no ids, more than ``seq_len`` or one outside the vocabulary."""
         id_list = [int(i) for i in ids]
         vocab = self.info.vocab_size
