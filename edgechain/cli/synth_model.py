@@ -42,6 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="GGUF architecture (--format gguf): llama, qwen2 (q/k/v biases), qwen3 (q/k norms)",
     )
     parser.add_argument(
+        "--head-dim",
+        type=int,
+        metavar="N",
+        help="GGUF heads of N values instead of dim / heads (--format gguf; Qwen3-0.6B: 128)",
+    )
+    parser.add_argument(
         "--type",
         choices=TYPES,
         default="f32",
@@ -62,8 +68,8 @@ def execute(args: argparse.Namespace) -> int:
     gguf = args.format == "gguf"
     if gguf and args.tokenizer:
         raise InvalidParameter("--tokenizer: a GGUF file carries its own tokenizer")
-    if not gguf and (args.arch != "llama" or args.type != "f32"):
-        raise InvalidParameter("--arch and --type apply to --format gguf only")
+    if not gguf and (args.arch != "llama" or args.type != "f32" or args.head_dim is not None):
+        raise InvalidParameter("--arch, --type and --head-dim apply to --format gguf only")
     out = Path(args.out)
     tokenizer = Path(args.tokenizer) if args.tokenizer else None
     for path in (out, tokenizer):
@@ -71,7 +77,7 @@ def execute(args: argparse.Namespace) -> int:
             raise InputError(f"output directory does not exist: {path.parent}")
     try:
         if gguf:
-            synthesize_gguf(shape, args.arch, args.seed, out, args.type)
+            synthesize_gguf(shape, args.arch, args.seed, out, args.type, args.head_dim)
         else:
             synthesize(shape, args.seed, out, tokenizer)
     except OSError as err:

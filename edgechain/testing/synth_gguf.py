@@ -16,7 +16,9 @@ synthetic piece (" t", "th", " th", "the", ... as the llama vocabulary's, each t
 prefix and last character), then Qwen's special tokens ``<|endoftext|>`` (BOS),
 ``<|im_start|>`` and ``<|im_end|>`` (EOS), control tokens; no BOS added to a prompt.
 
-Matrices may be stored quantized (``kind`` as ``edgechain convert --type``). Same seed, shape,
+Heads may be of another size than ``dim / n_heads`` (``head_dim``: wq and wo of
+``n_heads x head_dim``, as Qwen3-0.6B's). Matrices may be stored quantized (``kind`` as
+``edgechain convert --type``). Same seed, shape,
 architecture and kind: the same bytes on every machine.
 """
 
@@ -126,10 +128,15 @@ def _random(seed: int, name: str, count: int, high: bytes) -> bytes:
     return b"".join(_random_chunks(seed, name, count, high))
 
 
-def gguf_tensors(shape: ModelShape, arch: str, seed: int, kind: str) -> list[gw.Tensor]:
-    """The model's tensors in llama.cpp's order and names, matrices stored as ``kind``."""
+def gguf_tensors(
+    shape: ModelShape, arch: str, seed: int, kind: str, head_dim: int | None = None
+) -> list[gw.Tensor]:
+    """The model's tensors in llama.cpp's order and names, matrices stored as ``kind``; heads
+    of ``head_dim`` (default ``dim / n_heads``)."""
     t = TRAITS[arch]
-    d, hid, kv, hd, n = shape.dim, shape.hidden_dim, shape.kv_dim, shape.head_size, shape.n_layers
+    d, hid, n = shape.dim, shape.hidden_dim, shape.n_layers
+    hd = head_dim or shape.head_size
+    qd, kv = shape.n_heads * hd, shape.n_kv_heads * hd
 
     def matrix(name: str, dims: tuple[int, int]) -> gw.Tensor:
         raw = _random(seed, name, dims[0] * dims[1], _MATRIX_HIGH_BYTE)
@@ -144,12 +151,12 @@ def gguf_tensors(shape: ModelShape, arch: str, seed: int, kind: str) -> list[gw.
     for layer in range(n):
         blk = f"blk.{layer}"
         out.append(vector(f"{blk}.attn_norm.weight", d))
-        out.append(matrix(f"{blk}.attn_q.weight", (d, d)))
+        out.append(matrix(f"{blk}.attn_q.weight", (qd, d)))
         out.append(matrix(f"{blk}.attn_k.weight", (kv, d)))
         out.append(matrix(f"{blk}.attn_v.weight", (kv, d)))
-        out.append(matrix(f"{blk}.attn_output.weight", (d, d)))
+        out.append(matrix(f"{blk}.attn_output.weight", (d, qd)))
         if t.biases:
-            for name, length in (("attn_q", d), ("attn_k", kv), ("attn_v", kv)):
+            for name, length in (("attn_q", qd), ("attn_k", kv), ("attn_v", kv)):
                 out.append(vector(f"{blk}.{name}.bias", length, _MATRIX_HIGH_BYTE))
         if t.qk_norm:
             out.append(vector(f"{blk}.attn_q_norm.weight", hd))
@@ -161,23 +168,37 @@ def gguf_tensors(shape: ModelShape, arch: str, seed: int, kind: str) -> list[gw.
     return out
 
 
-def gguf_metadata(shape: ModelShape, arch: str, kind: str, name: str) -> list[tuple[str, object]]:
+def gguf_metadata(
+    shape: ModelShape, arch: str, kind: str, name: str, head_dim: int | None = None
+) -> list[tuple[str, object]]:
     t = TRAITS[arch]
     meta = model_metadata(
         arch, shape, kind=kind, name=name, norm_eps=t.norm_eps, rope_base=t.rope_base
     )
-    if arch == "qwen3":
+    hd = head_dim or shape.head_size
+    if head_dim is not None:
+        meta = [(k, hd if k == f"{arch}.rope.dimension_count" else v) for k, v in meta]
+    if arch == "qwen3" or head_dim is not None:
         meta += [
-            ("qwen3.attention.key_length", shape.head_size),
-            ("qwen3.attention.value_length", shape.head_size),
+            (f"{arch}.attention.key_length", hd),
+            (f"{arch}.attention.value_length", hd),
         ]
     if t.tokenizer == "gpt2":
         return meta + gpt2_tokenizer_metadata(shape.vocab_size)
     return meta + tokenizer_metadata(llama2c_pieces(tokenizer_pieces(shape.vocab_size)))
 
 
-def synthesize_gguf(shape: ModelShape, arch: str, seed: int, out: Path, kind: str = "f32") -> int:
-    """Write the GGUF file ``out`` atomically; returns its size."""
+def synthesize_gguf(
+    shape: ModelShape,
+    arch: str,
+    seed: int,
+    out: Path,
+    kind: str = "f32",
+    head_dim: int | None = None,
+) -> int:
+    """Write the GGUF file ``out`` atomically; returns its size. ``head_dim``: heads of that
+    size instead of ``dim / n_heads`` (as Qwen3-0.6B's 128 for 1024 / 16), stated as
+    ``attention.key_length``/``value_length``."""
     from edgechain.convert import TYPES
 
     if arch not in ARCHITECTURES:
@@ -186,8 +207,14 @@ def synthesize_gguf(shape: ModelShape, arch: str, seed: int, out: Path, kind: st
         raise InvalidParameter(f"--type must be one of {', '.join(TYPES)}, got {kind!r}")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64:
         raise InvalidParameter(f"seed must be an integer in [0, 2^64), got {seed!r}")
-    metadata = gguf_metadata(shape, arch, kind, f"synthetic {arch} seed {seed}")
-    tensors = gguf_tensors(shape, arch, seed, kind)
+    if head_dim is not None and (
+        isinstance(head_dim, bool) or not isinstance(head_dim, int) or not 2 <= head_dim <= 4096
+    ):
+        raise InvalidParameter(f"head_dim must be an integer in [2, 4096], got {head_dim!r}")
+    if head_dim is not None and head_dim % 2:
+        raise InvalidParameter(f"head_dim must be even (RoPE pairs), got {head_dim}")
+    metadata = gguf_metadata(shape, arch, kind, f"synthetic {arch} seed {seed}", head_dim)
+    tensors = gguf_tensors(shape, arch, seed, kind, head_dim)
     written = 0
 
     def write(f) -> int:

@@ -126,6 +126,7 @@ pub fn inspect(bytes: &[u8], file_len: u64) -> Result<GgufSpec> {
         .ok_or_else(|| invalid("tensor token_embd.weight is missing".into()))?;
     let dim = need_usize(&h, &key("embedding_length"))?;
     let n_heads = need_usize(&h, &key("attention.head_count"))?;
+    let head_dim = head_dim(&h, arch, dim, n_heads)?;
     let config = CheckpointConfig {
         dim,
         hidden_dim: need_usize(&h, &key("feed_forward_length"))?,
@@ -136,6 +137,7 @@ pub fn inspect(bytes: &[u8], file_len: u64) -> Result<GgufSpec> {
         seq_len: need_usize(&h, &key("context_length"))?,
         shared_classifier: h.tensor("output.weight").is_none(),
         group_size: group_size(&h),
+        head_dim,
     };
     check_config(&config)?;
     // The int8 path quantizes dim-long inputs in blocks (the embedding and classifier rows).
@@ -145,16 +147,6 @@ pub fn inspect(bytes: &[u8], file_len: u64) -> Result<GgufSpec> {
                 "embedding_length {} is not a multiple of {Q8_0_GROUP}, as quantized tensors need (groups of {gs})",
                 config.dim
             )));
-        }
-    }
-    for what in ["key_length", "value_length"] {
-        if let Some(len) = meta_usize(&h, &key(&format!("attention.{what}")))? {
-            if len != config.head_size() {
-                return Err(unsupported(format!(
-                    "{arch} attention.{what} {len} differs from embedding_length / head_count = {} (not supported)",
-                    config.head_size()
-                )));
-            }
         }
     }
     if let Some(rope_dims) = meta_usize(&h, &key("rope.dimension_count"))? {
@@ -181,6 +173,31 @@ pub fn inspect(bytes: &[u8], file_len: u64) -> Result<GgufSpec> {
     })
 }
 
+/// The head size `attention.key_length` gives when it is not `dim / n_heads` (Qwen3-0.6B:
+/// 128 for 1024 / 16), `None` when it is or is absent. Keys and values of different sizes
+/// (`value_length` != `key_length`) are refused.
+fn head_dim(h: &GgufHeader, arch: &str, dim: usize, n_heads: usize) -> Result<Option<usize>> {
+    let key = |k: &str| format!("{arch}.attention.{k}");
+    let k_len = meta_usize(h, &key("key_length"))?;
+    let v_len = meta_usize(h, &key("value_length"))?;
+    if let (Some(k), Some(v)) = (k_len, v_len) {
+        if k != v {
+            return Err(unsupported(format!(
+                "{arch} attention.value_length {v} differs from attention.key_length {k} (not supported)"
+            )));
+        }
+    }
+    let Some(len) = k_len.or(v_len) else {
+        return Ok(None);
+    };
+    if len == 0 || len > MAX_DIM {
+        return Err(invalid(format!(
+            "attention.key_length = {len} is not in 1..={MAX_DIM}"
+        )));
+    }
+    Ok((n_heads == 0 || !dim.is_multiple_of(n_heads) || len != dim / n_heads).then_some(len))
+}
+
 fn check_config(cfg: &CheckpointConfig) -> Result<()> {
     let limits = [
         ("embedding_length", cfg.dim, MAX_DIM),
@@ -196,13 +213,25 @@ fn check_config(cfg: &CheckpointConfig) -> Result<()> {
             return Err(invalid(format!("{name} = {value} is not in 1..={max}")));
         }
     }
-    if !cfg.dim.is_multiple_of(cfg.n_heads)
+    // Without a key_length, the heads split dim.
+    if (cfg.head_dim.is_none() && !cfg.dim.is_multiple_of(cfg.n_heads))
         || !cfg.n_heads.is_multiple_of(cfg.n_kv_heads)
         || !cfg.head_size().is_multiple_of(2)
     {
         return Err(invalid(format!(
-            "dim {}, {} heads and {} kv heads do not make even, equal heads",
-            cfg.dim, cfg.n_heads, cfg.n_kv_heads
+            "dim {}, {} heads of {} and {} kv heads do not make even, equal heads",
+            cfg.dim,
+            cfg.n_heads,
+            cfg.head_size(),
+            cfg.n_kv_heads
+        )));
+    }
+    if cfg.q_dim() > 4 * MAX_DIM {
+        return Err(invalid(format!(
+            "{} heads of {} are more than {} query values",
+            cfg.n_heads,
+            cfg.head_size(),
+            4 * MAX_DIM
         )));
     }
     Ok(())
@@ -228,7 +257,7 @@ fn expected_tensors(cfg: &CheckpointConfig, arch: &str) -> Vec<(String, Vec<u64>
         let (kv, hd) = (cfg.kv_dim() as u64, cfg.head_size() as u64);
         let extras: &[(&str, u64)] = match arch {
             "qwen2" => &[
-                ("attn_q.bias", dim),
+                ("attn_q.bias", cfg.q_dim() as u64),
                 ("attn_k.bias", kv),
                 ("attn_v.bias", kv),
             ],

@@ -149,6 +149,15 @@ impl LoadedModel {
     /// tests compare with a reference forward pass. InvalidArgument for an empty, too long or
     /// out-of-vocabulary sequence.
     pub fn logits(&self, tokens: &[u32]) -> Result<Vec<f32>> {
+        let mut all = self.position_logits(tokens)?;
+        let last = all.len() - self.config.vocab_size;
+        Ok(all.split_off(last))
+    }
+
+    /// The logits at every position of `tokens` fed one at a time from position 0 (a fresh
+    /// cache), `tokens.len()` rows of `vocab_size`: what the llama.cpp comparison reads
+    /// (`edgechain.bench.llamacpp_logits`). Errors as [`Self::logits`].
+    pub fn position_logits(&self, tokens: &[u32]) -> Result<Vec<f32>> {
         let c = &self.config;
         if tokens.is_empty()
             || tokens.len() > c.seq_len
@@ -161,14 +170,12 @@ impl LoadedModel {
         }
         let mut cache = self.new_cache()?;
         let mut scratch = Scratch::default();
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(tokens.len() * c.vocab_size);
         for (pos, &token) in tokens.iter().enumerate() {
             let logits = self
                 .transformer
                 .forward(token, pos, &mut cache, &mut scratch)?;
-            if pos + 1 == tokens.len() {
-                out = logits.to_vec();
-            }
+            out.extend_from_slice(logits);
         }
         Ok(out)
     }

@@ -159,10 +159,25 @@ impl Model {
             .collect())
     }
 
-    /// The logits (f32 little-endian bytes) after `tokens` fed one by one from position 0.
-    fn logits<'py>(&self, py: Python<'py>, tokens: Vec<u32>) -> PyResult<Bound<'py, PyBytes>> {
+    /// The logits (f32 little-endian bytes) after `tokens` fed one by one from position 0;
+    /// with `every_position`, those at every position (`len(tokens)` rows of `vocab_size`).
+    #[pyo3(signature = (tokens, every_position = false))]
+    fn logits<'py>(
+        &self,
+        py: Python<'py>,
+        tokens: Vec<u32>,
+        every_position: bool,
+    ) -> PyResult<Bound<'py, PyBytes>> {
         let inner = &self.inner;
-        let logits = py.allow_threads(|| inner.logits(&tokens)).map_err(to_py)?;
+        let logits = py
+            .allow_threads(|| {
+                if every_position {
+                    inner.position_logits(&tokens)
+                } else {
+                    inner.logits(&tokens)
+                }
+            })
+            .map_err(to_py)?;
         let bytes: Vec<u8> = logits.iter().flat_map(|v| v.to_le_bytes()).collect();
         Ok(PyBytes::new(py, &bytes))
     }

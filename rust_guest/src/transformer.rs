@@ -71,6 +71,8 @@ pub struct Scratch {
     q: Vec<f32>,
     k: Vec<f32>,
     v: Vec<f32>,
+    /// The heads' attention outputs (wo's input), `q_dim` wide.
+    heads: Vec<f32>,
     att: Vec<f32>,
     logits: Vec<f32>,
     /// The quantized input of the next int8 matrix product, one row per item (runq.c's
@@ -83,12 +85,13 @@ impl Scratch {
     /// Room for `rows` items of `cfg`'s sizes (and `wanted` rows of logits).
     fn ensure(&mut self, cfg: &CheckpointConfig, rows: usize, wanted: usize) {
         if rows > self.rows {
-            let (dim, hidden, kv) = (cfg.dim, cfg.hidden_dim, cfg.kv_dim());
+            let (dim, hidden, kv, qd) = (cfg.dim, cfg.hidden_dim, cfg.kv_dim(), cfg.q_dim());
             for (buf, width) in [
                 (&mut self.x, dim),
                 (&mut self.xb, dim),
                 (&mut self.xb2, dim),
-                (&mut self.q, dim),
+                (&mut self.q, qd),
+                (&mut self.heads, qd),
                 (&mut self.hb, hidden),
                 (&mut self.hb2, hidden),
                 (&mut self.k, kv),
@@ -436,7 +439,7 @@ impl Transformer {
         let c = &self.cfg;
         let threads = &self.threads;
         let (dim, hidden, hd) = (c.dim, c.hidden_dim, c.head_size());
-        let kv_dim = c.kv_dim();
+        let (kv_dim, q_dim) = (c.kv_dim(), c.q_dim());
         let n_rep = c.n_heads / c.n_kv_heads;
         let scale = 1.0 / (hd as f32).sqrt();
         let b = items.len();
@@ -492,10 +495,11 @@ impl Transformer {
         );
         let (hb, hb2) = (&mut s.hb[..b * hidden], &mut s.hb2[..b * hidden]);
         let (q, k, v) = (
-            &mut s.q[..b * dim],
+            &mut s.q[..b * q_dim],
             &mut s.k[..b * kv_dim],
             &mut s.v[..b * kv_dim],
         );
+        let heads = &mut s.heads[..b * q_dim];
         let (xq, xs) = (&mut s.xq, &mut s.xs);
         for (l, layer) in self.weights.layers.iter().enumerate() {
             for (o, x) in xb.chunks_exact_mut(dim).zip(x.chunks_exact(dim)) {
@@ -508,7 +512,7 @@ impl Transformer {
             // Every item's key and value go into its cache before any attention reads.
             let layer_off = l * c.seq_len * kv_dim;
             for (i, item) in items.iter().enumerate() {
-                let query = &mut q[i * dim..][..dim];
+                let query = &mut q[i * q_dim..][..q_dim];
                 let key = &mut k[i * kv_dim..][..kv_dim];
                 let value = &mut v[i * kv_dim..][..kv_dim];
                 self.attention_extras(&layer.extras, query, key, value)?;
@@ -525,7 +529,7 @@ impl Transformer {
                 let keys = &cache.keys[layer_off..end];
                 let values = &cache.values[layer_off..end];
                 let att = &mut s.att[..=item.pos];
-                let (q, out) = (&q[i * dim..][..dim], &mut xb[i * dim..][..dim]);
+                let (q, out) = (&q[i * q_dim..][..q_dim], &mut heads[i * q_dim..][..q_dim]);
                 attention(
                     q,
                     out,
@@ -539,8 +543,8 @@ impl Transformer {
                     gs.is_some(),
                 );
             }
-            prepare(gs, dim, xb, xq, xs);
-            linear(threads, xb2, &layer.wo, xb, xq, xs, b)?;
+            prepare(gs, q_dim, heads, xq, xs);
+            linear(threads, xb2, &layer.wo, heads, xq, xs, b)?;
             for (x, d) in x.iter_mut().zip(xb2.iter()) {
                 *x += d;
             }
@@ -592,7 +596,7 @@ impl Transformer {
     }
 }
 
-/// One item's multi-head attention (run.c's): `out` (dim) from its query `q` (dim) over the
+/// One item's multi-head attention (run.c's): `out` (q_dim) from its query `q` (q_dim) over the
 /// cached `keys` and `values` of positions `0..=pos` (`att` has `pos + 1` entries).
 #[allow(clippy::too_many_arguments)]
 fn attention(

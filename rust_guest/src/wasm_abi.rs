@@ -332,6 +332,18 @@ pub unsafe extern "C" fn ec_decode(model: i32, ids_ptr: u32, n_ids: u32) -> i32 
 }
 
 /// # Safety
+/// The ids buffer must be host-written memory from `ec_alloc` holding `n_ids` u32 values.
+#[no_mangle]
+pub unsafe extern "C" fn ec_logits(model: i32, ids_ptr: u32, n_ids: u32) -> i32 {
+    with_state(|state| {
+        let ids = host_u32s(ids_ptr, n_ids, "ids")?;
+        let logits = state.model(model)?.position_logits(&ids)?;
+        let bytes: Vec<u8> = logits.iter().flat_map(|v| v.to_le_bytes()).collect();
+        set_output(state, &bytes)
+    })
+}
+
+/// # Safety
 /// Both buffers must be host-written memory from `ec_alloc`.
 #[no_mangle]
 pub unsafe extern "C" fn ec_session_start(

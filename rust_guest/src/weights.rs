@@ -125,7 +125,7 @@ impl TransformerWeights {
             let e = &layer.extras;
             let kv = cfg.kv_dim();
             for (t, len, what) in [
-                (&e.q_bias, cfg.dim, "q bias"),
+                (&e.q_bias, cfg.q_dim(), "q bias"),
                 (&e.k_bias, kv, "k bias"),
                 (&e.v_bias, kv, "v bias"),
                 (&e.q_norm, cfg.head_size(), "q norm"),

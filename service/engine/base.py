@@ -17,6 +17,7 @@ import enum
 import json
 import math
 import os
+import struct
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -443,6 +444,23 @@ class LoadedModel(ABC):
     def decode(self, ids: Sequence[int]) -> str:
         """The text the generator would print for ``ids`` (invalid UTF-8 replaced)."""
         return self.decode_bytes(ids).decode("utf-8", errors="replace")
+
+    def position_logits(self, ids: Sequence[int]) -> list[list[float]]:
+        """The logits at every position of ``ids`` fed one by one from position 0 (a fresh
+        cache): one row of ``vocab_size`` floats per id, the engine's f32 values. What the
+        llama.cpp comparison reads (docs/models.md, "Compared with llama.cpp");
+        InvalidParameter for no ids, more than ``seq_len`` or one outside the vocabulary."""
+        id_list = [int(i) for i in ids]
+        vocab = self.info.vocab_size
+        if not 0 < len(id_list) <= self.info.seq_len or any(not 0 <= i < vocab for i in id_list):
+            raise InvalidParameter(f"logits need 1 to {self.info.seq_len} ids in [0, {vocab})")
+        raw = self._position_logits(id_list)
+        values = struct.unpack(f"<{len(raw) // 4}f", raw)
+        return [list(values[i : i + vocab]) for i in range(0, len(values), vocab)]
+
+    def _position_logits(self, ids: list[int]) -> bytes:
+        """The backend's logits at every position of checked ids, f32 LE rows."""
+        raise NotImplementedError(f"{type(self).__name__} cannot compute logits")
 
     def generate(
         self,

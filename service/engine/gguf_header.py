@@ -53,6 +53,13 @@ class GgufInfo:
     #: group, and f32 offsets for Q4_K; F16 widened to f32) plus the file's own copy the
     #: engine parses them from.
     engine_bytes: int
+    #: Values per attention head (``attention.key_length``, else ``dim / n_heads``).
+    head_size: int = 0
+
+    @property
+    def kv_dim(self) -> int:
+        """One position's keys (or values) in the KV cache."""
+        return self.header.n_kv_heads * (self.head_size or self.header.head_size)
 
 
 def is_gguf(head: bytes) -> bool:
@@ -167,17 +174,14 @@ def read_gguf_header(stream: BinaryIO, size: int, label: str) -> GgufInfo:
         else:
             # int8 values, an f32 scale per group, and for Q4_K an f32 offset per group.
             engine_bytes += count + (count // group) * 4 * (2 if kind == 12 else 1)
-    return GgufInfo(
-        _header_fields(meta, dict((t[0], t) for t in tensors), arch, label),
-        arch,
-        tuple(sorted(set(types))),
-        engine_bytes,
-    )
+    header, head_size = _header_fields(meta, dict((t[0], t) for t in tensors), arch, label)
+    return GgufInfo(header, arch, tuple(sorted(set(types))), engine_bytes, head_size)
 
 
 def _header_fields(
     meta: dict[str, object], tensors: dict[str, tuple], arch: str, label: str
-) -> HeaderFields:
+) -> tuple[HeaderFields, int]:
+    """The header fields and the head size."""
     def count(key: str, default: int | None = None) -> int:
         value = meta.get(f"{arch}.{key}", default)
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
@@ -188,14 +192,12 @@ def _header_fields(
     if embd is None:
         raise InvalidCheckpoint(f"{label}: GGUF tensor token_embd.weight is missing")
     heads = count("attention.head_count")
-    head_size = count("embedding_length") // heads
-    for what in ("key_length", "value_length"):
-        length = meta.get(f"{arch}.attention.{what}", head_size)
-        if length != head_size:
-            raise UnsupportedModel(
-                f"{label}: GGUF {arch} attention.{what} {length} differs from embedding_length "
-                f"/ head_count = {head_size} (not supported)"
-            )
+    head_size = count("attention.key_length", count("embedding_length") // heads or 1)
+    if count("attention.value_length", head_size) != head_size:
+        raise UnsupportedModel(
+            f"{label}: GGUF {arch} attention.value_length {meta[f'{arch}.attention.value_length']}"
+            f" differs from attention.key_length {head_size} (not supported)"
+        )
     vocab = embd[1][0]
     model = meta.get("tokenizer.ggml.model")
     if model not in ("llama", "gpt2"):
@@ -214,7 +216,7 @@ def _header_fields(
         raise InvalidCheckpoint(
             f"{label}: GGUF vocabulary has {n} tokens, the embedding {vocab} rows"
         )
-    return HeaderFields(
+    fields = HeaderFields(
         dim=count("embedding_length"),
         hidden_dim=count("feed_forward_length"),
         n_layers=count("block_count"),
@@ -225,6 +227,7 @@ def _header_fields(
         shared_classifier="output.weight" not in tensors,
         group_size=_group_size([t[2] for t in tensors.values()]),
     )
+    return fields, head_size
 
 
 def _group_size(kinds: list[int]) -> int | None:

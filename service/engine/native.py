@@ -168,6 +168,9 @@ class NativeModel(LoadedModel):
             raise InvalidParameter("token ids must be in [0, 2^32)")
         return bytes(self._call(lambda m: m.decode(id_list)))
 
+    def _position_logits(self, ids: list[int]) -> bytes:
+        return bytes(self._call(lambda m: m.logits(ids, every_position=True)))
+
     def _start(self, start: SessionStart) -> _NativeSession:
         prompt, params_json = start.prompt, start.params_json
         if start.chat:

@@ -253,7 +253,7 @@ def check_gguf_fits(f: io.FileIO, size: int, memory_limit: int | None) -> None:
         buffered.detach()
         f.seek(0)
     h = info.header
-    need = info.engine_bytes + 2 * h.n_layers * h.seq_len * h.kv_dim * 4
+    need = info.engine_bytes + 2 * h.n_layers * h.seq_len * info.kv_dim * 4
     _check_need(need, "GGUF", "use the native engine", memory_limit)
 
 
@@ -344,6 +344,10 @@ class _Guest:
         self.verifies = all(name in exports for name in verifying)
         if self.verifies:
             self._funcs.update({name: exports[name] for name in verifying})
+        # Every position's logits (ABI.md, ec_logits); optional for an older or test guest.
+        self.logits = "ec_logits" in exports
+        if self.logits:
+            self._funcs["ec_logits"] = exports["ec_logits"]
         # Chat sessions that take further turns (ABI.md, "Chat"); optional likewise.
         chatting = ("ec_session_start_chat", "ec_session_append")
         self.chats = all(name in exports for name in chatting)
@@ -558,6 +562,18 @@ class WasmModel(LoadedModel):
             guest = self._live()
             with guest.placed(data) as (ptr,):
                 guest.checked("ec_decode", self._handle, ptr, _i32(len(ids)))
+                return guest.output()
+
+    def _position_logits(self, ids: list[int]) -> bytes:
+        data = b"".join(i.to_bytes(4, "little") for i in ids)
+        with self._lock:
+            guest = self._live()
+            if not guest.logits:
+                raise EngineUnavailable(
+                    "wasm guest lacks export ec_logits: rebuild it with scripts/build_guest.sh"
+                )
+            with guest.placed(data) as (ptr,):
+                guest.checked("ec_logits", self._handle, ptr, _i32(len(ids)))
                 return guest.output()
 
     def _start(self, start: SessionStart) -> _WasmSession:

@@ -14,7 +14,7 @@ import pytest
 from engine_helpers import greedy_text, run_cli, sampled_ids
 
 from edgechain.errors import UnsupportedModel
-from edgechain.service.engine import Engine
+from edgechain.service.engine import Engine, GenerationParams
 from edgechain.service.engine.gguf_header import read_gguf_header
 from edgechain.service.engine.native import import_native
 from edgechain.testing.synth import shape_named
@@ -126,7 +126,8 @@ def reference_logits(path: Path, tokens: list[int], neox: bool | None = None) ->
     base = float(meta[f"{arch}.rope.freq_base"])
     layers = int(meta[f"{arch}.block_count"])
     neox = arch in ("qwen2", "qwen3") if neox is None else neox
-    hd, kv_dim = dim // n_heads, dim // n_heads * n_kv
+    hd = int(meta.get(f"{arch}.attention.key_length", dim // n_heads))
+    q_dim, kv_dim = hd * n_heads, hd * n_kv
     emb_dims, emb = t["token_embd.weight"]
     vocab = emb_dims[0]
     out_w = t.get("output.weight", t["token_embd.weight"])[1]
@@ -141,7 +142,7 @@ def reference_logits(path: Path, tokens: list[int], neox: bool | None = None) ->
                 return t[blk + name][1]
 
             xb = _rmsnorm(x, w("attn_norm.weight"), eps)
-            q = _matvec(w("attn_q.weight"), dim, xb)
+            q = _matvec(w("attn_q.weight"), q_dim, xb)
             k = _matvec(w("attn_k.weight"), kv_dim, xb)
             v = _matvec(w("attn_v.weight"), kv_dim, xb)
             if blk + "attn_q.bias" in t:
@@ -150,7 +151,7 @@ def reference_logits(path: Path, tokens: list[int], neox: bool | None = None) ->
                 v = [a + b for a, b in zip(v, w("attn_v.bias"), strict=True)]
             if blk + "attn_q_norm.weight" in t:
                 qn, kn = w("attn_q_norm.weight"), w("attn_k_norm.weight")
-                q = [y for h in range(0, dim, hd) for y in _rmsnorm(q[h : h + hd], qn, eps)]
+                q = [y for h in range(0, q_dim, hd) for y in _rmsnorm(q[h : h + hd], qn, eps)]
                 k = [y for h in range(0, kv_dim, hd) for y in _rmsnorm(k[h : h + hd], kn, eps)]
             q, k = _rope(q, hd, pos, base, neox), _rope(k, hd, pos, base, neox)
             keys, values = cache[li]
@@ -186,6 +187,12 @@ def reference_logits(path: Path, tokens: list[int], neox: bool | None = None) ->
     return logits
 
 
+#: Heads of another size than dim / n_heads (Qwen3-0.6B: 128 for 1024 / 16): qwen3 on the
+#: 260K shape (dim 64, 8 heads) with heads of 16 (queries 128 wide, keys and values 64), and on
+#: the 1.3M shape (dim 256, 4 heads) with heads of 128, as Qwen3-0.6B's.
+HEAD_DIMS = {"260K": 16, "1.3M": 128}
+
+
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("arch")
@@ -195,6 +202,11 @@ def synthetic(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         synthesize_gguf(shape_named("260K"), arch, 3, paths[arch])
         paths[f"{arch}-q4_k"] = out / f"{arch}-q4_k.gguf"
         synthesize_gguf(shape_named("1.3M"), arch, 3, paths[f"{arch}-q4_k"], "q4_k")
+    paths["qwen3-hd"] = out / "qwen3-hd.gguf"
+    synthesize_gguf(shape_named("260K"), "qwen3", 3, paths["qwen3-hd"], "f32", HEAD_DIMS["260K"])
+    paths["qwen3-hd-q4_k"] = out / "qwen3-hd-q4_k.gguf"
+    hd = HEAD_DIMS["1.3M"]
+    synthesize_gguf(shape_named("1.3M"), "qwen3", 3, paths["qwen3-hd-q4_k"], "q4_k", hd)
     return paths
 
 
@@ -204,7 +216,7 @@ def _native_logits(path: Path, tokens: list[int]) -> list[float]:
     return list(struct.unpack(f"<{len(raw) // 4}f", raw))
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", [*ARCHS, "qwen3-hd"])
 def test_native_logits_match_the_reference_forward_pass(
     arch: str, synthetic: dict[str, Path]
 ) -> None:
@@ -228,7 +240,7 @@ def _sampled(engine: Engine, path: Path, seed: int) -> list[int]:
     return sampled_ids(engine, path, seed, PROMPT)
 
 
-@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("arch", [*ARCHS, "qwen3-hd"])
 @pytest.mark.parametrize("kind", ["", "-q4_k"])
 def test_both_engines_agree_bit_for_bit(
     arch: str, kind: str, synthetic: dict[str, Path], wasm_engine: Engine, native_engine: Engine
@@ -263,8 +275,56 @@ def test_synthetic_gguf_is_deterministic_and_cli_writes_it(
     assert "blk.0.attn_v.bias" in qwen2 and "output.weight" not in qwen2
 
 
+@pytest.mark.parametrize("kind", ["", "-q4_k"])
+def test_every_position_s_logits_are_the_same_bits_on_both_engines_and_batched(
+    kind: str, synthetic: dict[str, Path], wasm_engine: Engine, native_engine: Engine
+) -> None:
+    """Heads of another size than dim / n_heads: every position's logits (token by token)
+    are the same bits on both engines, the last row is ``Model.logits``', and a sampled
+    generation (prefilled in one batch) verifies on both (its claim is replayed through the
+    batched forward pass, which agrees bit for bit or rejects it)."""
+    path = synthetic["qwen3-hd" + kind]
+    ids = [300, 45, 400, 77, 12, 259, 508]
+    rows = {}
+    for name, engine in (("wasm", wasm_engine), ("native", native_engine)):
+        with engine.load_files(path, None) as model:
+            rows[name] = model.position_logits(ids)
+            params = GenerationParams(temperature=1.0, top_p=1.0, seed=4, max_positions=60)
+            claimed = [t.id for t in model.generate(PROMPT, params)]
+            assert len(claimed) > 20
+            assert model.verify_claim(PROMPT, params, claimed).valid
+    assert len(rows["wasm"]) == len(ids) and len(rows["wasm"][0]) == 512
+    assert _bits(rows["wasm"]) == _bits(rows["native"])
+    assert _bits([rows["native"][-1]]) == _bits([_native_logits(path, ids)])
+
+
+def _bits(rows: list[list[float]]) -> list[bytes]:
+    return [struct.pack(f"<{len(r)}f", *r) for r in rows]
+
+
+def test_head_size_other_than_dim_over_heads_is_read_from_key_length(
+    synthetic: dict[str, Path],
+) -> None:
+    path = synthetic["qwen3-hd"]
+    info = read_gguf_header(path.open("rb"), path.stat().st_size, "m")
+    assert (info.head_size, info.kv_dim, info.header.dim) == (16, 64, 64)
+    meta, tensors = _read_gguf(path)
+    assert meta["qwen3.attention.key_length"] == meta["qwen3.rope.dimension_count"] == 16
+    assert tensors["blk.0.attn_q.weight"][0] == [128, 64]
+    assert tensors["blk.0.attn_output.weight"][0] == [64, 128]
+    assert tensors["blk.0.attn_k.weight"][0] == [64, 64]
+    result = run_cli(
+        "synth-model", "--shape", "260K", "--seed", "3", "--format", "gguf", "--arch", "qwen3",
+        "--head-dim", "16", synthetic["qwen3-hd"].parent / "cli-hd.gguf",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert (synthetic["qwen3-hd"].parent / "cli-hd.gguf").read_bytes() == (
+        synthetic["qwen3-hd"].read_bytes()
+    )
+
+
 @pytest.mark.parametrize("engine", ["wasm", "native"])
-def test_a_head_size_other_than_dim_over_heads_is_refused(
+def test_values_of_another_size_than_keys_are_refused(
     engine: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     from edgechain.service.engine import gguf_writer as gw
@@ -272,12 +332,13 @@ def test_a_head_size_other_than_dim_over_heads_is_refused(
 
     shape = shape_named("260K")
     meta = synth_gguf.gguf_metadata(shape, "qwen3", "f32", "x")
-    meta = [(k, 16 if k == "qwen3.attention.key_length" else v) for k, v in meta]
+    meta = [(k, 16 if k == "qwen3.attention.value_length" else v) for k, v in meta]
     path = tmp_path / "k.gguf"
     with path.open("wb") as f:
         gw.write_gguf(f, meta, synth_gguf.gguf_tensors(shape, "qwen3", 0, "f32"))
     eng = request.getfixturevalue(f"{engine}_engine")
-    with pytest.raises(UnsupportedModel, match="qwen3 attention.key_length 16 differs"):
+    message = "qwen3 attention.value_length 16 differs from attention.key_length 8"
+    with pytest.raises(UnsupportedModel, match=message):
         eng.load_files(path, None)
-    with pytest.raises(UnsupportedModel, match="qwen3 attention.key_length 16 differs"):
+    with pytest.raises(UnsupportedModel, match=message):
         read_gguf_header(path.open("rb"), path.stat().st_size, str(path))  # publish's check

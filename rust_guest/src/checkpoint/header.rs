@@ -55,6 +55,11 @@ pub struct CheckpointConfig {
     pub shared_classifier: bool,
     /// `Some(group size)` for an int8 (version 2) checkpoint, `None` for f32.
     pub group_size: Option<usize>,
+    /// A head size other than `dim / n_heads` (a GGUF file's `attention.key_length`, as
+    /// Qwen3-0.6B's 128 for 1024 / 16); `None` for every llama2.c checkpoint. Not in the info
+    /// JSON when `None`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub head_dim: Option<usize>,
 }
 
 impl CheckpointConfig {
@@ -64,11 +69,17 @@ impl CheckpointConfig {
     }
 
     pub fn head_size(&self) -> usize {
-        self.dim / self.n_heads
+        self.head_dim.unwrap_or(self.dim / self.n_heads)
+    }
+
+    /// The queries' width, `n_heads x head_size` (`dim` unless `head_dim` says otherwise):
+    /// wq's rows and wo's columns.
+    pub fn q_dim(&self) -> usize {
+        self.n_heads * self.head_size()
     }
 
     pub fn kv_dim(&self) -> usize {
-        self.dim * self.n_kv_heads / self.n_heads
+        self.n_kv_heads * self.head_size()
     }
 
     /// Number of f32 values after the header, in run.c's order.
@@ -101,12 +112,12 @@ impl CheckpointConfig {
     /// The shapes (rows x columns) of a layer's seven matrices, in run.c's file order: wq, wk,
     /// wv, wo, w1, w2, w3 (`weights::LayerMatrix` names them in that order).
     pub fn layer_matrix_shapes(&self) -> [[usize; 2]; 7] {
-        let (dim, hidden, kv_dim) = (self.dim, self.hidden_dim, self.kv_dim());
+        let (dim, hidden, kv_dim, q_dim) = (self.dim, self.hidden_dim, self.kv_dim(), self.q_dim());
         [
-            [dim, dim],
+            [q_dim, dim],
             [kv_dim, dim],
             [kv_dim, dim],
-            [dim, dim],
+            [dim, q_dim],
             [hidden, dim],
             [dim, hidden],
             [hidden, dim],
@@ -279,6 +290,7 @@ fn config_from_fields(
         seq_len: raw[6] as usize,
         shared_classifier,
         group_size: None,
+        head_dim: None,
     };
     let limits = [
         ("dim", cfg.dim, MAX_DIM),
