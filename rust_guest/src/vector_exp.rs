@@ -77,7 +77,8 @@ unsafe fn exp_shifted_avx2(values: &mut [f32], shift: f32) {
                 }
                 continue;
             }
-            let negative = _mm256_srai_epi32::<31>(bits); // all ones where x < 0
+            // All ones where x < 0.
+            let negative = _mm256_srai_epi32::<31>(bits);
             // HALF[sign]: 0.5 or -0.5 (the sign bit of x on 0.5).
             let half = _mm256_or_ps(
                 _mm256_set1_ps(0.5),
@@ -88,17 +89,11 @@ unsafe fn exp_shifted_avx2(values: &mut [f32], shift: f32) {
                 half,
             ));
             // 1 - sign - sign: 1 or -1 (`negative` is 0 or -1).
-            let k_mid = _mm256_add_epi32(
-                _mm256_set1_epi32(1),
-                _mm256_add_epi32(negative, negative),
-            );
+            let k_mid =
+                _mm256_add_epi32(_mm256_set1_epi32(1), _mm256_add_epi32(negative, negative));
             let is_big = _mm256_cmpgt_epi32(hx, _mm256_set1_epi32(BIG));
             let is_mid = _mm256_cmpgt_epi32(hx, _mm256_set1_epi32(MID));
-            let k = _mm256_blendv_epi8(
-                _mm256_and_si256(k_mid, is_mid),
-                k_big,
-                is_big,
-            );
+            let k = _mm256_blendv_epi8(_mm256_and_si256(k_mid, is_mid), k_big, is_big);
             let kf = _mm256_cvtepi32_ps(k);
             // With k = 0 these are hi = x, lo = 0 and x unchanged, libm's small-|x| branch.
             let hi = _mm256_sub_ps(x, _mm256_mul_ps(kf, _mm256_set1_ps(LN2_HI)));
@@ -164,7 +159,10 @@ fn exp_shifted_simd128(values: &mut [f32], shift: f32) {
         let rr = f32x4_mul(r, r);
         let c = f32x4_sub(
             r,
-            f32x4_mul(rr, f32x4_add(f32x4_splat(P1), f32x4_mul(rr, f32x4_splat(P2)))),
+            f32x4_mul(
+                rr,
+                f32x4_add(f32x4_splat(P1), f32x4_mul(rr, f32x4_splat(P2))),
+            ),
         );
         let q = f32x4_div(f32x4_mul(r, c), f32x4_sub(f32x4_splat(2.0), c));
         let y = f32x4_add(f32x4_splat(1.0), f32x4_add(f32x4_sub(q, lo), hi));
@@ -187,14 +185,27 @@ mod tests {
         exp_shifted(&mut got, shift);
         for (v, g) in values.iter().zip(&got) {
             let want = libm::expf(*v - shift);
-            assert_eq!(g.to_bits(), want.to_bits(), "expf({v} - {shift}): {g} vs {want}");
+            assert_eq!(
+                g.to_bits(),
+                want.to_bits(),
+                "expf({v} - {shift}): {g} vs {want}"
+            );
         }
     }
 
     #[test]
     fn the_constants_are_libms() {
         let bits = [LN2_HI, LN2_LO, INV_LN2, P1, P2].map(f32::to_bits);
-        assert_eq!(bits, [0x3f31_7200, 0x35bf_be8e, 0x3fb8_aa3b, 0x3e2a_aa8f, 0xbb35_5215]);
+        assert_eq!(
+            bits,
+            [
+                0x3f31_7200,
+                0x35bf_be8e,
+                0x3fb8_aa3b,
+                0x3e2a_aa8f,
+                0xbb35_5215
+            ]
+        );
     }
 
     #[test]
@@ -211,14 +222,30 @@ mod tests {
     #[test]
     fn every_lane_is_libms_expf_at_the_branch_boundaries() {
         let mut values = Vec::new();
-        for edge in [SPECIAL, BIG, MID, TINY, 0x42b1_7218, 0x42cf_f1b5, 0x7f80_0000, 0] {
+        for edge in [
+            SPECIAL,
+            BIG,
+            MID,
+            TINY,
+            0x42b1_7218,
+            0x42cf_f1b5,
+            0x7f80_0000,
+            0,
+        ] {
             for d in -40..=40 {
                 let bits = (edge + d).max(0) as u32;
                 values.push(f32::from_bits(bits));
                 values.push(-f32::from_bits(bits));
             }
         }
-        values.extend([f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -87.3, -87.4, -1e-30]);
+        values.extend([
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            -87.3,
+            -87.4,
+            -1e-30,
+        ]);
         // Softmax's inputs: logits minus their maximum, all <= 0, over the usual span.
         values.extend((0..20_000).map(|i| -(i as f32) * 4.37e-3));
         for start in 0..8 {
