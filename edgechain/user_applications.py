@@ -220,9 +220,10 @@ def call_application(
     if any(a.app_id == app.app_id for a in applications(client, chain)):
         abi = _loaded(client, app.module, chain).contract_class.abi
         return _propose(chain, app.app_id, [abi.operation_from_json(operation)])
-    abi = _loaded(client, app.module, _creator(client, app)).contract_class.abi
+    creator = _creator(client, app)
+    abi = _loaded(client, app.module, creator).contract_class.abi
     op = abi.operation_from_json(operation)
-    return _propose(chain, app.app_id, [op], first=_use_operation(client, app, chain))
+    return _propose(chain, app.app_id, [op], first=_use_operation(creator, app, chain))
 
 
 def _creator(client: Client, app: CreatedApplication) -> Chain:
@@ -232,8 +233,7 @@ def _creator(client: Client, app: CreatedApplication) -> Chain:
     raise UsageError(f"no chain here created application {app.app_id.hex()[:16]}")
 
 
-def _use_operation(client: Client, app: CreatedApplication, chain: Chain) -> Operation:
-    creator = _creator(client, app)
+def _use_operation(creator: Chain, app: CreatedApplication, chain: Chain) -> Operation:
     operations = creator.block(app.height).block.operations
     index = next(
         i

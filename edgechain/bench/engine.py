@@ -27,12 +27,12 @@ __all__ = [
     "default_model_dir",
     "ensure_gguf",
     "ensure_int8",
-    "ensure_weights",
-    "weight_kinds",
     "ensure_model",
+    "ensure_weights",
     "format_table",
     "run_engine_benchmark",
     "run_worker",
+    "weight_kinds",
 ]
 
 
@@ -72,9 +72,9 @@ def ensure_int8(checkpoint: Path) -> Path:
     return out
 
 
-#: The weights a row may read: the synthetic f32 checkpoint, its runq.c int8 quantization, or
-#: the same model converted to a GGUF file of each type `edgechain convert` writes.
 def weight_kinds() -> tuple[str, ...]:
+    """The weights a row may read: the synthetic f32 checkpoint, its runq.c int8 quantization,
+    or the same model converted to a GGUF file of each type ``edgechain convert`` writes."""
     from edgechain.convert import TYPES
 
     return ("f32", "int8", *(f"gguf-{kind}" for kind in TYPES))

@@ -20,10 +20,16 @@ from collections.abc import Iterable
 from typing import BinaryIO
 
 from edgechain.cli.common import add_threads_option, engine_options, read_text_file
-from edgechain.errors import InvalidParameter, InvalidText, PromptTooLong
+from edgechain.errors import ContextFull, InvalidParameter, InvalidText
 from edgechain.files import PROMPT_FILE_MAX_BYTES
 from edgechain.service.engine import ENGINE_KINDS
-from edgechain.service.engine.base import GenerationParams, LoadedModel, Token, text_to_utf8
+from edgechain.service.engine.base import (
+    GenerationParams,
+    LoadedModel,
+    StopReason,
+    Token,
+    text_to_utf8,
+)
 
 NAME = "run"
 HELP = (
@@ -182,20 +188,21 @@ def _chat(
                 break
         try:
             generation = chat.reply(user)
-        except PromptTooLong:
-            if not chat.dialogue or len(chat.dialogue) == 1:
-                raise
+        except ContextFull:
             break  # the dialogue has filled the context, as run.c's loop ends at seq_len
         user = None
         out.write(b"Assistant: ")
         out.flush()
         try:
             first_token_at = _write_tokens(generation, out, first_token_at)
-        finally:
+        except BaseException:
             generation.cancel()
+            raise
         generated += generation.generated_tokens
-        out.write(b"\n")
+        if generation.stop_reason == StopReason.END_OF_SEQUENCE:
+            out.write(b"\n")  # run.c ends an answer's line when it samples the end token
         out.flush()
+    chat.close()
     out.write(b"\n")
     out.flush()
     return generated, first_token_at, time.perf_counter()

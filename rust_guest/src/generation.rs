@@ -156,6 +156,11 @@ pub struct Session {
     /// Whether `step` has already returned `None` for the current stop.
     stop_reported: bool,
     last_token: Option<u32>,
+    /// The end token that stopped the last answer (fed first when a turn is appended).
+    end_token: Option<u32>,
+    /// A chat (run.c's `chat`): every forced position consumes a random draw, as run.c
+    /// samples and discards there, so sampled answers match run.c's.
+    chat: bool,
 }
 
 impl Session {
@@ -207,8 +212,91 @@ impl Session {
             stop_reason: StopReason::Running,
             stop_reported: false,
             last_token: None,
+            end_token: None,
+            chat: false,
             model,
         })
+    }
+
+    /// Starts a chat (run.c's `chat` mode) with the first user turn, already rendered in the
+    /// model's template: the session can take further turns with [`Self::append`].
+    pub fn start_chat(model: Arc<LoadedModel>, turn: &str, params: &GenerationParams) -> Result<Self> {
+        if !params.hint.is_empty() {
+            return Err(EngineError::InvalidArgument("a chat takes no hint tokens".into()));
+        }
+        if params.max_tokens == Some(0) {
+            return Err(EngineError::InvalidArgument(
+                "a chat's answers need max_tokens of at least 1".into(),
+            ));
+        }
+        let mut session = Self::start(model, turn, params)?;
+        session.chat = true;
+        session.sampler.skip_draws(session.prompt_len - 1);
+        Ok(session)
+    }
+
+    /// Appends the next user turn (rendered, encoded with BOS) after the answer stopped,
+    /// keeping the KV cache, as run.c's chat does: the answer's last token is fed (its end
+    /// token, or the last token it generated when it stopped at `max_tokens` or a stop
+    /// string), then the turn; only the new positions go through the model. Counts and the
+    /// stop reason start afresh for the new answer; `max_positions` bounds the whole dialogue.
+    pub fn append(&mut self, turn: &str) -> Result<()> {
+        if !self.chat {
+            return Err(EngineError::InvalidArgument(
+                "only a chat session takes another turn".into(),
+            ));
+        }
+        match self.stop_reason {
+            StopReason::EndOfSequence | StopReason::MaxTokens | StopReason::StopString
+                if self.prefilled => {}
+            StopReason::Running => {
+                return Err(EngineError::InvalidArgument(
+                    "the answer is still running: step it to its stop first".into(),
+                ))
+            }
+            _ => {
+                return Err(EngineError::ContextFull(format!(
+                    "all {} positions of the chat are used",
+                    self.position_limit
+                )))
+            }
+        }
+        let turn_tokens = self.model.tokenizer().encode(turn, true, false);
+        let vocab = self.model.config().vocab_size as u32;
+        if let Some(bad) = turn_tokens.iter().find(|&&t| t >= vocab) {
+            return Err(EngineError::InvalidArgument(format!(
+                "the turn needs byte-fallback token {bad}, outside the vocabulary of {vocab}"
+            )));
+        }
+        // After an end token, `tokens` stops at `pos` (the end token was not kept); after
+        // another stop its last token is the one not fed yet.
+        let unfed: Vec<u32> = self.end_token.into_iter().collect();
+        let needed = self.tokens.len() + unfed.len() + turn_tokens.len();
+        if needed > self.position_limit {
+            return Err(EngineError::ContextFull(format!(
+                "the turn needs {} more positions but {} of the chat's {} are left",
+                turn_tokens.len(),
+                self.position_limit
+                    .saturating_sub(self.tokens.len() + unfed.len()),
+                self.position_limit
+            )));
+        }
+        self.tokens.extend_from_slice(&unfed);
+        self.tokens.extend_from_slice(&turn_tokens);
+        // run.c samples (and discards) at every forced position but the last.
+        self.sampler.skip_draws(self.tokens.len() - self.pos - 1);
+        self.prompt_len = self.tokens.len();
+        self.kv_len = self.kv_len.min(self.pos);
+        self.hint.clear();
+        self.ahead_len = 0;
+        self.prefilled = false;
+        self.generated = 0;
+        self.generated_text.clear();
+        self.utf8 = Utf8Stream::default();
+        self.stop_reason = StopReason::Running;
+        self.stop_reported = false;
+        self.end_token = None;
+        Ok(())
     }
 
     /// The prompt as run.c prints it: the pieces after BOS, the first one's leading space stripped.
@@ -419,6 +507,7 @@ impl Session {
             }
         }
         if self.model.tokenizer().is_end(next) {
+            self.end_token = Some(next);
             self.stop_reason = StopReason::EndOfSequence;
             self.stop_reported = true;
             return Ok(None);
@@ -740,6 +829,106 @@ pub(crate) mod tests {
                 }
             }
         }
+    }
+
+    /// run.c's `chat` loop, token by token: every position runs the model and samples, the
+    /// samples at forced positions are discarded, and an answer's last token (its end token,
+    /// or its `max_tokens`-th) is fed before the next turn.
+    fn reference_chat(
+        model: &LoadedModel,
+        params: &GenerationParams,
+        turns: &[&str],
+    ) -> Vec<Vec<u32>> {
+        let mut sampler = Sampler::new(params.sampler_params()).unwrap();
+        let (mut cache, mut scratch) = (model.new_cache().unwrap(), Scratch::default());
+        let (mut fed, mut pending, mut answers) = (Vec::new(), None, Vec::new());
+        for turn in turns {
+            let mut forced: Vec<u32> = pending.take().into_iter().collect();
+            forced.extend(model.tokenizer().encode(turn, true, false));
+            let mut answer: Vec<u32> = Vec::new();
+            for i in 0.. {
+                let token = forced.get(i).copied().unwrap_or_else(|| answer[answer.len() - 1]);
+                let item = BatchItem {
+                    cache: 0,
+                    token,
+                    pos: fed.len(),
+                    logits: true,
+                };
+                fed.push(token);
+                let mut logits = model
+                    .forward_batch(&mut [&mut cache], &[item], &mut scratch)
+                    .unwrap()
+                    .to_vec();
+                let next = sampler.sample(&mut logits, &fed);
+                if i + 1 < forced.len() {
+                    continue;
+                }
+                let end = model.tokenizer().is_end(next);
+                if !end {
+                    answer.push(next);
+                }
+                if end || Some(answer.len()) == params.max_tokens {
+                    pending = Some(next);
+                    break;
+                }
+            }
+            answers.push(answer);
+        }
+        answers
+    }
+
+    #[test]
+    fn a_chat_appending_turns_is_run_c_chat_token_for_token() {
+        let turns = ["[INST] Hello [/INST]", "[INST] Tell me more [/INST]", "[INST] Why? [/INST]"];
+        for (kind, model) in models() {
+            for (temperature, top_p, repeat_penalty) in [(0.0, 0.9, 1.0), (0.9, 0.9, 1.0), (1.0, 1.0, 1.3)] {
+                let params = GenerationParams {
+                    temperature,
+                    top_p,
+                    seed: 7,
+                    max_tokens: Some(20),
+                    repeat_penalty,
+                    ..GenerationParams::default()
+                };
+                let mut session = Session::start_chat(model.clone(), turns[0], &params).unwrap();
+                let mut answers = Vec::new();
+                for (k, turn) in turns.iter().enumerate() {
+                    if k > 0 {
+                        session.append(turn).unwrap();
+                    }
+                    let mut answer = Vec::new();
+                    while let Some((token, _)) = session.step().unwrap() {
+                        answer.push(token);
+                    }
+                    answers.push(answer);
+                }
+                let expected = reference_chat(&model, &params, &turns);
+                assert_eq!(answers, expected, "{kind} t={temperature}");
+                assert!(expected.iter().all(|a| !a.is_empty()));
+            }
+        }
+    }
+
+    #[test]
+    fn a_turn_is_refused_while_running_outside_a_chat_and_past_the_positions() {
+        let (_, model) = models().remove(0);
+        let params = GenerationParams {
+            max_tokens: Some(4),
+            max_positions: Some(24),
+            ..GenerationParams::default()
+        };
+        let mut plain = Session::start(model.clone(), "Hello", &params).unwrap();
+        while plain.step().unwrap().is_some() {}
+        assert!(matches!(plain.append("more"), Err(EngineError::InvalidArgument(_))));
+        let mut chat = Session::start_chat(model.clone(), "Hello", &params).unwrap();
+        assert!(matches!(chat.append("more"), Err(EngineError::InvalidArgument(_))));
+        while chat.step().unwrap().is_some() {}
+        let before = chat.tokens().to_vec();
+        let long = "and then they went on and on and on and on and on and on";
+        assert!(matches!(chat.append(long), Err(EngineError::ContextFull(_))));
+        assert_eq!(chat.tokens(), before.as_slice(), "a refused turn changes nothing");
+        chat.append("more").unwrap();
+        assert!(chat.step().unwrap().is_some());
     }
 
     #[test]

@@ -169,12 +169,16 @@ impl Model {
 
     /// Starts a generation session (ABI.md's parameters JSON; "" means all defaults).
     fn start(&self, prompt: &str, params_json: &str) -> PyResult<Session> {
-        let params = if params_json.trim().is_empty() {
-            GenerationParams::default()
-        } else {
-            GenerationParams::from_json(params_json).map_err(to_py)?
-        };
+        let params = params_from_json(params_json)?;
         let session = RustSession::start(self.inner.clone(), prompt, &params).map_err(to_py)?;
+        Ok(Session { inner: session })
+    }
+
+    /// Starts a chat (run.c's `chat` mode) with the first rendered user turn;
+    /// `Session.append` adds the next ones.
+    fn start_chat(&self, turn: &str, params_json: &str) -> PyResult<Session> {
+        let params = params_from_json(params_json)?;
+        let session = RustSession::start_chat(self.inner.clone(), turn, &params).map_err(to_py)?;
         Ok(Session { inner: session })
     }
 
@@ -186,11 +190,7 @@ impl Model {
         params_json: &str,
         claimed: Vec<u32>,
     ) -> PyResult<Verifier> {
-        let params = if params_json.trim().is_empty() {
-            GenerationParams::default()
-        } else {
-            GenerationParams::from_json(params_json).map_err(to_py)?
-        };
+        let params = params_from_json(params_json)?;
         let verifier =
             RustVerifier::start(self.inner.clone(), prompt, &params, &claimed).map_err(to_py)?;
         Ok(Verifier { inner: verifier })
@@ -227,6 +227,15 @@ impl Verifier {
     }
 }
 
+/// ABI.md's parameters JSON ("" means all defaults).
+fn params_from_json(params_json: &str) -> PyResult<GenerationParams> {
+    if params_json.trim().is_empty() {
+        Ok(GenerationParams::default())
+    } else {
+        GenerationParams::from_json(params_json).map_err(to_py)
+    }
+}
+
 impl Model {
     fn wrap(model: LoadedModel) -> Self {
         Self {
@@ -254,6 +263,12 @@ struct Session {
 
 #[pymethods]
 impl Session {
+    /// Appends the next rendered user turn to a chat whose answer ended.
+    fn append(&mut self, py: Python<'_>, turn: &str) -> PyResult<()> {
+        let inner = &mut self.inner;
+        py.allow_threads(|| inner.append(turn)).map_err(to_py)
+    }
+
     /// The prompt as run.c prints it.
     fn prompt<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
         PyBytes::new(py, &self.inner.prompt_text())

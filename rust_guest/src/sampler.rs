@@ -341,6 +341,16 @@ impl Sampler {
         }
     }
 
+    /// Consumes the random draws of `n` samples without sampling: run.c's chat samples (and
+    /// discards) at every forced position, and greedy sampling draws nothing.
+    pub fn skip_draws(&mut self, n: usize) {
+        if self.params.temperature != 0.0 {
+            for _ in 0..n {
+                self.rng.next_u32();
+            }
+        }
+    }
+
     /// Samples the next token from `logits` (modified in place), given the tokens so far.
     pub fn sample(&mut self, logits: &mut [f32], history: &[u32]) -> u32 {
         self.apply_repeat_penalty(logits, history);

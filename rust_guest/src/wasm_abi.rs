@@ -352,6 +352,43 @@ pub unsafe extern "C" fn ec_session_start(
     })
 }
 
+/// `ec_session_start` for a chat (run.c's `chat` mode): the prompt is the first rendered user
+/// turn; `ec_session_append` adds the next ones.
+///
+/// # Safety
+/// Both buffers must be host-written memory from `ec_alloc`.
+#[no_mangle]
+pub unsafe extern "C" fn ec_session_start_chat(
+    model: i32,
+    turn_ptr: u32,
+    turn_len: u32,
+    params_ptr: u32,
+    params_len: u32,
+) -> i32 {
+    with_state(|state| {
+        let turn = host_str(turn_ptr, turn_len, "turn")?;
+        let params = host_params(params_ptr, params_len)?;
+        let model = state.model(model)?.clone();
+        let session = Session::start_chat(model, turn, &params)?;
+        let handle = state.new_handle()?;
+        state.sessions.insert(handle, session);
+        Ok(handle)
+    })
+}
+
+/// Appends the next rendered user turn to a chat whose answer ended (`Session::append`).
+///
+/// # Safety
+/// The buffer must be host-written memory from `ec_alloc`.
+#[no_mangle]
+pub unsafe extern "C" fn ec_session_append(session: i32, turn_ptr: u32, turn_len: u32) -> i32 {
+    with_state(|state| {
+        let turn = host_str(turn_ptr, turn_len, "turn")?;
+        state.session(session)?.append(turn)?;
+        Ok(0)
+    })
+}
+
 #[no_mangle]
 pub extern "C" fn ec_session_prompt(session: i32) -> i32 {
     with_state(|state| {

@@ -153,6 +153,10 @@ class StopReason(enum.IntEnum):
     CANCELLED = 5
 
 
+#: The stops after which a chat's answer can take a follow-up turn.
+_TURN_ENDS = (StopReason.END_OF_SEQUENCE, StopReason.MAX_TOKENS, StopReason.STOP_STRING)
+
+
 @dataclass(frozen=True)
 class Token:
     """One generated token.
@@ -258,6 +262,8 @@ class SessionDriver(Protocol):
 
     def step(self, deadline: float | None) -> Step: ...
 
+    def append(self, turn: str, turn_bytes: bytes) -> None: ...
+
     def counts(self) -> tuple[int, int]: ...
 
     def free(self) -> None: ...
@@ -268,6 +274,9 @@ class Generation(Iterator[Token]):
 
     After iteration ends, ``stop_reason`` says why; ``text`` is everything generated so far (the
     prompt excluded); ``prompt_text`` is the prompt as run.c prints it.
+
+    A chat's answer (:meth:`LoadedModel.chat`) keeps its session when it stops (its end token,
+    ``max_tokens`` or a stop string): :meth:`follow_up` then continues the dialogue.
     """
 
     def __init__(
@@ -275,11 +284,16 @@ class Generation(Iterator[Token]):
         driver: SessionDriver,
         timeout: float | None = None,
         batcher: StepBatcher | None = None,
+        chat: bool = False,
     ) -> None:
         self._driver: SessionDriver | None = driver
         #: Steps go through the model's batcher (combined with other generations' steps); None:
         #: the driver steps alone.
         self._batcher = batcher
+        self._model_batcher = batcher  # for a follow-up's generation
+        self._chat = chat
+        #: A chat answer that stopped holds its session here until a follow-up takes it.
+        self._held: SessionDriver | None = None
         self._deadline = None if timeout is None else time.monotonic() + timeout
         self._timeout = timeout
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
@@ -322,6 +336,8 @@ class Generation(Iterator[Token]):
             if step.produced is None:
                 self.stop_reason = StopReason(step.stop_reason)
                 self._flush_decoder()
+                if self._chat and self.stop_reason in _TURN_ENDS:
+                    self._held, self._driver = driver, None
                 self._finish()
                 raise StopIteration
             token_id, data = step.produced
@@ -329,13 +345,37 @@ class Generation(Iterator[Token]):
             self._pieces.append(text)
             return Token(id=token_id, text=text, data=data)
 
+    def follow_up(self, turn: str, timeout: float | None = None) -> Generation:
+        """A chat's next answer, after ``turn`` (rendered in the model's template; BOS is
+        added): the session keeps its KV cache, so only the answer's last token and the turn go
+        through the model (run.c's chat, token for token). Call it once this answer has
+        stopped; the dialogue's positions are bounded by ``max_positions``. A turn that does
+        not fit raises ContextFull and leaves the chat as it was."""
+        turn_bytes = text_to_utf8(turn, "turn")
+        with self._lock:
+            driver = self._held
+            if driver is None:
+                if not self._chat:
+                    raise InvalidParameter("only a chat's answer takes a follow-up turn")
+                if self._driver is not None:
+                    raise InvalidParameter("the answer is still running: iterate it to its end")
+                raise InvalidParameter("this answer's chat is over (cancelled, full or taken)")
+            driver.append(turn, turn_bytes)
+            self._held = None
+        budget = check_timeout(timeout if timeout is not None else self._timeout)
+        return Generation(driver, timeout=budget, batcher=self._model_batcher, chat=True)
+
     def cancel(self) -> None:
-        """Stop generating and free the session; iteration ends. Safe to call more than once."""
+        """Stop generating and free the session; iteration ends. Safe to call more than once
+        (a chat's answer that has stopped is then over: no follow-up)."""
         with self._lock:
             if self._driver is not None:
                 self.stop_reason = StopReason.CANCELLED
                 self._flush_decoder()
                 self._finish()
+            held, self._held = self._held, None
+            if held is not None:
+                held.free()
 
     def _timed_out(self) -> NoReturn:
         self._finish()
@@ -348,17 +388,21 @@ class Generation(Iterator[Token]):
 
     def _finish(self) -> None:
         driver, self._driver = self._driver, None
-        if driver is not None:
-            try:
+        batcher, self._batcher = self._batcher, None
+        try:
+            if driver is not None:
                 driver.free()
-            finally:
-                if self._batcher is not None:
-                    self._batcher.leave()
+        finally:
+            if batcher is not None:
+                batcher.leave()
 
     def __del__(self) -> None:
-        # A generation dropped half-way must not leak its guest session.
+        # A generation dropped half-way (or a chat left without a follow-up) must not leak
+        # its guest session.
         with contextlib.suppress(Exception):
             self._finish()
+            if self._held is not None:
+                self._held.free()
 
 
 class LoadedModel(ABC):
@@ -402,6 +446,17 @@ class LoadedModel(ABC):
         prompt_bytes = text_to_utf8(prompt, "prompt")
         driver = self._start(prompt, prompt_bytes, params_json, budget)
         return Generation(driver, timeout=budget, batcher=self._step_batcher())
+
+    def chat(self, turn: str, params: GenerationParams, timeout: float | None = None) -> Generation:
+        """Start a chat (run.c's ``chat`` mode) with its first user ``turn``, rendered in the
+        model's template (BOS is added): the returned answer streams like :meth:`generate`'s
+        and, once stopped, :meth:`Generation.follow_up` takes the next turn on the same KV
+        cache. As in run.c, a random draw is spent at every position the turns force, so
+        sampled answers are run.c's; ``max_positions`` bounds the whole dialogue."""
+        budget = check_timeout(timeout if timeout is not None else self._timeout)
+        turn_bytes = text_to_utf8(turn, "turn")
+        driver = self._start(turn, turn_bytes, params.to_json(), budget, chat=True)
+        return Generation(driver, timeout=budget, batcher=self._step_batcher(), chat=True)
 
     def verify_claim(
         self,
@@ -466,7 +521,12 @@ class LoadedModel(ABC):
 
     @abstractmethod
     def _start(
-        self, prompt: str, prompt_bytes: bytes, params_json: str, budget: float | None
+        self,
+        prompt: str,
+        prompt_bytes: bytes,
+        params_json: str,
+        budget: float | None,
+        chat: bool = False,
     ) -> SessionDriver:
         """The backend's session for a checked prompt (also as UTF-8) and params JSON (with
         the checked hint ids: :func:`check_hint`, :func:`params_with_hint`)."""

@@ -2,15 +2,15 @@
 
 run.c renders each user turn as ``[INST] <<SYS>>\\n{system}\\n<</SYS>>\\n\\n{user} [/INST]`` (the
 system prompt only in the first turn, and only when it is not empty), else ``[INST] {user}
-[/INST]``, encodes it with BOS, and lets the assistant answer until it samples EOS; the
-conversation ends when ``steps`` positions are used.
+[/INST]``, encodes it with BOS, and lets the assistant answer until it samples its end token;
+the conversation ends when ``steps`` positions are used.
 
-The engine runs one prompt per session, so the dialogue is carried as text: turn ``k``'s prompt
-is every earlier turn and answer followed by turn ``k``'s rendering (joined by a space, which
-is what run.c's encoder puts before each turn). The first turn's tokens are run.c's exactly
-(BOS, then the rendered template); later turns differ from run.c's only in the EOS/BOS pair
-run.c places between turns. The position limit (``max_positions``) covers the whole dialogue,
-as run.c's ``steps`` does.
+The session keeps its KV cache across turns (:meth:`LoadedModel.chat`,
+:meth:`Generation.follow_up`): each turn feeds only the answer's end token and the new turn, as
+run.c does, so the tokens are run.c's; sampled answers too, since a random draw is spent at
+every forced position as run.c's loop samples there. One difference: run.c's chat ends an
+answer only at EOS (2), the engine at any end token (BOS too, where llama2.c's ``generate``
+stops), which matters only for models that are not chat models.
 """
 
 from __future__ import annotations
@@ -39,21 +39,34 @@ class ChatSession:
     model: LoadedModel
     params: GenerationParams
     system: str = ""
-    #: The dialogue so far as text: rendered turns and the assistant's answers.
+    #: The dialogue so far as text: rendered turns and the assistant's answers (each turn
+    #: reaches the model once; the session holds the rest in its KV cache).
     dialogue: list[str] = field(default_factory=list)
     _last: Generation | None = None
 
     @property
     def over(self) -> bool:
-        """True once an answer stopped for any reason but EOS (the positions are used up)."""
+        """True once an answer stopped for any reason but its end token (the positions are
+        used up, or it was cancelled)."""
         last = self._last
         return last is not None and last.stop_reason not in (None, StopReason.END_OF_SEQUENCE)
 
     def reply(self, user: str) -> Generation:
-        """Start the answer to ``user``; iterate the returned generation to stream it."""
-        if self._last is not None:
-            self.dialogue.append(self._last.text)
-        turn = render_turn(user, self.system if not self.dialogue else "")
-        self.dialogue.append((" " if self.dialogue else "") + turn)
-        self._last = self.model.generate("".join(self.dialogue), self.params)
+        """Start the answer to ``user``; iterate the returned generation to stream it. A turn
+        that does not fit the positions left raises ContextFull (PromptTooLong for the first
+        turn) and changes nothing."""
+        if self._last is None:
+            turn = render_turn(user, self.system)
+            self._last = self.model.chat(turn, self.params)
+        else:
+            turn = render_turn(user)
+            previous = self._last
+            self._last = previous.follow_up(turn)
+            self.dialogue.append(previous.text)
+        self.dialogue.append(turn)
         return self._last
+
+    def close(self) -> None:
+        """End the conversation and free its session."""
+        if self._last is not None:
+            self._last.cancel()

@@ -169,8 +169,15 @@ class NativeModel(LoadedModel):
         return bytes(self._call(lambda m: m.decode(id_list)))
 
     def _start(
-        self, prompt: str, prompt_bytes: bytes, params_json: str, budget: float | None
+        self,
+        prompt: str,
+        prompt_bytes: bytes,
+        params_json: str,
+        budget: float | None,
+        chat: bool = False,
     ) -> _NativeSession:
+        if chat:
+            return _NativeSession(self, self._call(lambda m: m.start_chat(prompt, params_json)))
         return _NativeSession(self, self._call(lambda m: m.start(prompt, params_json)))
 
     def _start_verifier(
@@ -230,6 +237,9 @@ class _NativeSession:
             return Step(produced, int(s.stop_reason), int(prompt_tokens), int(generated))
 
         return self._call(run)
+
+    def append(self, turn: str, turn_bytes: bytes) -> None:
+        self._call(lambda s: s.append(turn))
 
     def counts(self) -> tuple[int, int]:
         prompt_tokens, generated = self._call(lambda s: s.counts)

@@ -344,6 +344,11 @@ class _Guest:
         self.verifies = all(name in exports for name in verifying)
         if self.verifies:
             self._funcs.update({name: exports[name] for name in verifying})
+        # Chat sessions that take further turns (ABI.md, "Chat"); optional likewise.
+        chatting = ("ec_session_start_chat", "ec_session_append")
+        self.chats = all(name in exports for name in chatting)
+        if self.chats:
+            self._funcs.update({name: exports[name] for name in chatting})
         self.poisoned: str | None = None
         self.timeout_budget: float | None = None
 
@@ -556,13 +561,23 @@ class WasmModel(LoadedModel):
                 return guest.output()
 
     def _start(
-        self, prompt: str, prompt_bytes: bytes, params_json: str, budget: float | None
+        self,
+        prompt: str,
+        prompt_bytes: bytes,
+        params_json: str,
+        budget: float | None,
+        chat: bool = False,
     ) -> _WasmSession:
         params_bytes = params_json.encode("utf-8")
         with self._lock:
             guest = self._live()
+            if chat and not guest.chats:
+                raise EngineUnavailable("this wasm guest has no chat sessions: rebuild it")
             session = guest.checked_with(
-                "ec_session_start", self._handle, prompt_bytes, params_bytes
+                "ec_session_start_chat" if chat else "ec_session_start",
+                self._handle,
+                prompt_bytes,
+                params_bytes,
             )
             return _WasmSession(self, session, budget)
 
@@ -718,6 +733,10 @@ class _WasmSession:
                 raise EngineInternalError("guest step record and bytes disagree")
         produced = None if token == _NO_TOKEN else (token, data)
         return Step(produced, reason, prompt_tokens, generated)
+
+    def append(self, turn: str, turn_bytes: bytes) -> None:
+        with self._model._lock:
+            self._guest().checked_with("ec_session_append", self._handle, turn_bytes)
 
     def counts(self) -> tuple[int, int]:
         with self._model._lock:
