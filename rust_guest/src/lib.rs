@@ -18,6 +18,7 @@ pub mod q8;
 pub mod sampler;
 pub mod tokenizer;
 pub mod transformer;
+pub mod vector_exp;
 pub mod verification;
 pub mod weights;
 

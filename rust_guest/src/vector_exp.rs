@@ -1,0 +1,256 @@
+//! `libm::expf` several lanes at a time, bit for bit.
+//!
+//! The sampler's softmax takes 32,000 exponentials per sampled token; called one by one, libm's
+//! `expf` was a fifth of a native verification's time (issue 23). libm's `expf` (FreeBSD's
+//! `e_expf.c`) is plain f32 arithmetic: an argument reduction `x = hi - lo` with
+//! `hi = x - k * ln2_hi`, `lo = k * ln2_lo`, a rational approximation, then a scaling by `2^k`.
+//! [`exp_shifted`] does exactly those operations lane by lane (mul, add, sub, div and
+//! truncation are correctly rounded on every target, and nothing is fused or reordered), so
+//! each lane is `libm::expf`'s bits: for `k` in the range a finite non-tiny input gives
+//! (`|x| < 87.34`), libm's `scalbnf(y, k)` is the single product `y * 2^k` the lanes compute.
+//! Lanes libm treats as special (`|x| >= 87.34`, NaN, infinities) send their group of lanes to
+//! `libm::expf` itself; tiny ones (`|x| <= 2^-14`) take libm's `1 + x` by a blend.
+
+/// `values[i] = libm::expf(values[i] - shift)`, bit for bit, for every element.
+pub fn exp_shifted(values: &mut [f32], shift: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 is present (checked just above).
+        unsafe { exp_shifted_avx2(values, shift) };
+        return;
+    }
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    {
+        exp_shifted_simd128(values, shift);
+        return;
+    }
+    #[allow(unreachable_code)]
+    exp_shifted_scalar(values, shift)
+}
+
+/// The definition: libm's `expf` on each element.
+fn exp_shifted_scalar(values: &mut [f32], shift: f32) {
+    for v in values.iter_mut() {
+        *v = libm::expf(*v - shift);
+    }
+}
+
+// libm's constants (`e_expf.c`), written as libm writes them (the test checks their bits).
+#[allow(clippy::excessive_precision)]
+const LN2_HI: f32 = 6.9314575195e-01; /* 0x3f317200 */
+#[allow(clippy::excessive_precision)]
+const LN2_LO: f32 = 1.4286067653e-06; /* 0x35bfbe8e */
+#[allow(clippy::excessive_precision)]
+const INV_LN2: f32 = 1.4426950216e+00; /* 0x3fb8aa3b */
+#[allow(clippy::excessive_precision)]
+const P1: f32 = 1.6666625440e-1; /*  0xaaaa8f.0p-26 */
+#[allow(clippy::excessive_precision)]
+const P2: f32 = -2.7667332906e-3; /* -0xb55215.0p-32 */
+/// `|x|` at or above which libm takes a special path (overflow, underflow, NaN).
+const SPECIAL: i32 = 0x42ae_ac50;
+/// `|x|` above which `k` is `trunc(x / ln2 +- 0.5)` (1.5 ln2).
+const BIG: i32 = 0x3f85_1592;
+/// `|x|` above which `k` is +-1 (0.5 ln2); at or below it `k` is 0.
+const MID: i32 = 0x3eb1_7218;
+/// `|x|` at or below which libm returns `1 + x` (2^-14).
+const TINY: i32 = 0x3900_0000;
+
+/// [`exp_shifted`] with 8 AVX2 lanes.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn exp_shifted_avx2(values: &mut [f32], shift: f32) {
+    use core::arch::x86_64::*;
+    let mut chunks = values.chunks_exact_mut(8);
+    for chunk in &mut chunks {
+        // SAFETY: `chunk` holds 8 floats; unaligned load and store.
+        unsafe {
+            let x = _mm256_sub_ps(_mm256_loadu_ps(chunk.as_ptr()), _mm256_set1_ps(shift));
+            let bits = _mm256_castps_si256(x);
+            let hx = _mm256_and_si256(bits, _mm256_set1_epi32(0x7fff_ffff));
+            let special = _mm256_cmpgt_epi32(hx, _mm256_set1_epi32(SPECIAL - 1));
+            if _mm256_movemask_epi8(special) != 0 {
+                for v in chunk.iter_mut() {
+                    *v = libm::expf(*v - shift);
+                }
+                continue;
+            }
+            // All ones where x < 0.
+            let negative = _mm256_srai_epi32::<31>(bits);
+            // HALF[sign]: 0.5 or -0.5 (the sign bit of x on 0.5).
+            let half = _mm256_or_ps(
+                _mm256_set1_ps(0.5),
+                _mm256_and_ps(x, _mm256_castsi256_ps(_mm256_set1_epi32(i32::MIN))),
+            );
+            let k_big = _mm256_cvttps_epi32(_mm256_add_ps(
+                _mm256_mul_ps(_mm256_set1_ps(INV_LN2), x),
+                half,
+            ));
+            // 1 - sign - sign: 1 or -1 (`negative` is 0 or -1).
+            let k_mid =
+                _mm256_add_epi32(_mm256_set1_epi32(1), _mm256_add_epi32(negative, negative));
+            let is_big = _mm256_cmpgt_epi32(hx, _mm256_set1_epi32(BIG));
+            let is_mid = _mm256_cmpgt_epi32(hx, _mm256_set1_epi32(MID));
+            let k = _mm256_blendv_epi8(_mm256_and_si256(k_mid, is_mid), k_big, is_big);
+            let kf = _mm256_cvtepi32_ps(k);
+            // With k = 0 these are hi = x, lo = 0 and x unchanged, libm's small-|x| branch.
+            let hi = _mm256_sub_ps(x, _mm256_mul_ps(kf, _mm256_set1_ps(LN2_HI)));
+            let lo = _mm256_mul_ps(kf, _mm256_set1_ps(LN2_LO));
+            let r = _mm256_sub_ps(hi, lo);
+            let rr = _mm256_mul_ps(r, r);
+            let c = _mm256_sub_ps(
+                r,
+                _mm256_mul_ps(
+                    rr,
+                    _mm256_add_ps(_mm256_set1_ps(P1), _mm256_mul_ps(rr, _mm256_set1_ps(P2))),
+                ),
+            );
+            let q = _mm256_div_ps(_mm256_mul_ps(r, c), _mm256_sub_ps(_mm256_set1_ps(2.0), c));
+            let y = _mm256_add_ps(_mm256_set1_ps(1.0), _mm256_add_ps(_mm256_sub_ps(q, lo), hi));
+            // 2^k, a normal float for every k here (-126..=127); y * 1 is y when k = 0.
+            let scale = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
+                k,
+                _mm256_set1_epi32(127),
+            )));
+            let scaled = _mm256_mul_ps(y, scale);
+            let tiny = _mm256_cmpgt_epi32(_mm256_set1_epi32(TINY + 1), hx);
+            let out = _mm256_blendv_ps(
+                scaled,
+                _mm256_add_ps(_mm256_set1_ps(1.0), x),
+                _mm256_castsi256_ps(tiny),
+            );
+            _mm256_storeu_ps(chunk.as_mut_ptr(), out);
+        }
+    }
+    exp_shifted_scalar(chunks.into_remainder(), shift);
+}
+
+/// [`exp_shifted`] with 4 simd128 lanes (the wasm guest).
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+fn exp_shifted_simd128(values: &mut [f32], shift: f32) {
+    use core::arch::wasm32::*;
+    let mut chunks = values.chunks_exact_mut(4);
+    for chunk in &mut chunks {
+        // SAFETY: `chunk` holds 4 floats; unaligned load.
+        let x = f32x4_sub(
+            unsafe { v128_load(chunk.as_ptr() as *const v128) },
+            f32x4_splat(shift),
+        );
+        let hx = v128_and(x, i32x4_splat(0x7fff_ffff));
+        if v128_any_true(i32x4_gt(hx, i32x4_splat(SPECIAL - 1))) {
+            for v in chunk.iter_mut() {
+                *v = libm::expf(*v - shift);
+            }
+            continue;
+        }
+        let negative = i32x4_shr(x, 31);
+        let half = v128_or(f32x4_splat(0.5), v128_and(x, i32x4_splat(i32::MIN)));
+        let k_big = i32x4_trunc_sat_f32x4(f32x4_add(f32x4_mul(f32x4_splat(INV_LN2), x), half));
+        let k_mid = i32x4_add(i32x4_splat(1), i32x4_add(negative, negative));
+        let is_big = i32x4_gt(hx, i32x4_splat(BIG));
+        let is_mid = i32x4_gt(hx, i32x4_splat(MID));
+        let k = v128_bitselect(k_big, v128_and(k_mid, is_mid), is_big);
+        let kf = f32x4_convert_i32x4(k);
+        let hi = f32x4_sub(x, f32x4_mul(kf, f32x4_splat(LN2_HI)));
+        let lo = f32x4_mul(kf, f32x4_splat(LN2_LO));
+        let r = f32x4_sub(hi, lo);
+        let rr = f32x4_mul(r, r);
+        let c = f32x4_sub(
+            r,
+            f32x4_mul(
+                rr,
+                f32x4_add(f32x4_splat(P1), f32x4_mul(rr, f32x4_splat(P2))),
+            ),
+        );
+        let q = f32x4_div(f32x4_mul(r, c), f32x4_sub(f32x4_splat(2.0), c));
+        let y = f32x4_add(f32x4_splat(1.0), f32x4_add(f32x4_sub(q, lo), hi));
+        let scale = i32x4_shl(i32x4_add(k, i32x4_splat(127)), 23);
+        let scaled = f32x4_mul(y, scale);
+        let tiny = i32x4_gt(i32x4_splat(TINY + 1), hx);
+        let out = v128_bitselect(f32x4_add(f32x4_splat(1.0), x), scaled, tiny);
+        // SAFETY: `chunk` holds 4 floats; unaligned store.
+        unsafe { v128_store(chunk.as_mut_ptr() as *mut v128, out) };
+    }
+    exp_shifted_scalar(chunks.into_remainder(), shift);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(values: &[f32], shift: f32) {
+        let mut got = values.to_vec();
+        exp_shifted(&mut got, shift);
+        for (v, g) in values.iter().zip(&got) {
+            let want = libm::expf(*v - shift);
+            assert_eq!(
+                g.to_bits(),
+                want.to_bits(),
+                "expf({v} - {shift}): {g} vs {want}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_constants_are_libms() {
+        let bits = [LN2_HI, LN2_LO, INV_LN2, P1, P2].map(f32::to_bits);
+        assert_eq!(
+            bits,
+            [
+                0x3f31_7200,
+                0x35bf_be8e,
+                0x3fb8_aa3b,
+                0x3e2a_aa8f,
+                0xbb35_5215
+            ]
+        );
+    }
+
+    #[test]
+    fn every_lane_is_libms_expf_across_the_range() {
+        // A stride through every float bit pattern (signs, exponents, mantissas), in vectors
+        // of 8 with the specials mixed in.
+        let values: Vec<f32> = (0..u32::MAX / 7919)
+            .map(|i| f32::from_bits(i.wrapping_mul(7919)))
+            .collect();
+        check(&values, 0.0);
+        check(&values[..values.len() / 8], 3.25);
+    }
+
+    #[test]
+    fn every_lane_is_libms_expf_at_the_branch_boundaries() {
+        let mut values = Vec::new();
+        for edge in [
+            SPECIAL,
+            BIG,
+            MID,
+            TINY,
+            0x42b1_7218,
+            0x42cf_f1b5,
+            0x7f80_0000,
+            0,
+        ] {
+            for d in -40..=40 {
+                let bits = (edge + d).max(0) as u32;
+                values.push(f32::from_bits(bits));
+                values.push(-f32::from_bits(bits));
+            }
+        }
+        values.extend([
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            -87.3,
+            -87.4,
+            -1e-30,
+        ]);
+        // Softmax's inputs: logits minus their maximum, all <= 0, over the usual span.
+        values.extend((0..20_000).map(|i| -(i as f32) * 4.37e-3));
+        for start in 0..8 {
+            check(&values[start..], 0.0);
+        }
+        check(&values, -1.5);
+    }
+}
