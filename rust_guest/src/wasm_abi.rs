@@ -353,15 +353,8 @@ pub unsafe extern "C" fn ec_session_start(
     params_ptr: u32,
     params_len: u32,
 ) -> i32 {
-    with_state(|state| {
-        let prompt = host_str(prompt_ptr, prompt_len, "prompt")?;
-        let params = host_params(params_ptr, params_len)?;
-        let model = state.model(model)?.clone();
-        let session = Session::start(model, prompt, &params)?;
-        let handle = state.new_handle()?;
-        state.sessions.insert(handle, session);
-        Ok(handle)
-    })
+    let text = (prompt_ptr, prompt_len);
+    start_session(model, text, (params_ptr, params_len), Session::start)
 }
 
 /// `ec_session_start` for a chat (run.c's `chat` mode): the prompt is the first rendered user
@@ -377,11 +370,26 @@ pub unsafe extern "C" fn ec_session_start_chat(
     params_ptr: u32,
     params_len: u32,
 ) -> i32 {
+    let text = (turn_ptr, turn_len);
+    start_session(model, text, (params_ptr, params_len), Session::start_chat)
+}
+
+/// A new session's handle: `start` on the model, the text and the parameters (each a host
+/// buffer's pointer and length).
+///
+/// # Safety
+/// Both buffers must be host-written memory from `ec_alloc`.
+unsafe fn start_session(
+    model: i32,
+    (text_ptr, text_len): (u32, u32),
+    (params_ptr, params_len): (u32, u32),
+    start: fn(Arc<LoadedModel>, &str, &GenerationParams) -> Result<Session>,
+) -> i32 {
     with_state(|state| {
-        let turn = host_str(turn_ptr, turn_len, "turn")?;
+        let text = host_str(text_ptr, text_len, "prompt")?;
         let params = host_params(params_ptr, params_len)?;
         let model = state.model(model)?.clone();
-        let session = Session::start_chat(model, turn, &params)?;
+        let session = start(model, text, &params)?;
         let handle = state.new_handle()?;
         state.sessions.insert(handle, session);
         Ok(handle)
