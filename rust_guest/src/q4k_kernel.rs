@@ -4,7 +4,8 @@
 //! `dmin` as f32 (exact widenings of the f16s), the eight 6-bit scales and mins as bytes, then
 //! the 128 bytes of nibbles as the file has them (bytes 32k..32k+32 hold sub-block 2k in their
 //! low nibbles and 2k+1 in their high ones): 152 bytes per 256 weights (0.59 byte a weight,
-//! against 1.5 for the decoded int8 values with f32 scales and offsets).
+//! against 1.5 for the decoded int8 values with f32 scales and offsets). Blocks are stored in
+//! tiles of 8 rows ([`PackedQ4K`]): the 8 rows' block `b` together, header fields side by side.
 //!
 //! Why the output is bit for bit the decoded int8 path's (`q8::matmul_q8` then the offsets'
 //! subtraction in `transformer`): each group's dot product `sum(q * xq)` is an exact integer
@@ -12,8 +13,8 @@
 //! bits), so computing them per use gives the decoded path's very scales and offsets. The float
 //! steps are then the same, in the same order, per row: `val += (dot as f32 * scale) * xs[g]`
 //! and `c += offset * sums[g]` over the activation groups `g` in order, and `val - c`. The
-//! SIMD paths run four rows side by side, one row per f32 lane, so each lane performs exactly
-//! that sequence (and the four rows' additions overlap instead of waiting on each other).
+//! SIMD path runs a tile's eight rows side by side, one row per f32 lane, so each lane performs
+//! exactly that sequence (and the rows' additions overlap instead of waiting on each other).
 //!
 //! Only x86_64 (AVX2) loads Q4_K packed ([`PACKED`]). A simd128 version of the four-row
 //! kernel (nibbles widened to i16, `i32x4.dot_i16x8_s`, the same lane-per-row float steps) ran
@@ -28,12 +29,25 @@ use crate::kquants::{f16_to_f32, scale_min_k4, Q4_K_BYTES, Q4_K_GROUP, QK_K};
 /// Whether Q4_K matrices are loaded packed on this target (else decoded to the int8 path).
 pub const PACKED: bool = cfg!(target_arch = "x86_64");
 
-/// The header of a packed block: d, dmin (f32), 8 scales, 8 mins (bytes).
-const HEAD: usize = 24;
-/// Bytes per packed block.
-pub const PACKED_BYTES: usize = HEAD + QK_K / 2;
+/// Rows interleaved in one tile (one f32 lane each in the AVX2 kernel).
+const TILE: usize = 8;
+/// Where a tile-block's parts start: d (8 x f32), dmin (8 x f32), the scales (per sub-block j,
+/// the 8 rows' bytes), the mins (likewise), then each row's 128 bytes of nibbles.
+const D_AT: usize = 0;
+const DMIN_AT: usize = 4 * TILE;
+const SC_AT: usize = 8 * TILE;
+const MN_AT: usize = SC_AT + 8 * TILE;
+const NIB_AT: usize = MN_AT + 8 * TILE;
+/// Bytes per tile-block (8 rows' block `b`).
+const TILE_BLOCK: usize = NIB_AT + TILE * QK_K / 2;
+/// Bytes per packed block (a tile-block's share of one row).
+pub const PACKED_BYTES: usize = TILE_BLOCK / TILE;
 
-/// A Q4_K matrix of `rows x cols` weights (`cols` a multiple of 256), packed row by row.
+/// A Q4_K matrix of `rows x cols` weights (`cols` a multiple of 256), packed in tiles of 8
+/// rows: block `b` of the 8 rows is one 1216-byte tile-block (header fields side by side, so
+/// the kernel loads each as one vector; then the nibbles), and a tile's blocks follow each
+/// other, so a pass over 8 rows reads one sequential stream. The last tile is padded with
+/// zero rows (never output).
 #[derive(Clone)]
 pub struct PackedQ4K {
     rows: usize,
@@ -56,16 +70,23 @@ impl PackedQ4K {
                 blocks.len()
             )));
         }
-        let mut data = Vec::with_capacity(rows * cols / QK_K * PACKED_BYTES);
-        for block in blocks.chunks_exact(Q4_K_BYTES) {
+        let per_row = cols / QK_K;
+        let tiles = rows.div_ceil(TILE);
+        let mut data = vec![0u8; tiles * per_row * TILE_BLOCK];
+        for (i, block) in blocks.chunks_exact(Q4_K_BYTES).enumerate() {
+            let (r, b) = (i / per_row, i % per_row);
+            let at = (r / TILE * per_row + b) * TILE_BLOCK;
+            let (t, lane) = (&mut data[at..at + TILE_BLOCK], r % TILE);
             let d = f16_to_f32(u16::from_le_bytes([block[0], block[1]]));
             let dmin = f16_to_f32(u16::from_le_bytes([block[2], block[3]]));
-            data.extend_from_slice(&d.to_le_bytes());
-            data.extend_from_slice(&dmin.to_le_bytes());
-            let pairs: Vec<(u8, u8)> = (0..8).map(|j| scale_min_k4(j, &block[4..16])).collect();
-            data.extend(pairs.iter().map(|p| p.0));
-            data.extend(pairs.iter().map(|p| p.1));
-            data.extend_from_slice(&block[16..Q4_K_BYTES]);
+            t[D_AT + 4 * lane..][..4].copy_from_slice(&d.to_le_bytes());
+            t[DMIN_AT + 4 * lane..][..4].copy_from_slice(&dmin.to_le_bytes());
+            for j in 0..8 {
+                let (sc, mn) = scale_min_k4(j, &block[4..16]);
+                t[SC_AT + TILE * j + lane] = sc;
+                t[MN_AT + TILE * j + lane] = mn;
+            }
+            t[NIB_AT + lane * QK_K / 2..][..QK_K / 2].copy_from_slice(&block[16..Q4_K_BYTES]);
         }
         Ok(Self { rows, cols, data })
     }
@@ -83,13 +104,24 @@ impl PackedQ4K {
         self.data.len()
     }
 
+    /// Bytes of one row's blocks (its share of the tiles).
     fn row_bytes(&self) -> usize {
         self.cols / QK_K * PACKED_BYTES
     }
 
-    fn row(&self, r: usize) -> &[u8] {
-        let b = self.row_bytes();
-        &self.data[r * b..(r + 1) * b]
+    /// Tile `t`'s bytes (8 rows' blocks, block after block).
+    fn tile(&self, t: usize) -> &[u8] {
+        let b = TILE * self.row_bytes();
+        &self.data[t * b..(t + 1) * b]
+    }
+
+    /// Block `b` of row `r`.
+    fn block(&self, r: usize, b: usize) -> Block<'_> {
+        let at = b * TILE_BLOCK;
+        Block {
+            tile: &self.tile(r / TILE)[at..at + TILE_BLOCK],
+            lane: r % TILE,
+        }
     }
 
     /// Row `r`'s values as the decoded path computes them: `q * scale`, then `- offset`.
@@ -97,16 +129,14 @@ impl PackedQ4K {
     /// # Panics
     /// If `r` is out of range or `out` is not `cols` long.
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        assert!(r < self.rows);
         assert_eq!(out.len(), self.cols);
-        for (blk, out) in self
-            .row(r)
-            .chunks_exact(PACKED_BYTES)
-            .zip(out.chunks_exact_mut(QK_K))
-        {
-            let (d, dmin) = head(blk);
+        for (b, out) in out.chunks_exact_mut(QK_K).enumerate() {
+            let blk = self.block(r, b);
+            let (d, dmin) = blk.head();
             for (j, out) in out.chunks_exact_mut(Q4_K_GROUP).enumerate() {
-                let (s, m) = (d * f32::from(blk[8 + j]), dmin * f32::from(blk[16 + j]));
-                let (bytes, shift) = (&blk[HEAD + 32 * (j / 2)..][..32], 4 * (j % 2));
+                let (s, m) = (d * f32::from(blk.scale(j)), dmin * f32::from(blk.min(j)));
+                let (bytes, shift) = (&blk.nibbles()[32 * (j / 2)..][..32], 4 * (j % 2));
                 for (o, b) in out.iter_mut().zip(bytes) {
                     *o = f32::from((b >> shift) & 0xf) * s;
                     *o -= m;
@@ -116,22 +146,46 @@ impl PackedQ4K {
     }
 }
 
-/// A packed block's d and dmin.
-#[inline(always)]
-fn head(blk: &[u8]) -> (f32, f32) {
-    let f = |i: usize| f32::from_le_bytes([blk[i], blk[i + 1], blk[i + 2], blk[i + 3]]);
-    (f(0), f(4))
+/// One row's block inside its tile-block.
+struct Block<'a> {
+    tile: &'a [u8],
+    lane: usize,
 }
 
-/// One row, scalar: the definition the SIMD paths reproduce. `gs` divides 32.
-fn row_scalar(row: &[u8], xq: &[i16], xs: &[f32], sums: &[f32], gs: usize) -> f32 {
+impl Block<'_> {
+    /// d and dmin.
+    fn head(&self) -> (f32, f32) {
+        let f = |i: usize| {
+            let b = &self.tile[i + 4 * self.lane..][..4];
+            f32::from_le_bytes([b[0], b[1], b[2], b[3]])
+        };
+        (f(D_AT), f(DMIN_AT))
+    }
+
+    fn scale(&self, j: usize) -> u8 {
+        self.tile[SC_AT + TILE * j + self.lane]
+    }
+
+    fn min(&self, j: usize) -> u8 {
+        self.tile[MN_AT + TILE * j + self.lane]
+    }
+
+    /// The file's 128 bytes of nibbles (bytes 32k..32k+32: sub-block 2k low, 2k+1 high).
+    fn nibbles(&self) -> &[u8] {
+        &self.tile[NIB_AT + self.lane * QK_K / 2..][..QK_K / 2]
+    }
+}
+
+/// One row, scalar: the definition the SIMD path reproduces. `gs` divides 32.
+fn row_scalar(m: &PackedQ4K, r: usize, xq: &[i16], xs: &[f32], sums: &[f32], gs: usize) -> f32 {
     let (mut val, mut c) = (0.0f32, 0.0f32);
     let mut g = 0;
-    for (blk, x) in row.chunks_exact(PACKED_BYTES).zip(xq.chunks_exact(QK_K)) {
-        let (d, dmin) = head(blk);
+    for (b, x) in xq.chunks_exact(QK_K).enumerate() {
+        let blk = m.block(r, b);
+        let (d, dmin) = blk.head();
         for j in 0..QK_K / Q4_K_GROUP {
-            let (s, m) = (d * f32::from(blk[8 + j]), dmin * f32::from(blk[16 + j]));
-            let (bytes, shift) = (&blk[HEAD + 32 * (j / 2)..][..32], 4 * (j % 2));
+            let (s, m) = (d * f32::from(blk.scale(j)), dmin * f32::from(blk.min(j)));
+            let (bytes, shift) = (&blk.nibbles()[32 * (j / 2)..][..32], 4 * (j % 2));
             let x = &x[Q4_K_GROUP * j..][..Q4_K_GROUP];
             for (b, x) in bytes.chunks_exact(gs).zip(x.chunks_exact(gs)) {
                 let dot: i32 = b
@@ -148,111 +202,82 @@ fn row_scalar(row: &[u8], xq: &[i16], xs: &[f32], sums: &[f32], gs: usize) -> f3
     val - c
 }
 
-/// Four rows with AVX2 (one row per f32 lane; see the module's comment). Per 64 weights of a
-/// row: 32 bytes of nibbles split into low and high halves, each multiplied with 32 int8
-/// activations (`vpmaddubsw`: 15 * 127 * 2 fits i16) and widened into i32 sums of four; the
-/// four rows' sums of each 16 then come out of two rounds of `vphaddd`, one row per lane.
+/// One tile's 8 rows with AVX2, one row per f32 lane (see the module's comment). Per 64
+/// weights of a row: 32 bytes of nibbles split into low and high halves, each multiplied with
+/// 32 int8 activations (`vpmaddubsw`: pairs, 15 * 127 * 2 fits i16); the 8 rows' pair sums
+/// are then added across by three rounds of `vphaddw` into one vector of the 8 rows' sums of
+/// each 16 (a sum of 16 products is at most 30480: exact in i16), widened to i32.
 ///
 /// # Safety
-/// The CPU must support AVX2; `G` is 16 or 32; the rows are equally long and `x8`, `xs`,
-/// `sums` are one input's activations, scales and group sums for that length.
+/// The CPU must support AVX2; `G` is 16 or 32; `tile` is a whole tile and `x8`, `xs`, `sums`
+/// are one input's activations, scales and group sums for its length.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn rows4_avx2<const G: usize>(
-    rows: [&[u8]; 4],
-    x8: &[i8],
-    xs: &[f32],
-    sums: &[f32],
-) -> [f32; 4] {
+unsafe fn tile_avx2<const G: usize>(tile: &[u8], x8: &[i8], xs: &[f32], sums: &[f32]) -> [f32; 8] {
     use core::arch::x86_64::*;
-    let blocks = rows[0].len() / PACKED_BYTES;
-    assert!(rows.iter().all(|r| r.len() == blocks * PACKED_BYTES));
+    let blocks = tile.len() / TILE_BLOCK;
+    assert!(tile.len() == blocks * TILE_BLOCK);
     assert!(x8.len() == blocks * QK_K && xs.len() * G == x8.len() && sums.len() == xs.len());
     let mask = _mm256_set1_epi8(0x0f);
-    let ones = _mm256_set1_epi16(1);
-    let (mut val, mut c) = (_mm_setzero_ps(), _mm_setzero_ps());
+    let (mut val, mut c) = (_mm256_setzero_ps(), _mm256_setzero_ps());
     // Written without closures: they would not inherit AVX2 (nor be inlined).
     macro_rules! step {
         ($dot:expr, $s:expr, $m:expr, $g:expr) => {
-            let p = _mm_mul_ps(_mm_mul_ps(_mm_cvtepi32_ps($dot), $s), _mm_set1_ps(xs[$g]));
-            val = _mm_add_ps(val, p);
-            c = _mm_add_ps(c, _mm_mul_ps($m, _mm_set1_ps(sums[$g])));
+            let p = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps($dot), $s), _mm256_set1_ps(xs[$g]));
+            val = _mm256_add_ps(val, p);
+            c = _mm256_add_ps(c, _mm256_mul_ps($m, _mm256_set1_ps(sums[$g])));
         };
     }
-    let ptr = [
-        rows[0].as_ptr(),
-        rows[1].as_ptr(),
-        rows[2].as_ptr(),
-        rows[3].as_ptr(),
-    ];
+    // The 8 rows' pair sums (16 i16 each) -> lanes 0..8: the rows' sums of their first 16
+    // bytes, lanes 8..16: of their last 16.
+    macro_rules! across {
+        ($p:expr) => {
+            _mm256_hadd_epi16(
+                _mm256_hadd_epi16(_mm256_hadd_epi16($p[0], $p[1]), _mm256_hadd_epi16($p[2], $p[3])),
+                _mm256_hadd_epi16(_mm256_hadd_epi16($p[4], $p[5]), _mm256_hadd_epi16($p[6], $p[7])),
+            )
+        };
+    }
+    let base = tile.as_ptr();
     for b in 0..blocks {
-        // Each row's 8 scales (then mins) as f32, d * s exactly, transposed to 4 rows a j.
-        let mut sc = [_mm256_setzero_ps(); 4];
-        let mut mn = [_mm256_setzero_ps(); 4];
-        for (r, row) in rows.iter().enumerate() {
-            let blk = &row[b * PACKED_BYTES..][..PACKED_BYTES];
-            let (d, dmin) = head(blk);
-            // SAFETY: 8 bytes at 8 and at 16 inside the block.
-            let (s8, m8) = unsafe {
-                (
-                    _mm_loadl_epi64(blk.as_ptr().add(8) as *const __m128i),
-                    _mm_loadl_epi64(blk.as_ptr().add(16) as *const __m128i),
-                )
-            };
-            let s8 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(s8));
-            let m8 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(m8));
-            sc[r] = _mm256_mul_ps(_mm256_set1_ps(d), s8);
-            mn[r] = _mm256_mul_ps(_mm256_set1_ps(dmin), m8);
-        }
-        let scales = transpose4x8(sc);
-        let mins = transpose4x8(mn);
+        let t = base.add(b * TILE_BLOCK);
+        let d = _mm256_loadu_ps(t.add(D_AT) as *const f32);
+        let dmin = _mm256_loadu_ps(t.add(DMIN_AT) as *const f32);
         for k in 0..4 {
             let at = b * QK_K + 64 * k;
-            let nib = b * PACKED_BYTES + HEAD + 32 * k;
-            // SAFETY: at + 64 <= x8.len() and nib + 32 <= each row's length (asserted lengths).
-            let (xa, xb, v) = unsafe {
-                (
-                    _mm256_loadu_si256(x8.as_ptr().add(at) as *const __m256i),
-                    _mm256_loadu_si256(x8.as_ptr().add(at + 32) as *const __m256i),
-                    [
-                        _mm256_loadu_si256(ptr[0].add(nib) as *const __m256i),
-                        _mm256_loadu_si256(ptr[1].add(nib) as *const __m256i),
-                        _mm256_loadu_si256(ptr[2].add(nib) as *const __m256i),
-                        _mm256_loadu_si256(ptr[3].add(nib) as *const __m256i),
-                    ],
-                )
-            };
-            let mut pl = [_mm256_setzero_si256(); 4];
-            let mut ph = [_mm256_setzero_si256(); 4];
-            for (r, v) in v.iter().enumerate() {
-                let lo = _mm256_and_si256(*v, mask);
-                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(*v), mask);
-                pl[r] = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, xa), ones);
-                ph[r] = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, xb), ones);
+            // SAFETY: at + 64 <= x8.len(); the tile-block holds 8 x 128 bytes of nibbles.
+            let xa = _mm256_loadu_si256(x8.as_ptr().add(at) as *const __m256i);
+            let xb = _mm256_loadu_si256(x8.as_ptr().add(at + 32) as *const __m256i);
+            let mut pl = [_mm256_setzero_si256(); TILE];
+            let mut ph = [_mm256_setzero_si256(); TILE];
+            for r in 0..TILE {
+                let v = _mm256_loadu_si256(t.add(NIB_AT + 128 * r + 32 * k) as *const __m256i);
+                let lo = _mm256_and_si256(v, mask);
+                let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), mask);
+                pl[r] = _mm256_maddubs_epi16(lo, xa);
+                ph[r] = _mm256_maddubs_epi16(hi, xb);
             }
-            // Low nibbles: sub-block 2k; high: 2k + 1. Lanes 0..4: its first 16, 4..8: the rest.
-            let dl = _mm256_hadd_epi32(
-                _mm256_hadd_epi32(pl[0], pl[1]),
-                _mm256_hadd_epi32(pl[2], pl[3]),
-            );
-            let dh = _mm256_hadd_epi32(
-                _mm256_hadd_epi32(ph[0], ph[1]),
-                _mm256_hadd_epi32(ph[2], ph[3]),
-            );
-            let (l0, l1) = (
-                _mm256_castsi256_si128(dl),
-                _mm256_extracti128_si256::<1>(dl),
-            );
-            let (h0, h1) = (
-                _mm256_castsi256_si128(dh),
-                _mm256_extracti128_si256::<1>(dh),
-            );
-            let (sl, sh, ml, mh) = (
-                scales[2 * k],
-                scales[2 * k + 1],
-                mins[2 * k],
-                mins[2 * k + 1],
-            );
+            // Low nibbles: sub-block 2k; high: 2k + 1. Each 128-bit half: rows 0..8 in order.
+            let (dl, dh) = (across!(pl), across!(ph));
+            let l0 = _mm256_cvtepi16_epi32(_mm256_castsi256_si128(dl));
+            let l1 = _mm256_cvtepi16_epi32(_mm256_extracti128_si256::<1>(dl));
+            let h0 = _mm256_cvtepi16_epi32(_mm256_castsi256_si128(dh));
+            let h1 = _mm256_cvtepi16_epi32(_mm256_extracti128_si256::<1>(dh));
+            // Sub-blocks 2k (low nibbles) and 2k + 1 (high): the 8 rows' d * scale and
+            // dmin * min (exact products, as the decoded path's).
+            macro_rules! header {
+                ($at:expr, $v:expr) => {
+                    _mm256_mul_ps(
+                        $v,
+                        _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(
+                            t.add($at) as *const __m128i
+                        ))),
+                    )
+                };
+            }
+            let (j0, j1) = (2 * k, 2 * k + 1);
+            let (sl, sh) = (header!(SC_AT + TILE * j0, d), header!(SC_AT + TILE * j1, d));
+            let (ml, mh) = (header!(MN_AT + TILE * j0, dmin), header!(MN_AT + TILE * j1, dmin));
             if G == 16 {
                 let g = at / 16;
                 step!(l0, sl, ml, g);
@@ -261,45 +286,15 @@ unsafe fn rows4_avx2<const G: usize>(
                 step!(h1, sh, mh, g + 3);
             } else {
                 let g = at / 32;
-                step!(_mm_add_epi32(l0, l1), sl, ml, g);
-                step!(_mm_add_epi32(h0, h1), sh, mh, g + 1);
+                step!(_mm256_add_epi32(l0, l1), sl, ml, g);
+                step!(_mm256_add_epi32(h0, h1), sh, mh, g + 1);
             }
         }
     }
-    let mut out = [0.0f32; 4];
-    // SAFETY: `out` holds 4 floats.
-    unsafe { _mm_storeu_ps(out.as_mut_ptr(), _mm_sub_ps(val, c)) };
+    let mut out = [0.0f32; 8];
+    _mm256_storeu_ps(out.as_mut_ptr(), _mm256_sub_ps(val, c));
     out
 }
-
-/// Four rows' 8 values each -> per column j (0..8) the four rows' values.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-#[inline]
-fn transpose4x8(r: [core::arch::x86_64::__m256; 4]) -> [core::arch::x86_64::__m128; 8] {
-    use core::arch::x86_64::*;
-    let t0 = _mm256_unpacklo_ps(r[0], r[1]);
-    let t1 = _mm256_unpackhi_ps(r[0], r[1]);
-    let t2 = _mm256_unpacklo_ps(r[2], r[3]);
-    let t3 = _mm256_unpackhi_ps(r[2], r[3]);
-    let u = [
-        _mm256_shuffle_ps::<0x44>(t0, t2),
-        _mm256_shuffle_ps::<0xee>(t0, t2),
-        _mm256_shuffle_ps::<0x44>(t1, t3),
-        _mm256_shuffle_ps::<0xee>(t1, t3),
-    ];
-    [
-        _mm256_castps256_ps128(u[0]),
-        _mm256_castps256_ps128(u[1]),
-        _mm256_castps256_ps128(u[2]),
-        _mm256_castps256_ps128(u[3]),
-        _mm256_extractf128_ps::<1>(u[0]),
-        _mm256_extractf128_ps::<1>(u[1]),
-        _mm256_extractf128_ps::<1>(u[2]),
-        _mm256_extractf128_ps::<1>(u[3]),
-    ]
-}
-
 /// Rows `r0..r0 + out.len()` of `m` times one input (`xq`, scales `xs`, group sums `sums`;
 /// `x8` the same activations as int8 where the AVX2 path runs, else empty).
 fn matvec(
@@ -312,40 +307,29 @@ fn matvec(
     sums: &[f32],
 ) {
     let gs = xq.len() / xs.len();
-    let simd = gs == 16 || gs == 32;
-    let mut r = 0;
-    while r < out.len() {
-        let count = (out.len() - r).min(4);
-        // A last partial four repeats its last row (each lane is its own row's computation).
-        let rows: [&[u8]; 4] = std::array::from_fn(|i| m.row(r0 + r + i.min(count - 1)));
-        let four: Option<[f32; 4]> = if !simd {
-            None
-        } else {
-            #[cfg(target_arch = "x86_64")]
-            {
-                if x8.is_empty() {
-                    None
-                } else if gs == 16 {
-                    // SAFETY: x8 is filled only when AVX2 is present; lengths as asserted.
-                    Some(unsafe { rows4_avx2::<16>(rows, x8, xs, sums) })
-                } else {
-                    // SAFETY: as above.
-                    Some(unsafe { rows4_avx2::<32>(rows, x8, xs, sums) })
-                }
-            }
-            #[cfg(not(target_arch = "x86_64"))]
-            {
-                let _ = x8;
-                None
-            }
-        };
-        for (i, (o, row)) in out[r..r + count].iter_mut().zip(rows).enumerate() {
-            *o = match four {
-                Some(v) => v[i],
-                None => row_scalar(row, xq, xs, sums, gs),
-            };
+    if x8.is_empty() || !(gs == 16 || gs == 32) {
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = row_scalar(m, r0 + i, xq, xs, sums, gs);
         }
-        r += count;
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        // Whole tiles: a range starting or ending inside one computes it all and keeps its
+        // rows (each lane is its own row's computation).
+        let r1 = r0 + out.len();
+        for t in r0 / TILE..r1.div_ceil(TILE) {
+            let tile = m.tile(t);
+            let eight = if gs == 16 {
+                // SAFETY: x8 is filled only when AVX2 is present; lengths as asserted there.
+                unsafe { tile_avx2::<16>(tile, x8, xs, sums) }
+            } else {
+                // SAFETY: as above.
+                unsafe { tile_avx2::<32>(tile, x8, xs, sums) }
+            };
+            let (from, to) = ((t * TILE).max(r0), (t * TILE + TILE).min(r1));
+            out[from - r0..to - r0].copy_from_slice(&eight[from - t * TILE..to - t * TILE]);
+        }
     }
 }
 
@@ -386,9 +370,12 @@ pub fn matmul_q4k(
     };
     #[cfg(not(target_arch = "x86_64"))]
     let x8: Vec<i8> = Vec::new();
-    let tile = crate::matvec::tile_rows(m.row_bytes());
-    for t0 in (0..rows).step_by(tile) {
-        let t1 = (t0 + tile).min(rows);
+    // Tiles of whole 8-row tiles, each for every input in turn.
+    let tile = crate::matvec::tile_rows(m.row_bytes()).next_multiple_of(TILE);
+    let mut t0 = 0;
+    while t0 < rows {
+        // Tile boundaries on the matrix's 8-row tiles (absolute rows).
+        let t1 = ((r0 + t0) / TILE * TILE + tile - r0).min(rows);
         for b in 0..batch {
             let x8 = if x8.is_empty() {
                 &x8[..]
@@ -405,6 +392,7 @@ pub fn matmul_q4k(
                 &sums[b * groups..][..groups],
             );
         }
+        t0 = t1;
     }
 }
 
@@ -422,7 +410,7 @@ mod tests {
             seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
             (seed >> 8) as f32 / (1 << 24) as f32 - 0.4
         };
-        for (rows, blocks, gs) in [(1, 1, 16), (6, 2, 32), (9, 3, 16), (4, 1, 8)] {
+        for (rows, blocks, gs) in [(1, 1, 16), (6, 2, 32), (9, 3, 16), (4, 1, 8), (17, 2, 16), (16, 1, 32)] {
             let n = blocks * QK_K;
             let w: Vec<f32> = (0..rows * n).map(|_| next()).collect();
             let m = PackedQ4K::from_blocks(&quantize(KQuant::Q4K, &w), rows, n).unwrap();
@@ -437,7 +425,7 @@ mod tests {
             let mut out = vec![f32::NAN; rows];
             matmul_q4k(&mut out, &m, 0, &xq, &xs, &sums, 1);
             for (r, o) in out.iter().enumerate() {
-                let want = row_scalar(m.row(r), &xq, &xs, &sums, gs);
+                let want = row_scalar(&m, r, &xq, &xs, &sums, gs);
                 assert_eq!(
                     o.to_bits(),
                     want.to_bits(),
