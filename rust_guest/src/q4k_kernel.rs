@@ -32,7 +32,8 @@ pub const PACKED: bool = cfg!(target_arch = "x86_64");
 /// Rows interleaved in one tile (one f32 lane each in the AVX2 kernel).
 const TILE: usize = 8;
 /// Where a tile-block's parts start: d (8 x f32), dmin (8 x f32), the scales (per sub-block j,
-/// the 8 rows' bytes), the mins (likewise), then each row's 128 bytes of nibbles.
+/// the 8 rows' bytes), the mins (likewise), then the nibbles: per 32 bytes of a row's 128
+/// (chunk k), the 8 rows' chunks in order, so the kernel reads the tile-block front to back.
 const D_AT: usize = 0;
 const DMIN_AT: usize = 4 * TILE;
 const SC_AT: usize = 8 * TILE;
@@ -86,7 +87,9 @@ impl PackedQ4K {
                 t[SC_AT + TILE * j + lane] = sc;
                 t[MN_AT + TILE * j + lane] = mn;
             }
-            t[NIB_AT + lane * QK_K / 2..][..QK_K / 2].copy_from_slice(&block[16..Q4_K_BYTES]);
+            for (k, chunk) in block[16..Q4_K_BYTES].chunks_exact(32).enumerate() {
+                t[NIB_AT + 32 * (TILE * k + lane)..][..32].copy_from_slice(chunk);
+            }
         }
         Ok(Self { rows, cols, data })
     }
@@ -136,7 +139,7 @@ impl PackedQ4K {
             let (d, dmin) = blk.head();
             for (j, out) in out.chunks_exact_mut(Q4_K_GROUP).enumerate() {
                 let (s, m) = (d * f32::from(blk.scale(j)), dmin * f32::from(blk.min(j)));
-                let (bytes, shift) = (&blk.nibbles()[32 * (j / 2)..][..32], 4 * (j % 2));
+                let (bytes, shift) = (blk.nibbles(j / 2), 4 * (j % 2));
                 for (o, b) in out.iter_mut().zip(bytes) {
                     *o = f32::from((b >> shift) & 0xf) * s;
                     *o -= m;
@@ -170,9 +173,9 @@ impl Block<'_> {
         self.tile[MN_AT + TILE * j + self.lane]
     }
 
-    /// The file's 128 bytes of nibbles (bytes 32k..32k+32: sub-block 2k low, 2k+1 high).
-    fn nibbles(&self) -> &[u8] {
-        &self.tile[NIB_AT + self.lane * QK_K / 2..][..QK_K / 2]
+    /// The file's bytes 32k..32k+32 of nibbles (sub-block 2k low, 2k + 1 high).
+    fn nibbles(&self, k: usize) -> &[u8] {
+        &self.tile[NIB_AT + 32 * (TILE * k + self.lane)..][..32]
     }
 }
 
@@ -185,7 +188,7 @@ fn row_scalar(m: &PackedQ4K, r: usize, xq: &[i16], xs: &[f32], sums: &[f32], gs:
         let (d, dmin) = blk.head();
         for j in 0..QK_K / Q4_K_GROUP {
             let (s, m) = (d * f32::from(blk.scale(j)), dmin * f32::from(blk.min(j)));
-            let (bytes, shift) = (&blk.nibbles()[32 * (j / 2)..][..32], 4 * (j % 2));
+            let (bytes, shift) = (blk.nibbles(j / 2), 4 * (j % 2));
             let x = &x[Q4_K_GROUP * j..][..Q4_K_GROUP];
             for (b, x) in bytes.chunks_exact(gs).zip(x.chunks_exact(gs)) {
                 let dot: i32 = b
@@ -251,7 +254,7 @@ unsafe fn tile_avx2<const G: usize>(tile: &[u8], x8: &[i8], xs: &[f32], sums: &[
             let mut pl = [_mm256_setzero_si256(); TILE];
             let mut ph = [_mm256_setzero_si256(); TILE];
             for r in 0..TILE {
-                let v = _mm256_loadu_si256(t.add(NIB_AT + 128 * r + 32 * k) as *const __m256i);
+                let v = _mm256_loadu_si256(t.add(NIB_AT + 32 * (TILE * k + r)) as *const __m256i);
                 let lo = _mm256_and_si256(v, mask);
                 let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(v), mask);
                 pl[r] = _mm256_maddubs_epi16(lo, xa);
