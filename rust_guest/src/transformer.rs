@@ -186,10 +186,10 @@ fn linear(
     out: &mut [f32],
     w: &Matrix,
     x: &[f32],
-    xq: &[i16],
-    xs: &[f32],
+    input: &Quantized,
     batch: usize,
 ) -> Result<()> {
+    let (xq, xs) = (input.xq, input.xs);
     let n = x.len() / batch.max(1);
     match w {
         Matrix::F32(w) => with_f32(w, |w| {
@@ -205,14 +205,14 @@ fn linear(
             with_f32(scales, |s| {
                 with_optional_f32(offsets.as_ref(), |offsets| {
                     let groups = xs.len() / batch.max(1);
-                    let sums = offsets.map(|_| group_sums(xq, xs));
+                    let sums = offsets.map(|_| input.sums());
                     threads.split_rows(out, batch, n, |r0, rows, o| {
                         let (w, s) = (
                             &q[r0 * n..(r0 + rows) * n],
                             &s[r0 * groups..(r0 + rows) * groups],
                         );
                         matmul_q8(o, w, s, xq, xs, batch);
-                        if let (Some(m), Some(sums)) = (offsets, &sums) {
+                        if let (Some(m), Some(sums)) = (offsets, sums) {
                             let m = &m[r0 * groups..(r0 + rows) * groups];
                             subtract_offsets(o, m, sums, rows, groups);
                         }
@@ -221,10 +221,10 @@ fn linear(
             })
         })??,
         Matrix::Q4K(p) => {
-            let sums = group_sums(xq, xs);
+            let sums = input.sums();
             threads.split_rows(out, batch, n, |r0, rows, o| {
                 debug_assert_eq!(o.len(), rows * batch.max(1));
-                matmul_q4k(o, p, r0, xq, xs, &sums, batch)
+                matmul_q4k(o, p, r0, xq, xs, sums, batch)
             });
             Ok(())
         }
@@ -236,6 +236,29 @@ fn with_optional_f32<R>(t: Option<&Tensor>, f: impl FnOnce(Option<&[f32]>) -> R)
     match t {
         Some(t) => with_f32(t, |s| f(Some(s))),
         None => Ok(f(None)),
+    }
+}
+
+/// A [`prepare`]d input of the matrix products: its quantized activations and scales, and
+/// their group sums once a matrix with offsets (Q4_K) asks, computed once for all the products
+/// sharing the input (wq/wk/wv, w1/w3).
+struct Quantized<'a> {
+    xq: &'a [i16],
+    xs: &'a [f32],
+    sums: std::cell::OnceCell<Vec<f32>>,
+}
+
+impl<'a> Quantized<'a> {
+    fn new(xq: &'a [i16], xs: &'a [f32]) -> Self {
+        Self {
+            xq,
+            xs,
+            sums: std::cell::OnceCell::new(),
+        }
+    }
+
+    fn sums(&self) -> &[f32] {
+        self.sums.get_or_init(|| group_sums(self.xq, self.xs))
     }
 }
 
@@ -506,9 +529,10 @@ impl Transformer {
                 rmsnorm(o, x, &layer.rms_att, self.norm_eps)?;
             }
             prepare(gs, dim, xb, xq, xs);
-            linear(threads, q, &layer.wq, xb, xq, xs, b)?;
-            linear(threads, k, &layer.wk, xb, xq, xs, b)?;
-            linear(threads, v, &layer.wv, xb, xq, xs, b)?;
+            let input = Quantized::new(xq, xs);
+            linear(threads, q, &layer.wq, xb, &input, b)?;
+            linear(threads, k, &layer.wk, xb, &input, b)?;
+            linear(threads, v, &layer.wv, xb, &input, b)?;
             // Every item's key and value go into its cache before any attention reads.
             let layer_off = l * c.seq_len * kv_dim;
             for (i, item) in items.iter().enumerate() {
@@ -544,7 +568,7 @@ impl Transformer {
                 );
             }
             prepare(gs, q_dim, heads, xq, xs);
-            linear(threads, xb2, &layer.wo, heads, xq, xs, b)?;
+            linear(threads, xb2, &layer.wo, heads, &Quantized::new(xq, xs), b)?;
             for (x, d) in x.iter_mut().zip(xb2.iter()) {
                 *x += d;
             }
@@ -553,14 +577,15 @@ impl Transformer {
                 rmsnorm(o, x, &layer.rms_ffn, self.norm_eps)?;
             }
             prepare(gs, dim, xb, xq, xs);
-            linear(threads, hb, &layer.w1, xb, xq, xs, b)?;
-            linear(threads, hb2, &layer.w3, xb, xq, xs, b)?;
+            let input = Quantized::new(xq, xs);
+            linear(threads, hb, &layer.w1, xb, &input, b)?;
+            linear(threads, hb2, &layer.w3, xb, &input, b)?;
             for (g, u) in hb.iter_mut().zip(hb2.iter()) {
                 // SiLU(gate) * up, as run.c; libm's expf gives the same bits on every target.
                 *g = *g * (1.0 / (1.0 + libm::expf(-*g))) * u;
             }
             prepare(gs, hidden, hb, xq, xs);
-            linear(threads, xb2, &layer.w2, hb, xq, xs, b)?;
+            linear(threads, xb2, &layer.w2, hb, &Quantized::new(xq, xs), b)?;
             for (x, d) in x.iter_mut().zip(xb2.iter()) {
                 *x += d;
             }
@@ -587,8 +612,7 @@ impl Transformer {
                 logits,
                 &self.weights.classifier,
                 xb,
-                xq,
-                xs,
+                &Quantized::new(xq, xs),
                 wanted,
             )?;
         }
@@ -812,7 +836,7 @@ mod tests {
         prepare(Some(gs), n, &x, &mut xq, &mut xs);
         let run = |threads: &Threads, x: &[f32], xq: &[i16], xs: &[f32], b: usize| {
             let mut out = vec![f32::NAN; b * rows];
-            linear(threads, &mut out, &matrix, x, xq, xs, b).unwrap();
+            linear(threads, &mut out, &matrix, x, &Quantized::new(xq, xs), b).unwrap();
             out
         };
         let one = run(&Threads::one(), &x, &xq, &xs, batch);
@@ -917,7 +941,8 @@ mod tests {
                 for threads in [Threads::one(), Threads::new(3).unwrap().with_min_weights(0)] {
                     let run = |m: &Matrix| {
                         let mut out = vec![f32::NAN; batch * rows];
-                        linear(&threads, &mut out, m, &x, &xq, &xs, batch).unwrap();
+                        let input = Quantized::new(&xq, &xs);
+                        linear(&threads, &mut out, m, &x, &input, batch).unwrap();
                         bits_of(&out)
                     };
                     assert_eq!(
