@@ -226,7 +226,10 @@ unsafe fn tile_avx2<const G: usize>(tile: &[u8], x8: &[i8], xs: &[f32], sums: &[
     // Written without closures: they would not inherit AVX2 (nor be inlined).
     macro_rules! step {
         ($dot:expr, $s:expr, $m:expr, $g:expr) => {
-            let p = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps($dot), $s), _mm256_set1_ps(xs[$g]));
+            let p = _mm256_mul_ps(
+                _mm256_mul_ps(_mm256_cvtepi32_ps($dot), $s),
+                _mm256_set1_ps(xs[$g]),
+            );
             val = _mm256_add_ps(val, p);
             c = _mm256_add_ps(c, _mm256_mul_ps($m, _mm256_set1_ps(sums[$g])));
         };
@@ -236,8 +239,14 @@ unsafe fn tile_avx2<const G: usize>(tile: &[u8], x8: &[i8], xs: &[f32], sums: &[
     macro_rules! across {
         ($p:expr) => {
             _mm256_hadd_epi16(
-                _mm256_hadd_epi16(_mm256_hadd_epi16($p[0], $p[1]), _mm256_hadd_epi16($p[2], $p[3])),
-                _mm256_hadd_epi16(_mm256_hadd_epi16($p[4], $p[5]), _mm256_hadd_epi16($p[6], $p[7])),
+                _mm256_hadd_epi16(
+                    _mm256_hadd_epi16($p[0], $p[1]),
+                    _mm256_hadd_epi16($p[2], $p[3]),
+                ),
+                _mm256_hadd_epi16(
+                    _mm256_hadd_epi16($p[4], $p[5]),
+                    _mm256_hadd_epi16($p[6], $p[7]),
+                ),
             )
         };
     }
@@ -280,7 +289,10 @@ unsafe fn tile_avx2<const G: usize>(tile: &[u8], x8: &[i8], xs: &[f32], sums: &[
             }
             let (j0, j1) = (2 * k, 2 * k + 1);
             let (sl, sh) = (header!(SC_AT + TILE * j0, d), header!(SC_AT + TILE * j1, d));
-            let (ml, mh) = (header!(MN_AT + TILE * j0, dmin), header!(MN_AT + TILE * j1, dmin));
+            let (ml, mh) = (
+                header!(MN_AT + TILE * j0, dmin),
+                header!(MN_AT + TILE * j1, dmin),
+            );
             if G == 16 {
                 let g = at / 16;
                 step!(l0, sl, ml, g);
@@ -413,7 +425,14 @@ mod tests {
             seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
             (seed >> 8) as f32 / (1 << 24) as f32 - 0.4
         };
-        for (rows, blocks, gs) in [(1, 1, 16), (6, 2, 32), (9, 3, 16), (4, 1, 8), (17, 2, 16), (16, 1, 32)] {
+        for (rows, blocks, gs) in [
+            (1, 1, 16),
+            (6, 2, 32),
+            (9, 3, 16),
+            (4, 1, 8),
+            (17, 2, 16),
+            (16, 1, 32),
+        ] {
             let n = blocks * QK_K;
             let w: Vec<f32> = (0..rows * n).map(|_| next()).collect();
             let m = PackedQ4K::from_blocks(&quantize(KQuant::Q4K, &w), rows, n).unwrap();
