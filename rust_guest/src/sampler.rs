@@ -303,7 +303,7 @@ pub fn sample_topp(probs: &[f32], top_p: f32, coin: f32, scratch: &mut Candidate
     // a probability >= 0), so the first one above r is found by bisection.
     let r = coin * cumulative;
     let sums = &scratch.sums[..=last];
-    let first_above = sums.partition_point(|&cdf| !(r < cdf));
+    let first_above = sums.partition_point(|&cdf| cdf <= r); // sums are never NaN
     key_index(candidates[first_above.min(last)])
 }
 
