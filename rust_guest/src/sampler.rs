@@ -148,65 +148,67 @@ fn key_prob(key: u64) -> f32 {
 pub struct Candidates {
     keys: Vec<u64>,
     spare: Vec<u64>,
+    /// `sums[j]`: the cumulative probability through `keys[j]`, in run.c's order and floats.
+    sums: Vec<f32>,
 }
 
-/// Sorts `keys` by their digits `first_digit..8` (bytes, least significant first), ascending
-/// and stable: a least-significant-digit radix sort, 8 bits a pass, skipping the digits every
-/// key shares (the high bytes of the index, most of a probability's exponent). With
-/// `first_digit` 0 it sorts the keys; with 4, keys already in index order end in key order
-/// without passes over the index. Linear in the keys, where a comparison sort of a flat
-/// distribution's ~30,000 candidates costs more than the rest of the sampler.
-fn radix_sort(keys: &mut [u64], spare: &mut Vec<u64>, first_digit: usize) {
+/// Sorts `keys` by their bits from `first_bit` up, ascending and stable: a least-significant-
+/// digit radix sort over the span of bits some keys differ in (the bits every key shares, the
+/// index's high bits and a probability's high exponent bits, are left out), cut in as few
+/// digits of at most [`MAX_DIGIT_BITS`] as cover it. With `first_bit` 0 it sorts the keys;
+/// with 32, keys already in index order end in key order without passes over the index.
+/// Linear in the keys, where a comparison sort of a flat distribution's ~30,000 candidates
+/// costs more than the rest of the sampler.
+fn radix_sort(keys: &mut [u64], spare: &mut Vec<u64>, first_bit: u32) {
     let n = keys.len();
-    // The digits some keys differ in: only those are counted and passed over. Counting a
-    // shared digit bumps one counter per key, a chain of dependent increments that cost as
-    // much as the rest of the sort (measured: 40% of the sampler on a flat distribution).
-    // For the same reason the keys are counted into two tables, even and odd keys apart.
     let (all, any) = keys
         .iter()
         .fold((u64::MAX, 0u64), |(all, any), &k| (all & k, any | k));
-    let mut varying = [0usize; 8];
-    let mut passes = 0;
-    for digit in first_digit..8 {
-        if ((all ^ any) >> (8 * digit)) & 0xFF != 0 {
-            varying[passes] = digit;
-            passes += 1;
-        }
+    let varying = (all ^ any) & (u64::MAX << first_bit);
+    if varying == 0 {
+        return;
     }
-    let varying = &varying[..passes];
-    let mut counts = [[[0u32; 256]; 8]; 2];
-    let digit_of = |key: u64, digit: usize| ((key >> (8 * digit)) & 0xFF) as usize;
-    let pairs = keys.chunks_exact(2);
-    let odd = pairs.remainder();
-    for pair in pairs {
-        for &digit in varying {
-            counts[0][digit][digit_of(pair[0], digit)] += 1;
-            counts[1][digit][digit_of(pair[1], digit)] += 1;
-        }
+    // A flat distribution's probabilities differ in ~27 bits: three passes of 9 bits where
+    // bytes took four.
+    let (low, high) = (varying.trailing_zeros(), 63 - varying.leading_zeros());
+    let span = high + 1 - low;
+    let passes = span.div_ceil(MAX_DIGIT_BITS);
+    let width = span.div_ceil(passes);
+    let buckets = 1usize << width;
+    let mask = (buckets - 1) as u64;
+    let digit_of = |key: u64, pass: u32| ((key >> (low + pass * width)) & mask) as usize;
+    // Each pass counts the next pass's digit as it places the keys (measured faster than
+    // counting every digit in a pass of its own, and than four interleaved runs of keys with
+    // their own counters, which had paid off against byte digits' chains of increments).
+    let mut counts = [0u32; 1 << MAX_DIGIT_BITS];
+    for &key in keys.iter() {
+        counts[digit_of(key, 0)] += 1;
     }
-    for &key in odd {
-        for &digit in varying {
-            counts[0][digit][digit_of(key, digit)] += 1;
-        }
+    if spare.len() < n {
+        spare.resize(n, 0);
     }
-    spare.clear();
-    spare.resize(n, 0);
-    let (mut from, mut to): (&mut [u64], &mut [u64]) = (keys, &mut spare[..]);
+    let (mut from, mut to): (&mut [u64], &mut [u64]) = (keys, &mut spare[..n]);
     let mut in_spare = false;
-    for &digit in varying {
-        let mut next = [0usize; 256];
-        let mut total = 0;
-        for (slot, (&a, &b)) in next
-            .iter_mut()
-            .zip(counts[0][digit].iter().zip(&counts[1][digit]))
-        {
-            *slot = total;
-            total += (a + b) as usize;
+    for pass in 0..passes {
+        let mut next = [0u32; 1 << MAX_DIGIT_BITS];
+        let mut total = 0u32;
+        for (cursor, count) in next[..buckets].iter_mut().zip(&mut counts[..buckets]) {
+            *cursor = total;
+            total += std::mem::take(count);
         }
-        for &key in from.iter() {
-            let bucket = &mut next[digit_of(key, digit)];
-            to[*bucket] = key;
-            *bucket += 1;
+        if pass + 1 < passes {
+            for &key in from.iter() {
+                let cursor = &mut next[digit_of(key, pass)];
+                to[*cursor as usize] = key;
+                *cursor += 1;
+                counts[digit_of(key, pass + 1)] += 1;
+            }
+        } else {
+            for &key in from.iter() {
+                let cursor = &mut next[digit_of(key, pass)];
+                to[*cursor as usize] = key;
+                *cursor += 1;
+            }
         }
         std::mem::swap(&mut from, &mut to);
         in_spare = !in_spare;
@@ -215,6 +217,9 @@ fn radix_sort(keys: &mut [u64], spare: &mut Vec<u64>, first_digit: usize) {
         to.copy_from_slice(from);
     }
 }
+
+/// The widest digit [`radix_sort`] takes (its tables stay in the first-level cache).
+const MAX_DIGIT_BITS: u32 = 11;
 
 /// run.c's `sample_topp`, exactly (the same token for the same coin), without sorting the
 /// whole vocabulary by comparisons: only the prefix of run.c's sorted order that its
@@ -272,7 +277,7 @@ pub fn sample_topp(probs: &[f32], top_p: f32, coin: f32, scratch: &mut Candidate
                     }
                 }
                 debug_assert_eq!(at, n0);
-                radix_sort(&mut candidates[ordered..], &mut scratch.spare, 4);
+                radix_sort(&mut candidates[ordered..], &mut scratch.spare, 32);
             } else if rest.len() > 2 * FIRST_ROUND {
                 radix_sort(rest, &mut scratch.spare, 0);
             } else {
@@ -280,8 +285,11 @@ pub fn sample_topp(probs: &[f32], top_p: f32, coin: f32, scratch: &mut Candidate
             }
             n0
         };
+        let sums = &mut scratch.sums;
+        sums.truncate(ordered);
         let crossed = candidates[ordered..end].iter().position(|&key| {
             cumulative += key_prob(key);
+            sums.push(cumulative);
             cumulative > top_p
         });
         if let Some(at) = crossed {
@@ -290,15 +298,13 @@ pub fn sample_topp(probs: &[f32], top_p: f32, coin: f32, scratch: &mut Candidate
         }
         ordered = end;
     }
+    // run.c's second walk, `r < cdf` at the first candidate whose cumulative sum exceeds r:
+    // its sums are the first walk's (same order, same floats), and never decrease (each adds
+    // a probability >= 0), so the first one above r is found by bisection.
     let r = coin * cumulative;
-    let mut cdf = 0.0f32;
-    for &key in &candidates[..=last] {
-        cdf += key_prob(key);
-        if r < cdf {
-            return key_index(key);
-        }
-    }
-    key_index(candidates[last])
+    let sums = &scratch.sums[..=last];
+    let first_above = sums.partition_point(|&cdf| cdf <= r); // sums are never NaN
+    key_index(candidates[first_above.min(last)])
 }
 
 impl Sampler {
@@ -483,7 +489,7 @@ mod tests {
                 let mut high_only = keys.clone();
                 radix_sort(&mut keys, &mut spare, 0);
                 assert_eq!(keys, want, "n {n}, spread {spread}");
-                radix_sort(&mut high_only, &mut spare, 4);
+                radix_sort(&mut high_only, &mut spare, 32);
                 assert_eq!(high_only, want, "n {n}, spread {spread}, high digits");
             }
         }
