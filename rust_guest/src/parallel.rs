@@ -148,6 +148,71 @@ impl Threads {
     }
 }
 
+impl Threads {
+    /// Runs `task` on every item of `tasks`: on the pool when this thread is one of its
+    /// workers (a forward pass under [`Threads::run`]) and `parallel`, else in order here. The
+    /// items are disjoint pieces of work (each owns its outputs), so the order they run in
+    /// changes no bit.
+    pub fn for_each<T: Send>(&self, parallel: bool, tasks: Vec<T>, task: impl Fn(T) + Sync + Send) {
+        #[cfg(not(target_arch = "wasm32"))]
+        if parallel && tasks.len() > 1 && self.in_pool() {
+            use rayon::prelude::*;
+            return tasks.into_par_iter().for_each(task);
+        }
+        let _ = parallel;
+        tasks.into_iter().for_each(task)
+    }
+
+    /// Whether this thread is one of the pool's workers.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn in_pool(&self) -> bool {
+        self.pool
+            .as_ref()
+            .is_some_and(|p| p.current_thread_index().is_some())
+    }
+
+    /// [`Threads::split_rows`] for one input (`batch` 1) and several products at once, in one
+    /// parallel region (a worker that finishes its part of one product takes a part of the
+    /// next instead of waiting at a barrier): `outs[i]` is computed by
+    /// `part(i, first_row, rows_of_part, out_part)`; each product is cut as `split_rows` would.
+    pub fn split_rows_many<const N: usize, F>(&self, outs: [&mut [f32]; N], cols: usize, part: F)
+    where
+        F: Fn(usize, usize, usize, &mut [f32]) + Sync + Send,
+    {
+        let mut tasks = Vec::new();
+        let mut parallel = false;
+        for (i, out) in outs.into_iter().enumerate() {
+            let parts = self.parts(out.len(), cols);
+            parallel |= parts > 1;
+            let chunk = out.len().div_ceil(parts).max(1);
+            tasks.extend(
+                out.chunks_mut(chunk)
+                    .enumerate()
+                    .map(|(j, o)| (i, j * chunk, o)),
+            );
+        }
+        self.for_each(parallel, tasks, |(i, r0, o)| part(i, r0, o.len(), o));
+    }
+
+    /// [`Threads::split_rows`] for one input (`batch` 1) and two products of the same rows
+    /// (`a.len() == b.len()`), cut at the same rows: `part(first_row, rows_of_part, a_part,
+    /// b_part)`, so a part can combine its rows of both (SwiGLU's gate and up).
+    pub fn split_rows_pair<F>(&self, a: &mut [f32], b: &mut [f32], cols: usize, part: F)
+    where
+        F: Fn(usize, usize, &mut [f32], &mut [f32]) + Sync + Send,
+    {
+        assert_eq!(a.len(), b.len());
+        let parts = self.parts(a.len(), cols);
+        let chunk = a.len().div_ceil(parts).max(1);
+        let tasks: Vec<_> = a
+            .chunks_mut(chunk)
+            .zip(b.chunks_mut(chunk))
+            .enumerate()
+            .collect();
+        self.for_each(parts > 1, tasks, |(j, (a, b))| part(j * chunk, a.len(), a, b));
+    }
+}
+
 /// [`Threads::split_rows`] over `parts` parts. One input: the parts are disjoint pieces of
 /// `out`. A batch: each part computes its `batch x rows_of_part` block into a buffer of its
 /// own (a part's rows are not contiguous in `out`), copied into place afterwards.
