@@ -179,6 +179,12 @@ impl Threads {
     where
         F: Fn(usize, usize, usize, &mut [f32]) + Sync + Send,
     {
+        if outs.iter().all(|o| self.parts(o.len(), cols) <= 1) {
+            for (i, out) in outs.into_iter().enumerate() {
+                part(i, 0, out.len(), out);
+            }
+            return;
+        }
         let mut tasks = Vec::new();
         let mut parallel = false;
         for (i, out) in outs.into_iter().enumerate() {
@@ -203,6 +209,9 @@ impl Threads {
     {
         assert_eq!(a.len(), b.len());
         let parts = self.parts(a.len(), cols);
+        if parts <= 1 {
+            return part(0, a.len(), a, b);
+        }
         let chunk = a.len().div_ceil(parts).max(1);
         let tasks: Vec<_> = a
             .chunks_mut(chunk)

@@ -733,6 +733,9 @@ struct AttentionShape {
 /// two scalar multiply-adds, where a weight costs one vector lane.
 const ATTENTION_WEIGHT: usize = 8;
 
+/// One query head of [`attention`]: its index, query, output and row of scores.
+type HeadTask<'a> = (usize, ((&'a [f32], &'a mut [f32]), &'a mut [f32]));
+
 /// One item's multi-head attention (run.c's): `out` (q_dim) from its query `q` (q_dim) over the
 /// cached `keys` and `values` of `shape.positions` positions; `att` holds `seq_len` scores per
 /// query head. The heads are independent (each its own scores and output), so they are split
@@ -753,7 +756,7 @@ fn attention(
         .zip(out.chunks_exact_mut(hd))
         .zip(att.chunks_exact_mut(seq_len))
         .enumerate();
-    let head = |(h, ((q, out), att)): (usize, ((&[f32], &mut [f32]), &mut [f32]))| {
+    let head = |(h, ((q, out), att)): HeadTask| {
         let att = &mut att[..shape.positions];
         attention_head(h, q, out, keys, values, att, shape)
     };
