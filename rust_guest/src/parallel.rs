@@ -5,6 +5,9 @@
 //! order whichever thread runs it and whatever rows share its part (the kernels' tests check
 //! that a row's result does not depend on its neighbours), so text and logits are identical for
 //! any thread count. Only the work is divided, never a sum.
+//! Several products of one input can share one parallel region ([`Threads::split_rows_many`],
+//! [`Threads::split_rows_pair`]), and independent pieces of other work (attention heads) run
+//! through [`Threads::for_each`]: fewer joins per token, less work left on one thread.
 //!
 //! The threads are a rayon pool shared by every model opened with the same count (rayon is
 //! already linked through candle): a forward pass runs on the pool, so a product's parts are
@@ -145,6 +148,80 @@ impl Threads {
         }
         #[cfg(not(target_arch = "wasm32"))]
         split_rows_parallel(out, batch, rows, parts, part);
+    }
+}
+
+impl Threads {
+    /// Runs `task` on every item of `tasks`: on the pool when this thread is one of its
+    /// workers (a forward pass under [`Threads::run`]) and `parallel`, else in order here. The
+    /// items are disjoint pieces of work (each owns its outputs), so the order they run in
+    /// changes no bit.
+    pub fn for_each<T: Send>(&self, parallel: bool, tasks: Vec<T>, task: impl Fn(T) + Sync + Send) {
+        #[cfg(not(target_arch = "wasm32"))]
+        if parallel && tasks.len() > 1 && self.in_pool() {
+            use rayon::prelude::*;
+            return tasks.into_par_iter().for_each(task);
+        }
+        let _ = parallel;
+        tasks.into_iter().for_each(task)
+    }
+
+    /// Whether this thread is one of the pool's workers.
+    #[cfg(not(target_arch = "wasm32"))]
+    fn in_pool(&self) -> bool {
+        self.pool
+            .as_ref()
+            .is_some_and(|p| p.current_thread_index().is_some())
+    }
+
+    /// [`Threads::split_rows`] for one input (`batch` 1) and several products at once, in one
+    /// parallel region (a worker that finishes its part of one product takes a part of the
+    /// next instead of waiting at a barrier): `outs[i]` is computed by
+    /// `part(i, first_row, rows_of_part, out_part)`; each product is cut as `split_rows` would.
+    pub fn split_rows_many<const N: usize, F>(&self, outs: [&mut [f32]; N], cols: usize, part: F)
+    where
+        F: Fn(usize, usize, usize, &mut [f32]) + Sync + Send,
+    {
+        if outs.iter().all(|o| self.parts(o.len(), cols) <= 1) {
+            for (i, out) in outs.into_iter().enumerate() {
+                part(i, 0, out.len(), out);
+            }
+            return;
+        }
+        let mut tasks = Vec::new();
+        let mut parallel = false;
+        for (i, out) in outs.into_iter().enumerate() {
+            let parts = self.parts(out.len(), cols);
+            parallel |= parts > 1;
+            let chunk = out.len().div_ceil(parts).max(1);
+            tasks.extend(
+                out.chunks_mut(chunk)
+                    .enumerate()
+                    .map(|(j, o)| (i, j * chunk, o)),
+            );
+        }
+        self.for_each(parallel, tasks, |(i, r0, o)| part(i, r0, o.len(), o));
+    }
+
+    /// [`Threads::split_rows`] for one input (`batch` 1) and two products of the same rows
+    /// (`a.len() == b.len()`), cut at the same rows: `part(first_row, rows_of_part, a_part,
+    /// b_part)`, so a part can combine its rows of both (SwiGLU's gate and up).
+    pub fn split_rows_pair<F>(&self, a: &mut [f32], b: &mut [f32], cols: usize, part: F)
+    where
+        F: Fn(usize, usize, &mut [f32], &mut [f32]) + Sync + Send,
+    {
+        assert_eq!(a.len(), b.len());
+        let parts = self.parts(a.len(), cols);
+        if parts <= 1 {
+            return part(0, a.len(), a, b);
+        }
+        let chunk = a.len().div_ceil(parts).max(1);
+        let tasks: Vec<_> = a
+            .chunks_mut(chunk)
+            .zip(b.chunks_mut(chunk))
+            .enumerate()
+            .collect();
+        self.for_each(parts > 1, tasks, |(j, (a, b))| part(j * chunk, a.len(), a, b));
     }
 }
 

@@ -21,7 +21,7 @@ use crate::error::{EngineError, Result};
 use crate::matvec::{dot, matmul};
 use crate::model_parts::ModelHyper;
 use crate::parallel::Threads;
-use crate::q4k_kernel::matmul_q4k;
+use crate::q4k_kernel::{matmul_q4k, PackedQ4K};
 use crate::q8::{matmul_q8, quantize_activations};
 use crate::sampler::softmax;
 use crate::weights::{with_f32, with_i8, LayerExtras, LayerMatrix, Matrix, TransformerWeights};
@@ -99,7 +99,8 @@ impl Scratch {
             ] {
                 buf.resize(rows * width, 0.0);
             }
-            self.att.resize(cfg.seq_len, 0.0);
+            // One row of scores per query head (the heads may run on different threads).
+            self.att.resize(cfg.n_heads * cfg.seq_len, 0.0);
             self.rows = rows;
         }
         if self.logits.len() < wanted * cfg.vocab_size {
@@ -178,6 +179,93 @@ fn prepare(group_size: Option<usize>, row: usize, x: &[f32], xq: &mut Vec<i16>, 
     }
 }
 
+/// A matrix's weights, borrowed from its tensors for one product.
+#[derive(Clone, Copy)]
+enum Weights<'a> {
+    F32(&'a [f32]),
+    Q8 {
+        values: &'a [i8],
+        scales: &'a [f32],
+        offsets: Option<&'a [f32]>,
+    },
+    Q4K(&'a PackedQ4K),
+}
+
+/// Runs `f` on `w`'s weights.
+fn with_weights<R>(w: &Matrix, f: impl FnOnce(Weights) -> R) -> Result<R> {
+    match w {
+        Matrix::F32(w) => with_f32(w, |w| f(Weights::F32(w))),
+        Matrix::Q8 {
+            values,
+            scales,
+            offsets,
+        } => Ok(with_i8(values, |values| {
+            with_f32(scales, |scales| {
+                with_optional_f32(offsets.as_ref(), |offsets| {
+                    f(Weights::Q8 {
+                        values,
+                        scales,
+                        offsets,
+                    })
+                })
+            })
+        })???),
+        Matrix::Q4K(p) => Ok(f(Weights::Q4K(p))),
+    }
+}
+
+impl Weights<'_> {
+    /// The input's group sums when these weights have offsets (Q4_K), else nothing.
+    fn sums<'q>(&self, input: &'q Quantized) -> &'q [f32] {
+        match self {
+            Weights::Q8 {
+                offsets: Some(_), ..
+            }
+            | Weights::Q4K(_) => input.sums(),
+            _ => &[],
+        }
+    }
+
+    /// Rows `r0..r0 + rows` of `W x[b]` into `o` (`batch x rows`); `n` is a row's length,
+    /// `sums` [`Weights::sums`] of the input. The same kernel per row whatever the range.
+    #[allow(clippy::too_many_arguments)]
+    fn rows(
+        &self,
+        o: &mut [f32],
+        r0: usize,
+        rows: usize,
+        n: usize,
+        input: (&[f32], &[i16], &[f32]),
+        batch: usize,
+        sums: &[f32],
+    ) {
+        let (x, xq, xs) = input;
+        match *self {
+            Weights::F32(w) => matmul(o, &w[r0 * n..(r0 + rows) * n], x, batch),
+            Weights::Q8 {
+                values,
+                scales,
+                offsets,
+            } => {
+                let groups = xs.len() / batch.max(1);
+                let (w, s) = (
+                    &values[r0 * n..(r0 + rows) * n],
+                    &scales[r0 * groups..(r0 + rows) * groups],
+                );
+                matmul_q8(o, w, s, xq, xs, batch);
+                if let Some(m) = offsets {
+                    let m = &m[r0 * groups..(r0 + rows) * groups];
+                    subtract_offsets(o, m, sums, rows, groups);
+                }
+            }
+            Weights::Q4K(p) => {
+                debug_assert_eq!(o.len(), rows * batch.max(1));
+                matmul_q4k(o, p, r0, xq, xs, sums, batch)
+            }
+        }
+    }
+}
+
 /// `out[b] = W x[b]` for `batch` rows; for an int8 `W`, `x` as [`prepare`] quantized it into
 /// `xq`/`xs`. The rows of `W` are split across `threads` (each output is the same kernel's
 /// for that row, whichever thread computes it).
@@ -191,43 +279,70 @@ fn linear(
 ) -> Result<()> {
     let (xq, xs) = (input.xq, input.xs);
     let n = x.len() / batch.max(1);
-    match w {
-        Matrix::F32(w) => with_f32(w, |w| {
-            threads.split_rows(out, batch, n, |r0, rows, o| {
-                matmul(o, &w[r0 * n..(r0 + rows) * n], x, batch)
-            })
-        }),
-        Matrix::Q8 {
-            values,
-            scales,
-            offsets,
-        } => with_i8(values, |q| {
-            with_f32(scales, |s| {
-                with_optional_f32(offsets.as_ref(), |offsets| {
-                    let groups = xs.len() / batch.max(1);
-                    let sums = offsets.map(|_| input.sums());
-                    threads.split_rows(out, batch, n, |r0, rows, o| {
-                        let (w, s) = (
-                            &q[r0 * n..(r0 + rows) * n],
-                            &s[r0 * groups..(r0 + rows) * groups],
-                        );
-                        matmul_q8(o, w, s, xq, xs, batch);
-                        if let (Some(m), Some(sums)) = (offsets, sums) {
-                            let m = &m[r0 * groups..(r0 + rows) * groups];
-                            subtract_offsets(o, m, sums, rows, groups);
-                        }
-                    })
+    with_weights(w, |w| {
+        let sums = w.sums(input);
+        threads.split_rows(out, batch, n, |r0, rows, o| {
+            w.rows(o, r0, rows, n, (x, xq, xs), batch, sums)
+        })
+    })
+}
+
+/// [`linear`] of one input (`batch` 1) by three matrices (a layer's wq, wk, wv) in one
+/// parallel region: the same kernels per row, so the same bits.
+fn linear3(
+    threads: &Threads,
+    outs: [&mut [f32]; 3],
+    ws: [&Matrix; 3],
+    x: &[f32],
+    input: &Quantized,
+) -> Result<()> {
+    let (n, xq, xs) = (x.len(), input.xq, input.xs);
+    with_weights(ws[0], |a| {
+        with_weights(ws[1], |b| {
+            with_weights(ws[2], |c| {
+                let ws = [a, b, c];
+                let sums = ws.map(|w| w.sums(input));
+                threads.split_rows_many(outs, n, |i, r0, rows, o| {
+                    ws[i].rows(o, r0, rows, n, (x, xq, xs), 1, sums[i])
                 })
             })
-        })??,
-        Matrix::Q4K(p) => {
-            let sums = input.sums();
-            threads.split_rows(out, batch, n, |r0, rows, o| {
-                debug_assert_eq!(o.len(), rows * batch.max(1));
-                matmul_q4k(o, p, r0, xq, xs, sums, batch)
-            });
-            Ok(())
-        }
+        })
+    })???;
+    Ok(())
+}
+
+/// SwiGLU's `hb = SiLU(w1 x) * (w3 x)` for one input (`batch` 1) in one parallel region: each
+/// part computes its rows of both products, then their SiLU product (elementwise, as
+/// [`silu_mul`] on the whole vectors).
+#[allow(clippy::too_many_arguments)]
+fn swiglu(
+    threads: &Threads,
+    hb: &mut [f32],
+    hb2: &mut [f32],
+    w1: &Matrix,
+    w3: &Matrix,
+    x: &[f32],
+    input: &Quantized,
+) -> Result<()> {
+    let (n, xq, xs) = (x.len(), input.xq, input.xs);
+    with_weights(w1, |a| {
+        with_weights(w3, |b| {
+            let (sa, sb) = (a.sums(input), b.sums(input));
+            threads.split_rows_pair(hb, hb2, n, |r0, rows, g, u| {
+                a.rows(g, r0, rows, n, (x, xq, xs), 1, sa);
+                b.rows(u, r0, rows, n, (x, xq, xs), 1, sb);
+                silu_mul(g, u);
+            })
+        })
+    })??;
+    Ok(())
+}
+
+/// `g = SiLU(g) * u`, as run.c; libm's expf gives the same bits on every target.
+#[inline(always)]
+fn silu_mul(g: &mut [f32], u: &[f32]) {
+    for (g, u) in g.iter_mut().zip(u) {
+        *g = *g * (1.0 / (1.0 + libm::expf(-*g))) * u;
     }
 }
 
@@ -530,9 +645,14 @@ impl Transformer {
             }
             prepare(gs, dim, xb, xq, xs);
             let input = Quantized::new(xq, xs);
-            linear(threads, q, &layer.wq, xb, &input, b)?;
-            linear(threads, k, &layer.wk, xb, &input, b)?;
-            linear(threads, v, &layer.wv, xb, &input, b)?;
+            if b == 1 {
+                let ws = [&layer.wq, &layer.wk, &layer.wv];
+                linear3(threads, [&mut *q, &mut *k, &mut *v], ws, xb, &input)?;
+            } else {
+                linear(threads, q, &layer.wq, xb, &input, b)?;
+                linear(threads, k, &layer.wk, xb, &input, b)?;
+                linear(threads, v, &layer.wv, xb, &input, b)?;
+            }
             // Every item's key and value go into its cache before any attention reads.
             let layer_off = l * c.seq_len * kv_dim;
             for (i, item) in items.iter().enumerate() {
@@ -552,20 +672,16 @@ impl Transformer {
                 let end = layer_off + (item.pos + 1) * kv_dim;
                 let keys = &cache.keys[layer_off..end];
                 let values = &cache.values[layer_off..end];
-                let att = &mut s.att[..=item.pos];
                 let (q, out) = (&q[i * q_dim..][..q_dim], &mut heads[i * q_dim..][..q_dim]);
-                attention(
-                    q,
-                    out,
-                    keys,
-                    values,
-                    att,
+                let shape = AttentionShape {
+                    positions: item.pos + 1,
                     hd,
                     kv_dim,
                     n_rep,
                     scale,
-                    gs.is_some(),
-                );
+                    int8: gs.is_some(),
+                };
+                attention(threads, q, out, keys, values, &mut s.att, &shape);
             }
             prepare(gs, q_dim, heads, xq, xs);
             linear(threads, xb2, &layer.wo, heads, &Quantized::new(xq, xs), b)?;
@@ -578,11 +694,12 @@ impl Transformer {
             }
             prepare(gs, dim, xb, xq, xs);
             let input = Quantized::new(xq, xs);
-            linear(threads, hb, &layer.w1, xb, &input, b)?;
-            linear(threads, hb2, &layer.w3, xb, &input, b)?;
-            for (g, u) in hb.iter_mut().zip(hb2.iter()) {
-                // SiLU(gate) * up, as run.c; libm's expf gives the same bits on every target.
-                *g = *g * (1.0 / (1.0 + libm::expf(-*g))) * u;
+            if b == 1 {
+                swiglu(threads, hb, hb2, &layer.w1, &layer.w3, xb, &input)?;
+            } else {
+                linear(threads, hb, &layer.w1, xb, &input, b)?;
+                linear(threads, hb2, &layer.w3, xb, &input, b)?;
+                silu_mul(hb, hb2);
             }
             prepare(gs, hidden, hb, xq, xs);
             linear(threads, xb2, &layer.w2, hb, &Quantized::new(xq, xs), b)?;
@@ -620,61 +737,128 @@ impl Transformer {
     }
 }
 
+/// The sizes one item's attention works with.
+struct AttentionShape {
+    /// Cached positions attended to (`0..=pos`).
+    positions: usize,
+    hd: usize,
+    kv_dim: usize,
+    /// Query heads per kv head.
+    n_rep: usize,
+    scale: f32,
+    /// runq.c's score arithmetic (see [`attention_head`]).
+    int8: bool,
+}
+
+/// How much an attention head's work weighs against a matrix product's weight, for
+/// [`Threads::splits`]: per position and head dimension it reads a key and a value and does
+/// two scalar multiply-adds, where a weight costs one vector lane.
+const ATTENTION_WEIGHT: usize = 8;
+
+/// One query head of [`attention`]: its index, query, output and row of scores.
+type HeadTask<'a> = (usize, ((&'a [f32], &'a mut [f32]), &'a mut [f32]));
+
 /// One item's multi-head attention (run.c's): `out` (q_dim) from its query `q` (q_dim) over the
-/// cached `keys` and `values` of positions `0..=pos` (`att` has `pos + 1` entries).
-#[allow(clippy::too_many_arguments)]
+/// cached `keys` and `values` of `shape.positions` positions; `att` holds `seq_len` scores per
+/// query head. The heads are independent (each its own scores and output), so they are split
+/// across `threads` when there is enough work: the same arithmetic per head either way.
 fn attention(
+    threads: &Threads,
     q: &[f32],
     out: &mut [f32],
     keys: &[f32],
     values: &[f32],
     att: &mut [f32],
-    hd: usize,
-    kv_dim: usize,
-    n_rep: usize,
-    scale: f32,
-    int8: bool,
+    shape: &AttentionShape,
 ) {
-    for (h, (q, out)) in q.chunks_exact(hd).zip(out.chunks_exact_mut(hd)).enumerate() {
-        // Query head h reads kv head h / n_rep (run.c).
-        let kv = (h / n_rep) * hd;
-        if !int8 {
-            for (a, k) in att.iter_mut().zip(keys.chunks_exact(kv_dim)) {
-                *a = dot(q, &k[kv..kv + hd]) * scale;
-            }
-        } else {
-            // runq.c's score exactly: a sequential sum divided by sqrt(head_size). The
-            // int8 path re-quantizes every activation, so a last-bit difference here
-            // can flip a rounding and, later, a greedy token (seen on the 15M shape).
-            // Four positions at a time: four independent sequential sums (same bits
-            // as one at a time), so the additions' latency overlaps.
-            let root = (hd as f32).sqrt();
-            let mut scores = att.chunks_exact_mut(4);
-            let mut rows = keys.chunks_exact(4 * kv_dim);
-            for (a4, k4) in (&mut scores).zip(&mut rows) {
-                let ks: [&[f32]; 4] = std::array::from_fn(|j| &k4[j * kv_dim + kv..][..hd]);
-                let mut sums = [0.0f32; 4];
-                for (i, q) in q.iter().enumerate() {
+    let hd = shape.hd;
+    let seq_len = att.len() / (q.len() / hd).max(1);
+    let heads = q
+        .chunks_exact(hd)
+        .zip(out.chunks_exact_mut(hd))
+        .zip(att.chunks_exact_mut(seq_len))
+        .enumerate();
+    let head = |(h, ((q, out), att)): HeadTask| {
+        let att = &mut att[..shape.positions];
+        attention_head(h, q, out, keys, values, att, shape)
+    };
+    if threads.splits(ATTENTION_WEIGHT * shape.positions * q.len()) {
+        threads.for_each(true, heads.collect(), head);
+    } else {
+        heads.for_each(head);
+    }
+}
+
+/// Query head `h` of [`attention`]: `out` (head_size) from `q` (head_size) over the cached
+/// keys and values (`att` has one score per position).
+fn attention_head(
+    h: usize,
+    q: &[f32],
+    out: &mut [f32],
+    keys: &[f32],
+    values: &[f32],
+    att: &mut [f32],
+    shape: &AttentionShape,
+) {
+    let AttentionShape {
+        hd,
+        kv_dim,
+        n_rep,
+        scale,
+        int8,
+        ..
+    } = *shape;
+    // Query head h reads kv head h / n_rep (run.c).
+    let kv = (h / n_rep) * hd;
+    if !int8 {
+        for (a, k) in att.iter_mut().zip(keys.chunks_exact(kv_dim)) {
+            *a = dot(q, &k[kv..kv + hd]) * scale;
+        }
+    } else {
+        // runq.c's score exactly: a sequential sum divided by sqrt(head_size). The
+        // int8 path re-quantizes every activation, so a last-bit difference here
+        // can flip a rounding and, later, a greedy token (seen on the 15M shape).
+        // Four positions at a time: four independent sequential sums (same bits
+        // as one at a time), so the additions' latency overlaps.
+        let root = (hd as f32).sqrt();
+        let mut scores = att.chunks_exact_mut(4);
+        let mut rows = keys.chunks_exact(4 * kv_dim);
+        for (a4, k4) in (&mut scores).zip(&mut rows) {
+            let ks: [&[f32]; 4] = std::array::from_fn(|j| &k4[j * kv_dim + kv..][..hd]);
+            let mut sums = [0.0f32; 4];
+            // Four elements per loop trip, each sum still in element order: in the wasm
+            // guest the sums live across the loop's back-edge, where the epoch check's slow
+            // path (a call) makes Cranelift keep them in memory, so fewer trips mean fewer
+            // reloads (docs/toolchain.md, "Epoch interruption").
+            let mut quads = q.chunks_exact(4);
+            for (c, q4) in (&mut quads).enumerate() {
+                for (j, q) in q4.iter().enumerate() {
                     for (sum, k) in sums.iter_mut().zip(&ks) {
-                        *sum += q * k[i];
+                        *sum += q * k[4 * c + j];
                     }
                 }
-                for (a, sum) in a4.iter_mut().zip(sums) {
-                    *a = sum / root;
+            }
+            let done = hd - quads.remainder().len();
+            for (i, q) in quads.remainder().iter().enumerate() {
+                for (sum, k) in sums.iter_mut().zip(&ks) {
+                    *sum += q * k[done + i];
                 }
             }
-            let rest = scores.into_remainder();
-            for (a, k) in rest.iter_mut().zip(rows.remainder().chunks_exact(kv_dim)) {
-                let k = &k[kv..kv + hd];
-                *a = q.iter().zip(k).fold(0.0f32, |s, (q, k)| s + q * k) / root;
+            for (a, sum) in a4.iter_mut().zip(sums) {
+                *a = sum / root;
             }
         }
-        softmax(att);
-        out.fill(0.0);
-        for (a, v) in att.iter().zip(values.chunks_exact(kv_dim)) {
-            for (o, v) in out.iter_mut().zip(&v[kv..kv + hd]) {
-                *o += a * v;
-            }
+        let rest = scores.into_remainder();
+        for (a, k) in rest.iter_mut().zip(rows.remainder().chunks_exact(kv_dim)) {
+            let k = &k[kv..kv + hd];
+            *a = q.iter().zip(k).fold(0.0f32, |s, (q, k)| s + q * k) / root;
+        }
+    }
+    softmax(att);
+    out.fill(0.0);
+    for (a, v) in att.iter().zip(values.chunks_exact(kv_dim)) {
+        for (o, v) in out.iter_mut().zip(&v[kv..kv + hd]) {
+            *o += a * v;
         }
     }
 }
