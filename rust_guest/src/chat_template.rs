@@ -81,16 +81,15 @@ pub struct ChatTemplate {
 }
 
 impl ChatTemplate {
-    /// A template (Jinja source) and the texts of the vocabulary's BOS and EOS tokens. Its
-    /// syntax is checked here, so a broken template fails when the model loads.
-    pub fn new(source: String, bos_token: String, eos_token: String) -> Result<Self> {
-        let template = Self {
+    /// A template (Jinja source) and the texts of the vocabulary's BOS and EOS tokens. It is
+    /// parsed when rendered: a broken template fails a chat, not the model's loading (it still
+    /// generates from plain prompts).
+    pub fn new(source: String, bos_token: String, eos_token: String) -> Self {
+        Self {
             source,
             bos_token,
             eos_token,
-        };
-        template.environment().map(drop)?;
-        Ok(template)
+        }
     }
 
     pub fn source(&self) -> &str {
@@ -128,13 +127,13 @@ impl ChatTemplate {
         let messages: Vec<Value> = messages
             .iter()
             .map(|m| {
-                Value::from_iter([
+                Value::from_pairs([
                     ("role", Value::from(m.role.as_str())),
                     ("content", Value::from(m.content.as_str())),
                 ])
             })
             .collect();
-        let context = Value::from_iter([
+        let context = Value::from_pairs([
             ("messages", Value::from(messages)),
             ("add_generation_prompt", Value::from(add_generation_prompt)),
             ("bos_token", Value::from(self.bos_token.as_str())),
@@ -216,6 +215,13 @@ pub fn rendered_tokens(tokenizer: &Tokenizer, rendered: &str) -> Vec<u32> {
     tokens
 }
 
+/// The error of a chat of messages on a model without a template.
+pub fn no_chat_template() -> EngineError {
+    EngineError::ChatTemplate(
+        "the model has no chat template (GGUF tokenizer.chat_template)".into(),
+    )
+}
+
 /// A minijinja error as the engine's: `raise_exception`'s message as the template wrote it,
 /// others with their kind and line.
 fn template_error(err: &Error) -> EngineError {
@@ -253,15 +259,15 @@ mod tests {
             "{% if messages[0].role != 'user' %}{{ raise_exception('Conversation roles must alternate') }}{% endif %}".into(),
             "<s>".into(),
             "</s>".into(),
-        )
-        .unwrap();
+        );
         match raising.render(&msgs(&[("assistant", "x")]), true) {
             Err(EngineError::ChatTemplate(m)) => {
                 assert_eq!(m, "the template raised: Conversation roles must alternate")
             }
             other => panic!("{other:?}"),
         }
-        match ChatTemplate::new("{% for m in messages %}".into(), String::new(), String::new()) {
+        let broken = ChatTemplate::new("{% for m in messages %}".into(), String::new(), String::new());
+        match broken.render(&msgs(&[("user", "x")]), true) {
             Err(EngineError::ChatTemplate(m)) => assert!(m.starts_with("syntax error"), "{m}"),
             other => panic!("{other:?}"),
         }
@@ -273,11 +279,76 @@ mod tests {
             "{% for m in messages %}{% if m.role == 'skip' %}{% continue %}{% endif %}{{ m.content.strip().upper() }}|{% endfor %}".into(),
             String::new(),
             String::new(),
-        )
-        .unwrap();
+        );
         let out = t
             .render(&msgs(&[("user", " a "), ("skip", "b"), ("user", "c")]), false)
             .unwrap();
         assert_eq!(out, "A|C|");
+    }
+
+    /// A SentencePiece-style vocabulary as llama2.c writes it: <unk>, BOS, EOS, the byte
+    /// tokens, a space and the letters; `<unk>`, `<s>` and `</s>` special as in a GGUF file.
+    fn spm_tokenizer() -> Tokenizer {
+        let mut pieces: Vec<Vec<u8>> = vec![b"<unk>".to_vec(), b"\n<s>\n".to_vec(), b"\n</s>\n".to_vec()];
+        pieces.extend((0..=255u8).map(|b| format!("<0x{b:02X}>").into_bytes()));
+        pieces.push(b" ".to_vec());
+        pieces.extend((b'a'..=b'z').map(|c| vec![c]));
+        let mut bin = 16i32.to_le_bytes().to_vec();
+        for p in &pieces {
+            bin.extend_from_slice(&0f32.to_le_bytes());
+            bin.extend_from_slice(&(p.len() as i32).to_le_bytes());
+            bin.extend_from_slice(p);
+        }
+        Tokenizer::from_bytes(&bin).unwrap().with_specials(vec![
+            ("<unk>".into(), 0),
+            ("<s>".into(), 1),
+            ("</s>".into(), 2),
+        ])
+    }
+
+    #[test]
+    fn special_texts_become_their_ids_in_a_llama_vocabulary() {
+        let t = spm_tokenizer();
+        let ids = t.encode_special("<|user|>\nhi</s>\n<|assistant|>\n");
+        assert_eq!(ids.iter().filter(|&&i| i == 2).count(), 1);
+        let at = ids.iter().position(|&i| i == 2).unwrap();
+        // Text before and after the special token is encoded as run.c does (leading space).
+        assert_eq!(ids[..at], t.encode("<|user|>\nhi", false, false)[..]);
+        assert_eq!(ids[at + 1..], t.encode("\n<|assistant|>\n", false, false)[..]);
+        assert_eq!(rendered_tokens(&t, "hi")[0], 1, "BOS first");
+        assert_eq!(rendered_tokens(&t, "<s>hi").iter().filter(|&&i| i == 1).count(), 1);
+        assert_eq!(t.special_text(2), Some("</s>"));
+    }
+
+    #[test]
+    fn a_turn_appended_as_a_suffix_is_the_whole_rendering_s_tokens() {
+        let t = spm_tokenizer();
+        let zephyr = ChatTemplate::new(
+            "{% for m in messages %}{{ '<|' + m.role + '|>\n' + m.content + eos_token + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}".into(),
+            "<s>".into(),
+            "</s>".into(),
+        );
+        let first = Dialogue::start(&zephyr, msgs(&[("user", "hi")])).unwrap();
+        assert_eq!(first.rendered(), "<|user|>\nhi</s>\n<|assistant|>\n");
+        let (next, how) = first
+            .next(&zephyr, "yo", "</s>", &msgs(&[("user", "bye")]))
+            .unwrap();
+        let Continuation::Suffix(suffix) = how else {
+            panic!("{how:?}")
+        };
+        assert_eq!(suffix, "\n<|user|>\nbye</s>\n<|assistant|>\n");
+        let mut appended = rendered_tokens(&t, &format!("{}yo</s>", first.rendered()));
+        appended.extend(t.encode_special(&suffix));
+        assert_eq!(appended, rendered_tokens(&t, next.rendered()));
+        // A template that rewrites what came before is not continued.
+        let counting = ChatTemplate::new(
+            "{{ messages | length }}{% for m in messages %}{{ m.content }}{% endfor %}".into(),
+            String::new(),
+            String::new(),
+        );
+        let first = Dialogue::start(&counting, msgs(&[("user", "a")])).unwrap();
+        let (next, how) = first.next(&counting, "b", "", &msgs(&[("user", "c")])).unwrap();
+        assert_eq!(how, Continuation::Whole("3abc".into()));
+        assert_eq!(next.rendered(), "3abc");
     }
 }

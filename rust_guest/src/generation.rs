@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::chat_template::{rendered_tokens, Continuation, Dialogue, Message};
+use crate::chat_template::{no_chat_template, rendered_tokens, Continuation, Dialogue, Message};
 use crate::error::{EngineError, Result};
 use crate::loaded_model::LoadedModel;
 use crate::sampler::{Sampler, SamplerParams};
@@ -266,15 +266,14 @@ impl Session {
         messages: Vec<Message>,
         params: &GenerationParams,
     ) -> Result<Self> {
-        let template = model.chat_template().ok_or_else(|| {
-            EngineError::ChatTemplate(
-                "the model has no chat template (GGUF tokenizer.chat_template); \
-                 chat with rendered turns instead"
-                    .into(),
-            )
-        })?;
+        let template = model.chat_template().ok_or_else(no_chat_template)?;
         let dialogue = Dialogue::start(template, messages)?;
         let tokens = rendered_tokens(model.tokenizer(), dialogue.rendered());
+        if tokens.is_empty() {
+            return Err(EngineError::ChatTemplate(
+                "the template rendered the messages as no text".into(),
+            ));
+        }
         let mut session = Self::chat_from_tokens(model, tokens, params)?;
         session.dialogue = Some(dialogue);
         Ok(session)

@@ -530,11 +530,9 @@ fn tokenizer(h: &GgufHeader) -> Result<Tokenizer> {
 }
 
 /// `tokenizer.chat_template` with the texts of the BOS and EOS tokens it may print (None when
-/// the file has no template; a template that does not parse is a ChatTemplate error).
-fn chat_template(h: &GgufHeader) -> Result<Option<ChatTemplate>> {
-    let Some(source) = h.get("tokenizer.chat_template").and_then(Value::as_str) else {
-        return Ok(None);
-    };
+/// the file has no template).
+fn chat_template(h: &GgufHeader) -> Option<ChatTemplate> {
+    let source = h.get("tokenizer.chat_template").and_then(Value::as_str)?;
     let tokens = h.get("tokenizer.ggml.tokens").and_then(Value::as_array);
     let text = |key: &str, default: u32| -> String {
         let id = h.get(key).and_then(Value::as_u64).unwrap_or(u64::from(default));
@@ -551,7 +549,7 @@ fn chat_template(h: &GgufHeader) -> Result<Option<ChatTemplate>> {
         .and_then(Value::as_u64)
         .map_or(BOS, |v| v as u32);
     let bos = text("tokenizer.ggml.bos_token_id", bos_default);
-    ChatTemplate::new(source.to_string(), bos, eos).map(Some)
+    Some(ChatTemplate::new(source.to_string(), bos, eos))
 }
 
 /// The strings of array `key` (InvalidTokenizer when missing or not strings).
@@ -619,7 +617,7 @@ pub fn load(file: &[u8], device: &Device) -> Result<ModelParts> {
     let h = &spec.header;
     let cfg = &spec.config;
     let tokenizer = tokenizer(h)?;
-    let chat_template = chat_template(h)?;
+    let chat_template = chat_template(h);
     let tensor = |name: &str| -> Result<(&TensorInfo, &[u8])> {
         let t = h
             .tensor(name)

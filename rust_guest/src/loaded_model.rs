@@ -5,7 +5,7 @@ use std::path::Path;
 
 use candle_core::Device;
 
-use crate::chat_template::ChatTemplate;
+use crate::chat_template::{no_chat_template, ChatTemplate, Message};
 use crate::checkpoint::{load_weights, load_weights_from_file, CheckpointConfig};
 use crate::error::{EngineError, Result};
 use crate::gguf::is_gguf;
@@ -138,6 +138,14 @@ impl LoadedModel {
     /// The file's chat template (None for llama2.c checkpoints and GGUF files without one).
     pub fn chat_template(&self) -> Option<&ChatTemplate> {
         self.chat_template.as_ref()
+    }
+
+    /// `messages` in the model's chat template (ChatTemplate when it has none or it fails).
+    pub fn render_chat(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+        self.chat_template
+            .as_ref()
+            .ok_or_else(no_chat_template)?
+            .render(messages, add_generation_prompt)
     }
 
     /// The config as the JSON object of ABI.md's `ec_model_info`.
