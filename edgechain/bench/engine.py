@@ -300,6 +300,9 @@ def _ratios(results: list[dict[str, object]]) -> list[str]:
                 ratio = by[(engine, kind)] / by[("llama.cpp", kind)]
                 what = f"{engine} {kind} decodes at {ratio:.2f}x llama.cpp (one thread)"
                 lines.append(f"{shape}: {what}")
+            if kind.startswith("gguf-") and engine == "wasm" and ("candle wasm", kind) in by:
+                ratio = by[(engine, kind)] / by[("candle wasm", kind)]
+                lines.append(f"{shape}: wasm {kind} decodes at {ratio:.2f}x candle's wasm build")
         for top, bottom, text in _REFERENCE_RATIOS:
             if top in by and bottom in by:
                 lines.append(f"{shape}: " + text.format(by[top] / by[bottom]))

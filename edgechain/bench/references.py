@@ -6,13 +6,18 @@ DIR holds what ``scripts/build_references.sh`` builds: ``run`` (run.c f32, nativ
 (runq.c int8, native) and ``run.wasm`` (run.c for wasm32-wasi, run here in wasmtime-py with and
 without epoch interruption), and what ``scripts/build_llamacpp_reference.sh`` builds:
 ``llama-bench`` (llama.cpp, one thread, on each GGUF file measured: its own decode of ``steps``
-tokens without a prompt, so no sampling). A missing program is skipped. Each row runs in its own
-process, so its peak RSS is its own; the decode rate is the program's own "achieved tok/s" line.
+tokens without a prompt, so no sampling), and what ``scripts/build_candle_wasm_reference.sh``
+builds: ``candle_quantized.wasm`` (candle's own quantized Llama, the model candle's wasm examples
+run, for wasm32 + simd128 like the guest; greedy from BOS, epoch interruption on). A missing
+program is skipped. Each row runs in its own process, so its peak RSS is its own; the decode
+rate is the program's own "achieved tok/s" line (llama2.c), llama-bench's average, or the
+decode steps timed by the host (candle).
 
     python -m edgechain.bench.references wasm|wasm-noepoch RUN_WASM CHECKPOINT TOKENIZER STEPS
         SEED PROMPT TEMP
+    python -m edgechain.bench.references candle-wasm CANDLE_WASM MODEL.gguf STEPS
 
-runs run.wasm once and prints one JSON object (decode_tok_s, peak_rss_mb).
+runs one of them once and prints one JSON object (decode_tok_s, peak_rss_mb).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 __all__ = ["Reference", "available_references", "run_reference"]
 
@@ -41,8 +47,9 @@ class Reference:
     label: str
     weights: str  # "f32", "int8" or "gguf-TYPE"
     program: Path
-    wasm_epochs: bool | None = None  # None: a native program
-    llama_bench: bool = False  # llama.cpp's llama-bench rather than a llama2.c program
+    #: "native" (a llama2.c program), "wasm" / "wasm-noepoch" (run.wasm in wasmtime-py, epoch
+    #: interruption on / off), "llama-bench" or "candle-wasm".
+    runner: str = "native"
 
 
 def available_references(directory: Path, weights: Sequence[str] = ()) -> list[Reference]:
@@ -55,12 +62,15 @@ def available_references(directory: Path, weights: Sequence[str] = ()) -> list[R
         found.append(Reference("runq.c", "int8", directory / "runq"))
     if (directory / "run.wasm").is_file():
         wasm = directory / "run.wasm"
-        found.append(Reference("run.c wasm-noepoch", "f32", wasm, wasm_epochs=False))
-        found.append(Reference("run.c wasm", "f32", wasm, wasm_epochs=True))
+        found.append(Reference("run.c wasm-noepoch", "f32", wasm, "wasm-noepoch"))
+        found.append(Reference("run.c wasm", "f32", wasm, "wasm"))
+    gguf = [kind for kind in weights if kind.startswith("gguf-")]
     bench = directory / "llama-bench"
     if bench.is_file():
-        gguf = [kind for kind in weights if kind.startswith("gguf-")]
-        found.extend(Reference("llama.cpp", kind, bench, llama_bench=True) for kind in gguf)
+        found.extend(Reference("llama.cpp", kind, bench, "llama-bench") for kind in gguf)
+    candle = directory / "candle_quantized.wasm"
+    if candle.is_file():
+        found.extend(Reference("candle wasm", kind, candle, "candle-wasm") for kind in gguf)
     return found
 
 
@@ -88,15 +98,17 @@ def run_reference(
     temperature: float,
 ) -> dict[str, object]:
     """One measurement in a subprocess: decode_tok_s and peak_rss_mb, or an ``error`` entry."""
-    args = _args(str(checkpoint), str(tokenizer), steps, seed, prompt, temperature)
-    if ref.llama_bench:
+    if ref.runner == "llama-bench":
         return _run_llama_bench(ref, checkpoint, steps)
-    if ref.wasm_epochs is None:
-        cmd = [str(ref.program), *args]
+    in_python = [sys.executable, "-m", "edgechain.bench.references", ref.runner, str(ref.program)]
+    if ref.runner == "native":
+        cmd = [str(ref.program), *_args(str(checkpoint), str(tokenizer), steps, seed, prompt,
+                                        temperature)]  # fmt: skip
+    elif ref.runner == "candle-wasm":
+        cmd = [*in_python, str(checkpoint), str(steps)]
     else:
-        kind = "wasm" if ref.wasm_epochs else "wasm-noepoch"
-        cmd = [sys.executable, "-m", "edgechain.bench.references", kind, str(ref.program)]
-        cmd += [str(checkpoint), str(tokenizer), str(steps), str(seed), prompt, str(temperature)]
+        cmd = [*in_python, str(checkpoint), str(tokenizer), str(steps), str(seed), prompt,
+               str(temperature)]  # fmt: skip
     with tempfile.TemporaryFile("w+") as out_f, tempfile.TemporaryFile("w+") as err_f:
         proc = subprocess.Popen(cmd, stdout=out_f, stderr=err_f, text=True)
         # wait4: this child's own rusage (its peak RSS, KiB on Linux), not all children's.
@@ -106,7 +118,7 @@ def run_reference(
         err_f.seek(0)
         out, err = out_f.read(), err_f.read()
     rss = usage.ru_maxrss / 1024
-    if ref.wasm_epochs is not None:
+    if ref.runner != "native":
         if proc.returncode != 0 or not out.strip():
             return {"engine": ref.label, "error": (err.strip().splitlines() or ["failed"])[-1]}
         return {**json.loads(out.strip().splitlines()[-1]), "engine": ref.label}
@@ -133,15 +145,11 @@ def _run_llama_bench(ref: Reference, model: Path, steps: int) -> dict[str, objec
     return {"engine": ref.label, "decode_tok_s": rate}
 
 
-def _run_wasm(argv: list[str]) -> dict[str, object]:
-    """Run run.wasm as a WASI command in wasmtime-py, epoch interruption on (ticking like the
-    engine's) or off."""
+def _wasmtime_store(program: str, epochs: bool) -> tuple[Any, Any, Any]:
+    """An engine, module and store for ``program``; with ``epochs``, epoch interruption on and
+    ticking like the engine's."""
     import wasmtime
 
-    from edgechain.bench.engine_worker import peak_rss_mb
-
-    kind, program, checkpoint, tokenizer, steps, seed, prompt, temp = argv[:8]
-    epochs = kind == "wasm"
     config = wasmtime.Config()
     config.epoch_interruption = epochs
     engine = wasmtime.Engine(config)
@@ -156,6 +164,17 @@ def _run_wasm(argv: list[str]) -> dict[str, object]:
                 engine.increment_epoch()
 
         threading.Thread(target=tick, daemon=True).start()
+    return engine, module, store
+
+
+def _run_wasm(argv: list[str]) -> dict[str, object]:
+    """Run run.wasm as a WASI command in wasmtime-py, epoch interruption on or off."""
+    import wasmtime
+
+    from edgechain.bench.engine_worker import peak_rss_mb
+
+    kind, program, checkpoint, tokenizer, steps, seed, prompt, temp = argv[:8]
+    engine, module, store = _wasmtime_store(program, epochs=kind == "wasm")
     ckpt, tok = Path(checkpoint).resolve(), Path(tokenizer).resolve()
     wasi = wasmtime.WasiConfig()
     wasi.preopen_dir(str(ckpt.parent), "/m")
@@ -181,5 +200,35 @@ def _run_wasm(argv: list[str]) -> dict[str, object]:
     return row
 
 
+def _run_candle_wasm(argv: list[str]) -> dict[str, object]:
+    """Run candle's quantized Llama in wasmtime-py: load the file, then ``steps`` greedy decode
+    steps from BOS, timed here (the load is not counted, as llama2.c's figure excludes it)."""
+    import wasmtime
+
+    from edgechain.bench.engine_worker import peak_rss_mb
+
+    program, model, steps = argv[0], Path(argv[1]), int(argv[2])
+    engine, module, store = _wasmtime_store(program, epochs=True)
+    exports = wasmtime.Linker(engine).instantiate(store, module).exports(store)
+    data = model.read_bytes()
+    size = len(data)
+    pointer = exports["ref_alloc"](store, size)
+    exports["memory"].write(store, data, pointer)
+    del data
+    if exports["ref_load"](store, pointer, size) != 0:
+        return {"engine": "candle wasm", "error": f"candle could not load {model.name}"}
+    token, started, cpu = 1, time.perf_counter(), time.process_time()
+    for position in range(steps):
+        token = exports["ref_step"](store, token, position)
+        if token < 0:
+            return {"engine": "candle wasm", "error": f"candle's forward failed at {position}"}
+    rate = steps / (time.perf_counter() - started)
+    cpu_rate = steps / max(time.process_time() - cpu, 1e-9)
+    return {"engine": "candle wasm", "decode_tok_s": rate, "decode_cpu_tok_s": cpu_rate,
+            "peak_rss_mb": peak_rss_mb()}  # fmt: skip
+
+
 if __name__ == "__main__":
-    print(json.dumps(_run_wasm(sys.argv[1:])))
+    _RUNNERS = {"candle-wasm": _run_candle_wasm}
+    run = _RUNNERS.get(sys.argv[1])
+    print(json.dumps(run(sys.argv[2:]) if run else _run_wasm(sys.argv[1:])))

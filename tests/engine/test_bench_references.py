@@ -101,3 +101,49 @@ def test_wasm_noepoch_rows_decode_like_wasm(tmp_path: Path) -> None:
 def test_an_engine_without_epoch_interruption_refuses_a_timeout() -> None:
     with pytest.raises(InvalidParameter, match="epoch interruption"):
         open_engine("wasm", epoch_interruption=False, timeout=1.0)
+
+
+# candle's quantized Llama stand-in: grows its memory for the file, loads only a buffer that
+# starts with GGUF's magic, and counts its decode steps at address 0.
+_CANDLE = """
+(module
+  (memory (export "memory") 1)
+  (func (export "ref_alloc") (param $len i32) (result i32)
+    (i32.mul (memory.grow (i32.add (i32.shr_u (local.get $len) (i32.const 16)) (i32.const 1)))
+             (i32.const 65536)))
+  (func (export "ref_load") (param $ptr i32) (param $len i32) (result i32)
+    (if (result i32) (i32.eq (i32.load (local.get $ptr)) (i32.const 0x46554747))
+      (then (i32.const 0)) (else (i32.const -1))))
+  (func (export "ref_step") (param $token i32) (param $pos i32) (result i64)
+    (i32.store (i32.const 0) (i32.add (i32.load (i32.const 0)) (i32.const 1)))
+    (i64.extend_i32_u (i32.add (local.get $token) (i32.const 1)))))
+"""
+
+
+def test_the_candle_wasm_row_times_the_gguf_file_beside_the_guest(tmp_path: Path) -> None:
+    refs, models = tmp_path / "refs", tmp_path / "models"
+    refs.mkdir()
+    (refs / "candle_quantized.wasm").write_bytes(wasmtime.wat2wasm(_CANDLE))
+    args = ("bench", "--shapes", "260K", "--engines", "wasm", "--weights", "f32,gguf-f32")
+    args += ("--steps", "16", "--temperature", "0")
+    result = run_cli(*args, "--json", "--references", refs, "--cache-dir", models)
+    assert result.returncode == 0, result.stderr
+    rows = {(r["engine"], r["weights"]): r for r in json.loads(result.stdout)}
+    # Only GGUF files have a candle row.
+    assert list(rows) == [("wasm", "f32"), ("wasm", "gguf-f32"), ("candle wasm", "gguf-f32")]
+    assert rows[("candle wasm", "gguf-f32")]["decode_tok_s"] > 0
+    table = run_cli(*args, "--references", refs, "--cache-dir", models).stdout.decode()
+    assert "260K: wasm gguf-f32 decodes at" in table and "x candle's wasm build" in table
+
+
+def test_a_file_candle_cannot_load_is_an_error_row(tmp_path: Path) -> None:
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    (refs / "candle_quantized.wasm").write_bytes(wasmtime.wat2wasm(_CANDLE))
+    not_gguf = tmp_path / "model.gguf"
+    not_gguf.write_bytes(b"ggjt" + bytes(60))
+    from edgechain.bench.references import available_references, run_reference
+
+    (candle,) = available_references(refs, ["gguf-q8_0"])
+    row = run_reference(candle, not_gguf, not_gguf, 8, 1, "", 0.0)
+    assert row == {"engine": "candle wasm", "error": "candle could not load model.gguf"}
