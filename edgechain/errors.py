@@ -81,6 +81,11 @@ class UnsupportedModel(InvalidCheckpoint):
     tokenizer model it does not support): refused from its header, naming what."""
 
 
+class ChatTemplateError(InputError):
+    """A model's chat template that does not parse or render (a syntax error, or its own
+    ``raise_exception``), or a chat of messages on a model that has no template."""
+
+
 class InvalidTokenizer(InputError):
     """A tokenizer.bin that is missing, truncated or malformed."""
 

@@ -83,7 +83,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--mode",
         choices=("generate", "chat"),
         default="generate",
-        help="generate (default) or chat (user turns from stdin, Llama 2's [INST] template)",
+        help="generate (default) or chat (user turns from stdin; a GGUF file's own chat "
+        "template, Llama 2's [INST] for a llama2.c checkpoint)",
     )
     parser.add_argument(
         "-y",
@@ -178,7 +179,7 @@ def _chat(
     system = args.system_prompt
     if system is None:
         system = _read_line("Enter system prompt (optional): ") or ""
-    chat = ChatSession(model, params, system=system)
+    chat = ChatSession(model, params, system=system, templated=_is_gguf(args.checkpoint))
     user = prompt
     generated, first_token_at = 0, None
     while not chat.over:
@@ -206,6 +207,14 @@ def _chat(
     out.write(b"\n")
     out.flush()
     return generated, first_token_at, time.perf_counter()
+
+
+def _is_gguf(path: str) -> bool:
+    """Whether the model file is GGUF (its chat template renders the turns)."""
+    from edgechain.service.engine.files import GGUF_MAGIC
+
+    with open(path, "rb") as f:
+        return f.read(len(GGUF_MAGIC)) == GGUF_MAGIC
 
 
 def _read_line(guide: str) -> str | None:

@@ -48,6 +48,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="GGUF heads of N values instead of dim / heads (--format gguf; Qwen3-0.6B: 128)",
     )
     parser.add_argument(
+        "--chat-template",
+        metavar="NAME|FILE",
+        help="GGUF tokenizer.chat_template (--format gguf): chatml, qwen3, llama3, zephyr, "
+        "strict (edgechain.testing.chat_templates) or a Jinja file",
+    )
+    parser.add_argument(
         "--type",
         choices=TYPES,
         default="f32",
@@ -68,8 +74,12 @@ def execute(args: argparse.Namespace) -> int:
     gguf = args.format == "gguf"
     if gguf and args.tokenizer:
         raise InvalidParameter("--tokenizer: a GGUF file carries its own tokenizer")
-    if not gguf and (args.arch != "llama" or args.type != "f32" or args.head_dim is not None):
-        raise InvalidParameter("--arch, --type and --head-dim apply to --format gguf only")
+    gguf_only = (args.arch != "llama", args.type != "f32", args.head_dim, args.chat_template)
+    if not gguf and any(x not in (None, False) for x in gguf_only):
+        raise InvalidParameter(
+            "--arch, --type, --head-dim and --chat-template apply to --format gguf only"
+        )
+    template = _chat_template(args.chat_template)
     out = Path(args.out)
     tokenizer = Path(args.tokenizer) if args.tokenizer else None
     for path in (out, tokenizer):
@@ -77,7 +87,9 @@ def execute(args: argparse.Namespace) -> int:
             raise InputError(f"output directory does not exist: {path.parent}")
     try:
         if gguf:
-            synthesize_gguf(shape, args.arch, args.seed, out, args.type, args.head_dim)
+            synthesize_gguf(
+                shape, args.arch, args.seed, out, args.type, args.head_dim, template
+            )
         else:
             synthesize(shape, args.seed, out, tokenizer)
     except OSError as err:
@@ -88,3 +100,15 @@ def execute(args: argparse.Namespace) -> int:
             digest.update_mmap(path)
             print(f"{path}: {path.stat().st_size} bytes, blake3 {digest.hexdigest()}")
     return 0
+
+
+def _chat_template(value: str | None) -> str | None:
+    """A named template's source, or a Jinja file's text."""
+    from edgechain.cli.common import read_text_file
+    from edgechain.testing.chat_templates import TEMPLATES
+
+    if value is None:
+        return None
+    if value in TEMPLATES:
+        return TEMPLATES[value]
+    return read_text_file(value, "chat template", 1 << 20)

@@ -195,10 +195,12 @@ def synthesize_gguf(
     out: Path,
     kind: str = "f32",
     head_dim: int | None = None,
+    chat_template: str | None = None,
 ) -> int:
     """Write the GGUF file ``out`` atomically; returns its size. ``head_dim``: heads of that
     size instead of ``dim / n_heads`` (as Qwen3-0.6B's 128 for 1024 / 16), stated as
-    ``attention.key_length``/``value_length``."""
+    ``attention.key_length``/``value_length``. ``chat_template``: Jinja source written as
+    ``tokenizer.chat_template`` (:mod:`edgechain.testing.chat_templates` has the families')."""
     from edgechain.convert import TYPES
 
     if arch not in ARCHITECTURES:
@@ -214,6 +216,8 @@ def synthesize_gguf(
     if head_dim is not None and head_dim % 2:
         raise InvalidParameter(f"head_dim must be even (RoPE pairs), got {head_dim}")
     metadata = gguf_metadata(shape, arch, kind, f"synthetic {arch} seed {seed}", head_dim)
+    if chat_template is not None:
+        metadata.append(("tokenizer.chat_template", chat_template))
     tensors = gguf_tensors(shape, arch, seed, kind, head_dim)
     written = 0
 

@@ -179,6 +179,14 @@ impl Bpe {
         })
     }
 
+    /// The text of special token `id` (None for other tokens).
+    pub fn special_text(&self, id: u32) -> Option<&str> {
+        self.specials
+            .iter()
+            .find(|(_, s)| *s == id)
+            .map(|(t, _)| t.as_str())
+    }
+
     /// The ids of `text`: special tokens where their texts occur, byte-level BPE between them.
     pub fn encode(&self, text: &str, out: &mut Vec<u32>) {
         let mut rest = text;

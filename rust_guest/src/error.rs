@@ -25,6 +25,10 @@ pub enum EngineError {
     /// refused from its header alone.
     #[error("unsupported model: {0}")]
     UnsupportedModel(String),
+    /// A chat template that does not parse or render (a syntax error, its `raise_exception`),
+    /// or a chat of messages on a model without one.
+    #[error("chat template: {0}")]
+    ChatTemplate(String),
 }
 
 impl EngineError {
@@ -41,6 +45,7 @@ impl EngineError {
             EngineError::InvalidUtf8(_) => -8,
             EngineError::Internal(_) => -9,
             EngineError::UnsupportedModel(_) => -10,
+            EngineError::ChatTemplate(_) => -11,
         }
     }
 }

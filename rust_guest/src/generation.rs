@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+use crate::chat_template::{no_chat_template, rendered_tokens, Continuation, Dialogue, Message};
 use crate::error::{EngineError, Result};
 use crate::loaded_model::LoadedModel;
 use crate::sampler::{Sampler, SamplerParams};
@@ -161,14 +162,25 @@ pub struct Session {
     /// A chat (run.c's `chat`): every forced position consumes a random draw, as run.c
     /// samples and discards there, so sampled answers match run.c's.
     chat: bool,
+    /// A chat of messages in the model's template (`start_messages`): what was rendered.
+    dialogue: Option<Dialogue>,
 }
 
 impl Session {
     /// Encodes the prompt (BOS first) and checks the parameters; does not run the model.
     pub fn start(model: Arc<LoadedModel>, prompt: &str, params: &GenerationParams) -> Result<Self> {
+        let tokens = model.tokenizer().encode(prompt, true, false);
+        Self::from_tokens(model, tokens, params)
+    }
+
+    /// A session whose prompt is `tokens` (encoded, BOS included when wanted).
+    fn from_tokens(
+        model: Arc<LoadedModel>,
+        tokens: Vec<u32>,
+        params: &GenerationParams,
+    ) -> Result<Self> {
         let sampler = Sampler::new(params.sampler_params())?;
         let seq_len = model.config().seq_len;
-        let tokens = model.tokenizer().encode(prompt, true, false);
         if tokens.len() > seq_len {
             return Err(EngineError::PromptTooLong(format!(
                 "the prompt is {} tokens (BOS included) but the model's context is {seq_len} positions",
@@ -214,6 +226,7 @@ impl Session {
             last_token: None,
             end_token: None,
             chat: false,
+            dialogue: None,
             model,
         })
     }
@@ -221,6 +234,15 @@ impl Session {
     /// Starts a chat (run.c's `chat` mode) with the first user turn, already rendered in the
     /// model's template: the session can take further turns with [`Self::append`].
     pub fn start_chat(model: Arc<LoadedModel>, turn: &str, params: &GenerationParams) -> Result<Self> {
+        let tokens = model.tokenizer().encode(turn, true, false);
+        Self::chat_from_tokens(model, tokens, params)
+    }
+
+    fn chat_from_tokens(
+        model: Arc<LoadedModel>,
+        tokens: Vec<u32>,
+        params: &GenerationParams,
+    ) -> Result<Self> {
         if !params.hint.is_empty() {
             return Err(EngineError::InvalidArgument("a chat takes no hint tokens".into()));
         }
@@ -229,10 +251,139 @@ impl Session {
                 "a chat's answers need max_tokens of at least 1".into(),
             ));
         }
-        let mut session = Self::start(model, turn, params)?;
+        let mut session = Self::from_tokens(model, tokens, params)?;
         session.chat = true;
         session.sampler.skip_draws(session.prompt_len - 1);
         Ok(session)
+    }
+
+    /// Starts a chat of `messages` rendered in the model's own chat template (GGUF's
+    /// `tokenizer.chat_template`) with the assistant's header after them; further messages
+    /// come with [`Self::append_messages`]. ChatTemplate when the model has no template or
+    /// the template fails (a syntax error, its `raise_exception`).
+    pub fn start_messages(
+        model: Arc<LoadedModel>,
+        messages: Vec<Message>,
+        params: &GenerationParams,
+    ) -> Result<Self> {
+        let template = model.chat_template().ok_or_else(no_chat_template)?;
+        let dialogue = Dialogue::start(template, messages)?;
+        let tokens = rendered_tokens(model.tokenizer(), dialogue.rendered());
+        if tokens.is_empty() {
+            return Err(EngineError::ChatTemplate(
+                "the template rendered the messages as no text".into(),
+            ));
+        }
+        let mut session = Self::chat_from_tokens(model, tokens, params)?;
+        session.dialogue = Some(dialogue);
+        Ok(session)
+    }
+
+    /// The next messages of a chat started by [`Self::start_messages`], after the answer
+    /// stopped: the whole dialogue (the answer as the assistant's message) is rendered again,
+    /// and when the text already fed (the last rendering, the answer, its end token) is a
+    /// prefix of it, only the rest is encoded and fed, keeping the KV cache. A template that
+    /// rewrites earlier text instead has its whole rendering encoded, and the cache is kept
+    /// as far as the tokens agree with those fed. Errors leave the chat as it was.
+    pub fn append_messages(&mut self, messages: &[Message]) -> Result<()> {
+        self.check_turn_end()?;
+        let (Some(dialogue), Some(template)) = (&self.dialogue, self.model.chat_template()) else {
+            return Err(EngineError::InvalidArgument(
+                "only a chat started from messages takes more messages".into(),
+            ));
+        };
+        let tokenizer = self.model.tokenizer();
+        let answer = String::from_utf8_lossy(&self.generated_text).into_owned();
+        let end_text = self
+            .end_token
+            .and_then(|t| tokenizer.special_text(t))
+            .unwrap_or_default();
+        let (next, continuation) = dialogue.next(template, &answer, end_text, messages)?;
+        let mut fed = self.tokens.clone();
+        fed.extend(self.end_token);
+        let tokens = match continuation {
+            Continuation::Suffix(suffix) => {
+                fed.extend(tokenizer.encode_special(&suffix));
+                fed
+            }
+            Continuation::Whole(rendered) => rendered_tokens(tokenizer, &rendered),
+        };
+        self.check_vocab(&tokens, "the messages")?;
+        // What the cache holds and stays valid: the fed tokens the new ones start with (one
+        // position at least is fed again, for its logits).
+        let cached = self.pos.min(self.kv_len);
+        let same = self.tokens[..cached]
+            .iter()
+            .zip(&tokens)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(tokens.len() - 1);
+        if tokens.len() > self.position_limit {
+            return Err(EngineError::ContextFull(format!(
+                "the dialogue needs {} positions but the chat has {}",
+                tokens.len(),
+                self.position_limit
+            )));
+        }
+        self.dialogue = Some(next);
+        self.sampler.skip_draws(tokens.len() - same - 1);
+        self.tokens = tokens;
+        self.kv_len = self.kv_len.min(same);
+        self.next_answer();
+        Ok(())
+    }
+
+    /// The text a chat of messages has rendered so far (None for other sessions).
+    pub fn rendered_dialogue(&self) -> Option<&str> {
+        self.dialogue.as_ref().map(Dialogue::rendered)
+    }
+
+    fn check_vocab(&self, tokens: &[u32], what: &str) -> Result<()> {
+        let vocab = self.model.config().vocab_size as u32;
+        match tokens.iter().find(|&&t| t >= vocab) {
+            Some(bad) => Err(EngineError::InvalidArgument(format!(
+                "{what} need byte-fallback token {bad}, outside the vocabulary of {vocab}"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Ok when the answer has stopped in a way that lets a chat take another turn.
+    fn check_turn_end(&self) -> Result<()> {
+        if !self.chat {
+            return Err(EngineError::InvalidArgument(
+                "only a chat session takes another turn".into(),
+            ));
+        }
+        match self.stop_reason {
+            StopReason::EndOfSequence | StopReason::MaxTokens | StopReason::StopString
+                if self.prefilled =>
+            {
+                Ok(())
+            }
+            StopReason::Running => Err(EngineError::InvalidArgument(
+                "the answer is still running: step it to its stop first".into(),
+            )),
+            _ => Err(EngineError::ContextFull(format!(
+                "all {} positions of the chat are used",
+                self.position_limit
+            ))),
+        }
+    }
+
+    /// Counts and the stop reason start afresh for the next answer, after `tokens` (all of
+    /// them the prompt now).
+    fn next_answer(&mut self) {
+        self.prompt_len = self.tokens.len();
+        self.hint.clear();
+        self.ahead_len = 0;
+        self.prefilled = false;
+        self.generated = 0;
+        self.generated_text.clear();
+        self.utf8 = Utf8Stream::default();
+        self.stop_reason = StopReason::Running;
+        self.stop_reported = false;
+        self.end_token = None;
     }
 
     /// Appends the next user turn (rendered, encoded with BOS) after the answer stopped,
@@ -241,33 +392,14 @@ impl Session {
     /// string), then the turn; only the new positions go through the model. Counts and the
     /// stop reason start afresh for the new answer; `max_positions` bounds the whole dialogue.
     pub fn append(&mut self, turn: &str) -> Result<()> {
-        if !self.chat {
+        self.check_turn_end()?;
+        if self.dialogue.is_some() {
             return Err(EngineError::InvalidArgument(
-                "only a chat session takes another turn".into(),
+                "a chat started from messages takes messages, not rendered turns".into(),
             ));
         }
-        match self.stop_reason {
-            StopReason::EndOfSequence | StopReason::MaxTokens | StopReason::StopString
-                if self.prefilled => {}
-            StopReason::Running => {
-                return Err(EngineError::InvalidArgument(
-                    "the answer is still running: step it to its stop first".into(),
-                ))
-            }
-            _ => {
-                return Err(EngineError::ContextFull(format!(
-                    "all {} positions of the chat are used",
-                    self.position_limit
-                )))
-            }
-        }
         let turn_tokens = self.model.tokenizer().encode(turn, true, false);
-        let vocab = self.model.config().vocab_size as u32;
-        if let Some(bad) = turn_tokens.iter().find(|&&t| t >= vocab) {
-            return Err(EngineError::InvalidArgument(format!(
-                "the turn needs byte-fallback token {bad}, outside the vocabulary of {vocab}"
-            )));
-        }
+        self.check_vocab(&turn_tokens, "the turn")?;
         // After an end token, `tokens` stops at `pos` (the end token was not kept); after
         // another stop its last token is the one not fed yet.
         let unfed: Vec<u32> = self.end_token.into_iter().collect();
@@ -285,17 +417,8 @@ impl Session {
         self.tokens.extend_from_slice(&turn_tokens);
         // run.c samples (and discards) at every forced position but the last.
         self.sampler.skip_draws(self.tokens.len() - self.pos - 1);
-        self.prompt_len = self.tokens.len();
         self.kv_len = self.kv_len.min(self.pos);
-        self.hint.clear();
-        self.ahead_len = 0;
-        self.prefilled = false;
-        self.generated = 0;
-        self.generated_text.clear();
-        self.utf8 = Utf8Stream::default();
-        self.stop_reason = StopReason::Running;
-        self.stop_reported = false;
-        self.end_token = None;
+        self.next_answer();
         Ok(())
     }
 

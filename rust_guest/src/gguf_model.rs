@@ -13,6 +13,7 @@ use std::sync::Arc;
 use candle_core::{Device, Tensor};
 
 use crate::bpe::PreTokenizer;
+use crate::chat_template::ChatTemplate;
 use crate::checkpoint::CheckpointConfig;
 use crate::error::{EngineError, Result};
 use crate::gguf::{self, GgmlType, GgufHeader, TensorInfo, Value};
@@ -514,7 +515,41 @@ fn tokenizer(h: &GgufHeader) -> Result<Tokenizer> {
         bin.extend_from_slice(&(piece.len() as i32).to_le_bytes());
         bin.extend_from_slice(piece);
     }
-    Tokenizer::from_bytes(&bin)
+    // Unknown, control and user-defined tokens: what llama.cpp matches as special.
+    let types = h.get("tokenizer.ggml.token_type").and_then(Value::as_array);
+    let specials = tokens
+        .iter()
+        .enumerate()
+        .filter(|(id, _)| {
+            let kind = types.and_then(|t| t.get(*id)).and_then(Value::as_u64);
+            matches!(kind, Some(2..=4))
+        })
+        .filter_map(|(id, t)| Some((t.as_str()?.to_string(), id as u32)))
+        .collect();
+    Ok(Tokenizer::from_bytes(&bin)?.with_specials(specials))
+}
+
+/// `tokenizer.chat_template` with the texts of the BOS and EOS tokens it may print (None when
+/// the file has no template).
+fn chat_template(h: &GgufHeader) -> Option<ChatTemplate> {
+    let source = h.get("tokenizer.chat_template").and_then(Value::as_str)?;
+    let tokens = h.get("tokenizer.ggml.tokens").and_then(Value::as_array);
+    let text = |key: &str, default: u32| -> String {
+        let id = h.get(key).and_then(Value::as_u64).unwrap_or(u64::from(default));
+        tokens
+            .and_then(|t| t.get(usize::try_from(id).ok()?))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let eos = text("tokenizer.ggml.eos_token_id", EOS);
+    let bos_default = h
+        .get("tokenizer.ggml.eos_token_id")
+        .filter(|_| h.get("tokenizer.ggml.model").and_then(Value::as_str) == Some("gpt2"))
+        .and_then(Value::as_u64)
+        .map_or(BOS, |v| v as u32);
+    let bos = text("tokenizer.ggml.bos_token_id", bos_default);
+    Some(ChatTemplate::new(source.to_string(), bos, eos))
 }
 
 /// The strings of array `key` (InvalidTokenizer when missing or not strings).
@@ -582,6 +617,7 @@ pub fn load(file: &[u8], device: &Device) -> Result<ModelParts> {
     let h = &spec.header;
     let cfg = &spec.config;
     let tokenizer = tokenizer(h)?;
+    let chat_template = chat_template(h);
     let tensor = |name: &str| -> Result<(&TensorInfo, &[u8])> {
         let t = h
             .tensor(name)
@@ -643,6 +679,7 @@ pub fn load(file: &[u8], device: &Device) -> Result<ModelParts> {
         weights,
         tokenizer,
         hyper: spec.hyper,
+        chat_template,
     })
 }
 

@@ -3,6 +3,7 @@
 //! and as the `edgechain_native` Python module (`python`, feature "python").
 
 pub mod bpe;
+pub mod chat_template;
 pub mod checkpoint;
 pub mod error;
 pub mod generation;

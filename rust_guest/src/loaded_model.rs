@@ -5,6 +5,7 @@ use std::path::Path;
 
 use candle_core::Device;
 
+use crate::chat_template::{no_chat_template, ChatTemplate, Message};
 use crate::checkpoint::{load_weights, load_weights_from_file, CheckpointConfig};
 use crate::error::{EngineError, Result};
 use crate::gguf::is_gguf;
@@ -19,6 +20,8 @@ pub struct LoadedModel {
     transformer: Transformer,
     config: CheckpointConfig,
     tokenizer: Tokenizer,
+    /// A GGUF file's chat template (llama2.c checkpoints have none: run.c's `[INST]`).
+    chat_template: Option<ChatTemplate>,
 }
 
 impl std::fmt::Debug for LoadedModel {
@@ -63,6 +66,7 @@ impl LoadedModel {
             weights,
             tokenizer,
             hyper,
+            chat_template,
         } = parts;
         if tokenizer.vocab_size() != config.vocab_size {
             return Err(EngineError::VocabMismatch(format!(
@@ -76,6 +80,7 @@ impl LoadedModel {
             transformer,
             config,
             tokenizer,
+            chat_template,
         })
     }
 
@@ -106,6 +111,7 @@ impl LoadedModel {
             transformer,
             config,
             tokenizer,
+            chat_template: None,
         })
     }
 
@@ -127,6 +133,19 @@ impl LoadedModel {
 
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer
+    }
+
+    /// The file's chat template (None for llama2.c checkpoints and GGUF files without one).
+    pub fn chat_template(&self) -> Option<&ChatTemplate> {
+        self.chat_template.as_ref()
+    }
+
+    /// `messages` in the model's chat template (ChatTemplate when it has none or it fails).
+    pub fn render_chat(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
+        self.chat_template
+            .as_ref()
+            .ok_or_else(no_chat_template)?
+            .render(messages, add_generation_prompt)
     }
 
     /// The config as the JSON object of ABI.md's `ec_model_info`.

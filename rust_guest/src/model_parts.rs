@@ -3,6 +3,7 @@
 //! epsilon). A llama2.c checkpoint + tokenizer.bin (`checkpoint`), a GGUF file (`gguf_model`)
 //! and, next, safetensors + tokenizer.json each produce one; `LoadedModel` takes it.
 
+use crate::chat_template::ChatTemplate;
 use crate::checkpoint::CheckpointConfig;
 use crate::tokenizer::Tokenizer;
 use crate::weights::TransformerWeights;
@@ -37,4 +38,6 @@ pub struct ModelParts {
     pub weights: TransformerWeights,
     pub tokenizer: Tokenizer,
     pub hyper: ModelHyper,
+    /// The file's chat template (GGUF's `tokenizer.chat_template`), if it has one.
+    pub chat_template: Option<ChatTemplate>,
 }

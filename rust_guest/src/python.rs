@@ -8,6 +8,7 @@ use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
+use crate::chat_template::parse_messages;
 use crate::error::EngineError as RustEngineError;
 use crate::generation::{step_batch, GenerationParams, Session as RustSession};
 use crate::loaded_model::LoadedModel;
@@ -197,6 +198,24 @@ impl Model {
         Ok(Session { inner: session })
     }
 
+    /// Starts a chat of `messages_json` (`[{"role", "content"}]`) rendered in the model's chat
+    /// template; `Session.append_messages` adds the next ones.
+    fn start_messages(&self, messages_json: &str, params_json: &str) -> PyResult<Session> {
+        let params = params_from_json(params_json)?;
+        let messages = parse_messages(messages_json).map_err(to_py)?;
+        let session =
+            RustSession::start_messages(self.inner.clone(), messages, &params).map_err(to_py)?;
+        Ok(Session { inner: session })
+    }
+
+    /// `messages_json` rendered in the model's chat template (ChatTemplate error without one).
+    fn render_chat(&self, messages_json: &str, add_generation_prompt: bool) -> PyResult<String> {
+        let messages = parse_messages(messages_json).map_err(to_py)?;
+        self.inner
+            .render_chat(&messages, add_generation_prompt)
+            .map_err(to_py)
+    }
+
     /// Starts verifying `claimed` token ids against a generation of `prompt` with the
     /// parameters (ABI.md, "Verification"); `Verifier.run` does the work.
     fn verify_start(
@@ -282,6 +301,14 @@ impl Session {
     fn append(&mut self, py: Python<'_>, turn: &str) -> PyResult<()> {
         let inner = &mut self.inner;
         py.allow_threads(|| inner.append(turn)).map_err(to_py)
+    }
+
+    /// Appends the next messages to a chat started from messages whose answer ended.
+    fn append_messages(&mut self, py: Python<'_>, messages_json: &str) -> PyResult<()> {
+        let messages = parse_messages(messages_json).map_err(to_py)?;
+        let inner = &mut self.inner;
+        py.allow_threads(|| inner.append_messages(&messages))
+            .map_err(to_py)
     }
 
     /// The prompt as run.c prints it.

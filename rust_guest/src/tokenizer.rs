@@ -28,6 +28,9 @@ pub struct Tokenizer {
     add_bos: bool,
     /// Tokens that end a generation (BOS and EOS; a `gpt2` file's control tokens).
     ends: Vec<u32>,
+    /// A GGUF `llama` vocabulary's special tokens (unknown, control, user-defined), as the file
+    /// spells them: [`Self::encode_special`] maps their texts to their ids.
+    specials: Vec<(String, u32)>,
 }
 
 fn parse_byte_piece(piece: &[u8]) -> Option<u8> {
@@ -115,6 +118,7 @@ impl Tokenizer {
             eos: EOS,
             add_bos: true,
             ends: vec![BOS, EOS],
+            specials: Vec::new(),
         })
     }
 
@@ -172,7 +176,65 @@ impl Tokenizer {
             eos,
             add_bos,
             ends,
+            specials: Vec::new(),
         })
+    }
+
+    /// The same tokenizer with the special tokens (text, id) of a GGUF `llama` vocabulary.
+    pub fn with_specials(mut self, mut specials: Vec<(String, u32)>) -> Self {
+        specials.retain(|(text, _)| !text.is_empty());
+        self.specials = specials;
+        self
+    }
+
+    /// Whether `encode` puts BOS first when asked (a `gpt2` file may say no).
+    pub fn adds_bos(&self) -> bool {
+        self.add_bos
+    }
+
+    /// The ids of a rendered chat template's text, as llama.cpp's tokenizer with
+    /// `parse_special`: special tokens' texts become their single ids; no BOS is added. A
+    /// `gpt2` vocabulary matches them in any text; a `llama` one encodes each piece of text
+    /// between them as run.c does (with its leading space, as llama.cpp prefixes one after a
+    /// special token).
+    pub fn encode_special(&self, text: &str) -> Vec<u32> {
+        if self.bpe.is_some() {
+            return self.encode(text, false, false);
+        }
+        let mut out = Vec::new();
+        let mut rest = text;
+        while !rest.is_empty() {
+            // The earliest special token (the longest at the same place).
+            let found = self
+                .specials
+                .iter()
+                .filter_map(|(t, id)| rest.find(t.as_str()).map(|at| (at, t.len(), *id)))
+                .min_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+            let (plain, special) = match found {
+                Some((at, len, id)) => (&rest[..at], Some((id, at + len))),
+                None => (rest, None),
+            };
+            out.extend(self.encode(plain, false, false));
+            match special {
+                Some((id, end)) => {
+                    out.push(id);
+                    rest = &rest[end..];
+                }
+                None => break,
+            }
+        }
+        out
+    }
+
+    /// The text a special token stands for in a rendered template (None for other tokens).
+    pub fn special_text(&self, id: u32) -> Option<&str> {
+        if let Some(bpe) = &self.bpe {
+            return bpe.special_text(id);
+        }
+        self.specials
+            .iter()
+            .find(|(_, s)| *s == id)
+            .map(|(t, _)| t.as_str())
     }
 
     /// The token a sequence starts with.

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use candle_core::Device;
 
 use crate::checkpoint::WeightLoader;
+use crate::chat_template::parse_messages;
 use crate::error::{EngineError, Result};
 use crate::generation::{step_batch, GenerationParams, Produced, Session};
 use crate::loaded_model::LoadedModel;
@@ -406,6 +407,65 @@ pub unsafe extern "C" fn ec_session_append(session: i32, turn_ptr: u32, turn_len
         let turn = host_str(turn_ptr, turn_len, "turn")?;
         state.session(session)?.append(turn)?;
         Ok(0)
+    })
+}
+
+/// Starts a chat of messages (JSON `[{"role", "content"}]`) rendered in the model's chat
+/// template (`Session::start_messages`).
+///
+/// # Safety
+/// Both buffers must be host-written memory from `ec_alloc`.
+#[no_mangle]
+pub unsafe extern "C" fn ec_session_start_messages(
+    model: i32,
+    messages_ptr: u32,
+    messages_len: u32,
+    params_ptr: u32,
+    params_len: u32,
+) -> i32 {
+    with_state(|state| {
+        let messages = parse_messages(host_str(messages_ptr, messages_len, "messages")?)?;
+        let params = host_params(params_ptr, params_len)?;
+        let model = state.model(model)?.clone();
+        let session = Session::start_messages(model, messages, &params)?;
+        let handle = state.new_handle()?;
+        state.sessions.insert(handle, session);
+        Ok(handle)
+    })
+}
+
+/// Appends messages to a chat started from messages whose answer ended
+/// (`Session::append_messages`).
+///
+/// # Safety
+/// The buffer must be host-written memory from `ec_alloc`.
+#[no_mangle]
+pub unsafe extern "C" fn ec_session_append_messages(session: i32, ptr: u32, len: u32) -> i32 {
+    with_state(|state| {
+        let messages = parse_messages(host_str(ptr, len, "messages")?)?;
+        state.session(session)?.append_messages(&messages)?;
+        Ok(0)
+    })
+}
+
+/// Renders messages in the model's chat template (`LoadedModel::render_chat`); the text is
+/// the output buffer.
+///
+/// # Safety
+/// The buffer must be host-written memory from `ec_alloc`.
+#[no_mangle]
+pub unsafe extern "C" fn ec_chat_render(
+    model: i32,
+    ptr: u32,
+    len: u32,
+    add_generation_prompt: i32,
+) -> i32 {
+    with_state(|state| {
+        let messages = parse_messages(host_str(ptr, len, "messages")?)?;
+        let text = state
+            .model(model)?
+            .render_chat(&messages, add_generation_prompt != 0)?;
+        set_output(state, text.as_bytes())
     })
 }
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from edgechain.errors import InvalidParameter
 from edgechain.service.engine.base import (
+    ChatMessage,
     Engine,
     Generation,
     GenerationParams,
@@ -29,6 +30,7 @@ ENGINE_KINDS = ("wasm", "native")
 
 __all__ = [
     "ENGINE_KINDS",
+    "ChatMessage",
     "Engine",
     "Generation",
     "GenerationParams",

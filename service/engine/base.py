@@ -249,16 +249,55 @@ class ClaimVerdict:
 
 
 @dataclass(frozen=True)
+class ChatMessage:
+    """One message of a dialogue rendered by the model's chat template: ``role`` (system,
+    user, assistant, ...) and its text."""
+
+    role: str
+    content: str
+
+
+#: What a chat turn is: rendered text (llama2.c's ``[INST]``, BOS added) or messages for the
+#: model's own chat template (a GGUF file's ``tokenizer.chat_template``).
+ChatTurn = str | Sequence[ChatMessage]
+
+
+def messages_json(messages: Sequence[ChatMessage]) -> str:
+    """The ABI's messages JSON (``[{"role", "content"}]``), each text checked as a prompt is."""
+    items = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, ChatMessage):
+            raise InvalidParameter(f"message {i} is a {type(message).__name__}, not a ChatMessage")
+        text_to_utf8(message.role, f"message {i}'s role")
+        text_to_utf8(message.content, f"message {i}'s content")
+        items.append({"role": message.role, "content": message.content})
+    if not items:
+        raise InvalidParameter("a chat turn needs at least one message")
+    return json.dumps(items, ensure_ascii=False)
+
+
+def chat_turn(turn: ChatTurn) -> tuple[str, bytes, bool]:
+    """A turn's text for the engine (rendered text, or the messages JSON), as UTF-8, and
+    whether it is messages."""
+    if isinstance(turn, str):
+        return turn, text_to_utf8(turn, "turn"), False
+    text = messages_json(turn)
+    return text, text.encode("utf-8"), True
+
+
+@dataclass(frozen=True)
 class SessionStart:
     """What a backend starts a session from: a checked prompt (also as UTF-8), the params JSON
     (with the checked hint ids: :func:`check_hint`, :func:`params_with_hint`), the wall-clock
-    budget in seconds, and whether it is a chat session (turns that keep the KV cache)."""
+    budget in seconds, whether it is a chat session (turns that keep the KV cache), and whether
+    the prompt is messages JSON for the model's chat template."""
 
     prompt: str
     prompt_bytes: bytes
     params_json: str
     budget: float | None
     chat: bool = False
+    messages: bool = False
 
 
 class VerifierDriver(Protocol):
@@ -279,7 +318,7 @@ class SessionDriver(Protocol):
 
     def step(self, deadline: float | None) -> Step: ...
 
-    def append(self, turn: str, turn_bytes: bytes) -> None: ...
+    def append(self, turn: str, turn_bytes: bytes, messages: bool = False) -> None: ...
 
     def counts(self) -> tuple[int, int]: ...
 
@@ -362,13 +401,16 @@ class Generation(Iterator[Token]):
             self._pieces.append(text)
             return Token(id=token_id, text=text, data=data)
 
-    def follow_up(self, turn: str, timeout: float | None = None) -> Generation:
-        """A chat's next answer, after ``turn`` (rendered in the model's template; BOS is
-        added): the session keeps its KV cache, so only the answer's last token and the turn go
-        through the model (run.c's chat, token for token). Call it once this answer has
-        stopped; the dialogue's positions are bounded by ``max_positions``. A turn that does
-        not fit raises ContextFull and leaves the chat as it was."""
-        turn_bytes = text_to_utf8(turn, "turn")
+    def follow_up(self, turn: ChatTurn, timeout: float | None = None) -> Generation:
+        """A chat's next answer, after ``turn``: text rendered in the model's template (BOS is
+        added), or, for a chat started from messages, the next :class:`ChatMessage` s, which
+        the model's chat template renders with the dialogue so far (this answer as the
+        assistant's message). The session keeps its KV cache, so only what is new goes through
+        the model (for rendered turns, the answer's last token and the turn: run.c's chat,
+        token for token). Call it once this answer has stopped; the dialogue's positions are
+        bounded by ``max_positions``. A turn that does not fit raises ContextFull and leaves
+        the chat as it was."""
+        turn, turn_bytes, is_messages = chat_turn(turn)
         with self._lock:
             driver = self._held
             if driver is None:
@@ -377,7 +419,7 @@ class Generation(Iterator[Token]):
                 if self._driver is not None:
                     raise InvalidParameter("the answer is still running: iterate it to its end")
                 raise InvalidParameter("this answer's chat is over (cancelled, full or taken)")
-            driver.append(turn, turn_bytes)
+            driver.append(turn, turn_bytes, is_messages)
             self._held = None
         budget = check_timeout(timeout if timeout is not None else self._timeout)
         return Generation(driver, timeout=budget, batcher=self._model_batcher, chat=True)
@@ -481,16 +523,33 @@ class LoadedModel(ABC):
         driver = self._start(SessionStart(prompt, prompt_bytes, params_json, budget))
         return Generation(driver, timeout=budget, batcher=self._step_batcher())
 
-    def chat(self, turn: str, params: GenerationParams, timeout: float | None = None) -> Generation:
-        """Start a chat (run.c's ``chat`` mode) with its first user ``turn``, rendered in the
-        model's template (BOS is added): the returned answer streams like :meth:`generate`'s
-        and, once stopped, :meth:`Generation.follow_up` takes the next turn on the same KV
-        cache. As in run.c, a random draw is spent at every position the turns force, so
-        sampled answers are run.c's; ``max_positions`` bounds the whole dialogue."""
+    def chat(
+        self, turn: ChatTurn, params: GenerationParams, timeout: float | None = None
+    ) -> Generation:
+        """Start a chat with its first ``turn``: text already rendered in the model's template
+        (run.c's ``chat`` mode; BOS is added), or :class:`ChatMessage` s that the model's own
+        chat template renders with the assistant's header after them (a GGUF file's
+        ``tokenizer.chat_template``; ChatTemplateError when it has none or the template
+        fails). The returned answer streams like :meth:`generate`'s and, once stopped,
+        :meth:`Generation.follow_up` takes the next turn on the same KV cache. As in run.c, a
+        random draw is spent at every position the turns force, so sampled answers are
+        run.c's; ``max_positions`` bounds the whole dialogue."""
         budget = check_timeout(timeout if timeout is not None else self._timeout)
-        turn_bytes = text_to_utf8(turn, "turn")
-        driver = self._start(SessionStart(turn, turn_bytes, params.to_json(), budget, chat=True))
+        text, data, is_messages = chat_turn(turn)
+        start = SessionStart(text, data, params.to_json(), budget, chat=True, messages=is_messages)
+        driver = self._start(start)
         return Generation(driver, timeout=budget, batcher=self._step_batcher(), chat=True)
+
+    def render_chat(
+        self, messages: Sequence[ChatMessage], add_generation_prompt: bool = True
+    ) -> str:
+        """``messages`` as the model's chat template renders them (what :meth:`chat` feeds,
+        before tokenization); ChatTemplateError when the model has none or it fails."""
+        return self._render_chat(messages_json(messages), add_generation_prompt)
+
+    def _render_chat(self, messages: str, add_generation_prompt: bool) -> str:
+        """The backend's rendering of checked messages JSON."""
+        raise NotImplementedError(f"{type(self).__name__} has no chat templates")
 
     def verify_claim(
         self,

@@ -11,13 +11,24 @@ run.c does, so the tokens are run.c's; sampled answers too, since a random draw 
 every forced position as run.c's loop samples there. One difference: run.c's chat ends an
 answer only at EOS (2), the engine at any end token (BOS too, where llama2.c's ``generate``
 stops), which matters only for models that are not chat models.
+
+With ``templated`` (a GGUF file), the turns are :class:`ChatMessage` s rendered by the model's
+own chat template (``tokenizer.chat_template``) instead: the system prompt as the first
+message when not empty, each user turn as a ``user`` message, each answer as the
+``assistant``'s (docs/models.md, "Chat templates").
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from edgechain.service.engine.base import Generation, GenerationParams, LoadedModel, StopReason
+from edgechain.service.engine.base import (
+    ChatMessage,
+    Generation,
+    GenerationParams,
+    LoadedModel,
+    StopReason,
+)
 
 __all__ = ["ChatSession", "render_turn"]
 
@@ -39,6 +50,8 @@ class ChatSession:
     model: LoadedModel
     params: GenerationParams
     system: str = ""
+    #: Whether the model's own chat template renders the turns (a GGUF file's).
+    templated: bool = False
     #: The dialogue so far as text: rendered turns and the assistant's answers (each turn
     #: reaches the model once; the session holds the rest in its KV cache).
     dialogue: list[str] = field(default_factory=list)
@@ -55,6 +68,8 @@ class ChatSession:
         """Start the answer to ``user``; iterate the returned generation to stream it. A turn
         that does not fit the positions left raises ContextFull (PromptTooLong for the first
         turn) and changes nothing."""
+        if self.templated:
+            return self._reply_in_template(user)
         if self._last is None:
             turn = render_turn(user, self.system)
             self._last = self.model.chat(turn, self.params)
@@ -64,6 +79,18 @@ class ChatSession:
             self._last = previous.follow_up(turn)
             self.dialogue.append(previous.text)
         self.dialogue.append(turn)
+        return self._last
+
+    def _reply_in_template(self, user: str) -> Generation:
+        message = ChatMessage("user", user)
+        if self._last is None:
+            first = [ChatMessage("system", self.system)] if self.system else []
+            self._last = self.model.chat([*first, message], self.params)
+            self.dialogue.extend(m.content for m in [*first, message])
+        else:
+            previous = self._last
+            self._last = previous.follow_up([message])
+            self.dialogue.extend([previous.text, user])
         return self._last
 
     def close(self) -> None:

@@ -16,6 +16,7 @@ ERROR_CLASSES: dict[int, type[errors.EdgechainError]] = {
     -8: errors.InvalidText,  # InvalidUtf8
     -9: errors.EngineInternalError,  # Internal (a candle error)
     -10: errors.UnsupportedModel,
+    -11: errors.ChatTemplateError,
 }
 
 

@@ -171,8 +171,13 @@ class NativeModel(LoadedModel):
     def _position_logits(self, ids: list[int]) -> bytes:
         return bytes(self._call(lambda m: m.logits(ids, every_position=True)))
 
+    def _render_chat(self, messages: str, add_generation_prompt: bool) -> str:
+        return str(self._call(lambda m: m.render_chat(messages, add_generation_prompt)))
+
     def _start(self, start: SessionStart) -> _NativeSession:
         prompt, params_json = start.prompt, start.params_json
+        if start.messages:
+            return _NativeSession(self, self._call(lambda m: m.start_messages(prompt, params_json)))
         if start.chat:
             return _NativeSession(self, self._call(lambda m: m.start_chat(prompt, params_json)))
         return _NativeSession(self, self._call(lambda m: m.start(prompt, params_json)))
@@ -235,8 +240,11 @@ class _NativeSession:
 
         return self._call(run)
 
-    def append(self, turn: str, turn_bytes: bytes) -> None:
-        self._call(lambda s: s.append(turn))
+    def append(self, turn: str, turn_bytes: bytes, messages: bool = False) -> None:
+        if messages:
+            self._call(lambda s: s.append_messages(turn))
+        else:
+            self._call(lambda s: s.append(turn))
 
     def counts(self) -> tuple[int, int]:
         prompt_tokens, generated = self._call(lambda s: s.counts)

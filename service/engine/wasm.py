@@ -353,6 +353,11 @@ class _Guest:
         self.chats = all(name in exports for name in chatting)
         if self.chats:
             self._funcs.update({name: exports[name] for name in chatting})
+        # Chats of messages in the model's chat template (ABI.md, "Chat templates").
+        templating = ("ec_session_start_messages", "ec_session_append_messages", "ec_chat_render")
+        self.templates = all(name in exports for name in templating)
+        if self.templates:
+            self._funcs.update({name: exports[name] for name in templating})
         self.poisoned: str | None = None
         self.timeout_budget: float | None = None
 
@@ -576,14 +581,35 @@ class WasmModel(LoadedModel):
                 guest.checked("ec_logits", self._handle, ptr, _i32(len(ids)))
                 return guest.output()
 
+    def _render_chat(self, messages: str, add_generation_prompt: bool) -> str:
+        with self._lock:
+            guest = self._live()
+            if not guest.templates:
+                raise EngineUnavailable("this wasm guest has no chat templates: rebuild it")
+            with guest.placed(messages.encode("utf-8")) as (ptr,):
+                guest.checked(
+                    "ec_chat_render",
+                    self._handle,
+                    ptr,
+                    _i32(len(messages.encode("utf-8"))),
+                    int(add_generation_prompt),
+                )
+                return guest.output().decode("utf-8")
+
     def _start(self, start: SessionStart) -> _WasmSession:
         params_bytes = start.params_json.encode("utf-8")
         with self._lock:
             guest = self._live()
             if start.chat and not guest.chats:
                 raise EngineUnavailable("this wasm guest has no chat sessions: rebuild it")
+            if start.messages and not guest.templates:
+                raise EngineUnavailable("this wasm guest has no chat templates: rebuild it")
+            if start.messages:
+                export = "ec_session_start_messages"
+            else:
+                export = "ec_session_start_chat" if start.chat else "ec_session_start"
             session = guest.checked_with(
-                "ec_session_start_chat" if start.chat else "ec_session_start",
+                export,
                 self._handle,
                 start.prompt_bytes,
                 params_bytes,
@@ -743,9 +769,10 @@ class _WasmSession:
         produced = None if token == _NO_TOKEN else (token, data)
         return Step(produced, reason, prompt_tokens, generated)
 
-    def append(self, turn: str, turn_bytes: bytes) -> None:
+    def append(self, turn: str, turn_bytes: bytes, messages: bool = False) -> None:
+        export = "ec_session_append_messages" if messages else "ec_session_append"
         with self._model._lock:
-            self._guest().checked_with("ec_session_append", self._handle, turn_bytes)
+            self._guest().checked_with(export, self._handle, turn_bytes)
 
     def counts(self) -> tuple[int, int]:
         with self._model._lock:

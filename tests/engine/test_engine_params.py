@@ -73,12 +73,13 @@ def test_every_abi_code_maps_to_an_edgechain_error_keeping_the_message() -> None
         -8: errors.InvalidText,
         -9: errors.EngineInternalError,
         -10: errors.UnsupportedModel,
+        -11: errors.ChatTemplateError,
     }
     for code, cls in expected.items():
         err = error_from_code(code, "the guest's words")
         assert type(err) is cls
         assert str(err) == "the guest's words"
-    assert set(ERROR_CLASSES) == set(range(-10, 0))
+    assert set(ERROR_CLASSES) == set(range(-11, 0))
 
 
 def test_unknown_code_is_an_internal_error_naming_the_code() -> None:
