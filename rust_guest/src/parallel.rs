@@ -5,9 +5,6 @@
 //! order whichever thread runs it and whatever rows share its part (the kernels' tests check
 //! that a row's result does not depend on its neighbours), so text and logits are identical for
 //! any thread count. Only the work is divided, never a sum.
-//! Several products of one input can share one parallel region ([`Threads::split_rows_many`],
-//! [`Threads::split_rows_pair`]), and independent pieces of other work (attention heads) run
-//! through [`Threads::for_each`]: fewer joins per token, less work left on one thread.
 //!
 //! The threads are a rayon pool shared by every model opened with the same count (rayon is
 //! already linked through candle): a forward pass runs on the pool, so a product's parts are

@@ -826,22 +826,9 @@ fn attention_head(
         for (a4, k4) in (&mut scores).zip(&mut rows) {
             let ks: [&[f32]; 4] = std::array::from_fn(|j| &k4[j * kv_dim + kv..][..hd]);
             let mut sums = [0.0f32; 4];
-            // Four elements per loop trip, each sum still in element order: in the wasm
-            // guest the sums live across the loop's back-edge, where the epoch check's slow
-            // path (a call) makes Cranelift keep them in memory, so fewer trips mean fewer
-            // reloads (docs/toolchain.md, "Epoch interruption").
-            let mut quads = q.chunks_exact(4);
-            for (c, q4) in (&mut quads).enumerate() {
-                for (j, q) in q4.iter().enumerate() {
-                    for (sum, k) in sums.iter_mut().zip(&ks) {
-                        *sum += q * k[4 * c + j];
-                    }
-                }
-            }
-            let done = hd - quads.remainder().len();
-            for (i, q) in quads.remainder().iter().enumerate() {
+            for (i, q) in q.iter().enumerate() {
                 for (sum, k) in sums.iter_mut().zip(&ks) {
-                    *sum += q * k[done + i];
+                    *sum += q * k[i];
                 }
             }
             for (a, sum) in a4.iter_mut().zip(sums) {
