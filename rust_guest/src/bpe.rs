@@ -59,6 +59,36 @@ pub struct Bpe {
 
 /// `\p{L}` as Rust's `is_alphabetic` (the Alphabetic property: letters, plus letter numbers and
 /// some combining marks, which the pre-tokenizer's regex would not count as letters).
+/// A stretch of a text split at its special tokens' texts.
+pub enum Piece<'a> {
+    Text(&'a str),
+    Special(u32),
+}
+
+/// Calls `piece` on `text`'s stretches in order: the ordinary text before each special token's
+/// text (possibly empty), that token's id, and the text after the last one. Where several
+/// special texts match, the earliest wins, the longest at the same place.
+pub fn split_specials<'a>(
+    text: &'a str,
+    specials: &[(String, u32)],
+    mut piece: impl FnMut(Piece<'a>),
+) {
+    let mut rest = text;
+    while !rest.is_empty() {
+        let found = specials
+            .iter()
+            .filter_map(|(t, id)| rest.find(t.as_str()).map(|at| (at, t.len(), *id)))
+            .min_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        let Some((at, len, id)) = found else {
+            piece(Piece::Text(rest));
+            return;
+        };
+        piece(Piece::Text(&rest[..at]));
+        piece(Piece::Special(id));
+        rest = &rest[at + len..];
+    }
+}
+
 fn letter(c: char) -> bool {
     c.is_alphabetic()
 }
@@ -189,26 +219,10 @@ impl Bpe {
 
     /// The ids of `text`: special tokens where their texts occur, byte-level BPE between them.
     pub fn encode(&self, text: &str, out: &mut Vec<u32>) {
-        let mut rest = text;
-        while !rest.is_empty() {
-            // The earliest special token (the longest at the same place).
-            let found = self
-                .specials
-                .iter()
-                .filter_map(|(t, id)| rest.find(t.as_str()).map(|at| (at, t.len(), *id)))
-                .min_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
-            match found {
-                Some((at, len, id)) => {
-                    self.encode_plain(&rest[..at], out);
-                    out.push(id);
-                    rest = &rest[at + len..];
-                }
-                None => {
-                    self.encode_plain(rest, out);
-                    break;
-                }
-            }
-        }
+        split_specials(text, &self.specials, |piece| match piece {
+            Piece::Text(plain) => self.encode_plain(plain, out),
+            Piece::Special(id) => out.push(id),
+        });
     }
 
     fn encode_plain(&self, text: &str, out: &mut Vec<u32>) {

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use crate::bpe::{Bpe, PreTokenizer};
+use crate::bpe::{split_specials, Bpe, Piece, PreTokenizer};
 use crate::error::{EngineError, Result};
 
 pub const BOS: u32 = 1;
@@ -202,27 +202,10 @@ impl Tokenizer {
             return self.encode(text, false, false);
         }
         let mut out = Vec::new();
-        let mut rest = text;
-        while !rest.is_empty() {
-            // The earliest special token (the longest at the same place).
-            let found = self
-                .specials
-                .iter()
-                .filter_map(|(t, id)| rest.find(t.as_str()).map(|at| (at, t.len(), *id)))
-                .min_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
-            let (plain, special) = match found {
-                Some((at, len, id)) => (&rest[..at], Some((id, at + len))),
-                None => (rest, None),
-            };
-            out.extend(self.encode(plain, false, false));
-            match special {
-                Some((id, end)) => {
-                    out.push(id);
-                    rest = &rest[end..];
-                }
-                None => break,
-            }
-        }
+        split_specials(text, &self.specials, |piece| match piece {
+            Piece::Text(plain) => out.extend(self.encode(plain, false, false)),
+            Piece::Special(id) => out.push(id),
+        });
         out
     }
 
