@@ -98,6 +98,10 @@ impl ChatTemplate {
 
     fn environment(&self) -> Result<Environment<'_>> {
         let mut env = Environment::new();
+        // A template comes from the model file, so it may be hostile: nested loops of
+        // `range(100000)` would otherwise run for hours (and on native, with no epoch to stop
+        // them). Fuel bounds the instructions a rendering may execute, the same on every engine.
+        env.set_fuel(Some(TEMPLATE_FUEL));
         let syntax = minijinja::syntax::SyntaxConfig::builder()
             .trim_blocks(true)
             .lstrip_blocks(true)
@@ -139,7 +143,14 @@ impl ChatTemplate {
             ("bos_token", Value::from(self.bos_token.as_str())),
             ("eos_token", Value::from(self.eos_token.as_str())),
         ]);
-        template.render(context).map_err(|e| template_error(&e))
+        let rendered = template.render(context).map_err(|e| template_error(&e))?;
+        if rendered.len() > MAX_RENDERED_BYTES {
+            return Err(EngineError::ChatTemplate(format!(
+                "the rendering is {} bytes, more than the {MAX_RENDERED_BYTES} a dialogue may take",
+                rendered.len()
+            )));
+        }
+        Ok(rendered)
     }
 }
 
@@ -224,6 +235,12 @@ pub fn no_chat_template() -> EngineError {
 
 /// A minijinja error as the engine's: `raise_exception`'s message as the template wrote it,
 /// others with their kind and line.
+/// Instructions one rendering may execute: real templates take tens per message.
+const TEMPLATE_FUEL: u64 = 10_000_000;
+
+/// The longest rendering accepted (far more text than any context holds).
+const MAX_RENDERED_BYTES: usize = 16 << 20;
+
 fn template_error(err: &Error) -> EngineError {
     if let Some(raised) = err.detail().and_then(|d| d.strip_prefix(RAISED)) {
         return EngineError::ChatTemplate(format!("the template raised: {raised}"));
@@ -269,6 +286,25 @@ mod tests {
         let broken = ChatTemplate::new("{% for m in messages %}".into(), String::new(), String::new());
         match broken.render(&msgs(&[("user", "x")]), true) {
             Err(EngineError::ChatTemplate(m)) => assert!(m.starts_with("syntax error"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_runaway_template_runs_out_of_fuel_or_size() {
+        let looping = ChatTemplate::new(
+            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}"
+                .into(),
+            String::new(),
+            String::new(),
+        );
+        match looping.render(&msgs(&[("user", "x")]), true) {
+            Err(EngineError::ChatTemplate(m)) => assert!(m.contains("out of fuel"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        let huge = ChatTemplate::new("{{ 'x' * 20000000 }}".into(), String::new(), String::new());
+        match huge.render(&msgs(&[("user", "x")]), true) {
+            Err(EngineError::ChatTemplate(m)) => assert!(m.contains("20000000 bytes"), "{m}"),
             other => panic!("{other:?}"),
         }
     }
