@@ -29,6 +29,7 @@ a float). Ranges are the engine's real ones: integers fit its i32, floats its f3
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -40,8 +41,10 @@ __all__ = [
     "F32_MAX",
     "I31_MAX",
     "MAX_PROMPT_BYTES",
+    "ROLES",
     "U64_MAX",
     "GenerationRequest",
+    "Message",
     "Parameter",
     "decode_parameters",
     "defaults",
@@ -62,12 +65,36 @@ I31_MAX = 2**31 - 1
 #: The engine samples in f32: the largest finite float it takes.
 F32_MAX = 3.4028234663852886e38
 
+#: The roles a message may have (what chat templates expect; a template refuses an order it
+#: does not take, with ChatTemplateError).
+ROLES = ("system", "user", "assistant", "tool")
+
 #: The kinds of value a parameter holds (each front door maps them to its own types).
-KINDS = ("text", "int", "float", "u64", "texts")
+KINDS = ("text", "int", "float", "u64", "texts", "messages")
 #: What a field is for (see the module docstring).
 PARTS = ("target", "sampling", "seed")
 #: The JSON type of each kind's canonical encoding (a ``parameters`` map's values).
-_ENCODED_TYPES: dict[str, type] = {"int": int, "float": str, "texts": list, "text": str, "u64": str}
+_ENCODED_TYPES: dict[str, type] = {
+    "int": int,
+    "float": str,
+    "texts": list,
+    "text": str,
+    "u64": str,
+    "messages": list,
+}
+
+
+@dataclass(frozen=True)
+class Message:
+    """One message of a dialogue that the model's chat template renders: its role (one of
+    :data:`ROLES`) and its text."""
+
+    role: str
+    content: str
+
+    def to_json(self) -> dict[str, str]:
+        """The canonical encoding: ``{"role", "content"}``."""
+        return {"role": self.role, "content": self.content}
 
 
 @dataclass(frozen=True)
@@ -133,6 +160,13 @@ class Parameter:
         not of the parameter's type. Ranges are checked by :meth:`check`."""
         if self.kind in ("text", "texts"):
             return text
+        if self.kind == "messages":
+            try:
+                return json.loads(text)
+            except ValueError as err:
+                raise InvalidParameter(
+                    f'{name} must be a JSON list of {{"role", "content"}} objects: {err}'
+                ) from None
         try:
             if self.kind == "float":
                 return float(text)
@@ -147,6 +181,8 @@ class Parameter:
             return None
         if self.kind == "text":
             return self._text(value, name)
+        if self.kind == "messages":
+            return self._messages(value, name)
         if self.kind == "texts":
             if isinstance(value, str | bytes) or not isinstance(value, list | tuple):
                 raise InvalidParameter(f"{name} must be a list of strings, got {value!r}")
@@ -180,6 +216,41 @@ class Parameter:
             return False
         return hi is None or value <= hi
 
+    def _messages(self, value: Any, name: str) -> tuple[Message, ...]:
+        if isinstance(value, str | bytes) or not isinstance(value, list | tuple):
+            raise InvalidParameter(
+                f'{name} must be a list of {{"role", "content"}} objects, got {value!r}'[:200]
+            )
+        if not value:
+            raise InvalidParameter(f"{name}: the list is empty (give at least one message)")
+        out = []
+        for i, item in enumerate(value):
+            if isinstance(item, dict):
+                if set(item) != {"role", "content"}:
+                    raise InvalidParameter(
+                        f"{name}[{i}] must have exactly the keys role and content, got "
+                        f"{sorted(item)}"
+                    )
+                role, content = item["role"], item["content"]
+            elif isinstance(item, Message):
+                role, content = item.role, item.content
+            else:
+                raise InvalidParameter(
+                    f'{name}[{i}] must be a {{"role", "content"}} object, got '
+                    f"{type(item).__name__}"
+                )
+            role = self._text(role, f"{name}[{i}].role")
+            if role not in ROLES:
+                raise InvalidParameter(
+                    f"{name}[{i}].role must be one of {', '.join(ROLES)}, got {role!r}"[:200]
+                )
+            out.append(Message(role, self._text(content, f"{name}[{i}].content")))
+        if self.max_bytes is not None:
+            size = sum(len(m.role.encode()) + len(m.content.encode()) for m in out)
+            if size > self.max_bytes:
+                raise InvalidParameter(f"{name} is longer than {self.max_bytes} bytes")
+        return tuple(out)
+
     def _text(self, value: Any, name: str) -> str:
         if not isinstance(value, str):
             raise InvalidParameter(f"{name} must be text, got {type(value).__name__}")
@@ -206,6 +277,8 @@ class Parameter:
             return repr(float(value))
         if self.kind == "texts":
             return list(value)
+        if self.kind == "messages":
+            return None if value is None else [m.to_json() for m in value]
         if self.kind == "u64":
             return None if value is None else str(value)
         return value
@@ -222,6 +295,13 @@ class Parameter:
                 return False
         if self.kind == "texts":
             return all(isinstance(item, str) for item in encoded)
+        if self.kind == "messages":
+            return bool(encoded) and all(
+                isinstance(item, dict)
+                and set(item) == {"role", "content"}
+                and all(isinstance(v, str) for v in item.values())
+                for item in encoded
+            )
         return True
 
     def decode(self, encoded: Any, name: str) -> Any:
@@ -231,7 +311,7 @@ class Parameter:
                 return float(encoded)
             except (TypeError, ValueError) as err:
                 raise InvalidParameter(f"a sampling parameter is not a number: {err}") from None
-        if self.kind == "texts":
+        if self.kind in ("texts", "messages"):
             return tuple(encoded) if isinstance(encoded, list) else encoded
         return encoded
 
@@ -248,7 +328,8 @@ def _field(default: Any, spec: Parameter) -> Any:
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    """A generation request: which certified model, the prompt, and how to sample.
+    """A generation request: which certified model, the prompt (or the messages the model's
+    chat template renders: a chat form of generate, one answer), and how to sample.
 
     ``seed=None`` derives the seed from certified state and the request (service/seed.py).
     """
@@ -260,6 +341,18 @@ class GenerationRequest:
         "",
         Parameter(
             "text", "input prompt", part="target", short="i", max_bytes=MAX_PROMPT_BYTES
+        ),
+    )
+    messages: tuple[Message, ...] | None = _field(
+        None,
+        Parameter(
+            "messages",
+            "a dialogue instead of a prompt, rendered by the model's chat template (a GGUF "
+            'file\'s): a JSON list of {"role", "content"} objects, roles '
+            + ", ".join(ROLES),
+            part="target",
+            max_bytes=MAX_PROMPT_BYTES,
+            default_help="none: the prompt is the input",
         ),
     )
     version: str | None = _field(
@@ -344,13 +437,19 @@ class GenerationRequest:
             if value is None and name in _REQUIRED:
                 raise InvalidParameter(f"{name} is required")
             object.__setattr__(self, name, spec.check(value, name))
+        if self.messages is not None and self.prompt:
+            raise InvalidParameter("give either a prompt or messages, not both")
 
     def to_dict(self) -> dict[str, Any]:
         """The request's fields as JSON-ready values (a seed as a decimal string)."""
         out: dict[str, Any] = {}
-        for name in parameters():
+        specs = parameters()
+        for name, spec in specs.items():
             value = getattr(self, name)
-            out[name] = list(value) if isinstance(value, tuple) else value
+            if spec.kind == "messages":
+                out[name] = spec.encode(value)
+            else:
+                out[name] = list(value) if isinstance(value, tuple) else value
         if self.seed is not None:
             out["seed"] = str(self.seed)
         return out

@@ -25,7 +25,7 @@ from edgechain.chain.network import Chain, Network
 from edgechain.contract.registry import ModelRegistryService
 from edgechain.contract.story_book import APPLICATION_NAME as STORY_BOOK
 from edgechain.contract.story_book import MintStory, Story, StoryBookService
-from edgechain.errors import OracleBudgetExceeded, Timeout
+from edgechain.errors import InvalidParameter, OracleBudgetExceeded, Timeout
 from edgechain.service.blob_source import BlobStorage
 from edgechain.service.fetch import FetchPolicy
 from edgechain.service.query import GenerateQuery
@@ -100,6 +100,10 @@ def prepare_mint(
     """Resolve a mint's query against certified state (quick): the model version, the seed
     and the block's oracle budget (``oracle_budget_s``, if given, becomes it). The caller has
     installed the validators' oracles (:func:`install_oracles`)."""
+    if query.messages is not None:
+        # MintStory records a prompt (contract/story_book.py): its validators could not replay
+        # messages they never saw.
+        raise InvalidParameter("a story is minted from a prompt, not messages")
     if oracle_budget_s is not None:
         network.set_oracle_budget(oracle_budget_s)  # its range checked there
     version = registry.query_model(query.model, query.version).entry.version

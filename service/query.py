@@ -21,7 +21,7 @@ from edgechain.contract.generation_request import (
     sampling_parameters,
     seed_parameters,
 )
-from edgechain.service.engine.base import GenerationParams
+from edgechain.service.engine.base import ChatMessage, GenerationParams
 from edgechain.service.seed import SeedQuery
 
 __all__ = [
@@ -45,13 +45,19 @@ class GenerateQuery(GenerationRequest):
         sampling = {name: getattr(self, name) for name in sampling_parameters()}
         return GenerationParams(seed=seed, **sampling)
 
+    def chat_messages(self) -> tuple[ChatMessage, ...] | None:
+        """The messages as the engine takes them (None for a query of a prompt)."""
+        if self.messages is None:
+            return None
+        return tuple(ChatMessage(m.role, m.content) for m in self.messages)
+
     def seed_query(self, version: str) -> SeedQuery:
         """What the derived seed covers: model, version, prompt and the sampling parameters
         that enter it (temperature, top_p, repeat_penalty, repeat_window). Not the token budget
-        nor the stop strings, so ``max_tokens=20`` generates a prefix of ``max_tokens=60``."""
-        return SeedQuery(
-            model=self.model,
-            version=version,
-            prompt=self.prompt,
-            params={name: getattr(self, name) for name in seed_parameters()},
-        )
+        nor the stop strings, so ``max_tokens=20`` generates a prefix of ``max_tokens=60``.
+        A query of messages adds them as the parameter ``messages`` (a list of [role, content]
+        lists), so a prompt's seed is what it was before messages existed."""
+        params: dict[str, object] = {name: getattr(self, name) for name in seed_parameters()}
+        if self.messages is not None:
+            params["messages"] = [[m.role, m.content] for m in self.messages]
+        return SeedQuery(model=self.model, version=version, prompt=self.prompt, params=params)

@@ -116,8 +116,9 @@ def engine_identity(engine: Engine | None) -> dict[str, Any]:
     }
 
 
-def _seed_inputs(source: str) -> list[str]:
-    """The receipt fields a derived seed is computed from (service/seed.py), in its order."""
+def _seed_inputs(source: str, messages: bool = False) -> list[str]:
+    """The receipt fields a derived seed is computed from (service/seed.py), in its order
+    (``messages`` for a query of messages: GenerateQuery.seed_query)."""
     if source != "derived":
         return []
     return [
@@ -127,6 +128,7 @@ def _seed_inputs(source: str) -> list[str]:
         "model.name",
         "model.version",
         "prompt",
+        *(["messages"] if messages else []),
         *(f"parameters.{name}" for name in sorted(seed_parameters())),
     ]
 
@@ -207,6 +209,7 @@ class Receipt:
                 self.body["prompt"],
                 self.body["parameters"],
                 self.seed,
+                messages=self.body.get("messages"),
             )
         except InvalidParameter as err:
             raise InvalidReceipt(f"parameters: {err}") from None
@@ -219,11 +222,23 @@ def query_parameters(query: GenerateQuery) -> dict[str, Any]:
 
 
 def query_from_parameters(
-    model: str, version: str, prompt: str, parameters: dict[str, Any], seed: int | None
+    model: str,
+    version: str,
+    prompt: str,
+    parameters: dict[str, Any],
+    seed: int | None,
+    *,
+    messages: list[dict[str, str]] | None = None,
 ) -> GenerateQuery:
-    """The query :func:`query_parameters` describes (InvalidParameter if a value is bad)."""
+    """The query :func:`query_parameters` describes, with its ``messages`` (a receipt's, in
+    canonical encoding) when it has them (InvalidParameter if a value is bad)."""
     return GenerateQuery(
-        model=model, version=version, prompt=prompt, seed=seed, **decode_parameters(parameters)
+        model=model,
+        version=version,
+        prompt=prompt,
+        messages=messages,
+        seed=seed,
+        **decode_parameters(parameters),
     )
 
 
@@ -259,7 +274,7 @@ def receipt_of(
             "value": str(prepared.seed),
             "source": prepared.seed_source,
             "derivation": SEED_DOMAIN if prepared.seed_source == "derived" else None,
-            "inputs": _seed_inputs(prepared.seed_source),
+            "inputs": _seed_inputs(prepared.seed_source, query.messages is not None),
         },
         "parameters": query_parameters(query),
         "prompt": query.prompt,
@@ -270,6 +285,9 @@ def receipt_of(
             "stop_reason": stop_reason,
         },
     }
+    if query.messages is not None:
+        # Only a query of messages has the field: a prompt's receipt is what it always was.
+        body["messages"] = request_parameters()["messages"].encode(query.messages)
     return Receipt(body)
 
 
@@ -346,6 +364,7 @@ _SCHEMA: dict[str, Any] = {
         if name in sampling_parameters()
     },
     "prompt": _text,
+    "messages": request_parameters()["messages"].is_canonical,
     "output": {
         "token_ids": _ints,
         "token_ids_blake3": _hex32,
@@ -355,6 +374,10 @@ _SCHEMA: dict[str, Any] = {
 }
 
 
+#: Fields only some receipts have (``messages``: a query of messages).
+_OPTIONAL = frozenset({"messages"})
+
+
 def _check_schema(body: dict[str, Any], schema: dict[str, Any] = _SCHEMA, at: str = "") -> None:
     extra = sorted(set(body) - set(schema))
     if extra:
@@ -362,6 +385,8 @@ def _check_schema(body: dict[str, Any], schema: dict[str, Any] = _SCHEMA, at: st
     for name, rule in schema.items():
         path = f"{at}{name}"
         if name not in body:
+            if not at and name in _OPTIONAL:
+                continue
             raise InvalidReceipt(f"{path}: missing")
         value = body[name]
         if isinstance(rule, dict):
@@ -498,7 +523,7 @@ def _check_entry(receipt: Receipt, net: OpenNetwork, certificate: Certificate) -
 def _check_seed(receipt: Receipt) -> None:
     body = receipt.body
     seed = body["seed"]
-    expected = _seed_inputs(seed["source"])
+    expected = _seed_inputs(seed["source"], "messages" in body)
     if seed["inputs"] != expected:
         raise ReceiptMismatch(f"seed.inputs: a {seed['source']} seed has inputs {expected}")
     derivation = SEED_DOMAIN if seed["source"] == "derived" else None

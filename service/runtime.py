@@ -206,12 +206,15 @@ class ModelService:
         model = prepared.model
         loaded, fetch_s, load_s = self._named_model(model, progress, cancelled)
         try:
-            generation = loaded.generate(
-                prepared.query.prompt,
-                prepared.params,
-                timeout=self.query_timeout if timeout is None else timeout,
-                hint=hint,
-            )
+            budget = self.query_timeout if timeout is None else timeout
+            messages = prepared.query.chat_messages()
+            if messages is not None:
+                # A chat session takes no hints: a replay of messages runs at generation speed.
+                generation = loaded.generate_messages(messages, prepared.params, timeout=budget)
+            else:
+                generation = loaded.generate(
+                    prepared.query.prompt, prepared.params, timeout=budget, hint=hint
+                )
         except GuestTrap:
             self._discard(model)
             raise
@@ -240,12 +243,14 @@ class ModelService:
         cancelled = None if cancel is None else cancel.is_set
         loaded, _, _ = self._named_model(model, None, cancelled)
         try:
+            budget = self.query_timeout if timeout is None else timeout
+            messages = prepared.query.chat_messages()
+            if messages is not None:
+                return loaded.verify_messages_claim(
+                    messages, prepared.params, claimed_ids, timeout=budget, cancel=cancel
+                )
             return loaded.verify_claim(
-                prepared.query.prompt,
-                prepared.params,
-                claimed_ids,
-                timeout=self.query_timeout if timeout is None else timeout,
-                cancel=cancel,
+                prepared.query.prompt, prepared.params, claimed_ids, timeout=budget, cancel=cancel
             )
         except GuestTrap:
             self._discard(model)

@@ -66,7 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dir_option(parser)
 
 
-_METAVARS = {"model": "NAME", "prompt": "TEXT", "stop": "S"}
+_METAVARS = {"model": "NAME", "prompt": "TEXT", "messages": "JSON", "stop": "S"}
 
 
 def add_query_arguments(parser: argparse.ArgumentParser) -> None:

@@ -289,12 +289,19 @@ class FileInput:
         return FileRef(self.blake3, int(self.size), tuple(self.urls))
 
 
+@strawberry.input(description="One message of a dialogue: its role and its text.")
+class MessageInput:
+    role: str = strawberry.field(description="system, user, assistant or tool")
+    content: str
+
+
 _GRAPHQL_TYPES: dict[str, Any] = {
     "text": str,
     "int": int,
     "float": float,
     "u64": U64,
     "texts": list[str],
+    "messages": list[MessageInput],
 }
 
 
@@ -355,6 +362,8 @@ def with_generate_arguments(resolver: Callable[..., Any]) -> Callable[..., Any]:
 
 def _generate_query(fields: dict[str, Any]) -> GenerateQuery:
     """The query of a resolver's arguments; a bad value is a typed GraphQL error."""
+    if fields.get("messages") is not None:
+        fields["messages"] = [{"role": m.role, "content": m.content} for m in fields["messages"]]
     try:
         return GenerateQuery(**fields)
     except Exception as err:

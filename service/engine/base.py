@@ -540,6 +540,63 @@ class LoadedModel(ABC):
         driver = self._start(start)
         return Generation(driver, timeout=budget, batcher=self._step_batcher(), chat=True)
 
+    def generate_messages(
+        self,
+        messages: Sequence[ChatMessage],
+        params: GenerationParams,
+        timeout: float | None = None,
+    ) -> Generation:
+        """Generate's chat form: one answer to ``messages``, which the model's chat template
+        renders with the assistant's header after them (ChatTemplateError when the model has
+        none). The session is :meth:`chat`'s (its forced positions spend their random draws)
+        but it ends with the answer: no follow-up. What a ``generate`` query of messages runs,
+        and what :meth:`verify_messages_claim` replays."""
+        budget = check_timeout(timeout if timeout is not None else self._timeout)
+        text = messages_json(messages)
+        start = SessionStart(
+            text, text.encode("utf-8"), params.to_json(), budget, chat=True, messages=True
+        )
+        driver = self._start(start)
+        return Generation(driver, timeout=budget, batcher=self._step_batcher())
+
+    def verify_messages_claim(
+        self,
+        messages: Sequence[ChatMessage],
+        params: GenerationParams,
+        claimed_ids: Sequence[int],
+        timeout: float | None = None,
+        *,
+        cancel: threading.Event | None = None,
+    ) -> ClaimVerdict:
+        """:meth:`verify_claim` for :meth:`generate_messages`: the verdict of replaying the
+        answer token by token (a chat session takes no hints, so this runs at generation
+        speed, not prefill's), stopped at the first token that differs from the claim."""
+        claimed = check_claim(claimed_ids)
+        generation = self.generate_messages(messages, params, timeout)
+        confirmed = bytearray()
+        at = 0
+        try:
+            for token in generation:
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled("the verification was cancelled: its answer is not needed")
+                if at < len(claimed) and claimed[at] == token.id:
+                    confirmed += token.data
+                    at += 1
+                    continue
+                return ClaimVerdict(
+                    False, at, token.id, None, generation.prompt_tokens, bytes(confirmed)
+                )
+            return ClaimVerdict(
+                at == len(claimed),
+                at,
+                None,
+                generation.stop_reason,
+                generation.prompt_tokens,
+                bytes(confirmed),
+            )
+        finally:
+            generation.cancel()
+
     def render_chat(
         self, messages: Sequence[ChatMessage], add_generation_prompt: bool = True
     ) -> str:
