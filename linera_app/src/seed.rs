@@ -2,7 +2,8 @@
 //!
 //! `seed = u64_le(BLAKE3(encoding)[0:8])`, where the encoding is the domain tag, the chain,
 //! block and application identifiers, the model, version and prompt, then the sampling
-//! parameters (`repeat_penalty`, `repeat_window`, `temperature`, `top_p`, sorted by name).
+//! parameters (`repeat_penalty`, `repeat_window`, `temperature`, `top_p`, sorted by name),
+//! preceded by `messages` (a list of `[role, content]` lists) for a query of messages.
 
 pub const SEED_DOMAIN: &str = "edgechain/seed/v2";
 
@@ -44,6 +45,18 @@ fn float(out: &mut Vec<u8>, value: f64) {
     }
 }
 
+/// seed.py's text value: `S` and the UTF-8 bytes.
+fn text(out: &mut Vec<u8>, value: &str) {
+    out.push(b'S');
+    field(out, value.as_bytes());
+}
+
+/// seed.py's list value: `L`, the count, then each item's value.
+fn list_header(out: &mut Vec<u8>, count: usize) {
+    out.push(b'L');
+    out.extend_from_slice(&(count as u64).to_le_bytes());
+}
+
 /// What a query's seed is derived from: where it runs, what it asks, and how it samples.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SeedInput<'a> {
@@ -53,6 +66,8 @@ pub struct SeedInput<'a> {
     pub model: &'a str,
     pub version: &'a str,
     pub prompt: &'a str,
+    /// The (role, content) of each message, for a query of messages.
+    pub messages: Option<&'a [(String, String)]>,
     pub params: SeedParams,
 }
 
@@ -69,7 +84,18 @@ impl SeedInput<'_> {
             field(&mut out, text.as_bytes());
         }
         let params = &self.params;
-        out.extend_from_slice(&4u64.to_le_bytes());
+        let count = 4 + u64::from(self.messages.is_some());
+        out.extend_from_slice(&count.to_le_bytes());
+        // Sorted by name: `messages` comes first.
+        if let Some(messages) = self.messages {
+            field(&mut out, b"messages");
+            list_header(&mut out, messages.len());
+            for (role, content) in messages {
+                list_header(&mut out, 2);
+                text(&mut out, role);
+                text(&mut out, content);
+            }
+        }
         field(&mut out, b"repeat_penalty");
         float(&mut out, params.repeat_penalty);
         field(&mut out, b"repeat_window");

@@ -16,7 +16,9 @@ use async_graphql::{
     EmptySubscription, Error, ErrorExtensions, InputObject, InputValueError, InputValueResult,
     Object, Request, Response, Scalar, ScalarType, Schema, SimpleObject, Value,
 };
-use edgechain_guest::{EngineError, GenerationParams, LoadedModel, Session, StopReason};
+use edgechain_guest::{
+    chat_template::Message, EngineError, GenerationParams, LoadedModel, Session, StopReason,
+};
 use edgechain_linera::{
     seed::{SeedInput, SeedParams},
     FileRef, ModelEntry, Operation, Registration, RegistryAbi, Story,
@@ -175,6 +177,19 @@ struct GenerationResult {
     model: Model,
 }
 
+/// One message of a dialogue (contract/generation_request.py's `Message`).
+#[derive(InputObject)]
+struct MessageInput {
+    role: String,
+    content: String,
+}
+
+/// The roles a message may have (contract/generation_request.py's `ROLES`).
+const ROLES: [&str; 4] = ["system", "user", "assistant", "tool"];
+
+/// The longest prompt, or messages (roles and contents), in bytes (`MAX_PROMPT_BYTES`).
+const MAX_PROMPT_BYTES: usize = 64 * 1024;
+
 #[derive(InputObject)]
 struct FileInput {
     blake3: String,
@@ -297,6 +312,8 @@ struct QueryRoot {
 struct GenerateArgs {
     model: String,
     prompt: String,
+    /// (role, content) of each message, for generate's chat form.
+    messages: Option<Vec<(String, String)>>,
     version: Option<String>,
     max_tokens: i64,
     temperature: f64,
@@ -351,6 +368,26 @@ impl GenerateArgs {
         }
         if self.stop.iter().any(String::is_empty) {
             return bad("stop: strings must not be empty".into());
+        }
+        if let Some(messages) = &self.messages {
+            if messages.is_empty() {
+                return bad("messages: the list is empty (give at least one message)".into());
+            }
+            for (i, (role, _)) in messages.iter().enumerate() {
+                if !ROLES.contains(&role.as_str()) {
+                    return bad(format!(
+                        "messages[{i}].role must be one of {}, got {role:?}",
+                        ROLES.join(", ")
+                    ));
+                }
+            }
+            let size: usize = messages.iter().map(|(r, c)| r.len() + c.len()).sum();
+            if size > MAX_PROMPT_BYTES {
+                return bad(format!("messages is longer than {MAX_PROMPT_BYTES} bytes"));
+            }
+            if !self.prompt.is_empty() {
+                return bad("give either a prompt or messages, not both".into());
+            }
         }
         Ok(())
     }
@@ -438,6 +475,7 @@ impl QueryRoot {
         &self,
         model: String,
         #[graphql(default = "")] prompt: String,
+        messages: Option<Vec<MessageInput>>,
         version: Option<String>,
         #[graphql(default = 256)] max_tokens: i64,
         #[graphql(default = 0.8)] temperature: f64,
@@ -450,6 +488,7 @@ impl QueryRoot {
         let args = GenerateArgs {
             model,
             prompt,
+            messages: messages.map(|m| m.into_iter().map(|m| (m.role, m.content)).collect()),
             version,
             max_tokens,
             temperature,
@@ -474,6 +513,7 @@ impl QueryRoot {
         let args = GenerateArgs {
             model: latest.registration.name.clone(),
             prompt,
+            messages: None,
             version: Some(latest.registration.version.clone()),
             max_tokens: 256,
             temperature: 0.8,
@@ -509,6 +549,7 @@ impl QueryRoot {
                     model: &entry.registration.name,
                     version: &entry.registration.version,
                     prompt: &args.prompt,
+                    messages: args.messages.as_deref(),
                     params,
                 }
                 .derive_seed();
@@ -533,7 +574,21 @@ impl QueryRoot {
             // Fields the engine may gain later keep their defaults.
             ..GenerationParams::default()
         };
-        let mut session = Session::start(model, &args.prompt, &params).map_err(engine_error)?;
+        let mut session = match &args.messages {
+            // Generate's chat form: the model's chat template renders the messages.
+            Some(messages) => {
+                let messages = messages
+                    .iter()
+                    .map(|(role, content)| Message {
+                        role: role.clone(),
+                        content: content.clone(),
+                    })
+                    .collect();
+                Session::start_messages(model, messages, &params)
+            }
+            None => Session::start(model, &args.prompt, &params),
+        }
+        .map_err(engine_error)?;
         let mut bytes = Vec::new();
         while let Some((_token, piece)) = session.step().map_err(engine_error)? {
             bytes.extend_from_slice(&piece);
@@ -603,6 +658,7 @@ fn engine_error_code(error: &EngineError) -> &'static str {
         EngineError::VocabMismatch(_) => "VocabMismatch",
         EngineError::PromptTooLong(_) => "PromptTooLong",
         EngineError::ContextFull(_) => "ContextFull",
+        EngineError::ChatTemplate(_) => "ChatTemplateError",
         _ => "EngineInternalError",
     }
 }
