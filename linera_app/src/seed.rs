@@ -113,3 +113,38 @@ impl SeedInput<'_> {
         u64::from_le_bytes(digest.as_bytes()[..8].try_into().expect("8 bytes"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input<'a>(messages: Option<&'a [(String, String)]>) -> SeedInput<'a> {
+        SeedInput {
+            chain_id: "abababababababababababababababababababababababababababababababab",
+            block: "height:3",
+            application_id: "cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd",
+            model: "chat",
+            version: "1",
+            prompt: "",
+            messages,
+            params: SeedParams {
+                temperature: 0.8,
+                top_p: 0.9,
+                repeat_penalty: 1.0,
+                repeat_window: 64,
+            },
+        }
+    }
+
+    /// The values service/seed.py's `derive_seed` gives for the same inputs (a prompt's, and
+    /// with `messages` as a list of [role, content] lists: GenerateQuery.seed_query).
+    #[test]
+    fn seeds_are_seed_py_s_with_and_without_messages() {
+        assert_eq!(input(None).derive_seed(), 5680999542570101991);
+        let messages = [
+            ("system".to_string(), "Be brief.".to_string()),
+            ("user".to_string(), "Hi".to_string()),
+        ];
+        assert_eq!(input(Some(&messages)).derive_seed(), 10653582168884790513);
+    }
+}
