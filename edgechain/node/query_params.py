@@ -1,9 +1,10 @@
 """A :class:`GenerateQuery` from the URL parameters of the SSE ``generate`` endpoint.
 
 The parameters are the query's fields (``edgechain.service.query``) under their GraphQL names:
-``model``, ``prompt``, ``version``, ``maxTokens``, ``temperature``, ``topP``, ``repeatPenalty``,
-``repeatWindow``, ``stop`` (repeatable), ``seed`` (decimal). Defaults and range checks are the
-query's own; this only maps names and parses text.
+``model``, ``prompt``, ``messages`` (JSON text: a list of ``{"role", "content"}``), ``version``,
+``maxTokens``, ``temperature``, ``topP``, ``repeatPenalty``, ``repeatWindow``, ``stop``
+(repeatable), ``seed`` (decimal). Defaults and range checks are the query's own; this only maps
+names and parses text.
 """
 
 from __future__ import annotations
