@@ -140,6 +140,26 @@ def test_messages_generate_the_rendered_dialogue_and_their_receipt_verifies(
         assert verify_receipt(Receipt.load(path), client).tokens == len(stream.token_ids)
 
 
+@pytest.mark.parametrize("engine", ["wasm", "native"])
+def test_a_messages_claim_is_verified_as_its_replay(
+    chat_files: dict[str, Path], engine: str
+) -> None:
+    messages = [ChatMessage(**m) for m in DIALOGUE]
+    params = GenerationParams(seed=11, max_tokens=10, temperature=1.0, top_p=0.9)
+    with open_engine(engine).load_files(chat_files["chat"], None) as model:
+        ids = [t.id for t in model.generate_messages(messages, params)]
+        assert len(ids) == 10
+        verdict = model.verify_messages_claim(messages, params, ids)
+        assert verdict.valid and verdict.matched == 10 and verdict.expected is None
+        short = model.verify_messages_claim(messages, params, ids[:4])
+        assert (short.valid, short.matched, short.expected) == (False, 4, ids[4])
+        wrong = [*ids[:6], (ids[6] + 1) % 512, *ids[7:]]
+        differs = model.verify_messages_claim(messages, params, wrong)
+        assert (differs.valid, differs.matched, differs.expected) == (False, 6, ids[6])
+        longer = model.verify_messages_claim(messages, params, [*ids, 5])
+        assert (longer.valid, longer.matched, longer.expected) == (False, 10, None)
+
+
 def _forged(receipt: Receipt, change: dict) -> Receipt:
     body = json.loads(json.dumps(receipt.body))
     for where, value in change.items():
