@@ -115,6 +115,10 @@ def locate_guest(path: str | os.PathLike[str] | None = None) -> Path:
     return chosen
 
 
+#: How much of a GGUF file one read moves into the guest.
+_READ_CHUNK = 16 << 20
+
+
 def _i32(value: int) -> int:
     """A u32 offset as the signed i32 wasmtime expects."""
     value &= 0xFFFFFFFF
@@ -200,8 +204,9 @@ class WasmEngine(Engine):
         self, checkpoint: str | os.PathLike[str], tokenizer: str | os.PathLike[str] | None
     ) -> WasmModel:
         """Instantiate the guest and read the checkpoint file straight into its weight buffers
-        (one copy of the weights in the process); a GGUF file is passed whole (its tokenizer
-        inside). See :meth:`Engine.load_files`."""
+        (one copy of the weights in the process); a GGUF file is read straight into one guest
+        block and parsed whole there (its tokenizer inside; the host holds no copy). See
+        :meth:`Engine.load_files`."""
         model: WasmModel | None = None
         try:
             with unchanged_checkpoint(checkpoint) as f:
@@ -210,8 +215,11 @@ class WasmEngine(Engine):
                 if gguf:
                     check_gguf_fits(f, os.fstat(f.fileno()).st_size, self.memory_limit)
                 guest = self._instantiate()
+                size = os.fstat(f.fileno()).st_size
                 if guest.streams and not gguf:
-                    handle = guest.load_file(f, os.fstat(f.fileno()).st_size, tokenizer_bytes)
+                    handle = guest.load_file(f, size, tokenizer_bytes)
+                elif gguf:
+                    handle = guest.load_whole_file(f, size)
                 else:
                     handle = guest.load(f.readall(), tokenizer_bytes)
                 model = WasmModel(guest, handle, self.timeout)
@@ -420,13 +428,21 @@ class _Guest:
 
     def put(self, data: bytes) -> tuple[int, int]:
         """Copy ``data`` into a fresh guest block; returns (ptr, size) for ``free``."""
-        size = max(1, len(data))
+        ptr, block = self.put_empty(len(data))
+        self.write(ptr, data)
+        return block
+
+    def put_empty(self, length: int) -> tuple[int, tuple[int, int]]:
+        """A fresh guest block of ``length`` bytes for the host to fill: its pointer, and
+        (ptr, size) for ``free``."""
+        size = max(1, length)
         ptr = _u32(self.call("ec_alloc", _i32(size)))
         if ptr == 0:
             self.poisoned = "out of guest memory"
             raise GuestTrap(f"guest could not allocate {size} bytes (memory limit reached?)")
-        self.write(ptr, data)
-        return ptr, size
+        if ptr + length > self.memory.data_len(self.store):
+            raise EngineInternalError("guest returned a block outside its memory")
+        return ptr, (ptr, size)
 
     def write(self, ptr: int, data: bytes) -> None:
         """Copy ``data`` into guest memory at ``ptr`` (a block the guest gave)."""
@@ -472,6 +488,35 @@ class _Guest:
             # (BytesIO shares a bytes object's buffer instead of copying it.)
             return self.load_file(io.BytesIO(checkpoint), len(checkpoint), tokenizer)
         return self.checked_with("ec_model_load", checkpoint, tokenizer)
+
+    def load_whole_file(self, f: io.RawIOBase, size: int) -> int:
+        """Read the GGUF file ``f`` (``size`` bytes, positioned at its start) straight into one
+        guest block and load it from there (``ec_model_load``): without a copy of the file in
+        the host, a 1.1B Q4_K file's load peaks 0.6 GB lower than through bytes."""
+        ptr, block = self.put_empty(size)
+        try:
+            done = 0
+            while done < size:
+                n = min(_READ_CHUNK, size - done)
+                # No guest call while reading: the memory cannot move under the view.
+                view = memoryview(self.memory.get_buffer_ptr(self.store, n, ptr + done)).cast("B")
+                try:
+                    written = f.readinto(view)
+                except OSError as err:
+                    raise InvalidCheckpoint(
+                        f"cannot read the checkpoint: {err.strerror or err}"
+                    ) from None
+                finally:
+                    view.release()
+                if not written:
+                    raise InvalidCheckpoint(
+                        f"invalid checkpoint: the file ended after {done} of its {size} bytes "
+                        "(did it change while loading?)"
+                    )
+                done += written
+            return self.checked_with("ec_model_load", _i32(ptr), _i32(size), b"")
+        finally:
+            self.free(block)
 
     def _load_call(self, name: str, *args: int) -> int:
         """A streaming-load call; its only internal error is a failed weight allocation, the
