@@ -308,7 +308,10 @@ pub fn sample_topp(probs: &[f32], top_p: f32, coin: f32, scratch: &mut Candidate
 }
 
 /// Buckets [`topp_picks`] spreads the candidates over (by their keys' highest varying bits).
-const BUCKET_BITS: u32 = 11;
+const BUCKET_BITS: u32 = 10;
+
+/// Interleaved streams of keys [`topp_picks`] counts and places (see there).
+const STREAMS: usize = 4;
 
 /// The running sum `s` (positive, normal) after adding every probability of `keys`, when that
 /// needs no order: `None` when their order could matter (or the sum would pass `top_p`).
@@ -321,25 +324,29 @@ const BUCKET_BITS: u32 = 11;
 /// range (past it the spacing doubles). The steps are integers, summed exactly.
 fn sum_without_order(keys: &[u64], s: f32, top_p: f32) -> Option<f32> {
     let s_exp = s.to_bits() >> 23;
-    let mut steps: u64 = 0;
+    // A bucket's probabilities share their exponent (its keys differ below it): so does the
+    // shift from p's spacing to the sum's.
+    let p_exp = (u32::MAX - (keys.first()? >> 32) as u32) >> 23;
+    // p <= s (the sum already holds a larger probability): p's exponent is at most s's.
+    if p_exp == 0 || p_exp > s_exp {
+        return None;
+    }
+    let shift = s_exp - p_exp;
+    if shift > 24 {
+        return Some(s); // every p < u / 2: s + p rounds back to s
+    }
+    let (low_bits, half) = ((1u32 << shift) - 1, (1u32 << shift) >> 1);
+    let (mut steps, mut ties) = (0u64, 0u32);
+    // Without branches (a flat distribution's keys would mispredict them), one shift for all.
     for &key in keys {
         let bits = u32::MAX - (key >> 32) as u32;
-        let p_exp = bits >> 23;
-        // p <= s (the sum already holds a larger probability): p's exponent is at most s's.
-        if p_exp == 0 || p_exp > s_exp {
-            return None;
-        }
-        let shift = s_exp - p_exp;
-        if shift > 24 {
-            continue; // p < u / 2: s + p rounds back to s
-        }
         let m = (bits & 0x7f_ffff) | 0x80_0000;
-        let rest = m & ((1u32 << shift) - 1);
-        let half = (1u32 << shift) >> 1;
-        if shift > 0 && rest == half {
-            return None;
-        }
-        steps += u64::from(m >> shift) + u64::from(rest > half);
+        let rest = m & low_bits;
+        ties |= u32::from(rest == half);
+        steps += u64::from((m >> shift) + u32::from(rest > half));
+    }
+    if shift > 0 && ties != 0 {
+        return None;
     }
     let low = f64::from(f32::from_bits(s_exp << 23));
     let sum = f64::from(s) + steps as f64 * (low / 8_388_608.0);
@@ -376,40 +383,63 @@ pub fn topp_picks(
         return claimed < n && sample_topp(probs, top_p, coin, scratch) == claimed;
     }
     let keys = &mut scratch.keys;
-    keys.clear();
-    keys.extend(
-        probs
-            .iter()
-            .enumerate()
-            .filter(|&(_, &p)| p >= cutoff)
-            .map(|(i, &p)| candidate_key(i, p)),
-    );
+    keys.resize(n, 0);
+    // Every key written, the cursor moved past candidates only (no branch to mispredict).
+    let (mut all, mut any, mut max_key) = (u64::MAX, 0u64, 0u64);
+    let mut n0 = 0;
+    for (i, &p) in probs.iter().enumerate() {
+        let key = candidate_key(i, p);
+        keys[n0] = key;
+        let take = u64::from(p >= cutoff).wrapping_neg(); // all ones for a candidate
+        (all, any) = (all & (key | !take), any | (key & take));
+        max_key = max_key.max(key & take);
+        n0 += (take & 1) as usize;
+    }
+    keys.truncate(n0);
     let target = candidate_key(claimed, pc);
-    let (all, any, max_key) = keys
-        .iter()
-        .fold((u64::MAX, 0u64, 0u64), |(all, any, max), &k| {
-            (all & k, any | k, max.max(k))
-        });
     let varying = ((all ^ any) >> 32) as u32;
     let top = 32 - varying.leading_zeros();
     let shift = 32 + top.saturating_sub(BUCKET_BITS);
     let buckets = 1usize << (top + 32 - shift);
     let mask = (buckets - 1) as u64;
     let bucket_of = |key: u64| ((key >> shift) & mask) as usize;
+    // Four streams of keys (by position mod 4), each with its own counters and cursors: a
+    // flat distribution puts runs of keys in one bucket, and one counter's increments would
+    // form a chain. Within a bucket the order is free (it is summed without order or sorted).
+    let mut counts = [[0u32; 1 << BUCKET_BITS]; STREAMS];
+    let mut quads = keys.chunks_exact(STREAMS);
+    for quad in &mut quads {
+        for (count, &key) in counts.iter_mut().zip(quad) {
+            count[bucket_of(key)] += 1;
+        }
+    }
+    for (count, &key) in counts.iter_mut().zip(quads.remainder()) {
+        count[bucket_of(key)] += 1;
+    }
     let mut starts = [0u32; (1 << BUCKET_BITS) + 1];
-    for &key in keys.iter() {
-        starts[bucket_of(key) + 1] += 1;
-    }
+    let mut total = 0u32;
     for b in 0..buckets {
-        starts[b + 1] += starts[b];
+        starts[b] = total;
+        for count in counts.iter_mut() {
+            let c = count[b];
+            count[b] = total; // now the stream's cursor in the bucket
+            total += c;
+        }
     }
-    let mut cursor = starts;
-    let n0 = keys.len();
+    starts[buckets] = total;
     if scratch.spare.len() < n0 {
         scratch.spare.resize(n0, 0);
     }
     let placed = &mut scratch.spare[..n0];
-    for &key in keys.iter() {
+    let mut quads = keys.chunks_exact(STREAMS);
+    for quad in &mut quads {
+        for (cursor, &key) in counts.iter_mut().zip(quad) {
+            let c = &mut cursor[bucket_of(key)];
+            placed[*c as usize] = key;
+            *c += 1;
+        }
+    }
+    for (cursor, &key) in counts.iter_mut().zip(quads.remainder()) {
         let c = &mut cursor[bucket_of(key)];
         placed[*c as usize] = key;
         *c += 1;
@@ -750,11 +780,25 @@ mod tests {
         let mut rng = Rng::new(31);
         let (mut agreed, mut refused) = (0, 0);
         for _ in 0..3000 {
-            let len = 1 + (rng.next_u32() % 200) as usize;
-            let scale = [1e-3f32, 1e-5, 3e-7][(rng.next_u32() % 3) as usize];
-            let mut ps: Vec<f32> = (0..len).map(|_| rng.next_f32() * scale + 1e-9).collect();
+            // A head of larger probabilities, then a tail in one power-of-two range (a bucket).
+            let len = 2 + (rng.next_u32() % 200) as usize;
+            let scale = [1.0f32 / 1024.0, 1.0 / 131_072.0, 1.0 / 4_194_304.0][(rng.next_u32() % 3) as usize];
+            let head = 1 + (rng.next_u32() as usize % (len - 1));
+            let mut ps: Vec<f32> = (0..len)
+                .map(|i| {
+                    let u = 1.0 + rng.next_f32();
+                    if i < head {
+                        u * 2.0 * scale
+                    } else {
+                        u * scale
+                    }
+                })
+                .collect();
             ps.sort_by(|a, b| b.partial_cmp(a).unwrap());
-            let head = 1 + (rng.next_u32() as usize % len);
+            let tail_exp = ps[head].to_bits() >> 23;
+            if ps[head..].iter().any(|p| p.to_bits() >> 23 != tail_exp) {
+                continue;
+            }
             let s: f32 = ps[..head].iter().fold(0.0, |s, p| s + p);
             let mut ordered = s;
             for p in &ps[head..] {
