@@ -270,43 +270,33 @@ mod tests {
         assert_eq!(strftime_fixed("%A, %B %e %y %H:%M %% %q"), "Friday, July 26 24 00:00 % %q");
     }
 
-    #[test]
-    fn raise_exception_and_syntax_errors_are_typed_errors() {
-        let raising = ChatTemplate::new(
-            "{% if messages[0].role != 'user' %}{{ raise_exception('Conversation roles must alternate') }}{% endif %}".into(),
-            "<s>".into(),
-            "</s>".into(),
-        );
-        match raising.render(&msgs(&[("assistant", "x")]), true) {
-            Err(EngineError::ChatTemplate(m)) => {
-                assert_eq!(m, "the template raised: Conversation roles must alternate")
-            }
-            other => panic!("{other:?}"),
-        }
-        let broken = ChatTemplate::new("{% for m in messages %}".into(), String::new(), String::new());
-        match broken.render(&msgs(&[("user", "x")]), true) {
-            Err(EngineError::ChatTemplate(m)) => assert!(m.starts_with("syntax error"), "{m}"),
+    /// The message of the `ChatTemplate` error a template gives for one user message.
+    fn template_error(source: &str) -> String {
+        let template = ChatTemplate::new(source.into(), "<s>".into(), "</s>".into());
+        match template.render(&msgs(&[("user", "x")]), true) {
+            Err(EngineError::ChatTemplate(m)) => m,
             other => panic!("{other:?}"),
         }
     }
 
     #[test]
-    fn a_runaway_template_runs_out_of_fuel_or_size() {
-        let looping = ChatTemplate::new(
-            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}"
-                .into(),
-            String::new(),
-            String::new(),
+    fn raise_exception_and_syntax_errors_are_typed_errors() {
+        assert_eq!(
+            template_error("{{ raise_exception('Conversation roles must alternate') }}"),
+            "the template raised: Conversation roles must alternate"
         );
-        match looping.render(&msgs(&[("user", "x")]), true) {
-            Err(EngineError::ChatTemplate(m)) => assert!(m.contains("out of fuel"), "{m}"),
-            other => panic!("{other:?}"),
-        }
-        let huge = ChatTemplate::new("{{ 'x' * 20000000 }}".into(), String::new(), String::new());
-        match huge.render(&msgs(&[("user", "x")]), true) {
-            Err(EngineError::ChatTemplate(m)) => assert!(m.contains("20000000 bytes"), "{m}"),
-            other => panic!("{other:?}"),
-        }
+        let m = template_error("{% for m in messages %}");
+        assert!(m.starts_with("syntax error"), "{m}");
+    }
+
+    #[test]
+    fn a_runaway_template_runs_out_of_fuel_or_size() {
+        let m = template_error(
+            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+        );
+        assert!(m.contains("out of fuel"), "{m}");
+        let m = template_error("{{ 'x' * 20000000 }}");
+        assert!(m.contains("20000000 bytes"), "{m}");
     }
 
     #[test]
