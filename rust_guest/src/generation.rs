@@ -621,9 +621,7 @@ impl Session {
         let hinted = (self.pos + 1)
             .checked_sub(self.prompt_len)
             .and_then(|i| self.hint.get(i).copied());
-        let next = self
-            .sampler
-            .sample_expecting(logits, &self.tokens, hinted);
+        let next = self.sampler.sample_expecting(logits, &self.tokens, hinted);
         self.kv_len = self.kv_len.max(self.pos + 1);
         self.pos += 1;
         // A hint contradicted: it and everything computed from it are dropped (the cache

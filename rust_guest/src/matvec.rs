@@ -358,11 +358,9 @@ unsafe fn dot_tile_avx<const R: usize, const B: usize>(
             }
             k += LANES;
         }
-        for r in 0..R {
-            for b in 0..B {
-                // SAFETY: floats v..v + 8 of pair (r, b)'s LANES, inside `lanes`; unaligned.
-                unsafe { _mm256_storeu_ps(base.add((r * B + b) * LANES + v), acc[r][b]) };
-            }
+        for (pair, a) in acc.iter().flatten().enumerate() {
+            // SAFETY: floats v..v + 8 of pair (r, b) = r * B + b's LANES, inside `lanes`.
+            unsafe { _mm256_storeu_ps(base.add(pair * LANES + v), *a) };
         }
     }
     // SAFETY: the loop above stored every lane of every pair (v covers 0..LANES by 8).

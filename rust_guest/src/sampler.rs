@@ -717,7 +717,10 @@ mod tests {
                 }
             }
         }
-        assert!(checked > 20_000 && picked > 1000, "{checked} claims, {picked} picked");
+        assert!(
+            checked > 20_000 && picked > 1000,
+            "{checked} claims, {picked} picked"
+        );
     }
 
     /// run.c's running sums in its order, through the truncation (the last is `cumulative`).
@@ -751,7 +754,9 @@ mod tests {
             let top_p = [0.5f32, 0.9, 0.95][(case / 3) as usize % 3];
             let sums = running_sums(&probs, top_p);
             let cumulative = sums[sums.len() - 1];
-            let picks: Vec<usize> = (0..6).map(|_| rng.next_u32() as usize % sums.len()).collect();
+            let picks: Vec<usize> = (0..6)
+                .map(|_| rng.next_u32() as usize % sums.len())
+                .collect();
             for k in picks.into_iter().chain([0, sums.len() - 1]) {
                 let at = (sums[k] / cumulative).min(1.0 - f32::EPSILON / 2.0);
                 for step in -2i32..=2 {
@@ -782,7 +787,8 @@ mod tests {
         for _ in 0..3000 {
             // A head of larger probabilities, then a tail in one power-of-two range (a bucket).
             let len = 2 + (rng.next_u32() % 200) as usize;
-            let scale = [1.0f32 / 1024.0, 1.0 / 131_072.0, 1.0 / 4_194_304.0][(rng.next_u32() % 3) as usize];
+            let scale = [1.0f32 / 1024.0, 1.0 / 131_072.0, 1.0 / 4_194_304.0]
+                [(rng.next_u32() % 3) as usize];
             let head = 1 + (rng.next_u32() as usize % (len - 1));
             let mut ps: Vec<f32> = (0..len)
                 .map(|i| {
@@ -818,7 +824,10 @@ mod tests {
                 None => refused += 1,
             }
         }
-        assert!(agreed > 1000 && refused > 100, "{agreed} agreed, {refused} refused");
+        assert!(
+            agreed > 1000 && refused > 100,
+            "{agreed} agreed, {refused} refused"
+        );
     }
 
     #[test]
