@@ -1,5 +1,6 @@
 //! Times generation and verification of one claim (one thread), for perf and callgrind, or
-//! the top-p sampler alone on the claim's first 32 distributions (mode `sampler`). CLAIM=file
+//! the top-p sampler alone on the claim's first 32 distributions (mode `sampler`: its draw and
+//! the verification's check of the drawn token). CLAIM=file
 //! keeps the claim in a file (ids, one a line), so a verify run under perf runs no generation.
 //! Usage: verify_profile <checkpoint> <tokenizer> <params-json> <gen|verify|both|sampler> [repeats]
 
@@ -62,25 +63,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut scratch = edgechain_guest::sampler::Candidates::default();
         // Each draw timed alone, its best of `repeats` (a draw is shorter than a time slice,
         // so its best is rarely shared with other jobs on the machine).
+        // And the verification's check of the sampled token (`topp_picks`), timed the same way.
         let mut best = vec![f64::INFINITY; dists.len()];
+        let mut best_check = vec![f64::INFINITY; dists.len()];
         let mut check = 0usize;
         for _ in 0..repeats {
             for (i, d) in dists.iter().enumerate() {
                 let coin = (i as f32 * 0.618_034).fract();
+                let top_p = params.top_p as f32;
                 let t = Instant::now();
-                check += edgechain_guest::sampler::sample_topp(
-                    d,
-                    params.top_p as f32,
-                    coin,
-                    &mut scratch,
-                );
+                let sampled = edgechain_guest::sampler::sample_topp(d, top_p, coin, &mut scratch);
                 best[i] = best[i].min(t.elapsed().as_secs_f64());
+                let t = Instant::now();
+                let picks =
+                    edgechain_guest::sampler::topp_picks(d, top_p, coin, sampled, &mut scratch);
+                best_check[i] = best_check[i].min(t.elapsed().as_secs_f64());
+                assert!(picks, "the check refused the sampled token at {i}");
+                check += sampled;
             }
         }
-        let best: f64 = best.iter().sum();
+        let per_draw = |b: &[f64]| b.iter().sum::<f64>() * 1e6 / dists.len() as f64;
         eprintln!(
-            "sample_topp: {:.1} us per draw (check {check})",
-            best * 1e6 / dists.len() as f64
+            "sample_topp: {:.1} us per draw, topp_picks: {:.1} us per check (check {check})",
+            per_draw(&best),
+            per_draw(&best_check)
         );
         return Ok(());
     }

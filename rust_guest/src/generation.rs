@@ -617,7 +617,11 @@ impl Session {
     /// Samples from the logits at `pos` and takes the token: run.c's step after its forward.
     fn accept(&mut self, logits: &mut [f32]) -> Result<Produced> {
         let current = self.tokens[self.pos];
-        let next = self.sampler.sample(logits, &self.tokens);
+        // The believed hint for this token, if any: the sampler checks it before sampling.
+        let hinted = (self.pos + 1)
+            .checked_sub(self.prompt_len)
+            .and_then(|i| self.hint.get(i).copied());
+        let next = self.sampler.sample_expecting(logits, &self.tokens, hinted);
         self.kv_len = self.kv_len.max(self.pos + 1);
         self.pos += 1;
         // A hint contradicted: it and everything computed from it are dropped (the cache

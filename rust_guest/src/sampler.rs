@@ -307,6 +307,180 @@ pub fn sample_topp(probs: &[f32], top_p: f32, coin: f32, scratch: &mut Candidate
     key_index(candidates[first_above.min(last)])
 }
 
+/// Buckets [`topp_picks`] spreads the candidates over (by their keys' highest varying bits).
+const BUCKET_BITS: u32 = 10;
+
+/// Interleaved streams of keys [`topp_picks`] counts and places (see there).
+const STREAMS: usize = 4;
+
+/// The running sum `s` (positive, normal) after adding every probability of `keys`, when that
+/// needs no order: `None` when their order could matter (or the sum would pass `top_p`).
+///
+/// While an f32 running sum stays in one power-of-two range `[2^E, 2^(E+1))`, its spacing is
+/// `u = 2^(E-23)` and each addition `s + p` lands on the multiple of `u` nearest the exact
+/// sum, which is `s + u * round(p / u)`: the step depends on `p` alone, so the steps add up the
+/// same in any order. Two things break that, and answer `None`: a tie (`p / u` exactly half
+/// way, rounded to even, so the step depends on `s`'s last bit), and a sum that leaves the
+/// range (past it the spacing doubles). The steps are integers, summed exactly.
+fn sum_without_order(keys: &[u64], s: f32, top_p: f32) -> Option<f32> {
+    let s_exp = s.to_bits() >> 23;
+    // A bucket's probabilities share their exponent (its keys differ below it): so does the
+    // shift from p's spacing to the sum's.
+    let p_exp = (u32::MAX - (keys.first()? >> 32) as u32) >> 23;
+    // p <= s (the sum already holds a larger probability): p's exponent is at most s's.
+    if p_exp == 0 || p_exp > s_exp {
+        return None;
+    }
+    let shift = s_exp - p_exp;
+    if shift > 24 {
+        return Some(s); // every p < u / 2: s + p rounds back to s
+    }
+    let (low_bits, half) = ((1u32 << shift) - 1, (1u32 << shift) >> 1);
+    let (mut steps, mut ties) = (0u64, 0u32);
+    // Without branches (a flat distribution's keys would mispredict them), one shift for all.
+    for &key in keys {
+        let bits = u32::MAX - (key >> 32) as u32;
+        let m = (bits & 0x7f_ffff) | 0x80_0000;
+        let rest = m & low_bits;
+        ties |= u32::from(rest == half);
+        steps += u64::from((m >> shift) + u32::from(rest > half));
+    }
+    if shift > 0 && ties != 0 {
+        return None;
+    }
+    let low = f64::from(f32::from_bits(s_exp << 23));
+    let sum = f64::from(s) + steps as f64 * (low / 8_388_608.0);
+    // Exact in f64 (steps < 2^24 while it stays in range), and then an f32 of that range.
+    (sum < 2.0 * low && sum <= f64::from(top_p)).then_some(sum as f32)
+}
+
+/// Whether run.c's `sample_topp` picks `claimed` from `probs` with `coin`: the same answer as
+/// `sample_topp(..) == claimed` (the verification's check), without putting the candidates in
+/// order. The decision needs three of run.c's f32 running sums (in its sorted order): the sum
+/// before the claimed token and through it (its slice of the draw), and the sum where the
+/// truncation stops (`cumulative`, which scales the draw). The candidates are spread over
+/// buckets by their keys' high bits (one counting pass), taken in key order, and a bucket's
+/// sum is taken without order ([`sum_without_order`]) unless its order matters: then (a range
+/// crossing, a tie, the top-p crossing, the claimed token's bucket) it alone is sorted and
+/// summed element by element, as run.c does. The sums are run.c's bit for bit.
+pub fn topp_picks(
+    probs: &[f32],
+    top_p: f32,
+    coin: f32,
+    claimed: usize,
+    scratch: &mut Candidates,
+) -> bool {
+    let n = probs.len();
+    let cutoff = if n > 1 {
+        (1.0f32 - top_p) / (n - 1) as f32
+    } else {
+        0.0
+    };
+    let pc = probs.get(claimed).copied().unwrap_or(f32::NAN);
+    if !(cutoff > 0.0 && pc >= cutoff && cutoff.is_normal()) {
+        // One token, NaN or no candidate at all (run.c's degenerate cases), or a claimed token
+        // that is no candidate: the full procedure decides (rare: a forged claim, once).
+        return claimed < n && sample_topp(probs, top_p, coin, scratch) == claimed;
+    }
+    let keys = &mut scratch.keys;
+    keys.resize(n, 0);
+    // Every key written, the cursor moved past candidates only (no branch to mispredict).
+    let (mut all, mut any, mut max_key) = (u64::MAX, 0u64, 0u64);
+    let mut n0 = 0;
+    for (i, &p) in probs.iter().enumerate() {
+        let key = candidate_key(i, p);
+        keys[n0] = key;
+        let take = u64::from(p >= cutoff).wrapping_neg(); // all ones for a candidate
+        (all, any) = (all & (key | !take), any | (key & take));
+        max_key = max_key.max(key & take);
+        n0 += (take & 1) as usize;
+    }
+    keys.truncate(n0);
+    let target = candidate_key(claimed, pc);
+    let varying = ((all ^ any) >> 32) as u32;
+    let top = 32 - varying.leading_zeros();
+    let shift = 32 + top.saturating_sub(BUCKET_BITS);
+    let buckets = 1usize << (top + 32 - shift);
+    let mask = (buckets - 1) as u64;
+    let bucket_of = |key: u64| ((key >> shift) & mask) as usize;
+    // Four streams of keys (by position mod 4), each with its own counters and cursors: a
+    // flat distribution puts runs of keys in one bucket, and one counter's increments would
+    // form a chain. Within a bucket the order is free (it is summed without order or sorted).
+    let mut counts = [[0u32; 1 << BUCKET_BITS]; STREAMS];
+    let mut quads = keys.chunks_exact(STREAMS);
+    for quad in &mut quads {
+        for (count, &key) in counts.iter_mut().zip(quad) {
+            count[bucket_of(key)] += 1;
+        }
+    }
+    for (count, &key) in counts.iter_mut().zip(quads.remainder()) {
+        count[bucket_of(key)] += 1;
+    }
+    let mut starts = [0u32; (1 << BUCKET_BITS) + 1];
+    let mut total = 0u32;
+    for b in 0..buckets {
+        starts[b] = total;
+        for count in counts.iter_mut() {
+            let c = count[b];
+            count[b] = total; // now the stream's cursor in the bucket
+            total += c;
+        }
+    }
+    starts[buckets] = total;
+    if scratch.spare.len() < n0 {
+        scratch.spare.resize(n0, 0);
+    }
+    let placed = &mut scratch.spare[..n0];
+    let mut quads = keys.chunks_exact(STREAMS);
+    for quad in &mut quads {
+        for (cursor, &key) in counts.iter_mut().zip(quad) {
+            let c = &mut cursor[bucket_of(key)];
+            placed[*c as usize] = key;
+            *c += 1;
+        }
+    }
+    for (cursor, &key) in counts.iter_mut().zip(quads.remainder()) {
+        let c = &mut cursor[bucket_of(key)];
+        placed[*c as usize] = key;
+        *c += 1;
+    }
+    let claimed_bucket = bucket_of(target);
+    let mut s = 0.0f32;
+    // run.c's sums before and through the claimed token, once it is reached.
+    let mut around_claimed = None;
+    let mut last = max_key;
+    'buckets: for b in 0..buckets {
+        let bucket = &mut placed[starts[b] as usize..starts[b + 1] as usize];
+        if bucket.is_empty() {
+            continue;
+        }
+        if s > 0.0 && b != claimed_bucket {
+            if let Some(sum) = sum_without_order(bucket, s, top_p) {
+                s = sum;
+                continue;
+            }
+        }
+        bucket.sort_unstable();
+        for &key in bucket.iter() {
+            let before = s;
+            s += key_prob(key);
+            if key == target {
+                around_claimed = Some((before, s));
+            }
+            if s > top_p {
+                last = key;
+                break 'buckets;
+            }
+        }
+    }
+    let Some((before, through)) = around_claimed else {
+        return false; // past the truncation
+    };
+    // run.c's second walk returns the first candidate whose sum exceeds r, or the last one.
+    let r = coin * s;
+    before <= r && (r < through || target == last)
+}
+
 impl Sampler {
     pub fn new(params: SamplerParams) -> Result<Self> {
         params.validate()?;
@@ -359,6 +533,18 @@ impl Sampler {
 
     /// Samples the next token from `logits` (modified in place), given the tokens so far.
     pub fn sample(&mut self, logits: &mut [f32], history: &[u32]) -> u32 {
+        self.sample_expecting(logits, history, None)
+    }
+
+    /// [`Self::sample`] when the token is expected to be `expected` (a claim being verified):
+    /// the same token and the same draws, but with top-p the expectation is checked first
+    /// ([`topp_picks`], no sorting) and the full procedure runs only when it fails.
+    pub fn sample_expecting(
+        &mut self,
+        logits: &mut [f32],
+        history: &[u32],
+        expected: Option<u32>,
+    ) -> u32 {
         self.apply_repeat_penalty(logits, history);
         if self.params.temperature == 0.0 {
             return argmax(logits) as u32;
@@ -373,7 +559,12 @@ impl Sampler {
         let index = if top_p <= 0.0 || top_p >= 1.0 {
             sample_mult(logits, coin)
         } else {
-            sample_topp(logits, top_p, coin, &mut self.candidates)
+            match expected {
+                Some(t) if topp_picks(logits, top_p, coin, t as usize, &mut self.candidates) => {
+                    t as usize
+                }
+                _ => sample_topp(logits, top_p, coin, &mut self.candidates),
+            }
         };
         index as u32
     }
@@ -469,6 +660,174 @@ mod tests {
             }
         }
         assert!(checked > 10_000, "{checked} draws");
+    }
+
+    /// Tokens worth claiming against a draw: the sampled one, its neighbours in run.c's order,
+    /// the first and last candidates, and a few others.
+    fn claims(probs: &[f32], sampled: usize, rng: &mut Rng) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..probs.len()).collect();
+        order.sort_by(|&a, &b| probs[b].partial_cmp(&probs[a]).unwrap().then(a.cmp(&b)));
+        let at = order.iter().position(|&i| i == sampled).unwrap();
+        let mut out: Vec<usize> = (at.saturating_sub(3)..(at + 4).min(order.len()))
+            .map(|k| order[k])
+            .collect();
+        out.extend([order[0], order[order.len() - 1], probs.len()]);
+        out.extend((0..4).map(|_| rng.next_u32() as usize % probs.len()));
+        out
+    }
+
+    #[test]
+    fn the_claim_check_agrees_with_sampling_on_every_claim() {
+        let mut rng = Rng::new(77);
+        let mut scratch = Candidates::default();
+        let (mut checked, mut picked) = (0, 0);
+        for case in 0..1500u32 {
+            let n = match case % 5 {
+                0 => 2 + (rng.next_u32() % 60) as usize,
+                1 => 1 + (rng.next_u32() % 700) as usize,
+                2 => 4096,
+                _ => 32000,
+            };
+            if n >= 4096 && case % 4 != 0 {
+                continue;
+            }
+            let mut probs = logits(&mut rng, n, case % 6);
+            let t = [0.3f32, 0.8, 1.0, 1.7][(case / 6 % 4) as usize];
+            for p in probs.iter_mut() {
+                *p /= t;
+            }
+            softmax(&mut probs);
+            for top_p in [0.05f32, 0.5, 0.9, 0.95, 0.999_999] {
+                // Draws at the ends of the range as well as random ones.
+                let coin = match rng.next_u32() % 8 {
+                    0 => 0.0,
+                    1 => 1.0 - f32::EPSILON / 2.0,
+                    _ => rng.next_f32(),
+                };
+                let sampled = sample_topp(&probs, top_p, coin, &mut scratch);
+                for claimed in claims(&probs, sampled, &mut rng) {
+                    let got = topp_picks(&probs, top_p, coin, claimed, &mut scratch);
+                    assert_eq!(
+                        got,
+                        claimed == sampled,
+                        "case {case}: n {n}, top_p {top_p}, coin {coin}, claimed {claimed}, sampled {sampled}"
+                    );
+                    checked += 1;
+                    picked += usize::from(got);
+                }
+            }
+        }
+        assert!(
+            checked > 20_000 && picked > 1000,
+            "{checked} claims, {picked} picked"
+        );
+    }
+
+    /// run.c's running sums in its order, through the truncation (the last is `cumulative`).
+    fn running_sums(probs: &[f32], top_p: f32) -> Vec<f32> {
+        let cutoff = (1.0f32 - top_p) / (probs.len() - 1) as f32;
+        let mut ps: Vec<f32> = probs.iter().copied().filter(|&p| p >= cutoff).collect();
+        ps.sort_by(|a, b| b.partial_cmp(a).unwrap());
+        let mut sums = Vec::new();
+        let mut s = 0.0f32;
+        for p in ps {
+            s += p;
+            sums.push(s);
+            if s > top_p {
+                break;
+            }
+        }
+        sums
+    }
+
+    #[test]
+    fn the_claim_check_is_exact_on_draws_at_the_sums_boundaries() {
+        // Coins that put r = coin * cumulative on (or a few floats either side of) a running
+        // sum: a claimed token's slice of the draw is half-open, [before, through).
+        let mut rng = Rng::new(5);
+        let mut scratch = Candidates::default();
+        let mut checked = 0;
+        for case in 0..60u32 {
+            let n = [50usize, 700, 32000][case as usize % 3];
+            let mut probs = logits(&mut rng, n, case % 6);
+            softmax(&mut probs);
+            let top_p = [0.5f32, 0.9, 0.95][(case / 3) as usize % 3];
+            let sums = running_sums(&probs, top_p);
+            let cumulative = sums[sums.len() - 1];
+            let picks: Vec<usize> = (0..6)
+                .map(|_| rng.next_u32() as usize % sums.len())
+                .collect();
+            for k in picks.into_iter().chain([0, sums.len() - 1]) {
+                let at = (sums[k] / cumulative).min(1.0 - f32::EPSILON / 2.0);
+                for step in -2i32..=2 {
+                    let coin = f32::from_bits(at.to_bits().saturating_add_signed(step));
+                    if !(0.0..1.0).contains(&coin) {
+                        continue;
+                    }
+                    let sampled = sample_topp(&probs, top_p, coin, &mut scratch);
+                    for claimed in claims(&probs, sampled, &mut rng) {
+                        assert_eq!(
+                            topp_picks(&probs, top_p, coin, claimed, &mut scratch),
+                            claimed == sampled,
+                            "case {case}, coin {coin}, claimed {claimed}"
+                        );
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked > 5000, "{checked}");
+    }
+
+    #[test]
+    fn sums_without_order_are_the_ordered_sums_or_none() {
+        // Descending probabilities added in order, against the order-free sum of the tail.
+        let mut rng = Rng::new(31);
+        let (mut agreed, mut refused) = (0, 0);
+        for _ in 0..3000 {
+            // A head of larger probabilities, then a tail in one power-of-two range (a bucket).
+            let len = 2 + (rng.next_u32() % 200) as usize;
+            let scale = [1.0f32 / 1024.0, 1.0 / 131_072.0, 1.0 / 4_194_304.0]
+                [(rng.next_u32() % 3) as usize];
+            let head = 1 + (rng.next_u32() as usize % (len - 1));
+            let mut ps: Vec<f32> = (0..len)
+                .map(|i| {
+                    let u = 1.0 + rng.next_f32();
+                    if i < head {
+                        u * 2.0 * scale
+                    } else {
+                        u * scale
+                    }
+                })
+                .collect();
+            ps.sort_by(|a, b| b.partial_cmp(a).unwrap());
+            let tail_exp = ps[head].to_bits() >> 23;
+            if ps[head..].iter().any(|p| p.to_bits() >> 23 != tail_exp) {
+                continue;
+            }
+            let s: f32 = ps[..head].iter().fold(0.0, |s, p| s + p);
+            let mut ordered = s;
+            for p in &ps[head..] {
+                ordered += p;
+            }
+            let mut keys: Vec<u64> = ps[head..]
+                .iter()
+                .enumerate()
+                .map(|(i, &p)| candidate_key(i, p))
+                .collect();
+            keys.reverse(); // any order
+            match sum_without_order(&keys, s, 1.0) {
+                Some(sum) => {
+                    assert_eq!(sum.to_bits(), ordered.to_bits(), "{len} from {head}");
+                    agreed += 1;
+                }
+                None => refused += 1,
+            }
+        }
+        assert!(
+            agreed > 1000 && refused > 100,
+            "{agreed} agreed, {refused} refused"
+        );
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //! logits, with the same random draw, the repeat penalty over the claimed history, the stop
 //! strings and limits), which is compared with the claimed one. So the verdict is a full
 //! replay's by construction; what it saves is the replay's decoding one token per weight
-//! pass, its per-token calls from the host, and the sampler's full sort (`sampler.rs`).
+//! pass, its per-token calls from the host, and with top-p any sorting: the sampler is told
+//! the claimed token and checks that run.c's procedure picks it (`sampler::topp_picks`),
+//! sampling in full only where it does not.
 
 use std::sync::Arc;
 
