@@ -86,15 +86,13 @@ fn decode(args: &[String]) -> Res<()> {
         s.step()?;
         let mut n = 0;
         let mut err = None;
-        measure(&format!("decode {threads} threads"), steps, || {
-            loop {
-                match s.step() {
-                    Ok(Some(_)) => n += 1,
-                    Ok(None) => break,
-                    Err(e) => {
-                        err = Some(e);
-                        break;
-                    }
+        measure(&format!("decode {threads} threads"), steps, || loop {
+            match s.step() {
+                Ok(Some(_)) => n += 1,
+                Ok(None) => break,
+                Err(e) => {
+                    err = Some(e);
+                    break;
                 }
             }
         });
@@ -255,7 +253,9 @@ fn run_regions(args: &[String]) -> Res<()> {
                                 })
                             }
                             _ => {
-                                let [a, b, c] = &mut o[..] else { unreachable!() };
+                                let [a, b, c] = &mut o[..] else {
+                                    unreachable!()
+                                };
                                 pool.split_rows_many([a, b, c], cols, |i, r0, n, o| {
                                     r[i].rows(o, r0, r0 + n, &x)
                                 })

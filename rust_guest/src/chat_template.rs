@@ -30,11 +30,27 @@ pub fn parse_messages(json: &str) -> Result<Vec<Message>> {
 /// The fixed date `strftime_now` formats: (year, month 1-12, day, weekday 0 = Monday).
 const FIXED_DATE: (i32, usize, u32, usize) = (2024, 7, 26, 4);
 const MONTHS: [&str; 12] = [
-    "January", "February", "March", "April", "May", "June", "July", "August", "September",
-    "October", "November", "December",
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
 ];
 const WEEKDAYS: [&str; 7] = [
-    "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday",
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+    "Sunday",
 ];
 
 /// `strftime` over [`FIXED_DATE`] at midnight (the directives templates use; others verbatim).
@@ -109,12 +125,15 @@ impl ChatTemplate {
             .map_err(|e| template_error(&e))?;
         env.set_syntax(syntax);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.add_function("raise_exception", |message: String| -> std::result::Result<Value, Error> {
-            Err(Error::new(
-                ErrorKind::InvalidOperation,
-                format!("{RAISED}{message}"),
-            ))
-        });
+        env.add_function(
+            "raise_exception",
+            |message: String| -> std::result::Result<Value, Error> {
+                Err(Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("{RAISED}{message}"),
+                ))
+            },
+        );
         env.add_function("strftime_now", |format: String| strftime_fixed(&format));
         env.add_template("chat_template", &self.source)
             .map_err(|e| template_error(&e))?;
@@ -267,7 +286,10 @@ mod tests {
     #[test]
     fn strftime_now_formats_the_fixed_date() {
         assert_eq!(strftime_fixed("%d %b %Y"), "26 Jul 2024");
-        assert_eq!(strftime_fixed("%A, %B %e %y %H:%M %% %q"), "Friday, July 26 24 00:00 % %q");
+        assert_eq!(
+            strftime_fixed("%A, %B %e %y %H:%M %% %q"),
+            "Friday, July 26 24 00:00 % %q"
+        );
     }
 
     /// The message of the `ChatTemplate` error a template gives for one user message.
@@ -307,7 +329,10 @@ mod tests {
             String::new(),
         );
         let out = t
-            .render(&msgs(&[("user", " a "), ("skip", "b"), ("user", "c")]), false)
+            .render(
+                &msgs(&[("user", " a "), ("skip", "b"), ("user", "c")]),
+                false,
+            )
             .unwrap();
         assert_eq!(out, "A|C|");
     }
@@ -315,7 +340,8 @@ mod tests {
     /// A SentencePiece-style vocabulary as llama2.c writes it: <unk>, BOS, EOS, the byte
     /// tokens, a space and the letters; `<unk>`, `<s>` and `</s>` special as in a GGUF file.
     fn spm_tokenizer() -> Tokenizer {
-        let mut pieces: Vec<Vec<u8>> = vec![b"<unk>".to_vec(), b"\n<s>\n".to_vec(), b"\n</s>\n".to_vec()];
+        let mut pieces: Vec<Vec<u8>> =
+            vec![b"<unk>".to_vec(), b"\n<s>\n".to_vec(), b"\n</s>\n".to_vec()];
         pieces.extend((0..=255u8).map(|b| format!("<0x{b:02X}>").into_bytes()));
         pieces.push(b" ".to_vec());
         pieces.extend((b'a'..=b'z').map(|c| vec![c]));
@@ -340,9 +366,18 @@ mod tests {
         let at = ids.iter().position(|&i| i == 2).unwrap();
         // Text before and after the special token is encoded as run.c does (leading space).
         assert_eq!(ids[..at], t.encode("<|user|>\nhi", false, false)[..]);
-        assert_eq!(ids[at + 1..], t.encode("\n<|assistant|>\n", false, false)[..]);
+        assert_eq!(
+            ids[at + 1..],
+            t.encode("\n<|assistant|>\n", false, false)[..]
+        );
         assert_eq!(rendered_tokens(&t, "hi")[0], 1, "BOS first");
-        assert_eq!(rendered_tokens(&t, "<s>hi").iter().filter(|&&i| i == 1).count(), 1);
+        assert_eq!(
+            rendered_tokens(&t, "<s>hi")
+                .iter()
+                .filter(|&&i| i == 1)
+                .count(),
+            1
+        );
         assert_eq!(t.special_text(2), Some("</s>"));
     }
 
@@ -373,7 +408,9 @@ mod tests {
             String::new(),
         );
         let first = Dialogue::start(&counting, msgs(&[("user", "a")])).unwrap();
-        let (next, how) = first.next(&counting, "b", "", &msgs(&[("user", "c")])).unwrap();
+        let (next, how) = first
+            .next(&counting, "b", "", &msgs(&[("user", "c")]))
+            .unwrap();
         assert_eq!(how, Continuation::Whole("3abc".into()));
         assert_eq!(next.rendered(), "3abc");
     }

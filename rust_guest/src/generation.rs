@@ -233,7 +233,11 @@ impl Session {
 
     /// Starts a chat (run.c's `chat` mode) with the first user turn, already rendered in the
     /// model's template: the session can take further turns with [`Self::append`].
-    pub fn start_chat(model: Arc<LoadedModel>, turn: &str, params: &GenerationParams) -> Result<Self> {
+    pub fn start_chat(
+        model: Arc<LoadedModel>,
+        turn: &str,
+        params: &GenerationParams,
+    ) -> Result<Self> {
         let tokens = model.tokenizer().encode(turn, true, false);
         Self::chat_from_tokens(model, tokens, params)
     }
@@ -244,7 +248,9 @@ impl Session {
         params: &GenerationParams,
     ) -> Result<Self> {
         if !params.hint.is_empty() {
-            return Err(EngineError::InvalidArgument("a chat takes no hint tokens".into()));
+            return Err(EngineError::InvalidArgument(
+                "a chat takes no hint tokens".into(),
+            ));
         }
         if params.max_tokens == Some(0) {
             return Err(EngineError::InvalidArgument(
@@ -974,7 +980,10 @@ pub(crate) mod tests {
             forced.extend(model.tokenizer().encode(turn, true, false));
             let mut answer: Vec<u32> = Vec::new();
             for i in 0.. {
-                let token = forced.get(i).copied().unwrap_or_else(|| answer[answer.len() - 1]);
+                let token = forced
+                    .get(i)
+                    .copied()
+                    .unwrap_or_else(|| answer[answer.len() - 1]);
                 let item = BatchItem {
                     cache: 0,
                     token,
@@ -1006,9 +1015,15 @@ pub(crate) mod tests {
 
     #[test]
     fn a_chat_appending_turns_is_run_c_chat_token_for_token() {
-        let turns = ["[INST] Hello [/INST]", "[INST] Tell me more [/INST]", "[INST] Why? [/INST]"];
+        let turns = [
+            "[INST] Hello [/INST]",
+            "[INST] Tell me more [/INST]",
+            "[INST] Why? [/INST]",
+        ];
         for (kind, model) in models() {
-            for (temperature, top_p, repeat_penalty) in [(0.0, 0.9, 1.0), (0.9, 0.9, 1.0), (1.0, 1.0, 1.3)] {
+            for (temperature, top_p, repeat_penalty) in
+                [(0.0, 0.9, 1.0), (0.9, 0.9, 1.0), (1.0, 1.0, 1.3)]
+            {
                 let params = GenerationParams {
                     temperature,
                     top_p,
@@ -1046,14 +1061,27 @@ pub(crate) mod tests {
         };
         let mut plain = Session::start(model.clone(), "Hello", &params).unwrap();
         while plain.step().unwrap().is_some() {}
-        assert!(matches!(plain.append("more"), Err(EngineError::InvalidArgument(_))));
+        assert!(matches!(
+            plain.append("more"),
+            Err(EngineError::InvalidArgument(_))
+        ));
         let mut chat = Session::start_chat(model.clone(), "Hello", &params).unwrap();
-        assert!(matches!(chat.append("more"), Err(EngineError::InvalidArgument(_))));
+        assert!(matches!(
+            chat.append("more"),
+            Err(EngineError::InvalidArgument(_))
+        ));
         while chat.step().unwrap().is_some() {}
         let before = chat.tokens().to_vec();
         let long = "and then they went on and on and on and on and on and on";
-        assert!(matches!(chat.append(long), Err(EngineError::ContextFull(_))));
-        assert_eq!(chat.tokens(), before.as_slice(), "a refused turn changes nothing");
+        assert!(matches!(
+            chat.append(long),
+            Err(EngineError::ContextFull(_))
+        ));
+        assert_eq!(
+            chat.tokens(),
+            before.as_slice(),
+            "a refused turn changes nothing"
+        );
         chat.append("more").unwrap();
         assert!(chat.step().unwrap().is_some());
     }

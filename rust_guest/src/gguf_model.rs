@@ -535,7 +535,10 @@ fn chat_template(h: &GgufHeader) -> Option<ChatTemplate> {
     let source = h.get("tokenizer.chat_template").and_then(Value::as_str)?;
     let tokens = h.get("tokenizer.ggml.tokens").and_then(Value::as_array);
     let text = |key: &str, default: u32| -> String {
-        let id = h.get(key).and_then(Value::as_u64).unwrap_or(u64::from(default));
+        let id = h
+            .get(key)
+            .and_then(Value::as_u64)
+            .unwrap_or(u64::from(default));
         tokens
             .and_then(|t| t.get(usize::try_from(id).ok()?))
             .and_then(Value::as_str)

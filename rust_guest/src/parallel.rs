@@ -218,7 +218,9 @@ impl Threads {
             .zip(b.chunks_mut(chunk))
             .enumerate()
             .collect();
-        self.for_each(parts > 1, tasks, |(j, (a, b))| part(j * chunk, a.len(), a, b));
+        self.for_each(parts > 1, tasks, |(j, (a, b))| {
+            part(j * chunk, a.len(), a, b)
+        });
     }
 }
 

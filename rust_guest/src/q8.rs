@@ -327,7 +327,11 @@ fn matvec_q8_simd128<const G: usize>(
     use core::arch::wasm32::*;
     let n = xq.len();
     let groups = n / gs;
-    let blocked = if groups / 4 <= MAX_BLOCKS { out.len() / 4 * 4 } else { 0 };
+    let blocked = if groups / 4 <= MAX_BLOCKS {
+        out.len() / 4 * 4
+    } else {
+        0
+    };
     let (out4, out1) = out.split_at_mut(blocked);
     let (w4, w1) = w.split_at(blocked * n);
     let (s4, s1) = ws.split_at(blocked * groups);
@@ -478,9 +482,7 @@ pub fn matvec_q8(out: &mut [f32], w: &[i8], ws: &[f32], xq: &[i16], xs: &[f32], 
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
         // SAFETY: AVX2 is present (checked just above); shapes checked above.
-        unsafe {
-            with_group_size!(matvec_q8_avx2, gs, (out, w, ws, xq, xs, gs))
-        };
+        unsafe { with_group_size!(matvec_q8_avx2, gs, (out, w, ws, xq, xs, gs)) };
         return;
     }
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]

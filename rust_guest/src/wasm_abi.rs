@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use candle_core::Device;
 
-use crate::checkpoint::WeightLoader;
 use crate::chat_template::parse_messages;
+use crate::checkpoint::WeightLoader;
 use crate::error::{EngineError, Result};
 use crate::generation::{step_batch, GenerationParams, Produced, Session};
 use crate::loaded_model::LoadedModel;
