@@ -645,12 +645,7 @@ mod tests {
             if n >= 4096 && case % 5 != 0 {
                 continue;
             }
-            let mut probs = logits(&mut rng, n, case % 6);
-            let t = [0.3f32, 0.8, 1.0, 1.7][(case / 6 % 4) as usize];
-            for p in probs.iter_mut() {
-                *p /= t;
-            }
-            softmax(&mut probs);
+            let probs = probabilities(&mut rng, n, case);
             for top_p in [0.05f32, 0.5, 0.9, 0.95, 0.999_999] {
                 let coin = rng.next_f32();
                 let want = sample_topp_by_full_sort(&probs, top_p, coin);
@@ -660,6 +655,18 @@ mod tests {
             }
         }
         assert!(checked > 10_000, "{checked} draws");
+    }
+
+    /// A distribution of `n` tokens for test case `case`: its logits' kind (`case % 6`) and
+    /// temperature (`case / 6 % 4`) vary with the case.
+    fn probabilities(rng: &mut Rng, n: usize, case: u32) -> Vec<f32> {
+        let mut probs = logits(rng, n, case % 6);
+        let t = [0.3f32, 0.8, 1.0, 1.7][(case / 6 % 4) as usize];
+        for p in probs.iter_mut() {
+            *p /= t;
+        }
+        softmax(&mut probs);
+        probs
     }
 
     /// Tokens worth claiming against a draw: the sampled one, its neighbours in run.c's order,
@@ -691,12 +698,7 @@ mod tests {
             if n >= 4096 && case % 4 != 0 {
                 continue;
             }
-            let mut probs = logits(&mut rng, n, case % 6);
-            let t = [0.3f32, 0.8, 1.0, 1.7][(case / 6 % 4) as usize];
-            for p in probs.iter_mut() {
-                *p /= t;
-            }
-            softmax(&mut probs);
+            let probs = probabilities(&mut rng, n, case);
             for top_p in [0.05f32, 0.5, 0.9, 0.95, 0.999_999] {
                 // Draws at the ends of the range as well as random ones.
                 let coin = match rng.next_u32() % 8 {
