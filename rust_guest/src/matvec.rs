@@ -311,11 +311,12 @@ const TILE_R: usize = 2;
 const TILE_B: usize = 4;
 
 /// `R x B` dot products (`R` rows against `B` inputs), each bit-identical to [`dot`]: the loop
-/// runs lane block by lane block (8 lanes at a time), and within a block over the chunks in
-/// index order, so lane `j` of every (row, input) pair still sums `w[i] * x[i]` for
-/// `i = j (mod LANES)` in index order; then the same [`reduce`] and scalar tail. Walking one
-/// lane block at a time keeps only `R * B` accumulators live (all 4 blocks would need 4 times
-/// as many registers); the rows and inputs stay in L1 across the 4 passes.
+/// runs lane block by lane block (8 lanes at a time, [`lane_block_avx`]), and within a block
+/// over the chunks in index order, so lane `j` of every (row, input) pair still sums
+/// `w[i] * x[i]` for `i = j (mod LANES)` in index order; then [`reduce`]'s tree on vectors
+/// ([`reduce_avx`]) and the scalar tail. Walking one lane block at a time keeps only `R * B`
+/// accumulators live (all 4 blocks would need 4 times as many registers); the rows and inputs
+/// stay in L1 across the 4 passes.
 ///
 /// # Safety
 /// The CPU must support AVX.
@@ -331,49 +332,90 @@ unsafe fn dot_tile_avx<const R: usize, const B: usize>(
         assert_eq!(s.len(), len);
     }
     let n = len / LANES * LANES;
-    // Not zeroed (a memset of R * B * LANES floats per call showed in profiles): every lane
-    // block of every (row, input) pair is stored below before anything reads it.
-    let mut lanes = std::mem::MaybeUninit::<[[[f32; LANES]; B]; R]>::uninit();
-    let base = lanes.as_mut_ptr() as *mut f32;
-    for v in (0..LANES).step_by(8) {
-        let mut acc = [[_mm256_setzero_ps(); B]; R];
-        let mut k = v;
-        while k < n {
-            // SAFETY: k + 8 <= n <= len, the length of every row and input.
-            unsafe {
-                let x: [__m256; B] =
-                    std::array::from_fn(|b| _mm256_loadu_ps(xs[b].as_ptr().add(k)));
-                for r in 0..R {
-                    let p = rows[r].as_ptr().add(k);
-                    // A hint only, as in dot_block_avx: the next rows' weights.
-                    if v == 0 {
-                        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH) as *const i8);
-                        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH + 16) as *const i8);
-                    }
-                    let w = _mm256_loadu_ps(p);
-                    for b in 0..B {
-                        acc[r][b] = _mm256_add_ps(acc[r][b], _mm256_mul_ps(w, x[b]));
-                    }
-                }
-            }
-            k += LANES;
-        }
-        for (pair, a) in acc.iter().flatten().enumerate() {
-            // SAFETY: floats v..v + 8 of pair (r, b) = r * B + b's LANES, inside `lanes`.
-            unsafe { _mm256_storeu_ps(base.add(pair * LANES + v), *a) };
-        }
-    }
-    // SAFETY: the loop above stored every lane of every pair (v covers 0..LANES by 8).
-    let lanes = unsafe { lanes.assume_init() };
-    std::array::from_fn(|r| {
-        std::array::from_fn(|b| {
-            let mut sum = reduce(lanes[r][b]);
+    // SAFETY (all four): the lengths were checked above; the caller checked AVX.
+    let blocks: [[[__m256; B]; R]; LANES / 8] = [
+        unsafe { lane_block_avx::<R, B, true>(rows, xs, 0, n) },
+        unsafe { lane_block_avx::<R, B, false>(rows, xs, 8, n) },
+        unsafe { lane_block_avx::<R, B, false>(rows, xs, 16, n) },
+        unsafe { lane_block_avx::<R, B, false>(rows, xs, 24, n) },
+    ];
+    // Plain loops, not `array::from_fn` (its closure was not inlined: a call per tile, and a
+    // store-forwarding stall on its result).
+    let mut out = [[0.0f32; B]; R];
+    for r in 0..R {
+        for b in 0..B {
+            let lanes = [blocks[0][r][b], blocks[1][r][b], blocks[2][r][b], blocks[3][r][b]];
+            // SAFETY: the caller checked AVX.
+            let mut sum = unsafe { reduce_avx(lanes) };
             for (w, x) in rows[r][n..].iter().zip(&xs[b][n..]) {
                 sum += w * x;
             }
-            sum
-        })
-    })
+            out[r][b] = sum;
+        }
+    }
+    out
+}
+
+/// Lanes `v..v + 8` of every (row, input) pair of [`dot_tile_avx`], returned by value: its
+/// accumulators stay in registers (an array written through references was kept in stack
+/// slots, one store per accumulator per chunk, the loop's bottleneck).
+///
+/// # Safety
+/// The CPU must support AVX; every row and input holds at least `n` floats, `n` a multiple
+/// of [`LANES`], and `v + 8 <= LANES`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+#[inline]
+unsafe fn lane_block_avx<const R: usize, const B: usize, const PREFETCH_ROWS: bool>(
+    rows: [&[f32]; R],
+    xs: [&[f32]; B],
+    v: usize,
+    n: usize,
+) -> [[core::arch::x86_64::__m256; B]; R] {
+    use core::arch::x86_64::*;
+    let mut acc = [[_mm256_setzero_ps(); B]; R];
+    let mut k = v;
+    while k < n {
+        // SAFETY: k + 8 <= n, the length of every row and input at least.
+        unsafe {
+            let x: [__m256; B] = std::array::from_fn(|b| _mm256_loadu_ps(xs[b].as_ptr().add(k)));
+            for r in 0..R {
+                let p = rows[r].as_ptr().add(k);
+                if PREFETCH_ROWS {
+                    // A hint only, as in dot_block_avx: the next rows' weights.
+                    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH) as *const i8);
+                    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH + 16) as *const i8);
+                }
+                let w = _mm256_loadu_ps(p);
+                for b in 0..B {
+                    acc[r][b] = _mm256_add_ps(acc[r][b], _mm256_mul_ps(w, x[b]));
+                }
+            }
+        }
+        k += LANES;
+    }
+    acc
+}
+
+/// [`reduce`] of the 32 lanes held as 4 vectors of 8 (lanes `8v..8v + 8` in `a[v]`): the same
+/// additions with the same operands, lane-wise. Halving 32 -> 16 adds lane `i + 16` to lane
+/// `i`, i.e. `a[0] + a[2]`, `a[1] + a[3]`; 16 -> 8 adds those two; 8 -> 4 the upper half of
+/// the vector to its lower half; then `(h0 + h2) + (h1 + h3)`.
+///
+/// # Safety
+/// The CPU must support AVX.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+#[inline]
+unsafe fn reduce_avx(a: [core::arch::x86_64::__m256; 4]) -> f32 {
+    use core::arch::x86_64::*;
+    let eight = _mm256_add_ps(_mm256_add_ps(a[0], a[2]), _mm256_add_ps(a[1], a[3]));
+    let h = _mm_add_ps(
+        _mm256_castps256_ps128(eight),
+        _mm256_extractf128_ps::<1>(eight),
+    );
+    let pairs = _mm_add_ps(h, _mm_movehl_ps(h, h)); // (h0 + h2, h1 + h3, ..)
+    _mm_cvtss_f32(_mm_add_ss(pairs, _mm_movehdup_ps(pairs)))
 }
 
 /// [`matmul`] with AVX: per tile of rows, groups of [`TILE_B`] inputs and [`TILE_R`] rows
