@@ -14,12 +14,12 @@ A block with oracle calls costs each validator a re-execution (seconds of the co
 share), so with ``quorum_first`` only a quorum of validators is asked at first, starting at a
 place that turns with the block's height (every validator takes its share of the checks);
 another is asked for each one that fails, and all the rest once the first wave is late (a slow
-or stuck validator): three times the time its first vote took, after it (validators on
-different engines check at speeds up to about three times apart: an honest wave on mixed
-engines is not late). Asking fewer changes nothing a certificate means: it still needs a quorum
-of votes, each from a validator that checked the block. The honest case saves the check a
-quorum makes unnecessary (one of four) and the cores it would have taken from the others; a
-validator asked but no longer needed is told to stop (:meth:`ValidatorPool.abandon`).
+or stuck validator): three times the time its first vote took (at least half a second) after
+it, since validators on different engines check at speeds up to about three times apart.
+Asking fewer changes nothing a certificate means: it still needs a quorum of votes, each from a
+validator that checked the block. The honest case saves the check a quorum makes unnecessary
+(one of four) and the cores it would have taken from the others; a validator asked but no
+longer needed is told to stop (:meth:`ValidatorPool.abandon`).
 """
 
 from __future__ import annotations
@@ -129,6 +129,9 @@ def _asked_inline(validator: Validator, proposal: Proposal) -> Future[list[Vote]
 #: How long a quorum-first certification's first wave may take after its first vote, as a
 #: share of the time that vote took, before the other validators are asked too.
 WAVE_SLACK = 3.0
+#: The least that wait is, in seconds: below it a late vote is the machine's jitter (checks of a
+#: tiny model take milliseconds), not a slow validator.
+MIN_WAVE_WAIT_S = 0.5
 
 
 def _turned(validators: list[Validator], height: int) -> list[Validator]:
@@ -197,7 +200,7 @@ def certify(
                 accepted[name] = outcome
                 if late_at is None:
                     now = time.monotonic()
-                    late_at = now + WAVE_SLACK * (now - started)
+                    late_at = now + max(WAVE_SLACK * (now - started), MIN_WAVE_WAIT_S)
             else:
                 failures.append(outcome)
                 if reserve:  # one more validator in its place
