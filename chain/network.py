@@ -237,6 +237,9 @@ class Network:
         self.committee = committee
         self.faults = faults
         self.vote_timeout = vote_timeout
+        #: Blocks with oracle calls are asked of a quorum first (chain/agreement.py); False asks
+        #: every validator at once (benchmarks compare the two).
+        self.quorum_first = True
         self.storage = storage
         # Applications users created run code from this network's blobs (chain/modules.py).
         register_blob_source(self.read_blob)
@@ -938,7 +941,7 @@ class Chain:
             # Re-executing oracle calls takes the validators seconds each: in parallel then,
             # a quorum's worth first (the others' checks would only share the cores).
             proposal, net.committee, net._pool, timeout, chain_label=self.name,
-            inline=not oracle_calls, quorum_first=oracle_calls,
+            inline=not oracle_calls, quorum_first=oracle_calls and net.quorum_first,
         )  # fmt: skip
         self.last_failures = failures
         self.last_phases = {
