@@ -9,6 +9,17 @@ checked on arrival (signature, block, state hash); a validator that signs two di
 the proposal's height is excluded as equivocating. As soon as a quorum of valid votes agree on
 (block hash, state hash), the certificate is built from exactly a quorum of them. Without a
 quorum, :class:`QuorumNotReached` names every validator that failed and how.
+
+A block with oracle calls costs each validator a re-execution (seconds of the cores they
+share), so with ``quorum_first`` only a quorum of validators is asked at first, starting at a
+place that turns with the block's height (every validator takes its share of the checks);
+another is asked for each one that fails, and all the rest once the first wave is late (a slow
+or stuck validator): three times the time its first vote took (at least half a second) after
+it, since validators on different engines check at speeds up to about three times apart.
+Asking fewer changes nothing a certificate means: it still needs a quorum of votes, each from a
+validator that checked the block. The honest case saves the check a quorum makes unnecessary
+(one of four) and the cores it would have taken from the others; a validator asked but no
+longer needed is told to stop (:meth:`ValidatorPool.abandon`).
 """
 
 from __future__ import annotations
@@ -115,6 +126,20 @@ def _asked_inline(validator: Validator, proposal: Proposal) -> Future[list[Vote]
     return answer
 
 
+#: How long a quorum-first certification's first wave may take after its first vote, as a
+#: share of the time that vote took, before the other validators are asked too.
+WAVE_SLACK = 3.0
+#: The least that wait is, in seconds: below it a late vote is the machine's jitter (checks of a
+#: tiny model take milliseconds), not a slow validator.
+MIN_WAVE_WAIT_S = 0.5
+
+
+def _turned(validators: list[Validator], height: int) -> list[Validator]:
+    """``validators`` in committee order, starting at the place ``height`` turns to."""
+    start = height % len(validators) if validators else 0
+    return validators[start:] + validators[:start]
+
+
 def certify(
     proposal: Proposal,
     committee: Committee,
@@ -122,15 +147,18 @@ def certify(
     vote_timeout: float,
     chain_label: str = "",
     inline: bool = False,
+    quorum_first: bool = False,
 ) -> tuple[Certificate, list[ValidatorFailure]]:
     """Gather votes for ``proposal`` and return its certificate and the failures seen so far.
 
     Raises :class:`QuorumNotReached` when fewer than a quorum of valid, agreeing votes arrive
     within ``vote_timeout`` seconds; nothing is committed then. ``inline``: ask the honest
-    validators in this thread first (the module's docstring).
+    validators in this thread first; ``quorum_first``: ask only a quorum at first, the others
+    as needed (the module's docstring).
     """
     block = proposal.block
-    deadline = time.monotonic() + vote_timeout
+    started = time.monotonic()
+    deadline = started + vote_timeout
     accepted: dict[str, Vote] = {}
     failures: list[ValidatorFailure] = []
     asked: set[str] = set()
@@ -148,25 +176,41 @@ def certify(
                 else:
                     failures.append(outcome)
     pending: dict[Future[list[Vote]], str] = {}
+    reserve: list[Validator] = []
     if len(accepted) < committee.quorum:
-        pending = {
-            pool.submit(v, proposal): v.name for v in pool.validators if v.name not in asked
-        }
+        reserve = [v for v in _turned(pool.validators, block.height) if v.name not in asked]
+        wave = committee.quorum - len(accepted) if quorum_first else len(reserve)
+        pending = {pool.submit(v, proposal): v.name for v in reserve[:wave]}
+        reserve = reserve[wave:]
+    late_at: float | None = None  # when the first wave is late (set at its first vote)
     while pending and len(accepted) < committee.quorum:
-        remaining = deadline - time.monotonic()
+        now = time.monotonic()
+        remaining = deadline - now
         if remaining <= 0:
             break
-        done, _ = wait(pending, timeout=remaining, return_when=FIRST_COMPLETED)
+        if reserve and late_at is not None and now >= late_at:
+            pending.update({pool.submit(v, proposal): v.name for v in reserve})
+            reserve = []
+        wake = remaining if not reserve or late_at is None else min(remaining, late_at - now)
+        done, _ = wait(pending, timeout=max(wake, 0.0), return_when=FIRST_COMPLETED)
         for future in done:
             name = pending.pop(future)
             outcome = _outcome(name, future, proposal, committee)
             if isinstance(outcome, Vote):
                 accepted[name] = outcome
+                if late_at is None:
+                    now = time.monotonic()
+                    late_at = now + max(WAVE_SLACK * (now - started), MIN_WAVE_WAIT_S)
             else:
                 failures.append(outcome)
+                if reserve:  # one more validator in its place
+                    validator = reserve.pop(0)
+                    pending[pool.submit(validator, proposal)] = validator.name
     if len(accepted) < committee.quorum:
         for name in pending.values():
             failures.append(ValidatorFailure(name, f"timed out (no vote within {vote_timeout:g}s)"))
+        for validator in reserve:
+            failures.append(ValidatorFailure(validator.name, "not asked (no first vote came)"))
         failures.sort(key=lambda f: committee.index_of(f.validator))
         where = f" on chain {chain_label}" if chain_label else ""
         raise QuorumNotReached(

@@ -237,6 +237,9 @@ class Network:
         self.committee = committee
         self.faults = faults
         self.vote_timeout = vote_timeout
+        #: Blocks with oracle calls are asked of a quorum first (chain/agreement.py); False asks
+        #: every validator at once (benchmarks compare the two).
+        self.quorum_first = True
         self.storage = storage
         # Applications users created run code from this network's blobs (chain/modules.py).
         register_blob_source(self.read_blob)
@@ -666,6 +669,10 @@ class Chain:
         self._owner_key: Ed25519PrivateKey | None = None
         self.last_failures: list[ValidatorFailure] = []
         self.last_responses: list[Any] = []
+        #: Seconds the phases of the last block this process proposed took: ``proposal``
+        #: (execute, build, hash and sign the block), ``votes`` (until a quorum signed: the
+        #: validators' checks), ``commit`` (store it, apply it to every replica).
+        self.last_phases: dict[str, float] = {}
         #: Rows read and verified by height (Chain.block: a model's certificate per query).
         self._checked_rows: dict[int, tuple[BlockRow, CertifiedBlock]] = {}
 
@@ -799,6 +806,7 @@ class Chain:
                         return None
                     raise UsageError("a block needs at least one operation or incoming message")
                 certified, writes = self._certify(operations, key, blobs, incoming)
+                committing = time.perf_counter()
                 txn.commit_block(
                     BlockRow(
                         self.id,
@@ -820,6 +828,7 @@ class Chain:
                 # From the commit to the apply, no refresh of this process (Network.head_lock).
                 moving_head.enter_context(net.head_lock)
             self._apply(certified, writes)
+        self.last_phases["commit"] = time.perf_counter() - committing
         return certified.certificate
 
     def process_inbox(self) -> Certificate | None:
@@ -863,6 +872,7 @@ class Chain:
         """Execute ``incoming`` and ``operations`` on the current head and gather a certificate
         for the block."""
         net = self.network
+        started = time.perf_counter()
         signer_public = public_bytes(key)
         timestamp = max(time.time_ns() // 1000, self.head.timestamp_us)
         state_before = self._state.hash()  # before hash_with(), which prepares the apply
@@ -926,12 +936,18 @@ class Chain:
         oracle_calls = any(recorded_response(op) is not None for op in operations)
         if oracle_calls:
             timeout += net.oracle_budget_s  # validators re-execute the oracle calls first
+        proposed = time.perf_counter()
         certificate, failures = certify(
-            # Re-executing oracle calls takes the validators seconds each: in parallel then.
+            # Re-executing oracle calls takes the validators seconds each: in parallel then,
+            # a quorum's worth first (the others' checks would only share the cores).
             proposal, net.committee, net._pool, timeout, chain_label=self.name,
-            inline=not oracle_calls,
+            inline=not oracle_calls, quorum_first=oracle_calls and net.quorum_first,
         )  # fmt: skip
         self.last_failures = failures
+        self.last_phases = {
+            "proposal": proposed - started,
+            "votes": time.perf_counter() - proposed,
+        }
         return CertifiedBlock(block, block_hash, proposal.signature, certificate), writes
 
     def _apply(self, certified: CertifiedBlock, writes: WriteSet) -> None:

@@ -61,6 +61,20 @@ class ProposalRefused(ChainError):
     """An honest validator's refusal to vote; the message says why."""
 
 
+@dataclass(frozen=True)
+class VoteTimes:
+    """Where one validator's answer to a proposal went (``time.perf_counter`` seconds): when it
+    was asked and answered, and the seconds its oracle checks, its execution of the block and
+    its signature took (zero for a phase it did not reach: a refusal)."""
+
+    block_hash: bytes
+    asked_at: float
+    answered_at: float
+    checks_s: float = 0.0
+    execute_s: float = 0.0
+    sign_s: float = 0.0
+
+
 @dataclass
 class _Replica:
     """A validator's copy of one chain."""
@@ -130,6 +144,9 @@ class Validator:
         self.held_blobs: set[bytes] = set()
         #: Other chains' certified blocks, for incoming bundles (None: refuses blocks with any).
         self.messages: CertifiedMessages | None = None
+        #: The phases of this validator's last answer to a proposal (benchmarks read it).
+        self.last_times: VoteTimes | None = None
+        self._phases: dict[str, float] = {}
 
     # --- replicas -------------------------------------------------------------------------
 
@@ -170,8 +187,15 @@ class Validator:
         fault = self.fault
         if fault is not None and fault.kind is FaultKind.OFFLINE:
             raise ValidatorUnreachable(f"{self.name} is unreachable")
+        asked = time.perf_counter()
         with self._lock:
-            votes = self._vote(proposal)
+            self._phases = {}
+            try:
+                votes = self._vote(proposal)
+            finally:
+                self.last_times = VoteTimes(
+                    proposal.block_hash, asked, time.perf_counter(), **self._phases
+                )
         if fault is not None and fault.kind is FaultKind.SLOW:
             # Wait outside the lock: the validator is slow to answer, not stuck. stop() cuts the
             # wait short so that closing a network never hangs on a slow validator.
@@ -201,11 +225,16 @@ class Validator:
         self._check_blobs(proposal)
         self._check_messages(proposal)
         abandoned = self._abandon_event(block_hash)
+        started = time.perf_counter()
         self._check_oracle_responses(block.chain_id, block.operations, abandoned)
+        checked = time.perf_counter()
+        self._phases["checks_s"] = checked - started
         try:
             writes = execute_block(replica.state, block, replica.owner, block_hash)
         except ContractError as exc:
             raise ProposalRefused(f"an operation was rejected: {exc}") from exc
+        finally:
+            self._phases["execute_s"] = time.perf_counter() - checked
         try:
             self.policy.check_block(
                 block_bytes=len(encoded),
@@ -220,7 +249,10 @@ class Validator:
             raise ProposalRefused("executing the block gives a different state hash")
         # Only the latest proposal per height is kept: a new proposal replaces an uncertified one.
         replica.pending = {block_hash: writes}
-        return self._signed_votes(block.chain_id, block.height, block_hash, state_hash, proposal)
+        signing = time.perf_counter()
+        votes = self._signed_votes(block.chain_id, block.height, block_hash, state_hash, proposal)
+        self._phases["sign_s"] = time.perf_counter() - signing
+        return votes
 
     def _check_blobs(self, proposal: Proposal) -> None:
         """Refuse unless every blob the block references is held here or carried (and intact)

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from edgechain.chain.block import Operation
@@ -30,6 +32,7 @@ from edgechain.service.runtime import ModelService, ModelSource, PreparedQuery
 
 __all__ = [
     "GenerationOracle",
+    "OracleTimes",
     "mint_query",
     "recorded_token_ids",
     "run_prepared_oracle",
@@ -115,6 +118,18 @@ def recorded_token_ids(operation: Operation) -> list[int] | None:
     return None
 
 
+@dataclass(frozen=True)
+class OracleTimes:
+    """The phases of a validator's last oracle call, in seconds: ``prepare_s`` (resolve the
+    query against certified state: the model's certificate checked), ``check_s`` (verify the
+    claim, or generate without one); ``warm``: the model was loaded before the call (it stays
+    loaded, keyed by its certified hashes), so no load is in ``check_s``."""
+
+    prepare_s: float
+    check_s: float
+    warm: bool
+
+
 class GenerationOracle:
     """One validator's oracle: its own engine (``engine_kind``) and loaded models, the
     network's content cache and certified registry state."""
@@ -136,16 +151,28 @@ class GenerationOracle:
             fetch_policy=fetch_policy,
             blobs=blobs,
         )
+        #: The phases of the last call (benchmarks read it); None before the first.
+        self.last_times: OracleTimes | None = None
 
     def response(self, call: OracleCall) -> Any:
         """The response the MintStory ``call.operation`` records, recomputed here by verifying
         the token ids it records (a full generation when it records none); a set
         ``call.cancel`` stops the check (Cancelled: the validator's vote is no longer needed)."""
+        started = time.perf_counter()
         prepared = self.service.prepare(mint_query(call.operation.payload))
-        claimed = recorded_token_ids(call.operation)
-        if claimed is None:
-            return run_prepared_oracle(self.service, prepared, call.timeout)[0]
-        return verify_prepared_oracle(self.service, prepared, claimed, call.timeout, call.cancel)
+        entry = prepared.model.entry
+        warm = (entry.weights.blake3, entry.tokenizer.blake3) in self.service.loaded_models()
+        checking = time.perf_counter()
+        try:
+            claimed = recorded_token_ids(call.operation)
+            if claimed is None:
+                return run_prepared_oracle(self.service, prepared, call.timeout)[0]
+            return verify_prepared_oracle(
+                self.service, prepared, claimed, call.timeout, call.cancel
+            )
+        finally:
+            done = time.perf_counter()
+            self.last_times = OracleTimes(checking - started, done - checking, warm)
 
     def close(self) -> None:
         self.service.close()

@@ -60,6 +60,15 @@ def test_the_story_benchmark_mints_the_generated_story_on_each_engine(capsys) ->
         assert row["validator_engines"] == {"v1": engine, "v2": engine}
         assert row["generate_s"] > 0 and row["proposer_s"] > 0 and row["certify_s"] > 0
         assert row["mint_s"] == pytest.approx(row["proposer_s"] + row["certify_s"], abs=0.002)
+        # The breakdown: each signer checked with its model already loaded by the warm-up.
+        phases = row["certify_phases"]
+        assert set(phases) == {"proposal_s", "votes_s", "commit_s", "rest_s"}
+        assert phases["votes_s"] <= row["certify_s"]
+        for name in ("v1", "v2"):
+            vote = row["votes"][name]
+            assert vote["signed"] and vote["warm"] and vote["check_s"] > 0
+            assert 0 <= vote["asked_at"] <= vote["answered_at"] <= row["certify_s"]
+        assert row["certify_cpu_s"] > 0 and row["generate_cpu_s"] > 0 and row["quorum_first"]
 
 
 def test_the_chain_benchmark_runs_on_its_own() -> None:
