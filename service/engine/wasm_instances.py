@@ -172,6 +172,6 @@ class InstancesModel(LoadedModel):
 
     @property
     def discarded(self) -> bool:
-        """True once a trap or timeout has made any instance unusable (the model is then
-        loaded again; sessions on the other instances finish where they are)."""
+        """True once a trap or timeout has made any instance unusable (as for one instance,
+        the service then drops the whole model)."""
         return any(model.discarded for model in self.models)
