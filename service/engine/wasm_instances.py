@@ -122,9 +122,15 @@ class InstancesModel(LoadedModel):
         instances at the same time. A failed instance's sessions get ``Step.failed`` (the
         other instances' steps stand, nothing they produced is lost); the call raises only
         when every instance failed."""
+        # A closed, foreign or repeated session fails the whole call before anything runs, as
+        # on one instance (inside an instance's share it would fail only that share).
+        if len({id(d) for d in drivers}) != len(drivers):
+            raise InvalidParameter("a session appears twice in one batch step")
         groups: dict[int, list[int]] = {}
         for position, driver in enumerate(drivers):
-            groups.setdefault(self._instance_of(driver), []).append(position)
+            index = self._instance_of(driver)
+            driver._live_handle(self.models[index])  # noqa: SLF001 - raises once it is closed
+            groups.setdefault(index, []).append(position)
         if len(groups) <= 1:
             for index in groups:
                 return self.models[index].step_batch(drivers, deadline)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from edgechain.errors import GuestTrap, InvalidParameter
+from edgechain.errors import EngineInternalError, GuestTrap, InvalidParameter
 from edgechain.service.engine import Engine, GenerationParams, LoadedModel, open_engine
 from edgechain.service.engine.wasm_instances import (
     INSTANCES_ENV,
@@ -130,3 +130,16 @@ def test_instances_setting(monkeypatch: pytest.MonkeyPatch) -> None:
             resolve_instances(None)
     with pytest.raises(InvalidParameter, match="instances"):
         resolve_instances(True)  # type: ignore[arg-type]
+
+
+def test_a_closed_or_repeated_session_fails_the_whole_step(two: LoadedModel) -> None:
+    params = GenerationParams(temperature=0.0, max_tokens=5)
+    first, second = two.generate("Lily", params), two.generate("A dog", params)
+    step_batch = two.step_batch  # type: ignore[attr-defined]
+    with pytest.raises(InvalidParameter, match="twice"):
+        step_batch([first._driver, second._driver, first._driver], None)
+    closed = first._driver
+    first.cancel()
+    with pytest.raises(EngineInternalError, match="closed"):
+        step_batch([second._driver, closed], None)
+    second.cancel()
