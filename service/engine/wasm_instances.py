@@ -23,7 +23,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from edgechain.errors import EdgechainError, InvalidParameter
-from edgechain.service.engine.base import LoadedModel, SessionStart, Step
+from edgechain.service.engine.base import LoadedModel, SessionStart, Step, VerifierStart
 
 if TYPE_CHECKING:
     from edgechain.service.engine.wasm import WasmModel, _WasmSession, _WasmVerifier
@@ -100,10 +100,8 @@ class InstancesModel(LoadedModel):
     def _render_chat(self, messages: str, add_generation_prompt: bool) -> str:
         return self._any()._render_chat(messages, add_generation_prompt)
 
-    def _start_verifier(
-        self, prompt: str, prompt_bytes: bytes, params_json: str, claimed: tuple[int, ...]
-    ) -> _WasmVerifier:
-        return self._any()._start_verifier(prompt, prompt_bytes, params_json, claimed)
+    def _start_verifier(self, start: VerifierStart) -> _WasmVerifier:
+        return self._any()._start_verifier(start)
 
     # --- generations: placed on an instance for their whole life -------------------------------
 
