@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from edgechain.bench import cache, query, story, verify
+from edgechain.bench import cache, instances, query, story, verify
 from edgechain.bench.network import BENCH_MODEL, synthetic_model_network
 
 
@@ -98,7 +98,14 @@ def test_the_streams_benchmark_runs_streams_together_with_their_solo_tokens() ->
     for row in rows:
         assert row["identical"] is True, row
         assert row["solo_tok_s"] > 0 and row["concurrent_tok_s"] > 0
+        assert row["solo_cpu_tok_s"] > 0 and row["busy_cores"] > 0
         assert row["mean_batch"] > 1  # the streams did share engine calls
+
+
+def test_the_instances_benchmark_times_one_and_two_wasm_instances_with_the_same_tokens() -> None:
+    row = instances.run_instances("260K", streams=3, tokens=5, temperature=0.8)
+    assert row["identical"] is True and row["tokens"] == 15, row
+    assert row["critical_path_s"] <= row["two_instances_cpu_s"]
 
 
 def test_the_verify_benchmark_verifies_the_claim_it_generated(capsys) -> None:

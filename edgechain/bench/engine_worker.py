@@ -3,11 +3,12 @@
     python -m edgechain.bench.engine_worker ENGINE CHECKPOINT TOKENIZER STEPS SEED PROMPT [TEMP]
 
 ENGINE is wasm, native, native-tN (the native engine with N threads; plain native uses
-$EDGECHAIN_THREADS, else the cores) or wasm-noepoch (the guest without epoch interruption: what
-the deadline checks cost); TEMP is the sampling temperature (default 1.0, top-p 0.9; 0 is
-greedy). Prints one JSON object on stdout: engine_init_s, load_s, first_token_s, decode_tok_s,
-decode_cpu_tok_s (per second of this process's CPU time: steadier on a shared machine),
-generated_tokens, prompt_tokens, peak_rss_mb, module_source (wasm only).
+$EDGECHAIN_THREADS, else the cores), wasm-iN (the wasm engine with N guest instances per model;
+plain wasm uses $EDGECHAIN_WASM_INSTANCES, else 1) or wasm-noepoch (the guest without epoch
+interruption: what the deadline checks cost); TEMP is the sampling temperature (default 1.0,
+top-p 0.9; 0 is greedy). Prints one JSON object on stdout: engine_init_s, load_s,
+first_token_s, decode_tok_s, decode_cpu_tok_s (per second of this process's CPU time: steadier
+on a shared machine), generated_tokens, prompt_tokens, peak_rss_mb, module_source (wasm only).
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ ENGINE_OPTIONS: dict[str, tuple[str, dict[str, object]]] = {
 }
 #: ``native-tN``: the native engine with N threads.
 _NATIVE_THREADS = re.compile(r"native-t([1-9][0-9]{0,2})")
+#: ``wasm-iN``: the wasm engine with N guest instances per model.
+_WASM_INSTANCES = re.compile(r"wasm-i([1-9][0-9]?)")
 
 
 def engine_options(label: str) -> tuple[str, dict[str, object]] | None:
@@ -54,6 +57,9 @@ def engine_options(label: str) -> tuple[str, dict[str, object]] | None:
     match = _NATIVE_THREADS.fullmatch(label)
     if match:
         return "native", {"threads": int(match.group(1))}
+    match = _WASM_INSTANCES.fullmatch(label)
+    if match:
+        return "wasm", {"instances": int(match.group(1))}
     return None
 
 

@@ -8,7 +8,10 @@ network; the service loads it once (not timed). Each of N queries (`--temperatur
 the node runs its streams. ``solo_tok_s`` is the solo runs' total tokens over their total time,
 ``concurrent_tok_s`` the concurrent runs' total tokens over the wall time; ``identical`` says
 every concurrent stream's token ids equal its solo run's; ``mean_batch`` is the model's steps per
-engine call while they ran.
+engine call while they ran. ``solo_cpu_tok_s`` and ``concurrent_cpu_tok_s`` count tokens per
+second of the process's CPU time (steadier than wall time on a shared machine: batching shows as
+fewer CPU seconds per token), ``busy_cores`` the concurrent phase's CPU seconds per wall second (how
+many cores the streams kept busy).
 """
 
 from __future__ import annotations
@@ -57,9 +60,10 @@ def run_streams(
             for i in range(streams)
         ]
         _tokens(service, queries[0])  # loads the model
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         solo = [_tokens(service, q) for q in queries]
         solo_s = time.perf_counter() - started
+        solo_cpu_s = time.process_time() - cpu_started
         prepared = [service.prepare(q) for q in queries]
         results: list[list[int] | BaseException] = [[] for _ in queries]
         barrier = threading.Barrier(streams + 1)
@@ -87,10 +91,11 @@ def run_streams(
         batcher = loaded._step_batcher()  # noqa: SLF001
         calls, steps = batcher.calls, batcher.steps
         barrier.wait()
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         for t in threads:
             t.join()
         concurrent_s = time.perf_counter() - started
+        concurrent_cpu_s = time.process_time() - cpu_started
         calls, steps = batcher.calls - calls, batcher.steps - steps
         errors = [str(r) for r in results if isinstance(r, BaseException)]
         solo_tokens = sum(len(ids) for ids in solo)
@@ -106,6 +111,9 @@ def run_streams(
             "solo_tok_s": round(solo_rate, 1),
             "concurrent_tok_s": round(concurrent_rate, 1),
             "speedup": round(concurrent_rate / solo_rate, 2),
+            "solo_cpu_tok_s": round(solo_tokens / solo_cpu_s, 1),
+            "concurrent_cpu_tok_s": round(concurrent_tokens / concurrent_cpu_s, 1),
+            "busy_cores": round(concurrent_cpu_s / concurrent_s, 2),
             "identical": not errors and results == solo,
             "mean_batch": round(steps / calls, 2) if calls else None,
             **({"errors": errors[:3]} if errors else {}),
@@ -133,15 +141,19 @@ def run_streams_benchmark(
 
 def format_streams_table(rows: list[dict[str, object]]) -> str:
     """A plain-text table, one line per (shape, engine)."""
-    lines = ["shape  engine  streams  1 stream tok/s  N streams tok/s  speedup  identical  batch"]
+    lines = [
+        "shape  engine   streams  1 stream tok/s  N streams tok/s  speedup  identical  batch"
+        "  cpu tok/s 1 / N  busy cores"
+    ]
     for r in rows:
         if "error" in r:
             lines.append(f"{r['shape']:<5}  {r['engine']:<6}  error: {r['error']}")
             continue
         lines.append(
-            f"{r['shape']:<5}  {r['engine']:<6}  {r['streams']:>7}  {r['solo_tok_s']:>14}  "
+            f"{r['shape']:<5}  {r['engine']:<7}  {r['streams']:>7}  {r['solo_tok_s']:>14}  "
             f"{r['concurrent_tok_s']:>15}  {r['speedup']:>6}x  {str(r['identical']):>9}  "
-            f"{r['mean_batch']}"
+            f"{r['mean_batch']!s:>5}  {r['solo_cpu_tok_s']:>7} / {r['concurrent_cpu_tok_s']:<7}"
+            f"  {r['busy_cores']}"
         )
     return "\n".join(lines)
 

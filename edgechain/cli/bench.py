@@ -26,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--engines",
         default="wasm,native",
         help="comma-separated wasm, native, native-tN (N threads; native alone: "
-        "$EDGECHAIN_THREADS, else the cores), wasm-noepoch (the guest without epoch "
+        "$EDGECHAIN_THREADS, else the cores), wasm-iN (N guest instances per model; wasm "
+        "alone: $EDGECHAIN_WASM_INSTANCES, else 1), wasm-noepoch (the guest without epoch "
         "interruption, to measure its cost) (default %(default)s)",
     )
     parser.add_argument(

@@ -3,7 +3,9 @@
 One process-wide wasmtime engine with epoch interruption and a timer thread that ticks its epoch;
 the compiled guest is cached (see module_cache). Every loaded model gets its own Store and guest
 instance, so a trap discards only that model: the engine keeps serving the others. A per-model
-lock serialises calls into its instance (a Store is not thread safe).
+lock serialises calls into its instance (a Store is not thread safe). With ``instances`` above 1
+a model is loaded into that many instances, whose shares of the concurrent generations step in
+parallel (wasm_instances.py).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import os
 import struct
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +55,7 @@ from edgechain.service.engine.files import (
 from edgechain.service.engine.gguf_header import read_gguf_header
 from edgechain.service.engine.model_files import parse_checkpoint_header
 from edgechain.service.engine.module_cache import compiled_module, default_cache_dir
+from edgechain.service.engine.wasm_instances import InstancesModel, resolve_instances
 
 GUEST_ENV = "EDGECHAIN_GUEST_WASM"
 PACKAGED_GUEST = Path(__file__).with_name("edgechain_guest.wasm")
@@ -138,6 +141,9 @@ class WasmEngine(Engine):
     ``timeout``: default wall-clock budget in seconds per generation (None: unlimited).
     ``epoch_interruption``: False only to measure its cost (``edgechain bench``): such an
     engine cannot enforce a timeout, so it refuses one (InvalidParameter).
+    ``instances``: guest instances per model (default ``$EDGECHAIN_WASM_INSTANCES``, else 1);
+    each holds a copy of the weights, and concurrent generations step on all of them at once
+    (wasm_instances.py). The output is the same bits for any count.
     """
 
     kind = "wasm"
@@ -149,8 +155,10 @@ class WasmEngine(Engine):
         memory_limit: int | None = DEFAULT_MEMORY_LIMIT,
         timeout: float | None = None,
         epoch_interruption: bool = True,
+        instances: int | None = None,
     ) -> None:
         super().__init__(timeout)
+        self.instances = resolve_instances(instances)
         if memory_limit is not None and memory_limit <= 0:
             raise InvalidParameter(f"memory_limit must be positive, got {memory_limit}")
         if not epoch_interruption and timeout is not None:
@@ -195,19 +203,43 @@ class WasmEngine(Engine):
             raise GuestTrap(f"guest failed to start: {_first_line(err)}") from None
         return _Guest(store, instance, self._runtime.epochs, self.memory_limit)
 
-    def load(self, checkpoint: bytes, tokenizer: bytes) -> WasmModel:
-        """Instantiate the guest and load the checkpoint and tokenizer into it."""
+    def load(self, checkpoint: bytes, tokenizer: bytes) -> WasmModel | InstancesModel:
+        """Instantiate the guest and load the checkpoint and tokenizer into it (into each of
+        ``instances`` instances)."""
+        return self._loaded(lambda: self._load_one(checkpoint, tokenizer))
+
+    def _load_one(self, checkpoint: bytes, tokenizer: bytes) -> WasmModel:
         guest = self._instantiate()
         handle = guest.load(checkpoint, tokenizer)
         return WasmModel(guest, handle, self.timeout)
 
+    def _loaded(self, load_one: Callable[[], WasmModel]) -> WasmModel | InstancesModel:
+        """One model from ``load_one``, or ``instances`` of them as one InstancesModel (all
+        closed if any fails to load)."""
+        if self.instances == 1:
+            return load_one()
+        models: list[WasmModel] = []
+        try:
+            for _ in range(self.instances):
+                models.append(load_one())
+        except BaseException:
+            for model in models:
+                model.close()
+            raise
+        return InstancesModel(models, self.timeout)
+
     def load_files(
         self, checkpoint: str | os.PathLike[str], tokenizer: str | os.PathLike[str] | None
-    ) -> WasmModel:
+    ) -> WasmModel | InstancesModel:
         """Instantiate the guest and read the checkpoint file straight into its weight buffers
-        (one copy of the weights in the process); a GGUF file is read straight into one guest
-        block and parsed whole there (its tokenizer inside; the host holds no copy). See
-        :meth:`Engine.load_files`."""
+        (one copy of the weights in the process per instance); a GGUF file is read straight
+        into one guest block and parsed whole there (its tokenizer inside; the host holds no
+        copy). See :meth:`Engine.load_files`."""
+        return self._loaded(lambda: self._load_files_one(checkpoint, tokenizer))
+
+    def _load_files_one(
+        self, checkpoint: str | os.PathLike[str], tokenizer: str | os.PathLike[str] | None
+    ) -> WasmModel:
         model: WasmModel | None = None
         try:
             with unchanged_checkpoint(checkpoint) as f:
@@ -586,6 +618,8 @@ class WasmModel(LoadedModel):
         #: The guest block holding a batch step's session handles, kept from step to step (a
         #: block per step cost two more guest calls per token: ec_alloc and ec_free).
         self._batch_ids: tuple[int, int] | None = None
+        #: Open sessions (InstancesModel places a new one on the instance with the fewest).
+        self.sessions = 0
         with self._lock:
             guest.checked("ec_model_info", handle)
             raw = guest.output()
@@ -779,6 +813,7 @@ class _WasmSession:
         self._budget = budget
         with model._lock:
             self._buffer: tuple[int, int] | None = model._live().put(bytes(_STEP_BUFFER_BYTES))
+            model.sessions += 1
 
     def _live_handle(self, model: WasmModel) -> int:
         """This session's handle, checking it is open and belongs to ``model``."""
@@ -834,6 +869,8 @@ class _WasmSession:
         with self._model._lock:
             guest = self._model._guest
             buffer, self._buffer = self._buffer, None
+            if buffer is not None:
+                self._model.sessions -= 1
             if guest is not None and guest.poisoned is None:
                 if buffer is not None:
                     guest.free(buffer)
