@@ -35,6 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from edgechain.chat_message import ChatMessage
 from edgechain.errors import InvalidParameter, InvalidText
 
 __all__ = [
@@ -43,8 +44,8 @@ __all__ = [
     "MAX_PROMPT_BYTES",
     "ROLES",
     "U64_MAX",
+    "ChatMessage",
     "GenerationRequest",
-    "Message",
     "Parameter",
     "decode_parameters",
     "defaults",
@@ -82,19 +83,6 @@ _ENCODED_TYPES: dict[str, type] = {
     "u64": str,
     "messages": list,
 }
-
-
-@dataclass(frozen=True)
-class Message:
-    """One message of a dialogue that the model's chat template renders: its role (one of
-    :data:`ROLES`) and its text."""
-
-    role: str
-    content: str
-
-    def to_json(self) -> dict[str, str]:
-        """The canonical encoding: ``{"role", "content"}``."""
-        return {"role": self.role, "content": self.content}
 
 
 @dataclass(frozen=True)
@@ -216,7 +204,7 @@ class Parameter:
             return False
         return hi is None or value <= hi
 
-    def _messages(self, value: Any, name: str) -> tuple[Message, ...]:
+    def _messages(self, value: Any, name: str) -> tuple[ChatMessage, ...]:
         if isinstance(value, str | bytes) or not isinstance(value, list | tuple):
             raise InvalidParameter(
                 f'{name} must be a list of {{"role", "content"}} objects, got {value!r}'[:200]
@@ -232,7 +220,7 @@ class Parameter:
                         f"{sorted(item)}"
                     )
                 role, content = item["role"], item["content"]
-            elif isinstance(item, Message):
+            elif isinstance(item, ChatMessage):
                 role, content = item.role, item.content
             else:
                 raise InvalidParameter(
@@ -244,7 +232,7 @@ class Parameter:
                 raise InvalidParameter(
                     f"{name}[{i}].role must be one of {', '.join(ROLES)}, got {role!r}"[:200]
                 )
-            out.append(Message(role, self._text(content, f"{name}[{i}].content")))
+            out.append(ChatMessage(role, self._text(content, f"{name}[{i}].content")))
         if self.max_bytes is not None:
             size = sum(len(m.role.encode()) + len(m.content.encode()) for m in out)
             if size > self.max_bytes:
@@ -343,7 +331,7 @@ class GenerationRequest:
             "text", "input prompt", part="target", short="i", max_bytes=MAX_PROMPT_BYTES
         ),
     )
-    messages: tuple[Message, ...] | None = _field(
+    messages: tuple[ChatMessage, ...] | None = _field(
         None,
         Parameter(
             "messages",

@@ -21,7 +21,7 @@ from edgechain.contract.generation_request import (
     sampling_parameters,
     seed_parameters,
 )
-from edgechain.service.engine.base import ChatMessage, GenerationParams
+from edgechain.service.engine.base import GenerationParams, PromptOrMessages
 from edgechain.service.seed import SeedQuery
 
 __all__ = [
@@ -45,11 +45,10 @@ class GenerateQuery(GenerationRequest):
         sampling = {name: getattr(self, name) for name in sampling_parameters()}
         return GenerationParams(seed=seed, **sampling)
 
-    def chat_messages(self) -> tuple[ChatMessage, ...] | None:
-        """The messages as the engine takes them (None for a query of a prompt)."""
-        if self.messages is None:
-            return None
-        return tuple(ChatMessage(m.role, m.content) for m in self.messages)
+    def engine_input(self) -> PromptOrMessages:
+        """What the engine generates after: the messages (generate's chat form) or the
+        prompt."""
+        return self.prompt if self.messages is None else self.messages
 
     def seed_query(self, version: str) -> SeedQuery:
         """What the derived seed covers: model, version, prompt and the sampling parameters

@@ -207,14 +207,9 @@ class ModelService:
         loaded, fetch_s, load_s = self._named_model(model, progress, cancelled)
         try:
             budget = self.query_timeout if timeout is None else timeout
-            messages = prepared.query.chat_messages()
-            if messages is not None:
-                # A chat session takes no hints: a replay of messages runs at generation speed.
-                generation = loaded.generate_messages(messages, prepared.params, timeout=budget)
-            else:
-                generation = loaded.generate(
-                    prepared.query.prompt, prepared.params, timeout=budget, hint=hint
-                )
+            generation = loaded.generate(
+                prepared.query.engine_input(), prepared.params, timeout=budget, hint=hint
+            )
         except GuestTrap:
             self._discard(model)
             raise
@@ -244,13 +239,12 @@ class ModelService:
         loaded, _, _ = self._named_model(model, None, cancelled)
         try:
             budget = self.query_timeout if timeout is None else timeout
-            messages = prepared.query.chat_messages()
-            if messages is not None:
-                return loaded.verify_messages_claim(
-                    messages, prepared.params, claimed_ids, timeout=budget, cancel=cancel
-                )
             return loaded.verify_claim(
-                prepared.query.prompt, prepared.params, claimed_ids, timeout=budget, cancel=cancel
+                prepared.query.engine_input(),
+                prepared.params,
+                claimed_ids,
+                timeout=budget,
+                cancel=cancel,
             )
         except GuestTrap:
             self._discard(model)

@@ -18,7 +18,8 @@ from serve_helpers import NodeProcess, file_input, running_node, stream_generati
 
 from edgechain.chain import Network
 from edgechain.client import Client
-from edgechain.contract.generation_request import GenerationRequest, Message
+from edgechain.contract.generation_request import ChatMessage as RequestMessage
+from edgechain.contract.generation_request import GenerationRequest
 from edgechain.contract.story_book import token_ids_hash
 from edgechain.errors import ChatTemplateError, InvalidParameter, ReceiptMismatch
 from edgechain.service.engine import ChatMessage, GenerationParams, open_engine
@@ -65,7 +66,11 @@ def test_bad_messages_are_invalid_parameters(fields: dict, fragment: str) -> Non
 
 def test_messages_are_normalised_and_covered_by_the_seed() -> None:
     query = GenerateQuery(model="m", messages=DIALOGUE)
-    assert query.messages == (Message("system", "Be brief."), Message("user", "Tell me a story"))
+    assert query.messages == (
+        ChatMessage("system", "Be brief."),
+        ChatMessage("user", "Tell me a story"),
+    )
+    assert RequestMessage is ChatMessage  # one record for the request and the engine
     assert query.to_dict()["messages"] == DIALOGUE
     other = GenerateQuery(model="m", messages=[{"role": "user", "content": "Tell me a story"}])
     seed = query.seed_query("1")
@@ -124,7 +129,7 @@ def test_messages_generate_the_rendered_dialogue_and_their_receipt_verifies(
             params = GenerationParams(
                 seed=stream.seed, max_tokens=16, temperature=0.9, top_p=0.9
             )
-            answer = loaded.generate_messages([ChatMessage(**m) for m in DIALOGUE], params)
+            answer = loaded.generate([ChatMessage(**m) for m in DIALOGUE], params)
             assert [t.id for t in answer] == stream.token_ids
         finally:
             loaded.close()
@@ -147,17 +152,20 @@ def test_a_messages_claim_is_verified_as_its_replay(
     messages = [ChatMessage(**m) for m in DIALOGUE]
     params = GenerationParams(seed=11, max_tokens=10, temperature=1.0, top_p=0.9)
     with open_engine(engine).load_files(chat_files["chat"], None) as model:
-        ids = [t.id for t in model.generate_messages(messages, params)]
+        ids = [t.id for t in model.generate(messages, params)]
         assert len(ids) == 10
-        verdict = model.verify_messages_claim(messages, params, ids)
+        verdict = model.verify_claim(messages, params, ids)
         assert verdict.valid and verdict.matched == 10 and verdict.expected is None
-        short = model.verify_messages_claim(messages, params, ids[:4])
+        short = model.verify_claim(messages, params, ids[:4])
         assert (short.valid, short.matched, short.expected) == (False, 4, ids[4])
         wrong = [*ids[:6], (ids[6] + 1) % 512, *ids[7:]]
-        differs = model.verify_messages_claim(messages, params, wrong)
+        differs = model.verify_claim(messages, params, wrong)
         assert (differs.valid, differs.matched, differs.expected) == (False, 6, ids[6])
-        longer = model.verify_messages_claim(messages, params, [*ids, 5])
+        longer = model.verify_claim(messages, params, [*ids, 5])
         assert (longer.valid, longer.matched, longer.expected) == (False, 10, None)
+        # A chat of messages takes hints like a prompt: right or wrong, the same answer.
+        for hint in (ids, wrong, ids[:3]):
+            assert [t.id for t in model.generate(messages, params, hint=hint)] == ids
 
 
 def _forged(receipt: Receipt, change: dict) -> Receipt:

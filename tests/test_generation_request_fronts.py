@@ -15,6 +15,8 @@ import pytest
 from edgechain.cli import build_parser
 from edgechain.contract.generation_request import (
     F32_MAX,
+    MAX_PROMPT_BYTES,
+    ROLES,
     GenerationRequest,
     decode_parameters,
     defaults,
@@ -132,6 +134,19 @@ def test_linera_app_generate_takes_the_declared_fields_and_defaults() -> None:
         else:
             given = attribute.removeprefix("default = ")
             assert _same(given, default), name
+
+
+def test_linera_app_takes_the_declared_roles_and_prompt_bound() -> None:
+    source = (REPO / "linera_app" / "src" / "rules.rs").read_text()
+    roles = re.search(r"pub const ROLES: \[&str; (\d+)\] = \[([^\]]*)\];", source)
+    bound = re.search(r"pub const MAX_PROMPT_BYTES: usize = ([\d *]+);", source)
+    assert roles is not None and bound is not None
+    assert tuple(re.findall(r'"(\w+)"', roles[2])) == ROLES and int(roles[1]) == len(ROLES)
+    assert eval(bound[1], {}) == MAX_PROMPT_BYTES  # digits and '*' only, by the pattern
+    # service.rs takes both from rules.rs instead of restating them.
+    service = (REPO / "linera_app" / "src" / "service.rs").read_text()
+    assert "rules::{MAX_PROMPT_BYTES, ROLES}" in service
+    assert "const ROLES" not in service and "const MAX_PROMPT_BYTES" not in service
 
 
 # --- issue 26, item 6: out-of-range values are refused with the real range ---------------------

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: folder -> (its package, the top-level edgechain modules it may name besides its own).
 #: The modules below every layer, which any layer may name (and which name no other).
-SHARED = {"errors", "files", "processes"}
+SHARED = {"chat_message", "errors", "files", "processes"}
 LAYERS = {
     "chain": ("edgechain.chain", {"chain"} | SHARED),
     "edgechain/sdk": ("edgechain.sdk", {"chain", "sdk"} | SHARED),

@@ -14,8 +14,11 @@ pub const MAX_URLS: usize = 8;
 pub const MAX_URL_LENGTH: usize = 2048;
 pub const MAX_DESCRIPTION: usize = 1024;
 pub const MAX_LICENSE: usize = 128;
-/// contract/generation_request.py's `MAX_PROMPT_BYTES`.
+/// contract/generation_request.py's `MAX_PROMPT_BYTES` (a prompt, or messages' roles and
+/// contents, in bytes).
 pub const MAX_PROMPT_BYTES: usize = 64 * 1024;
+/// contract/generation_request.py's `ROLES`: the roles a message may have.
+pub const ROLES: [&str; 4] = ["system", "user", "assistant", "tool"];
 
 const NAME_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$";
 const VERSION_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._+-]{0,31}$";

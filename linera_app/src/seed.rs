@@ -5,6 +5,8 @@
 //! parameters (`repeat_penalty`, `repeat_window`, `temperature`, `top_p`, sorted by name),
 //! preceded by `messages` (a list of `[role, content]` lists) for a query of messages.
 
+use edgechain_guest::chat_template::Message;
+
 pub const SEED_DOMAIN: &str = "edgechain/seed/v2";
 
 /// The sampling parameters that enter the seed (not `max_tokens`, `stop` nor `seed`).
@@ -66,8 +68,8 @@ pub struct SeedInput<'a> {
     pub model: &'a str,
     pub version: &'a str,
     pub prompt: &'a str,
-    /// The (role, content) of each message, for a query of messages.
-    pub messages: Option<&'a [(String, String)]>,
+    /// The messages, for a query of generate's chat form.
+    pub messages: Option<&'a [Message]>,
     pub params: SeedParams,
 }
 
@@ -90,10 +92,10 @@ impl SeedInput<'_> {
         if let Some(messages) = self.messages {
             field(&mut out, b"messages");
             list_header(&mut out, messages.len());
-            for (role, content) in messages {
+            for message in messages {
                 list_header(&mut out, 2);
-                text(&mut out, role);
-                text(&mut out, content);
+                text(&mut out, &message.role);
+                text(&mut out, &message.content);
             }
         }
         field(&mut out, b"repeat_penalty");
@@ -118,7 +120,7 @@ impl SeedInput<'_> {
 mod tests {
     use super::*;
 
-    fn input<'a>(messages: Option<&'a [(String, String)]>) -> SeedInput<'a> {
+    fn input<'a>(messages: Option<&'a [Message]>) -> SeedInput<'a> {
         SeedInput {
             chain_id: "abababababababababababababababababababababababababababababababab",
             block: "height:3",
@@ -141,10 +143,11 @@ mod tests {
     #[test]
     fn seeds_are_seed_py_s_with_and_without_messages() {
         assert_eq!(input(None).derive_seed(), 5680999542570101991);
-        let messages = [
-            ("system".to_string(), "Be brief.".to_string()),
-            ("user".to_string(), "Hi".to_string()),
-        ];
+        let message = |role: &str, content: &str| Message {
+            role: role.into(),
+            content: content.into(),
+        };
+        let messages = [message("system", "Be brief."), message("user", "Hi")];
         assert_eq!(input(Some(&messages)).derive_seed(), 10653582168884790513);
     }
 }

@@ -20,6 +20,7 @@ use edgechain_guest::{
     chat_template::Message, EngineError, GenerationParams, LoadedModel, Session, StopReason,
 };
 use edgechain_linera::{
+    rules::{MAX_PROMPT_BYTES, ROLES},
     seed::{SeedInput, SeedParams},
     FileRef, ModelEntry, Operation, Registration, RegistryAbi, Story,
 };
@@ -177,18 +178,22 @@ struct GenerationResult {
     model: Model,
 }
 
-/// One message of a dialogue (contract/generation_request.py's `Message`).
+/// One message of a dialogue (edgechain/chat_message.py's `ChatMessage`), as GraphQL takes it:
+/// the engine's `Message` from here on.
 #[derive(InputObject)]
 struct MessageInput {
     role: String,
     content: String,
 }
 
-/// The roles a message may have (contract/generation_request.py's `ROLES`).
-const ROLES: [&str; 4] = ["system", "user", "assistant", "tool"];
-
-/// The longest prompt, or messages (roles and contents), in bytes (`MAX_PROMPT_BYTES`).
-const MAX_PROMPT_BYTES: usize = 64 * 1024;
+impl From<MessageInput> for Message {
+    fn from(input: MessageInput) -> Self {
+        Message {
+            role: input.role,
+            content: input.content,
+        }
+    }
+}
 
 #[derive(InputObject)]
 struct FileInput {
@@ -312,8 +317,8 @@ struct QueryRoot {
 struct GenerateArgs {
     model: String,
     prompt: String,
-    /// (role, content) of each message, for generate's chat form.
-    messages: Option<Vec<(String, String)>>,
+    /// The messages of generate's chat form.
+    messages: Option<Vec<Message>>,
     version: Option<String>,
     max_tokens: i64,
     temperature: f64,
@@ -373,7 +378,7 @@ impl GenerateArgs {
             if messages.is_empty() {
                 return bad("messages: the list is empty (give at least one message)".into());
             }
-            for (i, (role, _)) in messages.iter().enumerate() {
+            for (i, Message { role, .. }) in messages.iter().enumerate() {
                 if !ROLES.contains(&role.as_str()) {
                     return bad(format!(
                         "messages[{i}].role must be one of {}, got {role:?}",
@@ -381,7 +386,7 @@ impl GenerateArgs {
                     ));
                 }
             }
-            let size: usize = messages.iter().map(|(r, c)| r.len() + c.len()).sum();
+            let size: usize = messages.iter().map(|m| m.role.len() + m.content.len()).sum();
             if size > MAX_PROMPT_BYTES {
                 return bad(format!("messages is longer than {MAX_PROMPT_BYTES} bytes"));
             }
@@ -488,7 +493,7 @@ impl QueryRoot {
         let args = GenerateArgs {
             model,
             prompt,
-            messages: messages.map(|m| m.into_iter().map(|m| (m.role, m.content)).collect()),
+            messages: messages.map(|m| m.into_iter().map(Message::from).collect()),
             version,
             max_tokens,
             temperature,
@@ -576,16 +581,7 @@ impl QueryRoot {
         };
         let mut session = match &args.messages {
             // Generate's chat form: the model's chat template renders the messages.
-            Some(messages) => {
-                let messages = messages
-                    .iter()
-                    .map(|(role, content)| Message {
-                        role: role.clone(),
-                        content: content.clone(),
-                    })
-                    .collect();
-                Session::start_messages(model, messages, &params)
-            }
+            Some(messages) => Session::start_messages(model, messages.clone(), &params),
             None => Session::start(model, &args.prompt, &params),
         }
         .map_err(engine_error)?;

@@ -247,11 +247,8 @@ impl Session {
         tokens: Vec<u32>,
         params: &GenerationParams,
     ) -> Result<Self> {
-        if !params.hint.is_empty() {
-            return Err(EngineError::InvalidArgument(
-                "a chat takes no hint tokens".into(),
-            ));
-        }
+        // Hints cover the first answer only (`next_answer` drops them): what a verifier of
+        // generate's chat form claims.
         if params.max_tokens == Some(0) {
             return Err(EngineError::InvalidArgument(
                 "a chat's answers need max_tokens of at least 1".into(),
@@ -1047,6 +1044,46 @@ pub(crate) mod tests {
                 let expected = reference_chat(&model, &params, &turns);
                 assert_eq!(answers, expected, "{kind} t={temperature}");
                 assert!(expected.iter().all(|a| !a.is_empty()));
+            }
+        }
+    }
+
+    #[test]
+    fn hints_cover_a_chats_first_answer_and_change_nothing() {
+        let turns = ["[INST] Hello [/INST]", "[INST] Tell me more [/INST]"];
+        for (kind, model) in models() {
+            for temperature in [0.0, 0.9] {
+                let params = GenerationParams {
+                    temperature,
+                    seed: 7,
+                    max_tokens: Some(20),
+                    ..GenerationParams::default()
+                };
+                let expected = reference_chat(&model, &params, &turns);
+                let first = expected[0].clone();
+                let mut wrong = first.clone();
+                wrong[first.len() / 2] = (wrong[first.len() / 2] + 1) % 512;
+                let hints = [first.clone(), wrong, [first, tokens(8, 512)].concat()];
+                for (i, hint) in hints.into_iter().enumerate() {
+                    let hinted = GenerationParams {
+                        hint,
+                        ..params.clone()
+                    };
+                    let mut session =
+                        Session::start_chat(model.clone(), turns[0], &hinted).unwrap();
+                    let mut answers = Vec::new();
+                    for (k, turn) in turns.iter().enumerate() {
+                        if k > 0 {
+                            session.append(turn).unwrap();
+                        }
+                        let mut answer = Vec::new();
+                        while let Some((token, _)) = session.step().unwrap() {
+                            answer.push(token);
+                        }
+                        answers.push(answer);
+                    }
+                    assert_eq!(answers, expected, "{kind} t={temperature} hint {i}");
+                }
             }
         }
     }

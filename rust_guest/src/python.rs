@@ -229,6 +229,22 @@ impl Model {
             RustVerifier::start(self.inner.clone(), prompt, &params, &claimed).map_err(to_py)?;
         Ok(Verifier { inner: verifier })
     }
+
+    /// `verify_start` for generate's chat form: `claimed` is the answer to `messages_json`
+    /// rendered in the model's chat template.
+    fn verify_start_messages(
+        &self,
+        messages_json: &str,
+        params_json: &str,
+        claimed: Vec<u32>,
+    ) -> PyResult<Verifier> {
+        let params = params_from_json(params_json)?;
+        let messages = parse_messages(messages_json).map_err(to_py)?;
+        let verifier =
+            RustVerifier::start_messages(self.inner.clone(), messages, &params, &claimed)
+                .map_err(to_py)?;
+        Ok(Verifier { inner: verifier })
+    }
 }
 
 /// A verdict: `(valid, matched, expected | None, stop_reason, prompt_tokens, text)`.

@@ -14,6 +14,7 @@
 
 use std::sync::Arc;
 
+use crate::chat_template::Message;
 use crate::error::Result;
 use crate::generation::{GenerationParams, Session, StopReason};
 use crate::loaded_model::LoadedModel;
@@ -55,16 +56,36 @@ impl Verifier {
         params: &GenerationParams,
         claimed: &[u32],
     ) -> Result<Self> {
-        let params = GenerationParams {
+        let session = Session::start(model, prompt, &Self::hinted(params, claimed))?;
+        Ok(Self::of(session, claimed))
+    }
+
+    /// [`Self::start`] for generate's chat form: the answer to `messages` rendered in the
+    /// model's chat template (the errors of `Session::start_messages`).
+    pub fn start_messages(
+        model: Arc<LoadedModel>,
+        messages: Vec<Message>,
+        params: &GenerationParams,
+        claimed: &[u32],
+    ) -> Result<Self> {
+        let session = Session::start_messages(model, messages, &Self::hinted(params, claimed))?;
+        Ok(Self::of(session, claimed))
+    }
+
+    fn hinted(params: &GenerationParams, claimed: &[u32]) -> GenerationParams {
+        GenerationParams {
             hint: claimed.to_vec(),
             ..params.clone()
-        };
-        Ok(Self {
-            session: Session::start(model, prompt, &params)?,
+        }
+    }
+
+    fn of(session: Session, claimed: &[u32]) -> Self {
+        Self {
+            session,
             claimed: claimed.to_vec(),
             text: Vec::new(),
             verdict: None,
-        })
+        }
     }
 
     /// The model the verification runs on.

@@ -671,6 +671,33 @@ pub unsafe extern "C" fn ec_verify_start(
     })
 }
 
+/// `ec_verify_start` for generate's chat form: the claim is the answer to the messages (JSON
+/// `[{"role", "content"}]`) rendered in the model's chat template (`Verifier::start_messages`).
+///
+/// # Safety
+/// As `ec_verify_start`.
+#[no_mangle]
+pub unsafe extern "C" fn ec_verify_start_messages(
+    model: i32,
+    messages_ptr: u32,
+    messages_len: u32,
+    params_ptr: u32,
+    params_len: u32,
+    ids_ptr: u32,
+    n_ids: u32,
+) -> i32 {
+    with_state(|state| {
+        let messages = parse_messages(host_str(messages_ptr, messages_len, "messages")?)?;
+        let params = host_params(params_ptr, params_len)?;
+        let claimed = host_u32s(ids_ptr, n_ids, "ids")?;
+        let model = state.model(model)?.clone();
+        let verifier = Verifier::start_messages(model, messages, &params, &claimed)?;
+        let handle = state.new_handle()?;
+        state.verifiers.insert(handle, verifier);
+        Ok(handle)
+    })
+}
+
 /// A verdict record's head: six u32 (ABI.md, "Verification").
 const VERDICT_HEADER_BYTES: usize = 6 * 4;
 

@@ -22,6 +22,7 @@ from edgechain.service.engine.base import (
     GenerationParams,
     LoadedModel,
     ModelInfo,
+    PromptOrMessages,
     StopReason,
     Token,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "GenerationParams",
     "LoadedModel",
     "ModelInfo",
+    "PromptOrMessages",
     "StopReason",
     "Token",
     "open_engine",

@@ -25,6 +25,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, NoReturn, Protocol
 
+from edgechain.chat_message import ChatMessage
 from edgechain.errors import (
     Cancelled,
     EdgechainError,
@@ -248,15 +249,6 @@ class ClaimVerdict:
         )
 
 
-@dataclass(frozen=True)
-class ChatMessage:
-    """One message of a dialogue rendered by the model's chat template: ``role`` (system,
-    user, assistant, ...) and its text."""
-
-    role: str
-    content: str
-
-
 #: What a chat turn is: rendered text (llama2.c's ``[INST]``, BOS added) or messages for the
 #: model's own chat template (a GGUF file's ``tokenizer.chat_template``).
 ChatTurn = str | Sequence[ChatMessage]
@@ -270,10 +262,25 @@ def messages_json(messages: Sequence[ChatMessage]) -> str:
             raise InvalidParameter(f"message {i} is a {type(message).__name__}, not a ChatMessage")
         text_to_utf8(message.role, f"message {i}'s role")
         text_to_utf8(message.content, f"message {i}'s content")
-        items.append({"role": message.role, "content": message.content})
+        items.append(message.to_json())
     if not items:
         raise InvalidParameter("a chat turn needs at least one message")
     return json.dumps(items, ensure_ascii=False)
+
+
+#: What :meth:`LoadedModel.generate` and :meth:`LoadedModel.verify_claim` take: a prompt (text;
+#: BOS is added) or messages that the model's chat template renders with the assistant's header
+#: after them (generate's chat form).
+PromptOrMessages = str | Sequence[ChatMessage]
+
+
+def prompt_or_messages(value: PromptOrMessages) -> tuple[str, bytes, bool]:
+    """A prompt's text, or the messages JSON, as the engine takes it, with its UTF-8 and
+    whether it is messages."""
+    if isinstance(value, str | bytes | bytearray) or not isinstance(value, Sequence):
+        return value, text_to_utf8(value, "prompt"), False  # not text: its one-line error
+    text = messages_json(value)
+    return text, text.encode("utf-8"), True
 
 
 def chat_turn(turn: ChatTurn) -> tuple[str, bytes, bool]:
@@ -297,6 +304,18 @@ class SessionStart:
     params_json: str
     budget: float | None
     chat: bool = False
+    messages: bool = False
+
+
+@dataclass(frozen=True)
+class VerifierStart:
+    """What a backend starts a verification from: the checked prompt (or messages JSON, when
+    ``messages``), also as UTF-8, the params JSON and the checked claim (:func:`check_claim`)."""
+
+    prompt: str
+    prompt_bytes: bytes
+    params_json: str
+    claimed: tuple[int, ...]
     messages: bool = False
 
 
@@ -506,21 +525,27 @@ class LoadedModel(ABC):
 
     def generate(
         self,
-        prompt: str,
+        prompt: PromptOrMessages,
         params: GenerationParams,
         timeout: float | None = None,
         *,
         hint: Sequence[int] | None = None,
     ) -> Generation:
-        """Start generating after ``prompt``; ``timeout`` is a wall-clock budget in seconds
-        (default: the engine's). ``hint``: the token ids the generation is claimed to produce
-        (a receipt's or a block's, when replaying it); the output is the same with or without
-        them, they only make it faster while they are right (rust_guest/ABI.md, "Hint
-        tokens")."""
+        """Start generating after ``prompt``: text (BOS is added), or :class:`ChatMessage` s
+        (generate's chat form), which the model's chat template renders with the assistant's
+        header after them (ChatTemplateError when the model has none); a chat of messages
+        spends a random draw at every position the rendering forces, as :meth:`chat` does, but
+        ends with its answer. ``timeout`` is a wall-clock budget in seconds (default: the
+        engine's). ``hint``: the token ids the generation is claimed to produce (a receipt's
+        or a block's, when replaying it); the output is the same with or without them, they
+        only make it faster while they are right (rust_guest/ABI.md, "Hint tokens")."""
         budget = check_timeout(timeout if timeout is not None else self._timeout)
         params_json = params_with_hint(params.to_json(), check_hint(hint))
-        prompt_bytes = text_to_utf8(prompt, "prompt")
-        driver = self._start(SessionStart(prompt, prompt_bytes, params_json, budget))
+        text, data, is_messages = prompt_or_messages(prompt)
+        start = SessionStart(
+            text, data, params_json, budget, chat=is_messages, messages=is_messages
+        )
+        driver = self._start(start)
         return Generation(driver, timeout=budget, batcher=self._step_batcher())
 
     def chat(
@@ -540,63 +565,6 @@ class LoadedModel(ABC):
         driver = self._start(start)
         return Generation(driver, timeout=budget, batcher=self._step_batcher(), chat=True)
 
-    def generate_messages(
-        self,
-        messages: Sequence[ChatMessage],
-        params: GenerationParams,
-        timeout: float | None = None,
-    ) -> Generation:
-        """Generate's chat form: one answer to ``messages``, which the model's chat template
-        renders with the assistant's header after them (ChatTemplateError when the model has
-        none). The session is :meth:`chat`'s (its forced positions spend their random draws)
-        but it ends with the answer: no follow-up. What a ``generate`` query of messages runs,
-        and what :meth:`verify_messages_claim` replays."""
-        budget = check_timeout(timeout if timeout is not None else self._timeout)
-        text = messages_json(messages)
-        start = SessionStart(
-            text, text.encode("utf-8"), params.to_json(), budget, chat=True, messages=True
-        )
-        driver = self._start(start)
-        return Generation(driver, timeout=budget, batcher=self._step_batcher())
-
-    def verify_messages_claim(
-        self,
-        messages: Sequence[ChatMessage],
-        params: GenerationParams,
-        claimed_ids: Sequence[int],
-        timeout: float | None = None,
-        *,
-        cancel: threading.Event | None = None,
-    ) -> ClaimVerdict:
-        """:meth:`verify_claim` for :meth:`generate_messages`: the verdict of replaying the
-        answer token by token (a chat session takes no hints, so this runs at generation
-        speed, not prefill's), stopped at the first token that differs from the claim."""
-        claimed = check_claim(claimed_ids)
-        generation = self.generate_messages(messages, params, timeout)
-        confirmed = bytearray()
-        at = 0
-        try:
-            for token in generation:
-                if cancel is not None and cancel.is_set():
-                    raise Cancelled("the verification was cancelled: its answer is not needed")
-                if at < len(claimed) and claimed[at] == token.id:
-                    confirmed += token.data
-                    at += 1
-                    continue
-                return ClaimVerdict(
-                    False, at, token.id, None, generation.prompt_tokens, bytes(confirmed)
-                )
-            return ClaimVerdict(
-                at == len(claimed),
-                at,
-                None,
-                generation.stop_reason,
-                generation.prompt_tokens,
-                bytes(confirmed),
-            )
-        finally:
-            generation.cancel()
-
     def render_chat(
         self, messages: Sequence[ChatMessage], add_generation_prompt: bool = True
     ) -> str:
@@ -610,7 +578,7 @@ class LoadedModel(ABC):
 
     def verify_claim(
         self,
-        prompt: str,
+        prompt: PromptOrMessages,
         params: GenerationParams,
         claimed_ids: Sequence[int],
         timeout: float | None = None,
@@ -618,7 +586,8 @@ class LoadedModel(ABC):
         cancel: threading.Event | None = None,
     ) -> ClaimVerdict:
         """Whether ``claimed_ids`` are exactly the tokens ``generate(prompt, params)`` produces
-        (every one, and it stops after the last), checked at prefill speed: the prompt and
+        (every one, and it stops after the last; ``prompt`` as :meth:`generate` takes it: text or
+        messages), checked at prefill speed: the prompt and
         the claim go through the batched forward pass, and each position's token is decided
         by the sampler's rule on those logits with the same random draw (docs/determinism.md,
         "Verifying a claim"). The verdict is always a full replay's. ``timeout``: wall-clock
@@ -626,8 +595,10 @@ class LoadedModel(ABC):
         budget = check_timeout(timeout if timeout is not None else self._timeout)
         deadline = None if budget is None else time.monotonic() + budget
         params_json = params.to_json()
-        prompt_bytes = text_to_utf8(prompt, "prompt")
-        driver = self._start_verifier(prompt, prompt_bytes, params_json, check_claim(claimed_ids))
+        text, data, is_messages = prompt_or_messages(prompt)
+        driver = self._start_verifier(
+            VerifierStart(text, data, params_json, check_claim(claimed_ids), is_messages)
+        )
         try:
             while True:
                 if cancel is not None and cancel.is_set():
@@ -640,9 +611,7 @@ class LoadedModel(ABC):
         finally:
             driver.free()
 
-    def _start_verifier(
-        self, prompt: str, prompt_bytes: bytes, params_json: str, claimed: tuple[int, ...]
-    ) -> VerifierDriver:
+    def _start_verifier(self, start: VerifierStart) -> VerifierDriver:
         """The backend's verification of a checked claim (:func:`check_claim`)."""
         raise NotImplementedError(f"{type(self).__name__} cannot verify claims")
 

@@ -26,6 +26,7 @@ from edgechain.service.engine.base import (
     ModelInfo,
     SessionStart,
     Step,
+    VerifierStart,
     batch_steps,
 )
 from edgechain.service.engine.codes import error_from_code
@@ -182,11 +183,15 @@ class NativeModel(LoadedModel):
             return _NativeSession(self, self._call(lambda m: m.start_chat(prompt, params_json)))
         return _NativeSession(self, self._call(lambda m: m.start(prompt, params_json)))
 
-    def _start_verifier(
-        self, prompt: str, prompt_bytes: bytes, params_json: str, claimed: tuple[int, ...]
-    ) -> _NativeVerifier:
-        ids = list(claimed)
-        return _NativeVerifier(self, self._call(lambda m: m.verify_start(prompt, params_json, ids)))
+    def _start_verifier(self, start: VerifierStart) -> _NativeVerifier:
+        ids = list(start.claimed)
+        if start.messages:
+            verifier = self._call(
+                lambda m: m.verify_start_messages(start.prompt, start.params_json, ids)
+            )
+        else:
+            verifier = self._call(lambda m: m.verify_start(start.prompt, start.params_json, ids))
+        return _NativeVerifier(self, verifier)
 
     def step_batch(self, drivers: Sequence[_NativeSession], deadline: float | None) -> list[Step]:
         """One step of every session (drivers from :meth:`generate` on this model), one weight

@@ -39,6 +39,7 @@ from edgechain.service.engine.base import (
     ModelInfo,
     SessionStart,
     Step,
+    VerifierStart,
     batch_steps,
 )
 from edgechain.service.engine.codes import error_from_code
@@ -348,7 +349,12 @@ class _Guest:
         if self.batches:
             self._funcs["ec_batch_step"] = exports["ec_batch_step"]
         # Claim verification (ABI.md, "Verification"); optional for an older or test guest.
-        verifying = ("ec_verify_start", "ec_verify_run", "ec_verify_free")
+        verifying = (
+            "ec_verify_start",
+            "ec_verify_start_messages",
+            "ec_verify_run",
+            "ec_verify_free",
+        )
         self.verifies = all(name in exports for name in verifying)
         if self.verifies:
             self._funcs.update({name: exports[name] for name in verifying})
@@ -661,10 +667,9 @@ class WasmModel(LoadedModel):
             )
             return _WasmSession(self, session, start.budget)
 
-    def _start_verifier(
-        self, prompt: str, prompt_bytes: bytes, params_json: str, claimed: tuple[int, ...]
-    ) -> _WasmVerifier:
-        params_bytes = params_json.encode("utf-8")
+    def _start_verifier(self, start: VerifierStart) -> _WasmVerifier:
+        params_bytes = start.params_json.encode("utf-8")
+        claimed = start.claimed
         ids = struct.pack(f"<{len(claimed)}I", *claimed)
         with self._lock:
             guest = self._live()
@@ -676,9 +681,9 @@ class WasmModel(LoadedModel):
             # The ids go with their count, not their byte length.
             with guest.placed(ids) as (ids_ptr,):
                 handle = guest.checked_with(
-                    "ec_verify_start",
+                    "ec_verify_start_messages" if start.messages else "ec_verify_start",
                     self._handle,
-                    prompt_bytes,
+                    start.prompt_bytes,
                     params_bytes,
                     ids_ptr,
                     _i32(len(claimed)),
