@@ -11,10 +11,11 @@ import pytest
 from engine_helpers import REPO_ROOT, assert_clean_error, assert_engines_sample_alike, run_cli
 
 from edgechain.errors import InvalidCheckpoint, InvalidParameter
-from edgechain.quantize import default_group_size
+from edgechain.quantize import default_group_size, quantize_checkpoint
 from edgechain.service.engine import Engine
 from edgechain.service.engine.model_files import Q8_HEADER_BYTES, Q8_MAGIC, parse_checkpoint_header
 from edgechain.testing.models import ModelFiles
+from edgechain.testing.synth import ModelShape, synthesize
 
 GOLDEN = REPO_ROOT / "tests" / "engine" / "golden"
 ENGINES = ["wasm", "native"]
@@ -115,6 +116,22 @@ def test_int8_wasm_and_native_sample_the_same_tokens(
         wasm_engine, native_engine, q8_260k.weights, q8_260k.tokenizer
     )
     assert getattr(info, "group_size", None) == 4
+
+
+@pytest.mark.parametrize("weights", ["f32", "int8"])
+def test_heads_of_18_sample_alike_on_both_engines(
+    weights: str, wasm_engine: Engine, native_engine: Engine, tmp_path: Path
+) -> None:
+    """Head size 18: the guest's attention takes four score elements and 16 values per loop
+    trip (for the epoch check), so 18 leaves a remainder in both; the output must not move."""
+    f32 = ModelFiles(tmp_path / "m.bin", tmp_path / "t.bin")
+    synthesize(ModelShape(36, 64, 2, 2, 2, 512, 128), 5, f32.weights, f32.tokenizer)
+    files = f32
+    if weights == "int8":
+        files = ModelFiles(tmp_path / "m8.bin", f32.tokenizer)
+        quantize_checkpoint(f32.weights, files.weights)
+    info = assert_engines_sample_alike(wasm_engine, native_engine, files.weights, files.tokenizer)
+    assert info.dim // info.n_heads == 18
 
 
 @pytest.mark.parametrize("engine_kind", ENGINES)
