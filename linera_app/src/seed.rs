@@ -5,8 +5,6 @@
 //! parameters (`repeat_penalty`, `repeat_window`, `temperature`, `top_p`, sorted by name),
 //! preceded by `messages` (a list of `[role, content]` lists) for a query of messages.
 
-use edgechain_guest::chat_template::Message;
-
 pub const SEED_DOMAIN: &str = "edgechain/seed/v2";
 
 /// The sampling parameters that enter the seed (not `max_tokens`, `stop` nor `seed`).
@@ -68,8 +66,11 @@ pub struct SeedInput<'a> {
     pub model: &'a str,
     pub version: &'a str,
     pub prompt: &'a str,
-    /// The messages, for a query of generate's chat form.
-    pub messages: Option<&'a [Message]>,
+    /// The (role, content) of each message, for a query of generate's chat form. Plain text
+    /// pairs, not the engine's `Message`: the contract links this library and must stay MVP
+    /// wasm, so the library names nothing of the engine crate (built with simd128:
+    /// .cargo/config.toml).
+    pub messages: Option<&'a [(&'a str, &'a str)]>,
     pub params: SeedParams,
 }
 
@@ -92,10 +93,10 @@ impl SeedInput<'_> {
         if let Some(messages) = self.messages {
             field(&mut out, b"messages");
             list_header(&mut out, messages.len());
-            for message in messages {
+            for (role, content) in messages {
                 list_header(&mut out, 2);
-                text(&mut out, &message.role);
-                text(&mut out, &message.content);
+                text(&mut out, role);
+                text(&mut out, content);
             }
         }
         field(&mut out, b"repeat_penalty");
@@ -120,7 +121,7 @@ impl SeedInput<'_> {
 mod tests {
     use super::*;
 
-    fn input<'a>(messages: Option<&'a [Message]>) -> SeedInput<'a> {
+    fn input<'a>(messages: Option<&'a [(&'a str, &'a str)]>) -> SeedInput<'a> {
         SeedInput {
             chain_id: "abababababababababababababababababababababababababababababababab",
             block: "height:3",
@@ -143,11 +144,7 @@ mod tests {
     #[test]
     fn seeds_are_seed_py_s_with_and_without_messages() {
         assert_eq!(input(None).derive_seed(), 5680999542570101991);
-        let message = |role: &str, content: &str| Message {
-            role: role.into(),
-            content: content.into(),
-        };
-        let messages = [message("system", "Be brief."), message("user", "Hi")];
+        let messages = [("system", "Be brief."), ("user", "Hi")];
         assert_eq!(input(Some(&messages)).derive_seed(), 10653582168884790513);
     }
 }

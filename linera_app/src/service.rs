@@ -386,7 +386,10 @@ impl GenerateArgs {
                     ));
                 }
             }
-            let size: usize = messages.iter().map(|m| m.role.len() + m.content.len()).sum();
+            let size: usize = messages
+                .iter()
+                .map(|m| m.role.len() + m.content.len())
+                .sum();
             if size > MAX_PROMPT_BYTES {
                 return bad(format!("messages is longer than {MAX_PROMPT_BYTES} bytes"));
             }
@@ -547,6 +550,11 @@ impl QueryRoot {
                     repeat_penalty: args.repeat_penalty,
                     repeat_window: args.repeat_window as u64,
                 };
+                let messages: Option<Vec<(&str, &str)>> = args.messages.as_ref().map(|m| {
+                    m.iter()
+                        .map(|m| (m.role.as_str(), m.content.as_str()))
+                        .collect()
+                });
                 let seed = SeedInput {
                     chain_id: &self.registry.chain_id,
                     block: &block,
@@ -554,7 +562,7 @@ impl QueryRoot {
                     model: &entry.registration.name,
                     version: &entry.registration.version,
                     prompt: &args.prompt,
-                    messages: args.messages.as_deref(),
+                    messages: messages.as_deref(),
                     params,
                 }
                 .derive_seed();
