@@ -347,7 +347,12 @@ unsafe fn dot_tile_avx<const R: usize, const B: usize>(
     let mut out = [[0.0f32; B]; R];
     for r in 0..R {
         for b in 0..B {
-            let lanes = [blocks[0][r][b], blocks[1][r][b], blocks[2][r][b], blocks[3][r][b]];
+            let lanes = [
+                blocks[0][r][b],
+                blocks[1][r][b],
+                blocks[2][r][b],
+                blocks[3][r][b],
+            ];
             // SAFETY: the caller checked AVX.
             let mut sum = unsafe { reduce_avx(lanes) };
             for (w, x) in rows[r][n..].iter().zip(&xs[b][n..]) {
