@@ -1010,6 +1010,27 @@ pub(crate) mod tests {
         answers
     }
 
+    /// Each answer's tokens of a chat (`Session::start_chat`, then `append`) of `turns`.
+    fn chat_answers(
+        model: &Arc<LoadedModel>,
+        params: &GenerationParams,
+        turns: &[&str],
+    ) -> Vec<Vec<u32>> {
+        let mut session = Session::start_chat(model.clone(), turns[0], params).unwrap();
+        let mut answers = Vec::new();
+        for (k, turn) in turns.iter().enumerate() {
+            if k > 0 {
+                session.append(turn).unwrap();
+            }
+            let mut answer = Vec::new();
+            while let Some((token, _)) = session.step().unwrap() {
+                answer.push(token);
+            }
+            answers.push(answer);
+        }
+        answers
+    }
+
     #[test]
     fn a_chat_appending_turns_is_run_c_chat_token_for_token() {
         let turns = [
@@ -1029,18 +1050,7 @@ pub(crate) mod tests {
                     repeat_penalty,
                     ..GenerationParams::default()
                 };
-                let mut session = Session::start_chat(model.clone(), turns[0], &params).unwrap();
-                let mut answers = Vec::new();
-                for (k, turn) in turns.iter().enumerate() {
-                    if k > 0 {
-                        session.append(turn).unwrap();
-                    }
-                    let mut answer = Vec::new();
-                    while let Some((token, _)) = session.step().unwrap() {
-                        answer.push(token);
-                    }
-                    answers.push(answer);
-                }
+                let answers = chat_answers(&model, &params, &turns);
                 let expected = reference_chat(&model, &params, &turns);
                 assert_eq!(answers, expected, "{kind} t={temperature}");
                 assert!(expected.iter().all(|a| !a.is_empty()));
@@ -1069,19 +1079,7 @@ pub(crate) mod tests {
                         hint,
                         ..params.clone()
                     };
-                    let mut session =
-                        Session::start_chat(model.clone(), turns[0], &hinted).unwrap();
-                    let mut answers = Vec::new();
-                    for (k, turn) in turns.iter().enumerate() {
-                        if k > 0 {
-                            session.append(turn).unwrap();
-                        }
-                        let mut answer = Vec::new();
-                        while let Some((token, _)) = session.step().unwrap() {
-                            answer.push(token);
-                        }
-                        answers.push(answer);
-                    }
+                    let answers = chat_answers(&model, &hinted, &turns);
                     assert_eq!(answers, expected, "{kind} t={temperature} hint {i}");
                 }
             }

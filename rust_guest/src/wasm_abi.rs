@@ -659,12 +659,35 @@ pub unsafe extern "C" fn ec_verify_start(
     ids_ptr: u32,
     n_ids: u32,
 ) -> i32 {
+    let prompt = host_str(prompt_ptr, prompt_len, "prompt");
+    new_verifier(
+        model,
+        params_ptr,
+        params_len,
+        ids_ptr,
+        n_ids,
+        |model, params, claimed| Verifier::start(model, prompt?, params, claimed),
+    )
+}
+
+/// A verifier that `start` begins from the model, the parameters and the `n_ids` claimed ids
+/// at `ids_ptr`, under a new handle.
+///
+/// # Safety
+/// As `ec_verify_start`.
+unsafe fn new_verifier(
+    model: i32,
+    params_ptr: u32,
+    params_len: u32,
+    ids_ptr: u32,
+    n_ids: u32,
+    start: impl FnOnce(Arc<LoadedModel>, &GenerationParams, &[u32]) -> Result<Verifier>,
+) -> i32 {
     with_state(|state| {
-        let prompt = host_str(prompt_ptr, prompt_len, "prompt")?;
         let params = host_params(params_ptr, params_len)?;
         let claimed = host_u32s(ids_ptr, n_ids, "ids")?;
         let model = state.model(model)?.clone();
-        let verifier = Verifier::start(model, prompt, &params, &claimed)?;
+        let verifier = start(model, &params, &claimed)?;
         let handle = state.new_handle()?;
         state.verifiers.insert(handle, verifier);
         Ok(handle)
@@ -686,16 +709,17 @@ pub unsafe extern "C" fn ec_verify_start_messages(
     ids_ptr: u32,
     n_ids: u32,
 ) -> i32 {
-    with_state(|state| {
-        let messages = parse_messages(host_str(messages_ptr, messages_len, "messages")?)?;
-        let params = host_params(params_ptr, params_len)?;
-        let claimed = host_u32s(ids_ptr, n_ids, "ids")?;
-        let model = state.model(model)?.clone();
-        let verifier = Verifier::start_messages(model, messages, &params, &claimed)?;
-        let handle = state.new_handle()?;
-        state.verifiers.insert(handle, verifier);
-        Ok(handle)
-    })
+    let messages = host_str(messages_ptr, messages_len, "messages");
+    new_verifier(
+        model,
+        params_ptr,
+        params_len,
+        ids_ptr,
+        n_ids,
+        |model, params, claimed| {
+            Verifier::start_messages(model, parse_messages(messages?)?, params, claimed)
+        },
+    )
 }
 
 /// A verdict record's head: six u32 (ABI.md, "Verification").
