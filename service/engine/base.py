@@ -688,6 +688,26 @@ class Engine(ABC):
         """Release engine-wide resources (models stay usable until closed)."""
 
 
+def count_setting(value: int | None, env: str, what: str, maximum: int) -> int | None:
+    """A count setting (threads, instances): ``value`` if given, else the environment variable
+    ``env``, else None (the caller's default). InvalidParameter, naming ``what`` or ``env``,
+    for anything but an integer in 1..``maximum``."""
+    if value is None:
+        text = os.environ.get(env, "").strip()
+        if not text:
+            return None
+        what = env
+        try:
+            value = int(text)
+        except ValueError:
+            raise InvalidParameter(f"{what} must be an integer, got {text!r}") from None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidParameter(f"{what} must be an integer, got {value!r}")
+    if not 1 <= value <= maximum:
+        raise InvalidParameter(f"{what} must be between 1 and {maximum}, got {value}")
+    return value
+
+
 def check_timeout(timeout: float | None) -> float | None:
     """``timeout`` if it is None or a positive finite number of seconds, else InvalidParameter."""
     if timeout is not None and not (timeout > 0 and math.isfinite(timeout)):

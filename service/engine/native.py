@@ -28,6 +28,7 @@ from edgechain.service.engine.base import (
     Step,
     VerifierStart,
     batch_steps,
+    count_setting,
 )
 from edgechain.service.engine.codes import error_from_code
 from edgechain.service.engine.files import (
@@ -62,21 +63,7 @@ def resolve_threads(threads: int | None) -> int | None:
     """The thread count to open models with: ``threads`` if given, else ``$EDGECHAIN_THREADS``,
     else None (the module's default: the cores). InvalidParameter for anything but an integer
     in 1..MAX_THREADS."""
-    what = "threads"
-    if threads is None:
-        value = os.environ.get(THREADS_ENV, "").strip()
-        if not value:
-            return None
-        what = THREADS_ENV
-        try:
-            threads = int(value)
-        except ValueError:
-            raise InvalidParameter(f"{what} must be an integer, got {value!r}") from None
-    if isinstance(threads, bool) or not isinstance(threads, int):
-        raise InvalidParameter(f"{what} must be an integer, got {threads!r}")
-    if not 1 <= threads <= MAX_THREADS:
-        raise InvalidParameter(f"{what} must be between 1 and {MAX_THREADS}, got {threads}")
-    return threads
+    return count_setting(threads, THREADS_ENV, "threads", MAX_THREADS)
 
 
 class NativeEngine(Engine):

@@ -16,14 +16,19 @@ default.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from edgechain.errors import EdgechainError, InvalidParameter
-from edgechain.service.engine.base import LoadedModel, SessionStart, Step, VerifierStart
+from edgechain.service.engine.base import (
+    LoadedModel,
+    SessionStart,
+    Step,
+    VerifierStart,
+    count_setting,
+)
 
 if TYPE_CHECKING:
     from edgechain.service.engine.wasm import WasmModel, _WasmSession, _WasmVerifier
@@ -39,21 +44,7 @@ MAX_INSTANCES = 64
 def resolve_instances(instances: int | None) -> int:
     """Guest instances per model: ``instances`` if given, else ``$EDGECHAIN_WASM_INSTANCES``,
     else 1. InvalidParameter for anything but an integer in 1..MAX_INSTANCES."""
-    what = "instances"
-    if instances is None:
-        value = os.environ.get(INSTANCES_ENV, "").strip()
-        if not value:
-            return 1
-        what = INSTANCES_ENV
-        try:
-            instances = int(value)
-        except ValueError:
-            raise InvalidParameter(f"{what} must be an integer, got {value!r}") from None
-    if isinstance(instances, bool) or not isinstance(instances, int):
-        raise InvalidParameter(f"{what} must be an integer, got {instances!r}")
-    if not 1 <= instances <= MAX_INSTANCES:
-        raise InvalidParameter(f"{what} must be between 1 and {MAX_INSTANCES}, got {instances}")
-    return instances
+    return count_setting(instances, INSTANCES_ENV, "instances", MAX_INSTANCES) or 1
 
 
 class InstancesModel(LoadedModel):
