@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from edgechain.chain.block import Operation
@@ -72,8 +72,10 @@ def parse_validator_engines(
     not name keep their engine in ``base`` (default: :func:`default_validator_engines`).
     UsageError naming ``option`` for an unknown validator or engine."""
     engines = dict(base) if base is not None else default_validator_engines(names)
-    items = spec.items() if isinstance(spec, Mapping) else (
-        item.partition("=")[::2] for item in (spec or "").split(",") if item.strip()
+    items = (
+        spec.items()
+        if isinstance(spec, Mapping)
+        else (item.partition("=")[::2] for item in (spec or "").split(",") if item.strip())
     )
     kinds = engine_kinds()
     for name, kind in items:
@@ -90,12 +92,15 @@ def parse_validator_engines(
 @dataclass(frozen=True)
 class OracleCall:
     """One oracle call a validator re-executes: the operation that records it, on chain
-    ``chain_id``, within ``timeout`` seconds; once ``cancel`` is set the answer is not needed."""
+    ``chain_id``, within ``timeout`` seconds; once ``cancel`` is set the answer is not needed.
+    ``phases``: where the oracle's time went, in seconds (or flags), noted by the oracle for
+    this call only; the validator's :class:`VoteTimes` carries them."""
 
     chain_id: bytes
     operation: Operation
     timeout: float
     cancel: threading.Event | None = None
+    phases: dict[str, float | bool] = field(default_factory=dict, compare=False)
 
 
 class Oracle(Protocol):

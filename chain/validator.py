@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -61,11 +62,16 @@ class ProposalRefused(ChainError):
     """An honest validator's refusal to vote; the message says why."""
 
 
+#: How many answers' :class:`VoteTimes` a validator keeps (:meth:`Validator.answer_times`).
+KEPT_ANSWER_TIMES = 64
+
+
 @dataclass(frozen=True)
 class VoteTimes:
     """Where one validator's answer to a proposal went (``time.perf_counter`` seconds): when it
     was asked and answered, and the seconds its oracle checks, its execution of the block and
-    its signature took (zero for a phase it did not reach: a refusal)."""
+    its signature took (zero for a phase it did not reach: a refusal); ``oracle``: each oracle
+    call's own phases (:attr:`OracleCall.phases`), in the block's order."""
 
     block_hash: bytes
     asked_at: float
@@ -73,6 +79,7 @@ class VoteTimes:
     checks_s: float = 0.0
     execute_s: float = 0.0
     sign_s: float = 0.0
+    oracle: tuple[dict[str, float | bool], ...] = ()
 
 
 @dataclass
@@ -144,9 +151,8 @@ class Validator:
         self.held_blobs: set[bytes] = set()
         #: Other chains' certified blocks, for incoming bundles (None: refuses blocks with any).
         self.messages: CertifiedMessages | None = None
-        #: The phases of this validator's last answer to a proposal (benchmarks read it).
-        self.last_times: VoteTimes | None = None
-        self._phases: dict[str, float] = {}
+        #: The phases of this validator's latest answers, by block hash (:meth:`answer_times`).
+        self._answer_times: OrderedDict[bytes, VoteTimes] = OrderedDict()
 
     # --- replicas -------------------------------------------------------------------------
 
@@ -189,12 +195,14 @@ class Validator:
             raise ValidatorUnreachable(f"{self.name} is unreachable")
         asked = time.perf_counter()
         with self._lock:
-            self._phases = {}
+            phases: dict[str, Any] = {}
             try:
-                votes = self._vote(proposal)
+                votes = self._vote(proposal, phases)
             finally:
-                self.last_times = VoteTimes(
-                    proposal.block_hash, asked, time.perf_counter(), **self._phases
+                answered = time.perf_counter()
+                oracle = tuple(call.phases for call in phases.pop("oracle", ()))
+                self._remember_times(
+                    VoteTimes(proposal.block_hash, asked, answered, **phases, oracle=oracle)
                 )
         if fault is not None and fault.kind is FaultKind.SLOW:
             # Wait outside the lock: the validator is slow to answer, not stuck. stop() cuts the
@@ -202,7 +210,24 @@ class Validator:
             self._stopped.wait(self.slow_delay if fault.delay is None else fault.delay)
         return votes
 
-    def _vote(self, proposal: Proposal) -> list[Vote]:
+    def answer_times(self, block_hash: bytes) -> VoteTimes | None:
+        """Where this validator's answer to the proposal of ``block_hash`` went (benchmarks
+        read it); None when it was not asked, or answered too long ago (the last
+        :data:`KEPT_ANSWER_TIMES` are kept)."""
+        with self._abandoned_lock:
+            return self._answer_times.get(block_hash)
+
+    def _remember_times(self, times: VoteTimes) -> None:
+        # Keyed by block: answers to proposals on other chains, in other threads, do not
+        # overwrite each other.
+        with self._abandoned_lock:
+            self._answer_times[times.block_hash] = times
+            while len(self._answer_times) > KEPT_ANSWER_TIMES:
+                self._answer_times.popitem(last=False)
+
+    def _vote(self, proposal: Proposal, phases: dict[str, Any]) -> list[Vote]:
+        """The checks, execution and votes of :meth:`handle_proposal`; ``phases`` gets the
+        fields of its :class:`VoteTimes`."""
         block = proposal.block
         replica = self._replicas.get(block.chain_id)
         if replica is None:
@@ -226,15 +251,16 @@ class Validator:
         self._check_messages(proposal)
         abandoned = self._abandon_event(block_hash)
         started = time.perf_counter()
-        self._check_oracle_responses(block.chain_id, block.operations, abandoned)
+        phases["oracle"] = calls = []
+        self._check_oracle_responses(block.chain_id, block.operations, abandoned, calls)
         checked = time.perf_counter()
-        self._phases["checks_s"] = checked - started
+        phases["checks_s"] = checked - started
         try:
             writes = execute_block(replica.state, block, replica.owner, block_hash)
         except ContractError as exc:
             raise ProposalRefused(f"an operation was rejected: {exc}") from exc
         finally:
-            self._phases["execute_s"] = time.perf_counter() - checked
+            phases["execute_s"] = time.perf_counter() - checked
         try:
             self.policy.check_block(
                 block_bytes=len(encoded),
@@ -251,7 +277,7 @@ class Validator:
         replica.pending = {block_hash: writes}
         signing = time.perf_counter()
         votes = self._signed_votes(block.chain_id, block.height, block_hash, state_hash, proposal)
-        self._phases["sign_s"] = time.perf_counter() - signing
+        phases["sign_s"] = time.perf_counter() - signing
         return votes
 
     def _check_blobs(self, proposal: Proposal) -> None:
@@ -302,11 +328,16 @@ class Validator:
         self._abandon_event(block_hash).set()
 
     def _check_oracle_responses(
-        self, chain_id: bytes, operations: Any, cancel: threading.Event | None = None
+        self,
+        chain_id: bytes,
+        operations: Any,
+        cancel: threading.Event | None = None,
+        calls: list[OracleCall] | None = None,
     ) -> None:
         """Re-execute every oracle call the block records; refuse unless each gives the
         recorded response within the block's oracle budget. ``cancel`` set: the vote is not
-        needed any more, the check stops (a refusal nobody waits for)."""
+        needed any more, the check stops (a refusal nobody waits for). ``calls`` gets each
+        call made (their phases)."""
         started = time.monotonic()
         for index, operation in enumerate(operations):
             recorded = recorded_response(operation)
@@ -320,9 +351,10 @@ class Validator:
             try:
                 if remaining <= 0:
                     raise Timeout("no time left")
-                response = self.oracle.response(
-                    OracleCall(chain_id, operation, timeout=remaining, cancel=cancel)
-                )
+                call = OracleCall(chain_id, operation, timeout=remaining, cancel=cancel)
+                if calls is not None:
+                    calls.append(call)
+                response = self.oracle.response(call)
             except Timeout:
                 raise ProposalRefused(
                     f"operation {index}: re-executing its oracle call ran past the block's "

@@ -17,7 +17,6 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from edgechain.chain.block import Operation
@@ -32,7 +31,6 @@ from edgechain.service.runtime import ModelService, ModelSource, PreparedQuery
 
 __all__ = [
     "GenerationOracle",
-    "OracleTimes",
     "mint_query",
     "recorded_token_ids",
     "run_prepared_oracle",
@@ -118,18 +116,6 @@ def recorded_token_ids(operation: Operation) -> list[int] | None:
     return None
 
 
-@dataclass(frozen=True)
-class OracleTimes:
-    """The phases of a validator's last oracle call, in seconds: ``prepare_s`` (resolve the
-    query against certified state: the model's certificate checked), ``check_s`` (verify the
-    claim, or generate without one); ``warm``: the model was loaded before the call (it stays
-    loaded, keyed by its certified hashes), so no load is in ``check_s``."""
-
-    prepare_s: float
-    check_s: float
-    warm: bool
-
-
 class GenerationOracle:
     """One validator's oracle: its own engine (``engine_kind``) and loaded models, the
     network's content cache and certified registry state."""
@@ -151,13 +137,14 @@ class GenerationOracle:
             fetch_policy=fetch_policy,
             blobs=blobs,
         )
-        #: The phases of the last call (benchmarks read it); None before the first.
-        self.last_times: OracleTimes | None = None
 
     def response(self, call: OracleCall) -> Any:
         """The response the MintStory ``call.operation`` records, recomputed here by verifying
         the token ids it records (a full generation when it records none); a set
-        ``call.cancel`` stops the check (Cancelled: the validator's vote is no longer needed)."""
+        ``call.cancel`` stops the check (Cancelled: the validator's vote is no longer needed).
+        Notes in ``call.phases``: ``prepare_s`` (the query resolved against certified state:
+        the model's certificate checked), ``check_s`` (the claim verified, or generated without
+        one) and ``warm`` (the model was loaded before the call, so no load is in ``check_s``)."""
         started = time.perf_counter()
         prepared = self.service.prepare(mint_query(call.operation.payload))
         entry = prepared.model.entry
@@ -171,8 +158,9 @@ class GenerationOracle:
                 self.service, prepared, claimed, call.timeout, call.cancel
             )
         finally:
-            done = time.perf_counter()
-            self.last_times = OracleTimes(checking - started, done - checking, warm)
+            call.phases.update(
+                prepare_s=checking - started, check_s=time.perf_counter() - checking, warm=warm
+            )
 
     def close(self) -> None:
         self.service.close()

@@ -42,6 +42,7 @@ class ScriptedOracle:
     def response(self, call: OracleCall) -> Any:
         with self.lock:
             self.calls.append(self.name)
+        call.phases["scripted_by"] = self.name
         if self.stuck:
             assert call.cancel is not None and call.cancel.wait(60)
             self.cancelled.set()
@@ -95,6 +96,14 @@ def test_an_honest_committee_is_asked_a_quorum_and_each_signer_checked(
         assert sorted(certificate.signers) == sorted(wave)
         assert network.default_chain().last_failures == []
         sat_out |= set(network.committee.names) - set(calls)
+        # Each validator's answer to this block carries its own oracle call's phases.
+        for validator in network.validators:
+            times = validator.answer_times(certificate.block_hash)
+            if validator.name in wave:
+                assert times is not None and times.asked_at <= times.answered_at
+                assert times.oracle == ({"scripted_by": validator.name},)
+            else:
+                assert times is None
     # The first wave turns with the height: each validator sat one of the four mints out.
     assert sat_out == set(network.committee.names)
 

@@ -136,20 +136,18 @@ def _validator_timeline(c: Any, certificate: Certificate, started: float) -> dic
     """Each validator's answer to the mint's block (the module's docstring)."""
     timeline: dict[str, object] = {}
     for validator in c.network.validators:
-        times, oracle = validator.last_times, validator.oracle
-        if times is None or times.block_hash != certificate.block_hash:
+        times = validator.answer_times(certificate.block_hash)
+        if times is None:
             timeline[validator.name] = {"asked": False}
             continue
         entry: dict[str, object] = {
             "asked_at": round(times.asked_at - started, 3),
             "answered_at": round(times.answered_at - started, 3),
         }
-        checked = getattr(oracle, "last_times", None)
-        if checked is not None:
+        for phases in times.oracle:  # the mint's block makes one oracle call
             entry.update(
-                prepare_s=round(checked.prepare_s, 3),
-                check_s=round(checked.check_s, 3),
-                warm=checked.warm,
+                (name, round(value, 3) if isinstance(value, float) else value)
+                for name, value in phases.items()
             )
         entry.update(
             execute_s=round(times.execute_s, 3),
