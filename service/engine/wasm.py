@@ -788,6 +788,12 @@ class WasmModel(LoadedModel):
         """True once a trap or timeout has made this model's instance unusable."""
         return self._guest is None or self._guest.poisoned is not None
 
+    @property
+    def steps_in_one_call(self) -> bool:
+        """True when :meth:`step_batch` steps every session in one guest call (the guest
+        exports ``ec_batch_step``), not one call per session."""
+        return self._live().batches
+
 
 #: A step record (ABI.md, "Generation"): token (0xFFFFFFFF: none), stop reason, prompt
 #: tokens, generated tokens, byte count; the token's bytes follow when they fit the buffer.

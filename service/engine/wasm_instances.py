@@ -68,6 +68,12 @@ class InstancesModel(LoadedModel):
     def instances(self) -> int:
         return len(self.models)
 
+    @property
+    def steps_in_one_call(self) -> bool:
+        """True when each instance steps its sessions in one guest call
+        (:attr:`WasmModel.steps_in_one_call`)."""
+        return all(m.steps_in_one_call for m in self.models)
+
     def _least_busy(self) -> int:
         """The instance with the fewest sessions (lock held)."""
         loads = [m.sessions + s for m, s in zip(self.models, self._starting, strict=True)]

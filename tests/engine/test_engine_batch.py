@@ -183,7 +183,7 @@ def test_sessions_stepped_together_match_their_solo_runs(
     both: tuple[LoadedModel, LoadedModel],
 ) -> None:
     wasm, native = both
-    assert wasm._guest.batches  # type: ignore[attr-defined]  # the guest's ec_batch_step, not a loop
+    assert wasm.steps_in_one_call  # type: ignore[attr-defined]  # ec_batch_step, not a loop
     wasm_steps = _batched(wasm)
     for i, (prompt, params) in enumerate(SESSIONS):
         solo = _solo(wasm, prompt, params)
