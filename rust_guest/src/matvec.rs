@@ -648,6 +648,8 @@ fn dot_tile_v4<const R: usize, const B: usize>(
     }
     let n = len / LANES * LANES;
     let mut groups = [[[v4::zero(); NV]; B]; R];
+    // `v` is both the lane offset and the innermost index of `groups[r][b]`.
+    #[allow(clippy::needless_range_loop)]
     for v in 0..NV {
         // SAFETY: every row and input holds `len >= n` floats (checked above), `4 * v + 4 <=
         // LANES`.
