@@ -93,8 +93,11 @@ macro_rules! with_group_size {
     };
 }
 
+/// The guest's kernel (simd128).
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod simd128;
+
 /// The exact integer dot product of one group (the definition the SIMD paths reproduce).
-#[allow(dead_code)] // only the tests call it where a SIMD path exists
 #[inline(always)]
 fn group_dot_scalar(w: &[i8], x: &[i16]) -> i32 {
     w.iter().zip(x).map(|(&w, &x)| w as i32 * x as i32).sum()
@@ -115,242 +118,6 @@ fn row_q8(
         val += group_dot(w, x) as f32 * ws * xs;
     }
     val
-}
-
-/// One group's products summed into 4 i32 lanes (16 values per step; `w.len()` a multiple
-/// of 16): exact, so how the lanes are later added does not matter. The weights are
-/// sign-extended to i16 as they are loaded (`v128.load8x8_s`: no shuffle for the high half).
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-#[inline(always)]
-fn group_lanes_simd128(w: &[i8], x: &[i16]) -> core::arch::wasm32::v128 {
-    use core::arch::wasm32::*;
-    assert!(w.len() == x.len() && w.len().is_multiple_of(16));
-    let mut acc = i32x4_splat(0);
-    let mut k = 0;
-    while k < w.len() {
-        // SAFETY: k + 16 <= w.len() == x.len(): 16 bytes of `w` and 16 i16 of `x`.
-        unsafe {
-            let wv = v128_load(w.as_ptr().add(k) as *const v128);
-            let x0 = v128_load(x.as_ptr().add(k) as *const v128);
-            let x1 = v128_load(x.as_ptr().add(k + 8) as *const v128);
-            acc = i32x4_add(acc, i32x4_dot_i16x8(i16x8_extend_low_i8x16(wv), x0));
-            acc = i32x4_add(acc, i32x4_dot_i16x8(i16x8_extend_high_i8x16(wv), x1));
-        }
-        k += 16;
-    }
-    acc
-}
-
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-#[inline(always)]
-fn group_dot_simd128(w: &[i8], x: &[i16]) -> i32 {
-    use core::arch::wasm32::*;
-    let n = w.len() / 16 * 16;
-    let acc = group_lanes_simd128(&w[..n], &x[..n]);
-    let mut sum = i32x4_extract_lane::<0>(acc)
-        + i32x4_extract_lane::<1>(acc)
-        + i32x4_extract_lane::<2>(acc)
-        + i32x4_extract_lane::<3>(acc);
-    for (w, x) in w[n..].iter().zip(&x[n..]) {
-        sum += *w as i32 * *x as i32;
-    }
-    sum
-}
-
-/// Four vectors of i32 lane sums -> one vector of their four (exact) totals, in input order.
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-#[inline(always)]
-fn sum_lanes4(acc: [core::arch::wasm32::v128; 4]) -> core::arch::wasm32::v128 {
-    use core::arch::wasm32::*;
-    let t0 = i32x4_shuffle::<0, 4, 1, 5>(acc[0], acc[1]);
-    let t1 = i32x4_shuffle::<2, 6, 3, 7>(acc[0], acc[1]);
-    let t2 = i32x4_shuffle::<0, 4, 1, 5>(acc[2], acc[3]);
-    let t3 = i32x4_shuffle::<2, 6, 3, 7>(acc[2], acc[3]);
-    let (s01, s23) = (i32x4_add(t0, t1), i32x4_add(t2, t3));
-    i32x4_add(
-        i32x4_shuffle::<0, 1, 4, 5>(s01, s23),
-        i32x4_shuffle::<2, 3, 6, 7>(s01, s23),
-    )
-}
-
-/// [`row_q8`] for group sizes that are multiples of 16, four groups at a time: their lane
-/// sums are transposed into one vector of four exact group dots, and
-/// `(dot as f32 * w_scale) * x_scale` is computed lane-wise (the same two roundings per group
-/// as the scalar definition); the four products are then added to the row's sum in group order.
-///
-/// `G` > 0 is the group size as a constant (the common sizes get fully unrolled inner loops,
-/// without a loop back-edge for wasmtime's epoch check); `G` = 0 reads it from `gs`.
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-#[inline(always)]
-fn row_q8_simd128<const G: usize>(w: &[i8], ws: &[f32], xq: &[i16], xs: &[f32], gs: usize) -> f32 {
-    use core::arch::wasm32::*;
-    let gs = if G > 0 { G } else { gs };
-    let groups = ws.len();
-    let mut val = 0.0f32;
-    let mut g = 0;
-    while g + 4 <= groups {
-        let p = group_products4_simd128::<G>(w, ws, xq, xs, gs, g);
-        val += f32x4_extract_lane::<0>(p);
-        val += f32x4_extract_lane::<1>(p);
-        val += f32x4_extract_lane::<2>(p);
-        val += f32x4_extract_lane::<3>(p);
-        g += 4;
-    }
-    for g in g..groups {
-        let at = g * gs;
-        val += group_dot_simd128(&w[at..at + gs], &xq[at..at + gs]) as f32 * ws[g] * xs[g];
-    }
-    val
-}
-
-/// Groups `g..g + 4` of one row: `(dot as f32 * w_scale) * x_scale` per group, lane-wise.
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-#[inline(always)]
-fn group_products4_simd128<const G: usize>(
-    w: &[i8],
-    ws: &[f32],
-    xq: &[i16],
-    xs: &[f32],
-    gs: usize,
-    g: usize,
-) -> core::arch::wasm32::v128 {
-    use core::arch::wasm32::*;
-    let gs = if G > 0 { G } else { gs };
-    // Written out, not `array::from_fn`: LLVM left that closure out of line for G = 64,
-    // where it lost the constant group size (and a call per group costs the guest).
-    let at = g * gs;
-    let (w, x) = (&w[at..at + 4 * gs], &xq[at..at + 4 * gs]);
-    let acc = [
-        group_lanes_simd128(&w[..gs], &x[..gs]),
-        group_lanes_simd128(&w[gs..2 * gs], &x[gs..2 * gs]),
-        group_lanes_simd128(&w[2 * gs..3 * gs], &x[2 * gs..3 * gs]),
-        group_lanes_simd128(&w[3 * gs..], &x[3 * gs..]),
-    ];
-    let (wsv, xsv) = (&ws[g..g + 4], &xs[g..g + 4]);
-    // SAFETY: both slices hold exactly 4 floats; unaligned loads.
-    unsafe {
-        f32x4_mul(
-            f32x4_mul(
-                f32x4_convert_i32x4(sum_lanes4(acc)),
-                v128_load(wsv.as_ptr() as *const v128),
-            ),
-            v128_load(xsv.as_ptr() as *const v128),
-        )
-    }
-}
-
-/// Four-group blocks a row may have for [`rows4_q8_simd128`] (its products are buffered on
-/// the stack); longer rows go one at a time.
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-const MAX_BLOCKS: usize = 64;
-
-/// [`row_q8_simd128`] for four consecutive rows (`w`: 4 rows of `xq.len()` values, `ws`: their
-/// scales), returning the four row sums as one vector. The rows are read one after the other
-/// (one memory stream: reading four rows side by side was slower on DRAM-bound shapes), each
-/// row's four-group products buffered; then each lane, one row's sum, receives that row's
-/// group products in group order, one vector add per group: the same additions as the scalar
-/// definition, without extracting lanes.
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-#[inline(always)]
-fn rows4_q8_simd128<const G: usize>(
-    w: &[i8],
-    ws: &[f32],
-    xq: &[i16],
-    xs: &[f32],
-    gs: usize,
-) -> core::arch::wasm32::v128 {
-    use core::arch::wasm32::*;
-    let gs = if G > 0 { G } else { gs };
-    let n = xq.len();
-    let groups = n / gs;
-    let blocks = groups / 4;
-    assert!(w.len() == 4 * n && ws.len() == 4 * groups && xs.len() == groups);
-    assert!(blocks <= MAX_BLOCKS);
-    // Not zeroed (4 KiB per four rows would cost as much as reading them): every slot read
-    // below is written first.
-    let mut products = [[std::mem::MaybeUninit::<v128>::uninit(); MAX_BLOCKS]; 4];
-    // The products of the last `groups % 4` groups, per row (scalar: the same roundings).
-    let mut tails = [[0.0f32; 4]; 3];
-    for (r, (buffer, (row, scales))) in products
-        .iter_mut()
-        .zip(w.chunks_exact(n).zip(ws.chunks_exact(groups)))
-        .enumerate()
-    {
-        for (b, p) in buffer[..blocks].iter_mut().enumerate() {
-            p.write(group_products4_simd128::<G>(row, scales, xq, xs, gs, 4 * b));
-        }
-        for (t, g) in (4 * blocks..groups).enumerate() {
-            let at = g * gs;
-            let dot = group_dot_simd128(&row[at..at + gs], &xq[at..at + gs]);
-            tails[t][r] = dot as f32 * scales[g] * xs[g];
-        }
-    }
-    let mut val = f32x4_splat(0.0);
-    for b in 0..blocks {
-        // SAFETY: slots 0..blocks of every row were written above.
-        let p = unsafe {
-            [
-                products[0][b].assume_init(),
-                products[1][b].assume_init(),
-                products[2][b].assume_init(),
-                products[3][b].assume_init(),
-            ]
-        };
-        let t0 = i32x4_shuffle::<0, 4, 1, 5>(p[0], p[1]);
-        let t1 = i32x4_shuffle::<2, 6, 3, 7>(p[0], p[1]);
-        let t2 = i32x4_shuffle::<0, 4, 1, 5>(p[2], p[3]);
-        let t3 = i32x4_shuffle::<2, 6, 3, 7>(p[2], p[3]);
-        val = f32x4_add(val, i32x4_shuffle::<0, 1, 4, 5>(t0, t2));
-        val = f32x4_add(val, i32x4_shuffle::<2, 3, 6, 7>(t0, t2));
-        val = f32x4_add(val, i32x4_shuffle::<0, 1, 4, 5>(t1, t3));
-        val = f32x4_add(val, i32x4_shuffle::<2, 3, 6, 7>(t1, t3));
-    }
-    for tail in &tails[..groups - 4 * blocks] {
-        // SAFETY: `tail` holds exactly 4 floats; unaligned load.
-        val = f32x4_add(val, unsafe { v128_load(tail.as_ptr() as *const v128) });
-    }
-    val
-}
-
-/// The guest's [`matvec_q8`] for group sizes that are multiples of 16: four rows at a time,
-/// then the remaining rows one by one.
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-#[inline(always)]
-fn matvec_q8_simd128<const G: usize>(
-    out: &mut [f32],
-    w: &[i8],
-    ws: &[f32],
-    xq: &[i16],
-    xs: &[f32],
-    gs: usize,
-) {
-    use core::arch::wasm32::*;
-    let n = xq.len();
-    let groups = n / gs;
-    let blocked = if groups / 4 <= MAX_BLOCKS {
-        out.len() / 4 * 4
-    } else {
-        0
-    };
-    let (out4, out1) = out.split_at_mut(blocked);
-    let (w4, w1) = w.split_at(blocked * n);
-    let (s4, s1) = ws.split_at(blocked * groups);
-    for ((o, w), s) in out4
-        .chunks_exact_mut(4)
-        .zip(w4.chunks_exact(4 * n))
-        .zip(s4.chunks_exact(4 * groups))
-    {
-        let v = rows4_q8_simd128::<G>(w, s, xq, xs, gs);
-        // SAFETY: `o` holds exactly 4 floats; unaligned store.
-        unsafe { v128_store(o.as_mut_ptr() as *mut v128, v) };
-    }
-    for ((o, w), s) in out1
-        .iter_mut()
-        .zip(w1.chunks_exact(n))
-        .zip(s1.chunks_exact(groups))
-    {
-        *o = row_q8_simd128::<G>(w, s, xq, xs, gs);
-    }
 }
 
 /// [`matvec_q8`]'s loop with AVX2: per group, 16 weights at a time widened to i16 and
@@ -486,20 +253,16 @@ pub fn matvec_q8(out: &mut [f32], w: &[i8], ws: &[f32], xq: &[i16], xs: &[f32], 
         return;
     }
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-    if gs.is_multiple_of(16) {
-        with_group_size!(matvec_q8_simd128, gs, (out, w, ws, xq, xs, gs));
+    if simd128::takes(gs) {
+        simd128::matvec(out, w, ws, &simd128::split_activations(xq), xs, gs);
         return;
     }
-    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-    let group_dot = group_dot_simd128;
-    #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
-    let group_dot = group_dot_scalar;
     for ((o, row), rs) in out
         .iter_mut()
         .zip(w.chunks_exact(n))
         .zip(ws.chunks_exact(n / gs))
     {
-        *o = row_q8(row, rs, xq, xs, gs, group_dot);
+        *o = row_q8(row, rs, xq, xs, gs, group_dot_scalar);
     }
 }
 
@@ -525,16 +288,40 @@ pub fn matmul_q8(out: &mut [f32], w: &[i8], ws: &[f32], xq: &[i16], xs: &[f32], 
         return matvec_q8(out, w, ws, xq, xs, gs);
     }
     assert!(w.len() == d * n && ws.len() * gs == w.len());
+    // The guest's kernel reads the inputs rearranged: once per input, not once per tile.
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    if simd128::takes(gs) {
+        let split: Vec<_> = xq.chunks_exact(n).map(simd128::split_activations).collect();
+        return for_each_tile(out, w, ws, xs, (n, d, groups), |o, rows, scales, b, s| {
+            simd128::matvec(o, rows, scales, &split[b], s, gs)
+        });
+    }
+    for_each_tile(out, w, ws, xs, (n, d, groups), |o, rows, scales, b, s| {
+        matvec_q8(o, rows, scales, &xq[b * n..(b + 1) * n], s, gs)
+    });
+}
+
+/// [`matmul_q8`]'s loop over `d` rows of `n` values (`groups` scales each): for each tile of
+/// rows, `product(o, rows, scales, b, xs_b)` for every input `b` in turn (its scales `xs_b`, its
+/// outputs `o` for those rows), so a weight row is read from memory once for the whole batch.
+fn for_each_tile(
+    out: &mut [f32],
+    w: &[i8],
+    ws: &[f32],
+    xs: &[f32],
+    (n, d, groups): (usize, usize, usize),
+    mut product: impl FnMut(&mut [f32], &[i8], &[f32], usize, &[f32]),
+) {
     let tile = crate::matvec::tile_rows(n);
     for r0 in (0..d).step_by(tile) {
         let r1 = (r0 + tile).min(d);
         let (rows, scales) = (&w[r0 * n..r1 * n], &ws[r0 * groups..r1 * groups]);
-        for ((o, q), s) in out
+        for (b, (o, s)) in out
             .chunks_exact_mut(d)
-            .zip(xq.chunks_exact(n))
             .zip(xs.chunks_exact(groups))
+            .enumerate()
         {
-            matvec_q8(&mut o[r0..r1], rows, scales, q, s, gs);
+            product(&mut o[r0..r1], rows, scales, b, s);
         }
     }
 }
