@@ -119,19 +119,12 @@ mod v4 {
 
 /// `ROWS` dot products against the same `x`, each bit-identical to [`dot_scalar`]: per row,
 /// `LANES / 4` 4-lane accumulators hold lanes `4v..4v+4` of the scalar definition.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-fn dot_block<const R: usize>(rows: [&[f32]; R], x: &[f32]) -> [f32; R] {
-    dot_block_one_pass(rows, x)
-}
-
-/// [`dot_block`] in one pass over each row, all `LANES / 4` accumulators per chunk.
 #[cfg(any(
     target_arch = "x86_64",
     all(target_arch = "wasm32", target_feature = "simd128")
 ))]
 #[inline(always)]
-fn dot_block_one_pass<const R: usize>(rows: [&[f32]; R], x: &[f32]) -> [f32; R] {
+fn dot_block<const R: usize>(rows: [&[f32]; R], x: &[f32]) -> [f32; R] {
     const NV: usize = LANES / 4;
     let n = x.len() / LANES * LANES;
     for row in &rows {
@@ -171,75 +164,6 @@ fn dot_block_one_pass<const R: usize>(rows: [&[f32]; R], x: &[f32]) -> [f32; R] 
         out[r] = sum;
     }
     out
-}
-
-/// The guest's `dot_block`: a row of at most [`TWO_PASS_MAX`] values in two passes, lanes
-/// `0..16` of every chunk, then lanes `16..32` (the row is in L1 by then); within a lane, the
-/// products in index order as [`dot_scalar`] adds them, so the same bits. Why: Cranelift
-/// places a loop body's arithmetic just before the back-edge that consumes it, after all of
-/// the body's loads, so every vector the body loads is live at once. The one-pass loop keeps
-/// 8 accumulators and 32 loaded vectors (two chunks per trip) live for 16 registers and
-/// spills most of them to the stack and back on every trip; a pass's trip loads 8 vectors
-/// into 4 accumulators, which fit. Longer rows keep the one pass: at 110M (rows of 768 and
-/// 2048 values, read from memory) two passes measured 3% fewer tokens per CPU second, in
-/// blocks of 16 chunks 8% fewer.
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-#[inline(always)]
-fn dot_block<const R: usize>(rows: [&[f32]; R], x: &[f32]) -> [f32; R] {
-    const HALF: usize = LANES / 8;
-    if x.len() > TWO_PASS_MAX {
-        return dot_block_one_pass(rows, x);
-    }
-    let n = x.len() / LANES * LANES;
-    for row in &rows {
-        assert_eq!(row.len(), x.len());
-    }
-    let mut out = [0.0f32; R];
-    for r in 0..R {
-        // SAFETY: n <= x.len() == rows[r].len() (checked above), a multiple of LANES.
-        let (low, high) = unsafe {
-            (
-                half_lanes::<0>(rows[r], x, n),
-                half_lanes::<{ LANES / 2 }>(rows[r], x, n),
-            )
-        };
-        let mut acc = [v4::zero(); LANES / 4];
-        acc[..HALF].copy_from_slice(&low);
-        acc[HALF..].copy_from_slice(&high);
-        let mut sum = reduce(v4::lanes(&acc));
-        for (w, x) in rows[r][n..].iter().zip(&x[n..]) {
-            sum += w * x;
-        }
-        out[r] = sum;
-    }
-    out
-}
-
-/// The longest row the guest's `dot_block` walks in two passes (15M's 288-wide products).
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-const TWO_PASS_MAX: usize = 512;
-
-/// Lanes `FIRST..FIRST + LANES / 2` of [`dot_scalar`]'s accumulators for `row . x` over the
-/// first `n` values, as `LANES / 8` vectors (returned by value: they stay in registers).
-///
-/// # Safety
-/// `row` and `x` hold at least `n` floats; `n` is a multiple of [`LANES`].
-#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-#[inline(always)]
-unsafe fn half_lanes<const FIRST: usize>(row: &[f32], x: &[f32], n: usize) -> [v4::V; LANES / 8] {
-    let mut acc = [v4::zero(); LANES / 8];
-    let mut k = FIRST;
-    while k < n {
-        // SAFETY: k + LANES / 2 <= n (k - FIRST a multiple of LANES below n).
-        unsafe {
-            for (v, acc) in acc.iter_mut().enumerate() {
-                let w = v4::load(row.as_ptr().add(k + 4 * v));
-                *acc = v4::mul_add(*acc, w, v4::load(x.as_ptr().add(k + 4 * v)));
-            }
-        }
-        k += LANES;
-    }
-    acc
 }
 
 #[cfg(not(any(

@@ -1,8 +1,8 @@
-"""The guest's f32 decode kernel paths against the native module's (AVX, itself checked bit for
-bit against the scalar definition by `cargo test`): rows of at most 512 values, which the guest
-walks in two passes (half the lanes each), and longer rows, walked in one; each with a tail
-after the last whole 32-value chunk. The logits at every position are compared bit for bit
-(a last-bit difference seldom moves a sampled token in f32), and the sampled tokens too."""
+"""The guest's f32 decode kernel against the native module's (AVX, itself checked bit for bit
+against the scalar definition by `cargo test`) on rows of odd widths, short and long, each
+with a tail after the last whole 32-value chunk. The logits at every position are compared bit
+for bit (a last-bit difference seldom moves a sampled token in f32), and the sampled tokens
+too."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from edgechain.service.engine import Engine, GenerationParams
 from edgechain.testing.synth import ModelShape, synthesize
 
 SHAPES = {
-    # dim 72 (two passes, tail 8), hidden 600 (w2's rows: one pass, tail 24), head size 18.
+    # dim 72 (tail 8), hidden 600 (w2's rows: tail 24), head size 18.
     "short dim, long hidden": ModelShape(72, 600, 2, 4, 2, 355, 64),
-    # dim 520 (one pass, tail 8), hidden 200 (w2's rows: two passes, tail 8), head size 130.
+    # dim 520 (tail 8), hidden 200 (w2's rows: tail 8), head size 130.
     "long dim, short hidden": ModelShape(520, 200, 1, 4, 4, 355, 64),
 }
 
