@@ -312,12 +312,6 @@ pub(crate) fn tile_rows(row_bytes: usize) -> usize {
 const TILE_R: usize = 2;
 #[cfg(target_arch = "x86_64")]
 const TILE_B: usize = 4;
-/// [`dot_tile_avx512`]'s tile: `2 R B` accumulators plus `2 B` input vectors and the loads
-/// fit AVX-512's 32 registers.
-#[cfg(target_arch = "x86_64")]
-const TILE_R_AVX512: usize = 2;
-#[cfg(target_arch = "x86_64")]
-const TILE_B_AVX512: usize = 4;
 
 /// `R x B` dot products (`R` rows against `B` inputs), each bit-identical to [`dot`]: the loop
 /// runs lane block by lane block (8 lanes at a time, [`lane_block_avx`]), and within a block
@@ -432,183 +426,43 @@ unsafe fn reduce_avx(a: [core::arch::x86_64::__m256; 4]) -> f32 {
     _mm_cvtss_f32(_mm_add_ss(pairs, _mm_movehdup_ps(pairs)))
 }
 
-/// A register tile kernel for [`matmul_tiles`]: `R x B` dot products, each bit-identical to
-/// [`dot`].
-#[cfg(target_arch = "x86_64")]
-trait TileKernel {
-    /// # Safety
-    /// The CPU must support the kernel's instructions.
-    unsafe fn tile<const R: usize, const B: usize>(
-        rows: [&[f32]; R],
-        xs: [&[f32]; B],
-    ) -> [[f32; B]; R];
-}
-
-/// [`dot_tile_avx`].
-#[cfg(target_arch = "x86_64")]
-struct Avx;
-
-#[cfg(target_arch = "x86_64")]
-impl TileKernel for Avx {
-    #[inline(always)]
-    unsafe fn tile<const R: usize, const B: usize>(
-        rows: [&[f32]; R],
-        xs: [&[f32]; B],
-    ) -> [[f32; B]; R] {
-        // SAFETY: the caller checked AVX.
-        unsafe { dot_tile_avx::<R, B>(rows, xs) }
-    }
-}
-
-/// [`dot_tile_avx512`].
-#[cfg(target_arch = "x86_64")]
-struct Avx512;
-
-#[cfg(target_arch = "x86_64")]
-impl TileKernel for Avx512 {
-    #[inline(always)]
-    unsafe fn tile<const R: usize, const B: usize>(
-        rows: [&[f32]; R],
-        xs: [&[f32]; B],
-    ) -> [[f32; B]; R] {
-        // SAFETY: the caller checked AVX-512F.
-        unsafe { dot_tile_avx512::<R, B>(rows, xs) }
-    }
-}
-
-/// `R x B` dot products, each bit-identical to [`dot`], with AVX-512: lane `j` of the scalar
-/// definition is lane `j` of the first (`j < 16`) or `j - 16` of the second 16-lane
-/// accumulator of its (row, input) pair, so the whole row is walked once with `2 R B`
-/// accumulators in registers (AVX-512 has 32), each summing `w[i] * x[i]` for
-/// `i = j (mod LANES)` in index order; then [`reduce_avx`] on the four 8-lane halves and the
-/// scalar tail.
-///
-/// # Safety
-/// The CPU must support AVX-512F.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[inline]
-unsafe fn dot_tile_avx512<const R: usize, const B: usize>(
-    rows: [&[f32]; R],
-    xs: [&[f32]; B],
-) -> [[f32; B]; R] {
-    use core::arch::x86_64::*;
-    let len = xs[0].len();
-    for s in rows.iter().chain(&xs) {
-        assert_eq!(s.len(), len);
-    }
-    let n = len / LANES * LANES;
-    let mut acc = [[[_mm512_setzero_ps(); 2]; B]; R];
-    let mut k = 0;
-    while k < n {
-        // SAFETY: k + LANES <= n, the length of every row and input at least.
-        unsafe {
-            let x: [[__m512; 2]; B] = std::array::from_fn(|b| {
-                let p = xs[b].as_ptr().add(k);
-                [_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16))]
-            });
-            for r in 0..R {
-                let p = rows[r].as_ptr().add(k);
-                // A hint only, as in dot_block_avx: the next rows' weights.
-                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(PREFETCH) as *const i8);
-                let w = [_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16))];
-                for b in 0..B {
-                    for h in 0..2 {
-                        acc[r][b][h] = _mm512_add_ps(acc[r][b][h], _mm512_mul_ps(w[h], x[b][h]));
-                    }
-                }
-            }
-        }
-        k += LANES;
-    }
-    let mut out = [[0.0f32; B]; R];
-    for r in 0..R {
-        for b in 0..B {
-            let [low, high] = acc[r][b];
-            let halves = |v: __m512| {
-                (
-                    _mm512_castps512_ps256(v),
-                    _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v))),
-                )
-            };
-            let ((a0, a1), (a2, a3)) = (halves(low), halves(high));
-            // SAFETY: AVX-512F implies AVX.
-            let mut sum = unsafe { reduce_avx([a0, a1, a2, a3]) };
-            for (w, x) in rows[r][n..].iter().zip(&xs[b][n..]) {
-                sum += w * x;
-            }
-            out[r][b] = sum;
-        }
-    }
-    out
-}
-
-/// [`matmul`] with AVX: [`matmul_tiles`] with [`dot_tile_avx`].
+/// [`matmul`] with AVX: per tile of rows, groups of [`TILE_B`] inputs and [`TILE_R`] rows
+/// through [`dot_tile_avx`], a leftover row through a 1-row tile, leftover inputs through
+/// [`matvec_avx`].
 ///
 /// # Safety
 /// The CPU must support AVX.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx")]
 unsafe fn matmul_avx(out: &mut [f32], w: &[f32], xs: &[f32], n: usize, d: usize) {
-    // SAFETY: the caller checked AVX.
-    unsafe { matmul_tiles::<Avx, TILE_R, TILE_B>(out, w, xs, n, d) }
-}
-
-/// [`matmul`] with AVX-512: [`matmul_tiles`] with [`dot_tile_avx512`].
-///
-/// # Safety
-/// The CPU must support AVX-512F.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn matmul_avx512(out: &mut [f32], w: &[f32], xs: &[f32], n: usize, d: usize) {
-    // SAFETY: the caller checked AVX-512F.
-    unsafe { matmul_tiles::<Avx512, TILE_R_AVX512, TILE_B_AVX512>(out, w, xs, n, d) }
-}
-
-/// The batched product's loops around a register tile: per tile of rows, groups of `B`
-/// inputs and `R` rows through `K::tile`, a leftover row through a 1-row tile, leftover inputs
-/// through [`matvec_avx`]. Inlined into each `target_feature` caller, so the kernel compiles
-/// with its instructions.
-///
-/// # Safety
-/// The CPU must support AVX and `K`'s instructions.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-unsafe fn matmul_tiles<K: TileKernel, const R: usize, const B: usize>(
-    out: &mut [f32],
-    w: &[f32],
-    xs: &[f32],
-    n: usize,
-    d: usize,
-) {
     let batch = xs.len() / n;
     let tile = tile_rows(n * 4);
     for r0 in (0..d).step_by(tile) {
         let r1 = (r0 + tile).min(d);
         let mut b0 = 0;
-        while b0 + B <= batch {
-            let mut x: [&[f32]; B] = [&[]; B];
+        while b0 + TILE_B <= batch {
+            let mut x: [&[f32]; TILE_B] = [&[]; TILE_B];
             for (b, x) in x.iter_mut().enumerate() {
                 *x = &xs[(b0 + b) * n..][..n];
             }
             let mut r = r0;
             while r < r1 {
-                // SAFETY (both calls): the caller checked the kernel's instructions.
-                if r + R <= r1 {
-                    let mut rows: [&[f32]; R] = [&[]; R];
+                // SAFETY (both calls): the caller checked AVX.
+                if r + TILE_R <= r1 {
+                    let mut rows: [&[f32]; TILE_R] = [&[]; TILE_R];
                     for (i, row) in rows.iter_mut().enumerate() {
                         *row = &w[(r + i) * n..][..n];
                     }
-                    let got = unsafe { K::tile::<R, B>(rows, x) };
+                    let got = unsafe { dot_tile_avx::<TILE_R, TILE_B>(rows, x) };
                     scatter(out, got, d, b0, r);
-                    r += R;
+                    r += TILE_R;
                 } else {
-                    let got = unsafe { K::tile::<1, B>([&w[r * n..][..n]], x) };
+                    let got = unsafe { dot_tile_avx::<1, TILE_B>([&w[r * n..][..n]], x) };
                     scatter(out, got, d, b0, r);
                     r += 1;
                 }
             }
-            b0 += B;
+            b0 += TILE_B;
         }
         for b in b0..batch {
             // SAFETY: the caller checked AVX.
@@ -626,9 +480,9 @@ unsafe fn matmul_tiles<K: TileKernel, const R: usize, const B: usize>(
 /// Stores a tile's results `got[i][b]` (row `r + i`, input `b0 + b`) into `out` (`batch x d`).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn scatter<const R: usize, const B: usize>(
+fn scatter<const R: usize>(
     out: &mut [f32],
-    got: [[f32; B]; R],
+    got: [[f32; TILE_B]; R],
     d: usize,
     b0: usize,
     r: usize,
@@ -659,12 +513,6 @@ pub fn matmul(out: &mut [f32], w: &[f32], xs: &[f32], batch: usize) {
     assert_eq!(w.len(), d * n, "matmul: weight shape mismatch");
     if n == 0 {
         out.fill(0.0);
-        return;
-    }
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx512f") {
-        // SAFETY: AVX-512F is present (checked just above).
-        unsafe { matmul_avx512(out, w, xs, n, d) };
         return;
     }
     #[cfg(target_arch = "x86_64")]
@@ -962,26 +810,6 @@ pub(crate) mod tests {
                 let mut portable = vec![f32::NAN; batch * rows];
                 matmul_portable(&mut portable, &w, &xs, cols, rows);
                 assert_same_bits(&portable, &out, format_args!("{batch} x {rows}x{cols}"));
-                // Each x86 tile kernel the CPU has, whichever `matmul` picks.
-                #[cfg(target_arch = "x86_64")]
-                for (name, present) in [
-                    ("avx", std::is_x86_feature_detected!("avx")),
-                    ("avx512f", std::is_x86_feature_detected!("avx512f")),
-                ] {
-                    if !present {
-                        continue;
-                    }
-                    let mut tiled = vec![f32::NAN; batch * rows];
-                    // SAFETY: the feature was detected just above.
-                    unsafe {
-                        match name {
-                            "avx" => matmul_avx(&mut tiled, &w, &xs, cols, rows),
-                            _ => matmul_avx512(&mut tiled, &w, &xs, cols, rows),
-                        }
-                    }
-                    let what = format_args!("{name}: {batch} x {rows}x{cols}");
-                    assert_same_bits(&tiled, &out, what);
-                }
                 for b in 0..batch {
                     let mut single = vec![f32::NAN; rows];
                     matvec(&mut single, &w, &xs[b * cols..][..cols]);
