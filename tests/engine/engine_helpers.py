@@ -8,7 +8,7 @@ from pathlib import Path
 from network_cli_helpers import run_edgechain
 
 from edgechain.service.engine import Engine, GenerationParams
-from edgechain.service.engine.base import ModelInfo
+from edgechain.service.engine.base import LoadedModel, ModelInfo
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAMPLING_PROMPT = "Once upon a time"
@@ -60,6 +60,16 @@ def sampled_ids(engine: Engine, path: Path, seed: int, prompt: str) -> list[int]
     with engine.load_files(path, None) as model:
         params = GenerationParams(temperature=1.0, top_p=1.0, seed=seed, max_positions=60)
         return [t.id for t in model.generate(prompt, params)]
+
+
+def kernel_check_runs(model: LoadedModel) -> list[list[int]]:
+    """The tokens of one greedy and two sampled generations (seeds 2, 3; 64 positions) of
+    ``model``: the kernel tests compare them across engines."""
+    runs = []
+    for temperature, seed in ((0.0, 1), (1.0, 2), (1.0, 3)):
+        params = GenerationParams(temperature=temperature, seed=seed, max_positions=64)
+        runs.append([t.id for t in model.generate("Once upon a time", params)])
+    return runs
 
 
 def assert_engines_sample_alike(

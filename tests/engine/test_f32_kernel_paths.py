@@ -10,8 +10,9 @@ import struct
 from pathlib import Path
 
 import pytest
+from engine_helpers import kernel_check_runs
 
-from edgechain.service.engine import Engine, GenerationParams
+from edgechain.service.engine import Engine
 from edgechain.testing.synth import ModelShape, synthesize
 
 SHAPES = {
@@ -31,10 +32,7 @@ def test_wasm_and_native_f32_kernels_agree(
     runs = {}
     for engine in (wasm_engine, native_engine):
         with engine.load_files(weights, tok) as model:
-            tokens = []
-            for temperature, seed in ((0.0, 1), (1.0, 2), (1.0, 3)):
-                params = GenerationParams(temperature=temperature, seed=seed, max_positions=64)
-                tokens.append([t.id for t in model.generate("Once upon a time", params)])
+            tokens = kernel_check_runs(model)
             ids = [1, *range(3, 3 + 47)]
             rows = model.position_logits(ids)
             runs[engine.kind] = tokens, [struct.pack(f"<{len(r)}f", *r) for r in rows]
