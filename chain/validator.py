@@ -153,6 +153,7 @@ class Validator:
         self.messages: CertifiedMessages | None = None
         #: The phases of this validator's latest answers, by block hash (:meth:`answer_times`).
         self._answer_times: OrderedDict[bytes, VoteTimes] = OrderedDict()
+        self._times_lock = threading.Lock()
 
     # --- replicas -------------------------------------------------------------------------
 
@@ -214,13 +215,13 @@ class Validator:
         """Where this validator's answer to the proposal of ``block_hash`` went (benchmarks
         read it); None when it was not asked, or answered too long ago (the last
         :data:`KEPT_ANSWER_TIMES` are kept)."""
-        with self._abandoned_lock:
+        with self._times_lock:
             return self._answer_times.get(block_hash)
 
     def _remember_times(self, times: VoteTimes) -> None:
         # Keyed by block: answers to proposals on other chains, in other threads, do not
         # overwrite each other.
-        with self._abandoned_lock:
+        with self._times_lock:
             self._answer_times[times.block_hash] = times
             while len(self._answer_times) > KEPT_ANSWER_TIMES:
                 self._answer_times.popitem(last=False)
