@@ -196,12 +196,13 @@ class Validator:
             raise ValidatorUnreachable(f"{self.name} is unreachable")
         asked = time.perf_counter()
         with self._lock:
-            phases: dict[str, Any] = {}
+            phases: dict[str, float] = {}
+            calls: list[OracleCall] = []
             try:
-                votes = self._vote(proposal, phases)
+                votes = self._vote(proposal, phases, calls)
             finally:
                 answered = time.perf_counter()
-                oracle = tuple(call.phases for call in phases.pop("oracle", ()))
+                oracle = tuple(call.phases for call in calls)
                 self._remember_times(
                     VoteTimes(proposal.block_hash, asked, answered, **phases, oracle=oracle)
                 )
@@ -226,9 +227,11 @@ class Validator:
             while len(self._answer_times) > KEPT_ANSWER_TIMES:
                 self._answer_times.popitem(last=False)
 
-    def _vote(self, proposal: Proposal, phases: dict[str, Any]) -> list[Vote]:
+    def _vote(
+        self, proposal: Proposal, phases: dict[str, float], calls: list[OracleCall]
+    ) -> list[Vote]:
         """The checks, execution and votes of :meth:`handle_proposal`; ``phases`` gets the
-        fields of its :class:`VoteTimes`."""
+        seconds fields of its :class:`VoteTimes`, ``calls`` each oracle call made."""
         block = proposal.block
         replica = self._replicas.get(block.chain_id)
         if replica is None:
@@ -252,7 +255,6 @@ class Validator:
         self._check_messages(proposal)
         abandoned = self._abandon_event(block_hash)
         started = time.perf_counter()
-        phases["oracle"] = calls = []
         self._check_oracle_responses(block.chain_id, block.operations, abandoned, calls)
         checked = time.perf_counter()
         phases["checks_s"] = checked - started
