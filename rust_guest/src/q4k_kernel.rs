@@ -310,19 +310,57 @@ unsafe fn tile_avx2<const G: usize>(tile: &[u8], x8: &[i8], xs: &[f32], sums: &[
     _mm256_storeu_ps(out.as_mut_ptr(), _mm256_sub_ps(val, c));
     out
 }
-/// Rows `r0..r0 + out.len()` of `m` times one input (`xq`, scales `xs`, group sums `sums`;
-/// `x8` the same activations as int8 where the AVX2 path runs, else empty).
-fn matvec(
-    out: &mut [f32],
-    m: &PackedQ4K,
-    r0: usize,
-    xq: &[i16],
-    x8: &[i8],
-    xs: &[f32],
-    sums: &[f32],
-) {
+/// Quantized inputs as the kernels read them: `xq` the activations (`batch x cols`), `xs` their
+/// scales (one per group), `sums` per group `sum(xq) as f32 * xs`, and `x8` the activations as
+/// [`kernel_bytes`] gives them (empty where the AVX2 kernel does not run).
+#[derive(Clone, Copy)]
+pub struct Inputs<'a> {
+    pub xq: &'a [i16],
+    pub x8: &'a [i8],
+    pub xs: &'a [f32],
+    pub sums: &'a [f32],
+}
+
+impl<'a> Inputs<'a> {
+    /// Input `b` of inputs of `n` activations in `groups` groups each.
+    fn one(&self, b: usize, n: usize, groups: usize) -> Inputs<'a> {
+        Inputs {
+            xq: &self.xq[b * n..][..n],
+            x8: if self.x8.is_empty() {
+                self.x8
+            } else {
+                &self.x8[b * n..][..n]
+            },
+            xs: &self.xs[b * groups..][..groups],
+            sums: &self.sums[b * groups..][..groups],
+        }
+    }
+}
+
+/// The activations `xq` as int8, the form the AVX2 kernel reads (runq.c's quantization keeps
+/// them in -127..=127, so the conversion is exact), or empty where that kernel does not run.
+/// Computed once per input and shared by every product that reads it.
+pub fn kernel_bytes(xq: &[i16]) -> Vec<i8> {
+    if avx2() {
+        xq.iter().map(|&v| v as i8).collect()
+    } else {
+        Vec::new()
+    }
+}
+
+/// Whether the AVX2 kernel runs here.
+fn avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return std::is_x86_feature_detected!("avx2");
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// Rows `r0..r0 + out.len()` of `m` times one input.
+fn matvec(out: &mut [f32], m: &PackedQ4K, r0: usize, input: Inputs) {
+    let Inputs { xq, x8, xs, sums } = input;
     let gs = xq.len() / xs.len();
-    if x8.is_empty() || !(gs == 16 || gs == 32) {
+    if x8.is_empty() || !(gs == 16 || gs == 32) || !avx2() {
         for (i, o) in out.iter_mut().enumerate() {
             *o = row_scalar(m, r0 + i, xq, xs, sums, gs);
         }
@@ -336,7 +374,7 @@ fn matvec(
         for t in r0 / TILE..r1.div_ceil(TILE) {
             let tile = m.tile(t);
             let eight = if gs == 16 {
-                // SAFETY: x8 is filled only when AVX2 is present; lengths as asserted there.
+                // SAFETY: AVX2 is present (checked above); lengths as asserted there.
                 unsafe { tile_avx2::<16>(tile, x8, xs, sums) }
             } else {
                 // SAFETY: as above.
@@ -349,25 +387,18 @@ fn matvec(
 }
 
 /// `out[b] = W x[b]` for rows `r0..r0 + out.len() / batch` of the packed Q4_K matrix `m` and
-/// `batch` quantized inputs (`xq`: `batch x cols` activations, `xs` their scales, one per
-/// group of `gs`; `sums`: per group `sum(xq) as f32 * xs`), bit for bit the decoded int8 path's
+/// `batch` quantized `inputs`, bit for bit the decoded int8 path's
 /// (see the module's comment). Rows are taken in tiles, each tile for every input in turn, so a
 /// weight row is read from memory once for the whole batch.
 ///
 /// # Panics
 /// If the shapes do not match, or `gs` does not divide 32.
-pub fn matmul_q4k(
-    out: &mut [f32],
-    m: &PackedQ4K,
-    r0: usize,
-    xq: &[i16],
-    xs: &[f32],
-    sums: &[f32],
-    batch: usize,
-) {
+pub fn matmul_q4k(out: &mut [f32], m: &PackedQ4K, r0: usize, inputs: Inputs, batch: usize) {
     let batch = batch.max(1);
     let n = m.cols;
+    let Inputs { xq, x8, xs, sums } = inputs;
     assert!(xq.len() == batch * n && sums.len() == xs.len() && out.len().is_multiple_of(batch));
+    assert!(x8.is_empty() || x8.len() == xq.len());
     let rows = out.len() / batch;
     assert!(r0 + rows <= m.rows);
     if rows == 0 {
@@ -376,15 +407,6 @@ pub fn matmul_q4k(
     let groups = xs.len() / batch;
     assert!(groups > 0 && groups * batch == xs.len() && n.is_multiple_of(groups));
     assert!(Q4_K_GROUP.is_multiple_of(n / groups));
-    #[cfg(target_arch = "x86_64")]
-    let x8: Vec<i8> = if std::is_x86_feature_detected!("avx2") {
-        // The activations are -127..=127 (runq.c's quantization): int8 exactly.
-        xq.iter().map(|&v| v as i8).collect()
-    } else {
-        Vec::new()
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let x8: Vec<i8> = Vec::new();
     // Tiles of whole 8-row tiles, each for every input in turn.
     let tile = crate::matvec::tile_rows(m.row_bytes()).next_multiple_of(TILE);
     let mut t0 = 0;
@@ -392,20 +414,8 @@ pub fn matmul_q4k(
         // Tile boundaries on the matrix's 8-row tiles (absolute rows).
         let t1 = ((r0 + t0) / TILE * TILE + tile - r0).min(rows);
         for b in 0..batch {
-            let x8 = if x8.is_empty() {
-                &x8[..]
-            } else {
-                &x8[b * n..][..n]
-            };
-            matvec(
-                &mut out[b * rows + t0..b * rows + t1],
-                m,
-                r0 + t0,
-                &xq[b * n..][..n],
-                x8,
-                &xs[b * groups..][..groups],
-                &sums[b * groups..][..groups],
-            );
+            let input = inputs.one(b, n, groups);
+            matvec(&mut out[b * rows + t0..b * rows + t1], m, r0 + t0, input);
         }
         t0 = t1;
     }
@@ -445,7 +455,14 @@ mod tests {
                 .map(|(q, s)| q.iter().map(|&v| i32::from(v)).sum::<i32>() as f32 * s)
                 .collect();
             let mut out = vec![f32::NAN; rows];
-            matmul_q4k(&mut out, &m, 0, &xq, &xs, &sums, 1);
+            let x8 = kernel_bytes(&xq);
+            let inputs = Inputs {
+                xq: &xq,
+                x8: &x8,
+                xs: &xs,
+                sums: &sums,
+            };
+            matmul_q4k(&mut out, &m, 0, inputs, 1);
             for (r, o) in out.iter().enumerate() {
                 let want = row_scalar(&m, r, &xq, &xs, &sums, gs);
                 assert_eq!(

@@ -21,7 +21,7 @@ use crate::error::{EngineError, Result};
 use crate::matvec::{dot, matmul};
 use crate::model_parts::ModelHyper;
 use crate::parallel::Threads;
-use crate::q4k_kernel::{matmul_q4k, PackedQ4K};
+use crate::q4k_kernel::{kernel_bytes, matmul_q4k, Inputs, PackedQ4K};
 use crate::q8::{matmul_q8, quantize_activations};
 use crate::sampler::softmax;
 use crate::weights::{with_f32, with_i8, LayerExtras, LayerMatrix, Matrix, TransformerWeights};
@@ -214,20 +214,35 @@ fn with_weights<R>(w: &Matrix, f: impl FnOnce(Weights) -> R) -> Result<R> {
     }
 }
 
+/// What a product reads of its input besides the activations, derived once per input (before
+/// a parallel region shares it): the group sums (weights with offsets: Q4_K) and the int8
+/// bytes (the packed Q4_K kernel); empty where these weights do not read them.
+#[derive(Clone, Copy, Default)]
+struct Derived<'q> {
+    sums: &'q [f32],
+    bytes: &'q [i8],
+}
+
 impl Weights<'_> {
-    /// The input's group sums when these weights have offsets (Q4_K), else nothing.
-    fn sums<'q>(&self, input: &'q Quantized) -> &'q [f32] {
+    /// What these weights read of `input` besides its activations.
+    fn derived<'q>(&self, input: &'q Quantized) -> Derived<'q> {
         match self {
             Weights::Q8 {
                 offsets: Some(_), ..
-            }
-            | Weights::Q4K(_) => input.sums(),
-            _ => &[],
+            } => Derived {
+                sums: input.sums(),
+                bytes: &[],
+            },
+            Weights::Q4K(_) => Derived {
+                sums: input.sums(),
+                bytes: input.bytes(),
+            },
+            _ => Derived::default(),
         }
     }
 
     /// Rows `r0..r0 + rows` of `W x[b]` into `o` (`batch x rows`); `n` is a row's length,
-    /// `sums` [`Weights::sums`] of the input. The same kernel per row whatever the range.
+    /// `derived` [`Weights::derived`] of the input. The same kernel per row whatever the range.
     #[allow(clippy::too_many_arguments)]
     fn rows(
         &self,
@@ -237,9 +252,10 @@ impl Weights<'_> {
         n: usize,
         input: (&[f32], &[i16], &[f32]),
         batch: usize,
-        sums: &[f32],
+        derived: Derived,
     ) {
         let (x, xq, xs) = input;
+        let Derived { sums, bytes } = derived;
         match *self {
             Weights::F32(w) => matmul(o, &w[r0 * n..(r0 + rows) * n], x, batch),
             Weights::Q8 {
@@ -260,7 +276,13 @@ impl Weights<'_> {
             }
             Weights::Q4K(p) => {
                 debug_assert_eq!(o.len(), rows * batch.max(1));
-                matmul_q4k(o, p, r0, xq, xs, sums, batch)
+                let inputs = Inputs {
+                    xq,
+                    x8: bytes,
+                    xs,
+                    sums,
+                };
+                matmul_q4k(o, p, r0, inputs, batch)
             }
         }
     }
@@ -280,9 +302,9 @@ fn linear(
     let (xq, xs) = (input.xq, input.xs);
     let n = x.len() / batch.max(1);
     with_weights(w, |w| {
-        let sums = w.sums(input);
+        let derived = w.derived(input);
         threads.split_rows(out, batch, n, |r0, rows, o| {
-            w.rows(o, r0, rows, n, (x, xq, xs), batch, sums)
+            w.rows(o, r0, rows, n, (x, xq, xs), batch, derived)
         })
     })
 }
@@ -301,9 +323,9 @@ fn linear3(
         with_weights(ws[1], |b| {
             with_weights(ws[2], |c| {
                 let ws = [a, b, c];
-                let sums = ws.map(|w| w.sums(input));
+                let derived = ws.map(|w| w.derived(input));
                 threads.split_rows_many(outs, n, |i, r0, rows, o| {
-                    ws[i].rows(o, r0, rows, n, (x, xq, xs), 1, sums[i])
+                    ws[i].rows(o, r0, rows, n, (x, xq, xs), 1, derived[i])
                 })
             })
         })
@@ -327,7 +349,7 @@ fn swiglu(
     let (n, xq, xs) = (x.len(), input.xq, input.xs);
     with_weights(w1, |a| {
         with_weights(w3, |b| {
-            let (sa, sb) = (a.sums(input), b.sums(input));
+            let (sa, sb) = (a.derived(input), b.derived(input));
             threads.split_rows_pair(hb, hb2, n, |r0, rows, g, u| {
                 a.rows(g, r0, rows, n, (x, xq, xs), 1, sa);
                 b.rows(u, r0, rows, n, (x, xq, xs), 1, sb);
@@ -355,12 +377,13 @@ fn with_optional_f32<R>(t: Option<&Tensor>, f: impl FnOnce(Option<&[f32]>) -> R)
 }
 
 /// A [`prepare`]d input of the matrix products: its quantized activations and scales, and
-/// their group sums once a matrix with offsets (Q4_K) asks, computed once for all the products
-/// sharing the input (wq/wk/wv, w1/w3).
+/// what some kernels derive from them (group sums, int8 bytes) once a matrix asks, computed
+/// once for all the products sharing the input (wq/wk/wv, w1/w3).
 struct Quantized<'a> {
     xq: &'a [i16],
     xs: &'a [f32],
     sums: std::cell::OnceCell<Vec<f32>>,
+    bytes: std::cell::OnceCell<Vec<i8>>,
 }
 
 impl<'a> Quantized<'a> {
@@ -369,11 +392,16 @@ impl<'a> Quantized<'a> {
             xq,
             xs,
             sums: std::cell::OnceCell::new(),
+            bytes: std::cell::OnceCell::new(),
         }
     }
 
     fn sums(&self) -> &[f32] {
         self.sums.get_or_init(|| group_sums(self.xq, self.xs))
+    }
+
+    fn bytes(&self) -> &[i8] {
+        self.bytes.get_or_init(|| kernel_bytes(self.xq))
     }
 }
 
