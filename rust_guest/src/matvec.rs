@@ -4,8 +4,8 @@
 //! matrix-vector products bound by memory bandwidth. Each row is summed in [`LANES`] independent
 //! lane accumulators (`acc[j] += w[k + j] * x[k + j]` over chunks of `LANES`), then the lanes are
 //! added in a fixed tree, then the scalar tail in order. [`dot_scalar`] is that definition in
-//! plain Rust; the SIMD paths (SSE or AVX natively, simd128 in the wasm32 guest) compute exactly
-//! the same operations in the same order. No FMA and no reassociation (Rust never contracts or
+//! plain Rust; the SIMD paths (SSE, AVX or AVX-512F natively, simd128 in the wasm32 guest)
+//! compute exactly the same operations in the same order. No FMA and no reassociation (Rust never contracts or
 //! reorders float operations), so the result is the same bits on every target: wasm and native
 //! logits are identical.
 //!
@@ -277,12 +277,9 @@ pub fn matvec(out: &mut [f32], w: &[f32], x: &[f32]) {
         out.fill(0.0);
         return;
     }
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx512f") {
-        // SAFETY: AVX-512F is present (checked just above); the shape was checked above.
-        unsafe { avx512::matvec_avx512(out, w, x) };
-        return;
-    }
+    // AVX even where AVX-512F exists: a decode streams each matrix from memory once, and the
+    // 16-lane path (`avx512::matvec_avx512`) decoded 4-12% slower in CPU time (its 64-byte
+    // loads split cache lines on the loader's 16-byte-aligned buffers; docs/toolchain.md).
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx") {
         // SAFETY: AVX is present (checked just above).
@@ -514,8 +511,9 @@ fn scatter<const R: usize>(
 /// `batch x d` (row-major), for a row-major `W` of `d x n` floats. Each output element is
 /// bit-for-bit [`matvec`]'s for that input. The rows are walked in tiles of [`TILE_BYTES`]
 /// that stay cached across the batch, so each weight is read from memory once per call. With
-/// AVX, `dot_tile_avx` also multiplies each loaded weight vector into several inputs'
-/// accumulators (keeping every lane's order); elsewhere (the guest) [`matmul_v4`] does the
+/// AVX-512F (`avx512::matmul_avx512`, checked first) or AVX (`dot_tile_avx`), a register tile
+/// also multiplies each loaded weight vector into several inputs' accumulators (keeping every
+/// lane's order); elsewhere (the guest) [`matmul_v4`] does the
 /// same with 4-lane vectors, one lane group at a time (Cranelift's register budget).
 ///
 /// # Panics

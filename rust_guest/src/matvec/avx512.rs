@@ -1,5 +1,5 @@
-//! The f32 kernels with AVX-512F (x86_64, chosen at run time before the AVX path): the same
-//! operations in the same order as [`super::dot_scalar`], 16 lanes per instruction.
+//! The batched f32 product with AVX-512F (x86_64, chosen at run time before the AVX path):
+//! the same operations in the same order as [`super::dot_scalar`], 16 lanes per instruction.
 //!
 //! A row's [`LANES`] = 32 lane accumulators are two 16-lane registers: lane `j` of the scalar
 //! definition is lane `j` of the first (`j < 16`) or lane `j - 16` of the second, each summing
@@ -70,7 +70,9 @@ unsafe fn dot_row(row: &[f32], x: &[f32]) -> f32 {
     sum
 }
 
-/// [`super::matvec`] with AVX-512F: `out = W x`, one row at a time (see [`super::ROWS`]).
+/// `out = W x` with AVX-512F, one row at a time (see [`super::ROWS`]): the batched product's
+/// leftover inputs, on a row tile still in cache. Not the decode's: streaming from memory it
+/// was slower than the AVX path (see [`super::matvec`]).
 ///
 /// # Safety
 /// The CPU must support AVX-512F; `w.len() == out.len() * x.len()` and `x` is not empty.
