@@ -167,10 +167,17 @@ pub(super) unsafe fn matmul_avx512(out: &mut [f32], w: &[f32], xs: &[f32], n: us
         let r1 = (r0 + tile).min(d);
         let mut b0 = 0;
         while b0 + TILE_B <= batch {
-            let x: [&[f32]; TILE_B] = std::array::from_fn(|b| &xs[(b0 + b) * n..][..n]);
+            // Plain loops, not `array::from_fn` (its closure stayed a call per tile).
+            let mut x: [&[f32]; TILE_B] = [&[]; TILE_B];
+            for (b, x) in x.iter_mut().enumerate() {
+                *x = &xs[(b0 + b) * n..][..n];
+            }
             let mut r = r0;
             while r + TILE_R <= r1 {
-                let rows: [&[f32]; TILE_R] = std::array::from_fn(|i| &w[(r + i) * n..][..n]);
+                let mut rows: [&[f32]; TILE_R] = [&[]; TILE_R];
+                for (i, row) in rows.iter_mut().enumerate() {
+                    *row = &w[(r + i) * n..][..n];
+                }
                 // SAFETY: the caller checked AVX-512F.
                 let got = unsafe { dot_tile::<TILE_R, TILE_B>(rows, x) };
                 scatter(out, got, d, b0, r);
