@@ -4,14 +4,17 @@
 //! matrix-vector products bound by memory bandwidth. Each row is summed in [`LANES`] independent
 //! lane accumulators (`acc[j] += w[k + j] * x[k + j]` over chunks of `LANES`), then the lanes are
 //! added in a fixed tree, then the scalar tail in order. [`dot_scalar`] is that definition in
-//! plain Rust; the SIMD paths (SSE or AVX natively, simd128 in the wasm32 guest) compute exactly
-//! the same operations in the same order. No FMA and no reassociation (Rust never contracts or
+//! plain Rust; the SIMD paths (SSE, AVX or AVX-512F natively, simd128 in the wasm32 guest)
+//! compute exactly the same operations in the same order. No FMA and no reassociation (Rust never contracts or
 //! reorders float operations), so the result is the same bits on every target: wasm and native
 //! logits are identical.
 //!
 //! Measured choices (docs/toolchain.md, Performance): 32 lanes (8 simd128 or 4 AVX accumulators
 //! per row) beat 8 and 16 in the guest; [`ROWS`] = 1, because walking 4 rows at once (sharing
 //! the loads of `x`) halved the native streaming bandwidth and did not help the guest.
+
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 
 /// Accumulator lanes per row: 8 f32x4 (SSE, simd128) or 4 f32x8 (AVX) registers.
 pub const LANES: usize = 32;
@@ -274,12 +277,22 @@ pub fn matvec(out: &mut [f32], w: &[f32], x: &[f32]) {
         out.fill(0.0);
         return;
     }
+    // AVX even where AVX-512F exists: a decode streams each matrix from memory once, and the
+    // 16-lane path (`avx512::matvec_avx512`) decoded 4-12% slower in CPU time (its 64-byte
+    // loads split cache lines on the loader's 16-byte-aligned buffers; docs/toolchain.md).
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx") {
         // SAFETY: AVX is present (checked just above).
         unsafe { matvec_avx(out, w, x) };
         return;
     }
+    matvec_portable(out, w, x);
+}
+
+/// [`matvec`] without AVX: [`dot_block`] (SSE natively, simd128 in the guest) over blocks of
+/// [`ROWS`] rows. `x` is not empty and `w` holds `out.len()` rows of `x.len()` floats.
+fn matvec_portable(out: &mut [f32], w: &[f32], x: &[f32]) {
+    let d = x.len();
     let mut blocks = w.chunks_exact(ROWS * d);
     let mut outs = out.chunks_exact_mut(ROWS);
     for (o, block) in (&mut outs).zip(&mut blocks) {
@@ -498,8 +511,9 @@ fn scatter<const R: usize>(
 /// `batch x d` (row-major), for a row-major `W` of `d x n` floats. Each output element is
 /// bit-for-bit [`matvec`]'s for that input. The rows are walked in tiles of [`TILE_BYTES`]
 /// that stay cached across the batch, so each weight is read from memory once per call. With
-/// AVX, `dot_tile_avx` also multiplies each loaded weight vector into several inputs'
-/// accumulators (keeping every lane's order); elsewhere (the guest) [`matmul_v4`] does the
+/// AVX-512F (`avx512::matmul_avx512`, checked first) or AVX (`dot_tile_avx`), a register tile
+/// also multiplies each loaded weight vector into several inputs' accumulators (keeping every
+/// lane's order); elsewhere (the guest) [`matmul_v4`] does the
 /// same with 4-lane vectors, one lane group at a time (Cranelift's register budget).
 ///
 /// # Panics
@@ -513,6 +527,12 @@ pub fn matmul(out: &mut [f32], w: &[f32], xs: &[f32], batch: usize) {
     assert_eq!(w.len(), d * n, "matmul: weight shape mismatch");
     if n == 0 {
         out.fill(0.0);
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") {
+        // SAFETY: AVX-512F is present (checked just above); the shapes were checked above.
+        unsafe { avx512::matmul_avx512(out, w, xs, n, d) };
         return;
     }
     #[cfg(target_arch = "x86_64")]
@@ -735,40 +755,99 @@ pub(crate) mod tests {
         assert_eq!(bits(got), bits(want), "{what}");
     }
 
-    /// The (rows, cols) the f32 kernels are checked on: one lane, partial lanes, whole
-    /// 8-lane blocks, remainders, and more rows than one tile.
-    const SHAPES: [(usize, usize); 11] = [
+    /// The (rows, cols) the f32 kernels are checked on: one lane, partial lanes (below 32,
+    /// and tails after whole 32-lane chunks), whole 8- and 16-lane blocks, long rows, row
+    /// counts that are not a multiple of any tile, and more rows than one tile.
+    const SHAPES: [(usize, usize); 15] = [
         (1, 1),
         (3, 5),
         (4, 8),
         (7, 13),
+        (2, 16),
         (9, 64),
         (17, 288),
         (6, 1376),
         (300, 37),
         (5, 31),
         (9, 95),
+        (3, 33),
+        (11, 47),
+        (2, 2047),
         (301, 288),
     ];
 
+    /// The x86 instruction sets the f32 kernels have a path for, and whether this CPU has
+    /// each (the portable path needs none).
+    fn x86_features() -> Vec<(&'static str, bool)> {
+        #[cfg(target_arch = "x86_64")]
+        return vec![
+            ("avx", std::is_x86_feature_detected!("avx")),
+            ("avx512f", std::is_x86_feature_detected!("avx512f")),
+        ];
+        #[cfg(not(target_arch = "x86_64"))]
+        return Vec::new();
+    }
+
+    /// A named kernel path and whether this CPU can run it.
+    type Paths<K> = Vec<(&'static str, bool, K)>;
+
+    /// Runs `check` with every path of `paths` this CPU has, then asserts that exactly those
+    /// ran (the portable one always, each x86 one where the CPU has its instructions) and
+    /// prints the ones it could not run: a missing AVX-512 is a property of the CPU, not a
+    /// skip, so the other paths are still compared and the report says what was not.
+    fn run_paths<K: Copy>(what: &str, paths: &Paths<K>, mut check: impl FnMut(&str, K)) {
+        let mut ran = Vec::new();
+        for &(name, present, kernel) in paths {
+            if present {
+                check(name, kernel);
+                ran.push(name);
+            }
+        }
+        let mut expected = vec!["portable"];
+        expected.extend(x86_features().into_iter().filter(|f| f.1).map(|f| f.0));
+        assert_eq!(ran, expected, "{what}: the paths this CPU has");
+        let absent: Vec<&str> = paths.iter().filter(|p| !p.1).map(|p| p.0).collect();
+        eprintln!("{what}: compared {ran:?}; not on this CPU: {absent:?}");
+    }
+
+    type MatvecKernel = fn(&mut [f32], &[f32], &[f32]);
+
+    /// Every decode path, `matvec`'s dispatch first.
+    fn matvec_paths() -> Paths<MatvecKernel> {
+        let mut paths: Paths<MatvecKernel> = vec![("portable", true, matvec_portable)];
+        #[cfg(target_arch = "x86_64")]
+        for (name, present) in x86_features() {
+            let kernel: MatvecKernel = match name {
+                // SAFETY (both): run_paths calls a kernel only where `present`.
+                "avx" => |o, w, x| unsafe { matvec_avx(o, w, x) },
+                _ => |o, w, x| unsafe { avx512::matvec_avx512(o, w, x) },
+            };
+            paths.push((name, present, kernel));
+        }
+        paths
+    }
+
     #[test]
-    fn matvec_rows_match_dot_bit_for_bit() {
+    fn every_matvec_path_matches_the_definition_bit_for_bit() {
         let mut seed = 7;
         for (rows, cols) in SHAPES {
             let w: Vec<f32> = (0..rows * cols).map(|_| lcg(&mut seed)).collect();
             let x: Vec<f32> = (0..cols).map(|_| lcg(&mut seed)).collect();
-            let mut out = vec![f32::NAN; rows];
-            matvec(&mut out, &w, &x);
-            for (r, o) in out.iter().enumerate() {
+            let want: Vec<f32> = w.chunks_exact(cols).map(|r| dot_scalar(r, &x)).collect();
+            for (r, o) in want.iter().enumerate() {
                 let row = &w[r * cols..][..cols];
-                assert_eq!(
-                    o.to_bits(),
-                    dot(row, &x).to_bits(),
-                    "row {r} of {rows}x{cols}"
-                );
+                assert_eq!(o.to_bits(), dot(row, &x).to_bits(), "dot, {rows}x{cols}");
                 let naive: f64 = row.iter().zip(&x).map(|(a, b)| *a as f64 * *b as f64).sum();
                 assert!((*o as f64 - naive).abs() < 1e-4, "{o} vs {naive}");
             }
+            let mut out = vec![f32::NAN; rows];
+            matvec(&mut out, &w, &x);
+            assert_same_bits(&out, &want, format_args!("matvec, {rows}x{cols}"));
+            run_paths("matvec", &matvec_paths(), |name, kernel| {
+                let mut out = vec![f32::NAN; rows];
+                kernel(&mut out, &w, &x);
+                assert_same_bits(&out, &want, format_args!("{name}, {rows}x{cols}"));
+            });
         }
     }
 
@@ -797,29 +876,44 @@ pub(crate) mod tests {
         assert_eq!(dot_scalar(&a, &b).to_bits(), expected.to_bits());
     }
 
+    type MatmulKernel = fn(&mut [f32], &[f32], &[f32], usize, usize);
+
+    /// Every batched path (`out, w, xs, n, d`).
+    fn matmul_paths() -> Paths<MatmulKernel> {
+        let mut paths: Paths<MatmulKernel> = vec![("portable", true, matmul_portable)];
+        #[cfg(target_arch = "x86_64")]
+        for (name, present) in x86_features() {
+            let kernel: MatmulKernel = match name {
+                // SAFETY (both): run_paths calls a kernel only where `present`.
+                "avx" => |o, w, xs, n, d| unsafe { matmul_avx(o, w, xs, n, d) },
+                _ => |o, w, xs, n, d| unsafe { avx512::matmul_avx512(o, w, xs, n, d) },
+            };
+            paths.push((name, present, kernel));
+        }
+        paths
+    }
+
     #[test]
-    fn matmul_rows_match_matvec_bit_for_bit() {
+    fn every_matmul_path_matches_the_definition_bit_for_bit() {
         let mut seed = 11;
         for (rows, cols) in SHAPES {
             let w: Vec<f32> = (0..rows * cols).map(|_| lcg(&mut seed)).collect();
-            for batch in [1, 2, 3, 4, 5, 7, 9, 16, 32] {
+            for batch in 1..=33 {
                 let xs: Vec<f32> = (0..batch * cols).map(|_| lcg(&mut seed)).collect();
+                // Input b's outputs are the definition's dot products of every row with it.
+                let want: Vec<f32> = xs
+                    .chunks_exact(cols)
+                    .flat_map(|x| w.chunks_exact(cols).map(|r| dot_scalar(r, x)))
+                    .collect();
                 let mut out = vec![f32::NAN; batch * rows];
                 matmul(&mut out, &w, &xs, batch);
-                // The path without AVX (the guest's) gives the same bits as well.
-                let mut portable = vec![f32::NAN; batch * rows];
-                matmul_portable(&mut portable, &w, &xs, cols, rows);
-                assert_same_bits(&portable, &out, format_args!("{batch} x {rows}x{cols}"));
-                for b in 0..batch {
-                    let mut single = vec![f32::NAN; rows];
-                    matvec(&mut single, &w, &xs[b * cols..][..cols]);
-                    let got = &out[b * rows..][..rows];
-                    assert_same_bits(
-                        got,
-                        &single,
-                        format_args!("input {b} of {batch}, {rows}x{cols}"),
-                    );
-                }
+                let shape = format!("batch {batch}, {rows}x{cols}");
+                assert_same_bits(&out, &want, format_args!("matmul, {shape}"));
+                run_paths("matmul", &matmul_paths(), |name, kernel| {
+                    let mut out = vec![f32::NAN; batch * rows];
+                    kernel(&mut out, &w, &xs, cols, rows);
+                    assert_same_bits(&out, &want, format_args!("{name}, {shape}"));
+                });
             }
         }
     }
