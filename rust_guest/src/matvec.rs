@@ -122,10 +122,7 @@ mod v4 {
 
 /// `ROWS` dot products against the same `x`, each bit-identical to [`dot_scalar`]: per row,
 /// `LANES / 4` 4-lane accumulators hold lanes `4v..4v+4` of the scalar definition.
-#[cfg(any(
-    target_arch = "x86_64",
-    all(target_arch = "wasm32", target_feature = "simd128")
-))]
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn dot_block<const R: usize>(rows: [&[f32]; R], x: &[f32]) -> [f32; R] {
     const NV: usize = LANES / 4;
@@ -158,6 +155,22 @@ fn dot_block<const R: usize>(rows: [&[f32]; R], x: &[f32]) -> [f32; R] {
     if k < n {
         chunk(&mut acc, k);
     }
+    finish_rows(&acc, rows, x, n)
+}
+
+/// Each row's result from its accumulators (lanes `4v..4v+4` in `acc[r][v]`, after the first
+/// `n` values): [`reduce`], then the scalar tail `n..` in order.
+#[cfg(any(
+    target_arch = "x86_64",
+    all(target_arch = "wasm32", target_feature = "simd128")
+))]
+#[inline(always)]
+fn finish_rows<const R: usize>(
+    acc: &[[v4::V; LANES / 4]; R],
+    rows: [&[f32]; R],
+    x: &[f32],
+    n: usize,
+) -> [f32; R] {
     let mut out = [0.0f32; R];
     for r in 0..R {
         let mut sum = reduce(v4::lanes(&acc[r]));
@@ -167,6 +180,89 @@ fn dot_block<const R: usize>(rows: [&[f32]; R], x: &[f32]) -> [f32; R] {
         out[r] = sum;
     }
     out
+}
+
+/// Chunks of [`LANES`] per loop trip in the guest's [`dot_block`]: two chunks halve the
+/// back-edges (each one an epoch check under wasmtime) and keep a lane group's loads at four
+/// vectors (see [`guest_chunks`]).
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+const GUEST_CHUNKS: usize = 2;
+
+/// The guest's `ROWS` dot products (simd128), bit-identical to [`dot_scalar`]: the same
+/// `LANES / 4` 4-lane accumulators per row as the x86_64 [`dot_block`], each taking its
+/// products in chunk order ([`guest_chunks`] walks a trip's chunks lane group by lane group).
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+fn dot_block<const R: usize>(rows: [&[f32]; R], x: &[f32]) -> [f32; R] {
+    let n = x.len() / LANES * LANES;
+    for row in &rows {
+        assert_eq!(row.len(), x.len());
+    }
+    let mut acc = [[v4::zero(); LANES / 4]; R];
+    let mut k = 0;
+    while k + GUEST_CHUNKS * LANES <= n {
+        // SAFETY: k + GUEST_CHUNKS * LANES <= n <= x.len() == row.len() for every row.
+        unsafe { guest_chunks::<R, GUEST_CHUNKS>(&mut acc, rows, x, k) };
+        k += GUEST_CHUNKS * LANES;
+    }
+    while k < n {
+        // SAFETY: k + LANES <= n, as above.
+        unsafe { guest_chunks::<R, 1>(&mut acc, rows, x, k) };
+        k += LANES;
+    }
+    finish_rows(&acc, rows, x, n)
+}
+
+/// `U` chunks of [`LANES`] values from `k` into the accumulators, one lane group (4 lanes,
+/// accumulator `v`) at a time: the group's `U` products in chunk order (so each accumulator
+/// sees the same sequence as chunk by chunk), then a volatile store of it.
+///
+/// Why the store: Cranelift keeps wasm loads (side effects: they may trap) in program order
+/// and places pure arithmetic just before the first side effect that needs it, which for
+/// loop-carried accumulators is the back-edge. Without a store, all of a trip's loads came
+/// first and stayed live (32 vectors with 8 accumulators, 16 registers): ~16 spill stores and
+/// 24 reloads per trip. The store makes each group's arithmetic follow its own `2 * U` loads.
+/// The base pointers go through [`opaque_ptr`] so every load's offset is a constant that
+/// folds into the instruction (as in q8/simd128.rs).
+///
+/// # Safety
+/// `k + U * LANES <= x.len()`, and every row is as long as `x`.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+unsafe fn guest_chunks<const R: usize, const U: usize>(
+    acc: &mut [[v4::V; LANES / 4]; R],
+    rows: [&[f32]; R],
+    x: &[f32],
+    k: usize,
+) {
+    let mut slot = core::mem::MaybeUninit::<v4::V>::uninit();
+    // SAFETY: the caller's contract; `slot` is a local.
+    unsafe {
+        let xp = opaque_ptr(x.as_ptr().add(k));
+        let wp = rows.map(|row| opaque_ptr(row.as_ptr().add(k)));
+        for v in 0..LANES / 4 {
+            for u in 0..U {
+                let xv = v4::load(xp.add(u * LANES + 4 * v));
+                for r in 0..R {
+                    let w = v4::load(wp[r].add(u * LANES + 4 * v));
+                    acc[r][v] = v4::mul_add(acc[r][v], w, xv);
+                }
+            }
+            for row_acc in acc.iter() {
+                core::ptr::write_volatile(slot.as_mut_ptr(), row_acc[v]);
+            }
+        }
+    }
+}
+
+/// `p` read back through a volatile load: LLVM then knows nothing of where it points, so its
+/// loop strength reduction leaves the loads at constant offsets from it (see `opaque` in
+/// q8/simd128.rs; without it Cranelift emitted a 32-bit `lea` per load).
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+#[inline(always)]
+fn opaque_ptr(p: *const f32) -> *const f32 {
+    // SAFETY: a volatile read of a local.
+    unsafe { core::ptr::read_volatile(&p) }
 }
 
 #[cfg(not(any(

@@ -20,6 +20,9 @@ SHAPES = {
     "short dim, long hidden": ModelShape(72, 600, 2, 4, 2, 355, 64),
     # dim 520 (tail 8), hidden 200 (w2's rows: tail 8), head size 130.
     "long dim, short hidden": ModelShape(520, 200, 1, 4, 4, 355, 64),
+    # Odd counts of whole chunks (the guest's loop takes two per trip, then one): dim 104 (3
+    # chunks, tail 8), hidden 416 (13 chunks, no tail), head size 52 (1 chunk, tail 20).
+    "odd chunk counts": ModelShape(104, 416, 1, 2, 2, 355, 64),
 }
 
 
