@@ -15,6 +15,7 @@ import pytest
 import wasmtime
 from engine_helpers import assert_clean_error, run_cli
 
+from edgechain.bench.engine import _ratios
 from edgechain.errors import InvalidParameter
 from edgechain.service.engine import open_engine
 
@@ -147,3 +148,18 @@ def test_a_file_candle_cannot_load_is_an_error_row(tmp_path: Path) -> None:
     (candle,) = available_references(refs, ["gguf-q8_0"])
     row = run_reference(candle, not_gguf, not_gguf, 8, 1, "", 0.0)
     assert row == {"engine": "candle wasm", "error": "candle could not load model.gguf"}
+
+
+def test_wasm_is_compared_with_run_c_wasm_in_the_same_interruption_mode() -> None:
+    rows = [
+        {"shape": "15M", "engine": e, "weights": "f32", "decode_tok_s": rate}
+        for e, rate in (
+            ("wasm", 300.0),
+            ("wasm-noepoch", 330.0),
+            ("run.c wasm", 100.0),
+            ("run.c wasm-noepoch", 400.0),
+        )
+    ]
+    lines = _ratios(rows)
+    assert "15M: wasm f32 decodes at 0.82x run.c wasm, both without epoch interruption" in lines
+    assert "15M: wasm f32 decodes at 3.00x run.c wasm, both with epoch interruption" in lines
