@@ -76,8 +76,24 @@ impl SamplerParams {
 pub struct Sampler {
     params: SamplerParams,
     rng: Rng,
+    scratch: DecisionScratch,
+}
+
+/// A position's token decided by [`decide`]: the sampler's pick, or `Undecided` when the
+/// expected token is not top-p's pick and only run.c's full procedure says which token is (the
+/// logits are then the probabilities it runs on: [`Sampler::take_decided`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Token(u32),
+    Undecided,
+}
+
+/// The reusable buffers of [`decide`] (one per thread deciding positions).
+#[derive(Debug, Clone, Default)]
+pub struct DecisionScratch {
     candidates: Candidates,
-    seen: Vec<bool>,
+    /// The distinct tokens of the repeat penalty's window.
+    window: Vec<u32>,
 }
 
 /// run.c's argmax: the first index of the maximum (ties go to the lowest index; a NaN never
@@ -511,6 +527,80 @@ pub fn topp_picks(
     before <= r && (r < through || target == last)
 }
 
+impl SamplerParams {
+    /// Whether a sampled position consumes a random draw (all but greedy's: run.c draws its
+    /// coin for multinomial and top-p alike, one per position).
+    pub fn draws(&self) -> bool {
+        self.temperature != 0.0
+    }
+}
+
+/// llama.cpp/candle repeat penalty over the last `repeat_window` tokens of `history`: each
+/// distinct token's logit is divided by the penalty when >= 0, multiplied when < 0.
+fn apply_repeat_penalty(
+    params: &SamplerParams,
+    logits: &mut [f32],
+    history: &[u32],
+    window: &mut Vec<u32>,
+) {
+    let penalty = params.repeat_penalty;
+    if penalty == 1.0 || params.repeat_window == 0 {
+        return;
+    }
+    let start = history.len().saturating_sub(params.repeat_window);
+    window.clear();
+    window.extend(
+        history[start..]
+            .iter()
+            .filter(|&&t| (t as usize) < logits.len()),
+    );
+    window.sort_unstable();
+    window.dedup();
+    for &t in window.iter() {
+        let l = &mut logits[t as usize];
+        *l = if *l >= 0.0 {
+            *l / penalty
+        } else {
+            *l * penalty
+        };
+    }
+}
+
+/// The sampler's rule at one position with its draw `coin` (unused when greedy): the repeat
+/// penalty over `history`, then argmax, or temperature, softmax and multinomial or top-p.
+/// With `expected` (a claim), top-p checks that token first ([`topp_picks`], no sorting) and
+/// answers `Undecided` when it is not the pick. A pure function of its arguments, so the
+/// positions of a chunk can be decided in any order, on any thread. `logits` are left as
+/// the rule's input (penalised logits when greedy, else the probabilities).
+pub fn decide(
+    params: &SamplerParams,
+    logits: &mut [f32],
+    history: &[u32],
+    coin: f32,
+    expected: Option<u32>,
+    scratch: &mut DecisionScratch,
+) -> Decision {
+    apply_repeat_penalty(params, logits, history, &mut scratch.window);
+    if !params.draws() {
+        return Decision::Token(argmax(logits) as u32);
+    }
+    let t = params.temperature;
+    for l in logits.iter_mut() {
+        *l /= t;
+    }
+    softmax(logits);
+    let top_p = params.top_p;
+    if top_p <= 0.0 || top_p >= 1.0 {
+        return Decision::Token(sample_mult(logits, coin) as u32);
+    }
+    let candidates = &mut scratch.candidates;
+    match expected {
+        Some(t) if topp_picks(logits, top_p, coin, t as usize, candidates) => Decision::Token(t),
+        Some(_) => Decision::Undecided,
+        None => Decision::Token(sample_topp(logits, top_p, coin, candidates) as u32),
+    }
+}
+
 impl Sampler {
     pub fn new(params: SamplerParams) -> Result<Self> {
         params.validate()?;
@@ -518,8 +608,7 @@ impl Sampler {
         Ok(Self {
             params,
             rng,
-            candidates: Candidates::default(),
-            seen: Vec::new(),
+            scratch: DecisionScratch::default(),
         })
     }
 
@@ -527,38 +616,32 @@ impl Sampler {
         &self.params
     }
 
-    /// llama.cpp/candle repeat penalty over the last `repeat_window` tokens of `history`:
-    /// each distinct token's logit is divided by the penalty when >= 0, multiplied when < 0.
-    fn apply_repeat_penalty(&mut self, logits: &mut [f32], history: &[u32]) {
-        let penalty = self.params.repeat_penalty;
-        if penalty == 1.0 || self.params.repeat_window == 0 {
-            return;
-        }
-        self.seen.clear();
-        self.seen.resize(logits.len(), false);
-        let start = history.len().saturating_sub(self.params.repeat_window);
-        for &token in &history[start..] {
-            let t = token as usize;
-            if t < logits.len() && !self.seen[t] {
-                self.seen[t] = true;
-                let l = &mut logits[t];
-                *l = if *l >= 0.0 {
-                    *l / penalty
-                } else {
-                    *l * penalty
-                };
-            }
-        }
-    }
-
     /// Consumes the random draws of `n` samples without sampling: run.c's chat samples (and
     /// discards) at every forced position, and greedy sampling draws nothing.
     pub fn skip_draws(&mut self, n: usize) {
-        if self.params.temperature != 0.0 {
+        if self.params.draws() {
             for _ in 0..n {
                 self.rng.next_u32();
             }
         }
+    }
+
+    /// The next position's draw, taken (0 when greedy, which draws nothing).
+    fn draw(&mut self) -> f32 {
+        if self.params.draws() {
+            self.rng.next_f32()
+        } else {
+            0.0
+        }
+    }
+
+    /// The draws of the next `n` positions, without taking them (none when greedy).
+    pub fn next_draws(&self, n: usize) -> Vec<f32> {
+        if !self.params.draws() {
+            return Vec::new();
+        }
+        let mut rng = self.rng.clone();
+        (0..n).map(|_| rng.next_f32()).collect()
     }
 
     /// Samples the next token from `logits` (modified in place), given the tokens so far.
@@ -575,28 +658,36 @@ impl Sampler {
         history: &[u32],
         expected: Option<u32>,
     ) -> u32 {
-        self.apply_repeat_penalty(logits, history);
-        if self.params.temperature == 0.0 {
-            return argmax(logits) as u32;
-        }
-        let t = self.params.temperature;
-        for l in logits.iter_mut() {
-            *l /= t;
-        }
-        softmax(logits);
-        let coin = self.rng.next_f32();
-        let top_p = self.params.top_p;
-        let index = if top_p <= 0.0 || top_p >= 1.0 {
-            sample_mult(logits, coin)
-        } else {
-            match expected {
-                Some(t) if topp_picks(logits, top_p, coin, t as usize, &mut self.candidates) => {
-                    t as usize
-                }
-                _ => sample_topp(logits, top_p, coin, &mut self.candidates),
+        let coin = self.draw();
+        let decision = decide(
+            &self.params,
+            logits,
+            history,
+            coin,
+            expected,
+            &mut self.scratch,
+        );
+        self.finish(logits, decision, coin)
+    }
+
+    /// The next token when its position was decided ahead ([`decide`] on these `logits` with
+    /// the draw [`Self::next_draws`] gave it): the same token and the same draws as
+    /// [`Self::sample_expecting`], without deciding again.
+    pub fn take_decided(&mut self, logits: &[f32], decision: Decision) -> u32 {
+        let coin = self.draw();
+        self.finish(logits, decision, coin)
+    }
+
+    /// The token of a decision; `Undecided` runs run.c's top-p on the probabilities `decide`
+    /// left in `probs`.
+    fn finish(&mut self, probs: &[f32], decision: Decision, coin: f32) -> u32 {
+        match decision {
+            Decision::Token(t) => t,
+            Decision::Undecided => {
+                let candidates = &mut self.scratch.candidates;
+                sample_topp(probs, self.params.top_p, coin, candidates) as u32
             }
-        };
-        index as u32
+        }
     }
 }
 
