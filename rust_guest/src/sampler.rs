@@ -112,6 +112,25 @@ pub fn argmax(values: &[f32]) -> usize {
     if first.is_nan() {
         return 0;
     }
+    let max = running_max(values);
+    let chunk = values
+        .chunks(ARGMAX_LANES)
+        .position(|c| c.iter().fold(false, |found, &v| found | (v == max)))
+        .unwrap_or(0);
+    let start = chunk * ARGMAX_LANES;
+    start + values[start..].iter().position(|&v| v == max).unwrap_or(0)
+}
+
+/// The value of run.c's running maximum (`if v > max { max = v }` from the first element; 0
+/// for no elements), [`ARGMAX_LANES`] elements at a time: a NaN first element stays (nothing
+/// compares greater), later NaNs never enter, so the lanes' maximum is the loop's value.
+/// Only the sign of a zero maximum may differ (-0.0 and 0.0 compare equal and the lanes meet
+/// them in another order), which changes no bit of `v - max` but `-0.0 - max`'s, and
+/// `expf` gives 1 for both zeros.
+fn running_max(values: &[f32]) -> f32 {
+    let Some(&first) = values.first() else {
+        return 0.0;
+    };
     let chunks = values.chunks_exact(ARGMAX_LANES);
     let rest = chunks.remainder();
     let mut lanes = [first; ARGMAX_LANES];
@@ -122,16 +141,10 @@ pub fn argmax(values: &[f32]) -> usize {
             }
         }
     }
-    let max = lanes
+    lanes
         .iter()
         .chain(rest)
-        .fold(first, |m, &v| if v > m { v } else { m });
-    let chunk = values
-        .chunks(ARGMAX_LANES)
-        .position(|c| c.iter().fold(false, |found, &v| found | (v == max)))
-        .unwrap_or(0);
-    let start = chunk * ARGMAX_LANES;
-    start + values[start..].iter().position(|&v| v == max).unwrap_or(0)
+        .fold(first, |m, &v| if v > m { v } else { m })
 }
 
 /// Elements [`argmax`] compares at a time.
@@ -139,11 +152,11 @@ const ARGMAX_LANES: usize = 8;
 
 /// run.c's softmax, in place.
 pub fn softmax(values: &mut [f32]) {
-    let Some(&first) = values.first() else { return };
-    let max = values
-        .iter()
-        .skip(1)
-        .fold(first, |m, &v| if v > m { v } else { m });
+    if values.is_empty() {
+        return;
+    }
+    // Lanes at a time, where run.c's loop is one chain of comparisons (`running_max`).
+    let max = running_max(values);
     // libm's expf on each element, several lanes at a time (the same bits); the sum in order.
     crate::vector_exp::exp_shifted(values, max);
     let mut sum = 0.0f32;
@@ -809,6 +822,53 @@ mod tests {
             ],
         ] {
             assert_eq!(argmax(&values), argmax_sequential(&values), "{values:?}");
+        }
+    }
+
+    /// run.c's softmax as written: a running maximum, libm's `expf`, the sum in order.
+    fn softmax_sequential(values: &mut [f32]) {
+        let mut max = values[0];
+        for &v in values.iter().skip(1) {
+            if v > max {
+                max = v;
+            }
+        }
+        let mut sum = 0.0f32;
+        for v in values.iter_mut() {
+            *v = libm::expf(*v - max);
+            sum += *v;
+        }
+        for v in values.iter_mut() {
+            *v /= sum;
+        }
+    }
+
+    #[test]
+    fn softmax_is_run_cs_bit_for_bit() {
+        let mut rng = Rng::new(41);
+        let special = [f32::NAN, -0.0, 0.0, f32::NEG_INFINITY, -120.0, -95.0];
+        for case in 0..600u32 {
+            let n = [1, 7, 8, 9, 100, 512, 32000][(case % 7) as usize];
+            let mut values = logits(&mut rng, n, case % 6);
+            for v in values.iter_mut() {
+                *v *= [1.0f32, 10.0, 40.0][(case / 7 % 3) as usize];
+            }
+            for _ in 0..(case % 4) {
+                let at = (rng.next_u32() as usize) % n;
+                values[at] = special[(rng.next_u32() % special.len() as u32) as usize];
+            }
+            let mut want = values.clone();
+            softmax_sequential(&mut want);
+            softmax(&mut values);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+            let nan_free = |v: &[f32]| v.iter().all(|x| !x.is_nan());
+            if nan_free(&want) {
+                assert_eq!(bits(&values), bits(&want), "case {case}");
+            } else {
+                // NaNs' bits are not compared (docs/determinism.md); where they are is.
+                let nans = |v: &[f32]| v.iter().map(|x| x.is_nan()).collect::<Vec<bool>>();
+                assert_eq!(nans(&values), nans(&want), "case {case}");
+            }
         }
     }
 
