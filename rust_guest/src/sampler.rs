@@ -444,14 +444,15 @@ pub fn topp_picks(
     let keys = &mut scratch.keys;
     keys.resize(n, 0);
     // Every key written, the cursor moved past candidates only (no branch to mispredict).
-    let (mut all, mut any, mut max_key) = (u64::MAX, 0u64, 0u64);
+    // No running maximum key here (a compare-and-move chain per element): the last
+    // candidate is found in its bucket when the truncation takes them all.
+    let (mut all, mut any) = (u64::MAX, 0u64);
     let mut n0 = 0;
     for (i, &p) in probs.iter().enumerate() {
         let key = candidate_key(i, p);
         keys[n0] = key;
         let take = u64::from(p >= cutoff).wrapping_neg(); // all ones for a candidate
         (all, any) = (all & (key | !take), any | (key & take));
-        max_key = max_key.max(key & take);
         n0 += (take & 1) as usize;
     }
     keys.truncate(n0);
@@ -507,7 +508,7 @@ pub fn topp_picks(
     let mut s = 0.0f32;
     // run.c's sums before and through the claimed token, once it is reached.
     let mut around_claimed = None;
-    let mut last = max_key;
+    let mut last = None;
     'buckets: for b in 0..buckets {
         let bucket = &mut placed[starts[b] as usize..starts[b + 1] as usize];
         if bucket.is_empty() {
@@ -527,7 +528,7 @@ pub fn topp_picks(
                 around_claimed = Some((before, s));
             }
             if s > top_p {
-                last = key;
+                last = Some(key);
                 break 'buckets;
             }
         }
@@ -537,6 +538,17 @@ pub fn topp_picks(
     };
     // run.c's second walk returns the first candidate whose sum exceeds r, or the last one.
     let r = coin * s;
+    // Without a crossing, run.c's last candidate is the greatest key, in the last bucket.
+    let last = last.unwrap_or_else(|| {
+        let b = (0..buckets).rev().find(|&b| starts[b] < starts[b + 1]);
+        b.and_then(|b| {
+            placed[starts[b] as usize..starts[b + 1] as usize]
+                .iter()
+                .max()
+                .copied()
+        })
+        .unwrap_or(0)
+    });
     before <= r && (r < through || target == last)
 }
 
