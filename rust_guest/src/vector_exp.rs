@@ -9,8 +9,7 @@
 //! each lane is `libm::expf`'s bits: for `k` in the range a finite non-tiny input gives
 //! (`|x| < 87.34`), libm's `scalbnf(y, k)` is the single product `y * 2^k` the lanes compute.
 //! Lanes libm treats as special (`|x| >= 87.34`, NaN, infinities) send their group of lanes to
-//! `libm::expf` itself, but for those libm answers with 0 (`x <= -103.97`), which natively
-//! take it by a blend; tiny ones (`|x| <= 2^-14`) take libm's `1 + x` by a blend.
+//! `libm::expf` itself; tiny ones (`|x| <= 2^-14`) take libm's `1 + x` by a blend.
 
 /// `values[i] = libm::expf(values[i] - shift)`, bit for bit, for every element.
 pub fn exp_shifted(values: &mut [f32], shift: f32) {
@@ -55,12 +54,6 @@ const BIG: i32 = 0x3f85_1592;
 const MID: i32 = 0x3eb1_7218;
 /// `|x|` at or below which libm returns `1 + x` (2^-14).
 const TINY: i32 = 0x3900_0000;
-/// `|x|` at or above which a negative `x` gives libm's 0 (103.972084).
-#[cfg(target_arch = "x86_64")]
-const ZERO: i32 = 0x42cf_f1b5;
-/// The bits of `|x|` when it is infinite (above: NaN).
-#[cfg(target_arch = "x86_64")]
-const INFINITY: i32 = 0x7f80_0000;
 
 /// [`exp_shifted`] with 8 AVX2 lanes.
 ///
@@ -78,23 +71,14 @@ unsafe fn exp_shifted_avx2(values: &mut [f32], shift: f32) {
             let bits = _mm256_castps_si256(x);
             let hx = _mm256_and_si256(bits, _mm256_set1_epi32(0x7fff_ffff));
             let special = _mm256_cmpgt_epi32(hx, _mm256_set1_epi32(SPECIAL - 1));
-            // All ones where x < 0.
-            let negative = _mm256_srai_epi32::<31>(bits);
-            // Lanes libm answers with 0 (x <= -103.97, -inf included, not NaN): a blend, as
-            // a softmax over a wide range of logits has many.
-            let zero = _mm256_andnot_si256(
-                _mm256_cmpgt_epi32(hx, _mm256_set1_epi32(INFINITY)),
-                _mm256_and_si256(
-                    negative,
-                    _mm256_cmpgt_epi32(hx, _mm256_set1_epi32(ZERO - 1)),
-                ),
-            );
-            if _mm256_movemask_epi8(_mm256_andnot_si256(zero, special)) != 0 {
+            if _mm256_movemask_epi8(special) != 0 {
                 for v in chunk.iter_mut() {
                     *v = libm::expf(*v - shift);
                 }
                 continue;
             }
+            // All ones where x < 0.
+            let negative = _mm256_srai_epi32::<31>(bits);
             // HALF[sign]: 0.5 or -0.5 (the sign bit of x on 0.5).
             let half = _mm256_or_ps(
                 _mm256_set1_ps(0.5),
@@ -137,7 +121,6 @@ unsafe fn exp_shifted_avx2(values: &mut [f32], shift: f32) {
                 _mm256_add_ps(_mm256_set1_ps(1.0), x),
                 _mm256_castsi256_ps(tiny),
             );
-            let out = _mm256_andnot_ps(_mm256_castsi256_ps(zero), out);
             _mm256_storeu_ps(chunk.as_mut_ptr(), out);
         }
     }
