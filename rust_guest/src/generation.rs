@@ -14,7 +14,7 @@ use serde::Deserialize;
 use crate::chat_template::{no_chat_template, rendered_tokens, Continuation, Dialogue, Message};
 use crate::error::{EngineError, Result};
 use crate::loaded_model::LoadedModel;
-use crate::sampler::{Sampler, SamplerParams};
+use crate::sampler::{decide, Decision, DecisionScratch, Sampler, SamplerParams};
 use crate::tokenizer::Utf8Stream;
 use crate::transformer::{BatchItem, KvCache, Scratch};
 
@@ -144,6 +144,12 @@ pub struct Session {
     ahead: Vec<f32>,
     ahead_start: usize,
     ahead_len: usize,
+    /// The hinted rows of `ahead` decided before their turn, on the model's threads
+    /// ([`Self::decide_ahead`]): `decided[j]` for position `ahead_start + j`. Empty when
+    /// the rows are decided in turn (one thread).
+    decided: Vec<Decision>,
+    /// One scratch per part the rows are decided in.
+    deciders: Vec<DecisionScratch>,
     /// Positions are used up when `pos` reaches this (min of max_positions and seq_len).
     position_limit: usize,
     /// Whether reaching `position_limit` means the context is full (no smaller user limit).
@@ -214,6 +220,8 @@ impl Session {
             ahead: Vec::new(),
             ahead_start: 0,
             ahead_len: 0,
+            decided: Vec::new(),
+            deciders: Vec::new(),
             position_limit,
             limit_is_context,
             max_tokens: params.max_tokens,
@@ -380,6 +388,7 @@ impl Session {
         self.prompt_len = self.tokens.len();
         self.hint.clear();
         self.ahead_len = 0;
+        self.decided.clear();
         self.prefilled = false;
         self.generated = 0;
         self.generated_text.clear();
@@ -571,13 +580,62 @@ impl Session {
         }
         if !self.ready() {
             self.compute_ahead(scratch)?;
+            self.decide_ahead();
         }
         let vocab = self.model.config().vocab_size;
         let mut ahead = std::mem::take(&mut self.ahead);
-        let row = (self.pos - self.ahead_start) * vocab;
-        let result = self.accept(&mut ahead[row..row + vocab]);
+        let j = self.pos - self.ahead_start;
+        let decided = self.decided.get(j).copied();
+        let result = self.accept_decided(&mut ahead[j * vocab..(j + 1) * vocab], decided);
         self.ahead = ahead;
         result
+    }
+
+    /// Decides the hinted rows just computed ahead before their turn, in parts on the model's
+    /// threads (when it has more than one and the rows are work enough): each row's decision
+    /// is a pure function of its logits, the history before it (the fed tokens, then the
+    /// hints before it: the tokens it is taken after, while the hints hold) and its draw
+    /// (one per sampled position, known in advance), so the rows are independent. `accept`
+    /// then takes each row's decision in turn, drawing as it would have; a row after a
+    /// contradicted hint is dropped undecided-upon. With one part, nothing is decided ahead.
+    fn decide_ahead(&mut self) {
+        self.decided.clear();
+        let vocab = self.model.config().vocab_size;
+        let first = self.pos + 1 - self.prompt_len;
+        let rows = self.ahead_len.min(self.hint.len().saturating_sub(first));
+        let threads = self.model.threads().clone();
+        let parts = threads.parts(rows, vocab);
+        if parts <= 1 {
+            return;
+        }
+        let hints = &self.hint[first..first + rows];
+        let history = [&self.tokens[..], hints].concat();
+        let coins = self.sampler.next_draws(rows);
+        let params = self.sampler.params();
+        self.decided.resize(rows, Decision::Undecided);
+        if self.deciders.len() < parts {
+            self.deciders.resize_with(parts, DecisionScratch::default);
+        }
+        let per = rows.div_ceil(parts);
+        let tasks: Vec<_> = self.ahead[..rows * vocab]
+            .chunks_mut(per * vocab)
+            .zip(self.decided.chunks_mut(per))
+            .zip(self.deciders.iter_mut())
+            .enumerate()
+            .collect();
+        let fed = self.tokens.len();
+        threads.run(true, || {
+            threads.for_each(true, tasks, |(k, ((logits, decided), scratch))| {
+                let rows = logits.chunks_exact_mut(vocab).zip(decided.iter_mut());
+                for (i, (row, decision)) in rows.enumerate() {
+                    let j = k * per + i;
+                    let (coin, history) = (coins.get(j).copied(), &history[..fed + j]);
+                    let expected = Some(hints[j]);
+                    *decision =
+                        decide(params, row, history, coin.unwrap_or(0.0), expected, scratch);
+                }
+            })
+        });
     }
 
     /// Runs the positions from `kv_len` through `pos` and the look-ahead in batches of
@@ -594,6 +652,7 @@ impl Session {
         self.ahead.resize((last + 1 - p) * vocab, 0.0);
         self.ahead_start = p;
         self.ahead_len = 0;
+        self.decided.clear();
         let mut items = Vec::with_capacity(CHUNK);
         let mut from = self.kv_len;
         while from <= last {
@@ -619,12 +678,26 @@ impl Session {
 
     /// Samples from the logits at `pos` and takes the token: run.c's step after its forward.
     fn accept(&mut self, logits: &mut [f32]) -> Result<Produced> {
+        self.accept_decided(logits, None)
+    }
+
+    /// [`Self::accept`], the position decided ahead when `decided` ([`Self::decide_ahead`]).
+    fn accept_decided(
+        &mut self,
+        logits: &mut [f32],
+        decided: Option<Decision>,
+    ) -> Result<Produced> {
         let current = self.tokens[self.pos];
-        // The believed hint for this token, if any: the sampler checks it before sampling.
-        let hinted = (self.pos + 1)
-            .checked_sub(self.prompt_len)
-            .and_then(|i| self.hint.get(i).copied());
-        let next = self.sampler.sample_expecting(logits, &self.tokens, hinted);
+        let next = match decided {
+            Some(decision) => self.sampler.take_decided(logits, decision),
+            None => {
+                // The believed hint for this token, if any: the sampler checks it first.
+                let hinted = (self.pos + 1)
+                    .checked_sub(self.prompt_len)
+                    .and_then(|i| self.hint.get(i).copied());
+                self.sampler.sample_expecting(logits, &self.tokens, hinted)
+            }
+        };
         self.kv_len = self.kv_len.max(self.pos + 1);
         self.pos += 1;
         // A hint contradicted: it and everything computed from it are dropped (the cache
@@ -634,6 +707,7 @@ impl Session {
                 self.hint.truncate(i);
                 self.kv_len = self.kv_len.min(self.pos);
                 self.ahead_len = self.ahead_len.min(self.pos - self.ahead_start);
+                self.decided.truncate(self.ahead_len);
             }
         }
         if self.model.tokenizer().is_end(next) {
@@ -807,12 +881,23 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn models() -> Vec<(&'static str, Arc<LoadedModel>)> {
+        models_on(&crate::parallel::Threads::one())
+    }
+
+    /// stories260K, f32 and int8, on `threads`.
+    pub(crate) fn models_on(
+        threads: &crate::parallel::Threads,
+    ) -> Vec<(&'static str, Arc<LoadedModel>)> {
         let (ckpt, tok) = (read("stories260K.bin"), read("tok512.bin"));
         let int8 = int8_checkpoint(&ckpt, 4);
-        vec![
-            ("f32", Arc::new(LoadedModel::load(&ckpt, &tok).unwrap())),
-            ("int8", Arc::new(LoadedModel::load(&int8, &tok).unwrap())),
-        ]
+        let load = |c: &[u8]| {
+            Arc::new(
+                LoadedModel::load(c, &tok)
+                    .unwrap()
+                    .with_threads(threads.clone()),
+            )
+        };
+        vec![("f32", load(&ckpt)), ("int8", load(&int8))]
     }
 
     fn tokens(n: usize, vocab: usize) -> Vec<u32> {

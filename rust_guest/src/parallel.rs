@@ -120,8 +120,10 @@ impl Threads {
         f()
     }
 
-    /// How many parts `rows` rows of `cols` weights each are cut into (1: not split).
-    fn parts(&self, rows: usize, cols: usize) -> usize {
+    /// How many parts `rows` rows of `cols` weights each are cut into (1: not split); also
+    /// how many parts a chunk's sampled positions are decided in (`Session`, `cols` the
+    /// vocabulary).
+    pub(crate) fn parts(&self, rows: usize, cols: usize) -> usize {
         if self.splits(rows * cols) {
             (self.count * PARTS_PER_THREAD).min(rows)
         } else {

@@ -76,8 +76,24 @@ impl SamplerParams {
 pub struct Sampler {
     params: SamplerParams,
     rng: Rng,
+    scratch: DecisionScratch,
+}
+
+/// A position's token decided by [`decide`]: the sampler's pick, or `Undecided` when the
+/// expected token is not top-p's pick and only run.c's full procedure says which token is (the
+/// logits are then the probabilities it runs on: [`Sampler::take_decided`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Token(u32),
+    Undecided,
+}
+
+/// The reusable buffers of [`decide`] (one per thread deciding positions).
+#[derive(Debug, Clone, Default)]
+pub struct DecisionScratch {
     candidates: Candidates,
-    seen: Vec<bool>,
+    /// The distinct tokens of the repeat penalty's window.
+    window: Vec<u32>,
 }
 
 /// run.c's argmax: the first index of the maximum (ties go to the lowest index; a NaN never
@@ -96,6 +112,25 @@ pub fn argmax(values: &[f32]) -> usize {
     if first.is_nan() {
         return 0;
     }
+    let max = running_max(values);
+    let chunk = values
+        .chunks(ARGMAX_LANES)
+        .position(|c| c.iter().fold(false, |found, &v| found | (v == max)))
+        .unwrap_or(0);
+    let start = chunk * ARGMAX_LANES;
+    start + values[start..].iter().position(|&v| v == max).unwrap_or(0)
+}
+
+/// The value of run.c's running maximum (`if v > max { max = v }` from the first element; 0
+/// for no elements), [`ARGMAX_LANES`] elements at a time: a NaN first element stays (nothing
+/// compares greater), later NaNs never enter, so the lanes' maximum is the loop's value.
+/// Only the sign of a zero maximum may differ (-0.0 and 0.0 compare equal and the lanes meet
+/// them in another order), which changes no bit of `v - max` but `-0.0 - max`'s, and
+/// `expf` gives 1 for both zeros.
+fn running_max(values: &[f32]) -> f32 {
+    let Some(&first) = values.first() else {
+        return 0.0;
+    };
     let chunks = values.chunks_exact(ARGMAX_LANES);
     let rest = chunks.remainder();
     let mut lanes = [first; ARGMAX_LANES];
@@ -106,16 +141,10 @@ pub fn argmax(values: &[f32]) -> usize {
             }
         }
     }
-    let max = lanes
+    lanes
         .iter()
         .chain(rest)
-        .fold(first, |m, &v| if v > m { v } else { m });
-    let chunk = values
-        .chunks(ARGMAX_LANES)
-        .position(|c| c.iter().fold(false, |found, &v| found | (v == max)))
-        .unwrap_or(0);
-    let start = chunk * ARGMAX_LANES;
-    start + values[start..].iter().position(|&v| v == max).unwrap_or(0)
+        .fold(first, |m, &v| if v > m { v } else { m })
 }
 
 /// Elements [`argmax`] compares at a time.
@@ -123,11 +152,11 @@ const ARGMAX_LANES: usize = 8;
 
 /// run.c's softmax, in place.
 pub fn softmax(values: &mut [f32]) {
-    let Some(&first) = values.first() else { return };
-    let max = values
-        .iter()
-        .skip(1)
-        .fold(first, |m, &v| if v > m { v } else { m });
+    if values.is_empty() {
+        return;
+    }
+    // Lanes at a time, where run.c's loop is one chain of comparisons (`running_max`).
+    let max = running_max(values);
     // libm's expf on each element, several lanes at a time (the same bits); the sum in order.
     crate::vector_exp::exp_shifted(values, max);
     let mut sum = 0.0f32;
@@ -415,14 +444,15 @@ pub fn topp_picks(
     let keys = &mut scratch.keys;
     keys.resize(n, 0);
     // Every key written, the cursor moved past candidates only (no branch to mispredict).
-    let (mut all, mut any, mut max_key) = (u64::MAX, 0u64, 0u64);
+    // No running maximum key here (a compare-and-move chain per element): the last
+    // candidate is found in its bucket when the truncation takes them all.
+    let (mut all, mut any) = (u64::MAX, 0u64);
     let mut n0 = 0;
     for (i, &p) in probs.iter().enumerate() {
         let key = candidate_key(i, p);
         keys[n0] = key;
         let take = u64::from(p >= cutoff).wrapping_neg(); // all ones for a candidate
         (all, any) = (all & (key | !take), any | (key & take));
-        max_key = max_key.max(key & take);
         n0 += (take & 1) as usize;
     }
     keys.truncate(n0);
@@ -478,7 +508,7 @@ pub fn topp_picks(
     let mut s = 0.0f32;
     // run.c's sums before and through the claimed token, once it is reached.
     let mut around_claimed = None;
-    let mut last = max_key;
+    let mut last = None;
     'buckets: for b in 0..buckets {
         let bucket = &mut placed[starts[b] as usize..starts[b + 1] as usize];
         if bucket.is_empty() {
@@ -498,7 +528,7 @@ pub fn topp_picks(
                 around_claimed = Some((before, s));
             }
             if s > top_p {
-                last = key;
+                last = Some(key);
                 break 'buckets;
             }
         }
@@ -508,7 +538,92 @@ pub fn topp_picks(
     };
     // run.c's second walk returns the first candidate whose sum exceeds r, or the last one.
     let r = coin * s;
+    // Without a crossing, run.c's last candidate is the greatest key, in the last bucket.
+    let last = last.unwrap_or_else(|| {
+        let b = (0..buckets).rev().find(|&b| starts[b] < starts[b + 1]);
+        b.and_then(|b| {
+            placed[starts[b] as usize..starts[b + 1] as usize]
+                .iter()
+                .max()
+                .copied()
+        })
+        .unwrap_or(0)
+    });
     before <= r && (r < through || target == last)
+}
+
+impl SamplerParams {
+    /// Whether a sampled position consumes a random draw (all but greedy's: run.c draws its
+    /// coin for multinomial and top-p alike, one per position).
+    pub fn draws(&self) -> bool {
+        self.temperature != 0.0
+    }
+}
+
+/// llama.cpp/candle repeat penalty over the last `repeat_window` tokens of `history`: each
+/// distinct token's logit is divided by the penalty when >= 0, multiplied when < 0.
+fn apply_repeat_penalty(
+    params: &SamplerParams,
+    logits: &mut [f32],
+    history: &[u32],
+    window: &mut Vec<u32>,
+) {
+    let penalty = params.repeat_penalty;
+    if penalty == 1.0 || params.repeat_window == 0 {
+        return;
+    }
+    let start = history.len().saturating_sub(params.repeat_window);
+    window.clear();
+    window.extend(
+        history[start..]
+            .iter()
+            .filter(|&&t| (t as usize) < logits.len()),
+    );
+    window.sort_unstable();
+    window.dedup();
+    for &t in window.iter() {
+        let l = &mut logits[t as usize];
+        *l = if *l >= 0.0 {
+            *l / penalty
+        } else {
+            *l * penalty
+        };
+    }
+}
+
+/// The sampler's rule at one position with its draw `coin` (unused when greedy): the repeat
+/// penalty over `history`, then argmax, or temperature, softmax and multinomial or top-p.
+/// With `expected` (a claim), top-p checks that token first ([`topp_picks`], no sorting) and
+/// answers `Undecided` when it is not the pick. A pure function of its arguments, so the
+/// positions of a chunk can be decided in any order, on any thread. `logits` are left as
+/// the rule's input (penalised logits when greedy, else the probabilities).
+pub fn decide(
+    params: &SamplerParams,
+    logits: &mut [f32],
+    history: &[u32],
+    coin: f32,
+    expected: Option<u32>,
+    scratch: &mut DecisionScratch,
+) -> Decision {
+    apply_repeat_penalty(params, logits, history, &mut scratch.window);
+    if !params.draws() {
+        return Decision::Token(argmax(logits) as u32);
+    }
+    let t = params.temperature;
+    for l in logits.iter_mut() {
+        *l /= t;
+    }
+    softmax(logits);
+    let top_p = params.top_p;
+    if top_p <= 0.0 || top_p >= 1.0 {
+        return Decision::Token(sample_mult(logits, coin) as u32);
+    }
+    let candidates = &mut scratch.candidates;
+    match expected {
+        Some(t) if topp_picks(logits, top_p, coin, t as usize, candidates) => Decision::Token(t),
+        Some(_) => Decision::Undecided,
+        None => Decision::Token(sample_topp(logits, top_p, coin, candidates) as u32),
+    }
 }
 
 impl Sampler {
@@ -518,8 +633,7 @@ impl Sampler {
         Ok(Self {
             params,
             rng,
-            candidates: Candidates::default(),
-            seen: Vec::new(),
+            scratch: DecisionScratch::default(),
         })
     }
 
@@ -527,38 +641,32 @@ impl Sampler {
         &self.params
     }
 
-    /// llama.cpp/candle repeat penalty over the last `repeat_window` tokens of `history`:
-    /// each distinct token's logit is divided by the penalty when >= 0, multiplied when < 0.
-    fn apply_repeat_penalty(&mut self, logits: &mut [f32], history: &[u32]) {
-        let penalty = self.params.repeat_penalty;
-        if penalty == 1.0 || self.params.repeat_window == 0 {
-            return;
-        }
-        self.seen.clear();
-        self.seen.resize(logits.len(), false);
-        let start = history.len().saturating_sub(self.params.repeat_window);
-        for &token in &history[start..] {
-            let t = token as usize;
-            if t < logits.len() && !self.seen[t] {
-                self.seen[t] = true;
-                let l = &mut logits[t];
-                *l = if *l >= 0.0 {
-                    *l / penalty
-                } else {
-                    *l * penalty
-                };
-            }
-        }
-    }
-
     /// Consumes the random draws of `n` samples without sampling: run.c's chat samples (and
     /// discards) at every forced position, and greedy sampling draws nothing.
     pub fn skip_draws(&mut self, n: usize) {
-        if self.params.temperature != 0.0 {
+        if self.params.draws() {
             for _ in 0..n {
                 self.rng.next_u32();
             }
         }
+    }
+
+    /// The next position's draw, taken (0 when greedy, which draws nothing).
+    fn draw(&mut self) -> f32 {
+        if self.params.draws() {
+            self.rng.next_f32()
+        } else {
+            0.0
+        }
+    }
+
+    /// The draws of the next `n` positions, without taking them (none when greedy).
+    pub fn next_draws(&self, n: usize) -> Vec<f32> {
+        if !self.params.draws() {
+            return Vec::new();
+        }
+        let mut rng = self.rng.clone();
+        (0..n).map(|_| rng.next_f32()).collect()
     }
 
     /// Samples the next token from `logits` (modified in place), given the tokens so far.
@@ -575,28 +683,36 @@ impl Sampler {
         history: &[u32],
         expected: Option<u32>,
     ) -> u32 {
-        self.apply_repeat_penalty(logits, history);
-        if self.params.temperature == 0.0 {
-            return argmax(logits) as u32;
-        }
-        let t = self.params.temperature;
-        for l in logits.iter_mut() {
-            *l /= t;
-        }
-        softmax(logits);
-        let coin = self.rng.next_f32();
-        let top_p = self.params.top_p;
-        let index = if top_p <= 0.0 || top_p >= 1.0 {
-            sample_mult(logits, coin)
-        } else {
-            match expected {
-                Some(t) if topp_picks(logits, top_p, coin, t as usize, &mut self.candidates) => {
-                    t as usize
-                }
-                _ => sample_topp(logits, top_p, coin, &mut self.candidates),
+        let coin = self.draw();
+        let decision = decide(
+            &self.params,
+            logits,
+            history,
+            coin,
+            expected,
+            &mut self.scratch,
+        );
+        self.finish(logits, decision, coin)
+    }
+
+    /// The next token when its position was decided ahead ([`decide`] on these `logits` with
+    /// the draw [`Self::next_draws`] gave it): the same token and the same draws as
+    /// [`Self::sample_expecting`], without deciding again.
+    pub fn take_decided(&mut self, logits: &[f32], decision: Decision) -> u32 {
+        let coin = self.draw();
+        self.finish(logits, decision, coin)
+    }
+
+    /// The token of a decision; `Undecided` runs run.c's top-p on the probabilities `decide`
+    /// left in `probs`.
+    fn finish(&mut self, probs: &[f32], decision: Decision, coin: f32) -> u32 {
+        match decision {
+            Decision::Token(t) => t,
+            Decision::Undecided => {
+                let candidates = &mut self.scratch.candidates;
+                sample_topp(probs, self.params.top_p, coin, candidates) as u32
             }
-        };
-        index as u32
+        }
     }
 }
 
@@ -718,6 +834,53 @@ mod tests {
             ],
         ] {
             assert_eq!(argmax(&values), argmax_sequential(&values), "{values:?}");
+        }
+    }
+
+    /// run.c's softmax as written: a running maximum, libm's `expf`, the sum in order.
+    fn softmax_sequential(values: &mut [f32]) {
+        let mut max = values[0];
+        for &v in values.iter().skip(1) {
+            if v > max {
+                max = v;
+            }
+        }
+        let mut sum = 0.0f32;
+        for v in values.iter_mut() {
+            *v = libm::expf(*v - max);
+            sum += *v;
+        }
+        for v in values.iter_mut() {
+            *v /= sum;
+        }
+    }
+
+    #[test]
+    fn softmax_is_run_cs_bit_for_bit() {
+        let mut rng = Rng::new(41);
+        let special = [f32::NAN, -0.0, 0.0, f32::NEG_INFINITY, -120.0, -95.0];
+        for case in 0..600u32 {
+            let n = [1, 7, 8, 9, 100, 512, 32000][(case % 7) as usize];
+            let mut values = logits(&mut rng, n, case % 6);
+            for v in values.iter_mut() {
+                *v *= [1.0f32, 10.0, 40.0][(case / 7 % 3) as usize];
+            }
+            for _ in 0..(case % 4) {
+                let at = (rng.next_u32() as usize) % n;
+                values[at] = special[(rng.next_u32() % special.len() as u32) as usize];
+            }
+            let mut want = values.clone();
+            softmax_sequential(&mut want);
+            softmax(&mut values);
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+            let nan_free = |v: &[f32]| v.iter().all(|x| !x.is_nan());
+            if nan_free(&want) {
+                assert_eq!(bits(&values), bits(&want), "case {case}");
+            } else {
+                // NaNs' bits are not compared (docs/determinism.md); where they are is.
+                let nans = |v: &[f32]| v.iter().map(|x| x.is_nan()).collect::<Vec<bool>>();
+                assert_eq!(nans(&values), nans(&want), "case {case}");
+            }
         }
     }
 

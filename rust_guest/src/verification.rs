@@ -147,7 +147,8 @@ pub fn verify_claim(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::generation::tests::models;
+    use crate::generation::tests::{models, models_on};
+    use crate::parallel::Threads;
 
     /// A full replay: every token the generation produces, and why it stops.
     fn replay(
@@ -238,6 +239,60 @@ mod tests {
             }
         }
         assert!(claims_checked > 300, "{claims_checked} claims");
+    }
+
+    #[test]
+    fn verdicts_are_the_same_on_one_two_and_three_threads() {
+        // Two and three threads decide a chunk's positions in parts (every chunk split: the
+        // threshold is lowered for stories260K); one thread decides them in turn.
+        let on = |count: usize| {
+            let threads = Threads::new(count).unwrap().with_min_weights(0);
+            models_on(&threads)
+        };
+        let (one, two, three) = (on(1), on(2), on(3));
+        let mut claims_checked = 0;
+        for (k, (kind, model)) in one.iter().enumerate() {
+            let vocab = model.config().vocab_size as u32;
+            for temperature in [0.0, 0.8, 1.0] {
+                for top_p in [0.5, 0.9, 1.0] {
+                    for (case, penalty) in [1.0, 1.3].into_iter().enumerate() {
+                        let params = GenerationParams {
+                            temperature,
+                            top_p,
+                            seed: 11 + case as u64,
+                            max_positions: Some(150),
+                            repeat_penalty: penalty,
+                            repeat_window: 16,
+                            ..GenerationParams::default()
+                        };
+                        let prompt = ["Once upon a time", "Lily"][case];
+                        let (ids, _, _) = replay(model, prompt, &params);
+                        for claimed in forgeries(&ids, vocab) {
+                            let want = verify_claim(model.clone(), prompt, &params, &claimed);
+                            let want = want.unwrap();
+                            let (valid, matched, expected) = replay_verdict(&ids, &claimed);
+                            assert_eq!(
+                                (want.valid, want.matched, want.expected),
+                                (valid, matched, expected)
+                            );
+                            for (count, models) in [(2, &two), (3, &three)] {
+                                let threaded = models[k].1.clone();
+                                let got = verify_claim(threaded, prompt, &params, &claimed);
+                                assert_eq!(
+                                    got.unwrap(),
+                                    want,
+                                    "{kind} t={temperature} p={top_p} penalty {penalty}, {count} threads: {} of {}",
+                                    claimed.len(),
+                                    ids.len()
+                                );
+                            }
+                            claims_checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(claims_checked > 200, "{claims_checked} claims");
     }
 
     #[test]
