@@ -1,14 +1,13 @@
 //! The native int8 matrix-vector product with AVX-512 (F, BW, VNNI): bit for bit
 //! [`super::matvec_q8`]'s definition, for any group size.
 //!
-//! Why this shape. The AVX2 kernel computes one row at a time, so each row's float chain
-//! (`val += (dot as f32 * w_scale) * x_scale`, one add per group, in group order) is a serial
-//! dependency of 3-cycle adds that 16-lane integer work would leave waiting. Here sixteen rows
-//! go together, one row per float lane: for each group, every row's exact integer dot (32
-//! weights per `vpdpwssd`, the last partial chunk masked), the sixteen dots reduced into one
-//! vector whose lane `r` is row `r`'s dot, then the float step lane-wise: lane `r` computes
-//! exactly row `r`'s `(dot as f32 * w_scale) * x_scale` and adds it to row `r`'s running sum,
-//! group after group. Each output keeps its own summation order; no lane reads another's.
+//! Why this shape. It is the AVX2 kernel's order of work (one row at a time, read in order:
+//! one stream for the hardware prefetcher; four groups' dots transposed into one register, their
+//! scale steps lane-wise, the products added in group order), with each group's integer dot
+//! taken 32 weights per `vpdpwssd` instead of 16 per `vpmovsxbw` + `vpmaddwd` + `vpaddd`. The
+//! decode reads its weights from memory, so wider kernels that read several rows side by side
+//! lost (docs/toolchain.md, "This host"). No masked loads: slow on Zen 5 from memory not in
+//! cache (measured).
 //!
 //! Exactness: `vpdpwssd` adds two i16 x i16 products to an i32 lane, as `vpmaddwd` + `vpaddd`
 //! do; weights lie in -128..=127 and activations are i16, so every partial sum of a group of up
@@ -16,29 +15,11 @@
 
 use core::arch::x86_64::*;
 
-/// Rows computed together: one per f32 lane of a 512-bit register.
-const ROWS: usize = 16;
-
 /// Whether this CPU runs [`matvec`].
 pub(super) fn available() -> bool {
     std::is_x86_feature_detected!("avx512f")
         && std::is_x86_feature_detected!("avx512bw")
         && std::is_x86_feature_detected!("avx512vnni")
-}
-
-/// `acc + ` the products of 32 weights (at `w`) and 32 activations (at `x`), pairwise into 16
-/// i32 lanes; `mask` keeps the first bits' values (the rest count as 0 and are not read).
-///
-/// # Safety
-/// AVX-512 F/BW/VNNI; the first `mask.count_ones()` values at `w` and `x` are readable.
-#[inline(always)]
-unsafe fn dot_chunk(acc: __m512i, w: *const i8, x: *const i16, mask: __mmask32) -> __m512i {
-    // SAFETY: the caller's contract; masked lanes are not accessed.
-    unsafe {
-        let wv = _mm512_cvtepi8_epi16(_mm256_maskz_loadu_epi8(mask, w));
-        let xv = _mm512_maskz_loadu_epi16(mask, x);
-        _mm512_dpwssd_epi32(acc, wv, xv)
-    }
 }
 
 /// `acc + ` the products of 32 weights and 32 activations (unmasked [`dot_chunk`]).
@@ -55,62 +36,58 @@ unsafe fn dot_chunk_full(acc: __m512i, w: *const i8, x: *const i16) -> __m512i {
     }
 }
 
-/// One group's integer lanes for one row: `gs` weights at `w` against `gs` activations at `x`.
+/// One group's exact dot for one row, in four i32 lanes: `gs` weights at `w` against `gs`
+/// activations at `x`, 32 at a time, then 16, then one by one (no masked loads: slow on Zen 5
+/// from memory not in cache, measured).
 ///
 /// # Safety
-/// AVX-512 F/BW/VNNI; `gs` values at `w` and `x` are readable.
+/// AVX-512 F/BW/VL/VNNI; `gs` values at `w` and `x` are readable.
 #[inline(always)]
-unsafe fn group_lanes(w: *const i8, x: *const i16, gs: usize) -> __m512i {
+unsafe fn group_quarter(w: *const i8, x: *const i16, gs: usize) -> __m128i {
     let mut acc = _mm512_setzero_si512();
     let mut k = 0;
-    // SAFETY: k + 32 <= gs in the loop; the tail reads gs - k < 32 values (masked).
+    // SAFETY: every read lies below gs.
     unsafe {
         while k + 32 <= gs {
             acc = dot_chunk_full(acc, w.add(k), x.add(k));
             k += 32;
         }
-        if k < gs {
-            let mask = (1u32 << (gs - k)) - 1;
-            acc = dot_chunk(acc, w.add(k), x.add(k), mask);
+        let half = _mm256_add_epi32(
+            _mm512_castsi512_si256(acc),
+            _mm512_extracti64x4_epi64::<1>(acc),
+        );
+        let mut half = half;
+        if k + 16 <= gs {
+            let wv = _mm256_cvtepi8_epi16(_mm_loadu_si128(w.add(k) as *const __m128i));
+            let xv = _mm256_loadu_si256(x.add(k) as *const __m256i);
+            half = _mm256_dpwssd_epi32(half, wv, xv);
+            k += 16;
         }
+        let mut quarter = _mm_add_epi32(
+            _mm256_castsi256_si128(half),
+            _mm256_extracti128_si256::<1>(half),
+        );
+        if k < gs {
+            let mut rest = 0i32;
+            while k < gs {
+                rest += *w.add(k) as i32 * *x.add(k) as i32;
+                k += 1;
+            }
+            quarter = _mm_add_epi32(quarter, _mm_cvtsi32_si128(rest));
+        }
+        quarter
     }
-    acc
 }
 
-/// Sixteen vectors of i32 lanes summed each: lane `r` of the result is the sum of `v[r]`'s
-/// lanes (exact; pairs of vectors interleaved and added, four times).
-#[target_feature(enable = "avx512f")]
-#[inline]
-fn sum_lanes(v: [__m512i; ROWS]) -> __m512i {
-    // Pairs of rows: per 128-bit quarter, [a0+a2, b0+b2, a1+a3, b1+b3].
-    let pairs: [__m512i; 8] = core::array::from_fn(|i| {
-        let (a, b) = (v[2 * i], v[2 * i + 1]);
-        _mm512_add_epi32(_mm512_unpacklo_epi32(a, b), _mm512_unpackhi_epi32(a, b))
-    });
-    // Fours: per quarter, rows 4j..4j+3's sums over that quarter.
-    let quads: [__m512i; 4] = core::array::from_fn(|j| {
-        let (a, b) = (pairs[2 * j], pairs[2 * j + 1]);
-        _mm512_add_epi32(_mm512_unpacklo_epi64(a, b), _mm512_unpackhi_epi64(a, b))
-    });
-    // Quarters added pairwise, twice: quarter q of the result is rows 4q..4q+3's sums.
-    let halves = |a: __m512i, b: __m512i| {
-        _mm512_add_epi32(
-            _mm512_shuffle_i32x4::<0b10_00_10_00>(a, b),
-            _mm512_shuffle_i32x4::<0b11_01_11_01>(a, b),
-        )
-    };
-    halves(halves(quads[0], quads[1]), halves(quads[2], quads[3]))
-}
-
-/// `out = W x` as [`super::matvec_q8`] defines it, sixteen rows at a time (the last rows of a
-/// partial block repeat its last row, their lanes not stored).
+/// `out = W x` as [`super::matvec_q8`] defines it: the AVX2 kernel's order of work (row by
+/// row, four groups at a time), each group's integer dot 32 values per `vpdpwssd`.
 ///
 /// `G` > 0 is the group size as a constant (unrolled loops); 0 reads it from `gs`.
 ///
 /// # Safety
 /// [`available`] is true; the shapes are checked by the caller (`w.len() == out.len() * n`,
 /// `ws.len() * gs == w.len()`, `xs.len() * gs == n`, `n == xq.len() > 0`).
-#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(super) unsafe fn matvec<const G: usize>(
     out: &mut [f32],
     w: &[i8],
@@ -121,41 +98,54 @@ pub(super) unsafe fn matvec<const G: usize>(
 ) {
     let gs = if G > 0 { G } else { gs };
     let n = xq.len();
-    let groups = n / gs;
-    let rows = out.len();
-    // Row r's scale for a group sits `r * groups` floats after row 0's.
-    let scale_at = _mm512_mullo_epi32(
-        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-        _mm512_set1_epi32(groups as i32),
-    );
-    for r0 in (0..rows).step_by(ROWS) {
-        let live = (rows - r0).min(ROWS);
-        // Lanes past the last row compute that row again (never stored, never out of bounds).
-        let row_at: [usize; ROWS] = core::array::from_fn(|r| (r0 + r.min(live - 1)) * n);
-        let scale_rows = if live == ROWS {
-            scale_at
-        } else {
-            _mm512_min_epi32(scale_at, _mm512_set1_epi32(((live - 1) * groups) as i32))
-        };
-        let mut val = _mm512_setzero_ps();
-        for (g, &x_scale) in xs.iter().enumerate() {
-            let at = g * gs;
-            // SAFETY: every row_at[r] + at + gs <= w.len() and at + gs <= n == xq.len().
-            let dots = sum_lanes(core::array::from_fn(|r| unsafe {
-                group_lanes(w.as_ptr().add(row_at[r] + at), xq.as_ptr().add(at), gs)
-            }));
-            // SAFETY: (r0 + r) * groups + g < ws.len() for every gathered lane (clamped above).
-            let wsv =
-                unsafe { _mm512_i32gather_ps::<4>(scale_rows, ws.as_ptr().add(r0 * groups + g)) };
-            // Lane r: row r's product as the definition rounds it, added to row r's sum.
-            let p = _mm512_mul_ps(
-                _mm512_mul_ps(_mm512_cvtepi32_ps(dots), wsv),
-                _mm512_set1_ps(x_scale),
-            );
-            val = _mm512_add_ps(val, p);
+    for ((o, row), rs) in out
+        .iter_mut()
+        .zip(w.chunks_exact(n))
+        .zip(ws.chunks_exact(n / gs))
+    {
+        // A hint only: a little of the next row (rows are read in order).
+        _mm_prefetch::<_MM_HINT_T0>(row.as_ptr().wrapping_add(n + 512));
+        let mut val = 0.0f32;
+        let groups = rs.len();
+        let mut g = 0;
+        while g + 4 <= groups {
+            // SAFETY: groups g..g + 4 lie within the row and xq.
+            let acc: [__m128i; 4] = core::array::from_fn(|j| unsafe {
+                let at = (g + j) * gs;
+                group_quarter(row.as_ptr().add(at), xq.as_ptr().add(at), gs)
+            });
+            // Lane sums transposed into four exact dots, the scale step lane-wise (same
+            // roundings), the products added in group order.
+            let t0 = _mm_unpacklo_epi32(acc[0], acc[1]);
+            let t1 = _mm_unpackhi_epi32(acc[0], acc[1]);
+            let t2 = _mm_unpacklo_epi32(acc[2], acc[3]);
+            let t3 = _mm_unpackhi_epi32(acc[2], acc[3]);
+            let (s01, s23) = (_mm_add_epi32(t0, t1), _mm_add_epi32(t2, t3));
+            let dots = _mm_add_epi32(_mm_unpacklo_epi64(s01, s23), _mm_unpackhi_epi64(s01, s23));
+            // SAFETY: 4 scales from g in rs and xs; unaligned loads.
+            let p = unsafe {
+                _mm_mul_ps(
+                    _mm_mul_ps(_mm_cvtepi32_ps(dots), _mm_loadu_ps(rs.as_ptr().add(g))),
+                    _mm_loadu_ps(xs.as_ptr().add(g)),
+                )
+            };
+            let mut lanes = [0.0f32; 4];
+            // SAFETY: `lanes` holds 4 floats.
+            unsafe { _mm_storeu_ps(lanes.as_mut_ptr(), p) };
+            for l in lanes {
+                val += l;
+            }
+            g += 4;
         }
-        let keep = ((1u32 << live) - 1) as __mmask16;
-        // SAFETY: the first `live` lanes land in out[r0..r0 + live].
-        unsafe { _mm512_mask_storeu_ps(out.as_mut_ptr().add(r0), keep, val) };
+        for g in g..groups {
+            let at = g * gs;
+            // SAFETY: group g lies within the row and xq.
+            let q = unsafe { group_quarter(row.as_ptr().add(at), xq.as_ptr().add(at), gs) };
+            let dot = _mm_add_epi32(q, _mm_shuffle_epi32::<0b01_00_11_10>(q));
+            let dot =
+                _mm_cvtsi128_si32(_mm_add_epi32(dot, _mm_shuffle_epi32::<0b10_11_00_01>(dot)));
+            val += dot as f32 * rs[g] * xs[g];
+        }
+        *o = val;
     }
 }
