@@ -97,6 +97,12 @@ macro_rules! with_group_size {
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod simd128;
 
+/// The native kernel on AVX-512 hosts (F, BW, VNNI), chosen at run time before AVX2.
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+#[cfg(target_arch = "x86_64")]
+use avx512::matvec as matvec_q8_avx512;
+
 /// The exact integer dot product of one group (the definition the SIMD paths reproduce).
 #[inline(always)]
 fn group_dot_scalar(w: &[i8], x: &[i16]) -> i32 {
@@ -239,11 +245,13 @@ unsafe fn matvec_q8_avx2<const G: usize>(
 /// # Panics
 /// If the shapes do not match.
 pub fn matvec_q8(out: &mut [f32], w: &[i8], ws: &[f32], xq: &[i16], xs: &[f32], gs: usize) {
-    let n = xq.len();
-    assert!(gs > 0 && n.is_multiple_of(gs) && xs.len() * gs == n);
-    assert!(w.len() == out.len() * n && ws.len() * gs == w.len());
-    if n == 0 {
-        out.fill(0.0);
+    if !has_values(out, w, ws, xq, xs, gs) {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if avx512::available() {
+        // SAFETY: AVX-512 F/BW/VNNI are present (checked just above); shapes checked above.
+        unsafe { with_group_size!(matvec_q8_avx512, gs, (out, w, ws, xq, xs, gs)) };
         return;
     }
     #[cfg(target_arch = "x86_64")]
@@ -257,6 +265,24 @@ pub fn matvec_q8(out: &mut [f32], w: &[i8], ws: &[f32], xq: &[i16], xs: &[f32], 
         simd128::matvec(out, w, ws, &simd128::split_activations(xq), xs, gs);
         return;
     }
+    matvec_q8_scalar(out, w, ws, xq, xs, gs);
+}
+
+/// [`matvec_q8`]'s shape check: panics on shapes that do not match; false (with `out` zeroed)
+/// when rows are empty, so the kernels never see `n == 0`.
+fn has_values(out: &mut [f32], w: &[i8], ws: &[f32], xq: &[i16], xs: &[f32], gs: usize) -> bool {
+    let n = xq.len();
+    assert!(gs > 0 && n.is_multiple_of(gs) && xs.len() * gs == n);
+    assert!(w.len() == out.len() * n && ws.len() * gs == w.len());
+    if n == 0 {
+        out.fill(0.0);
+    }
+    n > 0
+}
+
+/// [`matvec_q8`] without SIMD: the definition, row by row.
+fn matvec_q8_scalar(out: &mut [f32], w: &[i8], ws: &[f32], xq: &[i16], xs: &[f32], gs: usize) {
+    let n = xq.len();
     for ((o, row), rs) in out
         .iter_mut()
         .zip(w.chunks_exact(n))
@@ -264,6 +290,52 @@ pub fn matvec_q8(out: &mut [f32], w: &[i8], ws: &[f32], xq: &[i16], xs: &[f32], 
     {
         *o = row_q8(row, rs, xq, xs, gs, group_dot_scalar);
     }
+}
+
+/// An int8 matrix-vector kernel, with [`matvec_q8`]'s arguments.
+pub type MatvecQ8 = fn(&mut [f32], &[i8], &[f32], &[i16], &[f32], usize);
+
+/// One of [`matvec_q8`]'s native kernel paths: its name, and the kernel when this CPU runs it.
+pub struct MatvecQ8Path {
+    pub name: &'static str,
+    pub kernel: Option<MatvecQ8>,
+}
+
+/// Every native path [`matvec_q8`] may take, in the order it tries them (it runs the first this
+/// CPU has): the tests compare them bit for bit, examples/q8_profile.rs times them. Each kernel
+/// checks the shapes as [`matvec_q8`] does.
+pub fn matvec_q8_paths() -> Vec<MatvecQ8Path> {
+    let path = |name, kernel| MatvecQ8Path { name, kernel };
+    #[allow(unused_mut)]
+    let mut paths = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    {
+        fn on_avx512(out: &mut [f32], w: &[i8], ws: &[f32], xq: &[i16], xs: &[f32], gs: usize) {
+            if has_values(out, w, ws, xq, xs, gs) {
+                // SAFETY: listed only when AVX-512 F/BW/VNNI are present; shapes checked.
+                unsafe { with_group_size!(matvec_q8_avx512, gs, (out, w, ws, xq, xs, gs)) };
+            }
+        }
+        fn on_avx2(out: &mut [f32], w: &[i8], ws: &[f32], xq: &[i16], xs: &[f32], gs: usize) {
+            if has_values(out, w, ws, xq, xs, gs) {
+                // SAFETY: listed only when AVX2 is present; shapes checked.
+                unsafe { with_group_size!(matvec_q8_avx2, gs, (out, w, ws, xq, xs, gs)) };
+            }
+        }
+        let avx2_ok = std::is_x86_feature_detected!("avx2");
+        paths.push(path(
+            "avx512",
+            avx512::available().then_some(on_avx512 as MatvecQ8),
+        ));
+        paths.push(path("avx2", avx2_ok.then_some(on_avx2 as MatvecQ8)));
+    }
+    fn on_scalar(out: &mut [f32], w: &[i8], ws: &[f32], xq: &[i16], xs: &[f32], gs: usize) {
+        if has_values(out, w, ws, xq, xs, gs) {
+            matvec_q8_scalar(out, w, ws, xq, xs, gs);
+        }
+    }
+    paths.push(path("scalar", Some(on_scalar as MatvecQ8)));
+    paths
 }
 
 /// `out[b] = W xs[b]` for a batch of `batch` quantized inputs: `xq` is `batch x n` values
@@ -367,6 +439,132 @@ mod tests {
                     o.to_bits(),
                     expected.to_bits(),
                     "row {r} of {rows}x{cols}/{gs}"
+                );
+            }
+        }
+    }
+
+    /// The native paths this CPU runs (at least two on x86-64, so a comparison between them
+    /// never passes vacuously) and, printed, the ones it cannot run.
+    fn runnable_paths() -> Vec<(&'static str, MatvecQ8)> {
+        let paths = matvec_q8_paths();
+        let missing = paths.iter().filter(|p| p.kernel.is_none());
+        let missing: Vec<_> = missing.map(|p| p.name).collect();
+        let ran: Vec<_> = paths
+            .iter()
+            .filter_map(|p| Some((p.name, p.kernel?)))
+            .collect();
+        eprintln!(
+            "q8 kernel paths compared: {:?}; not on this CPU: {missing:?}",
+            ran.iter().map(|(name, _)| *name).collect::<Vec<_>>()
+        );
+        #[cfg(target_arch = "x86_64")]
+        {
+            assert_eq!(ran.first().map(|p| p.0), Some(expected_first_path()));
+            assert!(ran.len() >= 2, "only {ran:?}");
+        }
+        ran
+    }
+
+    /// The path [`matvec_q8`] takes on this CPU, named from its features.
+    #[cfg(target_arch = "x86_64")]
+    fn expected_first_path() -> &'static str {
+        use std::is_x86_feature_detected as has;
+        if has!("avx512f") && has!("avx512bw") && has!("avx512vnni") {
+            "avx512"
+        } else if has!("avx2") {
+            "avx2"
+        } else {
+            "scalar"
+        }
+    }
+
+    #[test]
+    fn every_kernel_path_gives_the_definitions_bits_on_awkward_shapes() {
+        let paths = runnable_paths();
+        let mut seed = 11;
+        // Group sizes unrolled (16, 32, 64) and read at run time (48, 256, 8, 5); rows in full
+        // blocks of 16 and 4 and partial ones (1, 3, 17, 35); one group per row and many.
+        let shapes = [
+            (1, 16, 16),
+            (17, 48, 16),
+            (35, 96, 32),
+            (16, 32, 32),
+            (19, 144, 48),
+            (33, 192, 64),
+            (3, 64, 64),
+            (21, 512, 256),
+            (18, 256, 256),
+            (5, 40, 8),
+            (4, 40, 5),
+            (40, 288, 32),
+        ];
+        for (rows, cols, gs) in shapes {
+            // Both int8 extremes often, random values between.
+            let w: Vec<i8> = (0..rows * cols)
+                .map(|i| match i % 7 {
+                    0 => -128,
+                    3 => 127,
+                    _ => (lcg(&mut seed) * 254.0) as i8,
+                })
+                .collect();
+            let ws: Vec<f32> = (0..rows * cols / gs).map(|_| lcg(&mut seed)).collect();
+            // The quantizer's extremes (+-127, every group has one) and the i16 range's.
+            let mut inputs = Vec::new();
+            let x: Vec<f32> = (0..cols).map(|_| lcg(&mut seed) * 10.0).collect();
+            let (mut xq, mut xs) = (vec![0i16; cols], vec![0f32; cols / gs]);
+            quantize_activations(&mut xq, &mut xs, &x, gs);
+            assert!(xq.iter().any(|&q| q == 127 || q == -127));
+            inputs.push((xq.clone(), xs.clone()));
+            let edges = [i16::MIN, i16::MAX, -127, 127];
+            let xq_edges = (0..cols).map(|i| edges[i % 4]).collect();
+            inputs.push((xq_edges, xs));
+            for (xq, xs) in &inputs {
+                let want: Vec<f32> = (0..rows)
+                    .map(|r| {
+                        let (row, rs) = (&w[r * cols..][..cols], &ws[r * cols / gs..][..cols / gs]);
+                        row_q8(row, rs, xq, xs, gs, group_dot_scalar)
+                    })
+                    .collect();
+                for (name, kernel) in &paths {
+                    let mut got = vec![f32::NAN; rows];
+                    kernel(&mut got, &w, &ws, xq, xs, gs);
+                    assert_same_bits(&got, &want, format_args!("{name} {rows}x{cols}/{gs}"));
+                }
+                let mut got = vec![f32::NAN; rows];
+                matvec_q8(&mut got, &w, &ws, xq, xs, gs);
+                assert_same_bits(&got, &want, format_args!("matvec_q8 {rows}x{cols}/{gs}"));
+            }
+        }
+    }
+
+    #[test]
+    fn every_kernel_path_gives_a_row_the_same_bits_whatever_its_neighbours() {
+        // A row's result from a slice of rows starting anywhere (the threads' split, the
+        // batched product's tiles) equals its result in the whole matrix, on every path.
+        let (rows, cols, gs) = (37, 128, 32);
+        let mut seed = 13;
+        let w: Vec<i8> = (0..rows * cols)
+            .map(|_| (lcg(&mut seed) * 254.0) as i8)
+            .collect();
+        let ws: Vec<f32> = (0..rows * cols / gs).map(|_| lcg(&mut seed)).collect();
+        let x: Vec<f32> = (0..cols).map(|_| lcg(&mut seed)).collect();
+        let (mut xq, mut xs) = (vec![0i16; cols], vec![0f32; cols / gs]);
+        quantize_activations(&mut xq, &mut xs, &x, gs);
+        for (name, kernel) in runnable_paths() {
+            let mut whole = vec![f32::NAN; rows];
+            kernel(&mut whole, &w, &ws, &xq, &xs, gs);
+            for (r0, r1) in [(0, 1), (3, 20), (5, 37), (16, 33), (36, 37)] {
+                let mut part = vec![f32::NAN; r1 - r0];
+                let (w, ws) = (
+                    &w[r0 * cols..r1 * cols],
+                    &ws[r0 * cols / gs..r1 * cols / gs],
+                );
+                kernel(&mut part, w, ws, &xq, &xs, gs);
+                assert_same_bits(
+                    &part,
+                    &whole[r0..r1],
+                    format_args!("{name} rows {r0}..{r1}"),
                 );
             }
         }

@@ -1,8 +1,8 @@
-"""The guest's int8 kernel paths against the native module's (AVX2, itself checked bit for bit
-against the scalar definition by `cargo test`): group sizes 16 and 32 (unrolled), 48 (read at
-run time), rows in blocks of four plus 1-3 left over (vocabulary 355), rows with and without
-groups after the last block of four. Any wrong lane, row or order shows up within a few tokens:
-every layer re-quantizes its activations."""
+"""The guest's int8 kernel paths against the native module's (AVX-512 or AVX2, each checked bit
+for bit against the scalar definition by `cargo test`): group sizes 16 and 32 (unrolled), 48
+(read at run time), rows in blocks of four plus 1-3 left over (vocabulary 355), rows with and
+without groups after the last block of four. Any wrong lane, row or order shows up within a few
+tokens: every layer re-quantizes its activations."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ def test_minus_128_weights_give_the_same_logits_on_both_engines(
 ) -> None:
     """The guest's kernel splits each 16-byte load into odd and even weights without widening
     them (src/q8/simd128.rs): exact for every int8 value, -128 included, so every position's
-    logits are the same bits as the native module's (AVX2, checked against the scalar
+    logits are the same bits as the native module's (AVX-512 or AVX2, checked against the scalar
     definition with -128 weights by `cargo test`)."""
     f32, tok, q8 = tmp_path / "m.bin", tmp_path / "tok.bin", tmp_path / "q8.bin"
     synthesize(SHAPES[group_size], 7, f32, tok)
