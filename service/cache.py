@@ -27,7 +27,7 @@ Guarantees:
   miss, logged; storing over it raises :class:`~edgechain.errors.StorageCorrupted` naming it.
 
 Re-verification policy (``reverify``). Hashing is cheap next to everything else a query does
-(BLAKE3 runs at several GB/s here: `python -m edgechain.bench.cache`), but reading
+(BLAKE3 runs at several GB/s here: the cache benchmark, README "Other benchmarks"), but reading
 and hashing a 438 MB model on every query is still ~0.1 s of waste. With the default,
 :attr:`Reverify.ONCE_PER_PROCESS`, a file is hashed on its first use in this process (and on
 :meth:`put`, the bytes are hashed before they are written); its identity (device, inode, size,
