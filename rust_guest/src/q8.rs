@@ -250,7 +250,7 @@ pub fn matvec_q8(out: &mut [f32], w: &[i8], ws: &[f32], xq: &[i16], xs: &[f32], 
     }
     #[cfg(target_arch = "x86_64")]
     if avx512::available() {
-        // SAFETY: AVX-512 F/BW/VNNI are present (checked just above); shapes checked above.
+        // SAFETY: AVX-512 F/BW/VL/VNNI are present (checked just above); shapes checked above.
         unsafe { with_group_size!(matvec_q8_avx512, gs, (out, w, ws, xq, xs, gs)) };
         return;
     }
@@ -312,7 +312,7 @@ pub fn matvec_q8_paths() -> Vec<MatvecQ8Path> {
     {
         fn on_avx512(out: &mut [f32], w: &[i8], ws: &[f32], xq: &[i16], xs: &[f32], gs: usize) {
             if has_values(out, w, ws, xq, xs, gs) {
-                // SAFETY: listed only when AVX-512 F/BW/VNNI are present; shapes checked.
+                // SAFETY: listed only when AVX-512 F/BW/VL/VNNI are present; shapes checked.
                 unsafe { with_group_size!(matvec_q8_avx512, gs, (out, w, ws, xq, xs, gs)) };
             }
         }
@@ -469,10 +469,9 @@ mod tests {
     /// The path [`matvec_q8`] takes on this CPU, named from its features.
     #[cfg(target_arch = "x86_64")]
     fn expected_first_path() -> &'static str {
-        use std::is_x86_feature_detected as has;
-        if has!("avx512f") && has!("avx512bw") && has!("avx512vnni") {
+        if avx512::available() {
             "avx512"
-        } else if has!("avx2") {
+        } else if std::is_x86_feature_detected!("avx2") {
             "avx2"
         } else {
             "scalar"

@@ -15,10 +15,11 @@
 
 use core::arch::x86_64::*;
 
-/// Whether this CPU runs [`matvec`].
+/// Whether this CPU runs [`matvec`]: every feature its `target_feature` list enables.
 pub(super) fn available() -> bool {
     std::is_x86_feature_detected!("avx512f")
         && std::is_x86_feature_detected!("avx512bw")
+        && std::is_x86_feature_detected!("avx512vl")
         && std::is_x86_feature_detected!("avx512vnni")
 }
 
