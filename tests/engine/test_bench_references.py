@@ -15,7 +15,7 @@ import pytest
 import wasmtime
 from engine_helpers import assert_clean_error, run_cli
 
-from edgechain.bench.engine import _ratios
+from edgechain.bench.engine import format_table
 from edgechain.errors import InvalidParameter
 from edgechain.service.engine import open_engine
 
@@ -160,6 +160,6 @@ def test_wasm_is_compared_with_run_c_wasm_in_the_same_interruption_mode() -> Non
             ("run.c wasm-noepoch", 400.0),
         )
     ]
-    lines = _ratios(rows)
+    lines = format_table(rows).splitlines()
     assert "15M: wasm f32 decodes at 0.82x run.c wasm, both without epoch interruption" in lines
     assert "15M: wasm f32 decodes at 3.00x run.c wasm, both with epoch interruption" in lines
