@@ -404,6 +404,48 @@ mod tests {
 
     use crate::matvec::tests::{assert_same_bits, lcg};
 
+    /// A `rows x cols` int8 matrix and its `rows * cols / gs` group scales, from `seed`;
+    /// `weight(i)` is weight i's value, `None` for a random one.
+    fn random_matrix(
+        (rows, cols, gs): (usize, usize, usize),
+        seed: &mut u64,
+        weight: impl Fn(usize) -> Option<i8>,
+    ) -> (Vec<i8>, Vec<f32>) {
+        let w = (0..rows * cols)
+            .map(|i| weight(i).unwrap_or_else(|| (lcg(seed) * 254.0) as i8))
+            .collect();
+        let ws = (0..rows * cols / gs).map(|_| lcg(seed)).collect();
+        (w, ws)
+    }
+
+    /// `inputs` random inputs of `cols` values each, quantized in groups of `gs`.
+    fn random_inputs(
+        inputs: usize,
+        cols: usize,
+        gs: usize,
+        seed: &mut u64,
+    ) -> (Vec<i16>, Vec<f32>) {
+        let x: Vec<f32> = (0..inputs * cols).map(|_| lcg(seed) * 10.0).collect();
+        let (mut xq, mut xs) = (vec![0i16; x.len()], vec![0f32; x.len() / gs]);
+        for ((q, s), x) in xq
+            .chunks_exact_mut(cols)
+            .zip(xs.chunks_exact_mut(cols / gs))
+            .zip(x.chunks_exact(cols))
+        {
+            quantize_activations(q, s, x, gs);
+        }
+        (xq, xs)
+    }
+
+    /// Each row's product with one quantized input, by the scalar definition.
+    fn definition(w: &[i8], ws: &[f32], xq: &[i16], xs: &[f32], gs: usize) -> Vec<f32> {
+        let cols = xq.len();
+        w.chunks_exact(cols)
+            .zip(ws.chunks_exact(cols / gs))
+            .map(|(row, rs)| row_q8(row, rs, xq, xs, gs, group_dot_scalar))
+            .collect()
+    }
+
     #[test]
     fn matvec_q8_matches_the_scalar_definition() {
         let mut seed = 3;
@@ -417,30 +459,14 @@ mod tests {
             (2, 768, 64),
             (3, 112, 16),
         ] {
-            let w: Vec<i8> = (0..rows * cols)
-                .map(|i| {
-                    if i % 11 == 0 {
-                        -128
-                    } else {
-                        (lcg(&mut seed) * 254.0) as i8
-                    }
-                })
-                .collect();
-            let ws: Vec<f32> = (0..rows * cols / gs).map(|_| lcg(&mut seed)).collect();
-            let x: Vec<f32> = (0..cols).map(|_| lcg(&mut seed) * 10.0).collect();
-            let (mut xq, mut xs) = (vec![0i16; cols], vec![0f32; cols / gs]);
-            quantize_activations(&mut xq, &mut xs, &x, gs);
+            let (w, ws) = random_matrix((rows, cols, gs), &mut seed, |i| {
+                (i % 11 == 0).then_some(-128)
+            });
+            let (xq, xs) = random_inputs(1, cols, gs, &mut seed);
             let mut out = vec![f32::NAN; rows];
             matvec_q8(&mut out, &w, &ws, &xq, &xs, gs);
-            for (r, o) in out.iter().enumerate() {
-                let (row, rs) = (&w[r * cols..][..cols], &ws[r * cols / gs..][..cols / gs]);
-                let expected = row_q8(row, rs, &xq, &xs, gs, group_dot_scalar);
-                assert_eq!(
-                    o.to_bits(),
-                    expected.to_bits(),
-                    "row {r} of {rows}x{cols}/{gs}"
-                );
-            }
+            let want = definition(&w, &ws, &xq, &xs, gs);
+            assert_same_bits(&out, &want, format_args!("{rows}x{cols}/{gs}"));
         }
     }
 
@@ -500,31 +526,19 @@ mod tests {
         ];
         for (rows, cols, gs) in shapes {
             // Both int8 extremes often, random values between.
-            let w: Vec<i8> = (0..rows * cols)
-                .map(|i| match i % 7 {
-                    0 => -128,
-                    3 => 127,
-                    _ => (lcg(&mut seed) * 254.0) as i8,
-                })
-                .collect();
-            let ws: Vec<f32> = (0..rows * cols / gs).map(|_| lcg(&mut seed)).collect();
+            let (w, ws) = random_matrix((rows, cols, gs), &mut seed, |i| match i % 7 {
+                0 => Some(-128),
+                3 => Some(127),
+                _ => None,
+            });
             // The quantizer's extremes (+-127, every group has one) and the i16 range's.
-            let mut inputs = Vec::new();
-            let x: Vec<f32> = (0..cols).map(|_| lcg(&mut seed) * 10.0).collect();
-            let (mut xq, mut xs) = (vec![0i16; cols], vec![0f32; cols / gs]);
-            quantize_activations(&mut xq, &mut xs, &x, gs);
+            let (xq, xs) = random_inputs(1, cols, gs, &mut seed);
             assert!(xq.iter().any(|&q| q == 127 || q == -127));
-            inputs.push((xq.clone(), xs.clone()));
             let edges = [i16::MIN, i16::MAX, -127, 127];
             let xq_edges = (0..cols).map(|i| edges[i % 4]).collect();
-            inputs.push((xq_edges, xs));
+            let inputs = [(xq, xs.clone()), (xq_edges, xs)];
             for (xq, xs) in &inputs {
-                let want: Vec<f32> = (0..rows)
-                    .map(|r| {
-                        let (row, rs) = (&w[r * cols..][..cols], &ws[r * cols / gs..][..cols / gs]);
-                        row_q8(row, rs, xq, xs, gs, group_dot_scalar)
-                    })
-                    .collect();
+                let want = definition(&w, &ws, xq, xs, gs);
                 for (name, kernel) in &paths {
                     let mut got = vec![f32::NAN; rows];
                     kernel(&mut got, &w, &ws, xq, xs, gs);
@@ -543,13 +557,8 @@ mod tests {
         // batched product's tiles) equals its result in the whole matrix, on every path.
         let (rows, cols, gs) = (37, 128, 32);
         let mut seed = 13;
-        let w: Vec<i8> = (0..rows * cols)
-            .map(|_| (lcg(&mut seed) * 254.0) as i8)
-            .collect();
-        let ws: Vec<f32> = (0..rows * cols / gs).map(|_| lcg(&mut seed)).collect();
-        let x: Vec<f32> = (0..cols).map(|_| lcg(&mut seed)).collect();
-        let (mut xq, mut xs) = (vec![0i16; cols], vec![0f32; cols / gs]);
-        quantize_activations(&mut xq, &mut xs, &x, gs);
+        let (w, ws) = random_matrix((rows, cols, gs), &mut seed, |_| None);
+        let (xq, xs) = random_inputs(1, cols, gs, &mut seed);
         for (name, kernel) in runnable_paths() {
             let mut whole = vec![f32::NAN; rows];
             kernel(&mut whole, &w, &ws, &xq, &xs, gs);
@@ -605,20 +614,9 @@ mod tests {
             (50, 768, 64),
         ];
         for (rows, cols, gs) in shapes {
-            let w: Vec<i8> = (0..rows * cols)
-                .map(|_| (lcg(&mut seed) * 254.0) as i8)
-                .collect();
-            let ws: Vec<f32> = (0..rows * cols / gs).map(|_| lcg(&mut seed)).collect();
+            let (w, ws) = random_matrix((rows, cols, gs), &mut seed, |_| None);
             for batch in [1, 2, 3, 7, 16] {
-                let x: Vec<f32> = (0..batch * cols).map(|_| lcg(&mut seed) * 10.0).collect();
-                let (mut xq, mut xs) = (vec![0i16; batch * cols], vec![0f32; batch * cols / gs]);
-                for ((q, s), x) in xq
-                    .chunks_exact_mut(cols)
-                    .zip(xs.chunks_exact_mut(cols / gs))
-                    .zip(x.chunks_exact(cols))
-                {
-                    quantize_activations(q, s, x, gs);
-                }
+                let (xq, xs) = random_inputs(batch, cols, gs, &mut seed);
                 let mut out = vec![f32::NAN; batch * rows];
                 matmul_q8(&mut out, &w, &ws, &xq, &xs, batch);
                 for b in 0..batch {
