@@ -11,15 +11,19 @@ the proposal's height is excluded as equivocating. As soon as a quorum of valid 
 quorum, :class:`QuorumNotReached` names every validator that failed and how.
 
 A block with oracle calls costs each validator a re-execution (seconds of the cores they
-share), so with ``quorum_first`` only a quorum of validators is asked at first, starting at a
-place that turns with the block's height (every validator takes its share of the checks);
-another is asked for each one that fails, and all the rest once the first wave is late (a slow
-or stuck validator): three times the time its first vote took (at least half a second) after
-it, since validators on different engines check at speeds up to about three times apart.
-Asking fewer changes nothing a certificate means: it still needs a quorum of votes, each from a
-validator that checked the block. The honest case saves the check a quorum makes unnecessary
-(one of four) and the cores it would have taken from the others; a validator asked but no
-longer needed is told to stop (:meth:`ValidatorPool.abandon`).
+share), so with ``quorum_first`` only a quorum of validators is asked at first, in order of
+expected answer time: the validators whose engines check fastest first
+(:meth:`Validator.expected_check_cost`; on a mixed committee a wasm check takes about three
+times a native one), and among equals from a place that turns with the block's height (each
+takes its share of the checks). Another is asked for each one that fails, and all the rest once
+the first wave is late (a slow or stuck validator): three times the time its first vote took (at
+least half a second) after it, since validators on different engines check at speeds up to
+about three times apart. Asking fewer, or the fastest first, changes nothing a certificate
+means: it still needs a quorum of votes, each from a validator that checked the block, and any
+quorum certifies (a fast validator that fails or is late is replaced by the next). The honest
+case saves the check a quorum makes unnecessary (one of four) and the cores it would have taken
+from the others; a validator asked but no longer needed is told to stop
+(:meth:`ValidatorPool.abandon`).
 """
 
 from __future__ import annotations
@@ -140,6 +144,13 @@ def _turned(validators: list[Validator], height: int) -> list[Validator]:
     return validators[start:] + validators[:start]
 
 
+def asking_order(validators: list[Validator], height: int) -> list[Validator]:
+    """The order a block at ``height`` with oracle calls asks ``validators`` in: by expected
+    answer time (:meth:`Validator.expected_check_cost`), equals in the turned order (the sort
+    is stable), so that equal validators share the checks."""
+    return sorted(_turned(validators, height), key=Validator.expected_check_cost)
+
+
 def certify(
     proposal: Proposal,
     committee: Committee,
@@ -178,7 +189,7 @@ def certify(
     pending: dict[Future[list[Vote]], str] = {}
     reserve: list[Validator] = []
     if len(accepted) < committee.quorum:
-        reserve = [v for v in _turned(pool.validators, block.height) if v.name not in asked]
+        reserve = [v for v in asking_order(pool.validators, block.height) if v.name not in asked]
         wave = committee.quorum - len(accepted) if quorum_first else len(reserve)
         pending = {pool.submit(v, proposal): v.name for v in reserve[:wave]}
         reserve = reserve[wave:]

@@ -106,6 +106,10 @@ class OracleCall:
 class Oracle(Protocol):
     """Recomputes an operation's oracle response (a validator's own service)."""
 
+    #: How long this oracle's calls take, relative to the fastest engine's (1.0): a proposer
+    #: asks the validators in order of expected answer time (chain/agreement.py).
+    expected_cost: float
+
     def response(self, call: OracleCall) -> Any:
         """The response ``call.operation``'s oracle call gives here, within ``call.timeout``
         seconds (raises ``Timeout`` past it, an ``EdgechainError`` when the call fails). Once

@@ -177,6 +177,12 @@ class Validator:
         with self._lock:
             return self._replicas[chain_id].head.next_height
 
+    def expected_check_cost(self) -> float:
+        """How long this validator's oracle checks take, relative to the fastest engine's
+        (:attr:`Oracle.expected_cost`; 1.0 without an oracle: it refuses such blocks at once)."""
+        oracle = self.oracle
+        return 1.0 if oracle is None else oracle.expected_cost
+
     def holds(self, blob: bytes) -> bool:
         """True when this validator can serve ``blob`` (stores it, and is reachable)."""
         if self.fault is not None and self.fault.kind in (

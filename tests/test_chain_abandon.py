@@ -22,6 +22,7 @@ class WaitingOracle:
     """An oracle whose answer takes until it is cancelled (or a generous bound)."""
 
     def __init__(self) -> None:
+        self.expected_cost = 1.0
         self.started = threading.Event()
         self.calls = 0
 

@@ -36,6 +36,7 @@ class ScriptedOracle:
 
     def __init__(self, name: str, calls: list[str], lock: threading.Lock) -> None:
         self.name, self.calls, self.lock = name, calls, lock
+        self.expected_cost = 1.0
         self.wrong = self.stuck = False
         self.cancelled = threading.Event()
 
@@ -152,3 +153,36 @@ def test_more_than_f_refusals_leave_no_quorum(net: Any) -> None:
         oracles[name].wrong = True
     with pytest.raises(QuorumNotReached, match="2 of 4 validators signed, 3 needed"):
         mint(network)
+
+
+def test_the_validators_expected_to_answer_first_are_asked_first(
+    net: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mixed committee (v1 and v3 three times slower, as wasm validators are): the first wave
+    is the two fast validators and one slow one, the slow ones taking turns."""
+    network, oracles, calls = net
+    monkeypatch.setattr(agreement, "MIN_WAVE_WAIT_S", 60.0)
+    for name in ("v1", "v3"):
+        oracles[name].expected_cost = 3.0
+    slow_asked: list[str] = []
+    for _ in range(4):
+        calls.clear()
+        certificate = mint(network)
+        assert {"v2", "v4"} <= set(calls) and len(calls) == 3
+        assert sorted(certificate.signers) == sorted(calls)
+        [slow] = set(calls) - {"v2", "v4"}
+        slow_asked.append(slow)
+    assert sorted(slow_asked) == ["v1", "v1", "v3", "v3"]
+
+
+def test_a_fast_validator_that_refuses_is_replaced_by_a_slow_one(
+    net: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    network, oracles, calls = net
+    monkeypatch.setattr(agreement, "MIN_WAVE_WAIT_S", 60.0)
+    for name in ("v1", "v3"):
+        oracles[name].expected_cost = 3.0
+    oracles["v2"].wrong = True
+    certificate = mint(network)
+    assert sorted(calls) == network.committee.names
+    assert sorted(certificate.signers) == ["v1", "v3", "v4"]

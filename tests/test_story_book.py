@@ -61,6 +61,18 @@ def test_a_story_is_certified_by_validators_on_both_engines_and_its_receipt_veri
         client.story(2)
 
 
+def test_the_native_validators_are_asked_first_at_every_height(
+    client: Client, mint_story: Any
+) -> None:
+    # Asked in order of expected answer time (a wasm check costs about three native ones): both
+    # native validators and one wasm validator, whichever the height's turn would start at.
+    for prompt in ("Once", "Lily"):
+        minted = mint_story(query(prompt=prompt, max_tokens=4))
+        kinds = {v.name: v.oracle.engine_kind for v in client.network.validators}
+        signed = sorted(kinds[name] for name in minted.certificate.signers)
+        assert signed == ["native", "native", "wasm"]
+
+
 def test_validators_verify_the_recorded_token_ids_instead_of_replaying(
     client: Client, mint_story: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
