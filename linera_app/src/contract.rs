@@ -94,13 +94,7 @@ impl Contract for RegistryContract {
             return;
         }
         let key = model_key(&story.model, &story.version);
-        let certified = self
-            .state
-            .models
-            .contains_key(&key)
-            .await
-            .expect("registry state unreadable");
-        if !certified {
+        if self.registered(&key).await.is_none() {
             panic!(
                 "this chain's registry does not certify {} version {}",
                 story.model, story.version
@@ -186,12 +180,7 @@ impl RegistryContract {
     async fn certify_update(&mut self, update: ModelEntry) {
         let key = model_key(&update.registration.name, &update.registration.version);
         let height = self.runtime.block_height().0;
-        let here = self
-            .state
-            .models
-            .get(&key)
-            .await
-            .expect("registry state unreadable");
+        let here = self.registered(&key).await;
         let mut here = here.unwrap_or_else(|| ModelEntry {
             registered_height: height,
             retired_height: None,
@@ -204,6 +193,15 @@ impl RegistryContract {
             .models
             .insert(&key, here)
             .expect("registry state unwritable");
+    }
+
+    /// The registry's entry under `key` (`model_key`), if any.
+    async fn registered(&self, key: &str) -> Option<ModelEntry> {
+        self.state
+            .models
+            .get(key)
+            .await
+            .expect("registry state unreadable")
     }
 
     /// Announces an entry as it now stands on the registry's stream.
@@ -223,12 +221,7 @@ impl RegistryContract {
         };
         // What the simulator's oracle resolves before minting: a certified, active version.
         let key = model_key(&mint.model, &mint.version);
-        let entry = self
-            .state
-            .models
-            .get(&key)
-            .await
-            .expect("registry state unreadable");
+        let entry = self.registered(&key).await;
         match entry {
             None => {
                 return Err(format!(
@@ -338,12 +331,7 @@ impl RegistryContract {
 
     async fn register(&mut self, entry: ModelEntry) -> Result<(), String> {
         let key = model_key(&entry.registration.name, &entry.registration.version);
-        let existing = self
-            .state
-            .models
-            .get(&key)
-            .await
-            .expect("registry state unreadable");
+        let existing = self.registered(&key).await;
         if let Some(existing) = existing {
             if !existing.same_files(&entry.registration.weights, &entry.registration.tokenizer) {
                 return Err(format!(

@@ -24,7 +24,13 @@ use edgechain_linera::{
     seed::{SeedInput, SeedParams},
     FileRef, ModelEntry, Operation, Registration, RegistryAbi, Story,
 };
-use linera_sdk::{http, linera_base_types::WithServiceAbi, views::View, Service, ServiceRuntime};
+use linera_sdk::{
+    http,
+    linera_base_types::WithServiceAbi,
+    views::{MapView, View},
+    Service, ServiceRuntime,
+};
+use serde::{de::DeserializeOwned, Serialize};
 
 use self::state::RegistryState;
 
@@ -37,6 +43,21 @@ pub struct RegistryService {
 
 impl WithServiceAbi for RegistryService {
     type Abi = RegistryAbi;
+}
+
+/// Every value of `map`, in one read (the registry and the story book are small: a query is
+/// answered from memory); `what` names the state in the panic when it cannot be read.
+async fn all_values<I, V>(map: &MapView<I, V>, what: &str) -> Vec<V>
+where
+    I: Send + DeserializeOwned,
+    V: Clone + Sync + Send + Serialize + DeserializeOwned + 'static,
+{
+    map.index_values()
+        .await
+        .unwrap_or_else(|err| panic!("{what} state unreadable: {err:?}"))
+        .into_iter()
+        .map(|(_, value)| value)
+        .collect()
 }
 
 impl Service for RegistryService {
@@ -54,15 +75,7 @@ impl Service for RegistryService {
 
     async fn handle_query(&self, request: Request) -> Response {
         // The registry is small: read it once, then answer from memory.
-        let entries = self
-            .state
-            .models
-            .index_values()
-            .await
-            .expect("registry state unreadable")
-            .into_iter()
-            .map(|(_, entry)| entry)
-            .collect();
+        let entries = all_values(&self.state.models, "registry").await;
         let chain_id = self.runtime.chain_id().to_string();
         let application_id = self.runtime.application_id().forget_abi().to_string();
         let registry = Registry {
@@ -70,15 +83,7 @@ impl Service for RegistryService {
             chain_id,
             application_id,
         };
-        let mut stories: Vec<Story> = self
-            .state
-            .stories
-            .index_values()
-            .await
-            .expect("story state unreadable")
-            .into_iter()
-            .map(|(_, story)| story)
-            .collect();
+        let mut stories = all_values(&self.state.stories, "story").await;
         stories.sort_by_key(|story| story.id);
         let following = self.state.following.get().map(|chain| chain.to_string());
         let schema = Schema::build(

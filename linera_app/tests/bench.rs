@@ -13,7 +13,7 @@ mod common;
 
 use std::{path::PathBuf, time::Instant};
 
-use edgechain_linera::{Operation, Registration};
+use edgechain_linera::Operation;
 
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "a benchmark: scripts/build_linera_app.sh --bench"]
@@ -25,15 +25,8 @@ async fn service_decode_speed() {
     let size = weights.len();
     let (_server, refs) = common::serve(vec![("model.bin", weights), ("tok.bin", tokenizer)]).await;
     let common::Registry { chain, app, .. } = common::registry_on_validator().await;
-    let op = Operation::RegisterModel(Registration {
-        name: "bench".into(),
-        version: "1".into(),
-        format: "llama2c".into(),
-        weights: refs[0].clone(),
-        tokenizer: refs[1].clone(),
-        description: None,
-        license: None,
-    });
+    let registration = common::registration("bench", "1", refs[0].clone(), refs[1].clone());
+    let op = Operation::RegisterModel(registration);
     chain
         .add_block(|block| {
             block.with_operation(app, op);

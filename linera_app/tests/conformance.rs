@@ -228,15 +228,12 @@ async fn registry_and_generate_conform_to_the_simulator() {
         .add_block(|block| {
             block.with_operation(
                 app,
-                Operation::RegisterModel(Registration {
-                    name: "tampered".into(),
-                    version: "1".into(),
-                    format: "llama2c".into(),
-                    weights: refs[0].clone(),
-                    tokenizer: serde_json::from_value::<FileRef>(bad).unwrap(),
-                    description: None,
-                    license: None,
-                }),
+                Operation::RegisterModel(common::registration(
+                    "tampered",
+                    "1",
+                    refs[0].clone(),
+                    serde_json::from_value::<FileRef>(bad).unwrap(),
+                )),
             );
         })
         .await;
@@ -358,13 +355,8 @@ async fn cross_chain(
     let followed = models(&bob, app).await;
 
     let third = Operation::RegisterModel(Registration {
-        name: "stories260K".into(),
-        version: "3".into(),
-        format: "llama2c".into(),
-        weights: refs[0].clone(),
-        tokenizer: refs[1].clone(),
         description: Some("third version".into()),
-        license: None,
+        ..common::registration("stories260K", "3", refs[0].clone(), refs[1].clone())
     });
     step(&mut steps, "alice registers version 3", alice, app, third).await;
     let retire = Operation::RetireModel {

@@ -14,7 +14,7 @@ use candle_core::{Device, Tensor};
 
 use crate::bpe::PreTokenizer;
 use crate::chat_template::ChatTemplate;
-use crate::checkpoint::CheckpointConfig;
+use crate::checkpoint::{CheckpointConfig, MAX_DIM};
 use crate::error::{EngineError, Result};
 use crate::gguf::{self, GgmlType, GgufHeader, TensorInfo, Value};
 use crate::kquants::{
@@ -39,11 +39,17 @@ pub const TENSOR_TYPES: [GgmlType; 6] = [
 ];
 /// Q8_0's block: the int8 path's group size.
 const Q8_0_GROUP: usize = 32;
-/// Upper bounds (as llama2.c's reader's) that keep size computations far from overflow.
-const MAX_DIM: usize = 1 << 16;
-const MAX_LAYERS: usize = 1 << 10;
-const MAX_VOCAB: usize = 1 << 20;
-const MAX_SEQ_LEN: usize = 1 << 20;
+/// The metadata that sets each of the config's seven size fields, in header order (what
+/// [`CheckpointConfig::sizes_with_limits`] lists), for the refusals.
+const CONFIG_SOURCES: [&str; 7] = [
+    "embedding_length",
+    "feed_forward_length",
+    "block_count",
+    "attention.head_count",
+    "attention.head_count_kv",
+    "vocabulary (token_embd rows)",
+    "context_length",
+];
 
 fn unsupported(msg: String) -> EngineError {
     EngineError::UnsupportedModel(msg)
@@ -200,16 +206,7 @@ fn head_dim(h: &GgufHeader, arch: &str, dim: usize, n_heads: usize) -> Result<Op
 }
 
 fn check_config(cfg: &CheckpointConfig) -> Result<()> {
-    let limits = [
-        ("embedding_length", cfg.dim, MAX_DIM),
-        ("feed_forward_length", cfg.hidden_dim, 4 * MAX_DIM),
-        ("block_count", cfg.n_layers, MAX_LAYERS),
-        ("attention.head_count", cfg.n_heads, cfg.dim),
-        ("attention.head_count_kv", cfg.n_kv_heads, cfg.n_heads),
-        ("vocabulary (token_embd rows)", cfg.vocab_size, MAX_VOCAB),
-        ("context_length", cfg.seq_len, MAX_SEQ_LEN),
-    ];
-    for (name, value, max) in limits {
+    for (name, (value, max)) in CONFIG_SOURCES.iter().zip(cfg.sizes_with_limits()) {
         if value == 0 || value > max {
             return Err(invalid(format!("{name} = {value} is not in 1..={max}")));
         }

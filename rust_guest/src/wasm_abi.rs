@@ -354,7 +354,7 @@ pub unsafe extern "C" fn ec_session_start(
     params_ptr: u32,
     params_len: u32,
 ) -> i32 {
-    let text = (prompt_ptr, prompt_len);
+    let text = (prompt_ptr, prompt_len, "prompt");
     start_session(model, text, (params_ptr, params_len), Session::start)
 }
 
@@ -371,23 +371,23 @@ pub unsafe extern "C" fn ec_session_start_chat(
     params_ptr: u32,
     params_len: u32,
 ) -> i32 {
-    let text = (turn_ptr, turn_len);
+    let text = (turn_ptr, turn_len, "prompt");
     start_session(model, text, (params_ptr, params_len), Session::start_chat)
 }
 
 /// A new session's handle: `start` on the model, the text and the parameters (each a host
-/// buffer's pointer and length).
+/// buffer's pointer and length; the text's also names it for its UTF-8 error).
 ///
 /// # Safety
 /// Both buffers must be host-written memory from `ec_alloc`.
 unsafe fn start_session(
     model: i32,
-    (text_ptr, text_len): (u32, u32),
+    (text_ptr, text_len, what): (u32, u32, &str),
     (params_ptr, params_len): (u32, u32),
-    start: fn(Arc<LoadedModel>, &str, &GenerationParams) -> Result<Session>,
+    start: impl FnOnce(Arc<LoadedModel>, &str, &GenerationParams) -> Result<Session>,
 ) -> i32 {
     with_state(|state| {
-        let text = host_str(text_ptr, text_len, "prompt")?;
+        let text = host_str(text_ptr, text_len, what)?;
         let params = host_params(params_ptr, params_len)?;
         let model = state.model(model)?.clone();
         let session = start(model, text, &params)?;
@@ -423,15 +423,13 @@ pub unsafe extern "C" fn ec_session_start_messages(
     params_ptr: u32,
     params_len: u32,
 ) -> i32 {
-    with_state(|state| {
-        let messages = parse_messages(host_str(messages_ptr, messages_len, "messages")?)?;
-        let params = host_params(params_ptr, params_len)?;
-        let model = state.model(model)?.clone();
-        let session = Session::start_messages(model, messages, &params)?;
-        let handle = state.new_handle()?;
-        state.sessions.insert(handle, session);
-        Ok(handle)
-    })
+    let text = (messages_ptr, messages_len, "messages");
+    start_session(
+        model,
+        text,
+        (params_ptr, params_len),
+        |model, text, params| Session::start_messages(model, parse_messages(text)?, params),
+    )
 }
 
 /// Appends messages to a chat started from messages whose answer ended

@@ -369,41 +369,37 @@ class _Guest:
             raise EngineUnavailable(
                 f"wasm guest lacks export {err.args[0]}: rebuild it with scripts/build_guest.sh"
             ) from None
+
+        def bind_optional(*names: str) -> bool:
+            """Bind an optional group of exports when the guest has all of them."""
+            present = all(name in exports for name in names)
+            if present:
+                self._funcs.update({name: exports[name] for name in names})
+            return present
+
         # The streaming load (ABI.md "Loading a checkpoint from a file"); optional so an older
         # or test guest without it still loads from bytes.
-        streaming = ("ec_model_begin", "ec_model_region_ptr", "ec_model_advance", "ec_model_finish")
-        streaming += ("ec_model_abort",)
-        self.streams = all(name in exports for name in streaming)
-        if self.streams:
-            self._funcs.update({name: exports[name] for name in streaming})
-        # The multi-session step (ABI.md); without it a batch steps its sessions one by one.
-        self.batches = "ec_batch_step" in exports
-        if self.batches:
-            self._funcs["ec_batch_step"] = exports["ec_batch_step"]
-        # Claim verification (ABI.md, "Verification"); optional for an older or test guest.
-        verifying = (
-            "ec_verify_start",
-            "ec_verify_start_messages",
-            "ec_verify_run",
-            "ec_verify_free",
+        self.streams = bind_optional(
+            "ec_model_begin",
+            "ec_model_region_ptr",
+            "ec_model_advance",
+            "ec_model_finish",
+            "ec_model_abort",
         )
-        self.verifies = all(name in exports for name in verifying)
-        if self.verifies:
-            self._funcs.update({name: exports[name] for name in verifying})
+        # The multi-session step (ABI.md); without it a batch steps its sessions one by one.
+        self.batches = bind_optional("ec_batch_step")
+        # Claim verification (ABI.md, "Verification"); optional for an older or test guest.
+        self.verifies = bind_optional(
+            "ec_verify_start", "ec_verify_start_messages", "ec_verify_run", "ec_verify_free"
+        )
         # Every position's logits (ABI.md, ec_logits); optional for an older or test guest.
-        self.logits = "ec_logits" in exports
-        if self.logits:
-            self._funcs["ec_logits"] = exports["ec_logits"]
+        self.logits = bind_optional("ec_logits")
         # Chat sessions that take further turns (ABI.md, "Chat"); optional likewise.
-        chatting = ("ec_session_start_chat", "ec_session_append")
-        self.chats = all(name in exports for name in chatting)
-        if self.chats:
-            self._funcs.update({name: exports[name] for name in chatting})
+        self.chats = bind_optional("ec_session_start_chat", "ec_session_append")
         # Chats of messages in the model's chat template (ABI.md, "Chat templates").
-        templating = ("ec_session_start_messages", "ec_session_append_messages", "ec_chat_render")
-        self.templates = all(name in exports for name in templating)
-        if self.templates:
-            self._funcs.update({name: exports[name] for name in templating})
+        self.templates = bind_optional(
+            "ec_session_start_messages", "ec_session_append_messages", "ec_chat_render"
+        )
         self.poisoned: str | None = None
         self.timeout_budget: float | None = None
 

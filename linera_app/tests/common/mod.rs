@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use axum::{routing::get, Router};
-use edgechain_linera::{FileRef, RegistryAbi};
+use edgechain_linera::{FileRef, Registration, RegistryAbi};
 use linera_sdk::{
     linera_base_types::ApplicationId,
     test::{ActiveChain, HttpServer, TestValidator},
@@ -19,6 +19,25 @@ pub fn file_ref(bytes: &[u8], url: String) -> FileRef {
         blake3: blake3::hash(bytes).to_hex().to_string(),
         size: bytes.len() as u64,
         urls: vec![url],
+    }
+}
+
+/// The registration of llama2.c model `name` `version` with these files (no description, no
+/// license).
+pub fn registration(
+    name: &str,
+    version: &str,
+    weights: FileRef,
+    tokenizer: FileRef,
+) -> Registration {
+    Registration {
+        name: name.into(),
+        version: version.into(),
+        format: "llama2c".into(),
+        weights,
+        tokenizer,
+        description: None,
+        license: None,
     }
 }
 

@@ -21,8 +21,9 @@ const Q8_HEADER_USED: usize = 4 + 4 + HEADER_BYTES + 1 + 4;
 /// The largest region [`WeightLoader::region`] hands out, so a region's length fits an i32 and
 /// a host's single read stays moderate.
 pub const MAX_REGION_BYTES: usize = 1 << 24;
-/// Upper bounds that keep every size computation far from overflow and reject garbage headers.
-const MAX_DIM: usize = 1 << 16;
+/// Upper bounds that keep every size computation far from overflow and reject garbage headers
+/// (llama2.c checkpoints' and GGUF files' alike: [`CheckpointConfig::sizes_with_limits`]).
+pub const MAX_DIM: usize = 1 << 16;
 const MAX_LAYERS: usize = 1 << 10;
 const MAX_VOCAB: usize = 1 << 20;
 const MAX_SEQ_LEN: usize = 1 << 20;
@@ -66,6 +67,20 @@ impl CheckpointConfig {
     /// The header as the JSON object of ABI.md's `ec_model_info`.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("a config always serialises")
+    }
+
+    /// The seven size fields in header order (as [`HEADER_FIELDS`] names them), each with the
+    /// largest value it may take; any format's reader refuses a config above one of them.
+    pub fn sizes_with_limits(&self) -> [(usize, usize); 7] {
+        [
+            (self.dim, MAX_DIM),
+            (self.hidden_dim, 4 * MAX_DIM),
+            (self.n_layers, MAX_LAYERS),
+            (self.n_heads, self.dim),
+            (self.n_kv_heads, self.n_heads),
+            (self.vocab_size, MAX_VOCAB),
+            (self.seq_len, MAX_SEQ_LEN),
+        ]
     }
 
     pub fn head_size(&self) -> usize {
@@ -292,16 +307,7 @@ fn config_from_fields(
         group_size: None,
         head_dim: None,
     };
-    let limits = [
-        ("dim", cfg.dim, MAX_DIM),
-        ("hidden_dim", cfg.hidden_dim, 4 * MAX_DIM),
-        ("n_layers", cfg.n_layers, MAX_LAYERS),
-        ("n_heads", cfg.n_heads, cfg.dim),
-        ("n_kv_heads", cfg.n_kv_heads, cfg.n_heads),
-        ("vocab_size", cfg.vocab_size, MAX_VOCAB),
-        ("seq_len", cfg.seq_len, MAX_SEQ_LEN),
-    ];
-    for (name, value, max) in limits {
+    for (name, (value, max)) in HEADER_FIELDS.iter().zip(cfg.sizes_with_limits()) {
         if value > max {
             return Err(invalid(format!(
                 "header field {name} = {value} exceeds {max}"

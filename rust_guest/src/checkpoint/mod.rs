@@ -14,6 +14,6 @@ pub mod loader;
 
 pub use header::{
     is_q8, parse_header, parse_header_for_size, CheckpointConfig, HEADER_BYTES, HEADER_FIELDS,
-    MAX_HEADER_BYTES, MAX_REGION_BYTES, Q8_HEADER_BYTES, Q8_MAGIC, Q8_VERSION,
+    MAX_DIM, MAX_HEADER_BYTES, MAX_REGION_BYTES, Q8_HEADER_BYTES, Q8_MAGIC, Q8_VERSION,
 };
 pub use loader::{load_weights, load_weights_from_file, WeightLoader};
