@@ -711,9 +711,10 @@ const V4_TILE_U: usize = 2;
 ))]
 const V4_TILE_BYTES: usize = 128 * 1024;
 
-/// [`matmul`] with 4-lane vectors (simd128 in the guest, SSE natively without AVX): per tile of
-/// [`V4_TILE_BYTES`] of rows, groups of [`V4_TILE_B`] inputs and [`V4_TILE_R`] rows through
-/// [`dot_tile_v4`], leftover rows through a 1-row tile, leftover inputs through [`matvec`].
+/// [`matmul`] with 4-lane vectors (simd128 in the guest, SSE natively without AVX): the inputs
+/// interleaved once ([`interleave_inputs`]), then per tile of [`V4_TILE_BYTES`] of rows, groups
+/// of [`V4_TILE_B`] inputs and [`V4_TILE_R`] rows through [`dot_tile_v4`], leftover rows through
+/// a 1-row tile, leftover inputs through [`matvec`].
 #[cfg(any(
     target_arch = "x86_64",
     all(target_arch = "wasm32", target_feature = "simd128")
@@ -723,15 +724,19 @@ fn matmul_v4(out: &mut [f32], w: &[f32], xs: &[f32], n: usize, d: usize) {
     const TB: usize = V4_TILE_B;
     let batch = xs.len() / n;
     let tile = (V4_TILE_BYTES / (n * 4)).max(1);
+    let groups = batch / TB;
+    let packed = interleave_inputs::<TB>(&xs[..groups * TB * n], n);
+    let group_len = n / LANES * LANES * TB;
     for r0 in (0..d).step_by(tile) {
         let r1 = (r0 + tile).min(d);
-        let mut b0 = 0;
-        while b0 + TB <= batch {
+        for g in 0..groups {
+            let b0 = g * TB;
             let x: [&[f32]; TB] = std::array::from_fn(|b| &xs[(b0 + b) * n..][..n]);
+            let xg = &packed[g * group_len..][..group_len];
             let mut r = r0;
             while r + TR <= r1 {
                 let rows: [&[f32]; TR] = std::array::from_fn(|i| &w[(r + i) * n..][..n]);
-                let got = dot_tile_v4::<TR, TB>(rows, x);
+                let got = dot_tile_v4::<TR, TB>(rows, xg, x);
                 for (i, g) in got.iter().enumerate() {
                     for (b, v) in g.iter().enumerate() {
                         out[(b0 + b) * d + r + i] = *v;
@@ -740,15 +745,14 @@ fn matmul_v4(out: &mut [f32], w: &[f32], xs: &[f32], n: usize, d: usize) {
                 r += TR;
             }
             while r < r1 {
-                let got = dot_tile_v4::<1, TB>([&w[r * n..][..n]], x);
+                let got = dot_tile_v4::<1, TB>([&w[r * n..][..n]], xg, x);
                 for (b, v) in got[0].iter().enumerate() {
                     out[(b0 + b) * d + r] = *v;
                 }
                 r += 1;
             }
-            b0 += TB;
         }
-        for b in b0..batch {
+        for b in groups * TB..batch {
             matvec(
                 &mut out[b * d + r0..b * d + r1],
                 &w[r0 * n..r1 * n],
@@ -758,12 +762,40 @@ fn matmul_v4(out: &mut [f32], w: &[f32], xs: &[f32], n: usize, d: usize) {
     }
 }
 
+/// The whole [`LANES`]-chunks of each group of `B` inputs (`xs` holds whole groups of rows of
+/// `n`), interleaved so that one step of [`lane_group_v4`] finds its `B` input vectors side by
+/// side: per group, chunk `c`, lane group `v` (lanes `4v..4v + 4`) and input `b`, the 4 floats
+/// `x_b[32c + 4v..][..4]`. Why: with one pointer for all `B` inputs (constant offsets that fold
+/// into the loads) the guest's tile loop no longer keeps `B` base addresses in registers, nor
+/// recomputes each load's 32-bit address (Cranelift reloaded the bases from the stack and
+/// emitted a `lea` per load). Only where values are read from changes: every lane keeps its
+/// products and their order.
+#[cfg(any(
+    target_arch = "x86_64",
+    all(target_arch = "wasm32", target_feature = "simd128")
+))]
+fn interleave_inputs<const B: usize>(xs: &[f32], n: usize) -> Vec<f32> {
+    let chunks = n / LANES;
+    let mut packed = Vec::with_capacity(xs.len() / n * chunks * LANES);
+    for group in xs.chunks_exact(B * n) {
+        for c in 0..chunks {
+            for v in 0..LANES / 4 {
+                for b in 0..B {
+                    packed.extend_from_slice(&group[b * n + c * LANES + 4 * v..][..4]);
+                }
+            }
+        }
+    }
+    packed
+}
+
 /// `R x B` dot products (`R` rows against `B` inputs), each bit-identical to [`dot`]: the
 /// lanes are taken one 4-lane group at a time ([`lane_group_v4`]: lanes `4v..4v + 4` of every
 /// pair, over the chunks in index order, so lane `j` still sums `w[i] * x[i]` for
 /// `i = j (mod LANES)` in index order), then [`reduce`]'s tree over the 32 lanes and the
 /// scalar tail. One group at a time keeps `R * B` accumulators live instead of `8 * R * B`;
-/// the rows and inputs stay in L1 across the 8 passes.
+/// the rows and inputs stay in L1 across the 8 passes. `packed` is the inputs' whole chunks
+/// from [`interleave_inputs`], `xs` the inputs themselves (for the tail).
 #[cfg(any(
     target_arch = "x86_64",
     all(target_arch = "wasm32", target_feature = "simd128")
@@ -771,6 +803,7 @@ fn matmul_v4(out: &mut [f32], w: &[f32], xs: &[f32], n: usize, d: usize) {
 #[inline(always)]
 fn dot_tile_v4<const R: usize, const B: usize>(
     rows: [&[f32]; R],
+    packed: &[f32],
     xs: [&[f32]; B],
 ) -> [[f32; B]; R] {
     const NV: usize = LANES / 4;
@@ -779,13 +812,14 @@ fn dot_tile_v4<const R: usize, const B: usize>(
         assert_eq!(s.len(), len);
     }
     let n = len / LANES * LANES;
+    assert_eq!(packed.len(), n * B);
     let mut groups = [[[v4::zero(); NV]; B]; R];
     // `v` is both the lane offset and the innermost index of `groups[r][b]`.
     #[allow(clippy::needless_range_loop)]
     for v in 0..NV {
-        // SAFETY: every row and input holds `len >= n` floats (checked above), `4 * v + 4 <=
-        // LANES`.
-        let acc = unsafe { lane_group_v4::<R, B>(rows, xs, 4 * v, n) };
+        // SAFETY: every row holds `len >= n` floats and `packed` `n * B` (checked above),
+        // `v < NV`.
+        let acc = unsafe { lane_group_v4::<R, B>(rows, packed, v, n / LANES) };
         for r in 0..R {
             for b in 0..B {
                 groups[r][b][v] = acc[r][b];
@@ -808,11 +842,13 @@ fn dot_tile_v4<const R: usize, const B: usize>(
     out
 }
 
-/// Lanes `v..v + 4` of every (row, input) pair of [`dot_tile_v4`], returned by value.
+/// Lanes `4v..4v + 4` of every (row, input) pair of [`dot_tile_v4`] over `chunks` chunks,
+/// returned by value. Each trip advances one pointer per row and one for the interleaved
+/// inputs, and every load is at a constant offset from one of them.
 ///
 /// # Safety
-/// Every row and input holds at least `n` floats, `n` a multiple of [`LANES`], and
-/// `v + 4 <= LANES`.
+/// Every row holds at least `chunks * LANES` floats, `packed` holds `chunks * LANES * B`
+/// (the layout of [`interleave_inputs`]), and `v < LANES / 4`.
 #[cfg(any(
     target_arch = "x86_64",
     all(target_arch = "wasm32", target_feature = "simd128")
@@ -820,33 +856,54 @@ fn dot_tile_v4<const R: usize, const B: usize>(
 #[inline(always)]
 unsafe fn lane_group_v4<const R: usize, const B: usize>(
     rows: [&[f32]; R],
-    xs: [&[f32]; B],
+    packed: &[f32],
     v: usize,
-    n: usize,
+    chunks: usize,
 ) -> [[v4::V; B]; R] {
     let mut acc = [[v4::zero(); B]; R];
-    let step = |acc: &mut [[v4::V; B]; R], k: usize| {
-        // SAFETY: k + 4 <= n for every k passed below (the caller's contract).
+    // One chunk's step: `wp` at lanes `4v..` of each row's chunk, `xp` at the chunk's lane
+    // group `v` of the interleaved inputs.
+    let step = |acc: &mut [[v4::V; B]; R], wp: [*const f32; R], xp: *const f32| {
+        // SAFETY: the pointers stay inside the rows and `packed` (the caller's contract).
         unsafe {
-            let x: [v4::V; B] = std::array::from_fn(|b| v4::load(xs[b].as_ptr().add(k)));
+            let x: [v4::V; B] = std::array::from_fn(|b| v4::load(xp.add(4 * b)));
             for r in 0..R {
-                let w = v4::load(rows[r].as_ptr().add(k));
+                let w = v4::load(wp[r]);
                 for b in 0..B {
                     acc[r][b] = v4::mul_add(acc[r][b], w, x[b]);
                 }
             }
         }
     };
-    let mut c = 0;
-    while c + V4_TILE_U * LANES <= n {
+    // SAFETY: the caller's contract: `4v` is within the first chunk.
+    let (mut wp, mut xp) = unsafe {
+        (
+            rows.map(|row| row.as_ptr().add(4 * v)),
+            packed.as_ptr().add(4 * B * v),
+        )
+    };
+    let mut left = chunks;
+    while left >= V4_TILE_U {
         for u in 0..V4_TILE_U {
-            step(&mut acc, c + u * LANES + v);
+            // SAFETY: `u < left`, so chunk `u` from here is within the rows and `packed`.
+            unsafe {
+                step(
+                    &mut acc,
+                    wp.map(|p| p.add(u * LANES)),
+                    xp.add(u * LANES * B),
+                )
+            };
         }
-        c += V4_TILE_U * LANES;
+        // Wrapping: after the last chunk they may point past the slices' ends (by `4v`).
+        wp = wp.map(|p| p.wrapping_add(V4_TILE_U * LANES));
+        xp = xp.wrapping_add(V4_TILE_U * LANES * B);
+        left -= V4_TILE_U;
     }
-    while c < n {
-        step(&mut acc, c + v);
-        c += LANES;
+    while left > 0 {
+        step(&mut acc, wp, xp);
+        wp = wp.map(|p| p.wrapping_add(LANES));
+        xp = xp.wrapping_add(LANES * B);
+        left -= 1;
     }
     acc
 }
