@@ -681,28 +681,36 @@ fn matmul_portable(out: &mut [f32], w: &[f32], xs: &[f32], n: usize, d: usize) {
 }
 
 /// Weight rows and inputs [`dot_tile_v4`] covers: each weight vector loaded is multiplied into
-/// `V4_TILE_B` inputs' accumulators, each input vector into `V4_TILE_R` rows'. Measured in the
-/// guest (15M shapes, batch 32, ns per (row, input) pair, 288-wide rows: 36 with `matvec`):
-/// 2 x 2 28, 3 x 3 23, 2 x 4 23, 4 x 3 21, 3 x 4 20, 4 x 4 (one chunk per trip) 25.
+/// `V4_TILE_B` inputs' accumulators, each input vector into `V4_TILE_R` rows'. 2 x 4 is the
+/// largest tile whose 8 accumulators, one chunk's 6 loads and a product fit the 16 vector
+/// registers, so a trip of [`V4_TILE_U`] chunks keeps them all in registers. (Session 12,
+/// with two chunks per loop trip and the accumulators in stack slots, ns per (row, input)
+/// pair on 288-wide rows: 2 x 2 28, 3 x 3 23, 2 x 4 23, 4 x 3 21, 3 x 4 20; session 14, with
+/// the guarded trip: 3 x 4 spills and a 15M verification took 0.43-0.44 CPU s against
+/// 0.37-0.38 with 2 x 4.)
 #[cfg(any(
     target_arch = "x86_64",
     all(target_arch = "wasm32", target_feature = "simd128")
 ))]
-const V4_TILE_R: usize = 3;
+const V4_TILE_R: usize = 2;
 #[cfg(any(
     target_arch = "x86_64",
     all(target_arch = "wasm32", target_feature = "simd128")
 ))]
 const V4_TILE_B: usize = 4;
-/// Chunks of [`LANES`] per loop trip in [`lane_group_v4`]. Under wasmtime's epoch checks
-/// Cranelift keeps the accumulators in stack slots across each back-edge (a reload and a store
-/// per accumulator per trip), and it emits all of a trip's loads before its arithmetic, so a
-/// trip's `V4_TILE_U * (V4_TILE_R + V4_TILE_B)` loads must fit the 16 vector registers: 2 x 7.
+/// Chunks of [`LANES`] per loop trip in [`lane_group_v4`], each step guarded (`u < left`), so
+/// rows of up to `V4_TILE_U` chunks take one trip. Under wasmtime's epoch checks Cranelift keeps
+/// loop-carried vectors in stack slots across each back-edge (a reload and a store per
+/// accumulator per trip); inside a trip the guards' branches make each step its own block, so
+/// its 6 loads are followed by its own arithmetic (no loads hoisted above it) and the
+/// accumulators stay in registers. 9: the 15M model's 288-wide rows in one trip. Measured (15M
+/// verification, CPU s): 3 x 4 with 2 chunks per unguarded trip 0.42-0.43; 2 x 4 guarded, 4
+/// chunks 0.38-0.40, 8 0.37-0.39, 9 and 12 0.35-0.37.
 #[cfg(any(
     target_arch = "x86_64",
     all(target_arch = "wasm32", target_feature = "simd128")
 ))]
-const V4_TILE_U: usize = 2;
+const V4_TILE_U: usize = 9;
 /// Bytes of weight rows [`matmul_v4`] keeps hot across the batch (L2: the classifier's rows
 /// come from memory once; 128 KiB measured 28-32 ns per pair on the 15M classifier, 32 KiB 38).
 #[cfg(any(
@@ -883,27 +891,28 @@ unsafe fn lane_group_v4<const R: usize, const B: usize>(
         )
     };
     let mut left = chunks;
-    while left >= V4_TILE_U {
-        for u in 0..V4_TILE_U {
-            // SAFETY: `u < left`, so chunk `u` from here is within the rows and `packed`.
-            unsafe {
-                step(
-                    &mut acc,
-                    wp.map(|p| p.add(u * LANES)),
-                    xp.add(u * LANES * B),
-                )
-            };
-        }
-        // Wrapping: after the last chunk they may point past the slices' ends (by `4v`).
-        wp = wp.map(|p| p.wrapping_add(V4_TILE_U * LANES));
-        xp = xp.wrapping_add(V4_TILE_U * LANES * B);
-        left -= V4_TILE_U;
+    // The trip's steps written out, each guarded (not a loop LLVM may or may not unroll: at
+    // 11 or more chunks `for u in 0..V4_TILE_U` stayed a loop, twice as slow).
+    macro_rules! guarded_steps {
+        ($($u:literal)*) => {
+            const { assert!([$($u),*].len() == V4_TILE_U) };
+            $(
+                if $u < left {
+                    // SAFETY: `$u < left`: chunk `$u` from here is within the rows and `packed`.
+                    unsafe {
+                        step(&mut acc, wp.map(|p| p.add($u * LANES)), xp.add($u * LANES * B))
+                    };
+                }
+            )*
+        };
     }
     while left > 0 {
-        step(&mut acc, wp, xp);
-        wp = wp.map(|p| p.wrapping_add(LANES));
-        xp = xp.wrapping_add(LANES * B);
-        left -= 1;
+        guarded_steps!(0 1 2 3 4 5 6 7 8);
+        let done = left.min(V4_TILE_U);
+        // Wrapping: after the last chunk they may point past the slices' ends (by `4v`).
+        wp = wp.map(|p| p.wrapping_add(done * LANES));
+        xp = xp.wrapping_add(done * LANES * B);
+        left -= done;
     }
     acc
 }
