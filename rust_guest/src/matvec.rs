@@ -883,13 +883,10 @@ unsafe fn lane_group_v4<const R: usize, const B: usize>(
             }
         }
     };
-    // SAFETY: the caller's contract: `4v` is within the first chunk.
-    let (mut wp, mut xp) = unsafe {
-        (
-            rows.map(|row| row.as_ptr().add(4 * v)),
-            packed.as_ptr().add(4 * B * v),
-        )
-    };
+    // Wrapping: with no whole chunk (`chunks == 0`) they point past the slices and are never
+    // read.
+    let mut wp = rows.map(|row| row.as_ptr().wrapping_add(4 * v));
+    let mut xp = packed.as_ptr().wrapping_add(4 * B * v);
     let mut left = chunks;
     // The trip's steps written out, each guarded (not a loop LLVM may or may not unroll: at
     // 11 or more chunks `for u in 0..V4_TILE_U` stayed a loop, twice as slow).
