@@ -711,6 +711,15 @@ const V4_TILE_B: usize = 4;
     all(target_arch = "wasm32", target_feature = "simd128")
 ))]
 const V4_TILE_U: usize = 9;
+/// The smallest rest of inputs (after whole groups of [`V4_TILE_B`]) that [`matmul_v4`] fills
+/// up with zero inputs for the tile rather than run through `matvec` one by one. Measured in
+/// the guest (15M, `step_batch` of k sessions, CPU ms per step): 3 sessions 8.4 -> 6.4-6.6,
+/// 2 sessions 5.8 -> 5.65-5.8; one input alone stays with `matvec` (the tile would do 4).
+#[cfg(any(
+    target_arch = "x86_64",
+    all(target_arch = "wasm32", target_feature = "simd128")
+))]
+const V4_PAD_FROM: usize = 2;
 /// Bytes of weight rows [`matmul_v4`] keeps hot across the batch (L2: the classifier's rows
 /// come from memory once; 128 KiB measured 28-32 ns per pair on the 15M classifier, 32 KiB 38).
 #[cfg(any(
@@ -722,7 +731,8 @@ const V4_TILE_BYTES: usize = 128 * 1024;
 /// [`matmul`] with 4-lane vectors (simd128 in the guest, SSE natively without AVX): the inputs
 /// interleaved once ([`interleave_inputs`]), then per tile of [`V4_TILE_BYTES`] of rows, groups
 /// of [`V4_TILE_B`] inputs and [`V4_TILE_R`] rows through [`dot_tile_v4`], leftover rows through
-/// a 1-row tile, leftover inputs through [`matvec`].
+/// a 1-row tile; a last group of at least [`V4_PAD_FROM`] inputs is filled up with zero inputs,
+/// a single leftover input goes through [`matvec`].
 #[cfg(any(
     target_arch = "x86_64",
     all(target_arch = "wasm32", target_feature = "simd128")
@@ -732,21 +742,31 @@ fn matmul_v4(out: &mut [f32], w: &[f32], xs: &[f32], n: usize, d: usize) {
     const TB: usize = V4_TILE_B;
     let batch = xs.len() / n;
     let tile = (V4_TILE_BYTES / (n * 4)).max(1);
-    let groups = batch / TB;
-    let packed = interleave_inputs::<TB>(&xs[..groups * TB * n], n);
+    // A last group of at least [`V4_PAD_FROM`] inputs is filled up with zero inputs (their
+    // products computed and dropped); a smaller rest goes through `matvec`.
+    let groups = batch / TB + usize::from(batch % TB >= V4_PAD_FROM);
+    let packed = interleave_inputs::<TB>(xs, n, groups);
+    let zero = vec![0.0f32; if groups * TB > batch { n } else { 0 }];
     let group_len = n / LANES * LANES * TB;
     for r0 in (0..d).step_by(tile) {
         let r1 = (r0 + tile).min(d);
         for g in 0..groups {
             let b0 = g * TB;
-            let x: [&[f32]; TB] = std::array::from_fn(|b| &xs[(b0 + b) * n..][..n]);
+            let real = (batch - b0).min(TB);
+            let x: [&[f32]; TB] = std::array::from_fn(|b| {
+                if b < real {
+                    &xs[(b0 + b) * n..][..n]
+                } else {
+                    &zero
+                }
+            });
             let xg = &packed[g * group_len..][..group_len];
             let mut r = r0;
             while r + TR <= r1 {
                 let rows: [&[f32]; TR] = std::array::from_fn(|i| &w[(r + i) * n..][..n]);
                 let got = dot_tile_v4::<TR, TB>(rows, xg, x);
                 for (i, g) in got.iter().enumerate() {
-                    for (b, v) in g.iter().enumerate() {
+                    for (b, v) in g.iter().enumerate().take(real) {
                         out[(b0 + b) * d + r + i] = *v;
                     }
                 }
@@ -754,13 +774,13 @@ fn matmul_v4(out: &mut [f32], w: &[f32], xs: &[f32], n: usize, d: usize) {
             }
             while r < r1 {
                 let got = dot_tile_v4::<1, TB>([&w[r * n..][..n]], xg, x);
-                for (b, v) in got[0].iter().enumerate() {
+                for (b, v) in got[0].iter().enumerate().take(real) {
                     out[(b0 + b) * d + r] = *v;
                 }
                 r += 1;
             }
         }
-        for b in groups * TB..batch {
+        for b in (groups * TB).min(batch)..batch {
             matvec(
                 &mut out[b * d + r0..b * d + r1],
                 &w[r0 * n..r1 * n],
@@ -770,8 +790,8 @@ fn matmul_v4(out: &mut [f32], w: &[f32], xs: &[f32], n: usize, d: usize) {
     }
 }
 
-/// The whole [`LANES`]-chunks of each group of `B` inputs (`xs` holds whole groups of rows of
-/// `n`), interleaved so that one step of [`lane_group_v4`] finds its `B` input vectors side by
+/// The whole [`LANES`]-chunks of `groups` groups of `B` inputs (`xs` holds rows of `n`; inputs
+/// past its end are zeros), interleaved so that one step of [`lane_group_v4`] finds its `B` input vectors side by
 /// side: per group, chunk `c`, lane group `v` (lanes `4v..4v + 4`) and input `b`, the 4 floats
 /// `x_b[32c + 4v..][..4]`. Why: with one pointer for all `B` inputs (constant offsets that fold
 /// into the loads) the guest's tile loop no longer keeps `B` base addresses in registers, nor
@@ -782,14 +802,17 @@ fn matmul_v4(out: &mut [f32], w: &[f32], xs: &[f32], n: usize, d: usize) {
     target_arch = "x86_64",
     all(target_arch = "wasm32", target_feature = "simd128")
 ))]
-fn interleave_inputs<const B: usize>(xs: &[f32], n: usize) -> Vec<f32> {
+fn interleave_inputs<const B: usize>(xs: &[f32], n: usize, groups: usize) -> Vec<f32> {
     let chunks = n / LANES;
-    let mut packed = Vec::with_capacity(xs.len() / n * chunks * LANES);
-    for group in xs.chunks_exact(B * n) {
+    let mut packed = Vec::with_capacity(groups * B * chunks * LANES);
+    for g in 0..groups {
         for c in 0..chunks {
             for v in 0..LANES / 4 {
-                for b in 0..B {
-                    packed.extend_from_slice(&group[b * n + c * LANES + 4 * v..][..4]);
+                for b in g * B..(g + 1) * B {
+                    match xs.get(b * n..(b + 1) * n) {
+                        Some(x) => packed.extend_from_slice(&x[c * LANES + 4 * v..][..4]),
+                        None => packed.extend_from_slice(&[0.0; 4]),
+                    }
                 }
             }
         }
