@@ -361,10 +361,36 @@ fn swiglu(
 }
 
 /// `g = SiLU(g) * u`, as run.c; libm's expf gives the same bits on every target.
+#[cfg(not(target_arch = "x86_64"))]
 #[inline(always)]
 fn silu_mul(g: &mut [f32], u: &[f32]) {
     for (g, u) in g.iter_mut().zip(u) {
         *g = *g * (1.0 / (1.0 + libm::expf(-*g))) * u;
+    }
+}
+
+/// Elements [`silu_mul`] takes the exponentials of at a time (a stack buffer).
+#[cfg(target_arch = "x86_64")]
+const SILU_BLOCK: usize = 256;
+
+/// `g = SiLU(g) * u`, as run.c, with libm's `expf(-g)` taken 8 lanes at a time by
+/// [`crate::vector_exp::exp_shifted`] (shift 0: `-g - 0` is `-g`): checked equal to
+/// `libm::expf` on every one of the 2^32 floats (the ignored test
+/// `vector_exp::tests::every_float_is_libms_expf`), so the same bits as the scalar loop the
+/// other targets keep. Scalar, the exponentials were ~2.5% of a native 15M verification.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn silu_mul(g: &mut [f32], u: &[f32]) {
+    let mut e = [0.0f32; SILU_BLOCK];
+    for (g, u) in g.chunks_mut(SILU_BLOCK).zip(u.chunks(SILU_BLOCK)) {
+        let e = &mut e[..g.len()];
+        for (e, g) in e.iter_mut().zip(g.iter()) {
+            *e = -*g;
+        }
+        crate::vector_exp::exp_shifted(e, 0.0);
+        for ((g, u), e) in g.iter_mut().zip(u).zip(e.iter()) {
+            *g = *g * (1.0 / (1.0 + e)) * u;
+        }
     }
 }
 
