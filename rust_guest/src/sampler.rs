@@ -424,9 +424,10 @@ fn sum_without_order(keys: &[u64], s: f32, top_p: f32) -> Option<f32> {
 /// buckets by their keys' high bits (one counting pass), taken in key order, and a bucket's
 /// sum is taken without order ([`sum_without_order`]) unless its order matters: then (a range
 /// crossing, a tie, the top-p crossing, the claimed token's bucket) it alone is sorted and
-/// summed element by element, as run.c does. The sums are run.c's bit for bit. Inlined, so
-/// that [`decide`]'s AVX2 build compiles its passes for AVX2.
-#[inline(always)]
+/// summed element by element, as run.c does. The sums are run.c's bit for bit. Inlined on
+/// x86_64, so that [`decide`]'s AVX2 build compiles its passes for AVX2 (the guest's code
+/// stays as it was).
+#[cfg_attr(target_arch = "x86_64", inline(always))]
 pub fn topp_picks(
     probs: &[f32],
     top_p: f32,
@@ -648,7 +649,7 @@ unsafe fn decide_avx2(
 }
 
 /// [`decide`]'s rule, for every target.
-#[inline(always)]
+#[cfg_attr(target_arch = "x86_64", inline(always))]
 fn decide_portable(
     params: &SamplerParams,
     logits: &mut [f32],
