@@ -57,22 +57,76 @@ pub struct BatchItem {
     pub logits: bool,
 }
 
+/// Bytes an activation buffer's first float is aligned to: a cache line. The batched
+/// products load their inputs 64 bytes at a time (AVX-512), and a buffer from malloc starts
+/// 16 bytes into a line, so every such load spanned two (the 15M shapes' rows are whole
+/// lines: 288 and 768 floats). Aligned, the batched f32 product took 4.1 -> 3.55 ns per
+/// (row, input) on 288x288 and 10.9 -> 9.9 on 288x768 (batch 32, best of 15).
+const ACTIVATION_ALIGN: usize = 64;
+
+/// Floats of padding an [`Activations`] buffer keeps to align its start.
+const ACTIVATION_PAD: usize = ACTIVATION_ALIGN / std::mem::size_of::<f32>();
+
+/// A scratch buffer of floats starting on an [`ACTIVATION_ALIGN`] boundary (a view past up to
+/// [`ACTIVATION_PAD`] floats of its allocation). Its contents do not survive growing.
+#[derive(Default)]
+struct Activations {
+    buffer: Vec<f32>,
+    skip: usize,
+    len: usize,
+}
+
+impl Activations {
+    /// `len` floats (zeroed when newly allocated).
+    fn resize(&mut self, len: usize) {
+        if self.buffer.len() < len + ACTIVATION_PAD {
+            self.buffer = vec![0.0; len + ACTIVATION_PAD];
+            let offset = self.buffer.as_ptr().align_offset(ACTIVATION_ALIGN);
+            self.skip = offset.min(ACTIVATION_PAD);
+        }
+        self.len = len;
+    }
+}
+
+impl Clone for Activations {
+    /// A new allocation, aligned on its own (a copied `skip` would not be).
+    fn clone(&self) -> Self {
+        let mut copy = Self::default();
+        copy.resize(self.len);
+        copy.copy_from_slice(self);
+        copy
+    }
+}
+
+impl std::ops::Deref for Activations {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.buffer[self.skip..self.skip + self.len]
+    }
+}
+
+impl std::ops::DerefMut for Activations {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        &mut self.buffer[self.skip..self.skip + self.len]
+    }
+}
+
 /// The activations of a batch (run.c's `RunState` buffers, one row per item), reused from call
 /// to call: grown when a larger batch comes, never per layer or per item.
 #[derive(Clone, Default)]
 pub struct Scratch {
     /// Items the buffers hold rows for.
     rows: usize,
-    x: Vec<f32>,
-    xb: Vec<f32>,
-    xb2: Vec<f32>,
-    hb: Vec<f32>,
-    hb2: Vec<f32>,
-    q: Vec<f32>,
-    k: Vec<f32>,
-    v: Vec<f32>,
+    x: Activations,
+    xb: Activations,
+    xb2: Activations,
+    hb: Activations,
+    hb2: Activations,
+    q: Activations,
+    k: Activations,
+    v: Activations,
     /// The heads' attention outputs (wo's input), `q_dim` wide.
-    heads: Vec<f32>,
+    heads: Activations,
     att: Vec<f32>,
     logits: Vec<f32>,
     /// The quantized input of the next int8 matrix product, one row per item (runq.c's
@@ -97,7 +151,7 @@ impl Scratch {
                 (&mut self.k, kv),
                 (&mut self.v, kv),
             ] {
-                buf.resize(rows * width, 0.0);
+                buf.resize(rows * width);
             }
             // One row of scores per query head (the heads may run on different threads).
             self.att.resize(cfg.n_heads * cfg.seq_len, 0.0);
