@@ -1,8 +1,9 @@
 //! Times generation and verification of one claim (one thread), for perf and callgrind, or
 //! the top-p sampler alone on the claim's first 32 distributions (mode `sampler`: its draw and
-//! the verification's check of the drawn token). CLAIM=file
+//! the verification's check of the drawn token), or mode `decide`: the verification's whole
+//! sampler rule (`sampler::decide` with the claimed token) at those positions. CLAIM=file
 //! keeps the claim in a file (ids, one a line), so a verify run under perf runs no generation.
-//! Usage: verify_profile <checkpoint> <tokenizer> <params-json> <gen|verify|both|sampler> [repeats]
+//! Usage: verify_profile <checkpoint> <tokenizer> <params-json> <gen|verify|both|sampler|decide> [repeats]
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,7 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 5 {
         return Err(
-            "usage: verify_profile <checkpoint> <tokenizer> <params-json> <gen|verify|both|sampler> [repeats]"
+            "usage: verify_profile <checkpoint> <tokenizer> <params-json> <gen|verify|both|sampler|decide> [repeats]"
                 .into(),
         );
     }
@@ -48,6 +49,45 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ids
         }
     };
+    if mode == "decide" {
+        // A verification's whole rule at each of the claim's first 32 positions (`decide`
+        // with the claimed token: temperature, softmax, the top-p check), each position's best
+        // of `repeats`, microseconds per position.
+        let vocab = model.config().vocab_size;
+        let logits = model.position_logits(&ids[..32])?;
+        let sampler = edgechain_guest::sampler::SamplerParams {
+            temperature: params.temperature as f32,
+            top_p: params.top_p as f32,
+            seed: params.seed,
+            repeat_penalty: 1.0,
+            repeat_window: 0,
+        };
+        let mut scratch = edgechain_guest::sampler::DecisionScratch::default();
+        let mut best = vec![f64::INFINITY; 32];
+        let mut row = vec![0.0f32; vocab];
+        for _ in 0..repeats {
+            for (i, l) in logits.chunks(vocab).enumerate() {
+                row.copy_from_slice(l);
+                let coin = (i as f32 * 0.618_034).fract();
+                let expected = Some(ids[i + 1]);
+                let t = Instant::now();
+                edgechain_guest::sampler::decide(
+                    &sampler,
+                    &mut row,
+                    &[],
+                    coin,
+                    expected,
+                    &mut scratch,
+                );
+                best[i] = best[i].min(t.elapsed().as_secs_f64());
+            }
+        }
+        eprintln!(
+            "decide: {:.1} us per position",
+            best.iter().sum::<f64>() * 1e6 / 32.0
+        );
+        return Ok(());
+    }
     if mode == "sampler" {
         // The sampler alone on the claim's first 32 positions' distributions: the best of
         // `repeats` rounds, microseconds per draw.

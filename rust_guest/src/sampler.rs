@@ -158,11 +158,7 @@ pub fn softmax(values: &mut [f32]) {
     // Lanes at a time, where run.c's loop is one chain of comparisons (`running_max`).
     let max = running_max(values);
     // libm's expf on each element, several lanes at a time (the same bits); the sum in order.
-    crate::vector_exp::exp_shifted(values, max);
-    let mut sum = 0.0f32;
-    for v in values.iter() {
-        sum += *v;
-    }
+    let sum = crate::vector_exp::exp_shifted_sum(values, max);
     for v in values.iter_mut() {
         *v /= sum;
     }
@@ -428,7 +424,10 @@ fn sum_without_order(keys: &[u64], s: f32, top_p: f32) -> Option<f32> {
 /// buckets by their keys' high bits (one counting pass), taken in key order, and a bucket's
 /// sum is taken without order ([`sum_without_order`]) unless its order matters: then (a range
 /// crossing, a tie, the top-p crossing, the claimed token's bucket) it alone is sorted and
-/// summed element by element, as run.c does. The sums are run.c's bit for bit.
+/// summed element by element, as run.c does. The sums are run.c's bit for bit. Inlined on
+/// x86_64, so that [`decide`]'s AVX2 build compiles its passes for AVX2 (the guest's code
+/// stays as it was).
+#[cfg_attr(target_arch = "x86_64", inline(always))]
 pub fn topp_picks(
     probs: &[f32],
     top_p: f32,
@@ -615,6 +614,43 @@ fn apply_repeat_penalty(
 /// positions of a chunk can be decided in any order, on any thread. `logits` are left as
 /// the rule's input (penalised logits when greedy, else the probabilities).
 pub fn decide(
+    params: &SamplerParams,
+    logits: &mut [f32],
+    history: &[u32],
+    coin: f32,
+    expected: Option<u32>,
+    scratch: &mut DecisionScratch,
+) -> Decision {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 is present (checked just above).
+        return unsafe { decide_avx2(params, logits, history, coin, expected, scratch) };
+    }
+    decide_portable(params, logits, history, coin, expected, scratch)
+}
+
+/// [`decide`] compiled for AVX2 (the native crate's baseline is SSE2): its passes over the
+/// vocabulary (the divisions, the maximum, the claim check's candidate pass) run 8 lanes
+/// wide. The same operations on each element, so the same bits.
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn decide_avx2(
+    params: &SamplerParams,
+    logits: &mut [f32],
+    history: &[u32],
+    coin: f32,
+    expected: Option<u32>,
+    scratch: &mut DecisionScratch,
+) -> Decision {
+    decide_portable(params, logits, history, coin, expected, scratch)
+}
+
+/// [`decide`]'s rule, for every target.
+#[cfg_attr(target_arch = "x86_64", inline(always))]
+fn decide_portable(
     params: &SamplerParams,
     logits: &mut [f32],
     history: &[u32],

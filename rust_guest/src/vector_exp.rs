@@ -16,7 +16,7 @@ pub fn exp_shifted(values: &mut [f32], shift: f32) {
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
         // SAFETY: AVX2 is present (checked just above).
-        unsafe { exp_shifted_avx2(values, shift) };
+        unsafe { exp_shifted_avx2::<false>(values, shift) };
         return;
     }
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
@@ -26,6 +26,20 @@ pub fn exp_shifted(values: &mut [f32], shift: f32) {
     }
     #[allow(unreachable_code)]
     exp_shifted_scalar(values, shift)
+}
+
+/// [`exp_shifted`], and the sum of the results in index order (`0 + v[0] + v[1] + ...`, f32,
+/// run.c's softmax sum). With AVX2 each group of lanes is added as it is computed: the sum
+/// is one chain of dependent additions, which then overlaps the next groups' exponentials
+/// instead of running as a pass of its own after them.
+pub fn exp_shifted_sum(values: &mut [f32], shift: f32) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 is present (checked just above).
+        return unsafe { exp_shifted_avx2::<true>(values, shift) };
+    }
+    exp_shifted(values, shift);
+    values.iter().fold(0.0f32, |sum, v| sum + v)
 }
 
 /// The definition: libm's `expf` on each element.
@@ -55,14 +69,15 @@ const MID: i32 = 0x3eb1_7218;
 /// `|x|` at or below which libm returns `1 + x` (2^-14).
 const TINY: i32 = 0x3900_0000;
 
-/// [`exp_shifted`] with 8 AVX2 lanes.
+/// [`exp_shifted`] with 8 AVX2 lanes; with `SUM`, also [`exp_shifted_sum`]'s sum (else 0).
 ///
 /// # Safety
 /// The CPU must support AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn exp_shifted_avx2(values: &mut [f32], shift: f32) {
+unsafe fn exp_shifted_avx2<const SUM: bool>(values: &mut [f32], shift: f32) -> f32 {
     use core::arch::x86_64::*;
+    let mut sum = 0.0f32;
     let mut chunks = values.chunks_exact_mut(8);
     for chunk in &mut chunks {
         // SAFETY: `chunk` holds 8 floats; unaligned load and store.
@@ -74,6 +89,9 @@ unsafe fn exp_shifted_avx2(values: &mut [f32], shift: f32) {
             if _mm256_movemask_epi8(special) != 0 {
                 for v in chunk.iter_mut() {
                     *v = libm::expf(*v - shift);
+                    if SUM {
+                        sum += *v;
+                    }
                 }
                 continue;
             }
@@ -122,9 +140,21 @@ unsafe fn exp_shifted_avx2(values: &mut [f32], shift: f32) {
                 _mm256_castsi256_ps(tiny),
             );
             _mm256_storeu_ps(chunk.as_mut_ptr(), out);
+            if SUM {
+                let lanes: [f32; 8] = core::mem::transmute(out);
+                for v in lanes {
+                    sum += v;
+                }
+            }
         }
     }
-    exp_shifted_scalar(chunks.into_remainder(), shift);
+    for v in chunks.into_remainder() {
+        *v = libm::expf(*v - shift);
+        if SUM {
+            sum += *v;
+        }
+    }
+    sum
 }
 
 /// [`exp_shifted`] with 4 simd128 lanes (the wasm guest).
@@ -194,6 +224,34 @@ mod tests {
     }
 
     #[test]
+    fn the_sum_is_the_in_order_sum_of_the_exponentials() {
+        let mut x = 0x2545_f491u32;
+        for n in [0usize, 1, 7, 8, 9, 100, 32_000] {
+            let values: Vec<f32> = (0..n)
+                .map(|i| {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    // Mostly softmax inputs, with a special lane now and then.
+                    if i % 997 == 3 {
+                        -100.0
+                    } else {
+                        -((x >> 8) as f32) / 1_048_576.0
+                    }
+                })
+                .collect();
+            let mut want = values.clone();
+            exp_shifted_scalar(&mut want, 0.5);
+            let want_sum = want.iter().fold(0.0f32, |s, v| s + v);
+            let mut got = values.clone();
+            let sum = exp_shifted_sum(&mut got, 0.5);
+            assert_eq!(sum.to_bits(), want_sum.to_bits(), "n {n}");
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+            assert_eq!(bits(&got), bits(&want), "n {n}");
+        }
+    }
+
+    #[test]
     fn the_constants_are_libms() {
         let bits = [LN2_HI, LN2_LO, INV_LN2, P1, P2].map(f32::to_bits);
         assert_eq!(
@@ -217,6 +275,31 @@ mod tests {
             .collect();
         check(&values, 0.0);
         check(&values[..values.len() / 8], 3.25);
+    }
+
+    /// Every float through [`exp_shifted`] with shift 0 against `libm::expf` (NaNs: NaN).
+    /// Ignored: ~1 minute in release (`cargo test --release --lib -- --ignored every_float`);
+    /// SiLU's vector exponentials rest on it (transformer.rs, `silu_mul`).
+    #[test]
+    #[ignore]
+    fn every_float_is_libms_expf() {
+        const BLOCK: u32 = 1 << 16;
+        let mut values = vec![0.0f32; BLOCK as usize];
+        for block in 0..(1u64 << 32) / u64::from(BLOCK) {
+            let first = block as u32 * BLOCK;
+            for (i, v) in values.iter_mut().enumerate() {
+                *v = f32::from_bits(first + i as u32);
+            }
+            let mut got = values.clone();
+            exp_shifted(&mut got, 0.0);
+            for (v, g) in values.iter().zip(&got) {
+                let want = libm::expf(*v);
+                assert!(
+                    g.to_bits() == want.to_bits() || (g.is_nan() && want.is_nan()),
+                    "expf({v:e}) = {want:e}, lanes {g:e}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -110,24 +110,29 @@ impl Parts {
     }
 }
 
-/// The buffer of the entry being filled.
+/// The buffer of the entry being filled: its elements start `skip` elements in, on a cache
+/// line ([`zeroed_aligned`]).
 enum Buffer {
-    F32(Vec<f32>),
-    U8(Vec<u8>),
+    F32(Vec<f32>, usize),
+    U8(Vec<u8>, usize),
 }
 
 impl Buffer {
+    fn empty() -> Self {
+        Buffer::F32(Vec::new(), 0)
+    }
+
     fn bytes_mut(&mut self) -> &mut [u8] {
         match self {
-            Buffer::F32(v) => bytemuck::cast_slice_mut(v.as_mut_slice()),
-            Buffer::U8(v) => v.as_mut_slice(),
+            Buffer::F32(v, skip) => bytemuck::cast_slice_mut(&mut v[*skip..]),
+            Buffer::U8(v, skip) => &mut v[*skip..],
         }
     }
 
     fn byte_len(&self) -> usize {
         match self {
-            Buffer::F32(v) => 4 * v.len(),
-            Buffer::U8(v) => v.len(),
+            Buffer::F32(v, skip) => 4 * (v.len() - skip),
+            Buffer::U8(v, skip) => v.len() - skip,
         }
     }
 }
@@ -144,6 +149,23 @@ fn zeroed<T: Clone + Default>(count: usize) -> Result<Vec<T>> {
     // Zeroed memory from a fresh allocation costs no page until written.
     buffer.resize(count, T::default());
     Ok(buffer)
+}
+
+/// Bytes a weight buffer's first element is aligned to: a cache line, so the AVX-512
+/// products' 64-byte loads of a row each touch one line. A large allocation from glibc's
+/// malloc starts 16 bytes past a page, and every such load then spans two lines (the batched
+/// f32 product on the 15M shapes: 4.8 -> 4.3 ns per (row, input) pair aligned).
+const WEIGHT_ALIGN: usize = 64;
+
+/// [`zeroed`] with room for `count` elements starting on a [`WEIGHT_ALIGN`] boundary: the
+/// buffer and how many leading elements to skip (the tensor is a view past them).
+fn zeroed_aligned<T: Clone + Default>(count: usize) -> Result<(Vec<T>, usize)> {
+    let pad = WEIGHT_ALIGN / std::mem::size_of::<T>();
+    let mut buffer = zeroed::<T>(count + pad)?;
+    // At most `pad` (an unalignable pointer, never seen, only costs the alignment).
+    let skip = buffer.as_ptr().align_offset(WEIGHT_ALIGN).min(pad);
+    buffer.truncate(skip + count);
+    Ok((buffer, skip))
 }
 
 /// Builds the model's tensors from a checkpoint written straight into their buffers, so the
@@ -189,7 +211,7 @@ impl WeightLoader {
             cfg,
             entries,
             index: 0,
-            current: Buffer::F32(Vec::new()),
+            current: Buffer::empty(),
             filled: 0,
             device: device.clone(),
         };
@@ -218,9 +240,15 @@ impl WeightLoader {
     fn start_entry(&mut self) -> Result<()> {
         self.filled = 0;
         self.current = match self.entries.get(self.index) {
-            Some(entry) if entry.kind == Kind::I8 => Buffer::U8(zeroed(entry.count)?),
-            Some(entry) => Buffer::F32(zeroed(entry.count)?),
-            None => Buffer::F32(Vec::new()),
+            Some(entry) if entry.kind == Kind::I8 => {
+                let (values, skip) = zeroed_aligned(entry.count)?;
+                Buffer::U8(values, skip)
+            }
+            Some(entry) => {
+                let (values, skip) = zeroed_aligned(entry.count)?;
+                Buffer::F32(values, skip)
+            }
+            None => Buffer::empty(),
         };
         Ok(())
     }
@@ -251,21 +279,27 @@ impl WeightLoader {
     }
 
     fn complete_entry(&mut self) -> Result<()> {
-        let buffer = std::mem::replace(&mut self.current, Buffer::F32(Vec::new()));
+        let buffer = std::mem::replace(&mut self.current, Buffer::empty());
         let entry = &self.entries[self.index];
         if let Some(slot) = entry.slot {
             let shape = entry.shape.as_slice();
+            // The whole buffer, viewed past its alignment padding (no copy).
+            let view = |t: Tensor, skip: usize| t.narrow(0, skip, entry.count)?.reshape(shape);
             let tensor = match buffer {
-                Buffer::F32(mut values) => {
+                Buffer::F32(mut values, skip) => {
                     // The file is little-endian; the bytes went straight into the f32s.
                     if cfg!(target_endian = "big") {
                         for v in values.iter_mut() {
                             *v = f32::from_bits(u32::from_le(v.to_bits()));
                         }
                     }
-                    Tensor::from_vec(values, shape, &self.device)?
+                    let len = values.len();
+                    view(Tensor::from_vec(values, len, &self.device)?, skip)?
                 }
-                Buffer::U8(values) => Tensor::from_vec(values, shape, &self.device)?,
+                Buffer::U8(values, skip) => {
+                    let len = values.len();
+                    view(Tensor::from_vec(values, len, &self.device)?, skip)?
+                }
             };
             self.parts.set(slot, entry.scales, tensor);
         }
