@@ -278,7 +278,7 @@ mod tests {
     }
 
     /// Every float through [`exp_shifted`] with shift 0 against `libm::expf` (NaNs: NaN).
-    /// Ignored: ~1 minute in release (`cargo test --release --lib -- --ignored every_float`);
+    /// Ignored in a plain `cargo test` (~40 s in release); scripts/test_rust.sh runs it (CI);
     /// SiLU's vector exponentials rest on it (transformer.rs, `silu_mul`).
     #[test]
     #[ignore]
