@@ -51,10 +51,13 @@ def test_the_query_benchmark_times_a_cold_then_warm_queries() -> None:
 
 def test_the_story_benchmark_mints_the_generated_story_on_each_engine(capsys) -> None:
     args = ["--shape", "260K", "--tokens", "8", "--validators", "2", "--engines", "wasm,native"]
-    assert story.main(args) == 0
+    assert story.main([*args, "--repeats", "3"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [r["engines"] for r in rows] == ["wasm", "native"]
     for row, engine in zip(rows, ("wasm", "native"), strict=True):
+        # Three interleaved rounds, each minted; the row is the median one.
+        assert row["repeats"] == 3 and len(row["ratios"]) == len(row["cpu_ratios"]) == 3
+        assert row["ratio"] == sorted(row["ratios"])[1]
         assert row["tokens"] == 8 and row["stop_reason"] == "max_tokens"
         assert row["validators"] == 2 and row["signers"] == 2
         assert row["validator_engines"] == {"v1": engine, "v2": engine}
