@@ -107,7 +107,8 @@ class Oracle(Protocol):
     """Recomputes an operation's oracle response (a validator's own service)."""
 
     #: How long this oracle's calls take, relative to the fastest engine's (1.0): a proposer
-    #: asks the validators in order of expected answer time (chain/agreement.py).
+    #: asks the validators in order of expected answer time (chain/agreement.py). An oracle
+    #: without it counts as 1.0.
     expected_cost: float
 
     def response(self, call: OracleCall) -> Any:

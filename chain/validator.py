@@ -179,9 +179,9 @@ class Validator:
 
     def expected_check_cost(self) -> float:
         """How long this validator's oracle checks take, relative to the fastest engine's
-        (:attr:`Oracle.expected_cost`; 1.0 without an oracle: it refuses such blocks at once)."""
-        oracle = self.oracle
-        return 1.0 if oracle is None else oracle.expected_cost
+        (:attr:`Oracle.expected_cost`; 1.0 without an oracle, which refuses such blocks at once,
+        and for an oracle that does not say: one written before the attribute existed)."""
+        return float(getattr(self.oracle, "expected_cost", 1.0))
 
     def holds(self, blob: bytes) -> bool:
         """True when this validator can serve ``blob`` (stores it, and is reachable)."""

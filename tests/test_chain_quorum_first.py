@@ -186,3 +186,17 @@ def test_a_fast_validator_that_refuses_is_replaced_by_a_slow_one(
     certificate = mint(network)
     assert sorted(calls) == network.committee.names
     assert sorted(certificate.signers) == ["v1", "v3", "v4"]
+
+
+def test_an_oracle_that_does_not_say_its_cost_counts_as_a_fast_one(
+    net: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An oracle written before ``expected_cost`` existed still certifies, ranked at 1.0."""
+    network, oracles, calls = net
+    monkeypatch.setattr(agreement, "MIN_WAVE_WAIT_S", 60.0)
+    for name in ("v1", "v3"):
+        oracles[name].expected_cost = 3.0
+    del oracles["v2"].expected_cost
+    certificate = mint(network)
+    assert {"v2", "v4"} <= set(calls) and len(calls) == 3
+    assert sorted(certificate.signers) == sorted(calls)
