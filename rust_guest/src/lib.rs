@@ -2,6 +2,10 @@
 //! run.c's sampler and generation loop, exported as a wasm32 guest (`wasm_abi`, see ABI.md)
 //! and as the `edgechain_native` Python module (`python`, feature "python").
 
+// First: its macro serves the modules declared after it.
+#[macro_use]
+mod compiled_for_avx2;
+
 pub mod bpe;
 pub mod chat_template;
 pub mod checkpoint;

@@ -607,45 +607,23 @@ fn apply_repeat_penalty(
     }
 }
 
-/// The sampler's rule at one position with its draw `coin` (unused when greedy): the repeat
-/// penalty over `history`, then argmax, or temperature, softmax and multinomial or top-p.
-/// With `expected` (a claim), top-p checks that token first ([`topp_picks`], no sorting) and
-/// answers `Undecided` when it is not the pick. A pure function of its arguments, so the
-/// positions of a chunk can be decided in any order, on any thread. `logits` are left as
-/// the rule's input (penalised logits when greedy, else the probabilities).
-pub fn decide(
-    params: &SamplerParams,
-    logits: &mut [f32],
-    history: &[u32],
-    coin: f32,
-    expected: Option<u32>,
-    scratch: &mut DecisionScratch,
-) -> Decision {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 is present (checked just above).
-        return unsafe { decide_avx2(params, logits, history, coin, expected, scratch) };
-    }
-    decide_portable(params, logits, history, coin, expected, scratch)
-}
-
-/// [`decide`] compiled for AVX2 (the native crate's baseline is SSE2): its passes over the
-/// vocabulary (the divisions, the maximum, the claim check's candidate pass) run 8 lanes
-/// wide. The same operations on each element, so the same bits.
-///
-/// # Safety
-/// The CPU must support AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn decide_avx2(
-    params: &SamplerParams,
-    logits: &mut [f32],
-    history: &[u32],
-    coin: f32,
-    expected: Option<u32>,
-    scratch: &mut DecisionScratch,
-) -> Decision {
-    decide_portable(params, logits, history, coin, expected, scratch)
+compiled_for_avx2! {
+    /// The sampler's rule at one position with its draw `coin` (unused when greedy): the repeat
+    /// penalty over `history`, then argmax, or temperature, softmax and multinomial or top-p.
+    /// With `expected` (a claim), top-p checks that token first ([`topp_picks`], no sorting) and
+    /// answers `Undecided` when it is not the pick. A pure function of its arguments, so the
+    /// positions of a chunk can be decided in any order, on any thread. `logits` are left as
+    /// the rule's input (penalised logits when greedy, else the probabilities).
+    ///
+    /// Compiled for AVX2 where the CPU has it (src/compiled_for_avx2.rs): the same bits.
+    pub fn decide(
+        params: &SamplerParams,
+        logits: &mut [f32],
+        history: &[u32],
+        coin: f32,
+        expected: Option<u32>,
+        scratch: &mut DecisionScratch,
+    ) -> Decision => decide_portable
 }
 
 /// [`decide`]'s rule, for every target.

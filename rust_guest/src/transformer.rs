@@ -897,44 +897,20 @@ fn attention(
     }
 }
 
-/// Query head `h` of [`attention`]: `out` (head_size) from `q` (head_size) over the cached
-/// keys and values (`att` has one score per position).
-fn attention_head(
-    h: usize,
-    q: &[f32],
-    out: &mut [f32],
-    keys: &[f32],
-    values: &[f32],
-    att: &mut [f32],
-    shape: &AttentionShape,
-) {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: AVX2 is present (checked just above).
-        unsafe { attention_head_avx2(h, q, out, keys, values, att, shape) };
-        return;
-    }
-    attention_head_portable(h, q, out, keys, values, att, shape)
-}
-
-/// [`attention_head`] compiled for AVX2 (the native crate's baseline is SSE2): the
-/// softmax's divisions and the weighted sum of values run 8 lanes wide. Each element's
-/// operations are the same, in the same order, so the same bits.
-///
-/// # Safety
-/// The CPU must support AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn attention_head_avx2(
-    h: usize,
-    q: &[f32],
-    out: &mut [f32],
-    keys: &[f32],
-    values: &[f32],
-    att: &mut [f32],
-    shape: &AttentionShape,
-) {
-    attention_head_portable(h, q, out, keys, values, att, shape)
+compiled_for_avx2! {
+    /// Query head `h` of [`attention`]: `out` (head_size) from `q` (head_size) over the cached
+    /// keys and values (`att` has one score per position).
+    ///
+    /// Compiled for AVX2 where the CPU has it (src/compiled_for_avx2.rs): the same bits.
+    fn attention_head(
+        h: usize,
+        q: &[f32],
+        out: &mut [f32],
+        keys: &[f32],
+        values: &[f32],
+        att: &mut [f32],
+        shape: &AttentionShape,
+    ) => attention_head_portable
 }
 
 /// [`attention_head`]'s arithmetic, for every target.
