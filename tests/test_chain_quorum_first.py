@@ -155,15 +155,22 @@ def test_more_than_f_refusals_leave_no_quorum(net: Any) -> None:
         mint(network)
 
 
+def mixed_committee(net: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """``net`` with v1 and v3 three times slower than v2 and v4 (as wasm validators are against
+    native ones), and no second wave before a minute: the first wave alone answers."""
+    network, oracles, calls = net
+    monkeypatch.setattr(agreement, "MIN_WAVE_WAIT_S", 60.0)
+    for name in ("v1", "v3"):
+        oracles[name].expected_cost = 3.0
+    return network, oracles, calls
+
+
 def test_the_validators_expected_to_answer_first_are_asked_first(
     net: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A mixed committee (v1 and v3 three times slower, as wasm validators are): the first wave
     is the two fast validators and one slow one, the slow ones taking turns."""
-    network, oracles, calls = net
-    monkeypatch.setattr(agreement, "MIN_WAVE_WAIT_S", 60.0)
-    for name in ("v1", "v3"):
-        oracles[name].expected_cost = 3.0
+    network, oracles, calls = mixed_committee(net, monkeypatch)
     slow_asked: list[str] = []
     for _ in range(4):
         calls.clear()
@@ -178,10 +185,7 @@ def test_the_validators_expected_to_answer_first_are_asked_first(
 def test_a_fast_validator_that_refuses_is_replaced_by_a_slow_one(
     net: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    network, oracles, calls = net
-    monkeypatch.setattr(agreement, "MIN_WAVE_WAIT_S", 60.0)
-    for name in ("v1", "v3"):
-        oracles[name].expected_cost = 3.0
+    network, oracles, calls = mixed_committee(net, monkeypatch)
     oracles["v2"].wrong = True
     certificate = mint(network)
     assert sorted(calls) == network.committee.names
@@ -192,10 +196,7 @@ def test_an_oracle_that_does_not_say_its_cost_counts_as_a_fast_one(
     net: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An oracle written before ``expected_cost`` existed still certifies, ranked at 1.0."""
-    network, oracles, calls = net
-    monkeypatch.setattr(agreement, "MIN_WAVE_WAIT_S", 60.0)
-    for name in ("v1", "v3"):
-        oracles[name].expected_cost = 3.0
+    network, oracles, calls = mixed_committee(net, monkeypatch)
     del oracles["v2"].expected_cost
     certificate = mint(network)
     assert {"v2", "v4"} <= set(calls) and len(calls) == 3

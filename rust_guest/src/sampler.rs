@@ -623,37 +623,26 @@ compiled_for_avx2! {
         coin: f32,
         expected: Option<u32>,
         scratch: &mut DecisionScratch,
-    ) -> Decision => decide_portable
-}
-
-/// [`decide`]'s rule, for every target.
-#[cfg_attr(target_arch = "x86_64", inline(always))]
-fn decide_portable(
-    params: &SamplerParams,
-    logits: &mut [f32],
-    history: &[u32],
-    coin: f32,
-    expected: Option<u32>,
-    scratch: &mut DecisionScratch,
-) -> Decision {
-    apply_repeat_penalty(params, logits, history, &mut scratch.window);
-    if !params.draws() {
-        return Decision::Token(argmax(logits) as u32);
-    }
-    let t = params.temperature;
-    for l in logits.iter_mut() {
-        *l /= t;
-    }
-    softmax(logits);
-    let top_p = params.top_p;
-    if top_p <= 0.0 || top_p >= 1.0 {
-        return Decision::Token(sample_mult(logits, coin) as u32);
-    }
-    let candidates = &mut scratch.candidates;
-    match expected {
-        Some(t) if topp_picks(logits, top_p, coin, t as usize, candidates) => Decision::Token(t),
-        Some(_) => Decision::Undecided,
-        None => Decision::Token(sample_topp(logits, top_p, coin, candidates) as u32),
+    ) -> Decision {
+        apply_repeat_penalty(params, logits, history, &mut scratch.window);
+        if !params.draws() {
+            return Decision::Token(argmax(logits) as u32);
+        }
+        let t = params.temperature;
+        for l in logits.iter_mut() {
+            *l /= t;
+        }
+        softmax(logits);
+        let top_p = params.top_p;
+        if top_p <= 0.0 || top_p >= 1.0 {
+            return Decision::Token(sample_mult(logits, coin) as u32);
+        }
+        let candidates = &mut scratch.candidates;
+        match expected {
+            Some(t) if topp_picks(logits, top_p, coin, t as usize, candidates) => Decision::Token(t),
+            Some(_) => Decision::Undecided,
+            None => Decision::Token(sample_topp(logits, top_p, coin, candidates) as u32),
+        }
     }
 }
 

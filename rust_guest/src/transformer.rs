@@ -910,59 +910,47 @@ compiled_for_avx2! {
         values: &[f32],
         att: &mut [f32],
         shape: &AttentionShape,
-    ) => attention_head_portable
-}
-
-/// [`attention_head`]'s arithmetic, for every target.
-#[inline(always)]
-fn attention_head_portable(
-    h: usize,
-    q: &[f32],
-    out: &mut [f32],
-    keys: &[f32],
-    values: &[f32],
-    att: &mut [f32],
-    shape: &AttentionShape,
-) {
-    let AttentionShape {
-        hd,
-        kv_dim,
-        n_rep,
-        scale,
-        int8,
-        ..
-    } = *shape;
-    // Query head h reads kv head h / n_rep (run.c).
-    let kv = (h / n_rep) * hd;
-    if !int8 {
-        for (a, k) in att.iter_mut().zip(keys.chunks_exact(kv_dim)) {
-            *a = dot(q, &k[kv..kv + hd]) * scale;
-        }
-    } else {
-        // runq.c's score exactly: a sequential sum divided by sqrt(head_size). The
-        // int8 path re-quantizes every activation, so a last-bit difference here
-        // can flip a rounding and, later, a greedy token (seen on the 15M shape).
-        // Four positions at a time: four independent sequential sums (same bits
-        // as one at a time), so the additions' latency overlaps.
-        let root = (hd as f32).sqrt();
-        let mut scores = att.chunks_exact_mut(4);
-        let mut rows = keys.chunks_exact(4 * kv_dim);
-        for (a4, k4) in (&mut scores).zip(&mut rows) {
-            let ks: [&[f32]; 4] = std::array::from_fn(|j| &k4[j * kv_dim + kv..][..hd]);
-            for (a, sum) in a4.iter_mut().zip(score_sums4(q, ks)) {
-                *a = sum / root;
+    ) {
+        let AttentionShape {
+            hd,
+            kv_dim,
+            n_rep,
+            scale,
+            int8,
+            ..
+        } = *shape;
+        // Query head h reads kv head h / n_rep (run.c).
+        let kv = (h / n_rep) * hd;
+        if !int8 {
+            for (a, k) in att.iter_mut().zip(keys.chunks_exact(kv_dim)) {
+                *a = dot(q, &k[kv..kv + hd]) * scale;
+            }
+        } else {
+            // runq.c's score exactly: a sequential sum divided by sqrt(head_size). The
+            // int8 path re-quantizes every activation, so a last-bit difference here
+            // can flip a rounding and, later, a greedy token (seen on the 15M shape).
+            // Four positions at a time: four independent sequential sums (same bits
+            // as one at a time), so the additions' latency overlaps.
+            let root = (hd as f32).sqrt();
+            let mut scores = att.chunks_exact_mut(4);
+            let mut rows = keys.chunks_exact(4 * kv_dim);
+            for (a4, k4) in (&mut scores).zip(&mut rows) {
+                let ks: [&[f32]; 4] = std::array::from_fn(|j| &k4[j * kv_dim + kv..][..hd]);
+                for (a, sum) in a4.iter_mut().zip(score_sums4(q, ks)) {
+                    *a = sum / root;
+                }
+            }
+            let rest = scores.into_remainder();
+            for (a, k) in rest.iter_mut().zip(rows.remainder().chunks_exact(kv_dim)) {
+                let k = &k[kv..kv + hd];
+                *a = q.iter().zip(k).fold(0.0f32, |s, (q, k)| s + q * k) / root;
             }
         }
-        let rest = scores.into_remainder();
-        for (a, k) in rest.iter_mut().zip(rows.remainder().chunks_exact(kv_dim)) {
-            let k = &k[kv..kv + hd];
-            *a = q.iter().zip(k).fold(0.0f32, |s, (q, k)| s + q * k) / root;
+        softmax(att);
+        out.fill(0.0);
+        for (a, v) in att.iter().zip(values.chunks_exact(kv_dim)) {
+            add_scaled(out, *a, &v[kv..kv + hd]);
         }
-    }
-    softmax(att);
-    out.fill(0.0);
-    for (a, v) in att.iter().zip(values.chunks_exact(kv_dim)) {
-        add_scaled(out, *a, &v[kv..kv + hd]);
     }
 }
 
