@@ -140,3 +140,17 @@ def test_the_engine_benchmark_measures_gguf_rows_beside_the_checkpoints(tmp_path
     assert rows[0]["generated_tokens"] == rows[1]["generated_tokens"] > 0
     assert (tmp_path / "synth-15M-seed1-q8_0.gguf").is_file()
     assert "15M: native gguf-q8_0 decodes at" in format_table(rows)
+
+
+def test_a_case_that_fails_is_a_row_that_says_why() -> None:
+    from edgechain.bench.rows import row_or_error
+
+    def fails() -> dict[str, object]:
+        raise OSError("no such model")
+
+    assert row_or_error({"shape": "15M", "engine": "wasm"}, fails) == {
+        "shape": "15M",
+        "engine": "wasm",
+        "error": "no such model",
+    }
+    assert row_or_error({"shape": "15M"}, lambda: {"ok": 1}) == {"ok": 1}

@@ -50,6 +50,7 @@ from typing import Any
 
 from edgechain.bench.arguments import comma_separated
 from edgechain.bench.network import BENCH_MODEL, synthetic_model_network
+from edgechain.bench.rows import row_or_error
 from edgechain.chain.certificate import Certificate
 from edgechain.chain.oracle import OracleCall
 from edgechain.service.engine import ENGINE_KINDS, open_engine
@@ -195,13 +196,13 @@ def run_rows(
     repeats: int = 1,
 ) -> list[dict[str, object]]:
     """One row per engine choice (an ``error`` entry for a row that failed)."""
-    rows: list[dict[str, object]] = []
-    for engine in engines:
-        try:
-            rows.append(run(shape_name, tokens, validators, engine, all_at_once, repeats))
-        except Exception as err:  # noqa: BLE001 - shown in the row, the others go on
-            rows.append({"shape": shape_name, "engines": engine, "error": str(err)})
-    return rows
+    return [
+        row_or_error(
+            {"shape": shape_name, "engines": engine},
+            lambda engine=engine: run(shape_name, tokens, validators, engine, all_at_once, repeats),
+        )
+        for engine in engines
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

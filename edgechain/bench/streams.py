@@ -25,6 +25,7 @@ from collections.abc import Sequence
 
 from edgechain.bench.engine_worker import open_labelled_engine
 from edgechain.bench.network import BENCH_MODEL, synthetic_model_network
+from edgechain.bench.rows import row_or_error
 from edgechain.service.query import GenerateQuery
 from edgechain.service.runtime import ModelService
 
@@ -129,14 +130,16 @@ def run_streams_benchmark(
     temperature: float = 1.0,
 ) -> list[dict[str, object]]:
     """One row per (shape, engine); a row that failed has an ``error`` entry."""
-    rows: list[dict[str, object]] = []
-    for shape in shapes:
-        for engine in engines:
-            try:
-                rows.append(run_streams(shape, engine, streams, tokens, prompt, temperature))
-            except Exception as err:  # noqa: BLE001 - shown in the row, the others go on
-                rows.append({"shape": shape, "engine": engine, "error": str(err)})
-    return rows
+    return [
+        row_or_error(
+            {"shape": shape, "engine": engine},
+            lambda shape=shape, engine=engine: run_streams(
+                shape, engine, streams, tokens, prompt, temperature
+            ),
+        )
+        for shape in shapes
+        for engine in engines
+    ]
 
 
 def format_streams_table(rows: list[dict[str, object]]) -> str:

@@ -20,9 +20,11 @@ import json
 import os
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 from edgechain.bench.arguments import comma_separated
+from edgechain.bench.rows import row_or_error
 from edgechain.service.engine import GenerationParams, LoadedModel, open_engine
 from edgechain.testing.synth import shape_named, synthesize
 
@@ -70,6 +72,18 @@ def run_row(
     }
 
 
+def _load_and_run(
+    weights: Path,
+    tokenizer: Path,
+    shape: str,
+    engine: str,
+    params: GenerationParams,
+    repeats: int,
+) -> dict[str, object]:
+    with open_engine(engine).load_files(weights, tokenizer) as model:
+        return run_row(model, shape, engine, params, repeats)
+
+
 def run_rows(
     shapes: list[str], engines: list[str], params: GenerationParams, repeats: int
 ) -> list[dict[str, object]]:
@@ -80,11 +94,8 @@ def run_rows(
             weights, tokenizer = Path(tmp) / f"{shape}.bin", Path(tmp) / f"{shape}-tok.bin"
             synthesize(shape_named(shape), 1, weights, tokenizer)
             for engine in engines:
-                try:
-                    with open_engine(engine).load_files(weights, tokenizer) as model:
-                        rows.append(run_row(model, shape, engine, params, repeats))
-                except Exception as err:  # noqa: BLE001 - shown in the row, the others go on
-                    rows.append({"shape": shape, "engine": engine, "error": str(err)})
+                measure = partial(_load_and_run, weights, tokenizer, shape, engine, params, repeats)
+                rows.append(row_or_error({"shape": shape, "engine": engine}, measure))
             weights.unlink()
     return rows
 
