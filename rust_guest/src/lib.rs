@@ -7,6 +7,7 @@
 mod compiled_for_avx2;
 
 pub mod bpe;
+pub mod cache_line;
 pub mod chat_template;
 pub mod checkpoint;
 pub mod error;

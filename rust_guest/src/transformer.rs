@@ -16,6 +16,7 @@
 
 use candle_core::Tensor;
 
+use crate::cache_line;
 use crate::checkpoint::CheckpointConfig;
 use crate::error::{EngineError, Result};
 use crate::matvec::{dot, matmul};
@@ -57,18 +58,9 @@ pub struct BatchItem {
     pub logits: bool,
 }
 
-/// Bytes an activation buffer's first float is aligned to: a cache line. The batched
-/// products load their inputs 64 bytes at a time (AVX-512), and a buffer from malloc starts
-/// 16 bytes into a line, so every such load spanned two (the 15M shapes' rows are whole
-/// lines: 288 and 768 floats). Aligned, the batched f32 product took 4.1 -> 3.55 ns per
-/// (row, input) on 288x288 and 10.9 -> 9.9 on 288x768 (batch 32, best of 15).
-const ACTIVATION_ALIGN: usize = 64;
-
-/// Floats of padding an [`Activations`] buffer keeps to align its start.
-const ACTIVATION_PAD: usize = ACTIVATION_ALIGN / std::mem::size_of::<f32>();
-
-/// A scratch buffer of floats starting on an [`ACTIVATION_ALIGN`] boundary (a view past up to
-/// [`ACTIVATION_PAD`] floats of its allocation). Its contents do not survive growing.
+/// A scratch buffer of floats starting on a cache line ([`crate::cache_line`]: the batched
+/// products' 64-byte input loads), a view past up to [`cache_line::padding`] floats of its
+/// allocation. Its contents do not survive growing.
 #[derive(Default)]
 struct Activations {
     buffer: Vec<f32>,
@@ -79,10 +71,10 @@ struct Activations {
 impl Activations {
     /// `len` floats (zeroed when newly allocated).
     fn resize(&mut self, len: usize) {
-        if self.buffer.len() < len + ACTIVATION_PAD {
-            self.buffer = vec![0.0; len + ACTIVATION_PAD];
-            let offset = self.buffer.as_ptr().align_offset(ACTIVATION_ALIGN);
-            self.skip = offset.min(ACTIVATION_PAD);
+        let padding = cache_line::padding::<f32>();
+        if self.buffer.len() < len + padding {
+            self.buffer = vec![0.0; len + padding];
+            self.skip = cache_line::skip(&self.buffer);
         }
         self.len = len;
     }

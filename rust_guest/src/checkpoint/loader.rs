@@ -9,6 +9,7 @@ use super::header::{
     invalid, parse_header_for_size, CheckpointConfig, MAX_HEADER_BYTES, MAX_REGION_BYTES,
 };
 use super::layout::{layout, Entry, Kind, Slot};
+use crate::cache_line;
 use crate::error::{EngineError, Result};
 use crate::weights::{LayerWeights, Matrix, TransformerWeights};
 
@@ -151,19 +152,11 @@ fn zeroed<T: Clone + Default>(count: usize) -> Result<Vec<T>> {
     Ok(buffer)
 }
 
-/// Bytes a weight buffer's first element is aligned to: a cache line, so the AVX-512
-/// products' 64-byte loads of a row each touch one line. A large allocation from glibc's
-/// malloc starts 16 bytes past a page, and every such load then spans two lines (the batched
-/// f32 product on the 15M shapes: 4.8 -> 4.3 ns per (row, input) pair aligned).
-const WEIGHT_ALIGN: usize = 64;
-
-/// [`zeroed`] with room for `count` elements starting on a [`WEIGHT_ALIGN`] boundary: the
-/// buffer and how many leading elements to skip (the tensor is a view past them).
+/// [`zeroed`] with room for `count` elements starting on a cache line ([`crate::cache_line`]):
+/// the buffer and how many leading elements to skip (the tensor is a view past them).
 fn zeroed_aligned<T: Clone + Default>(count: usize) -> Result<(Vec<T>, usize)> {
-    let pad = WEIGHT_ALIGN / std::mem::size_of::<T>();
-    let mut buffer = zeroed::<T>(count + pad)?;
-    // At most `pad` (an unalignable pointer, never seen, only costs the alignment).
-    let skip = buffer.as_ptr().align_offset(WEIGHT_ALIGN).min(pad);
+    let mut buffer = zeroed::<T>(count + cache_line::padding::<T>())?;
+    let skip = cache_line::skip(&buffer);
     buffer.truncate(skip + count);
     Ok((buffer, skip))
 }
