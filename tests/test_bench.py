@@ -71,7 +71,9 @@ def test_the_story_benchmark_mints_the_generated_story_on_each_engine(capsys) ->
             vote = row["votes"][name]
             assert vote["signed"] and vote["warm"] and vote["check_s"] > 0
             assert 0 <= vote["asked_at"] <= vote["answered_at"] <= row["certify_s"]
-            assert 0 <= vote["other_s"] <= vote["answered_at"] - vote["asked_at"]
+            # asked_at and answered_at are rounded to 1 ms, other_s to 0.1 ms: compare within
+            # the rounding (a 260K check answers within a millisecond or two).
+            assert 0 <= vote["other_s"] <= vote["answered_at"] - vote["asked_at"] + 0.001
         assert row["certify_cpu_s"] > 0 and row["generate_cpu_s"] > 0 and row["quorum_first"]
         assert row["proposer_cpu_s"] > 0
 
