@@ -198,7 +198,8 @@ def _validate_version(version: Any) -> None:
 
 @dataclass(frozen=True)
 class RegisterModel:
-    """Register a model (name, version) whose weights and tokenizer have the given hashes."""
+    """Register a model (name, version) whose weights and tokenizer have the given hashes.
+    ``format``: "llama2c", or "gguf" (``tokenizer`` is then the weights' own ref)."""
 
     operation_name: ClassVar[str] = "RegisterModel"
 

@@ -448,7 +448,7 @@ class Client:
                 already_checked=downloaded,
                 progress=options.progress,
             )
-        published = self._register(registration)
+        published = self.register_model(registration)
         return dataclasses.replace(published, checked_urls=tuple(checks))
 
     def _registered(self, name: str, version: str) -> CertifiedModel | None:
@@ -478,34 +478,10 @@ class Client:
             **options,
         )
 
-    def register_model(
-        self,
-        name: str,
-        *,
-        weights: FileRef,
-        tokenizer: FileRef,
-        version: str = "1",
-        description: str | None = None,
-        license: str | None = None,
-        format: str = "llama2c",
-    ) -> PublishedModel:
-        """Register already-hashed files (what ``publish_model`` does once it has the hashes;
-        the node service's ``publishModel`` mutation calls this directly). ``format``:
-        "llama2c", or "gguf" (``tokenizer`` is then the weights' own ref)."""
-        return self._register(
-            RegisterModel(
-                name=name,
-                version=version,
-                format=format,
-                weights=weights,
-                tokenizer=tokenizer,
-                description=description,
-                license=license,
-            )
-        )
-
-    def _register(self, registration: RegisterModel) -> PublishedModel:
-        """Propose ``registration`` and wait for its certificate."""
+    def register_model(self, registration: RegisterModel) -> PublishedModel:
+        """Register already-hashed files: propose ``registration`` and wait for its certificate
+        (what ``publish_model`` does once it has the hashes; the node service's
+        ``publishModel`` mutation calls this directly)."""
         app_id = self.chain.app_id(APPLICATION_NAME)
         certificate = self.chain.execute(app_id, registration)
         return PublishedModel(

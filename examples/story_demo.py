@@ -29,7 +29,7 @@ from pathlib import Path
 from edgechain.cli import CliParser
 from edgechain.cli.generate import generated_line, verified_lines
 from edgechain.client import Client
-from edgechain.contract.operations import FileRef
+from edgechain.contract.operations import FileRef, RegisterModel
 from edgechain.errors import EdgechainError, InputError
 from edgechain.service.fetch import FetchPolicy
 from edgechain.service.runtime import GenerateQuery
@@ -108,11 +108,14 @@ def publish_local(client: Client, models_dir: Path, server: WeightServer) -> Non
 def publish_hub(client: Client) -> None:
     """Register the hub's URLs with the known hashes; nothing is downloaded here."""
     client.register_model(
-        MODEL,
-        weights=HUB_FILES[WEIGHTS],
-        tokenizer=HUB_FILES[TOKENIZER],
-        description="Karpathy's stories260K (TinyStories), from the model hub",
-        license="MIT",
+        RegisterModel(
+            MODEL,
+            "1",
+            weights=HUB_FILES[WEIGHTS],
+            tokenizer=HUB_FILES[TOKENIZER],
+            description="Karpathy's stories260K (TinyStories), from the model hub",
+            license="MIT",
+        )
     )
 
 

@@ -11,7 +11,7 @@ from network_cli_helpers import edgechain, make_network
 
 from edgechain.chain.encoding import decode, encode
 from edgechain.client import Client
-from edgechain.contract.operations import FileRef
+from edgechain.contract.operations import FileRef, RegisterModel
 
 WEIGHTS = FileRef("1" * 64, 1024, ("http://127.0.0.1:8000/w.bin",))
 TOKENIZER = FileRef("2" * 64, 512, ("http://127.0.0.1:8000/t.bin",))
@@ -22,7 +22,7 @@ def net(tmp_path: Path) -> Path:
     """A network with two blocks: stories260K registered, then retired."""
     path = make_network(tmp_path / "net", faulty="v2=offline")
     with Client.open(path) as client:
-        client.register_model("stories260K", weights=WEIGHTS, tokenizer=TOKENIZER)
+        client.register_model(RegisterModel("stories260K", "1", WEIGHTS, TOKENIZER))
         client.retire_model("stories260K", "1")
     return path
 
@@ -119,7 +119,7 @@ def test_expect_head_passes_at_and_beyond_the_recorded_head(net: Path) -> None:
     assert ok.code == 0, ok.err
     assert f"still holds the head {head}" in ok.out
     with Client.open(net) as client:
-        client.register_model("later", weights=WEIGHTS, tokenizer=TOKENIZER)
+        client.register_model(RegisterModel("later", "1", WEIGHTS, TOKENIZER))
     short = head.split(":")[0] + ":" + head.split(":")[1][:12].upper()
     beyond = edgechain("chain", "verify", "--dir", net, "--expect-head", short, "--json")
     assert beyond.code == 0, beyond.err
@@ -154,7 +154,7 @@ def test_expect_head_detects_a_chain_cut_back(net: Path, backup: Path) -> None:
 def test_expect_head_detects_another_block_at_that_height(net: Path, backup: Path) -> None:
     head = _head(net)
     with Client.open(backup) as client:
-        client.register_model("other", weights=WEIGHTS, tokenizer=TOKENIZER)
+        client.register_model(RegisterModel("other", "1", WEIGHTS, TOKENIZER))
     plain = edgechain("chain", "verify", "--dir", backup)
     assert plain.code == 0, plain.err  # a valid chain: only the recorded head tells
     edgechain("chain", "verify", "--dir", backup, "--expect-head", head).assert_user_error(
@@ -192,7 +192,7 @@ def settled(net: Path) -> Path:
     with Client.open(net) as client:
         for n in range(30):  # enough rows for several pages
             client.register_model(
-                f"m{n}", weights=WEIGHTS, tokenizer=TOKENIZER, description="x" * 1000
+                RegisterModel(f"m{n}", "1", WEIGHTS, TOKENIZER, description="x" * 1000)
             )
         client.network.storage.checkpoint()
     return net

@@ -14,7 +14,7 @@ import pytest
 from network_cli_helpers import edgechain, make_network
 
 from edgechain.client import Client
-from edgechain.contract.operations import FileRef
+from edgechain.contract.operations import FileRef, RegisterModel
 from edgechain.testing.models import ModelFiles
 
 HASH = "ab" * 32
@@ -26,7 +26,7 @@ def net(tmp_path: Path) -> Path:
     path = make_network(tmp_path / "net")
     with Client.open(path) as client:
         ref = FileRef(HASH, 10, ("http://127.0.0.1:9/x",))
-        client.register_model("stories260K", weights=ref, tokenizer=ref)
+        client.register_model(RegisterModel("stories260K", "1", weights=ref, tokenizer=ref))
     return path
 
 

@@ -11,7 +11,7 @@ import pytest
 from network_cli_helpers import edgechain, make_network
 
 from edgechain.client import Client
-from edgechain.contract.operations import FileRef
+from edgechain.contract.operations import FileRef, RegisterModel
 
 FILE = FileRef("1" * 64, 10, ("http://127.0.0.1:1/m.bin",))
 
@@ -63,7 +63,7 @@ def test_net_up_reopens_and_reverifies_an_existing_network(tmp_path: Path) -> No
 
 def test_net_up_says_how_many_blocks_it_reverified(tmp_path: Path) -> None:
     with Client.up(make_network(tmp_path)) as client:
-        client.register_model("m", weights=FILE, tokenizer=FILE)
+        client.register_model(RegisterModel("m", "1", weights=FILE, tokenizer=FILE))
         client.retire_model("m", "1")
     result = edgechain("net", "up", "--dir", tmp_path)
     assert result.code == 0, result.err

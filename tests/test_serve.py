@@ -24,7 +24,7 @@ from serve_helpers import (
 )
 
 from edgechain.client import Client
-from edgechain.contract.operations import FileRef
+from edgechain.contract.operations import FileRef, RegisterModel
 
 UNUSED_BASE_URL = "http://127.0.0.1:9"  # registry tests never fetch
 WEIGHTS_URL = f"{UNUSED_BASE_URL}/stories260K.bin"
@@ -156,7 +156,7 @@ def test_retire_model_mutation_then_model_is_retired(node: NodeProcess) -> None:
 def test_blocks_committed_by_another_process_are_seen(node: NodeProcess, network_dir: Path) -> None:
     ref = FileRef("ab" * 32, 123, (WEIGHTS_URL,))
     with Client.open(network_dir) as other:  # as the CLI would, from outside the node
-        other.register_model("pub-outside", weights=ref, tokenizer=ref)
+        other.register_model(RegisterModel("pub-outside", "1", weights=ref, tokenizer=ref))
     model = node.data('{ model(name: "pub-outside") { weights { blake3 size } } }')["model"]
     assert model["weights"] == {"blake3": "ab" * 32, "size": "123"}
     # ... and the node can still commit on top of what the other process added.

@@ -20,6 +20,7 @@ from edgechain import errors
 from edgechain.chain.committee import Committee
 from edgechain.chain.keys import generate_key, public_bytes
 from edgechain.client import Client
+from edgechain.contract.operations import RegisterModel
 from edgechain.service.engine.wasm import WasmEngine
 from edgechain.service.fetch import FetchPolicy
 from edgechain.service.runtime import GenerateQuery, ModelService
@@ -221,11 +222,16 @@ def test_a_trapping_or_looping_guest_is_an_error_and_the_service_keeps_serving(
     for name in ("trap", "good"):
         # register_model: publish_model would refuse these stand-in checkpoints unparsed
         client.register_model(
-            name,
-            weights=local_file_ref(
-                weight_server_dir / f"{name}.bin", weight_server.url(f"{name}.bin")
-            ),
-            tokenizer=local_file_ref(weight_server_dir / "tok.bin", weight_server.url("tok.bin")),
+            RegisterModel(
+                name,
+                "1",
+                weights=local_file_ref(
+                    weight_server_dir / f"{name}.bin", weight_server.url(f"{name}.bin")
+                ),
+                tokenizer=local_file_ref(
+                    weight_server_dir / "tok.bin", weight_server.url("tok.bin")
+                ),
+            )
         )
     _trap_then_loop_then_serve(client, mock_engine)
 

@@ -31,7 +31,7 @@ from strawberry.types import Info
 from edgechain.chain.application import application_id, known_application_kinds
 from edgechain.chain.certificate import Certificate, CertifiedBlock
 from edgechain.client import Client
-from edgechain.contract.operations import FileRef
+from edgechain.contract.operations import FileRef, RegisterModel
 from edgechain.contract.registry import CertifiedModel
 from edgechain.errors import ModelNotFound
 from edgechain.node.blob_schema import BlobRef
@@ -461,13 +461,15 @@ class Mutation:
         published = await propose(
             info,
             lambda c: c.register_model(
-                name,
-                version=version,
-                weights=weights_ref,
-                tokenizer=tokenizer_ref,
-                description=description,
-                license=license,
-                format=format,
+                RegisterModel(
+                    name=name,
+                    version=version,
+                    weights=weights_ref,
+                    tokenizer=tokenizer_ref,
+                    description=description,
+                    license=license,
+                    format=format,
+                )
             ),
         )
         return Model.of(published.model)
