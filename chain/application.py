@@ -20,7 +20,7 @@ import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from edgechain.chain.block import Block, Operation
 from edgechain.chain.encoding import decode, encode, hash_value
@@ -192,6 +192,18 @@ class OperationPayload(Protocol):
     operation_name: str
 
     def to_payload(self) -> Any: ...
+
+
+class NamedOperation:
+    """The base of a typed operation: its ``operation_name`` is its class's name, as Linera
+    names an operation by its enum variant (and the SDK an ABI's operation by its dataclass),
+    so the name is written once, by the class statement."""
+
+    operation_name: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.operation_name = cls.__name__
 
 
 # Filled by the wiring layer above chain/ (it registers the built-in kinds): chain/ names no

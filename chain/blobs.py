@@ -17,13 +17,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import blake3
 
 from edgechain.chain.application import (
     ApplicationKind,
     BuiltInService,
+    NamedOperation,
     application_id,
 )
 from edgechain.chain.block import Operation
@@ -62,10 +63,8 @@ def blobs_app_id(chain_id: bytes) -> bytes:
 
 
 @dataclass(frozen=True)
-class PublishDataBlob:
+class PublishDataBlob(NamedOperation):
     """Publish one blob (its bytes go in the proposal's ``blobs``)."""
-
-    operation_name: ClassVar[str] = "PublishDataBlob"
 
     blob: bytes
     size: int

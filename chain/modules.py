@@ -20,12 +20,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 from edgechain.chain.application import (
     ApplicationKind,
     BuiltInService,
     ContractState,
+    NamedOperation,
     OperationContext,
     ServiceContext,
     application_id,
@@ -74,10 +75,8 @@ def check_module_path(path: str) -> None:
 
 
 @dataclass(frozen=True)
-class PublishModule:
+class PublishModule(NamedOperation):
     """Record a module: its files, each already published as a blob (PublishDataBlob)."""
-
-    operation_name: ClassVar[str] = "PublishModule"
 
     files: tuple[tuple[str, bytes, int], ...]
 
@@ -119,11 +118,9 @@ class PublishModule:
 
 
 @dataclass(frozen=True)
-class CreateApplication:
+class CreateApplication(NamedOperation):
     """Create an application from a published module, with its parameters and instantiation
     argument (canonically encodable values: the SDK encodes the ABI's dataclasses)."""
-
-    operation_name: ClassVar[str] = "CreateApplication"
 
     module: bytes
     parameters: Any = None
@@ -143,14 +140,12 @@ class CreateApplication:
 
 
 @dataclass(frozen=True)
-class UseApplication:
+class UseApplication(NamedOperation):
     """Let this chain run an application created on another chain (Linera loads it from its
     description blob): the block carries the description, which execution checks against the
     application's id, and validators against the creator's certified block
     (:func:`check_used_application`). The application's state here starts empty; it is not
     instantiated again."""
-
-    operation_name: ClassVar[str] = "UseApplication"
 
     application: bytes
     creator: bytes  # the chain whose block created it

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 from urllib.parse import urlsplit
 
+from edgechain.chain.application import NamedOperation
 from edgechain.errors import InvalidText, OperationRejected
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -197,11 +198,9 @@ def _validate_version(version: Any) -> None:
 
 
 @dataclass(frozen=True)
-class RegisterModel:
+class RegisterModel(NamedOperation):
     """Register a model (name, version) whose weights and tokenizer have the given hashes.
     ``format``: "llama2c", or "gguf" (``tokenizer`` is then the weights' own ref)."""
-
-    operation_name: ClassVar[str] = "RegisterModel"
 
     name: str
     version: str
@@ -275,10 +274,8 @@ class RegisterModel:
 
 
 @dataclass(frozen=True)
-class RetireModel:
+class RetireModel(NamedOperation):
     """Retire a registered (name, version): services stop serving it."""
-
-    operation_name: ClassVar[str] = "RetireModel"
 
     name: str
     version: str

@@ -16,10 +16,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, fields, replace
-from typing import Any, ClassVar
+from typing import Any
 
 from edgechain.contract.certified_model import CertifiedModel
-from edgechain.contract.operations import FileRef, RegisterModel, RetireModel, check_utf8
+from edgechain.contract.operations import (
+    FileRef,
+    NamedOperation,
+    RegisterModel,
+    RetireModel,
+    check_utf8,
+)
 from edgechain.errors import ModelNotFound, ModelRetired, OperationRejected, Unauthorized
 from edgechain.sdk import Abi, Contract, MapView, RegisterView, RootView, Service
 
@@ -121,12 +127,10 @@ class ModelEntry:
 
 
 @dataclass(frozen=True)
-class FollowRegistry:
+class FollowRegistry(NamedOperation):
     """Follow the registry of chain ``chain`` (hex id): every model it has certified, and each
     it registers or retires from then on, is certified on this chain too, so this chain's
     service answers ``generate`` for them from its own certified state."""
-
-    operation_name: ClassVar[str] = "FollowRegistry"
 
     chain: str
 

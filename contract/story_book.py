@@ -31,10 +31,15 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any, ClassVar
+from typing import Any
 
 from edgechain.contract.generation_request import MAX_PROMPT_BYTES, parameters_problem
-from edgechain.contract.operations import HASH_PATTERN, NAME_PATTERN, VERSION_PATTERN
+from edgechain.contract.operations import (
+    HASH_PATTERN,
+    NAME_PATTERN,
+    VERSION_PATTERN,
+    NamedOperation,
+)
 from edgechain.errors import OperationRejected, ServiceError, Unauthorized
 from edgechain.sdk import Abi, Contract, MapView, RegisterView, RootView, Service, crypto_hash
 
@@ -90,10 +95,8 @@ def _check_fields(value: Any, spec: dict[str, type], what: str) -> dict[str, Any
 
 
 @dataclass(frozen=True)
-class MintStory:
+class MintStory(NamedOperation):
     """Mint a story: the query, and the oracle response the proposer recorded."""
-
-    operation_name: ClassVar[str] = "MintStory"
 
     model: str
     version: str
@@ -155,11 +158,9 @@ class MintStory:
 
 
 @dataclass(frozen=True)
-class Transfer:
+class Transfer(NamedOperation):
     """Give story ``story`` to ``owner`` (a public key, 64 hex digits), on ``chain`` (a chain
     id, 64 hex digits; None: this chain)."""
-
-    operation_name: ClassVar[str] = "Transfer"
 
     story: int
     owner: str
