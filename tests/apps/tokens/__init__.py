@@ -35,15 +35,6 @@ class Credit:
 
 
 @dataclass(frozen=True)
-class Followed:
-    """A mint seen on a followed chain."""
-
-    chain: str
-    index: int
-    amount: int
-
-
-@dataclass(frozen=True)
 class Parameters:
     #: A chain refuses a credit above this: a tracked transfer then bounces back.
     max_credit: int = 50

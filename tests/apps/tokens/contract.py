@@ -2,7 +2,7 @@
 
 from edgechain.sdk import Contract, OperationRejected, StreamUpdate
 
-from . import ABI, Credit, Follow, Followed, Mint, Transfer
+from . import ABI, Credit, Follow, Mint, Transfer
 from .state import TokensState
 
 
@@ -40,4 +40,4 @@ class TokensContract(Contract):
 
     def process_streams(self, updates: list[StreamUpdate]) -> None:
         for update in updates:
-            self.state.followed.push(Followed(update.chain_id, update.index, update.value))
+            self.state.followed.push(update)

@@ -25,7 +25,7 @@ class Query:
     @strawberry.field(description="Mints seen on followed chains: chain id, index, amount.")
     def followed(self, info: Info) -> list[list[str]]:
         seen = service_of(info).state.followed.read()
-        return [[f.chain, str(f.index), str(f.amount)] for f in seen]
+        return [[f.chain_id, str(f.index), str(f.value)] for f in seen]
 
 
 class TokensService(Service):

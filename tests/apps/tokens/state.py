@@ -1,8 +1,6 @@
 """The tokens application's state on each chain."""
 
-from edgechain.sdk import LogView, RegisterView, RootView
-
-from . import Followed
+from edgechain.sdk import LogView, RegisterView, RootView, StreamUpdate
 
 
 class TokensState(RootView):
@@ -10,5 +8,5 @@ class TokensState(RootView):
     received = LogView(int)
     bounced = RegisterView(int, default=0)
     last_sender = RegisterView(str, default="")
-    #: The mints seen on followed chains.
-    followed = LogView(Followed)
+    #: The mints seen on followed chains (each update's value is the amount minted).
+    followed = LogView(StreamUpdate)
