@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from edgechain.chain.application import (
@@ -159,20 +159,14 @@ class UseApplication(NamedOperation):
         return module_id(self.files)
 
     def to_payload(self) -> dict[str, Any]:
-        return {
-            "application": self.application,
-            "creator": self.creator,
-            "height": self.height,
-            "index": self.index,
-            "files": [[path, blob, size] for path, blob, size in self.files],
-            "parameters": self.parameters,
-        }
+        """Every field by name (what :meth:`from_payload` takes back), the files as lists."""
+        return {**asdict(self), "files": [[path, blob, size] for path, blob, size in self.files]}
 
     @classmethod
     def from_payload(cls, payload: Any) -> UseApplication:
-        fields = {"application", "creator", "height", "index", "files", "parameters"}
-        if not (isinstance(payload, dict) and set(payload) == fields):
-            raise OperationRejected(f"UseApplication needs exactly {', '.join(sorted(fields))}")
+        names = {field.name for field in fields(cls)}
+        if not (isinstance(payload, dict) and set(payload) == names):
+            raise OperationRejected(f"UseApplication needs exactly {', '.join(sorted(names))}")
         ids = (payload["application"], payload["creator"])
         if not all(isinstance(v, bytes) and len(v) == 32 for v in ids):
             raise OperationRejected("UseApplication.application and .creator are 32-byte ids")
