@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
 from typing import Any
 
 from edgechain.chain.certificate import Certificate
@@ -13,7 +14,7 @@ from edgechain.cli.network_options import (
     open_client,
 )
 from edgechain.cli.progress import ProgressBar
-from edgechain.cli.render import certificate_line, model_lines, print_json
+from edgechain.cli.render import certificate_line, model_lines, print_json, print_result
 from edgechain.client import Client
 from edgechain.contract.registry import CertifiedModel
 from edgechain.errors import ModelNotFound
@@ -184,21 +185,23 @@ def model_publish(args: argparse.Namespace) -> int:
 def model_list(args: argparse.Namespace) -> int:
     with open_client(args) as client:
         models = client.models(include_retired=args.all)
-    if args.json:
-        print_json([m.to_json() for m in models])
-        return 0
+    return print_result(args.json, [m.to_json() for m in models], _list_lines(models, args.all))
+
+
+def _list_lines(models: list[CertifiedModel], include_retired: bool) -> Iterator[str]:
     if not models:
-        print("no models registered" if args.all else "no active models (--all shows retired)")
-        return 0
-    print(f"{'NAME':<24} {'VERSION':<10} {'STATUS':<8} {'HEIGHT':>6}  WEIGHTS BLAKE3")
+        yield (
+            "no models registered" if include_retired else "no active models (--all shows retired)"
+        )
+        return
+    yield f"{'NAME':<24} {'VERSION':<10} {'STATUS':<8} {'HEIGHT':>6}  WEIGHTS BLAKE3"
     for m in models:
         entry = m.entry
         status = "retired" if entry.retired else "active"
-        print(
+        yield (
             f"{entry.name:<24} {entry.version:<10} {status:<8} {m.height:>6}  "
             f"{entry.weights.blake3}"
         )
-    return 0
 
 
 def model_show(args: argparse.Namespace) -> int:
@@ -214,37 +217,36 @@ def model_show(args: argparse.Namespace) -> int:
 def model_retire(args: argparse.Namespace) -> int:
     with open_client(args) as client:
         certificate = client.retire_model(args.name, args.version)
-        if args.json:
-            print_json(
-                {
-                    "name": args.name,
-                    "version": args.version,
-                    "certificate": certificate.to_json(),
-                    "signers": certificate.signers,
-                }
-            )
-            return 0
-        print(f"retired {args.name} version {args.version}")
-        print(f"  certificate  {_certificate_line(client, certificate)}")
-    return 0
+        line = _certificate_line(client, certificate)
+    value = {
+        "name": args.name,
+        "version": args.version,
+        "certificate": certificate.to_json(),
+        "signers": certificate.signers,
+    }
+    return print_result(
+        args.json,
+        value,
+        (f"retired {args.name} version {args.version}", f"  certificate  {line}"),
+    )
 
 
 def model_follow(args: argparse.Namespace) -> int:
     with open_client(args) as client:
         certificate = client.follow_registry(args.source)
-        source = client.network.chain(args.source)
-        if args.json:
-            print_json(
-                {"chain": client.chain.name, "follows": source.name, "height": certificate.height}
-            )
-            return 0
-        print(f"chain {client.chain.name}'s registry follows chain {source.name}'s")
-        print(f"  certificate  {_certificate_line(client, certificate)}")
-        print(
-            f"next: `edgechain chain process-inbox --chain {source.name}`, then "
-            f"`edgechain chain process-inbox --chain {client.chain.name}`"
-        )
-    return 0
+        chain, source = client.chain.name, client.network.chain(args.source).name
+        line = _certificate_line(client, certificate)
+    value = {"chain": chain, "follows": source, "height": certificate.height}
+    return print_result(
+        args.json,
+        value,
+        (
+            f"chain {chain}'s registry follows chain {source}'s",
+            f"  certificate  {line}",
+            f"next: `edgechain chain process-inbox --chain {source}`, then "
+            f"`edgechain chain process-inbox --chain {chain}`",
+        ),
+    )
 
 
 def _find(client: Client, name: str, version: str | None) -> CertifiedModel:
