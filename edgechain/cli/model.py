@@ -14,8 +14,8 @@ from edgechain.cli.network_options import (
     open_client,
 )
 from edgechain.cli.progress import ProgressBar
-from edgechain.cli.render import certificate_line, model_lines, print_json, print_result
-from edgechain.client import Client
+from edgechain.cli.render import certificate_line, model_lines, print_result
+from edgechain.client import Client, PublishedModel
 from edgechain.contract.registry import CertifiedModel
 from edgechain.errors import ModelNotFound
 
@@ -151,35 +151,36 @@ def model_publish(args: argparse.Namespace) -> int:
             )
         finally:
             progress.close()
-        if args.json:
-            value = published.model.to_json()
-            value["unchanged"] = published.unchanged
-            value["checked_urls"] = [check.url for check in published.checked_urls]
-            print_json(value)
-            return 0
-        if published.unchanged:
-            print(
-                f"{args.name} version {args.version} is already certified with these bytes "
-                f"(block {published.model.height}): nothing to publish"
-            )
-            _print_model(client, published.model)
-            return 0
-        print(f"published {args.name} version {args.version}")
+        value = published.model.to_json()
+        value["unchanged"] = published.unchanged
+        value["checked_urls"] = [check.url for check in published.checked_urls]
+        return print_result(args.json, value, _published_lines(client, args, published))
+
+
+def _published_lines(
+    client: Client, args: argparse.Namespace, published: PublishedModel
+) -> Iterator[str]:
+    if published.unchanged:
+        yield (
+            f"{args.name} version {args.version} is already certified with these bytes "
+            f"(block {published.model.height}): nothing to publish"
+        )
+    else:
+        yield f"published {args.name} version {args.version}"
         for check in published.checked_urls:
-            print(
+            yield (
                 f"  checked      {check.url} serves the {check.what} "
                 f"({check.size:,} bytes, BLAKE3 matches)"
             )
         if args.check_urls is False:
-            print("  not checked  its URLs (--no-check-urls)")
+            yield "  not checked  its URLs (--no-check-urls)"
         if published.blobs is not None:
             b = published.blobs
-            print(
+            yield (
                 f"  blobs        {b.chunks} chunks, {b.published} published now in "
                 f"{b.blocks} blocks (the rest were on chain already)"
             )
-        _print_model(client, published.model)
-    return 0
+    yield from _model_lines(client, published.model)
 
 
 def model_list(args: argparse.Namespace) -> int:
@@ -207,11 +208,7 @@ def _list_lines(models: list[CertifiedModel], include_retired: bool) -> Iterator
 def model_show(args: argparse.Namespace) -> int:
     with open_client(args) as client:
         model = _find(client, args.name, args.version)
-        if args.json:
-            print_json(model.to_json())
-        else:
-            _print_model(client, model)
-    return 0
+        return print_result(args.json, model.to_json(), _model_lines(client, model))
 
 
 def model_retire(args: argparse.Namespace) -> int:
@@ -263,7 +260,7 @@ def _certificate_line(client: Client, certificate: Certificate) -> str:
     return certificate_line(certificate, client.network.committee)
 
 
-def _print_model(client: Client, model: CertifiedModel) -> None:
+def _model_lines(client: Client, model: CertifiedModel) -> Iterator[str]:
     lines = model_lines(model, client.network.committee)
     weights_format = client.weights_format(model)
     lines.insert(
@@ -271,5 +268,4 @@ def _print_model(client: Client, model: CertifiedModel) -> None:
         "  weights as   "
         + (weights_format or "not known here yet (read from the header once fetched)"),
     )
-    for line in lines:
-        print(line)
+    yield from lines
