@@ -202,16 +202,15 @@ def story_transfer(args: argparse.Namespace) -> int:
         if chain and client.network.chain(chain).id != client.chain.id:
             target = client.network.chain(chain)
             certificate = client.transfer_story(args.id, owner, target.name)
-            if args.json:
-                record = {"story": args.id, "owner": owner.lower(), "chain": target.name}
-                print_json({**record, "certificate": certificate.to_json()})
-                return 0
-            print(
+            record = {"story": args.id, "owner": owner.lower(), "chain": target.name}
+            line = (
                 f"story {args.id} left chain {client.chain.name} for {owner.lower()[:16]} on "
                 f"chain {target.name} (height {certificate.height}); it is theirs once "
                 f"`edgechain chain process-inbox --chain {target.name}` runs"
             )
-            return 0
+            return print_result(
+                args.json, {**record, "certificate": certificate.to_json()}, (line,)
+            )
         certificate = client.transfer_story(args.id, owner)
         story = client.story(args.id)
     value = {"story": story_json(story), "certificate": certificate.to_json()}
