@@ -132,11 +132,10 @@ def test_the_verify_benchmark_verifies_the_claim_it_generated(capsys) -> None:
 
 def test_the_engine_benchmark_measures_gguf_rows_beside_the_checkpoints(tmp_path: Path) -> None:
     from edgechain.bench.engine import format_table, run_engine_benchmark
+    from edgechain.bench.engine_worker import Workload
 
-    rows = run_engine_benchmark(
-        tmp_path, ["15M"], ["native"], ["f32", "gguf-q8_0"],
-        steps=12, seed=1, prompt="Once upon a time", temperature=0.0,
-    )  # fmt: skip
+    work = Workload(steps=12, seed=1, prompt="Once upon a time", temperature=0.0)
+    rows = run_engine_benchmark(tmp_path, ["15M"], ["native"], ["f32", "gguf-q8_0"], work)
     assert [r["weights"] for r in rows] == ["f32", "gguf-q8_0"]
     assert all("error" not in r for r in rows), rows
     assert rows[0]["generated_tokens"] == rows[1]["generated_tokens"] > 0

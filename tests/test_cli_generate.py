@@ -14,6 +14,7 @@ import pytest
 from network_cli_helpers import edgechain, make_network
 
 from edgechain.client import Client
+from edgechain.contract.generation_request import Parameter, parameters
 from edgechain.testing.models import ModelFiles, stories260k_golden
 from edgechain.testing.weight_server import HostFault, WeightServer
 
@@ -102,16 +103,26 @@ def test_unknown_and_retired_models_are_service_errors(stories_net: Path) -> Non
     generate(stories_net, "-i", PROMPT).assert_user_error(6, "retired")
 
 
+def _out_of_range_flags() -> list[tuple[tuple[str, str], str]]:
+    """Each number the request declares, just past each end of its range, as its flag: the
+    refusal names the field and its range."""
+    cases = []
+    for name, spec in parameters().items():
+        if spec.kind not in ("int", "float", "u64"):
+            continue
+        flag = f"-{spec.short}" if spec.short else Parameter.flag(name)
+        refusal = f"{name} must be {spec.range_text()}"
+        low, high = spec.minimum, spec.maximum
+        assert low is not None and high is not None, name  # every number is bounded
+        below = low if spec.exclusive_minimum else low - 1
+        above = high * 2 if spec.kind == "float" else high + 1
+        cases += [((flag, str(below)), refusal), ((flag, str(above)), refusal)]
+    return cases
+
+
 @pytest.mark.parametrize(
     ("flags", "fragment"),
-    [
-        (("-t", "-1"), "temperature"),
-        (("-p", "0"), "top_p"),
-        (("-p", "1.5"), "top_p"),
-        (("-n", "0"), "max_tokens"),
-        (("--repeat-penalty", "0.5"), "repeat_penalty"),
-        (("-t", "warm"), "temperature must be a number"),
-    ],
+    [*_out_of_range_flags(), (("-t", "warm"), "temperature must be a number")],
 )
 def test_bad_parameters_are_usage_errors(
     stories_net: Path, flags: tuple[str, ...], fragment: str

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from edgechain.bench.engine_worker import Measurement
+from edgechain.bench.engine_worker import Measurement, Workload
 from edgechain.errors import InvalidCheckpoint
 from edgechain.service.engine import ENGINE_KINDS
 from edgechain.service.engine.model_files import read_checkpoint_header
@@ -118,18 +118,16 @@ def run_engine_benchmark(
     shapes: Sequence[str],
     engines: Sequence[str],
     weights: Sequence[str],
+    work: Workload,
     *,
-    steps: int,
-    seed: int,
-    prompt: str,
-    temperature: float = 1.0,
     references: Path | None = None,
     repeat: int = 1,
 ) -> list[dict[str, object]]:
-    """One row per (shape, weights kind, engine), then per reference program found in
-    ``references``: the worker's figures plus ``shape``, ``weights`` and ``file_mb``, or an
-    ``error`` entry for a measurement that failed. With ``repeat`` > 1, the median of each
-    figure over that many interleaved measurements (``repeats``: how many succeeded)."""
+    """One row per (shape, weights kind, engine), each generating ``work``, then per reference
+    program found in ``references``: the worker's figures plus ``shape``, ``weights`` and
+    ``file_mb``, or an ``error`` entry for a measurement that failed. With ``repeat`` > 1, the
+    median of each figure over that many interleaved measurements (``repeats``: how many
+    succeeded)."""
     from edgechain.bench.references import available_references, run_reference
 
     if "wasm" in engines or "wasm-noepoch" in engines:
@@ -137,18 +135,16 @@ def run_engine_benchmark(
     refs = available_references(references, weights) if references is not None else []
     plan: list[tuple[dict[str, object], Callable[[], dict[str, object]]]] = []
     for shape in shapes:
-        f32, tokenizer = ensure_model(directory, shape, seed)
+        f32, tokenizer = ensure_model(directory, shape, work.seed)
         files = {kind: ensure_weights(f32, tokenizer, kind) for kind in weights}
         for kind, (checkpoint, its_tokenizer) in files.items():
             for engine in engines:
-                run = Measurement(
-                    engine, checkpoint, its_tokenizer, steps, seed, prompt, temperature
-                )
+                run = Measurement(engine, checkpoint, its_tokenizer, work)
                 key = _row_key(shape, kind, checkpoint, engine)
                 plan.append((key, lambda r=run: run_worker(r)))
         for ref in refs:
             checkpoint, _ = files.get(ref.weights) or ensure_weights(f32, tokenizer, ref.weights)
-            args2 = (ref, checkpoint, tokenizer, steps, seed, prompt, temperature)
+            args2 = (ref, checkpoint, tokenizer, work)
             key = _row_key(shape, ref.weights, checkpoint, ref.label)
             plan.append((key, lambda a=args2: run_reference(*a)))
     runs: list[list[dict[str, object]]] = [[] for _ in plan]

@@ -78,34 +78,47 @@ def open_labelled_engine(label: str) -> Engine:
 
 
 @dataclass(frozen=True)
-class Measurement:
-    """What one measurement runs: the worker's command line (``to_argv``, ``from_argv``)."""
+class Workload:
+    """What every row of a run generates: ``steps`` positions (the prompt's included) from
+    ``prompt`` at ``temperature`` (top-p 0.9), with ``seed`` for the weights and the sampler.
+    On a command line: STEPS SEED PROMPT [TEMP]."""
 
-    engine: str
-    checkpoint: Path
-    tokenizer: Path | None  # None: a GGUF file, which carries its own
     steps: int
     seed: int
     prompt: str
     temperature: float = 1.0
 
     def to_argv(self) -> list[str]:
+        return [str(self.steps), str(self.seed), self.prompt, str(self.temperature)]
+
+    @classmethod
+    def from_argv(cls, argv: Sequence[str]) -> Workload:
+        steps, seed, prompt = argv[:3]
+        temperature = float(argv[3]) if len(argv) > 3 else 1.0
+        return cls(int(steps), int(seed), prompt, temperature)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What one measurement runs: the worker's command line (``to_argv``, ``from_argv``)."""
+
+    engine: str
+    checkpoint: Path
+    tokenizer: Path | None  # None: a GGUF file, which carries its own
+    workload: Workload
+
+    def to_argv(self) -> list[str]:
         tokenizer = "-" if self.tokenizer is None else self.tokenizer
-        fields = (self.engine, self.checkpoint, tokenizer, self.steps, self.seed)
-        return [*map(str, fields), self.prompt, str(self.temperature)]
+        return [self.engine, str(self.checkpoint), str(tokenizer), *self.workload.to_argv()]
 
     @classmethod
     def from_argv(cls, argv: Sequence[str]) -> Measurement:
-        engine, checkpoint, tokenizer, steps, seed, prompt = argv[:6]
-        temperature = float(argv[6]) if len(argv) > 6 else 1.0
+        engine, checkpoint, tokenizer = argv[:3]
         return cls(
             engine,
             Path(checkpoint),
             None if tokenizer == "-" else Path(tokenizer),
-            int(steps),
-            int(seed),
-            prompt,
-            temperature,
+            Workload.from_argv(argv[3:]),
         )
 
 
@@ -118,10 +131,11 @@ def measure(run: Measurement) -> dict[str, object]:
     t1 = time.perf_counter()
     model = engine.load_files(run.checkpoint, run.tokenizer)
     t2 = time.perf_counter()
+    work = run.workload
     params = GenerationParams(
-        temperature=run.temperature, top_p=0.9, seed=run.seed, max_positions=run.steps
+        temperature=work.temperature, top_p=0.9, seed=work.seed, max_positions=work.steps
     )
-    generation = model.generate(run.prompt, params)
+    generation = model.generate(work.prompt, params)
     first, first_cpu = None, 0.0
     for _ in generation:
         if first is None:

@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgechain.bench.engine_worker import Workload
+
 __all__ = ["Reference", "available_references", "run_reference"]
 
 _ACHIEVED = re.compile(r"achieved tok/s:\s*([0-9.]+)")
@@ -74,10 +76,10 @@ def available_references(directory: Path, weights: Sequence[str] = ()) -> list[R
     return found
 
 
-def _args(checkpoint: str, tokenizer: str, steps: int, seed: int, prompt: str, temp: float):
+def _args(checkpoint: str, tokenizer: str, work: Workload) -> list[str]:
     # run.c's flags; its top-p (0.9) is the engines' default too.
-    return [checkpoint, "-z", tokenizer, "-t", f"{temp:g}", "-p", "0.9", "-s", str(seed),
-            "-n", str(steps), "-i", prompt]  # fmt: skip
+    return [checkpoint, "-z", tokenizer, "-t", f"{work.temperature:g}", "-p", "0.9",
+            "-s", str(work.seed), "-n", str(work.steps), "-i", work.prompt]  # fmt: skip
 
 
 def _parse(stderr: str, engine: str) -> dict[str, object]:
@@ -89,26 +91,18 @@ def _parse(stderr: str, engine: str) -> dict[str, object]:
 
 
 def run_reference(
-    ref: Reference,
-    checkpoint: Path,
-    tokenizer: Path,
-    steps: int,
-    seed: int,
-    prompt: str,
-    temperature: float,
+    ref: Reference, checkpoint: Path, tokenizer: Path, work: Workload
 ) -> dict[str, object]:
     """One measurement in a subprocess: decode_tok_s and peak_rss_mb, or an ``error`` entry."""
     if ref.runner == "llama-bench":
-        return _run_llama_bench(ref, checkpoint, steps)
+        return _run_llama_bench(ref, checkpoint, work.steps)
     in_python = [sys.executable, "-m", "edgechain.bench.references", ref.runner, str(ref.program)]
     if ref.runner == "native":
-        cmd = [str(ref.program), *_args(str(checkpoint), str(tokenizer), steps, seed, prompt,
-                                        temperature)]  # fmt: skip
+        cmd = [str(ref.program), *_args(str(checkpoint), str(tokenizer), work)]
     elif ref.runner == "candle-wasm":
-        cmd = [*in_python, str(checkpoint), str(steps)]
+        cmd = [*in_python, str(checkpoint), str(work.steps)]
     else:
-        cmd = [*in_python, str(checkpoint), str(tokenizer), str(steps), str(seed), prompt,
-               str(temperature)]  # fmt: skip
+        cmd = [*in_python, str(checkpoint), str(tokenizer), *work.to_argv()]
     with tempfile.TemporaryFile("w+") as out_f, tempfile.TemporaryFile("w+") as err_f:
         proc = subprocess.Popen(cmd, stdout=out_f, stderr=err_f, text=True)
         # wait4: this child's own rusage (its peak RSS, KiB on Linux), not all children's.
@@ -173,13 +167,13 @@ def _run_wasm(argv: list[str]) -> dict[str, object]:
 
     from edgechain.bench.engine_worker import peak_rss_mb
 
-    kind, program, checkpoint, tokenizer, steps, seed, prompt, temp = argv[:8]
+    kind, program, checkpoint, tokenizer = argv[:4]
     engine, module, store = _wasmtime_store(program, epochs=kind == "wasm")
     ckpt, tok = Path(checkpoint).resolve(), Path(tokenizer).resolve()
     wasi = wasmtime.WasiConfig()
     wasi.preopen_dir(str(ckpt.parent), "/m")
     wasi.preopen_dir(str(tok.parent), "/t")
-    args = _args(f"/m/{ckpt.name}", f"/t/{tok.name}", int(steps), int(seed), prompt, float(temp))
+    args = _args(f"/m/{ckpt.name}", f"/t/{tok.name}", Workload.from_argv(argv[4:8]))
     wasi.argv = ["run", *args]
     with tempfile.TemporaryDirectory() as tmp:
         out_path, err_path = os.path.join(tmp, "out"), os.path.join(tmp, "err")

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 from edgechain.bench.engine_worker import open_labelled_engine
 from edgechain.bench.network import BENCH_MODEL, synthetic_model_network
-from edgechain.bench.rows import row_or_error
+from edgechain.bench.rows import per_second, row_or_error
 from edgechain.service.query import GenerateQuery
 from edgechain.service.runtime import ModelService
 
@@ -109,11 +109,11 @@ def run_streams(
             "streams": streams,
             "tokens_per_stream": tokens,
             "cores": os.cpu_count(),
-            "solo_tok_s": round(solo_rate, 1),
-            "concurrent_tok_s": round(concurrent_rate, 1),
+            "solo_tok_s": per_second(solo_tokens, solo_s),
+            "concurrent_tok_s": per_second(concurrent_tokens, concurrent_s),
             "speedup": round(concurrent_rate / solo_rate, 2),
-            "solo_cpu_tok_s": round(solo_tokens / solo_cpu_s, 1),
-            "concurrent_cpu_tok_s": round(concurrent_tokens / concurrent_cpu_s, 1),
+            "solo_cpu_tok_s": per_second(solo_tokens, solo_cpu_s),
+            "concurrent_cpu_tok_s": per_second(concurrent_tokens, concurrent_cpu_s),
             "busy_cores": round(concurrent_cpu_s / concurrent_s, 2),
             "identical": not errors and results == solo,
             "mean_batch": round(steps / calls, 2) if calls else None,

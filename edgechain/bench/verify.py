@@ -24,7 +24,7 @@ from functools import partial
 from pathlib import Path
 
 from edgechain.bench.arguments import comma_separated
-from edgechain.bench.rows import row_or_error
+from edgechain.bench.rows import per_second, row_or_error
 from edgechain.service.engine import GenerationParams, LoadedModel, open_engine
 from edgechain.testing.synth import shape_named, synthesize
 
@@ -65,8 +65,8 @@ def run_row(
         "cores": os.cpu_count(),
         "generate_s": round(generate_s, 3),
         "verify_s": round(verify_s, 3),
-        "generate_tok_s": round(tokens / generate_s, 1),
-        "verify_tok_s": round(tokens / verify_s, 1),
+        "generate_tok_s": per_second(tokens, generate_s),
+        "verify_tok_s": per_second(tokens, verify_s),
         "ratio": round(verify_s / generate_s, 3),
         "valid": valid,
     }

@@ -13,11 +13,11 @@ from typing import Any
 
 from edgechain.chain.modules import CreatedApplication, module_id
 from edgechain.cli.network_options import add_subcommand, open_client
-from edgechain.cli.render import certificate_line, print_json
+from edgechain.cli.render import certificate_line, print_result
 from edgechain.client import Client
 from edgechain.errors import InvalidQuery, UsageError
 from edgechain.sdk.project import new_project
-from edgechain.user_applications import file_list, module_files, parse_json
+from edgechain.user_applications import PublishedModule, file_list, module_files, parse_json
 
 NAME = "app"
 HELP = "applications you write (edgechain.sdk): new, publish, create, list, show, call, query"
@@ -154,34 +154,35 @@ def _origin(app: CreatedApplication) -> str:
 
 def app_new(args: argparse.Namespace) -> int:
     root = new_project(args.name, args.path)
-    if args.json:
-        print_json({"path": str(root)})
-        return 0
-    print(f"wrote {root}/ (__init__.py: the ABI; state.py, contract.py, service.py; tests/)")
-    print(f"next: edgechain app create {root} --argument 0   (or: pytest {root}/tests)")
-    return 0
+    return print_result(
+        args.json,
+        {"path": str(root)},
+        (
+            f"wrote {root}/ (__init__.py: the ABI; state.py, contract.py, service.py; tests/)",
+            f"next: edgechain app create {root} --argument 0   (or: pytest {root}/tests)",
+        ),
+    )
 
 
 def app_publish(args: argparse.Namespace) -> int:
     with open_client(args) as client:
         published = client.publish_module(args.path)
-    if args.json:
-        print_json(
-            {
-                "module_id": published.module_id.hex(),
-                "files": [path for path, _, _ in published.files],
-                "blocks": published.blocks,
-                "unchanged": published.unchanged,
-            }
-        )
-        return 0
+    value = {
+        "module_id": published.module_id.hex(),
+        "files": [path for path, _, _ in published.files],
+        "blocks": published.blocks,
+        "unchanged": published.unchanged,
+    }
+    return print_result(args.json, value, _published_lines(published))
+
+
+def _published_lines(published: PublishedModule) -> Iterator[str]:
     state = (
         "already published" if published.unchanged else f"published in {published.blocks} blocks"
     )
-    print(f"module {published.module_id.hex()} ({state})")
+    yield f"module {published.module_id.hex()} ({state})"
     for path, blob, size in published.files:
-        print(f"  {path:<24} blob {blob.hex()[:16]}  {size:,} bytes")
-    return 0
+        yield f"  {path:<24} blob {blob.hex()[:16]}  {size:,} bytes"
 
 
 def app_create(args: argparse.Namespace) -> int:
@@ -193,19 +194,20 @@ def app_create(args: argparse.Namespace) -> int:
             module = client.publish_module(args.module).module_id
         created = client.create_application(module, parameters, argument)
         line = certificate_line(created.certificate, client.network.committee)
-    if args.json:
-        print_json(
-            {
-                "application_id": created.application_id.hex(),
-                "module_id": created.module_id.hex(),
-                "certificate": created.certificate.to_json(),
-            }
-        )
-        return 0
-    print(f"application {created.application_id.hex()}")
-    print(f"  module       {created.module_id.hex()}")
-    print(f"  certificate  {line}")
-    return 0
+    value = {
+        "application_id": created.application_id.hex(),
+        "module_id": created.module_id.hex(),
+        "certificate": created.certificate.to_json(),
+    }
+    return print_result(
+        args.json,
+        value,
+        (
+            f"application {created.application_id.hex()}",
+            f"  module       {created.module_id.hex()}",
+            f"  certificate  {line}",
+        ),
+    )
 
 
 def _app_json(app: CreatedApplication) -> dict[str, Any]:
@@ -220,30 +222,30 @@ def _app_json(app: CreatedApplication) -> dict[str, Any]:
 def app_list(args: argparse.Namespace) -> int:
     with open_client(args) as client:
         apps = client.applications()
-    if args.json:
-        print_json([_app_json(a) for a in apps])
-        return 0
+    return print_result(args.json, [_app_json(a) for a in apps], _list_lines(apps))
+
+
+def _list_lines(apps: list[CreatedApplication]) -> Iterator[str]:
     if not apps:
-        print("no applications created yet (`edgechain app new NAME`, then `app create NAME`)")
-        return 0
+        yield "no applications created yet (`edgechain app new NAME`, then `app create NAME`)"
     for app in apps:
-        print(f"{app.app_id.hex()}  module {app.module.hex()[:16]}  {_origin(app)}")
-    return 0
+        yield f"{app.app_id.hex()}  module {app.module.hex()[:16]}  {_origin(app)}"
 
 
 def app_show(args: argparse.Namespace) -> int:
     with _open_app(args) as (client, app):
         files = client.chain.application("applications").module_files(app.module) or []
-    if args.json:
-        print_json({**_app_json(app), "files": [path for path, _, _ in files]})
-        return 0
-    print(f"application {app.app_id.hex()}")
-    print(f"  module       {app.module.hex()}")
-    print(f"  origin       {_origin(app)}")
-    print(f"  parameters   {json.dumps(app.parameters)}")
+    value = {**_app_json(app), "files": [path for path, _, _ in files]}
+    return print_result(args.json, value, _show_lines(app, files))
+
+
+def _show_lines(app: CreatedApplication, files: list[tuple[str, bytes, int]]) -> Iterator[str]:
+    yield f"application {app.app_id.hex()}"
+    yield f"  module       {app.module.hex()}"
+    yield f"  origin       {_origin(app)}"
+    yield f"  parameters   {json.dumps(app.parameters)}"
     for path, blob, size in files:
-        print(f"  file         {path:<20} blob {blob.hex()[:16]}  {size:,} bytes")
-    return 0
+        yield f"  file         {path:<20} blob {blob.hex()[:16]}  {size:,} bytes"
 
 
 def app_call(args: argparse.Namespace) -> int:
@@ -254,12 +256,8 @@ def app_call(args: argparse.Namespace) -> int:
         target = _resolve(client, args.app, elsewhere=True).app_id if is_project else args.app
         response, certificate = client.call_application(target, operation)
         line = certificate_line(certificate, client.network.committee)
-    if args.json:
-        print_json({"response": response, "certificate": certificate.to_json()})
-        return 0
-    print(json.dumps(response))
-    print(f"  certificate  {line}")
-    return 0
+    value = {"response": response, "certificate": certificate.to_json()}
+    return print_result(args.json, value, (json.dumps(response), f"  certificate  {line}"))
 
 
 def app_query(args: argparse.Namespace) -> int:

@@ -101,7 +101,7 @@ def execute(args: argparse.Namespace) -> int:
         run_engine_benchmark,
         weight_kinds,
     )
-    from edgechain.bench.engine_worker import engine_options
+    from edgechain.bench.engine_worker import Workload, engine_options
     from edgechain.testing.synth import SHAPES
 
     shapes = _split(args.shapes, tuple(SHAPES), "shapes")
@@ -138,10 +138,7 @@ def execute(args: argparse.Namespace) -> int:
         shapes,
         engines,
         weights,
-        steps=args.steps,
-        seed=args.seed,
-        prompt=args.prompt,
-        temperature=args.temperature,
+        Workload(args.steps, args.seed, args.prompt, args.temperature),
         references=references,
         repeat=args.repeat,
     )

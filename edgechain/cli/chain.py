@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
+from collections.abc import Iterator
 from typing import Any
 
 from edgechain.chain.blobs import APPLICATION_NAME as BLOBS
 from edgechain.chain.blobs import PublishDataBlob, published_blobs
 from edgechain.chain.certificate import CertifiedBlock
 from edgechain.chain.messages import IncomingBundle, Message
-from edgechain.chain.network import ExpectedHead
+from edgechain.chain.network import ExpectedHead, VerifyReport
 from edgechain.cli.common import bounded_int
 from edgechain.cli.network_options import add_subcommand, open_client
-from edgechain.cli.render import print_json
+from edgechain.cli.render import print_result
 from edgechain.contract.registry import APPLICATION_NAME
 
 NAME = "chain"
@@ -93,51 +95,52 @@ def chain_open(args: argparse.Namespace) -> int:
     with open_client(args) as client:
         chain = client.open_chain(args.name, args.owner)
         record = {"chain": chain.name, "chain_id": chain.id.hex(), "owner": chain.owner.hex()}
-        if args.json:
-            print_json(record)
-        else:
-            print(f"opened chain {chain.name} ({chain.id.hex()})")
-            print(f"  owner {chain.owner.hex()}")
-            print(f"  act on it with --chain {chain.name}")
-    return 0
+        return print_result(
+            args.json,
+            record,
+            (
+                f"opened chain {chain.name} ({chain.id.hex()})",
+                f"  owner {chain.owner.hex()}",
+                f"  act on it with --chain {chain.name}",
+            ),
+        )
 
 
 def chain_inbox(args: argparse.Namespace) -> int:
     with open_client(args) as client:
         bundles = client.inbox()
         names = {c.id: c.name for c in client.network.chains()}
-        if args.json:
-            print_json([_bundle_json(b, names) for b in bundles])
-            return 0
-        count = sum(len(b.messages) for b in bundles)
-        print(f"chain {client.chain.name}: {count} message(s) waiting in {len(bundles)} bundle(s)")
-        for bundle in bundles:
-            origin = names.get(bundle.origin, bundle.origin.hex()[:16])
-            print(f"  from {origin} block {bundle.height}: {len(bundle.messages)} message(s)")
-    return 0
+        value = [_bundle_json(b, names) for b in bundles]
+        return print_result(args.json, value, _inbox_lines(client.chain.name, bundles, names))
+
+
+def _inbox_lines(
+    chain: str, bundles: list[IncomingBundle], names: dict[bytes, str]
+) -> Iterator[str]:
+    count = sum(len(b.messages) for b in bundles)
+    yield f"chain {chain}: {count} message(s) waiting in {len(bundles)} bundle(s)"
+    for bundle in bundles:
+        origin = names.get(bundle.origin, bundle.origin.hex()[:16])
+        yield f"  from {origin} block {bundle.height}: {len(bundle.messages)} message(s)"
 
 
 def chain_process_inbox(args: argparse.Namespace) -> int:
     with open_client(args) as client:
         taken = client.inbox()
         certificate = client.process_inbox()
-        if args.json:
-            print_json(
-                {
-                    "chain": client.chain.name,
-                    "bundles": len(taken) if certificate is not None else 0,
-                    "height": None if certificate is None else certificate.height,
-                    "signers": [] if certificate is None else certificate.signers,
-                }
-            )
-        elif certificate is None:
-            print(f"chain {client.chain.name}: the inbox is empty, no block added")
-        else:
-            print(
-                f"chain {client.chain.name}: block {certificate.height} took {len(taken)} "
-                f"bundle(s), signed by {', '.join(certificate.signers)}"
-            )
-    return 0
+        value = {
+            "chain": client.chain.name,
+            "bundles": len(taken) if certificate is not None else 0,
+            "height": None if certificate is None else certificate.height,
+            "signers": [] if certificate is None else certificate.signers,
+        }
+        line = (
+            f"chain {client.chain.name}: the inbox is empty, no block added"
+            if certificate is None
+            else f"chain {client.chain.name}: block {certificate.height} took {len(taken)} "
+            f"bundle(s), signed by {', '.join(certificate.signers)}"
+        )
+        return print_result(args.json, value, (line,))
 
 
 def _bundle_json(bundle: IncomingBundle, names: dict[bytes, str]) -> dict[str, Any]:
@@ -177,52 +180,45 @@ def chain_show(args: argparse.Namespace) -> int:
             else [chain.block(args.height)]
         )
         quorum, n = client.network.committee.quorum, len(client.network.committee.members)
-        if args.json:
-            print_json(
-                {
-                    "chain": chain.name,
-                    "chain_id": chain.id.hex(),
-                    # One word each: a height is a block's position (the head's here); the
-                    # count of blocks is the length of the list when it is not narrowed.
-                    "head_height": chain.height - 1 if chain.height else None,
-                    "quorum": quorum,
-                    "validators": n,
-                    "blocks": [_block_json(b, names) for b in blocks],
-                }
-            )
-            return 0
-        print(f"chain {chain.name} ({chain.id.hex()}): {chain.height} certified blocks")
-        for block in blocks:
-            for line in _block_lines(block, names, quorum, n):
-                print(line)
-    return 0
+        value = {
+            "chain": chain.name,
+            "chain_id": chain.id.hex(),
+            # One word each: a height is a block's position (the head's here); the count of
+            # blocks is the length of the list when it is not narrowed.
+            "head_height": chain.height - 1 if chain.height else None,
+            "quorum": quorum,
+            "validators": n,
+            "blocks": [_block_json(b, names) for b in blocks],
+        }
+        heading = f"chain {chain.name} ({chain.id.hex()}): {chain.height} certified blocks"
+        lines = (line for b in blocks for line in _block_lines(b, names, quorum, n))
+        return print_result(args.json, value, itertools.chain((heading,), lines))
 
 
 def chain_verify(args: argparse.Namespace) -> int:
     expected = None if args.expect_head is None else ExpectedHead.parse(args.expect_head)
     with open_client(args) as client:
         report = client.verify(expected)
-        if args.json:
-            print_json(
-                {
-                    "ok": True,
-                    "chains": report.chains,
-                    "blocks": report.blocks,
-                    "seconds": report.seconds,
-                    "blobs": report.blobs,
-                    "expected_head": None if expected is None else str(expected),
-                }
-            )
-        else:
-            print(
-                f"ok: {report.blocks} blocks on {report.chains} chain(s) verified in "
-                f"{report.seconds:.3f} s (hash links, certificates, state hashes)"
-            )
-            if report.blobs:
-                print(f"ok: {report.blobs} stored blobs match their ids")
-            if expected is not None:
-                print(f"ok: the chain still holds the head {expected}")
-    return 0
+    value = {
+        "ok": True,
+        "chains": report.chains,
+        "blocks": report.blocks,
+        "seconds": report.seconds,
+        "blobs": report.blobs,
+        "expected_head": None if expected is None else str(expected),
+    }
+    return print_result(args.json, value, _verify_lines(report, expected))
+
+
+def _verify_lines(report: VerifyReport, expected: ExpectedHead | None) -> Iterator[str]:
+    yield (
+        f"ok: {report.blocks} blocks on {report.chains} chain(s) verified in "
+        f"{report.seconds:.3f} s (hash links, certificates, state hashes)"
+    )
+    if report.blobs:
+        yield f"ok: {report.blobs} stored blobs match their ids"
+    if expected is not None:
+        yield f"ok: the chain still holds the head {expected}"
 
 
 def _block_json(certified: CertifiedBlock, names: dict[bytes, str]) -> dict[str, Any]:

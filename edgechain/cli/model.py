@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
 from typing import Any
 
 from edgechain.chain.certificate import Certificate
@@ -13,8 +14,8 @@ from edgechain.cli.network_options import (
     open_client,
 )
 from edgechain.cli.progress import ProgressBar
-from edgechain.cli.render import certificate_line, model_lines, print_json
-from edgechain.client import Client
+from edgechain.cli.render import certificate_line, model_lines, print_result
+from edgechain.client import Client, PublishedModel
 from edgechain.contract.registry import CertifiedModel
 from edgechain.errors import ModelNotFound
 
@@ -150,101 +151,99 @@ def model_publish(args: argparse.Namespace) -> int:
             )
         finally:
             progress.close()
-        if args.json:
-            value = published.model.to_json()
-            value["unchanged"] = published.unchanged
-            value["checked_urls"] = [check.url for check in published.checked_urls]
-            print_json(value)
-            return 0
-        if published.unchanged:
-            print(
-                f"{args.name} version {args.version} is already certified with these bytes "
-                f"(block {published.model.height}): nothing to publish"
-            )
-            _print_model(client, published.model)
-            return 0
-        print(f"published {args.name} version {args.version}")
+        value = published.model.to_json()
+        value["unchanged"] = published.unchanged
+        value["checked_urls"] = [check.url for check in published.checked_urls]
+        return print_result(args.json, value, _published_lines(client, args, published))
+
+
+def _published_lines(
+    client: Client, args: argparse.Namespace, published: PublishedModel
+) -> Iterator[str]:
+    if published.unchanged:
+        yield (
+            f"{args.name} version {args.version} is already certified with these bytes "
+            f"(block {published.model.height}): nothing to publish"
+        )
+    else:
+        yield f"published {args.name} version {args.version}"
         for check in published.checked_urls:
-            print(
+            yield (
                 f"  checked      {check.url} serves the {check.what} "
                 f"({check.size:,} bytes, BLAKE3 matches)"
             )
         if args.check_urls is False:
-            print("  not checked  its URLs (--no-check-urls)")
+            yield "  not checked  its URLs (--no-check-urls)"
         if published.blobs is not None:
             b = published.blobs
-            print(
+            yield (
                 f"  blobs        {b.chunks} chunks, {b.published} published now in "
                 f"{b.blocks} blocks (the rest were on chain already)"
             )
-        _print_model(client, published.model)
-    return 0
+    yield from _model_lines(client, published.model)
 
 
 def model_list(args: argparse.Namespace) -> int:
     with open_client(args) as client:
         models = client.models(include_retired=args.all)
-    if args.json:
-        print_json([m.to_json() for m in models])
-        return 0
+    return print_result(args.json, [m.to_json() for m in models], _list_lines(models, args.all))
+
+
+def _list_lines(models: list[CertifiedModel], include_retired: bool) -> Iterator[str]:
     if not models:
-        print("no models registered" if args.all else "no active models (--all shows retired)")
-        return 0
-    print(f"{'NAME':<24} {'VERSION':<10} {'STATUS':<8} {'HEIGHT':>6}  WEIGHTS BLAKE3")
+        yield (
+            "no models registered" if include_retired else "no active models (--all shows retired)"
+        )
+        return
+    yield f"{'NAME':<24} {'VERSION':<10} {'STATUS':<8} {'HEIGHT':>6}  WEIGHTS BLAKE3"
     for m in models:
         entry = m.entry
         status = "retired" if entry.retired else "active"
-        print(
+        yield (
             f"{entry.name:<24} {entry.version:<10} {status:<8} {m.height:>6}  "
             f"{entry.weights.blake3}"
         )
-    return 0
 
 
 def model_show(args: argparse.Namespace) -> int:
     with open_client(args) as client:
         model = _find(client, args.name, args.version)
-        if args.json:
-            print_json(model.to_json())
-        else:
-            _print_model(client, model)
-    return 0
+        return print_result(args.json, model.to_json(), _model_lines(client, model))
 
 
 def model_retire(args: argparse.Namespace) -> int:
     with open_client(args) as client:
         certificate = client.retire_model(args.name, args.version)
-        if args.json:
-            print_json(
-                {
-                    "name": args.name,
-                    "version": args.version,
-                    "certificate": certificate.to_json(),
-                    "signers": certificate.signers,
-                }
-            )
-            return 0
-        print(f"retired {args.name} version {args.version}")
-        print(f"  certificate  {_certificate_line(client, certificate)}")
-    return 0
+        line = _certificate_line(client, certificate)
+    value = {
+        "name": args.name,
+        "version": args.version,
+        "certificate": certificate.to_json(),
+        "signers": certificate.signers,
+    }
+    return print_result(
+        args.json,
+        value,
+        (f"retired {args.name} version {args.version}", f"  certificate  {line}"),
+    )
 
 
 def model_follow(args: argparse.Namespace) -> int:
     with open_client(args) as client:
         certificate = client.follow_registry(args.source)
-        source = client.network.chain(args.source)
-        if args.json:
-            print_json(
-                {"chain": client.chain.name, "follows": source.name, "height": certificate.height}
-            )
-            return 0
-        print(f"chain {client.chain.name}'s registry follows chain {source.name}'s")
-        print(f"  certificate  {_certificate_line(client, certificate)}")
-        print(
-            f"next: `edgechain chain process-inbox --chain {source.name}`, then "
-            f"`edgechain chain process-inbox --chain {client.chain.name}`"
-        )
-    return 0
+        chain, source = client.chain.name, client.network.chain(args.source).name
+        line = _certificate_line(client, certificate)
+    value = {"chain": chain, "follows": source, "height": certificate.height}
+    return print_result(
+        args.json,
+        value,
+        (
+            f"chain {chain}'s registry follows chain {source}'s",
+            f"  certificate  {line}",
+            f"next: `edgechain chain process-inbox --chain {source}`, then "
+            f"`edgechain chain process-inbox --chain {chain}`",
+        ),
+    )
 
 
 def _find(client: Client, name: str, version: str | None) -> CertifiedModel:
@@ -261,7 +260,7 @@ def _certificate_line(client: Client, certificate: Certificate) -> str:
     return certificate_line(certificate, client.network.committee)
 
 
-def _print_model(client: Client, model: CertifiedModel) -> None:
+def _model_lines(client: Client, model: CertifiedModel) -> Iterator[str]:
     lines = model_lines(model, client.network.committee)
     weights_format = client.weights_format(model)
     lines.insert(
@@ -269,5 +268,4 @@ def _print_model(client: Client, model: CertifiedModel) -> None:
         "  weights as   "
         + (weights_format or "not known here yet (read from the header once fetched)"),
     )
-    for line in lines:
-        print(line)
+    yield from lines

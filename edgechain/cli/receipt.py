@@ -17,7 +17,7 @@ from edgechain.cli.network_options import (
     add_subcommand,
     open_engine_client,
 )
-from edgechain.cli.render import print_json
+from edgechain.cli.render import print_result
 
 NAME = "receipt"
 HELP = "verify a generation receipt by replaying it on a certified model"
@@ -48,25 +48,21 @@ def receipt_verify(args: argparse.Namespace) -> int:
     receipt = Receipt.load(args.file)
     with open_engine_client(args) as client:
         result = verify_receipt(receipt, client)
-    if args.json:
-        print_json(
-            {
-                "verified": True,
-                "receipt_hash": result.receipt_hash,
-                "model": result.model,
-                "version": result.version,
-                "tokens": result.tokens,
-                "engine": result.engine,
-                "certificate_height": result.certificate_height,
-                "signers": result.signers,
-            }
-        )
-        return 0
-    print(
+    value = {
+        "verified": True,
+        "receipt_hash": result.receipt_hash,
+        "model": result.model,
+        "version": result.version,
+        "tokens": result.tokens,
+        "engine": result.engine,
+        "certificate_height": result.certificate_height,
+        "signers": result.signers,
+    }
+    text = (
         f"verified: receipt {result.receipt_hash}\n"
         f"  model        {result.model} version {result.version}, certified at height "
         f"{result.certificate_height} by {', '.join(result.signers)}\n"
         f"  replay       {result.tokens} tokens on {result.engine}, every one matches "
         f"({result.seconds:.2f} s)"
     )
-    return 0
+    return print_result(args.json, value, (text,))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterable
 from typing import Any
 
 from edgechain.chain.certificate import Certificate
@@ -17,6 +18,17 @@ def print_json(value: Any) -> None:
     """``value`` as indented JSON on stdout (bytes as hex)."""
     json.dump(value, sys.stdout, indent=2, default=_json_default)
     sys.stdout.write("\n")
+
+
+def print_result(json_output: bool, value: Any, lines: Iterable[str]) -> int:
+    """A command's result on stdout: ``value`` as JSON with ``--json`` (``json_output``), else
+    the text ``lines`` (a generator only runs without ``--json``); the exit code, 0."""
+    if json_output:
+        print_json(value)
+    else:
+        for line in lines:
+            print(line)
+    return 0
 
 
 def _json_default(value: Any) -> Any:

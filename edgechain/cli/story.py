@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from edgechain.chain.oracle import parse_validator_engines
@@ -21,7 +22,7 @@ from edgechain.cli.network_options import (
     open_client,
     open_engine_client,
 )
-from edgechain.cli.render import certificate_line, print_json
+from edgechain.cli.render import certificate_line, print_json, print_result
 from edgechain.contract.story_book import Story
 
 NAME = "story"
@@ -162,37 +163,37 @@ def story_mint(args: argparse.Namespace) -> int:
 def story_list(args: argparse.Namespace) -> int:
     with open_client(args) as client:
         stories = client.stories(args.owner)
-    if args.json:
-        print_json([story_json(s) for s in stories])
-        return 0
+    value = [story_json(s) for s in stories]
+    return print_result(args.json, value, _list_lines(stories, args.owner))
+
+
+def _list_lines(stories: list[Story], owner: str | None) -> Iterator[str]:
     if not stories:
-        print("no stories" if args.owner is None else f"no stories owned by {args.owner}")
-        return 0
+        yield "no stories" if owner is None else f"no stories owned by {owner}"
     for s in stories:
         preview = (s.prompt + s.text).replace("\n", " ")
         if len(preview) > 60:
             preview = preview[:57] + "..."
-        print(f"{s.id:>4}  {s.owner[:16]}  {s.model} v{s.version}  {s.tokens:>4} tokens  {preview}")
-    return 0
+        yield f"{s.id:>4}  {s.owner[:16]}  {s.model} v{s.version}  {s.tokens:>4} tokens  {preview}"
 
 
 def story_show(args: argparse.Namespace) -> int:
     with open_client(args) as client:
         story = client.story(args.id)
-    if args.json:
-        print_json(story_json(story))
-        return 0
-    print(
+    return print_result(args.json, story_json(story), _story_lines(story))
+
+
+def _story_lines(story: Story) -> Iterator[str]:
+    yield (
         f"story {story.id}: {story.model} version {story.version}, minted at height "
         f"{story.minted_height}"
     )
-    print(f"  owner        {story.owner}")
-    print(f"  tokens       {story.tokens} (ids blake3 {story.token_ids_blake3})")
-    print(f"  receipt      {story.receipt_hash}")
-    print(f"  seed         {story.seed if story.seed is not None else 'derived'}")
-    print()
-    print(story.prompt + story.text)
-    return 0
+    yield f"  owner        {story.owner}"
+    yield f"  tokens       {story.tokens} (ids blake3 {story.token_ids_blake3})"
+    yield f"  receipt      {story.receipt_hash}"
+    yield f"  seed         {story.seed if story.seed is not None else 'derived'}"
+    yield ""
+    yield story.prompt + story.text
 
 
 def story_transfer(args: argparse.Namespace) -> int:
@@ -201,20 +202,17 @@ def story_transfer(args: argparse.Namespace) -> int:
         if chain and client.network.chain(chain).id != client.chain.id:
             target = client.network.chain(chain)
             certificate = client.transfer_story(args.id, owner, target.name)
-            if args.json:
-                record = {"story": args.id, "owner": owner.lower(), "chain": target.name}
-                print_json({**record, "certificate": certificate.to_json()})
-                return 0
-            print(
+            record = {"story": args.id, "owner": owner.lower(), "chain": target.name}
+            line = (
                 f"story {args.id} left chain {client.chain.name} for {owner.lower()[:16]} on "
                 f"chain {target.name} (height {certificate.height}); it is theirs once "
                 f"`edgechain chain process-inbox --chain {target.name}` runs"
             )
-            return 0
+            return print_result(
+                args.json, {**record, "certificate": certificate.to_json()}, (line,)
+            )
         certificate = client.transfer_story(args.id, owner)
         story = client.story(args.id)
-    if args.json:
-        print_json({"story": story_json(story), "certificate": certificate.to_json()})
-        return 0
-    print(f"story {story.id} now belongs to {story.owner} (height {certificate.height})")
-    return 0
+    value = {"story": story_json(story), "certificate": certificate.to_json()}
+    line = f"story {story.id} now belongs to {story.owner} (height {certificate.height})"
+    return print_result(args.json, value, (line,))

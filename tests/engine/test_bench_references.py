@@ -143,10 +143,11 @@ def test_a_file_candle_cannot_load_is_an_error_row(tmp_path: Path) -> None:
     (refs / "candle_quantized.wasm").write_bytes(wasmtime.wat2wasm(_CANDLE))
     not_gguf = tmp_path / "model.gguf"
     not_gguf.write_bytes(b"ggjt" + bytes(60))
+    from edgechain.bench.engine_worker import Workload
     from edgechain.bench.references import available_references, run_reference
 
     (candle,) = available_references(refs, ["gguf-q8_0"])
-    row = run_reference(candle, not_gguf, not_gguf, 8, 1, "", 0.0)
+    row = run_reference(candle, not_gguf, not_gguf, Workload(8, 1, "", 0.0))
     assert row == {"engine": "candle wasm", "error": "candle could not load model.gguf"}
 
 
