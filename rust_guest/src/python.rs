@@ -9,7 +9,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
 use crate::chat_template::parse_messages;
-use crate::error::EngineError as RustEngineError;
+use crate::error::{EngineError as RustEngineError, Result};
 use crate::generation::{step_batch, GenerationParams, Session as RustSession};
 use crate::loaded_model::LoadedModel;
 use crate::parallel::Threads;
@@ -224,10 +224,9 @@ impl Model {
         params_json: &str,
         claimed: Vec<u32>,
     ) -> PyResult<Verifier> {
-        let params = params_from_json(params_json)?;
-        let verifier =
-            RustVerifier::start(self.inner.clone(), prompt, &params, &claimed).map_err(to_py)?;
-        Ok(Verifier { inner: verifier })
+        self.new_verifier(params_json, &claimed, |model, params, claimed| {
+            RustVerifier::start(model, prompt, params, claimed)
+        })
     }
 
     /// `verify_start` for generate's chat form: `claimed` is the answer to `messages_json`
@@ -238,12 +237,9 @@ impl Model {
         params_json: &str,
         claimed: Vec<u32>,
     ) -> PyResult<Verifier> {
-        let params = params_from_json(params_json)?;
-        let messages = parse_messages(messages_json).map_err(to_py)?;
-        let verifier =
-            RustVerifier::start_messages(self.inner.clone(), messages, &params, &claimed)
-                .map_err(to_py)?;
-        Ok(Verifier { inner: verifier })
+        self.new_verifier(params_json, &claimed, |model, params, claimed| {
+            RustVerifier::start_messages(model, parse_messages(messages_json)?, params, claimed)
+        })
     }
 }
 
@@ -292,6 +288,19 @@ impl Model {
             inner: Arc::new(model),
             scratch: Mutex::default(),
         }
+    }
+
+    /// A verifier that `start` begins from this model, the parameters and the claimed ids
+    /// (the parameters JSON is checked first, as `ec_verify_start` does).
+    fn new_verifier(
+        &self,
+        params_json: &str,
+        claimed: &[u32],
+        start: impl FnOnce(Arc<LoadedModel>, &GenerationParams, &[u32]) -> Result<RustVerifier>,
+    ) -> PyResult<Verifier> {
+        let params = params_from_json(params_json)?;
+        let verifier = start(self.inner.clone(), &params, claimed).map_err(to_py)?;
+        Ok(Verifier { inner: verifier })
     }
 }
 
