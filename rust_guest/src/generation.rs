@@ -986,15 +986,22 @@ pub(crate) mod tests {
         steps.iter().flatten().map(|(id, _)| *id).collect()
     }
 
+    /// The defaults, sampling at `temperature` (greedy at 0) from seed 7.
+    fn sampled_at(temperature: f64) -> GenerationParams {
+        GenerationParams {
+            temperature,
+            seed: 7,
+            ..GenerationParams::default()
+        }
+    }
+
     #[test]
     fn hints_never_change_the_output() {
         for (kind, model) in models() {
             for temperature in [0.0, 1.0] {
                 let base = GenerationParams {
-                    temperature,
-                    seed: 7,
                     max_positions: Some(300),
-                    ..GenerationParams::default()
+                    ..sampled_at(temperature)
                 };
                 let prompt = "Once upon a time, there was a little girl named Lily.";
                 let (plain, reason) = run(&model, prompt, &base);
@@ -1123,12 +1130,10 @@ pub(crate) mod tests {
                 [(0.0, 0.9, 1.0), (0.9, 0.9, 1.0), (1.0, 1.0, 1.3)]
             {
                 let params = GenerationParams {
-                    temperature,
                     top_p,
-                    seed: 7,
                     max_tokens: Some(20),
                     repeat_penalty,
-                    ..GenerationParams::default()
+                    ..sampled_at(temperature)
                 };
                 let answers = chat_answers(&model, &params, &turns);
                 let expected = reference_chat(&model, &params, &turns);
@@ -1144,10 +1149,8 @@ pub(crate) mod tests {
         for (kind, model) in models() {
             for temperature in [0.0, 0.9] {
                 let params = GenerationParams {
-                    temperature,
-                    seed: 7,
                     max_tokens: Some(20),
-                    ..GenerationParams::default()
+                    ..sampled_at(temperature)
                 };
                 let expected = reference_chat(&model, &params, &turns);
                 let first = expected[0].clone();
