@@ -9,7 +9,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 
 use crate::chat_template::parse_messages;
-use crate::error::{EngineError as RustEngineError, Result};
+use crate::error::EngineError as RustEngineError;
 use crate::generation::{step_batch, GenerationParams, Session as RustSession};
 use crate::loaded_model::LoadedModel;
 use crate::parallel::Threads;
@@ -217,28 +217,28 @@ impl Model {
     }
 
     /// Starts verifying `claimed` token ids against a generation of `prompt` with the
-    /// parameters (ABI.md, "Verification"); `Verifier.run` does the work.
+    /// parameters (ABI.md, "Verification"); `Verifier.run` does the work. With `messages`,
+    /// generate's chat form: `prompt` is messages JSON rendered in the model's chat template,
+    /// `claimed` their answer.
+    #[pyo3(signature = (prompt, params_json, claimed, messages = false))]
     fn verify_start(
         &self,
         prompt: &str,
         params_json: &str,
         claimed: Vec<u32>,
+        messages: bool,
     ) -> PyResult<Verifier> {
-        self.new_verifier(params_json, &claimed, |model, params, claimed| {
-            RustVerifier::start(model, prompt, params, claimed)
-        })
-    }
-
-    /// `verify_start` for generate's chat form: `claimed` is the answer to `messages_json`
-    /// rendered in the model's chat template.
-    fn verify_start_messages(
-        &self,
-        messages_json: &str,
-        params_json: &str,
-        claimed: Vec<u32>,
-    ) -> PyResult<Verifier> {
-        self.new_verifier(params_json, &claimed, |model, params, claimed| {
-            RustVerifier::start_messages(model, parse_messages(messages_json)?, params, claimed)
+        let params = params_from_json(params_json)?;
+        let model = self.inner.clone();
+        let verifier = if messages {
+            parse_messages(prompt).and_then(|messages| {
+                RustVerifier::start_messages(model, messages, &params, &claimed)
+            })
+        } else {
+            RustVerifier::start(model, prompt, &params, &claimed)
+        };
+        Ok(Verifier {
+            inner: verifier.map_err(to_py)?,
         })
     }
 }
@@ -288,19 +288,6 @@ impl Model {
             inner: Arc::new(model),
             scratch: Mutex::default(),
         }
-    }
-
-    /// A verifier that `start` begins from this model, the parameters and the claimed ids
-    /// (the parameters JSON is checked first, as `ec_verify_start` does).
-    fn new_verifier(
-        &self,
-        params_json: &str,
-        claimed: &[u32],
-        start: impl FnOnce(Arc<LoadedModel>, &GenerationParams, &[u32]) -> Result<RustVerifier>,
-    ) -> PyResult<Verifier> {
-        let params = params_from_json(params_json)?;
-        let verifier = start(self.inner.clone(), &params, claimed).map_err(to_py)?;
-        Ok(Verifier { inner: verifier })
     }
 }
 
