@@ -274,21 +274,28 @@ async fn registry_and_generate_conform_to_the_simulator() {
 /// The prompt and length of the story the cross-chain scenario mints (greedy).
 const STORY_TOKENS: u32 = 24;
 
-/// One step of the cross-chain scenario: its name, and whether the block was accepted.
-async fn step(
-    steps: &mut Vec<Value>,
-    name: &str,
-    chain: &ActiveChain,
+/// The steps of the cross-chain scenario on `app`: each its name, and whether the block was
+/// accepted.
+struct Steps {
     app: ApplicationId<RegistryAbi>,
-    op: Operation,
-) {
-    let accepted = chain
-        .try_add_block(|block| {
-            block.with_operation(app, op);
-        })
-        .await
-        .is_ok();
-    steps.push(json!({"step": name, "accepted": accepted}));
+    taken: Vec<Value>,
+}
+
+impl Steps {
+    /// A block of `op` on `chain`, recorded as the step `name`.
+    async fn take(&mut self, name: &str, chain: &ActiveChain, op: Operation) {
+        let accepted = chain
+            .try_add_block(|block| {
+                block.with_operation(self.app, op);
+            })
+            .await
+            .is_ok();
+        self.record(name, accepted);
+    }
+
+    fn record(&mut self, name: &str, accepted: bool) {
+        self.taken.push(json!({"step": name, "accepted": accepted}));
+    }
 }
 
 /// A chain's stories, their owners named by role (`names`: owner, role).
@@ -345,12 +352,15 @@ async fn cross_chain(
         (AccountOwner::from(bob.public_key()), "bob"),
         (AccountOwner::from(carol.public_key()), "carol"),
     ];
-    let mut steps = Vec::new();
+    let mut steps = Steps {
+        app,
+        taken: Vec::new(),
+    };
     let follow = Operation::FollowRegistry { chain: alice.id() };
-    step(&mut steps, "bob follows alice", &bob, app, follow.clone()).await;
-    step(&mut steps, "bob follows alice again", &bob, app, follow).await;
+    steps.take("bob follows alice", &bob, follow.clone()).await;
+    steps.take("bob follows alice again", &bob, follow).await;
     let own = Operation::FollowRegistry { chain: carol.id() };
-    step(&mut steps, "carol follows carol", &carol, app, own).await;
+    steps.take("carol follows carol", &carol, own).await;
     bob.handle_new_events().await;
     let followed = models(&bob, app).await;
 
@@ -358,12 +368,12 @@ async fn cross_chain(
         description: Some("third version".into()),
         ..common::registration("stories260K", "3", refs[0].clone(), refs[1].clone())
     });
-    step(&mut steps, "alice registers version 3", alice, app, third).await;
+    steps.take("alice registers version 3", alice, third).await;
     let retire = Operation::RetireModel {
         name: "stories260K".into(),
         version: "3".into(),
     };
-    step(&mut steps, "alice retires version 3", alice, app, retire).await;
+    steps.take("alice retires version 3", alice, retire).await;
     bob.handle_new_events().await;
     let bob_models = models(&bob, app).await;
     let mut bob_queries = Vec::new();
@@ -392,15 +402,10 @@ async fn cross_chain(
             tokens: generated["outputTokens"].as_u64().expect("tokens") as u32,
         })
     };
-    step(&mut steps, "alice mints a story", alice, app, mint("2")).await;
-    step(
-        &mut steps,
-        "alice mints with a retired version",
-        alice,
-        app,
-        mint("3"),
-    )
-    .await;
+    steps.take("alice mints a story", alice, mint("2")).await;
+    steps
+        .take("alice mints with a retired version", alice, mint("3"))
+        .await;
 
     let to = |story: u64, owner: usize, chain: Option<&ActiveChain>| Operation::Transfer {
         story,
@@ -408,14 +413,9 @@ async fn cross_chain(
         chain: chain.map(ActiveChain::id),
     };
     alice.set_key_pair(AccountSecretKey::generate());
-    step(
-        &mut steps,
-        "a stranger transfers alice's story",
-        alice,
-        app,
-        to(1, 1, None),
-    )
-    .await;
+    steps
+        .take("a stranger transfers alice's story", alice, to(1, 1, None))
+        .await;
     alice.set_key_pair(alice_key.copy());
 
     let sent = alice
@@ -423,7 +423,7 @@ async fn cross_chain(
             block.with_operation(app, to(1, 2, Some(&carol)));
         })
         .await;
-    steps.push(json!({"step": "alice sends story 1 to carol", "accepted": sent.is_ok()}));
+    steps.record("alice sends story 1 to carol", sent.is_ok());
     let (sent, _) = sent.expect("the transfer to carol");
     let mut snapshots =
         vec![json!({"at": "sent to carol", "alice": stories(alice, app, &names).await})];
@@ -451,14 +451,9 @@ async fn cross_chain(
         "carol": stories(&carol, app, &names).await,
     }));
 
-    step(
-        &mut steps,
-        "alice sends story 1 to bob",
-        alice,
-        app,
-        to(1, 1, Some(&bob)),
-    )
-    .await;
+    steps
+        .take("alice sends story 1 to bob", alice, to(1, 1, Some(&bob)))
+        .await;
     let arrived = bob.handle_received_messages().await.is_some();
     snapshots.push(json!({
         "at": "bob took it",
@@ -466,26 +461,16 @@ async fn cross_chain(
         "alice": stories(alice, app, &names).await,
         "bob": stories(&bob, app, &names).await,
     }));
-    step(
-        &mut steps,
-        "alice sends story 1 again",
-        alice,
-        app,
-        to(1, 1, Some(&bob)),
-    )
-    .await;
-    step(
-        &mut steps,
-        "bob gives it to alice on his chain",
-        &bob,
-        app,
-        to(1, 0, None),
-    )
-    .await;
+    steps
+        .take("alice sends story 1 again", alice, to(1, 1, Some(&bob)))
+        .await;
+    steps
+        .take("bob gives it to alice on his chain", &bob, to(1, 0, None))
+        .await;
     snapshots.push(json!({"at": "bob gave it", "bob": stories(&bob, app, &names).await}));
 
     json!({
-        "steps": steps,
+        "steps": steps.taken,
         "bob_models_followed": followed,
         "bob_models": bob_models,
         "bob_queries": bob_queries,

@@ -176,16 +176,25 @@ impl Session {
     /// Encodes the prompt (BOS first) and checks the parameters; does not run the model.
     pub fn start(model: Arc<LoadedModel>, prompt: &str, params: &GenerationParams) -> Result<Self> {
         let tokens = model.tokenizer().encode(prompt, true, false);
-        Self::from_tokens(model, tokens, params)
+        Self::from_tokens(model, tokens, params, false)
     }
 
-    /// A session whose prompt is `tokens` (encoded, BOS included when wanted).
+    /// A session whose prompt is `tokens` (encoded, BOS included when wanted); a `chat` takes
+    /// further turns after its answers.
     fn from_tokens(
         model: Arc<LoadedModel>,
         tokens: Vec<u32>,
         params: &GenerationParams,
+        chat: bool,
     ) -> Result<Self> {
-        let sampler = Sampler::new(params.sampler_params())?;
+        // Hints cover the first answer only (`next_answer` drops them): what a verifier of
+        // generate's chat form claims.
+        if chat && params.max_tokens == Some(0) {
+            return Err(EngineError::InvalidArgument(
+                "a chat's answers need max_tokens of at least 1".into(),
+            ));
+        }
+        let mut sampler = Sampler::new(params.sampler_params())?;
         let seq_len = model.config().seq_len;
         if tokens.len() > seq_len {
             return Err(EngineError::PromptTooLong(format!(
@@ -207,6 +216,10 @@ impl Session {
         // A hint outside the vocabulary can never be sampled: the hints end there.
         let hint_len = params.hint.iter().take_while(|&&t| t < vocab).count();
         let cache = model.new_cache()?;
+        if chat {
+            // run.c samples and discards a draw at every forced position (all but the last).
+            sampler.skip_draws(tokens.len() - 1);
+        }
         Ok(Self {
             cache,
             scratch: Scratch::default(),
@@ -233,7 +246,7 @@ impl Session {
             stop_reported: false,
             last_token: None,
             end_token: None,
-            chat: false,
+            chat,
             dialogue: None,
             model,
         })
@@ -247,25 +260,7 @@ impl Session {
         params: &GenerationParams,
     ) -> Result<Self> {
         let tokens = model.tokenizer().encode(turn, true, false);
-        Self::chat_from_tokens(model, tokens, params)
-    }
-
-    fn chat_from_tokens(
-        model: Arc<LoadedModel>,
-        tokens: Vec<u32>,
-        params: &GenerationParams,
-    ) -> Result<Self> {
-        // Hints cover the first answer only (`next_answer` drops them): what a verifier of
-        // generate's chat form claims.
-        if params.max_tokens == Some(0) {
-            return Err(EngineError::InvalidArgument(
-                "a chat's answers need max_tokens of at least 1".into(),
-            ));
-        }
-        let mut session = Self::from_tokens(model, tokens, params)?;
-        session.chat = true;
-        session.sampler.skip_draws(session.prompt_len - 1);
-        Ok(session)
+        Self::from_tokens(model, tokens, params, true)
     }
 
     /// Starts a chat of `messages` rendered in the model's own chat template (GGUF's
@@ -285,7 +280,7 @@ impl Session {
                 "the template rendered the messages as no text".into(),
             ));
         }
-        let mut session = Self::chat_from_tokens(model, tokens, params)?;
+        let mut session = Self::from_tokens(model, tokens, params, true)?;
         session.dialogue = Some(dialogue);
         Ok(session)
     }
@@ -991,15 +986,22 @@ pub(crate) mod tests {
         steps.iter().flatten().map(|(id, _)| *id).collect()
     }
 
+    /// The defaults, sampling at `temperature` (greedy at 0) from seed 7.
+    fn sampled_at(temperature: f64) -> GenerationParams {
+        GenerationParams {
+            temperature,
+            seed: 7,
+            ..GenerationParams::default()
+        }
+    }
+
     #[test]
     fn hints_never_change_the_output() {
         for (kind, model) in models() {
             for temperature in [0.0, 1.0] {
                 let base = GenerationParams {
-                    temperature,
-                    seed: 7,
                     max_positions: Some(300),
-                    ..GenerationParams::default()
+                    ..sampled_at(temperature)
                 };
                 let prompt = "Once upon a time, there was a little girl named Lily.";
                 let (plain, reason) = run(&model, prompt, &base);
@@ -1128,12 +1130,10 @@ pub(crate) mod tests {
                 [(0.0, 0.9, 1.0), (0.9, 0.9, 1.0), (1.0, 1.0, 1.3)]
             {
                 let params = GenerationParams {
-                    temperature,
                     top_p,
-                    seed: 7,
                     max_tokens: Some(20),
                     repeat_penalty,
-                    ..GenerationParams::default()
+                    ..sampled_at(temperature)
                 };
                 let answers = chat_answers(&model, &params, &turns);
                 let expected = reference_chat(&model, &params, &turns);
@@ -1149,10 +1149,8 @@ pub(crate) mod tests {
         for (kind, model) in models() {
             for temperature in [0.0, 0.9] {
                 let params = GenerationParams {
-                    temperature,
-                    seed: 7,
                     max_tokens: Some(20),
-                    ..GenerationParams::default()
+                    ..sampled_at(temperature)
                 };
                 let expected = reference_chat(&model, &params, &turns);
                 let first = expected[0].clone();

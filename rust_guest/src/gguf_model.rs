@@ -81,15 +81,21 @@ pub struct GgufSpec {
     pub hyper: ModelHyper,
 }
 
-fn meta_usize(h: &GgufHeader, key: &str) -> Result<Option<usize>> {
+/// The unsigned integer at `key` as a `T`, if the header has one; `what` names what it
+/// should be (e.g. "a count") for the error when it is not an integer that fits.
+fn meta_uint<T: TryFrom<u64>>(h: &GgufHeader, key: &str, what: &str) -> Result<Option<T>> {
     match h.get(key) {
         None => Ok(None),
         Some(v) => v
             .as_u64()
-            .and_then(|v| usize::try_from(v).ok())
+            .and_then(|v| T::try_from(v).ok())
             .map(Some)
-            .ok_or_else(|| invalid(format!("{key} is {v:?}, not a count"))),
+            .ok_or_else(|| invalid(format!("{key} is {v:?}, not {what}"))),
     }
+}
+
+fn meta_usize(h: &GgufHeader, key: &str) -> Result<Option<usize>> {
+    meta_uint(h, key, "a count")
 }
 
 fn need_usize(h: &GgufHeader, key: &str) -> Result<usize> {
@@ -591,16 +597,7 @@ fn bpe_tokenizer(h: &GgufHeader) -> Result<Tokenizer> {
                 .collect()
         })
         .unwrap_or_default();
-    let id = |key: &str| -> Result<Option<u32>> {
-        match h.get(key) {
-            None => Ok(None),
-            Some(v) => v
-                .as_u64()
-                .and_then(|v| u32::try_from(v).ok())
-                .map(Some)
-                .ok_or_else(|| invalid(format!("{key} is {v:?}, not a token id"))),
-        }
-    };
+    let id = |key: &str| meta_uint::<u32>(h, key, "a token id");
     let eos = id("tokenizer.ggml.eos_token_id")?
         .ok_or_else(|| invalid("metadata tokenizer.ggml.eos_token_id is missing".into()))?;
     let bos = id("tokenizer.ggml.bos_token_id")?.unwrap_or(eos);

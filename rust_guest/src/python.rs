@@ -217,33 +217,29 @@ impl Model {
     }
 
     /// Starts verifying `claimed` token ids against a generation of `prompt` with the
-    /// parameters (ABI.md, "Verification"); `Verifier.run` does the work.
+    /// parameters (ABI.md, "Verification"); `Verifier.run` does the work. With `messages`,
+    /// generate's chat form: `prompt` is messages JSON rendered in the model's chat template,
+    /// `claimed` their answer.
+    #[pyo3(signature = (prompt, params_json, claimed, messages = false))]
     fn verify_start(
         &self,
         prompt: &str,
         params_json: &str,
         claimed: Vec<u32>,
+        messages: bool,
     ) -> PyResult<Verifier> {
         let params = params_from_json(params_json)?;
-        let verifier =
-            RustVerifier::start(self.inner.clone(), prompt, &params, &claimed).map_err(to_py)?;
-        Ok(Verifier { inner: verifier })
-    }
-
-    /// `verify_start` for generate's chat form: `claimed` is the answer to `messages_json`
-    /// rendered in the model's chat template.
-    fn verify_start_messages(
-        &self,
-        messages_json: &str,
-        params_json: &str,
-        claimed: Vec<u32>,
-    ) -> PyResult<Verifier> {
-        let params = params_from_json(params_json)?;
-        let messages = parse_messages(messages_json).map_err(to_py)?;
-        let verifier =
-            RustVerifier::start_messages(self.inner.clone(), messages, &params, &claimed)
-                .map_err(to_py)?;
-        Ok(Verifier { inner: verifier })
+        let model = self.inner.clone();
+        let verifier = if messages {
+            parse_messages(prompt).and_then(|messages| {
+                RustVerifier::start_messages(model, messages, &params, &claimed)
+            })
+        } else {
+            RustVerifier::start(model, prompt, &params, &claimed)
+        };
+        Ok(Verifier {
+            inner: verifier.map_err(to_py)?,
+        })
     }
 }
 

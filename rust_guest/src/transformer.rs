@@ -770,10 +770,10 @@ impl Transformer {
             for (i, item) in items.iter().enumerate() {
                 let cache = &*caches[item.cache];
                 let end = layer_off + (item.pos + 1) * kv_dim;
-                let keys = &cache.keys[layer_off..end];
-                let values = &cache.values[layer_off..end];
                 let (q, out) = (&q[i * q_dim..][..q_dim], &mut heads[i * q_dim..][..q_dim]);
-                let shape = AttentionShape {
+                let context = AttentionContext {
+                    keys: &cache.keys[layer_off..end],
+                    values: &cache.values[layer_off..end],
                     positions: item.pos + 1,
                     hd,
                     kv_dim,
@@ -781,7 +781,7 @@ impl Transformer {
                     scale,
                     int8: gs.is_some(),
                 };
-                attention(threads, q, out, keys, values, &mut s.att, &shape);
+                attention(threads, q, out, &mut s.att, &context);
             }
             prepare(gs, q_dim, heads, xq, xs);
             linear(threads, xb2, &layer.wo, heads, &Quantized::new(xq, xs), b)?;
@@ -837,8 +837,11 @@ impl Transformer {
     }
 }
 
-/// The sizes one item's attention works with.
-struct AttentionShape {
+/// What every query head of one item's attention reads: the layer's cached keys and values
+/// (`positions` rows of `kv_dim` each) and the sizes.
+struct AttentionContext<'a> {
+    keys: &'a [f32],
+    values: &'a [f32],
     /// Cached positions attended to (`0..=pos`).
     positions: usize,
     hd: usize,
@@ -859,19 +862,17 @@ const ATTENTION_WEIGHT: usize = 8;
 type HeadTask<'a> = (usize, ((&'a [f32], &'a mut [f32]), &'a mut [f32]));
 
 /// One item's multi-head attention (run.c's): `out` (q_dim) from its query `q` (q_dim) over the
-/// cached `keys` and `values` of `shape.positions` positions; `att` holds `seq_len` scores per
+/// cached keys and values of `context.positions` positions; `att` holds `seq_len` scores per
 /// query head. The heads are independent (each its own scores and output), so they are split
 /// across `threads` when there is enough work: the same arithmetic per head either way.
 fn attention(
     threads: &Threads,
     q: &[f32],
     out: &mut [f32],
-    keys: &[f32],
-    values: &[f32],
     att: &mut [f32],
-    shape: &AttentionShape,
+    context: &AttentionContext,
 ) {
-    let hd = shape.hd;
+    let hd = context.hd;
     let seq_len = att.len() / (q.len() / hd).max(1);
     let heads = q
         .chunks_exact(hd)
@@ -879,10 +880,10 @@ fn attention(
         .zip(att.chunks_exact_mut(seq_len))
         .enumerate();
     let head = |(h, ((q, out), att)): HeadTask| {
-        let att = &mut att[..shape.positions];
-        attention_head(h, q, out, keys, values, att, shape)
+        let att = &mut att[..context.positions];
+        attention_head(h, q, out, att, context)
     };
-    if threads.splits(ATTENTION_WEIGHT * shape.positions * q.len()) {
+    if threads.splits(ATTENTION_WEIGHT * context.positions * q.len()) {
         threads.for_each(true, heads.collect(), head);
     } else {
         heads.for_each(head);
@@ -898,19 +899,19 @@ compiled_for_avx2! {
         h: usize,
         q: &[f32],
         out: &mut [f32],
-        keys: &[f32],
-        values: &[f32],
         att: &mut [f32],
-        shape: &AttentionShape,
+        context: &AttentionContext,
     ) {
-        let AttentionShape {
+        let AttentionContext {
+            keys,
+            values,
             hd,
             kv_dim,
             n_rep,
             scale,
             int8,
             ..
-        } = *shape;
+        } = *context;
         // Query head h reads kv head h / n_rep (run.c).
         let kv = (h / n_rep) * hd;
         if !int8 {

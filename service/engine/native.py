@@ -172,12 +172,9 @@ class NativeModel(LoadedModel):
 
     def _start_verifier(self, start: VerifierStart) -> _NativeVerifier:
         ids = list(start.claimed)
-        if start.messages:
-            verifier = self._call(
-                lambda m: m.verify_start_messages(start.prompt, start.params_json, ids)
-            )
-        else:
-            verifier = self._call(lambda m: m.verify_start(start.prompt, start.params_json, ids))
+        verifier = self._call(
+            lambda m: m.verify_start(start.prompt, start.params_json, ids, start.messages)
+        )
         return _NativeVerifier(self, verifier)
 
     def step_batch(self, drivers: Sequence[_NativeSession], deadline: float | None) -> list[Step]:
