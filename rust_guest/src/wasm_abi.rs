@@ -344,36 +344,51 @@ pub unsafe extern "C" fn ec_logits(model: i32, ids_ptr: u32, n_ids: u32) -> i32 
     })
 }
 
-/// # Safety
-/// Both buffers must be host-written memory from `ec_alloc`.
-#[no_mangle]
-pub unsafe extern "C" fn ec_session_start(
-    model: i32,
-    prompt_ptr: u32,
-    prompt_len: u32,
-    params_ptr: u32,
-    params_len: u32,
-) -> i32 {
-    let text = (prompt_ptr, prompt_len, "prompt");
-    start_session(model, text, (params_ptr, params_len), Session::start)
+/// Declares a session-start export: `(model, text buffer, parameters buffer) -> session handle`
+/// through [`start_session`]. The exports differ only in the text's name (for its UTF-8 error)
+/// and the `Session` constructor, so their ABI signature is written once, here.
+macro_rules! session_start_export {
+    ($(#[$doc:meta])* $name:ident, $what:literal, $start:expr) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        /// Both buffers must be host-written memory from `ec_alloc`.
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(
+            model: i32,
+            text_ptr: u32,
+            text_len: u32,
+            params_ptr: u32,
+            params_len: u32,
+        ) -> i32 {
+            let text = (text_ptr, text_len, $what);
+            start_session(model, text, (params_ptr, params_len), $start)
+        }
+    };
 }
 
-/// `ec_session_start` for a chat (run.c's `chat` mode): the prompt is the first rendered user
-/// turn; `ec_session_append` adds the next ones.
-///
-/// # Safety
-/// Both buffers must be host-written memory from `ec_alloc`.
-#[no_mangle]
-pub unsafe extern "C" fn ec_session_start_chat(
-    model: i32,
-    turn_ptr: u32,
-    turn_len: u32,
-    params_ptr: u32,
-    params_len: u32,
-) -> i32 {
-    let text = (turn_ptr, turn_len, "prompt");
-    start_session(model, text, (params_ptr, params_len), Session::start_chat)
-}
+session_start_export!(
+    /// Starts a completion of the prompt (`Session::start`).
+    ec_session_start,
+    "prompt",
+    Session::start
+);
+
+session_start_export!(
+    /// `ec_session_start` for a chat (run.c's `chat` mode): the prompt is the first rendered
+    /// user turn; `ec_session_append` adds the next ones.
+    ec_session_start_chat,
+    "prompt",
+    Session::start_chat
+);
+
+session_start_export!(
+    /// Starts a chat of messages (JSON `[{"role", "content"}]`) rendered in the model's chat
+    /// template (`Session::start_messages`).
+    ec_session_start_messages,
+    "messages",
+    |model, text, params| Session::start_messages(model, parse_messages(text)?, params)
+);
 
 /// A new session's handle: `start` on the model, the text and the parameters (each a host
 /// buffer's pointer and length; the text's also names it for its UTF-8 error).
@@ -408,28 +423,6 @@ pub unsafe extern "C" fn ec_session_append(session: i32, turn_ptr: u32, turn_len
         state.session(session)?.append(turn)?;
         Ok(0)
     })
-}
-
-/// Starts a chat of messages (JSON `[{"role", "content"}]`) rendered in the model's chat
-/// template (`Session::start_messages`).
-///
-/// # Safety
-/// Both buffers must be host-written memory from `ec_alloc`.
-#[no_mangle]
-pub unsafe extern "C" fn ec_session_start_messages(
-    model: i32,
-    messages_ptr: u32,
-    messages_len: u32,
-    params_ptr: u32,
-    params_len: u32,
-) -> i32 {
-    let text = (messages_ptr, messages_len, "messages");
-    start_session(
-        model,
-        text,
-        (params_ptr, params_len),
-        |model, text, params| Session::start_messages(model, parse_messages(text)?, params),
-    )
 }
 
 /// Appends messages to a chat started from messages whose answer ended
