@@ -344,15 +344,17 @@ pub unsafe extern "C" fn ec_logits(model: i32, ids_ptr: u32, n_ids: u32) -> i32 
     })
 }
 
-/// Declares a session-start export: `(model, text buffer, parameters buffer) -> session handle`
-/// through [`start_session`]. The exports differ only in the text's name (for its UTF-8 error)
-/// and the `Session` constructor, so their ABI signature is written once, here.
-macro_rules! session_start_export {
-    ($(#[$doc:meta])* $name:ident, $what:literal, $start:expr) => {
+/// Declares an export that opens a session or a verifier: `(model, text buffer, parameters
+/// buffer[, claimed ids]) -> handle`, through `$open` ([`start_session`], [`new_verifier`]).
+/// The exports differ only in the text's name (for its UTF-8 error), the constructor and the
+/// extra arguments, so their ABI signature is written once, here.
+macro_rules! start_export {
+    ($(#[$doc:meta])* $name:ident, $what:literal, $open:ident($($extra:ident),*), $start:expr) => {
         $(#[$doc])*
         ///
         /// # Safety
-        /// Both buffers must be host-written memory from `ec_alloc`.
+        /// The buffers must be host-written memory from `ec_alloc` (`ids_ptr`, where there is
+        /// one: `n_ids` u32).
         #[no_mangle]
         pub unsafe extern "C" fn $name(
             model: i32,
@@ -360,33 +362,37 @@ macro_rules! session_start_export {
             text_len: u32,
             params_ptr: u32,
             params_len: u32,
+            $($extra: u32,)*
         ) -> i32 {
             let text = (text_ptr, text_len, $what);
-            start_session(model, text, (params_ptr, params_len), $start)
+            $open(model, text, (params_ptr, params_len), $($extra,)* $start)
         }
     };
 }
 
-session_start_export!(
+start_export!(
     /// Starts a completion of the prompt (`Session::start`).
     ec_session_start,
     "prompt",
+    start_session(),
     Session::start
 );
 
-session_start_export!(
+start_export!(
     /// `ec_session_start` for a chat (run.c's `chat` mode): the prompt is the first rendered
     /// user turn; `ec_session_append` adds the next ones.
     ec_session_start_chat,
     "prompt",
+    start_session(),
     Session::start_chat
 );
 
-session_start_export!(
+start_export!(
     /// Starts a chat of messages (JSON `[{"role", "content"}]`) rendered in the model's chat
     /// template (`Session::start_messages`).
     ec_session_start_messages,
     "messages",
+    start_session(),
     |model, text, params| Session::start_messages(model, parse_messages(text)?, params)
 );
 
@@ -635,82 +641,52 @@ pub extern "C" fn ec_session_free(session: i32) -> i32 {
     with_state(|state| free_handle(&mut state.sessions, session, "session"))
 }
 
-/// Starts verifying the `n_ids` claimed token ids (u32 LE at `ids_ptr`) against a generation
-/// of the prompt with the parameters (as `ec_session_start`); returns a verifier handle.
-///
-/// # Safety
-/// The buffers must be host-written memory from `ec_alloc` (`ids_ptr`: `n_ids` u32).
-#[no_mangle]
-pub unsafe extern "C" fn ec_verify_start(
-    model: i32,
-    prompt_ptr: u32,
-    prompt_len: u32,
-    params_ptr: u32,
-    params_len: u32,
-    ids_ptr: u32,
-    n_ids: u32,
-) -> i32 {
-    let prompt = host_str(prompt_ptr, prompt_len, "prompt");
-    new_verifier(
-        model,
-        params_ptr,
-        params_len,
-        ids_ptr,
-        n_ids,
-        |model, params, claimed| Verifier::start(model, prompt?, params, claimed),
-    )
-}
+start_export!(
+    /// Starts verifying the `n_ids` claimed token ids (u32 LE at `ids_ptr`) against a
+    /// generation of the prompt with the parameters (as `ec_session_start`); returns a
+    /// verifier handle.
+    ec_verify_start,
+    "prompt",
+    new_verifier(ids_ptr, n_ids),
+    Verifier::start
+);
 
-/// A verifier that `start` begins from the model, the parameters and the `n_ids` claimed ids
-/// at `ids_ptr`, under a new handle.
+start_export!(
+    /// `ec_verify_start` for generate's chat form: the claim is the answer to the messages
+    /// (JSON `[{"role", "content"}]`) rendered in the model's chat template
+    /// (`Verifier::start_messages`).
+    ec_verify_start_messages,
+    "messages",
+    new_verifier(ids_ptr, n_ids),
+    |model, text, params, claimed| {
+        Verifier::start_messages(model, parse_messages(text)?, params, claimed)
+    }
+);
+
+/// A verifier that `start` begins from the model, the text, the parameters and the claimed
+/// ids, under a new handle (each a host buffer's pointer and length; the text's also names it
+/// for its UTF-8 error, which is reported after the other arguments' errors).
 ///
 /// # Safety
-/// As `ec_verify_start`.
+/// The buffers must be host-written memory from `ec_alloc` (the ids: `n_ids` u32).
 unsafe fn new_verifier(
     model: i32,
-    params_ptr: u32,
-    params_len: u32,
+    (text_ptr, text_len, what): (u32, u32, &str),
+    (params_ptr, params_len): (u32, u32),
     ids_ptr: u32,
     n_ids: u32,
-    start: impl FnOnce(Arc<LoadedModel>, &GenerationParams, &[u32]) -> Result<Verifier>,
+    start: impl FnOnce(Arc<LoadedModel>, &str, &GenerationParams, &[u32]) -> Result<Verifier>,
 ) -> i32 {
     with_state(|state| {
         let params = host_params(params_ptr, params_len)?;
         let claimed = host_u32s(ids_ptr, n_ids, "ids")?;
         let model = state.model(model)?.clone();
-        let verifier = start(model, &params, &claimed)?;
+        let text = host_str(text_ptr, text_len, what)?;
+        let verifier = start(model, text, &params, &claimed)?;
         let handle = state.new_handle()?;
         state.verifiers.insert(handle, verifier);
         Ok(handle)
     })
-}
-
-/// `ec_verify_start` for generate's chat form: the claim is the answer to the messages (JSON
-/// `[{"role", "content"}]`) rendered in the model's chat template (`Verifier::start_messages`).
-///
-/// # Safety
-/// As `ec_verify_start`.
-#[no_mangle]
-pub unsafe extern "C" fn ec_verify_start_messages(
-    model: i32,
-    messages_ptr: u32,
-    messages_len: u32,
-    params_ptr: u32,
-    params_len: u32,
-    ids_ptr: u32,
-    n_ids: u32,
-) -> i32 {
-    let messages = host_str(messages_ptr, messages_len, "messages");
-    new_verifier(
-        model,
-        params_ptr,
-        params_len,
-        ids_ptr,
-        n_ids,
-        |model, params, claimed| {
-            Verifier::start_messages(model, parse_messages(messages?)?, params, claimed)
-        },
-    )
 }
 
 /// A verdict record's head: six u32 (ABI.md, "Verification").
