@@ -102,6 +102,11 @@ mod simd128;
 mod avx512;
 #[cfg(target_arch = "x86_64")]
 use avx512::matvec as matvec_q8_avx512;
+/// The steps after a group's integer dot, shared by the two x86 kernels.
+#[cfg(target_arch = "x86_64")]
+mod x86_groups;
+#[cfg(target_arch = "x86_64")]
+use x86_groups::{add_four_groups, quarter_sum};
 
 /// The exact integer dot product of one group (the definition the SIMD paths reproduce).
 #[inline(always)]
@@ -160,8 +165,7 @@ unsafe fn matvec_q8_avx2<const G: usize>(
         let groups = rs.len();
         let mut g = 0;
         if gs.is_multiple_of(16) {
-            // Four groups at a time: lane sums transposed into four exact dots, the scale
-            // step lane-wise (same roundings), the products added in group order.
+            // Four groups at a time (see `add_four_groups`).
             while g + 4 <= groups {
                 let acc: [__m128i; 4] = std::array::from_fn(|j| {
                     let at = (g + j) * gs;
@@ -184,27 +188,8 @@ unsafe fn matvec_q8_avx2<const G: usize>(
                         _mm256_extracti128_si256::<1>(acc),
                     )
                 });
-                let t0 = _mm_unpacklo_epi32(acc[0], acc[1]);
-                let t1 = _mm_unpackhi_epi32(acc[0], acc[1]);
-                let t2 = _mm_unpacklo_epi32(acc[2], acc[3]);
-                let t3 = _mm_unpackhi_epi32(acc[2], acc[3]);
-                let (s01, s23) = (_mm_add_epi32(t0, t1), _mm_add_epi32(t2, t3));
-                let dots =
-                    _mm_add_epi32(_mm_unpacklo_epi64(s01, s23), _mm_unpackhi_epi64(s01, s23));
-                let (wsv, xsv) = (&rs[g..g + 4], &xs[g..g + 4]);
-                // SAFETY: both slices hold exactly 4 floats; unaligned loads.
-                let p = unsafe {
-                    _mm_mul_ps(
-                        _mm_mul_ps(_mm_cvtepi32_ps(dots), _mm_loadu_ps(wsv.as_ptr())),
-                        _mm_loadu_ps(xsv.as_ptr()),
-                    )
-                };
-                let mut lanes = [0.0f32; 4];
-                // SAFETY: `lanes` holds 4 floats.
-                unsafe { _mm_storeu_ps(lanes.as_mut_ptr(), p) };
-                for l in lanes {
-                    val += l;
-                }
+                // SAFETY: groups g..g + 4 have their scales in rs and xs.
+                val = unsafe { add_four_groups(val, acc, rs.as_ptr().add(g), xs.as_ptr().add(g)) };
                 g += 4;
             }
         }
@@ -227,9 +212,7 @@ unsafe fn matvec_q8_avx2<const G: usize>(
                 _mm256_castsi256_si128(acc),
                 _mm256_extracti128_si256::<1>(acc),
             );
-            let quad = _mm_add_epi32(half, _mm_shuffle_epi32::<0b01_00_11_10>(half));
-            let pair = _mm_add_epi32(quad, _mm_shuffle_epi32::<0b10_11_00_01>(quad));
-            let mut dot = _mm_cvtsi128_si32(pair);
+            let mut dot = quarter_sum(half);
             for (w, x) in w[simd..].iter().zip(&x[simd..]) {
                 dot += *w as i32 * *x as i32;
             }
