@@ -556,53 +556,67 @@ unsafe fn reduce_avx(a: [core::arch::x86_64::__m256; 4]) -> f32 {
     _mm_cvtss_f32(_mm_add_ss(pairs, _mm_movehdup_ps(pairs)))
 }
 
-/// [`matmul`] with AVX: per tile of rows, groups of [`TILE_B`] inputs and [`TILE_R`] rows
-/// through [`dot_tile_avx`], a leftover row through a 1-row tile, leftover inputs through
-/// [`matvec_avx`].
+/// [`matmul`] with AVX: [`for_each_register_tile`] with [`dot_tile_avx`] and [`matvec_avx`].
 ///
 /// # Safety
 /// The CPU must support AVX.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx")]
 unsafe fn matmul_avx(out: &mut [f32], w: &[f32], xs: &[f32], n: usize, d: usize) {
+    // SAFETY (all three): the caller checked AVX.
+    for_each_register_tile::<TILE_R, TILE_B>(
+        (out, w, xs, n, d),
+        |rows, x| unsafe { dot_tile_avx(rows, x) },
+        |row, x| unsafe { dot_tile_avx(row, x) },
+        |out, rows, x| unsafe { matvec_avx(out, rows, x) },
+    );
+}
+
+/// The batched product's loop on x86 (`out`, `w`, `xs`, `n`, `d` as in [`matmul`]'s paths):
+/// per tile of rows ([`tile_rows`]), groups of `TB` inputs and `TR` rows through `tile`, a
+/// leftover row through `row` (a 1-row tile), leftover inputs through `matvec` on the tile's
+/// rows. Inlined into each instruction set's function (`matmul_avx`,
+/// `avx512::matmul_avx512`), so the kernels it calls compile with that set.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn for_each_register_tile<const TR: usize, const TB: usize>(
+    (out, w, xs, n, d): (&mut [f32], &[f32], &[f32], usize, usize),
+    tile: impl Fn([&[f32]; TR], [&[f32]; TB]) -> [[f32; TB]; TR],
+    row: impl Fn([&[f32]; 1], [&[f32]; TB]) -> [[f32; TB]; 1],
+    matvec: impl Fn(&mut [f32], &[f32], &[f32]),
+) {
     let batch = xs.len() / n;
-    let tile = tile_rows(n * 4);
-    for r0 in (0..d).step_by(tile) {
-        let r1 = (r0 + tile).min(d);
+    let tile_len = tile_rows(n * 4);
+    for r0 in (0..d).step_by(tile_len) {
+        let r1 = (r0 + tile_len).min(d);
         let mut b0 = 0;
-        while b0 + TILE_B <= batch {
-            let mut x: [&[f32]; TILE_B] = [&[]; TILE_B];
+        while b0 + TB <= batch {
+            // Plain loops, not `array::from_fn` (its closure stayed a call per tile).
+            let mut x: [&[f32]; TB] = [&[]; TB];
             for (b, x) in x.iter_mut().enumerate() {
                 *x = &xs[(b0 + b) * n..][..n];
             }
             let mut r = r0;
-            while r < r1 {
-                // SAFETY (both calls): the caller checked AVX.
-                if r + TILE_R <= r1 {
-                    let mut rows: [&[f32]; TILE_R] = [&[]; TILE_R];
-                    for (i, row) in rows.iter_mut().enumerate() {
-                        *row = &w[(r + i) * n..][..n];
-                    }
-                    let got = unsafe { dot_tile_avx::<TILE_R, TILE_B>(rows, x) };
-                    scatter(out, got, d, b0, r);
-                    r += TILE_R;
-                } else {
-                    let got = unsafe { dot_tile_avx::<1, TILE_B>([&w[r * n..][..n]], x) };
-                    scatter(out, got, d, b0, r);
-                    r += 1;
+            while r + TR <= r1 {
+                let mut rows: [&[f32]; TR] = [&[]; TR];
+                for (i, row) in rows.iter_mut().enumerate() {
+                    *row = &w[(r + i) * n..][..n];
                 }
+                scatter(out, tile(rows, x), d, b0, r);
+                r += TR;
             }
-            b0 += TILE_B;
+            while r < r1 {
+                scatter(out, row([&w[r * n..][..n]], x), d, b0, r);
+                r += 1;
+            }
+            b0 += TB;
         }
         for b in b0..batch {
-            // SAFETY: the caller checked AVX.
-            unsafe {
-                matvec_avx(
-                    &mut out[b * d + r0..b * d + r1],
-                    &w[r0 * n..r1 * n],
-                    &xs[b * n..][..n],
-                )
-            };
+            matvec(
+                &mut out[b * d + r0..b * d + r1],
+                &w[r0 * n..r1 * n],
+                &xs[b * n..][..n],
+            );
         }
     }
 }
@@ -610,9 +624,9 @@ unsafe fn matmul_avx(out: &mut [f32], w: &[f32], xs: &[f32], n: usize, d: usize)
 /// Stores a tile's results `got[i][b]` (row `r + i`, input `b0 + b`) into `out` (`batch x d`).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn scatter<const R: usize>(
+fn scatter<const R: usize, const B: usize>(
     out: &mut [f32],
-    got: [[f32; TILE_B]; R],
+    got: [[f32; B]; R],
     d: usize,
     b0: usize,
     r: usize,
