@@ -773,21 +773,34 @@ pub(crate) mod tests {
         eprintln!("{what}: compared {ran:?}; not on this CPU: {absent:?}");
     }
 
-    type MatvecKernel = fn(&mut [f32], &[f32], &[f32]);
-
-    /// Every decode path, `matvec`'s dispatch first.
-    fn matvec_paths() -> Paths<MatvecKernel> {
-        let mut paths: Paths<MatvecKernel> = vec![("portable", true, matvec_portable)];
-        #[cfg(target_arch = "x86_64")]
-        for (name, present) in x86_features() {
-            let kernel: MatvecKernel = match name {
-                // SAFETY (both): run_paths calls a kernel only where `present`.
-                "avx" => |o, w, x| unsafe { matvec_avx(o, w, x) },
-                _ => |o, w, x| unsafe { avx512::matvec_avx512(o, w, x) },
-            };
+    /// A kernel's paths: the portable one, then `x86`'s kernels, one per instruction set of
+    /// [`x86_features`] in its order, each with whether this CPU has it.
+    fn with_x86_paths<K: Copy>(portable: K, x86: &[K]) -> Paths<K> {
+        let features = x86_features();
+        assert_eq!(
+            features.len(),
+            x86.len(),
+            "one kernel per x86 instruction set"
+        );
+        let mut paths = vec![("portable", true, portable)];
+        for ((name, present), &kernel) in features.into_iter().zip(x86) {
             paths.push((name, present, kernel));
         }
         paths
+    }
+
+    type MatvecKernel = fn(&mut [f32], &[f32], &[f32]);
+
+    /// Every decode path.
+    fn matvec_paths() -> Paths<MatvecKernel> {
+        // SAFETY (both): run_paths calls a kernel only where this CPU has its instructions.
+        let x86: &[MatvecKernel] = &[
+            #[cfg(target_arch = "x86_64")]
+            |o, w, x| unsafe { matvec_avx(o, w, x) },
+            #[cfg(target_arch = "x86_64")]
+            |o, w, x| unsafe { avx512::matvec_avx512(o, w, x) },
+        ];
+        with_x86_paths(matvec_portable, x86)
     }
 
     #[test]
@@ -843,17 +856,14 @@ pub(crate) mod tests {
 
     /// Every batched path (`out, w, xs, n, d`).
     fn matmul_paths() -> Paths<MatmulKernel> {
-        let mut paths: Paths<MatmulKernel> = vec![("portable", true, matmul_portable)];
-        #[cfg(target_arch = "x86_64")]
-        for (name, present) in x86_features() {
-            let kernel: MatmulKernel = match name {
-                // SAFETY (both): run_paths calls a kernel only where `present`.
-                "avx" => |o, w, xs, n, d| unsafe { matmul_avx(o, w, xs, n, d) },
-                _ => |o, w, xs, n, d| unsafe { avx512::matmul_avx512(o, w, xs, n, d) },
-            };
-            paths.push((name, present, kernel));
-        }
-        paths
+        // SAFETY (both): as in `matvec_paths`.
+        let x86: &[MatmulKernel] = &[
+            #[cfg(target_arch = "x86_64")]
+            |o, w, xs, n, d| unsafe { matmul_avx(o, w, xs, n, d) },
+            #[cfg(target_arch = "x86_64")]
+            |o, w, xs, n, d| unsafe { avx512::matmul_avx512(o, w, xs, n, d) },
+        ];
+        with_x86_paths(matmul_portable, x86)
     }
 
     #[test]
