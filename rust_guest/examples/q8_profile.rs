@@ -1,9 +1,9 @@
 //! The int8 matrix-vector product's native paths side by side (AVX-512, AVX2, scalar: those
 //! this CPU runs), one thread, on synthetic Q8_0 weights of the 15M, 42M and 110M models'
 //! matrices: nanoseconds per row, each the best of `repeats` passes, the paths interleaved pass
-//! by pass (so a busy moment of a shared machine hits them alike). "hot": one matrix again and again
-//! (in cache); "stream": as many copies as fill 256 MiB, each read once per pass (from memory,
-//! as a decode reads a model larger than the cache).
+//! by pass (so a busy moment of a shared machine hits them alike). "hot": one matrix again and
+//! again (in cache); "stream": as many copies as fill 256 MiB, each read once per pass (from
+//! memory, as a decode reads a model larger than the cache).
 //! Usage: q8_profile [repeats]
 
 use std::time::Instant;
