@@ -429,19 +429,24 @@ mod tests {
             .collect()
     }
 
+    /// The (rows, cols, gs) the kernels are checked on: every row count with every group size
+    /// and count. Group sizes unrolled (16, 32, 64) and read at run time (the others); rows in
+    /// full blocks of 16 and 4 and partial ones; one group per row and many.
+    fn shapes() -> impl Iterator<Item = (usize, usize, usize)> {
+        const ROWS: [usize; 9] = [1, 2, 3, 4, 5, 7, 16, 17, 35];
+        const GROUP_SIZES: [usize; 8] = [4, 5, 8, 16, 32, 48, 64, 256];
+        const GROUPS: [usize; 4] = [1, 3, 4, 9];
+        ROWS.into_iter().flat_map(|rows| {
+            GROUP_SIZES
+                .into_iter()
+                .flat_map(move |gs| GROUPS.map(|groups| (rows, groups * gs, gs)))
+        })
+    }
+
     #[test]
     fn matvec_q8_matches_the_scalar_definition() {
         let mut seed = 3;
-        for (rows, cols, gs) in [
-            (1, 4, 4),
-            (3, 48, 16),
-            (5, 64, 32),
-            (7, 96, 48),
-            (4, 40, 5),
-            (3, 288, 32),
-            (2, 768, 64),
-            (3, 112, 16),
-        ] {
+        for (rows, cols, gs) in shapes() {
             let (w, ws) = random_matrix((rows, cols, gs), &mut seed, |i| {
                 (i % 11 == 0).then_some(-128)
             });
@@ -491,23 +496,7 @@ mod tests {
     fn every_kernel_path_gives_the_definitions_bits_on_awkward_shapes() {
         let paths = runnable_paths();
         let mut seed = 11;
-        // Group sizes unrolled (16, 32, 64) and read at run time (48, 256, 8, 5); rows in full
-        // blocks of 16 and 4 and partial ones (1, 3, 17, 35); one group per row and many.
-        let shapes = [
-            (1, 16, 16),
-            (17, 48, 16),
-            (35, 96, 32),
-            (16, 32, 32),
-            (19, 144, 48),
-            (33, 192, 64),
-            (3, 64, 64),
-            (21, 512, 256),
-            (18, 256, 256),
-            (5, 40, 8),
-            (4, 40, 5),
-            (40, 288, 32),
-        ];
-        for (rows, cols, gs) in shapes {
+        for (rows, cols, gs) in shapes() {
             // Both int8 extremes often, random values between.
             let (w, ws) = random_matrix((rows, cols, gs), &mut seed, |i| match i % 7 {
                 0 => Some(-128),
@@ -588,15 +577,8 @@ mod tests {
     #[test]
     fn matmul_q8_rows_match_matvec_q8_bit_for_bit() {
         let mut seed = 5;
-        // Batches over one tile of rows and over several (`tile_rows`), odd group sizes.
-        let shapes = [
-            (1, 4, 4),
-            (5, 40, 5),
-            (9, 112, 16),
-            (300, 288, 32),
-            (50, 768, 64),
-        ];
-        for (rows, cols, gs) in shapes {
+        // Batches over one tile of rows and over several (`tile_rows`: 14 rows of 2304 values).
+        for (rows, cols, gs) in shapes() {
             let (w, ws) = random_matrix((rows, cols, gs), &mut seed, |_| None);
             for batch in [1, 2, 3, 7, 16] {
                 let (xq, xs) = random_inputs(batch, cols, gs, &mut seed);
