@@ -460,12 +460,8 @@ unsafe fn dot_tile_avx<const R: usize, const B: usize>(
     xs: [&[f32]; B],
 ) -> [[f32; B]; R] {
     use core::arch::x86_64::*;
-    let len = xs[0].len();
-    for s in rows.iter().chain(&xs) {
-        assert_eq!(s.len(), len);
-    }
-    let n = len / LANES * LANES;
-    // SAFETY (all four): the lengths were checked above; the caller checked AVX.
+    let n = tile_chunks_len(&rows, &xs);
+    // SAFETY (all four): the lengths were checked just above; the caller checked AVX.
     let blocks: [[[__m256; B]; R]; LANES / 8] = [
         unsafe { lane_block_avx::<R, B, true>(rows, xs, 0, n) },
         unsafe { lane_block_avx::<R, B, false>(rows, xs, 8, n) },
@@ -492,6 +488,21 @@ unsafe fn dot_tile_avx<const R: usize, const B: usize>(
         }
     }
     out
+}
+
+/// The length of a register tile's rows and inputs, rounded down to whole [`LANES`] chunks:
+/// the values the lanes sum (the rest is the scalar tail).
+///
+/// # Panics
+/// If the rows' and inputs' lengths differ.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn tile_chunks_len<const R: usize, const B: usize>(rows: &[&[f32]; R], xs: &[&[f32]; B]) -> usize {
+    let len = xs[0].len();
+    for s in rows.iter().chain(xs) {
+        assert_eq!(s.len(), len);
+    }
+    len / LANES * LANES
 }
 
 /// Lanes `v..v + 8` of every (row, input) pair of [`dot_tile_avx`], returned by value: its

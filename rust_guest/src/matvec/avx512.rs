@@ -12,7 +12,7 @@
 //! AVX decode (+2.5% instructions); this one leaves the decode's code as it was
 //! (docs/toolchain.md, "This host").
 
-use super::{for_each_register_tile, reduce_avx, LANES, PREFETCH};
+use super::{for_each_register_tile, reduce_avx, tile_chunks_len, LANES, PREFETCH};
 use core::arch::x86_64::*;
 
 /// [`super::reduce`] of the 32 lanes held as two 16-lane vectors (lanes `0..16` in `low`,
@@ -157,11 +157,7 @@ unsafe fn dot_tile<const R: usize, const B: usize>(
     rows: [&[f32]; R],
     xs: [&[f32]; B],
 ) -> [[f32; B]; R] {
-    let len = xs[0].len();
-    for s in rows.iter().chain(&xs) {
-        assert_eq!(s.len(), len);
-    }
-    let n = len / LANES * LANES;
+    let n = tile_chunks_len(&rows, &xs);
     let mut acc = [[[_mm512_setzero_ps(); 2]; B]; R];
     let mut k = 0;
     while k < n {
