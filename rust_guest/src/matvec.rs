@@ -814,12 +814,20 @@ pub(crate) mod tests {
         with_x86_paths(matvec_portable, x86)
     }
 
-    #[test]
-    fn every_matvec_path_matches_the_definition_bit_for_bit() {
-        let mut seed = 7;
+    /// Runs `check(rows, cols, w, seed)` on every shape of [`SHAPES`] with a random
+    /// `rows x cols` matrix `w`, drawing from one generator seeded `seed`.
+    fn for_each_shape(seed: u64, mut check: impl FnMut(usize, usize, &[f32], &mut u64)) {
+        let mut seed = seed;
         for (rows, cols) in SHAPES {
             let w: Vec<f32> = (0..rows * cols).map(|_| lcg(&mut seed)).collect();
-            let x: Vec<f32> = (0..cols).map(|_| lcg(&mut seed)).collect();
+            check(rows, cols, &w, &mut seed);
+        }
+    }
+
+    #[test]
+    fn every_matvec_path_matches_the_definition_bit_for_bit() {
+        for_each_shape(7, |rows, cols, w, seed| {
+            let x: Vec<f32> = (0..cols).map(|_| lcg(seed)).collect();
             let want: Vec<f32> = w.chunks_exact(cols).map(|r| dot_scalar(r, &x)).collect();
             for (r, o) in want.iter().enumerate() {
                 let row = &w[r * cols..][..cols];
@@ -828,14 +836,14 @@ pub(crate) mod tests {
                 assert!((*o as f64 - naive).abs() < 1e-4, "{o} vs {naive}");
             }
             let mut out = vec![f32::NAN; rows];
-            matvec(&mut out, &w, &x);
+            matvec(&mut out, w, &x);
             assert_same_bits(&out, &want, format_args!("matvec, {rows}x{cols}"));
             run_paths("matvec", &matvec_paths(), |name, kernel| {
                 let mut out = vec![f32::NAN; rows];
-                kernel(&mut out, &w, &x);
+                kernel(&mut out, w, &x);
                 assert_same_bits(&out, &want, format_args!("{name}, {rows}x{cols}"));
             });
-        }
+        });
     }
 
     #[test]
@@ -879,26 +887,24 @@ pub(crate) mod tests {
 
     #[test]
     fn every_matmul_path_matches_the_definition_bit_for_bit() {
-        let mut seed = 11;
-        for (rows, cols) in SHAPES {
-            let w: Vec<f32> = (0..rows * cols).map(|_| lcg(&mut seed)).collect();
+        for_each_shape(11, |rows, cols, w, seed| {
             for batch in 1..=33 {
-                let xs: Vec<f32> = (0..batch * cols).map(|_| lcg(&mut seed)).collect();
+                let xs: Vec<f32> = (0..batch * cols).map(|_| lcg(seed)).collect();
                 // Input b's outputs are the definition's dot products of every row with it.
                 let want: Vec<f32> = xs
                     .chunks_exact(cols)
                     .flat_map(|x| w.chunks_exact(cols).map(|r| dot_scalar(r, x)))
                     .collect();
                 let mut out = vec![f32::NAN; batch * rows];
-                matmul(&mut out, &w, &xs, batch);
+                matmul(&mut out, w, &xs, batch);
                 let shape = format!("batch {batch}, {rows}x{cols}");
                 assert_same_bits(&out, &want, format_args!("matmul, {shape}"));
                 run_paths("matmul", &matmul_paths(), |name, kernel| {
                     let mut out = vec![f32::NAN; batch * rows];
-                    kernel(&mut out, &w, &xs, cols, rows);
+                    kernel(&mut out, w, &xs, cols, rows);
                     assert_same_bits(&out, &want, format_args!("{name}, {shape}"));
                 });
             }
-        }
+        });
     }
 }
