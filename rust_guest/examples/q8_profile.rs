@@ -1,9 +1,9 @@
 //! The int8 matrix-vector product's native paths side by side (AVX-512, AVX2, scalar: those
-//! this CPU runs), one thread, on synthetic Q8_0 weights of the bench shapes' matrices:
-//! nanoseconds per row, each the best of `repeats` passes, the paths interleaved pass by pass
-//! (so a busy moment of a shared machine hits them alike). "hot": one matrix again and again
-//! (in cache); "stream": as many copies as fill 256 MiB, each read once per pass (from memory,
-//! as a decode reads a model larger than the cache).
+//! this CPU runs), one thread, on synthetic Q8_0 weights of the 15M, 42M and 110M models'
+//! matrices: nanoseconds per row, each the best of `repeats` passes, the paths interleaved pass
+//! by pass (so a busy moment of a shared machine hits them alike). "hot": one matrix again and
+//! again (in cache); "stream": as many copies as fill 256 MiB, each read once per pass (from
+//! memory, as a decode reads a model larger than the cache).
 //! Usage: q8_profile [repeats]
 
 use std::time::Instant;
@@ -21,20 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
         ((seed >> 40) as f32 / 16_777_216.0) - 0.5
     };
-    // (rows, cols, group size): 15M's attention, feed-forward in and out, classifier; 42M's
-    // feed-forward; 110M's attention and feed-forward in and out.
-    let shapes = [
-        (288, 288, 32),
-        (768, 288, 32),
-        (288, 768, 32),
-        (32_000, 288, 32),
-        (1376, 512, 32),
-        (512, 1376, 32),
-        (768, 768, 64),
-        (2048, 768, 64),
-        (768, 2048, 64),
-    ];
-    for (rows, cols, gs) in shapes {
+    for (model, rows, cols, gs) in matrices() {
         let copies = ((256 << 20) / (rows * cols)).max(1);
         let w: Vec<i8> = (0..copies * rows * cols)
             .map(|_| (next() * 254.0) as i8)
@@ -75,10 +62,44 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 format!(" (second/first x{:.2})", b / best[0])
             });
             println!(
-                "{rows}x{cols}/{gs} {mode}: ns/row {}{ratio}",
+                "{model} {rows}x{cols}/{gs} {mode}: ns/row {}{ratio}",
                 figures.join(", ")
             );
         }
     }
     Ok(())
+}
+
+/// The stories models' shapes (dim, hidden_dim; `edgechain/testing/synth.py`'s `SHAPES`), all
+/// with a 32,000-token vocabulary.
+const MODELS: [(&str, usize, usize); 3] =
+    [("15M", 288, 768), ("42M", 512, 1376), ("110M", 768, 2048)];
+const VOCABULARY: usize = 32_000;
+
+/// Each model's distinct matrices, named, as (rows, cols) with `edgechain quantize`'s group
+/// size: attention's, the feed-forward's in and out, the classifier.
+fn matrices() -> Vec<(String, usize, usize, usize)> {
+    let mut out = Vec::new();
+    for (model, dim, hidden) in MODELS {
+        let gs = default_group_size(dim, hidden);
+        for (matrix, rows, cols) in [
+            ("attention", dim, dim),
+            ("feed-forward in", hidden, dim),
+            ("feed-forward out", dim, hidden),
+            ("classifier", VOCABULARY, dim),
+        ] {
+            out.push((format!("{model} {matrix}"), rows, cols, gs));
+        }
+    }
+    out
+}
+
+/// `edgechain quantize`'s default group size: the largest power of two <= 64 dividing both
+/// `dim` and `hidden_dim`.
+fn default_group_size(dim: usize, hidden: usize) -> usize {
+    let mut gs = 64;
+    while !(dim.is_multiple_of(gs) && hidden.is_multiple_of(gs)) {
+        gs /= 2;
+    }
+    gs
 }

@@ -460,12 +460,8 @@ unsafe fn dot_tile_avx<const R: usize, const B: usize>(
     xs: [&[f32]; B],
 ) -> [[f32; B]; R] {
     use core::arch::x86_64::*;
-    let len = xs[0].len();
-    for s in rows.iter().chain(&xs) {
-        assert_eq!(s.len(), len);
-    }
-    let n = len / LANES * LANES;
-    // SAFETY (all four): the lengths were checked above; the caller checked AVX.
+    let n = tile_chunks_len(&rows, &xs);
+    // SAFETY (all four): the lengths were checked just above; the caller checked AVX.
     let blocks: [[[__m256; B]; R]; LANES / 8] = [
         unsafe { lane_block_avx::<R, B, true>(rows, xs, 0, n) },
         unsafe { lane_block_avx::<R, B, false>(rows, xs, 8, n) },
@@ -492,6 +488,21 @@ unsafe fn dot_tile_avx<const R: usize, const B: usize>(
         }
     }
     out
+}
+
+/// The length of a register tile's rows and inputs, rounded down to whole [`LANES`] chunks:
+/// the values the lanes sum (the rest is the scalar tail).
+///
+/// # Panics
+/// If the rows' and inputs' lengths differ.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn tile_chunks_len<const R: usize, const B: usize>(rows: &[&[f32]; R], xs: &[&[f32]; B]) -> usize {
+    let len = xs[0].len();
+    for s in rows.iter().chain(xs) {
+        assert_eq!(s.len(), len);
+    }
+    len / LANES * LANES
 }
 
 /// Lanes `v..v + 8` of every (row, input) pair of [`dot_tile_avx`], returned by value: its
@@ -556,53 +567,67 @@ unsafe fn reduce_avx(a: [core::arch::x86_64::__m256; 4]) -> f32 {
     _mm_cvtss_f32(_mm_add_ss(pairs, _mm_movehdup_ps(pairs)))
 }
 
-/// [`matmul`] with AVX: per tile of rows, groups of [`TILE_B`] inputs and [`TILE_R`] rows
-/// through [`dot_tile_avx`], a leftover row through a 1-row tile, leftover inputs through
-/// [`matvec_avx`].
+/// [`matmul`] with AVX: [`for_each_register_tile`] with [`dot_tile_avx`] and [`matvec_avx`].
 ///
 /// # Safety
 /// The CPU must support AVX.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx")]
 unsafe fn matmul_avx(out: &mut [f32], w: &[f32], xs: &[f32], n: usize, d: usize) {
+    // SAFETY (all three): the caller checked AVX.
+    for_each_register_tile::<TILE_R, TILE_B>(
+        (out, w, xs, n, d),
+        |rows, x| unsafe { dot_tile_avx(rows, x) },
+        |row, x| unsafe { dot_tile_avx(row, x) },
+        |out, rows, x| unsafe { matvec_avx(out, rows, x) },
+    );
+}
+
+/// The batched product's loop on x86 (`out`, `w`, `xs`, `n`, `d` as in [`matmul`]'s paths):
+/// per tile of rows ([`tile_rows`]), groups of `TB` inputs and `TR` rows through `tile`, a
+/// leftover row through `row` (a 1-row tile), leftover inputs through `matvec` on the tile's
+/// rows. Inlined into each instruction set's function (`matmul_avx`,
+/// `avx512::matmul_avx512`), so the kernels it calls compile with that set.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn for_each_register_tile<const TR: usize, const TB: usize>(
+    (out, w, xs, n, d): (&mut [f32], &[f32], &[f32], usize, usize),
+    tile: impl Fn([&[f32]; TR], [&[f32]; TB]) -> [[f32; TB]; TR],
+    row: impl Fn([&[f32]; 1], [&[f32]; TB]) -> [[f32; TB]; 1],
+    matvec: impl Fn(&mut [f32], &[f32], &[f32]),
+) {
     let batch = xs.len() / n;
-    let tile = tile_rows(n * 4);
-    for r0 in (0..d).step_by(tile) {
-        let r1 = (r0 + tile).min(d);
+    let tile_len = tile_rows(n * 4);
+    for r0 in (0..d).step_by(tile_len) {
+        let r1 = (r0 + tile_len).min(d);
         let mut b0 = 0;
-        while b0 + TILE_B <= batch {
-            let mut x: [&[f32]; TILE_B] = [&[]; TILE_B];
+        while b0 + TB <= batch {
+            // Plain loops, not `array::from_fn` (its closure stayed a call per tile).
+            let mut x: [&[f32]; TB] = [&[]; TB];
             for (b, x) in x.iter_mut().enumerate() {
                 *x = &xs[(b0 + b) * n..][..n];
             }
             let mut r = r0;
-            while r < r1 {
-                // SAFETY (both calls): the caller checked AVX.
-                if r + TILE_R <= r1 {
-                    let mut rows: [&[f32]; TILE_R] = [&[]; TILE_R];
-                    for (i, row) in rows.iter_mut().enumerate() {
-                        *row = &w[(r + i) * n..][..n];
-                    }
-                    let got = unsafe { dot_tile_avx::<TILE_R, TILE_B>(rows, x) };
-                    scatter(out, got, d, b0, r);
-                    r += TILE_R;
-                } else {
-                    let got = unsafe { dot_tile_avx::<1, TILE_B>([&w[r * n..][..n]], x) };
-                    scatter(out, got, d, b0, r);
-                    r += 1;
+            while r + TR <= r1 {
+                let mut rows: [&[f32]; TR] = [&[]; TR];
+                for (i, row) in rows.iter_mut().enumerate() {
+                    *row = &w[(r + i) * n..][..n];
                 }
+                scatter(out, tile(rows, x), d, b0, r);
+                r += TR;
             }
-            b0 += TILE_B;
+            while r < r1 {
+                scatter(out, row([&w[r * n..][..n]], x), d, b0, r);
+                r += 1;
+            }
+            b0 += TB;
         }
         for b in b0..batch {
-            // SAFETY: the caller checked AVX.
-            unsafe {
-                matvec_avx(
-                    &mut out[b * d + r0..b * d + r1],
-                    &w[r0 * n..r1 * n],
-                    &xs[b * n..][..n],
-                )
-            };
+            matvec(
+                &mut out[b * d + r0..b * d + r1],
+                &w[r0 * n..r1 * n],
+                &xs[b * n..][..n],
+            );
         }
     }
 }
@@ -610,9 +635,9 @@ unsafe fn matmul_avx(out: &mut [f32], w: &[f32], xs: &[f32], n: usize, d: usize)
 /// Stores a tile's results `got[i][b]` (row `r + i`, input `b0 + b`) into `out` (`batch x d`).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn scatter<const R: usize>(
+fn scatter<const R: usize, const B: usize>(
     out: &mut [f32],
-    got: [[f32; TILE_B]; R],
+    got: [[f32; B]; R],
     d: usize,
     b0: usize,
     r: usize,
@@ -759,29 +784,50 @@ pub(crate) mod tests {
         eprintln!("{what}: compared {ran:?}; not on this CPU: {absent:?}");
     }
 
-    type MatvecKernel = fn(&mut [f32], &[f32], &[f32]);
-
-    /// Every decode path, `matvec`'s dispatch first.
-    fn matvec_paths() -> Paths<MatvecKernel> {
-        let mut paths: Paths<MatvecKernel> = vec![("portable", true, matvec_portable)];
-        #[cfg(target_arch = "x86_64")]
-        for (name, present) in x86_features() {
-            let kernel: MatvecKernel = match name {
-                // SAFETY (both): run_paths calls a kernel only where `present`.
-                "avx" => |o, w, x| unsafe { matvec_avx(o, w, x) },
-                _ => |o, w, x| unsafe { avx512::matvec_avx512(o, w, x) },
-            };
+    /// A kernel's paths: the portable one, then `x86`'s kernels, one per instruction set of
+    /// [`x86_features`] in its order, each with whether this CPU has it.
+    fn with_x86_paths<K: Copy>(portable: K, x86: &[K]) -> Paths<K> {
+        let features = x86_features();
+        assert_eq!(
+            features.len(),
+            x86.len(),
+            "one kernel per x86 instruction set"
+        );
+        let mut paths = vec![("portable", true, portable)];
+        for ((name, present), &kernel) in features.into_iter().zip(x86) {
             paths.push((name, present, kernel));
         }
         paths
     }
 
-    #[test]
-    fn every_matvec_path_matches_the_definition_bit_for_bit() {
-        let mut seed = 7;
+    type MatvecKernel = fn(&mut [f32], &[f32], &[f32]);
+
+    /// Every decode path.
+    fn matvec_paths() -> Paths<MatvecKernel> {
+        // SAFETY (both): run_paths calls a kernel only where this CPU has its instructions.
+        let x86: &[MatvecKernel] = &[
+            #[cfg(target_arch = "x86_64")]
+            |o, w, x| unsafe { matvec_avx(o, w, x) },
+            #[cfg(target_arch = "x86_64")]
+            |o, w, x| unsafe { avx512::matvec_avx512(o, w, x) },
+        ];
+        with_x86_paths(matvec_portable, x86)
+    }
+
+    /// Runs `check(rows, cols, w, seed)` on every shape of [`SHAPES`] with a random
+    /// `rows x cols` matrix `w`, drawing from one generator seeded `seed`.
+    fn for_each_shape(seed: u64, mut check: impl FnMut(usize, usize, &[f32], &mut u64)) {
+        let mut seed = seed;
         for (rows, cols) in SHAPES {
             let w: Vec<f32> = (0..rows * cols).map(|_| lcg(&mut seed)).collect();
-            let x: Vec<f32> = (0..cols).map(|_| lcg(&mut seed)).collect();
+            check(rows, cols, &w, &mut seed);
+        }
+    }
+
+    #[test]
+    fn every_matvec_path_matches_the_definition_bit_for_bit() {
+        for_each_shape(7, |rows, cols, w, seed| {
+            let x: Vec<f32> = (0..cols).map(|_| lcg(seed)).collect();
             let want: Vec<f32> = w.chunks_exact(cols).map(|r| dot_scalar(r, &x)).collect();
             for (r, o) in want.iter().enumerate() {
                 let row = &w[r * cols..][..cols];
@@ -790,14 +836,14 @@ pub(crate) mod tests {
                 assert!((*o as f64 - naive).abs() < 1e-4, "{o} vs {naive}");
             }
             let mut out = vec![f32::NAN; rows];
-            matvec(&mut out, &w, &x);
+            matvec(&mut out, w, &x);
             assert_same_bits(&out, &want, format_args!("matvec, {rows}x{cols}"));
             run_paths("matvec", &matvec_paths(), |name, kernel| {
                 let mut out = vec![f32::NAN; rows];
-                kernel(&mut out, &w, &x);
+                kernel(&mut out, w, &x);
                 assert_same_bits(&out, &want, format_args!("{name}, {rows}x{cols}"));
             });
-        }
+        });
     }
 
     #[test]
@@ -829,41 +875,36 @@ pub(crate) mod tests {
 
     /// Every batched path (`out, w, xs, n, d`).
     fn matmul_paths() -> Paths<MatmulKernel> {
-        let mut paths: Paths<MatmulKernel> = vec![("portable", true, matmul_portable)];
-        #[cfg(target_arch = "x86_64")]
-        for (name, present) in x86_features() {
-            let kernel: MatmulKernel = match name {
-                // SAFETY (both): run_paths calls a kernel only where `present`.
-                "avx" => |o, w, xs, n, d| unsafe { matmul_avx(o, w, xs, n, d) },
-                _ => |o, w, xs, n, d| unsafe { avx512::matmul_avx512(o, w, xs, n, d) },
-            };
-            paths.push((name, present, kernel));
-        }
-        paths
+        // SAFETY (both): as in `matvec_paths`.
+        let x86: &[MatmulKernel] = &[
+            #[cfg(target_arch = "x86_64")]
+            |o, w, xs, n, d| unsafe { matmul_avx(o, w, xs, n, d) },
+            #[cfg(target_arch = "x86_64")]
+            |o, w, xs, n, d| unsafe { avx512::matmul_avx512(o, w, xs, n, d) },
+        ];
+        with_x86_paths(matmul_portable, x86)
     }
 
     #[test]
     fn every_matmul_path_matches_the_definition_bit_for_bit() {
-        let mut seed = 11;
-        for (rows, cols) in SHAPES {
-            let w: Vec<f32> = (0..rows * cols).map(|_| lcg(&mut seed)).collect();
+        for_each_shape(11, |rows, cols, w, seed| {
             for batch in 1..=33 {
-                let xs: Vec<f32> = (0..batch * cols).map(|_| lcg(&mut seed)).collect();
+                let xs: Vec<f32> = (0..batch * cols).map(|_| lcg(seed)).collect();
                 // Input b's outputs are the definition's dot products of every row with it.
                 let want: Vec<f32> = xs
                     .chunks_exact(cols)
                     .flat_map(|x| w.chunks_exact(cols).map(|r| dot_scalar(r, x)))
                     .collect();
                 let mut out = vec![f32::NAN; batch * rows];
-                matmul(&mut out, &w, &xs, batch);
+                matmul(&mut out, w, &xs, batch);
                 let shape = format!("batch {batch}, {rows}x{cols}");
                 assert_same_bits(&out, &want, format_args!("matmul, {shape}"));
                 run_paths("matmul", &matmul_paths(), |name, kernel| {
                     let mut out = vec![f32::NAN; batch * rows];
-                    kernel(&mut out, &w, &xs, cols, rows);
+                    kernel(&mut out, w, &xs, cols, rows);
                     assert_same_bits(&out, &want, format_args!("{name}, {shape}"));
                 });
             }
-        }
+        });
     }
 }

@@ -435,14 +435,14 @@ mod tests {
             seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
             (seed >> 8) as f32 / (1 << 24) as f32 - 0.4
         };
-        for (rows, blocks, gs) in [
-            (1, 1, 16),
-            (6, 2, 32),
-            (9, 3, 16),
-            (4, 1, 8),
-            (17, 2, 16),
-            (16, 1, 32),
-        ] {
+        // Rows in whole 8-row tiles and partial ones, one super-block per row and several, each
+        // activation group size that divides 32.
+        let shapes = [1, 4, 6, 9, 16, 17].into_iter().flat_map(|rows| {
+            [1, 2, 3]
+                .into_iter()
+                .flat_map(move |blocks| [8, 16, 32].map(|gs| (rows, blocks, gs)))
+        });
+        for (rows, blocks, gs) in shapes {
             let n = blocks * QK_K;
             let w: Vec<f32> = (0..rows * n).map(|_| next()).collect();
             let m = PackedQ4K::from_blocks(&quantize(KQuant::Q4K, &w), rows, n).unwrap();

@@ -102,6 +102,11 @@ mod simd128;
 mod avx512;
 #[cfg(target_arch = "x86_64")]
 use avx512::matvec as matvec_q8_avx512;
+/// The steps after a group's integer dot, shared by the two x86 kernels.
+#[cfg(target_arch = "x86_64")]
+mod x86_groups;
+#[cfg(target_arch = "x86_64")]
+use x86_groups::{add_four_groups, for_each_row, quarter_sum, Product};
 
 /// The exact integer dot product of one group (the definition the SIMD paths reproduce).
 #[inline(always)]
@@ -137,31 +142,17 @@ fn row_q8(
 /// The CPU must support AVX2; the lengths are checked by the caller.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn matvec_q8_avx2<const G: usize>(
-    out: &mut [f32],
-    w: &[i8],
-    ws: &[f32],
-    xq: &[i16],
-    xs: &[f32],
-    gs: usize,
-) {
+unsafe fn matvec_q8_avx2<const G: usize>(out: &mut [f32], p: Product) {
     use core::arch::x86_64::*;
-    let gs = if G > 0 { G } else { gs };
-    let n = xq.len();
+    let gs = if G > 0 { G } else { p.gs };
     let simd = gs / 16 * 16;
-    for ((o, row), rs) in out
-        .iter_mut()
-        .zip(w.chunks_exact(n))
-        .zip(ws.chunks_exact(n / gs))
-    {
-        // A hint only: a little of the next row (rows are read in order).
-        _mm_prefetch::<_MM_HINT_T0>(row.as_ptr().wrapping_add(n + 512));
+    let (xq, xs) = (p.xq, p.xs);
+    for_each_row(out, p, gs, |row, rs| {
         let mut val = 0.0f32;
         let groups = rs.len();
         let mut g = 0;
         if gs.is_multiple_of(16) {
-            // Four groups at a time: lane sums transposed into four exact dots, the scale
-            // step lane-wise (same roundings), the products added in group order.
+            // Four groups at a time (see `add_four_groups`).
             while g + 4 <= groups {
                 let acc: [__m128i; 4] = std::array::from_fn(|j| {
                     let at = (g + j) * gs;
@@ -184,27 +175,8 @@ unsafe fn matvec_q8_avx2<const G: usize>(
                         _mm256_extracti128_si256::<1>(acc),
                     )
                 });
-                let t0 = _mm_unpacklo_epi32(acc[0], acc[1]);
-                let t1 = _mm_unpackhi_epi32(acc[0], acc[1]);
-                let t2 = _mm_unpacklo_epi32(acc[2], acc[3]);
-                let t3 = _mm_unpackhi_epi32(acc[2], acc[3]);
-                let (s01, s23) = (_mm_add_epi32(t0, t1), _mm_add_epi32(t2, t3));
-                let dots =
-                    _mm_add_epi32(_mm_unpacklo_epi64(s01, s23), _mm_unpackhi_epi64(s01, s23));
-                let (wsv, xsv) = (&rs[g..g + 4], &xs[g..g + 4]);
-                // SAFETY: both slices hold exactly 4 floats; unaligned loads.
-                let p = unsafe {
-                    _mm_mul_ps(
-                        _mm_mul_ps(_mm_cvtepi32_ps(dots), _mm_loadu_ps(wsv.as_ptr())),
-                        _mm_loadu_ps(xsv.as_ptr()),
-                    )
-                };
-                let mut lanes = [0.0f32; 4];
-                // SAFETY: `lanes` holds 4 floats.
-                unsafe { _mm_storeu_ps(lanes.as_mut_ptr(), p) };
-                for l in lanes {
-                    val += l;
-                }
+                // SAFETY: groups g..g + 4 have their scales in rs and xs.
+                val = unsafe { add_four_groups(val, acc, rs.as_ptr().add(g), xs.as_ptr().add(g)) };
                 g += 4;
             }
         }
@@ -227,16 +199,14 @@ unsafe fn matvec_q8_avx2<const G: usize>(
                 _mm256_castsi256_si128(acc),
                 _mm256_extracti128_si256::<1>(acc),
             );
-            let quad = _mm_add_epi32(half, _mm_shuffle_epi32::<0b01_00_11_10>(half));
-            let pair = _mm_add_epi32(quad, _mm_shuffle_epi32::<0b10_11_00_01>(quad));
-            let mut dot = _mm_cvtsi128_si32(pair);
+            let mut dot = quarter_sum(half);
             for (w, x) in w[simd..].iter().zip(&x[simd..]) {
                 dot += *w as i32 * *x as i32;
             }
             val += dot as f32 * rs[g] * xs[g];
         }
-        *o = val;
-    }
+        val
+    });
 }
 
 /// `out = W x` for a Q8_0 matrix `W` (`out.len()` rows of `xq.len()` int8 values, scales `ws`,
@@ -251,13 +221,13 @@ pub fn matvec_q8(out: &mut [f32], w: &[i8], ws: &[f32], xq: &[i16], xs: &[f32], 
     #[cfg(target_arch = "x86_64")]
     if avx512::available() {
         // SAFETY: AVX-512 F/BW/VL/VNNI are present (checked just above); shapes checked above.
-        unsafe { with_group_size!(matvec_q8_avx512, gs, (out, w, ws, xq, xs, gs)) };
+        unsafe { with_group_size!(matvec_q8_avx512, gs, (out, Product { w, ws, xq, xs, gs })) };
         return;
     }
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
         // SAFETY: AVX2 is present (checked just above); shapes checked above.
-        unsafe { with_group_size!(matvec_q8_avx2, gs, (out, w, ws, xq, xs, gs)) };
+        unsafe { with_group_size!(matvec_q8_avx2, gs, (out, Product { w, ws, xq, xs, gs })) };
         return;
     }
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
@@ -313,13 +283,17 @@ pub fn matvec_q8_paths() -> Vec<MatvecQ8Path> {
         fn on_avx512(out: &mut [f32], w: &[i8], ws: &[f32], xq: &[i16], xs: &[f32], gs: usize) {
             if has_values(out, w, ws, xq, xs, gs) {
                 // SAFETY: listed only when AVX-512 F/BW/VL/VNNI are present; shapes checked.
-                unsafe { with_group_size!(matvec_q8_avx512, gs, (out, w, ws, xq, xs, gs)) };
+                unsafe {
+                    with_group_size!(matvec_q8_avx512, gs, (out, Product { w, ws, xq, xs, gs }))
+                };
             }
         }
         fn on_avx2(out: &mut [f32], w: &[i8], ws: &[f32], xq: &[i16], xs: &[f32], gs: usize) {
             if has_values(out, w, ws, xq, xs, gs) {
                 // SAFETY: listed only when AVX2 is present; shapes checked.
-                unsafe { with_group_size!(matvec_q8_avx2, gs, (out, w, ws, xq, xs, gs)) };
+                unsafe {
+                    with_group_size!(matvec_q8_avx2, gs, (out, Product { w, ws, xq, xs, gs }))
+                };
             }
         }
         let avx2_ok = std::is_x86_feature_detected!("avx2");
@@ -446,19 +420,24 @@ mod tests {
             .collect()
     }
 
+    /// The (rows, cols, gs) the kernels are checked on: every row count with every group size
+    /// and count. Group sizes unrolled (16, 32, 64) and read at run time (the others); rows in
+    /// full blocks of 16 and 4 and partial ones; one group per row and many.
+    fn shapes() -> impl Iterator<Item = (usize, usize, usize)> {
+        const ROWS: [usize; 9] = [1, 2, 3, 4, 5, 7, 16, 17, 35];
+        const GROUP_SIZES: [usize; 8] = [4, 5, 8, 16, 32, 48, 64, 256];
+        const GROUPS: [usize; 4] = [1, 3, 4, 9];
+        ROWS.into_iter().flat_map(|rows| {
+            GROUP_SIZES
+                .into_iter()
+                .flat_map(move |gs| GROUPS.map(|groups| (rows, groups * gs, gs)))
+        })
+    }
+
     #[test]
     fn matvec_q8_matches_the_scalar_definition() {
         let mut seed = 3;
-        for (rows, cols, gs) in [
-            (1, 4, 4),
-            (3, 48, 16),
-            (5, 64, 32),
-            (7, 96, 48),
-            (4, 40, 5),
-            (3, 288, 32),
-            (2, 768, 64),
-            (3, 112, 16),
-        ] {
+        for (rows, cols, gs) in shapes() {
             let (w, ws) = random_matrix((rows, cols, gs), &mut seed, |i| {
                 (i % 11 == 0).then_some(-128)
             });
@@ -508,23 +487,7 @@ mod tests {
     fn every_kernel_path_gives_the_definitions_bits_on_awkward_shapes() {
         let paths = runnable_paths();
         let mut seed = 11;
-        // Group sizes unrolled (16, 32, 64) and read at run time (48, 256, 8, 5); rows in full
-        // blocks of 16 and 4 and partial ones (1, 3, 17, 35); one group per row and many.
-        let shapes = [
-            (1, 16, 16),
-            (17, 48, 16),
-            (35, 96, 32),
-            (16, 32, 32),
-            (19, 144, 48),
-            (33, 192, 64),
-            (3, 64, 64),
-            (21, 512, 256),
-            (18, 256, 256),
-            (5, 40, 8),
-            (4, 40, 5),
-            (40, 288, 32),
-        ];
-        for (rows, cols, gs) in shapes {
+        for (rows, cols, gs) in shapes() {
             // Both int8 extremes often, random values between.
             let (w, ws) = random_matrix((rows, cols, gs), &mut seed, |i| match i % 7 {
                 0 => Some(-128),
@@ -605,15 +568,8 @@ mod tests {
     #[test]
     fn matmul_q8_rows_match_matvec_q8_bit_for_bit() {
         let mut seed = 5;
-        // Batches over one tile of rows and over several (`tile_rows`), odd group sizes.
-        let shapes = [
-            (1, 4, 4),
-            (5, 40, 5),
-            (9, 112, 16),
-            (300, 288, 32),
-            (50, 768, 64),
-        ];
-        for (rows, cols, gs) in shapes {
+        // Batches over one tile of rows and over several (`tile_rows`: 14 rows of 2304 values).
+        for (rows, cols, gs) in shapes() {
             let (w, ws) = random_matrix((rows, cols, gs), &mut seed, |_| None);
             for batch in [1, 2, 3, 7, 16] {
                 let (xq, xs) = random_inputs(batch, cols, gs, &mut seed);

@@ -904,12 +904,22 @@ mod tests {
         }
     }
 
+    /// Runs `case` on cases `0..cases`, with one random generator (seeded `seed`) and one
+    /// candidate buffer reused across them; returns the draws they checked (each case returns
+    /// its count).
+    fn draws_checked(
+        seed: u64,
+        cases: u32,
+        mut case: impl FnMut(u32, &mut Rng, &mut Candidates) -> usize,
+    ) -> usize {
+        let mut rng = Rng::new(seed);
+        let mut scratch = Candidates::default();
+        (0..cases).map(|c| case(c, &mut rng, &mut scratch)).sum()
+    }
+
     #[test]
     fn selection_picks_the_full_sorts_token_on_random_distributions() {
-        let mut rng = Rng::new(2024);
-        let mut scratch = Candidates::default();
-        let mut checked = 0;
-        for case in 0..3000u32 {
+        let checked = draws_checked(2024, 3000, |case, rng, scratch| {
             let n = match case % 6 {
                 0 => 2,
                 1 => 1 + (rng.next_u32() % 600) as usize,
@@ -919,17 +929,19 @@ mod tests {
                 _ => 2 + (rng.next_u32() % 50) as usize,
             };
             if n >= 4096 && case % 5 != 0 {
-                continue;
+                return 0;
             }
-            let probs = probabilities(&mut rng, n, case);
+            let probs = probabilities(rng, n, case);
+            let mut checked = 0;
             for top_p in [0.05f32, 0.5, 0.9, 0.95, 0.999_999] {
                 let coin = rng.next_f32();
                 let want = sample_topp_by_full_sort(&probs, top_p, coin);
-                let got = sample_topp(&probs, top_p, coin, &mut scratch);
+                let got = sample_topp(&probs, top_p, coin, scratch);
                 assert_eq!(got, want, "case {case}: n {n}, top_p {top_p}, coin {coin}");
                 checked += 1;
             }
-        }
+            checked
+        });
         assert!(checked > 10_000, "{checked} draws");
     }
 
@@ -961,10 +973,8 @@ mod tests {
 
     #[test]
     fn the_claim_check_agrees_with_sampling_on_every_claim() {
-        let mut rng = Rng::new(77);
-        let mut scratch = Candidates::default();
-        let (mut checked, mut picked) = (0, 0);
-        for case in 0..1500u32 {
+        let mut picked = 0;
+        let checked = draws_checked(77, 1500, |case, rng, scratch| {
             let n = match case % 5 {
                 0 => 2 + (rng.next_u32() % 60) as usize,
                 1 => 1 + (rng.next_u32() % 700) as usize,
@@ -972,9 +982,10 @@ mod tests {
                 _ => 32000,
             };
             if n >= 4096 && case % 4 != 0 {
-                continue;
+                return 0;
             }
-            let probs = probabilities(&mut rng, n, case);
+            let probs = probabilities(rng, n, case);
+            let mut checked = 0;
             for top_p in [0.05f32, 0.5, 0.9, 0.95, 0.999_999] {
                 // Draws at the ends of the range as well as random ones.
                 let coin = match rng.next_u32() % 8 {
@@ -982,9 +993,9 @@ mod tests {
                     1 => 1.0 - f32::EPSILON / 2.0,
                     _ => rng.next_f32(),
                 };
-                let sampled = sample_topp(&probs, top_p, coin, &mut scratch);
-                for claimed in claims(&probs, sampled, &mut rng) {
-                    let got = topp_picks(&probs, top_p, coin, claimed, &mut scratch);
+                let sampled = sample_topp(&probs, top_p, coin, scratch);
+                for claimed in claims(&probs, sampled, rng) {
+                    let got = topp_picks(&probs, top_p, coin, claimed, scratch);
                     assert_eq!(
                         got,
                         claimed == sampled,
@@ -994,7 +1005,8 @@ mod tests {
                     picked += usize::from(got);
                 }
             }
-        }
+            checked
+        });
         assert!(
             checked > 20_000 && picked > 1000,
             "{checked} claims, {picked} picked"
@@ -1022,12 +1034,9 @@ mod tests {
     fn the_claim_check_is_exact_on_draws_at_the_sums_boundaries() {
         // Coins that put r = coin * cumulative on (or a few floats either side of) a running
         // sum: a claimed token's slice of the draw is half-open, [before, through).
-        let mut rng = Rng::new(5);
-        let mut scratch = Candidates::default();
-        let mut checked = 0;
-        for case in 0..60u32 {
+        let checked = draws_checked(5, 60, |case, rng, scratch| {
             let n = [50usize, 700, 32000][case as usize % 3];
-            let mut probs = logits(&mut rng, n, case % 6);
+            let mut probs = logits(rng, n, case % 6);
             softmax(&mut probs);
             let top_p = [0.5f32, 0.9, 0.95][(case / 3) as usize % 3];
             let sums = running_sums(&probs, top_p);
@@ -1035,6 +1044,7 @@ mod tests {
             let picks: Vec<usize> = (0..6)
                 .map(|_| rng.next_u32() as usize % sums.len())
                 .collect();
+            let mut checked = 0;
             for k in picks.into_iter().chain([0, sums.len() - 1]) {
                 let at = (sums[k] / cumulative).min(1.0 - f32::EPSILON / 2.0);
                 for step in -2i32..=2 {
@@ -1042,10 +1052,10 @@ mod tests {
                     if !(0.0..1.0).contains(&coin) {
                         continue;
                     }
-                    let sampled = sample_topp(&probs, top_p, coin, &mut scratch);
-                    for claimed in claims(&probs, sampled, &mut rng) {
+                    let sampled = sample_topp(&probs, top_p, coin, scratch);
+                    for claimed in claims(&probs, sampled, rng) {
                         assert_eq!(
-                            topp_picks(&probs, top_p, coin, claimed, &mut scratch),
+                            topp_picks(&probs, top_p, coin, claimed, scratch),
                             claimed == sampled,
                             "case {case}, coin {coin}, claimed {claimed}"
                         );
@@ -1053,7 +1063,8 @@ mod tests {
                     }
                 }
             }
-        }
+            checked
+        });
         assert!(checked > 5000, "{checked}");
     }
 

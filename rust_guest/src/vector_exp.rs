@@ -69,6 +69,79 @@ const MID: i32 = 0x3eb1_7218;
 /// `|x|` at or below which libm returns `1 + x` (2^-14).
 const TINY: i32 = 0x3900_0000;
 
+/// The f32 lane operations libm's reduction and polynomial take, on one vector type.
+trait F32Lanes: Copy {
+    /// Every lane `v`.
+    ///
+    /// # Safety
+    /// The CPU has the vector type's instructions (so do the methods below).
+    unsafe fn splat(v: f32) -> Self;
+    unsafe fn add(self, b: Self) -> Self;
+    unsafe fn sub(self, b: Self) -> Self;
+    unsafe fn mul(self, b: Self) -> Self;
+    unsafe fn div(self, b: Self) -> Self;
+}
+
+/// libm's `expf` between its choice of `k` and its scaling by `2^k`, lane by lane: `x = hi - lo`
+/// with `hi = x - k * ln2_hi`, `lo = k * ln2_lo`, then the rational approximation `y` of
+/// `e^(hi - lo)`, the same operations in the same order. `kf` holds each lane's `k` as a float.
+/// With k = 0 these are hi = x, lo = 0 and x unchanged, libm's small-|x| branch.
+///
+/// # Safety
+/// The CPU has `V`'s instructions.
+#[inline(always)]
+unsafe fn libm_polynomial<V: F32Lanes>(x: V, kf: V) -> V {
+    // SAFETY: the caller's contract.
+    unsafe {
+        let hi = x.sub(kf.mul(V::splat(LN2_HI)));
+        let lo = kf.mul(V::splat(LN2_LO));
+        let r = hi.sub(lo);
+        let rr = r.mul(r);
+        let c = r.sub(rr.mul(V::splat(P1).add(rr.mul(V::splat(P2)))));
+        let q = r.mul(c).div(V::splat(2.0).sub(c));
+        V::splat(1.0).add(q.sub(lo).add(hi))
+    }
+}
+
+/// Implements [`F32Lanes`] for the vector type `$v` with its intrinsics: `$splat`, then each
+/// binary operation's.
+macro_rules! impl_f32_lanes {
+    ($v:ty, $splat:path, $($op:ident: $intrinsic:path),+) => {
+        // The guest's intrinsics are safe functions (simd128 is on for the whole build).
+        #[allow(unused_unsafe)]
+        impl F32Lanes for $v {
+            #[inline(always)]
+            unsafe fn splat(v: f32) -> Self {
+                // SAFETY: the trait's contract: the CPU has the type's instructions.
+                unsafe { $splat(v) }
+            }
+            $(
+                #[inline(always)]
+                unsafe fn $op(self, b: Self) -> Self {
+                    // SAFETY: as in `splat`.
+                    unsafe { $intrinsic(self, b) }
+                }
+            )+
+        }
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
+use core::arch::x86_64::{
+    __m256, _mm256_add_ps, _mm256_div_ps, _mm256_mul_ps, _mm256_set1_ps, _mm256_sub_ps,
+};
+// 8 AVX lanes: the AVX2 path's.
+#[cfg(target_arch = "x86_64")]
+impl_f32_lanes!(__m256, _mm256_set1_ps,
+    add: _mm256_add_ps, sub: _mm256_sub_ps, mul: _mm256_mul_ps, div: _mm256_div_ps);
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+use core::arch::wasm32::{f32x4_add, f32x4_div, f32x4_mul, f32x4_splat, f32x4_sub, v128};
+// 4 simd128 lanes: the guest's.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+impl_f32_lanes!(v128, f32x4_splat,
+    add: f32x4_add, sub: f32x4_sub, mul: f32x4_mul, div: f32x4_div);
+
 /// [`exp_shifted`] with 8 AVX2 lanes; with `SUM`, also [`exp_shifted_sum`]'s sum (else 0).
 ///
 /// # Safety
@@ -112,21 +185,7 @@ unsafe fn exp_shifted_avx2<const SUM: bool>(values: &mut [f32], shift: f32) -> f
             let is_big = _mm256_cmpgt_epi32(hx, _mm256_set1_epi32(BIG));
             let is_mid = _mm256_cmpgt_epi32(hx, _mm256_set1_epi32(MID));
             let k = _mm256_blendv_epi8(_mm256_and_si256(k_mid, is_mid), k_big, is_big);
-            let kf = _mm256_cvtepi32_ps(k);
-            // With k = 0 these are hi = x, lo = 0 and x unchanged, libm's small-|x| branch.
-            let hi = _mm256_sub_ps(x, _mm256_mul_ps(kf, _mm256_set1_ps(LN2_HI)));
-            let lo = _mm256_mul_ps(kf, _mm256_set1_ps(LN2_LO));
-            let r = _mm256_sub_ps(hi, lo);
-            let rr = _mm256_mul_ps(r, r);
-            let c = _mm256_sub_ps(
-                r,
-                _mm256_mul_ps(
-                    rr,
-                    _mm256_add_ps(_mm256_set1_ps(P1), _mm256_mul_ps(rr, _mm256_set1_ps(P2))),
-                ),
-            );
-            let q = _mm256_div_ps(_mm256_mul_ps(r, c), _mm256_sub_ps(_mm256_set1_ps(2.0), c));
-            let y = _mm256_add_ps(_mm256_set1_ps(1.0), _mm256_add_ps(_mm256_sub_ps(q, lo), hi));
+            let y = libm_polynomial(x, _mm256_cvtepi32_ps(k));
             // 2^k, a normal float for every k here (-126..=127); y * 1 is y when k = 0.
             let scale = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
                 k,
@@ -182,20 +241,8 @@ fn exp_shifted_simd128(values: &mut [f32], shift: f32) {
         let is_big = i32x4_gt(hx, i32x4_splat(BIG));
         let is_mid = i32x4_gt(hx, i32x4_splat(MID));
         let k = v128_bitselect(k_big, v128_and(k_mid, is_mid), is_big);
-        let kf = f32x4_convert_i32x4(k);
-        let hi = f32x4_sub(x, f32x4_mul(kf, f32x4_splat(LN2_HI)));
-        let lo = f32x4_mul(kf, f32x4_splat(LN2_LO));
-        let r = f32x4_sub(hi, lo);
-        let rr = f32x4_mul(r, r);
-        let c = f32x4_sub(
-            r,
-            f32x4_mul(
-                rr,
-                f32x4_add(f32x4_splat(P1), f32x4_mul(rr, f32x4_splat(P2))),
-            ),
-        );
-        let q = f32x4_div(f32x4_mul(r, c), f32x4_sub(f32x4_splat(2.0), c));
-        let y = f32x4_add(f32x4_splat(1.0), f32x4_add(f32x4_sub(q, lo), hi));
+        // SAFETY: simd128 is on in the guest's build (this function's cfg).
+        let y = unsafe { libm_polynomial(x, f32x4_convert_i32x4(k)) };
         let scale = i32x4_shl(i32x4_add(k, i32x4_splat(127)), 23);
         let scaled = f32x4_mul(y, scale);
         let tiny = i32x4_gt(i32x4_splat(TINY + 1), hx);

@@ -6,11 +6,13 @@
 //! `w[i] * x[i]` for `i = j (mod LANES)` in index order, multiply then add (no FMA). Then
 //! [`reduce_avx512`] (the same additions as [`super::reduce`]) and the scalar tail.
 //!
-//! Kept apart from the AVX path on purpose: valgrind has no AVX-512, so the instruction
-//! budget measures the AVX path, and a tile driver shared between the two changed how LLVM
-//! inlined the AVX decode (+2.5% instructions, docs/toolchain.md, "This host").
+//! The batched product's loop is the AVX path's (`super::for_each_register_tile`, inlined into
+//! each path's function). valgrind has no AVX-512, so the instruction budget measures the AVX
+//! path: an earlier shared driver (a trait per instruction set) changed how LLVM inlined the
+//! AVX decode (+2.5% instructions); this one leaves the decode's code as it was
+//! (docs/toolchain.md, "This host").
 
-use super::{reduce_avx, scatter, tile_rows, LANES, PREFETCH};
+use super::{for_each_register_tile, reduce_avx, tile_chunks_len, LANES, PREFETCH};
 use core::arch::x86_64::*;
 
 /// [`super::reduce`] of the 32 lanes held as two 16-lane vectors (lanes `0..16` in `low`,
@@ -155,11 +157,7 @@ unsafe fn dot_tile<const R: usize, const B: usize>(
     rows: [&[f32]; R],
     xs: [&[f32]; B],
 ) -> [[f32; B]; R] {
-    let len = xs[0].len();
-    for s in rows.iter().chain(&xs) {
-        assert_eq!(s.len(), len);
-    }
-    let n = len / LANES * LANES;
+    let n = tile_chunks_len(&rows, &xs);
     let mut acc = [[[_mm512_setzero_ps(); 2]; B]; R];
     let mut k = 0;
     while k < n {
@@ -211,55 +209,19 @@ unsafe fn dot_tile<const R: usize, const B: usize>(
     out
 }
 
-/// [`super::matmul`] with AVX-512F: per tile of rows ([`tile_rows`]), groups of [`TILE_B`]
-/// inputs and [`TILE_R`] rows through [`dot_tile`], a leftover row through a 1-row tile,
-/// leftover inputs through [`matvec_avx512`]. The AVX path's loop (`matmul_avx`) with this
-/// module's kernels; a copy, not a shared generic driver (see the module's documentation).
+/// [`super::matmul`] with AVX-512F: [`super::for_each_register_tile`] with [`dot_tile`] and
+/// [`matvec_avx512`].
 ///
 /// # Safety
 /// The CPU must support AVX-512F; `xs` is `batch x n`, `out` is `batch x d` and `w` is
 /// `d x n` floats, `n > 0`.
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn matmul_avx512(out: &mut [f32], w: &[f32], xs: &[f32], n: usize, d: usize) {
-    let batch = xs.len() / n;
-    let tile = tile_rows(n * 4);
-    for r0 in (0..d).step_by(tile) {
-        let r1 = (r0 + tile).min(d);
-        let mut b0 = 0;
-        while b0 + TILE_B <= batch {
-            // Plain loops, not `array::from_fn` (its closure stayed a call per tile).
-            let mut x: [&[f32]; TILE_B] = [&[]; TILE_B];
-            for (b, x) in x.iter_mut().enumerate() {
-                *x = &xs[(b0 + b) * n..][..n];
-            }
-            let mut r = r0;
-            while r + TILE_R <= r1 {
-                let mut rows: [&[f32]; TILE_R] = [&[]; TILE_R];
-                for (i, row) in rows.iter_mut().enumerate() {
-                    *row = &w[(r + i) * n..][..n];
-                }
-                // SAFETY: the caller checked AVX-512F.
-                let got = unsafe { dot_tile::<TILE_R, TILE_B>(rows, x) };
-                scatter(out, got, d, b0, r);
-                r += TILE_R;
-            }
-            while r < r1 {
-                // SAFETY: the caller checked AVX-512F.
-                let got = unsafe { dot_tile::<1, TILE_B>([&w[r * n..][..n]], x) };
-                scatter(out, got, d, b0, r);
-                r += 1;
-            }
-            b0 += TILE_B;
-        }
-        for b in b0..batch {
-            // SAFETY: the caller checked AVX-512F.
-            unsafe {
-                matvec_avx512(
-                    &mut out[b * d + r0..b * d + r1],
-                    &w[r0 * n..r1 * n],
-                    &xs[b * n..][..n],
-                )
-            };
-        }
-    }
+    // SAFETY (all three): the caller checked AVX-512F.
+    for_each_register_tile::<TILE_R, TILE_B>(
+        (out, w, xs, n, d),
+        |rows, x| unsafe { dot_tile(rows, x) },
+        |row, x| unsafe { dot_tile(row, x) },
+        |out, rows, x| unsafe { matvec_avx512(out, rows, x) },
+    );
 }

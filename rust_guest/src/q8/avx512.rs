@@ -13,6 +13,7 @@
 //! do; weights lie in -128..=127 and activations are i16, so every partial sum of a group of up
 //! to 256 values fits an i32 (256 * 128 * 32768 = 2^30) and the integer order does not matter.
 
+use super::{add_four_groups, for_each_row, quarter_sum, Product};
 use core::arch::x86_64::*;
 
 /// Whether this CPU runs [`matvec`]: every feature its `target_feature` list enables.
@@ -89,23 +90,10 @@ unsafe fn group_quarter(w: *const i8, x: *const i16, gs: usize) -> __m128i {
 /// [`available`] is true; the shapes are checked by the caller (`w.len() == out.len() * n`,
 /// `ws.len() * gs == w.len()`, `xs.len() * gs == n`, `n == xq.len() > 0`).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(super) unsafe fn matvec<const G: usize>(
-    out: &mut [f32],
-    w: &[i8],
-    ws: &[f32],
-    xq: &[i16],
-    xs: &[f32],
-    gs: usize,
-) {
-    let gs = if G > 0 { G } else { gs };
-    let n = xq.len();
-    for ((o, row), rs) in out
-        .iter_mut()
-        .zip(w.chunks_exact(n))
-        .zip(ws.chunks_exact(n / gs))
-    {
-        // A hint only: a little of the next row (rows are read in order).
-        _mm_prefetch::<_MM_HINT_T0>(row.as_ptr().wrapping_add(n + 512));
+pub(super) unsafe fn matvec<const G: usize>(out: &mut [f32], p: Product) {
+    let gs = if G > 0 { G } else { p.gs };
+    let (xq, xs) = (p.xq, p.xs);
+    for_each_row(out, p, gs, |row, rs| {
         let mut val = 0.0f32;
         let groups = rs.len();
         let mut g = 0;
@@ -115,38 +103,16 @@ pub(super) unsafe fn matvec<const G: usize>(
                 let at = (g + j) * gs;
                 group_quarter(row.as_ptr().add(at), xq.as_ptr().add(at), gs)
             });
-            // Lane sums transposed into four exact dots, the scale step lane-wise (same
-            // roundings), the products added in group order.
-            let t0 = _mm_unpacklo_epi32(acc[0], acc[1]);
-            let t1 = _mm_unpackhi_epi32(acc[0], acc[1]);
-            let t2 = _mm_unpacklo_epi32(acc[2], acc[3]);
-            let t3 = _mm_unpackhi_epi32(acc[2], acc[3]);
-            let (s01, s23) = (_mm_add_epi32(t0, t1), _mm_add_epi32(t2, t3));
-            let dots = _mm_add_epi32(_mm_unpacklo_epi64(s01, s23), _mm_unpackhi_epi64(s01, s23));
-            // SAFETY: 4 scales from g in rs and xs; unaligned loads.
-            let p = unsafe {
-                _mm_mul_ps(
-                    _mm_mul_ps(_mm_cvtepi32_ps(dots), _mm_loadu_ps(rs.as_ptr().add(g))),
-                    _mm_loadu_ps(xs.as_ptr().add(g)),
-                )
-            };
-            let mut lanes = [0.0f32; 4];
-            // SAFETY: `lanes` holds 4 floats.
-            unsafe { _mm_storeu_ps(lanes.as_mut_ptr(), p) };
-            for l in lanes {
-                val += l;
-            }
+            // SAFETY: groups g..g + 4 have their scales in rs and xs.
+            val = unsafe { add_four_groups(val, acc, rs.as_ptr().add(g), xs.as_ptr().add(g)) };
             g += 4;
         }
         for g in g..groups {
             let at = g * gs;
             // SAFETY: group g lies within the row and xq.
             let q = unsafe { group_quarter(row.as_ptr().add(at), xq.as_ptr().add(at), gs) };
-            let dot = _mm_add_epi32(q, _mm_shuffle_epi32::<0b01_00_11_10>(q));
-            let dot =
-                _mm_cvtsi128_si32(_mm_add_epi32(dot, _mm_shuffle_epi32::<0b10_11_00_01>(dot)));
-            val += dot as f32 * rs[g] * xs[g];
+            val += quarter_sum(q) as f32 * rs[g] * xs[g];
         }
-        *o = val;
-    }
+        val
+    });
 }
