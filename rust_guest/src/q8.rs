@@ -106,7 +106,7 @@ use avx512::matvec as matvec_q8_avx512;
 #[cfg(target_arch = "x86_64")]
 mod x86_groups;
 #[cfg(target_arch = "x86_64")]
-use x86_groups::{add_four_groups, for_each_row, quarter_sum, Product};
+use x86_groups::{add_four_groups, quarter_sum};
 
 /// The exact integer dot product of one group (the definition the SIMD paths reproduce).
 #[inline(always)]
@@ -142,12 +142,25 @@ fn row_q8(
 /// The CPU must support AVX2; the lengths are checked by the caller.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn matvec_q8_avx2<const G: usize>(out: &mut [f32], p: Product) {
+unsafe fn matvec_q8_avx2<const G: usize>(
+    out: &mut [f32],
+    w: &[i8],
+    ws: &[f32],
+    xq: &[i16],
+    xs: &[f32],
+    gs: usize,
+) {
     use core::arch::x86_64::*;
-    let gs = if G > 0 { G } else { p.gs };
+    let gs = if G > 0 { G } else { gs };
+    let n = xq.len();
     let simd = gs / 16 * 16;
-    let (xq, xs) = (p.xq, p.xs);
-    for_each_row(out, p, gs, |row, rs| {
+    for ((o, row), rs) in out
+        .iter_mut()
+        .zip(w.chunks_exact(n))
+        .zip(ws.chunks_exact(n / gs))
+    {
+        // A hint only: a little of the next row (rows are read in order).
+        _mm_prefetch::<_MM_HINT_T0>(row.as_ptr().wrapping_add(n + 512));
         let mut val = 0.0f32;
         let groups = rs.len();
         let mut g = 0;
@@ -205,8 +218,8 @@ unsafe fn matvec_q8_avx2<const G: usize>(out: &mut [f32], p: Product) {
             }
             val += dot as f32 * rs[g] * xs[g];
         }
-        val
-    });
+        *o = val;
+    }
 }
 
 /// `out = W x` for a Q8_0 matrix `W` (`out.len()` rows of `xq.len()` int8 values, scales `ws`,
@@ -221,13 +234,13 @@ pub fn matvec_q8(out: &mut [f32], w: &[i8], ws: &[f32], xq: &[i16], xs: &[f32], 
     #[cfg(target_arch = "x86_64")]
     if avx512::available() {
         // SAFETY: AVX-512 F/BW/VL/VNNI are present (checked just above); shapes checked above.
-        unsafe { with_group_size!(matvec_q8_avx512, gs, (out, Product { w, ws, xq, xs, gs })) };
+        unsafe { with_group_size!(matvec_q8_avx512, gs, (out, w, ws, xq, xs, gs)) };
         return;
     }
     #[cfg(target_arch = "x86_64")]
     if std::is_x86_feature_detected!("avx2") {
         // SAFETY: AVX2 is present (checked just above); shapes checked above.
-        unsafe { with_group_size!(matvec_q8_avx2, gs, (out, Product { w, ws, xq, xs, gs })) };
+        unsafe { with_group_size!(matvec_q8_avx2, gs, (out, w, ws, xq, xs, gs)) };
         return;
     }
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
@@ -283,17 +296,13 @@ pub fn matvec_q8_paths() -> Vec<MatvecQ8Path> {
         fn on_avx512(out: &mut [f32], w: &[i8], ws: &[f32], xq: &[i16], xs: &[f32], gs: usize) {
             if has_values(out, w, ws, xq, xs, gs) {
                 // SAFETY: listed only when AVX-512 F/BW/VL/VNNI are present; shapes checked.
-                unsafe {
-                    with_group_size!(matvec_q8_avx512, gs, (out, Product { w, ws, xq, xs, gs }))
-                };
+                unsafe { with_group_size!(matvec_q8_avx512, gs, (out, w, ws, xq, xs, gs)) };
             }
         }
         fn on_avx2(out: &mut [f32], w: &[i8], ws: &[f32], xq: &[i16], xs: &[f32], gs: usize) {
             if has_values(out, w, ws, xq, xs, gs) {
                 // SAFETY: listed only when AVX2 is present; shapes checked.
-                unsafe {
-                    with_group_size!(matvec_q8_avx2, gs, (out, Product { w, ws, xq, xs, gs }))
-                };
+                unsafe { with_group_size!(matvec_q8_avx2, gs, (out, w, ws, xq, xs, gs)) };
             }
         }
         let avx2_ok = std::is_x86_feature_detected!("avx2");

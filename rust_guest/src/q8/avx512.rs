@@ -13,7 +13,7 @@
 //! do; weights lie in -128..=127 and activations are i16, so every partial sum of a group of up
 //! to 256 values fits an i32 (256 * 128 * 32768 = 2^30) and the integer order does not matter.
 
-use super::{add_four_groups, for_each_row, quarter_sum, Product};
+use super::{add_four_groups, quarter_sum};
 use core::arch::x86_64::*;
 
 /// Whether this CPU runs [`matvec`]: every feature its `target_feature` list enables.
@@ -90,10 +90,23 @@ unsafe fn group_quarter(w: *const i8, x: *const i16, gs: usize) -> __m128i {
 /// [`available`] is true; the shapes are checked by the caller (`w.len() == out.len() * n`,
 /// `ws.len() * gs == w.len()`, `xs.len() * gs == n`, `n == xq.len() > 0`).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(super) unsafe fn matvec<const G: usize>(out: &mut [f32], p: Product) {
-    let gs = if G > 0 { G } else { p.gs };
-    let (xq, xs) = (p.xq, p.xs);
-    for_each_row(out, p, gs, |row, rs| {
+pub(super) unsafe fn matvec<const G: usize>(
+    out: &mut [f32],
+    w: &[i8],
+    ws: &[f32],
+    xq: &[i16],
+    xs: &[f32],
+    gs: usize,
+) {
+    let gs = if G > 0 { G } else { gs };
+    let n = xq.len();
+    for ((o, row), rs) in out
+        .iter_mut()
+        .zip(w.chunks_exact(n))
+        .zip(ws.chunks_exact(n / gs))
+    {
+        // A hint only: a little of the next row (rows are read in order).
+        _mm_prefetch::<_MM_HINT_T0>(row.as_ptr().wrapping_add(n + 512));
         let mut val = 0.0f32;
         let groups = rs.len();
         let mut g = 0;
@@ -113,6 +126,6 @@ pub(super) unsafe fn matvec<const G: usize>(out: &mut [f32], p: Product) {
             let q = unsafe { group_quarter(row.as_ptr().add(at), xq.as_ptr().add(at), gs) };
             val += quarter_sum(q) as f32 * rs[g] * xs[g];
         }
-        val
-    });
+        *o = val;
+    }
 }

@@ -5,41 +5,6 @@
 
 use core::arch::x86_64::*;
 
-/// A Q8_0 product as the x86 kernels take it ([`super::matvec_q8`]'s arguments but `out`):
-/// rows of `xq.len()` int8 values `w` with one scale in `ws` per group of `gs` along each row,
-/// and the quantized input `xq` with its group scales `xs`.
-#[derive(Clone, Copy)]
-pub(super) struct Product<'a> {
-    pub w: &'a [i8],
-    pub ws: &'a [f32],
-    pub xq: &'a [i16],
-    pub xs: &'a [f32],
-    pub gs: usize,
-}
-
-/// The x86 kernels' walk over the rows, read in order (one stream for the hardware
-/// prefetcher): each row with its scales, a hint to prefetch a little of the next one, then
-/// `row_value(row, scales)` into its output. `gs` is `p.gs`, a constant where the kernel has one.
-#[inline(always)]
-pub(super) fn for_each_row(
-    out: &mut [f32],
-    p: Product,
-    gs: usize,
-    mut row_value: impl FnMut(&[i8], &[f32]) -> f32,
-) {
-    let n = p.xq.len();
-    for ((o, row), rs) in out
-        .iter_mut()
-        .zip(p.w.chunks_exact(n))
-        .zip(p.ws.chunks_exact(n / gs))
-    {
-        // A hint only (prefetches never fault); SSE is part of the x86_64 baseline.
-        // SAFETY: as just said.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(row.as_ptr().wrapping_add(n + 512)) };
-        *o = row_value(row, rs);
-    }
-}
-
 /// `val` plus four groups' products, runq.c's step: the four quarters' lane sums transposed
 /// into four exact dots, `(dot as f32 * ws[j]) * xs[j]` lane-wise (the same roundings), then
 /// the products added to `val` in group order.
