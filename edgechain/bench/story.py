@@ -172,8 +172,9 @@ def _validator_timeline(c: Any, certificate: Certificate, started: float) -> dic
             "answered_at": round(times.answered_at - started, 3),
         }
         for phases in times.oracle:  # the mint's block makes one oracle call
+            # To the microsecond: a small model's check can take well under a millisecond.
             entry.update(
-                (name, round(value, 3) if isinstance(value, float) else value)
+                (name, round(value, 6) if isinstance(value, float) else value)
                 for name, value in phases.items()
             )
         accounted = times.checks_s + times.execute_s + times.sign_s
